@@ -1,0 +1,453 @@
+"""The one configuration model: a TOML file validated by pydantic.
+
+Secrets never live in the TOML. The MQTT password comes from ``$CREDENTIALS_DIRECTORY/
+mqtt_password`` (systemd ``LoadCredential=``) or the ``SENTINEL_MQTT_PASSWORD`` environment
+variable; the database password likewise from ``db_password`` / ``SENTINEL_DB_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import make_url
+
+from sentinel.errors import ConfigError
+
+__all__ = [
+    "AlertsConfig",
+    "ColdStartConfig",
+    "DatabaseConfig",
+    "FeatureSpec",
+    "IngestConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "MqttConfig",
+    "SentinelConfig",
+    "StreamConfig",
+    "ThresholdConfig",
+    "TlsConfig",
+    "WindowConfig",
+    "format_validation_error",
+    "load_config",
+    "read_secret",
+]
+
+MQTT_PASSWORD_CREDENTIAL = "mqtt_password"
+MQTT_PASSWORD_ENV = "SENTINEL_MQTT_PASSWORD"
+DB_PASSWORD_CREDENTIAL = "db_password"
+DB_PASSWORD_ENV = "SENTINEL_DB_PASSWORD"
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def read_secret(credential: str, env: str) -> str | None:
+    """A secret from systemd's credential directory, else from the environment, else None."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        path = Path(cred_dir) / credential
+        if path.is_file():
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+    value = os.environ.get(env)
+    return value if value else None
+
+
+class TlsConfig(Section):
+    enabled: bool = Field(default=False, description="Connect with TLS.")
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle to verify the broker; system CAs when unset."
+    )
+    cert_file: Path | None = Field(default=None, description="Client certificate (PEM).")
+    key_file: Path | None = Field(default=None, description="Client private key (PEM).")
+    insecure: bool = Field(
+        default=False, description="Skip broker hostname verification (testing only)."
+    )
+
+    @model_validator(mode="after")
+    def _cert_needs_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class MqttConfig(Section):
+    host: str = Field(default="127.0.0.1", min_length=1, description="Broker host name.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+    client_id: str = Field(
+        default_factory=lambda: f"sentinel-{socket.gethostname()}"[:64],
+        min_length=1,
+        max_length=64,
+        description="Stable client id: the broker keeps our persistent session under it.",
+    )
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version.")
+    username: str | None = Field(
+        default=None,
+        description="User name. The password comes from the mqtt_password credential or "
+        "SENTINEL_MQTT_PASSWORD, never from this file.",
+    )
+    keepalive: int = Field(default=30, ge=5, le=3600, description="Keep-alive, seconds.")
+    session_expiry: int = Field(
+        default=86_400,
+        ge=0,
+        le=4_294_967_295,
+        description="MQTT 5 session expiry, seconds: how long the broker holds messages for "
+        "us while we are away.",
+    )
+    qos: Literal[0, 1] = Field(
+        default=1, description="Subscription QoS. 1 (default) means nothing is lost on restart."
+    )
+    reconnect_min_delay: float = Field(default=1.0, gt=0, le=60, description="Seconds.")
+    reconnect_max_delay: float = Field(default=60.0, gt=0, le=3600, description="Seconds.")
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> MqttConfig:
+        if self.reconnect_max_delay < self.reconnect_min_delay:
+            raise ValueError("reconnect_max_delay must be >= reconnect_min_delay")
+        return self
+
+    @property
+    def password(self) -> SecretStr | None:
+        value = read_secret(MQTT_PASSWORD_CREDENTIAL, MQTT_PASSWORD_ENV)
+        return SecretStr(value) if value is not None else None
+
+
+class DatabaseConfig(Section):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://sentinel@db/sentinel. Default: "
+        "SQLite file sentinel.db in the state directory. The password comes from the "
+        "db_password credential or SENTINEL_DB_PASSWORD.",
+    )
+    flush_interval: float = Field(
+        default=0.2, gt=0, le=10, description="Longest a change waits before it is committed."
+    )
+    batch_max: int = Field(
+        default=500, ge=1, le=100_000, description="Most batches folded into one transaction."
+    )
+    busy_timeout_ms: int = Field(
+        default=5_000, ge=0, le=600_000, description="SQLite busy timeout, milliseconds."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            url = make_url(value)
+        except Exception as err:  # noqa: BLE001 - sqlalchemy raises several types here
+            raise ValueError(f"not a database URL: {err}") from err
+        if url.password:
+            raise ValueError(
+                "the URL contains a password; put it in the db_password credential or "
+                "SENTINEL_DB_PASSWORD instead"
+            )
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("only sqlite and postgresql URLs are supported")
+        return value
+
+
+class IngestConfig(Section):
+    queue_size: int = Field(
+        default=2_000,
+        ge=10,
+        le=1_000_000,
+        description="Messages buffered between the network thread and the pipeline worker. "
+        "With MQTT 5 it is also our Receive Maximum, so the broker never overfills it.",
+    )
+    max_payload_bytes: int = Field(
+        default=65_536, ge=64, le=16_777_216, description="Larger payloads are rejected."
+    )
+    log_interval: float = Field(
+        default=10.0,
+        ge=0.1,
+        le=3600,
+        description="Rejected input is logged at most once per reason per interval.",
+    )
+
+
+class WindowConfig(Section):
+    length: int = Field(default=32, ge=4, le=4096, description="Readings per window.")
+    hop: int = Field(default=4, ge=1, le=4096, description="New readings between windows.")
+    max_gap: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between readings beyond which a device's window restarts.",
+    )
+
+    @model_validator(mode="after")
+    def _hop_fits(self) -> WindowConfig:
+        if self.hop > self.length:
+            raise ValueError("hop must not exceed length (readings would be skipped)")
+        return self
+
+
+class ModelConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto takes CUDA where present (Jetson), else the CPU."
+    )
+    torch_threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Torch intra-op threads. 1 is fastest for small LSTMs on 2-4 cores.",
+    )
+    hidden_size: int = Field(default=32, ge=2, le=1024, description="LSTM hidden units.")
+    latent_size: int = Field(default=8, ge=1, le=1024, description="Bottleneck size.")
+    num_layers: int = Field(default=1, ge=1, le=4, description="LSTM layers per side.")
+    epochs: int = Field(default=30, ge=1, le=10_000, description="Training epochs.")
+    batch_size: int = Field(default=64, ge=1, le=65_536, description="Training batch size.")
+    learning_rate: float = Field(default=1e-3, gt=0, le=1, description="Adam learning rate.")
+    train_stride: int = Field(
+        default=1, ge=1, le=4096, description="Readings between training windows."
+    )
+    validation_fraction: float = Field(
+        default=0.2, ge=0.05, le=0.5, description="Held-back windows for calibration."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed for weights and shuffling.")
+    score_batch_max: int = Field(
+        default=512, ge=1, le=65_536, description="Most windows scored in one forward pass."
+    )
+
+
+class ColdStartConfig(Section):
+    readings: int = Field(
+        default=3_000,
+        ge=64,
+        le=10_000_000,
+        description="Readings per stream (all devices together) collected before the first "
+        "model is trained when no saved model exists.",
+    )
+
+
+class ThresholdConfig(Section):
+    quantile: float = Field(
+        default=0.995,
+        gt=0.5,
+        lt=1.0,
+        description="Quantile of each device's recent normal scores the threshold tracks.",
+    )
+    multiplier: float = Field(
+        default=1.5, ge=1.0, le=100.0, description="Headroom over that quantile."
+    )
+    history: int = Field(
+        default=2_000, ge=50, le=1_000_000, description="Recent normal scores remembered."
+    )
+    warmup: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="Windows per device scored against the model's calibration threshold "
+        "before the device's own threshold takes over.",
+    )
+
+
+class AlertsConfig(Section):
+    open_after: int = Field(
+        default=2, ge=1, le=1_000, description="Consecutive anomalous windows that open an alert."
+    )
+    close_after: int = Field(
+        default=4, ge=1, le=10_000, description="Consecutive normal windows that close it."
+    )
+    top_features: int = Field(
+        default=3, ge=1, le=64, description="Contributing features kept per alert."
+    )
+
+
+class LoggingConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: readable on a terminal, JSON lines otherwise."
+    )
+
+
+class FeatureSpec(Section):
+    name: str = Field(description="Feature name used in models and alerts.")
+    path: str | None = Field(
+        default=None,
+        description="Dotted path in a JSON payload (e.g. motor.current); defaults to name.",
+    )
+
+    @property
+    def key_path(self) -> tuple[str, ...]:
+        return tuple((self.path or self.name).split("."))
+
+
+def _feature(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class StreamConfig(Section):
+    name: str = Field(description="Stream name, e.g. pump. Letters, digits, _ . -")
+    topic: str = Field(
+        description="Topic pattern with one {device} level, e.g. plant/{device}/pump. "
+        "MQTT wildcards + and # may appear in other levels."
+    )
+    features: Annotated[list[FeatureSpec], Field(min_length=1, max_length=256)]
+    format: Literal["json", "senml"] = Field(default="json", description="Payload format.")
+    timestamp_field: str | None = Field(
+        default="ts",
+        description="JSON field (dotted path) holding the event time; None uses arrival time.",
+    )
+    timestamp_unit: Literal["auto", "s", "ms"] = Field(
+        default="auto",
+        description="Epoch unit of numeric timestamps; auto treats values above 1e11 as "
+        "milliseconds. ISO 8601 strings are always accepted.",
+    )
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _names_to_specs(cls, value: Any) -> Any:
+        return [_feature(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _valid_topic(cls, value: str) -> str:
+        levels = value.split("/")
+        if levels.count("{device}") != 1:
+            raise ValueError("the topic needs exactly one level that is exactly {device}")
+        for i, level in enumerate(levels):
+            if level == "#" and i != len(levels) - 1:
+                raise ValueError("# may only be the last level")
+            if level not in ("+", "#", "{device}") and any(c in level for c in "+#{}"):
+                raise ValueError(f"invalid topic level {level!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_features(self) -> StreamConfig:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        return self
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @property
+    def subscription(self) -> str:
+        """The MQTT subscription filter for this stream's topic pattern."""
+        return self.topic.replace("{device}", "+")
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets $STATE_DIRECTORY; otherwise a folder beside the cwd.
+    return Path(os.environ.get("STATE_DIRECTORY", "sentinel-state"))
+
+
+class SentinelConfig(Section):
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="Models, the SQLite database and snapshots live here. Default: "
+        "$STATE_DIRECTORY (set by systemd) or ./sentinel-state.",
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    windows: WindowConfig = Field(default_factory=WindowConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    streams: Annotated[list[StreamConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _streams_distinct(self) -> SentinelConfig:
+        names = [s.name for s in self.streams]
+        if len(set(names)) != len(names):
+            raise ValueError("stream names must be unique")
+        topics = [s.subscription for s in self.streams]
+        if len(set(topics)) != len(topics):
+            raise ValueError("two streams subscribe to the same topic filter")
+        return self
+
+    @model_validator(mode="after")
+    def _cold_start_fits_window(self) -> SentinelConfig:
+        if self.cold_start.readings < 4 * self.windows.length:
+            raise ValueError("cold_start.readings must be at least 4x windows.length")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with its password filled in from the secret store."""
+        if self.database.url is None:
+            return f"sqlite:///{self.state_dir / 'sentinel.db'}"
+        url = make_url(self.database.url)
+        password = read_secret(DB_PASSWORD_CREDENTIAL, DB_PASSWORD_ENV)
+        if password and url.get_backend_name() != "sqlite":
+            url = url.set(password=password)
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+    def stream(self, name: str) -> StreamConfig:
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        raise KeyError(name)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config as plain data, safe to log (no secrets, URL password hidden)."""
+        data = self.model_dump(mode="json")
+        data["database"]["url"] = make_url(self.database_url).render_as_string(
+            hide_password=True
+        )
+        data["mqtt"]["password"] = "***" if self.mqtt.password else None
+        return data
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    """One line per problem, each with its key path (``streams.0.topic: ...``)."""
+    lines = []
+    for problem in err.errors():
+        path = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        lines.append(f"{path}: {problem['msg']}")
+    return lines
+
+
+def load_config(path: str | Path) -> SentinelConfig:
+    """Read and validate a TOML config file; every problem is listed in the ConfigError."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such file") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    try:
+        return SentinelConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = format_validation_error(err)
+        raise ConfigError(f"{path}: {len(lines)} error(s)\n  " + "\n  ".join(lines)) from err

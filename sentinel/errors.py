@@ -1,0 +1,36 @@
+"""Domain errors, all in one place."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "FatalConnectionError",
+    "ModelError",
+    "SentinelError",
+    "StoreError",
+]
+
+
+class SentinelError(Exception):
+    """Base of every error Sentinel raises on purpose."""
+
+
+class ConfigError(SentinelError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class FatalConnectionError(SentinelError):
+    """The broker refused us for a reason retrying will not fix (credentials, authorization)."""
+
+
+class ModelError(SentinelError):
+    """A model file is missing, corrupt, or does not fit the stream it is used for."""
+
+
+class DataError(SentinelError):
+    """Recorded input (CSV for training or replay) cannot be used."""
+
+
+class StoreError(SentinelError):
+    """The database cannot be reached or its schema cannot be brought up to date."""

@@ -1,0 +1,170 @@
+"""Typed records that pipeline stages hand to each other.
+
+Data flows ingest -> windows -> model -> threshold -> alerts -> store; every hop carries one of
+these small frozen dataclasses, never a bare tuple or dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Alert",
+    "AlertStatus",
+    "Delivery",
+    "DeviceProgress",
+    "FeatureContribution",
+    "Reading",
+    "RejectReason",
+    "Rejected",
+    "Score",
+    "Verdict",
+    "Window",
+    "WriteBatch",
+]
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One timestamped sample of all features of one device of one stream."""
+
+    stream: str
+    device: str
+    ts: float  # event time, epoch seconds UTC
+    values: tuple[float, ...]  # ordered as the stream's configured features
+
+
+class RejectReason(StrEnum):
+    """Why an input was skipped; each reason has its own counter."""
+
+    OVERSIZED = "oversized"
+    UNPARSABLE = "unparsable"
+    UNKNOWN_TOPIC = "unknown_topic"
+    MISSING_TIMESTAMP = "missing_timestamp"
+    BAD_TIMESTAMP = "bad_timestamp"
+    MISSING_FEATURE = "missing_feature"
+    NON_NUMERIC = "non_numeric"
+    NON_FINITE = "non_finite"
+    OUT_OF_ORDER = "out_of_order"
+    DUPLICATE = "duplicate"
+    QUEUE_FULL = "queue_full"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input that was skipped, with enough context to log it."""
+
+    reason: RejectReason
+    topic: str
+    detail: str
+    payload_head: str = ""  # first bytes of the payload, decoded leniently, for logs
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One MQTT message after parsing: what it carried and how to acknowledge it.
+
+    A message may carry several readings (SenML packs, JSON arrays) and may be partly
+    rejected. ``mid`` is the MQTT packet id to acknowledge once everything the message
+    carried is committed; ``None`` for QoS 0 (nothing to acknowledge).
+    """
+
+    topic: str
+    readings: tuple[Reading, ...]
+    rejected: tuple[Rejected, ...]
+    mid: int | None
+    qos: int
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A contiguous run of readings of one device, ready to be scored."""
+
+    stream: str
+    device: str
+    start_ts: float
+    end_ts: float
+    values: FloatArray  # shape (length, n_features), raw units (the detector scales)
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """Reconstruction error of one window, total and per feature."""
+
+    window: Window
+    value: float  # mean squared error over the window in scaled units
+    feature_errors: tuple[float, ...]  # mean squared error per feature, same order as features
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A score judged against its device's threshold."""
+
+    score: Score
+    threshold: float
+    is_anomaly: bool
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureContribution:
+    feature: str
+    share: float  # fraction of the window's error this feature carried, 0..1
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """State of one alert after a change; the store upserts it by ``uid``."""
+
+    uid: str
+    stream: str
+    device: str
+    status: AlertStatus
+    started_at: float
+    updated_at: float
+    ended_at: float | None
+    peak_score: float
+    threshold: float  # threshold in force when the alert fired
+    top_features: tuple[FeatureContribution, ...]
+    model_version: str
+    windows: int  # anomalous windows so far
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProgress:
+    """How far ingest got for one device; committed with the alerts it caused.
+
+    ``last_ts`` lets a restarted daemon recognise redelivered messages as duplicates;
+    ``readings`` is the running total of readings taken in.
+    """
+
+    stream: str
+    device: str
+    last_ts: float
+    readings: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """What one pass of the pipeline worker asks the writer to commit atomically.
+
+    ``acks`` are the MQTT packet ids to acknowledge once the transaction has committed,
+    in the order the messages arrived.
+    """
+
+    alerts: tuple[Alert, ...] = ()
+    progress: tuple[DeviceProgress, ...] = ()
+    acks: tuple[int, ...] = field(default=())
