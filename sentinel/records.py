@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "Ack",
     "Alert",
     "AlertStatus",
     "Delivery",
@@ -67,19 +68,30 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
+class Ack:
+    """An MQTT packet id to acknowledge, tagged with the connection it arrived on.
+
+    Packet ids are only meaningful within one connection: after a reconnect the broker
+    resends what we did not acknowledge, and an old id may by then name another message.
+    """
+
+    mid: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One MQTT message after parsing: what it carried and how to acknowledge it.
 
     A message may carry several readings (SenML packs, JSON arrays) and may be partly
-    rejected. ``mid`` is the MQTT packet id to acknowledge once everything the message
-    carried is committed; ``None`` for QoS 0 (nothing to acknowledge).
+    rejected. ``ack`` is sent once everything the message carried is committed; ``None``
+    for QoS 0 (nothing to acknowledge).
     """
 
     topic: str
     readings: tuple[Reading, ...]
     rejected: tuple[Rejected, ...]
-    mid: int | None
-    qos: int
+    ack: Ack | None
     received_at: float
 
 
@@ -161,10 +173,9 @@ class DeviceProgress:
 class WriteBatch:
     """What one pass of the pipeline worker asks the writer to commit atomically.
 
-    ``acks`` are the MQTT packet ids to acknowledge once the transaction has committed,
-    in the order the messages arrived.
+    ``acks`` are sent once the transaction has committed, in the order the messages arrived.
     """
 
     alerts: tuple[Alert, ...] = ()
     progress: tuple[DeviceProgress, ...] = ()
-    acks: tuple[int, ...] = field(default=())
+    acks: tuple[Ack, ...] = field(default=())

@@ -1,0 +1,340 @@
+"""The ``sentinel`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import structlog
+from pydantic import ValidationError
+
+from sentinel import __version__
+from sentinel.config import SentinelConfig, load_config
+from sentinel.errors import ConfigError, SentinelError
+
+if TYPE_CHECKING:
+    from sentinel.store import AlertRecord, AlertStore
+
+__all__ = ["main", "parse_since"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CONFIG = "/etc/sentinel/sentinel.toml"
+EXIT_USAGE = 2
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``2h``, ``30m``, ``7d`` (ago) or an ISO 8601 time (naive means UTC)."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(text.strip())
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use a duration like 30m, 2h, 7d, or an ISO 8601 time"
+        ) from err
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("SENTINEL_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load(args: argparse.Namespace) -> SentinelConfig:
+    from sentinel.logs import configure_logging
+
+    config = load_config(_config_path(args))
+    configure_logging(config.logging.level, config.logging.format)
+    return config
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sentinel.app import SentinelApp
+
+    config = _load(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return SentinelApp(config).run(stop)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    streams = ", ".join(f"{s.name} ({s.topic}, {len(s.features)} features)" for s in config.streams)
+    print(f"{args.file}: OK — {len(config.streams)} stream(s): {streams}")
+    print(f"database: {json.dumps(config.redacted()['database']['url'])}")
+    return 0
+
+
+def _store(args: argparse.Namespace) -> AlertStore:
+    from sentinel.store import AlertStore
+
+    if getattr(args, "database", None):
+        url = args.database
+    else:
+        url = _load(args).database_url
+    store = AlertStore(url)
+    store.open()
+    return store
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    print("database schema is up to date")
+    return 0
+
+
+_TABLE_COLUMNS = ("id", "status", "stream", "device", "started", "duration", "peak", "features")
+
+
+def _format_row(record: AlertRecord) -> dict[str, str]:
+    end = record.ended_at or record.updated_at
+    duration = (end - record.started_at).total_seconds()
+    features = ", ".join(f"{f['feature']} {f['share']:.0%}" for f in record.top_features)
+    return {
+        "id": str(record.id),
+        "status": record.status,
+        "stream": record.stream,
+        "device": record.device,
+        "started": record.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "duration": f"{duration:.0f}s",
+        "peak": f"{record.peak_score / record.threshold:.1f}x" if record.threshold else "-",
+        "features": features,
+    }
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        records = store.list_alerts(
+            since=args.since,
+            device=args.device,
+            stream=args.stream,
+            status=args.status,
+            limit=args.limit,
+        )
+    finally:
+        store.close()
+    if args.format == "json":
+        json.dump([r.to_dict() for r in records], sys.stdout, indent=2)
+        print()
+    elif args.format == "csv":
+        rows = [r.to_dict() for r in records]
+        fields = list(rows[0]) if rows else ["id"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            row["top_features"] = json.dumps(row["top_features"])
+            writer.writerow(row)
+    else:
+        _print_table([_format_row(r) for r in records])
+    return 0
+
+
+def _print_table(rows: list[dict[str, str]]) -> None:
+    if not rows:
+        print("no alerts")
+        return
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _TABLE_COLUMNS}
+    print("  ".join(c.upper().ljust(widths[c]) for c in _TABLE_COLUMNS).rstrip())
+    for row in rows:
+        print("  ".join(row[c].ljust(widths[c]) for c in _TABLE_COLUMNS).rstrip())
+
+
+def cmd_alerts_ack(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        record = store.acknowledge(args.id, note=args.note)
+    except KeyError:
+        print(f"no alert with id {args.id}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"alert {record.id} acknowledged ({record.status})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from sentinel.csvdata import read_feature_csv
+    from sentinel.model import ModelRegistry, resolve_device, train_detector
+    from sentinel.training import progress_reporter
+
+    config = _load(args)
+    if args.stream:
+        try:
+            stream = config.stream(args.stream)
+        except KeyError:
+            names = ", ".join(s.name for s in config.streams)
+            print(f"no stream {args.stream!r} in the config (streams: {names})", file=sys.stderr)
+            return 1
+    elif len(config.streams) == 1:
+        stream = config.streams[0]
+    else:
+        print("the config has several streams: choose one with --stream", file=sys.stderr)
+        return EXIT_USAGE
+    data = read_feature_csv(
+        args.csv,
+        stream.feature_names,
+        timestamp_column=args.timestamp_column,
+        max_gap=config.windows.max_gap,
+    )
+    torch.set_num_threads(config.model.torch_threads)
+    progress = progress_reporter(stream.name, config.model.epochs)
+    try:
+        detector = train_detector(
+            data.segments(min_length=config.windows.length),
+            stream=stream.name,
+            features=stream.feature_names,
+            window=config.windows.length,
+            config=config.model,
+            device=resolve_device(config.model.device),
+            first_ts=data.first_ts,
+            last_ts=data.last_ts,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    registry = ModelRegistry(config.models_dir)
+    path = registry.save(detector)
+    registry.activate(stream.name, detector.version)
+    print(f"model {detector.version} for stream {stream.name} saved to {path} and activated")
+    print("a running daemon picks it up at its next start")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sentinel",
+        description="Streaming anomaly detection for IoT sensor fleets: reads sensor readings "
+        "from MQTT, scores per-device windows with an LSTM autoencoder and records alerts in "
+        "SQLite or PostgreSQL.",
+    )
+    parser.add_argument("--version", action="version", version=f"sentinel {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            "-c",
+            metavar="FILE",
+            help=f"TOML config (default: $SENTINEL_CONFIG or {DEFAULT_CONFIG})",
+        )
+
+    def db_args(p: argparse.ArgumentParser) -> None:
+        config_arg(p)
+        p.add_argument(
+            "--database",
+            metavar="URL",
+            help="database URL instead of the config's (e.g. sqlite:///state/sentinel.db)",
+        )
+
+    run = commands.add_parser("run", help="run the daemon", description="Run the daemon "
+                              "until SIGTERM or SIGINT; both drain the queue and exit 0.")
+    config_arg(run)
+    run.set_defaults(func=cmd_run)
+
+    check = commands.add_parser(
+        "check-config", help="validate a config file",
+        description="Validate a config file; prints every error with its key path.",
+    )
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_check_config)
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the database schema up to date",
+        description="Apply database migrations (the daemon also does this at start).",
+    )
+    db_args(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    alerts = commands.add_parser("alerts", help="list and acknowledge alerts")
+    alert_commands = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    listing = alert_commands.add_parser(
+        "list", help="list alerts, newest first",
+        description="List alerts, newest first. PEAK is the peak score over the threshold.",
+    )
+    db_args(listing)
+    listing.add_argument("--since", type=parse_since, metavar="WHEN",
+                         help="only alerts started since: 30m, 2h, 7d or an ISO 8601 time")
+    listing.add_argument("--device", metavar="D")
+    listing.add_argument("--stream", metavar="S")
+    listing.add_argument("--status", choices=("open", "acknowledged", "closed"))
+    listing.add_argument("--limit", type=int, default=100, metavar="N", help="default 100")
+    listing.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    listing.set_defaults(func=cmd_alerts_list)
+    ack = alert_commands.add_parser("ack", help="acknowledge an alert")
+    db_args(ack)
+    ack.add_argument("id", type=int, metavar="ID")
+    ack.add_argument("--note", metavar="TEXT", help="a note kept with the acknowledgement")
+    ack.set_defaults(func=cmd_alerts_ack)
+
+    train = commands.add_parser(
+        "train", help="train a stream's model offline from a recorded CSV",
+        description="Fit a model from recorded normal operation and make it the stream's "
+        "active model. The CSV needs a column per feature of the stream (header names as in "
+        "the config); an optional timestamp column splits the data at gaps.",
+    )
+    config_arg(train)
+    train.add_argument("--csv", required=True, type=Path, metavar="FILE")
+    train.add_argument("--stream", metavar="NAME", help="needed when the config has several")
+    train.add_argument("--timestamp-column", metavar="NAME",
+                       help="default: detected (ts, timestamp, time, datetime)")
+    train.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ConfigError as err:
+        print(f"configuration error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as err:
+        print(f"configuration error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except SentinelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

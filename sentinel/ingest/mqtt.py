@@ -1,0 +1,260 @@
+"""The MQTT source: a paho-mqtt 2.x client with a persistent session and manual acks.
+
+Delivery guarantee: we subscribe at QoS 1 on a persistent session (``clean_session=False`` on
+3.1.1, ``clean_start=False`` plus a session expiry on MQTT 5) and acknowledge a message only
+after everything it carried has been committed to the database. A daemon killed at any point
+therefore gets every unacknowledged message again from the broker; readings it had already
+committed are recognised by their timestamps and skipped as duplicates.
+
+Flow control: on MQTT 5 our Receive Maximum equals the ingest queue's size, so the broker
+never has more unacknowledged QoS 1 messages in flight to us than the queue can hold and the
+non-blocking enqueue in ``on_message`` cannot overflow. (A 3.1.1 broker uses its own limit,
+Mosquitto's ``max_inflight_messages``, 20 by default.)
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from sentinel.config import MqttConfig, StreamConfig
+from sentinel.ingest.parse import MessageParser
+from sentinel.records import Ack, Delivery, Rejected, RejectReason
+
+__all__ = ["MqttSource"]
+
+log = structlog.get_logger(__name__)
+
+# CONNACK refusals that retrying cannot fix: stop and say so instead of looping forever.
+_FATAL_REFUSALS = {
+    "Bad user name or password": "the broker rejected the user name or password",
+    "Not authorized": "the broker refused us: not authorized",
+    "Client identifier not valid": "the broker rejected the client id",
+    "Bad authentication method": "the broker does not accept this authentication method",
+    "Unsupported protocol version": "the broker does not speak this MQTT version "
+    '(set mqtt.protocol = "3.1.1")',
+    "Banned": "the broker has banned this client",
+}
+
+
+class MqttSource:
+    """Subscribes to every stream and hands parsed deliveries to ``sink``.
+
+    ``sink`` must not block (it is called on paho's network thread); it returns False when
+    it has no room, and the message is then left unacknowledged for the broker to resend.
+    ``on_fatal`` is called once, from the network thread, when the broker refuses us for
+    a reason retrying will not fix.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        streams: list[StreamConfig],
+        *,
+        parser: MessageParser,
+        sink: Callable[[Delivery], bool],
+        receive_maximum: int,
+        on_fatal: Callable[[str], None],
+        password: str | None = None,
+    ) -> None:
+        self._config = config
+        self._streams = streams
+        self._parser = parser
+        self._sink = sink
+        self._receive_maximum = max(1, min(receive_maximum, 65_535))
+        self._on_fatal = on_fatal
+        self._password = password
+        self._client: mqtt.Client | None = None
+        self._epoch = 0  # bumped on every successful connect; tags acks
+        self._paused = threading.Event()
+        self._connected = threading.Event()
+        self._fatal: str | None = None
+        self.connects = 0
+        self.unacked_dropped = 0  # acks from a previous connection, deliberately not sent
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self._config
+        v5 = cfg.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            clean_session=None if v5 else False,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            manual_ack=True,
+        )
+        client.enable_logger(None)  # paho's own log via stdlib logging -> structlog
+        client.reconnect_delay_set(
+            min_delay=max(1, round(cfg.reconnect_min_delay)),
+            max_delay=max(1, round(cfg.reconnect_max_delay)),
+        )
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, self._password)
+        if cfg.tls.enabled:
+            client.tls_set(
+                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(cfg.tls.insecure)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = cfg.session_expiry
+            properties.ReceiveMaximum = self._receive_maximum
+        self._client = client
+        log.info(
+            "mqtt_connecting",
+            host=cfg.host,
+            port=cfg.port,
+            client_id=cfg.client_id,
+            protocol=cfg.protocol,
+            tls=cfg.tls.enabled,
+        )
+        client.connect_async(
+            cfg.host,
+            cfg.port,
+            keepalive=cfg.keepalive,
+            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        client.loop_start()
+
+    def pause(self) -> None:
+        """Stop taking messages in; those arriving now stay unacknowledged at the broker."""
+        self._paused.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        client = self._client
+        if client is None:
+            return
+        self._paused.set()
+        # DISCONNECT is queued behind any acknowledgements still waiting to go out.
+        client.disconnect()
+        deadline = time.monotonic() + timeout
+        while self._connected.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.loop_stop()
+        self._client = None
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def fatal(self) -> str | None:
+        return self._fatal
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def ack(self, ack: Ack) -> None:
+        """Acknowledge a committed message, if it arrived on the current connection."""
+        client = self._client
+        if client is None or ack.epoch != self._epoch:
+            # The broker will resend it; our duplicate check will recognise it.
+            self.unacked_dropped += 1
+            return
+        client.ack(ack.mid, 1)
+
+    # -- paho callbacks (network thread: never block) -------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: Any,
+        properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            name = reason_code.getName()
+            if name in _FATAL_REFUSALS:
+                self._fatal = f"{_FATAL_REFUSALS[name]} ({name})"
+                log.error("mqtt_refused_fatal", reason=name, host=self._config.host)
+                client.disconnect()  # stops paho's reconnect loop
+                self._on_fatal(self._fatal)
+            else:
+                log.warning("mqtt_refused", reason=name)
+            return
+        self._epoch += 1
+        self.connects += 1
+        self._connected.set()
+        log.info(
+            "mqtt_connected",
+            session_present=bool(flags.session_present),
+            epoch=self._epoch,
+        )
+        # Subscribing on every connect keeps subscriptions across broker restarts that lost
+        # our session; with a kept session it is harmless.
+        client.subscribe([(s.subscription, self._config.qos) for s in self._streams])
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("mqtt_connect_failed", host=self._config.host, port=self._config.port)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: Any,
+        properties: Any,
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected:
+            log.warning("mqtt_disconnected", reason=str(reason_code))
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[Any],
+        properties: Any,
+    ) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("mqtt_subscribe_refused", reasons=failed)
+        else:
+            log.info("mqtt_subscribed", topics=[s.subscription for s in self._streams])
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._paused.is_set():
+            return  # left unacknowledged: redelivered after we reconnect
+        try:
+            readings, rejected = self._parser.parse(message.topic, message.payload, time.time())
+        except Exception as err:  # callback boundary: the parser should never raise
+            log.exception("parser_crashed", topic=message.topic)
+            readings, rejected = (
+                [],
+                [Rejected(RejectReason.UNPARSABLE, message.topic, f"parser error: {err!r}")],
+            )
+        ack = Ack(message.mid, self._epoch) if message.qos > 0 else None
+        delivery = Delivery(
+            topic=message.topic,
+            readings=tuple(readings),
+            rejected=tuple(rejected),
+            ack=ack,
+            received_at=time.time(),
+        )
+        if not self._sink(delivery) and message.qos == 0:
+            log.warning("ingest_queue_full_qos0_dropped", topic=message.topic)

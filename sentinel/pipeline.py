@@ -1,0 +1,352 @@
+"""The pipeline worker: deliveries in, windows scored in batches, alert changes out.
+
+One worker thread owns all per-device state (order checks, windows, thresholds, alert
+grouping), so none of it needs locks. The MQTT network thread only parses and enqueues;
+scoring and everything after it happen here; the database writer commits on its own thread
+and only then are the messages acknowledged to the broker.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from sentinel.alerts import AlertTracker
+from sentinel.config import SentinelConfig, StreamConfig
+from sentinel.model import Detector
+from sentinel.records import (
+    Ack,
+    Alert,
+    AlertStatus,
+    Delivery,
+    DeviceProgress,
+    Rejected,
+    RejectReason,
+    Score,
+    Window,
+    WriteBatch,
+)
+from sentinel.stats import PipelineStats, RejectionLog
+from sentinel.threshold import ThresholdBank, calibration_threshold
+from sentinel.training import ColdStartBuffer, TrainingJob
+from sentinel.windows import WindowAssembler
+
+__all__ = ["Pipeline"]
+
+log = structlog.get_logger(__name__)
+
+_DRAIN_MAX = 256  # deliveries handled per pass: bounds latency and the size of a commit
+
+
+@dataclass(slots=True)
+class _DeviceState:
+    last_ts: float
+    readings: int
+
+
+@dataclass
+class _Stream:
+    config: StreamConfig
+    windows: WindowAssembler
+    detector: Detector | None = None
+    fallback_threshold: float = 0.0
+    baseline: tuple[float, ...] = ()
+    cold_start: ColdStartBuffer | None = None
+
+
+class Pipeline:
+    """Turns deliveries into committed alert changes and device progress.
+
+    ``sink`` receives one ``WriteBatch`` per pass (the writer's ``submit``; it may block,
+    which is the backpressure that keeps memory bounded). ``request_training`` is called
+    with a job when a stream without a model has collected enough readings.
+    """
+
+    def __init__(
+        self,
+        config: SentinelConfig,
+        *,
+        sink: Callable[[WriteBatch], None],
+        request_training: Callable[[TrainingJob], None],
+        models: dict[str, Detector | None],
+        progress: Iterable[DeviceProgress] = (),
+        open_alerts: Iterable[Alert] = (),
+    ) -> None:
+        self._config = config
+        self._sink = sink
+        self._request_training = request_training
+        self._inbox: queue.Queue[Delivery] = queue.Queue(maxsize=config.ingest.queue_size)
+        self._swaps: queue.Queue[tuple[str, Detector | None]] = queue.Queue()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stats = PipelineStats()
+        self.rejections = RejectionLog(interval=config.ingest.log_interval)
+        self.queue_full = 0  # counted on the network thread, the only writer
+        self._thresholds = ThresholdBank(config.threshold)
+        self._alerts = AlertTracker(
+            config.alerts, {s.name: s.feature_names for s in config.streams}
+        )
+        self._alerts.restore(open_alerts)
+        self._devices = {(p.stream, p.device): _DeviceState(p.last_ts, p.readings) for p in progress}
+        self._streams: dict[str, _Stream] = {}
+        for stream in config.streams:
+            runtime = _Stream(
+                config=stream,
+                windows=WindowAssembler(stream.name, len(stream.features), config.windows),
+            )
+            self._streams[stream.name] = runtime
+            detector = models.get(stream.name)
+            if detector is not None:
+                self._install(runtime, detector)
+            else:
+                self._begin_cold_start(runtime)
+
+    # -- called from other threads ------------------------------------------------------
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Enqueue without blocking (MQTT callback). False when the queue is full."""
+        try:
+            self._inbox.put_nowait(delivery)
+        except queue.Full:
+            self.queue_full += 1
+            return False
+        return True
+
+    def install_model(self, stream: str, detector: Detector) -> None:
+        """Swap in a new model; applied by the worker between two passes, so no window is
+        dropped or scored twice."""
+        self._swaps.put((stream, detector))
+
+    def training_failed(self, stream: str) -> None:
+        """A cold-start training run failed: collect afresh and try again."""
+        self._swaps.put((stream, None))
+
+    @property
+    def depth(self) -> int:
+        return self._inbox.qsize()
+
+    def has_model(self, stream: str) -> bool:
+        return self._streams[stream].detector is not None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sentinel-pipeline", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish everything already queued, then stop. Call after ingest has paused."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("pipeline_stop_timeout", queued=self.depth)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the worker -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._apply_swaps()
+            try:
+                first = self._inbox.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            batch = [first]
+            while len(batch) < _DRAIN_MAX:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._sink(self._process(batch))
+            except Exception:  # thread boundary: one bad batch must not stop the daemon
+                # Acknowledge anyway: a message that crashes us would otherwise come back
+                # after every restart. The log names how much was lost.
+                self.stats.batch_errors += 1
+                log.exception("pipeline_batch_failed", deliveries=len(batch))
+                acks = tuple(d.ack for d in batch if d.ack is not None)
+                self._sink(WriteBatch(acks=acks))
+
+    def _process(self, deliveries: list[Delivery]) -> WriteBatch:
+        windows: dict[str, list[Window]] = defaultdict(list)
+        touched: set[tuple[str, str]] = set()
+        acks: list[Ack] = []
+        for delivery in deliveries:
+            self.stats.messages += 1
+            for rejected in delivery.rejected:
+                self.rejections.record(rejected)
+            for reading in delivery.readings:
+                key = (reading.stream, reading.device)
+                state = self._devices.get(key)
+                if state is not None and reading.ts <= state.last_ts:
+                    reason = (
+                        RejectReason.DUPLICATE
+                        if reading.ts == state.last_ts
+                        else RejectReason.OUT_OF_ORDER
+                    )
+                    self.rejections.record(
+                        Rejected(
+                            reason=reason,
+                            topic=delivery.topic,
+                            detail=f"ts {reading.ts} not after last {state.last_ts}",
+                        )
+                    )
+                    continue
+                if state is None:
+                    state = self._devices[key] = _DeviceState(reading.ts, 0)
+                state.last_ts = reading.ts
+                state.readings += 1
+                touched.add(key)
+                self.stats.readings += 1
+                runtime = self._streams[reading.stream]
+                if runtime.cold_start is not None and runtime.cold_start.add(reading):
+                    self._launch_training(runtime)
+                window = runtime.windows.add(reading)
+                if window is not None:
+                    windows[reading.stream].append(window)
+            if delivery.ack is not None:
+                acks.append(delivery.ack)
+        alerts: list[Alert] = []
+        for stream, stream_windows in windows.items():
+            alerts.extend(self._score(self._streams[stream], stream_windows))
+        progress = tuple(
+            DeviceProgress(s, d, self._devices[(s, d)].last_ts, self._devices[(s, d)].readings)
+            for s, d in touched
+        )
+        return WriteBatch(alerts=tuple(alerts), progress=progress, acks=tuple(acks))
+
+    def _score(self, runtime: _Stream, windows: list[Window]) -> list[Alert]:
+        self.stats.windows += len(windows)
+        detector = runtime.detector
+        if detector is None:
+            self.stats.windows_unscored += len(windows)
+            return []
+        started = time.perf_counter()
+        values, feature_errors = detector.score(np.stack([w.values for w in windows]))
+        self.stats.score_seconds += time.perf_counter() - started
+        self.stats.scored += len(windows)
+        changes: list[Alert] = []
+        for i, window in enumerate(windows):
+            score = Score(
+                window=window,
+                value=float(values[i]),
+                feature_errors=tuple(float(e) for e in feature_errors[i]),
+                model_version=detector.version,
+            )
+            verdict = self._thresholds.judge(score, runtime.fallback_threshold)
+            if verdict.is_anomaly:
+                self.stats.anomalous += 1
+            alert = self._alerts.observe(verdict, runtime.baseline)
+            if alert is not None:
+                changes.append(alert)
+                self._log_alert(alert, verdict.score.value)
+        return changes
+
+    def _log_alert(self, alert: Alert, score: float) -> None:
+        features = ",".join(f"{c.feature}:{c.share:.0%}" for c in alert.top_features)
+        if alert.status is AlertStatus.CLOSED:
+            self.stats.alerts_closed += 1
+            log.info(
+                "alert_closed",
+                stream=alert.stream,
+                device=alert.device,
+                uid=alert.uid,
+                windows=alert.windows,
+                peak=round(alert.peak_score, 4),
+                duration_s=round((alert.ended_at or alert.updated_at) - alert.started_at, 1),
+            )
+        elif alert.windows == self._config.alerts.open_after:
+            self.stats.alerts_opened += 1
+            log.info(
+                "alert_opened",
+                stream=alert.stream,
+                device=alert.device,
+                uid=alert.uid,
+                score=round(score, 4),
+                threshold=round(alert.threshold, 4),
+                features=features,
+            )
+        else:
+            log.debug("alert_updated", device=alert.device, uid=alert.uid, windows=alert.windows)
+
+    # -- models ---------------------------------------------------------------------------
+
+    def _apply_swaps(self) -> None:
+        while True:
+            try:
+                stream, detector = self._swaps.get_nowait()
+            except queue.Empty:
+                return
+            runtime = self._streams[stream]
+            if detector is None:
+                self._begin_cold_start(runtime)
+                continue
+            self._install(runtime, detector)
+            # A new model has its own score scale: thresholds learned on the old one are void.
+            self._thresholds.reset_stream(stream)
+            log.info("model_installed", stream=stream, version=detector.version)
+
+    def _install(self, runtime: _Stream, detector: Detector) -> None:
+        stream = runtime.config
+        if tuple(detector.features) != stream.feature_names:
+            log.error(
+                "model_features_mismatch",
+                stream=stream.name,
+                model=list(detector.features),
+                config=list(stream.feature_names),
+            )
+            self._begin_cold_start(runtime)
+            return
+        if detector.window != self._config.windows.length:
+            log.error(
+                "model_window_mismatch",
+                stream=stream.name,
+                model=detector.window,
+                config=self._config.windows.length,
+            )
+            self._begin_cold_start(runtime)
+            return
+        calibration = detector.meta.calibration
+        runtime.fallback_threshold = calibration_threshold(
+            calibration.quantiles, self._config.threshold.quantile,
+            self._config.threshold.multiplier,
+        )
+        runtime.baseline = tuple(calibration.feature_mean_errors)
+        runtime.detector = detector
+        runtime.cold_start = None
+
+    def _begin_cold_start(self, runtime: _Stream) -> None:
+        runtime.detector = None
+        runtime.cold_start = ColdStartBuffer(
+            stream=runtime.config.name,
+            target=self._config.cold_start.readings,
+            max_gap=self._config.windows.max_gap,
+        )
+        log.info(
+            "cold_start_collecting",
+            stream=runtime.config.name,
+            target=self._config.cold_start.readings,
+        )
+
+    def _launch_training(self, runtime: _Stream) -> None:
+        buffer = runtime.cold_start
+        assert buffer is not None
+        runtime.cold_start = None  # stop collecting; scoring starts when the model arrives
+        segments = buffer.segments(min_length=self._config.windows.length)
+        log.info("cold_start_collected", stream=runtime.config.name, readings=buffer.collected)
+        self._request_training(
+            TrainingJob(runtime.config, segments, buffer.first_ts, buffer.last_ts)
+        )

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+
+from sentinel.alerts import AlertTracker
+from sentinel.config import AlertsConfig
+from sentinel.records import AlertStatus, Score, Verdict, Window
+
+FEATURES = {"pump": ("flow", "pressure", "current")}
+BASELINE = (0.1, 0.1, 0.1)
+
+
+def verdict(t: float, anomalous: bool, errors: tuple[float, ...] = (0.1, 0.1, 0.1),
+            device: str = "a", value: float | None = None) -> Verdict:
+    window = Window("pump", device, t - 3, t, np.zeros((4, 3), dtype=np.float32))
+    value = value if value is not None else (5.0 if anomalous else 0.5)
+    return Verdict(Score(window, value, errors, "v1"), threshold=1.0, is_anomaly=anomalous)
+
+
+def test_alert_opens_after_m_anomalous_windows_and_closes_after_n_normal() -> None:
+    tracker = AlertTracker(AlertsConfig(open_after=2, close_after=3, top_features=2), FEATURES)
+    assert tracker.observe(verdict(1, True), BASELINE) is None  # pending
+    opened = tracker.observe(verdict(2, True, value=7.0), BASELINE)
+    assert opened is not None
+    assert opened.status is AlertStatus.OPEN
+    assert opened.started_at == 1.0
+    assert opened.ended_at is None
+    assert opened.windows == 2
+    assert opened.peak_score == 7.0
+    updated = tracker.observe(verdict(3, True, value=9.0), BASELINE)
+    assert updated is not None
+    assert updated.uid == opened.uid
+    assert updated.peak_score == 9.0
+    assert updated.windows == 3
+    assert tracker.observe(verdict(4, False), BASELINE) is None
+    assert tracker.observe(verdict(5, False), BASELINE) is None
+    closed = tracker.observe(verdict(6, False), BASELINE)
+    assert closed is not None
+    assert closed.uid == opened.uid
+    assert closed.status is AlertStatus.CLOSED
+    assert closed.ended_at == 3.0  # the last anomalous window, not the normal run after it
+    assert tracker.open_alerts == 0
+
+
+def test_a_single_anomalous_window_does_not_open_when_two_are_needed() -> None:
+    tracker = AlertTracker(AlertsConfig(open_after=2, close_after=1), FEATURES)
+    assert tracker.observe(verdict(1, True), BASELINE) is None
+    assert tracker.observe(verdict(2, False), BASELINE) is None
+    assert tracker.observe(verdict(3, True), BASELINE) is None
+    assert tracker.open_alerts == 0
+
+
+def test_a_normal_blip_inside_an_alert_keeps_it_open() -> None:
+    tracker = AlertTracker(AlertsConfig(open_after=1, close_after=2), FEATURES)
+    first = tracker.observe(verdict(1, True), BASELINE)
+    assert tracker.observe(verdict(2, False), BASELINE) is None
+    again = tracker.observe(verdict(3, True), BASELINE)
+    assert first is not None
+    assert again is not None
+    assert again.uid == first.uid
+
+
+def test_contributions_are_the_error_above_each_features_normal_level() -> None:
+    tracker = AlertTracker(AlertsConfig(open_after=1, close_after=1, top_features=2), FEATURES)
+    # pressure far above its normal error, current slightly, flow at its normal level.
+    alert = tracker.observe(verdict(1, True, errors=(0.1, 3.1, 1.1)), BASELINE)
+    assert alert is not None
+    names = [c.feature for c in alert.top_features]
+    assert names == ["pressure", "current"]
+    assert alert.top_features[0].share == 0.75
+
+
+def test_devices_get_separate_alerts_and_restore_continues_an_open_one() -> None:
+    tracker = AlertTracker(AlertsConfig(open_after=1, close_after=5), FEATURES)
+    a = tracker.observe(verdict(1, True, device="a"), BASELINE)
+    b = tracker.observe(verdict(1, True, device="b"), BASELINE)
+    assert a is not None
+    assert b is not None
+    assert a.uid != b.uid
+    restarted = AlertTracker(AlertsConfig(open_after=1, close_after=5), FEATURES)
+    assert restarted.restore([a, b]) == 2
+    continued = restarted.observe(verdict(2, True, device="a"), BASELINE)
+    assert continued is not None
+    assert continued.uid == a.uid
+    assert continued.windows == 2

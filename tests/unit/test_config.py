@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sentinel.cli import main
+from sentinel.config import load_config
+from sentinel.errors import ConfigError
+
+MINIMAL = """
+[[streams]]
+name = "pump"
+topic = "plant/{device}/pump"
+features = ["flow", { name = "current", path = "motor.current" }]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sentinel.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_gets_sane_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    stream = config.streams[0]
+    assert stream.subscription == "plant/+/pump"
+    assert stream.feature_names == ("flow", "current")
+    assert stream.features[1].key_path == ("motor", "current")
+    assert config.mqtt.qos == 1
+    assert config.model.torch_threads == 1
+    assert config.database_url.startswith("sqlite:///")
+
+
+def test_every_error_is_listed_with_its_key_path(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+bogus = 1
+[mqtt]
+port = 70000
+[[streams]]
+name = "bad name"
+topic = "plant/+/pump"
+features = []
+""",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    for fragment in ("bogus", "mqtt.port", "streams.0.name", "streams.0.topic", "streams.0.features"):
+        assert fragment in message
+
+
+def test_password_in_database_url_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\nurl = "postgresql://u:secret@db/x"\n' + MINIMAL)
+    with pytest.raises(ConfigError, match="SENTINEL_DB_PASSWORD"):
+        load_config(path)
+
+
+def test_secrets_come_from_credentials_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(
+        tmp_path, '[database]\nurl = "postgresql+psycopg://sentinel@db/x"\n' + MINIMAL
+    )
+    monkeypatch.setenv("SENTINEL_DB_PASSWORD", "from-env")
+    monkeypatch.setenv("SENTINEL_MQTT_PASSWORD", "mqtt-env")
+    config = load_config(path)
+    assert "from-env" in config.database_url
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "db_password").write_text("from-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert "from-credential" in config.database_url
+    redacted = config.redacted()
+    assert "from-credential" not in str(redacted)
+    assert "mqtt-env" not in str(redacted)
+    assert redacted["mqtt"]["password"] == "***"
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(write(tmp_path, MINIMAL))]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["check-config", str(write(tmp_path, "[[streams]]\nname='x'\n"))]) == 1
+    err = capsys.readouterr().err
+    assert "streams.0.topic" in err
+    assert "streams.0.features" in err
+
+
+def test_duplicate_streams_and_bad_windows_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unique"):
+        load_config(write(tmp_path, MINIMAL + MINIMAL))
+    with pytest.raises(ConfigError, match="hop"):
+        load_config(write(tmp_path, "[windows]\nlength = 8\nhop = 9\n" + MINIMAL))

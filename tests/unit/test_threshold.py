@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sentinel.config import ThresholdConfig
+from sentinel.records import Score, Window
+from sentinel.threshold import ThresholdBank, calibration_threshold
+
+
+def score(value: float, device: str = "a") -> Score:
+    window = Window("pump", device, 0.0, 1.0, np.zeros((2, 1), dtype=np.float32))
+    return Score(window, value, (value,), "v1")
+
+
+def test_calibration_threshold_takes_the_nearest_quantile() -> None:
+    quantiles = {"0.99": 2.0, "0.995": 3.0, "0.999": 5.0}
+    assert calibration_threshold(quantiles, 0.995, 1.5) == pytest.approx(4.5)
+    assert calibration_threshold(quantiles, 0.998, 1.0) == pytest.approx(5.0)
+
+
+def test_warmup_uses_the_fallback_then_the_device_quantile() -> None:
+    bank = ThresholdBank(ThresholdConfig(quantile=0.99, multiplier=2.0, warmup=50, history=100))
+    rng = np.random.default_rng(0)
+    verdicts = [bank.judge(score(float(v)), fallback=10.0) for v in rng.uniform(0, 1, 50)]
+    assert all(v.threshold == 10.0 for v in verdicts)
+    after = bank.judge(score(0.5), fallback=10.0)
+    assert 1.5 < after.threshold <= 2.0  # 0.99-quantile of U(0,1) times 2
+    assert not after.is_anomaly
+    assert bank.judge(score(5.0), fallback=10.0).is_anomaly
+
+
+def test_anomalous_scores_never_raise_the_threshold() -> None:
+    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50))
+    for _ in range(20):
+        bank.judge(score(1.0), fallback=100.0)
+    before = bank.judge(score(1.0), fallback=100.0).threshold
+    for _ in range(200):
+        assert bank.judge(score(50.0), fallback=100.0).is_anomaly
+    assert bank.judge(score(1.0), fallback=100.0).threshold == before
+
+
+def test_devices_and_streams_are_independent_and_resettable() -> None:
+    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=5, history=50))
+    for _ in range(10):
+        bank.judge(score(1.0, "a"), fallback=100.0)
+    assert bank.judge(score(1.0, "a"), fallback=100.0).threshold == pytest.approx(1.0)
+    assert bank.judge(score(1.0, "b"), fallback=100.0).threshold == 100.0
+    bank.reset_stream("pump")
+    assert bank.judge(score(1.0, "a"), fallback=100.0).threshold == 100.0
