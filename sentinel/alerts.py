@@ -84,7 +84,9 @@ class AlertTracker:
     def open_alerts(self) -> int:
         return sum(1 for d in self._devices.values() if d.open is not None)
 
-    def _anomalous(self, device: _Device, verdict: Verdict, baseline: Sequence[float]) -> Alert | None:
+    def _anomalous(
+        self, device: _Device, verdict: Verdict, baseline: Sequence[float]
+    ) -> Alert | None:
         current = device.open
         if current is not None:
             current.normal_run = 0

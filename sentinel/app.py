@@ -83,7 +83,9 @@ class SentinelApp:
             source = self.source = MqttSource(
                 config.mqtt,
                 config.streams,
-                parser=MessageParser(config.streams, max_payload_bytes=config.ingest.max_payload_bytes),
+                parser=MessageParser(
+                    config.streams, max_payload_bytes=config.ingest.max_payload_bytes
+                ),
                 sink=pipeline.offer,
                 receive_maximum=config.ingest.queue_size,
                 on_fatal=self._on_fatal,
@@ -149,7 +151,9 @@ class SentinelApp:
         assert self.pipeline is not None
         return self.pipeline
 
-    def _load_models(self, registry: ModelRegistry, device: torch.device) -> dict[str, Detector | None]:
+    def _load_models(
+        self, registry: ModelRegistry, device: torch.device
+    ) -> dict[str, Detector | None]:
         models: dict[str, Detector | None] = {}
         for stream in self.config.streams:
             try:

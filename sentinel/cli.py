@@ -97,10 +97,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _store(args: argparse.Namespace) -> AlertStore:
     from sentinel.store import AlertStore
 
-    if getattr(args, "database", None):
-        url = args.database
-    else:
-        url = _load(args).database_url
+    url = args.database if getattr(args, "database", None) else _load(args).database_url
     store = AlertStore(url)
     store.open()
     return store
@@ -122,10 +119,10 @@ _TABLE_COLUMNS = ("id", "status", "stream", "device", "started", "duration", "pe
 def _format_row(record: AlertRecord) -> dict[str, str]:
     end = record.ended_at or record.updated_at
     duration = (end - record.started_at).total_seconds()
-    features = ", ".join(f"{f['feature']} {f['share']:.0%}" for f in record.top_features)
+    features = ", ".join(f"{f.feature} {f.share:.0%}" for f in record.top_features)
     return {
         "id": str(record.id),
-        "status": record.status,
+        "status": record.status.value,
         "stream": record.stream,
         "device": record.device,
         "started": record.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
@@ -265,20 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
             help="database URL instead of the config's (e.g. sqlite:///state/sentinel.db)",
         )
 
-    run = commands.add_parser("run", help="run the daemon", description="Run the daemon "
-                              "until SIGTERM or SIGINT; both drain the queue and exit 0.")
+    run = commands.add_parser(
+        "run",
+        help="run the daemon",
+        description="Run the daemon until SIGTERM or SIGINT; both drain the queue and exit 0.",
+    )
     config_arg(run)
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser(
-        "check-config", help="validate a config file",
+        "check-config",
+        help="validate a config file",
         description="Validate a config file; prints every error with its key path.",
     )
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=cmd_check_config)
 
     migrate = commands.add_parser(
-        "migrate", help="bring the database schema up to date",
+        "migrate",
+        help="bring the database schema up to date",
         description="Apply database migrations (the daemon also does this at start).",
     )
     db_args(migrate)
@@ -287,12 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = commands.add_parser("alerts", help="list and acknowledge alerts")
     alert_commands = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
     listing = alert_commands.add_parser(
-        "list", help="list alerts, newest first",
+        "list",
+        help="list alerts, newest first",
         description="List alerts, newest first. PEAK is the peak score over the threshold.",
     )
     db_args(listing)
-    listing.add_argument("--since", type=parse_since, metavar="WHEN",
-                         help="only alerts started since: 30m, 2h, 7d or an ISO 8601 time")
+    listing.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="WHEN",
+        help="only alerts started since: 30m, 2h, 7d or an ISO 8601 time",
+    )
     listing.add_argument("--device", metavar="D")
     listing.add_argument("--stream", metavar="S")
     listing.add_argument("--status", choices=("open", "acknowledged", "closed"))
@@ -306,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     ack.set_defaults(func=cmd_alerts_ack)
 
     train = commands.add_parser(
-        "train", help="train a stream's model offline from a recorded CSV",
+        "train",
+        help="train a stream's model offline from a recorded CSV",
         description="Fit a model from recorded normal operation and make it the stream's "
         "active model. The CSV needs a column per feature of the stream (header names as in "
         "the config); an optional timestamp column splits the data at gaps.",
@@ -314,8 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(train)
     train.add_argument("--csv", required=True, type=Path, metavar="FILE")
     train.add_argument("--stream", metavar="NAME", help="needed when the config has several")
-    train.add_argument("--timestamp-column", metavar="NAME",
-                       help="default: detected (ts, timestamp, time, datetime)")
+    train.add_argument(
+        "--timestamp-column",
+        metavar="NAME",
+        help="default: detected (ts, timestamp, time, datetime)",
+    )
     train.set_defaults(func=cmd_train)
     return parser
 

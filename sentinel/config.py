@@ -155,7 +155,7 @@ class DatabaseConfig(Section):
             return value
         try:
             url = make_url(value)
-        except Exception as err:  # noqa: BLE001 - sqlalchemy raises several types here
+        except Exception as err:  # sqlalchemy raises several types here
             raise ValueError(f"not a database URL: {err}") from err
         if url.password:
             raise ValueError(
@@ -419,9 +419,7 @@ class SentinelConfig(Section):
     def redacted(self) -> dict[str, Any]:
         """The effective config as plain data, safe to log (no secrets, URL password hidden)."""
         data = self.model_dump(mode="json")
-        data["database"]["url"] = make_url(self.database_url).render_as_string(
-            hide_password=True
-        )
+        data["database"]["url"] = make_url(self.database_url).render_as_string(hide_password=True)
         data["mqtt"]["password"] = "***" if self.mqtt.password else None
         return data
 

@@ -27,6 +27,7 @@ from sentinel.records import (
     AlertStatus,
     Delivery,
     DeviceProgress,
+    Reading,
     Rejected,
     RejectReason,
     Score,
@@ -94,7 +95,9 @@ class Pipeline:
             config.alerts, {s.name: s.feature_names for s in config.streams}
         )
         self._alerts.restore(open_alerts)
-        self._devices = {(p.stream, p.device): _DeviceState(p.last_ts, p.readings) for p in progress}
+        self._devices = {
+            (p.stream, p.device): _DeviceState(p.last_ts, p.readings) for p in progress
+        }
         self._streams: dict[str, _Stream] = {}
         for stream in config.streams:
             runtime = _Stream(
@@ -212,8 +215,8 @@ class Pipeline:
                 touched.add(key)
                 self.stats.readings += 1
                 runtime = self._streams[reading.stream]
-                if runtime.cold_start is not None and runtime.cold_start.add(reading):
-                    self._launch_training(runtime)
+                if runtime.cold_start is not None:
+                    self._collect(runtime, reading)
                 window = runtime.windows.add(reading)
                 if window is not None:
                     windows[reading.stream].append(window)
@@ -264,6 +267,7 @@ class Pipeline:
                 stream=alert.stream,
                 device=alert.device,
                 uid=alert.uid,
+                at=alert.ended_at,
                 windows=alert.windows,
                 peak=round(alert.peak_score, 4),
                 duration_s=round((alert.ended_at or alert.updated_at) - alert.started_at, 1),
@@ -275,6 +279,7 @@ class Pipeline:
                 stream=alert.stream,
                 device=alert.device,
                 uid=alert.uid,
+                at=alert.started_at,
                 score=round(score, 4),
                 threshold=round(alert.threshold, 4),
                 features=features,
@@ -321,7 +326,8 @@ class Pipeline:
             return
         calibration = detector.meta.calibration
         runtime.fallback_threshold = calibration_threshold(
-            calibration.quantiles, self._config.threshold.quantile,
+            calibration.quantiles,
+            self._config.threshold.quantile,
             self._config.threshold.multiplier,
         )
         runtime.baseline = tuple(calibration.feature_mean_errors)
@@ -340,6 +346,19 @@ class Pipeline:
             stream=runtime.config.name,
             target=self._config.cold_start.readings,
         )
+
+    def _collect(self, runtime: _Stream, reading: Reading) -> None:
+        buffer = runtime.cold_start
+        assert buffer is not None
+        if buffer.add(reading):
+            self._launch_training(runtime)
+        elif buffer.collected % max(1, buffer.target // 20) == 0:
+            log.info(
+                "cold_start_progress",
+                stream=buffer.stream,
+                collected=buffer.collected,
+                target=buffer.target,
+            )
 
     def _launch_training(self, runtime: _Stream) -> None:
         buffer = runtime.cold_start

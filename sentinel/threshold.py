@@ -22,9 +22,7 @@ from sentinel.records import Score, Verdict
 __all__ = ["ThresholdBank", "calibration_threshold"]
 
 
-def calibration_threshold(
-    quantiles: dict[str, float], quantile: float, multiplier: float
-) -> float:
+def calibration_threshold(quantiles: dict[str, float], quantile: float, multiplier: float) -> float:
     """The model's own threshold: its held-back score quantile nearest ``quantile``."""
     if not quantiles:
         raise ValueError("the model has no calibration quantiles")
@@ -64,9 +62,10 @@ class ThresholdBank:
         return Verdict(score=score, threshold=threshold, is_anomaly=is_anomaly)
 
     def current(self, state: _DeviceThreshold, fallback: float) -> float:
-        if state.normal_seen < self.config.warmup:
+        value = state.quantile.get()
+        if state.normal_seen < self.config.warmup or value is None:
             return fallback
-        return float(state.quantile.get()) * self.config.multiplier
+        return float(value) * self.config.multiplier
 
     def reset_stream(self, stream: str) -> None:
         """Forget a stream's thresholds, e.g. when a new model changes its score scale."""

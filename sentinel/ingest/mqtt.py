@@ -113,9 +113,9 @@ class MqttSource:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        properties = None
+        properties: Properties | None = None
         if v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = cfg.session_expiry
             properties.ReceiveMaximum = self._receive_maximum
         self._client = client
@@ -205,7 +205,8 @@ class MqttSource:
         )
         # Subscribing on every connect keeps subscriptions across broker restarts that lost
         # our session; with a kept session it is harmless.
-        client.subscribe([(s.subscription, self._config.qos) for s in self._streams])
+        qos = int(self._config.qos)
+        client.subscribe([(s.subscription, qos) for s in self._streams])
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         log.warning("mqtt_connect_failed", host=self._config.host, port=self._config.port)

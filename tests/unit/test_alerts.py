@@ -10,8 +10,13 @@ FEATURES = {"pump": ("flow", "pressure", "current")}
 BASELINE = (0.1, 0.1, 0.1)
 
 
-def verdict(t: float, anomalous: bool, errors: tuple[float, ...] = (0.1, 0.1, 0.1),
-            device: str = "a", value: float | None = None) -> Verdict:
+def verdict(
+    t: float,
+    anomalous: bool,
+    errors: tuple[float, ...] = (0.1, 0.1, 0.1),
+    device: str = "a",
+    value: float | None = None,
+) -> Verdict:
     window = Window("pump", device, t - 3, t, np.zeros((4, 3), dtype=np.float32))
     value = value if value is not None else (5.0 if anomalous else 0.5)
     return Verdict(Score(window, value, errors, "v1"), threshold=1.0, is_anomaly=anomalous)

@@ -49,7 +49,13 @@ features = []
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)
-    for fragment in ("bogus", "mqtt.port", "streams.0.name", "streams.0.topic", "streams.0.features"):
+    for fragment in (
+        "bogus",
+        "mqtt.port",
+        "streams.0.name",
+        "streams.0.topic",
+        "streams.0.features",
+    ):
         assert fragment in message
 
 
@@ -62,9 +68,7 @@ def test_password_in_database_url_is_refused(tmp_path: Path) -> None:
 def test_secrets_come_from_credentials_then_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write(
-        tmp_path, '[database]\nurl = "postgresql+psycopg://sentinel@db/x"\n' + MINIMAL
-    )
+    path = write(tmp_path, '[database]\nurl = "postgresql+psycopg://sentinel@db/x"\n' + MINIMAL)
     monkeypatch.setenv("SENTINEL_DB_PASSWORD", "from-env")
     monkeypatch.setenv("SENTINEL_MQTT_PASSWORD", "mqtt-env")
     config = load_config(path)

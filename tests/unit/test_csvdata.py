@@ -13,7 +13,7 @@ def test_parse_timestamp_forms() -> None:
     assert parse_timestamp("1700000000") == 1700000000.0
     assert parse_timestamp("1700000000500") == 1700000000.5
     assert parse_timestamp("2020-03-09 10:14:33") == parse_timestamp("2020-03-09T10:14:33Z")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="yesterday"):
         parse_timestamp("yesterday")
 
 

@@ -1,0 +1,21 @@
+"""LSTM autoencoder detector: scaling, training, scoring, and versioned storage on disk."""
+
+from __future__ import annotations
+
+from sentinel.model.detector import Calibration, Detector, ModelMeta, resolve_device
+from sentinel.model.lstm_ae import LstmAutoencoder
+from sentinel.model.registry import ModelRegistry
+from sentinel.model.scaler import Scaler
+from sentinel.model.train import make_windows, train_detector
+
+__all__ = [
+    "Calibration",
+    "Detector",
+    "LstmAutoencoder",
+    "ModelMeta",
+    "ModelRegistry",
+    "Scaler",
+    "make_windows",
+    "resolve_device",
+    "train_detector",
+]

@@ -1,0 +1,254 @@
+"""Training a detector on recorded normal data, with early stopping and calibration."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch import nn
+
+from sentinel.config import ModelConfig
+from sentinel.errors import DataError, ModelError
+from sentinel.model.detector import (
+    Calibration,
+    Detector,
+    ModelMeta,
+    reconstruction_errors,
+)
+from sentinel.model.lstm_ae import LstmAutoencoder
+from sentinel.model.scaler import Scaler
+
+__all__ = ["MIN_WINDOWS", "PATIENCE", "make_windows", "train_detector"]
+
+log = structlog.get_logger(__name__)
+
+MIN_WINDOWS = 8  # fewer cannot give both a training set and a validation set
+PATIENCE = 5  # epochs without a better validation loss before training stops
+_MIN_IMPROVEMENT = 1e-4  # relative; smaller gains are noise and do not reset patience
+_GRAD_CLIP = 1.0  # LSTMs occasionally take exploding steps early on
+
+ProgressFn = Callable[[int, int, float], None]
+IntArray = npt.NDArray[np.int64]
+
+
+def make_windows(data: np.ndarray, window: int, stride: int) -> np.ndarray:
+    """(N, F) -> (M, window, F): every ``stride``-th run of ``window`` consecutive rows.
+
+    Returns a read-only strided view (no copy); fewer than ``window`` rows give M == 0.
+    """
+    if data.ndim != 2:
+        raise DataError(f"expected an (N, F) array, got shape {data.shape}")
+    if window < 1 or stride < 1:
+        raise DataError("window and stride must be positive")
+    if data.shape[0] < window:
+        return np.empty((0, window, data.shape[1]), dtype=data.dtype)
+    # sliding_window_view puts the window axis last: (N - window + 1, F, window).
+    view = sliding_window_view(data, window, axis=0)[::stride]
+    return view.transpose(0, 2, 1)
+
+
+def _window_starts(lengths: Sequence[int], window: int, stride: int) -> IntArray:
+    """Row offsets, into the concatenated segments, of windows that stay inside one segment.
+
+    Training gathers windows from these offsets batch by batch instead of materialising
+    all (M, window, F) windows, which with stride 1 is ``window`` times the data size.
+    """
+    starts: list[IntArray] = []
+    offset = 0
+    for n in lengths:
+        if n >= window:
+            starts.append(offset + np.arange(0, n - window + 1, stride, dtype=np.int64))
+        offset += n
+    return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+
+
+def train_detector(
+    segments: Sequence[np.ndarray],
+    *,
+    stream: str,
+    features: Sequence[str],
+    window: int,
+    config: ModelConfig,
+    device: torch.device,
+    first_ts: float | None = None,
+    last_ts: float | None = None,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+) -> Detector:
+    """Train an autoencoder on contiguous runs of normal raw readings, one (N_i, F) each.
+
+    Windows never straddle two segments. A seeded shuffle holds back
+    ``config.validation_fraction`` of the windows for early stopping and calibration.
+    Torch's global thread count is left alone (the caller owns it), and so is its global
+    RNG state. Raises DataError when the data cannot give ``MIN_WINDOWS`` windows and
+    ModelError("training cancelled") when ``stop`` is set.
+    """
+    started = time.monotonic()
+    n_features = len(features)
+    rows = _check_segments(segments, n_features)
+    lengths = [len(s) for s in segments]
+    starts = _window_starts(lengths, window, config.train_stride)
+    if len(starts) < MIN_WINDOWS:
+        raise DataError(
+            f"too little data to train: {len(starts)} windows of {window} readings "
+            f"(stride {config.train_stride}) from {sum(lengths)} readings in "
+            f"{len(lengths)} segments; need at least {MIN_WINDOWS} windows"
+        )
+
+    scaler = Scaler.fit(rows)
+    data = torch.from_numpy(scaler.transform(rows)).to(device)
+    offsets = torch.arange(window, device=device)
+
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(starts))
+    n_val = max(1, round(len(starts) * config.validation_fraction))
+    val_starts = starts[order[:n_val]]
+    train_starts = starts[order[n_val:]]
+
+    def gather(batch_starts: IntArray) -> torch.Tensor:
+        index = torch.from_numpy(batch_starts).to(device).unsqueeze(1) + offsets
+        return data[index]  # (B, window, F)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        module = LstmAutoencoder(
+            n_features, config.hidden_size, config.latent_size, config.num_layers
+        ).to(device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate)
+    loss_fn = nn.MSELoss()
+
+    log.info(
+        "training_started",
+        stream=stream,
+        readings=len(rows),
+        segments=len(lengths),
+        train_windows=len(train_starts),
+        val_windows=n_val,
+        device=str(device),
+        epochs=config.epochs,
+    )
+    best_val = float("inf")
+    best_train = float("inf")
+    best_state = _snapshot(module)
+    stale = 0
+    epochs_run = 0
+    for epoch in range(1, config.epochs + 1):
+        module.train()
+        rng.shuffle(train_starts)
+        total = 0.0
+        for i in range(0, len(train_starts), config.batch_size):
+            if stop is not None and stop.is_set():
+                log.info("training_cancelled", stream=stream, epoch=epoch)
+                raise ModelError("training cancelled")
+            batch = gather(train_starts[i : i + config.batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(module(batch), batch)
+            loss.backward()
+            nn.utils.clip_grad_norm_(module.parameters(), _GRAD_CLIP)
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+        train_loss = total / len(train_starts)
+        val_loss = float(_errors(module, gather, val_starts, config.score_batch_max)[0].mean())
+        epochs_run = epoch
+        log.debug("training_epoch", epoch=epoch, train_loss=train_loss, val_loss=val_loss)
+        if progress is not None:
+            progress(epoch, config.epochs, val_loss)
+        if not np.isfinite(val_loss):
+            raise ModelError(f"training diverged: validation loss {val_loss} at epoch {epoch}")
+        if val_loss < best_val * (1 - _MIN_IMPROVEMENT):
+            best_val, best_train, stale = val_loss, train_loss, 0
+            best_state = _snapshot(module)
+        else:
+            stale += 1
+            if stale >= PATIENCE:
+                break
+
+    module.load_state_dict(best_state)
+    scores, feature_errors = _errors(module, gather, val_starts, config.score_batch_max)
+    calibration = Calibration.from_errors(scores, feature_errors)
+
+    now = datetime.now(UTC)
+    training: dict[str, float | int | str] = {
+        "n_readings": len(rows),
+        "n_windows": len(starts),
+        "epochs_run": epochs_run,
+        "train_loss": best_train,
+        "val_loss": best_val,
+        "seconds": round(time.monotonic() - started, 3),
+        "seed": config.seed,
+    }
+    if first_ts is not None:
+        training["first_ts"] = first_ts
+    if last_ts is not None:
+        training["last_ts"] = last_ts
+    meta = ModelMeta(
+        # The suffix comes from secrets, not the seeded RNG: retraining with the same seed
+        # must still give a new version.
+        version=f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
+        stream=stream,
+        features=tuple(features),
+        window=window,
+        hidden_size=config.hidden_size,
+        latent_size=config.latent_size,
+        num_layers=config.num_layers,
+        scaler=scaler,
+        calibration=calibration,
+        created=now.isoformat(timespec="seconds"),
+        training=training,
+    )
+    log.info(
+        "training_finished",
+        stream=stream,
+        version=meta.version,
+        epochs_run=epochs_run,
+        train_loss=best_train,
+        val_loss=best_val,
+        threshold_q999=calibration.quantiles["0.999"],
+        seconds=training["seconds"],
+    )
+    return Detector(meta, module, device, max_batch=config.score_batch_max)
+
+
+def _check_segments(segments: Sequence[np.ndarray], n_features: int) -> np.ndarray:
+    """All rows of all segments as one float32 (N, F) array, after checking them."""
+    if n_features < 1:
+        raise DataError("at least one feature is needed")
+    parts = []
+    for i, segment in enumerate(segments):
+        arr = np.asarray(segment, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != n_features:
+            raise DataError(f"segment {i} has shape {arr.shape}; expected (N, {n_features})")
+        if not np.all(np.isfinite(arr)):
+            raise DataError(f"segment {i} contains NaN or infinite values")
+        parts.append(arr)
+    if not parts:
+        raise DataError("no training data: no segments")
+    return np.concatenate(parts)
+
+
+def _errors(
+    module: LstmAutoencoder,
+    gather: Callable[[IntArray], torch.Tensor],
+    starts: IntArray,
+    chunk: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    module.eval()
+    scores, feature_errors = [], []
+    with torch.inference_mode():
+        for i in range(0, len(starts), chunk):
+            s, f = reconstruction_errors(module, gather(starts[i : i + chunk]))
+            scores.append(s)
+            feature_errors.append(f)
+    return np.concatenate(scores), np.concatenate(feature_errors)
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}

@@ -1,0 +1,8 @@
+"""Alert persistence: SQL schema, migrations, the store and its single writer thread."""
+
+from __future__ import annotations
+
+from sentinel.store.db import AlertRecord, AlertStore
+from sentinel.store.writer import AlertWriter
+
+__all__ = ["AlertRecord", "AlertStore", "AlertWriter"]

@@ -1,0 +1,427 @@
+"""AlertStore: the engine, schema migrations, and every read and write of the alert database.
+
+SQLite (the default, on the edge box) runs in WAL mode with a busy timeout so that readers
+(the CLI, a dashboard) never block the daemon's single writer thread; PostgreSQL is reached
+through psycopg 3. Both take the same statements: upserts use ``INSERT .. ON CONFLICT``,
+which both dialects support.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy import Engine, Select, case, create_engine, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from sentinel.errors import StoreError
+from sentinel.records import Alert, AlertStatus, DeviceProgress, FeatureContribution, WriteBatch
+from sentinel.store.schema import AlertRow, DeviceStateRow
+
+__all__ = ["MIGRATIONS_DIR", "AlertRecord", "AlertStore", "normalize_url"]
+
+log = structlog.get_logger(__name__)
+
+# Source and editable installs only: the migrations live at the top of the repository.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+_ACTIVE = (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value)
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL; plain ``postgresql://`` (or ``postgres://``) gets psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as err:
+        raise StoreError(f"not a database URL: {err}") from err
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(f"unsupported database {parsed.get_backend_name()!r}")
+    return parsed
+
+
+def to_datetime(ts: float) -> datetime:
+    """Epoch seconds to an aware UTC datetime (microsecond precision)."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _opt_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One stored alert as users see it: every column, datetimes aware and in UTC."""
+
+    id: int
+    uid: str
+    stream: str
+    device: str
+    status: AlertStatus
+    started_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    peak_score: float
+    threshold: float
+    windows: int
+    top_features: tuple[FeatureContribution, ...]
+    model_version: str
+    acknowledged_at: datetime | None
+    ack_note: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: datetimes as ISO 8601 strings, status as its string value."""
+        return {
+            "id": self.id,
+            "uid": self.uid,
+            "stream": self.stream,
+            "device": self.device,
+            "status": self.status.value,
+            "started_at": self.started_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "ended_at": _iso(self.ended_at),
+            "peak_score": self.peak_score,
+            "threshold": self.threshold,
+            "windows": self.windows,
+            "top_features": [{"feature": f.feature, "share": f.share} for f in self.top_features],
+            "model_version": self.model_version,
+            "acknowledged_at": _iso(self.acknowledged_at),
+            "ack_note": self.ack_note,
+        }
+
+    @classmethod
+    def from_row(cls, row: AlertRow) -> AlertRecord:
+        return cls(
+            id=row.id,
+            uid=row.uid,
+            stream=row.stream,
+            device=row.device,
+            status=AlertStatus(row.status),
+            started_at=as_utc(row.started_at),
+            updated_at=as_utc(row.updated_at),
+            ended_at=_opt_utc(row.ended_at),
+            peak_score=row.peak_score,
+            threshold=row.threshold,
+            windows=row.windows,
+            top_features=_features(row.top_features),
+            model_version=row.model_version,
+            acknowledged_at=_opt_utc(row.acknowledged_at),
+            ack_note=row.ack_note,
+        )
+
+
+def _features(raw: Iterable[dict[str, Any]] | None) -> tuple[FeatureContribution, ...]:
+    return tuple(
+        FeatureContribution(feature=str(f["feature"]), share=float(f["share"])) for f in raw or ()
+    )
+
+
+def _alert_params(alert: Alert) -> dict[str, Any]:
+    return {
+        "uid": alert.uid,
+        "stream": alert.stream,
+        "device": alert.device,
+        "status": AlertStatus(alert.status).value,
+        "started_at": to_datetime(alert.started_at),
+        "updated_at": to_datetime(alert.updated_at),
+        "ended_at": None if alert.ended_at is None else to_datetime(alert.ended_at),
+        "peak_score": alert.peak_score,
+        "threshold": alert.threshold,
+        "windows": alert.windows,
+        "top_features": [{"feature": f.feature, "share": f.share} for f in alert.top_features],
+        "model_version": alert.model_version,
+    }
+
+
+def _set_sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see on_begin): the sqlite3 module's legacy
+        # transaction control skips BEGIN before SELECT and DDL, so neither reads nor
+        # migrations would be transactional.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            # NORMAL is durable against application crashes in WAL mode; only a power loss
+            # can roll back the last transactions (https://www.sqlite.org/pragma.html#pragma_synchronous).
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+class AlertStore:
+    """Engine, migrations, reads and writes. Thread-safe; writes come from one thread."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+        self._url = normalize_url(url)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._engine: Engine | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL with any password hidden, safe to log."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        return self._url.get_backend_name()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("AlertStore.open() has not been called")
+        return self._engine
+
+    def open(self) -> None:
+        if self._engine is not None:
+            return
+        try:
+            if self.dialect == "sqlite":
+                self._engine = self._sqlite_engine()
+            else:
+                self._engine = create_engine(self._url, pool_pre_ping=True)
+        except (SQLAlchemyError, OSError) as err:
+            raise StoreError(f"cannot open database {self.url}: {err}") from err
+        log.info("store_opened", url=self.url, dialect=self.dialect)
+
+    def _sqlite_engine(self) -> Engine:
+        database = self._url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(self._url, pool_pre_ping=True)
+        event.listen(engine, "connect", _set_sqlite_pragmas(self._busy_timeout_ms))
+        event.listen(engine, "begin", _on_sqlite_begin)
+        return engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def migrate(self) -> None:
+        """Bring the schema up to the newest revision (``alembic upgrade head``)."""
+        cfg = Config()
+        # Config values are %-interpolated; a path may contain '%'.
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except (SQLAlchemyError, CommandError, OSError) as err:
+            raise StoreError(f"cannot migrate database {self.url}: {err}") from err
+        log.info("store_migrated", url=self.url)
+
+    def write(self, batches: Sequence[WriteBatch]) -> None:
+        """Commit the alerts and device progress of all batches in one transaction.
+
+        A uid (or device) that appears more than once is written once, with its last state.
+        """
+        alerts: dict[str, Alert] = {}
+        progress: dict[tuple[str, str], DeviceProgress] = {}
+        for batch in batches:
+            for alert in batch.alerts:
+                alerts[alert.uid] = alert
+            for p in batch.progress:
+                progress[(p.stream, p.device)] = p
+        if not alerts and not progress:
+            return
+        now = datetime.now(UTC)
+        try:
+            with self.engine.begin() as conn:
+                if alerts:
+                    conn.execute(self._alert_upsert(), [_alert_params(a) for a in alerts.values()])
+                if progress:
+                    conn.execute(
+                        self._progress_upsert(),
+                        [
+                            {
+                                "stream": p.stream,
+                                "device": p.device,
+                                "last_ts": p.last_ts,
+                                "readings": p.readings,
+                                "updated_at": now,
+                            }
+                            for p in progress.values()
+                        ],
+                    )
+        except SQLAlchemyError as err:
+            raise StoreError(f"write to {self.url} failed: {err}") from err
+
+    def _insert(self, table: Any) -> Any:
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        return insert(table)
+
+    def _alert_upsert(self) -> Any:
+        stmt = self._insert(AlertRow)
+        new = stmt.excluded
+        closed = AlertStatus.CLOSED.value
+        return stmt.on_conflict_do_update(
+            index_elements=[AlertRow.uid],
+            set_={
+                "updated_at": new.updated_at,
+                "ended_at": new.ended_at,
+                "peak_score": new.peak_score,
+                "windows": new.windows,
+                "top_features": new.top_features,
+                "model_version": new.model_version,
+                # The daemon only ever opens or closes; "acknowledged" belongs to the user
+                # and must survive the daemon's later updates of the same alert.
+                "status": case((new.status == closed, closed), else_=AlertRow.status),
+            },
+        )
+
+    def _progress_upsert(self) -> Any:
+        stmt = self._insert(DeviceStateRow)
+        new = stmt.excluded
+        return stmt.on_conflict_do_update(
+            index_elements=[DeviceStateRow.stream, DeviceStateRow.device],
+            set_={
+                "last_ts": case(
+                    (new.last_ts > DeviceStateRow.last_ts, new.last_ts),
+                    else_=DeviceStateRow.last_ts,
+                ),
+                "readings": new.readings,
+                "updated_at": new.updated_at,
+            },
+        )
+
+    def open_alerts(self) -> list[Alert]:
+        """Alerts still open or acknowledged, oldest first, as the daemon's records."""
+        query = (
+            select(AlertRow)
+            .where(AlertRow.status.in_(_ACTIVE))
+            .order_by(AlertRow.started_at, AlertRow.id)
+        )
+        try:
+            with Session(self.engine) as session:
+                rows = session.scalars(query).all()
+        except SQLAlchemyError as err:
+            raise StoreError(f"read from {self.url} failed: {err}") from err
+        return [
+            Alert(
+                uid=r.uid,
+                stream=r.stream,
+                device=r.device,
+                status=AlertStatus(r.status),
+                started_at=as_utc(r.started_at).timestamp(),
+                updated_at=as_utc(r.updated_at).timestamp(),
+                ended_at=None if r.ended_at is None else as_utc(r.ended_at).timestamp(),
+                peak_score=r.peak_score,
+                threshold=r.threshold,
+                top_features=_features(r.top_features),
+                model_version=r.model_version,
+                windows=r.windows,
+            )
+            for r in rows
+        ]
+
+    def device_progress(self) -> dict[tuple[str, str], DeviceProgress]:
+        query = select(DeviceStateRow.stream, DeviceStateRow.device, DeviceStateRow.last_ts,
+                       DeviceStateRow.readings)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+        except SQLAlchemyError as err:
+            raise StoreError(f"read from {self.url} failed: {err}") from err
+        return {
+            (r.stream, r.device): DeviceProgress(
+                stream=r.stream, device=r.device, last_ts=r.last_ts, readings=r.readings
+            )
+            for r in rows
+        }
+
+    def list_alerts(
+        self,
+        *,
+        since: datetime | None = None,
+        device: str | None = None,
+        stream: str | None = None,
+        status: str | None = None,
+        limit: int = 1000,
+    ) -> list[AlertRecord]:
+        """Alerts newest first; ``since`` bounds ``started_at`` (naive means UTC)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = select(AlertRow)
+        if since is not None:
+            query = query.where(AlertRow.started_at >= as_utc(since))
+        if device is not None:
+            query = query.where(AlertRow.device == device)
+        if stream is not None:
+            query = query.where(AlertRow.stream == stream)
+        if status is not None:
+            query = query.where(AlertRow.status == AlertStatus(status).value)
+        query = query.order_by(AlertRow.started_at.desc(), AlertRow.id.desc()).limit(limit)
+        return self._records(query)
+
+    def get_alert(self, alert_id: int) -> AlertRecord | None:
+        records = self._records(select(AlertRow).where(AlertRow.id == alert_id))
+        return records[0] if records else None
+
+    def _records(self, query: Select[Any]) -> list[AlertRecord]:
+        try:
+            with Session(self.engine) as session:
+                return [AlertRecord.from_row(r) for r in session.scalars(query)]
+        except SQLAlchemyError as err:
+            raise StoreError(f"read from {self.url} failed: {err}") from err
+
+    def acknowledge(
+        self, alert_id: int, note: str | None = None, now: datetime | None = None
+    ) -> AlertRecord:
+        """Record a user's acknowledgement; raises KeyError when there is no such alert.
+
+        An open alert becomes "acknowledged"; a closed one stays closed but keeps the record
+        of who looked at it. A ``note`` of None keeps any earlier note.
+        """
+        values: dict[str, Any] = {
+            "acknowledged_at": as_utc(now) if now is not None else datetime.now(UTC),
+            "status": case(
+                (AlertRow.status == AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value),
+                else_=AlertRow.status,
+            ),
+        }
+        if note is not None:
+            values["ack_note"] = note
+        # UPDATE first, then read back: on SQLite a read that upgrades to a write can fail
+        # with SQLITE_BUSY at once instead of waiting out the busy timeout.
+        try:
+            with self.engine.begin() as conn:
+                stmt = update(AlertRow).where(AlertRow.id == alert_id).values(values)
+                result = conn.execute(stmt)
+                if result.rowcount == 0:
+                    raise KeyError(alert_id)
+                with Session(bind=conn) as session:
+                    row = session.scalars(select(AlertRow).where(AlertRow.id == alert_id)).one()
+                    return AlertRecord.from_row(row)
+        except SQLAlchemyError as err:
+            raise StoreError(f"acknowledge in {self.url} failed: {err}") from err

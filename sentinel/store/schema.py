@@ -1,0 +1,93 @@
+"""SQLAlchemy 2 typed models of the alert database.
+
+Alembic migrations in ``migrations/`` build this schema; ``create_all`` is never used, so a
+change here needs a new revision (``alembic check`` in the tests catches drift).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["ALERT_STATUSES", "AlertRow", "Base", "DeviceStateRow"]
+
+# Stable constraint names, so that later migrations can address them on both databases.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ALERT_STATUSES = ("open", "acknowledged", "closed")
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY, not a BIGINT one.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+_Json = JSON().with_variant(JSONB(), "postgresql")
+_Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AlertRow(Base):
+    """One alert; the daemon upserts it by ``uid``, users acknowledge it by ``id``."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ({})".format(", ".join(f"'{s}'" for s in ALERT_STATUSES)),
+            name="status",
+        ),
+        Index("ix_alerts_stream_device_started_at", "stream", "device", "started_at"),
+        Index("ix_alerts_status", "status"),
+        Index("ix_alerts_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    stream: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(_Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(_Timestamp)
+    ended_at: Mapped[datetime | None] = mapped_column(_Timestamp)
+    peak_score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    windows: Mapped[int] = mapped_column(Integer)
+    # [{"feature": str, "share": float}, ...], largest share first
+    top_features: Mapped[list[dict[str, Any]]] = mapped_column(_Json)
+    model_version: Mapped[str] = mapped_column(String(64))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(_Timestamp)
+    ack_note: Mapped[str | None] = mapped_column(Text)
+
+
+class DeviceStateRow(Base):
+    """How far ingest got for one device; written in the same transaction as its alerts."""
+
+    __tablename__ = "device_state"
+
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Epoch seconds as a float, not a timestamp: the daemon compares it exactly with incoming
+    # event times to recognise messages the broker redelivers after a restart.
+    last_ts: Mapped[float] = mapped_column(Float)
+    readings: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(_Timestamp)

@@ -1,0 +1,231 @@
+"""AlertWriter: the one thread that writes to the database, in batched transactions.
+
+The pipeline worker submits a WriteBatch per pass; the writer folds up to ``batch_max`` of
+them (or what arrived within ``flush_interval``) into one transaction, then hands them to
+``on_commit``, which the app uses to acknowledge the MQTT messages behind them. Nothing is
+acknowledged before it is committed, and nothing submitted is ever dropped: while the
+database fails the writer retries with capped backoff and its bounded queue pushes back on
+the pipeline (and so, through unacknowledged messages, on the broker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from sentinel.records import WriteBatch
+from sentinel.store.db import AlertStore
+
+__all__ = ["AlertWriter"]
+
+log = structlog.get_logger(__name__)
+
+_IDLE_POLL = 0.5  # seconds; stop() also wakes the thread at once through _WAKE
+_CLOSING_POLL = 0.05  # while a submit() that began before stop() is still enqueueing
+_BACKOFF_MIN = 0.1
+_BACKOFF_MAX = 5.0
+_SUBMIT_SLICE = 0.25  # blocked submitters re-check whether the writer gave up this often
+
+_WAKE = WriteBatch()  # put by stop(), compared by identity, never written
+
+
+class AlertWriter:
+    """Single writer thread with a bounded queue; ``start()`` / ``submit()`` / ``stop()``."""
+
+    def __init__(
+        self,
+        store: AlertStore,
+        *,
+        flush_interval: float = 0.2,
+        batch_max: int = 500,
+        queue_size: int = 1000,
+        on_commit: Callable[[Sequence[WriteBatch]], None] | None = None,
+    ) -> None:
+        if flush_interval < 0 or batch_max < 1 or queue_size < 1:
+            raise ValueError("flush_interval >= 0, batch_max >= 1 and queue_size >= 1")
+        self._store = store
+        self._flush_interval = flush_interval
+        self._batch_max = batch_max
+        self._on_commit = on_commit
+        # One spare slot so stop() can always wake the thread without blocking.
+        self._queue: queue.Queue[WriteBatch] = queue.Queue(maxsize=queue_size + 1)
+        self._capacity = queue_size
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False  # stop() was called: no new submissions
+        self._submitting = 0  # submitters past the closed check, not yet enqueued
+        self._deadline: float | None = None  # monotonic time at which stop() gives up
+        self._abandoned = threading.Event()  # set when the thread exits (done or gave up)
+        self._sleep = threading.Event()  # never set: its wait() is the backoff's timed wait
+        self._last_error: str | None = None
+        self._committed = 0
+
+    @property
+    def last_error(self) -> str | None:
+        """The latest failed commit's error, cleared by the next successful commit."""
+        return self._last_error
+
+    @property
+    def committed_batches(self) -> int:
+        return self._committed
+
+    @property
+    def pending(self) -> int:
+        """Batches queued and not yet taken by the thread (a gauge for metrics)."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("AlertWriter can only be started once")
+            self._thread = threading.Thread(target=self._run, name="sentinel-writer", daemon=True)
+            self._thread.start()
+        log.info(
+            "writer_started", flush_interval=self._flush_interval, batch_max=self._batch_max
+        )
+
+    def submit(self, batch: WriteBatch, timeout: float | None = None) -> None:
+        """Queue a batch; blocks while the queue is full. TimeoutError after ``timeout``."""
+        with self._lock:
+            if self._thread is None or self._closed:
+                raise RuntimeError("AlertWriter is not running")
+            self._submitting += 1
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                if self._abandoned.is_set():
+                    raise RuntimeError("AlertWriter has stopped; batch not queued")
+                # Keep the spare slot for stop()'s wake-up.
+                if self._queue.qsize() < self._capacity:
+                    try:
+                        self._queue.put_nowait(batch)
+                        return
+                    except queue.Full:
+                        pass
+                wait = _SUBMIT_SLICE
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        raise TimeoutError("writer queue full")
+                self._wait_for_space(wait)
+        finally:
+            with self._lock:
+                self._submitting -= 1
+
+    def _wait_for_space(self, timeout: float) -> None:
+        # Queue.not_full is notified whenever the thread takes a batch.
+        with self._queue.not_full:
+            if self._queue.qsize() >= self._capacity:
+                self._queue.not_full.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Commit everything submitted so far, then join; give up after ``timeout``."""
+        with self._lock:
+            thread = self._thread
+            if thread is None or self._closed:
+                self._closed = True
+                return
+            self._closed = True
+            self._deadline = time.monotonic() + timeout
+        # When even the spare slot is taken the thread is busy anyway and will see _closed.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_WAKE)
+        # A little slack for a write that is in flight when the deadline passes.
+        thread.join(timeout + 1.0)
+        if thread.is_alive():
+            log.error("writer_stop_timeout", timeout=timeout, pending=self._queue.qsize())
+        else:
+            log.info("writer_stopped", committed_batches=self._committed)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batches = self._gather()
+                if batches is None:
+                    return
+                if batches and not self._commit(batches):
+                    return
+        finally:
+            self._abandoned.set()
+
+    def _get(self, timeout: float) -> WriteBatch | None:
+        try:
+            batch = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        return None if batch is _WAKE else batch
+
+    def _finished(self) -> bool:
+        with self._lock:
+            return self._closed and self._submitting == 0 and self._queue.empty()
+
+    def _gather(self) -> list[WriteBatch] | None:
+        """The next group of batches to commit; [] when idle, None when stopped and drained."""
+        first = self._get(_CLOSING_POLL if self._closed else _IDLE_POLL)
+        if first is None:
+            return None if self._finished() else []
+        batches = [first]
+        flush_at = time.monotonic() + self._flush_interval
+        while len(batches) < self._batch_max:
+            # Once stopping, take what is queued without waiting out the flush interval.
+            remaining = 0.0 if self._closed else flush_at - time.monotonic()
+            batch = self._get(remaining)
+            if batch is None:
+                if remaining <= 0 or self._closed:
+                    break
+                continue  # woken by _WAKE: go round and drain without waiting
+            batches.append(batch)
+        return batches
+
+    def _commit(self, batches: list[WriteBatch]) -> bool:
+        """Write until it succeeds; False if stop()'s deadline passed first."""
+        delay = _BACKOFF_MIN
+        while True:
+            try:
+                if any(b.alerts or b.progress for b in batches):
+                    self._store.write(batches)
+            except Exception as err:  # thread boundary: retry, never drop
+                self._last_error = f"{type(err).__name__}: {err}"
+                log.exception("writer_commit_failed", batches=len(batches), retry_in=delay)
+                if not self._backoff(delay):
+                    self._give_up(batches)
+                    return False
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            self._last_error = None
+            self._committed += len(batches)
+            self._notify(batches)
+            return True
+
+    def _backoff(self, delay: float) -> bool:
+        """Wait before the next attempt; False when stop()'s deadline has passed."""
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                return False
+            delay = min(delay, left)
+        self._sleep.wait(delay)
+        return True
+
+    def _give_up(self, batches: list[WriteBatch]) -> None:
+        unwritten = len(batches)
+        while True:
+            try:
+                if self._queue.get_nowait() is not _WAKE:
+                    unwritten += 1
+            except queue.Empty:
+                break
+        log.error("writer_gave_up", unwritten_batches=unwritten, last_error=self._last_error)
+
+    def _notify(self, batches: list[WriteBatch]) -> None:
+        if self._on_commit is None:
+            return
+        try:
+            self._on_commit(batches)
+        except Exception:  # thread boundary: a callback bug must not stop the writes
+            log.exception("writer_on_commit_failed", batches=len(batches))

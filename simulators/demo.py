@@ -1,0 +1,289 @@
+"""``make demo``: a private broker, a simulated pump fleet and the daemon, with a live view.
+
+Everything runs on the embedded defaults (SQLite under ./demo-state). The first run has no
+model, so the daemon collects readings and trains one (progress bars); later runs reuse it.
+Each alert is printed as it opens and closes, next to the anomaly the simulator injected on
+that device, if any. Ctrl-C stops everything cleanly and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from simulators.broker import PrivateBroker
+
+__all__ = ["main"]
+
+FEATURES = ["flow", "pressure", "current", "temperature", "vibration", "voltage"]
+CONFIG = """\
+# Written by `make demo` (simulators/demo.py); see deploy/sentinel.example.toml for every key.
+state_dir = "{state}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+protocol = "{protocol}"
+client_id = "sentinel-demo"
+
+[cold_start]
+readings = {cold_start}
+
+[logging]
+format = "json"
+
+[[streams]]
+name = "pump"
+topic = "plant/{{device}}/pump"
+features = {features}
+"""
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S")
+
+
+@dataclass
+class _View:
+    """Follows the daemon's JSON log and the simulator's ground truth."""
+
+    truth_path: Path
+    truth: list[dict[str, Any]] = field(default_factory=list)
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_ts: float = 0.0
+    bar: Any = None
+    _truth_offset: int = 0
+
+    def load_truth(self) -> None:
+        if not self.truth_path.exists():
+            return
+        with self.truth_path.open(encoding="utf-8") as handle:
+            handle.seek(self._truth_offset)
+            for line in handle:
+                if line.endswith("\n"):
+                    self.truth.append(json.loads(line))
+            self._truth_offset = handle.tell()
+
+    def match(self, device: str, at: float, slack: float = 60.0) -> dict[str, Any] | None:
+        for event in self.truth:
+            if event["device"] == device and event["start"] - slack <= at <= event["end"] + slack:
+                return event
+        return None
+
+    def handle(self, event: dict[str, Any]) -> None:
+        name = event.get("event")
+        if name == "cold_start_progress":
+            self._bar("collecting normal data", event["target"], event["collected"], "reading")
+        elif name == "cold_start_collected":
+            self._close_bar()
+            print(f"collected {event['readings']} readings; training the first model")
+        elif name == "training_progress":
+            self._bar("training LSTM autoencoder", event["epochs"], event["epoch"], "epoch")
+        elif name == "model_trained":
+            self._close_bar()
+            print(f"model {event['version']} trained in {event.get('seconds', '?')} s; scoring")
+        elif name == "model_loaded":
+            print(f"loaded saved model {event['version']}; scoring from the first window")
+        elif name == "mqtt_subscribed":
+            print("daemon connected and subscribed")
+        elif name == "alert_opened":
+            self._alert_opened(event)
+        elif name == "alert_closed":
+            self._alert_closed(event)
+        elif event.get("level") in ("error", "critical"):
+            self._close_bar()
+            print(f"daemon error: {name} {event}")
+
+    def _alert_opened(self, event: dict[str, Any]) -> None:
+        self._close_bar()
+        self.load_truth()
+        at = float(event["at"])
+        self.last_ts = max(self.last_ts, at)
+        cause = self.match(event["device"], at)
+        self.alerts[event["uid"]] = {**event, "truth": cause}
+        why = (
+            f"injected {cause['kind']} on {','.join(cause['features'])}"
+            if cause
+            else "no injected anomaly nearby (false alarm?)"
+        )
+        print(
+            f"\033[31mALERT\033[0m  {_clock(at)}  {event['device']:<9} "
+            f"score {event['score'] / event['threshold']:4.1f}x threshold  "
+            f"features {event['features'] or '-'}  <- {why}"
+        )
+
+    def _alert_closed(self, event: dict[str, Any]) -> None:
+        at = float(event["at"])
+        self.last_ts = max(self.last_ts, at)
+        print(
+            f"\033[32mclosed\033[0m {_clock(at)}  {event['device']:<9} "
+            f"after {event['duration_s']:.0f} s, {event['windows']} windows"
+        )
+
+    def _bar(self, desc: str, total: int, n: int, unit: str) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None or self.bar.desc != desc:
+            self._close_bar()
+            self.bar = tqdm(total=total, desc=desc, unit=unit)
+        self.bar.n = n
+        self.bar.refresh()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.n = self.bar.total
+            self.bar.close()
+            self.bar = None
+
+    def summary(self) -> str:
+        self.load_truth()
+        due = [t for t in self.truth if t["start"] <= self.last_ts]
+        caught = [t for t in due if any(a["truth"] is t for a in self.alerts.values())]
+        false = sum(1 for a in self.alerts.values() if a["truth"] is None)
+        return (
+            f"{len(self.alerts)} alerts; {len(caught)} of {len(due)} injected anomalies caught; "
+            f"{false} alerts with no injected anomaly nearby"
+        )
+
+
+def _follow(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    events = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        handle.seek(offset)
+        while True:
+            line = handle.readline()
+            if not line.endswith("\n"):
+                break
+            offset = handle.tell()
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events, offset
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m simulators.demo", description=__doc__)
+    ap.add_argument("--state", type=Path, default=Path("demo-state"), help="state directory")
+    ap.add_argument("--devices", type=int, default=8, help="simulated pumps")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=20.0,
+        help="readings per wall second per pump (each is 1 simulated second)",
+    )
+    ap.add_argument("--duration", type=float, default=3600.0, help="wall seconds to run")
+    ap.add_argument("--cold-start", type=int, default=4000, help="readings before training")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args(argv)
+
+    state: Path = args.state.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    log_path = state / "sentinel.log"
+    truth_path = state / "truth.jsonl"
+    for stale in (log_path, truth_path):
+        stale.unlink(missing_ok=True)
+
+    broker = PrivateBroker(prefer="auto", workdir=state / "broker")
+    broker.start()
+    print(f"broker: {broker.kind} on {broker.url} (MQTT {broker.protocol})")
+    config_path = state / "sentinel.toml"
+    config_path.write_text(
+        CONFIG.format(
+            state=state,
+            port=broker.port,
+            protocol=broker.protocol,
+            cold_start=args.cold_start,
+            features=json.dumps(FEATURES),
+        )
+    )
+    daemon: subprocess.Popen[bytes] | None = None
+    fleet: subprocess.Popen[bytes] | None = None
+    view = _View(truth_path)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with log_path.open("wb") as log_file:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "sentinel.cli", "run", "--config", str(config_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        print(f"daemon: pid {daemon.pid}, log {log_path}")
+        offset = 0
+        deadline = time.monotonic() + 60
+        while fleet is None:
+            events, offset = _follow(log_path, offset)
+            for event in events:
+                view.handle(event)
+                if event.get("event") == "mqtt_subscribed":
+                    fleet = subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "simulators.fleet",
+                            "--broker",
+                            broker.url,
+                            "--devices",
+                            str(args.devices),
+                            "--rate",
+                            str(args.rate),
+                            "--step",
+                            "1",
+                            "--duration",
+                            str(args.duration),
+                            "--seed",
+                            str(args.seed),
+                            "--truth",
+                            str(truth_path),
+                            "--warmup",
+                            str(1.2 * args.cold_start / args.devices + 300),
+                            "--anomaly-rate",
+                            "3",
+                            "--protocol",
+                            broker.protocol,
+                        ],
+                    )
+                    print(
+                        f"simulator: {args.devices} pumps, {args.rate:g} readings/s each "
+                        "(1 simulated second per reading)"
+                    )
+            if daemon.poll() is not None:
+                raise SystemExit(f"the daemon exited ({daemon.returncode}); see {log_path}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the daemon did not connect within 60 s; see {log_path}")
+            time.sleep(0.2)
+        print("Ctrl-C stops the demo.\n")
+        while daemon.poll() is None and fleet.poll() is None:
+            events, offset = _follow(log_path, offset)
+            for event in events:
+                view.handle(event)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+    finally:
+        for proc in (fleet, daemon):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in (fleet, daemon):
+            if proc is not None:
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        view._close_bar()
+        broker.stop()
+    print(view.summary())
+    print(f"query them: .venv/bin/sentinel alerts list --config {config_path}")
+    return 0 if daemon is None or daemon.returncode in (0, -signal.SIGINT) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Pipeline worker logic with a fake detector (the real model is exercised end to end)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sentinel.config import SentinelConfig
+from sentinel.pipeline import Pipeline
+from sentinel.records import Ack, AlertStatus, Delivery, Reading, WriteBatch
+from sentinel.training import TrainingJob
+
+FEATURES = ["x", "y"]
+
+
+def make_config(**overrides: Any) -> SentinelConfig:
+    data: dict[str, Any] = {
+        "streams": [{"name": "pump", "topic": "p/{device}", "features": FEATURES}],
+        "windows": {"length": 4, "hop": 1, "max_gap": 100},
+        "cold_start": {"readings": 64},
+        "alerts": {"open_after": 1, "close_after": 2},
+        "threshold": {"warmup": 1000},
+    }
+    data.update(overrides)
+    return SentinelConfig.model_validate(data)
+
+
+@dataclass
+class _Calibration:
+    quantiles: dict[str, float] = field(default_factory=lambda: {"0.995": 1.0})
+    feature_mean_errors: tuple[float, ...] = (0.0, 0.0)
+
+
+@dataclass
+class _Meta:
+    calibration: _Calibration = field(default_factory=_Calibration)
+
+
+class FakeDetector:
+    """Scores a window by its largest absolute value: > 1.5 * 1.0 is anomalous."""
+
+    features = tuple(FEATURES)
+    window = 4
+    version = "fake-1"
+    meta = _Meta()
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        per_feature = np.abs(windows).max(axis=1).astype(np.float64)
+        return per_feature.max(axis=1), per_feature
+
+
+class Harness:
+    def __init__(self, models: dict[str, Any], **kw: Any) -> None:
+        self.batches: list[WriteBatch] = []
+        self.jobs: list[TrainingJob] = []
+        self.pipeline = Pipeline(
+            make_config(),
+            sink=self.batches.append,
+            request_training=self.jobs.append,
+            models=models,
+            **kw,
+        )
+
+    def run(self, deliveries: list[Delivery], until: Callable[[], bool] | None = None) -> None:
+        self.pipeline.start()
+        for d in deliveries:
+            assert self.pipeline.offer(d)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.pipeline.depth == 0 and (until is None or until()):
+                break
+            time.sleep(0.01)
+        self.pipeline.stop()
+
+    @property
+    def alerts(self) -> list[Any]:
+        return [a for b in self.batches for a in b.alerts]
+
+
+def delivery(device: str, ts: float, x: float, mid: int | None = None) -> Delivery:
+    return Delivery(
+        topic=f"p/{device}",
+        readings=(Reading("pump", device, ts, (x, 0.0)),),
+        rejected=(),
+        ack=Ack(mid, 1) if mid is not None else None,
+        received_at=time.time(),
+    )
+
+
+def test_duplicates_and_out_of_order_readings_are_counted_and_skipped() -> None:
+    h = Harness({"pump": FakeDetector()})
+    h.run([delivery("a", 1, 0), delivery("a", 2, 0), delivery("a", 2, 0), delivery("a", 1.5, 0)])
+    assert h.pipeline.stats.readings == 2
+    counts = h.pipeline.rejections.as_dict()
+    assert counts == {"duplicate": 1, "out_of_order": 1}
+    progress = {p.device: p for b in h.batches for p in b.progress}
+    assert progress["a"].readings == 2
+    assert progress["a"].last_ts == 2
+
+
+def test_every_ack_is_passed_on_once_in_arrival_order() -> None:
+    h = Harness({"pump": FakeDetector()})
+    h.run([delivery("a", t, 0, mid=t + 1) for t in range(50)] + [delivery("a", 60, 0)])
+    acks = [a.mid for b in h.batches for a in b.acks]
+    assert acks == list(range(1, 51))
+
+
+def test_restart_continues_from_committed_progress() -> None:
+    from sentinel.records import DeviceProgress
+
+    h = Harness({"pump": FakeDetector()}, progress=[DeviceProgress("pump", "a", 10.0, 10)])
+    h.run([delivery("a", 9, 0), delivery("a", 10, 0), delivery("a", 11, 0)])
+    assert h.pipeline.rejections.as_dict() == {"duplicate": 1, "out_of_order": 1}
+    last = [p for b in h.batches for p in b.progress][-1]
+    assert last.readings == 11
+
+
+def test_anomalous_windows_raise_one_alert_that_closes() -> None:
+    h = Harness({"pump": FakeDetector()})
+    values = [0.1] * 8 + [9.0] + [0.1] * 12
+    h.run([delivery("a", float(t), v) for t, v in enumerate(values)])
+    assert h.alerts, "the spike raised no alert"
+    assert {a.uid for a in h.alerts} == {h.alerts[0].uid}
+    assert h.alerts[0].status is AlertStatus.OPEN
+    assert h.alerts[-1].status is AlertStatus.CLOSED
+    assert h.alerts[-1].top_features[0].feature == "x"
+    assert h.pipeline.stats.alerts_opened == 1
+    assert h.pipeline.stats.alerts_closed == 1
+
+
+def test_cold_start_collects_then_requests_training_and_scores_after_install() -> None:
+    h = Harness({"pump": None})
+    installed = threading.Event()
+
+    def train_then_install(job: TrainingJob) -> None:
+        h.jobs.append(job)
+        h.pipeline.install_model("pump", FakeDetector())  # type: ignore[arg-type]
+        installed.set()
+
+    h.pipeline._request_training = train_then_install
+    first = [delivery("a", float(t), 0.1) for t in range(64)]
+    h.run(first, until=installed.is_set)
+    assert len(h.jobs) == 1
+    job = h.jobs[0]
+    assert sum(len(s) for s in job.segments) == 64
+    assert job.segments[0].shape == (64, 2)
+    assert h.pipeline.stats.scored == 0
+    assert h.pipeline.stats.windows_unscored > 0
+    # Scoring begins once the worker has applied the swap.
+    h.pipeline._stopping.clear()
+    h.run([delivery("a", float(t), 0.1) for t in range(64, 74)])
+    assert h.pipeline.has_model("pump")
+    assert h.pipeline.stats.scored == 10
