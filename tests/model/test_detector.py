@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sentinel.errors import ModelError
+from sentinel.model import (
+    Calibration,
+    Detector,
+    LstmAutoencoder,
+    ModelMeta,
+    Scaler,
+    resolve_device,
+)
+from sentinel.model.detector import META_FILE, WEIGHTS_FILE
+
+FEATURES = ("a", "b", "c")
+WINDOW = 12
+CPU = torch.device("cpu")
+CUDA_MISSING = not torch.cuda.is_available()
+
+
+def make_detector(
+    device: torch.device = CPU, max_batch: int = 512, version: str = "20250101T000000Z-abc123"
+) -> Detector:
+    """An untrained but fully formed detector: enough for scoring and storage tests."""
+    torch.manual_seed(3)
+    module = LstmAutoencoder(len(FEATURES), hidden_size=8, latent_size=4, num_layers=1)
+    meta = ModelMeta(
+        version=version,
+        stream="pump",
+        features=FEATURES,
+        window=WINDOW,
+        hidden_size=8,
+        latent_size=4,
+        num_layers=1,
+        scaler=Scaler(mean=np.array([1.0, 2.0, 3.0]), scale=np.array([0.5, 1.0, 2.0])),
+        calibration=Calibration(
+            quantiles={"0.5": 0.1, "0.9": 0.2, "0.99": 0.3, "0.995": 0.35, "0.999": 0.4},
+            max=0.5,
+            feature_mean_errors=(0.1, 0.1, 0.1),
+        ),
+        created="2025-01-01T00:00:00+00:00",
+        training={"n_readings": 100, "first_ts": 1.5, "seed": 0, "note": "test"},
+    )
+    return Detector(meta, module, device, max_batch=max_batch)
+
+
+def windows(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal([1.0, 2.0, 3.0], 1.0, size=(n, WINDOW, 3)).astype(np.float32)
+
+
+# -- device ---------------------------------------------------------------------------------
+
+
+def test_resolve_device_cpu_and_auto() -> None:
+    assert resolve_device("cpu") == CPU
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+def test_resolve_cuda_without_cuda_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == CPU
+
+
+# -- scoring --------------------------------------------------------------------------------
+
+
+def test_score_returns_window_and_feature_errors() -> None:
+    det = make_detector()
+    scores, feature_errors = det.score(windows(5))
+    assert scores.shape == (5,)
+    assert feature_errors.shape == (5, 3)
+    assert scores.dtype == feature_errors.dtype == np.float64
+    np.testing.assert_allclose(scores, feature_errors.mean(axis=1))
+    # Same as computing the MSE by hand in scaled units.
+    x = torch.from_numpy(det.meta.scaler.transform(windows(5)))
+    with torch.inference_mode():
+        mse = ((det.module(x) - x) ** 2).mean(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(scores, mse, rtol=1e-5)
+
+
+def test_score_of_empty_batch() -> None:
+    scores, feature_errors = make_detector().score(np.zeros((0, WINDOW, 3), dtype=np.float32))
+    assert scores.shape == (0,)
+    assert feature_errors.shape == (0, 3)
+
+
+@pytest.mark.parametrize("shape", [(2, WINDOW + 1, 3), (2, WINDOW, 2), (WINDOW, 3), (1, 2, 3, 4)])
+def test_score_rejects_wrong_shapes(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ModelError, match=r"expects windows shaped \(B, 12, 3\)"):
+        make_detector().score(np.zeros(shape, dtype=np.float32))
+
+
+def test_chunked_scoring_matches_one_batch() -> None:
+    data = windows(23)
+    whole = make_detector(max_batch=512).score(data)
+    chunked = make_detector(max_batch=5).score(data)
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-6)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-6)
+
+
+def test_score_switches_the_module_to_eval_mode() -> None:
+    det = make_detector()
+    det.module.train()  # score must switch to eval mode itself
+    det.score(windows(2))
+    assert not det.module.training
+
+
+# -- save / load ----------------------------------------------------------------------------
+
+
+def test_save_load_round_trip_gives_identical_scores(tmp_path: Path) -> None:
+    det = make_detector()
+    det.save(tmp_path / "m")
+    again = Detector.load(tmp_path / "m", CPU)
+    assert again.meta == det.meta
+    assert again.meta.training == {"n_readings": 100, "first_ts": 1.5, "seed": 0, "note": "test"}
+    np.testing.assert_array_equal(again.score(windows(7))[0], det.score(windows(7))[0])
+    np.testing.assert_array_equal(again.score(windows(7))[1], det.score(windows(7))[1])
+
+
+def test_saved_model_is_safetensors_and_json_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_detector().save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [META_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp dir left behind
+    raw = (tmp_path / "m" / WEIGHTS_FILE).read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    assert header["__metadata__"] == {"version": "20250101T000000Z-abc123"}
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F32"}
+    json.loads((tmp_path / "m" / META_FILE).read_text())
+
+    def no_pickle(*args: object, **kwargs: object) -> None:
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(torch, "load", no_pickle)
+    Detector.load(tmp_path / "m", CPU)
+
+
+def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
+    det = make_detector()
+    det.save(tmp_path / "m")
+    with pytest.raises(ModelError, match="cannot save"):
+        det.save(tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def edit_meta(directory: Path, **changes: object) -> None:
+    path = directory / META_FILE
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    make_detector().save(tmp_path / "m")
+    return tmp_path / "m"
+
+
+def test_load_refuses_missing_weights(saved: Path) -> None:
+    (saved / WEIGHTS_FILE).unlink()
+    with pytest.raises(ModelError, match=rf"{WEIGHTS_FILE}: missing"):
+        Detector.load(saved, CPU)
+
+
+def test_load_refuses_missing_meta(saved: Path) -> None:
+    (saved / META_FILE).unlink()
+    with pytest.raises(ModelError, match=rf"{META_FILE}: cannot read"):
+        Detector.load(saved, CPU)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 10])
+def test_load_refuses_truncated_weights(saved: Path, keep: float) -> None:
+    path = saved / WEIGHTS_FILE
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)] if keep < 1 else raw[: int(keep)])
+    with pytest.raises(ModelError, match=rf"{WEIGHTS_FILE}: not a readable safetensors file"):
+        Detector.load(saved, CPU)
+
+
+def test_load_refuses_wrong_schema_version(saved: Path) -> None:
+    edit_meta(saved, schema_version=2)
+    with pytest.raises(ModelError, match=rf"{META_FILE}: schema_version is 2"):
+        Detector.load(saved, CPU)
+
+
+def test_load_refuses_shape_mismatch(saved: Path) -> None:
+    edit_meta(saved, hidden_size=16)
+    with pytest.raises(ModelError, match=rf"{WEIGHTS_FILE}: weights do not fit the shapes"):
+        Detector.load(saved, CPU)
+
+
+def test_load_refuses_weights_of_another_version(saved: Path) -> None:
+    edit_meta(saved, version="20250101T000000Z-ffffff")
+    with pytest.raises(ModelError, match="weights belong to version"):
+        Detector.load(saved, CPU)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "meta must be a JSON object"),
+        (None, "features must be a list of strings"),
+    ],
+)
+def test_load_refuses_bad_meta(saved: Path, text: str | None, reason: str) -> None:
+    if text is None:
+        edit_meta(saved, features="abc")
+    else:
+        (saved / META_FILE).write_text(text)
+    with pytest.raises(ModelError, match=reason):
+        Detector.load(saved, CPU)
+
+
+def test_load_refuses_inconsistent_meta(saved: Path) -> None:
+    edit_meta(saved, features=["a", "b"])
+    with pytest.raises(ModelError, match="scaler has 3 features, meta lists 2"):
+        Detector.load(saved, CPU)
+
+
+# -- CUDA (Jetson) --------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(CUDA_MISSING, reason="needs a CUDA device")
+def test_cuda_scores_match_cpu(tmp_path: Path) -> None:
+    cpu = make_detector(max_batch=7)
+    cpu.save(tmp_path / "m")
+    cuda = Detector.load(tmp_path / "m", torch.device("cuda"), max_batch=7)
+    assert next(cuda.module.parameters()).device.type == "cuda"
+    data = windows(20)
+    got, got_features = cuda.score(data)
+    want, want_features = cpu.score(data)
+    # cuDNN may use TF32 inside the LSTM, hence the loose tolerance.
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-5)
+    np.testing.assert_allclose(got_features, want_features, rtol=1e-2, atol=1e-5)
+    # Weights saved from the GPU load on the CPU.
+    cuda.save(tmp_path / "from_cuda")
+    back = Detector.load(tmp_path / "from_cuda", CPU)
+    np.testing.assert_array_equal(back.score(data)[0], want)

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from sentinel.config import ModelConfig
+from sentinel.errors import DataError, ModelError
+from sentinel.model import Detector, make_windows, train_detector
+from sentinel.model.train import MIN_WINDOWS, PATIENCE, _window_starts
+
+FEATURES = ("flow", "pressure", "phase", "power")
+WINDOW = 16
+CPU = torch.device("cpu")
+
+
+def machine(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Four correlated channels of one rotating machine, with a little sensor noise."""
+    base = np.sin(2 * np.pi * t / 25)
+    clean = np.column_stack(
+        [10 + base, 3 + 2 * base, np.cos(2 * np.pi * t / 25), 100 + 20 * base**2]
+    )
+    noise = rng.normal(0, 0.05, clean.shape) * [1, 2, 1, 20]
+    return (clean + noise).astype(np.float32)
+
+
+def config(**changes: object) -> ModelConfig:
+    base: dict[str, object] = {
+        "hidden_size": 16,
+        "latent_size": 4,
+        "epochs": 40,
+        "batch_size": 32,
+        "learning_rate": 5e-3,
+    }
+    base.update(changes)
+    return ModelConfig.model_validate(base)
+
+
+def train(segments: list[np.ndarray], cfg: ModelConfig, **kwargs: object) -> Detector:
+    return train_detector(
+        segments,
+        stream="pump",
+        features=FEATURES,
+        window=WINDOW,
+        config=cfg,
+        device=CPU,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def trained() -> Detector:
+    rng = np.random.default_rng(1)
+    # Two devices' worth of data, each its own segment.
+    segments = [machine(np.arange(400.0), rng), machine(np.arange(7.0, 307.0), rng)]
+    return train(segments, config(), first_ts=1000.0, last_ts=1400.0)
+
+
+# -- windows -------------------------------------------------------------------------------
+
+
+def test_make_windows_shapes() -> None:
+    data = np.arange(20.0).reshape(10, 2)
+    w = make_windows(data, 4, 1)
+    assert w.shape == (7, 4, 2)
+    np.testing.assert_array_equal(w[0], data[0:4])
+    np.testing.assert_array_equal(w[-1], data[6:10])
+    w3 = make_windows(data, 4, 3)
+    assert w3.shape == (3, 4, 2)
+    np.testing.assert_array_equal(w3[2], data[6:10])
+    assert make_windows(data, 11, 1).shape == (0, 11, 2)
+    assert make_windows(data, 10, 5).shape == (1, 10, 2)
+
+
+def test_make_windows_rejects_bad_input() -> None:
+    with pytest.raises(DataError):
+        make_windows(np.zeros(5), 2, 1)
+    with pytest.raises(DataError):
+        make_windows(np.zeros((5, 1)), 2, 0)
+
+
+def test_training_windows_never_straddle_segments() -> None:
+    lengths = [10, 3, 7]
+    starts = _window_starts(lengths, window=4, stride=2)
+    # Segment 0 rows 0..9, segment 1 rows 10..12 (too short), segment 2 rows 13..19.
+    np.testing.assert_array_equal(starts, [0, 2, 4, 6, 13, 15])
+    bounds = np.cumsum([0, *lengths])
+    for s in starts:
+        seg = np.searchsorted(bounds, s, side="right") - 1
+        assert s + 4 <= bounds[seg + 1]
+    # Same windows as make_windows applied per segment.
+    data = np.arange(20.0).reshape(20, 1)
+    per_segment = np.concatenate(
+        [make_windows(data[a:b], 4, 2) for a, b in itertools.pairwise(bounds)]
+    )
+    np.testing.assert_array_equal(data[starts[:, None] + np.arange(4)], per_segment)
+
+
+# -- detection -----------------------------------------------------------------------------
+
+
+def test_trained_model_separates_anomalies_from_normal_windows(trained: Detector) -> None:
+    rng = np.random.default_rng(99)
+    fresh = machine(np.arange(2000.0, 2400.0), rng)  # unseen normal data
+    normal = np.ascontiguousarray(make_windows(fresh, WINDOW, 2))
+    threshold = trained.meta.calibration.quantiles["0.999"]
+
+    scores, _ = trained.score(normal)
+    assert np.mean(scores > threshold) < 0.05
+
+    spike = normal.copy()
+    spike[:, 8, 0] += 3.0  # one flow reading jumps by ~4 sigma
+    level = normal.copy()
+    level[:, 8:, 1] += 2.0  # pressure steps up half way through
+    broken = normal.copy()
+    broken[:, :, 1] = 6.0 - broken[:, :, 1]  # pressure moves against flow; ranges unchanged
+    for name, windows, feature in [("spike", spike, 0), ("level", level, 1), ("broken", broken, 1)]:
+        bad, feature_errors = trained.score(windows)
+        assert np.all(bad > 2 * threshold), name
+        # The feature that was tampered with carries the most error in most windows.
+        assert np.mean(feature_errors.argmax(axis=1) == feature) > 0.6, name
+
+
+def test_meta_describes_the_training(trained: Detector) -> None:
+    meta = trained.meta
+    assert meta.stream == "pump"
+    assert meta.features == FEATURES
+    assert meta.window == WINDOW
+    assert (meta.hidden_size, meta.latent_size, meta.num_layers) == (16, 4, 1)
+    assert meta.version == trained.version
+    assert len(meta.version) == len("20250101T000000Z-abcdef")
+    assert meta.created.endswith("+00:00")
+    t = meta.training
+    assert t["n_readings"] == 700
+    assert t["n_windows"] == (400 - WINDOW + 1) + (300 - WINDOW + 1)
+    assert (t["first_ts"], t["last_ts"]) == (1000.0, 1400.0)
+    assert t["seed"] == 0
+    assert set(t) >= {"epochs_run", "train_loss", "val_loss", "seconds"}
+    q = meta.calibration.quantiles
+    assert list(q) == ["0.5", "0.9", "0.99", "0.995", "0.999"]
+    assert q["0.5"] <= q["0.9"] <= q["0.99"] <= q["0.995"] <= q["0.999"] <= meta.calibration.max
+    assert len(meta.calibration.feature_mean_errors) == len(FEATURES)
+    np.testing.assert_allclose(meta.scaler.mean[0], 10.0, atol=0.1)
+
+
+# -- training control ----------------------------------------------------------------------
+
+
+def small_data() -> list[np.ndarray]:
+    return [machine(np.arange(200.0), np.random.default_rng(5))]
+
+
+def test_same_seed_gives_identical_weights_and_scores() -> None:
+    cfg = config(epochs=3)
+    a = train(small_data(), cfg)
+    b = train(small_data(), cfg)
+    for key, value in a.module.state_dict().items():
+        torch.testing.assert_close(value, b.module.state_dict()[key], rtol=0, atol=0)
+    windows = np.ascontiguousarray(make_windows(small_data()[0], WINDOW, 8))
+    np.testing.assert_array_equal(a.score(windows)[0], b.score(windows)[0])
+    assert a.meta.calibration == b.meta.calibration
+    c = train(small_data(), config(epochs=3, seed=1))
+    assert not np.array_equal(a.score(windows)[0], c.score(windows)[0])
+
+
+def test_progress_is_reported_every_epoch_and_best_weights_are_kept() -> None:
+    calls: list[tuple[int, int, float]] = []
+    # A learning rate this small never improves validation loss enough, so early
+    # stopping ends training after the first epoch plus PATIENCE stale ones.
+    det = train(
+        small_data(), config(epochs=50, learning_rate=1e-9), progress=lambda *a: calls.append(a)
+    )
+    assert [c[0] for c in calls] == list(range(1, PATIENCE + 2))
+    assert all(c[1] == 50 for c in calls)
+    assert det.meta.training["epochs_run"] == PATIENCE + 1
+    # No epoch improved on the first by the required margin, so its weights were kept.
+    assert det.meta.training["val_loss"] == calls[0][2]
+
+
+def test_stop_event_cancels_training() -> None:
+    stop = threading.Event()
+    calls: list[int] = []
+
+    def progress(epoch: int, epochs: int, val_loss: float) -> None:
+        calls.append(epoch)
+        if epoch == 2:
+            stop.set()
+
+    with pytest.raises(ModelError, match="training cancelled"):
+        train(small_data(), config(epochs=10), progress=progress, stop=stop)
+    assert calls == [1, 2]
+
+
+def test_training_leaves_torch_thread_count_alone() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(small_data(), config(epochs=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_too_little_data_is_a_data_error() -> None:
+    rows = WINDOW + MIN_WINDOWS - 2  # one window short
+    segment = machine(np.arange(float(rows)), np.random.default_rng(0))
+    with pytest.raises(DataError, match=r"7 windows .* from 27 readings in 2 segments"):
+        train([segment, segment[:5]], config(epochs=1))
+    with pytest.raises(DataError, match="no segments"):
+        train([], config(epochs=1))
+
+
+def test_bad_segments_are_data_errors() -> None:
+    good = machine(np.arange(100.0), np.random.default_rng(0))
+    with pytest.raises(DataError, match="shape"):
+        train([good[:, :3]], config(epochs=1))
+    bad = good.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        train([good, bad], config(epochs=1))
