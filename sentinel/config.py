@@ -318,7 +318,7 @@ class StreamConfig(Section):
     @field_validator("features", mode="before")
     @classmethod
     def _names_to_specs(cls, value: Any) -> Any:
-        return [_feature(v) for v in value] if isinstance(value, list) else value
+        return [_feature(v) for v in value] if isinstance(value, list | tuple) else value
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,194 @@
+"""Helpers for end-to-end tests: a trained fleet model, the fleet simulator, the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sentinel.app import SentinelApp
+from sentinel.config import SentinelConfig
+from sentinel.model import ModelRegistry, train_detector
+from sentinel.store import AlertRecord, AlertStore
+from simulators.broker import PrivateBroker
+from simulators.fleet import FEATURES, FleetSimulator
+
+REPO = Path(__file__).resolve().parents[1]
+WINDOW = 16
+HOP = 4
+MODEL = {"hidden_size": 16, "latent_size": 4, "epochs": 25, "batch_size": 64, "seed": 3}
+
+
+def daemon_config(
+    state_dir: Path,
+    broker: PrivateBroker,
+    *,
+    database_url: str | None = None,
+    client_id: str = "sentinel-test",
+    **sections: dict[str, Any],
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "state_dir": str(state_dir),
+        "mqtt": {
+            "host": broker.host,
+            "port": broker.port,
+            "protocol": broker.protocol,
+            "client_id": client_id,
+            "reconnect_min_delay": 1,
+            "reconnect_max_delay": 2,
+        },
+        "database": {"url": database_url, "flush_interval": 0.05},
+        "windows": {"length": WINDOW, "hop": HOP, "max_gap": 30},
+        "model": MODEL,
+        "cold_start": {"readings": 2000},
+        "alerts": {"open_after": 1, "close_after": 3},
+        "logging": {"level": "info", "format": "json"},
+        "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": FEATURES}],
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
+    return config
+
+
+def train_fleet_model(models_dir: Path, devices: int = 4, steps: int = 1500) -> str:
+    """Train the pump stream's model on clean simulated data; returns its version."""
+    sim = FleetSimulator(devices, seed=101, anomaly_rate=0.0, warmup=0.0)
+    rows: dict[str, list[list[float]]] = {name: [] for name in sim.devices}
+    for _, step in zip(range(steps), sim.steps(), strict=False):
+        for reading in step:
+            rows[reading.device].append([reading.values[f] for f in FEATURES])
+    config = SentinelConfig.model_validate(daemon_config(models_dir, _NoBroker()))
+    detector = train_detector(
+        [np.asarray(r, dtype=np.float32) for r in rows.values()],
+        stream="pump",
+        features=FEATURES,
+        window=WINDOW,
+        config=config.model,
+        device=torch.device("cpu"),
+    )
+    registry = ModelRegistry(models_dir)
+    registry.save(detector)
+    registry.activate("pump", detector.version)
+    return detector.version
+
+
+class _NoBroker:
+    host = "127.0.0.1"
+    port = 1
+    protocol = "5"
+
+
+def install_model(models_dir: Path, state_dir: Path) -> None:
+    shutil.copytree(models_dir, state_dir / "models")
+
+
+def run_fleet(broker: PrivateBroker, tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start the fleet simulator; its summary lands in tmp_path/summary.json."""
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "simulators.fleet",
+            "--broker", broker.url,
+            "--protocol", broker.protocol,
+            "--truth", str(tmp_path / "truth.jsonl"),
+            "--summary", str(tmp_path / "summary.json"),
+            *args,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 120) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{text[-3000:]}"
+    return text
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def read_truth(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def readings_committed(url: str) -> int:
+    store = AlertStore(url)
+    store.open()
+    try:
+        return sum(p.readings for p in store.device_progress().values())
+    finally:
+        store.close()
+
+
+def all_alerts(url: str) -> list[AlertRecord]:
+    store = AlertStore(url)
+    store.open()
+    try:
+        return store.list_alerts(limit=100_000)
+    finally:
+        store.close()
+
+
+@dataclass
+class RunningApp:
+    app: SentinelApp
+    stop: threading.Event
+    thread: threading.Thread
+    result: list[int]
+
+
+@contextmanager
+def running_app(config: dict[str, Any], ready_timeout: float = 30) -> Iterator[RunningApp]:
+    """The daemon in this process, on its own thread, stopped (and checked) on exit."""
+    app = SentinelApp(SentinelConfig.model_validate(config), stats_interval=5)
+    stop = threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(app.run(stop)), daemon=True)
+    thread.start()
+    assert app.ready.wait(ready_timeout), "the daemon did not start"
+    source = app.source
+    assert source is not None
+    assert source.wait_connected(ready_timeout), "the daemon did not connect to the broker"
+    running = RunningApp(app, stop, thread, result)
+    try:
+        yield running
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "the daemon did not stop within 30 s"
+
+
+def overlaps(alert: AlertRecord, event: dict[str, Any], slack: float) -> bool:
+    start = alert.started_at.timestamp()
+    end = (alert.ended_at or alert.updated_at).timestamp()
+    return start <= event["end"] + slack and end >= event["start"] - slack
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("SENTINEL_CONFIG", None)
+    return env

@@ -1,0 +1,236 @@
+"""End to end: simulator -> real Mosquitto -> daemon -> real database.
+
+These are the tests that show the daemon does its job: injected anomalies become alerts,
+a SIGKILL loses no reading the broker held and duplicates no alert, bad credentials stop
+the daemon with a clear error, and a broker restart is ridden out.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomllib
+
+from sentinel.app import EXIT_FATAL_CONNECTION
+from sentinel.records import AlertStatus
+from simulators.broker import PrivateBroker, find_mosquitto
+from tests.e2e_helpers import (
+    REPO,
+    WINDOW,
+    all_alerts,
+    daemon_config,
+    finish,
+    install_model,
+    overlaps,
+    read_json,
+    read_truth,
+    readings_committed,
+    run_fleet,
+    running_app,
+    subprocess_env,
+    train_fleet_model,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def fleet_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained once on clean simulated pump data, copied into each test's state."""
+    models = tmp_path_factory.mktemp("fleet-models")
+    train_fleet_model(models)
+    return models
+
+
+def test_injected_anomalies_become_alerts(
+    mqtt_broker: PrivateBroker, fleet_models: Path, tmp_path: Path, database_url: str
+) -> None:
+    state = tmp_path / "state"
+    install_model(fleet_models, state)
+    config = daemon_config(state, mqtt_broker, database_url=database_url,
+                           client_id=f"e2e-{tmp_path.name}")
+    with running_app(config) as running:
+        fleet = run_fleet(
+            mqtt_broker, tmp_path,
+            "--devices", "12", "--rate", "0", "--steps", "3600", "--seed", "11",
+            "--warmup", "400", "--anomaly-rate", "5", "--start", "2024-03-01T00:00:00Z",
+        )
+        finish(fleet)
+        summary = read_json(tmp_path / "summary.json")
+        total = summary["total"]
+        wait_for(lambda: readings_committed(database_url) == total, 180, "all readings committed")
+        assert running.app.pipeline is not None
+        stats = running.app.pipeline.stats
+        rejected = running.app.pipeline.rejections.as_dict()
+    assert running.result == [0]
+    assert rejected == {}
+
+    # Anomalies that began at least a window before the stream ended can be seen.
+    truth = [t for t in read_truth(tmp_path / "truth.jsonl")
+             if t["start"] + WINDOW < summary["last_ts"]]
+    alerts = all_alerts(database_url)
+    slack = WINDOW  # a window still holds an anomaly's readings WINDOW seconds after it ended
+    caught = [t for t in truth if any(
+        a.device == t["device"] and overlaps(a, t, slack) for a in alerts)]
+    false_alerts = [a for a in alerts if not any(
+        a.device == t["device"] and overlaps(a, t, slack)
+        for t in read_truth(tmp_path / "truth.jsonl"))]
+    recall = len(caught) / len(truth)
+    device_hours = total / 3600
+    print(
+        f"\nrecall {recall:.2f} ({len(caught)}/{len(truth)} injected anomalies), "
+        f"{len(false_alerts)} false alerts in {device_hours:.1f} device-hours, "
+        f"{stats.scored} windows scored, {stats.score_seconds * 1e3 / stats.scored:.2f} ms/window"
+    )
+    missed = sorted({t["kind"] for t in truth} - {t["kind"] for t in caught})
+    assert len(truth) >= 15, "the scenario should inject enough anomalies to measure recall"
+    assert recall >= 0.8, f"recall {recall:.2f}; kinds never caught: {missed}"
+    assert len(false_alerts) <= 2 * device_hours, "more than 2 false alerts per device-hour"
+    for alert in alerts:
+        assert alert.top_features, "every alert names the features that contributed"
+        assert alert.model_version
+        assert alert.peak_score > alert.threshold
+
+
+def _start_daemon(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentinel.cli", "run", "--config", str(config_path)],
+        cwd=REPO,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=subprocess_env(),
+    )
+
+
+def _write_toml(path: Path, config: dict[str, Any]) -> Path:
+    lines: list[str] = []
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return str(v)
+
+    for key, v in config.items():
+        if not isinstance(v, dict | list):
+            lines.append(f"{key} = {value(v)}")
+    for key, v in config.items():
+        if isinstance(v, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {value(x)}" for k, x in v.items() if x is not None]
+    for stream in config["streams"]:
+        lines.append("[[streams]]")
+        lines += [f"{k} = {value(x)}" for k, x in stream.items()]
+    path.write_text("\n".join(lines) + "\n")
+    tomllib.loads(path.read_text())  # the test's own TOML must be valid
+    return path
+
+
+def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
+    private_broker: PrivateBroker, fleet_models: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    install_model(fleet_models, state)
+    url = f"sqlite:///{state / 'sentinel.db'}"
+    config = daemon_config(state, private_broker, database_url=url)
+    config_path = _write_toml(tmp_path / "sentinel.toml", config)
+    log = tmp_path / "daemon.log"
+
+    daemon = _start_daemon(config_path, log)
+    wait_for(lambda: b"mqtt_subscribed" in log.read_bytes(), 60, "the daemon to subscribe")
+    fleet = run_fleet(
+        private_broker, tmp_path,
+        "--devices", "4", "--rate", "150", "--steps", "2400", "--step", "1", "--seed", "5",
+        "--warmup", "300", "--anomaly-rate", "8",
+    )
+    wait_for(lambda: readings_committed(url) > 2000, 60, "the daemon to take in readings")
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(10)
+    killed_at = readings_committed(url)
+    time.sleep(1.0)  # the simulator keeps publishing while the daemon is down
+    daemon = _start_daemon(config_path, log)
+    finish(fleet)
+    total = read_json(tmp_path / "summary.json")["total"]
+    assert killed_at < total, "the kill should happen mid-stream"
+    wait_for(lambda: readings_committed(url) >= total, 120, "every reading committed")
+    time.sleep(0.5)  # nothing more may arrive: an extra count would be a double count
+    assert readings_committed(url) == total
+
+    daemon.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert daemon.wait(15) == 0
+    print(f"\nkilled at {killed_at}/{total} readings; SIGTERM exit took "
+          f"{time.monotonic() - started:.1f} s")
+
+    alerts = all_alerts(url)
+    assert alerts, "the scenario injects anomalies: some alerts are expected"
+    by_device: dict[str, list[Any]] = {}
+    for alert in sorted(alerts, key=lambda a: a.started_at):
+        by_device.setdefault(alert.device, []).append(alert)
+    for device, device_alerts in by_device.items():
+        for earlier, later in zip(device_alerts, device_alerts[1:], strict=False):
+            assert earlier.status is AlertStatus.CLOSED, f"{device}: two alerts open at once"
+            assert earlier.ended_at is not None
+            assert later.started_at > earlier.ended_at, f"{device}: overlapping (duplicate) alerts"
+
+
+def test_bad_credentials_stop_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if find_mosquitto() is None:
+        pytest.skip("no mosquitto binary")
+    broker = PrivateBroker(prefer="mosquitto", users={"sentinel": "right"}, workdir=tmp_path / "b")
+    broker.start()
+    try:
+        monkeypatch.setenv("SENTINEL_MQTT_PASSWORD", "wrong")
+        config = daemon_config(tmp_path / "state", broker, mqtt={"username": "sentinel"})
+        from sentinel.app import SentinelApp
+        from sentinel.config import SentinelConfig
+
+        import threading
+
+        app = SentinelApp(SentinelConfig.model_validate(config))
+        started = time.monotonic()
+        result = app.run(threading.Event())
+        assert result == EXIT_FATAL_CONNECTION
+        assert app.fatal is not None
+        assert "user name or password" in app.fatal
+        assert time.monotonic() - started < 20, "it should give up at once, not retry"
+    finally:
+        broker.stop()
+
+
+def test_broker_restart_is_ridden_out_without_loss(
+    private_broker: PrivateBroker, fleet_models: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    install_model(fleet_models, state)
+    url = f"sqlite:///{state / 'sentinel.db'}"
+    with running_app(daemon_config(state, private_broker, database_url=url)) as running:
+        fleet = run_fleet(private_broker, tmp_path, "--devices", "2", "--rate", "0",
+                          "--steps", "500", "--seed", "2", "--anomaly-rate", "0")
+        finish(fleet)
+        first = read_json(tmp_path / "summary.json")["total"]
+        wait_for(lambda: readings_committed(url) == first, 60, "first batch committed")
+        private_broker.restart()
+        source = running.app.source
+        assert source is not None
+        wait_for(lambda: source.connects >= 2 and source.connected, 30, "reconnect")
+        fleet = run_fleet(private_broker, tmp_path, "--devices", "2", "--rate", "0",
+                          "--steps", "500", "--seed", "2", "--anomaly-rate", "0",
+                          "--start", "2024-01-02T00:00:00Z")
+        finish(fleet)
+        second = read_json(tmp_path / "summary.json")["total"]
+        wait_for(lambda: readings_committed(url) == first + second, 60,
+                 "readings after the restart (resubscribed)")
+    assert running.result == [0]
