@@ -61,8 +61,8 @@ class AlertTracker:
         """Feed one verdict; returns the alert's new state if this verdict changed it.
 
         ``baseline`` is the model's mean per-feature error on normal data: contributions are
-        the error a feature carries *above* its normal level, so a naturally noisy sensor is
-        not blamed for every alert.
+        how far each feature's error rose *above* its normal level, so a naturally noisy
+        sensor is not blamed for every alert.
         """
         window = verdict.score.window
         device = self._devices.setdefault((window.stream, window.device), _Device())
@@ -128,8 +128,11 @@ class AlertTracker:
 
     @staticmethod
     def _excess(verdict: Verdict, baseline: Sequence[float]) -> np.ndarray:
+        # Each feature's error as a multiple of its normal level, minus the normal 1x: the
+        # same per-feature ratio the score is made of.
         errors = np.asarray(verdict.score.feature_errors, dtype=np.float64)
-        return np.maximum(errors - np.asarray(baseline, dtype=np.float64), 0.0)
+        normal = np.maximum(np.asarray(baseline, dtype=np.float64), 1e-4)
+        return np.maximum(errors / normal - 1.0, 0.0)
 
     def _top(self, stream: str, excess: np.ndarray) -> tuple[FeatureContribution, ...]:
         total = float(excess.sum())

@@ -307,7 +307,8 @@ class StreamConfig(Section):
     format: Literal["json", "senml"] = Field(default="json", description="Payload format.")
     timestamp_field: str | None = Field(
         default="ts",
-        description="JSON field (dotted path) holding the event time; None uses arrival time.",
+        description="JSON field (dotted path) holding the event time; \"\" (empty) uses the "
+        "arrival time instead.",
     )
     timestamp_unit: Literal["auto", "s", "ms"] = Field(
         default="auto",
@@ -319,6 +320,11 @@ class StreamConfig(Section):
     @classmethod
     def _names_to_specs(cls, value: Any) -> Any:
         return [_feature(v) for v in value] if isinstance(value, list | tuple) else value
+
+    @field_validator("timestamp_field")
+    @classmethod
+    def _empty_means_arrival_time(cls, value: str | None) -> str | None:
+        return value or None  # TOML has no null: "" is how a file says "none"
 
     @field_validator("name")
     @classmethod

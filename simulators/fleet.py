@@ -166,12 +166,18 @@ class FleetSimulator:
         warmup: float = 600.0,
         kinds: Sequence[str] = KINDS,
         magnitude: float = 1.0,
+        day_length: float = DAY,
         on_event: Callable[[AnomalyEvent], None] | None = None,
     ) -> None:
         if devices < 1 or step <= 0 or anomaly_rate < 0 or warmup < 0 or magnitude <= 0:
             raise ValueError(
                 "need devices >= 1, step > 0, anomaly_rate >= 0, warmup >= 0, magnitude > 0"
             )
+        if day_length < 600:
+            raise ValueError("day_length must be at least 600 simulated seconds")
+        # The period of the daily cycles (ambient temperature, demand, supply voltage). Tests
+        # compress it so that a short clean warm-up still covers a whole "day".
+        self.day = float(day_length)
         unknown = set(kinds) - set(KINDS)
         if unknown or not kinds:
             raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {sorted(kinds)}")
@@ -213,9 +219,9 @@ class FleetSimulator:
             "tau_temp": u(900, 1800),
             "t_mean": u(18, 28),
             "t_amp": u(3, 6),
-            "t_peak": u(14, 16) * 3600,
+            "t_peak": u(14, 16) / 24 * self.day,
             "d_amp": u(0.06, 0.12),
-            "d_peak": u(11, 18) * 3600,
+            "d_peak": u(11, 18) / 24 * self.day,
             "vib_base": u(1.2, 2.8),
             "r_drop": u(0.1, 0.3),
             "dwell": u(300, 900),
@@ -265,7 +271,8 @@ class FleetSimulator:
         # One feeder for the whole fleet: lower at the evening peak, grid noise on top.
         z = float(self._grid_rng.standard_normal())
         self._grid_ou = _ou(self._grid_ou, self.step, 120.0, 1.0, z)
-        return 400.0 * (1.0 + 0.008 * math.cos(2 * math.pi * (ts % DAY - 3 * 3600) / DAY)) + (
+        phase = 2 * math.pi * ((ts % self.day) / self.day - 3 / 24)
+        return 400.0 * (1.0 + 0.008 * math.cos(phase)) + (
             self._grid_ou
         )
 
@@ -286,13 +293,14 @@ class FleetSimulator:
         z = pump.noise[pump.row]
         pump.row += 1
         p, dt = pump.p, self.step
-        tod = ts % DAY
+        day = self.day
+        tod = ts % day
         speed = self._speed(pump, ts)
         pump.ou_demand = _ou(pump.ou_demand, dt, 15.0, 0.02, float(z[6]))
         pump.ou_vib = _ou(pump.ou_vib, dt, 3.0, 0.05, float(z[7]))
         pump.ou_alt = _ou(pump.ou_alt, dt, 15.0, 0.02, float(z[8]))
         # Demand peaks at 1 (rated) in the afternoon and falls by 2 * d_amp at night.
-        demand = 1.0 - p["d_amp"] * (1.0 - math.cos(2 * math.pi * (tod - p["d_peak"]) / DAY))
+        demand = 1.0 - p["d_amp"] * (1.0 - math.cos(2 * math.pi * (tod - p["d_peak"]) / day))
         load = speed * demand * (1.0 + pump.ou_demand)
 
         act = self._activate(pump, k, ts, load)
@@ -305,7 +313,7 @@ class FleetSimulator:
             friction = act.offset
         current = self._hydraulic_current(p, current_load, supply) + p["i0"] + friction
         voltage = supply - p["r_drop"] * current
-        ambient = p["t_mean"] + p["t_amp"] * math.cos(2 * math.pi * (tod - p["t_peak"]) / DAY)
+        ambient = p["t_mean"] + p["t_amp"] * math.cos(2 * math.pi * (tod - p["t_peak"]) / day)
         t_ss = ambient + p["k_heat"] * current * current
         if math.isnan(pump.temp):
             pump.temp = t_ss
@@ -445,6 +453,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=600.0, help="simulated seconds")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--magnitude", type=float, default=1.0)
+    ap.add_argument(
+        "--day-length",
+        type=float,
+        default=DAY,
+        help="period of the daily cycles in simulated seconds (default 86400; compress it "
+        "so that a short clean warm-up covers a whole day)",
+    )
     ap.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
     ap.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
     ap.add_argument("--username", default=None, help="password from SENTINEL_SIM_PASSWORD")
@@ -484,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             kinds=kinds,
             magnitude=args.magnitude,
+            day_length=args.day_length,
             on_event=record,
         )
     except ValueError as err:

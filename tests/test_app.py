@@ -7,10 +7,12 @@ the daemon with a clear error, and a broker restart is ridden out.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ import tomllib
 
 from sentinel.app import EXIT_FATAL_CONNECTION
 from sentinel.records import AlertStatus
-from simulators.broker import PrivateBroker, find_mosquitto
+from simulators.broker import PrivateBroker, Publisher, find_mosquitto
+from simulators.fleet import FleetSimulator, encode
 from tests.e2e_helpers import (
     REPO,
     WINDOW,
@@ -49,50 +52,78 @@ def fleet_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
-def test_injected_anomalies_become_alerts(
-    mqtt_broker: PrivateBroker, fleet_models: Path, tmp_path: Path, database_url: str
+def _publish_steps(publisher: Publisher, steps: Iterator[list[Any]], count: int) -> int:
+    sent = 0
+    for _, step in zip(range(count), steps, strict=False):
+        for reading in step:
+            publisher.publish(f"plant/{reading.device}/pump", encode(reading, sent, "json"))
+            sent += 1
+    return sent
+
+
+def test_cold_start_then_injected_anomalies_become_alerts(
+    mqtt_broker: PrivateBroker, tmp_path: Path, database_url: str
 ) -> None:
-    state = tmp_path / "state"
-    install_model(fleet_models, state)
-    config = daemon_config(state, mqtt_broker, database_url=database_url,
-                           client_id=f"e2e-{tmp_path.name}")
+    """The product path from nothing: no model, clean operation, cold-start training, then
+    faults. One continuous simulated stream of 12 pumps; anomalies begin only after the
+    clean warm-up the daemon trains on. An injected anomaly counts as caught when an alert
+    on its device *starts* inside it (or within one window after it); an alert that starts
+    anywhere else is a false alert."""
+    # 5 simulated seconds per reading: the clean cold start then spans about an hour, long
+    # enough for every pump to change load level a few times (dwell is 5-15 minutes).
+    devices, warmup_steps, test_steps, step = 12, 800, 3000, 5.0
+    sim = FleetSimulator(devices, seed=11, step=step, start_ts=1_709_251_200.0,
+                         anomaly_rate=2.0, warmup=warmup_steps * step)
+    config = daemon_config(
+        tmp_path / "state", mqtt_broker, database_url=database_url,
+        client_id=f"e2e-{tmp_path.name}",
+        cold_start={"readings": devices * (warmup_steps - 50)},
+        windows={"max_gap": 3 * step},
+        alerts={"open_after": 2, "close_after": 4},
+    )
+    steps = sim.steps()
+    publisher = Publisher(mqtt_broker.url, protocol=mqtt_broker.protocol)
+    publisher.start()
     with running_app(config) as running:
-        fleet = run_fleet(
-            mqtt_broker, tmp_path,
-            "--devices", "12", "--rate", "0", "--steps", "3600", "--seed", "11",
-            "--warmup", "400", "--anomaly-rate", "5", "--start", "2024-03-01T00:00:00Z",
-        )
-        finish(fleet)
-        summary = read_json(tmp_path / "summary.json")
-        total = summary["total"]
-        wait_for(lambda: readings_committed(database_url) == total, 180, "all readings committed")
-        assert running.app.pipeline is not None
-        stats = running.app.pipeline.stats
-        rejected = running.app.pipeline.rejections.as_dict()
+        pipeline = running.app.pipeline
+        assert pipeline is not None
+        sent = _publish_steps(publisher, steps, warmup_steps)
+        wait_for(lambda: pipeline.has_model("pump"), 240, "cold-start training")
+        sent += _publish_steps(publisher, steps, test_steps)
+        assert publisher.finish(60) == 0
+        wait_for(lambda: readings_committed(database_url) == sent, 180, "all readings committed")
+        stats = pipeline.stats
+        rejected = pipeline.rejections.as_dict()
     assert running.result == [0]
     assert rejected == {}
 
-    # Anomalies that began at least a window before the stream ended can be seen.
-    truth = [t for t in read_truth(tmp_path / "truth.jsonl")
-             if t["start"] + WINDOW < summary["last_ts"]]
+    last_ts = sim.start_ts + (warmup_steps + test_steps - 1) * step
+    span = WINDOW * step  # a window holds an anomaly's readings this long after they arrive
+    truth = [json.loads(t.to_json()) for t in sim.truth]
+    visible = [t for t in truth if t["start"] + span < last_ts]
     alerts = all_alerts(database_url)
-    slack = WINDOW  # a window still holds an anomaly's readings WINDOW seconds after it ended
-    caught = [t for t in truth if any(
-        a.device == t["device"] and overlaps(a, t, slack) for a in alerts)]
-    false_alerts = [a for a in alerts if not any(
-        a.device == t["device"] and overlaps(a, t, slack)
-        for t in read_truth(tmp_path / "truth.jsonl"))]
-    recall = len(caught) / len(truth)
-    device_hours = total / 3600
+
+    def explains(t: dict[str, Any], alert: Any) -> bool:
+        start = alert.started_at.timestamp()
+        return alert.device == t["device"] and t["start"] <= start <= t["end"] + span
+
+    # Kept beside the test's tmp files for a person to look at when the numbers move.
+    (tmp_path / "alerts.json").write_text(json.dumps([a.to_dict() for a in alerts], indent=1))
+    (tmp_path / "truth.json").write_text(json.dumps(truth, indent=1))
+    caught = [t for t in visible if any(explains(t, a) for a in alerts)]
+    false_alerts = [a for a in alerts if not any(explains(t, a) for t in truth)]
+    recall = len(caught) / len(visible)
+    device_hours = devices * test_steps * step / 3600
+    by_kind = {k: f"{sum(t['kind'] == k for t in caught)}/{sum(t['kind'] == k for t in visible)}"
+               for k in sorted({t["kind"] for t in visible})}
     print(
-        f"\nrecall {recall:.2f} ({len(caught)}/{len(truth)} injected anomalies), "
+        f"\nrecall {recall:.2f} ({len(caught)}/{len(visible)}; by kind {by_kind}), "
         f"{len(false_alerts)} false alerts in {device_hours:.1f} device-hours, "
         f"{stats.scored} windows scored, {stats.score_seconds * 1e3 / stats.scored:.2f} ms/window"
     )
-    missed = sorted({t["kind"] for t in truth} - {t["kind"] for t in caught})
-    assert len(truth) >= 15, "the scenario should inject enough anomalies to measure recall"
-    assert recall >= 0.8, f"recall {recall:.2f}; kinds never caught: {missed}"
-    assert len(false_alerts) <= 2 * device_hours, "more than 2 false alerts per device-hour"
+    assert len(visible) >= 15, "the scenario should inject enough anomalies to measure recall"
+    assert recall >= 0.7, f"recall {recall:.2f} by kind {by_kind}"
+    assert len(false_alerts) <= 0.5 * device_hours, "more than one false alert per 2 device-hours"
     for alert in alerts:
         assert alert.top_features, "every alert names the features that contributed"
         assert alert.model_version

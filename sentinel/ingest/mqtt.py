@@ -6,10 +6,10 @@ after everything it carried has been committed to the database. A daemon killed 
 therefore gets every unacknowledged message again from the broker; readings it had already
 committed are recognised by their timestamps and skipped as duplicates.
 
-Flow control: on MQTT 5 our Receive Maximum equals the ingest queue's size, so the broker
-never has more unacknowledged QoS 1 messages in flight to us than the queue can hold and the
-non-blocking enqueue in ``on_message`` cannot overflow. (A 3.1.1 broker uses its own limit,
-Mosquitto's ``max_inflight_messages``, 20 by default.)
+Flow control: on MQTT 5 our Receive Maximum equals the ingest queue's size, so a broker that
+honours it never has more unacknowledged messages in flight to us than the queue can hold.
+Not every broker does (see ``Pipeline.offer``), so a full queue makes ``on_message`` wait
+briefly instead of dropping: TCP backpressure, bounded well below the keep-alive.
 """
 
 from __future__ import annotations
@@ -257,5 +257,7 @@ class MqttSource:
             ack=ack,
             received_at=time.time(),
         )
-        if not self._sink(delivery) and message.qos == 0:
-            log.warning("ingest_queue_full_qos0_dropped", topic=message.topic)
+        if not self._sink(delivery):
+            # QoS 0 is gone; QoS 1 stays unacknowledged and the broker resends it after the
+            # next reconnect. Either way the pipeline has been stuck for a long time.
+            log.error("ingest_queue_full", topic=message.topic, qos=message.qos)

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +36,7 @@ __all__ = [
     "Detector",
     "ModelMeta",
     "reconstruction_errors",
+    "window_scores",
     "resolve_device",
 ]
 
@@ -84,14 +85,17 @@ class Calibration:
     feature_mean_errors: tuple[float, ...]
 
     @classmethod
-    def from_errors(cls, scores: Float64Array, feature_errors: Float64Array) -> Calibration:
-        if scores.size == 0:
+    def from_errors(cls, feature_errors: Float64Array) -> Calibration:
+        """Calibrate on held-back windows' per-feature errors (B, F)."""
+        if feature_errors.shape[0] == 0:
             raise ModelError("calibration needs at least one scored window")
+        baseline = feature_errors.mean(axis=0)
+        scores = window_scores(feature_errors, baseline)
         values = np.quantile(scores, [float(q) for q in CALIBRATION_QUANTILES])
         return cls(
             quantiles={q: float(v) for q, v in zip(CALIBRATION_QUANTILES, values, strict=True)},
             max=float(scores.max()),
-            feature_mean_errors=tuple(float(v) for v in feature_errors.mean(axis=0)),
+            feature_mean_errors=tuple(float(v) for v in baseline),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +211,26 @@ class ModelMeta:
         )
 
 
+# Floor for a feature's normal error (scaled units, where a feature's variance is ~1): a
+# feature the model reconstructs perfectly must not turn rounding noise into huge ratios.
+_BASELINE_FLOOR = 1e-4
+
+
+def window_scores(
+    feature_errors: Float64Array, baseline: Sequence[float] | Float64Array
+) -> Float64Array:
+    """A window's score: its worst feature's error, as a multiple of that feature's normal
+    error on held-back data.
+
+    Averaging over features (plain window MSE) dilutes the faults plants mostly have -- one
+    sensor stuck, spiking or offset -- behind the reconstruction noise of all the others;
+    normalising per feature stops a naturally hard-to-predict sensor from dominating.
+    """
+    floor = np.maximum(np.asarray(baseline, dtype=np.float64), _BASELINE_FLOOR)
+    ratios: Float64Array = feature_errors / floor
+    return ratios.max(axis=1)
+
+
 def reconstruction_errors(
     module: LstmAutoencoder, scaled: torch.Tensor
 ) -> tuple[Float64Array, Float64Array]:
@@ -216,8 +240,6 @@ def reconstruction_errors(
     """
     recon = module(scaled)
     feature_errors = ((recon - scaled) ** 2).mean(dim=1).double().cpu().numpy()
-    # With equal time steps per feature, the mean over features of the per-feature MSE is
-    # exactly the window's MSE; computing it here keeps the two consistent.
     return feature_errors.mean(axis=1), feature_errors
 
 
@@ -267,7 +289,11 @@ class Detector:
         return self._module
 
     def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
-        """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F)."""
+        """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F).
+
+        See ``window_scores`` for what a score is; per-feature errors are MSEs in scaled
+        units, averaged over time.
+        """
         n_features = len(self._meta.features)
         if (
             windows.ndim != 3
@@ -282,16 +308,15 @@ class Detector:
         if count == 0:
             return np.zeros(0, dtype=np.float64), np.zeros((0, n_features), dtype=np.float64)
         scaled = self._meta.scaler.transform(windows)
-        scores: list[Float64Array] = []
         feature_errors: list[Float64Array] = []
         self._module.eval()
         with torch.inference_mode():
             for start in range(0, count, self._max_batch):
                 chunk = torch.from_numpy(scaled[start : start + self._max_batch])
-                s, f = reconstruction_errors(self._module, chunk.to(self._device))
-                scores.append(s)
+                _, f = reconstruction_errors(self._module, chunk.to(self._device))
                 feature_errors.append(f)
-        return np.concatenate(scores), np.concatenate(feature_errors)
+        errors = np.concatenate(feature_errors)
+        return window_scores(errors, self._meta.calibration.feature_mean_errors), errors
 
     def save(self, directory: Path) -> None:
         """Write weights and meta into ``directory``, which must not exist or be empty.

@@ -172,8 +172,8 @@ def train_detector(
                 break
 
     module.load_state_dict(best_state)
-    scores, feature_errors = _errors(module, gather, val_starts, config.score_batch_max)
-    calibration = Calibration.from_errors(scores, feature_errors)
+    _, feature_errors = _errors(module, gather, val_starts, config.score_batch_max)
+    calibration = Calibration.from_errors(feature_errors)
 
     now = datetime.now(UTC)
     training: dict[str, float | int | str] = {

@@ -75,18 +75,20 @@ def test_resolve_cuda_without_cuda_is_a_clear_error(monkeypatch: pytest.MonkeyPa
 # -- scoring --------------------------------------------------------------------------------
 
 
-def test_score_returns_window_and_feature_errors() -> None:
+def test_score_is_the_worst_features_error_over_its_normal_level() -> None:
     det = make_detector()
     scores, feature_errors = det.score(windows(5))
     assert scores.shape == (5,)
     assert feature_errors.shape == (5, 3)
     assert scores.dtype == feature_errors.dtype == np.float64
-    np.testing.assert_allclose(scores, feature_errors.mean(axis=1))
-    # Same as computing the MSE by hand in scaled units.
+    # Per-feature errors are the MSE over time in scaled units, computed here by hand ...
     x = torch.from_numpy(det.meta.scaler.transform(windows(5)))
     with torch.inference_mode():
-        mse = ((det.module(x) - x) ** 2).mean(dim=(1, 2)).numpy()
-    np.testing.assert_allclose(scores, mse, rtol=1e-5)
+        mse = ((det.module(x) - x) ** 2).mean(dim=1).numpy()
+    np.testing.assert_allclose(feature_errors, mse, rtol=1e-5)
+    # ... and the score is the largest of them relative to its calibration mean.
+    baseline = np.asarray(det.meta.calibration.feature_mean_errors)
+    np.testing.assert_allclose(scores, (mse / baseline).max(axis=1), rtol=1e-5)
 
 
 def test_score_of_empty_batch() -> None:

@@ -98,3 +98,14 @@ def test_duplicate_streams_and_bad_windows_rejected(tmp_path: Path) -> None:
         load_config(write(tmp_path, MINIMAL + MINIMAL))
     with pytest.raises(ConfigError, match="hop"):
         load_config(write(tmp_path, "[windows]\nlength = 8\nhop = 9\n" + MINIMAL))
+
+
+def test_empty_timestamp_field_means_arrival_time(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL + 'timestamp_field = ""\n'))
+    assert config.streams[0].timestamp_field is None
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "sentinel.example.toml"
+    config = load_config(example)
+    assert config.streams[0].features[2].key_path == ("motor", "current")
