@@ -28,7 +28,7 @@ from simulators.fleet import FEATURES, FleetSimulator
 REPO = Path(__file__).resolve().parents[1]
 WINDOW = 16
 HOP = 4
-MODEL = {"hidden_size": 16, "latent_size": 4, "epochs": 25, "batch_size": 64, "seed": 3}
+MODEL = {"hidden_size": 32, "latent_size": 8, "epochs": 30, "batch_size": 64, "seed": 3}
 
 
 def daemon_config(
@@ -53,7 +53,6 @@ def daemon_config(
         "windows": {"length": WINDOW, "hop": HOP, "max_gap": 30},
         "model": MODEL,
         "cold_start": {"readings": 2000},
-        "alerts": {"open_after": 1, "close_after": 3},
         "logging": {"level": "info", "format": "json"},
         "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": FEATURES}],
     }
@@ -172,7 +171,7 @@ def running_app(config: dict[str, Any], ready_timeout: float = 30) -> Iterator[R
     assert app.ready.wait(ready_timeout), "the daemon did not start"
     source = app.source
     assert source is not None
-    assert source.wait_connected(ready_timeout), "the daemon did not connect to the broker"
+    assert source.wait_subscribed(ready_timeout), "the daemon did not subscribe"
     running = RunningApp(app, stop, thread, result)
     try:
         yield running

@@ -77,6 +77,7 @@ class MqttSource:
         self._epoch = 0  # bumped on every successful connect; tags acks
         self._paused = threading.Event()
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # the broker confirmed every subscription
         self._fatal: str | None = None
         self.connects = 0
         self.unacked_dropped = 0  # acks from a previous connection, deliberately not sent
@@ -166,6 +167,14 @@ class MqttSource:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """True once the broker confirmed our subscriptions on the current connection."""
+        return self._subscribed.wait(timeout)
+
     def ack(self, ack: Ack) -> None:
         """Acknowledge a committed message, if it arrived on the current connection."""
         client = self._client
@@ -221,6 +230,7 @@ class MqttSource:
     ) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._subscribed.clear()
         if was_connected:
             log.warning("mqtt_disconnected", reason=str(reason_code))
 
@@ -236,6 +246,7 @@ class MqttSource:
         if failed:
             log.error("mqtt_subscribe_refused", reasons=failed)
         else:
+            self._subscribed.set()
             log.info("mqtt_subscribed", topics=[s.subscription for s in self._streams])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

@@ -346,8 +346,12 @@ class AlertStore:
         ]
 
     def device_progress(self) -> dict[tuple[str, str], DeviceProgress]:
-        query = select(DeviceStateRow.stream, DeviceStateRow.device, DeviceStateRow.last_ts,
-                       DeviceStateRow.readings)
+        query = select(
+            DeviceStateRow.stream,
+            DeviceStateRow.device,
+            DeviceStateRow.last_ts,
+            DeviceStateRow.readings,
+        )
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()

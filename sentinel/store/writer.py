@@ -85,9 +85,7 @@ class AlertWriter:
                 raise RuntimeError("AlertWriter can only be started once")
             self._thread = threading.Thread(target=self._run, name="sentinel-writer", daemon=True)
             self._thread.start()
-        log.info(
-            "writer_started", flush_interval=self._flush_interval, batch_max=self._batch_max
-        )
+        log.info("writer_started", flush_interval=self._flush_interval, batch_max=self._batch_max)
 
     def submit(self, batch: WriteBatch, timeout: float | None = None) -> None:
         """Queue a batch; blocks while the queue is full. TimeoutError after ``timeout``."""
@@ -118,9 +116,10 @@ class AlertWriter:
                 self._submitting -= 1
 
     def _wait_for_space(self, timeout: float) -> None:
-        # Queue.not_full is notified whenever the thread takes a batch.
+        # Queue.not_full is notified whenever the thread takes a batch. It shares the queue's
+        # mutex, so the size is read directly here (qsize() would take the mutex again).
         with self._queue.not_full:
-            if self._queue.qsize() >= self._capacity:
+            if len(self._queue.queue) >= self._capacity:
                 self._queue.not_full.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
