@@ -307,7 +307,7 @@ class StreamConfig(Section):
     format: Literal["json", "senml"] = Field(default="json", description="Payload format.")
     timestamp_field: str | None = Field(
         default="ts",
-        description="JSON field (dotted path) holding the event time; \"\" (empty) uses the "
+        description='JSON field (dotted path) holding the event time; "" (empty) uses the '
         "arrival time instead.",
     )
     timestamp_unit: Literal["auto", "s", "ms"] = Field(

@@ -44,6 +44,7 @@ __all__ = ["Pipeline"]
 log = structlog.get_logger(__name__)
 
 _DRAIN_MAX = 256  # deliveries handled per pass: bounds latency and the size of a commit
+_SCORE_CAP = 1e30  # stands in for a non-finite score
 
 
 @dataclass(slots=True)
@@ -252,6 +253,13 @@ class Pipeline:
             return []
         started = time.perf_counter()
         values, feature_errors = detector.score(np.stack([w.values for w in windows]))
+        # Finite readings can still overflow float32 in the model. Such a window is as
+        # anomalous as it gets, and NaN must never reach the database (NOT NULL columns,
+        # JSONB) where the writer would retry it forever.
+        values = np.nan_to_num(values, nan=_SCORE_CAP, posinf=_SCORE_CAP, neginf=0.0)
+        feature_errors = np.nan_to_num(
+            feature_errors, nan=_SCORE_CAP, posinf=_SCORE_CAP, neginf=0.0
+        )
         self.stats.score_seconds += time.perf_counter() - started
         self.stats.scored += len(windows)
         changes: list[Alert] = []

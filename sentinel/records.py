@@ -47,6 +47,7 @@ class RejectReason(StrEnum):
     OVERSIZED = "oversized"
     UNPARSABLE = "unparsable"
     UNKNOWN_TOPIC = "unknown_topic"
+    BAD_DEVICE = "bad_device"
     MISSING_TIMESTAMP = "missing_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"
     MISSING_FEATURE = "missing_feature"

@@ -97,11 +97,17 @@ def run_fleet(broker: PrivateBroker, tmp_path: Path, *args: str) -> subprocess.P
     """Start the fleet simulator; its summary lands in tmp_path/summary.json."""
     return subprocess.Popen(
         [
-            sys.executable, "-m", "simulators.fleet",
-            "--broker", broker.url,
-            "--protocol", broker.protocol,
-            "--truth", str(tmp_path / "truth.jsonl"),
-            "--summary", str(tmp_path / "summary.json"),
+            sys.executable,
+            "-m",
+            "simulators.fleet",
+            "--broker",
+            broker.url,
+            "--protocol",
+            broker.protocol,
+            "--truth",
+            str(tmp_path / "truth.jsonl"),
+            "--summary",
+            str(tmp_path / "summary.json"),
             *args,
         ],
         cwd=REPO,

@@ -7,17 +7,18 @@ the daemon with a clear error, and a broker restart is ridden out.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 
 from sentinel.app import EXIT_FATAL_CONNECTION
 from sentinel.records import AlertStatus
@@ -30,9 +31,7 @@ from tests.e2e_helpers import (
     daemon_config,
     finish,
     install_model,
-    overlaps,
     read_json,
-    read_truth,
     readings_committed,
     run_fleet,
     running_app,
@@ -75,10 +74,19 @@ def test_cold_start_then_injected_anomalies_become_alerts(
     # there, correctly from its point of view -- that is a cold-start sizing question, not
     # what this test is about.
     devices, warmup_steps, test_steps, step = 12, 800, 2400, 5.0
-    sim = FleetSimulator(devices, seed=11, step=step, start_ts=1_709_251_200.0,
-                         anomaly_rate=2.0, warmup=warmup_steps * step, day_length=3600.0)
+    sim = FleetSimulator(
+        devices,
+        seed=11,
+        step=step,
+        start_ts=1_709_251_200.0,
+        anomaly_rate=2.0,
+        warmup=warmup_steps * step,
+        day_length=3600.0,
+    )
     config = daemon_config(
-        tmp_path / "state", mqtt_broker, database_url=database_url,
+        tmp_path / "state",
+        mqtt_broker,
+        database_url=database_url,
         client_id=f"e2e-{tmp_path.name}",
         cold_start={"readings": devices * (warmup_steps - 50)},
         windows={"max_gap": 3 * step},
@@ -116,8 +124,10 @@ def test_cold_start_then_injected_anomalies_become_alerts(
     false_alerts = [a for a in alerts if not any(explains(t, a) for t in truth)]
     recall = len(caught) / len(visible)
     device_hours = devices * test_steps * step / 3600
-    by_kind = {k: f"{sum(t['kind'] == k for t in caught)}/{sum(t['kind'] == k for t in visible)}"
-               for k in sorted({t["kind"] for t in visible})}
+    by_kind = {
+        k: f"{sum(t['kind'] == k for t in caught)}/{sum(t['kind'] == k for t in visible)}"
+        for k in sorted({t["kind"] for t in visible})
+    }
     print(
         f"\nrecall {recall:.2f} ({len(caught)}/{len(visible)}; by kind {by_kind}), "
         f"{len(false_alerts)} false alerts in {device_hours:.1f} device-hours, "
@@ -184,9 +194,22 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
     daemon = _start_daemon(config_path, log)
     wait_for(lambda: b"mqtt_subscribed" in log.read_bytes(), 60, "the daemon to subscribe")
     fleet = run_fleet(
-        private_broker, tmp_path,
-        "--devices", "4", "--rate", "150", "--steps", "2400", "--step", "1", "--seed", "5",
-        "--warmup", "300", "--anomaly-rate", "8",
+        private_broker,
+        tmp_path,
+        "--devices",
+        "4",
+        "--rate",
+        "150",
+        "--steps",
+        "2400",
+        "--step",
+        "1",
+        "--seed",
+        "5",
+        "--warmup",
+        "300",
+        "--anomaly-rate",
+        "8",
     )
     wait_for(lambda: readings_committed(url) > 2000, 60, "the daemon to take in readings")
     daemon.send_signal(signal.SIGKILL)
@@ -204,8 +227,10 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
     daemon.send_signal(signal.SIGTERM)
     started = time.monotonic()
     assert daemon.wait(15) == 0
-    print(f"\nkilled at {killed_at}/{total} readings; SIGTERM exit took "
-          f"{time.monotonic() - started:.1f} s")
+    print(
+        f"\nkilled at {killed_at}/{total} readings; SIGTERM exit took "
+        f"{time.monotonic() - started:.1f} s"
+    )
 
     alerts = all_alerts(url)
     assert alerts, "the scenario injects anomalies: some alerts are expected"
@@ -213,7 +238,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
     for alert in sorted(alerts, key=lambda a: a.started_at):
         by_device.setdefault(alert.device, []).append(alert)
     for device, device_alerts in by_device.items():
-        for earlier, later in zip(device_alerts, device_alerts[1:], strict=False):
+        for earlier, later in itertools.pairwise(device_alerts):
             assert earlier.status is AlertStatus.CLOSED, f"{device}: two alerts open at once"
             assert earlier.ended_at is not None
             assert later.started_at > earlier.ended_at, f"{device}: overlapping (duplicate) alerts"
@@ -229,10 +254,10 @@ def test_bad_credentials_stop_with_a_clear_error(
     try:
         monkeypatch.setenv("SENTINEL_MQTT_PASSWORD", "wrong")
         config = daemon_config(tmp_path / "state", broker, mqtt={"username": "sentinel"})
+        import threading
+
         from sentinel.app import SentinelApp
         from sentinel.config import SentinelConfig
-
-        import threading
 
         app = SentinelApp(SentinelConfig.model_validate(config))
         started = time.monotonic()
@@ -252,8 +277,20 @@ def test_broker_restart_is_ridden_out_without_loss(
     install_model(fleet_models, state)
     url = f"sqlite:///{state / 'sentinel.db'}"
     with running_app(daemon_config(state, private_broker, database_url=url)) as running:
-        fleet = run_fleet(private_broker, tmp_path, "--devices", "2", "--rate", "0",
-                          "--steps", "500", "--seed", "2", "--anomaly-rate", "0")
+        fleet = run_fleet(
+            private_broker,
+            tmp_path,
+            "--devices",
+            "2",
+            "--rate",
+            "0",
+            "--steps",
+            "500",
+            "--seed",
+            "2",
+            "--anomaly-rate",
+            "0",
+        )
         finish(fleet)
         first = read_json(tmp_path / "summary.json")["total"]
         wait_for(lambda: readings_committed(url) == first, 60, "first batch committed")
@@ -261,11 +298,27 @@ def test_broker_restart_is_ridden_out_without_loss(
         source = running.app.source
         assert source is not None
         wait_for(lambda: source.connects >= 2 and source.connected, 30, "reconnect")
-        fleet = run_fleet(private_broker, tmp_path, "--devices", "2", "--rate", "0",
-                          "--steps", "500", "--seed", "2", "--anomaly-rate", "0",
-                          "--start", "2024-01-02T00:00:00Z")
+        fleet = run_fleet(
+            private_broker,
+            tmp_path,
+            "--devices",
+            "2",
+            "--rate",
+            "0",
+            "--steps",
+            "500",
+            "--seed",
+            "2",
+            "--anomaly-rate",
+            "0",
+            "--start",
+            "2024-01-02T00:00:00Z",
+        )
         finish(fleet)
         second = read_json(tmp_path / "summary.json")["total"]
-        wait_for(lambda: readings_committed(url) == first + second, 60,
-                 "readings after the restart (resubscribed)")
+        wait_for(
+            lambda: readings_committed(url) == first + second,
+            60,
+            "readings after the restart (resubscribed)",
+        )
     assert running.result == [0]

@@ -22,6 +22,9 @@ from sentinel.records import Reading, Rejected, RejectReason
 
 __all__ = ["MessageParser"]
 
+# The database column's size: a longer name would fail every write that carries it.
+MAX_DEVICE_NAME = 128
+
 log = structlog.get_logger(__name__)
 
 HEAD_CHARS: Final = 200
@@ -383,6 +386,9 @@ class MessageParser:
             detail = "topic matches no configured stream"
             return [], [Rejected(RejectReason.UNKNOWN_TOPIC, topic, detail, _head(payload))]
         stream, device = route
+        if len(device) > MAX_DEVICE_NAME:
+            detail = f"device name of {len(device)} characters, limit {MAX_DEVICE_NAME}"
+            return [], [Rejected(RejectReason.BAD_DEVICE, topic, detail, _head(payload))]
         try:
             doc = json.loads(payload.decode("utf-8"))
         except UnicodeDecodeError as err:

@@ -36,8 +36,8 @@ __all__ = [
     "Detector",
     "ModelMeta",
     "reconstruction_errors",
-    "window_scores",
     "resolve_device",
+    "window_scores",
 ]
 
 log = structlog.get_logger(__name__)
@@ -228,7 +228,8 @@ def window_scores(
     """
     floor = np.maximum(np.asarray(baseline, dtype=np.float64), _BASELINE_FLOOR)
     ratios: Float64Array = feature_errors / floor
-    return ratios.max(axis=1)
+    worst: Float64Array = ratios.max(axis=1)
+    return worst
 
 
 def reconstruction_errors(

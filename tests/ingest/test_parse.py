@@ -707,3 +707,19 @@ def test_throughput_six_feature_json(capsys: pytest.CaptureFixture[str]) -> None
         best = min(best, time.perf_counter() - start)
     with capsys.disabled():
         print(f"\n[throughput] 6-feature JSON: {n / best:,.0f} messages/s")
+
+
+def test_device_names_longer_than_the_database_column_are_rejected() -> None:
+    from sentinel.config import StreamConfig
+    from sentinel.ingest.parse import MAX_DEVICE_NAME
+
+    stream = StreamConfig.model_validate(
+        {"name": "pump", "topic": "plant/{device}/pump", "features": ["flow"]}
+    )
+    parser = MessageParser([stream], max_payload_bytes=1024)
+    long_name = "d" * (MAX_DEVICE_NAME + 1)
+    readings, rejected = parser.parse(f"plant/{long_name}/pump", b'{"ts": 1, "flow": 1}', 0.0)
+    assert readings == []
+    assert [r.reason for r in rejected] == [RejectReason.BAD_DEVICE]
+    ok, _ = parser.parse(f"plant/{'d' * MAX_DEVICE_NAME}/pump", b'{"ts": 1, "flow": 1}', 0.0)
+    assert len(ok) == 1

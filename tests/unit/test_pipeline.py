@@ -156,3 +156,20 @@ def test_cold_start_collects_then_requests_training_and_scores_after_install() -
     h.run([delivery("a", float(t), 0.1) for t in range(64, 74)])
     assert h.pipeline.has_model("pump")
     assert h.pipeline.stats.scored == 10
+
+
+class OverflowDetector(FakeDetector):
+    """What an overflowing model returns: non-finite scores and feature errors."""
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, errors = super().score(windows)
+        return np.full_like(scores, np.nan), np.full_like(errors, np.inf)
+
+
+def test_non_finite_scores_become_finite_anomalies() -> None:
+    h = Harness({"pump": OverflowDetector()})
+    h.run([delivery("a", float(t), 0.1) for t in range(8)])
+    assert h.alerts, "an overflowing window is as anomalous as it gets"
+    for alert in h.alerts:
+        assert np.isfinite(alert.peak_score)
+        assert all(np.isfinite(c.share) for c in alert.top_features)
