@@ -1,0 +1,189 @@
+"""The sentinel command line against real databases and files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sentinel.cli import main, parse_since
+from sentinel.model import ModelRegistry
+from sentinel.records import Alert, AlertStatus, FeatureContribution, WriteBatch
+from sentinel.store import AlertStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def seed_alerts(url: str) -> None:
+    store = AlertStore(url)
+    store.open()
+    store.migrate()
+    now = datetime.now(UTC).timestamp()
+    alerts = [
+        Alert(
+            f"uid-{i}",
+            "pump",
+            f"pump-{i:03d}",
+            status,
+            now - age,
+            now - age + 60,
+            None if status is AlertStatus.OPEN else now - age + 60,
+            9.0,
+            3.0,
+            (FeatureContribution("pressure", 0.8), FeatureContribution("flow", 0.2)),
+            "v1",
+            5,
+        )
+        for i, (status, age) in enumerate(
+            [(AlertStatus.OPEN, 600), (AlertStatus.CLOSED, 3 * 3600), (AlertStatus.OPEN, 60)]
+        )
+    ]
+    store.write([WriteBatch(alerts=tuple(alerts))])
+    store.close()
+
+
+def test_parse_since() -> None:
+    now = datetime(2026, 1, 2, 12, tzinfo=UTC)
+    assert parse_since("2h", now) == now - timedelta(hours=2)
+    assert parse_since("30m", now) == now - timedelta(minutes=30)
+    assert parse_since("2026-01-01T00:00:00", now) == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_alerts_list_filters_and_formats(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_alerts(database_url)
+    assert main(["alerts", "list", "--database", database_url]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:4] == ["ID", "STATUS", "STREAM", "DEVICE"]
+    assert "pressure 80%" in table
+    assert "3.0x" in table  # peak over threshold
+
+    assert (
+        main(["alerts", "list", "--database", database_url, "--since", "1h", "--format", "json"])
+        == 0
+    )
+    recent = json.loads(capsys.readouterr().out)
+    assert [a["device"] for a in recent] == ["pump-002", "pump-000"]  # newest first
+
+    assert (
+        main(
+            ["alerts", "list", "--database", database_url, "--status", "closed", "--format", "csv"]
+        )
+        == 0
+    )
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [r["device"] for r in rows] == ["pump-001"]
+    assert json.loads(rows[0]["top_features"])[0]["feature"] == "pressure"
+
+
+def test_alerts_ack(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    seed_alerts(database_url)
+    assert (
+        main(
+            [
+                "alerts",
+                "list",
+                "--database",
+                database_url,
+                "--device",
+                "pump-000",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    alert_id = json.loads(capsys.readouterr().out)[0]["id"]
+    assert (
+        main(
+            ["alerts", "ack", str(alert_id), "--note", "valve replaced", "--database", database_url]
+        )
+        == 0
+    )
+    assert "acknowledged" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "alerts",
+                "list",
+                "--database",
+                database_url,
+                "--status",
+                "acknowledged",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    acked = json.loads(capsys.readouterr().out)
+    assert [a["id"] for a in acked] == [alert_id]
+    assert acked[0]["ack_note"] == "valve replaced"
+    assert main(["alerts", "ack", "999999", "--database", database_url]) == 1
+    assert "no alert with id 999999" in capsys.readouterr().err
+
+
+def test_migrate_command(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--database", database_url]) == 0
+    assert main(["migrate", "--database", database_url]) == 0  # idempotent
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_train_from_csv_activates_a_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(1500)
+    path = tmp_path / "normal.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter=";")
+        writer.writerow(["datetime", "a", "b", "label"])
+        for i in t:
+            a = np.sin(i / 20) + 0.05 * rng.standard_normal()
+            when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=int(i))
+            writer.writerow([when.strftime("%Y-%m-%d %H:%M:%S"), a, 2 * a, 0])
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        "[windows]\nlength = 16\n[cold_start]\nreadings = 64\n"
+        "[model]\nhidden_size = 8\nlatent_size = 2\nepochs = 3\n"
+        '[[streams]]\nname = "rig"\ntopic = "r/{device}"\nfeatures = ["a", "b"]\n'
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sentinel.cli",
+            "train",
+            "--config",
+            str(config),
+            "--csv",
+            str(path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    registry = ModelRegistry(tmp_path / "state" / "models")
+    version = registry.active_version("rig")
+    assert version is not None
+    assert version in result.stdout
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("datetime;a\n2026-01-01 00:00:00;1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "sentinel.cli", "train", "--config", str(config), "--csv", str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "missing column(s) b" in result.stderr
