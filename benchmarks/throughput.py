@@ -26,11 +26,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.app import SentinelApp  # noqa: E402
-from sentinel.config import SentinelConfig  # noqa: E402
-from simulators.broker import PrivateBroker, Publisher  # noqa: E402
-from simulators.fleet import FEATURES, FleetSimulator, encode  # noqa: E402
-from tests.e2e_helpers import (  # noqa: E402
+from sentinel.app import SentinelApp
+from sentinel.config import SentinelConfig
+from simulators.broker import PrivateBroker, Publisher
+from simulators.fleet import FEATURES, FleetSimulator, encode
+from tests.e2e_helpers import (
     daemon_config,
     install_model,
     readings_committed,
@@ -144,10 +144,14 @@ def main() -> int:
         finally:
             broker.stop()
     c, r = statistics.median(ceilings), statistics.median(rates)
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
-          f"{torch.get_num_threads()} torch thread(s), python {platform.python_version()}")
-    print(f"messages per run: {len(messages)} ({args.devices} devices x {args.steps} readings, "
-          f"{len(FEATURES)} features), runs: {args.repeat}")
+    print(
+        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"{torch.get_num_threads()} torch thread(s), python {platform.python_version()}"
+    )
+    print(
+        f"messages per run: {len(messages)} ({args.devices} devices x {args.steps} readings, "
+        f"{len(FEATURES)} features), runs: {args.repeat}"
+    )
     print(f"bare paho subscriber (ceiling): {c:8.0f} msg/s  runs {[round(x) for x in ceilings]}")
     print(f"sentinel end to end:            {r:8.0f} msg/s  runs {[round(x) for x in rates]}")
     print(f"ratio: {r / c:.2f} of the ceiling; scoring {statistics.median(scoring):.3f} ms/window")

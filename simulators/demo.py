@@ -177,13 +177,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rate",
         type=float,
-        default=20.0,
+        default=40.0,
         help="readings per wall second per pump (each is 1 simulated second)",
     )
     ap.add_argument("--duration", type=float, default=3600.0, help="wall seconds to run")
-    ap.add_argument("--cold-start", type=int, default=4000, help="readings before training")
+    ap.add_argument(
+        "--day-length",
+        type=float,
+        default=1200.0,
+        help="simulated seconds per 'day': the demo compresses the daily cycle so that the "
+        "cold start covers a whole one, as a real cold start should",
+    )
+    ap.add_argument(
+        "--cold-start",
+        type=int,
+        default=None,
+        help="readings before training (default: 1.1 simulated days of all pumps)",
+    )
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
+    if args.cold_start is None:
+        args.cold_start = int(1.1 * args.day_length * args.devices)
+    # No faults until the model is trained: collection, plus training time at this rate.
+    warmup = args.cold_start / args.devices + 40 * args.rate
 
     state: Path = args.state.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -209,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     fleet: subprocess.Popen[bytes] | None = None
     view = _View(truth_path)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # `kill` (SIGTERM) cleans up like Ctrl-C: no broker or daemon is left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with log_path.open("wb") as log_file:
             daemon = subprocess.Popen(
@@ -253,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     print(
                         f"simulator: {args.devices} pumps, {args.rate:g} readings/s each "
-                        "(1 simulated second per reading)"
+                        f"(1 simulated second per reading, a {args.day_length / 60:g}-minute "
+                        f"'day'); faults start after {warmup / args.rate:.0f} s"
                     )
             if daemon.poll() is not None:
                 raise SystemExit(f"the daemon exited ({daemon.returncode}); see {log_path}")

@@ -272,9 +272,7 @@ class FleetSimulator:
         z = float(self._grid_rng.standard_normal())
         self._grid_ou = _ou(self._grid_ou, self.step, 120.0, 1.0, z)
         phase = 2 * math.pi * ((ts % self.day) / self.day - 3 / 24)
-        return 400.0 * (1.0 + 0.008 * math.cos(phase)) + (
-            self._grid_ou
-        )
+        return 400.0 * (1.0 + 0.008 * math.cos(phase)) + (self._grid_ou)
 
     def _speed(self, pump: _Pump, ts: float) -> float:
         while ts >= pump.next_switch:  # the drive moves to another load level

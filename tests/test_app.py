@@ -8,13 +8,11 @@ the daemon with a clear error, and a broker restart is ridden out.
 from __future__ import annotations
 
 import itertools
-import json
 import signal
 import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +20,13 @@ import pytest
 
 from sentinel.app import EXIT_FATAL_CONNECTION
 from sentinel.records import AlertStatus
-from simulators.broker import PrivateBroker, Publisher, find_mosquitto
-from simulators.fleet import FleetSimulator, encode
+from simulators.broker import PrivateBroker, find_mosquitto
 from tests.e2e_helpers import (
     REPO,
-    WINDOW,
     all_alerts,
     daemon_config,
     finish,
+    fleet_detection_scenario,
     install_model,
     read_json,
     readings_committed,
@@ -51,94 +48,20 @@ def fleet_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
-def _publish_steps(publisher: Publisher, steps: Iterator[list[Any]], count: int) -> int:
-    sent = 0
-    for _, step in zip(range(count), steps, strict=False):
-        for reading in step:
-            publisher.publish(f"plant/{reading.device}/pump", encode(reading, sent, "json"))
-            sent += 1
-    return sent
-
-
 def test_cold_start_then_injected_anomalies_become_alerts(
     mqtt_broker: PrivateBroker, tmp_path: Path, database_url: str
 ) -> None:
     """The product path from nothing: no model, clean operation, cold-start training, then
-    faults. One continuous simulated stream of 12 pumps; anomalies begin only after the
-    clean warm-up the daemon trains on. An injected anomaly counts as caught when an alert
-    on its device *starts* inside it (or within one window after it); an alert that starts
-    anywhere else is a false alert."""
-    # 5 simulated seconds per reading, and a "day" compressed to one hour: the clean cold
-    # start (800 readings per pump, 67 minutes) covers a whole daily cycle and several load
-    # changes per pump. A model that never saw part of the day flags winding temperature
-    # there, correctly from its point of view -- that is a cold-start sizing question, not
-    # what this test is about.
-    devices, warmup_steps, test_steps, step = 12, 800, 2400, 5.0
-    sim = FleetSimulator(
-        devices,
-        seed=11,
-        step=step,
-        start_ts=1_709_251_200.0,
-        anomaly_rate=2.0,
-        warmup=warmup_steps * step,
-        day_length=3600.0,
-    )
-    config = daemon_config(
-        tmp_path / "state",
-        mqtt_broker,
-        database_url=database_url,
-        client_id=f"e2e-{tmp_path.name}",
-        cold_start={"readings": devices * (warmup_steps - 50)},
-        windows={"max_gap": 3 * step},
-    )
-    steps = sim.steps()
-    publisher = Publisher(mqtt_broker.url, protocol=mqtt_broker.protocol)
-    publisher.start()
-    with running_app(config) as running:
-        pipeline = running.app.pipeline
-        assert pipeline is not None
-        sent = _publish_steps(publisher, steps, warmup_steps)
-        wait_for(lambda: pipeline.has_model("pump"), 240, "cold-start training")
-        sent += _publish_steps(publisher, steps, test_steps)
-        assert publisher.finish(60) == 0
-        wait_for(lambda: readings_committed(database_url) == sent, 180, "all readings committed")
-        stats = pipeline.stats
-        rejected = pipeline.rejections.as_dict()
-    assert running.result == [0]
-    assert rejected == {}
-
-    last_ts = sim.start_ts + (warmup_steps + test_steps - 1) * step
-    span = WINDOW * step  # a window holds an anomaly's readings this long after they arrive
-    truth = [json.loads(t.to_json()) for t in sim.truth]
-    visible = [t for t in truth if t["start"] + span < last_ts]
-    alerts = all_alerts(database_url)
-
-    def explains(t: dict[str, Any], alert: Any) -> bool:
-        start = alert.started_at.timestamp()
-        return alert.device == t["device"] and t["start"] <= start <= t["end"] + span
-
-    # Kept beside the test's tmp files for a person to look at when the numbers move.
-    (tmp_path / "alerts.json").write_text(json.dumps([a.to_dict() for a in alerts], indent=1))
-    (tmp_path / "truth.json").write_text(json.dumps(truth, indent=1))
-    caught = [t for t in visible if any(explains(t, a) for a in alerts)]
-    false_alerts = [a for a in alerts if not any(explains(t, a) for t in truth)]
-    recall = len(caught) / len(visible)
-    device_hours = devices * test_steps * step / 3600
-    by_kind = {
-        k: f"{sum(t['kind'] == k for t in caught)}/{sum(t['kind'] == k for t in visible)}"
-        for k in sorted({t["kind"] for t in visible})
-    }
-    print(
-        f"\nrecall {recall:.2f} ({len(caught)}/{len(visible)}; by kind {by_kind}), "
-        f"{len(false_alerts)} false alerts in {device_hours:.1f} device-hours, "
-        f"{stats.scored} windows scored, {stats.score_seconds * 1e3 / stats.scored:.2f} ms/window"
-    )
+    faults (see ``fleet_detection_scenario`` for the scenario and how it is scored)."""
+    result = fleet_detection_scenario(mqtt_broker, tmp_path, database_url)
+    print(f"\n{result.summary()}")
+    assert result.rejected == {}
     # Product defaults (threshold q0.995 x 1.5, open after 2 windows) favour few false
     # alerts; docs/BENCHMARKS.md has the measured trade-off. These floors catch regressions.
-    assert len(visible) >= 30, "the scenario should inject enough anomalies to measure recall"
-    assert recall >= 0.15, f"recall {recall:.2f} by kind {by_kind}"
-    assert len(false_alerts) <= 0.25 * device_hours, "more than 1 false alert per 4 device-hours"
-    for alert in alerts:
+    assert result.visible >= 30, "the scenario should inject enough anomalies to measure recall"
+    assert result.recall >= 0.15, result.summary()
+    assert result.false_alerts <= 0.25 * result.device_hours, result.summary()
+    for alert in result.alerts:
         assert alert.top_features, "every alert names the features that contributed"
         assert alert.model_version
         assert alert.peak_score > alert.threshold

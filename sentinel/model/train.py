@@ -70,6 +70,34 @@ def _window_starts(lengths: Sequence[int], window: int, stride: int) -> IntArray
     return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
 
 
+def _split_starts(
+    lengths: Sequence[int], window: int, stride: int, fraction: float
+) -> tuple[IntArray, IntArray]:
+    """Training and validation window offsets: the last ``fraction`` of every segment is
+    held back, and no training window shares a row with a validation window.
+
+    A shuffled split of stride-1 windows would put near-copies of every validation window
+    into training, and the calibration quantiles -- the threshold every device starts
+    with -- would come out optimistic.
+    """
+    train: list[IntArray] = []
+    val: list[IntArray] = []
+    offset = 0
+    for n in lengths:
+        cut = n - round(n * fraction)
+        if cut >= window and n - cut >= window:
+            train.append(offset + np.arange(0, cut - window + 1, stride, dtype=np.int64))
+            val.append(offset + np.arange(cut, n - window + 1, stride, dtype=np.int64))
+        elif n >= window:
+            train.append(offset + np.arange(0, n - window + 1, stride, dtype=np.int64))
+        offset += n
+    empty = np.zeros(0, dtype=np.int64)
+    return (
+        np.concatenate(train) if train else empty,
+        np.concatenate(val) if val else empty,
+    )
+
+
 def train_detector(
     segments: Sequence[np.ndarray],
     *,
@@ -85,8 +113,8 @@ def train_detector(
 ) -> Detector:
     """Train an autoencoder on contiguous runs of normal raw readings, one (N_i, F) each.
 
-    Windows never straddle two segments. A seeded shuffle holds back
-    ``config.validation_fraction`` of the windows for early stopping and calibration.
+    Windows never straddle two segments. The last ``config.validation_fraction`` of each
+    segment is held back for early stopping and calibration (see ``_split_starts``).
     Torch's global thread count is left alone (the caller owns it), and so is its global
     RNG state. Raises DataError when the data cannot give ``MIN_WINDOWS`` windows and
     ModelError("training cancelled") when ``stop`` is set.
@@ -108,10 +136,15 @@ def train_detector(
     offsets = torch.arange(window, device=device)
 
     rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(starts))
-    n_val = max(1, round(len(starts) * config.validation_fraction))
-    val_starts = starts[order[:n_val]]
-    train_starts = starts[order[n_val:]]
+    train_starts, val_starts = _split_starts(
+        lengths, window, config.train_stride, config.validation_fraction
+    )
+    if len(val_starts) == 0 or len(train_starts) == 0:
+        # Segments too short to hold back a time-ordered tail: fall back to a shuffle.
+        order = rng.permutation(len(starts))
+        n_val = max(1, round(len(starts) * config.validation_fraction))
+        val_starts = starts[order[:n_val]]
+        train_starts = starts[order[n_val:]]
 
     def gather(batch_starts: IntArray) -> torch.Tensor:
         index = torch.from_numpy(batch_starts).to(device).unsqueeze(1) + offsets
@@ -131,7 +164,7 @@ def train_detector(
         readings=len(rows),
         segments=len(lengths),
         train_windows=len(train_starts),
-        val_windows=n_val,
+        val_windows=len(val_starts),
         device=str(device),
         epochs=config.epochs,
     )

@@ -221,3 +221,18 @@ def test_bad_segments_are_data_errors() -> None:
     bad[3, 1] = np.nan
     with pytest.raises(DataError, match="NaN"):
         train([good, bad], config(epochs=1))
+
+
+def test_validation_windows_share_no_rows_with_training_windows() -> None:
+    from sentinel.model.train import _split_starts
+
+    lengths, window = [200, 50, 10], 16
+    train, val = _split_starts(lengths, window, stride=1, fraction=0.2)
+    assert len(train) and len(val)
+    train_rows = {int(s) + k for s in train for k in range(window)}
+    val_rows = {int(s) + k for s in val for k in range(window)}
+    assert not train_rows & val_rows
+    # The first segment's last 40 rows are held back. The second's last 10 rows cannot hold
+    # a window, so it trains whole; the 10-row segment gives no window at all.
+    assert (int(min(val)), int(max(val))) == (160, 184)
+    assert int(max(train)) == 200 + 50 - window

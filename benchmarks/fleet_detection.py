@@ -1,0 +1,68 @@
+"""Detection quality on the simulated pump fleet, for several threshold settings, one run.
+
+The scenario is the end-to-end test's (tests/e2e_helpers.py, ``fleet_detection_scenario``):
+12 pumps from nothing, clean cold start, training, then injected faults, through a real
+Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the same data.
+
+    .venv/bin/python benchmarks/fleet_detection.py
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sentinel.logs import configure_logging
+from simulators.broker import PrivateBroker
+from tests.e2e_helpers import fleet_detection_scenario
+
+SETTINGS = [
+    ("default: q0.995 x 1.5, open after 2", {}, {}),
+    ("q0.995 x 1.2", {"multiplier": 1.2}, {}),
+    ("q0.99 x 1.2", {"quantile": 0.99, "multiplier": 1.2}, {}),
+    ("q0.99 x 1.0", {"quantile": 0.99, "multiplier": 1.0}, {}),
+    ("default, open after 1", {}, {"open_after": 1}),
+]
+
+
+def main() -> int:
+    configure_logging("warning", "console")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = PrivateBroker(prefer="mosquitto", workdir=work / "broker")
+        broker.start()
+        try:
+            for i, (name, threshold, alerts) in enumerate(SETTINGS):
+                run = work / f"run{i}"
+                run.mkdir()
+                result = fleet_detection_scenario(
+                    broker,
+                    run,
+                    f"sqlite:///{run / 'alerts.db'}",
+                    threshold=threshold,
+                    alerts=alerts,
+                )
+                rows.append((name, result))
+                print(f"{name}: {result.summary()}", flush=True)
+        finally:
+            broker.stop()
+    print(f"\nmachine: {platform.machine()}, python {platform.python_version()}")
+    print("| setting | recall | caught / injected | false alerts per device-hour | by kind |")
+    print("|---|---|---|---|---|")
+    for name, r in rows:
+        kinds = ", ".join(f"{k} {v}" for k, v in r.by_kind.items())
+        print(
+            f"| {name} | {r.recall:.2f} | {len(r.caught)}/{r.visible} | "
+            f"{r.false_alerts / r.device_hours:.2f} ({r.false_alerts} in "
+            f"{r.device_hours:.0f} h) | {kinds} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
