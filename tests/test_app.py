@@ -59,7 +59,8 @@ def test_cold_start_then_injected_anomalies_become_alerts(
     # Product defaults (threshold q0.995 x 1.5, open after 2 windows) favour few false
     # alerts; docs/BENCHMARKS.md has the measured trade-off. These floors catch regressions.
     assert result.visible >= 30, "the scenario should inject enough anomalies to measure recall"
-    assert result.recall >= 0.15, result.summary()
+    assert result.recall >= 0.08, result.summary()
+    assert len(result.caught) >= 4, result.summary()
     assert result.false_alerts <= 0.25 * result.device_hours, result.summary()
     for alert in result.alerts:
         assert alert.top_features, "every alert names the features that contributed"

@@ -14,6 +14,7 @@ briefly instead of dropping: TCP backpressure, bounded well below the keep-alive
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 import time
@@ -44,6 +45,23 @@ _FATAL_REFUSALS = {
     '(set mqtt.protocol = "3.1.1")',
     "Banned": "the broker has banned this client",
 }
+
+
+class _QuietAfterDisconnect(logging.Filter):
+    """paho 2.2 runs its loop once more after a requested disconnect and logs "Client is not
+    connected" at ERROR; our own ``mqtt_disconnected`` event reports the real state."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(
+            "Client is not connected"
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_PAHO_LOG = logging.getLogger("paho.mqtt.client")
+_PAHO_LOG.addFilter(_QuietAfterDisconnect())
 
 
 class MqttSource:
@@ -79,6 +97,7 @@ class MqttSource:
         self._connected = threading.Event()
         self._subscribed = threading.Event()  # the broker confirmed every subscription
         self._fatal: str | None = None
+        self._stopping = False
         self.connects = 0
         self.unacked_dropped = 0  # acks from a previous connection, deliberately not sent
 
@@ -94,7 +113,7 @@ class MqttSource:
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             manual_ack=True,
         )
-        client.enable_logger(None)  # paho's own log via stdlib logging -> structlog
+        client.enable_logger(_PAHO_LOG)  # paho's own log via stdlib logging -> structlog
         client.reconnect_delay_set(
             min_delay=max(1, round(cfg.reconnect_min_delay)),
             max_delay=max(1, round(cfg.reconnect_max_delay)),
@@ -146,6 +165,7 @@ class MqttSource:
         if client is None:
             return
         self._paused.set()
+        self._stopping = True
         # DISCONNECT is queued behind any acknowledgements still waiting to go out.
         client.disconnect()
         deadline = time.monotonic() + timeout
@@ -232,7 +252,8 @@ class MqttSource:
         self._connected.clear()
         self._subscribed.clear()
         if was_connected:
-            log.warning("mqtt_disconnected", reason=str(reason_code))
+            level = log.info if self._stopping else log.warning
+            level("mqtt_disconnected", reason=str(reason_code))
 
     def _on_subscribe(
         self,

@@ -228,7 +228,8 @@ def test_validation_windows_share_no_rows_with_training_windows() -> None:
 
     lengths, window = [200, 50, 10], 16
     train, val = _split_starts(lengths, window, stride=1, fraction=0.2)
-    assert len(train) and len(val)
+    assert len(train) > 0
+    assert len(val) > 0
     train_rows = {int(s) + k for s in train for k in range(window)}
     val_rows = {int(s) + k for s in val for k in range(window)}
     assert not train_rows & val_rows
