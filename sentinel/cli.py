@@ -20,7 +20,7 @@ import structlog
 from pydantic import ValidationError
 
 from sentinel import __version__
-from sentinel.config import SentinelConfig, load_config
+from sentinel.config import SentinelConfig, StreamConfig, load_config
 from sentinel.errors import ConfigError, SentinelError
 
 if TYPE_CHECKING:
@@ -191,18 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sentinel.training import progress_reporter
 
     config = _load(args)
-    if args.stream:
-        try:
-            stream = config.stream(args.stream)
-        except KeyError:
-            names = ", ".join(s.name for s in config.streams)
-            print(f"no stream {args.stream!r} in the config (streams: {names})", file=sys.stderr)
-            return 1
-    elif len(config.streams) == 1:
-        stream = config.streams[0]
-    else:
-        print("the config has several streams: choose one with --stream", file=sys.stderr)
-        return EXIT_USAGE
+    stream = _choose_stream(config, args.stream)
     data = read_feature_csv(
         args.csv,
         stream.feature_names,
@@ -231,6 +220,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"model {detector.version} for stream {stream.name} saved to {path} and activated")
     print("a running daemon picks it up at its next start")
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import torch
+
+    from sentinel.csvdata import read_feature_csv
+    from sentinel.model import resolve_device
+    from sentinel.replay import replay, split_labels
+
+    config = _load(args)
+    stream = _choose_stream(config, args.stream)
+    data = read_feature_csv(
+        args.input,
+        stream.feature_names,
+        timestamp_column=args.timestamp_column,
+        max_gap=config.windows.max_gap,
+        carry=split_labels(args.label_columns),
+        require_timestamps=True,
+    )
+    torch.set_num_threads(config.model.torch_threads)
+    summary = replay(
+        config,
+        stream,
+        data,
+        args.out,
+        device=args.device or Path(args.input).stem,
+        train_rows=args.train_rows or config.cold_start.readings,
+        torch_device=resolve_device(config.model.device),
+    )
+    print(
+        f"{summary.rows} rows ({summary.train_rows} trained on) -> {args.out}: "
+        f"{summary.scored_windows} windows scored, {summary.anomalous_rows} anomalous rows, "
+        f"{summary.alerts} alerts, model {summary.model_version}, {summary.seconds} s"
+    )
+    return 0
+
+
+def _choose_stream(config: SentinelConfig, name: str | None) -> StreamConfig:
+    if name:
+        try:
+            return config.stream(name)
+        except KeyError:
+            names = ", ".join(s.name for s in config.streams)
+            raise ConfigError(f"no stream {name!r} in the config (streams: {names})") from None
+    if len(config.streams) == 1:
+        return config.streams[0]
+    raise ConfigError("the config has several streams: choose one with --stream")
 
 
 # -- parser ---------------------------------------------------------------------------------
@@ -328,6 +364,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: detected (ts, timestamp, time, datetime)",
     )
     train.set_defaults(func=cmd_train)
+
+    rep = commands.add_parser(
+        "replay",
+        help="run the pipeline over a recorded CSV, driven by its own timestamps",
+        description="Replay a recorded CSV through the same windows, model, thresholds and "
+        "alert logic as the daemon, as fast as the CPU allows. The first rows train the "
+        "model (labels unseen); every row then gets the detector's score, threshold, "
+        "verdict and open alert. Label columns are carried to the output, never used.",
+    )
+    rep.add_argument("input", type=Path, metavar="INPUT.csv")
+    config_arg(rep)
+    rep.add_argument("--out", required=True, type=Path, metavar="SCORES.csv")
+    rep.add_argument("--stream", metavar="NAME", help="needed when the config has several")
+    rep.add_argument("--device", metavar="NAME", help="device name (default: the file's stem)")
+    rep.add_argument(
+        "--timestamp-column",
+        metavar="NAME",
+        help="default: detected (ts, timestamp, time, datetime, date)",
+    )
+    rep.add_argument(
+        "--label-columns",
+        metavar="A,B",
+        help="columns carried to the output, e.g. anomaly,changepoint",
+    )
+    rep.add_argument(
+        "--train-rows",
+        type=int,
+        metavar="N",
+        help="rows that train the model (default: cold_start.readings)",
+    )
+    rep.set_defaults(func=cmd_replay)
     return parser
 
 

@@ -7,6 +7,7 @@ variable; the database password likewise from ``db_password`` / ``SENTINEL_DB_PA
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -254,12 +255,26 @@ class ThresholdConfig(Section):
         default=2_000, ge=50, le=1_000_000, description="Recent normal scores remembered."
     )
     warmup: int = Field(
-        default=100,
+        default=2_000,
         ge=1,
         le=1_000_000,
-        description="Windows per device scored against the model's calibration threshold "
-        "before the device's own threshold takes over.",
+        description="Normal windows per device judged against the model's calibration "
+        "threshold before the device's own quantile takes over. Must be at least "
+        "1 / (1 - quantile): fewer samples make the quantile the running maximum, and a "
+        "slowly rising fault then raises its own threshold.",
     )
+
+    @model_validator(mode="after")
+    def _warmup_supports_quantile(self) -> ThresholdConfig:
+        needed = math.ceil(1 / (1 - self.quantile) - 1e-9)
+        if self.warmup < needed:
+            raise ValueError(
+                f"warmup {self.warmup} is too short to estimate the {self.quantile} quantile: "
+                f"use at least {needed} (1 / (1 - quantile))"
+            )
+        if self.history < self.warmup:
+            raise ValueError("history must be at least warmup")
+        return self
 
 
 class AlertsConfig(Section):

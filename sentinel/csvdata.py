@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,6 +40,7 @@ class RecordedData:
     timestamps: np.ndarray | None  # (rows,) epoch seconds, or None without a time column
     features: tuple[str, ...]
     max_gap: float
+    carried: dict[str, list[str]] = field(default_factory=dict)  # e.g. label columns, as text
 
     @property
     def first_ts(self) -> float | None:
@@ -72,9 +73,12 @@ def read_feature_csv(
     *,
     timestamp_column: str | None = None,
     max_gap: float = math.inf,
+    carry: Sequence[str] = (),
+    require_timestamps: bool = False,
 ) -> RecordedData:
     """Read the given feature columns (and a timestamp column, if any) from a CSV file.
 
+    ``carry`` columns (labels, say) are kept as text, never parsed or used as features.
     Every problem is a ``DataError`` naming the file, and the row and column where useful.
     """
     path = Path(path)
@@ -93,7 +97,7 @@ def read_feature_csv(
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text") from err
 
-    missing = [f for f in features if f not in header]
+    missing = [f for f in (*features, *carry) if f not in header]
     if missing:
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing)}; the file has: {', '.join(header)}"
@@ -102,6 +106,11 @@ def read_feature_csv(
         timestamp_column = next((c for c in header if c.lower() in TIMESTAMP_CANDIDATES), None)
     elif timestamp_column not in header:
         raise DataError(f"{path}: no timestamp column {timestamp_column!r}")
+    if timestamp_column is None and require_timestamps:
+        raise DataError(
+            f"{path}: no timestamp column found (looked for {', '.join(TIMESTAMP_CANDIDATES)}); "
+            "name it with --timestamp-column"
+        )
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
         raise DataError(f"{path}: no data rows")
@@ -135,4 +144,5 @@ def read_feature_csv(
                     f"{path}:{r + 2}: column {timestamp_column!r}: unparsable time "
                     f"{row[ts_index]!r}"
                 ) from err
-    return RecordedData(values, timestamps, tuple(features), max_gap)
+    carried = {name: [row[header.index(name)] for row in rows] for name in carry}
+    return RecordedData(values, timestamps, tuple(features), max_gap, carried)

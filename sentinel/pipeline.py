@@ -31,6 +31,7 @@ from sentinel.records import (
     Rejected,
     RejectReason,
     Score,
+    Verdict,
     Window,
     WriteBatch,
 )
@@ -69,6 +70,9 @@ class Pipeline:
     ``sink`` receives one ``WriteBatch`` per pass (the writer's ``submit``; it may block,
     which is the backpressure that keeps memory bounded). ``request_training`` is called
     with a job when a stream without a model has collected enough readings.
+    ``observer``, when given, sees every verdict with the alert change it caused (replay
+    records them per row). ``process`` runs one pass synchronously, without the thread:
+    that is how replay drives this same code with a file's own timestamps.
     """
 
     def __init__(
@@ -80,8 +84,10 @@ class Pipeline:
         models: dict[str, Detector | None],
         progress: Iterable[DeviceProgress] = (),
         open_alerts: Iterable[Alert] = (),
+        observer: Callable[[Verdict, Alert | None], None] | None = None,
     ) -> None:
         self._config = config
+        self._observer = observer
         self._sink = sink
         self._request_training = request_training
         self._inbox: queue.Queue[Delivery] = queue.Queue(maxsize=config.ingest.queue_size)
@@ -188,7 +194,7 @@ class Pipeline:
                 except queue.Empty:
                     break
             try:
-                self._sink(self._process(batch))
+                self._sink(self.process(batch))
             except Exception:  # thread boundary: one bad batch must not stop the daemon
                 # Acknowledge anyway: a message that crashes us would otherwise come back
                 # after every restart. The log names how much was lost.
@@ -197,7 +203,9 @@ class Pipeline:
                 acks = tuple(d.ack for d in batch if d.ack is not None)
                 self._sink(WriteBatch(acks=acks))
 
-    def _process(self, deliveries: list[Delivery]) -> WriteBatch:
+    def process(self, deliveries: list[Delivery]) -> WriteBatch:
+        """One pass over deliveries, in order: what the worker thread does per batch."""
+        self._apply_swaps()
         windows: dict[str, list[Window]] = defaultdict(list)
         touched: set[tuple[str, str]] = set()
         acks: list[Ack] = []
@@ -277,6 +285,8 @@ class Pipeline:
             if alert is not None:
                 changes.append(alert)
                 self._log_alert(alert, verdict.score.value)
+            if self._observer is not None:
+                self._observer(verdict, alert)
         return changes
 
     def _log_alert(self, alert: Alert, score: float) -> None:

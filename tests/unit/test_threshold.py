@@ -20,9 +20,9 @@ def test_calibration_threshold_takes_the_nearest_quantile() -> None:
 
 
 def test_warmup_uses_the_fallback_then_the_device_quantile() -> None:
-    bank = ThresholdBank(ThresholdConfig(quantile=0.99, multiplier=2.0, warmup=50, history=100))
+    bank = ThresholdBank(ThresholdConfig(quantile=0.99, multiplier=2.0, warmup=500, history=500))
     rng = np.random.default_rng(0)
-    verdicts = [bank.judge(score(float(v)), fallback=10.0) for v in rng.uniform(0, 1, 50)]
+    verdicts = [bank.judge(score(float(v)), fallback=10.0) for v in rng.uniform(0, 1, 500)]
     assert all(v.threshold == 10.0 for v in verdicts)
     after = bank.judge(score(0.5), fallback=10.0)
     assert 1.5 < after.threshold <= 2.0  # 0.99-quantile of U(0,1) times 2
@@ -41,10 +41,15 @@ def test_anomalous_scores_never_raise_the_threshold() -> None:
 
 
 def test_devices_and_streams_are_independent_and_resettable() -> None:
-    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=5, history=50))
-    for _ in range(10):
+    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50))
+    for _ in range(20):
         bank.judge(score(1.0, "a"), fallback=100.0)
     assert bank.judge(score(1.0, "a"), fallback=100.0).threshold == pytest.approx(1.0)
     assert bank.judge(score(1.0, "b"), fallback=100.0).threshold == 100.0
     bank.reset_stream("pump")
     assert bank.judge(score(1.0, "a"), fallback=100.0).threshold == 100.0
+
+
+def test_warmup_too_short_for_the_quantile_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="at least 200"):
+        ThresholdConfig(quantile=0.995, warmup=100)
