@@ -16,7 +16,7 @@ import structlog
 import torch
 
 from sentinel.config import SentinelConfig
-from sentinel.errors import ModelError
+from sentinel.errors import ConfigError, ModelError
 from sentinel.ingest.mqtt import MqttSource
 from sentinel.ingest.parse import MessageParser
 from sentinel.model import Detector, ModelRegistry, resolve_device
@@ -48,6 +48,11 @@ class SentinelApp:
 
     def run(self, stop: threading.Event) -> int:
         config = self.config
+        if config.model.detector != "lstm_ae":
+            raise ConfigError(
+                f"model.detector = {config.model.detector!r} is a baseline for `sentinel "
+                "replay` and benchmarks; the daemon runs lstm_ae"
+            )
         log.info("sentinel_starting", config=config.redacted())
         torch.set_num_threads(config.model.torch_threads)
         config.state_dir.mkdir(parents=True, exist_ok=True)

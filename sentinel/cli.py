@@ -249,11 +249,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
         train_rows=args.train_rows or config.cold_start.readings,
         torch_device=resolve_device(config.model.device),
     )
+    if args.report:
+        from sentinel.report import render_report
+
+        render_report(args.out, args.report, label_columns=split_labels(args.label_columns))
     print(
         f"{summary.rows} rows ({summary.train_rows} trained on) -> {args.out}: "
         f"{summary.scored_windows} windows scored, {summary.anomalous_rows} anomalous rows, "
         f"{summary.alerts} alerts, model {summary.model_version}, {summary.seconds} s"
     )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sentinel.replay import split_labels
+    from sentinel.report import render_report
+
+    labels = split_labels(args.labels) or None
+    render_report(args.scores, args.out, label_columns=labels, title=args.title)
+    print(f"report written to {args.out}")
     return 0
 
 
@@ -394,7 +408,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rows that train the model (default: cold_start.readings)",
     )
+    rep.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.png|FILE.html",
+        help="also render the scores as a report (see `sentinel report`)",
+    )
     rep.set_defaults(func=cmd_replay)
+
+    report = commands.add_parser(
+        "report",
+        help="plot a replay's scores: features, score, threshold, alerts and labels",
+        description="Render a replay's output as a PNG, or a self-contained HTML page with "
+        "tables of alerts and labelled intervals: where it fired, and why.",
+    )
+    report.add_argument("scores", type=Path, metavar="SCORES.csv")
+    report.add_argument("--out", required=True, type=Path, metavar="FILE.png|FILE.html")
+    report.add_argument(
+        "--labels", metavar="A,B", help="label columns (default: detected by name, e.g. anomaly)"
+    )
+    report.add_argument("--title", metavar="TEXT")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

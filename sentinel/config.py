@@ -204,6 +204,11 @@ class WindowConfig(Section):
 
 
 class ModelConfig(Section):
+    detector: Literal["lstm_ae", "hst", "zscore"] = Field(
+        default="lstm_ae",
+        description="lstm_ae (the daemon's detector), or a baseline for replay and "
+        "benchmarks: hst (river HalfSpaceTrees) or zscore (rolling per-feature z-score).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto takes CUDA where present (Jetson), else the CPU."
     )

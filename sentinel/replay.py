@@ -23,6 +23,7 @@ from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.csvdata import RecordedData
 from sentinel.errors import DataError
 from sentinel.model import Detector, train_detector
+from sentinel.model.baselines import BaselineDetector, train_baseline
 from sentinel.pipeline import Pipeline
 from sentinel.records import Alert, AlertStatus, Delivery, Reading, Verdict, WriteBatch
 from sentinel.training import TrainingJob
@@ -71,7 +72,7 @@ def replay(
     device: str,
     train_rows: int,
     torch_device: torch.device,
-    detector: Detector | None = None,
+    detector: Detector | BaselineDetector | None = None,
     show_progress: bool = True,
 ) -> ReplaySummary:
     """Train on the first ``train_rows`` rows (unless a detector is given), score the rest.
@@ -96,16 +97,26 @@ def replay(
             data.features,
             data.max_gap,
         )
-        detector = train_detector(
-            head.segments(min_length=window),
-            stream=stream.name,
-            features=stream.feature_names,
-            window=window,
-            config=config.model,
-            device=torch_device,
-            first_ts=head.first_ts,
-            last_ts=head.last_ts,
-        )
+        kind = config.model.detector
+        if kind == "lstm_ae":
+            detector = train_detector(
+                head.segments(min_length=window),
+                stream=stream.name,
+                features=stream.feature_names,
+                window=window,
+                config=config.model,
+                device=torch_device,
+                first_ts=head.first_ts,
+                last_ts=head.last_ts,
+            )
+        else:
+            detector = train_baseline(
+                kind,
+                head.segments(min_length=window),
+                features=stream.feature_names,
+                window=window,
+                config=config.model,
+            )
     else:
         train_rows = 0
 
@@ -129,7 +140,10 @@ def replay(
         config,
         sink=batches.append,
         request_training=no_training,
-        models={s.name: (detector if s.name == stream.name else None) for s in config.streams},
+        models={
+            s.name: (detector if s.name == stream.name else None)  # type: ignore[misc]
+            for s in config.streams
+        },
         observer=observe,
     )
     anomalous = 0

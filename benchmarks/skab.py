@@ -1,0 +1,182 @@
+"""Sentinel on SKAB, by the benchmark's own protocol, beside the published leaderboard.
+
+Per file, the first 400 rows train (assumed normal, labels unseen) and the rest are
+scored online through ``sentinel replay``'s code -- the daemon's own windows, model,
+thresholds and alert logic. Point metrics (F1, FAR, MAR) are pooled over the test rows of
+all 34 files; the NAB changepoint score follows SKAB's scorer (sentinel.evaluation).
+Detectors side by side in one run: the LSTM autoencoder and two baselines through the
+same pipeline. Configuration: benchmarks/skab.toml, the same for every file (no per-file
+tuning).
+
+    .venv/bin/python benchmarks/skab.py --data ../shared/datasets/skab
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sentinel.config import load_config
+from sentinel.csvdata import read_feature_csv
+from sentinel.evaluation import (
+    NabScores,
+    PointMetrics,
+    changepoints_from_predictions,
+    nab_scores,
+    pooled_point_metrics,
+)
+from sentinel.logs import configure_logging
+from sentinel.replay import replay
+
+TRAIN_ROWS = 400
+DETECTORS = ("lstm_ae", "hst", "zscore")
+# From the dataset's README (../shared/datasets/skab/README.md), as published.
+LEADERBOARD = [
+    ("Conv-AE", 0.78, 13.55, 28.02, 23.61),
+    ("MSET", 0.78, 39.73, 14.13, 13.84),
+    ("T²+Q (PCA)", 0.76, 26.62, 24.92, 25.35),
+    ("LSTM-AE", 0.74, 29.96, 25.92, 23.51),
+    ("Vanilla LSTM", 0.54, 12.54, 59.53, 11.31),
+    ("Isolation forest", 0.29, 2.56, 82.89, 26.16),
+    ("MSCRED", 0.36, 49.94, 69.88, 32.42),
+]
+
+
+@dataclass
+class Outcome:
+    name: str
+    point: PointMetrics
+    nab: NabScores
+    seconds: float
+
+
+def skab_files(data: Path) -> list[Path]:
+    files = sorted(p for d in ("valve1", "valve2", "other") for p in (data / d).glob("*.csv"))
+    if len(files) != 34:
+        raise SystemExit(f"{data}: expected SKAB's 34 experiment files, found {len(files)}")
+    return files
+
+
+def run(detector: str, files: list[Path], config_path: Path, work: Path) -> list[Outcome]:
+    raw = tomllib.loads(config_path.read_text())
+    raw.setdefault("model", {})["detector"] = detector
+    raw["state_dir"] = str(work / "state")
+    config_file = work / f"{detector}.toml"
+    config_file.write_text(_to_toml(raw))
+    config = load_config(config_file)
+    stream = config.streams[0]
+    per_file: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {
+        "verdict": [],
+        "alert": [],
+    }
+    started = time.monotonic()
+    for path in files:
+        data = read_feature_csv(
+            path,
+            stream.feature_names,
+            carry=("anomaly", "changepoint"),
+            max_gap=config.windows.max_gap,
+            require_timestamps=True,
+        )
+        out = work / f"{detector}-{path.parent.name}-{path.stem}.csv"
+        replay(
+            config,
+            stream,
+            data,
+            out,
+            device=path.stem,
+            train_rows=TRAIN_ROWS,
+            torch_device=torch.device("cpu"),
+            show_progress=False,
+        )
+        with out.open() as handle:
+            rows = list(csv.DictReader(handle))[TRAIN_ROWS:]
+        ts = np.array([datetime.fromisoformat(r["timestamp"]).timestamp() for r in rows])
+        labels = np.array([float(r["anomaly"]) for r in rows]).astype(int)
+        true_cps = ts[np.array([float(r["changepoint"]) for r in rows]) == 1]
+        for kind, column in (("verdict", "is_anomaly"), ("alert", "alert_id")):
+            pred = np.array([1 if (r[column] not in ("", "0")) else 0 for r in rows])
+            per_file[kind].append((ts, labels, pred, true_cps))
+    seconds = time.monotonic() - started
+    outcomes = []
+    for kind, results in per_file.items():
+        point = pooled_point_metrics((labels, pred) for _, labels, pred, _ in results)
+        nab = nab_scores(
+            (ts, true_cps, changepoints_from_predictions(ts, pred))
+            for ts, _, pred, true_cps in results
+        )
+        outcomes.append(Outcome(f"Sentinel {detector} ({kind})", point, nab, seconds))
+    return outcomes
+
+
+def _to_toml(data: dict[str, object]) -> str:
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return str(v)
+
+    out = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict | list)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.append(f"[{k}]")
+            out += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
+    for stream in data.get("streams", []):  # type: ignore[attr-defined]
+        out.append("[[streams]]")
+        out += [f"{kk} = {value(vv)}" for kk, vv in stream.items()]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/datasets/skab"))
+    ap.add_argument("--config", type=Path, default=Path(__file__).with_name("skab.toml"))
+    ap.add_argument("--detectors", default=",".join(DETECTORS))
+    args = ap.parse_args()
+    configure_logging("warning", "console")
+    torch.set_num_threads(1)
+    files = skab_files(args.data)
+    outcomes: list[Outcome] = []
+    total = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        for detector in args.detectors.split(","):
+            outcomes += run(detector.strip(), files, args.config, Path(tmp))
+            print(f"{detector}: done in {outcomes[-1].seconds:.0f} s", flush=True)
+    total_s = time.monotonic() - total
+    print(
+        f"\nSKAB, {len(files)} files, first {TRAIN_ROWS} rows train; "
+        f"{datetime.now(UTC):%Y-%m-%d}; {platform.machine()}, python "
+        f"{platform.python_version()}, torch {torch.__version__}; whole run {total_s:.0f} s"
+    )
+    print("command: .venv/bin/python benchmarks/skab.py --data ../shared/datasets/skab\n")
+    print("| Algorithm | F1 | FAR % | MAR % | NAB standard | NAB low FP | NAB low FN |")
+    print("|---|---|---|---|---|---|---|")
+    for o in outcomes:
+        p, n = o.point, o.nab
+        print(
+            f"| **{o.name}** | {p.f1:.2f} | {100 * p.far:.2f} | {100 * p.mar:.2f} | "
+            f"{n.standard:.2f} | {n.low_fp:.2f} | {n.low_fn:.2f} |"
+        )
+    for name, f1, far, mar, nab in LEADERBOARD:
+        print(f"| {name} (published) | {f1:.2f} | {far:.2f} | {mar:.2f} | {nab:.2f} | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
