@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from sentinel.replay import replay
 
 TRAIN_ROWS = 400
 DETECTORS = ("lstm_ae", "hst", "zscore")
+SUBSETS = ("valve1", "valve2", "other")
 # From the dataset's README (../shared/datasets/skab/README.md), as published.
 LEADERBOARD = [
     ("Conv-AE", 0.78, 13.55, 28.02, 23.61),
@@ -63,15 +65,33 @@ class Outcome:
     seconds: float
 
 
-def skab_files(data: Path) -> list[Path]:
-    files = sorted(p for d in ("valve1", "valve2", "other") for p in (data / d).glob("*.csv"))
-    if len(files) != 34:
+def skab_files(data: Path, subsets: list[str]) -> list[Path]:
+    files = sorted(p for d in subsets for p in (data / d).glob("*.csv"))
+    if subsets == list(SUBSETS) and len(files) != 34:
         raise SystemExit(f"{data}: expected SKAB's 34 experiment files, found {len(files)}")
+    if not files:
+        raise SystemExit(f"{data}: no CSV files in {', '.join(subsets)}")
     return files
 
 
-def run(detector: str, files: list[Path], config_path: Path, work: Path) -> list[Outcome]:
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
+    """``section.key=value`` (TOML value syntax), for hyper-parameter searches."""
+    for item in overrides:
+        key, _, text = item.partition("=")
+        section, _, name = key.partition(".")
+        raw.setdefault(section, {})[name] = tomllib.loads(f"v = {text}")["v"]
+
+
+def run(
+    detector: str,
+    files: list[Path],
+    config_path: Path,
+    work: Path,
+    overrides: list[str],
+    keep: Path | None = None,
+) -> list[Outcome]:
     raw = tomllib.loads(config_path.read_text())
+    apply_overrides(raw, overrides)
     raw.setdefault("model", {})["detector"] = detector
     raw["state_dir"] = str(work / "state")
     config_file = work / f"{detector}.toml"
@@ -91,7 +111,7 @@ def run(detector: str, files: list[Path], config_path: Path, work: Path) -> list
             max_gap=config.windows.max_gap,
             require_timestamps=True,
         )
-        out = work / f"{detector}-{path.parent.name}-{path.stem}.csv"
+        out = (keep or work) / f"{detector}-{path.parent.name}-{path.stem}.csv"
         replay(
             config,
             stream,
@@ -148,15 +168,30 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path("../shared/datasets/skab"))
     ap.add_argument("--config", type=Path, default=Path(__file__).with_name("skab.toml"))
     ap.add_argument("--detectors", default=",".join(DETECTORS))
+    ap.add_argument(
+        "--subsets",
+        default=",".join(SUBSETS),
+        help="folders to score, e.g. valve1 for a hyper-parameter search",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override the config, e.g. --set threshold.multiplier=1.2",
+    )
+    ap.add_argument("--keep", type=Path, help="keep each file's replay output here")
     args = ap.parse_args()
     configure_logging("warning", "console")
     torch.set_num_threads(1)
-    files = skab_files(args.data)
+    files = skab_files(args.data, [x.strip() for x in args.subsets.split(",")])
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     outcomes: list[Outcome] = []
     total = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for detector in args.detectors.split(","):
-            outcomes += run(detector.strip(), files, args.config, Path(tmp))
+            outcomes += run(detector.strip(), files, args.config, Path(tmp), args.set, args.keep)
             print(f"{detector}: done in {outcomes[-1].seconds:.0f} s", flush=True)
     total_s = time.monotonic() - total
     print(
@@ -164,7 +199,7 @@ def main() -> int:
         f"{datetime.now(UTC):%Y-%m-%d}; {platform.machine()}, python "
         f"{platform.python_version()}, torch {torch.__version__}; whole run {total_s:.0f} s"
     )
-    print("command: .venv/bin/python benchmarks/skab.py --data ../shared/datasets/skab\n")
+    print(f"command: .venv/bin/python benchmarks/skab.py {' '.join(sys.argv[1:])}\n")
     print("| Algorithm | F1 | FAR % | MAR % | NAB standard | NAB low FP | NAB low FN |")
     print("|---|---|---|---|---|---|---|")
     for o in outcomes:
