@@ -225,7 +225,11 @@ def test_broker_restart_is_ridden_out_without_loss(
             "readings after the restart (resubscribed)",
         )
         assert running.app.pipeline is not None
-        assert running.app.pipeline.rejections.as_dict() == {}
+        # The broker may restart before our last acks reach it; it then redelivers those
+        # messages (at least once). They must be recognised and skipped, never counted:
+        # the exact total above proves that; here, nothing was skipped for another reason.
+        rejected = running.app.pipeline.rejections.as_dict()
+        assert set(rejected) <= {"duplicate", "out_of_order"}, rejected
     assert running.result == [0]
 
 
