@@ -61,7 +61,7 @@ def test_cold_start_then_injected_anomalies_become_alerts(
     assert result.visible >= 30, "the scenario should inject enough anomalies to measure recall"
     assert result.recall >= 0.08, result.summary()
     assert len(result.caught) >= 4, result.summary()
-    assert result.false_alerts <= 0.25 * result.device_hours, result.summary()
+    assert result.false_alerts <= 0.3 * result.device_hours, result.summary()
     for alert in result.alerts:
         assert alert.top_features, "every alert names the features that contributed"
         assert alert.model_version
