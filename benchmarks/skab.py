@@ -33,9 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sentinel.config import load_config
 from sentinel.csvdata import read_feature_csv
 from sentinel.evaluation import (
+    EventMetrics,
     NabScores,
     PointMetrics,
     changepoints_from_predictions,
+    detection_delays,
+    event_metrics,
+    events_from_labels,
     nab_scores,
     pooled_point_metrics,
 )
@@ -62,6 +66,8 @@ class Outcome:
     name: str
     point: PointMetrics
     nab: NabScores
+    events: EventMetrics  # pooled: every file's labelled and predicted events together
+    mean_delay: float | None  # seconds from a fault's start to its first prediction
     seconds: float
 
 
@@ -138,7 +144,19 @@ def run(
             (ts, true_cps, changepoints_from_predictions(ts, pred))
             for ts, _, pred, true_cps in results
         )
-        outcomes.append(Outcome(f"Sentinel {detector} ({kind})", point, nab, seconds))
+        true_events, predicted, delays = [], [], []
+        for ts, labels, pred, _ in results:
+            file_true = events_from_labels(ts, labels)
+            file_pred = events_from_labels(ts, pred)
+            true_events += file_true
+            predicted += file_pred
+            delays += detection_delays(file_true, file_pred)
+        # Files do not overlap in time, so pooling their events is safe.
+        events = event_metrics(true_events, predicted)
+        delay = sum(delays) / len(delays) if delays else None
+        outcomes.append(
+            Outcome(f"Sentinel {detector} ({kind})", point, nab, events, delay, seconds)
+        )
     return outcomes
 
 
@@ -210,6 +228,18 @@ def main() -> int:
         )
     for name, f1, far, mar, nab in LEADERBOARD:
         print(f"| {name} (published) | {f1:.2f} | {far:.2f} | {mar:.2f} | {nab:.2f} | | |")
+    print(
+        "\n| Sentinel | faults detected | event precision | predicted events "
+        "| mean detection delay |"
+    )
+    print("|---|---|---|---|---|")
+    for o in outcomes:
+        e = o.events
+        delay = f"{o.mean_delay:.0f} s" if o.mean_delay is not None else "-"
+        print(
+            f"| {o.name} | {e.detected_events}/{e.true_events} ({e.recall:.2f}) | "
+            f"{e.precision:.2f} | {e.predicted_events} | {delay} |"
+        )
     return 0
 
 
