@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.config import load_config
+from sentinel.config import config_to_toml, load_config
 from sentinel.csvdata import read_feature_csv
 from sentinel.evaluation import (
     EventMetrics,
@@ -101,7 +101,7 @@ def run(
     raw.setdefault("model", {})["detector"] = detector
     raw["state_dir"] = str(work / "state")
     config_file = work / f"{detector}.toml"
-    config_file.write_text(_to_toml(raw))
+    config_file.write_text(config_to_toml(raw))
     config = load_config(config_file)
     stream = config.streams[0]
     per_file: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {
@@ -158,27 +158,6 @@ def run(
             Outcome(f"Sentinel {detector} ({kind})", point, nab, events, delay, seconds)
         )
     return outcomes
-
-
-def _to_toml(data: dict[str, object]) -> str:
-    def value(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return f'"{v}"'
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return str(v)
-
-    out = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict | list)]
-    for k, v in data.items():
-        if isinstance(v, dict):
-            out.append(f"[{k}]")
-            out += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
-    for stream in data.get("streams", []):  # type: ignore[attr-defined]
-        out.append("[[streams]]")
-        out += [f"{kk} = {value(vv)}" for kk, vv in stream.items()]
-    return "\n".join(out) + "\n"
 
 
 def main() -> int:

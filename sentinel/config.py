@@ -42,6 +42,7 @@ __all__ = [
     "ThresholdConfig",
     "TlsConfig",
     "WindowConfig",
+    "config_to_toml",
     "format_validation_error",
     "load_config",
     "read_secret",
@@ -475,3 +476,41 @@ def load_config(path: str | Path) -> SentinelConfig:
     except ValidationError as err:
         lines = format_validation_error(err)
         raise ConfigError(f"{path}: {len(lines)} error(s)\n  " + "\n  ".join(lines)) from err
+
+
+def config_to_toml(data: dict[str, Any]) -> str:
+    """Plain config data (as ``load_config`` reads it) back to TOML.
+
+    Enough for Sentinel's shape: top-level scalars, one level of sections, and the
+    ``[[streams]]`` array of tables (whose features are strings or inline tables). None
+    values are left out, since TOML has no null.
+    """
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str | Path):
+            return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return (
+                "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items() if x is not None) + " }"
+            )
+        raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+    lines = [
+        f"{k} = {value(v)}"
+        for k, v in data.items()
+        if v is not None and not isinstance(v, dict) and k != "streams"
+    ]
+    for key, section in data.items():
+        if isinstance(section, dict):
+            lines.append(f"\n[{key}]")
+            lines += [f"{k} = {value(v)}" for k, v in section.items() if v is not None]
+    for stream in data.get("streams", []):
+        lines.append("\n[[streams]]")
+        lines += [f"{k} = {value(v)}" for k, v in stream.items() if v is not None]
+    return "\n".join(lines) + "\n"

@@ -12,13 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sentinel.app import EXIT_FATAL_CONNECTION
+from sentinel.config import config_to_toml
 from sentinel.records import AlertStatus
 from simulators.broker import PrivateBroker, find_mosquitto
 from tests.e2e_helpers import (
@@ -79,29 +79,7 @@ def _start_daemon(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _write_toml(path: Path, config: dict[str, Any]) -> Path:
-    lines: list[str] = []
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return f'"{v}"'
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return str(v)
-
-    for key, v in config.items():
-        if not isinstance(v, dict | list):
-            lines.append(f"{key} = {value(v)}")
-    for key, v in config.items():
-        if isinstance(v, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {value(x)}" for k, x in v.items() if x is not None]
-    for stream in config["streams"]:
-        lines.append("[[streams]]")
-        lines += [f"{k} = {value(x)}" for k, x in stream.items()]
-    path.write_text("\n".join(lines) + "\n")
-    tomllib.loads(path.read_text())  # the test's own TOML must be valid
+    path.write_text(config_to_toml(config))
     return path
 
 

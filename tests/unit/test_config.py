@@ -109,3 +109,28 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "deploy" / "sentinel.example.toml"
     config = load_config(example)
     assert config.streams[0].features[2].key_path == ("motor", "current")
+
+
+def test_config_to_toml_round_trips(tmp_path: Path) -> None:
+    import tomllib
+
+    from sentinel.config import config_to_toml
+
+    data = {
+        "state_dir": str(tmp_path / 'a "quoted" dir'),
+        "mqtt": {"host": "broker", "port": 8883, "username": None, "tls": None},
+        "threshold": {"multiplier": 1.25},
+        "streams": [
+            {
+                "name": "pump",
+                "topic": "plant/{device}/pump",
+                "features": ["flow", {"name": "current", "path": "motor.current"}],
+            }
+        ],
+    }
+    text = config_to_toml(data)
+    back = tomllib.loads(text)
+    assert back["state_dir"] == data["state_dir"]
+    assert back["mqtt"] == {"host": "broker", "port": 8883}
+    assert back["streams"][0]["features"][1] == {"name": "current", "path": "motor.current"}
+    assert load_config(write(tmp_path, text)).threshold.multiplier == 1.25
