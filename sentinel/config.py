@@ -248,6 +248,34 @@ class ColdStartConfig(Section):
 
 
 class ThresholdConfig(Section):
+    method: Literal["quantile", "spot"] = Field(
+        default="quantile",
+        description="quantile: each device's rolling quantile of its normal scores times a "
+        "multiplier. spot: a drift-aware extreme-value threshold (DSPOT, Siffer et al. 2017) "
+        "on the log of the score, fitted on the model's held-back scores and then adapted "
+        "per device; its expected false-alarm rate is about `risk` per window.",
+    )
+    risk: float = Field(
+        default=1e-3,
+        gt=0,
+        lt=0.5,
+        description="spot: probability that a normal window exceeds the threshold. Expected "
+        "false alarms per device-day = risk x windows per day (86400 / (hop x reading "
+        "interval)), before alert grouping.",
+    )
+    spot_level: float = Field(
+        default=0.9,
+        gt=0.5,
+        lt=1.0,
+        description="spot: quantile of the calibration scores above which the tail is fitted.",
+    )
+    spot_depth: int = Field(
+        default=50,
+        ge=1,
+        le=100_000,
+        description="spot: normal windows in the moving mean that DSPOT measures from, i.e. "
+        "how fast it follows slow drift.",
+    )
     quantile: float = Field(
         default=0.995,
         gt=0.5,
@@ -269,6 +297,12 @@ class ThresholdConfig(Section):
         "1 / (1 - quantile): fewer samples make the quantile the running maximum, and a "
         "slowly rising fault then raises its own threshold.",
     )
+
+    @model_validator(mode="after")
+    def _risk_beyond_level(self) -> ThresholdConfig:
+        if self.risk >= 1 - self.spot_level:
+            raise ValueError("risk must be below 1 - spot_level (the fitted tail's mass)")
+        return self
 
     @model_validator(mode="after")
     def _warmup_supports_quantile(self) -> ThresholdConfig:

@@ -61,6 +61,7 @@ class _Stream:
     detector: Detector | None = None
     fallback_threshold: float = 0.0
     baseline: tuple[float, ...] = ()
+    calibration_scores: tuple[float, ...] = ()
     cold_start: ColdStartBuffer | None = None
 
 
@@ -278,7 +279,9 @@ class Pipeline:
                 feature_errors=tuple(float(e) for e in feature_errors[i]),
                 model_version=detector.version,
             )
-            verdict = self._thresholds.judge(score, runtime.fallback_threshold)
+            verdict = self._thresholds.judge(
+                score, runtime.fallback_threshold, runtime.calibration_scores
+            )
             if verdict.is_anomaly:
                 self.stats.anomalous += 1
             alert = self._alerts.observe(verdict, runtime.baseline)
@@ -362,6 +365,7 @@ class Pipeline:
             self._config.threshold.multiplier,
         )
         runtime.baseline = tuple(calibration.feature_mean_errors)
+        runtime.calibration_scores = tuple(calibration.scores)
         runtime.detector = detector
         runtime.cold_start = None
 

@@ -1,28 +1,46 @@
-"""Adaptive per-device thresholds on reconstruction scores.
+"""Adaptive per-device thresholds on window scores.
 
-Each device tracks a rolling quantile (river's ``RollingQuantile``) of its own recent
-*normal* scores; the threshold is that quantile times a headroom multiplier. Until a device
-has ``warmup`` normal scores it is judged against the model's calibration threshold, taken
-from scores on held-back training windows.
+Two methods, chosen by ``threshold.method``:
 
-Windows judged anomalous never update the quantile, so an anomaly cannot raise the bar it
+* ``quantile`` -- each device tracks a rolling quantile (river's ``RollingQuantile``) of its
+  own recent *normal* scores; the threshold is that quantile times a headroom multiplier.
+  Until a device has ``warmup`` normal scores it is judged against the model's calibration
+  threshold, taken from scores on held-back training windows.
+* ``spot`` -- a drift-aware extreme-value threshold (DSPOT, Siffer et al., KDD 2017,
+  ``sentinel.spot``) on the log of the score: autoencoder errors drift multiplicatively.
+  It is fitted once per model on the log of the model's held-back scores, copied to every
+  device, and then follows each device's own normal windows. Its risk ``q`` is the
+  expected fraction of normal windows above the threshold. A model without enough
+  held-back scores for the tail fit falls back to ``quantile``, with a warning.
+
+Windows judged anomalous never update either method, so an anomaly cannot raise the bar it
 is judged by (river's ``protect_anomaly_detector``). The price is river issue #948: a real,
-lasting level shift keeps firing; issue #4 adds drift-aware re-baselining on top of this.
+lasting level shift keeps firing; drift-aware re-baselining is the rest of issue #4.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import structlog
 from river import stats
 
 from sentinel.config import ThresholdConfig
 from sentinel.records import Score, Verdict
+from sentinel.spot import DSpot
 
 __all__ = ["ThresholdBank", "calibration_threshold"]
 
+log = structlog.get_logger(__name__)
 
-def calibration_threshold(quantiles: dict[str, float], quantile: float, multiplier: float) -> float:
+_LOG_FLOOR = 1e-12  # log() of a zero score
+
+
+def calibration_threshold(
+    quantiles: dict[str, float], quantile: float, multiplier: float
+) -> float:
     """The model's own threshold: its held-back score quantile nearest ``quantile``."""
     if not quantiles:
         raise ValueError("the model has no calibration quantiles")
@@ -34,6 +52,7 @@ def calibration_threshold(quantiles: dict[str, float], quantile: float, multipli
 class _DeviceThreshold:
     quantile: stats.RollingQuantile
     normal_seen: int = 0
+    spot: DSpot | None = None
 
 
 @dataclass
@@ -42,18 +61,26 @@ class ThresholdBank:
 
     config: ThresholdConfig
     _devices: dict[tuple[str, str], _DeviceThreshold] = field(default_factory=dict)
+    # stream -> a DSPOT fitted on its model's held-back scores, or None when that failed
+    _seeds: dict[str, DSpot | None] = field(default_factory=dict)
 
-    def judge(self, score: Score, fallback: float) -> Verdict:
+    def judge(
+        self, score: Score, fallback: float, calibration: Sequence[float] = ()
+    ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
-        ``fallback`` is the model's calibration threshold, used during warm-up.
+        ``fallback`` is the model's calibration threshold (quantile warm-up);
+        ``calibration`` its held-back scores, in time order (spot).
         """
         key = (score.window.stream, score.window.device)
         state = self._devices.get(key)
         if state is None:
-            state = self._devices[key] = _DeviceThreshold(
-                stats.RollingQuantile(self.config.quantile, window_size=self.config.history)
-            )
+            state = self._devices[key] = self._new_device(score.window.stream, calibration)
+        if state.spot is not None:
+            x = math.log(max(score.value, _LOG_FLOOR))
+            threshold = math.exp(state.spot.threshold)
+            is_anomaly = state.spot.step(x) == "anomaly"
+            return Verdict(score=score, threshold=threshold, is_anomaly=is_anomaly)
         threshold = self.current(state, fallback)
         is_anomaly = score.value > threshold
         if not is_anomaly:
@@ -71,3 +98,40 @@ class ThresholdBank:
         """Forget a stream's thresholds, e.g. when a new model changes its score scale."""
         for key in [k for k in self._devices if k[0] == stream]:
             del self._devices[key]
+        self._seeds.pop(stream, None)
+
+    def _new_device(self, stream: str, calibration: Sequence[float]) -> _DeviceThreshold:
+        state = _DeviceThreshold(
+            stats.RollingQuantile(self.config.quantile, window_size=self.config.history)
+        )
+        if self.config.method == "spot":
+            seed = self._seed(stream, calibration)
+            if seed is not None:
+                state.spot = DSpot.from_state(seed.state())
+        return state
+
+    def _seed(self, stream: str, calibration: Sequence[float]) -> DSpot | None:
+        if stream in self._seeds:
+            return self._seeds[stream]
+        cfg = self.config
+        spot: DSpot | None = DSpot(q=cfg.risk, level=cfg.spot_level, depth=cfg.spot_depth)
+        try:
+            assert spot is not None
+            spot.fit([math.log(max(v, _LOG_FLOOR)) for v in calibration])
+            log.info(
+                "spot_threshold_fitted",
+                stream=stream,
+                samples=len(calibration),
+                threshold=round(math.exp(spot.threshold), 4),
+            )
+        except ValueError as err:
+            log.warning(
+                "spot_threshold_unavailable",
+                stream=stream,
+                samples=len(calibration),
+                reason=str(err),
+                using="quantile",
+            )
+            spot = None
+        self._seeds[stream] = spot
+        return spot

@@ -83,6 +83,9 @@ class Calibration:
     quantiles: dict[str, float]  # keys CALIBRATION_QUANTILES
     max: float
     feature_mean_errors: tuple[float, ...]
+    # The held-back windows' scores in time order (at most CALIBRATION_SAMPLE): what an
+    # extreme-value threshold is first fitted on before each device adapts it.
+    scores: tuple[float, ...] = ()
 
     @classmethod
     def from_errors(cls, feature_errors: Float64Array) -> Calibration:
@@ -96,6 +99,7 @@ class Calibration:
             quantiles={q: float(v) for q, v in zip(CALIBRATION_QUANTILES, values, strict=True)},
             max=float(scores.max()),
             feature_mean_errors=tuple(float(v) for v in baseline),
+            scores=tuple(float(f"{v:.6g}") for v in scores[-CALIBRATION_SAMPLE:]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +107,7 @@ class Calibration:
             "quantiles": dict(self.quantiles),
             "max": self.max,
             "feature_mean_errors": list(self.feature_mean_errors),
+            "scores": list(self.scores),
         }
 
     @classmethod
@@ -123,6 +128,8 @@ class Calibration:
             feature_mean_errors=tuple(
                 _number(v, "calibration.feature_mean_errors") for v in errors
             ),
+            # Optional: models saved before it existed simply have no sample.
+            scores=tuple(_number(v, "calibration.scores") for v in _list(obj, "scores")),
         )
 
 
@@ -210,6 +217,8 @@ class ModelMeta:
             training=dict(training),
         )
 
+
+CALIBRATION_SAMPLE = 20_000  # held-back scores kept with a model (about 200 KB of JSON)
 
 # Floor for a feature's normal error (scaled units, where a feature's variance is ~1): a
 # feature the model reconstructs perfectly must not turn rounding noise into huge ratios.
@@ -406,6 +415,13 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _list(obj: Mapping[str, Any], key: str) -> list[Any]:
+    value = obj.get(key, [])
+    if not isinstance(value, list):
+        raise ModelError(f"calibration.{key} must be a list")
+    return value
 
 
 def _as_object(value: Any, where: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ def make_config(**overrides: Any) -> SentinelConfig:
 class _Calibration:
     quantiles: dict[str, float] = field(default_factory=lambda: {"0.995": 1.0})
     feature_mean_errors: tuple[float, ...] = (0.0, 0.0)
+    scores: tuple[float, ...] = ()
 
 
 @dataclass

@@ -53,3 +53,44 @@ def test_devices_and_streams_are_independent_and_resettable() -> None:
 def test_warmup_too_short_for_the_quantile_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="at least 200"):
         ThresholdConfig(quantile=0.995, warmup=100)
+
+
+def spot_config(**overrides: float) -> ThresholdConfig:
+    return ThresholdConfig.model_validate(
+        {"method": "spot", "risk": 1e-3, "spot_level": 0.9, "spot_depth": 50, **overrides}
+    )
+
+
+def test_spot_is_fitted_on_the_models_held_back_scores_and_flags_outliers() -> None:
+    rng = np.random.default_rng(3)
+    held_back = tuple(float(v) for v in rng.lognormal(0.0, 0.3, 4000))
+    bank = ThresholdBank(spot_config())
+    normal = [bank.judge(score(float(v)), 99.0, held_back) for v in rng.lognormal(0, 0.3, 2000)]
+    false_alarm_rate = np.mean([v.is_anomaly for v in normal])
+    assert false_alarm_rate < 5e-3  # risk 1e-3: within a few times of it
+    assert normal[0].threshold != 99.0  # the quantile fallback is not in use
+    assert bank.judge(score(20.0), 99.0, held_back).is_anomaly
+
+
+def test_spot_follows_slow_multiplicative_drift_but_not_a_jump() -> None:
+    rng = np.random.default_rng(4)
+    held_back = tuple(float(v) for v in rng.lognormal(0.0, 0.2, 4000))
+    bank = ThresholdBank(spot_config())
+    # The score level doubles slowly over 3000 windows: drift, not a fault.
+    drift = [
+        bank.judge(score(float(v) * 2 ** (k / 3000)), 99.0, held_back)
+        for k, v in enumerate(rng.lognormal(0.0, 0.2, 3000))
+    ]
+    assert np.mean([v.is_anomaly for v in drift]) < 0.01
+    assert bank.judge(score(2.0 * 6.0), 99.0, held_back).is_anomaly  # 6x above the drifted level
+
+
+def test_spot_falls_back_to_the_quantile_method_without_enough_held_back_scores() -> None:
+    bank = ThresholdBank(spot_config())
+    verdict = bank.judge(score(1.0), 7.0, (1.0, 1.1, 0.9))
+    assert verdict.threshold == 7.0  # the calibration fallback of the quantile method
+
+
+def test_risk_must_fit_inside_the_fitted_tail() -> None:
+    with pytest.raises(ValueError, match="risk must be below"):
+        spot_config(risk=0.2, spot_level=0.9)
