@@ -170,6 +170,45 @@ def _print_table(rows: list[dict[str, str]]) -> None:
         print("  ".join(row[c].ljust(widths[c]) for c in _TABLE_COLUMNS).rstrip())
 
 
+def cmd_alerts_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        record = store.get_alert(args.id)
+    finally:
+        store.close()
+    if record is None:
+        print(f"no alert with id {args.id}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        json.dump(record.to_dict(), sys.stdout, indent=2)
+        print()
+        return 0
+    end = record.ended_at or record.updated_at
+    ratio = f" ({record.peak_score / record.threshold:.1f}x)" if record.threshold else ""
+    fields = [
+        ("alert", f"{record.id}  ({record.uid})"),
+        ("status", record.status.value),
+        ("stream / device", f"{record.stream} / {record.device}"),
+        ("started", record.started_at.isoformat()),
+        ("ended" if record.ended_at else "last seen", end.isoformat()),
+        ("duration", f"{(end - record.started_at).total_seconds():.0f} s"),
+        ("anomalous windows", str(record.windows)),
+        ("peak score", f"{record.peak_score:.4g}{ratio}"),
+        ("threshold at firing", f"{record.threshold:.4g}"),
+        ("model", record.model_version),
+        ("acknowledged", record.acknowledged_at.isoformat() if record.acknowledged_at else "no"),
+    ]
+    if record.ack_note:
+        fields.append(("note", record.ack_note))
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        print(f"{name.ljust(width)}  {value}")
+    print("contributing features:")
+    for f in record.top_features:
+        print(f"  {f.feature:<24} {f.share:6.1%}  {'#' * round(30 * f.share)}")
+    return 0
+
+
 def cmd_alerts_ack(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
@@ -356,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=100, metavar="N", help="default 100")
     listing.add_argument("--format", choices=("table", "json", "csv"), default="table")
     listing.set_defaults(func=cmd_alerts_list)
+    show = alert_commands.add_parser("show", help="one alert in full, with its features")
+    db_args(show)
+    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.set_defaults(func=cmd_alerts_show)
     ack = alert_commands.add_parser("ack", help="acknowledge an alert")
     db_args(ack)
     ack.add_argument("id", type=int, metavar="ID")

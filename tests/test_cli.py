@@ -187,3 +187,36 @@ def test_train_from_csv_activates_a_model(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "missing column(s) b" in result.stderr
+
+
+def test_alerts_show(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    seed_alerts(database_url)
+    assert (
+        main(
+            [
+                "alerts",
+                "list",
+                "--database",
+                database_url,
+                "--device",
+                "pump-001",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
+    alert_id = json.loads(capsys.readouterr().out)[0]["id"]
+    assert main(["alerts", "show", str(alert_id), "--database", database_url]) == 0
+    text = capsys.readouterr().out
+    assert "pump / pump-001" in text
+    assert "closed" in text
+    assert "9 (3.0x)" in text
+    assert "pressure" in text
+    assert "80.0%" in text
+    assert (
+        main(["alerts", "show", str(alert_id), "--format", "json", "--database", database_url]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["uid"] == "uid-1"
+    assert main(["alerts", "show", "424242", "--database", database_url]) == 1
+    assert "no alert with id 424242" in capsys.readouterr().err
