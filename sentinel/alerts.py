@@ -1,14 +1,15 @@
 """Group anomalous windows into alerts with a lifecycle.
 
-``open_after`` consecutive anomalous windows of one device open an alert; it stays open and
-is updated while windows stay anomalous, and closes after ``close_after`` consecutive normal
-windows. At most one alert is open per (stream, device). Open alerts are restored from the
+``open_after`` anomalous windows among a device's last ``open_within`` (M of N; by default
+M consecutive) open an alert; it stays open and is updated while windows stay anomalous,
+and closes after ``close_after`` consecutive normal windows. At most one alert is open per (stream, device). Open alerts are restored from the
 database at start, so a restarted daemon continues them instead of opening duplicates.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -29,7 +30,7 @@ class _Open:
 
 @dataclass(slots=True)
 class _Device:
-    pending: list[Verdict] = field(default_factory=list)  # anomalous run not yet an alert
+    recent: deque[Verdict]  # the last N verdicts while no alert is open
     open: _Open | None = None
 
 
@@ -52,7 +53,7 @@ class AlertTracker:
             for contribution in alert.top_features:
                 if contribution.feature in names:
                     excess[names.index(contribution.feature)] = contribution.share
-            device = self._devices.setdefault((alert.stream, alert.device), _Device())
+            device = self._device(alert.stream, alert.device)
             device.open = _Open(alert=alert, excess=excess)
             restored += 1
         return restored
@@ -65,12 +66,12 @@ class AlertTracker:
         sensor is not blamed for every alert.
         """
         window = verdict.score.window
-        device = self._devices.setdefault((window.stream, window.device), _Device())
+        device = self._device(window.stream, window.device)
         if verdict.is_anomaly:
             return self._anomalous(device, verdict, baseline)
-        device.pending.clear()
         current = device.open
         if current is None:
+            device.recent.append(verdict)  # normal windows age anomalous ones out
             return None
         current.normal_run += 1
         if current.normal_run < self.config.close_after:
@@ -79,6 +80,13 @@ class AlertTracker:
         # The anomaly ended with the last anomalous window, not with the normal run after it.
         alert = current.alert
         return replace(alert, status=AlertStatus.CLOSED, ended_at=alert.updated_at)
+
+    def _device(self, stream: str, device: str) -> _Device:
+        key = (stream, device)
+        state = self._devices.get(key)
+        if state is None:
+            state = self._devices[key] = _Device(deque(maxlen=self.config.window_span))
+        return state
 
     @property
     def open_alerts(self) -> int:
@@ -102,10 +110,11 @@ class AlertTracker:
                 model_version=score.model_version,
             )
             return current.alert
-        device.pending.append(verdict)
-        if len(device.pending) < self.config.open_after:
+        device.recent.append(verdict)
+        run = [v for v in device.recent if v.is_anomaly]
+        if len(run) < self.config.open_after:
             return None
-        run, device.pending = device.pending, []
+        device.recent.clear()
         excess = sum((self._excess(v, baseline) for v in run), np.zeros(len(baseline)))
         first, last = run[0].score, run[-1].score
         peak = max(run, key=lambda v: v.score.value)

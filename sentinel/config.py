@@ -319,7 +319,17 @@ class ThresholdConfig(Section):
 
 class AlertsConfig(Section):
     open_after: int = Field(
-        default=2, ge=1, le=1_000, description="Consecutive anomalous windows that open an alert."
+        default=2,
+        ge=1,
+        le=1_000,
+        description="Anomalous windows (M) that open an alert, within the last open_within.",
+    )
+    open_within: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Windows (N) in which open_after anomalous ones open an alert: M of N. "
+        "Default: open_after, i.e. M consecutive windows.",
     )
     close_after: int = Field(
         default=4, ge=1, le=10_000, description="Consecutive normal windows that close it."
@@ -327,6 +337,17 @@ class AlertsConfig(Section):
     top_features: int = Field(
         default=3, ge=1, le=64, description="Contributing features kept per alert."
     )
+
+
+    @model_validator(mode="after")
+    def _m_of_n(self) -> AlertsConfig:
+        if self.open_within is not None and self.open_within < self.open_after:
+            raise ValueError("open_within (N) must be at least open_after (M)")
+        return self
+
+    @property
+    def window_span(self) -> int:
+        return self.open_within or self.open_after
 
 
 class LoggingConfig(Section):

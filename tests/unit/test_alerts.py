@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sentinel.alerts import AlertTracker
 from sentinel.config import AlertsConfig
@@ -88,3 +89,25 @@ def test_devices_get_separate_alerts_and_restore_continues_an_open_one() -> None
     assert continued is not None
     assert continued.uid == a.uid
     assert continued.windows == 2
+
+
+def test_m_of_n_opens_on_scattered_anomalous_windows() -> None:
+    tracker = AlertTracker(AlertsConfig(open_after=3, open_within=5, close_after=2), FEATURES)
+    pattern = [True, False, True, False]  # 2 anomalous in the last 4: not yet
+    assert all(tracker.observe(verdict(t, a), BASELINE) is None for t, a in enumerate(pattern))
+    opened = tracker.observe(verdict(4, True), BASELINE)  # 3 of the last 5
+    assert opened is not None
+    assert opened.started_at == 0.0  # the first anomalous window of the five
+    assert opened.windows == 3
+
+
+def test_m_of_n_forgets_anomalous_windows_that_aged_out() -> None:
+    tracker = AlertTracker(AlertsConfig(open_after=2, open_within=3, close_after=2), FEATURES)
+    for t, anomalous in enumerate([True, False, False, True]):  # 1 of the last 3 at most
+        assert tracker.observe(verdict(t, anomalous), BASELINE) is None
+    assert tracker.open_alerts == 0
+
+
+def test_open_within_must_cover_open_after() -> None:
+    with pytest.raises(ValueError, match="open_within"):
+        AlertsConfig(open_after=3, open_within=2)
