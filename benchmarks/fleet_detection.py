@@ -26,6 +26,8 @@ SETTINGS = [
     ("q0.99 x 1.2", {"quantile": 0.99, "multiplier": 1.2}, {}),
     ("q0.99 x 1.0", {"quantile": 0.99, "multiplier": 1.0}, {}),
     ("default, open after 1", {}, {"open_after": 1}),
+    ("default, open on 2 of 4", {}, {"open_after": 2, "open_within": 4}),
+    ("spot, risk 1e-3", {"method": "spot", "risk": 1e-3}, {}),
 ]
 
 
