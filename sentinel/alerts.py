@@ -2,8 +2,9 @@
 
 ``open_after`` anomalous windows among a device's last ``open_within`` (M of N; by default
 M consecutive) open an alert; it stays open and is updated while windows stay anomalous,
-and closes after ``close_after`` consecutive normal windows. At most one alert is open per (stream, device). Open alerts are restored from the
-database at start, so a restarted daemon continues them instead of opening duplicates.
+and closes after ``close_after`` consecutive normal windows. At most one alert is open per
+(stream, device). Open alerts are restored from the database at start, so a restarted
+daemon continues them instead of opening duplicates.
 """
 
 from __future__ import annotations

@@ -84,6 +84,7 @@ class SentinelApp:
                 models=models,
                 progress=store.device_progress().values(),
                 open_alerts=store.open_alerts(),
+                snapshot_path=config.state_dir / "thresholds.json",
             )
             source = self.source = MqttSource(
                 config.mqtt,

@@ -338,7 +338,6 @@ class AlertsConfig(Section):
         default=3, ge=1, le=64, description="Contributing features kept per alert."
     )
 
-
     @model_validator(mode="after")
     def _m_of_n(self) -> AlertsConfig:
         if self.open_within is not None and self.open_within < self.open_after:

@@ -8,12 +8,16 @@ and only then are the messages acknowledged to the broker.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import queue
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import structlog
@@ -46,6 +50,7 @@ log = structlog.get_logger(__name__)
 
 _DRAIN_MAX = 256  # deliveries handled per pass: bounds latency and the size of a commit
 _SCORE_CAP = 1e30  # stands in for a non-finite score
+_SNAPSHOT_SCHEMA = 1
 
 
 @dataclass(slots=True)
@@ -86,9 +91,14 @@ class Pipeline:
         progress: Iterable[DeviceProgress] = (),
         open_alerts: Iterable[Alert] = (),
         observer: Callable[[Verdict, Alert | None], None] | None = None,
+        snapshot_path: Path | None = None,
+        snapshot_interval: float = 60.0,
     ) -> None:
         self._config = config
         self._observer = observer
+        self._snapshot_path = snapshot_path
+        self._snapshot_interval = snapshot_interval
+        self._next_snapshot = time.monotonic() + snapshot_interval
         self._sink = sink
         self._request_training = request_training
         self._inbox: queue.Queue[Delivery] = queue.Queue(maxsize=config.ingest.queue_size)
@@ -119,6 +129,7 @@ class Pipeline:
                 self._install(runtime, detector)
             else:
                 self._begin_cold_start(runtime)
+        self._restore_thresholds()
 
     # -- called from other threads ------------------------------------------------------
 
@@ -180,8 +191,17 @@ class Pipeline:
     # -- the worker -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._save_thresholds()  # at shutdown too: a restart resumes where this left off
+
+    def _loop(self) -> None:
         while True:
             self._apply_swaps()
+            if self._snapshot_path is not None and time.monotonic() >= self._next_snapshot:
+                self._next_snapshot = time.monotonic() + self._snapshot_interval
+                self._save_thresholds()
             try:
                 first = self._inbox.get(timeout=0.1)
             except queue.Empty:
@@ -320,6 +340,60 @@ class Pipeline:
             )
         else:
             log.debug("alert_updated", device=alert.device, uid=alert.uid, windows=alert.windows)
+
+    # -- threshold snapshots --------------------------------------------------------------
+
+    def _save_thresholds(self) -> None:
+        """Write every scored stream's thresholds, tagged with its model version, atomically."""
+        path = self._snapshot_path
+        if path is None:
+            return
+        streams = {
+            name: {"model_version": rt.detector.version, "devices": self._thresholds.snapshot(name)}
+            for name, rt in self._streams.items()
+            if rt.detector is not None
+        }
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with tmp.open("w", encoding="utf-8") as handle:
+                json.dump({"schema": _SNAPSHOT_SCHEMA, "streams": streams}, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            log.error("threshold_snapshot_failed", path=str(path), error=str(err))
+
+    def _restore_thresholds(self) -> None:
+        """Take back thresholds saved for the models now in use; a corrupt snapshot is set
+        aside and reported, and the thresholds start afresh -- never fatal."""
+        path = self._snapshot_path
+        if path is None or not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("schema") != _SNAPSHOT_SCHEMA:
+                raise ValueError(f"unknown schema {data.get('schema')!r}")
+            for name, saved in data["streams"].items():
+                runtime = self._streams.get(name)
+                if runtime is None or runtime.detector is None:
+                    continue
+                if saved["model_version"] != runtime.detector.version:
+                    log.info(
+                        "threshold_snapshot_stale",
+                        stream=name,
+                        saved_for=saved["model_version"],
+                        model=runtime.detector.version,
+                    )
+                    continue
+                count = self._thresholds.restore(name, saved["devices"])
+                log.info("thresholds_restored", stream=name, devices=count)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            aside = path.with_name(path.name + ".corrupt")
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            log.error(
+                "threshold_snapshot_corrupt", path=str(path), moved_to=str(aside), error=str(err)
+            )
 
     # -- models ---------------------------------------------------------------------------
 

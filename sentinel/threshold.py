@@ -21,15 +21,17 @@ lasting level shift keeps firing; drift-aware re-baselining is the rest of issue
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from river import stats
 
 from sentinel.config import ThresholdConfig
 from sentinel.records import Score, Verdict
-from sentinel.spot import DSpot
+from sentinel.spot import DSpot, SpotState
 
 __all__ = ["ThresholdBank", "calibration_threshold"]
 
@@ -38,9 +40,7 @@ log = structlog.get_logger(__name__)
 _LOG_FLOOR = 1e-12  # log() of a zero score
 
 
-def calibration_threshold(
-    quantiles: dict[str, float], quantile: float, multiplier: float
-) -> float:
+def calibration_threshold(quantiles: dict[str, float], quantile: float, multiplier: float) -> float:
     """The model's own threshold: its held-back score quantile nearest ``quantile``."""
     if not quantiles:
         raise ValueError("the model has no calibration quantiles")
@@ -51,6 +51,7 @@ def calibration_threshold(
 @dataclass(slots=True)
 class _DeviceThreshold:
     quantile: stats.RollingQuantile
+    recent: deque[float]  # what the rolling quantile holds, kept so it can be snapshotted
     normal_seen: int = 0
     spot: DSpot | None = None
 
@@ -64,9 +65,7 @@ class ThresholdBank:
     # stream -> a DSPOT fitted on its model's held-back scores, or None when that failed
     _seeds: dict[str, DSpot | None] = field(default_factory=dict)
 
-    def judge(
-        self, score: Score, fallback: float, calibration: Sequence[float] = ()
-    ) -> Verdict:
+    def judge(self, score: Score, fallback: float, calibration: Sequence[float] = ()) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
         ``fallback`` is the model's calibration threshold (quantile warm-up);
@@ -85,6 +84,7 @@ class ThresholdBank:
         is_anomaly = score.value > threshold
         if not is_anomaly:
             state.quantile.update(score.value)
+            state.recent.append(score.value)
             state.normal_seen += 1
         return Verdict(score=score, threshold=threshold, is_anomaly=is_anomaly)
 
@@ -100,10 +100,48 @@ class ThresholdBank:
             del self._devices[key]
         self._seeds.pop(stream, None)
 
-    def _new_device(self, stream: str, calibration: Sequence[float]) -> _DeviceThreshold:
-        state = _DeviceThreshold(
-            stats.RollingQuantile(self.config.quantile, window_size=self.config.history)
+    def snapshot(self, stream: str) -> dict[str, Any]:
+        """A stream's per-device threshold state as JSON-safe data (see ``restore``)."""
+        return {
+            device: {
+                "normal_seen": state.normal_seen,
+                "recent": list(state.recent),
+                "spot": state.spot.state().to_dict() if state.spot is not None else None,
+            }
+            for (s, device), state in self._devices.items()
+            if s == stream
+        }
+
+    def restore(self, stream: str, devices: Mapping[str, Any]) -> int:
+        """Take back a snapshot; raises ValueError (naming the device) if it is corrupt."""
+        restored: dict[tuple[str, str], _DeviceThreshold] = {}
+        for device, data in devices.items():
+            try:
+                state = self._empty()
+                for value in data["recent"][-self.config.history :]:
+                    value = float(value)
+                    if not math.isfinite(value):
+                        raise ValueError(f"non-finite score {value}")
+                    state.quantile.update(value)
+                    state.recent.append(value)
+                state.normal_seen = int(data["normal_seen"])
+                spot = data.get("spot")
+                if spot is not None:
+                    state.spot = DSpot.from_state(SpotState.from_dict(spot))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"device {device!r}: {err}") from err
+            restored[(stream, str(device))] = state
+        self._devices.update(restored)  # all or nothing
+        return len(restored)
+
+    def _empty(self) -> _DeviceThreshold:
+        return _DeviceThreshold(
+            stats.RollingQuantile(self.config.quantile, window_size=self.config.history),
+            deque(maxlen=self.config.history),
         )
+
+    def _new_device(self, stream: str, calibration: Sequence[float]) -> _DeviceThreshold:
+        state = self._empty()
         if self.config.method == "spot":
             seed = self._seed(stream, calibration)
             if seed is not None:

@@ -8,6 +8,7 @@ the daemon with a clear error, and a broker restart is ridden out.
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import subprocess
 import sys
@@ -209,6 +210,9 @@ def test_broker_restart_is_ridden_out_without_loss(
         rejected = running.app.pipeline.rejections.as_dict()
         assert set(rejected) <= {"duplicate", "out_of_order"}, rejected
     assert running.result == [0]
+    # Stopping wrote the thresholds for the next start.
+    saved = json.loads((state / "thresholds.json").read_text())
+    assert set(saved["streams"]["pump"]["devices"]) == {"pump-000", "pump-001"}
 
 
 def test_daemon_speaks_mqtt_311_to_a_broker_without_mqtt5(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,3 +176,67 @@ def test_non_finite_scores_become_finite_anomalies() -> None:
     for alert in h.alerts:
         assert np.isfinite(alert.peak_score)
         assert all(np.isfinite(c.share) for c in alert.top_features)
+
+
+def test_thresholds_survive_a_restart_through_the_snapshot(tmp_path: Path) -> None:
+    snapshot = tmp_path / "thresholds.json"
+    config = make_config(threshold={"warmup": 200, "history": 500, "quantile": 0.99})
+    first = Pipeline(
+        config,
+        sink=lambda b: None,
+        request_training=lambda j: None,
+        models={"pump": FakeDetector()},
+        snapshot_path=snapshot,
+    )
+    first.start()
+    for t in range(300):
+        assert first.offer(delivery("a", float(t), 0.1 + 0.001 * (t % 7)))
+    first.stop()
+    saved = json.loads(snapshot.read_text())
+    devices = saved["streams"]["pump"]["devices"]
+    assert saved["streams"]["pump"]["model_version"] == "fake-1"
+    assert devices["a"]["normal_seen"] > 200
+
+    second = Pipeline(
+        config,
+        sink=lambda b: None,
+        request_training=lambda j: None,
+        models={"pump": FakeDetector()},
+        snapshot_path=snapshot,
+    )
+    assert second._thresholds.snapshot("pump") == devices
+
+
+def test_a_corrupt_snapshot_is_set_aside_and_thresholds_start_afresh(tmp_path: Path) -> None:
+    snapshot = tmp_path / "thresholds.json"
+    snapshot.write_text(
+        '{"schema": 1, "streams": {"pump": {"model_version": "fake-1", '
+        '"devices": {"a": {"normal_seen": 5, "recent": ["x"]}}}}}'
+    )
+    pipeline = Pipeline(
+        make_config(),
+        sink=lambda b: None,
+        request_training=lambda j: None,
+        models={"pump": FakeDetector()},
+        snapshot_path=snapshot,
+    )
+    assert pipeline._thresholds.snapshot("pump") == {}
+    assert not snapshot.exists()
+    assert (tmp_path / "thresholds.json.corrupt").exists()
+
+
+def test_a_snapshot_for_another_model_is_not_restored(tmp_path: Path) -> None:
+    snapshot = tmp_path / "thresholds.json"
+    snapshot.write_text(
+        '{"schema": 1, "streams": {"pump": {"model_version": "old-model", '
+        '"devices": {"a": {"normal_seen": 5, "recent": [1.0]}}}}}'
+    )
+    pipeline = Pipeline(
+        make_config(),
+        sink=lambda b: None,
+        request_training=lambda j: None,
+        models={"pump": FakeDetector()},
+        snapshot_path=snapshot,
+    )
+    assert pipeline._thresholds.snapshot("pump") == {}
+    assert snapshot.exists()  # stale, not corrupt: left in place
