@@ -48,6 +48,13 @@ def seed_alerts(url: str) -> None:
     store.close()
 
 
+def alert_id_of(device: str, url: str, capsys: pytest.CaptureFixture[str]) -> int:
+    """The id of a device's newest alert, found the way a user would: alerts list --format json."""
+    assert main(["alerts", "list", "--database", url, "--device", device, "--format", "json"]) == 0
+    alert_id: int = json.loads(capsys.readouterr().out)[0]["id"]
+    return alert_id
+
+
 def test_parse_since() -> None:
     now = datetime(2026, 1, 2, 12, tzinfo=UTC)
     assert parse_since("2h", now) == now - timedelta(hours=2)
@@ -85,22 +92,7 @@ def test_alerts_list_filters_and_formats(
 
 def test_alerts_ack(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     seed_alerts(database_url)
-    assert (
-        main(
-            [
-                "alerts",
-                "list",
-                "--database",
-                database_url,
-                "--device",
-                "pump-000",
-                "--format",
-                "json",
-            ]
-        )
-        == 0
-    )
-    alert_id = json.loads(capsys.readouterr().out)[0]["id"]
+    alert_id = alert_id_of("pump-000", database_url, capsys)
     assert (
         main(
             ["alerts", "ack", str(alert_id), "--note", "valve replaced", "--database", database_url]
@@ -191,22 +183,7 @@ def test_train_from_csv_activates_a_model(tmp_path: Path) -> None:
 
 def test_alerts_show(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     seed_alerts(database_url)
-    assert (
-        main(
-            [
-                "alerts",
-                "list",
-                "--database",
-                database_url,
-                "--device",
-                "pump-001",
-                "--format",
-                "json",
-            ]
-        )
-        == 0
-    )
-    alert_id = json.loads(capsys.readouterr().out)[0]["id"]
+    alert_id = alert_id_of("pump-001", database_url, capsys)
     assert main(["alerts", "show", str(alert_id), "--database", database_url]) == 0
     text = capsys.readouterr().out
     assert "pump / pump-001" in text

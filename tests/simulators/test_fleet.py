@@ -7,16 +7,12 @@ import itertools
 import json
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.broker import PrivateBroker
 from simulators.fleet import (
@@ -28,6 +24,7 @@ from simulators.fleet import (
     encode,
     parse_start,
 )
+from tests.simulators.helpers import collecting
 
 REPO = Path(__file__).resolve().parents[2]
 START = 1_704_067_200.0
@@ -242,36 +239,21 @@ def test_payload_encodings() -> None:
 
 @pytest.mark.integration
 def test_cli_publishes_exactly_the_summary(tmp_path: Path) -> None:
-    with PrivateBroker() as broker:
-        received: list[mqtt.MQTTMessage] = []
-        subscribed = threading.Event()
-        sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        sub.on_connect = lambda c, *_: c.subscribe("plant/+/pump", qos=1)
-        sub.on_subscribe = lambda *_: subscribed.set()
-        sub.on_message = lambda _c, _u, msg: received.append(msg)
-        sub.connect(broker.host, broker.port)
-        sub.loop_start()
-        try:
-            assert subscribed.wait(5)
-            truth, summary = tmp_path / "truth.jsonl", tmp_path / "summary.json"
-            cmd = [
-                sys.executable, "-m", "simulators.fleet", "--broker", broker.url,
-                "--devices", "3", "--rate", "0", "--steps", "400", "--seed", "5",
-                "--truth", str(truth), "--summary", str(summary), "--start", "2024-01-01",
-                "--anomaly-rate", "60", "--warmup", "60",
-            ]  # fmt: skip
-            done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, done.stderr
-            counts = json.loads(summary.read_text())
-            assert counts["total"] == 1200
-            assert counts["published"] == {f"pump-{i:03d}": 400 for i in range(3)}
-            assert counts["unacknowledged"] == 0
-            deadline = time.monotonic() + 10
-            while len(received) < counts["total"] and time.monotonic() < deadline:
-                time.sleep(0.02)
-        finally:
-            sub.disconnect()
-            sub.loop_stop()
+    with PrivateBroker() as broker, collecting(broker) as received:
+        truth, summary = tmp_path / "truth.jsonl", tmp_path / "summary.json"
+        cmd = [
+            sys.executable, "-m", "simulators.fleet", "--broker", broker.url,
+            "--devices", "3", "--rate", "0", "--steps", "400", "--seed", "5",
+            "--truth", str(truth), "--summary", str(summary), "--start", "2024-01-01",
+            "--anomaly-rate", "60", "--warmup", "60",
+        ]  # fmt: skip
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        counts = json.loads(summary.read_text())
+        assert counts["total"] == 1200
+        assert counts["published"] == {f"pump-{i:03d}": 400 for i in range(3)}
+        assert counts["unacknowledged"] == 0
+        received.wait_for(counts["total"], timeout=10)
     assert len(received) == 1200
     first = json.loads(received[0].payload)
     assert received[0].topic == "plant/pump-000/pump"

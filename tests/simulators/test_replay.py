@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +13,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.broker import PrivateBroker
 from simulators.replay import ReplayError, main, open_csv, parse_timestamp
+from tests.simulators.helpers import collecting
 
 REPO = Path(__file__).resolve().parents[2]
 SKAB = Path("/work/shared/datasets/skab/valve1/0.csv")
@@ -90,26 +89,12 @@ def test_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def _replay(
     broker: PrivateBroker, csv: Path, *extra: str
 ) -> tuple[dict[str, Any], list[mqtt.MQTTMessage]]:
-    received: list[mqtt.MQTTMessage] = []
-    subscribed = threading.Event()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    sub.on_connect = lambda c, *_: c.subscribe("plant/+/pump", qos=1)
-    sub.on_subscribe = lambda *_: subscribed.set()
-    sub.on_message = lambda _c, _u, msg: received.append(msg)
-    sub.connect(broker.host, broker.port)
-    sub.loop_start()
-    try:
-        assert subscribed.wait(5)
+    with collecting(broker) as received:
         cmd = [sys.executable, "-m", "simulators.replay", str(csv), "--broker", broker.url, *extra]
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         summary = json.loads(done.stdout)
-        deadline = time.monotonic() + 5
-        while len(received) < summary["published"] and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        sub.disconnect()
-        sub.loop_stop()
+        received.wait_for(summary["published"], timeout=5)
     return summary, received
 
 

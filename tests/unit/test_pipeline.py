@@ -178,16 +178,21 @@ def test_non_finite_scores_become_finite_anomalies() -> None:
         assert all(np.isfinite(c.share) for c in alert.top_features)
 
 
-def test_thresholds_survive_a_restart_through_the_snapshot(tmp_path: Path) -> None:
-    snapshot = tmp_path / "thresholds.json"
-    config = make_config(threshold={"warmup": 200, "history": 500, "quantile": 0.99})
-    first = Pipeline(
+def snapshotting(config: SentinelConfig, snapshot: Path) -> Pipeline:
+    """A pipeline with a fake model that keeps its thresholds in ``snapshot``."""
+    return Pipeline(
         config,
         sink=lambda b: None,
         request_training=lambda j: None,
         models={"pump": FakeDetector()},
         snapshot_path=snapshot,
     )
+
+
+def test_thresholds_survive_a_restart_through_the_snapshot(tmp_path: Path) -> None:
+    snapshot = tmp_path / "thresholds.json"
+    config = make_config(threshold={"warmup": 200, "history": 500, "quantile": 0.99})
+    first = snapshotting(config, snapshot)
     first.start()
     for t in range(300):
         assert first.offer(delivery("a", float(t), 0.1 + 0.001 * (t % 7)))
@@ -197,13 +202,7 @@ def test_thresholds_survive_a_restart_through_the_snapshot(tmp_path: Path) -> No
     assert saved["streams"]["pump"]["model_version"] == "fake-1"
     assert devices["a"]["normal_seen"] > 200
 
-    second = Pipeline(
-        config,
-        sink=lambda b: None,
-        request_training=lambda j: None,
-        models={"pump": FakeDetector()},
-        snapshot_path=snapshot,
-    )
+    second = snapshotting(config, snapshot)
     assert second._thresholds.snapshot("pump") == devices
 
 
@@ -213,13 +212,7 @@ def test_a_corrupt_snapshot_is_set_aside_and_thresholds_start_afresh(tmp_path: P
         '{"schema": 1, "streams": {"pump": {"model_version": "fake-1", '
         '"devices": {"a": {"normal_seen": 5, "recent": ["x"]}}}}}'
     )
-    pipeline = Pipeline(
-        make_config(),
-        sink=lambda b: None,
-        request_training=lambda j: None,
-        models={"pump": FakeDetector()},
-        snapshot_path=snapshot,
-    )
+    pipeline = snapshotting(make_config(), snapshot)
     assert pipeline._thresholds.snapshot("pump") == {}
     assert not snapshot.exists()
     assert (tmp_path / "thresholds.json.corrupt").exists()
@@ -231,12 +224,6 @@ def test_a_snapshot_for_another_model_is_not_restored(tmp_path: Path) -> None:
         '{"schema": 1, "streams": {"pump": {"model_version": "old-model", '
         '"devices": {"a": {"normal_seen": 5, "recent": [1.0]}}}}}'
     )
-    pipeline = Pipeline(
-        make_config(),
-        sink=lambda b: None,
-        request_training=lambda j: None,
-        models={"pump": FakeDetector()},
-        snapshot_path=snapshot,
-    )
+    pipeline = snapshotting(make_config(), snapshot)
     assert pipeline._thresholds.snapshot("pump") == {}
     assert snapshot.exists()  # stale, not corrupt: left in place
