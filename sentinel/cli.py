@@ -79,7 +79,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return SentinelApp(config).run(stop)
+    app = SentinelApp(config, config_path=Path(_config_path(args)))
+
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        log.info("signal_received", signal="SIGHUP")
+        app.request_reload()  # only sets an event: the main loop reloads
+
+    signal.signal(signal.SIGHUP, on_hangup)
+    return app.run(stop)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
