@@ -323,6 +323,7 @@ class _Housekeeping:
         self._next_check = 0.0
         self._next_status = 0.0
         self._starved_since: float | None = None
+        self._last_state: tuple[str, tuple[str, ...]] = ("", ())
 
     def tick(self, app: SentinelApp) -> None:
         now = time.monotonic()
@@ -338,9 +339,12 @@ class _Housekeeping:
                     reason="no progress: no input, and not idle-and-connected",
                     restart_after_s=self._watchdog,
                 )
-        if now >= self._next_status:
+        report = app.health.report()
+        state = (report.status, report.problems[:1])
+        # Counts every STATUS_INTERVAL; a change of health at once.
+        if now >= self._next_status or state != self._last_state:
             self._next_status = now + self.STATUS_INTERVAL
-            report = app.health.report()
+            self._last_state = state
             stats = report.checks.get("pipeline", {})
             app.notifier.status(
                 f"{report.status}; readings {stats.get('readings', 0)}; "

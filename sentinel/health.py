@@ -220,7 +220,9 @@ class HealthServer:
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
-                log.debug("health_request", request=format % args)
+                # Scrapes are not logged: every 15 s forever would drown the journal, and
+                # the logging lock must not make /healthz wait behind a slow log line.
+                return
 
         server = ThreadingHTTPServer((self._bind, self._port), Handler)
         server.daemon_threads = True

@@ -47,7 +47,8 @@ def test_stream_changes_need_a_restart() -> None:
 
 def test_unchanged_file_changes_nothing() -> None:
     plan = plan_reload(make_config(), make_config())
-    assert not plan.changed and not plan.needs_restart
+    assert not plan.changed
+    assert not plan.needs_restart
 
 
 def test_threshold_bank_keeps_what_devices_learned_across_a_reconfigure() -> None:
@@ -62,7 +63,8 @@ def test_threshold_bank_keeps_what_devices_learned_across_a_reconfigure() -> Non
     assert after == pytest.approx(before / 1.5 * 3.0, rel=0.02)
     bank.reconfigure(config.model_copy(update={"multiplier": 3.0, "history": 100}))
     state = next(iter(bank._devices.values()))
-    assert len(state.recent) == 100 and state.normal_seen == 152
+    assert len(state.recent) == 100
+    assert state.normal_seen == 152
     # Switching to spot refits from the calibration scores on the next window.
     bank.reconfigure(config.model_copy(update={"method": "spot"}))
     assert not bank._devices

@@ -41,7 +41,8 @@ def test_messages_arrive_as_single_datagrams(listener: tuple[str, socket.socket]
     assert notifier.reloading()
     reloading = received(sock)
     assert reloading[0] == "RELOADING=1"
-    assert reloading[1].startswith("MONOTONIC_USEC=") and int(reloading[1].split("=")[1]) > 0
+    assert reloading[1].startswith("MONOTONIC_USEC=")
+    assert int(reloading[1].split("=")[1]) > 0
     assert notifier.stopping()
     assert received(sock) == ["STOPPING=1"]
     notifier.close()
