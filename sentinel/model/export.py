@@ -23,6 +23,7 @@ import numpy as np
 import structlog
 import torch
 from torch import nn
+from torch.jit._trace import TracerWarning
 
 from sentinel.errors import ModelError
 from sentinel.model.detector import _BASELINE_FLOOR, Detector
@@ -136,7 +137,7 @@ def _export_torchscript(module: ScoringModule, sample: np.ndarray, out: Path) ->
         # torch.jit's deprecation notice, and TracerWarnings about the LSTM's shape checks:
         # features and window are fixed per model; the batch size is checked to vary.
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", TracerWarning)
         scripted = torch.jit.trace(  # type: ignore[no-untyped-call]
             module, torch.from_numpy(sample), check_trace=False
         )
