@@ -95,6 +95,9 @@ def main() -> int:
         "state_dir": str(work / "state"),
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": "resources"},
         "health": {"port": port},
+        # 60 readings per pump: the default 3,000 spread over a large fleet would give each
+        # pump fewer readings than one window, and training would find no data.
+        "cold_start": {"readings": max(3000, 60 * args.devices)},
         "logging": {"format": "json", "level": "info"},
         "streams": [
             {

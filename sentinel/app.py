@@ -166,7 +166,11 @@ class SentinelApp:
                     return 1
                 if self._reload.is_set():
                     self._reload.clear()
-                    self.reload()
+                    self._wake.clear()  # set by request_reload: wait again next time round
+                    try:
+                        self.reload()
+                    except Exception:  # a reload bug must not stop a running daemon
+                        log.exception("config_reload_crashed")
                 housekeeping.tick(self)
                 if time.monotonic() >= next_stats:
                     next_stats += self._stats_interval

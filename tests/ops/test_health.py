@@ -31,7 +31,7 @@ def test_healthz_and_metrics_follow_a_broker_outage(
     install_untrained_model(state)
     url = f"sqlite:///{state / 'sentinel.db'}"
     config = daemon_config(
-        state, private_broker, database_url=url, client_id="ops-broker", health={"port": 0}
+        state, private_broker, database_url=url, client_id="ops-broker"
     )
     with running_app(config) as running:
         server = running.app.health_server
