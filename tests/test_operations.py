@@ -18,7 +18,7 @@ import pytest
 from sentinel.config import config_to_toml
 from simulators.broker import PrivateBroker, free_port
 from tests.e2e_helpers import REPO, daemon_config, subprocess_env, wait_for
-from tests.ops.helpers import healthz, install_untrained_model, metrics, publish_fleet, sample
+from tests.ops_helpers import healthz, install_untrained_model, metrics, publish_fleet, sample
 
 pytestmark = [pytest.mark.integration]
 

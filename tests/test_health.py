@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import daemon_config, readings_committed, running_app, wait_for
-from tests.ops.helpers import (
+from tests.ops_helpers import (
     VERSION,
     healthz,
     install_untrained_model,
@@ -30,9 +30,7 @@ def test_healthz_and_metrics_follow_a_broker_outage(
     state = tmp_path / "state"
     install_untrained_model(state)
     url = f"sqlite:///{state / 'sentinel.db'}"
-    config = daemon_config(
-        state, private_broker, database_url=url, client_id="ops-broker"
-    )
+    config = daemon_config(state, private_broker, database_url=url, client_id="ops-broker")
     with running_app(config) as running:
         server = running.app.health_server
         assert server is not None
