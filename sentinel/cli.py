@@ -245,6 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             stream=stream.name,
             features=stream.feature_names,
             window=config.windows.length,
+            relative=stream.relative_features,
             config=config.model,
             device=resolve_device(config.model.device),
             first_ts=data.first_ts,

@@ -362,6 +362,15 @@ class FeatureSpec(Section):
         default=None,
         description="Dotted path in a JSON payload (e.g. motor.current); defaults to name.",
     )
+    level: Literal["absolute", "relative"] = Field(
+        default="absolute",
+        description=(
+            "relative: judge this sensor by its changes within a window, not by its level. "
+            "For slow channels whose level wanders with ambient conditions or warm-up "
+            "(temperatures): the detector still sees steps, spikes and oscillations on "
+            "them, but a slow drift away from the training range is not an anomaly."
+        ),
+    )
 
     @property
     def key_path(self) -> tuple[str, ...]:
@@ -427,6 +436,11 @@ class StreamConfig(Section):
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
         return self
+
+    @property
+    def relative_features(self) -> tuple[str, ...]:
+        """Features judged by their changes, not their level (``level = "relative"``)."""
+        return tuple(f.name for f in self.features if f.level == "relative")
 
     @property
     def feature_names(self) -> tuple[str, ...]:
