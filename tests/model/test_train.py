@@ -285,3 +285,28 @@ def test_relative_feature_must_be_one_of_the_features() -> None:
     rng = np.random.default_rng(5)
     with pytest.raises(DataError, match="not among the features"):
         train([machine(np.arange(300.0), rng)], config(epochs=1), relative=("nonexistent",))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_gives_a_model_that_scores_like_on_cpu() -> None:
+    rng = np.random.default_rng(6)
+    segments = [warming(np.arange(500.0), rng, drift=0.5)]
+    cuda = torch.device("cuda")
+    detector = train_detector(
+        segments,
+        stream="pump",
+        features=(*FEATURES, "temp"),
+        window=WINDOW,
+        config=config(),
+        device=cuda,
+        relative=("temp",),
+    )
+    assert next(detector.module.parameters()).device.type == "cuda"
+    assert detector.meta.training["val_loss"] < 1.0  # it learned the machine
+    on_cpu = Detector(detector.meta, detector.module, CPU)  # moves the weights over
+    windows = make_windows(warming(np.arange(600.0, 900.0), rng, drift=0.5), WINDOW, 4)
+    got, _ = on_cpu.score(windows)
+    back = Detector(detector.meta, on_cpu.module, cuda)
+    want, _ = back.score(windows)
+    # cuDNN may use TF32 inside the LSTM, hence the loose tolerance.
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-5)
