@@ -113,7 +113,8 @@ def test_daemon_publishes_alerts_and_availability_through_a_kill(
     assert alerts, "the scenario injects anomalies: some alerts are expected"
     unique = {(e["uid"], e["seq"]): e for e in received}
     print(
-        f"\n{len(alerts)} alerts, {len(outbox)} events, {len(received)} messages "
+        f"\n{len(alerts)} alerts over {sum(a.windows for a in alerts)} anomalous windows, "
+        f"{len(outbox)} events, {len(received)} messages "
         f"({len(received) - len(unique)} duplicates); {killed_with} unpublished at the kill"
     )
     assert set(unique) == set(outbox), "every event arrived, none missing, none extra"
