@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import ssl
 import threading
 import time
@@ -34,9 +33,9 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from sqlalchemy.exc import SQLAlchemyError
 
-from sentinel import __version__
 from sentinel.config import MqttConfig, PublishConfig
 from sentinel.errors import StoreError
+from sentinel.ha_discovery import OFFLINE, ONLINE, discovery_config, discovery_topic
 from sentinel.records import AlertStatus
 from sentinel.store import AlertStore
 from sentinel.store.outbox import (
@@ -50,8 +49,6 @@ __all__ = ["AlertPublisher"]
 
 log = structlog.get_logger(__name__)
 
-ONLINE = "online"
-OFFLINE = "offline"
 _BATCH = 200  # outbox rows per pass
 _POLL = 1.0  # seconds between looks at the outbox when nobody nudged us
 _ACK_SLICE = 0.2  # seconds; waits for PUBACKs re-check stop() this often
@@ -67,12 +64,6 @@ _FATAL = {
     "Banned",
 }
 _PAHO_LOG = logging.getLogger("paho.mqtt.client")  # quietened in sentinel.ingest.mqtt
-_SLUG = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def _slug(text: str) -> str:
-    """Home Assistant's node and object ids allow letters, digits, _ and - only."""
-    return _SLUG.sub("_", text)
 
 
 class AlertPublisher:
@@ -118,8 +109,7 @@ class AlertPublisher:
         return f"{self._config.prefix}/state/{stream}/{device}"
 
     def discovery_topic(self, stream: str, device: str) -> str:
-        node, entity = _slug(self._config.prefix), f"{_slug(stream)}_{_slug(device)}"
-        return f"{self._config.discovery_prefix}/binary_sensor/{node}/{entity}/config"
+        return discovery_topic(self._config.discovery_prefix, self._config.prefix, stream, device)
 
     @property
     def client_id(self) -> str:
@@ -361,36 +351,12 @@ class AlertPublisher:
         """Retained discovery config, and the current state when known."""
         self._send(
             self.discovery_topic(stream, device),
-            json.dumps(self.discovery_config(stream, device)),
+            json.dumps(discovery_config(self._config.prefix, self._config.qos, stream, device)),
             retain=True,
         )
         if alerting is not None:
             self._send(self.state_topic(stream, device), "ON" if alerting else "OFF", retain=True)
         self._announced.add((stream, device))
-
-    def discovery_config(self, stream: str, device: str) -> dict[str, Any]:
-        node = _slug(self._config.prefix)
-        return {
-            "name": f"{stream} anomaly",
-            "unique_id": f"{node}_{_slug(stream)}_{_slug(device)}",
-            "device_class": "problem",
-            "state_topic": self.state_topic(stream, device),
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "json_attributes_topic": self.event_topic(stream, device),
-            "availability_topic": self.status_topic,
-            "payload_available": ONLINE,
-            "payload_not_available": OFFLINE,
-            "qos": self._config.qos,
-            "device": {
-                "identifiers": [f"{node}_{_slug(device)}"],
-                "name": device,
-                "manufacturer": "Sentinel",
-                "model": "anomaly detection",
-                "sw_version": __version__,
-            },
-            "origin": {"name": "Sentinel", "sw_version": __version__},
-        }
 
     # -- paho callbacks (network thread: never block) -------------------------------------
 

@@ -362,3 +362,28 @@ def test_broker_outage_and_restart_deliver_every_event_exactly_once(
         assert first_seen == sorted(first_seen), f"{uid}: out of order {seqs}"
         kinds = [unique[(uid, s)]["event"] for s in first_seen]
         assert kinds == ["new"] + ["update"] * 5 + ["end"]
+
+
+def test_acknowledgement_from_the_cli_is_published(
+    mqtt_broker: PrivateBroker, database_url: str
+) -> None:
+    config = PublishConfig(prefix=prefix())
+    with (
+        consuming(mqtt_broker, f"{config.prefix}/alerts/#") as consumer,
+        alert_output(database_url, mqtt_broker, config) as out,
+    ):
+        out.write(make_alert("a-7"))
+        wait_for(lambda: len(consumer.events()) == 1, 10, "the new event")
+        [record] = out.store.list_alerts()
+        cli = AlertStore(database_url)  # another process's store: no publisher in it
+        cli.open()
+        try:
+            cli.acknowledge(record.id, note="pump swapped")
+        finally:
+            cli.close()
+        # Nobody nudges the publisher: it finds the row on its own poll.
+        wait_for(lambda: len(consumer.events()) == 2, 10, "the acknowledgement")
+    new, ack = consumer.events()
+    assert (new["event"], new["status"], new["id"]) == ("new", "open", record.id)
+    assert (ack["event"], ack["seq"], ack["reason"]) == ("update", 2, "acknowledged")
+    assert (ack["status"], ack["ack_note"]) == ("acknowledged", "pump swapped")
