@@ -277,21 +277,31 @@ class AlertPublisher:
             ]
             sent.append((row, infos))
         done: list[int] = []
-        refused = 0
+        refused: list[OutboxEvent] = []
+        reasons: set[str] = set()
         for row, infos in sent:
             deadline = self._deadline if self._stopping.is_set() else None
             if not all(self._wait(info, deadline) for info in infos):
                 break  # stopping with the broker away: the rest stays for the next start
-            reasons = [r for info in infos if (r := self._failed.pop(info.mid, None))]
-            if reasons:
-                refused += 1
-                log.error("publish_refused", uid=row.uid, seq=row.seq, reasons=reasons)
-                continue
-            done.append(row.id)
+            failed = {r for info in infos if (r := self._failed.pop(info.mid, None))}
+            if failed:
+                refused.append(row)
+                reasons |= failed
+            else:
+                done.append(row.id)
         mark_published(self._store.engine, done, datetime.now(UTC))
         self.published += len(done)
-        log.debug("outbox_published", rows=len(done), refused=refused)
+        log.debug("outbox_published", rows=len(done), refused=len(refused))
         if refused:
+            # E.g. an ACL that forbids our topics (MQTT 5 says so in the PUBACK; a 3.1.1
+            # broker drops the message silently and we cannot tell). Kept, and retried.
+            log.error(
+                "publish_refused",
+                rows=len(refused),
+                first_uid=refused[0].uid,
+                reasons=sorted(reasons),
+                retry_in=_RETRY,
+            )
             self._pause(_RETRY)
         return len(done) > 0
 

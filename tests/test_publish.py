@@ -9,13 +9,17 @@ consumer gets every event, and after de-duplicating by (uid, seq) exactly once.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -24,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from sentinel.config import MqttConfig, PublishConfig
 from sentinel.publish import AlertPublisher
@@ -31,7 +36,7 @@ from sentinel.records import AlertStatus, DeviceProgress, WriteBatch
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.outbox import OutboxPolicy, pending_events
 from sentinel.store.schema import AlertOutboxRow
-from simulators.broker import PrivateBroker
+from simulators.broker import PrivateBroker, find_mosquitto, free_port
 from tests.e2e_helpers import wait_for
 from tests.store.conftest import T0, make_alert
 
@@ -387,3 +392,73 @@ def test_acknowledgement_from_the_cli_is_published(
     assert (new["event"], new["status"], new["id"]) == ("new", "open", record.id)
     assert (ack["event"], ack["seq"], ack["reason"]) == ("update", 2, "acknowledged")
     assert (ack["status"], ack["ack_note"]) == ("acknowledged", "pump swapped")
+
+
+@contextmanager
+def mosquitto_with_acl(workdir: Path, port: int, acl: str) -> Iterator[PrivateBroker]:
+    """A Mosquitto whose ACL we write, on a given port (to restart it with another ACL)."""
+    mosquitto = find_mosquitto()
+    if mosquitto is None:
+        pytest.skip("no mosquitto binary")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "acl").write_text(acl)
+    conf = workdir / "mosquitto.conf"
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", f"acl_file {workdir / 'acl'}"]
+    if os.geteuid() == 0:
+        lines.append("user root")  # else mosquitto drops to 'mosquitto' and cannot read
+    conf.write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen(
+        [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    broker = PrivateBroker(prefer="mosquitto")
+    broker._port, broker._kind = port, "mosquitto"  # only host/port/protocol are used
+    try:
+        wait_for(lambda: _port_open(port), 10, "mosquitto to listen")
+        yield broker
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def test_refused_events_are_kept_and_sent_once_allowed(tmp_path: Path) -> None:
+    """A broker whose ACL forbids our alert topics refuses them in the PUBACK (MQTT 5):
+    the rows stay unpublished and go out once the ACL allows them."""
+    config = PublishConfig(prefix=prefix())
+    p = config.prefix
+    port = free_port()
+    url = f"sqlite:///{tmp_path / 'sentinel.db'}"
+    deny = f"topic readwrite {p}/status\ntopic readwrite {p}/state/#\n"
+    with (
+        mosquitto_with_acl(tmp_path / "deny", port, deny) as broker,
+        alert_output(url, broker, config) as out,
+    ):
+        assert out.publisher.wait_connected(10)
+        with capture_logs() as logs:
+            out.write(make_alert("a-8"))
+            wait_for(lambda: any(e["event"] == "publish_refused" for e in logs), 10, "refusal")
+        assert out.pending() == 1
+        assert out.publisher.published == 0
+    allow = deny + f"topic readwrite {p}/alerts/#\n"
+    with (
+        mosquitto_with_acl(tmp_path / "allow", port, allow) as broker,
+        consuming(broker, f"{p}/alerts/#") as consumer,
+    ):
+        store = AlertStore(url)
+        store.open()
+        publisher = make_publisher(store, broker, config, "pub-test")
+        publisher.start()
+        try:
+            wait_for(lambda: len(consumer.events()) == 1, 20, "the event, once allowed")
+            wait_for(lambda: not pending_events(store.engine, 10), 10, "the row marked")
+        finally:
+            publisher.stop(timeout=2.0)
+            store.close()
+    assert consumer.events()[0]["uid"] == "a-8"
