@@ -37,6 +37,7 @@ __all__ = [
     "LoggingConfig",
     "ModelConfig",
     "MqttConfig",
+    "PublishConfig",
     "SentinelConfig",
     "StreamConfig",
     "ThresholdConfig",
@@ -452,6 +453,67 @@ class StreamConfig(Section):
         return self.topic.replace("{device}", "+")
 
 
+class PublishConfig(Section):
+    """Alert events out over MQTT (docs/MQTT.md): an outbox table, drained at least once."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Publish alert events, availability and (optionally) Home Assistant "
+        "discovery on the [mqtt] broker.",
+    )
+    prefix: str = Field(
+        default="sentinel",
+        min_length=1,
+        max_length=128,
+        description="Topic prefix: events on <prefix>/alerts/<stream>/<device>, state on "
+        "<prefix>/state/<stream>/<device>, availability on <prefix>/status.",
+    )
+    qos: Literal[1, 2] = Field(
+        default=1, description="QoS of everything published; an event counts as sent on PUBACK."
+    )
+    update_peak_factor: float = Field(
+        default=1.25,
+        ge=1.0,
+        le=1000.0,
+        description="Publish an update when an open alert's peak score has grown by this "
+        "factor since its last published event.",
+    )
+    update_interval: float = Field(
+        default=600.0,
+        ge=0.0,
+        le=604_800.0,
+        description="Also publish an update when an open alert has gone on this many seconds "
+        "(of event time) since its last published event; 0: never for that reason.",
+    )
+    retention: float = Field(
+        default=604_800.0,
+        ge=60.0,
+        le=315_360_000.0,
+        description="Seconds a published outbox row is kept before it is pruned (each open "
+        "alert's latest row is kept until the alert ends).",
+    )
+    ha_discovery: bool = Field(
+        default=False,
+        description="Announce one Home Assistant binary_sensor per stream and device "
+        "(MQTT discovery, retained).",
+    )
+    discovery_prefix: str = Field(
+        default="homeassistant",
+        min_length=1,
+        max_length=128,
+        description="Home Assistant's discovery prefix.",
+    )
+
+    @field_validator("prefix", "discovery_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("a topic prefix without + # NUL and without a leading or trailing /")
+        if "" in value.split("/"):
+            raise ValueError("empty topic level")
+        return value
+
+
 def _default_state_dir() -> Path:
     # systemd's StateDirectory= sets $STATE_DIRECTORY; otherwise a folder beside the cwd.
     return Path(os.environ.get("STATE_DIRECTORY", "sentinel-state"))
@@ -472,6 +534,7 @@ class SentinelConfig(Section):
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
     streams: Annotated[list[StreamConfig], Field(min_length=1)]
 
     @model_validator(mode="after")

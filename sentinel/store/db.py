@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from sentinel.errors import StoreError
 from sentinel.records import Alert, AlertStatus, DeviceProgress, FeatureContribution, WriteBatch
+from sentinel.store.outbox import OutboxPolicy, record_acknowledgement, record_events
 from sentinel.store.schema import AlertRow, DeviceStateRow
 
 __all__ = ["MIGRATIONS_DIR", "AlertRecord", "AlertStore", "normalize_url"]
@@ -182,9 +183,13 @@ def _on_sqlite_begin(conn: Connection) -> None:
 class AlertStore:
     """Engine, migrations, reads and writes. Thread-safe; writes come from one thread."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, url: str, *, busy_timeout_ms: int = 5000, outbox: OutboxPolicy | None = None
+    ) -> None:
         self._url = normalize_url(url)
         self._busy_timeout_ms = busy_timeout_ms
+        # With a policy, write() also records alert events for MQTT (sentinel/store/outbox.py).
+        self._outbox = outbox
         self._engine: Engine | None = None
 
     @property
@@ -247,10 +252,12 @@ class AlertStore:
         A uid (or device) that appears more than once is written once, with its last state.
         """
         alerts: dict[str, Alert] = {}
+        changes: list[Alert] = []  # every change, in order, for the outbox
         progress: dict[tuple[str, str], DeviceProgress] = {}
         for batch in batches:
             for alert in batch.alerts:
                 alerts[alert.uid] = alert
+                changes.append(alert)
             for p in batch.progress:
                 progress[(p.stream, p.device)] = p
         if not alerts and not progress:
@@ -260,6 +267,8 @@ class AlertStore:
             with self.engine.begin() as conn:
                 if alerts:
                     conn.execute(self._alert_upsert(), [_alert_params(a) for a in alerts.values()])
+                    if self._outbox is not None:
+                        record_events(conn, changes, self._outbox, now)
                 if progress:
                     conn.execute(
                         self._progress_upsert(),
@@ -426,6 +435,9 @@ class AlertStore:
                     raise KeyError(alert_id)
                 with Session(bind=conn) as session:
                     row = session.scalars(select(AlertRow).where(AlertRow.id == alert_id)).one()
-                    return AlertRecord.from_row(row)
+                    record = AlertRecord.from_row(row)
+                # Published alerts publish their acknowledgement too, in this transaction.
+                record_acknowledgement(conn, record.to_dict(), datetime.now(UTC))
+                return record
         except SQLAlchemyError as err:
             raise StoreError(f"acknowledge in {self.url} failed: {err}") from err

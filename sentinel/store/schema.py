@@ -20,11 +20,19 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ALERT_STATUSES", "AlertRow", "Base", "DeviceStateRow"]
+__all__ = [
+    "ALERT_STATUSES",
+    "OUTBOX_EVENTS",
+    "AlertOutboxRow",
+    "AlertRow",
+    "Base",
+    "DeviceStateRow",
+]
 
 # Stable constraint names, so that later migrations can address them on both databases.
 NAMING_CONVENTION = {
@@ -91,3 +99,33 @@ class DeviceStateRow(Base):
     last_ts: Mapped[float] = mapped_column(Float)
     readings: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(_Timestamp)
+
+
+OUTBOX_EVENTS = ("new", "update", "end")
+
+
+class AlertOutboxRow(Base):
+    """One alert event to publish over MQTT, written in the transaction of the change.
+
+    The publisher sends unpublished rows in ``id`` order and sets ``published_at`` once the
+    broker acknowledged them; ``(uid, seq)`` lets consumers de-duplicate (docs/MQTT.md).
+    """
+
+    __tablename__ = "alert_outbox"
+    __table_args__ = (
+        CheckConstraint(
+            "event IN ({})".format(", ".join(f"'{e}'" for e in OUTBOX_EVENTS)), name="event"
+        ),
+        UniqueConstraint("uid", "seq", name="uq_alert_outbox_uid_seq"),
+        Index("ix_alert_outbox_published_at", "published_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per alert
+    event: Mapped[str] = mapped_column(String(8))
+    stream: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(_Json)  # the message, as published
+    created_at: Mapped[datetime] = mapped_column(_Timestamp)
+    published_at: Mapped[datetime | None] = mapped_column(_Timestamp)
