@@ -356,9 +356,9 @@ class Spot:
         return self._t + self._sigma / self._gamma * math.expm1(-self._gamma * math.log(r))
 
     def tail_probability(self, x: float) -> float:
-        """Estimated probability that a normal value is at least ``x`` (the GPD tail above
-        the initial threshold; the empirical ``N_t / n`` at or below it). ``threshold`` is
-        where this equals ``q``."""
+        """Estimated probability that a normal value is at least ``x``: the GPD tail above
+        the initial threshold (exponential where the fit is short-tailed), the empirical
+        ``N_t / n`` at or below it. For a long-tailed fit it equals ``q`` at ``threshold``."""
         self._require_fitted()
         return self._tail(float(x))
 
@@ -372,12 +372,12 @@ class Spot:
         y = value - self._t
         if y <= 0.0:
             return min(1.0, ratio)
-        if self._gamma == 0.0:
+        # A short-tailed fit (gamma < 0) has a finite end point beyond which it calls every
+        # value impossible; read it as exponential instead (a heavier tail), so severities
+        # stay ordered and are never overstated. At the threshold this gives >= q.
+        if self._gamma <= 0.0:
             return ratio * math.exp(-y / self._sigma)
-        base = 1.0 + self._gamma * y / self._sigma
-        if base <= 0.0:  # beyond the finite end point of a short-tailed fit
-            return 0.0
-        return ratio * math.exp(-math.log(base) / self._gamma)
+        return ratio * math.exp(-math.log1p(self._gamma * y / self._sigma) / self._gamma)
 
     def step(self, x: float) -> Label:
         """Judge one value. Anomalies leave the state untouched; peaks refit the tail."""
