@@ -116,12 +116,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 _TABLE_COLUMNS = (
     "id",
     "status",
-    "severity",
     "stream",
     "device",
     "started",
     "duration",
     "peak",
+    "severity",
     "features",
 )
 
