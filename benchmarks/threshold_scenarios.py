@@ -12,12 +12,14 @@ Measured per setting:
 
 * recall of the spikes (a notification -- an alert opening or reopening -- on the pump
   within the spike or one window span after it);
-* false alerts per device-day (notifications that neither a spike nor a change's onset
-  explains), against the budget ``risk x windows per device-day`` (an upper bound: every
+* false alerts per device-day (notifications that neither a spike nor a change explains),
+  against the budget ``risk x windows per device-day`` for spot (an upper bound: every
   alert needs at least one anomalous window, and M-of-N grouping only removes some);
-* per change: whether it raised an alert, and its recovery time (change start until that
-  alert closed for good; "never" if it was still open when the run ended), against
-  ``threshold.rebaseline_after``.
+* per change: whether it raised an alert, its recovery time (change start until the
+  alerting it caused ended: its alert, chained with further ones starting within 15
+  minutes of the previous one's end -- counted as "repeat" notifications; "never" if still
+  alerting when the run ended), against ``threshold.rebaseline_after``; and the share of
+  the time after the changes that those pumps spent in an alert.
 
     .venv/bin/python benchmarks/threshold_scenarios.py [--hours 24] [--devices 12]
 """
@@ -216,7 +218,8 @@ def main() -> int:
         print(
             f"{name}: recall {result.recall:.2f} ({result.caught}/{result.spikes}), "
             f"{result.false_alerts} false alerts ({result.false_per_device_day:.2f} per "
-            f"device-day), changes alerted {result.changes_detected}/{len(result.recovery)}, "
+            f"device-day), {result.repeat_alerts} repeat alerts, changes alerted "
+            f"{result.changes_detected}/{len(result.recovery)}, "
             f"recovery {[_minutes(t) for t in result.recovery.values()]} min, "
             f"alerting {result.alert_fraction_after_change:.0%} of post-change time, "
             f"{rebaselines} re-baselines, {record.windows} windows in {seconds:.0f} s",
@@ -232,9 +235,9 @@ def main() -> int:
         f"scale\n"
     )
     print(
-        "| setting | spike recall | false alerts / device-day (budget) | changes alerted | "
-        "recovery, min: level shift | gain drift | noise change | post-change time alerting | "
-        "re-baselines |"
+        "| setting | spike recall | false alerts / device-day (budget) | changes alerted "
+        "(repeat alerts) | recovery, min: level shift | gain drift | noise change | "
+        "post-change time alerting | re-baselines |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, threshold, r, rebaselines in rows:
@@ -246,7 +249,7 @@ def main() -> int:
         print(
             f"| {name} | {r.recall:.2f} ({r.caught}/{r.spikes}) | "
             f"{r.false_per_device_day:.2f} ({r.false_alerts} in {r.device_days:.1f}; {budget}) | "
-            f"{r.changes_detected}/{len(r.recovery)} | "
+            f"{r.changes_detected}/{len(r.recovery)} ({r.repeat_alerts}) | "
             + " | ".join(_recovery(r, k, 0) for k in CHANGE_KINDS)
             + f" | {r.alert_fraction_after_change:.0%} | {rebaselines} |"
         )

@@ -99,9 +99,7 @@ class RegimeScenario:
         self.spikes: list[Spike] = []
         self._scale = {d: sim.scale(d) for d in sim.devices}
         self._by_device = {d: [c for c in self.changes if c.device == d] for d in sim.devices}
-        self._rng = {
-            d: np.random.default_rng([seed, i, 7]) for i, d in enumerate(sim.devices)
-        }
+        self._rng = {d: np.random.default_rng([seed, i, 7]) for i, d in enumerate(sim.devices)}
         self._next_spike = {d: self._gap(d, spikes_after) for d in sim.devices}
         self._active: dict[str, tuple[Spike, int]] = {}  # device -> (spike, readings left)
 
@@ -278,11 +276,13 @@ def _intervals(
 class Evaluation:
     spikes: int
     caught: int
-    false_alerts: int
+    false_alerts: int  # explained by no spike and no change
+    repeat_alerts: int  # further notifications of a change's alerting (see recovery)
     device_days: float
     changes_detected: int
-    # change -> seconds from its start until the device's last alert after it (spike alerts
-    # aside) closed: when it went quiet for good (0.0: no alert; None: open at the end)
+    # change -> seconds from its start until the alerting it caused ended: the alert it
+    # raised, chained with alerts that follow within merge_gap (0.0: it raised no alert;
+    # None: still alerting at the end of the run)
     recovery: dict[RegimeChange, float | None]
     alert_fraction_after_change: float  # of the time after the changes, share spent alerting
 
@@ -302,6 +302,7 @@ def evaluate(
     span: float,
     scored_from: float,
     onset_slack: float,
+    merge_gap: float = 900.0,
 ) -> Evaluation:
     """Score a run: a spike is caught when a notification on its device comes within
     ``[start, end + span]``; a change's onset explains a notification within
@@ -319,24 +320,33 @@ def evaluate(
     for s in scenario.spikes:
         explained.update(near(s.device, s.start, s.end + span))
     recovery: dict[RegimeChange, float | None] = {}
-    detected = 0
+    detected = repeats = 0
     spike_alerts = set(explained)
     for change in scenario.changes:
         onset = near(change.device, change.start, change.start + change.ramp + onset_slack)
         explained.update(onset)
         detected += bool(onset)
-        # Quiet for good: the end of the device's last alert (not a spike's) after the change.
-        ends = [
-            hi
-            for (device, ts, _), (lo, hi) in _intervals(record, change.device)
-            if ts >= change.start and (device, ts, _) not in spike_alerts
-        ]
-        if not ends:
+        if not onset:
             recovery[change] = 0.0
-        elif record.still_open.get(change.device) and max(ends) >= record.run_end:
-            recovery[change] = None
-        else:
-            recovery[change] = max(ends) - change.start
+            continue
+        # The change's own alerting: the alert it raised, chained with any that follow
+        # within ``merge_gap`` of the previous one's end (background false alerts hours
+        # later are counted as false alerts, not as a slow recovery).
+        chain_end: float | None = None
+        for n, (lo, hi) in _intervals(record, change.device):
+            if n == onset[0]:
+                chain_end = hi
+            elif (
+                chain_end is not None
+                and chain_end < lo <= chain_end + merge_gap
+                and n not in spike_alerts
+            ):
+                chain_end = max(chain_end, hi)
+                explained.add(n)
+                repeats += 1
+        assert chain_end is not None
+        still_open = record.still_open.get(change.device) and chain_end >= record.run_end
+        recovery[change] = None if still_open else chain_end - change.start
     false_alerts = sum(
         1 for n in record.notifications if n not in explained and n[1] >= scored_from
     )
@@ -350,6 +360,7 @@ def evaluate(
         spikes=len(spikes),
         caught=caught,
         false_alerts=false_alerts,
+        repeat_alerts=repeats,
         device_days=len(devices) * (record.run_end - scored_from) / 86_400.0,
         changes_detected=detected,
         recovery=recovery,
