@@ -79,6 +79,7 @@ class SentinelApp:
                 flush_interval=config.database.flush_interval,
                 batch_max=config.database.batch_max,
                 on_commit=self._committed,
+                on_resolved=lambda uids: self._pipeline().alerts_resolved(uids),
             )
             if publish.enabled:
                 self.publisher = AlertPublisher(
@@ -100,7 +101,8 @@ class SentinelApp:
                 request_training=trainer.submit,
                 models=models,
                 progress=store.device_progress().values(),
-                open_alerts=store.open_alerts(),
+                # Ended alerts too: they carry each device's cooldown across a restart.
+                open_alerts=[*store.open_alerts(), *store.last_ended_alerts()],
                 snapshot_path=config.state_dir / "thresholds.json",
             )
             source = self.source = MqttSource(

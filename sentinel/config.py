@@ -7,6 +7,8 @@ variable; the database password likewise from ``db_password`` / ``SENTINEL_DB_PA
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import re
@@ -43,6 +45,7 @@ __all__ = [
     "ThresholdConfig",
     "TlsConfig",
     "WindowConfig",
+    "config_hash",
     "config_to_toml",
     "format_validation_error",
     "load_config",
@@ -298,6 +301,30 @@ class ThresholdConfig(Section):
         "1 / (1 - quantile): fewer samples make the quantile the running maximum, and a "
         "slowly rising fault then raises its own threshold.",
     )
+    rebaseline_after: float = Field(
+        default=3600.0,
+        ge=0,
+        le=30 * 86_400,
+        description="Seconds a lasting upward change of a device's score level (found by a "
+        "Page-Hinkley test on the log score) may keep its windows mostly anomalous before "
+        "the device's threshold re-baselines to the new level (audited in audit_events). "
+        "Bounds how long a new normal can alert; a real fault that lasts longer is "
+        "accepted as normal after this. 0 disables re-baselining.",
+    )
+    drift_delta: float = Field(
+        default=0.1,
+        gt=0,
+        le=10,
+        description="Page-Hinkley tolerance on the log score: level changes smaller than "
+        "this factor (0.1 ~ 10%) are ignored.",
+    )
+    drift_threshold: float = Field(
+        default=20.0,
+        gt=0,
+        le=100_000,
+        description="Page-Hinkley detection threshold (lambda) on the cumulative log-score "
+        "excess: a step of d in log score is found after about lambda / d windows.",
+    )
 
     @model_validator(mode="after")
     def _risk_beyond_level(self) -> ThresholdConfig:
@@ -338,6 +365,33 @@ class AlertsConfig(Section):
     top_features: int = Field(
         default=3, ge=1, le=64, description="Contributing features kept per alert."
     )
+    cooldown: float = Field(
+        default=300.0,
+        ge=0,
+        le=7 * 86_400,
+        description="Seconds after an alert ends during which the same device and stream "
+        "opens no new alert: the ended alert is reopened and continued instead (one that "
+        "an operator resolved is not reopened; new anomalies are then suppressed).",
+    )
+    severity_warning: float = Field(
+        default=1e-4,
+        gt=0,
+        lt=1,
+        description="Exceedance probability (chance that a normal window scores this high) "
+        "at or below which an alert is at least 'warning'; above it, 'info'.",
+    )
+    severity_critical: float = Field(
+        default=1e-6,
+        gt=0,
+        lt=1,
+        description="Exceedance probability at or below which an alert is 'critical'.",
+    )
+
+    @model_validator(mode="after")
+    def _severity_order(self) -> AlertsConfig:
+        if self.severity_critical >= self.severity_warning:
+            raise ValueError("severity_critical must be below severity_warning")
+        return self
 
     @model_validator(mode="after")
     def _m_of_n(self) -> AlertsConfig:
@@ -645,3 +699,10 @@ def config_to_toml(data: dict[str, Any]) -> str:
         lines.append("\n[[streams]]")
         lines += [f"{k} = {value(v)}" for k, v in stream.items() if v is not None]
     return "\n".join(lines) + "\n"
+
+
+def config_hash(config: SentinelConfig) -> str:
+    """A stable short hash of the effective config (secrets left out), stored on alerts so
+    that an alert says which configuration judged it. Same config, same hash."""
+    text = json.dumps(config.redacted(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

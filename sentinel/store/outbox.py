@@ -45,6 +45,7 @@ __all__ = [
     "prune_published",
     "record_acknowledgement",
     "record_events",
+    "record_resolution",
 ]
 
 _CHUNK = 500  # uids per IN (...) list
@@ -130,6 +131,10 @@ def alert_payload(alert: Any) -> dict[str, Any]:
     if not dataclasses.is_dataclass(alert) or isinstance(alert, type):
         raise TypeError(f"not a dataclass instance: {type(alert).__name__}")
     payload: dict[str, Any] = _json_value("", alert)
+    # The alert's own ``reason`` (why it fired: threshold state, config hash) is published
+    # as ``why``: ``reason`` in an event names why the event was sent (docs/MQTT.md).
+    if "reason" in payload:
+        payload["why"] = payload.pop("reason")
     return payload
 
 
@@ -139,7 +144,9 @@ def decide(last: _Last | None, alert: Alert, policy: OutboxPolicy) -> tuple[str,
     if last is None:
         return ("end", "closed") if closed else ("new", "opened")
     if last.event == "end":
-        return None  # nothing follows an end
+        # Only a reopening follows an end: a device that turns anomalous again within
+        # alerts.cooldown continues its previous alert, under the same uid.
+        return None if closed else ("new", "reopened")
     if closed:
         return "end", "closed"
     if (
@@ -242,20 +249,45 @@ def record_acknowledgement(conn: Connection, alert: dict[str, Any], now: datetim
     whose earlier events went to the outbox get one (publishing was on for them), only when
     the status changed to acknowledged, and never after the ``end``.
     """
-    if alert.get("status") != AlertStatus.ACKNOWLEDGED.value:
+    return _record_operator_event(
+        conn, alert, now, AlertStatus.ACKNOWLEDGED, event="update", reason="acknowledged"
+    )
+
+
+def record_resolution(conn: Connection, alert: dict[str, Any], now: datetime) -> bool:
+    """Write the ``end`` of an alert an operator resolved; call in the resolving transaction.
+
+    Same rules as ``record_acknowledgement``: only published alerts, once, never after an
+    ``end`` (an alert that had closed already has told its consumers).
+    """
+    return _record_operator_event(
+        conn, alert, now, AlertStatus.RESOLVED, event="end", reason="resolved"
+    )
+
+
+def _record_operator_event(
+    conn: Connection,
+    alert: dict[str, Any],
+    now: datetime,
+    status: AlertStatus,
+    *,
+    event: str,
+    reason: str,
+) -> bool:
+    if alert.get("status") != status.value:
         return False
     previous = _last_events(conn, [alert["uid"]]).get(alert["uid"])
     if previous is None or previous.event == "end":
         return False
-    if previous.payload.get("status") == AlertStatus.ACKNOWLEDGED.value:
-        return False  # acknowledged again, e.g. to change the note
+    if previous.payload.get("status") == status.value:
+        return False  # the same change again, e.g. to change the note
     seq = previous.seq + 1
     payload = {
         **previous.payload,
         **alert,
-        "event": "update",
+        "event": event,
         "seq": seq,
-        "reason": "acknowledged",
+        "reason": reason,
         "emitted_at": now.isoformat(),
     }
     conn.execute(
@@ -264,7 +296,7 @@ def record_acknowledgement(conn: Connection, alert: dict[str, Any], now: datetim
             {
                 "uid": alert["uid"],
                 "seq": seq,
-                "event": "update",
+                "event": event,
                 "stream": alert["stream"],
                 "device": alert["device"],
                 "payload": payload,

@@ -143,6 +143,44 @@ def test_acknowledgement_is_an_update_and_later_events_say_acknowledged(
     assert peak["ack_note"] == "still on it"
 
 
+def test_resolution_is_the_end_and_the_daemons_later_changes_publish_nothing(
+    pub_store: AlertStore, db_url: str
+) -> None:
+    pub_store.write([WriteBatch(alerts=(make_alert(peak_score=2.0),))])
+    [record] = pub_store.list_alerts()
+    cli = AlertStore(db_url)
+    cli.open()
+    try:
+        cli.resolve(record.id, note="valve replaced")
+        cli.resolve(record.id)  # resolved again: no second end
+    finally:
+        cli.close()
+    # The daemon has not heard yet and keeps updating, then closes: its row is final.
+    resolved = pub_store.write(
+        [
+            WriteBatch(alerts=(make_alert(updated_at=T0 + 4, peak_score=9.0),)),
+            WriteBatch(alerts=(make_alert(status=AlertStatus.CLOSED, ended_at=T0 + 9),)),
+        ]
+    )
+    assert resolved == {"a-1"}
+    assert events(pub_store) == [("a-1", 1, "new", "opened"), ("a-1", 2, "end", "resolved")]
+    end = payloads(pub_store)[1]
+    assert (end["status"], end["resolve_note"]) == ("resolved", "valve replaced")
+
+
+def test_a_closed_alert_that_reopens_within_the_cooldown_starts_again(
+    pub_store: AlertStore,
+) -> None:
+    pub_store.write([WriteBatch(alerts=(make_alert(),))])
+    pub_store.write([WriteBatch(alerts=(make_alert(status=AlertStatus.CLOSED, ended_at=T0),))])
+    pub_store.write([WriteBatch(alerts=(make_alert(updated_at=T0 + 30),))])
+    assert events(pub_store) == [
+        ("a-1", 1, "new", "opened"),
+        ("a-1", 2, "end", "closed"),
+        ("a-1", 3, "new", "reopened"),
+    ]
+
+
 def test_no_outbox_without_a_policy(store: AlertStore) -> None:
     store.write([WriteBatch(alerts=(make_alert(),))])
     [record] = store.list_alerts()
