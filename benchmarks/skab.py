@@ -65,7 +65,8 @@ LEADERBOARD = [
 class Outcome:
     name: str
     point: PointMetrics
-    nab: NabScores
+    nab: NabScores  # SKAB's notebooks and leaderboard: 30 s window centred on each changepoint
+    nab_readme: NabScores  # the shared dataset README's wording: 60 s opening to the right
     events: EventMetrics  # pooled: every file's labelled and predicted events together
     mean_delay: float | None  # seconds from a fault's start to its first prediction
     seconds: float
@@ -137,13 +138,19 @@ def run(
             pred = np.array([1 if (r[column] not in ("", "0")) else 0 for r in rows])
             per_file[kind].append((ts, labels, pred, true_cps))
     seconds = time.monotonic() - started
+    # The labels themselves as predictions: the ceiling of any point-wise detector's NAB,
+    # which is far below 100 because SKAB marks changepoints inside faults that a 0/1
+    # prediction of the labels never switches at.
+    per_file["labels as predictions"] = [(t, y, y, c) for t, y, _, c in per_file["verdict"]]
     outcomes = []
     for kind, results in per_file.items():
         point = pooled_point_metrics((labels, pred) for _, labels, pred, _ in results)
-        nab = nab_scores(
+        cps = [
             (ts, true_cps, changepoints_from_predictions(ts, pred))
             for ts, _, pred, true_cps in results
-        )
+        ]
+        nab = nab_scores(cps)
+        nab_readme = nab_scores(cps, window=60.0, placement="right")
         true_events, predicted, delays = [], [], []
         for ts, labels, pred, _ in results:
             file_true = events_from_labels(ts, labels)
@@ -154,9 +161,8 @@ def run(
         # Files do not overlap in time, so pooling their events is safe.
         events = event_metrics(true_events, predicted)
         delay = sum(delays) / len(delays) if delays else None
-        outcomes.append(
-            Outcome(f"Sentinel {detector} ({kind})", point, nab, events, delay, seconds)
-        )
+        name = f"Sentinel {detector} ({kind})" if kind in ("verdict", "alert") else kind
+        outcomes.append(Outcome(name, point, nab, nab_readme, events, delay, seconds))
     return outcomes
 
 
@@ -188,8 +194,12 @@ def main() -> int:
     total = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for detector in args.detectors.split(","):
-            outcomes += run(detector.strip(), files, args.config, Path(tmp), args.set, args.keep)
-            print(f"{detector}: done in {outcomes[-1].seconds:.0f} s", flush=True)
+            got = run(detector.strip(), files, args.config, Path(tmp), args.set, args.keep)
+            seen = {o.name for o in outcomes}
+            outcomes += [o for o in got if o.name not in seen]
+            print(f"{detector}: done in {got[0].seconds:.0f} s", flush=True)
+    # The labels-as-predictions row last: it is a reference, not a detector.
+    outcomes.sort(key=lambda o: o.name == "labels as predictions")
     total_s = time.monotonic() - total
     print(
         f"\nSKAB, {len(files)} files, first {TRAIN_ROWS} rows train; "
@@ -197,16 +207,19 @@ def main() -> int:
         f"{platform.python_version()}, torch {torch.__version__}; whole run {total_s:.0f} s"
     )
     print(f"command: .venv/bin/python benchmarks/skab.py {' '.join(sys.argv[1:])}\n")
-    print("| Algorithm | F1 | FAR % | MAR % | NAB standard | NAB low FP | NAB low FN |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| Algorithm | F1 | FAR % | MAR % | NAB standard | NAB low FP | NAB low FN "
+        "| NAB standard, 60 s right |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for o in outcomes:
         p, n = o.point, o.nab
         print(
             f"| **{o.name}** | {p.f1:.2f} | {100 * p.far:.2f} | {100 * p.mar:.2f} | "
-            f"{n.standard:.2f} | {n.low_fp:.2f} | {n.low_fn:.2f} |"
+            f"{n.standard:.2f} | {n.low_fp:.2f} | {n.low_fn:.2f} | {o.nab_readme.standard:.2f} |"
         )
     for name, f1, far, mar, nab in LEADERBOARD:
-        print(f"| {name} (published) | {f1:.2f} | {far:.2f} | {mar:.2f} | {nab:.2f} | | |")
+        print(f"| {name} (published) | {f1:.2f} | {far:.2f} | {mar:.2f} | {nab:.2f} | | | |")
     print(
         "\n| Sentinel | faults detected | event precision | predicted events "
         "| mean detection delay |"

@@ -5,6 +5,18 @@ M consecutive) open an alert; it stays open and is updated while windows stay an
 and closes after ``close_after`` consecutive normal windows. At most one alert is open per
 (stream, device). Open alerts are restored from the database at start, so a restarted
 daemon continues them instead of opening duplicates.
+
+Cooldown: for ``cooldown`` seconds (event time) after an alert ends, the same device and
+stream opens no new alert. If M of N windows are anomalous again within it, the ended alert
+is *reopened* (same uid, status open, its window count and peak continue), so a flapping
+fault is one alert, not many. An alert an operator resolved (``sentinel alerts resolve``) is
+final: within its cooldown new anomalous windows are suppressed (counted, no alert), after
+it a new alert may open. The daemon learns of a resolve when the writer finds the row
+resolved (``resolved``); until then its updates of that row are ignored by the store.
+
+Severity is cut from each window's exceedance probability (``Verdict.exceedance``):
+``critical`` at or below ``severity_critical``, ``warning`` at or below
+``severity_warning``, else ``info``; an alert keeps the highest it reached.
 """
 
 from __future__ import annotations
@@ -17,9 +29,29 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sentinel.config import AlertsConfig
-from sentinel.records import Alert, AlertStatus, FeatureContribution, Verdict
+from sentinel.records import (
+    Alert,
+    AlertReason,
+    AlertStatus,
+    FeatureContribution,
+    Severity,
+    Verdict,
+)
 
-__all__ = ["AlertTracker"]
+__all__ = ["AlertTracker", "severity_of"]
+
+
+def severity_of(exceedance: float, config: AlertsConfig) -> Severity:
+    """The severity of a window that a normal one would reach with this probability."""
+    if exceedance <= config.severity_critical:
+        return Severity.CRITICAL
+    if exceedance <= config.severity_warning:
+        return Severity.WARNING
+    return Severity.INFO
+
+
+def _max_severity(a: Severity, b: Severity) -> Severity:
+    return a if a.rank >= b.rank else b
 
 
 @dataclass(slots=True)
@@ -33,6 +65,10 @@ class _Open:
 class _Device:
     recent: deque[Verdict]  # the last N verdicts while no alert is open
     open: _Open | None = None
+    ended: _Open | None = None  # the last alert that ended: cooldown and reopening
+    ended_at: float = float("-inf")  # when it ended (event time)
+    resolved: bool = False  # an operator resolved it: never reopened
+    last_ts: float = float("-inf")  # the latest window seen
 
 
 @dataclass
@@ -41,13 +77,15 @@ class AlertTracker:
 
     config: AlertsConfig
     features: dict[str, tuple[str, ...]]  # stream -> feature names
+    config_hash: str = ""  # stored in every alert's reason
     _devices: dict[tuple[str, str], _Device] = field(default_factory=dict)
+    suppressed: int = 0  # alerts not opened because of a resolved alert's cooldown
 
     def restore(self, alerts: Iterable[Alert]) -> int:
         """Take over alerts that were open when the daemon last stopped."""
         restored = 0
         for alert in alerts:
-            if alert.status is AlertStatus.CLOSED or alert.stream not in self.features:
+            if alert.stream not in self.features:
                 continue
             names = self.features[alert.stream]
             excess = np.zeros(len(names))
@@ -55,9 +93,37 @@ class AlertTracker:
                 if contribution.feature in names:
                     excess[names.index(contribution.feature)] = contribution.share
             device = self._device(alert.stream, alert.device)
+            if alert.status in (AlertStatus.CLOSED, AlertStatus.RESOLVED):
+                # Ended alerts only restore the cooldown (the latest one per device wins).
+                ended_at = alert.ended_at if alert.ended_at is not None else alert.updated_at
+                if ended_at >= device.ended_at:
+                    device.ended = _Open(alert=alert, excess=excess)
+                    device.ended_at = ended_at
+                    device.resolved = alert.status is AlertStatus.RESOLVED
+                continue
             device.open = _Open(alert=alert, excess=excess)
             restored += 1
         return restored
+
+    def resolved(self, uids: Iterable[str]) -> int:
+        """Alerts an operator resolved: close them here too, without a change to write.
+
+        Their cooldown starts at the device's latest window. Returns how many were open.
+        """
+        wanted = set(uids)
+        closed = 0
+        for device in self._devices.values():
+            current = device.open
+            if current is not None and current.alert.uid in wanted:
+                device.open = None
+                device.recent.clear()
+                device.ended = current
+                device.ended_at = max(device.last_ts, current.alert.updated_at)
+                device.resolved = True
+                closed += 1
+            elif device.ended is not None and device.ended.alert.uid in wanted:
+                device.resolved = True
+        return closed
 
     def observe(self, verdict: Verdict, baseline: Sequence[float]) -> Alert | None:
         """Feed one verdict; returns the alert's new state if this verdict changed it.
@@ -68,6 +134,7 @@ class AlertTracker:
         """
         window = verdict.score.window
         device = self._device(window.stream, window.device)
+        device.last_ts = max(device.last_ts, window.end_ts)
         if verdict.is_anomaly:
             return self._anomalous(device, verdict, baseline)
         current = device.open
@@ -80,7 +147,11 @@ class AlertTracker:
         device.open = None
         # The anomaly ended with the last anomalous window, not with the normal run after it.
         alert = current.alert
-        return replace(alert, status=AlertStatus.CLOSED, ended_at=alert.updated_at)
+        closed = replace(alert, status=AlertStatus.CLOSED, ended_at=alert.updated_at)
+        device.ended = _Open(alert=closed, excess=current.excess)
+        device.ended_at = alert.updated_at
+        device.resolved = False
+        return closed
 
     def _device(self, stream: str, device: str) -> _Device:
         key = (stream, device)
@@ -117,6 +188,9 @@ class AlertTracker:
                 windows=alert.windows + 1,
                 top_features=self._top(score.window.stream, current.excess),
                 model_version=score.model_version,
+                severity=_max_severity(
+                    alert.severity, severity_of(verdict.exceedance, self.config)
+                ),
             )
             return current.alert
         device.recent.append(verdict)
@@ -127,6 +201,17 @@ class AlertTracker:
         excess = sum((self._excess(v, baseline) for v in run), np.zeros(len(baseline)))
         first, last = run[0].score, run[-1].score
         peak = max(run, key=lambda v: v.score.value)
+        exceedance = min(v.exceedance for v in run)
+        severity = severity_of(exceedance, self.config)
+        cooling = first.window.end_ts - device.ended_at < self.config.cooldown
+        if device.ended is not None and cooling:
+            if device.resolved:
+                self.suppressed += 1
+                return None
+            return self._reopen(device, run, excess, severity)
+        reason = None
+        if run[-1].state is not None:
+            reason = AlertReason(run[-1].state, exceedance, self.config_hash)
         alert = Alert(
             uid=str(uuid.uuid4()),
             stream=first.window.stream,
@@ -140,9 +225,34 @@ class AlertTracker:
             top_features=self._top(first.window.stream, excess),
             model_version=last.model_version,
             windows=len(run),
+            severity=severity,
+            reason=reason,
         )
         device.open = _Open(alert=alert, excess=excess)
         return alert
+
+    def _reopen(
+        self, device: _Device, run: list[Verdict], excess: np.ndarray, severity: Severity
+    ) -> Alert:
+        ended = device.ended
+        assert ended is not None
+        device.ended = None
+        last = run[-1].score
+        alert = ended.alert
+        total = ended.excess + excess
+        reopened = replace(
+            alert,
+            status=AlertStatus.OPEN,
+            ended_at=None,
+            updated_at=last.window.end_ts,
+            peak_score=max(alert.peak_score, *(v.score.value for v in run)),
+            windows=alert.windows + len(run),
+            top_features=self._top(last.window.stream, total),
+            model_version=last.model_version,
+            severity=_max_severity(alert.severity, severity),
+        )
+        device.open = _Open(alert=reopened, excess=total)
+        return reopened
 
     @staticmethod
     def _excess(verdict: Verdict, baseline: Sequence[float]) -> np.ndarray:

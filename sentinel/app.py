@@ -25,11 +25,13 @@ from sentinel.logs import configure_logging
 from sentinel.metrics import Metrics, record_retraining
 from sentinel.model import Detector, ModelRegistry, resolve_device
 from sentinel.pipeline import Pipeline
+from sentinel.publish import AlertPublisher
 from sentinel.records import WriteBatch
 from sentinel.reload import plan_reload
 from sentinel.retention import prune_model_versions
 from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.store import AlertStore, AlertWriter
+from sentinel.store.outbox import OutboxPolicy
 from sentinel.training import Trainer
 
 __all__ = ["EXIT_FATAL_CONNECTION", "EXIT_OK", "SentinelApp"]
@@ -65,6 +67,7 @@ class SentinelApp:
         self._wake = threading.Event()
         self.pipeline: Pipeline | None = None
         self.source: MqttSource | None = None
+        self.publisher: AlertPublisher | None = None
         self.ready = threading.Event()  # set once every component has started
 
     def run(self, stop: threading.Event) -> int:
@@ -79,7 +82,14 @@ class SentinelApp:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         device = resolve_device(config.model.device)
 
-        store = AlertStore(config.database_url, busy_timeout_ms=config.database.busy_timeout_ms)
+        publish = config.publish
+        store = AlertStore(
+            config.database_url,
+            busy_timeout_ms=config.database.busy_timeout_ms,
+            outbox=OutboxPolicy(publish.update_peak_factor, publish.update_interval)
+            if publish.enabled
+            else None,
+        )
         store.open()
         try:
             store.migrate()
@@ -91,8 +101,16 @@ class SentinelApp:
                 store,
                 flush_interval=config.database.flush_interval,
                 batch_max=config.database.batch_max,
-                on_commit=self._send_acks,
+                on_commit=self._committed,
+                on_resolved=lambda uids: self._pipeline().alerts_resolved(uids),
             )
+            if publish.enabled:
+                self.publisher = AlertPublisher(
+                    publish,
+                    config.mqtt,
+                    store,
+                    password=p.get_secret_value() if (p := config.mqtt.password) else None,
+                )
             trainer = Trainer(
                 config,
                 registry,
@@ -106,7 +124,8 @@ class SentinelApp:
                 request_training=trainer.submit,
                 models=models,
                 progress=store.device_progress().values(),
-                open_alerts=store.open_alerts(),
+                # Ended alerts too: they carry each device's cooldown across a restart.
+                open_alerts=[*store.open_alerts(), *store.last_ended_alerts()],
                 snapshot_path=config.state_dir / "thresholds.json",
             )
             source = self.source = MqttSource(
@@ -147,6 +166,9 @@ class SentinelApp:
         try:
             writer.start()
             started.append("writer")
+            if self.publisher is not None:
+                self.publisher.start()
+                started.append("publisher")
             trainer.start()
             started.append("trainer")
             pipeline.start()
@@ -185,6 +207,8 @@ class SentinelApp:
                 pipeline.stop()
             if "writer" in started:
                 writer.stop()
+            if "publisher" in started and self.publisher is not None:
+                self.publisher.stop()  # after the writer: its last events are in the outbox
             if "source" in started:
                 source.stop()
             if "trainer" in started:
@@ -221,6 +245,11 @@ class SentinelApp:
                 log.info("model_loaded", stream=stream.name, version=detector.version)
             models[stream.name] = detector
         return models
+
+    def _committed(self, batches: Sequence[WriteBatch]) -> None:
+        self._send_acks(batches)
+        if self.publisher is not None and any(b.alerts for b in batches):
+            self.publisher.notify()
 
     def _send_acks(self, batches: Sequence[WriteBatch]) -> None:
         source = self.source

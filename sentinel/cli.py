@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
@@ -120,7 +120,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-_TABLE_COLUMNS = ("id", "status", "stream", "device", "started", "duration", "peak", "features")
+_TABLE_COLUMNS = (
+    "id",
+    "status",
+    "stream",
+    "device",
+    "started",
+    "duration",
+    "peak",
+    "severity",
+    "features",
+)
 
 
 def _format_row(record: AlertRecord) -> dict[str, str]:
@@ -130,6 +140,7 @@ def _format_row(record: AlertRecord) -> dict[str, str]:
     return {
         "id": str(record.id),
         "status": record.status.value,
+        "severity": record.severity.value,
         "stream": record.stream,
         "device": record.device,
         "started": record.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
@@ -195,6 +206,7 @@ def cmd_alerts_show(args: argparse.Namespace) -> int:
     fields = [
         ("alert", f"{record.id}  ({record.uid})"),
         ("status", record.status.value),
+        ("severity", record.severity.value),
         ("stream / device", f"{record.stream} / {record.device}"),
         ("started", record.started_at.isoformat()),
         ("ended" if record.ended_at else "last seen", end.isoformat()),
@@ -207,6 +219,11 @@ def cmd_alerts_show(args: argparse.Namespace) -> int:
     ]
     if record.ack_note:
         fields.append(("note", record.ack_note))
+    if record.resolved_at:
+        fields.append(("resolved", record.resolved_at.isoformat()))
+    if record.resolve_note:
+        fields.append(("resolve note", record.resolve_note))
+    fields.extend(_reason_fields(record.reason))
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
         print(f"{name.ljust(width)}  {value}")
@@ -226,6 +243,39 @@ def cmd_alerts_ack(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"alert {record.id} acknowledged ({record.status})")
+    return 0
+
+
+def _reason_fields(reason: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Why an alert fired, as ``alerts show`` prints it."""
+    if not reason:
+        return []
+    method = str(reason.get("threshold_method", "?"))
+    risk = reason.get("threshold_risk")
+    warm = "" if reason.get("threshold_warm", True) else ", model calibration (warming up)"
+    history = reason.get("threshold_history")
+    state = f"{method}, {history} normal windows{warm}"
+    if risk is not None:
+        state += f", risk {risk:g}"
+    value = reason.get("threshold_value")
+    exceedance = reason.get("exceedance")
+    return [
+        ("threshold at opening", f"{value:.4g} ({state})" if value is not None else state),
+        ("exceedance prob.", f"{exceedance:.2g}" if exceedance is not None else "-"),
+        ("config hash", str(reason.get("config_hash", "-"))),
+    ]
+
+
+def cmd_alerts_resolve(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        record = store.resolve(args.id, note=args.note)
+    except KeyError:
+        print(f"no alert with id {args.id}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"alert {record.id} resolved")
     return 0
 
 
@@ -252,6 +302,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             stream=stream.name,
             features=stream.feature_names,
             window=config.windows.length,
+            relative=stream.relative_features,
             config=config.model,
             device=resolve_device(config.model.device),
             first_ts=data.first_ts,
@@ -450,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--device", metavar="D")
     listing.add_argument("--stream", metavar="S")
-    listing.add_argument("--status", choices=("open", "acknowledged", "closed"))
+    listing.add_argument("--status", choices=("open", "acknowledged", "closed", "resolved"))
     listing.add_argument("--limit", type=int, default=100, metavar="N", help="default 100")
     listing.add_argument("--format", choices=("table", "json", "csv"), default="table")
     listing.set_defaults(func=cmd_alerts_list)
@@ -464,6 +515,17 @@ def build_parser() -> argparse.ArgumentParser:
     ack.add_argument("id", type=int, metavar="ID")
     ack.add_argument("--note", metavar="TEXT", help="a note kept with the acknowledgement")
     ack.set_defaults(func=cmd_alerts_ack)
+    resolve = alert_commands.add_parser(
+        "resolve",
+        help="close an alert for good",
+        description="Close an alert as an operator: it becomes 'resolved' and stays so. A "
+        "running daemon stops updating it and opens no new alert on that device within "
+        "alerts.cooldown.",
+    )
+    db_args(resolve)
+    resolve.add_argument("id", type=int, metavar="ID")
+    resolve.add_argument("--note", metavar="TEXT", help="a note kept with the resolution")
+    resolve.set_defaults(func=cmd_alerts_resolve)
 
     train = commands.add_parser(
         "train",

@@ -7,6 +7,8 @@ variable; the database password likewise from ``db_password`` / ``SENTINEL_DB_PA
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import re
@@ -38,12 +40,14 @@ __all__ = [
     "LoggingConfig",
     "ModelConfig",
     "MqttConfig",
+    "PublishConfig",
     "RetentionConfig",
     "SentinelConfig",
     "StreamConfig",
     "ThresholdConfig",
     "TlsConfig",
     "WindowConfig",
+    "config_hash",
     "config_to_toml",
     "format_validation_error",
     "load_config",
@@ -299,6 +303,30 @@ class ThresholdConfig(Section):
         "1 / (1 - quantile): fewer samples make the quantile the running maximum, and a "
         "slowly rising fault then raises its own threshold.",
     )
+    rebaseline_after: float = Field(
+        default=3600.0,
+        ge=0,
+        le=30 * 86_400,
+        description="Seconds a lasting upward change of a device's score level (found by a "
+        "Page-Hinkley test on the log score) may keep its windows mostly anomalous before "
+        "the device's threshold re-baselines to the new level (audited in audit_events). "
+        "Bounds how long a new normal can alert; a real fault that lasts longer is "
+        "accepted as normal after this. 0 disables re-baselining.",
+    )
+    drift_delta: float = Field(
+        default=0.1,
+        gt=0,
+        le=10,
+        description="Page-Hinkley tolerance on the log score: level changes smaller than "
+        "this factor (0.1 ~ 10%) are ignored.",
+    )
+    drift_threshold: float = Field(
+        default=20.0,
+        gt=0,
+        le=100_000,
+        description="Page-Hinkley detection threshold (lambda) on the cumulative log-score "
+        "excess: a step of d in log score is found after about lambda / d windows.",
+    )
 
     @model_validator(mode="after")
     def _risk_beyond_level(self) -> ThresholdConfig:
@@ -339,6 +367,33 @@ class AlertsConfig(Section):
     top_features: int = Field(
         default=3, ge=1, le=64, description="Contributing features kept per alert."
     )
+    cooldown: float = Field(
+        default=300.0,
+        ge=0,
+        le=7 * 86_400,
+        description="Seconds after an alert ends during which the same device and stream "
+        "opens no new alert: the ended alert is reopened and continued instead (one that "
+        "an operator resolved is not reopened; new anomalies are then suppressed).",
+    )
+    severity_warning: float = Field(
+        default=1e-4,
+        gt=0,
+        lt=1,
+        description="Exceedance probability (chance that a normal window scores this high) "
+        "at or below which an alert is at least 'warning'; above it, 'info'.",
+    )
+    severity_critical: float = Field(
+        default=1e-6,
+        gt=0,
+        lt=1,
+        description="Exceedance probability at or below which an alert is 'critical'.",
+    )
+
+    @model_validator(mode="after")
+    def _severity_order(self) -> AlertsConfig:
+        if self.severity_critical >= self.severity_warning:
+            raise ValueError("severity_critical must be below severity_warning")
+        return self
 
     @model_validator(mode="after")
     def _m_of_n(self) -> AlertsConfig:
@@ -363,6 +418,15 @@ class FeatureSpec(Section):
     path: str | None = Field(
         default=None,
         description="Dotted path in a JSON payload (e.g. motor.current); defaults to name.",
+    )
+    level: Literal["absolute", "relative"] = Field(
+        default="absolute",
+        description=(
+            "relative: judge this sensor by its changes within a window, not by its level. "
+            "For slow channels whose level wanders with ambient conditions or warm-up "
+            "(temperatures): the detector still sees steps, spikes and oscillations on "
+            "them, but a slow drift away from the training range is not an anomaly."
+        ),
     )
 
     @property
@@ -431,6 +495,11 @@ class StreamConfig(Section):
         return self
 
     @property
+    def relative_features(self) -> tuple[str, ...]:
+        """Features judged by their changes, not their level (``level = "relative"``)."""
+        return tuple(f.name for f in self.features if f.level == "relative")
+
+    @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
 
@@ -472,6 +541,67 @@ class RetentionConfig(Section):
     )
 
 
+class PublishConfig(Section):
+    """Alert events out over MQTT (docs/MQTT.md): an outbox table, drained at least once."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Publish alert events, availability and (optionally) Home Assistant "
+        "discovery on the [mqtt] broker.",
+    )
+    prefix: str = Field(
+        default="sentinel",
+        min_length=1,
+        max_length=128,
+        description="Topic prefix: events on <prefix>/alerts/<stream>/<device>, state on "
+        "<prefix>/state/<stream>/<device>, availability on <prefix>/status.",
+    )
+    qos: Literal[1, 2] = Field(
+        default=1, description="QoS of everything published; an event counts as sent on PUBACK."
+    )
+    update_peak_factor: float = Field(
+        default=1.25,
+        ge=1.0,
+        le=1000.0,
+        description="Publish an update when an open alert's peak score has grown by this "
+        "factor since its last published event.",
+    )
+    update_interval: float = Field(
+        default=600.0,
+        ge=0.0,
+        le=604_800.0,
+        description="Also publish an update when an open alert has gone on this many seconds "
+        "(of event time) since its last published event; 0: never for that reason.",
+    )
+    retention: float = Field(
+        default=604_800.0,
+        ge=60.0,
+        le=315_360_000.0,
+        description="Seconds a published outbox row is kept before it is pruned (each open "
+        "alert's latest row is kept until the alert ends).",
+    )
+    ha_discovery: bool = Field(
+        default=False,
+        description="Announce one Home Assistant binary_sensor per stream and device "
+        "(MQTT discovery, retained).",
+    )
+    discovery_prefix: str = Field(
+        default="homeassistant",
+        min_length=1,
+        max_length=128,
+        description="Home Assistant's discovery prefix.",
+    )
+
+    @field_validator("prefix", "discovery_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("a topic prefix without + # NUL and without a leading or trailing /")
+        if "" in value.split("/"):
+            raise ValueError("empty topic level")
+        return value
+
+
 def _default_state_dir() -> Path:
     # systemd's StateDirectory= sets $STATE_DIRECTORY; otherwise a folder beside the cwd.
     return Path(os.environ.get("STATE_DIRECTORY", "sentinel-state"))
@@ -492,6 +622,7 @@ class SentinelConfig(Section):
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
     streams: Annotated[list[StreamConfig], Field(min_length=1)]
     health: HealthConfig = Field(default_factory=HealthConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
@@ -604,3 +735,10 @@ def config_to_toml(data: dict[str, Any]) -> str:
         lines.append("\n[[streams]]")
         lines += [f"{k} = {value(v)}" for k, v in stream.items() if v is not None]
     return "\n".join(lines) + "\n"
+
+
+def config_hash(config: SentinelConfig) -> str:
+    """A stable short hash of the effective config (secrets left out), stored on alerts so
+    that an alert says which configuration judged it. Same config, same hash."""
+    text = json.dumps(config.redacted(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 
 from sentinel.alerts import AlertTracker
-from sentinel.config import SentinelConfig, StreamConfig
+from sentinel.config import SentinelConfig, StreamConfig, config_hash
 from sentinel.model import Detector
 from sentinel.records import (
     Ack,
@@ -115,9 +115,14 @@ class Pipeline:
         self.heartbeat = time.monotonic()
         self._reconfigs: queue.Queue[SentinelConfig] = queue.Queue()
         self._thresholds = ThresholdBank(config.threshold)
+        # Computed once: every alert records which configuration judged it.
+        self.config_hash = config_hash(config)
         self._alerts = AlertTracker(
-            config.alerts, {s.name: s.feature_names for s in config.streams}
+            config.alerts,
+            {s.name: s.feature_names for s in config.streams},
+            config_hash=self.config_hash,
         )
+        self._resolved: queue.Queue[tuple[str, ...]] = queue.Queue()
         self._alerts.restore(open_alerts)
         self._devices = {
             (p.stream, p.device): _DeviceState(p.last_ts, p.readings) for p in progress
@@ -163,6 +168,11 @@ class Pipeline:
         """Swap in a new model; applied by the worker between two passes, so no window is
         dropped or scored twice."""
         self._swaps.put((stream, detector))
+
+    def alerts_resolved(self, uids: Iterable[str]) -> None:
+        """Alerts an operator resolved (reported by the writer): the worker closes them
+        between two passes, and their cooldown begins."""
+        self._resolved.put(tuple(uids))
 
     def training_failed(self, stream: str) -> None:
         """A cold-start training run failed: collect afresh and try again."""
@@ -245,6 +255,7 @@ class Pipeline:
     def process(self, deliveries: list[Delivery]) -> WriteBatch:
         """One pass over deliveries, in order: what the worker thread does per batch."""
         self._apply_swaps()
+        self._apply_resolved()
         windows: dict[str, list[Window]] = defaultdict(list)
         touched: set[tuple[str, str]] = set()
         acks: list[Ack] = []
@@ -290,7 +301,12 @@ class Pipeline:
             DeviceProgress(s, d, self._devices[(s, d)].last_ts, self._devices[(s, d)].readings)
             for s, d in touched
         )
-        return WriteBatch(alerts=tuple(alerts), progress=progress, acks=tuple(acks))
+        return WriteBatch(
+            alerts=tuple(alerts),
+            progress=progress,
+            acks=tuple(acks),
+            audit=tuple(self._thresholds.drain_events()),
+        )
 
     def _score(self, runtime: _Stream, windows: list[Window]) -> list[Alert]:
         self.stats.windows += len(windows)
@@ -415,6 +431,16 @@ class Pipeline:
             log.error(
                 "threshold_snapshot_corrupt", path=str(path), moved_to=str(aside), error=str(err)
             )
+
+    def _apply_resolved(self) -> None:
+        while True:
+            try:
+                uids = self._resolved.get_nowait()
+            except queue.Empty:
+                return
+            closed = self._alerts.resolved(uids)
+            if closed:
+                log.info("alerts_resolved_by_operator", closed=closed)
 
     # -- models ---------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ import numpy.typing as npt
 __all__ = [
     "Ack",
     "Alert",
+    "AlertReason",
     "AlertStatus",
+    "AuditEvent",
     "Delivery",
     "DeviceProgress",
     "FeatureContribution",
@@ -23,6 +25,8 @@ __all__ = [
     "RejectReason",
     "Rejected",
     "Score",
+    "Severity",
+    "ThresholdState",
     "Verdict",
     "Window",
     "WriteBatch",
@@ -118,18 +122,50 @@ class Score:
 
 
 @dataclass(frozen=True, slots=True)
+class ThresholdState:
+    """What a device's threshold was when it judged a window: the "why" of an alert."""
+
+    method: str  # "quantile" or "spot" (what was in force, after any fallback)
+    value: float  # the threshold, in score units
+    history: int  # normal windows it has learnt from (quantile: warm-up count; spot: n)
+    risk: float | None  # spot: the configured risk q; quantile: None
+    warm: bool  # False while the quantile method still uses the model's fallback
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A score judged against its device's threshold."""
 
     score: Score
     threshold: float
     is_anomaly: bool
+    # Probability that a normal window of this device scores at least this high: the SPOT
+    # tail (GPD) or the quantile method's empirical tail. Only computed for anomalous
+    # windows; 1.0 for normal ones.
+    exceedance: float = 1.0
+    state: ThresholdState | None = None
 
 
 class AlertStatus(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     CLOSED = "closed"
+    RESOLVED = "resolved"  # closed by an operator (sentinel alerts resolve); final
+
+
+class Severity(StrEnum):
+    """How far past the threshold an alert's worst window went, by exceedance probability."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +190,56 @@ class Alert:
     top_features: tuple[FeatureContribution, ...]
     model_version: str
     windows: int  # anomalous windows so far
+    severity: Severity = Severity.INFO  # the highest reached so far
+    reason: AlertReason | None = None  # why it fired: threshold state at opening, config
+
+
+@dataclass(frozen=True, slots=True)
+class AlertReason:
+    """Why an alert fired, fixed at opening (contributions and model live on the alert)."""
+
+    threshold: ThresholdState
+    exceedance: float  # the opening windows' smallest exceedance probability
+    config_hash: str  # sentinel.config.config_hash of the config in force
+
+    def to_dict(self) -> dict[str, object]:
+        t = self.threshold
+        return {
+            "threshold_method": t.method,
+            "threshold_value": t.value,
+            "threshold_history": t.history,
+            "threshold_risk": t.risk,
+            "threshold_warm": t.warm,
+            "exceedance": self.exceedance,
+            "config_hash": self.config_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> AlertReason:
+        risk = data.get("threshold_risk")
+        return cls(
+            threshold=ThresholdState(
+                method=str(data["threshold_method"]),
+                value=float(data["threshold_value"]),  # type: ignore[arg-type]
+                history=int(data["threshold_history"]),  # type: ignore[call-overload]
+                risk=None if risk is None else float(risk),  # type: ignore[arg-type]
+                warm=bool(data.get("threshold_warm", True)),
+            ),
+            exceedance=float(data["exceedance"]),  # type: ignore[arg-type]
+            config_hash=str(data["config_hash"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """Something the daemon decided that changes how later windows are judged (e.g. a
+    threshold re-baselined after a lasting level change); committed with the alerts."""
+
+    stream: str
+    device: str
+    at: float  # event time, epoch seconds UTC
+    kind: str  # "threshold_rebaselined", "alert_resolved", ...
+    detail: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,3 +266,4 @@ class WriteBatch:
     alerts: tuple[Alert, ...] = ()
     progress: tuple[DeviceProgress, ...] = ()
     acks: tuple[Ack, ...] = field(default=())
+    audit: tuple[AuditEvent, ...] = ()

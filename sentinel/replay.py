@@ -103,6 +103,7 @@ def replay(
                 head.segments(min_length=window),
                 stream=stream.name,
                 features=stream.feature_names,
+                relative=stream.relative_features,
                 window=window,
                 config=config.model,
                 device=torch_device,

@@ -355,6 +355,30 @@ class Spot:
             return self._t - self._sigma * math.log(r)
         return self._t + self._sigma / self._gamma * math.expm1(-self._gamma * math.log(r))
 
+    def tail_probability(self, x: float) -> float:
+        """Estimated probability that a normal value is at least ``x``: the GPD tail above
+        the initial threshold (exponential where the fit is short-tailed), the empirical
+        ``N_t / n`` at or below it. For a long-tailed fit it equals ``q`` at ``threshold``."""
+        self._require_fitted()
+        return self._tail(float(x))
+
+    @property
+    def observations(self) -> int:
+        """Non-anomalous observations it has learnt from, calibration included."""
+        return self._n
+
+    def _tail(self, value: float) -> float:
+        ratio = self._n_peaks / self._n
+        y = value - self._t
+        if y <= 0.0:
+            return min(1.0, ratio)
+        # A short-tailed fit (gamma < 0) has a finite end point beyond which it calls every
+        # value impossible; read it as exponential instead (a heavier tail), so severities
+        # stay ordered and are never overstated. At the threshold this gives >= q.
+        if self._gamma <= 0.0:
+            return ratio * math.exp(-y / self._sigma)
+        return ratio * math.exp(-math.log1p(self._gamma * y / self._sigma) / self._gamma)
+
     def step(self, x: float) -> Label:
         """Judge one value. Anomalies leave the state untouched; peaks refit the tail."""
         self._require_fitted()
@@ -453,6 +477,22 @@ class DSpot(Spot):
         """Alarm threshold on the raw scale: local mean plus ``z_q``."""
         self._require_fitted()
         return self.local_mean + self._quantile()
+
+    def tail_probability(self, x: float) -> float:
+        """As :meth:`Spot.tail_probability`, for ``x`` measured from the local mean."""
+        self._require_fitted()
+        return self._tail(float(x) - self.local_mean)
+
+    def rebase(self, recent: list[float]) -> None:
+        """Re-baseline after a lasting level change: the moving mean restarts from the
+        ``recent`` values (anomalous ones included, newest last); the fitted tail, which
+        describes the noise around the mean, is kept."""
+        values = [float(v) for v in recent if math.isfinite(v)]
+        if not values:
+            raise ValueError("rebase needs at least one finite value")
+        # Pad from the oldest so the window is always full (the mean divides by depth).
+        padded = [values[0]] * max(0, self.depth - len(values)) + values[-self.depth :]
+        self._window = deque(padded, maxlen=self.depth)
 
     def step(self, x: float) -> Label:
         self._require_fitted()

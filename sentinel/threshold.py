@@ -14,8 +14,20 @@ Two methods, chosen by ``threshold.method``:
   held-back scores for the tail fit falls back to ``quantile``, with a warning.
 
 Windows judged anomalous never update either method, so an anomaly cannot raise the bar it
-is judged by (river's ``protect_anomaly_detector``). The price is river issue #948: a real,
-lasting level shift keeps firing; drift-aware re-baselining is the rest of issue #4.
+is judged by (river's ``protect_anomaly_detector``). The price would be river issue #948: a
+real, lasting level shift keeps firing. So each device also runs a
+:class:`~sentinel.drift.LevelShiftWatch`; when an upward change of its score level has kept
+most windows anomalous for ``rebaseline_after`` seconds, the threshold re-baselines -- the
+one, audited, exception to the rule: spot restarts DSPOT's moving mean from the windows since
+the change; quantile multiplies the device's threshold by the ratio of the new median
+score to the old (its learnt quantile is kept in units of that level, so the shape of the
+normal distribution is kept and only its level moves).
+
+Every anomalous verdict carries its *exceedance probability*, the chance that a normal
+window scores at least as high: spot reads it off the fitted GPD tail; quantile takes the
+empirical tail of the device's normal history (the model's held-back scores while it warms
+up), extended past its largest value by an exponential fitted to the top tenth in log score.
+Alert severity is cut from it (``sentinel.alerts``).
 """
 
 from __future__ import annotations
@@ -26,11 +38,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import structlog
 from river import stats
 
 from sentinel.config import ThresholdConfig
-from sentinel.records import Score, Verdict
+from sentinel.drift import LevelShiftWatch
+from sentinel.records import AuditEvent, Score, ThresholdState, Verdict
 from sentinel.spot import DSpot, SpotState
 
 __all__ = ["ThresholdBank", "calibration_threshold"]
@@ -38,6 +52,8 @@ __all__ = ["ThresholdBank", "calibration_threshold"]
 log = structlog.get_logger(__name__)
 
 _LOG_FLOOR = 1e-12  # log() of a zero score
+_MIN_REFERENCE = 50  # normal scores needed before a device's own history is the reference
+_TOP = 0.1  # the quantile method's tail extrapolation is fitted on the top tenth
 
 
 def calibration_threshold(quantiles: dict[str, float], quantile: float, multiplier: float) -> float:
@@ -54,6 +70,10 @@ class _DeviceThreshold:
     recent: deque[float]  # what the rolling quantile holds, kept so it can be snapshotted
     normal_seen: int = 0
     spot: DSpot | None = None
+    # quantile: the device's level relative to what its quantile was learnt at; scores enter
+    # the quantile divided by it and the threshold is multiplied by it (1.0 until a rebaseline)
+    scale: float = 1.0
+    watch: LevelShiftWatch | None = None
 
 
 @dataclass
@@ -64,6 +84,7 @@ class ThresholdBank:
     _devices: dict[tuple[str, str], _DeviceThreshold] = field(default_factory=dict)
     # stream -> a DSPOT fitted on its model's held-back scores, or None when that failed
     _seeds: dict[str, DSpot | None] = field(default_factory=dict)
+    _events: list[AuditEvent] = field(default_factory=list)  # re-baselines not yet written
 
     def judge(self, score: Score, fallback: float, calibration: Sequence[float] = ()) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
@@ -76,23 +97,116 @@ class ThresholdBank:
         if state is None:
             state = self._devices[key] = self._new_device(score.window.stream, calibration)
         if state.spot is not None:
+            spot = state.spot
             x = math.log(max(score.value, _LOG_FLOOR))
-            threshold = math.exp(state.spot.threshold)
-            is_anomaly = state.spot.step(x) == "anomaly"
-            return Verdict(score=score, threshold=threshold, is_anomaly=is_anomaly)
-        threshold = self.current(state, fallback)
-        is_anomaly = score.value > threshold
-        if not is_anomaly:
-            state.quantile.update(score.value)
-            state.recent.append(score.value)
-            state.normal_seen += 1
-        return Verdict(score=score, threshold=threshold, is_anomaly=is_anomaly)
+            threshold = math.exp(spot.threshold)
+            is_anomaly = spot.step(x) == "anomaly"
+            exceedance = spot.tail_probability(x) if is_anomaly else 1.0
+            info = ThresholdState("spot", threshold, spot.observations, spot.q, True)
+        else:
+            threshold = self.current(state, fallback)
+            is_anomaly = score.value > threshold
+            if not is_anomaly:
+                normalised = score.value / state.scale
+                state.quantile.update(normalised)
+                state.recent.append(normalised)
+                state.normal_seen += 1
+            warm = self._warm(state)
+            exceedance = 1.0
+            if is_anomaly:
+                exceedance = _empirical_tail(
+                    state.recent if warm else calibration, score.value / state.scale
+                )
+            info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
+        self._watch(key, state, score, is_anomaly, fallback, calibration)
+        return Verdict(
+            score=score,
+            threshold=threshold,
+            is_anomaly=is_anomaly,
+            exceedance=exceedance,
+            state=info,
+        )
+
+    def drain_events(self) -> list[AuditEvent]:
+        """Audit events (re-baselines) since the last call, for the next write batch."""
+        events, self._events = self._events, []
+        return events
+
+    def _warm(self, state: _DeviceThreshold) -> bool:
+        return state.normal_seen >= self.config.warmup and state.quantile.get() is not None
+
+    def _watch(
+        self,
+        key: tuple[str, str],
+        state: _DeviceThreshold,
+        score: Score,
+        is_anomaly: bool,
+        fallback: float,
+        calibration: Sequence[float],
+    ) -> None:
+        cfg = self.config
+        if cfg.rebaseline_after <= 0:
+            return
+        if state.watch is None:
+            state.watch = self._new_watch()
+        log_score = math.log(max(score.value, _LOG_FLOOR))
+        ts = score.window.end_ts
+        if not state.watch.observe(ts, log_score, is_anomaly):
+            return
+        assert state.watch.ended is not None
+        since, windows, anomalous = state.watch.ended
+        recent = state.watch.since_change(windows)
+        if state.spot is not None:
+            before = math.exp(state.spot.threshold)
+            state.spot.rebase(recent)
+            after = math.exp(state.spot.threshold)
+            level = math.exp(state.spot.local_mean)
+        else:
+            reference = self._reference_median(state, calibration)
+            level = math.exp(float(np.median(recent)))
+            if reference is None or level / reference <= state.scale:
+                log.info("threshold_rebaseline_skipped", stream=key[0], device=key[1])
+                return
+            before = self.current(state, fallback)
+            state.scale = level / reference
+            after = self.current(state, fallback)
+        detail: dict[str, object] = {
+            "method": "spot" if state.spot is not None else "quantile",
+            "threshold_before": _json_float(before),
+            "threshold_after": _json_float(after),
+            "new_level": level,
+            "change_detected_at": since,
+            "windows": windows,
+            "anomalous_windows": anomalous,
+            "rebaseline_after": cfg.rebaseline_after,
+        }
+        self._events.append(AuditEvent(key[0], key[1], ts, "threshold_rebaselined", detail))
+        log.info("threshold_rebaselined", stream=key[0], device=key[1], at=ts, **detail)
+
+    def _new_watch(self) -> LevelShiftWatch:
+        cfg = self.config
+        return LevelShiftWatch(
+            cfg.drift_delta, cfg.drift_threshold, cfg.rebaseline_after, self._keep()
+        )
+
+    def _keep(self) -> int:
+        return max(self.config.spot_depth, 256)
+
+    def _reference_median(
+        self, state: _DeviceThreshold, calibration: Sequence[float]
+    ) -> float | None:
+        """The device's normal level, in the units its quantile was learnt in."""
+        if len(state.recent) >= _MIN_REFERENCE:
+            return float(np.median(np.asarray(state.recent)))
+        if calibration:
+            return float(np.median(np.asarray(calibration)))
+        return None
 
     def current(self, state: _DeviceThreshold, fallback: float) -> float:
         value = state.quantile.get()
         if state.normal_seen < self.config.warmup or value is None:
-            return fallback
-        return float(value) * self.config.multiplier
+            return fallback * state.scale
+        return float(value) * self.config.multiplier * state.scale
 
     def reset_stream(self, stream: str) -> None:
         """Forget a stream's thresholds, e.g. when a new model changes its score scale."""
@@ -134,6 +248,8 @@ class ThresholdBank:
                 "normal_seen": state.normal_seen,
                 "recent": list(state.recent),
                 "spot": state.spot.state().to_dict() if state.spot is not None else None,
+                "scale": state.scale,
+                "watch": state.watch.to_dict() if state.watch is not None else None,
             }
             for (s, device), state in self._devices.items()
             if s == stream
@@ -155,11 +271,31 @@ class ThresholdBank:
                 spot = data.get("spot")
                 if spot is not None:
                     state.spot = DSpot.from_state(SpotState.from_dict(spot))
+                state.scale = float(data.get("scale", 1.0))
+                if not (math.isfinite(state.scale) and state.scale > 0):
+                    raise ValueError(f"bad level factor {state.scale}")
             except (KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"device {device!r}: {err}") from err
+            state.watch = self._restore_watch(str(device), data.get("watch"))
             restored[(stream, str(device))] = state
         self._devices.update(restored)  # all or nothing
         return len(restored)
+
+    def _restore_watch(self, device: str, data: Any) -> LevelShiftWatch | None:
+        if data is None or self.config.rebaseline_after <= 0:
+            return None
+        cfg = self.config
+        try:
+            return LevelShiftWatch.from_dict(
+                data,
+                delta=cfg.drift_delta,
+                threshold=cfg.drift_threshold,
+                rebaseline_after=cfg.rebaseline_after,
+                keep=self._keep(),
+            )
+        except ValueError as err:  # re-warming the watch only delays a re-baseline
+            log.warning("level_shift_state_dropped", device=device, reason=str(err))
+            return None
 
     def _empty(self) -> _DeviceThreshold:
         return _DeviceThreshold(
@@ -200,3 +336,28 @@ class ThresholdBank:
             spot = None
         self._seeds[stream] = spot
         return spot
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _empirical_tail(sample: Sequence[float] | deque[float], value: float) -> float:
+    """P(normal >= value) from a sample of normal scores: the empirical fraction while
+    ``value`` lies within the sample; past its largest value, an exponential tail fitted to
+    the top tenth of the sample in log score (scores are errors: multiplicative)."""
+    values = np.sort(np.asarray(sample, dtype=np.float64))
+    n = values.size
+    if n == 0:
+        return 1.0
+    at_least = n - int(np.searchsorted(values, value, side="left"))
+    if at_least > 0:
+        return at_least / (n + 1)
+    logs = np.log(np.maximum(values, _LOG_FLOOR))
+    top = logs[int((1.0 - _TOP) * n) :]
+    base = float(top[0])
+    mean_excess = float(np.mean(top - base))
+    if not mean_excess > 0.0:
+        return 1.0 / (n + 1)
+    tail = top.size / n * math.exp(-(math.log(max(value, _LOG_FLOOR)) - base) / mean_excess)
+    return min(tail, 1.0 / (n + 1))

@@ -169,6 +169,7 @@ class Trainer:
                 job.segments,
                 stream=stream.name,
                 features=stream.feature_names,
+                relative=stream.relative_features,
                 window=self._config.windows.length,
                 config=self._config.model,
                 device=self._device,

@@ -48,6 +48,7 @@ META_FILE = "meta.json"
 CALIBRATION_QUANTILES = ("0.5", "0.9", "0.99", "0.995", "0.999")
 
 Float64Array = npt.NDArray[np.float64]
+Float32Array = npt.NDArray[np.float32]
 
 
 def resolve_device(name: Literal["auto", "cpu", "cuda"]) -> torch.device:
@@ -168,6 +169,9 @@ class ModelMeta:
     calibration: Calibration
     created: str  # ISO 8601, UTC
     training: dict[str, float | int | str] = field(default_factory=dict)
+    # Features judged by their changes within a window, not their level (centred per
+    # window before the model sees them; see ``center_relative``).
+    relative_features: tuple[str, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -184,6 +188,13 @@ class ModelMeta:
         for name in ("window", "hidden_size", "latent_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ModelError(f"{name} must be positive")
+        unknown = set(self.relative_features) - set(self.features)
+        if unknown:
+            raise ModelError(f"relative_features {sorted(unknown)} are not among the features")
+
+    @property
+    def relative_indices(self) -> tuple[int, ...]:
+        return tuple(self.features.index(name) for name in self.relative_features)
 
     def to_json(self) -> str:
         data = {
@@ -199,6 +210,7 @@ class ModelMeta:
             "calibration": self.calibration.to_dict(),
             "created": self.created,
             "training": dict(self.training),
+            "relative_features": list(self.relative_features),
         }
         return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
@@ -235,6 +247,10 @@ class ModelMeta:
             calibration=Calibration.from_dict(obj.get("calibration")),
             created=_string(obj.get("created"), "created"),
             training=dict(training),
+            # Optional: models saved before it existed judge every feature by its level.
+            relative_features=tuple(
+                _string(v, "relative_features") for v in _list(obj, "relative_features")
+            ),
         )
 
 
@@ -259,6 +275,21 @@ def window_scores(
     ratios: Float64Array = feature_errors / floor
     worst: Float64Array = ratios.max(axis=1)
     return worst
+
+
+def center_relative(scaled: Float32Array, indices: Sequence[int]) -> Float32Array:
+    """Subtract each window's own mean from the ``indices`` features of (B, T, F) windows.
+
+    What the model then sees of such a feature is its shape within the window -- steps,
+    spikes, oscillation -- and not its level, which for slow channels (temperatures) wanders
+    with ambient conditions far outside any training range without anything being wrong.
+    """
+    if not indices:
+        return scaled
+    out = scaled.copy()
+    idx = list(indices)
+    out[:, :, idx] -= out[:, :, idx].mean(axis=1, keepdims=True)
+    return out
 
 
 def reconstruction_errors(
@@ -337,7 +368,7 @@ class Detector:
         count = windows.shape[0]
         if count == 0:
             return np.zeros(0, dtype=np.float64), np.zeros((0, n_features), dtype=np.float64)
-        scaled = self._meta.scaler.transform(windows)
+        scaled = center_relative(self._meta.scaler.transform(windows), self._meta.relative_indices)
         feature_errors: list[Float64Array] = []
         self._module.eval()
         with torch.inference_mode():

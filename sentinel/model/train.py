@@ -110,9 +110,12 @@ def train_detector(
     last_ts: float | None = None,
     progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
+    relative: Sequence[str] = (),
 ) -> Detector:
     """Train an autoencoder on contiguous runs of normal raw readings, one (N_i, F) each.
 
+    ``relative`` names features judged by their changes within a window rather than their
+    level (``center_relative``); their scale is the spread of their window-centred values.
     Windows never straddle two segments. The last ``config.validation_fraction`` of each
     segment is held back for early stopping and calibration (see ``_split_starts``).
     Torch's global thread count is left alone (the caller owns it), and so is its global
@@ -131,7 +134,12 @@ def train_detector(
             f"{len(lengths)} segments; need at least {MIN_WINDOWS} windows"
         )
 
-    scaler = Scaler.fit(rows)
+    unknown = set(relative) - set(features)
+    if unknown:
+        raise DataError(f"relative features {sorted(unknown)} are not among the features")
+    relative = tuple(relative)
+    rel_idx = [list(features).index(name) for name in relative]
+    scaler = _fit_scaler(rows, segments, window, rel_idx)
     data = torch.from_numpy(scaler.transform(rows)).to(device)
     offsets = torch.arange(window, device=device)
 
@@ -148,7 +156,10 @@ def train_detector(
 
     def gather(batch_starts: IntArray) -> torch.Tensor:
         index = torch.from_numpy(batch_starts).to(device).unsqueeze(1) + offsets
-        return data[index]  # (B, window, F)
+        batch = data[index]  # (B, window, F)
+        if rel_idx:
+            batch[:, :, rel_idx] -= batch[:, :, rel_idx].mean(dim=1, keepdim=True)
+        return batch
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
@@ -236,6 +247,7 @@ def train_detector(
         calibration=calibration,
         created=now.isoformat(timespec="seconds"),
         training=training,
+        relative_features=relative,
     )
     log.info(
         "training_finished",
@@ -248,6 +260,26 @@ def train_detector(
         seconds=training["seconds"],
     )
     return Detector(meta, module, device, max_batch=config.score_batch_max)
+
+
+def _fit_scaler(
+    rows: np.ndarray, segments: Sequence[np.ndarray], window: int, rel_idx: list[int]
+) -> Scaler:
+    """Per-feature mean and spread of the rows; for relative features the spread of their
+    window-centred values, which is what the model sees of them. A slow channel's spread
+    over the whole training run is mostly its drift and would shrink its changes to
+    nothing."""
+    scaler = Scaler.fit(rows)
+    if not rel_idx:
+        return scaler
+    scale = scaler.scale.astype(np.float64).copy()
+    # Stride-1 windows of each segment on its own: none straddles two segments.
+    windows = [make_windows(np.asarray(seg, dtype=np.float64), window, 1) for seg in segments]
+    stacked = np.concatenate([w[:, :, rel_idx] for w in windows if len(w)])
+    centred = stacked - stacked.mean(axis=1, keepdims=True)
+    spread = centred.reshape(-1, len(rel_idx)).std(axis=0)
+    scale[rel_idx] = np.where(spread > 1e-12, spread, scale[rel_idx])
+    return Scaler(mean=scaler.mean, scale=scale.astype(np.float32))
 
 
 def _check_segments(segments: Sequence[np.ndarray], n_features: int) -> np.ndarray:

@@ -18,15 +18,30 @@ import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
-from sqlalchemy import Engine, Select, case, create_engine, event, select, update
+from sqlalchemy import Engine, Select, case, create_engine, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from sentinel.errors import StoreError
-from sentinel.records import Alert, AlertStatus, DeviceProgress, FeatureContribution, WriteBatch
-from sentinel.store.schema import AlertRow, DeviceStateRow
+from sentinel.records import (
+    Alert,
+    AlertReason,
+    AlertStatus,
+    AuditEvent,
+    DeviceProgress,
+    FeatureContribution,
+    Severity,
+    WriteBatch,
+)
+from sentinel.store.outbox import (
+    OutboxPolicy,
+    record_acknowledgement,
+    record_events,
+    record_resolution,
+)
+from sentinel.store.schema import AlertRow, AuditEventRow, DeviceStateRow
 
 __all__ = ["MIGRATIONS_DIR", "AlertRecord", "AlertStore", "normalize_url"]
 
@@ -36,6 +51,7 @@ log = structlog.get_logger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 _ACTIVE = (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value)
+_ENDED = (AlertStatus.CLOSED.value, AlertStatus.RESOLVED.value)
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -90,6 +106,10 @@ class AlertRecord:
     model_version: str
     acknowledged_at: datetime | None
     ack_note: str | None
+    severity: Severity = Severity.INFO
+    reason: dict[str, Any] | None = None  # AlertReason.to_dict(); None before revision 0004
+    resolved_at: datetime | None = None
+    resolve_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: datetimes as ISO 8601 strings, status as its string value."""
@@ -109,6 +129,10 @@ class AlertRecord:
             "model_version": self.model_version,
             "acknowledged_at": _iso(self.acknowledged_at),
             "ack_note": self.ack_note,
+            "severity": self.severity.value,
+            "reason": self.reason,
+            "resolved_at": _iso(self.resolved_at),
+            "resolve_note": self.resolve_note,
         }
 
     @classmethod
@@ -129,6 +153,10 @@ class AlertRecord:
             model_version=row.model_version,
             acknowledged_at=_opt_utc(row.acknowledged_at),
             ack_note=row.ack_note,
+            severity=Severity(row.severity),
+            reason=row.reason,
+            resolved_at=_opt_utc(row.resolved_at),
+            resolve_note=row.resolve_note,
         )
 
 
@@ -152,6 +180,45 @@ def _alert_params(alert: Alert) -> dict[str, Any]:
         "windows": alert.windows,
         "top_features": [{"feature": f.feature, "share": f.share} for f in alert.top_features],
         "model_version": alert.model_version,
+        "severity": Severity(alert.severity).value,
+        "reason": alert.reason.to_dict() if alert.reason is not None else None,
+    }
+
+
+def _to_alert(r: AlertRow) -> Alert:
+    """A stored row back as the daemon's record (for restoring state at start)."""
+    reason = None
+    if r.reason:
+        try:
+            reason = AlertReason.from_dict(r.reason)
+        except (KeyError, TypeError, ValueError):
+            reason = None  # a reason the daemon cannot read is left as it is in the row
+    return Alert(
+        uid=r.uid,
+        stream=r.stream,
+        device=r.device,
+        status=AlertStatus(r.status),
+        started_at=as_utc(r.started_at).timestamp(),
+        updated_at=as_utc(r.updated_at).timestamp(),
+        ended_at=None if r.ended_at is None else as_utc(r.ended_at).timestamp(),
+        peak_score=r.peak_score,
+        threshold=r.threshold,
+        top_features=_features(r.top_features),
+        model_version=r.model_version,
+        windows=r.windows,
+        severity=Severity(r.severity),
+        reason=reason,
+    )
+
+
+def _audit_params(event: AuditEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "at": to_datetime(event.at),
+        "kind": event.kind,
+        "stream": event.stream,
+        "device": event.device,
+        "detail": dict(event.detail),
+        "recorded_at": now,
     }
 
 
@@ -182,9 +249,13 @@ def _on_sqlite_begin(conn: Connection) -> None:
 class AlertStore:
     """Engine, migrations, reads and writes. Thread-safe; writes come from one thread."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, url: str, *, busy_timeout_ms: int = 5000, outbox: OutboxPolicy | None = None
+    ) -> None:
         self._url = normalize_url(url)
         self._busy_timeout_ms = busy_timeout_ms
+        # With a policy, write() also records alert events for MQTT (sentinel/store/outbox.py).
+        self._outbox = outbox
         self._engine: Engine | None = None
 
     @property
@@ -241,25 +312,48 @@ class AlertStore:
             raise StoreError(f"cannot migrate database {self.url}: {err}") from err
         log.info("store_migrated", url=self.url)
 
-    def write(self, batches: Sequence[WriteBatch]) -> None:
-        """Commit the alerts and device progress of all batches in one transaction.
+    def write(self, batches: Sequence[WriteBatch]) -> set[str]:
+        """Commit the alerts, device progress and audit events of all batches in one
+        transaction; returns the uids among the alerts that an operator has resolved.
 
         A uid (or device) that appears more than once is written once, with its last state.
+        A resolved alert's row is final: the daemon's updates of it are not applied, and the
+        returned uids tell the daemon to treat those alerts as closed.
         """
         alerts: dict[str, Alert] = {}
+        changes: list[Alert] = []  # every change, in order, for the outbox
         progress: dict[tuple[str, str], DeviceProgress] = {}
+        audit: list[AuditEvent] = []
         for batch in batches:
             for alert in batch.alerts:
                 alerts[alert.uid] = alert
+                changes.append(alert)
             for p in batch.progress:
                 progress[(p.stream, p.device)] = p
-        if not alerts and not progress:
-            return
+            audit.extend(batch.audit)
+        if not alerts and not progress and not audit:
+            return set()
         now = datetime.now(UTC)
+        resolved: set[str] = set()
         try:
             with self.engine.begin() as conn:
                 if alerts:
+                    uids = list(alerts)
+                    for start in range(0, len(uids), 500):  # bound the IN list
+                        resolved.update(
+                            conn.scalars(
+                                select(AlertRow.uid).where(
+                                    AlertRow.uid.in_(uids[start : start + 500]),
+                                    AlertRow.status == AlertStatus.RESOLVED.value,
+                                )
+                            )
+                        )
                     conn.execute(self._alert_upsert(), [_alert_params(a) for a in alerts.values()])
+                    if self._outbox is not None:
+                        # A resolved alert's row is final, and its end was published when
+                        # the operator resolved it.
+                        published = [c for c in changes if c.uid not in resolved]
+                        record_events(conn, published, self._outbox, now)
                 if progress:
                     conn.execute(
                         self._progress_upsert(),
@@ -274,8 +368,11 @@ class AlertStore:
                             for p in progress.values()
                         ],
                     )
+                if audit:
+                    conn.execute(insert(AuditEventRow), [_audit_params(e, now) for e in audit])
         except SQLAlchemyError as err:
             raise StoreError(f"write to {self.url} failed: {err}") from err
+        return resolved
 
     def _insert(self, table: Any) -> Any:
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
@@ -287,6 +384,8 @@ class AlertStore:
         closed = AlertStatus.CLOSED.value
         return stmt.on_conflict_do_update(
             index_elements=[AlertRow.uid],
+            # A resolved alert belongs to the operator who resolved it: left alone.
+            where=AlertRow.status != AlertStatus.RESOLVED.value,
             set_={
                 "updated_at": new.updated_at,
                 "ended_at": new.ended_at,
@@ -295,8 +394,14 @@ class AlertStore:
                 "top_features": new.top_features,
                 "model_version": new.model_version,
                 # The daemon only ever opens or closes; "acknowledged" belongs to the user
-                # and must survive the daemon's later updates of the same alert.
-                "status": case((new.status == closed, closed), else_=AlertRow.status),
+                # and must survive the daemon's later updates of the same alert. A closed
+                # alert the daemon reopens (alerts.cooldown) takes the daemon's status.
+                "status": case(
+                    (new.status == closed, closed),
+                    (AlertRow.status == closed, new.status),
+                    else_=AlertRow.status,
+                ),
+                "severity": new.severity,
             },
         )
 
@@ -327,23 +432,38 @@ class AlertStore:
                 rows = session.scalars(query).all()
         except SQLAlchemyError as err:
             raise StoreError(f"read from {self.url} failed: {err}") from err
-        return [
-            Alert(
-                uid=r.uid,
-                stream=r.stream,
-                device=r.device,
-                status=AlertStatus(r.status),
-                started_at=as_utc(r.started_at).timestamp(),
-                updated_at=as_utc(r.updated_at).timestamp(),
-                ended_at=None if r.ended_at is None else as_utc(r.ended_at).timestamp(),
-                peak_score=r.peak_score,
-                threshold=r.threshold,
-                top_features=_features(r.top_features),
-                model_version=r.model_version,
-                windows=r.windows,
+        return [_to_alert(r) for r in rows]
+
+    def last_ended_alerts(self) -> list[Alert]:
+        """Per stream and device, the alert that ended last (closed or resolved): what the
+        daemon needs at start to keep honouring ``alerts.cooldown`` across a restart."""
+        latest = (
+            select(
+                AlertRow.stream,
+                AlertRow.device,
+                func.max(AlertRow.ended_at).label("ended_at"),
             )
-            for r in rows
-        ]
+            .where(AlertRow.status.in_(_ENDED), AlertRow.ended_at.is_not(None))
+            .group_by(AlertRow.stream, AlertRow.device)
+            .subquery()
+        )
+        query = (
+            select(AlertRow)
+            .join(
+                latest,
+                (AlertRow.stream == latest.c.stream)
+                & (AlertRow.device == latest.c.device)
+                & (AlertRow.ended_at == latest.c.ended_at),
+            )
+            .where(AlertRow.status.in_(_ENDED))
+            .order_by(AlertRow.id)
+        )
+        try:
+            with Session(self.engine) as session:
+                rows = session.scalars(query).all()
+        except SQLAlchemyError as err:
+            raise StoreError(f"read from {self.url} failed: {err}") from err
+        return [_to_alert(r) for r in rows]
 
     def device_progress(self) -> dict[tuple[str, str], DeviceProgress]:
         query = select(
@@ -426,6 +546,78 @@ class AlertStore:
                     raise KeyError(alert_id)
                 with Session(bind=conn) as session:
                     row = session.scalars(select(AlertRow).where(AlertRow.id == alert_id)).one()
-                    return AlertRecord.from_row(row)
+                    record = AlertRecord.from_row(row)
+                # Published alerts publish their acknowledgement too, in this transaction.
+                record_acknowledgement(conn, record.to_dict(), datetime.now(UTC))
+                return record
         except SQLAlchemyError as err:
             raise StoreError(f"acknowledge in {self.url} failed: {err}") from err
+
+    def resolve(
+        self, alert_id: int, note: str | None = None, now: datetime | None = None
+    ) -> AlertRecord:
+        """An operator closes an alert for good; raises KeyError when there is no such alert.
+
+        The row becomes ``resolved`` with ``resolved_at`` (wall clock, the first resolve
+        counts), ``ended_at`` (its last anomalous window, if it had not ended) and the note.
+        The daemon's later updates of it are ignored (see ``write``), and it reopens no
+        alert on that device within ``alerts.cooldown``. An ``alert_resolved`` audit event
+        is written in the same transaction.
+        """
+        at = as_utc(now) if now is not None else datetime.now(UTC)
+        values: dict[str, Any] = {
+            "status": AlertStatus.RESOLVED.value,
+            "resolved_at": func.coalesce(AlertRow.resolved_at, at),
+            "ended_at": func.coalesce(AlertRow.ended_at, AlertRow.updated_at),
+        }
+        if note is not None:
+            values["resolve_note"] = note
+        try:
+            with self.engine.begin() as conn:
+                stmt = update(AlertRow).where(AlertRow.id == alert_id).values(values)
+                result = conn.execute(stmt)
+                if result.rowcount == 0:
+                    raise KeyError(alert_id)
+                with Session(bind=conn) as session:
+                    row = session.scalars(select(AlertRow).where(AlertRow.id == alert_id)).one()
+                    record = AlertRecord.from_row(row)
+                event = AuditEvent(
+                    stream=record.stream,
+                    device=record.device,
+                    at=at.timestamp(),
+                    kind="alert_resolved",
+                    detail={"alert_id": record.id, "uid": record.uid, "note": note},
+                )
+                conn.execute(insert(AuditEventRow), [_audit_params(event, at)])
+                # Published alerts publish their end too, in this transaction.
+                record_resolution(conn, record.to_dict(), datetime.now(UTC))
+                return record
+        except SQLAlchemyError as err:
+            raise StoreError(f"resolve in {self.url} failed: {err}") from err
+
+    def audit_events(
+        self, *, stream: str | None = None, device: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Audit events, newest first, as plain JSON-safe dicts."""
+        query = select(AuditEventRow)
+        if stream is not None:
+            query = query.where(AuditEventRow.stream == stream)
+        if device is not None:
+            query = query.where(AuditEventRow.device == device)
+        query = query.order_by(AuditEventRow.at.desc(), AuditEventRow.id.desc()).limit(limit)
+        try:
+            with Session(self.engine) as session:
+                return [
+                    {
+                        "id": r.id,
+                        "at": as_utc(r.at).isoformat(),
+                        "kind": r.kind,
+                        "stream": r.stream,
+                        "device": r.device,
+                        "detail": r.detail,
+                        "recorded_at": as_utc(r.recorded_at).isoformat(),
+                    }
+                    for r in session.scalars(query)
+                ]
+        except SQLAlchemyError as err:
+            raise StoreError(f"read from {self.url} failed: {err}") from err

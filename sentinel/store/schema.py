@@ -20,11 +20,21 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ALERT_STATUSES", "AlertRow", "Base", "DeviceStateRow"]
+__all__ = [
+    "ALERT_STATUSES",
+    "OUTBOX_EVENTS",
+    "SEVERITIES",
+    "AlertOutboxRow",
+    "AlertRow",
+    "AuditEventRow",
+    "Base",
+    "DeviceStateRow",
+]
 
 # Stable constraint names, so that later migrations can address them on both databases.
 NAMING_CONVENTION = {
@@ -35,7 +45,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-ALERT_STATUSES = ("open", "acknowledged", "closed")
+ALERT_STATUSES = ("open", "acknowledged", "closed", "resolved")
+SEVERITIES = ("info", "warning", "critical")
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY, not a BIGINT one.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -55,6 +66,10 @@ class AlertRow(Base):
         CheckConstraint(
             "status IN ({})".format(", ".join(f"'{s}'" for s in ALERT_STATUSES)),
             name="status",
+        ),
+        CheckConstraint(
+            "severity IN ({})".format(", ".join(f"'{s}'" for s in SEVERITIES)),
+            name="severity",
         ),
         Index("ix_alerts_stream_device_started_at", "stream", "device", "started_at"),
         Index("ix_alerts_status", "status"),
@@ -77,6 +92,13 @@ class AlertRow(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     acknowledged_at: Mapped[datetime | None] = mapped_column(_Timestamp)
     ack_note: Mapped[str | None] = mapped_column(Text)
+    # Revision 0004: severity (the highest reached), why it fired, operator resolution.
+    severity: Mapped[str] = mapped_column(String(16), server_default="info")
+    # {"threshold_method", "threshold_value", "threshold_history", "threshold_risk",
+    #  "threshold_warm", "exceedance", "config_hash"}; NULL for alerts from before 0004
+    reason: Mapped[dict[str, Any] | None] = mapped_column(_Json)
+    resolved_at: Mapped[datetime | None] = mapped_column(_Timestamp)
+    resolve_note: Mapped[str | None] = mapped_column(Text)
 
 
 class DeviceStateRow(Base):
@@ -91,3 +113,49 @@ class DeviceStateRow(Base):
     last_ts: Mapped[float] = mapped_column(Float)
     readings: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(_Timestamp)
+
+
+OUTBOX_EVENTS = ("new", "update", "end")
+
+
+class AlertOutboxRow(Base):
+    """One alert event to publish over MQTT, written in the transaction of the change.
+
+    The publisher sends unpublished rows in ``id`` order and sets ``published_at`` once the
+    broker acknowledged them; ``(uid, seq)`` lets consumers de-duplicate (docs/MQTT.md).
+    """
+
+    __tablename__ = "alert_outbox"
+    __table_args__ = (
+        CheckConstraint(
+            "event IN ({})".format(", ".join(f"'{e}'" for e in OUTBOX_EVENTS)), name="event"
+        ),
+        UniqueConstraint("uid", "seq", name="uq_alert_outbox_uid_seq"),
+        Index("ix_alert_outbox_published_at", "published_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per alert
+    event: Mapped[str] = mapped_column(String(8))
+    stream: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(_Json)  # the message, as published
+    created_at: Mapped[datetime] = mapped_column(_Timestamp)
+    published_at: Mapped[datetime | None] = mapped_column(_Timestamp)
+
+
+class AuditEventRow(Base):
+    """A decision of the daemon or an operator that changes how later data is judged, e.g.
+    a threshold re-baselined after a lasting level change, or an alert resolved."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_stream_device_at", "stream", "device", "at"),)
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(_Timestamp)  # event time (data time) of the decision
+    kind: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any]] = mapped_column(_Json)
+    recorded_at: Mapped[datetime] = mapped_column(_Timestamp)  # wall clock of the write

@@ -14,7 +14,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
@@ -45,6 +45,7 @@ class AlertWriter:
         batch_max: int = 500,
         queue_size: int = 1000,
         on_commit: Callable[[Sequence[WriteBatch]], None] | None = None,
+        on_resolved: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
         if flush_interval < 0 or batch_max < 1 or queue_size < 1:
             raise ValueError("flush_interval >= 0, batch_max >= 1 and queue_size >= 1")
@@ -52,6 +53,8 @@ class AlertWriter:
         self._flush_interval = flush_interval
         self._batch_max = batch_max
         self._on_commit = on_commit
+        # Told which alerts in a commit an operator had resolved (the pipeline closes them).
+        self._on_resolved = on_resolved
         # One spare slot so stop() can always wake the thread without blocking.
         self._queue: queue.Queue[WriteBatch] = queue.Queue(maxsize=queue_size + 1)
         self._capacity = queue_size
@@ -187,8 +190,9 @@ class AlertWriter:
         delay = _BACKOFF_MIN
         while True:
             try:
-                if any(b.alerts or b.progress for b in batches):
-                    self._store.write(batches)
+                resolved = None
+                if any(b.alerts or b.progress or b.audit for b in batches):
+                    resolved = self._store.write(batches)
             except Exception as err:  # thread boundary: retry, never drop
                 self._last_error = f"{type(err).__name__}: {err}"
                 self.write_errors += 1
@@ -201,6 +205,8 @@ class AlertWriter:
             self._last_error = None
             self._committed += len(batches)
             self._notify(batches)
+            if resolved:
+                self._notify_resolved(resolved)
             return True
 
     def _backoff(self, delay: float) -> bool:
@@ -222,6 +228,14 @@ class AlertWriter:
             except queue.Empty:
                 break
         log.error("writer_gave_up", unwritten_batches=unwritten, last_error=self._last_error)
+
+    def _notify_resolved(self, uids: Iterable[str]) -> None:
+        if self._on_resolved is None:
+            return
+        try:
+            self._on_resolved(uids)
+        except Exception:  # thread boundary: a callback bug must not stop the writes
+            log.exception("writer_on_resolved_failed")
 
     def _notify(self, batches: list[WriteBatch]) -> None:
         if self._on_commit is None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -255,3 +256,14 @@ def test_cuda_scores_match_cpu(tmp_path: Path) -> None:
     cuda.save(tmp_path / "from_cuda")
     back = Detector.load(tmp_path / "from_cuda", CPU)
     np.testing.assert_array_equal(back.score(data)[0], want)
+
+
+def test_relative_features_round_trip_and_old_meta_reads_as_none(saved: Path) -> None:
+    meta = ModelMeta.from_json((saved / META_FILE).read_text())
+    with_relative = dataclasses.replace(meta, relative_features=(meta.features[0],))
+    assert ModelMeta.from_json(with_relative.to_json()).relative_features == (meta.features[0],)
+    raw = json.loads(meta.to_json())
+    del raw["relative_features"]  # as written before the key existed
+    assert ModelMeta.from_json(json.dumps(raw)).relative_features == ()
+    with pytest.raises(ModelError, match="not among the features"):
+        dataclasses.replace(meta, relative_features=("nonexistent",))

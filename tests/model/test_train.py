@@ -237,3 +237,76 @@ def test_validation_windows_share_no_rows_with_training_windows() -> None:
     # a window, so it trains whole; the 10-row segment gives no window at all.
     assert (int(min(val)), int(max(val))) == (160, 184)
     assert int(max(train)) == 200 + 50 - window
+
+
+# -- relative features ----------------------------------------------------------------------
+
+
+def warming(t: np.ndarray, rng: np.random.Generator, drift: float) -> np.ndarray:
+    """The machine plus a slow temperature channel: warm-up drift and a little noise."""
+    temp = 40 + drift * t / 100 + rng.normal(0, 0.02, len(t))
+    return np.column_stack([machine(t, rng), temp]).astype(np.float32)
+
+
+def train_warming(relative: tuple[str, ...]) -> Detector:
+    rng = np.random.default_rng(3)
+    return train_detector(
+        [warming(np.arange(500.0), rng, drift=0.5)],
+        stream="pump",
+        features=(*FEATURES, "temp"),
+        window=WINDOW,
+        config=config(),
+        device=CPU,
+        relative=relative,
+    )
+
+
+def test_relative_feature_ignores_drift_but_still_sees_a_step() -> None:
+    absolute, relative = train_warming(()), train_warming(("temp",))
+    assert relative.meta.relative_features == ("temp",)
+    rng = np.random.default_rng(4)
+    # Later in the day: the channel has warmed 10 degrees past anything seen in training.
+    later = warming(np.arange(3000.0, 3400.0), rng, drift=0.5)
+    later[:, 4] += 10.0
+    windows = make_windows(later, WINDOW, WINDOW)
+    drifted_abs, _ = absolute.score(windows)
+    drifted_rel, _ = relative.score(windows)
+    assert np.median(drifted_abs) > 100  # judged by level: far outside training
+    assert np.median(drifted_rel) < 3  # judged by changes: an ordinary window
+    # A step of 1 degree inside a window is still an anomaly on the relative channel.
+    stepped = windows.copy()
+    stepped[:, WINDOW // 2 :, 4] += 1.0
+    step_scores, step_errors = relative.score(stepped)
+    assert np.median(step_scores) > 10 * np.median(drifted_rel)
+    assert np.all(step_errors.argmax(axis=1) == 4)
+
+
+def test_relative_feature_must_be_one_of_the_features() -> None:
+    rng = np.random.default_rng(5)
+    with pytest.raises(DataError, match="not among the features"):
+        train([machine(np.arange(300.0), rng)], config(epochs=1), relative=("nonexistent",))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_gives_a_model_that_scores_like_on_cpu() -> None:
+    rng = np.random.default_rng(6)
+    segments = [warming(np.arange(500.0), rng, drift=0.5)]
+    cuda = torch.device("cuda")
+    detector = train_detector(
+        segments,
+        stream="pump",
+        features=(*FEATURES, "temp"),
+        window=WINDOW,
+        config=config(),
+        device=cuda,
+        relative=("temp",),
+    )
+    assert next(detector.module.parameters()).device.type == "cuda"
+    assert detector.meta.training["val_loss"] < 1.0  # it learned the machine
+    on_cpu = Detector(detector.meta, detector.module, CPU)  # moves the weights over
+    windows = make_windows(warming(np.arange(600.0, 900.0), rng, drift=0.5), WINDOW, 4)
+    got, _ = on_cpu.score(windows)
+    back = Detector(detector.meta, on_cpu.module, cuda)
+    want, _ = back.score(windows)
+    # cuDNN may use TF32 inside the LSTM, hence the loose tolerance.
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-5)

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.records import Alert, AlertStatus, DeviceProgress, FeatureContribution
+from sentinel.records import (
+    Alert,
+    AlertReason,
+    AlertStatus,
+    DeviceProgress,
+    FeatureContribution,
+    Severity,
+)
 from sentinel.store import AlertStore
 
 T0 = 1_700_000_000.0  # epoch seconds; quarter seconds below are exact in floats and datetimes
@@ -57,6 +64,8 @@ def make_alert(
         FeatureContribution("vibration", 0.25),
     ),
     model_version: str = "pump-v1",
+    severity: Severity = Severity.INFO,
+    reason: AlertReason | None = None,
 ) -> Alert:
     return Alert(
         uid=uid,
@@ -71,6 +80,8 @@ def make_alert(
         top_features=top_features,
         model_version=model_version,
         windows=windows,
+        severity=severity,
+        reason=reason,
     )
 
 

@@ -345,6 +345,10 @@ def _expected(ids: dict[str, int], now: float) -> dict[str, list[dict[str, Any]]
             {"stream": "pump", "device": "p1", "last_reading_at": _dt(now - 7200),
              "readings": 500},
         ],
+        # Revision 0004; tests/store/test_resolve.py runs these on resolved and audited data.
+        "open_by_severity": [{"severity": "info", "alerts": 3}],
+        "resolved_by_operators": [],
+        "rebaselines": [],
     }  # fmt: skip
 
 

@@ -134,3 +134,11 @@ def test_config_to_toml_round_trips(tmp_path: Path) -> None:
     assert back["mqtt"] == {"host": "broker", "port": 8883}
     assert back["streams"][0]["features"][1] == {"name": "current", "path": "motor.current"}
     assert load_config(write(tmp_path, text)).threshold.multiplier == 1.25
+
+
+def test_feature_level_defaults_to_absolute_and_relative_is_listed(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).streams[0].relative_features == ()
+    text = MINIMAL.replace('"flow",', '{ name = "flow", level = "relative" },')
+    assert load_config(write(tmp_path, text)).streams[0].relative_features == ("flow",)
+    with pytest.raises(ConfigError, match="level"):
+        load_config(write(tmp_path, MINIMAL.replace('"flow",', '{ name = "flow", level = "x" },')))
