@@ -538,6 +538,8 @@ class Pipeline:
         self._alerts.reconfigure(config.alerts)
         self.rejections.interval = config.ingest.log_interval
         self._config = config
+        # Alerts record the hash of the config in force (their reason's config_hash).
+        self.config_hash = self._alerts.config_hash = config_hash(config)
         for runtime in self._streams.values():
             if runtime.detector is not None:
                 runtime.fallback_threshold = calibration_threshold(

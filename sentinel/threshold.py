@@ -239,7 +239,15 @@ class ThresholdBank:
                     fresh.recent.append(value)
                 fresh.normal_seen = state.normal_seen
                 fresh.spot = state.spot
+                fresh.scale = state.scale
+                fresh.watch = state.watch
                 self._devices[key] = fresh
+        drift_keys = ("drift_delta", "drift_threshold", "rebaseline_after")
+        if any(getattr(old, k) != getattr(config, k) for k in drift_keys):
+            # Rebuilt with the new parameters on the next window; re-warming the watch only
+            # delays a re-baseline, it never loses a device's level (``scale``).
+            for state in self._devices.values():
+                state.watch = None
 
     def snapshot(self, stream: str) -> dict[str, Any]:
         """A stream's per-device threshold state as JSON-safe data (see ``restore``)."""

@@ -89,3 +89,23 @@ def test_pipeline_applies_a_reload_between_passes() -> None:
     h2 = Harness({"pump": FakeDetector()})
     h2.run([delivery("a", float(t), v) for t, v in enumerate(values)])
     assert h2.pipeline.stats.anomalous > 0, "without the reload the spike is anomalous"
+
+
+def test_a_reload_keeps_each_devices_rebaselined_level() -> None:
+    config = ThresholdConfig(quantile=0.99, warmup=100, history=200)
+    bank = ThresholdBank(config)
+    for i in range(150):
+        bank.judge(score(1.0 + (i % 10) / 100), fallback=99.0)
+    state = next(iter(bank._devices.values()))
+    state.scale = 4.0  # as after a re-baseline to a level four times higher
+    assert state.watch is not None
+    bank.reconfigure(config.model_copy(update={"quantile": 0.995, "warmup": 200}))
+    state = next(iter(bank._devices.values()))
+    assert state.scale == 4.0
+    assert state.watch is not None
+    # New drift parameters: the watch is rebuilt with them, the level is kept.
+    bank.reconfigure(bank.config.model_copy(update={"drift_threshold": 40.0}))
+    assert state.watch is None
+    assert state.scale == 4.0
+    bank.judge(score(1.0), fallback=99.0)
+    assert state.watch is not None
