@@ -111,6 +111,11 @@ class Metrics:
         self._collector.components = (pipeline, source, writer)
         pipeline.on_scored = self.observe_scoring
 
+    def stats(self) -> dict[str, Any] | None:
+        """``stats_dict`` of the attached components (None before the daemon has them)."""
+        components = self._collector.components
+        return stats_dict(*components) if components is not None else None
+
     def observe_scoring(self, stream: str, windows: int, seconds: float) -> None:
         self.scoring_seconds.labels(stream=stream).observe(seconds)
 

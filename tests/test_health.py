@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def test_healthz_and_metrics_follow_a_broker_outage(
         assert sample(scraped, "sentinel_database_up") == 1
         assert sample(scraped, "process_resident_memory_bytes") > 10e6
         assert sample(scraped, "sentinel_state_dir_bytes") > 0
+        # The same numbers as a plain dict, for a periodic stats message.
+        stats = running.app.metrics.stats()
+        assert stats is not None
+        assert stats["readings"] == sent
+        assert stats["mqtt_connected"] is True
+        assert stats["models"] == {"pump": VERSION}
+        assert json.loads(json.dumps(stats)) == stats
 
         private_broker.stop()
         wait_for(lambda: healthz(port)[0] == 503, 15, "/healthz to report the outage")
