@@ -20,7 +20,7 @@ $(PY):
 # CUDA build, and a Jetson's NVIDIA build must never be replaced.
 $(STAMP): pyproject.toml | $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,onnx]"
 	@touch $(STAMP)
 
 install: $(STAMP)

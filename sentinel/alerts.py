@@ -160,6 +160,14 @@ class AlertTracker:
             state = self._devices[key] = _Device(deque(maxlen=self.config.window_span))
         return state
 
+    def reconfigure(self, config: AlertsConfig) -> None:
+        """Adopt reloaded alert rules; open alerts stay open and follow the new rules."""
+        span_changed = config.window_span != self.config.window_span
+        self.config = config
+        if span_changed:
+            for device in self._devices.values():
+                device.recent = deque(device.recent, maxlen=config.window_span)
+
     @property
     def open_alerts(self) -> int:
         return sum(1 for d in self._devices.values() if d.open is not None)

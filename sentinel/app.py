@@ -11,18 +11,25 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 import torch
 
-from sentinel.config import SentinelConfig
+from sentinel.config import SentinelConfig, load_config
 from sentinel.errors import ConfigError, ModelError
+from sentinel.health import DatabaseProbe, Health, HealthServer, Progress
 from sentinel.ingest.mqtt import MqttSource
 from sentinel.ingest.parse import MessageParser
+from sentinel.logs import configure_logging
+from sentinel.metrics import Metrics, record_retraining
 from sentinel.model import Detector, ModelRegistry, resolve_device
 from sentinel.pipeline import Pipeline
 from sentinel.publish import AlertPublisher
 from sentinel.records import WriteBatch
+from sentinel.reload import plan_reload
+from sentinel.retention import prune_model_versions
+from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.outbox import OutboxPolicy
 from sentinel.training import Trainer
@@ -39,8 +46,22 @@ STATS_INTERVAL = 60.0
 class SentinelApp:
     """The daemon. ``run(stop)`` blocks until ``stop`` is set or a fatal error occurs."""
 
-    def __init__(self, config: SentinelConfig, *, stats_interval: float = STATS_INTERVAL) -> None:
+    def __init__(
+        self,
+        config: SentinelConfig,
+        *,
+        stats_interval: float = STATS_INTERVAL,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.config = config
+        self.config_path = config_path  # re-read on SIGHUP (see request_reload)
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics(config.state_dir)
+        self.health = Health()
+        self.health_server: HealthServer | None = None
+        self._reload = threading.Event()
+        self._registry: ModelRegistry | None = None
         self._stats_interval = stats_interval
         self._fatal: str | None = None
         self._wake = threading.Event()
@@ -72,7 +93,9 @@ class SentinelApp:
         store.open()
         try:
             store.migrate()
-            registry = ModelRegistry(config.models_dir)
+            registry = self._registry = ModelRegistry(config.models_dir)
+            for stream in config.streams:
+                prune_model_versions(registry, stream.name, config.retention.model_versions)
             models = self._load_models(registry, device)
             writer = AlertWriter(
                 store,
@@ -92,8 +115,8 @@ class SentinelApp:
                 config,
                 registry,
                 device,
-                on_model=lambda stream, detector: self._pipeline().install_model(stream, detector),
-                on_failure=lambda stream, reason: self._pipeline().training_failed(stream),
+                on_model=self._model_trained,
+                on_failure=self._training_failed,
             )
             pipeline = self.pipeline = Pipeline(
                 config,
@@ -116,8 +139,19 @@ class SentinelApp:
                 on_fatal=self._on_fatal,
                 password=p.get_secret_value() if (p := config.mqtt.password) else None,
             )
-            return self._run_components(stop, writer, trainer, pipeline, source)
+            self.metrics.attach(pipeline, source, writer)
+            probe = DatabaseProbe(store, config.health.database_probe_interval)
+            self.health.attach(pipeline, source, writer, probe)
+            probe.start()
+            try:
+                self._start_health_server()
+                return self._run_components(stop, writer, trainer, pipeline, source)
+            finally:
+                probe.stop()
+                if self.health_server is not None:
+                    self.health_server.stop()
         finally:
+            self.notifier.close()
             store.close()
 
     def _run_components(
@@ -142,18 +176,31 @@ class SentinelApp:
             source.start()
             started.append("source")
             self.ready.set()
+            self.health.phase = "running"
             log.info("sentinel_running", streams=[s.name for s in self.config.streams])
+            self.notifier.ready(status="running")
+            housekeeping = _Housekeeping(Progress(pipeline, source), watchdog_interval())
             next_stats = time.monotonic() + self._stats_interval
             while not stop.is_set() and self._fatal is None:
                 self._wake.wait(0.5)
                 if not pipeline.alive:
                     log.error("pipeline_thread_died")
                     return 1
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._wake.clear()  # set by request_reload: wait again next time round
+                    try:
+                        self.reload()
+                    except Exception:  # a reload bug must not stop a running daemon
+                        log.exception("config_reload_crashed")
+                housekeeping.tick(self)
                 if time.monotonic() >= next_stats:
                     next_stats += self._stats_interval
                     self._log_stats(pipeline, source, writer)
         finally:
             log.info("sentinel_stopping")
+            self.health.phase = "stopping"
+            self.notifier.stopping()
             if "source" in started:
                 source.pause()
             if "pipeline" in started:
@@ -214,6 +261,7 @@ class SentinelApp:
 
     def _on_fatal(self, reason: str) -> None:
         self._fatal = reason
+        self.health.fatal = reason
         self._wake.set()
 
     def _log_stats(self, pipeline: Pipeline, source: MqttSource, writer: AlertWriter) -> None:
@@ -226,3 +274,113 @@ class SentinelApp:
             writer_error=writer.last_error,
             **pipeline.stats.as_dict(),
         )
+
+    # -- operations: health server, reload, retraining bookkeeping ------------------------
+
+    def _start_health_server(self) -> None:
+        cfg = self.config.health
+        if not cfg.enabled:
+            return
+        server = HealthServer(cfg.bind, cfg.port, self.health, self.metrics)
+        try:
+            server.start()
+        except OSError as err:
+            # Not fatal: detection matters more than its dashboard. Logged loudly.
+            log.error("health_listen_failed", bind=cfg.bind, port=cfg.port, error=str(err))
+            return
+        self.health_server = server
+
+    def request_reload(self) -> None:
+        """Ask the main loop to re-read the config file (what SIGHUP does)."""
+        self._reload.set()
+        self._wake.set()
+
+    def reload(self) -> bool:
+        """Re-read ``config_path`` and apply its live keys; False when the file was refused."""
+        if self.config_path is None:
+            log.warning("config_reload_unavailable", reason="started without a config file")
+            return False
+        self.notifier.reloading()
+        try:
+            loaded = load_config(self.config_path)
+            plan = plan_reload(self.config, loaded)
+        except (ConfigError, ValueError) as err:
+            self.metrics.config_reloads.labels(result="refused").inc()
+            log.error("config_reload_refused", path=str(self.config_path), error=str(err))
+            return False
+        finally:
+            self.notifier.ready(status="running")
+        if plan.needs_restart:
+            log.warning(
+                "config_reload_needs_restart",
+                keys={k: {"running": v[0], "file": v[1]} for k, v in plan.needs_restart.items()},
+            )
+        if not plan.changed:
+            self.metrics.config_reloads.labels(result="unchanged").inc()
+            log.info("config_reload_unchanged", path=str(self.config_path))
+            return True
+        self.config = plan.config
+        if any(k.startswith("logging.") for k in plan.applied):
+            configure_logging(plan.config.logging.level, plan.config.logging.format)
+        if self.pipeline is not None:
+            self.pipeline.reconfigure(plan.config)
+        self.metrics.config_reloads.labels(result="applied").inc()
+        log.info(
+            "config_reloaded",
+            path=str(self.config_path),
+            changed={k: {"old": v[0], "new": v[1]} for k, v in plan.applied.items()},
+        )
+        return True
+
+    def _model_trained(self, stream: str, detector: Detector) -> None:
+        self._pipeline().install_model(stream, detector)
+        record_retraining(stream, "activated")
+        if self._registry is not None:
+            prune_model_versions(self._registry, stream, self.config.retention.model_versions)
+
+    def _training_failed(self, stream: str, reason: str) -> None:
+        record_retraining(stream, "failed")
+        self._pipeline().training_failed(stream)
+
+
+class _Housekeeping:
+    """Feeds systemd's watchdog while the pipeline makes progress; keeps STATUS= fresh."""
+
+    STATUS_INTERVAL = 10.0
+
+    def __init__(self, progress: Progress, watchdog: float | None) -> None:
+        self._progress = progress
+        self._watchdog = watchdog
+        # Ask for progress four times per watchdog period: one quiet check is not fatal.
+        self._check_every = watchdog / 4 if watchdog else None
+        self._next_check = 0.0
+        self._next_status = 0.0
+        self._starved_since: float | None = None
+        self._last_state: tuple[str, tuple[str, ...]] = ("", ())
+
+    def tick(self, app: SentinelApp) -> None:
+        now = time.monotonic()
+        if self._check_every is not None and now >= self._next_check:
+            self._next_check = now + self._check_every
+            if self._progress.check(now):
+                app.notifier.watchdog()
+                self._starved_since = None
+            elif self._starved_since is None:
+                self._starved_since = now
+                log.warning(
+                    "watchdog_not_fed",
+                    reason="no progress: no input, and not idle-and-connected",
+                    restart_after_s=self._watchdog,
+                )
+        report = app.health.report()
+        state = (report.status, report.problems[:1])
+        # Counts every STATUS_INTERVAL; a change of health at once.
+        if now >= self._next_status or state != self._last_state:
+            self._next_status = now + self.STATUS_INTERVAL
+            self._last_state = state
+            stats = report.checks.get("pipeline", {})
+            app.notifier.status(
+                f"{report.status}; readings {stats.get('readings', 0)}; "
+                f"queue {stats.get('queue_depth', 0)}"
+                + (f"; {report.problems[0]}" if report.problems else "")
+            )

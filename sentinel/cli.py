@@ -79,7 +79,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return SentinelApp(config).run(stop)
+    app = SentinelApp(config, config_path=Path(_config_path(args)))
+
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        log.info("signal_received", signal="SIGHUP")
+        app.request_reload()  # only sets an event: the main loop reloads
+
+    signal.signal(signal.SIGHUP, on_hangup)
+    return app.run(stop)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -361,6 +368,58 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from sentinel.model import ModelRegistry
+    from sentinel.model.detector import Detector
+    from sentinel.model.export import export_detector
+
+    config = _load(args)
+    registry = ModelRegistry(config.models_dir)
+    streams = [args.stream] if args.stream else [s.name for s in config.streams]
+    found = [s for s in streams if args.version in registry.versions(s)]
+    if not found:
+        raise ConfigError(
+            f"no model version {args.version!r} in {registry.root} "
+            f"(streams searched: {', '.join(streams)})"
+        )
+    if len(found) > 1:
+        raise ConfigError(f"version {args.version!r} exists in several streams: use --stream")
+    detector = Detector.load(registry.path(found[0], args.version), torch.device("cpu"))
+    path = export_detector(detector, args.format, args.out)
+    print(f"model {args.version} of stream {found[0]} exported as {args.format} to {path}")
+    print(f"inputs, outputs and features: {path.name}.json")
+    return 0
+
+
+def _add_models_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The `models` group; other model commands (list, show, activate, rollback) join it.
+    models = commands.add_parser("models", help="work with saved model versions")
+    actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export",
+        help="export a model version for edge runtimes (TorchScript or ONNX)",
+        description="Write a saved model version as one graph that scores raw windows "
+        "(scaling included): TorchScript for libtorch, ONNX for TensorRT or onnxruntime "
+        "(needs the onnx package: pip install 'sentinel-iot[onnx]'). The export is loaded "
+        "back and must reproduce the model's scores before it is reported done.",
+    )
+    export.add_argument("version", metavar="VERSION")
+    export.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help=f"TOML config (default: $SENTINEL_CONFIG or {DEFAULT_CONFIG})",
+    )
+    export.add_argument("--stream", metavar="NAME", help="default: the stream that has VERSION")
+    export.add_argument("--format", choices=("torchscript", "onnx"), required=True)
+    export.add_argument(
+        "--out", type=Path, metavar="FILE", help="default: STREAM-VERSION.pt|.onnx here"
+    )
+    export.set_defaults(func=cmd_models_export)
+
+
 def _choose_stream(config: SentinelConfig, name: str | None) -> StreamConfig:
     if name:
         try:
@@ -535,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--title", metavar="TEXT")
     report.set_defaults(func=cmd_report)
+    _add_models_export(commands)
     return parser
 
 

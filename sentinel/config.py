@@ -35,11 +35,13 @@ __all__ = [
     "ColdStartConfig",
     "DatabaseConfig",
     "FeatureSpec",
+    "HealthConfig",
     "IngestConfig",
     "LoggingConfig",
     "ModelConfig",
     "MqttConfig",
     "PublishConfig",
+    "RetentionConfig",
     "SentinelConfig",
     "StreamConfig",
     "ThresholdConfig",
@@ -507,6 +509,38 @@ class StreamConfig(Section):
         return self.topic.replace("{device}", "+")
 
 
+class HealthConfig(Section):
+    enabled: bool = Field(
+        default=True, description="Serve /metrics (Prometheus) and /healthz over HTTP."
+    )
+    bind: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address to listen on. Keep it local unless a firewall guards the port: "
+        "the endpoints have no authentication.",
+    )
+    port: int = Field(
+        default=9847, ge=0, le=65535, description="TCP port; 0 takes a free one (logged)."
+    )
+    database_probe_interval: float = Field(
+        default=15.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds between database reachability probes (SELECT 1), so /healthz "
+        "sees an outage even while nothing is being written.",
+    )
+
+
+class RetentionConfig(Section):
+    model_versions: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Model versions kept per stream (the active one always among them); "
+        "older ones are deleted when a new model is saved and at start.",
+    )
+
+
 class PublishConfig(Section):
     """Alert events out over MQTT (docs/MQTT.md): an outbox table, drained at least once."""
 
@@ -590,6 +624,8 @@ class SentinelConfig(Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     streams: Annotated[list[StreamConfig], Field(min_length=1)]
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="after")
     def _streams_distinct(self) -> SentinelConfig:

@@ -109,6 +109,11 @@ class Pipeline:
         self.stats = PipelineStats()
         self.rejections = RejectionLog(interval=config.ingest.log_interval)
         self.queue_full = 0  # counted on the network thread, the only writer
+        # Called with (stream, windows, seconds) after each batched forward pass (metrics).
+        self.on_scored: Callable[[str, int, float], None] | None = None
+        # Monotonic time of the worker's latest pass: the watchdog's proof it is not stuck.
+        self.heartbeat = time.monotonic()
+        self._reconfigs: queue.Queue[SentinelConfig] = queue.Queue()
         self._thresholds = ThresholdBank(config.threshold)
         # Computed once: every alert records which configuration judged it.
         self.config_hash = config_hash(config)
@@ -180,6 +185,18 @@ class Pipeline:
     def has_model(self, stream: str) -> bool:
         return self._streams[stream].detector is not None
 
+    def model_versions(self) -> dict[str, str | None]:
+        """Each stream's active model version (None while it has no model)."""
+        return {
+            name: (rt.detector.version if rt.detector is not None else None)
+            for name, rt in list(self._streams.items())
+        }
+
+    def reconfigure(self, config: SentinelConfig) -> None:
+        """Take the live keys of a reloaded config (thresholds, alert rules, rejection log
+        interval); applied by the worker between two passes, like a model swap."""
+        self._reconfigs.put(config)
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -208,6 +225,7 @@ class Pipeline:
 
     def _loop(self) -> None:
         while True:
+            self.heartbeat = time.monotonic()
             self._apply_swaps()
             if self._snapshot_path is not None and time.monotonic() >= self._next_snapshot:
                 self._next_snapshot = time.monotonic() + self._snapshot_interval
@@ -305,7 +323,10 @@ class Pipeline:
         feature_errors = np.nan_to_num(
             feature_errors, nan=_SCORE_CAP, posinf=_SCORE_CAP, neginf=0.0
         )
-        self.stats.score_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.stats.score_seconds += elapsed
+        if self.on_scored is not None:
+            self.on_scored(runtime.config.name, len(windows), elapsed)
         self.stats.scored += len(windows)
         changes: list[Alert] = []
         for i, window in enumerate(windows):
@@ -424,6 +445,7 @@ class Pipeline:
     # -- models ---------------------------------------------------------------------------
 
     def _apply_swaps(self) -> None:
+        self._apply_reconfigure()
         while True:
             try:
                 stream, detector = self._swaps.get_nowait()
@@ -503,4 +525,30 @@ class Pipeline:
         log.info("cold_start_collected", stream=runtime.config.name, readings=buffer.collected)
         self._request_training(
             TrainingJob(runtime.config, segments, buffer.first_ts, buffer.last_ts)
+        )
+
+    # -- live reconfiguration (SIGHUP) ----------------------------------------------------
+
+    def _apply_reconfigure(self) -> None:
+        try:
+            config = self._reconfigs.get_nowait()
+        except queue.Empty:
+            return
+        self._thresholds.reconfigure(config.threshold)
+        self._alerts.reconfigure(config.alerts)
+        self.rejections.interval = config.ingest.log_interval
+        self._config = config
+        # Alerts record the hash of the config in force (their reason's config_hash).
+        self.config_hash = self._alerts.config_hash = config_hash(config)
+        for runtime in self._streams.values():
+            if runtime.detector is not None:
+                runtime.fallback_threshold = calibration_threshold(
+                    runtime.detector.meta.calibration.quantiles,
+                    config.threshold.quantile,
+                    config.threshold.multiplier,
+                )
+        log.info(
+            "config_applied",
+            threshold=config.threshold.model_dump(),
+            alerts=config.alerts.model_dump(),
         )

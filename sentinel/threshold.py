@@ -214,6 +214,41 @@ class ThresholdBank:
             del self._devices[key]
         self._seeds.pop(stream, None)
 
+    def reconfigure(self, config: ThresholdConfig) -> None:
+        """Adopt a reloaded config without forgetting what the devices have learned.
+
+        ``multiplier`` and ``warmup`` are read at every judgement. A new ``quantile`` or
+        ``history`` rebuilds each device's rolling quantile from the normal scores it
+        remembers. A change of method, or of DSPOT's parameters, refits DSPOT from the
+        model's held-back scores when each device next scores a window.
+        """
+        old, self.config = self.config, config
+        spot_keys = ("method", "risk", "spot_level", "spot_depth")
+        if any(getattr(old, k) != getattr(config, k) for k in spot_keys):
+            self._seeds.clear()
+            if config.method == "spot":
+                self._devices.clear()
+            else:
+                for state in self._devices.values():
+                    state.spot = None
+        if (old.quantile, old.history) != (config.quantile, config.history):
+            for key, state in list(self._devices.items()):
+                fresh = self._empty()
+                for value in list(state.recent)[-config.history :]:
+                    fresh.quantile.update(value)
+                    fresh.recent.append(value)
+                fresh.normal_seen = state.normal_seen
+                fresh.spot = state.spot
+                fresh.scale = state.scale
+                fresh.watch = state.watch
+                self._devices[key] = fresh
+        drift_keys = ("drift_delta", "drift_threshold", "rebaseline_after")
+        if any(getattr(old, k) != getattr(config, k) for k in drift_keys):
+            # Rebuilt with the new parameters on the next window; re-warming the watch only
+            # delays a re-baseline, it never loses a device's level (``scale``).
+            for state in self._devices.values():
+                state.watch = None
+
     def snapshot(self, stream: str) -> dict[str, Any]:
         """A stream's per-device threshold state as JSON-safe data (see ``restore``)."""
         return {

@@ -55,6 +55,8 @@ def daemon_config(
         "cold_start": {"readings": 2000},
         "logging": {"level": "info", "format": "json"},
         "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": FEATURES}],
+        # A free port each: tests (and other checkouts' tests) run side by side.
+        "health": {"port": 0},
     }
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value}

@@ -55,7 +55,16 @@ def resolve_device(name: Literal["auto", "cpu", "cuda"]) -> torch.device:
     """The torch device for a config value; ``cuda`` without CUDA is an error, not a fallback."""
     cuda = torch.cuda.is_available()
     if name == "auto":
-        device = torch.device("cuda" if cuda else "cpu")
+        device = torch.device("cuda" if cuda and _cuda_works() else "cpu")
+        if device.type == "cpu":
+            log.info(
+                "model_device_fallback",
+                device="cpu",
+                reason="CUDA unusable (see cuda_unusable)"
+                if cuda
+                else f"torch {torch.__version__} sees no CUDA device "
+                f"(built for CUDA {torch.version.cuda})",
+            )
     elif name == "cuda":
         if not cuda:
             raise ModelError(
@@ -75,6 +84,17 @@ def resolve_device(name: Literal["auto", "cpu", "cuda"]) -> torch.device:
         gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     )
     return device
+
+
+def _cuda_works() -> bool:
+    """A tensor on the GPU really works: a Jetson whose CUDA libraries do not match its torch
+    build reports a device, then fails at the first allocation."""
+    try:
+        torch.zeros(1, device="cuda").add_(1).cpu()
+    except (RuntimeError, AssertionError) as err:
+        log.warning("cuda_unusable", error=str(err).splitlines()[0], using="cpu")
+        return False
+    return True
 
 
 @dataclass(frozen=True)

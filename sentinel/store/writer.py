@@ -67,6 +67,7 @@ class AlertWriter:
         self._sleep = threading.Event()  # never set: its wait() is the backoff's timed wait
         self._last_error: str | None = None
         self._committed = 0
+        self.write_errors = 0  # failed commits (each retried), for metrics
 
     @property
     def last_error(self) -> str | None:
@@ -194,6 +195,7 @@ class AlertWriter:
                     resolved = self._store.write(batches)
             except Exception as err:  # thread boundary: retry, never drop
                 self._last_error = f"{type(err).__name__}: {err}"
+                self.write_errors += 1
                 log.exception("writer_commit_failed", batches=len(batches), retry_in=delay)
                 if not self._backoff(delay):
                     self._give_up(batches)

@@ -1,0 +1,64 @@
+"""SIGHUP: reload the config file and apply what can change while running.
+
+Live keys: ``threshold.*``, ``alerts.*``, ``logging.*`` and ``ingest.log_interval``. The
+pipeline worker takes the new thresholds and alert rules between two passes, like a model
+swap. Every other key (the broker, the database, windows, the model, the streams, health,
+...) needs a restart: a reload that changes one logs it as ``config_reload_needs_restart``
+and keeps the running value. A file that does not load or validate is refused, and the
+daemon carries on with the config it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sentinel.config import SentinelConfig
+
+__all__ = ["LIVE_KEYS", "ReloadPlan", "plan_reload"]
+
+# Dotted key prefixes that take effect without a restart.
+LIVE_KEYS = ("threshold.", "alerts.", "logging.", "ingest.log_interval")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Sections become dotted keys; lists (the streams) stay whole values."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return {k.removesuffix("."): v for k, v in flat.items()}
+
+
+def _is_live(key: str) -> bool:
+    return any(key == p.rstrip(".") or key.startswith(p) for p in LIVE_KEYS)
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    config: SentinelConfig  # the running config with the live keys taken from the file
+    applied: dict[str, tuple[Any, Any]]  # key -> (old, new)
+    needs_restart: dict[str, tuple[Any, Any]]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied)
+
+
+def plan_reload(running: SentinelConfig, loaded: SentinelConfig) -> ReloadPlan:
+    """What a reload from ``loaded`` changes in ``running``; raises ValueError (pydantic's
+    ValidationError) if the live keys do not fit the rest of the running config."""
+    old = _flatten(running.model_dump(mode="json"))
+    new = _flatten(loaded.model_dump(mode="json"))
+    diff = {
+        k: (old.get(k), new.get(k)) for k in old.keys() | new.keys() if old.get(k) != new.get(k)
+    }
+    applied = {k: v for k, v in sorted(diff.items()) if _is_live(k)}
+    needs_restart = {k: v for k, v in sorted(diff.items()) if not _is_live(k)}
+    data = running.model_dump()
+    fresh = loaded.model_dump()
+    for section in ("threshold", "alerts", "logging"):
+        data[section] = fresh[section]
+    data["ingest"]["log_interval"] = fresh["ingest"]["log_interval"]
+    return ReloadPlan(SentinelConfig.model_validate(data), applied, needs_restart)

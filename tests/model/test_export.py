@@ -1,0 +1,114 @@
+"""Exports for edge runtimes reproduce the detector's scores; CUDA where there is one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sentinel.cli import main
+from sentinel.config import config_to_toml
+from sentinel.errors import ModelError
+from sentinel.model import ModelRegistry, resolve_device
+from sentinel.model.export import export_detector
+from tests.model.test_detector import CUDA_MISSING, FEATURES, make_detector, windows
+
+
+def test_torchscript_export_scores_like_the_detector(tmp_path: Path) -> None:
+    detector = make_detector()
+    path = export_detector(detector, "torchscript", tmp_path / "m.pt")
+    loaded = torch.jit.load(str(path))
+    data = windows(9, seed=5)  # a batch size other than the traced one
+    with torch.inference_mode():
+        scores, feature_errors = loaded(torch.from_numpy(data))
+    want, want_features = detector.score(data)
+    np.testing.assert_allclose(scores.numpy(), want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(feature_errors.numpy(), want_features, rtol=1e-4, atol=1e-6)
+    meta = json.loads((tmp_path / "m.pt.json").read_text())
+    assert meta["features"] == list(FEATURES)
+    assert meta["input"]["shape"] == ["batch", detector.window, len(FEATURES)]
+
+
+def test_onnx_export_scores_like_the_detector(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx", reason="pip install 'sentinel-iot[onnx]'")
+    from onnx.reference import ReferenceEvaluator
+
+    detector = make_detector()
+    path = export_detector(detector, "onnx", tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["windows"]
+    data = windows(6, seed=7)
+    scores, feature_errors = ReferenceEvaluator(model).run(None, {"windows": data})
+    want, want_features = detector.score(data)
+    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(feature_errors, want_features, rtol=1e-4, atol=1e-6)
+
+
+def test_onnx_without_the_onnx_package_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    with pytest.raises(ModelError, match=r"pip install 'sentinel-iot\[onnx\]'"):
+        export_detector(make_detector(), "onnx", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_models_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    detector = make_detector(version="20250101T000000Z-export")
+    registry = ModelRegistry(tmp_path / "state" / "models")
+    registry.save(detector)
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        config_to_toml(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "windows": {"length": detector.window, "hop": 4},
+                "cold_start": {"readings": 64},
+                "logging": {"format": "json", "level": "warning"},
+                "streams": [{"name": "pump", "topic": "p/{device}", "features": list(FEATURES)}],
+            }
+        )
+    )
+    out = tmp_path / "exports" / "pump.pt"
+    args = ["models", "export", detector.version, "--config", str(config)]
+    assert main([*args, "--format", "torchscript", "--out", str(out)]) == 0
+    assert "exported as torchscript" in capsys.readouterr().out
+    assert out.is_file()
+    assert main(["models", "export", "nope", "--config", str(config), "--format", "onnx"]) == 2
+    assert "no model version 'nope'" in capsys.readouterr().err
+
+
+def test_auto_falls_back_to_the_cpu_when_cuda_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Jetson whose CUDA libraries do not match torch: a device is reported, then fails."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real_zeros = torch.zeros
+
+    def broken_zeros(*args: object, **kwargs: object) -> torch.Tensor:
+        if kwargs.get("device") == "cuda":
+            raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version")
+        return real_zeros(*args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(torch, "zeros", broken_zeros)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.skipif(CUDA_MISSING, reason="needs a CUDA device (run on a GPU machine or Jetson)")
+def test_cuda_inference_and_export_of_a_gpu_model(tmp_path: Path) -> None:
+    """On a GPU: auto picks CUDA, scores match the CPU's, and a GPU model exports."""
+    device = resolve_device("auto")
+    assert device.type == "cuda"
+    cpu = make_detector()
+    cpu.save(tmp_path / "m")
+    from sentinel.model import Detector
+
+    gpu = Detector.load(tmp_path / "m", device)
+    data = windows(256, seed=11)
+    got, _ = gpu.score(data)
+    want, _ = cpu.score(data)
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-5)  # TF32 in cuDNN's LSTM
+    path = export_detector(gpu, "torchscript", tmp_path / "gpu.pt")
+    assert path.is_file()

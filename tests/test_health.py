@@ -1,0 +1,171 @@
+"""/metrics and /healthz against real outages: the broker stopped, the database failing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from sentinel.store import AlertStore
+from simulators.broker import PrivateBroker
+from tests.e2e_helpers import daemon_config, readings_committed, running_app, wait_for
+from tests.ops_helpers import (
+    VERSION,
+    healthz,
+    install_untrained_model,
+    metrics,
+    publish_fleet,
+    sample,
+)
+
+pytestmark = [pytest.mark.integration]
+
+
+def test_healthz_and_metrics_follow_a_broker_outage(
+    private_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    install_untrained_model(state)
+    url = f"sqlite:///{state / 'sentinel.db'}"
+    config = daemon_config(state, private_broker, database_url=url, client_id="ops-broker")
+    with running_app(config) as running:
+        server = running.app.health_server
+        assert server is not None
+        port = server.port
+        sent = publish_fleet(private_broker.url, private_broker.protocol, devices=2, steps=100)
+        wait_for(lambda: readings_committed(url) == sent, 30, "readings committed")
+        status, body = healthz(port)
+        assert (status, body["status"]) == (200, "ok"), body
+        assert body["checks"]["models"] == {"pump": VERSION}
+        scraped = metrics(port)
+        assert sample(scraped, "sentinel_readings_total") == sent
+        assert sample(scraped, "sentinel_mqtt_connected") == 1
+        assert sample(scraped, "sentinel_model_active", stream="pump", version=VERSION) == 1
+        windows = sample(scraped, "sentinel_windows_total", outcome="scored")
+        assert windows > 0
+        assert sample(scraped, "sentinel_scoring_seconds_count", stream="pump") > 0
+        assert sample(scraped, "sentinel_database_up") == 1
+        assert sample(scraped, "process_resident_memory_bytes") > 10e6
+        assert sample(scraped, "sentinel_state_dir_bytes") > 0
+        # The same numbers as a plain dict, for a periodic stats message.
+        stats = running.app.metrics.stats()
+        assert stats is not None
+        assert stats["readings"] == sent
+        assert stats["mqtt_connected"] is True
+        assert stats["models"] == {"pump": VERSION}
+        assert json.loads(json.dumps(stats)) == stats
+
+        private_broker.stop()
+        wait_for(lambda: healthz(port)[0] == 503, 15, "/healthz to report the outage")
+        status, body = healthz(port)
+        assert body["status"] == "degraded"
+        assert any(p.startswith("mqtt:") for p in body["problems"]), body
+        assert body["checks"]["mqtt"]["connected"] is False
+        assert sample(metrics(port), "sentinel_mqtt_connected") == 0
+
+        private_broker.start()
+        wait_for(lambda: healthz(port)[0] == 200, 30, "/healthz to recover")
+        scraped = metrics(port)
+        assert sample(scraped, "sentinel_mqtt_connected") == 1
+        assert sample(scraped, "sentinel_mqtt_connects_total") >= 2
+
+
+def test_healthz_without_a_model_is_degraded(mqtt_broker: PrivateBroker, tmp_path: Path) -> None:
+    config = daemon_config(
+        tmp_path / "state", mqtt_broker, client_id="ops-nomodel", health={"port": 0}
+    )
+    with running_app(config) as running:
+        assert running.app.health_server is not None
+        port = running.app.health_server.port
+        status, body = healthz(port)
+        assert status == 503
+        assert body["problems"] == ["model: no model yet for stream 'pump'"]
+        assert sample(metrics(port), "sentinel_model_active", stream="pump", version="") == 0
+
+
+@pytest.mark.allow_log_exceptions  # the writer logs each failed commit with its traceback
+def test_healthz_and_metrics_follow_a_locked_sqlite_database(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """Another process holds SQLite's write lock (a backup, a careless sqlite3 shell)."""
+    state = tmp_path / "state"
+    install_untrained_model(state)
+    db = state / "sentinel.db"
+    url = f"sqlite:///{db}"
+    config = daemon_config(
+        state,
+        mqtt_broker,
+        database_url=url,
+        client_id="ops-sqlite",
+        health={"port": 0},
+        database={"busy_timeout_ms": 100},
+    )
+    with running_app(config) as running:
+        assert running.app.health_server is not None
+        port = running.app.health_server.port
+        wait_for(lambda: healthz(port)[0] == 200, 15, "healthy start")
+        locker = sqlite3.connect(db, timeout=1)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            sent = publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=50)
+            wait_for(lambda: healthz(port)[0] == 503, 15, "/healthz to report the lock")
+            body = healthz(port)[1]
+            assert any("database is locked" in p for p in body["problems"]), body
+            scraped = metrics(port)
+            assert sample(scraped, "sentinel_database_write_errors_total") > 0
+            assert sample(scraped, "sentinel_database_up") == 0
+        finally:
+            locker.rollback()
+            locker.close()
+        wait_for(lambda: healthz(port)[0] == 200, 30, "/healthz to recover")
+        wait_for(lambda: readings_committed(url) == sent, 30, "nothing lost in the outage")
+
+
+@pytest.mark.postgres
+@pytest.mark.allow_log_exceptions
+def test_healthz_and_metrics_follow_a_dropped_postgres_database(
+    mqtt_broker: PrivateBroker, tmp_path: Path, postgres_url: str
+) -> None:
+    state = tmp_path / "state"
+    install_untrained_model(state)
+    config = daemon_config(
+        state,
+        mqtt_broker,
+        database_url=postgres_url,
+        client_id="ops-postgres",
+        health={"port": 0, "database_probe_interval": 1},
+    )
+    url = make_url(postgres_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with running_app(config) as running:
+            assert running.app.health_server is not None
+            port = running.app.health_server.port
+            wait_for(lambda: healthz(port)[0] == 200, 15, "healthy start")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE "{url.database}" WITH (FORCE)'))
+            # The probe notices with nothing being written.
+            wait_for(lambda: healthz(port)[0] == 503, 15, "/healthz to report the outage")
+            body = healthz(port)[1]
+            assert any(p.startswith("database:") for p in body["problems"]), body
+            sent = publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=50)
+            wait_for(
+                lambda: sample(metrics(port), "sentinel_database_write_errors_total") > 0,
+                15,
+                "a failed commit counted",
+            )
+            # The database comes back (restored from a backup: here, re-created).
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+            store = AlertStore(postgres_url)
+            store.open()
+            store.migrate()
+            store.close()
+            wait_for(lambda: healthz(port)[0] == 200, 30, "/healthz to recover")
+            wait_for(lambda: readings_committed(postgres_url) == sent, 30, "readings committed")
+    finally:
+        admin.dispose()
