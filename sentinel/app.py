@@ -22,6 +22,7 @@ from sentinel.ingest.parse import MessageParser
 from sentinel.model import Detector, ModelRegistry, resolve_device
 from sentinel.pipeline import Pipeline
 from sentinel.records import WriteBatch
+from sentinel.retrain.service import RetrainService, load_active_or_previous
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.training import Trainer
 
@@ -44,6 +45,7 @@ class SentinelApp:
         self._wake = threading.Event()
         self.pipeline: Pipeline | None = None
         self.source: MqttSource | None = None
+        self.retrain: RetrainService | None = None
         self.ready = threading.Event()  # set once every component has started
 
     def run(self, stop: threading.Event) -> int:
@@ -77,6 +79,18 @@ class SentinelApp:
                 on_model=lambda stream, detector: self._pipeline().install_model(stream, detector),
                 on_failure=lambda stream, reason: self._pipeline().training_failed(stream),
             )
+            retrain = self.retrain = (
+                RetrainService(
+                    config,
+                    registry,
+                    device,
+                    has_model=lambda stream: self._pipeline().has_model(stream),
+                    install=lambda stream, det: self._pipeline().install_model(stream, det),
+                    active_versions=lambda: self._pipeline().model_versions(),
+                )
+                if config.retrain.enabled
+                else None
+            )
             pipeline = self.pipeline = Pipeline(
                 config,
                 sink=writer.submit,
@@ -85,6 +99,8 @@ class SentinelApp:
                 progress=store.device_progress().values(),
                 open_alerts=store.open_alerts(),
                 snapshot_path=config.state_dir / "thresholds.json",
+                tap=retrain.tap if retrain is not None else None,
+                cold_start_buffer=retrain is None,
             )
             source = self.source = MqttSource(
                 config.mqtt,
@@ -97,8 +113,10 @@ class SentinelApp:
                 on_fatal=self._on_fatal,
                 password=p.get_secret_value() if (p := config.mqtt.password) else None,
             )
-            return self._run_components(stop, writer, trainer, pipeline, source)
+            return self._run_components(stop, writer, trainer, pipeline, source, retrain)
         finally:
+            if self.retrain is not None:
+                self.retrain.close()
             store.close()
 
     def _run_components(
@@ -108,6 +126,7 @@ class SentinelApp:
         trainer: Trainer,
         pipeline: Pipeline,
         source: MqttSource,
+        retrain: RetrainService | None = None,
     ) -> int:
         started: list[str] = []
         try:
@@ -117,6 +136,9 @@ class SentinelApp:
             started.append("trainer")
             pipeline.start()
             started.append("pipeline")
+            if retrain is not None:
+                retrain.start()
+                started.append("retrain")
             source.start()
             started.append("source")
             self.ready.set()
@@ -134,6 +156,8 @@ class SentinelApp:
             log.info("sentinel_stopping")
             if "source" in started:
                 source.pause()
+            if retrain is not None and "retrain" in started:
+                retrain.stop()
             if "pipeline" in started:
                 pipeline.stop()
             if "writer" in started:
@@ -163,8 +187,9 @@ class SentinelApp:
         models: dict[str, Detector | None] = {}
         for stream in self.config.streams:
             try:
-                detector = registry.load_active(
-                    stream.name, device, max_batch=self.config.model.score_batch_max
+                # A corrupt active version falls back to its predecessor (issue #5).
+                detector = load_active_or_previous(
+                    registry, stream.name, device, self.config.model.score_batch_max
                 )
             except ModelError as err:
                 # Never fatal: the stream starts over with a cold start.

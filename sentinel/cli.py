@@ -473,6 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--title", metavar="TEXT")
     report.set_defaults(func=cmd_report)
+
+    from sentinel.models_cli import add_models_commands, add_retrain_command
+
+    add_models_commands(commands, config_arg, _load)
+    add_retrain_command(commands, config_arg, _load)
     return parser
 
 
