@@ -23,8 +23,8 @@ def make_config(state_dir: Path, **retrain: Any) -> SentinelConfig:
             "model": {
                 "hidden_size": 16,
                 "latent_size": 4,
-                "epochs": 8,
-                "train_stride": 2,
+                "epochs": 6,
+                "train_stride": 4,
                 "device": "cpu",
             },
             "cold_start": {"readings": 600},
