@@ -287,6 +287,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         device=args.device or Path(args.input).stem,
         train_rows=args.train_rows or config.cold_start.readings,
         torch_device=resolve_device(config.model.device),
+        retrain=args.retrain,
     )
     if args.report:
         from sentinel.report import render_report
@@ -297,6 +298,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"{summary.scored_windows} windows scored, {summary.anomalous_rows} anomalous rows, "
         f"{summary.alerts} alerts, model {summary.model_version}, {summary.seconds} s"
     )
+    if args.retrain:
+        print(
+            f"retraining: {summary.retrain_runs} scheduled runs in the data's time, "
+            f"{summary.retrain_promoted} promoted"
+        )
     return 0
 
 
@@ -451,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="rows that train the model (default: cold_start.readings)",
+    )
+    rep.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain on the [retrain] schedule in the file's own time, as the daemon would",
     )
     rep.add_argument(
         "--report",

@@ -10,17 +10,29 @@ held-back training scores, times ``threshold.multiplier``). From that:
 * false-alarm rate: clean windows judged anomalous;
 * detection rate: injected windows judged anomalous;
 * merit: detection rate minus false-alarm rate (Youden's J), so a model that flags
-  everything gains nothing.
+  everything gains nothing;
+* AUC: the chance that an injected window scores above a clean one -- how well the model
+  separates the two at any threshold.
 
-The challenger is promoted when (1) its merit is at least the champion's minus
-``tolerance`` and (2) its false-alarm rate is at most the champion's plus ``tolerance``.
+The challenger is promoted when all three hold, each allowing ``tolerance`` plus twice the
+sampling error of the difference (a few hundred overlapping windows give noisy rates, and
+a coin-flip difference must not block retraining):
+
+1. its AUC is at least the champion's;
+2. its merit is at least the champion's;
+3. its false-alarm rate is at most the champion's.
+
 A model trained on contaminated data learns to reconstruct the anomalies, calibrates a
-higher threshold and misses the injected ones: rule 1 rejects it. A champion overtaken by
-drift raises false alarms on the recent data: rule 2 lets the challenger through.
+higher threshold and misses the injected ones: rules 1 and 2 reject it. The held-back
+windows are ones the champion judged normal (the reservoir leaves out what it flagged),
+so a champion overtaken by slow drift rarely shows false alarms there; its drift shows as
+clean scores creeping towards its threshold, which lowers its AUC (rule 1) while a
+challenger trained on the recent data separates well again.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -34,7 +46,7 @@ from sentinel.threshold import calibration_threshold
 __all__ = ["Decision", "EvalSet", "Metrics", "build_eval_set", "decide", "evaluate"]
 
 KINDS = ("spike", "offset", "ramp", "noise")
-_MAX_WINDOWS = 2_000  # clean windows evaluated (and as many injected): a few seconds of CPU
+_MAX_WINDOWS = 4_000  # clean windows evaluated (and as many injected): about a second of CPU
 
 
 @dataclass(frozen=True)
@@ -66,10 +78,9 @@ class Decision:
 def build_eval_set(
     runs: Sequence[np.ndarray], window: int, magnitude: float, seed: int = 0
 ) -> EvalSet:
-    """Clean windows (half-overlapping) from held-back runs, and an injected copy of each."""
-    parts = [
-        make_windows(np.asarray(r, dtype=np.float32), window, max(1, window // 2)) for r in runs
-    ]
+    """Clean windows (3/4 overlapping) from held-back runs, and an injected copy of each."""
+    stride = max(1, window // 4)
+    parts = [make_windows(np.asarray(r, dtype=np.float32), window, stride) for r in runs]
     parts = [p for p in parts if len(p)]
     if not parts:
         empty = np.zeros((0, window, runs[0].shape[1] if runs else 1), dtype=np.float32)
@@ -129,24 +140,38 @@ def decide(challenger: Metrics, champion: Metrics | None, tolerance: float) -> D
     """The promotion rule described in the module docstring."""
     if champion is None:
         return Decision(True, "no usable active model to compare with")
-    if challenger.windows == 0:
+    n = challenger.windows
+    if n == 0:
         return Decision(False, "no held-back windows to compare on")
-    if challenger.merit < champion.merit - tolerance:
+
+    def slack(p: float, q: float) -> float:  # tolerance + 2 standard errors of p - q
+        return tolerance + 2 * math.sqrt((p * (1 - p) + q * (1 - q)) / n)
+
+    c, a = challenger, champion
+    auc_slack = slack(min(max(c.auc, 0.0), 1.0), min(max(a.auc, 0.0), 1.0))
+    if c.auc < a.auc - auc_slack:
         return Decision(
-            False,
-            f"detection - false rate {challenger.merit:.3f} is below the active model's "
-            f"{champion.merit:.3f} - {tolerance}",
+            False, f"AUC {c.auc:.3f} is below the active model's {a.auc:.3f} - {auc_slack:.3f}"
         )
-    if challenger.false_rate > champion.false_rate + tolerance:
+    merit_slack = slack(c.detection, a.detection) + slack(c.false_rate, a.false_rate)
+    merit_slack -= tolerance
+    if c.merit < a.merit - merit_slack:
         return Decision(
             False,
-            f"false-alarm rate {challenger.false_rate:.3f} exceeds the active model's "
-            f"{champion.false_rate:.3f} + {tolerance}",
+            f"detection - false rate {c.merit:.3f} is below the active model's "
+            f"{a.merit:.3f} - {merit_slack:.3f}",
+        )
+    false_slack = slack(c.false_rate, a.false_rate)
+    if c.false_rate > a.false_rate + false_slack:
+        return Decision(
+            False,
+            f"false-alarm rate {c.false_rate:.3f} exceeds the active model's "
+            f"{a.false_rate:.3f} + {false_slack:.3f}",
         )
     return Decision(
         True,
-        f"detection - false rate {challenger.merit:.3f} vs {champion.merit:.3f}, "
-        f"false rate {challenger.false_rate:.3f} vs {champion.false_rate:.3f}",
+        f"AUC {c.auc:.3f} vs {a.auc:.3f}, detection - false rate {c.merit:.3f} vs "
+        f"{a.merit:.3f}, false rate {c.false_rate:.3f} vs {a.false_rate:.3f}",
     )
 
 

@@ -17,6 +17,7 @@ in the data's own clock.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -31,10 +32,13 @@ __all__ = ["RetrainScheduler", "trigger_for"]
 log = structlog.get_logger(__name__)
 
 
-def trigger_for(config: RetrainConfig) -> BaseTrigger:
+def trigger_for(config: RetrainConfig, start: datetime | None = None) -> BaseTrigger:
+    """The schedule. ``start``: when the clock starts (replay: its first timestamp); the
+    first interval run comes one interval after it (the daemon: after its own start)."""
     if config.cron is not None:
         return CronTrigger.from_crontab(config.cron, timezone="UTC")
-    return IntervalTrigger(seconds=config.every, timezone="UTC")
+    first = None if start is None else start + timedelta(seconds=config.every)
+    return IntervalTrigger(seconds=config.every, start_date=first, timezone="UTC")
 
 
 class RetrainScheduler:
