@@ -85,7 +85,9 @@ class SentinelApp:
                     registry,
                     device,
                     has_model=lambda stream: self._pipeline().has_model(stream),
-                    install=lambda stream, det: self._pipeline().install_model(stream, det),
+                    install=lambda stream, det, seeds=None: self._pipeline().install_model(
+                        stream, det, seeds
+                    ),
                     active_versions=lambda: self._pipeline().model_versions(),
                 )
                 if config.retrain.enabled

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -113,6 +113,7 @@ class Pipeline:
         self._cold_start_buffer = cold_start_buffer
         self._accepted: list[Reading] = []
         self._flagged: list[Window] = []
+        self._threshold_seeds: dict[tuple[str, str], Mapping[str, Sequence[float]]] = {}
         self._config = config
         self._observer = observer
         self._snapshot_path = snapshot_path
@@ -173,9 +174,18 @@ class Pipeline:
             return False
         return True
 
-    def install_model(self, stream: str, detector: Detector) -> None:
+    def install_model(
+        self,
+        stream: str,
+        detector: Detector,
+        seeds: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
         """Swap in a new model; applied by the worker between two passes, so no window is
-        dropped or scored twice."""
+        dropped or scored twice. ``seeds``: per device, the new model's scores on its
+        recent normal windows, oldest first; they recalibrate the device's threshold to the
+        new score scale at the swap instead of a warm-up on the calibration threshold."""
+        if seeds:
+            self._threshold_seeds[(stream, detector.version)] = seeds
         self._swaps.put((stream, detector))
 
     def training_failed(self, stream: str) -> None:
@@ -447,7 +457,21 @@ class Pipeline:
             self._install(runtime, detector)
             # A new model has its own score scale: thresholds learned on the old one are void.
             self._thresholds.reset_stream(stream)
+            seeds = self._threshold_seeds.pop((stream, detector.version), None)
+            if seeds and self._config.threshold.method == "quantile":
+                self._seed_thresholds(stream, seeds)
             log.info("model_installed", stream=stream, version=detector.version)
+
+    def _seed_thresholds(self, stream: str, seeds: Mapping[str, Sequence[float]]) -> None:
+        try:
+            devices = self._thresholds.restore(
+                stream,
+                {d: {"recent": list(s), "normal_seen": len(s)} for d, s in seeds.items()},
+            )
+        except ValueError as err:
+            log.error("threshold_seed_rejected", stream=stream, error=str(err))
+            return
+        log.info("thresholds_recalibrated", stream=stream, devices=devices)
 
     def _install(self, runtime: _Stream, detector: Detector) -> None:
         stream = runtime.config

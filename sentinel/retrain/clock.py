@@ -10,7 +10,7 @@ instant in data time, where the daemon keeps scoring with the old model while it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -21,7 +21,7 @@ from sentinel.model import Detector, ModelRegistry
 from sentinel.records import Reading
 from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain
 from sentinel.retrain.reservoir import ReservoirTap
-from sentinel.retrain.retrainer import apply_outcome
+from sentinel.retrain.retrainer import Install, apply_outcome
 from sentinel.retrain.scheduler import trigger_for
 
 __all__ = ["DataClockRetrainer"]
@@ -64,7 +64,7 @@ class DataClockRetrainer:
         """Readings the initial model trained on: the daemon's reservoir would hold them."""
         self.tap.observe(readings, (), ())
 
-    def tick(self, ts: float, install: Callable[[str, Detector], None]) -> None:
+    def tick(self, ts: float, install: Install) -> None:
         if ts < self._next:
             return
         fired = self._next

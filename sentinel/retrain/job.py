@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 import structlog
 import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.errors import DataError, ModelError
-from sentinel.model import Detector, ModelRegistry, train_detector
+from sentinel.model import Detector, ModelRegistry, make_windows, train_detector
 from sentinel.retrain.promotion import Metrics, build_eval_set, decide, evaluate
-from sentinel.retrain.reservoir import Reservoir, reservoir_path
+from sentinel.retrain.reservoir import Reservoir, Run, reservoir_path
+from sentinel.threshold import calibration_threshold
 
 __all__ = ["RetrainOutcome", "config_hash", "open_reservoir", "run_retrain"]
 
@@ -39,6 +41,9 @@ class RetrainOutcome:
     version: str | None = None
     parent: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Accepted runs: per device, the new model's scores on its recent held-back normal
+    # windows, oldest first -- the thresholds it starts with (Pipeline.install_model).
+    seeds: dict[str, list[float]] = field(default_factory=dict)
 
 
 def config_hash(config: SentinelConfig, stream: str) -> str:
@@ -195,7 +200,33 @@ def run_retrain(
         parent=parent,
         **{k: v.get("merit") for k, v in metrics.items()},
     )
-    return RetrainOutcome(stream, status, why, challenger.version, parent, metrics)
+    seeds = threshold_seeds(challenger, data.holdout, config) if decision_ok else {}
+    return RetrainOutcome(stream, status, why, challenger.version, parent, metrics, seeds)
+
+
+def threshold_seeds(
+    detector: Detector, runs: list[Run], config: SentinelConfig
+) -> dict[str, list[float]]:
+    """Per device, ``detector``'s scores on its latest ``threshold.history`` held-back
+    windows (every reading starts one), leaving out any above the model's own threshold:
+    a live device's threshold only ever learns from windows it judged normal."""
+    window, history = config.windows.length, config.threshold.history
+    limit = calibration_threshold(
+        detector.meta.calibration.quantiles,
+        config.threshold.quantile,
+        config.threshold.multiplier,
+    )
+    by_device: dict[str, list[np.ndarray]] = {}
+    for run in runs:
+        by_device.setdefault(run.device, []).append(make_windows(run.values, window, 1))
+    seeds: dict[str, list[float]] = {}
+    for device, parts in by_device.items():
+        windows = np.concatenate(parts)[-history:]
+        if not len(windows):
+            continue
+        scores, _ = detector.score(np.ascontiguousarray(windows))
+        seeds[device] = [float(v) for v in scores if np.isfinite(v) and v <= limit]
+    return seeds
 
 
 def _fits(detector: Detector, config: SentinelConfig, stream: str) -> bool:

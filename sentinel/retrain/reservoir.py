@@ -192,9 +192,10 @@ class Reservoir:
     def clean_data(
         self, *, window: int, max_gap: float, holdout_fraction: float, until: float | None = None
     ) -> CleanData:
-        """Readings outside every excluded span, as gap-free runs per device, the newest
-        ``holdout_fraction`` (by time) held back. ``until`` ignores anything newer
-        (a replay asks as of its own clock)."""
+        """Readings outside every excluded span, as gap-free runs per device, about
+        ``holdout_fraction`` of them held back in time blocks spread over the reservoir's
+        span (the newest block always among them). ``until`` ignores anything newer (a
+        replay asks as of its own clock)."""
         conn = self._db()
         limit = float("inf") if until is None else until
         rows = conn.execute(
@@ -224,21 +225,33 @@ class Reservoir:
         if not clean:
             return CleanData([], [], 0, stored, None, None)
         all_ts = np.concatenate([r.ts for r in clean])
-        cut = float(np.quantile(all_ts, 1.0 - holdout_fraction))
+        first, last = float(all_ts.min()), float(all_ts.max())
+        # Interleaved, not a tail: the span is cut into 5k time blocks and every k-th is
+        # held back, the newest included. Under drift, a challenger judged on a tail newer
+        # than all it trained on looks worse than a champion judged on windows it had
+        # itself found normal; interleaving lets it train on the period it is judged on.
+        k = max(2, round(1 / holdout_fraction))
+        # 5k blocks, fewer when that would make them shorter than 8 windows per device.
+        per_device = len(all_ts) / max(1, len({r.device for r in clean}))
+        n_blocks = max(k, min(5 * k, int(per_device // (8 * window))))
+        width = max((last - first) / n_blocks, 1e-9)
         train: list[Run] = []
         holdout: list[Run] = []
         for run in clean:
-            i = int(np.searchsorted(run.ts, cut, side="left"))
-            for part, into in ((slice(0, i), train), (slice(i, None), holdout)):
-                if len(run.ts[part]) >= window:
+            block = np.minimum(((run.ts - first) // width).astype(np.int64), n_blocks - 1)
+            held = (block % k) == (n_blocks - 1) % k
+            edges = np.flatnonzero(np.diff(held.astype(np.int8))) + 1
+            for part in np.split(np.arange(len(run.ts)), edges):
+                if len(part) >= window:
+                    into = holdout if held[part[0]] else train
                     into.append(Run(run.device, run.ts[part], run.values[part]))
         return CleanData(
             train=train,
             holdout=holdout,
             rows=len(all_ts),
             stored=stored,
-            first_ts=float(all_ts.min()),
-            last_ts=float(all_ts.max()),
+            first_ts=first,
+            last_ts=last,
         )
 
 

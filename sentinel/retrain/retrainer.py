@@ -20,10 +20,10 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import torch
@@ -33,11 +33,22 @@ from sentinel.errors import ModelError
 from sentinel.model import Detector, ModelRegistry
 from sentinel.retrain.job import RetrainOutcome, run_retrain
 
-__all__ = ["Request", "Retrainer", "apply_outcome"]
+__all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
 
 log = structlog.get_logger(__name__)
 
 _COLD_START_RETRY = 60.0  # seconds before a failed cold-start run is tried again
+
+
+class Install(Protocol):
+    """Hands a model to the pipeline (``Pipeline.install_model``)."""
+
+    def __call__(
+        self,
+        stream: str,
+        detector: Detector,
+        seeds: Mapping[str, Sequence[float]] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ def apply_outcome(
     registry: ModelRegistry,
     config: SentinelConfig,
     device: torch.device,
-    install: Callable[[str, Detector], None],
+    install: Install,
 ) -> Detector | None:
     """Load, activate and install an accepted version; a version that cannot be loaded is
     marked rejected and the running model stays."""
@@ -69,7 +80,7 @@ def apply_outcome(
         with contextlib.suppress(ModelError):
             registry.write_status(outcome.stream, outcome.version, status)
         return None
-    install(outcome.stream, detector)
+    install(outcome.stream, detector, outcome.seeds)
     registry.prune(outcome.stream, config.retrain.keep_versions)
     return detector
 
@@ -114,7 +125,7 @@ class Retrainer:
         *,
         has_model: Callable[[str], bool],
         reservoir_count: Callable[[str], int],
-        install: Callable[[str, Detector], None],
+        install: Install,
     ) -> None:
         self._config = config
         self._registry = registry

@@ -14,7 +14,7 @@ from sentinel.model import Detector, ModelRegistry
 from sentinel.retrain.control import CONTROL_SOCKET, ControlServer
 from sentinel.retrain.job import open_reservoir
 from sentinel.retrain.reservoir import ReservoirTap
-from sentinel.retrain.retrainer import Retrainer
+from sentinel.retrain.retrainer import Install, Retrainer
 from sentinel.retrain.scheduler import RetrainScheduler
 
 __all__ = ["RetrainService", "load_active_or_previous"]
@@ -55,7 +55,7 @@ class RetrainService:
         device: torch.device,
         *,
         has_model: Callable[[str], bool],
-        install: Callable[[str, Detector], None],
+        install: Install,
         active_versions: Callable[[], dict[str, str | None]],
     ) -> None:
         self._config = config

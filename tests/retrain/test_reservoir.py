@@ -31,7 +31,8 @@ def test_readings_survive_a_restart_and_redeliveries_are_stored_once(tmp_path: P
     data = res.clean_data(window=8, max_gap=2, holdout_fraction=0.2)
     res.close()
     assert data.rows == 150
-    values = np.concatenate([r.values for r in data.train + data.holdout])
+    runs = sorted(data.train + data.holdout, key=lambda r: r.ts[0])
+    values = np.concatenate([r.values for r in runs])
     assert values[:, 0].tolist() == [float(i) for i in range(100)] + [
         float(i) for i in range(50, 100)
     ]
@@ -85,5 +86,10 @@ def test_anomalous_windows_and_alerts_are_left_out_with_a_margin(tmp_path: Path)
     assert np.any(kept["d1"] == 121)
     assert not np.any((kept["d2"] >= 195) & (kept["d2"] <= 265))
     assert data.rows == 800 - 26 - 71
-    # The holdout is the newest quarter, for every device.
-    assert min(r.ts[0] for r in data.holdout) >= max(r.ts[-1] for r in data.train)
+    # A quarter is held back, in blocks spread over the span, the newest among them, the
+    # same periods for every device.
+    held = sum(len(r.ts) for r in data.holdout)
+    assert 0.2 < held / data.rows < 0.3
+    assert max(r.ts[-1] for r in data.holdout) == 399
+    assert min(r.ts[0] for r in data.holdout) < 100
+    assert {r.device for r in data.holdout} == {"d1", "d2"}

@@ -120,7 +120,9 @@ def test_a_corrupt_version_is_refused_and_the_previous_one_kept(
     # From a retraining run: marked rejected, nothing installed, the active one stays.
     installed: list[str] = []
     outcome = RetrainOutcome("pump", "accepted", "better", version(2), version(1))
-    got = apply_outcome(outcome, registry, config, CPU, lambda s, d: installed.append(d.version))
+    got = apply_outcome(
+        outcome, registry, config, CPU, lambda s, d, seeds=None: installed.append(d.version)
+    )
     assert got is None
     assert installed == []
     assert registry.active_version("pump") == version(1)
