@@ -231,9 +231,10 @@ class Reservoir:
         # than all it trained on looks worse than a champion judged on windows it had
         # itself found normal; interleaving lets it train on the period it is judged on.
         k = max(2, round(1 / holdout_fraction))
-        # 5k blocks, fewer when that would make them shorter than 8 windows per device.
+        # 5k blocks, fewer (a multiple of k) when that would make them shorter than 8
+        # windows per device; with little data this becomes a plain tail.
         per_device = len(all_ts) / max(1, len({r.device for r in clean}))
-        n_blocks = max(k, min(5 * k, int(per_device // (8 * window))))
+        n_blocks = k * max(1, min(5, int(per_device // (8 * window * k))))
         width = max((last - first) / n_blocks, 1e-9)
         train: list[Run] = []
         holdout: list[Run] = []
