@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=3)
     ap.add_argument("--days", type=int, default=6, help="scored days after the training day")
     ap.add_argument("--step", type=float, default=10.0, help="simulated seconds per reading")
-    ap.add_argument("--drift", type=float, default=0.03, help="pump wear per simulated day")
+    ap.add_argument("--drift", type=float, default=0.1, help="pump wear per simulated day")
     ap.add_argument("--anomaly-rate", type=float, default=0.25, help="faults per device-hour")
     ap.add_argument("--every", type=float, default=DAY, help="retraining interval, seconds")
     ap.add_argument("--reservoir-days", type=float, default=2.0)

@@ -57,7 +57,7 @@ def config_hash(config: SentinelConfig, stream: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def open_reservoir(config: SentinelConfig, stream: str) -> Reservoir:
+def open_reservoir(config: SentinelConfig, stream: str, readonly: bool = False) -> Reservoir:
     cfg = config.retrain
     return Reservoir(
         reservoir_path(config.state_dir, stream),
@@ -65,7 +65,7 @@ def open_reservoir(config: SentinelConfig, stream: str) -> Reservoir:
         max_rows=cfg.reservoir_rows,
         max_age=cfg.reservoir_age,
         margin=cfg.exclusion_margin,
-    ).open()
+    ).open(readonly=readonly)
 
 
 def run_retrain(
@@ -87,7 +87,7 @@ def run_retrain(
     stream_cfg = config.stream(stream)
     cfg = config.retrain
     window = config.windows.length
-    reservoir = open_reservoir(config, stream)
+    reservoir = open_reservoir(config, stream, readonly=True)
     try:
         data = reservoir.clean_data(
             window=window,

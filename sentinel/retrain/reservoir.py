@@ -97,9 +97,21 @@ class Reservoir:
     def path(self) -> Path:
         return self._path
 
-    def open(self) -> Reservoir:
+    def open(self, readonly: bool = False) -> Reservoir:
+        """Create or open the file. ``readonly``: a training run's view, which never
+        writes (the pipeline worker stays the only writer)."""
         self._path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._path, timeout=30.0, check_same_thread=False)
+        if readonly:
+            conn.execute("PRAGMA query_only=ON")
+            self._conn = conn
+            try:
+                self.count = int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+            except sqlite3.OperationalError:  # never written yet: an empty reservoir
+                conn.close()
+                self._conn = None
+                return self.open()
+            return self
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
