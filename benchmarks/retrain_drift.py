@@ -255,6 +255,16 @@ def main(argv: list[str] | None = None) -> int:
         share = [100 * n / per_day_windows for n in per_day]
         ok = "yes" if all(v <= args.budget for v in share) else "no"
         print(f"| {arm.name} | {' | '.join(f'{v:.2f}' for v in share)} | {ok} |")
+    print("\ninjected faults overlapped by an alert, per day the fault started:\n")
+    print(f"| arm | {header} |")
+    print("|---|" + "---|" * args.days)
+    for arm in arms:
+        cells = []
+        for d in range(args.days):
+            today = [e for e in scored if int((e.start - day0) // DAY) == d]
+            _, caught = false_per_day(list(arm.alerts.values()), today, day0, args.days, slack)
+            cells.append(f"{caught}/{len(today)}")
+        print(f"| {arm.name} | {' | '.join(cells)} |")
     print("\nretraining runs (data time):")
     for line in arms[1].runs:
         print(f"  {line}")
