@@ -177,27 +177,32 @@ class Reservoir:
             self.prune()
 
     def prune(self) -> None:
-        """Drop readings beyond the row and age bounds, and exclusions nothing needs."""
+        """Drop readings beyond the row and age bounds, and exclusions nothing needs.
+
+        Runs on the pipeline worker: every statement uses an index, and the row count is
+        kept from SQLite's change counter instead of a COUNT(*) over the table."""
         conn = self._db()
         self._since_prune = 0
         with conn:
             newest = conn.execute("SELECT MAX(ts) FROM readings").fetchone()[0]
             if newest is None:
                 return
-            cutoff = float(newest) - self._max_age
-            conn.execute("DELETE FROM readings WHERE ts < ?", (cutoff,))
-            excess = int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
-            excess -= self._max_rows
+            before = conn.total_changes
+            conn.execute("DELETE FROM readings WHERE ts < ?", (float(newest) - self._max_age,))
+            self.count -= conn.total_changes - before
+            excess = self.count - self._max_rows
             if excess > 0:
+                before = conn.total_changes
+                # Everything older than the excess-th oldest timestamp: one index range.
                 conn.execute(
-                    "DELETE FROM readings WHERE (device, ts) IN "
-                    "(SELECT device, ts FROM readings ORDER BY ts LIMIT ?)",
+                    "DELETE FROM readings WHERE ts < "
+                    "(SELECT ts FROM readings ORDER BY ts LIMIT 1 OFFSET ?)",
                     (excess,),
                 )
+                self.count -= conn.total_changes - before
             oldest = conn.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
             if oldest is not None:
                 conn.execute('DELETE FROM excluded WHERE "end" < ?', (float(oldest),))
-            self.count = int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
 
     # -- reading (training runs) ----------------------------------------------------------
 
