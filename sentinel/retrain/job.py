@@ -207,9 +207,11 @@ def run_retrain(
 def threshold_seeds(
     detector: Detector, runs: list[Run], config: SentinelConfig
 ) -> dict[str, list[float]]:
-    """Per device, ``detector``'s scores on its latest ``threshold.history`` held-back
-    windows (every reading starts one), leaving out any above the model's own threshold:
-    a live device's threshold only ever learns from windows it judged normal."""
+    """Per device, ``detector``'s scores on up to ``threshold.history`` held-back windows
+    spread evenly over all its held-back blocks (the newest alone would be one time of
+    day, and the daily cycle would then raise false alarms), in time order, leaving out
+    any above the model's own threshold: a live device's threshold only ever learns from
+    windows it judged normal."""
     window, history = config.windows.length, config.threshold.history
     limit = calibration_threshold(
         detector.meta.calibration.quantiles,
@@ -221,9 +223,11 @@ def threshold_seeds(
         by_device.setdefault(run.device, []).append(make_windows(run.values, window, 1))
     seeds: dict[str, list[float]] = {}
     for device, parts in by_device.items():
-        windows = np.concatenate(parts)[-history:]
+        windows = np.concatenate(parts)
         if not len(windows):
             continue
+        if len(windows) > history:
+            windows = windows[np.linspace(0, len(windows) - 1, history).astype(np.int64)]
         scores, _ = detector.score(np.ascontiguousarray(windows))
         seeds[device] = [float(v) for v in scores if np.isfinite(v) and v <= limit]
     return seeds
