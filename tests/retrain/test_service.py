@@ -104,6 +104,7 @@ def test_a_requested_run_trains_in_a_child_process_and_is_installed(tmp_path: Pa
         # No model yet and the reservoir holds cold_start.readings: the cold start runs
         # by itself; a manual request for the same stream meanwhile is not queued twice.
         assert got.wait(120), "no model was installed"
+        wait_for(lambda: service.retrainer.idle.is_set(), 30, "the cold-start run to end")
         assert service.retrainer.request("pump", "manual")
         assert not service.retrainer.request("pump", "manual")
         wait_for(lambda: service.retrainer.idle.is_set(), 120, "the manual run")
