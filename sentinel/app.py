@@ -28,7 +28,7 @@ from sentinel.pipeline import Pipeline
 from sentinel.publish import AlertPublisher
 from sentinel.records import WriteBatch
 from sentinel.reload import plan_reload
-from sentinel.retention import prune_model_versions
+from sentinel.retrain.service import RetrainService, load_active_or_previous
 from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.outbox import OutboxPolicy
@@ -68,6 +68,7 @@ class SentinelApp:
         self.pipeline: Pipeline | None = None
         self.source: MqttSource | None = None
         self.publisher: AlertPublisher | None = None
+        self.retrain: RetrainService | None = None
         self.ready = threading.Event()  # set once every component has started
 
     def run(self, stop: threading.Event) -> int:
@@ -94,8 +95,8 @@ class SentinelApp:
         try:
             store.migrate()
             registry = self._registry = ModelRegistry(config.models_dir)
-            for stream in config.streams:
-                prune_model_versions(registry, stream.name, config.retention.model_versions)
+            for stream in config.streams:  # bounded disk use, also after a config change
+                registry.prune(stream.name, config.retrain.keep_versions)
             models = self._load_models(registry, device)
             writer = AlertWriter(
                 store,
@@ -118,6 +119,20 @@ class SentinelApp:
                 on_model=self._model_trained,
                 on_failure=self._training_failed,
             )
+            retrain = self.retrain = (
+                RetrainService(
+                    config,
+                    registry,
+                    device,
+                    has_model=lambda stream: self._pipeline().has_model(stream),
+                    install=lambda stream, det, seeds=None: self._pipeline().install_model(
+                        stream, det, seeds
+                    ),
+                    active_versions=lambda: self._pipeline().model_versions(),
+                )
+                if config.retrain.enabled
+                else None
+            )
             pipeline = self.pipeline = Pipeline(
                 config,
                 sink=writer.submit,
@@ -127,6 +142,8 @@ class SentinelApp:
                 # Ended alerts too: they carry each device's cooldown across a restart.
                 open_alerts=[*store.open_alerts(), *store.last_ended_alerts()],
                 snapshot_path=config.state_dir / "thresholds.json",
+                tap=retrain.tap if retrain is not None else None,
+                cold_start_buffer=retrain is None,
             )
             source = self.source = MqttSource(
                 config.mqtt,
@@ -145,12 +162,14 @@ class SentinelApp:
             probe.start()
             try:
                 self._start_health_server()
-                return self._run_components(stop, writer, trainer, pipeline, source)
+                return self._run_components(stop, writer, trainer, pipeline, source, retrain)
             finally:
                 probe.stop()
                 if self.health_server is not None:
                     self.health_server.stop()
         finally:
+            if self.retrain is not None:
+                self.retrain.close()
             self.notifier.close()
             store.close()
 
@@ -161,6 +180,7 @@ class SentinelApp:
         trainer: Trainer,
         pipeline: Pipeline,
         source: MqttSource,
+        retrain: RetrainService | None = None,
     ) -> int:
         started: list[str] = []
         try:
@@ -173,6 +193,9 @@ class SentinelApp:
             started.append("trainer")
             pipeline.start()
             started.append("pipeline")
+            if retrain is not None:
+                retrain.start()
+                started.append("retrain")
             source.start()
             started.append("source")
             self.ready.set()
@@ -203,6 +226,8 @@ class SentinelApp:
             self.notifier.stopping()
             if "source" in started:
                 source.pause()
+            if retrain is not None and "retrain" in started:
+                retrain.stop()
             if "pipeline" in started:
                 pipeline.stop()
             if "writer" in started:
@@ -234,8 +259,9 @@ class SentinelApp:
         models: dict[str, Detector | None] = {}
         for stream in self.config.streams:
             try:
-                detector = registry.load_active(
-                    stream.name, device, max_batch=self.config.model.score_batch_max
+                # A corrupt active version falls back to its predecessor (issue #5).
+                detector = load_active_or_previous(
+                    registry, stream.name, device, self.config.model.score_batch_max
                 )
             except ModelError as err:
                 # Never fatal: the stream starts over with a cold start.
@@ -336,7 +362,7 @@ class SentinelApp:
         self._pipeline().install_model(stream, detector)
         record_retraining(stream, "activated")
         if self._registry is not None:
-            prune_model_versions(self._registry, stream, self.config.retention.model_versions)
+            self._registry.prune(stream, self.config.retrain.keep_versions)
 
     def _training_failed(self, stream: str, reason: str) -> None:
         record_retraining(stream, "failed")

@@ -345,6 +345,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         device=args.device or Path(args.input).stem,
         train_rows=args.train_rows or config.cold_start.readings,
         torch_device=resolve_device(config.model.device),
+        retrain=args.retrain,
     )
     if args.report:
         from sentinel.report import render_report
@@ -355,6 +356,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"{summary.scored_windows} windows scored, {summary.anomalous_rows} anomalous rows, "
         f"{summary.alerts} alerts, model {summary.model_version}, {summary.seconds} s"
     )
+    if args.retrain:
+        print(
+            f"retraining: {summary.retrain_runs} scheduled runs in the data's time, "
+            f"{summary.retrain_promoted} promoted"
+        )
     return 0
 
 
@@ -393,10 +399,8 @@ def cmd_models_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_models_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    # The `models` group; other model commands (list, show, activate, rollback) join it.
-    models = commands.add_parser("models", help="work with saved model versions")
-    actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+def _add_models_export(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sentinel models export``, beside list/show/activate/rollback (sentinel/models_cli)."""
     export = actions.add_parser(
         "export",
         help="export a model version for edge runtimes (TorchScript or ONNX)",
@@ -574,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows that train the model (default: cold_start.readings)",
     )
     rep.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain on the [retrain] schedule in the file's own time, as the daemon would",
+    )
+    rep.add_argument(
         "--report",
         type=Path,
         metavar="FILE.png|FILE.html",
@@ -594,7 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--title", metavar="TEXT")
     report.set_defaults(func=cmd_report)
-    _add_models_export(commands)
+
+    from sentinel.models_cli import add_models_commands, add_retrain_command
+
+    _add_models_export(add_models_commands(commands, config_arg, _load))
+    add_retrain_command(commands, config_arg, _load)
     return parser
 
 

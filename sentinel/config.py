@@ -41,7 +41,7 @@ __all__ = [
     "ModelConfig",
     "MqttConfig",
     "PublishConfig",
-    "RetentionConfig",
+    "RetrainConfig",
     "SentinelConfig",
     "StreamConfig",
     "ThresholdConfig",
@@ -406,6 +406,117 @@ class AlertsConfig(Section):
         return self.open_within or self.open_after
 
 
+class RetrainConfig(Section):
+    """Retraining on fresh data: reservoir, schedule, champion/challenger, registry size."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Keep a training reservoir per stream on disk and retrain on a schedule. "
+        "Off: the cold start collects in memory and the first model is never replaced.",
+    )
+    every: float = Field(
+        default=86_400.0,
+        ge=60,
+        le=366 * 86_400,
+        description="Seconds between scheduled retraining runs of each stream (ignored when "
+        "cron is set).",
+    )
+    cron: str | None = Field(
+        default=None,
+        description="Crontab expression (minute hour day month weekday, UTC) for the runs, "
+        "e.g. '0 3 * * *'; overrides every.",
+    )
+    misfire_grace_time: float = Field(
+        default=3_600.0,
+        ge=1,
+        le=7 * 86_400,
+        description="Seconds a run may start late (daemon busy, machine suspended) and still "
+        "run; APScheduler's default of 1 s silently skips late runs. Missed runs coalesce "
+        "into one.",
+    )
+    reservoir_rows: int = Field(
+        default=200_000,
+        ge=256,
+        le=50_000_000,
+        description="Most readings kept per stream in the on-disk reservoir (oldest go first).",
+    )
+    reservoir_age: float = Field(
+        default=14 * 86_400.0,
+        ge=60,
+        le=366 * 86_400,
+        description="Readings older than this many seconds (event time, relative to the "
+        "newest reading) leave the reservoir.",
+    )
+    exclusion_margin: float = Field(
+        default=120.0,
+        ge=0,
+        le=86_400,
+        description="Seconds around every anomalous window and every alert whose readings "
+        "are left out of training.",
+    )
+    min_rows: int = Field(
+        default=2_000,
+        ge=64,
+        le=10_000_000,
+        description="Clean readings needed for a run; with fewer the run is skipped and the "
+        "reason logged.",
+    )
+    holdout_fraction: float = Field(
+        default=0.2,
+        ge=0.05,
+        le=0.5,
+        description="Most recent share of the clean readings held back from training to "
+        "compare the challenger with the active model.",
+    )
+    inject_magnitude: float = Field(
+        default=4.0,
+        gt=0,
+        le=100,
+        description="Size, in standard deviations of the held-back data, of the synthetic "
+        "anomalies (spike, offset, ramp, noise on one feature) injected for the comparison.",
+    )
+    tolerance: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="How much worse than the active model a challenger may be, in detection "
+        "minus false-alarm rate and in false-alarm rate, and still be promoted.",
+    )
+    keep_versions: int = Field(
+        default=10,
+        ge=2,
+        le=10_000,
+        description="Model versions kept per stream; older ones are deleted (never the "
+        "active one or its predecessor).",
+    )
+    nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness of the training process, so scoring keeps the CPU first.",
+    )
+    torch_threads: int = Field(
+        default=1, ge=1, le=256, description="Torch threads of the training process."
+    )
+    control_socket: bool = Field(
+        default=True,
+        description="Listen on <state_dir>/control.sock for `sentinel retrain` and "
+        "`sentinel models activate|rollback` (owner-only permissions).",
+    )
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as err:
+                raise ValueError(f"not a crontab expression: {err}") from err
+        return value
+
+
 class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     format: Literal["auto", "json", "console"] = Field(
@@ -531,16 +642,6 @@ class HealthConfig(Section):
     )
 
 
-class RetentionConfig(Section):
-    model_versions: int = Field(
-        default=5,
-        ge=1,
-        le=1000,
-        description="Model versions kept per stream (the active one always among them); "
-        "older ones are deleted when a new model is saved and at start.",
-    )
-
-
 class PublishConfig(Section):
     """Alert events out over MQTT (docs/MQTT.md): an outbox table, drained at least once."""
 
@@ -623,9 +724,9 @@ class SentinelConfig(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     streams: Annotated[list[StreamConfig], Field(min_length=1)]
     health: HealthConfig = Field(default_factory=HealthConfig)
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="after")
     def _streams_distinct(self) -> SentinelConfig:
@@ -641,6 +742,12 @@ class SentinelConfig(Section):
     def _cold_start_fits_window(self) -> SentinelConfig:
         if self.cold_start.readings < 4 * self.windows.length:
             raise ValueError("cold_start.readings must be at least 4x windows.length")
+        return self
+
+    @model_validator(mode="after")
+    def _retrain_fits_window(self) -> SentinelConfig:
+        if self.retrain.min_rows < 4 * self.windows.length:
+            raise ValueError("retrain.min_rows must be at least 4x windows.length")
         return self
 
     @property

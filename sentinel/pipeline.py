@@ -15,9 +15,10 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import structlog
@@ -44,13 +45,22 @@ from sentinel.threshold import ThresholdBank, calibration_threshold
 from sentinel.training import ColdStartBuffer, TrainingJob
 from sentinel.windows import WindowAssembler
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "PipelineTap"]
 
 log = structlog.get_logger(__name__)
 
 _DRAIN_MAX = 256  # deliveries handled per pass: bounds latency and the size of a commit
 _SCORE_CAP = 1e30  # stands in for a non-finite score
 _SNAPSHOT_SCHEMA = 1
+
+
+class PipelineTap(Protocol):
+    """Sees every pass's accepted readings, anomalous windows and alert changes (the
+    retraining reservoir). Called on the worker thread; must be quick."""
+
+    def observe(
+        self, readings: Sequence[Reading], flagged: Sequence[Window], alerts: Sequence[Alert]
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -93,7 +103,17 @@ class Pipeline:
         observer: Callable[[Verdict, Alert | None], None] | None = None,
         snapshot_path: Path | None = None,
         snapshot_interval: float = 60.0,
+        tap: PipelineTap | None = None,
+        cold_start_buffer: bool = True,
     ) -> None:
+        # tap: see PipelineTap. cold_start_buffer=False: a stream without a model only
+        # waits for one (the retrainer trains it from the on-disk reservoir) instead of
+        # collecting in memory and calling request_training.
+        self._tap = tap
+        self._cold_start_buffer = cold_start_buffer
+        self._accepted: list[Reading] = []
+        self._flagged: list[Window] = []
+        self._threshold_seeds: dict[tuple[str, str], Mapping[str, Sequence[float]]] = {}
         self._config = config
         self._observer = observer
         self._snapshot_path = snapshot_path
@@ -164,9 +184,18 @@ class Pipeline:
             return False
         return True
 
-    def install_model(self, stream: str, detector: Detector) -> None:
+    def install_model(
+        self,
+        stream: str,
+        detector: Detector,
+        seeds: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
         """Swap in a new model; applied by the worker between two passes, so no window is
-        dropped or scored twice."""
+        dropped or scored twice. ``seeds``: per device, the new model's scores on its
+        recent normal windows, oldest first; they recalibrate the device's threshold to the
+        new score scale at the swap instead of a warm-up on the calibration threshold."""
+        if seeds:
+            self._threshold_seeds[(stream, detector.version)] = seeds
         self._swaps.put((stream, detector))
 
     def alerts_resolved(self, uids: Iterable[str]) -> None:
@@ -286,6 +315,8 @@ class Pipeline:
                 state.readings += 1
                 touched.add(key)
                 self.stats.readings += 1
+                if self._tap is not None:
+                    self._accepted.append(reading)
                 runtime = self._streams[reading.stream]
                 if runtime.cold_start is not None:
                     self._collect(runtime, reading)
@@ -297,6 +328,13 @@ class Pipeline:
         alerts: list[Alert] = []
         for stream, stream_windows in windows.items():
             alerts.extend(self._score(self._streams[stream], stream_windows))
+        if self._tap is not None:
+            try:
+                self._tap.observe(self._accepted, self._flagged, alerts)
+            except Exception:  # the reservoir is best effort: never lose the alerts for it
+                log.exception("pipeline_tap_failed", readings=len(self._accepted))
+            finally:
+                self._accepted, self._flagged = [], []
         progress = tuple(
             DeviceProgress(s, d, self._devices[(s, d)].last_ts, self._devices[(s, d)].readings)
             for s, d in touched
@@ -341,6 +379,8 @@ class Pipeline:
             )
             if verdict.is_anomaly:
                 self.stats.anomalous += 1
+                if self._tap is not None:
+                    self._flagged.append(window)
             alert = self._alerts.observe(verdict, runtime.baseline)
             if alert is not None:
                 changes.append(alert)
@@ -458,7 +498,21 @@ class Pipeline:
             self._install(runtime, detector)
             # A new model has its own score scale: thresholds learned on the old one are void.
             self._thresholds.reset_stream(stream)
+            seeds = self._threshold_seeds.pop((stream, detector.version), None)
+            if seeds and self._config.threshold.method == "quantile":
+                self._seed_thresholds(stream, seeds)
             log.info("model_installed", stream=stream, version=detector.version)
+
+    def _seed_thresholds(self, stream: str, seeds: Mapping[str, Sequence[float]]) -> None:
+        try:
+            devices = self._thresholds.restore(
+                stream,
+                {d: {"recent": list(s), "normal_seen": len(s)} for d, s in seeds.items()},
+            )
+        except ValueError as err:
+            log.error("threshold_seed_rejected", stream=stream, error=str(err))
+            return
+        log.info("thresholds_recalibrated", stream=stream, devices=devices)
 
     def _install(self, runtime: _Stream, detector: Detector) -> None:
         stream = runtime.config
@@ -493,6 +547,10 @@ class Pipeline:
 
     def _begin_cold_start(self, runtime: _Stream) -> None:
         runtime.detector = None
+        if not self._cold_start_buffer:
+            runtime.cold_start = None
+            log.info("cold_start_waiting_for_model", stream=runtime.config.name)
+            return
         runtime.cold_start = ColdStartBuffer(
             stream=runtime.config.name,
             target=self._config.cold_start.readings,

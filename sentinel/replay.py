@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from sentinel.model import Detector, train_detector
 from sentinel.model.baselines import BaselineDetector, train_baseline
 from sentinel.pipeline import Pipeline
 from sentinel.records import Alert, AlertStatus, Delivery, Reading, Verdict, WriteBatch
+from sentinel.retrain.clock import DataClockRetrainer
 from sentinel.training import TrainingJob
 
 __all__ = ["ReplaySummary", "replay", "split_labels"]
@@ -42,6 +44,8 @@ class ReplaySummary:
     alerts: int
     model_version: str
     seconds: float
+    retrain_runs: int = 0  # with retrain=True: scheduled runs in the data's time ...
+    retrain_promoted: int = 0  # ... and how many of them swapped in a new model
 
 
 @dataclass
@@ -74,11 +78,14 @@ def replay(
     torch_device: torch.device,
     detector: Detector | BaselineDetector | None = None,
     show_progress: bool = True,
+    retrain: bool = False,
 ) -> ReplaySummary:
     """Train on the first ``train_rows`` rows (unless a detector is given), score the rest.
 
     Rows used for training are written too, with empty scores, so the output lines up
-    with the input row for row.
+    with the input row for row. ``retrain``: retrain on the ``[retrain]`` schedule in the
+    file's own time, as the daemon would (``sentinel.retrain.clock``), in a scratch state
+    directory.
     """
     if data.timestamps is None:
         raise DataError("replay needs a timestamp column: event time drives the pipeline")
@@ -136,6 +143,25 @@ def replay(
     def no_training(job: TrainingJob) -> None:  # the model is given; never retrain here
         raise AssertionError("replay pipeline asked for cold-start training")
 
+    clock: DataClockRetrainer | None = None
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+    if retrain:
+        if not isinstance(detector, Detector):
+            raise DataError("retraining in replay needs model.detector = 'lstm_ae'")
+        scratch = tempfile.TemporaryDirectory(prefix="sentinel-replay-")
+        clock = DataClockRetrainer(
+            config.model_copy(update={"state_dir": Path(scratch.name)}),
+            torch_device,
+            start_ts=float(data.timestamps[min(train_rows, rows - 1)]),
+            initial=[detector],
+        )
+        clock.seed(
+            [
+                Reading(stream.name, device, float(data.timestamps[i]), tuple(map(float, v)))
+                for i, v in enumerate(data.values[:train_rows])
+            ]
+        )
+
     batches: list[WriteBatch] = []
     pipeline = Pipeline(
         config,
@@ -146,6 +172,7 @@ def replay(
             for s in config.streams
         },
         observer=observe,
+        tap=clock.tap if clock is not None else None,
     )
     anomalous = 0
     label_names = list(data.carried)
@@ -179,6 +206,8 @@ def replay(
                     )
                     batches.clear()
                     pipeline.process([delivery])
+                    if clock is not None:
+                        clock.tick(ts, pipeline.install_model)
                 scored = i >= train_rows and state.score is not None
                 anomalous += int(scored and state.is_anomaly)
                 writer.writerow(
@@ -196,6 +225,13 @@ def replay(
                 bar.update(stop - start)
         if bar is not None:
             bar.close()
+    runs = promoted = 0
+    if clock is not None:
+        runs = len(clock.outcomes)
+        promoted = sum(o.status == "accepted" for _, o in clock.outcomes)
+        clock.close()
+    if scratch is not None:
+        scratch.cleanup()
     rejected = pipeline.rejections.as_dict()
     if rejected:
         print(f"replay: rows skipped by the pipeline: {rejected}", file=sys.stderr)
@@ -207,6 +243,8 @@ def replay(
         alerts=len(alerts),
         model_version=detector.version,
         seconds=round(time.monotonic() - started, 2),
+        retrain_runs=runs,
+        retrain_promoted=promoted,
     )
 
 

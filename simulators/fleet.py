@@ -168,6 +168,7 @@ class FleetSimulator:
         magnitude: float = 1.0,
         day_length: float = DAY,
         on_event: Callable[[AnomalyEvent], None] | None = None,
+        drift: float = 0.0,
     ) -> None:
         if devices < 1 or step <= 0 or anomaly_rate < 0 or warmup < 0 or magnitude <= 0:
             raise ValueError(
@@ -178,6 +179,14 @@ class FleetSimulator:
         # The period of the daily cycles (ambient temperature, demand, supply voltage). Tests
         # compress it so that a short clean warm-up still covers a whole "day".
         self.day = float(day_length)
+        # Slow concept drift (issue #5): wear grows by `drift` per simulated day. The
+        # impeller loses head (pressure falls), the bearings drag (current, and with it
+        # the winding temperature and the voltage sag, rise) and vibration grows -- the
+        # relations between channels move, not one channel's level. Not an anomaly: the
+        # new normal that a model trained on the first days has never seen.
+        if drift < 0:
+            raise ValueError("drift must be >= 0")
+        self.drift = float(drift)
         unknown = set(kinds) - set(KINDS)
         if unknown or not kinds:
             raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {sorted(kinds)}")
@@ -310,6 +319,10 @@ class FleetSimulator:
             current_load = act.frozen_load * (1.0 + pump.ou_alt)
             friction = act.offset
         current = self._hydraulic_current(p, current_load, supply) + p["i0"] + friction
+        if self.drift:
+            wear = self.drift * max(0.0, ts - self.start_ts) / day
+            pressure *= 1.0 - 0.5 * wear
+            current *= 1.0 + wear
         voltage = supply - p["r_drop"] * current
         ambient = p["t_mean"] + p["t_amp"] * math.cos(2 * math.pi * (tod - p["t_peak"]) / day)
         t_ss = ambient + p["k_heat"] * current * current
@@ -317,6 +330,8 @@ class FleetSimulator:
             pump.temp = t_ss
         pump.temp += (t_ss - pump.temp) * (1.0 - math.exp(-dt / p["tau_temp"]))
         vibration = p["vib_base"] * (0.3 + 0.7 * speed * speed) * (1.0 + pump.ou_vib)
+        if self.drift:
+            vibration *= 1.0 + 2.0 * self.drift * max(0.0, ts - self.start_ts) / day
 
         true = np.array([flow, pressure, current, pump.temp, vibration, voltage])
         noise_mult = np.ones(6)
@@ -458,6 +473,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="period of the daily cycles in simulated seconds (default 86400; compress it "
         "so that a short clean warm-up covers a whole day)",
     )
+    ap.add_argument(
+        "--drift",
+        type=float,
+        default=0.0,
+        help="slow concept drift: pump wear per simulated day (e.g. 0.03), default 0",
+    )
     ap.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
     ap.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
     ap.add_argument("--username", default=None, help="password from SENTINEL_SIM_PASSWORD")
@@ -499,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             magnitude=args.magnitude,
             day_length=args.day_length,
             on_event=record,
+            drift=args.drift,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

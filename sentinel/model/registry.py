@@ -6,9 +6,13 @@ either the old or the new version active, never neither.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 import torch
@@ -16,11 +20,13 @@ import torch
 from sentinel.errors import ModelError
 from sentinel.model.detector import Detector
 
-__all__ = ["ACTIVE_FILE", "ModelRegistry"]
+__all__ = ["ACTIVE_FILE", "HISTORY_FILE", "STATUS_FILE", "ModelRegistry"]
 
 log = structlog.get_logger(__name__)
 
 ACTIVE_FILE = "ACTIVE"
+HISTORY_FILE = "history.jsonl"  # one line per activation, oldest first: what rollback undoes
+STATUS_FILE = "status.json"  # per version: accepted/rejected, why, metrics, parent, config hash
 # Same alphabet as stream names in the config; also what train_detector's versions use.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -56,7 +62,7 @@ class ModelRegistry:
         detector.save(path)
         return path
 
-    def activate(self, stream: str, version: str) -> None:
+    def activate(self, stream: str, version: str, reason: str = "manual") -> None:
         """Make ``version`` the one :meth:`load_active` returns, atomically."""
         path = self.path(stream, version)
         if not path.is_dir():
@@ -77,7 +83,8 @@ class ModelRegistry:
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise ModelError(f"{active}: cannot write: {err}") from err
-        log.info("model_activated", stream=stream, version=version)
+        self._append_history(stream, version, reason)
+        log.info("model_activated", stream=stream, version=version, reason=reason)
 
     def active_version(self, stream: str) -> str | None:
         """The active version of ``stream``, or None when none was ever activated."""
@@ -123,3 +130,107 @@ class ModelRegistry:
         # two versions saved within the same second.
         found.sort(key=lambda p: (p.name.split("-", 1)[0], p.stat().st_mtime_ns, p.name))
         return [p.name for p in found]
+
+    # -- retraining: status records, activation history, rollback, pruning ----------------
+
+    def load_version(
+        self, stream: str, version: str, device: torch.device, max_batch: int = 512
+    ) -> Detector:
+        """One saved version, checked to be what its directory name says; ModelError if not."""
+        path = self.path(stream, version)
+        if not path.is_dir():
+            raise ModelError(f"{path}: no such model version of stream {stream!r}")
+        detector = Detector.load(path, device, max_batch=max_batch)
+        if detector.meta.stream != stream or detector.version != version:
+            raise ModelError(
+                f"{path}: holds model {detector.version!r} of stream "
+                f"{detector.meta.stream!r}, not {version!r} of {stream!r}"
+            )
+        return detector
+
+    def write_status(self, stream: str, version: str, status: dict[str, Any]) -> None:
+        """Record how a version was judged (``status.json`` beside its weights), atomically."""
+        path = self.path(stream, version) / STATUS_FILE
+        tmp = path.with_name(f".{STATUS_FILE}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(status, indent=2, allow_nan=False) + "\n", "utf-8")
+            os.replace(tmp, path)
+        except (OSError, ValueError) as err:
+            tmp.unlink(missing_ok=True)
+            raise ModelError(f"{path}: cannot write: {err}") from err
+
+    def status(self, stream: str, version: str) -> dict[str, Any]:
+        """A version's status record; {} for versions saved without one (e.g. `train`)."""
+        path = self.path(stream, version) / STATUS_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            return {"status": "unknown", "reason": f"unreadable {STATUS_FILE}: {err}"}
+        return data if isinstance(data, dict) else {"status": "unknown"}
+
+    def history(self, stream: str) -> list[dict[str, str]]:
+        """Activations of ``stream``, oldest first (unreadable lines are skipped)."""
+        path = self._stream_dir(stream) / HISTORY_FILE
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise ModelError(f"{path}: cannot read: {err}") from err
+        entries = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("version"), str):
+                entries.append(entry)
+        return entries
+
+    def previous_version(self, stream: str) -> str | None:
+        """The version that was active before the current one took over (rollback target)."""
+        current = self.active_version(stream)
+        history = [e["version"] for e in self.history(stream)]
+        # The last activation of the current version, then the latest other one before it.
+        for i in range(len(history) - 1, -1, -1):
+            if history[i] == current:
+                for earlier in reversed(history[:i]):
+                    if earlier != current and self.path(stream, earlier).is_dir():
+                        return earlier
+                return None
+        return None
+
+    def prune(self, stream: str, keep: int) -> list[str]:
+        """Delete the oldest versions beyond ``keep``; the active one and its predecessor
+        are never deleted. Returns what was deleted."""
+        protected = {self.active_version(stream), self.previous_version(stream)}
+        versions = self.versions(stream)
+        removed: list[str] = []
+        for version in versions:
+            if len(versions) - len(removed) <= keep:
+                break
+            if version in protected:
+                continue
+            shutil.rmtree(self.path(stream, version), ignore_errors=True)
+            removed.append(version)
+        if removed:
+            log.info("models_pruned", stream=stream, removed=removed, kept=keep)
+        return removed
+
+    def _append_history(self, stream: str, version: str, reason: str) -> None:
+        path = self._stream_dir(stream) / HISTORY_FILE
+        entry = {
+            "version": version,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "reason": reason,
+        }
+        try:
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            # ACTIVE is already switched; only rollback loses a step, so do not fail.
+            log.error("model_history_write_failed", path=str(path), error=str(err))

@@ -1,0 +1,246 @@
+"""One retraining run of one stream: clean data in, a judged model version out.
+
+The same function runs in the daemon's training process and inline in a replay, so a
+replay reproduces what the daemon would have done. It never activates anything: the caller
+loads the saved version, activates it and swaps it in, so a model that cannot be loaded
+never becomes active.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+import structlog
+import torch
+
+from sentinel.config import SentinelConfig
+from sentinel.errors import DataError, ModelError
+from sentinel.model import Detector, ModelRegistry, make_windows, train_detector
+from sentinel.retrain.promotion import Metrics, build_eval_set, decide, evaluate
+from sentinel.retrain.reservoir import Reservoir, Run, reservoir_path
+from sentinel.threshold import calibration_threshold
+
+__all__ = ["RetrainOutcome", "config_hash", "open_reservoir", "run_retrain"]
+
+log = structlog.get_logger(__name__)
+
+Status = Literal["accepted", "rejected", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    stream: str
+    status: Status
+    reason: str
+    version: str | None = None
+    parent: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    # Accepted runs: per device, the new model's scores on its recent held-back normal
+    # windows, oldest first -- the thresholds it starts with (Pipeline.install_model).
+    seeds: dict[str, list[float]] = field(default_factory=dict)
+
+
+def config_hash(config: SentinelConfig, stream: str) -> str:
+    """What shapes a model: the stream's features and the window and model settings."""
+    data = {
+        "stream": config.stream(stream).model_dump(mode="json"),
+        "windows": config.windows.model_dump(mode="json"),
+        "model": config.model.model_dump(mode="json"),
+    }
+    text = json.dumps(data, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def open_reservoir(config: SentinelConfig, stream: str, readonly: bool = False) -> Reservoir:
+    cfg = config.retrain
+    return Reservoir(
+        reservoir_path(config.state_dir, stream),
+        len(config.stream(stream).features),
+        max_rows=cfg.reservoir_rows,
+        max_age=cfg.reservoir_age,
+        margin=cfg.exclusion_margin,
+    ).open(readonly=readonly)
+
+
+def run_retrain(
+    config: SentinelConfig,
+    stream: str,
+    *,
+    reason: str,
+    device: torch.device,
+    until: float | None = None,
+    cold_start: bool = False,
+    stop: threading.Event | None = None,
+) -> RetrainOutcome:
+    """Train a challenger from the reservoir, judge it against the active model, save it.
+
+    ``cold_start``: there is no model yet, so train on all clean readings (nothing held
+    back) and need only ``cold_start.readings``. Never raises for bad data or a failed fit:
+    those become a ``skipped`` or ``failed`` outcome with the reason.
+    """
+    stream_cfg = config.stream(stream)
+    cfg = config.retrain
+    window = config.windows.length
+    reservoir = open_reservoir(config, stream, readonly=True)
+    try:
+        data = reservoir.clean_data(
+            window=window,
+            max_gap=config.windows.max_gap,
+            holdout_fraction=cfg.holdout_fraction,
+            until=until,
+        )
+    finally:
+        reservoir.close()
+    needed = config.cold_start.readings if cold_start else cfg.min_rows
+    log.info(
+        "retrain_data",
+        stream=stream,
+        reason=reason,
+        stored=data.stored,
+        clean=data.rows,
+        train=data.train_rows,
+        needed=needed,
+    )
+    if data.rows < needed:
+        why = (
+            f"too little clean data: {data.rows} clean readings of {data.stored} stored "
+            f"(anomalous windows and alerts left out), need {needed}"
+        )
+        log.warning("retrain_skipped", stream=stream, reason=why)
+        return RetrainOutcome(stream, "skipped", why)
+
+    registry = ModelRegistry(config.models_dir)
+    parent = registry.active_version(stream) if not cold_start else None
+    champion: Detector | None = None
+    if parent is not None:
+        try:
+            champion = registry.load_version(
+                stream, parent, device, max_batch=config.model.score_batch_max
+            )
+        except ModelError as err:
+            log.error("retrain_champion_unusable", stream=stream, version=parent, error=str(err))
+    runs = data.train + data.holdout if champion is None else data.train
+    progress = _progress(stream, config.model.epochs)
+    try:
+        challenger = train_detector(
+            [r.values for r in runs],
+            stream=stream,
+            features=stream_cfg.feature_names,
+            window=window,
+            config=config.model,
+            device=device,
+            first_ts=min(float(r.ts[0]) for r in runs),
+            last_ts=max(float(r.ts[-1]) for r in runs),
+            progress=progress,
+            stop=stop,
+        )
+    except (DataError, ModelError) as err:
+        log.error("retrain_failed", stream=stream, error=str(err))
+        return RetrainOutcome(stream, "failed", str(err), parent=parent)
+    finally:
+        progress.close()
+
+    metrics: dict[str, Any] = {}
+    challenger_metrics: Metrics | None = None
+    champion_metrics: Metrics | None = None
+    if data.holdout:
+        eval_set = build_eval_set(
+            [r.values for r in data.holdout], window, cfg.inject_magnitude, config.model.seed
+        )
+        challenger_metrics = evaluate(challenger, eval_set, config)
+        metrics["challenger"] = challenger_metrics.to_dict()
+        if champion is not None and _fits(champion, config, stream):
+            champion_metrics = evaluate(champion, eval_set, config)
+            metrics["champion"] = champion_metrics.to_dict()
+    if challenger_metrics is None:
+        decision_ok, why = True, "first model: nothing to compare with"
+    else:
+        decision = decide(challenger_metrics, champion_metrics, cfg.tolerance)
+        decision_ok, why = decision.accepted, decision.reason
+    status: Status = "accepted" if decision_ok else "rejected"
+    registry.save(challenger)
+    registry.write_status(
+        stream,
+        challenger.version,
+        {
+            "status": status,
+            "reason": why,
+            "trigger": reason,
+            "decided": datetime.now(UTC).isoformat(timespec="seconds"),
+            "parent": parent,
+            "config_hash": config_hash(config, stream),
+            "data": {
+                "first_ts": data.first_ts,
+                "last_ts": data.last_ts,
+                "clean_rows": data.rows,
+                "stored_rows": data.stored,
+                "train_rows": sum(len(r.ts) for r in runs),
+                "holdout_rows": sum(len(r.ts) for r in data.holdout) if champion else 0,
+            },
+            "validation": {
+                k: v
+                for k, v in challenger.meta.training.items()
+                if k in ("val_loss", "train_loss", "epochs_run", "seconds")
+            },
+            "metrics": metrics,
+        },
+    )
+    log.info(
+        "retrain_judged",
+        stream=stream,
+        version=challenger.version,
+        status=status,
+        reason=why,
+        parent=parent,
+        **{k: v.get("merit") for k, v in metrics.items()},
+    )
+    seeds = threshold_seeds(challenger, data.holdout, config) if decision_ok else {}
+    return RetrainOutcome(stream, status, why, challenger.version, parent, metrics, seeds)
+
+
+def threshold_seeds(
+    detector: Detector, runs: list[Run], config: SentinelConfig
+) -> dict[str, list[float]]:
+    """Per device, ``detector``'s scores on up to ``threshold.history`` held-back windows
+    spread evenly over all its held-back blocks (the newest alone would be one time of
+    day, and the daily cycle would then raise false alarms), in time order, leaving out
+    any above the model's own threshold: a live device's threshold only ever learns from
+    windows it judged normal."""
+    window, history = config.windows.length, config.threshold.history
+    limit = calibration_threshold(
+        detector.meta.calibration.quantiles,
+        config.threshold.quantile,
+        config.threshold.multiplier,
+    )
+    by_device: dict[str, list[np.ndarray]] = {}
+    for run in runs:
+        by_device.setdefault(run.device, []).append(make_windows(run.values, window, 1))
+    seeds: dict[str, list[float]] = {}
+    for device, parts in by_device.items():
+        windows = np.concatenate(parts)
+        if not len(windows):
+            continue
+        if len(windows) > history:
+            windows = windows[np.linspace(0, len(windows) - 1, history).astype(np.int64)]
+        scores, _ = detector.score(np.ascontiguousarray(windows))
+        seeds[device] = [float(v) for v in scores if np.isfinite(v) and v <= limit]
+    return seeds
+
+
+def _fits(detector: Detector, config: SentinelConfig, stream: str) -> bool:
+    return (
+        tuple(detector.features) == config.stream(stream).feature_names
+        and detector.window == config.windows.length
+    )
+
+
+def _progress(stream: str, epochs: int) -> Any:
+    from sentinel.training import progress_reporter
+
+    return progress_reporter(stream, epochs)

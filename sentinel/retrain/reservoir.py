@@ -1,0 +1,317 @@
+"""The training reservoir: a stream's recent readings on disk, and what to leave out of them.
+
+One SQLite file per stream (``<state_dir>/reservoir/<stream>.sqlite``) holds the readings,
+bounded by count and by age (event time, so a replay ages them exactly as the daemon
+would), and the intervals that must not train a model: every anomalous window and every
+alert, widened by ``exclusion_margin``. A restart keeps both, so a kill during the cold
+start no longer starts the collection over. Readings are keyed by (device, ts): a message
+the broker delivers again after a crash is stored once.
+
+The pipeline worker is the only writer (one small transaction per pass); training runs,
+possibly in another process, only read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from sentinel.errors import DataError
+from sentinel.records import Alert, Reading, Window
+
+__all__ = ["CleanData", "Reservoir", "ReservoirTap", "Run", "reservoir_path"]
+
+log = structlog.get_logger(__name__)
+
+_PRUNE_EVERY = 2_000  # inserts between prunes: bounds the overshoot, amortises the DELETE
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    device TEXT NOT NULL, ts REAL NOT NULL, vals BLOB NOT NULL, PRIMARY KEY (device, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
+CREATE TABLE IF NOT EXISTS excluded (
+    device TEXT NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS excluded_end ON excluded ("end");
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def reservoir_path(state_dir: Path, stream: str) -> Path:
+    return Path(state_dir) / "reservoir" / f"{stream}.sqlite"
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive clean readings of one device, no gap longer than ``max_gap``."""
+
+    device: str
+    ts: np.ndarray  # (N,) float64
+    values: np.ndarray  # (N, F) float32
+
+
+@dataclass(frozen=True)
+class CleanData:
+    """What a training run may use, split by time into training and held-back parts."""
+
+    train: list[Run]
+    holdout: list[Run]
+    rows: int  # clean readings in both
+    stored: int  # readings in the reservoir
+    first_ts: float | None
+    last_ts: float | None
+
+    @property
+    def train_rows(self) -> int:
+        return sum(len(r.ts) for r in self.train)
+
+
+class Reservoir:
+    """One stream's reservoir. ``open()`` before use; ``close()`` at the end."""
+
+    def __init__(
+        self,
+        path: Path,
+        n_features: int,
+        *,
+        max_rows: int,
+        max_age: float,
+        margin: float,
+    ) -> None:
+        self._path = Path(path)
+        self._n_features = n_features
+        self._max_rows = max_rows
+        self._max_age = max_age
+        self._margin = margin
+        self._conn: sqlite3.Connection | None = None
+        self._since_prune = 0
+        self.count = 0  # readings stored; read by other threads, written by the owner only
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def open(self, readonly: bool = False) -> Reservoir:
+        """Create or open the file. ``readonly``: a training run's view, which never
+        writes (the pipeline worker stays the only writer)."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, timeout=30.0, check_same_thread=False)
+        if readonly:
+            conn.execute("PRAGMA query_only=ON")
+            self._conn = conn
+            try:
+                self.count = int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+            except sqlite3.OperationalError:  # never written yet: an empty reservoir
+                conn.close()
+                self._conn = None
+                return self.open()
+            return self
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'n_features'").fetchone()
+        if row is not None and int(row[0]) != self._n_features:
+            # The stream's features changed: old rows cannot train the new shape.
+            log.warning(
+                "reservoir_reset", path=str(self._path), was=int(row[0]), now=self._n_features
+            )
+            conn.execute("DELETE FROM readings")
+            conn.execute("DELETE FROM excluded")
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('n_features', ?)",
+            (str(self._n_features),),
+        )
+        conn.commit()
+        self._conn = conn
+        self.count = int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+        return self
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise DataError(f"{self._path}: reservoir is not open")
+        return self._conn
+
+    # -- writing (the pipeline worker) ----------------------------------------------------
+
+    def add(
+        self,
+        readings: Sequence[Reading],
+        flagged: Sequence[Window] = (),
+        alerts: Sequence[Alert] = (),
+    ) -> None:
+        """Store readings and the spans to leave out, in one transaction."""
+        if not readings and not flagged and not alerts:
+            return
+        conn = self._db()
+        m = self._margin
+        spans = [(w.device, w.start_ts - m, w.end_ts + m) for w in flagged]
+        spans += [(a.device, a.started_at - m, (a.ended_at or a.updated_at) + m) for a in alerts]
+        before = conn.total_changes
+        with conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO readings (device, ts, vals) VALUES (?, ?, ?)",
+                [
+                    (r.device, r.ts, np.asarray(r.values, dtype=np.float32).tobytes())
+                    for r in readings
+                ],
+            )
+            added = conn.total_changes - before
+            if spans:
+                conn.executemany(
+                    'INSERT INTO excluded (device, start, "end") VALUES (?, ?, ?)', spans
+                )
+        self.count += added
+        self._since_prune += added
+        if self._since_prune >= _PRUNE_EVERY or self.count > self._max_rows * 1.05:
+            self.prune()
+
+    def prune(self) -> None:
+        """Drop readings beyond the row and age bounds, and exclusions nothing needs.
+
+        Runs on the pipeline worker: every statement uses an index, and the row count is
+        kept from SQLite's change counter instead of a COUNT(*) over the table."""
+        conn = self._db()
+        self._since_prune = 0
+        with conn:
+            newest = conn.execute("SELECT MAX(ts) FROM readings").fetchone()[0]
+            if newest is None:
+                return
+            before = conn.total_changes
+            conn.execute("DELETE FROM readings WHERE ts < ?", (float(newest) - self._max_age,))
+            self.count -= conn.total_changes - before
+            excess = self.count - self._max_rows
+            if excess > 0:
+                before = conn.total_changes
+                # Everything older than the excess-th oldest timestamp: one index range.
+                conn.execute(
+                    "DELETE FROM readings WHERE ts < "
+                    "(SELECT ts FROM readings ORDER BY ts LIMIT 1 OFFSET ?)",
+                    (excess,),
+                )
+                self.count -= conn.total_changes - before
+            oldest = conn.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
+            if oldest is not None:
+                conn.execute('DELETE FROM excluded WHERE "end" < ?', (float(oldest),))
+
+    # -- reading (training runs) ----------------------------------------------------------
+
+    def clean_data(
+        self, *, window: int, max_gap: float, holdout_fraction: float, until: float | None = None
+    ) -> CleanData:
+        """Readings outside every excluded span, as gap-free runs per device, about
+        ``holdout_fraction`` of them held back in time blocks spread over the reservoir's
+        span (the newest block always among them). ``until`` ignores anything newer (a
+        replay asks as of its own clock)."""
+        conn = self._db()
+        limit = float("inf") if until is None else until
+        rows = conn.execute(
+            "SELECT device, ts, vals FROM readings WHERE ts <= ? ORDER BY device, ts", (limit,)
+        ).fetchall()
+        spans: dict[str, list[tuple[float, float]]] = {}
+        for device, start, end in conn.execute(
+            'SELECT device, start, "end" FROM excluded WHERE start <= ?', (limit,)
+        ):
+            spans.setdefault(device, []).append((start, end))
+        runs: list[Run] = []
+        stored = len(rows)
+        by_device: dict[str, list[tuple[float, bytes]]] = {}
+        for device, ts, vals in rows:
+            by_device.setdefault(device, []).append((ts, vals))
+        for device, items in by_device.items():
+            ts = np.fromiter((t for t, _ in items), dtype=np.float64, count=len(items))
+            values = np.frombuffer(b"".join(v for _, v in items), dtype=np.float32)
+            values = values.reshape(len(items), self._n_features)
+            keep = np.ones(len(ts), dtype=bool)
+            for start, end in spans.get(device, ()):
+                lo = int(np.searchsorted(ts, start, side="left"))
+                hi = int(np.searchsorted(ts, end, side="right"))
+                keep[lo:hi] = False
+            runs.extend(_runs(device, ts, values, keep, max_gap))
+        clean = [r for r in runs if len(r.ts) >= window]
+        if not clean:
+            return CleanData([], [], 0, stored, None, None)
+        all_ts = np.concatenate([r.ts for r in clean])
+        first, last = float(all_ts.min()), float(all_ts.max())
+        # Interleaved, not a tail: the span is cut into 5k time blocks and every k-th is
+        # held back, the newest included. Under drift, a challenger judged on a tail newer
+        # than all it trained on looks worse than a champion judged on windows it had
+        # itself found normal; interleaving lets it train on the period it is judged on.
+        k = max(2, round(1 / holdout_fraction))
+        # 5k blocks, fewer (a multiple of k) when that would make them shorter than 8
+        # windows per device; with little data this becomes a plain tail.
+        per_device = len(all_ts) / max(1, len({r.device for r in clean}))
+        n_blocks = k * max(1, min(5, int(per_device // (8 * window * k))))
+        width = max((last - first) / n_blocks, 1e-9)
+        train: list[Run] = []
+        holdout: list[Run] = []
+        for run in clean:
+            block = np.minimum(((run.ts - first) // width).astype(np.int64), n_blocks - 1)
+            held = (block % k) == (n_blocks - 1) % k
+            edges = np.flatnonzero(np.diff(held.astype(np.int8))) + 1
+            for part in np.split(np.arange(len(run.ts)), edges):
+                if len(part) >= window:
+                    into = holdout if held[part[0]] else train
+                    into.append(Run(run.device, run.ts[part], run.values[part]))
+        return CleanData(
+            train=train,
+            holdout=holdout,
+            rows=len(all_ts),
+            stored=stored,
+            first_ts=first,
+            last_ts=last,
+        )
+
+
+def _runs(
+    device: str, ts: np.ndarray, values: np.ndarray, keep: np.ndarray, max_gap: float
+) -> list[Run]:
+    """Split at excluded readings and at gaps longer than ``max_gap``."""
+    breaks = np.zeros(len(ts), dtype=bool)
+    breaks[1:] = np.diff(ts) > max_gap
+    runs: list[Run] = []
+    start = None
+    for i in range(len(ts) + 1):
+        ends = i == len(ts) or not keep[i] or (breaks[i] and start is not None)
+        if ends and start is not None:
+            runs.append(Run(device, ts[start:i], values[start:i]))
+            start = None
+        if i < len(ts) and keep[i] and start is None:
+            start = i
+    return runs
+
+
+class ReservoirTap:
+    """What the pipeline feeds after every pass: each stream's readings go to its
+    reservoir, with the anomalous windows and alert spans to leave out."""
+
+    def __init__(self, reservoirs: dict[str, Reservoir]) -> None:
+        self._reservoirs = reservoirs
+
+    def count(self, stream: str) -> int:
+        reservoir = self._reservoirs.get(stream)
+        return 0 if reservoir is None else reservoir.count
+
+    def observe(
+        self, readings: Sequence[Reading], flagged: Sequence[Window], alerts: Sequence[Alert]
+    ) -> None:
+        for stream, reservoir in self._reservoirs.items():
+            mine = [r for r in readings if r.stream == stream]
+            windows = [w for w in flagged if w.stream == stream]
+            spans = [a for a in alerts if a.stream == stream]
+            if mine or windows or spans:
+                reservoir.add(mine, windows, spans)
+
+    def close(self) -> None:
+        for reservoir in self._reservoirs.values():
+            reservoir.close()

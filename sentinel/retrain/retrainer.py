@@ -1,0 +1,268 @@
+"""The retraining component: runs training jobs off the hot path and swaps the results in.
+
+Requests come from the scheduler, the control socket and the cold start (a stream with no
+model whose reservoir holds ``cold_start.readings``). They are served one at a time, each
+in a child process (``spawn``) with its own torch threads and a higher niceness, so the
+pipeline worker keeps its core and its GIL: a training epoch in a thread of the daemon
+would hold the GIL for long stretches and delay scoring. A stream already queued or
+training is not queued twice.
+
+An accepted version is loaded here first -- a file that cannot be loaded is refused and
+the running model kept -- then activated and handed to the pipeline, which swaps it in
+between two passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+import structlog
+import torch
+
+from sentinel.config import SentinelConfig
+from sentinel.errors import ModelError
+from sentinel.metrics import record_retraining
+from sentinel.model import Detector, ModelRegistry
+from sentinel.retrain.job import RetrainOutcome, run_retrain
+
+__all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
+
+log = structlog.get_logger(__name__)
+
+_COLD_START_RETRY = 60.0  # seconds before a failed cold-start run is tried again
+
+
+class Install(Protocol):
+    """Hands a model to the pipeline (``Pipeline.install_model``)."""
+
+    def __call__(
+        self,
+        stream: str,
+        detector: Detector,
+        seeds: Mapping[str, Sequence[float]] | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Request:
+    stream: str
+    reason: str  # schedule | manual | cold_start
+
+
+def apply_outcome(
+    outcome: RetrainOutcome,
+    registry: ModelRegistry,
+    config: SentinelConfig,
+    device: torch.device,
+    install: Install,
+) -> Detector | None:
+    """Load, activate and install an accepted version; a version that cannot be loaded is
+    marked rejected and the running model stays."""
+    if outcome.status != "accepted" or outcome.version is None:
+        return None
+    try:
+        detector = registry.load_version(
+            outcome.stream, outcome.version, device, max_batch=config.model.score_batch_max
+        )
+        registry.activate(outcome.stream, outcome.version, reason=f"retrain: {outcome.reason}")
+    except ModelError as err:
+        log.error("retrain_version_refused", stream=outcome.stream, error=str(err))
+        status = registry.status(outcome.stream, outcome.version)
+        status.update(status="rejected", reason=f"cannot be loaded: {err}")
+        with contextlib.suppress(ModelError):
+            registry.write_status(outcome.stream, outcome.version, status)
+        return None
+    install(outcome.stream, detector, outcome.seeds)
+    registry.prune(outcome.stream, config.retrain.keep_versions)
+    return detector
+
+
+def _child(config: SentinelConfig, request: Request, cold: bool, conn: Connection) -> None:
+    """The training process: lower priority, its own torch threads, one job, one answer."""
+    from sentinel.logs import configure_logging
+
+    configure_logging(config.logging.level, config.logging.format)
+    os.nice(config.retrain.nice)
+    torch.set_num_threads(config.retrain.torch_threads)
+    from sentinel.model import resolve_device
+
+    try:
+        outcome = run_retrain(
+            config,
+            request.stream,
+            reason=request.reason,
+            device=resolve_device(config.model.device),
+            cold_start=cold,
+        )
+    except Exception as err:  # process boundary: report, never hang the parent
+        log.exception("retrain_crashed", stream=request.stream)
+        outcome = RetrainOutcome(request.stream, "failed", repr(err))
+    conn.send(outcome)
+    conn.close()
+
+
+class Retrainer:
+    """``request()`` from any thread; ``start()``/``stop()``.
+
+    ``has_model(stream)`` says whether the pipeline scores the stream (else a full
+    reservoir triggers the cold-start run); ``reservoir_count(stream)`` how many readings
+    the reservoir holds; ``install(stream, detector)`` hands a model to the pipeline.
+    """
+
+    def __init__(
+        self,
+        config: SentinelConfig,
+        registry: ModelRegistry,
+        device: torch.device,
+        *,
+        has_model: Callable[[str], bool],
+        reservoir_count: Callable[[str], int],
+        install: Install,
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._device = device
+        self._has_model = has_model
+        self._count = reservoir_count
+        self._install = install
+        self._requests: queue.Queue[Request] = queue.Queue()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process: Any = None
+        self._cold_retry_at: dict[str, float] = {}
+        self.outcomes: list[RetrainOutcome] = []  # most recent last; for status and tests
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sentinel-retrainer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        process = self._process
+        if process is not None and process.is_alive():
+            log.info("retrain_cancelled", pid=process.pid)
+            process.terminate()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def request(self, stream: str, reason: str) -> bool:
+        """Queue a run of ``stream``; False when one is already queued or running."""
+        self._config.stream(stream)  # KeyError for an unknown stream
+        with self._lock:
+            if stream in self._pending:
+                return False
+            self._pending.add(stream)
+            self.idle.clear()
+        self._requests.put(Request(stream, reason))
+        log.info("retrain_requested", stream=stream, reason=reason)
+        return True
+
+    def pending(self) -> list[str]:
+        with self._lock:
+            return sorted(self._pending)
+
+    def reload(self, stream: str) -> str:
+        """Install the registry's active version of ``stream`` (after `models activate` or
+        `rollback`); raises ModelError, leaving the running model, when it cannot load."""
+        version = self._registry.active_version(stream)
+        if version is None:
+            raise ModelError(f"stream {stream!r} has no active version")
+        detector = self._registry.load_version(
+            stream, version, self._device, max_batch=self._config.model.score_batch_max
+        )
+        self._install(stream, detector)
+        log.info("model_reload_requested", stream=stream, version=version)
+        return version
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._check_cold_start()
+            try:
+                request = self._requests.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            try:
+                self._serve(request)
+            except Exception:  # thread boundary: one bad run must not stop retraining
+                log.exception("retrain_crashed", stream=request.stream)
+            finally:
+                with self._lock:
+                    self._pending.discard(request.stream)
+                    if not self._pending:
+                        self.idle.set()
+
+    def _check_cold_start(self) -> None:
+        now = time.monotonic()
+        for stream in self._config.streams:
+            name = stream.name
+            if self._has_model(name) or self._cold_retry_at.get(name, 0.0) > now:
+                continue
+            if self._count(name) >= self._config.cold_start.readings:
+                self._cold_retry_at[name] = now + _COLD_START_RETRY
+                self.request(name, "cold_start")
+
+    def _serve(self, request: Request) -> None:
+        cold = not self._has_model(request.stream)
+        started = time.monotonic()
+        outcome = self._in_child(request, cold)
+        if outcome is None:
+            return
+        self.outcomes.append(outcome)
+        del self.outcomes[:-100]
+        detector = apply_outcome(outcome, self._registry, self._config, self._device, self._install)
+        result = "activated" if detector is not None else outcome.status
+        record_retraining(request.stream, result, "cold_start" if cold else request.reason)
+        log.info(
+            "retrain_finished",
+            stream=request.stream,
+            status=outcome.status,
+            version=outcome.version,
+            installed=detector is not None,
+            seconds=round(time.monotonic() - started, 1),
+        )
+
+    def _in_child(self, request: Request, cold: bool) -> RetrainOutcome | None:
+        ctx = multiprocessing.get_context("spawn")
+        receive, send = ctx.Pipe(duplex=False)
+        process = ctx.Process(
+            target=_child,
+            args=(self._config, request, cold, send),
+            name=f"sentinel-train-{request.stream}",
+            daemon=True,
+        )
+        self._process = process
+        process.start()
+        send.close()
+        try:
+            while not self._stop.is_set():
+                if receive.poll(0.5):
+                    try:
+                        outcome: RetrainOutcome = receive.recv()
+                    except EOFError:
+                        break
+                    return outcome
+                if not process.is_alive():
+                    break
+            if self._stop.is_set():
+                return None
+            log.error("retrain_process_died", stream=request.stream, exitcode=process.exitcode)
+            return RetrainOutcome(request.stream, "failed", f"exit code {process.exitcode}")
+        finally:
+            receive.close()
+            process.join(5.0)
+            self._process = None

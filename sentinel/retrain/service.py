@@ -1,0 +1,131 @@
+"""Retraining wired into the daemon: reservoirs, retrainer, schedule and control socket."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import torch
+
+from sentinel.config import SentinelConfig
+from sentinel.errors import ModelError
+from sentinel.model import Detector, ModelRegistry
+from sentinel.retrain.control import CONTROL_SOCKET, ControlServer
+from sentinel.retrain.job import open_reservoir
+from sentinel.retrain.reservoir import ReservoirTap
+from sentinel.retrain.retrainer import Install, Retrainer
+from sentinel.retrain.scheduler import RetrainScheduler
+
+__all__ = ["RetrainService", "load_active_or_previous"]
+
+log = structlog.get_logger(__name__)
+
+
+def load_active_or_previous(
+    registry: ModelRegistry, stream: str, device: torch.device, max_batch: int
+) -> Detector | None:
+    """The active version; if it cannot be loaded (a corrupt file), the one active before
+    it, which then becomes active again. None when neither exists or loads."""
+    try:
+        return registry.load_active(stream, device, max_batch=max_batch)
+    except ModelError as err:
+        log.error("model_unusable", stream=stream, error=str(err))
+        previous = registry.previous_version(stream)
+        if previous is None:
+            raise
+    try:
+        detector = registry.load_version(stream, previous, device, max_batch=max_batch)
+    except ModelError as err:
+        log.error("model_unusable", stream=stream, version=previous, error=str(err))
+        raise
+    registry.activate(stream, previous, reason="active version could not be loaded")
+    log.warning("model_fell_back", stream=stream, version=previous)
+    return detector
+
+
+class RetrainService:
+    """Everything retraining adds to the daemon. ``tap`` goes to the pipeline; ``install``
+    is how models reach it."""
+
+    def __init__(
+        self,
+        config: SentinelConfig,
+        registry: ModelRegistry,
+        device: torch.device,
+        *,
+        has_model: Callable[[str], bool],
+        install: Install,
+        active_versions: Callable[[], dict[str, str | None]],
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._active_versions = active_versions
+        self.tap = ReservoirTap({s.name: open_reservoir(config, s.name) for s in config.streams})
+        self.retrainer = Retrainer(
+            config,
+            registry,
+            device,
+            has_model=has_model,
+            reservoir_count=self.tap.count,
+            install=install,
+        )
+        self.scheduler = RetrainScheduler(
+            config.retrain, [s.name for s in config.streams], self.retrainer.request
+        )
+        self.control: ControlServer | None = None
+        if config.retrain.control_socket:
+            self.control = ControlServer(
+                config.state_dir / CONTROL_SOCKET,
+                {"retrain": self._retrain, "reload": self._reload, "status": self._status},
+            )
+
+    def start(self) -> None:
+        self.retrainer.start()
+        self.scheduler.start()
+        if self.control is not None:
+            self.control.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking requests and cancel a run in progress (the pipeline keeps going)."""
+        if self.control is not None:
+            self.control.stop()
+        self.scheduler.stop()
+        self.retrainer.stop(timeout)
+
+    def close(self) -> None:
+        """Close the reservoirs; after the pipeline has stopped writing to them."""
+        self.tap.close()
+
+    def _stream(self, request: dict[str, Any]) -> str:
+        name = request.get("stream")
+        if name is None and len(self._config.streams) == 1:
+            return self._config.streams[0].name
+        if not isinstance(name, str):
+            raise ValueError("say which stream: the config has several")
+        self._config.stream(name)  # KeyError names it
+        return name
+
+    def _retrain(self, request: dict[str, Any]) -> dict[str, Any]:
+        stream = self._stream(request)
+        queued = self.retrainer.request(stream, "manual")
+        return {"stream": stream, "queued": queued}
+
+    def _reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        stream = self._stream(request)
+        return {"stream": stream, "version": self.retrainer.reload(stream)}
+
+    def _status(self, request: dict[str, Any]) -> dict[str, Any]:
+        active = self._active_versions()
+        return {
+            "streams": {
+                s.name: {
+                    "running_version": active.get(s.name),
+                    "registry_active": self._registry.active_version(s.name),
+                    "reservoir_rows": self.tap.count(s.name),
+                    "next_run": self.scheduler.next_run(s.name),
+                }
+                for s in self._config.streams
+            },
+            "pending": self.retrainer.pending(),
+        }

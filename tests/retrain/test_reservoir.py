@@ -1,0 +1,95 @@
+"""The on-disk training reservoir: survives restarts, stays bounded, leaves anomalies out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sentinel.records import Alert, AlertStatus, Reading, Window
+from sentinel.retrain.reservoir import Reservoir
+
+
+def _reservoir(path: Path, **kw: float) -> Reservoir:
+    args = {"max_rows": 10_000, "max_age": 1e9, "margin": 5.0, **kw}
+    return Reservoir(path, 2, **args).open()  # type: ignore[arg-type]
+
+
+def _readings(device: str, start: float, n: int) -> list[Reading]:
+    return [Reading("pump", device, start + i, (float(i), -float(i))) for i in range(n)]
+
+
+def test_readings_survive_a_restart_and_redeliveries_are_stored_once(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    res = _reservoir(path)
+    res.add(_readings("d1", 0, 100))
+    res.close()
+    res = _reservoir(path)  # a restart
+    assert res.count == 100
+    res.add(_readings("d1", 50, 100))  # 50 redelivered, 50 new
+    assert res.count == 150
+    data = res.clean_data(window=8, max_gap=2, holdout_fraction=0.2)
+    res.close()
+    assert data.rows == 150
+    runs = sorted(data.train + data.holdout, key=lambda r: r.ts[0])
+    values = np.concatenate([r.values for r in runs])
+    assert values[:, 0].tolist() == [float(i) for i in range(100)] + [
+        float(i) for i in range(50, 100)
+    ]
+
+
+def test_bounded_by_rows_and_by_age(tmp_path: Path) -> None:
+    res = _reservoir(tmp_path / "rows.sqlite", max_rows=300)
+    for k in range(10):
+        res.add(_readings("d1", k * 100, 100))
+    res.prune()
+    assert res.count == 300
+    data = res.clean_data(window=8, max_gap=2, holdout_fraction=0.2)
+    assert data.first_ts == 700.0  # the oldest went first
+    res.close()
+
+    res = _reservoir(tmp_path / "age.sqlite", max_age=250)
+    res.add(_readings("d1", 0, 1000))
+    res.prune()
+    data = res.clean_data(window=8, max_gap=2, holdout_fraction=0.2)
+    assert data.first_ts == 999 - 250
+    res.close()
+
+
+def test_anomalous_windows_and_alerts_are_left_out_with_a_margin(tmp_path: Path) -> None:
+    res = _reservoir(tmp_path / "r.sqlite", margin=5.0)
+    res.add(_readings("d1", 0, 400) + _readings("d2", 0, 400))
+    window = Window("pump", "d1", 100.0, 115.0, np.zeros((16, 2)))
+    alert = Alert(
+        uid="u",
+        stream="pump",
+        device="d2",
+        status=AlertStatus.CLOSED,
+        started_at=200.0,
+        updated_at=250.0,
+        ended_at=260.0,
+        peak_score=9.0,
+        threshold=1.0,
+        top_features=(),
+        model_version="v",
+        windows=3,
+    )
+    res.add([], [window], [alert])
+    data = res.clean_data(window=4, max_gap=2, holdout_fraction=0.25)
+    res.close()
+    kept = {
+        device: np.concatenate([r.ts for r in data.train + data.holdout if r.device == device])
+        for device in ("d1", "d2")
+    }
+    assert not np.any((kept["d1"] >= 95) & (kept["d1"] <= 120))
+    assert np.any(kept["d1"] == 94)
+    assert np.any(kept["d1"] == 121)
+    assert not np.any((kept["d2"] >= 195) & (kept["d2"] <= 265))
+    assert data.rows == 800 - 26 - 71
+    # A quarter is held back, in blocks spread over the span, the newest among them, the
+    # same periods for every device.
+    held = sum(len(r.ts) for r in data.holdout)
+    assert 0.2 < held / data.rows < 0.3
+    assert max(r.ts[-1] for r in data.holdout) == 399
+    assert min(r.ts[0] for r in data.holdout) < 200
+    assert {r.device for r in data.holdout} == {"d1", "d2"}

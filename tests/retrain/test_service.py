@@ -1,0 +1,143 @@
+"""Retraining inside the daemon: restart on the active version, control socket, training
+in a child process, skipped runs."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from sentinel.cli import main
+from sentinel.config import SentinelConfig
+from sentinel.model import Detector, ModelRegistry
+from sentinel.records import Reading, Window
+from sentinel.retrain.control import CONTROL_SOCKET, send_command
+from sentinel.retrain.job import open_reservoir, run_retrain
+from sentinel.retrain.service import RetrainService
+from simulators.broker import PrivateBroker
+from tests.e2e_helpers import running_app, wait_for
+from tests.retrain.helpers import contaminate, make_config, normal
+from tests.retrain.test_versions import make_detector, version, write_config
+
+CPU = torch.device("cpu")
+
+
+def daemon(state: Path, broker: PrivateBroker) -> dict[str, Any]:
+    config = make_config(state, control_socket=True).model_dump(mode="json", exclude_none=True)
+    config["mqtt"] = {
+        "host": broker.host,
+        "port": broker.port,
+        "protocol": broker.protocol,
+        "client_id": f"retrain-{state.parent.name}"[:60],
+    }
+    config["logging"] = {"format": "json"}
+    return config
+
+
+def fill(config: SentinelConfig, rows: Any, device: str = "d1", start: float = 0.0) -> None:
+    reservoir = open_reservoir(config, "pump")
+    reservoir.add(
+        [Reading("pump", device, start + i, tuple(map(float, r))) for i, r in enumerate(rows)]
+    )
+    reservoir.close()
+
+
+@pytest.mark.integration
+def test_restart_comes_back_on_the_active_version_and_rollback_reaches_the_daemon(
+    tmp_path: Path, mqtt_broker: PrivateBroker
+) -> None:
+    state = tmp_path / "state"
+    config = daemon(state, mqtt_broker)
+    registry = ModelRegistry(state / "models")
+    for day in (1, 2):
+        registry.save(make_detector(version(day), seed=day))
+    registry.activate("pump", version(1))
+    registry.activate("pump", version(2))
+    cfg = write_config(SentinelConfig.model_validate(config), tmp_path / "s.toml")
+
+    with running_app(config) as running:
+        pipeline = running.app.pipeline
+        assert pipeline is not None
+        assert pipeline.model_versions() == {"pump": version(2)}
+        status = send_command(state / CONTROL_SOCKET, {"command": "status"})
+        assert status["ok"]
+        assert status["streams"]["pump"]["running_version"] == version(2)
+
+        assert main(["models", "rollback", "--config", cfg]) == 0
+        wait_for(
+            lambda: pipeline.model_versions() == {"pump": version(1)}, 10, "swap after rollback"
+        )
+        answer = send_command(state / CONTROL_SOCKET, {"command": "reload", "stream": "nope"})
+        assert not answer["ok"]
+        assert "nope" in answer["error"]
+
+    with running_app(config) as running:  # a restart
+        assert running.app.pipeline is not None
+        assert running.app.pipeline.model_versions() == {"pump": version(1)}
+    assert not (state / CONTROL_SOCKET).exists()
+
+
+def test_a_requested_run_trains_in_a_child_process_and_is_installed(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state")
+    fill(config, normal(1500, seed=4))
+    registry = ModelRegistry(config.models_dir)
+    installed: list[Detector] = []
+    got = threading.Event()
+
+    def install(stream: str, detector: Detector, seeds: Any = None) -> None:
+        installed.append(detector)
+        got.set()
+
+    service = RetrainService(
+        config,
+        registry,
+        CPU,
+        has_model=lambda stream: bool(installed),
+        install=install,
+        active_versions=lambda: {},
+    )
+    service.start()
+    try:
+        # No model yet and the reservoir holds cold_start.readings: the cold start runs
+        # by itself; a manual request for the same stream meanwhile is not queued twice.
+        assert got.wait(120), "no model was installed"
+        wait_for(lambda: service.retrainer.idle.is_set(), 30, "the cold-start run to end")
+        assert service.retrainer.request("pump", "manual")
+        assert not service.retrainer.request("pump", "manual")
+        wait_for(lambda: service.retrainer.idle.is_set(), 120, "the manual run")
+    finally:
+        service.stop()
+        service.close()
+    first, second = service.retrainer.outcomes
+    assert first.status == "accepted"
+    assert first.parent is None
+    # The second run was judged against the first on held-back data of the same process.
+    assert second.parent == first.version
+    assert "champion" in second.metrics
+    assert "challenger" in second.metrics
+    assert registry.status("pump", second.version or "")["status"] == second.status
+    expected = second.version if second.status == "accepted" else first.version
+    assert registry.active_version("pump") == expected
+    assert installed[-1].version == expected
+
+
+def test_a_run_with_too_little_clean_data_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state")
+    data = contaminate(normal(1000), fraction=1.0)
+    fill(config, data)
+    reservoir = open_reservoir(config, "pump")
+    flagged = [
+        Window("pump", "d1", float(s), float(s + 15), data[s : s + 16]) for s in range(0, 900, 8)
+    ]
+    reservoir.add([], flagged)
+    reservoir.close()
+
+    outcome = run_retrain(config, "pump", reason="manual", device=CPU)
+
+    assert outcome.status == "skipped"
+    assert "too little clean data" in outcome.reason
+    assert "need 400" in outcome.reason
+    assert ModelRegistry(config.models_dir).versions("pump") == []

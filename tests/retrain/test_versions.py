@@ -1,0 +1,145 @@
+"""Registry for retraining: status records, rollback, pruning, corrupt versions refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sentinel.cli import main
+from sentinel.config import SentinelConfig, config_to_toml
+from sentinel.errors import ModelError
+from sentinel.model import Calibration, Detector, LstmAutoencoder, ModelMeta, ModelRegistry, Scaler
+from sentinel.model.detector import WEIGHTS_FILE
+from sentinel.retrain.job import RetrainOutcome
+from sentinel.retrain.retrainer import apply_outcome
+from sentinel.retrain.service import load_active_or_previous
+from tests.retrain.helpers import FEATURES, make_config
+
+CPU = torch.device("cpu")
+
+
+def make_detector(version: str, seed: int = 0) -> Detector:
+    torch.manual_seed(seed)
+    n = len(FEATURES)
+    meta = ModelMeta(
+        version=version,
+        stream="pump",
+        features=tuple(FEATURES),
+        window=16,
+        hidden_size=4,
+        latent_size=2,
+        num_layers=1,
+        scaler=Scaler(mean=np.zeros(n, np.float32), scale=np.ones(n, np.float32)),
+        calibration=Calibration(
+            quantiles={"0.5": 0.1, "0.9": 0.2, "0.99": 0.3, "0.995": 0.35, "0.999": 0.4},
+            max=0.5,
+            feature_mean_errors=(0.1,) * n,
+        ),
+        created="2025-01-01T00:00:00+00:00",
+    )
+    return Detector(meta, LstmAutoencoder(n, 4, 2, 1), CPU)
+
+
+def version(day: int) -> str:
+    return f"202501{day:02d}T000000Z-{day:06x}"
+
+
+def saved(config: SentinelConfig, days: range) -> ModelRegistry:
+    registry = ModelRegistry(config.models_dir)
+    for day in days:
+        registry.save(make_detector(version(day), seed=day))
+    return registry
+
+
+def write_config(config: SentinelConfig, path: Path) -> str:
+    path.write_text(config_to_toml(config.model_dump(mode="json", exclude_none=True)))
+    return str(path)
+
+
+def corrupt(registry: ModelRegistry, v: str) -> None:
+    weights = registry.path("pump", v) / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+def test_rollback_returns_to_the_previous_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(tmp_path / "state")
+    registry = saved(config, range(1, 4))
+    registry.activate("pump", version(1))
+    registry.activate("pump", version(3))
+    cfg = write_config(config, tmp_path / "s.toml")
+
+    assert main(["models", "rollback", "--config", cfg]) == 0
+    assert registry.active_version("pump") == version(1)
+    assert "next start" in capsys.readouterr().out  # no daemon is running
+    assert main(["models", "rollback", "--config", cfg]) == 0  # undoes the rollback
+    assert registry.active_version("pump") == version(3)
+
+    assert main(["models", "list", "--config", cfg, "--format", "json"]) == 0
+    listing = capsys.readouterr().out
+    assert '"role": "active"' in listing
+    assert '"role": "previous"' in listing
+    assert main(["models", "show", version(2), "--config", cfg]) == 0
+    assert version(2) in capsys.readouterr().out
+
+
+def test_rollback_without_a_previous_version_fails(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state")
+    saved(config, range(1, 2)).activate("pump", version(1))
+    assert main(["models", "rollback", "--config", write_config(config, tmp_path / "s.toml")]) == 1
+
+
+def test_pruning_keeps_the_active_version_and_its_predecessor(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state")
+    registry = saved(config, range(1, 9))
+    registry.activate("pump", version(2))
+    registry.activate("pump", version(1))  # active 1, previous 2: the two oldest
+    removed = registry.prune("pump", keep=4)
+    assert removed == [version(d) for d in range(3, 7)]
+    assert registry.versions("pump") == [version(d) for d in (1, 2, 7, 8)]
+
+
+def test_a_corrupt_version_is_refused_and_the_previous_one_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(tmp_path / "state")
+    registry = saved(config, range(1, 3))
+    registry.activate("pump", version(1))
+    corrupt(registry, version(2))
+    cfg = write_config(config, tmp_path / "s.toml")
+
+    # By hand: refused before ACTIVE moves.
+    assert main(["models", "activate", version(2), "--config", cfg]) == 1
+    assert "not a readable safetensors file" in capsys.readouterr().err
+    assert registry.active_version("pump") == version(1)
+
+    # From a retraining run: marked rejected, nothing installed, the active one stays.
+    installed: list[str] = []
+    outcome = RetrainOutcome("pump", "accepted", "better", version(2), version(1))
+    got = apply_outcome(
+        outcome, registry, config, CPU, lambda s, d, seeds=None: installed.append(d.version)
+    )
+    assert got is None
+    assert installed == []
+    assert registry.active_version("pump") == version(1)
+    assert registry.status("pump", version(2))["status"] == "rejected"
+
+    # Corrupted after activation: at start the daemon falls back to the predecessor.
+    registry.activate("pump", version(2), reason="test")
+    detector = load_active_or_previous(registry, "pump", CPU, 64)
+    assert detector is not None
+    assert detector.version == version(1)
+    assert registry.active_version("pump") == version(1)
+
+
+def test_a_corrupt_version_without_predecessor_is_an_error(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state")
+    registry = saved(config, range(1, 2))
+    registry.activate("pump", version(1))
+    corrupt(registry, version(1))
+    with pytest.raises(ModelError):
+        load_active_or_previous(registry, "pump", CPU, 64)
