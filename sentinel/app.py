@@ -22,7 +22,7 @@ from sentinel.health import DatabaseProbe, Health, HealthServer, Progress
 from sentinel.ingest.mqtt import MqttSource
 from sentinel.ingest.parse import MessageParser
 from sentinel.logs import configure_logging
-from sentinel.metrics import Metrics, record_retraining
+from sentinel.metrics import Metrics, record_retraining, stats_dict
 from sentinel.model import Detector, ModelRegistry, resolve_device
 from sentinel.pipeline import Pipeline
 from sentinel.publish import AlertPublisher
@@ -220,6 +220,7 @@ class SentinelApp:
                 if time.monotonic() >= next_stats:
                     next_stats += self._stats_interval
                     self._log_stats(pipeline, source, writer)
+                    self._publish_stats(pipeline, source, writer)
         finally:
             log.info("sentinel_stopping")
             self.health.phase = "stopping"
@@ -300,6 +301,14 @@ class SentinelApp:
             writer_error=writer.last_error,
             **pipeline.stats.as_dict(),
         )
+
+    def _publish_stats(self, pipeline: Pipeline, source: MqttSource, writer: AlertWriter) -> None:
+        if self.publisher is None or not self.config.publish.stats:
+            return
+        try:
+            self.publisher.publish_json("stats", stats_dict(pipeline, source, writer))
+        except (ValueError, TypeError) as err:  # a counter JSON cannot hold: log, never stop
+            log.error("stats_publish_failed", error=str(err))
 
     # -- operations: health server, reload, retraining bookkeeping ------------------------
 

@@ -681,6 +681,11 @@ class PublishConfig(Section):
         description="Seconds a published outbox row is kept before it is pruned (each open "
         "alert's latest row is kept until the alert ends).",
     )
+    stats: bool = Field(
+        default=True,
+        description="Publish the daemon's counters as JSON on <prefix>/stats every minute "
+        "(readings, drops by reason, queue depths, scoring, alerts, models; not retained).",
+    )
     ha_discovery: bool = Field(
         default=False,
         description="Announce one Home Assistant binary_sensor per stream and device "

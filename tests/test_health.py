@@ -169,3 +169,28 @@ def test_healthz_and_metrics_follow_a_dropped_postgres_database(
             wait_for(lambda: readings_committed(postgres_url) == sent, 30, "readings committed")
     finally:
         admin.dispose()
+
+
+def test_stats_are_published_on_mqtt_every_interval(
+    private_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    from tests.simulators.helpers import collecting
+
+    state = tmp_path / "state"
+    install_untrained_model(state)
+    url = f"sqlite:///{state / 'sentinel.db'}"
+    config = daemon_config(state, private_broker, database_url=url, client_id="ops-stats")
+    with collecting(private_broker, "sentinel/stats") as received, running_app(config):
+        sent = publish_fleet(private_broker.url, private_broker.protocol, devices=2, steps=50)
+        wait_for(lambda: readings_committed(url) == sent, 30, "readings committed")
+        # running_app logs and publishes stats every 5 s: wait for one that counts them all.
+        wait_for(
+            lambda: any(json.loads(m.payload)["readings"] == sent for m in received),
+            20,
+            "a stats message counting every reading",
+        )
+    stats = json.loads(received[-1].payload)
+    assert not received[-1].retain
+    assert stats["models"] == {"pump": VERSION}
+    assert stats["mqtt_connected"] is True
+    assert stats["dropped"] == {}
