@@ -32,7 +32,11 @@ def configure_logging(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a cached module-level logger keeps the processors of the first
+        # configuration it saw, so a later configure_logging (a SIGHUP reload changing the
+        # level, or structlog.testing.capture_logs in tests) would not reach it. Sentinel
+        # logs per event, never per reading, so the lookup costs nothing that matters.
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

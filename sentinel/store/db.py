@@ -8,6 +8,7 @@ which both dialects support.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,8 +48,18 @@ __all__ = ["MIGRATIONS_DIR", "AlertRecord", "AlertStore", "normalize_url"]
 
 log = structlog.get_logger(__name__)
 
-# Source and editable installs only: the migrations live at the top of the repository.
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+def _migrations_dir() -> Path:
+    """The alembic scripts: at the top of the repository for source and editable installs;
+    under ``<prefix>/share/sentinel/migrations`` for an installed wheel (pyproject's
+    data-files), e.g. /opt/sentinel/venv from deploy/install.sh."""
+    source = Path(__file__).resolve().parents[2] / "migrations"
+    if (source / "env.py").is_file():
+        return source
+    return Path(sys.prefix) / "share" / "sentinel" / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 _ACTIVE = (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value)
 _ENDED = (AlertStatus.CLOSED.value, AlertStatus.RESOLVED.value)
@@ -242,8 +253,15 @@ def _set_sqlite_pragmas(busy_timeout_ms: int) -> Any:
     return on_connect
 
 
+_IMMEDIATE = "sentinel_begin_immediate"
+
+
 def _on_sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # A transaction that reads before it writes must take the write lock up front: in WAL
+    # mode, upgrading a read snapshot after another connection committed fails at once with
+    # SQLITE_BUSY ("database is locked"), without waiting for busy_timeout.
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 class AlertStore:
@@ -336,7 +354,10 @@ class AlertStore:
         now = datetime.now(UTC)
         resolved: set[str] = set()
         try:
-            with self.engine.begin() as conn:
+            with (
+                self.engine.connect().execution_options(**{_IMMEDIATE: True}) as conn,
+                conn.begin(),
+            ):
                 if alerts:
                     uids = list(alerts)
                     for start in range(0, len(uids), 500):  # bound the IN list
