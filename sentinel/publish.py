@@ -21,8 +21,6 @@ Assistant binary_sensor per stream and device (docs/MQTT.md).
 from __future__ import annotations
 
 import json
-import logging
-import ssl
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -36,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sentinel.config import MqttConfig, PublishConfig
 from sentinel.errors import StoreError
 from sentinel.ha_discovery import OFFLINE, ONLINE, discovery_config, discovery_topic
+from sentinel.ingest.mqtt import apply_connection_settings
 from sentinel.records import AlertStatus
 from sentinel.store import AlertStore
 from sentinel.store.outbox import (
@@ -63,7 +62,6 @@ _FATAL = {
     "Unsupported protocol version",
     "Banned",
 }
-_PAHO_LOG = logging.getLogger("paho.mqtt.client")  # quietened in sentinel.ingest.mqtt
 
 
 class AlertPublisher:
@@ -131,22 +129,8 @@ class AlertPublisher:
             clean_session=None if v5 else True,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
         )
-        client.enable_logger(_PAHO_LOG)
+        apply_connection_settings(client, cfg, self._password)
         client.max_queued_messages_set(0)  # unlimited: never drop while the broker is away
-        client.reconnect_delay_set(
-            min_delay=max(1, round(cfg.reconnect_min_delay)),
-            max_delay=max(1, round(cfg.reconnect_max_delay)),
-        )
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, self._password)
-        if cfg.tls.enabled:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(cfg.tls.insecure)
         client.will_set(self.status_topic, OFFLINE, qos=self._config.qos, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -31,7 +31,7 @@ from sentinel.config import MqttConfig, StreamConfig
 from sentinel.ingest.parse import MessageParser
 from sentinel.records import Ack, Delivery, Rejected, RejectReason
 
-__all__ = ["MqttSource"]
+__all__ = ["MqttSource", "apply_connection_settings"]
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +62,26 @@ class _QuietAfterDisconnect(logging.Filter):
 
 _PAHO_LOG = logging.getLogger("paho.mqtt.client")
 _PAHO_LOG.addFilter(_QuietAfterDisconnect())
+
+
+def apply_connection_settings(client: mqtt.Client, cfg: MqttConfig, password: str | None) -> None:
+    """What every Sentinel client of the broker shares: paho's log routed to structlog,
+    reconnect back-off, credentials and TLS (the ingest source and the alert publisher)."""
+    client.enable_logger(_PAHO_LOG)
+    client.reconnect_delay_set(
+        min_delay=max(1, round(cfg.reconnect_min_delay)),
+        max_delay=max(1, round(cfg.reconnect_max_delay)),
+    )
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls.enabled:
+        client.tls_set(
+            ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        client.tls_insecure_set(cfg.tls.insecure)
 
 
 class MqttSource:
@@ -113,21 +133,7 @@ class MqttSource:
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             manual_ack=True,
         )
-        client.enable_logger(_PAHO_LOG)  # paho's own log via stdlib logging -> structlog
-        client.reconnect_delay_set(
-            min_delay=max(1, round(cfg.reconnect_min_delay)),
-            max_delay=max(1, round(cfg.reconnect_max_delay)),
-        )
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, self._password)
-        if cfg.tls.enabled:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(cfg.tls.insecure)
+        apply_connection_settings(client, cfg, self._password)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

@@ -107,18 +107,12 @@ class ModelRegistry:
         version = self.active_version(stream)
         if version is None:
             return None
-        path = self.path(stream, version)
-        if not path.is_dir():
+        if not self.path(stream, version).is_dir():
             raise ModelError(
-                f"{path.parent / ACTIVE_FILE}: active version {version!r} does not exist"
+                f"{self._stream_dir(stream) / ACTIVE_FILE}: active version {version!r} "
+                "does not exist"
             )
-        detector = Detector.load(path, device, max_batch=max_batch)
-        if detector.meta.stream != stream or detector.version != version:
-            raise ModelError(
-                f"{path}: holds model {detector.version!r} of stream "
-                f"{detector.meta.stream!r}, not {version!r} of {stream!r}"
-            )
-        return detector
+        return self.load_version(stream, version, device, max_batch)
 
     def versions(self, stream: str) -> list[str]:
         """Saved versions of ``stream``, oldest first."""
