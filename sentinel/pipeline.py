@@ -137,6 +137,9 @@ class Pipeline:
         self._thresholds = ThresholdBank(config.threshold)
         # Computed once: every alert records which configuration judged it.
         self.config_hash = config_hash(config)
+        # Per device, the uid of its last closed alert: an open change of that uid is a
+        # reopening (alerts.cooldown), worth a log line of its own.
+        self._last_closed: dict[tuple[str, str], str] = {}
         self._alerts = AlertTracker(
             config.alerts,
             {s.name: s.feature_names for s in config.streams},
@@ -391,7 +394,9 @@ class Pipeline:
 
     def _log_alert(self, alert: Alert, score: float) -> None:
         features = ",".join(f"{c.feature}:{c.share:.0%}" for c in alert.top_features)
+        key = (alert.stream, alert.device)
         if alert.status is AlertStatus.CLOSED:
+            self._last_closed[key] = alert.uid
             self.stats.alerts_closed += 1
             log.info(
                 "alert_closed",
@@ -402,6 +407,19 @@ class Pipeline:
                 windows=alert.windows,
                 peak=round(alert.peak_score, 4),
                 duration_s=round((alert.ended_at or alert.updated_at) - alert.started_at, 1),
+            )
+        elif self._last_closed.get(key) == alert.uid:
+            del self._last_closed[key]
+            self.stats.alerts_reopened += 1
+            log.info(
+                "alert_reopened",
+                stream=alert.stream,
+                device=alert.device,
+                uid=alert.uid,
+                at=alert.updated_at,
+                score=round(score, 4),
+                threshold=round(alert.threshold, 4),
+                features=features,
             )
         elif alert.windows == self._config.alerts.open_after:
             self.stats.alerts_opened += 1

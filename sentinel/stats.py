@@ -65,6 +65,7 @@ class PipelineStats:
     anomalous: int = 0
     alerts_opened: int = 0
     alerts_closed: int = 0
+    alerts_reopened: int = 0  # within alerts.cooldown of their end: the same alert again
     batch_errors: int = 0
     score_seconds: float = 0.0
 
@@ -78,6 +79,7 @@ class PipelineStats:
             "anomalous": self.anomalous,
             "alerts_opened": self.alerts_opened,
             "alerts_closed": self.alerts_closed,
+            "alerts_reopened": self.alerts_reopened,
             "batch_errors": self.batch_errors,
             "score_ms_per_window": round(1e3 * self.score_seconds / self.scored, 3)
             if self.scored

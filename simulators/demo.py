@@ -96,6 +96,8 @@ class _View:
             print("daemon connected and subscribed")
         elif name == "alert_opened":
             self._alert_opened(event)
+        elif name == "alert_reopened":
+            self._alert_reopened(event)
         elif name == "alert_closed":
             self._alert_closed(event)
         elif event.get("level") in ("error", "critical"):
@@ -118,6 +120,16 @@ class _View:
             f"\033[31mALERT\033[0m  {_clock(at)}  {event['device']:<9} "
             f"score {event['score'] / event['threshold']:4.1f}x threshold  "
             f"features {event['features'] or '-'}  <- {why}"
+        )
+
+    def _alert_reopened(self, event: dict[str, Any]) -> None:
+        self._close_bar()
+        at = float(event["at"])
+        self.last_ts = max(self.last_ts, at)
+        print(
+            f"\033[33mreopened\033[0m {_clock(at)}  {event['device']:<9} "
+            f"score {event['score'] / event['threshold']:4.1f}x threshold  "
+            f"(anomalous again within alerts.cooldown: the same alert continues)"
         )
 
     def _alert_closed(self, event: dict[str, Any]) -> None:

@@ -97,3 +97,20 @@ def test_restart_restores_thresholds_drift_state_and_open_alerts(tmp_path: Path)
     # (60 s) after that, not 60 s after the restart.
     assert audit[0].detail["change_detected_at"] == saved["watch"]["since"]
     assert changes[-1].status is AlertStatus.CLOSED
+
+
+def test_a_reopening_is_logged_and_counted_as_such() -> None:
+    from structlog.testing import capture_logs
+
+    p = pipeline(lifecycle_config(cooldown=60))
+    with capture_logs() as logs:
+        # Opens; closes after 2 normal windows (windows are 4 readings long); turns
+        # anomalous again within the cooldown; closes again.
+        batches = feed(p, [0.1] * 10 + [9.0, 9.0] + [0.1] * 6 + [9.0] + [0.1] * 6)
+    alerts = [a for b in batches for a in b.alerts]
+    assert len({a.uid for a in alerts}) == 1  # one alert, reopened
+    events = [
+        e["event"] for e in logs if e["event"].startswith("alert_") and e["log_level"] == "info"
+    ]
+    assert events == ["alert_opened", "alert_closed", "alert_reopened", "alert_closed"]
+    assert (p.stats.alerts_opened, p.stats.alerts_reopened, p.stats.alerts_closed) == (1, 1, 2)
