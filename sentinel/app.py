@@ -34,12 +34,15 @@ from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.outbox import OutboxPolicy
 from sentinel.training import Trainer
 
-__all__ = ["EXIT_FATAL_CONNECTION", "EXIT_OK", "SentinelApp"]
+__all__ = ["EXIT_FATAL_CONNECTION", "EXIT_OK", "EXIT_RESTART", "SentinelApp"]
 
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_FATAL_CONNECTION = 3
+# run() stopped every component to start them again with ``restart_config`` (a SIGHUP that
+# changed the stream list); the caller starts a new SentinelApp in the same process.
+EXIT_RESTART = -1
 STATS_INTERVAL = 60.0
 
 
@@ -70,6 +73,7 @@ class SentinelApp:
         self.publisher: AlertPublisher | None = None
         self.retrain: RetrainService | None = None
         self.ready = threading.Event()  # set once every component has started
+        self.restart_config: SentinelConfig | None = None  # see EXIT_RESTART
 
     def run(self, stop: threading.Event) -> int:
         config = self.config
@@ -204,7 +208,7 @@ class SentinelApp:
             self.notifier.ready(status="running")
             housekeeping = _Housekeeping(Progress(pipeline, source), watchdog_interval())
             next_stats = time.monotonic() + self._stats_interval
-            while not stop.is_set() and self._fatal is None:
+            while not stop.is_set() and self._fatal is None and self.restart_config is None:
                 self._wake.wait(0.5)
                 if not pipeline.alive:
                     log.error("pipeline_thread_died")
@@ -222,9 +226,13 @@ class SentinelApp:
                     self._log_stats(pipeline, source, writer)
                     self._publish_stats(pipeline, source, writer)
         finally:
-            log.info("sentinel_stopping")
+            restarting = self.restart_config is not None and self._fatal is None
+            log.info("sentinel_stopping", restarting=restarting)
             self.health.phase = "stopping"
-            self.notifier.stopping()
+            if restarting:
+                self.notifier.reloading()  # READY again once the new components run
+            else:
+                self.notifier.stopping()
             if "source" in started:
                 source.pause()
             if retrain is not None and "retrain" in started:
@@ -244,7 +252,7 @@ class SentinelApp:
         if self._fatal is not None:
             log.error("sentinel_fatal", error=self._fatal)
             return EXIT_FATAL_CONNECTION
-        return EXIT_OK
+        return EXIT_RESTART if self.restart_config is not None else EXIT_OK
 
     @property
     def fatal(self) -> str | None:
@@ -350,6 +358,24 @@ class SentinelApp:
                 "config_reload_needs_restart",
                 keys={k: {"running": v[0], "file": v[1]} for k, v in plan.needs_restart.items()},
             )
+        if plan.restart_streams is not None:
+            # The stream list changes what is subscribed, parsed, windowed, modelled and
+            # retrained: the components start again with it, in this process. The stop
+            # drains and commits everything in flight and the MQTT session resumes, so no
+            # reading is lost (readings arriving meanwhile wait at the broker).
+            self.restart_config = plan.restart_streams
+            self.metrics.config_reloads.labels(result="applied").inc()
+            log.info(
+                "config_reload_restarting_components",
+                path=str(self.config_path),
+                streams={
+                    "old": [s.name for s in self.config.streams],
+                    "new": [s.name for s in plan.restart_streams.streams],
+                },
+                changed={k: {"old": v[0], "new": v[1]} for k, v in plan.applied.items()},
+            )
+            self._wake.set()
+            return True
         if not plan.changed:
             self.metrics.config_reloads.labels(result="unchanged").inc()
             log.info("config_reload_unchanged", path=str(self.config_path))

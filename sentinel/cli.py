@@ -68,7 +68,7 @@ def _load(args: argparse.Namespace) -> SentinelConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sentinel.app import SentinelApp
+    from sentinel.app import EXIT_OK, EXIT_RESTART, SentinelApp
 
     config = _load(args)
     stop = threading.Event()
@@ -79,14 +79,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    app = SentinelApp(config, config_path=Path(_config_path(args)))
+    path = Path(_config_path(args))
+    current = [SentinelApp(config, config_path=path)]
 
     def on_hangup(signum: int, frame: FrameType | None) -> None:
         log.info("signal_received", signal="SIGHUP")
-        app.request_reload()  # only sets an event: the main loop reloads
+        current[0].request_reload()  # only sets an event: the main loop reloads
 
     signal.signal(signal.SIGHUP, on_hangup)
-    return app.run(stop)
+    while True:
+        app = current[0]
+        result = app.run(stop)
+        if result != EXIT_RESTART or app.restart_config is None or stop.is_set():
+            return EXIT_OK if result == EXIT_RESTART else result
+        # A reload changed the stream list: the same process, new components.
+        current[0] = SentinelApp(app.restart_config, config_path=path)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

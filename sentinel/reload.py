@@ -2,10 +2,13 @@
 
 Live keys: ``threshold.*``, ``alerts.*``, ``logging.*`` and ``ingest.log_interval``. The
 pipeline worker takes the new thresholds and alert rules between two passes, like a model
-swap. Every other key (the broker, the database, windows, the model, the streams, health,
-...) needs a restart: a reload that changes one logs it as ``config_reload_needs_restart``
-and keeps the running value. A file that does not load or validate is refused, and the
-daemon carries on with the config it has.
+swap. The stream list (``streams``) is applied by restarting the components inside the
+process (``ReloadPlan.restart_streams``): everything in flight is drained and committed as on
+a stop, and the MQTT session resumes, so nothing is lost and the process keeps running.
+Every other key (the broker, the database, windows, the model, health, ...) needs a real
+restart: a reload that changes one logs it as ``config_reload_needs_restart`` and keeps the
+running value. A file that does not load or validate is refused, and the daemon carries on
+with the config it has.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class ReloadPlan:
     config: SentinelConfig  # the running config with the live keys taken from the file
     applied: dict[str, tuple[Any, Any]]  # key -> (old, new)
     needs_restart: dict[str, tuple[Any, Any]]
+    # The file changes the stream list: ``config`` with the new streams, to be applied by
+    # restarting the components in-process. None when the streams did not change.
+    restart_streams: SentinelConfig | None = None
 
     @property
     def changed(self) -> bool:
@@ -55,10 +61,15 @@ def plan_reload(running: SentinelConfig, loaded: SentinelConfig) -> ReloadPlan:
         k: (old.get(k), new.get(k)) for k in old.keys() | new.keys() if old.get(k) != new.get(k)
     }
     applied = {k: v for k, v in sorted(diff.items()) if _is_live(k)}
+    streams_changed = diff.pop("streams", None)
     needs_restart = {k: v for k, v in sorted(diff.items()) if not _is_live(k)}
     data = running.model_dump()
     fresh = loaded.model_dump()
     for section in ("threshold", "alerts", "logging"):
         data[section] = fresh[section]
     data["ingest"]["log_interval"] = fresh["ingest"]["log_interval"]
-    return ReloadPlan(SentinelConfig.model_validate(data), applied, needs_restart)
+    config = SentinelConfig.model_validate(data)
+    restart = None
+    if streams_changed is not None:
+        restart = SentinelConfig.model_validate({**data, "streams": fresh["streams"]})
+    return ReloadPlan(config, applied, needs_restart, restart)

@@ -178,3 +178,67 @@ def test_watchdog_is_fed_only_while_the_pipeline_makes_progress(
         sock.close()
         broker.stop()
         os.environ.pop("NOTIFY_SOCKET", None)
+
+
+def test_sighup_with_a_new_stream_list_restarts_the_components_in_process(
+    mqtt_broker: PrivateBroker,
+    daemon_files: tuple[dict[str, Any], Path, int],
+    tmp_path: Path,
+    stopper: list[subprocess.Popen[bytes]],
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from sqlalchemy import create_engine, text
+
+    config, path, port = daemon_files
+    log = tmp_path / "daemon.log"
+    daemon = start(path, log)
+    stopper.append(daemon)
+    wait_for(lambda: bool(named(log, "mqtt_subscribed")), 60, "the daemon to subscribe")
+    url = config["database"]["url"]
+
+    def committed() -> dict[str, int]:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    text("SELECT stream, SUM(readings) FROM device_state GROUP BY stream")
+                )
+                return {r[0]: int(r[1]) for r in rows}
+        finally:
+            engine.dispose()
+
+    pump = publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=30)
+    wait_for(lambda: committed().get("pump") == pump, 30, "pump readings committed")
+
+    # A second kind of device: its stream joins on SIGHUP, without a new process.
+    config["streams"] = [
+        *config["streams"],
+        {"name": "fan", "topic": "plant/{device}/fan", "features": ["rpm", "amps"]},
+    ]
+    path.write_text(config_to_toml(config))
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(named(log, "sentinel_running")) == 2, 60, "the components to run again")
+    restarting = named(log, "config_reload_restarting_components")[0]["streams"]
+    assert restarting == {"old": ["pump"], "new": ["pump", "fan"]}
+    assert named(log, "sentinel_running")[-1]["streams"] == ["pump", "fan"]
+    assert daemon.poll() is None, "the same process carries on"
+    wait_for(lambda: healthz(port)[0] in (200, 503), 15, "health served again")
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(mqtt_broker.host, mqtt_broker.port)
+    client.loop_start()
+    try:
+        for i in range(20):
+            body = json.dumps({"ts": 1_704_067_200 + i, "rpm": 1400 + i, "amps": 3.1})
+            client.publish("plant/fan-1/fan", body, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    more = publish_fleet(
+        mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=30, start_ts=1_704_070_000.0
+    )
+    wait_for(lambda: committed() == {"pump": pump + more, "fan": 20}, 30, "both streams")
+
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0

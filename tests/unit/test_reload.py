@@ -36,13 +36,21 @@ def test_live_keys_are_applied_and_the_rest_needs_a_restart() -> None:
     assert plan.config.alerts.close_after == 3
 
 
-def test_stream_changes_need_a_restart() -> None:
+def test_a_new_stream_list_is_applied_by_restarting_the_components() -> None:
     running = make_config()
     streams = [{"name": "fan", "topic": "f/{device}", "features": ["x", "y"]}]
-    plan = plan_reload(running, make_config(streams=streams))
-    assert "streams" in plan.needs_restart
+    plan = plan_reload(
+        running, make_config(streams=streams, windows={"length": 8, "hop": 1, "max_gap": 100})
+    )
+    assert "streams" not in plan.needs_restart
+    assert set(plan.needs_restart) == {"windows.length"}
     assert not plan.changed
     assert [s.name for s in plan.config.streams] == ["pump"]
+    # What the components start again with: the new streams, the running restart-only keys.
+    assert plan.restart_streams is not None
+    assert [s.name for s in plan.restart_streams.streams] == ["fan"]
+    assert plan.restart_streams.windows.length == 4
+    assert plan_reload(running, make_config()).restart_streams is None
 
 
 def test_unchanged_file_changes_nothing() -> None:
