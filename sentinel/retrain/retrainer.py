@@ -18,6 +18,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.metrics import record_retraining
 from sentinel.model import Detector, ModelRegistry
-from sentinel.retrain.job import RetrainOutcome, run_retrain
+from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain, threshold_seeds
 
 __all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
 
@@ -183,9 +184,35 @@ class Retrainer:
         detector = self._registry.load_version(
             stream, version, self._device, max_batch=self._config.model.score_batch_max
         )
-        self._install(stream, detector)
-        log.info("model_reload_requested", stream=stream, version=version)
+        seeds = self._reservoir_seeds(stream, detector)
+        self._install(stream, detector, seeds)
+        log.info(
+            "model_reload_requested",
+            stream=stream,
+            version=version,
+            seeded_devices=len(seeds) if seeds else 0,
+        )
         return version
+
+    def _reservoir_seeds(self, stream: str, detector: Detector) -> dict[str, list[float]] | None:
+        """Thresholds for a model swapped in by hand, as a retraining run gives its own: the
+        model's scores on the reservoir's clean windows, per device. Without them every
+        device would fall back to the model's calibration threshold for a whole warm-up.
+        None (and a warning) when the reservoir cannot give any."""
+        try:
+            reservoir = open_reservoir(self._config, stream, readonly=True)
+            try:
+                data = reservoir.clean_data(
+                    window=self._config.windows.length,
+                    max_gap=self._config.windows.max_gap,
+                    holdout_fraction=self._config.retrain.holdout_fraction,
+                )
+            finally:
+                reservoir.close()
+            return threshold_seeds(detector, data.train + data.holdout, self._config)
+        except (OSError, sqlite3.Error, ValueError, ModelError) as err:
+            log.warning("threshold_seeds_unavailable", stream=stream, error=str(err))
+            return None
 
     # -- the thread -----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from structlog.testing import capture_logs
 
 from sentinel.cli import main
 from sentinel.config import SentinelConfig
@@ -74,9 +75,27 @@ def test_restart_comes_back_on_the_active_version_and_rollback_reaches_the_daemo
         assert not answer["ok"]
         assert "nope" in answer["error"]
 
+        # With clean readings of a device in the reservoir, a version swapped in by hand
+        # starts that device's threshold from its scores on them, as after a retraining run
+        # (not from the calibration threshold for a whole warm-up).
+        fill(SentinelConfig.model_validate(config), normal(400, seed=7), device="d1")
+        registry.activate("pump", version(2), reason="test: by hand")
+        with capture_logs() as logs:
+            answer = send_command(state / CONTROL_SOCKET, {"command": "reload"})
+            assert answer["ok"], answer
+            wait_for(
+                lambda: any(e["event"] == "thresholds_recalibrated" for e in logs),
+                10,
+                "thresholds seeded",
+            )
+        [reload] = [e for e in logs if e["event"] == "model_reload_requested"]
+        assert (reload["version"], reload["seeded_devices"]) == (version(2), 1)
+        [seeded] = [e for e in logs if e["event"] == "thresholds_recalibrated"]
+        assert (seeded["stream"], seeded["devices"]) == ("pump", 1)
+
     with running_app(config) as running:  # a restart
         assert running.app.pipeline is not None
-        assert running.app.pipeline.model_versions() == {"pump": version(1)}
+        assert running.app.pipeline.model_versions() == {"pump": version(2)}
     assert not (state / CONTROL_SOCKET).exists()
 
 
