@@ -195,6 +195,7 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
     )
     alerts = CounterMetricFamily("sentinel_alerts", "Alert changes, by event.", labels=["event"])
     alerts.add_metric(["opened"], stats.alerts_opened)
+    alerts.add_metric(["reopened"], stats.alerts_reopened)  # within alerts.cooldown
     alerts.add_metric(["closed"], stats.alerts_closed)
     yield alerts
     yield CounterMetricFamily(

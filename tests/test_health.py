@@ -49,6 +49,11 @@ def test_healthz_and_metrics_follow_a_broker_outage(
         assert windows > 0
         assert sample(scraped, "sentinel_scoring_seconds_count", stream="pump") > 0
         assert sample(scraped, "sentinel_database_up") == 1
+        pipeline = running.app.pipeline
+        assert pipeline is not None
+        for event in ("opened", "reopened", "closed"):
+            counted = getattr(pipeline.stats, f"alerts_{event}")
+            assert sample(scraped, "sentinel_alerts_total", event=event) == counted
         assert sample(scraped, "process_resident_memory_bytes") > 10e6
         assert sample(scraped, "sentinel_state_dir_bytes") > 0
         # The same numbers as a plain dict, for a periodic stats message.
