@@ -3,12 +3,13 @@
 Three phases, each sampled with psutil every 0.5 s from outside the process:
 
 1. idle: started, connected, nothing arriving (what the box pays for torch and Python);
-2. cold start: a burst of clean readings fills the cold-start buffer and the daemon trains
-   its first model (default architecture) on its trainer thread: the peak;
+2. cold start: a burst of clean readings fills the cold-start reservoir and the daemon
+   trains its first model (default architecture) in a child process: the peak;
 3. steady state: ``--devices`` pumps at 1 reading/s each for ``--seconds``, scored with the
    trained model.
 
-Reported per phase: RSS (max), and CPU as a percentage of one core (mean). The daemon runs
+Reported per phase: RSS (max; the daemon plus its training child, and the daemon alone),
+and CPU as a percentage of one core (mean, ended children included). The daemon runs
 with the product defaults (window 32, hop 4, torch_threads 1) on SQLite.
 
     .venv/bin/python benchmarks/resources.py [--devices 50] [--seconds 60]
@@ -43,12 +44,22 @@ class Sampler:
         self.proc = psutil.Process(pid)
 
     def sample(self, seconds: float, until: Any = None) -> dict[str, float]:
-        """RSS max and mean CPU (% of one core) over ``seconds`` (or until ``until()``)."""
+        """RSS max (the daemon plus its training child processes, and the daemon alone) and
+        mean CPU (% of one core, children that ended included) over ``seconds`` (or until
+        ``until()``)."""
         start_cpu = self.proc.cpu_times()
         start = time.monotonic()
-        rss_max = 0
+        rss_max = rss_main_max = 0
         while True:
-            rss_max = max(rss_max, self.proc.memory_info().rss)
+            main = self.proc.memory_info().rss
+            children = 0
+            for child in self.proc.children(recursive=True):
+                try:
+                    children += child.memory_info().rss
+                except psutil.Error:  # ended between the listing and the read
+                    continue
+            rss_main_max = max(rss_main_max, main)
+            rss_max = max(rss_max, main + children)
             elapsed = time.monotonic() - start
             if (until is not None and until()) or (until is None and elapsed >= seconds):
                 break
@@ -56,11 +67,15 @@ class Sampler:
                 raise TimeoutError("phase did not finish in time")
             time.sleep(0.5)
         cpu = self.proc.cpu_times()
-        used = (cpu.user - start_cpu.user) + (cpu.system - start_cpu.system)
+        used = sum(
+            getattr(cpu, f) - getattr(start_cpu, f)
+            for f in ("user", "system", "children_user", "children_system")
+        )
         elapsed = time.monotonic() - start
         return {
             "seconds": round(elapsed, 1),
             "rss_max_mb": round(rss_max / 2**20, 1),
+            "rss_main_max_mb": round(rss_main_max / 2**20, 1),
             "cpu_pct_of_one_core": round(100 * used / elapsed, 1),
         }
 
