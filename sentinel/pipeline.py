@@ -408,27 +408,20 @@ class Pipeline:
                 peak=round(alert.peak_score, 4),
                 duration_s=round((alert.ended_at or alert.updated_at) - alert.started_at, 1),
             )
-        elif self._last_closed.get(key) == alert.uid:
-            del self._last_closed[key]
-            self.stats.alerts_reopened += 1
+        elif self._last_closed.get(key) == alert.uid or (
+            alert.windows == self._config.alerts.open_after
+        ):
+            reopened = self._last_closed.pop(key, None) == alert.uid
+            if reopened:
+                self.stats.alerts_reopened += 1
+            else:
+                self.stats.alerts_opened += 1
             log.info(
-                "alert_reopened",
+                "alert_reopened" if reopened else "alert_opened",
                 stream=alert.stream,
                 device=alert.device,
                 uid=alert.uid,
-                at=alert.updated_at,
-                score=round(score, 4),
-                threshold=round(alert.threshold, 4),
-                features=features,
-            )
-        elif alert.windows == self._config.alerts.open_after:
-            self.stats.alerts_opened += 1
-            log.info(
-                "alert_opened",
-                stream=alert.stream,
-                device=alert.device,
-                uid=alert.uid,
-                at=alert.started_at,
+                at=alert.updated_at if reopened else alert.started_at,
                 score=round(score, 4),
                 threshold=round(alert.threshold, 4),
                 features=features,

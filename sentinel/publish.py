@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sentinel.config import MqttConfig, PublishConfig
 from sentinel.errors import StoreError
 from sentinel.ha_discovery import OFFLINE, ONLINE, discovery_config, discovery_topic
-from sentinel.ingest.mqtt import apply_connection_settings
+from sentinel.ingest.mqtt import FATAL_REFUSALS, apply_connection_settings
 from sentinel.records import AlertStatus
 from sentinel.store import AlertStore
 from sentinel.store.outbox import (
@@ -54,14 +54,6 @@ _ACK_SLICE = 0.2  # seconds; waits for PUBACKs re-check stop() this often
 _RETRY = 5.0  # seconds after a failure (database error, refused PUBLISH)
 _PRUNE_EVERY = 3600.0
 _DISCOVERY_REFRESH = 60.0  # seconds between looks for devices not announced yet
-_FATAL = {
-    "Bad user name or password",
-    "Not authorized",
-    "Client identifier not valid",
-    "Bad authentication method",
-    "Unsupported protocol version",
-    "Banned",
-}
 
 
 class AlertPublisher:
@@ -364,7 +356,7 @@ class AlertPublisher:
     ) -> None:
         if reason_code.is_failure:
             name = reason_code.getName()
-            if name in _FATAL:
+            if name in FATAL_REFUSALS:
                 self._fatal = name
                 log.error("publisher_refused_fatal", reason=name, host=self._mqtt.host)
                 client.disconnect()  # stops paho's reconnect loop

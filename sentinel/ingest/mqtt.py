@@ -31,12 +31,14 @@ from sentinel.config import MqttConfig, StreamConfig
 from sentinel.ingest.parse import MessageParser
 from sentinel.records import Ack, Delivery, Rejected, RejectReason
 
-__all__ = ["MqttSource", "apply_connection_settings"]
+__all__ = ["FATAL_REFUSALS", "MqttSource", "apply_connection_settings"]
 
 log = structlog.get_logger(__name__)
 
 # CONNACK refusals that retrying cannot fix: stop and say so instead of looping forever.
-_FATAL_REFUSALS = {
+# Connection refusals that retrying cannot fix, with what to tell the operator; shared by
+# every client of the broker (the ingest source and the alert publisher).
+FATAL_REFUSALS = {
     "Bad user name or password": "the broker rejected the user name or password",
     "Not authorized": "the broker refused us: not authorized",
     "Client identifier not valid": "the broker rejected the client id",
@@ -222,8 +224,8 @@ class MqttSource:
     ) -> None:
         if reason_code.is_failure:
             name = reason_code.getName()
-            if name in _FATAL_REFUSALS:
-                self._fatal = f"{_FATAL_REFUSALS[name]} ({name})"
+            if name in FATAL_REFUSALS:
+                self._fatal = f"{FATAL_REFUSALS[name]} ({name})"
                 log.error("mqtt_refused_fatal", reason=name, host=self._config.host)
                 client.disconnect()  # stops paho's reconnect loop
                 self._on_fatal(self._fatal)
