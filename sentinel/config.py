@@ -241,6 +241,15 @@ class ModelConfig(Section):
     score_batch_max: int = Field(
         default=512, ge=1, le=65_536, description="Most windows scored in one forward pass."
     )
+    score_steps: int = Field(
+        default=0,
+        ge=0,
+        le=4096,
+        description="Judge each window by the reconstruction error of its newest N readings "
+        "only; the older ones are context. 0 judges the whole window. A verdict then starts "
+        "and ends with a fault instead of trailing it by a window (SKAB: 4 of 16). Recorded "
+        "with each model; a change applies to models trained after it.",
+    )
 
 
 class ColdStartConfig(Section):
@@ -747,6 +756,15 @@ class SentinelConfig(Section):
     def _cold_start_fits_window(self) -> SentinelConfig:
         if self.cold_start.readings < 4 * self.windows.length:
             raise ValueError("cold_start.readings must be at least 4x windows.length")
+        return self
+
+    @model_validator(mode="after")
+    def _score_steps_fit_window(self) -> SentinelConfig:
+        if self.model.score_steps > self.windows.length:
+            raise ValueError(
+                f"model.score_steps ({self.model.score_steps}) must not exceed "
+                f"windows.length ({self.windows.length})"
+            )
         return self
 
     @model_validator(mode="after")

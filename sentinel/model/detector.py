@@ -172,6 +172,11 @@ class ModelMeta:
     # Features judged by their changes within a window, not their level (centred per
     # window before the model sees them; see ``center_relative``).
     relative_features: tuple[str, ...] = ()
+    # How many of a window's newest readings its score judges (0: all of them). The older
+    # readings are context the encoder sees but the error is not taken over, so a verdict
+    # is about the newest readings: it starts and ends with a fault instead of trailing it
+    # by a window.
+    score_steps: int = 0
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -188,6 +193,11 @@ class ModelMeta:
         for name in ("window", "hidden_size", "latent_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ModelError(f"{name} must be positive")
+        if not 0 <= self.score_steps <= self.window:
+            raise ModelError(
+                f"score_steps must be between 0 and the window ({self.window}), "
+                f"got {self.score_steps}"
+            )
         unknown = set(self.relative_features) - set(self.features)
         if unknown:
             raise ModelError(f"relative_features {sorted(unknown)} are not among the features")
@@ -211,6 +221,7 @@ class ModelMeta:
             "created": self.created,
             "training": dict(self.training),
             "relative_features": list(self.relative_features),
+            "score_steps": self.score_steps,
         }
         return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
@@ -251,6 +262,8 @@ class ModelMeta:
             relative_features=tuple(
                 _string(v, "relative_features") for v in _list(obj, "relative_features")
             ),
+            # Optional: models saved before it existed score the whole window.
+            score_steps=_integer(obj.get("score_steps", 0), "score_steps"),
         )
 
 
@@ -293,14 +306,19 @@ def center_relative(scaled: Float32Array, indices: Sequence[int]) -> Float32Arra
 
 
 def reconstruction_errors(
-    module: LstmAutoencoder, scaled: torch.Tensor
+    module: LstmAutoencoder, scaled: torch.Tensor, score_steps: int = 0
 ) -> tuple[Float64Array, Float64Array]:
     """Per-window MSE and per-feature MSE (averaged over time) of already-scaled windows.
 
-    The caller is responsible for ``eval()``/``inference_mode()`` and for chunking.
+    ``score_steps`` > 0 averages over the newest that many time steps only (see
+    ``ModelMeta.score_steps``). The caller is responsible for ``eval()``/``inference_mode()``
+    and for chunking.
     """
     recon = module(scaled)
-    feature_errors = ((recon - scaled) ** 2).mean(dim=1).double().cpu().numpy()
+    squared = (recon - scaled) ** 2
+    if score_steps:
+        squared = squared[:, -score_steps:, :]
+    feature_errors = squared.mean(dim=1).double().cpu().numpy()
     return feature_errors.mean(axis=1), feature_errors
 
 
@@ -353,7 +371,7 @@ class Detector:
         """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F).
 
         See ``window_scores`` for what a score is; per-feature errors are MSEs in scaled
-        units, averaged over time.
+        units, averaged over time (over the newest ``meta.score_steps`` steps where set).
         """
         n_features = len(self._meta.features)
         if (
@@ -374,7 +392,9 @@ class Detector:
         with torch.inference_mode():
             for start in range(0, count, self._max_batch):
                 chunk = torch.from_numpy(scaled[start : start + self._max_batch])
-                _, f = reconstruction_errors(self._module, chunk.to(self._device))
+                _, f = reconstruction_errors(
+                    self._module, chunk.to(self._device), self._meta.score_steps
+                )
                 feature_errors.append(f)
         errors = np.concatenate(feature_errors)
         return window_scores(errors, self._meta.calibration.feature_mean_errors), errors

@@ -46,6 +46,7 @@ class ScoringModule(nn.Module):
     mean: torch.Tensor
     scale: torch.Tensor
     baseline: torch.Tensor
+    relative: torch.Tensor
 
     def __init__(self, detector: Detector) -> None:
         super().__init__()
@@ -64,11 +65,17 @@ class ScoringModule(nn.Module):
             np.asarray(meta.calibration.feature_mean_errors, dtype=np.float32), _BASELINE_FLOOR
         )
         self.register_buffer("baseline", torch.from_numpy(baseline.astype(np.float32)))
+        # 1 for features judged relative to their window's mean (``center_relative``).
+        relative = np.zeros(len(meta.features), dtype=np.float32)
+        relative[list(meta.relative_indices)] = 1.0
+        self.register_buffer("relative", torch.from_numpy(relative))
+        self.score_steps = meta.score_steps or meta.window
 
     def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scaled = (windows - self.mean) / self.scale
+        scaled = scaled - self.relative * scaled.mean(dim=1, keepdim=True)
         recon = self.autoencoder(scaled)
-        feature_errors = ((recon - scaled) ** 2).mean(dim=1)
+        feature_errors = ((recon - scaled) ** 2)[:, -self.score_steps :, :].mean(dim=1)
         scores = (feature_errors / self.baseline).amax(dim=1)
         return scores, feature_errors
 
@@ -107,6 +114,8 @@ def export_detector(detector: Detector, fmt: ExportFormat, out: Path | None = No
                 "stream": meta.stream,
                 "features": list(meta.features),
                 "window": meta.window,
+                "relative_features": list(meta.relative_features),
+                "score_steps": meta.score_steps,
                 "input": {"name": "windows", "shape": ["batch", meta.window, len(meta.features)]},
                 "outputs": [
                     {"name": "scores", "shape": ["batch"]},

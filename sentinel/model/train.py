@@ -137,6 +137,8 @@ def train_detector(
     unknown = set(relative) - set(features)
     if unknown:
         raise DataError(f"relative features {sorted(unknown)} are not among the features")
+    if config.score_steps > window:
+        raise DataError(f"score_steps {config.score_steps} exceeds the window of {window}")
     relative = tuple(relative)
     rel_idx = [list(features).index(name) for name in relative]
     scaler = _fit_scaler(rows, segments, window, rel_idx)
@@ -216,7 +218,11 @@ def train_detector(
                 break
 
     module.load_state_dict(best_state)
-    _, feature_errors = _errors(module, gather, val_starts, config.score_batch_max)
+    # Early stopping watches the whole reconstruction (what is trained); the calibration,
+    # what the scores will be compared with, judges what scoring judges.
+    _, feature_errors = _errors(
+        module, gather, val_starts, config.score_batch_max, config.score_steps
+    )
     calibration = Calibration.from_errors(feature_errors)
 
     now = datetime.now(UTC)
@@ -248,6 +254,7 @@ def train_detector(
         created=now.isoformat(timespec="seconds"),
         training=training,
         relative_features=relative,
+        score_steps=config.score_steps,
     )
     log.info(
         "training_finished",
@@ -304,12 +311,13 @@ def _errors(
     gather: Callable[[IntArray], torch.Tensor],
     starts: IntArray,
     chunk: int,
+    score_steps: int = 0,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     module.eval()
     scores, feature_errors = [], []
     with torch.inference_mode():
         for i in range(0, len(starts), chunk):
-            s, f = reconstruction_errors(module, gather(starts[i : i + chunk]))
+            s, f = reconstruction_errors(module, gather(starts[i : i + chunk]), score_steps)
             scores.append(s)
             feature_errors.append(f)
     return np.concatenate(scores), np.concatenate(feature_errors)

@@ -27,7 +27,10 @@ CUDA_MISSING = not torch.cuda.is_available()
 
 
 def make_detector(
-    device: torch.device = CPU, max_batch: int = 512, version: str = "20250101T000000Z-abc123"
+    device: torch.device = CPU,
+    max_batch: int = 512,
+    version: str = "20250101T000000Z-abc123",
+    **meta_changes: object,
 ) -> Detector:
     """An untrained but fully formed detector: enough for scoring and storage tests."""
     torch.manual_seed(3)
@@ -49,6 +52,7 @@ def make_detector(
         created="2025-01-01T00:00:00+00:00",
         training={"n_readings": 100, "first_ts": 1.5, "seed": 0, "note": "test"},
     )
+    meta = dataclasses.replace(meta, **meta_changes)  # type: ignore[arg-type]
     return Detector(meta, module, device, max_batch=max_batch)
 
 
@@ -267,3 +271,36 @@ def test_relative_features_round_trip_and_old_meta_reads_as_none(saved: Path) ->
     assert ModelMeta.from_json(json.dumps(raw)).relative_features == ()
     with pytest.raises(ModelError, match="not among the features"):
         dataclasses.replace(meta, relative_features=("nonexistent",))
+
+
+def test_score_steps_average_the_newest_steps_only() -> None:
+    whole = make_detector()
+    newest = make_detector(score_steps=3)
+    data = windows(5, seed=4)
+    scaled = torch.from_numpy(whole.meta.scaler.transform(data))
+    with torch.inference_mode():
+        per_step = ((whole.module(scaled) - scaled) ** 2).double().numpy()  # (B, T, F)
+    _, features_whole = whole.score(data)
+    _, features_newest = newest.score(data)
+    np.testing.assert_allclose(features_whole, per_step.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(features_newest, per_step[:, -3:, :].mean(axis=1), rtol=1e-6)
+    # All of the window is the same as the default.
+    np.testing.assert_array_equal(
+        make_detector(score_steps=WINDOW).score(data)[0], whole.score(data)[0]
+    )
+
+
+def test_score_steps_round_trip_old_meta_reads_as_zero_and_range_is_checked(
+    saved: Path,
+) -> None:
+    meta = ModelMeta.from_json((saved / META_FILE).read_text())
+    assert ModelMeta.from_json(dataclasses.replace(meta, score_steps=4).to_json()).score_steps == 4
+    raw = json.loads(meta.to_json())
+    del raw["score_steps"]  # as written before the key existed
+    assert ModelMeta.from_json(json.dumps(raw)).score_steps == 0
+    for bad in (-1, meta.window + 1):
+        with pytest.raises(ModelError, match="score_steps must be between 0 and the window"):
+            dataclasses.replace(meta, score_steps=bad)
+    raw["score_steps"] = "4"
+    with pytest.raises(ModelError, match="score_steps must be an integer"):
+        ModelMeta.from_json(json.dumps(raw))

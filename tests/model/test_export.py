@@ -33,6 +33,22 @@ def test_torchscript_export_scores_like_the_detector(tmp_path: Path) -> None:
     assert meta["input"]["shape"] == ["batch", detector.window, len(FEATURES)]
 
 
+def test_export_keeps_relative_features_and_score_steps(tmp_path: Path) -> None:
+    """The export is the whole scoring rule: window-centred features and the newest-steps
+    error included (a model with either used to fail its own export check)."""
+    detector = make_detector(relative_features=(FEATURES[1],), score_steps=3)
+    path = export_detector(detector, "torchscript", tmp_path / "m.pt")
+    loaded = torch.jit.load(str(path))
+    data = windows(7, seed=8)
+    data[:, :, 1] += np.linspace(0, 50, detector.window, dtype=np.float32)  # a drifting level
+    with torch.inference_mode():
+        scores, _ = loaded(torch.from_numpy(data))
+    np.testing.assert_allclose(scores.numpy(), detector.score(data)[0], rtol=1e-4, atol=1e-6)
+    sidecar = json.loads((tmp_path / "m.pt.json").read_text())
+    assert sidecar["relative_features"] == [FEATURES[1]]
+    assert sidecar["score_steps"] == 3
+
+
 def test_onnx_export_scores_like_the_detector(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx", reason="pip install 'sentinel-iot[onnx]'")
     from onnx.reference import ReferenceEvaluator

@@ -310,3 +310,39 @@ def test_training_on_cuda_gives_a_model_that_scores_like_on_cpu() -> None:
     want, _ = back.score(windows)
     # cuDNN may use TF32 inside the LSTM, hence the loose tolerance.
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-5)
+
+
+# -- score_steps ----------------------------------------------------------------------------
+
+
+def test_scoring_the_newest_readings_ends_the_verdict_with_the_fault() -> None:
+    """A window judged by its newest 4 readings stops alarming once a fault has left those
+    4 readings; judged as a whole it keeps alarming while any faulty reading is in it."""
+    rng = np.random.default_rng(6)
+    segments = [machine(np.arange(600.0), rng)]
+    whole = train(segments, config())
+    newest = train(segments, config(score_steps=4))
+    assert (whole.meta.score_steps, newest.meta.score_steps) == (0, 4)
+    run = machine(np.arange(1000.0, 1200.0), rng)
+    run[100:110, 0] += 3.0  # 10 readings of flow stuck 3 units high
+    wins = make_windows(run, WINDOW, 1)  # window i ends at reading i + WINDOW - 1
+    ends = np.arange(len(wins)) + WINDOW - 1
+
+    def trailing(detector: Detector) -> int:
+        scores, _ = detector.score(wins)
+        alarmed = scores > detector.meta.calibration.max
+        assert alarmed[(ends >= 100) & (ends < 110)].any()  # both see the fault
+        # Alarmed windows that end 4 or more readings after the fault's last one (109)
+        # while the fault is still inside the window.
+        return int(alarmed[(ends >= 113) & (ends <= 109 + WINDOW - 1)].sum())
+
+    # The whole-window verdict trails the fault by most of a window (12 of 12 here); the
+    # newest-readings one by a few readings (4), while the encoder still carries it.
+    assert trailing(whole) >= 10
+    assert trailing(newest) <= trailing(whole) // 2
+
+
+def test_score_steps_beyond_the_window_is_refused() -> None:
+    rng = np.random.default_rng(2)
+    with pytest.raises(DataError, match="score_steps 17 exceeds the window of 16"):
+        train([machine(np.arange(300.0), rng)], config(score_steps=WINDOW + 1))

@@ -98,6 +98,8 @@ def test_duplicate_streams_and_bad_windows_rejected(tmp_path: Path) -> None:
         load_config(write(tmp_path, MINIMAL + MINIMAL))
     with pytest.raises(ConfigError, match="hop"):
         load_config(write(tmp_path, "[windows]\nlength = 8\nhop = 9\n" + MINIMAL))
+    with pytest.raises(ConfigError, match=r"model.score_steps \(40\) must not exceed"):
+        load_config(write(tmp_path, "[model]\nscore_steps = 40\n" + MINIMAL))
 
 
 def test_empty_timestamp_field_means_arrival_time(tmp_path: Path) -> None:
