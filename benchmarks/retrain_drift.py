@@ -52,7 +52,7 @@ class Arm:
     seconds: float = 0.0
 
 
-def make_config(args: argparse.Namespace, state_dir: Path) -> SentinelConfig:
+def make_config(args: argparse.Namespace, state_dir: Path, shadow: float) -> SentinelConfig:
     return SentinelConfig.model_validate(
         {
             "state_dir": str(state_dir),
@@ -66,6 +66,7 @@ def make_config(args: argparse.Namespace, state_dir: Path) -> SentinelConfig:
                 "reservoir_rows": 1_000_000,
                 "min_rows": 2000,
                 "exclusion_margin": args.margin,
+                "shadow": shadow,
             },
         }
     )
@@ -196,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--margin", type=float, default=120.0, help="retrain.exclusion_margin, s")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument(
+        "--shadow",
+        type=float,
+        default=3600.0,
+        help="retrain.shadow, s, of the third arm (the second swaps at once)",
+    )
+    ap.add_argument(
         "--budget",
         type=float,
         default=2.0,
@@ -209,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ts, values, devices, truth = simulate(args)
     first = int(DAY / args.step)
     with tempfile.TemporaryDirectory() as tmp:
-        config = make_config(args, Path(tmp))
+        config = make_config(args, Path(tmp), 0.0)
         started = time.monotonic()
         detector = train_detector(
             [values[:first, d] for d in range(len(devices))],
@@ -222,9 +229,15 @@ def main(argv: list[str] | None = None) -> int:
             last_ts=float(ts[first - 1]),
         )
         print(f"initial model trained in {time.monotonic() - started:.0f} s", flush=True)
-        arms = [Arm("without retraining"), Arm("with retraining")]
-        for arm, retrain in zip(arms, (False, True), strict=True):
-            run_arm(arm, config, detector, ts, values, devices, first, retrain)
+        arms = [
+            Arm("without retraining"),
+            Arm("with retraining, swap at once"),
+            Arm(f"with retraining, {args.shadow / 3600:g} h shadow"),
+        ]
+        settings = ((False, 0.0), (True, 0.0), (True, args.shadow))
+        for n, (arm, (retrain, shadow)) in enumerate(zip(arms, settings, strict=True)):
+            arm_config = make_config(args, Path(tmp) / str(n), shadow)
+            run_arm(arm, arm_config, detector, ts, values, devices, first, retrain)
             print(f"{arm.name}: {len(arm.alerts)} alerts, {arm.seconds:.0f} s", flush=True)
 
     slack = config.windows.length * args.step
@@ -265,9 +278,10 @@ def main(argv: list[str] | None = None) -> int:
             _, caught = false_per_day(list(arm.alerts.values()), today, day0, args.days, slack)
             cells.append(f"{caught}/{len(today)}")
         print(f"| {arm.name} | {' | '.join(cells)} |")
-    print("\nretraining runs (data time):")
-    for line in arms[1].runs:
-        print(f"  {line}")
+    for arm in arms[1:]:
+        print(f"\nretraining runs (data time), {arm.name}:")
+        for line in arm.runs:
+            print(f"  {line}")
     return 0
 
 

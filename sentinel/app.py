@@ -129,8 +129,8 @@ class SentinelApp:
                     registry,
                     device,
                     has_model=lambda stream: self._pipeline().has_model(stream),
-                    install=lambda stream, det, seeds=None: self._pipeline().install_model(
-                        stream, det, seeds
+                    install=lambda stream, det, seeds=None, shadow=False: (
+                        self._pipeline().install_model(stream, det, seeds, shadow)
                     ),
                     active_versions=lambda: self._pipeline().model_versions(),
                 )

@@ -491,6 +491,16 @@ class RetrainConfig(Section):
         description="How much worse than the active model a challenger may be, in detection "
         "minus false-alarm rate and in false-alarm rate, and still be promoted.",
     )
+    shadow: float = Field(
+        default=3600.0,
+        ge=0,
+        le=30 * 86_400,
+        description="Seconds (of the readings' own time) a promoted model scores beside the "
+        "active one before it takes over; each device's threshold then starts from its "
+        "scores on the windows the active model judged normal. 0 swaps at once. Only for "
+        "scheduled promotions with threshold.method = quantile; `models activate` and "
+        "`rollback` swap at once.",
+    )
     keep_versions: int = Field(
         default=10,
         ge=2,

@@ -40,6 +40,7 @@ from sentinel.records import (
     Window,
     WriteBatch,
 )
+from sentinel.shadow import Shadow
 from sentinel.stats import PipelineStats, RejectionLog
 from sentinel.threshold import ThresholdBank, calibration_threshold
 from sentinel.training import ColdStartBuffer, TrainingJob
@@ -78,6 +79,7 @@ class _Stream:
     baseline: tuple[float, ...] = ()
     calibration_scores: tuple[float, ...] = ()
     cold_start: ColdStartBuffer | None = None
+    shadow: Shadow | None = None  # a promoted model scoring beside the active one
 
 
 class Pipeline:
@@ -123,7 +125,7 @@ class Pipeline:
         self._request_training = request_training
         self._inbox: queue.Queue[Delivery] = queue.Queue(maxsize=config.ingest.queue_size)
         self._offer_timeout = config.mqtt.keepalive / 3
-        self._swaps: queue.Queue[tuple[str, Detector | None]] = queue.Queue()
+        self._swaps: queue.Queue[tuple[str, Detector | None, bool]] = queue.Queue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = PipelineStats()
@@ -192,14 +194,18 @@ class Pipeline:
         stream: str,
         detector: Detector,
         seeds: Mapping[str, Sequence[float]] | None = None,
+        shadow: bool = False,
     ) -> None:
         """Swap in a new model; applied by the worker between two passes, so no window is
         dropped or scored twice. ``seeds``: per device, the new model's scores on its
         recent normal windows, oldest first; they recalibrate the device's threshold to the
-        new score scale at the swap instead of a warm-up on the calibration threshold."""
+        new score scale at the swap instead of a warm-up on the calibration threshold.
+        ``shadow`` (a scheduled promotion): where a model is active and
+        ``retrain.shadow`` > 0, the new one first scores beside it for that long
+        (``sentinel.shadow``) and takes over after."""
         if seeds:
             self._threshold_seeds[(stream, detector.version)] = seeds
-        self._swaps.put((stream, detector))
+        self._swaps.put((stream, detector, shadow))
 
     def alerts_resolved(self, uids: Iterable[str]) -> None:
         """Alerts an operator resolved (reported by the writer): the worker closes them
@@ -208,7 +214,7 @@ class Pipeline:
 
     def training_failed(self, stream: str) -> None:
         """A cold-start training run failed: collect afresh and try again."""
-        self._swaps.put((stream, None))
+        self._swaps.put((stream, None, False))
 
     @property
     def depth(self) -> int:
@@ -370,6 +376,7 @@ class Pipeline:
             self.on_scored(runtime.config.name, len(windows), elapsed)
         self.stats.scored += len(windows)
         changes: list[Alert] = []
+        verdicts: list[Verdict] = []
         for i, window in enumerate(windows):
             score = Score(
                 window=window,
@@ -380,6 +387,7 @@ class Pipeline:
             verdict = self._thresholds.judge(
                 score, runtime.fallback_threshold, runtime.calibration_scores
             )
+            verdicts.append(verdict)
             if verdict.is_anomaly:
                 self.stats.anomalous += 1
                 if self._tap is not None:
@@ -390,6 +398,10 @@ class Pipeline:
                 self._log_alert(alert, verdict.score.value)
             if self._observer is not None:
                 self._observer(verdict, alert)
+        if runtime.shadow is not None:
+            runtime.shadow.observe(verdicts)
+            if runtime.shadow.due:
+                self._end_shadow(runtime)
         return changes
 
     def _log_alert(self, alert: Alert, score: float) -> None:
@@ -499,20 +511,61 @@ class Pipeline:
         self._apply_reconfigure()
         while True:
             try:
-                stream, detector = self._swaps.get_nowait()
+                stream, detector, shadow = self._swaps.get_nowait()
             except queue.Empty:
                 return
             runtime = self._streams[stream]
+            runtime.shadow = None  # any newer model supersedes one still in its shadow period
             if detector is None:
                 self._begin_cold_start(runtime)
                 continue
-            self._install(runtime, detector)
-            # A new model has its own score scale: thresholds learned on the old one are void.
-            self._thresholds.reset_stream(stream)
             seeds = self._threshold_seeds.pop((stream, detector.version), None)
-            if seeds and self._config.threshold.method == "quantile":
-                self._seed_thresholds(stream, seeds)
-            log.info("model_installed", stream=stream, version=detector.version)
+            period = self._config.retrain.shadow
+            if (
+                shadow
+                and period > 0
+                and runtime.detector is not None
+                and self._config.threshold.method == "quantile"
+                and self._fits(runtime, detector)
+            ):
+                runtime.shadow = Shadow(
+                    detector, period, self._config.threshold.history, seeds or {}
+                )
+                log.info(
+                    "model_shadowing",
+                    stream=stream,
+                    version=detector.version,
+                    active=runtime.detector.version,
+                    seconds=period,
+                )
+                continue
+            self._swap(runtime, detector, seeds)
+
+    def _end_shadow(self, runtime: _Stream) -> None:
+        shadow, runtime.shadow = runtime.shadow, None
+        assert shadow is not None
+        log.info(
+            "model_shadow_ended",
+            stream=runtime.config.name,
+            version=shadow.detector.version,
+            windows=shadow.windows,
+            devices=len(shadow.live),
+        )
+        self._swap(runtime, shadow.detector, shadow.threshold_seeds())
+
+    def _swap(
+        self,
+        runtime: _Stream,
+        detector: Detector,
+        seeds: Mapping[str, Sequence[float]] | None,
+    ) -> None:
+        stream = runtime.config.name
+        self._install(runtime, detector)
+        # A new model has its own score scale: thresholds learned on the old one are void.
+        self._thresholds.reset_stream(stream)
+        if seeds and self._config.threshold.method == "quantile":
+            self._seed_thresholds(stream, seeds)
+        log.info("model_installed", stream=stream, version=detector.version)
 
     def _seed_thresholds(self, stream: str, seeds: Mapping[str, Sequence[float]]) -> None:
         try:
@@ -524,6 +577,12 @@ class Pipeline:
             log.error("threshold_seed_rejected", stream=stream, error=str(err))
             return
         log.info("thresholds_recalibrated", stream=stream, devices=devices)
+
+    def _fits(self, runtime: _Stream, detector: Detector) -> bool:
+        return (
+            tuple(detector.features) == runtime.config.feature_names
+            and detector.window == self._config.windows.length
+        )
 
     def _install(self, runtime: _Stream, detector: Detector) -> None:
         stream = runtime.config

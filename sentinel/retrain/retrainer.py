@@ -50,6 +50,7 @@ class Install(Protocol):
         stream: str,
         detector: Detector,
         seeds: Mapping[str, Sequence[float]] | None = None,
+        shadow: bool = False,
     ) -> None: ...
 
 
@@ -82,7 +83,7 @@ def apply_outcome(
         with contextlib.suppress(ModelError):
             registry.write_status(outcome.stream, outcome.version, status)
         return None
-    install(outcome.stream, detector, outcome.seeds)
+    install(outcome.stream, detector, outcome.seeds, shadow=True)
     registry.prune(outcome.stream, config.retrain.keep_versions)
     return detector
 

@@ -106,7 +106,7 @@ def test_a_requested_run_trains_in_a_child_process_and_is_installed(tmp_path: Pa
     installed: list[Detector] = []
     got = threading.Event()
 
-    def install(stream: str, detector: Detector, seeds: Any = None) -> None:
+    def install(stream: str, detector: Detector, seeds: Any = None, shadow: bool = False) -> None:
         installed.append(detector)
         got.set()
 

@@ -102,3 +102,86 @@ def test_the_swap_recalibrates_thresholds_from_the_new_models_scores() -> None:
     assert by_device["d1"].threshold == pytest.approx(0.4975 * 1.5, rel=0.01)
     # d2 had no recent windows: it warms up on the model's calibration threshold.
     assert by_device["d2"].threshold == pytest.approx(1.5)
+
+
+@dataclass
+class Scaled(FakeDetector):
+    """A model with its own score scale: ``factor`` times the fake's score."""
+
+    version: str = "fake-1"
+    factor: float = 1.0
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, errors = super().score(windows)
+        return scores * self.factor, errors * self.factor
+
+
+def shadow_pipeline(verdicts: list[Verdict], shadow: float) -> Pipeline:
+    return Pipeline(
+        make_config(retrain={"shadow": shadow}),
+        sink=lambda batch: None,
+        request_training=lambda job: None,
+        models={"pump": Scaled(version="old")},
+        observer=lambda verdict, alert: verdicts.append(verdict),
+    )
+
+
+def feed(pipeline: Pipeline, start: int, stop: int, spike_at: int | None = None) -> None:
+    for i in range(start, stop):
+        x = 9.0 if i == spike_at else 0.1
+        pipeline.process(
+            [Delivery("p/x", (Reading("pump", "d1", float(i), (x, 0.1)),), (), None, 0)]
+        )
+
+
+# The new model scores normal windows 0.3, but its held-back windows only 0.1: the
+# threshold they alone give (0.995 quantile x 1.5 = 0.15) is too tight for live data.
+HELD_BACK = {"d1": [0.1] * 1500}
+
+
+def test_a_new_model_swapped_at_once_starts_too_tight() -> None:
+    verdicts: list[Verdict] = []
+    pipeline = shadow_pipeline(verdicts, shadow=0.0)
+    new = Scaled(version="new", factor=3.0)
+    pipeline.install_model("pump", new, HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    feed(pipeline, 0, 20)
+    assert {v.score.model_version for v in verdicts} == {"new"}
+    assert verdicts[0].threshold == pytest.approx(0.15, rel=0.01)
+    assert all(v.is_anomaly for v in verdicts)  # every normal window is a false alarm
+
+
+def test_in_its_shadow_period_a_new_model_learns_live_scores_then_takes_over() -> None:
+    verdicts: list[Verdict] = []
+    pipeline = shadow_pipeline(verdicts, shadow=30.0)
+    feed(pipeline, 0, 10)
+    new = Scaled(version="new", factor=3.0)
+    pipeline.install_model("pump", new, HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    feed(pipeline, 10, 60, spike_at=20)
+    by_version = Counter(v.score.model_version for v in verdicts)
+    ends = [v.score.window.end_ts for v in verdicts]
+    assert ends == sorted(set(ends))  # every window scored once, none skipped
+    assert len(ends) == 60 - 4 + 1
+    # The active model decided every verdict for 30 s of readings after the install.
+    first_new = next(v for v in verdicts if v.score.model_version == "new")
+    assert first_new.score.window.end_ts == pytest.approx(10 + 30 + 1)
+    assert by_version["old"] == 41 - 3  # windows ending at 3..40
+    # It starts from its live scores on windows the old model judged normal (0.3), not
+    # from the held-back 0.1, and not from the spike's windows (27) the old model flagged.
+    assert first_new.threshold == pytest.approx(0.3 * 1.5, rel=0.01)
+    assert not any(v.is_anomaly for v in verdicts if v.score.model_version == "new")
+
+
+def test_a_newer_model_supersedes_one_in_its_shadow_period() -> None:
+    verdicts: list[Verdict] = []
+    pipeline = shadow_pipeline(verdicts, shadow=30.0)
+    pipeline.install_model("pump", Scaled(version="first"), HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    feed(pipeline, 0, 20)
+    pipeline.install_model("pump", Scaled(version="second"), HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    feed(pipeline, 20, 60)
+    versions = [v.score.model_version for v in verdicts]
+    assert "first" not in versions
+    assert versions[-1] == "second"
+    # The second's 30 s began with its own first window, at 20.
+    assert next(
+        v for v in verdicts if v.score.model_version == "second"
+    ).score.window.end_ts == pytest.approx(51)

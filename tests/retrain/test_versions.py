@@ -121,7 +121,11 @@ def test_a_corrupt_version_is_refused_and_the_previous_one_kept(
     installed: list[str] = []
     outcome = RetrainOutcome("pump", "accepted", "better", version(2), version(1))
     got = apply_outcome(
-        outcome, registry, config, CPU, lambda s, d, seeds=None: installed.append(d.version)
+        outcome,
+        registry,
+        config,
+        CPU,
+        lambda s, d, seeds=None, shadow=False: installed.append(d.version),
     )
     assert got is None
     assert installed == []
