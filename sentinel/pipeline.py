@@ -399,9 +399,19 @@ class Pipeline:
             if self._observer is not None:
                 self._observer(verdict, alert)
         if runtime.shadow is not None:
-            runtime.shadow.observe(verdicts)
-            if runtime.shadow.due:
-                self._end_shadow(runtime)
+            try:
+                runtime.shadow.observe(verdicts)
+            except Exception as err:  # noqa: BLE001 - a failing challenger must not stop scoring
+                log.error(
+                    "model_shadow_failed",
+                    stream=runtime.config.name,
+                    version=runtime.shadow.detector.version,
+                    error=str(err),
+                )
+                runtime.shadow = None
+            else:
+                if runtime.shadow.due:
+                    self._end_shadow(runtime)
         return changes
 
     def _log_alert(self, alert: Alert, score: float) -> None:

@@ -185,3 +185,17 @@ def test_a_newer_model_supersedes_one_in_its_shadow_period() -> None:
     assert next(
         v for v in verdicts if v.score.model_version == "second"
     ).score.window.end_ts == pytest.approx(51)
+
+
+class Broken(Scaled):
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+
+def test_a_model_that_fails_in_its_shadow_period_is_dropped_and_the_active_one_stays() -> None:
+    verdicts: list[Verdict] = []
+    pipeline = shadow_pipeline(verdicts, shadow=30.0)
+    pipeline.install_model("pump", Broken(version="broken"), HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    feed(pipeline, 0, 60)
+    assert {v.score.model_version for v in verdicts} == {"old"}
+    assert len(verdicts) == 60 - 4 + 1  # no window lost to the failure
