@@ -492,12 +492,13 @@ class RetrainConfig(Section):
         "minus false-alarm rate and in false-alarm rate, and still be promoted.",
     )
     shadow: float = Field(
-        default=3600.0,
+        default=0.0,
         ge=0,
         le=30 * 86_400,
         description="Seconds (of the readings' own time) a promoted model scores beside the "
         "active one before it takes over; each device's threshold then starts from its "
-        "scores on the windows the active model judged normal. 0 swaps at once. Only for "
+        "scores on the windows the active model judged normal. 0 (default) swaps at once; "
+        "3600 was measured (docs/BENCHMARKS.md) and its gain is not yet clear. Only for "
         "scheduled promotions with threshold.method = quantile; `models activate` and "
         "`rollback` swap at once.",
     )
