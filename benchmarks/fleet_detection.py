@@ -4,15 +4,17 @@ The scenario is the end-to-end test's (tests/e2e_helpers.py, ``fleet_detection_s
 12 pumps from nothing, clean cold start, training, then injected faults, through a real
 Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the same data.
 
-    .venv/bin/python benchmarks/fleet_detection.py
+    .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8]
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -20,18 +22,29 @@ from sentinel.logs import configure_logging
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import fleet_detection_scenario
 
-SETTINGS = [
-    ("default: q0.995 x 1.5, open after 2", {}, {}),
-    ("q0.995 x 1.2", {"multiplier": 1.2}, {}),
-    ("q0.99 x 1.2", {"quantile": 0.99, "multiplier": 1.2}, {}),
-    ("q0.99 x 1.0", {"quantile": 0.99, "multiplier": 1.0}, {}),
-    ("default, open after 1", {}, {"open_after": 1}),
-    ("default, open on 2 of 4", {}, {"open_after": 2, "open_within": 4}),
-    ("spot, risk 1e-3", {"method": "spot", "risk": 1e-3}, {}),
+SETTINGS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
+    ("default: q0.995 x 1.5, open after 2, spike check on", {}, {}, {}),
+    ("default, spike check off", {}, {}, {"enabled": False}),
+    ("q0.995 x 1.2", {"multiplier": 1.2}, {}, {}),
+    ("q0.99 x 1.2", {"quantile": 0.99, "multiplier": 1.2}, {}, {}),
+    ("q0.99 x 1.0", {"quantile": 0.99, "multiplier": 1.0}, {}, {}),
+    ("default, open after 1", {}, {"open_after": 1}, {}),
+    ("default, open on 2 of 4", {}, {"open_after": 2, "open_within": 4}, {}),
+    ("spot, risk 1e-3", {"method": "spot", "risk": 1e-3}, {}, {}),
+    ("spot, risk 1e-3, spike check off", {"method": "spot", "risk": 1e-3}, {}, {"enabled": False}),
 ]
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--only",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=list(range(len(SETTINGS))),
+        help="comma-separated indexes into the settings (0-based; default all): "
+        + "; ".join(f"{i} {s[0]}" for i, s in enumerate(SETTINGS)),
+    )
+    args = ap.parse_args()
     configure_logging("warning", "console")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,7 +52,8 @@ def main() -> int:
         broker = PrivateBroker(prefer="mosquitto", workdir=work / "broker")
         broker.start()
         try:
-            for i, (name, threshold, alerts) in enumerate(SETTINGS):
+            for i in args.only:
+                name, threshold, alerts, spikes = SETTINGS[i]
                 run = work / f"run{i}"
                 run.mkdir()
                 result = fleet_detection_scenario(
@@ -48,6 +62,7 @@ def main() -> int:
                     f"sqlite:///{run / 'alerts.db'}",
                     threshold=threshold,
                     alerts=alerts,
+                    spikes=spikes,
                 )
                 rows.append((name, result))
                 print(f"{name}: {result.summary()}", flush=True)

@@ -53,27 +53,30 @@ START = 1_709_251_200.0
 MODEL = {"hidden_size": 32, "latent_size": 8, "epochs": 30, "batch_size": 64, "seed": 3}
 
 
-def settings(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+def settings(
+    args: argparse.Namespace,
+) -> list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(name, threshold, alerts, spikes) per setting; the first is the first version's."""
     old = {"method": "quantile", "rebaseline_after": 0}
     new = {"method": "spot", "risk": args.risk, "rebaseline_after": args.rebaseline_after}
+    cooldown = {"cooldown": args.cooldown}
+    tail = f"re-baseline {args.rebaseline_after:g} s, cooldown {args.cooldown:g} s"
+    off = {"enabled": False}
     return [
-        ("old: quantile q0.995 x 1.5, no re-baseline, no cooldown", old, {"cooldown": 0}),
         (
-            f"new: spot risk {args.risk:g} + re-baseline {args.rebaseline_after:g} s, "
-            f"cooldown {args.cooldown:g} s",
-            new,
-            {"cooldown": args.cooldown},
+            "first version: quantile q0.995 x 1.5, no re-baseline, no cooldown, no spike check",
+            old,
+            {"cooldown": 0},
+            off,
         ),
+        (f"spot risk {args.risk:g} + {tail}, no spike check", new, cooldown, off),
+        (f"spot risk {args.risk:g} + {tail} + spike check", new, cooldown, {}),
+        (f"spot risk 1e-2 + {tail} + spike check", {**new, "risk": 1e-2}, cooldown, {}),
         (
-            f"spot risk 1e-2 + re-baseline {args.rebaseline_after:g} s, cooldown "
-            f"{args.cooldown:g} s",
-            {**new, "risk": 1e-2},
-            {"cooldown": args.cooldown},
-        ),
-        (
-            f"quantile + re-baseline {args.rebaseline_after:g} s, cooldown {args.cooldown:g} s",
+            f"quantile + {tail} + spike check (the daemon's default)",
             {"method": "quantile", "rebaseline_after": args.rebaseline_after},
-            {"cooldown": args.cooldown},
+            cooldown,
+            {},
         ),
     ]
 
@@ -113,9 +116,12 @@ def make_scenario(args: argparse.Namespace) -> RegimeScenario:
     )
 
 
-def config_for(threshold: dict[str, Any], alerts: dict[str, Any]) -> SentinelConfig:
+def config_for(
+    threshold: dict[str, Any], alerts: dict[str, Any], spikes: dict[str, Any] | None = None
+) -> SentinelConfig:
     return SentinelConfig.model_validate(
         {
+            "spikes": spikes or {},
             "windows": {"length": WINDOW, "hop": HOP, "max_gap": 3 * STEP},
             "model": MODEL,
             "cold_start": {"readings": 2000},
@@ -144,11 +150,15 @@ def train(args: argparse.Namespace) -> Any:
 
 
 def run_setting(
-    args: argparse.Namespace, detector: Any, threshold: dict[str, Any], alerts: dict[str, Any]
+    args: argparse.Namespace,
+    detector: Any,
+    threshold: dict[str, Any],
+    alerts: dict[str, Any],
+    spikes: dict[str, Any],
 ) -> tuple[Evaluation, Any, float]:
     from simulators.regimes import evaluate
 
-    config = config_for(threshold, alerts)
+    config = config_for(threshold, alerts, spikes)
     scenario = make_scenario(args)
     steps = scenario.steps()
     for _ in range(TRAIN_STEPS):  # the model's training data; scoring starts after it
@@ -211,8 +221,8 @@ def main() -> int:
     print(f"trained {detector.version} in {time.monotonic() - t0:.0f} s", flush=True)
     windows_per_day = 86_400 / (HOP * STEP)
     rows = []
-    for name, threshold, alerts in settings(args):
-        result, record, seconds = run_setting(args, detector, threshold, alerts)
+    for name, threshold, alerts, spikes in settings(args):
+        result, record, seconds = run_setting(args, detector, threshold, alerts, spikes)
         rebaselines = sum(1 for e in record.audit if e.kind == "threshold_rebaselined")
         rows.append((name, threshold, result, rebaselines))
         print(

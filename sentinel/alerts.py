@@ -211,7 +211,12 @@ class AlertTracker:
             return self._reopen(device, run, excess, severity)
         reason = None
         if run[-1].state is not None:
-            reason = AlertReason(run[-1].state, exceedance, self.config_hash)
+            hits = [v.spike for v in run if v.spike is not None]
+            spike = None
+            if hits:
+                top = max(hits, key=lambda h: h.z)
+                spike = (self.features[first.window.stream][top.feature], round(top.z, 2))
+            reason = AlertReason(run[-1].state, exceedance, self.config_hash, spike)
         alert = Alert(
             uid=str(uuid.uuid4()),
             stream=first.window.stream,
@@ -260,7 +265,12 @@ class AlertTracker:
         # same per-feature ratio the score is made of.
         errors = np.asarray(verdict.score.feature_errors, dtype=np.float64)
         normal = np.maximum(np.asarray(baseline, dtype=np.float64), 1e-4)
-        return np.maximum(errors / normal - 1.0, 0.0)
+        excess = np.maximum(errors / normal - 1.0, 0.0)
+        if verdict.spike is not None:
+            # z squared is the spiking reading's squared error over its normal level: the
+            # same kind of ratio, for one reading.
+            excess[verdict.spike.feature] += verdict.spike.z**2
+        return excess
 
     def _top(self, stream: str, excess: np.ndarray) -> tuple[FeatureContribution, ...]:
         total = float(excess.sum())

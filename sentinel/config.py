@@ -43,6 +43,7 @@ __all__ = [
     "PublishConfig",
     "RetrainConfig",
     "SentinelConfig",
+    "SpikesConfig",
     "StreamConfig",
     "ThresholdConfig",
     "TlsConfig",
@@ -353,6 +354,55 @@ class ThresholdConfig(Section):
             )
         if self.history < self.warmup:
             raise ValueError("history must be at least warmup")
+        return self
+
+
+class SpikesConfig(Section):
+    """Per-reading spike check beside the model (see sentinel/spikes.py)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Judge every reading against the median of its neighbours (a Hampel "
+        "identifier): a reading far off them makes its windows anomalous even where the "
+        "window's reconstruction error stays normal. Catches 1-3 reading spikes that a "
+        "window's error averages away.",
+    )
+    k: float = Field(
+        default=10.0,
+        gt=0,
+        le=1_000,
+        description="A reading is a spike when it is more than k times the device's noise "
+        "(its robust standard deviation around the local median) off that median. Normal "
+        "Gaussian noise exceeds 10 about once in 10^23 readings; real sensors have heavier "
+        "tails, hence the margin.",
+    )
+    neighbours: int = Field(
+        default=3,
+        ge=1,
+        le=64,
+        description="Readings on each side of the local median. Excursions shorter than "
+        "neighbours + 1 readings are spikes; longer ones are left to the model. A reading is "
+        "judged once this many newer readings have arrived. At most (windows.length - 1) / 2 "
+        "is used.",
+    )
+    history: int = Field(
+        default=1_000,
+        ge=50,
+        le=1_000_000,
+        description="Recent readings per device whose residuals give its noise scale. A "
+        "sensor that turns noisier for good is re-learnt after about half of this.",
+    )
+    warmup: int = Field(
+        default=200,
+        ge=10,
+        le=1_000_000,
+        description="Readings per device learnt before its spikes are judged.",
+    )
+
+    @model_validator(mode="after")
+    def _warmup_within_history(self) -> SpikesConfig:
+        if self.warmup > self.history:
+            raise ValueError("warmup must not exceed history")
         return self
 
 
@@ -747,6 +797,7 @@ class SentinelConfig(Section):
     cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    spikes: SpikesConfig = Field(default_factory=SpikesConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)

@@ -41,6 +41,7 @@ from sentinel.records import (
     WriteBatch,
 )
 from sentinel.shadow import Shadow
+from sentinel.spikes import SpikeCheck
 from sentinel.stats import PipelineStats, RejectionLog
 from sentinel.threshold import ThresholdBank, calibration_threshold
 from sentinel.training import ColdStartBuffer, TrainingJob
@@ -137,6 +138,7 @@ class Pipeline:
         self.heartbeat = time.monotonic()
         self._reconfigs: queue.Queue[SentinelConfig] = queue.Queue()
         self._thresholds = ThresholdBank(config.threshold)
+        self._spikes = SpikeCheck(config.spikes, config.windows.hop)
         # Computed once: every alert records which configuration judged it.
         self.config_hash = config_hash(config)
         # Per device, the uid of its last closed alert: an open change of that uid is a
@@ -362,7 +364,8 @@ class Pipeline:
             self.stats.windows_unscored += len(windows)
             return []
         started = time.perf_counter()
-        values, feature_errors = detector.score(np.stack([w.values for w in windows]))
+        stacked = np.stack([w.values for w in windows])
+        values, feature_errors = detector.score(stacked)
         # Finite readings can still overflow float32 in the model. Such a window is as
         # anomalous as it gets, and NaN must never reach the database (NOT NULL columns,
         # JSONB) where the writer would retry it forever.
@@ -375,6 +378,7 @@ class Pipeline:
         if self.on_scored is not None:
             self.on_scored(runtime.config.name, len(windows), elapsed)
         self.stats.scored += len(windows)
+        spikes = self._spikes.check(runtime.config.name, [w.device for w in windows], stacked)
         changes: list[Alert] = []
         verdicts: list[Verdict] = []
         for i, window in enumerate(windows):
@@ -385,7 +389,7 @@ class Pipeline:
                 model_version=detector.version,
             )
             verdict = self._thresholds.judge(
-                score, runtime.fallback_threshold, runtime.calibration_scores
+                score, runtime.fallback_threshold, runtime.calibration_scores, spikes[i]
             )
             verdicts.append(verdict)
             if verdict.is_anomaly:
@@ -459,7 +463,11 @@ class Pipeline:
         if path is None:
             return
         streams = {
-            name: {"model_version": rt.detector.version, "devices": self._thresholds.snapshot(name)}
+            name: {
+                "model_version": rt.detector.version,
+                "devices": self._thresholds.snapshot(name),
+                "spikes": self._spikes.snapshot(name),
+            }
             for name, rt in self._streams.items()
             if rt.detector is not None
         }
@@ -487,6 +495,8 @@ class Pipeline:
                 runtime = self._streams.get(name)
                 if runtime is None or runtime.detector is None:
                     continue
+                # Noise scales belong to the devices, not the model: kept across a swap.
+                self._spikes.restore(name, saved.get("spikes", {}), len(runtime.config.features))
                 if saved["model_version"] != runtime.detector.version:
                     log.info(
                         "threshold_snapshot_stale",
@@ -674,6 +684,7 @@ class Pipeline:
             return
         self._thresholds.reconfigure(config.threshold)
         self._alerts.reconfigure(config.alerts)
+        self._spikes.reconfigure(config.spikes, config.windows.hop)
         self.rejections.interval = config.ingest.log_interval
         self._config = config
         # Alerts record the hash of the config in force (their reason's config_hash).
@@ -689,4 +700,5 @@ class Pipeline:
             "config_applied",
             threshold=config.threshold.model_dump(),
             alerts=config.alerts.model_dump(),
+            spikes=config.spikes.model_dump(),
         )

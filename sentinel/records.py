@@ -6,6 +6,7 @@ these small frozen dataclasses, never a bare tuple or dict.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -26,6 +27,7 @@ __all__ = [
     "Rejected",
     "Score",
     "Severity",
+    "SpikeHit",
     "ThresholdState",
     "Verdict",
     "Window",
@@ -133,6 +135,22 @@ class ThresholdState:
 
 
 @dataclass(frozen=True, slots=True)
+class SpikeHit:
+    """A window's most extreme spiking reading (sentinel.spikes)."""
+
+    feature: int  # index into the stream's features
+    z: float  # |reading - local median| / the device's noise scale for that feature
+    age: int  # readings between it and the window's newest reading
+    residual: float  # reading - local median, raw units
+
+    @property
+    def exceedance(self) -> float:
+        """Chance that normal Gaussian noise of the learnt scale is at least this far off
+        its median, for this one reading (two-sided)."""
+        return math.erfc(self.z / math.sqrt(2.0))
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A score judged against its device's threshold."""
 
@@ -144,6 +162,9 @@ class Verdict:
     # windows; 1.0 for normal ones.
     exceedance: float = 1.0
     state: ThresholdState | None = None
+    # Set when a reading of the window is a spike (sentinel.spikes): the window is then
+    # anomalous whatever its score, and ``exceedance`` is the spike's where that is lower.
+    spike: SpikeHit | None = None
 
 
 class AlertStatus(StrEnum):
@@ -201,10 +222,12 @@ class AlertReason:
     threshold: ThresholdState
     exceedance: float  # the opening windows' smallest exceedance probability
     config_hash: str  # sentinel.config.config_hash of the config in force
+    # The strongest spike among the opening windows, if any: (feature, z).
+    spike: tuple[str, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         t = self.threshold
-        return {
+        data: dict[str, object] = {
             "threshold_method": t.method,
             "threshold_value": t.value,
             "threshold_history": t.history,
@@ -213,6 +236,9 @@ class AlertReason:
             "exceedance": self.exceedance,
             "config_hash": self.config_hash,
         }
+        if self.spike is not None:
+            data["spike_feature"], data["spike_z"] = self.spike
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> AlertReason:
@@ -227,6 +253,11 @@ class AlertReason:
             ),
             exceedance=float(data["exceedance"]),  # type: ignore[arg-type]
             config_hash=str(data["config_hash"]),
+            spike=(
+                (str(data["spike_feature"]), float(data["spike_z"]))  # type: ignore[arg-type]
+                if "spike_feature" in data
+                else None
+            ),
         )
 
 

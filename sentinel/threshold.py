@@ -44,7 +44,7 @@ from river import stats
 
 from sentinel.config import ThresholdConfig
 from sentinel.drift import LevelShiftWatch
-from sentinel.records import AuditEvent, Score, ThresholdState, Verdict
+from sentinel.records import AuditEvent, Score, SpikeHit, ThresholdState, Verdict
 from sentinel.spot import DSpot, SpotState
 
 __all__ = ["ThresholdBank", "calibration_threshold"]
@@ -86,16 +86,26 @@ class ThresholdBank:
     _seeds: dict[str, DSpot | None] = field(default_factory=dict)
     _events: list[AuditEvent] = field(default_factory=list)  # re-baselines not yet written
 
-    def judge(self, score: Score, fallback: float, calibration: Sequence[float] = ()) -> Verdict:
+    def judge(
+        self,
+        score: Score,
+        fallback: float,
+        calibration: Sequence[float] = (),
+        spike: SpikeHit | None = None,
+    ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
         ``fallback`` is the model's calibration threshold (quantile warm-up);
-        ``calibration`` its held-back scores, in time order (spot).
+        ``calibration`` its held-back scores, in time order (spot). A window with a
+        ``spike`` (sentinel.spikes) is anomalous whatever its score, and its score teaches
+        the threshold nothing.
         """
         key = (score.window.stream, score.window.device)
         state = self._devices.get(key)
         if state is None:
             state = self._devices[key] = self._new_device(score.window.stream, calibration)
+        if spike is not None:
+            return self._judge_spiked(key, state, score, fallback, calibration, spike)
         if state.spot is not None:
             spot = state.spot
             x = math.log(max(score.value, _LOG_FLOOR))
@@ -125,6 +135,41 @@ class ThresholdBank:
             is_anomaly=is_anomaly,
             exceedance=exceedance,
             state=info,
+        )
+
+    def _judge_spiked(
+        self,
+        key: tuple[str, str],
+        state: _DeviceThreshold,
+        score: Score,
+        fallback: float,
+        calibration: Sequence[float],
+        spike: SpikeHit,
+    ) -> Verdict:
+        exceedance = spike.exceedance
+        if state.spot is not None:
+            spot = state.spot
+            x = math.log(max(score.value, _LOG_FLOOR))
+            threshold = math.exp(spot.threshold)
+            if score.value > threshold:
+                exceedance = min(exceedance, spot.tail_probability(x))
+            info = ThresholdState("spot", threshold, spot.observations, spot.q, True)
+        else:
+            threshold = self.current(state, fallback)
+            warm = self._warm(state)
+            if score.value > threshold:
+                sample = state.recent if warm else calibration
+                exceedance = min(exceedance, _empirical_tail(sample, score.value / state.scale))
+            info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
+        # The level-shift watch follows the model's score, as for any window.
+        self._watch(key, state, score, score.value > threshold, fallback, calibration)
+        return Verdict(
+            score=score,
+            threshold=threshold,
+            is_anomaly=True,
+            exceedance=exceedance,
+            state=info,
+            spike=spike,
         )
 
     def drain_events(self) -> list[AuditEvent]:

@@ -241,6 +241,7 @@ def fleet_detection_scenario(
     *,
     threshold: dict[str, Any] | None = None,
     alerts: dict[str, Any] | None = None,
+    spikes: dict[str, Any] | None = None,
 ) -> DetectionResult:
     """12 simulated pumps from nothing: clean operation, cold-start training, then faults.
 
@@ -271,6 +272,8 @@ def fleet_detection_scenario(
         sections["threshold"] = threshold
     if alerts:
         sections["alerts"] = alerts
+    if spikes:
+        sections["spikes"] = spikes
     config = daemon_config(
         tmp_path / "state",
         broker,

@@ -144,3 +144,22 @@ def test_config_hash_is_stable_and_changes_with_the_config(monkeypatch: pytest.M
     assert config_hash(_config(multiplier=2.0)) != config_hash(a)
     monkeypatch.setenv("SENTINEL_MQTT_PASSWORD", "secret")  # secrets do not enter the hash
     assert config_hash(_config()) == config_hash(a)
+
+
+def test_a_spike_is_named_in_the_reason_and_leads_the_contributions() -> None:
+    from sentinel.records import SpikeHit
+
+    t = tracker(open_after=2)
+    hit = SpikeHit(feature=2, z=14.0, age=3, residual=-1.2)
+    t.observe(replace(verdict(0, True), spike=hit), BASELINE)
+    opened = t.observe(verdict(10, True), BASELINE)
+    assert opened is not None
+    assert opened.reason is not None
+    assert opened.reason.spike == ("current", 14.0)
+    # z^2 = 196 dwarfs flow's 4x excess in the other window
+    assert opened.top_features[0].feature == "current"
+    assert type(opened.reason).from_dict(opened.reason.to_dict()) == opened.reason
+    plain = tracker().observe(verdict(0, True), BASELINE)
+    assert plain is not None
+    assert plain.reason is not None
+    assert "spike_feature" not in plain.reason.to_dict()

@@ -31,6 +31,15 @@ def test_minimal_config_gets_sane_defaults(tmp_path: Path) -> None:
     assert config.mqtt.qos == 1
     assert config.model.torch_threads == 1
     assert config.database_url.startswith("sqlite:///")
+    assert config.spikes.enabled
+    assert config.spikes.k == 10.0
+
+
+def test_spike_warmup_must_fit_its_history(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="warmup must not exceed history"):
+        load_config(write(tmp_path, "[spikes]\nhistory = 100\nwarmup = 500\n" + MINIMAL))
+    with pytest.raises(ConfigError, match=r"spikes\.k"):
+        load_config(write(tmp_path, "[spikes]\nk = 0\n" + MINIMAL))
 
 
 def test_every_error_is_listed_with_its_key_path(tmp_path: Path) -> None:

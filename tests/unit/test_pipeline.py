@@ -204,6 +204,30 @@ def test_thresholds_survive_a_restart_through_the_snapshot(tmp_path: Path) -> No
 
     second = snapshotting(config, snapshot)
     assert second._thresholds.snapshot("pump") == devices
+    # The devices' noise scales for the spike check come back too.
+    spikes = saved["streams"]["pump"]["spikes"]
+    assert set(spikes) == {"a"}
+    assert spikes["a"]["seen"] > 200
+    assert second._spikes.snapshot("pump") == spikes
+
+
+def test_a_spike_the_model_misses_opens_an_alert_that_says_so() -> None:
+    h = Harness({"pump": FakeDetector()})
+    rng = np.random.default_rng(0)
+    values = list(0.1 + 0.01 * rng.standard_normal(400))  # learnt: noise about 0.01
+    values[300] += 0.5  # 50 x the noise, but far below the fake model's threshold of 1.5
+    h.run([delivery("a", float(t), v) for t, v in enumerate(values)])
+    opened = [a for a in h.alerts if a.status is AlertStatus.OPEN]
+    assert len({a.uid for a in h.alerts}) == 1, "one alert, for the spike only"
+    assert opened[0].started_at in (301.0, 302.0)  # judged once a newer reading arrived
+    assert opened[0].top_features[0].feature == "x"
+    assert opened[0].reason is not None
+    assert opened[0].reason.spike is not None
+    feature, z = opened[0].reason.spike
+    assert feature == "x"
+    assert z > 10
+    assert opened[0].severity.value == "critical"
+    assert h.pipeline.stats.anomalous >= 1
 
 
 def test_a_corrupt_snapshot_is_set_aside_and_thresholds_start_afresh(tmp_path: Path) -> None:

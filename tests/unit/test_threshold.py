@@ -94,3 +94,24 @@ def test_spot_falls_back_to_the_quantile_method_without_enough_held_back_scores(
 def test_risk_must_fit_inside_the_fitted_tail() -> None:
     with pytest.raises(ValueError, match="risk must be below"):
         spot_config(risk=0.2, spot_level=0.9)
+
+
+def test_a_spiked_window_is_anomalous_and_teaches_the_threshold_nothing() -> None:
+    from sentinel.records import SpikeHit
+
+    hit = SpikeHit(feature=0, z=12.0, age=3, residual=1.0)
+    for method in ("quantile", "spot"):
+        cfg = ThresholdConfig(method=method, quantile=0.9, multiplier=1.0, warmup=10, history=50)
+        bank = ThresholdBank(cfg)
+        calibration = tuple(float(v) for v in np.random.default_rng(1).gamma(2.0, 1.0, 500))
+        for _ in range(20):
+            bank.judge(score(1.0), fallback=100.0, calibration=calibration)
+        # The level-shift watch sees every window's score; what the threshold learnt must not.
+        learnt = ("normal_seen", "recent", "spot", "scale")
+        before = {k: bank.snapshot("pump")["a"][k] for k in learnt}
+        verdict = bank.judge(score(0.5), fallback=100.0, calibration=calibration, spike=hit)
+        assert verdict.is_anomaly
+        assert verdict.spike == hit
+        assert verdict.exceedance == pytest.approx(hit.exceedance)
+        assert verdict.threshold > 0.5
+        assert {k: bank.snapshot("pump")["a"][k] for k in learnt} == before, method

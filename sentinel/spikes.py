@@ -1,0 +1,188 @@
+"""Spikes: single readings far off their neighbours, judged per reading beside the model.
+
+Why a second check: a window's reconstruction error averages over its readings, and an
+autoencoder's error on normal data is far above the sensors' own noise (it cannot recall
+each pump's exact level and load cycle). A one-to-three-reading spike of ten times a
+channel's noise then moves a 16-reading window's error less than a normal change of load
+does; on the simulated fleet the model caught about one spike in eight at any sane
+threshold (docs/BENCHMARKS.md, "Thresholds after lasting regime changes").
+
+The check is a Hampel identifier (Hampel 1974; Pearson et al., "Generalized Hampel
+Filters", 2016): a reading's residual from the median of itself and its ``neighbours``
+readings on each side, divided by the device's own robust noise scale per feature. A
+reading is a spike when that ratio, ``z``, exceeds ``k``. A median follows steps, ramps and
+slow cycles, so level shifts and load changes leave no residual; only excursions of at most
+``neighbours`` readings do. The noise itself is measured with the reading left out of its
+median (see ``hampel_residuals``).
+
+Each device's noise scale is learnt from its own residuals (never from a spike's: residuals
+beyond ``k`` are left out), over the last ``history`` readings, so a sensor that becomes
+noisier for good is re-learnt within about half of ``history`` readings instead of alerting
+forever. The scale is ``max(1.4826 x median |r|, 1.2533 x mean |r|, resolution)``: the first
+two are the normal-noise standard deviation estimated two ways (the larger is kept, so a
+heavy-tailed channel is not judged by its median alone), the last the smallest non-zero
+residual seen, so a quantised channel's one-step changes are never spikes. A feature with no
+non-zero residual yet (a constant channel) is not judged.
+
+A reading is judged in every window where it has ``neighbours`` readings on both sides, so
+an alert's ``open_after`` windows can see it (with hop 4 and window 16, two or three times),
+and the newest ``neighbours`` readings of a window wait for the next one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from sentinel.config import SpikesConfig
+from sentinel.records import SpikeHit
+
+__all__ = ["SpikeCheck", "SpikeHit", "hampel_residuals"]
+
+_MAD_TO_SIGMA = 1.4826  # median |r| of normal noise x this = its standard deviation
+_MEAN_TO_SIGMA = 1.2533  # sqrt(pi / 2): mean |r| of normal noise x this = its sd
+_RECOMPUTE_EVERY = 32  # accepted readings between scale updates (a median costs ~0.1 ms)
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def hampel_residuals(values: npt.NDArray[Any], neighbours: int) -> tuple[FloatArray, FloatArray]:
+    """Each reading's residuals from the median of its span of ``neighbours`` readings on
+    each side: (B, T, F) windows give two (B, T - 2 * neighbours, F) arrays, position i
+    belonging to reading i + neighbours.
+
+    The first is from the median of the whole span, the reading included: a step or a ramp
+    leaves none, a short excursion all of itself. The second leaves the reading out of the
+    median, and is what the noise is measured on: on a trend the reading itself is the
+    median of its span, so the first residual is 0 there and would make every trending
+    channel look noiseless.
+    """
+    span = 2 * neighbours + 1
+    x = np.asarray(values, dtype=np.float64)
+    view = sliding_window_view(x, span, axis=1)
+    centre = x[:, neighbours : x.shape[1] - neighbours]
+    judged: FloatArray = centre - np.median(view, axis=-1)
+    noise: FloatArray = centre - np.median(np.delete(view, neighbours, axis=-1), axis=-1)
+    return judged, noise
+
+
+@dataclass(slots=True)
+class _DeviceNoise:
+    recent: deque[FloatArray]  # |residual| per feature of accepted readings, oldest first
+    scale: FloatArray | None = None  # None until warm (NaN: that feature is not judged)
+    seen: int = 0  # readings accepted in all
+    since: int = 0  # accepted since the scale was last computed
+
+
+@dataclass
+class SpikeCheck:
+    """Per (stream, device) spike judgments and the noise scales behind them."""
+
+    config: SpikesConfig
+    hop: int  # the stream's window hop: which interior readings are new in each window
+    _devices: dict[tuple[str, str], _DeviceNoise] = field(default_factory=dict)
+
+    def check(
+        self, stream: str, devices: list[str], values: npt.NDArray[Any]
+    ) -> list[SpikeHit | None]:
+        """Judge a batch of one stream's windows (B, T, F), in arrival order, then learn
+        from their new readings."""
+        cfg = self.config
+        if not cfg.enabled or len(devices) == 0:
+            return [None] * len(devices)
+        neighbours = min(cfg.neighbours, (values.shape[1] - 1) // 2)
+        residuals, noise = hampel_residuals(values, neighbours)
+        interior = residuals.shape[1]
+        fresh = min(self.hop, interior)
+        hits: list[SpikeHit | None] = []
+        for device, r, n in zip(devices, residuals, noise, strict=True):
+            state = self._devices.get((stream, device))
+            if state is None:
+                state = self._devices[(stream, device)] = _DeviceNoise(deque(maxlen=cfg.history))
+            hit = None
+            magnitude = np.abs(r)
+            if state.scale is not None:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    z = magnitude / state.scale  # NaN for features not judged
+                z = np.nan_to_num(z, nan=0.0, posinf=0.0)
+                t, f = np.unravel_index(int(np.argmax(z)), z.shape)
+                if z[t, f] > cfg.k:
+                    hit = SpikeHit(
+                        feature=int(f),
+                        z=float(z[t, f]),
+                        age=int(interior - 1 - t + neighbours),
+                        residual=float(r[t, f]),
+                    )
+                spiking = (z > cfg.k).any(axis=1)
+            else:
+                spiking = np.zeros(interior, dtype=bool)
+            spread = np.abs(n)
+            for i in range(interior - fresh, interior):
+                if not spiking[i] and np.isfinite(spread[i]).all():
+                    state.recent.append(spread[i])
+                    state.seen += 1
+                    state.since += 1
+            if len(state.recent) >= cfg.warmup and (
+                state.scale is None or state.since >= _RECOMPUTE_EVERY
+            ):
+                state.scale = _scale(np.asarray(state.recent))
+                state.since = 0
+            hits.append(hit)
+        return hits
+
+    def scale(self, stream: str, device: str) -> FloatArray | None:
+        """A device's current noise scale per feature (NaN: not judged), None until warm."""
+        state = self._devices.get((stream, device))
+        return None if state is None or state.scale is None else state.scale.copy()
+
+    def reconfigure(self, config: SpikesConfig, hop: int) -> None:
+        if config.history != self.config.history:
+            for state in self._devices.values():
+                state.recent = deque(state.recent, maxlen=config.history)
+        self.config, self.hop = config, hop
+
+    def snapshot(self, stream: str) -> dict[str, Any]:
+        """Each warm device's scale and count: enough to judge at once after a restart; the
+        residual history itself is re-learnt (it would be ``history`` x features floats per
+        device)."""
+        return {
+            device: {
+                "scale": [None if math.isnan(v) else v for v in state.scale],
+                "seen": state.seen,
+            }
+            for (s, device), state in self._devices.items()
+            if s == stream and state.scale is not None
+        }
+
+    def restore(self, stream: str, devices: Mapping[str, Any], n_features: int) -> int:
+        """Take back ``snapshot``'s scales; raises ValueError/TypeError/KeyError on a
+        malformed one (the caller reports it and starts afresh)."""
+        restored = {}
+        for device, data in devices.items():
+            values = [math.nan if v is None else float(v) for v in data["scale"]]
+            if len(values) != n_features or any(v <= 0 for v in values if not math.isnan(v)):
+                raise ValueError(f"spike scale of {device!r} does not fit {n_features} features")
+            state = _DeviceNoise(deque(maxlen=self.config.history))
+            state.scale = np.asarray(values, dtype=np.float64)
+            state.seen = int(data["seen"])
+            restored[(stream, str(device))] = state
+        self._devices.update(restored)
+        return len(restored)
+
+
+def _scale(magnitudes: FloatArray) -> FloatArray:
+    """Noise scale per feature from |residuals| (N, F); NaN where every residual is 0."""
+    median = np.median(magnitudes, axis=0) * _MAD_TO_SIGMA
+    mean = magnitudes.mean(axis=0) * _MEAN_TO_SIGMA
+    positive = np.where(magnitudes > 0, magnitudes, np.inf)
+    resolution = positive.min(axis=0)
+    scale = np.maximum(np.maximum(median, mean), np.where(np.isinf(resolution), 0.0, resolution))
+    result: FloatArray = np.where(scale > 0, scale, np.nan)
+    return result
