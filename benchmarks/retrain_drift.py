@@ -12,6 +12,7 @@ slack on each side). Reported per scored day, per device.
 
     .venv/bin/python benchmarks/retrain_drift.py            # 3 pumps, 6 days, about 10 min
     .venv/bin/python benchmarks/retrain_drift.py --days 4 --devices 2   # quicker
+    .venv/bin/python benchmarks/retrain_drift.py --thresholds fixed     # model-only comparison
 """
 
 from __future__ import annotations
@@ -52,10 +53,17 @@ class Arm:
     seconds: float = 0.0
 
 
+# --thresholds fixed: every device stays on its model's own calibration threshold (never
+# warms up to a per-device quantile, never re-baselines), so what a stale model does to the
+# false alerts is not hidden by each device's threshold climbing with the drift.
+FIXED_THRESHOLDS = {"warmup": 1_000_000, "history": 1_000_000, "rebaseline_after": 0}
+
+
 def make_config(args: argparse.Namespace, state_dir: Path, shadow: float) -> SentinelConfig:
     return SentinelConfig.model_validate(
         {
             "state_dir": str(state_dir),
+            "threshold": FIXED_THRESHOLDS if args.thresholds == "fixed" else {},
             "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": FEATURES}],
             "windows": {"length": 32, "hop": 4, "max_gap": 3 * args.step},
             "model": {"epochs": args.epochs, "train_stride": 4, "device": "cpu", "seed": 0},
@@ -208,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         default=2.0,
         help="percent of a day's windows allowed to be judged anomalous with no fault nearby",
     )
+    ap.add_argument(
+        "--thresholds",
+        choices=("adaptive", "fixed"),
+        default="adaptive",
+        help="adaptive: the daemon's per-device thresholds (default); fixed: every device "
+        "judged against its model's calibration threshold only, as a model-only comparison",
+    )
     ap.add_argument("--verbose", action="store_true", help="log retraining as it happens")
     args = ap.parse_args(argv)
     configure_logging("info" if args.verbose else "warning", "console")
@@ -245,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{len(devices)} pumps, {args.days} scored days at {args.step:g} s, wear "
         f"{args.drift:g}/day, retraining every {args.every / 3600:g} h, {len(scored)} "
-        f"injected faults; budget: {args.budget:g}% of a day's windows falsely anomalous"
+        f"injected faults; budget: {args.budget:g}% of a day's windows falsely anomalous; "
+        f"{args.thresholds} thresholds"
     )
     print(f"machine: {platform.machine()}, python {platform.python_version()}")
     day0 = float(ts[first])
