@@ -32,7 +32,6 @@ and the newest ``neighbours`` readings of a window wait for the next one.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +47,7 @@ __all__ = ["SpikeCheck", "SpikeHit", "hampel_residuals"]
 
 _MAD_TO_SIGMA = 1.4826  # median |r| of normal noise x this = its standard deviation
 _MEAN_TO_SIGMA = 1.2533  # sqrt(pi / 2): mean |r| of normal noise x this = its sd
+_Z_CAP = 1e30  # stands in for an infinite z (a residual that overflowed)
 _RECOMPUTE_EVERY = 32  # accepted readings between scale updates (a median costs ~0.1 ms)
 
 FloatArray = npt.NDArray[np.float64]
@@ -66,19 +66,62 @@ def hampel_residuals(values: npt.NDArray[Any], neighbours: int) -> tuple[FloatAr
     """
     span = 2 * neighbours + 1
     x = np.asarray(values, dtype=np.float64)
-    view = sliding_window_view(x, span, axis=1)
+    ordered = np.sort(sliding_window_view(x, span, axis=1), axis=-1)  # (B, T', F, span)
     centre = x[:, neighbours : x.shape[1] - neighbours]
-    judged: FloatArray = centre - np.median(view, axis=-1)
-    noise: FloatArray = centre - np.median(np.delete(view, neighbours, axis=-1), axis=-1)
+    judged: FloatArray = centre - ordered[..., neighbours]
+    # The span's median without the reading: drop the reading's own rank from the sorted
+    # span (rank = how many values are below it; ties are equal values, so any one will do)
+    # and average the two middle ones of the 2 * neighbours left.
+    rank = (ordered < centre[..., None]).sum(axis=-1)
+    low = np.where(rank <= neighbours - 1, ordered[..., neighbours], ordered[..., neighbours - 1])
+    high = np.where(rank <= neighbours, ordered[..., neighbours + 1], ordered[..., neighbours])
+    noise: FloatArray = centre - (low + high) / 2
     return judged, noise
 
 
 @dataclass(slots=True)
 class _DeviceNoise:
-    recent: deque[FloatArray]  # |residual| per feature of accepted readings, oldest first
+    # |residual| per feature of the last accepted readings: a ring of ``history`` rows, so
+    # the scale's median runs on it in place (no list of rows to convert each time)
+    ring: FloatArray
+    filled: int = 0
+    head: int = 0  # next row to write
     scale: FloatArray | None = None  # None until warm (NaN: that feature is not judged)
+    inverse: FloatArray | None = None  # 1 / scale, 0 where NaN: z = |residual| x this
     seen: int = 0  # readings accepted in all
     since: int = 0  # accepted since the scale was last computed
+
+    @classmethod
+    def empty(cls, history: int, n_features: int) -> _DeviceNoise:
+        return cls(np.zeros((history, n_features)))
+
+    def add(self, rows: FloatArray) -> None:
+        size = len(self.ring)
+        rows = rows[-size:]
+        self.ring[(self.head + np.arange(len(rows))) % size] = rows
+        self.head = (self.head + len(rows)) % size
+        self.filled = min(size, self.filled + len(rows))
+        self.seen += len(rows)
+        self.since += len(rows)
+
+    def newest(self, count: int) -> FloatArray:
+        """The newest ``count`` rows (at most ``filled``), oldest first."""
+        count = min(count, self.filled)
+        index = (self.head - count + np.arange(count)) % len(self.ring)
+        rows: FloatArray = self.ring[index]
+        return rows
+
+    def resize(self, history: int) -> None:
+        kept = self.newest(history)
+        self.ring = np.zeros((history, self.ring.shape[1]))
+        self.ring[: len(kept)] = kept
+        self.filled, self.head = len(kept), len(kept) % history
+
+    def set_scale(self, scale: FloatArray) -> None:
+        self.scale = scale
+        judged = np.isfinite(scale)
+        self.inverse = np.where(judged, 1.0 / np.where(judged, scale, 1.0), 0.0)
+        self.since = 0
 
 
 @dataclass
@@ -101,39 +144,34 @@ class SpikeCheck:
         residuals, noise = hampel_residuals(values, neighbours)
         interior = residuals.shape[1]
         fresh = min(self.hop, interior)
+        magnitude = np.abs(residuals)
+        spread = np.abs(noise[:, interior - fresh :])
+        finite = np.asarray(np.isfinite(spread).all(axis=2), dtype=np.bool_)
         hits: list[SpikeHit | None] = []
-        for device, r, n in zip(devices, residuals, noise, strict=True):
+        for i, device in enumerate(devices):
             state = self._devices.get((stream, device))
             if state is None:
-                state = self._devices[(stream, device)] = _DeviceNoise(deque(maxlen=cfg.history))
+                state = _DeviceNoise.empty(cfg.history, values.shape[2])
+                self._devices[(stream, device)] = state
             hit = None
-            magnitude = np.abs(r)
-            if state.scale is not None:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    z = magnitude / state.scale  # NaN for features not judged
-                z = np.nan_to_num(z, nan=0.0, posinf=0.0)
-                t, f = np.unravel_index(int(np.argmax(z)), z.shape)
+            keep: npt.NDArray[np.bool_] = finite[i]
+            if state.inverse is not None:
+                z = magnitude[i] * state.inverse  # 0 for features not judged
+                t, f = divmod(int(z.argmax()), z.shape[1])
                 if z[t, f] > cfg.k:
                     hit = SpikeHit(
-                        feature=int(f),
-                        z=float(z[t, f]),
-                        age=int(interior - 1 - t + neighbours),
-                        residual=float(r[t, f]),
+                        feature=f,
+                        # a residual that overflowed (a reading near float64's limit)
+                        z=min(float(z[t, f]), _Z_CAP),
+                        age=interior - 1 - t + neighbours,
+                        residual=float(residuals[i, t, f]),
                     )
-                spiking = (z > cfg.k).any(axis=1)
-            else:
-                spiking = np.zeros(interior, dtype=bool)
-            spread = np.abs(n)
-            for i in range(interior - fresh, interior):
-                if not spiking[i] and np.isfinite(spread[i]).all():
-                    state.recent.append(spread[i])
-                    state.seen += 1
-                    state.since += 1
-            if len(state.recent) >= cfg.warmup and (
+                    keep = keep & ~(z[interior - fresh :] > cfg.k).any(axis=1)
+            state.add(spread[i][keep])
+            if state.filled >= cfg.warmup and (
                 state.scale is None or state.since >= _RECOMPUTE_EVERY
             ):
-                state.scale = _scale(np.asarray(state.recent))
-                state.since = 0
+                state.set_scale(_scale(state.ring[: state.filled]))
             hits.append(hit)
         return hits
 
@@ -145,7 +183,7 @@ class SpikeCheck:
     def reconfigure(self, config: SpikesConfig, hop: int) -> None:
         if config.history != self.config.history:
             for state in self._devices.values():
-                state.recent = deque(state.recent, maxlen=config.history)
+                state.resize(config.history)
         self.config, self.hop = config, hop
 
     def snapshot(self, stream: str) -> dict[str, Any]:
@@ -169,8 +207,8 @@ class SpikeCheck:
             values = [math.nan if v is None else float(v) for v in data["scale"]]
             if len(values) != n_features or any(v <= 0 for v in values if not math.isnan(v)):
                 raise ValueError(f"spike scale of {device!r} does not fit {n_features} features")
-            state = _DeviceNoise(deque(maxlen=self.config.history))
-            state.scale = np.asarray(values, dtype=np.float64)
+            state = _DeviceNoise.empty(self.config.history, n_features)
+            state.set_scale(np.asarray(values, dtype=np.float64))
             state.seen = int(data["seen"])
             restored[(stream, str(device))] = state
         self._devices.update(restored)

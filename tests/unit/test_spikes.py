@@ -156,3 +156,19 @@ def test_a_malformed_snapshot_is_refused() -> None:
         check.restore("pump", {"p1": {"scale": [0.1, -1.0], "seen": 5}}, 2)
     with pytest.raises(KeyError):
         check.restore("pump", {"p1": {"seen": 5}}, 2)
+
+
+def test_a_smaller_history_on_reload_keeps_the_newest_readings() -> None:
+    check = SpikeCheck(SpikesConfig(history=1000), HOP)
+    run(check, noisy(600, sigma=0.05))  # ~600 readings learnt at sigma 0.05
+    run(check, noisy(200, seed=5, sigma=0.2))  # then ~200 at sigma 0.2
+    state = check._devices[("pump", "p1")]
+    newest = state.newest(100)
+    check.reconfigure(SpikesConfig(history=100, warmup=50), HOP)
+    assert state.filled == 100
+    np.testing.assert_array_equal(state.ring, newest)
+    # the next scale is measured on the louder, newest readings only
+    run(check, noisy(200, seed=6, sigma=0.2))
+    scale = check.scale("pump", "p1")
+    assert scale is not None
+    assert scale[1] == pytest.approx(0.2, rel=0.3)

@@ -1,0 +1,88 @@
+"""What the per-reading spike check costs beside the model, per window, as a ratio.
+
+Scores the same batches of random windows (the daemon's default shape: window 32, 6
+features, hop 4) with ``Detector.score`` (an untrained model of the default size; the cost
+does not depend on the weights) and with ``SpikeCheck.check``, on one torch thread as the
+daemon runs, and reports the medians and the spike check's cost as a share of the model's.
+
+    .venv/bin/python benchmarks/spike_cost.py [--batch 64] [--repeat 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+from sentinel.config import SpikesConfig
+from sentinel.model.detector import Calibration, Detector, ModelMeta
+from sentinel.model.lstm_ae import LstmAutoencoder
+from sentinel.model.scaler import Scaler
+from sentinel.spikes import SpikeCheck
+
+WINDOW, FEATURES, HOP = 32, 6, 4
+
+
+def detector() -> Detector:
+    module = LstmAutoencoder(FEATURES, 32, 8, 1)
+    calibration = Calibration.from_errors(np.ones((10, FEATURES)))
+    meta = ModelMeta(
+        version="bench",
+        stream="pump",
+        features=tuple(f"f{i}" for i in range(FEATURES)),
+        window=WINDOW,
+        hidden_size=32,
+        latent_size=8,
+        num_layers=1,
+        scaler=Scaler.fit(np.random.default_rng(0).standard_normal((100, FEATURES))),
+        calibration=calibration,
+        created="2026-01-01T00:00:00Z",
+    )
+    return Detector(meta, module, torch.device("cpu"))
+
+
+def median_seconds(fn: object, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=64, help="windows per pass")
+    ap.add_argument("--devices", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=50)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    windows = np.random.default_rng(1).standard_normal((args.batch, WINDOW, FEATURES))
+    devices = [f"pump-{i % args.devices}" for i in range(args.batch)]
+    model = detector()
+    check = SpikeCheck(SpikesConfig(), HOP)
+    for _ in range(10):  # warm up, and past the spike check's own warm-up
+        model.score(windows)
+        check.check("pump", devices, windows)
+    model_s = median_seconds(lambda: model.score(windows), args.repeat)
+    spike_s = median_seconds(lambda: check.check("pump", devices, windows), args.repeat)
+    per = 1e6 / args.batch
+    print(
+        f"{platform.machine()}, python {platform.python_version()}, torch {torch.__version__}, "
+        f"1 thread; batch {args.batch} windows of {WINDOW} x {FEATURES}, median of {args.repeat}"
+    )
+    print(f"model score: {model_s * per:.1f} us/window")
+    print(f"spike check: {spike_s * per:.1f} us/window")
+    print(f"spike check / model: {spike_s / model_s:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
