@@ -10,7 +10,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -241,15 +241,20 @@ def cmd_alerts_show(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_ack(args: argparse.Namespace) -> int:
+    return _alert_action(args, "acknowledge", lambda r: f"acknowledged ({r.status})")
+
+
+def _alert_action(args: argparse.Namespace, action: str, outcome: Callable[[Any], str]) -> int:
+    """Acknowledge or resolve alert ``args.id`` with ``args.note``; 1 if there is none."""
     store = _store(args)
     try:
-        record = store.acknowledge(args.id, note=args.note)
+        record = getattr(store, action)(args.id, note=args.note)
     except KeyError:
         print(f"no alert with id {args.id}", file=sys.stderr)
         return 1
     finally:
         store.close()
-    print(f"alert {record.id} acknowledged ({record.status})")
+    print(f"alert {record.id} {outcome(record)}")
     return 0
 
 
@@ -266,24 +271,20 @@ def _reason_fields(reason: dict[str, Any] | None) -> list[tuple[str, str]]:
         state += f", risk {risk:g}"
     value = reason.get("threshold_value")
     exceedance = reason.get("exceedance")
-    return [
+    fields = [
         ("threshold at opening", f"{value:.4g} ({state})" if value is not None else state),
         ("exceedance prob.", f"{exceedance:.2g}" if exceedance is not None else "-"),
-        ("config hash", str(reason.get("config_hash", "-"))),
     ]
+    if "spike_feature" in reason:
+        fields.append(
+            ("spike", f"{reason['spike_feature']}, {reason.get('spike_z', 0):.1f} x its noise")
+        )
+    fields.append(("config hash", str(reason.get("config_hash", "-"))))
+    return fields
 
 
 def cmd_alerts_resolve(args: argparse.Namespace) -> int:
-    store = _store(args)
-    try:
-        record = store.resolve(args.id, note=args.note)
-    except KeyError:
-        print(f"no alert with id {args.id}", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
-    print(f"alert {record.id} resolved")
-    return 0
+    return _alert_action(args, "resolve", lambda r: "resolved")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

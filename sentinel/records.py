@@ -141,7 +141,6 @@ class SpikeHit:
     feature: int  # index into the stream's features
     z: float  # |reading - local median| / the device's noise scale for that feature
     age: int  # readings between it and the window's newest reading
-    residual: float  # reading - local median, raw units
 
     @property
     def exceedance(self) -> float:

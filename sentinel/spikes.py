@@ -164,7 +164,6 @@ class SpikeCheck:
                         # a residual that overflowed (a reading near float64's limit)
                         z=min(float(z[t, f]), _Z_CAP),
                         age=interior - 1 - t + neighbours,
-                        residual=float(residuals[i, t, f]),
                     )
                     keep = keep & ~(z[interior - fresh :] > cfg.k).any(axis=1)
             state.add(spread[i][keep])

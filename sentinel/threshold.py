@@ -104,19 +104,18 @@ class ThresholdBank:
         state = self._devices.get(key)
         if state is None:
             state = self._devices[key] = self._new_device(score.window.stream, calibration)
-        if spike is not None:
-            return self._judge_spiked(key, state, score, fallback, calibration, spike)
         if state.spot is not None:
             spot = state.spot
             x = math.log(max(score.value, _LOG_FLOOR))
             threshold = math.exp(spot.threshold)
-            is_anomaly = spot.step(x) == "anomaly"
+            # step() learns from a normal score; a spiked window's must not teach it.
+            is_anomaly = spot.step(x) == "anomaly" if spike is None else score.value > threshold
             exceedance = spot.tail_probability(x) if is_anomaly else 1.0
             info = ThresholdState("spot", threshold, spot.observations, spot.q, True)
         else:
             threshold = self.current(state, fallback)
             is_anomaly = score.value > threshold
-            if not is_anomaly:
+            if not is_anomaly and spike is None:
                 normalised = score.value / state.scale
                 state.quantile.update(normalised)
                 state.recent.append(normalised)
@@ -128,45 +127,14 @@ class ThresholdBank:
                     state.recent if warm else calibration, score.value / state.scale
                 )
             info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
+        # The level-shift watch follows the model's score alone, spike or not.
         self._watch(key, state, score, is_anomaly, fallback, calibration)
+        if spike is not None:
+            is_anomaly, exceedance = True, min(exceedance, spike.exceedance)
         return Verdict(
             score=score,
             threshold=threshold,
             is_anomaly=is_anomaly,
-            exceedance=exceedance,
-            state=info,
-        )
-
-    def _judge_spiked(
-        self,
-        key: tuple[str, str],
-        state: _DeviceThreshold,
-        score: Score,
-        fallback: float,
-        calibration: Sequence[float],
-        spike: SpikeHit,
-    ) -> Verdict:
-        exceedance = spike.exceedance
-        if state.spot is not None:
-            spot = state.spot
-            x = math.log(max(score.value, _LOG_FLOOR))
-            threshold = math.exp(spot.threshold)
-            if score.value > threshold:
-                exceedance = min(exceedance, spot.tail_probability(x))
-            info = ThresholdState("spot", threshold, spot.observations, spot.q, True)
-        else:
-            threshold = self.current(state, fallback)
-            warm = self._warm(state)
-            if score.value > threshold:
-                sample = state.recent if warm else calibration
-                exceedance = min(exceedance, _empirical_tail(sample, score.value / state.scale))
-            info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
-        # The level-shift watch follows the model's score, as for any window.
-        self._watch(key, state, score, score.value > threshold, fallback, calibration)
-        return Verdict(
-            score=score,
-            threshold=threshold,
-            is_anomaly=True,
             exceedance=exceedance,
             state=info,
             spike=spike,

@@ -25,7 +25,9 @@ def seed(url: str) -> int:
     store = AlertStore(url)
     store.open()
     store.migrate()
-    reason = AlertReason(ThresholdState("spot", 2.5, 4100, 1e-3, True), 2e-7, "0123456789abcdef")
+    reason = AlertReason(
+        ThresholdState("spot", 2.5, 4100, 1e-3, True), 2e-7, "0123456789abcdef", ("flow", 14.2)
+    )
     alert = Alert(
         "uid-r",
         "pump",
@@ -63,6 +65,7 @@ def test_alerts_list_and_show_carry_severity_and_reason(
     assert "2.5 (spot, 4100 normal windows, risk 0.001)" in text
     assert "2e-07" in text
     assert "0123456789abcdef" in text
+    assert "flow, 14.2 x its noise" in text  # a spike fired it
 
 
 def test_alerts_resolve(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:

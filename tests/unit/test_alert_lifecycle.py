@@ -150,7 +150,7 @@ def test_a_spike_is_named_in_the_reason_and_leads_the_contributions() -> None:
     from sentinel.records import SpikeHit
 
     t = tracker(open_after=2)
-    hit = SpikeHit(feature=2, z=14.0, age=3, residual=-1.2)
+    hit = SpikeHit(feature=2, z=14.0, age=3)
     t.observe(replace(verdict(0, True), spike=hit), BASELINE)
     opened = t.observe(verdict(10, True), BASELINE)
     assert opened is not None

@@ -99,7 +99,7 @@ def test_risk_must_fit_inside_the_fitted_tail() -> None:
 def test_a_spiked_window_is_anomalous_and_teaches_the_threshold_nothing() -> None:
     from sentinel.records import SpikeHit
 
-    hit = SpikeHit(feature=0, z=12.0, age=3, residual=1.0)
+    hit = SpikeHit(feature=0, z=12.0, age=3)
     for method in ("quantile", "spot"):
         cfg = ThresholdConfig(method=method, quantile=0.9, multiplier=1.0, warmup=10, history=50)
         bank = ThresholdBank(cfg)
