@@ -30,6 +30,7 @@ from sentinel.records import (
     Ack,
     Alert,
     AlertStatus,
+    AuditEvent,
     Delivery,
     DeviceProgress,
     Reading,
@@ -57,11 +58,15 @@ _SNAPSHOT_SCHEMA = 1
 
 
 class PipelineTap(Protocol):
-    """Sees every pass's accepted readings, anomalous windows and alert changes (the
-    retraining reservoir). Called on the worker thread; must be quick."""
+    """Sees every pass's accepted readings, anomalous windows, alert changes and audit
+    events (the retraining reservoir). Called on the worker thread; must be quick."""
 
     def observe(
-        self, readings: Sequence[Reading], flagged: Sequence[Window], alerts: Sequence[Alert]
+        self,
+        readings: Sequence[Reading],
+        flagged: Sequence[Window],
+        alerts: Sequence[Alert],
+        audit: Sequence[AuditEvent] = (),
     ) -> None: ...
 
 
@@ -339,9 +344,10 @@ class Pipeline:
         alerts: list[Alert] = []
         for stream, stream_windows in windows.items():
             alerts.extend(self._score(self._streams[stream], stream_windows))
+        audit = tuple(self._thresholds.drain_events())
         if self._tap is not None:
             try:
-                self._tap.observe(self._accepted, self._flagged, alerts)
+                self._tap.observe(self._accepted, self._flagged, alerts, audit)
             except Exception:  # the reservoir is best effort: never lose the alerts for it
                 log.exception("pipeline_tap_failed", readings=len(self._accepted))
             finally:
@@ -354,7 +360,7 @@ class Pipeline:
             alerts=tuple(alerts),
             progress=progress,
             acks=tuple(acks),
-            audit=tuple(self._thresholds.drain_events()),
+            audit=audit,
         )
 
     def _score(self, runtime: _Stream, windows: list[Window]) -> list[Alert]:

@@ -3,9 +3,13 @@
 One SQLite file per stream (``<state_dir>/reservoir/<stream>.sqlite``) holds the readings,
 bounded by count and by age (event time, so a replay ages them exactly as the daemon
 would), and the intervals that must not train a model: every anomalous window and every
-alert, widened by ``exclusion_margin``. A restart keeps both, so a kill during the cold
-start no longer starts the collection over. Readings are keyed by (device, ts): a message
-the broker delivers again after a crash is stored once.
+alert, widened by ``exclusion_margin``. When the threshold re-baselines after a lasting
+change (sentinel/drift.py), the daemon has accepted the span since the change as the new
+normal: that span is recorded as *accepted* and trains models again, exclusions inside it
+included. Without that, a lasting step is excluded as a whole and retraining could never
+learn it (the river #948 lock-out, at the model level). A restart keeps all of it, so a
+kill during the cold start no longer starts the collection over. Readings are keyed by
+(device, ts): a message the broker delivers again after a crash is stored once.
 
 The pipeline worker is the only writer (one small transaction per pass); training runs,
 possibly in another process, only read.
@@ -22,7 +26,7 @@ import numpy as np
 import structlog
 
 from sentinel.errors import DataError
-from sentinel.records import Alert, Reading, Window
+from sentinel.records import Alert, AuditEvent, Reading, Window
 
 __all__ = ["CleanData", "Reservoir", "ReservoirTap", "Run", "reservoir_path"]
 
@@ -39,6 +43,9 @@ CREATE TABLE IF NOT EXISTS excluded (
     device TEXT NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS excluded_end ON excluded ("end");
+CREATE TABLE IF NOT EXISTS accepted (
+    device TEXT NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -123,6 +130,7 @@ class Reservoir:
             )
             conn.execute("DELETE FROM readings")
             conn.execute("DELETE FROM excluded")
+            conn.execute("DELETE FROM accepted")
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('n_features', ?)",
             (str(self._n_features),),
@@ -149,9 +157,11 @@ class Reservoir:
         readings: Sequence[Reading],
         flagged: Sequence[Window] = (),
         alerts: Sequence[Alert] = (),
+        accepted: Sequence[tuple[str, float, float]] = (),
     ) -> None:
-        """Store readings and the spans to leave out, in one transaction."""
-        if not readings and not flagged and not alerts:
+        """Store readings, the spans to leave out and the (device, start, end) spans
+        accepted as a new normal, in one transaction."""
+        if not readings and not flagged and not alerts and not accepted:
             return
         conn = self._db()
         m = self._margin
@@ -170,6 +180,10 @@ class Reservoir:
             if spans:
                 conn.executemany(
                     'INSERT INTO excluded (device, start, "end") VALUES (?, ?, ?)', spans
+                )
+            if accepted:
+                conn.executemany(
+                    'INSERT INTO accepted (device, start, "end") VALUES (?, ?, ?)', accepted
                 )
         self.count += added
         self._since_prune += added
@@ -203,6 +217,7 @@ class Reservoir:
             oldest = conn.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
             if oldest is not None:
                 conn.execute('DELETE FROM excluded WHERE "end" < ?', (float(oldest),))
+                conn.execute('DELETE FROM accepted WHERE "end" < ?', (float(oldest),))
 
     # -- reading (training runs) ----------------------------------------------------------
 
@@ -223,6 +238,11 @@ class Reservoir:
             'SELECT device, start, "end" FROM excluded WHERE start <= ?', (limit,)
         ):
             spans.setdefault(device, []).append((start, end))
+        accepted: dict[str, list[tuple[float, float]]] = {}
+        for device, start, end in conn.execute(
+            'SELECT device, start, "end" FROM accepted WHERE start <= ?', (limit,)
+        ):
+            accepted.setdefault(device, []).append((start, end))
         runs: list[Run] = []
         stored = len(rows)
         by_device: dict[str, list[tuple[float, bytes]]] = {}
@@ -237,6 +257,10 @@ class Reservoir:
                 lo = int(np.searchsorted(ts, start, side="left"))
                 hi = int(np.searchsorted(ts, end, side="right"))
                 keep[lo:hi] = False
+            for start, end in accepted.get(device, ()):  # a new normal trains again
+                lo = int(np.searchsorted(ts, start, side="left"))
+                hi = int(np.searchsorted(ts, end, side="right"))
+                keep[lo:hi] = True
             runs.extend(_runs(device, ts, values, keep, max_gap))
         clean = [r for r in runs if len(r.ts) >= window]
         if not clean:
@@ -293,7 +317,8 @@ def _runs(
 
 class ReservoirTap:
     """What the pipeline feeds after every pass: each stream's readings go to its
-    reservoir, with the anomalous windows and alert spans to leave out."""
+    reservoir, with the anomalous windows and alert spans to leave out, and the spans a
+    threshold re-baseline accepted as the new normal."""
 
     def __init__(self, reservoirs: dict[str, Reservoir]) -> None:
         self._reservoirs = reservoirs
@@ -303,15 +328,31 @@ class ReservoirTap:
         return 0 if reservoir is None else reservoir.count
 
     def observe(
-        self, readings: Sequence[Reading], flagged: Sequence[Window], alerts: Sequence[Alert]
+        self,
+        readings: Sequence[Reading],
+        flagged: Sequence[Window],
+        alerts: Sequence[Alert],
+        audit: Sequence[AuditEvent] = (),
     ) -> None:
         for stream, reservoir in self._reservoirs.items():
             mine = [r for r in readings if r.stream == stream]
             windows = [w for w in flagged if w.stream == stream]
             spans = [a for a in alerts if a.stream == stream]
-            if mine or windows or spans:
-                reservoir.add(mine, windows, spans)
+            accepted = [_accepted_span(e) for e in audit if e.stream == stream]
+            new_normal = [a for a in accepted if a is not None]
+            if mine or windows or spans or new_normal:
+                reservoir.add(mine, windows, spans, new_normal)
 
     def close(self) -> None:
         for reservoir in self._reservoirs.values():
             reservoir.close()
+
+
+def _accepted_span(event: AuditEvent) -> tuple[str, float, float] | None:
+    """(device, change, re-baseline) of a threshold re-baseline; None for other events."""
+    if event.kind != "threshold_rebaselined":
+        return None
+    since = event.detail.get("change_detected_at")
+    if not isinstance(since, int | float) or since > event.at:
+        return None
+    return (event.device, float(since), event.at)

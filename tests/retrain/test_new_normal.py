@@ -1,0 +1,106 @@
+"""A lasting change the threshold accepted as the new normal trains models again.
+
+Without this, every window after a step is anomalous, so all of it is left out of the
+reservoir, and retraining could never learn the new level: the river #948 lock-out, at
+the model level (docs/ARCHITECTURE.md, "Re-baselining")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sentinel.pipeline import Pipeline
+from sentinel.records import AuditEvent, Delivery, Reading, Window
+from sentinel.retrain.job import open_reservoir
+from sentinel.retrain.reservoir import Reservoir, ReservoirTap
+from tests.retrain.helpers import make_config, normal, train
+
+
+def _reservoir(path: Path) -> Reservoir:
+    return Reservoir(path, 1, max_rows=10_000, max_age=1e9, margin=5.0).open()
+
+
+def _clean_ts(res: Reservoir) -> np.ndarray:
+    data = res.clean_data(window=4, max_gap=2, holdout_fraction=0.25)
+    return np.concatenate([r.ts for r in data.train + data.holdout])
+
+
+def test_an_accepted_span_trains_again_and_outside_it_exclusions_hold(tmp_path: Path) -> None:
+    res = _reservoir(tmp_path / "r.sqlite")
+    res.add([Reading("pump", "d1", float(t), (float(t),)) for t in range(600)])
+    flagged = [Window("pump", "d1", float(s), float(s + 15), np.zeros((16, 1))) for s in (100, 300)]
+    res.add([], flagged)
+    assert not np.any((_clean_ts(res) >= 295) & (_clean_ts(res) <= 320))
+    res.add([], accepted=[("d1", 290.0, 400.0)])  # the change from 290 was re-baselined at 400
+    kept = _clean_ts(res)
+    assert np.all(np.isin(np.arange(290, 401), kept))  # the new normal is clean again ...
+    assert not np.any((kept >= 95) & (kept <= 120))  # ... an exclusion before it still holds
+    res.close()
+    reopened = _reservoir(tmp_path / "r.sqlite")  # kept across a restart
+    assert np.array_equal(_clean_ts(reopened), kept)
+    reopened.close()
+
+
+def test_the_tap_takes_only_rebaseline_events_of_its_own_stream(tmp_path: Path) -> None:
+    res = _reservoir(tmp_path / "r.sqlite")
+    res.add([Reading("pump", "d1", float(t), (float(t),)) for t in range(200)])
+    res.add([], [Window("pump", "d1", 50.0, 150.0, np.zeros((16, 1)))])
+    tap = ReservoirTap({"pump": res})
+    events = [
+        AuditEvent("fan", "d1", 150.0, "threshold_rebaselined", {"change_detected_at": 40.0}),
+        AuditEvent("pump", "d1", 150.0, "alert_resolved", {"alert_id": 1}),
+        AuditEvent("pump", "d1", 150.0, "threshold_rebaselined", {"change_detected_at": "x"}),
+    ]
+    tap.observe([], [], [], events)
+    assert not np.any((_clean_ts(res) >= 60) & (_clean_ts(res) <= 140))
+    rebased = AuditEvent("pump", "d1", 150.0, "threshold_rebaselined", {"change_detected_at": 40.0})
+    tap.observe([], [], [], [rebased])
+    assert np.all(np.isin(np.arange(40, 141), _clean_ts(res)))
+    res.close()
+
+
+def test_after_a_level_shift_is_rebaselined_its_readings_can_train_a_model(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path / "state")
+    config = config.model_copy(
+        update={"threshold": config.threshold.model_copy(update={"rebaseline_after": 300.0})}
+    )
+    detector = train(config, [normal(2000, seed=1)])
+    reservoir = open_reservoir(config, "pump")
+    tap = ReservoirTap({"pump": reservoir})
+    pipeline = Pipeline(
+        config,
+        sink=lambda batch: None,
+        request_training=lambda job: None,
+        models={"pump": detector},
+        tap=tap,
+    )
+    before, after = normal(1500, seed=2, start=2000), normal(1500, seed=3, start=3500, shift=3.0)
+    data = np.concatenate([before, after])
+    shift_at = 1500.0  # one reading per second
+    audit: list[AuditEvent] = []
+    for start in range(0, len(data), 50):
+        batch = pipeline.process(
+            [
+                Delivery(
+                    "p/d1",
+                    (Reading("pump", "d1", float(t), tuple(map(float, data[t]))),),
+                    (),
+                    None,
+                    float(t),
+                )
+                for t in range(start, min(start + 50, len(data)))
+            ]
+        )
+        audit.extend(batch.audit)
+    assert [e.kind for e in audit][:1] == ["threshold_rebaselined"]
+    change = float(audit[0].detail["change_detected_at"])  # type: ignore[arg-type]
+    assert shift_at <= change < shift_at + 60
+    clean = reservoir.clean_data(window=16, max_gap=10, holdout_fraction=0.2)
+    kept = np.concatenate([r.ts for r in clean.train + clean.holdout])
+    # The span from the change to its re-baseline (300 s) is training data again.
+    accepted = (kept >= change) & (kept <= audit[0].at)
+    assert accepted.sum() >= 0.9 * (audit[0].at - change)
+    reservoir.close()
