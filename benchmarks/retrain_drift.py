@@ -13,6 +13,7 @@ slack on each side). Reported per scored day, per device.
     .venv/bin/python benchmarks/retrain_drift.py            # 3 pumps, 6 days, about 10 min
     .venv/bin/python benchmarks/retrain_drift.py --days 4 --devices 2   # quicker
     .venv/bin/python benchmarks/retrain_drift.py --thresholds fixed     # model-only comparison
+    .venv/bin/python benchmarks/retrain_drift.py --thresholds calibration  # fixed + re-baselining
 """
 
 from __future__ import annotations
@@ -57,13 +58,18 @@ class Arm:
 # warms up to a per-device quantile, never re-baselines), so what a stale model does to the
 # false alerts is not hidden by each device's threshold climbing with the drift.
 FIXED_THRESHOLDS = {"warmup": 1_000_000, "history": 1_000_000, "rebaseline_after": 0}
+# --thresholds calibration: the same, but a lasting rise of a device's score still
+# re-baselines it after rebaseline_after (each time an audited, alerting episode), and the
+# re-baselined span becomes training data.
+CALIBRATION_THRESHOLDS = {"warmup": 1_000_000, "history": 1_000_000}
+THRESHOLDS = {"adaptive": {}, "fixed": FIXED_THRESHOLDS, "calibration": CALIBRATION_THRESHOLDS}
 
 
 def make_config(args: argparse.Namespace, state_dir: Path, shadow: float) -> SentinelConfig:
     return SentinelConfig.model_validate(
         {
             "state_dir": str(state_dir),
-            "threshold": FIXED_THRESHOLDS if args.thresholds == "fixed" else {},
+            "threshold": THRESHOLDS[args.thresholds],
             "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": FEATURES}],
             "windows": {"length": 32, "hop": 4, "max_gap": 3 * args.step},
             "model": {"epochs": args.epochs, "train_stride": 4, "device": "cpu", "seed": 0},
@@ -218,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--thresholds",
-        choices=("adaptive", "fixed"),
+        choices=tuple(THRESHOLDS),
         default="adaptive",
         help="adaptive: the daemon's per-device thresholds (default); fixed: every device "
-        "judged against its model's calibration threshold only, as a model-only comparison",
+        "judged against its model's calibration threshold only, as a model-only comparison; "
+        "calibration: fixed, but re-baselining after a lasting rise",
     )
     ap.add_argument("--verbose", action="store_true", help="log retraining as it happens")
     args = ap.parse_args(argv)
