@@ -239,9 +239,13 @@ class Reservoir:
         ):
             spans.setdefault(device, []).append((start, end))
         accepted: dict[str, list[tuple[float, float]]] = {}
-        for device, start, end in conn.execute(
-            'SELECT device, start, "end" FROM accepted WHERE start <= ?', (limit,)
-        ):
+        try:
+            rows_accepted = conn.execute(
+                'SELECT device, start, "end" FROM accepted WHERE start <= ?', (limit,)
+            ).fetchall()
+        except sqlite3.OperationalError:  # a file from before the table, opened read-only
+            rows_accepted = []
+        for device, start, end in rows_accepted:
             accepted.setdefault(device, []).append((start, end))
         runs: list[Run] = []
         stored = len(rows)

@@ -104,3 +104,17 @@ def test_after_a_level_shift_is_rebaselined_its_readings_can_train_a_model(
     accepted = (kept >= change) & (kept <= audit[0].at)
     assert accepted.sum() >= 0.9 * (audit[0].at - change)
     reservoir.close()
+
+
+def test_a_reservoir_from_before_accepted_spans_still_reads(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    res = _reservoir(path)
+    res.add([Reading("pump", "d1", float(t), (float(t),)) for t in range(100)])
+    res.close()
+    with sqlite3.connect(path) as conn:  # as written by the version before this table
+        conn.execute("DROP TABLE accepted")
+    reader = Reservoir(path, 1, max_rows=10_000, max_age=1e9, margin=5.0).open(readonly=True)
+    assert len(_clean_ts(reader)) > 90
+    reader.close()
