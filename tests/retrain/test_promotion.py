@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from sentinel.retrain.promotion import Metrics, build_eval_set, decide, evaluate
+from sentinel.retrain.promotion import EvalSet, Metrics, build_eval_set, decide, evaluate
+from sentinel.threshold import calibration_threshold
 from tests.retrain.helpers import contaminate, make_config, normal, train
 
 
@@ -38,6 +40,43 @@ def test_a_challenger_trained_on_fresh_data_replaces_a_drifted_champion(tmp_path
 
     assert theirs.false_rate > 0.5  # the old model calls the new normal anomalous
     assert ours.false_rate < 0.05
+    assert decide(ours, theirs, tolerance=0.02).accepted
+
+
+def test_a_drifted_champion_is_judged_at_the_threshold_it_would_settle_at(
+    tmp_path: Path,
+) -> None:
+    """The held-back windows are ones the champion judged normal, so it shows no false
+    alarms there by selection; at its calibration threshold, now low among the recent
+    scores, it would also "detect" injected windows that are merely drifted ones."""
+    config = make_config(tmp_path)
+    champion = train(config, [normal(2000, seed=1)])
+    challenger = train(config, [normal(2000, seed=2, shift=0.5)])
+    recent = build_eval_set([normal(800, seed=3, start=3000, shift=0.5)], 16, 4.0)
+    start = calibration_threshold(
+        champion.meta.calibration.quantiles,
+        config.threshold.quantile,
+        config.threshold.multiplier,
+    )
+    scores, _ = champion.score(recent.clean)
+    kept = scores <= start  # what the reservoir keeps: windows the champion found normal
+    assert 0.05 < kept.mean() < 0.5
+    held_back = EvalSet(
+        recent.clean[kept],
+        recent.injected[kept],
+        tuple(k for k, keep in zip(recent.kinds, kept, strict=True) if keep),
+    )
+
+    theirs = evaluate(champion, held_back, config)
+    ours = evaluate(challenger, held_back, config)
+
+    assert theirs.false_rate == 0.0  # by selection
+    assert theirs.settled > 1.2 * theirs.threshold  # the recent normal scores sit higher
+    injected, _ = champion.score(held_back.injected)
+    assert theirs.detection == pytest.approx(float(np.mean(injected > theirs.settled)))
+    assert theirs.detection < float(np.mean(injected > theirs.threshold))
+    assert ours.settled < 1.1 * ours.threshold  # the fresh model fits the recent windows
+    assert ours.auc > theirs.auc
     assert decide(ours, theirs, tolerance=0.02).accepted
 
 
