@@ -23,6 +23,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sentinel.config import SentinelConfig
 from sentinel.logs import configure_logging
 from sentinel.model import Detector, train_detector
-from sentinel.pipeline import Pipeline
-from sentinel.records import Alert, Delivery, Reading, Verdict
+from sentinel.pipeline import Pipeline, PipelineTap
+from sentinel.records import Alert, AuditEvent, Delivery, Reading, Verdict, Window
 from sentinel.retrain.clock import DataClockRetrainer
 from simulators.fleet import DAY, FEATURES, AnomalyEvent, FleetSimulator
 
@@ -114,6 +115,7 @@ def run_arm(
     devices: list[str],
     first: int,
     retrain: bool,
+    keep_anomalies: bool = False,
 ) -> None:
     started = time.monotonic()
 
@@ -144,7 +146,7 @@ def run_arm(
         request_training=lambda job: None,
         models={"pump": detector},
         observer=observe,
-        tap=clock.tap if clock is not None else None,
+        tap=(Unfiltered(clock.tap) if keep_anomalies else clock.tap) if clock else None,
     )
     for start in range(first, len(ts), _PASS):
         stop = min(start + _PASS, len(ts))
@@ -171,6 +173,24 @@ def run_arm(
         ]
         clock.close()
     arm.seconds = time.monotonic() - started
+
+
+class Unfiltered:
+    """``--keep-anomalies``: the reservoir stores every reading as clean, nothing left out
+    -- the upper bound of what any rule for leaving anomalies out of training could give
+    against a drift, since faults then train too."""
+
+    def __init__(self, tap: PipelineTap) -> None:
+        self._tap = tap
+
+    def observe(
+        self,
+        readings: Sequence[Reading],
+        flagged: Sequence[Window],
+        alerts: Sequence[Alert],
+        audit: Sequence[AuditEvent] = (),
+    ) -> None:
+        self._tap.observe(readings, (), (), audit)
 
 
 def false_per_day(
@@ -230,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         "judged against its model's calibration threshold only, as a model-only comparison; "
         "calibration: fixed, but re-baselining after a lasting rise",
     )
+    ap.add_argument(
+        "--keep-anomalies",
+        action="store_true",
+        help="retraining arms train on every reading, anomalous windows and alerts included "
+        "(an upper bound for any exclusion rule)",
+    )
     ap.add_argument("--verbose", action="store_true", help="log retraining as it happens")
     args = ap.parse_args(argv)
     configure_logging("info" if args.verbose else "warning", "console")
@@ -259,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = ((False, 0.0), (True, 0.0), (True, args.shadow))
         for n, (arm, (retrain, shadow)) in enumerate(zip(arms, settings, strict=True)):
             arm_config = make_config(args, Path(tmp) / str(n), shadow)
-            run_arm(arm, arm_config, detector, ts, values, devices, first, retrain)
+            run_arm(
+                arm, arm_config, detector, ts, values, devices, first, retrain, args.keep_anomalies
+            )
             print(f"{arm.name}: {len(arm.alerts)} alerts, {arm.seconds:.0f} s", flush=True)
 
     slack = config.windows.length * args.step
@@ -269,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.drift:g}/day, retraining every {args.every / 3600:g} h, {len(scored)} "
         f"injected faults; budget: {args.budget:g}% of a day's windows falsely anomalous; "
         f"{args.thresholds} thresholds"
+        + ("; retraining arms keep anomalies in training" if args.keep_anomalies else "")
     )
     print(f"machine: {platform.machine()}, python {platform.python_version()}")
     day0 = float(ts[first])
