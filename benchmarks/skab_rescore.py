@@ -22,6 +22,7 @@ import argparse
 import csv
 import sys
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,24 @@ def hysteresis(verdicts: np.ndarray, open_after: int, close_after: int, tail: bo
     return pred
 
 
+def single(ratios: np.ndarray, k: float) -> np.ndarray:
+    out: np.ndarray = (ratios[0] > k).astype(int)
+    return out
+
+
+def ensemble(ratios: np.ndarray, k: float) -> np.ndarray:
+    out: np.ndarray = (ratios.mean(axis=0) > k).astype(int)
+    return out
+
+
+def smoothed(ratios: np.ndarray, alpha: float, k: float) -> np.ndarray:
+    return (ewma(np.minimum(ratios[0], 5.0), alpha) > k).astype(int)
+
+
+def held(ratios: np.ndarray, open_after: int, close_after: int, tail: bool) -> np.ndarray:
+    return hysteresis((ratios[0] > 1).astype(int), open_after, close_after, tail)
+
+
 def score(files: list[File], predict: Callable[[np.ndarray], np.ndarray]) -> PointMetrics:
     return pooled_point_metrics((labels, predict(ratios)) for ratios, labels in files)
 
@@ -109,27 +128,17 @@ def main() -> int:
             "| verdict | F1 | FAR % | MAR % |\n|---|---|---|---|"
         )
         for k in (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5):
-            print(line(f"single, k {k}", score(files, lambda r, k=k: (r[0] > k).astype(int))))
+            print(line(f"single, k {k}", score(files, partial(single, k=k))))
             if len(args.dirs) > 1:
-                print(
-                    line(
-                        f"ensemble, k {k}", score(files, lambda r, k=k: (r.mean(0) > k).astype(int))
-                    )
-                )
+                print(line(f"ensemble, k {k}", score(files, partial(ensemble, k=k))))
         for alpha in (0.5, 0.2, 0.1, 0.05):
             for k in (0.5, 0.65, 0.8, 1.0):
-                m = score(
-                    files,
-                    lambda r, a=alpha, k=k: (ewma(np.minimum(r[0], 5.0), a) > k).astype(int),
-                )
+                m = score(files, partial(smoothed, alpha=alpha, k=k))
                 print(line(f"ewma alpha {alpha}, k {k}", m))
         for o in (2, 3, 5):
             for c in (10, 30):
                 for tail in (False, True):
-                    m = score(
-                        files,
-                        lambda r, o=o, c=c, t=tail: hysteresis((r[0] > 1).astype(int), o, c, t),
-                    )
+                    m = score(files, partial(held, open_after=o, close_after=c, tail=tail))
                     print(line(f"hysteresis O {o} C {c}{' + tail' if tail else ''}", m))
     return 0
 
