@@ -21,7 +21,7 @@ Why detection at the settled threshold: the held-back windows are ones the champ
 normal (the reservoir leaves out what it flagged), so a champion overtaken by drift shows
 almost no false alarms there, by selection, while its calibration threshold now sits low
 among the recent scores and "detects" injected windows that are merely drifted ones. At its
-calibration threshold the stale champion out-detects every challenger trained on the recent
+calibration threshold the stale champion out-detected challengers trained on the recent
 data, and under a threshold that does not adapt, retraining was then rejected day after day
 (docs/BENCHMARKS.md, "Retraining under slow concept drift").
 
