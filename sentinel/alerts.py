@@ -211,12 +211,18 @@ class AlertTracker:
             return self._reopen(device, run, excess, severity)
         reason = None
         if run[-1].state is not None:
+            names = self.features[first.window.stream]
             hits = [v.spike for v in run if v.spike is not None]
             spike = None
             if hits:
                 top = max(hits, key=lambda h: h.z)
-                spike = (self.features[first.window.stream][top.feature], round(top.z, 2))
-            reason = AlertReason(run[-1].state, exceedance, self.config_hash, spike)
+                spike = (names[top.feature], round(top.z, 2))
+            levels = [v.level for v in run if v.level is not None]
+            level = None
+            if levels:
+                far = max(levels, key=lambda h: h.z)
+                level = (names[far.feature], round(far.z, 2))
+            reason = AlertReason(run[-1].state, exceedance, self.config_hash, spike, level)
         alert = Alert(
             uid=str(uuid.uuid4()),
             stream=first.window.stream,
@@ -270,6 +276,9 @@ class AlertTracker:
             # z squared is the spiking reading's squared error over its normal level: the
             # same kind of ratio, for one reading.
             excess[verdict.spike.feature] += verdict.spike.z**2
+        if verdict.level is not None:
+            # Likewise the window mean's squared distance in training's window-mean spread.
+            excess[verdict.level.feature] += verdict.level.z**2
         return excess
 
     def _top(self, stream: str, excess: np.ndarray) -> tuple[FeatureContribution, ...]:

@@ -279,6 +279,9 @@ def _reason_fields(reason: dict[str, Any] | None) -> list[tuple[str, str]]:
         fields.append(
             ("spike", f"{reason['spike_feature']}, {reason.get('spike_z', 0):.1f} x its noise")
         )
+    if "level_feature" in reason:
+        z = reason.get("level_z", 0)
+        fields.append(("level", f"{reason['level_feature']}, {z:.1f} sd off training's"))
     fields.append(("config hash", str(reason.get("config_hash", "-"))))
     return fields
 

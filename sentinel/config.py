@@ -37,6 +37,7 @@ __all__ = [
     "FeatureSpec",
     "HealthConfig",
     "IngestConfig",
+    "LevelsConfig",
     "LoggingConfig",
     "ModelConfig",
     "MqttConfig",
@@ -404,6 +405,29 @@ class SpikesConfig(Section):
         if self.warmup > self.history:
             raise ValueError("warmup must not exceed history")
         return self
+
+
+class LevelsConfig(Section):
+    """Window-level check beside the model (see sentinel/model/levels.py, sentinel/levels.py)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Judge each window's mean of every feature against the means of the "
+        "model's training windows: a window whose level is more than k of their standard "
+        "deviations off is anomalous even where its reconstruction error stays normal. "
+        "Catches small lasting shifts of one channel (a valve half closed) that a "
+        "reconstruction follows. Off by default: its limits are training's, so a lasting "
+        "new normal keeps firing until a model is trained on it, and a model trained on "
+        "a whole fleet has wide limits.",
+    )
+    k: float = Field(
+        default=8.0,
+        gt=0,
+        le=1_000,
+        description="A window is anomalous when one feature's window mean is more than k "
+        "standard deviations of training's window means from their mean. Window means of "
+        "real plants wander more than Gaussian noise would, hence the margin.",
+    )
 
 
 class AlertsConfig(Section):
@@ -798,6 +822,7 @@ class SentinelConfig(Section):
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     spikes: SpikesConfig = Field(default_factory=SpikesConfig)
+    levels: LevelsConfig = Field(default_factory=LevelsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)

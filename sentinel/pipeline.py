@@ -25,6 +25,7 @@ import structlog
 
 from sentinel.alerts import AlertTracker
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
+from sentinel.levels import LevelCheck
 from sentinel.model import Detector
 from sentinel.records import (
     Ack,
@@ -144,6 +145,7 @@ class Pipeline:
         self._reconfigs: queue.Queue[SentinelConfig] = queue.Queue()
         self._thresholds = ThresholdBank(config.threshold)
         self._spikes = SpikeCheck(config.spikes, config.windows.hop)
+        self._levels = LevelCheck(config.levels)
         # Computed once: every alert records which configuration judged it.
         self.config_hash = config_hash(config)
         # Per device, the uid of its last closed alert: an open change of that uid is a
@@ -385,6 +387,7 @@ class Pipeline:
             self.on_scored(runtime.config.name, len(windows), elapsed)
         self.stats.scored += len(windows)
         spikes = self._spikes.check(runtime.config.name, [w.device for w in windows], stacked)
+        levels = self._levels.check(detector, stacked)
         changes: list[Alert] = []
         verdicts: list[Verdict] = []
         for i, window in enumerate(windows):
@@ -395,7 +398,11 @@ class Pipeline:
                 model_version=detector.version,
             )
             verdict = self._thresholds.judge(
-                score, runtime.fallback_threshold, runtime.calibration_scores, spikes[i]
+                score,
+                runtime.fallback_threshold,
+                runtime.calibration_scores,
+                spikes[i],
+                levels[i],
             )
             verdicts.append(verdict)
             if verdict.is_anomaly:
@@ -691,6 +698,7 @@ class Pipeline:
         self._thresholds.reconfigure(config.threshold)
         self._alerts.reconfigure(config.alerts)
         self._spikes.reconfigure(config.spikes, config.windows.hop)
+        self._levels.reconfigure(config.levels)
         self.rejections.interval = config.ingest.log_interval
         self._config = config
         # Alerts record the hash of the config in force (their reason's config_hash).
@@ -707,4 +715,5 @@ class Pipeline:
             threshold=config.threshold.model_dump(),
             alerts=config.alerts.model_dump(),
             spikes=config.spikes.model_dump(),
+            levels=config.levels.model_dump(),
         )

@@ -22,6 +22,7 @@ __all__ = [
     "Delivery",
     "DeviceProgress",
     "FeatureContribution",
+    "LevelHit",
     "Reading",
     "RejectReason",
     "Rejected",
@@ -150,6 +151,19 @@ class SpikeHit:
 
 
 @dataclass(frozen=True, slots=True)
+class LevelHit:
+    """A window's feature whose level is furthest off training's (sentinel.levels)."""
+
+    feature: int  # index into the stream's features
+    z: float  # |window mean - training's mean of window means| / their standard deviation
+
+    @property
+    def exceedance(self) -> float:
+        """Chance that a Gaussian window mean with training's spread is this far off (two-sided)."""
+        return math.erfc(self.z / math.sqrt(2.0))
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A score judged against its device's threshold."""
 
@@ -164,6 +178,9 @@ class Verdict:
     # Set when a reading of the window is a spike (sentinel.spikes): the window is then
     # anomalous whatever its score, and ``exceedance`` is the spike's where that is lower.
     spike: SpikeHit | None = None
+    # Set when the window's level of a feature is beyond ``[levels] k`` (sentinel.levels):
+    # the window is then anomalous whatever its score, as for a spike.
+    level: LevelHit | None = None
 
 
 class AlertStatus(StrEnum):
@@ -223,6 +240,9 @@ class AlertReason:
     config_hash: str  # sentinel.config.config_hash of the config in force
     # The strongest spike among the opening windows, if any: (feature, z).
     spike: tuple[str, float] | None = None
+    # The feature whose level was furthest off among the opening windows, if the level
+    # check fired: (feature, z).
+    level: tuple[str, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         t = self.threshold
@@ -237,6 +257,8 @@ class AlertReason:
         }
         if self.spike is not None:
             data["spike_feature"], data["spike_z"] = self.spike
+        if self.level is not None:
+            data["level_feature"], data["level_z"] = self.level
         return data
 
     @classmethod
@@ -255,6 +277,11 @@ class AlertReason:
             spike=(
                 (str(data["spike_feature"]), float(data["spike_z"]))  # type: ignore[arg-type]
                 if "spike_feature" in data
+                else None
+            ),
+            level=(
+                (str(data["level_feature"]), float(data["level_z"]))  # type: ignore[arg-type]
+                if "level_feature" in data
                 else None
             ),
         )

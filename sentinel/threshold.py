@@ -44,7 +44,7 @@ from river import stats
 
 from sentinel.config import ThresholdConfig
 from sentinel.drift import LevelShiftWatch
-from sentinel.records import AuditEvent, Score, SpikeHit, ThresholdState, Verdict
+from sentinel.records import AuditEvent, LevelHit, Score, SpikeHit, ThresholdState, Verdict
 from sentinel.spot import DSpot, SpotState
 
 __all__ = ["ThresholdBank", "calibration_threshold"]
@@ -92,30 +92,32 @@ class ThresholdBank:
         fallback: float,
         calibration: Sequence[float] = (),
         spike: SpikeHit | None = None,
+        level: LevelHit | None = None,
     ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
         ``fallback`` is the model's calibration threshold (quantile warm-up);
         ``calibration`` its held-back scores, in time order (spot). A window with a
-        ``spike`` (sentinel.spikes) is anomalous whatever its score, and its score teaches
-        the threshold nothing.
+        ``spike`` (sentinel.spikes) or a ``level`` hit (sentinel.levels) is anomalous whatever
+        its score, and its score teaches the threshold nothing.
         """
         key = (score.window.stream, score.window.device)
         state = self._devices.get(key)
         if state is None:
             state = self._devices[key] = self._new_device(score.window.stream, calibration)
+        forced = spike is not None or level is not None
         if state.spot is not None:
             spot = state.spot
             x = math.log(max(score.value, _LOG_FLOOR))
             threshold = math.exp(spot.threshold)
             # step() learns from a normal score; a spiked window's must not teach it.
-            is_anomaly = spot.step(x) == "anomaly" if spike is None else score.value > threshold
+            is_anomaly = score.value > threshold if forced else spot.step(x) == "anomaly"
             exceedance = spot.tail_probability(x) if is_anomaly else 1.0
             info = ThresholdState("spot", threshold, spot.observations, spot.q, True)
         else:
             threshold = self.current(state, fallback)
             is_anomaly = score.value > threshold
-            if not is_anomaly and spike is None:
+            if not is_anomaly and not forced:
                 normalised = score.value / state.scale
                 state.quantile.update(normalised)
                 state.recent.append(normalised)
@@ -129,8 +131,9 @@ class ThresholdBank:
             info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
         # The level-shift watch follows the model's score alone, spike or not.
         self._watch(key, state, score, is_anomaly, fallback, calibration)
-        if spike is not None:
-            is_anomaly, exceedance = True, min(exceedance, spike.exceedance)
+        for hit in (spike, level):
+            if hit is not None:
+                is_anomaly, exceedance = True, min(exceedance, hit.exceedance)
         return Verdict(
             score=score,
             threshold=threshold,
@@ -138,6 +141,7 @@ class ThresholdBank:
             exceedance=exceedance,
             state=info,
             spike=spike,
+            level=level,
         )
 
     def drain_events(self) -> list[AuditEvent]:

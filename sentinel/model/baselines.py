@@ -71,6 +71,10 @@ class BaselineDetector:
         # HalfSpaceTrees scores the reading as a whole: every feature carries it equally.
         return np.repeat(scores[:, None], len(self.features), axis=1) + 1e-3
 
+    def levels(self, windows: np.ndarray) -> Float64Array | None:
+        """Baselines keep no level statistics: the level check leaves them alone."""
+        return None
+
     def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
         errors = self.feature_errors(windows)
         return window_scores(errors, self.meta.calibration.feature_mean_errors), errors

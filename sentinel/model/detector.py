@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from sentinel.errors import ModelError
+from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.scaler import Scaler
 
@@ -177,6 +178,9 @@ class ModelMeta:
     # is about the newest readings: it starts and ends with a fault instead of trailing it
     # by a window.
     score_steps: int = 0
+    # Training's window means per feature (sentinel.model.levels); None for models saved
+    # before it existed, whose windows the level check then leaves alone.
+    levels: LevelStats | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -198,6 +202,8 @@ class ModelMeta:
                 f"score_steps must be between 0 and the window ({self.window}), "
                 f"got {self.score_steps}"
             )
+        if self.levels is not None and len(self.levels.mean) != n:
+            raise ModelError(f"levels has {len(self.levels.mean)} features, meta lists {n}")
         unknown = set(self.relative_features) - set(self.features)
         if unknown:
             raise ModelError(f"relative_features {sorted(unknown)} are not among the features")
@@ -223,6 +229,8 @@ class ModelMeta:
             "relative_features": list(self.relative_features),
             "score_steps": self.score_steps,
         }
+        if self.levels is not None:
+            data["levels"] = self.levels.to_dict()
         return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
     @classmethod
@@ -264,6 +272,8 @@ class ModelMeta:
             ),
             # Optional: models saved before it existed score the whole window.
             score_steps=_integer(obj.get("score_steps", 0), "score_steps"),
+            # Optional: models saved before it existed have no level check.
+            levels=LevelStats.from_dict(obj["levels"]) if "levels" in obj else None,
         )
 
 
@@ -398,6 +408,15 @@ class Detector:
                 feature_errors.append(f)
         errors = np.concatenate(feature_errors)
         return window_scores(errors, self._meta.calibration.feature_mean_errors), errors
+
+    def levels(self, windows: np.ndarray) -> Float64Array | None:
+        """(B, F) levels of raw windows shaped (B, window, F): each feature's window mean,
+        in standard deviations of training's window means (``LevelStats.z``); None for a
+        model saved without level statistics."""
+        stats = self._meta.levels
+        if stats is None:
+            return None
+        return stats.z(self._meta.scaler.transform(windows))
 
     def save(self, directory: Path) -> None:
         """Write weights and meta into ``directory``, which must not exist or be empty.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
 import time
@@ -23,6 +24,7 @@ from sentinel.model.detector import (
     ModelMeta,
     reconstruction_errors,
 )
+from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.scaler import Scaler
 
@@ -142,7 +144,10 @@ def train_detector(
     relative = tuple(relative)
     rel_idx = [list(features).index(name) for name in relative]
     scaler = _fit_scaler(rows, segments, window, rel_idx)
-    data = torch.from_numpy(scaler.transform(rows)).to(device)
+    scaled = scaler.transform(rows)
+    bounds = np.cumsum([0, *lengths])
+    levels = LevelStats.fit([scaled[a:b] for a, b in itertools.pairwise(bounds)], window, rel_idx)
+    data = torch.from_numpy(scaled).to(device)
     offsets = torch.arange(window, device=device)
 
     rng = np.random.default_rng(config.seed)
@@ -255,6 +260,7 @@ def train_detector(
         training=training,
         relative_features=relative,
         score_steps=config.score_steps,
+        levels=levels,
     )
     log.info(
         "training_finished",

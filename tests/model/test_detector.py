@@ -304,3 +304,18 @@ def test_score_steps_round_trip_old_meta_reads_as_zero_and_range_is_checked(
     raw["score_steps"] = "4"
     with pytest.raises(ModelError, match="score_steps must be an integer"):
         ModelMeta.from_json(json.dumps(raw))
+
+
+def test_levels_round_trip_and_old_meta_has_none(saved: Path) -> None:
+    from sentinel.model.levels import LevelStats
+
+    meta = ModelMeta.from_json((saved / META_FILE).read_text())
+    levels = LevelStats(mean=(0.0, 0.5, -0.5), sd=(0.1, 0.0, 0.2))
+    assert ModelMeta.from_json(dataclasses.replace(meta, levels=levels).to_json()).levels == levels
+    raw = json.loads(meta.to_json())
+    raw.pop("levels", None)  # as written before the key existed
+    old = ModelMeta.from_json(json.dumps(raw))
+    assert old.levels is None
+    assert make_detector(levels=None).levels(windows(2)) is None
+    with pytest.raises(ModelError, match="levels has 1 features, meta lists 3"):
+        dataclasses.replace(meta, levels=LevelStats(mean=(0.0,), sd=(1.0,)))

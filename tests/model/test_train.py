@@ -281,6 +281,52 @@ def test_relative_feature_ignores_drift_but_still_sees_a_step() -> None:
     assert np.all(step_errors.argmax(axis=1) == 4)
 
 
+def rig(n: int, rng: np.random.Generator, flow: float) -> np.ndarray:
+    """A pump rig whose flow meter reads whole units (SKAB's flow is quantised like this)."""
+    t = np.arange(n)
+    return np.column_stack(
+        [
+            np.round(flow + 0.45 * rng.standard_normal(n)),
+            1 + 0.1 * rng.standard_normal(n),
+            0.3 * np.sin(t / 5) + 0.05 * rng.standard_normal(n),
+        ]
+    ).astype(np.float32)
+
+
+def test_levels_find_a_one_unit_shift_of_a_quantised_channel_the_model_follows() -> None:
+    cfg = config(epochs=15, score_steps=4)
+    model = train_detector(
+        [rig(600, np.random.default_rng(2), flow=31.6)],
+        stream="rig",
+        features=("flow", "pressure", "vibration"),
+        window=WINDOW,
+        config=cfg,
+        device=CPU,
+    )
+    levels = model.meta.levels
+    assert levels is not None
+    assert all(sd > 0 for sd in levels.sd)
+    threshold = 2 * model.meta.calibration.quantiles["0.995"]
+    normal = make_windows(rig(400, np.random.default_rng(5), flow=31.6), WINDOW, 1)
+    # Half a valve: the flow reads mostly 31 instead of mostly 32, every reading a value
+    # training saw plenty of.
+    shifted = make_windows(rig(400, np.random.default_rng(5), flow=30.6), WINDOW, 1)
+    normal_z, shifted_z = model.levels(normal), model.levels(shifted)
+    assert normal_z is not None
+    assert shifted_z is not None
+    assert normal_z.max() < 4
+    assert np.mean(model.score(shifted)[0] > threshold) < 0.5  # the model mostly follows it
+    assert np.mean(shifted_z[:, 0] > 6) > 0.8  # its level does not
+    assert np.all(shifted_z[:, 1:] < 4)  # and the other channels are left alone
+
+
+def test_relative_features_have_no_level() -> None:
+    relative = train_warming(("temp",))
+    assert relative.meta.levels is not None
+    assert relative.meta.levels.sd[-1] == 0.0
+    assert relative.meta.levels.sd[0] > 0.0
+
+
 def test_relative_feature_must_be_one_of_the_features() -> None:
     rng = np.random.default_rng(5)
     with pytest.raises(DataError, match="not among the features"):

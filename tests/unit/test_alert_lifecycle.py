@@ -163,3 +163,19 @@ def test_a_spike_is_named_in_the_reason_and_leads_the_contributions() -> None:
     assert plain is not None
     assert plain.reason is not None
     assert "spike_feature" not in plain.reason.to_dict()
+
+
+def test_a_level_hit_is_named_in_the_reason_and_leads_the_contributions() -> None:
+    from sentinel.records import LevelHit
+
+    t = tracker(open_after=2)
+    t.observe(replace(verdict(0, True), level=LevelHit(feature=2, z=9.0)), BASELINE)
+    opened = t.observe(replace(verdict(10, True), level=LevelHit(feature=2, z=11.5)), BASELINE)
+    assert opened is not None
+    assert opened.reason is not None
+    assert opened.reason.level == ("current", 11.5)  # the furthest of the opening windows
+    assert opened.reason.spike is None
+    assert opened.top_features[0].feature == "current"
+    data = opened.reason.to_dict()
+    assert (data["level_feature"], data["level_z"]) == ("current", 11.5)
+    assert type(opened.reason).from_dict(data) == opened.reason

@@ -33,6 +33,7 @@ def test_minimal_config_gets_sane_defaults(tmp_path: Path) -> None:
     assert config.database_url.startswith("sqlite:///")
     assert config.spikes.enabled
     assert config.spikes.k == 10.0
+    assert not config.levels.enabled  # limits from training alone: opt in (see its help)
 
 
 def test_spike_warmup_must_fit_its_history(tmp_path: Path) -> None:
@@ -40,6 +41,8 @@ def test_spike_warmup_must_fit_its_history(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[spikes]\nhistory = 100\nwarmup = 500\n" + MINIMAL))
     with pytest.raises(ConfigError, match=r"spikes\.k"):
         load_config(write(tmp_path, "[spikes]\nk = 0\n" + MINIMAL))
+    with pytest.raises(ConfigError, match=r"levels\.k"):
+        load_config(write(tmp_path, "[levels]\nk = -1\n" + MINIMAL))
 
 
 def test_every_error_is_listed_with_its_key_path(tmp_path: Path) -> None:

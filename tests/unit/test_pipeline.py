@@ -58,11 +58,13 @@ class FakeDetector:
 
 
 class Harness:
-    def __init__(self, models: dict[str, Any], **kw: Any) -> None:
+    def __init__(
+        self, models: dict[str, Any], config: SentinelConfig | None = None, **kw: Any
+    ) -> None:
         self.batches: list[WriteBatch] = []
         self.jobs: list[TrainingJob] = []
         self.pipeline = Pipeline(
-            make_config(),
+            config or make_config(),
             sink=self.batches.append,
             request_training=self.jobs.append,
             models=models,
@@ -228,6 +230,39 @@ def test_a_spike_the_model_misses_opens_an_alert_that_says_so() -> None:
     assert z > 10
     assert opened[0].severity.value == "critical"
     assert h.pipeline.stats.anomalous >= 1
+
+
+class LevelledDetector(FakeDetector):
+    """The fake model, plus levels: a window's mean of x in units of 0.01 from 0.1."""
+
+    def levels(self, windows: np.ndarray) -> np.ndarray:
+        z = np.zeros((len(windows), len(FEATURES)))
+        z[:, 0] = np.abs(windows[:, :, 0].mean(axis=1) - 0.1) / 0.01
+        return z
+
+
+def test_a_level_shift_the_model_misses_opens_an_alert_only_where_levels_are_on() -> None:
+    rng = np.random.default_rng(0)
+    values = list(0.1 + 0.001 * rng.standard_normal(300))
+    values[200:240] = [v + 0.2 for v in values[200:240]]  # 20 of its sds, far below 1.5
+    stream = [delivery("a", float(t), v) for t, v in enumerate(values)]
+
+    off = Harness({"pump": LevelledDetector()})
+    off.run(stream)
+    assert off.alerts == []
+
+    on = Harness({"pump": LevelledDetector()}, make_config(levels={"enabled": True, "k": 8}))
+    on.run(stream)
+    opened = [a for a in on.alerts if a.status is AlertStatus.OPEN]
+    assert len({a.uid for a in on.alerts}) == 1, "one alert, for the shift"
+    assert 200.0 <= opened[0].started_at <= 204.0
+    assert opened[0].reason is not None
+    assert opened[0].reason.level is not None
+    feature, z = opened[0].reason.level
+    assert (feature, opened[0].top_features[0].feature) == ("x", "x")
+    assert z > 8
+    assert opened[0].reason.spike is None
+    assert on.alerts[-1].status is AlertStatus.CLOSED
 
 
 def test_a_corrupt_snapshot_is_set_aside_and_thresholds_start_afresh(tmp_path: Path) -> None:

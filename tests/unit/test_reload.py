@@ -18,6 +18,7 @@ def test_live_keys_are_applied_and_the_rest_needs_a_restart() -> None:
         threshold={"warmup": 1000, "multiplier": 2.5},
         alerts={"open_after": 2, "close_after": 3},
         spikes={"k": 12.0},
+        levels={"enabled": True},
         logging={"level": "debug"},
         windows={"length": 8, "hop": 1, "max_gap": 100},
         mqtt={"host": "elsewhere"},
@@ -28,6 +29,7 @@ def test_live_keys_are_applied_and_the_rest_needs_a_restart() -> None:
         "alerts.open_after": (1, 2),
         "alerts.close_after": (2, 3),
         "spikes.k": (10.0, 12.0),
+        "levels.enabled": (False, True),
         "logging.level": ("info", "debug"),
     }
     assert set(plan.needs_restart) == {"windows.length", "mqtt.host"}
@@ -37,6 +39,7 @@ def test_live_keys_are_applied_and_the_rest_needs_a_restart() -> None:
     assert plan.config.threshold.multiplier == 2.5
     assert plan.config.alerts.close_after == 3
     assert plan.config.spikes.k == 12.0
+    assert plan.config.levels.enabled
 
 
 def test_a_new_stream_list_is_applied_by_restarting_the_components() -> None:

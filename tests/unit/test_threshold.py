@@ -96,10 +96,13 @@ def test_risk_must_fit_inside_the_fitted_tail() -> None:
         spot_config(risk=0.2, spot_level=0.9)
 
 
-def test_a_spiked_window_is_anomalous_and_teaches_the_threshold_nothing() -> None:
-    from sentinel.records import SpikeHit
+@pytest.mark.parametrize("kind", ["spike", "level"])
+def test_a_spiked_or_levelled_window_is_anomalous_and_teaches_the_threshold_nothing(
+    kind: str,
+) -> None:
+    from sentinel.records import LevelHit, SpikeHit
 
-    hit = SpikeHit(feature=0, z=12.0, age=3)
+    hit = SpikeHit(feature=0, z=12.0, age=3) if kind == "spike" else LevelHit(feature=1, z=9.0)
     for method in ("quantile", "spot"):
         cfg = ThresholdConfig(method=method, quantile=0.9, multiplier=1.0, warmup=10, history=50)
         bank = ThresholdBank(cfg)
@@ -109,9 +112,9 @@ def test_a_spiked_window_is_anomalous_and_teaches_the_threshold_nothing() -> Non
         # The level-shift watch sees every window's score; what the threshold learnt must not.
         learnt = ("normal_seen", "recent", "spot", "scale")
         before = {k: bank.snapshot("pump")["a"][k] for k in learnt}
-        verdict = bank.judge(score(0.5), fallback=100.0, calibration=calibration, spike=hit)
+        verdict = bank.judge(score(0.5), fallback=100.0, calibration=calibration, **{kind: hit})
         assert verdict.is_anomaly
-        assert verdict.spike == hit
+        assert getattr(verdict, kind) == hit
         assert verdict.exceedance == pytest.approx(hit.exceedance)
         assert verdict.threshold > 0.5
         assert {k: bank.snapshot("pump")["a"][k] for k in learnt} == before, method

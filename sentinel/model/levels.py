@@ -1,0 +1,101 @@
+"""Levels: how far a window's mean of each feature lies from the window means training saw.
+
+Why a check beside the autoencoder: the autoencoder's latent vector encodes a window's
+level, so a window whose level is unusual but lies inside the span training covered --
+a valve half closed, taking a pump's flow from mostly 32 to mostly 31 L/min on a channel
+quantised to whole units -- is reconstructed as well as any other, and its error stays
+normal. A window's *mean*, though, averages the quantisation noise away: over 16 readings
+such a shift is several times the spread of the training windows' means, where a single
+reading's shift is less than its noise (docs/BENCHMARKS.md, SKAB).
+
+At training, every window of the training readings (stride 1, scaled units) gives each
+feature's window mean; the model keeps their mean and standard deviation (``LevelStats``,
+in meta.json). At scoring, a window's level of feature f is
+``z_f = |mean_f - mu_f| / sd_f``: the same statistic, in units of training's spread. It is a
+Shewhart chart on window means whose limits come from the model's training data, so it
+follows the model: retraining on a new normal moves the limits with it.
+
+Features judged by their changes (``relative_features``) have no level to judge, and a
+feature constant in training (``sd_f`` 0) is not judged either. ``sentinel.levels`` turns
+``z`` into verdicts (``[levels]`` in the config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from sentinel.errors import ModelError
+
+__all__ = ["LevelStats"]
+
+FloatArray = npt.NDArray[np.float64]
+
+_CONSTANT = 1e-9  # a window-mean spread below this (scaled units) is a constant feature
+
+
+@dataclass(frozen=True)
+class LevelStats:
+    """Per feature: mean and standard deviation of training's window means, scaled units.
+
+    ``sd`` 0 marks a feature that is not judged (relative, or constant in training)."""
+
+    mean: tuple[float, ...]
+    sd: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.sd):
+            raise ModelError(f"levels: {len(self.mean)} means but {len(self.sd)} sds")
+        values = np.asarray([*self.mean, *self.sd], dtype=np.float64)
+        if not np.all(np.isfinite(values)) or min(self.sd, default=0.0) < 0:
+            raise ModelError("levels: means must be finite and sds finite and non-negative")
+
+    @classmethod
+    def fit(
+        cls, segments: Sequence[np.ndarray], window: int, skip: Sequence[int] = ()
+    ) -> LevelStats:
+        """From scaled (N_i, F) segments: windows never straddle two segments; features in
+        ``skip`` get sd 0 (not judged)."""
+        means = [
+            sliding_window_view(np.asarray(s, dtype=np.float64), window, axis=0).mean(axis=-1)
+            for s in segments
+            if len(s) >= window
+        ]
+        if not means:
+            raise ModelError(f"levels: no segment holds a window of {window} readings")
+        stacked = np.concatenate(means)  # (M, F)
+        mean = stacked.mean(axis=0)
+        sd = stacked.std(axis=0)
+        sd[sd < _CONSTANT] = 0.0
+        sd[list(skip)] = 0.0
+        return cls(mean=tuple(float(v) for v in mean), sd=tuple(float(v) for v in sd))
+
+    def z(self, scaled: np.ndarray) -> FloatArray:
+        """(B, T, F) scaled windows -> (B, F) levels in training sds; 0 where not judged."""
+        sd = np.asarray(self.sd, dtype=np.float64)
+        judged = sd > 0
+        out = np.zeros((scaled.shape[0], len(sd)), dtype=np.float64)
+        if judged.any():
+            mean = np.asarray(scaled, dtype=np.float64)[:, :, judged].mean(axis=1)
+            out[:, judged] = np.abs(mean - np.asarray(self.mean)[judged]) / sd[judged]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "sd": list(self.sd)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LevelStats:
+        if not isinstance(data, dict):
+            raise ModelError("levels must be a JSON object")
+        mean, sd = data.get("mean"), data.get("sd")
+        if not isinstance(mean, list) or not isinstance(sd, list):
+            raise ModelError("levels.mean and levels.sd must be lists")
+        for value in (*mean, *sd):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ModelError("levels.mean and levels.sd must hold numbers")
+        return cls(mean=tuple(float(v) for v in mean), sd=tuple(float(v) for v in sd))
