@@ -416,7 +416,8 @@ class Detector:
         stats = self._meta.levels
         if stats is None:
             return None
-        return stats.z(self._meta.scaler.transform(windows))
+        # Scaling is linear: scale the (B, F) means, not every reading of every window.
+        return stats.z(self._meta.scaler.transform(windows.mean(axis=1, dtype=np.float64)))
 
     def save(self, directory: Path) -> None:
         """Write weights and meta into ``directory``, which must not exist or be empty.

@@ -75,14 +75,13 @@ class LevelStats:
         sd[list(skip)] = 0.0
         return cls(mean=tuple(float(v) for v in mean), sd=tuple(float(v) for v in sd))
 
-    def z(self, scaled: np.ndarray) -> FloatArray:
-        """(B, T, F) scaled windows -> (B, F) levels in training sds; 0 where not judged."""
+    def z(self, means: np.ndarray) -> FloatArray:
+        """(B, F) window means, scaled -> (B, F) levels in training sds; 0 where not judged."""
         sd = np.asarray(self.sd, dtype=np.float64)
         judged = sd > 0
-        out = np.zeros((scaled.shape[0], len(sd)), dtype=np.float64)
-        if judged.any():
-            mean = np.asarray(scaled, dtype=np.float64)[:, :, judged].mean(axis=1)
-            out[:, judged] = np.abs(mean - np.asarray(self.mean)[judged]) / sd[judged]
+        means = np.asarray(means, dtype=np.float64)
+        out = np.zeros(means.shape, dtype=np.float64)
+        out[:, judged] = np.abs(means[:, judged] - np.asarray(self.mean)[judged]) / sd[judged]
         return out
 
     def to_dict(self) -> dict[str, Any]:

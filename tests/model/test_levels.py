@@ -36,7 +36,7 @@ def test_skipped_and_constant_features_are_not_judged() -> None:
     stats = LevelStats.fit([data], window=3, skip=[2])
     assert stats.sd[0] > 0
     assert stats.sd[1:] == (0.0, 0.0)
-    far = np.full((1, 3, 3), 1e6)  # every feature far beyond anything seen
+    far = np.full((1, 3), 1e6)  # every feature's window mean far beyond anything seen
     z = stats.z(far)
     assert z[0, 0] > 1e4
     assert z[0, 1:].tolist() == [0.0, 0.0]
@@ -51,7 +51,7 @@ def test_z_is_the_distance_of_the_window_mean_in_training_sds() -> None:
             [[0.0, -2.0], [-1.0, -2.0]],  # mean -0.5: 3 sds below
         ]
     )
-    np.testing.assert_allclose(stats.z(windows), [[0, 0], [3, 3], [3, 0]])
+    np.testing.assert_allclose(stats.z(windows.mean(axis=1)), [[0, 0], [3, 3], [3, 0]])
 
 
 def test_round_trip_and_bad_input() -> None:
