@@ -565,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay a recorded CSV through the same windows, model, thresholds and "
         "alert logic as the daemon, as fast as the CPU allows. The first rows train the "
         "model (labels unseen); every row then gets the detector's score, threshold, "
-        "verdict and open alert. Label columns are carried to the output, never used.",
+        "verdict, the check that made it anomalous (score, spike:FEATURE or level:FEATURE, "
+        "joined by +) and open alert. Label columns are carried to the output, never used.",
     )
     rep.add_argument("input", type=Path, metavar="INPUT.csv")
     config_arg(rep)

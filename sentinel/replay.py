@@ -55,6 +55,7 @@ class _State:
     score: float | None = None
     threshold: float | None = None
     is_anomaly: bool = False
+    check: str = ""
     alert: str | None = None
     scored: int = 0
 
@@ -65,6 +66,22 @@ def _iso(ts: float) -> str:
 
 def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
+
+
+def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
+    """Which checks made a window anomalous, for the output's ``check`` column: ``score``
+    (above the threshold), ``spike:FEATURE`` (sentinel.spikes), ``level:FEATURE``
+    (sentinel.levels), joined by ``+``; empty for a normal window."""
+    if not verdict.is_anomaly:
+        return ""
+    parts = []
+    if verdict.score.value > verdict.threshold:
+        parts.append("score")
+    for kind, hit in (("spike", verdict.spike), ("level", verdict.level)):
+        if hit is not None:
+            name = features[hit.feature] if hit.feature < len(features) else str(hit.feature)
+            parts.append(f"{kind}:{name}")
+    return "+".join(parts) or "score"
 
 
 def replay(
@@ -130,11 +147,13 @@ def replay(
 
     state = _State()
     alerts: set[str] = set()
+    features = tuple(stream.feature_names)
 
     def observe(verdict: Verdict, alert: Alert | None) -> None:
         state.score = verdict.score.value
         state.threshold = verdict.threshold
         state.is_anomaly = verdict.is_anomaly
+        state.check = why_anomalous(verdict, features)
         state.scored += 1
         if alert is not None:
             alerts.add(alert.uid)
@@ -185,6 +204,7 @@ def replay(
                 "score",
                 "threshold",
                 "is_anomaly",
+                "check",
                 "alert_id",
                 *label_names,
             ]
@@ -217,6 +237,7 @@ def replay(
                         _number(state.score if scored else None),
                         _number(state.threshold if scored else None),
                         int(scored and state.is_anomaly),
+                        state.check if scored and state.is_anomaly else "",
                         (state.alert or "") if scored else "",
                         *(data.carried[name][i] for name in label_names),
                     ]

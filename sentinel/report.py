@@ -1,10 +1,13 @@
 """Render a replay's scores CSV as a figure (PNG) or a self-contained HTML report.
 
 The input is what ``sentinel replay --out`` writes: ``timestamp``, the feature columns,
-``score``, ``threshold``, ``is_anomaly``, ``alert_id`` and any carried label columns. The
-figure answers "where and why did it fire": one panel per feature, then score against
-threshold; alerts are shaded blue across every panel, labelled anomalies light red, so a
-detection that matches a label shows purple.
+``score``, ``threshold``, ``is_anomaly``, ``check``, ``alert_id`` and any carried label
+columns. The figure answers "where and why did it fire": one panel per feature, then score
+against threshold; alerts are shaded blue across every panel, labelled anomalies light red,
+so a detection that matches a label shows purple. Rows made anomalous by the spike or the
+level check rather than by their score (``check`` without ``score``) get their own marker:
+their score sits under the threshold, and the HTML report's alert table names the check
+and feature behind each alert.
 
 matplotlib is imported inside the functions that draw, on the Agg canvas and without pyplot,
 so the daemon never loads it and no display or global backend is touched.
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["LABEL_NAMES", "detect_label_columns", "render_report"]
 
 REQUIRED_COLUMNS = ("timestamp", "score", "threshold", "is_anomaly")
-_RESERVED = (*REQUIRED_COLUMNS, "alert_id")
+_RESERVED = (*REQUIRED_COLUMNS, "check", "alert_id")
 # Auto-detection: a column is a label when its normalised name (lower case, runs of other
 # characters than letters and digits turned into "_") is one of these, starts with "label_"
 # or ends with "_label", and every cell is 0, 1 or empty. SKAB carries anomaly/changepoint,
@@ -54,6 +57,7 @@ _EVENT_COLOURS = ("#b71c1c", "#4e342e", "#880e4f")  # point labels (changepoints
 _LINE_COLOUR = "#263238"
 _THRESHOLD_COLOUR = "#ef6c00"
 _FLAG_COLOUR = "#0d47a1"
+_CHECK_COLOUR = "#6a1b9a"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class _Scores:
     score: np.ndarray
     threshold: np.ndarray
     flagged: np.ndarray  # (rows,) bool
+    checks: list[str]  # (rows,) the replay's check column: "score", "spike:flow", ...
     alerts: list[_Span]
     labels: dict[str, np.ndarray]  # column -> (rows,) bool
 
@@ -228,9 +233,31 @@ def _read(path: Path, label_columns: Sequence[str] | None) -> _Scores:
         score=_numbers(path, "score", columns["score"]),
         threshold=_numbers(path, "threshold", columns["threshold"]),
         flagged=np.nan_to_num(flagged) > 0,
+        checks=[c.strip() for c in columns.get("check", [""] * len(rows))],
         alerts=_group_alerts(columns.get("alert_id", [""] * len(rows))),
         labels=labels,
     )
+
+
+def _forced(s: _Scores, kind: str) -> np.ndarray:
+    """Rows made anomalous by the ``kind`` check ("spike", "level") and not by their score."""
+    return np.array(
+        [
+            "score" not in parts and any(p.startswith(f"{kind}:") for p in parts)
+            for parts in (c.split("+") for c in s.checks)
+        ],
+        dtype=bool,
+    )
+
+
+def _why(checks: Sequence[str]) -> str:
+    """The distinct checks behind some rows, most frequent first: "level:flow (40), score (3)"."""
+    counts: dict[str, int] = {}
+    for cell in checks:
+        for part in filter(None, cell.split("+")):
+            counts[part] = counts.get(part, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} ({n})" for name, n in ranked)
 
 
 def _feature_groups(names: Sequence[str]) -> list[list[str]]:
@@ -352,7 +379,18 @@ def _figure(s: _Scores, title: str) -> Figure:
     ax.plot(times, s.score, color=_LINE_COLOUR, lw=1.0, marker=marker, ms=3)
     ax.plot(times, s.threshold, color=_THRESHOLD_COLOUR, lw=1.2, ls="--")
     flagged = s.flagged & np.isfinite(s.score)
-    ax.scatter(times[flagged], s.score[flagged], s=9, color=_FLAG_COLOUR, zorder=3)
+    by_score = flagged & ~_forced(s, "spike") & ~_forced(s, "level")
+    ax.scatter(times[by_score], s.score[by_score], s=9, color=_FLAG_COLOUR, zorder=3)
+    extra_handles = []
+    for kind, shape in (("spike", "^"), ("level", "s")):
+        rows = flagged & _forced(s, kind)
+        if rows.any():
+            ax.scatter(
+                times[rows], s.score[rows], s=16, marker=shape, color=_CHECK_COLOUR, zorder=4
+            )
+            extra_handles.append(
+                Line2D([], [], color=_CHECK_COLOUR, marker=shape, ms=5, lw=0, label=f"{kind} check")
+            )
     if _use_log_scale(s.score, s.threshold):
         ax.set_yscale("log")
     if not np.isfinite(s.score).any():
@@ -384,6 +422,7 @@ def _figure(s: _Scores, title: str) -> Figure:
         Line2D([], [], color=_LINE_COLOUR, lw=1.0, label="score"),
         Line2D([], [], color=_THRESHOLD_COLOUR, lw=1.2, ls="--", label="threshold"),
         Line2D([], [], color=_FLAG_COLOUR, marker="o", ms=4, lw=0, label="anomalous row"),
+        *extra_handles,
         Patch(color=_ALERT_COLOUR, alpha=0.3, label="alert"),
     ]
     for style in labels:
@@ -462,6 +501,9 @@ def _html(s: _Scores, title: str, png: bytes) -> str:
         ("features", ", ".join(s.features) or "none"),
         ("label columns", ", ".join(s.labels) or "none"),
     ]
+    has_checks = any(s.checks)
+    if has_checks:
+        summary.insert(5, ("anomalous rows by check", _why(s.checks) or "none"))
     alert_rows = []
     for span in s.alerts:
         peak = s.score[span.first : span.last + 1]
@@ -474,10 +516,14 @@ def _html(s: _Scores, title: str, png: bytes) -> str:
             str(span.rows),
             f"{peak.max():.4g}" if peak.size else "",
         ]
+        if has_checks:
+            row.append(_why(s.checks[span.first : span.last + 1]))
         if s.labels:
             row.append("yes" if _overlaps(span, all_label_runs) else "no")
         alert_rows.append(row)
     alert_head = ["alert", "start", "end", "duration", "rows", "peak score"]
+    if has_checks:
+        alert_head.append("why (anomalous rows)")
     if s.labels:
         alert_head.append("overlaps a label")
     label_rows = [

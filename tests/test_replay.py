@@ -78,6 +78,7 @@ def test_replay_scores_every_row_and_finds_the_labelled_fault(tmp_path: Path) ->
         "score",
         "threshold",
         "is_anomaly",
+        "check",
         "alert_id",
         "anomaly",
     ]
@@ -85,6 +86,8 @@ def test_replay_scores_every_row_and_finds_the_labelled_fault(tmp_path: Path) ->
     assert all(r["score"] == "" for r in rows[:400]), "training rows are not scored"
     assert all(r["score"] != "" for r in rows[420:]), "every later row carries a score"
     flagged = [i for i, r in enumerate(rows) if r["is_anomaly"] == "1"]
+    assert all(r["check"] for r in rows if r["is_anomaly"] == "1"), "every verdict explained"
+    assert not any(r["check"] for r in rows if r["is_anomaly"] == "0")
     inside = [i for i in flagged if 900 <= i < 1000 + 16]
     assert len(inside) >= 50, f"the fault was not found: flagged rows {flagged[:20]}..."
     assert len(flagged) - len(inside) <= 30, "too many rows flagged outside the fault"

@@ -105,6 +105,46 @@ def test_html_embeds_figure_and_lists_alert_and_labels(tmp_path: Path) -> None:
     assert "<td>yes</td>" in text  # the alert overlaps the labelled interval
 
 
+def test_rows_forced_by_a_check_are_explained(tmp_path: Path) -> None:
+    """A level-forced window scores under its threshold: the report names the check."""
+    scores = tmp_path / "scores.csv"
+    lines = ["timestamp,flow,score,threshold,is_anomaly,check,alert_id"]
+    for i in range(60):
+        when = (START + timedelta(seconds=i)).isoformat()
+        if 20 <= i < 30:  # forced by the level of flow, score under the threshold
+            lines.append(f"{when},31,0.2,0.5,1,level:flow,e1")
+        elif i == 30:  # still the same alert, now above the threshold as well
+            lines.append(f"{when},29,0.9,0.5,1,score+level:flow,e1")
+        elif i == 45:  # a spike alone
+            lines.append(f"{when},60,0.3,0.5,1,spike:flow,e2")
+        else:
+            lines.append(f"{when},32,0.2,0.5,0,,")
+    scores.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "r.html"
+    render_report(scores, out)
+    text = out.read_text()
+    assert (
+        "<td>anomalous rows by check</td><td>level:flow (11), score (1), spike:flow (1)</td>"
+        in text
+    )
+    assert "<td>level:flow (11), score (1)</td>" in text  # alert e1's row
+    assert "<td>spike:flow (1)</td>" in text  # alert e2's row
+    assert "<td>features</td><td>flow</td>" in text  # check is not a feature
+    render_report(scores, tmp_path / "r.png")
+    assert_png(tmp_path / "r.png")
+
+
+def test_scores_without_a_check_column_still_render(tmp_path: Path) -> None:
+    """Files written before the column existed: no "why" column, nothing else lost."""
+    scores = write_scores(tmp_path / "scores.csv")
+    out = tmp_path / "r.html"
+    render_report(scores, out)
+    text = out.read_text()
+    assert "why (anomalous rows)" not in text
+    assert "anomalous rows by check" not in text
+    assert "<td>a1b2c3</td>" in text
+
+
 def test_text_columns_are_not_plotted(tmp_path: Path) -> None:
     scores = tmp_path / "scores.csv"
     scores.write_text(
