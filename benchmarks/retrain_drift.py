@@ -73,7 +73,12 @@ def make_config(args: argparse.Namespace, state_dir: Path, shadow: float) -> Sen
             "threshold": THRESHOLDS[args.thresholds],
             "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": FEATURES}],
             "windows": {"length": 32, "hop": 4, "max_gap": 3 * args.step},
-            "model": {"epochs": args.epochs, "train_stride": 4, "device": "cpu", "seed": 0},
+            "model": {
+                "epochs": args.epochs,
+                "train_stride": 4,
+                "device": "cpu",
+                "seed": args.model_seed,
+            },
             "cold_start": {"readings": 1000},
             "retrain": {
                 "every": args.every,
@@ -82,6 +87,7 @@ def make_config(args: argparse.Namespace, state_dir: Path, shadow: float) -> Sen
                 "min_rows": 2000,
                 "exclusion_margin": args.margin,
                 "shadow": shadow,
+                "tolerance": args.tolerance,
             },
         }
     )
@@ -229,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reservoir-days", type=float, default=2.0)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--margin", type=float, default=120.0, help="retrain.exclusion_margin, s")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=7, help="the simulated fleet's seed")
+    ap.add_argument("--model-seed", type=int, default=0, help="model.seed of every model")
+    ap.add_argument(
+        "--tolerance", type=float, default=0.02, help="retrain.tolerance (promotion margin)"
+    )
     ap.add_argument(
         "--shadow",
         type=float,

@@ -565,6 +565,14 @@ class RetrainConfig(Section):
         description="How much worse than the active model a challenger may be, in detection "
         "minus false-alarm rate and in false-alarm rate, and still be promoted.",
     )
+    attempts: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="Challengers trained per run, each with the next model seed, until one "
+        "is promoted. Training is noisy: one that loses to the active model by chance gets "
+        "another try; one trained on poisoned data loses every time. 1 trains once.",
+    )
     shadow: float = Field(
         default=0.0,
         ge=0,

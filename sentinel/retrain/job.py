@@ -22,8 +22,8 @@ import torch
 from sentinel.config import SentinelConfig
 from sentinel.errors import DataError, ModelError
 from sentinel.model import Detector, ModelRegistry, make_windows, train_detector
-from sentinel.retrain.promotion import Metrics, build_eval_set, decide, evaluate
-from sentinel.retrain.reservoir import Reservoir, Run, reservoir_path
+from sentinel.retrain.promotion import EvalSet, Metrics, build_eval_set, decide, evaluate
+from sentinel.retrain.reservoir import CleanData, Reservoir, Run, reservoir_path
 from sentinel.threshold import calibration_threshold
 
 __all__ = ["RetrainOutcome", "config_hash", "open_reservoir", "run_retrain"]
@@ -126,44 +126,95 @@ def run_retrain(
         except ModelError as err:
             log.error("retrain_champion_unusable", stream=stream, version=parent, error=str(err))
     runs = data.train + data.holdout if champion is None else data.train
-    progress = _progress(stream, config.model.epochs)
-    try:
-        challenger = train_detector(
-            [r.values for r in runs],
-            stream=stream,
-            features=stream_cfg.feature_names,
-            window=window,
-            config=config.model,
-            device=device,
-            first_ts=min(float(r.ts[0]) for r in runs),
-            last_ts=max(float(r.ts[-1]) for r in runs),
-            progress=progress,
-            stop=stop,
-        )
-    except (DataError, ModelError) as err:
-        log.error("retrain_failed", stream=stream, error=str(err))
-        return RetrainOutcome(stream, "failed", str(err), parent=parent)
-    finally:
-        progress.close()
-
-    metrics: dict[str, Any] = {}
-    challenger_metrics: Metrics | None = None
+    eval_set = None
     champion_metrics: Metrics | None = None
     if data.holdout:
         eval_set = build_eval_set(
             [r.values for r in data.holdout], window, cfg.inject_magnitude, config.model.seed
         )
-        challenger_metrics = evaluate(challenger, eval_set, config)
-        metrics["challenger"] = challenger_metrics.to_dict()
         if champion is not None and _fits(champion, config, stream):
             champion_metrics = evaluate(champion, eval_set, config)
-            metrics["champion"] = champion_metrics.to_dict()
-    if challenger_metrics is None:
+    # A challenger that loses by chance (training spread) gets another seed; one trained on
+    # poisoned data loses every time (docs/ARCHITECTURE.md, "Champion and challenger").
+    attempts = cfg.attempts if champion_metrics is not None else 1
+    earlier: list[str] = []
+    outcome: RetrainOutcome | None = None
+    for attempt in range(attempts):
+        if attempt and stop is not None and stop.is_set():
+            break
+        model_cfg = config.model.model_copy(update={"seed": config.model.seed + attempt})
+        progress = _progress(stream, model_cfg.epochs)
+        try:
+            challenger = train_detector(
+                [r.values for r in runs],
+                stream=stream,
+                features=stream_cfg.feature_names,
+                window=window,
+                config=model_cfg,
+                device=device,
+                first_ts=min(float(r.ts[0]) for r in runs),
+                last_ts=max(float(r.ts[-1]) for r in runs),
+                progress=progress,
+                stop=stop,
+            )
+        except (DataError, ModelError) as err:
+            log.error("retrain_failed", stream=stream, error=str(err))
+            return RetrainOutcome(stream, "failed", str(err), parent=parent)
+        finally:
+            progress.close()
+        outcome = _judge(
+            config,
+            stream,
+            challenger,
+            eval_set,
+            champion_metrics,
+            data,
+            runs,
+            sum(len(r.ts) for r in data.holdout) if champion is not None else 0,
+            parent,
+            reason,
+            attempt=(attempt + 1, attempts),
+            earlier=earlier,
+        )
+        if outcome.status == "accepted":
+            break
+    assert outcome is not None  # the first attempt always runs
+    return outcome
+
+
+def _judge(
+    config: SentinelConfig,
+    stream: str,
+    challenger: Detector,
+    eval_set: EvalSet | None,
+    champion_metrics: Metrics | None,
+    data: CleanData,
+    runs: list[Run],
+    holdout_rows: int,
+    parent: str | None,
+    trigger: str,
+    attempt: tuple[int, int],
+    earlier: list[str],
+) -> RetrainOutcome:
+    """Judge one challenger, save it with its status, and say what became of it."""
+    metrics: dict[str, Any] = {}
+    if champion_metrics is not None:
+        metrics["champion"] = champion_metrics.to_dict()
+    if eval_set is None:
         decision_ok, why = True, "first model: nothing to compare with"
     else:
-        decision = decide(challenger_metrics, champion_metrics, cfg.tolerance)
+        challenger_metrics = evaluate(challenger, eval_set, config)
+        metrics["challenger"] = challenger_metrics.to_dict()
+        decision = decide(challenger_metrics, champion_metrics, config.retrain.tolerance)
         decision_ok, why = decision.accepted, decision.reason
+    number, attempts = attempt
+    if attempts > 1:
+        seed = challenger.meta.training.get("seed")
+        own = f"attempt {number} of {attempts} (model seed {seed}): {why}"
+        why = own + ("; earlier: " + "; ".join(earlier) if earlier else "")
+        earlier.append(own)  # what the next attempt's reason lists
     status: Status = "accepted" if decision_ok else "rejected"
+    registry = ModelRegistry(config.models_dir)
     registry.save(challenger)
     registry.write_status(
         stream,
@@ -171,7 +222,8 @@ def run_retrain(
         {
             "status": status,
             "reason": why,
-            "trigger": reason,
+            "trigger": trigger,
+            "attempt": number,
             "decided": datetime.now(UTC).isoformat(timespec="seconds"),
             "parent": parent,
             "config_hash": config_hash(config, stream),
@@ -181,7 +233,7 @@ def run_retrain(
                 "clean_rows": data.rows,
                 "stored_rows": data.stored,
                 "train_rows": sum(len(r.ts) for r in runs),
-                "holdout_rows": sum(len(r.ts) for r in data.holdout) if champion else 0,
+                "holdout_rows": holdout_rows,
             },
             "validation": {
                 k: v

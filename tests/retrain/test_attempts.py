@@ -1,0 +1,108 @@
+"""A challenger rejected by chance gets another model seed; each attempt is kept and judged.
+
+The decision is faked here (the rule itself is tested on real models in test_promotion.py,
+where a challenger trained on poisoned data loses); what is tested is the run around it:
+real reservoir, real training, real registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from sentinel.config import SentinelConfig
+from sentinel.model import ModelRegistry
+from sentinel.retrain import job
+from sentinel.retrain.job import RetrainOutcome, run_retrain
+from sentinel.retrain.promotion import Decision, Metrics
+from tests.retrain.helpers import make_config, normal
+from tests.retrain.test_service import fill
+
+CPU = torch.device("cpu")
+
+
+def active_model(tmp_path: Path, **retrain: Any) -> tuple[SentinelConfig, ModelRegistry, str]:
+    config = make_config(tmp_path / "state", **retrain)
+    fill(config, normal(1500, seed=4))
+    first = run_retrain(config, "pump", reason="cold start", device=CPU, cold_start=True)
+    assert first.status == "accepted"
+    assert first.version is not None
+    registry = ModelRegistry(config.models_dir)
+    registry.activate("pump", first.version)
+    return config, registry, first.version
+
+
+def judged_by(
+    monkeypatch: pytest.MonkeyPatch, verdicts: list[bool]
+) -> list[tuple[Metrics, Metrics | None]]:
+    calls: list[tuple[Metrics, Metrics | None]] = []
+
+    def decide(challenger: Metrics, champion: Metrics | None, tolerance: float) -> Decision:
+        calls.append((challenger, champion))
+        ok = verdicts[len(calls) - 1]
+        return Decision(ok, "fine" if ok else "detection - false rate 0.7 is below 0.8 - 0.05")
+
+    monkeypatch.setattr(job, "decide", decide)
+    return calls
+
+
+def test_a_rejected_challenger_is_retrained_with_the_next_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, registry, parent = active_model(tmp_path)
+    calls = judged_by(monkeypatch, [False, True])
+
+    outcome = run_retrain(config, "pump", reason="schedule", device=CPU)
+
+    assert outcome.status == "accepted"
+    assert outcome.reason.startswith("attempt 2 of 2 (model seed 1): fine; earlier: attempt 1")
+    assert outcome.parent == parent
+    assert outcome.seeds, "an accepted run seeds the devices' thresholds"
+    rejected = [v for v in registry.versions("pump") if v not in (parent, outcome.version)]
+    assert len(rejected) == 1, "the losing attempt is kept, as rejected"
+    first = registry.status("pump", rejected[0])
+    assert first["status"] == "rejected"
+    assert first["reason"].startswith("attempt 1 of 2 (model seed 0): detection - false rate")
+    assert (first["attempt"], registry.status("pump", outcome.version or "")["attempt"]) == (1, 2)
+    seeds = [
+        registry.load_version("pump", v, CPU).meta.training["seed"]
+        for v in (rejected[0], outcome.version or "")
+    ]
+    assert seeds == [0, 1]
+    # Both attempts were judged against the same measurement of the active model.
+    assert len(calls) == 2
+    assert calls[0][1] is not None
+    assert calls[0][1] == calls[1][1]
+    assert calls[0][0] != calls[1][0]
+
+
+def test_a_challenger_that_loses_every_time_is_rejected_and_nothing_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, registry, parent = active_model(tmp_path, attempts=3)
+    judged_by(monkeypatch, [False, False, False])
+
+    outcome = run_retrain(config, "pump", reason="schedule", device=CPU)
+
+    assert outcome.status == "rejected"
+    assert outcome.reason.startswith("attempt 3 of 3 (model seed 2)")
+    assert outcome.reason.count("attempt") == 3
+    assert outcome.seeds == {}
+    assert registry.active_version("pump") == parent
+    statuses = [registry.status("pump", v)["status"] for v in registry.versions("pump")]
+    assert sorted(statuses) == ["accepted", "rejected", "rejected", "rejected"]
+
+
+def test_one_attempt_trains_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, registry, _ = active_model(tmp_path, attempts=1)
+    calls = judged_by(monkeypatch, [False])
+
+    outcome: RetrainOutcome = run_retrain(config, "pump", reason="schedule", device=CPU)
+
+    assert outcome.status == "rejected"
+    assert outcome.reason == "detection - false rate 0.7 is below 0.8 - 0.05"
+    assert len(calls) == 1
+    assert len(registry.versions("pump")) == 2
