@@ -135,7 +135,7 @@ def run_retrain(
         if champion is not None and _fits(champion, config, stream):
             champion_metrics = evaluate(champion, eval_set, config)
     # A challenger that loses by chance (training spread) gets another seed; one trained on
-    # poisoned data loses every time (docs/ARCHITECTURE.md, "Champion and challenger").
+    # poisoned data loses every time (docs/ARCHITECTURE.md, "Attempts").
     attempts = cfg.attempts if champion_metrics is not None else 1
     earlier: list[str] = []
     outcome: RetrainOutcome | None = None
