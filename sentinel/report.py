@@ -379,11 +379,12 @@ def _figure(s: _Scores, title: str) -> Figure:
     ax.plot(times, s.score, color=_LINE_COLOUR, lw=1.0, marker=marker, ms=3)
     ax.plot(times, s.threshold, color=_THRESHOLD_COLOUR, lw=1.2, ls="--")
     flagged = s.flagged & np.isfinite(s.score)
-    by_score = flagged & ~_forced(s, "spike") & ~_forced(s, "level")
+    forced = {kind: flagged & _forced(s, kind) for kind in ("spike", "level")}
+    by_score = flagged & ~forced["spike"] & ~forced["level"]
     ax.scatter(times[by_score], s.score[by_score], s=9, color=_FLAG_COLOUR, zorder=3)
     extra_handles = []
     for kind, shape in (("spike", "^"), ("level", "s")):
-        rows = flagged & _forced(s, kind)
+        rows = forced[kind]
         if rows.any():
             ax.scatter(
                 times[rows], s.score[rows], s=16, marker=shape, color=_CHECK_COLOUR, zorder=4
