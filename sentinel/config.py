@@ -548,8 +548,9 @@ class RetrainConfig(Section):
         default=0.2,
         ge=0.05,
         le=0.5,
-        description="Most recent share of the clean readings held back from training to "
-        "compare the challenger with the active model.",
+        description="Share of the clean readings held back from training, in time blocks "
+        "spread over the reservoir's span (the newest block among them), to compare the "
+        "challenger with the active model and seed the devices' thresholds at a swap.",
     )
     inject_magnitude: float = Field(
         default=4.0,
