@@ -19,6 +19,8 @@ slack on each side). Reported per scored day, per device.
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import platform
 import sys
 import tempfile
@@ -52,6 +54,7 @@ class Arm:
     flagged: list[tuple[str, float, float]] = field(default_factory=list)  # anomalous windows
     windows: int = 0
     runs: list[str] = field(default_factory=list)
+    accepted: list[float] = field(default_factory=list)  # data time of each accepted run
     seconds: float = 0.0
 
 
@@ -177,6 +180,7 @@ def run_arm(
             f"{datetime.fromtimestamp(t, UTC):%m-%d %H:%M} {o.status}: {o.reason}"
             for t, o in clock.outcomes
         ]
+        arm.accepted = [t for t, o in clock.outcomes if o.status == "accepted"]
         clock.close()
     arm.seconds = time.monotonic() - started
 
@@ -199,6 +203,28 @@ class Unfiltered:
         self._tap.observe(readings, (), (), audit)
 
 
+def false_spans(
+    spans: list[tuple[str, float, float]], truth: list[AnomalyEvent], slack: float
+) -> tuple[list[tuple[str, float, float]], int]:
+    """Spans (alerts or flagged windows) overlapping no fault; faults overlapped."""
+    caught: set[int] = set()
+    false: list[tuple[str, float, float]] = []
+    by_device: dict[str, list[tuple[int, AnomalyEvent]]] = {}
+    for i, e in enumerate(truth):
+        by_device.setdefault(e.device, []).append((i, e))
+    for span in spans:
+        device, start, end = span
+        hits = [
+            i
+            for i, e in by_device.get(device, ())
+            if e.start - slack <= end and start <= e.end + slack
+        ]
+        caught.update(hits)
+        if not hits:
+            false.append(span)
+    return false, len(caught)
+
+
 def false_per_day(
     spans: list[tuple[str, float, float]],
     truth: list[AnomalyEvent],
@@ -207,21 +233,41 @@ def false_per_day(
     slack: float,
 ) -> tuple[list[int], int]:
     """Spans (alerts or flagged windows) overlapping no fault, by day; faults overlapped."""
+    false, caught = false_spans(spans, truth, slack)
     per_day = [0] * days
-    caught: set[int] = set()
-    by_device: dict[str, list[tuple[int, AnomalyEvent]]] = {}
-    for i, e in enumerate(truth):
-        by_device.setdefault(e.device, []).append((i, e))
-    for device, start, end in spans:
-        hits = [
-            i
-            for i, e in by_device.get(device, ())
-            if e.start - slack <= end and start <= e.end + slack
-        ]
-        caught.update(hits)
-        if not hits:
-            per_day[min(days - 1, int((start - day0) // DAY))] += 1
-    return per_day, len(caught)
+    for _, start, _ in false:
+        per_day[min(days - 1, int((start - day0) // DAY))] += 1
+    return per_day, caught
+
+
+def since_swap(
+    windows: list[tuple[str, float, float]],
+    swaps: list[float],
+    end: float,
+    windows_per_second: float,
+    bin_seconds: float,
+    bins: int,
+) -> list[float]:
+    """False windows by time since the latest accepted run, % of the windows in each bin
+    (every bin pooled over all swaps; the runs' data time, not a shadow period's end)."""
+    counts = [0] * bins
+    seconds = [0.0] * bins
+    bounds = [*swaps, end]
+    for begin, stop in itertools.pairwise(bounds):
+        for b in range(bins):
+            lo, hi = begin + b * bin_seconds, min(stop, begin + (b + 1) * bin_seconds)
+            seconds[b] += max(0.0, hi - lo)
+    for _, start, _ in windows:
+        k = bisect.bisect_right(swaps, start) - 1
+        if k < 0:
+            continue
+        b = int((start - swaps[k]) // bin_seconds)
+        if b < bins:
+            counts[b] += 1
+    return [
+        100 * c / (s * windows_per_second) if s else 0.0
+        for c, s in zip(counts, seconds, strict=True)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +386,27 @@ def main(argv: list[str] | None = None) -> int:
             _, caught = false_per_day(list(arm.alerts.values()), today, day0, args.days, slack)
             cells.append(f"{caught}/{len(today)}")
         print(f"| {arm.name} | {' | '.join(cells)} |")
+    bin_hours = 4
+    print(
+        f"\nfalse windows by hours since the latest accepted retraining run, % of those "
+        f"hours' windows ({bin_hours} h bins, pooled over the run's swaps):\n"
+    )
+    bins = int(args.every // (bin_hours * 3600)) or 1
+    labels = " | ".join(f"{b * bin_hours}-{(b + 1) * bin_hours} h" for b in range(bins))
+    print(f"| arm | {labels} |")
+    print("|---|" + "---|" * bins)
+    end = float(ts[-1])
+    for arm in arms[1:]:
+        false, _ = false_spans(arm.flagged, scored, slack)
+        rates = since_swap(
+            false,
+            arm.accepted,
+            end,
+            args.devices / args.step / config.windows.hop,
+            bin_hours * 3600,
+            bins,
+        )
+        print(f"| {arm.name} | {' | '.join(f'{v:.2f}' for v in rates)} |")
     for arm in arms[1:]:
         print(f"\nretraining runs (data time), {arm.name}:")
         for line in arm.runs:
