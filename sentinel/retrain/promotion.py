@@ -24,11 +24,13 @@ normal, so the champion's high scores never count. Leaving out the challenger's 
 above its threshold treats it the same way (the windows it flags still count in its
 false-alarm rate). Measured on the drift benchmark this moved the merits by less than
 0.005; the champion still won 10 of 11 comparisons there, because a stale champion is
-judged on windows it selected itself, and that selection cannot be undone from the
-reservoir (docs/BENCHMARKS.md; ``retrain.attempts`` covers the chance losses, not this).
+judged on windows it selected itself. The reservoir keeps the readings it flagged (only
+their spans are marked), but without labels a judge cannot tell its drift flags from real
+faults there: counting them as false alarms would reward a challenger that misses faults,
+so they stay out (docs/BENCHMARKS.md; ``retrain.attempts`` covers the chance losses).
 
 Why detection at the settled threshold: the held-back windows are ones the champion judged
-normal (the reservoir leaves out what it flagged), so a champion overtaken by drift shows
+normal (the clean data leaves out what it flagged), so a champion overtaken by drift shows
 almost no false alarms there, by selection, while its calibration threshold now sits low
 among the recent scores and "detects" injected windows that are merely drifted ones. At its
 calibration threshold the stale champion out-detected challengers trained on the recent
@@ -45,7 +47,7 @@ a coin-flip difference must not block retraining):
 
 A model trained on contaminated data learns to reconstruct the anomalies, calibrates a
 higher threshold and misses the injected ones: rules 1 and 2 reject it. The held-back
-windows are ones the champion judged normal (the reservoir leaves out what it flagged),
+windows are ones the champion judged normal (the clean data leaves out what it flagged),
 so a champion overtaken by slow drift rarely shows false alarms there; its drift shows as
 clean scores creeping towards its threshold, which lowers its AUC (rule 1) and raises its
 settled threshold (rule 2), while a challenger trained on the recent data separates well
