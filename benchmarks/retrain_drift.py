@@ -10,7 +10,7 @@ by default) exactly as the daemon would (sentinel/retrain/clock.py), the other n
 An alert is false when no injected fault on its device overlaps it (with one window of
 slack on each side). Reported per scored day, per device.
 
-    .venv/bin/python benchmarks/retrain_drift.py            # 3 pumps, 6 days, about 10 min
+    .venv/bin/python benchmarks/retrain_drift.py            # 3 pumps, 6 days, 4-8 min
     .venv/bin/python benchmarks/retrain_drift.py --days 4 --devices 2   # quicker
     .venv/bin/python benchmarks/retrain_drift.py --thresholds fixed     # model-only comparison
     .venv/bin/python benchmarks/retrain_drift.py --thresholds calibration  # fixed + re-baselining
