@@ -38,7 +38,7 @@ from sentinel.records import (
     Verdict,
 )
 
-__all__ = ["AlertTracker", "severity_of"]
+__all__ = ["AlertTracker", "alert_checks", "severity_of"]
 
 
 def severity_of(exceedance: float, config: AlertsConfig) -> Severity:
@@ -48,6 +48,20 @@ def severity_of(exceedance: float, config: AlertsConfig) -> Severity:
     if exceedance <= config.severity_warning:
         return Severity.WARNING
     return Severity.INFO
+
+
+def alert_checks(alert: Alert) -> str:
+    """Which checks opened ``alert``, as replay's ``check`` column names them: ``score`` (its
+    peak window scored above the threshold), ``spike:FEATURE`` and ``level:FEATURE`` (the
+    strongest hit among its opening windows), joined by ``+``. An alert opened by a spike
+    alone scores below its threshold, and this is what says why it fired."""
+    parts = ["score"] if alert.peak_score > alert.threshold else []
+    reason = alert.reason
+    if reason is not None:
+        for kind, hit in (("spike", reason.spike), ("level", reason.level)):
+            if hit is not None:
+                parts.append(f"{kind}:{hit[0]}")
+    return "+".join(parts) or "score"
 
 
 def _max_severity(a: Severity, b: Severity) -> Severity:

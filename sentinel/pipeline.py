@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 import structlog
 
-from sentinel.alerts import AlertTracker
+from sentinel.alerts import AlertTracker, alert_checks
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
 from sentinel.levels import LevelCheck
 from sentinel.model import Detector
@@ -464,6 +464,7 @@ class Pipeline:
                 score=round(score, 4),
                 threshold=round(alert.threshold, 4),
                 features=features,
+                checks=alert_checks(alert),
             )
         else:
             log.debug("alert_updated", device=alert.device, uid=alert.uid, windows=alert.windows)

@@ -119,6 +119,7 @@ class _View:
         print(
             f"\033[31mALERT\033[0m  {_clock(at)}  {event['device']:<9} "
             f"score {event['score'] / event['threshold']:4.1f}x threshold  "
+            f"by {event.get('checks', 'score')}  "
             f"features {event['features'] or '-'}  <- {why}"
         )
 

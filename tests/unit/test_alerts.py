@@ -3,9 +3,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentinel.alerts import AlertTracker
+from sentinel.alerts import AlertTracker, alert_checks
 from sentinel.config import AlertsConfig
-from sentinel.records import AlertStatus, Score, Verdict, Window
+from sentinel.records import (
+    Alert,
+    AlertReason,
+    AlertStatus,
+    Score,
+    ThresholdState,
+    Verdict,
+    Window,
+)
 
 FEATURES = {"pump": ("flow", "pressure", "current")}
 BASELINE = (0.1, 0.1, 0.1)
@@ -111,3 +119,31 @@ def test_m_of_n_forgets_anomalous_windows_that_aged_out() -> None:
 def test_open_within_must_cover_open_after() -> None:
     with pytest.raises(ValueError, match="open_within"):
         AlertsConfig(open_after=3, open_within=2)
+
+
+def _alert(peak: float, spike: tuple[str, float] | None, level: tuple[str, float] | None) -> Alert:
+    reason = AlertReason(ThresholdState("quantile", 1.0, 2000, None, True), 1e-4, "h", spike, level)
+    return Alert(
+        uid="u",
+        stream="pump",
+        device="a",
+        status=AlertStatus.OPEN,
+        started_at=0.0,
+        updated_at=1.0,
+        ended_at=None,
+        peak_score=peak,
+        threshold=1.0,
+        top_features=(),
+        model_version="v1",
+        windows=5,
+        reason=reason,
+    )
+
+
+def test_alert_checks_say_which_checks_opened_an_alert() -> None:
+    assert alert_checks(_alert(2.0, None, None)) == "score"
+    # A spike alone opens an alert whose score stays under the threshold: the spike is why.
+    assert alert_checks(_alert(0.3, ("pressure", 14.2), None)) == "spike:pressure"
+    assert alert_checks(_alert(2.0, None, ("flow", 9.0))) == "score+level:flow"
+    both = alert_checks(_alert(0.5, ("current", 8.0), ("flow", 9.0)))
+    assert both == "spike:current+level:flow"

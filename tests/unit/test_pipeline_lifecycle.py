@@ -114,3 +114,7 @@ def test_a_reopening_is_logged_and_counted_as_such() -> None:
     ]
     assert events == ["alert_opened", "alert_closed", "alert_reopened", "alert_closed"]
     assert (p.stats.alerts_opened, p.stats.alerts_reopened, p.stats.alerts_closed) == (1, 1, 2)
+    # Opening and reopening lines say which check fired; here the score (a 9.0 reading far
+    # above the model's normal errors) did.
+    opened = [e for e in logs if e["event"] in ("alert_opened", "alert_reopened")]
+    assert [e["checks"].split("+")[0] for e in opened] == ["score", "score"]
