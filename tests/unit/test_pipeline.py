@@ -186,7 +186,7 @@ def snapshotting(config: SentinelConfig, snapshot: Path) -> Pipeline:
         config,
         sink=lambda b: None,
         request_training=lambda j: None,
-        models={"pump": FakeDetector()},
+        models={"pump": FakeDetector()},  # type: ignore[dict-item]
         snapshot_path=snapshot,
     )
 
