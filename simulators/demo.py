@@ -60,6 +60,7 @@ class _View:
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_ts: float = 0.0
     bar: Any = None
+    training: bool = False  # a training run is under way (its model_loaded is not a restart's)
     _truth_offset: int = 0
 
     def load_truth(self) -> None:
@@ -90,7 +91,19 @@ class _View:
         elif name == "model_trained":
             self._close_bar()
             print(f"model {event['version']} trained in {event.get('seconds', '?')} s; scoring")
-        elif name == "model_loaded":
+        elif name == "retrain_requested":
+            self.training = True
+        elif name == "retrain_finished":
+            self.training = False
+            self._close_bar()
+            if event.get("installed"):
+                print(f"model {event['version']} trained in {event['seconds']} s; scoring")
+            elif event.get("status") != "skipped":  # a skipped run said why already
+                print(f"training run {event['status']}; see the daemon's log")
+        elif name == "retrain_skipped":
+            self._close_bar()
+            print(f"training skipped: {event['reason']}")
+        elif name == "model_loaded" and not self.training:
             print(f"loaded saved model {event['version']}; scoring from the first window")
         elif name == "mqtt_subscribed":
             print("daemon connected and subscribed")
@@ -167,6 +180,17 @@ class _View:
         )
 
 
+def _published(path: Path) -> str:
+    """The simulator's count of what it sent, and whether the broker took all of it."""
+    try:
+        sent = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "simulator: no summary (it did not stop cleanly)"
+    missing = sent["unacknowledged"]
+    acked = "all acknowledged by the broker" if not missing else f"{missing} not acknowledged"
+    return f"simulator: published {sent['total']} readings, {acked}"
+
+
 def _follow(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     events = []
     with path.open(encoding="utf-8", errors="replace") as handle:
@@ -218,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
     log_path = state / "sentinel.log"
     truth_path = state / "truth.jsonl"
-    for stale in (log_path, truth_path):
+    fleet_summary = state / "simulator.json"
+    for stale in (log_path, truth_path, fleet_summary):
         stale.unlink(missing_ok=True)
 
     broker = PrivateBroker(prefer="auto", workdir=state / "broker")
@@ -280,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
                             "3",
                             "--protocol",
                             broker.protocol,
+                            "--summary",
+                            str(fleet_summary),
                         ],
+                        stdout=subprocess.DEVNULL,
                     )
                     print(
                         f"simulator: {args.devices} pumps, {args.rate:g} readings/s each "
@@ -312,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                     proc.kill()
         view._close_bar()
         broker.stop()
+    print(_published(fleet_summary))
     print(view.summary())
     print(f"query them: .venv/bin/sentinel alerts list --config {config_path}")
     return 0 if daemon is None or daemon.returncode in (0, -signal.SIGINT) else 1

@@ -40,6 +40,7 @@ __all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
 log = structlog.get_logger(__name__)
 
 _COLD_START_RETRY = 60.0  # seconds before a failed cold-start run is tried again
+_COLD_START_STEPS = 20  # cold_start_progress is logged at every 1/20 of the readings needed
 
 
 class Install(Protocol):
@@ -143,6 +144,7 @@ class Retrainer:
         self._thread: threading.Thread | None = None
         self._process: Any = None
         self._cold_retry_at: dict[str, float] = {}
+        self._cold_logged: dict[str, int] = {}  # per stream: the last 5% step logged
         self.outcomes: list[RetrainOutcome] = []  # most recent last; for status and tests
         self.idle = threading.Event()
         self.idle.set()
@@ -240,8 +242,15 @@ class Retrainer:
             name = stream.name
             if self._has_model(name) or self._cold_retry_at.get(name, 0.0) > now:
                 continue
-            if self._count(name) >= self._config.cold_start.readings:
+            count, target = self._count(name), self._config.cold_start.readings
+            # Progress in 5% steps, so that a cold start is not an hour of silence.
+            step = min(_COLD_START_STEPS, count * _COLD_START_STEPS // max(1, target))
+            if step > self._cold_logged.get(name, 0) and count < target:
+                self._cold_logged[name] = step
+                log.info("cold_start_progress", stream=name, collected=count, target=target)
+            if count >= target:
                 self._cold_retry_at[name] = now + _COLD_START_RETRY
+                log.info("cold_start_collected", stream=name, readings=count)
                 self.request(name, "cold_start")
 
     def _serve(self, request: Request) -> None:

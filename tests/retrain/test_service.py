@@ -4,6 +4,7 @@ in a child process, skipped runs."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sentinel.model import Detector, ModelRegistry
 from sentinel.records import Reading, Window
 from sentinel.retrain.control import CONTROL_SOCKET, send_command
 from sentinel.retrain.job import open_reservoir, run_retrain
+from sentinel.retrain.retrainer import Retrainer
 from sentinel.retrain.service import RetrainService
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import running_app, wait_for
@@ -118,18 +120,22 @@ def test_a_requested_run_trains_in_a_child_process_and_is_installed(tmp_path: Pa
         install=install,
         active_versions=lambda: {},
     )
-    service.start()
-    try:
-        # No model yet and the reservoir holds cold_start.readings: the cold start runs
-        # by itself; a manual request for the same stream meanwhile is not queued twice.
-        assert got.wait(120), "no model was installed"
-        wait_for(lambda: service.retrainer.idle.is_set(), 30, "the cold-start run to end")
-        assert service.retrainer.request("pump", "manual")
-        assert not service.retrainer.request("pump", "manual")
-        wait_for(lambda: service.retrainer.idle.is_set(), 120, "the manual run")
-    finally:
-        service.stop()
-        service.close()
+    with capture_logs() as logs:
+        service.start()
+        try:
+            # No model yet and the reservoir holds cold_start.readings: the cold start
+            # runs by itself, and says so.
+            assert got.wait(120), "no model was installed"
+            [collected] = [e for e in logs if e["event"] == "cold_start_collected"]
+            assert collected["readings"] == 1500
+            # A manual request for the same stream meanwhile is not queued twice.
+            wait_for(lambda: service.retrainer.idle.is_set(), 30, "the cold-start run to end")
+            assert service.retrainer.request("pump", "manual")
+            assert not service.retrainer.request("pump", "manual")
+            wait_for(lambda: service.retrainer.idle.is_set(), 120, "the manual run")
+        finally:
+            service.stop()
+            service.close()
     first, second = service.retrainer.outcomes
     assert first.status == "accepted"
     assert first.parent is None
@@ -141,6 +147,38 @@ def test_a_requested_run_trains_in_a_child_process_and_is_installed(tmp_path: Pa
     expected = second.version if second.status == "accepted" else first.version
     assert registry.active_version("pump") == expected
     assert installed[-1].version == expected
+
+
+def test_a_cold_start_logs_its_progress_while_the_reservoir_fills(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state")  # cold_start.readings = 600
+    stored = [0]
+    retrainer = Retrainer(
+        config,
+        ModelRegistry(config.models_dir),
+        CPU,
+        has_model=lambda stream: False,
+        reservoir_count=lambda stream: stored[0],
+        install=lambda *args, **kwargs: None,
+    )
+
+    def progress() -> list[int]:
+        return [e["collected"] for e in logs if e["event"] == "cold_start_progress"]
+
+    with capture_logs() as logs:
+        retrainer.start()
+        try:
+            stored[0] = 60
+            wait_for(lambda: progress() == [60], 10, "progress at 10%")
+            stored[0] = 70  # the same 5% step: nothing new
+            time.sleep(2.5)  # the thread looks about once a second
+            stored[0] = 300
+            wait_for(lambda: len(progress()) > 1, 10, "progress at 50%")
+        finally:
+            retrainer.stop()
+    # One line per step reached, not per look: a cold start of an hour logs at most 20.
+    assert progress() == [60, 300]
+    assert all(e["target"] == 600 for e in logs if e["event"] == "cold_start_progress")
+    assert not [e for e in logs if e["event"] in ("cold_start_collected", "retrain_requested")]
 
 
 def test_a_run_with_too_little_clean_data_is_skipped_with_the_reason(tmp_path: Path) -> None:
