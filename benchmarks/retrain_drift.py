@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import itertools
+import math
 import platform
 import sys
 import tempfile
@@ -249,21 +250,22 @@ def since_swap(
     bins: int,
 ) -> list[float]:
     """False windows by time since the latest accepted run, % of the windows in each bin
-    (every bin pooled over all swaps; the runs' data time, not a shadow period's end)."""
+    (every bin pooled over all swaps; the runs' data time, not a shadow period's end). The
+    last bin takes everything from its start on: after a rejected run, the time since the
+    latest accepted one runs past the schedule's interval."""
     counts = [0] * bins
     seconds = [0.0] * bins
     bounds = [*swaps, end]
     for begin, stop in itertools.pairwise(bounds):
         for b in range(bins):
-            lo, hi = begin + b * bin_seconds, min(stop, begin + (b + 1) * bin_seconds)
+            lo = begin + b * bin_seconds
+            hi = stop if b == bins - 1 else min(stop, begin + (b + 1) * bin_seconds)
             seconds[b] += max(0.0, hi - lo)
     for _, start, _ in windows:
         k = bisect.bisect_right(swaps, start) - 1
         if k < 0:
             continue
-        b = int((start - swaps[k]) // bin_seconds)
-        if b < bins:
-            counts[b] += 1
+        counts[min(bins - 1, int((start - swaps[k]) // bin_seconds))] += 1
     return [
         100 * c / (s * windows_per_second) if s else 0.0
         for c, s in zip(counts, seconds, strict=True)
@@ -391,8 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         f"\nfalse windows by hours since the latest accepted retraining run, % of those "
         f"hours' windows ({bin_hours} h bins, pooled over the run's swaps):\n"
     )
-    bins = int(args.every // (bin_hours * 3600)) or 1
-    labels = " | ".join(f"{b * bin_hours}-{(b + 1) * bin_hours} h" for b in range(bins))
+    bins = max(1, math.ceil(args.every / (bin_hours * 3600)))
+    hours = args.every / 3600
+    labels = " | ".join(
+        f"{b * bin_hours}-{min((b + 1) * bin_hours, hours):g} h" for b in range(bins - 1)
+    )
+    labels += f"{' | ' if bins > 1 else ''}{(bins - 1) * bin_hours} h on"
     print(f"| arm | {labels} |")
     print("|---|" + "---|" * bins)
     end = float(ts[-1])
