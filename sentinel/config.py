@@ -314,6 +314,15 @@ class ThresholdConfig(Section):
         "1 / (1 - quantile): fewer samples make the quantile the running maximum, and a "
         "slowly rising fault then raises its own threshold.",
     )
+    adapt: bool = Field(
+        default=True,
+        description="Normal windows keep teaching each device's threshold, so it follows "
+        "slow drift. false: a device's threshold is learnt once per model -- seeded from "
+        "the held-back windows of the retraining run that produced the model, or from the "
+        "device's first warmup normal windows -- and then kept until the next model, so "
+        "thresholds change only with a model version (and a re-baseline, unless "
+        "rebaseline_after = 0).",
+    )
     rebaseline_after: float = Field(
         default=3600.0,
         ge=0,

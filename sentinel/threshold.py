@@ -13,6 +13,12 @@ Two methods, chosen by ``threshold.method``:
   expected fraction of normal windows above the threshold. A model without enough
   held-back scores for the tail fit falls back to ``quantile``, with a warning.
 
+With ``threshold.adapt`` off, a device's threshold is learnt once per model and then kept:
+quantile stops learning once the device is warm (seeded at a swap, or after its first
+``warmup`` normal windows), spot judges against its fitted threshold without stepping. The
+thresholds then change only with a model version (or a re-baseline), and retraining alone
+answers for drift.
+
 Windows judged anomalous never update either method, so an anomaly cannot raise the bar it
 is judged by (river's ``protect_anomaly_detector``). The price would be river issue #948: a
 real, lasting level shift keeps firing. So each device also runs a
@@ -110,14 +116,18 @@ class ThresholdBank:
             spot = state.spot
             x = math.log(max(score.value, _LOG_FLOOR))
             threshold = math.exp(spot.threshold)
-            # step() learns from a normal score; a spiked window's must not teach it.
-            is_anomaly = score.value > threshold if forced else spot.step(x) == "anomaly"
+            # step() learns from a normal score; a spiked window's must not teach it, and
+            # with adapt off nothing does.
+            learn = not forced and self.config.adapt
+            is_anomaly = spot.step(x) == "anomaly" if learn else score.value > threshold
             exceedance = spot.tail_probability(x) if is_anomaly else 1.0
             info = ThresholdState("spot", threshold, spot.observations, spot.q, True)
         else:
             threshold = self.current(state, fallback)
             is_anomaly = score.value > threshold
-            if not is_anomaly and not forced:
+            # adapt off: learn until warm, then keep the threshold until the next model
+            learn = self.config.adapt or not self._warm(state)
+            if not is_anomaly and not forced and learn:
                 normalised = score.value / state.scale
                 state.quantile.update(normalised)
                 state.recent.append(normalised)

@@ -118,3 +118,50 @@ def test_a_spiked_or_levelled_window_is_anomalous_and_teaches_the_threshold_noth
         assert verdict.exceedance == pytest.approx(hit.exceedance)
         assert verdict.threshold > 0.5
         assert {k: bank.snapshot("pump")["a"][k] for k in learnt} == before, method
+
+
+def test_without_adapt_a_device_learns_during_warmup_then_keeps_its_threshold() -> None:
+    rng = np.random.default_rng(5)
+    thresholds = {}
+    for adapt in (True, False):
+        bank = ThresholdBank(
+            ThresholdConfig(quantile=0.99, multiplier=1.0, warmup=200, history=200, adapt=adapt)
+        )
+        for v in rng.uniform(0, 1, 200):
+            bank.judge(score(float(v)), fallback=10.0)
+        warm = bank.judge(score(0.5), fallback=10.0).threshold
+        assert 0.9 < warm <= 1.0  # the 0.99 quantile of U(0, 1): learnt during warm-up
+        # Normal windows creep upwards, each under the current threshold.
+        for k in range(400):
+            bank.judge(score(0.5 + 0.4 * k / 400), fallback=10.0)
+        thresholds[adapt] = (warm, bank.judge(score(0.5), fallback=10.0).threshold)
+    assert thresholds[False][1] == thresholds[False][0]  # kept until the next model
+    assert thresholds[True][1] < thresholds[True][0]  # followed the narrower recent spread
+
+
+def test_without_adapt_a_seeded_device_keeps_the_seeded_threshold() -> None:
+    bank = ThresholdBank(
+        ThresholdConfig(quantile=0.99, multiplier=1.5, warmup=200, history=200, adapt=False)
+    )
+    seeds = [float(v) for v in np.linspace(0.0, 1.0, 200)]
+    assert bank.restore("pump", {"a": {"recent": seeds, "normal_seen": len(seeds)}}) == 1
+    seeded = bank.judge(score(0.1), fallback=10.0).threshold
+    assert seeded == pytest.approx(1.5 * np.quantile(seeds, 0.99), rel=0.02)
+    for _ in range(300):
+        assert not bank.judge(score(1.4), fallback=10.0).is_anomaly  # normal, just higher
+    assert bank.judge(score(0.1), fallback=10.0).threshold == seeded
+    bank.reset_stream("pump")  # a new model: learnt afresh
+    assert bank.judge(score(0.1), fallback=10.0).threshold == 10.0
+
+
+def test_without_adapt_spot_keeps_its_fitted_threshold() -> None:
+    rng = np.random.default_rng(6)
+    held_back = tuple(float(v) for v in rng.lognormal(0.0, 0.2, 4000))
+    bank = ThresholdBank(spot_config(adapt=False))
+    first = bank.judge(score(1.0), 99.0, held_back).threshold
+    drift = [
+        bank.judge(score(float(v) * 2 ** (k / 3000)), 99.0, held_back)
+        for k, v in enumerate(rng.lognormal(0.0, 0.2, 3000))
+    ]
+    assert drift[-1].threshold == first
+    assert np.mean([v.is_anomaly for v in drift[-500:]]) > 0.5  # the drift is not followed
