@@ -1,0 +1,69 @@
+"""The demo's live view follows the daemon's JSON log by event name: the names it follows
+must still be logged, and a first run must show collection, training and the new model
+(once the cold start moved into the retrainer, the view showed neither the collection nor
+the training's end, and called the fresh model a saved one)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from simulators.demo import _View
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_event_the_view_follows_is_logged_by_the_daemon() -> None:
+    view = (ROOT / "simulators" / "demo.py").read_text(encoding="utf-8")
+    followed = set(re.findall(r'name == "([a-z_]+)"', view))
+    assert "cold_start_progress" in followed
+    daemon = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "sentinel").rglob("*.py"))
+    missing = sorted(e for e in followed if f'"{e}"' not in daemon)
+    assert not missing, f"the demo follows events the daemon never logs: {missing}"
+
+
+def test_a_first_run_shows_collection_training_and_the_new_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    view = _View(tmp_path / "truth.jsonl")
+    for event in [
+        {"event": "cold_start_progress", "collected": 500, "target": 1000},
+        {"event": "cold_start_collected", "readings": 1000},
+        {"event": "retrain_requested", "reason": "cold_start"},
+        {"event": "training_progress", "epoch": 3, "epochs": 30},
+        {"event": "model_loaded", "version": "v1"},  # the retrainer loads what it trained
+        {
+            "event": "retrain_finished",
+            "status": "accepted",
+            "version": "v1",
+            "installed": True,
+            "seconds": 12.5,
+        },
+        {"event": "model_loaded", "version": "v1"},  # a later load, e.g. after a restart
+    ]:
+        view.handle(event)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "collected 1000 readings; training the first model" in text
+    assert "model v1 trained in 12.5 s; scoring" in text
+    assert text.count("loaded saved model v1") == 1
+
+
+def test_a_skipped_run_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    view = _View(tmp_path / "truth.jsonl")
+    view.handle({"event": "retrain_requested", "reason": "cold_start"})
+    view.handle({"event": "retrain_skipped", "reason": "too little clean data"})
+    view.handle(
+        {
+            "event": "retrain_finished",
+            "status": "skipped",
+            "version": None,
+            "installed": False,
+            "seconds": 0.4,
+        }
+    )
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert "training skipped: too little clean data" in out
