@@ -14,6 +14,7 @@ slack on each side). Reported per scored day, per device.
     .venv/bin/python benchmarks/retrain_drift.py --days 4 --devices 2   # quicker
     .venv/bin/python benchmarks/retrain_drift.py --thresholds fixed     # model-only comparison
     .venv/bin/python benchmarks/retrain_drift.py --thresholds calibration  # fixed + re-baselining
+    .venv/bin/python benchmarks/retrain_drift.py --thresholds frozen  # per device, kept per model
 """
 
 from __future__ import annotations
@@ -67,7 +68,17 @@ FIXED_THRESHOLDS = {"warmup": 1_000_000, "history": 1_000_000, "rebaseline_after
 # re-baselines it after rebaseline_after (each time an audited, alerting episode), and the
 # re-baselined span becomes training data.
 CALIBRATION_THRESHOLDS = {"warmup": 1_000_000, "history": 1_000_000}
-THRESHOLDS = {"adaptive": {}, "fixed": FIXED_THRESHOLDS, "calibration": CALIBRATION_THRESHOLDS}
+# --thresholds frozen: each device's own threshold, learnt once per model (seeded at a swap
+# from the run's held-back windows; for the first model, its first warmup normal windows)
+# and kept until the next model, never re-baselined (threshold.adapt = false). Per device,
+# unlike fixed, so one device whose normal scores run high does not decide the comparison.
+FROZEN_THRESHOLDS = {"adapt": False, "rebaseline_after": 0}
+THRESHOLDS = {
+    "adaptive": {},
+    "fixed": FIXED_THRESHOLDS,
+    "calibration": CALIBRATION_THRESHOLDS,
+    "frozen": FROZEN_THRESHOLDS,
+}
 
 
 def make_config(args: argparse.Namespace, state_dir: Path, shadow: float) -> SentinelConfig:
@@ -306,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         default="adaptive",
         help="adaptive: the daemon's per-device thresholds (default); fixed: every device "
         "judged against its model's calibration threshold only, as a model-only comparison; "
-        "calibration: fixed, but re-baselining after a lasting rise",
+        "calibration: fixed, but re-baselining after a lasting rise; frozen: each device's "
+        "own threshold, learnt once per model and kept until the next "
+        "(threshold.adapt = false, no re-baselining)",
     )
     ap.add_argument(
         "--keep-anomalies",
@@ -413,6 +426,17 @@ def main(argv: list[str] | None = None) -> int:
             bins,
         )
         print(f"| {arm.name} | {' | '.join(f'{v:.2f}' for v in rates)} |")
+    # A threshold shared by every device (fixed) fails first on the device whose normal
+    # scores run highest; per device, that shows apart from the drift.
+    devices = sorted({device for device, _, _ in arms[0].flagged} | {e.device for e in scored})
+    print("\nfalse windows by device over the scored days, % of the device's windows:\n")
+    print(f"| arm | {' | '.join(devices)} |")
+    print("|---|" + "---|" * len(devices))
+    device_windows = args.days * DAY / args.step / config.windows.hop
+    for arm in arms:
+        false, _ = false_spans(arm.flagged, scored, slack)
+        cells = [100 * sum(1 for f in false if f[0] == d) / device_windows for d in devices]
+        print(f"| {arm.name} | {' | '.join(f'{v:.2f}' for v in cells)} |")
     for arm in arms[1:]:
         print(f"\nretraining runs (data time), {arm.name}:")
         for line in arm.runs:
