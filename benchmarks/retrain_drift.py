@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.config import SentinelConfig
+from sentinel.config import SentinelConfig, ThresholdConfig
 from sentinel.logs import configure_logging
 from sentinel.model import Detector, train_detector
 from sentinel.pipeline import Pipeline, PipelineTap
@@ -85,7 +85,7 @@ def make_config(args: argparse.Namespace, state_dir: Path, shadow: float) -> Sen
     return SentinelConfig.model_validate(
         {
             "state_dir": str(state_dir),
-            "threshold": THRESHOLDS[args.thresholds],
+            "threshold": {**THRESHOLDS[args.thresholds], "multiplier": args.multiplier},
             "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": FEATURES}],
             "windows": {"length": 32, "hop": 4, "max_gap": 3 * args.step},
             "model": {
@@ -304,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=3600.0,
         help="retrain.shadow, s, of the third arm (the second swaps at once)",
+    )
+    ap.add_argument(
+        "--multiplier",
+        type=float,
+        default=ThresholdConfig().multiplier,
+        help="threshold.multiplier: headroom over the threshold quantile, every arm",
     )
     ap.add_argument(
         "--budget",
