@@ -413,10 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         f"hours' windows ({bin_hours} h bins, pooled over the run's swaps):\n"
     )
     bins = max(1, math.ceil(args.every / (bin_hours * 3600)))
-    hours = args.every / 3600
-    labels = " | ".join(
-        f"{b * bin_hours}-{min((b + 1) * bin_hours, hours):g} h" for b in range(bins - 1)
-    )
+    labels = " | ".join(f"{b * bin_hours}-{(b + 1) * bin_hours} h" for b in range(bins - 1))
     labels += f"{' | ' if bins > 1 else ''}{(bins - 1) * bin_hours} h on"
     print(f"| arm | {labels} |")
     print("|---|" + "---|" * bins)
@@ -434,7 +431,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {arm.name} | {' | '.join(f'{v:.2f}' for v in rates)} |")
     # A threshold shared by every device (fixed) fails first on the device whose normal
     # scores run highest; per device, that shows apart from the drift.
-    devices = sorted({device for device, _, _ in arms[0].flagged} | {e.device for e in scored})
     print("\nfalse windows by device over the scored days, % of the device's windows:\n")
     print(f"| arm | {' | '.join(devices)} |")
     print("|---|" + "---|" * len(devices))
