@@ -24,6 +24,7 @@ from sentinel.config import SentinelConfig, StreamConfig, load_config
 from sentinel.errors import ConfigError, SentinelError
 
 if TYPE_CHECKING:
+    from sentinel.csvdata import CsvDialect
     from sentinel.store import AlertRecord, AlertStore
 
 __all__ = ["main", "parse_since"]
@@ -290,6 +291,20 @@ def cmd_alerts_resolve(args: argparse.Namespace) -> int:
     return _alert_action(args, "resolve", lambda r: "resolved")
 
 
+def _dialect(args: argparse.Namespace) -> CsvDialect:
+    from sentinel.csvdata import CsvDialect
+
+    separator = args.separator
+    if separator is not None and separator.lower() in ("tab", "\\t"):
+        separator = "\t"
+    return CsvDialect(
+        separator=separator,
+        decimal=args.decimal,
+        timestamp_format=args.timestamp_format,
+        timezone=args.timezone,
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -304,6 +319,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         stream.feature_names,
         timestamp_column=args.timestamp_column,
         max_gap=config.windows.max_gap,
+        dialect=_dialect(args),
     )
     torch.set_num_threads(config.model.torch_threads)
     progress = progress_reporter(stream.name, config.model.epochs)
@@ -346,6 +362,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         max_gap=config.windows.max_gap,
         carry=split_labels(args.label_columns),
         require_timestamps=True,
+        dialect=_dialect(args),
     )
     torch.set_num_threads(config.model.torch_threads)
     summary = replay(
@@ -468,6 +485,32 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"TOML config (default: $SENTINEL_CONFIG or {DEFAULT_CONFIG})",
         )
 
+    def csv_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--separator",
+            metavar="CHAR",
+            help="field separator, e.g. ';' or tab (default: detected from the header: "
+            "; , tab or |)",
+        )
+        p.add_argument(
+            "--decimal",
+            metavar="MARK",
+            default=".",
+            help="decimal mark of the numbers: . or , (default: .)",
+        )
+        p.add_argument(
+            "--timestamp-format",
+            metavar="FMT",
+            help="strptime form of the times, e.g. '%%d.%%m.%%Y %%H:%%M:%%S' (default: "
+            "detected: epoch s or ms, ISO 8601, or one common day/month form that fits "
+            "every row)",
+        )
+        p.add_argument(
+            "--timezone",
+            metavar="ZONE",
+            help="IANA zone of times written without one, e.g. Europe/Berlin (default: UTC)",
+        )
+
     def db_args(p: argparse.ArgumentParser) -> None:
         config_arg(p)
         p.add_argument(
@@ -555,8 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--timestamp-column",
         metavar="NAME",
-        help="default: detected (ts, timestamp, time, datetime)",
+        help="default: detected (ts, timestamp, time, datetime, date)",
     )
+    csv_args(train)
     train.set_defaults(func=cmd_train)
 
     rep = commands.add_parser(
@@ -578,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="default: detected (ts, timestamp, time, datetime, date)",
     )
+    csv_args(rep)
     rep.add_argument(
         "--label-columns",
         metavar="A,B",

@@ -1,4 +1,12 @@
-"""Recorded sensor data from CSV files, for offline training (and later, replay)."""
+"""Recorded sensor data from CSV files, for offline training and replay.
+
+How a file is written (its ``CsvDialect``) is detected where it can be and given where it
+cannot: the separator from the header line; timestamps as epoch seconds or milliseconds,
+ISO 8601, or one of the common day/month forms historians and spreadsheets export
+(``22.11.2026 14:03:05``, ``11/22/2026 2:03:05 PM``), tried on the whole column so that a
+form that only fits some rows, or two that both fit every row (``01/02/2026`` read day-first
+and month-first), is refused instead of guessed.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +14,78 @@ import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
 from sentinel.errors import DataError
 
-__all__ = ["RecordedData", "parse_timestamp", "read_feature_csv"]
+__all__ = ["CsvDialect", "RecordedData", "parse_timestamp", "read_feature_csv"]
 
 TIMESTAMP_CANDIDATES = ("ts", "timestamp", "time", "datetime", "date")
 _MS_THRESHOLD = 1e11  # epoch values above this are milliseconds (1e11 s is the year 5138)
 
 
-def parse_timestamp(text: str) -> float:
-    """Epoch seconds or milliseconds, or ISO 8601 (naive means UTC), to epoch seconds."""
+# Forms tried, on the whole column, when a file's times are neither epoch nor ISO 8601.
+_DATES = ("%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d-%m-%Y", "%m-%d-%Y")
+_TIMES = ("%H:%M:%S", "%H:%M:%S.%f", "%H:%M", "%I:%M:%S %p", "%I:%M %p")
+_DETECTED_FORMATS = tuple(f"{d} {t}" for d in _DATES for t in _TIMES)
+
+
+def parse_timestamp(text: str, fmt: str | None = None, tz: tzinfo = UTC) -> float:
+    """A time to epoch seconds.
+
+    Without ``fmt``: epoch seconds or milliseconds, or ISO 8601. With ``fmt``: a ``strptime``
+    format. Times without a zone are in ``tz`` (UTC unless given).
+    """
     text = text.strip()
+    if fmt is not None:
+        when = datetime.strptime(text, fmt)  # raises ValueError with a clear message
+        return (when if when.tzinfo else when.replace(tzinfo=tz)).timestamp()
     try:
         value = float(text)
     except ValueError:
         when = datetime.fromisoformat(text)  # raises ValueError with a clear message
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return when.timestamp()
+        return (when if when.tzinfo else when.replace(tzinfo=tz)).timestamp()
     if not math.isfinite(value):
         raise ValueError(f"{text!r} is not a finite time")
     return value / 1000.0 if value > _MS_THRESHOLD else value
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a recorded CSV is written. ``None`` means: detect it."""
+
+    separator: str | None = None  # one character; detected from the header line
+    decimal: str = "."  # "." or ","
+    timestamp_format: str | None = None  # strptime; detected (epoch, ISO 8601, common forms)
+    timezone: str | None = None  # IANA name for times without a zone; None: UTC
+
+    def __post_init__(self) -> None:
+        if self.separator is not None and len(self.separator) != 1:
+            raise DataError(f"separator must be one character, got {self.separator!r}")
+        if self.decimal not in (".", ","):
+            raise DataError(f"decimal mark must be '.' or ',', got {self.decimal!r}")
+        if self.separator == self.decimal:
+            raise DataError(f"the separator and the decimal mark are both {self.decimal!r}")
+        if self.timestamp_format is not None and "%" not in self.timestamp_format:
+            raise DataError(
+                f"timestamp format {self.timestamp_format!r} has no strptime field; "
+                "write it like '%d.%m.%Y %H:%M:%S'"
+            )
+        self.tz()  # fail here, not at the first row
+
+    def tz(self) -> tzinfo:
+        if self.timezone is None:
+            return UTC
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise DataError(
+                f"unknown time zone {self.timezone!r}; use an IANA name like Europe/Berlin"
+            ) from err
 
 
 @dataclass(frozen=True)
@@ -62,9 +116,43 @@ class RecordedData:
 
 
 def _sniff_delimiter(header: str) -> str:
-    counts = {d: header.count(d) for d in (";", ",", "\t")}
+    counts = {d: header.count(d) for d in (";", ",", "\t", "|")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
+
+
+def _detect_time_format(path: Path, column: str, cells: Sequence[str], tz: tzinfo) -> str | None:
+    """None when the first time is epoch or ISO 8601; else the one common form every row fits."""
+    first = cells[0].strip()
+    try:
+        parse_timestamp(first)
+        return None
+    except ValueError:
+        pass
+    fits = []
+    for fmt in _DETECTED_FORMATS:
+        try:
+            for cell in cells:
+                datetime.strptime(cell.strip(), fmt)
+        except ValueError:
+            continue
+        fits.append(fmt)
+    if not fits:
+        raise DataError(
+            f"{path}:2: column {column!r}: unparsable time {first!r}; give its form with "
+            "--timestamp-format, e.g. '%d.%m.%Y %H:%M:%S'"
+        )
+    readings = {tuple(parse_timestamp(c, f, tz) for c in cells[:1000]) for f in fits}
+    if len(readings) > 1:
+        raise DataError(
+            f"{path}: column {column!r}: times like {first!r} fit "
+            f"{' and '.join(repr(f) for f in fits)}; say which with --timestamp-format"
+        )
+    return fits[0]
+
+
+def _number(cell: str, decimal: str) -> float:
+    return float(cell.replace(",", ".") if decimal == "," else cell)
 
 
 def read_feature_csv(
@@ -75,19 +163,23 @@ def read_feature_csv(
     max_gap: float = math.inf,
     carry: Sequence[str] = (),
     require_timestamps: bool = False,
+    dialect: CsvDialect | None = None,
 ) -> RecordedData:
     """Read the given feature columns (and a timestamp column, if any) from a CSV file.
 
     ``carry`` columns (labels, say) are kept as text, never parsed or used as features.
-    Every problem is a ``DataError`` naming the file, and the row and column where useful.
+    ``dialect``: the separator, decimal mark, timestamp form and time zone, where they are
+    not to be detected. Every problem is a ``DataError`` naming the file, and the row and
+    column where useful.
     """
     path = Path(path)
+    dialect = dialect or CsvDialect()
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             header_line = handle.readline()
             if not header_line.strip():
                 raise DataError(f"{path}: the file is empty")
-            delimiter = _sniff_delimiter(header_line)
+            delimiter = dialect.separator or _sniff_delimiter(header_line)
             handle.seek(0)
             reader = csv.reader(handle, delimiter=delimiter)
             header = [h.strip() for h in next(reader)]
@@ -99,8 +191,13 @@ def read_feature_csv(
 
     missing = [f for f in (*features, *carry) if f not in header]
     if missing:
+        hint = ""
+        if len(header) == 1:
+            how = "given" if dialect.separator else "detected"
+            hint = f" (one column when split at the {how} separator {delimiter!r}; --separator?)"
         raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; the file has: {', '.join(header)}"
+            f"{path}: missing column(s) {', '.join(missing)}; the file has: "
+            f"{', '.join(header)}{hint}"
         )
     if timestamp_column is None:
         timestamp_column = next((c for c in header if c.lower() in TIMESTAMP_CANDIDATES), None)
@@ -123,10 +220,13 @@ def read_feature_csv(
             raise DataError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
         for c, index in enumerate(indexes):
             try:
-                value = float(row[index])
+                value = _number(row[index], dialect.decimal)
             except ValueError as err:
+                hint = ""
+                if dialect.decimal == "." and "," in row[index]:
+                    hint = " (a decimal comma? --decimal ,)"
                 raise DataError(
-                    f"{path}:{line}: column {features[c]!r}: {row[index]!r} is not a number"
+                    f"{path}:{line}: column {features[c]!r}: {row[index]!r} is not a number{hint}"
                 ) from err
             if not math.isfinite(value):
                 raise DataError(f"{path}:{line}: column {features[c]!r}: {row[index]!r}")
@@ -135,14 +235,18 @@ def read_feature_csv(
     timestamps = None
     if timestamp_column is not None:
         ts_index = header.index(timestamp_column)
+        cells = [row[ts_index] for row in rows]
+        tz = dialect.tz()
+        fmt = dialect.timestamp_format or _detect_time_format(path, timestamp_column, cells, tz)
         timestamps = np.empty(len(rows), dtype=np.float64)
-        for r, row in enumerate(rows):
+        for r, cell in enumerate(cells):
             try:
-                timestamps[r] = parse_timestamp(row[ts_index])
+                timestamps[r] = parse_timestamp(cell, fmt, tz)
             except ValueError as err:
+                expected = f"not in the form {fmt!r}" if fmt else "not epoch or ISO 8601"
                 raise DataError(
                     f"{path}:{r + 2}: column {timestamp_column!r}: unparsable time "
-                    f"{row[ts_index]!r}"
+                    f"{cell!r} ({expected}; --timestamp-format)"
                 ) from err
     carried = {name: [row[header.index(name)] for row in rows] for name in carry}
     return RecordedData(values, timestamps, tuple(features), max_gap, carried)

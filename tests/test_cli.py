@@ -128,7 +128,9 @@ def test_migrate_command(database_url: str, capsys: pytest.CaptureFixture[str]) 
     assert "up to date" in capsys.readouterr().out
 
 
-def test_train_from_csv_activates_a_model(tmp_path: Path) -> None:
+def test_train_from_csv_activates_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = np.random.default_rng(0)
     t = np.arange(1500)
     path = tmp_path / "normal.csv"
@@ -179,6 +181,13 @@ def test_train_from_csv_activates_a_model(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "missing column(s) b" in result.stderr
+
+    # The CSV options are checked before the file is read, with what to pass instead.
+    args = ["train", "--config", str(config), "--csv", str(path)]
+    assert main([*args, "--separator", ",", "--decimal", ","]) == 1
+    assert "the separator and the decimal mark are both ','" in capsys.readouterr().err
+    assert main([*args, "--timezone", "CET+1"]) == 1
+    assert "unknown time zone 'CET+1'" in capsys.readouterr().err
 
 
 def test_alerts_show(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:

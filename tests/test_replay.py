@@ -117,3 +117,41 @@ def test_replay_refuses_bad_input_clearly(
         == 1
     )
     assert message in capsys.readouterr().err
+
+
+def test_a_european_export_replays_like_the_iso_file(tmp_path: Path) -> None:
+    """Day-first times (detected), ';' and a decimal comma: the same scores, times in UTC."""
+    config = tmp_path / "sentinel.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n' + CONFIG)
+    iso = recording(tmp_path / "rig.csv", rows=700, fault=(600, 650))
+    european = tmp_path / "rig-export.csv"
+    with iso.open() as src, european.open("w") as dst:
+        dst.write(src.readline().replace("datetime", "Zeitstempel"))
+        for line in src:
+            when, *rest = line.rstrip("\n").split(";")
+            day = datetime.strptime(when, "%Y-%m-%d %H:%M:%S").strftime("%d.%m.%Y %H:%M:%S")
+            dst.write(";".join([day, *(cell.replace(".", ",") for cell in rest)]) + "\n")
+
+    def scores(source: Path, *extra: str) -> list[dict[str, str]]:
+        out = tmp_path / f"{source.stem}-scores.csv"
+        args = ["replay", str(source), "--config", str(config), "--out", str(out)]
+        assert main([*args, "--train-rows", "400", *extra]) == 0
+        with out.open() as handle:
+            return list(csv.DictReader(handle))
+
+    plain = scores(iso)
+    local = scores(
+        european,
+        "--timestamp-column",
+        "Zeitstempel",
+        "--decimal",
+        ",",
+        "--timezone",
+        "Europe/Berlin",
+    )
+    assert [r["score"] for r in local] == [r["score"] for r in plain]
+    assert [r["is_anomaly"] for r in local] == [r["is_anomaly"] for r in plain]
+    assert sum(r["is_anomaly"] == "1" for r in plain) > 0
+    # Berlin is an hour ahead of UTC in March: the file's 00:00 is 23:00 the day before.
+    assert plain[0]["timestamp"] == "2026-03-01T00:00:00Z"
+    assert local[0]["timestamp"] == "2026-02-28T23:00:00Z"

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sentinel.csvdata import parse_timestamp, read_feature_csv
+from sentinel.csvdata import CsvDialect, parse_timestamp, read_feature_csv
 from sentinel.errors import DataError
 
 
@@ -45,3 +47,90 @@ def test_clear_errors(tmp_path: Path, content: str, message: str) -> None:
     path.write_text(content)
     with pytest.raises(DataError, match=message):
         read_feature_csv(path, ["a"])
+
+
+def _write(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "export.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_european_export_with_decimal_comma_and_day_first_times(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        ["Zeit;a;b"] + [f"22.11.2026 14:03:{s:02d};{s},5;-{s},25" for s in range(20)],
+    )
+    data = read_feature_csv(
+        path, ["a", "b"], timestamp_column="Zeit", dialect=CsvDialect(decimal=",")
+    )
+    np.testing.assert_allclose(data.values[3], [3.5, -3.25])
+    assert data.timestamps is not None
+    assert data.timestamps[0] == datetime(2026, 11, 22, 14, 3, tzinfo=UTC).timestamp()
+    assert np.all(np.diff(data.timestamps) == 1.0)
+
+
+def test_day_first_is_detected_when_a_day_past_twelve_settles_it(tmp_path: Path) -> None:
+    # 01/02 and 02/02 fit both readings; 13/02 fits only day-first, so day-first it is.
+    days = ["01/02/2026 10:00:00", "02/02/2026 10:00:00", "13/02/2026 10:00:00"]
+    path = _write(tmp_path, ["ts,a"] + [f"{d},1" for d in days])
+    data = read_feature_csv(path, ["a"])
+    assert data.timestamps is not None
+    assert data.timestamps[1] - data.timestamps[0] == 86400.0  # a day, not a month
+
+
+def test_ambiguous_day_month_times_are_refused_not_guessed(tmp_path: Path) -> None:
+    path = _write(tmp_path, ["ts,a", "01/02/2026 10:00:00,1", "02/03/2026 10:00:00,2"])
+    with pytest.raises(DataError, match="--timestamp-format") as err:
+        read_feature_csv(path, ["a"])
+    assert "%d/%m/%Y %H:%M:%S" in str(err.value)
+    assert "%m/%d/%Y %H:%M:%S" in str(err.value)
+    data = read_feature_csv(path, ["a"], dialect=CsvDialect(timestamp_format="%m/%d/%Y %H:%M:%S"))
+    assert data.timestamps is not None
+    assert data.timestamps[1] - data.timestamps[0] == 32 * 86400.0  # Jan 2 to Feb 3
+
+
+def test_twelve_hour_clock_and_a_time_zone(tmp_path: Path) -> None:
+    path = _write(tmp_path, ["ts,a", "11/22/2026 2:03:05 PM,1", "11/22/2026 2:03:06 PM,2"])
+    data = read_feature_csv(path, ["a"], dialect=CsvDialect(timezone="Europe/Berlin"))
+    assert data.timestamps is not None
+    assert data.timestamps[0] == datetime(2026, 11, 22, 13, 3, 5, tzinfo=UTC).timestamp()
+
+
+def test_a_given_separator_wins_over_the_header_count(tmp_path: Path) -> None:
+    # The header has more commas (in the column names) than semicolons.
+    path = _write(tmp_path, ["ts;flow, l/min;p, bar", "1700000000;1,5;2", "1700000001;2;3"])
+    data = read_feature_csv(path, ["flow, l/min"], dialect=CsvDialect(separator=";", decimal=","))
+    np.testing.assert_allclose(data.values[:, 0], [1.5, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("content", "dialect", "message"),
+    [
+        ("ts;a\n1;0,5\n", CsvDialect(), "decimal comma"),
+        ("ts|a\n1|2\n", CsvDialect(separator=","), "--separator"),
+        ("ts,a\n22.11.2026 14:03,1\n23.11.2026 x,2\n", CsvDialect(), "--timestamp-format"),
+        ("ts,a\n1,1\n", CsvDialect(timestamp_format="%d.%m.%Y"), "not in the form '%d.%m.%Y'"),
+    ],
+)
+def test_dialect_errors_say_what_to_pass(
+    tmp_path: Path, content: str, dialect: CsvDialect, message: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_feature_csv(path, ["a"], dialect=dialect)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"separator": ";;"}, "one character"),
+        ({"decimal": ";"}, "'.' or ','"),
+        ({"separator": ",", "decimal": ","}, "both"),
+        ({"timestamp_format": "dd.mm.yyyy"}, "strptime"),
+        ({"timezone": "Mars/Olympus"}, "unknown time zone"),
+    ],
+)
+def test_bad_dialects_are_refused_before_reading(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        CsvDialect(**kwargs)  # type: ignore[arg-type]
