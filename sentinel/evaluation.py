@@ -68,8 +68,10 @@ __all__ = [
     "SKAB_WINDOW_SECONDS",
     "Event",
     "EventMetrics",
+    "NabFile",
     "NabProfile",
     "NabScores",
+    "NabWindow",
     "Placement",
     "PointMetrics",
     "TimePoint",
@@ -78,6 +80,7 @@ __all__ = [
     "event_metrics",
     "events_from_labels",
     "mean_detection_delay",
+    "nab_file",
     "nab_scores",
     "point_metrics",
     "pooled_point_metrics",
@@ -329,10 +332,34 @@ class NabScores:
 
 
 @dataclass(frozen=True)
-class _FileOutcome:
-    windows: int
+class NabWindow:
+    """One true changepoint's window, in float seconds, and its first detection if any."""
+
+    changepoint: float
+    start: float
+    end: float
+    detected: float | None  # the first predicted changepoint inside [start, end]
+
+    @property
+    def position(self) -> int | None:
+        """Index of the detection on SKAB's 1000-point curve (0 = the window's start)."""
+        if self.detected is None:
+            return None
+        position = int((self.detected - self.start) / (self.end - self.start) * _CURVE_POINTS)
+        return min(position, _CURVE_POINTS - 1)
+
+    def credit(self, profile: NabProfile = PROFILES["standard"]) -> float:
+        """What the window adds to the raw score: its detection's credit, or A_fn."""
+        position = self.position
+        return profile.a_fn if position is None else float(_curve(profile)[position])
+
+
+@dataclass(frozen=True)
+class NabFile:
+    """One file's NAB outcome: a window per true changepoint, and predictions outside all."""
+
+    windows: tuple[NabWindow, ...]
     false_positives: int
-    hit_positions: tuple[int, ...]  # curve index of each window's first detection
 
 
 def _windows(changepoints: FloatArray, width: float, placement: Placement) -> list[list[float]]:
@@ -347,25 +374,32 @@ def _windows(changepoints: FloatArray, width: float, placement: Placement) -> li
     return windows
 
 
-def _score_file(
-    true_cps: FloatArray, predicted_cps: FloatArray, width: float, placement: Placement
-) -> _FileOutcome:
-    if np.unique(true_cps).size != true_cps.size:
+def nab_file(
+    true_cps: npt.ArrayLike,
+    predicted_cps: npt.ArrayLike,
+    window: float | timedelta = SKAB_WINDOW_SECONDS,
+    placement: Placement = SKAB_PLACEMENT,
+) -> NabFile:
+    """Where one file's predicted changepoints fall against its true changepoints' windows.
+
+    Changepoints are float seconds or ``datetime64`` (both of one kind); what
+    :func:`nab_scores` sums, window by window, for a look at where a score is won or lost.
+    """
+    true_s, preds = _seconds(true_cps), np.sort(_seconds(predicted_cps))
+    if np.unique(true_s).size != true_s.size:
         raise ValueError("duplicate true changepoints in one file")
-    windows = _windows(true_cps, width, placement)
-    preds = np.sort(predicted_cps)
-    if not windows:
-        return _FileOutcome(0, int(preds.size), ())
-    false_positives = int(np.sum(preds < windows[0][0])) + int(np.sum(preds > windows[-1][1]))
-    for current, following in itertools.pairwise(windows):
+    spans = _windows(true_s, _window_seconds(window), placement)
+    if not spans:
+        return NabFile((), int(preds.size))
+    false_positives = int(np.sum(preds < spans[0][0])) + int(np.sum(preds > spans[-1][1]))
+    for current, following in itertools.pairwise(spans):
         false_positives += int(np.sum((preds > current[1]) & (preds < following[0])))
-    hits: list[int] = []
-    for start, end in windows:
+    windows = []
+    for cp, (start, end) in zip(np.sort(true_s), spans, strict=True):
         inside = preds[(preds >= start) & (preds <= end)]
-        if inside.size:
-            position = int((float(inside[0]) - start) / (end - start) * _CURVE_POINTS)
-            hits.append(min(position, _CURVE_POINTS - 1))
-    return _FileOutcome(len(windows), false_positives, tuple(hits))
+        detected = float(inside[0]) if inside.size else None
+        windows.append(NabWindow(float(cp), start, end, detected))
+    return NabFile(tuple(windows), false_positives)
 
 
 def _curve(profile: NabProfile) -> FloatArray:
@@ -374,15 +408,16 @@ def _curve(profile: NabProfile) -> FloatArray:
     return np.asarray(y, dtype=np.float64)
 
 
-def _normalised(outcomes: Sequence[_FileOutcome], profile: NabProfile) -> float:
+def _normalised(outcomes: Sequence[NabFile], profile: NabProfile) -> float:
     curve = _curve(profile)
     raw = null = perfect = 0.0
     for out in outcomes:
-        missed = out.windows - len(out.hit_positions)
+        positions = [w.position for w in out.windows if w.position is not None]
+        missed = len(out.windows) - len(positions)
         raw += out.false_positives * profile.a_fp + missed * profile.a_fn
-        raw += float(sum(curve[k] for k in out.hit_positions))
-        null += out.windows * profile.a_fn
-        perfect += out.windows * profile.a_tp
+        raw += float(sum(curve[k] for k in positions))
+        null += len(out.windows) * profile.a_fn
+        perfect += len(out.windows) * profile.a_tp
     return 100.0 * (raw - null) / (perfect - null)
 
 
@@ -397,15 +432,14 @@ def nab_scores(
     the file's row ``timestamps``; ``window`` is in seconds or a ``timedelta``. Raw, null and
     perfect scores are summed over files before normalising, as SKAB does.
     """
-    width = _window_seconds(window)
-    outcomes: list[_FileOutcome] = []
+    outcomes: list[NabFile] = []
     for timestamps, true_cps, predicted_cps in files:
         kind = np.asarray(timestamps).dtype.kind
         for name, cps in (("true", true_cps), ("predicted", predicted_cps)):
             cp_kind = np.asarray(cps).dtype.kind
             if np.asarray(cps).size and (cp_kind == "M") != (kind == "M"):
                 raise TypeError(f"{name} changepoints and timestamps mix datetime64 and seconds")
-        outcomes.append(_score_file(_seconds(true_cps), _seconds(predicted_cps), width, placement))
-    if sum(out.windows for out in outcomes) == 0:
+        outcomes.append(nab_file(true_cps, predicted_cps, window, placement))
+    if sum(len(out.windows) for out in outcomes) == 0:
         raise ValueError("NAB needs at least one true changepoint across the files")
     return NabScores(**{name: _normalised(outcomes, p) for name, p in PROFILES.items()})

@@ -15,6 +15,7 @@ from sentinel.evaluation import (
     event_metrics,
     events_from_labels,
     mean_detection_delay,
+    nab_file,
     nab_scores,
     point_metrics,
     pooled_point_metrics,
@@ -268,3 +269,26 @@ def test_nab_rejects_bad_input() -> None:
         nab_scores([(TIMES, [100.0, 100.0], [])])
     with pytest.raises(TypeError, match="mix"):
         nab_scores([(TIMES, [T0], [])])
+
+
+def test_nab_file_says_which_window_each_detection_fell_in() -> None:
+    # Windows of 30 s centred on 100 and 200: [85, 115] and [185, 215]. The first prediction
+    # inside the first window is at 95, a third of the way in; 101 is ignored; nothing falls
+    # in the second; 300 lies outside both.
+    out = nab_file(seconds(100, 200), seconds(95, 101, 300))
+    first, second = out.windows
+    assert first.start - first.changepoint == -15.0
+    assert first.end - first.changepoint == 15.0
+    assert first.detected is not None
+    assert first.detected - first.changepoint == -5.0
+    assert first.position == 333
+    assert second.detected is None
+    assert second.position is None
+    # SKAB's curve a third of the way in: 0.555 * -tanh(-0.5236) / tanh(pi / 2) + 0.445.
+    assert first.credit() == pytest.approx(0.736, abs=1e-3)
+    assert second.credit() == -1.0  # a missed window costs A_fn
+    assert out.false_positives == 1
+    # Right-opening 60 s windows: [100, 160], [200, 260]; 95 and 300 are outside, 101 early.
+    right = nab_file(seconds(100, 200), seconds(95, 101, 300), window=60, placement="right")
+    assert right.windows[0].position == 16  # 1 s of 60
+    assert right.false_positives == 2
