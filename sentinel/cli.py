@@ -365,6 +365,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         dialect=_dialect(args),
     )
     torch.set_num_threads(config.model.torch_threads)
+    retrain = args.retrain
+    if retrain is None:  # as the daemon would: on when [retrain] is, for the model it retrains
+        retrain = config.retrain.enabled and config.model.detector == "lstm_ae"
     summary = replay(
         config,
         stream,
@@ -373,7 +376,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         device=args.device or Path(args.input).stem,
         train_rows=args.train_rows or config.cold_start.readings,
         torch_device=resolve_device(config.model.device),
-        retrain=args.retrain,
+        retrain=retrain,
     )
     if args.report:
         from sentinel.report import render_report
@@ -384,10 +387,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"{summary.scored_windows} windows scored, {summary.anomalous_rows} anomalous rows, "
         f"{summary.alerts} alerts, model {summary.model_version}, {summary.seconds} s"
     )
-    if args.retrain:
+    if retrain:
         print(
             f"retraining: {summary.retrain_runs} scheduled runs in the data's time, "
-            f"{summary.retrain_promoted} promoted"
+            f"{summary.retrain_promoted} promoted (--no-retrain: keep the first model)"
         )
     return 0
 
@@ -636,8 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument(
         "--retrain",
-        action="store_true",
-        help="retrain on the [retrain] schedule in the file's own time, as the daemon would",
+        action=argparse.BooleanOptionalAction,
+        help="retrain on the [retrain] schedule in the file's own time, as the daemon would "
+        "(default: when retrain.enabled, as in the daemon; --no-retrain keeps the first model)",
     )
     rep.add_argument(
         "--report",

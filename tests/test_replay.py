@@ -155,3 +155,24 @@ def test_a_european_export_replays_like_the_iso_file(tmp_path: Path) -> None:
     # Berlin is an hour ahead of UTC in March: the file's 00:00 is 23:00 the day before.
     assert plain[0]["timestamp"] == "2026-03-01T00:00:00Z"
     assert local[0]["timestamp"] == "2026-02-28T23:00:00Z"
+
+
+def test_replay_retrains_by_default_when_the_daemon_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """[retrain] on (the default): replay runs its schedule in the file's time, as `run`."""
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        + CONFIG
+        + "[retrain]\nevery = 300\nmin_rows = 256\n"  # 800 scored rows of 1 s: 2 runs
+    )
+    source = recording(tmp_path / "rig.csv")
+    args = ["replay", str(source), "--config", str(config), "--out", str(tmp_path / "o.csv")]
+    assert main(args) == 0
+    assert "retraining: 2 scheduled runs in the data's time" in capsys.readouterr().out
+    assert main([*args, "--no-retrain"]) == 0
+    assert "retraining" not in capsys.readouterr().out
+    config.write_text(config.read_text().replace("[retrain]\n", "[retrain]\nenabled = false\n"))
+    assert main(args) == 0
+    assert "retraining" not in capsys.readouterr().out
