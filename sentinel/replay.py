@@ -3,15 +3,20 @@
 The first rows train the initial model (labels unseen); every later row becomes a reading
 of one device, fed to ``Pipeline.process`` in order -- the same windows, model, thresholds
 and alert logic as ``sentinel run``, with event time from the file instead of the clock.
+Readings go in passes of up to 256, as the live worker drains its queue, so the model
+scores a batch of windows at a time; a pass ends at the row where a scheduled retraining
+fires, so a new model takes over from the same row as if the clock ticked every row.
 One output row per input row: what the detector said at that moment.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -148,6 +153,9 @@ def replay(
     state = _State()
     alerts: set[str] = set()
     features = tuple(stream.feature_names)
+    # What the detector said after each window of the current pass, by the window's last
+    # reading's time: each output row shows the latest verdict up to its own time.
+    said: deque[tuple[float, _State]] = deque()
 
     def observe(verdict: Verdict, alert: Alert | None) -> None:
         state.score = verdict.score.value
@@ -158,6 +166,7 @@ def replay(
         if alert is not None:
             alerts.add(alert.uid)
             state.alert = None if alert.status is AlertStatus.CLOSED else alert.uid
+        said.append((verdict.score.window.end_ts, dataclasses.replace(state)))
 
     def no_training(job: TrainingJob) -> None:  # the model is given; never retrain here
         raise AssertionError("replay pipeline asked for cold-start training")
@@ -210,40 +219,55 @@ def replay(
             ]
         )
         bar = _progress(rows, show_progress)
-        for start in range(0, rows, _BATCH):
+        shown = _State()
+        start = 0
+        while start < rows:
             stop = min(start + _BATCH, rows)
+            if start < train_rows:
+                stop = min(stop, train_rows)  # written unscored, never fed
+            else:
+                if clock is not None:
+                    # End the pass at the row where a scheduled run fires, so that the new
+                    # model scores from the next row on, as if the clock ticked every row.
+                    fire = clock.next_fire
+                    for i in range(start, stop):
+                        if data.timestamps[i] >= fire:
+                            stop = i + 1
+                            break
+                readings = tuple(
+                    Reading(stream.name, device, float(ts), tuple(map(float, v)))
+                    for ts, v in zip(
+                        data.timestamps[start:stop], data.values[start:stop], strict=True
+                    )
+                )
+                batches.clear()
+                last_ts = float(data.timestamps[stop - 1])
+                pipeline.process(
+                    [Delivery("replay", readings, rejected=(), ack=None, received_at=last_ts)]
+                )
+                if clock is not None:
+                    clock.tick(last_ts, pipeline.install_model)
             for i in range(start, stop):
                 ts = float(data.timestamps[i])
-                values = tuple(float(v) for v in data.values[i])
-                if i >= train_rows:
-                    reading = Reading(stream.name, device, ts, values)
-                    delivery = Delivery(
-                        topic="replay",
-                        readings=(reading,),
-                        rejected=(),
-                        ack=None,
-                        received_at=ts,
-                    )
-                    batches.clear()
-                    pipeline.process([delivery])
-                    if clock is not None:
-                        clock.tick(ts, pipeline.install_model)
-                scored = i >= train_rows and state.score is not None
-                anomalous += int(scored and state.is_anomaly)
+                while said and said[0][0] <= ts:
+                    shown = said.popleft()[1]
+                scored = i >= train_rows and shown.score is not None
+                anomalous += int(scored and shown.is_anomaly)
                 writer.writerow(
                     [
                         _iso(ts),
-                        *(f"{v:.6g}" for v in values),
-                        _number(state.score if scored else None),
-                        _number(state.threshold if scored else None),
-                        int(scored and state.is_anomaly),
-                        state.check if scored and state.is_anomaly else "",
-                        (state.alert or "") if scored else "",
+                        *(f"{float(v):.6g}" for v in data.values[i]),
+                        _number(shown.score if scored else None),
+                        _number(shown.threshold if scored else None),
+                        int(scored and shown.is_anomaly),
+                        shown.check if scored and shown.is_anomaly else "",
+                        (shown.alert or "") if scored else "",
                         *(data.carried[name][i] for name in label_names),
                     ]
                 )
             if bar is not None:
                 bar.update(stop - start)
+            start = stop
         if bar is not None:
             bar.close()
     runs = promoted = 0

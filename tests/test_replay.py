@@ -176,3 +176,30 @@ def test_replay_retrains_by_default_when_the_daemon_would(
     config.write_text(config.read_text().replace("[retrain]\n", "[retrain]\nenabled = false\n"))
     assert main(args) == 0
     assert "retraining" not in capsys.readouterr().out
+
+
+def test_rows_the_pipeline_skips_show_the_verdict_before_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A repeated or backwards time is refused by the pipeline, as live; its output row
+    carries the latest verdict, and every other row gets its own."""
+    config = tmp_path / "sentinel.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n' + CONFIG)
+    source = recording(tmp_path / "rig.csv", rows=700, fault=(600, 650))
+    lines = source.read_text().splitlines(keepends=True)
+    # Data rows are lines[1:]: repeat row 500, then give row 521 (after the insert) the
+    # time of row 518, three seconds back.
+    lines.insert(502, lines[501])
+    lines[522] = lines[519].split(";")[0] + lines[522][lines[522].index(";") :]
+    source.write_text("".join(lines))
+    out = tmp_path / "o.csv"
+    args = ["replay", str(source), "--config", str(config), "--out", str(out)]
+    assert main([*args, "--train-rows", "400"]) == 0
+    assert "rows skipped by the pipeline" in capsys.readouterr().err
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 701
+    assert rows[501]["score"] == rows[500]["score"] != ""  # the repeat
+    assert rows[521]["score"] == rows[520]["score"] != ""  # the backwards row
+    scores = [r["score"] for r in rows[420:]]
+    assert len(set(scores)) > len(scores) - 5, "every accepted row has its own verdict"

@@ -60,6 +60,11 @@ class DataClockRetrainer:
         self._next = float("inf") if first is None else first.timestamp()
         self.outcomes: list[tuple[float, RetrainOutcome]] = []
 
+    @property
+    def next_fire(self) -> float:
+        """Data time of the next scheduled run (inf when the schedule has none left)."""
+        return self._next
+
     def seed(self, readings: Sequence[Reading]) -> None:
         """Readings the initial model trained on: the daemon's reservoir would hold them."""
         self.tap.observe(readings, (), ())
