@@ -121,7 +121,7 @@ def _sniff_delimiter(header: str) -> str:
     return best if counts[best] else ","
 
 
-def _detect_time_format(path: Path, column: str, cells: Sequence[str], tz: tzinfo) -> str | None:
+def _detect_time_format(path: Path, column: str, cells: Sequence[str]) -> str | None:
     """None when the first time is epoch or ISO 8601; else the one common form every row fits."""
     first = cells[0].strip()
     try:
@@ -129,26 +129,23 @@ def _detect_time_format(path: Path, column: str, cells: Sequence[str], tz: tzinf
         return None
     except ValueError:
         pass
-    fits = []
+    fits: dict[str, tuple[datetime, ...]] = {}
     for fmt in _DETECTED_FORMATS:
         try:
-            for cell in cells:
-                datetime.strptime(cell.strip(), fmt)
+            fits[fmt] = tuple(datetime.strptime(cell.strip(), fmt) for cell in cells)
         except ValueError:
             continue
-        fits.append(fmt)
     if not fits:
         raise DataError(
             f"{path}:2: column {column!r}: unparsable time {first!r}; give its form with "
             "--timestamp-format, e.g. '%d.%m.%Y %H:%M:%S'"
         )
-    readings = {tuple(parse_timestamp(c, f, tz) for c in cells[:1000]) for f in fits}
-    if len(readings) > 1:
+    if len(set(fits.values())) > 1:  # e.g. day-first and month-first, both valid throughout
         raise DataError(
             f"{path}: column {column!r}: times like {first!r} fit "
             f"{' and '.join(repr(f) for f in fits)}; say which with --timestamp-format"
         )
-    return fits[0]
+    return next(iter(fits))
 
 
 def _number(cell: str, decimal: str) -> float:
@@ -237,7 +234,7 @@ def read_feature_csv(
         ts_index = header.index(timestamp_column)
         cells = [row[ts_index] for row in rows]
         tz = dialect.tz()
-        fmt = dialect.timestamp_format or _detect_time_format(path, timestamp_column, cells, tz)
+        fmt = dialect.timestamp_format or _detect_time_format(path, timestamp_column, cells)
         timestamps = np.empty(len(rows), dtype=np.float64)
         for r, cell in enumerate(cells):
             try:

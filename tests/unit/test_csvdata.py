@@ -89,6 +89,15 @@ def test_ambiguous_day_month_times_are_refused_not_guessed(tmp_path: Path) -> No
     assert data.timestamps[1] - data.timestamps[0] == 32 * 86400.0  # Jan 2 to Feb 3
 
 
+def test_day_month_ambiguity_is_judged_on_the_whole_column(tmp_path: Path) -> None:
+    # 1 January reads the same both ways, for the first 1,200 rows; the last row, 02/01,
+    # is 2 January or 1 February, so the file is ambiguous after all.
+    times = [f"01/01/2026 10:{m:02d}:{s:02d}" for m in range(20) for s in range(60)]
+    path = _write(tmp_path, ["ts,a"] + [f"{t},1" for t in [*times, "02/01/2026 10:00:00"]])
+    with pytest.raises(DataError, match="--timestamp-format"):
+        read_feature_csv(path, ["a"])
+
+
 def test_twelve_hour_clock_and_a_time_zone(tmp_path: Path) -> None:
     path = _write(tmp_path, ["ts,a", "11/22/2026 2:03:05 PM,1", "11/22/2026 2:03:06 PM,2"])
     data = read_feature_csv(path, ["a"], dialect=CsvDialect(timezone="Europe/Berlin"))
