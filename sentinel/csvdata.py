@@ -121,8 +121,11 @@ def _sniff_delimiter(header: str) -> str:
     return best if counts[best] else ","
 
 
-def _detect_time_format(path: Path, column: str, cells: Sequence[str]) -> str | None:
-    """None when the first time is epoch or ISO 8601; else the one common form every row fits."""
+def _detect_time_format(
+    path: Path, column: str, cells: Sequence[str]
+) -> tuple[str, tuple[datetime, ...]] | None:
+    """None when the first time is epoch or ISO 8601; else the one common form every row
+    fits, with the column as read in it (so the rows are not parsed a second time)."""
     first = cells[0].strip()
     try:
         parse_timestamp(first)
@@ -145,7 +148,7 @@ def _detect_time_format(path: Path, column: str, cells: Sequence[str]) -> str | 
             f"{path}: column {column!r}: times like {first!r} fit "
             f"{' and '.join(repr(f) for f in fits)}; say which with --timestamp-format"
         )
-    return next(iter(fits))
+    return next(iter(fits.items()))
 
 
 def _number(cell: str, decimal: str) -> float:
@@ -234,16 +237,21 @@ def read_feature_csv(
         ts_index = header.index(timestamp_column)
         cells = [row[ts_index] for row in rows]
         tz = dialect.tz()
-        fmt = dialect.timestamp_format or _detect_time_format(path, timestamp_column, cells)
-        timestamps = np.empty(len(rows), dtype=np.float64)
-        for r, cell in enumerate(cells):
-            try:
-                timestamps[r] = parse_timestamp(cell, fmt, tz)
-            except ValueError as err:
-                expected = f"not in the form {fmt!r}" if fmt else "not epoch or ISO 8601"
-                raise DataError(
-                    f"{path}:{r + 2}: column {timestamp_column!r}: unparsable time "
-                    f"{cell!r} ({expected}; --timestamp-format)"
-                ) from err
+        fmt = dialect.timestamp_format
+        detected = None if fmt else _detect_time_format(path, timestamp_column, cells)
+        if detected is not None:  # every row was read in the one form that fits them all
+            times = detected[1]
+            timestamps = np.array([t.replace(tzinfo=tz).timestamp() for t in times])
+        else:
+            timestamps = np.empty(len(rows), dtype=np.float64)
+            for r, cell in enumerate(cells):
+                try:
+                    timestamps[r] = parse_timestamp(cell, fmt, tz)
+                except ValueError as err:
+                    expected = f"not in the form {fmt!r}" if fmt else "not epoch or ISO 8601"
+                    raise DataError(
+                        f"{path}:{r + 2}: column {timestamp_column!r}: unparsable time "
+                        f"{cell!r} ({expected}; --timestamp-format)"
+                    ) from err
     carried = {name: [row[header.index(name)] for row in rows] for name in carry}
     return RecordedData(values, timestamps, tuple(features), max_gap, carried)

@@ -52,6 +52,7 @@ an event is an inclusive ``(start, end)`` pair of timestamps. Timestamps may be 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -402,6 +403,7 @@ def nab_file(
     return NabFile(tuple(windows), false_positives)
 
 
+@functools.cache  # NabProfile is frozen; the curve is read, never written
 def _curve(profile: NabProfile) -> FloatArray:
     span = profile.a_tp - profile.a_fp
     y = span / 2 * -np.tanh(_CURVE_X) / np.tanh(math.pi / 2) + span / 2 + profile.a_fp
