@@ -309,7 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from sentinel.csvdata import read_feature_csv
-    from sentinel.model import ModelRegistry, resolve_device, train_detector
+    from sentinel.model import ModelRegistry, resolve_device, train_detector, training_options
     from sentinel.training import progress_reporter
 
     config = _load(args)
@@ -326,11 +326,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         detector = train_detector(
             data.segments(min_length=config.windows.length),
-            stream=stream.name,
-            features=stream.feature_names,
-            window=config.windows.length,
-            relative=stream.relative_features,
-            config=config.model,
+            training_options(config, stream.name),
             device=resolve_device(config.model.device),
             first_ts=data.first_ts,
             last_ts=data.last_ts,

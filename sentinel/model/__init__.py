@@ -6,7 +6,7 @@ from sentinel.model.detector import Calibration, Detector, ModelMeta, resolve_de
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.registry import ModelRegistry
 from sentinel.model.scaler import Scaler
-from sentinel.model.train import make_windows, train_detector
+from sentinel.model.train import TrainOptions, make_windows, train_detector, training_options
 
 __all__ = [
     "Calibration",
@@ -15,7 +15,9 @@ __all__ = [
     "ModelMeta",
     "ModelRegistry",
     "Scaler",
+    "TrainOptions",
     "make_windows",
     "resolve_device",
     "train_detector",
+    "training_options",
 ]
