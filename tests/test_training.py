@@ -7,7 +7,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 import torch
+from structlog.testing import capture_logs
 
 from sentinel.cli import main
 from sentinel.config import SentinelConfig
@@ -44,13 +47,13 @@ def shaped_by_config(meta: ModelMeta) -> dict[str, Any]:
     }
 
 
-def trained_by_cli(tmp_path: Path) -> ModelMeta:
+def trained_by_cli(tmp_path: Path, data: np.ndarray) -> ModelMeta:
     config = relative_config(tmp_path / "cli")
     path = tmp_path / "normal.csv"
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["ts", "a", "b", "c"])
-        writer.writerows([i, *map(float, row)] for i, row in enumerate(normal(ROWS)))
+        writer.writerows([i, *map(float, row)] for i, row in enumerate(data))
     toml = write_config(config, tmp_path / "cli.toml")
     assert main(["train", "--config", toml, "--csv", str(path), "--timestamp-column", "ts"]) == 0
     detector = ModelRegistry(config.models_dir).load_active("pump", CPU)
@@ -58,11 +61,11 @@ def trained_by_cli(tmp_path: Path) -> ModelMeta:
     return detector.meta
 
 
-def trained_by_retraining(tmp_path: Path) -> ModelMeta:
+def trained_by_retraining(tmp_path: Path, data: np.ndarray) -> ModelMeta:
     config = relative_config(tmp_path / "retrain")
     reservoir = open_reservoir(config, "pump")
     reservoir.add(
-        [Reading("pump", "d1", float(i), tuple(map(float, r))) for i, r in enumerate(normal(ROWS))]
+        [Reading("pump", "d1", float(i), tuple(map(float, r))) for i, r in enumerate(data)]
     )
     reservoir.close()
     outcome = run_retrain(config, "pump", reason="cold_start", device=CPU, cold_start=True)
@@ -72,7 +75,7 @@ def trained_by_retraining(tmp_path: Path) -> ModelMeta:
     return registry.load_version("pump", outcome.version, CPU).meta
 
 
-def trained_by_cold_start(tmp_path: Path) -> ModelMeta:
+def trained_by_cold_start(tmp_path: Path, data: np.ndarray) -> ModelMeta:
     """The in-memory cold start (``retrain.enabled = false``), on the trainer thread."""
     config = relative_config(tmp_path / "cold", enabled=False)
     models: list[Detector] = []
@@ -92,7 +95,7 @@ def trained_by_cold_start(tmp_path: Path) -> ModelMeta:
     )
     trainer.start()
     try:
-        trainer.submit(TrainingJob(config.stream("pump"), [normal(ROWS)], 0.0, ROWS - 1.0))
+        trainer.submit(TrainingJob(config.stream("pump"), [data], 0.0, ROWS - 1.0))
         assert done.wait(600), "the trainer never answered"
     finally:
         trainer.stop()
@@ -101,9 +104,29 @@ def trained_by_cold_start(tmp_path: Path) -> ModelMeta:
 
 
 def test_the_daemon_trains_what_sentinel_train_trains(tmp_path: Path) -> None:
-    by_cli = shaped_by_config(trained_by_cli(tmp_path))
+    data = normal(ROWS)
+    by_cli = shaped_by_config(trained_by_cli(tmp_path, data))
     assert by_cli["relative_features"] == ("c",)
     assert by_cli["score_steps"] == 4
     assert by_cli["seed"] == 3
-    assert shaped_by_config(trained_by_retraining(tmp_path)) == by_cli
-    assert shaped_by_config(trained_by_cold_start(tmp_path)) == by_cli
+    assert shaped_by_config(trained_by_retraining(tmp_path, data)) == by_cli
+    assert shaped_by_config(trained_by_cold_start(tmp_path, data)) == by_cli
+
+
+def test_every_path_warns_of_a_feature_constant_in_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A feature that never moved in training makes any later change score 10^3-10^8
+    times training's errors; whoever trains is told which feature, and its value."""
+    data = normal(ROWS)
+    data[:, 1] = 2.5  # b: a valve that stayed shut all through the recording
+    trained_by_cli(tmp_path, data)
+    out = capsys.readouterr().out
+    assert "feature b of stream pump is constant in the training data (2.5)" in out
+    with capture_logs() as logs:  # after the CLI, which configures logging its own way
+        trained_by_retraining(tmp_path, data)
+        trained_by_cold_start(tmp_path, data)
+    warned = [e for e in logs if e["event"] == "training_feature_constant"]
+    assert [(e["log_level"], e["stream"], e["feature"], e["value"]) for e in warned] == [
+        ("warning", "pump", "b", 2.5)
+    ] * 2

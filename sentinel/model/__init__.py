@@ -6,9 +6,17 @@ from sentinel.model.detector import Calibration, Detector, ModelMeta, resolve_de
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.registry import ModelRegistry
 from sentinel.model.scaler import Scaler
-from sentinel.model.train import TrainOptions, make_windows, train_detector, training_options
+from sentinel.model.train import (
+    CONSTANT_FEATURE_HINT,
+    TrainOptions,
+    constant_features,
+    make_windows,
+    train_detector,
+    training_options,
+)
 
 __all__ = [
+    "CONSTANT_FEATURE_HINT",
     "Calibration",
     "Detector",
     "LstmAutoencoder",
@@ -16,6 +24,7 @@ __all__ = [
     "ModelRegistry",
     "Scaler",
     "TrainOptions",
+    "constant_features",
     "make_windows",
     "resolve_device",
     "train_detector",

@@ -30,9 +30,11 @@ from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.scaler import Scaler
 
 __all__ = [
+    "CONSTANT_FEATURE_HINT",
     "MIN_WINDOWS",
     "PATIENCE",
     "TrainOptions",
+    "constant_features",
     "make_windows",
     "train_detector",
     "training_options",
@@ -44,6 +46,13 @@ MIN_WINDOWS = 8  # fewer cannot give both a training set and a validation set
 PATIENCE = 5  # epochs without a better validation loss before training stops
 _MIN_IMPROVEMENT = 1e-4  # relative; smaller gains are noise and do not reset patience
 _GRAD_CLIP = 1.0  # LSTMs occasionally take exploding steps early on
+# A feature whose standard deviation in the training data is below this share of its
+# magnitude (of 1 near zero) is constant: float noise, not a signal the model can learn.
+_CONSTANT_SPREAD = 1e-6
+CONSTANT_FEATURE_HINT = (
+    "any change in it will score far above training's errors; train on data where it "
+    "varies, or leave it out of the stream's features"
+)
 
 ProgressFn = Callable[[int, int, float], None]
 IntArray = npt.NDArray[np.int64]
@@ -82,6 +91,21 @@ def training_options(config: SentinelConfig, stream: str) -> TrainOptions:
         model=config.model,
         relative=stream_cfg.relative_features,
     )
+
+
+def constant_features(segments: Sequence[np.ndarray], features: Sequence[str]) -> dict[str, float]:
+    """The features that do not vary in the training data, each with its value.
+
+    Such a feature is reconstructed perfectly in training, so its calibrated error is
+    about zero and any later change in it scores 10^3-10^8 times that (issue #19).
+    Training warns of them (``training_feature_constant``); it does not treat them apart.
+    """
+    rows = np.concatenate([np.asarray(s, dtype=np.float64) for s in segments])
+    if not len(rows):
+        return {}
+    mean, std = rows.mean(axis=0), rows.std(axis=0)
+    flat = std <= _CONSTANT_SPREAD * np.maximum(1.0, np.abs(mean))
+    return {name: float(mean[i]) for i, name in enumerate(features) if flat[i]}
 
 
 def make_windows(data: np.ndarray, window: int, stride: int) -> np.ndarray:
@@ -170,6 +194,14 @@ def train_detector(
     )
     n_features = len(features)
     rows = _check_segments(segments, n_features)
+    for name, value in constant_features([rows], features).items():
+        log.warning(
+            "training_feature_constant",
+            stream=stream,
+            feature=name,
+            value=value,
+            hint=CONSTANT_FEATURE_HINT,
+        )
     lengths = [len(s) for s in segments]
     starts = _window_starts(lengths, window, config.train_stride)
     if len(starts) < MIN_WINDOWS:

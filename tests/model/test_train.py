@@ -9,7 +9,7 @@ import torch
 
 from sentinel.config import ModelConfig
 from sentinel.errors import DataError, ModelError
-from sentinel.model import Detector, TrainOptions, make_windows, train_detector
+from sentinel.model import Detector, TrainOptions, constant_features, make_windows, train_detector
 from sentinel.model.train import MIN_WINDOWS, PATIENCE, _window_starts
 
 FEATURES = ("flow", "pressure", "phase", "power")
@@ -383,3 +383,20 @@ def test_score_steps_beyond_the_window_is_refused() -> None:
     rng = np.random.default_rng(2)
     with pytest.raises(DataError, match="score_steps 17 exceeds the window of 16"):
         train([machine(np.arange(300.0), rng)], config(score_steps=WINDOW + 1))
+
+
+def test_constant_features_are_those_flat_beside_their_own_magnitude() -> None:
+    rng = np.random.default_rng(0)
+    n = 500
+    data = np.column_stack(
+        [
+            np.full(n, 7.0),  # stuck
+            1000.0 + rng.normal(0, 1e-5, n),  # float noise on a large value
+            rng.normal(0, 1e-3, n),  # small, but a signal around zero
+            rng.normal(50, 1, n),
+        ]
+    )
+    found = constant_features([data[:200], data[200:]], ("stuck", "big", "small", "normal"))
+    assert list(found) == ["stuck", "big"]
+    assert found["stuck"] == 7.0
+    assert abs(found["big"] - 1000.0) < 1e-3
