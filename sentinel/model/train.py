@@ -179,7 +179,7 @@ def train_detector(
 ) -> Detector:
     """Train an autoencoder on contiguous runs of normal raw readings, one (N_i, F) each.
 
-    Windows never straddle two segments. The last ``config.validation_fraction`` of each
+    Windows never straddle two segments. The last ``model.validation_fraction`` of each
     segment is held back for early stopping and calibration (see ``_split_starts``).
     Torch's global thread count is left alone (the caller owns it), and so is its global
     RNG state. Raises DataError when the data cannot give ``MIN_WINDOWS`` windows and
@@ -194,14 +194,6 @@ def train_detector(
     )
     n_features = len(features)
     rows = _check_segments(segments, n_features)
-    for name, value in constant_features([rows], features).items():
-        log.warning(
-            "training_feature_constant",
-            stream=stream,
-            feature=name,
-            value=value,
-            hint=CONSTANT_FEATURE_HINT,
-        )
     lengths = [len(s) for s in segments]
     starts = _window_starts(lengths, window, config.train_stride)
     if len(starts) < MIN_WINDOWS:
@@ -218,6 +210,14 @@ def train_detector(
     if config.score_steps > window:
         raise DataError(f"score_steps {config.score_steps} exceeds the window of {window}")
     rel_idx = [features.index(name) for name in relative]
+    for name, value in constant_features([rows], features).items():
+        log.warning(
+            "training_feature_constant",
+            stream=stream,
+            feature=name,
+            value=value,
+            hint=CONSTANT_FEATURE_HINT,
+        )
     scaler = _fit_scaler(rows, segments, window, rel_idx)
     scaled = scaler.transform(rows)
     bounds = np.cumsum([0, *lengths])

@@ -152,7 +152,7 @@ def run_retrain(
         try:
             challenger = train_detector(
                 [r.values for r in runs],
-                options.with_seed(config.model.seed + attempt),
+                options.with_seed(options.model.seed + attempt),
                 device=device,
                 first_ts=min(float(r.ts[0]) for r in runs),
                 last_ts=max(float(r.ts[-1]) for r in runs),
