@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sentinel.config import load_config
 from sentinel.csvdata import read_feature_csv
 from sentinel.logs import configure_logging
-from sentinel.model import train_detector
+from sentinel.model import train_detector, training_options
 from sentinel.replay import replay
 
 TRAIN_ROWS = 2000
@@ -87,11 +87,7 @@ def main() -> None:
         assert data.timestamps is not None
         detector = train_detector(
             [data.values[:TRAIN_ROWS]],
-            stream=stream.name,
-            features=stream.feature_names,
-            relative=stream.relative_features,
-            window=config.windows.length,
-            config=config.model,
+            training_options(config, stream.name),
             device=torch.device("cpu"),
             first_ts=float(data.timestamps[0]),
             last_ts=float(data.timestamps[TRAIN_ROWS - 1]),

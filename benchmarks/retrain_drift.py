@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.config import SentinelConfig, ThresholdConfig
 from sentinel.logs import configure_logging
-from sentinel.model import Detector, train_detector
+from sentinel.model import Detector, train_detector, training_options
 from sentinel.pipeline import Pipeline, PipelineTap
 from sentinel.records import Alert, AuditEvent, Delivery, Reading, Verdict, Window
 from sentinel.retrain.clock import DataClockRetrainer
@@ -345,10 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         detector = train_detector(
             [values[:first, d] for d in range(len(devices))],
-            stream="pump",
-            features=FEATURES,
-            window=config.windows.length,
-            config=config.model,
+            training_options(config, "pump"),
             device=torch.device("cpu"),
             first_ts=float(ts[0]),
             last_ts=float(ts[first - 1]),

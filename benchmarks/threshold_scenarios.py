@@ -41,7 +41,7 @@ import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.logs import configure_logging
-from sentinel.model import train_detector
+from sentinel.model import train_detector, training_options
 from sentinel.pipeline import Pipeline
 from simulators.fleet import FEATURES, FleetSimulator
 from simulators.regimes import CHANGE_KINDS, Evaluation, Recorder, RegimeChange, RegimeScenario
@@ -147,10 +147,7 @@ def train(args: argparse.Namespace) -> Any:
     torch.set_num_threads(1)
     return train_detector(
         [np.asarray(r, dtype=np.float32) for r in rows.values()],
-        stream="pump",
-        features=FEATURES,
-        window=WINDOW,
-        config=config_for({}, {}).model,
+        training_options(config_for({}, {}), "pump"),
         device=torch.device("cpu"),
     )
 

@@ -309,7 +309,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from sentinel.csvdata import read_feature_csv
-    from sentinel.model import ModelRegistry, resolve_device, train_detector
+    from sentinel.model import (
+        CONSTANT_FEATURE_HINT,
+        ModelRegistry,
+        constant_features,
+        resolve_device,
+        train_detector,
+        training_options,
+    )
     from sentinel.training import progress_reporter
 
     config = _load(args)
@@ -322,15 +329,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         dialect=_dialect(args),
     )
     torch.set_num_threads(config.model.torch_threads)
+    segments = data.segments(min_length=config.windows.length)
     progress = progress_reporter(stream.name, config.model.epochs)
     try:
         detector = train_detector(
-            data.segments(min_length=config.windows.length),
-            stream=stream.name,
-            features=stream.feature_names,
-            window=config.windows.length,
-            relative=stream.relative_features,
-            config=config.model,
+            segments,
+            training_options(config, stream.name),
             device=resolve_device(config.model.device),
             first_ts=data.first_ts,
             last_ts=data.last_ts,
@@ -343,6 +347,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     registry.activate(stream.name, detector.version)
     print(f"model {detector.version} for stream {stream.name} saved to {path} and activated")
     print("a running daemon picks it up at its next start")
+    for name, value in constant_features(segments, stream.feature_names).items():
+        print(
+            f"warning: feature {name} of stream {stream.name} is constant in the training "
+            f"data ({value:g}): {CONSTANT_FEATURE_HINT}"
+        )
     return 0
 
 

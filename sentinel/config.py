@@ -511,7 +511,9 @@ class RetrainConfig(Section):
         ge=60,
         le=366 * 86_400,
         description="Seconds between scheduled retraining runs of each stream (ignored when "
-        "cron is set).",
+        "cron is set). The next run time is kept in <state_dir>/retrain_schedule.json, so a "
+        "restart does not start the countdown afresh; a run that fell due while the daemon "
+        "was down runs once at start.",
     )
     cron: str | None = Field(
         default=None,

@@ -28,7 +28,7 @@ import torch
 from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.csvdata import RecordedData
 from sentinel.errors import DataError
-from sentinel.model import Detector, train_detector
+from sentinel.model import Detector, train_detector, training_options
 from sentinel.model.baselines import BaselineDetector, train_baseline
 from sentinel.pipeline import Pipeline
 from sentinel.records import Alert, AlertStatus, Delivery, Reading, Verdict, WriteBatch
@@ -130,11 +130,7 @@ def replay(
         if kind == "lstm_ae":
             detector = train_detector(
                 head.segments(min_length=window),
-                stream=stream.name,
-                features=stream.feature_names,
-                relative=stream.relative_features,
-                window=window,
-                config=config.model,
+                training_options(config, stream.name),
                 device=torch_device,
                 first_ts=head.first_ts,
                 last_ts=head.last_ts,

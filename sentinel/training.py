@@ -14,7 +14,7 @@ import torch
 
 from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.errors import SentinelError
-from sentinel.model import Detector, ModelRegistry, train_detector
+from sentinel.model import Detector, ModelRegistry, train_detector, training_options
 from sentinel.records import Reading
 
 __all__ = ["ColdStartBuffer", "Trainer", "TrainingJob", "progress_reporter"]
@@ -167,11 +167,7 @@ class Trainer:
         try:
             detector = train_detector(
                 job.segments,
-                stream=stream.name,
-                features=stream.feature_names,
-                relative=stream.relative_features,
-                window=self._config.windows.length,
-                config=self._config.model,
+                training_options(self._config, stream.name),
                 device=self._device,
                 first_ts=job.first_ts,
                 last_ts=job.last_ts,

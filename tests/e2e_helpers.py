@@ -20,7 +20,7 @@ import torch
 
 from sentinel.app import SentinelApp
 from sentinel.config import SentinelConfig
-from sentinel.model import ModelRegistry, train_detector
+from sentinel.model import ModelRegistry, train_detector, training_options
 from sentinel.store import AlertRecord, AlertStore
 from simulators.broker import PrivateBroker, Publisher
 from simulators.fleet import FEATURES, FleetSimulator, SimReading, encode
@@ -73,10 +73,7 @@ def train_fleet_model(models_dir: Path, devices: int = 4, steps: int = 1500) -> 
     config = SentinelConfig.model_validate(daemon_config(models_dir, _NoBroker()))
     detector = train_detector(
         [np.asarray(r, dtype=np.float32) for r in rows.values()],
-        stream="pump",
-        features=FEATURES,
-        window=WINDOW,
-        config=config.model,
+        training_options(config, "pump"),
         device=torch.device("cpu"),
     )
     registry = ModelRegistry(models_dir)

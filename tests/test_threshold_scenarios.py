@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sentinel.config import SentinelConfig
-from sentinel.model import train_detector
+from sentinel.model import train_detector, training_options
 from sentinel.pipeline import Pipeline
 from simulators.fleet import FEATURES, FleetSimulator
 from simulators.regimes import Recorder, RegimeChange, RegimeScenario, evaluate
@@ -61,10 +61,7 @@ def detector() -> Any:
             rows.setdefault(r.device, []).append([r.values[f] for f in FEATURES])
     return train_detector(
         [np.asarray(r, dtype=np.float32) for r in rows.values()],
-        stream="pump",
-        features=FEATURES,
-        window=WINDOW,
-        config=config({}).model,
+        training_options(config({}), "pump"),
         device=torch.device("cpu"),
     )
 

@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
-from sentinel.config import ModelConfig
+from sentinel.config import ModelConfig, SentinelConfig
 from sentinel.errors import DataError, ModelError
 from sentinel.model.detector import (
     Calibration,
@@ -28,7 +29,16 @@ from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.scaler import Scaler
 
-__all__ = ["MIN_WINDOWS", "PATIENCE", "make_windows", "train_detector"]
+__all__ = [
+    "CONSTANT_FEATURE_HINT",
+    "MIN_WINDOWS",
+    "PATIENCE",
+    "TrainOptions",
+    "constant_features",
+    "make_windows",
+    "train_detector",
+    "training_options",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -36,9 +46,66 @@ MIN_WINDOWS = 8  # fewer cannot give both a training set and a validation set
 PATIENCE = 5  # epochs without a better validation loss before training stops
 _MIN_IMPROVEMENT = 1e-4  # relative; smaller gains are noise and do not reset patience
 _GRAD_CLIP = 1.0  # LSTMs occasionally take exploding steps early on
+# A feature whose standard deviation in the training data is below this share of its
+# magnitude (of 1 near zero) is constant: float noise, not a signal the model can learn.
+_CONSTANT_SPREAD = 1e-6
+CONSTANT_FEATURE_HINT = (
+    "any change in it will score far above training's errors; train on data where it "
+    "varies, or leave it out of the stream's features"
+)
 
 ProgressFn = Callable[[int, int, float], None]
 IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything besides the data and the hardware that decides what model is trained.
+
+    Build it from a config with ``training_options``: the CLI, the cold start, every
+    retraining run and replay all do, so a model trained by the daemon carries exactly what
+    one trained with ``sentinel train --csv`` carries (issue #19: retraining once dropped
+    ``level = "relative"``).
+    """
+
+    stream: str
+    features: tuple[str, ...]
+    window: int
+    model: ModelConfig
+    # Features judged by their changes within a window rather than their level
+    # (``center_relative``); their scale is the spread of their window-centred values.
+    relative: tuple[str, ...] = ()
+
+    def with_seed(self, seed: int) -> TrainOptions:
+        """The same options with another model seed (a retraining run's next attempt)."""
+        return replace(self, model=self.model.model_copy(update={"seed": seed}))
+
+
+def training_options(config: SentinelConfig, stream: str) -> TrainOptions:
+    """The training options the config gives ``stream``; KeyError for an unknown stream."""
+    stream_cfg = config.stream(stream)
+    return TrainOptions(
+        stream=stream_cfg.name,
+        features=stream_cfg.feature_names,
+        window=config.windows.length,
+        model=config.model,
+        relative=stream_cfg.relative_features,
+    )
+
+
+def constant_features(segments: Sequence[np.ndarray], features: Sequence[str]) -> dict[str, float]:
+    """The features that do not vary in the training data, each with its value.
+
+    Such a feature is reconstructed perfectly in training, so its calibrated error is
+    about zero and any later change in it scores 10^3-10^8 times that (issue #19).
+    Training warns of them (``training_feature_constant``); it does not treat them apart.
+    """
+    rows = np.concatenate([np.asarray(s, dtype=np.float64) for s in segments])
+    if not len(rows):
+        return {}
+    mean, std = rows.mean(axis=0), rows.std(axis=0)
+    flat = std <= _CONSTANT_SPREAD * np.maximum(1.0, np.abs(mean))
+    return {name: float(mean[i]) for i, name in enumerate(features) if flat[i]}
 
 
 def make_windows(data: np.ndarray, window: int, stride: int) -> np.ndarray:
@@ -102,29 +169,29 @@ def _split_starts(
 
 def train_detector(
     segments: Sequence[np.ndarray],
+    options: TrainOptions,
     *,
-    stream: str,
-    features: Sequence[str],
-    window: int,
-    config: ModelConfig,
     device: torch.device,
     first_ts: float | None = None,
     last_ts: float | None = None,
     progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
-    relative: Sequence[str] = (),
 ) -> Detector:
     """Train an autoencoder on contiguous runs of normal raw readings, one (N_i, F) each.
 
-    ``relative`` names features judged by their changes within a window rather than their
-    level (``center_relative``); their scale is the spread of their window-centred values.
-    Windows never straddle two segments. The last ``config.validation_fraction`` of each
+    Windows never straddle two segments. The last ``model.validation_fraction`` of each
     segment is held back for early stopping and calibration (see ``_split_starts``).
     Torch's global thread count is left alone (the caller owns it), and so is its global
     RNG state. Raises DataError when the data cannot give ``MIN_WINDOWS`` windows and
     ModelError("training cancelled") when ``stop`` is set.
     """
     started = time.monotonic()
+    stream, features, window, config = (
+        options.stream,
+        options.features,
+        options.window,
+        options.model,
+    )
     n_features = len(features)
     rows = _check_segments(segments, n_features)
     lengths = [len(s) for s in segments]
@@ -136,13 +203,21 @@ def train_detector(
             f"{len(lengths)} segments; need at least {MIN_WINDOWS} windows"
         )
 
+    relative = options.relative
     unknown = set(relative) - set(features)
     if unknown:
         raise DataError(f"relative features {sorted(unknown)} are not among the features")
     if config.score_steps > window:
         raise DataError(f"score_steps {config.score_steps} exceeds the window of {window}")
-    relative = tuple(relative)
-    rel_idx = [list(features).index(name) for name in relative]
+    rel_idx = [features.index(name) for name in relative]
+    for name, value in constant_features([rows], features).items():
+        log.warning(
+            "training_feature_constant",
+            stream=stream,
+            feature=name,
+            value=value,
+            hint=CONSTANT_FEATURE_HINT,
+        )
     scaler = _fit_scaler(rows, segments, window, rel_idx)
     scaled = scaler.transform(rows)
     bounds = np.cumsum([0, *lengths])
@@ -249,7 +324,7 @@ def train_detector(
         # must still give a new version.
         version=f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
         stream=stream,
-        features=tuple(features),
+        features=features,
         window=window,
         hidden_size=config.hidden_size,
         latent_size=config.latent_size,

@@ -21,7 +21,13 @@ import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.errors import DataError, ModelError
-from sentinel.model import Detector, ModelRegistry, make_windows, train_detector
+from sentinel.model import (
+    Detector,
+    ModelRegistry,
+    make_windows,
+    train_detector,
+    training_options,
+)
 from sentinel.retrain.promotion import EvalSet, Metrics, build_eval_set, decide, evaluate
 from sentinel.retrain.reservoir import CleanData, Reservoir, Run, reservoir_path
 from sentinel.threshold import calibration_threshold
@@ -84,7 +90,7 @@ def run_retrain(
     back) and need only ``cold_start.readings``. Never raises for bad data or a failed fit:
     those become a ``skipped`` or ``failed`` outcome with the reason.
     """
-    stream_cfg = config.stream(stream)
+    options = training_options(config, stream)
     cfg = config.retrain
     window = config.windows.length
     reservoir = open_reservoir(config, stream, readonly=True)
@@ -142,15 +148,11 @@ def run_retrain(
     for attempt in range(attempts):
         if attempt and stop is not None and stop.is_set():
             break
-        model_cfg = config.model.model_copy(update={"seed": config.model.seed + attempt})
-        progress = _progress(stream, model_cfg.epochs)
+        progress = _progress(stream, options.model.epochs)
         try:
             challenger = train_detector(
                 [r.values for r in runs],
-                stream=stream,
-                features=stream_cfg.feature_names,
-                window=window,
-                config=model_cfg,
+                options.with_seed(options.model.seed + attempt),
                 device=device,
                 first_ts=min(float(r.ts[0]) for r in runs),
                 last_ts=max(float(r.ts[-1]) for r in runs),

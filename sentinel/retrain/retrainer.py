@@ -39,7 +39,7 @@ __all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
 
 log = structlog.get_logger(__name__)
 
-_COLD_START_RETRY = 60.0  # seconds before a failed cold-start run is tried again
+_COLD_START_RETRY = 60.0  # seconds after a failed cold-start run before it is tried again
 _COLD_START_STEPS = 20  # cold_start_progress is logged at every 1/20 of the readings needed
 
 
@@ -119,6 +119,10 @@ class Retrainer:
     ``has_model(stream)`` says whether the pipeline scores the stream (else a full
     reservoir triggers the cold-start run); ``reservoir_count(stream)`` how many readings
     the reservoir holds; ``install(stream, detector)`` hands a model to the pipeline.
+
+    A stream this retrainer has handed a model to counts as having one from then on: the
+    pipeline's worker swaps it in only between two passes, and asking ``has_model`` in the
+    meantime started a second, larger cold-start run (issue #19).
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class Retrainer:
         self._thread: threading.Thread | None = None
         self._process: Any = None
         self._cold_retry_at: dict[str, float] = {}
+        self._handed: set[str] = set()  # streams this retrainer has handed a model to
         self._cold_logged: dict[str, int] = {}  # per stream: the last 5% step logged
         self.outcomes: list[RetrainOutcome] = []  # most recent last; for status and tests
         self.idle = threading.Event()
@@ -189,6 +194,7 @@ class Retrainer:
         )
         seeds = self._reservoir_seeds(stream, detector)
         self._install(stream, detector, seeds)
+        self._handed_over(stream)
         log.info(
             "model_reload_requested",
             stream=stream,
@@ -217,6 +223,18 @@ class Retrainer:
             log.warning("threshold_seeds_unavailable", stream=stream, error=str(err))
             return None
 
+    def _handed_over(self, stream: str) -> None:
+        with self._lock:
+            self._handed.add(stream)
+
+    def _scored(self, stream: str) -> bool:
+        """Whether ``stream`` has a model: the pipeline scores it, or one handed to it
+        waits for the worker's next swap."""
+        with self._lock:
+            if stream in self._handed:
+                return True
+        return self._has_model(stream)
+
     # -- the thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -240,7 +258,7 @@ class Retrainer:
         now = time.monotonic()
         for stream in self._config.streams:
             name = stream.name
-            if self._has_model(name) or self._cold_retry_at.get(name, 0.0) > now:
+            if self._scored(name) or self._cold_retry_at.get(name, 0.0) > now:
                 continue
             count, target = self._count(name), self._config.cold_start.readings
             # Progress in 5% steps, so that a cold start is not an hour of silence.
@@ -254,7 +272,7 @@ class Retrainer:
                 self.request(name, "cold_start")
 
     def _serve(self, request: Request) -> None:
-        cold = not self._has_model(request.stream)
+        cold = not self._scored(request.stream)
         started = time.monotonic()
         outcome = self._in_child(request, cold)
         if outcome is None:
@@ -262,6 +280,12 @@ class Retrainer:
         self.outcomes.append(outcome)
         del self.outcomes[:-100]
         detector = apply_outcome(outcome, self._registry, self._config, self._device, self._install)
+        if detector is not None:
+            self._handed_over(request.stream)
+        elif cold:
+            # The guard counts from the failure: a run longer than it would otherwise be
+            # followed at once by the next.
+            self._cold_retry_at[request.stream] = time.monotonic() + _COLD_START_RETRY
         result = "activated" if detector is not None else outcome.status
         record_retraining(request.stream, result, "cold_start" if cold else request.reason)
         log.info(

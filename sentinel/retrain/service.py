@@ -15,7 +15,7 @@ from sentinel.retrain.control import CONTROL_SOCKET, ControlServer
 from sentinel.retrain.job import open_reservoir
 from sentinel.retrain.reservoir import ReservoirTap
 from sentinel.retrain.retrainer import Install, Retrainer
-from sentinel.retrain.scheduler import RetrainScheduler
+from sentinel.retrain.scheduler import SCHEDULE_FILE, RetrainScheduler
 
 __all__ = ["RetrainService", "load_active_or_previous"]
 
@@ -71,7 +71,10 @@ class RetrainService:
             install=install,
         )
         self.scheduler = RetrainScheduler(
-            config.retrain, [s.name for s in config.streams], self.retrainer.request
+            config.retrain,
+            [s.name for s in config.streams],
+            self.retrainer.request,
+            config.state_dir / SCHEDULE_FILE,
         )
         self.control: ControlServer | None = None
         if config.retrain.control_socket:

@@ -9,7 +9,7 @@ import torch
 
 from sentinel.config import ModelConfig
 from sentinel.errors import DataError, ModelError
-from sentinel.model import Detector, make_windows, train_detector
+from sentinel.model import Detector, TrainOptions, constant_features, make_windows, train_detector
 from sentinel.model.train import MIN_WINDOWS, PATIENCE, _window_starts
 
 FEATURES = ("flow", "pressure", "phase", "power")
@@ -39,13 +39,15 @@ def config(**changes: object) -> ModelConfig:
     return ModelConfig.model_validate(base)
 
 
-def train(segments: list[np.ndarray], cfg: ModelConfig, **kwargs: object) -> Detector:
+def train(
+    segments: list[np.ndarray],
+    cfg: ModelConfig,
+    relative: tuple[str, ...] = (),
+    **kwargs: object,
+) -> Detector:
     return train_detector(
         segments,
-        stream="pump",
-        features=FEATURES,
-        window=WINDOW,
-        config=cfg,
+        TrainOptions("pump", FEATURES, WINDOW, cfg, relative),
         device=CPU,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -252,12 +254,8 @@ def train_warming(relative: tuple[str, ...]) -> Detector:
     rng = np.random.default_rng(3)
     return train_detector(
         [warming(np.arange(500.0), rng, drift=0.5)],
-        stream="pump",
-        features=(*FEATURES, "temp"),
-        window=WINDOW,
-        config=config(),
+        TrainOptions("pump", (*FEATURES, "temp"), WINDOW, config(), relative),
         device=CPU,
-        relative=relative,
     )
 
 
@@ -297,10 +295,7 @@ def test_levels_find_a_one_unit_shift_of_a_quantised_channel_the_model_follows()
     cfg = config(epochs=15, score_steps=4)
     model = train_detector(
         [rig(600, np.random.default_rng(2), flow=31.6)],
-        stream="rig",
-        features=("flow", "pressure", "vibration"),
-        window=WINDOW,
-        config=cfg,
+        TrainOptions("rig", ("flow", "pressure", "vibration"), WINDOW, cfg),
         device=CPU,
     )
     levels = model.meta.levels
@@ -340,12 +335,8 @@ def test_training_on_cuda_gives_a_model_that_scores_like_on_cpu() -> None:
     cuda = torch.device("cuda")
     detector = train_detector(
         segments,
-        stream="pump",
-        features=(*FEATURES, "temp"),
-        window=WINDOW,
-        config=config(),
+        TrainOptions("pump", (*FEATURES, "temp"), WINDOW, config(), ("temp",)),
         device=cuda,
-        relative=("temp",),
     )
     assert next(detector.module.parameters()).device.type == "cuda"
     assert detector.meta.training["val_loss"] < 1.0  # it learned the machine
@@ -392,3 +383,20 @@ def test_score_steps_beyond_the_window_is_refused() -> None:
     rng = np.random.default_rng(2)
     with pytest.raises(DataError, match="score_steps 17 exceeds the window of 16"):
         train([machine(np.arange(300.0), rng)], config(score_steps=WINDOW + 1))
+
+
+def test_constant_features_are_those_flat_beside_their_own_magnitude() -> None:
+    rng = np.random.default_rng(0)
+    n = 500
+    data = np.column_stack(
+        [
+            np.full(n, 7.0),  # stuck
+            1000.0 + rng.normal(0, 1e-5, n),  # float noise on a large value
+            rng.normal(0, 1e-3, n),  # small, but a signal around zero
+            rng.normal(50, 1, n),
+        ]
+    )
+    found = constant_features([data[:200], data[200:]], ("stuck", "big", "small", "normal"))
+    assert list(found) == ["stuck", "big"]
+    assert found["stuck"] == 7.0
+    assert abs(found["big"] - 1000.0) < 1e-3

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from sentinel.config import SentinelConfig
-from sentinel.model import Detector, train_detector
+from sentinel.model import Detector, train_detector, training_options
 
 FEATURES = ["a", "b", "c"]
 
@@ -60,11 +60,4 @@ def contaminate(data: np.ndarray, fraction: float, seed: int = 1) -> np.ndarray:
 
 
 def train(config: SentinelConfig, segments: list[np.ndarray]) -> Detector:
-    return train_detector(
-        segments,
-        stream="pump",
-        features=FEATURES,
-        window=config.windows.length,
-        config=config.model,
-        device=torch.device("cpu"),
-    )
+    return train_detector(segments, training_options(config, "pump"), device=torch.device("cpu"))

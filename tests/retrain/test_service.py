@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -16,13 +17,14 @@ from sentinel.cli import main
 from sentinel.config import SentinelConfig
 from sentinel.model import Detector, ModelRegistry
 from sentinel.records import Reading, Window
+from sentinel.retrain import retrainer as retrainer_module
 from sentinel.retrain.control import CONTROL_SOCKET, send_command
-from sentinel.retrain.job import open_reservoir, run_retrain
-from sentinel.retrain.retrainer import Retrainer
+from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain
+from sentinel.retrain.retrainer import Request, Retrainer
 from sentinel.retrain.service import RetrainService
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import running_app, wait_for
-from tests.retrain.helpers import contaminate, make_config, normal
+from tests.retrain.helpers import FEATURES, contaminate, make_config, normal
 from tests.retrain.test_versions import make_detector, version, write_config
 
 CPU = torch.device("cpu")
@@ -179,6 +181,90 @@ def test_a_cold_start_logs_its_progress_while_the_reservoir_fills(tmp_path: Path
     assert progress() == [60, 300]
     assert all(e["target"] == 600 for e in logs if e["event"] == "cold_start_progress")
     assert not [e for e in logs if e["event"] in ("cold_start_collected", "retrain_requested")]
+
+
+class SlowColdStart:
+    """A retrainer whose training runs are fakes that take five minutes of a fake clock,
+    beside a pipeline whose worker never gets to apply a swap (``has_model`` stays False).
+
+    Its config has a second stream, ``idle``, that never collects enough: each look the
+    retrainer's thread takes at the streams asks its count once, so the test can wait for
+    whole looks instead of sleeping.
+    """
+
+    def __init__(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: Literal["accepted", "failed"]
+    ) -> None:
+        data = make_config(tmp_path / "state").model_dump(mode="json", exclude_none=True)
+        data["streams"].append({"name": "idle", "topic": "i/{device}", "features": FEATURES})
+        self.config = SentinelConfig.model_validate(data)
+        self.now = 1000.0
+        self.runs: list[Request] = []
+        self.installed: list[str] = []
+        self.looks = 0
+        monkeypatch.setattr(retrainer_module, "time", SimpleNamespace(monotonic=lambda: self.now))
+        monkeypatch.setattr(Retrainer, "_in_child", self._train)
+        self.status = status
+        self.retrainer = Retrainer(
+            self.config,
+            ModelRegistry(self.config.models_dir),
+            CPU,
+            has_model=lambda stream: False,
+            reservoir_count=self._count,
+            install=lambda stream, *args, **kwargs: self.installed.append(stream),
+        )
+
+    def _count(self, stream: str) -> int:
+        if stream == "idle":
+            self.looks += 1
+            return 0
+        return self.config.cold_start.readings
+
+    def _train(self, request: Request, cold: bool) -> RetrainOutcome:
+        self.runs.append(request)
+        self.now += 300.0  # longer than the retry guard: training always is, on a Pi
+        if self.status == "failed":
+            return RetrainOutcome(request.stream, "failed", "fake")
+        v = version(len(self.runs))
+        ModelRegistry(self.config.models_dir).save(make_detector(v))
+        return RetrainOutcome(request.stream, "accepted", "fake", v)
+
+    def wait_for_looks(self, n: int) -> None:
+        """Until the thread has looked at the streams ``n`` more times from now."""
+        target = self.looks + n
+        wait_for(lambda: self.looks >= target, 30, f"{n} looks at the streams")
+
+
+def test_a_cold_start_trains_once_though_the_swap_is_not_applied_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = SlowColdStart(tmp_path, monkeypatch, "accepted")
+    slow.retrainer.start()
+    try:
+        wait_for(lambda: bool(slow.installed), 30, "the first model handed over")
+        # The pipeline's worker has not swapped it in, and the run took longer than the
+        # retry guard: the stream has a model all the same, and no second run starts.
+        slow.wait_for_looks(2)
+    finally:
+        slow.retrainer.stop()
+    assert [r.reason for r in slow.runs] == ["cold_start"]
+    assert slow.installed == ["pump"]
+
+
+def test_a_failed_cold_start_is_retried_a_guard_interval_after_it_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = SlowColdStart(tmp_path, monkeypatch, "failed")
+    slow.retrainer.start()
+    try:
+        wait_for(lambda: bool(slow.runs), 30, "the first cold-start run")
+        slow.wait_for_looks(2)
+        assert len(slow.runs) == 1  # not at once, though the run outlasted the guard
+        slow.now += 61.0
+        wait_for(lambda: len(slow.runs) > 1, 30, "the retry")
+    finally:
+        slow.retrainer.stop()
+    assert not slow.installed
 
 
 def test_a_run_with_too_little_clean_data_is_skipped_with_the_reason(tmp_path: Path) -> None:
