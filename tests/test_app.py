@@ -38,6 +38,7 @@ from tests.e2e_helpers import (
     train_fleet_model,
     wait_for,
 )
+from tests.tls_helpers import BROKER_NAME, BrokerPki
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -175,6 +176,26 @@ def test_bad_credentials_stop_with_a_clear_error(
         assert time.monotonic() - started < 20, "it should give up at once, not retry"
     finally:
         broker.stop()
+
+
+def test_wrong_ca_stops_with_a_clear_error(
+    tls_broker: tuple[PrivateBroker, BrokerPki], tmp_path: Path
+) -> None:
+    """The fault campaign's wrong-CA case: the daemon exits 3 at once, as for bad
+    credentials, and says which CA file failed to verify which broker."""
+    import threading
+
+    from sentinel.app import SentinelApp
+    from sentinel.config import SentinelConfig
+
+    broker, pki = tls_broker
+    tls = {"enabled": True, "ca_file": str(pki.other_ca)}
+    config = daemon_config(tmp_path / "state", broker, mqtt={"host": BROKER_NAME, "tls": tls})
+    app = SentinelApp(SentinelConfig.model_validate(config))
+    assert app.run(threading.Event()) == EXIT_FATAL_CONNECTION
+    assert app.fatal is not None
+    assert str(pki.other_ca) in app.fatal
+    assert f"{BROKER_NAME}:{broker.port}" in app.fatal
 
 
 def test_broker_restart_is_ridden_out_without_loss(
