@@ -83,6 +83,8 @@ class SentinelApp:
                 "replay` and benchmarks; the daemon runs lstm_ae"
             )
         log.info("sentinel_starting", config=config.redacted())
+        for warning in config.warnings():
+            log.warning("config_warning", detail=warning)
         torch.set_num_threads(config.model.torch_threads)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         device = resolve_device(config.model.device)

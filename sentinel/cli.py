@@ -106,6 +106,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     streams = ", ".join(f"{s.name} ({s.topic}, {len(s.features)} features)" for s in config.streams)
     print(f"{args.file}: OK — {len(config.streams)} stream(s): {streams}")
     print(f"database: {json.dumps(config.redacted()['database']['url'])}")
+    for warning in config.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from structlog.testing import capture_logs
 
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker
@@ -90,6 +91,22 @@ def test_healthz_without_a_model_is_degraded(mqtt_broker: PrivateBroker, tmp_pat
         assert status == 503
         assert body["problems"] == ["model: no model yet for stream 'pump'"]
         assert sample(metrics(port), "sentinel_model_active", stream="pump", version="") == 0
+
+
+def test_health_endpoints_off_loopback_are_warned_of_at_start(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """They serve without authentication: the daemon runs, and says so in its log."""
+    config = daemon_config(
+        tmp_path / "state", mqtt_broker, client_id="ops-exposed", health={"bind": "0.0.0.0"}
+    )
+    with capture_logs() as logs, running_app(config) as running:
+        assert running.app.health_server is not None
+        assert healthz(running.app.health_server.port)[0] == 503  # served: no model yet
+    warnings = [e for e in logs if e["event"] == "config_warning"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["detail"].startswith("health.bind: '0.0.0.0' is not a loopback address")
 
 
 @pytest.mark.allow_log_exceptions  # the writer logs each failed commit with its traceback
