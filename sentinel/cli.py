@@ -32,7 +32,14 @@ __all__ = ["main", "parse_since"]
 log = structlog.get_logger(__name__)
 
 DEFAULT_CONFIG = "/etc/sentinel/sentinel.toml"
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # a bad config or command line, or no torch where a command needs it
+# torch is not a package dependency (pyproject.toml): the commands that need it import it
+# lazily, so the others work without it, and say this when it is missing.
+NO_TORCH = (
+    "sentinel: PyTorch is not installed: pip install torch==2.13.0 (CPU build; add "
+    "--index-url https://download.pytorch.org/whl/cpu to skip the CUDA one), or on a Jetson "
+    "NVIDIA's torch wheel for your JetPack (see README, Installing torch)"
+)
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -678,6 +685,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        print(NO_TORCH, file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_USAGE
