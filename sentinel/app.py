@@ -162,7 +162,7 @@ class SentinelApp:
                 on_fatal=self._on_fatal,
                 password=p.get_secret_value() if (p := config.mqtt.password) else None,
             )
-            self.metrics.attach(pipeline, source, writer)
+            self.metrics.attach(pipeline, source, writer, retrain.tap if retrain else None)
             probe = DatabaseProbe(store, config.health.database_probe_interval)
             self.health.attach(pipeline, source, writer, probe)
             probe.start()

@@ -93,6 +93,38 @@ def test_healthz_without_a_model_is_degraded(mqtt_broker: PrivateBroker, tmp_pat
         assert sample(metrics(port), "sentinel_model_active", stream="pump", version="") == 0
 
 
+def test_readings_the_reservoir_cannot_store_are_counted_in_metrics(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """A full disk under the retraining reservoir: detection goes on, and /metrics counts
+    every reading that will never train a model, instead of a log line per pass."""
+    state = tmp_path / "state"
+    install_untrained_model(state)
+    url = f"sqlite:///{state / 'sentinel.db'}"
+    config = daemon_config(state, mqtt_broker, database_url=url, client_id="ops-reservoir")
+    with capture_logs() as logs, running_app(config) as running:
+        assert running.app.retrain is not None
+        assert running.app.health_server is not None
+        tap = running.app.retrain.tap
+        reservoir = tap._reservoirs["pump"]
+        # SQLite's own "database or disk is full": the file may not grow by a page.
+        conn = reservoir._db()
+        conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+        sent = publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=300)
+        wait_for(lambda: readings_committed(url) == sent, 30, "readings committed")
+        lost = sample(
+            metrics(running.app.health_server.port),
+            "sentinel_reservoir_lost_readings_total",
+            stream="pump",
+        )
+        assert lost == tap.lost["pump"]
+        assert lost > 0
+        assert lost + reservoir.count == sent  # each reading stored or counted, never both
+    events = [e["event"] for e in logs]
+    assert "reservoir_write_failed" in events
+    assert "pipeline_tap_failed" not in events
+
+
 def test_health_endpoints_off_loopback_are_warned_of_at_start(
     mqtt_broker: PrivateBroker, tmp_path: Path
 ) -> None:
