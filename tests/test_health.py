@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
+from sentinel.app import EXIT_WRITER_GAVE_UP
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import daemon_config, readings_committed, running_app, wait_for
@@ -177,6 +178,42 @@ def test_healthz_and_metrics_follow_a_locked_sqlite_database(
             locker.close()
         wait_for(lambda: healthz(port)[0] == 200, 30, "/healthz to recover")
         wait_for(lambda: readings_committed(url) == sent, 30, "nothing lost in the outage")
+
+
+@pytest.mark.allow_log_exceptions  # the writer logs each failed commit with its traceback
+def test_a_stop_that_leaves_writes_uncommitted_exits_non_zero(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """Issue #19: writer_gave_up still exited 0. The database stays locked through the
+    stop: the daemon exits EXIT_WRITER_GAVE_UP, and the next start commits every reading
+    (the broker kept them: nothing uncommitted was acknowledged)."""
+    state = tmp_path / "state"
+    install_untrained_model(state)
+    db = state / "sentinel.db"
+    url = f"sqlite:///{db}"
+    config = daemon_config(
+        state,
+        mqtt_broker,
+        database_url=url,
+        client_id="ops-gave-up",
+        database={"busy_timeout_ms": 100},
+    )
+    locker = sqlite3.connect(db, timeout=1)
+    try:
+        with capture_logs() as logs, running_app(config) as running:
+            locker.execute("BEGIN EXCLUSIVE")
+            sent = publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=50)
+            health = running.app.health
+            wait_for(lambda: not health.report().checks["database"]["ok"], 15, "a failed commit")
+        assert running.result == [EXIT_WRITER_GAVE_UP]
+        events = [e for e in logs if e["event"] == "sentinel_writes_uncommitted"]
+        assert len(events) == 1
+        assert events[0]["batches"] > 0
+    finally:
+        locker.rollback()
+        locker.close()
+    with running_app(config):
+        wait_for(lambda: readings_committed(url) == sent, 30, "the broker's redelivery")
 
 
 @pytest.mark.postgres

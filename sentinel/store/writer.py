@@ -66,6 +66,7 @@ class AlertWriter:
         self._abandoned = threading.Event()  # set when the thread exits (done or gave up)
         self._sleep = threading.Event()  # never set: its wait() is the backoff's timed wait
         self._last_error: str | None = None
+        self._submitted = 0
         self._committed = 0
         self.write_errors = 0  # failed commits (each retried), for metrics
 
@@ -77,6 +78,11 @@ class AlertWriter:
     @property
     def committed_batches(self) -> int:
         return self._committed
+
+    @property
+    def uncommitted(self) -> int:
+        """Batches submitted and not committed; after ``stop()``, what it gave up on."""
+        return self._submitted - self._committed
 
     @property
     def pending(self) -> int:
@@ -106,9 +112,12 @@ class AlertWriter:
                 if self._queue.qsize() < self._capacity:
                     try:
                         self._queue.put_nowait(batch)
-                        return
                     except queue.Full:
                         pass
+                    else:
+                        with self._lock:
+                            self._submitted += 1
+                        return
                 wait = _SUBMIT_SLICE
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
