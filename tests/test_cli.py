@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -258,3 +260,17 @@ def test_commands_that_do_not_need_torch_work_without_it(tmp_path: Path) -> None
         result = _without_torch(*args)
         assert result.returncode == 0, (args, result.stderr)
         assert "torch" not in result.stderr.lower(), (args, result.stderr)
+
+
+def test_state_is_created_private_whatever_the_callers_umask(tmp_path: Path) -> None:
+    """Issue #19: outside systemd (UMask=0027) state followed the caller's umask and
+    sentinel.db came out 0644, readable by every user of the box."""
+    state = tmp_path / "state"
+    previous = os.umask(0o022)
+    try:
+        assert main(["migrate", "--database", f"sqlite:///{state / 'sentinel.db'}"]) == 0
+        assert os.umask(0o022) == 0o022, "the caller's umask is given back"
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o750
+    assert stat.S_IMODE((state / "sentinel.db").stat().st_mode) == 0o640
