@@ -305,7 +305,8 @@ class MqttSource:
             log.error("mqtt_tls_failed_fatal", host=cfg.host, port=cfg.port, error=fatal)
             self._stop_fatally(client, fatal)
             return
-        log.warning("mqtt_connect_failed", host=cfg.host, port=cfg.port, error=str(err))
+        why = str(err) if err is not None else None  # e.g. connection refused
+        log.warning("mqtt_connect_failed", host=cfg.host, port=cfg.port, error=why)
 
     def _stop_fatally(self, client: mqtt.Client, reason: str) -> None:
         self._fatal = reason

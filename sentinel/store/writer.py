@@ -110,14 +110,15 @@ class AlertWriter:
                     raise RuntimeError("AlertWriter has stopped; batch not queued")
                 # Keep the spare slot for stop()'s wake-up.
                 if self._queue.qsize() < self._capacity:
+                    # Counted first: the thread may commit it before put_nowait returns.
+                    with self._lock:
+                        self._submitted += 1
                     try:
                         self._queue.put_nowait(batch)
-                    except queue.Full:
-                        pass
-                    else:
-                        with self._lock:
-                            self._submitted += 1
                         return
+                    except queue.Full:
+                        with self._lock:
+                            self._submitted -= 1
                 wait = _SUBMIT_SLICE
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
