@@ -34,12 +34,21 @@ from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.outbox import OutboxPolicy
 from sentinel.training import Trainer
 
-__all__ = ["EXIT_FATAL_CONNECTION", "EXIT_OK", "EXIT_RESTART", "SentinelApp"]
+__all__ = [
+    "EXIT_FATAL_CONNECTION",
+    "EXIT_OK",
+    "EXIT_RESTART",
+    "EXIT_WRITER_GAVE_UP",
+    "SentinelApp",
+]
 
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_FATAL_CONNECTION = 3
+# The database writer stopped with batches it never committed (the database failed until
+# the stop's deadline). Their messages were not acknowledged: the broker sends them again.
+EXIT_WRITER_GAVE_UP = 4
 # run() stopped every component to start them again with ``restart_config`` (a SIGHUP that
 # changed the stream list); the caller starts a new SentinelApp in the same process.
 EXIT_RESTART = -1
@@ -83,6 +92,8 @@ class SentinelApp:
                 "replay` and benchmarks; the daemon runs lstm_ae"
             )
         log.info("sentinel_starting", config=config.redacted())
+        for warning in config.warnings():
+            log.warning("config_warning", detail=warning)
         torch.set_num_threads(config.model.torch_threads)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         device = resolve_device(config.model.device)
@@ -160,7 +171,7 @@ class SentinelApp:
                 on_fatal=self._on_fatal,
                 password=p.get_secret_value() if (p := config.mqtt.password) else None,
             )
-            self.metrics.attach(pipeline, source, writer)
+            self.metrics.attach(pipeline, source, writer, retrain.tap if retrain else None)
             probe = DatabaseProbe(store, config.health.database_probe_interval)
             self.health.attach(pipeline, source, writer, probe)
             probe.start()
@@ -252,6 +263,12 @@ class SentinelApp:
         if self._fatal is not None:
             log.error("sentinel_fatal", error=self._fatal)
             return EXIT_FATAL_CONNECTION
+        if writer.uncommitted:
+            # Not a clean stop, and no in-process restart on top of a failing database.
+            log.error(
+                "sentinel_writes_uncommitted", batches=writer.uncommitted, error=writer.last_error
+            )
+            return EXIT_WRITER_GAVE_UP
         return EXIT_RESTART if self.restart_config is not None else EXIT_OK
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -10,7 +11,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -32,7 +33,19 @@ __all__ = ["main", "parse_since"]
 log = structlog.get_logger(__name__)
 
 DEFAULT_CONFIG = "/etc/sentinel/sentinel.toml"
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # a bad config or command line, or no torch where a command needs it
+# torch is not a package dependency (pyproject.toml): the commands that need it import it
+# lazily, so the others work without it, and say this when it is missing.
+NO_TORCH = (
+    "sentinel: PyTorch is not installed: pip install torch==2.13.0 (CPU build; add "
+    "--index-url https://download.pytorch.org/whl/cpu to skip the CUDA one), or on a Jetson "
+    "NVIDIA's torch wheel for your JetPack (see README, Installing torch)"
+)
+
+# What the unit's UMask=0027 gives the service (deploy/sentinel.service), for every command
+# outside systemd too: the state directory and the database, models, snapshots and
+# reservoir it holds are created 0750 / 0640, never readable by every user of the box.
+STATE_UMASK = 0o027
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -106,6 +119,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     streams = ", ".join(f"{s.name} ({s.topic}, {len(s.features)} features)" for s in config.streams)
     print(f"{args.file}: OK — {len(config.streams)} stream(s): {streams}")
     print(f"database: {json.dumps(config.redacted()['database']['url'])}")
+    for warning in config.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -681,10 +696,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _private_umask() -> Iterator[None]:
+    """Add STATE_UMASK to the caller's umask (a stricter one stays), and give it back."""
+    previous = os.umask(STATE_UMASK)
+    os.umask(previous | STATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result: int = args.func(args)
+        with _private_umask():
+            result: int = args.func(args)
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        print(NO_TORCH, file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_USAGE

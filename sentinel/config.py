@@ -8,6 +8,7 @@ variable; the database password likewise from ``db_password`` / ``SENTINEL_DB_PA
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import os
@@ -907,6 +908,28 @@ class SentinelConfig(Section):
         data["database"]["url"] = make_url(self.database_url).render_as_string(hide_password=True)
         data["mqtt"]["password"] = "***" if self.mqtt.password else None
         return data
+
+    def warnings(self) -> list[str]:
+        """Valid settings that deserve a second look, each led by its key path:
+        ``check-config`` prints them and the daemon logs them at start."""
+        found = []
+        health = self.health
+        if health.enabled and not _is_loopback(health.bind):
+            found.append(
+                f"health.bind: {health.bind!r} is not a loopback address: /healthz and "
+                "/metrics have no authentication, so anyone who reaches port "
+                f"{health.port} reads them; keep 127.0.0.1 or firewall the port"
+            )
+        return found
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another host name: it resolves to an interface others can reach
 
 
 def format_validation_error(err: ValidationError) -> list[str]:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from sentinel.ingest.mqtt import MqttSource
     from sentinel.pipeline import Pipeline
+    from sentinel.retrain.reservoir import ReservoirTap
     from sentinel.store import AlertWriter
 
 __all__ = [
@@ -106,9 +107,16 @@ class Metrics:
         self._collector = _ComponentCollector(state_dir)
         self.registry.register(self._collector)
 
-    def attach(self, pipeline: Pipeline, source: MqttSource, writer: AlertWriter) -> None:
+    def attach(
+        self,
+        pipeline: Pipeline,
+        source: MqttSource,
+        writer: AlertWriter,
+        reservoir: ReservoirTap | None = None,
+    ) -> None:
         """Start reporting these components (before that, only process metrics)."""
         self._collector.components = (pipeline, source, writer)
+        self._collector.reservoir = reservoir
         pipeline.on_scored = self.observe_scoring
 
     def stats(self) -> dict[str, Any] | None:
@@ -123,6 +131,7 @@ class Metrics:
 class _ComponentCollector(Collector):
     def __init__(self, state_dir: Path | None) -> None:
         self.components: tuple[Pipeline, MqttSource, AlertWriter] | None = None
+        self.reservoir: ReservoirTap | None = None  # with retraining on
         self._state_dir = state_dir
         self._started = time.time()
 
@@ -164,6 +173,16 @@ class _ComponentCollector(Collector):
             "0 while the last database commit failed, else 1.",
             int(writer.last_error is None),
         )
+        if self.reservoir is not None:
+            lost = CounterMetricFamily(
+                "sentinel_reservoir_lost_readings",
+                "Readings the retraining reservoir could not store (a full disk, an "
+                "unwritable state directory), by stream: they will never train a model.",
+                labels=["stream"],
+            )
+            for stream, n in sorted(self.reservoir.lost.items()):
+                lost.add_metric([stream], n)
+            yield lost
 
 
 def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:

@@ -24,6 +24,7 @@ import numpy as np
 import structlog
 
 from sentinel.alerts import AlertTracker, alert_checks
+from sentinel.atomic import write_atomically
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
 from sentinel.levels import LevelCheck
 from sentinel.model import Detector
@@ -485,13 +486,8 @@ class Pipeline:
             for name, rt in self._streams.items()
             if rt.detector is not None
         }
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            with tmp.open("w", encoding="utf-8") as handle:
-                json.dump({"schema": _SNAPSHOT_SCHEMA, "streams": streams}, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            write_atomically(path, json.dumps({"schema": _SNAPSHOT_SCHEMA, "streams": streams}))
         except OSError as err:
             log.error("threshold_snapshot_failed", path=str(path), error=str(err))
 

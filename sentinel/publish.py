@@ -34,7 +34,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sentinel.config import MqttConfig, PublishConfig
 from sentinel.errors import StoreError
 from sentinel.ha_discovery import OFFLINE, ONLINE, discovery_config, discovery_topic
-from sentinel.ingest.mqtt import FATAL_REFUSALS, apply_connection_settings
+from sentinel.ingest.mqtt import (
+    FATAL_REFUSALS,
+    apply_connection_settings,
+    connect_error,
+    fatal_connect_error,
+)
 from sentinel.records import AlertStatus
 from sentinel.store import AlertStore
 from sentinel.store.outbox import (
@@ -125,6 +130,7 @@ class AlertPublisher:
         client.max_queued_messages_set(0)  # unlimited: never drop while the broker is away
         client.will_set(self.status_topic, OFFLINE, qos=self._config.qos, retain=True)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -372,6 +378,13 @@ class AlertPublisher:
         self._connected.set()
         self._wake.set()
         log.info("publisher_connected", status_topic=self.status_topic)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        fatal = fatal_connect_error(self._mqtt, connect_error())
+        if fatal is not None:
+            self._fatal = fatal
+            log.error("publisher_tls_failed_fatal", host=self._mqtt.host, error=fatal)
+            client.disconnect()  # stops paho's reconnect loop
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any

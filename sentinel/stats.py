@@ -4,16 +4,37 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import structlog
 
 from sentinel.records import Rejected, RejectReason
 
-__all__ = ["PipelineStats", "RejectionLog"]
+__all__ = ["PipelineStats", "RejectionLog", "Throttle"]
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Throttle:
+    """Lets one event per key through every ``interval`` seconds and counts the rest, for
+    log lines that a failure repeated on every message or pass would otherwise flood."""
+
+    interval: float
+    clock: Callable[[], float] = time.monotonic
+    _last: dict[Hashable, float] = field(default_factory=dict)
+    _suppressed: Counter[Hashable] = field(default_factory=Counter)
+
+    def allow(self, key: Hashable) -> int | None:
+        """None: stay quiet. Else log now; the number is how many were held back since."""
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] += 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
 
 
 @dataclass
@@ -27,25 +48,23 @@ class RejectionLog:
     interval: float
     clock: Callable[[], float] = time.monotonic
     counts: Counter[RejectReason] = field(default_factory=Counter)
-    _last_logged: dict[RejectReason, float] = field(default_factory=dict)
-    _suppressed: Counter[RejectReason] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._throttle = Throttle(self.interval, self.clock)
 
     def record(self, rejected: Rejected) -> None:
         reason = rejected.reason
         self.counts[reason] += 1
-        now = self.clock()
-        last = self._last_logged.get(reason)
-        if last is not None and now - last < self.interval:
-            self._suppressed[reason] += 1
+        suppressed = self._throttle.allow(reason)
+        if suppressed is None:
             return
-        self._last_logged[reason] = now
         log.warning(
             "input_rejected",
             reason=reason.value,
             topic=rejected.topic,
             detail=rejected.detail,
             payload=rejected.payload_head,
-            suppressed_since_last=self._suppressed.pop(reason, 0),
+            suppressed_since_last=suppressed,
             total=self.counts[reason],
         )
 

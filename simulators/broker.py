@@ -1,7 +1,8 @@
 """A private MQTT broker on a free local port, for tests and the demo.
 
 Mosquitto when its binary is installed (MQTT 5); otherwise amqtt in a child process
-(MQTT 3.1.1 only). The broker always listens on 127.0.0.1, never on the shared port 1883.
+(MQTT 3.1.1 only). The broker always listens on 127.0.0.1, never on the shared port 1883;
+with ``tls`` (Mosquitto only) that listener speaks TLS with the given certificate.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -33,6 +35,7 @@ __all__ = [
     "BrokerKind",
     "PrivateBroker",
     "Publisher",
+    "TlsListener",
     "find_mosquitto",
     "free_port",
     "main",
@@ -103,11 +106,22 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """PEM files of a TLS listener: the broker's certificate, its key, and the CA that
+    signed it (Mosquitto wants one even when clients present no certificate)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
 class PrivateBroker:
     """An MQTT broker process of our own: ``start()``, ``stop()``, ``restart()`` on one port.
 
     With ``persistence=True`` (mosquitto only) sessions and queued QoS 1 messages survive
-    ``restart()``: mosquitto writes its database when it gets SIGTERM.
+    ``restart()``: mosquitto writes its database when it gets SIGTERM. With ``tls``
+    (mosquitto only) the listener speaks TLS, for tests of certificate handling.
     """
 
     def __init__(
@@ -117,9 +131,11 @@ class PrivateBroker:
         persistence: bool = False,
         users: dict[str, str] | None = None,
         workdir: Path | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self._prefer = prefer
         self._persistence = persistence
+        self._tls = tls
         self._users = dict(users) if users else None
         self._workdir = workdir
         self._owns_workdir = False
@@ -219,11 +235,13 @@ class PrivateBroker:
 
     def _choose_kind(self) -> BrokerKind:
         if self._prefer == "amqtt":
+            if self._tls is not None:
+                raise RuntimeError("tls needs mosquitto, not amqtt")
             return "amqtt"
         if find_mosquitto() is not None:
             return "mosquitto"
-        if self._prefer == "mosquitto":
-            raise RuntimeError("prefer='mosquitto' but no mosquitto binary was found")
+        if self._prefer == "mosquitto" or self._tls is not None:
+            raise RuntimeError("prefer='mosquitto' or tls but no mosquitto binary was found")
         return "amqtt"
 
     def _launch(self, timeout: float) -> None:
@@ -301,6 +319,12 @@ class PrivateBroker:
             # readings during a detector outage and break exact-count tests).
             "max_queued_messages 0",
         ]
+        if self._tls is not None:
+            lines += [
+                f"cafile {self._tls.ca_file}",
+                f"certfile {self._tls.cert_file}",
+                f"keyfile {self._tls.key_file}",
+            ]
         if os.geteuid() == 0:
             lines.append("user root")  # else mosquitto drops to 'mosquitto' and can't write
         if self._users:

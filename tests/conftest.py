@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from sentinel.logs import configure_logging
 from simulators.broker import PrivateBroker, find_mosquitto
+from tests.tls_helpers import BrokerPki, have_openssl, make_pki
 
 POSTGRES_ENV = "SENTINEL_TEST_POSTGRES_URL"
 # Set by .ci/run: a skipped integration or PostgreSQL test is then a failure, so CI cannot
@@ -102,6 +103,24 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     broker.start()
     try:
         yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_broker(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PrivateBroker, BrokerPki]]:
+    """A private Mosquitto whose listener speaks TLS, with the throwaway CA that signed its
+    certificate and an unrelated one (tests/tls_helpers.py)."""
+    if find_mosquitto() is None or not have_openssl():
+        pytest.skip("needs the mosquitto and openssl binaries")
+    work = tmp_path_factory.mktemp("tls-broker")
+    pki = make_pki(work / "pki")
+    broker = PrivateBroker(prefer="mosquitto", workdir=work, tls=pki.broker)
+    broker.start()
+    try:
+        yield broker, pki
     finally:
         broker.stop()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -38,6 +39,8 @@ from tests.e2e_helpers import (
     train_fleet_model,
     wait_for,
 )
+from tests.ops_helpers import install_untrained_model
+from tests.tls_helpers import BROKER_NAME, BrokerPki
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -175,6 +178,70 @@ def test_bad_credentials_stop_with_a_clear_error(
         assert time.monotonic() - started < 20, "it should give up at once, not retry"
     finally:
         broker.stop()
+
+
+def test_wrong_ca_stops_with_a_clear_error(
+    tls_broker: tuple[PrivateBroker, BrokerPki], tmp_path: Path
+) -> None:
+    """The fault campaign's wrong-CA case: the daemon exits 3 at once, as for bad
+    credentials, and says which CA file failed to verify which broker."""
+    import threading
+
+    from sentinel.app import SentinelApp
+    from sentinel.config import SentinelConfig
+
+    broker, pki = tls_broker
+    tls = {"enabled": True, "ca_file": str(pki.other_ca)}
+    config = daemon_config(tmp_path / "state", broker, mqtt={"host": BROKER_NAME, "tls": tls})
+    app = SentinelApp(SentinelConfig.model_validate(config))
+    assert app.run(threading.Event()) == EXIT_FATAL_CONNECTION
+    assert app.fatal is not None
+    assert str(pki.other_ca) in app.fatal
+    assert f"{BROKER_NAME}:{broker.port}" in app.fatal
+
+
+def test_state_is_created_private_under_a_permissive_umask(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """Issue #19: started by hand with umask 022, the daemon made sentinel.db 0644. Now the
+    state directory and what it creates in it are 0750 / 0640, as under systemd."""
+    state = tmp_path / "state"
+    config_path = _write_toml(
+        tmp_path / "sentinel.toml", daemon_config(state, mqtt_broker, client_id="umask")
+    )
+    log = tmp_path / "daemon.log"
+
+    def run_once() -> None:
+        log.write_bytes(b"")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "sentinel.cli", "run", "--config", str(config_path)],
+            cwd=REPO,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=subprocess_env(),
+            umask=0o022,
+        )
+        try:
+            wait_for(lambda: b"mqtt_subscribed" in log.read_bytes(), 60, "the daemon to run")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(30) == 0, log.read_text()
+
+    run_once()  # a first start: no state yet, a cold start with an empty reservoir
+    install_untrained_model(state)
+    run_once()  # with a model: its thresholds are saved at the stop
+    assert (state / "thresholds.json").exists()
+    created = [state, state / "reservoir"]
+    created += [state / n for n in ("sentinel.db", "thresholds.json")]
+    created += [state / "reservoir" / "pump.sqlite"]
+    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in created}
+    assert modes == {
+        "state": "0o750",
+        "reservoir": "0o750",
+        "sentinel.db": "0o640",
+        "thresholds.json": "0o640",
+        "pump.sqlite": "0o640",
+    }
 
 
 def test_broker_restart_is_ridden_out_without_loss(

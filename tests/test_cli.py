@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -206,3 +208,69 @@ def test_alerts_show(database_url: str, capsys: pytest.CaptureFixture[str]) -> N
     assert json.loads(capsys.readouterr().out)["uid"] == "uid-1"
     assert main(["alerts", "show", "424242", "--database", database_url]) == 1
     assert "no alert with id 424242" in capsys.readouterr().err
+
+
+def _without_torch(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a Python where ``import torch`` fails, as on a box without it."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # makes every import of torch fail
+        "from sentinel.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_commands_that_need_torch_say_how_to_install_it(tmp_path: Path) -> None:
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        '[[streams]]\nname = "rig"\ntopic = "r/{device}"\nfeatures = ["a"]\n'
+    )
+    data = tmp_path / "data.csv"
+    data.write_text("ts,a\n1700000000,1.0\n")
+    for args in (
+        ["run", "--config", str(config)],
+        ["train", "--config", str(config), "--csv", str(data)],
+        ["replay", str(data), "--config", str(config), "--out", str(tmp_path / "out.csv")],
+        ["models", "export", "v1", "--config", str(config), "--format", "onnx"],
+    ):
+        result = _without_torch(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, result.stderr)  # one line, no traceback
+        assert lines[0].startswith("sentinel: PyTorch is not installed: pip install torch==")
+        assert "Jetson" in lines[0]
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_commands_that_do_not_need_torch_work_without_it(tmp_path: Path) -> None:
+    config = tmp_path / "sentinel.toml"
+    config.write_text('[[streams]]\nname = "rig"\ntopic = "r/{device}"\nfeatures = ["a"]\n')
+    url = f"sqlite:///{tmp_path / 'sentinel.db'}"
+    for args in (
+        ["check-config", str(config)],
+        ["migrate", "--database", url],
+        ["alerts", "list", "--database", url],
+    ):
+        result = _without_torch(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "torch" not in result.stderr.lower(), (args, result.stderr)
+
+
+def test_state_is_created_private_whatever_the_callers_umask(tmp_path: Path) -> None:
+    """Issue #19: outside systemd (UMask=0027) state followed the caller's umask and
+    sentinel.db came out 0644, readable by every user of the box."""
+    state = tmp_path / "state"
+    previous = os.umask(0o022)
+    try:
+        assert main(["migrate", "--database", f"sqlite:///{state / 'sentinel.db'}"]) == 0
+        assert os.umask(0o022) == 0o022, "the caller's umask is given back"
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o750
+    assert stat.S_IMODE((state / "sentinel.db").stat().st_mode) == 0o640

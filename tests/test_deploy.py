@@ -50,6 +50,15 @@ def test_unit_has_what_the_service_needs() -> None:
     assert s["ExecStart"][0].startswith(f"{EXEC} run --config /etc/sentinel/sentinel.toml")
 
 
+def test_unit_creates_state_as_the_commands_do_by_hand() -> None:
+    """The state's modes do not depend on how the daemon was started."""
+    from sentinel.cli import STATE_UMASK
+
+    s = unit_settings()
+    assert int(s["UMask"][0], 8) == STATE_UMASK
+    assert int(s["StateDirectoryMode"][0], 8) == 0o777 & ~STATE_UMASK
+
+
 def _unit_with_stub(tmp_path: Path) -> Path:
     """The unit as shipped, but with ExecStart pointing at an existing file: verify checks
     that the program exists, and /opt/sentinel is not installed on a test machine."""

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from structlog.testing import capture_logs
 
+from sentinel.app import EXIT_WRITER_GAVE_UP
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import daemon_config, readings_committed, running_app, wait_for
@@ -92,6 +94,54 @@ def test_healthz_without_a_model_is_degraded(mqtt_broker: PrivateBroker, tmp_pat
         assert sample(metrics(port), "sentinel_model_active", stream="pump", version="") == 0
 
 
+def test_readings_the_reservoir_cannot_store_are_counted_in_metrics(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """A full disk under the retraining reservoir: detection goes on, and /metrics counts
+    every reading that will never train a model, instead of a log line per pass."""
+    state = tmp_path / "state"
+    install_untrained_model(state)
+    url = f"sqlite:///{state / 'sentinel.db'}"
+    config = daemon_config(state, mqtt_broker, database_url=url, client_id="ops-reservoir")
+    with capture_logs() as logs, running_app(config) as running:
+        assert running.app.retrain is not None
+        assert running.app.health_server is not None
+        tap = running.app.retrain.tap
+        reservoir = tap._reservoirs["pump"]
+        # SQLite's own "database or disk is full": the file may not grow by a page.
+        conn = reservoir._db()
+        conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+        sent = publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=300)
+        wait_for(lambda: readings_committed(url) == sent, 30, "readings committed")
+        lost = sample(
+            metrics(running.app.health_server.port),
+            "sentinel_reservoir_lost_readings_total",
+            stream="pump",
+        )
+        assert lost == tap.lost["pump"]
+        assert lost > 0
+        assert lost + reservoir.count == sent  # each reading stored or counted, never both
+    events = [e["event"] for e in logs]
+    assert "reservoir_write_failed" in events
+    assert "pipeline_tap_failed" not in events
+
+
+def test_health_endpoints_off_loopback_are_warned_of_at_start(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """They serve without authentication: the daemon runs, and says so in its log."""
+    config = daemon_config(
+        tmp_path / "state", mqtt_broker, client_id="ops-exposed", health={"bind": "0.0.0.0"}
+    )
+    with capture_logs() as logs, running_app(config) as running:
+        assert running.app.health_server is not None
+        assert healthz(running.app.health_server.port)[0] == 503  # served: no model yet
+    warnings = [e for e in logs if e["event"] == "config_warning"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["detail"].startswith("health.bind: '0.0.0.0' is not a loopback address")
+
+
 @pytest.mark.allow_log_exceptions  # the writer logs each failed commit with its traceback
 def test_healthz_and_metrics_follow_a_locked_sqlite_database(
     mqtt_broker: PrivateBroker, tmp_path: Path
@@ -128,6 +178,42 @@ def test_healthz_and_metrics_follow_a_locked_sqlite_database(
             locker.close()
         wait_for(lambda: healthz(port)[0] == 200, 30, "/healthz to recover")
         wait_for(lambda: readings_committed(url) == sent, 30, "nothing lost in the outage")
+
+
+@pytest.mark.allow_log_exceptions  # the writer logs each failed commit with its traceback
+def test_a_stop_that_leaves_writes_uncommitted_exits_non_zero(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """Issue #19: writer_gave_up still exited 0. The database stays locked through the
+    stop: the daemon exits EXIT_WRITER_GAVE_UP, and the next start commits every reading
+    (the broker kept them: nothing uncommitted was acknowledged)."""
+    state = tmp_path / "state"
+    install_untrained_model(state)
+    db = state / "sentinel.db"
+    url = f"sqlite:///{db}"
+    config = daemon_config(
+        state,
+        mqtt_broker,
+        database_url=url,
+        client_id="ops-gave-up",
+        database={"busy_timeout_ms": 100},
+    )
+    locker = sqlite3.connect(db, timeout=1)
+    try:
+        with capture_logs() as logs, running_app(config) as running:
+            locker.execute("BEGIN EXCLUSIVE")
+            sent = publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=50)
+            health = running.app.health
+            wait_for(lambda: not health.report().checks["database"]["ok"], 15, "a failed commit")
+        assert running.result == [EXIT_WRITER_GAVE_UP]
+        events = [e for e in logs if e["event"] == "sentinel_writes_uncommitted"]
+        assert len(events) == 1
+        assert events[0]["batches"] > 0
+    finally:
+        locker.rollback()
+        locker.close()
+    with running_app(config):
+        wait_for(lambda: readings_committed(url) == sent, 30, "the broker's redelivery")
 
 
 @pytest.mark.postgres

@@ -39,6 +39,7 @@ from sentinel.store.schema import AlertOutboxRow
 from simulators.broker import PrivateBroker, find_mosquitto, free_port
 from tests.e2e_helpers import wait_for
 from tests.store.conftest import T0, make_alert
+from tests.tls_helpers import BROKER_NAME, BrokerPki
 
 pytestmark = pytest.mark.integration
 
@@ -462,3 +463,35 @@ def test_refused_events_are_kept_and_sent_once_allowed(tmp_path: Path) -> None:
             publisher.stop(timeout=2.0)
             store.close()
     assert consumer.events()[0]["uid"] == "a-8"
+
+
+def test_a_broker_certificate_from_another_ca_stops_the_publisher(
+    tls_broker: tuple[PrivateBroker, BrokerPki], tmp_path: Path
+) -> None:
+    """The publisher has its own client: a certificate that cannot verify stops it too,
+    named, instead of retrying forever."""
+    broker, pki = tls_broker
+    store = AlertStore(f"sqlite:///{tmp_path / 'sentinel.db'}")
+    store.open()
+    store.migrate()
+    mqtt_config = MqttConfig.model_validate(
+        {
+            "host": BROKER_NAME,
+            "port": broker.port,
+            "client_id": "pub-bad-ca",
+            "reconnect_min_delay": 1,
+            "reconnect_max_delay": 1,
+            "tls": {"enabled": True, "ca_file": str(pki.other_ca)},
+        }
+    )
+    publisher = AlertPublisher(PublishConfig(prefix=prefix()), mqtt_config, store)
+    publisher.start()
+    try:
+        wait_for(lambda: publisher.fatal is not None, 30, "the publisher to give up")
+        assert publisher.fatal is not None
+        assert str(pki.other_ca) in publisher.fatal
+        assert f"{BROKER_NAME}:{broker.port}" in publisher.fatal
+        assert not publisher.connected
+    finally:
+        publisher.stop(timeout=1.0)
+        store.close()

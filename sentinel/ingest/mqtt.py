@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +29,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sentinel.config import MqttConfig, StreamConfig
+from sentinel.errors import ConfigError
 from sentinel.ingest.parse import MessageParser
 from sentinel.records import Ack, Delivery, Rejected, RejectReason
 
-__all__ = ["FATAL_REFUSALS", "MqttSource", "apply_connection_settings"]
+__all__ = [
+    "FATAL_REFUSALS",
+    "MqttSource",
+    "apply_connection_settings",
+    "connect_error",
+    "fatal_connect_error",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +55,9 @@ FATAL_REFUSALS = {
     '(set mqtt.protocol = "3.1.1")',
     "Banned": "the broker has banned this client",
 }
+
+# OpenSSL's verify codes for a certificate issued to another name (x509_vfy.h).
+_NAME_MISMATCH = {62, 64}  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 
 
 class _QuietAfterDisconnect(logging.Filter):
@@ -77,13 +88,56 @@ def apply_connection_settings(client: mqtt.Client, cfg: MqttConfig, password: st
     if cfg.username is not None:
         client.username_pw_set(cfg.username, password)
     if cfg.tls.enabled:
-        client.tls_set(
-            ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        client.tls_insecure_set(cfg.tls.insecure)
+        tls = cfg.tls
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            files = ", ".join(
+                f"{key} = {path}"
+                for key, path in (
+                    ("ca_file", tls.ca_file),
+                    ("cert_file", tls.cert_file),
+                    ("key_file", tls.key_file),
+                )
+                if path is not None
+            )
+            raise ConfigError(
+                f"mqtt.tls: cannot load the certificates ({files or 'system CAs'}): {err}"
+            ) from err
+        client.tls_insecure_set(tls.insecure)
+
+
+def fatal_connect_error(cfg: MqttConfig, err: BaseException | None) -> str | None:
+    """What to tell the operator when a failed connection attempt cannot succeed by
+    retrying; None when it may (a broker down or unreachable).
+
+    A broker certificate that does not verify, against ``mqtt.tls.ca_file`` or against
+    ``mqtt.host``, stays so until someone changes a file: like bad credentials, it stops
+    the client instead of hiding behind ``mqtt_connect_failed`` forever (issue #19).
+    """
+    if not isinstance(err, ssl.SSLCertVerificationError):
+        return None
+    ca = f"mqtt.tls.ca_file = {cfg.tls.ca_file}" if cfg.tls.ca_file else "the system's CAs"
+    if err.verify_code in _NAME_MISMATCH:
+        fix = f"set mqtt.host to a name the certificate is issued for ({ca})"
+    else:
+        fix = f"mqtt.tls.ca_file must hold the CA that signed the broker's certificate ({ca})"
+    why = err.verify_message or str(err)
+    return f"TLS: the certificate of {cfg.host}:{cfg.port} does not verify: {why}; {fix}"
+
+
+def connect_error() -> BaseException | None:
+    """The error of the connection attempt that failed, inside paho's ``on_connect_fail``.
+
+    paho 2.x calls ``on_connect_fail`` without it, from inside its ``except OSError``
+    around the attempt (``Client.loop_forever``), so it is the exception being handled.
+    """
+    return sys.exc_info()[1]
 
 
 class MqttSource:
@@ -225,10 +279,8 @@ class MqttSource:
         if reason_code.is_failure:
             name = reason_code.getName()
             if name in FATAL_REFUSALS:
-                self._fatal = f"{FATAL_REFUSALS[name]} ({name})"
                 log.error("mqtt_refused_fatal", reason=name, host=self._config.host)
-                client.disconnect()  # stops paho's reconnect loop
-                self._on_fatal(self._fatal)
+                self._stop_fatally(client, f"{FATAL_REFUSALS[name]} ({name})")
             else:
                 log.warning("mqtt_refused", reason=name)
             return
@@ -246,7 +298,20 @@ class MqttSource:
         client.subscribe([(s.subscription, qos) for s in self._streams])
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        log.warning("mqtt_connect_failed", host=self._config.host, port=self._config.port)
+        cfg = self._config
+        err = connect_error()
+        fatal = fatal_connect_error(cfg, err)
+        if fatal is not None:
+            log.error("mqtt_tls_failed_fatal", host=cfg.host, port=cfg.port, error=fatal)
+            self._stop_fatally(client, fatal)
+            return
+        why = str(err) if err is not None else None  # e.g. connection refused
+        log.warning("mqtt_connect_failed", host=cfg.host, port=cfg.port, error=why)
+
+    def _stop_fatally(self, client: mqtt.Client, reason: str) -> None:
+        self._fatal = reason
+        client.disconnect()  # stops paho's reconnect loop
+        self._on_fatal(reason)
 
     def _on_disconnect(
         self,

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from sentinel.atomic import fsync_dir
 from sentinel.errors import ModelError
 from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
@@ -437,12 +438,12 @@ class Detector:
             _fsync_file(tmp / WEIGHTS_FILE)
             (tmp / META_FILE).write_text(self._meta.to_json(), encoding="utf-8")
             _fsync_file(tmp / META_FILE)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.replace(tmp, directory)
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ModelError(f"{directory}: cannot save model: {err}") from err
-        _fsync_dir(directory.parent)
+        fsync_dir(directory.parent)
         log.info("model_saved", version=self.version, stream=self._meta.stream, path=str(directory))
 
     @classmethod
@@ -498,14 +499,6 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Mapping[str, str
 def _fsync_file(path: Path) -> None:
     with path.open("rb") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _list(obj: Mapping[str, Any], key: str) -> list[Any]:

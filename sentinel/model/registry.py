@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 import torch
 
+from sentinel.atomic import write_atomically
 from sentinel.errors import ModelError
 from sentinel.model.detector import Detector
 
@@ -68,20 +69,9 @@ class ModelRegistry:
         if not path.is_dir():
             raise ModelError(f"{path}: no such model version of stream {stream!r}")
         active = path.parent / ACTIVE_FILE
-        tmp = path.parent / f".{ACTIVE_FILE}.tmp-{os.getpid()}"
         try:
-            with tmp.open("w", encoding="utf-8") as f:
-                f.write(version + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, active)
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_atomically(active, version + "\n")
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             raise ModelError(f"{active}: cannot write: {err}") from err
         self._append_history(stream, version, reason)
         log.info("model_activated", stream=stream, version=version, reason=reason)
@@ -145,12 +135,9 @@ class ModelRegistry:
     def write_status(self, stream: str, version: str, status: dict[str, Any]) -> None:
         """Record how a version was judged (``status.json`` beside its weights), atomically."""
         path = self.path(stream, version) / STATUS_FILE
-        tmp = path.with_name(f".{STATUS_FILE}.tmp-{os.getpid()}")
         try:
-            tmp.write_text(json.dumps(status, indent=2, allow_nan=False) + "\n", "utf-8")
-            os.replace(tmp, path)
+            write_atomically(path, json.dumps(status, indent=2, allow_nan=False) + "\n")
         except (OSError, ValueError) as err:
-            tmp.unlink(missing_ok=True)
             raise ModelError(f"{path}: cannot write: {err}") from err
 
     def status(self, stream: str, version: str) -> dict[str, Any]:

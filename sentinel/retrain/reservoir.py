@@ -18,7 +18,8 @@ possibly in another process, only read.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +28,14 @@ import structlog
 
 from sentinel.errors import DataError
 from sentinel.records import Alert, AuditEvent, Reading, Window
+from sentinel.stats import Throttle
 
 __all__ = ["CleanData", "Reservoir", "ReservoirTap", "Run", "reservoir_path"]
 
 log = structlog.get_logger(__name__)
 
 _PRUNE_EVERY = 2_000  # inserts between prunes: bounds the overshoot, amortises the DELETE
+_LOSS_LOG_INTERVAL = 60.0  # seconds between reservoir_write_failed lines of one stream
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -188,7 +191,10 @@ class Reservoir:
         self.count += added
         self._since_prune += added
         if self._since_prune >= _PRUNE_EVERY or self.count > self._max_rows * 1.05:
-            self.prune()
+            try:
+                self.prune()
+            except sqlite3.Error as err:  # the readings are stored; a later prune bounds them
+                log.warning("reservoir_prune_failed", path=str(self._path), error=str(err))
 
     def prune(self) -> None:
         """Drop readings beyond the row and age bounds, and exclusions nothing needs.
@@ -322,10 +328,21 @@ def _runs(
 class ReservoirTap:
     """What the pipeline feeds after every pass: each stream's readings go to its
     reservoir, with the anomalous windows and alert spans to leave out, and the spans a
-    threshold re-baseline accepted as the new normal."""
+    threshold re-baseline accepted as the new normal.
 
-    def __init__(self, reservoirs: dict[str, Reservoir]) -> None:
+    A write that fails (a full disk, an unwritable state directory) costs that stream the
+    pass's readings and nothing else: they are counted in ``lost`` (``/metrics``), and
+    logged at most once a minute per stream, since such a failure repeats every pass.
+    """
+
+    def __init__(
+        self, reservoirs: dict[str, Reservoir], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._reservoirs = reservoirs
+        self._throttle = Throttle(_LOSS_LOG_INTERVAL, clock)
+        # Readings per stream that a failed write left out; the keys never change, so
+        # /metrics may read it from another thread.
+        self.lost = dict.fromkeys(reservoirs, 0)
 
     def count(self, stream: str) -> int:
         reservoir = self._reservoirs.get(stream)
@@ -345,7 +362,23 @@ class ReservoirTap:
             accepted = [_accepted_span(e) for e in audit if e.stream == stream]
             new_normal = [a for a in accepted if a is not None]
             if mine or windows or spans or new_normal:
-                reservoir.add(mine, windows, spans, new_normal)
+                try:
+                    reservoir.add(mine, windows, spans, new_normal)
+                except (sqlite3.Error, OSError) as err:
+                    self._write_failed(stream, reservoir, len(mine), err)
+
+    def _write_failed(self, stream: str, reservoir: Reservoir, lost: int, err: Exception) -> None:
+        self.lost[stream] += lost
+        suppressed = self._throttle.allow(stream)
+        if suppressed is not None:
+            log.error(
+                "reservoir_write_failed",
+                stream=stream,
+                path=str(reservoir.path),
+                error=str(err),
+                lost_total=self.lost[stream],
+                suppressed_since_last=suppressed,
+            )
 
     def close(self) -> None:
         for reservoir in self._reservoirs.values():

@@ -66,6 +66,7 @@ class AlertWriter:
         self._abandoned = threading.Event()  # set when the thread exits (done or gave up)
         self._sleep = threading.Event()  # never set: its wait() is the backoff's timed wait
         self._last_error: str | None = None
+        self._submitted = 0
         self._committed = 0
         self.write_errors = 0  # failed commits (each retried), for metrics
 
@@ -77,6 +78,11 @@ class AlertWriter:
     @property
     def committed_batches(self) -> int:
         return self._committed
+
+    @property
+    def uncommitted(self) -> int:
+        """Batches submitted and not committed; after ``stop()``, what it gave up on."""
+        return self._submitted - self._committed
 
     @property
     def pending(self) -> int:
@@ -104,11 +110,15 @@ class AlertWriter:
                     raise RuntimeError("AlertWriter has stopped; batch not queued")
                 # Keep the spare slot for stop()'s wake-up.
                 if self._queue.qsize() < self._capacity:
+                    # Counted first: the thread may commit it before put_nowait returns.
+                    with self._lock:
+                        self._submitted += 1
                     try:
                         self._queue.put_nowait(batch)
                         return
                     except queue.Full:
-                        pass
+                        with self._lock:
+                            self._submitted -= 1
                 wait = _SUBMIT_SLICE
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())

@@ -1,12 +1,13 @@
-"""The MQTT source against a real Mosquitto: TLS, acknowledgements, parsing on the way in."""
+"""The MQTT source against a real Mosquitto: TLS, acknowledgements, parsing on the way in.
+
+The broker's certificate comes from a throwaway CA made at test time (tests/tls_helpers.py);
+an unrelated CA plays the wrong one, and 127.0.0.1 reaches the broker under a name its
+certificate does not hold.
+"""
 
 from __future__ import annotations
 
 import queue
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -14,10 +15,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sentinel.config import MqttConfig, StreamConfig
+from sentinel.errors import ConfigError
 from sentinel.ingest.mqtt import MqttSource
 from sentinel.ingest.parse import MessageParser
 from sentinel.records import Delivery
-from simulators.broker import find_mosquitto, free_port
+from simulators.broker import PrivateBroker
+from tests.tls_helpers import BROKER_NAME, BrokerPki
 
 pytestmark = pytest.mark.integration
 
@@ -26,95 +29,21 @@ STREAM = StreamConfig.model_validate(
 )
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, Path]]:
-    """Mosquitto with a TLS listener and a throwaway CA; yields (port, ca, other_ca)."""
-    mosquitto = find_mosquitto()
-    if mosquitto is None or shutil.which("openssl") is None:
-        pytest.skip("needs mosquitto and openssl")
-    work = tmp_path_factory.mktemp("tls")
-    for name in ("ca", "other"):
-        _openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN=sentinel test {name}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.pem",
-            cwd=work,
-        )
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        cwd=work,
-    )
-    (work / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-        cwd=work,
-    )
-    port = free_port()
-    conf = work / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-        f"cafile {work / 'ca.pem'}\ncertfile {work / 'server.pem'}\n"
-        f"keyfile {work / 'server.key'}\nuser root\nlog_dest file {work / 'log'}\n"
-    )
-    proc = subprocess.Popen([mosquitto, "-c", str(conf)])
-    try:
-        deadline = time.monotonic() + 10
-        while (
-            not (work / "log").exists()
-            or "Opening ipv4 listen socket" not in (work / "log").read_text()
-        ):
-            assert time.monotonic() < deadline, "TLS broker did not start"
-            assert proc.poll() is None, (work / "log").read_text()
-            time.sleep(0.05)
-        yield port, work / "ca.pem", work / "other.pem"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _source(port: int, ca: Path, sink: queue.Queue[Delivery], client_id: str) -> MqttSource:
+def _source(
+    host: str,
+    port: int,
+    ca: Path,
+    sink: queue.Queue[Delivery],
+    client_id: str,
+    fatal: queue.Queue[str] | None = None,
+) -> MqttSource:
     config = MqttConfig.model_validate(
         {
-            "host": "localhost",
+            "host": host,
             "port": port,
             "client_id": client_id,
+            "reconnect_min_delay": 1,
+            "reconnect_max_delay": 1,
             "tls": {"enabled": True, "ca_file": str(ca)},
         }
     )
@@ -124,20 +53,22 @@ def _source(port: int, ca: Path, sink: queue.Queue[Delivery], client_id: str) ->
         parser=MessageParser([STREAM], max_payload_bytes=1024),
         sink=lambda d: sink.put(d) is None,
         receive_maximum=100,
-        on_fatal=lambda reason: None,
+        on_fatal=fatal.put if fatal is not None else lambda reason: None,
     )
 
 
-def test_tls_connection_delivers_and_acknowledges(tls_broker: tuple[int, Path, Path]) -> None:
-    port, ca, _ = tls_broker
+def test_tls_connection_delivers_and_acknowledges(
+    tls_broker: tuple[PrivateBroker, BrokerPki],
+) -> None:
+    broker, pki = tls_broker
     received: queue.Queue[Delivery] = queue.Queue()
-    source = _source(port, ca, received, "tls-ok")
+    source = _source(BROKER_NAME, broker.port, pki.ca, received, "tls-ok")
     source.start()
     try:
         assert source.wait_subscribed(15), "no TLS session"
         publisher = mqtt.Client(CallbackAPIVersion.VERSION2)
-        publisher.tls_set(ca_certs=str(ca))
-        publisher.connect("localhost", port)
+        publisher.tls_set(ca_certs=str(pki.ca))
+        publisher.connect(BROKER_NAME, broker.port)
         publisher.loop_start()
         publisher.publish("plant/p1/pump", b'{"ts": 1700000000, "flow": 2.5}', qos=1)
         delivery = received.get(timeout=10)
@@ -147,19 +78,57 @@ def test_tls_connection_delivers_and_acknowledges(tls_broker: tuple[int, Path, P
         assert delivery.readings[0].values == (2.5,)
         assert delivery.ack is not None
         source.ack(delivery.ack)
+        assert source.fatal is None
     finally:
         source.stop()
 
 
-@pytest.mark.allow_log_exceptions
-def test_tls_with_an_untrusted_broker_certificate_never_connects(
-    tls_broker: tuple[int, Path, Path],
+def test_a_broker_certificate_from_another_ca_is_fatal_and_named(
+    tls_broker: tuple[PrivateBroker, BrokerPki],
 ) -> None:
-    port, _, other_ca = tls_broker
-    source = _source(port, other_ca, queue.Queue(), "tls-bad")
+    """Retrying cannot make a certificate verify: the source stops and says which CA file
+    failed for which host, and why, instead of logging mqtt_connect_failed forever."""
+    broker, pki = tls_broker
+    fatal: queue.Queue[str] = queue.Queue()
+    source = _source(BROKER_NAME, broker.port, pki.other_ca, queue.Queue(), "tls-bad-ca", fatal)
     source.start()
     try:
-        assert not source.wait_connected(3), "connected to a broker it should not trust"
-        assert source.fatal is None  # a certificate problem may be fixed on the broker side
+        reason = fatal.get(timeout=30)
+        assert source.fatal == reason
+        assert str(pki.other_ca) in reason
+        assert f"{BROKER_NAME}:{broker.port}" in reason
+        # OpenSSL's words for a chain that ends in a CA we were not given.
+        assert (
+            "unable to get local issuer certificate" in reason
+            or "self-signed certificate in certificate chain" in reason
+        ), reason
+        assert "mqtt.tls.ca_file" in reason  # what to change
+        assert not source.connected
     finally:
         source.stop()
+    assert fatal.empty(), "reported more than once"
+
+
+def test_a_broker_certificate_for_another_name_is_fatal_and_named(
+    tls_broker: tuple[PrivateBroker, BrokerPki],
+) -> None:
+    broker, pki = tls_broker
+    fatal: queue.Queue[str] = queue.Queue()
+    source = _source("127.0.0.1", broker.port, pki.ca, queue.Queue(), "tls-bad-name", fatal)
+    source.start()
+    try:
+        reason = fatal.get(timeout=30)
+        assert f"127.0.0.1:{broker.port}" in reason
+        assert "mismatch" in reason
+        assert "mqtt.host" in reason
+        assert str(pki.ca) in reason
+    finally:
+        source.stop()
+
+
+def test_an_unreadable_ca_file_is_named_at_start(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-ca.pem"
+    source = _source(BROKER_NAME, 8883, missing, queue.Queue(), "tls-no-ca")
+    with pytest.raises(ConfigError, match=r"ca_file = .*no-such-ca\.pem"):
+        source.start()
+    source.stop()

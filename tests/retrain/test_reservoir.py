@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from structlog.testing import capture_logs
 
 from sentinel.records import Alert, AlertStatus, Reading, Window
-from sentinel.retrain.reservoir import Reservoir
+from sentinel.retrain.reservoir import Reservoir, ReservoirTap
 
 
 def _reservoir(path: Path, **kw: float) -> Reservoir:
@@ -93,3 +94,43 @@ def test_anomalous_windows_and_alerts_are_left_out_with_a_margin(tmp_path: Path)
     assert max(r.ts[-1] for r in data.holdout) == 399
     assert min(r.ts[0] for r in data.holdout) < 200
     assert {r.device for r in data.holdout} == {"d1", "d2"}
+
+
+def _disk_full(res: Reservoir) -> None:
+    """SQLite's own "database or disk is full" (SQLITE_FULL) on the real file: the
+    connection may not grow it by a page."""
+    conn = res._db()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_a_full_disk_costs_only_its_streams_readings_counted_and_logged_sparingly(
+    tmp_path: Path,
+) -> None:
+    """Issue #19: the reservoir missed readings with nothing but a log line per pass.
+    Now every lost reading is counted (for /metrics), the other streams keep theirs, and
+    the log says so at most once a minute per stream, with how much it left out."""
+    pump, fan = _reservoir(tmp_path / "pump.sqlite"), _reservoir(tmp_path / "fan.sqlite")
+    now = [0.0]
+    tap = ReservoirTap({"pump": pump, "fan": fan}, clock=lambda: now[0])
+    _disk_full(pump)
+
+    def readings(stream: str, start: float) -> list[Reading]:
+        return [Reading(stream, "d1", start + i, (1.0, 2.0)) for i in range(500)]
+
+    with capture_logs() as logs:
+        for k in range(4):
+            tap.observe([*readings("pump", k * 500), *readings("fan", k * 500)], [], [])
+            now[0] += 10 if k < 2 else 60  # passes at 0, 10, 20, then one at 80 s
+    assert fan.count == 2000
+    assert pump.count == 0
+    assert tap.lost == {"pump": 2000, "fan": 0}
+    failed = [e for e in logs if e["event"] == "reservoir_write_failed"]
+    assert [(e["stream"], e["lost_total"], e["suppressed_since_last"]) for e in failed] == [
+        ("pump", 500, 0),
+        ("pump", 2000, 2),
+    ]
+    assert "database or disk is full" in failed[0]["error"]
+    assert failed[0]["path"] == str(tmp_path / "pump.sqlite")
+    pump.close()
+    fan.close()

@@ -143,6 +143,7 @@ def test_stop_flushes_without_waiting_for_the_interval() -> None:
     assert acks.seen == [0, 1, 2, 3, 4]
     assert len(store.written) == 5
     assert writer.committed_batches == 5
+    assert writer.uncommitted == 0
 
 
 def test_batches_are_grouped_up_to_batch_max() -> None:
@@ -285,6 +286,7 @@ def test_stop_gives_up_when_the_database_stays_down() -> None:
     assert 0.4 < elapsed < 3.0
     assert acks.seen == []
     assert writer.committed_batches == 0
+    assert writer.uncommitted == 3  # the daemon exits non-zero on it
     [gave_up] = [e for e in logs if e["event"] == "writer_gave_up"]
     assert gave_up["unwritten_batches"] == 3
     assert "on fire" in gave_up["last_error"]

@@ -105,6 +105,34 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "streams.0.features" in err
 
 
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "192.168.1.20", "edge01.plant"])
+def test_check_config_warns_of_health_endpoints_off_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bind: str
+) -> None:
+    """/healthz and /metrics have no authentication: a valid but exposed bind still passes,
+    with a warning that says why and what to do."""
+    path = write(tmp_path, f'[health]\nbind = "{bind}"\nport = 9999\n' + MINIMAL)
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "OK" in out.out
+    assert f"warning: health.bind: {bind!r} is not a loopback address" in out.err
+    assert "no authentication" in out.err
+    assert "9999" in out.err  # the port to firewall
+
+
+@pytest.mark.parametrize(
+    "health", ['bind = "127.0.0.1"', 'bind = "localhost"', 'bind = "::1"', "enabled = false"]
+)
+def test_check_config_is_quiet_about_local_health_endpoints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], health: str
+) -> None:
+    assert main(["check-config", str(write(tmp_path, f"[health]\n{health}\n" + MINIMAL))]) == 0
+    assert capsys.readouterr().err == ""
+    # An exposed address with the endpoints off exposes nothing.
+    config = load_config(write(tmp_path, '[health]\nenabled = false\nbind = "0.0.0.0"\n' + MINIMAL))
+    assert config.warnings() == []
+
+
 def test_duplicate_streams_and_bad_windows_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unique"):
         load_config(write(tmp_path, MINIMAL + MINIMAL))

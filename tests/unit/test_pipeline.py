@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+from structlog.testing import capture_logs
 
 from sentinel.config import SentinelConfig
 from sentinel.pipeline import Pipeline
@@ -211,6 +215,35 @@ def test_thresholds_survive_a_restart_through_the_snapshot(tmp_path: Path) -> No
     assert set(spikes) == {"a"}
     assert spikes["a"]["seen"] > 200
     assert second._spikes.snapshot("pump") == spikes
+
+
+def test_a_full_disk_keeps_the_last_snapshot_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #19: a failed snapshot left a 0-byte .thresholds.json.tmp behind."""
+    snapshot = tmp_path / "thresholds.json"
+    config = make_config()
+    first = snapshotting(config, snapshot)
+    first.start()
+    for t in range(100):
+        assert first.offer(delivery("a", float(t), 0.1))
+    first.stop()
+    saved = snapshot.read_text()
+
+    second = snapshotting(config, snapshot)
+    second.start()
+    for t in range(100, 200):
+        assert second.offer(delivery("a", float(t), 0.1))
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # what a full disk does to the snapshot
+    with capture_logs() as logs:
+        second.stop()  # saves the thresholds
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["threshold_snapshot_failed"]
+    assert snapshot.read_text() == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thresholds.json"]
 
 
 def test_a_spike_the_model_misses_opens_an_alert_that_says_so() -> None:
