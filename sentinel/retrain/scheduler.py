@@ -24,7 +24,6 @@ in the data's own clock.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from sentinel.atomic import write_atomically
 from sentinel.config import RetrainConfig
 
 __all__ = ["SCHEDULE_FILE", "RetrainScheduler", "trigger_for"]
@@ -154,13 +154,10 @@ class RetrainScheduler:
             if job.next_run_time is not None
         }
         text = json.dumps({"schedule": self._schedule(), "next_run": runs}, indent=2) + "\n"
-        tmp = self._path.with_name(f".{self._path.name}.tmp")
         with self._save_lock:
             try:
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, self._path)
+                write_atomically(self._path, text)
             except OSError as err:
-                tmp.unlink(missing_ok=True)
                 log.error("retrain_schedule_unsaved", path=str(self._path), error=str(err))
 
     def next_run(self, stream: str) -> str | None:
