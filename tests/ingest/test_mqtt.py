@@ -65,13 +65,13 @@ def test_tls_connection_delivers_and_acknowledges(
     source = _source(BROKER_NAME, broker.port, pki.ca, received, "tls-ok")
     source.start()
     try:
-        assert source.wait_subscribed(15), "no TLS session"
+        assert source.wait_subscribed(60), "no TLS session"
         publisher = mqtt.Client(CallbackAPIVersion.VERSION2)
         publisher.tls_set(ca_certs=str(pki.ca))
         publisher.connect(BROKER_NAME, broker.port)
         publisher.loop_start()
         publisher.publish("plant/p1/pump", b'{"ts": 1700000000, "flow": 2.5}', qos=1)
-        delivery = received.get(timeout=10)
+        delivery = received.get(timeout=60)
         publisher.disconnect()
         publisher.loop_stop()
         assert delivery.readings[0].device == "p1"

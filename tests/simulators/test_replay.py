@@ -94,7 +94,7 @@ def _replay(
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         summary = json.loads(done.stdout)
-        received.wait_for(summary["published"], timeout=5)
+        received.wait_for(summary["published"], timeout=60)
     return summary, received
 
 
