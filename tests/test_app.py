@@ -122,7 +122,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
     )
     wait_for(lambda: readings_committed(url) > 2000, 60, "the daemon to take in readings")
     daemon.send_signal(signal.SIGKILL)
-    daemon.wait(10)
+    daemon.wait(120)
     killed_at = readings_committed(url)
     time.sleep(1.0)  # the simulator keeps publishing while the daemon is down
     daemon = _start_daemon(config_path, log)
@@ -135,7 +135,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
 
     daemon.send_signal(signal.SIGTERM)
     started = time.monotonic()
-    assert daemon.wait(15) == 0
+    assert daemon.wait(120) == 0
     print(
         f"\nkilled at {killed_at}/{total} readings; SIGTERM exit took "
         f"{time.monotonic() - started:.1f} s"
@@ -231,7 +231,7 @@ def test_state_is_created_private_under_a_permissive_umask(
             wait_for(lambda: b"mqtt_subscribed" in log.read_bytes(), 60, "the daemon to run")
         finally:
             daemon.send_signal(signal.SIGTERM)
-            assert daemon.wait(30) == 0, log.read_text()
+            assert daemon.wait(120) == 0, log.read_text()
 
     run_once()  # a first start: no state yet, a cold start with an empty reservoir
     install_untrained_model(state)
@@ -267,7 +267,7 @@ def test_broker_restart_is_ridden_out_without_loss(
         private_broker.restart()
         source = running.app.source
         assert source is not None
-        wait_for(lambda: source.connects >= 2 and source.subscribed, 30, "reconnect")
+        wait_for(lambda: source.connects >= 2 and source.subscribed, 60, "reconnect")
         # Later readings of the same pumps (a day on), after the broker came back.
         fleet = run_fleet(
             private_broker, tmp_path, *quiet_fleet, "--seed", "2", "--start", "2024-01-02T00:00:00Z"

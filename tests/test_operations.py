@@ -87,7 +87,7 @@ def test_sighup_applies_a_valid_file_and_refuses_an_invalid_one(
     daemon = start(path, log)
     stopper.append(daemon)
     wait_for(lambda: bool(named(log, "mqtt_subscribed")), 60, "the daemon to subscribe")
-    wait_for(lambda: healthz(port)[0] == 200, 15, "healthy")
+    wait_for(lambda: healthz(port)[0] == 200, 60, "healthy")
 
     # A valid file: thresholds and the log level are live; the window length is not.
     config["threshold"] = {"multiplier": 2.5}
@@ -95,7 +95,7 @@ def test_sighup_applies_a_valid_file_and_refuses_an_invalid_one(
     config["windows"] = {**config["windows"], "length": 24}
     path.write_text(config_to_toml(config))
     daemon.send_signal(signal.SIGHUP)
-    wait_for(lambda: bool(named(log, "config_applied")), 15, "the worker to apply the reload")
+    wait_for(lambda: bool(named(log, "config_applied")), 60, "the worker to apply the reload")
     reloaded = named(log, "config_reloaded")[0]["changed"]
     assert reloaded == {
         "threshold.multiplier": {"old": 1.5, "new": 2.5},
@@ -106,25 +106,25 @@ def test_sighup_applies_a_valid_file_and_refuses_an_invalid_one(
     assert restart == {"windows.length": {"running": 16, "file": 24}}
     # The untrained test model finds everything anomalous: growing alerts log at debug.
     publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=60)
-    wait_for(lambda: any(e.get("level") == "debug" for e in events(log)), 15, "debug lines")
+    wait_for(lambda: any(e.get("level") == "debug" for e in events(log)), 60, "debug lines")
     assert sample(metrics(port), "sentinel_config_reloads_total", result="applied") == 1
 
     # An invalid value, then a file that is not TOML at all: refused, the daemon carries on.
     config["threshold"] = {"multiplier": 0.5}
     path.write_text(config_to_toml(config))
     daemon.send_signal(signal.SIGHUP)
-    wait_for(lambda: len(named(log, "config_reload_refused")) == 1, 15, "refusal")
+    wait_for(lambda: len(named(log, "config_reload_refused")) == 1, 60, "refusal")
     assert "threshold.multiplier" in named(log, "config_reload_refused")[0]["error"]
     path.write_text("[threshold\nmultiplier = ")
     daemon.send_signal(signal.SIGHUP)
-    wait_for(lambda: len(named(log, "config_reload_refused")) == 2, 15, "second refusal")
+    wait_for(lambda: len(named(log, "config_reload_refused")) == 2, 60, "second refusal")
     assert daemon.poll() is None, "a bad file must not stop the daemon"
     assert healthz(port)[0] == 200
     assert sample(metrics(port), "sentinel_config_reloads_total", result="refused") == 2
     assert len(named(log, "config_applied")) == 1, "a refused file changes nothing"
 
     daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(30) == 0
+    assert daemon.wait(120) == 0
 
 
 def test_watchdog_is_fed_only_while_the_pipeline_makes_progress(
@@ -172,7 +172,7 @@ def test_watchdog_is_fed_only_while_the_pipeline_makes_progress(
         assert named(log, "watchdog_not_fed")
 
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(30) == 0
+        assert daemon.wait(120) == 0
         assert "STOPPING=1" in drain(0.5) + [m for _, m in received]
     finally:
         sock.close()
@@ -209,7 +209,7 @@ def test_sighup_with_a_new_stream_list_restarts_the_components_in_process(
             engine.dispose()
 
     pump = publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=30)
-    wait_for(lambda: committed().get("pump") == pump, 30, "pump readings committed")
+    wait_for(lambda: committed().get("pump") == pump, 60, "pump readings committed")
 
     # A second kind of device: its stream joins on SIGHUP, without a new process.
     config["streams"] = [
@@ -223,7 +223,7 @@ def test_sighup_with_a_new_stream_list_restarts_the_components_in_process(
     assert restarting == {"old": ["pump"], "new": ["pump", "fan"]}
     assert named(log, "sentinel_running")[-1]["streams"] == ["pump", "fan"]
     assert daemon.poll() is None, "the same process carries on"
-    wait_for(lambda: healthz(port)[0] in (200, 503), 15, "health served again")
+    wait_for(lambda: healthz(port)[0] in (200, 503), 60, "health served again")
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.connect(mqtt_broker.host, mqtt_broker.port)
@@ -238,7 +238,7 @@ def test_sighup_with_a_new_stream_list_restarts_the_components_in_process(
     more = publish_fleet(
         mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=30, start_ts=1_704_070_000.0
     )
-    wait_for(lambda: committed() == {"pump": pump + more, "fan": 20}, 30, "both streams")
+    wait_for(lambda: committed() == {"pump": pump + more, "fan": 20}, 60, "both streams")
 
     daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(30) == 0
+    assert daemon.wait(120) == 0

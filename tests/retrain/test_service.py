@@ -89,7 +89,7 @@ def test_restart_comes_back_on_the_active_version_and_rollback_reaches_the_daemo
             assert answer["ok"], answer
             wait_for(
                 lambda: any(e["event"] == "thresholds_recalibrated" for e in logs),
-                10,
+                60,
                 "thresholds seeded",
             )
         [reload] = [e for e in logs if e["event"] == "model_reload_requested"]
@@ -131,7 +131,7 @@ def test_a_requested_run_trains_in_a_child_process_and_is_installed(tmp_path: Pa
             [collected] = [e for e in logs if e["event"] == "cold_start_collected"]
             assert collected["readings"] == 1500
             # A manual request for the same stream meanwhile is not queued twice.
-            wait_for(lambda: service.retrainer.idle.is_set(), 30, "the cold-start run to end")
+            wait_for(lambda: service.retrainer.idle.is_set(), 60, "the cold-start run to end")
             assert service.retrainer.request("pump", "manual")
             assert not service.retrainer.request("pump", "manual")
             wait_for(lambda: service.retrainer.idle.is_set(), 120, "the manual run")
@@ -170,11 +170,11 @@ def test_a_cold_start_logs_its_progress_while_the_reservoir_fills(tmp_path: Path
         retrainer.start()
         try:
             stored[0] = 60
-            wait_for(lambda: progress() == [60], 10, "progress at 10%")
+            wait_for(lambda: progress() == [60], 60, "progress at 10%")
             stored[0] = 70  # the same 5% step: nothing new
             time.sleep(2.5)  # the thread looks about once a second
             stored[0] = 300
-            wait_for(lambda: len(progress()) > 1, 10, "progress at 50%")
+            wait_for(lambda: len(progress()) > 1, 60, "progress at 50%")
         finally:
             retrainer.stop()
     # One line per step reached, not per look: a cold start of an hour logs at most 20.
@@ -241,7 +241,7 @@ def test_a_cold_start_trains_once_though_the_swap_is_not_applied_yet(
     slow = SlowColdStart(tmp_path, monkeypatch, "accepted")
     slow.retrainer.start()
     try:
-        wait_for(lambda: bool(slow.installed), 30, "the first model handed over")
+        wait_for(lambda: bool(slow.installed), 60, "the first model handed over")
         # The pipeline's worker has not swapped it in, and the run took longer than the
         # retry guard: the stream has a model all the same, and no second run starts.
         slow.wait_for_looks(2)
@@ -257,11 +257,11 @@ def test_a_failed_cold_start_is_retried_a_guard_interval_after_it_ended(
     slow = SlowColdStart(tmp_path, monkeypatch, "failed")
     slow.retrainer.start()
     try:
-        wait_for(lambda: bool(slow.runs), 30, "the first cold-start run")
+        wait_for(lambda: bool(slow.runs), 60, "the first cold-start run")
         slow.wait_for_looks(2)
         assert len(slow.runs) == 1  # not at once, though the run outlasted the guard
         slow.now += 61.0
-        wait_for(lambda: len(slow.runs) > 1, 30, "the retry")
+        wait_for(lambda: len(slow.runs) > 1, 60, "the retry")
     finally:
         slow.retrainer.stop()
     assert not slow.installed
