@@ -179,8 +179,10 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(sys.stdout, fieldnames=fields)
         writer.writeheader()
         for row in rows:
-            row["top_features"] = json.dumps(row["top_features"])
-            writer.writerow(row)
+            # Structured columns (top_features, reason) as JSON, never as a Python repr.
+            writer.writerow(
+                {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
+            )
     else:
         _print_table([_format_row(r) for r in records])
     return 0
