@@ -142,12 +142,17 @@ _TABLE_COLUMNS = (
 
 
 def _format_row(record: AlertRecord) -> dict[str, str]:
+    from sentinel.records import AlertStatus
+
     end = record.ended_at or record.updated_at
     duration = (end - record.started_at).total_seconds()
     features = ", ".join(f"{f.feature} {f.share:.0%}" for f in record.top_features)
+    status = record.status.value
+    if record.acknowledged_at is not None and record.status is not AlertStatus.ACKNOWLEDGED:
+        status += "+ack"  # closed or resolved keep their status; the ack must still show
     return {
         "id": str(record.id),
-        "status": record.status.value,
+        "status": status,
         "severity": record.severity.value,
         "stream": record.stream,
         "device": record.device,
@@ -553,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing = alert_commands.add_parser(
         "list",
         help="list alerts, newest first",
-        description="List alerts, newest first. PEAK is the peak score over the threshold.",
+        description="List alerts, newest first. PEAK is the peak score over the threshold; "
+        "STATUS +ack marks a closed or resolved alert that someone acknowledged.",
     )
     db_args(listing)
     listing.add_argument(

@@ -122,6 +122,20 @@ def test_alerts_ack(database_url: str, capsys: pytest.CaptureFixture[str]) -> No
     assert "no alert with id 999999" in capsys.readouterr().err
 
 
+def test_ack_of_a_closed_alert_shows_in_the_table(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A closed alert stays closed when acknowledged: the table still says someone looked."""
+    seed_alerts(database_url)
+    closed = alert_id_of("pump-001", database_url, capsys)
+    assert main(["alerts", "ack", str(closed), "--database", database_url]) == 0
+    assert f"alert {closed} acknowledged (closed)" in capsys.readouterr().out
+    assert main(["alerts", "list", "--database", database_url]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows[str(closed)] == "closed+ack"
+    assert sorted(rows.values()) == ["closed+ack", "open", "open"]
+
+
 def test_migrate_command(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "--database", database_url]) == 0
     assert main(["migrate", "--database", database_url]) == 0  # idempotent
