@@ -184,6 +184,24 @@ def test_train_from_csv_activates_a_model(
     assert version is not None
     assert version in result.stdout
 
+    # A CSV-trained version has no retraining status: its data range comes from its
+    # metadata, and what it does not have is null in JSON, "-" in the table.
+    assert main(["models", "list", "--config", str(config), "--format", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["version"], row["role"], row["status"]) == (version, "active", "trained")
+    assert (row["data_from"], row["data_to"], row["rows"]) == (
+        "2026-01-01 00:00",
+        "2026-01-01 00:24",
+        1500,
+    )
+    assert (row["merit"], row["parent"]) == (None, None)
+    assert main(["models", "list", "--config", str(config)]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split() == [
+        "STREAM", "VERSION", "ROLE", "STATUS", "DATA_FROM", "DATA_TO", "ROWS", "MERIT", "PARENT"
+    ]  # fmt: skip
+    assert line.split()[4:] == ["2026-01-01", "00:00", "2026-01-01", "00:24", "1500", "-", "-"]
+
     bad = tmp_path / "bad.csv"
     bad.write_text("datetime;a\n2026-01-01 00:00:00;1\n")
     result = subprocess.run(
