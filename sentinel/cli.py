@@ -57,11 +57,25 @@ def _config_path(args: argparse.Namespace) -> str:
     return str(args.config or os.environ.get("SENTINEL_CONFIG") or DEFAULT_CONFIG)
 
 
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(args: argparse.Namespace, configured: str = "info") -> str:
+    """The daemon logs at ``logging.level``; any other command's answer is what it prints,
+    so it logs warnings and errors only. ``-v`` shows info lines (debug if configured)."""
+    level = _LEVELS.index(configured)
+    if args.verbose:
+        level = min(level, _LEVELS.index("info"))
+    elif args.command != "run":
+        level = max(level, _LEVELS.index("warning"))
+    return _LEVELS[level]
+
+
 def _load(args: argparse.Namespace) -> SentinelConfig:
     from sentinel.logs import configure_logging
 
     config = load_config(_config_path(args))
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(_log_level(args, config.logging.level), config.logging.format)
     return config
 
 
@@ -485,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
         "SQLite or PostgreSQL.",
     )
     parser.add_argument("--version", action="version", version=f"sentinel {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log info lines too (commands other than run log only warnings and errors)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_arg(p: argparse.ArgumentParser) -> None:
@@ -681,7 +701,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sentinel.logs import configure_logging
+
     args = build_parser().parse_args(argv)
+    # Before any command runs: one without a config (--database, report) must not fall
+    # back to structlog's default, which prints every info line on stdout.
+    configure_logging(_log_level(args))
     try:
         result: int = args.func(args)
     except ConfigError as err:

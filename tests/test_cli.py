@@ -136,6 +136,36 @@ def test_ack_of_a_closed_alert_shows_in_the_table(
     assert sorted(rows.values()) == ["closed+ack", "open", "open"]
 
 
+def test_commands_log_at_warning_unless_verbose(tmp_path: Path) -> None:
+    """A command's output is its answer: info lines such as store_opened only with -v, and
+    never on stdout (with --database no config set logging up, and they went to stdout)."""
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        '[[streams]]\nname = "pump"\ntopic = "p/{device}"\nfeatures = ["flow"]\n'
+    )
+    seed_alerts(f"sqlite:///{tmp_path / 'state' / 'sentinel.db'}")
+
+    def sentinel(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sentinel.cli", *argv],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+    database = f"sqlite:///{tmp_path / 'state' / 'sentinel.db'}"
+    for where in (["--config", str(config)], ["--database", database]):
+        quiet = sentinel("alerts", "list", "--format", "json", *where)
+        assert len(json.loads(quiet.stdout)) == 3
+        assert quiet.stderr == ""
+        verbose = sentinel("-v", "alerts", "list", "--format", "json", *where)
+        assert len(json.loads(verbose.stdout)) == 3
+        assert "store_opened" in verbose.stderr
+
+
 def test_migrate_command(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "--database", database_url]) == 0
     assert main(["migrate", "--database", database_url]) == 0  # idempotent
