@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sentinel.progress import progress_bar
 from simulators.broker import PrivateBroker
 
 __all__ = ["main"]
@@ -155,13 +156,11 @@ class _View:
         )
 
     def _bar(self, desc: str, total: int, n: int, unit: str) -> None:
-        from tqdm import tqdm
-
         if self.bar is None or self.bar.desc != desc:
             self._close_bar()
-            self.bar = tqdm(total=total, desc=desc, unit=unit)
-        self.bar.n = n
-        self.bar.refresh()
+            self.bar = progress_bar(total, desc, unit, initial=n)
+        else:
+            self.bar.update(n - self.bar.n)
 
     def _close_bar(self) -> None:
         if self.bar is not None:

@@ -67,3 +67,23 @@ def test_a_skipped_run_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     assert "training skipped: too little clean data" in out
+
+
+def test_bars_fit_the_width_and_start_without_a_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first progress event arrives with readings already collected: counted as done in
+    no time they made 75,297,743 reading/s, and a bar wider than 80 columns wrapped, each
+    redraw leaving a line behind (stderr piped, or a narrow terminal)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    view = _View(tmp_path / "truth.jsonl")
+    view.handle({"event": "cold_start_progress", "collected": 196, "target": 2640})
+    view.handle({"event": "cold_start_progress", "collected": 278, "target": 2640})
+    drawn = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.strip()]
+    assert any("196/2640" in line for line in drawn)
+    assert all(len(line) < 80 for line in drawn), drawn
+    # A rate is drawn once time has passed (tqdm's mininterval, 0.1 s): never more than the
+    # 82 readings between the events over that time, however fast or slow this machine is.
+    rates = [float(r) for r in re.findall(r"([0-9.]+)reading/s", "".join(drawn))]
+    assert all(rate <= 820 for rate in rates), drawn
+    view._close_bar()
