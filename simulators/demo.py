@@ -62,6 +62,8 @@ class _View:
     last_ts: float = 0.0
     bar: Any = None
     training: bool = False  # a training run is under way (its model_loaded is not a restart's)
+    model: str | None = None  # the saved model the daemon started with
+    rejected: dict[str, int] = field(default_factory=dict)  # the daemon's count per reason
     _truth_offset: int = 0
 
     def load_truth(self) -> None:
@@ -85,18 +87,18 @@ class _View:
         if name == "cold_start_progress":
             self._bar("collecting normal data", event["target"], event["collected"], "reading")
         elif name == "cold_start_collected":
-            self._close_bar()
+            self._close_bar(done=True)
             print(f"collected {event['readings']} readings; training the first model")
         elif name == "training_progress":
             self._bar("training LSTM autoencoder", event["epochs"], event["epoch"], "epoch")
         elif name == "model_trained":
-            self._close_bar()
+            self._close_bar(done=True)
             print(f"model {event['version']} trained in {event.get('seconds', '?')} s; scoring")
         elif name == "retrain_requested":
             self.training = True
         elif name == "retrain_finished":
             self.training = False
-            self._close_bar()
+            self._close_bar(done=bool(event.get("installed")))
             if event.get("installed"):
                 print(f"model {event['version']} trained in {event['seconds']} s; scoring")
             elif event.get("status") != "skipped":  # a skipped run said why already
@@ -104,10 +106,13 @@ class _View:
         elif name == "retrain_skipped":
             self._close_bar()
             print(f"training skipped: {event['reason']}")
-        elif name == "model_loaded" and not self.training:
+        elif name == "model_loaded" and not self.training and self.model != event["version"]:
+            self.model = event["version"]  # loaded by the pipeline and the retrainer: once
             print(f"loaded saved model {event['version']}; scoring from the first window")
         elif name == "mqtt_subscribed":
             print("daemon connected and subscribed")
+        elif name == "input_rejected":
+            self._rejected(event)
         elif name == "alert_opened":
             self._alert_opened(event)
         elif name == "alert_reopened":
@@ -137,6 +142,16 @@ class _View:
             f"features {event['features'] or '-'}  <- {why}"
         )
 
+    def _rejected(self, event: dict[str, Any]) -> None:
+        # The daemon logs one line per reason per ingest.log_interval, each with its total.
+        self._close_bar()
+        reason = str(event.get("reason"))
+        self.rejected[reason] = int(event.get("total") or 0)
+        print(
+            f"\033[33mrejected\033[0m {self.rejected[reason]} readings so far as {reason}, "
+            f"e.g. {event.get('topic')}: {event.get('detail') or event.get('payload')}"
+        )
+
     def _alert_reopened(self, event: dict[str, Any]) -> None:
         self._close_bar()
         at = float(event["at"])
@@ -162,9 +177,11 @@ class _View:
         else:
             self.bar.update(n - self.bar.n)
 
-    def _close_bar(self) -> None:
+    def _close_bar(self, done: bool = False) -> None:
+        """Leave the bar where it stands; ``done``: it finished (early stopping included)."""
         if self.bar is not None:
-            self.bar.n = self.bar.total
+            if done:
+                self.bar.update(self.bar.total - self.bar.n)
             self.bar.close()
             self.bar = None
 
@@ -173,10 +190,14 @@ class _View:
         due = [t for t in self.truth if t["start"] <= self.last_ts]
         caught = [t for t in due if any(a["truth"] is t for a in self.alerts.values())]
         false = sum(1 for a in self.alerts.values() if a["truth"] is None)
-        return (
+        text = (
             f"{len(self.alerts)} alerts; {len(caught)} of {len(due)} injected anomalies caught; "
             f"{false} alerts with no injected anomaly nearby"
         )
+        if self.rejected:
+            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.rejected.items()))
+            text += f"\nthe daemon rejected at least {sum(self.rejected.values())}: {counts}"
+        return text
 
 
 def _published(path: Path) -> str:

@@ -87,3 +87,37 @@ def test_bars_fit_the_width_and_start_without_a_rate(
     rates = [float(r) for r in re.findall(r"([0-9.]+)reading/s", "".join(drawn))]
     assert all(rate <= 820 for rate in rates), drawn
     view._close_bar()
+
+
+def test_rejected_input_is_on_screen_and_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rerun whose every reading was refused as out of order used to show nothing at all."""
+    view = _View(tmp_path / "truth.jsonl")
+    view.handle({"event": "cold_start_progress", "collected": 10, "target": 100})
+    view.handle(
+        {
+            "event": "input_rejected",
+            "level": "warning",
+            "reason": "out_of_order",
+            "topic": "plant/pump-000/pump",
+            "detail": "ts 1700000000.0 not after last 1700003600.0",
+            "total": 480,
+        }
+    )
+    out = capsys.readouterr().out
+    assert "rejected\x1b[0m 480 readings so far as out_of_order" in out
+    assert "plant/pump-000/pump: ts 1700000000.0 not after last 1700003600.0" in out
+    assert view.summary().endswith("the daemon rejected at least 480: 480 out_of_order")
+
+
+def test_a_bar_cut_short_stays_where_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during training drew the bar at 30/30 epochs, as if it had finished."""
+    view = _View(tmp_path / "truth.jsonl")
+    view.handle({"event": "training_progress", "epoch": 14, "epochs": 30})
+    view._close_bar()
+    err = capsys.readouterr().err
+    assert "14/30" in err
+    assert "30/30" not in err
