@@ -3,13 +3,24 @@
 Everything runs on the embedded defaults (SQLite under ./demo-state). The first run has no
 model, so the daemon collects readings and trains one (progress bars); later runs reuse it.
 Each alert is printed as it opens and closes, next to the anomaly the simulator injected on
-that device, if any. Ctrl-C stops everything cleanly and prints a summary.
+that device, if any, and input the daemon rejects is reported. Ctrl-C stops everything
+cleanly and prints a summary, also on a piped stdout.
+
+The simulated clock runs ``--rate`` times faster than the wall clock, so it starts in the
+past and reaches the wall clock as ``--duration`` ends: it is never ahead of it (the daemon
+would refuse readings from the future). A rerun therefore starts earlier than the last run
+ended: it keeps the last run's models (training is the slow part) and clears the rest of its
+state (alerts, device state, reservoir, thresholds), which would reject every reading of the
+new run as out of order.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +51,9 @@ readings = {cold_start}
 
 [logging]
 format = "json"
+
+[health]
+port = 0  # a free port: a Sentinel service on this machine keeps 9847
 
 [[streams]]
 name = "pump"
@@ -227,9 +241,50 @@ def _follow(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return events, offset
 
 
+def _start_over(state: Path) -> bool:
+    """Clear what an earlier run left in ``state``, except its models; True if it left any.
+
+    The daemon's device state, alerts, reservoir and thresholds all follow the last run's
+    simulated clock, which ended where this run's starts again (see the module docstring).
+    """
+    state.mkdir(parents=True, exist_ok=True)
+    leftovers = [p for p in state.iterdir() if p.name != "models"]
+    ours = state / "sentinel.toml"
+    if leftovers and not (
+        ours.is_file() and ours.read_text(encoding="utf-8").startswith(CONFIG.split("\n", 1)[0])
+    ):
+        raise SystemExit(
+            f"{state} holds files that `make demo` did not write: give --state a new or "
+            "empty directory (the demo clears its state directory at each start)"
+        )
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return bool(leftovers)
+
+
+def _say(text: str) -> None:
+    """Print, and once stdout's reader is gone (`make demo | cat` and Ctrl-C, which stops
+    `cat` too), say it on stderr instead of dying of a broken pipe."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        # No more writes to the pipe: the interpreter's own flush at exit would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.stdout = sys.stderr
+        print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m simulators.demo", description=__doc__)
-    ap.add_argument("--state", type=Path, default=Path("demo-state"), help="state directory")
+    ap.add_argument(
+        "--state",
+        type=Path,
+        default=Path("demo-state"),
+        help="state directory; each start clears it except models/",
+    )
     ap.add_argument("--devices", type=int, default=8, help="simulated pumps")
     ap.add_argument(
         "--rate",
@@ -255,30 +310,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cold_start is None:
         args.cold_start = int(1.1 * args.day_length * args.devices)
-    # No faults until the model is trained: collection, plus training time at this rate.
-    warmup = args.cold_start / args.devices + 40 * args.rate
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Piped (`make demo | tee demo.log`), Python would hold the lines back in a buffer.
+        sys.stdout.reconfigure(line_buffering=True)
 
     state: Path = args.state.resolve()
-    state.mkdir(parents=True, exist_ok=True)
+    if _start_over(state):
+        print(f"cleared the last run's alerts and readings from {state}; its models stay")
     log_path = state / "sentinel.log"
     truth_path = state / "truth.jsonl"
     fleet_summary = state / "simulator.json"
-    for stale in (log_path, truth_path, fleet_summary):
-        stale.unlink(missing_ok=True)
-
     broker = PrivateBroker(prefer="auto", workdir=state / "broker")
-    broker.start()
-    print(f"broker: {broker.kind} on {broker.url} (MQTT {broker.protocol})")
     config_path = state / "sentinel.toml"
-    config_path.write_text(
-        CONFIG.format(
-            state=state,
-            port=broker.port,
-            protocol=broker.protocol,
-            cold_start=args.cold_start,
-            features=json.dumps(FEATURES),
-        )
-    )
     daemon: subprocess.Popen[bytes] | None = None
     fleet: subprocess.Popen[bytes] | None = None
     view = _View(truth_path)
@@ -286,6 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     # `kill` (SIGTERM) cleans up like Ctrl-C: no broker or daemon is left behind.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        broker.start()
+        print(f"broker: {broker.kind} on {broker.url} (MQTT {broker.protocol})")
+        config_path.write_text(
+            CONFIG.format(
+                state=state,
+                port=broker.port,
+                protocol=broker.protocol,
+                cold_start=args.cold_start,
+                features=json.dumps(FEATURES),
+            )
+        )
         with log_path.open("wb") as log_file:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "sentinel.cli", "run", "--config", str(config_path)],
@@ -300,41 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             for event in events:
                 view.handle(event)
                 if event.get("event") == "mqtt_subscribed":
-                    fleet = subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "simulators.fleet",
-                            "--broker",
-                            broker.url,
-                            "--devices",
-                            str(args.devices),
-                            "--rate",
-                            str(args.rate),
-                            "--step",
-                            "1",
-                            "--duration",
-                            str(args.duration),
-                            "--seed",
-                            str(args.seed),
-                            "--truth",
-                            str(truth_path),
-                            "--warmup",
-                            str(1.2 * args.cold_start / args.devices + 300),
-                            "--anomaly-rate",
-                            "3",
-                            "--protocol",
-                            broker.protocol,
-                            "--summary",
-                            str(fleet_summary),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                    )
-                    print(
-                        f"simulator: {args.devices} pumps, {args.rate:g} readings/s each "
-                        f"(1 simulated second per reading, a {args.day_length / 60:g}-minute "
-                        f"'day'); faults start after {warmup / args.rate:.0f} s"
-                    )
+                    fleet = _start_fleet(args, broker, truth_path, fleet_summary)
             if daemon.poll() is not None:
                 raise SystemExit(f"the daemon exited ({daemon.returncode}); see {log_path}")
             if time.monotonic() > deadline:
@@ -347,8 +367,12 @@ def main(argv: list[str] | None = None) -> int:
                 view.handle(event)
             time.sleep(0.2)
     except KeyboardInterrupt:
-        print("\nstopping ...")
+        view._close_bar()
+        _say("\nstopping: the simulator and the daemon finish what they hold (up to 30 s) ...")
     finally:
+        # A second Ctrl-C must not cut the clean-up short and lose the summary.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for proc in (fleet, daemon):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -360,10 +384,61 @@ def main(argv: list[str] | None = None) -> int:
                     proc.kill()
         view._close_bar()
         broker.stop()
-    print(_published(fleet_summary))
-    print(view.summary())
-    print(f"query them: .venv/bin/sentinel alerts list --config {config_path}")
+    _say(_published(fleet_summary))
+    _say(view.summary())
+    _say(f"query them: .venv/bin/sentinel alerts list --config {config_path}")
     return 0 if daemon is None or daemon.returncode in (0, -signal.SIGINT) else 1
+
+
+def _fleet_argv(
+    args: argparse.Namespace, broker: PrivateBroker, truth: Path, summary: Path
+) -> list[str]:
+    """The simulator's command line; its clock ends at the wall clock when --duration ends."""
+    start = round(time.time() - args.duration * args.rate)  # one simulated second a reading
+    return [
+        sys.executable,
+        "-m",
+        "simulators.fleet",
+        "--broker",
+        broker.url,
+        "--devices",
+        str(args.devices),
+        "--rate",
+        str(args.rate),
+        "--step",
+        "1",
+        "--start",
+        str(start),
+        "--duration",
+        str(args.duration),
+        "--seed",
+        str(args.seed),
+        "--truth",
+        str(truth),
+        "--warmup",
+        str(1.2 * args.cold_start / args.devices + 300),
+        "--anomaly-rate",
+        "3",
+        "--protocol",
+        broker.protocol,
+        "--summary",
+        str(summary),
+    ]
+
+
+def _start_fleet(
+    args: argparse.Namespace, broker: PrivateBroker, truth: Path, summary: Path
+) -> subprocess.Popen[bytes]:
+    # No faults until the model is trained: collection, plus training time at this rate.
+    warmup = args.cold_start / args.devices + 40 * args.rate
+    fleet = subprocess.Popen(_fleet_argv(args, broker, truth, summary), stdout=subprocess.DEVNULL)
+    print(
+        f"simulator: {args.devices} pumps, {args.rate:g} readings/s each (1 simulated second "
+        f"per reading, a {args.day_length / 60:g}-minute 'day'); its clock starts "
+        f"{args.duration * args.rate / 3600:.3g} h back and reaches now in {args.duration:g} s, "
+        f"never ahead; faults start after {warmup / args.rate:.0f} s"
+    )
+    return fleet
 
 
 if __name__ == "__main__":

@@ -5,12 +5,22 @@ the training's end, and called the fresh model a saved one)."""
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from sentinel.config import WindowConfig
+from sentinel.store import AlertStore
 from simulators.demo import _View
+from tests.e2e_helpers import subprocess_env, wait_for
+from tests.ops_helpers import install_untrained_model, metrics, sample
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,3 +131,95 @@ def test_a_bar_cut_short_stays_where_it_was(
     err = capsys.readouterr().err
     assert "14/30" in err
     assert "30/30" not in err
+
+
+class _Demo:
+    """``python -m simulators.demo`` with its stdout on a pipe that is read as it runs, as
+    ``make demo | tee demo.log`` would; its bars go to a file."""
+
+    def __init__(self, state: Path, tmp_path: Path, name: str) -> None:
+        env = subprocess_env()
+        env.pop("PYTHONUNBUFFERED", None)  # a user's shell has none: a pipe gets a buffer
+        self.state = state
+        self.lines: list[str] = []
+        demo = ["-m", "simulators.demo", "--state", str(state), "--devices", "2", "--rate", "20"]
+        self.proc = subprocess.Popen(
+            [sys.executable, *demo],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=(tmp_path / f"{name}.stderr").open("wb"),
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def shows(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def wait_for(self, text: str) -> None:
+        wait_for(lambda: self.shows(text) or self.proc.poll() is not None, 240, repr(text))
+        assert self.shows(text), "\n".join(self.lines)
+
+    def metrics_after(self, messages: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The daemon's /metrics once it has taken in ``messages``; the port (the demo asks
+        for a free one) from its log."""
+        found: list[int] = []
+
+        def listening() -> bool:
+            for line in (self.state / "sentinel.log").read_text().splitlines():
+                if '"health_listening"' in line:
+                    found.append(json.loads(line)["port"])
+            return bool(found)
+
+        wait_for(listening, 240, "the daemon's health_listening")
+        wait_for(
+            lambda: sample(metrics(found[0]), "sentinel_messages_total") >= messages,
+            240,
+            f"{messages} readings taken in",
+        )
+        return metrics(found[0])
+
+    def stop(self) -> list[str]:
+        self.proc.send_signal(signal.SIGINT)
+        self.wait_for("stopping")
+        self.proc.send_signal(signal.SIGINT)  # impatient: a second Ctrl-C during the clean-up
+        assert self.proc.wait(timeout=240) == 0
+        self._reader.join(timeout=60)
+        return self.lines
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_every_run_is_accepted_and_ctrl_c_reports_through_a_pipe(tmp_path: Path) -> None:
+    """A second run used to be blind for as long as the first had run: the first's
+    simulated clock had raced ahead of the wall clock, and every reading of the second was
+    rejected as out of order. Now the clock ends at the wall clock, each run starts over from
+    the saved model, and a piped stdout gets each line as it comes and the summary."""
+    state = tmp_path / "demo-state"
+    version = install_untrained_model(state, window=WindowConfig().length)
+    for run in ("first", "second"):
+        demo = _Demo(state, tmp_path, run)
+        demo.wait_for(f"loaded saved model {version}")
+        demo.wait_for("Ctrl-C stops the demo.")
+        scraped = demo.metrics_after(200)
+        dropped = {k: v for k, v in scraped.items() if k[0] == "sentinel_readings_dropped_total"}
+        assert sum(dropped.values()) == 0, (run, dropped)
+        assert sample(scraped, "sentinel_readings_total") >= 200
+        store = AlertStore(f"sqlite:///{state / 'sentinel.db'}")
+        store.open()
+        try:
+            progress = store.device_progress().values()
+        finally:
+            store.close()
+        assert progress
+        assert all(p.last_ts <= time.time() for p in progress), run  # never ahead of now
+        lines = demo.stop()
+        assert any(line.startswith("simulator: published") for line in lines), lines
+        assert any("injected anomalies caught" in line for line in lines), lines
+    assert (state / "models" / "pump" / version).is_dir()
