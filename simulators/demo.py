@@ -354,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             for event in events:
                 view.handle(event)
                 if event.get("event") == "mqtt_subscribed":
-                    fleet = _start_fleet(args, broker, truth_path, fleet_summary)
+                    fleet = _start_fleet(
+                        args, broker, view.model is not None, truth_path, fleet_summary
+                    )
             if daemon.poll() is not None:
                 raise SystemExit(f"the daemon exited ({daemon.returncode}); see {log_path}")
             if time.monotonic() > deadline:
@@ -390,8 +392,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if daemon is None or daemon.returncode in (0, -signal.SIGINT) else 1
 
 
+def _warmup(args: argparse.Namespace, model: bool) -> float:
+    """Simulated seconds without faults: until the model scores (collection, plus training
+    time at this rate), or, with a saved model, a few minutes for windows and thresholds."""
+    return 300.0 if model else args.cold_start / args.devices + 40 * args.rate
+
+
 def _fleet_argv(
-    args: argparse.Namespace, broker: PrivateBroker, truth: Path, summary: Path
+    args: argparse.Namespace, broker: PrivateBroker, model: bool, truth: Path, summary: Path
 ) -> list[str]:
     """The simulator's command line; its clock ends at the wall clock when --duration ends."""
     start = round(time.time() - args.duration * args.rate)  # one simulated second a reading
@@ -411,12 +419,14 @@ def _fleet_argv(
         str(start),
         "--duration",
         str(args.duration),
+        "--day-length",
+        str(args.day_length),
         "--seed",
         str(args.seed),
         "--truth",
         str(truth),
         "--warmup",
-        str(1.2 * args.cold_start / args.devices + 300),
+        str(_warmup(args, model)),
         "--anomaly-rate",
         "3",
         "--protocol",
@@ -427,16 +437,16 @@ def _fleet_argv(
 
 
 def _start_fleet(
-    args: argparse.Namespace, broker: PrivateBroker, truth: Path, summary: Path
+    args: argparse.Namespace, broker: PrivateBroker, model: bool, truth: Path, summary: Path
 ) -> subprocess.Popen[bytes]:
-    # No faults until the model is trained: collection, plus training time at this rate.
-    warmup = args.cold_start / args.devices + 40 * args.rate
-    fleet = subprocess.Popen(_fleet_argv(args, broker, truth, summary), stdout=subprocess.DEVNULL)
+    fleet = subprocess.Popen(
+        _fleet_argv(args, broker, model, truth, summary), stdout=subprocess.DEVNULL
+    )
     print(
         f"simulator: {args.devices} pumps, {args.rate:g} readings/s each (1 simulated second "
         f"per reading, a {args.day_length / 60:g}-minute 'day'); its clock starts "
         f"{args.duration * args.rate / 3600:.3g} h back and reaches now in {args.duration:g} s, "
-        f"never ahead; faults start after {warmup / args.rate:.0f} s"
+        f"never ahead; faults start after {_warmup(args, model) / args.rate:.0f} s"
     )
     return fleet
 

@@ -5,6 +5,7 @@ the training's end, and called the fresh model a saved one)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import signal
@@ -13,12 +14,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from sentinel.config import WindowConfig
 from sentinel.store import AlertStore
-from simulators.demo import _View
+from simulators.demo import _fleet_argv, _View
+from simulators.fleet import _parse_args as fleet_args
 from tests.e2e_helpers import subprocess_env, wait_for
 from tests.ops_helpers import install_untrained_model, metrics, sample
 
@@ -131,6 +134,24 @@ def test_a_bar_cut_short_stays_where_it_was(
     err = capsys.readouterr().err
     assert "14/30" in err
     assert "30/30" not in err
+
+
+def test_the_simulator_gets_the_demos_day_and_a_clock_that_ends_now(tmp_path: Path) -> None:
+    """The cold start is sized for 1.1 compressed days, but the simulator was never told the
+    day's length and ran 86,400 s days; and the faults began before the model scored."""
+    args = argparse.Namespace(
+        devices=2, rate=40.0, duration=3600.0, day_length=1200.0, cold_start=2640, seed=7
+    )
+    broker = SimpleNamespace(url="mqtt://127.0.0.1:1883", protocol="5")
+    first, rerun = (
+        fleet_args(_fleet_argv(args, broker, model, tmp_path / "t", tmp_path / "s")[3:])
+        for model in (False, True)
+    )
+    assert first.day_length == rerun.day_length == args.day_length
+    # Faults after the collection and the training; with a saved model, soon.
+    assert first.warmup > args.cold_start / args.devices > rerun.warmup
+    last = first.start + (first.duration * first.rate - 1) * first.step
+    assert last <= time.time()  # the last reading is due before now, never ahead of it
 
 
 class _Demo:
