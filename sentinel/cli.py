@@ -70,11 +70,25 @@ def _config_path(args: argparse.Namespace) -> str:
     return str(args.config or os.environ.get("SENTINEL_CONFIG") or DEFAULT_CONFIG)
 
 
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(args: argparse.Namespace, configured: str = "info") -> str:
+    """The daemon logs at ``logging.level``; any other command's answer is what it prints,
+    so it logs warnings and errors only. ``-v`` shows info lines (debug if configured)."""
+    level = _LEVELS.index(configured)
+    if args.verbose:
+        level = min(level, _LEVELS.index("info"))
+    elif args.command != "run":
+        level = max(level, _LEVELS.index("warning"))
+    return _LEVELS[level]
+
+
 def _load(args: argparse.Namespace) -> SentinelConfig:
     from sentinel.logs import configure_logging
 
     config = load_config(_config_path(args))
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(_log_level(args, config.logging.level), config.logging.format)
     return config
 
 
@@ -157,12 +171,17 @@ _TABLE_COLUMNS = (
 
 
 def _format_row(record: AlertRecord) -> dict[str, str]:
+    from sentinel.records import AlertStatus
+
     end = record.ended_at or record.updated_at
     duration = (end - record.started_at).total_seconds()
     features = ", ".join(f"{f.feature} {f.share:.0%}" for f in record.top_features)
+    status = record.status.value
+    if record.acknowledged_at is not None and record.status is not AlertStatus.ACKNOWLEDGED:
+        status += "+ack"  # closed or resolved keep their status; the ack must still show
     return {
         "id": str(record.id),
-        "status": record.status.value,
+        "status": status,
         "severity": record.severity.value,
         "stream": record.stream,
         "device": record.device,
@@ -194,8 +213,10 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(sys.stdout, fieldnames=fields)
         writer.writeheader()
         for row in rows:
-            row["top_features"] = json.dumps(row["top_features"])
-            writer.writerow(row)
+            # Structured columns (top_features, reason) as JSON, never as a Python repr.
+            writer.writerow(
+                {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
+            )
     else:
         _print_table([_format_row(r) for r in records])
     return 0
@@ -502,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
         "SQLite or PostgreSQL.",
     )
     parser.add_argument("--version", action="version", version=f"sentinel {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log info lines too (commands other than run log only warnings and errors)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_arg(p: argparse.ArgumentParser) -> None:
@@ -575,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing = alert_commands.add_parser(
         "list",
         help="list alerts, newest first",
-        description="List alerts, newest first. PEAK is the peak score over the threshold.",
+        description="List alerts, newest first. PEAK is the peak score over the threshold; "
+        "STATUS +ack marks a closed or resolved alert that someone acknowledged.",
     )
     db_args(listing)
     listing.add_argument(
@@ -708,7 +736,12 @@ def _private_umask() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sentinel.logs import configure_logging
+
     args = build_parser().parse_args(argv)
+    # Before any command runs: one without a config (--database, report) must not fall
+    # back to structlog's default, which prints every info line on stdout.
+    configure_logging(_log_level(args))
     try:
         with _private_umask():
             result: int = args.func(args)

@@ -58,10 +58,36 @@ def _find(config: SentinelConfig, version: str, stream: str | None) -> str:
     return found[0]
 
 
-def _ts(value: Any) -> str:
+def _ts(value: Any) -> str | None:
     if not isinstance(value, int | float):
-        return "-"
+        return None
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _meta(registry: Any, stream: str, version: str) -> dict[str, Any]:
+    """A version's meta.json as plain data (no weights loaded); ModelError if unreadable."""
+    from sentinel.model.detector import META_FILE
+
+    path = registry.path(stream, version) / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path}: cannot read: {err}") from err
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    return meta
+
+
+def _trained_on(status: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The data a version learnt from: a retraining run records it in its status, a version
+    from ``sentinel train`` (which has no status) only in its metadata."""
+    data = status.get("data", {})
+    training = meta.get("training", {})
+    return {
+        "data_from": _ts(data.get("first_ts", training.get("first_ts"))),
+        "data_to": _ts(data.get("last_ts", training.get("last_ts"))),
+        "rows": data.get("train_rows", training.get("n_readings")),
+    }
 
 
 def _rows(config: SentinelConfig, stream: str | None) -> list[dict[str, Any]]:
@@ -72,8 +98,11 @@ def _rows(config: SentinelConfig, stream: str | None) -> list[dict[str, Any]]:
         previous = registry.previous_version(name)
         for version in reversed(registry.versions(name)):
             status = registry.status(name, version)
+            try:
+                meta = _meta(registry, name, version)
+            except ModelError:
+                meta = {}  # listed all the same; `models show` says what is wrong with it
             metrics = status.get("metrics", {}).get("challenger", {})
-            data = status.get("data", {})
             role = "active" if version == active else "previous" if version == previous else ""
             rows.append(
                 {
@@ -81,11 +110,9 @@ def _rows(config: SentinelConfig, stream: str | None) -> list[dict[str, Any]]:
                     "version": version,
                     "role": role,
                     "status": status.get("status", "trained"),
-                    "data_from": _ts(data.get("first_ts")),
-                    "data_to": _ts(data.get("last_ts")),
-                    "rows": data.get("train_rows", "-"),
-                    "merit": metrics.get("merit", "-"),
-                    "parent": status.get("parent") or "-",
+                    **_trained_on(status, meta),
+                    "merit": metrics.get("merit"),
+                    "parent": status.get("parent"),
                 }
             )
     return rows
@@ -102,9 +129,9 @@ def _cmd_list(load: Loader) -> Callable[[argparse.Namespace], int]:
             print("no models")
             return 0
         columns = list(rows[0])
-        text = [[str(r[c]) for c in columns] for r in rows]
+        text = [["-" if r[c] is None else str(r[c]) for c in columns] for r in rows]
         widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(columns)]
-        print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+        print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
         for t in text:
             print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
         return 0
@@ -117,8 +144,8 @@ def _cmd_show(load: Loader) -> Callable[[argparse.Namespace], int]:
         config = load(args)
         stream = _find(config, args.version, args.stream)
         registry = _registry(config)
-        meta = json.loads((registry.path(stream, args.version) / "meta.json").read_text())
-        meta["calibration"].pop("scores", None)  # 20,000 numbers help nobody here
+        meta = _meta(registry, stream, args.version)
+        meta.get("calibration", {}).pop("scores", None)  # 20,000 numbers help nobody here
         out = {
             "stream": stream,
             "version": args.version,
@@ -126,11 +153,87 @@ def _cmd_show(load: Loader) -> Callable[[argparse.Namespace], int]:
             "status": registry.status(stream, args.version),
             "meta": meta,
         }
-        json.dump(out, sys.stdout, indent=2)
-        print()
+        if args.format == "json":
+            json.dump(out, sys.stdout, indent=2)
+            print()
+            return 0
+        fields = _show_fields(out, registry.previous_version(stream) == args.version)
+        width = max(len(name) for name, _ in fields)
+        for name, value in fields:
+            print(f"{name.ljust(width)}  {value}")
         return 0
 
     return run
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "-"
+
+
+def _show_fields(out: dict[str, Any], previous: bool) -> list[tuple[str, str]]:
+    """``models show`` as text: what the version is, how it was judged, what it learnt."""
+    status, meta = out["status"], out["meta"]
+    training = meta.get("training", {})
+    role = " (active)" if out["active"] else " (previous: rollback target)" if previous else ""
+    judged = status.get("status", "trained (sentinel train: not judged)")
+    if status.get("reason"):
+        judged += f": {status['reason']}"
+    data = _trained_on(status, meta)
+    held = status.get("data", {}).get("holdout_rows")
+    features = ", ".join(meta.get("features", [])) or "-"
+    if meta.get("relative_features"):
+        features += f" (judged by their changes: {', '.join(meta['relative_features'])})"
+    window = f"{meta.get('window', '?')} readings"
+    if meta.get("score_steps"):
+        window += f", the newest {meta['score_steps']} scored"
+    fields = [
+        ("version", f"{out['version']}{role}"),
+        ("stream", out["stream"]),
+        ("status", judged),
+    ]
+    if status.get("trigger"):
+        fields.append(("trigger", f"{status['trigger']}, decided {status.get('decided', '?')}"))
+    fields += [
+        ("parent", status.get("parent") or "-"),
+        ("created", str(meta.get("created", "-"))),
+        (
+            "data",
+            f"{data['data_from'] or '?'} to {data['data_to'] or '?'} UTC, "
+            f"{data['rows'] if data['rows'] is not None else '?'} rows trained on"
+            + (f", {held} held back" if held else ""),
+        ),
+        ("features", features),
+        ("window", window),
+        (
+            "network",
+            f"LSTM autoencoder, {meta.get('num_layers', '?')} layer(s), hidden "
+            f"{meta.get('hidden_size', '?')}, latent {meta.get('latent_size', '?')}",
+        ),
+    ]
+    if "epochs_run" in training:
+        fields.append(
+            (
+                "training",
+                f"{training['epochs_run']} epochs, loss {_number(training.get('train_loss'))} "
+                f"(validation {_number(training.get('val_loss'))}), "
+                f"{_number(training.get('seconds'))} s, seed {training.get('seed', '?')}",
+            )
+        )
+    quantiles = meta.get("calibration", {}).get("quantiles", {})
+    if quantiles:
+        fields.append(
+            ("calibration", ", ".join(f"q{q} {_number(v)}" for q, v in quantiles.items()))
+        )
+    for side, m in status.get("metrics", {}).items():
+        fields.append(
+            (
+                side,
+                f"merit {_number(m.get('merit'))}: detection {_number(m.get('detection'))}, "
+                f"false rate {_number(m.get('false_rate'))}, AUC {_number(m.get('auc'))} "
+                f"over {m.get('windows', '?')} windows",
+            )
+        )
+    return fields
 
 
 def _notify(config: SentinelConfig, stream: str, version: str) -> None:
@@ -197,6 +300,12 @@ def add_show(actions: Any, config_arg: ConfigArg, load: Loader) -> None:
     config_arg(p)
     p.add_argument("version", metavar="VERSION")
     p.add_argument("--stream", metavar="S")
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: the metadata and status records as stored (no calibration scores)",
+    )
     p.set_defaults(func=_cmd_show(load))
 
 

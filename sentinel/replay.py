@@ -292,9 +292,9 @@ def replay(
 def _progress(total: int, show: bool) -> Any:
     if not show or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
+    from sentinel.progress import progress_bar
 
-    return tqdm(total=total, desc="replay", unit="row")
+    return progress_bar(total, "replay", "row")
 
 
 def split_labels(text: str | None) -> Sequence[str]:

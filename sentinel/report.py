@@ -1,13 +1,14 @@
 """Render a replay's scores CSV as a figure (PNG) or a self-contained HTML report.
 
 The input is what ``sentinel replay --out`` writes: ``timestamp``, the feature columns,
-``score``, ``threshold``, ``is_anomaly``, ``check``, ``alert_id`` and any carried label
-columns. The figure answers "where and why did it fire": one panel per feature, then score
-against threshold; alerts are shaded blue across every panel, labelled anomalies light red,
-so a detection that matches a label shows purple. Rows made anomalous by the spike or the
-level check rather than by their score (``check`` without ``score``) get their own marker:
-their score sits under the threshold, and the HTML report's alert table names the check
-and feature behind each alert.
+``score``, ``threshold``, ``is_anomaly``, ``check``, ``alert_id`` and any carried columns
+(labels, or anything else ``--label-columns`` took along): only the columns before
+``score`` are drawn as features. The figure answers "where and why did it fire": one panel
+per feature, then score against threshold; alerts are shaded blue across every panel,
+labelled anomalies light red, so a detection that matches a label shows purple. Rows made
+anomalous by the spike or the level check rather than by their score (``check`` without
+``score``) get their own marker: their score sits under the threshold, and the HTML report's
+alert table names the check and feature behind each alert.
 
 matplotlib is imported inside the functions that draw, on the Agg canvas and without pyplot,
 so the daemon never loads it and no display or global backend is touched.
@@ -218,7 +219,9 @@ def _read(path: Path, label_columns: Sequence[str] | None) -> _Scores:
             raise DataError(f"{path}:{i + 2}: unparsable timestamp {cell!r}") from err
     flagged = _numbers(path, "is_anomaly", columns["is_anomaly"])
     features: dict[str, np.ndarray] = {}
-    for name in header:
+    # Replay writes the features between timestamp and score; what it carried from its
+    # input (labels, a train/test split) comes after its own columns and is never a feature.
+    for name in header[: header.index("score")]:
         if name in _RESERVED or name in labels or name in detected:  # unchosen labels too
             continue
         # Columns that are not numbers (a device id, say) cannot be plotted and are left out.

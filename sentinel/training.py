@@ -76,9 +76,9 @@ class _Progress:
         self._stream = stream
         self._bar = None
         if sys.stderr.isatty():
-            from tqdm import tqdm
+            from sentinel.progress import progress_bar
 
-            self._bar = tqdm(total=epochs, desc=f"training {stream}", unit="epoch", leave=True)
+            self._bar = progress_bar(epochs, f"training {stream}", "epoch")
 
     def __call__(self, epoch: int, epochs: int, val_loss: float) -> None:
         if self._bar is not None:

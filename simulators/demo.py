@@ -3,13 +3,24 @@
 Everything runs on the embedded defaults (SQLite under ./demo-state). The first run has no
 model, so the daemon collects readings and trains one (progress bars); later runs reuse it.
 Each alert is printed as it opens and closes, next to the anomaly the simulator injected on
-that device, if any. Ctrl-C stops everything cleanly and prints a summary.
+that device, if any, and input the daemon rejects is reported. Ctrl-C stops everything
+cleanly and prints a summary, also on a piped stdout.
+
+The simulated clock runs ``--rate`` times faster than the wall clock, so it starts in the
+past and reaches the wall clock as ``--duration`` ends: it is never ahead of it (the daemon
+would refuse readings from the future). A rerun therefore starts earlier than the last run
+ended: it keeps the last run's models (training is the slow part) and clears the rest of its
+state (alerts, device state, reservoir, thresholds), which would reject every reading of the
+new run as out of order.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sentinel.progress import progress_bar
 from simulators.broker import PrivateBroker
 
 __all__ = ["main"]
@@ -39,6 +51,9 @@ readings = {cold_start}
 
 [logging]
 format = "json"
+
+[health]
+port = 0  # a free port: a Sentinel service on this machine keeps 9847
 
 [[streams]]
 name = "pump"
@@ -61,6 +76,8 @@ class _View:
     last_ts: float = 0.0
     bar: Any = None
     training: bool = False  # a training run is under way (its model_loaded is not a restart's)
+    model: str | None = None  # the saved model the daemon started with
+    rejected: dict[str, int] = field(default_factory=dict)  # the daemon's count per reason
     _truth_offset: int = 0
 
     def load_truth(self) -> None:
@@ -84,18 +101,18 @@ class _View:
         if name == "cold_start_progress":
             self._bar("collecting normal data", event["target"], event["collected"], "reading")
         elif name == "cold_start_collected":
-            self._close_bar()
+            self._close_bar(done=True)
             print(f"collected {event['readings']} readings; training the first model")
         elif name == "training_progress":
             self._bar("training LSTM autoencoder", event["epochs"], event["epoch"], "epoch")
         elif name == "model_trained":
-            self._close_bar()
+            self._close_bar(done=True)
             print(f"model {event['version']} trained in {event.get('seconds', '?')} s; scoring")
         elif name == "retrain_requested":
             self.training = True
         elif name == "retrain_finished":
             self.training = False
-            self._close_bar()
+            self._close_bar(done=bool(event.get("installed")))
             if event.get("installed"):
                 print(f"model {event['version']} trained in {event['seconds']} s; scoring")
             elif event.get("status") != "skipped":  # a skipped run said why already
@@ -103,10 +120,13 @@ class _View:
         elif name == "retrain_skipped":
             self._close_bar()
             print(f"training skipped: {event['reason']}")
-        elif name == "model_loaded" and not self.training:
+        elif name == "model_loaded" and not self.training and self.model != event["version"]:
+            self.model = event["version"]  # loaded by the pipeline and the retrainer: once
             print(f"loaded saved model {event['version']}; scoring from the first window")
         elif name == "mqtt_subscribed":
             print("daemon connected and subscribed")
+        elif name == "input_rejected":
+            self._rejected(event)
         elif name == "alert_opened":
             self._alert_opened(event)
         elif name == "alert_reopened":
@@ -136,6 +156,16 @@ class _View:
             f"features {event['features'] or '-'}  <- {why}"
         )
 
+    def _rejected(self, event: dict[str, Any]) -> None:
+        # The daemon logs one line per reason per ingest.log_interval, each with its total.
+        self._close_bar()
+        reason = str(event.get("reason"))
+        self.rejected[reason] = int(event.get("total") or 0)
+        print(
+            f"\033[33mrejected\033[0m {self.rejected[reason]} readings so far as {reason}, "
+            f"e.g. {event.get('topic')}: {event.get('detail') or event.get('payload')}"
+        )
+
     def _alert_reopened(self, event: dict[str, Any]) -> None:
         self._close_bar()
         at = float(event["at"])
@@ -155,17 +185,17 @@ class _View:
         )
 
     def _bar(self, desc: str, total: int, n: int, unit: str) -> None:
-        from tqdm import tqdm
-
         if self.bar is None or self.bar.desc != desc:
             self._close_bar()
-            self.bar = tqdm(total=total, desc=desc, unit=unit)
-        self.bar.n = n
-        self.bar.refresh()
+            self.bar = progress_bar(total, desc, unit, initial=n)
+        else:
+            self.bar.update(n - self.bar.n)
 
-    def _close_bar(self) -> None:
+    def _close_bar(self, done: bool = False) -> None:
+        """Leave the bar where it stands; ``done``: it finished (early stopping included)."""
         if self.bar is not None:
-            self.bar.n = self.bar.total
+            if done:
+                self.bar.update(self.bar.total - self.bar.n)
             self.bar.close()
             self.bar = None
 
@@ -174,10 +204,14 @@ class _View:
         due = [t for t in self.truth if t["start"] <= self.last_ts]
         caught = [t for t in due if any(a["truth"] is t for a in self.alerts.values())]
         false = sum(1 for a in self.alerts.values() if a["truth"] is None)
-        return (
+        text = (
             f"{len(self.alerts)} alerts; {len(caught)} of {len(due)} injected anomalies caught; "
             f"{false} alerts with no injected anomaly nearby"
         )
+        if self.rejected:
+            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.rejected.items()))
+            text += f"\nthe daemon rejected at least {sum(self.rejected.values())}: {counts}"
+        return text
 
 
 def _published(path: Path) -> str:
@@ -207,9 +241,50 @@ def _follow(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return events, offset
 
 
+def _start_over(state: Path) -> bool:
+    """Clear what an earlier run left in ``state``, except its models; True if it left any.
+
+    The daemon's device state, alerts, reservoir and thresholds all follow the last run's
+    simulated clock, which ended where this run's starts again (see the module docstring).
+    """
+    state.mkdir(parents=True, exist_ok=True)
+    leftovers = [p for p in state.iterdir() if p.name != "models"]
+    ours = state / "sentinel.toml"
+    if leftovers and not (
+        ours.is_file() and ours.read_text(encoding="utf-8").startswith(CONFIG.split("\n", 1)[0])
+    ):
+        raise SystemExit(
+            f"{state} holds files that `make demo` did not write: give --state a new or "
+            "empty directory (the demo clears its state directory at each start)"
+        )
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return bool(leftovers)
+
+
+def _say(text: str) -> None:
+    """Print, and once stdout's reader is gone (`make demo | cat` and Ctrl-C, which stops
+    `cat` too), say it on stderr instead of dying of a broken pipe."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        # No more writes to the pipe: the interpreter's own flush at exit would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.stdout = sys.stderr
+        print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m simulators.demo", description=__doc__)
-    ap.add_argument("--state", type=Path, default=Path("demo-state"), help="state directory")
+    ap.add_argument(
+        "--state",
+        type=Path,
+        default=Path("demo-state"),
+        help="state directory; each start clears it except models/",
+    )
     ap.add_argument("--devices", type=int, default=8, help="simulated pumps")
     ap.add_argument(
         "--rate",
@@ -235,30 +310,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cold_start is None:
         args.cold_start = int(1.1 * args.day_length * args.devices)
-    # No faults until the model is trained: collection, plus training time at this rate.
-    warmup = args.cold_start / args.devices + 40 * args.rate
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Piped (`make demo | tee demo.log`), Python would hold the lines back in a buffer.
+        sys.stdout.reconfigure(line_buffering=True)
 
     state: Path = args.state.resolve()
-    state.mkdir(parents=True, exist_ok=True)
+    if _start_over(state):
+        print(f"cleared the last run's alerts and readings from {state}; its models stay")
     log_path = state / "sentinel.log"
     truth_path = state / "truth.jsonl"
     fleet_summary = state / "simulator.json"
-    for stale in (log_path, truth_path, fleet_summary):
-        stale.unlink(missing_ok=True)
-
     broker = PrivateBroker(prefer="auto", workdir=state / "broker")
-    broker.start()
-    print(f"broker: {broker.kind} on {broker.url} (MQTT {broker.protocol})")
     config_path = state / "sentinel.toml"
-    config_path.write_text(
-        CONFIG.format(
-            state=state,
-            port=broker.port,
-            protocol=broker.protocol,
-            cold_start=args.cold_start,
-            features=json.dumps(FEATURES),
-        )
-    )
     daemon: subprocess.Popen[bytes] | None = None
     fleet: subprocess.Popen[bytes] | None = None
     view = _View(truth_path)
@@ -266,6 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     # `kill` (SIGTERM) cleans up like Ctrl-C: no broker or daemon is left behind.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        broker.start()
+        print(f"broker: {broker.kind} on {broker.url} (MQTT {broker.protocol})")
+        config_path.write_text(
+            CONFIG.format(
+                state=state,
+                port=broker.port,
+                protocol=broker.protocol,
+                cold_start=args.cold_start,
+                features=json.dumps(FEATURES),
+            )
+        )
         with log_path.open("wb") as log_file:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "sentinel.cli", "run", "--config", str(config_path)],
@@ -280,40 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             for event in events:
                 view.handle(event)
                 if event.get("event") == "mqtt_subscribed":
-                    fleet = subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "simulators.fleet",
-                            "--broker",
-                            broker.url,
-                            "--devices",
-                            str(args.devices),
-                            "--rate",
-                            str(args.rate),
-                            "--step",
-                            "1",
-                            "--duration",
-                            str(args.duration),
-                            "--seed",
-                            str(args.seed),
-                            "--truth",
-                            str(truth_path),
-                            "--warmup",
-                            str(1.2 * args.cold_start / args.devices + 300),
-                            "--anomaly-rate",
-                            "3",
-                            "--protocol",
-                            broker.protocol,
-                            "--summary",
-                            str(fleet_summary),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                    )
-                    print(
-                        f"simulator: {args.devices} pumps, {args.rate:g} readings/s each "
-                        f"(1 simulated second per reading, a {args.day_length / 60:g}-minute "
-                        f"'day'); faults start after {warmup / args.rate:.0f} s"
+                    fleet = _start_fleet(
+                        args, broker, view.model is not None, truth_path, fleet_summary
                     )
             if daemon.poll() is not None:
                 raise SystemExit(f"the daemon exited ({daemon.returncode}); see {log_path}")
@@ -327,8 +369,12 @@ def main(argv: list[str] | None = None) -> int:
                 view.handle(event)
             time.sleep(0.2)
     except KeyboardInterrupt:
-        print("\nstopping ...")
+        view._close_bar()
+        _say("\nstopping: the simulator and the daemon finish what they hold (up to 30 s) ...")
     finally:
+        # A second Ctrl-C must not cut the clean-up short and lose the summary.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for proc in (fleet, daemon):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -340,10 +386,69 @@ def main(argv: list[str] | None = None) -> int:
                     proc.kill()
         view._close_bar()
         broker.stop()
-    print(_published(fleet_summary))
-    print(view.summary())
-    print(f"query them: .venv/bin/sentinel alerts list --config {config_path}")
+    _say(_published(fleet_summary))
+    _say(view.summary())
+    _say(f"query them: .venv/bin/sentinel alerts list --config {config_path}")
     return 0 if daemon is None or daemon.returncode in (0, -signal.SIGINT) else 1
+
+
+def _warmup(args: argparse.Namespace, model: bool) -> float:
+    """Simulated seconds without faults: until the model scores (collection, plus training
+    time at this rate), or, with a saved model, a few minutes for windows and thresholds."""
+    return 300.0 if model else args.cold_start / args.devices + 40 * args.rate
+
+
+def _fleet_argv(
+    args: argparse.Namespace, broker: PrivateBroker, model: bool, truth: Path, summary: Path
+) -> list[str]:
+    """The simulator's command line; its clock ends at the wall clock when --duration ends."""
+    start = round(time.time() - args.duration * args.rate)  # one simulated second a reading
+    return [
+        sys.executable,
+        "-m",
+        "simulators.fleet",
+        "--broker",
+        broker.url,
+        "--devices",
+        str(args.devices),
+        "--rate",
+        str(args.rate),
+        "--step",
+        "1",
+        "--start",
+        str(start),
+        "--duration",
+        str(args.duration),
+        "--day-length",
+        str(args.day_length),
+        "--seed",
+        str(args.seed),
+        "--truth",
+        str(truth),
+        "--warmup",
+        str(_warmup(args, model)),
+        "--anomaly-rate",
+        "3",
+        "--protocol",
+        broker.protocol,
+        "--summary",
+        str(summary),
+    ]
+
+
+def _start_fleet(
+    args: argparse.Namespace, broker: PrivateBroker, model: bool, truth: Path, summary: Path
+) -> subprocess.Popen[bytes]:
+    fleet = subprocess.Popen(
+        _fleet_argv(args, broker, model, truth, summary), stdout=subprocess.DEVNULL
+    )
+    print(
+        f"simulator: {args.devices} pumps, {args.rate:g} readings/s each (1 simulated second "
+        f"per reading, a {args.day_length / 60:g}-minute 'day'); its clock starts "
+        f"{args.duration * args.rate / 3600:.3g} h back and reaches now in {args.duration:g} s, "
+        f"never ahead; faults start after {_warmup(args, model) / args.rate:.0f} s"
+    )
+    return fleet
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from tests.e2e_helpers import WINDOW
 VERSION = "20250101T000000Z-opstst"
 
 
-def install_untrained_model(state_dir: Path, version: str = VERSION) -> str:
+def install_untrained_model(state_dir: Path, version: str = VERSION, window: int = WINDOW) -> str:
     """An untrained pump model with a plausible calibration: scores, never meaningful ones.
 
     The operations tests need a model to be *there* (health, metrics, reload), not a good
@@ -32,7 +32,7 @@ def install_untrained_model(state_dir: Path, version: str = VERSION) -> str:
         version=version,
         stream="pump",
         features=tuple(FEATURES),
-        window=WINDOW,
+        window=window,
         hidden_size=8,
         latent_size=4,
         num_layers=1,

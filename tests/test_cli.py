@@ -124,6 +124,50 @@ def test_alerts_ack(database_url: str, capsys: pytest.CaptureFixture[str]) -> No
     assert "no alert with id 999999" in capsys.readouterr().err
 
 
+def test_ack_of_a_closed_alert_shows_in_the_table(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A closed alert stays closed when acknowledged: the table still says someone looked."""
+    seed_alerts(database_url)
+    closed = alert_id_of("pump-001", database_url, capsys)
+    assert main(["alerts", "ack", str(closed), "--database", database_url]) == 0
+    assert f"alert {closed} acknowledged (closed)" in capsys.readouterr().out
+    assert main(["alerts", "list", "--database", database_url]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows[str(closed)] == "closed+ack"
+    assert sorted(rows.values()) == ["closed+ack", "open", "open"]
+
+
+def test_commands_log_at_warning_unless_verbose(tmp_path: Path) -> None:
+    """A command's output is its answer: info lines such as store_opened only with -v, and
+    never on stdout (with --database no config set logging up, and they went to stdout)."""
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        '[[streams]]\nname = "pump"\ntopic = "p/{device}"\nfeatures = ["flow"]\n'
+    )
+    seed_alerts(f"sqlite:///{tmp_path / 'state' / 'sentinel.db'}")
+
+    def sentinel(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sentinel.cli", *argv],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+
+    database = f"sqlite:///{tmp_path / 'state' / 'sentinel.db'}"
+    for where in (["--config", str(config)], ["--database", database]):
+        quiet = sentinel("alerts", "list", "--format", "json", *where)
+        assert len(json.loads(quiet.stdout)) == 3
+        assert quiet.stderr == ""
+        verbose = sentinel("-v", "alerts", "list", "--format", "json", *where)
+        assert len(json.loads(verbose.stdout)) == 3
+        assert "store_opened" in verbose.stderr
+
+
 def test_migrate_command(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "--database", database_url]) == 0
     assert main(["migrate", "--database", database_url]) == 0  # idempotent
@@ -171,6 +215,24 @@ def test_train_from_csv_activates_a_model(
     version = registry.active_version("rig")
     assert version is not None
     assert version in result.stdout
+
+    # A CSV-trained version has no retraining status: its data range comes from its
+    # metadata, and what it does not have is null in JSON, "-" in the table.
+    assert main(["models", "list", "--config", str(config), "--format", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["version"], row["role"], row["status"]) == (version, "active", "trained")
+    assert (row["data_from"], row["data_to"], row["rows"]) == (
+        "2026-01-01 00:00",
+        "2026-01-01 00:24",
+        1500,
+    )
+    assert (row["merit"], row["parent"]) == (None, None)
+    assert main(["models", "list", "--config", str(config)]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split() == [
+        "STREAM", "VERSION", "ROLE", "STATUS", "DATA_FROM", "DATA_TO", "ROWS", "MERIT", "PARENT"
+    ]  # fmt: skip
+    assert line.split()[4:] == ["2026-01-01", "00:00", "2026-01-01", "00:24", "1500", "-", "-"]
 
     bad = tmp_path / "bad.csv"
     bad.write_text("datetime;a\n2026-01-01 00:00:00;1\n")

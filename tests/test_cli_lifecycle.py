@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -66,6 +67,21 @@ def test_alerts_list_and_show_carry_severity_and_reason(
     assert "2e-07" in text
     assert "0123456789abcdef" in text
     assert "flow, 14.2 x its noise" in text  # a spike fired it
+
+
+def test_alerts_csv_holds_structured_columns_as_json(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every dict or list column is JSON, as top_features always was: the reason column was
+    a Python repr (single quotes, True/None) that no CSV consumer could parse."""
+    seed(database_url)
+    assert main(["alerts", "list", "--format", "csv", "--database", database_url]) == 0
+    [row] = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    reason = json.loads(row["reason"])
+    assert reason["threshold_method"] == "spot"
+    assert reason["threshold_warm"] is True
+    assert reason["spike_feature"] == "flow"
+    assert json.loads(row["top_features"])[0] == {"feature": "pressure", "share": 0.9}
 
 
 def test_alerts_resolve(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -582,26 +582,34 @@ class AlertStore:
         The row becomes ``resolved`` with ``resolved_at`` (wall clock, the first resolve
         counts), ``ended_at`` (its last anomalous window, if it had not ended) and the note.
         The daemon's later updates of it are ignored (see ``write``), and it reopens no
-        alert on that device within ``alerts.cooldown``. An ``alert_resolved`` audit event
-        is written in the same transaction.
+        alert on that device within ``alerts.cooldown``. The resolve that changes the status
+        writes an ``alert_resolved`` audit event in the same transaction; resolving it again
+        only replaces the note (when one is given) and writes no second event.
         """
         at = as_utc(now) if now is not None else datetime.now(UTC)
+        resolved = AlertStatus.RESOLVED.value
         values: dict[str, Any] = {
-            "status": AlertStatus.RESOLVED.value,
-            "resolved_at": func.coalesce(AlertRow.resolved_at, at),
+            "status": resolved,
+            "resolved_at": at,
             "ended_at": func.coalesce(AlertRow.ended_at, AlertRow.updated_at),
         }
         if note is not None:
             values["resolve_note"] = note
+        this = AlertRow.id == alert_id
         try:
             with self.engine.begin() as conn:
-                stmt = update(AlertRow).where(AlertRow.id == alert_id).values(values)
-                result = conn.execute(stmt)
-                if result.rowcount == 0:
-                    raise KeyError(alert_id)
+                # The status condition makes exactly one of two racing resolves the first.
+                stmt = update(AlertRow).where(this, AlertRow.status != resolved)
+                first = conn.execute(stmt.values(values)).rowcount == 1
+                if not first and note is not None:
+                    conn.execute(update(AlertRow).where(this).values(resolve_note=note))
                 with Session(bind=conn) as session:
-                    row = session.scalars(select(AlertRow).where(AlertRow.id == alert_id)).one()
+                    row = session.scalars(select(AlertRow).where(this)).one_or_none()
+                    if row is None:
+                        raise KeyError(alert_id)
                     record = AlertRecord.from_row(row)
+                if not first:
+                    return record
                 event = AuditEvent(
                     stream=record.stream,
                     device=record.device,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,53 @@ def test_rollback_returns_to_the_previous_version(
     assert '"role": "previous"' in listing
     assert main(["models", "show", version(2), "--config", cfg]) == 0
     assert version(2) in capsys.readouterr().out
+
+
+def test_models_show_is_readable_and_json_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(tmp_path / "state")
+    registry = saved(config, range(1, 3))
+    registry.activate("pump", version(1))
+    challenger = {"merit": 0.61, "detection": 0.8, "false_rate": 0.02, "auc": 0.9, "windows": 96}
+    registry.write_status(
+        "pump",
+        version(2),
+        {
+            "status": "rejected",
+            "reason": "merit 0.61 below the champion's 0.7",
+            "trigger": "schedule",
+            "decided": "2025-01-02T00:10:00+00:00",
+            "parent": version(1),
+            "data": {"first_ts": 1735689600, "last_ts": 1735776000, "train_rows": 4000},
+            "metrics": {"challenger": challenger},
+        },
+    )
+    cfg = write_config(config, tmp_path / "s.toml")
+
+    assert main(["models", "show", version(2), "--config", cfg]) == 0
+    lines = dict(
+        line.split(None, 1) for line in capsys.readouterr().out.splitlines() if " " in line
+    )
+    assert lines["version"] == version(2)
+    assert lines["status"] == "rejected: merit 0.61 below the champion's 0.7"
+    assert lines["parent"] == version(1)
+    assert lines["data"] == "2025-01-01 00:00 to 2025-01-02 00:00 UTC, 4000 rows trained on"
+    assert lines["features"] == "a, b, c"
+    assert lines["challenger"].startswith("merit 0.61: detection 0.8, false rate 0.02")
+
+    assert main(["models", "show", version(1), "--config", cfg]) == 0
+    lines = dict(
+        line.split(None, 1) for line in capsys.readouterr().out.splitlines() if " " in line
+    )
+    assert lines["version"] == f"{version(1)} (active)"
+    assert lines["status"].startswith("trained")
+
+    assert main(["models", "show", version(2), "--config", cfg, "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["version"], shown["active"]) == (version(2), False)
+    assert shown["status"]["status"] == "rejected"
+    assert shown["meta"]["features"] == FEATURES
 
 
 def test_rollback_without_a_previous_version_fails(tmp_path: Path) -> None:

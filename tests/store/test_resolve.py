@@ -66,6 +66,11 @@ def test_a_second_resolve_keeps_the_first_time(store: AlertStore) -> None:
     again = store.resolve(alert_id, note="later note", now=_utc(T0 + 99))
     assert again.resolved_at == _utc(T0 + 10)
     assert again.resolve_note == "later note"
+    # One resolution, one audit event: the second call only changed the note.
+    events = store.audit_events()
+    assert [e["kind"] for e in events] == ["alert_resolved"]
+    assert events[0]["at"] == _utc(T0 + 10).isoformat()
+    assert events[0]["detail"]["note"] is None
 
 
 def test_a_closed_alert_reopened_by_the_daemon_is_open_again(store: AlertStore) -> None:

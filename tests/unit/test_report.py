@@ -58,6 +58,7 @@ def write_scores(
             label_cells = {
                 "anomaly": f"{float(inside[i]):.1f}",
                 "changepoint": f"{float(i in anomaly):.1f}",
+                "split": str(int(i >= rows // 2)),  # carried, not a label by its name
             }
             writer.writerow(
                 [
@@ -165,6 +166,19 @@ def test_explicit_labels_and_no_alerts(tmp_path: Path) -> None:
     assert "No alerts." in text
     assert "changepoint" not in text.split("Labelled intervals")[1]
     assert "<td>features</td><td>temp, vibration</td>" in text  # nor plotted as a feature
+
+
+def test_carried_columns_are_not_drawn_as_features(tmp_path: Path) -> None:
+    """Replay writes its features between timestamp and score and carried columns after its
+    own: a numeric carried column (a train/test split) is not a feature to plot."""
+    scores = write_scores(tmp_path / "scores.csv", labels=("anomaly", "split"))
+    out = tmp_path / "report.html"
+    render_report(scores, out)
+    text = out.read_text()
+    assert "<td>features</td><td>temp, vibration</td>" in text
+    assert "label columns</td><td>anomaly<" in text
+    render_report(scores, out, label_columns=["anomaly", "split"])  # named: a label after all
+    assert "label columns</td><td>anomaly, split<" in out.read_text()
 
 
 def test_no_labels_single_row_and_empty_scores(tmp_path: Path) -> None:
