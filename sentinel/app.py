@@ -153,7 +153,9 @@ class SentinelApp:
                 config.mqtt,
                 config.streams,
                 parser=MessageParser(
-                    config.streams, max_payload_bytes=config.ingest.max_payload_bytes
+                    config.streams,
+                    max_payload_bytes=config.ingest.max_payload_bytes,
+                    max_future_skew=config.ingest.max_future_skew,
                 ),
                 sink=pipeline.offer,
                 receive_maximum=config.ingest.queue_size,

@@ -194,6 +194,16 @@ class IngestConfig(Section):
         le=3600,
         description="Rejected input is logged at most once per reason per interval.",
     )
+    max_future_skew: float = Field(
+        default=300.0,
+        ge=1.0,
+        le=31_622_400.0,
+        description="Seconds a reading's timestamp may be ahead of the daemon's clock when "
+        "the message arrives; later ones are rejected (future_timestamp). One far-future "
+        "reading would otherwise become its device's last timestamp, and every genuine "
+        "reading after it would be dropped as out_of_order. Keep the box's clock "
+        "synchronised (NTP). Replay is not checked: a file's own time governs there.",
+    )
 
 
 class WindowConfig(Section):

@@ -57,6 +57,7 @@ class RejectReason(StrEnum):
     BAD_DEVICE = "bad_device"
     MISSING_TIMESTAMP = "missing_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
     MISSING_FEATURE = "missing_feature"
     NON_NUMERIC = "non_numeric"
     NON_FINITE = "non_finite"
