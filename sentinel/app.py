@@ -142,7 +142,7 @@ class SentinelApp:
                 sink=writer.submit,
                 request_training=trainer.submit,
                 models=models,
-                progress=store.device_progress().values(),
+                recall=store.device_progress,
                 # Ended alerts too: they carry each device's cooldown across a restart.
                 open_alerts=[*store.open_alerts(), *store.last_ended_alerts()],
                 snapshot_path=config.state_dir / "thresholds.json",

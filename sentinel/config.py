@@ -204,6 +204,16 @@ class IngestConfig(Section):
         "reading after it would be dropped as out_of_order. Keep the box's clock "
         "synchronised (NTP). Replay is not checked: a file's own time governs there.",
     )
+    device_idle: float = Field(
+        default=3600.0,
+        ge=0,
+        le=366 * 86_400,
+        description="Seconds without a reading after which a device's state leaves memory "
+        "(a device with an open alert, or within alerts.cooldown of one, stays). When it "
+        "returns, its last timestamp and count come back from the database and its "
+        "threshold and noise scale from where they were parked; it starts a new window. "
+        "0 keeps every device in memory. At least windows.max_gap.",
+    )
 
 
 class WindowConfig(Section):
@@ -689,6 +699,16 @@ class StreamConfig(Section):
         description="Epoch unit of numeric timestamps; auto treats values above 1e11 as "
         "milliseconds. ISO 8601 strings are always accepted.",
     )
+    max_devices: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Devices of this stream held in memory at once. A reading of another "
+        "device is refused (device_limit, acknowledged) until one goes idle "
+        "(ingest.device_idle): a flood of made-up device names cannot exhaust memory. "
+        "Raise it for a larger fleet: a held device costs about 1.5 KB, one with a warm "
+        "threshold about 110 KB at the default threshold.history.",
+    )
 
     @field_validator("features", mode="before")
     @classmethod
@@ -879,6 +899,17 @@ class SentinelConfig(Section):
             raise ValueError(
                 f"model.score_steps ({self.model.score_steps}) must not exceed "
                 f"windows.length ({self.windows.length})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _idle_outlasts_window_gap(self) -> SentinelConfig:
+        idle = self.ingest.device_idle
+        if 0 < idle < self.windows.max_gap:
+            raise ValueError(
+                f"ingest.device_idle ({idle:g}) must be 0 or at least windows.max_gap "
+                f"({self.windows.max_gap:g}): a device would lose windows it could still "
+                "complete"
             )
         return self
 

@@ -184,6 +184,19 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "sentinel_queue_depth", "Deliveries waiting for the pipeline worker.", pipeline.depth
     )
+    devices = GaugeMetricFamily(
+        "sentinel_devices",
+        "Devices held in memory, by stream (refused beyond the stream's max_devices).",
+        labels=["stream"],
+    )
+    for stream, held in sorted(pipeline.devices_held().items()):
+        devices.add_metric([stream], held)
+    yield devices
+    yield CounterMetricFamily(
+        "sentinel_devices_evicted",
+        "Devices whose state left memory after ingest.device_idle without a reading.",
+        stats.evicted,
+    )
     windows = CounterMetricFamily(
         "sentinel_windows", "Windows completed, by outcome.", labels=["outcome"]
     )

@@ -25,6 +25,7 @@ import structlog
 
 from sentinel.alerts import AlertTracker, alert_checks
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
+from sentinel.devices import Abandoned, DeviceTable, Recall
 from sentinel.levels import LevelCheck
 from sentinel.model import Detector
 from sentinel.records import (
@@ -33,7 +34,6 @@ from sentinel.records import (
     AlertStatus,
     AuditEvent,
     Delivery,
-    DeviceProgress,
     Reading,
     Rejected,
     RejectReason,
@@ -71,12 +71,6 @@ class PipelineTap(Protocol):
     ) -> None: ...
 
 
-@dataclass(slots=True)
-class _DeviceState:
-    last_ts: float
-    readings: int
-
-
 @dataclass
 class _Stream:
     config: StreamConfig
@@ -98,6 +92,11 @@ class Pipeline:
     ``observer``, when given, sees every verdict with the alert change it caused (replay
     records them per row). ``process`` runs one pass synchronously, without the thread:
     that is how replay drives this same code with a file's own timestamps.
+
+    Devices are held in memory only while they talk (``sentinel.devices``): one that is
+    not held is looked up with ``recall`` (the daemon passes the store's), at most
+    ``max_devices`` per stream are held, and one silent for ``ingest.device_idle`` leaves
+    memory unless an alert keeps it.
     """
 
     def __init__(
@@ -107,7 +106,7 @@ class Pipeline:
         sink: Callable[[WriteBatch], None],
         request_training: Callable[[TrainingJob], None],
         models: dict[str, Detector | None],
-        progress: Iterable[DeviceProgress] = (),
+        recall: Recall | None = None,
         open_alerts: Iterable[Alert] = (),
         observer: Callable[[Verdict, Alert | None], None] | None = None,
         snapshot_path: Path | None = None,
@@ -158,9 +157,10 @@ class Pipeline:
         )
         self._resolved: queue.Queue[tuple[str, ...]] = queue.Queue()
         self._alerts.restore(open_alerts)
-        self._devices = {
-            (p.stream, p.device): _DeviceState(p.last_ts, p.readings) for p in progress
-        }
+        self._devices = DeviceTable(
+            {s.name: s.max_devices for s in config.streams}, recall, self._stopping
+        )
+        self._next_sweep = time.monotonic()
         self._streams: dict[str, _Stream] = {}
         for stream in config.streams:
             runtime = _Stream(
@@ -229,6 +229,10 @@ class Pipeline:
     def depth(self) -> int:
         return self._inbox.qsize()
 
+    def devices_held(self) -> dict[str, int]:
+        """Per stream, the devices in memory now (each stream's cap is max_devices)."""
+        return self._devices.held()
+
     def has_model(self, stream: str) -> bool:
         return self._streams[stream].detector is not None
 
@@ -277,6 +281,10 @@ class Pipeline:
             if self._snapshot_path is not None and time.monotonic() >= self._next_snapshot:
                 self._next_snapshot = time.monotonic() + self._snapshot_interval
                 self._save_thresholds()
+            idle = self._config.ingest.device_idle
+            if idle > 0 and time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + min(idle / 2, 60.0)
+                self._evict_idle(idle)
             try:
                 first = self._inbox.get(timeout=0.1)
             except queue.Empty:
@@ -291,6 +299,9 @@ class Pipeline:
                     break
             try:
                 self._sink(self.process(batch))
+            except Abandoned:
+                log.warning("pipeline_pass_abandoned", deliveries=len(batch))
+                return
             except Exception:  # thread boundary: one bad batch must not stop the daemon
                 # Acknowledge anyway: a message that crashes us would otherwise come back
                 # after every restart. The log names how much was lost.
@@ -303,8 +314,11 @@ class Pipeline:
         """One pass over deliveries, in order: what the worker thread does per batch."""
         self._apply_swaps()
         self._apply_resolved()
+        recalled = self._devices.recall(r for d in deliveries for r in d.readings)
+        now = time.monotonic()
         windows: dict[str, list[Window]] = defaultdict(list)
-        touched: set[tuple[str, str]] = set()
+        present: set[tuple[str, str]] = set()  # held devices with a reading in this pass
+        touched: set[tuple[str, str]] = set()  # those of them with an accepted one
         acks: list[Ack] = []
         for delivery in deliveries:
             self.stats.messages += 1
@@ -313,7 +327,13 @@ class Pipeline:
             for reading in delivery.readings:
                 key = (reading.stream, reading.device)
                 state = self._devices.get(key)
-                if state is not None and reading.ts <= state.last_ts:
+                if state is None:
+                    state = self._devices.admit(key, recalled.get(key), now)
+                    if state is None:
+                        self._refuse(key, delivery.topic)
+                        continue
+                present.add(key)
+                if reading.ts <= state.last_ts:
                     reason = (
                         RejectReason.DUPLICATE
                         if reading.ts == state.last_ts
@@ -327,8 +347,6 @@ class Pipeline:
                         )
                     )
                     continue
-                if state is None:
-                    state = self._devices[key] = _DeviceState(reading.ts, 0)
                 state.last_ts = reading.ts
                 state.readings += 1
                 touched.add(key)
@@ -354,16 +372,52 @@ class Pipeline:
                 log.exception("pipeline_tap_failed", readings=len(self._accepted))
             finally:
                 self._accepted, self._flagged = [], []
-        progress = tuple(
-            DeviceProgress(s, d, self._devices[(s, d)].last_ts, self._devices[(s, d)].readings)
-            for s, d in touched
-        )
+        self._devices.seen(present, time.monotonic())
+        progress = tuple(self._devices.progress(key) for key in touched)
         return WriteBatch(
             alerts=tuple(alerts),
             progress=progress,
             acks=tuple(acks),
             audit=audit,
         )
+
+    # -- devices in memory -----------------------------------------------------------------
+
+    def _refuse(self, key: tuple[str, str], topic: str) -> None:
+        cap = self._devices.limits[key[0]]
+        detail = (
+            f"stream {key[0]!r} already holds max_devices = {cap} devices; device {key[1]!r} "
+            "is refused until one goes idle (raise max_devices for a larger fleet)"
+        )
+        self.rejections.record(Rejected(RejectReason.DEVICE_LIMIT, topic, detail))
+
+    def _evict_idle(self, idle: float) -> None:
+        """Free the devices silent for ``idle`` seconds that no alert keeps, and park what
+        they learnt (thresholds, noise scales) until they return."""
+        wall = time.time()
+        gone = [
+            key
+            for key in self._devices.idle(time.monotonic(), idle)
+            if not self._alerts.busy(key, wall)
+        ]
+        for key in gone:
+            self._devices.remove(key)
+            self._streams[key[0]].windows.reset(key[1])
+            self._last_closed.pop(key, None)
+        held = self._devices.keys()
+        # Also what a restart restored for devices that have not come back since.
+        parked = self._thresholds.park(held)
+        self._spikes.park(held)
+        self._alerts.forget(held, wall)
+        if gone or parked:
+            self.stats.evicted += len(gone)
+            log.info(
+                "devices_evicted",
+                devices=len(gone),
+                thresholds_parked=parked,
+                held=len(held),
+                idle_s=idle,
+            )
 
     def _score(self, runtime: _Stream, windows: list[Window]) -> list[Alert]:
         self.stats.windows += len(windows)

@@ -64,6 +64,7 @@ class RejectReason(StrEnum):
     OUT_OF_ORDER = "out_of_order"
     DUPLICATE = "duplicate"
     QUEUE_FULL = "queue_full"
+    DEVICE_LIMIT = "device_limit"  # a new device beyond its stream's max_devices
 
 
 @dataclass(frozen=True, slots=True)

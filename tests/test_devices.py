@@ -78,3 +78,60 @@ def test_a_far_future_timestamp_is_refused_and_blinds_no_device(
     assert running.result == [0]
     progress = stored(url)[("pump", "p1")]
     assert (progress.last_ts, progress.readings) == (pytest.approx(now - 5), 2)
+
+
+def test_a_flood_of_device_names_is_capped_acknowledged_and_forgotten_when_idle(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    cap, flood = 50, 200
+    config = config_for(tmp_path, mqtt_broker)
+    config["streams"] = [{**config["streams"][0], "max_devices": cap}]
+    url = config["database"]["url"]
+    now = time.time()
+    names = [f"flood-{i:04d}" for i in range(flood)]
+    with running_app(config) as running:
+        pipeline = running.app.pipeline
+        assert pipeline is not None
+        publish_all(mqtt_broker, [(f"plant/{n}/pump", payload(now - 60)) for n in names])
+        wait_for(
+            lambda: pipeline.rejections.as_dict().get("device_limit") == flood - cap,
+            30,
+            "the devices beyond the cap refused",
+        )
+        wait_for(lambda: readings_committed(url) == cap, 30, "the first devices committed")
+        assert pipeline.devices_held() == {"pump": cap}
+        # The devices held keep working; a new one is still refused.
+        held = sorted(d for _, d in stored(url))
+        publish_all(
+            mqtt_broker,
+            [(f"plant/{held[0]}/pump", payload(now - 30)), ("plant/another/pump", payload(now))],
+        )
+        wait_for(lambda: readings_committed(url) == cap + 1, 30, "a held device's reading")
+        wait_for(lambda: pipeline.stats.messages == flood + 2, 30, "every message taken")
+        assert pipeline.rejections.as_dict() == {"device_limit": flood - cap + 1}
+        metrics = generate_latest(running.app.metrics.registry).decode()
+        assert f'sentinel_devices{{stream="pump"}} {cap}.0' in metrics
+        assert f'sentinel_readings_dropped_total{{reason="device_limit"}} {flood - cap + 1}.0' in (
+            metrics
+        )
+    assert running.result == [0]
+
+    # Restarted on the same session: the refused messages were acknowledged, so the broker
+    # redelivers none of them; only the marker published now arrives. Devices silent for a
+    # second now leave memory, and come back from the database.
+    config["ingest"] = {"device_idle": 1}
+    config["windows"] = {**config["windows"], "max_gap": 1}
+    with running_app(config) as running:
+        pipeline = running.app.pipeline
+        assert pipeline is not None
+        publish_all(mqtt_broker, [(f"plant/{held[0]}/pump", payload(now - 30))])
+        # Recalled from device_state: the same timestamp again is a duplicate.
+        wait_for(lambda: pipeline.rejections.as_dict() == {"duplicate": 1}, 30, "the marker judged")
+        assert pipeline.stats.messages == 1, "refused messages were redelivered"
+        wait_for(lambda: pipeline.devices_held() == {"pump": 0}, 30, "the idle device evicted")
+        assert pipeline.stats.evicted == 1
+        # Room again: a device refused before is taken now.
+        publish_all(mqtt_broker, [(f"plant/{names[-1]}/pump", payload(now))])
+        wait_for(lambda: readings_committed(url) == cap + 2, 30, "a refused device, taken now")
+    assert running.result == [0]
+    assert ("pump", names[-1]) in stored(url)

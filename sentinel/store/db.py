@@ -9,7 +9,7 @@ which both dialects support.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -486,16 +486,29 @@ class AlertStore:
             raise StoreError(f"read from {self.url} failed: {err}") from err
         return [_to_alert(r) for r in rows]
 
-    def device_progress(self) -> dict[tuple[str, str], DeviceProgress]:
+    def device_progress(
+        self, stream: str | None = None, devices: Collection[str] | None = None
+    ) -> dict[tuple[str, str], DeviceProgress]:
+        """Stored progress of every device, or of ``devices`` of ``stream`` (what the
+        daemon recalls when a device it does not hold sends a reading)."""
         query = select(
             DeviceStateRow.stream,
             DeviceStateRow.device,
             DeviceStateRow.last_ts,
             DeviceStateRow.readings,
         )
+        if stream is not None:
+            query = query.where(DeviceStateRow.stream == stream)
+        names = None if devices is None else list(devices)
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
+                if names is None:
+                    rows = conn.execute(query).all()
+                else:
+                    rows = []
+                    for start in range(0, len(names), 500):  # bound the IN list
+                        chunk = names[start : start + 500]
+                        rows += conn.execute(query.where(DeviceStateRow.device.in_(chunk))).all()
         except SQLAlchemyError as err:
             raise StoreError(f"read from {self.url} failed: {err}") from err
         return {

@@ -139,6 +139,20 @@ def test_device_progress_keeps_max_ts_and_running_total(store: AlertStore) -> No
     }
 
 
+def test_device_progress_of_some_devices_of_one_stream(store: AlertStore) -> None:
+    """What the daemon recalls for devices it does not hold: one query per stream, bounded
+    IN lists however many devices a pass brings."""
+    names = [f"p{i:04d}" for i in range(1200)]
+    progress = tuple(make_progress(name, T0 + i, i + 1) for i, name in enumerate(names))
+    other = DeviceProgress("fan", "p0001", T0, 7)
+    store.write([WriteBatch(progress=(*progress, other))])
+    wanted = {*names[::2], "never-seen"}
+    found = store.device_progress("pump", wanted)
+    assert found == {("pump", p.device): p for p in progress[::2]}
+    assert store.device_progress("fan", ["p0001", "p0002"]) == {("fan", "p0001"): other}
+    assert store.device_progress("pump", []) == {}
+
+
 def test_alerts_and_progress_commit_together(store: AlertStore) -> None:
     bad = DeviceProgress("pump", "p9", T0, None)  # type: ignore[arg-type]  # NOT NULL
     with pytest.raises(StoreError, match="write to"):

@@ -1,0 +1,136 @@
+"""The devices the pipeline worker holds in memory, and how far each one got (issue #19).
+
+Device names come from topics, so anyone allowed to publish can invent them: 30,000 made-up
+names once cost 43 MB and never left. So a device is held only while it talks. One that
+the worker does not hold is looked up in the store first (``recall``: its last timestamp
+and count), which is the same path for a restart and for a device coming back after
+``ingest.device_idle``; each stream holds at most ``max_devices``; and the worker lets the
+idle ones go (``Pipeline._evict_idle`` frees the rest of their state beside this table).
+Owned by the worker thread, like every other piece of per-device state.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from sentinel.errors import StoreError
+from sentinel.records import DeviceProgress, Reading
+
+__all__ = ["Abandoned", "DeviceState", "DeviceTable", "Recall"]
+
+log = structlog.get_logger(__name__)
+
+# Stored progress of some devices of one stream (``AlertStore.device_progress``).
+Recall = Callable[[str, Collection[str]], Mapping[tuple[str, str], DeviceProgress]]
+
+_RETRY_MIN = 0.1
+_RETRY_MAX = 5.0
+
+
+class Abandoned(Exception):
+    """The store could not be read and the worker is stopping: the pass is not taken, and
+    its messages stay unacknowledged for the broker to deliver again after the restart."""
+
+
+@dataclass(slots=True)
+class DeviceState:
+    last_ts: float  # the newest accepted reading's time: older ones are out of order
+    readings: int  # accepted in all, restarts included
+    seen: float  # monotonic end of the latest pass that had a reading of it
+
+
+class DeviceTable:
+    """Held devices by (stream, device), with a count per stream against its limit."""
+
+    def __init__(
+        self, limits: Mapping[str, int], recall: Recall | None, stopping: threading.Event
+    ) -> None:
+        self.limits = dict(limits)  # stream -> max_devices
+        self._recall = recall
+        self._stopping = stopping
+        self._states: dict[tuple[str, str], DeviceState] = {}
+        self._held = dict.fromkeys(self.limits, 0)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._states
+
+    def keys(self) -> Collection[tuple[str, str]]:
+        return self._states.keys()
+
+    def get(self, key: tuple[str, str]) -> DeviceState | None:
+        return self._states.get(key)
+
+    def held(self) -> dict[str, int]:
+        """Per stream, the devices held now."""
+        return dict(self._held)
+
+    def recall(self, readings: Iterable[Reading]) -> Mapping[tuple[str, str], DeviceProgress]:
+        """Stored progress of the devices among ``readings`` that are not held, one query
+        per stream. While the store fails this retries, as the writer does (nothing can be
+        committed meanwhile either); if the worker is stopping it raises Abandoned."""
+        unknown: dict[str, set[str]] = defaultdict(set)
+        for reading in readings:
+            if (reading.stream, reading.device) not in self._states:
+                unknown[reading.stream].add(reading.device)
+        if self._recall is None or not unknown:
+            return {}
+        found: dict[tuple[str, str], DeviceProgress] = {}
+        for stream, devices in unknown.items():
+            if self._held[stream] >= self.limits[stream]:
+                continue  # none can be admitted in this pass: no query for a flood
+            delay = _RETRY_MIN
+            while True:
+                try:
+                    found.update(self._recall(stream, devices))
+                    break
+                except StoreError as err:
+                    log.error(
+                        "device_recall_failed",
+                        stream=stream,
+                        devices=len(devices),
+                        error=str(err),
+                        retry_in=delay,
+                    )
+                    if self._stopping.wait(delay):
+                        raise Abandoned from err
+                    delay = min(delay * 2, _RETRY_MAX)
+        return found
+
+    def admit(
+        self, key: tuple[str, str], stored: DeviceProgress | None, now: float
+    ) -> DeviceState | None:
+        """Hold a device from ``now`` (monotonic) on, with its stored progress if it has
+        any; None when its stream already holds its limit."""
+        if self._held[key[0]] >= self.limits[key[0]]:
+            return None
+        self._held[key[0]] += 1
+        if stored is None:
+            state = DeviceState(-math.inf, 0, now)
+        else:
+            state = DeviceState(stored.last_ts, stored.readings, now)
+        self._states[key] = state
+        return state
+
+    def seen(self, keys: Iterable[tuple[str, str]], now: float) -> None:
+        """Held devices that had a reading in the pass that ends at ``now`` (monotonic): a
+        pass that took long must not make its own devices look idle."""
+        for key in keys:
+            self._states[key].seen = now
+
+    def idle(self, now: float, after: float) -> list[tuple[str, str]]:
+        """The devices without a reading for ``after`` seconds (monotonic ``now``)."""
+        return [key for key, state in self._states.items() if now - state.seen >= after]
+
+    def remove(self, key: tuple[str, str]) -> None:
+        if self._states.pop(key, None) is not None:
+            self._held[key[0]] -= 1
+
+    def progress(self, key: tuple[str, str]) -> DeviceProgress:
+        state = self._states[key]
+        return DeviceProgress(key[0], key[1], state.last_ts, state.readings)
