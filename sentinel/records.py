@@ -21,6 +21,7 @@ __all__ = [
     "AuditEvent",
     "Delivery",
     "DeviceProgress",
+    "DeviceReset",
     "FeatureContribution",
     "LevelHit",
     "Reading",
@@ -316,6 +317,18 @@ class DeviceProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceReset:
+    """An operator's ``sentinel devices reset``: the device's stored progress is deleted,
+    so its next reading is taken whatever its last timestamp was (a far-future one, say).
+    Committed in order with the progress around it, with a ``device_reset`` audit row."""
+
+    stream: str
+    device: str
+    at: float  # wall clock, epoch seconds UTC
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WriteBatch:
     """What one pass of the pipeline worker asks the writer to commit atomically.
 
@@ -326,3 +339,4 @@ class WriteBatch:
     progress: tuple[DeviceProgress, ...] = ()
     acks: tuple[Ack, ...] = field(default=())
     audit: tuple[AuditEvent, ...] = ()
+    resets: tuple[DeviceReset, ...] = ()  # applied before this batch's progress
