@@ -632,8 +632,9 @@ class RetrainConfig(Section):
     )
     control_socket: bool = Field(
         default=True,
-        description="Listen on <state_dir>/control.sock for `sentinel retrain` and "
-        "`sentinel models activate|rollback` (owner-only permissions).",
+        description="Listen on <state_dir>/control.sock for `sentinel retrain`, "
+        "`sentinel models activate|rollback` and `sentinel devices reset` (owner-only "
+        "permissions), with retraining enabled or not.",
     )
 
     @field_validator("cron")

@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
 from sentinel.errors import StoreError
 from sentinel.records import DeviceProgress, Reading
 
-__all__ = ["Abandoned", "DeviceState", "DeviceTable", "Recall"]
+if TYPE_CHECKING:
+    from sentinel.store import AlertStore
+
+__all__ = ["Abandoned", "DeviceState", "DeviceTable", "Recall", "warn_future_progress"]
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +128,20 @@ class DeviceTable:
         for key in keys:
             self._states[key].seen = now
 
+    def reset(self, key: tuple[str, str], now: float) -> bool:
+        """Forget a device's progress (an operator's reset); returns whether it was held.
+
+        It is held from ``now`` on with none, rather than dropped, so that its next reading
+        is taken even while the store still has the old row (the writer deletes it in
+        order, but maybe after that reading's pass has looked it up); beyond the stream's
+        limit if need be, for the few devices an operator resets.
+        """
+        held = key in self._states
+        if not held:
+            self._held[key[0]] += 1
+        self._states[key] = DeviceState(-math.inf, 0, now)
+        return held
+
     def idle(self, now: float, after: float) -> list[tuple[str, str]]:
         """The devices without a reading for ``after`` seconds (monotonic ``now``)."""
         return [key for key, state in self._states.items() if now - state.seen >= after]
@@ -134,3 +153,21 @@ class DeviceTable:
     def progress(self, key: tuple[str, str]) -> DeviceProgress:
         state = self._states[key]
         return DeviceProgress(key[0], key[1], state.last_ts, state.readings)
+
+
+def warn_future_progress(store: AlertStore, skew: float, examples: int = 5) -> int:
+    """At start: warn about devices whose stored last timestamp is ahead of the clock by
+    more than ``skew`` -- a far-future reading taken before ``ingest.max_future_skew``
+    existed, which still makes every genuine reading of the device out of order. Not
+    undone automatically: a clock that is behind (an edge box before NTP) looks the same.
+    Returns how many there are."""
+    ahead = store.devices(ahead_of=time.time() + skew)
+    if ahead:
+        log.warning(
+            "device_state_in_future",
+            devices=len(ahead),
+            examples=[f"{d.stream}/{d.device}" for d in ahead[:examples]],
+            effect="their readings are dropped as out_of_order until they are reset",
+            fix="sentinel devices reset STREAM --future (or STREAM DEVICE ...)",
+        )
+    return len(ahead)

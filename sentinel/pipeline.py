@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +26,7 @@ import structlog
 from sentinel.alerts import AlertTracker, alert_checks
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
 from sentinel.devices import Abandoned, DeviceTable, Recall
+from sentinel.errors import SentinelError
 from sentinel.levels import LevelCheck
 from sentinel.model import Detector
 from sentinel.records import (
@@ -34,6 +35,7 @@ from sentinel.records import (
     AlertStatus,
     AuditEvent,
     Delivery,
+    DeviceReset,
     Reading,
     Rejected,
     RejectReason,
@@ -69,6 +71,18 @@ class PipelineTap(Protocol):
         alerts: Sequence[Alert],
         audit: Sequence[AuditEvent] = (),
     ) -> None: ...
+
+
+@dataclass
+class _ResetRequest:
+    """``sentinel devices reset`` through the control socket, answered by the worker."""
+
+    stream: str
+    devices: tuple[str, ...]
+    note: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    held: list[str] = field(default_factory=list)  # those the worker had in memory
+    error: str | None = None
 
 
 @dataclass
@@ -156,6 +170,7 @@ class Pipeline:
             config_hash=self.config_hash,
         )
         self._resolved: queue.Queue[tuple[str, ...]] = queue.Queue()
+        self._resets: queue.Queue[_ResetRequest] = queue.Queue()
         self._alerts.restore(open_alerts)
         self._devices = DeviceTable(
             {s.name: s.max_devices for s in config.streams}, recall, self._stopping
@@ -221,6 +236,26 @@ class Pipeline:
         between two passes, and their cooldown begins."""
         self._resolved.put(tuple(uids))
 
+    def reset_devices(
+        self, stream: str, devices: Sequence[str], note: str | None = None, timeout: float = 10.0
+    ) -> list[str]:
+        """An operator's reset (``sentinel devices reset``), applied by the worker between
+        two passes: the devices' last timestamp and count are forgotten, so their next
+        reading is taken, and the writer deletes their stored progress in order with the
+        progress around it (``DeviceReset``). Their partial windows go too; thresholds
+        and alerts stay. Returns those of ``devices`` the worker held."""
+        self._config.stream(stream)  # KeyError names it
+        request = _ResetRequest(stream, tuple(devices), note)
+        self._resets.put(request)
+        if not request.done.wait(timeout):
+            raise SentinelError(
+                f"the pipeline worker did not take the reset within {timeout:g} s: it is "
+                "blocked (is the database down? see /healthz); the reset stays queued"
+            )
+        if request.error is not None:
+            raise SentinelError(f"the reset was not committed: {request.error}")
+        return request.held
+
     def training_failed(self, stream: str) -> None:
         """A cold-start training run failed: collect afresh and try again."""
         self._swaps.put((stream, None, False))
@@ -278,6 +313,7 @@ class Pipeline:
         while True:
             self.heartbeat = time.monotonic()
             self._apply_swaps()
+            self._apply_resets()
             if self._snapshot_path is not None and time.monotonic() >= self._next_snapshot:
                 self._next_snapshot = time.monotonic() + self._snapshot_interval
                 self._save_thresholds()
@@ -382,6 +418,40 @@ class Pipeline:
         )
 
     # -- devices in memory -----------------------------------------------------------------
+
+    def _apply_resets(self) -> None:
+        requests: list[_ResetRequest] = []
+        while True:
+            try:
+                requests.append(self._resets.get_nowait())
+            except queue.Empty:
+                break
+        if not requests:
+            return
+        now, wall = time.monotonic(), time.time()
+        resets: list[DeviceReset] = []
+        for request in requests:
+            for device in request.devices:
+                if self._devices.reset((request.stream, device), now):
+                    request.held.append(device)
+                self._streams[request.stream].windows.reset(device)
+                resets.append(DeviceReset(request.stream, device, wall, request.note))
+            log.info(
+                "devices_reset",
+                stream=request.stream,
+                devices=len(request.devices),
+                held=len(request.held),
+                note=request.note,
+            )
+        try:
+            self._sink(WriteBatch(resets=tuple(resets)))
+        except Exception as err:  # thread boundary: the writer has stopped
+            log.exception("devices_reset_failed", devices=len(resets))
+            for request in requests:
+                request.error = f"{type(err).__name__}: {err}"
+        finally:
+            for request in requests:
+                request.done.set()
 
     def _refuse(self, key: tuple[str, str], topic: str) -> None:
         cap = self._devices.limits[key[0]]

@@ -11,13 +11,23 @@ from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
+from structlog.testing import capture_logs
 
+from sentinel.cli import main
+from sentinel.config import config_to_toml
+from sentinel.records import DeviceProgress, WriteBatch
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker, Publisher
 from simulators.fleet import FEATURES
 from tests.e2e_helpers import daemon_config, readings_committed, running_app, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+class NoBroker:
+    """For a config that no daemon will run with."""
+
+    host, port, protocol = "127.0.0.1", 1, "5"
 
 
 def payload(ts: Any, value: float = 1.0) -> bytes:
@@ -122,16 +132,98 @@ def test_a_flood_of_device_names_is_capped_acknowledged_and_forgotten_when_idle(
     config["ingest"] = {"device_idle": 1}
     config["windows"] = {**config["windows"], "max_gap": 1}
     with running_app(config) as running:
-        pipeline = running.app.pipeline
-        assert pipeline is not None
+        again = running.app.pipeline
+        assert again is not None
         publish_all(mqtt_broker, [(f"plant/{held[0]}/pump", payload(now - 30))])
         # Recalled from device_state: the same timestamp again is a duplicate.
-        wait_for(lambda: pipeline.rejections.as_dict() == {"duplicate": 1}, 30, "the marker judged")
-        assert pipeline.stats.messages == 1, "refused messages were redelivered"
-        wait_for(lambda: pipeline.devices_held() == {"pump": 0}, 30, "the idle device evicted")
-        assert pipeline.stats.evicted == 1
+        wait_for(lambda: again.rejections.as_dict() == {"duplicate": 1}, 30, "the marker judged")
+        assert again.stats.messages == 1, "refused messages were redelivered"
+        wait_for(lambda: again.devices_held() == {"pump": 0}, 30, "the idle device evicted")
+        assert again.stats.evicted == 1
         # Room again: a device refused before is taken now.
         publish_all(mqtt_broker, [(f"plant/{names[-1]}/pump", payload(now))])
         wait_for(lambda: readings_committed(url) == cap + 2, 30, "a refused device, taken now")
     assert running.result == [0]
     assert ("pump", names[-1]) in stored(url)
+
+
+def test_an_operator_sees_and_resets_a_blinded_device_while_the_daemon_runs(
+    mqtt_broker: PrivateBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database from before the skew check: p1's stored last_ts is in year 9999. The daemon
+    warns at start; its genuine readings are out of order until `sentinel devices reset`,
+    which reaches the running daemon (retraining off: the control socket is there anyway),
+    and which no later commit of the daemon undoes."""
+    config = config_for(tmp_path, mqtt_broker)
+    url = config["database"]["url"]
+    cfg = tmp_path / "sentinel.toml"
+    cfg.write_text(config_to_toml(config))
+    future, now = 253_402_214_400.0, time.time()
+    store = AlertStore(url)
+    store.open()
+    store.migrate()
+    store.write(
+        [
+            WriteBatch(
+                progress=(
+                    DeviceProgress("pump", "p1", future, 40),
+                    DeviceProgress("pump", "p2", now - 100, 40),
+                )
+            )
+        ]
+    )
+    store.close()
+    with capture_logs() as logs, running_app(config) as running:
+        pipeline = running.app.pipeline
+        assert pipeline is not None
+        [warning] = [e for e in logs if e["event"] == "device_state_in_future"]
+        assert (warning["devices"], warning["examples"]) == (1, ["pump/p1"])
+        assert "sentinel devices reset" in warning["fix"]
+        publish_all(mqtt_broker, [("plant/p1/pump", payload(now - 20))])
+        wait_for(lambda: pipeline.rejections.as_dict() == {"out_of_order": 1}, 30, "p1 blinded")
+
+        capsys.readouterr()
+        assert main(["devices", "list", "--config", str(cfg)]) == 0
+        listed = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[1:]}
+        assert "ahead of the clock" in listed["p1"]
+        assert "ahead of the clock" not in listed["p2"]
+
+        assert main(["devices", "reset", "pump", "--future", "--config", str(cfg)]) == 0
+        assert "1 device(s) reset by the running daemon" in capsys.readouterr().out
+        publish_all(mqtt_broker, [("plant/p1/pump", payload(now - 10))])
+        wait_for(lambda: pipeline.stats.readings == 1, 30, "p1's next reading taken")
+        wait_for(lambda: stored(url)[("pump", "p1")].readings == 1, 30, "p1's progress")
+    assert running.result == [0]
+    progress = stored(url)[("pump", "p1")]
+    assert progress.last_ts == pytest.approx(now - 10)
+    store = AlertStore(url)
+    store.open()
+    try:
+        [event] = store.audit_events(device="p1")
+    finally:
+        store.close()
+    assert event["kind"] == "device_reset"
+    assert (event["detail"]["last_ts"], event["detail"]["readings"]) == (future, 40)
+
+
+def test_without_a_daemon_the_reset_is_done_in_the_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_for(tmp_path, NoBroker())  # type: ignore[arg-type]
+    url = config["database"]["url"]
+    cfg = tmp_path / "sentinel.toml"
+    cfg.write_text(config_to_toml(config))
+    store = AlertStore(url)
+    store.open()
+    store.migrate()
+    store.write([WriteBatch(progress=(DeviceProgress("pump", "p1", 253_402_214_400.0, 3),))])
+    store.close()
+    assert main(["devices", "reset", "pump", "p1", "ghost", "--config", str(cfg)]) == 0
+    captured = capsys.readouterr()
+    assert "1 device(s) no running daemon answered; reset in the database" in captured.out
+    assert "no state stored or held for: ghost" in captured.err
+    assert stored(url) == {}
+    assert main(["devices", "reset", "pump", "ghost", "--config", str(cfg)]) == 1
+    capsys.readouterr()
+    assert main(["devices", "list", "--database", url, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

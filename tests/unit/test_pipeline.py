@@ -14,7 +14,7 @@ import numpy as np
 
 from sentinel.config import SentinelConfig
 from sentinel.pipeline import Pipeline
-from sentinel.records import Ack, AlertStatus, Delivery, Reading, WriteBatch
+from sentinel.records import Ack, AlertStatus, Delivery, DeviceProgress, Reading, WriteBatch
 from sentinel.training import TrainingJob
 
 FEATURES = ["x", "y"]
@@ -116,8 +116,6 @@ def test_every_ack_is_passed_on_once_in_arrival_order() -> None:
 
 
 def test_restart_continues_from_committed_progress() -> None:
-    from sentinel.records import DeviceProgress
-
     stored = {("pump", "a"): DeviceProgress("pump", "a", 10.0, 10)}
     h = Harness(
         {"pump": FakeDetector()},
@@ -395,3 +393,39 @@ def test_a_device_with_an_open_alert_stays_in_memory() -> None:
     assert h.alerts
     assert h.alerts[-1].status is AlertStatus.OPEN
     assert ("pump", "alerting") in h.pipeline._devices
+
+
+def test_a_reset_device_takes_its_next_reading_before_the_store_forgot_it() -> None:
+    """The writer deletes the stored row in order, but perhaps after the next pass: the
+    worker must not recall the stale far-future last_ts in between."""
+    store = FakeStore()
+    store.rows[("pump", "a")] = DeviceProgress("pump", "a", 253_402_214_400.0, 9)
+    batches: list[WriteBatch] = []
+
+    def sink(batch: WriteBatch) -> None:
+        batches.append(batch)
+        store.sink(batch)  # progress only: the stale row stays
+
+    pipeline = Pipeline(
+        make_config(),
+        sink=sink,
+        request_training=lambda job: None,
+        models={"pump": FakeDetector()},  # type: ignore[dict-item]
+        recall=store.recall,
+    )
+    pipeline.start()
+    try:
+        assert pipeline.offer(delivery("a", 100.0, 0.1))
+        wait_for(lambda: pipeline.rejections.as_dict() == {"out_of_order": 1}, "a blinded")
+        assert pipeline.reset_devices("pump", ["a", "b"], note="bad ts") == ["a"]
+        assert pipeline.offer(delivery("a", 101.0, 0.1))
+        wait_for(lambda: store.rows[("pump", "a")].last_ts == 101.0, "a's reading taken")
+    finally:
+        pipeline.stop()
+    resets = [r for b in batches for r in b.resets]
+    assert [(r.stream, r.device, r.note) for r in resets] == [
+        ("pump", "a", "bad ts"),
+        ("pump", "b", "bad ts"),
+    ]
+    assert store.rows[("pump", "a")].readings == 1
+    assert len(store.recalls) == 1  # only before the reset
