@@ -1,12 +1,13 @@
 """The devices the pipeline worker holds in memory, and how far each one got (issue #19).
 
-Device names come from topics, so anyone allowed to publish can invent them: 30,000 made-up
-names once cost 43 MB and never left. So a device is held only while it talks. One that
-the worker does not hold is looked up in the store first (``recall``: its last timestamp
-and count), which is the same path for a restart and for a device coming back after
-``ingest.device_idle``; each stream holds at most ``max_devices``; and the worker lets the
-idle ones go (``Pipeline._evict_idle`` frees the rest of their state beside this table).
-Owned by the worker thread, like every other piece of per-device state.
+Device names come from topics, so anyone allowed to publish can invent them: 30,000
+made-up names took 47 MB and never left (docs/BENCHMARKS.md, *Device floods*). So a device
+is held only while it talks. One that the worker does not hold is looked up in the store
+first (``recall``: its last timestamp and count), which is the same path for a restart and
+for a device coming back after ``ingest.device_idle``; each stream holds at most
+``max_devices``; and the worker lets the idle ones go (``Pipeline._evict_idle`` frees the
+rest of their state beside this table). Owned by the worker thread, like every other piece
+of per-device state.
 """
 
 from __future__ import annotations

@@ -125,10 +125,10 @@ def _cmd_reset(load: Loader) -> Callable[[argparse.Namespace], int]:
             if answer is None:
                 store.reset_devices(args.stream, devices, note=args.note)
                 held: list[str] = []
-                how = "no running daemon answered; reset in the database"
+                where = "in the database (no running daemon answered)"
             elif answer.get("ok"):
                 held = list(answer.get("held", []))
-                how = "reset by the running daemon"
+                where = "in the running daemon and its database"
             else:
                 print(f"error: the running daemon refused: {answer.get('error')}", file=sys.stderr)
                 return 1
@@ -136,7 +136,9 @@ def _cmd_reset(load: Loader) -> Callable[[argparse.Namespace], int]:
             store.close()
         unknown = [d for d in devices if (args.stream, d) not in stored and d not in held]
         done = len(devices) - len(unknown)
-        print(f"stream {args.stream}: {done} device(s) {how}; their next readings are taken")
+        print(
+            f"stream {args.stream}: reset {done} device(s) {where}; their next readings are taken"
+        )
         if unknown:
             print(f"no state stored or held for: {', '.join(unknown)}", file=sys.stderr)
         return 0 if done else 1

@@ -189,7 +189,7 @@ def test_an_operator_sees_and_resets_a_blinded_device_while_the_daemon_runs(
         assert "ahead of the clock" not in listed["p2"]
 
         assert main(["devices", "reset", "pump", "--future", "--config", str(cfg)]) == 0
-        assert "1 device(s) reset by the running daemon" in capsys.readouterr().out
+        assert "reset 1 device(s) in the running daemon" in capsys.readouterr().out
         publish_all(mqtt_broker, [("plant/p1/pump", payload(now - 10))])
         wait_for(lambda: pipeline.stats.readings == 1, 30, "p1's next reading taken")
         wait_for(lambda: stored(url)[("pump", "p1")].readings == 1, 30, "p1's progress")
@@ -220,7 +220,7 @@ def test_without_a_daemon_the_reset_is_done_in_the_database(
     store.close()
     assert main(["devices", "reset", "pump", "p1", "ghost", "--config", str(cfg)]) == 0
     captured = capsys.readouterr()
-    assert "1 device(s) no running daemon answered; reset in the database" in captured.out
+    assert "reset 1 device(s) in the database (no running daemon answered)" in captured.out
     assert "no state stored or held for: ghost" in captured.err
     assert stored(url) == {}
     assert main(["devices", "reset", "pump", "ghost", "--config", str(cfg)]) == 1
