@@ -212,7 +212,8 @@ class IngestConfig(Section):
         "(a device with an open alert, or within alerts.cooldown of one, stays). When it "
         "returns, its last timestamp and count come back from the database and its "
         "threshold and noise scale from where they were parked; it starts a new window. "
-        "0 keeps every device in memory. At least windows.max_gap.",
+        "0 keeps every device in memory. Never less than windows.max_gap, which voids a "
+        "device's partial window anyway.",
     )
 
 
@@ -900,17 +901,6 @@ class SentinelConfig(Section):
             raise ValueError(
                 f"model.score_steps ({self.model.score_steps}) must not exceed "
                 f"windows.length ({self.windows.length})"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _idle_outlasts_window_gap(self) -> SentinelConfig:
-        idle = self.ingest.device_idle
-        if 0 < idle < self.windows.max_gap:
-            raise ValueError(
-                f"ingest.device_idle ({idle:g}) must be 0 or at least windows.max_gap "
-                f"({self.windows.max_gap:g}): a device would lose windows it could still "
-                "complete"
             )
         return self
 

@@ -317,7 +317,7 @@ class Pipeline:
             if self._snapshot_path is not None and time.monotonic() >= self._next_snapshot:
                 self._next_snapshot = time.monotonic() + self._snapshot_interval
                 self._save_thresholds()
-            idle = self._config.ingest.device_idle
+            idle = self._idle_after()
             if idle > 0 and time.monotonic() >= self._next_sweep:
                 self._next_sweep = time.monotonic() + min(idle / 2, 60.0)
                 self._evict_idle(idle)
@@ -452,6 +452,12 @@ class Pipeline:
         finally:
             for request in requests:
                 request.done.set()
+
+    def _idle_after(self) -> float:
+        """Seconds of silence after which a device leaves memory; 0: never. Not before
+        windows.max_gap, until which its partial window could still be completed."""
+        idle = self._config.ingest.device_idle
+        return max(idle, self._config.windows.max_gap) if idle > 0 else 0.0
 
     def _refuse(self, key: tuple[str, str], topic: str) -> None:
         cap = self._devices.limits[key[0]]

@@ -429,3 +429,13 @@ def test_a_reset_device_takes_its_next_reading_before_the_store_forgot_it() -> N
     ]
     assert store.rows[("pump", "a")].readings == 1
     assert len(store.recalls) == 1  # only before the reset
+
+
+def test_device_idle_is_never_shorter_than_the_window_gap() -> None:
+    """A config from before ingest.device_idle with a longer windows.max_gap still loads,
+    and a device is kept while its partial window could still be completed."""
+    config = make_config(windows={"length": 4, "hop": 1, "max_gap": 7200})
+    assert config.ingest.device_idle < 7200
+    assert Harness({"pump": FakeDetector()}, config).pipeline._idle_after() == 7200
+    off = make_config(ingest={"device_idle": 0})
+    assert Harness({"pump": FakeDetector()}, off).pipeline._idle_after() == 0
