@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sentinel.config import IngestConfig, SentinelConfig
-from sentinel.errors import ConfigError
+from sentinel.errors import ConfigError, SentinelError
 
 if TYPE_CHECKING:
     from sentinel.store import AlertStore, DeviceRecord
@@ -35,6 +35,8 @@ Opener = Callable[[argparse.Namespace], "AlertStore"]
 
 _COLUMNS = ("stream", "device", "last reading", "readings", "updated", "open alerts", "note")
 _DEFAULT_SKEW = IngestConfig.model_fields["max_future_skew"].default
+# Devices per control-socket request: its lines are read up to 64 KiB, names up to 128 bytes.
+_PER_REQUEST = 200
 
 
 def _time(ts: float) -> str:
@@ -83,14 +85,28 @@ def _cmd_list(open_store: Opener, load: Loader) -> Callable[[argparse.Namespace]
     return run
 
 
-def _ask_daemon(config: SentinelConfig, request: dict[str, Any]) -> dict[str, Any] | None:
-    """The running daemon's answer, or None when none listens."""
+def _reset(
+    config: SentinelConfig, store: AlertStore, stream: str, devices: list[str], note: str | None
+) -> tuple[list[str], str]:
+    """Reset through the running daemon if one answers, else in the database; returns the
+    devices the daemon held and where it was done. SentinelError if the daemon refused."""
     from sentinel.retrain.control import CONTROL_SOCKET, send_command
 
-    try:
-        return send_command(config.state_dir / CONTROL_SOCKET, request)
-    except (ConnectionError, OSError):
-        return None
+    held: list[str] = []
+    for start in range(0, len(devices), _PER_REQUEST):
+        chunk = devices[start : start + _PER_REQUEST]
+        request = {"command": "reset_devices", "stream": stream, "devices": chunk, "note": note}
+        try:
+            answer = send_command(config.state_dir / CONTROL_SOCKET, request)
+        except (ConnectionError, OSError):
+            # No daemon (any more): the rest is done here, where nothing can undo it.
+            store.reset_devices(stream, devices[start:], note=note)
+            where = "in the database (no running daemon answered)"
+            return held, where if start == 0 else f"partly in the running daemon, then {where}"
+        if not answer.get("ok"):
+            raise SentinelError(f"the running daemon refused the reset: {answer.get('error')}")
+        held += answer.get("held", [])
+    return held, "in the running daemon and its database"
 
 
 def _cmd_reset(load: Loader) -> Callable[[argparse.Namespace], int]:
@@ -109,32 +125,18 @@ def _cmd_reset(load: Loader) -> Callable[[argparse.Namespace], int]:
             devices = list(dict.fromkeys(args.devices))
             if args.future:
                 horizon = time.time() + config.ingest.max_future_skew
+                named = set(devices)
                 ahead = store.devices(args.stream, ahead_of=horizon)
-                devices += [r.device for r in ahead if r.device not in devices]
+                devices += [r.device for r in ahead if r.device not in named]
             if not devices:
                 print(f"stream {args.stream}: no device is ahead of the clock; nothing to reset")
                 return 0
             stored = store.device_progress(args.stream, devices)
-            request = {
-                "command": "reset_devices",
-                "stream": args.stream,
-                "devices": devices,
-                "note": args.note,
-            }
-            answer = _ask_daemon(config, request)
-            if answer is None:
-                store.reset_devices(args.stream, devices, note=args.note)
-                held: list[str] = []
-                where = "in the database (no running daemon answered)"
-            elif answer.get("ok"):
-                held = list(answer.get("held", []))
-                where = "in the running daemon and its database"
-            else:
-                print(f"error: the running daemon refused: {answer.get('error')}", file=sys.stderr)
-                return 1
+            held, where = _reset(config, store, args.stream, devices, args.note)
         finally:
             store.close()
-        unknown = [d for d in devices if (args.stream, d) not in stored and d not in held]
+        known = {d for _, d in stored} | set(held)
+        unknown = [d for d in devices if d not in known]
         done = len(devices) - len(unknown)
         print(
             f"stream {args.stream}: reset {done} device(s) {where}; their next readings are taken"

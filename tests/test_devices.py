@@ -159,6 +159,8 @@ def test_an_operator_sees_and_resets_a_blinded_device_while_the_daemon_runs(
     cfg = tmp_path / "sentinel.toml"
     cfg.write_text(config_to_toml(config))
     future, now = 253_402_214_400.0, time.time()
+    # A publisher blinded many more: more names than one control request carries.
+    many = [f"{'x' * 100}-{i:03d}" for i in range(800)]
     store = AlertStore(url)
     store.open()
     store.migrate()
@@ -168,6 +170,7 @@ def test_an_operator_sees_and_resets_a_blinded_device_while_the_daemon_runs(
                 progress=(
                     DeviceProgress("pump", "p1", future, 40),
                     DeviceProgress("pump", "p2", now - 100, 40),
+                    *(DeviceProgress("pump", name, future, 1) for name in many),
                 )
             )
         ]
@@ -177,7 +180,8 @@ def test_an_operator_sees_and_resets_a_blinded_device_while_the_daemon_runs(
         pipeline = running.app.pipeline
         assert pipeline is not None
         [warning] = [e for e in logs if e["event"] == "device_state_in_future"]
-        assert (warning["devices"], warning["examples"]) == (1, ["pump/p1"])
+        assert warning["devices"] == 1 + len(many)
+        assert warning["examples"][0] == "pump/p1"
         assert "sentinel devices reset" in warning["fix"]
         publish_all(mqtt_broker, [("plant/p1/pump", payload(now - 20))])
         wait_for(lambda: pipeline.rejections.as_dict() == {"out_of_order": 1}, 30, "p1 blinded")
@@ -189,13 +193,16 @@ def test_an_operator_sees_and_resets_a_blinded_device_while_the_daemon_runs(
         assert "ahead of the clock" not in listed["p2"]
 
         assert main(["devices", "reset", "pump", "--future", "--config", str(cfg)]) == 0
-        assert "reset 1 device(s) in the running daemon" in capsys.readouterr().out
+        assert "reset 801 device(s) in the running daemon and its database" in (
+            capsys.readouterr().out
+        )
         publish_all(mqtt_broker, [("plant/p1/pump", payload(now - 10))])
         wait_for(lambda: pipeline.stats.readings == 1, 30, "p1's next reading taken")
-        wait_for(lambda: stored(url)[("pump", "p1")].readings == 1, 30, "p1's progress")
+        wait_for(lambda: ("pump", "p1") in stored(url), 30, "p1's progress committed")
     assert running.result == [0]
+    assert set(stored(url)) == {("pump", "p1"), ("pump", "p2")}
     progress = stored(url)[("pump", "p1")]
-    assert progress.last_ts == pytest.approx(now - 10)
+    assert (progress.last_ts, progress.readings) == (pytest.approx(now - 10), 1)
     store = AlertStore(url)
     store.open()
     try:
