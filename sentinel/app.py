@@ -426,7 +426,8 @@ class SentinelApp:
             raise ValueError(f"no stream {stream!r} in the running daemon's config")
         if note is not None and not isinstance(note, str):
             raise ValueError("note must be a string")
-        held = self._pipeline().reset_devices(stream, devices, note)
+        # Within the CLI's 10 s: a worker blocked longer answers with an error, not silence.
+        held = self._pipeline().reset_devices(stream, devices, note, timeout=5.0)
         return {"stream": stream, "devices": len(devices), "held": held}
 
     def _model_trained(self, stream: str, detector: Detector) -> None:

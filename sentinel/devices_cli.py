@@ -96,13 +96,19 @@ def _reset(
     for start in range(0, len(devices), _PER_REQUEST):
         chunk = devices[start : start + _PER_REQUEST]
         request = {"command": "reset_devices", "stream": stream, "devices": chunk, "note": note}
+        path = config.state_dir / CONTROL_SOCKET
         try:
-            answer = send_command(config.state_dir / CONTROL_SOCKET, request)
-        except (ConnectionError, OSError):
+            answer = send_command(path, request)
+        except ConnectionError:
             # No daemon (any more): the rest is done here, where nothing can undo it.
             store.reset_devices(stream, devices[start:], note=note)
             where = "in the database (no running daemon answered)"
             return held, where if start == 0 else f"partly in the running daemon, then {where}"
+        except OSError as err:  # a daemon is there, but out of reach: do not go around it
+            raise SentinelError(
+                f"cannot reach the daemon's control socket {path}: {err} (run as the "
+                "daemon's user; a reset it did not answer stays queued in it)"
+            ) from err
         if not answer.get("ok"):
             raise SentinelError(f"the running daemon refused the reset: {answer.get('error')}")
         held += answer.get("held", [])
