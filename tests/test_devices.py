@@ -34,12 +34,13 @@ def payload(ts: Any, value: float = 1.0) -> bytes:
     return json.dumps({"ts": ts, **{f: value for f in FEATURES}}).encode()
 
 
-def config_for(tmp_path: Path, broker: PrivateBroker, **sections: Any) -> dict[str, Any]:
-    state = tmp_path / "state"
+def config_for(
+    tmp_path: Path, broker: PrivateBroker, database_url: str, **sections: Any
+) -> dict[str, Any]:
     return daemon_config(
-        state,
+        tmp_path / "state",
         broker,
-        database_url=f"sqlite:///{state / 'sentinel.db'}",
+        database_url=database_url,
         client_id=f"devices-{tmp_path.name}"[:60],
         retrain={"enabled": False},
         **sections,
@@ -64,9 +65,9 @@ def publish_all(broker: PrivateBroker, messages: list[tuple[str, bytes]]) -> Non
 
 
 def test_a_far_future_timestamp_is_refused_and_blinds_no_device(
-    mqtt_broker: PrivateBroker, tmp_path: Path
+    mqtt_broker: PrivateBroker, tmp_path: Path, database_url: str
 ) -> None:
-    config = config_for(tmp_path, mqtt_broker)
+    config = config_for(tmp_path, mqtt_broker, database_url)
     url = config["database"]["url"]
     now = time.time()
     with running_app(config) as running:
@@ -91,10 +92,10 @@ def test_a_far_future_timestamp_is_refused_and_blinds_no_device(
 
 
 def test_a_flood_of_device_names_is_capped_acknowledged_and_forgotten_when_idle(
-    mqtt_broker: PrivateBroker, tmp_path: Path
+    mqtt_broker: PrivateBroker, tmp_path: Path, database_url: str
 ) -> None:
     cap, flood = 50, 200
-    config = config_for(tmp_path, mqtt_broker)
+    config = config_for(tmp_path, mqtt_broker, database_url)
     config["streams"] = [{**config["streams"][0], "max_devices": cap}]
     url = config["database"]["url"]
     now = time.time()
@@ -148,13 +149,16 @@ def test_a_flood_of_device_names_is_capped_acknowledged_and_forgotten_when_idle(
 
 
 def test_an_operator_sees_and_resets_a_blinded_device_while_the_daemon_runs(
-    mqtt_broker: PrivateBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mqtt_broker: PrivateBroker,
+    tmp_path: Path,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A database from before the skew check: p1's stored last_ts is in year 9999. The daemon
     warns at start; its genuine readings are out of order until `sentinel devices reset`,
     which reaches the running daemon (retraining off: the control socket is there anyway),
     and which no later commit of the daemon undoes."""
-    config = config_for(tmp_path, mqtt_broker)
+    config = config_for(tmp_path, mqtt_broker, database_url)
     url = config["database"]["url"]
     cfg = tmp_path / "sentinel.toml"
     cfg.write_text(config_to_toml(config))
@@ -214,9 +218,9 @@ def test_an_operator_sees_and_resets_a_blinded_device_while_the_daemon_runs(
 
 
 def test_without_a_daemon_the_reset_is_done_in_the_database(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = config_for(tmp_path, NoBroker())  # type: ignore[arg-type]
+    config = config_for(tmp_path, NoBroker(), database_url)  # type: ignore[arg-type]
     url = config["database"]["url"]
     cfg = tmp_path / "sentinel.toml"
     cfg.write_text(config_to_toml(config))
