@@ -62,6 +62,8 @@ class DeviceTable:
         self._stopping = stopping
         self._states: dict[tuple[str, str], DeviceState] = {}
         self._held = dict.fromkeys(self.limits, 0)
+        self.recall_errors = 0  # failed lookups, each retried (for metrics)
+        self.recall_error: str | None = None  # the latest, cleared by the next success
 
     def __contains__(self, key: object) -> bool:
         return key in self._states
@@ -94,8 +96,11 @@ class DeviceTable:
             while True:
                 try:
                     found.update(self._recall(stream, devices))
+                    self.recall_error = None
                     break
                 except StoreError as err:
+                    self.recall_errors += 1
+                    self.recall_error = str(err)
                     log.error(
                         "device_recall_failed",
                         stream=stream,

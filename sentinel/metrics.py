@@ -159,10 +159,16 @@ class _ComponentCollector(Collector):
             "Failed database commits (each is retried; nothing is dropped).",
             writer.write_errors,
         )
+        yield CounterMetricFamily(
+            "sentinel_database_read_errors",
+            "Failed reads of devices' stored progress by the pipeline worker (each retried; "
+            "the worker waits meanwhile).",
+            pipeline.recall_errors,
+        )
         yield GaugeMetricFamily(
             "sentinel_database_up",
-            "0 while the last database commit failed, else 1.",
-            int(writer.last_error is None),
+            "0 while the last database commit, or the worker's last read, failed; else 1.",
+            int(writer.last_error is None and pipeline.recall_error is None),
         )
 
 

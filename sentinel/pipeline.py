@@ -268,6 +268,16 @@ class Pipeline:
         """Per stream, the devices in memory now (each stream's cap is max_devices)."""
         return self._devices.held()
 
+    @property
+    def recall_errors(self) -> int:
+        """Failed reads of devices' stored progress (each retried while the worker waits)."""
+        return self._devices.recall_errors
+
+    @property
+    def recall_error(self) -> str | None:
+        """The latest failed read of stored progress, None once one succeeded again."""
+        return self._devices.recall_error
+
     def has_model(self, stream: str) -> bool:
         return self._streams[stream].detector is not None
 

@@ -63,13 +63,16 @@ def test_recall_retries_while_the_store_fails_and_gives_up_only_when_stopping() 
     table = DeviceTable({"pump": 5}, recall, stopping)
     assert table.recall([reading("a")]) == {}
     assert failures == []
+    assert (table.recall_errors, table.recall_error) == (2, None)  # counted; cleared
 
     def broken(stream: str, devices: object) -> dict[tuple[str, str], DeviceProgress]:
         raise StoreError("connection refused")
 
     stopping.set()
+    table = DeviceTable({"pump": 5}, broken, stopping)
     with pytest.raises(Abandoned):
-        DeviceTable({"pump": 5}, broken, stopping).recall([reading("a")])
+        table.recall([reading("a")])
+    assert table.recall_error == "connection refused"
 
 
 def test_idle_lists_the_devices_silent_for_long_enough() -> None:
