@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -185,6 +185,22 @@ class AlertTracker:
     @property
     def open_alerts(self) -> int:
         return sum(1 for d in self._devices.values() if d.open is not None)
+
+    def busy(self, key: tuple[str, str], now: float) -> bool:
+        """Whether a device's state must stay: an alert is open, or one ended within
+        ``cooldown`` of ``now`` (event time) and could still be reopened."""
+        device = self._devices.get(key)
+        return device is not None and (
+            device.open is not None or device.ended_at + self.config.cooldown > now
+        )
+
+    def forget(self, keep: Container[tuple[str, str]], now: float) -> int:
+        """Drop the state of every device not in ``keep`` that is not ``busy``: what it
+        loses is its last few verdicts (the M-of-N history). Returns how many."""
+        gone = [k for k in self._devices if k not in keep and not self.busy(k, now)]
+        for key in gone:
+            del self._devices[key]
+        return len(gone)
 
     def _anomalous(
         self, device: _Device, verdict: Verdict, baseline: Sequence[float]

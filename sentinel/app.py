@@ -12,11 +12,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 import torch
 
 from sentinel.config import SentinelConfig, load_config
+from sentinel.devices import warn_future_progress
 from sentinel.errors import ConfigError, ModelError
 from sentinel.health import DatabaseProbe, Health, HealthServer, Progress
 from sentinel.ingest.mqtt import MqttSource
@@ -28,6 +30,7 @@ from sentinel.pipeline import Pipeline
 from sentinel.publish import AlertPublisher
 from sentinel.records import WriteBatch
 from sentinel.reload import plan_reload
+from sentinel.retrain.control import CONTROL_SOCKET, ControlServer
 from sentinel.retrain.service import RetrainService, load_active_or_previous
 from sentinel.sdnotify import Notifier, watchdog_interval
 from sentinel.store import AlertStore, AlertWriter
@@ -81,6 +84,7 @@ class SentinelApp:
         self.source: MqttSource | None = None
         self.publisher: AlertPublisher | None = None
         self.retrain: RetrainService | None = None
+        self.control: ControlServer | None = None
         self.ready = threading.Event()  # set once every component has started
         self.restart_config: SentinelConfig | None = None  # see EXIT_RESTART
 
@@ -109,6 +113,7 @@ class SentinelApp:
         store.open()
         try:
             store.migrate()
+            warn_future_progress(store, config.ingest.max_future_skew)
             registry = self._registry = ModelRegistry(config.models_dir)
             for stream in config.streams:  # bounded disk use, also after a config change
                 registry.prune(stream.name, config.retrain.keep_versions)
@@ -153,18 +158,28 @@ class SentinelApp:
                 sink=writer.submit,
                 request_training=trainer.submit,
                 models=models,
-                progress=store.device_progress().values(),
+                recall=store.device_progress,
                 # Ended alerts too: they carry each device's cooldown across a restart.
                 open_alerts=[*store.open_alerts(), *store.last_ended_alerts()],
                 snapshot_path=config.state_dir / "thresholds.json",
                 tap=retrain.tap if retrain is not None else None,
                 cold_start_buffer=retrain is None,
             )
+            if config.retrain.control_socket:  # device resets need it with retraining off too
+                self.control = ControlServer(
+                    config.state_dir / CONTROL_SOCKET,
+                    {
+                        "reset_devices": self._reset_devices,
+                        **(retrain.handlers if retrain is not None else {}),
+                    },
+                )
             source = self.source = MqttSource(
                 config.mqtt,
                 config.streams,
                 parser=MessageParser(
-                    config.streams, max_payload_bytes=config.ingest.max_payload_bytes
+                    config.streams,
+                    max_payload_bytes=config.ingest.max_payload_bytes,
+                    max_future_skew=config.ingest.max_future_skew,
                 ),
                 sink=pipeline.offer,
                 receive_maximum=config.ingest.queue_size,
@@ -211,6 +226,9 @@ class SentinelApp:
             if retrain is not None:
                 retrain.start()
                 started.append("retrain")
+            if self.control is not None:
+                self.control.start()
+                started.append("control")
             source.start()
             started.append("source")
             self.ready.set()
@@ -246,6 +264,8 @@ class SentinelApp:
                 self.notifier.stopping()
             if "source" in started:
                 source.pause()
+            if "control" in started and self.control is not None:
+                self.control.stop()
             if retrain is not None and "retrain" in started:
                 retrain.stop()
             if "pipeline" in started:
@@ -409,6 +429,23 @@ class SentinelApp:
             changed={k: {"old": v[0], "new": v[1]} for k, v in plan.applied.items()},
         )
         return True
+
+    def _reset_devices(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's ``reset_devices`` (``sentinel devices reset``)."""
+        stream, devices, note = request.get("stream"), request.get("devices"), request.get("note")
+        if (
+            not isinstance(devices, list)
+            or not devices
+            or not all(isinstance(d, str) for d in devices)
+        ):
+            raise ValueError("reset_devices needs a non-empty list of device names")
+        if not isinstance(stream, str) or stream not in {s.name for s in self.config.streams}:
+            raise ValueError(f"no stream {stream!r} in the running daemon's config")
+        if note is not None and not isinstance(note, str):
+            raise ValueError("note must be a string")
+        # Within the CLI's 10 s: a worker blocked longer answers with an error, not silence.
+        held = self._pipeline().reset_devices(stream, devices, note, timeout=5.0)
+        return {"stream": stream, "devices": len(devices), "held": held}
 
     def _model_trained(self, stream: str, detector: Detector) -> None:
         self._pipeline().install_model(stream, detector)

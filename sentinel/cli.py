@@ -717,10 +717,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--title", metavar="TEXT")
     report.set_defaults(func=cmd_report)
 
+    from sentinel.devices_cli import add_devices_commands
     from sentinel.models_cli import add_models_commands, add_retrain_command
 
     _add_models_export(add_models_commands(commands, config_arg, _load))
     add_retrain_command(commands, config_arg, _load)
+    add_devices_commands(commands, db_args, config_arg, _load, _store)
     return parser
 
 

@@ -195,6 +195,27 @@ class IngestConfig(Section):
         le=3600,
         description="Rejected input is logged at most once per reason per interval.",
     )
+    max_future_skew: float = Field(
+        default=300.0,
+        ge=1.0,
+        le=31_622_400.0,
+        description="Seconds a reading's timestamp may be ahead of the daemon's clock when "
+        "the message arrives; later ones are rejected (future_timestamp). One far-future "
+        "reading would otherwise become its device's last timestamp, and every genuine "
+        "reading after it would be dropped as out_of_order. Keep the box's clock "
+        "synchronised (NTP). Replay is not checked: a file's own time governs there.",
+    )
+    device_idle: float = Field(
+        default=3600.0,
+        ge=0,
+        le=366 * 86_400,
+        description="Seconds without a reading after which a device's state leaves memory "
+        "(a device with an open alert, or within alerts.cooldown of one, stays). When it "
+        "returns, its last timestamp and count come back from the database and its "
+        "threshold and noise scale from where they were parked; it starts a new window. "
+        "0 keeps every device in memory. Never less than windows.max_gap, which voids a "
+        "device's partial window anyway.",
+    )
 
 
 class WindowConfig(Section):
@@ -615,8 +636,9 @@ class RetrainConfig(Section):
     )
     control_socket: bool = Field(
         default=True,
-        description="Listen on <state_dir>/control.sock for `sentinel retrain` and "
-        "`sentinel models activate|rollback` (owner-only permissions).",
+        description="Listen on <state_dir>/control.sock for `sentinel retrain`, "
+        "`sentinel models activate|rollback` and `sentinel devices reset` (owner-only "
+        "permissions), with retraining enabled or not.",
     )
 
     @field_validator("cron")
@@ -681,6 +703,16 @@ class StreamConfig(Section):
         default="auto",
         description="Epoch unit of numeric timestamps; auto treats values above 1e11 as "
         "milliseconds. ISO 8601 strings are always accepted.",
+    )
+    max_devices: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Devices of this stream held in memory at once. A reading of another "
+        "device is refused (device_limit, acknowledged) until one goes idle "
+        "(ingest.device_idle): a flood of made-up device names cannot exhaust memory. "
+        "Raise it for a larger fleet: a held device costs about 1.5 KB, one with a warm "
+        "threshold about 110 KB at the default threshold.history.",
     )
 
     @field_validator("features", mode="before")

@@ -168,10 +168,16 @@ class _ComponentCollector(Collector):
             "Failed database commits (each is retried; nothing is dropped).",
             writer.write_errors,
         )
+        yield CounterMetricFamily(
+            "sentinel_database_read_errors",
+            "Failed reads of devices' stored progress by the pipeline worker (each retried; "
+            "the worker waits meanwhile).",
+            pipeline.recall_errors,
+        )
         yield GaugeMetricFamily(
             "sentinel_database_up",
-            "0 while the last database commit failed, else 1.",
-            int(writer.last_error is None),
+            "0 while the last database commit, or the worker's last read, failed; else 1.",
+            int(writer.last_error is None and pipeline.recall_error is None),
         )
         if self.reservoir is not None:
             lost = CounterMetricFamily(
@@ -202,6 +208,19 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
     yield dropped
     yield GaugeMetricFamily(
         "sentinel_queue_depth", "Deliveries waiting for the pipeline worker.", pipeline.depth
+    )
+    devices = GaugeMetricFamily(
+        "sentinel_devices",
+        "Devices held in memory, by stream (refused beyond the stream's max_devices).",
+        labels=["stream"],
+    )
+    for stream, held in sorted(pipeline.devices_held().items()):
+        devices.add_metric([stream], held)
+    yield devices
+    yield CounterMetricFamily(
+        "sentinel_devices_evicted",
+        "Devices whose state left memory after ingest.device_idle without a reading.",
+        stats.evicted,
     )
     windows = CounterMetricFamily(
         "sentinel_windows", "Windows completed, by outcome.", labels=["outcome"]

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +26,8 @@ import structlog
 from sentinel.alerts import AlertTracker, alert_checks
 from sentinel.atomic import write_atomically
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
+from sentinel.devices import Abandoned, DeviceTable, Recall
+from sentinel.errors import SentinelError
 from sentinel.levels import LevelCheck
 from sentinel.model import Detector
 from sentinel.records import (
@@ -34,7 +36,7 @@ from sentinel.records import (
     AlertStatus,
     AuditEvent,
     Delivery,
-    DeviceProgress,
+    DeviceReset,
     Reading,
     Rejected,
     RejectReason,
@@ -72,10 +74,16 @@ class PipelineTap(Protocol):
     ) -> None: ...
 
 
-@dataclass(slots=True)
-class _DeviceState:
-    last_ts: float
-    readings: int
+@dataclass
+class _ResetRequest:
+    """``sentinel devices reset`` through the control socket, answered by the worker."""
+
+    stream: str
+    devices: tuple[str, ...]
+    note: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    held: list[str] = field(default_factory=list)  # those the worker had in memory
+    error: str | None = None
 
 
 @dataclass
@@ -99,6 +107,11 @@ class Pipeline:
     ``observer``, when given, sees every verdict with the alert change it caused (replay
     records them per row). ``process`` runs one pass synchronously, without the thread:
     that is how replay drives this same code with a file's own timestamps.
+
+    Devices are held in memory only while they talk (``sentinel.devices``): one that is
+    not held is looked up with ``recall`` (the daemon passes the store's), at most
+    ``max_devices`` per stream are held, and one silent for ``ingest.device_idle`` leaves
+    memory unless an alert keeps it.
     """
 
     def __init__(
@@ -108,7 +121,7 @@ class Pipeline:
         sink: Callable[[WriteBatch], None],
         request_training: Callable[[TrainingJob], None],
         models: dict[str, Detector | None],
-        progress: Iterable[DeviceProgress] = (),
+        recall: Recall | None = None,
         open_alerts: Iterable[Alert] = (),
         observer: Callable[[Verdict, Alert | None], None] | None = None,
         snapshot_path: Path | None = None,
@@ -158,10 +171,12 @@ class Pipeline:
             config_hash=self.config_hash,
         )
         self._resolved: queue.Queue[tuple[str, ...]] = queue.Queue()
+        self._resets: queue.Queue[_ResetRequest] = queue.Queue()
         self._alerts.restore(open_alerts)
-        self._devices = {
-            (p.stream, p.device): _DeviceState(p.last_ts, p.readings) for p in progress
-        }
+        self._devices = DeviceTable(
+            {s.name: s.max_devices for s in config.streams}, recall, self._stopping
+        )
+        self._next_sweep = time.monotonic()
         self._streams: dict[str, _Stream] = {}
         for stream in config.streams:
             runtime = _Stream(
@@ -222,6 +237,26 @@ class Pipeline:
         between two passes, and their cooldown begins."""
         self._resolved.put(tuple(uids))
 
+    def reset_devices(
+        self, stream: str, devices: Sequence[str], note: str | None = None, timeout: float = 10.0
+    ) -> list[str]:
+        """An operator's reset (``sentinel devices reset``), applied by the worker between
+        two passes: the devices' last timestamp and count are forgotten, so their next
+        reading is taken, and the writer deletes their stored progress in order with the
+        progress around it (``DeviceReset``). Their partial windows go too; thresholds
+        and alerts stay. Returns those of ``devices`` the worker held."""
+        self._config.stream(stream)  # KeyError names it
+        request = _ResetRequest(stream, tuple(devices), note)
+        self._resets.put(request)
+        if not request.done.wait(timeout):
+            raise SentinelError(
+                f"the pipeline worker did not take the reset within {timeout:g} s: it is "
+                "blocked (is the database down? see /healthz); the reset stays queued"
+            )
+        if request.error is not None:
+            raise SentinelError(f"the reset was not committed: {request.error}")
+        return request.held
+
     def training_failed(self, stream: str) -> None:
         """A cold-start training run failed: collect afresh and try again."""
         self._swaps.put((stream, None, False))
@@ -229,6 +264,20 @@ class Pipeline:
     @property
     def depth(self) -> int:
         return self._inbox.qsize()
+
+    def devices_held(self) -> dict[str, int]:
+        """Per stream, the devices in memory now (each stream's cap is max_devices)."""
+        return self._devices.held()
+
+    @property
+    def recall_errors(self) -> int:
+        """Failed reads of devices' stored progress (each retried while the worker waits)."""
+        return self._devices.recall_errors
+
+    @property
+    def recall_error(self) -> str | None:
+        """The latest failed read of stored progress, None once one succeeded again."""
+        return self._devices.recall_error
 
     def has_model(self, stream: str) -> bool:
         return self._streams[stream].detector is not None
@@ -275,9 +324,14 @@ class Pipeline:
         while True:
             self.heartbeat = time.monotonic()
             self._apply_swaps()
+            self._apply_resets()
             if self._snapshot_path is not None and time.monotonic() >= self._next_snapshot:
                 self._next_snapshot = time.monotonic() + self._snapshot_interval
                 self._save_thresholds()
+            idle = self._idle_after()
+            if idle > 0 and time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + min(idle / 2, 60.0)
+                self._evict_idle(idle)
             try:
                 first = self._inbox.get(timeout=0.1)
             except queue.Empty:
@@ -292,6 +346,9 @@ class Pipeline:
                     break
             try:
                 self._sink(self.process(batch))
+            except Abandoned:
+                log.warning("pipeline_pass_abandoned", deliveries=len(batch))
+                return
             except Exception:  # thread boundary: one bad batch must not stop the daemon
                 # Acknowledge anyway: a message that crashes us would otherwise come back
                 # after every restart. The log names how much was lost.
@@ -304,8 +361,11 @@ class Pipeline:
         """One pass over deliveries, in order: what the worker thread does per batch."""
         self._apply_swaps()
         self._apply_resolved()
+        recalled = self._devices.recall(r for d in deliveries for r in d.readings)
+        now = time.monotonic()
         windows: dict[str, list[Window]] = defaultdict(list)
-        touched: set[tuple[str, str]] = set()
+        present: set[tuple[str, str]] = set()  # held devices with a reading in this pass
+        touched: set[tuple[str, str]] = set()  # those of them with an accepted one
         acks: list[Ack] = []
         for delivery in deliveries:
             self.stats.messages += 1
@@ -314,7 +374,13 @@ class Pipeline:
             for reading in delivery.readings:
                 key = (reading.stream, reading.device)
                 state = self._devices.get(key)
-                if state is not None and reading.ts <= state.last_ts:
+                if state is None:
+                    state = self._devices.admit(key, recalled.get(key), now)
+                    if state is None:
+                        self._refuse(key, delivery.topic)
+                        continue
+                present.add(key)
+                if reading.ts <= state.last_ts:
                     reason = (
                         RejectReason.DUPLICATE
                         if reading.ts == state.last_ts
@@ -328,8 +394,6 @@ class Pipeline:
                         )
                     )
                     continue
-                if state is None:
-                    state = self._devices[key] = _DeviceState(reading.ts, 0)
                 state.last_ts = reading.ts
                 state.readings += 1
                 touched.add(key)
@@ -355,16 +419,92 @@ class Pipeline:
                 log.exception("pipeline_tap_failed", readings=len(self._accepted))
             finally:
                 self._accepted, self._flagged = [], []
-        progress = tuple(
-            DeviceProgress(s, d, self._devices[(s, d)].last_ts, self._devices[(s, d)].readings)
-            for s, d in touched
-        )
+        self._devices.seen(present, time.monotonic())
+        progress = tuple(self._devices.progress(key) for key in touched)
         return WriteBatch(
             alerts=tuple(alerts),
             progress=progress,
             acks=tuple(acks),
             audit=audit,
         )
+
+    # -- devices in memory -----------------------------------------------------------------
+
+    def _apply_resets(self) -> None:
+        requests: list[_ResetRequest] = []
+        while True:
+            try:
+                requests.append(self._resets.get_nowait())
+            except queue.Empty:
+                break
+        if not requests:
+            return
+        now, wall = time.monotonic(), time.time()
+        resets: list[DeviceReset] = []
+        for request in requests:
+            for device in request.devices:
+                if self._devices.reset((request.stream, device), now):
+                    request.held.append(device)
+                self._streams[request.stream].windows.reset(device)
+                resets.append(DeviceReset(request.stream, device, wall, request.note))
+            log.info(
+                "devices_reset",
+                stream=request.stream,
+                devices=len(request.devices),
+                held=len(request.held),
+                note=request.note,
+            )
+        try:
+            self._sink(WriteBatch(resets=tuple(resets)))
+        except Exception as err:  # thread boundary: the writer has stopped
+            log.exception("devices_reset_failed", devices=len(resets))
+            for request in requests:
+                request.error = f"{type(err).__name__}: {err}"
+        finally:
+            for request in requests:
+                request.done.set()
+
+    def _idle_after(self) -> float:
+        """Seconds of silence after which a device leaves memory; 0: never. Not before
+        windows.max_gap, until which its partial window could still be completed."""
+        idle = self._config.ingest.device_idle
+        return max(idle, self._config.windows.max_gap) if idle > 0 else 0.0
+
+    def _refuse(self, key: tuple[str, str], topic: str) -> None:
+        cap = self._devices.limits[key[0]]
+        detail = (
+            f"stream {key[0]!r} already holds max_devices = {cap} devices; device {key[1]!r} "
+            "is refused until one goes idle (raise max_devices for a larger fleet)"
+        )
+        self.rejections.record(Rejected(RejectReason.DEVICE_LIMIT, topic, detail))
+
+    def _evict_idle(self, idle: float) -> None:
+        """Free the devices silent for ``idle`` seconds that no alert keeps, and park what
+        they learnt (thresholds, noise scales) until they return."""
+        wall = time.time()
+        gone = [
+            key
+            for key in self._devices.idle(time.monotonic(), idle)
+            if not self._alerts.busy(key, wall)
+        ]
+        for key in gone:
+            self._devices.remove(key)
+            self._streams[key[0]].windows.reset(key[1])
+            self._last_closed.pop(key, None)
+        held = self._devices.keys()
+        # Also what a restart restored for devices that have not come back since.
+        parked = self._thresholds.park(held)
+        self._spikes.park(held)
+        self._alerts.forget(held, wall)
+        if gone or parked:
+            self.stats.evicted += len(gone)
+            log.info(
+                "devices_evicted",
+                devices=len(gone),
+                thresholds_parked=parked,
+                held=len(held),
+                idle_s=idle,
+            )
 
     def _score(self, runtime: _Stream, windows: list[Window]) -> list[Alert]:
         self.stats.windows += len(windows)

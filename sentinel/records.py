@@ -21,6 +21,7 @@ __all__ = [
     "AuditEvent",
     "Delivery",
     "DeviceProgress",
+    "DeviceReset",
     "FeatureContribution",
     "LevelHit",
     "Reading",
@@ -57,12 +58,14 @@ class RejectReason(StrEnum):
     BAD_DEVICE = "bad_device"
     MISSING_TIMESTAMP = "missing_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
     MISSING_FEATURE = "missing_feature"
     NON_NUMERIC = "non_numeric"
     NON_FINITE = "non_finite"
     OUT_OF_ORDER = "out_of_order"
     DUPLICATE = "duplicate"
     QUEUE_FULL = "queue_full"
+    DEVICE_LIMIT = "device_limit"  # a new device beyond its stream's max_devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +317,18 @@ class DeviceProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceReset:
+    """An operator's ``sentinel devices reset``: the device's stored progress is deleted,
+    so its next reading is taken whatever its last timestamp was (a far-future one, say).
+    Committed in order with the progress around it, with a ``device_reset`` audit row."""
+
+    stream: str
+    device: str
+    at: float  # wall clock, epoch seconds UTC
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WriteBatch:
     """What one pass of the pipeline worker asks the writer to commit atomically.
 
@@ -324,3 +339,4 @@ class WriteBatch:
     progress: tuple[DeviceProgress, ...] = ()
     acks: tuple[Ack, ...] = field(default=())
     audit: tuple[AuditEvent, ...] = ()
+    resets: tuple[DeviceReset, ...] = ()  # applied before this batch's progress

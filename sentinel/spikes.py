@@ -32,7 +32,7 @@ and the newest ``neighbours`` readings of a window wait for the next one.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +131,8 @@ class SpikeCheck:
     config: SpikesConfig
     hop: int  # the stream's window hop: which interior readings are new in each window
     _devices: dict[tuple[str, str], _DeviceNoise] = field(default_factory=dict)
+    # (stream, device) -> ``snapshot`` data of a device gone quiet (``park``)
+    _parked: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def check(
         self, stream: str, devices: list[str], values: npt.NDArray[Any]
@@ -151,8 +153,13 @@ class SpikeCheck:
         for i, device in enumerate(devices):
             state = self._devices.get((stream, device))
             if state is None:
-                state = _DeviceNoise.empty(cfg.history, values.shape[2])
-                self._devices[(stream, device)] = state
+                parked = self._parked.pop((stream, device), None)
+                if parked is not None:
+                    self.restore(stream, {device: parked}, values.shape[2])
+                    state = self._devices[(stream, device)]
+                else:
+                    state = _DeviceNoise.empty(cfg.history, values.shape[2])
+                    self._devices[(stream, device)] = state
             hit = None
             keep: npt.NDArray[np.bool_] = finite[i]
             if state.inverse is not None:
@@ -185,18 +192,25 @@ class SpikeCheck:
                 state.resize(config.history)
         self.config, self.hop = config, hop
 
+    def park(self, keep: Container[tuple[str, str]]) -> int:
+        """Free the state of every device not in ``keep``: a warm one keeps its scale and
+        count, as in a snapshot, and re-learns its residual history when it returns."""
+        gone = [key for key in self._devices if key not in keep]
+        for key in gone:
+            data = _to_data(self._devices.pop(key))
+            if data is not None:
+                self._parked[key] = data
+        return len(gone)
+
     def snapshot(self, stream: str) -> dict[str, Any]:
-        """Each warm device's scale and count: enough to judge at once after a restart; the
-        residual history itself is re-learnt (it would be ``history`` x features floats per
-        device)."""
-        return {
-            device: {
-                "scale": [None if math.isnan(v) else v for v in state.scale],
-                "seen": state.seen,
-            }
-            for (s, device), state in self._devices.items()
-            if s == stream and state.scale is not None
-        }
+        """Each warm device's scale and count, parked devices included: enough to judge at
+        once after a restart; the residual history itself is re-learnt (it would be
+        ``history`` x features floats per device)."""
+        data = {device: parked for (s, device), parked in self._parked.items() if s == stream}
+        for (s, device), state in self._devices.items():
+            if s == stream and (saved := _to_data(state)) is not None:
+                data[device] = saved
+        return data
 
     def restore(self, stream: str, devices: Mapping[str, Any], n_features: int) -> int:
         """Take back ``snapshot``'s scales; raises ValueError/TypeError/KeyError on a
@@ -212,6 +226,12 @@ class SpikeCheck:
             restored[(stream, str(device))] = state
         self._devices.update(restored)
         return len(restored)
+
+
+def _to_data(state: _DeviceNoise) -> dict[str, Any] | None:
+    if state.scale is None:
+        return None
+    return {"scale": [None if math.isnan(v) else float(v) for v in state.scale], "seen": state.seen}
 
 
 def _scale(magnitudes: FloatArray) -> FloatArray:

@@ -86,6 +86,7 @@ class PipelineStats:
     alerts_closed: int = 0
     alerts_reopened: int = 0  # within alerts.cooldown of their end: the same alert again
     batch_errors: int = 0
+    evicted: int = 0  # devices whose state left memory after ingest.device_idle
     score_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, int | float]:
@@ -100,6 +101,7 @@ class PipelineStats:
             "alerts_closed": self.alerts_closed,
             "alerts_reopened": self.alerts_reopened,
             "batch_errors": self.batch_errors,
+            "devices_evicted": self.evicted,
             "score_ms_per_window": round(1e3 * self.score_seconds / self.scored, 3)
             if self.scored
             else 0.0,

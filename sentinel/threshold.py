@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,10 +84,17 @@ class _DeviceThreshold:
 
 @dataclass
 class ThresholdBank:
-    """Thresholds for every (stream, device), created on first sight."""
+    """Thresholds for every (stream, device), created on first sight.
+
+    A device gone quiet is *parked* (``park``): its state is kept as snapshot data, the
+    normal scores as one float64 array instead of a deque and a rolling quantile of Python
+    floats, and taken back when the device next scores a window (issue #19).
+    """
 
     config: ThresholdConfig
     _devices: dict[tuple[str, str], _DeviceThreshold] = field(default_factory=dict)
+    # (stream, device) -> ``snapshot`` data of a parked device, "recent" as an array
+    _parked: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # stream -> a DSPOT fitted on its model's held-back scores, or None when that failed
     _seeds: dict[str, DSpot | None] = field(default_factory=dict)
     _events: list[AuditEvent] = field(default_factory=list)  # re-baselines not yet written
@@ -110,7 +117,12 @@ class ThresholdBank:
         key = (score.window.stream, score.window.device)
         state = self._devices.get(key)
         if state is None:
-            state = self._devices[key] = self._new_device(score.window.stream, calibration)
+            parked = self._parked.pop(key, None)
+            if parked is not None:
+                self.restore(key[0], {key[1]: parked})
+                state = self._devices[key]
+            else:
+                state = self._devices[key] = self._new_device(score.window.stream, calibration)
         forced = spike is not None or level is not None
         if state.spot is not None:
             spot = state.spot
@@ -239,7 +251,16 @@ class ThresholdBank:
         """Forget a stream's thresholds, e.g. when a new model changes its score scale."""
         for key in [k for k in self._devices if k[0] == stream]:
             del self._devices[key]
+        for key in [k for k in self._parked if k[0] == stream]:
+            del self._parked[key]
         self._seeds.pop(stream, None)
+
+    def park(self, keep: Container[tuple[str, str]]) -> int:
+        """Park every device not in ``keep``; returns how many were parked."""
+        gone = [key for key in self._devices if key not in keep]
+        for key in gone:
+            self._parked[key] = _compact(_to_data(self._devices.pop(key)))
+        return len(gone)
 
     def reconfigure(self, config: ThresholdConfig) -> None:
         """Adopt a reloaded config without forgetting what the devices have learned.
@@ -255,9 +276,12 @@ class ThresholdBank:
             self._seeds.clear()
             if config.method == "spot":
                 self._devices.clear()
+                self._parked.clear()
             else:
                 for state in self._devices.values():
                     state.spot = None
+                for data in self._parked.values():
+                    data["spot"] = None
         if (old.quantile, old.history) != (config.quantile, config.history):
             for key, state in list(self._devices.items()):
                 fresh = self._empty()
@@ -275,20 +299,20 @@ class ThresholdBank:
             # delays a re-baseline, it never loses a device's level (``scale``).
             for state in self._devices.values():
                 state.watch = None
+            for data in self._parked.values():
+                data["watch"] = None
+        # A new quantile or history reaches a parked device when ``restore`` takes it back.
 
     def snapshot(self, stream: str) -> dict[str, Any]:
-        """A stream's per-device threshold state as JSON-safe data (see ``restore``)."""
-        return {
-            device: {
-                "normal_seen": state.normal_seen,
-                "recent": list(state.recent),
-                "spot": state.spot.state().to_dict() if state.spot is not None else None,
-                "scale": state.scale,
-                "watch": state.watch.to_dict() if state.watch is not None else None,
-            }
-            for (s, device), state in self._devices.items()
-            if s == stream
+        """A stream's per-device threshold state, parked devices included, as JSON-safe
+        data (see ``restore``)."""
+        data = {
+            device: _plain(parked) for (s, device), parked in self._parked.items() if s == stream
         }
+        data.update(
+            (device, _to_data(state)) for (s, device), state in self._devices.items() if s == stream
+        )
+        return data
 
     def restore(self, stream: str, devices: Mapping[str, Any]) -> int:
         """Take back a snapshot; raises ValueError (naming the device) if it is corrupt."""
@@ -371,6 +395,40 @@ class ThresholdBank:
             spot = None
         self._seeds[stream] = spot
         return spot
+
+
+def _to_data(state: _DeviceThreshold) -> dict[str, Any]:
+    return {
+        "normal_seen": state.normal_seen,
+        "recent": list(state.recent),
+        "spot": state.spot.state().to_dict() if state.spot is not None else None,
+        "scale": state.scale,
+        "watch": state.watch.to_dict() if state.watch is not None else None,
+    }
+
+
+def _compact(data: dict[str, Any]) -> dict[str, Any]:
+    """Snapshot data with its long lists of floats as arrays: a parked device's form (the
+    lists hold a Python float object per score, 32 bytes, where an array takes 8)."""
+    data["recent"] = np.asarray(data["recent"], dtype=np.float64)
+    watch = data["watch"]
+    if watch is not None:
+        watch["recent"] = np.asarray(watch["recent"], dtype=np.float64)
+        watch["marks"] = np.asarray(watch["marks"], dtype=np.float64).reshape(-1, 2)
+    return data
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """``_compact``'s data back as the JSON-safe lists a snapshot holds."""
+    plain = {**data, "recent": data["recent"].tolist()}
+    watch = data["watch"]
+    if watch is not None:
+        plain["watch"] = {
+            **watch,
+            "recent": watch["recent"].tolist(),
+            "marks": [[t, int(a)] for t, a in watch["marks"].tolist()],
+        }
+    return plain
 
 
 def _json_float(value: float) -> float | None:

@@ -429,6 +429,18 @@ def encode(reading: SimReading, seq: int, fmt: str) -> bytes:
     ).encode()
 
 
+def default_start(limit: int | None, step: float, rate: float, now: float) -> float:
+    """The first timestamp when none is given: ``now``, or as long before it as the
+    simulated clock will have run ahead of the wall clock by the end of the run (``limit``
+    steps of ``step`` simulated seconds, ``rate`` steps per wall second, 0 = at once). A
+    daemon refuses readings from the future (``ingest.max_future_skew``); a run without a
+    limit that is faster than real time gets there anyway."""
+    if limit is None:
+        return float(round(now))
+    wall = limit / rate if rate > 0 else 0.0
+    return float(round(now - max(0.0, limit * step - wall)))
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m simulators.fleet",
@@ -460,7 +472,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--start",
         type=parse_start,
         default=None,
-        help="first timestamp, epoch seconds or ISO 8601 (default: now)",
+        help="first timestamp, epoch seconds or ISO 8601 (default: now, or as much earlier "
+        "as a run faster than real time will get ahead of the clock, so that its last "
+        "reading is not from the future)",
     )
     ap.add_argument("--anomaly-rate", type=float, default=2.0, help="per device per hour")
     ap.add_argument("--warmup", type=float, default=600.0, help="simulated seconds")
@@ -500,7 +514,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     step = args.step if args.step is not None else (1.0 / args.rate if args.rate > 0 else 1.0)
-    start = args.start if args.start is not None else float(round(time.time()))
+    limit = args.steps
+    if limit is None and args.duration is not None and args.rate > 0:
+        limit = max(1, round(args.duration * args.rate))
+    start = args.start
+    if start is None:
+        start = default_start(limit, step, args.rate, time.time())
     truth_file = args.truth.open("w", encoding="utf-8") if args.truth else None
 
     def record(event: AnomalyEvent) -> None:
@@ -542,9 +561,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     counts = dict.fromkeys(sim.devices, 0)
-    limit = args.steps
-    if limit is None and args.duration is not None and args.rate > 0:
-        limit = max(1, round(args.duration * args.rate))
     t0 = time.monotonic()
     deadline = t0 + args.duration if args.duration is not None and limit is None else math.inf
     last_ts = None

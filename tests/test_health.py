@@ -244,11 +244,20 @@ def test_healthz_and_metrics_follow_a_dropped_postgres_database(
             body = healthz(port)[1]
             assert any(p.startswith("database:") for p in body["problems"]), body
             sent = publish_fleet(mqtt_broker.url, mqtt_broker.protocol, devices=2, steps=50)
+            # Counted where it fails first: the writer's commit, or the worker's read of a
+            # device's stored progress (devices it does not hold yet, issue #19).
             wait_for(
-                lambda: sample(metrics(port), "sentinel_database_write_errors_total") > 0,
+                lambda: (
+                    sum(
+                        sample(metrics(port), f"sentinel_database_{kind}_errors_total")
+                        for kind in ("write", "read")
+                    )
+                    > 0
+                ),
                 60,
-                "a failed commit counted",
+                "a failed database access counted",
             )
+            assert sample(metrics(port), "sentinel_database_up") == 0
             # The database comes back (restored from a backup: here, re-created).
             with admin.connect() as conn:
                 conn.execute(text(f'CREATE DATABASE "{url.database}"'))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from math import isfinite
+from math import inf, isfinite
 from typing import Any, Final
 
 import structlog
@@ -351,13 +351,25 @@ class MessageParser:
     SenML streams take an RFC 8428 JSON pack and ignore ``timestamp_field`` and
     ``timestamp_unit``: SenML times are always seconds. Records are grouped by resolved
     time and each time becomes one reading that needs every feature.
+
+    A reading more than ``max_future_skew`` seconds ahead of ``received_at`` is
+    FUTURE_TIMESTAMP: accepted, it would become its device's last timestamp and every
+    genuine reading after it would be out of order (issue #19). The default, no limit, is
+    for callers without a clock of their own to compare with.
     """
 
-    __slots__ = ("_max_bytes", "_plans", "_router")
+    __slots__ = ("_max_bytes", "_max_skew", "_plans", "_router")
 
-    def __init__(self, streams: Sequence[StreamConfig], *, max_payload_bytes: int) -> None:
+    def __init__(
+        self,
+        streams: Sequence[StreamConfig],
+        *,
+        max_payload_bytes: int,
+        max_future_skew: float = inf,
+    ) -> None:
         self._router = TopicRouter(streams)
         self._max_bytes = max_payload_bytes
+        self._max_skew = max_future_skew
         # Keyed by identity: the router hands back these same StreamConfig objects.
         self._plans: dict[int, _JsonPlan | _SenmlPlan] = {
             id(s): _JsonPlan(s) if s.format == "json" else _SenmlPlan(s) for s in streams
@@ -401,7 +413,20 @@ class MessageParser:
             detail = "not JSON: nested too deeply"
             return [], [Rejected(RejectReason.UNPARSABLE, topic, detail, _head(payload))]
         readings, problems = self._plans[id(stream)].parse(doc, device, received_at)
+        horizon = received_at + self._max_skew
+        for reading in readings:  # a loop, not any(): this runs for every message
+            if reading.ts > horizon:
+                problems.extend(self._future(r, received_at) for r in readings if r.ts > horizon)
+                readings = [r for r in readings if r.ts <= horizon]
+                break
         if not problems:
             return readings, []
         head = _head(payload)
         return readings, [Rejected(reason, topic, detail, head) for reason, detail in problems]
+
+    def _future(self, reading: Reading, received_at: float) -> _Problem:
+        when = datetime.fromtimestamp(reading.ts, UTC).isoformat()
+        return RejectReason.FUTURE_TIMESTAMP, (
+            f"timestamp {when} is {reading.ts - received_at:.0f} s ahead of the receiving "
+            f"clock; the limit is ingest.max_future_skew = {self._max_skew:g} s"
+        )

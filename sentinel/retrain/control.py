@@ -5,7 +5,10 @@
 * ``{"command": "retrain", "stream": S}`` -> queue a retraining run now;
 * ``{"command": "reload", "stream": S}`` -> swap in the registry's active version (what
   ``sentinel models activate`` and ``rollback`` send after switching the ACTIVE pointer);
-* ``{"command": "status"}`` -> active versions, queued runs, next scheduled runs.
+* ``{"command": "status"}`` -> active versions, queued runs, next scheduled runs;
+* ``{"command": "reset_devices", "stream": S, "devices": [D, ...], "note": N}`` -> forget
+  the devices' last timestamps in the pipeline and delete their stored progress
+  (``sentinel devices reset``); served whether or not retraining is enabled.
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. A socket in the
 state directory needs no network exposure and its file permissions are the access control.
@@ -26,7 +29,7 @@ import structlog
 
 from sentinel.errors import SentinelError
 
-__all__ = ["CONTROL_SOCKET", "ControlServer", "send_command"]
+__all__ = ["CONTROL_SOCKET", "ControlServer", "Handler", "send_command"]
 
 log = structlog.get_logger(__name__)
 

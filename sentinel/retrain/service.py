@@ -1,4 +1,5 @@
-"""Retraining wired into the daemon: reservoirs, retrainer, schedule and control socket."""
+"""Retraining wired into the daemon: reservoirs, retrainer, schedule, and its commands on
+the control socket (``handlers``; the app serves them with its own)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.model import Detector, ModelRegistry
-from sentinel.retrain.control import CONTROL_SOCKET, ControlServer
+from sentinel.retrain.control import Handler
 from sentinel.retrain.job import open_reservoir
 from sentinel.retrain.reservoir import ReservoirTap
 from sentinel.retrain.retrainer import Install, Retrainer
@@ -76,23 +77,19 @@ class RetrainService:
             self.retrainer.request,
             config.state_dir / SCHEDULE_FILE,
         )
-        self.control: ControlServer | None = None
-        if config.retrain.control_socket:
-            self.control = ControlServer(
-                config.state_dir / CONTROL_SOCKET,
-                {"retrain": self._retrain, "reload": self._reload, "status": self._status},
-            )
+        # Served on <state_dir>/control.sock by the app, beside its own commands.
+        self.handlers: dict[str, Handler] = {
+            "retrain": self._retrain,
+            "reload": self._reload,
+            "status": self._status,
+        }
 
     def start(self) -> None:
         self.retrainer.start()
         self.scheduler.start()
-        if self.control is not None:
-            self.control.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking requests and cancel a run in progress (the pipeline keeps going)."""
-        if self.control is not None:
-            self.control.stop()
+        """Stop scheduling and cancel a run in progress (the pipeline keeps going)."""
         self.scheduler.stop()
         self.retrainer.stop(timeout)
 

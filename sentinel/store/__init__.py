@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sentinel.store.db import AlertRecord, AlertStore
+from sentinel.store.db import AlertRecord, AlertStore, DeviceRecord
 from sentinel.store.writer import AlertWriter
 
-__all__ = ["AlertRecord", "AlertStore", "AlertWriter"]
+__all__ = ["AlertRecord", "AlertStore", "AlertWriter", "DeviceRecord"]

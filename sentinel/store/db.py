@@ -9,7 +9,7 @@ which both dialects support.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,19 @@ import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
-from sqlalchemy import Engine, Select, case, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    Select,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -32,6 +44,7 @@ from sentinel.records import (
     AlertStatus,
     AuditEvent,
     DeviceProgress,
+    DeviceReset,
     FeatureContribution,
     Severity,
     WriteBatch,
@@ -44,7 +57,7 @@ from sentinel.store.outbox import (
 )
 from sentinel.store.schema import AlertRow, AuditEventRow, DeviceStateRow
 
-__all__ = ["MIGRATIONS_DIR", "AlertRecord", "AlertStore", "normalize_url"]
+__all__ = ["MIGRATIONS_DIR", "AlertRecord", "AlertStore", "DeviceRecord", "normalize_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -171,6 +184,36 @@ class AlertRecord:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """One device's stored state as ``sentinel devices list`` shows it."""
+
+    stream: str
+    device: str
+    last_ts: float  # its newest accepted reading (event time, epoch seconds)
+    readings: int
+    updated_at: datetime  # when the daemon last wrote this row (wall clock)
+    open_alerts: int  # open or acknowledged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "device": self.device,
+            "last_ts": self.last_ts,
+            "last_reading_at": _epoch_iso(self.last_ts),
+            "readings": self.readings,
+            "updated_at": self.updated_at.isoformat(),
+            "open_alerts": self.open_alerts,
+        }
+
+
+def _epoch_iso(ts: float) -> str | None:
+    try:
+        return to_datetime(ts).isoformat()
+    except (OverflowError, OSError, ValueError):  # beyond datetime's range
+        return None
+
+
 def _features(raw: Iterable[dict[str, Any]] | None) -> tuple[FeatureContribution, ...]:
     return tuple(
         FeatureContribution(feature=str(f["feature"]), share=float(f["share"])) for f in raw or ()
@@ -220,6 +263,33 @@ def _to_alert(r: AlertRow) -> Alert:
         severity=Severity(r.severity),
         reason=reason,
     )
+
+
+def _delete_progress(conn: Connection, resets: Iterable[DeviceReset], now: datetime) -> int:
+    """Delete the reset devices' stored progress, each with a ``device_reset`` audit row
+    saying what it was; returns how many rows there were."""
+    deleted = 0
+    for reset in resets:
+        where = and_(DeviceStateRow.stream == reset.stream, DeviceStateRow.device == reset.device)
+        row = conn.execute(
+            select(DeviceStateRow.last_ts, DeviceStateRow.readings).where(where)
+        ).first()
+        if row is not None:
+            conn.execute(delete(DeviceStateRow).where(where))
+            deleted += 1
+        event = AuditEvent(
+            stream=reset.stream,
+            device=reset.device,
+            at=reset.at,
+            kind="device_reset",
+            detail={
+                "last_ts": None if row is None else row.last_ts,
+                "readings": None if row is None else row.readings,
+                "note": reset.note,
+            },
+        )
+        conn.execute(insert(AuditEventRow), [_audit_params(event, now)])
+    return deleted
 
 
 def _audit_params(event: AuditEvent, now: datetime) -> dict[str, Any]:
@@ -341,15 +411,20 @@ class AlertStore:
         alerts: dict[str, Alert] = {}
         changes: list[Alert] = []  # every change, in order, for the outbox
         progress: dict[tuple[str, str], DeviceProgress] = {}
+        resets: dict[tuple[str, str], DeviceReset] = {}
         audit: list[AuditEvent] = []
         for batch in batches:
             for alert in batch.alerts:
                 alerts[alert.uid] = alert
                 changes.append(alert)
+            for reset in batch.resets:
+                # Deleted before the progress is written: only progress after it counts.
+                progress.pop((reset.stream, reset.device), None)
+                resets[(reset.stream, reset.device)] = reset
             for p in batch.progress:
                 progress[(p.stream, p.device)] = p
             audit.extend(batch.audit)
-        if not alerts and not progress and not audit:
+        if not alerts and not progress and not audit and not resets:
             return set()
         now = datetime.now(UTC)
         resolved: set[str] = set()
@@ -375,6 +450,8 @@ class AlertStore:
                         # the operator resolved it.
                         published = [c for c in changes if c.uid not in resolved]
                         record_events(conn, published, self._outbox, now)
+                if resets:
+                    _delete_progress(conn, resets.values(), now)
                 if progress:
                     conn.execute(
                         self._progress_upsert(),
@@ -486,16 +563,29 @@ class AlertStore:
             raise StoreError(f"read from {self.url} failed: {err}") from err
         return [_to_alert(r) for r in rows]
 
-    def device_progress(self) -> dict[tuple[str, str], DeviceProgress]:
+    def device_progress(
+        self, stream: str | None = None, devices: Collection[str] | None = None
+    ) -> dict[tuple[str, str], DeviceProgress]:
+        """Stored progress of every device, or of ``devices`` of ``stream`` (what the
+        daemon recalls when a device it does not hold sends a reading)."""
         query = select(
             DeviceStateRow.stream,
             DeviceStateRow.device,
             DeviceStateRow.last_ts,
             DeviceStateRow.readings,
         )
+        if stream is not None:
+            query = query.where(DeviceStateRow.stream == stream)
+        names = None if devices is None else list(devices)
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
+                if names is None:
+                    rows = conn.execute(query).all()
+                else:
+                    rows = []
+                    for start in range(0, len(names), 500):  # bound the IN list
+                        chunk = names[start : start + 500]
+                        rows += conn.execute(query.where(DeviceStateRow.device.in_(chunk))).all()
         except SQLAlchemyError as err:
             raise StoreError(f"read from {self.url} failed: {err}") from err
         return {
@@ -504,6 +594,59 @@ class AlertStore:
             )
             for r in rows
         }
+
+    def devices(
+        self, stream: str | None = None, *, ahead_of: float | None = None
+    ) -> list[DeviceRecord]:
+        """Every device's stored state with its count of open alerts, by stream and name;
+        with ``ahead_of``, only those whose last timestamp is later than it."""
+        active = (
+            select(AlertRow.stream, AlertRow.device, func.count().label("open_alerts"))
+            .where(AlertRow.status.in_(_ACTIVE))
+            .group_by(AlertRow.stream, AlertRow.device)
+            .subquery()
+        )
+        query = select(DeviceStateRow, func.coalesce(active.c.open_alerts, 0)).outerjoin(
+            active,
+            and_(
+                active.c.stream == DeviceStateRow.stream, active.c.device == DeviceStateRow.device
+            ),
+        )
+        if stream is not None:
+            query = query.where(DeviceStateRow.stream == stream)
+        if ahead_of is not None:
+            query = query.where(DeviceStateRow.last_ts > ahead_of)
+        query = query.order_by(DeviceStateRow.stream, DeviceStateRow.device)
+        try:
+            with Session(self.engine) as session:
+                return [
+                    DeviceRecord(
+                        stream=row.stream,
+                        device=row.device,
+                        last_ts=row.last_ts,
+                        readings=row.readings,
+                        updated_at=as_utc(row.updated_at),
+                        open_alerts=int(count),
+                    )
+                    for row, count in session.execute(query)
+                ]
+        except SQLAlchemyError as err:
+            raise StoreError(f"read from {self.url} failed: {err}") from err
+
+    def reset_devices(self, stream: str, devices: Iterable[str], note: str | None = None) -> int:
+        """Delete devices' stored progress with a ``device_reset`` audit row each, for when
+        no daemon runs (a running one is asked through its control socket, and commits
+        the same through its writer); returns how many had stored progress."""
+        now = datetime.now(UTC)
+        resets = [DeviceReset(stream, d, now.timestamp(), note) for d in devices]
+        try:
+            with (
+                self.engine.connect().execution_options(**{_IMMEDIATE: True}) as conn,
+                conn.begin(),
+            ):
+                return _delete_progress(conn, resets, now)
+        except SQLAlchemyError as err:
+            raise StoreError(f"reset in {self.url} failed: {err}") from err
 
     def list_alerts(
         self,

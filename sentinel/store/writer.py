@@ -201,7 +201,7 @@ class AlertWriter:
         while True:
             try:
                 resolved = None
-                if any(b.alerts or b.progress or b.audit for b in batches):
+                if any(b.alerts or b.progress or b.audit or b.resets for b in batches):
                     resolved = self._store.write(batches)
             except Exception as err:  # thread boundary: retry, never drop
                 self._last_error = f"{type(err).__name__}: {err}"

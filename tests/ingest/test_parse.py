@@ -260,6 +260,55 @@ def test_last_second_of_year_9999_is_accepted() -> None:
     assert readings[0].ts == 253_402_300_799.0
 
 
+# --- timestamps ahead of the receiving clock (issue #19) -----------------------------------
+
+
+def _skewed(skew: float = 300.0, *streams: StreamConfig) -> MessageParser:
+    return MessageParser(
+        streams or [_json_stream()], max_payload_bytes=65_536, max_future_skew=skew
+    )
+
+
+@pytest.mark.parametrize(
+    "ts",
+    ["9999-12-31T00:00:00Z", 99_999_999_999, NOW + 301],
+    ids=["iso-9999", "epoch-year-5138", "just-past-the-skew"],
+)
+def test_a_timestamp_beyond_the_skew_is_rejected_as_future(ts: Any) -> None:
+    rejected = _one_reject(_good(ts=ts), _skewed())
+    assert rejected.reason is RejectReason.FUTURE_TIMESTAMP
+    assert "ahead of the receiving clock" in rejected.detail
+    assert "ingest.max_future_skew" in rejected.detail
+    assert rejected.payload_head  # logged with the payload, like every rejection
+
+
+def test_a_timestamp_within_the_skew_or_in_the_past_is_accepted() -> None:
+    for ts in (NOW + 300, NOW, NOW - 86_400 * 365):
+        readings, rejected = _parse(_good(ts=ts), _skewed())
+        assert rejected == []
+        assert [r.ts for r in readings] == [float(ts)]
+
+
+def test_only_the_future_elements_of_an_array_are_rejected() -> None:
+    doc = [_good(ts=NOW - 1), _good(ts="9999-12-31T00:00:00Z"), _good(ts=NOW)]
+    readings, rejected = _parse(doc, _skewed())
+    assert [r.ts for r in readings] == [NOW - 1, NOW]
+    assert [r.reason for r in rejected] == [RejectReason.FUTURE_TIMESTAMP]
+
+
+def test_a_future_senml_record_is_rejected_and_relative_times_count_from_arrival() -> None:
+    stream = _senml_stream(["temp"])
+    parser = _skewed(60.0, stream)
+    future = [{"bn": "x", "n": "temp", "t": NOW + 3600, "v": 1.0}, {"n": "temp", "t": -5, "v": 2}]
+    readings, rejected = parser.parse(ENV_TOPIC, _raw(future), NOW)
+    assert [r.ts for r in readings] == [NOW - 5]  # relative: 5 s before arrival
+    assert [r.reason for r in rejected] == [RejectReason.FUTURE_TIMESTAMP]
+    ahead = [{"n": "temp", "t": 120, "v": 1.0}]  # relative, two minutes after arrival
+    assert [r.reason for r in parser.parse(ENV_TOPIC, _raw(ahead), NOW)[1]] == [
+        RejectReason.FUTURE_TIMESTAMP
+    ]
+
+
 # --- JSON: feature values -----------------------------------------------------------------
 
 

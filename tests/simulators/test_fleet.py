@@ -21,6 +21,7 @@ from simulators.fleet import (
     AnomalyEvent,
     FleetSimulator,
     SimReading,
+    default_start,
     encode,
     parse_start,
 )
@@ -235,6 +236,18 @@ def test_payload_encodings() -> None:
     assert parse_start("2024-01-01T00:00:00") == START
     assert parse_start("2024-01-01T01:00:00+01:00") == START
     assert parse_start("1704067200") == START
+
+
+def test_a_run_faster_than_real_time_starts_early_enough_to_end_now() -> None:
+    """A daemon refuses readings more than ingest.max_future_skew ahead of its clock (issue
+    #19): the default start keeps the last reading of a bounded run at the present."""
+    now = 1_800_000_000.0
+    # `make demo`: an hour at 40 readings/s of 1 simulated second each.
+    start = default_start(144_000, 1.0, 40.0, now)
+    assert start + 144_000 * 1.0 == pytest.approx(now + 3600, abs=1)  # the end, at the end
+    assert default_start(2400, 1.0, 0.0, now) == now - 2400  # as fast as possible
+    assert default_start(600, 1.0, 1.0, now) == now  # real time: from now on
+    assert default_start(None, 1.0, 40.0, now) == now  # unbounded: it cannot know
 
 
 @pytest.mark.integration

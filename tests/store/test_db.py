@@ -10,7 +10,14 @@ import pytest
 from sqlalchemy import text
 
 from sentinel.errors import StoreError
-from sentinel.records import Ack, AlertStatus, DeviceProgress, FeatureContribution, WriteBatch
+from sentinel.records import (
+    Ack,
+    AlertStatus,
+    DeviceProgress,
+    DeviceReset,
+    FeatureContribution,
+    WriteBatch,
+)
 from sentinel.store import AlertStore
 from sentinel.store.db import normalize_url
 
@@ -137,6 +144,20 @@ def test_device_progress_keeps_max_ts_and_running_total(store: AlertStore) -> No
         ("pump", "p1"): make_progress("p1", exact + 2, 17),
         ("pump", "p2"): make_progress("p2", T0, 1),
     }
+
+
+def test_device_progress_of_some_devices_of_one_stream(store: AlertStore) -> None:
+    """What the daemon recalls for devices it does not hold: one query per stream, bounded
+    IN lists however many devices a pass brings."""
+    names = [f"p{i:04d}" for i in range(1200)]
+    progress = tuple(make_progress(name, T0 + i, i + 1) for i, name in enumerate(names))
+    other = DeviceProgress("fan", "p0001", T0, 7)
+    store.write([WriteBatch(progress=(*progress, other))])
+    wanted = {*names[::2], "never-seen"}
+    found = store.device_progress("pump", wanted)
+    assert found == {("pump", p.device): p for p in progress[::2]}
+    assert store.device_progress("fan", ["p0001", "p0002"]) == {("fan", "p0001"): other}
+    assert store.device_progress("pump", []) == {}
 
 
 def test_alerts_and_progress_commit_together(store: AlertStore) -> None:
@@ -279,3 +300,70 @@ def test_store_must_be_opened_first(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="open"):
         store.list_alerts()
     assert not (tmp_path / "x.db").exists()  # the constructor did no I/O
+
+
+def test_a_reset_deletes_the_progress_before_it_and_keeps_what_follows(
+    store: AlertStore,
+) -> None:
+    """Issue #19: a far-future last_ts blinds a device until an operator resets it; the
+    reset is ordered with the daemon's progress around it, even within one commit."""
+    future = 253_402_214_400.0  # 9999-12-31
+    store.write([WriteBatch(progress=(make_progress("p1", future, 5), make_progress("p2")))])
+    reset = DeviceReset("pump", "p1", T0 + 60, "far-future ts from a bad publisher")
+    store.write(
+        [
+            WriteBatch(progress=(make_progress("p1", future, 6),)),  # queued before the reset
+            WriteBatch(resets=(reset,)),
+            WriteBatch(progress=(make_progress("p1", T0 + 61, 1),)),
+        ]
+    )
+    assert store.device_progress() == {
+        ("pump", "p1"): make_progress("p1", T0 + 61, 1),
+        ("pump", "p2"): make_progress("p2"),
+    }
+    [event] = store.audit_events(device="p1")
+    assert (event["kind"], event["stream"]) == ("device_reset", "pump")
+    assert event["detail"] == {
+        "last_ts": future,
+        "readings": 5,
+        "note": "far-future ts from a bad publisher",
+    }
+    assert event["at"] == _utc(T0 + 60).isoformat()
+
+
+def test_reset_devices_without_a_daemon_deletes_and_audits(store: AlertStore) -> None:
+    store.write([WriteBatch(progress=(make_progress("p1"), make_progress("p2")))])
+    assert store.reset_devices("pump", ["p1", "never-seen"], note="by hand") == 1
+    assert set(store.device_progress()) == {("pump", "p2")}
+    events = store.audit_events()
+    assert sorted(e["device"] for e in events) == ["never-seen", "p1"]
+    assert all(e["kind"] == "device_reset" for e in events)
+
+
+def test_devices_lists_stored_state_with_open_alerts(store: AlertStore) -> None:
+    store.write(
+        [
+            WriteBatch(
+                alerts=(
+                    make_alert("a-1", device="p2"),
+                    make_alert("a-2", device="p2", status=AlertStatus.CLOSED, ended_at=T0),
+                ),
+                progress=(
+                    make_progress("p2", T0 + 2, 9),
+                    make_progress("p1", T0 + 1, 3),
+                    DeviceProgress("fan", "f1", T0, 1),
+                ),
+            )
+        ]
+    )
+    records = store.devices()
+    assert [(r.stream, r.device, r.readings, r.open_alerts) for r in records] == [
+        ("fan", "f1", 1, 0),
+        ("pump", "p1", 3, 0),
+        ("pump", "p2", 9, 1),
+    ]
+    assert [r.device for r in store.devices("pump")] == ["p1", "p2"]
+    data = records[2].to_dict()
+    assert data["last_ts"] == T0 + 2
+    assert data["last_reading_at"] == _utc(T0 + 2).isoformat()
+    assert data["updated_at"].endswith("+00:00")  # written in UTC, read back aware

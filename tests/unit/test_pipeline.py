@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from sentinel.config import SentinelConfig
 from sentinel.pipeline import Pipeline
-from sentinel.records import Ack, AlertStatus, Delivery, Reading, WriteBatch
+from sentinel.records import Ack, AlertStatus, Delivery, DeviceProgress, Reading, WriteBatch
 from sentinel.training import TrainingJob
 
 FEATURES = ["x", "y"]
@@ -120,9 +120,11 @@ def test_every_ack_is_passed_on_once_in_arrival_order() -> None:
 
 
 def test_restart_continues_from_committed_progress() -> None:
-    from sentinel.records import DeviceProgress
-
-    h = Harness({"pump": FakeDetector()}, progress=[DeviceProgress("pump", "a", 10.0, 10)])
+    stored = {("pump", "a"): DeviceProgress("pump", "a", 10.0, 10)}
+    h = Harness(
+        {"pump": FakeDetector()},
+        recall=lambda stream, devices: {k: p for k, p in stored.items() if k[1] in devices},
+    )
     h.run([delivery("a", 9, 0), delivery("a", 10, 0), delivery("a", 11, 0)])
     assert h.pipeline.rejections.as_dict() == {"duplicate": 1, "out_of_order": 1}
     last = [p for b in h.batches for p in b.progress][-1]
@@ -319,3 +321,154 @@ def test_a_snapshot_for_another_model_is_not_restored(tmp_path: Path) -> None:
     pipeline = snapshotting(make_config(), snapshot)
     assert pipeline._thresholds.snapshot("pump") == {}
     assert snapshot.exists()  # stale, not corrupt: left in place
+
+
+# -- devices in memory (issue #19) ----------------------------------------------------------
+
+
+class FakeStore:
+    """The store's device_state, as the writer would leave it after each batch."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Any] = {}
+        self.recalls: list[tuple[str, set[str]]] = []
+
+    def recall(self, stream: str, devices: Any) -> dict[tuple[str, str], Any]:
+        self.recalls.append((stream, set(devices)))
+        return {k: p for k, p in self.rows.items() if k[0] == stream and k[1] in devices}
+
+    def sink(self, batch: WriteBatch) -> None:
+        for p in batch.progress:
+            self.rows[(p.stream, p.device)] = p
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_new_device_beyond_max_devices_is_refused_counted_and_acknowledged() -> None:
+    config = make_config(
+        streams=[{"name": "pump", "topic": "p/{device}", "features": FEATURES, "max_devices": 2}]
+    )
+    h = Harness({"pump": FakeDetector()}, config)
+    h.run(
+        [
+            delivery("a", 1, 0.1, mid=1),
+            delivery("b", 1, 0.1, mid=2),
+            delivery("c", 1, 0.1, mid=3),  # the third device: refused
+            delivery("a", 2, 0.1, mid=4),  # the held ones keep working
+            delivery("c", 2, 0.1, mid=5),
+        ]
+    )
+    assert h.pipeline.rejections.as_dict() == {"device_limit": 2}
+    assert [a.mid for b in h.batches for a in b.acks] == [1, 2, 3, 4, 5]
+    progress = {p.device: p.readings for b in h.batches for p in b.progress}
+    assert progress == {"a": 2, "b": 1}
+    assert h.pipeline.devices_held() == {"pump": 2}
+
+
+def test_an_idle_device_leaves_memory_and_returns_with_its_stored_state() -> None:
+    store = FakeStore()
+    config = make_config(
+        windows={"length": 4, "hop": 1, "max_gap": 0.2}, ingest={"device_idle": 0.2}
+    )
+    pipeline = Pipeline(
+        config,
+        sink=store.sink,
+        request_training=lambda job: None,
+        models={"pump": FakeDetector()},  # type: ignore[dict-item]
+        recall=store.recall,
+    )
+    pipeline.start()
+    try:
+        for t in range(20):  # 10 ms apart: within max_gap, so windows are scored
+            assert pipeline.offer(delivery("a", t / 100, 0.1))
+        wait_for(
+            lambda: (
+                store.rows.get(("pump", "a")) is not None
+                and store.rows[("pump", "a")].readings == 20
+            ),
+            "a's readings",
+        )
+        wait_for(lambda: pipeline.devices_held() == {"pump": 0}, "a's eviction")
+        assert pipeline.stats.evicted == 1
+        assert pipeline._streams["pump"].windows.devices == 0
+        assert pipeline._thresholds.snapshot("pump")["a"]["normal_seen"] > 0  # parked
+        # Back: its last timestamp came from the store, so a redelivery is a duplicate, and
+        # its count goes on.
+        assert pipeline.offer(delivery("a", 0.19, 0.1))
+        assert pipeline.offer(delivery("a", 0.20, 0.1))
+        wait_for(lambda: store.rows[("pump", "a")].readings == 21, "a's return")
+    finally:
+        pipeline.stop()
+    assert pipeline.rejections.as_dict() == {"duplicate": 1}
+    assert ("pump", {"a"}) in store.recalls
+
+
+def test_a_device_with_an_open_alert_stays_in_memory() -> None:
+    config = make_config(
+        windows={"length": 4, "hop": 1, "max_gap": 0.2}, ingest={"device_idle": 0.2}
+    )
+    h = Harness({"pump": FakeDetector()}, config)
+    h.pipeline.start()
+    try:
+        for t in range(8):
+            assert h.pipeline.offer(delivery("alerting", t / 100, 9.0))  # anomalous: opens
+        for t in range(8):
+            assert h.pipeline.offer(delivery("quiet", t / 100, 0.1))
+        wait_for(lambda: h.pipeline.stats.evicted == 1, "the quiet device's eviction")
+    finally:
+        h.pipeline.stop()
+    assert h.pipeline.devices_held() == {"pump": 1}
+    assert h.alerts
+    assert h.alerts[-1].status is AlertStatus.OPEN
+    assert ("pump", "alerting") in h.pipeline._devices
+
+
+def test_a_reset_device_takes_its_next_reading_before_the_store_forgot_it() -> None:
+    """The writer deletes the stored row in order, but perhaps after the next pass: the
+    worker must not recall the stale far-future last_ts in between."""
+    store = FakeStore()
+    store.rows[("pump", "a")] = DeviceProgress("pump", "a", 253_402_214_400.0, 9)
+    batches: list[WriteBatch] = []
+
+    def sink(batch: WriteBatch) -> None:
+        batches.append(batch)
+        store.sink(batch)  # progress only: the stale row stays
+
+    pipeline = Pipeline(
+        make_config(),
+        sink=sink,
+        request_training=lambda job: None,
+        models={"pump": FakeDetector()},  # type: ignore[dict-item]
+        recall=store.recall,
+    )
+    pipeline.start()
+    try:
+        assert pipeline.offer(delivery("a", 100.0, 0.1))
+        wait_for(lambda: pipeline.rejections.as_dict() == {"out_of_order": 1}, "a blinded")
+        assert pipeline.reset_devices("pump", ["a", "b"], note="bad ts") == ["a"]
+        assert pipeline.offer(delivery("a", 101.0, 0.1))
+        wait_for(lambda: store.rows[("pump", "a")].last_ts == 101.0, "a's reading taken")
+    finally:
+        pipeline.stop()
+    resets = [r for b in batches for r in b.resets]
+    assert [(r.stream, r.device, r.note) for r in resets] == [
+        ("pump", "a", "bad ts"),
+        ("pump", "b", "bad ts"),
+    ]
+    assert store.rows[("pump", "a")].readings == 1
+    assert len(store.recalls) == 1  # only before the reset
+
+
+def test_device_idle_is_never_shorter_than_the_window_gap() -> None:
+    """A config from before ingest.device_idle with a longer windows.max_gap still loads,
+    and a device is kept while its partial window could still be completed."""
+    config = make_config(windows={"length": 4, "hop": 1, "max_gap": 7200})
+    assert config.ingest.device_idle < 7200
+    assert Harness({"pump": FakeDetector()}, config).pipeline._idle_after() == 7200
+    off = make_config(ingest={"device_idle": 0})
+    assert Harness({"pump": FakeDetector()}, off).pipeline._idle_after() == 0

@@ -172,3 +172,18 @@ def test_a_smaller_history_on_reload_keeps_the_newest_readings() -> None:
     scale = check.scale("pump", "p1")
     assert scale is not None
     assert scale[1] == pytest.approx(0.2, rel=0.3)
+
+
+def test_a_parked_device_keeps_its_noise_scale_and_judges_at_once_when_back() -> None:
+    check = SpikeCheck(SpikesConfig(), HOP)
+    run(check, noisy(2000))
+    scale = check.scale("pump", "p1")
+    saved = check.snapshot("pump")
+    assert check.park(()) == 1
+    assert check._devices == {}
+    assert check.snapshot("pump") == saved
+    spike = noisy(40, seed=9)
+    spike[20, 1] += 3.0
+    batch = windows(spike)
+    assert any(h is not None for h in check.check("pump", ["p1"] * len(batch), batch))
+    np.testing.assert_allclose(check.scale("pump", "p1"), scale)

@@ -165,3 +165,37 @@ def test_without_adapt_spot_keeps_its_fitted_threshold() -> None:
     ]
     assert drift[-1].threshold == first
     assert np.mean([v.is_anomaly for v in drift[-500:]]) > 0.5  # the drift is not followed
+
+
+def test_a_parked_device_comes_back_with_the_threshold_it_had() -> None:
+    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50))
+    rng = np.random.default_rng(5)
+    for v in rng.uniform(0, 1, 40):
+        bank.judge(score(float(v), "a"), fallback=100.0)
+        bank.judge(score(float(v), "b"), fallback=100.0)
+    before = bank.snapshot("pump")
+    assert bank.park({("pump", "b")}) == 1
+    assert set(bank._devices) == {("pump", "b")}
+    assert bank.snapshot("pump") == before  # still saved with the others
+    live = ThresholdBank(bank.config)
+    live.restore("pump", {"a": before["a"]})
+    for value in (0.5, 0.95, 3.0):
+        back, kept = (b.judge(score(value, "a"), fallback=100.0) for b in (bank, live))
+        assert (back.threshold, back.is_anomaly, back.state) == (
+            kept.threshold,
+            kept.is_anomaly,
+            kept.state,
+        )
+        assert back.state is not None
+        assert back.state.warm
+    assert ("pump", "a") in bank._devices
+
+
+def test_a_parked_device_is_forgotten_with_its_stream() -> None:
+    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50))
+    for _ in range(20):
+        bank.judge(score(1.0, "a"), fallback=100.0)
+    bank.park(())
+    bank.reset_stream("pump")
+    assert bank.snapshot("pump") == {}
+    assert bank.judge(score(1.0, "a"), fallback=100.0).threshold == 100.0
