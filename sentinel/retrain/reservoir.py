@@ -36,6 +36,11 @@ log = structlog.get_logger(__name__)
 
 _PRUNE_EVERY = 2_000  # inserts between prunes: bounds the overshoot, amortises the DELETE
 _LOSS_LOG_INTERVAL = 60.0  # seconds between reservoir_write_failed lines of one stream
+# Exclusion spans kept per stream while writes fail (~100 bytes each): a disk that stays full
+# for days must not grow the worker without bound; the newest are kept.
+_PENDING_MAX = 100_000
+
+Span = tuple[str, float, float]  # (device, start, end) in reading time
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -155,21 +160,29 @@ class Reservoir:
 
     # -- writing (the pipeline worker) ----------------------------------------------------
 
+    def excluded_spans(self, flagged: Sequence[Window], alerts: Sequence[Alert]) -> list[Span]:
+        """The (device, start, end) spans that anomalous windows and alerts leave out of
+        training, each widened by the reservoir's margin."""
+        m = self._margin
+        spans = [(w.device, w.start_ts - m, w.end_ts + m) for w in flagged]
+        spans += [(a.device, a.started_at - m, (a.ended_at or a.updated_at) + m) for a in alerts]
+        return spans
+
     def add(
         self,
         readings: Sequence[Reading],
         flagged: Sequence[Window] = (),
         alerts: Sequence[Alert] = (),
-        accepted: Sequence[tuple[str, float, float]] = (),
+        accepted: Sequence[Span] = (),
+        excluded: Sequence[Span] = (),
     ) -> None:
-        """Store readings, the spans to leave out and the (device, start, end) spans
-        accepted as a new normal, in one transaction."""
-        if not readings and not flagged and not alerts and not accepted:
+        """Store readings, the spans to leave out (of ``flagged`` windows, ``alerts``, and
+        ``excluded`` as given) and the (device, start, end) spans accepted as a new normal,
+        in one transaction."""
+        spans = [*excluded, *self.excluded_spans(flagged, alerts)]
+        if not readings and not spans and not accepted:
             return
         conn = self._db()
-        m = self._margin
-        spans = [(w.device, w.start_ts - m, w.end_ts + m) for w in flagged]
-        spans += [(a.device, a.started_at - m, (a.ended_at or a.updated_at) + m) for a in alerts]
         before = conn.total_changes
         with conn:
             conn.executemany(
@@ -332,7 +345,10 @@ class ReservoirTap:
 
     A write that fails (a full disk, an unwritable state directory) costs that stream the
     pass's readings and nothing else: they are counted in ``lost`` (``/metrics``), and
-    logged at most once a minute per stream, since such a failure repeats every pass.
+    logged at most once a minute per stream, since such a failure repeats every pass. The
+    pass's exclusions and accepted spans are kept and written with the next write that
+    succeeds: an anomalous window also covers readings stored by earlier passes, which
+    would otherwise train the next model (up to ``_PENDING_MAX`` spans per stream).
     """
 
     def __init__(
@@ -343,6 +359,8 @@ class ReservoirTap:
         # Readings per stream that a failed write left out; the keys never change, so
         # /metrics may read it from another thread.
         self.lost = dict.fromkeys(reservoirs, 0)
+        # Per stream, the spans a failed write could not store: (excluded, accepted).
+        self._pending: dict[str, tuple[list[Span], list[Span]]] = {}
 
     def count(self, stream: str) -> int:
         reservoir = self._reservoirs.get(stream)
@@ -361,10 +379,14 @@ class ReservoirTap:
             spans = [a for a in alerts if a.stream == stream]
             accepted = [_accepted_span(e) for e in audit if e.stream == stream]
             new_normal = [a for a in accepted if a is not None]
-            if mine or windows or spans or new_normal:
+            excluded, kept_normal = self._pending.pop(stream, ([], []))
+            excluded += reservoir.excluded_spans(windows, spans)
+            new_normal = kept_normal + new_normal
+            if mine or excluded or new_normal:
                 try:
-                    reservoir.add(mine, windows, spans, new_normal)
+                    reservoir.add(mine, accepted=new_normal, excluded=excluded)
                 except (sqlite3.Error, OSError) as err:
+                    self._pending[stream] = (excluded[-_PENDING_MAX:], new_normal[-_PENDING_MAX:])
                     self._write_failed(stream, reservoir, len(mine), err)
 
     def _write_failed(self, stream: str, reservoir: Reservoir, lost: int, err: Exception) -> None:
@@ -385,7 +407,7 @@ class ReservoirTap:
             reservoir.close()
 
 
-def _accepted_span(event: AuditEvent) -> tuple[str, float, float] | None:
+def _accepted_span(event: AuditEvent) -> Span | None:
     """(device, change, re-baseline) of a threshold re-baseline; None for other events."""
     if event.kind != "threshold_rebaselined":
         return None

@@ -134,3 +134,25 @@ def test_a_full_disk_costs_only_its_streams_readings_counted_and_logged_sparingl
     assert failed[0]["path"] == str(tmp_path / "pump.sqlite")
     pump.close()
     fan.close()
+
+
+def test_exclusions_a_full_disk_refused_are_written_once_it_has_room(tmp_path: Path) -> None:
+    """A flagged window also covers readings that earlier passes stored. When the pass
+    that flagged it cannot be written, its exclusion waits for the next write that can:
+    dropped with the pass's readings, it let anomalous readings train the next model."""
+    res = _reservoir(tmp_path / "pump.sqlite", margin=0.0)
+    tap = ReservoirTap({"pump": res})
+    tap.observe(_readings("d1", 0, 100), [], [])  # stored before the disk filled
+    pages = res._db().execute("PRAGMA max_page_count").fetchone()[0]
+    _disk_full(res)
+    flagged = Window("pump", "d1", 80.0, 99.0, np.zeros((20, 2)))
+    tap.observe(_readings("d1", 100, 1000), [flagged], [])
+    assert tap.lost == {"pump": 1000}
+    res._db().execute(f"PRAGMA max_page_count = {pages}")  # room again
+    tap.observe(_readings("d1", 1100, 50), [], [])
+    data = res.clean_data(window=4, max_gap=2, holdout_fraction=0.25)
+    res.close()
+    kept = np.concatenate([r.ts for r in data.train + data.holdout])
+    assert not np.any((kept >= 80) & (kept <= 99)), "the flagged readings would train a model"
+    assert np.any(kept == 79)
+    assert np.any(kept == 1100)
