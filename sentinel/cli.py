@@ -138,17 +138,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace) -> AlertStore:
+def _store(args: argparse.Namespace, *, migrating: bool = False) -> AlertStore:
+    """The database a command reads or changes. Only ``migrate`` creates one; the others
+    need the daemon's schema, at its newest revision, and say what to run when it is not."""
     from sentinel.store import AlertStore
 
     url = args.database if getattr(args, "database", None) else _load(args).database_url
     store = AlertStore(url)
-    store.open()
+    store.open(create=migrating)
+    if not migrating:
+        try:
+            store.check_schema()
+        except SentinelError:
+            store.close()
+            raise
     return store
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _store(args, migrating=True)
     try:
         store.migrate()
     finally:

@@ -126,8 +126,9 @@ def _cmd_reset(load: Loader) -> Callable[[argparse.Namespace], int]:
         if not args.devices and not args.future:
             raise ConfigError("name the devices to reset, or give --future")
         store = AlertStore(config.database_url)
-        store.open()
+        store.open(create=False)
         try:
+            store.check_schema()
             devices = list(dict.fromkeys(args.devices))
             if args.future:
                 horizon = time.time() + config.ingest.max_future_skew

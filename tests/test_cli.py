@@ -336,3 +336,44 @@ def test_state_is_created_private_whatever_the_callers_umask(tmp_path: Path) -> 
         os.umask(previous)
     assert stat.S_IMODE(state.stat().st_mode) == 0o750
     assert stat.S_IMODE((state / "sentinel.db").stat().st_mode) == 0o640
+
+
+def test_commands_before_the_first_start_say_what_to_run_and_create_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's `alerts list` before the daemon ever ran met a raw SQL error ("no such
+    table: alerts") and left an empty sentinel.db behind."""
+    db = tmp_path / "state" / "sentinel.db"
+    url = f"sqlite:///{db}"
+    for args in (["alerts", "list"], ["alerts", "show", "1"], ["devices", "list"]):
+        assert main([*args, "--database", url]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: no database at {db} yet"), err
+        assert "sentinel migrate" in err
+        assert "SELECT" not in err
+    assert not db.exists()
+    assert not db.parent.exists()
+
+
+def test_a_schema_behind_this_version_asks_for_a_migration(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from sentinel.store.db import MIGRATIONS_DIR
+
+    store = AlertStore(database_url)
+    store.open()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")  # what an older sentinel left
+    store.close()
+    assert main(["alerts", "list", "--database", database_url]) == 1
+    err = capsys.readouterr().err
+    assert "schema revision 0003" in err
+    assert "run `sentinel migrate`" in err
+    assert main(["migrate", "--database", database_url]) == 0
+    assert main(["alerts", "list", "--database", database_url]) == 0

@@ -18,6 +18,8 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import (
     Engine,
@@ -73,6 +75,16 @@ def _migrations_dir() -> Path:
 
 
 MIGRATIONS_DIR = _migrations_dir()
+_NO_SCHEMA_HINT = (
+    "the daemon creates it at its first start (`sentinel run`), or `sentinel migrate` now"
+)
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    # Config values are %-interpolated; a path may contain '%'.
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    return cfg
 
 _ACTIVE = (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value)
 _ENDED = (AlertStatus.CLOSED.value, AlertStatus.RESOLVED.value)
@@ -361,9 +373,21 @@ class AlertStore:
             raise RuntimeError("AlertStore.open() has not been called")
         return self._engine
 
-    def open(self) -> None:
+    def open(self, *, create: bool = True) -> None:
+        """Connect. ``create=False`` (commands that read what the daemon wrote) refuses a
+        SQLite file that does not exist instead of creating an empty one."""
         if self._engine is not None:
             return
+        database = self._url.database
+        if (
+            not create
+            and self.dialect == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+            and not Path(database).expanduser().exists()
+        ):
+            raise StoreError(f"no database at {database} yet: {_NO_SCHEMA_HINT}")
         try:
             if self.dialect == "sqlite":
                 self._engine = self._sqlite_engine()
@@ -387,11 +411,35 @@ class AlertStore:
             self._engine.dispose()
             self._engine = None
 
+    def check_schema(self) -> None:
+        """Raise StoreError, saying what to run, unless the schema is at the newest
+        revision: a command run before the daemon's first start, or after an upgrade the
+        daemon has not started on yet, met raw SQL errors ("no such table: alerts")."""
+        try:
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except SQLAlchemyError as err:
+            raise StoreError(f"cannot read database {self.url}: {err}") from err
+        scripts = ScriptDirectory.from_config(_alembic_config())
+        head = scripts.get_current_head()
+        if current == head:
+            return
+        if current is None:
+            raise StoreError(f"{self.url} holds no Sentinel schema yet: {_NO_SCHEMA_HINT}")
+        known = {rev.revision for rev in scripts.walk_revisions()}
+        if current not in known:
+            raise StoreError(
+                f"{self.url} has schema revision {current}, which this version of sentinel "
+                f"does not know (newest it knows: {head}): it was written by a newer sentinel"
+            )
+        raise StoreError(
+            f"{self.url} has schema revision {current}; this version of sentinel needs "
+            f"{head}: run `sentinel migrate` (the daemon also migrates at its start)"
+        )
+
     def migrate(self) -> None:
         """Bring the schema up to the newest revision (``alembic upgrade head``)."""
-        cfg = Config()
-        # Config values are %-interpolated; a path may contain '%'.
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        cfg = _alembic_config()
         try:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
