@@ -29,8 +29,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.config import SentinelConfig
-from sentinel.pipeline import Pipeline
 from sentinel.records import Delivery, Reading, WriteBatch
+from sentinel.worker.pipeline import Pipeline
 
 FEATURES = ["flow", "pressure", "current", "temperature", "vibration", "voltage"]
 # Seconds: the benchmark's ingest.device_idle (and windows.max_gap); longer than a flood

@@ -3,7 +3,7 @@
 Writes a synthetic recording (one device, four coupled channels, a reading a second), trains
 one model on its first rows, then times, on the same machine in the same run:
 
-* ``replay``: ``sentinel.replay.replay`` with that model (CSV parsed beforehand; the output
+* ``replay``: ``sentinel.offline.replay.replay`` with that model (CSV parsed beforehand; the output
   CSV written): windows, model, thresholds, spike and level checks, alert logic;
 * ``ceiling``: the detector's ``score`` alone over the same windows in batches of 256, the
   most a replay could go if everything around the model cost nothing.
@@ -29,10 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.config import load_config
-from sentinel.csvdata import read_feature_csv
 from sentinel.logs import configure_logging
 from sentinel.model import train_detector, training_options
-from sentinel.replay import replay
+from sentinel.offline.csvdata import read_feature_csv
+from sentinel.offline.replay import replay
 
 TRAIN_ROWS = 2000
 CONFIG = """

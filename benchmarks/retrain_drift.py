@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sentinel.config import SentinelConfig, ThresholdConfig
 from sentinel.logs import configure_logging
 from sentinel.model import Detector, train_detector, training_options
-from sentinel.pipeline import Pipeline, PipelineTap
 from sentinel.records import Alert, AuditEvent, Delivery, Reading, Verdict, Window
 from sentinel.retrain.clock import DataClockRetrainer
+from sentinel.worker.pipeline import Pipeline, PipelineTap
 from simulators.fleet import DAY, FEATURES, AnomalyEvent, FleetSimulator
 
 _PASS = 64  # simulator steps per pipeline pass (the daemon drains up to 256 deliveries)

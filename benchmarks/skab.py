@@ -3,7 +3,7 @@
 Per file, the first 400 rows train (assumed normal, labels unseen) and the rest are
 scored online through ``sentinel replay``'s code -- the daemon's own windows, model,
 thresholds and alert logic. Point metrics (F1, FAR, MAR) are pooled over the test rows of
-all 34 files; the NAB changepoint score follows SKAB's scorer (sentinel.evaluation).
+all 34 files; the NAB changepoint score follows SKAB's scorer (sentinel.offline.evaluation).
 Detectors side by side in one run: the LSTM autoencoder and two baselines through the
 same pipeline. Configuration: benchmarks/skab.toml, the same for every file (no per-file
 tuning).
@@ -31,8 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.config import config_to_toml, load_config
-from sentinel.csvdata import read_feature_csv
-from sentinel.evaluation import (
+from sentinel.logs import configure_logging
+from sentinel.offline.csvdata import read_feature_csv
+from sentinel.offline.evaluation import (
     EventMetrics,
     NabScores,
     PointMetrics,
@@ -43,8 +44,7 @@ from sentinel.evaluation import (
     nab_scores,
     pooled_point_metrics,
 )
-from sentinel.logs import configure_logging
-from sentinel.replay import replay
+from sentinel.offline.replay import replay
 
 TRAIN_ROWS = 400
 DETECTORS = ("lstm_ae", "hst", "zscore")

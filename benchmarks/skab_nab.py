@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.evaluation import (
+from sentinel.offline.evaluation import (
     NabFile,
     Placement,
     changepoints_from_predictions,

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.evaluation import PointMetrics, pooled_point_metrics
+from sentinel.offline.evaluation import PointMetrics, pooled_point_metrics
 
 TRAIN_ROWS = 400
 

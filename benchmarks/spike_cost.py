@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from sentinel.config import SpikesConfig
+from sentinel.judge.spikes import SpikeCheck
 from sentinel.model.detector import Calibration, Detector, ModelMeta
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.scaler import Scaler
-from sentinel.spikes import SpikeCheck
 
 WINDOW, FEATURES, HOP = 32, 6, 4
 

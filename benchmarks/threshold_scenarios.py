@@ -42,7 +42,7 @@ import torch
 from sentinel.config import SentinelConfig
 from sentinel.logs import configure_logging
 from sentinel.model import train_detector, training_options
-from sentinel.pipeline import Pipeline
+from sentinel.worker.pipeline import Pipeline
 from simulators.fleet import FEATURES, FleetSimulator
 from simulators.regimes import CHANGE_KINDS, Evaluation, Recorder, RegimeChange, RegimeScenario
 

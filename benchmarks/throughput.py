@@ -26,8 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.app import SentinelApp
 from sentinel.config import SentinelConfig
+from sentinel.daemon.app import SentinelApp
 from simulators.broker import PrivateBroker, Publisher
 from simulators.fleet import FEATURES, FleetSimulator, encode
 from tests.e2e_helpers import (

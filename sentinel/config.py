@@ -390,7 +390,7 @@ class ThresholdConfig(Section):
 
 
 class SpikesConfig(Section):
-    """Per-reading spike check beside the model (see sentinel/spikes.py)."""
+    """Per-reading spike check beside the model (see sentinel/judge/spikes.py)."""
 
     enabled: bool = Field(
         default=True,
@@ -439,7 +439,7 @@ class SpikesConfig(Section):
 
 
 class LevelsConfig(Section):
-    """Window-level check beside the model (see sentinel/model/levels.py, sentinel/levels.py)."""
+    """Window-level check beside the model (sentinel/model/levels.py, sentinel/judge/levels.py)."""
 
     enabled: bool = Field(
         default=False,

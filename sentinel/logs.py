@@ -1,14 +1,19 @@
-"""structlog set-up: readable lines on a terminal, JSON lines under systemd or in files."""
+"""structlog set-up (readable lines on a terminal, JSON lines under systemd or in files), and
+a throttle for log lines a repeating failure would flood."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["Throttle", "configure_logging"]
 
 
 def configure_logging(
@@ -54,3 +59,24 @@ def configure_logging(
     # paho and alembic are chatty at INFO; their warnings still come through.
     for noisy in ("alembic", "paho", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+@dataclass
+class Throttle:
+    """Lets one event per key through every ``interval`` seconds and counts the rest, for
+    log lines that a failure repeated on every message or pass would otherwise flood."""
+
+    interval: float
+    clock: Callable[[], float] = time.monotonic
+    _last: dict[Hashable, float] = field(default_factory=dict)
+    _suppressed: Counter[Hashable] = field(default_factory=Counter)
+
+    def allow(self, key: Hashable) -> int | None:
+        """None: stay quiet. Else log now; the number is how many were held back since."""
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] += 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)

@@ -14,10 +14,14 @@ import shutil
 import sys
 from typing import IO, TYPE_CHECKING
 
+import structlog
+
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-__all__ = ["progress_bar"]
+__all__ = ["progress_bar", "progress_reporter"]
+
+log = structlog.get_logger(__name__)
 
 
 def progress_bar(
@@ -37,3 +41,35 @@ def progress_bar(
         dynamic_ncols=tty,
         ncols=None if tty else shutil.get_terminal_size().columns - 1,
     )
+
+
+class _Progress:
+    """A tqdm bar on a terminal, one log line per epoch elsewhere."""
+
+    def __init__(self, stream: str, epochs: int) -> None:
+        self._stream = stream
+        self._bar = None
+        if sys.stderr.isatty():
+            self._bar = progress_bar(epochs, f"training {stream}", "epoch")
+
+    def __call__(self, epoch: int, epochs: int, val_loss: float) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(val_loss=f"{val_loss:.4f}")
+        else:
+            log.info(
+                "training_progress",
+                stream=self._stream,
+                epoch=epoch,
+                epochs=epochs,
+                val_loss=round(val_loss, 6),
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def progress_reporter(stream: str, epochs: int) -> _Progress:
+    """A training progress callback: a bar on a terminal, log lines otherwise."""
+    return _Progress(stream, epochs)

@@ -140,7 +140,7 @@ class ThresholdState:
 
 @dataclass(frozen=True, slots=True)
 class SpikeHit:
-    """A window's most extreme spiking reading (sentinel.spikes)."""
+    """A window's most extreme spiking reading (sentinel.judge.spikes)."""
 
     feature: int  # index into the stream's features
     z: float  # |reading - local median| / the device's noise scale for that feature
@@ -155,7 +155,7 @@ class SpikeHit:
 
 @dataclass(frozen=True, slots=True)
 class LevelHit:
-    """A window's feature whose level is furthest off training's (sentinel.levels)."""
+    """A window's feature whose level is furthest off training's (sentinel.judge.levels)."""
 
     feature: int  # index into the stream's features
     z: float  # |window mean - training's mean of window means| / their standard deviation
@@ -178,10 +178,10 @@ class Verdict:
     # windows; 1.0 for normal ones.
     exceedance: float = 1.0
     state: ThresholdState | None = None
-    # Set when a reading of the window is a spike (sentinel.spikes): the window is then
+    # Set when a reading of the window is a spike (sentinel.judge.spikes): the window is then
     # anomalous whatever its score, and ``exceedance`` is the spike's where that is lower.
     spike: SpikeHit | None = None
-    # Set when the window's level of a feature is beyond ``[levels] k`` (sentinel.levels):
+    # Set when the window's level of a feature is beyond ``[levels] k`` (sentinel.judge.levels):
     # the window is then anomalous whatever its score, as for a spike.
     level: LevelHit | None = None
 

@@ -185,7 +185,7 @@ class RunRecord:
 
 
 class Recorder:
-    """Drives a ``sentinel.pipeline.Pipeline`` through ``process`` (no MQTT, no database)
+    """Drives a ``sentinel.worker.pipeline.Pipeline`` through ``process`` (no MQTT, no database)
     and records what it did. Build the pipeline with ``observer=recorder.observe``."""
 
     def __init__(self) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentinel.app import SentinelApp
 from sentinel.config import SentinelConfig
+from sentinel.daemon.app import SentinelApp
 from sentinel.model import ModelRegistry, train_detector, training_options
 from sentinel.store import AlertRecord, AlertStore
 from simulators.broker import PrivateBroker, Publisher

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from sentinel.app import EXIT_FATAL_CONNECTION
 from sentinel.config import config_to_toml
+from sentinel.daemon.app import EXIT_FATAL_CONNECTION
 from sentinel.records import AlertStatus
 from simulators.broker import PrivateBroker, find_mosquitto
 from simulators.fleet import FEATURES
@@ -167,8 +167,8 @@ def test_bad_credentials_stop_with_a_clear_error(
 
         from structlog.testing import capture_logs
 
-        from sentinel.app import SentinelApp
         from sentinel.config import SentinelConfig
+        from sentinel.daemon.app import SentinelApp
 
         app = SentinelApp(SentinelConfig.model_validate(config))
         with capture_logs() as logs:
@@ -193,8 +193,8 @@ def test_wrong_ca_stops_with_a_clear_error(
     credentials, and says which CA file failed to verify which broker."""
     import threading
 
-    from sentinel.app import SentinelApp
     from sentinel.config import SentinelConfig
+    from sentinel.daemon.app import SentinelApp
 
     broker, pki = tls_broker
     tls = {"enabled": True, "ca_file": str(pki.other_ca)}

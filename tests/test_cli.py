@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.cli import main, parse_since
+from sentinel.cli.main import main, parse_since
 from sentinel.model import ModelRegistry
 from sentinel.records import Alert, AlertStatus, FeatureContribution, WriteBatch
 from sentinel.store import AlertStore
@@ -276,7 +276,7 @@ def _without_torch(*args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in a Python where ``import torch`` fails, as on a box without it."""
     code = (
         "import sys; sys.modules['torch'] = None\n"  # makes every import of torch fail
-        "from sentinel.cli import main; sys.exit(main(sys.argv[1:]))"
+        "from sentinel.cli.main import main; sys.exit(main(sys.argv[1:]))"
     )
     return subprocess.run(
         [sys.executable, "-c", code, *args],

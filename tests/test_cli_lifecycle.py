@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.records import (
     Alert,
     AlertReason,

@@ -52,7 +52,7 @@ def test_unit_has_what_the_service_needs() -> None:
 
 def test_unit_creates_state_as_the_commands_do_by_hand() -> None:
     """The state's modes do not depend on how the daemon was started."""
-    from sentinel.cli import STATE_UMASK
+    from sentinel.cli.main import STATE_UMASK
 
     s = unit_settings()
     assert int(s["UMask"][0], 8) == STATE_UMASK

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.config import config_to_toml
 from sentinel.records import DeviceProgress, WriteBatch
 from sentinel.store import AlertStore

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
-from sentinel.app import EXIT_WRITER_GAVE_UP
+from sentinel.daemon.app import EXIT_WRITER_GAVE_UP
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import daemon_config, readings_committed, running_app, wait_for

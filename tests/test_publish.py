@@ -31,7 +31,7 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from sentinel.config import MqttConfig, PublishConfig
-from sentinel.publish import AlertPublisher
+from sentinel.publish.publisher import AlertPublisher
 from sentinel.records import AlertStatus, DeviceProgress, WriteBatch
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.outbox import OutboxPolicy, pending_events

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 
 pytestmark = pytest.mark.slow
 

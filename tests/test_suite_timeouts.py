@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.e2e_helpers import REPO
 
-_SUITE = '''
+_SUITE = """
 import time
 import pytest
 
@@ -28,7 +28,7 @@ def test_uses_the_model(trained_model):
 @pytest.mark.timeout(1)
 def test_a_hanging_body_still_times_out():
     time.sleep(30)
-'''
+"""
 
 
 def test_a_slow_session_fixture_does_not_count_against_the_first_test(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 The LSTM autoencoder is trained on clean simulated readings; the level shift must raise an
 alert, and re-baselining must end it within ``threshold.rebaseline_after`` plus the alert's
 closing time instead of alerting on. (DSPOT's lock-out without re-baselining is shown
-on synthetic scores in tests/unit/test_rebaseline.py: on this model's heavy-tailed scores
+on synthetic scores in tests/judge/test_rebaseline.py: on this model's heavy-tailed scores
 its moving mean sometimes creeps up to a shifted level by itself, sometimes not.)
 """
 
@@ -17,7 +17,7 @@ import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.model import train_detector, training_options
-from sentinel.pipeline import Pipeline
+from sentinel.worker.pipeline import Pipeline
 from simulators.fleet import FEATURES, FleetSimulator
 from simulators.regimes import Recorder, RegimeChange, RegimeScenario, evaluate
 

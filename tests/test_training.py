@@ -12,12 +12,12 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.config import SentinelConfig
 from sentinel.model import Detector, ModelMeta, ModelRegistry
 from sentinel.records import Reading
 from sentinel.retrain.job import open_reservoir, run_retrain
-from sentinel.training import Trainer, TrainingJob
+from sentinel.worker.coldstart import Trainer, TrainingJob
 from tests.retrain.helpers import make_config, normal
 from tests.retrain.test_versions import write_config
 

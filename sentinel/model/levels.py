@@ -16,7 +16,7 @@ Shewhart chart on window means whose limits come from the model's training data,
 follows the model: retraining on a new normal moves the limits with it.
 
 Features judged by their changes (``relative_features``) have no level to judge, and a
-feature constant in training (``sd_f`` 0) is not judged either. ``sentinel.levels`` turns
+feature constant in training (``sd_f`` 0) is not judged either. ``sentinel.judge.levels`` turns
 ``z`` into verdicts (``[levels]`` in the config).
 """
 

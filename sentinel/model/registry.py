@@ -21,7 +21,13 @@ from sentinel.atomic import write_atomically
 from sentinel.errors import ModelError
 from sentinel.model.detector import Detector
 
-__all__ = ["ACTIVE_FILE", "HISTORY_FILE", "STATUS_FILE", "ModelRegistry"]
+__all__ = [
+    "ACTIVE_FILE",
+    "HISTORY_FILE",
+    "STATUS_FILE",
+    "ModelRegistry",
+    "load_active_or_previous",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -215,3 +221,25 @@ class ModelRegistry:
         except OSError as err:
             # ACTIVE is already switched; only rollback loses a step, so do not fail.
             log.error("model_history_write_failed", path=str(path), error=str(err))
+
+
+def load_active_or_previous(
+    registry: ModelRegistry, stream: str, device: torch.device, max_batch: int
+) -> Detector | None:
+    """The active version; if it cannot be loaded (a corrupt file), the one active before
+    it, which then becomes active again. None when neither exists or loads."""
+    try:
+        return registry.load_active(stream, device, max_batch=max_batch)
+    except ModelError as err:
+        log.error("model_unusable", stream=stream, error=str(err))
+        previous = registry.previous_version(stream)
+        if previous is None:
+            raise
+    try:
+        detector = registry.load_version(stream, previous, device, max_batch=max_batch)
+    except ModelError as err:
+        log.error("model_unusable", stream=stream, version=previous, error=str(err))
+        raise
+    registry.activate(stream, previous, reason="active version could not be loaded")
+    log.warning("model_fell_back", stream=stream, version=previous)
+    return detector

@@ -21,6 +21,7 @@ import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.errors import DataError, ModelError
+from sentinel.judge.threshold import calibration_threshold
 from sentinel.model import (
     Detector,
     ModelRegistry,
@@ -30,7 +31,6 @@ from sentinel.model import (
 )
 from sentinel.retrain.promotion import EvalSet, Metrics, build_eval_set, decide, evaluate
 from sentinel.retrain.reservoir import CleanData, Reservoir, Run, reservoir_path
-from sentinel.threshold import calibration_threshold
 
 __all__ = ["RetrainOutcome", "config_hash", "open_reservoir", "run_retrain"]
 
@@ -295,6 +295,6 @@ def _fits(detector: Detector, config: SentinelConfig, stream: str) -> bool:
 
 
 def _progress(stream: str, epochs: int) -> Any:
-    from sentinel.training import progress_reporter
+    from sentinel.progress import progress_reporter
 
     return progress_reporter(stream, epochs)

@@ -63,9 +63,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from sentinel.config import SentinelConfig
+from sentinel.judge.threshold import calibration_threshold
 from sentinel.model import Detector
 from sentinel.model.train import make_windows
-from sentinel.threshold import calibration_threshold
 
 __all__ = [
     "Decision",

@@ -4,7 +4,7 @@ One SQLite file per stream (``<state_dir>/reservoir/<stream>.sqlite``) holds the
 bounded by count and by age (event time, so a replay ages them exactly as the daemon
 would), and the intervals that must not train a model: every anomalous window and every
 alert, widened by ``exclusion_margin``. When the threshold re-baselines after a lasting
-change (sentinel/drift.py), the daemon has accepted the span since the change as the new
+change (sentinel/judge/drift.py), the daemon has accepted the span since the change as the new
 normal: that span is recorded as *accepted* and trains models again, exclusions inside it
 included. Without that, a lasting step is excluded as a whole and retraining could never
 learn it (the river #948 lock-out, at the model level). A restart keeps all of it, so a
@@ -27,8 +27,8 @@ import numpy as np
 import structlog
 
 from sentinel.errors import DataError
+from sentinel.logs import Throttle
 from sentinel.records import Alert, AuditEvent, Reading, Window
-from sentinel.stats import Throttle
 
 __all__ = ["CleanData", "Reservoir", "ReservoirTap", "Run", "reservoir_path"]
 

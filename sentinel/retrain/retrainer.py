@@ -31,7 +31,6 @@ import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
-from sentinel.metrics import record_retraining
 from sentinel.model import Detector, ModelRegistry
 from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain, threshold_seeds
 
@@ -118,7 +117,9 @@ class Retrainer:
 
     ``has_model(stream)`` says whether the pipeline scores the stream (else a full
     reservoir triggers the cold-start run); ``reservoir_count(stream)`` how many readings
-    the reservoir holds; ``install(stream, detector)`` hands a model to the pipeline.
+    the reservoir holds; ``install(stream, detector)`` hands a model to the pipeline;
+    ``on_finished(stream, result, trigger)``, when given, hears of every run that ended
+    (``result``: activated, or the run's status; the daemon counts them in /metrics).
 
     A stream this retrainer has handed a model to counts as having one from then on: the
     pipeline's worker swaps it in only between two passes, and asking ``has_model`` in the
@@ -134,6 +135,7 @@ class Retrainer:
         has_model: Callable[[str], bool],
         reservoir_count: Callable[[str], int],
         install: Install,
+        on_finished: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
@@ -141,6 +143,7 @@ class Retrainer:
         self._has_model = has_model
         self._count = reservoir_count
         self._install = install
+        self._on_finished = on_finished
         self._requests: queue.Queue[Request] = queue.Queue()
         self._pending: set[str] = set()
         self._lock = threading.Lock()
@@ -287,7 +290,8 @@ class Retrainer:
             # followed at once by the next.
             self._cold_retry_at[request.stream] = time.monotonic() + _COLD_START_RETRY
         result = "activated" if detector is not None else outcome.status
-        record_retraining(request.stream, result, "cold_start" if cold else request.reason)
+        if self._on_finished is not None:
+            self._on_finished(request.stream, result, "cold_start" if cold else request.reason)
         log.info(
             "retrain_finished",
             stream=request.stream,

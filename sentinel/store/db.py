@@ -86,6 +86,7 @@ def _alembic_config() -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     return cfg
 
+
 _ACTIVE = (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value)
 _ENDED = (AlertStatus.CLOSED.value, AlertStatus.RESOLVED.value)
 

@@ -3,8 +3,8 @@
 Every alert change the pipeline commits goes through ``record_events`` inside the writer's
 transaction, so an event exists exactly when the change it describes does (the
 transactional-outbox pattern): a crash can lose neither, and a broker that is away only
-delays the publisher (``sentinel/publish.py``), which sends unpublished rows in ``id`` order
-and marks them once the broker acknowledged them.
+delays the publisher (``sentinel/publish/publisher.py``), which sends unpublished rows in
+``id`` order and marks them once the broker acknowledged them.
 
 Which changes are events (docs/MQTT.md):
 

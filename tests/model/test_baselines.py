@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from sentinel.app import SentinelApp
 from sentinel.config import ModelConfig, SentinelConfig
+from sentinel.daemon.app import SentinelApp
 from sentinel.errors import ConfigError
 from sentinel.model.baselines import train_baseline
 from sentinel.model.train import make_windows

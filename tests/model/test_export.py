@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.config import config_to_toml
 from sentinel.errors import ModelError
 from sentinel.model import ModelRegistry, resolve_device

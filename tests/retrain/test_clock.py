@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sentinel.csvdata import RecordedData
-from sentinel.replay import replay
+from sentinel.offline.csvdata import RecordedData
+from sentinel.offline.replay import replay
 from tests.retrain.helpers import FEATURES, make_config, normal
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sentinel.pipeline import Pipeline
 from sentinel.records import AuditEvent, Delivery, Reading, Window
 from sentinel.retrain.job import open_reservoir
 from sentinel.retrain.reservoir import Reservoir, ReservoirTap
+from sentinel.worker.pipeline import Pipeline
 from tests.retrain.helpers import make_config, normal, train
 
 

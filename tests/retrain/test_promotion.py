@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sentinel.judge.threshold import calibration_threshold
 from sentinel.retrain.promotion import (
     EvalSet,
     Metrics,
@@ -15,7 +16,6 @@ from sentinel.retrain.promotion import (
     evaluate,
     settled_threshold,
 )
-from sentinel.threshold import calibration_threshold
 from tests.retrain.helpers import contaminate, make_config, normal, train
 
 

@@ -14,9 +14,9 @@ import torch
 from structlog.testing import capture_logs
 
 from sentinel.config import RetrainConfig
+from sentinel.daemon.retraining import RetrainService
 from sentinel.model import ModelRegistry
 from sentinel.retrain.scheduler import SCHEDULE_FILE, RetrainScheduler
-from sentinel.retrain.service import RetrainService
 from tests.e2e_helpers import wait_for
 from tests.retrain.helpers import make_config
 

@@ -13,15 +13,15 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.config import SentinelConfig
+from sentinel.daemon.control import CONTROL_SOCKET, send_command
+from sentinel.daemon.retraining import RetrainService
 from sentinel.model import Detector, ModelRegistry
 from sentinel.records import Reading, Window
 from sentinel.retrain import retrainer as retrainer_module
-from sentinel.retrain.control import CONTROL_SOCKET, send_command
 from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain
 from sentinel.retrain.retrainer import Request, Retrainer
-from sentinel.retrain.service import RetrainService
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import running_app, wait_for
 from tests.retrain.helpers import FEATURES, contaminate, make_config, normal

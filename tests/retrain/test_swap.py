@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from sentinel.pipeline import Pipeline
 from sentinel.records import Alert, Delivery, Reading, Verdict, WriteBatch
-from tests.unit.test_pipeline import FakeDetector, make_config
+from sentinel.worker.pipeline import Pipeline
+from tests.worker.test_pipeline import FakeDetector, make_config
 
 
 @dataclass

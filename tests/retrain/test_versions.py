@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.config import SentinelConfig, config_to_toml
 from sentinel.errors import ModelError
 from sentinel.model import Calibration, Detector, LstmAutoencoder, ModelMeta, ModelRegistry, Scaler
 from sentinel.model.detector import WEIGHTS_FILE
+from sentinel.model.registry import load_active_or_previous
 from sentinel.retrain.job import RetrainOutcome
 from sentinel.retrain.retrainer import apply_outcome
-from sentinel.retrain.service import load_active_or_previous
 from tests.retrain.helpers import FEATURES, make_config
 
 CPU = torch.device("cpu")

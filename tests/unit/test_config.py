@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.cli import main
+from sentinel.cli.main import main
 from sentinel.config import load_config
 from sentinel.errors import ConfigError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sentinel.offline.replay import why_anomalous
 from sentinel.records import LevelHit, Score, SpikeHit, Verdict, Window
-from sentinel.replay import why_anomalous
 
 FEATURES = ("flow", "pressure")
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from sentinel.config import WindowConfig
 from sentinel.records import Reading
-from sentinel.windows import WindowAssembler
+from sentinel.worker.windows import WindowAssembler
 
 
 def reading(device: str, ts: float, value: float) -> Reading:

@@ -1,0 +1,502 @@
+"""Wires the components together and runs them until asked to stop.
+
+Start order follows the data backwards (store, writer, trainer, pipeline, then MQTT) so that
+nothing receives data before its consumer is running; stop order is the reverse, with one
+twist: MQTT is *paused* first and disconnected last, so that acknowledgements for everything
+committed during the drain still reach the broker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+
+from sentinel.config import SentinelConfig, load_config
+from sentinel.daemon.control import CONTROL_SOCKET, ControlServer
+from sentinel.daemon.health import DatabaseProbe, Health, HealthServer, Progress
+from sentinel.daemon.metrics import Metrics, record_retraining, stats_dict
+from sentinel.daemon.reload import plan_reload
+from sentinel.daemon.retraining import RetrainService
+from sentinel.daemon.sdnotify import Notifier, watchdog_interval
+from sentinel.errors import ConfigError, ModelError
+from sentinel.ingest.mqtt import MqttSource
+from sentinel.ingest.parse import MessageParser
+from sentinel.logs import configure_logging
+from sentinel.model import Detector, ModelRegistry, resolve_device
+from sentinel.model.registry import load_active_or_previous
+from sentinel.publish.publisher import AlertPublisher
+from sentinel.records import WriteBatch
+from sentinel.store import AlertStore, AlertWriter
+from sentinel.store.outbox import OutboxPolicy
+from sentinel.worker.coldstart import Trainer
+from sentinel.worker.devices import warn_future_progress
+from sentinel.worker.pipeline import Pipeline
+
+__all__ = [
+    "EXIT_FATAL_CONNECTION",
+    "EXIT_OK",
+    "EXIT_RESTART",
+    "EXIT_WRITER_GAVE_UP",
+    "SentinelApp",
+]
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_FATAL_CONNECTION = 3
+# The database writer stopped with batches it never committed (the database failed until
+# the stop's deadline). Their messages were not acknowledged: the broker sends them again.
+EXIT_WRITER_GAVE_UP = 4
+# run() stopped every component to start them again with ``restart_config`` (a SIGHUP that
+# changed the stream list); the caller starts a new SentinelApp in the same process.
+EXIT_RESTART = -1
+STATS_INTERVAL = 60.0
+
+
+class SentinelApp:
+    """The daemon. ``run(stop)`` blocks until ``stop`` is set or a fatal error occurs."""
+
+    def __init__(
+        self,
+        config: SentinelConfig,
+        *,
+        stats_interval: float = STATS_INTERVAL,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path  # re-read on SIGHUP (see request_reload)
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics(config.state_dir)
+        self.health = Health()
+        self.health_server: HealthServer | None = None
+        self._reload = threading.Event()
+        self._registry: ModelRegistry | None = None
+        self._stats_interval = stats_interval
+        self._fatal: str | None = None
+        self._wake = threading.Event()
+        self.pipeline: Pipeline | None = None
+        self.source: MqttSource | None = None
+        self.publisher: AlertPublisher | None = None
+        self.retrain: RetrainService | None = None
+        self.control: ControlServer | None = None
+        self.ready = threading.Event()  # set once every component has started
+        self.restart_config: SentinelConfig | None = None  # see EXIT_RESTART
+
+    def run(self, stop: threading.Event) -> int:
+        config = self.config
+        if config.model.detector != "lstm_ae":
+            raise ConfigError(
+                f"model.detector = {config.model.detector!r} is a baseline for `sentinel "
+                "replay` and benchmarks; the daemon runs lstm_ae"
+            )
+        log.info("sentinel_starting", config=config.redacted())
+        for warning in config.warnings():
+            log.warning("config_warning", detail=warning)
+        torch.set_num_threads(config.model.torch_threads)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        device = resolve_device(config.model.device)
+
+        publish = config.publish
+        store = AlertStore(
+            config.database_url,
+            busy_timeout_ms=config.database.busy_timeout_ms,
+            outbox=OutboxPolicy(publish.update_peak_factor, publish.update_interval)
+            if publish.enabled
+            else None,
+        )
+        store.open()
+        try:
+            store.migrate()
+            warn_future_progress(store, config.ingest.max_future_skew)
+            registry = self._registry = ModelRegistry(config.models_dir)
+            for stream in config.streams:  # bounded disk use, also after a config change
+                registry.prune(stream.name, config.retrain.keep_versions)
+            models = self._load_models(registry, device)
+            writer = AlertWriter(
+                store,
+                flush_interval=config.database.flush_interval,
+                batch_max=config.database.batch_max,
+                on_commit=self._committed,
+                on_resolved=lambda uids: self._pipeline().alerts_resolved(uids),
+            )
+            if publish.enabled:
+                self.publisher = AlertPublisher(
+                    publish,
+                    config.mqtt,
+                    store,
+                    password=p.get_secret_value() if (p := config.mqtt.password) else None,
+                )
+            trainer = Trainer(
+                config,
+                registry,
+                device,
+                on_model=self._model_trained,
+                on_failure=self._training_failed,
+            )
+            retrain = self.retrain = (
+                RetrainService(
+                    config,
+                    registry,
+                    device,
+                    has_model=lambda stream: self._pipeline().has_model(stream),
+                    install=lambda stream, det, seeds=None, shadow=False: (
+                        self._pipeline().install_model(stream, det, seeds, shadow)
+                    ),
+                    active_versions=lambda: self._pipeline().model_versions(),
+                )
+                if config.retrain.enabled
+                else None
+            )
+            pipeline = self.pipeline = Pipeline(
+                config,
+                sink=writer.submit,
+                request_training=trainer.submit,
+                models=models,
+                recall=store.device_progress,
+                # Ended alerts too: they carry each device's cooldown across a restart.
+                open_alerts=[*store.open_alerts(), *store.last_ended_alerts()],
+                snapshot_path=config.state_dir / "thresholds.json",
+                tap=retrain.tap if retrain is not None else None,
+                cold_start_buffer=retrain is None,
+            )
+            if config.retrain.control_socket:  # device resets need it with retraining off too
+                self.control = ControlServer(
+                    config.state_dir / CONTROL_SOCKET,
+                    {
+                        "reset_devices": self._reset_devices,
+                        **(retrain.handlers if retrain is not None else {}),
+                    },
+                )
+            source = self.source = MqttSource(
+                config.mqtt,
+                config.streams,
+                parser=MessageParser(
+                    config.streams,
+                    max_payload_bytes=config.ingest.max_payload_bytes,
+                    max_future_skew=config.ingest.max_future_skew,
+                ),
+                sink=pipeline.offer,
+                receive_maximum=config.ingest.queue_size,
+                on_fatal=self._on_fatal,
+                password=p.get_secret_value() if (p := config.mqtt.password) else None,
+            )
+            self.metrics.attach(pipeline, source, writer, retrain.tap if retrain else None)
+            probe = DatabaseProbe(store, config.health.database_probe_interval)
+            self.health.attach(pipeline, source, writer, probe)
+            probe.start()
+            try:
+                self._start_health_server()
+                return self._run_components(stop, writer, trainer, pipeline, source, retrain)
+            finally:
+                probe.stop()
+                if self.health_server is not None:
+                    self.health_server.stop()
+        finally:
+            if self.retrain is not None:
+                self.retrain.close()
+            self.notifier.close()
+            store.close()
+
+    def _run_components(
+        self,
+        stop: threading.Event,
+        writer: AlertWriter,
+        trainer: Trainer,
+        pipeline: Pipeline,
+        source: MqttSource,
+        retrain: RetrainService | None = None,
+    ) -> int:
+        started: list[str] = []
+        try:
+            writer.start()
+            started.append("writer")
+            if self.publisher is not None:
+                self.publisher.start()
+                started.append("publisher")
+            trainer.start()
+            started.append("trainer")
+            pipeline.start()
+            started.append("pipeline")
+            if retrain is not None:
+                retrain.start()
+                started.append("retrain")
+            if self.control is not None:
+                self.control.start()
+                started.append("control")
+            source.start()
+            started.append("source")
+            self.ready.set()
+            self.health.phase = "running"
+            log.info("sentinel_running", streams=[s.name for s in self.config.streams])
+            self.notifier.ready(status="running")
+            housekeeping = _Housekeeping(Progress(pipeline, source), watchdog_interval())
+            next_stats = time.monotonic() + self._stats_interval
+            while not stop.is_set() and self._fatal is None and self.restart_config is None:
+                self._wake.wait(0.5)
+                if not pipeline.alive:
+                    log.error("pipeline_thread_died")
+                    return 1
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._wake.clear()  # set by request_reload: wait again next time round
+                    try:
+                        self.reload()
+                    except Exception:  # a reload bug must not stop a running daemon
+                        log.exception("config_reload_crashed")
+                housekeeping.tick(self)
+                if time.monotonic() >= next_stats:
+                    next_stats += self._stats_interval
+                    self._log_stats(pipeline, source, writer)
+                    self._publish_stats(pipeline, source, writer)
+        finally:
+            restarting = self.restart_config is not None and self._fatal is None
+            log.info("sentinel_stopping", restarting=restarting)
+            self.health.phase = "stopping"
+            if restarting:
+                self.notifier.reloading()  # READY again once the new components run
+            else:
+                self.notifier.stopping()
+            if "source" in started:
+                source.pause()
+            if "control" in started and self.control is not None:
+                self.control.stop()
+            if retrain is not None and "retrain" in started:
+                retrain.stop()
+            if "pipeline" in started:
+                pipeline.stop()
+            if "writer" in started:
+                writer.stop()
+            if "publisher" in started and self.publisher is not None:
+                self.publisher.stop()  # after the writer: its last events are in the outbox
+            if "source" in started:
+                source.stop()
+            if "trainer" in started:
+                trainer.stop()
+            self._log_stats(pipeline, source, writer)
+            log.info("sentinel_stopped")
+        if self._fatal is not None:
+            log.error("sentinel_fatal", error=self._fatal)
+            return EXIT_FATAL_CONNECTION
+        if writer.uncommitted:
+            # Not a clean stop, and no in-process restart on top of a failing database.
+            log.error(
+                "sentinel_writes_uncommitted", batches=writer.uncommitted, error=writer.last_error
+            )
+            return EXIT_WRITER_GAVE_UP
+        return EXIT_RESTART if self.restart_config is not None else EXIT_OK
+
+    @property
+    def fatal(self) -> str | None:
+        return self._fatal
+
+    def _pipeline(self) -> Pipeline:
+        assert self.pipeline is not None
+        return self.pipeline
+
+    def _load_models(
+        self, registry: ModelRegistry, device: torch.device
+    ) -> dict[str, Detector | None]:
+        models: dict[str, Detector | None] = {}
+        for stream in self.config.streams:
+            try:
+                # A corrupt active version falls back to its predecessor (issue #5).
+                detector = load_active_or_previous(
+                    registry, stream.name, device, self.config.model.score_batch_max
+                )
+            except ModelError as err:
+                # Never fatal: the stream starts over with a cold start.
+                log.error("model_unusable", stream=stream.name, error=str(err))
+                detector = None
+            if detector is not None:
+                log.info("model_loaded", stream=stream.name, version=detector.version)
+            models[stream.name] = detector
+        return models
+
+    def _committed(self, batches: Sequence[WriteBatch]) -> None:
+        self._send_acks(batches)
+        if self.publisher is not None and any(b.alerts for b in batches):
+            self.publisher.notify()
+
+    def _send_acks(self, batches: Sequence[WriteBatch]) -> None:
+        source = self.source
+        if source is None:
+            return
+        for batch in batches:
+            for ack in batch.acks:
+                source.ack(ack)
+
+    def _on_fatal(self, reason: str) -> None:
+        self._fatal = reason
+        self.health.fatal = reason
+        self._wake.set()
+
+    def _log_stats(self, pipeline: Pipeline, source: MqttSource, writer: AlertWriter) -> None:
+        log.info(
+            "stats",
+            connected=source.connected,
+            queue_depth=pipeline.depth,
+            queue_full=pipeline.queue_full,
+            rejected=pipeline.rejections.as_dict(),
+            writer_error=writer.last_error,
+            **pipeline.stats.as_dict(),
+        )
+
+    def _publish_stats(self, pipeline: Pipeline, source: MqttSource, writer: AlertWriter) -> None:
+        if self.publisher is None or not self.config.publish.stats:
+            return
+        try:
+            self.publisher.publish_json("stats", stats_dict(pipeline, source, writer))
+        except (ValueError, TypeError) as err:  # a counter JSON cannot hold: log, never stop
+            log.error("stats_publish_failed", error=str(err))
+
+    # -- operations: health server, reload, retraining bookkeeping ------------------------
+
+    def _start_health_server(self) -> None:
+        cfg = self.config.health
+        if not cfg.enabled:
+            return
+        server = HealthServer(cfg.bind, cfg.port, self.health, self.metrics)
+        try:
+            server.start()
+        except OSError as err:
+            # Not fatal: detection matters more than its dashboard. Logged loudly.
+            log.error("health_listen_failed", bind=cfg.bind, port=cfg.port, error=str(err))
+            return
+        self.health_server = server
+
+    def request_reload(self) -> None:
+        """Ask the main loop to re-read the config file (what SIGHUP does)."""
+        self._reload.set()
+        self._wake.set()
+
+    def reload(self) -> bool:
+        """Re-read ``config_path`` and apply its live keys; False when the file was refused."""
+        if self.config_path is None:
+            log.warning("config_reload_unavailable", reason="started without a config file")
+            return False
+        self.notifier.reloading()
+        try:
+            loaded = load_config(self.config_path)
+            plan = plan_reload(self.config, loaded)
+        except (ConfigError, ValueError) as err:
+            self.metrics.config_reloads.labels(result="refused").inc()
+            log.error("config_reload_refused", path=str(self.config_path), error=str(err))
+            return False
+        finally:
+            self.notifier.ready(status="running")
+        if plan.needs_restart:
+            log.warning(
+                "config_reload_needs_restart",
+                keys={k: {"running": v[0], "file": v[1]} for k, v in plan.needs_restart.items()},
+            )
+        if plan.restart_streams is not None:
+            # The stream list changes what is subscribed, parsed, windowed, modelled and
+            # retrained: the components start again with it, in this process. The stop
+            # drains and commits everything in flight and the MQTT session resumes, so no
+            # reading is lost (readings arriving meanwhile wait at the broker).
+            self.restart_config = plan.restart_streams
+            self.metrics.config_reloads.labels(result="applied").inc()
+            log.info(
+                "config_reload_restarting_components",
+                path=str(self.config_path),
+                streams={
+                    "old": [s.name for s in self.config.streams],
+                    "new": [s.name for s in plan.restart_streams.streams],
+                },
+                changed={k: {"old": v[0], "new": v[1]} for k, v in plan.applied.items()},
+            )
+            self._wake.set()
+            return True
+        if not plan.changed:
+            self.metrics.config_reloads.labels(result="unchanged").inc()
+            log.info("config_reload_unchanged", path=str(self.config_path))
+            return True
+        self.config = plan.config
+        if any(k.startswith("logging.") for k in plan.applied):
+            configure_logging(plan.config.logging.level, plan.config.logging.format)
+        if self.pipeline is not None:
+            self.pipeline.reconfigure(plan.config)
+        self.metrics.config_reloads.labels(result="applied").inc()
+        log.info(
+            "config_reloaded",
+            path=str(self.config_path),
+            changed={k: {"old": v[0], "new": v[1]} for k, v in plan.applied.items()},
+        )
+        return True
+
+    def _reset_devices(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's ``reset_devices`` (``sentinel devices reset``)."""
+        stream, devices, note = request.get("stream"), request.get("devices"), request.get("note")
+        if (
+            not isinstance(devices, list)
+            or not devices
+            or not all(isinstance(d, str) for d in devices)
+        ):
+            raise ValueError("reset_devices needs a non-empty list of device names")
+        if not isinstance(stream, str) or stream not in {s.name for s in self.config.streams}:
+            raise ValueError(f"no stream {stream!r} in the running daemon's config")
+        if note is not None and not isinstance(note, str):
+            raise ValueError("note must be a string")
+        # Within the CLI's 10 s: a worker blocked longer answers with an error, not silence.
+        held = self._pipeline().reset_devices(stream, devices, note, timeout=5.0)
+        return {"stream": stream, "devices": len(devices), "held": held}
+
+    def _model_trained(self, stream: str, detector: Detector) -> None:
+        self._pipeline().install_model(stream, detector)
+        record_retraining(stream, "activated")
+        if self._registry is not None:
+            self._registry.prune(stream, self.config.retrain.keep_versions)
+
+    def _training_failed(self, stream: str, reason: str) -> None:
+        record_retraining(stream, "failed")
+        self._pipeline().training_failed(stream)
+
+
+class _Housekeeping:
+    """Feeds systemd's watchdog while the pipeline makes progress; keeps STATUS= fresh."""
+
+    STATUS_INTERVAL = 10.0
+
+    def __init__(self, progress: Progress, watchdog: float | None) -> None:
+        self._progress = progress
+        self._watchdog = watchdog
+        # Ask for progress four times per watchdog period: one quiet check is not fatal.
+        self._check_every = watchdog / 4 if watchdog else None
+        self._next_check = 0.0
+        self._next_status = 0.0
+        self._starved_since: float | None = None
+        self._last_state: tuple[str, tuple[str, ...]] = ("", ())
+
+    def tick(self, app: SentinelApp) -> None:
+        now = time.monotonic()
+        if self._check_every is not None and now >= self._next_check:
+            self._next_check = now + self._check_every
+            if self._progress.check(now):
+                app.notifier.watchdog()
+                self._starved_since = None
+            elif self._starved_since is None:
+                self._starved_since = now
+                log.warning(
+                    "watchdog_not_fed",
+                    reason="no progress: no input, and not idle-and-connected",
+                    restart_after_s=self._watchdog,
+                )
+        report = app.health.report()
+        state = (report.status, report.problems[:1])
+        # Counts every STATUS_INTERVAL; a change of health at once.
+        if now >= self._next_status or state != self._last_state:
+            self._next_status = now + self.STATUS_INTERVAL
+            self._last_state = state
+            stats = report.checks.get("pipeline", {})
+            app.notifier.status(
+                f"{report.status}; readings {stats.get('readings', 0)}; "
+                f"queue {stats.get('queue_depth', 0)}"
+                + (f"; {report.problems[0]}" if report.problems else "")
+            )

@@ -1,0 +1,244 @@
+"""``/healthz`` and ``/metrics`` on a local port, and the watchdog's idea of progress.
+
+Health is judged from the components' own state: the MQTT connection, the writer's last
+commit and a periodic ``SELECT 1`` probe of the database, whether every stream has a model,
+and whether the pipeline worker is still taking passes. Anything wrong makes ``/healthz``
+answer 503 with a JSON body naming each problem, so a probe, a load balancer or a person
+with curl sees *why*.
+
+The systemd watchdog must not be fed just because the process is alive: ``Progress`` says
+whether the pipeline moved since it was last asked -- messages were taken in, or it is idle
+with nothing queued while connected to the broker -- and its worker thread has taken a pass
+recently. A daemon wedged in a deadlock, or cut off from its broker for longer than
+``WatchdogSec=``, stops feeding the watchdog and systemd restarts it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from prometheus_client.exposition import choose_encoder
+from sqlalchemy import text
+
+if TYPE_CHECKING:
+    from sentinel.daemon.metrics import Metrics
+    from sentinel.ingest.mqtt import MqttSource
+    from sentinel.store import AlertStore, AlertWriter
+    from sentinel.worker.pipeline import Pipeline
+
+__all__ = ["DatabaseProbe", "Health", "HealthReport", "HealthServer", "Progress"]
+
+log = structlog.get_logger(__name__)
+
+# The worker wakes at least every 0.1 s; a pass that has not come round for this long is
+# stuck (or blocked on a writer that cannot commit).
+STALL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: str  # ok | degraded | starting | stopping
+    problems: tuple[str, ...] = ()
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def http_status(self) -> int:
+        return 200 if self.status == "ok" else 503
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "problems": list(self.problems), "checks": self.checks}
+
+
+class DatabaseProbe:
+    """``SELECT 1`` every ``interval`` seconds on its own thread (a hung database must not
+    hang the watchdog or an HTTP request)."""
+
+    def __init__(self, store: AlertStore, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+        self.checked_at: float | None = None
+
+    def check(self) -> None:
+        try:
+            with self._store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as err:  # noqa: BLE001 - any driver error means "unreachable"
+            if self.error is None:
+                log.warning("database_probe_failed", error=str(err).splitlines()[0][:300])
+            self.error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        else:
+            if self.error is not None:
+                log.info("database_probe_recovered")
+            self.error = None
+        self.checked_at = time.time()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sentinel-db-probe", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+
+class Health:
+    """Judges health from the live components (attached once they exist)."""
+
+    def __init__(self) -> None:
+        self.phase = "starting"  # starting | running | stopping
+        self.fatal: str | None = None
+        self._components: tuple[Pipeline, MqttSource, AlertWriter] | None = None
+        self._probe: DatabaseProbe | None = None
+
+    def attach(
+        self,
+        pipeline: Pipeline,
+        source: MqttSource,
+        writer: AlertWriter,
+        probe: DatabaseProbe | None = None,
+    ) -> None:
+        self._components = (pipeline, source, writer)
+        self._probe = probe
+
+    def report(self) -> HealthReport:
+        if self._components is None:
+            return HealthReport("starting", ("starting up",))
+        pipeline, source, writer = self._components
+        problems: list[str] = []
+        if self.fatal:
+            problems.append(f"fatal: {self.fatal}")
+        if not source.connected:
+            problems.append("mqtt: not connected to the broker")
+        db_error = writer.last_error or (self._probe.error if self._probe else None)
+        if db_error:
+            problems.append(f"database: unreachable or failing: {db_error}")
+        models = pipeline.model_versions()
+        problems += [f"model: no model yet for stream {s!r}" for s, v in models.items() if not v]
+        stalled = time.monotonic() - pipeline.heartbeat
+        if not pipeline.alive:
+            problems.append("pipeline: worker thread is not running")
+        elif stalled > STALL_SECONDS:
+            problems.append(f"pipeline: no pass for {stalled:.0f} s (writer blocked?)")
+        checks = {
+            "mqtt": {"connected": source.connected, "connects": source.connects},
+            "database": {
+                "ok": db_error is None,
+                "error": db_error,
+                "write_errors": writer.write_errors,
+                "probed_at": self._probe.checked_at if self._probe else None,
+            },
+            "models": models,
+            "pipeline": {
+                "alive": pipeline.alive,
+                "seconds_since_pass": round(stalled, 3),
+                "queue_depth": pipeline.depth,
+                "writer_queue_depth": writer.pending,
+                "readings": pipeline.stats.readings,
+            },
+        }
+        if self.phase != "running":
+            return HealthReport(self.phase, (self.phase, *problems), checks)
+        return HealthReport("degraded" if problems else "ok", tuple(problems), checks)
+
+
+class Progress:
+    """Whether the pipeline moved since the last call: the watchdog's feeding rule."""
+
+    def __init__(self, pipeline: Pipeline, source: MqttSource) -> None:
+        self._pipeline = pipeline
+        self._source = source
+        self._messages = pipeline.stats.messages
+
+    def check(self, now: float | None = None) -> bool:
+        pipeline = self._pipeline
+        now = time.monotonic() if now is None else now
+        if not pipeline.alive or now - pipeline.heartbeat > STALL_SECONDS:
+            return False
+        messages = pipeline.stats.messages
+        took_in = messages != self._messages
+        self._messages = messages
+        idle_connected = self._source.connected and pipeline.depth == 0
+        return took_in or idle_connected
+
+
+class HealthServer:
+    """A small threaded HTTP server: GET /healthz, GET /metrics."""
+
+    def __init__(self, bind: str, port: int, health: Health, metrics: Metrics) -> None:
+        self._bind = bind
+        self._port = port
+        self._health = health
+        self._metrics = metrics
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server is not None else self._port
+
+    def start(self) -> None:
+        health, metrics = self._health, self._metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "sentinel"
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                try:
+                    if path == "/healthz":
+                        report = health.report()
+                        body = json.dumps(report.to_dict(), indent=1).encode() + b"\n"
+                        self._reply(report.http_status, "application/json", body)
+                    elif path == "/metrics":
+                        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                        self._reply(200, content_type, encoder(metrics.registry))
+                    else:
+                        self._reply(404, "text/plain", b"try /healthz or /metrics\n")
+                except Exception:  # request boundary: a bug must not kill the server
+                    log.exception("health_request_failed", path=path)
+                    self._reply(500, "text/plain", b"internal error\n")
+
+            def _reply(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                # Scrapes are not logged: every 15 s forever would drown the journal, and
+                # the logging lock must not make /healthz wait behind a slow log line.
+                return
+
+        server = ThreadingHTTPServer((self._bind, self._port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="sentinel-health"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        log.info("health_listening", bind=self._bind, port=self.port)
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self._server = None

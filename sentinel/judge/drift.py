@@ -1,0 +1,218 @@
+"""Lasting level changes of a device's score, and when to re-baseline its threshold.
+
+A threshold that never learns from anomalous windows (``sentinel.judge.threshold``) cannot follow a
+real, lasting change of regime: after a level shift every window stays above it and the
+device alerts forever (river issue #948; DSPOT's moving mean is locked out the same way).
+:class:`LevelShiftWatch` is the way out, and deliberately a slow one:
+
+1. river's Page-Hinkley test watches the log score of *every* window (anomalous ones
+   included) for an upward change of its mean. Isolated spikes barely move its cumulative
+   sum; a step of ``d`` (in log score) is found after about ``threshold / d`` windows.
+2. A detection opens an *episode*, back-dated to the change point Page-Hinkley implies:
+   the first anomalous window after its cumulative sum's last minimum (the minimum is the
+   classic CUSUM estimate of the change; its noise can put it a few windows early).
+   The test's own detection delay therefore does not add to the time a change may alert.
+   A detection while an episode is open but mostly normal (a burst that has passed)
+   replaces that episode, so a real change soon after a burst is not hidden by it.
+   When the episode is ``rebaseline_after`` seconds old
+   (event time) and at least half of its windows were anomalous, both over the whole episode
+   and over its second half (so a fault that ended midway is not taken for a new normal),
+   the change has persisted:
+   the caller re-baselines the device's threshold from the windows since the change, and a
+   new episode starts (so a change that still is not absorbed re-levels again, never alerts
+   forever). If fewer than half were anomalous, the episode is dropped.
+
+State survives restarts as plain JSON: the test's few numbers are stored and put back into
+a fresh ``PageHinkley`` (no pickle). If a future river renames those attributes the restore
+fails cleanly and the watch re-warms (30 windows), which only delays a re-baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import drift, stats
+
+__all__ = ["LevelShiftWatch"]
+
+_MIN_INSTANCES = 30  # windows Page-Hinkley learns the mean from before it may fire
+_ALPHA = 1 - 1e-4  # river's default forgetting factor
+# (our name, river's attribute) of the Page-Hinkley state besides its running mean
+_PH_FIELDS = (
+    ("sum_increase", "_sum_increase"),
+    ("sum_decrease", "_sum_decrease"),
+    ("min_increase", "_min_increase"),
+    ("max_decrease", "_max_decrease"),
+)
+
+
+def _number(value: Any) -> float:
+    if value is None:  # JSON has no infinity; the test's initial minimum is +inf
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"not a number: {value!r}")
+    return float(value)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class LevelShiftWatch:
+    """One device's Page-Hinkley test plus the episode bookkeeping described above."""
+
+    delta: float
+    threshold: float
+    rebaseline_after: float
+    keep: int  # log scores remembered for re-baselining
+    recent: deque[float] = field(init=False)
+    marks: deque[tuple[float, bool]] = field(init=False)  # (time, anomalous) beside recent
+    since: float | None = None  # event time the current episode began
+    windows: int = 0  # windows in the episode
+    anomalous: int = 0  # anomalous windows in the episode
+    late_windows: int = 0  # windows in the episode's second half
+    late_anomalous: int = 0
+    # (since, windows, anomalous) of the episode that last ended in a re-baseline
+    ended: tuple[float, int, int] | None = None
+    # From the first anomalous window after the cumulative sum's last minimum: where an
+    # episode starts if the test fires now (that window's time, windows, anomalous ones).
+    low_since: float | None = None
+    low_windows: int = 0
+    low_anomalous: int = 0
+    _ph: drift.PageHinkley = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.recent = deque(maxlen=self.keep)
+        self.marks = deque(maxlen=self.keep)
+        self._ph = self._new_test()
+
+    def _new_test(self) -> drift.PageHinkley:
+        return drift.PageHinkley(
+            min_instances=_MIN_INSTANCES,
+            delta=self.delta,
+            threshold=self.threshold,
+            alpha=_ALPHA,
+            mode="up",
+        )
+
+    def observe(self, ts: float, log_score: float, is_anomaly: bool) -> bool:
+        """Feed one window; True when the threshold should re-baseline now."""
+        self.recent.append(log_score)
+        self.marks.append((ts, is_anomaly))
+        ph = self._ph
+        ph.update(log_score)  # type: ignore[no-untyped-call]
+        if ph._sum_increase <= ph._min_increase:  # a new minimum: no change (yet) after it
+            self.low_since, self.low_windows, self.low_anomalous = None, 0, 0
+        else:
+            if self.low_since is None and is_anomaly:
+                self.low_since = ts  # the change shows from its first anomalous window on
+            if self.low_since is not None:
+                self.low_windows += 1
+                self.low_anomalous += int(is_anomaly)
+        # A detection opens an episode, or replaces one that is mostly normal so far (a
+        # burst whose episode would otherwise hide a real change arriving within it).
+        if ph.drift_detected and (self.since is None or 2 * self.anomalous < self.windows):
+            # Back-date the episode to the change point; this window is already counted.
+            since = ts if self.low_since is None else self.low_since
+            self._start(since)
+            if self.low_since is None:
+                self.windows, self.anomalous = 1, int(is_anomaly)
+            else:
+                self.windows, self.anomalous = self.low_windows, self.low_anomalous
+            # The second half may have begun before the test fired (a slow detection).
+            late = [a for t, a in self.marks if t >= since + self.rebaseline_after / 2]
+            self.late_windows, self.late_anomalous = len(late), sum(late)
+        elif self.since is None:
+            return False
+        else:
+            since = self.since
+            self.windows += 1
+            self.anomalous += int(is_anomaly)
+            if ts - since >= self.rebaseline_after / 2:
+                self.late_windows += 1
+                self.late_anomalous += int(is_anomaly)
+        if ts - since < self.rebaseline_after:
+            return False
+        if 2 * self.anomalous >= self.windows and 2 * self.late_anomalous >= self.late_windows:
+            self.ended = (since, self.windows, self.anomalous)
+            self._start(ts)  # watch the new level
+            return True
+        self.since = None  # a passing burst, not a new regime
+        return False
+
+    def _start(self, since: float) -> None:
+        self.since = since
+        self.windows = self.anomalous = self.late_windows = self.late_anomalous = 0
+
+    def since_change(self, count: int) -> list[float]:
+        """The last ``count`` log scores of the episode that just ended (newest last)."""
+        return list(self.recent)[-count:] if count > 0 else []
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        ph = self._ph
+        data: dict[str, Any] = {
+            "recent": list(self.recent),
+            "marks": [[t, int(a)] for t, a in self.marks],
+            "since": self.since,
+            "windows": self.windows,
+            "anomalous": self.anomalous,
+            "late_windows": self.late_windows,
+            "late_anomalous": self.late_anomalous,
+            "ph_n": ph._x_mean.n,
+            "ph_mean": ph._x_mean.get(),
+            "ph_detected": bool(ph.drift_detected),
+            "low_since": self.low_since,
+            "low_windows": self.low_windows,
+            "low_anomalous": self.low_anomalous,
+        }
+        for name, attr in _PH_FIELDS:
+            data[f"ph_{name}"] = _finite_or_none(float(getattr(ph, attr)))
+        return data
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        *,
+        delta: float,
+        threshold: float,
+        rebaseline_after: float,
+        keep: int,
+    ) -> LevelShiftWatch:
+        """Rebuild from :meth:`to_dict`; ``ValueError`` if anything is missing or odd."""
+        try:
+            watch = cls(delta, threshold, rebaseline_after, keep)
+            for value in data["recent"][-keep:]:
+                value = _number(value)
+                if not math.isfinite(value):
+                    raise ValueError("non-finite log score")
+                watch.recent.append(value)
+            for t, a in data.get("marks", ())[-keep:]:  # absent in older snapshots
+                watch.marks.append((_number(t), bool(a)))
+            since = data["since"]
+            watch.since = None if since is None else _number(since)
+            watch.windows = int(data["windows"])
+            watch.anomalous = int(data["anomalous"])
+            ph = watch._ph
+            if not all(hasattr(ph, attr) for _, attr in _PH_FIELDS):
+                raise ValueError("this river's PageHinkley keeps other state")
+            ph._x_mean = stats.Mean._from_state(_number(data["ph_n"]), _number(data["ph_mean"]))
+            for name, attr in _PH_FIELDS:
+                setattr(ph, attr, _number(data[f"ph_{name}"]))
+            ph._drift_detected = bool(data["ph_detected"])
+            # Snapshots from before the change point was tracked lack these: start afresh.
+            low_since = data.get("low_since")
+            watch.low_since = None if low_since is None else _number(low_since)
+            watch.low_windows = int(data.get("low_windows", 0))
+            watch.low_anomalous = int(data.get("low_anomalous", 0))
+            watch.late_windows = int(data.get("late_windows", 0))
+            watch.late_anomalous = int(data.get("late_anomalous", 0))
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"level-shift state: {err}") from err
+        return watch

@@ -1,0 +1,456 @@
+"""Adaptive per-device thresholds on window scores.
+
+Two methods, chosen by ``threshold.method``:
+
+* ``quantile`` -- each device tracks a rolling quantile (river's ``RollingQuantile``) of its
+  own recent *normal* scores; the threshold is that quantile times a headroom multiplier.
+  Until a device has ``warmup`` normal scores it is judged against the model's calibration
+  threshold, taken from scores on held-back training windows.
+* ``spot`` -- a drift-aware extreme-value threshold (DSPOT, Siffer et al., KDD 2017,
+  ``sentinel.judge.spot``) on the log of the score: autoencoder errors drift multiplicatively.
+  It is fitted once per model on the log of the model's held-back scores, copied to every
+  device, and then follows each device's own normal windows. Its risk ``q`` is the
+  expected fraction of normal windows above the threshold. A model without enough
+  held-back scores for the tail fit falls back to ``quantile``, with a warning.
+
+With ``threshold.adapt`` off, a device's threshold is learnt once per model and then kept:
+quantile stops learning once the device is warm (seeded at a swap, or after its first
+``warmup`` normal windows), spot judges against its fitted threshold without stepping. The
+thresholds then change only with a model version (or a re-baseline), and retraining alone
+answers for drift.
+
+Windows judged anomalous never update either method, so an anomaly cannot raise the bar it
+is judged by (river's ``protect_anomaly_detector``). The price would be river issue #948: a
+real, lasting level shift keeps firing. So each device also runs a
+:class:`~sentinel.judge.drift.LevelShiftWatch`; when an upward change of its score level has kept
+most windows anomalous for ``rebaseline_after`` seconds, the threshold re-baselines -- the
+one, audited, exception to the rule: spot restarts DSPOT's moving mean from the windows since
+the change; quantile multiplies the device's threshold by the ratio of the new median
+score to the old (its learnt quantile is kept in units of that level, so the shape of the
+normal distribution is kept and only its level moves).
+
+Every anomalous verdict carries its *exceedance probability*, the chance that a normal
+window scores at least as high: spot reads it off the fitted GPD tail; quantile takes the
+empirical tail of the device's normal history (the model's held-back scores while it warms
+up), extended past its largest value by an exponential fitted to the top tenth in log score.
+Alert severity is cut from it (``sentinel.judge.alerts``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+from river import stats
+
+from sentinel.config import ThresholdConfig
+from sentinel.judge.drift import LevelShiftWatch
+from sentinel.judge.spot import DSpot, SpotState
+from sentinel.records import AuditEvent, LevelHit, Score, SpikeHit, ThresholdState, Verdict
+
+__all__ = ["ThresholdBank", "calibration_threshold"]
+
+log = structlog.get_logger(__name__)
+
+_LOG_FLOOR = 1e-12  # log() of a zero score
+_MIN_REFERENCE = 50  # normal scores needed before a device's own history is the reference
+_TOP = 0.1  # the quantile method's tail extrapolation is fitted on the top tenth
+
+
+def calibration_threshold(quantiles: dict[str, float], quantile: float, multiplier: float) -> float:
+    """The model's own threshold: its held-back score quantile nearest ``quantile``."""
+    if not quantiles:
+        raise ValueError("the model has no calibration quantiles")
+    nearest = min(quantiles, key=lambda key: abs(float(key) - quantile))
+    return quantiles[nearest] * multiplier
+
+
+@dataclass(slots=True)
+class _DeviceThreshold:
+    quantile: stats.RollingQuantile
+    recent: deque[float]  # what the rolling quantile holds, kept so it can be snapshotted
+    normal_seen: int = 0
+    spot: DSpot | None = None
+    # quantile: the device's level relative to what its quantile was learnt at; scores enter
+    # the quantile divided by it and the threshold is multiplied by it (1.0 until a rebaseline)
+    scale: float = 1.0
+    watch: LevelShiftWatch | None = None
+
+
+@dataclass
+class ThresholdBank:
+    """Thresholds for every (stream, device), created on first sight.
+
+    A device gone quiet is *parked* (``park``): its state is kept as snapshot data, the
+    normal scores as one float64 array instead of a deque and a rolling quantile of Python
+    floats, and taken back when the device next scores a window (issue #19).
+    """
+
+    config: ThresholdConfig
+    _devices: dict[tuple[str, str], _DeviceThreshold] = field(default_factory=dict)
+    # (stream, device) -> ``snapshot`` data of a parked device, "recent" as an array
+    _parked: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # stream -> a DSPOT fitted on its model's held-back scores, or None when that failed
+    _seeds: dict[str, DSpot | None] = field(default_factory=dict)
+    _events: list[AuditEvent] = field(default_factory=list)  # re-baselines not yet written
+
+    def judge(
+        self,
+        score: Score,
+        fallback: float,
+        calibration: Sequence[float] = (),
+        spike: SpikeHit | None = None,
+        level: LevelHit | None = None,
+    ) -> Verdict:
+        """Judge one score; normal scores then update the device's threshold.
+
+        ``fallback`` is the model's calibration threshold (quantile warm-up);
+        ``calibration`` its held-back scores, in time order (spot). A window with a
+        ``spike`` (sentinel.judge.spikes) or a ``level`` hit (sentinel.judge.levels) is
+        anomalous whatever its score, and its score teaches the threshold nothing.
+        """
+        key = (score.window.stream, score.window.device)
+        state = self._devices.get(key)
+        if state is None:
+            parked = self._parked.pop(key, None)
+            if parked is not None:
+                self.restore(key[0], {key[1]: parked})
+                state = self._devices[key]
+            else:
+                state = self._devices[key] = self._new_device(score.window.stream, calibration)
+        forced = spike is not None or level is not None
+        if state.spot is not None:
+            spot = state.spot
+            x = math.log(max(score.value, _LOG_FLOOR))
+            threshold = math.exp(spot.threshold)
+            # step() learns from a normal score; a spiked window's must not teach it, and
+            # with adapt off nothing does.
+            learn = not forced and self.config.adapt
+            is_anomaly = spot.step(x) == "anomaly" if learn else score.value > threshold
+            exceedance = spot.tail_probability(x) if is_anomaly else 1.0
+            info = ThresholdState("spot", threshold, spot.observations, spot.q, True)
+        else:
+            threshold = self.current(state, fallback)
+            is_anomaly = score.value > threshold
+            # adapt off: learn until warm, then keep the threshold until the next model
+            learn = self.config.adapt or not self._warm(state)
+            if not is_anomaly and not forced and learn:
+                normalised = score.value / state.scale
+                state.quantile.update(normalised)
+                state.recent.append(normalised)
+                state.normal_seen += 1
+            warm = self._warm(state)
+            exceedance = 1.0
+            if is_anomaly:
+                exceedance = _empirical_tail(
+                    state.recent if warm else calibration, score.value / state.scale
+                )
+            info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
+        # The level-shift watch follows the model's score alone, spike or not.
+        self._watch(key, state, score, is_anomaly, fallback, calibration)
+        for hit in (spike, level):
+            if hit is not None:
+                is_anomaly, exceedance = True, min(exceedance, hit.exceedance)
+        return Verdict(
+            score=score,
+            threshold=threshold,
+            is_anomaly=is_anomaly,
+            exceedance=exceedance,
+            state=info,
+            spike=spike,
+            level=level,
+        )
+
+    def drain_events(self) -> list[AuditEvent]:
+        """Audit events (re-baselines) since the last call, for the next write batch."""
+        events, self._events = self._events, []
+        return events
+
+    def _warm(self, state: _DeviceThreshold) -> bool:
+        return state.normal_seen >= self.config.warmup and state.quantile.get() is not None
+
+    def _watch(
+        self,
+        key: tuple[str, str],
+        state: _DeviceThreshold,
+        score: Score,
+        is_anomaly: bool,
+        fallback: float,
+        calibration: Sequence[float],
+    ) -> None:
+        cfg = self.config
+        if cfg.rebaseline_after <= 0:
+            return
+        if state.watch is None:
+            state.watch = self._new_watch()
+        log_score = math.log(max(score.value, _LOG_FLOOR))
+        ts = score.window.end_ts
+        if not state.watch.observe(ts, log_score, is_anomaly):
+            return
+        assert state.watch.ended is not None
+        since, windows, anomalous = state.watch.ended
+        recent = state.watch.since_change(windows)
+        if state.spot is not None:
+            before = math.exp(state.spot.threshold)
+            state.spot.rebase(recent)
+            after = math.exp(state.spot.threshold)
+            level = math.exp(state.spot.local_mean)
+        else:
+            reference = self._reference_median(state, calibration)
+            level = math.exp(float(np.median(recent)))
+            if reference is None or level / reference <= state.scale:
+                log.info("threshold_rebaseline_skipped", stream=key[0], device=key[1])
+                return
+            before = self.current(state, fallback)
+            state.scale = level / reference
+            after = self.current(state, fallback)
+        detail: dict[str, object] = {
+            "method": "spot" if state.spot is not None else "quantile",
+            "threshold_before": _json_float(before),
+            "threshold_after": _json_float(after),
+            "new_level": level,
+            "change_detected_at": since,
+            "windows": windows,
+            "anomalous_windows": anomalous,
+            "rebaseline_after": cfg.rebaseline_after,
+        }
+        self._events.append(AuditEvent(key[0], key[1], ts, "threshold_rebaselined", detail))
+        log.info("threshold_rebaselined", stream=key[0], device=key[1], at=ts, **detail)
+
+    def _new_watch(self) -> LevelShiftWatch:
+        cfg = self.config
+        return LevelShiftWatch(
+            cfg.drift_delta, cfg.drift_threshold, cfg.rebaseline_after, self._keep()
+        )
+
+    def _keep(self) -> int:
+        return max(self.config.spot_depth, 256)
+
+    def _reference_median(
+        self, state: _DeviceThreshold, calibration: Sequence[float]
+    ) -> float | None:
+        """The device's normal level, in the units its quantile was learnt in."""
+        if len(state.recent) >= _MIN_REFERENCE:
+            return float(np.median(np.asarray(state.recent)))
+        if calibration:
+            return float(np.median(np.asarray(calibration)))
+        return None
+
+    def current(self, state: _DeviceThreshold, fallback: float) -> float:
+        value = state.quantile.get()
+        if state.normal_seen < self.config.warmup or value is None:
+            return fallback * state.scale
+        return float(value) * self.config.multiplier * state.scale
+
+    def reset_stream(self, stream: str) -> None:
+        """Forget a stream's thresholds, e.g. when a new model changes its score scale."""
+        for key in [k for k in self._devices if k[0] == stream]:
+            del self._devices[key]
+        for key in [k for k in self._parked if k[0] == stream]:
+            del self._parked[key]
+        self._seeds.pop(stream, None)
+
+    def park(self, keep: Container[tuple[str, str]]) -> int:
+        """Park every device not in ``keep``; returns how many were parked."""
+        gone = [key for key in self._devices if key not in keep]
+        for key in gone:
+            self._parked[key] = _compact(_to_data(self._devices.pop(key)))
+        return len(gone)
+
+    def reconfigure(self, config: ThresholdConfig) -> None:
+        """Adopt a reloaded config without forgetting what the devices have learned.
+
+        ``multiplier`` and ``warmup`` are read at every judgement. A new ``quantile`` or
+        ``history`` rebuilds each device's rolling quantile from the normal scores it
+        remembers. A change of method, or of DSPOT's parameters, refits DSPOT from the
+        model's held-back scores when each device next scores a window.
+        """
+        old, self.config = self.config, config
+        spot_keys = ("method", "risk", "spot_level", "spot_depth")
+        if any(getattr(old, k) != getattr(config, k) for k in spot_keys):
+            self._seeds.clear()
+            if config.method == "spot":
+                self._devices.clear()
+                self._parked.clear()
+            else:
+                for state in self._devices.values():
+                    state.spot = None
+                for data in self._parked.values():
+                    data["spot"] = None
+        if (old.quantile, old.history) != (config.quantile, config.history):
+            for key, state in list(self._devices.items()):
+                fresh = self._empty()
+                for value in list(state.recent)[-config.history :]:
+                    fresh.quantile.update(value)
+                    fresh.recent.append(value)
+                fresh.normal_seen = state.normal_seen
+                fresh.spot = state.spot
+                fresh.scale = state.scale
+                fresh.watch = state.watch
+                self._devices[key] = fresh
+        drift_keys = ("drift_delta", "drift_threshold", "rebaseline_after")
+        if any(getattr(old, k) != getattr(config, k) for k in drift_keys):
+            # Rebuilt with the new parameters on the next window; re-warming the watch only
+            # delays a re-baseline, it never loses a device's level (``scale``).
+            for state in self._devices.values():
+                state.watch = None
+            for data in self._parked.values():
+                data["watch"] = None
+        # A new quantile or history reaches a parked device when ``restore`` takes it back.
+
+    def snapshot(self, stream: str) -> dict[str, Any]:
+        """A stream's per-device threshold state, parked devices included, as JSON-safe
+        data (see ``restore``)."""
+        data = {
+            device: _plain(parked) for (s, device), parked in self._parked.items() if s == stream
+        }
+        data.update(
+            (device, _to_data(state)) for (s, device), state in self._devices.items() if s == stream
+        )
+        return data
+
+    def restore(self, stream: str, devices: Mapping[str, Any]) -> int:
+        """Take back a snapshot; raises ValueError (naming the device) if it is corrupt."""
+        restored: dict[tuple[str, str], _DeviceThreshold] = {}
+        for device, data in devices.items():
+            try:
+                state = self._empty()
+                for value in data["recent"][-self.config.history :]:
+                    value = float(value)
+                    if not math.isfinite(value):
+                        raise ValueError(f"non-finite score {value}")
+                    state.quantile.update(value)
+                    state.recent.append(value)
+                state.normal_seen = int(data["normal_seen"])
+                spot = data.get("spot")
+                if spot is not None:
+                    state.spot = DSpot.from_state(SpotState.from_dict(spot))
+                state.scale = float(data.get("scale", 1.0))
+                if not (math.isfinite(state.scale) and state.scale > 0):
+                    raise ValueError(f"bad level factor {state.scale}")
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"device {device!r}: {err}") from err
+            state.watch = self._restore_watch(str(device), data.get("watch"))
+            restored[(stream, str(device))] = state
+        self._devices.update(restored)  # all or nothing
+        return len(restored)
+
+    def _restore_watch(self, device: str, data: Any) -> LevelShiftWatch | None:
+        if data is None or self.config.rebaseline_after <= 0:
+            return None
+        cfg = self.config
+        try:
+            return LevelShiftWatch.from_dict(
+                data,
+                delta=cfg.drift_delta,
+                threshold=cfg.drift_threshold,
+                rebaseline_after=cfg.rebaseline_after,
+                keep=self._keep(),
+            )
+        except ValueError as err:  # re-warming the watch only delays a re-baseline
+            log.warning("level_shift_state_dropped", device=device, reason=str(err))
+            return None
+
+    def _empty(self) -> _DeviceThreshold:
+        return _DeviceThreshold(
+            stats.RollingQuantile(self.config.quantile, window_size=self.config.history),
+            deque(maxlen=self.config.history),
+        )
+
+    def _new_device(self, stream: str, calibration: Sequence[float]) -> _DeviceThreshold:
+        state = self._empty()
+        if self.config.method == "spot":
+            seed = self._seed(stream, calibration)
+            if seed is not None:
+                state.spot = DSpot.from_state(seed.state())
+        return state
+
+    def _seed(self, stream: str, calibration: Sequence[float]) -> DSpot | None:
+        if stream in self._seeds:
+            return self._seeds[stream]
+        cfg = self.config
+        spot: DSpot | None = DSpot(q=cfg.risk, level=cfg.spot_level, depth=cfg.spot_depth)
+        try:
+            assert spot is not None
+            spot.fit([math.log(max(v, _LOG_FLOOR)) for v in calibration])
+            log.info(
+                "spot_threshold_fitted",
+                stream=stream,
+                samples=len(calibration),
+                threshold=round(math.exp(spot.threshold), 4),
+            )
+        except ValueError as err:
+            log.warning(
+                "spot_threshold_unavailable",
+                stream=stream,
+                samples=len(calibration),
+                reason=str(err),
+                using="quantile",
+            )
+            spot = None
+        self._seeds[stream] = spot
+        return spot
+
+
+def _to_data(state: _DeviceThreshold) -> dict[str, Any]:
+    return {
+        "normal_seen": state.normal_seen,
+        "recent": list(state.recent),
+        "spot": state.spot.state().to_dict() if state.spot is not None else None,
+        "scale": state.scale,
+        "watch": state.watch.to_dict() if state.watch is not None else None,
+    }
+
+
+def _compact(data: dict[str, Any]) -> dict[str, Any]:
+    """Snapshot data with its long lists of floats as arrays: a parked device's form (the
+    lists hold a Python float object per score, 32 bytes, where an array takes 8)."""
+    data["recent"] = np.asarray(data["recent"], dtype=np.float64)
+    watch = data["watch"]
+    if watch is not None:
+        watch["recent"] = np.asarray(watch["recent"], dtype=np.float64)
+        watch["marks"] = np.asarray(watch["marks"], dtype=np.float64).reshape(-1, 2)
+    return data
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """``_compact``'s data back as the JSON-safe lists a snapshot holds."""
+    plain = {**data, "recent": data["recent"].tolist()}
+    watch = data["watch"]
+    if watch is not None:
+        plain["watch"] = {
+            **watch,
+            "recent": watch["recent"].tolist(),
+            "marks": [[t, int(a)] for t, a in watch["marks"].tolist()],
+        }
+    return plain
+
+
+def _json_float(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _empirical_tail(sample: Sequence[float] | deque[float], value: float) -> float:
+    """P(normal >= value) from a sample of normal scores: the empirical fraction while
+    ``value`` lies within the sample; past its largest value, an exponential tail fitted to
+    the top tenth of the sample in log score (scores are errors: multiplicative)."""
+    values = np.sort(np.asarray(sample, dtype=np.float64))
+    n = values.size
+    if n == 0:
+        return 1.0
+    at_least = n - int(np.searchsorted(values, value, side="left"))
+    if at_least > 0:
+        return at_least / (n + 1)
+    logs = np.log(np.maximum(values, _LOG_FLOOR))
+    top = logs[int((1.0 - _TOP) * n) :]
+    base = float(top[0])
+    mean_excess = float(np.mean(top - base))
+    if not mean_excess > 0.0:
+        return 1.0 / (n + 1)
+    tail = top.size / n * math.exp(-(math.log(max(value, _LOG_FLOOR)) - base) / mean_excess)
+    return min(tail, 1.0 / (n + 1))

@@ -1,0 +1,302 @@
+"""Replay a recorded CSV through the live pipeline's own code, driven by the file's time.
+
+The first rows train the initial model (labels unseen); every later row becomes a reading
+of one device, fed to ``Pipeline.process`` in order -- the same windows, model, thresholds
+and alert logic as ``sentinel run``, with event time from the file instead of the clock.
+Readings go in passes of up to 256, as the live worker drains its queue, so the model
+scores a batch of windows at a time; a pass ends at the row where a scheduled retraining
+fires, so a new model takes over from the same row as if the clock ticked every row.
+One output row per input row: what the detector said at that moment.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sentinel.config import SentinelConfig, StreamConfig
+from sentinel.errors import DataError
+from sentinel.model import Detector, train_detector, training_options
+from sentinel.model.baselines import BaselineDetector, train_baseline
+from sentinel.offline.csvdata import RecordedData
+from sentinel.records import Alert, AlertStatus, Delivery, Reading, Verdict, WriteBatch
+from sentinel.retrain.clock import DataClockRetrainer
+from sentinel.worker.coldstart import TrainingJob
+from sentinel.worker.pipeline import Pipeline
+
+__all__ = ["ReplaySummary", "replay", "split_labels"]
+
+_BATCH = 256  # readings per pipeline pass, as the live worker drains its queue
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    rows: int
+    train_rows: int
+    scored_windows: int
+    anomalous_rows: int
+    alerts: int
+    model_version: str
+    seconds: float
+    retrain_runs: int = 0  # with retrain=True: scheduled runs in the data's time ...
+    retrain_promoted: int = 0  # ... and how many of them swapped in a new model
+
+
+@dataclass
+class _State:
+    """What the detector says right now; each output row takes the latest."""
+
+    score: float | None = None
+    threshold: float | None = None
+    is_anomaly: bool = False
+    check: str = ""
+    alert: str | None = None
+    scored: int = 0
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
+    """Which checks made a window anomalous, for the output's ``check`` column: ``score``
+    (above the threshold), ``spike:FEATURE`` (sentinel.judge.spikes), ``level:FEATURE``
+    (sentinel.judge.levels), joined by ``+``; empty for a normal window."""
+    if not verdict.is_anomaly:
+        return ""
+    parts = []
+    if verdict.score.value > verdict.threshold:
+        parts.append("score")
+    for kind, hit in (("spike", verdict.spike), ("level", verdict.level)):
+        if hit is not None:
+            name = features[hit.feature] if hit.feature < len(features) else str(hit.feature)
+            parts.append(f"{kind}:{name}")
+    return "+".join(parts) or "score"
+
+
+def replay(
+    config: SentinelConfig,
+    stream: StreamConfig,
+    data: RecordedData,
+    out: Path,
+    *,
+    device: str,
+    train_rows: int,
+    torch_device: torch.device,
+    detector: Detector | BaselineDetector | None = None,
+    show_progress: bool = True,
+    retrain: bool = False,
+) -> ReplaySummary:
+    """Train on the first ``train_rows`` rows (unless a detector is given), score the rest.
+
+    Rows used for training are written too, with empty scores, so the output lines up
+    with the input row for row. ``retrain``: retrain on the ``[retrain]`` schedule in the
+    file's own time, as the daemon would (``sentinel.retrain.clock``), in a scratch state
+    directory.
+    """
+    if data.timestamps is None:
+        raise DataError("replay needs a timestamp column: event time drives the pipeline")
+    started = time.monotonic()
+    rows = len(data.values)
+    window = config.windows.length
+    if detector is None:
+        if train_rows < 4 * window or train_rows >= rows:
+            raise DataError(
+                f"--train-rows {train_rows}: need at least {4 * window} (4 windows) and fewer "
+                f"than the file's {rows} rows"
+            )
+        head = RecordedData(
+            data.values[:train_rows],
+            data.timestamps[:train_rows],
+            data.features,
+            data.max_gap,
+        )
+        kind = config.model.detector
+        if kind == "lstm_ae":
+            detector = train_detector(
+                head.segments(min_length=window),
+                training_options(config, stream.name),
+                device=torch_device,
+                first_ts=head.first_ts,
+                last_ts=head.last_ts,
+            )
+        else:
+            detector = train_baseline(
+                kind,
+                head.segments(min_length=window),
+                features=stream.feature_names,
+                window=window,
+                config=config.model,
+            )
+    else:
+        train_rows = 0
+
+    state = _State()
+    alerts: set[str] = set()
+    features = tuple(stream.feature_names)
+    # What the detector said after each window of the current pass, by the window's last
+    # reading's time: each output row shows the latest verdict up to its own time.
+    said: deque[tuple[float, _State]] = deque()
+
+    def observe(verdict: Verdict, alert: Alert | None) -> None:
+        state.score = verdict.score.value
+        state.threshold = verdict.threshold
+        state.is_anomaly = verdict.is_anomaly
+        state.check = why_anomalous(verdict, features)
+        state.scored += 1
+        if alert is not None:
+            alerts.add(alert.uid)
+            state.alert = None if alert.status is AlertStatus.CLOSED else alert.uid
+        said.append((verdict.score.window.end_ts, dataclasses.replace(state)))
+
+    def no_training(job: TrainingJob) -> None:  # the model is given; never retrain here
+        raise AssertionError("replay pipeline asked for cold-start training")
+
+    clock: DataClockRetrainer | None = None
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+    if retrain:
+        if not isinstance(detector, Detector):
+            raise DataError("retraining in replay needs model.detector = 'lstm_ae'")
+        scratch = tempfile.TemporaryDirectory(prefix="sentinel-replay-")
+        clock = DataClockRetrainer(
+            config.model_copy(update={"state_dir": Path(scratch.name)}),
+            torch_device,
+            start_ts=float(data.timestamps[min(train_rows, rows - 1)]),
+            initial=[detector],
+        )
+        clock.seed(
+            [
+                Reading(stream.name, device, float(data.timestamps[i]), tuple(map(float, v)))
+                for i, v in enumerate(data.values[:train_rows])
+            ]
+        )
+
+    batches: list[WriteBatch] = []
+    pipeline = Pipeline(
+        config,
+        sink=batches.append,
+        request_training=no_training,
+        models={
+            s.name: (detector if s.name == stream.name else None)  # type: ignore[misc]
+            for s in config.streams
+        },
+        observer=observe,
+        tap=clock.tap if clock is not None else None,
+    )
+    anomalous = 0
+    label_names = list(data.carried)
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "timestamp",
+                *data.features,
+                "score",
+                "threshold",
+                "is_anomaly",
+                "check",
+                "alert_id",
+                *label_names,
+            ]
+        )
+        bar = _progress(rows, show_progress)
+        shown = _State()
+        start = 0
+        while start < rows:
+            stop = min(start + _BATCH, rows)
+            if start < train_rows:
+                stop = min(stop, train_rows)  # written unscored, never fed
+            else:
+                if clock is not None:
+                    # End the pass at the row where a scheduled run fires, so that the new
+                    # model scores from the next row on, as if the clock ticked every row.
+                    fire = clock.next_fire
+                    for i in range(start, stop):
+                        if data.timestamps[i] >= fire:
+                            stop = i + 1
+                            break
+                readings = tuple(
+                    Reading(stream.name, device, float(ts), tuple(map(float, v)))
+                    for ts, v in zip(
+                        data.timestamps[start:stop], data.values[start:stop], strict=True
+                    )
+                )
+                batches.clear()
+                last_ts = float(data.timestamps[stop - 1])
+                pipeline.process(
+                    [Delivery("replay", readings, rejected=(), ack=None, received_at=last_ts)]
+                )
+                if clock is not None:
+                    clock.tick(last_ts, pipeline.install_model)
+            for i in range(start, stop):
+                ts = float(data.timestamps[i])
+                while said and said[0][0] <= ts:
+                    shown = said.popleft()[1]
+                scored = i >= train_rows and shown.score is not None
+                anomalous += int(scored and shown.is_anomaly)
+                writer.writerow(
+                    [
+                        _iso(ts),
+                        *(f"{float(v):.6g}" for v in data.values[i]),
+                        _number(shown.score if scored else None),
+                        _number(shown.threshold if scored else None),
+                        int(scored and shown.is_anomaly),
+                        shown.check if scored and shown.is_anomaly else "",
+                        (shown.alert or "") if scored else "",
+                        *(data.carried[name][i] for name in label_names),
+                    ]
+                )
+            if bar is not None:
+                bar.update(stop - start)
+            start = stop
+        if bar is not None:
+            bar.close()
+    runs = promoted = 0
+    if clock is not None:
+        runs = len(clock.outcomes)
+        promoted = sum(o.status == "accepted" for _, o in clock.outcomes)
+        clock.close()
+    if scratch is not None:
+        scratch.cleanup()
+    rejected = pipeline.rejections.as_dict()
+    if rejected:
+        print(f"replay: rows skipped by the pipeline: {rejected}", file=sys.stderr)
+    return ReplaySummary(
+        rows=rows,
+        train_rows=train_rows,
+        scored_windows=state.scored,
+        anomalous_rows=anomalous,
+        alerts=len(alerts),
+        model_version=detector.version,
+        seconds=round(time.monotonic() - started, 2),
+        retrain_runs=runs,
+        retrain_promoted=promoted,
+    )
+
+
+def _progress(total: int, show: bool) -> Any:
+    if not show or not sys.stderr.isatty():
+        return None
+    from sentinel.progress import progress_bar
+
+    return progress_bar(total, "replay", "row")
+
+
+def split_labels(text: str | None) -> Sequence[str]:
+    """``"anomaly, changepoint"`` -> ``["anomaly", "changepoint"]``."""
+    return [c.strip() for c in text.split(",") if c.strip()] if text else []

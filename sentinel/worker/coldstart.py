@@ -1,0 +1,153 @@
+"""Cold start: collect a stream's first readings, train its first model off the hot path."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+import torch
+
+from sentinel.config import SentinelConfig, StreamConfig
+from sentinel.errors import SentinelError
+from sentinel.model import Detector, ModelRegistry, train_detector, training_options
+from sentinel.progress import progress_reporter
+from sentinel.records import Reading
+
+__all__ = ["ColdStartBuffer", "Trainer", "TrainingJob"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ColdStartBuffer:
+    """Readings of one stream, kept as gap-free runs per device, until ``target`` is reached.
+
+    Runs are split at gaps longer than ``max_gap`` for the same reason windows restart
+    there: a training window across a gap teaches the model a jump that never happens.
+    """
+
+    stream: str
+    target: int
+    max_gap: float
+    collected: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    _runs: dict[str, list[list[tuple[float, ...]]]] = field(default_factory=dict)
+    _device_last: dict[str, float] = field(default_factory=dict)
+
+    def add(self, reading: Reading) -> bool:
+        """Keep a reading; True once the target is reached."""
+        runs = self._runs.setdefault(reading.device, [[]])
+        last = self._device_last.get(reading.device)
+        if last is not None and reading.ts - last > self.max_gap:
+            runs.append([])
+        runs[-1].append(reading.values)
+        self._device_last[reading.device] = reading.ts
+        self.collected += 1
+        self.first_ts = reading.ts if self.first_ts is None else min(self.first_ts, reading.ts)
+        self.last_ts = reading.ts if self.last_ts is None else max(self.last_ts, reading.ts)
+        return self.collected >= self.target
+
+    def segments(self, min_length: int) -> list[np.ndarray]:
+        return [
+            np.asarray(run, dtype=np.float32)
+            for runs in self._runs.values()
+            for run in runs
+            if len(run) >= min_length
+        ]
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    stream: StreamConfig
+    segments: list[np.ndarray]
+    first_ts: float | None
+    last_ts: float | None
+
+
+class Trainer:
+    """Trains models on its own thread, one job at a time, and hands them over.
+
+    ``on_model(stream, detector)`` is called from the trainer thread once a model is saved
+    and activated; ``on_failure(stream, reason)`` when a job could not produce one.
+    """
+
+    def __init__(
+        self,
+        config: SentinelConfig,
+        registry: ModelRegistry,
+        device: torch.device,
+        *,
+        on_model: Callable[[str, Detector], None],
+        on_failure: Callable[[str, str], None],
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._device = device
+        self._on_model = on_model
+        self._on_failure = on_failure
+        self._jobs: queue.Queue[TrainingJob] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.busy = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sentinel-trainer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: TrainingJob) -> None:
+        self._jobs.put(job)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()  # also cancels a training run between epochs
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self._jobs.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.busy.set()
+            try:
+                self._train(job)
+            except SentinelError as err:
+                log.error("training_failed", stream=job.stream.name, error=str(err))
+                self._on_failure(job.stream.name, str(err))
+            except Exception as err:  # thread boundary: a bug must not kill the trainer
+                log.exception("training_crashed", stream=job.stream.name)
+                self._on_failure(job.stream.name, repr(err))
+            finally:
+                self.busy.clear()
+
+    def _train(self, job: TrainingJob) -> None:
+        stream = job.stream
+        rows = sum(len(s) for s in job.segments)
+        log.info("training_started", stream=stream.name, rows=rows, segments=len(job.segments))
+        progress = progress_reporter(stream.name, self._config.model.epochs)
+        try:
+            detector = train_detector(
+                job.segments,
+                training_options(self._config, stream.name),
+                device=self._device,
+                first_ts=job.first_ts,
+                last_ts=job.last_ts,
+                progress=progress,
+                stop=self._stop,
+            )
+        finally:
+            progress.close()
+        self._registry.save(detector)
+        self._registry.activate(stream.name, detector.version)
+        log.info(
+            "model_trained",
+            stream=stream.name,
+            version=detector.version,
+            **{k: v for k, v in detector.meta.training.items() if k in ("val_loss", "seconds")},
+        )
+        self._on_model(stream.name, detector)

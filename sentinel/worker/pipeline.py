@@ -1,0 +1,856 @@
+"""The pipeline worker: deliveries in, windows scored in batches, alert changes out.
+
+One worker thread owns all per-device state (order checks, windows, thresholds, alert
+grouping), so none of it needs locks. The MQTT network thread only parses and enqueues;
+scoring and everything after it happen here; the database writer commits on its own thread
+and only then are the messages acknowledged to the broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import structlog
+
+from sentinel.atomic import write_atomically
+from sentinel.config import SentinelConfig, StreamConfig, config_hash
+from sentinel.errors import SentinelError
+from sentinel.judge.alerts import AlertTracker, alert_checks
+from sentinel.judge.levels import LevelCheck
+from sentinel.judge.spikes import SpikeCheck
+from sentinel.judge.threshold import ThresholdBank, calibration_threshold
+from sentinel.model import Detector
+from sentinel.records import (
+    Ack,
+    Alert,
+    AlertStatus,
+    AuditEvent,
+    Delivery,
+    DeviceReset,
+    Reading,
+    Rejected,
+    RejectReason,
+    Score,
+    Verdict,
+    Window,
+    WriteBatch,
+)
+from sentinel.worker.coldstart import ColdStartBuffer, TrainingJob
+from sentinel.worker.devices import Abandoned, DeviceTable, Recall
+from sentinel.worker.shadow import Shadow
+from sentinel.worker.stats import PipelineStats, RejectionLog
+from sentinel.worker.windows import WindowAssembler
+
+__all__ = ["Pipeline", "PipelineTap"]
+
+log = structlog.get_logger(__name__)
+
+_DRAIN_MAX = 256  # deliveries handled per pass: bounds latency and the size of a commit
+_SCORE_CAP = 1e30  # stands in for a non-finite score
+_SNAPSHOT_SCHEMA = 1
+
+
+class PipelineTap(Protocol):
+    """Sees every pass's accepted readings, anomalous windows, alert changes and audit
+    events (the retraining reservoir). Called on the worker thread; must be quick."""
+
+    def observe(
+        self,
+        readings: Sequence[Reading],
+        flagged: Sequence[Window],
+        alerts: Sequence[Alert],
+        audit: Sequence[AuditEvent] = (),
+    ) -> None: ...
+
+
+@dataclass
+class _ResetRequest:
+    """``sentinel devices reset`` through the control socket, answered by the worker."""
+
+    stream: str
+    devices: tuple[str, ...]
+    note: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    held: list[str] = field(default_factory=list)  # those the worker had in memory
+    error: str | None = None
+
+
+@dataclass
+class _Stream:
+    config: StreamConfig
+    windows: WindowAssembler
+    detector: Detector | None = None
+    fallback_threshold: float = 0.0
+    baseline: tuple[float, ...] = ()
+    calibration_scores: tuple[float, ...] = ()
+    cold_start: ColdStartBuffer | None = None
+    shadow: Shadow | None = None  # a promoted model scoring beside the active one
+
+
+class Pipeline:
+    """Turns deliveries into committed alert changes and device progress.
+
+    ``sink`` receives one ``WriteBatch`` per pass (the writer's ``submit``; it may block,
+    which is the backpressure that keeps memory bounded). ``request_training`` is called
+    with a job when a stream without a model has collected enough readings.
+    ``observer``, when given, sees every verdict with the alert change it caused (replay
+    records them per row). ``process`` runs one pass synchronously, without the thread:
+    that is how replay drives this same code with a file's own timestamps.
+
+    Devices are held in memory only while they talk (``sentinel.worker.devices``): one that is
+    not held is looked up with ``recall`` (the daemon passes the store's), at most
+    ``max_devices`` per stream are held, and one silent for ``ingest.device_idle`` leaves
+    memory unless an alert keeps it.
+    """
+
+    def __init__(
+        self,
+        config: SentinelConfig,
+        *,
+        sink: Callable[[WriteBatch], None],
+        request_training: Callable[[TrainingJob], None],
+        models: dict[str, Detector | None],
+        recall: Recall | None = None,
+        open_alerts: Iterable[Alert] = (),
+        observer: Callable[[Verdict, Alert | None], None] | None = None,
+        snapshot_path: Path | None = None,
+        snapshot_interval: float = 60.0,
+        tap: PipelineTap | None = None,
+        cold_start_buffer: bool = True,
+    ) -> None:
+        # tap: see PipelineTap. cold_start_buffer=False: a stream without a model only
+        # waits for one (the retrainer trains it from the on-disk reservoir) instead of
+        # collecting in memory and calling request_training.
+        self._tap = tap
+        self._cold_start_buffer = cold_start_buffer
+        self._accepted: list[Reading] = []
+        self._flagged: list[Window] = []
+        self._threshold_seeds: dict[tuple[str, str], Mapping[str, Sequence[float]]] = {}
+        self._config = config
+        self._observer = observer
+        self._snapshot_path = snapshot_path
+        self._snapshot_interval = snapshot_interval
+        self._next_snapshot = time.monotonic() + snapshot_interval
+        self._sink = sink
+        self._request_training = request_training
+        self._inbox: queue.Queue[Delivery] = queue.Queue(maxsize=config.ingest.queue_size)
+        self._offer_timeout = config.mqtt.keepalive / 3
+        self._swaps: queue.Queue[tuple[str, Detector | None, bool]] = queue.Queue()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stats = PipelineStats()
+        self.rejections = RejectionLog(interval=config.ingest.log_interval)
+        self.queue_full = 0  # counted on the network thread, the only writer
+        # Called with (stream, windows, seconds) after each batched forward pass (metrics).
+        self.on_scored: Callable[[str, int, float], None] | None = None
+        # Monotonic time of the worker's latest pass: the watchdog's proof it is not stuck.
+        self.heartbeat = time.monotonic()
+        self._reconfigs: queue.Queue[SentinelConfig] = queue.Queue()
+        self._thresholds = ThresholdBank(config.threshold)
+        self._spikes = SpikeCheck(config.spikes, config.windows.hop)
+        self._levels = LevelCheck(config.levels)
+        # Computed once: every alert records which configuration judged it.
+        self.config_hash = config_hash(config)
+        # Per device, the uid of its last closed alert: an open change of that uid is a
+        # reopening (alerts.cooldown), worth a log line of its own.
+        self._last_closed: dict[tuple[str, str], str] = {}
+        self._alerts = AlertTracker(
+            config.alerts,
+            {s.name: s.feature_names for s in config.streams},
+            config_hash=self.config_hash,
+        )
+        self._resolved: queue.Queue[tuple[str, ...]] = queue.Queue()
+        self._resets: queue.Queue[_ResetRequest] = queue.Queue()
+        self._alerts.restore(open_alerts)
+        self._devices = DeviceTable(
+            {s.name: s.max_devices for s in config.streams}, recall, self._stopping
+        )
+        self._next_sweep = time.monotonic()
+        self._streams: dict[str, _Stream] = {}
+        for stream in config.streams:
+            runtime = _Stream(
+                config=stream,
+                windows=WindowAssembler(stream.name, len(stream.features), config.windows),
+            )
+            self._streams[stream.name] = runtime
+            detector = models.get(stream.name)
+            if detector is not None:
+                self._install(runtime, detector)
+            else:
+                self._begin_cold_start(runtime)
+        self._restore_thresholds()
+
+    # -- called from other threads ------------------------------------------------------
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Enqueue a delivery (from the MQTT callback). False when there was no room.
+
+        QoS 0 never waits. A message that will be acknowledged waits up to
+        ``offer_timeout`` for room: the broker's flow control should prevent a full queue,
+        but it cannot be relied on (Mosquitto 2.0.11 was measured with 3,213 unacknowledged
+        messages in flight against a Receive Maximum of 50, and MQTT 3.1.1 has no Receive
+        Maximum at all). Waiting briefly on paho's network thread stops it reading the
+        socket, which is TCP backpressure; the wait stays well under the keep-alive so the
+        connection survives it.
+        """
+        try:
+            if delivery.ack is None:
+                self._inbox.put_nowait(delivery)
+            else:
+                self._inbox.put(delivery, timeout=self._offer_timeout)
+        except queue.Full:
+            self.queue_full += 1
+            return False
+        return True
+
+    def install_model(
+        self,
+        stream: str,
+        detector: Detector,
+        seeds: Mapping[str, Sequence[float]] | None = None,
+        shadow: bool = False,
+    ) -> None:
+        """Swap in a new model; applied by the worker between two passes, so no window is
+        dropped or scored twice. ``seeds``: per device, the new model's scores on its
+        recent normal windows, oldest first; they recalibrate the device's threshold to the
+        new score scale at the swap instead of a warm-up on the calibration threshold.
+        ``shadow`` (a scheduled promotion): where a model is active and
+        ``retrain.shadow`` > 0, the new one first scores beside it for that long
+        (``sentinel.worker.shadow``) and takes over after."""
+        if seeds:
+            self._threshold_seeds[(stream, detector.version)] = seeds
+        self._swaps.put((stream, detector, shadow))
+
+    def alerts_resolved(self, uids: Iterable[str]) -> None:
+        """Alerts an operator resolved (reported by the writer): the worker closes them
+        between two passes, and their cooldown begins."""
+        self._resolved.put(tuple(uids))
+
+    def reset_devices(
+        self, stream: str, devices: Sequence[str], note: str | None = None, timeout: float = 10.0
+    ) -> list[str]:
+        """An operator's reset (``sentinel devices reset``), applied by the worker between
+        two passes: the devices' last timestamp and count are forgotten, so their next
+        reading is taken, and the writer deletes their stored progress in order with the
+        progress around it (``DeviceReset``). Their partial windows go too; thresholds
+        and alerts stay. Returns those of ``devices`` the worker held."""
+        self._config.stream(stream)  # KeyError names it
+        request = _ResetRequest(stream, tuple(devices), note)
+        self._resets.put(request)
+        if not request.done.wait(timeout):
+            raise SentinelError(
+                f"the pipeline worker did not take the reset within {timeout:g} s: it is "
+                "blocked (is the database down? see /healthz); the reset stays queued"
+            )
+        if request.error is not None:
+            raise SentinelError(f"the reset was not committed: {request.error}")
+        return request.held
+
+    def training_failed(self, stream: str) -> None:
+        """A cold-start training run failed: collect afresh and try again."""
+        self._swaps.put((stream, None, False))
+
+    @property
+    def depth(self) -> int:
+        return self._inbox.qsize()
+
+    def devices_held(self) -> dict[str, int]:
+        """Per stream, the devices in memory now (each stream's cap is max_devices)."""
+        return self._devices.held()
+
+    @property
+    def recall_errors(self) -> int:
+        """Failed reads of devices' stored progress (each retried while the worker waits)."""
+        return self._devices.recall_errors
+
+    @property
+    def recall_error(self) -> str | None:
+        """The latest failed read of stored progress, None once one succeeded again."""
+        return self._devices.recall_error
+
+    def has_model(self, stream: str) -> bool:
+        return self._streams[stream].detector is not None
+
+    def model_versions(self) -> dict[str, str | None]:
+        """Each stream's active model version (None while it has no model)."""
+        return {
+            name: (rt.detector.version if rt.detector is not None else None)
+            for name, rt in list(self._streams.items())
+        }
+
+    def reconfigure(self, config: SentinelConfig) -> None:
+        """Take the live keys of a reloaded config (thresholds, alert rules, rejection log
+        interval); applied by the worker between two passes, like a model swap."""
+        self._reconfigs.put(config)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sentinel-pipeline", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish everything already queued, then stop. Call after ingest has paused."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("pipeline_stop_timeout", queued=self.depth)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the worker -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._save_thresholds()  # at shutdown too: a restart resumes where this left off
+
+    def _loop(self) -> None:
+        while True:
+            self.heartbeat = time.monotonic()
+            self._apply_swaps()
+            self._apply_resets()
+            if self._snapshot_path is not None and time.monotonic() >= self._next_snapshot:
+                self._next_snapshot = time.monotonic() + self._snapshot_interval
+                self._save_thresholds()
+            idle = self._idle_after()
+            if idle > 0 and time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + min(idle / 2, 60.0)
+                self._evict_idle(idle)
+            try:
+                first = self._inbox.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            batch = [first]
+            while len(batch) < _DRAIN_MAX:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._sink(self.process(batch))
+            except Abandoned:
+                log.warning("pipeline_pass_abandoned", deliveries=len(batch))
+                return
+            except Exception:  # thread boundary: one bad batch must not stop the daemon
+                # Acknowledge anyway: a message that crashes us would otherwise come back
+                # after every restart. The log names how much was lost.
+                self.stats.batch_errors += 1
+                log.exception("pipeline_batch_failed", deliveries=len(batch))
+                acks = tuple(d.ack for d in batch if d.ack is not None)
+                self._sink(WriteBatch(acks=acks))
+
+    def process(self, deliveries: list[Delivery]) -> WriteBatch:
+        """One pass over deliveries, in order: what the worker thread does per batch."""
+        self._apply_swaps()
+        self._apply_resolved()
+        recalled = self._devices.recall(r for d in deliveries for r in d.readings)
+        now = time.monotonic()
+        windows: dict[str, list[Window]] = defaultdict(list)
+        present: set[tuple[str, str]] = set()  # held devices with a reading in this pass
+        touched: set[tuple[str, str]] = set()  # those of them with an accepted one
+        acks: list[Ack] = []
+        for delivery in deliveries:
+            self.stats.messages += 1
+            for rejected in delivery.rejected:
+                self.rejections.record(rejected)
+            for reading in delivery.readings:
+                key = (reading.stream, reading.device)
+                state = self._devices.get(key)
+                if state is None:
+                    state = self._devices.admit(key, recalled.get(key), now)
+                    if state is None:
+                        self._refuse(key, delivery.topic)
+                        continue
+                present.add(key)
+                if reading.ts <= state.last_ts:
+                    reason = (
+                        RejectReason.DUPLICATE
+                        if reading.ts == state.last_ts
+                        else RejectReason.OUT_OF_ORDER
+                    )
+                    self.rejections.record(
+                        Rejected(
+                            reason=reason,
+                            topic=delivery.topic,
+                            detail=f"ts {reading.ts} not after last {state.last_ts}",
+                        )
+                    )
+                    continue
+                state.last_ts = reading.ts
+                state.readings += 1
+                touched.add(key)
+                self.stats.readings += 1
+                if self._tap is not None:
+                    self._accepted.append(reading)
+                runtime = self._streams[reading.stream]
+                if runtime.cold_start is not None:
+                    self._collect(runtime, reading)
+                window = runtime.windows.add(reading)
+                if window is not None:
+                    windows[reading.stream].append(window)
+            if delivery.ack is not None:
+                acks.append(delivery.ack)
+        alerts: list[Alert] = []
+        for stream, stream_windows in windows.items():
+            alerts.extend(self._score(self._streams[stream], stream_windows))
+        audit = tuple(self._thresholds.drain_events())
+        if self._tap is not None:
+            try:
+                self._tap.observe(self._accepted, self._flagged, alerts, audit)
+            except Exception:  # the reservoir is best effort: never lose the alerts for it
+                log.exception("pipeline_tap_failed", readings=len(self._accepted))
+            finally:
+                self._accepted, self._flagged = [], []
+        self._devices.seen(present, time.monotonic())
+        progress = tuple(self._devices.progress(key) for key in touched)
+        return WriteBatch(
+            alerts=tuple(alerts),
+            progress=progress,
+            acks=tuple(acks),
+            audit=audit,
+        )
+
+    # -- devices in memory -----------------------------------------------------------------
+
+    def _apply_resets(self) -> None:
+        requests: list[_ResetRequest] = []
+        while True:
+            try:
+                requests.append(self._resets.get_nowait())
+            except queue.Empty:
+                break
+        if not requests:
+            return
+        now, wall = time.monotonic(), time.time()
+        resets: list[DeviceReset] = []
+        for request in requests:
+            for device in request.devices:
+                if self._devices.reset((request.stream, device), now):
+                    request.held.append(device)
+                self._streams[request.stream].windows.reset(device)
+                resets.append(DeviceReset(request.stream, device, wall, request.note))
+            log.info(
+                "devices_reset",
+                stream=request.stream,
+                devices=len(request.devices),
+                held=len(request.held),
+                note=request.note,
+            )
+        try:
+            self._sink(WriteBatch(resets=tuple(resets)))
+        except Exception as err:  # thread boundary: the writer has stopped
+            log.exception("devices_reset_failed", devices=len(resets))
+            for request in requests:
+                request.error = f"{type(err).__name__}: {err}"
+        finally:
+            for request in requests:
+                request.done.set()
+
+    def _idle_after(self) -> float:
+        """Seconds of silence after which a device leaves memory; 0: never. Not before
+        windows.max_gap, until which its partial window could still be completed."""
+        idle = self._config.ingest.device_idle
+        return max(idle, self._config.windows.max_gap) if idle > 0 else 0.0
+
+    def _refuse(self, key: tuple[str, str], topic: str) -> None:
+        cap = self._devices.limits[key[0]]
+        detail = (
+            f"stream {key[0]!r} already holds max_devices = {cap} devices; device {key[1]!r} "
+            "is refused until one goes idle (raise max_devices for a larger fleet)"
+        )
+        self.rejections.record(Rejected(RejectReason.DEVICE_LIMIT, topic, detail))
+
+    def _evict_idle(self, idle: float) -> None:
+        """Free the devices silent for ``idle`` seconds that no alert keeps, and park what
+        they learnt (thresholds, noise scales) until they return."""
+        wall = time.time()
+        gone = [
+            key
+            for key in self._devices.idle(time.monotonic(), idle)
+            if not self._alerts.busy(key, wall)
+        ]
+        for key in gone:
+            self._devices.remove(key)
+            self._streams[key[0]].windows.reset(key[1])
+            self._last_closed.pop(key, None)
+        held = self._devices.keys()
+        # Also what a restart restored for devices that have not come back since.
+        parked = self._thresholds.park(held)
+        self._spikes.park(held)
+        self._alerts.forget(held, wall)
+        if gone or parked:
+            self.stats.evicted += len(gone)
+            log.info(
+                "devices_evicted",
+                devices=len(gone),
+                thresholds_parked=parked,
+                held=len(held),
+                idle_s=idle,
+            )
+
+    def _score(self, runtime: _Stream, windows: list[Window]) -> list[Alert]:
+        self.stats.windows += len(windows)
+        detector = runtime.detector
+        if detector is None:
+            self.stats.windows_unscored += len(windows)
+            return []
+        started = time.perf_counter()
+        stacked = np.stack([w.values for w in windows])
+        values, feature_errors = detector.score(stacked)
+        # Finite readings can still overflow float32 in the model. Such a window is as
+        # anomalous as it gets, and NaN must never reach the database (NOT NULL columns,
+        # JSONB) where the writer would retry it forever.
+        values = np.nan_to_num(values, nan=_SCORE_CAP, posinf=_SCORE_CAP, neginf=0.0)
+        feature_errors = np.nan_to_num(
+            feature_errors, nan=_SCORE_CAP, posinf=_SCORE_CAP, neginf=0.0
+        )
+        elapsed = time.perf_counter() - started
+        self.stats.score_seconds += elapsed
+        if self.on_scored is not None:
+            self.on_scored(runtime.config.name, len(windows), elapsed)
+        self.stats.scored += len(windows)
+        spikes = self._spikes.check(runtime.config.name, [w.device for w in windows], stacked)
+        levels = self._levels.check(detector, stacked)
+        changes: list[Alert] = []
+        verdicts: list[Verdict] = []
+        for i, window in enumerate(windows):
+            score = Score(
+                window=window,
+                value=float(values[i]),
+                feature_errors=tuple(float(e) for e in feature_errors[i]),
+                model_version=detector.version,
+            )
+            verdict = self._thresholds.judge(
+                score,
+                runtime.fallback_threshold,
+                runtime.calibration_scores,
+                spikes[i],
+                levels[i],
+            )
+            verdicts.append(verdict)
+            if verdict.is_anomaly:
+                self.stats.anomalous += 1
+                if self._tap is not None:
+                    self._flagged.append(window)
+            alert = self._alerts.observe(verdict, runtime.baseline)
+            if alert is not None:
+                changes.append(alert)
+                self._log_alert(alert, verdict.score.value)
+            if self._observer is not None:
+                self._observer(verdict, alert)
+        if runtime.shadow is not None:
+            try:
+                runtime.shadow.observe(verdicts)
+            except Exception as err:  # noqa: BLE001 - a failing challenger must not stop scoring
+                log.error(
+                    "model_shadow_failed",
+                    stream=runtime.config.name,
+                    version=runtime.shadow.detector.version,
+                    error=str(err),
+                )
+                runtime.shadow = None
+            else:
+                if runtime.shadow.due:
+                    self._end_shadow(runtime)
+        return changes
+
+    def _log_alert(self, alert: Alert, score: float) -> None:
+        features = ",".join(f"{c.feature}:{c.share:.0%}" for c in alert.top_features)
+        key = (alert.stream, alert.device)
+        if alert.status is AlertStatus.CLOSED:
+            self._last_closed[key] = alert.uid
+            self.stats.alerts_closed += 1
+            log.info(
+                "alert_closed",
+                stream=alert.stream,
+                device=alert.device,
+                uid=alert.uid,
+                at=alert.ended_at,
+                windows=alert.windows,
+                peak=round(alert.peak_score, 4),
+                duration_s=round((alert.ended_at or alert.updated_at) - alert.started_at, 1),
+            )
+        elif self._last_closed.get(key) == alert.uid or (
+            alert.windows == self._config.alerts.open_after
+        ):
+            reopened = self._last_closed.pop(key, None) == alert.uid
+            if reopened:
+                self.stats.alerts_reopened += 1
+            else:
+                self.stats.alerts_opened += 1
+            log.info(
+                "alert_reopened" if reopened else "alert_opened",
+                stream=alert.stream,
+                device=alert.device,
+                uid=alert.uid,
+                at=alert.updated_at if reopened else alert.started_at,
+                score=round(score, 4),
+                threshold=round(alert.threshold, 4),
+                features=features,
+                checks=alert_checks(alert),
+            )
+        else:
+            log.debug("alert_updated", device=alert.device, uid=alert.uid, windows=alert.windows)
+
+    # -- threshold snapshots --------------------------------------------------------------
+
+    def _save_thresholds(self) -> None:
+        """Write every scored stream's thresholds, tagged with its model version, atomically."""
+        path = self._snapshot_path
+        if path is None:
+            return
+        streams = {
+            name: {
+                "model_version": rt.detector.version,
+                "devices": self._thresholds.snapshot(name),
+                "spikes": self._spikes.snapshot(name),
+            }
+            for name, rt in self._streams.items()
+            if rt.detector is not None
+        }
+        try:
+            write_atomically(path, json.dumps({"schema": _SNAPSHOT_SCHEMA, "streams": streams}))
+        except OSError as err:
+            log.error("threshold_snapshot_failed", path=str(path), error=str(err))
+
+    def _restore_thresholds(self) -> None:
+        """Take back thresholds saved for the models now in use; a corrupt snapshot is set
+        aside and reported, and the thresholds start afresh -- never fatal."""
+        path = self._snapshot_path
+        if path is None or not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("schema") != _SNAPSHOT_SCHEMA:
+                raise ValueError(f"unknown schema {data.get('schema')!r}")
+            for name, saved in data["streams"].items():
+                runtime = self._streams.get(name)
+                if runtime is None or runtime.detector is None:
+                    continue
+                # Noise scales belong to the devices, not the model: kept across a swap.
+                self._spikes.restore(name, saved.get("spikes", {}), len(runtime.config.features))
+                if saved["model_version"] != runtime.detector.version:
+                    log.info(
+                        "threshold_snapshot_stale",
+                        stream=name,
+                        saved_for=saved["model_version"],
+                        model=runtime.detector.version,
+                    )
+                    continue
+                count = self._thresholds.restore(name, saved["devices"])
+                log.info("thresholds_restored", stream=name, devices=count)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            aside = path.with_name(path.name + ".corrupt")
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            log.error(
+                "threshold_snapshot_corrupt", path=str(path), moved_to=str(aside), error=str(err)
+            )
+
+    def _apply_resolved(self) -> None:
+        while True:
+            try:
+                uids = self._resolved.get_nowait()
+            except queue.Empty:
+                return
+            closed = self._alerts.resolved(uids)
+            if closed:
+                log.info("alerts_resolved_by_operator", closed=closed)
+
+    # -- models ---------------------------------------------------------------------------
+
+    def _apply_swaps(self) -> None:
+        self._apply_reconfigure()
+        while True:
+            try:
+                stream, detector, shadow = self._swaps.get_nowait()
+            except queue.Empty:
+                return
+            runtime = self._streams[stream]
+            runtime.shadow = None  # any newer model supersedes one still in its shadow period
+            if detector is None:
+                self._begin_cold_start(runtime)
+                continue
+            seeds = self._threshold_seeds.pop((stream, detector.version), None)
+            period = self._config.retrain.shadow
+            if (
+                shadow
+                and period > 0
+                and runtime.detector is not None
+                and self._config.threshold.method == "quantile"
+                and self._fits(runtime, detector)
+            ):
+                runtime.shadow = Shadow(
+                    detector, period, self._config.threshold.history, seeds or {}
+                )
+                log.info(
+                    "model_shadowing",
+                    stream=stream,
+                    version=detector.version,
+                    active=runtime.detector.version,
+                    seconds=period,
+                )
+                continue
+            self._swap(runtime, detector, seeds)
+
+    def _end_shadow(self, runtime: _Stream) -> None:
+        shadow, runtime.shadow = runtime.shadow, None
+        assert shadow is not None
+        log.info(
+            "model_shadow_ended",
+            stream=runtime.config.name,
+            version=shadow.detector.version,
+            windows=shadow.windows,
+            devices=len(shadow.live),
+        )
+        self._swap(runtime, shadow.detector, shadow.threshold_seeds())
+
+    def _swap(
+        self,
+        runtime: _Stream,
+        detector: Detector,
+        seeds: Mapping[str, Sequence[float]] | None,
+    ) -> None:
+        stream = runtime.config.name
+        self._install(runtime, detector)
+        # A new model has its own score scale: thresholds learned on the old one are void.
+        self._thresholds.reset_stream(stream)
+        if seeds and self._config.threshold.method == "quantile":
+            self._seed_thresholds(stream, seeds)
+        log.info("model_installed", stream=stream, version=detector.version)
+
+    def _seed_thresholds(self, stream: str, seeds: Mapping[str, Sequence[float]]) -> None:
+        try:
+            devices = self._thresholds.restore(
+                stream,
+                {d: {"recent": list(s), "normal_seen": len(s)} for d, s in seeds.items()},
+            )
+        except ValueError as err:
+            log.error("threshold_seed_rejected", stream=stream, error=str(err))
+            return
+        log.info("thresholds_recalibrated", stream=stream, devices=devices)
+
+    def _fits(self, runtime: _Stream, detector: Detector) -> bool:
+        return (
+            tuple(detector.features) == runtime.config.feature_names
+            and detector.window == self._config.windows.length
+        )
+
+    def _install(self, runtime: _Stream, detector: Detector) -> None:
+        stream = runtime.config
+        if tuple(detector.features) != stream.feature_names:
+            log.error(
+                "model_features_mismatch",
+                stream=stream.name,
+                model=list(detector.features),
+                config=list(stream.feature_names),
+            )
+            self._begin_cold_start(runtime)
+            return
+        if detector.window != self._config.windows.length:
+            log.error(
+                "model_window_mismatch",
+                stream=stream.name,
+                model=detector.window,
+                config=self._config.windows.length,
+            )
+            self._begin_cold_start(runtime)
+            return
+        calibration = detector.meta.calibration
+        runtime.fallback_threshold = calibration_threshold(
+            calibration.quantiles,
+            self._config.threshold.quantile,
+            self._config.threshold.multiplier,
+        )
+        runtime.baseline = tuple(calibration.feature_mean_errors)
+        runtime.calibration_scores = tuple(calibration.scores)
+        runtime.detector = detector
+        runtime.cold_start = None
+
+    def _begin_cold_start(self, runtime: _Stream) -> None:
+        runtime.detector = None
+        if not self._cold_start_buffer:
+            runtime.cold_start = None
+            log.info("cold_start_waiting_for_model", stream=runtime.config.name)
+            return
+        runtime.cold_start = ColdStartBuffer(
+            stream=runtime.config.name,
+            target=self._config.cold_start.readings,
+            max_gap=self._config.windows.max_gap,
+        )
+        log.info(
+            "cold_start_collecting",
+            stream=runtime.config.name,
+            target=self._config.cold_start.readings,
+        )
+
+    def _collect(self, runtime: _Stream, reading: Reading) -> None:
+        buffer = runtime.cold_start
+        assert buffer is not None
+        if buffer.add(reading):
+            self._launch_training(runtime)
+        elif buffer.collected % max(1, buffer.target // 20) == 0:
+            log.info(
+                "cold_start_progress",
+                stream=buffer.stream,
+                collected=buffer.collected,
+                target=buffer.target,
+            )
+
+    def _launch_training(self, runtime: _Stream) -> None:
+        buffer = runtime.cold_start
+        assert buffer is not None
+        runtime.cold_start = None  # stop collecting; scoring starts when the model arrives
+        segments = buffer.segments(min_length=self._config.windows.length)
+        log.info("cold_start_collected", stream=runtime.config.name, readings=buffer.collected)
+        self._request_training(
+            TrainingJob(runtime.config, segments, buffer.first_ts, buffer.last_ts)
+        )
+
+    # -- live reconfiguration (SIGHUP) ----------------------------------------------------
+
+    def _apply_reconfigure(self) -> None:
+        try:
+            config = self._reconfigs.get_nowait()
+        except queue.Empty:
+            return
+        self._thresholds.reconfigure(config.threshold)
+        self._alerts.reconfigure(config.alerts)
+        self._spikes.reconfigure(config.spikes, config.windows.hop)
+        self._levels.reconfigure(config.levels)
+        self.rejections.interval = config.ingest.log_interval
+        self._config = config
+        # Alerts record the hash of the config in force (their reason's config_hash).
+        self.config_hash = self._alerts.config_hash = config_hash(config)
+        for runtime in self._streams.values():
+            if runtime.detector is not None:
+                runtime.fallback_threshold = calibration_threshold(
+                    runtime.detector.meta.calibration.quantiles,
+                    config.threshold.quantile,
+                    config.threshold.multiplier,
+                )
+        log.info(
+            "config_applied",
+            threshold=config.threshold.model_dump(),
+            alerts=config.alerts.model_dump(),
+            spikes=config.spikes.model_dump(),
+            levels=config.levels.model_dump(),
+        )

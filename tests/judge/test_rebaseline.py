@@ -1,0 +1,222 @@
+"""Re-baselining after a lasting level change, exceedance probabilities, drift-state snapshots."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sentinel.config import ThresholdConfig
+from sentinel.judge.drift import LevelShiftWatch
+from sentinel.judge.threshold import ThresholdBank, _empirical_tail
+from sentinel.records import Score, Window
+
+STEP = 20.0  # seconds between windows
+
+
+def score(value: float, t: float, device: str = "a") -> Score:
+    window = Window("pump", device, t - STEP, t, np.zeros((2, 1), dtype=np.float32))
+    return Score(window, value, (value,), "v1")
+
+
+def config(method: str, **overrides: float) -> ThresholdConfig:
+    data: dict[str, object] = {
+        "method": method,
+        "risk": 1e-3,
+        "warmup": 500,
+        "history": 1000,
+        "rebaseline_after": 600,
+    }
+    return ThresholdConfig.model_validate({**data, **overrides})
+
+
+HELD_BACK = tuple(float(v) for v in np.random.default_rng(9).lognormal(0.0, 0.3, 4000))
+FALLBACK = float(np.quantile(HELD_BACK, 0.995)) * 1.5
+
+
+def feed(bank: ThresholdBank, levels: list[float], seed: int = 0, t0: float = 0.0) -> list[bool]:
+    rng = np.random.default_rng(seed)
+    flags = []
+    for k, level in enumerate(levels):
+        value = float(rng.lognormal(0.0, 0.3)) * level
+        flags.append(bank.judge(score(value, t0 + STEP * (k + 1)), FALLBACK, HELD_BACK).is_anomaly)
+    return flags
+
+
+@pytest.mark.parametrize("method", ["quantile", "spot"])
+def test_a_lasting_level_shift_rebaselines_within_the_configured_time(method: str) -> None:
+    bank = ThresholdBank(config(method))
+    flags = feed(bank, [1.0] * 2000 + [5.0] * 2000)
+    events = bank.drain_events()
+    assert len(events) == 1
+    event = events[0]
+    assert event.kind == "threshold_rebaselined"
+    assert event.detail["method"] == method
+    shift_at = 2000 * STEP
+    # Page-Hinkley fires some windows after the shift; the episode is back-dated to the
+    # change itself, so the re-baseline comes rebaseline_after after the shift, not after
+    # rebaseline_after plus the test's detection delay.
+    assert 0 < float(event.detail["change_detected_at"]) - shift_at <= 2 * STEP  # type: ignore[arg-type]
+    assert event.at - shift_at == pytest.approx(600, abs=2 * STEP)
+    assert float(event.detail["threshold_after"]) > 3 * float(event.detail["threshold_before"])  # type: ignore[arg-type]
+    after = np.array(flags[2000:])
+    rebaselined_k = round((event.at - shift_at) / STEP)
+    assert after[:rebaselined_k].mean() > 0.8  # the new level alerted until then ...
+    assert after[rebaselined_k + 5 :].mean() < 0.01  # ... and is normal afterwards
+    assert bank.drain_events() == []
+
+
+@pytest.mark.parametrize("method", ["quantile", "spot"])
+def test_short_faults_and_spikes_never_rebaseline(method: str) -> None:
+    bank = ThresholdBank(config(method))
+    levels = [1.0] * 1500
+    for start in range(200, 1500, 150):
+        levels[start : start + 3] = [30.0] * 3  # spikes
+    levels[1000:1020] = [6.0] * 20  # a 400 s fault, shorter than rebaseline_after
+    flags = feed(bank, levels)
+    assert bank.drain_events() == []
+    assert all(flags[k] for k in range(1000, 1020))  # the fault stays anomalous throughout
+    assert all(flags[k] for start in range(200, 1500, 150) for k in range(start, start + 3))
+
+
+def test_rebaseline_can_be_disabled() -> None:
+    bank = ThresholdBank(config("spot", rebaseline_after=0))
+    flags = feed(bank, [1.0] * 1000 + [5.0] * 1000)
+    assert bank.drain_events() == []
+    assert np.mean(flags[1000:]) > 0.95  # DSPOT's lock-out, which re-baselining ends
+
+
+def test_anomalous_windows_never_update_the_threshold_outside_a_rebaseline() -> None:
+    bank = ThresholdBank(config("quantile", warmup=300, history=300, quantile=0.99))
+    feed(bank, [1.0] * 400)
+    before = bank.judge(score(1.0, 1e6), FALLBACK, HELD_BACK).threshold
+    for k in range(20):  # 400 s of anomalies: under rebaseline_after
+        assert bank.judge(score(50.0, 1e6 + STEP * (k + 1)), FALLBACK, HELD_BACK).is_anomaly
+    assert bank.judge(score(1.0, 1e6 + 500), FALLBACK, HELD_BACK).threshold == before
+
+
+def test_exceedance_shrinks_with_the_score_for_both_methods() -> None:
+    for method in ("quantile", "spot"):
+        bank = ThresholdBank(config(method))
+        feed(bank, [1.0] * 600)
+        probabilities = [
+            bank.judge(score(v, 1e6 + i), FALLBACK, HELD_BACK).exceedance
+            for i, v in enumerate([4.0, 8.0, 30.0])
+        ]
+        assert probabilities[0] > probabilities[1] > probabilities[2] > 0, method
+        assert probabilities[0] < 1e-2, method
+        assert bank.judge(score(1.0, 2e6), FALLBACK, HELD_BACK).exceedance == 1.0
+
+
+def test_empirical_tail_is_a_fraction_inside_the_sample_and_extrapolates_beyond() -> None:
+    sample = list(np.random.default_rng(1).lognormal(0.0, 0.3, 999))
+    inside = _empirical_tail(sample, float(np.quantile(sample, 0.9)))
+    assert inside == pytest.approx(0.1, abs=0.01)
+    beyond = [_empirical_tail(sample, max(sample) * f) for f in (1.0, 1.5, 3.0)]
+    assert beyond[0] <= 1 / 1000
+    assert beyond[0] > beyond[1] > beyond[2] > 0
+    assert _empirical_tail([], 5.0) == 1.0
+
+
+def test_level_shift_watch_round_trips_through_json_exactly() -> None:
+    rng = np.random.default_rng(2)
+    values = list(rng.normal(0.0, 0.3, 500)) + list(rng.normal(2.0, 0.3, 40))
+    original = LevelShiftWatch(0.1, 20.0, 600.0, 256)
+    for k, v in enumerate(values[:520]):
+        original.observe(STEP * k, float(v), v > 1.0)
+    assert original.since is not None  # mid-episode: the interesting state
+    data = json.loads(json.dumps(original.to_dict()))
+    copy = LevelShiftWatch.from_dict(
+        data, delta=0.1, threshold=20.0, rebaseline_after=600.0, keep=256
+    )
+    assert copy.to_dict() == original.to_dict()
+    rest = [(STEP * k, float(v), v > 1.0) for k, v in enumerate(values[520:], start=520)]
+    assert [original.observe(*x) for x in rest] == [copy.observe(*x) for x in rest]
+
+
+def test_level_shift_watch_rejects_corrupt_state() -> None:
+    with pytest.raises(ValueError, match="level-shift state"):
+        LevelShiftWatch.from_dict(
+            {"recent": []}, delta=0.1, threshold=20.0, rebaseline_after=1.0, keep=10
+        )
+    good = LevelShiftWatch(0.1, 20.0, 1.0, 10).to_dict()
+    with pytest.raises(ValueError, match="not a number"):
+        LevelShiftWatch.from_dict(
+            {**good, "ph_mean": "x"}, delta=0.1, threshold=20.0, rebaseline_after=1.0, keep=10
+        )
+
+
+@pytest.mark.parametrize("method", ["quantile", "spot"])
+def test_drift_state_survives_a_snapshot_restore_mid_episode(method: str) -> None:
+    first = ThresholdBank(config(method))
+    feed(first, [1.0] * 1000 + [5.0] * 20, seed=4)  # a change found, not yet re-baselined
+    saved = json.loads(json.dumps(first.snapshot("pump")))
+    assert saved["a"]["watch"]["since"] is not None
+    second = ThresholdBank(config(method))
+    second.restore("pump", saved)
+    assert second.snapshot("pump") == saved
+    # Both continue identically: the restarted one re-baselines at the same window.
+    t0 = 1020 * STEP
+    tail = [5.0] * 40
+    assert feed(first, tail, seed=5, t0=t0) == feed(second, tail, seed=5, t0=t0)
+    a, b = first.drain_events(), second.drain_events()
+    assert len(a) == len(b) == 1
+    assert a[0].at == b[0].at
+
+
+def test_unreadable_drift_state_rewarms_the_watch_but_keeps_the_threshold() -> None:
+    bank = ThresholdBank(config("quantile"))
+    feed(bank, [1.0] * 600)
+    saved = bank.snapshot("pump")
+    saved["a"]["watch"] = {"recent": "garbage"}
+    restored = ThresholdBank(config("quantile"))
+    assert restored.restore("pump", saved) == 1
+    snap = restored.snapshot("pump")
+    assert snap["a"]["recent"] == saved["a"]["recent"]
+    assert snap["a"]["watch"] is None
+
+
+def test_old_snapshots_without_drift_state_still_restore() -> None:
+    bank = ThresholdBank(config("quantile"))
+    assert bank.restore("pump", {"a": {"normal_seen": 3, "recent": [1.0, 1.1, 0.9]}}) == 1
+    assert bank.snapshot("pump")["a"]["scale"] == 1.0
+    assert math.isfinite(bank.judge(score(1.0, 1.0), FALLBACK, HELD_BACK).threshold)
+
+
+def test_level_shift_watch_restores_a_snapshot_from_before_change_points_were_kept() -> None:
+    watch = LevelShiftWatch(0.1, 20.0, 600.0, 256)
+    for k, v in enumerate(np.random.default_rng(3).normal(0.0, 0.3, 200)):
+        watch.observe(STEP * k, float(v), False)
+    data = watch.to_dict()
+    for key in ("marks", "low_since", "low_windows", "low_anomalous"):
+        del data[key]
+    for key in ("late_windows", "late_anomalous"):
+        del data[key]
+    old = LevelShiftWatch.from_dict(
+        data, delta=0.1, threshold=20.0, rebaseline_after=600.0, keep=256
+    )
+    assert old.low_since is None
+    assert len(old.marks) == 0
+    assert list(old.recent) == list(watch.recent)
+    # It goes on finding changes, back-dated from the windows it sees from now on.
+    t0 = STEP * 200
+    fired = [old.observe(t0 + STEP * k, 1.5, True) for k in range(1, 60)]
+    assert any(fired)
+    assert old.ended is not None
+    assert old.ended[0] == pytest.approx(t0 + STEP, abs=STEP)
+
+
+@pytest.mark.parametrize("method", ["quantile", "spot"])
+def test_a_shift_soon_after_a_burst_still_rebaselines_on_time(method: str) -> None:
+    # A short burst opens an episode that is mostly normal when the real shift arrives
+    # 20 minutes later; the shift's own episode must replace it, not wait for it to lapse.
+    bank = ThresholdBank(config(method))
+    levels = [1.0] * 2000 + [8.0] * 15 + [1.0] * 60 + [5.0] * 1000
+    feed(bank, levels)
+    events = bank.drain_events()
+    assert len(events) == 1
+    shift_at = 2075 * STEP
+    assert float(events[0].detail["change_detected_at"]) - shift_at == pytest.approx(STEP, abs=STEP)  # type: ignore[arg-type]
+    assert events[0].at - shift_at == pytest.approx(600, abs=2 * STEP)

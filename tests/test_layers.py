@@ -1,0 +1,77 @@
+"""The tree reads as the data flow, and nothing reaches back up it.
+
+Each package of ``sentinel`` may import only the packages listed for it here: the stages
+below it in the flow and the few shared modules at the top level. Lazy imports inside
+functions count; imports under ``if TYPE_CHECKING:`` do not (they never run). The daemon
+never imports the offline tools, and no stage imports the daemon's wiring or the CLI.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.e2e_helpers import REPO
+
+_SHARED = {"errors", "records", "config", "atomic", "logs", "progress"}
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "records": {"errors"},
+    "config": {"errors"},
+    "atomic": set(),
+    "logs": set(),
+    "progress": set(),
+    "ingest": _SHARED,
+    "store": _SHARED,
+    "model": _SHARED,
+    "judge": _SHARED | {"model"},
+    "worker": _SHARED | {"model", "judge", "store"},
+    "retrain": _SHARED | {"model", "judge", "store"},
+    "publish": _SHARED | {"store", "ingest"},
+    "daemon": _SHARED | {"ingest", "store", "model", "judge", "worker", "retrain", "publish"},
+    "offline": _SHARED | {"ingest", "store", "model", "judge", "worker", "retrain"},
+    "cli": set(),  # anything: filled in below
+}
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(n) for n in ast.walk(node))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(n.split(".")[1] for n in names if n.startswith("sentinel."))
+    return found
+
+
+def _unit(path: Path) -> str:
+    parts = path.relative_to(REPO / "sentinel").with_suffix("").parts
+    return parts[0]
+
+
+def test_every_package_imports_only_what_lies_below_it_in_the_flow() -> None:
+    allowed = {**ALLOWED, "cli": set(ALLOWED) - {"cli"}}
+    wrong: list[str] = []
+    for path in sorted((REPO / "sentinel").rglob("*.py")):
+        unit = _unit(path)
+        if unit == "__init__":
+            continue
+        assert unit in allowed, f"{path}: a new package needs its place in ALLOWED"
+        for used in sorted(_runtime_imports(path) - allowed[unit] - {unit}):
+            wrong.append(f"{path.relative_to(REPO)} imports sentinel.{used}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_top_level_holds_a_handful_of_shared_modules() -> None:
+    modules = {p.stem for p in (REPO / "sentinel").glob("*.py")} - {"__init__"}
+    assert modules == _SHARED

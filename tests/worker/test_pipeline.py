@@ -1,0 +1,474 @@
+"""Pipeline worker logic with a fake detector (the real model is exercised end to end)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from sentinel.config import SentinelConfig
+from sentinel.records import Ack, AlertStatus, Delivery, DeviceProgress, Reading, WriteBatch
+from sentinel.worker.coldstart import TrainingJob
+from sentinel.worker.pipeline import Pipeline
+
+FEATURES = ["x", "y"]
+
+
+def make_config(**overrides: Any) -> SentinelConfig:
+    data: dict[str, Any] = {
+        "streams": [{"name": "pump", "topic": "p/{device}", "features": FEATURES}],
+        "windows": {"length": 4, "hop": 1, "max_gap": 100},
+        "cold_start": {"readings": 64},
+        "alerts": {"open_after": 1, "close_after": 2},
+        "threshold": {"warmup": 1000},
+    }
+    data.update(overrides)
+    return SentinelConfig.model_validate(data)
+
+
+@dataclass
+class _Calibration:
+    quantiles: dict[str, float] = field(default_factory=lambda: {"0.995": 1.0})
+    feature_mean_errors: tuple[float, ...] = (0.0, 0.0)
+    scores: tuple[float, ...] = ()
+
+
+@dataclass
+class _Meta:
+    calibration: _Calibration = field(default_factory=_Calibration)
+
+
+class FakeDetector:
+    """Scores a window by its largest absolute value: > 1.5 * 1.0 is anomalous."""
+
+    features = tuple(FEATURES)
+    window = 4
+    version = "fake-1"
+    meta = _Meta()
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        per_feature = np.abs(windows).max(axis=1).astype(np.float64)
+        return per_feature.max(axis=1), per_feature
+
+
+class Harness:
+    def __init__(
+        self, models: dict[str, Any], config: SentinelConfig | None = None, **kw: Any
+    ) -> None:
+        self.batches: list[WriteBatch] = []
+        self.jobs: list[TrainingJob] = []
+        self.pipeline = Pipeline(
+            config or make_config(),
+            sink=self.batches.append,
+            request_training=self.jobs.append,
+            models=models,
+            **kw,
+        )
+
+    def run(self, deliveries: list[Delivery], until: Callable[[], bool] | None = None) -> None:
+        self.pipeline.start()
+        for d in deliveries:
+            assert self.pipeline.offer(d)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.pipeline.depth == 0 and (until is None or until()):
+                break
+            time.sleep(0.01)
+        self.pipeline.stop()
+
+    @property
+    def alerts(self) -> list[Any]:
+        return [a for b in self.batches for a in b.alerts]
+
+
+def delivery(device: str, ts: float, x: float, mid: int | None = None) -> Delivery:
+    return Delivery(
+        topic=f"p/{device}",
+        readings=(Reading("pump", device, ts, (x, 0.0)),),
+        rejected=(),
+        ack=Ack(mid, 1) if mid is not None else None,
+        received_at=time.time(),
+    )
+
+
+def test_duplicates_and_out_of_order_readings_are_counted_and_skipped() -> None:
+    h = Harness({"pump": FakeDetector()})
+    h.run([delivery("a", 1, 0), delivery("a", 2, 0), delivery("a", 2, 0), delivery("a", 1.5, 0)])
+    assert h.pipeline.stats.readings == 2
+    counts = h.pipeline.rejections.as_dict()
+    assert counts == {"duplicate": 1, "out_of_order": 1}
+    progress = {p.device: p for b in h.batches for p in b.progress}
+    assert progress["a"].readings == 2
+    assert progress["a"].last_ts == 2
+
+
+def test_every_ack_is_passed_on_once_in_arrival_order() -> None:
+    h = Harness({"pump": FakeDetector()})
+    h.run([delivery("a", t, 0, mid=t + 1) for t in range(50)] + [delivery("a", 60, 0)])
+    acks = [a.mid for b in h.batches for a in b.acks]
+    assert acks == list(range(1, 51))
+
+
+def test_restart_continues_from_committed_progress() -> None:
+    stored = {("pump", "a"): DeviceProgress("pump", "a", 10.0, 10)}
+    h = Harness(
+        {"pump": FakeDetector()},
+        recall=lambda stream, devices: {k: p for k, p in stored.items() if k[1] in devices},
+    )
+    h.run([delivery("a", 9, 0), delivery("a", 10, 0), delivery("a", 11, 0)])
+    assert h.pipeline.rejections.as_dict() == {"duplicate": 1, "out_of_order": 1}
+    last = [p for b in h.batches for p in b.progress][-1]
+    assert last.readings == 11
+
+
+def test_anomalous_windows_raise_one_alert_that_closes() -> None:
+    h = Harness({"pump": FakeDetector()})
+    values = [0.1] * 8 + [9.0] + [0.1] * 12
+    h.run([delivery("a", float(t), v) for t, v in enumerate(values)])
+    assert h.alerts, "the spike raised no alert"
+    assert {a.uid for a in h.alerts} == {h.alerts[0].uid}
+    assert h.alerts[0].status is AlertStatus.OPEN
+    assert h.alerts[-1].status is AlertStatus.CLOSED
+    assert h.alerts[-1].top_features[0].feature == "x"
+    assert h.pipeline.stats.alerts_opened == 1
+    assert h.pipeline.stats.alerts_closed == 1
+
+
+def test_cold_start_collects_then_requests_training_and_scores_after_install() -> None:
+    h = Harness({"pump": None})
+    installed = threading.Event()
+
+    def train_then_install(job: TrainingJob) -> None:
+        h.jobs.append(job)
+        h.pipeline.install_model("pump", FakeDetector())  # type: ignore[arg-type]
+        installed.set()
+
+    h.pipeline._request_training = train_then_install
+    first = [delivery("a", float(t), 0.1) for t in range(64)]
+    h.run(first, until=installed.is_set)
+    assert len(h.jobs) == 1
+    job = h.jobs[0]
+    assert sum(len(s) for s in job.segments) == 64
+    assert job.segments[0].shape == (64, 2)
+    assert h.pipeline.stats.scored == 0
+    assert h.pipeline.stats.windows_unscored > 0
+    # Scoring begins once the worker has applied the swap.
+    h.pipeline._stopping.clear()
+    h.run([delivery("a", float(t), 0.1) for t in range(64, 74)])
+    assert h.pipeline.has_model("pump")
+    assert h.pipeline.stats.scored == 10
+
+
+class OverflowDetector(FakeDetector):
+    """What an overflowing model returns: non-finite scores and feature errors."""
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, errors = super().score(windows)
+        return np.full_like(scores, np.nan), np.full_like(errors, np.inf)
+
+
+def test_non_finite_scores_become_finite_anomalies() -> None:
+    h = Harness({"pump": OverflowDetector()})
+    h.run([delivery("a", float(t), 0.1) for t in range(8)])
+    assert h.alerts, "an overflowing window is as anomalous as it gets"
+    for alert in h.alerts:
+        assert np.isfinite(alert.peak_score)
+        assert all(np.isfinite(c.share) for c in alert.top_features)
+
+
+def snapshotting(config: SentinelConfig, snapshot: Path) -> Pipeline:
+    """A pipeline with a fake model that keeps its thresholds in ``snapshot``."""
+    return Pipeline(
+        config,
+        sink=lambda b: None,
+        request_training=lambda j: None,
+        models={"pump": FakeDetector()},  # type: ignore[dict-item]
+        snapshot_path=snapshot,
+    )
+
+
+def test_thresholds_survive_a_restart_through_the_snapshot(tmp_path: Path) -> None:
+    snapshot = tmp_path / "thresholds.json"
+    config = make_config(threshold={"warmup": 200, "history": 500, "quantile": 0.99})
+    first = snapshotting(config, snapshot)
+    first.start()
+    for t in range(300):
+        assert first.offer(delivery("a", float(t), 0.1 + 0.001 * (t % 7)))
+    first.stop()
+    saved = json.loads(snapshot.read_text())
+    devices = saved["streams"]["pump"]["devices"]
+    assert saved["streams"]["pump"]["model_version"] == "fake-1"
+    assert devices["a"]["normal_seen"] > 200
+
+    second = snapshotting(config, snapshot)
+    assert second._thresholds.snapshot("pump") == devices
+    # The devices' noise scales for the spike check come back too.
+    spikes = saved["streams"]["pump"]["spikes"]
+    assert set(spikes) == {"a"}
+    assert spikes["a"]["seen"] > 200
+    assert second._spikes.snapshot("pump") == spikes
+
+
+def test_a_full_disk_keeps_the_last_snapshot_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #19: a failed snapshot left a 0-byte .thresholds.json.tmp behind."""
+    snapshot = tmp_path / "thresholds.json"
+    config = make_config()
+    first = snapshotting(config, snapshot)
+    first.start()
+    for t in range(100):
+        assert first.offer(delivery("a", float(t), 0.1))
+    first.stop()
+    saved = snapshot.read_text()
+
+    second = snapshotting(config, snapshot)
+    second.start()
+    for t in range(100, 200):
+        assert second.offer(delivery("a", float(t), 0.1))
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # what a full disk does to the snapshot
+    with capture_logs() as logs:
+        second.stop()  # saves the thresholds
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["threshold_snapshot_failed"]
+    assert snapshot.read_text() == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thresholds.json"]
+
+
+def test_a_spike_the_model_misses_opens_an_alert_that_says_so() -> None:
+    h = Harness({"pump": FakeDetector()})
+    rng = np.random.default_rng(0)
+    values = list(0.1 + 0.01 * rng.standard_normal(400))  # learnt: noise about 0.01
+    values[300] += 0.5  # 50 x the noise, but far below the fake model's threshold of 1.5
+    h.run([delivery("a", float(t), v) for t, v in enumerate(values)])
+    opened = [a for a in h.alerts if a.status is AlertStatus.OPEN]
+    assert len({a.uid for a in h.alerts}) == 1, "one alert, for the spike only"
+    assert opened[0].started_at in (301.0, 302.0)  # judged once a newer reading arrived
+    assert opened[0].top_features[0].feature == "x"
+    assert opened[0].reason is not None
+    assert opened[0].reason.spike is not None
+    feature, z = opened[0].reason.spike
+    assert feature == "x"
+    assert z > 10
+    assert opened[0].severity.value == "critical"
+    assert h.pipeline.stats.anomalous >= 1
+
+
+class LevelledDetector(FakeDetector):
+    """The fake model, plus levels: a window's mean of x in units of 0.01 from 0.1."""
+
+    def levels(self, windows: np.ndarray) -> np.ndarray:
+        z = np.zeros((len(windows), len(FEATURES)))
+        z[:, 0] = np.abs(windows[:, :, 0].mean(axis=1) - 0.1) / 0.01
+        return z
+
+
+def test_a_level_shift_the_model_misses_opens_an_alert_only_where_levels_are_on() -> None:
+    rng = np.random.default_rng(0)
+    values = list(0.1 + 0.001 * rng.standard_normal(300))
+    values[200:240] = [v + 0.2 for v in values[200:240]]  # 20 of its sds, far below 1.5
+    stream = [delivery("a", float(t), v) for t, v in enumerate(values)]
+
+    off = Harness({"pump": LevelledDetector()})
+    off.run(stream)
+    assert off.alerts == []
+
+    on = Harness({"pump": LevelledDetector()}, make_config(levels={"enabled": True, "k": 8}))
+    on.run(stream)
+    opened = [a for a in on.alerts if a.status is AlertStatus.OPEN]
+    assert len({a.uid for a in on.alerts}) == 1, "one alert, for the shift"
+    assert 200.0 <= opened[0].started_at <= 204.0
+    assert opened[0].reason is not None
+    assert opened[0].reason.level is not None
+    feature, z = opened[0].reason.level
+    assert (feature, opened[0].top_features[0].feature) == ("x", "x")
+    assert z > 8
+    assert opened[0].reason.spike is None
+    assert on.alerts[-1].status is AlertStatus.CLOSED
+
+
+def test_a_corrupt_snapshot_is_set_aside_and_thresholds_start_afresh(tmp_path: Path) -> None:
+    snapshot = tmp_path / "thresholds.json"
+    snapshot.write_text(
+        '{"schema": 1, "streams": {"pump": {"model_version": "fake-1", '
+        '"devices": {"a": {"normal_seen": 5, "recent": ["x"]}}}}}'
+    )
+    pipeline = snapshotting(make_config(), snapshot)
+    assert pipeline._thresholds.snapshot("pump") == {}
+    assert not snapshot.exists()
+    assert (tmp_path / "thresholds.json.corrupt").exists()
+
+
+def test_a_snapshot_for_another_model_is_not_restored(tmp_path: Path) -> None:
+    snapshot = tmp_path / "thresholds.json"
+    snapshot.write_text(
+        '{"schema": 1, "streams": {"pump": {"model_version": "old-model", '
+        '"devices": {"a": {"normal_seen": 5, "recent": [1.0]}}}}}'
+    )
+    pipeline = snapshotting(make_config(), snapshot)
+    assert pipeline._thresholds.snapshot("pump") == {}
+    assert snapshot.exists()  # stale, not corrupt: left in place
+
+
+# -- devices in memory (issue #19) ----------------------------------------------------------
+
+
+class FakeStore:
+    """The store's device_state, as the writer would leave it after each batch."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Any] = {}
+        self.recalls: list[tuple[str, set[str]]] = []
+
+    def recall(self, stream: str, devices: Any) -> dict[tuple[str, str], Any]:
+        self.recalls.append((stream, set(devices)))
+        return {k: p for k, p in self.rows.items() if k[0] == stream and k[1] in devices}
+
+    def sink(self, batch: WriteBatch) -> None:
+        for p in batch.progress:
+            self.rows[(p.stream, p.device)] = p
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_new_device_beyond_max_devices_is_refused_counted_and_acknowledged() -> None:
+    config = make_config(
+        streams=[{"name": "pump", "topic": "p/{device}", "features": FEATURES, "max_devices": 2}]
+    )
+    h = Harness({"pump": FakeDetector()}, config)
+    h.run(
+        [
+            delivery("a", 1, 0.1, mid=1),
+            delivery("b", 1, 0.1, mid=2),
+            delivery("c", 1, 0.1, mid=3),  # the third device: refused
+            delivery("a", 2, 0.1, mid=4),  # the held ones keep working
+            delivery("c", 2, 0.1, mid=5),
+        ]
+    )
+    assert h.pipeline.rejections.as_dict() == {"device_limit": 2}
+    assert [a.mid for b in h.batches for a in b.acks] == [1, 2, 3, 4, 5]
+    progress = {p.device: p.readings for b in h.batches for p in b.progress}
+    assert progress == {"a": 2, "b": 1}
+    assert h.pipeline.devices_held() == {"pump": 2}
+
+
+def test_an_idle_device_leaves_memory_and_returns_with_its_stored_state() -> None:
+    store = FakeStore()
+    config = make_config(
+        windows={"length": 4, "hop": 1, "max_gap": 0.2}, ingest={"device_idle": 0.2}
+    )
+    pipeline = Pipeline(
+        config,
+        sink=store.sink,
+        request_training=lambda job: None,
+        models={"pump": FakeDetector()},  # type: ignore[dict-item]
+        recall=store.recall,
+    )
+    pipeline.start()
+    try:
+        for t in range(20):  # 10 ms apart: within max_gap, so windows are scored
+            assert pipeline.offer(delivery("a", t / 100, 0.1))
+        wait_for(
+            lambda: (
+                store.rows.get(("pump", "a")) is not None
+                and store.rows[("pump", "a")].readings == 20
+            ),
+            "a's readings",
+        )
+        wait_for(lambda: pipeline.devices_held() == {"pump": 0}, "a's eviction")
+        assert pipeline.stats.evicted == 1
+        assert pipeline._streams["pump"].windows.devices == 0
+        assert pipeline._thresholds.snapshot("pump")["a"]["normal_seen"] > 0  # parked
+        # Back: its last timestamp came from the store, so a redelivery is a duplicate, and
+        # its count goes on.
+        assert pipeline.offer(delivery("a", 0.19, 0.1))
+        assert pipeline.offer(delivery("a", 0.20, 0.1))
+        wait_for(lambda: store.rows[("pump", "a")].readings == 21, "a's return")
+    finally:
+        pipeline.stop()
+    assert pipeline.rejections.as_dict() == {"duplicate": 1}
+    assert ("pump", {"a"}) in store.recalls
+
+
+def test_a_device_with_an_open_alert_stays_in_memory() -> None:
+    config = make_config(
+        windows={"length": 4, "hop": 1, "max_gap": 0.2}, ingest={"device_idle": 0.2}
+    )
+    h = Harness({"pump": FakeDetector()}, config)
+    h.pipeline.start()
+    try:
+        for t in range(8):
+            assert h.pipeline.offer(delivery("alerting", t / 100, 9.0))  # anomalous: opens
+        for t in range(8):
+            assert h.pipeline.offer(delivery("quiet", t / 100, 0.1))
+        wait_for(lambda: h.pipeline.stats.evicted == 1, "the quiet device's eviction")
+    finally:
+        h.pipeline.stop()
+    assert h.pipeline.devices_held() == {"pump": 1}
+    assert h.alerts
+    assert h.alerts[-1].status is AlertStatus.OPEN
+    assert ("pump", "alerting") in h.pipeline._devices
+
+
+def test_a_reset_device_takes_its_next_reading_before_the_store_forgot_it() -> None:
+    """The writer deletes the stored row in order, but perhaps after the next pass: the
+    worker must not recall the stale far-future last_ts in between."""
+    store = FakeStore()
+    store.rows[("pump", "a")] = DeviceProgress("pump", "a", 253_402_214_400.0, 9)
+    batches: list[WriteBatch] = []
+
+    def sink(batch: WriteBatch) -> None:
+        batches.append(batch)
+        store.sink(batch)  # progress only: the stale row stays
+
+    pipeline = Pipeline(
+        make_config(),
+        sink=sink,
+        request_training=lambda job: None,
+        models={"pump": FakeDetector()},  # type: ignore[dict-item]
+        recall=store.recall,
+    )
+    pipeline.start()
+    try:
+        assert pipeline.offer(delivery("a", 100.0, 0.1))
+        wait_for(lambda: pipeline.rejections.as_dict() == {"out_of_order": 1}, "a blinded")
+        assert pipeline.reset_devices("pump", ["a", "b"], note="bad ts") == ["a"]
+        assert pipeline.offer(delivery("a", 101.0, 0.1))
+        wait_for(lambda: store.rows[("pump", "a")].last_ts == 101.0, "a's reading taken")
+    finally:
+        pipeline.stop()
+    resets = [r for b in batches for r in b.resets]
+    assert [(r.stream, r.device, r.note) for r in resets] == [
+        ("pump", "a", "bad ts"),
+        ("pump", "b", "bad ts"),
+    ]
+    assert store.rows[("pump", "a")].readings == 1
+    assert len(store.recalls) == 1  # only before the reset
+
+
+def test_device_idle_is_never_shorter_than_the_window_gap() -> None:
+    """A config from before ingest.device_idle with a longer windows.max_gap still loads,
+    and a device is kept while its partial window could still be completed."""
+    config = make_config(windows={"length": 4, "hop": 1, "max_gap": 7200})
+    assert config.ingest.device_idle < 7200
+    assert Harness({"pump": FakeDetector()}, config).pipeline._idle_after() == 7200
+    off = make_config(ingest={"device_idle": 0})
+    assert Harness({"pump": FakeDetector()}, off).pipeline._idle_after() == 0
