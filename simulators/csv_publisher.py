@@ -1,4 +1,4 @@
-"""Replay a CSV recording (e.g. SKAB) over MQTT as one device, at its own pace or faster.
+"""Publish a CSV recording (e.g. SKAB) over MQTT as one device, at its own pace or faster.
 
 Each row becomes ``{"ts": <epoch s>, <numeric column>: <value>, ...}``. The timestamp column is
 the first whose values parse as dates or epochs (naive date-times are UTC) unless named; label
@@ -169,7 +169,7 @@ def open_csv(
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m simulators.replay", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m simulators.csv_publisher", description=__doc__)
     ap.add_argument("file", type=Path, help="CSV file")
     ap.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
     ap.add_argument("--topic", default="plant/{device}/pump")

@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from simulators.broker import PrivateBroker
-from simulators.replay import ReplayError, main, open_csv, parse_timestamp
+from simulators.csv_publisher import ReplayError, main, open_csv, parse_timestamp
 from tests.simulators.helpers import collecting
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +90,15 @@ def _replay(
     broker: PrivateBroker, csv: Path, *extra: str
 ) -> tuple[dict[str, Any], list[mqtt.MQTTMessage]]:
     with collecting(broker) as received:
-        cmd = [sys.executable, "-m", "simulators.replay", str(csv), "--broker", broker.url, *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "simulators.csv_publisher",
+            str(csv),
+            "--broker",
+            broker.url,
+            *extra,
+        ]
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         summary = json.loads(done.stdout)
