@@ -29,6 +29,11 @@ the change; quantile multiplies the device's threshold by the ratio of the new m
 score to the old (its learnt quantile is kept in units of that level, so the shape of the
 normal distribution is kept and only its level moves).
 
+The bank learns each stream's model once (``set_model``): its calibration threshold, the
+held-back score quantile nearest ``threshold.quantile`` times ``threshold.multiplier``, is
+where a device starts (``calibration_threshold``, also what retraining judges a model by),
+and its held-back scores are what DSPOT is fitted on. A reload recomputes it there.
+
 Every anomalous verdict carries its *exceedance probability*, the chance that a normal
 window scores at least as high: spot reads it off the fitted GPD tail; quantile takes the
 empirical tail of the device's normal history (the model's held-back scores while it warms
@@ -41,7 +46,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Container, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,12 +67,23 @@ _MIN_REFERENCE = 50  # normal scores needed before a device's own history is the
 _TOP = 0.1  # the quantile method's tail extrapolation is fitted on the top tenth
 
 
-def calibration_threshold(quantiles: dict[str, float], quantile: float, multiplier: float) -> float:
-    """The model's own threshold: its held-back score quantile nearest ``quantile``."""
+def calibration_threshold(quantiles: Mapping[str, float], config: ThresholdConfig) -> float:
+    """A model's own threshold, from its held-back score ``quantiles``: the one nearest
+    ``threshold.quantile``, times ``threshold.multiplier``. A device starts there after a
+    swap; the one place that turns a model's calibration into a threshold."""
     if not quantiles:
         raise ValueError("the model has no calibration quantiles")
-    nearest = min(quantiles, key=lambda key: abs(float(key) - quantile))
-    return quantiles[nearest] * multiplier
+    nearest = min(quantiles, key=lambda key: abs(float(key) - config.quantile))
+    return quantiles[nearest] * config.multiplier
+
+
+@dataclass(frozen=True, slots=True)
+class _Model:
+    """What the bank knows of a stream's model (``ThresholdBank.set_model``)."""
+
+    quantiles: Mapping[str, float]
+    scores: tuple[float, ...]  # held-back scores in time order: DSPOT's fit, warm-up tails
+    fallback: float  # calibration_threshold: a device's threshold until it is warm
 
 
 @dataclass(slots=True)
@@ -92,6 +108,7 @@ class ThresholdBank:
     """
 
     config: ThresholdConfig
+    _models: dict[str, _Model] = field(default_factory=dict)  # stream -> set_model's
     _devices: dict[tuple[str, str], _DeviceThreshold] = field(default_factory=dict)
     # (stream, device) -> ``snapshot`` data of a parked device, "recent" as an array
     _parked: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -99,21 +116,29 @@ class ThresholdBank:
     _seeds: dict[str, DSpot | None] = field(default_factory=dict)
     _events: list[AuditEvent] = field(default_factory=list)  # re-baselines not yet written
 
+    def set_model(
+        self, stream: str, quantiles: Mapping[str, float], scores: Sequence[float]
+    ) -> None:
+        """Learn ``stream``'s model from its calibration: the ``quantiles`` of its scores on
+        held-back windows and those ``scores`` in time order. Call before its first
+        ``judge``; ``reset_stream`` forgets the devices' thresholds learnt on another model.
+        """
+        fallback = calibration_threshold(quantiles, self.config)
+        self._models[stream] = _Model(dict(quantiles), tuple(scores), fallback)
+        self._seeds.pop(stream, None)  # a DSPOT fitted on another model's scores
+
     def judge(
-        self,
-        score: Score,
-        fallback: float,
-        calibration: Sequence[float] = (),
-        spike: SpikeHit | None = None,
-        level: LevelHit | None = None,
+        self, score: Score, spike: SpikeHit | None = None, level: LevelHit | None = None
     ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
-        ``fallback`` is the model's calibration threshold (quantile warm-up);
-        ``calibration`` its held-back scores, in time order (spot). A window with a
-        ``spike`` (sentinel.judge.spikes) or a ``level`` hit (sentinel.judge.levels) is
-        anomalous whatever its score, and its score teaches the threshold nothing.
+        The stream's model (``set_model``) gives the threshold a device warms up on and
+        the held-back scores DSPOT is fitted on. A window with a ``spike``
+        (sentinel.judge.spikes) or a ``level`` hit (sentinel.judge.levels) is anomalous
+        whatever its score, and its score teaches the threshold nothing.
         """
+        model = self._models[score.window.stream]
+        fallback, calibration = model.fallback, model.scores
         key = (score.window.stream, score.window.device)
         state = self._devices.get(key)
         if state is None:
@@ -265,12 +290,16 @@ class ThresholdBank:
     def reconfigure(self, config: ThresholdConfig) -> None:
         """Adopt a reloaded config without forgetting what the devices have learned.
 
-        ``multiplier`` and ``warmup`` are read at every judgement. A new ``quantile`` or
-        ``history`` rebuilds each device's rolling quantile from the normal scores it
-        remembers. A change of method, or of DSPOT's parameters, refits DSPOT from the
+        ``multiplier`` and ``warmup`` are read at every judgement; each model's calibration
+        threshold is recomputed here with the new ``quantile`` and ``multiplier``. A new
+        ``quantile`` or ``history`` rebuilds each device's rolling quantile from the normal
+        scores it remembers. A change of method, or of DSPOT's parameters, refits DSPOT from the
         model's held-back scores when each device next scores a window.
         """
         old, self.config = self.config, config
+        for stream, model in self._models.items():
+            fallback = calibration_threshold(model.quantiles, config)
+            self._models[stream] = replace(model, fallback=fallback)
         spot_keys = ("method", "risk", "spot_level", "spot_depth")
         if any(getattr(old, k) != getattr(config, k) for k in spot_keys):
             self._seeds.clear()

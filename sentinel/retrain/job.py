@@ -267,11 +267,7 @@ def threshold_seeds(
     any above the model's own threshold: a live device's threshold only ever learns from
     windows it judged normal."""
     window, history = config.windows.length, config.threshold.history
-    limit = calibration_threshold(
-        detector.meta.calibration.quantiles,
-        config.threshold.quantile,
-        config.threshold.multiplier,
-    )
+    limit = calibration_threshold(detector.meta.calibration.quantiles, config.threshold)
     by_device: dict[str, list[np.ndarray]] = {}
     for run in runs:
         by_device.setdefault(run.device, []).append(make_windows(run.values, window, 1))

@@ -150,7 +150,7 @@ def evaluate(detector: Detector, data: EvalSet, config: SentinelConfig) -> Metri
     """How ``detector`` does on ``data``: false alarms at the threshold a device starts
     with, detection at the one it settles at (the module docstring)."""
     quantile, multiplier = config.threshold.quantile, config.threshold.multiplier
-    threshold = calibration_threshold(detector.meta.calibration.quantiles, quantile, multiplier)
+    threshold = calibration_threshold(detector.meta.calibration.quantiles, config.threshold)
     clean, _ = detector.score(data.clean)
     injected, _ = detector.score(data.injected)
     clean = np.nan_to_num(clean, nan=np.inf)

@@ -29,7 +29,7 @@ from sentinel.errors import SentinelError
 from sentinel.judge.alerts import AlertTracker, alert_checks
 from sentinel.judge.levels import LevelCheck
 from sentinel.judge.spikes import SpikeCheck
-from sentinel.judge.threshold import ThresholdBank, calibration_threshold
+from sentinel.judge.threshold import ThresholdBank
 from sentinel.model import Detector
 from sentinel.records import (
     Ack,
@@ -91,9 +91,7 @@ class _Stream:
     config: StreamConfig
     windows: WindowAssembler
     detector: Detector | None = None
-    fallback_threshold: float = 0.0
     baseline: tuple[float, ...] = ()
-    calibration_scores: tuple[float, ...] = ()
     cold_start: ColdStartBuffer | None = None
     shadow: Shadow | None = None  # a promoted model scoring beside the active one
 
@@ -538,13 +536,7 @@ class Pipeline:
                 feature_errors=tuple(float(e) for e in feature_errors[i]),
                 model_version=detector.version,
             )
-            verdict = self._thresholds.judge(
-                score,
-                runtime.fallback_threshold,
-                runtime.calibration_scores,
-                spikes[i],
-                levels[i],
-            )
+            verdict = self._thresholds.judge(score, spikes[i], levels[i])
             verdicts.append(verdict)
             if verdict.is_anomaly:
                 self.stats.anomalous += 1
@@ -775,13 +767,8 @@ class Pipeline:
             self._begin_cold_start(runtime)
             return
         calibration = detector.meta.calibration
-        runtime.fallback_threshold = calibration_threshold(
-            calibration.quantiles,
-            self._config.threshold.quantile,
-            self._config.threshold.multiplier,
-        )
+        self._thresholds.set_model(stream.name, calibration.quantiles, calibration.scores)
         runtime.baseline = tuple(calibration.feature_mean_errors)
-        runtime.calibration_scores = tuple(calibration.scores)
         runtime.detector = detector
         runtime.cold_start = None
 
@@ -840,13 +827,6 @@ class Pipeline:
         self._config = config
         # Alerts record the hash of the config in force (their reason's config_hash).
         self.config_hash = self._alerts.config_hash = config_hash(config)
-        for runtime in self._streams.values():
-            if runtime.detector is not None:
-                runtime.fallback_threshold = calibration_threshold(
-                    runtime.detector.meta.calibration.quantiles,
-                    config.threshold.quantile,
-                    config.threshold.multiplier,
-                )
         log.info(
             "config_applied",
             threshold=config.threshold.model_dump(),

@@ -8,7 +8,7 @@ from sentinel.config import AlertsConfig, ThresholdConfig
 from sentinel.daemon.reload import plan_reload
 from sentinel.judge.alerts import AlertTracker
 from sentinel.judge.threshold import ThresholdBank
-from tests.judge.test_threshold import score
+from tests.judge.test_threshold import score, with_model
 from tests.worker.test_pipeline import FakeDetector, Harness, delivery, make_config
 
 
@@ -67,13 +67,13 @@ def test_unchanged_file_changes_nothing() -> None:
 
 def test_threshold_bank_keeps_what_devices_learned_across_a_reconfigure() -> None:
     config = ThresholdConfig(quantile=0.99, warmup=100, history=200, multiplier=1.5)
-    bank = ThresholdBank(config)
+    bank = with_model(ThresholdBank(config), 99.0)
     for i in range(150):
-        bank.judge(score(1.0 + (i % 10) / 100), fallback=99.0)
-    before = bank.judge(score(0.5), fallback=99.0).threshold
+        bank.judge(score(1.0 + (i % 10) / 100))
+    before = bank.judge(score(0.5)).threshold
     assert before < 99.0, "past warm-up the device's own quantile is used"
     bank.reconfigure(config.model_copy(update={"multiplier": 3.0}))
-    after = bank.judge(score(0.5), fallback=99.0).threshold
+    after = bank.judge(score(0.5)).threshold
     assert after == pytest.approx(before / 1.5 * 3.0, rel=0.02)
     bank.reconfigure(config.model_copy(update={"multiplier": 3.0, "history": 100}))
     state = next(iter(bank._devices.values()))
@@ -107,9 +107,9 @@ def test_pipeline_applies_a_reload_between_passes() -> None:
 
 def test_a_reload_keeps_each_devices_rebaselined_level() -> None:
     config = ThresholdConfig(quantile=0.99, warmup=100, history=200)
-    bank = ThresholdBank(config)
+    bank = with_model(ThresholdBank(config), 99.0)
     for i in range(150):
-        bank.judge(score(1.0 + (i % 10) / 100), fallback=99.0)
+        bank.judge(score(1.0 + (i % 10) / 100))
     state = next(iter(bank._devices.values()))
     state.scale = 4.0  # as after a re-baseline to a level four times higher
     assert state.watch is not None
@@ -121,5 +121,5 @@ def test_a_reload_keeps_each_devices_rebaselined_level() -> None:
     bank.reconfigure(bank.config.model_copy(update={"drift_threshold": 40.0}))
     assert state.watch is None
     assert state.scale == 4.0
-    bank.judge(score(1.0), fallback=99.0)
+    bank.judge(score(1.0))
     assert state.watch is not None

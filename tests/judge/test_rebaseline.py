@@ -33,7 +33,13 @@ def config(method: str, **overrides: float) -> ThresholdConfig:
 
 
 HELD_BACK = tuple(float(v) for v in np.random.default_rng(9).lognormal(0.0, 0.3, 4000))
-FALLBACK = float(np.quantile(HELD_BACK, 0.995)) * 1.5
+
+
+def bank_for(config: ThresholdConfig) -> ThresholdBank:
+    """A bank whose stream's model was calibrated on ``HELD_BACK``."""
+    bank = ThresholdBank(config)
+    bank.set_model("pump", {"0.995": float(np.quantile(HELD_BACK, 0.995))}, HELD_BACK)
+    return bank
 
 
 def feed(bank: ThresholdBank, levels: list[float], seed: int = 0, t0: float = 0.0) -> list[bool]:
@@ -41,13 +47,13 @@ def feed(bank: ThresholdBank, levels: list[float], seed: int = 0, t0: float = 0.
     flags = []
     for k, level in enumerate(levels):
         value = float(rng.lognormal(0.0, 0.3)) * level
-        flags.append(bank.judge(score(value, t0 + STEP * (k + 1)), FALLBACK, HELD_BACK).is_anomaly)
+        flags.append(bank.judge(score(value, t0 + STEP * (k + 1))).is_anomaly)
     return flags
 
 
 @pytest.mark.parametrize("method", ["quantile", "spot"])
 def test_a_lasting_level_shift_rebaselines_within_the_configured_time(method: str) -> None:
-    bank = ThresholdBank(config(method))
+    bank = bank_for(config(method))
     flags = feed(bank, [1.0] * 2000 + [5.0] * 2000)
     events = bank.drain_events()
     assert len(events) == 1
@@ -70,7 +76,7 @@ def test_a_lasting_level_shift_rebaselines_within_the_configured_time(method: st
 
 @pytest.mark.parametrize("method", ["quantile", "spot"])
 def test_short_faults_and_spikes_never_rebaseline(method: str) -> None:
-    bank = ThresholdBank(config(method))
+    bank = bank_for(config(method))
     levels = [1.0] * 1500
     for start in range(200, 1500, 150):
         levels[start : start + 3] = [30.0] * 3  # spikes
@@ -82,32 +88,31 @@ def test_short_faults_and_spikes_never_rebaseline(method: str) -> None:
 
 
 def test_rebaseline_can_be_disabled() -> None:
-    bank = ThresholdBank(config("spot", rebaseline_after=0))
+    bank = bank_for(config("spot", rebaseline_after=0))
     flags = feed(bank, [1.0] * 1000 + [5.0] * 1000)
     assert bank.drain_events() == []
     assert np.mean(flags[1000:]) > 0.95  # DSPOT's lock-out, which re-baselining ends
 
 
 def test_anomalous_windows_never_update_the_threshold_outside_a_rebaseline() -> None:
-    bank = ThresholdBank(config("quantile", warmup=300, history=300, quantile=0.99))
+    bank = bank_for(config("quantile", warmup=300, history=300, quantile=0.99))
     feed(bank, [1.0] * 400)
-    before = bank.judge(score(1.0, 1e6), FALLBACK, HELD_BACK).threshold
+    before = bank.judge(score(1.0, 1e6)).threshold
     for k in range(20):  # 400 s of anomalies: under rebaseline_after
-        assert bank.judge(score(50.0, 1e6 + STEP * (k + 1)), FALLBACK, HELD_BACK).is_anomaly
-    assert bank.judge(score(1.0, 1e6 + 500), FALLBACK, HELD_BACK).threshold == before
+        assert bank.judge(score(50.0, 1e6 + STEP * (k + 1))).is_anomaly
+    assert bank.judge(score(1.0, 1e6 + 500)).threshold == before
 
 
 def test_exceedance_shrinks_with_the_score_for_both_methods() -> None:
     for method in ("quantile", "spot"):
-        bank = ThresholdBank(config(method))
+        bank = bank_for(config(method))
         feed(bank, [1.0] * 600)
         probabilities = [
-            bank.judge(score(v, 1e6 + i), FALLBACK, HELD_BACK).exceedance
-            for i, v in enumerate([4.0, 8.0, 30.0])
+            bank.judge(score(v, 1e6 + i)).exceedance for i, v in enumerate([4.0, 8.0, 30.0])
         ]
         assert probabilities[0] > probabilities[1] > probabilities[2] > 0, method
         assert probabilities[0] < 1e-2, method
-        assert bank.judge(score(1.0, 2e6), FALLBACK, HELD_BACK).exceedance == 1.0
+        assert bank.judge(score(1.0, 2e6)).exceedance == 1.0
 
 
 def test_empirical_tail_is_a_fraction_inside_the_sample_and_extrapolates_beyond() -> None:
@@ -150,11 +155,11 @@ def test_level_shift_watch_rejects_corrupt_state() -> None:
 
 @pytest.mark.parametrize("method", ["quantile", "spot"])
 def test_drift_state_survives_a_snapshot_restore_mid_episode(method: str) -> None:
-    first = ThresholdBank(config(method))
+    first = bank_for(config(method))
     feed(first, [1.0] * 1000 + [5.0] * 20, seed=4)  # a change found, not yet re-baselined
     saved = json.loads(json.dumps(first.snapshot("pump")))
     assert saved["a"]["watch"]["since"] is not None
-    second = ThresholdBank(config(method))
+    second = bank_for(config(method))
     second.restore("pump", saved)
     assert second.snapshot("pump") == saved
     # Both continue identically: the restarted one re-baselines at the same window.
@@ -167,11 +172,11 @@ def test_drift_state_survives_a_snapshot_restore_mid_episode(method: str) -> Non
 
 
 def test_unreadable_drift_state_rewarms_the_watch_but_keeps_the_threshold() -> None:
-    bank = ThresholdBank(config("quantile"))
+    bank = bank_for(config("quantile"))
     feed(bank, [1.0] * 600)
     saved = bank.snapshot("pump")
     saved["a"]["watch"] = {"recent": "garbage"}
-    restored = ThresholdBank(config("quantile"))
+    restored = bank_for(config("quantile"))
     assert restored.restore("pump", saved) == 1
     snap = restored.snapshot("pump")
     assert snap["a"]["recent"] == saved["a"]["recent"]
@@ -179,10 +184,10 @@ def test_unreadable_drift_state_rewarms_the_watch_but_keeps_the_threshold() -> N
 
 
 def test_old_snapshots_without_drift_state_still_restore() -> None:
-    bank = ThresholdBank(config("quantile"))
+    bank = bank_for(config("quantile"))
     assert bank.restore("pump", {"a": {"normal_seen": 3, "recent": [1.0, 1.1, 0.9]}}) == 1
     assert bank.snapshot("pump")["a"]["scale"] == 1.0
-    assert math.isfinite(bank.judge(score(1.0, 1.0), FALLBACK, HELD_BACK).threshold)
+    assert math.isfinite(bank.judge(score(1.0, 1.0)).threshold)
 
 
 def test_level_shift_watch_restores_a_snapshot_from_before_change_points_were_kept() -> None:
@@ -212,7 +217,7 @@ def test_level_shift_watch_restores_a_snapshot_from_before_change_points_were_ke
 def test_a_shift_soon_after_a_burst_still_rebaselines_on_time(method: str) -> None:
     # A short burst opens an episode that is mostly normal when the real shift arrives
     # 20 minutes later; the shift's own episode must replace it, not wait for it to lapse.
-    bank = ThresholdBank(config(method))
+    bank = bank_for(config(method))
     levels = [1.0] * 2000 + [8.0] * 15 + [1.0] * 60 + [5.0] * 1000
     feed(bank, levels)
     events = bank.drain_events()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
@@ -13,41 +15,57 @@ def score(value: float, device: str = "a") -> Score:
     return Score(window, value, (value,), "v1")
 
 
+def with_model(
+    bank: ThresholdBank, fallback: float, held_back: Sequence[float] = ()
+) -> ThresholdBank:
+    """``bank`` with a model on stream "pump" whose calibration threshold is ``fallback``."""
+    bank.set_model("pump", {"0.995": fallback / bank.config.multiplier}, held_back)
+    return bank
+
+
 def test_calibration_threshold_takes_the_nearest_quantile() -> None:
     quantiles = {"0.99": 2.0, "0.995": 3.0, "0.999": 5.0}
-    assert calibration_threshold(quantiles, 0.995, 1.5) == pytest.approx(4.5)
-    assert calibration_threshold(quantiles, 0.998, 1.0) == pytest.approx(5.0)
+    config = ThresholdConfig(quantile=0.995, multiplier=1.5, warmup=1000)
+    assert calibration_threshold(quantiles, config) == pytest.approx(4.5)
+    config = ThresholdConfig(quantile=0.998, multiplier=1.0, warmup=1000)
+    assert calibration_threshold(quantiles, config) == pytest.approx(5.0)
 
 
 def test_warmup_uses_the_fallback_then_the_device_quantile() -> None:
-    bank = ThresholdBank(ThresholdConfig(quantile=0.99, multiplier=2.0, warmup=500, history=500))
+    bank = with_model(
+        ThresholdBank(ThresholdConfig(quantile=0.99, multiplier=2.0, warmup=500, history=500)), 10.0
+    )
     rng = np.random.default_rng(0)
-    verdicts = [bank.judge(score(float(v)), fallback=10.0) for v in rng.uniform(0, 1, 500)]
+    verdicts = [bank.judge(score(float(v))) for v in rng.uniform(0, 1, 500)]
     assert all(v.threshold == 10.0 for v in verdicts)
-    after = bank.judge(score(0.5), fallback=10.0)
+    after = bank.judge(score(0.5))
     assert 1.5 < after.threshold <= 2.0  # 0.99-quantile of U(0,1) times 2
     assert not after.is_anomaly
-    assert bank.judge(score(5.0), fallback=10.0).is_anomaly
+    assert bank.judge(score(5.0)).is_anomaly
 
 
 def test_anomalous_scores_never_raise_the_threshold() -> None:
-    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50))
+    bank = with_model(
+        ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50)), 100.0
+    )
     for _ in range(20):
-        bank.judge(score(1.0), fallback=100.0)
-    before = bank.judge(score(1.0), fallback=100.0).threshold
+        bank.judge(score(1.0))
+    before = bank.judge(score(1.0)).threshold
     for _ in range(200):
-        assert bank.judge(score(50.0), fallback=100.0).is_anomaly
-    assert bank.judge(score(1.0), fallback=100.0).threshold == before
+        assert bank.judge(score(50.0)).is_anomaly
+    assert bank.judge(score(1.0)).threshold == before
 
 
 def test_devices_and_streams_are_independent_and_resettable() -> None:
-    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50))
+    bank = with_model(
+        ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50)), 100.0
+    )
     for _ in range(20):
-        bank.judge(score(1.0, "a"), fallback=100.0)
-    assert bank.judge(score(1.0, "a"), fallback=100.0).threshold == pytest.approx(1.0)
-    assert bank.judge(score(1.0, "b"), fallback=100.0).threshold == 100.0
+        bank.judge(score(1.0, "a"))
+    assert bank.judge(score(1.0, "a")).threshold == pytest.approx(1.0)
+    assert bank.judge(score(1.0, "b")).threshold == 100.0
     bank.reset_stream("pump")
-    assert bank.judge(score(1.0, "a"), fallback=100.0).threshold == 100.0
+    assert bank.judge(score(1.0, "a")).threshold == 100.0
 
 
 def test_warmup_too_short_for_the_quantile_is_a_config_error() -> None:
@@ -64,30 +82,30 @@ def spot_config(**overrides: float) -> ThresholdConfig:
 def test_spot_is_fitted_on_the_models_held_back_scores_and_flags_outliers() -> None:
     rng = np.random.default_rng(3)
     held_back = tuple(float(v) for v in rng.lognormal(0.0, 0.3, 4000))
-    bank = ThresholdBank(spot_config())
-    normal = [bank.judge(score(float(v)), 99.0, held_back) for v in rng.lognormal(0, 0.3, 2000)]
+    bank = with_model(ThresholdBank(spot_config()), 99.0, held_back)
+    normal = [bank.judge(score(float(v))) for v in rng.lognormal(0, 0.3, 2000)]
     false_alarm_rate = np.mean([v.is_anomaly for v in normal])
     assert false_alarm_rate < 5e-3  # risk 1e-3: within a few times of it
     assert normal[0].threshold != 99.0  # the quantile fallback is not in use
-    assert bank.judge(score(20.0), 99.0, held_back).is_anomaly
+    assert bank.judge(score(20.0)).is_anomaly
 
 
 def test_spot_follows_slow_multiplicative_drift_but_not_a_jump() -> None:
     rng = np.random.default_rng(4)
     held_back = tuple(float(v) for v in rng.lognormal(0.0, 0.2, 4000))
-    bank = ThresholdBank(spot_config())
+    bank = with_model(ThresholdBank(spot_config()), 99.0, held_back)
     # The score level doubles slowly over 3000 windows: drift, not a fault.
     drift = [
-        bank.judge(score(float(v) * 2 ** (k / 3000)), 99.0, held_back)
+        bank.judge(score(float(v) * 2 ** (k / 3000)))
         for k, v in enumerate(rng.lognormal(0.0, 0.2, 3000))
     ]
     assert np.mean([v.is_anomaly for v in drift]) < 0.01
-    assert bank.judge(score(2.0 * 6.0), 99.0, held_back).is_anomaly  # 6x above the drifted level
+    assert bank.judge(score(2.0 * 6.0)).is_anomaly  # 6x above the drifted level
 
 
 def test_spot_falls_back_to_the_quantile_method_without_enough_held_back_scores() -> None:
-    bank = ThresholdBank(spot_config())
-    verdict = bank.judge(score(1.0), 7.0, (1.0, 1.1, 0.9))
+    bank = with_model(ThresholdBank(spot_config()), 7.0, (1.0, 1.1, 0.9))
+    verdict = bank.judge(score(1.0))
     assert verdict.threshold == 7.0  # the calibration fallback of the quantile method
 
 
@@ -105,14 +123,14 @@ def test_a_spiked_or_levelled_window_is_anomalous_and_teaches_the_threshold_noth
     hit = SpikeHit(feature=0, z=12.0, age=3) if kind == "spike" else LevelHit(feature=1, z=9.0)
     for method in ("quantile", "spot"):
         cfg = ThresholdConfig(method=method, quantile=0.9, multiplier=1.0, warmup=10, history=50)
-        bank = ThresholdBank(cfg)
         calibration = tuple(float(v) for v in np.random.default_rng(1).gamma(2.0, 1.0, 500))
+        bank = with_model(ThresholdBank(cfg), 100.0, calibration)
         for _ in range(20):
-            bank.judge(score(1.0), fallback=100.0, calibration=calibration)
+            bank.judge(score(1.0))
         # The level-shift watch sees every window's score; what the threshold learnt must not.
         learnt = ("normal_seen", "recent", "spot", "scale")
         before = {k: bank.snapshot("pump")["a"][k] for k in learnt}
-        verdict = bank.judge(score(0.5), fallback=100.0, calibration=calibration, **{kind: hit})
+        verdict = bank.judge(score(0.5), **{kind: hit})
         assert verdict.is_anomaly
         assert getattr(verdict, kind) == hit
         assert verdict.exceedance == pytest.approx(hit.exceedance)
@@ -124,43 +142,49 @@ def test_without_adapt_a_device_learns_during_warmup_then_keeps_its_threshold() 
     rng = np.random.default_rng(5)
     thresholds = {}
     for adapt in (True, False):
-        bank = ThresholdBank(
-            ThresholdConfig(quantile=0.99, multiplier=1.0, warmup=200, history=200, adapt=adapt)
+        bank = with_model(
+            ThresholdBank(
+                ThresholdConfig(quantile=0.99, multiplier=1.0, warmup=200, history=200, adapt=adapt)
+            ),
+            10.0,
         )
         for v in rng.uniform(0, 1, 200):
-            bank.judge(score(float(v)), fallback=10.0)
-        warm = bank.judge(score(0.5), fallback=10.0).threshold
+            bank.judge(score(float(v)))
+        warm = bank.judge(score(0.5)).threshold
         assert 0.9 < warm <= 1.0  # the 0.99 quantile of U(0, 1): learnt during warm-up
         # Normal windows creep upwards, each under the current threshold.
         for k in range(400):
-            bank.judge(score(0.5 + 0.4 * k / 400), fallback=10.0)
-        thresholds[adapt] = (warm, bank.judge(score(0.5), fallback=10.0).threshold)
+            bank.judge(score(0.5 + 0.4 * k / 400))
+        thresholds[adapt] = (warm, bank.judge(score(0.5)).threshold)
     assert thresholds[False][1] == thresholds[False][0]  # kept until the next model
     assert thresholds[True][1] < thresholds[True][0]  # followed the narrower recent spread
 
 
 def test_without_adapt_a_seeded_device_keeps_the_seeded_threshold() -> None:
-    bank = ThresholdBank(
-        ThresholdConfig(quantile=0.99, multiplier=1.5, warmup=200, history=200, adapt=False)
+    bank = with_model(
+        ThresholdBank(
+            ThresholdConfig(quantile=0.99, multiplier=1.5, warmup=200, history=200, adapt=False)
+        ),
+        10.0,
     )
     seeds = [float(v) for v in np.linspace(0.0, 1.0, 200)]
     assert bank.restore("pump", {"a": {"recent": seeds, "normal_seen": len(seeds)}}) == 1
-    seeded = bank.judge(score(0.1), fallback=10.0).threshold
+    seeded = bank.judge(score(0.1)).threshold
     assert seeded == pytest.approx(1.5 * np.quantile(seeds, 0.99), rel=0.02)
     for _ in range(300):
-        assert not bank.judge(score(1.4), fallback=10.0).is_anomaly  # normal, just higher
-    assert bank.judge(score(0.1), fallback=10.0).threshold == seeded
+        assert not bank.judge(score(1.4)).is_anomaly  # normal, just higher
+    assert bank.judge(score(0.1)).threshold == seeded
     bank.reset_stream("pump")  # a new model: learnt afresh
-    assert bank.judge(score(0.1), fallback=10.0).threshold == 10.0
+    assert bank.judge(score(0.1)).threshold == 10.0
 
 
 def test_without_adapt_spot_keeps_its_fitted_threshold() -> None:
     rng = np.random.default_rng(6)
     held_back = tuple(float(v) for v in rng.lognormal(0.0, 0.2, 4000))
-    bank = ThresholdBank(spot_config(adapt=False))
-    first = bank.judge(score(1.0), 99.0, held_back).threshold
+    bank = with_model(ThresholdBank(spot_config(adapt=False)), 99.0, held_back)
+    first = bank.judge(score(1.0)).threshold
     drift = [
-        bank.judge(score(float(v) * 2 ** (k / 3000)), 99.0, held_back)
+        bank.judge(score(float(v) * 2 ** (k / 3000)))
         for k, v in enumerate(rng.lognormal(0.0, 0.2, 3000))
     ]
     assert drift[-1].threshold == first
@@ -168,19 +192,21 @@ def test_without_adapt_spot_keeps_its_fitted_threshold() -> None:
 
 
 def test_a_parked_device_comes_back_with_the_threshold_it_had() -> None:
-    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50))
+    bank = with_model(
+        ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50)), 100.0
+    )
     rng = np.random.default_rng(5)
     for v in rng.uniform(0, 1, 40):
-        bank.judge(score(float(v), "a"), fallback=100.0)
-        bank.judge(score(float(v), "b"), fallback=100.0)
+        bank.judge(score(float(v), "a"))
+        bank.judge(score(float(v), "b"))
     before = bank.snapshot("pump")
     assert bank.park({("pump", "b")}) == 1
     assert set(bank._devices) == {("pump", "b")}
     assert bank.snapshot("pump") == before  # still saved with the others
-    live = ThresholdBank(bank.config)
+    live = with_model(ThresholdBank(bank.config), 100.0)
     live.restore("pump", {"a": before["a"]})
     for value in (0.5, 0.95, 3.0):
-        back, kept = (b.judge(score(value, "a"), fallback=100.0) for b in (bank, live))
+        back, kept = (b.judge(score(value, "a")) for b in (bank, live))
         assert (back.threshold, back.is_anomaly, back.state) == (
             kept.threshold,
             kept.is_anomaly,
@@ -192,10 +218,12 @@ def test_a_parked_device_comes_back_with_the_threshold_it_had() -> None:
 
 
 def test_a_parked_device_is_forgotten_with_its_stream() -> None:
-    bank = ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50))
+    bank = with_model(
+        ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50)), 100.0
+    )
     for _ in range(20):
-        bank.judge(score(1.0, "a"), fallback=100.0)
+        bank.judge(score(1.0, "a"))
     bank.park(())
     bank.reset_stream("pump")
     assert bank.snapshot("pump") == {}
-    assert bank.judge(score(1.0, "a"), fallback=100.0).threshold == 100.0
+    assert bank.judge(score(1.0, "a")).threshold == 100.0

@@ -60,11 +60,7 @@ def test_a_drifted_champion_is_judged_at_the_threshold_it_would_settle_at(
     champion = train(config, [normal(2000, seed=1)])
     challenger = train(config, [normal(2000, seed=2, shift=0.5)])
     recent = build_eval_set([normal(800, seed=3, start=3000, shift=0.5)], 16, 4.0)
-    start = calibration_threshold(
-        champion.meta.calibration.quantiles,
-        config.threshold.quantile,
-        config.threshold.multiplier,
-    )
+    start = calibration_threshold(champion.meta.calibration.quantiles, config.threshold)
     scores, _ = champion.score(recent.clean)
     kept = scores <= start  # what the reservoir keeps: windows the champion found normal
     assert 0.05 < kept.mean() < 0.5
