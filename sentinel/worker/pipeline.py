@@ -3,7 +3,9 @@
 One worker thread owns all per-device state (order checks, windows, thresholds, alert
 grouping), so none of it needs locks. The MQTT network thread only parses and enqueues;
 scoring and everything after it happen here; the database writer commits on its own thread
-and only then are the messages acknowledged to the broker.
+and only then are the messages acknowledged to the broker. Other threads change the
+worker's state only through commands (``sentinel.worker.commands``), which it runs between
+two passes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +49,15 @@ from sentinel.records import (
     WriteBatch,
 )
 from sentinel.worker.coldstart import ColdStartBuffer, TrainingJob
+from sentinel.worker.commands import (
+    AlertsResolved,
+    Command,
+    InstallModel,
+    Reconfigure,
+    ResetDevices,
+    ResetReply,
+    TrainingFailed,
+)
 from sentinel.worker.devices import Abandoned, DeviceTable, Recall
 from sentinel.worker.shadow import Shadow
 from sentinel.worker.stats import PipelineStats, RejectionLog
@@ -72,18 +83,6 @@ class PipelineTap(Protocol):
         alerts: Sequence[Alert],
         audit: Sequence[AuditEvent] = (),
     ) -> None: ...
-
-
-@dataclass
-class _ResetRequest:
-    """``sentinel devices reset`` through the control socket, answered by the worker."""
-
-    stream: str
-    devices: tuple[str, ...]
-    note: str | None
-    done: threading.Event = field(default_factory=threading.Event)
-    held: list[str] = field(default_factory=list)  # those the worker had in memory
-    error: str | None = None
 
 
 @dataclass
@@ -134,7 +133,6 @@ class Pipeline:
         self._cold_start_buffer = cold_start_buffer
         self._accepted: list[Reading] = []
         self._flagged: list[Window] = []
-        self._threshold_seeds: dict[tuple[str, str], Mapping[str, Sequence[float]]] = {}
         self._config = config
         self._observer = observer
         self._snapshot_path = snapshot_path
@@ -144,7 +142,8 @@ class Pipeline:
         self._request_training = request_training
         self._inbox: queue.Queue[Delivery] = queue.Queue(maxsize=config.ingest.queue_size)
         self._offer_timeout = config.mqtt.keepalive / 3
-        self._swaps: queue.Queue[tuple[str, Detector | None, bool]] = queue.Queue()
+        # What other threads ask of the worker, in the order they asked (commands.py).
+        self._commands: queue.Queue[Command] = queue.Queue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = PipelineStats()
@@ -154,7 +153,6 @@ class Pipeline:
         self.on_scored: Callable[[str, int, float], None] | None = None
         # Monotonic time of the worker's latest pass: the watchdog's proof it is not stuck.
         self.heartbeat = time.monotonic()
-        self._reconfigs: queue.Queue[SentinelConfig] = queue.Queue()
         self._thresholds = ThresholdBank(config.threshold)
         self._spikes = SpikeCheck(config.spikes, config.windows.hop)
         self._levels = LevelCheck(config.levels)
@@ -168,8 +166,6 @@ class Pipeline:
             {s.name: s.feature_names for s in config.streams},
             config_hash=self.config_hash,
         )
-        self._resolved: queue.Queue[tuple[str, ...]] = queue.Queue()
-        self._resets: queue.Queue[_ResetRequest] = queue.Queue()
         self._alerts.restore(open_alerts)
         self._devices = DeviceTable(
             {s.name: s.max_devices for s in config.streams}, recall, self._stopping
@@ -226,14 +222,12 @@ class Pipeline:
         ``shadow`` (a scheduled promotion): where a model is active and
         ``retrain.shadow`` > 0, the new one first scores beside it for that long
         (``sentinel.worker.shadow``) and takes over after."""
-        if seeds:
-            self._threshold_seeds[(stream, detector.version)] = seeds
-        self._swaps.put((stream, detector, shadow))
+        self._commands.put(InstallModel(stream, detector, seeds or {}, shadow))
 
     def alerts_resolved(self, uids: Iterable[str]) -> None:
         """Alerts an operator resolved (reported by the writer): the worker closes them
         between two passes, and their cooldown begins."""
-        self._resolved.put(tuple(uids))
+        self._commands.put(AlertsResolved(tuple(uids)))
 
     def reset_devices(
         self, stream: str, devices: Sequence[str], note: str | None = None, timeout: float = 10.0
@@ -244,20 +238,20 @@ class Pipeline:
         progress around it (``DeviceReset``). Their partial windows go too; thresholds
         and alerts stay. Returns those of ``devices`` the worker held."""
         self._config.stream(stream)  # KeyError names it
-        request = _ResetRequest(stream, tuple(devices), note)
-        self._resets.put(request)
-        if not request.done.wait(timeout):
+        reply = ResetReply()
+        self._commands.put(ResetDevices(stream, tuple(devices), note, reply))
+        if not reply.done.wait(timeout):
             raise SentinelError(
                 f"the pipeline worker did not take the reset within {timeout:g} s: it is "
                 "blocked (is the database down? see /healthz); the reset stays queued"
             )
-        if request.error is not None:
-            raise SentinelError(f"the reset was not committed: {request.error}")
-        return request.held
+        if reply.error is not None:
+            raise SentinelError(f"the reset was not committed: {reply.error}")
+        return reply.held
 
     def training_failed(self, stream: str) -> None:
         """A cold-start training run failed: collect afresh and try again."""
-        self._swaps.put((stream, None, False))
+        self._commands.put(TrainingFailed(stream))
 
     @property
     def depth(self) -> int:
@@ -290,7 +284,7 @@ class Pipeline:
     def reconfigure(self, config: SentinelConfig) -> None:
         """Take the live keys of a reloaded config (thresholds, alert rules, rejection log
         interval); applied by the worker between two passes, like a model swap."""
-        self._reconfigs.put(config)
+        self._commands.put(Reconfigure(config))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -321,8 +315,7 @@ class Pipeline:
     def _loop(self) -> None:
         while True:
             self.heartbeat = time.monotonic()
-            self._apply_swaps()
-            self._apply_resets()
+            self._run_commands()
             if self._snapshot_path is not None and time.monotonic() >= self._next_snapshot:
                 self._next_snapshot = time.monotonic() + self._snapshot_interval
                 self._save_thresholds()
@@ -356,9 +349,9 @@ class Pipeline:
                 self._sink(WriteBatch(acks=acks))
 
     def process(self, deliveries: list[Delivery]) -> WriteBatch:
-        """One pass over deliveries, in order: what the worker thread does per batch."""
-        self._apply_swaps()
-        self._apply_resolved()
+        """One pass over deliveries, in order: what the worker thread does per batch.
+        Commands queued before it are applied first."""
+        self._run_commands()
         recalled = self._devices.recall(r for d in deliveries for r in d.readings)
         now = time.monotonic()
         windows: dict[str, list[Window]] = defaultdict(list)
@@ -426,41 +419,43 @@ class Pipeline:
             audit=audit,
         )
 
-    # -- devices in memory -----------------------------------------------------------------
+    # -- commands (sentinel.worker.commands), run on the worker between two passes --------
 
-    def _apply_resets(self) -> None:
-        requests: list[_ResetRequest] = []
+    def _run_commands(self) -> None:
         while True:
             try:
-                requests.append(self._resets.get_nowait())
+                command = self._commands.get_nowait()
             except queue.Empty:
-                break
-        if not requests:
-            return
+                return
+            command.run(self)
+
+    def _alerts_resolved(self, uids: tuple[str, ...]) -> None:
+        closed = self._alerts.resolved(uids)
+        if closed:
+            log.info("alerts_resolved_by_operator", closed=closed)
+
+    def _reset_devices(
+        self, stream: str, devices: tuple[str, ...], note: str | None, reply: ResetReply
+    ) -> None:
         now, wall = time.monotonic(), time.time()
         resets: list[DeviceReset] = []
-        for request in requests:
-            for device in request.devices:
-                if self._devices.reset((request.stream, device), now):
-                    request.held.append(device)
-                self._streams[request.stream].windows.reset(device)
-                resets.append(DeviceReset(request.stream, device, wall, request.note))
-            log.info(
-                "devices_reset",
-                stream=request.stream,
-                devices=len(request.devices),
-                held=len(request.held),
-                note=request.note,
-            )
+        for device in devices:
+            if self._devices.reset((stream, device), now):
+                reply.held.append(device)
+            self._streams[stream].windows.reset(device)
+            resets.append(DeviceReset(stream, device, wall, note))
+        log.info(
+            "devices_reset", stream=stream, devices=len(devices), held=len(reply.held), note=note
+        )
         try:
             self._sink(WriteBatch(resets=tuple(resets)))
         except Exception as err:  # thread boundary: the writer has stopped
             log.exception("devices_reset_failed", devices=len(resets))
-            for request in requests:
-                request.error = f"{type(err).__name__}: {err}"
+            reply.error = f"{type(err).__name__}: {err}"
         finally:
-            for request in requests:
-                request.done.set()
+            reply.done.set()
+
+    # -- devices in memory -----------------------------------------------------------------
 
     def _idle_after(self) -> float:
         """Seconds of silence after which a device leaves memory; 0: never. Not before
@@ -657,51 +652,40 @@ class Pipeline:
                 "threshold_snapshot_corrupt", path=str(path), moved_to=str(aside), error=str(err)
             )
 
-    def _apply_resolved(self) -> None:
-        while True:
-            try:
-                uids = self._resolved.get_nowait()
-            except queue.Empty:
-                return
-            closed = self._alerts.resolved(uids)
-            if closed:
-                log.info("alerts_resolved_by_operator", closed=closed)
-
     # -- models ---------------------------------------------------------------------------
 
-    def _apply_swaps(self) -> None:
-        self._apply_reconfigure()
-        while True:
-            try:
-                stream, detector, shadow = self._swaps.get_nowait()
-            except queue.Empty:
-                return
-            runtime = self._streams[stream]
-            runtime.shadow = None  # any newer model supersedes one still in its shadow period
-            if detector is None:
-                self._begin_cold_start(runtime)
-                continue
-            seeds = self._threshold_seeds.pop((stream, detector.version), None)
-            period = self._config.retrain.shadow
-            if (
-                shadow
-                and period > 0
-                and runtime.detector is not None
-                and self._config.threshold.method == "quantile"
-                and self._fits(runtime, detector)
-            ):
-                runtime.shadow = Shadow(
-                    detector, period, self._config.threshold.history, seeds or {}
-                )
-                log.info(
-                    "model_shadowing",
-                    stream=stream,
-                    version=detector.version,
-                    active=runtime.detector.version,
-                    seconds=period,
-                )
-                continue
-            self._swap(runtime, detector, seeds)
+    def _install_model(
+        self,
+        stream: str,
+        detector: Detector,
+        seeds: Mapping[str, Sequence[float]],
+        shadow: bool,
+    ) -> None:
+        runtime = self._streams[stream]
+        runtime.shadow = None  # any newer model supersedes one still in its shadow period
+        period = self._config.retrain.shadow
+        if (
+            shadow
+            and period > 0
+            and runtime.detector is not None
+            and self._config.threshold.method == "quantile"
+            and self._fits(runtime, detector)
+        ):
+            runtime.shadow = Shadow(detector, period, self._config.threshold.history, seeds)
+            log.info(
+                "model_shadowing",
+                stream=stream,
+                version=detector.version,
+                active=runtime.detector.version,
+                seconds=period,
+            )
+            return
+        self._swap(runtime, detector, seeds)
+
+    def _training_failed(self, stream: str) -> None:
+        runtime = self._streams[stream]
+        runtime.shadow = None
+        self._begin_cold_start(runtime)
 
     def _end_shadow(self, runtime: _Stream) -> None:
         shadow, runtime.shadow = runtime.shadow, None
@@ -719,7 +703,7 @@ class Pipeline:
         self,
         runtime: _Stream,
         detector: Detector,
-        seeds: Mapping[str, Sequence[float]] | None,
+        seeds: Mapping[str, Sequence[float]],
     ) -> None:
         stream = runtime.config.name
         self._install(runtime, detector)
@@ -814,11 +798,7 @@ class Pipeline:
 
     # -- live reconfiguration (SIGHUP) ----------------------------------------------------
 
-    def _apply_reconfigure(self) -> None:
-        try:
-            config = self._reconfigs.get_nowait()
-        except queue.Empty:
-            return
+    def _reconfigure(self, config: SentinelConfig) -> None:
         self._thresholds.reconfigure(config.threshold)
         self._alerts.reconfigure(config.alerts)
         self._spikes.reconfigure(config.spikes, config.windows.hop)

@@ -1,0 +1,114 @@
+"""Requests from other threads to the pipeline worker: one typed command each, on one queue.
+
+The worker alone owns the per-stream and per-device state, so the other threads only ask:
+the retrainer (a new model, a failed training), the reload (a new config), the writer
+(alerts an operator resolved) and the control socket (a device reset) each put a command
+on the pipeline's queue, and the worker runs them between two passes, in the order they
+came -- a reload and then a swap is applied in that order. Each command is a frozen
+dataclass whose ``run`` applies it, as Home Assistant's recorder does with its
+``RecorderTask``s, instead of a queue per kind of request and tuples with magic ``None``s
+(issue #20).
+
+Deliveries keep their own queue: it is bounded, and a full one makes the MQTT network
+thread wait and then refuse a message (backpressure), while a command must never be
+refused nor wait behind a backlog of readings.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sentinel.config import SentinelConfig
+from sentinel.model import Detector
+
+if TYPE_CHECKING:
+    from sentinel.worker.pipeline import Pipeline
+
+__all__ = [
+    "AlertsResolved",
+    "Command",
+    "InstallModel",
+    "Reconfigure",
+    "ResetDevices",
+    "ResetReply",
+    "TrainingFailed",
+]
+
+
+class Command(ABC):
+    """A request to the pipeline worker; ``run`` applies it, on the worker thread."""
+
+    @abstractmethod
+    def run(self, pipeline: Pipeline) -> None: ...
+
+
+@dataclass(frozen=True)
+class InstallModel(Command):
+    """A new model for ``stream``. ``seeds``: per device, its scores on recent normal
+    windows, oldest first (the thresholds it starts with); ``shadow``: it first scores
+    beside the active model (a scheduled promotion, ``sentinel.worker.shadow``)."""
+
+    stream: str
+    detector: Detector
+    seeds: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    shadow: bool = False
+
+    def run(self, pipeline: Pipeline) -> None:
+        pipeline._install_model(self.stream, self.detector, self.seeds, self.shadow)
+
+
+@dataclass(frozen=True)
+class TrainingFailed(Command):
+    """A cold-start training run for ``stream`` failed: collect afresh."""
+
+    stream: str
+
+    def run(self, pipeline: Pipeline) -> None:
+        pipeline._training_failed(self.stream)
+
+
+@dataclass(frozen=True)
+class Reconfigure(Command):
+    """A reloaded config, whose live keys the worker takes."""
+
+    config: SentinelConfig
+
+    def run(self, pipeline: Pipeline) -> None:
+        pipeline._reconfigure(self.config)
+
+
+@dataclass(frozen=True)
+class AlertsResolved(Command):
+    """Alerts an operator resolved (reported by the writer after its commit)."""
+
+    uids: tuple[str, ...]
+
+    def run(self, pipeline: Pipeline) -> None:
+        pipeline._alerts_resolved(self.uids)
+
+
+@dataclass
+class ResetReply:
+    """The worker's answer to a ``ResetDevices``; ``done`` is set once it is given."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    held: list[str] = field(default_factory=list)  # those the worker had in memory
+    error: str | None = None  # why the writer did not take the reset
+
+
+@dataclass(frozen=True)
+class ResetDevices(Command):
+    """``sentinel devices reset`` through the control socket; the caller waits on
+    ``reply``."""
+
+    stream: str
+    devices: tuple[str, ...]
+    note: str | None = None
+    reply: ResetReply = field(default_factory=ResetReply)
+
+    def run(self, pipeline: Pipeline) -> None:
+        pipeline._reset_devices(self.stream, self.devices, self.note, self.reply)
