@@ -1,5 +1,8 @@
 """The MQTT source: a paho-mqtt 2.x client with a persistent session and manual acks.
 
+It is a ``Source`` (``sentinel.ingest.source``): its acks carry the packet id as the token
+and the connection's epoch, since packet ids mean nothing on another connection.
+
 Delivery guarantee: we subscribe at QoS 1 on a persistent session (``clean_session=False`` on
 3.1.1, ``clean_start=False`` plus a session expiry on MQTT 5) and acknowledge a message only
 after everything it carried has been committed to the database. A daemon killed at any point
@@ -9,14 +12,15 @@ committed are recognised by their timestamps and skipped as duplicates.
 Flow control: on MQTT 5 our Receive Maximum equals the ingest queue's size, so a broker that
 honours it never has more unacknowledged messages in flight to us than the queue can hold.
 Not every broker does (see ``Pipeline.offer``), so a full queue makes ``on_message`` wait
-briefly instead of dropping: TCP backpressure, bounded well below the keep-alive.
+briefly instead of dropping: TCP backpressure, bounded to a third of the keep-alive, which
+this source passes to its sink with every delivery.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -27,6 +31,7 @@ from paho.mqtt.properties import Properties
 
 from sentinel.config import MqttConfig, StreamConfig
 from sentinel.ingest.parse import MessageParser
+from sentinel.ingest.source import Sink, SourceStatus
 from sentinel.mqtt import (
     FATAL_REFUSALS,
     apply_connection_settings,
@@ -43,8 +48,9 @@ log = structlog.get_logger(__name__)
 class MqttSource:
     """Subscribes to every stream and hands parsed deliveries to ``sink``.
 
-    ``sink`` must not block (it is called on paho's network thread); it returns False when
-    it has no room, and the message is then left unacknowledged for the broker to resend.
+    ``sink`` is called on paho's network thread and may block it only briefly (a third of
+    the keep-alive, so the connection survives); it returns False when it has no room, and
+    the message is then left unacknowledged for the broker to resend.
     ``on_fatal`` is called once, from the network thread, when the broker refuses us for
     a reason retrying will not fix.
     """
@@ -55,7 +61,7 @@ class MqttSource:
         streams: list[StreamConfig],
         *,
         parser: MessageParser,
-        sink: Callable[[Delivery], bool],
+        sink: Sink,
         receive_maximum: int,
         on_fatal: Callable[[str], None],
         password: str | None = None,
@@ -64,6 +70,7 @@ class MqttSource:
         self._streams = streams
         self._parser = parser
         self._sink = sink
+        self._sink_timeout = config.keepalive / 3
         self._receive_maximum = max(1, min(receive_maximum, 65_535))
         self._on_fatal = on_fatal
         self._password = password
@@ -157,14 +164,18 @@ class MqttSource:
         """True once the broker confirmed our subscriptions on the current connection."""
         return self._subscribed.wait(timeout)
 
-    def ack(self, ack: Ack) -> None:
-        """Acknowledge a committed message, if it arrived on the current connection."""
-        client = self._client
-        if client is None or ack.epoch != self._epoch:
-            # The broker will resend it; our duplicate check will recognise it.
-            self.unacked_dropped += 1
-            return
-        client.ack(ack.mid, 1)
+    def status(self) -> SourceStatus:
+        return SourceStatus("mqtt", self.connected, self.connects)
+
+    def ack(self, acks: Iterable[Ack]) -> None:
+        """Acknowledge committed messages that arrived on the current connection."""
+        for ack in acks:
+            client = self._client
+            if client is None or ack.epoch != self._epoch:
+                # The broker will resend it; our duplicate check will recognise it.
+                self.unacked_dropped += 1
+                continue
+            client.ack(ack.token, 1)
 
     # -- paho callbacks (network thread: never block) -------------------------------------
 
@@ -262,7 +273,7 @@ class MqttSource:
             ack=ack,
             received_at=time.time(),
         )
-        if not self._sink(delivery):
+        if not self._sink(delivery, self._sink_timeout):
             # QoS 0 is gone; QoS 1 stays unacknowledged and the broker resends it after the
             # next reconnect. Either way the pipeline has been stuck for a long time.
             log.error("ingest_queue_full", topic=message.topic, qos=message.qos)
