@@ -80,23 +80,28 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """An MQTT packet id to acknowledge, tagged with the connection it arrived on.
+    """What the source needs to acknowledge one message, tagged with its connection.
 
-    Packet ids are only meaningful within one connection: after a reconnect the broker
-    resends what we did not acknowledge, and an old id may by then name another message.
+    Opaque to everything but the source that made it (``sentinel.ingest.source``): the
+    worker and the writer only carry acks, in arrival order, back to the source after the
+    commit. ``token`` is the source's own handle (MQTT: the packet id); ``epoch`` the
+    connection it arrived on, because a handle may be meaningful only within one (after an
+    MQTT reconnect the broker resends what we did not acknowledge, and an old packet id may
+    by then name another message), so the source drops acks of an earlier epoch. A daemon
+    runs one source, so an ack does not name it.
     """
 
-    mid: int
+    token: int
     epoch: int
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One MQTT message after parsing: what it carried and how to acknowledge it.
+    """One message from the source after parsing: what it carried and how to acknowledge it.
 
     A message may carry several readings (SenML packs, JSON arrays) and may be partly
     rejected. ``ack`` is sent once everything the message carried is committed; ``None``
-    for QoS 0 (nothing to acknowledge).
+    when there is nothing to acknowledge (MQTT QoS 0).
     """
 
     topic: str

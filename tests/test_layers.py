@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.e2e_helpers import REPO
 
-_SHARED = {"errors", "records", "config", "atomic", "logs", "progress"}
+_SHARED = {"errors", "records", "config", "atomic", "logs", "progress", "mqtt"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "records": {"errors"},
@@ -21,13 +21,14 @@ ALLOWED: dict[str, set[str]] = {
     "atomic": set(),
     "logs": set(),
     "progress": set(),
+    "mqtt": {"errors", "config"},  # the broker connection the source and the publisher share
     "ingest": _SHARED,
     "store": _SHARED,
     "model": _SHARED,
     "judge": _SHARED | {"model"},
     "worker": _SHARED | {"model", "judge", "store"},
     "retrain": _SHARED | {"model", "judge", "store"},
-    "publish": _SHARED | {"store", "ingest"},
+    "publish": _SHARED | {"store"},
     "daemon": _SHARED | {"ingest", "store", "model", "judge", "worker", "retrain", "publish"},
     "offline": _SHARED | {"ingest", "store", "model", "judge", "worker", "retrain"},
     "cli": set(),  # anything: filled in below

@@ -1,9 +1,9 @@
 """Wires the components together and runs them until asked to stop.
 
-Start order follows the data backwards (store, writer, trainer, pipeline, then MQTT) so that
-nothing receives data before its consumer is running; stop order is the reverse, with one
-twist: MQTT is *paused* first and disconnected last, so that acknowledgements for everything
-committed during the drain still reach the broker.
+Start order follows the data backwards (store, writer, trainer, pipeline, then the source)
+so that nothing receives data before its consumer is running; stop order is the reverse,
+with one twist: the source is *paused* first and disconnected last, so that
+acknowledgements for everything committed during the drain still reach the broker.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sentinel.daemon.sdnotify import Notifier, watchdog_interval
 from sentinel.errors import ConfigError, ModelError
 from sentinel.ingest.mqtt import MqttSource
 from sentinel.ingest.parse import MessageParser
+from sentinel.ingest.source import Source
 from sentinel.logs import configure_logging
 from sentinel.model import Detector, ModelRegistry, resolve_device
 from sentinel.model.registry import load_active_or_previous
@@ -82,7 +83,7 @@ class SentinelApp:
         self._fatal: str | None = None
         self._wake = threading.Event()
         self.pipeline: Pipeline | None = None
-        self.source: MqttSource | None = None
+        self.source: Source | None = None
         self.publisher: AlertPublisher | None = None
         self.retrain: RetrainService | None = None
         self.control: ControlServer | None = None
@@ -210,7 +211,7 @@ class SentinelApp:
         writer: AlertWriter,
         trainer: Trainer,
         pipeline: Pipeline,
-        source: MqttSource,
+        source: Source,
         retrain: RetrainService | None = None,
     ) -> int:
         started: list[str] = []
@@ -325,19 +326,15 @@ class SentinelApp:
             self.publisher.notify()
 
     def _send_acks(self, batches: Sequence[WriteBatch]) -> None:
-        source = self.source
-        if source is None:
-            return
-        for batch in batches:
-            for ack in batch.acks:
-                source.ack(ack)
+        if self.source is not None:
+            self.source.ack([ack for batch in batches for ack in batch.acks])
 
     def _on_fatal(self, reason: str) -> None:
         self._fatal = reason
         self.health.fatal = reason
         self._wake.set()
 
-    def _log_stats(self, pipeline: Pipeline, source: MqttSource, writer: AlertWriter) -> None:
+    def _log_stats(self, pipeline: Pipeline, source: Source, writer: AlertWriter) -> None:
         log.info(
             "stats",
             connected=source.connected,
@@ -348,7 +345,7 @@ class SentinelApp:
             **pipeline.stats.as_dict(),
         )
 
-    def _publish_stats(self, pipeline: Pipeline, source: MqttSource, writer: AlertWriter) -> None:
+    def _publish_stats(self, pipeline: Pipeline, source: Source, writer: AlertWriter) -> None:
         if self.publisher is None or not self.config.publish.stats:
             return
         try:

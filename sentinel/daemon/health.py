@@ -1,6 +1,6 @@
 """``/healthz`` and ``/metrics`` on a local port, and the watchdog's idea of progress.
 
-Health is judged from the components' own state: the MQTT connection, the writer's last
+Health is judged from the components' own state: the source's connection, the writer's last
 commit and a periodic ``SELECT 1`` probe of the database, whether every stream has a model,
 and whether the pipeline worker is still taking passes. Anything wrong makes ``/healthz``
 answer 503 with a JSON body naming each problem, so a probe, a load balancer or a person
@@ -8,7 +8,7 @@ with curl sees *why*.
 
 The systemd watchdog must not be fed just because the process is alive: ``Progress`` says
 whether the pipeline moved since it was last asked -- messages were taken in, or it is idle
-with nothing queued while connected to the broker -- and its worker thread has taken a pass
+with nothing queued while the source is connected -- and its worker thread has taken a pass
 recently. A daemon wedged in a deadlock, or cut off from its broker for longer than
 ``WatchdogSec=``, stops feeding the watchdog and systemd restarts it.
 """
@@ -28,7 +28,7 @@ from sqlalchemy import text
 
 if TYPE_CHECKING:
     from sentinel.daemon.metrics import Metrics
-    from sentinel.ingest.mqtt import MqttSource
+    from sentinel.ingest.source import Source
     from sentinel.store import AlertStore, AlertWriter
     from sentinel.worker.pipeline import Pipeline
 
@@ -101,13 +101,13 @@ class Health:
     def __init__(self) -> None:
         self.phase = "starting"  # starting | running | stopping
         self.fatal: str | None = None
-        self._components: tuple[Pipeline, MqttSource, AlertWriter] | None = None
+        self._components: tuple[Pipeline, Source, AlertWriter] | None = None
         self._probe: DatabaseProbe | None = None
 
     def attach(
         self,
         pipeline: Pipeline,
-        source: MqttSource,
+        source: Source,
         writer: AlertWriter,
         probe: DatabaseProbe | None = None,
     ) -> None:
@@ -118,11 +118,12 @@ class Health:
         if self._components is None:
             return HealthReport("starting", ("starting up",))
         pipeline, source, writer = self._components
+        connection = source.status()
         problems: list[str] = []
         if self.fatal:
             problems.append(f"fatal: {self.fatal}")
-        if not source.connected:
-            problems.append("mqtt: not connected to the broker")
+        if not connection.connected:
+            problems.append(f"{connection.name}: not connected to the broker")
         db_error = writer.last_error or (self._probe.error if self._probe else None)
         if db_error:
             problems.append(f"database: unreachable or failing: {db_error}")
@@ -134,7 +135,7 @@ class Health:
         elif stalled > STALL_SECONDS:
             problems.append(f"pipeline: no pass for {stalled:.0f} s (writer blocked?)")
         checks = {
-            "mqtt": {"connected": source.connected, "connects": source.connects},
+            connection.name: {"connected": connection.connected, "connects": connection.connects},
             "database": {
                 "ok": db_error is None,
                 "error": db_error,
@@ -158,7 +159,7 @@ class Health:
 class Progress:
     """Whether the pipeline moved since the last call: the watchdog's feeding rule."""
 
-    def __init__(self, pipeline: Pipeline, source: MqttSource) -> None:
+    def __init__(self, pipeline: Pipeline, source: Source) -> None:
         self._pipeline = pipeline
         self._source = source
         self._messages = pipeline.stats.messages

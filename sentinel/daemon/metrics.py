@@ -1,7 +1,7 @@
 """Prometheus metrics, read from the components' own counters at scrape time.
 
-The pipeline, the MQTT source and the writer already count what they do (``PipelineStats``,
-``RejectionLog``, ``MqttSource.connected``, ``AlertWriter.write_errors``); a custom collector
+The pipeline, the source and the writer already count what they do (``PipelineStats``,
+``RejectionLog``, ``Source.status()``, ``AlertWriter.write_errors``); a custom collector
 reads those when ``/metrics`` is scraped, so there is one set of numbers and no second
 bookkeeping on the hot path. Only the scoring latency is observed as it happens (a
 histogram needs every observation).
@@ -30,7 +30,7 @@ from sentinel import __version__
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from sentinel.ingest.mqtt import MqttSource
+    from sentinel.ingest.source import Source
     from sentinel.retrain.reservoir import ReservoirTap
     from sentinel.store import AlertWriter
     from sentinel.worker.pipeline import Pipeline
@@ -110,7 +110,7 @@ class Metrics:
     def attach(
         self,
         pipeline: Pipeline,
-        source: MqttSource,
+        source: Source,
         writer: AlertWriter,
         reservoir: ReservoirTap | None = None,
     ) -> None:
@@ -130,7 +130,7 @@ class Metrics:
 
 class _ComponentCollector(Collector):
     def __init__(self, state_dir: Path | None) -> None:
-        self.components: tuple[Pipeline, MqttSource, AlertWriter] | None = None
+        self.components: tuple[Pipeline, Source, AlertWriter] | None = None
         self.reservoir: ReservoirTap | None = None  # with retraining on
         self._state_dir = state_dir
         self._started = time.time()
@@ -152,11 +152,16 @@ class _ComponentCollector(Collector):
             return
         pipeline, source, writer = self.components
         yield from _pipeline_metrics(pipeline)
+        connection = source.status()  # named by the source: sentinel_mqtt_connected, ...
         yield GaugeMetricFamily(
-            "sentinel_mqtt_connected", "1 while connected to the broker.", int(source.connected)
+            f"sentinel_{connection.name}_connected",
+            "1 while connected to the broker.",
+            int(connection.connected),
         )
         yield CounterMetricFamily(
-            "sentinel_mqtt_connects", "Successful connections to the broker.", source.connects
+            f"sentinel_{connection.name}_connects",
+            "Successful connections to the broker.",
+            connection.connects,
         )
         yield GaugeMetricFamily(
             "sentinel_writer_queue_depth",
@@ -249,15 +254,16 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
     yield model
 
 
-def stats_dict(pipeline: Pipeline, source: MqttSource, writer: AlertWriter) -> dict[str, Any]:
+def stats_dict(pipeline: Pipeline, source: Source, writer: AlertWriter) -> dict[str, Any]:
     """The daemon's numbers as plain JSON-safe data (for a periodic ``<prefix>/stats``)."""
     counts = {str(k): v for k, v in _copy(pipeline.rejections.counts).items()}
     if pipeline.queue_full:
         counts["queue_full"] = counts.get("queue_full", 0) + pipeline.queue_full
+    connection = source.status()
     return {
         "ts": time.time(),
         "version": __version__,
-        "mqtt_connected": source.connected,
+        f"{connection.name}_connected": connection.connected,
         "queue_depth": pipeline.depth,
         "writer_queue_depth": writer.pending,
         "database_ok": writer.last_error is None,

@@ -1,5 +1,8 @@
 """The MQTT source: a paho-mqtt 2.x client with a persistent session and manual acks.
 
+It is a ``Source`` (``sentinel.ingest.source``): its acks carry the packet id as the token
+and the connection's epoch, since packet ids mean nothing on another connection.
+
 Delivery guarantee: we subscribe at QoS 1 on a persistent session (``clean_session=False`` on
 3.1.1, ``clean_start=False`` plus a session expiry on MQTT 5) and acknowledge a message only
 after everything it carried has been committed to the database. A daemon killed at any point
@@ -9,17 +12,15 @@ committed are recognised by their timestamps and skipped as duplicates.
 Flow control: on MQTT 5 our Receive Maximum equals the ingest queue's size, so a broker that
 honours it never has more unacknowledged messages in flight to us than the queue can hold.
 Not every broker does (see ``Pipeline.offer``), so a full queue makes ``on_message`` wait
-briefly instead of dropping: TCP backpressure, bounded well below the keep-alive.
+briefly instead of dropping: TCP backpressure, bounded to a third of the keep-alive, which
+this source passes to its sink with every delivery.
 """
 
 from __future__ import annotations
 
-import logging
-import ssl
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -29,122 +30,27 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sentinel.config import MqttConfig, StreamConfig
-from sentinel.errors import ConfigError
 from sentinel.ingest.parse import MessageParser
+from sentinel.ingest.source import Sink, SourceStatus
+from sentinel.mqtt import (
+    FATAL_REFUSALS,
+    apply_connection_settings,
+    connect_error,
+    fatal_connect_error,
+)
 from sentinel.records import Ack, Delivery, Rejected, RejectReason
 
-__all__ = [
-    "FATAL_REFUSALS",
-    "MqttSource",
-    "apply_connection_settings",
-    "connect_error",
-    "fatal_connect_error",
-]
+__all__ = ["MqttSource"]
 
 log = structlog.get_logger(__name__)
-
-# CONNACK refusals that retrying cannot fix: stop and say so instead of looping forever.
-# Connection refusals that retrying cannot fix, with what to tell the operator; shared by
-# every client of the broker (the ingest source and the alert publisher).
-FATAL_REFUSALS = {
-    "Bad user name or password": "the broker rejected the user name or password",
-    "Not authorized": "the broker refused us: not authorized",
-    "Client identifier not valid": "the broker rejected the client id",
-    "Bad authentication method": "the broker does not accept this authentication method",
-    "Unsupported protocol version": "the broker does not speak this MQTT version "
-    '(set mqtt.protocol = "3.1.1")',
-    "Banned": "the broker has banned this client",
-}
-
-# OpenSSL's verify codes for a certificate issued to another name (x509_vfy.h).
-_NAME_MISMATCH = {62, 64}  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-
-
-class _QuietAfterDisconnect(logging.Filter):
-    """paho 2.2 runs its loop once more after a requested disconnect and logs "Client is not
-    connected" at ERROR; our own ``mqtt_disconnected`` event reports the real state."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and str(record.msg).startswith(
-            "Client is not connected"
-        ):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        return True
-
-
-_PAHO_LOG = logging.getLogger("paho.mqtt.client")
-_PAHO_LOG.addFilter(_QuietAfterDisconnect())
-
-
-def apply_connection_settings(client: mqtt.Client, cfg: MqttConfig, password: str | None) -> None:
-    """What every Sentinel client of the broker shares: paho's log routed to structlog,
-    reconnect back-off, credentials and TLS (the ingest source and the alert publisher)."""
-    client.enable_logger(_PAHO_LOG)
-    client.reconnect_delay_set(
-        min_delay=max(1, round(cfg.reconnect_min_delay)),
-        max_delay=max(1, round(cfg.reconnect_max_delay)),
-    )
-    if cfg.username is not None:
-        client.username_pw_set(cfg.username, password)
-    if cfg.tls.enabled:
-        tls = cfg.tls
-        try:
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
-            files = ", ".join(
-                f"{key} = {path}"
-                for key, path in (
-                    ("ca_file", tls.ca_file),
-                    ("cert_file", tls.cert_file),
-                    ("key_file", tls.key_file),
-                )
-                if path is not None
-            )
-            raise ConfigError(
-                f"mqtt.tls: cannot load the certificates ({files or 'system CAs'}): {err}"
-            ) from err
-        client.tls_insecure_set(tls.insecure)
-
-
-def fatal_connect_error(cfg: MqttConfig, err: BaseException | None) -> str | None:
-    """What to tell the operator when a failed connection attempt cannot succeed by
-    retrying; None when it may (a broker down or unreachable).
-
-    A broker certificate that does not verify, against ``mqtt.tls.ca_file`` or against
-    ``mqtt.host``, stays so until someone changes a file: like bad credentials, it stops
-    the client instead of hiding behind ``mqtt_connect_failed`` forever (issue #19).
-    """
-    if not isinstance(err, ssl.SSLCertVerificationError):
-        return None
-    ca = f"mqtt.tls.ca_file = {cfg.tls.ca_file}" if cfg.tls.ca_file else "the system's CAs"
-    if err.verify_code in _NAME_MISMATCH:
-        fix = f"set mqtt.host to a name the certificate is issued for ({ca})"
-    else:
-        fix = f"mqtt.tls.ca_file must hold the CA that signed the broker's certificate ({ca})"
-    why = err.verify_message or str(err)
-    return f"TLS: the certificate of {cfg.host}:{cfg.port} does not verify: {why}; {fix}"
-
-
-def connect_error() -> BaseException | None:
-    """The error of the connection attempt that failed, inside paho's ``on_connect_fail``.
-
-    paho 2.x calls ``on_connect_fail`` without it, from inside its ``except OSError``
-    around the attempt (``Client.loop_forever``), so it is the exception being handled.
-    """
-    return sys.exc_info()[1]
 
 
 class MqttSource:
     """Subscribes to every stream and hands parsed deliveries to ``sink``.
 
-    ``sink`` must not block (it is called on paho's network thread); it returns False when
-    it has no room, and the message is then left unacknowledged for the broker to resend.
+    ``sink`` is called on paho's network thread and may block it only briefly (a third of
+    the keep-alive, so the connection survives); it returns False when it has no room, and
+    the message is then left unacknowledged for the broker to resend.
     ``on_fatal`` is called once, from the network thread, when the broker refuses us for
     a reason retrying will not fix.
     """
@@ -155,7 +61,7 @@ class MqttSource:
         streams: list[StreamConfig],
         *,
         parser: MessageParser,
-        sink: Callable[[Delivery], bool],
+        sink: Sink,
         receive_maximum: int,
         on_fatal: Callable[[str], None],
         password: str | None = None,
@@ -164,6 +70,7 @@ class MqttSource:
         self._streams = streams
         self._parser = parser
         self._sink = sink
+        self._sink_timeout = config.keepalive / 3
         self._receive_maximum = max(1, min(receive_maximum, 65_535))
         self._on_fatal = on_fatal
         self._password = password
@@ -257,14 +164,18 @@ class MqttSource:
         """True once the broker confirmed our subscriptions on the current connection."""
         return self._subscribed.wait(timeout)
 
-    def ack(self, ack: Ack) -> None:
-        """Acknowledge a committed message, if it arrived on the current connection."""
-        client = self._client
-        if client is None or ack.epoch != self._epoch:
-            # The broker will resend it; our duplicate check will recognise it.
-            self.unacked_dropped += 1
-            return
-        client.ack(ack.mid, 1)
+    def status(self) -> SourceStatus:
+        return SourceStatus("mqtt", self.connected, self.connects)
+
+    def ack(self, acks: Iterable[Ack]) -> None:
+        """Acknowledge committed messages that arrived on the current connection."""
+        for ack in acks:
+            client = self._client
+            if client is None or ack.epoch != self._epoch:
+                # The broker will resend it; our duplicate check will recognise it.
+                self.unacked_dropped += 1
+                continue
+            client.ack(ack.token, 1)
 
     # -- paho callbacks (network thread: never block) -------------------------------------
 
@@ -362,7 +273,7 @@ class MqttSource:
             ack=ack,
             received_at=time.time(),
         )
-        if not self._sink(delivery):
+        if not self._sink(delivery, self._sink_timeout):
             # QoS 0 is gone; QoS 1 stays unacknowledged and the broker resends it after the
             # next reconnect. Either way the pipeline has been stuck for a long time.
             log.error("ingest_queue_full", topic=message.topic, qos=message.qos)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sentinel.config import MqttConfig, PublishConfig
 from sentinel.errors import StoreError
-from sentinel.ingest.mqtt import (
+from sentinel.mqtt import (
     FATAL_REFUSALS,
     apply_connection_settings,
     connect_error,

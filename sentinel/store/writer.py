@@ -2,10 +2,10 @@
 
 The pipeline worker submits a WriteBatch per pass; the writer folds up to ``batch_max`` of
 them (or what arrived within ``flush_interval``) into one transaction, then hands them to
-``on_commit``, which the app uses to acknowledge the MQTT messages behind them. Nothing is
-acknowledged before it is committed, and nothing submitted is ever dropped: while the
-database fails the writer retries with capped backoff and its bounded queue pushes back on
-the pipeline (and so, through unacknowledged messages, on the broker).
+``on_commit``, which the app uses to have the source acknowledge the messages behind them.
+Nothing is acknowledged before it is committed, and nothing submitted is ever dropped: while
+the database fails the writer retries with capped backoff and its bounded queue pushes back
+on the pipeline (and so, through unacknowledged messages, on the broker).
 """
 
 from __future__ import annotations

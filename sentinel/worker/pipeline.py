@@ -141,7 +141,6 @@ class Pipeline:
         self._sink = sink
         self._request_training = request_training
         self._inbox: queue.Queue[Delivery] = queue.Queue(maxsize=config.ingest.queue_size)
-        self._offer_timeout = config.mqtt.keepalive / 3
         # What other threads ask of the worker, in the order they asked (commands.py).
         self._commands: queue.Queue[Command] = queue.Queue()
         self._stopping = threading.Event()
@@ -187,22 +186,24 @@ class Pipeline:
 
     # -- called from other threads ------------------------------------------------------
 
-    def offer(self, delivery: Delivery) -> bool:
-        """Enqueue a delivery (from the MQTT callback). False when there was no room.
+    def offer(self, delivery: Delivery, timeout: float | None = None) -> bool:
+        """Enqueue a delivery (the source's sink). False when there was no room.
 
-        QoS 0 never waits. A message that will be acknowledged waits up to
-        ``offer_timeout`` for room: the broker's flow control should prevent a full queue,
-        but it cannot be relied on (Mosquitto 2.0.11 was measured with 3,213 unacknowledged
-        messages in flight against a Receive Maximum of 50, and MQTT 3.1.1 has no Receive
-        Maximum at all). Waiting briefly on paho's network thread stops it reading the
-        socket, which is TCP backpressure; the wait stays well under the keep-alive so the
+        A delivery with nothing to acknowledge (MQTT QoS 0) never waits. One that will be
+        acknowledged waits up to ``timeout`` for room (None: as long as it takes), which the
+        source sizes because it alone knows how long its thread may stand still: the
+        broker's flow control should prevent a full queue, but it cannot be relied on
+        (Mosquitto 2.0.11 was measured with 3,213 unacknowledged messages in flight against
+        a Receive Maximum of 50, and MQTT 3.1.1 has no Receive Maximum at all). Waiting
+        briefly on paho's network thread stops it reading the socket, which is TCP
+        backpressure; the MQTT source keeps the wait well under the keep-alive so the
         connection survives it.
         """
         try:
             if delivery.ack is None:
                 self._inbox.put_nowait(delivery)
             else:
-                self._inbox.put(delivery, timeout=self._offer_timeout)
+                self._inbox.put(delivery, timeout=timeout)
         except queue.Full:
             self.queue_full += 1
             return False

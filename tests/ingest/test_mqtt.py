@@ -51,7 +51,7 @@ def _source(
         config,
         [STREAM],
         parser=MessageParser([STREAM], max_payload_bytes=1024),
-        sink=lambda d: sink.put(d) is None,
+        sink=lambda d, timeout: sink.put(d) is None,
         receive_maximum=100,
         on_fatal=fatal.put if fatal is not None else lambda reason: None,
     )
@@ -77,7 +77,7 @@ def test_tls_connection_delivers_and_acknowledges(
         assert delivery.readings[0].device == "p1"
         assert delivery.readings[0].values == (2.5,)
         assert delivery.ack is not None
-        source.ack(delivery.ack)
+        source.ack([delivery.ack])
         assert source.fatal is None
     finally:
         source.stop()

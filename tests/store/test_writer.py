@@ -55,14 +55,14 @@ class Acks:
     def __call__(self, batches: Sequence[WriteBatch]) -> None:
         self.calls += 1
         for batch in batches:
-            self.seen.extend(ack.mid for ack in batch.acks)
+            self.seen.extend(ack.token for ack in batch.acks)
 
 
 def batch(i: int, device: str = "p1") -> WriteBatch:
     return WriteBatch(
         alerts=(make_alert(f"a-{device}", device=device, updated_at=T0 + i, windows=i + 1),),
         progress=(make_progress(device, T0 + i, i + 1),),
-        acks=(Ack(mid=i, epoch=1),),
+        acks=(Ack(token=i, epoch=1),),
     )
 
 
@@ -75,9 +75,9 @@ def test_batches_from_a_producer_commit_in_order(store: AlertStore) -> None:
         # Everything acknowledged here must already be readable from the database.
         last = batches[-1]
         if store.device_progress()[("pump", "p1")].readings < last.progress[0].readings:
-            stale.extend(a.mid for a in last.acks)
+            stale.extend(a.token for a in last.acks)
         for b in batches:
-            seen.extend(a.mid for a in b.acks)
+            seen.extend(a.token for a in b.acks)
 
     writer = AlertWriter(
         store, flush_interval=0.01, batch_max=16, queue_size=8, on_commit=on_commit
@@ -124,7 +124,7 @@ def test_several_producers_lose_nothing() -> None:
     writer.stop()
 
     assert sorted(acks.seen) == sorted(i for k in range(4) for i in range(k * 1000, k * 1000 + 200))
-    assert [b.acks[0].mid for b in store.written] == acks.seen  # acks follow commit order
+    assert [b.acks[0].token for b in store.written] == acks.seen  # acks follow commit order
     for k in range(4):  # and each producer's own order is kept
         mine = [a for a in acks.seen if a // 1000 == k]
         assert mine == sorted(mine)
@@ -301,7 +301,7 @@ def test_on_commit_errors_do_not_stop_the_writer() -> None:
     seen: list[int] = []
 
     def on_commit(batches: Sequence[WriteBatch]) -> None:
-        seen.extend(a.mid for b in batches for a in b.acks)
+        seen.extend(a.token for b in batches for a in b.acks)
         if len(seen) == 1:
             raise ValueError("mqtt client went away")
 

@@ -115,7 +115,7 @@ def test_duplicates_and_out_of_order_readings_are_counted_and_skipped() -> None:
 def test_every_ack_is_passed_on_once_in_arrival_order() -> None:
     h = Harness({"pump": FakeDetector()})
     h.run([delivery("a", t, 0, mid=t + 1) for t in range(50)] + [delivery("a", 60, 0)])
-    acks = [a.mid for b in h.batches for a in b.acks]
+    acks = [a.token for b in h.batches for a in b.acks]
     assert acks == list(range(1, 51))
 
 
@@ -364,7 +364,7 @@ def test_a_new_device_beyond_max_devices_is_refused_counted_and_acknowledged() -
         ]
     )
     assert h.pipeline.rejections.as_dict() == {"device_limit": 2}
-    assert [a.mid for b in h.batches for a in b.acks] == [1, 2, 3, 4, 5]
+    assert [a.token for b in h.batches for a in b.acks] == [1, 2, 3, 4, 5]
     progress = {p.device: p.readings for b in h.batches for p in b.progress}
     assert progress == {"a": 2, "b": 1}
     assert h.pipeline.devices_held() == {"pump": 2}
