@@ -4,8 +4,8 @@ Why a second check: a window's reconstruction error averages over its readings, 
 autoencoder's error on normal data is far above the sensors' own noise (it cannot recall
 each pump's exact level and load cycle). A one-to-three-reading spike of ten times a
 channel's noise then moves a 16-reading window's error less than a normal change of load
-does; on the simulated fleet the model caught about one spike in eight at any sane
-threshold (docs/BENCHMARKS.md, "Thresholds after lasting regime changes").
+does, and on the simulated fleet the model missed most spikes at any sane threshold
+(docs/BENCHMARKS.md, "Thresholds after lasting regime changes").
 
 The check is a Hampel identifier (Hampel 1974; Pearson et al., "Generalized Hampel
 Filters", 2016): a reading's residual from the median of itself and its ``neighbours``

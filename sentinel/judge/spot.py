@@ -27,13 +27,13 @@ Cost. A normal observation is O(1). A peak (``t < x <= z_q``, about ``1 - level`
 stream) refits the GPD on the most recent ``max_peaks`` excesses, O(max_peaks) in NumPy with no
 Python loop over peaks. The refit is incremental: Grimshaw's function is bracketed only around
 the previous root (4 points, then ``brentq``); the full candidate grid (48 points) is searched
-once every ``FULL_SEARCH_EVERY`` peaks, or whenever the local bracket holds no root. On a
-Student-t(3) stream this runs ~95k steps/s with 5000 stored peaks (25-55k/s with a full search
-on every peak) and gives the same thresholds to 4 decimals.
+once every ``FULL_SEARCH_EVERY`` peaks, or whenever the local bracket holds no root; the
+thresholds are the same as with a full search on every peak (docs/BENCHMARKS.md, "SPOT's
+cost").
 
 Calibration size matters: ``q`` is extrapolated ``(1 - level) / q`` times beyond the peaks
 (200x for the defaults), so a few hundred peaks (``level = 0.98``: 10k+ calibration values)
-are needed before the false-alarm rate is near ``q``; with ~40 Gaussian peaks it can be 5x.
+are needed before the false-alarm rate is near ``q``.
 """
 
 from __future__ import annotations

@@ -1,57 +1,32 @@
 """Champion/challenger: is a freshly trained model at least as good as the active one?
 
 Both models are judged on the same evidence: windows of recent clean readings that neither
-trained on (the reservoir's held-back blocks), and copies of those windows with one synthetic
-anomaly injected into one feature (a spike, an offset, a ramp or extra noise, of
-``inject_magnitude`` standard deviations). From that:
+trained on (the reservoir's held-back blocks), and copies of them with one synthetic anomaly
+injected into one feature (a spike, an offset, a ramp or extra noise of ``inject_magnitude``
+standard deviations). From that:
 
-* false-alarm rate: clean windows above the threshold a device starts with right after a
-  swap, the model's own calibration threshold (``threshold.quantile`` of its held-back
-  training scores, times ``threshold.multiplier``);
+* false-alarm rate: clean windows above the model's calibration threshold, the one a device
+  starts with right after a swap;
 * detection rate: injected windows above the threshold the model *settles* at on these
-  recent windows: its calibration threshold, or ``threshold.quantile`` of its scores on
-  the clean held-back windows times ``threshold.multiplier`` where that is higher (what a
-  device's adaptive threshold climbs to). Like a device's threshold, it learns only from
-  the scores below it (``settled_threshold``);
-* merit: detection rate minus false-alarm rate (Youden's J), so a model that flags
-  everything gains nothing;
-* AUC: the chance that an injected window scores above a clean one -- how well the model
-  separates the two at any threshold.
+  windows (``settled_threshold``: its calibration threshold, or the configured quantile of
+  its clean scores times the multiplier where that is higher, learnt only from the scores
+  below it, as a device's threshold is);
+* merit: detection rate minus false-alarm rate (Youden's J), so flagging everything gains
+  nothing; AUC: how well the model separates injected from clean windows at any threshold.
 
-Why only the scores below it: a device's threshold learns only from windows it judges
-normal, and the held-back windows were already cut to the ones the active model judged
-normal, so the champion's high scores never count. Leaving out the challenger's scores
-above its threshold treats it the same way (the windows it flags still count in its
-false-alarm rate). Measured on the drift benchmark this moved the merits by less than
-0.005; the champion still won 10 of 11 comparisons there, because a stale champion is
-judged on windows it selected itself. The reservoir keeps the readings it flagged (only
-their spans are marked), but without labels a judge cannot tell its drift flags from real
-faults there: counting them as false alarms would reward a challenger that misses faults,
-so they stay out (docs/BENCHMARKS.md; ``retrain.attempts`` covers the chance losses).
+The challenger is promoted when its AUC and merit are at least the champion's and its
+false-alarm rate at most, each allowing ``tolerance`` plus twice the sampling error of the
+difference (a coin-flip difference must not block retraining). A model trained on
+contaminated data reconstructs the anomalies and misses the injected ones (AUC and merit
+reject it); a champion overtaken by drift shows it as clean scores creeping up to its
+threshold (lower AUC, higher settled threshold).
 
-Why detection at the settled threshold: the held-back windows are ones the champion judged
-normal (the clean data leaves out what it flagged), so a champion overtaken by drift shows
-almost no false alarms there, by selection, while its calibration threshold now sits low
-among the recent scores and "detects" injected windows that are merely drifted ones. At its
-calibration threshold the stale champion out-detected challengers trained on the recent
-data, and under a threshold that does not adapt, retraining was then rejected day after day
-(docs/BENCHMARKS.md, "Retraining under slow concept drift").
-
-The challenger is promoted when all three hold, each allowing ``tolerance`` plus twice the
-sampling error of the difference (a few hundred overlapping windows give noisy rates, and
-a coin-flip difference must not block retraining):
-
-1. its AUC is at least the champion's;
-2. its merit is at least the champion's;
-3. its false-alarm rate is at most the champion's.
-
-A model trained on contaminated data learns to reconstruct the anomalies, calibrates a
-higher threshold and misses the injected ones: rules 1 and 2 reject it. The held-back
-windows are ones the champion judged normal (the clean data leaves out what it flagged),
-so a champion overtaken by slow drift rarely shows false alarms there; its drift shows as
-clean scores creeping towards its threshold, which lowers its AUC (rule 1) and raises its
-settled threshold (rule 2), while a challenger trained on the recent data separates well
-again.
+Why the settled threshold for detection: the held-back windows are ones the champion judged
+normal, so a stale champion shows few false alarms there by selection, while its calibration
+threshold now sits low among the recent scores and "detects" windows that are merely
+drifted. Readings the champion flagged stay out of the judging: without labels they would
+reward a challenger that misses faults. What these choices measured is in docs/BENCHMARKS.md,
+"Retraining under slow concept drift".
 """
 
 from __future__ import annotations
