@@ -191,13 +191,11 @@ class Pipeline:
 
         A delivery with nothing to acknowledge (MQTT QoS 0) never waits. One that will be
         acknowledged waits up to ``timeout`` for room (None: as long as it takes), which the
-        source sizes because it alone knows how long its thread may stand still: the
-        broker's flow control should prevent a full queue, but it cannot be relied on
-        (Mosquitto 2.0.11 was measured with 3,213 unacknowledged messages in flight against
-        a Receive Maximum of 50, and MQTT 3.1.1 has no Receive Maximum at all). Waiting
-        briefly on paho's network thread stops it reading the socket, which is TCP
-        backpressure; the MQTT source keeps the wait well under the keep-alive so the
-        connection survives it.
+        source sizes because it alone knows how long its thread may stand still: a broker's
+        flow control cannot be relied on to keep the queue from filling (docs/ARCHITECTURE.md,
+        *Delivery guarantee*). Waiting on the source's thread stops it reading the socket,
+        which is TCP backpressure; the MQTT source keeps the wait well under the keep-alive
+        so the connection survives it.
         """
         try:
             if delivery.ack is None:
