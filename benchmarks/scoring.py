@@ -26,7 +26,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.model import Calibration, Detector, LstmAutoencoder, ModelMeta, Scaler
+from sentinel.model import (
+    Calibration,
+    Detector,
+    LstmAeDetector,
+    LstmAeMeta,
+    LstmAutoencoder,
+    Scaler,
+)
 
 WINDOW, FEATURES, HIDDEN, LATENT = 32, 6, 32, 8
 
@@ -34,7 +41,7 @@ WINDOW, FEATURES, HIDDEN, LATENT = 32, 6, 32, 8
 def detector(device: torch.device) -> Detector:
     torch.manual_seed(0)
     module = LstmAutoencoder(FEATURES, hidden_size=HIDDEN, latent_size=LATENT, num_layers=1)
-    meta = ModelMeta(
+    meta = LstmAeMeta(
         version="bench",
         stream="pump",
         features=tuple(f"f{i}" for i in range(FEATURES)),
@@ -50,7 +57,7 @@ def detector(device: torch.device) -> Detector:
         ),
         created="2026-01-01T00:00:00+00:00",
     )
-    return Detector(meta, module, device, max_batch=4096)
+    return LstmAeDetector(meta, module, device, max_batch=4096)
 
 
 def sync(device: torch.device) -> None:

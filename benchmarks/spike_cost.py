@@ -23,17 +23,17 @@ import torch
 
 from sentinel.config import SpikesConfig
 from sentinel.judge.spikes import SpikeCheck
-from sentinel.model.detector import Calibration, Detector, ModelMeta
+from sentinel.model import Calibration, LstmAeDetector, LstmAeMeta
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.scaler import Scaler
 
 WINDOW, FEATURES, HOP = 32, 6, 4
 
 
-def detector() -> Detector:
+def detector() -> LstmAeDetector:
     module = LstmAutoencoder(FEATURES, 32, 8, 1)
     calibration = Calibration.from_errors(np.ones((10, FEATURES)))
-    meta = ModelMeta(
+    meta = LstmAeMeta(
         version="bench",
         stream="pump",
         features=tuple(f"f{i}" for i in range(FEATURES)),
@@ -45,7 +45,7 @@ def detector() -> Detector:
         calibration=calibration,
         created="2026-01-01T00:00:00Z",
     )
-    return Detector(meta, module, torch.device("cpu"))
+    return LstmAeDetector(meta, module, torch.device("cpu"))
 
 
 def median_seconds(fn: object, repeat: int) -> float:

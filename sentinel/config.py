@@ -237,8 +237,9 @@ class WindowConfig(Section):
 class ModelConfig(Section):
     detector: Literal["lstm_ae", "hst", "zscore"] = Field(
         default="lstm_ae",
-        description="lstm_ae (the daemon's detector), or a baseline for replay and "
-        "benchmarks: hst (river HalfSpaceTrees) or zscore (rolling per-feature z-score).",
+        description="The detector (sentinel.model.detector_types): lstm_ae (LSTM "
+        "autoencoder), or a baseline: zscore (rolling per-feature z-score) or hst (river "
+        "HalfSpaceTrees; replay and benchmarks only, as it cannot be saved).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto takes CUDA where present (Jetson), else the CPU."

@@ -12,7 +12,14 @@ import numpy as np
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel.model import Calibration, Detector, LstmAutoencoder, ModelMeta, ModelRegistry, Scaler
+from sentinel.model import (
+    Calibration,
+    LstmAeDetector,
+    LstmAeMeta,
+    LstmAutoencoder,
+    ModelRegistry,
+    Scaler,
+)
 from simulators.broker import Publisher
 from simulators.fleet import FEATURES, FleetSimulator, encode
 from tests.e2e_helpers import WINDOW
@@ -28,7 +35,7 @@ def install_untrained_model(state_dir: Path, version: str = VERSION, window: int
     """
     torch.manual_seed(0)
     n = len(FEATURES)
-    meta = ModelMeta(
+    meta = LstmAeMeta(
         version=version,
         stream="pump",
         features=tuple(FEATURES),
@@ -45,7 +52,7 @@ def install_untrained_model(state_dir: Path, version: str = VERSION, window: int
         created="2025-01-01T00:00:00+00:00",
     )
     registry = ModelRegistry(state_dir / "models")
-    registry.save(Detector(meta, LstmAutoencoder(n, 8, 4, 1), torch.device("cpu")))
+    registry.save(LstmAeDetector(meta, LstmAutoencoder(n, 8, 4, 1), torch.device("cpu")))
     registry.activate("pump", version)
     return version
 

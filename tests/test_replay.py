@@ -178,6 +178,27 @@ def test_replay_retrains_by_default_when_the_daemon_would(
     assert "retraining" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("detector", "saved"), [("zscore", True), ("hst", False)])
+def test_replay_retrains_a_baseline_as_the_daemon_would_run_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], detector: str, saved: bool
+) -> None:
+    """Retraining saves every version: a detector that can be saved retrains as the LSTM-AE
+    does; one that cannot is left alone, and asking for it says why."""
+    config = tmp_path / "sentinel.toml"
+    model = CONFIG.replace("[model]\n", f'[model]\ndetector = "{detector}"\n')
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n' + model + "[retrain]\nevery = 300\nmin_rows = 256\n"
+    )
+    source = recording(tmp_path / "rig.csv")
+    args = ["replay", str(source), "--config", str(config), "--out", str(tmp_path / "o.csv")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert ("retraining: 2 scheduled runs in the data's time, 2 promoted" in out) == saved
+    if not saved:
+        assert main([*args, "--retrain"]) == 1
+        assert "retraining in replay needs a detector that can be saved" in capsys.readouterr().err
+
+
 def test_rows_the_pipeline_skips_show_the_verdict_before_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from sentinel.cli.main import main
 from sentinel.config import SentinelConfig
-from sentinel.model import Detector, ModelMeta, ModelRegistry
+from sentinel.model import Detector, LstmAeMeta, ModelRegistry
 from sentinel.records import Reading
 from sentinel.retrain.job import open_reservoir, run_retrain
 from sentinel.worker.coldstart import Trainer, TrainingJob
@@ -35,7 +35,7 @@ def relative_config(state: Path, **retrain: Any) -> SentinelConfig:
     return SentinelConfig.model_validate(data)
 
 
-def shaped_by_config(meta: ModelMeta) -> dict[str, Any]:
+def shaped_by_config(meta: LstmAeMeta) -> dict[str, Any]:
     return {
         "stream": meta.stream,
         "features": meta.features,
@@ -47,7 +47,7 @@ def shaped_by_config(meta: ModelMeta) -> dict[str, Any]:
     }
 
 
-def trained_by_cli(tmp_path: Path, data: np.ndarray) -> ModelMeta:
+def trained_by_cli(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
     config = relative_config(tmp_path / "cli")
     path = tmp_path / "normal.csv"
     with path.open("w", newline="") as handle:
@@ -61,7 +61,7 @@ def trained_by_cli(tmp_path: Path, data: np.ndarray) -> ModelMeta:
     return detector.meta
 
 
-def trained_by_retraining(tmp_path: Path, data: np.ndarray) -> ModelMeta:
+def trained_by_retraining(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
     config = relative_config(tmp_path / "retrain")
     reservoir = open_reservoir(config, "pump")
     reservoir.add(
@@ -75,7 +75,7 @@ def trained_by_retraining(tmp_path: Path, data: np.ndarray) -> ModelMeta:
     return registry.load_version("pump", outcome.version, CPU).meta
 
 
-def trained_by_cold_start(tmp_path: Path, data: np.ndarray) -> ModelMeta:
+def trained_by_cold_start(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
     """The in-memory cold start (``retrain.enabled = false``), on the trainer thread."""
     config = relative_config(tmp_path / "cold", enabled=False)
     models: list[Detector] = []

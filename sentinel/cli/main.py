@@ -130,12 +130,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 1
+    refusal = _daemon_refusal(config)
+    if refusal is not None:
+        print(f"{args.file}: {refusal}", file=sys.stderr)
+        return 1
     streams = ", ".join(f"{s.name} ({s.topic}, {len(s.features)} features)" for s in config.streams)
     print(f"{args.file}: OK — {len(config.streams)} stream(s): {streams}")
     print(f"database: {json.dumps(config.redacted()['database']['url'])}")
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _daemon_refusal(config: SentinelConfig) -> str | None:
+    """Why the daemon would refuse the config's detector, or None; None without torch too,
+    where no detector runs at all (and ``run`` says so)."""
+    try:
+        from sentinel.model import daemon_refusal
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        return None
+    return daemon_refusal(config.model.detector)
 
 
 def _store(args: argparse.Namespace, *, migrating: bool = False) -> AlertStore:
@@ -356,14 +372,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         CONSTANT_FEATURE_HINT,
         ModelRegistry,
         constant_features,
+        daemon_refusal,
+        detector_type,
         resolve_device,
-        train_detector,
         training_options,
     )
     from sentinel.offline.csvdata import read_feature_csv
     from sentinel.progress import progress_reporter
 
     config = _load(args)
+    refusal = daemon_refusal(config.model.detector)  # it saves the model for the daemon
+    if refusal is not None:
+        raise ConfigError(refusal)
     stream = _choose_stream(config, args.stream)
     data = read_feature_csv(
         args.csv,
@@ -376,7 +396,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     segments = data.segments(min_length=config.windows.length)
     progress = progress_reporter(stream.name, config.model.epochs)
     try:
-        detector = train_detector(
+        detector = detector_type(config.model.detector).train(
             segments,
             training_options(config, stream.name),
             device=resolve_device(config.model.device),
@@ -402,7 +422,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import torch
 
-    from sentinel.model import resolve_device
+    from sentinel.model import detector_type, resolve_device
     from sentinel.offline.csvdata import read_feature_csv
     from sentinel.offline.replay import replay, split_labels
 
@@ -420,7 +440,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     torch.set_num_threads(config.model.torch_threads)
     retrain = args.retrain
     if retrain is None:  # as the daemon would: on when [retrain] is, for the model it retrains
-        retrain = config.retrain.enabled and config.model.detector == "lstm_ae"
+        retrain = config.retrain.enabled and not detector_type(config.model.detector).cannot_save
     summary = replay(
         config,
         stream,
@@ -461,9 +481,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_models_export(args: argparse.Namespace) -> int:
     import torch
 
-    from sentinel.model import ModelRegistry
-    from sentinel.model.detector import Detector
-    from sentinel.model.export import export_detector
+    from sentinel.model import ModelRegistry, load_detector
 
     config = _load(args)
     registry = ModelRegistry(config.models_dir)
@@ -476,8 +494,8 @@ def cmd_models_export(args: argparse.Namespace) -> int:
         )
     if len(found) > 1:
         raise ConfigError(f"version {args.version!r} exists in several streams: use --stream")
-    detector = Detector.load(registry.path(found[0], args.version), torch.device("cpu"))
-    path = export_detector(detector, args.format, args.out)
+    detector = load_detector(registry.path(found[0], args.version), torch.device("cpu"))
+    path = detector.export(args.format, args.out)
     print(f"model {args.version} of stream {found[0]} exported as {args.format} to {path}")
     print(f"inputs, outputs and features: {path.name}.json")
     return 0

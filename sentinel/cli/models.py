@@ -66,7 +66,7 @@ def _ts(value: Any) -> str | None:
 
 def _meta(registry: Any, stream: str, version: str) -> dict[str, Any]:
     """A version's meta.json as plain data (no weights loaded); ModelError if unreadable."""
-    from sentinel.model.detector import META_FILE
+    from sentinel.model.base import META_FILE
 
     path = registry.path(stream, version) / META_FILE
     try:
@@ -204,12 +204,18 @@ def _show_fields(out: dict[str, Any], previous: bool) -> list[tuple[str, str]]:
         ),
         ("features", features),
         ("window", window),
-        (
-            "network",
-            f"LSTM autoencoder, {meta.get('num_layers', '?')} layer(s), hidden "
-            f"{meta.get('hidden_size', '?')}, latent {meta.get('latent_size', '?')}",
-        ),
     ]
+    detector = meta.get("detector", "lstm_ae")  # models saved before the key: all lstm_ae
+    if detector == "lstm_ae":
+        fields.append(
+            (
+                "network",
+                f"LSTM autoencoder, {meta.get('num_layers', '?')} layer(s), hidden "
+                f"{meta.get('hidden_size', '?')}, latent {meta.get('latent_size', '?')}",
+            )
+        )
+    else:
+        fields.append(("detector", str(detector)))
     if "epochs_run" in training:
         fields.append(
             (

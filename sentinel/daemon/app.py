@@ -29,7 +29,7 @@ from sentinel.ingest.mqtt import MqttSource
 from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Source
 from sentinel.logs import configure_logging
-from sentinel.model import Detector, ModelRegistry, resolve_device
+from sentinel.model import Detector, ModelRegistry, daemon_refusal, resolve_device
 from sentinel.model.registry import load_active_or_previous
 from sentinel.publish.publisher import AlertPublisher
 from sentinel.records import WriteBatch
@@ -92,11 +92,9 @@ class SentinelApp:
 
     def run(self, stop: threading.Event) -> int:
         config = self.config
-        if config.model.detector != "lstm_ae":
-            raise ConfigError(
-                f"model.detector = {config.model.detector!r} is a baseline for `sentinel "
-                "replay` and benchmarks; the daemon runs lstm_ae"
-            )
+        refusal = daemon_refusal(config.model.detector)
+        if refusal is not None:
+            raise ConfigError(refusal)
         log.info("sentinel_starting", config=config.redacted())
         for warning in config.warnings():
             log.warning("config_warning", detail=warning)

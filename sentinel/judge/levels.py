@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from sentinel.config import LevelsConfig
-from sentinel.model.detector import Detector
+from sentinel.model.base import Detector
 from sentinel.records import LevelHit
 
 __all__ = ["LevelCheck"]

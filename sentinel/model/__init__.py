@@ -1,30 +1,47 @@
-"""LSTM autoencoder detector: scaling, training, scoring, and versioned storage on disk."""
+"""Detectors: the contract every one implements, the LSTM autoencoder and the baselines
+behind it, training, and versioned storage on disk."""
 
 from __future__ import annotations
 
-from sentinel.model.detector import Calibration, Detector, ModelMeta, resolve_device
+from sentinel.model.base import Detector, DetectorMeta, TrainOptions, training_options
+from sentinel.model.baselines import HstDetector, ZScoreDetector
+from sentinel.model.calibration import Calibration
+from sentinel.model.detector_types import (
+    DETECTORS,
+    daemon_refusal,
+    detector_type,
+    load_detector,
+)
+from sentinel.model.device import resolve_device
 from sentinel.model.lstm_ae import LstmAutoencoder
+from sentinel.model.lstm_detector import LstmAeDetector, LstmAeMeta
 from sentinel.model.registry import ModelRegistry
 from sentinel.model.scaler import Scaler
 from sentinel.model.train import (
     CONSTANT_FEATURE_HINT,
-    TrainOptions,
     constant_features,
     make_windows,
     train_detector,
-    training_options,
 )
 
 __all__ = [
     "CONSTANT_FEATURE_HINT",
+    "DETECTORS",
     "Calibration",
     "Detector",
+    "DetectorMeta",
+    "HstDetector",
+    "LstmAeDetector",
+    "LstmAeMeta",
     "LstmAutoencoder",
-    "ModelMeta",
     "ModelRegistry",
     "Scaler",
     "TrainOptions",
+    "ZScoreDetector",
     "constant_features",
+    "daemon_refusal",
+    "detector_type",
+    "load_detector",
     "make_windows",
     "resolve_device",
     "train_detector",

@@ -1,4 +1,4 @@
-"""Export a saved model for edge runtimes: TorchScript (libtorch) or ONNX (TensorRT, ORT).
+"""Export a saved LSTM-AE model for edge runtimes: TorchScript (libtorch) or ONNX (TensorRT, ORT).
 
 The exported graph is the whole scoring rule, not just the autoencoder: raw windows
 ``(batch, window, features)`` float32 in, ``(scores (batch,), feature_errors (batch,
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import structlog
@@ -26,14 +26,15 @@ from torch import nn
 from torch.jit._trace import TracerWarning
 
 from sentinel.errors import ModelError
-from sentinel.model.detector import _BASELINE_FLOOR, Detector
+from sentinel.model.base import ExportFormat
+from sentinel.model.calibration import _BASELINE_FLOOR
 from sentinel.model.lstm_ae import LstmAutoencoder
+from sentinel.model.lstm_detector import LstmAeDetector
 
-__all__ = ["ExportFormat", "ScoringModule", "export_detector"]
+__all__ = ["ScoringModule", "export_detector"]
 
 log = structlog.get_logger(__name__)
 
-ExportFormat = Literal["torchscript", "onnx"]
 SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx"}
 ONNX_OPSET = 17
 _SAMPLE_WINDOWS = 4
@@ -41,14 +42,14 @@ _TOLERANCE = 1e-3  # relative, on scores: float32 graphs vs the eager model
 
 
 class ScoringModule(nn.Module):
-    """Raw windows -> (score, per-feature error), exactly as ``Detector.score`` computes."""
+    """Raw windows -> (score, per-feature error), exactly as ``LstmAeDetector.score`` computes."""
 
     mean: torch.Tensor
     scale: torch.Tensor
     baseline: torch.Tensor
     relative: torch.Tensor
 
-    def __init__(self, detector: Detector) -> None:
+    def __init__(self, detector: LstmAeDetector) -> None:
         super().__init__()
         meta = detector.meta
         source = detector.module
@@ -80,7 +81,7 @@ class ScoringModule(nn.Module):
         return scores, feature_errors
 
 
-def export_detector(detector: Detector, fmt: ExportFormat, out: Path | None = None) -> Path:
+def export_detector(detector: LstmAeDetector, fmt: ExportFormat, out: Path | None = None) -> Path:
     """Write ``detector`` as ``fmt`` to ``out`` (default ``<stream>-<version><suffix>`` in
     the working directory) plus ``<out>.json``; returns the model file's path."""
     if fmt not in SUFFIX:
@@ -133,7 +134,7 @@ def export_detector(detector: Detector, fmt: ExportFormat, out: Path | None = No
     return out
 
 
-def _sample_windows(detector: Detector) -> np.ndarray:
+def _sample_windows(detector: LstmAeDetector) -> np.ndarray:
     meta = detector.meta
     rng = np.random.default_rng(0)
     shape = (_SAMPLE_WINDOWS, meta.window, len(meta.features))

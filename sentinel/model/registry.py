@@ -19,7 +19,8 @@ import torch
 
 from sentinel.atomic import write_atomically
 from sentinel.errors import ModelError
-from sentinel.model.detector import Detector
+from sentinel.model.base import Detector
+from sentinel.model.detector_types import load_detector
 
 __all__ = [
     "ACTIVE_FILE",
@@ -34,7 +35,7 @@ log = structlog.get_logger(__name__)
 ACTIVE_FILE = "ACTIVE"
 HISTORY_FILE = "history.jsonl"  # one line per activation, oldest first: what rollback undoes
 STATUS_FILE = "status.json"  # per version: accepted/rejected, why, metrics, parent, config hash
-# Same alphabet as stream names in the config; also what train_detector's versions use.
+# Same alphabet as stream names in the config; also what new_version's versions use.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -130,7 +131,7 @@ class ModelRegistry:
         path = self.path(stream, version)
         if not path.is_dir():
             raise ModelError(f"{path}: no such model version of stream {stream!r}")
-        detector = Detector.load(path, device, max_batch=max_batch)
+        detector = load_detector(path, device, max_batch=max_batch)
         if detector.meta.stream != stream or detector.version != version:
             raise ModelError(
                 f"{path}: holds model {detector.version!r} of stream "

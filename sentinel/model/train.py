@@ -1,13 +1,15 @@
-"""Training a detector on recorded normal data, with early stopping and calibration."""
+"""Training the LSTM autoencoder on recorded normal data, with early stopping and calibration.
+
+Also the windowing every detector's training shares: ``make_windows`` and the time-ordered
+split into training and held-back windows (``_split_starts``).
+"""
 
 from __future__ import annotations
 
 import itertools
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -17,27 +19,21 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
-from sentinel.config import ModelConfig, SentinelConfig
 from sentinel.errors import DataError, ModelError
-from sentinel.model.detector import (
-    Calibration,
-    Detector,
-    ModelMeta,
-    reconstruction_errors,
-)
+from sentinel.model.base import ProgressFn, TrainOptions, new_version
+from sentinel.model.calibration import Calibration
 from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
+from sentinel.model.lstm_detector import LstmAeDetector, LstmAeMeta, reconstruction_errors
 from sentinel.model.scaler import Scaler
 
 __all__ = [
     "CONSTANT_FEATURE_HINT",
     "MIN_WINDOWS",
     "PATIENCE",
-    "TrainOptions",
     "constant_features",
     "make_windows",
     "train_detector",
-    "training_options",
 ]
 
 log = structlog.get_logger(__name__)
@@ -54,43 +50,7 @@ CONSTANT_FEATURE_HINT = (
     "varies, or leave it out of the stream's features"
 )
 
-ProgressFn = Callable[[int, int, float], None]
 IntArray = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """Everything besides the data and the hardware that decides what model is trained.
-
-    Build it from a config with ``training_options``: the CLI, the cold start, every
-    retraining run and replay all do, so a model trained by the daemon carries exactly what
-    one trained with ``sentinel train --csv`` carries (issue #19: retraining once dropped
-    ``level = "relative"``).
-    """
-
-    stream: str
-    features: tuple[str, ...]
-    window: int
-    model: ModelConfig
-    # Features judged by their changes within a window rather than their level
-    # (``center_relative``); their scale is the spread of their window-centred values.
-    relative: tuple[str, ...] = ()
-
-    def with_seed(self, seed: int) -> TrainOptions:
-        """The same options with another model seed (a retraining run's next attempt)."""
-        return replace(self, model=self.model.model_copy(update={"seed": seed}))
-
-
-def training_options(config: SentinelConfig, stream: str) -> TrainOptions:
-    """The training options the config gives ``stream``; KeyError for an unknown stream."""
-    stream_cfg = config.stream(stream)
-    return TrainOptions(
-        stream=stream_cfg.name,
-        features=stream_cfg.feature_names,
-        window=config.windows.length,
-        model=config.model,
-        relative=stream_cfg.relative_features,
-    )
 
 
 def constant_features(segments: Sequence[np.ndarray], features: Sequence[str]) -> dict[str, float]:
@@ -176,7 +136,7 @@ def train_detector(
     last_ts: float | None = None,
     progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
-) -> Detector:
+) -> LstmAeDetector:
     """Train an autoencoder on contiguous runs of normal raw readings, one (N_i, F) each.
 
     Windows never straddle two segments. The last ``model.validation_fraction`` of each
@@ -319,10 +279,8 @@ def train_detector(
         training["first_ts"] = first_ts
     if last_ts is not None:
         training["last_ts"] = last_ts
-    meta = ModelMeta(
-        # The suffix comes from secrets, not the seeded RNG: retraining with the same seed
-        # must still give a new version.
-        version=f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
+    meta = LstmAeMeta(
+        version=new_version(now),
         stream=stream,
         features=features,
         window=window,
@@ -347,7 +305,7 @@ def train_detector(
         threshold_q999=calibration.quantiles["0.999"],
         seconds=training["seconds"],
     )
-    return Detector(meta, module, device, max_batch=config.score_batch_max)
+    return LstmAeDetector(meta, module, device, max_batch=config.score_batch_max)
 
 
 def _fit_scaler(

@@ -27,8 +27,7 @@ import torch
 
 from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.errors import DataError
-from sentinel.model import Detector, train_detector, training_options
-from sentinel.model.baselines import BaselineDetector, train_baseline
+from sentinel.model import Detector, detector_type, training_options
 from sentinel.offline.csvdata import RecordedData
 from sentinel.records import Alert, AlertStatus, Delivery, Reading, Verdict, WriteBatch
 from sentinel.retrain.clock import DataClockRetrainer
@@ -98,7 +97,7 @@ def replay(
     device: str,
     train_rows: int,
     torch_device: torch.device,
-    detector: Detector | BaselineDetector | None = None,
+    detector: Detector | None = None,
     show_progress: bool = True,
     retrain: bool = False,
 ) -> ReplaySummary:
@@ -126,23 +125,13 @@ def replay(
             data.features,
             data.max_gap,
         )
-        kind = config.model.detector
-        if kind == "lstm_ae":
-            detector = train_detector(
-                head.segments(min_length=window),
-                training_options(config, stream.name),
-                device=torch_device,
-                first_ts=head.first_ts,
-                last_ts=head.last_ts,
-            )
-        else:
-            detector = train_baseline(
-                kind,
-                head.segments(min_length=window),
-                features=stream.feature_names,
-                window=window,
-                config=config.model,
-            )
+        detector = detector_type(config.model.detector).train(
+            head.segments(min_length=window),
+            training_options(config, stream.name),
+            device=torch_device,
+            first_ts=head.first_ts,
+            last_ts=head.last_ts,
+        )
     else:
         train_rows = 0
 
@@ -170,8 +159,11 @@ def replay(
     clock: DataClockRetrainer | None = None
     scratch: tempfile.TemporaryDirectory[str] | None = None
     if retrain:
-        if not isinstance(detector, Detector):
-            raise DataError("retraining in replay needs model.detector = 'lstm_ae'")
+        if detector.cannot_save:
+            raise DataError(
+                f"retraining in replay needs a detector that can be saved: {detector.type_key} "
+                f"models cannot ({detector.cannot_save})"
+            )
         scratch = tempfile.TemporaryDirectory(prefix="sentinel-replay-")
         clock = DataClockRetrainer(
             config.model_copy(update={"state_dir": Path(scratch.name)}),
@@ -191,10 +183,7 @@ def replay(
         config,
         sink=batches.append,
         request_training=no_training,
-        models={
-            s.name: (detector if s.name == stream.name else None)  # type: ignore[misc]
-            for s in config.streams
-        },
+        models={s.name: (detector if s.name == stream.name else None) for s in config.streams},
         observer=observe,
         tap=clock.tap if clock is not None else None,
     )

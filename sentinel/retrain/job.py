@@ -25,8 +25,8 @@ from sentinel.judge.threshold import calibration_threshold
 from sentinel.model import (
     Detector,
     ModelRegistry,
+    detector_type,
     make_windows,
-    train_detector,
     training_options,
 )
 from sentinel.retrain.promotion import EvalSet, Metrics, build_eval_set, decide, evaluate
@@ -150,7 +150,7 @@ def run_retrain(
             break
         progress = _progress(stream, options.model.epochs)
         try:
-            challenger = train_detector(
+            challenger = detector_type(config.model.detector).train(
                 [r.values for r in runs],
                 options.with_seed(options.model.seed + attempt),
                 device=device,

@@ -13,7 +13,7 @@ import torch
 
 from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.errors import SentinelError
-from sentinel.model import Detector, ModelRegistry, train_detector, training_options
+from sentinel.model import Detector, ModelRegistry, detector_type, training_options
 from sentinel.progress import progress_reporter
 from sentinel.records import Reading
 
@@ -131,7 +131,7 @@ class Trainer:
         log.info("training_started", stream=stream.name, rows=rows, segments=len(job.segments))
         progress = progress_reporter(stream.name, self._config.model.epochs)
         try:
-            detector = train_detector(
+            detector = detector_type(self._config.model.detector).train(
                 job.segments,
                 training_options(self._config, stream.name),
                 device=self._device,

@@ -6,11 +6,12 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from sentinel.config import ModelConfig, SentinelConfig
 from sentinel.daemon.app import SentinelApp
 from sentinel.errors import ConfigError
-from sentinel.model.baselines import train_baseline
+from sentinel.model import TrainOptions, detector_type
 from sentinel.model.train import make_windows
 
 
@@ -23,12 +24,10 @@ def signal(rows: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["zscore", "hst"])
 def test_baseline_scores_a_spike_above_its_calibration(kind: str) -> None:
-    detector = train_baseline(
-        kind,
+    detector = detector_type(kind).train(
         [signal(600)],
-        features=["a", "b"],
-        window=16,
-        config=ModelConfig(seed=1),  # type: ignore[arg-type]
+        TrainOptions("s", ("a", "b"), 16, ModelConfig(seed=1)),
+        device=torch.device("cpu"),
     )
     test = signal(200, seed=5)
     test[150, 1] += 3.0  # one sensor jumps for one reading

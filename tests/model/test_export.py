@@ -15,7 +15,7 @@ from sentinel.config import config_to_toml
 from sentinel.errors import ModelError
 from sentinel.model import ModelRegistry, resolve_device
 from sentinel.model.export import export_detector
-from tests.model.test_detector import CUDA_MISSING, FEATURES, make_detector, windows
+from tests.model.test_lstm_detector import CUDA_MISSING, FEATURES, make_detector, windows
 
 
 def test_torchscript_export_scores_like_the_detector(tmp_path: Path) -> None:
@@ -119,9 +119,9 @@ def test_cuda_inference_and_export_of_a_gpu_model(tmp_path: Path) -> None:
     assert device.type == "cuda"
     cpu = make_detector()
     cpu.save(tmp_path / "m")
-    from sentinel.model import Detector
+    from sentinel.model import LstmAeDetector
 
-    gpu = Detector.load(tmp_path / "m", device)
+    gpu = LstmAeDetector.load(tmp_path / "m", device)
     data = windows(256, seed=11)
     got, _ = gpu.score(data)
     want, _ = cpu.score(data)

@@ -7,15 +7,23 @@ import pytest
 import torch
 
 from sentinel.errors import ModelError
-from sentinel.model import Calibration, Detector, LstmAutoencoder, ModelMeta, ModelRegistry, Scaler
-from sentinel.model.detector import WEIGHTS_FILE
+from sentinel.model import (
+    Calibration,
+    Detector,
+    LstmAeDetector,
+    LstmAeMeta,
+    LstmAutoencoder,
+    ModelRegistry,
+    Scaler,
+)
+from sentinel.model.lstm_detector import WEIGHTS_FILE
 
 CPU = torch.device("cpu")
 
 
 def make_detector(version: str, stream: str = "pump", seed: int = 0) -> Detector:
     torch.manual_seed(seed)
-    meta = ModelMeta(
+    meta = LstmAeMeta(
         version=version,
         stream=stream,
         features=("a", "b"),
@@ -31,7 +39,7 @@ def make_detector(version: str, stream: str = "pump", seed: int = 0) -> Detector
         ),
         created="2025-01-01T00:00:00+00:00",
     )
-    return Detector(meta, LstmAutoencoder(2, 4, 2, 1), CPU)
+    return LstmAeDetector(meta, LstmAutoencoder(2, 4, 2, 1), CPU)
 
 
 V1 = "20250101T000000Z-aaaaaa"

@@ -9,7 +9,14 @@ import torch
 
 from sentinel.config import ModelConfig
 from sentinel.errors import DataError, ModelError
-from sentinel.model import Detector, TrainOptions, constant_features, make_windows, train_detector
+from sentinel.model import (
+    Detector,
+    LstmAeDetector,
+    TrainOptions,
+    constant_features,
+    make_windows,
+    train_detector,
+)
 from sentinel.model.train import MIN_WINDOWS, PATIENCE, _window_starts
 
 FEATURES = ("flow", "pressure", "phase", "power")
@@ -340,10 +347,10 @@ def test_training_on_cuda_gives_a_model_that_scores_like_on_cpu() -> None:
     )
     assert next(detector.module.parameters()).device.type == "cuda"
     assert detector.meta.training["val_loss"] < 1.0  # it learned the machine
-    on_cpu = Detector(detector.meta, detector.module, CPU)  # moves the weights over
+    on_cpu = LstmAeDetector(detector.meta, detector.module, CPU)  # moves the weights over
     windows = make_windows(warming(np.arange(600.0, 900.0), rng, drift=0.5), WINDOW, 4)
     got, _ = on_cpu.score(windows)
-    back = Detector(detector.meta, on_cpu.module, cuda)
+    back = LstmAeDetector(detector.meta, on_cpu.module, cuda)
     want, _ = back.score(windows)
     # cuDNN may use TF32 inside the LSTM, hence the loose tolerance.
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-5)

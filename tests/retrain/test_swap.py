@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -13,11 +12,6 @@ import pytest
 from sentinel.records import Alert, Delivery, Reading, Verdict, WriteBatch
 from sentinel.worker.pipeline import Pipeline
 from tests.worker.test_pipeline import FakeDetector, make_config
-
-
-@dataclass
-class Versioned(FakeDetector):
-    version: str = "fake-1"
 
 
 def test_swapping_under_load_loses_no_reading_and_scores_each_window_once() -> None:
@@ -33,7 +27,7 @@ def test_swapping_under_load_loses_no_reading_and_scores_each_window_once() -> N
         make_config(),
         sink=batches.append,
         request_training=lambda job: None,
-        models={"pump": Versioned(version="v0")},
+        models={"pump": FakeDetector(version="v0")},
         observer=observe,
     )
     pipeline.start()
@@ -44,7 +38,7 @@ def test_swapping_under_load_loses_no_reading_and_scores_each_window_once() -> N
         nonlocal swaps
         while not done.is_set():
             swaps += 1
-            pipeline.install_model("pump", Versioned(version=f"v{swaps}"))  # type: ignore[arg-type]
+            pipeline.install_model("pump", FakeDetector(version=f"v{swaps}"))
             time.sleep(0.002)
 
     thread = threading.Thread(target=swapper)
@@ -84,11 +78,11 @@ def test_the_swap_recalibrates_thresholds_from_the_new_models_scores() -> None:
         make_config(),
         sink=lambda batch: None,
         request_training=lambda job: None,
-        models={"pump": Versioned(version="old")},
+        models={"pump": FakeDetector(version="old")},
         observer=lambda verdict, alert: verdicts.append(verdict),
     )
     seeds = {"d1": [float(v) for v in np.linspace(0.0, 0.5, 1500)]}
-    pipeline.install_model("pump", Versioned(version="new"), seeds)  # type: ignore[arg-type]
+    pipeline.install_model("pump", FakeDetector(version="new"), seeds)
 
     def feed(start: int) -> None:
         for i in range(start, start + 8):
@@ -104,12 +98,12 @@ def test_the_swap_recalibrates_thresholds_from_the_new_models_scores() -> None:
     assert by_device["d2"].threshold == pytest.approx(1.5)
 
 
-@dataclass
 class Scaled(FakeDetector):
     """A model with its own score scale: ``factor`` times the fake's score."""
 
-    version: str = "fake-1"
-    factor: float = 1.0
+    def __init__(self, version: str = "fake-1", factor: float = 1.0) -> None:
+        super().__init__(version)
+        self.factor = factor
 
     def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scores, errors = super().score(windows)
@@ -143,7 +137,7 @@ def test_a_new_model_swapped_at_once_starts_too_tight() -> None:
     verdicts: list[Verdict] = []
     pipeline = shadow_pipeline(verdicts, shadow=0.0)
     new = Scaled(version="new", factor=3.0)
-    pipeline.install_model("pump", new, HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    pipeline.install_model("pump", new, HELD_BACK, shadow=True)
     feed(pipeline, 0, 20)
     assert {v.score.model_version for v in verdicts} == {"new"}
     assert verdicts[0].threshold == pytest.approx(0.15, rel=0.01)
@@ -155,7 +149,7 @@ def test_in_its_shadow_period_a_new_model_learns_live_scores_then_takes_over() -
     pipeline = shadow_pipeline(verdicts, shadow=30.0)
     feed(pipeline, 0, 10)
     new = Scaled(version="new", factor=3.0)
-    pipeline.install_model("pump", new, HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    pipeline.install_model("pump", new, HELD_BACK, shadow=True)
     feed(pipeline, 10, 60, spike_at=20)
     by_version = Counter(v.score.model_version for v in verdicts)
     ends = [v.score.window.end_ts for v in verdicts]
@@ -174,9 +168,9 @@ def test_in_its_shadow_period_a_new_model_learns_live_scores_then_takes_over() -
 def test_a_newer_model_supersedes_one_in_its_shadow_period() -> None:
     verdicts: list[Verdict] = []
     pipeline = shadow_pipeline(verdicts, shadow=30.0)
-    pipeline.install_model("pump", Scaled(version="first"), HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    pipeline.install_model("pump", Scaled(version="first"), HELD_BACK, shadow=True)
     feed(pipeline, 0, 20)
-    pipeline.install_model("pump", Scaled(version="second"), HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    pipeline.install_model("pump", Scaled(version="second"), HELD_BACK, shadow=True)
     feed(pipeline, 20, 60)
     versions = [v.score.model_version for v in verdicts]
     assert "first" not in versions
@@ -195,7 +189,7 @@ class Broken(Scaled):
 def test_a_model_that_fails_in_its_shadow_period_is_dropped_and_the_active_one_stays() -> None:
     verdicts: list[Verdict] = []
     pipeline = shadow_pipeline(verdicts, shadow=30.0)
-    pipeline.install_model("pump", Broken(version="broken"), HELD_BACK, shadow=True)  # type: ignore[arg-type]
+    pipeline.install_model("pump", Broken(version="broken"), HELD_BACK, shadow=True)
     feed(pipeline, 0, 60)
     assert {v.score.model_version for v in verdicts} == {"old"}
     assert len(verdicts) == 60 - 4 + 1  # no window lost to the failure

@@ -12,8 +12,16 @@ import torch
 from sentinel.cli.main import main
 from sentinel.config import SentinelConfig, config_to_toml
 from sentinel.errors import ModelError
-from sentinel.model import Calibration, Detector, LstmAutoencoder, ModelMeta, ModelRegistry, Scaler
-from sentinel.model.detector import WEIGHTS_FILE
+from sentinel.model import (
+    Calibration,
+    Detector,
+    LstmAeDetector,
+    LstmAeMeta,
+    LstmAutoencoder,
+    ModelRegistry,
+    Scaler,
+)
+from sentinel.model.lstm_detector import WEIGHTS_FILE
 from sentinel.model.registry import load_active_or_previous
 from sentinel.retrain.job import RetrainOutcome
 from sentinel.retrain.retrainer import apply_outcome
@@ -25,7 +33,7 @@ CPU = torch.device("cpu")
 def make_detector(version: str, seed: int = 0) -> Detector:
     torch.manual_seed(seed)
     n = len(FEATURES)
-    meta = ModelMeta(
+    meta = LstmAeMeta(
         version=version,
         stream="pump",
         features=tuple(FEATURES),
@@ -41,7 +49,7 @@ def make_detector(version: str, seed: int = 0) -> Detector:
         ),
         created="2025-01-01T00:00:00+00:00",
     )
-    return Detector(meta, LstmAutoencoder(n, 4, 2, 1), CPU)
+    return LstmAeDetector(meta, LstmAutoencoder(n, 4, 2, 1), CPU)
 
 
 def version(day: int) -> str:

@@ -8,7 +8,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sentinel.config import SentinelConfig
+from sentinel.model import Calibration, Detector, DetectorMeta
 from sentinel.records import Ack, AlertStatus, Delivery, DeviceProgress, Reading, WriteBatch
 from sentinel.worker.coldstart import TrainingJob
 from sentinel.worker.pipeline import Pipeline
@@ -36,29 +36,34 @@ def make_config(**overrides: Any) -> SentinelConfig:
     return SentinelConfig.model_validate(data)
 
 
-@dataclass
-class _Calibration:
-    quantiles: dict[str, float] = field(default_factory=lambda: {"0.995": 1.0})
-    feature_mean_errors: tuple[float, ...] = (0.0, 0.0)
-    scores: tuple[float, ...] = ()
-
-
-@dataclass
-class _Meta:
-    calibration: _Calibration = field(default_factory=_Calibration)
-
-
-class FakeDetector:
+class FakeDetector(Detector):
     """Scores a window by its largest absolute value: > 1.5 * 1.0 is anomalous."""
 
-    features = tuple(FEATURES)
-    window = 4
-    version = "fake-1"
-    meta = _Meta()
+    type_key = "fake"
+    cannot_save = "a test fake"
+
+    def __init__(self, version: str = "fake-1") -> None:
+        self._meta = DetectorMeta(
+            detector=self.type_key,
+            version=version,
+            stream="pump",
+            features=tuple(FEATURES),
+            window=4,
+            calibration=Calibration({"0.995": 1.0}, 1.0, (0.0, 0.0)),
+            created="2025-01-01T00:00:00+00:00",
+        )
+
+    @property
+    def meta(self) -> DetectorMeta:
+        return self._meta
 
     def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         per_feature = np.abs(windows).max(axis=1).astype(np.float64)
         return per_feature.max(axis=1), per_feature
+
+    @classmethod
+    def train(cls, *args: Any, **kwargs: Any) -> FakeDetector:
+        raise NotImplementedError("the pipeline never trains a model itself")
 
 
 class Harness:
@@ -150,7 +155,7 @@ def test_cold_start_collects_then_requests_training_and_scores_after_install() -
 
     def train_then_install(job: TrainingJob) -> None:
         h.jobs.append(job)
-        h.pipeline.install_model("pump", FakeDetector())  # type: ignore[arg-type]
+        h.pipeline.install_model("pump", FakeDetector())
         installed.set()
 
     h.pipeline._request_training = train_then_install
@@ -192,7 +197,7 @@ def snapshotting(config: SentinelConfig, snapshot: Path) -> Pipeline:
         config,
         sink=lambda b: None,
         request_training=lambda j: None,
-        models={"pump": FakeDetector()},  # type: ignore[dict-item]
+        models={"pump": FakeDetector()},
         snapshot_path=snapshot,
     )
 
@@ -379,7 +384,7 @@ def test_an_idle_device_leaves_memory_and_returns_with_its_stored_state() -> Non
         config,
         sink=store.sink,
         request_training=lambda job: None,
-        models={"pump": FakeDetector()},  # type: ignore[dict-item]
+        models={"pump": FakeDetector()},
         recall=store.recall,
     )
     pipeline.start()
@@ -443,7 +448,7 @@ def test_a_reset_device_takes_its_next_reading_before_the_store_forgot_it() -> N
         make_config(),
         sink=sink,
         request_training=lambda job: None,
-        models={"pump": FakeDetector()},  # type: ignore[dict-item]
+        models={"pump": FakeDetector()},
         recall=store.recall,
     )
     pipeline.start()

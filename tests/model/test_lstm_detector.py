@@ -12,13 +12,14 @@ import torch
 from sentinel.errors import ModelError
 from sentinel.model import (
     Calibration,
-    Detector,
+    LstmAeDetector,
+    LstmAeMeta,
     LstmAutoencoder,
-    ModelMeta,
     Scaler,
     resolve_device,
 )
-from sentinel.model.detector import META_FILE, WEIGHTS_FILE
+from sentinel.model.base import META_FILE
+from sentinel.model.lstm_detector import WEIGHTS_FILE
 
 FEATURES = ("a", "b", "c")
 WINDOW = 12
@@ -31,11 +32,11 @@ def make_detector(
     max_batch: int = 512,
     version: str = "20250101T000000Z-abc123",
     **meta_changes: object,
-) -> Detector:
+) -> LstmAeDetector:
     """An untrained but fully formed detector: enough for scoring and storage tests."""
     torch.manual_seed(3)
     module = LstmAutoencoder(len(FEATURES), hidden_size=8, latent_size=4, num_layers=1)
-    meta = ModelMeta(
+    meta = LstmAeMeta(
         version=version,
         stream="pump",
         features=FEATURES,
@@ -53,7 +54,7 @@ def make_detector(
         training={"n_readings": 100, "first_ts": 1.5, "seed": 0, "note": "test"},
     )
     meta = dataclasses.replace(meta, **meta_changes)  # type: ignore[arg-type]
-    return Detector(meta, module, device, max_batch=max_batch)
+    return LstmAeDetector(meta, module, device, max_batch=max_batch)
 
 
 def windows(n: int, seed: int = 0) -> np.ndarray:
@@ -129,7 +130,7 @@ def test_score_switches_the_module_to_eval_mode() -> None:
 def test_save_load_round_trip_gives_identical_scores(tmp_path: Path) -> None:
     det = make_detector()
     det.save(tmp_path / "m")
-    again = Detector.load(tmp_path / "m", CPU)
+    again = LstmAeDetector.load(tmp_path / "m", CPU)
     assert again.meta == det.meta
     assert again.meta.training == {"n_readings": 100, "first_ts": 1.5, "seed": 0, "note": "test"}
     np.testing.assert_array_equal(again.score(windows(7))[0], det.score(windows(7))[0])
@@ -155,7 +156,7 @@ def test_saved_model_is_safetensors_and_json_only(
     monkeypatch.setattr(pickle, "load", no_pickle)
     monkeypatch.setattr(pickle, "loads", no_pickle)
     monkeypatch.setattr(torch, "load", no_pickle)
-    Detector.load(tmp_path / "m", CPU)
+    LstmAeDetector.load(tmp_path / "m", CPU)
 
 
 def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -182,13 +183,13 @@ def saved(tmp_path: Path) -> Path:
 def test_load_refuses_missing_weights(saved: Path) -> None:
     (saved / WEIGHTS_FILE).unlink()
     with pytest.raises(ModelError, match=rf"{WEIGHTS_FILE}: missing"):
-        Detector.load(saved, CPU)
+        LstmAeDetector.load(saved, CPU)
 
 
 def test_load_refuses_missing_meta(saved: Path) -> None:
     (saved / META_FILE).unlink()
     with pytest.raises(ModelError, match=rf"{META_FILE}: cannot read"):
-        Detector.load(saved, CPU)
+        LstmAeDetector.load(saved, CPU)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.99, 10])
@@ -197,25 +198,25 @@ def test_load_refuses_truncated_weights(saved: Path, keep: float) -> None:
     raw = path.read_bytes()
     path.write_bytes(raw[: int(len(raw) * keep)] if keep < 1 else raw[: int(keep)])
     with pytest.raises(ModelError, match=rf"{WEIGHTS_FILE}: not a readable safetensors file"):
-        Detector.load(saved, CPU)
+        LstmAeDetector.load(saved, CPU)
 
 
 def test_load_refuses_wrong_schema_version(saved: Path) -> None:
     edit_meta(saved, schema_version=2)
     with pytest.raises(ModelError, match=rf"{META_FILE}: schema_version is 2"):
-        Detector.load(saved, CPU)
+        LstmAeDetector.load(saved, CPU)
 
 
 def test_load_refuses_shape_mismatch(saved: Path) -> None:
     edit_meta(saved, hidden_size=16)
     with pytest.raises(ModelError, match=rf"{WEIGHTS_FILE}: weights do not fit the shapes"):
-        Detector.load(saved, CPU)
+        LstmAeDetector.load(saved, CPU)
 
 
 def test_load_refuses_weights_of_another_version(saved: Path) -> None:
     edit_meta(saved, version="20250101T000000Z-ffffff")
     with pytest.raises(ModelError, match="weights belong to version"):
-        Detector.load(saved, CPU)
+        LstmAeDetector.load(saved, CPU)
 
 
 @pytest.mark.parametrize(
@@ -232,13 +233,13 @@ def test_load_refuses_bad_meta(saved: Path, text: str | None, reason: str) -> No
     else:
         (saved / META_FILE).write_text(text)
     with pytest.raises(ModelError, match=reason):
-        Detector.load(saved, CPU)
+        LstmAeDetector.load(saved, CPU)
 
 
 def test_load_refuses_inconsistent_meta(saved: Path) -> None:
     edit_meta(saved, features=["a", "b"])
     with pytest.raises(ModelError, match="scaler has 3 features, meta lists 2"):
-        Detector.load(saved, CPU)
+        LstmAeDetector.load(saved, CPU)
 
 
 # -- CUDA (Jetson) --------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def test_load_refuses_inconsistent_meta(saved: Path) -> None:
 def test_cuda_scores_match_cpu(tmp_path: Path) -> None:
     cpu = make_detector(max_batch=7)
     cpu.save(tmp_path / "m")
-    cuda = Detector.load(tmp_path / "m", torch.device("cuda"), max_batch=7)
+    cuda = LstmAeDetector.load(tmp_path / "m", torch.device("cuda"), max_batch=7)
     assert next(cuda.module.parameters()).device.type == "cuda"
     data = windows(20)
     got, got_features = cuda.score(data)
@@ -258,17 +259,17 @@ def test_cuda_scores_match_cpu(tmp_path: Path) -> None:
     np.testing.assert_allclose(got_features, want_features, rtol=1e-2, atol=1e-5)
     # Weights saved from the GPU load on the CPU.
     cuda.save(tmp_path / "from_cuda")
-    back = Detector.load(tmp_path / "from_cuda", CPU)
+    back = LstmAeDetector.load(tmp_path / "from_cuda", CPU)
     np.testing.assert_array_equal(back.score(data)[0], want)
 
 
 def test_relative_features_round_trip_and_old_meta_reads_as_none(saved: Path) -> None:
-    meta = ModelMeta.from_json((saved / META_FILE).read_text())
+    meta = LstmAeMeta.from_json((saved / META_FILE).read_text())
     with_relative = dataclasses.replace(meta, relative_features=(meta.features[0],))
-    assert ModelMeta.from_json(with_relative.to_json()).relative_features == (meta.features[0],)
+    assert LstmAeMeta.from_json(with_relative.to_json()).relative_features == (meta.features[0],)
     raw = json.loads(meta.to_json())
     del raw["relative_features"]  # as written before the key existed
-    assert ModelMeta.from_json(json.dumps(raw)).relative_features == ()
+    assert LstmAeMeta.from_json(json.dumps(raw)).relative_features == ()
     with pytest.raises(ModelError, match="not among the features"):
         dataclasses.replace(meta, relative_features=("nonexistent",))
 
@@ -293,28 +294,28 @@ def test_score_steps_average_the_newest_steps_only() -> None:
 def test_score_steps_round_trip_old_meta_reads_as_zero_and_range_is_checked(
     saved: Path,
 ) -> None:
-    meta = ModelMeta.from_json((saved / META_FILE).read_text())
-    assert ModelMeta.from_json(dataclasses.replace(meta, score_steps=4).to_json()).score_steps == 4
+    meta = LstmAeMeta.from_json((saved / META_FILE).read_text())
+    assert LstmAeMeta.from_json(dataclasses.replace(meta, score_steps=4).to_json()).score_steps == 4
     raw = json.loads(meta.to_json())
     del raw["score_steps"]  # as written before the key existed
-    assert ModelMeta.from_json(json.dumps(raw)).score_steps == 0
+    assert LstmAeMeta.from_json(json.dumps(raw)).score_steps == 0
     for bad in (-1, meta.window + 1):
         with pytest.raises(ModelError, match="score_steps must be between 0 and the window"):
             dataclasses.replace(meta, score_steps=bad)
     raw["score_steps"] = "4"
     with pytest.raises(ModelError, match="score_steps must be an integer"):
-        ModelMeta.from_json(json.dumps(raw))
+        LstmAeMeta.from_json(json.dumps(raw))
 
 
 def test_levels_round_trip_and_old_meta_has_none(saved: Path) -> None:
     from sentinel.model.levels import LevelStats
 
-    meta = ModelMeta.from_json((saved / META_FILE).read_text())
+    meta = LstmAeMeta.from_json((saved / META_FILE).read_text())
     levels = LevelStats(mean=(0.0, 0.5, -0.5), sd=(0.1, 0.0, 0.2))
-    assert ModelMeta.from_json(dataclasses.replace(meta, levels=levels).to_json()).levels == levels
+    assert LstmAeMeta.from_json(dataclasses.replace(meta, levels=levels).to_json()).levels == levels
     raw = json.loads(meta.to_json())
     raw.pop("levels", None)  # as written before the key existed
-    old = ModelMeta.from_json(json.dumps(raw))
+    old = LstmAeMeta.from_json(json.dumps(raw))
     assert old.levels is None
     assert make_detector(levels=None).levels(windows(2)) is None
     with pytest.raises(ModelError, match="levels has 1 features, meta lists 3"):

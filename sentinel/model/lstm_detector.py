@@ -1,0 +1,316 @@
+"""The LSTM autoencoder detector (``lstm_ae``): a trained network with its scaler, scoring a
+window by how badly it reconstructs it.
+
+On disk a model is ``weights.safetensors`` (tensors only) beside ``meta.json``, which holds
+the common keys (``DetectorMeta``) and the network's own: sizes, scaler, relative features,
+scored steps, level statistics. Training is ``sentinel.model.train``; export to TorchScript
+or ONNX is ``sentinel.model.export``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from sentinel.errors import ModelError
+from sentinel.model.base import (
+    META_FILE,
+    Detector,
+    DetectorMeta,
+    ExportFormat,
+    ProgressFn,
+    TrainOptions,
+    fsync_file,
+    load_meta,
+)
+from sentinel.model.calibration import Float64Array, window_scores
+from sentinel.model.fields import as_list, integer, string
+from sentinel.model.levels import LevelStats
+from sentinel.model.lstm_ae import LstmAutoencoder
+from sentinel.model.scaler import Scaler
+
+__all__ = [
+    "WEIGHTS_FILE",
+    "LstmAeDetector",
+    "LstmAeMeta",
+    "center_relative",
+    "reconstruction_errors",
+]
+
+log = structlog.get_logger(__name__)
+
+WEIGHTS_FILE = "weights.safetensors"
+
+Float32Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LstmAeMeta(DetectorMeta):
+    """Everything besides the weights that is needed to rebuild and use a model."""
+
+    detector: str = "lstm_ae"
+    hidden_size: int
+    latent_size: int
+    num_layers: int
+    scaler: Scaler
+    # Features judged by their changes within a window, not their level (centred per
+    # window before the model sees them; see ``center_relative``).
+    relative_features: tuple[str, ...] = ()
+    # How many of a window's newest readings its score judges (0: all of them). The older
+    # readings are context the encoder sees but the error is not taken over, so a verdict
+    # is about the newest readings: it starts and ends with a fault instead of trailing it
+    # by a window.
+    score_steps: int = 0
+    # Training's window means per feature (sentinel.model.levels); None for models saved
+    # before it existed, whose windows the level check then leaves alone.
+    levels: LevelStats | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        if n and self.scaler.n_features != n:
+            raise ModelError(f"scaler has {self.scaler.n_features} features, meta lists {n}")
+        super().__post_init__()
+        for name in ("hidden_size", "latent_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ModelError(f"{name} must be positive")
+        if not 0 <= self.score_steps <= self.window:
+            raise ModelError(
+                f"score_steps must be between 0 and the window ({self.window}), "
+                f"got {self.score_steps}"
+            )
+        if self.levels is not None and len(self.levels.mean) != n:
+            raise ModelError(f"levels has {len(self.levels.mean)} features, meta lists {n}")
+        unknown = set(self.relative_features) - set(self.features)
+        if unknown:
+            raise ModelError(f"relative_features {sorted(unknown)} are not among the features")
+
+    @property
+    def relative_indices(self) -> tuple[int, ...]:
+        return tuple(self.features.index(name) for name in self.relative_features)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            **super().to_dict(),
+            "hidden_size": self.hidden_size,
+            "latent_size": self.latent_size,
+            "num_layers": self.num_layers,
+            "scaler": self.scaler.to_dict(),
+            "relative_features": list(self.relative_features),
+            "score_steps": self.score_steps,
+        }
+        if self.levels is not None:
+            data["levels"] = self.levels.to_dict()
+        return data
+
+    @classmethod
+    def from_json(cls, text: str) -> LstmAeMeta:
+        """Parse and check meta.json; any problem is a ModelError saying which key."""
+        obj, common = DetectorMeta.parse(text, "lstm_ae")
+        return cls(
+            **common,
+            hidden_size=integer(obj.get("hidden_size"), "hidden_size"),
+            latent_size=integer(obj.get("latent_size"), "latent_size"),
+            num_layers=integer(obj.get("num_layers"), "num_layers"),
+            scaler=Scaler.from_dict(obj.get("scaler")),
+            # Optional: models saved before it existed judge every feature by its level.
+            relative_features=tuple(
+                string(v, "relative_features")
+                for v in as_list(obj, "relative_features", "relative_features")
+            ),
+            # Optional: models saved before it existed score the whole window.
+            score_steps=integer(obj.get("score_steps", 0), "score_steps"),
+            # Optional: models saved before it existed have no level check.
+            levels=LevelStats.from_dict(obj["levels"]) if "levels" in obj else None,
+        )
+
+
+def center_relative(scaled: Float32Array, indices: Sequence[int]) -> Float32Array:
+    """Subtract each window's own mean from the ``indices`` features of (B, T, F) windows.
+
+    What the model then sees of such a feature is its shape within the window -- steps,
+    spikes, oscillation -- and not its level, which for slow channels (temperatures) wanders
+    with ambient conditions far outside any training range without anything being wrong.
+    """
+    if not indices:
+        return scaled
+    out = scaled.copy()
+    idx = list(indices)
+    out[:, :, idx] -= out[:, :, idx].mean(axis=1, keepdims=True)
+    return out
+
+
+def reconstruction_errors(
+    module: LstmAutoencoder, scaled: torch.Tensor, score_steps: int = 0
+) -> tuple[Float64Array, Float64Array]:
+    """Per-window MSE and per-feature MSE (averaged over time) of already-scaled windows.
+
+    ``score_steps`` > 0 averages over the newest that many time steps only (see
+    ``LstmAeMeta.score_steps``). The caller is responsible for ``eval()``/``inference_mode()``
+    and for chunking.
+    """
+    recon = module(scaled)
+    squared = (recon - scaled) ** 2
+    if score_steps:
+        squared = squared[:, -score_steps:, :]
+    feature_errors = squared.mean(dim=1).double().cpu().numpy()
+    return feature_errors.mean(axis=1), feature_errors
+
+
+class LstmAeDetector(Detector):
+    """Scores raw windows with a trained autoencoder; higher means more anomalous."""
+
+    type_key: ClassVar[str] = "lstm_ae"
+    export_formats: ClassVar[tuple[ExportFormat, ...]] = ("torchscript", "onnx")
+
+    def __init__(
+        self,
+        meta: LstmAeMeta,
+        module: LstmAutoencoder,
+        device: torch.device,
+        max_batch: int = 512,
+    ) -> None:
+        if max_batch < 1:
+            raise ModelError("max_batch must be positive")
+        shapes = (module.n_features, module.hidden_size, module.latent_size, module.num_layers)
+        expected = (len(meta.features), meta.hidden_size, meta.latent_size, meta.num_layers)
+        if shapes != expected:
+            raise ModelError(f"module shape {shapes} does not match meta {expected}")
+        self._meta = meta
+        self._device = device
+        self._module = module.to(device).eval()
+        self._max_batch = max_batch
+
+    @property
+    def meta(self) -> LstmAeMeta:
+        return self._meta
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def module(self) -> LstmAutoencoder:
+        return self._module
+
+    def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
+        """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F).
+
+        See ``window_scores`` for what a score is; per-feature errors are MSEs in scaled
+        units, averaged over time (over the newest ``meta.score_steps`` steps where set).
+        """
+        self._check_shape(windows)
+        n_features = len(self._meta.features)
+        count = windows.shape[0]
+        if count == 0:
+            return np.zeros(0, dtype=np.float64), np.zeros((0, n_features), dtype=np.float64)
+        scaled = center_relative(self._meta.scaler.transform(windows), self._meta.relative_indices)
+        feature_errors: list[Float64Array] = []
+        self._module.eval()
+        with torch.inference_mode():
+            for start in range(0, count, self._max_batch):
+                chunk = torch.from_numpy(scaled[start : start + self._max_batch])
+                _, f = reconstruction_errors(
+                    self._module, chunk.to(self._device), self._meta.score_steps
+                )
+                feature_errors.append(f)
+        errors = np.concatenate(feature_errors)
+        return window_scores(errors, self._meta.calibration.feature_mean_errors), errors
+
+    def levels(self, windows: np.ndarray) -> Float64Array | None:
+        """(B, F) levels of raw windows shaped (B, window, F): each feature's window mean,
+        in standard deviations of training's window means (``LevelStats.z``); None for a
+        model saved without level statistics."""
+        stats = self._meta.levels
+        if stats is None:
+            return None
+        # Scaling is linear: scale the (B, F) means, not every reading of every window.
+        return stats.z(self._meta.scaler.transform(windows.mean(axis=1, dtype=np.float64)))
+
+    @classmethod
+    def train(
+        cls,
+        segments: Sequence[np.ndarray],
+        options: TrainOptions,
+        *,
+        device: torch.device,
+        first_ts: float | None = None,
+        last_ts: float | None = None,
+        progress: ProgressFn | None = None,
+        stop: threading.Event | None = None,
+    ) -> LstmAeDetector:
+        """See ``sentinel.model.train.train_detector``."""
+        from sentinel.model.train import train_detector  # which builds this class
+
+        return train_detector(
+            segments,
+            options,
+            device=device,
+            first_ts=first_ts,
+            last_ts=last_ts,
+            progress=progress,
+            stop=stop,
+        )
+
+    def _write_files(self, directory: Path) -> None:
+        tensors = {
+            k: v.detach().to("cpu").contiguous() for k, v in self._module.state_dict().items()
+        }
+        save_file(tensors, directory / WEIGHTS_FILE, metadata={"version": self.version})
+        fsync_file(directory / WEIGHTS_FILE)
+
+    @classmethod
+    def load(cls, directory: Path, device: torch.device, max_batch: int = 512) -> LstmAeDetector:
+        """Rebuild a detector from a directory written by :meth:`save`; never unpickles."""
+        directory = Path(directory)
+        weights_path = directory / WEIGHTS_FILE
+        meta = load_meta(directory, LstmAeMeta.from_json)
+
+        tensors, file_meta = _read_weights(weights_path)
+        if file_meta.get("version", meta.version) != meta.version:
+            raise ModelError(
+                f"{weights_path}: weights belong to version {file_meta['version']!r}, "
+                f"meta.json to {meta.version!r}"
+            )
+        module = LstmAutoencoder(
+            len(meta.features), meta.hidden_size, meta.latent_size, meta.num_layers
+        )
+        try:
+            module.load_state_dict(tensors, strict=True)
+        except RuntimeError as err:
+            raise ModelError(
+                f"{weights_path}: weights do not fit the shapes in {META_FILE}: {err}"
+            ) from err
+        if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
+            raise ModelError(f"{weights_path}: weights contain NaN or infinite values")
+        log.info("model_loaded", version=meta.version, stream=meta.stream, path=str(directory))
+        return cls(meta, module, device, max_batch=max_batch)
+
+    def export(self, fmt: ExportFormat, out: Path | None = None) -> Path:
+        """See ``sentinel.model.export.export_detector``."""
+        from sentinel.model.export import export_detector  # torch.jit/onnx only when asked
+
+        return export_detector(self, fmt, out)
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Mapping[str, str]]:
+    if not path.is_file():
+        raise ModelError(f"{path}: missing")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            file_meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError) as err:
+        # Truncated or garbled files fail in the header parse or when a tensor's bytes run
+        # past the end of the file.
+        raise ModelError(f"{path}: not a readable safetensors file: {err}") from err
+    return tensors, file_meta
