@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from sentinel.worker.pipeline import Pipeline
 from tests.worker.test_pipeline import FakeDetector, make_config
-
-
-@dataclass
-class Versioned(FakeDetector):
-    version: str = "fake-1"
 
 
 def make_pipeline() -> Pipeline:
@@ -20,13 +13,13 @@ def make_pipeline() -> Pipeline:
         make_config(),
         sink=lambda batch: None,
         request_training=lambda job: None,
-        models={"pump": Versioned(version="old")},
+        models={"pump": FakeDetector("old")},
     )
 
 
 def test_a_command_waits_for_the_next_pass() -> None:
     pipeline = make_pipeline()
-    pipeline.install_model("pump", Versioned(version="new"))
+    pipeline.install_model("pump", FakeDetector("new"))
     assert pipeline.model_versions() == {"pump": "old"}
     pipeline.process([])
     assert pipeline.model_versions() == {"pump": "new"}
@@ -41,7 +34,7 @@ def test_a_reload_and_a_promotion_queued_together_apply_in_the_order_they_came(
     pipeline = make_pipeline()
     commands = [
         lambda: pipeline.reconfigure(make_config(retrain={"shadow": 60.0})),
-        lambda: pipeline.install_model("pump", Versioned(version="new"), shadow=True),
+        lambda: pipeline.install_model("pump", FakeDetector("new"), shadow=True),
     ]
     for command in commands if reload_first else commands[::-1]:
         command()
@@ -51,7 +44,7 @@ def test_a_reload_and_a_promotion_queued_together_apply_in_the_order_they_came(
 
 def test_a_failed_training_queued_after_a_model_leaves_the_stream_collecting() -> None:
     pipeline = make_pipeline()
-    pipeline.install_model("pump", Versioned(version="new"))
+    pipeline.install_model("pump", FakeDetector("new"))
     pipeline.training_failed("pump")
     pipeline.process([])
     assert pipeline.model_versions() == {"pump": None}
