@@ -58,7 +58,7 @@ from sentinel.judge.drift import LevelShiftWatch
 from sentinel.judge.spot import DSpot, SpotState
 from sentinel.records import AuditEvent, LevelHit, Score, SpikeHit, ThresholdState, Verdict
 
-__all__ = ["ThresholdBank", "calibration_threshold"]
+__all__ = ["ThresholdBank", "calibration_threshold", "settled_threshold"]
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +75,35 @@ def calibration_threshold(quantiles: Mapping[str, float], config: ThresholdConfi
         raise ValueError("the model has no calibration quantiles")
     nearest = min(quantiles, key=lambda key: abs(float(key) - config.quantile))
     return quantiles[nearest] * config.multiplier
+
+
+def settled_threshold(
+    clean: np.ndarray, start: float, config: ThresholdConfig, rounds: int = 20
+) -> float:
+    """Where a device's quantile threshold settles on these ``clean`` scores, starting at
+    ``start``: ``multiplier`` times the ``quantile`` of the scores *below* the threshold
+    (a device learns only from windows it judges normal), found by raising the threshold
+    until that stops moving it. Never below ``start``.
+
+    Retraining judges challengers by it (``sentinel.retrain.promotion``). Counting only the
+    scores below it is what makes the comparison fair: the held-back windows are ones the
+    active model judged normal, so its high scores were cut away before it is judged; the
+    challenger's high scores on the same windows must not count against it where a device
+    would not have learnt from them either.
+    """
+    quantile, multiplier = config.quantile, config.multiplier
+    finite = np.sort(clean[np.isfinite(clean)])
+    settled = float(start)
+    for _ in range(rounds):
+        below = finite[: int(np.searchsorted(finite, settled, side="right"))]
+        if not len(below):
+            break
+        candidate = max(float(start), float(np.quantile(below, quantile)) * multiplier)
+        if candidate <= settled * (1 + 1e-9):
+            settled = max(settled, candidate)
+            break
+        settled = candidate
+    return settled
 
 
 @dataclass(frozen=True, slots=True)

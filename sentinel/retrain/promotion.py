@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from sentinel.config import SentinelConfig
-from sentinel.judge.threshold import calibration_threshold
+from sentinel.judge.threshold import calibration_threshold, settled_threshold
 from sentinel.model import Detector
 from sentinel.model.train import make_windows
 
@@ -124,14 +124,13 @@ def build_eval_set(
 def evaluate(detector: Detector, data: EvalSet, config: SentinelConfig) -> Metrics:
     """How ``detector`` does on ``data``: false alarms at the threshold a device starts
     with, detection at the one it settles at (the module docstring)."""
-    quantile, multiplier = config.threshold.quantile, config.threshold.multiplier
     threshold = calibration_threshold(detector.meta.calibration.quantiles, config.threshold)
     clean, _ = detector.score(data.clean)
     injected, _ = detector.score(data.injected)
     clean = np.nan_to_num(clean, nan=np.inf)
     injected = np.nan_to_num(injected, nan=np.inf)
     false_rate = float(np.mean(clean > threshold)) if len(clean) else 0.0
-    settled = settled_threshold(clean, threshold, quantile, multiplier)
+    settled = settled_threshold(clean, threshold, config.threshold)
     detection = float(np.mean(injected > settled)) if len(injected) else 0.0
     return Metrics(
         threshold=float(threshold),
@@ -142,33 +141,6 @@ def evaluate(detector: Detector, data: EvalSet, config: SentinelConfig) -> Metri
         windows=len(clean),
         settled=settled,
     )
-
-
-def settled_threshold(
-    clean: np.ndarray, start: float, quantile: float, multiplier: float, rounds: int = 20
-) -> float:
-    """Where a device's quantile threshold settles on these ``clean`` scores, starting at
-    ``start``: ``multiplier`` times the ``quantile`` of the scores *below* the threshold
-    (a device learns only from windows it judges normal), found by raising the threshold
-    until that stops moving it. Never below ``start``.
-
-    Counting only the scores below it is what makes the comparison fair: the held-back
-    windows are ones the active model judged normal, so its high scores were cut away before
-    it is judged; the challenger's high scores on the same windows must not count against
-    it where a device would not have learnt from them either.
-    """
-    finite = np.sort(clean[np.isfinite(clean)])
-    settled = float(start)
-    for _ in range(rounds):
-        below = finite[: int(np.searchsorted(finite, settled, side="right"))]
-        if not len(below):
-            break
-        candidate = max(float(start), float(np.quantile(below, quantile)) * multiplier)
-        if candidate <= settled * (1 + 1e-9):
-            settled = max(settled, candidate)
-            break
-        settled = candidate
-    return settled
 
 
 def decide(challenger: Metrics, champion: Metrics | None, tolerance: float) -> Decision:

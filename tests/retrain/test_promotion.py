@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.judge.threshold import calibration_threshold
+from sentinel.config import ThresholdConfig
+from sentinel.judge.threshold import calibration_threshold, settled_threshold
 from sentinel.retrain.promotion import (
     EvalSet,
     Metrics,
     build_eval_set,
     decide,
     evaluate,
-    settled_threshold,
 )
 from tests.retrain.helpers import contaminate, make_config, normal, train
 
@@ -83,18 +83,22 @@ def test_a_drifted_champion_is_judged_at_the_threshold_it_would_settle_at(
     assert decide(ours, theirs, tolerance=0.02).accepted
 
 
+def _config(quantile: float, multiplier: float) -> ThresholdConfig:
+    return ThresholdConfig(quantile=quantile, multiplier=multiplier)
+
+
 def test_the_settled_threshold_learns_only_from_scores_below_it() -> None:
     # 990 windows at 1.0 and 10 at 10.0: the 99.5th percentile of all of them is 10.0, but a
     # device starting at 1.2 flags the ten and learns from the rest: 1.5 x 1.0.
     clean = np.array([1.0] * 990 + [10.0] * 10)
     assert float(np.quantile(clean, 0.995)) * 1.5 == pytest.approx(15.0)
-    assert settled_threshold(clean, 1.2, 0.995, 1.5) == pytest.approx(1.5)
+    assert settled_threshold(clean, 1.2, _config(0.995, 1.5)) == pytest.approx(1.5)
     # Never below where it starts.
-    assert settled_threshold(clean, 2.0, 0.995, 1.5) == pytest.approx(2.0)
+    assert settled_threshold(clean, 2.0, _config(0.995, 1.5)) == pytest.approx(2.0)
     # Non-finite scores (a model that failed on a window) teach nothing; no scores, no move.
     with_nan = np.concatenate([clean, [np.inf, np.nan]])
-    assert settled_threshold(with_nan, 1.2, 0.995, 1.5) == pytest.approx(1.5)
-    assert settled_threshold(np.array([]), 1.2, 0.995, 1.5) == 1.2
+    assert settled_threshold(with_nan, 1.2, _config(0.995, 1.5)) == pytest.approx(1.5)
+    assert settled_threshold(np.array([]), 1.2, _config(0.995, 1.5)) == 1.2
 
 
 def test_the_settled_threshold_climbs_through_a_heavy_tail() -> None:
@@ -102,7 +106,7 @@ def test_the_settled_threshold_climbs_through_a_heavy_tail() -> None:
     # is 9.1, so 13.65; below that 11.8, so 17.7; ... each round lets more in, until every
     # score is below it: 1.5 x 90.1 (the 0.9 quantile of all), where it stays.
     clean = np.arange(1.0, 101.0)
-    assert settled_threshold(clean, 10.0, 0.9, 1.5) == pytest.approx(1.5 * 90.1)
+    assert settled_threshold(clean, 10.0, _config(0.9, 1.5)) == pytest.approx(1.5 * 90.1)
 
 
 def test_decision_rules() -> None:
