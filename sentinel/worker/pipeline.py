@@ -10,9 +10,6 @@ two passes.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import queue
 import threading
 import time
@@ -25,7 +22,6 @@ from typing import Protocol
 import numpy as np
 import structlog
 
-from sentinel.atomic import write_atomically
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
 from sentinel.errors import SentinelError
 from sentinel.judge.alerts import AlertTracker, alert_checks
@@ -60,6 +56,7 @@ from sentinel.worker.commands import (
 )
 from sentinel.worker.devices import Abandoned, DeviceTable, Recall
 from sentinel.worker.shadow import Shadow
+from sentinel.worker.snapshots import ThresholdSnapshots
 from sentinel.worker.stats import PipelineStats, RejectionLog
 from sentinel.worker.windows import WindowAssembler
 
@@ -69,7 +66,6 @@ log = structlog.get_logger(__name__)
 
 _DRAIN_MAX = 256  # deliveries handled per pass: bounds latency and the size of a commit
 _SCORE_CAP = 1e30  # stands in for a non-finite score
-_SNAPSHOT_SCHEMA = 1
 
 
 class PipelineTap(Protocol):
@@ -135,7 +131,6 @@ class Pipeline:
         self._flagged: list[Window] = []
         self._config = config
         self._observer = observer
-        self._snapshot_path = snapshot_path
         self._snapshot_interval = snapshot_interval
         self._next_snapshot = time.monotonic() + snapshot_interval
         self._sink = sink
@@ -154,6 +149,11 @@ class Pipeline:
         self.heartbeat = time.monotonic()
         self._thresholds = ThresholdBank(config.threshold)
         self._spikes = SpikeCheck(config.spikes, config.windows.hop)
+        self._snapshots = (
+            ThresholdSnapshots(snapshot_path, self._thresholds, self._spikes)
+            if snapshot_path is not None
+            else None
+        )
         self._levels = LevelCheck(config.levels)
         # Computed once: every alert records which configuration judged it.
         self.config_hash = config_hash(config)
@@ -315,7 +315,7 @@ class Pipeline:
         while True:
             self.heartbeat = time.monotonic()
             self._run_commands()
-            if self._snapshot_path is not None and time.monotonic() >= self._next_snapshot:
+            if self._snapshots is not None and time.monotonic() >= self._next_snapshot:
                 self._next_snapshot = time.monotonic() + self._snapshot_interval
                 self._save_thresholds()
             idle = self._idle_after()
@@ -599,56 +599,23 @@ class Pipeline:
     # -- threshold snapshots --------------------------------------------------------------
 
     def _save_thresholds(self) -> None:
-        """Write every scored stream's thresholds, tagged with its model version, atomically."""
-        path = self._snapshot_path
-        if path is None:
-            return
-        streams = {
-            name: {
-                "model_version": rt.detector.version,
-                "devices": self._thresholds.snapshot(name),
-                "spikes": self._spikes.snapshot(name),
-            }
-            for name, rt in self._streams.items()
-            if rt.detector is not None
-        }
-        try:
-            write_atomically(path, json.dumps({"schema": _SNAPSHOT_SCHEMA, "streams": streams}))
-        except OSError as err:
-            log.error("threshold_snapshot_failed", path=str(path), error=str(err))
+        if self._snapshots is not None:
+            self._snapshots.save(
+                {
+                    name: rt.detector.version
+                    for name, rt in self._streams.items()
+                    if rt.detector is not None
+                }
+            )
 
     def _restore_thresholds(self) -> None:
-        """Take back thresholds saved for the models now in use; a corrupt snapshot is set
-        aside and reported, and the thresholds start afresh -- never fatal."""
-        path = self._snapshot_path
-        if path is None or not path.exists():
-            return
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("schema") != _SNAPSHOT_SCHEMA:
-                raise ValueError(f"unknown schema {data.get('schema')!r}")
-            for name, saved in data["streams"].items():
-                runtime = self._streams.get(name)
-                if runtime is None or runtime.detector is None:
-                    continue
-                # Noise scales belong to the devices, not the model: kept across a swap.
-                self._spikes.restore(name, saved.get("spikes", {}), len(runtime.config.features))
-                if saved["model_version"] != runtime.detector.version:
-                    log.info(
-                        "threshold_snapshot_stale",
-                        stream=name,
-                        saved_for=saved["model_version"],
-                        model=runtime.detector.version,
-                    )
-                    continue
-                count = self._thresholds.restore(name, saved["devices"])
-                log.info("thresholds_restored", stream=name, devices=count)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            aside = path.with_name(path.name + ".corrupt")
-            with contextlib.suppress(OSError):
-                os.replace(path, aside)
-            log.error(
-                "threshold_snapshot_corrupt", path=str(path), moved_to=str(aside), error=str(err)
+        if self._snapshots is not None:
+            self._snapshots.restore(
+                {
+                    name: (rt.detector.version, len(rt.config.features))
+                    for name, rt in self._streams.items()
+                    if rt.detector is not None
+                }
             )
 
     # -- models ---------------------------------------------------------------------------
