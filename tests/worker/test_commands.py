@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sentinel.worker.pipeline import Pipeline
-from tests.worker.test_pipeline import FakeDetector, make_config
+from tests.fakes import FakeDetector, make_config
 
 
 def make_pipeline() -> Pipeline:

@@ -9,8 +9,7 @@ from typing import Any
 from sentinel.config import SentinelConfig
 from sentinel.records import AlertStatus, WriteBatch
 from sentinel.worker.pipeline import Pipeline
-
-from .test_pipeline import FakeDetector, delivery, make_config
+from tests.fakes import FakeDetector, delivery, make_config
 
 
 def pipeline(config: SentinelConfig, snapshot: Path | None = None, **kw: Any) -> Pipeline:
