@@ -15,7 +15,7 @@ from sentinel.config import config_to_toml
 from sentinel.errors import ModelError
 from sentinel.model import ModelRegistry, resolve_device
 from sentinel.model.export import export_detector
-from tests.model.test_lstm_detector import CUDA_MISSING, FEATURES, make_detector, windows
+from tests.model.lstm_helpers import CUDA_MISSING, FEATURES, make_detector, windows
 
 
 def test_torchscript_export_scores_like_the_detector(tmp_path: Path) -> None:
