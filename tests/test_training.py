@@ -18,8 +18,7 @@ from sentinel.model import Detector, LstmAeMeta, ModelRegistry
 from sentinel.records import Reading
 from sentinel.retrain.job import open_reservoir, run_retrain
 from sentinel.worker.coldstart import Trainer, TrainingJob
-from tests.retrain.helpers import make_config, normal
-from tests.retrain.test_versions import write_config
+from tests.retrain.helpers import make_config, normal, write_config
 
 CPU = torch.device("cpu")
 ROWS = 1500
