@@ -38,7 +38,7 @@ from sentinel.store.outbox import OutboxPolicy, pending_events
 from sentinel.store.schema import AlertOutboxRow
 from simulators.broker import PrivateBroker, find_mosquitto, free_port
 from tests.e2e_helpers import wait_for
-from tests.store.conftest import T0, make_alert
+from tests.store.helpers import T0, make_alert
 from tests.tls_helpers import BROKER_NAME, BrokerPki
 
 pytestmark = pytest.mark.integration

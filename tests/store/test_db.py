@@ -20,8 +20,7 @@ from sentinel.records import (
 )
 from sentinel.store import AlertStore
 from sentinel.store.db import normalize_url
-
-from .conftest import T0, make_alert, make_progress
+from tests.store.helpers import T0, make_alert, make_progress
 
 
 def _utc(ts: float) -> datetime:

@@ -14,8 +14,7 @@ from structlog.testing import capture_logs
 from sentinel.errors import StoreError
 from sentinel.records import Ack, WriteBatch
 from sentinel.store import AlertStore, AlertWriter
-
-from .conftest import T0, make_alert, make_progress
+from tests.store.helpers import T0, make_alert, make_progress
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
