@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentinel.config import SentinelConfig
+from sentinel.config import SentinelConfig, config_to_toml
 from sentinel.daemon.app import SentinelApp
 from sentinel.model import ModelRegistry, train_detector, training_options
 from sentinel.store import AlertRecord, AlertStore
@@ -113,6 +113,22 @@ def run_fleet(broker: PrivateBroker, tmp_path: Path, *args: str) -> subprocess.P
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+def start_daemon(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    """A real ``sentinel run`` process; its output is appended to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentinel.cli", "run", "--config", str(config_path)],
+        cwd=REPO,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=subprocess_env(),
+    )
+
+
+def write_toml(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(config_to_toml(config))
+    return path
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float = 120) -> str:
