@@ -115,7 +115,10 @@ def test_a_spiked_or_levelled_window_is_anomalous_and_teaches_the_threshold_noth
         # The level-shift watch sees every window's score; what the threshold learnt must not.
         learnt = ("normal_seen", "recent", "spot", "scale")
         before = {k: bank.snapshot("pump")["a"][k] for k in learnt}
-        verdict = bank.judge(score(0.5), **{kind: hit})
+        if isinstance(hit, SpikeHit):
+            verdict = bank.judge(score(0.5), spike=hit)
+        else:
+            verdict = bank.judge(score(0.5), level=hit)
         assert verdict.is_anomaly
         assert getattr(verdict, kind) == hit
         assert verdict.exceedance == pytest.approx(hit.exceedance)
