@@ -60,7 +60,7 @@ class Consumer:
             self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain)))
 
     def start(self) -> Consumer:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 600 if self.persistent else 0
         self._client.connect(
             self.broker.host,
