@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ def make_detector(
     device: torch.device = CPU,
     max_batch: int = 512,
     version: str = "20250101T000000Z-abc123",
-    **meta_changes: object,
+    **meta_changes: Any,
 ) -> LstmAeDetector:
     """An untrained but fully formed detector: enough for scoring and storage tests."""
     torch.manual_seed(3)
@@ -41,7 +42,7 @@ def make_detector(
         created="2025-01-01T00:00:00+00:00",
         training={"n_readings": 100, "first_ts": 1.5, "seed": 0, "note": "test"},
     )
-    meta = dataclasses.replace(meta, **meta_changes)  # type: ignore[arg-type]
+    meta = dataclasses.replace(meta, **meta_changes)
     return LstmAeDetector(meta, module, device, max_batch=max_batch)
 
 
