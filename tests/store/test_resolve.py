@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pytest
@@ -139,8 +140,8 @@ def test_the_writer_reports_resolved_alerts(store: AlertStore) -> None:
     seen: list[str] = []
     done = threading.Event()
 
-    def on_resolved(uids: object) -> None:
-        seen.extend(uids)  # type: ignore[call-overload]
+    def on_resolved(uids: Iterable[str]) -> None:
+        seen.extend(uids)
         done.set()
 
     writer = AlertWriter(store, flush_interval=0.01, on_resolved=on_resolved)

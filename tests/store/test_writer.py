@@ -36,12 +36,13 @@ class FakeStore(AlertStore):
         self.gate = threading.Event()
         self.gate.set()
 
-    def write(self, batches: Sequence[WriteBatch]) -> None:
+    def write(self, batches: Sequence[WriteBatch]) -> set[str]:
         self.gate.wait()
         self.calls += 1
         if self.calls <= self.failures:
             raise StoreError("database is on fire")
         self.written.extend(batches)
+        return set()  # no alert resolved by an operator
 
 
 class Acks:
