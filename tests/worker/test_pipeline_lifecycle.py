@@ -55,7 +55,9 @@ def test_a_lasting_level_change_rebaselines_and_is_audited_in_the_batch() -> Non
     assert [e.kind for e in audit] == ["threshold_rebaselined"]
     alerts = [a for b in batches for a in b.alerts]
     assert alerts[-1].status is AlertStatus.CLOSED  # no endless alert
-    assert audit[0].at <= alerts[-1].ended_at + 10  # type: ignore[operator]
+    ended_at = alerts[-1].ended_at
+    assert ended_at is not None
+    assert audit[0].at <= ended_at + 10
 
 
 def test_a_resolved_alert_closes_in_the_pipeline_and_cools_down() -> None:
