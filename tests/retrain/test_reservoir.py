@@ -11,9 +11,10 @@ from sentinel.records import Alert, AlertStatus, Reading, Window
 from sentinel.retrain.reservoir import Reservoir, ReservoirTap
 
 
-def _reservoir(path: Path, **kw: float) -> Reservoir:
-    args = {"max_rows": 10_000, "max_age": 1e9, "margin": 5.0, **kw}
-    return Reservoir(path, 2, **args).open()  # type: ignore[arg-type]
+def _reservoir(
+    path: Path, *, max_rows: int = 10_000, max_age: float = 1e9, margin: float = 5.0
+) -> Reservoir:
+    return Reservoir(path, 2, max_rows=max_rows, max_age=max_age, margin=margin).open()
 
 
 def _readings(device: str, start: float, n: int) -> list[Reading]:
