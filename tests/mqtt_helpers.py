@@ -57,7 +57,7 @@ class Consumer:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain)))
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     def start(self) -> Consumer:
         props = Properties(PacketTypes.CONNECT)

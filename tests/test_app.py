@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from sentinel.daemon.app import EXIT_FATAL_CONNECTION
+from sentinel.ingest.mqtt import MqttSource
 from sentinel.records import AlertStatus
 from simulators.broker import PrivateBroker, find_mosquitto
 from simulators.fleet import FEATURES
@@ -252,7 +253,7 @@ def test_broker_restart_is_ridden_out_without_loss(
         wait_for(lambda: readings_committed(url) == first, 60, "first batch committed")
         private_broker.restart()
         source = running.app.source
-        assert source is not None
+        assert isinstance(source, MqttSource)  # its connects and SUBACK, not the protocol's
         wait_for(lambda: source.connects >= 2 and source.subscribed, 60, "reconnect")
         # Later readings of the same pumps (a day on), after the broker came back.
         fleet = run_fleet(

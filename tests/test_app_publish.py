@@ -84,7 +84,7 @@ def test_daemon_publishes_alerts_and_availability_through_a_kill(
     with consuming(private_broker, f"{prefix}/#", persistent=True) as consumer:
         daemon = start_daemon(config_path, log)
         wait_for(lambda: b"mqtt_subscribed" in log.read_bytes(), 60, "the daemon to subscribe")
-        wait_for(lambda: consumer.on(status), 60, "online")
+        wait_for(lambda: bool(consumer.on(status)), 60, "online")
         fleet = run_fleet(
             private_broker,
             tmp_path,

@@ -134,7 +134,7 @@ def test_events_state_and_availability(mqtt_broker: PrivateBroker, database_url:
             wait_for(lambda: len(consumer.events()) == 3, 60, "three events")
             assert [m.payload for m in retained(mqtt_broker, f"{p}/status")] == [b"online"]
             assert out.publisher.publish_json("stats", {"scored": 12}, retain=True)
-            wait_for(lambda: consumer.on(f"{p}/stats"), 60, "the stats message")
+            wait_for(lambda: bool(consumer.on(f"{p}/stats")), 60, "the stats message")
         events = consumer.events()
         assert [(e["event"], e["seq"], e["uid"]) for e in events] == [
             ("new", 1, "a-1"),
