@@ -106,7 +106,7 @@ def write_config(config: SentinelConfig, path: Path) -> str:
     return str(path)
 
 
-def fill(config: SentinelConfig, rows: Any, device: str = "d1", start: float = 0.0) -> None:
+def fill(config: SentinelConfig, rows: np.ndarray, device: str = "d1", start: float = 0.0) -> None:
     reservoir = open_reservoir(config, "pump")
     reservoir.add(
         [Reading("pump", device, start + i, tuple(map(float, r))) for i, r in enumerate(rows)]
