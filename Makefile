@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - private broker + simulated pump fleet + daemon on SQLite; Ctrl-C stops"
 	@echo "make test   - install what is needed and run the whole test suite"
-	@echo "make lint   - ruff and mypy (strict) on the package"
+	@echo "make lint   - ruff, and strict mypy on the package, simulators, benchmarks and tests"
 	@echo "make clean  - remove the venv and demo state"
 
 $(PY):

@@ -49,7 +49,7 @@ def detector(device: torch.device) -> Detector:
         hidden_size=HIDDEN,
         latent_size=LATENT,
         num_layers=1,
-        scaler=Scaler(mean=np.zeros(FEATURES), scale=np.ones(FEATURES)),
+        scaler=Scaler(mean=np.zeros(FEATURES, np.float32), scale=np.ones(FEATURES, np.float32)),
         calibration=Calibration(
             quantiles={q: 1.0 for q in ("0.5", "0.9", "0.99", "0.995", "0.999")},
             max=1.0,

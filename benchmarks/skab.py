@@ -146,7 +146,7 @@ def run(
     for kind, results in per_file.items():
         point = pooled_point_metrics((labels, pred) for _, labels, pred, _ in results)
         cps = [
-            (ts, true_cps, changepoints_from_predictions(ts, pred))
+            (ts, true_cps, np.asarray(changepoints_from_predictions(ts, pred)))
             for ts, _, pred, true_cps in results
         ]
         nab = nab_scores(cps)

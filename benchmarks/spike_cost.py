@@ -14,6 +14,7 @@ import argparse
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,11 +49,11 @@ def detector() -> LstmAeDetector:
     return LstmAeDetector(meta, module, torch.device("cpu"))
 
 
-def median_seconds(fn: object, repeat: int) -> float:
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - started)
     return float(np.median(times))
 

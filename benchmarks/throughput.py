@@ -40,7 +40,7 @@ from tests.e2e_helpers import (
 
 def payloads(devices: int, steps: int, seed: int) -> list[tuple[str, bytes]]:
     sim = FleetSimulator(devices, seed=seed, anomaly_rate=2.0, warmup=300.0)
-    out = []
+    out: list[tuple[str, bytes]] = []
     for _, step in zip(range(steps), sim.steps(), strict=False):
         for reading in step:
             out.append((f"plant/{reading.device}/pump", encode(reading, len(out), "json")))

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sentinel.progress import progress_bar
 from simulators.broker import PrivateBroker
@@ -399,7 +399,12 @@ def _warmup(args: argparse.Namespace, model: bool) -> float:
 
 
 def _fleet_argv(
-    args: argparse.Namespace, broker: PrivateBroker, model: bool, truth: Path, summary: Path
+    args: argparse.Namespace,
+    url: str,
+    protocol: Literal["5", "3.1.1"],
+    model: bool,
+    truth: Path,
+    summary: Path,
 ) -> list[str]:
     """The simulator's command line; its clock ends at the wall clock when --duration ends."""
     start = round(time.time() - args.duration * args.rate)  # one simulated second a reading
@@ -408,7 +413,7 @@ def _fleet_argv(
         "-m",
         "simulators.fleet",
         "--broker",
-        broker.url,
+        url,
         "--devices",
         str(args.devices),
         "--rate",
@@ -430,7 +435,7 @@ def _fleet_argv(
         "--anomaly-rate",
         "3",
         "--protocol",
-        broker.protocol,
+        protocol,
         "--summary",
         str(summary),
     ]
@@ -440,7 +445,8 @@ def _start_fleet(
     args: argparse.Namespace, broker: PrivateBroker, model: bool, truth: Path, summary: Path
 ) -> subprocess.Popen[bytes]:
     fleet = subprocess.Popen(
-        _fleet_argv(args, broker, model, truth, summary), stdout=subprocess.DEVNULL
+        _fleet_argv(args, broker.url, broker.protocol, model, truth, summary),
+        stdout=subprocess.DEVNULL,
     )
     print(
         f"simulator: {args.devices} pumps, {args.rate:g} readings/s each (1 simulated second "

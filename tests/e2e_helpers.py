@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
-from sentinel.config import SentinelConfig
+from sentinel.config import SentinelConfig, config_to_toml
 from sentinel.daemon.app import SentinelApp
 from sentinel.model import ModelRegistry, train_detector, training_options
 from sentinel.store import AlertRecord, AlertStore
@@ -31,9 +31,31 @@ HOP = 4
 MODEL = {"hidden_size": 32, "latent_size": 8, "epochs": 30, "batch_size": 64, "seed": 3}
 
 
+class BrokerAddress(Protocol):
+    """What a daemon config needs of a broker: a PrivateBroker, or NoBroker."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def protocol(self) -> Literal["5", "3.1.1"]: ...
+
+
+@dataclass(frozen=True)
+class NoBroker:
+    """For a config that no daemon will run with."""
+
+    host: str = "127.0.0.1"
+    port: int = 1
+    protocol: Literal["5", "3.1.1"] = "5"
+
+
 def daemon_config(
     state_dir: Path,
-    broker: PrivateBroker,
+    broker: BrokerAddress,
     *,
     database_url: str | None = None,
     client_id: str = "sentinel-test",
@@ -70,7 +92,7 @@ def train_fleet_model(models_dir: Path, devices: int = 4, steps: int = 1500) -> 
     for _, step in zip(range(steps), sim.steps(), strict=False):
         for reading in step:
             rows[reading.device].append([reading.values[f] for f in FEATURES])
-    config = SentinelConfig.model_validate(daemon_config(models_dir, _NoBroker()))
+    config = SentinelConfig.model_validate(daemon_config(models_dir, NoBroker()))
     detector = train_detector(
         [np.asarray(r, dtype=np.float32) for r in rows.values()],
         training_options(config, "pump"),
@@ -80,12 +102,6 @@ def train_fleet_model(models_dir: Path, devices: int = 4, steps: int = 1500) -> 
     registry.save(detector)
     registry.activate("pump", detector.version)
     return detector.version
-
-
-class _NoBroker:
-    host = "127.0.0.1"
-    port = 1
-    protocol = "5"
 
 
 def install_model(models_dir: Path, state_dir: Path) -> None:
@@ -113,6 +129,22 @@ def run_fleet(broker: PrivateBroker, tmp_path: Path, *args: str) -> subprocess.P
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+def start_daemon(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    """A real ``sentinel run`` process; its output is appended to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentinel.cli", "run", "--config", str(config_path)],
+        cwd=REPO,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=subprocess_env(),
+    )
+
+
+def write_toml(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(config_to_toml(config))
+    return path
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float = 120) -> str:
@@ -189,7 +221,7 @@ def running_app(config: dict[str, Any], ready_timeout: float = 30) -> Iterator[R
 def overlaps(alert: AlertRecord, event: dict[str, Any], slack: float) -> bool:
     start = alert.started_at.timestamp()
     end = (alert.ended_at or alert.updated_at).timestamp()
-    return start <= event["end"] + slack and end >= event["start"] - slack
+    return start <= float(event["end"]) + slack and end >= float(event["start"]) - slack
 
 
 def subprocess_env() -> dict[str, str]:
@@ -301,7 +333,7 @@ def fleet_detection_scenario(
 
     def explains(t: dict[str, Any], alert: AlertRecord) -> bool:
         start = alert.started_at.timestamp()
-        return alert.device == t["device"] and t["start"] <= start <= t["end"] + span
+        return alert.device == t["device"] and float(t["start"]) <= start <= float(t["end"]) + span
 
     # Kept beside the run's files for a person to look at when the numbers move.
     (tmp_path / "alerts.json").write_text(json.dumps([a.to_dict() for a in found], indent=1))

@@ -6,7 +6,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -88,11 +88,15 @@ def sample(
 
 
 def publish_fleet(
-    url: str, protocol: str, devices: int, steps: int, start_ts: float = 1_704_067_200.0
+    url: str,
+    protocol: Literal["5", "3.1.1"],
+    devices: int,
+    steps: int,
+    start_ts: float = 1_704_067_200.0,
 ) -> int:
     """Publish ``steps`` readings of each simulated pump (QoS 1); returns how many."""
     sim = FleetSimulator(devices, seed=1, anomaly_rate=0.0, warmup=0.0, start_ts=start_ts)
-    publisher = Publisher(url, protocol=protocol)  # type: ignore[arg-type]
+    publisher = Publisher(url, protocol=protocol)
     publisher.start()
     sent = 0
     for _, step in zip(range(steps), sim.steps(), strict=False):

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from sentinel.config import config_to_toml
 from sentinel.daemon.app import EXIT_FATAL_CONNECTION
+from sentinel.ingest.mqtt import MqttSource
 from sentinel.records import AlertStatus
 from simulators.broker import PrivateBroker, find_mosquitto
 from simulators.fleet import FEATURES
@@ -35,9 +35,11 @@ from tests.e2e_helpers import (
     readings_committed,
     run_fleet,
     running_app,
+    start_daemon,
     subprocess_env,
     train_fleet_model,
     wait_for,
+    write_toml,
 )
 from tests.ops_helpers import install_untrained_model
 from tests.tls_helpers import BROKER_NAME, BrokerPki
@@ -75,21 +77,6 @@ def test_cold_start_then_injected_anomalies_become_alerts(
         assert alert.peak_score > alert.threshold or spike in FEATURES, alert
 
 
-def _start_daemon(config_path: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sentinel.cli", "run", "--config", str(config_path)],
-        cwd=REPO,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        env=subprocess_env(),
-    )
-
-
-def _write_toml(path: Path, config: dict[str, Any]) -> Path:
-    path.write_text(config_to_toml(config))
-    return path
-
-
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
     private_broker: PrivateBroker, fleet_models: Path, tmp_path: Path
 ) -> None:
@@ -97,10 +84,10 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
     install_model(fleet_models, state)
     url = f"sqlite:///{state / 'sentinel.db'}"
     config = daemon_config(state, private_broker, database_url=url)
-    config_path = _write_toml(tmp_path / "sentinel.toml", config)
+    config_path = write_toml(tmp_path / "sentinel.toml", config)
     log = tmp_path / "daemon.log"
 
-    daemon = _start_daemon(config_path, log)
+    daemon = start_daemon(config_path, log)
     wait_for(lambda: b"mqtt_subscribed" in log.read_bytes(), 60, "the daemon to subscribe")
     fleet = run_fleet(
         private_broker,
@@ -125,7 +112,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
     daemon.wait(120)
     killed_at = readings_committed(url)
     time.sleep(1.0)  # the simulator keeps publishing while the daemon is down
-    daemon = _start_daemon(config_path, log)
+    daemon = start_daemon(config_path, log)
     finish(fleet)
     total = read_json(tmp_path / "summary.json")["total"]
     assert killed_at < total, "the kill should happen mid-stream"
@@ -212,7 +199,7 @@ def test_state_is_created_private_under_a_permissive_umask(
     """Issue #19: started by hand with umask 022, the daemon made sentinel.db 0644. Now the
     state directory and what it creates in it are 0750 / 0640, as under systemd."""
     state = tmp_path / "state"
-    config_path = _write_toml(
+    config_path = write_toml(
         tmp_path / "sentinel.toml", daemon_config(state, mqtt_broker, client_id="umask")
     )
     log = tmp_path / "daemon.log"
@@ -266,7 +253,7 @@ def test_broker_restart_is_ridden_out_without_loss(
         wait_for(lambda: readings_committed(url) == first, 60, "first batch committed")
         private_broker.restart()
         source = running.app.source
-        assert source is not None
+        assert isinstance(source, MqttSource)  # its connects and SUBACK, not the protocol's
         wait_for(lambda: source.connects >= 2 and source.subscribed, 60, "reconnect")
         # Later readings of the same pumps (a day on), after the broker came back.
         fleet = run_fleet(

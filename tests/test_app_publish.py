@@ -25,11 +25,12 @@ from tests.e2e_helpers import (
     read_json,
     readings_committed,
     run_fleet,
+    start_daemon,
     train_fleet_model,
     wait_for,
+    write_toml,
 )
-from tests.test_app import _start_daemon, _write_toml
-from tests.test_publish import consuming, retained
+from tests.mqtt_helpers import consuming, retained
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,14 +77,14 @@ def test_daemon_publishes_alerts_and_availability_through_a_kill(
     config = daemon_config(
         state, private_broker, database_url=url, publish={"prefix": prefix, "ha_discovery": True}
     )
-    config_path = _write_toml(tmp_path / "sentinel.toml", config)
+    config_path = write_toml(tmp_path / "sentinel.toml", config)
     log = tmp_path / "daemon.log"
     status = f"{prefix}/status"
 
     with consuming(private_broker, f"{prefix}/#", persistent=True) as consumer:
-        daemon = _start_daemon(config_path, log)
+        daemon = start_daemon(config_path, log)
         wait_for(lambda: b"mqtt_subscribed" in log.read_bytes(), 60, "the daemon to subscribe")
-        wait_for(lambda: consumer.on(status), 60, "online")
+        wait_for(lambda: bool(consumer.on(status)), 60, "online")
         fleet = run_fleet(
             private_broker,
             tmp_path,
@@ -97,7 +98,7 @@ def test_daemon_publishes_alerts_and_availability_through_a_kill(
         wait_for(lambda: consumer.on(status)[-1].payload == b"offline", 60, "the Last Will")
         killed_with = _pending(url)
 
-        daemon = _start_daemon(config_path, log)
+        daemon = start_daemon(config_path, log)
         wait_for(lambda: consumer.on(status)[-1].payload == b"online", 60, "online again")
         finish(fleet)
         total = read_json(tmp_path / "summary.json")["total"]

@@ -19,15 +19,16 @@ from sentinel.records import DeviceProgress, WriteBatch
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker, Publisher
 from simulators.fleet import FEATURES
-from tests.e2e_helpers import daemon_config, readings_committed, running_app, wait_for
+from tests.e2e_helpers import (
+    BrokerAddress,
+    NoBroker,
+    daemon_config,
+    readings_committed,
+    running_app,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-
-class NoBroker:
-    """For a config that no daemon will run with."""
-
-    host, port, protocol = "127.0.0.1", 1, "5"
 
 
 def payload(ts: Any, value: float = 1.0) -> bytes:
@@ -35,7 +36,7 @@ def payload(ts: Any, value: float = 1.0) -> bytes:
 
 
 def config_for(
-    tmp_path: Path, broker: PrivateBroker, database_url: str, **sections: Any
+    tmp_path: Path, broker: BrokerAddress, database_url: str, **sections: Any
 ) -> dict[str, Any]:
     return daemon_config(
         tmp_path / "state",
@@ -220,7 +221,7 @@ def test_an_operator_sees_and_resets_a_blinded_device_while_the_daemon_runs(
 def test_without_a_daemon_the_reset_is_done_in_the_database(
     tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = config_for(tmp_path, NoBroker(), database_url)  # type: ignore[arg-type]
+    config = config_for(tmp_path, NoBroker(), database_url)
     url = config["database"]["url"]
     cfg = tmp_path / "sentinel.toml"
     cfg.write_text(config_to_toml(config))

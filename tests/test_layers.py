@@ -4,6 +4,7 @@ Each package of ``sentinel`` may import only the packages listed for it here: th
 below it in the flow and the few shared modules at the top level. Lazy imports inside
 functions count; imports under ``if TYPE_CHECKING:`` do not (they never run). The daemon
 never imports the offline tools, and no stage imports the daemon's wiring or the CLI.
+In tests/ and benchmarks/, no module imports a test module or a conftest.
 """
 
 from __future__ import annotations
@@ -76,3 +77,32 @@ def test_every_package_imports_only_what_lies_below_it_in_the_flow() -> None:
 def test_the_top_level_holds_a_handful_of_shared_modules() -> None:
     modules = {p.stem for p in (REPO / "sentinel").glob("*.py")} - {"__init__"}
     assert modules == _SHARED
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` names in an import, relative ones resolved; for ``from a import
+    b`` both ``a`` and ``a.b`` (b may be a module)."""
+    package = path.relative_to(REPO).with_suffix("").parts[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_test_module_imports_another_or_a_conftest() -> None:
+    """Fakes and helpers that several test files share live in helper modules
+    (tests/fakes.py, tests/*_helpers.py, tests/<package>/helpers.py). Importing a test module
+    ties its edits to every importer; a conftest is pytest's to load (issue #20)."""
+    wrong: list[str] = []
+    for path in sorted([*(REPO / "tests").rglob("*.py"), *(REPO / "benchmarks").rglob("*.py")]):
+        for module in sorted(_imported_modules(path)):
+            name = module.rsplit(".", 1)[-1]
+            if module.startswith("tests.") and (name.startswith("test_") or name == "conftest"):
+                wrong.append(f"{path.relative_to(REPO)} imports {module}")
+    assert not wrong, "\n".join(wrong)

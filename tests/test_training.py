@@ -14,12 +14,11 @@ from structlog.testing import capture_logs
 
 from sentinel.cli.main import main
 from sentinel.config import SentinelConfig
-from sentinel.model import Detector, LstmAeMeta, ModelRegistry
+from sentinel.model import Detector, LstmAeDetector, LstmAeMeta, ModelRegistry
 from sentinel.records import Reading
 from sentinel.retrain.job import open_reservoir, run_retrain
 from sentinel.worker.coldstart import Trainer, TrainingJob
-from tests.retrain.helpers import make_config, normal
-from tests.retrain.test_versions import write_config
+from tests.retrain.helpers import make_config, normal, write_config
 
 CPU = torch.device("cpu")
 ROWS = 1500
@@ -33,6 +32,12 @@ def relative_config(state: Path, **retrain: Any) -> SentinelConfig:
     data["model"]["score_steps"] = 4
     data["model"]["seed"] = 3
     return SentinelConfig.model_validate(data)
+
+
+def lstm_meta(detector: Detector) -> LstmAeMeta:
+    """The config asks for the default detector, an LSTM-AE, whose meta has the sizes."""
+    assert isinstance(detector, LstmAeDetector), type(detector)
+    return detector.meta
 
 
 def shaped_by_config(meta: LstmAeMeta) -> dict[str, Any]:
@@ -58,7 +63,7 @@ def trained_by_cli(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
     assert main(["train", "--config", toml, "--csv", str(path), "--timestamp-column", "ts"]) == 0
     detector = ModelRegistry(config.models_dir).load_active("pump", CPU)
     assert detector is not None
-    return detector.meta
+    return lstm_meta(detector)
 
 
 def trained_by_retraining(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
@@ -72,7 +77,7 @@ def trained_by_retraining(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
     assert outcome.status == "accepted", outcome.reason
     assert outcome.version is not None
     registry = ModelRegistry(config.models_dir)
-    return registry.load_version("pump", outcome.version, CPU).meta
+    return lstm_meta(registry.load_version("pump", outcome.version, CPU))
 
 
 def trained_by_cold_start(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
@@ -100,7 +105,7 @@ def trained_by_cold_start(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
     finally:
         trainer.stop()
     assert not failures
-    return models[0].meta
+    return lstm_meta(models[0])
 
 
 def test_the_daemon_trains_what_sentinel_train_trains(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ class MqttSource:
         client.on_subscribe = self._on_subscribe
         properties: Properties | None = None
         if v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = cfg.session_expiry
             properties.ReceiveMaximum = self._receive_maximum
         self._client = client

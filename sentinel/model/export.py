@@ -148,16 +148,14 @@ def _export_torchscript(module: ScoringModule, sample: np.ndarray, out: Path) ->
         # features and window are fixed per model; the batch size is checked to vary.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", TracerWarning)
-        scripted = torch.jit.trace(  # type: ignore[no-untyped-call]
-            module, torch.from_numpy(sample), check_trace=False
-        )
+        scripted = torch.jit.trace(module, torch.from_numpy(sample), check_trace=False)
         torch.jit.save(scripted, str(out))
 
 
 def _run_torchscript(out: Path, sample: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        loaded = torch.jit.load(str(out), map_location="cpu")  # type: ignore[no-untyped-call]
+        loaded = torch.jit.load(str(out), map_location="cpu")
     with torch.inference_mode():
         scores, _ = loaded(torch.from_numpy(sample))
     result: np.ndarray = scores.double().numpy()

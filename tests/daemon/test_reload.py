@@ -8,8 +8,8 @@ from sentinel.config import AlertsConfig, ThresholdConfig
 from sentinel.daemon.reload import plan_reload
 from sentinel.judge.alerts import AlertTracker
 from sentinel.judge.threshold import ThresholdBank
-from tests.judge.test_threshold import score, with_model
-from tests.worker.test_pipeline import FakeDetector, Harness, delivery, make_config
+from tests.fakes import FakeDetector, Harness, delivery, make_config
+from tests.judge.helpers import score, with_model
 
 
 def test_live_keys_are_applied_and_the_rest_needs_a_restart() -> None:

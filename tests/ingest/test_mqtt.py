@@ -47,11 +47,16 @@ def _source(
             "tls": {"enabled": True, "ca_file": str(ca)},
         }
     )
+
+    def accept(delivery: Delivery, timeout: float) -> bool:
+        sink.put(delivery)
+        return True
+
     return MqttSource(
         config,
         [STREAM],
         parser=MessageParser([STREAM], max_payload_bytes=1024),
-        sink=lambda d, timeout: sink.put(d) is None,
+        sink=accept,
         receive_maximum=100,
         on_fatal=fatal.put if fatal is not None else lambda reason: None,
     )

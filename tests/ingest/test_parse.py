@@ -17,12 +17,17 @@ PUMP_TOPIC = "plant/d1/pump"
 ENV_TOPIC = "senml/d7"
 
 
+def _stream(**fields: Any) -> StreamConfig:
+    """A stream as a config file gives it: features as names or tables (FeatureSpec)."""
+    return StreamConfig.model_validate(fields)
+
+
 def _json_stream(
     *,
     timestamp_field: str | None = "ts",
     timestamp_unit: Literal["auto", "s", "ms"] = "auto",
 ) -> StreamConfig:
-    return StreamConfig(
+    return _stream(
         name="pump",
         topic="plant/{device}/pump",
         features=["temp", {"name": "current", "path": "motor.current"}],
@@ -32,7 +37,7 @@ def _json_stream(
 
 
 def _senml_stream(features: list[Any]) -> StreamConfig:
-    return StreamConfig(name="env", topic="senml/{device}", features=features, format="senml")
+    return _stream(name="env", topic="senml/{device}", features=features, format="senml")
 
 
 def _parser(*streams: StreamConfig, max_payload_bytes: int = 65_536) -> MessageParser:
@@ -88,7 +93,7 @@ def test_values_follow_configured_feature_order() -> None:
 
 
 def test_deeply_nested_paths() -> None:
-    stream = StreamConfig(
+    stream = _stream(
         name="deep",
         topic="deep/{device}",
         features=[{"name": "x", "path": "a.b.c"}],
@@ -206,7 +211,7 @@ def test_missing_timestamp() -> None:
 
 
 def test_missing_nested_timestamp_names_the_path() -> None:
-    stream = StreamConfig(name="n", topic="n/{device}", features=["x"], timestamp_field="meta.time")
+    stream = _stream(name="n", topic="n/{device}", features=["x"], timestamp_field="meta.time")
     rejected = _one_reject({"meta": {}, "x": 1}, _parser(stream), "n/d")
     assert rejected.reason is RejectReason.MISSING_TIMESTAMP
     assert "meta.time" in rejected.detail
@@ -469,7 +474,7 @@ def test_parser_never_raises_on_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_streams_are_routed_by_topic() -> None:
-    other = StreamConfig(name="fan", topic="fans/{device}", features=["rpm"], timestamp_field=None)
+    other = _stream(name="fan", topic="fans/{device}", features=["rpm"], timestamp_field=None)
     parser = _parser(_json_stream(), other)
     readings, _ = parser.parse("fans/f3", b'{"rpm": 900}', NOW)
     assert readings == [Reading("fan", "f3", NOW, (900.0,))]
@@ -727,7 +732,7 @@ def test_senml_empty_pack() -> None:
 def test_throughput_six_feature_json(capsys: pytest.CaptureFixture[str]) -> None:
     """Printed, not asserted: the number to compare with the network thread's budget."""
     names = ["temp", "pressure", "flow", "vibration", "current", "rpm"]
-    stream = StreamConfig(
+    stream = _stream(
         name="pump",
         topic="plant/{device}/pump",
         features=[*names[:4], {"name": "current", "path": "motor.current"}, "rpm"],

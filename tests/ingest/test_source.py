@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from sentinel.config import MqttConfig, SentinelConfig, StreamConfig
 from sentinel.ingest.mqtt import MqttSource
@@ -20,11 +21,15 @@ STREAM = StreamConfig.model_validate(
 
 
 def _mqtt_source(sink: list[tuple[Delivery, float]], keepalive: int = 30) -> MqttSource:
+    def accept(delivery: Delivery, timeout: float) -> bool:
+        sink.append((delivery, timeout))
+        return True
+
     return MqttSource(
         MqttConfig.model_validate({"keepalive": keepalive, "client_id": "contract"}),
         [STREAM],
         parser=MessageParser([STREAM], max_payload_bytes=1024),
-        sink=lambda delivery, timeout: sink.append((delivery, timeout)) is None,
+        sink=accept,
         receive_maximum=100,
         on_fatal=lambda reason: None,
     )
@@ -46,7 +51,7 @@ def test_the_mqtt_source_hands_its_sink_the_packet_id_and_a_third_of_its_keepali
     message = mqtt.MQTTMessage(mid=7, topic=b"plant/p1/pump")
     message.payload = b'{"ts": 1700000000, "flow": 2.5}'
     message.qos = 1
-    source._on_message(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2), None, message)
+    source._on_message(mqtt.Client(CallbackAPIVersion.VERSION2), None, message)
     [(delivery, timeout)] = seen
     assert delivery.ack == Ack(token=7, epoch=0)
     assert delivery.readings[0].values == (2.5,)

@@ -10,7 +10,7 @@ from sentinel.ingest.topics import TopicRouter
 
 
 def _stream(name: str, topic: str) -> StreamConfig:
-    return StreamConfig(name=name, topic=topic, features=["x"])
+    return StreamConfig.model_validate({"name": name, "topic": topic, "features": ["x"]})
 
 
 def _match(pattern: str, topic: str) -> str | None:

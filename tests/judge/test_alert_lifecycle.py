@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from sentinel.config import AlertsConfig, SentinelConfig, config_hash
 from sentinel.judge.alerts import AlertTracker, severity_of
-from sentinel.records import AlertStatus, Score, Severity, ThresholdState, Verdict, Window
+from sentinel.records import Alert, AlertStatus, Score, Severity, ThresholdState, Verdict, Window
 
-FEATURES = {"pump": ("flow", "pressure", "current")}
+FEATURES: dict[str, tuple[str, ...]] = {"pump": ("flow", "pressure", "current")}
 BASELINE = (0.1, 0.1, 0.1)
 STATE = ThresholdState("spot", 2.5, 4100, 1e-3, True)
 
@@ -34,9 +34,9 @@ def tracker(**overrides: float) -> AlertTracker:
     return AlertTracker(cfg, FEATURES, config_hash="abc123")
 
 
-def run(t: AlertTracker, pattern: str, start: float = 0.0, step: float = 10.0) -> list:  # type: ignore[type-arg]
+def run(t: AlertTracker, pattern: str, start: float = 0.0, step: float = 10.0) -> list[Alert]:
     """'x' anomalous, '.' normal; returns the alert changes."""
-    changes = []
+    changes: list[Alert] = []
     for i, c in enumerate(pattern):
         change = t.observe(verdict(start + i * step, c == "x"), BASELINE)
         if change is not None:

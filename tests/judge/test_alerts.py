@@ -15,7 +15,7 @@ from sentinel.records import (
     Window,
 )
 
-FEATURES = {"pump": ("flow", "pressure", "current")}
+FEATURES: dict[str, tuple[str, ...]] = {"pump": ("flow", "pressure", "current")}
 BASELINE = (0.1, 0.1, 0.1)
 
 

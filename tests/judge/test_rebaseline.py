@@ -12,6 +12,7 @@ from sentinel.config import ThresholdConfig
 from sentinel.judge.drift import LevelShiftWatch
 from sentinel.judge.threshold import ThresholdBank, _empirical_tail
 from sentinel.records import Score, Window
+from tests.judge.helpers import detail_number
 
 STEP = 20.0  # seconds between windows
 
@@ -64,9 +65,9 @@ def test_a_lasting_level_shift_rebaselines_within_the_configured_time(method: st
     # Page-Hinkley fires some windows after the shift; the episode is back-dated to the
     # change itself, so the re-baseline comes rebaseline_after after the shift, not after
     # rebaseline_after plus the test's detection delay.
-    assert 0 < float(event.detail["change_detected_at"]) - shift_at <= 2 * STEP  # type: ignore[arg-type]
+    assert 0 < detail_number(event, "change_detected_at") - shift_at <= 2 * STEP
     assert event.at - shift_at == pytest.approx(600, abs=2 * STEP)
-    assert float(event.detail["threshold_after"]) > 3 * float(event.detail["threshold_before"])  # type: ignore[arg-type]
+    assert detail_number(event, "threshold_after") > 3 * detail_number(event, "threshold_before")
     after = np.array(flags[2000:])
     rebaselined_k = round((event.at - shift_at) / STEP)
     assert after[:rebaselined_k].mean() > 0.8  # the new level alerted until then ...
@@ -223,5 +224,6 @@ def test_a_shift_soon_after_a_burst_still_rebaselines_on_time(method: str) -> No
     events = bank.drain_events()
     assert len(events) == 1
     shift_at = 2075 * STEP
-    assert float(events[0].detail["change_detected_at"]) - shift_at == pytest.approx(STEP, abs=STEP)  # type: ignore[arg-type]
+    change = detail_number(events[0], "change_detected_at")
+    assert change - shift_at == pytest.approx(STEP, abs=STEP)
     assert events[0].at - shift_at == pytest.approx(600, abs=2 * STEP)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sentinel.config import SpikesConfig
-from sentinel.judge.spikes import SpikeCheck, hampel_residuals
+from sentinel.judge.spikes import SpikeCheck, SpikeHit, hampel_residuals
 
 WINDOW, HOP = 16, 4
 
@@ -27,7 +27,7 @@ def noisy(n: int, seed: int = 0, sigma: float = 0.1) -> np.ndarray:
     return np.column_stack([cycle, level]) + sigma * rng.standard_normal((n, 2))
 
 
-def run(check: SpikeCheck, series: np.ndarray, hop: int = HOP) -> list:
+def run(check: SpikeCheck, series: np.ndarray, hop: int = HOP) -> list[SpikeHit | None]:
     batch = windows(series, hop)
     return check.check("pump", ["p1"] * len(batch), batch)
 
@@ -141,7 +141,10 @@ def test_snapshot_round_trip_judges_at_once() -> None:
     assert set(saved) == {"p1"}
     fresh = SpikeCheck(SpikesConfig(), HOP)
     assert fresh.restore("pump", saved, 2) == 1
-    np.testing.assert_allclose(fresh.scale("pump", "p1"), check.scale("pump", "p1"))
+    restored, learnt = fresh.scale("pump", "p1"), check.scale("pump", "p1")
+    assert restored is not None
+    assert learnt is not None
+    np.testing.assert_allclose(restored, learnt)
     spike = noisy(40, seed=9)
     spike[20, 1] += 3.0
     batch = windows(spike)
@@ -178,6 +181,7 @@ def test_a_parked_device_keeps_its_noise_scale_and_judges_at_once_when_back() ->
     check = SpikeCheck(SpikesConfig(), HOP)
     run(check, noisy(2000))
     scale = check.scale("pump", "p1")
+    assert scale is not None
     saved = check.snapshot("pump")
     assert check.park(()) == 1
     assert check._devices == {}
@@ -186,4 +190,6 @@ def test_a_parked_device_keeps_its_noise_scale_and_judges_at_once_when_back() ->
     spike[20, 1] += 3.0
     batch = windows(spike)
     assert any(h is not None for h in check.check("pump", ["p1"] * len(batch), batch))
-    np.testing.assert_allclose(check.scale("pump", "p1"), scale)
+    back = check.scale("pump", "p1")
+    assert back is not None
+    np.testing.assert_allclose(back, scale)

@@ -1,26 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
 
 from sentinel.config import ThresholdConfig
 from sentinel.judge.threshold import ThresholdBank, calibration_threshold
-from sentinel.records import Score, Window
-
-
-def score(value: float, device: str = "a") -> Score:
-    window = Window("pump", device, 0.0, 1.0, np.zeros((2, 1), dtype=np.float32))
-    return Score(window, value, (value,), "v1")
-
-
-def with_model(
-    bank: ThresholdBank, fallback: float, held_back: Sequence[float] = ()
-) -> ThresholdBank:
-    """``bank`` with a model on stream "pump" whose calibration threshold is ``fallback``."""
-    bank.set_model("pump", {"0.995": fallback / bank.config.multiplier}, held_back)
-    return bank
+from tests.judge.helpers import score, with_model
 
 
 def test_calibration_threshold_takes_the_nearest_quantile() -> None:
@@ -130,7 +115,10 @@ def test_a_spiked_or_levelled_window_is_anomalous_and_teaches_the_threshold_noth
         # The level-shift watch sees every window's score; what the threshold learnt must not.
         learnt = ("normal_seen", "recent", "spot", "scale")
         before = {k: bank.snapshot("pump")["a"][k] for k in learnt}
-        verdict = bank.judge(score(0.5), **{kind: hit})
+        if isinstance(hit, SpikeHit):
+            verdict = bank.judge(score(0.5), spike=hit)
+        else:
+            verdict = bank.judge(score(0.5), level=hit)
         assert verdict.is_anomaly
         assert getattr(verdict, kind) == hit
         assert verdict.exceedance == pytest.approx(hit.exceedance)

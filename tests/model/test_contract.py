@@ -11,43 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from sentinel.config import ModelConfig
 from sentinel.errors import ModelError
-from sentinel.model import (
-    DETECTORS,
-    Detector,
-    TrainOptions,
-    daemon_refusal,
-    load_detector,
-    make_windows,
-)
+from sentinel.model import DETECTORS, Detector, daemon_refusal, load_detector, make_windows
 from sentinel.model.calibration import CALIBRATION_QUANTILES
 from sentinel.worker.pipeline import _SCORE_CAP
+from tests.model.helpers import CPU, FEATURES, WINDOW, signal, train
 
-FEATURES = ("a", "b")
-WINDOW = 8
-CPU = torch.device("cpu")
 KEYS = sorted(DETECTORS)
-
-
-def options(seed: int = 0) -> TrainOptions:
-    """A tiny LSTM and few epochs: the contract is about shapes and round trips, not skill."""
-    model = ModelConfig(seed=seed, epochs=2, hidden_size=8, latent_size=4, batch_size=64)
-    return TrainOptions("pump", FEATURES, WINDOW, model)
-
-
-def signal(rows: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    a = np.sin(np.arange(rows) / 6) + 0.05 * rng.standard_normal(rows)
-    return np.stack([a, 3 + 2 * a + 0.05 * rng.standard_normal(rows)], axis=1).astype(np.float32)
-
-
-def train(key: str, seed: int = 0) -> Detector:
-    return DETECTORS[key].train(
-        [signal(400), signal(300, seed=1)], options(seed), device=CPU, first_ts=10.0, last_ts=20.0
-    )
 
 
 def windows(count: int = 12) -> np.ndarray:

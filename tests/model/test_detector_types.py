@@ -22,8 +22,7 @@ from sentinel.model import (
     load_detector,
 )
 from sentinel.model.base import META_FILE
-from tests.model.test_contract import train
-from tests.model.test_registry import V1, make_detector
+from tests.model.helpers import V1, make_detector, train
 
 CPU = torch.device("cpu")
 

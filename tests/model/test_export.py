@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from sentinel.config import config_to_toml
 from sentinel.errors import ModelError
 from sentinel.model import ModelRegistry, resolve_device
 from sentinel.model.export import export_detector
-from tests.model.test_lstm_detector import CUDA_MISSING, FEATURES, make_detector, windows
+from tests.model.lstm_helpers import CUDA_MISSING, FEATURES, make_detector, windows
 
 
 def test_torchscript_export_scores_like_the_detector(tmp_path: Path) -> None:
@@ -58,7 +59,9 @@ def test_onnx_export_scores_like_the_detector(tmp_path: Path) -> None:
     model = onnx.load(str(path))
     assert [i.name for i in model.graph.input] == ["windows"]
     data = windows(6, seed=7)
-    scores, feature_errors = ReferenceEvaluator(model).run(None, {"windows": data})
+    outputs = ReferenceEvaluator(model).run(None, {"windows": data})
+    assert isinstance(outputs, list)  # a dict only for intermediate=True
+    scores, feature_errors = outputs
     want, want_features = detector.score(data)
     np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(feature_errors, want_features, rtol=1e-4, atol=1e-6)
@@ -103,10 +106,10 @@ def test_auto_falls_back_to_the_cpu_when_cuda_fails(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     real_zeros = torch.zeros
 
-    def broken_zeros(*args: object, **kwargs: object) -> torch.Tensor:
+    def broken_zeros(*args: Any, **kwargs: Any) -> torch.Tensor:
         if kwargs.get("device") == "cuda":
             raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version")
-        return real_zeros(*args, **kwargs)  # type: ignore[call-overload,no-any-return]
+        return real_zeros(*args, **kwargs)
 
     monkeypatch.setattr(torch, "zeros", broken_zeros)
     assert resolve_device("auto") == torch.device("cpu")

@@ -10,57 +10,10 @@ import pytest
 import torch
 
 from sentinel.errors import ModelError
-from sentinel.model import (
-    Calibration,
-    LstmAeDetector,
-    LstmAeMeta,
-    LstmAutoencoder,
-    Scaler,
-    resolve_device,
-)
+from sentinel.model import LstmAeDetector, LstmAeMeta, resolve_device
 from sentinel.model.base import META_FILE
 from sentinel.model.lstm_detector import WEIGHTS_FILE
-
-FEATURES = ("a", "b", "c")
-WINDOW = 12
-CPU = torch.device("cpu")
-CUDA_MISSING = not torch.cuda.is_available()
-
-
-def make_detector(
-    device: torch.device = CPU,
-    max_batch: int = 512,
-    version: str = "20250101T000000Z-abc123",
-    **meta_changes: object,
-) -> LstmAeDetector:
-    """An untrained but fully formed detector: enough for scoring and storage tests."""
-    torch.manual_seed(3)
-    module = LstmAutoencoder(len(FEATURES), hidden_size=8, latent_size=4, num_layers=1)
-    meta = LstmAeMeta(
-        version=version,
-        stream="pump",
-        features=FEATURES,
-        window=WINDOW,
-        hidden_size=8,
-        latent_size=4,
-        num_layers=1,
-        scaler=Scaler(mean=np.array([1.0, 2.0, 3.0]), scale=np.array([0.5, 1.0, 2.0])),
-        calibration=Calibration(
-            quantiles={"0.5": 0.1, "0.9": 0.2, "0.99": 0.3, "0.995": 0.35, "0.999": 0.4},
-            max=0.5,
-            feature_mean_errors=(0.1, 0.1, 0.1),
-        ),
-        created="2025-01-01T00:00:00+00:00",
-        training={"n_readings": 100, "first_ts": 1.5, "seed": 0, "note": "test"},
-    )
-    meta = dataclasses.replace(meta, **meta_changes)  # type: ignore[arg-type]
-    return LstmAeDetector(meta, module, device, max_batch=max_batch)
-
-
-def windows(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.normal([1.0, 2.0, 3.0], 1.0, size=(n, WINDOW, 3)).astype(np.float32)
-
+from tests.model.lstm_helpers import CPU, CUDA_MISSING, WINDOW, make_detector, windows
 
 # -- device ---------------------------------------------------------------------------------
 

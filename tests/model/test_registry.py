@@ -4,46 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from sentinel.errors import ModelError
-from sentinel.model import (
-    Calibration,
-    Detector,
-    LstmAeDetector,
-    LstmAeMeta,
-    LstmAutoencoder,
-    ModelRegistry,
-    Scaler,
-)
+from sentinel.model import ModelRegistry
 from sentinel.model.lstm_detector import WEIGHTS_FILE
-
-CPU = torch.device("cpu")
-
-
-def make_detector(version: str, stream: str = "pump", seed: int = 0) -> Detector:
-    torch.manual_seed(seed)
-    meta = LstmAeMeta(
-        version=version,
-        stream=stream,
-        features=("a", "b"),
-        window=8,
-        hidden_size=4,
-        latent_size=2,
-        num_layers=1,
-        scaler=Scaler(mean=np.zeros(2, np.float32), scale=np.ones(2, np.float32)),
-        calibration=Calibration(
-            quantiles={"0.5": 0.1, "0.9": 0.2, "0.99": 0.3, "0.995": 0.35, "0.999": 0.4},
-            max=0.5,
-            feature_mean_errors=(0.1, 0.1),
-        ),
-        created="2025-01-01T00:00:00+00:00",
-    )
-    return LstmAeDetector(meta, LstmAutoencoder(2, 4, 2, 1), CPU)
-
-
-V1 = "20250101T000000Z-aaaaaa"
-V2 = "20250102T000000Z-000000"
+from tests.model.helpers import CPU, V1, V2, make_detector
 
 
 @pytest.fixture

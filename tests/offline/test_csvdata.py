@@ -142,4 +142,4 @@ def test_dialect_errors_say_what_to_pass(
 )
 def test_bad_dialects_are_refused_before_reading(kwargs: dict[str, str], message: str) -> None:
     with pytest.raises(DataError, match=message):
-        CsvDialect(**kwargs)  # type: ignore[arg-type]
+        CsvDialect(**kwargs)

@@ -8,10 +8,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentinel.config import SentinelConfig
-from sentinel.model import Detector, train_detector, training_options
+from sentinel.config import SentinelConfig, config_to_toml
+from sentinel.model import (
+    Calibration,
+    Detector,
+    LstmAeDetector,
+    LstmAeMeta,
+    LstmAutoencoder,
+    Scaler,
+    train_detector,
+    training_options,
+)
+from sentinel.records import Reading
+from sentinel.retrain.job import open_reservoir
 
 FEATURES = ["a", "b", "c"]
+CPU = torch.device("cpu")
 
 
 def make_config(state_dir: Path, **retrain: Any) -> SentinelConfig:
@@ -61,3 +73,42 @@ def contaminate(data: np.ndarray, fraction: float, seed: int = 1) -> np.ndarray:
 
 def train(config: SentinelConfig, segments: list[np.ndarray]) -> Detector:
     return train_detector(segments, training_options(config, "pump"), device=torch.device("cpu"))
+
+
+def make_detector(version: str, seed: int = 0) -> Detector:
+    torch.manual_seed(seed)
+    n = len(FEATURES)
+    meta = LstmAeMeta(
+        version=version,
+        stream="pump",
+        features=tuple(FEATURES),
+        window=16,
+        hidden_size=4,
+        latent_size=2,
+        num_layers=1,
+        scaler=Scaler(mean=np.zeros(n, np.float32), scale=np.ones(n, np.float32)),
+        calibration=Calibration(
+            quantiles={"0.5": 0.1, "0.9": 0.2, "0.99": 0.3, "0.995": 0.35, "0.999": 0.4},
+            max=0.5,
+            feature_mean_errors=(0.1,) * n,
+        ),
+        created="2025-01-01T00:00:00+00:00",
+    )
+    return LstmAeDetector(meta, LstmAutoencoder(n, 4, 2, 1), CPU)
+
+
+def version(day: int) -> str:
+    return f"202501{day:02d}T000000Z-{day:06x}"
+
+
+def write_config(config: SentinelConfig, path: Path) -> str:
+    path.write_text(config_to_toml(config.model_dump(mode="json", exclude_none=True)))
+    return str(path)
+
+
+def fill(config: SentinelConfig, rows: np.ndarray, device: str = "d1", start: float = 0.0) -> None:
+    reservoir = open_reservoir(config, "pump")
+    reservoir.add(
+        [Reading("pump", device, start + i, tuple(map(float, r))) for i, r in enumerate(rows)]
+    )
+    reservoir.close()

@@ -18,8 +18,7 @@ from sentinel.model import ModelRegistry
 from sentinel.retrain import job
 from sentinel.retrain.job import RetrainOutcome, run_retrain
 from sentinel.retrain.promotion import Decision, Metrics
-from tests.retrain.helpers import make_config, normal
-from tests.retrain.test_service import fill
+from tests.retrain.helpers import fill, make_config, normal
 
 CPU = torch.device("cpu")
 

@@ -14,6 +14,7 @@ from sentinel.records import AuditEvent, Delivery, Reading, Window
 from sentinel.retrain.job import open_reservoir
 from sentinel.retrain.reservoir import Reservoir, ReservoirTap
 from sentinel.worker.pipeline import Pipeline
+from tests.judge.helpers import detail_number
 from tests.retrain.helpers import make_config, normal, train
 
 
@@ -29,7 +30,10 @@ def _clean_ts(res: Reservoir) -> np.ndarray:
 def test_an_accepted_span_trains_again_and_outside_it_exclusions_hold(tmp_path: Path) -> None:
     res = _reservoir(tmp_path / "r.sqlite")
     res.add([Reading("pump", "d1", float(t), (float(t),)) for t in range(600)])
-    flagged = [Window("pump", "d1", float(s), float(s + 15), np.zeros((16, 1))) for s in (100, 300)]
+    flagged = [
+        Window("pump", "d1", float(s), float(s + 15), np.zeros((16, 1), np.float32))
+        for s in (100, 300)
+    ]
     res.add([], flagged)
     assert not np.any((_clean_ts(res) >= 295) & (_clean_ts(res) <= 320))
     res.add([], accepted=[("d1", 290.0, 400.0)])  # the change from 290 was re-baselined at 400
@@ -45,7 +49,7 @@ def test_an_accepted_span_trains_again_and_outside_it_exclusions_hold(tmp_path: 
 def test_the_tap_takes_only_rebaseline_events_of_its_own_stream(tmp_path: Path) -> None:
     res = _reservoir(tmp_path / "r.sqlite")
     res.add([Reading("pump", "d1", float(t), (float(t),)) for t in range(200)])
-    res.add([], [Window("pump", "d1", 50.0, 150.0, np.zeros((16, 1)))])
+    res.add([], [Window("pump", "d1", 50.0, 150.0, np.zeros((16, 1), np.float32))])
     tap = ReservoirTap({"pump": res})
     events = [
         AuditEvent("fan", "d1", 150.0, "threshold_rebaselined", {"change_detected_at": 40.0}),
@@ -96,7 +100,7 @@ def test_after_a_level_shift_is_rebaselined_its_readings_can_train_a_model(
         )
         audit.extend(batch.audit)
     assert [e.kind for e in audit][:1] == ["threshold_rebaselined"]
-    change = float(audit[0].detail["change_detected_at"])  # type: ignore[arg-type]
+    change = detail_number(audit[0], "change_detected_at")
     assert shift_at <= change < shift_at + 60
     clean = reservoir.clean_data(window=16, max_gap=10, holdout_fraction=0.2)
     kept = np.concatenate([r.ts for r in clean.train + clean.holdout])

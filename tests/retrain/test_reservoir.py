@@ -11,9 +11,10 @@ from sentinel.records import Alert, AlertStatus, Reading, Window
 from sentinel.retrain.reservoir import Reservoir, ReservoirTap
 
 
-def _reservoir(path: Path, **kw: float) -> Reservoir:
-    args = {"max_rows": 10_000, "max_age": 1e9, "margin": 5.0, **kw}
-    return Reservoir(path, 2, **args).open()  # type: ignore[arg-type]
+def _reservoir(
+    path: Path, *, max_rows: int = 10_000, max_age: float = 1e9, margin: float = 5.0
+) -> Reservoir:
+    return Reservoir(path, 2, max_rows=max_rows, max_age=max_age, margin=margin).open()
 
 
 def _readings(device: str, start: float, n: int) -> list[Reading]:
@@ -60,7 +61,7 @@ def test_bounded_by_rows_and_by_age(tmp_path: Path) -> None:
 def test_anomalous_windows_and_alerts_are_left_out_with_a_margin(tmp_path: Path) -> None:
     res = _reservoir(tmp_path / "r.sqlite", margin=5.0)
     res.add(_readings("d1", 0, 400) + _readings("d2", 0, 400))
-    window = Window("pump", "d1", 100.0, 115.0, np.zeros((16, 2)))
+    window = Window("pump", "d1", 100.0, 115.0, np.zeros((16, 2), np.float32))
     alert = Alert(
         uid="u",
         stream="pump",
@@ -145,7 +146,7 @@ def test_exclusions_a_full_disk_refused_are_written_once_it_has_room(tmp_path: P
     tap.observe(_readings("d1", 0, 100), [], [])  # stored before the disk filled
     pages = res._db().execute("PRAGMA max_page_count").fetchone()[0]
     _disk_full(res)
-    flagged = Window("pump", "d1", 80.0, 99.0, np.zeros((20, 2)))
+    flagged = Window("pump", "d1", 80.0, 99.0, np.zeros((20, 2), np.float32))
     tap.observe(_readings("d1", 100, 1000), [flagged], [])
     assert tap.lost == {"pump": 1000}
     res._db().execute(f"PRAGMA max_page_count = {pages}")  # room again

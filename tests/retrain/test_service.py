@@ -18,14 +18,22 @@ from sentinel.config import SentinelConfig
 from sentinel.daemon.control import CONTROL_SOCKET, send_command
 from sentinel.daemon.retraining import RetrainService
 from sentinel.model import Detector, ModelRegistry
-from sentinel.records import Reading, Window
+from sentinel.records import Window
 from sentinel.retrain import retrainer as retrainer_module
 from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain
 from sentinel.retrain.retrainer import Request, Retrainer
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import running_app, wait_for
-from tests.retrain.helpers import FEATURES, contaminate, make_config, normal
-from tests.retrain.test_versions import make_detector, version, write_config
+from tests.retrain.helpers import (
+    FEATURES,
+    contaminate,
+    fill,
+    make_config,
+    make_detector,
+    normal,
+    version,
+    write_config,
+)
 
 CPU = torch.device("cpu")
 
@@ -40,14 +48,6 @@ def daemon(state: Path, broker: PrivateBroker) -> dict[str, Any]:
     }
     config["logging"] = {"format": "json"}
     return config
-
-
-def fill(config: SentinelConfig, rows: Any, device: str = "d1", start: float = 0.0) -> None:
-    reservoir = open_reservoir(config, "pump")
-    reservoir.add(
-        [Reading("pump", device, start + i, tuple(map(float, r))) for i, r in enumerate(rows)]
-    )
-    reservoir.close()
 
 
 @pytest.mark.integration

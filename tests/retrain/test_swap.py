@@ -11,7 +11,7 @@ import pytest
 
 from sentinel.records import Alert, Delivery, Reading, Verdict, WriteBatch
 from sentinel.worker.pipeline import Pipeline
-from tests.worker.test_pipeline import FakeDetector, make_config
+from tests.fakes import FakeDetector, make_config
 
 
 def test_swapping_under_load_loses_no_reading_and_scores_each_window_once() -> None:

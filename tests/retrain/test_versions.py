@@ -5,55 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from sentinel.cli.main import main
-from sentinel.config import SentinelConfig, config_to_toml
+from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.model import (
-    Calibration,
-    Detector,
-    LstmAeDetector,
-    LstmAeMeta,
-    LstmAutoencoder,
     ModelRegistry,
-    Scaler,
 )
 from sentinel.model.lstm_detector import WEIGHTS_FILE
 from sentinel.model.registry import load_active_or_previous
 from sentinel.retrain.job import RetrainOutcome
 from sentinel.retrain.retrainer import apply_outcome
-from tests.retrain.helpers import FEATURES, make_config
+from tests.retrain.helpers import FEATURES, make_config, make_detector, version, write_config
 
 CPU = torch.device("cpu")
-
-
-def make_detector(version: str, seed: int = 0) -> Detector:
-    torch.manual_seed(seed)
-    n = len(FEATURES)
-    meta = LstmAeMeta(
-        version=version,
-        stream="pump",
-        features=tuple(FEATURES),
-        window=16,
-        hidden_size=4,
-        latent_size=2,
-        num_layers=1,
-        scaler=Scaler(mean=np.zeros(n, np.float32), scale=np.ones(n, np.float32)),
-        calibration=Calibration(
-            quantiles={"0.5": 0.1, "0.9": 0.2, "0.99": 0.3, "0.995": 0.35, "0.999": 0.4},
-            max=0.5,
-            feature_mean_errors=(0.1,) * n,
-        ),
-        created="2025-01-01T00:00:00+00:00",
-    )
-    return LstmAeDetector(meta, LstmAutoencoder(n, 4, 2, 1), CPU)
-
-
-def version(day: int) -> str:
-    return f"202501{day:02d}T000000Z-{day:06x}"
 
 
 def saved(config: SentinelConfig, days: range) -> ModelRegistry:
@@ -61,11 +28,6 @@ def saved(config: SentinelConfig, days: range) -> ModelRegistry:
     for day in days:
         registry.save(make_detector(version(day), seed=day))
     return registry
-
-
-def write_config(config: SentinelConfig, path: Path) -> str:
-    path.write_text(config_to_toml(config.model_dump(mode="json", exclude_none=True)))
-    return str(path)
 
 
 def corrupt(registry: ModelRegistry, v: str) -> None:

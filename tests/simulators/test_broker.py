@@ -42,7 +42,7 @@ class Inbox:
         self.client.on_message = self._on_message
         props = None
         if protocol == mqtt.MQTTv5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = session_expiry
             self.client.connect(host, port, clean_start=session_expiry == 0, properties=props)
         else:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -41,7 +41,7 @@ def test_a_first_run_shows_collection_training_and_the_new_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     view = _View(tmp_path / "truth.jsonl")
-    for event in [
+    events: list[dict[str, Any]] = [
         {"event": "cold_start_progress", "collected": 500, "target": 1000},
         {"event": "cold_start_collected", "readings": 1000},
         {"event": "retrain_requested", "reason": "cold_start"},
@@ -55,7 +55,8 @@ def test_a_first_run_shows_collection_training_and_the_new_model(
             "seconds": 12.5,
         },
         {"event": "model_loaded", "version": "v1"},  # a later load, e.g. after a restart
-    ]:
+    ]
+    for event in events:
         view.handle(event)
     out = capsys.readouterr()
     text = out.out + out.err
@@ -142,9 +143,9 @@ def test_the_simulator_gets_the_demos_day_and_a_clock_that_ends_now(tmp_path: Pa
     args = argparse.Namespace(
         devices=2, rate=40.0, duration=3600.0, day_length=1200.0, cold_start=2640, seed=7
     )
-    broker = SimpleNamespace(url="mqtt://127.0.0.1:1883", protocol="5")
+    url = "mqtt://127.0.0.1:1883"
     first, rerun = (
-        fleet_args(_fleet_argv(args, broker, model, tmp_path / "t", tmp_path / "s")[3:])
+        fleet_args(_fleet_argv(args, url, "5", model, tmp_path / "t", tmp_path / "s")[3:])
         for model in (False, True)
     )
     assert first.day_length == rerun.day_length == args.day_length

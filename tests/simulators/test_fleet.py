@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,9 +35,9 @@ Mask = npt.NDArray[np.bool_]
 
 
 def simulate(
-    n: int, devices: int = 3, seed: int = 11, step: float = 1.0, **kw: object
+    n: int, devices: int = 3, seed: int = 11, step: float = 1.0, **kw: Any
 ) -> tuple[FleetSimulator, Matrix, dict[str, Matrix]]:
-    sim = FleetSimulator(devices, seed, step, start_ts=START, **kw)  # type: ignore[arg-type]
+    sim = FleetSimulator(devices, seed, step, start_ts=START, **kw)
     rows = [rs for _, rs in zip(range(n), sim.steps(), strict=False)]
     ts = np.array([r[0].ts for r in rows])
     data = {

@@ -13,17 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.records import (
-    Alert,
-    AlertReason,
-    AlertStatus,
-    DeviceProgress,
-    FeatureContribution,
-    Severity,
-)
 from sentinel.store import AlertStore
-
-T0 = 1_700_000_000.0  # epoch seconds; quarter seconds below are exact in floats and datetimes
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -45,47 +35,3 @@ def store(db_url: str) -> Iterator[AlertStore]:
         yield alert_store
     finally:
         alert_store.close()
-
-
-def make_alert(
-    uid: str = "a-1",
-    *,
-    stream: str = "pump",
-    device: str = "p1",
-    status: AlertStatus = AlertStatus.OPEN,
-    started_at: float = T0,
-    updated_at: float | None = None,
-    ended_at: float | None = None,
-    peak_score: float = 2.5,
-    threshold: float = 1.0,
-    windows: int = 2,
-    top_features: tuple[FeatureContribution, ...] = (
-        FeatureContribution("current", 0.75),
-        FeatureContribution("vibration", 0.25),
-    ),
-    model_version: str = "pump-v1",
-    severity: Severity = Severity.INFO,
-    reason: AlertReason | None = None,
-) -> Alert:
-    return Alert(
-        uid=uid,
-        stream=stream,
-        device=device,
-        status=status,
-        started_at=started_at,
-        updated_at=started_at if updated_at is None else updated_at,
-        ended_at=ended_at,
-        peak_score=peak_score,
-        threshold=threshold,
-        top_features=top_features,
-        model_version=model_version,
-        windows=windows,
-        severity=severity,
-        reason=reason,
-    )
-
-
-def make_progress(
-    device: str = "p1", last_ts: float = T0, readings: int = 1, stream: str = "pump"
-) -> DeviceProgress:
-    return DeviceProgress(stream=stream, device=device, last_ts=last_ts, readings=readings)

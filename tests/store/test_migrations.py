@@ -18,8 +18,7 @@ from sentinel.records import WriteBatch
 from sentinel.store import AlertStore
 from sentinel.store.db import MIGRATIONS_DIR
 from sentinel.store.schema import Base
-
-from .conftest import make_alert
+from tests.store.helpers import make_alert
 
 
 def _alembic_config() -> Config:

@@ -21,8 +21,7 @@ from sentinel.store.outbox import (
     prune_published,
 )
 from sentinel.store.schema import AlertOutboxRow
-
-from .conftest import T0, make_alert
+from tests.store.helpers import T0, make_alert
 
 POLICY = OutboxPolicy(peak_factor=1.5, interval=60.0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pytest
@@ -16,8 +17,7 @@ from sentinel.records import (
     WriteBatch,
 )
 from sentinel.store import AlertStore, AlertWriter
-
-from .conftest import T0, make_alert
+from tests.store.helpers import T0, documented_queries, make_alert, run_sql
 
 REASON = AlertReason(ThresholdState("spot", 2.5, 4100, 1e-3, True), 3e-5, "cafe0123cafe0123")
 
@@ -140,8 +140,8 @@ def test_the_writer_reports_resolved_alerts(store: AlertStore) -> None:
     seen: list[str] = []
     done = threading.Event()
 
-    def on_resolved(uids: object) -> None:
-        seen.extend(uids)  # type: ignore[call-overload]
+    def on_resolved(uids: Iterable[str]) -> None:
+        seen.extend(uids)
         done.set()
 
     writer = AlertWriter(store, flush_interval=0.01, on_resolved=on_resolved)
@@ -155,8 +155,6 @@ def test_the_writer_reports_resolved_alerts(store: AlertStore) -> None:
 
 
 def test_documented_queries_on_resolved_and_audited_data(store: AlertStore) -> None:
-    from .test_sql_docs import _rows, documented_queries
-
     store.write(
         [
             WriteBatch(
@@ -181,17 +179,17 @@ def test_documented_queries_on_resolved_and_audited_data(store: AlertStore) -> N
     store.resolve(ids["r2"], note="known maintenance", now=_utc(T0 + 50))
     queries = documented_queries(store.dialect)
     # open_alerts (the view) never lists a resolved alert
-    assert {r["id"] for r in _rows(store, "SELECT id FROM open_alerts")} == {ids["r1"], ids["r3"]}
-    assert _rows(store, queries["open_by_severity"]) == [
+    assert {r["id"] for r in run_sql(store, "SELECT id FROM open_alerts")} == {ids["r1"], ids["r3"]}
+    assert run_sql(store, queries["open_by_severity"]) == [
         {"severity": "critical", "alerts": 1},
         {"severity": "info", "alerts": 1},
     ]
-    assert _rows(store, queries["resolved_by_operators"]) == [
+    assert run_sql(store, queries["resolved_by_operators"]) == [
         {"id": ids["r2"], "stream": "pump", "device": "p2", "severity": "warning",
          "started_at": _utc(T0), "resolved_at": _utc(T0 + 50),
          "resolve_note": "known maintenance"},
     ]  # fmt: skip
-    assert _rows(store, queries["rebaselines"]) == [
+    assert run_sql(store, queries["rebaselines"]) == [
         {"stream": "pump", "device": "p3", "at": _utc(T0 + 700), "method": "quantile",
          "threshold_before": 3.0, "threshold_after": 15.5},
     ]  # fmt: skip

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +15,8 @@ from sqlalchemy import inspect
 from sentinel.records import AlertStatus, FeatureContribution, WriteBatch
 from sentinel.store import AlertStore
 from sentinel.store.db import MIGRATIONS_DIR
+from tests.store.helpers import T0, documented_queries, make_alert, make_progress, run_sql
 
-from .conftest import T0, make_alert, make_progress
-
-SQL_DOC = Path(__file__).resolve().parents[2] / "docs" / "SQL.md"
-_QUERY = re.compile(
-    r"<!-- query: (?P<name>\w+) dialect=(?P<dialect>both|sqlite|postgresql) -->\n"
-    r"```sql\n(?P<sql>.*?)```",
-    re.DOTALL,
-)
-_SQLITE_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?$")
 VIEWS = {"open_alerts", "alerts_per_device_day", "time_to_acknowledge"}
 
 
@@ -37,34 +26,6 @@ def _f(*pairs: tuple[str, float]) -> tuple[FeatureContribution, ...]:
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def _norm(value: Any) -> Any:
-    """One Python value per meaning: SQLite's timestamp text and PostgreSQL's timestamptz
-    both become aware UTC datetimes, PostgreSQL's numeric becomes float."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, str) and _SQLITE_TIMESTAMP.match(value):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
-
-
-def _rows(store: AlertStore, sql: str) -> list[dict[str, Any]]:
-    # Run the text as a user's client would: no bind-parameter parsing by SQLAlchemy.
-    with store.engine.connect() as conn:
-        result = conn.exec_driver_sql(sql.strip().rstrip(";"))
-        return [{k: _norm(v) for k, v in row.items()} for row in result.mappings()]
-
-
-def documented_queries(dialect: str) -> dict[str, str]:
-    queries: dict[str, str] = {}
-    for match in _QUERY.finditer(SQL_DOC.read_text(encoding="utf-8")):
-        if match["dialect"] in ("both", dialect):
-            assert match["name"] not in queries, f"query {match['name']} twice for {dialect}"
-            queries[match["name"]] = match["sql"]
-    return queries
 
 
 @pytest.fixture
@@ -220,7 +181,7 @@ def test_downgrade_drops_views(sql_store: AlertStore) -> None:
 
 def test_open_alerts_view(sql_store: AlertStore) -> None:
     ids = seed_fixed(sql_store)
-    rows = _rows(sql_store, "SELECT * FROM open_alerts ORDER BY started_at DESC, id DESC")
+    rows = run_sql(sql_store, "SELECT * FROM open_alerts ORDER BY started_at DESC, id DESC")
     assert rows == [
         {
             "id": ids["a3"],
@@ -255,7 +216,7 @@ def test_open_alerts_view(sql_store: AlertStore) -> None:
 
 def test_alerts_per_device_day_view(sql_store: AlertStore) -> None:
     seed_fixed(sql_store)
-    rows = _rows(sql_store, "SELECT * FROM alerts_per_device_day ORDER BY day, stream, device")
+    rows = run_sql(sql_store, "SELECT * FROM alerts_per_device_day ORDER BY day, stream, device")
     assert rows == [
         {"stream": "fan", "device": "f1", "day": "2023-11-13", "alerts": 1,
          "anomalous_windows": 4, "total_alert_seconds": 60.25},
@@ -284,7 +245,7 @@ def test_alerts_per_device_day_ignores_session_time_zone(postgres_url: str) -> N
 
 def test_time_to_acknowledge_view(sql_store: AlertStore) -> None:
     ids = seed_fixed(sql_store)
-    rows = _rows(sql_store, "SELECT * FROM time_to_acknowledge ORDER BY id")
+    rows = run_sql(sql_store, "SELECT * FROM time_to_acknowledge ORDER BY id")
     assert rows == [
         {"id": ids["a1"], "stream": "pump", "device": "p1", "started_at": _dt(T0),
          "acknowledged_at": _dt(T0 + 120.25), "seconds_to_ack": 120.25},
@@ -352,7 +313,7 @@ def _expected(ids: dict[str, int], now: float) -> dict[str, list[dict[str, Any]]
     }  # fmt: skip
 
 
-def test_every_documented_query_returns_expected_rows(sql_store: AlertStore) -> None:
+def test_every_documented_query_returns_expectedquery_rows(sql_store: AlertStore) -> None:
     now = float(int(time.time()))  # whole seconds: SQLite's datetime() drops fractions
     seed_fixed(sql_store)
     ids = seed_recent(sql_store, now)
@@ -361,4 +322,4 @@ def test_every_documented_query_returns_expected_rows(sql_store: AlertStore) -> 
     # Every query documented for this database has an expectation here, and vice versa.
     assert sorted(queries) == sorted(expected)
     for name, sql in queries.items():
-        assert _rows(sql_store, sql) == expected[name], name
+        assert run_sql(sql_store, sql) == expected[name], name

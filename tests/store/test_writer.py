@@ -14,8 +14,7 @@ from structlog.testing import capture_logs
 from sentinel.errors import StoreError
 from sentinel.records import Ack, WriteBatch
 from sentinel.store import AlertStore, AlertWriter
-
-from .conftest import T0, make_alert, make_progress
+from tests.store.helpers import T0, make_alert, make_progress
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -37,12 +36,13 @@ class FakeStore(AlertStore):
         self.gate = threading.Event()
         self.gate.set()
 
-    def write(self, batches: Sequence[WriteBatch]) -> None:
+    def write(self, batches: Sequence[WriteBatch]) -> set[str]:
         self.gate.wait()
         self.calls += 1
         if self.calls <= self.failures:
             raise StoreError("database is on fire")
         self.written.extend(batches)
+        return set()  # no alert resolved by an operator
 
 
 class Acks:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from sentinel.worker.pipeline import Pipeline
-from tests.worker.test_pipeline import FakeDetector, make_config
+from tests.fakes import FakeDetector, make_config
 
 
 def make_pipeline() -> Pipeline:
@@ -32,7 +34,7 @@ def test_a_reload_and_a_promotion_queued_together_apply_in_the_order_they_came(
     """The reload turns the shadow period on: a promotion queued after it first shadows
     the active model; one queued before it swaps at once."""
     pipeline = make_pipeline()
-    commands = [
+    commands: list[Callable[[], None]] = [
         lambda: pipeline.reconfigure(make_config(retrain={"shadow": 60.0})),
         lambda: pipeline.install_model("pump", FakeDetector("new"), shadow=True),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 
 import pytest
 
@@ -32,8 +33,8 @@ def test_a_recalled_device_continues_from_its_stored_progress() -> None:
     stored = DeviceProgress("pump", "a", 50.0, 7)
     asked: list[tuple[str, set[str]]] = []
 
-    def recall(stream: str, devices: object) -> dict[tuple[str, str], DeviceProgress]:
-        asked.append((stream, set(devices)))  # type: ignore[call-overload]
+    def recall(stream: str, devices: Collection[str]) -> dict[tuple[str, str], DeviceProgress]:
+        asked.append((stream, set(devices)))
         return {("pump", "a"): stored} if stream == "pump" else {}
 
     table = DeviceTable({"pump": 5, "fan": 5}, recall, threading.Event())

@@ -16,94 +16,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from sentinel.config import SentinelConfig
-from sentinel.model import Calibration, Detector, DetectorMeta
-from sentinel.records import Ack, AlertStatus, Delivery, DeviceProgress, Reading, WriteBatch
+from sentinel.records import AlertStatus, DeviceProgress, WriteBatch
 from sentinel.worker.coldstart import TrainingJob
 from sentinel.worker.pipeline import Pipeline
-
-FEATURES = ["x", "y"]
-
-
-def make_config(**overrides: Any) -> SentinelConfig:
-    data: dict[str, Any] = {
-        "streams": [{"name": "pump", "topic": "p/{device}", "features": FEATURES}],
-        "windows": {"length": 4, "hop": 1, "max_gap": 100},
-        "cold_start": {"readings": 64},
-        "alerts": {"open_after": 1, "close_after": 2},
-        "threshold": {"warmup": 1000},
-    }
-    data.update(overrides)
-    return SentinelConfig.model_validate(data)
-
-
-class FakeDetector(Detector):
-    """Scores a window by its largest absolute value: > 1.5 * 1.0 is anomalous."""
-
-    type_key = "fake"
-    cannot_save = "a test fake"
-
-    def __init__(self, version: str = "fake-1") -> None:
-        self._meta = DetectorMeta(
-            detector=self.type_key,
-            version=version,
-            stream="pump",
-            features=tuple(FEATURES),
-            window=4,
-            calibration=Calibration({"0.995": 1.0}, 1.0, (0.0, 0.0)),
-            created="2025-01-01T00:00:00+00:00",
-        )
-
-    @property
-    def meta(self) -> DetectorMeta:
-        return self._meta
-
-    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        per_feature = np.abs(windows).max(axis=1).astype(np.float64)
-        return per_feature.max(axis=1), per_feature
-
-    @classmethod
-    def train(cls, *args: Any, **kwargs: Any) -> FakeDetector:
-        raise NotImplementedError("the pipeline never trains a model itself")
-
-
-class Harness:
-    def __init__(
-        self, models: dict[str, Any], config: SentinelConfig | None = None, **kw: Any
-    ) -> None:
-        self.batches: list[WriteBatch] = []
-        self.jobs: list[TrainingJob] = []
-        self.pipeline = Pipeline(
-            config or make_config(),
-            sink=self.batches.append,
-            request_training=self.jobs.append,
-            models=models,
-            **kw,
-        )
-
-    def run(self, deliveries: list[Delivery], until: Callable[[], bool] | None = None) -> None:
-        self.pipeline.start()
-        for d in deliveries:
-            assert self.pipeline.offer(d)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if self.pipeline.depth == 0 and (until is None or until()):
-                break
-            time.sleep(0.01)
-        self.pipeline.stop()
-
-    @property
-    def alerts(self) -> list[Any]:
-        return [a for b in self.batches for a in b.alerts]
-
-
-def delivery(device: str, ts: float, x: float, mid: int | None = None) -> Delivery:
-    return Delivery(
-        topic=f"p/{device}",
-        readings=(Reading("pump", device, ts, (x, 0.0)),),
-        rejected=(),
-        ack=Ack(mid, 1) if mid is not None else None,
-        received_at=time.time(),
-    )
+from tests.fakes import FEATURES, FakeDetector, Harness, delivery, make_config
 
 
 def test_duplicates_and_out_of_order_readings_are_counted_and_skipped() -> None:

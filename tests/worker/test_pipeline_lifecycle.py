@@ -9,8 +9,7 @@ from typing import Any
 from sentinel.config import SentinelConfig
 from sentinel.records import AlertStatus, WriteBatch
 from sentinel.worker.pipeline import Pipeline
-
-from .test_pipeline import FakeDetector, delivery, make_config
+from tests.fakes import FakeDetector, delivery, make_config
 
 
 def pipeline(config: SentinelConfig, snapshot: Path | None = None, **kw: Any) -> Pipeline:
@@ -56,7 +55,9 @@ def test_a_lasting_level_change_rebaselines_and_is_audited_in_the_batch() -> Non
     assert [e.kind for e in audit] == ["threshold_rebaselined"]
     alerts = [a for b in batches for a in b.alerts]
     assert alerts[-1].status is AlertStatus.CLOSED  # no endless alert
-    assert audit[0].at <= alerts[-1].ended_at + 10  # type: ignore[operator]
+    ended_at = alerts[-1].ended_at
+    assert ended_at is not None
+    assert audit[0].at <= ended_at + 10
 
 
 def test_a_resolved_alert_closes_in_the_pipeline_and_cools_down() -> None:
