@@ -7,7 +7,12 @@ any prediction shares a row with it).
 
 * A predicted event is one alert: the run of rows that carry the same ``alert_id`` in
   replay's output (or a run of anomalous verdicts, for verdict-level scores).
-* A false alert is a predicted event that overlaps no labelled event.
+* ``grace``: a labelled event also counts as hit by a prediction that starts within
+  ``grace`` readings after its last row. A window-based detector can only speak once a
+  window that holds the event is complete, and an alert opens after ``open_after`` such
+  windows: with strict overlap a 3-reading spike could never be hit, however well it was
+  seen. The onset delay is still measured from the event's first row.
+* A false alert is a predicted event that overlaps no labelled event (grace included).
 * ``flagged / labelled`` compares rows under predictions with rows labelled; issue #21's
   target is at most 1.5 for every class.
 * The UCR anomaly archive's rule (Keogh et al., KDD Cup 2021): a series is solved when the row
@@ -103,10 +108,15 @@ class SeriesScore:
         return self.rows_flagged / self.rows_labelled if self.rows_labelled else None
 
 
-def score_series(labels: npt.ArrayLike, predicted: Sequence[RowEvent]) -> SeriesScore:
-    """Event-level outcome of ``predicted`` row spans against 0/1 ``labels``."""
+def score_series(
+    labels: npt.ArrayLike, predicted: Sequence[RowEvent], grace: int = 0
+) -> SeriesScore:
+    """Event-level outcome of ``predicted`` row spans against 0/1 ``labels``; a labelled
+    event is hit by a prediction that overlaps it or starts up to ``grace`` rows after it."""
+    if grace < 0:
+        raise ValueError(f"grace must not be negative, got {grace}")
     truth = label_events(labels)
-    as_float = [(float(a), float(b)) for a, b in truth]
+    as_float = [(float(a), float(b + grace)) for a, b in truth]
     pred_float = [(float(a), float(b)) for a, b in predicted]
     metrics = event_metrics(as_float, pred_float)
     delays = tuple(round(d) for d in detection_delays(as_float, pred_float))

@@ -73,6 +73,18 @@ def test_nothing_predicted_or_nothing_labelled() -> None:
     assert clean.flagged_ratio is None
 
 
+def test_grace_lets_a_late_onset_hit_a_short_event_and_keeps_the_delay() -> None:
+    # a 3-reading spike at rows 20-22; the alert opens at row 26, after the spike
+    truth = labels(60, (20, 22))
+    strict = score_series(truth, [(26, 30)])
+    assert (strict.detected, strict.false_alerts) == (0, 1)
+    late = score_series(truth, [(26, 30)], grace=4)
+    assert (late.detected, late.false_alerts, late.delays) == (1, 0, (6,))
+    assert score_series(truth, [(27, 30)], grace=4).detected == 0  # 5 after: too late
+    with pytest.raises(ValueError, match="grace"):
+        score_series(truth, [], grace=-1)
+
+
 def test_pooling_sums_counts_and_keeps_every_delay() -> None:
     a = score_series(labels(30, (10, 12)), [(11, 20)])
     b = score_series(labels(30, (5, 9)), [(7, 7), (20, 22)])
