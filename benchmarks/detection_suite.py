@@ -139,7 +139,8 @@ class Suite:
         except Exception as err:  # noqa: BLE001 -- one class's crash must not end the run
             traceback.print_exc()
             return ClassResult(series, f"crashed: {type(err).__name__}: {err}")
-        alerts = score_series(series.labels, id_events([r["alert_id"] for r in rows]), GRACE)
+        spans, ids = id_events([r["alert_id"] for r in rows])
+        alerts = score_series(series.labels, spans, GRACE, ids)
         flags = np.array([int(r["is_anomaly"]) for r in rows])
         verdicts = score_series(series.labels, label_events(flags), GRACE)
         return ClassResult(series, None, alerts, verdicts, time.monotonic() - started)

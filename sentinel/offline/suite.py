@@ -12,6 +12,9 @@ any prediction shares a row with it).
   window that holds the event is complete, and an alert opens after ``open_after`` such
   windows: with strict overlap a 3-reading spike could never be hit, however well it was
   seen. The onset delay is still measured from the event's first row.
+* An alert that closes and is reopened (``alerts.cooldown``) keeps its id: its runs of rows
+  are one alert when alerts are counted (``keys``), so a reopened alert is not a second false
+  alert; the rows between its runs are not rows in alerts.
 * A false alert is a predicted event that overlaps no labelled event (grace included).
 * ``flagged / labelled`` compares rows under predictions with rows labelled; issue #21's
   target is at most 1.5 for every class.
@@ -62,20 +65,24 @@ def label_events(labels: npt.ArrayLike) -> list[RowEvent]:
     return [(int(a), int(b)) for a, b in events_from_labels(rows, flags)]
 
 
-def id_events(ids: Sequence[str]) -> list[RowEvent]:
-    """Runs of the same non-empty id (e.g. replay's ``alert_id`` column) as row spans.
+def id_events(ids: Sequence[str]) -> tuple[list[RowEvent], list[str]]:
+    """Runs of the same non-empty id (e.g. replay's ``alert_id`` column) as row spans, and
+    each run's id (the ``keys`` of :func:`score_series`).
 
-    Two alerts back to back are two events, even with no row between them.
+    Two alerts back to back are two runs, even with no row between them; an alert reopened
+    after a pause is two runs with one id.
     """
     events: list[RowEvent] = []
+    keys: list[str] = []
     start = -1
     for i, uid in enumerate([*ids, ""]):
         if start >= 0 and uid != ids[start]:
             events.append((start, i - 1))
+            keys.append(ids[start])
             start = -1
         if uid and start < 0:
             start = i
-    return events
+    return events, keys
 
 
 @dataclass(frozen=True)
@@ -109,22 +116,37 @@ class SeriesScore:
 
 
 def score_series(
-    labels: npt.ArrayLike, predicted: Sequence[RowEvent], grace: int = 0
+    labels: npt.ArrayLike,
+    predicted: Sequence[RowEvent],
+    grace: int = 0,
+    keys: Sequence[str] | None = None,
 ) -> SeriesScore:
     """Event-level outcome of ``predicted`` row spans against 0/1 ``labels``; a labelled
-    event is hit by a prediction that overlaps it or starts up to ``grace`` rows after it."""
+    event is hit by a prediction that overlaps it or starts up to ``grace`` rows after it.
+
+    ``keys``: one per predicted span (e.g. its alert id); spans that share a key are counted
+    as one prediction, which is a false alert only when none of them hits an event.
+    """
     if grace < 0:
         raise ValueError(f"grace must not be negative, got {grace}")
+    names = list(keys) if keys is not None else [str(i) for i in range(len(predicted))]
+    if len(names) != len(predicted):
+        raise ValueError(f"{len(names)} keys for {len(predicted)} predicted spans")
     truth = label_events(labels)
     as_float = [(float(a), float(b + grace)) for a, b in truth]
     pred_float = [(float(a), float(b)) for a, b in predicted]
     metrics = event_metrics(as_float, pred_float)
     delays = tuple(round(d) for d in detection_delays(as_float, pred_float))
+    hitting = {
+        name
+        for name, span in zip(names, pred_float, strict=True)
+        if event_metrics(as_float, [span]).matched_predictions
+    }
     return SeriesScore(
         events=metrics.true_events,
         detected=metrics.detected_events,
-        predicted=metrics.predicted_events,
-        false_alerts=metrics.predicted_events - metrics.matched_predictions,
+        predicted=len(set(names)),
+        false_alerts=len(set(names) - hitting),
         delays=delays,
         rows_flagged=sum(b - a + 1 for a, b in predicted),
         rows_labelled=int(np.sum(np.asarray(labels) == 1)),

@@ -27,9 +27,10 @@ def labels(n: int, *spans: tuple[int, int]) -> list[int]:
 
 def test_alert_ids_become_events_and_back_to_back_alerts_stay_two() -> None:
     ids = ["", "a", "a", "", "b", "b", "c", "", "", "d"]
-    assert id_events(ids) == [(1, 2), (4, 5), (6, 6), (9, 9)]
-    assert id_events([]) == []
-    assert id_events(["", ""]) == []
+    assert id_events(ids) == ([(1, 2), (4, 5), (6, 6), (9, 9)], ["a", "b", "c", "d"])
+    assert id_events(["", "a", "", "a", "a"]) == ([(1, 1), (3, 4)], ["a", "a"])  # reopened
+    assert id_events([]) == ([], [])
+    assert id_events(["", ""]) == ([], [])
 
 
 def test_label_events_are_inclusive_row_spans() -> None:
@@ -83,6 +84,18 @@ def test_grace_lets_a_late_onset_hit_a_short_event_and_keeps_the_delay() -> None
     assert score_series(truth, [(27, 30)], grace=4).detected == 0  # 5 after: too late
     with pytest.raises(ValueError, match="grace"):
         score_series(truth, [], grace=-1)
+
+
+def test_a_reopened_alert_is_one_alert_hit_or_false() -> None:
+    truth = labels(100, (10, 19))
+    # alert "a" hits the event, closes, and is reopened twice later: one alert, not false;
+    # alert "b" never touches the event: one false alert, however many runs it has
+    spans = [(12, 20), (40, 45), (60, 61), (80, 81), (85, 86)]
+    score = score_series(truth, spans, keys=["a", "a", "a", "b", "b"])
+    assert (score.predicted, score.false_alerts, score.detected) == (2, 1, 1)
+    assert score.rows_flagged == 9 + 6 + 2 + 2 + 2  # rows between runs are not counted
+    with pytest.raises(ValueError, match="keys"):
+        score_series(truth, spans, keys=["a"])
 
 
 def test_pooling_sums_counts_and_keeps_every_delay() -> None:
