@@ -18,9 +18,10 @@ Labelling rules (what counts as an anomaly):
 * A level shift that becomes the new normal is labelled over its first
   :data:`NEW_NORMAL_LABELLED` readings only: a detector should say so at the onset, then
   accept the new level. Alerts after that are false alerts.
-* Recurring pulses, normal bursts of counts and a command flag that switches after training
-  (an operator's command, constant in training) are labelled 0: a detector should not alert
-  on them. Those series carry one other, real anomaly so recall is measured too.
+* Recurring pulses, normal bursts of counts, ordinary steps of a set point and a command
+  flag that switches after training (an operator's command, constant in training) are
+  labelled 0: a detector should not alert on them. Those series carry one other, real
+  anomaly so recall is measured too.
 * Gaps are missing rows: the timestamps jump; nothing is labelled for them.
 
 Daily and weekly cycles are sampled every minute, 5 minutes and hour. At one reading per
@@ -55,6 +56,7 @@ __all__ = [
     "level_shift_anomaly",
     "level_shift_new_normal",
     "periodic_actuation",
+    "setpoint_steps",
     "stuck_sensor",
 ]
 
@@ -404,6 +406,41 @@ def frequency_change(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     )
 
 
+def setpoint_steps(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A set point that steps between a few values every 150-400 readings and stays flat in
+    between (normal, in training too), and the temperature that follows it with a lag.
+
+    One anomaly: the temperature stops following for 150 readings (it holds 3 degrees under
+    the set point: a heater fault). 1 s.
+    """
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    setpoint = np.empty(rows)
+    at, level = 0, 50.0
+    while at < rows:
+        length = int(rng.integers(150, 400))
+        setpoint[at : at + length] = level
+        at += length
+        level = float(rng.choice([v for v in (40.0, 45.0, 50.0, 55.0) if v != level]))
+    temperature = np.empty(rows)
+    temperature[0] = setpoint[0]
+    for i in range(1, rows):  # first-order lag, time constant 20 readings
+        temperature[i] = temperature[i - 1] + (setpoint[i] - temperature[i - 1]) / 20
+    train = rows // 2
+    start = train + (rows - train) // 2
+    temperature[start : start + 150] = setpoint[start : start + 150] - 3.0
+    temperature = np.round(temperature + _noise(rng, rows, 0.1), 1)
+    return _series(
+        "setpoint_steps",
+        np.column_stack([setpoint, temperature]),
+        ("setpoint", "temperature"),
+        _labels(rows, (start, start + 150)),
+        1.0,
+        train,
+        "setpoint steps among 4 values, flat between (normal); temperature 3 under it once",
+    )
+
+
 # -- counts ---------------------------------------------------------------------------------
 
 
@@ -568,6 +605,7 @@ CLASSES: dict[str, Generator] = {
     "level_shift_new_normal": level_shift_new_normal,
     "amplitude_change": amplitude_change,
     "frequency_change": frequency_change,
+    "setpoint_steps": setpoint_steps,
     "bursty_counts": bursty_counts,
     "constant_in_training": constant_in_training,
     "command_flag": command_flag,

@@ -129,6 +129,19 @@ def test_bursty_counts_are_integers_with_normal_bursts() -> None:
     assert x[s.labels == 1].mean() > 20  # the abnormal burst: Poisson(30), not (12)
 
 
+def test_setpoint_steps_are_normal_in_training_and_after() -> None:
+    s = series("setpoint_steps")
+    setpoint = s.values[:, 0]
+    steps = np.flatnonzero(np.diff(setpoint))
+    assert int(np.sum(steps < s.train_rows)) >= 3  # steps are part of training
+    assert int(np.sum(steps >= s.train_rows)) >= 3
+    assert len(np.unique(setpoint)) <= 4  # few distinct values, flat between steps
+    assert len(label_events(s.labels)) == 1  # one anomaly; the steps outside it are normal
+    assert int(np.sum(s.labels[steps + 1] == 0)) >= len(steps) - 1
+    gap = setpoint - s.values[:, 1]
+    assert np.all(np.abs(gap[s.labels == 1] - 3.0) < 0.6)  # the heater fault
+
+
 def test_stuck_sensor_holds_and_flatline_is_zero() -> None:
     stuck = series("stuck_sensor")
     for a, b in label_events(stuck.labels):
