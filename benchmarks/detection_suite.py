@@ -325,6 +325,8 @@ def main() -> int:
         if "ucr" in parts:
             began = time.monotonic()
             files = sorted((args.datasets / "ucr").glob("*_UCR_Anomaly_*.txt"))
+            if not files:
+                raise SystemExit(f"{args.datasets / 'ucr'}: no *_UCR_Anomaly_*.txt series")
             ucr: list[UcrOutcome | str] = []
             for path in files[:2] if args.quick else files:
                 try:
