@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-__all__ = ["broker", "fleet", "replay"]
+__all__ = ["broker", "fleet", "replay", "synthetic"]

@@ -1,0 +1,624 @@
+"""Labelled synthetic series, one generator per class of behaviour that issue #21 names.
+
+The development suite (``benchmarks/detection_suite.py``) replays each of these through the
+daemon's code with the default config. Every class pins one way detection goes wrong on data
+nobody tuned for (issue #21, "Causes found"): coarse sampling, recurring normal pulses, flat
+lines, lasting level shifts, subtle changes inside an oscillation, counts, features constant
+in training, decoupled channels and gaps.
+
+Every generator is deterministic for its ``seed`` and returns a :class:`LabelledSeries`:
+epoch-second timestamps, a ``(rows, features)`` matrix, per-row 0/1 labels, the sampling
+interval and ``train_rows``, the leading rows a detector may train on. No label is ever 1
+inside the training rows. Noise is AR(1) plus white noise and, where a real sensor would
+have it, quantisation, so no series is a clean sine.
+
+Labelling rules (what counts as an anomaly):
+
+* A change that goes away again is labelled over every reading it touches.
+* A level shift that becomes the new normal is labelled over its first
+  :data:`NEW_NORMAL_LABELLED` readings only: a detector should say so at the onset, then
+  accept the new level. Alerts after that are false alerts.
+* Recurring pulses, normal bursts of counts, ordinary steps of a set point and a command
+  flag that switches after training (an operator's command, constant in training) are
+  labelled 0: a detector should not alert on them. Those series carry one other, real
+  anomaly so recall is measured too.
+* Gaps are missing rows: the timestamps jump; nothing is labelled for them.
+
+Daily and weekly cycles are sampled every minute, 5 minutes and hour. At one reading per
+second a day is 86,400 rows, far beyond a fast suite, so ``cycle_1s`` is a 5-minute machine
+duty cycle: the same problem (a periodic pattern several hundred readings long) at 1 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "CLASSES",
+    "EPOCH",
+    "NEW_NORMAL_LABELLED",
+    "LabelledSeries",
+    "amplitude_change",
+    "bursty_counts",
+    "command_flag",
+    "constant_in_training",
+    "cycle",
+    "daily_pulse",
+    "decorrelation",
+    "flatline",
+    "frequency_change",
+    "gaps",
+    "generate",
+    "level_shift_anomaly",
+    "level_shift_new_normal",
+    "periodic_actuation",
+    "setpoint_steps",
+    "stuck_sensor",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int8]
+
+EPOCH = 1_767_571_200.0  # Monday 2026-01-05 00:00 UTC: weekly patterns start on a Monday
+DAY = 86_400.0
+NEW_NORMAL_LABELLED = 100
+"""A level shift that stays is labelled over this many readings from its onset, no more."""
+
+
+@dataclass(frozen=True)
+class LabelledSeries:
+    """One labelled series: rows ``[0, train_rows)`` are normal and may train a detector."""
+
+    name: str  # the class, e.g. "cycle_5min"
+    timestamps: FloatArray  # (rows,) epoch seconds, strictly increasing
+    values: FloatArray  # (rows, features)
+    features: tuple[str, ...]
+    labels: IntArray  # (rows,) 1 = anomalous reading
+    interval: float  # nominal seconds between readings (gaps aside)
+    train_rows: int
+    description: str
+
+    def __post_init__(self) -> None:
+        rows = len(self.timestamps)
+        if self.values.shape != (rows, len(self.features)):
+            raise ValueError(f"{self.name}: values {self.values.shape}, features {self.features}")
+        if self.labels.shape != (rows,):
+            raise ValueError(f"{self.name}: {self.labels.shape} labels for {rows} rows")
+        if not 0 < self.train_rows < rows:
+            raise ValueError(f"{self.name}: train_rows {self.train_rows} of {rows}")
+        if self.labels[: self.train_rows].any():
+            raise ValueError(f"{self.name}: a label inside the training rows")
+        if np.any(np.diff(self.timestamps) <= 0):
+            raise ValueError(f"{self.name}: timestamps must increase")
+
+    @property
+    def rows(self) -> int:
+        return len(self.timestamps)
+
+
+def _ar1(rng: np.random.Generator, n: int, sigma: float, phi: float = 0.8) -> FloatArray:
+    """Stationary AR(1) noise with standard deviation ``sigma`` (slowly wandering sensors)."""
+    shocks = rng.normal(0.0, sigma * np.sqrt(1.0 - phi * phi), n)
+    out = np.empty(n)
+    level = rng.normal(0.0, sigma)
+    for i in range(n):
+        level = phi * level + shocks[i]
+        out[i] = level
+    return out
+
+
+def _noise(rng: np.random.Generator, n: int, sigma: float) -> FloatArray:
+    """Realistic sensor noise: half correlated (AR(1)), half white, same total variance."""
+    return _ar1(rng, n, sigma / np.sqrt(2)) + rng.normal(0.0, sigma / np.sqrt(2), n)
+
+
+def _times(n: int, interval: float) -> FloatArray:
+    return EPOCH + interval * np.arange(n, dtype=np.float64)
+
+
+def _labels(n: int, *spans: tuple[int, int]) -> IntArray:
+    """0/1 labels with ``[start, end)`` spans set."""
+    labels = np.zeros(n, dtype=np.int8)
+    for start, end in spans:
+        labels[start:end] = 1
+    return labels
+
+
+def _series(
+    name: str,
+    values: FloatArray,
+    features: tuple[str, ...],
+    labels: IntArray,
+    interval: float,
+    train_rows: int,
+    description: str,
+    timestamps: FloatArray | None = None,
+) -> LabelledSeries:
+    matrix = values.reshape(len(values), -1) if values.ndim == 1 else values
+    ts = _times(len(matrix), interval) if timestamps is None else timestamps
+    return LabelledSeries(
+        name, ts, matrix.astype(np.float64), features, labels, interval, train_rows, description
+    )
+
+
+# -- daily and weekly cycles ----------------------------------------------------------------
+
+_CYCLES = {
+    # interval: (period seconds, rows, kind of anomaly)
+    1.0: (300.0, 4_000, "distorted"),
+    60.0: (DAY, 5_760, "flattened"),
+    300.0: (DAY, 4_032, "distorted"),
+    3600.0: (DAY, 1_344, "flattened"),
+}
+
+
+def cycle(interval: float, *, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A load that follows a daily cycle (weekends lower) sampled every ``interval`` seconds.
+
+    ``interval`` is 1, 60, 300 or 3600 (at 1 s the period is 5 minutes, see the module doc).
+    The first half trains. Two anomalies a period apart (one where a quick series is too
+    short), each half a period long: the cycle flattened to its mean ("flattened": a plateau
+    where the cycle should be) or mirrored about it ("distorted": peak where the trough
+    should be).
+    """
+    period, rows, kind = _CYCLES[interval]
+    if quick:
+        rows = max(rows // 2, int(3 * period / interval))
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows) * interval
+    phase = 2 * np.pi * t / period
+    load = 50 + 20 * np.sin(phase - np.pi / 2) + 5 * np.sin(2 * phase)
+    if period == DAY:
+        weekend = ((t // DAY) % 7) >= 5
+        load = np.where(weekend, 50 + 0.5 * (load - 50) - 10, load)
+    per = int(period / interval)
+    train = rows // 2
+    spans = []
+    for start in (train + per // 3, train + per // 3 + per):
+        end = start + per // 2
+        if end >= rows:
+            break
+        if kind == "flattened":
+            load[start:end] = float(np.mean(load[start:end]))
+        else:
+            load[start:end] = 100 - load[start:end]
+        spans.append((start, end))
+    values = load + _noise(rng, rows, 1.5)
+    label = {1.0: "1s", 60.0: "1min", 300.0: "5min", 3600.0: "1h"}[interval]
+    return _series(
+        f"cycle_{label}",
+        values,
+        ("load",),
+        _labels(rows, *spans),
+        interval,
+        train,
+        f"period {period:.0f} s at {interval:.0f} s; {kind} for half a period, twice",
+    )
+
+
+# -- recurring normal spikes ----------------------------------------------------------------
+
+
+def periodic_actuation(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A valve actuates every 120 s (a 4-reading pressure pulse of ~10 noise sigmas): normal.
+
+    One abnormal spike: twice as high, off the schedule. 1 s sampling.
+    """
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    values = 5.0 + _noise(rng, rows, 0.05)
+    pulse = np.array([0.3, 0.5, 0.5, 0.2])
+    for start in range(60, rows - 4, 120):
+        values[start : start + 4] += pulse * rng.uniform(0.9, 1.1)
+    train = rows // 2
+    spike = train + (rows - train) // 2 + 31  # between two actuations
+    values[spike : spike + 3] += 1.0
+    return _series(
+        "periodic_actuation",
+        values,
+        ("pressure",),
+        _labels(rows, (spike, spike + 3)),
+        1.0,
+        train,
+        "normal 4-reading pulse every 120 readings; one off-schedule spike of twice the size",
+    )
+
+
+def daily_pulse(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A pump runs 20 minutes every day at 06:00 (power jumps): normal. 1 min sampling.
+
+    One abnormal pulse: the pump runs at 15:00 for 10 minutes at 1.5 x the usual power.
+    """
+    rows = 4_320 if quick else 5_760  # 3 or 4 days
+    rng = np.random.default_rng(seed)
+    values = 0.4 + np.abs(_noise(rng, rows, 0.05))
+    for day in range(rows // 1440 + 1):
+        start = day * 1440 + 360
+        values[start : start + 20] += 5.0 + rng.normal(0, 0.1, len(values[start : start + 20]))
+    train = 2 * 1440 if not quick else 1440 + 720
+    start = (rows // 1440 - 1) * 1440 + 900
+    values[start : start + 10] += 7.5
+    return _series(
+        "daily_pulse",
+        values,
+        ("power",),
+        _labels(rows, (start, start + 10)),
+        60.0,
+        train,
+        "normal 20-min pulse at 06:00 every day; one 10-min pulse of 1.5 x at 15:00",
+    )
+
+
+# -- flat lines, stuck sensors --------------------------------------------------------------
+
+
+def _wandering(rng: np.random.Generator, rows: int, period: float) -> FloatArray:
+    t = np.arange(rows, dtype=np.float64)
+    return np.asarray(20 + 2 * np.sin(2 * np.pi * t / period) + _noise(rng, rows, 0.3))
+
+
+def stuck_sensor(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """Two temperatures that move together; one sticks at its last value (twice). 1 s."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    a = _wandering(rng, rows, 400)
+    b = a + 1.0 + _noise(rng, rows, 0.2)
+    a, b = np.round(a, 2), np.round(b, 2)
+    train = rows // 2
+    spans = []
+    for start in (train + 300, train + (rows - train) // 2 + 300):
+        end = start + 200
+        b[start:end] = b[start - 1]
+        spans.append((start, end))
+    return _series(
+        "stuck_sensor",
+        np.column_stack([a, b]),
+        ("temp_a", "temp_b"),
+        _labels(rows, *spans),
+        1.0,
+        train,
+        "temp_b holds its last value for 200 readings, twice; temp_a goes on",
+    )
+
+
+def flatline(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A vibration sensor drops to exactly 0 (cable cut) for 150 readings, twice. 1 s."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    values = np.abs(2.0 + 0.3 * np.sin(np.arange(rows) / 50) + _noise(rng, rows, 0.25))
+    train = rows // 2
+    spans = []
+    for start in (train + 250, train + (rows - train) // 2 + 250):
+        values[start : start + 150] = 0.0
+        spans.append((start, start + 150))
+    return _series(
+        "flatline",
+        np.round(values, 2).astype(np.float64),
+        ("vibration",),
+        _labels(rows, *spans),
+        1.0,
+        train,
+        "reads exactly 0.0 for 150 readings, twice",
+    )
+
+
+# -- level shifts ---------------------------------------------------------------------------
+
+
+def level_shift_anomaly(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A flow drops by 4 noise sigmas for 150 readings and returns, twice. 1 s."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    values = 32 + 0.5 * np.sin(np.arange(rows) / 80) + _noise(rng, rows, 0.4)
+    train = rows // 2
+    spans = []
+    for start in (train + 300, train + (rows - train) // 2 + 300):
+        values[start : start + 150] -= 1.6
+        spans.append((start, start + 150))
+    return _series(
+        "level_shift_anomaly",
+        values,
+        ("flow",),
+        _labels(rows, *spans),
+        1.0,
+        train,
+        "level -4 sigma for 150 readings, then back; twice",
+    )
+
+
+def level_shift_new_normal(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A set point moves up by 4 noise sigmas and stays there (a new operating point). 1 s.
+
+    Labelled over the first :data:`NEW_NORMAL_LABELLED` readings of the new level only.
+    """
+    rows = 2_400 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    values = 60 + 0.5 * np.sin(np.arange(rows) / 70) + _noise(rng, rows, 0.5)
+    train = rows // 2
+    start = train + 300
+    values[start:] += 2.0
+    return _series(
+        "level_shift_new_normal",
+        values,
+        ("temperature",),
+        _labels(rows, (start, start + NEW_NORMAL_LABELLED)),
+        1.0,
+        train,
+        f"+4 sigma for good; labelled over its first {NEW_NORMAL_LABELLED} readings",
+    )
+
+
+# -- changes inside an oscillation ----------------------------------------------------------
+
+
+def _oscillation(
+    rng: np.random.Generator, rows: int, amplitude: FloatArray, frequency: FloatArray
+) -> FloatArray:
+    phase = 2 * np.pi * np.cumsum(frequency)  # continuous phase when the frequency changes
+    return 10 + amplitude * np.sin(phase) + _noise(rng, rows, 0.15)
+
+
+def amplitude_change(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A 50-reading oscillation whose amplitude grows by 60 % for 300 readings, twice. 1 s."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    amplitude = np.full(rows, 1.0)
+    train = rows // 2
+    spans = []
+    for start in (train + 200, train + (rows - train) // 2 + 200):
+        amplitude[start : start + 300] = 1.6
+        spans.append((start, start + 300))
+    values = _oscillation(rng, rows, amplitude, np.full(rows, 1 / 50))
+    return _series(
+        "amplitude_change",
+        values,
+        ("vibration",),
+        _labels(rows, *spans),
+        1.0,
+        train,
+        "amplitude x1.6 for 300 readings, twice",
+    )
+
+
+def frequency_change(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """The same oscillation at 1.5 x its frequency for 300 readings, twice. 1 s."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    frequency = np.full(rows, 1 / 50)
+    train = rows // 2
+    spans = []
+    for start in (train + 200, train + (rows - train) // 2 + 200):
+        frequency[start : start + 300] = 1.5 / 50
+        spans.append((start, start + 300))
+    values = _oscillation(rng, rows, np.ones(rows), frequency)
+    return _series(
+        "frequency_change",
+        values,
+        ("vibration",),
+        _labels(rows, *spans),
+        1.0,
+        train,
+        "frequency x1.5 for 300 readings, twice",
+    )
+
+
+def setpoint_steps(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A set point that steps between a few values every 150-400 readings and stays flat in
+    between (normal, in training too), and the temperature that follows it with a lag.
+
+    One anomaly: the temperature stops following for 150 readings (it holds 3 degrees under
+    the set point: a heater fault). 1 s.
+    """
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    setpoint = np.empty(rows)
+    at, level = 0, 50.0
+    while at < rows:
+        length = int(rng.integers(150, 400))
+        setpoint[at : at + length] = level
+        at += length
+        level = float(rng.choice([v for v in (40.0, 45.0, 50.0, 55.0) if v != level]))
+    temperature = np.empty(rows)
+    temperature[0] = setpoint[0]
+    for i in range(1, rows):  # first-order lag, time constant 20 readings
+        temperature[i] = temperature[i - 1] + (setpoint[i] - temperature[i - 1]) / 20
+    train = rows // 2
+    start = train + (rows - train) // 2
+    temperature[start : start + 150] = setpoint[start : start + 150] - 3.0
+    temperature = np.round(temperature + _noise(rng, rows, 0.1), 1)
+    return _series(
+        "setpoint_steps",
+        np.column_stack([setpoint, temperature]),
+        ("setpoint", "temperature"),
+        _labels(rows, (start, start + 150)),
+        1.0,
+        train,
+        "setpoint steps among 4 values, flat between (normal); temperature 3 under it once",
+    )
+
+
+# -- counts ---------------------------------------------------------------------------------
+
+
+def bursty_counts(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """Requests per minute: Poisson(3) with normal bursts, Poisson(12) for 5-15 minutes every
+    2-6 hours; one abnormal burst: Poisson(30) for 40 minutes. 1 min sampling."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    rate = np.full(rows, 3.0)
+    at = int(rng.integers(60, 240))
+    while at < rows:
+        rate[at : at + int(rng.integers(5, 16))] = 12.0
+        at += int(rng.integers(120, 360))
+    train = rows // 2
+    start = train + (rows - train) // 2
+    rate[start : start + 40] = 30.0
+    values = rng.poisson(rate).astype(np.float64)
+    return _series(
+        "bursty_counts",
+        values,
+        ("requests",),
+        _labels(rows, (start, start + 40)),
+        60.0,
+        train,
+        "Poisson(3) with normal Poisson(12) bursts; one Poisson(30) burst of 40 readings",
+    )
+
+
+# -- features constant in training ---------------------------------------------------------
+
+
+def constant_in_training(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A set point constant at 50.0 through training moves to 51.0 for 200 readings (an
+    anomaly: nobody changed it), twice; a pressure beside it runs normally. 1 s."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    pressure = 3.0 + 0.2 * np.sin(np.arange(rows) / 120) + _noise(rng, rows, 0.05)
+    setpoint = np.full(rows, 50.0)
+    train = rows // 2
+    spans = []
+    for start in (train + 300, train + (rows - train) // 2 + 300):
+        setpoint[start : start + 200] = 51.0
+        spans.append((start, start + 200))
+    return _series(
+        "constant_in_training",
+        np.column_stack([pressure, setpoint]),
+        ("pressure", "setpoint"),
+        _labels(rows, *spans),
+        1.0,
+        train,
+        "setpoint constant in training, then 51.0 for 200 readings, twice",
+    )
+
+
+def command_flag(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A command flag that is 0 through training switches to 1 for stretches later, as an
+    operator commands it: labelled normal. The pressure beside it is independent of it and
+    carries one real anomaly (down 5 sigmas for 150 readings). 1 s."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    pressure = 3.0 + 0.2 * np.sin(np.arange(rows) / 120) + _noise(rng, rows, 0.05)
+    flag = np.zeros(rows)
+    train = rows // 2
+    at = train + 100
+    while at < rows:
+        length = int(rng.integers(100, 300))
+        flag[at : at + length] = 1.0
+        at += length + int(rng.integers(150, 400))
+    start = train + (rows - train) // 2 + 50
+    pressure[start : start + 150] -= 0.25
+    return _series(
+        "command_flag",
+        np.column_stack([pressure, flag]),
+        ("pressure", "boost_cmd"),
+        _labels(rows, (start, start + 150)),
+        1.0,
+        train,
+        "boost_cmd 0 in training, switches normally later (label 0); pressure -5 sigma once",
+    )
+
+
+# -- multivariate decorrelation -------------------------------------------------------------
+
+
+def decorrelation(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """Two channels driven by one wandering load (r ~ 0.95); for 300 readings, twice, the
+    second follows a load of its own with the same spread. Each channel alone looks normal.
+    1 s."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    load = _ar1(rng, rows, 1.0, phi=0.98)
+    other = _ar1(rng, rows, 1.0, phi=0.98)
+    flow = 10 + 2 * load + _noise(rng, rows, 0.3)
+    driver = load.copy()
+    train = rows // 2
+    spans = []
+    for start in (train + 200, train + (rows - train) // 2 + 200):
+        driver[start : start + 300] = other[start : start + 300]
+        spans.append((start, start + 300))
+    current = 5 + 1.5 * driver + _noise(rng, rows, 0.2)
+    return _series(
+        "decorrelation",
+        np.column_stack([flow, current]),
+        ("flow", "current"),
+        _labels(rows, *spans),
+        1.0,
+        train,
+        "current decouples from flow for 300 readings, twice",
+    )
+
+
+# -- gaps -----------------------------------------------------------------------------------
+
+
+def gaps(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A 1 s flow with missing stretches: 10 readings, then 5 minutes of nothing, at the
+    very start; more gaps of 2-10 minutes later (in training and after). One anomaly: the
+    level drops by 4 sigmas for 150 readings."""
+    rows = 2_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    steps = np.ones(rows - 1)
+    steps[9] = 300.0  # a gap in the first rows
+    for at in rng.choice(np.arange(100, rows - 100), size=6, replace=False):
+        steps[at] = float(rng.integers(120, 600))
+    timestamps = EPOCH + np.concatenate(([0.0], np.cumsum(steps)))
+    values = 32 + 0.5 * np.sin(np.arange(rows) / 80) + _noise(rng, rows, 0.4)
+    train = rows // 2
+    start = train + (rows - train) // 2
+    values[start : start + 150] -= 1.6
+    return _series(
+        "gaps",
+        values,
+        ("flow",),
+        _labels(rows, (start, start + 150)),
+        1.0,
+        train,
+        "gaps of 2-10 min (one after the first 10 readings); level -4 sigma for 150 readings",
+        timestamps=timestamps,
+    )
+
+
+Generator = Callable[..., LabelledSeries]
+
+
+def _cycle(interval: float) -> Generator:
+    def make(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+        return cycle(interval, seed=seed, quick=quick)
+
+    return make
+
+
+CLASSES: dict[str, Generator] = {
+    "cycle_1s": _cycle(1.0),
+    "cycle_1min": _cycle(60.0),
+    "cycle_5min": _cycle(300.0),
+    "cycle_1h": _cycle(3600.0),
+    "periodic_actuation": periodic_actuation,
+    "daily_pulse": daily_pulse,
+    "stuck_sensor": stuck_sensor,
+    "flatline": flatline,
+    "level_shift_anomaly": level_shift_anomaly,
+    "level_shift_new_normal": level_shift_new_normal,
+    "amplitude_change": amplitude_change,
+    "frequency_change": frequency_change,
+    "setpoint_steps": setpoint_steps,
+    "bursty_counts": bursty_counts,
+    "constant_in_training": constant_in_training,
+    "command_flag": command_flag,
+    "decorrelation": decorrelation,
+    "gaps": gaps,
+}
+"""Every class by name, each ``(seed=..., quick=...) -> LabelledSeries``."""
+
+
+def generate(name: str, *, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """The series of class ``name`` (a key of :data:`CLASSES`)."""
+    try:
+        make = CLASSES[name]
+    except KeyError as err:
+        raise ValueError(f"unknown class {name!r}; one of {', '.join(CLASSES)}") from err
+    return make(seed=seed, quick=quick)
