@@ -431,11 +431,52 @@ class SpikesConfig(Section):
         le=1_000_000,
         description="Readings per device learnt before its spikes are judged.",
     )
+    recurring: bool = Field(
+        default=True,
+        description="Learn each device's normal pulses: a spike on a feature is normal, and "
+        "leaves its window alone, when the device had at least recurring_count earlier "
+        "spikes on that feature, on the same side and at least 1 / recurring_margin of its "
+        "size, within its last recurring_within readings. A first, rare or larger-than-ever "
+        "spike is still one. A daily pulse, bursty counts or a periodic actuation then alert "
+        "only on their first occurrences.",
+    )
+    recurring_count: int = Field(
+        default=3,
+        ge=1,
+        le=1_000,
+        description="Earlier similar-or-larger spikes within recurring_within readings that "
+        "make a spike normal (a burst of adjacent spiking readings counts once).",
+    )
+    recurring_within: int = Field(
+        default=5_000,
+        ge=10,
+        le=10_000_000,
+        description="Readings per device over which earlier spikes are counted: a pulse must "
+        "recur recurring_count times within this many readings to be normal (5,000 holds "
+        "three daily pulses at 1-minute, 5-minute, 15-minute or hourly sampling).",
+    )
+    recurring_margin: float = Field(
+        default=1.5,
+        ge=1.0,
+        le=100.0,
+        description="An earlier spike is similar-or-larger when its residual is on the same "
+        "side and at least 1 / recurring_margin times this spike's: a spike more than this "
+        "factor above every earlier one is never normal.",
+    )
+    recurring_memory: int = Field(
+        default=32,
+        ge=1,
+        le=1_000,
+        description="Spikes remembered per device and feature, newest kept (the memory is "
+        "bounded: at most this many per feature, saved with the noise scales).",
+    )
 
     @model_validator(mode="after")
     def _warmup_within_history(self) -> SpikesConfig:
         if self.warmup > self.history:
             raise ValueError("warmup must not exceed history")
+        if self.recurring_count > self.recurring_memory:
+            raise ValueError("recurring_count must not exceed recurring_memory")
         return self
 
 
