@@ -436,24 +436,28 @@ class SpikesConfig(Section):
         description="Learn each device's normal pulses: a spike on a feature is normal, and "
         "leaves its window alone, when the device had at least recurring_count earlier "
         "spikes on that feature, on the same side and at least 1 / recurring_margin of its "
-        "size, within its last recurring_within readings. A first, rare or larger-than-ever "
-        "spike is still one. A daily pulse, bursty counts or a periodic actuation then alert "
-        "only on their first occurrences.",
+        "size, within its last recurring_within readings (it recurs as often as normal), "
+        "or when it and the last recurring_count earlier ones of about its size are evenly "
+        "spaced, within 5% (it recurs with a learnt period, however long). A first, rare, "
+        "irregular or larger-than-ever spike is still one.",
     )
     recurring_count: int = Field(
         default=3,
         ge=1,
         le=1_000,
-        description="Earlier similar-or-larger spikes within recurring_within readings that "
-        "make a spike normal (a burst of adjacent spiking readings counts once).",
+        description="Earlier similar spikes that make a spike normal: within "
+        "recurring_within readings, or evenly spaced (a burst of adjacent spiking readings "
+        "counts once). The first recurring_count occurrences of a pulse are spikes.",
     )
     recurring_within: int = Field(
-        default=5_000,
+        default=1_000,
         ge=10,
         le=10_000_000,
-        description="Readings per device over which earlier spikes are counted: a pulse must "
-        "recur recurring_count times within this many readings to be normal (5,000 holds "
-        "three daily pulses at 1-minute, 5-minute, 15-minute or hourly sampling).",
+        description="Readings per device over which earlier spikes are counted: a spike "
+        "with recurring_count similar-or-larger ones within this many readings is normal "
+        "(irregular pulses, bursty counts; at 3 in 1,000, spikes more often than about one "
+        "in 330 readings). Regular pulses are learnt by their period instead, however far "
+        "apart.",
     )
     recurring_margin: float = Field(
         default=1.5,

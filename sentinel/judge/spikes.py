@@ -34,7 +34,11 @@ Each device also remembers its recent spikes per feature (``recurring``): at mos
 ``recurring_memory`` of them, each the reading's index in the device's own count of judged
 readings and its signed residual. A new spike is normal when at least ``recurring_count``
 remembered ones on the same feature, on the same side and at least 1 / ``recurring_margin``
-of its size, lie within the last ``recurring_within`` readings; a normal spike does not make
+of its size, lie within the last ``recurring_within`` readings (it recurs as often as
+normal), or when the last ``recurring_count`` of those of about its size (within the margin
+either way) and it are evenly
+spaced, each interval within 5% of their median (it recurs with a learnt period, however
+long: an hourly pulse at 1 s sampling is 3,600 readings apart); a normal spike does not make
 its windows anomalous. A daily pulse, a bursty count or a periodic actuation is then judged
 only until it has recurred that often, while a first, rare or larger-than-ever spike still
 alerts. Adjacent spiking readings (within ``2 x neighbours``) are one burst, counted once.
@@ -66,6 +70,9 @@ __all__ = ["SpikeCheck", "SpikeHit", "hampel_residuals"]
 _MAD_TO_SIGMA = 1.4826  # median |r| of normal noise x this = its standard deviation
 _MEAN_TO_SIGMA = 1.2533  # sqrt(pi / 2): mean |r| of normal noise x this = its sd
 _Z_CAP = 1e30  # stands in for an infinite z (a residual that overflowed)
+# A pulse is periodic when its intervals are within 5% of their median: a daily pulse
+# may drift by a reading or so at coarse sampling, random spikes hardly ever line up so.
+_PERIOD_TOLERANCE = 0.05
 _RECOMPUTE_EVERY = 32  # accepted readings between scale updates (a median costs ~0.1 ms)
 
 FloatArray = npt.NDArray[np.float64]
@@ -124,18 +131,27 @@ class _DeviceNoise:
         """Remember a spike of ``size`` at reading ``at``; True when it is a normal one."""
         past = self.spikes[feature]
         burst = bool(past) and at - past[-1][0] <= 2 * cfg.neighbours
-        similar = 0
-        for i, (when, earlier) in enumerate(past):
-            if burst and i == len(past) - 1:
-                continue  # the burst this reading belongs to is not an earlier spike
-            if when > at - cfg.recurring_within and earlier * size > 0:
-                similar += abs(earlier) * cfg.recurring_margin >= abs(size)
+        earlier = list(past)[:-1] if burst else list(past)  # a burst is not its own past
+        start = past[-1][0] if burst else at  # a burst is timed by its first reading
+        margin = cfg.recurring_margin
+        # similar-or-larger: on the same side, at least 1 / margin of this one
+        similar = [
+            (when, other)
+            for when, other in earlier
+            if other * size > 0 and abs(other) * margin >= abs(size)
+        ]
+        recent = sum(when > at - cfg.recurring_within for when, _ in similar)
+        # a period is learnt from alike spikes only (within margin either way): a one-off
+        # far larger spike must not break the period of the device's normal pulses
+        alike = [when for when, other in similar if abs(other) <= margin * abs(size)]
+        normal = recent >= cfg.recurring_count or _periodic(
+            [*alike[-cfg.recurring_count :], start], cfg.recurring_count
+        )
         if burst:
-            when, earlier = past[-1]
-            past[-1] = (at, earlier if abs(earlier) >= abs(size) else size)
+            first, known = past[-1]
+            past[-1] = (first, known if abs(known) >= abs(size) else size)
         else:
             past.append((at, size))
-        normal = similar >= cfg.recurring_count
         self.normal[(at, feature)] = normal
         return normal
 
@@ -323,6 +339,18 @@ class SpikeCheck:
             restored[(stream, str(device))] = state
         self._devices.update(restored)
         return len(restored)
+
+
+def _periodic(times: list[int], count: int) -> bool:
+    """Whether the last ``count`` intervals between ``times`` (readings, oldest first) are
+    one period: each within ``_PERIOD_TOLERANCE`` of their median (at least one reading)."""
+    if len(times) < count + 1:
+        return False
+    intervals = np.diff(np.asarray(times, dtype=np.float64))
+    period = float(np.median(intervals))
+    return period > 0 and bool(
+        (np.abs(intervals - period) <= max(1.0, _PERIOD_TOLERANCE * period)).all()
+    )
 
 
 def _to_data(state: _DeviceNoise) -> dict[str, Any] | None:

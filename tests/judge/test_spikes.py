@@ -253,13 +253,27 @@ def test_a_pulse_on_the_other_side_is_not_normal() -> None:
     assert at in hit_readings(run(check, series))
 
 
-def test_a_rare_pulse_stays_a_spike() -> None:
-    # once every 2,000 readings: never 3 earlier ones within recurring_within (5,000)
+def test_rare_irregular_spikes_stay_spikes() -> None:
+    # about one every 2,000 readings at uneven intervals: never 3 earlier ones within
+    # recurring_within (1,000), and no period
     series = noisy(12_000, seed=13)
-    pulses = list(range(1000, 12_000 - WINDOW, 2000))
+    spikes = [1000, 2900, 5300, 6900, 9500, 11_100]
+    series[spikes, 1] += 2.0
+    check = SpikeCheck(SpikesConfig(), HOP)
+    assert hit_readings(run(check, series)) == set(spikes)
+
+
+def test_a_rare_periodic_pulse_is_learnt_by_its_period() -> None:
+    # an hourly pulse at 1 s sampling: 3,600 readings apart, beyond recurring_within
+    series = noisy(20_000, seed=17)
+    pulses = list(range(500, 20_000 - 3, 3600))
     series[pulses, 1] += 2.0
     check = SpikeCheck(SpikesConfig(), HOP)
-    assert hit_readings(run(check, series)) == set(pulses)
+    assert hit_readings(run(check, series)) == set(pulses[:3])
+    # a pulse off its period is news again
+    late = noisy(4000, seed=18)
+    late[1000, 1] += 2.0
+    assert 1000 in hit_readings(run(check, late))
 
 
 def test_a_wide_pulse_counts_once_per_occurrence() -> None:
