@@ -369,10 +369,22 @@ def _to_data(state: _DeviceNoise) -> dict[str, Any] | None:
 
 def _scale(magnitudes: FloatArray) -> FloatArray:
     """Noise scale per feature from |residuals| (N, F); NaN where every residual is 0."""
-    median = np.median(magnitudes, axis=0) * _MAD_TO_SIGMA
+    ordered = np.sort(magnitudes, axis=0)  # one sort gives both medians
+    median = _middle(ordered, np.zeros(ordered.shape[1], dtype=np.intp)) * _MAD_TO_SIGMA
     mean = magnitudes.mean(axis=0) * _MEAN_TO_SIGMA
     # the typical step: the median of the non-zero residuals (0 where there are none)
-    step = np.array([np.median(col[col > 0]) if (col > 0).any() else 0.0 for col in magnitudes.T])
+    step = _middle(ordered, (ordered == 0).sum(axis=0))
     scale = np.maximum(np.maximum(median, mean), step)
     result: FloatArray = np.where(scale > 0, scale, np.nan)
     return result
+
+
+def _middle(ordered: FloatArray, start: npt.NDArray[np.intp]) -> FloatArray:
+    """Per column of ``ordered`` (sorted, N x F), the median of rows ``start`` on; 0 where
+    there are none."""
+    n = len(ordered)
+    low = np.minimum(start + (n - start - 1) // 2, n - 1)
+    high = np.minimum(start + (n - start) // 2, n - 1)
+    columns = np.arange(ordered.shape[1])
+    middle: FloatArray = (ordered[low, columns] + ordered[high, columns]) / 2
+    return np.where(start < n, middle, 0.0)
