@@ -157,8 +157,7 @@ class _DeviceNoise:
 
     def forget_before(self, at: int) -> None:
         """Drop the normal/not decisions of readings no window can hold any more."""
-        if self.normal:
-            self.normal = {key: v for key, v in self.normal.items() if key[0] >= at}
+        self.normal = {key: v for key, v in self.normal.items() if key[0] >= at}
 
     def add(self, rows: FloatArray) -> None:
         size = len(self.ring)
@@ -230,14 +229,16 @@ class SpikeCheck:
                     self._devices[(stream, device)] = state
             hit = None
             keep: npt.NDArray[np.bool_] = finite[i]
-            first = state.clock - (interior - fresh)  # the index of interior reading 0
             if state.inverse is not None:
                 z = magnitude[i] * state.inverse  # 0 for features not judged
-                spiking = z[interior - fresh :] > cfg.k
-                keep = keep & ~spiking.any(axis=1)
-                if cfg.recurring and (z > cfg.k).any():
-                    z = self._without_normal(state, first, residuals[i], z, spiking)
                 t, f = divmod(int(z.argmax()), z.shape[1])
+                if z[t, f] > cfg.k:  # the common case, no spike, costs no more than this
+                    spiking = z[interior - fresh :] > cfg.k
+                    keep = keep & ~spiking.any(axis=1)
+                    if cfg.recurring:
+                        first = state.clock - (interior - fresh)  # interior reading 0's index
+                        z = self._without_normal(state, first, residuals[i], z, spiking)
+                        t, f = divmod(int(z.argmax()), z.shape[1])
                 if z[t, f] > cfg.k:
                     hit = SpikeHit(
                         feature=f,
@@ -246,7 +247,8 @@ class SpikeCheck:
                         age=interior - 1 - t + neighbours,
                     )
             state.clock += fresh
-            state.forget_before(state.clock - interior)
+            if state.normal:
+                state.forget_before(state.clock - interior)
             state.add(spread[i][keep])
             if state.filled >= cfg.warmup and (
                 state.scale is None or state.since >= _RECOMPUTE_EVERY
@@ -369,22 +371,16 @@ def _to_data(state: _DeviceNoise) -> dict[str, Any] | None:
 
 def _scale(magnitudes: FloatArray) -> FloatArray:
     """Noise scale per feature from |residuals| (N, F); NaN where every residual is 0."""
-    ordered = np.sort(magnitudes, axis=0)  # one sort gives both medians
-    median = _middle(ordered, np.zeros(ordered.shape[1], dtype=np.intp)) * _MAD_TO_SIGMA
+    median = np.median(magnitudes, axis=0) * _MAD_TO_SIGMA
     mean = magnitudes.mean(axis=0) * _MEAN_TO_SIGMA
-    # the typical step: the median of the non-zero residuals (0 where there are none)
-    step = _middle(ordered, (ordered == 0).sum(axis=0))
+    # The typical step, the median of the non-zero residuals, matters only where some are
+    # 0: with none, it is the plain median, below the first term. So a noisy channel costs
+    # nothing more, and a step-like one one median of its non-zero residuals.
+    step = np.zeros(magnitudes.shape[1])
+    zeros = (magnitudes == 0).sum(axis=0)
+    for feature in np.flatnonzero((zeros > 0) & (zeros < len(magnitudes))):
+        column = magnitudes[:, feature]
+        step[feature] = np.median(column[column > 0])
     scale = np.maximum(np.maximum(median, mean), step)
     result: FloatArray = np.where(scale > 0, scale, np.nan)
     return result
-
-
-def _middle(ordered: FloatArray, start: npt.NDArray[np.intp]) -> FloatArray:
-    """Per column of ``ordered`` (sorted, N x F), the median of rows ``start`` on; 0 where
-    there are none."""
-    n = len(ordered)
-    low = np.minimum(start + (n - start - 1) // 2, n - 1)
-    high = np.minimum(start + (n - start) // 2, n - 1)
-    columns = np.arange(ordered.shape[1])
-    middle: FloatArray = (ordered[low, columns] + ordered[high, columns]) / 2
-    return np.where(start < n, middle, 0.0)
