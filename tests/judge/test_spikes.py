@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -343,6 +344,7 @@ def test_the_spike_memory_survives_a_snapshot_and_parking() -> None:
     saved = check.snapshot("pump")
     assert saved["p1"]["clock"] > 0
     assert len(saved["p1"]["spikes"]) == 8
+    assert json.loads(json.dumps(saved)) == saved  # plain JSON, as thresholds.json is
     # the next pulse, through a restarted check ...
     nxt = noisy(200, seed=16)
     nxt[100, 1] += 2.0
@@ -362,3 +364,11 @@ def test_the_spike_memory_survives_a_snapshot_and_parking() -> None:
 def test_recurring_count_within_memory() -> None:
     with pytest.raises(ValueError, match="recurring_count"):
         SpikesConfig(recurring_count=10, recurring_memory=5)
+
+
+def test_a_smaller_memory_on_reload_keeps_the_newest_spikes() -> None:
+    check = SpikeCheck(SpikesConfig(), HOP)
+    run(check, pulsed(3000))
+    before = check.normal_spikes("pump", "p1")[1]
+    check.reconfigure(SpikesConfig(recurring_memory=4, recurring_count=3), HOP)
+    assert check.normal_spikes("pump", "p1")[1] == before[-4:]
