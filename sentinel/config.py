@@ -431,11 +431,56 @@ class SpikesConfig(Section):
         le=1_000_000,
         description="Readings per device learnt before its spikes are judged.",
     )
+    recurring: bool = Field(
+        default=True,
+        description="Learn each device's normal pulses: a spike on a feature is normal, and "
+        "leaves its window alone, when the device had at least recurring_count earlier "
+        "spikes on that feature, on the same side and at least 1 / recurring_margin of its "
+        "size, within its last recurring_within readings (it recurs as often as normal), "
+        "or when it and the last recurring_count earlier ones of about its size are evenly "
+        "spaced, within 5% (it recurs with a learnt period, however long). A first, rare, "
+        "irregular or larger-than-ever spike is still one.",
+    )
+    recurring_count: int = Field(
+        default=3,
+        ge=1,
+        le=1_000,
+        description="Earlier similar spikes that make a spike normal: within "
+        "recurring_within readings, or evenly spaced (a burst of adjacent spiking readings "
+        "counts once). The first recurring_count occurrences of a pulse are spikes.",
+    )
+    recurring_within: int = Field(
+        default=1_000,
+        ge=10,
+        le=10_000_000,
+        description="Readings per device over which earlier spikes are counted: a spike "
+        "with recurring_count similar-or-larger ones within this many readings is normal "
+        "(irregular pulses, bursty counts; at 3 in 1,000, spikes more often than about one "
+        "in 330 readings). Regular pulses are learnt by their period instead, however far "
+        "apart.",
+    )
+    recurring_margin: float = Field(
+        default=1.5,
+        ge=1.0,
+        le=100.0,
+        description="An earlier spike is similar-or-larger when its residual is on the same "
+        "side and at least 1 / recurring_margin times this spike's: a spike more than this "
+        "factor above every earlier one is never normal.",
+    )
+    recurring_memory: int = Field(
+        default=32,
+        ge=1,
+        le=1_000,
+        description="Spikes remembered per device and feature, newest kept (the memory is "
+        "bounded: at most this many per feature, saved with the noise scales).",
+    )
 
     @model_validator(mode="after")
     def _warmup_within_history(self) -> SpikesConfig:
         if self.warmup > self.history:
             raise ValueError("warmup must not exceed history")
+        if self.recurring_count > self.recurring_memory:
+            raise ValueError("recurring_count must not exceed recurring_memory")
         return self
 
 

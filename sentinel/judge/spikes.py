@@ -18,11 +18,32 @@ median (see ``hampel_residuals``).
 Each device's noise scale is learnt from its own residuals (never from a spike's: residuals
 beyond ``k`` are left out), over the last ``history`` readings, so a sensor that becomes
 noisier for good is re-learnt within about half of ``history`` readings instead of alerting
-forever. The scale is ``max(1.4826 x median |r|, 1.2533 x mean |r|, resolution)``: the first
+forever. The scale is ``max(1.4826 x median |r|, 1.2533 x mean |r|, step)``: the first
 two are the normal-noise standard deviation estimated two ways (the larger is kept, so a
-heavy-tailed channel is not judged by its median alone), the last the smallest non-zero
-residual seen, so a quantised channel's one-step changes are never spikes. A feature with no
-non-zero residual yet (a constant channel) is not judged.
+heavy-tailed channel is not judged by its median alone), the last the channel's typical
+step, the median of its non-zero residuals. On a noisy channel every residual is non-zero
+and the step is below the first term, so it changes nothing; on a channel that moves in
+steps and stays flat between them (counters, set points, few distinct values) most
+residuals are exactly 0, the first two terms are near 0 too, and the step is what its
+readings normally move by: a reading is then a spike only when it is ``k`` ordinary steps
+off its neighbours. (The floor used to be the smallest non-zero residual, which on such a
+channel is one rare small step, so every ordinary larger one was a spike: issue #21, cause
+6.) A feature with no non-zero residual yet (a constant channel) is not judged.
+
+Each device also remembers its recent spikes per feature (``recurring``): at most
+``recurring_memory`` of them, each the reading's index in the device's own count of judged
+readings and its signed residual. A new spike is normal when at least ``recurring_count``
+remembered ones on the same feature, on the same side and at least 1 / ``recurring_margin``
+of its size, lie within the last ``recurring_within`` readings (it recurs as often as
+normal), or when the last ``recurring_count`` of those of about its size (within the margin
+either way) and it are evenly
+spaced, each interval within 5% of their median (it recurs with a learnt period, however
+long: an hourly pulse at 1 s sampling is 3,600 readings apart); a normal spike does not make
+its windows anomalous. A daily pulse, a bursty count or a periodic actuation is then judged
+only until it has recurred that often, while a first, rare or larger-than-ever spike still
+alerts. Adjacent spiking readings (within ``2 x neighbours``) are one burst, counted once.
+Every spike is remembered, normal or not (that is how a pulse becomes known), but none
+teaches the noise scale. The memory travels with the noise scale (``snapshot``, ``park``).
 
 A reading is judged in every window where it has ``neighbours`` readings on both sides, so
 an alert's ``open_after`` windows can see it (with hop 4 and window 16, two or three times),
@@ -32,6 +53,7 @@ and the newest ``neighbours`` readings of a window wait for the next one.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +70,9 @@ __all__ = ["SpikeCheck", "SpikeHit", "hampel_residuals"]
 _MAD_TO_SIGMA = 1.4826  # median |r| of normal noise x this = its standard deviation
 _MEAN_TO_SIGMA = 1.2533  # sqrt(pi / 2): mean |r| of normal noise x this = its sd
 _Z_CAP = 1e30  # stands in for an infinite z (a residual that overflowed)
+# A pulse is periodic when its intervals are within 5% of their median: a daily pulse
+# may drift by a reading or so at coarse sampling, random spikes hardly ever line up so.
+_PERIOD_TOLERANCE = 0.05
 _RECOMPUTE_EVERY = 32  # accepted readings between scale updates (a median costs ~0.1 ms)
 
 FloatArray = npt.NDArray[np.float64]
@@ -90,10 +115,49 @@ class _DeviceNoise:
     inverse: FloatArray | None = None  # 1 / scale, 0 where NaN: z = |residual| x this
     seen: int = 0  # readings accepted in all
     since: int = 0  # accepted since the scale was last computed
+    clock: int = 0  # readings judged in all: the index of the next fresh one
+    # per feature, the remembered spikes (reading index, signed residual), oldest first
+    spikes: list[deque[tuple[int, float]]] = field(default_factory=list)
+    # (reading index, feature) -> whether that recent spike was normal, so that the
+    # windows after the one that first judged it judge it the same
+    normal: dict[tuple[int, int], bool] = field(default_factory=dict)
 
     @classmethod
-    def empty(cls, history: int, n_features: int) -> _DeviceNoise:
-        return cls(np.zeros((history, n_features)))
+    def empty(cls, history: int, n_features: int, memory: int) -> _DeviceNoise:
+        spikes: list[deque[tuple[int, float]]] = [deque(maxlen=memory) for _ in range(n_features)]
+        return cls(np.zeros((history, n_features)), spikes=spikes)
+
+    def remember(self, at: int, feature: int, size: float, cfg: SpikesConfig) -> bool:
+        """Remember a spike of ``size`` at reading ``at``; True when it is a normal one."""
+        past = self.spikes[feature]
+        burst = bool(past) and at - past[-1][0] <= 2 * cfg.neighbours
+        earlier = list(past)[:-1] if burst else list(past)  # a burst is not its own past
+        start = past[-1][0] if burst else at  # a burst is timed by its first reading
+        margin = cfg.recurring_margin
+        # similar-or-larger: on the same side, at least 1 / margin of this one
+        similar = [
+            (when, other)
+            for when, other in earlier
+            if other * size > 0 and abs(other) * margin >= abs(size)
+        ]
+        recent = sum(when > at - cfg.recurring_within for when, _ in similar)
+        # a period is learnt from alike spikes only (within margin either way): a one-off
+        # far larger spike must not break the period of the device's normal pulses
+        alike = [when for when, other in similar if abs(other) <= margin * abs(size)]
+        normal = recent >= cfg.recurring_count or _periodic(
+            [*alike[-cfg.recurring_count :], start], cfg.recurring_count
+        )
+        if burst:
+            first, known = past[-1]
+            past[-1] = (first, known if abs(known) >= abs(size) else size)
+        else:
+            past.append((at, size))
+        self.normal[(at, feature)] = normal
+        return normal
+
+    def forget_before(self, at: int) -> None:
+        """Drop the normal/not decisions of readings no window can hold any more."""
+        self.normal = {key: v for key, v in self.normal.items() if key[0] >= at}
 
     def add(self, rows: FloatArray) -> None:
         size = len(self.ring)
@@ -116,6 +180,9 @@ class _DeviceNoise:
         self.ring = np.zeros((history, self.ring.shape[1]))
         self.ring[: len(kept)] = kept
         self.filled, self.head = len(kept), len(kept) % history
+
+    def set_memory(self, memory: int) -> None:
+        self.spikes = [deque(past, maxlen=memory) for past in self.spikes]
 
     def set_scale(self, scale: FloatArray) -> None:
         self.scale = scale
@@ -158,13 +225,20 @@ class SpikeCheck:
                     self.restore(stream, {device: parked}, values.shape[2])
                     state = self._devices[(stream, device)]
                 else:
-                    state = _DeviceNoise.empty(cfg.history, values.shape[2])
+                    state = _DeviceNoise.empty(cfg.history, values.shape[2], cfg.recurring_memory)
                     self._devices[(stream, device)] = state
             hit = None
             keep: npt.NDArray[np.bool_] = finite[i]
             if state.inverse is not None:
                 z = magnitude[i] * state.inverse  # 0 for features not judged
                 t, f = divmod(int(z.argmax()), z.shape[1])
+                if z[t, f] > cfg.k:  # the common case, no spike, costs no more than this
+                    spiking = z[interior - fresh :] > cfg.k
+                    keep = keep & ~spiking.any(axis=1)
+                    if cfg.recurring:
+                        first = state.clock - (interior - fresh)  # interior reading 0's index
+                        z = self._without_normal(state, first, residuals[i], z, spiking)
+                        t, f = divmod(int(z.argmax()), z.shape[1])
                 if z[t, f] > cfg.k:
                     hit = SpikeHit(
                         feature=f,
@@ -172,7 +246,9 @@ class SpikeCheck:
                         z=min(float(z[t, f]), _Z_CAP),
                         age=interior - 1 - t + neighbours,
                     )
-                    keep = keep & ~(z[interior - fresh :] > cfg.k).any(axis=1)
+            state.clock += fresh
+            if state.normal:
+                state.forget_before(state.clock - interior)
             state.add(spread[i][keep])
             if state.filled >= cfg.warmup and (
                 state.scale is None or state.since >= _RECOMPUTE_EVERY
@@ -180,6 +256,32 @@ class SpikeCheck:
                 state.set_scale(_scale(state.ring[: state.filled]))
             hits.append(hit)
         return hits
+
+    def _without_normal(
+        self,
+        state: _DeviceNoise,
+        first: int,
+        residuals: FloatArray,
+        z: FloatArray,
+        spiking: npt.NDArray[np.bool_],
+    ) -> FloatArray:
+        """``z`` with the device's normal spikes set to 0, after remembering the spikes
+        among the window's fresh readings (``spiking``, the window's last rows)."""
+        cfg = self.config
+        fresh = len(spiking)
+        older = len(z) - fresh
+        for t, f in zip(*np.nonzero(spiking), strict=True):
+            state.remember(first + older + int(t), int(f), float(residuals[older + t, f]), cfg)
+        z = z.copy()
+        for t, f in zip(*np.nonzero(z > cfg.k), strict=True):
+            if state.normal.get((first + int(t), int(f)), False):
+                z[t, f] = 0.0
+        return z
+
+    def normal_spikes(self, stream: str, device: str) -> list[list[tuple[int, float]]]:
+        """A device's remembered spikes per feature: (reading index, signed residual)."""
+        state = self._devices.get((stream, device))
+        return [] if state is None else [list(past) for past in state.spikes]
 
     def scale(self, stream: str, device: str) -> FloatArray | None:
         """A device's current noise scale per feature (NaN: not judged), None until warm."""
@@ -190,6 +292,9 @@ class SpikeCheck:
         if config.history != self.config.history:
             for state in self._devices.values():
                 state.resize(config.history)
+        if config.recurring_memory != self.config.recurring_memory:
+            for state in self._devices.values():
+                state.set_memory(config.recurring_memory)
         self.config, self.hop = config, hop
 
     def park(self, keep: Container[tuple[str, str]]) -> int:
@@ -203,9 +308,9 @@ class SpikeCheck:
         return len(gone)
 
     def snapshot(self, stream: str) -> dict[str, Any]:
-        """Each warm device's scale and count, parked devices included: enough to judge at
-        once after a restart; the residual history itself is re-learnt (it would be
-        ``history`` x features floats per device)."""
+        """Each warm device's scale, counts and remembered spikes, parked devices included:
+        enough to judge at once after a restart; the residual history itself is re-learnt
+        (it would be ``history`` x features floats per device)."""
         data = {device: parked for (s, device), parked in self._parked.items() if s == stream}
         for (s, device), state in self._devices.items():
             if s == stream and (saved := _to_data(state)) is not None:
@@ -220,26 +325,62 @@ class SpikeCheck:
             values = [math.nan if v is None else float(v) for v in data["scale"]]
             if len(values) != n_features or any(v <= 0 for v in values if not math.isnan(v)):
                 raise ValueError(f"spike scale of {device!r} does not fit {n_features} features")
-            state = _DeviceNoise.empty(self.config.history, n_features)
+            state = _DeviceNoise.empty(
+                self.config.history, n_features, self.config.recurring_memory
+            )
             state.set_scale(np.asarray(values, dtype=np.float64))
             state.seen = int(data["seen"])
+            # absent in snapshots written before spikes were remembered (issue #21)
+            state.clock = int(data.get("clock", 0))
+            for at, feature, size in data.get("spikes", []):
+                if not 0 <= int(feature) < n_features:
+                    raise ValueError(
+                        f"spike memory of {device!r} does not fit {n_features} features"
+                    )
+                state.spikes[int(feature)].append((int(at), float(size)))
             restored[(stream, str(device))] = state
         self._devices.update(restored)
         return len(restored)
 
 
+def _periodic(times: list[int], count: int) -> bool:
+    """Whether the last ``count`` intervals between ``times`` (readings, oldest first) are
+    one period: each within ``_PERIOD_TOLERANCE`` of their median (at least one reading)."""
+    if len(times) < count + 1:
+        return False
+    intervals = np.diff(np.asarray(times, dtype=np.float64))
+    period = float(np.median(intervals))
+    return period > 0 and bool(
+        (np.abs(intervals - period) <= max(1.0, _PERIOD_TOLERANCE * period)).all()
+    )
+
+
 def _to_data(state: _DeviceNoise) -> dict[str, Any] | None:
     if state.scale is None:
         return None
-    return {"scale": [None if math.isnan(v) else float(v) for v in state.scale], "seen": state.seen}
+    return {
+        "scale": [None if math.isnan(v) else float(v) for v in state.scale],
+        "seen": state.seen,
+        "clock": state.clock,
+        # [reading index, feature, signed residual], oldest first per feature
+        "spikes": [
+            [at, feature, size] for feature, past in enumerate(state.spikes) for at, size in past
+        ],
+    }
 
 
 def _scale(magnitudes: FloatArray) -> FloatArray:
     """Noise scale per feature from |residuals| (N, F); NaN where every residual is 0."""
     median = np.median(magnitudes, axis=0) * _MAD_TO_SIGMA
     mean = magnitudes.mean(axis=0) * _MEAN_TO_SIGMA
-    positive = np.where(magnitudes > 0, magnitudes, np.inf)
-    resolution = positive.min(axis=0)
-    scale = np.maximum(np.maximum(median, mean), np.where(np.isinf(resolution), 0.0, resolution))
+    # The typical step, the median of the non-zero residuals, matters only where some are
+    # 0: with none, it is the plain median, below the first term. So a noisy channel costs
+    # nothing more, and a step-like one one median of its non-zero residuals.
+    step = np.zeros(magnitudes.shape[1])
+    zeros = (magnitudes == 0).sum(axis=0)
+    for feature in np.flatnonzero((zeros > 0) & (zeros < len(magnitudes))):
+        column = magnitudes[:, feature]
+        step[feature] = np.median(column[column > 0])
+    scale = np.maximum(np.maximum(median, mean), step)
     result: FloatArray = np.where(scale > 0, scale, np.nan)
     return result

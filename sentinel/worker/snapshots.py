@@ -3,7 +3,8 @@
 Written every ``snapshot_interval`` and when the worker stops, atomically, each stream's
 thresholds tagged with the model version they were learnt on; at start they are taken back
 only for the models still in use (a new model has its own score scale), while the spike
-check's noise scales, which belong to the devices, are taken back whatever the model. A
+check's noise scales and remembered spikes, which belong to the devices, are taken back
+whatever the model. A
 snapshot that cannot be read is set aside as ``thresholds.json.corrupt`` and reported, and
 the thresholds start afresh: never fatal.
 """

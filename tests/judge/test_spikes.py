@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -80,7 +81,9 @@ def test_no_judgment_before_warmup() -> None:
 
 def test_spikes_do_not_teach_the_noise_scale() -> None:
     clean = noisy(2000, seed=1)
-    check = SpikeCheck(SpikesConfig(history=1000), HOP)
+    # one identical pulse every 7 readings is a normal pulse to a device that remembers
+    # its spikes; here the point is the noise scale alone
+    check = SpikeCheck(SpikesConfig(history=1000, recurring=False), HOP)
     run(check, clean)
     before = check.scale("pump", "p1")
     spiky = noisy(2000, seed=2)
@@ -193,3 +196,179 @@ def test_a_parked_device_keeps_its_noise_scale_and_judges_at_once_when_back() ->
     back = check.scale("pump", "p1")
     assert back is not None
     np.testing.assert_allclose(back, scale)
+
+
+# Issue #21, cause 6: recurring pulses, step-like channels.
+
+PERIOD = 96  # a daily pulse at 15-minute sampling
+
+
+def pulsed(n: int, seed: int = 11, size: float = 2.0, start: int = 300) -> np.ndarray:
+    """``noisy`` with a one-reading pulse of ``size`` (20 sigma) on the level channel every
+    ``PERIOD`` readings from ``start`` on."""
+    series = noisy(n, seed=seed)
+    series[start::PERIOD, 1] += size
+    return series
+
+
+def hit_readings(hits: list[SpikeHit | None], hop: int = HOP) -> set[int]:
+    """The readings the hits point at."""
+    return {i * hop + WINDOW - 1 - h.age for i, h in enumerate(hits) if h is not None}
+
+
+def test_a_recurring_pulse_alerts_only_until_it_has_recurred() -> None:
+    series = pulsed(3000)
+    pulses = list(range(300, 3000 - 3, PERIOD))  # every one has 3 readings after it
+    check = SpikeCheck(SpikesConfig(), HOP)
+    flagged = hit_readings(run(check, series))
+    assert flagged <= set(pulses)
+    # the first recurring_count (3) are news; from then on the device has seen it recur
+    assert flagged == set(pulses[:3])
+
+
+def test_without_memory_every_pulse_alerts() -> None:
+    series = pulsed(3000)
+    check = SpikeCheck(SpikesConfig(recurring=False), HOP)
+    assert hit_readings(run(check, series)) == set(range(300, 3000 - 3, PERIOD))
+
+
+def test_a_spike_ten_times_the_normal_pulses_is_still_caught() -> None:
+    series = pulsed(3000)
+    at = 2500  # between two pulses
+    series[at, 1] += 20.0
+    check = SpikeCheck(SpikesConfig(), HOP)
+    flagged = hit_readings(run(check, series))
+    assert at in flagged
+    assert flagged - {at} <= set(range(300, 700, PERIOD))  # the first pulses, nothing else
+    # and it stays news: remembered once, it is not yet a normal spike of its size
+    again = pulsed(400, seed=12, start=10_000)
+    again[200, 1] += 20.0
+    assert 200 in hit_readings(run(check, again))
+
+
+def test_a_pulse_on_the_other_side_is_not_normal() -> None:
+    series = pulsed(3000)
+    at = 2500
+    series[at, 1] -= 2.0  # a dip as deep as the pulses are high
+    check = SpikeCheck(SpikesConfig(), HOP)
+    assert at in hit_readings(run(check, series))
+
+
+def test_rare_irregular_spikes_stay_spikes() -> None:
+    # about one every 2,000 readings at uneven intervals: never 3 earlier ones within
+    # recurring_within (1,000), and no period
+    series = noisy(12_000, seed=13)
+    spikes = [1000, 2900, 5300, 6900, 9500, 11_100]
+    series[spikes, 1] += 2.0
+    check = SpikeCheck(SpikesConfig(), HOP)
+    assert hit_readings(run(check, series)) == set(spikes)
+
+
+def test_a_rare_periodic_pulse_is_learnt_by_its_period() -> None:
+    # an hourly pulse at 1 s sampling: 3,600 readings apart, beyond recurring_within
+    series = noisy(20_000, seed=17)
+    pulses = list(range(500, 20_000 - 3, 3600))
+    series[pulses, 1] += 2.0
+    check = SpikeCheck(SpikesConfig(), HOP)
+    assert hit_readings(run(check, series)) == set(pulses[:3])
+    # a pulse off its period is news again
+    late = noisy(4000, seed=18)
+    late[1000, 1] += 2.0
+    assert 1000 in hit_readings(run(check, late))
+
+
+def test_a_wide_pulse_counts_once_per_occurrence() -> None:
+    # three readings wide: one burst per occurrence, so still three occurrences to learn
+    series = noisy(3000, seed=14)
+    starts = list(range(300, 3000 - WINDOW, PERIOD))
+    for s in starts:
+        series[s : s + 3, 1] += 2.0
+    check = SpikeCheck(SpikesConfig(), HOP)
+    flagged = hit_readings(run(check, series))
+    assert {
+        min(r for r in flagged if s <= r < s + 3) for s in starts if flagged & {s, s + 1, s + 2}
+    } == set(starts[:3])
+
+
+def test_memory_is_bounded_per_feature() -> None:
+    series = pulsed(6000)
+    check = SpikeCheck(SpikesConfig(recurring_memory=8, recurring_count=3), HOP)
+    run(check, series)
+    remembered = check.normal_spikes("pump", "p1")
+    assert [len(past) for past in remembered] == [0, 8]
+    # the newest eight pulses, 96 readings apart on the device's own count of readings
+    at = [when for when, _ in remembered[1]]
+    assert np.diff(at).tolist() == [PERIOD] * 7
+    assert check._devices[("pump", "p1")].clock - at[-1] == 5997 - 5964  # the last pulse, 5964
+
+
+def step_like(n: int, seed: int = 15) -> np.ndarray:
+    """Two channels that move in steps and stay flat between them: a counter that steps by 1
+    every ~50 readings, and a set point that steps by 1 to 8 units every ~50 readings, one
+    new value in ten held for only 1 to 3 readings before the next step."""
+    rng = np.random.default_rng(seed)
+    counter = np.cumsum(rng.random(n) < 1 / 50).astype(np.float64)
+    setpoint = np.empty(n)
+    level, i = 20.0, 0
+    while i < n:
+        hold = int(rng.integers(1, 4)) if rng.random() < 0.1 else int(rng.geometric(1 / 50))
+        setpoint[i : i + hold] = level
+        level += float(rng.choice([-1, 1]) * rng.integers(1, 9))
+        i += hold
+    return np.column_stack([counter, setpoint])
+
+
+@pytest.mark.parametrize("recurring", [False, True])
+def test_a_step_like_channel_steps_without_spikes(recurring: bool) -> None:
+    check = SpikeCheck(SpikesConfig(recurring=recurring), HOP)
+    assert all(h is None for h in run(check, step_like(6000)))
+    scale = check.scale("pump", "p1")
+    assert scale is not None
+    assert scale[1] >= 1.0  # at least a typical step, not the smallest one
+
+
+@pytest.mark.parametrize("feature", [0, 1])
+def test_a_real_spike_on_a_step_like_channel_is_caught(feature: int) -> None:
+    series = step_like(6000)
+    at = 5000
+    series[at, feature] += 200.0
+    check = SpikeCheck(SpikesConfig(), HOP)
+    hits = run(check, series)
+    assert hit_readings(hits) == {at}
+    assert all(h is None or h.feature == feature for h in hits)
+
+
+def test_the_spike_memory_survives_a_snapshot_and_parking() -> None:
+    check = SpikeCheck(SpikesConfig(), HOP)
+    run(check, pulsed(1000))  # pulses at 300 .. 972: eight, learnt
+    saved = check.snapshot("pump")
+    assert saved["p1"]["clock"] > 0
+    assert len(saved["p1"]["spikes"]) == 8
+    assert json.loads(json.dumps(saved)) == saved  # plain JSON, as thresholds.json is
+    # the next pulse, through a restarted check ...
+    nxt = noisy(200, seed=16)
+    nxt[100, 1] += 2.0
+    fresh = SpikeCheck(SpikesConfig(), HOP)
+    assert fresh.restore("pump", saved, 2) == 1
+    assert all(h is None for h in run(fresh, nxt))
+    # ... and through a parked device: still normal
+    assert check.park(()) == 1
+    assert all(h is None for h in run(check, nxt))
+    # a snapshot written before the memory existed still loads (and remembers nothing)
+    old = {"p1": {"scale": saved["p1"]["scale"], "seen": 5}}
+    assert SpikeCheck(SpikesConfig(), HOP).restore("pump", old, 2) == 1
+    with pytest.raises(ValueError, match="does not fit"):
+        fresh.restore("pump", {"p1": {**saved["p1"], "spikes": [[1, 5, 2.0]]}}, 2)
+
+
+def test_recurring_count_within_memory() -> None:
+    with pytest.raises(ValueError, match="recurring_count"):
+        SpikesConfig(recurring_count=10, recurring_memory=5)
+
+
+def test_a_smaller_memory_on_reload_keeps_the_newest_spikes() -> None:
+    check = SpikeCheck(SpikesConfig(), HOP)
+    run(check, pulsed(3000))
+    before = check.normal_spikes("pump", "p1")[1]
+    check.reconfigure(SpikesConfig(recurring_memory=4, recurring_count=3), HOP)
+    assert check.normal_spikes("pump", "p1")[1] == before[-4:]

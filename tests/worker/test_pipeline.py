@@ -140,6 +140,24 @@ def test_thresholds_survive_a_restart_through_the_snapshot(tmp_path: Path) -> No
     assert second._spikes.snapshot("pump") == spikes
 
 
+def test_remembered_spikes_survive_a_restart_through_the_snapshot(tmp_path: Path) -> None:
+    """Issue #21: a device's normal pulses stay known across a restart."""
+    snapshot = tmp_path / "thresholds.json"
+    config = make_config()
+    first = snapshotting(config, snapshot)
+    first.start()
+    for t in range(700):
+        pulse = 0.5 if t >= 250 and t % 50 == 0 else 0.0  # far past the noise, under 1.5
+        assert first.offer(delivery("a", float(t), 0.1 + 0.001 * (t % 7) + pulse))
+    first.stop()
+    spikes = json.loads(snapshot.read_text())["streams"]["pump"]["spikes"]
+    remembered = spikes["a"]["spikes"]
+    assert len(remembered) == 9  # t = 250, 300, ..., 650, all on feature 0
+    assert {feature for _, feature, _ in remembered} == {0}
+    second = snapshotting(config, snapshot)
+    assert second._spikes.snapshot("pump") == spikes
+
+
 def test_a_full_disk_keeps_the_last_snapshot_and_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
