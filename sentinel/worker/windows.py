@@ -8,6 +8,7 @@ import numpy as np
 
 from sentinel.config import WindowConfig
 from sentinel.records import Reading, Window
+from sentinel.timescale import TimeScale
 
 __all__ = ["WindowAssembler"]
 
@@ -30,12 +31,14 @@ class WindowAssembler:
     duplicate readings before they get here). A window is emitted once ``length`` readings
     are held and ``hop`` new readings arrived since the previous window. A gap longer than
     ``max_gap`` seconds restarts the device's window: a window spanning a gap would mix two
-    operating periods and look anomalous for no reason.
+    operating periods and look anomalous for no reason. Auto ``max_gap`` is 60 readings of
+    ``interval``, the stream's model's learnt seconds per reading (sentinel.timescale).
     """
 
     stream: str
     n_features: int
     config: WindowConfig
+    interval: float | None = None
     gap_resets: int = 0
     _rings: dict[str, _Ring] = field(default_factory=dict)
 
@@ -43,7 +46,7 @@ class WindowAssembler:
         ring = self._rings.get(reading.device)
         if ring is None:
             ring = self._rings[reading.device] = self._new_ring()
-        elif ring.last_ts is not None and reading.ts - ring.last_ts > self.config.max_gap:
+        elif ring.last_ts is not None and reading.ts - ring.last_ts > self.max_gap:
             self.gap_resets += 1
             ring.filled = ring.since_emit = 0
         ring.values[ring.head] = reading.values
@@ -56,6 +59,11 @@ class WindowAssembler:
             return None
         ring.since_emit = 0
         return self._emit(reading.device, ring)
+
+    @property
+    def max_gap(self) -> float:
+        """``max_gap`` in seconds: the config's, or auto for ``interval``."""
+        return TimeScale(self.interval).max_gap(self.config.max_gap)
 
     def reset(self, device: str) -> None:
         """Forget a device's buffered readings (its next window starts from scratch)."""
