@@ -722,7 +722,7 @@ class Pipeline:
         interval = detector.meta.interval
         self._thresholds.set_model(stream.name, calibration.quantiles, calibration.scores, interval)
         self._alerts.intervals[stream.name] = interval
-        runtime.windows.interval = interval
+        runtime.windows.set_interval(interval)
         runtime.baseline = tuple(calibration.feature_mean_errors)
         runtime.detector = detector
         runtime.cold_start = None

@@ -41,6 +41,15 @@ class WindowAssembler:
     interval: float | None = None
     gap_resets: int = 0
     _rings: dict[str, _Ring] = field(default_factory=dict)
+    max_gap: float = field(init=False)  # seconds, resolved once: add() runs per reading
+
+    def __post_init__(self) -> None:
+        self.set_interval(self.interval)
+
+    def set_interval(self, interval: float | None) -> None:
+        """Take a model's learnt interval: an auto ``max_gap`` follows it."""
+        self.interval = interval
+        self.max_gap = TimeScale(interval).max_gap(self.config.max_gap)
 
     def add(self, reading: Reading) -> Window | None:
         ring = self._rings.get(reading.device)
@@ -59,11 +68,6 @@ class WindowAssembler:
             return None
         ring.since_emit = 0
         return self._emit(reading.device, ring)
-
-    @property
-    def max_gap(self) -> float:
-        """``max_gap`` in seconds: the config's, or auto for ``interval``."""
-        return TimeScale(self.interval).max_gap(self.config.max_gap)
 
     def reset(self, device: str) -> None:
         """Forget a device's buffered readings (its next window starts from scratch)."""
