@@ -28,7 +28,6 @@ __all__ = [
     "MAX_GAP_READINGS",
     "REBASELINE_READINGS",
     "TimeScale",
-    "auto_text",
     "learn_interval",
     "no_runs_error",
 ]
@@ -38,11 +37,6 @@ MAX_GAP_READINGS = 60
 REBASELINE_READINGS = 3600
 COOLDOWN_READINGS = 300
 EXCLUSION_MARGIN_READINGS = 120
-
-
-def auto_text(readings: int) -> str:
-    """How ``--help`` and the docs spell an auto default."""
-    return f"auto ({readings} readings x learnt interval)"
 
 
 def learn_interval(timestamps: Iterable[np.ndarray]) -> float | None:
