@@ -494,8 +494,8 @@ class AlertsConfig(Section):
         description="Seconds after an alert ends during which the same device and stream "
         "opens no new alert: the ended alert is reopened and continued instead (one that "
         "an operator resolved is not reopened; new anomalies are then suppressed). Default: "
-        "auto, 300 readings x the stream's learnt sampling interval (300 s at one reading "
-        "per second).",
+        "auto, 300 readings x the stream's learnt sampling interval, at most a day (300 s "
+        "at one reading per second).",
     )
     severity_warning: float = Field(
         default=1e-4,

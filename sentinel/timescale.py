@@ -23,6 +23,7 @@ import numpy as np
 from sentinel.errors import DataError
 
 __all__ = [
+    "COOLDOWN_MAX_AUTO",
     "COOLDOWN_READINGS",
     "EXCLUSION_MARGIN_READINGS",
     "MAX_GAP_READINGS",
@@ -36,6 +37,11 @@ __all__ = [
 MAX_GAP_READINGS = 60
 REBASELINE_READINGS = 3600
 COOLDOWN_READINGS = 300
+# An auto cooldown never exceeds a day: at one reading an hour 300 readings are 12.5 days,
+# and every anomaly within them would reopen the same alert, one alert "open" for days
+# (issue #21, cause 7). Anomalies a quiet day apart are separate incidents to whoever is
+# on shift. Data sampled every 288 s or slower reaches the cap (at 1 min it is 5 h).
+COOLDOWN_MAX_AUTO = 86_400.0
 EXCLUSION_MARGIN_READINGS = 120
 
 
@@ -75,7 +81,9 @@ class TimeScale:
         return self.seconds(value, REBASELINE_READINGS)
 
     def cooldown(self, value: float | None) -> float:
-        return self.seconds(value, COOLDOWN_READINGS)
+        if value is not None:
+            return float(value)
+        return min(self.seconds(None, COOLDOWN_READINGS), COOLDOWN_MAX_AUTO)
 
     def exclusion_margin(self, value: float | None) -> float:
         return self.seconds(value, EXCLUSION_MARGIN_READINGS)

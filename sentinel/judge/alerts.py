@@ -7,10 +7,10 @@ and closes after ``close_after`` consecutive normal windows. At most one alert i
 daemon continues them instead of opening duplicates.
 
 Cooldown: for ``cooldown`` seconds (event time; auto: 300 readings of the stream's learnt
-interval) after an alert ends, the same device and
-stream opens no new alert. If M of N windows are anomalous again within it, the ended alert
-is *reopened* (same uid, status open, its window count and peak continue), so a flapping
-fault is one alert, not many. An alert an operator resolved (``sentinel alerts resolve``) is
+interval, at most a day) after an alert ends, the same device and stream opens no new
+alert. If M of N windows are anomalous again within it, the ended alert is *reopened* (same
+uid, status open, its window count and peak continue), so a flapping fault is one alert,
+not many. An alert an operator resolved (``sentinel alerts resolve``) is
 final: within its cooldown new anomalous windows are suppressed (counted, no alert), after
 it a new alert may open. The daemon learns of a resolve when the writer finds the row
 resolved (``resolved``); until then its updates of that row are ignored by the store.
@@ -101,7 +101,7 @@ class AlertTracker:
 
     def cooldown(self, stream: str) -> float:
         """``cooldown`` in seconds for ``stream``: the config's, or auto (300 readings of
-        its model's interval, sentinel.timescale)."""
+        its model's interval, at most a day: sentinel.timescale)."""
         return TimeScale(self.intervals.get(stream)).cooldown(self.config.cooldown)
 
     def restore(self, alerts: Iterable[Alert]) -> int:

@@ -39,11 +39,18 @@ def test_auto_scales_with_the_interval_and_explicit_seconds_win() -> None:
     scale = TimeScale(FIVE_MIN)
     assert scale.max_gap(None) == 60 * FIVE_MIN
     assert scale.rebaseline_after(None) == 3600 * FIVE_MIN
-    assert scale.cooldown(None) == 300 * FIVE_MIN
+    assert scale.cooldown(None) == 86_400.0  # 300 readings (25 h), capped at a day
     assert scale.exclusion_margin(None) == 120 * FIVE_MIN
     assert scale.max_gap(45.0) == 45.0
     assert scale.rebaseline_after(0.0) == 0.0  # 0 still disables re-baselining
-    assert TimeScale(3600.0).cooldown(None) == 300 * 3600.0
+    assert TimeScale(60.0).cooldown(None) == 300 * 60.0
+
+
+def test_auto_cooldown_stops_at_a_day() -> None:
+    """300 readings at 1 h would be 12.5 days of reopening one alert (issue #21, cause 7)."""
+    assert TimeScale(FIVE_MIN).cooldown(None) == 86_400.0  # 300 readings are 25 h
+    assert TimeScale(3600.0).cooldown(None) == 86_400.0
+    assert TimeScale(3600.0).cooldown(7 * 86_400.0) == 7 * 86_400.0  # explicit: no cap
 
 
 def test_learnt_interval_is_the_median_step_and_ignores_gaps() -> None:
@@ -105,12 +112,12 @@ def _alerts(tracker: AlertTracker, pattern: str, start: float) -> list[Alert]:
     return changes
 
 
-def test_cooldown_at_five_minute_sampling_is_300_readings() -> None:
+def test_cooldown_at_five_minute_sampling_is_counted_in_readings() -> None:
     """Main's 300 s is one reading at 5 minutes: a fault that flaps once an hour opened a
-    new alert every time. 300 readings later it is the same alert, reopened."""
+    new alert every time. 200 readings later it is the same alert, reopened."""
     tracker = AlertTracker(AlertsConfig(open_after=1, close_after=2), FEATURES)
     tracker.intervals["pump"] = FIVE_MIN
-    assert tracker.cooldown("pump") == 300 * FIVE_MIN
+    assert tracker.cooldown("pump") == 86_400.0  # 288 readings: 300 capped at a day
     first = _alerts(tracker, "x..", start=0.0)
     again = _alerts(tracker, "x..", start=200 * FIVE_MIN)  # 200 readings after it ended
     assert again
