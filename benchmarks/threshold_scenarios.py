@@ -42,6 +42,7 @@ import torch
 from sentinel.config import SentinelConfig
 from sentinel.logs import configure_logging
 from sentinel.model import train_detector, training_options
+from sentinel.timescale import learn_interval
 from sentinel.worker.pipeline import Pipeline
 from simulators.fleet import FEATURES, FleetSimulator
 from simulators.regimes import CHANGE_KINDS, Evaluation, Recorder, RegimeChange, RegimeScenario
@@ -79,9 +80,18 @@ def settings(
             for risk in args.risk
         ),
         (
-            f"quantile + {tail} + spike check (the daemon's default)",
+            f"quantile + {tail} + spike check (the daemon's default at 1 reading/s)",
             {"method": "quantile", "rebaseline_after": args.rebaseline_after},
             cooldown,
+            {},
+        ),
+        (
+            # What the defaults now are at this data's 5 s a reading (sentinel.timescale):
+            # re-baselining after 3600 readings (5 h), cooldown 300 readings (25 min).
+            "quantile + auto time settings (3600 / 300 readings of the learnt interval) + "
+            "spike check (the daemon's default)",
+            {"method": "quantile"},
+            {},
             {},
         ),
     ]
@@ -141,13 +151,18 @@ def config_for(
 def train(args: argparse.Namespace) -> Any:
     scenario = make_scenario(args)
     rows: dict[str, list[list[float]]] = {d: [] for d in scenario.sim.devices}
+    times: dict[str, list[float]] = {d: [] for d in scenario.sim.devices}
     for _, step in zip(range(TRAIN_STEPS), scenario.steps(), strict=False):
         for r in step:
             rows[r.device].append([r.values[f] for f in FEATURES])
+            times[r.device].append(r.ts)
     torch.set_num_threads(1)
+    # As the cold start does: the model keeps the interval learnt from its training data,
+    # which scales the auto time settings (settings in seconds are unaffected).
+    interval = learn_interval(np.asarray(t) for t in times.values())
     return train_detector(
         [np.asarray(r, dtype=np.float32) for r in rows.values()],
-        training_options(config_for({}, {}), "pump"),
+        training_options(config_for({}, {}), "pump", interval),
         device=torch.device("cpu"),
     )
 

@@ -221,10 +221,13 @@ class IngestConfig(Section):
 class WindowConfig(Section):
     length: int = Field(default=32, ge=4, le=4096, description="Readings per window.")
     hop: int = Field(default=4, ge=1, le=4096, description="New readings between windows.")
-    max_gap: float = Field(
-        default=60.0,
+    max_gap: float | None = Field(
+        default=None,
         gt=0,
-        description="Seconds between readings beyond which a device's window restarts.",
+        description="Seconds between readings beyond which a device's window restarts and "
+        "training data is split into runs. Default: auto (60 readings x the stream's "
+        "sampling interval, learnt from its data at cold start and stored with the model; "
+        "60 s at one reading per second).",
     )
 
     @model_validator(mode="after")
@@ -346,15 +349,17 @@ class ThresholdConfig(Section):
         "thresholds change only with a model version (and a re-baseline, unless "
         "rebaseline_after = 0).",
     )
-    rebaseline_after: float = Field(
-        default=3600.0,
+    rebaseline_after: float | None = Field(
+        default=None,
         ge=0,
         le=30 * 86_400,
         description="Seconds a lasting upward change of a device's score level (found by a "
         "Page-Hinkley test on the log score) may keep its windows mostly anomalous before "
         "the device's threshold re-baselines to the new level (audited in audit_events). "
         "Bounds how long a new normal can alert; a real fault that lasts longer is "
-        "accepted as normal after this. 0 disables re-baselining.",
+        "accepted as normal after this. 0 disables re-baselining. Default: auto, 3600 "
+        "readings x the stream's sampling interval (learnt from its data at cold start and "
+        "stored with the model; 3600 s at one reading per second).",
     )
     drift_delta: float = Field(
         default=0.1,
@@ -527,13 +532,15 @@ class AlertsConfig(Section):
     top_features: int = Field(
         default=3, ge=1, le=64, description="Contributing features kept per alert."
     )
-    cooldown: float = Field(
-        default=300.0,
+    cooldown: float | None = Field(
+        default=None,
         ge=0,
         le=7 * 86_400,
         description="Seconds after an alert ends during which the same device and stream "
         "opens no new alert: the ended alert is reopened and continued instead (one that "
-        "an operator resolved is not reopened; new anomalies are then suppressed).",
+        "an operator resolved is not reopened; new anomalies are then suppressed). Default: "
+        "auto, 300 readings x the stream's learnt sampling interval, at most a day (300 s "
+        "at one reading per second).",
     )
     severity_warning: float = Field(
         default=1e-4,
@@ -609,12 +616,13 @@ class RetrainConfig(Section):
         description="Readings older than this many seconds (event time, relative to the "
         "newest reading) leave the reservoir.",
     )
-    exclusion_margin: float = Field(
-        default=120.0,
+    exclusion_margin: float | None = Field(
+        default=None,
         ge=0,
         le=86_400,
         description="Seconds around every anomalous window and every alert whose readings "
-        "are left out of training.",
+        "are left out of training. Default: auto, 120 readings x the interval between the "
+        "stream's readings (120 s at one reading per second).",
     )
     min_rows: int = Field(
         default=2_000,

@@ -393,12 +393,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         dialect=_dialect(args),
     )
     torch.set_num_threads(config.model.torch_threads)
-    segments = data.segments(min_length=config.windows.length)
+    segments = data.training_segments(min_length=config.windows.length)
     progress = progress_reporter(stream.name, config.model.epochs)
     try:
         detector = detector_type(config.model.detector).train(
             segments,
-            training_options(config, stream.name),
+            training_options(config, stream.name, data.interval),
             device=resolve_device(config.model.device),
             first_ts=data.first_ts,
             last_ts=data.last_ts,

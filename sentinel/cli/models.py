@@ -170,6 +170,13 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else "-"
 
 
+def _sampling(interval: Any) -> str:
+    """The learnt interval that scales the auto time settings (sentinel.timescale)."""
+    if isinstance(interval, int | float) and not isinstance(interval, bool):
+        return f"{interval:g} s between readings (learnt; scales the auto time settings)"
+    return "not recorded (a model from before intervals: one reading a second assumed)"
+
+
 def _show_fields(out: dict[str, Any], previous: bool) -> list[tuple[str, str]]:
     """``models show`` as text: what the version is, how it was judged, what it learnt."""
     status, meta = out["status"], out["meta"]
@@ -204,6 +211,7 @@ def _show_fields(out: dict[str, Any], previous: bool) -> list[tuple[str, str]]:
         ),
         ("features", features),
         ("window", window),
+        ("sampling", _sampling(meta.get("interval"))),
     ]
     detector = meta.get("detector", "lstm_ae")  # models saved before the key: all lstm_ae
     if detector == "lstm_ae":

@@ -6,10 +6,11 @@ and closes after ``close_after`` consecutive normal windows. At most one alert i
 (stream, device). Open alerts are restored from the database at start, so a restarted
 daemon continues them instead of opening duplicates.
 
-Cooldown: for ``cooldown`` seconds (event time) after an alert ends, the same device and
-stream opens no new alert. If M of N windows are anomalous again within it, the ended alert
-is *reopened* (same uid, status open, its window count and peak continue), so a flapping
-fault is one alert, not many. An alert an operator resolved (``sentinel alerts resolve``) is
+Cooldown: for ``cooldown`` seconds (event time; auto: 300 readings of the stream's learnt
+interval, at most a day) after an alert ends, the same device and stream opens no new
+alert. If M of N windows are anomalous again within it, the ended alert is *reopened* (same
+uid, status open, its window count and peak continue), so a flapping fault is one alert,
+not many. An alert an operator resolved (``sentinel alerts resolve``) is
 final: within its cooldown new anomalous windows are suppressed (counted, no alert), after
 it a new alert may open. The daemon learns of a resolve when the writer finds the row
 resolved (``resolved``); until then its updates of that row are ignored by the store.
@@ -37,6 +38,7 @@ from sentinel.records import (
     Severity,
     Verdict,
 )
+from sentinel.timescale import TimeScale
 
 __all__ = ["AlertTracker", "alert_checks", "severity_of"]
 
@@ -94,6 +96,13 @@ class AlertTracker:
     config_hash: str = ""  # stored in every alert's reason
     _devices: dict[tuple[str, str], _Device] = field(default_factory=dict)
     suppressed: int = 0  # alerts not opened because of a resolved alert's cooldown
+    # stream -> its model's learnt seconds per reading, which scales an auto cooldown
+    intervals: dict[str, float | None] = field(default_factory=dict)
+
+    def cooldown(self, stream: str) -> float:
+        """``cooldown`` in seconds for ``stream``: the config's, or auto (300 readings of
+        its model's interval, at most a day: sentinel.timescale)."""
+        return TimeScale(self.intervals.get(stream)).cooldown(self.config.cooldown)
 
     def restore(self, alerts: Iterable[Alert]) -> int:
         """Take over alerts that were open when the daemon last stopped."""
@@ -191,7 +200,7 @@ class AlertTracker:
         ``cooldown`` of ``now`` (event time) and could still be reopened."""
         device = self._devices.get(key)
         return device is not None and (
-            device.open is not None or device.ended_at + self.config.cooldown > now
+            device.open is not None or device.ended_at + self.cooldown(key[0]) > now
         )
 
     def forget(self, keep: Container[tuple[str, str]], now: float) -> int:
@@ -233,7 +242,7 @@ class AlertTracker:
         peak = max(run, key=lambda v: v.score.value)
         exceedance = min(v.exceedance for v in run)
         severity = severity_of(exceedance, self.config)
-        cooling = first.window.end_ts - device.ended_at < self.config.cooldown
+        cooling = first.window.end_ts - device.ended_at < self.cooldown(first.window.stream)
         if device.ended is not None and cooling:
             if device.resolved:
                 self.suppressed += 1

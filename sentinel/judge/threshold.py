@@ -57,6 +57,7 @@ from sentinel.config import ThresholdConfig
 from sentinel.judge.drift import LevelShiftWatch
 from sentinel.judge.spot import DSpot, SpotState
 from sentinel.records import AuditEvent, LevelHit, Score, SpikeHit, ThresholdState, Verdict
+from sentinel.timescale import TimeScale
 
 __all__ = ["ThresholdBank", "calibration_threshold", "settled_threshold"]
 
@@ -113,6 +114,7 @@ class _Model:
     quantiles: Mapping[str, float]
     scores: tuple[float, ...]  # held-back scores in time order: DSPOT's fit, warm-up tails
     fallback: float  # calibration_threshold: a device's threshold until it is warm
+    interval: float | None = None  # the model's learnt seconds per reading (timescale)
 
 
 @dataclass(slots=True)
@@ -146,14 +148,19 @@ class ThresholdBank:
     _events: list[AuditEvent] = field(default_factory=list)  # re-baselines not yet written
 
     def set_model(
-        self, stream: str, quantiles: Mapping[str, float], scores: Sequence[float]
+        self,
+        stream: str,
+        quantiles: Mapping[str, float],
+        scores: Sequence[float],
+        interval: float | None = None,
     ) -> None:
         """Learn ``stream``'s model from its calibration: the ``quantiles`` of its scores on
-        held-back windows and those ``scores`` in time order. Call before its first
+        held-back windows and those ``scores`` in time order; ``interval``, its learnt
+        seconds per reading, scales an auto ``rebaseline_after``. Call before its first
         ``judge``; ``reset_stream`` forgets the devices' thresholds learnt on another model.
         """
         fallback = calibration_threshold(quantiles, self.config)
-        self._models[stream] = _Model(dict(quantiles), tuple(scores), fallback)
+        self._models[stream] = _Model(dict(quantiles), tuple(scores), fallback, interval)
         self._seeds.pop(stream, None)  # a DSPOT fitted on another model's scores
 
     def judge(
@@ -225,6 +232,14 @@ class ThresholdBank:
         events, self._events = self._events, []
         return events
 
+    def rebaseline_after(self, stream: str) -> float:
+        """``rebaseline_after`` in seconds for ``stream``: the config's, or auto (3600
+        readings of its model's interval); 0 disables re-baselining."""
+        model = self._models.get(stream)
+        return TimeScale(model.interval if model else None).rebaseline_after(
+            self.config.rebaseline_after
+        )
+
     def _warm(self, state: _DeviceThreshold) -> bool:
         return state.normal_seen >= self.config.warmup and state.quantile.get() is not None
 
@@ -237,11 +252,12 @@ class ThresholdBank:
         fallback: float,
         calibration: Sequence[float],
     ) -> None:
-        cfg = self.config
-        if cfg.rebaseline_after <= 0:
+        after_s = self.rebaseline_after(key[0])
+        if after_s <= 0:
             return
         if state.watch is None:
-            state.watch = self._new_watch()
+            state.watch = self._new_watch(after_s)
+        state.watch.rebaseline_after = after_s  # a new model may bring a new interval
         log_score = math.log(max(score.value, _LOG_FLOOR))
         ts = score.window.end_ts
         if not state.watch.observe(ts, log_score, is_anomaly):
@@ -271,16 +287,14 @@ class ThresholdBank:
             "change_detected_at": since,
             "windows": windows,
             "anomalous_windows": anomalous,
-            "rebaseline_after": cfg.rebaseline_after,
+            "rebaseline_after": after_s,
         }
         self._events.append(AuditEvent(key[0], key[1], ts, "threshold_rebaselined", detail))
         log.info("threshold_rebaselined", stream=key[0], device=key[1], at=ts, **detail)
 
-    def _new_watch(self) -> LevelShiftWatch:
+    def _new_watch(self, rebaseline_after: float) -> LevelShiftWatch:
         cfg = self.config
-        return LevelShiftWatch(
-            cfg.drift_delta, cfg.drift_threshold, cfg.rebaseline_after, self._keep()
-        )
+        return LevelShiftWatch(cfg.drift_delta, cfg.drift_threshold, rebaseline_after, self._keep())
 
     def _keep(self) -> int:
         return max(self.config.spot_depth, 256)
@@ -393,13 +407,14 @@ class ThresholdBank:
                     raise ValueError(f"bad level factor {state.scale}")
             except (KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"device {device!r}: {err}") from err
-            state.watch = self._restore_watch(str(device), data.get("watch"))
+            state.watch = self._restore_watch(stream, str(device), data.get("watch"))
             restored[(stream, str(device))] = state
         self._devices.update(restored)  # all or nothing
         return len(restored)
 
-    def _restore_watch(self, device: str, data: Any) -> LevelShiftWatch | None:
-        if data is None or self.config.rebaseline_after <= 0:
+    def _restore_watch(self, stream: str, device: str, data: Any) -> LevelShiftWatch | None:
+        after_s = self.rebaseline_after(stream)
+        if data is None or after_s <= 0:
             return None
         cfg = self.config
         try:
@@ -407,7 +422,7 @@ class ThresholdBank:
                 data,
                 delta=cfg.drift_delta,
                 threshold=cfg.drift_threshold,
-                rebaseline_after=cfg.rebaseline_after,
+                rebaseline_after=after_s,
                 keep=self._keep(),
             )
         except ValueError as err:  # re-warming the watch only delays a re-baseline

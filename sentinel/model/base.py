@@ -15,6 +15,7 @@ cannot run code.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -80,14 +81,20 @@ class TrainOptions:
     # Features judged by their changes within a window rather than their level
     # (``center_relative``); their scale is the spread of their window-centred values.
     relative: tuple[str, ...] = ()
+    # Seconds between readings, learnt from the training data (sentinel.timescale); the
+    # model keeps it in its meta. None: unknown.
+    interval: float | None = None
 
     def with_seed(self, seed: int) -> TrainOptions:
         """The same options with another model seed (a retraining run's next attempt)."""
         return replace(self, model=self.model.model_copy(update={"seed": seed}))
 
 
-def training_options(config: SentinelConfig, stream: str) -> TrainOptions:
-    """The training options the config gives ``stream``; KeyError for an unknown stream."""
+def training_options(
+    config: SentinelConfig, stream: str, interval: float | None = None
+) -> TrainOptions:
+    """The training options the config gives ``stream``, whose readings come every
+    ``interval`` seconds (learnt from the data); KeyError for an unknown stream."""
     stream_cfg = config.stream(stream)
     return TrainOptions(
         stream=stream_cfg.name,
@@ -95,6 +102,7 @@ def training_options(config: SentinelConfig, stream: str) -> TrainOptions:
         window=config.windows.length,
         model=config.model,
         relative=stream_cfg.relative_features,
+        interval=interval,
     )
 
 
@@ -126,6 +134,11 @@ class DetectorMeta:
     # Numbers about the run: rows, losses, seconds, seed; first_ts/last_ts, the time range
     # of the readings it learnt from, where known.
     training: dict[str, float | int | str] = field(default_factory=dict)
+    # Seconds between two readings of a device, learnt from the training data
+    # (sentinel.timescale): auto time settings are counts of it. None for models saved
+    # before it existed (an optional key, as ``levels``: schema 1 still reads them), which
+    # keep the old scale of one reading per second.
+    interval: float | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -139,10 +152,12 @@ class DetectorMeta:
             )
         if self.window < 1:
             raise ModelError("window must be positive")
+        if self.interval is not None and not (math.isfinite(self.interval) and self.interval > 0):
+            raise ModelError(f"interval must be a positive number of seconds, not {self.interval}")
 
     def to_dict(self) -> dict[str, Any]:
         """meta.json's common keys; a subclass adds its own to them."""
-        return {
+        data: dict[str, Any] = {
             "schema_version": self.schema_version,
             "detector": self.detector,
             "version": self.version,
@@ -153,6 +168,9 @@ class DetectorMeta:
             "created": self.created,
             "training": dict(self.training),
         }
+        if self.interval is not None:
+            data["interval"] = self.interval
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -181,7 +199,13 @@ class DetectorMeta:
         for key, value in training.items():
             if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise ModelError(f"training.{key} must be a number or a string")
+        interval = obj.get("interval")
+        if interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, int | float)
+        ):
+            raise ModelError("interval must be a number of seconds")
         common = {
+            "interval": None if interval is None else float(interval),
             "schema_version": SCHEMA_VERSION,
             "detector": detector,
             "version": string(obj.get("version"), "version"),

@@ -260,4 +260,5 @@ def _common(
         "calibration": calibration,
         "created": now.isoformat(timespec="seconds"),
         "training": training,
+        "interval": options.interval,
     }

@@ -294,6 +294,7 @@ def train_detector(
         relative_features=relative,
         score_steps=config.score_steps,
         levels=levels,
+        interval=options.interval,
     )
     log.info(
         "training_finished",

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from sentinel.errors import DataError
+from sentinel.timescale import TimeScale, learn_interval, no_runs_error
 
 __all__ = ["CsvDialect", "RecordedData", "parse_timestamp", "read_feature_csv"]
 
@@ -93,8 +94,18 @@ class RecordedData:
     values: np.ndarray  # (rows, features) float32
     timestamps: np.ndarray | None  # (rows,) epoch seconds, or None without a time column
     features: tuple[str, ...]
-    max_gap: float
+    max_gap: float | None  # seconds; None: auto, 60 readings of the learnt interval
     carried: dict[str, list[str]] = field(default_factory=dict)  # e.g. label columns, as text
+
+    @property
+    def interval(self) -> float | None:
+        """The sampling interval learnt from the timestamps (sentinel.timescale)."""
+        return None if self.timestamps is None else learn_interval([self.timestamps])
+
+    @property
+    def gap(self) -> float:
+        """``max_gap`` in seconds: as given, or auto for the learnt interval."""
+        return TimeScale(self.interval).max_gap(self.max_gap)
 
     @property
     def first_ts(self) -> float | None:
@@ -110,9 +121,17 @@ class RecordedData:
             runs = [self.values]
         else:
             steps = np.diff(self.timestamps)
-            cuts = np.flatnonzero((steps > self.max_gap) | (steps <= 0)) + 1
+            cuts = np.flatnonzero((steps > self.gap) | (steps <= 0)) + 1
             runs = np.split(self.values, cuts)
         return [run for run in runs if len(run) >= min_length]
+
+    def training_segments(self, min_length: int) -> list[np.ndarray]:
+        """``segments`` to train on: a DataError naming ``windows.max_gap`` when the gaps
+        leave no run of ``min_length`` readings, where training would only say "no data"."""
+        runs = self.segments(min_length)
+        if not runs and len(self.values) >= min_length:
+            raise no_runs_error(self.gap, min_length, len(self.values))
+        return runs
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -160,7 +179,7 @@ def read_feature_csv(
     features: Sequence[str],
     *,
     timestamp_column: str | None = None,
-    max_gap: float = math.inf,
+    max_gap: float | None = math.inf,
     carry: Sequence[str] = (),
     require_timestamps: bool = False,
     dialect: CsvDialect | None = None,

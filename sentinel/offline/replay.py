@@ -125,9 +125,11 @@ def replay(
             data.features,
             data.max_gap,
         )
+        # As the cold start does: the interval learnt from the training rows scales the
+        # auto time settings, and the model keeps it (sentinel.timescale).
         detector = detector_type(config.model.detector).train(
-            head.segments(min_length=window),
-            training_options(config, stream.name),
+            head.training_segments(min_length=window),
+            training_options(config, stream.name, head.interval),
             device=torch_device,
             first_ts=head.first_ts,
             last_ts=head.last_ts,

@@ -90,7 +90,6 @@ def run_retrain(
     back) and need only ``cold_start.readings``. Never raises for bad data or a failed fit:
     those become a ``skipped`` or ``failed`` outcome with the reason.
     """
-    options = training_options(config, stream)
     cfg = config.retrain
     window = config.windows.length
     reservoir = open_reservoir(config, stream, readonly=True)
@@ -103,6 +102,8 @@ def run_retrain(
         )
     finally:
         reservoir.close()
+    # The model keeps the interval learnt from its data: it scales the auto time settings.
+    options = training_options(config, stream, data.interval)
     needed = config.cold_start.readings if cold_start else cfg.min_rows
     log.info(
         "retrain_data",

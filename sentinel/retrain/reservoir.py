@@ -3,13 +3,15 @@
 One SQLite file per stream (``<state_dir>/reservoir/<stream>.sqlite``) holds the readings,
 bounded by count and by age (event time, so a replay ages them exactly as the daemon
 would), and the intervals that must not train a model: every anomalous window and every
-alert, widened by ``exclusion_margin``. When the threshold re-baselines after a lasting
-change (sentinel/judge/drift.py), the daemon has accepted the span since the change as the new
-normal: that span is recorded as *accepted* and trains models again, exclusions inside it
-included. Without that, a lasting step is excluded as a whole and retraining could never
-learn it (the river #948 lock-out, at the model level). A restart keeps all of it, so a
-kill during the cold start no longer starts the collection over. Readings are keyed by
-(device, ts): a message the broker delivers again after a crash is stored once.
+alert, widened by ``exclusion_margin`` (auto: 120 readings of the interval between the
+anomalous windows' own readings, sentinel.timescale). When the threshold re-baselines
+after a lasting change (sentinel/judge/drift.py), the daemon has accepted the span since
+the change as the new normal: that span is recorded as *accepted* and trains models again,
+exclusions inside it included. Without that, a lasting step is excluded as a whole and
+retraining could never learn it (the river #948 lock-out, at the model level). A restart
+keeps all of it, so a kill during the cold start no longer starts the collection over.
+Readings are keyed by (device, ts): a message the broker delivers again after a crash is
+stored once.
 
 The pipeline worker is the only writer (one small transaction per pass); training runs,
 possibly in another process, only read.
@@ -29,6 +31,7 @@ import structlog
 from sentinel.errors import DataError
 from sentinel.logs import Throttle
 from sentinel.records import Alert, AuditEvent, Reading, Window
+from sentinel.timescale import TimeScale, learn_interval
 
 __all__ = ["CleanData", "Reservoir", "ReservoirTap", "Run", "reservoir_path"]
 
@@ -81,6 +84,7 @@ class CleanData:
     stored: int  # readings in the reservoir
     first_ts: float | None
     last_ts: float | None
+    interval: float | None = None  # seconds per reading, learnt from them (timescale)
 
     @property
     def train_rows(self) -> int:
@@ -97,13 +101,14 @@ class Reservoir:
         *,
         max_rows: int,
         max_age: float,
-        margin: float,
+        margin: float | None,
     ) -> None:
         self._path = Path(path)
         self._n_features = n_features
         self._max_rows = max_rows
         self._max_age = max_age
-        self._margin = margin
+        self._margin = margin  # seconds; None: auto, EXCLUSION_MARGIN_READINGS readings
+        self._interval: float | None = None  # learnt from the latest anomalous windows
         self._conn: sqlite3.Connection | None = None
         self._since_prune = 0
         self.count = 0  # readings stored; read by other threads, written by the owner only
@@ -163,7 +168,15 @@ class Reservoir:
     def excluded_spans(self, flagged: Sequence[Window], alerts: Sequence[Alert]) -> list[Span]:
         """The (device, start, end) spans that anomalous windows and alerts leave out of
         training, each widened by the reservoir's margin."""
-        m = self._margin
+        # A window holds consecutive readings no further apart than max_gap: its span per
+        # reading is the stream's interval, which scales an auto margin. Alerts come with
+        # their windows, so the latest estimate serves them too.
+        steps = [
+            (w.end_ts - w.start_ts) / (len(w.values) - 1) for w in flagged if len(w.values) > 1
+        ]
+        if steps:
+            self._interval = float(np.median(steps)) or self._interval
+        m = TimeScale(self._interval).exclusion_margin(self._margin)
         spans = [(w.device, w.start_ts - m, w.end_ts + m) for w in flagged]
         spans += [(a.device, a.started_at - m, (a.ended_at or a.updated_at) + m) for a in alerts]
         return spans
@@ -241,9 +254,16 @@ class Reservoir:
     # -- reading (training runs) ----------------------------------------------------------
 
     def clean_data(
-        self, *, window: int, max_gap: float, holdout_fraction: float, until: float | None = None
+        self,
+        *,
+        window: int,
+        max_gap: float | None,
+        holdout_fraction: float,
+        until: float | None = None,
     ) -> CleanData:
-        """Readings outside every excluded span, as gap-free runs per device, about
+        """Readings outside every excluded span, as gap-free runs per device (split at gaps
+        longer than ``max_gap`` seconds; None: auto, for the interval learnt from the
+        readings, as at cold start), about
         ``holdout_fraction`` of them held back in time blocks spread over the reservoir's
         span (the newest block always among them). ``until`` ignores anything newer (a
         replay asks as of its own clock)."""
@@ -271,8 +291,14 @@ class Reservoir:
         by_device: dict[str, list[tuple[float, bytes]]] = {}
         for device, ts, vals in rows:
             by_device.setdefault(device, []).append((ts, vals))
+        times = {
+            device: np.fromiter((t for t, _ in items), dtype=np.float64, count=len(items))
+            for device, items in by_device.items()
+        }
+        interval = learn_interval(times.values())
+        gap = TimeScale(interval).max_gap(max_gap)
         for device, items in by_device.items():
-            ts = np.fromiter((t for t, _ in items), dtype=np.float64, count=len(items))
+            ts = times[device]
             values = np.frombuffer(b"".join(v for _, v in items), dtype=np.float32)
             values = values.reshape(len(items), self._n_features)
             keep = np.ones(len(ts), dtype=bool)
@@ -284,10 +310,10 @@ class Reservoir:
                 lo = int(np.searchsorted(ts, start, side="left"))
                 hi = int(np.searchsorted(ts, end, side="right"))
                 keep[lo:hi] = True
-            runs.extend(_runs(device, ts, values, keep, max_gap))
+            runs.extend(_runs(device, ts, values, keep, gap))
         clean = [r for r in runs if len(r.ts) >= window]
         if not clean:
-            return CleanData([], [], 0, stored, None, None)
+            return CleanData([], [], 0, stored, None, None, interval)
         all_ts = np.concatenate([r.ts for r in clean])
         first, last = float(all_ts.min()), float(all_ts.max())
         # Interleaved, not a tail: the span is cut into 5k time blocks and every k-th is
@@ -317,6 +343,7 @@ class Reservoir:
             stored=stored,
             first_ts=first,
             last_ts=last,
+            interval=interval,
         )
 
 

@@ -16,6 +16,7 @@ from sentinel.errors import SentinelError
 from sentinel.model import Detector, ModelRegistry, detector_type, training_options
 from sentinel.progress import progress_reporter
 from sentinel.records import Reading
+from sentinel.timescale import TimeScale, learn_interval, no_runs_error
 
 __all__ = ["ColdStartBuffer", "Trainer", "TrainingJob"]
 
@@ -24,41 +25,51 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class ColdStartBuffer:
-    """Readings of one stream, kept as gap-free runs per device, until ``target`` is reached.
+    """Readings of one stream, kept per device in time order, until ``target`` is reached.
 
-    Runs are split at gaps longer than ``max_gap`` for the same reason windows restart
-    there: a training window across a gap teaches the model a jump that never happens.
+    ``segments`` splits them into runs at gaps longer than ``max_gap`` for the same reason
+    windows restart there: a training window across a gap teaches the model a jump that
+    never happens. With ``max_gap`` None (auto) the gap is 60 readings of the interval
+    learnt from what was collected (``sentinel.timescale``), so 5-minute data is split at
+    5 hours, not refused at 60 s (issue #21).
     """
 
     stream: str
     target: int
-    max_gap: float
+    max_gap: float | None
     collected: int = 0
     first_ts: float | None = None
     last_ts: float | None = None
-    _runs: dict[str, list[list[tuple[float, ...]]]] = field(default_factory=dict)
-    _device_last: dict[str, float] = field(default_factory=dict)
+    _times: dict[str, list[float]] = field(default_factory=dict)
+    _values: dict[str, list[tuple[float, ...]]] = field(default_factory=dict)
 
     def add(self, reading: Reading) -> bool:
         """Keep a reading; True once the target is reached."""
-        runs = self._runs.setdefault(reading.device, [[]])
-        last = self._device_last.get(reading.device)
-        if last is not None and reading.ts - last > self.max_gap:
-            runs.append([])
-        runs[-1].append(reading.values)
-        self._device_last[reading.device] = reading.ts
+        self._times.setdefault(reading.device, []).append(reading.ts)
+        self._values.setdefault(reading.device, []).append(reading.values)
         self.collected += 1
         self.first_ts = reading.ts if self.first_ts is None else min(self.first_ts, reading.ts)
         self.last_ts = reading.ts if self.last_ts is None else max(self.last_ts, reading.ts)
         return self.collected >= self.target
 
+    @property
+    def interval(self) -> float | None:
+        """The sampling interval learnt from the readings collected so far."""
+        return learn_interval(np.asarray(ts) for ts in self._times.values())
+
+    @property
+    def gap(self) -> float:
+        """``max_gap`` resolved in seconds for what was collected."""
+        return TimeScale(self.interval).max_gap(self.max_gap)
+
     def segments(self, min_length: int) -> list[np.ndarray]:
-        return [
-            np.asarray(run, dtype=np.float32)
-            for runs in self._runs.values()
-            for run in runs
-            if len(run) >= min_length
-        ]
+        gap = self.gap
+        out: list[np.ndarray] = []
+        for device, times in self._times.items():
+            values = np.asarray(self._values[device], dtype=np.float32)
+            cuts = np.flatnonzero(np.diff(np.asarray(times)) > gap) + 1
+            out.extend(run for run in np.split(values, cuts) if len(run) >= min_length)
+        return out
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,9 @@ class TrainingJob:
     segments: list[np.ndarray]
     first_ts: float | None
     last_ts: float | None
+    interval: float | None = None  # learnt from the readings (sentinel.timescale)
+    max_gap: float = 60.0  # seconds the segments were split at, for a refusal's message
+    readings: int = 0  # how many were collected
 
 
 class Trainer:
@@ -128,12 +142,14 @@ class Trainer:
     def _train(self, job: TrainingJob) -> None:
         stream = job.stream
         rows = sum(len(s) for s in job.segments)
+        if not job.segments:
+            raise no_runs_error(job.max_gap, self._config.windows.length, job.readings)
         log.info("training_started", stream=stream.name, rows=rows, segments=len(job.segments))
         progress = progress_reporter(stream.name, self._config.model.epochs)
         try:
             detector = detector_type(self._config.model.detector).train(
                 job.segments,
-                training_options(self._config, stream.name),
+                training_options(self._config, stream.name, job.interval),
                 device=self._device,
                 first_ts=job.first_ts,
                 last_ts=job.last_ts,

@@ -460,7 +460,8 @@ class Pipeline:
         """Seconds of silence after which a device leaves memory; 0: never. Not before
         windows.max_gap, until which its partial window could still be completed."""
         idle = self._config.ingest.device_idle
-        return max(idle, self._config.windows.max_gap) if idle > 0 else 0.0
+        gap = max(rt.windows.max_gap for rt in self._streams.values())
+        return max(idle, gap) if idle > 0 else 0.0
 
     def _refuse(self, key: tuple[str, str], topic: str) -> None:
         cap = self._devices.limits[key[0]]
@@ -717,7 +718,11 @@ class Pipeline:
             self._begin_cold_start(runtime)
             return
         calibration = detector.meta.calibration
-        self._thresholds.set_model(stream.name, calibration.quantiles, calibration.scores)
+        # The model's learnt sampling interval scales the stream's auto time settings.
+        interval = detector.meta.interval
+        self._thresholds.set_model(stream.name, calibration.quantiles, calibration.scores, interval)
+        self._alerts.intervals[stream.name] = interval
+        runtime.windows.set_interval(interval)
         runtime.baseline = tuple(calibration.feature_mean_errors)
         runtime.detector = detector
         runtime.cold_start = None
@@ -757,9 +762,23 @@ class Pipeline:
         assert buffer is not None
         runtime.cold_start = None  # stop collecting; scoring starts when the model arrives
         segments = buffer.segments(min_length=self._config.windows.length)
-        log.info("cold_start_collected", stream=runtime.config.name, readings=buffer.collected)
+        interval = buffer.interval
+        log.info(
+            "cold_start_collected",
+            stream=runtime.config.name,
+            readings=buffer.collected,
+            interval=interval,
+        )
         self._request_training(
-            TrainingJob(runtime.config, segments, buffer.first_ts, buffer.last_ts)
+            TrainingJob(
+                runtime.config,
+                segments,
+                buffer.first_ts,
+                buffer.last_ts,
+                interval=interval,
+                max_gap=buffer.gap,
+                readings=buffer.collected,
+            )
         )
 
     # -- live reconfiguration (SIGHUP) ----------------------------------------------------

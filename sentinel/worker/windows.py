@@ -8,6 +8,7 @@ import numpy as np
 
 from sentinel.config import WindowConfig
 from sentinel.records import Reading, Window
+from sentinel.timescale import TimeScale
 
 __all__ = ["WindowAssembler"]
 
@@ -30,20 +31,31 @@ class WindowAssembler:
     duplicate readings before they get here). A window is emitted once ``length`` readings
     are held and ``hop`` new readings arrived since the previous window. A gap longer than
     ``max_gap`` seconds restarts the device's window: a window spanning a gap would mix two
-    operating periods and look anomalous for no reason.
+    operating periods and look anomalous for no reason. Auto ``max_gap`` is 60 readings of
+    ``interval``, the stream's model's learnt seconds per reading (sentinel.timescale).
     """
 
     stream: str
     n_features: int
     config: WindowConfig
+    interval: float | None = None
     gap_resets: int = 0
     _rings: dict[str, _Ring] = field(default_factory=dict)
+    max_gap: float = field(init=False)  # seconds, resolved once: add() runs per reading
+
+    def __post_init__(self) -> None:
+        self.set_interval(self.interval)
+
+    def set_interval(self, interval: float | None) -> None:
+        """Take a model's learnt interval: an auto ``max_gap`` follows it."""
+        self.interval = interval
+        self.max_gap = TimeScale(interval).max_gap(self.config.max_gap)
 
     def add(self, reading: Reading) -> Window | None:
         ring = self._rings.get(reading.device)
         if ring is None:
             ring = self._rings[reading.device] = self._new_ring()
-        elif ring.last_ts is not None and reading.ts - ring.last_ts > self.config.max_gap:
+        elif ring.last_ts is not None and reading.ts - ring.last_ts > self.max_gap:
             self.gap_resets += 1
             ring.filled = ring.since_emit = 0
         ring.values[ring.head] = reading.values

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sentinel.errors import ModelError
-from sentinel.model import ModelRegistry
+from sentinel.model import LstmAeDetector, LstmAutoencoder, ModelRegistry
+from sentinel.model.base import META_FILE
 from sentinel.model.lstm_detector import WEIGHTS_FILE
 from tests.model.helpers import CPU, V1, V2, make_detector
 
@@ -112,3 +115,33 @@ def test_garbage_active_file_is_an_error(registry: ModelRegistry, content: str) 
 def test_stream_names_cannot_escape_the_root(registry: ModelRegistry, stream: str) -> None:
     with pytest.raises(ModelError, match="invalid stream name"):
         registry.versions(stream)
+
+
+def test_the_learnt_interval_is_saved_with_the_model(registry: ModelRegistry) -> None:
+    """The sampling interval learnt at training scales the stream's auto time settings
+    (sentinel.timescale), so it must survive a restart (issue #21)."""
+    detector = make_detector(V1)
+    assert isinstance(detector, LstmAeDetector)
+    timed = LstmAeDetector(replace(detector.meta, interval=300.0), LstmAutoencoder(2, 4, 2, 1), CPU)
+    registry.save(timed)
+    loaded = registry.load_version("pump", V1, CPU)
+    assert loaded.meta.interval == 300.0
+    assert json.loads((registry.root / "pump" / V1 / META_FILE).read_text())["interval"] == 300.0
+
+
+def test_a_model_saved_before_intervals_existed_still_loads(registry: ModelRegistry) -> None:
+    registry.save(make_detector(V1))
+    meta = registry.root / "pump" / V1 / META_FILE
+    data = json.loads(meta.read_text())
+    data.pop("interval", None)
+    meta.write_text(json.dumps(data))
+    loaded = registry.load_version("pump", V1, CPU)
+    assert loaded.meta.interval is None  # it keeps the old scale: one reading per second
+
+
+def test_a_bad_interval_is_refused(registry: ModelRegistry) -> None:
+    registry.save(make_detector(V1))
+    meta = registry.root / "pump" / V1 / META_FILE
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "interval": "5min"}))
+    with pytest.raises(ModelError, match="interval"):
+        registry.load_version("pump", V1, CPU)

@@ -23,7 +23,7 @@ def test_replay_retrains_on_the_schedule_in_data_time(tmp_path: Path) -> None:
     values += np.clip((np.arange(2600) - 600) / 2000, 0, 1)[:, None].astype(np.float32) * 0.3
     ts = 1_750_000_000.0 + 10.0 * np.arange(len(values))
     config = make_config(tmp_path / "unused", every=2400.0, reservoir_age=4800.0)
-    data = RecordedData(values, ts, tuple(FEATURES), config.windows.max_gap * 10)
+    data = RecordedData(values, ts, tuple(FEATURES), 100.0)  # 10x the config's max_gap
     out = tmp_path / "scores.csv"
 
     summary = replay(

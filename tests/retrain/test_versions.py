@@ -89,6 +89,7 @@ def test_models_show_is_readable_and_json_on_request(
     assert lines["parent"] == version(1)
     assert lines["data"] == "2025-01-01 00:00 to 2025-01-02 00:00 UTC, 4000 rows trained on"
     assert lines["features"] == "a, b, c"
+    assert lines["sampling"].startswith("not recorded")  # saved without an interval
     assert lines["challenger"].startswith("merit 0.61: detection 0.8, false rate 0.02")
 
     assert main(["models", "show", version(1), "--config", cfg]) == 0

@@ -1,0 +1,98 @@
+"""Time settings in readings: each stream's sampling interval, learnt from its data.
+
+Every time setting of the config (``windows.max_gap``, ``threshold.rebaseline_after``,
+``alerts.cooldown``, ``retrain.exclusion_margin``) is ``None`` by default: "auto", a fixed
+number of READINGS times the stream's sampling interval, so one default config fits data
+sampled every second and every hour alike (issue #21, causes 1 and 5). The counts are
+chosen so that at one reading per second the auto value is the old default in seconds.
+An explicit number of seconds in the config still wins.
+
+The interval is learnt at cold start or training -- the median of the positive per-device
+timestamp steps, which gaps and bursts barely move -- and stored with the model
+(``DetectorMeta.interval``). A model saved before that has none: it keeps the old
+behaviour, one reading per second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sentinel.errors import DataError
+
+__all__ = [
+    "COOLDOWN_MAX_AUTO",
+    "COOLDOWN_READINGS",
+    "EXCLUSION_MARGIN_READINGS",
+    "MAX_GAP_READINGS",
+    "REBASELINE_READINGS",
+    "TimeScale",
+    "learn_interval",
+    "no_runs_error",
+]
+
+# Readings per auto setting; at 1 reading/s each is the setting's old default in seconds.
+MAX_GAP_READINGS = 60
+REBASELINE_READINGS = 3600
+COOLDOWN_READINGS = 300
+# An auto cooldown never exceeds a day: at one reading an hour 300 readings are 12.5 days,
+# and every anomaly within them would reopen the same alert, one alert "open" for days
+# (issue #21, cause 7). Anomalies a quiet day apart are separate incidents to whoever is
+# on shift. Data sampled every 288 s or slower reaches the cap (at 1 min it is 5 h).
+COOLDOWN_MAX_AUTO = 86_400.0
+EXCLUSION_MARGIN_READINGS = 120
+
+
+def learn_interval(timestamps: Iterable[np.ndarray]) -> float | None:
+    """The sampling interval in seconds of one stream: the median of the positive steps
+    between consecutive timestamps, each array being one device's readings in time order.
+    None where no two readings of a device are apart (too little data to tell)."""
+    steps = [np.diff(np.asarray(ts, dtype=np.float64)) for ts in timestamps if len(ts) > 1]
+    if not steps:
+        return None
+    all_steps = np.concatenate(steps)
+    positive = all_steps[all_steps > 0]
+    if positive.size == 0:
+        return None
+    return float(np.median(positive))
+
+
+@dataclass(frozen=True)
+class TimeScale:
+    """Resolves time settings for one stream whose readings come every ``interval`` seconds
+    (None: unknown, taken as one second, the scale the old defaults assumed)."""
+
+    interval: float | None = None
+
+    @property
+    def step(self) -> float:
+        return self.interval if self.interval is not None and self.interval > 0 else 1.0
+
+    def seconds(self, value: float | None, readings: int) -> float:
+        """``value`` seconds where the config sets one, else ``readings`` intervals."""
+        return float(value) if value is not None else readings * self.step
+
+    def max_gap(self, value: float | None) -> float:
+        return self.seconds(value, MAX_GAP_READINGS)
+
+    def rebaseline_after(self, value: float | None) -> float:
+        return self.seconds(value, REBASELINE_READINGS)
+
+    def cooldown(self, value: float | None) -> float:
+        if value is not None:
+            return float(value)
+        return min(self.seconds(None, COOLDOWN_READINGS), COOLDOWN_MAX_AUTO)
+
+    def exclusion_margin(self, value: float | None) -> float:
+        return self.seconds(value, EXCLUSION_MARGIN_READINGS)
+
+
+def no_runs_error(max_gap: float, window: int, readings: int) -> DataError:
+    """The refusal when gaps leave no run as long as a window: it names the setting."""
+    return DataError(
+        f"no training data: every run between gaps longer than windows.max_gap "
+        f"(={max_gap:g} s) is shorter than a window ({window} readings); {readings} readings "
+        "given. Set windows.max_gap (seconds) if the data's gaps are normal for it"
+    )
