@@ -56,7 +56,15 @@ from river import stats
 from sentinel.config import ThresholdConfig
 from sentinel.judge.drift import LevelShiftWatch
 from sentinel.judge.spot import DSpot, SpotState
-from sentinel.records import AuditEvent, LevelHit, Score, SpikeHit, ThresholdState, Verdict
+from sentinel.records import (
+    AuditEvent,
+    ConstantHit,
+    LevelHit,
+    Score,
+    SpikeHit,
+    ThresholdState,
+    Verdict,
+)
 
 __all__ = ["ThresholdBank", "calibration_threshold", "settled_threshold"]
 
@@ -157,14 +165,19 @@ class ThresholdBank:
         self._seeds.pop(stream, None)  # a DSPOT fitted on another model's scores
 
     def judge(
-        self, score: Score, spike: SpikeHit | None = None, level: LevelHit | None = None
+        self,
+        score: Score,
+        spike: SpikeHit | None = None,
+        level: LevelHit | None = None,
+        constant: ConstantHit | None = None,
     ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
         The stream's model (``set_model``) gives the threshold a device warms up on and
         the held-back scores DSPOT is fitted on. A window with a ``spike``
-        (sentinel.judge.spikes) or a ``level`` hit (sentinel.judge.levels) is anomalous
-        whatever its score, and its score teaches the threshold nothing.
+        (sentinel.judge.spikes), a ``level`` hit (sentinel.judge.levels) or a ``constant``
+        hit (sentinel.judge.constants) is anomalous whatever its score, and its score
+        teaches the threshold nothing.
         """
         model = self._models[score.window.stream]
         fallback, calibration = model.fallback, model.scores
@@ -177,7 +190,7 @@ class ThresholdBank:
                 state = self._devices[key]
             else:
                 state = self._devices[key] = self._new_device(score.window.stream, calibration)
-        forced = spike is not None or level is not None
+        forced = spike is not None or level is not None or constant is not None
         if state.spot is not None:
             spot = state.spot
             x = math.log(max(score.value, _LOG_FLOOR))
@@ -207,7 +220,7 @@ class ThresholdBank:
             info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
         # The level-shift watch follows the model's score alone, spike or not.
         self._watch(key, state, score, is_anomaly, fallback, calibration)
-        for hit in (spike, level):
+        for hit in (spike, level, constant):
             if hit is not None:
                 is_anomaly, exceedance = True, min(exceedance, hit.exceedance)
         return Verdict(
@@ -218,6 +231,7 @@ class ThresholdBank:
             state=info,
             spike=spike,
             level=level,
+            constant=constant,
         )
 
     def drain_events(self) -> list[AuditEvent]:
