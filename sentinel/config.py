@@ -330,13 +330,25 @@ class ThresholdConfig(Section):
         default=2_000, ge=50, le=1_000_000, description="Recent normal scores remembered."
     )
     warmup: int = Field(
-        default=2_000,
+        default=200,
         ge=1,
         le=1_000_000,
         description="Normal windows per device judged against the model's calibration "
-        "threshold before the device's own quantile takes over. Must be at least "
-        "1 / (1 - quantile): fewer samples make the quantile the running maximum, and a "
-        "slowly rising fault then raises its own threshold.",
+        "threshold alone; from then on the device's own quantile x multiplier is blended "
+        "with it, the device's share n / (n + prior_windows) after n normal windows. Must "
+        "be at least 1 / (1 - quantile): fewer samples make the quantile the running "
+        "maximum, and a slowly rising fault then raises its own threshold.",
+    )
+    prior_windows: int = Field(
+        default=200,
+        ge=0,
+        le=1_000_000,
+        description="How many normal windows the model's calibration threshold counts "
+        "for once a device is past warmup (shrinkage): with n normal windows the threshold "
+        "is (n x own + prior_windows x calibration) / (n + prior_windows), so an early "
+        "quantile from a few hundred windows moves it only part of the way and the device "
+        "earns its own threshold as it learns. 0: the device's own quantile alone, as "
+        "soon as it is warm.",
     )
     adapt: bool = Field(
         default=True,

@@ -5,7 +5,10 @@ Two methods, chosen by ``threshold.method``:
 * ``quantile`` -- each device tracks a rolling quantile (river's ``RollingQuantile``) of its
   own recent *normal* scores; the threshold is that quantile times a headroom multiplier.
   Until a device has ``warmup`` normal scores it is judged against the model's calibration
-  threshold, taken from scores on held-back training windows.
+  threshold, taken from scores on held-back training windows; after that against a blend
+  of the two that shifts to the device's own as it learns (shrinkage: after n normal
+  windows the device's quantile has weight n / (n + ``prior_windows``)), so a device warms
+  up in hundreds of windows without an early, noisy quantile deciding alone (issue #21).
 * ``spot`` -- a drift-aware extreme-value threshold (DSPOT, Siffer et al., KDD 2017,
   ``sentinel.judge.spot``) on the log of the score: autoencoder errors drift multiplicatively.
   It is fitted once per model on the log of the model's held-back scores, copied to every
@@ -311,9 +314,15 @@ class ThresholdBank:
 
     def current(self, state: _DeviceThreshold, fallback: float) -> float:
         value = state.quantile.get()
-        if state.normal_seen < self.config.warmup or value is None:
+        n = state.normal_seen
+        if n < self.config.warmup or value is None:
             return fallback * state.scale
-        return float(value) * self.config.multiplier * state.scale
+        own = float(value) * self.config.multiplier
+        # Shrinkage towards the calibration threshold (issue #21): it counts as
+        # prior_windows normal windows, so a quantile of a few hundred windows moves the
+        # threshold only part of the way (at n = prior_windows, half).
+        weight = n / (n + self.config.prior_windows)
+        return (weight * own + (1.0 - weight) * fallback) * state.scale
 
     def reset_stream(self, stream: str) -> None:
         """Forget a stream's thresholds, e.g. when a new model changes its score scale."""
@@ -333,8 +342,9 @@ class ThresholdBank:
     def reconfigure(self, config: ThresholdConfig) -> None:
         """Adopt a reloaded config without forgetting what the devices have learned.
 
-        ``multiplier`` and ``warmup`` are read at every judgement; each model's calibration
-        threshold is recomputed here with the new ``quantile`` and ``multiplier``. A new
+        ``multiplier``, ``warmup`` and ``prior_windows`` are read at every judgement; each
+        model's calibration threshold is recomputed here with the new ``quantile`` and
+        ``multiplier``. A new
         ``quantile`` or ``history`` rebuilds each device's rolling quantile from the normal
         scores it remembers. A change of method, or of DSPOT's parameters, refits DSPOT from the
         model's held-back scores when each device next scores a window.
