@@ -19,6 +19,8 @@ from sentinel.model import LstmAeDetector, TrainOptions, train_detector
 from sentinel.records import Alert, AlertStatus, Delivery, Reading
 from tests.fakes import Harness
 
+pytestmark = pytest.mark.slow  # trains a real model (once, in the module's fixture)
+
 FEATURES = ["a", "flag"]
 SWITCH, FAULT = 300, 700  # readings: the flag goes 0 -> 1 and stays; a on offset for 40
 
