@@ -34,6 +34,7 @@ from sentinel.errors import ConfigError
 __all__ = [
     "AlertsConfig",
     "ColdStartConfig",
+    "ConstantsConfig",
     "DatabaseConfig",
     "FeatureSpec",
     "HealthConfig",
@@ -332,13 +333,25 @@ class ThresholdConfig(Section):
         default=2_000, ge=50, le=1_000_000, description="Recent normal scores remembered."
     )
     warmup: int = Field(
-        default=2_000,
+        default=200,
         ge=1,
         le=1_000_000,
         description="Normal windows per device judged against the model's calibration "
-        "threshold before the device's own quantile takes over. Must be at least "
-        "1 / (1 - quantile): fewer samples make the quantile the running maximum, and a "
-        "slowly rising fault then raises its own threshold.",
+        "threshold alone; from then on the device's own quantile x multiplier is blended "
+        "with it, the device's share n / (n + prior_windows) after n normal windows. Must "
+        "be at least 1 / (1 - quantile): fewer samples make the quantile the running "
+        "maximum, and a slowly rising fault then raises its own threshold.",
+    )
+    prior_windows: int = Field(
+        default=200,
+        ge=0,
+        le=1_000_000,
+        description="How many normal windows the model's calibration threshold counts "
+        "for once a device is past warmup (shrinkage): with n normal windows the threshold "
+        "is (n x own + prior_windows x calibration) / (n + prior_windows), so an early "
+        "quantile from a few hundred windows moves it only part of the way and the device "
+        "earns its own threshold as it learns. 0: the device's own quantile alone, as "
+        "soon as it is warm.",
     )
     adapt: bool = Field(
         default=True,
@@ -509,6 +522,40 @@ class LevelsConfig(Section):
         description="A window is anomalous when one feature's window mean is more than k "
         "standard deviations of training's window means from their mean. Window means of "
         "real plants wander more than Gaussian noise would, hence the margin.",
+    )
+
+
+class ConstantsConfig(Section):
+    """Departure check of the features constant in a model's training data
+    (sentinel/judge/constants.py; issue #21)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="A feature constant in the training data (a command flag, a set point, a "
+        "sensor that was off) is left out of the model's score, whose error ratio to its "
+        "~0 training error would be 10^3-10^8 at any change. This check judges it instead: "
+        "a window holding a reading away from every value accepted for it on the device "
+        "(at first only its training value) is anomalous, and the alert names it. false: "
+        "such features are not judged at all.",
+    )
+    tolerance: float = Field(
+        default=1e-4,
+        gt=0,
+        le=1.0,
+        description="A reading departs from an accepted value v when it is more than "
+        "tolerance x max(1, |v|) away from it; float noise stays within this.",
+    )
+    relearn_after: int = Field(
+        default=16,
+        ge=1,
+        le=1_000_000,
+        description="Readings after which a departure stops alerting, per device and "
+        "feature: a new value held for this many readings in a row becomes an accepted "
+        "value (a flag that switched and stays switched alerts once, and later switches "
+        "between known values not at all); a feature that keeps departing this long "
+        "without settling on one value is no longer judged on that device. Both are "
+        "audited (constant_value_learnt, constant_feature_released). Lost at a restart, "
+        "after which a departed feature alerts once more.",
     )
 
 
@@ -930,6 +977,7 @@ class SentinelConfig(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     spikes: SpikesConfig = Field(default_factory=SpikesConfig)
     levels: LevelsConfig = Field(default_factory=LevelsConfig)
+    constants: ConstantsConfig = Field(default_factory=ConstantsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)

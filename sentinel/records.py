@@ -19,6 +19,7 @@ __all__ = [
     "AlertReason",
     "AlertStatus",
     "AuditEvent",
+    "ConstantHit",
     "Delivery",
     "DeviceProgress",
     "DeviceReset",
@@ -172,6 +173,19 @@ class LevelHit:
 
 
 @dataclass(frozen=True, slots=True)
+class ConstantHit:
+    """A window's feature, constant in training, found away from every value accepted for
+    it on the device (sentinel.judge.constants)."""
+
+    feature: int  # index into the stream's features
+    value: float  # the departing reading furthest from the expected value
+    expected: float  # the value it held in training
+    # Chance that a normal reading departs: under 1 in the training readings, none of
+    # which did (1 / (n + 1)).
+    exceedance: float
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A score judged against its device's threshold."""
 
@@ -189,6 +203,9 @@ class Verdict:
     # Set when the window's level of a feature is beyond ``[levels] k`` (sentinel.judge.levels):
     # the window is then anomalous whatever its score, as for a spike.
     level: LevelHit | None = None
+    # Set when a feature constant in training left its value (sentinel.judge.constants):
+    # anomalous whatever the score, as for a spike.
+    constant: ConstantHit | None = None
 
 
 class AlertStatus(StrEnum):
@@ -251,6 +268,9 @@ class AlertReason:
     # The feature whose level was furthest off among the opening windows, if the level
     # check fired: (feature, z).
     level: tuple[str, float] | None = None
+    # The feature constant in training that left its value among the opening windows, if
+    # the constant check fired: (feature, reading, training value).
+    constant: tuple[str, float, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         t = self.threshold
@@ -267,6 +287,10 @@ class AlertReason:
             data["spike_feature"], data["spike_z"] = self.spike
         if self.level is not None:
             data["level_feature"], data["level_z"] = self.level
+        if self.constant is not None:
+            name, value, expected = self.constant
+            data["constant_feature"], data["constant_value"] = name, value
+            data["constant_expected"] = expected
         return data
 
     @classmethod
@@ -290,6 +314,15 @@ class AlertReason:
             level=(
                 (str(data["level_feature"]), float(data["level_z"]))  # type: ignore[arg-type]
                 if "level_feature" in data
+                else None
+            ),
+            constant=(
+                (
+                    str(data["constant_feature"]),
+                    float(data["constant_value"]),  # type: ignore[arg-type]
+                    float(data["constant_expected"]),  # type: ignore[arg-type]
+                )
+                if "constant_feature" in data
                 else None
             ),
         )

@@ -343,6 +343,14 @@ def _reason_fields(reason: dict[str, Any] | None) -> list[tuple[str, str]]:
     if "level_feature" in reason:
         z = reason.get("level_z", 0)
         fields.append(("level", f"{reason['level_feature']}, {z:.1f} sd off training's"))
+    if "constant_feature" in reason:
+        fields.append(
+            (
+                "constant",
+                f"{reason['constant_feature']} left its training value "
+                f"{reason.get('constant_expected', 0):g} ({reason.get('constant_value', 0):g})",
+            )
+        )
     fields.append(("config hash", str(reason.get("config_hash", "-"))))
     return fields
 

@@ -54,15 +54,18 @@ def severity_of(exceedance: float, config: AlertsConfig) -> Severity:
 
 def alert_checks(alert: Alert) -> str:
     """Which checks opened ``alert``, as replay's ``check`` column names them: ``score`` (its
-    peak window scored above the threshold), ``spike:FEATURE`` and ``level:FEATURE`` (the
-    strongest hit among its opening windows), joined by ``+``. An alert opened by a spike
-    alone scores below its threshold, and this is what says why it fired."""
+    peak window scored above the threshold), ``spike:FEATURE``, ``level:FEATURE`` (the
+    strongest hit among its opening windows) and ``constant:FEATURE``, joined by ``+``. An
+    alert opened by a spike alone scores below its threshold, and this is what says why it
+    fired."""
     parts = ["score"] if alert.peak_score > alert.threshold else []
     reason = alert.reason
     if reason is not None:
         for kind, hit in (("spike", reason.spike), ("level", reason.level)):
             if hit is not None:
                 parts.append(f"{kind}:{hit[0]}")
+        if reason.constant is not None:
+            parts.append(f"constant:{reason.constant[0]}")
     return "+".join(parts) or "score"
 
 
@@ -261,7 +264,14 @@ class AlertTracker:
             if levels:
                 far = max(levels, key=lambda h: h.z)
                 level = (names[far.feature], round(far.z, 2))
-            reason = AlertReason(run[-1].state, exceedance, self.config_hash, spike, level)
+            constants = [v.constant for v in run if v.constant is not None]
+            constant = None
+            if constants:
+                hit = constants[0]
+                constant = (names[hit.feature], hit.value, hit.expected)
+            reason = AlertReason(
+                run[-1].state, exceedance, self.config_hash, spike, level, constant
+            )
         alert = Alert(
             uid=str(uuid.uuid4()),
             stream=first.window.stream,
@@ -318,6 +328,10 @@ class AlertTracker:
         if verdict.level is not None:
             # Likewise the window mean's squared distance in training's window-mean spread.
             excess[verdict.level.feature] += verdict.level.z**2
+        if verdict.constant is not None:
+            # A feature constant in training has no error scale to measure a departure in:
+            # it is what this window is about, so it outweighs the rest of the window.
+            excess[verdict.constant.feature] += 1.0 + float(excess.sum())
         return excess
 
     def _top(self, stream: str, excess: np.ndarray) -> tuple[FeatureContribution, ...]:

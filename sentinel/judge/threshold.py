@@ -5,7 +5,10 @@ Two methods, chosen by ``threshold.method``:
 * ``quantile`` -- each device tracks a rolling quantile (river's ``RollingQuantile``) of its
   own recent *normal* scores; the threshold is that quantile times a headroom multiplier.
   Until a device has ``warmup`` normal scores it is judged against the model's calibration
-  threshold, taken from scores on held-back training windows.
+  threshold, taken from scores on held-back training windows; after that against a blend
+  of the two that shifts to the device's own as it learns (shrinkage: after n normal
+  windows the device's quantile has weight n / (n + ``prior_windows``)), so a device warms
+  up in hundreds of windows without an early, noisy quantile deciding alone (issue #21).
 * ``spot`` -- a drift-aware extreme-value threshold (DSPOT, Siffer et al., KDD 2017,
   ``sentinel.judge.spot``) on the log of the score: autoencoder errors drift multiplicatively.
   It is fitted once per model on the log of the model's held-back scores, copied to every
@@ -56,7 +59,15 @@ from river import stats
 from sentinel.config import ThresholdConfig
 from sentinel.judge.drift import LevelShiftWatch
 from sentinel.judge.spot import DSpot, SpotState
-from sentinel.records import AuditEvent, LevelHit, Score, SpikeHit, ThresholdState, Verdict
+from sentinel.records import (
+    AuditEvent,
+    ConstantHit,
+    LevelHit,
+    Score,
+    SpikeHit,
+    ThresholdState,
+    Verdict,
+)
 from sentinel.timescale import TimeScale
 
 __all__ = ["ThresholdBank", "calibration_threshold", "settled_threshold"]
@@ -164,14 +175,19 @@ class ThresholdBank:
         self._seeds.pop(stream, None)  # a DSPOT fitted on another model's scores
 
     def judge(
-        self, score: Score, spike: SpikeHit | None = None, level: LevelHit | None = None
+        self,
+        score: Score,
+        spike: SpikeHit | None = None,
+        level: LevelHit | None = None,
+        constant: ConstantHit | None = None,
     ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
         The stream's model (``set_model``) gives the threshold a device warms up on and
         the held-back scores DSPOT is fitted on. A window with a ``spike``
-        (sentinel.judge.spikes) or a ``level`` hit (sentinel.judge.levels) is anomalous
-        whatever its score, and its score teaches the threshold nothing.
+        (sentinel.judge.spikes), a ``level`` hit (sentinel.judge.levels) or a ``constant``
+        hit (sentinel.judge.constants) is anomalous whatever its score, and its score
+        teaches the threshold nothing.
         """
         model = self._models[score.window.stream]
         fallback, calibration = model.fallback, model.scores
@@ -184,7 +200,7 @@ class ThresholdBank:
                 state = self._devices[key]
             else:
                 state = self._devices[key] = self._new_device(score.window.stream, calibration)
-        forced = spike is not None or level is not None
+        forced = spike is not None or level is not None or constant is not None
         if state.spot is not None:
             spot = state.spot
             x = math.log(max(score.value, _LOG_FLOOR))
@@ -214,7 +230,7 @@ class ThresholdBank:
             info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
         # The level-shift watch follows the model's score alone, spike or not.
         self._watch(key, state, score, is_anomaly, fallback, calibration)
-        for hit in (spike, level):
+        for hit in (spike, level, constant):
             if hit is not None:
                 is_anomaly, exceedance = True, min(exceedance, hit.exceedance)
         return Verdict(
@@ -225,6 +241,7 @@ class ThresholdBank:
             state=info,
             spike=spike,
             level=level,
+            constant=constant,
         )
 
     def drain_events(self) -> list[AuditEvent]:
@@ -311,9 +328,15 @@ class ThresholdBank:
 
     def current(self, state: _DeviceThreshold, fallback: float) -> float:
         value = state.quantile.get()
-        if state.normal_seen < self.config.warmup or value is None:
+        n = state.normal_seen
+        if n < self.config.warmup or value is None:
             return fallback * state.scale
-        return float(value) * self.config.multiplier * state.scale
+        own = float(value) * self.config.multiplier
+        # Shrinkage towards the calibration threshold (issue #21): it counts as
+        # prior_windows normal windows, so a quantile of a few hundred windows moves the
+        # threshold only part of the way (at n = prior_windows, half).
+        weight = n / (n + self.config.prior_windows)
+        return (weight * own + (1.0 - weight) * fallback) * state.scale
 
     def reset_stream(self, stream: str) -> None:
         """Forget a stream's thresholds, e.g. when a new model changes its score scale."""
@@ -333,8 +356,9 @@ class ThresholdBank:
     def reconfigure(self, config: ThresholdConfig) -> None:
         """Adopt a reloaded config without forgetting what the devices have learned.
 
-        ``multiplier`` and ``warmup`` are read at every judgement; each model's calibration
-        threshold is recomputed here with the new ``quantile`` and ``multiplier``. A new
+        ``multiplier``, ``warmup`` and ``prior_windows`` are read at every judgement; each
+        model's calibration threshold is recomputed here with the new ``quantile`` and
+        ``multiplier``. A new
         ``quantile`` or ``history`` rebuilds each device's rolling quantile from the normal
         scores it remembers. A change of method, or of DSPOT's parameters, refits DSPOT from the
         model's held-back scores when each device next scores a window.

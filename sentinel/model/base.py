@@ -303,6 +303,12 @@ class Detector(ABC):
         detector keeps no level statistics: the level check then leaves it alone."""
         return None
 
+    def constant_values(self) -> dict[int, float]:
+        """Feature index -> value, for the features the detector found constant in its
+        training data and leaves out of its score: the constant check
+        (``sentinel.judge.constants``) judges those by any departure. None by default."""
+        return {}
+
     @classmethod
     @abstractmethod
     def train(

@@ -21,6 +21,7 @@ __all__ = [
     "CALIBRATION_SAMPLE",
     "Calibration",
     "Float64Array",
+    "score_floor",
     "window_scores",
 ]
 
@@ -30,6 +31,11 @@ CALIBRATION_SAMPLE = 20_000  # held-back scores kept with a model (about 200 KB 
 # Floor for a feature's normal error (scaled units, where a feature's variance is ~1): a
 # feature the model reconstructs perfectly must not turn rounding noise into huge ratios.
 _BASELINE_FLOOR = 1e-4
+# Robust scaling (issue #21): a feature's normal error counts as at least this share of the
+# median normal error of the judged features. A feature the model happens to reconstruct
+# almost perfectly (a slow or nearly flat channel) otherwise turns any small disturbance
+# into ratios of 10^3 and more, which outweigh every real fault on the other channels.
+RELATIVE_FLOOR = 0.05
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -46,12 +52,13 @@ class Calibration:
     scores: tuple[float, ...] = ()
 
     @classmethod
-    def from_errors(cls, feature_errors: Float64Array) -> Calibration:
-        """Calibrate on held-back windows' per-feature errors (B, F)."""
+    def from_errors(cls, feature_errors: Float64Array, skip: Sequence[int] = ()) -> Calibration:
+        """Calibrate on held-back windows' per-feature errors (B, F); features in ``skip``
+        (constant in training) take no part in a score (see ``window_scores``)."""
         if feature_errors.shape[0] == 0:
             raise ModelError("calibration needs at least one scored window")
         baseline = feature_errors.mean(axis=0)
-        scores = window_scores(feature_errors, baseline)
+        scores = window_scores(feature_errors, baseline, skip)
         values = np.quantile(scores, [float(q) for q in CALIBRATION_QUANTILES])
         return cls(
             quantiles={q: float(v) for q, v in zip(CALIBRATION_QUANTILES, values, strict=True)},
@@ -92,17 +99,39 @@ class Calibration:
         )
 
 
+def score_floor(
+    baseline: Sequence[float] | Float64Array, skip: Sequence[int] = ()
+) -> tuple[Float64Array, npt.NDArray[np.bool_]]:
+    """The normal error each feature's error is divided by, and which features are judged.
+
+    The normal error is floored at ``_BASELINE_FLOOR`` and at ``RELATIVE_FLOOR`` times the
+    median normal error of the judged features (robust scaling, issue #21). Features in
+    ``skip`` are not judged: constant in training, their error says nothing (the constant
+    check, ``sentinel.judge.constants``, judges them by any departure instead).
+    """
+    base = np.asarray(baseline, dtype=np.float64)
+    judged = np.ones(base.shape, dtype=bool)
+    judged[list(skip)] = False
+    floor = np.maximum(base, _BASELINE_FLOOR)
+    if judged.any():
+        floor = np.maximum(floor, RELATIVE_FLOOR * float(np.median(base[judged])))
+    return floor, judged
+
+
 def window_scores(
-    feature_errors: Float64Array, baseline: Sequence[float] | Float64Array
+    feature_errors: Float64Array,
+    baseline: Sequence[float] | Float64Array,
+    skip: Sequence[int] = (),
 ) -> Float64Array:
     """A window's score: its worst feature's error, as a multiple of that feature's normal
-    error on held-back data.
+    error on held-back data (floored, see ``score_floor``), over the features not in
+    ``skip``.
 
     Averaging over features (plain window MSE) dilutes the faults plants mostly have -- one
     sensor stuck, spiking or offset -- behind the reconstruction noise of all the others;
     normalising per feature stops a naturally hard-to-predict sensor from dominating.
     """
-    floor = np.maximum(np.asarray(baseline, dtype=np.float64), _BASELINE_FLOOR)
-    ratios: Float64Array = feature_errors / floor
+    floor, judged = score_floor(baseline, skip)
+    ratios: Float64Array = np.where(judged, feature_errors / floor, 0.0)
     worst: Float64Array = ratios.max(axis=1)
     return worst

@@ -27,7 +27,7 @@ from torch.jit._trace import TracerWarning
 
 from sentinel.errors import ModelError
 from sentinel.model.base import ExportFormat
-from sentinel.model.calibration import _BASELINE_FLOOR
+from sentinel.model.calibration import score_floor
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.lstm_detector import LstmAeDetector
 
@@ -47,6 +47,9 @@ class ScoringModule(nn.Module):
     mean: torch.Tensor
     scale: torch.Tensor
     baseline: torch.Tensor
+    judged: torch.Tensor
+    held: torch.Tensor
+    held_value: torch.Tensor
     relative: torch.Tensor
 
     def __init__(self, detector: LstmAeDetector) -> None:
@@ -62,10 +65,18 @@ class ScoringModule(nn.Module):
         self.autoencoder.eval()
         self.register_buffer("mean", torch.from_numpy(np.array(meta.scaler.mean)))
         self.register_buffer("scale", torch.from_numpy(np.array(meta.scaler.scale)))
-        baseline = np.maximum(
-            np.asarray(meta.calibration.feature_mean_errors, dtype=np.float32), _BASELINE_FLOOR
-        )
+        baseline, judged = score_floor(meta.calibration.feature_mean_errors, meta.constant_indices)
         self.register_buffer("baseline", torch.from_numpy(baseline.astype(np.float32)))
+        self.register_buffer("judged", torch.from_numpy(judged.astype(np.float32)))
+        # 1 for features constant in training, held at their scaled training value
+        # (``hold_constants``); they take no part in the score (``judged`` 0).
+        held = np.zeros(len(meta.features), dtype=np.float32)
+        held_value = np.zeros(len(meta.features), dtype=np.float32)
+        for index, value in detector.constant_values().items():
+            held[index] = 1.0
+            held_value[index] = (value - meta.scaler.mean[index]) / meta.scaler.scale[index]
+        self.register_buffer("held", torch.from_numpy(held))
+        self.register_buffer("held_value", torch.from_numpy(held_value))
         # 1 for features judged relative to their window's mean (``center_relative``).
         relative = np.zeros(len(meta.features), dtype=np.float32)
         relative[list(meta.relative_indices)] = 1.0
@@ -74,10 +85,11 @@ class ScoringModule(nn.Module):
 
     def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scaled = (windows - self.mean) / self.scale
+        scaled = torch.where(self.held > 0, self.held_value, scaled)
         scaled = scaled - self.relative * scaled.mean(dim=1, keepdim=True)
         recon = self.autoencoder(scaled)
         feature_errors = ((recon - scaled) ** 2)[:, -self.score_steps :, :].mean(dim=1)
-        scores = (feature_errors / self.baseline).amax(dim=1)
+        scores = (feature_errors / self.baseline * self.judged).amax(dim=1)
         return scores, feature_errors
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +34,7 @@ from sentinel.model.base import (
     load_meta,
 )
 from sentinel.model.calibration import Float64Array, window_scores
-from sentinel.model.fields import as_list, integer, string
+from sentinel.model.fields import as_list, as_object, integer, number, string
 from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.scaler import Scaler
@@ -44,6 +44,7 @@ __all__ = [
     "LstmAeDetector",
     "LstmAeMeta",
     "center_relative",
+    "hold_constants",
     "reconstruction_errors",
 ]
 
@@ -74,6 +75,11 @@ class LstmAeMeta(DetectorMeta):
     # Training's window means per feature (sentinel.model.levels); None for models saved
     # before it existed, whose windows the level check then leaves alone.
     levels: LevelStats | None = None
+    # Features constant in training, with their value (issue #21). Their reconstruction
+    # error says nothing (about zero in training, so any change would score 10^3-10^8 times
+    # that), so the model sees them at their training value and they take no part in the
+    # score; the constant check (sentinel.judge.constants) judges them by any departure.
+    constant_features: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -93,10 +99,19 @@ class LstmAeMeta(DetectorMeta):
         unknown = set(self.relative_features) - set(self.features)
         if unknown:
             raise ModelError(f"relative_features {sorted(unknown)} are not among the features")
+        unknown = set(self.constant_features) - set(self.features)
+        if unknown:
+            raise ModelError(f"constant_features {sorted(unknown)} are not among the features")
+        if not all(np.isfinite(v) for v in self.constant_features.values()):
+            raise ModelError("constant_features must hold finite values")
 
     @property
     def relative_indices(self) -> tuple[int, ...]:
         return tuple(self.features.index(name) for name in self.relative_features)
+
+    @property
+    def constant_indices(self) -> tuple[int, ...]:
+        return tuple(self.features.index(name) for name in self.constant_features)
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -107,6 +122,7 @@ class LstmAeMeta(DetectorMeta):
             "scaler": self.scaler.to_dict(),
             "relative_features": list(self.relative_features),
             "score_steps": self.score_steps,
+            "constant_features": dict(self.constant_features),
         }
         if self.levels is not None:
             data["levels"] = self.levels.to_dict()
@@ -131,6 +147,13 @@ class LstmAeMeta(DetectorMeta):
             score_steps=integer(obj.get("score_steps", 0), "score_steps"),
             # Optional: models saved before it existed have no level check.
             levels=LevelStats.from_dict(obj["levels"]) if "levels" in obj else None,
+            # Optional: models saved before it existed judge every feature by its error.
+            constant_features={
+                str(name): number(value, "constant_features")
+                for name, value in as_object(
+                    obj.get("constant_features", {}), "constant_features"
+                ).items()
+            },
         )
 
 
@@ -146,6 +169,24 @@ def center_relative(scaled: Float32Array, indices: Sequence[int]) -> Float32Arra
     out = scaled.copy()
     idx = list(indices)
     out[:, :, idx] -= out[:, :, idx].mean(axis=1, keepdims=True)
+    return out
+
+
+def hold_constants(scaled: Float32Array, meta: LstmAeMeta) -> Float32Array:
+    """(B, T, F) scaled windows with every feature constant in training set to its training
+    value, as the model saw it in every training window.
+
+    The network never saw such a feature move (its input weights for it never learnt
+    anything), so a change in it would only disturb the reconstruction of the others.
+    """
+    indices = meta.constant_indices
+    if not indices:
+        return scaled
+    idx = list(indices)
+    values = np.asarray(list(meta.constant_features.values()), dtype=np.float64)
+    held = (values - meta.scaler.mean[idx]) / meta.scaler.scale[idx]
+    out = scaled.copy()
+    out[:, :, idx] = held.astype(np.float32)
     return out
 
 
@@ -213,7 +254,10 @@ class LstmAeDetector(Detector):
         count = windows.shape[0]
         if count == 0:
             return np.zeros(0, dtype=np.float64), np.zeros((0, n_features), dtype=np.float64)
-        scaled = center_relative(self._meta.scaler.transform(windows), self._meta.relative_indices)
+        scaled = center_relative(
+            hold_constants(self._meta.scaler.transform(windows), self._meta),
+            self._meta.relative_indices,
+        )
         feature_errors: list[Float64Array] = []
         self._module.eval()
         with torch.inference_mode():
@@ -224,7 +268,15 @@ class LstmAeDetector(Detector):
                 )
                 feature_errors.append(f)
         errors = np.concatenate(feature_errors)
-        return window_scores(errors, self._meta.calibration.feature_mean_errors), errors
+        scores = window_scores(
+            errors, self._meta.calibration.feature_mean_errors, self._meta.constant_indices
+        )
+        return scores, errors
+
+    def constant_values(self) -> dict[int, float]:
+        """Feature index -> value, for the features constant in the training data."""
+        meta = self._meta
+        return {meta.features.index(name): v for name, v in meta.constant_features.items()}
 
     def levels(self, windows: np.ndarray) -> Float64Array | None:
         """(B, F) levels of raw windows shaped (B, window, F): each feature's window mean,

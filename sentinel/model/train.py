@@ -46,8 +46,9 @@ _GRAD_CLIP = 1.0  # LSTMs occasionally take exploding steps early on
 # magnitude (of 1 near zero) is constant: float noise, not a signal the model can learn.
 _CONSTANT_SPREAD = 1e-6
 CONSTANT_FEATURE_HINT = (
-    "any change in it will score far above training's errors; train on data where it "
-    "varies, or leave it out of the stream's features"
+    "the model leaves it out of its score and the constant check judges it instead: a "
+    "departure from this value alerts once, and a new value it keeps is learnt "
+    "([constants] in the config); train on data where it varies to have the model judge it"
 )
 
 IntArray = npt.NDArray[np.int64]
@@ -57,8 +58,10 @@ def constant_features(segments: Sequence[np.ndarray], features: Sequence[str]) -
     """The features that do not vary in the training data, each with its value.
 
     Such a feature is reconstructed perfectly in training, so its calibrated error is
-    about zero and any later change in it scores 10^3-10^8 times that (issue #19).
-    Training warns of them (``training_feature_constant``); it does not treat them apart.
+    about zero and any later change in it would score 10^3-10^8 times that (issues #19,
+    #21). The model records them (``LstmAeMeta.constant_features``), sees them at this
+    value and leaves them out of its score; ``sentinel.judge.constants`` judges them by any
+    departure instead.
     """
     rows = np.concatenate([np.asarray(s, dtype=np.float64) for s in segments])
     if not len(rows):
@@ -170,7 +173,8 @@ def train_detector(
     if config.score_steps > window:
         raise DataError(f"score_steps {config.score_steps} exceeds the window of {window}")
     rel_idx = [features.index(name) for name in relative]
-    for name, value in constant_features([rows], features).items():
+    constants = constant_features([rows], features)
+    for name, value in constants.items():
         log.warning(
             "training_feature_constant",
             stream=stream,
@@ -263,7 +267,9 @@ def train_detector(
     _, feature_errors = _errors(
         module, gather, val_starts, config.score_batch_max, config.score_steps
     )
-    calibration = Calibration.from_errors(feature_errors)
+    calibration = Calibration.from_errors(
+        feature_errors, [features.index(name) for name in constants]
+    )
 
     now = datetime.now(UTC)
     training: dict[str, float | int | str] = {
@@ -295,6 +301,7 @@ def train_detector(
         score_steps=config.score_steps,
         levels=levels,
         interval=options.interval,
+        constant_features=constants,
     )
     log.info(
         "training_finished",

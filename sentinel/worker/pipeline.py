@@ -25,6 +25,7 @@ import structlog
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
 from sentinel.errors import SentinelError
 from sentinel.judge.alerts import AlertTracker, alert_checks
+from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.levels import LevelCheck
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
@@ -155,6 +156,7 @@ class Pipeline:
             else None
         )
         self._levels = LevelCheck(config.levels)
+        self._constants = ConstantCheck(config.constants, config.windows.hop)
         # Computed once: every alert records which configuration judged it.
         self.config_hash = config_hash(config)
         # Per device, the uid of its last closed alert: an open change of that uid is a
@@ -401,7 +403,7 @@ class Pipeline:
         alerts: list[Alert] = []
         for stream, stream_windows in windows.items():
             alerts.extend(self._score(self._streams[stream], stream_windows))
-        audit = tuple(self._thresholds.drain_events())
+        audit = (*self._thresholds.drain_events(), *self._constants.drain_events())
         if self._tap is not None:
             try:
                 self._tap.observe(self._accepted, self._flagged, alerts, audit)
@@ -522,6 +524,7 @@ class Pipeline:
         self.stats.scored += len(windows)
         spikes = self._spikes.check(runtime.config.name, [w.device for w in windows], stacked)
         levels = self._levels.check(detector, stacked)
+        constants = self._constants.check(detector, windows)
         changes: list[Alert] = []
         verdicts: list[Verdict] = []
         for i, window in enumerate(windows):
@@ -531,7 +534,7 @@ class Pipeline:
                 feature_errors=tuple(float(e) for e in feature_errors[i]),
                 model_version=detector.version,
             )
-            verdict = self._thresholds.judge(score, spikes[i], levels[i])
+            verdict = self._thresholds.judge(score, spikes[i], levels[i], constants[i])
             verdicts.append(verdict)
             if verdict.is_anomaly:
                 self.stats.anomalous += 1
@@ -788,6 +791,7 @@ class Pipeline:
         self._alerts.reconfigure(config.alerts)
         self._spikes.reconfigure(config.spikes, config.windows.hop)
         self._levels.reconfigure(config.levels)
+        self._constants.reconfigure(config.constants, config.windows.hop)
         self.rejections.interval = config.ingest.log_interval
         self._config = config
         # Alerts record the hash of the config in force (their reason's config_hash).

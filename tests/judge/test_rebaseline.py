@@ -96,7 +96,7 @@ def test_rebaseline_can_be_disabled() -> None:
 
 
 def test_anomalous_windows_never_update_the_threshold_outside_a_rebaseline() -> None:
-    bank = bank_for(config("quantile", warmup=300, history=300, quantile=0.99))
+    bank = bank_for(config("quantile", warmup=300, history=300, quantile=0.99, prior_windows=0))
     feed(bank, [1.0] * 400)
     before = bank.judge(score(1.0, 1e6)).threshold
     for k in range(20):  # 400 s of anomalies: under rebaseline_after

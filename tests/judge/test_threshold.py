@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,10 @@ def test_calibration_threshold_takes_the_nearest_quantile() -> None:
 
 def test_warmup_uses_the_fallback_then_the_device_quantile() -> None:
     bank = with_model(
-        ThresholdBank(ThresholdConfig(quantile=0.99, multiplier=2.0, warmup=500, history=500)), 10.0
+        ThresholdBank(
+            ThresholdConfig(quantile=0.99, multiplier=2.0, warmup=500, history=500, prior_windows=0)
+        ),
+        10.0,
     )
     rng = np.random.default_rng(0)
     verdicts = [bank.judge(score(float(v))) for v in rng.uniform(0, 1, 500)]
@@ -31,7 +36,10 @@ def test_warmup_uses_the_fallback_then_the_device_quantile() -> None:
 
 def test_anomalous_scores_never_raise_the_threshold() -> None:
     bank = with_model(
-        ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50)), 100.0
+        ThresholdBank(
+            ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50, prior_windows=0)
+        ),
+        100.0,
     )
     for _ in range(20):
         bank.judge(score(1.0))
@@ -43,7 +51,10 @@ def test_anomalous_scores_never_raise_the_threshold() -> None:
 
 def test_devices_and_streams_are_independent_and_resettable() -> None:
     bank = with_model(
-        ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50)), 100.0
+        ThresholdBank(
+            ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50, prior_windows=0)
+        ),
+        100.0,
     )
     for _ in range(20):
         bank.judge(score(1.0, "a"))
@@ -132,7 +143,14 @@ def test_without_adapt_a_device_learns_during_warmup_then_keeps_its_threshold() 
     for adapt in (True, False):
         bank = with_model(
             ThresholdBank(
-                ThresholdConfig(quantile=0.99, multiplier=1.0, warmup=200, history=200, adapt=adapt)
+                ThresholdConfig(
+                    quantile=0.99,
+                    multiplier=1.0,
+                    warmup=200,
+                    history=200,
+                    adapt=adapt,
+                    prior_windows=0,
+                )
             ),
             10.0,
         )
@@ -151,7 +169,9 @@ def test_without_adapt_a_device_learns_during_warmup_then_keeps_its_threshold() 
 def test_without_adapt_a_seeded_device_keeps_the_seeded_threshold() -> None:
     bank = with_model(
         ThresholdBank(
-            ThresholdConfig(quantile=0.99, multiplier=1.5, warmup=200, history=200, adapt=False)
+            ThresholdConfig(
+                quantile=0.99, multiplier=1.5, warmup=200, history=200, adapt=False, prior_windows=0
+            )
         ),
         10.0,
     )
@@ -181,7 +201,10 @@ def test_without_adapt_spot_keeps_its_fitted_threshold() -> None:
 
 def test_a_parked_device_comes_back_with_the_threshold_it_had() -> None:
     bank = with_model(
-        ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50)), 100.0
+        ThresholdBank(
+            ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50, prior_windows=0)
+        ),
+        100.0,
     )
     rng = np.random.default_rng(5)
     for v in rng.uniform(0, 1, 40):
@@ -207,7 +230,10 @@ def test_a_parked_device_comes_back_with_the_threshold_it_had() -> None:
 
 def test_a_parked_device_is_forgotten_with_its_stream() -> None:
     bank = with_model(
-        ThresholdBank(ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50)), 100.0
+        ThresholdBank(
+            ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50, prior_windows=0)
+        ),
+        100.0,
     )
     for _ in range(20):
         bank.judge(score(1.0, "a"))
@@ -215,3 +241,27 @@ def test_a_parked_device_is_forgotten_with_its_stream() -> None:
     bank.reset_stream("pump")
     assert bank.snapshot("pump") == {}
     assert bank.judge(score(1.0, "a")).threshold == 100.0
+
+
+def test_a_device_uses_its_own_scores_after_hundreds_of_normal_windows() -> None:
+    """Issue #21, cause 2: with the defaults a device used the model's calibration
+    threshold for its first 2,000 normal windows (8,000 readings at hop 4), so on most
+    series it never used its own. Now it shares the threshold from 200 windows on, by
+    shrinkage towards the calibration threshold: never a hard jump to a noisy quantile."""
+    config = ThresholdConfig()
+    bank = with_model(ThresholdBank(config), 10.0)
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 1, 1000)
+    thresholds = [bank.judge(score(float(v))).threshold for v in scores]
+    assert thresholds[: config.warmup] == [10.0] * config.warmup
+    own = float(np.quantile(scores[:200], config.quantile)) * config.multiplier  # ~1.5
+    # At 200 normal windows, halfway between the calibration threshold and its own.
+    assert thresholds[config.warmup] == pytest.approx((10.0 + own) / 2, rel=0.02)
+    later = bank.judge(score(0.5))
+    assert later.state is not None
+    assert later.state.warm
+    # 1,000 windows: five sixths its own (the quantile of U(0, 1) x 1.5 is ~1.5).
+    assert later.threshold == pytest.approx((1000 * 1.5 + 200 * 10.0) / 1200, rel=0.02)
+    # It only ever falls towards its own level, never below it.
+    assert min(thresholds) > 1.4
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(thresholds))

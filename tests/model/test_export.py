@@ -50,6 +50,25 @@ def test_export_keeps_relative_features_and_score_steps(tmp_path: Path) -> None:
     assert sidecar["score_steps"] == 3
 
 
+def test_export_holds_constant_features_and_leaves_them_out_of_the_score(
+    tmp_path: Path,
+) -> None:
+    """A feature constant in training is held at its value and not scored (issue #21), in
+    the exported graph as in the detector: a departure in it changes no score."""
+    detector = make_detector(constant_features={FEATURES[2]: 3.0})
+    path = export_detector(detector, "torchscript", tmp_path / "m.pt")
+    loaded = torch.jit.load(str(path))
+    data = windows(7, seed=9)
+    data[:, :, 2] = 3.0
+    moved = data.copy()
+    moved[:, 5:, 2] = 40.0
+    with torch.inference_mode():
+        held, _ = loaded(torch.from_numpy(data))
+        departed, _ = loaded(torch.from_numpy(moved))
+    np.testing.assert_allclose(departed.numpy(), held.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(held.numpy(), detector.score(moved)[0], rtol=1e-4, atol=1e-6)
+
+
 def test_onnx_export_scores_like_the_detector(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx", reason="pip install 'sentinel-iot[onnx]'")
     from onnx.reference import ReferenceEvaluator

@@ -75,7 +75,8 @@ def test_swapping_under_load_loses_no_reading_and_scores_each_window_once() -> N
 def test_the_swap_recalibrates_thresholds_from_the_new_models_scores() -> None:
     verdicts: list[Verdict] = []
     pipeline = Pipeline(
-        make_config(),
+        # The seeded quantile alone, not shrunk towards the calibration threshold.
+        make_config(threshold={"warmup": 1000, "prior_windows": 0}),
         sink=lambda batch: None,
         request_training=lambda job: None,
         models={"pump": FakeDetector(version="old")},
@@ -112,7 +113,9 @@ class Scaled(FakeDetector):
 
 def shadow_pipeline(verdicts: list[Verdict], shadow: float) -> Pipeline:
     return Pipeline(
-        make_config(retrain={"shadow": shadow}),
+        make_config(
+            retrain={"shadow": shadow}, threshold={"warmup": 1000, "prior_windows": 0}
+        ),
         sink=lambda batch: None,
         request_training=lambda job: None,
         models={"pump": Scaled(version="old")},

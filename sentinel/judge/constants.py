@@ -1,0 +1,202 @@
+"""The constant check: a feature constant in the model's training data is judged by any
+departure from its value, not by its reconstruction error.
+
+Why (issue #21): such a feature -- a command flag, a set point, a sensor that was off -- is
+reconstructed perfectly in training, so its calibrated error is about zero and any change
+scored 10^3-10^8 times that: one alert for the rest of the file. So the model holds it at
+its training value and leaves it out of its score (``LstmAeMeta.constant_features``), and
+this check judges it beside the model, as the spike and level checks judge what the score
+cannot see.
+
+What an operator wants for a flag that was 0 all through training and then switches and
+stays switched is one alert naming it, not an alert for the rest of the file. So each
+device keeps, per such feature, the values accepted for it (at first the training value):
+
+* a window holding a reading away from every accepted value (more than ``tolerance`` x
+  max(1, |value|); NaN or infinite readings too) is anomalous (``Verdict.constant``), and
+  the alert names the feature (``constant:FEATURE`` in replay's ``check`` column);
+* a new value held for ``relearn_after`` readings in a row becomes an accepted value
+  (``constant_value_learnt``, audited): the alert closes as the windows turn normal, and
+  later switches between known values do not alert;
+* a feature that keeps departing for ``relearn_after`` readings without settling on one
+  value is no longer judged on that device (``constant_feature_released``, audited): it
+  varies now, which only a model trained on such data can judge.
+
+So a departure alerts for at most ``relearn_after`` readings plus a window. The state is
+per device and model version (a new model brings its own constants) and is created only
+when a device first departs; it is not saved, so after a restart a device whose feature
+had moved on alerts once more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from sentinel.config import ConstantsConfig
+from sentinel.model.base import Detector
+from sentinel.records import AuditEvent, ConstantHit, Window
+
+__all__ = ["ConstantCheck"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Feature:
+    """One constant feature of one device, once it has departed."""
+
+    accepted: list[float]
+    run_value: float = math.nan  # the value of the newest readings' run
+    run: int = 0  # readings in that run
+    departing: int = 0  # readings in a row away from every accepted value
+    released: bool = False
+
+
+@dataclass(slots=True)
+class _Device:
+    version: str
+    last_end: float  # end_ts of the last window seen
+    features: dict[int, _Feature] = field(default_factory=dict)
+
+
+class ConstantCheck:
+    """Per window, the constant feature furthest from its accepted values, or None."""
+
+    def __init__(self, config: ConstantsConfig, hop: int) -> None:
+        self.config = config
+        self.hop = hop
+        self._devices: dict[tuple[str, str], _Device] = {}
+        self._events: list[AuditEvent] = []
+
+    def reconfigure(self, config: ConstantsConfig, hop: int) -> None:
+        self.config = config
+        self.hop = hop
+
+    def drain_events(self) -> list[AuditEvent]:
+        """Audit events (values learnt, features released) since the last call."""
+        events, self._events = self._events, []
+        return events
+
+    def forget(self, stream: str, device: str) -> None:
+        self._devices.pop((stream, device), None)
+
+    def check(self, detector: Detector, windows: list[Window]) -> list[ConstantHit | None]:
+        """One hit or None per window of one stream, in order (one device's windows in
+        time order, as the pipeline hands them)."""
+        constants = detector.constant_values() if self.config.enabled else {}
+        if not constants:
+            return [None] * len(windows)
+        n = detector.meta.training.get("n_readings", 0)
+        exceedance = 1.0 / (float(n) + 1.0) if isinstance(n, int | float) and n > 0 else 1.0
+        return [self._one(detector, constants, window, exceedance) for window in windows]
+
+    def _one(
+        self,
+        detector: Detector,
+        constants: dict[int, float],
+        window: Window,
+        exceedance: float,
+    ) -> ConstantHit | None:
+        key = (window.stream, window.device)
+        values = np.asarray(window.values, dtype=np.float64)
+        device = self._devices.get(key)
+        if device is not None and device.version != detector.version:
+            del self._devices[key]  # another model's constants
+            device = None
+        fresh = device is None or window.start_ts > device.last_end
+        new = len(values) if fresh else min(self.hop, len(values))
+        worst: tuple[float, int, float] | None = None  # (distance, feature, value)
+        for index, expected in constants.items():
+            column = values[:, index]
+            state = device.features.get(index) if device is not None else None
+            if state is None:
+                if self._close(column, [expected]).all():
+                    continue  # never departed: no state needed
+                if device is None:
+                    device = self._devices[key] = _Device(detector.version, window.end_ts)
+                    new = len(values)
+                state = device.features[index] = _Feature(accepted=[expected])
+            if state.released:
+                continue
+            self._learn(key, detector, index, state, column[len(column) - new :], window.end_ts)
+            if state.released:
+                continue
+            away = ~self._close(column, state.accepted)
+            if away.any():
+                off = column[away]
+                distance = np.where(np.isfinite(off), np.abs(off - expected), np.inf)
+                at = int(np.argmax(distance))
+                if worst is None or distance[at] > worst[0]:
+                    worst = (float(distance[at]), index, float(off[at]))
+        if device is not None:
+            device.last_end = window.end_ts
+        if worst is None:
+            return None
+        _, index, value = worst
+        return ConstantHit(index, value, constants[index], exceedance)
+
+    def _close(self, column: np.ndarray, accepted: list[float]) -> np.ndarray:
+        """Which readings lie within tolerance of one of the ``accepted`` values."""
+        tol = self.config.tolerance
+        near = np.zeros(column.shape, dtype=bool)
+        for value in accepted:
+            near |= np.abs(column - value) <= tol * max(1.0, abs(value))
+        return near  # NaN compares False: a departure
+
+    def _learn(
+        self,
+        key: tuple[str, str],
+        detector: Detector,
+        index: int,
+        state: _Feature,
+        new: np.ndarray,
+        at: float,
+    ) -> None:
+        """Follow the new readings: accept a value held ``relearn_after`` readings in a row;
+        release a feature that departed that long without settling."""
+        limit = self.config.relearn_after
+        near = self._close(new, state.accepted)
+        for reading, known in zip(new.tolist(), near.tolist(), strict=True):
+            finite = math.isfinite(reading)
+            if (
+                finite
+                and math.isfinite(state.run_value)
+                and self._close(np.asarray([reading]), [state.run_value])[0]
+            ):
+                state.run += 1
+            else:
+                state.run_value, state.run = (reading, 1) if finite else (math.nan, 0)
+            state.departing = 0 if known else state.departing + 1
+            if not known and state.run >= limit:
+                state.accepted.append(state.run_value)
+                state.departing = 0
+                self._audit(key, detector, index, at, "constant_value_learnt", state)
+            elif state.departing >= limit:
+                state.released = True
+                self._audit(key, detector, index, at, "constant_feature_released", state)
+                return
+
+    def _audit(
+        self,
+        key: tuple[str, str],
+        detector: Detector,
+        index: int,
+        at: float,
+        kind: str,
+        state: _Feature,
+    ) -> None:
+        detail: dict[str, object] = {
+            "feature": detector.features[index],
+            "training_value": state.accepted[0],
+            "accepted": list(state.accepted),
+            "model_version": detector.version,
+            "relearn_after": self.config.relearn_after,
+        }
+        if kind == "constant_value_learnt":
+            detail["value"] = state.accepted[-1]
+        self._events.append(AuditEvent(key[0], key[1], at, kind, detail))
+        log.info(kind, stream=key[0], device=key[1], at=at, **detail)

@@ -1,0 +1,122 @@
+"""The constant check (sentinel.judge.constants): features constant in training are judged by
+any departure, and a departure that persists stops alerting (issue #21)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sentinel.config import ConstantsConfig
+from sentinel.judge.constants import ConstantCheck
+from sentinel.records import ConstantHit, Window
+from tests.fakes import FakeDetector
+
+WINDOW, HOP = 8, 2
+
+
+class FlagDetector(FakeDetector):
+    """The fake model, trained on data where feature y (index 1) was always 0."""
+
+    def __init__(self, version: str = "fake-1") -> None:
+        super().__init__(version)
+        self._meta = type(self._meta)(
+            **{**self._meta.__dict__, "training": {"n_readings": 999}},
+        )
+
+    def constant_values(self) -> dict[int, float]:
+        return {1: 0.0}
+
+
+def windows_of(flag: list[float], device: str = "a") -> list[Window]:
+    """The hop-``HOP`` windows of a device whose x is 0.1 and y is ``flag``, 1 s apart."""
+    rows = np.stack([np.full(len(flag), 0.1), np.asarray(flag)], axis=1).astype(np.float32)
+    return [
+        Window("pump", device, float(end - WINDOW), float(end - 1), rows[end - WINDOW : end])
+        for end in range(WINDOW, len(rows) + 1, HOP)
+    ]
+
+
+def run(check: ConstantCheck, flag: list[float], **kw: str) -> list[ConstantHit | None]:
+    detector = FlagDetector(**kw)
+    hits: list[ConstantHit | None] = []
+    for window in windows_of(flag):  # one window per pass, as a slow device arrives
+        hits.extend(check.check(detector, [window]))
+    return hits
+
+
+def test_a_flag_that_switches_and_stays_is_flagged_until_its_new_value_is_learnt() -> None:
+    check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    flag = [0.0] * 40 + [1.0] * 60
+    hits = run(check, flag)
+    flagged = [i for i, h in enumerate(hits) if h is not None]
+    first = next(h for h in hits if h is not None)
+    assert (first.feature, first.value, first.expected) == (1, 1.0, 0.0)
+    assert math.isclose(first.exceedance, 1 / 1000)
+    # The first window holding a 1 ends at reading 41; the new value is learnt once it was
+    # held 6 readings: a bounded run of flagged windows, none after.
+    assert flagged[0] == (41 - WINDOW) // HOP + 1
+    assert flagged == list(range(flagged[0], flagged[-1] + 1))
+    assert len(flagged) <= 6 // HOP + 1
+    assert all(h is None for h in hits[flagged[-1] + 1 :])
+    events = check.drain_events()
+    assert [e.kind for e in events] == ["constant_value_learnt"]
+    assert events[0].detail["feature"] == "y"
+    assert events[0].detail["value"] == 1.0
+    assert events[0].detail["accepted"] == [0.0, 1.0]
+    assert check.drain_events() == []
+
+
+def test_switching_back_and_forth_between_known_values_alerts_no_more() -> None:
+    check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    flag = [0.0] * 20 + [1.0] * 20 + ([0.0] * 10 + [1.0] * 10) * 4
+    hits = run(check, flag)
+    last = max(i for i, h in enumerate(hits) if h is not None)
+    assert last < (40 - WINDOW) // HOP + 1, "only the first switch is news"
+
+
+def test_a_short_excursion_is_flagged_and_learns_nothing() -> None:
+    check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    flag = [0.0] * 30 + [5.0] * 2 + [0.0] * 40
+    hits = run(check, flag)
+    flagged = [i for i, h in enumerate(hits) if h is not None]
+    assert flagged, "a departure from the training value is flagged"
+    assert len(flagged) <= WINDOW // HOP + 1  # while the excursion is inside a window
+    assert check.drain_events() == []
+    # The training value is still the only one accepted: the same excursion again flags.
+    again = run(check, [0.0] * 30 + [5.0] * 2 + [0.0] * 10)
+    assert any(h is not None for h in again)
+
+
+def test_a_feature_that_starts_to_vary_is_released_after_relearn_after_readings() -> None:
+    check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    rng = np.random.default_rng(1)
+    flag = [0.0] * 20 + list(rng.normal(3.0, 1.0, 80))
+    hits = run(check, flag)
+    flagged = [i for i, h in enumerate(hits) if h is not None]
+    assert flagged
+    assert len(flagged) <= 6 // HOP + 1
+    assert all(h is None for h in hits[flagged[-1] + 1 :])
+    assert [e.kind for e in check.drain_events()] == ["constant_feature_released"]
+
+
+def test_non_finite_readings_depart_and_float_noise_does_not() -> None:
+    check = ConstantCheck(ConstantsConfig(), HOP)
+    assert all(h is None for h in run(check, [0.0, 1e-7, -1e-7] * 10))
+    check = ConstantCheck(ConstantsConfig(), HOP)
+    assert any(h is not None for h in run(check, [0.0] * 20 + [math.nan] + [0.0] * 10))
+
+
+def test_off_or_without_constants_nothing_is_judged() -> None:
+    flag = [0.0] * 20 + [1.0] * 20
+    assert all(h is None for h in run(ConstantCheck(ConstantsConfig(enabled=False), HOP), flag))
+    check = ConstantCheck(ConstantsConfig(), HOP)
+    assert check.check(FakeDetector(), windows_of(flag)) == [None] * len(windows_of(flag))
+
+
+def test_a_new_model_brings_its_own_constants() -> None:
+    check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    run(check, [0.0] * 20 + [1.0] * 20)  # learnt 1 under fake-1
+    check.drain_events()
+    hits = run(check, [0.0] * 20 + [1.0] * 20, version="fake-2")
+    assert any(h is not None for h in hits), "fake-2 knows only its training value"
