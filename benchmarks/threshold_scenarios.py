@@ -87,8 +87,8 @@ def settings(
         ),
         (
             # What the defaults now are at this data's 5 s a reading (sentinel.timescale):
-            # re-baselining after 3600 readings (5 h), cooldown 300 readings (25 min).
-            "quantile + auto time settings (3600 / 300 readings of the learnt interval) + "
+            # re-baselining after 720 readings (1 h), cooldown 300 readings (25 min).
+            "quantile + auto time settings (720 / 300 readings of the learnt interval) + "
             "spike check (the daemon's default)",
             {"method": "quantile"},
             {},

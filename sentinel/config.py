@@ -370,9 +370,9 @@ class ThresholdConfig(Section):
         "Page-Hinkley test on the log score) may keep its windows mostly anomalous before "
         "the device's threshold re-baselines to the new level (audited in audit_events). "
         "Bounds how long a new normal can alert; a real fault that lasts longer is "
-        "accepted as normal after this. 0 disables re-baselining. Default: auto, 3600 "
+        "accepted as normal after this. 0 disables re-baselining. Default: auto, 720 "
         "readings x the stream's sampling interval (learnt from its data at cold start and "
-        "stored with the model; 3600 s at one reading per second).",
+        "stored with the model; 12 minutes at one reading per second).",
     )
     drift_delta: float = Field(
         default=0.1,
