@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.e2e_helpers import REPO
 
-_SHARED = {"errors", "records", "config", "atomic", "logs", "progress", "mqtt"}
+_SHARED = {"errors", "records", "config", "atomic", "logs", "progress", "mqtt", "timescale"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "records": {"errors"},
@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "atomic": set(),
     "logs": set(),
     "progress": set(),
+    "timescale": {"errors"},  # time settings in readings of a stream's learnt interval
     "mqtt": {"errors", "config"},  # the broker connection the source and the publisher share
     "ingest": _SHARED,
     "store": _SHARED,

@@ -49,6 +49,9 @@ def config(recurring: bool) -> SentinelConfig:
                 "seed": 1,
             },
             "spikes": {"recurring": recurring},
+            # Each pulse its own alert: the auto cooldown (a day at this sampling) would
+            # merge daily pulses into one reopened alert and hide what the memory changes.
+            "alerts": {"cooldown": 0},
         }
     )
 
