@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.offline.csvdata import RecordedData
-from sentinel.offline.replay import replay
+from tests.offline.helpers import replay_rows
 
 pytestmark = pytest.mark.slow
 
@@ -61,19 +59,7 @@ def spike_rows(tmp_path: Path, recurring: bool) -> tuple[list[int], int]:
     cfg = config(recurring)
     ts = 1_750_000_000.0 + STEP * np.arange(ROWS)
     data = RecordedData(series(), ts, FEATURES, 3 * STEP)
-    out = tmp_path / f"scores-{recurring}.csv"
-    summary = replay(
-        cfg,
-        cfg.streams[0],
-        data,
-        out,
-        device="m1",
-        train_rows=TRAIN,
-        torch_device=torch.device("cpu"),
-        show_progress=False,
-    )
-    with out.open() as handle:
-        rows = list(csv.DictReader(handle))
+    summary, rows = replay_rows(cfg, data, tmp_path / f"scores-{recurring}.csv", train_rows=TRAIN)
     return [i for i, row in enumerate(rows) if "spike:count" in row["check"]], summary.alerts
 
 

@@ -4,7 +4,6 @@ the threshold; gaps in the first rows are trained around; explicit seconds still
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import torch
 from sentinel.config import SentinelConfig
 from sentinel.errors import DataError
 from sentinel.offline.csvdata import RecordedData
-from sentinel.offline.replay import ReplaySummary, replay
+from sentinel.offline.replay import ReplaySummary
+from tests.offline.helpers import replay_rows
 
 pytestmark = pytest.mark.slow
 
@@ -55,20 +55,8 @@ def _replay(
     tmp: Path, config: SentinelConfig, ts: np.ndarray, values: np.ndarray
 ) -> tuple[ReplaySummary, list[dict[str, str]]]:
     data = RecordedData(values, ts, ("a", "b"), config.windows.max_gap)
-    out = tmp / "scores.csv"
     torch.manual_seed(0)
-    summary = replay(
-        config,
-        config.streams[0],
-        data,
-        out,
-        device="m1",
-        train_rows=TRAIN_ROWS,
-        torch_device=torch.device("cpu"),
-        show_progress=False,
-    )
-    with out.open() as handle:
-        return summary, list(csv.DictReader(handle))
+    return replay_rows(config, data, tmp / "scores.csv", train_rows=TRAIN_ROWS)
 
 
 @pytest.fixture(scope="module")
