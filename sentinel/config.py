@@ -656,12 +656,14 @@ class RetrainConfig(Section):
         le=50_000_000,
         description="Most readings kept per stream in the on-disk reservoir (oldest go first).",
     )
-    reservoir_age: float = Field(
-        default=14 * 86_400.0,
+    reservoir_age: float | None = Field(
+        default=None,
         ge=60,
-        le=366 * 86_400,
+        le=10 * 366 * 86_400,
         description="Readings older than this many seconds (event time, relative to the "
-        "newest reading) leave the reservoir.",
+        "newest reading) leave the reservoir. Default: auto, 14 days or 10,000 readings x "
+        "the interval between the stream's readings (learnt from the reservoir itself), "
+        "whichever is longer -- so hourly meters keep enough readings to train.",
     )
     exclusion_margin: float | None = Field(
         default=None,

@@ -1,7 +1,8 @@
 """Time settings in readings: each stream's sampling interval, learnt from its data.
 
 Every time setting of the config (``windows.max_gap``, ``threshold.rebaseline_after``,
-``alerts.cooldown``, ``retrain.exclusion_margin``) is ``None`` by default: "auto", a fixed
+``alerts.cooldown``, ``retrain.exclusion_margin``, ``retrain.reservoir_age``) is ``None`` by
+default: "auto", a fixed
 number of READINGS times the stream's sampling interval, so one default config fits data
 sampled every second and every hour alike (issue #21, causes 1 and 5). The counts are
 chosen so that at one reading per second the auto value is the old default in seconds.
@@ -28,6 +29,8 @@ __all__ = [
     "EXCLUSION_MARGIN_READINGS",
     "MAX_GAP_READINGS",
     "REBASELINE_READINGS",
+    "RESERVOIR_AGE_MIN",
+    "RESERVOIR_AGE_READINGS",
     "TimeScale",
     "learn_interval",
     "no_runs_error",
@@ -47,6 +50,13 @@ COOLDOWN_READINGS = 300
 # on shift. Data sampled every 288 s or slower reaches the cap (at 1 min it is 5 h).
 COOLDOWN_MAX_AUTO = 86_400.0
 EXCLUSION_MARGIN_READINGS = 120
+# The reservoir keeps readings for at least 14 days (the old default) and at least 10,000
+# readings of each device's interval: at one reading an hour 14 days are 336 readings, fewer
+# than the cold start (3,000) or a retraining run (2,000 clean) needs, so a small fleet of
+# hourly meters would never have trained (issue #21, cause 1). 10,000 covers both with the
+# held-back fifth and exclusions; at one a minute or faster the 14 days govern.
+RESERVOIR_AGE_READINGS = 10_000
+RESERVOIR_AGE_MIN = 14 * 86_400.0
 
 
 def learn_interval(timestamps: Iterable[np.ndarray]) -> float | None:
@@ -91,6 +101,11 @@ class TimeScale:
 
     def exclusion_margin(self, value: float | None) -> float:
         return self.seconds(value, EXCLUSION_MARGIN_READINGS)
+
+    def reservoir_age(self, value: float | None) -> float:
+        if value is not None:
+            return float(value)
+        return max(RESERVOIR_AGE_MIN, self.seconds(None, RESERVOIR_AGE_READINGS))
 
 
 def no_runs_error(max_gap: float, window: int, readings: int) -> DataError:

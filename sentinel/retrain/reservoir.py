@@ -2,7 +2,8 @@
 
 One SQLite file per stream (``<state_dir>/reservoir/<stream>.sqlite``) holds the readings,
 bounded by count and by age (event time, so a replay ages them exactly as the daemon
-would), and the intervals that must not train a model: every anomalous window and every
+would; auto: 14 days or 10,000 readings of the stream's own interval, whichever is longer,
+sentinel.timescale), and the intervals that must not train a model: every anomalous window and every
 alert, widened by ``exclusion_margin`` (auto: 120 readings of the interval between the
 anomalous windows' own readings, sentinel.timescale). When the threshold re-baselines
 after a lasting change (sentinel/judge/drift.py), the daemon has accepted the span since
@@ -38,6 +39,7 @@ __all__ = ["CleanData", "Reservoir", "ReservoirTap", "Run", "reservoir_path"]
 log = structlog.get_logger(__name__)
 
 _PRUNE_EVERY = 2_000  # inserts between prunes: bounds the overshoot, amortises the DELETE
+_INTERVAL_SAMPLE = 5_000  # newest readings an auto age learns the interval from
 _LOSS_LOG_INTERVAL = 60.0  # seconds between reservoir_write_failed lines of one stream
 # Exclusion spans kept per stream while writes fail (~100 bytes each): a disk that stays full
 # for days must not grow the worker without bound; the newest are kept.
@@ -100,13 +102,13 @@ class Reservoir:
         n_features: int,
         *,
         max_rows: int,
-        max_age: float,
+        max_age: float | None,
         margin: float | None,
     ) -> None:
         self._path = Path(path)
         self._n_features = n_features
         self._max_rows = max_rows
-        self._max_age = max_age
+        self._max_age = max_age  # seconds; None: auto, from the readings' own interval
         self._margin = margin  # seconds; None: auto, EXCLUSION_MARGIN_READINGS readings
         self._interval: float | None = None  # learnt from the latest anomalous windows
         self._conn: sqlite3.Connection | None = None
@@ -234,7 +236,8 @@ class Reservoir:
             if newest is None:
                 return
             before = conn.total_changes
-            conn.execute("DELETE FROM readings WHERE ts < ?", (float(newest) - self._max_age,))
+            max_age = TimeScale(self._stored_interval(conn)).reservoir_age(self._max_age)
+            conn.execute("DELETE FROM readings WHERE ts < ?", (float(newest) - max_age,))
             self.count -= conn.total_changes - before
             excess = self.count - self._max_rows
             if excess > 0:
@@ -250,6 +253,23 @@ class Reservoir:
             if oldest is not None:
                 conn.execute('DELETE FROM excluded WHERE "end" < ?', (float(oldest),))
                 conn.execute('DELETE FROM accepted WHERE "end" < ?', (float(oldest),))
+
+    def _stored_interval(self, conn: sqlite3.Connection) -> float | None:
+        """The stream's interval, learnt from its newest ``_INTERVAL_SAMPLE`` readings (one
+        index range); None where the age is set in seconds and nothing needs it."""
+        if self._max_age is not None:
+            return None
+        rows = conn.execute(
+            "SELECT device, ts FROM readings WHERE ts >= "
+            "(SELECT ts FROM readings ORDER BY ts DESC LIMIT 1 OFFSET ?) ORDER BY device, ts",
+            (_INTERVAL_SAMPLE,),
+        ).fetchall()
+        if not rows:  # fewer readings than the sample: all of them
+            rows = conn.execute("SELECT device, ts FROM readings ORDER BY device, ts").fetchall()
+        by_device: dict[str, list[float]] = {}
+        for device, ts in rows:
+            by_device.setdefault(device, []).append(ts)
+        return learn_interval(np.asarray(ts, dtype=np.float64) for ts in by_device.values())
 
     # -- reading (training runs) ----------------------------------------------------------
 

@@ -172,3 +172,37 @@ def test_recorded_data_refusal_names_max_gap() -> None:
     assert len(RecordedData(values, ts, ("flow",), None).training_segments(32)) == 1
     with pytest.raises(DataError, match=r"windows\.max_gap \(=60 s\).*32 readings"):
         RecordedData(values, ts, ("flow",), 60.0).training_segments(32)
+
+
+def test_reservoir_age_auto_keeps_enough_hourly_readings_to_train() -> None:
+    assert TimeScale(1.0).reservoir_age(None) == 14 * 86_400.0  # fast streams: 14 days
+    assert TimeScale(60.0).reservoir_age(None) == 14 * 86_400.0
+    assert TimeScale(3600.0).reservoir_age(None) == 10_000 * 3600.0
+    assert TimeScale(3600.0).reservoir_age(7200.0) == 7200.0  # seconds in the config win
+
+
+def test_reservoir_prunes_hourly_readings_by_their_own_interval(tmp_path: Path) -> None:
+    """One hourly meter: 14 days are 336 readings, fewer than a cold start needs; with the
+    auto age the reservoir keeps 3,500 hourly readings, and prunes by age beyond 10,000."""
+    hour = 3600.0
+    reservoir = Reservoir(tmp_path / "r.sqlite", 1, max_rows=100_000, max_age=None, margin=None)
+    reservoir.open()
+    try:
+        reservoir.add([Reading("pump", "a", i * hour, (float(i),)) for i in range(3_500)])
+        reservoir.prune()
+        assert reservoir.count == 3_500
+        reservoir.add([Reading("pump", "a", i * hour, (float(i),)) for i in range(3_500, 10_500)])
+        reservoir.prune()
+        assert reservoir.count == 10_001  # the newest 10,000 hours and the reading at the edge
+    finally:
+        reservoir.close()
+    fixed = Reservoir(
+        tmp_path / "f.sqlite", 1, max_rows=100_000, max_age=14 * 86_400.0, margin=None
+    )
+    fixed.open()
+    try:
+        fixed.add([Reading("pump", "a", i * hour, (float(i),)) for i in range(3_500)])
+        fixed.prune()
+        assert fixed.count == 14 * 24 + 1  # what the old default kept: no cold start ever
+    finally:
+        fixed.close()
