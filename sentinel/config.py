@@ -289,6 +289,17 @@ class ColdStartConfig(Section):
         description="Readings per stream (all devices together) collected before the first "
         "model is trained when no saved model exists.",
     )
+    warm_readings: int = Field(
+        default=1_000,
+        ge=0,
+        le=1_000_000,
+        description="Latest readings per device, from before its stream's first model (the "
+        "rows it was trained on), that are judged with alerts suppressed once the model "
+        "arrives, so each device's threshold, spike memory (noise scale, normal pulses) "
+        "and constant check start warm instead of at its first scored window. Replay "
+        "takes them from its training rows. Held only while the stream waits for its "
+        "model: this many x (4 x features + 8) bytes per device. 0: start cold.",
+    )
 
 
 class ThresholdConfig(Section):
