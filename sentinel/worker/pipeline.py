@@ -728,13 +728,15 @@ class Pipeline:
         if runtime.detector is not None and tail is not None:
             # The stream's first model: its devices start warm on what they sent before it.
             runtime.tail = None
+            before = self.stats.warm_windows
             for device in tail.devices:
                 self._warm(runtime, device, tail.readings(device))
             log.info(
                 "devices_warmed",
                 stream=stream,
                 devices=len(tail.devices),
-                readings_each=tail.size,
+                windows=self.stats.warm_windows - before,
+                warm_readings=tail.size,
             )
 
     def _warm_up(self, stream: str, readings: Sequence[Reading]) -> None:
