@@ -750,8 +750,16 @@ class Pipeline:
         by_device: dict[str, list[Reading]] = defaultdict(list)
         for reading in readings:
             by_device[reading.device].append(reading)
+        before = self.stats.warm_windows
         for device, own in by_device.items():
             self._warm(runtime, device, own[-keep:])
+        log.info(
+            "devices_warmed",
+            stream=stream,
+            devices=len(by_device),
+            windows=self.stats.warm_windows - before,
+            warm_readings=keep,
+        )
 
     def _seed_thresholds(self, stream: str, seeds: Mapping[str, Sequence[float]]) -> None:
         try:
