@@ -25,6 +25,8 @@ from sentinel.config import SpikesConfig
 from sentinel.judge.spikes import SpikeCheck
 
 WINDOW, HOP = 16, 4
+WARM_START = 3_000  # where the second table's model is installed
+WARM_READINGS = (0, 1_000, 3_000)  # cold, the default cold_start.warm_readings, and more
 Series = tuple[npt.NDArray[np.float64], set[int]]  # readings, labelled spike readings
 
 
@@ -115,10 +117,18 @@ CLASSES: list[tuple[str, Callable[[np.random.Generator], Series]]] = [
 ]
 
 
-def flagged(config: SpikesConfig, x: npt.NDArray[np.float64]) -> set[int]:
-    batch = np.stack([x[i : i + WINDOW] for i in range(0, len(x) - WINDOW + 1, HOP)])[..., None]
-    hits = SpikeCheck(config, HOP).check("s", ["d"] * len(batch), batch)
-    return {i * HOP + WINDOW - 1 - h.age for i, h in enumerate(hits) if h is not None}
+def flagged(config: SpikesConfig, x: npt.NDArray[np.float64], start: int = 0) -> set[int]:
+    """The readings flagged, judging from reading ``start`` on (a cold start there)."""
+    batch = np.stack([x[i : i + WINDOW] for i in range(start, len(x) - WINDOW + 1, HOP)])
+    hits = SpikeCheck(config, HOP).check("s", ["d"] * len(batch), batch[..., None])
+    return {start + i * HOP + WINDOW - 1 - h.age for i, h in enumerate(hits) if h is not None}
+
+
+def after_start(config: SpikesConfig, x: npt.NDArray[np.float64], warm: int) -> set[int]:
+    """The readings flagged from reading ``WARM_START`` on, for a model installed there:
+    judged cold from it (``warm`` 0), or after the pipeline's warm start has judged the
+    ``warm`` readings before it (``cold_start.warm_readings``, sentinel.worker.warmup)."""
+    return {i for i in flagged(config, x, WARM_START - warm) if i >= WARM_START}
 
 
 def main() -> int:
@@ -136,6 +146,17 @@ def main() -> int:
                 f"| {name} | {setting} | {len(got - labelled)} | "
                 f"{len(got & labelled)}/{len(labelled)} |"
             )
+    # The warm start (issue #21): a model installed at reading WARM_START, and the spike
+    # check judging from there cold, or warmed on the readings before it.
+    print(f"\nFrom reading {WARM_START} on (a first model installed there), default settings:\n")
+    print("| class | warm start readings | false spikes | labelled caught |")
+    print("|---|---|---|---|")
+    for name, make in CLASSES:
+        x, labelled = make(np.random.default_rng(7))
+        later = {i for i in labelled if i >= WARM_START}
+        for warm in WARM_READINGS:
+            got = after_start(SpikesConfig(), x, warm)
+            print(f"| {name} | {warm} | {len(got - later)} | {len(got & later)}/{len(later)} |")
     return 0
 
 

@@ -289,6 +289,20 @@ class ColdStartConfig(Section):
         description="Readings per stream (all devices together) collected before the first "
         "model is trained when no saved model exists.",
     )
+    warm_readings: int = Field(
+        default=3_000,
+        ge=0,
+        le=1_000_000,
+        description="Latest readings per device, from before its stream's first model (the "
+        "rows it was trained on), that are judged with alerts suppressed once the model "
+        "arrives, so each device's threshold, spike memory (noise scale, normal pulses) "
+        "and constant check start warm instead of at its first scored window. Replay "
+        "takes them from its training rows. The default, a whole default cold start, holds "
+        "at least four of a pulse whose period is up to 750 readings, enough for the spike "
+        "memory to know it (a daily pulse at 5-minute sampling is 288). Held only while "
+        "the stream waits for its model: this many x (4 x features + 8) bytes per device. "
+        "0: start cold.",
+    )
 
 
 class ThresholdConfig(Section):

@@ -1,8 +1,11 @@
 """Replay a recorded CSV through the live pipeline's own code, driven by the file's time.
 
-The first rows train the initial model (labels unseen); every later row becomes a reading
-of one device, fed to ``Pipeline.process`` in order -- the same windows, model, thresholds
-and alert logic as ``sentinel run``, with event time from the file instead of the clock.
+The first rows train the initial model (labels unseen); the last of them
+(``cold_start.warm_readings``) then warm the device's threshold and spike memory with alerts
+suppressed (``Pipeline.warm_up``, the daemon's own warm start); every later row becomes a
+reading of one device, fed to ``Pipeline.process`` in order -- the same windows, model,
+thresholds and alert logic as ``sentinel run``, with event time from the file instead of
+the clock.
 Readings go in passes of up to 256, as the live worker drains its queue, so the model
 scores a batch of windows at a time; a pass ends at the row where a scheduled retraining
 fires, so a new model takes over from the same row as if the clock ticked every row.
@@ -191,6 +194,22 @@ def replay(
         observer=observe,
         tap=clock.tap if clock is not None else None,
     )
+    # The training rows warm the device's threshold, spike memory and constant check
+    # through the pipeline's own warm-up, as the daemon's cold start does with the rows
+    # its first model was trained on (sentinel.worker.warmup).
+    warm = min(train_rows, config.cold_start.warm_readings)
+    if warm > 0:
+        pipeline.warm_up(
+            stream.name,
+            [
+                Reading(stream.name, device, float(data.timestamps[i]), tuple(map(float, v)))
+                for i, v in zip(
+                    range(train_rows - warm, train_rows),
+                    data.values[train_rows - warm : train_rows],
+                    strict=True,
+                )
+            ],
+        )
     anomalous = 0
     label_names = list(data.carried)
     with out.open("w", newline="", encoding="utf-8") as handle:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from sentinel.config import SentinelConfig
 from sentinel.model import Detector
+from sentinel.records import Reading
 
 if TYPE_CHECKING:
     from sentinel.worker.pipeline import Pipeline
@@ -36,6 +37,7 @@ __all__ = [
     "ResetDevices",
     "ResetReply",
     "TrainingFailed",
+    "WarmUp",
 ]
 
 
@@ -59,6 +61,18 @@ class InstallModel(Command):
 
     def run(self, pipeline: Pipeline) -> None:
         pipeline._install_model(self.stream, self.detector, self.seeds, self.shadow)
+
+
+@dataclass(frozen=True)
+class WarmUp(Command):
+    """Readings from before ``stream``'s model (replay's training rows), to be judged with
+    alerts suppressed so their devices start warm (``sentinel.worker.warmup``)."""
+
+    stream: str
+    readings: tuple[Reading, ...]
+
+    def run(self, pipeline: Pipeline) -> None:
+        pipeline._warm_up(self.stream, self.readings)
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,13 @@ from sentinel.worker.commands import (
     ResetDevices,
     ResetReply,
     TrainingFailed,
+    WarmUp,
 )
 from sentinel.worker.devices import Abandoned, DeviceTable, Recall
 from sentinel.worker.shadow import Shadow
 from sentinel.worker.snapshots import ThresholdSnapshots
 from sentinel.worker.stats import PipelineStats, RejectionLog
+from sentinel.worker.warmup import WarmTail
 from sentinel.worker.windows import WindowAssembler
 
 __all__ = ["Pipeline", "PipelineTap"]
@@ -90,6 +92,9 @@ class _Stream:
     baseline: tuple[float, ...] = ()
     cold_start: ColdStartBuffer | None = None
     shadow: Shadow | None = None  # a promoted model scoring beside the active one
+    # While the stream has no model: each device's latest readings, judged once it has
+    # one so the device starts warm (sentinel.worker.warmup)
+    tail: WarmTail | None = None
 
 
 class Pipeline:
@@ -224,6 +229,15 @@ class Pipeline:
         ``retrain.shadow`` > 0, the new one first scores beside it for that long
         (``sentinel.worker.shadow``) and takes over after."""
         self._commands.put(InstallModel(stream, detector, seeds or {}, shadow))
+
+    def warm_up(self, stream: str, readings: Sequence[Reading]) -> None:
+        """Judge ``readings`` (one or more devices, each in time order, just before what
+        comes next) with alerts suppressed, so those devices' thresholds, spike memory and
+        constant check start warm; applied by the worker between two passes. Replay hands
+        its training rows here; the daemon warms a stream's devices from their readings
+        before its first model by itself (``sentinel.worker.warmup``). Needs the stream's
+        model installed first; without one the readings are dropped."""
+        self._commands.put(WarmUp(stream, tuple(readings)))
 
     def alerts_resolved(self, uids: Iterable[str]) -> None:
         """Alerts an operator resolved (reported by the writer): the worker closes them
@@ -395,6 +409,8 @@ class Pipeline:
                 runtime = self._streams[reading.stream]
                 if runtime.cold_start is not None:
                     self._collect(runtime, reading)
+                if runtime.tail is not None:
+                    runtime.tail.add(reading)
                 window = runtime.windows.add(reading)
                 if window is not None:
                     windows[reading.stream].append(window)
@@ -503,43 +519,16 @@ class Pipeline:
 
     def _score(self, runtime: _Stream, windows: list[Window]) -> list[Alert]:
         self.stats.windows += len(windows)
-        detector = runtime.detector
-        if detector is None:
+        if runtime.detector is None:
             self.stats.windows_unscored += len(windows)
             return []
-        started = time.perf_counter()
-        stacked = np.stack([w.values for w in windows])
-        values, feature_errors = detector.score(stacked)
-        # Finite readings can still overflow float32 in the model. Such a window is as
-        # anomalous as it gets, and NaN must never reach the database (NOT NULL columns,
-        # JSONB) where the writer would retry it forever.
-        values = np.nan_to_num(values, nan=_SCORE_CAP, posinf=_SCORE_CAP, neginf=0.0)
-        feature_errors = np.nan_to_num(
-            feature_errors, nan=_SCORE_CAP, posinf=_SCORE_CAP, neginf=0.0
-        )
-        elapsed = time.perf_counter() - started
-        self.stats.score_seconds += elapsed
-        if self.on_scored is not None:
-            self.on_scored(runtime.config.name, len(windows), elapsed)
-        self.stats.scored += len(windows)
-        spikes = self._spikes.check(runtime.config.name, [w.device for w in windows], stacked)
-        levels = self._levels.check(detector, stacked)
-        constants = self._constants.check(detector, windows)
+        verdicts = self._judge(runtime, windows)
         changes: list[Alert] = []
-        verdicts: list[Verdict] = []
-        for i, window in enumerate(windows):
-            score = Score(
-                window=window,
-                value=float(values[i]),
-                feature_errors=tuple(float(e) for e in feature_errors[i]),
-                model_version=detector.version,
-            )
-            verdict = self._thresholds.judge(score, spikes[i], levels[i], constants[i])
-            verdicts.append(verdict)
+        for verdict in verdicts:
             if verdict.is_anomaly:
                 self.stats.anomalous += 1
                 if self._tap is not None:
-                    self._flagged.append(window)
+                    self._flagged.append(verdict.score.window)
             alert = self._alerts.observe(verdict, runtime.baseline)
             if alert is not None:
                 changes.append(alert)
@@ -561,6 +550,59 @@ class Pipeline:
                 if runtime.shadow.due:
                     self._end_shadow(runtime)
         return changes
+
+    def _judge(self, runtime: _Stream, windows: list[Window], live: bool = True) -> list[Verdict]:
+        """Score one stream's windows with its model and judge them: the spike, level and
+        constant checks, then each device's threshold, which learns from the normal ones.
+        Everything a verdict depends on, and nothing after it (alerts, the observer):
+        live windows and warm-up windows (``_warm``) go through this same code."""
+        detector = runtime.detector
+        assert detector is not None
+        started = time.perf_counter()
+        stacked = np.stack([w.values for w in windows])
+        values, feature_errors = detector.score(stacked)
+        # Finite readings can still overflow float32 in the model. Such a window is as
+        # anomalous as it gets, and NaN must never reach the database (NOT NULL columns,
+        # JSONB) where the writer would retry it forever.
+        values = np.nan_to_num(values, nan=_SCORE_CAP, posinf=_SCORE_CAP, neginf=0.0)
+        feature_errors = np.nan_to_num(
+            feature_errors, nan=_SCORE_CAP, posinf=_SCORE_CAP, neginf=0.0
+        )
+        if live:  # the scoring metrics count live windows; _warm counts its own
+            elapsed = time.perf_counter() - started
+            self.stats.score_seconds += elapsed
+            if self.on_scored is not None:
+                self.on_scored(runtime.config.name, len(windows), elapsed)
+            self.stats.scored += len(windows)
+        spikes = self._spikes.check(runtime.config.name, [w.device for w in windows], stacked)
+        levels = self._levels.check(detector, stacked)
+        constants = self._constants.check(detector, windows)
+        verdicts: list[Verdict] = []
+        for i, window in enumerate(windows):
+            score = Score(
+                window=window,
+                value=float(values[i]),
+                feature_errors=tuple(float(e) for e in feature_errors[i]),
+                model_version=detector.version,
+            )
+            verdicts.append(self._thresholds.judge(score, spikes[i], levels[i], constants[i]))
+        return verdicts
+
+    def _warm(self, runtime: _Stream, device: str, readings: Sequence[Reading]) -> None:
+        """Judge a device's readings from before its stream's model with alerts suppressed
+        (``sentinel.worker.warmup``): its windows restart from them, and each window goes
+        through ``_judge`` -- threshold, spike memory and constant check learn as from any
+        window, an anomalous-looking one teaching the threshold nothing -- but no alert,
+        observer, reservoir flag or shadow sees it. The window assembler ends holding the
+        newest of them, so the live windows that follow continue without a seam."""
+        if runtime.detector is None or not readings:
+            return
+        runtime.windows.reset(device)
+        windows = [w for r in readings if (w := runtime.windows.add(r)) is not None]
+        if not windows:
+            return
+        self._judge(runtime, windows, live=False)
+        self.stats.warm_windows += len(windows)
 
     def _log_alert(self, alert: Alert, score: float) -> None:
         features = ",".join(f"{c.feature}:{c.share:.0%}" for c in alert.top_features)
@@ -682,6 +724,42 @@ class Pipeline:
         if seeds and self._config.threshold.method == "quantile":
             self._seed_thresholds(stream, seeds)
         log.info("model_installed", stream=stream, version=detector.version)
+        tail = runtime.tail
+        if runtime.detector is not None and tail is not None:
+            # The stream's first model: its devices start warm on what they sent before it.
+            runtime.tail = None
+            before = self.stats.warm_windows
+            for device in tail.devices:
+                self._warm(runtime, device, tail.readings(device))
+            log.info(
+                "devices_warmed",
+                stream=stream,
+                devices=len(tail.devices),
+                windows=self.stats.warm_windows - before,
+                warm_readings=tail.size,
+            )
+
+    def _warm_up(self, stream: str, readings: Sequence[Reading]) -> None:
+        runtime = self._streams[stream]
+        if runtime.detector is None:
+            log.warning("warm_up_without_model", stream=stream, readings=len(readings))
+            return
+        keep = self._config.cold_start.warm_readings
+        if keep <= 0:
+            return
+        by_device: dict[str, list[Reading]] = defaultdict(list)
+        for reading in readings:
+            by_device[reading.device].append(reading)
+        before = self.stats.warm_windows
+        for device, own in by_device.items():
+            self._warm(runtime, device, own[-keep:])
+        log.info(
+            "devices_warmed",
+            stream=stream,
+            devices=len(by_device),
+            windows=self.stats.warm_windows - before,
+            warm_readings=keep,
+        )
 
     def _seed_thresholds(self, stream: str, seeds: Mapping[str, Sequence[float]]) -> None:
         try:
@@ -732,6 +810,9 @@ class Pipeline:
 
     def _begin_cold_start(self, runtime: _Stream) -> None:
         runtime.detector = None
+        warm = self._config.cold_start.warm_readings
+        if runtime.tail is None and warm > 0:
+            runtime.tail = WarmTail(runtime.config.name, warm, len(runtime.config.features))
         if not self._cold_start_buffer:
             runtime.cold_start = None
             log.info("cold_start_waiting_for_model", stream=runtime.config.name)

@@ -60,6 +60,7 @@ class PipelineStats:
     readings: int = 0
     windows: int = 0
     windows_unscored: int = 0  # no model yet for the stream
+    warm_windows: int = 0  # judged with alerts suppressed at a first model (warmup.py)
     scored: int = 0
     anomalous: int = 0
     alerts_opened: int = 0
@@ -75,6 +76,7 @@ class PipelineStats:
             "readings": self.readings,
             "windows": self.windows,
             "windows_unscored": self.windows_unscored,
+            "warm_windows": self.warm_windows,
             "scored": self.scored,
             "anomalous": self.anomalous,
             "alerts_opened": self.alerts_opened,
