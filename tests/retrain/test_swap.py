@@ -113,9 +113,7 @@ class Scaled(FakeDetector):
 
 def shadow_pipeline(verdicts: list[Verdict], shadow: float) -> Pipeline:
     return Pipeline(
-        make_config(
-            retrain={"shadow": shadow}, threshold={"warmup": 1000, "prior_windows": 0}
-        ),
+        make_config(retrain={"shadow": shadow}, threshold={"warmup": 1000, "prior_windows": 0}),
         sink=lambda batch: None,
         request_training=lambda job: None,
         models={"pump": Scaled(version="old")},
