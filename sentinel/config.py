@@ -278,7 +278,7 @@ class ModelConfig(Section):
         le=4096,
         description="Judge each window by the reconstruction error of its newest N readings "
         "only; the older ones are context. 0 judges the whole window (lstm_forecast: 0 "
-        "judges the newest windows.hop predictions). A verdict then starts "
+        "judges the newest half of the window's one-step predictions). A verdict then starts "
         "and ends with a fault instead of trailing it by a window (SKAB: 4 of 16). Recorded "
         "with each model; a change applies to models trained after it.",
     )

@@ -84,9 +84,6 @@ class TrainOptions:
     # Seconds between readings, learnt from the training data (sentinel.timescale); the
     # model keeps it in its meta. None: unknown.
     interval: float | None = None
-    # New readings between two windows of a device (``windows.hop``): a detector that
-    # judges a window by its newest readings can judge each reading once.
-    hop: int = 1
 
     def with_seed(self, seed: int) -> TrainOptions:
         """The same options with another model seed (a retraining run's next attempt)."""
@@ -106,7 +103,6 @@ def training_options(
         model=config.model,
         relative=stream_cfg.relative_features,
         interval=interval,
-        hop=config.windows.hop,
     )
 
 

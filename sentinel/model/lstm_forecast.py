@@ -7,8 +7,10 @@ issue #21 cause 8: an autoencoder's reconstruction error is a weak score on univ
 series, where a forecaster sees a subtle change of shape as soon as it breaks the pattern.
 To stay stateless per window, the network runs over the whole window, predicting every
 step's next reading one step ahead, and the window's per-feature error is the mean squared
-error of its newest ``score_steps`` predictions (``windows.hop`` by default, so each
-reading is judged once): telemanom's smoothing of the error, inside one window. Each
+error of its newest ``score_steps`` predictions: telemanom's smoothing of the error, inside
+one window. By default the newest half of the window is scored and the older half is the
+context the LSTM's state builds up on (its first predictions, from a few readings, are
+the noisiest); docs/BENCHMARKS.md measured a quarter, half and all of it. Each
 feature's error is divided by its median on held-back training windows (floored, see
 ``sentinel.model.calibration.score_floor``), and the window's score is the worst feature's.
 
@@ -42,7 +44,13 @@ from sentinel.model.lstm_detector import (
 )
 from sentinel.model.train import fit_module, prepare_training, training_record
 
-__all__ = ["LstmForecastDetector", "LstmForecastMeta", "LstmForecaster", "forecast_errors"]
+__all__ = [
+    "LstmForecastDetector",
+    "LstmForecastMeta",
+    "LstmForecaster",
+    "default_score_steps",
+    "forecast_errors",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +73,12 @@ class LstmForecaster(nn.Module):
         hidden, _ = self.lstm(past)
         out: torch.Tensor = past + self.head(hidden)
         return out
+
+
+def default_score_steps(window: int) -> int:
+    """How many newest predictions a window's score averages when ``model.score_steps`` is
+    0: the newest half of the window, the older half being context."""
+    return max(1, window // 2)
 
 
 def forecast_errors(
@@ -178,7 +192,7 @@ class LstmForecastDetector(Detector):
         config, features, window = options.model, options.features, options.window
         if window < 2:
             raise DataError("a forecaster needs windows of at least 2 readings")
-        steps = min(config.score_steps or options.hop, window - 1)
+        steps = min(config.score_steps or default_score_steps(window), window - 1)
         prepared = prepare_training(segments, options, device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.seed)

@@ -96,6 +96,8 @@ def test_check_config_refuses_a_detector_the_daemon_cannot_run(
     assert "cannot run in the daemon" in capsys.readouterr().err
     path.write_text(f'[model]\ndetector = "zscore"\n{streams}')
     assert main(["check-config", str(path)]) == 0
+    path.write_text(f'[model]\ndetector = "lstm_forecast"\n{streams}')
+    assert main(["check-config", str(path)]) == 0
 
 
 def test_train_refuses_a_detector_it_could_not_save_before_reading_any_data(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sentinel.config import ModelConfig, SentinelConfig
+from sentinel.config import ModelConfig
 from sentinel.errors import ModelError
 from sentinel.model import (
     LstmForecastDetector,
@@ -20,14 +20,13 @@ from sentinel.model import (
     detector_type,
     load_detector,
     make_windows,
-    training_options,
 )
 from sentinel.model.base import META_FILE
-from sentinel.model.lstm_forecast import forecast_errors
+from sentinel.model.lstm_forecast import default_score_steps, forecast_errors
 
 CPU = torch.device("cpu")
 WINDOW = 16
-HOP = 4
+STEPS = 8  # the newest half of the window
 
 
 def series(rows: int, seed: int = 0) -> np.ndarray:
@@ -40,7 +39,7 @@ def series(rows: int, seed: int = 0) -> np.ndarray:
 
 def options(features: tuple[str, ...] = ("a", "b")) -> TrainOptions:
     model = ModelConfig(epochs=12, hidden_size=16, batch_size=32, seed=3)
-    return TrainOptions("pump", features, WINDOW, model, hop=HOP)
+    return TrainOptions("pump", features, WINDOW, model)
 
 
 @pytest.fixture(scope="module")
@@ -61,28 +60,33 @@ def test_the_config_key_picks_it_and_the_daemon_can_run_it() -> None:
     assert LstmForecastDetector.export_formats == ()
 
 
-def test_a_window_is_judged_by_its_newest_hop_predictions(trained: LstmForecastDetector) -> None:
+def test_a_window_is_judged_by_the_predictions_of_its_newest_half(
+    trained: LstmForecastDetector,
+) -> None:
     meta = trained.meta
     assert meta.detector == "lstm_forecast"
-    assert meta.score_steps == HOP
+    assert meta.score_steps == STEPS == default_score_steps(WINDOW)
     data = normal_windows(6)
     scores, errors = trained.score(data)
     x = torch.from_numpy(trained.meta.scaler.transform(data))
     with torch.inference_mode():
         squared = (trained._module(x) - x[:, 1:, :]) ** 2
-    np.testing.assert_allclose(errors, squared[:, -HOP:, :].mean(dim=1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(errors, squared[:, -STEPS:, :].mean(dim=1).numpy(), rtol=1e-5)
     baseline = np.asarray(meta.calibration.feature_mean_errors)
     np.testing.assert_allclose(scores, (errors / baseline).max(axis=1), rtol=1e-5)
 
 
-def test_the_hop_comes_from_the_config() -> None:
-    config = SentinelConfig.model_validate(
-        {
-            "windows": {"length": 24, "hop": 6},
-            "streams": [{"name": "pump", "topic": "p/{device}", "features": ["a"]}],
-        }
-    )
-    assert training_options(config, "pump").hop == 6
+def test_an_explicit_score_steps_wins_and_is_kept_below_the_window() -> None:
+    rows = [series(600)]
+    for asked, kept in ((3, 3), (WINDOW, WINDOW - 1)):
+        opts = options()
+        opts = TrainOptions(
+            opts.stream,
+            opts.features,
+            WINDOW,
+            opts.model.model_copy(update={"score_steps": asked, "epochs": 1}),
+        )
+        assert LstmForecastDetector.train(rows, opts, device=CPU).meta.score_steps == kept
 
 
 def test_normal_windows_stay_near_calibration_and_a_broken_pattern_scores_far_above(
@@ -94,7 +98,7 @@ def test_normal_windows_stay_near_calibration_and_a_broken_pattern_scores_far_ab
     # A subtle change of shape in the newest readings: the sine stops and holds its value,
     # inside the range training saw (no level or spike check would see it).
     broken = normal_windows(40)
-    broken[:, -HOP:, :] = broken[:, -HOP - 1 : -HOP, :]
+    broken[:, -4:, :] = broken[:, -5:-4, :]
     held_scores, held_errors = trained.score(broken)
     assert np.median(held_scores) > 3 * calibration.max
     assert np.all(held_errors.argmax(axis=1) >= 0)
@@ -123,7 +127,7 @@ def test_features_constant_in_training_are_left_out_of_the_score() -> None:
     flag = np.full((len(windows), WINDOW, 1), 7.0, np.float32)
     flat = np.concatenate([windows, flag], axis=2)
     moved = flat.copy()
-    moved[:, -HOP:, 2] = 1000.0
+    moved[:, -4:, 2] = 1000.0
     np.testing.assert_array_equal(detector.score(moved)[0], detector.score(flat)[0])
 
 
