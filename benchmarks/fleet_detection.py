@@ -4,7 +4,7 @@ The scenario is the end-to-end test's (tests/e2e_helpers.py, ``fleet_detection_s
 12 pumps from nothing, clean cold start, training, then injected faults, through a real
 Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the same data.
 
-    .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8]
+    .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8] [--detector lstm_forecast]
 """
 
 from __future__ import annotations
@@ -44,7 +44,13 @@ def main() -> int:
         help="comma-separated indexes into the settings (0-based; default all): "
         + "; ".join(f"{i} {s[0]}" for i, s in enumerate(SETTINGS)),
     )
+    ap.add_argument(
+        "--detector",
+        default=None,
+        help="model.detector for every setting (default: the config's default)",
+    )
     args = ap.parse_args()
+    model = {"detector": args.detector} if args.detector else None
     configure_logging("warning", "console")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,6 +69,7 @@ def main() -> int:
                     threshold=threshold,
                     alerts=alerts,
                     spikes=spikes,
+                    model=model,
                 )
                 rows.append((name, result))
                 print(f"{name}: {result.summary()}", flush=True)

@@ -239,11 +239,13 @@ class WindowConfig(Section):
 
 
 class ModelConfig(Section):
-    detector: Literal["lstm_ae", "hst", "zscore"] = Field(
+    detector: Literal["lstm_ae", "lstm_forecast", "hst", "zscore"] = Field(
         default="lstm_ae",
         description="The detector (sentinel.model.detector_types): lstm_ae (LSTM "
-        "autoencoder), or a baseline: zscore (rolling per-feature z-score) or hst (river "
-        "HalfSpaceTrees; replay and benchmarks only, as it cannot be saved).",
+        "autoencoder), lstm_forecast (LSTM one-step forecaster scored by its prediction "
+        "error on each window's newest readings, as telemanom; no export), or a baseline: "
+        "zscore (rolling per-feature z-score) or hst (river HalfSpaceTrees; replay and "
+        "benchmarks only, as it cannot be saved).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto takes CUDA where present (Jetson), else the CPU."
@@ -275,7 +277,8 @@ class ModelConfig(Section):
         ge=0,
         le=4096,
         description="Judge each window by the reconstruction error of its newest N readings "
-        "only; the older ones are context. 0 judges the whole window. A verdict then starts "
+        "only; the older ones are context. 0 judges the whole window (lstm_forecast: 0 "
+        "judges the newest half of the window's one-step predictions). A verdict then starts "
         "and ends with a fault instead of trailing it by a window (SKAB: 4 of 16). Recorded "
         "with each model; a change applies to models trained after it.",
     )

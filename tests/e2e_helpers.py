@@ -271,6 +271,7 @@ def fleet_detection_scenario(
     threshold: dict[str, Any] | None = None,
     alerts: dict[str, Any] | None = None,
     spikes: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
 ) -> DetectionResult:
     """12 simulated pumps from nothing: clean operation, cold-start training, then faults.
 
@@ -303,6 +304,8 @@ def fleet_detection_scenario(
         sections["alerts"] = alerts
     if spikes:
         sections["spikes"] = spikes
+    if model:
+        sections["model"] = model
     config = daemon_config(
         tmp_path / "state",
         broker,

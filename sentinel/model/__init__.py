@@ -14,7 +14,8 @@ from sentinel.model.detector_types import (
 )
 from sentinel.model.device import resolve_device
 from sentinel.model.lstm_ae import LstmAutoencoder
-from sentinel.model.lstm_detector import LstmAeDetector, LstmAeMeta
+from sentinel.model.lstm_detector import LstmAeDetector, LstmAeMeta, LstmMeta
+from sentinel.model.lstm_forecast import LstmForecastDetector, LstmForecaster, LstmForecastMeta
 from sentinel.model.registry import ModelRegistry
 from sentinel.model.scaler import Scaler
 from sentinel.model.train import (
@@ -34,6 +35,10 @@ __all__ = [
     "LstmAeDetector",
     "LstmAeMeta",
     "LstmAutoencoder",
+    "LstmForecastDetector",
+    "LstmForecastMeta",
+    "LstmForecaster",
+    "LstmMeta",
     "ModelRegistry",
     "Scaler",
     "TrainOptions",

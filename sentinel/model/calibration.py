@@ -52,12 +52,18 @@ class Calibration:
     scores: tuple[float, ...] = ()
 
     @classmethod
-    def from_errors(cls, feature_errors: Float64Array, skip: Sequence[int] = ()) -> Calibration:
+    def from_errors(
+        cls, feature_errors: Float64Array, skip: Sequence[int] = (), *, robust: bool = False
+    ) -> Calibration:
         """Calibrate on held-back windows' per-feature errors (B, F); features in ``skip``
-        (constant in training) take no part in a score (see ``window_scores``)."""
+        (constant in training) take no part in a score (see ``window_scores``).
+
+        A feature's normal error is its mean over the windows, or with ``robust`` its
+        median, which a few held-back windows of a transient cannot inflate.
+        """
         if feature_errors.shape[0] == 0:
             raise ModelError("calibration needs at least one scored window")
-        baseline = feature_errors.mean(axis=0)
+        baseline = np.median(feature_errors, axis=0) if robust else feature_errors.mean(axis=0)
         scores = window_scores(feature_errors, baseline, skip)
         values = np.quantile(scores, [float(q) for q in CALIBRATION_QUANTILES])
         return cls(

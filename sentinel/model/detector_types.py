@@ -17,10 +17,16 @@ from sentinel.errors import ModelError
 from sentinel.model.base import LEGACY_DETECTOR, META_FILE, Detector
 from sentinel.model.baselines import HstDetector, ZScoreDetector
 from sentinel.model.lstm_detector import LstmAeDetector
+from sentinel.model.lstm_forecast import LstmForecastDetector
 
 __all__ = ["DETECTORS", "daemon_refusal", "detector_type", "load_detector"]
 
-_PLUGINS: tuple[type[Detector], ...] = (LstmAeDetector, ZScoreDetector, HstDetector)
+_PLUGINS: tuple[type[Detector], ...] = (
+    LstmAeDetector,
+    LstmForecastDetector,
+    ZScoreDetector,
+    HstDetector,
+)
 
 DETECTORS: dict[str, type[Detector]] = {cls.type_key: cls for cls in _PLUGINS}
 

@@ -43,9 +43,13 @@ __all__ = [
     "WEIGHTS_FILE",
     "LstmAeDetector",
     "LstmAeMeta",
+    "LstmMeta",
     "center_relative",
     "hold_constants",
+    "load_weights",
+    "model_inputs",
     "reconstruction_errors",
+    "write_weights",
 ]
 
 log = structlog.get_logger(__name__)
@@ -56,12 +60,12 @@ Float32Array = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, kw_only=True)
-class LstmAeMeta(DetectorMeta):
-    """Everything besides the weights that is needed to rebuild and use a model."""
+class LstmMeta(DetectorMeta):
+    """What the LSTM detectors (``lstm_ae``, ``lstm_forecast``) keep besides their weights:
+    network sizes and how raw windows become the network's inputs -- scaler, relative and
+    constant features -- with the level statistics and the scored steps."""
 
-    detector: str = "lstm_ae"
     hidden_size: int
-    latent_size: int
     num_layers: int
     scaler: Scaler
     # Features judged by their changes within a window, not their level (centred per
@@ -86,7 +90,7 @@ class LstmAeMeta(DetectorMeta):
         if n and self.scaler.n_features != n:
             raise ModelError(f"scaler has {self.scaler.n_features} features, meta lists {n}")
         super().__post_init__()
-        for name in ("hidden_size", "latent_size", "num_layers"):
+        for name in ("hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ModelError(f"{name} must be positive")
         if not 0 <= self.score_steps <= self.window:
@@ -113,11 +117,23 @@ class LstmAeMeta(DetectorMeta):
     def constant_indices(self) -> tuple[int, ...]:
         return tuple(self.features.index(name) for name in self.constant_features)
 
+    def constant_values(self) -> dict[int, float]:
+        """Feature index -> value, for the features constant in the training data."""
+        return {self.features.index(name): v for name, v in self.constant_features.items()}
+
+    def level_z(self, windows: np.ndarray) -> Float64Array | None:
+        """(B, F) levels of raw windows shaped (B, window, F): each feature's window mean,
+        in standard deviations of training's window means (``LevelStats.z``); None for a
+        model saved without level statistics."""
+        if self.levels is None:
+            return None
+        # Scaling is linear: scale the (B, F) means, not every reading of every window.
+        return self.levels.z(self.scaler.transform(windows.mean(axis=1, dtype=np.float64)))
+
     def to_dict(self) -> dict[str, Any]:
         data = {
             **super().to_dict(),
             "hidden_size": self.hidden_size,
-            "latent_size": self.latent_size,
             "num_layers": self.num_layers,
             "scaler": self.scaler.to_dict(),
             "relative_features": list(self.relative_features),
@@ -128,33 +144,55 @@ class LstmAeMeta(DetectorMeta):
             data["levels"] = self.levels.to_dict()
         return data
 
-    @classmethod
-    def from_json(cls, text: str) -> LstmAeMeta:
-        """Parse and check meta.json; any problem is a ModelError saying which key."""
-        obj, common = DetectorMeta.parse(text, "lstm_ae")
-        return cls(
+    @staticmethod
+    def parse_lstm(text: str, detector: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """meta.json of a ``detector`` model: the JSON object, and the fields every LSTM
+        detector has, read from it as keyword arguments (``DetectorMeta.parse``)."""
+        obj, common = DetectorMeta.parse(text, detector)
+        return obj, {
             **common,
-            hidden_size=integer(obj.get("hidden_size"), "hidden_size"),
-            latent_size=integer(obj.get("latent_size"), "latent_size"),
-            num_layers=integer(obj.get("num_layers"), "num_layers"),
-            scaler=Scaler.from_dict(obj.get("scaler")),
+            "hidden_size": integer(obj.get("hidden_size"), "hidden_size"),
+            "num_layers": integer(obj.get("num_layers"), "num_layers"),
+            "scaler": Scaler.from_dict(obj.get("scaler")),
             # Optional: models saved before it existed judge every feature by its level.
-            relative_features=tuple(
+            "relative_features": tuple(
                 string(v, "relative_features")
                 for v in as_list(obj, "relative_features", "relative_features")
             ),
             # Optional: models saved before it existed score the whole window.
-            score_steps=integer(obj.get("score_steps", 0), "score_steps"),
+            "score_steps": integer(obj.get("score_steps", 0), "score_steps"),
             # Optional: models saved before it existed have no level check.
-            levels=LevelStats.from_dict(obj["levels"]) if "levels" in obj else None,
+            "levels": LevelStats.from_dict(obj["levels"]) if "levels" in obj else None,
             # Optional: models saved before it existed judge every feature by its error.
-            constant_features={
+            "constant_features": {
                 str(name): number(value, "constant_features")
                 for name, value in as_object(
                     obj.get("constant_features", {}), "constant_features"
                 ).items()
             },
-        )
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class LstmAeMeta(LstmMeta):
+    """Everything besides the weights that is needed to rebuild and use a model."""
+
+    detector: str = "lstm_ae"
+    latent_size: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.latent_size < 1:
+            raise ModelError("latent_size must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "latent_size": self.latent_size}
+
+    @classmethod
+    def from_json(cls, text: str) -> LstmAeMeta:
+        """Parse and check meta.json; any problem is a ModelError saying which key."""
+        obj, common = LstmMeta.parse_lstm(text, "lstm_ae")
+        return cls(**common, latent_size=integer(obj.get("latent_size"), "latent_size"))
 
 
 def center_relative(scaled: Float32Array, indices: Sequence[int]) -> Float32Array:
@@ -172,7 +210,7 @@ def center_relative(scaled: Float32Array, indices: Sequence[int]) -> Float32Arra
     return out
 
 
-def hold_constants(scaled: Float32Array, meta: LstmAeMeta) -> Float32Array:
+def hold_constants(scaled: Float32Array, meta: LstmMeta) -> Float32Array:
     """(B, T, F) scaled windows with every feature constant in training set to its training
     value, as the model saw it in every training window.
 
@@ -188,6 +226,14 @@ def hold_constants(scaled: Float32Array, meta: LstmAeMeta) -> Float32Array:
     out = scaled.copy()
     out[:, :, idx] = held.astype(np.float32)
     return out
+
+
+def model_inputs(windows: np.ndarray, meta: LstmMeta) -> Float32Array:
+    """Raw (B, T, F) windows as an LSTM detector's network sees them: scaled, constant
+    features held at their training value, relative features centred per window."""
+    return center_relative(
+        hold_constants(meta.scaler.transform(windows), meta), meta.relative_indices
+    )
 
 
 def reconstruction_errors(
@@ -254,10 +300,7 @@ class LstmAeDetector(Detector):
         count = windows.shape[0]
         if count == 0:
             return np.zeros(0, dtype=np.float64), np.zeros((0, n_features), dtype=np.float64)
-        scaled = center_relative(
-            hold_constants(self._meta.scaler.transform(windows), self._meta),
-            self._meta.relative_indices,
-        )
+        scaled = model_inputs(windows, self._meta)
         feature_errors: list[Float64Array] = []
         self._module.eval()
         with torch.inference_mode():
@@ -275,18 +318,11 @@ class LstmAeDetector(Detector):
 
     def constant_values(self) -> dict[int, float]:
         """Feature index -> value, for the features constant in the training data."""
-        meta = self._meta
-        return {meta.features.index(name): v for name, v in meta.constant_features.items()}
+        return self._meta.constant_values()
 
     def levels(self, windows: np.ndarray) -> Float64Array | None:
-        """(B, F) levels of raw windows shaped (B, window, F): each feature's window mean,
-        in standard deviations of training's window means (``LevelStats.z``); None for a
-        model saved without level statistics."""
-        stats = self._meta.levels
-        if stats is None:
-            return None
-        # Scaling is linear: scale the (B, F) means, not every reading of every window.
-        return stats.z(self._meta.scaler.transform(windows.mean(axis=1, dtype=np.float64)))
+        """See ``LstmMeta.level_z``."""
+        return self._meta.level_z(windows)
 
     @classmethod
     def train(
@@ -314,36 +350,17 @@ class LstmAeDetector(Detector):
         )
 
     def _write_files(self, directory: Path) -> None:
-        tensors = {
-            k: v.detach().to("cpu").contiguous() for k, v in self._module.state_dict().items()
-        }
-        save_file(tensors, directory / WEIGHTS_FILE, metadata={"version": self.version})
-        fsync_file(directory / WEIGHTS_FILE)
+        write_weights(directory, self._module, self.version)
 
     @classmethod
     def load(cls, directory: Path, device: torch.device, max_batch: int = 512) -> LstmAeDetector:
         """Rebuild a detector from a directory written by :meth:`save`; never unpickles."""
         directory = Path(directory)
-        weights_path = directory / WEIGHTS_FILE
         meta = load_meta(directory, LstmAeMeta.from_json)
-
-        tensors, file_meta = _read_weights(weights_path)
-        if file_meta.get("version", meta.version) != meta.version:
-            raise ModelError(
-                f"{weights_path}: weights belong to version {file_meta['version']!r}, "
-                f"meta.json to {meta.version!r}"
-            )
         module = LstmAutoencoder(
             len(meta.features), meta.hidden_size, meta.latent_size, meta.num_layers
         )
-        try:
-            module.load_state_dict(tensors, strict=True)
-        except RuntimeError as err:
-            raise ModelError(
-                f"{weights_path}: weights do not fit the shapes in {META_FILE}: {err}"
-            ) from err
-        if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
-            raise ModelError(f"{weights_path}: weights contain NaN or infinite values")
+        load_weights(directory, meta, module)
         log.info("model_loaded", version=meta.version, stream=meta.stream, path=str(directory))
         return cls(meta, module, device, max_batch=max_batch)
 
@@ -352,6 +369,33 @@ class LstmAeDetector(Detector):
         from sentinel.model.export import export_detector  # torch.jit/onnx only when asked
 
         return export_detector(self, fmt, out)
+
+
+def write_weights(directory: Path, module: torch.nn.Module, version: str) -> None:
+    """``module``'s tensors into ``directory``'s weights file, fsynced, marked ``version``."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    save_file(tensors, directory / WEIGHTS_FILE, metadata={"version": version})
+    fsync_file(directory / WEIGHTS_FILE)
+
+
+def load_weights(directory: Path, meta: DetectorMeta, module: torch.nn.Module) -> None:
+    """Fill ``module`` from ``directory``'s weights file, checking that the file belongs to
+    ``meta``'s version, fits the module's shapes and holds only finite values."""
+    weights_path = directory / WEIGHTS_FILE
+    tensors, file_meta = _read_weights(weights_path)
+    if file_meta.get("version", meta.version) != meta.version:
+        raise ModelError(
+            f"{weights_path}: weights belong to version {file_meta['version']!r}, "
+            f"meta.json to {meta.version!r}"
+        )
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise ModelError(
+            f"{weights_path}: weights do not fit the shapes in {META_FILE}: {err}"
+        ) from err
+    if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
+        raise ModelError(f"{weights_path}: weights contain NaN or infinite values")
 
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Mapping[str, str]]:

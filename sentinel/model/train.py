@@ -10,6 +10,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -31,9 +32,14 @@ __all__ = [
     "CONSTANT_FEATURE_HINT",
     "MIN_WINDOWS",
     "PATIENCE",
+    "FitResult",
+    "TrainingData",
     "constant_features",
+    "fit_module",
     "make_windows",
+    "prepare_training",
     "train_detector",
+    "training_record",
 ]
 
 log = structlog.get_logger(__name__)
@@ -130,33 +136,54 @@ def _split_starts(
     )
 
 
-def train_detector(
-    segments: Sequence[np.ndarray],
-    options: TrainOptions,
-    *,
-    device: torch.device,
-    first_ts: float | None = None,
-    last_ts: float | None = None,
-    progress: ProgressFn | None = None,
-    stop: threading.Event | None = None,
-) -> LstmAeDetector:
-    """Train an autoencoder on contiguous runs of normal raw readings, one (N_i, F) each.
+@dataclass(frozen=True)
+class TrainingData:
+    """What every LSTM detector's training starts from: the checked, scaled readings on the
+    device, where training and held-back windows start, and what the model keeps about the
+    data (scaler, level statistics, constant features).
 
-    Windows never straddle two segments. The last ``model.validation_fraction`` of each
-    segment is held back for early stopping and calibration (see ``_split_starts``).
-    Torch's global thread count is left alone (the caller owns it), and so is its global
-    RNG state. Raises DataError when the data cannot give ``MIN_WINDOWS`` windows and
-    ModelError("training cancelled") when ``stop`` is set.
+    ``prepare_training`` builds it; ``gather`` turns window offsets into a (B, window, F)
+    batch with relative features centred per window, as scoring sees them.
     """
-    started = time.monotonic()
+
+    rows: np.ndarray
+    lengths: tuple[int, ...]
+    n_windows: int
+    constants: dict[str, float]
+    scaler: Scaler
+    levels: LevelStats
+    data: torch.Tensor
+    offsets: torch.Tensor
+    rel_idx: tuple[int, ...]
+    train_starts: IntArray
+    val_starts: IntArray
+    # Seeded by model.seed; the fallback split drew from it, training shuffles with it.
+    rng: np.random.Generator
+
+    def gather(self, batch_starts: IntArray) -> torch.Tensor:
+        index = torch.from_numpy(batch_starts).to(self.data.device).unsqueeze(1) + self.offsets
+        batch = self.data[index]  # (B, window, F)
+        if self.rel_idx:
+            rel = list(self.rel_idx)
+            batch[:, :, rel] -= batch[:, :, rel].mean(dim=1, keepdim=True)
+        return batch
+
+
+def prepare_training(
+    segments: Sequence[np.ndarray], options: TrainOptions, device: torch.device
+) -> TrainingData:
+    """Check the segments, fit the scaler and level statistics, find constant features and
+    split the windows into training and held-back ones (see ``_split_starts``).
+
+    Raises DataError when the data cannot give ``MIN_WINDOWS`` windows.
+    """
     stream, features, window, config = (
         options.stream,
         options.features,
         options.window,
         options.model,
     )
-    n_features = len(features)
-    rows = _check_segments(segments, n_features)
+    rows = _check_segments(segments, len(features))
     lengths = [len(s) for s in segments]
     starts = _window_starts(lengths, window, config.train_stride)
     if len(starts) < MIN_WINDOWS:
@@ -186,8 +213,6 @@ def train_detector(
     scaled = scaler.transform(rows)
     bounds = np.cumsum([0, *lengths])
     levels = LevelStats.fit([scaled[a:b] for a, b in itertools.pairwise(bounds)], window, rel_idx)
-    data = torch.from_numpy(scaled).to(device)
-    offsets = torch.arange(window, device=device)
 
     rng = np.random.default_rng(config.seed)
     train_starts, val_starts = _split_starts(
@@ -199,30 +224,58 @@ def train_detector(
         n_val = max(1, round(len(starts) * config.validation_fraction))
         val_starts = starts[order[:n_val]]
         train_starts = starts[order[n_val:]]
+    return TrainingData(
+        rows=rows,
+        lengths=tuple(lengths),
+        n_windows=len(starts),
+        constants=constants,
+        scaler=scaler,
+        levels=levels,
+        data=torch.from_numpy(scaled).to(device),
+        offsets=torch.arange(window, device=device),
+        rel_idx=tuple(rel_idx),
+        train_starts=train_starts,
+        val_starts=val_starts,
+        rng=rng,
+    )
 
-    def gather(batch_starts: IntArray) -> torch.Tensor:
-        index = torch.from_numpy(batch_starts).to(device).unsqueeze(1) + offsets
-        batch = data[index]  # (B, window, F)
-        if rel_idx:
-            batch[:, :, rel_idx] -= batch[:, :, rel_idx].mean(dim=1, keepdim=True)
-        return batch
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
-        module = LstmAutoencoder(
-            n_features, config.hidden_size, config.latent_size, config.num_layers
-        ).to(device)
+@dataclass(frozen=True)
+class FitResult:
+    epochs_run: int
+    train_loss: float  # of the epoch whose weights were kept
+    val_loss: float
+
+
+def fit_module(
+    module: nn.Module,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    validate: Callable[[], float],
+    prepared: TrainingData,
+    options: TrainOptions,
+    *,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+) -> FitResult:
+    """Adam with gradient clipping over shuffled training windows, early stopping on the
+    held-back loss ``validate()``; ``module`` ends with the best epoch's weights.
+
+    ``loss(batch)`` is the training loss of one (B, window, F) batch. Raises
+    ModelError("training cancelled") once ``stop`` is set, and ModelError when the
+    validation loss stops being finite.
+    """
+    stream, config = options.stream, options.model
+    rng = prepared.rng  # the split's generator, seeded by model.seed
+    train_starts = prepared.train_starts
     optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate)
-    loss_fn = nn.MSELoss()
-
     log.info(
         "training_started",
         stream=stream,
-        readings=len(rows),
-        segments=len(lengths),
+        readings=len(prepared.rows),
+        segments=len(prepared.lengths),
         train_windows=len(train_starts),
-        val_windows=len(val_starts),
-        device=str(device),
+        val_windows=len(prepared.val_starts),
+        device=str(prepared.data.device),
         epochs=config.epochs,
     )
     best_val = float("inf")
@@ -238,15 +291,15 @@ def train_detector(
             if stop is not None and stop.is_set():
                 log.info("training_cancelled", stream=stream, epoch=epoch)
                 raise ModelError("training cancelled")
-            batch = gather(train_starts[i : i + config.batch_size])
+            batch = prepared.gather(train_starts[i : i + config.batch_size])
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(module(batch), batch)
-            loss.backward()
+            batch_loss = loss(batch)
+            torch.autograd.backward(batch_loss)
             nn.utils.clip_grad_norm_(module.parameters(), _GRAD_CLIP)
             optimizer.step()
-            total += float(loss.detach()) * len(batch)
+            total += float(batch_loss.detach()) * len(batch)
         train_loss = total / len(train_starts)
-        val_loss = float(_errors(module, gather, val_starts, config.score_batch_max)[0].mean())
+        val_loss = validate()
         epochs_run = epoch
         log.debug("training_epoch", epoch=epoch, train_loss=train_loss, val_loss=val_loss)
         if progress is not None:
@@ -260,31 +313,89 @@ def train_detector(
             stale += 1
             if stale >= PATIENCE:
                 break
-
     module.load_state_dict(best_state)
-    # Early stopping watches the whole reconstruction (what is trained); the calibration,
-    # what the scores will be compared with, judges what scoring judges.
-    _, feature_errors = _errors(
-        module, gather, val_starts, config.score_batch_max, config.score_steps
-    )
-    calibration = Calibration.from_errors(
-        feature_errors, [features.index(name) for name in constants]
-    )
+    return FitResult(epochs_run=epochs_run, train_loss=best_train, val_loss=best_val)
 
-    now = datetime.now(UTC)
+
+def training_record(
+    prepared: TrainingData,
+    fit: FitResult,
+    started: float,
+    seed: int,
+    first_ts: float | None,
+    last_ts: float | None,
+) -> dict[str, float | int | str]:
+    """``DetectorMeta.training`` of an LSTM detector just fitted."""
     training: dict[str, float | int | str] = {
-        "n_readings": len(rows),
-        "n_windows": len(starts),
-        "epochs_run": epochs_run,
-        "train_loss": best_train,
-        "val_loss": best_val,
+        "n_readings": len(prepared.rows),
+        "n_windows": prepared.n_windows,
+        "epochs_run": fit.epochs_run,
+        "train_loss": fit.train_loss,
+        "val_loss": fit.val_loss,
         "seconds": round(time.monotonic() - started, 3),
-        "seed": config.seed,
+        "seed": seed,
     }
     if first_ts is not None:
         training["first_ts"] = first_ts
     if last_ts is not None:
         training["last_ts"] = last_ts
+    return training
+
+
+def train_detector(
+    segments: Sequence[np.ndarray],
+    options: TrainOptions,
+    *,
+    device: torch.device,
+    first_ts: float | None = None,
+    last_ts: float | None = None,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+) -> LstmAeDetector:
+    """Train an autoencoder on contiguous runs of normal raw readings, one (N_i, F) each.
+
+    Windows never straddle two segments. The last ``model.validation_fraction`` of each
+    segment is held back for early stopping and calibration (see ``_split_starts``).
+    Torch's global thread count is left alone (the caller owns it), and so is its global
+    RNG state. Raises DataError when the data cannot give ``MIN_WINDOWS`` windows and
+    ModelError("training cancelled") when ``stop`` is set.
+    """
+    started = time.monotonic()
+    stream, features, window, config = (
+        options.stream,
+        options.features,
+        options.window,
+        options.model,
+    )
+    prepared = prepare_training(segments, options, device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        module = LstmAutoencoder(
+            len(features), config.hidden_size, config.latent_size, config.num_layers
+        ).to(device)
+    loss_fn = nn.MSELoss()
+    gather, val_starts = prepared.gather, prepared.val_starts
+    fit = fit_module(
+        module,
+        lambda batch: loss_fn(module(batch), batch),
+        lambda: float(_errors(module, gather, val_starts, config.score_batch_max)[0].mean()),
+        prepared,
+        options,
+        progress=progress,
+        stop=stop,
+    )
+    # Early stopping watches the whole reconstruction (what is trained); the calibration,
+    # what the scores will be compared with, judges what scoring judges.
+    _, feature_errors = _errors(
+        module, gather, val_starts, config.score_batch_max, config.score_steps
+    )
+    constants = prepared.constants
+    calibration = Calibration.from_errors(
+        feature_errors, [features.index(name) for name in constants]
+    )
+
+    now = datetime.now(UTC)
+    training = training_record(prepared, fit, started, config.seed, first_ts, last_ts)
     meta = LstmAeMeta(
         version=new_version(now),
         stream=stream,
@@ -293,13 +404,13 @@ def train_detector(
         hidden_size=config.hidden_size,
         latent_size=config.latent_size,
         num_layers=config.num_layers,
-        scaler=scaler,
+        scaler=prepared.scaler,
         calibration=calibration,
         created=now.isoformat(timespec="seconds"),
         training=training,
-        relative_features=relative,
+        relative_features=options.relative,
         score_steps=config.score_steps,
-        levels=levels,
+        levels=prepared.levels,
         interval=options.interval,
         constant_features=constants,
     )
@@ -307,9 +418,9 @@ def train_detector(
         "training_finished",
         stream=stream,
         version=meta.version,
-        epochs_run=epochs_run,
-        train_loss=best_train,
-        val_loss=best_val,
+        epochs_run=fit.epochs_run,
+        train_loss=fit.train_loss,
+        val_loss=fit.val_loss,
         threshold_q999=calibration.quantiles["0.999"],
         seconds=training["seconds"],
     )

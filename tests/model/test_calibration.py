@@ -37,3 +37,11 @@ def test_calibration_scores_leave_out_skipped_features() -> None:
     errors[50, 2] = 1.0  # would be a 10^4 ratio, were it judged
     calibration = Calibration.from_errors(errors, skip=[2])
     assert calibration.max < 5
+
+
+def test_a_robust_calibration_is_not_inflated_by_a_few_transient_windows() -> None:
+    errors = np.ones((100, 2))
+    errors[:5, 0] = 1000.0  # a transient in five held-back windows
+    assert Calibration.from_errors(errors).feature_mean_errors[0] > 40
+    robust = Calibration.from_errors(errors, robust=True)
+    assert robust.feature_mean_errors == (1.0, 1.0)

@@ -1,0 +1,268 @@
+"""The LSTM forecaster detector (``lstm_forecast``): an LSTM reads a window and predicts each
+next reading; a window scores by how badly its newest readings were predicted.
+
+Sequence prediction as in telemanom (Hundman et al., "Detecting Spacecraft Anomalies Using
+LSTMs and Nonparametric Dynamic Thresholding", KDD 2018, https://arxiv.org/abs/1802.04431),
+issue #21 cause 8: an autoencoder's reconstruction error is a weak score on univariate
+series, where a forecaster sees a subtle change of shape as soon as it breaks the pattern.
+To stay stateless per window, the network runs over the whole window, predicting every
+step's next reading one step ahead, and the window's per-feature error is the mean squared
+error of its newest ``score_steps`` predictions: telemanom's smoothing of the error, inside
+one window. By default the newest half of the window is scored and the older half is the
+context the LSTM's state builds up on (its first predictions, from a few readings, are
+the noisiest); docs/BENCHMARKS.md measured a quarter, half and all of it. Each
+feature's error is divided by its median on held-back training windows (floored, see
+``sentinel.model.calibration.score_floor``), and the window's score is the worst feature's.
+
+It shares the LSTM-AE's inputs (scaler, relative and constant features: ``LstmMeta``),
+training data and loop (``sentinel.model.train``) and weights file; it has no export.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import structlog
+import torch
+from torch import nn
+
+from sentinel.errors import DataError, ModelError
+from sentinel.model.base import Detector, ProgressFn, TrainOptions, load_meta, new_version
+from sentinel.model.calibration import Calibration, Float64Array, window_scores
+from sentinel.model.lstm_detector import (
+    LstmMeta,
+    load_weights,
+    model_inputs,
+    write_weights,
+)
+from sentinel.model.train import fit_module, prepare_training, training_record
+
+__all__ = [
+    "LstmForecastDetector",
+    "LstmForecastMeta",
+    "LstmForecaster",
+    "default_score_steps",
+    "forecast_errors",
+]
+
+log = structlog.get_logger(__name__)
+
+
+class LstmForecaster(nn.Module):
+    """(B, T, F) -> (B, T - 1, F): the prediction of readings 1..T-1, each from the readings
+    before it. It predicts the change from the last reading (persistence plus a learnt
+    correction), which a short training fits faster than the level itself."""
+
+    def __init__(self, n_features: int, hidden_size: int, num_layers: int = 1) -> None:
+        super().__init__()
+        self.n_features = n_features
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.lstm = nn.LSTM(n_features, hidden_size, num_layers=num_layers, batch_first=True)
+        self.head = nn.Linear(hidden_size, n_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        past = x[:, :-1, :]
+        hidden, _ = self.lstm(past)
+        out: torch.Tensor = past + self.head(hidden)
+        return out
+
+
+def default_score_steps(window: int) -> int:
+    """How many newest predictions a window's score averages when ``model.score_steps`` is
+    0: the newest half of the window, the older half being context."""
+    return max(1, window // 2)
+
+
+def forecast_errors(
+    module: LstmForecaster, scaled: torch.Tensor, steps: int
+) -> tuple[Float64Array, Float64Array]:
+    """Per-window and per-feature mean squared one-step errors of already-scaled windows,
+    over the newest ``steps`` predictions (0: all of them). The caller is responsible for
+    ``eval()``/``inference_mode()`` and for chunking."""
+    squared = (module(scaled) - scaled[:, 1:, :]) ** 2
+    if steps:
+        squared = squared[:, -steps:, :]
+    feature_errors = squared.mean(dim=1).double().cpu().numpy()
+    return feature_errors.mean(axis=1), feature_errors
+
+
+@dataclass(frozen=True, kw_only=True)
+class LstmForecastMeta(LstmMeta):
+    """The common LSTM keys; ``score_steps`` is how many newest predictions a score
+    averages (at least 1, at most window - 1)."""
+
+    detector: str = "lstm_forecast"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.window < 2:
+            raise ModelError("a forecaster needs windows of at least 2 readings")
+        if not 1 <= self.score_steps < self.window:
+            raise ModelError(
+                f"score_steps must be between 1 and the window - 1 ({self.window - 1}), "
+                f"got {self.score_steps}"
+            )
+
+    @classmethod
+    def from_json(cls, text: str) -> LstmForecastMeta:
+        """Parse and check meta.json; any problem is a ModelError saying which key."""
+        _, common = LstmMeta.parse_lstm(text, "lstm_forecast")
+        return cls(**common)
+
+
+class LstmForecastDetector(Detector):
+    """Scores raw windows by the one-step prediction error of their newest readings."""
+
+    type_key: ClassVar[str] = "lstm_forecast"
+
+    def __init__(
+        self,
+        meta: LstmForecastMeta,
+        module: LstmForecaster,
+        device: torch.device,
+        max_batch: int = 512,
+    ) -> None:
+        if max_batch < 1:
+            raise ModelError("max_batch must be positive")
+        shapes = (module.n_features, module.hidden_size, module.num_layers)
+        expected = (len(meta.features), meta.hidden_size, meta.num_layers)
+        if shapes != expected:
+            raise ModelError(f"module shape {shapes} does not match meta {expected}")
+        self._meta = meta
+        self._device = device
+        self._module = module.to(device).eval()
+        self._max_batch = max_batch
+
+    @property
+    def meta(self) -> LstmForecastMeta:
+        return self._meta
+
+    def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
+        """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F);
+        per-feature errors are mean squared one-step errors in scaled units."""
+        self._check_shape(windows)
+        meta = self._meta
+        if windows.shape[0] == 0:
+            empty = np.zeros((0, len(meta.features)), dtype=np.float64)
+            return np.zeros(0, dtype=np.float64), empty
+        scaled = model_inputs(windows, meta)
+        parts: list[Float64Array] = []
+        self._module.eval()
+        with torch.inference_mode():
+            for start in range(0, len(scaled), self._max_batch):
+                chunk = torch.from_numpy(scaled[start : start + self._max_batch])
+                parts.append(
+                    forecast_errors(self._module, chunk.to(self._device), meta.score_steps)[1]
+                )
+        errors = np.concatenate(parts)
+        scores = window_scores(errors, meta.calibration.feature_mean_errors, meta.constant_indices)
+        return scores, errors
+
+    def constant_values(self) -> dict[int, float]:
+        """Feature index -> value, for the features constant in the training data."""
+        return self._meta.constant_values()
+
+    def levels(self, windows: np.ndarray) -> Float64Array | None:
+        """(B, F) levels of raw windows, as the LSTM-AE's (``LstmMeta.level_z``)."""
+        return self._meta.level_z(windows)
+
+    @classmethod
+    def train(
+        cls,
+        segments: Sequence[np.ndarray],
+        options: TrainOptions,
+        *,
+        device: torch.device,
+        first_ts: float | None = None,
+        last_ts: float | None = None,
+        progress: ProgressFn | None = None,
+        stop: threading.Event | None = None,
+    ) -> LstmForecastDetector:
+        """Fit on contiguous runs of normal raw readings with the LSTM-AE's data preparation
+        and training loop (``sentinel.model.train``); calibrate on the held-back windows."""
+        started = time.monotonic()
+        config, features, window = options.model, options.features, options.window
+        if window < 2:
+            raise DataError("a forecaster needs windows of at least 2 readings")
+        steps = min(config.score_steps or default_score_steps(window), window - 1)
+        prepared = prepare_training(segments, options, device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(config.seed)
+            module = LstmForecaster(len(features), config.hidden_size, config.num_layers)
+            module = module.to(device)
+        loss_fn = nn.MSELoss()
+
+        def held_back(score_steps: int) -> Float64Array:
+            module.eval()
+            parts = []
+            with torch.inference_mode():
+                val = prepared.val_starts
+                for i in range(0, len(val), config.score_batch_max):
+                    batch = prepared.gather(val[i : i + config.score_batch_max])
+                    parts.append(forecast_errors(module, batch, score_steps)[1])
+            return np.concatenate(parts)
+
+        fit = fit_module(
+            module,
+            lambda batch: loss_fn(module(batch), batch[:, 1:, :]),
+            lambda: float(held_back(0).mean()),
+            prepared,
+            options,
+            progress=progress,
+            stop=stop,
+        )
+        constants = prepared.constants
+        calibration = Calibration.from_errors(
+            held_back(steps), [features.index(name) for name in constants], robust=True
+        )
+        now = datetime.now(UTC)
+        meta = LstmForecastMeta(
+            version=new_version(now),
+            stream=options.stream,
+            features=features,
+            window=window,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            scaler=prepared.scaler,
+            calibration=calibration,
+            created=now.isoformat(timespec="seconds"),
+            training=training_record(prepared, fit, started, config.seed, first_ts, last_ts),
+            relative_features=options.relative,
+            score_steps=steps,
+            levels=prepared.levels,
+            interval=options.interval,
+            constant_features=constants,
+        )
+        log.info(
+            "training_finished",
+            stream=options.stream,
+            version=meta.version,
+            detector=cls.type_key,
+            epochs_run=fit.epochs_run,
+            val_loss=fit.val_loss,
+            threshold_q999=calibration.quantiles["0.999"],
+        )
+        return cls(meta, module, device, max_batch=config.score_batch_max)
+
+    def _write_files(self, directory: Path) -> None:
+        write_weights(directory, self._module, self.version)
+
+    @classmethod
+    def load(
+        cls, directory: Path, device: torch.device, max_batch: int = 512
+    ) -> LstmForecastDetector:
+        """Rebuild a detector from a directory written by :meth:`save`; never unpickles."""
+        directory = Path(directory)
+        meta = load_meta(directory, LstmForecastMeta.from_json)
+        module = LstmForecaster(len(meta.features), meta.hidden_size, meta.num_layers)
+        load_weights(directory, meta, module)
+        log.info("model_loaded", version=meta.version, stream=meta.stream, path=str(directory))
+        return cls(meta, module, device, max_batch=max_batch)

@@ -1,0 +1,154 @@
+"""The LSTM forecaster detector (issue #21, cause 8): trained for a moment on a small periodic
+series, it must judge a window by how well its newest readings were predicted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sentinel.config import ModelConfig
+from sentinel.errors import ModelError
+from sentinel.model import (
+    LstmForecastDetector,
+    LstmForecaster,
+    TrainOptions,
+    daemon_refusal,
+    detector_type,
+    load_detector,
+    make_windows,
+)
+from sentinel.model.base import META_FILE
+from sentinel.model.lstm_forecast import default_score_steps, forecast_errors
+
+CPU = torch.device("cpu")
+WINDOW = 16
+STEPS = 8  # the newest half of the window
+
+
+def series(rows: int, seed: int = 0) -> np.ndarray:
+    """A sine of period 20 with a little noise, and a second channel following it."""
+    rng = np.random.default_rng(seed)
+    a = np.sin(2 * np.pi * np.arange(rows) / 20) + 0.03 * rng.standard_normal(rows)
+    b = 5 + 2 * a + 0.03 * rng.standard_normal(rows)
+    return np.stack([a, b], axis=1).astype(np.float32)
+
+
+def options(features: tuple[str, ...] = ("a", "b")) -> TrainOptions:
+    model = ModelConfig(epochs=12, hidden_size=16, batch_size=32, seed=3)
+    return TrainOptions("pump", features, WINDOW, model)
+
+
+@pytest.fixture(scope="module")
+def trained() -> LstmForecastDetector:
+    detector = LstmForecastDetector.train([series(1200)], options(), device=CPU)
+    assert isinstance(detector, LstmForecastDetector)
+    return detector
+
+
+def normal_windows(count: int = 40) -> np.ndarray:
+    return np.ascontiguousarray(make_windows(series(count + WINDOW - 1, seed=9), WINDOW, 1))
+
+
+def test_the_config_key_picks_it_and_the_daemon_can_run_it() -> None:
+    assert detector_type("lstm_forecast") is LstmForecastDetector
+    assert daemon_refusal("lstm_forecast") is None
+    assert ModelConfig(detector="lstm_forecast").detector == "lstm_forecast"
+    assert LstmForecastDetector.export_formats == ()
+
+
+def test_a_window_is_judged_by_the_predictions_of_its_newest_half(
+    trained: LstmForecastDetector,
+) -> None:
+    meta = trained.meta
+    assert meta.detector == "lstm_forecast"
+    assert meta.score_steps == STEPS == default_score_steps(WINDOW)
+    data = normal_windows(6)
+    scores, errors = trained.score(data)
+    x = torch.from_numpy(trained.meta.scaler.transform(data))
+    with torch.inference_mode():
+        squared = (trained._module(x) - x[:, 1:, :]) ** 2
+    np.testing.assert_allclose(errors, squared[:, -STEPS:, :].mean(dim=1).numpy(), rtol=1e-5)
+    baseline = np.asarray(meta.calibration.feature_mean_errors)
+    np.testing.assert_allclose(scores, (errors / baseline).max(axis=1), rtol=1e-5)
+
+
+def test_an_explicit_score_steps_wins_and_is_kept_below_the_window() -> None:
+    rows = [series(600)]
+    for asked, kept in ((3, 3), (WINDOW, WINDOW - 1)):
+        opts = options()
+        opts = TrainOptions(
+            opts.stream,
+            opts.features,
+            WINDOW,
+            opts.model.model_copy(update={"score_steps": asked, "epochs": 1}),
+        )
+        assert LstmForecastDetector.train(rows, opts, device=CPU).meta.score_steps == kept
+
+
+def test_normal_windows_stay_near_calibration_and_a_broken_pattern_scores_far_above(
+    trained: LstmForecastDetector,
+) -> None:
+    calibration = trained.calibration
+    scores, _ = trained.score(normal_windows())
+    assert np.median(scores) < calibration.quantiles["0.99"]
+    # A subtle change of shape in the newest readings: the sine stops and holds its value,
+    # inside the range training saw (no level or spike check would see it).
+    broken = normal_windows(40)
+    broken[:, -4:, :] = broken[:, -5:-4, :]
+    held_scores, held_errors = trained.score(broken)
+    assert np.median(held_scores) > 3 * calibration.max
+    assert np.all(held_errors.argmax(axis=1) >= 0)
+
+
+def test_forecast_errors_average_only_the_newest_steps() -> None:
+    torch.manual_seed(0)
+    module = LstmForecaster(2, 4).eval()
+    x = torch.zeros((1, WINDOW, 2))
+    x[0, 2, 0] = 50.0  # an early disturbance, outside the newest 2 predictions' targets
+    with torch.inference_mode():
+        window, per_feature = forecast_errors(module, x, 2)
+        _, all_steps = forecast_errors(module, x, 0)
+    assert per_feature.shape == (1, 2)
+    assert window.shape == (1,)
+    assert all_steps[0, 0] > 10 * per_feature[0, 0]
+
+
+def test_features_constant_in_training_are_left_out_of_the_score() -> None:
+    rows = series(900)
+    stuck = np.column_stack([rows, np.full(len(rows), 7.0, dtype=np.float32)])
+    detector = LstmForecastDetector.train([stuck], options(("a", "b", "flag")), device=CPU)
+    assert detector.meta.constant_features == {"flag": 7.0}
+    assert detector.constant_values() == {2: 7.0}
+    windows = normal_windows(10)
+    flag = np.full((len(windows), WINDOW, 1), 7.0, np.float32)
+    flat = np.concatenate([windows, flag], axis=2)
+    moved = flat.copy()
+    moved[:, -4:, 2] = 1000.0
+    np.testing.assert_array_equal(detector.score(moved)[0], detector.score(flat)[0])
+
+
+def test_save_and_load_give_identical_scores(trained: LstmForecastDetector, tmp_path: Path) -> None:
+    trained.save(tmp_path / "m")
+    again = load_detector(tmp_path / "m", CPU)
+    assert isinstance(again, LstmForecastDetector)
+    assert again.meta == trained.meta
+    before, after = trained.score(normal_windows()), again.score(normal_windows())
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    meta = json.loads((tmp_path / "m" / META_FILE).read_text())
+    assert meta["detector"] == "lstm_forecast"
+    assert not any(p.suffix in {".pt", ".pkl"} for p in (tmp_path / "m").iterdir())
+
+
+def test_a_meta_json_with_a_score_step_past_the_window_is_refused(
+    trained: LstmForecastDetector, tmp_path: Path
+) -> None:
+    trained.save(tmp_path / "m")
+    path = tmp_path / "m" / META_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), "score_steps": WINDOW}))
+    with pytest.raises(ModelError, match="score_steps must be between 1"):
+        LstmForecastDetector.load(tmp_path / "m", CPU)
