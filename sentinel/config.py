@@ -291,6 +291,18 @@ class ModelConfig(Section):
         "temperature wandering with the ambient does not. A feature's explicit level wins. "
         "0: never decided automatically.",
     )
+    slow_ratio: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="A feature whose training windows' means spread more than this many "
+        "times its spread inside a window -- a channel that barely moves within a window "
+        "and wanders between windows, whose level a window cannot put in context -- is "
+        "judged by its changes too (white noise gives 1/sqrt(windows.length)). A "
+        "feature's explicit level wins. 0 (default): off; 2.0 was measured "
+        "(docs/BENCHMARKS.md): better on SKAB and UCR, but it makes most channels of a "
+        "pump fleet relative and costs level shifts on slow channels.",
+    )
 
 
 class ColdStartConfig(Section):

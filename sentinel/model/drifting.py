@@ -8,17 +8,26 @@ badly and is flagged: on SKAB (400 training rows per rig) the two temperature ch
 for the user who knows which channels those are; this module decides it from the training
 rows alone, for the user who does not.
 
-The question is whether training pins the level down. A stationary channel, however
-autocorrelated or periodic, has the same mean in the first half of its training data as in
-the second, up to a small fraction of its spread; a drifting one does not. So a feature is
-*drifting* when the two halves' means differ by more than ``threshold`` times the halves'
-pooled standard deviation (``drift``; each segment -- one device's contiguous run -- on its
-own, pooled over them). The within-half spread, not the windows', is the
-yardstick: a smooth periodic channel varies little inside a window and much between windows
-without drifting at all, and a ratio of window means to within-window spread would call
-every daily cycle and every UCR heartbeat drifting. Halves, not thirds or a trend fit,
-because a periodic signal averages out over each half as long as training spans a few
-periods, and a level that steps once or wanders rather than trends is caught as well.
+Two questions, either of which makes a feature relative:
+
+* Does its level drift through training (``drift``)? A stationary channel, however
+  autocorrelated or periodic, has the same mean in the first half of its training data as
+  in the second, up to a small fraction of its spread; a drifting one does not. Each
+  segment -- one device's contiguous run -- on its own, pooled over them: a fleet's devices
+  differ in level without any of them drifting. Cut: ``model.drift_ratio`` (1.0) of the
+  halves' standard deviation.
+* Is it slow to a window (``slowness``)? A channel whose window means spread several times
+  more than its readings spread inside a window varies on time scales the window cannot
+  see: its level in any one window is set by where it has wandered, and a few hundred or
+  thousand training readings hold only a handful of such excursions. Its shape inside a
+  window is what the model can judge. White noise gives 1/sqrt(window), an AR(1) sensor
+  noise about 1; cut: ``model.slow_ratio``, off by default (0): measured at 2.0 it helps
+  SKAB and UCR but turns nearly every channel of the simulated pump fleet relative, whose
+  level shifts and drifts it must catch (docs/BENCHMARKS.md).
+
+The price of both: a level shift on such a channel is seen at its step, not for as long as
+it lasts (the spike and constant checks still judge it). Measured on the whole development
+suite in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -27,16 +36,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DRIFTING_FEATURE_HINT", "drift", "drifting_features"]
+__all__ = ["DRIFTING_FEATURE_HINT", "drift", "drifting_features", "slowness"]
 
 _MIN_ROWS = 4  # a shorter segment's halves say nothing about its level
 
 DRIFTING_FEATURE_HINT = (
-    "its level in the second half of the training data is far from the first half's, so "
-    "training does not say where its level belongs: the model judges it by its changes "
+    "its level drifts through the training data (drift: its halves' means apart, in their "
+    "standard deviations) or wanders between windows far more than within one (slowness), "
+    "so training does not say where its level belongs: the model judges it by its changes "
     "within a window (steps, spikes, oscillation), not its level. Set level = "
     '"absolute" on the feature to judge its level anyway, or level = "relative" to say so '
-    "explicitly; model.drift_ratio sets the cut (0: never decided automatically)"
+    "explicitly; model.drift_ratio and model.slow_ratio set the cuts (0: off)"
 )
 
 
@@ -69,12 +79,57 @@ def drift(segments: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
+def slowness(segments: Sequence[np.ndarray], window: int) -> np.ndarray:
+    """Per feature: the spread of its window means (every window of ``window`` rows inside a
+    segment, around its segment's mean) over its mean spread within a window; 0 for a
+    constant.
+
+    White noise gives 1/sqrt(window); a channel that barely moves inside a window but
+    wanders between windows gives several.
+    """
+    between = np.zeros(0)
+    within = np.zeros(0)
+    count = 0
+    for segment in segments:
+        rows = np.asarray(segment, dtype=np.float64)
+        if len(rows) <= window:
+            continue
+        rows = rows - rows.mean(axis=0)  # cumulative sums of squares stay exact enough
+        zero = np.zeros((1, rows.shape[1]))
+        c1 = np.concatenate([zero, np.cumsum(rows, axis=0)])
+        c2 = np.concatenate([zero, np.cumsum(rows**2, axis=0)])
+        means = (c1[window:] - c1[:-window]) / window
+        var = np.maximum((c2[window:] - c2[:-window]) / window - means**2, 0.0)
+        if not count:
+            between, within = np.zeros(rows.shape[1]), np.zeros(rows.shape[1])
+        between = between + ((means - means.mean(axis=0)) ** 2).sum(axis=0)
+        within = within + np.sqrt(var).sum(axis=0)
+        count += len(means)
+    if not count:
+        n_features = np.asarray(segments[0]).shape[-1] if len(segments) else 0
+        return np.zeros(n_features)
+    spread, inside = np.sqrt(between / count), within / count
+    out = np.zeros(len(spread))
+    np.divide(spread, inside, out=out, where=inside > 0)
+    return out
+
+
 def drifting_features(
-    segments: Sequence[np.ndarray], features: Sequence[str], threshold: float
-) -> dict[str, float]:
-    """The features whose ``drift`` exceeds ``threshold``, each with it (none when
-    ``threshold`` is 0)."""
-    if threshold <= 0:
-        return {}
-    values = drift(segments)
-    return {name: float(values[i]) for i, name in enumerate(features) if values[i] > threshold}
+    segments: Sequence[np.ndarray],
+    features: Sequence[str],
+    threshold: float,
+    window: int = 0,
+    slow_threshold: float = 0.0,
+) -> dict[str, tuple[float, float]]:
+    """The features whose ``drift`` exceeds ``threshold`` or whose ``slowness`` over
+    ``window`` rows exceeds ``slow_threshold``, each with both (a threshold of 0 turns its
+    test off)."""
+    n = len(features)
+    drifts = drift(segments) if threshold > 0 else np.zeros(n)
+    slows = slowness(segments, window) if slow_threshold > 0 and window > 0 else np.zeros(n)
+    chosen = ((drifts > threshold) & (threshold > 0)) | (
+        (slows > slow_threshold) & (slow_threshold > 0)
+    )
+    return {
+        name: (float(drifts[i]), float(slows[i])) for i, name in enumerate(features) if chosen[i]
+    }

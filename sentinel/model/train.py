@@ -325,14 +325,21 @@ def _with_drifting(
     data (``sentinel.model.drifting``), in feature order; a feature declared absolute, or
     constant in training, is never added."""
     undecided = set(options.features) - set(options.relative) - set(options.absolute)
-    drifting = drifting_features(segments, options.features, options.model.drift_ratio)
+    drifting = drifting_features(
+        segments,
+        options.features,
+        options.model.drift_ratio,
+        options.window,
+        options.model.slow_ratio,
+    )
     added = {n: v for n, v in drifting.items() if n in undecided and n not in constants}
-    for name, value in added.items():
+    for name, (drift, slowness) in added.items():
         log.info(
             "training_feature_drifting",
             stream=options.stream,
             feature=name,
-            drift=round(value, 2),
+            drift=round(drift, 2),
+            slowness=round(slowness, 2),
             hint=DRIFTING_FEATURE_HINT,
         )
     chosen = set(options.relative) | set(added)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sentinel.model.drifting import drift, drifting_features
+from sentinel.model.drifting import drift, drifting_features, slowness
 
 
 def ar1(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
@@ -61,5 +61,27 @@ def test_drifting_features_names_them_above_the_ratio_and_zero_turns_it_off() ->
     rows = np.column_stack([rng.normal(size=400), np.linspace(0, 1, 400)])
     got = drifting_features([rows], ("noise", "ramp"), 1.0)
     assert list(got) == ["ramp"]
-    assert got["ramp"] > 1.0
+    assert got["ramp"][0] > 1.0
     assert drifting_features([rows], ("noise", "ramp"), 0.0) == {}
+
+
+def test_slowness_is_small_for_noise_and_large_for_a_channel_that_wanders_between_windows() -> None:
+    rng = np.random.default_rng(4)
+    t = np.arange(3000.0)
+    rows = np.column_stack(
+        [
+            rng.normal(size=3000),
+            np.sin(2 * np.pi * t / 600) + 0.05 * rng.normal(size=3000),  # slow to a window
+            np.repeat(rng.normal(size=30), 100),  # flat runs at different values
+        ]
+    )
+    got = slowness([rows[:1500], rows[1500:]], 32)
+    assert got[0] < 0.3  # white noise: about 1/sqrt(32)
+    assert got[1] > 2
+    assert got[2] > 2  # windows straddling a step are all that vary inside
+    assert slowness([rows[:10]], 32).tolist() == [0.0, 0.0, 0.0]  # no whole window
+    # Stationary for the halves test, slow for this one: either makes a feature relative.
+    assert drift([rows])[1] < 0.5
+    chosen = drifting_features([rows], ("noise", "cycle", "steps"), 1.0, 32, 2.0)
+    assert sorted(chosen) == ["cycle", "steps"]
+    assert drifting_features([rows], ("noise", "cycle", "steps"), 1.0, 32, 0.0) == {}
