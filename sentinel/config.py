@@ -299,9 +299,10 @@ class ModelConfig(Section):
         "times its spread inside a window -- a channel that barely moves within a window "
         "and wanders between windows, whose level a window cannot put in context -- is "
         "judged by its changes too (white noise gives 1/sqrt(windows.length)). A "
-        "feature's explicit level wins. 0 (default): off; 2.0 was measured "
-        "(docs/BENCHMARKS.md): better on SKAB and UCR, but it makes most channels of a "
-        "pump fleet relative and costs level shifts on slow channels.",
+        "feature's explicit level wins. 0 (default): off. Measured at 2.0 "
+        "(docs/BENCHMARKS.md): better on SKAB, UCR and the synthetic suite's precision, but "
+        "a lasting level shift on such a channel is seen at its step only, never held or "
+        "re-baselined, and a pump fleet's channels are nearly all slow.",
     )
 
 

@@ -320,7 +320,8 @@ def test_a_drifting_level_in_training_is_judged_relative_without_being_declared(
 
 
 def test_automatic_relative_levels_can_be_switched_off() -> None:
-    assert train_warming((), drift_ratio=0.0, epochs=1).meta.relative_features == ()
+    off = train_warming((), drift_ratio=0.0, slow_ratio=0.0, epochs=1)
+    assert off.meta.relative_features == ()
 
 
 def test_the_optional_slowness_test_alone_finds_the_warming_channel() -> None:
