@@ -282,6 +282,31 @@ class ModelConfig(Section):
         "and ends with a fault instead of trailing it by a window (SKAB: 4 of 16). Recorded "
         "with each model; a change applies to models trained after it.",
     )
+    drift_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1000.0,
+        description="A feature whose training level drifts -- the means of the training "
+        "data's two halves differ by more than this many of the halves' standard "
+        "deviations -- is judged by its changes, not its level, as if declared "
+        'level = "relative" (logged as training_feature_drifting; recorded with the '
+        "model). Stationary channels, periodic ones included, stay far below 1; a slow "
+        "temperature wandering with the ambient does not. A feature's explicit level wins. "
+        "0: never decided automatically.",
+    )
+    slow_ratio: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="A feature whose training windows' means spread more than this many "
+        "times its spread inside a window -- a channel that barely moves within a window "
+        "and wanders between windows, whose level a window cannot put in context -- is "
+        "judged by its changes too (white noise gives 1/sqrt(windows.length)). A "
+        "feature's explicit level wins. 0 (default): off. Measured at 2.0 "
+        "(docs/BENCHMARKS.md): better on SKAB, UCR and the synthetic suite's precision, but "
+        "a lasting level shift on such a channel is seen at its step only, never held or "
+        "re-baselined, and a pump fleet's channels are nearly all slow.",
+    )
 
 
 class ColdStartConfig(Section):
@@ -787,13 +812,15 @@ class FeatureSpec(Section):
         default=None,
         description="Dotted path in a JSON payload (e.g. motor.current); defaults to name.",
     )
-    level: Literal["absolute", "relative"] = Field(
-        default="absolute",
+    level: Literal["auto", "absolute", "relative"] = Field(
+        default="auto",
         description=(
             "relative: judge this sensor by its changes within a window, not by its level. "
             "For slow channels whose level wanders with ambient conditions or warm-up "
             "(temperatures): the detector still sees steps, spikes and oscillations on "
-            "them, but a slow drift away from the training range is not an anomaly."
+            "them, but a slow drift away from the training range is not an anomaly. "
+            "absolute: judge its level. auto: relative when its level drifts through the "
+            "training data (model.drift_ratio), absolute otherwise."
         ),
     )
 
@@ -876,6 +903,11 @@ class StreamConfig(Section):
     def relative_features(self) -> tuple[str, ...]:
         """Features judged by their changes, not their level (``level = "relative"``)."""
         return tuple(f.name for f in self.features if f.level == "relative")
+
+    @property
+    def absolute_features(self) -> tuple[str, ...]:
+        """Features whose level is judged whatever training shows (``level = "absolute"``)."""
+        return tuple(f.name for f in self.features if f.level == "absolute")
 
     @property
     def feature_names(self) -> tuple[str, ...]:

@@ -84,6 +84,10 @@ class TrainOptions:
     # Seconds between readings, learnt from the training data (sentinel.timescale); the
     # model keeps it in its meta. None: unknown.
     interval: float | None = None
+    # Features whose level is judged even when it drifts through the training data
+    # (``level = "absolute"``); the rest may be judged relative automatically
+    # (``model.drift_ratio``, sentinel.model.drifting).
+    absolute: tuple[str, ...] = ()
 
     def with_seed(self, seed: int) -> TrainOptions:
         """The same options with another model seed (a retraining run's next attempt)."""
@@ -102,6 +106,7 @@ def training_options(
         window=config.windows.length,
         model=config.model,
         relative=stream_cfg.relative_features,
+        absolute=stream_cfg.absolute_features,
         interval=interval,
     )
 

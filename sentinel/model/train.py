@@ -23,6 +23,7 @@ from torch import nn
 from sentinel.errors import DataError, ModelError
 from sentinel.model.base import ProgressFn, TrainOptions, new_version
 from sentinel.model.calibration import Calibration
+from sentinel.model.drifting import DRIFTING_FEATURE_HINT, drifting_features
 from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.lstm_detector import LstmAeDetector, LstmAeMeta, reconstruction_errors
@@ -199,7 +200,6 @@ def prepare_training(
         raise DataError(f"relative features {sorted(unknown)} are not among the features")
     if config.score_steps > window:
         raise DataError(f"score_steps {config.score_steps} exceeds the window of {window}")
-    rel_idx = [features.index(name) for name in relative]
     constants = constant_features([rows], features)
     for name, value in constants.items():
         log.warning(
@@ -209,6 +209,8 @@ def prepare_training(
             value=value,
             hint=CONSTANT_FEATURE_HINT,
         )
+    relative = _with_drifting(segments, options, constants)
+    rel_idx = [features.index(name) for name in relative]
     scaler = _fit_scaler(rows, segments, window, rel_idx)
     scaled = scaler.transform(rows)
     bounds = np.cumsum([0, *lengths])
@@ -425,6 +427,34 @@ def train_detector(
         seconds=training["seconds"],
     )
     return LstmAeDetector(meta, module, device, max_batch=config.score_batch_max)
+
+
+def _with_drifting(
+    segments: Sequence[np.ndarray], options: TrainOptions, constants: dict[str, float]
+) -> tuple[str, ...]:
+    """The configured relative features plus those whose level drifts through the training
+    data (``sentinel.model.drifting``), in feature order; a feature declared absolute, or
+    constant in training, is never added."""
+    undecided = set(options.features) - set(options.relative) - set(options.absolute)
+    drifting = drifting_features(
+        segments,
+        options.features,
+        options.model.drift_ratio,
+        options.window,
+        options.model.slow_ratio,
+    )
+    added = {n: v for n, v in drifting.items() if n in undecided and n not in constants}
+    for name, (drift, slowness) in added.items():
+        log.info(
+            "training_feature_drifting",
+            stream=options.stream,
+            feature=name,
+            drift=round(drift, 2),
+            slowness=round(slowness, 2),
+            hint=DRIFTING_FEATURE_HINT,
+        )
+    chosen = set(options.relative) | set(added)
+    return tuple(name for name in options.features if name in chosen)
 
 
 def _fit_scaler(

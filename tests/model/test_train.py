@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sentinel.config import ModelConfig
+from sentinel.config import ModelConfig, SentinelConfig
 from sentinel.errors import DataError, ModelError
 from sentinel.model import (
     LstmAeDetector,
@@ -15,6 +15,7 @@ from sentinel.model import (
     constant_features,
     make_windows,
     train_detector,
+    training_options,
 )
 from sentinel.model.base import ProgressFn
 from sentinel.model.train import MIN_WINDOWS, PATIENCE, _window_starts
@@ -264,17 +265,22 @@ def warming(t: np.ndarray, rng: np.random.Generator, drift: float) -> np.ndarray
     return np.column_stack([machine(t, rng), temp]).astype(np.float32)
 
 
-def train_warming(relative: tuple[str, ...]) -> LstmAeDetector:
+def train_warming(
+    relative: tuple[str, ...], absolute: tuple[str, ...] = (), **changes: object
+) -> LstmAeDetector:
     rng = np.random.default_rng(3)
     return train_detector(
         [warming(np.arange(500.0), rng, drift=0.5)],
-        TrainOptions("pump", (*FEATURES, "temp"), WINDOW, config(), relative),
+        TrainOptions(
+            "pump", (*FEATURES, "temp"), WINDOW, config(**changes), relative, absolute=absolute
+        ),
         device=CPU,
     )
 
 
 def test_relative_feature_ignores_drift_but_still_sees_a_step() -> None:
-    absolute, relative = train_warming(()), train_warming(("temp",))
+    absolute, relative = train_warming((), absolute=("temp",)), train_warming(("temp",))
+    assert absolute.meta.relative_features == ()
     assert relative.meta.relative_features == ("temp",)
     rng = np.random.default_rng(4)
     # Later in the day: the channel has warmed 10 degrees past anything seen in training.
@@ -291,6 +297,57 @@ def test_relative_feature_ignores_drift_but_still_sees_a_step() -> None:
     step_scores, step_errors = relative.score(stepped)
     assert np.median(step_scores) > 10 * np.median(drifted_rel)
     assert np.all(step_errors.argmax(axis=1) == 4)
+
+
+def test_a_drifting_level_in_training_is_judged_relative_without_being_declared() -> None:
+    """Issue #21: the warming channel is found from the training rows alone; the machine's
+    stationary channels keep their level, so an offset on one of them still scores high,
+    while the warmed channel, 10 degrees past training, scores as an ordinary window."""
+    auto = train_warming(())
+    assert auto.meta.relative_features == ("temp",)
+    assert auto.meta.levels is not None
+    assert auto.meta.levels.sd[-1] == 0.0  # no level check on it either
+    later = warming(np.arange(3000.0, 3400.0), np.random.default_rng(4), drift=0.5)
+    later[:, 4] += 10.0
+    windows = make_windows(later, WINDOW, WINDOW)
+    drifted, _ = auto.score(windows)
+    assert np.median(drifted) < 3
+    offset = windows.copy()
+    offset[:, :, 0] += 1.5  # the flow 1.5 units (30 noise sigmas) above anything in training
+    scores, errors = auto.score(offset)
+    assert np.median(scores) > 10 * np.median(drifted)
+    assert np.all(errors.argmax(axis=1) == 0)
+
+
+def test_automatic_relative_levels_can_be_switched_off() -> None:
+    off = train_warming((), drift_ratio=0.0, slow_ratio=0.0, epochs=1)
+    assert off.meta.relative_features == ()
+
+
+def test_the_optional_slowness_test_alone_finds_the_warming_channel() -> None:
+    slow = train_warming((), drift_ratio=0.0, slow_ratio=2.0, epochs=1)
+    assert slow.meta.relative_features == ("temp",)
+
+
+def test_training_options_carry_each_explicit_level() -> None:
+    cfg = SentinelConfig.model_validate(
+        {
+            "streams": [
+                {
+                    "name": "pump",
+                    "topic": "p/{device}",
+                    "features": [
+                        "flow",
+                        {"name": "temp", "level": "relative"},
+                        {"name": "pressure", "level": "absolute"},
+                    ],
+                }
+            ]
+        }
+    )
+    options = training_options(cfg, "pump")
+    assert options.relative == ("temp",)
+    assert options.absolute == ("pressure",)
 
 
 def rig(n: int, rng: np.random.Generator, flow: float) -> np.ndarray:

@@ -178,9 +178,14 @@ def test_config_to_toml_round_trips(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, text)).threshold.multiplier == 1.25
 
 
-def test_feature_level_defaults_to_absolute_and_relative_is_listed(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, MINIMAL)).streams[0].relative_features == ()
+def test_feature_level_defaults_to_auto_and_explicit_levels_are_listed(tmp_path: Path) -> None:
+    stream = load_config(write(tmp_path, MINIMAL)).streams[0]
+    assert stream.relative_features == ()
+    assert stream.absolute_features == ()  # auto: training decides (model.drift_ratio)
+    assert {f.level for f in stream.features} == {"auto"}
     text = MINIMAL.replace('"flow",', '{ name = "flow", level = "relative" },')
     assert load_config(write(tmp_path, text)).streams[0].relative_features == ("flow",)
+    text = MINIMAL.replace('"flow",', '{ name = "flow", level = "absolute" },')
+    assert load_config(write(tmp_path, text)).streams[0].absolute_features == ("flow",)
     with pytest.raises(ConfigError, match="level"):
         load_config(write(tmp_path, MINIMAL.replace('"flow",', '{ name = "flow", level = "x" },')))
