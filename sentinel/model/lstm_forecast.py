@@ -235,7 +235,7 @@ class LstmForecastDetector(Detector):
             calibration=calibration,
             created=now.isoformat(timespec="seconds"),
             training=training_record(prepared, fit, started, config.seed, first_ts, last_ts),
-            relative_features=options.relative,
+            relative_features=prepared.relative,
             score_steps=steps,
             levels=prepared.levels,
             interval=options.interval,

@@ -156,6 +156,8 @@ class TrainingData:
     data: torch.Tensor
     offsets: torch.Tensor
     rel_idx: tuple[int, ...]
+    # The features judged relative: the config's and those found drifting (_with_drifting)
+    relative: tuple[str, ...]
     train_starts: IntArray
     val_starts: IntArray
     # Seeded by model.seed; the fallback split drew from it, training shuffles with it.
@@ -236,6 +238,7 @@ def prepare_training(
         data=torch.from_numpy(scaled).to(device),
         offsets=torch.arange(window, device=device),
         rel_idx=tuple(rel_idx),
+        relative=tuple(relative),
         train_starts=train_starts,
         val_starts=val_starts,
         rng=rng,
@@ -410,7 +413,7 @@ def train_detector(
         calibration=calibration,
         created=now.isoformat(timespec="seconds"),
         training=training,
-        relative_features=options.relative,
+        relative_features=prepared.relative,
         score_steps=config.score_steps,
         levels=prepared.levels,
         interval=options.interval,
