@@ -376,13 +376,12 @@ class ThresholdConfig(Section):
         "per second).",
     )
     rebaseline_max_factor: float = Field(
-        default=100.0,
+        default=10.0,
         ge=1.0,
         le=1e6,
         description="The most one re-baseline may multiply a device's threshold by (spot: "
         "its moving mean, in the same units); a larger change re-levels again after another "
-        "rebaseline_after. Scores are squared errors: 100 is a tenfold change of a reading's "
-        "deviation. With the quantile method a re-baseline is undone once the "
+        "rebaseline_after. With the quantile method a re-baseline is undone once the "
         "device's windows score under the threshold before it for half of "
         "rebaseline_after (the fault that lasted long enough to re-baseline has ended), "
         "audited as threshold_rebaseline_reverted.",
