@@ -25,7 +25,8 @@ FEATURES: dict[str, tuple[str, ...]] = {"pump": ("flow",)}
 
 def test_auto_at_one_reading_per_second_is_the_old_default_in_seconds() -> None:
     """At 1 Hz (and for models without an interval) the old defaults in seconds, except
-    re-baselining: 256 readings (docs/BENCHMARKS.md, "Re-baselining after 256 readings")."""
+    re-baselining: 256 readings (docs/BENCHMARKS.md, "... re-baselining after 256 readings,
+    bounded and undone")."""
     config = SentinelConfig.model_validate(
         {"streams": [{"name": "pump", "topic": "p/{device}", "features": ["flow"]}]}
     )
