@@ -412,9 +412,21 @@ class ThresholdConfig(Section):
         "Page-Hinkley test on the log score) may keep its windows mostly anomalous before "
         "the device's threshold re-baselines to the new level (audited in audit_events). "
         "Bounds how long a new normal can alert; a real fault that lasts longer is "
-        "accepted as normal after this. 0 disables re-baselining. Default: auto, 720 "
-        "readings x the stream's sampling interval (learnt from its data at cold start and "
-        "stored with the model; 12 minutes at one reading per second).",
+        "accepted as normal after this (until it ends: see rebaseline_max_factor). 0 "
+        "disables re-baselining. Default: auto, 256 readings x the stream's sampling interval "
+        "(learnt from its data at cold start and stored with the model; 4 min 16 s at one reading "
+        "per second).",
+    )
+    rebaseline_max_factor: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=1e6,
+        description="The most one re-baseline may multiply a device's threshold by (spot: "
+        "its moving mean, in the same units); a larger change re-levels again after another "
+        "rebaseline_after. With the quantile method a re-baseline is undone once the "
+        "device's windows score under the threshold before it for half of "
+        "rebaseline_after (the fault that lasted long enough to re-baseline has ended), "
+        "audited as threshold_rebaseline_reverted.",
     )
     drift_delta: float = Field(
         default=0.1,

@@ -99,7 +99,10 @@ def run(
 def test_a_level_shift_is_alerted_then_rebaselined_within_the_configured_time(
     detector: Any, method: str
 ) -> None:
-    record, result, spiked = run(detector, {"method": method, "rebaseline_after": REBASELINE})
+    # The step moves the score x28: one re-baseline here, where it is timed; at the default
+    # bound (rebaseline_max_factor 10, tests/judge/test_rebaseline.py) it takes two.
+    threshold = {"method": method, "rebaseline_after": REBASELINE, "rebaseline_max_factor": 100}
+    record, result, spiked = run(detector, threshold)
     assert spiked == [], "a level shift is no spike"
     (recovery,) = result.recovery.values()
     assert result.changes_detected == 1, "the shift must raise an alert"

@@ -30,7 +30,11 @@ most windows anomalous for ``rebaseline_after`` seconds, the threshold re-baseli
 one, audited, exception to the rule: spot restarts DSPOT's moving mean from the windows since
 the change; quantile multiplies the device's threshold by the ratio of the new median
 score to the old (its learnt quantile is kept in units of that level, so the shape of the
-normal distribution is kept and only its level moves).
+normal distribution is kept and only its level moves). One re-baseline moves a threshold by
+at most ``rebaseline_max_factor``; with quantile, it is undone once the device's windows have
+scored under the threshold from before it for half of ``rebaseline_after`` (a fault that
+lasted long enough to re-baseline has ended, and must not leave the device blind to the
+next one; issue #21).
 
 The bank learns each stream's model once (``set_model``): its calibration threshold, the
 held-back score quantile nearest ``threshold.quantile`` times ``threshold.multiplier``, is
@@ -77,6 +81,7 @@ log = structlog.get_logger(__name__)
 _LOG_FLOOR = 1e-12  # log() of a zero score
 _MIN_REFERENCE = 50  # normal scores needed before a device's own history is the reference
 _TOP = 0.1  # the quantile method's tail extrapolation is fitted on the top tenth
+_PRIOR_LEVELS = 8  # re-baselines a device can undo one by one (``_revert``)
 
 
 def calibration_threshold(quantiles: Mapping[str, float], config: ThresholdConfig) -> float:
@@ -138,6 +143,11 @@ class _DeviceThreshold:
     # the quantile divided by it and the threshold is multiplied by it (1.0 until a rebaseline)
     scale: float = 1.0
     watch: LevelShiftWatch | None = None
+    # quantile: per re-baseline, oldest first, the level factor in force before it, the
+    # change's time and its own; the latest is undone when the scores are back under the
+    # threshold that factor gave (``_revert``)
+    prior: list[tuple[float, float, float]] = field(default_factory=list)
+    below_since: float | None = None  # since when every window scored under that threshold
 
 
 @dataclass
@@ -230,6 +240,8 @@ class ThresholdBank:
             info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
         # The level-shift watch follows the model's score alone, spike or not.
         self._watch(key, state, score, is_anomaly, fallback, calibration)
+        if state.prior and state.spot is None:
+            self._revert(key, state, score, threshold)
         for hit in (spike, level, constant):
             if hit is not None:
                 is_anomaly, exceedance = True, min(exceedance, hit.exceedance)
@@ -250,8 +262,9 @@ class ThresholdBank:
         return events
 
     def rebaseline_after(self, stream: str) -> float:
-        """``rebaseline_after`` in seconds for ``stream``: the config's, or auto (3600
-        readings of its model's interval); 0 disables re-baselining."""
+        """``rebaseline_after`` in seconds for ``stream``: the config's, or auto
+        (``sentinel.timescale.REBASELINE_READINGS`` readings of its model's interval); 0
+        disables re-baselining."""
         model = self._models.get(stream)
         return TimeScale(model.interval if model else None).rebaseline_after(
             self.config.rebaseline_after
@@ -282,9 +295,16 @@ class ThresholdBank:
         assert state.watch.ended is not None
         since, windows, anomalous = state.watch.ended
         recent = state.watch.since_change(windows)
+        # Bounded: one re-baseline moves a threshold by at most rebaseline_max_factor; a
+        # larger change re-levels again after another rebaseline_after (issue #21).
+        most = math.log(self.config.rebaseline_max_factor)
         if state.spot is not None:
             before = math.exp(state.spot.threshold)
+            old_mean = state.spot.local_mean
             state.spot.rebase(recent)
+            excess = state.spot.local_mean - old_mean - most
+            if excess > 0:  # the moving mean is a plain mean: shift what it starts from
+                state.spot.rebase([v - excess for v in recent])
             after = math.exp(state.spot.threshold)
             level = math.exp(state.spot.local_mean)
         else:
@@ -294,7 +314,10 @@ class ThresholdBank:
                 log.info("threshold_rebaseline_skipped", stream=key[0], device=key[1])
                 return
             before = self.current(state, fallback)
-            state.scale = level / reference
+            state.prior.append((state.scale, since, ts))
+            del state.prior[:-_PRIOR_LEVELS]
+            state.below_since = None
+            state.scale = min(level / reference, state.scale * math.exp(most))
             after = self.current(state, fallback)
         detail: dict[str, object] = {
             "method": "spot" if state.spot is not None else "quantile",
@@ -308,6 +331,40 @@ class ThresholdBank:
         }
         self._events.append(AuditEvent(key[0], key[1], ts, "threshold_rebaselined", detail))
         log.info("threshold_rebaselined", stream=key[0], device=key[1], at=ts, **detail)
+
+    def _revert(
+        self, key: tuple[str, str], state: _DeviceThreshold, score: Score, threshold: float
+    ) -> None:
+        """Undo the latest re-baseline once the device's scores are back where it was: every
+        window for half of ``rebaseline_after`` under the threshold the level factor before
+        it gave. A fault that lasted long enough to re-baseline must not leave the device
+        blind to the next one when it ends (issue #21: a shift that is an anomaly and
+        returns); a new level that stays keeps its factor, since its windows keep scoring
+        above the old threshold. (spot needs no such step: DSPOT's moving mean learns the
+        lower scores, which it judges normal, and comes back down by itself.)"""
+        ts = score.window.end_ts
+        if score.value > threshold / state.scale * state.prior[-1][0]:
+            state.below_since = None
+            return
+        if state.below_since is None:
+            state.below_since = ts
+        if ts - state.below_since < self.rebaseline_after(key[0]) / 2:
+            return
+        under_since = state.below_since
+        state.scale, change, rebaselined = state.prior.pop()
+        state.below_since = None
+        detail: dict[str, object] = {
+            "method": "quantile",
+            "threshold_before": _json_float(threshold),
+            "threshold_after": _json_float(self.current(state, self._models[key[0]].fallback)),
+            # What the undone re-baseline took for a new normal, and since when the device is
+            # back: the retraining reservoir leaves [change, under_since] out again.
+            "change_detected_at": change,
+            "rebaselined_at": rebaselined,
+            "under_since": under_since,
+        }
+        self._events.append(AuditEvent(key[0], key[1], ts, "threshold_rebaseline_reverted", detail))
+        log.info("threshold_rebaseline_reverted", stream=key[0], device=key[1], at=ts, **detail)
 
     def _new_watch(self, rebaseline_after: float) -> LevelShiftWatch:
         cfg = self.config
@@ -387,6 +444,8 @@ class ThresholdBank:
                 fresh.normal_seen = state.normal_seen
                 fresh.spot = state.spot
                 fresh.scale = state.scale
+                fresh.prior = state.prior
+                fresh.below_since = state.below_since
                 fresh.watch = state.watch
                 self._devices[key] = fresh
         drift_keys = ("drift_delta", "drift_threshold", "rebaseline_after")
@@ -427,8 +486,15 @@ class ThresholdBank:
                 if spot is not None:
                     state.spot = DSpot.from_state(SpotState.from_dict(spot))
                 state.scale = float(data.get("scale", 1.0))
-                if not (math.isfinite(state.scale) and state.scale > 0):
-                    raise ValueError(f"bad level factor {state.scale}")
+                # Absent in snapshots from before re-baselines could be undone.
+                state.prior = [(float(f), float(c), float(r)) for f, c, r in data.get("prior", ())][
+                    -_PRIOR_LEVELS:
+                ]
+                below = data.get("below_since")
+                state.below_since = None if below is None else float(below)
+                for factor in (state.scale, *(f for f, _, _ in state.prior)):
+                    if not (math.isfinite(factor) and factor > 0):
+                        raise ValueError(f"bad level factor {factor}")
             except (KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"device {device!r}: {err}") from err
             state.watch = self._restore_watch(stream, str(device), data.get("watch"))
@@ -500,6 +566,8 @@ def _to_data(state: _DeviceThreshold) -> dict[str, Any]:
         "recent": list(state.recent),
         "spot": state.spot.state().to_dict() if state.spot is not None else None,
         "scale": state.scale,
+        "prior": [list(p) for p in state.prior],
+        "below_since": state.below_since,
         "watch": state.watch.to_dict() if state.watch is not None else None,
     }
 

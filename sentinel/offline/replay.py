@@ -9,13 +9,15 @@ the clock.
 Readings go in passes of up to 256, as the live worker drains its queue, so the model
 scores a batch of windows at a time; a pass ends at the row where a scheduled retraining
 fires, so a new model takes over from the same row as if the clock ticked every row.
-One output row per input row: what the detector said at that moment.
+One output row per input row: what the detector said at that moment, and the alert whose
+evidence covers it (``alert_id``; :class:`AlertRows`).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sentinel.config import SentinelConfig, StreamConfig
@@ -37,7 +40,7 @@ from sentinel.retrain.clock import DataClockRetrainer
 from sentinel.worker.coldstart import TrainingJob
 from sentinel.worker.pipeline import Pipeline
 
-__all__ = ["ReplaySummary", "replay", "split_labels"]
+__all__ = ["AlertRows", "ReplaySummary", "replay", "split_labels"]
 
 _BATCH = 256  # readings per pipeline pass, as the live worker drains its queue
 
@@ -63,8 +66,69 @@ class _State:
     threshold: float | None = None
     is_anomaly: bool = False
     check: str = ""
-    alert: str | None = None
     scored: int = 0
+
+
+class AlertRows:
+    """Which alert each row belongs to: the span of its evidence, as the alert records it.
+
+    An alert's run starts at its first anomalous window (``started_at``; for a run that
+    reopened an alert within its cooldown, the first anomalous window of that run) and ends
+    at its last (``ended_at``). The rows between are the alert's; the ``close_after``
+    normal windows that had to pass before the alert could close, the windows of M-of-N
+    that came before the opening one, and the normal stretch between an alert's end and
+    its reopening are what the alert was *not* about. Evaluations score alerts by these
+    rows and onsets (issue #21: an alert's onset time is what evaluation uses, and it
+    closes when the evidence does).
+
+    Fed every verdict in order with the alert change it caused (the pipeline's observer);
+    ``span`` is ``alerts.window_span``, the M-of-N history the tracker opens from.
+    """
+
+    def __init__(self, span: int) -> None:
+        # (end time, anomalous) of the verdicts since the device's last alert opened: the
+        # alert tracker's own M-of-N history, from which an (re)opening run starts.
+        self._recent: deque[tuple[float, bool]] = deque(maxlen=span)
+        self._open: tuple[str, float, float] | None = None  # uid, run start, last evidence
+        self.spans: list[tuple[float, float, str]] = []  # (first, last, uid), inclusive
+
+    def observe(self, verdict: Verdict, alert: Alert | None) -> None:
+        ts = verdict.score.window.end_ts
+        if self._open is None:
+            self._recent.append((ts, verdict.is_anomaly))
+        if alert is None:
+            return
+        if alert.status is AlertStatus.CLOSED:
+            if self._open is not None:
+                uid, start, _ = self._open
+                end = alert.ended_at if alert.ended_at is not None else alert.updated_at
+                self.spans.append((start, end, uid))
+            self._open = None
+            return
+        if self._open is None:  # opened, or reopened within the cooldown
+            start = next((t for t, anomalous in self._recent if anomalous), ts)
+            self._recent.clear()
+            self._open = (alert.uid, start, alert.updated_at)
+        else:
+            self._open = (self._open[0], self._open[1], alert.updated_at)
+
+    def finish(self) -> None:
+        """An alert still open at the end of the data: its evidence so far."""
+        if self._open is not None:
+            uid, start, last = self._open
+            self.spans.append((start, last, uid))
+            self._open = None
+
+    def ids(self, timestamps: np.ndarray, first_row: int) -> list[str]:
+        """Per row, the uid of the alert whose span holds its time ("" for none); rows
+        before ``first_row`` (training) hold none."""
+        ids = [""] * len(timestamps)
+        ts = np.asarray(timestamps, dtype=np.float64)
+        for start, end, uid in self.spans:
+            rows = np.flatnonzero((ts >= start) & (ts <= end))
+            for i in rows[rows >= first_row]:
+                ids[i] = uid
+        return ids
 
 
 def _iso(ts: float) -> str:
@@ -144,6 +208,7 @@ def replay(
 
     state = _State()
     alerts: set[str] = set()
+    alert_rows = AlertRows(config.alerts.window_span)
     features = tuple(stream.feature_names)
     # What the detector said after each window of the current pass, by the window's last
     # reading's time: each output row shows the latest verdict up to its own time.
@@ -155,9 +220,9 @@ def replay(
         state.is_anomaly = verdict.is_anomaly
         state.check = why_anomalous(verdict, features)
         state.scored += 1
+        alert_rows.observe(verdict, alert)
         if alert is not None:
             alerts.add(alert.uid)
-            state.alert = None if alert.status is AlertStatus.CLOSED else alert.uid
         said.append((verdict.score.window.end_ts, dataclasses.replace(state)))
 
     def no_training(job: TrainingJob) -> None:  # the model is given; never retrain here
@@ -212,7 +277,10 @@ def replay(
         )
     anomalous = 0
     label_names = list(data.carried)
-    with out.open("w", newline="", encoding="utf-8") as handle:
+    # Rows are written as they are judged, then their alert column once every alert's span
+    # is known (AlertRows): a second pass over a scratch file, so memory stays flat.
+    partial = out.with_name(f".{out.name}.partial")
+    with partial.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             [
@@ -269,7 +337,7 @@ def replay(
                         _number(shown.threshold if scored else None),
                         int(scored and shown.is_anomaly),
                         shown.check if scored and shown.is_anomaly else "",
-                        (shown.alert or "") if scored else "",
+                        "",  # alert_id: filled in below
                         *(data.carried[name][i] for name in label_names),
                     ]
                 )
@@ -278,6 +346,8 @@ def replay(
             start = stop
         if bar is not None:
             bar.close()
+    alert_rows.finish()
+    _fill_alert_ids(partial, out, alert_rows.ids(data.timestamps, train_rows))
     runs = promoted = 0
     if clock is not None:
         runs = len(clock.outcomes)
@@ -299,6 +369,22 @@ def replay(
         retrain_runs=runs,
         retrain_promoted=promoted,
     )
+
+
+def _fill_alert_ids(partial: Path, out: Path, ids: Sequence[str]) -> None:
+    """Copy ``partial`` to ``out`` with each data row's ``alert_id`` set from ``ids``."""
+    with (
+        partial.open(newline="", encoding="utf-8") as source,
+        out.open("w", newline="", encoding="utf-8") as target,
+    ):
+        reader, writer = csv.reader(source), csv.writer(target)
+        header = next(reader)
+        column = header.index("alert_id")
+        writer.writerow(header)
+        for row, uid in zip(reader, ids, strict=True):
+            row[column] = uid
+            writer.writerow(row)
+    os.unlink(partial)
 
 
 def _progress(total: int, show: bool) -> Any:

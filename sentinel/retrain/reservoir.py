@@ -224,6 +224,12 @@ class Reservoir:
             except sqlite3.Error as err:  # the readings are stored; a later prune bounds them
                 log.warning("reservoir_prune_failed", path=str(self._path), error=str(err))
 
+    def withdraw(self, device: str, end: float) -> None:
+        """Forget the accepted span of ``device`` that ended at ``end``: the re-baseline that
+        accepted it was undone (the change was a fault that ended, not a new normal)."""
+        with self._db() as conn:
+            conn.execute('DELETE FROM accepted WHERE device = ? AND "end" = ?', (device, end))
+
     def prune(self) -> None:
         """Drop readings beyond the row and age bounds, and exclusions nothing needs.
 
@@ -428,6 +434,15 @@ class ReservoirTap:
             new_normal = [a for a in accepted if a is not None]
             excluded, kept_normal = self._pending.pop(stream, ([], []))
             excluded += reservoir.excluded_spans(windows, spans)
+            for event in audit:
+                undone = _undone_span(event) if event.stream == stream else None
+                if undone is not None:  # a fault after all: its span trains no model
+                    new_normal = [a for a in new_normal if a[::2] != undone[::2]]
+                    try:
+                        reservoir.withdraw(undone[0], undone[2])
+                    except sqlite3.Error as err:
+                        log.warning("reservoir_withdraw_failed", stream=stream, error=str(err))
+                    excluded.append((undone[0], undone[1], undone[3]))
             new_normal = kept_normal + new_normal
             if mine or excluded or new_normal:
                 try:
@@ -452,6 +467,18 @@ class ReservoirTap:
     def close(self) -> None:
         for reservoir in self._reservoirs.values():
             reservoir.close()
+
+
+def _undone_span(event: AuditEvent) -> tuple[str, float, float, float] | None:
+    """(device, change, re-baseline, back under since) of an undone re-baseline
+    (``threshold_rebaseline_reverted``); None for other events."""
+    if event.kind != "threshold_rebaseline_reverted":
+        return None
+    times = [event.detail.get(k) for k in ("change_detected_at", "rebaselined_at", "under_since")]
+    if not all(isinstance(t, int | float) for t in times):
+        return None
+    change, rebaselined, back = (float(t) for t in times)  # type: ignore[arg-type]
+    return (event.device, change, rebaselined, back)
 
 
 def _accepted_span(event: AuditEvent) -> Span | None:

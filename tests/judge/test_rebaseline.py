@@ -227,3 +227,59 @@ def test_a_shift_soon_after_a_burst_still_rebaselines_on_time(method: str) -> No
     change = detail_number(events[0], "change_detected_at")
     assert change - shift_at == pytest.approx(STEP, abs=STEP)
     assert events[0].at - shift_at == pytest.approx(600, abs=2 * STEP)
+
+
+def test_a_fault_that_rebaselined_is_undone_when_it_ends_so_the_next_is_caught() -> None:
+    # A fault long enough to re-baseline, then normal again: the old threshold comes back
+    # after half of rebaseline_after under it, and the same fault later alerts again.
+    bank = bank_for(config("quantile"))
+    levels = [1.0] * 2000 + [5.0] * 60 + [1.0] * 100 + [5.0] * 20
+    flags = feed(bank, levels)
+    events = bank.drain_events()
+    assert [e.kind for e in events] == ["threshold_rebaselined", "threshold_rebaseline_reverted"]
+    reverted = events[1]
+    back_at = 2060 * STEP
+    # Every window under the old threshold from the return on, for half of 600 s.
+    assert reverted.at - back_at == pytest.approx(300, abs=2 * STEP)
+    # Back to the old threshold (give or take what the normal windows since taught it).
+    assert detail_number(reverted, "threshold_after") == pytest.approx(
+        detail_number(events[0], "threshold_before"), rel=0.01
+    )
+    assert np.mean(flags[2160:]) > 0.8  # the second fault alerts (under x5 it would not)
+
+
+def test_a_new_level_that_stays_is_never_undone() -> None:
+    bank = bank_for(config("quantile"))
+    feed(bank, [1.0] * 2000 + [5.0] * 3000)
+    assert [e.kind for e in bank.drain_events()] == ["threshold_rebaselined"]
+
+
+@pytest.mark.parametrize("method", ["quantile", "spot"])
+def test_one_rebaseline_moves_a_threshold_by_at_most_the_bound(method: str) -> None:
+    # A x1000 change is absorbed in steps of at most rebaseline_max_factor, one every
+    # rebaseline_after, never in one jump.
+    bank = bank_for(config(method, rebaseline_max_factor=10))
+    feed(bank, [1.0] * 2000 + [1000.0] * 200)
+    events = bank.drain_events()
+    assert len(events) >= 3
+    for event in events:
+        assert event.kind == "threshold_rebaselined"
+        before = detail_number(event, "threshold_before")
+        assert detail_number(event, "threshold_after") <= 10 * before * 1.0001
+
+
+def test_an_undo_survives_a_snapshot_restore() -> None:
+    first = bank_for(config("quantile"))
+    feed(first, [1.0] * 2000 + [5.0] * 60 + [1.0] * 5)  # re-baselined, back for 5 windows
+    assert [e.kind for e in first.drain_events()] == ["threshold_rebaselined"]
+    saved = json.loads(json.dumps(first.snapshot("pump")))
+    assert len(saved["a"]["prior"]) == 1
+    second = bank_for(config("quantile"))
+    second.restore("pump", saved)
+    assert second.snapshot("pump") == saved
+    t0 = 2065 * STEP
+    tail = [1.0] * 20
+    assert feed(first, tail, seed=5, t0=t0) == feed(second, tail, seed=5, t0=t0)
+    a, b = first.drain_events(), second.drain_events()
+    assert [e.kind for e in a] == [e.kind for e in b] == ["threshold_rebaseline_reverted"]
+    assert a[0].at == b[0].at

@@ -122,3 +122,26 @@ def test_a_reservoir_from_before_accepted_spans_still_reads(tmp_path: Path) -> N
     reader = Reservoir(path, 1, max_rows=10_000, max_age=1e9, margin=5.0).open(readonly=True)
     assert len(_clean_ts(reader)) > 90
     reader.close()
+
+
+def test_an_undone_rebaseline_leaves_the_fault_out_of_training_again(tmp_path: Path) -> None:
+    # A fault from 40 was re-baselined at 150 (accepted), went on unflagged under the raised
+    # threshold, ended; the scores were back under the old threshold from 180 and the
+    # re-baseline was undone: 40..180 trains no model.
+    res = _reservoir(tmp_path / "r.sqlite")
+    res.add([Reading("pump", "d1", float(t), (float(t),)) for t in range(400)])
+    tap = ReservoirTap({"pump": res})
+    rebased = AuditEvent("pump", "d1", 150.0, "threshold_rebaselined", {"change_detected_at": 40.0})
+    tap.observe([], [], [], [rebased])
+    assert np.all(np.isin(np.arange(40, 151), _clean_ts(res)))
+    detail: dict[str, object] = {
+        "change_detected_at": 40.0,
+        "rebaselined_at": 150.0,
+        "under_since": 180.0,
+    }
+    undone = AuditEvent("pump", "d1", 330.0, "threshold_rebaseline_reverted", detail)
+    tap.observe([], [], [], [undone])
+    kept = _clean_ts(res)
+    assert not np.any((kept >= 40) & (kept <= 180))
+    assert np.all(np.isin(np.arange(200, 400), kept))
+    res.close()

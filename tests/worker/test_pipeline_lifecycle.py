@@ -29,7 +29,14 @@ def feed(p: Pipeline, values: list[float], t0: float = 0.0, device: str = "a") -
 
 def lifecycle_config(**alerts: Any) -> SentinelConfig:
     return make_config(
-        threshold={"warmup": 200, "history": 400, "quantile": 0.99, "rebaseline_after": 60},
+        # The fake's level change is x80: one re-baseline, not two steps of the default x10.
+        threshold={
+            "warmup": 200,
+            "history": 400,
+            "quantile": 0.99,
+            "rebaseline_after": 60,
+            "rebaseline_max_factor": 100,
+        },
         alerts={"open_after": 1, "close_after": 2, **alerts},
     )
 
