@@ -243,9 +243,9 @@ class ModelConfig(Section):
         default="lstm_ae",
         description="The detector (sentinel.model.detector_types): lstm_ae (LSTM "
         "autoencoder), lstm_forecast (LSTM one-step forecaster scored by its prediction "
-        "error on each window's newest readings, as telemanom; no export), or a baseline: "
+        "error on each window's newest readings, as telemanom), or a baseline: "
         "zscore (rolling per-feature z-score) or hst (river HalfSpaceTrees; replay and "
-        "benchmarks only, as it cannot be saved).",
+        "benchmarks only, as it cannot be saved). Both LSTMs export to TorchScript and ONNX.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto takes CUDA where present (Jetson), else the CPU."

@@ -1,11 +1,14 @@
-"""Export a saved LSTM-AE model for edge runtimes: TorchScript (libtorch) or ONNX (TensorRT, ORT).
+"""Export a saved LSTM model (``lstm_ae``, ``lstm_forecast``) for edge runtimes:
+TorchScript (libtorch) or ONNX (TensorRT, ORT).
 
-The exported graph is the whole scoring rule, not just the autoencoder: raw windows
-``(batch, window, features)`` float32 in, ``(scores (batch,), feature_errors (batch,
-features))`` out -- scaling, reconstruction, per-feature error and the normalisation by
-each feature's normal error are all inside, so a runtime needs nothing from Python. A
-JSON file beside it (``<file>.json``) carries the feature order, window length and the
-calibration threshold.
+The exported graph is the whole scoring rule, not just the network: raw windows ``(batch,
+window, features)`` float32 in, ``(scores (batch,), feature_errors (batch, features))``
+out -- scaling, the network's reconstruction or prediction, per-feature error and the
+normalisation by each feature's normal error are all inside, so a runtime needs nothing
+from Python. Each detector brings that graph (``scoring_module``, a
+``sentinel.model.lstm_graph.LstmScoringGraph``); this module traces, writes and checks it.
+A JSON file beside it (``<file>.json``) carries the detector, the feature order, window
+length and the calibration quantiles.
 
 Every export is checked before it is reported done: the file is loaded back (TorchScript
 by torch, ONNX by onnx's checker and reference evaluator) and must reproduce the
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
@@ -27,11 +30,11 @@ from torch.jit._trace import TracerWarning
 
 from sentinel.errors import ModelError
 from sentinel.model.base import ExportFormat
-from sentinel.model.calibration import score_floor
-from sentinel.model.lstm_ae import LstmAutoencoder
-from sentinel.model.lstm_detector import LstmAeDetector
+from sentinel.model.calibration import Float64Array
+from sentinel.model.lstm_detector import LstmMeta
+from sentinel.model.lstm_graph import LstmScoringGraph
 
-__all__ = ["ScoringModule", "export_detector"]
+__all__ = ["ExportableDetector", "export_detector"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,66 +44,28 @@ _SAMPLE_WINDOWS = 4
 _TOLERANCE = 1e-3  # relative, on scores: float32 graphs vs the eager model
 
 
-class ScoringModule(nn.Module):
-    """Raw windows -> (score, per-feature error), exactly as ``LstmAeDetector.score`` computes."""
+class ExportableDetector(Protocol):
+    """What export needs of a detector: an LSTM detector's meta (scaler, features, window),
+    its own scores to check the export against, and its scoring rule as one torch module."""
 
-    mean: torch.Tensor
-    scale: torch.Tensor
-    baseline: torch.Tensor
-    judged: torch.Tensor
-    held: torch.Tensor
-    held_value: torch.Tensor
-    relative: torch.Tensor
+    @property
+    def meta(self) -> LstmMeta: ...
 
-    def __init__(self, detector: LstmAeDetector) -> None:
-        super().__init__()
-        meta = detector.meta
-        source = detector.module
-        self.autoencoder = LstmAutoencoder(
-            source.n_features, source.hidden_size, source.latent_size, source.num_layers
-        )
-        self.autoencoder.load_state_dict(
-            {k: v.detach().cpu() for k, v in source.state_dict().items()}
-        )
-        self.autoencoder.eval()
-        self.register_buffer("mean", torch.from_numpy(np.array(meta.scaler.mean)))
-        self.register_buffer("scale", torch.from_numpy(np.array(meta.scaler.scale)))
-        baseline, judged = score_floor(meta.calibration.feature_mean_errors, meta.constant_indices)
-        self.register_buffer("baseline", torch.from_numpy(baseline.astype(np.float32)))
-        self.register_buffer("judged", torch.from_numpy(judged.astype(np.float32)))
-        # 1 for features constant in training, held at their scaled training value
-        # (``hold_constants``); they take no part in the score (``judged`` 0).
-        held = np.zeros(len(meta.features), dtype=np.float32)
-        held_value = np.zeros(len(meta.features), dtype=np.float32)
-        for index, value in detector.constant_values().items():
-            held[index] = 1.0
-            held_value[index] = (value - meta.scaler.mean[index]) / meta.scaler.scale[index]
-        self.register_buffer("held", torch.from_numpy(held))
-        self.register_buffer("held_value", torch.from_numpy(held_value))
-        # 1 for features judged relative to their window's mean (``center_relative``).
-        relative = np.zeros(len(meta.features), dtype=np.float32)
-        relative[list(meta.relative_indices)] = 1.0
-        self.register_buffer("relative", torch.from_numpy(relative))
-        self.score_steps = meta.score_steps or meta.window
+    def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]: ...
 
-    def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scaled = (windows - self.mean) / self.scale
-        scaled = torch.where(self.held > 0, self.held_value, scaled)
-        scaled = scaled - self.relative * scaled.mean(dim=1, keepdim=True)
-        recon = self.autoencoder(scaled)
-        feature_errors = ((recon - scaled) ** 2)[:, -self.score_steps :, :].mean(dim=1)
-        scores = (feature_errors / self.baseline * self.judged).amax(dim=1)
-        return scores, feature_errors
+    def scoring_module(self) -> LstmScoringGraph: ...
 
 
-def export_detector(detector: LstmAeDetector, fmt: ExportFormat, out: Path | None = None) -> Path:
+def export_detector(
+    detector: ExportableDetector, fmt: ExportFormat, out: Path | None = None
+) -> Path:
     """Write ``detector`` as ``fmt`` to ``out`` (default ``<stream>-<version><suffix>`` in
     the working directory) plus ``<out>.json``; returns the model file's path."""
     if fmt not in SUFFIX:
         raise ModelError(f"unknown export format {fmt!r}: use torchscript or onnx")
     meta = detector.meta
     out = Path(out) if out is not None else Path(f"{meta.stream}-{meta.version}{SUFFIX[fmt]}")
-    module = ScoringModule(detector).eval()
+    module = detector.scoring_module().eval()
     sample = _sample_windows(detector)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Checked on a different batch size than the one traced: the batch axis is dynamic.
@@ -123,6 +88,7 @@ def export_detector(detector: LstmAeDetector, fmt: ExportFormat, out: Path | Non
         json.dumps(
             {
                 "format": fmt,
+                "detector": meta.detector,
                 "version": meta.version,
                 "stream": meta.stream,
                 "features": list(meta.features),
@@ -146,7 +112,7 @@ def export_detector(detector: LstmAeDetector, fmt: ExportFormat, out: Path | Non
     return out
 
 
-def _sample_windows(detector: LstmAeDetector) -> np.ndarray:
+def _sample_windows(detector: ExportableDetector) -> np.ndarray:
     meta = detector.meta
     rng = np.random.default_rng(0)
     shape = (_SAMPLE_WINDOWS, meta.window, len(meta.features))
@@ -154,7 +120,7 @@ def _sample_windows(detector: LstmAeDetector) -> np.ndarray:
     return (noise * meta.scaler.scale + meta.scaler.mean).astype(np.float32)
 
 
-def _export_torchscript(module: ScoringModule, sample: np.ndarray, out: Path) -> None:
+def _export_torchscript(module: nn.Module, sample: np.ndarray, out: Path) -> None:
     with torch.inference_mode(False), warnings.catch_warnings():
         # torch.jit's deprecation notice, and TracerWarnings about the LSTM's shape checks:
         # features and window are fixed per model; the batch size is checked to vary.
@@ -184,7 +150,7 @@ def _require_onnx() -> None:
         ) from err
 
 
-def _export_onnx(module: ScoringModule, sample: np.ndarray, out: Path) -> None:
+def _export_onnx(module: nn.Module, sample: np.ndarray, out: Path) -> None:
     _require_onnx()
     with warnings.catch_warnings():
         # The TorchScript-based exporter needs only the onnx package (the newer dynamo

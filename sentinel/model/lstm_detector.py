@@ -4,7 +4,7 @@ window by how badly it reconstructs it.
 On disk a model is ``weights.safetensors`` (tensors only) beside ``meta.json``, which holds
 the common keys (``DetectorMeta``) and the network's own: sizes, scaler, relative features,
 scored steps, level statistics. Training is ``sentinel.model.train``; export to TorchScript
-or ONNX is ``sentinel.model.export``.
+or ONNX is ``sentinel.model.export``, of the scoring graph ``AutoencoderGraph``.
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ from sentinel.model.calibration import Float64Array, window_scores
 from sentinel.model.fields import as_list, as_object, integer, number, string
 from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
+from sentinel.model.lstm_graph import LstmScoringGraph, cpu_copy
 from sentinel.model.scaler import Scaler
 
 __all__ = [
     "WEIGHTS_FILE",
+    "AutoencoderGraph",
     "LstmAeDetector",
     "LstmAeMeta",
     "LstmMeta",
@@ -364,11 +366,32 @@ class LstmAeDetector(Detector):
         log.info("model_loaded", version=meta.version, stream=meta.stream, path=str(directory))
         return cls(meta, module, device, max_batch=max_batch)
 
+    def scoring_module(self) -> AutoencoderGraph:
+        """The whole scoring rule as one CPU torch module, for export."""
+        return AutoencoderGraph(self._meta, self._module)
+
     def export(self, fmt: ExportFormat, out: Path | None = None) -> Path:
         """See ``sentinel.model.export.export_detector``."""
         from sentinel.model.export import export_detector  # torch.jit/onnx only when asked
 
         return export_detector(self, fmt, out)
+
+
+class AutoencoderGraph(LstmScoringGraph):
+    """The LSTM-AE's scoring rule for export: the reconstruction error of the newest
+    ``score_steps`` steps (all of them when 0), as ``reconstruction_errors``."""
+
+    def __init__(self, meta: LstmMeta, module: LstmAutoencoder) -> None:
+        super().__init__(meta)
+        self.autoencoder = LstmAutoencoder(
+            module.n_features, module.hidden_size, module.latent_size, module.num_layers
+        )
+        cpu_copy(self.autoencoder, module)
+
+    def feature_errors(self, scaled: torch.Tensor) -> torch.Tensor:
+        recon = self.autoencoder(scaled)
+        errors: torch.Tensor = ((recon - scaled) ** 2)[:, -self.score_steps :, :].mean(dim=1)
+        return errors
 
 
 def write_weights(directory: Path, module: torch.nn.Module, version: str) -> None:

@@ -15,7 +15,8 @@ feature's error is divided by its median on held-back training windows (floored,
 ``sentinel.model.calibration.score_floor``), and the window's score is the worst feature's.
 
 It shares the LSTM-AE's inputs (scaler, relative and constant features: ``LstmMeta``),
-training data and loop (``sentinel.model.train``) and weights file; it has no export.
+training data and loop (``sentinel.model.train``), weights file and export
+(``sentinel.model.export``, of the scoring graph ``ForecasterGraph``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ import torch
 from torch import nn
 
 from sentinel.errors import DataError, ModelError
-from sentinel.model.base import Detector, ProgressFn, TrainOptions, load_meta, new_version
+from sentinel.model.base import (
+    Detector,
+    ExportFormat,
+    ProgressFn,
+    TrainOptions,
+    load_meta,
+    new_version,
+)
 from sentinel.model.calibration import Calibration, Float64Array, window_scores
 from sentinel.model.lstm_detector import (
     LstmMeta,
@@ -42,9 +50,11 @@ from sentinel.model.lstm_detector import (
     model_inputs,
     write_weights,
 )
+from sentinel.model.lstm_graph import LstmScoringGraph, cpu_copy
 from sentinel.model.train import fit_module, prepare_training, training_record
 
 __all__ = [
+    "ForecasterGraph",
     "LstmForecastDetector",
     "LstmForecastMeta",
     "LstmForecaster",
@@ -122,6 +132,7 @@ class LstmForecastDetector(Detector):
     """Scores raw windows by the one-step prediction error of their newest readings."""
 
     type_key: ClassVar[str] = "lstm_forecast"
+    export_formats: ClassVar[tuple[ExportFormat, ...]] = ("torchscript", "onnx")
 
     def __init__(
         self,
@@ -266,3 +277,28 @@ class LstmForecastDetector(Detector):
         load_weights(directory, meta, module)
         log.info("model_loaded", version=meta.version, stream=meta.stream, path=str(directory))
         return cls(meta, module, device, max_batch=max_batch)
+
+    def scoring_module(self) -> ForecasterGraph:
+        """The whole scoring rule as one CPU torch module, for export."""
+        return ForecasterGraph(self._meta, self._module)
+
+    def export(self, fmt: ExportFormat, out: Path | None = None) -> Path:
+        """See ``sentinel.model.export.export_detector``."""
+        from sentinel.model.export import export_detector  # torch.jit/onnx only when asked
+
+        return export_detector(self, fmt, out)
+
+
+class ForecasterGraph(LstmScoringGraph):
+    """The forecaster's scoring rule for export: the one-step prediction error of the newest
+    ``score_steps`` readings, as ``forecast_errors``."""
+
+    def __init__(self, meta: LstmForecastMeta, module: LstmForecaster) -> None:
+        super().__init__(meta)
+        self.forecaster = LstmForecaster(module.n_features, module.hidden_size, module.num_layers)
+        cpu_copy(self.forecaster, module)
+
+    def feature_errors(self, scaled: torch.Tensor) -> torch.Tensor:
+        squared = (self.forecaster(scaled) - scaled[:, 1:, :]) ** 2
+        errors: torch.Tensor = squared[:, -self.score_steps :, :].mean(dim=1)
+        return errors

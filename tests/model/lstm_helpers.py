@@ -1,4 +1,5 @@
-"""An untrained but fully formed LSTM-AE detector, for the scoring, storage and export tests."""
+"""Untrained but fully formed LSTM detectors (the autoencoder, the forecaster), for the
+scoring, storage and export tests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentinel.model import Calibration, LstmAeDetector, LstmAeMeta, LstmAutoencoder, Scaler
+from sentinel.model import (
+    Calibration,
+    LstmAeDetector,
+    LstmAeMeta,
+    LstmAutoencoder,
+    LstmForecastDetector,
+    LstmForecaster,
+    LstmForecastMeta,
+    Scaler,
+)
 
 FEATURES = ("a", "b", "c")
 WINDOW = 12
@@ -44,6 +54,31 @@ def make_detector(
     )
     meta = dataclasses.replace(meta, **meta_changes)
     return LstmAeDetector(meta, module, device, max_batch=max_batch)
+
+
+def make_forecaster(
+    version: str = "20250101T000000Z-fc1234", **meta_changes: Any
+) -> LstmForecastDetector:
+    """The forecaster with the autoencoder's meta (``make_detector``), scoring the newest
+    half of the window."""
+    torch.manual_seed(4)
+    module = LstmForecaster(len(FEATURES), hidden_size=8, num_layers=1)
+    common = make_detector(version=version).meta
+    meta = LstmForecastMeta(
+        version=common.version,
+        stream=common.stream,
+        features=common.features,
+        window=common.window,
+        hidden_size=8,
+        num_layers=1,
+        scaler=common.scaler,
+        calibration=common.calibration,
+        created=common.created,
+        training=common.training,
+        score_steps=WINDOW // 2,
+    )
+    meta = dataclasses.replace(meta, **meta_changes)
+    return LstmForecastDetector(meta, module, CPU)
 
 
 def windows(n: int, seed: int = 0) -> np.ndarray:

@@ -16,7 +16,13 @@ from sentinel.config import config_to_toml
 from sentinel.errors import ModelError
 from sentinel.model import ModelRegistry, resolve_device
 from sentinel.model.export import export_detector
-from tests.model.lstm_helpers import CUDA_MISSING, FEATURES, make_detector, windows
+from tests.model.lstm_helpers import (
+    CUDA_MISSING,
+    FEATURES,
+    make_detector,
+    make_forecaster,
+    windows,
+)
 
 
 def test_torchscript_export_scores_like_the_detector(tmp_path: Path) -> None:
@@ -120,6 +126,99 @@ def test_models_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "no model version 'nope'" in capsys.readouterr().err
 
 
+def _run_export(path: Path, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and per-feature errors of an exported file, run as a runtime would."""
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        outputs = ReferenceEvaluator(onnx.load(str(path))).run(None, {"windows": data})
+        assert isinstance(outputs, list)
+        return np.asarray(outputs[0]), np.asarray(outputs[1])
+    loaded = torch.jit.load(str(path))
+    with torch.inference_mode():
+        scores, feature_errors = loaded(torch.from_numpy(data))
+    return scores.numpy(), feature_errors.numpy()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_forecaster_export_scores_like_the_detector(fmt: str, tmp_path: Path) -> None:
+    """``lstm_forecast`` exports as the LSTM-AE does: the graph is its whole scoring rule,
+    one-step prediction errors of the newest ``score_steps`` readings included."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx", reason="pip install 'sentinel-iot[onnx]'")
+    detector = make_forecaster()
+    path = detector.export("onnx" if fmt == "onnx" else "torchscript", tmp_path / f"m.{fmt}")
+    data = windows(9, seed=5)  # a batch size other than the traced one
+    scores, feature_errors = _run_export(path, data)
+    want, want_features = detector.score(data)
+    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(feature_errors, want_features, rtol=1e-4, atol=1e-6)
+    sidecar = json.loads((tmp_path / f"m.{fmt}.json").read_text())
+    assert sidecar["detector"] == "lstm_forecast"
+    assert sidecar["score_steps"] == detector.meta.score_steps
+    assert sidecar["features"] == list(FEATURES)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_forecaster_export_holds_constant_and_centres_relative_features(
+    fmt: str, tmp_path: Path
+) -> None:
+    """A feature constant in training is held at its value and not scored, a relative one
+    is judged by its changes within the window, in the forecaster's graph as in its own
+    ``score``: a drifting level or a departure in the constant changes nothing exported."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx", reason="pip install 'sentinel-iot[onnx]'")
+    detector = make_forecaster(
+        relative_features=(FEATURES[1],), constant_features={FEATURES[2]: 3.0}, score_steps=3
+    )
+    path = detector.export("onnx" if fmt == "onnx" else "torchscript", tmp_path / f"m.{fmt}")
+    data = windows(7, seed=8)
+    data[:, :, 2] = 3.0
+    moved = data.copy()
+    moved[:, :, 1] += 50.0  # another level, the same shape
+    moved[:, 5:, 2] = 40.0  # the constant departs
+    held, _ = _run_export(path, data)
+    departed, _ = _run_export(path, moved)
+    np.testing.assert_allclose(departed, held, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(held, detector.score(data)[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(departed, detector.score(moved)[0], rtol=1e-4, atol=1e-6)
+    assert json.loads((tmp_path / f"m.{fmt}.json").read_text())["relative_features"] == [
+        FEATURES[1]
+    ]
+
+
+def test_models_export_command_on_a_forecaster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sentinel models export`` loads a saved ``lstm_forecast`` model and exports it."""
+    pytest.importorskip("onnx", reason="pip install 'sentinel-iot[onnx]'")
+    detector = make_forecaster(version="20250101T000000Z-fcexpt")
+    ModelRegistry(tmp_path / "state" / "models").save(detector)
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        config_to_toml(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "windows": {"length": detector.window, "hop": 4},
+                "cold_start": {"readings": 64},
+                "model": {"detector": "lstm_forecast"},
+                "logging": {"format": "json", "level": "warning"},
+                "streams": [{"name": "pump", "topic": "p/{device}", "features": list(FEATURES)}],
+            }
+        )
+    )
+    out = tmp_path / "exports" / "pump.onnx"
+    args = ["models", "export", detector.version, "--config", str(config), "--format", "onnx"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "exported as onnx" in capsys.readouterr().out
+    scores, _ = _run_export(out, windows(5, seed=3))
+    np.testing.assert_allclose(scores, detector.score(windows(5, seed=3))[0], rtol=1e-4)
+    assert json.loads((tmp_path / "exports" / "pump.onnx.json").read_text())["detector"] == (
+        "lstm_forecast"
+    )
+
+
 def test_auto_falls_back_to_the_cpu_when_cuda_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Jetson whose CUDA libraries do not match torch: a device is reported, then fails."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -150,3 +249,16 @@ def test_cuda_inference_and_export_of_a_gpu_model(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-5)  # TF32 in cuDNN's LSTM
     path = export_detector(gpu, "torchscript", tmp_path / "gpu.pt")
     assert path.is_file()
+
+
+@pytest.mark.skipif(CUDA_MISSING, reason="needs a CUDA device (run on a GPU machine or Jetson)")
+def test_a_forecaster_on_the_gpu_exports(tmp_path: Path) -> None:
+    """A forecaster scoring on CUDA exports a CPU graph that reproduces its scores."""
+    from sentinel.model import LstmForecastDetector
+
+    cpu = make_forecaster()
+    cpu.save(tmp_path / "m")
+    gpu = LstmForecastDetector.load(tmp_path / "m", resolve_device("auto"))
+    path = export_detector(gpu, "torchscript", tmp_path / "gpu.pt")
+    scores, _ = _run_export(path, windows(16, seed=12))
+    np.testing.assert_allclose(scores, cpu.score(windows(16, seed=12))[0], rtol=1e-4, atol=1e-6)

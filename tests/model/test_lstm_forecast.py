@@ -53,11 +53,11 @@ def normal_windows(count: int = 40) -> np.ndarray:
     return np.ascontiguousarray(make_windows(series(count + WINDOW - 1, seed=9), WINDOW, 1))
 
 
-def test_the_config_key_picks_it_and_the_daemon_can_run_it() -> None:
+def test_the_config_key_picks_it_the_daemon_can_run_it_and_it_exports() -> None:
     assert detector_type("lstm_forecast") is LstmForecastDetector
     assert daemon_refusal("lstm_forecast") is None
     assert ModelConfig(detector="lstm_forecast").detector == "lstm_forecast"
-    assert LstmForecastDetector.export_formats == ()
+    assert LstmForecastDetector.export_formats == ("torchscript", "onnx")
 
 
 def test_a_window_is_judged_by_the_predictions_of_its_newest_half(
