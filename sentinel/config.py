@@ -240,10 +240,11 @@ class WindowConfig(Section):
 
 class ModelConfig(Section):
     detector: Literal["lstm_ae", "lstm_forecast", "hst", "zscore"] = Field(
-        default="lstm_ae",
-        description="The detector (sentinel.model.detector_types): lstm_ae (LSTM "
-        "autoencoder), lstm_forecast (LSTM one-step forecaster scored by its prediction "
-        "error on each window's newest readings, as telemanom), or a baseline: "
+        default="lstm_forecast",
+        description="The detector (sentinel.model.detector_types): lstm_forecast (the "
+        "default: an LSTM one-step forecaster scored by its prediction "
+        "error on each window's newest readings, as telemanom), lstm_ae (LSTM autoencoder, "
+        "scored by its reconstruction error), or a baseline: "
         "zscore (rolling per-feature z-score) or hst (river HalfSpaceTrees; replay and "
         "benchmarks only, as it cannot be saved). Both LSTMs export to TorchScript and ONNX.",
     )
@@ -413,8 +414,8 @@ class ThresholdConfig(Section):
         "the device's threshold re-baselines to the new level (audited in audit_events). "
         "Bounds how long a new normal can alert; a real fault that lasts longer is "
         "accepted as normal after this (until it ends: see rebaseline_max_factor). 0 "
-        "disables re-baselining. Default: auto, 256 readings x the stream's sampling interval "
-        "(learnt from its data at cold start and stored with the model; 4 min 16 s at one reading "
+        "disables re-baselining. Default: auto, 512 readings x the stream's sampling interval "
+        "(learnt from its data at cold start and stored with the model; 8 min 32 s at one reading "
         "per second).",
     )
     rebaseline_max_factor: float = Field(

@@ -37,15 +37,15 @@ __all__ = [
 ]
 
 # Readings per auto setting; at 1 reading/s each is the setting's old default in seconds,
-# except re-baselining: 256 readings (8 windows of the default 32; 4 min 16 s at 1 Hz, was
-# 3600 s, then 720 readings), measured in docs/BENCHMARKS.md ("Alerts that close with their
-# evidence; re-baselining after 256 readings, bounded and undone"): a new normal stops
-# alerting within 256 readings, SKAB's false alarms fell by half, and a transient still
-# cannot re-baseline (it must keep windows anomalous for three quarters of it, 192
-# readings); a fault that outlasts it is re-baselined and, once it ends, undone
-# (sentinel.judge.threshold).
+# except re-baselining: 512 readings (16 windows of the default 32; 8 min 32 s at 1 Hz, was
+# 3600 s, then 720, then 256 readings), measured in docs/BENCHMARKS.md ("The forecaster as
+# the default; re-baselining after 512 readings"): with the forecaster a new normal stops
+# alerting as fast at 512 as at 256 (its one-step error sees a step only as a transient),
+# while 256 re-baselined SKAB's long faults (MAR 48 % against 37 %); a transient cannot
+# re-baseline (it must keep windows anomalous for three quarters of it, 384 readings); a
+# fault that outlasts it is re-baselined and, once it ends, undone (sentinel.judge.threshold).
 MAX_GAP_READINGS = 60
-REBASELINE_READINGS = 256
+REBASELINE_READINGS = 512
 COOLDOWN_READINGS = 300
 # An auto cooldown never exceeds a day: at one reading an hour 300 readings are 12.5 days,
 # and every anomaly within them would reopen the same alert, one alert "open" for days

@@ -20,6 +20,10 @@ hop = 1
 [cold_start]
 readings = 400
 [model]
+# The autoencoder: this fault (pressure off its relation to flow for 100 rows) is flagged
+# through its whole length only by a reconstruction; the default forecaster sees its onset
+# and its end (test_the_default_forecaster_alerts_at_the_faults_onset).
+detector = "lstm_ae"
 hidden_size = 16
 latent_size = 4
 epochs = 15
@@ -93,6 +97,22 @@ def test_replay_scores_every_row_and_finds_the_labelled_fault(tmp_path: Path) ->
     assert len(flagged) - len(inside) <= 30, "too many rows flagged outside the fault"
     assert any(r["alert_id"] for r in rows[900:1016]), "the fault raised an alert"
     assert rows[950]["anomaly"] == "1.0"  # labels carried untouched
+
+
+def test_the_default_forecaster_alerts_at_the_faults_onset(tmp_path: Path) -> None:
+    """The same recording with the default detector: an alert opens within a window of the
+    fault's first row, and the normal rows before it stay quiet."""
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n' + CONFIG.replace('detector = "lstm_ae"\n', "")
+    )
+    source = recording(tmp_path / "rig.csv")
+    out = tmp_path / "scores.csv"
+    assert main(["replay", str(source), "--config", str(config), "--out", str(out)]) == 0
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert any(r["alert_id"] for r in rows[900:916]), "no alert at the fault's onset"
+    assert not any(r["alert_id"] for r in rows[400:900]), "an alert before the fault"
 
 
 @pytest.mark.parametrize(
@@ -185,7 +205,7 @@ def test_replay_retrains_a_baseline_as_the_daemon_would_run_it(
     """Retraining saves every version: a detector that can be saved retrains as the LSTM-AE
     does; one that cannot is left alone, and asking for it says why."""
     config = tmp_path / "sentinel.toml"
-    model = CONFIG.replace("[model]\n", f'[model]\ndetector = "{detector}"\n')
+    model = CONFIG.replace('detector = "lstm_ae"', f'detector = "{detector}"')
     config.write_text(
         f'state_dir = "{tmp_path / "state"}"\n' + model + "[retrain]\nevery = 300\nmin_rows = 256\n"
     )

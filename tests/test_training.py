@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from sentinel.cli.main import main
 from sentinel.config import SentinelConfig
-from sentinel.model import Detector, LstmAeDetector, LstmAeMeta, ModelRegistry
+from sentinel.model import Detector, LstmMeta, ModelRegistry
 from sentinel.records import Reading
 from sentinel.retrain.job import open_reservoir, run_retrain
 from sentinel.worker.coldstart import Trainer, TrainingJob
@@ -34,25 +34,27 @@ def relative_config(state: Path, **retrain: Any) -> SentinelConfig:
     return SentinelConfig.model_validate(data)
 
 
-def lstm_meta(detector: Detector) -> LstmAeMeta:
-    """The config asks for the default detector, an LSTM-AE, whose meta has the sizes."""
-    assert isinstance(detector, LstmAeDetector), type(detector)
+def lstm_meta(detector: Detector) -> LstmMeta:
+    """The config asks for the default detector, an LSTM one (the forecaster), whose meta
+    has the sizes."""
+    assert isinstance(detector.meta, LstmMeta), type(detector)
     return detector.meta
 
 
-def shaped_by_config(meta: LstmAeMeta) -> dict[str, Any]:
+def shaped_by_config(meta: LstmMeta) -> dict[str, Any]:
     return {
         "stream": meta.stream,
         "features": meta.features,
         "window": meta.window,
-        "sizes": (meta.hidden_size, meta.latent_size, meta.num_layers),
+        "detector": meta.detector,
+        "sizes": (meta.hidden_size, meta.num_layers),
         "relative_features": meta.relative_features,
         "score_steps": meta.score_steps,
         "seed": meta.training["seed"],
     }
 
 
-def trained_by_cli(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
+def trained_by_cli(tmp_path: Path, data: np.ndarray) -> LstmMeta:
     config = relative_config(tmp_path / "cli")
     path = tmp_path / "normal.csv"
     with path.open("w", newline="") as handle:
@@ -66,7 +68,7 @@ def trained_by_cli(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
     return lstm_meta(detector)
 
 
-def trained_by_retraining(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
+def trained_by_retraining(tmp_path: Path, data: np.ndarray) -> LstmMeta:
     config = relative_config(tmp_path / "retrain")
     reservoir = open_reservoir(config, "pump")
     reservoir.add(
@@ -80,7 +82,7 @@ def trained_by_retraining(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
     return lstm_meta(registry.load_version("pump", outcome.version, CPU))
 
 
-def trained_by_cold_start(tmp_path: Path, data: np.ndarray) -> LstmAeMeta:
+def trained_by_cold_start(tmp_path: Path, data: np.ndarray) -> LstmMeta:
     """The in-memory cold start (``retrain.enabled = false``), on the trainer thread."""
     config = relative_config(tmp_path / "cold", enabled=False)
     models: list[Detector] = []

@@ -108,7 +108,7 @@ def test_a_spike_in_five_minute_data_does_not_rebaseline_the_threshold(
 ) -> None:
     """Main: rebaseline_after 3600 s is 12 readings here, the spike stays in 8 windows of
     32 readings for longer than that, the threshold jumped x54 and the fault after it was
-    missed. Auto: 256 readings. The device's own quantile still moves the threshold a
+    missed. Auto: 512 readings. The device's own quantile still moves the threshold a
     little (it warms up in 200 windows), so the check is: no jump."""
     _, rows = five_minutes_long_gap
     before = _threshold(rows, SPIKE - 10)

@@ -25,14 +25,14 @@ FEATURES: dict[str, tuple[str, ...]] = {"pump": ("flow",)}
 
 def test_auto_at_one_reading_per_second_is_the_old_default_in_seconds() -> None:
     """At 1 Hz (and for models without an interval) the old defaults in seconds, except
-    re-baselining: 256 readings (docs/BENCHMARKS.md, "... re-baselining after 256 readings,
-    bounded and undone")."""
+    re-baselining: 512 readings (docs/BENCHMARKS.md, "The forecaster as the default;
+    re-baselining after 512 readings")."""
     config = SentinelConfig.model_validate(
         {"streams": [{"name": "pump", "topic": "p/{device}", "features": ["flow"]}]}
     )
     for scale in (TimeScale(1.0), TimeScale(None)):
         assert scale.max_gap(config.windows.max_gap) == 60.0
-        assert scale.rebaseline_after(config.threshold.rebaseline_after) == 256.0
+        assert scale.rebaseline_after(config.threshold.rebaseline_after) == 512.0
         assert scale.cooldown(config.alerts.cooldown) == 300.0
         assert scale.exclusion_margin(config.retrain.exclusion_margin) == 120.0
 
@@ -40,7 +40,7 @@ def test_auto_at_one_reading_per_second_is_the_old_default_in_seconds() -> None:
 def test_auto_scales_with_the_interval_and_explicit_seconds_win() -> None:
     scale = TimeScale(FIVE_MIN)
     assert scale.max_gap(None) == 60 * FIVE_MIN
-    assert scale.rebaseline_after(None) == 256 * FIVE_MIN
+    assert scale.rebaseline_after(None) == 512 * FIVE_MIN
     assert scale.cooldown(None) == 86_400.0  # 300 readings (25 h), capped at a day
     assert scale.exclusion_margin(None) == 120 * FIVE_MIN
     assert scale.max_gap(45.0) == 45.0
@@ -142,11 +142,11 @@ def test_explicit_cooldown_wins_over_the_interval() -> None:
 
 def test_rebaseline_after_follows_the_models_interval() -> None:
     bank = ThresholdBank(ThresholdConfig())
-    assert bank.rebaseline_after("pump") == 256.0  # no model yet: 1 s a reading
+    assert bank.rebaseline_after("pump") == 512.0  # no model yet: 1 s a reading
     bank.set_model("pump", {"0.995": 1.0}, (), interval=FIVE_MIN)
-    assert bank.rebaseline_after("pump") == 256 * FIVE_MIN
+    assert bank.rebaseline_after("pump") == 512 * FIVE_MIN
     bank.set_model("pump", {"0.995": 1.0}, ())  # a model saved before intervals existed
-    assert bank.rebaseline_after("pump") == 256.0
+    assert bank.rebaseline_after("pump") == 512.0
     explicit = ThresholdBank(ThresholdConfig(rebaseline_after=600))
     explicit.set_model("pump", {"0.995": 1.0}, (), interval=FIVE_MIN)
     assert explicit.rebaseline_after("pump") == 600.0
