@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import skab  # benchmarks/skab.py: its protocol and scoring, reused as they are
 
-from sentinel.config import SentinelConfig, config_to_toml, load_config
+from sentinel.config import ModelConfig, SentinelConfig, config_to_toml, load_config
 from sentinel.errors import DataError
 from sentinel.logs import configure_logging
 from sentinel.offline.csvdata import RecordedData
@@ -145,7 +145,8 @@ class Suite:
         raw["streams"] = [{"name": "skab", "topic": "skab/{device}", "features": [*SKAB_FEATURES]}]
         path = self.work / "skab-suite.toml"
         path.write_text(config_to_toml(raw))
-        detector = str(raw.get("model", {}).get("detector", "lstm_ae"))
+        default = ModelConfig().detector
+        detector = str(raw.get("model", {}).get("detector", default))
         return skab.run(detector, skab.skab_files(data, subsets), path, self.work, [], self.keep)
 
     def ucr(self, path: Path) -> UcrOutcome:

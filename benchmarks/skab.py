@@ -47,7 +47,7 @@ from sentinel.offline.evaluation import (
 from sentinel.offline.replay import replay
 
 TRAIN_ROWS = 400
-DETECTORS = ("lstm_ae", "hst", "zscore")
+DETECTORS = ("lstm_forecast", "lstm_ae", "hst", "zscore")
 SUBSETS = ("valve1", "valve2", "other")
 # From the dataset's README (../shared/datasets/skab/README.md), as published.
 LEADERBOARD = [
