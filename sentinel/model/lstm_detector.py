@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,7 @@ __all__ = [
     "AutoencoderGraph",
     "LstmAeDetector",
     "LstmAeMeta",
+    "LstmDetector",
     "LstmMeta",
     "center_relative",
     "hold_constants",
@@ -255,32 +256,29 @@ def reconstruction_errors(
     return feature_errors.mean(axis=1), feature_errors
 
 
-class LstmAeDetector(Detector):
-    """Scores raw windows with a trained autoencoder; higher means more anomalous."""
+MetaT = TypeVar("MetaT", bound=LstmMeta)
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
-    type_key: ClassVar[str] = "lstm_ae"
+
+class LstmDetector(Detector, Generic[MetaT, ModuleT]):
+    """What both LSTM detectors share: a meta with the scaler and the features' treatment, a
+    torch module on a device, batched scoring of the module's per-feature errors, the level
+    and constant checks' inputs, the weights file and export. A subclass says how a window's
+    per-feature errors come out of its module (``_feature_errors``), checks the module's
+    shape, trains, loads, and gives its scoring graph for export."""
+
     export_formats: ClassVar[tuple[ExportFormat, ...]] = ("torchscript", "onnx")
 
-    def __init__(
-        self,
-        meta: LstmAeMeta,
-        module: LstmAutoencoder,
-        device: torch.device,
-        max_batch: int = 512,
-    ) -> None:
+    def __init__(self, meta: MetaT, module: ModuleT, device: torch.device, max_batch: int) -> None:
         if max_batch < 1:
             raise ModelError("max_batch must be positive")
-        shapes = (module.n_features, module.hidden_size, module.latent_size, module.num_layers)
-        expected = (len(meta.features), meta.hidden_size, meta.latent_size, meta.num_layers)
-        if shapes != expected:
-            raise ModelError(f"module shape {shapes} does not match meta {expected}")
         self._meta = meta
         self._device = device
         self._module = module.to(device).eval()
         self._max_batch = max_batch
 
     @property
-    def meta(self) -> LstmAeMeta:
+    def meta(self) -> MetaT:
         return self._meta
 
     @property
@@ -288,34 +286,33 @@ class LstmAeDetector(Detector):
         return self._device
 
     @property
-    def module(self) -> LstmAutoencoder:
+    def module(self) -> ModuleT:
         return self._module
+
+    def _feature_errors(self, scaled: torch.Tensor) -> Float64Array:
+        """(B, F) per-feature errors of a batch of model inputs on the device; called under
+        ``inference_mode`` with the module in eval mode."""
+        raise NotImplementedError
 
     def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
         """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F).
 
-        See ``window_scores`` for what a score is; per-feature errors are MSEs in scaled
-        units, averaged over time (over the newest ``meta.score_steps`` steps where set).
-        """
+        See ``window_scores`` for what a score is; per-feature errors are the module's, in
+        scaled units (``_feature_errors``)."""
         self._check_shape(windows)
-        n_features = len(self._meta.features)
-        count = windows.shape[0]
-        if count == 0:
-            return np.zeros(0, dtype=np.float64), np.zeros((0, n_features), dtype=np.float64)
-        scaled = model_inputs(windows, self._meta)
-        feature_errors: list[Float64Array] = []
+        meta = self._meta
+        if windows.shape[0] == 0:
+            empty = np.zeros((0, len(meta.features)), dtype=np.float64)
+            return np.zeros(0, dtype=np.float64), empty
+        scaled = model_inputs(windows, meta)
+        parts: list[Float64Array] = []
         self._module.eval()
         with torch.inference_mode():
-            for start in range(0, count, self._max_batch):
+            for start in range(0, len(scaled), self._max_batch):
                 chunk = torch.from_numpy(scaled[start : start + self._max_batch])
-                _, f = reconstruction_errors(
-                    self._module, chunk.to(self._device), self._meta.score_steps
-                )
-                feature_errors.append(f)
-        errors = np.concatenate(feature_errors)
-        scores = window_scores(
-            errors, self._meta.calibration.feature_mean_errors, self._meta.constant_indices
-        )
+                parts.append(self._feature_errors(chunk.to(self._device)))
+        errors = np.concatenate(parts)
+        scores = window_scores(errors, meta.calibration.feature_mean_errors, meta.constant_indices)
         return scores, errors
 
     def constant_values(self) -> dict[int, float]:
@@ -325,6 +322,43 @@ class LstmAeDetector(Detector):
     def levels(self, windows: np.ndarray) -> Float64Array | None:
         """See ``LstmMeta.level_z``."""
         return self._meta.level_z(windows)
+
+    def _write_files(self, directory: Path) -> None:
+        write_weights(directory, self._module, self.version)
+
+    def scoring_module(self) -> LstmScoringGraph:
+        """The whole scoring rule as one CPU torch module, for export."""
+        raise NotImplementedError
+
+    def export(self, fmt: ExportFormat, out: Path | None = None) -> Path:
+        """See ``sentinel.model.export.export_detector``."""
+        from sentinel.model.export import export_detector  # torch.jit/onnx only when asked
+
+        return export_detector(self, fmt, out)
+
+
+class LstmAeDetector(LstmDetector[LstmAeMeta, LstmAutoencoder]):
+    """Scores raw windows with a trained autoencoder; higher means more anomalous. Per-feature
+    errors are MSEs in scaled units, averaged over time (over the newest
+    ``meta.score_steps`` steps where set)."""
+
+    type_key: ClassVar[str] = "lstm_ae"
+
+    def __init__(
+        self,
+        meta: LstmAeMeta,
+        module: LstmAutoencoder,
+        device: torch.device,
+        max_batch: int = 512,
+    ) -> None:
+        shapes = (module.n_features, module.hidden_size, module.latent_size, module.num_layers)
+        expected = (len(meta.features), meta.hidden_size, meta.latent_size, meta.num_layers)
+        if shapes != expected:
+            raise ModelError(f"module shape {shapes} does not match meta {expected}")
+        super().__init__(meta, module, device, max_batch)
+
+    def _feature_errors(self, scaled: torch.Tensor) -> Float64Array:
+        return reconstruction_errors(self._module, scaled, self._meta.score_steps)[1]
 
     @classmethod
     def train(
@@ -351,9 +385,6 @@ class LstmAeDetector(Detector):
             stop=stop,
         )
 
-    def _write_files(self, directory: Path) -> None:
-        write_weights(directory, self._module, self.version)
-
     @classmethod
     def load(cls, directory: Path, device: torch.device, max_batch: int = 512) -> LstmAeDetector:
         """Rebuild a detector from a directory written by :meth:`save`; never unpickles."""
@@ -369,12 +400,6 @@ class LstmAeDetector(Detector):
     def scoring_module(self) -> AutoencoderGraph:
         """The whole scoring rule as one CPU torch module, for export."""
         return AutoencoderGraph(self._meta, self._module)
-
-    def export(self, fmt: ExportFormat, out: Path | None = None) -> Path:
-        """See ``sentinel.model.export.export_detector``."""
-        from sentinel.model.export import export_detector  # torch.jit/onnx only when asked
-
-        return export_detector(self, fmt, out)
 
 
 class AutoencoderGraph(LstmScoringGraph):

@@ -35,21 +35,9 @@ import torch
 from torch import nn
 
 from sentinel.errors import DataError, ModelError
-from sentinel.model.base import (
-    Detector,
-    ExportFormat,
-    ProgressFn,
-    TrainOptions,
-    load_meta,
-    new_version,
-)
-from sentinel.model.calibration import Calibration, Float64Array, window_scores
-from sentinel.model.lstm_detector import (
-    LstmMeta,
-    load_weights,
-    model_inputs,
-    write_weights,
-)
+from sentinel.model.base import ProgressFn, TrainOptions, load_meta, new_version
+from sentinel.model.calibration import Calibration, Float64Array
+from sentinel.model.lstm_detector import LstmDetector, LstmMeta, load_weights
 from sentinel.model.lstm_graph import LstmScoringGraph, cpu_copy
 from sentinel.model.train import fit_module, prepare_training, training_record
 
@@ -128,11 +116,11 @@ class LstmForecastMeta(LstmMeta):
         return cls(**common)
 
 
-class LstmForecastDetector(Detector):
-    """Scores raw windows by the one-step prediction error of their newest readings."""
+class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
+    """Scores raw windows by the one-step prediction error of their newest readings;
+    per-feature errors are mean squared one-step errors in scaled units."""
 
     type_key: ClassVar[str] = "lstm_forecast"
-    export_formats: ClassVar[tuple[ExportFormat, ...]] = ("torchscript", "onnx")
 
     def __init__(
         self,
@@ -141,49 +129,14 @@ class LstmForecastDetector(Detector):
         device: torch.device,
         max_batch: int = 512,
     ) -> None:
-        if max_batch < 1:
-            raise ModelError("max_batch must be positive")
         shapes = (module.n_features, module.hidden_size, module.num_layers)
         expected = (len(meta.features), meta.hidden_size, meta.num_layers)
         if shapes != expected:
             raise ModelError(f"module shape {shapes} does not match meta {expected}")
-        self._meta = meta
-        self._device = device
-        self._module = module.to(device).eval()
-        self._max_batch = max_batch
+        super().__init__(meta, module, device, max_batch)
 
-    @property
-    def meta(self) -> LstmForecastMeta:
-        return self._meta
-
-    def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
-        """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F);
-        per-feature errors are mean squared one-step errors in scaled units."""
-        self._check_shape(windows)
-        meta = self._meta
-        if windows.shape[0] == 0:
-            empty = np.zeros((0, len(meta.features)), dtype=np.float64)
-            return np.zeros(0, dtype=np.float64), empty
-        scaled = model_inputs(windows, meta)
-        parts: list[Float64Array] = []
-        self._module.eval()
-        with torch.inference_mode():
-            for start in range(0, len(scaled), self._max_batch):
-                chunk = torch.from_numpy(scaled[start : start + self._max_batch])
-                parts.append(
-                    forecast_errors(self._module, chunk.to(self._device), meta.score_steps)[1]
-                )
-        errors = np.concatenate(parts)
-        scores = window_scores(errors, meta.calibration.feature_mean_errors, meta.constant_indices)
-        return scores, errors
-
-    def constant_values(self) -> dict[int, float]:
-        """Feature index -> value, for the features constant in the training data."""
-        return self._meta.constant_values()
-
-    def levels(self, windows: np.ndarray) -> Float64Array | None:
-        """(B, F) levels of raw windows, as the LSTM-AE's (``LstmMeta.level_z``)."""
-        return self._meta.level_z(windows)
+    def _feature_errors(self, scaled: torch.Tensor) -> Float64Array:
+        return forecast_errors(self._module, scaled, self._meta.score_steps)[1]
 
     @classmethod
     def train(
@@ -263,9 +216,6 @@ class LstmForecastDetector(Detector):
         )
         return cls(meta, module, device, max_batch=config.score_batch_max)
 
-    def _write_files(self, directory: Path) -> None:
-        write_weights(directory, self._module, self.version)
-
     @classmethod
     def load(
         cls, directory: Path, device: torch.device, max_batch: int = 512
@@ -281,12 +231,6 @@ class LstmForecastDetector(Detector):
     def scoring_module(self) -> ForecasterGraph:
         """The whole scoring rule as one CPU torch module, for export."""
         return ForecasterGraph(self._meta, self._module)
-
-    def export(self, fmt: ExportFormat, out: Path | None = None) -> Path:
-        """See ``sentinel.model.export.export_detector``."""
-        from sentinel.model.export import export_detector  # torch.jit/onnx only when asked
-
-        return export_detector(self, fmt, out)
 
 
 class ForecasterGraph(LstmScoringGraph):
