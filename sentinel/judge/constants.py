@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import structlog
@@ -83,6 +84,43 @@ class ConstantCheck:
 
     def forget(self, stream: str, device: str) -> None:
         self._devices.pop((stream, device), None)
+
+    def snapshot(self, stream: str) -> dict[str, dict[str, object]]:
+        """What ``stream``'s devices learnt (values accepted, features released), for
+        ``thresholds.json``: a restart must not alert again on a value already learnt."""
+        return {
+            device: {
+                "version": state.version,
+                "last_end": state.last_end,
+                "features": {
+                    str(index): {"accepted": list(f.accepted), "released": f.released}
+                    for index, f in state.features.items()
+                },
+            }
+            for (name, device), state in self._devices.items()
+            if name == stream
+        }
+
+    def restore(self, stream: str, saved: dict[str, dict[str, Any]], version: str) -> int:
+        """Take back ``snapshot``'s devices learnt on model ``version`` (another model has
+        other constants: its devices are left out); returns how many were restored. A run
+        in progress restarts: what is restored is what was learnt."""
+        count = 0
+        for device, raw in saved.items():
+            if raw["version"] != version:
+                continue
+            features = raw["features"]
+            if not isinstance(features, dict):
+                raise TypeError(f"constants of device {device!r}: features is not a mapping")
+            state = _Device(version, float(raw["last_end"]))
+            for index, f in features.items():
+                accepted = [float(v) for v in f["accepted"]]
+                if not accepted:
+                    raise ValueError(f"constants of device {device!r}: no accepted value")
+                state.features[int(index)] = _Feature(accepted, released=bool(f["released"]))
+            self._devices[(stream, device)] = state
+            count += 1
+        return count
 
     def check(self, detector: Detector, windows: list[Window]) -> list[ConstantHit | None]:
         """One hit or None per window of one stream, in order (one device's windows in

@@ -155,13 +155,13 @@ class Pipeline:
         self.heartbeat = time.monotonic()
         self._thresholds = ThresholdBank(config.threshold)
         self._spikes = SpikeCheck(config.spikes, config.windows.hop)
+        self._levels = LevelCheck(config.levels)
+        self._constants = ConstantCheck(config.constants, config.windows.hop)
         self._snapshots = (
-            ThresholdSnapshots(snapshot_path, self._thresholds, self._spikes)
+            ThresholdSnapshots(snapshot_path, self._thresholds, self._spikes, self._constants)
             if snapshot_path is not None
             else None
         )
-        self._levels = LevelCheck(config.levels)
-        self._constants = ConstantCheck(config.constants, config.windows.hop)
         # Computed once: every alert records which configuration judged it.
         self.config_hash = config_hash(config)
         # Per device, the uid of its last closed alert: an open change of that uid is a

@@ -4,7 +4,8 @@ Written every ``snapshot_interval`` and when the worker stops, atomically, each 
 thresholds tagged with the model version they were learnt on; at start they are taken back
 only for the models still in use (a new model has its own score scale), while the spike
 check's noise scales and remembered spikes, which belong to the devices, are taken back
-whatever the model. A
+whatever the model. The constant check's learnt values (``constants``) belong to the model's
+training values, so they come back only for the same model, as the thresholds do. A
 snapshot that cannot be read is set aside as ``thresholds.json.corrupt`` and reported, and
 the thresholds start afresh: never fatal.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from sentinel.atomic import write_atomically
+from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
 
@@ -31,12 +33,20 @@ _SCHEMA = 1
 
 
 class ThresholdSnapshots:
-    """Saves and restores the state of ``thresholds`` and ``spikes`` at ``path``."""
+    """Saves and restores the state of ``thresholds``, ``spikes`` and ``constants`` at
+    ``path``."""
 
-    def __init__(self, path: Path, thresholds: ThresholdBank, spikes: SpikeCheck) -> None:
+    def __init__(
+        self,
+        path: Path,
+        thresholds: ThresholdBank,
+        spikes: SpikeCheck,
+        constants: ConstantCheck | None = None,
+    ) -> None:
         self.path = path
         self._thresholds = thresholds
         self._spikes = spikes
+        self._constants = constants
 
     def save(self, models: Mapping[str, str]) -> None:
         """Write the state of every stream in ``models`` (stream -> active model version)."""
@@ -45,6 +55,7 @@ class ThresholdSnapshots:
                 "model_version": version,
                 "devices": self._thresholds.snapshot(name),
                 "spikes": self._spikes.snapshot(name),
+                "constants": self._constants.snapshot(name) if self._constants else {},
             }
             for name, version in models.items()
         }
@@ -78,7 +89,10 @@ class ThresholdSnapshots:
                     )
                     continue
                 count = self._thresholds.restore(name, saved["devices"])
-                log.info("thresholds_restored", stream=name, devices=count)
+                learnt = 0
+                if self._constants is not None:  # absent from snapshots before issue #21
+                    learnt = self._constants.restore(name, saved.get("constants", {}), version)
+                log.info("thresholds_restored", stream=name, devices=count, constants=learnt)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             aside = path.with_name(path.name + ".corrupt")
             with contextlib.suppress(OSError):

@@ -4,12 +4,16 @@ any departure, and a departure that persists stops alerting (issue #21)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
-from sentinel.config import ConstantsConfig
+from sentinel.config import ConstantsConfig, SpikesConfig, ThresholdConfig
 from sentinel.judge.constants import ConstantCheck
+from sentinel.judge.spikes import SpikeCheck
+from sentinel.judge.threshold import ThresholdBank
 from sentinel.records import ConstantHit, Window
+from sentinel.worker.snapshots import ThresholdSnapshots
 from tests.fakes import FakeDetector
 
 WINDOW, HOP = 8, 2
@@ -120,3 +124,32 @@ def test_a_new_model_brings_its_own_constants() -> None:
     check.drain_events()
     hits = run(check, [0.0] * 20 + [1.0] * 20, version="fake-2")
     assert any(h is not None for h in hits), "fake-2 knows only its training value"
+
+
+def test_a_learnt_value_survives_a_restart_through_the_snapshot(tmp_path: Path) -> None:
+    """A restart took back thresholds and spikes but not the values the constant check had
+    learnt: the flag's new value alerted again after every restart."""
+    check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    flag = [0.0] * 40 + [1.0] * 60
+    assert any(run(check, flag))  # departed, then learnt 1.0
+    assert [e.kind for e in check.drain_events()] == ["constant_value_learnt"]
+    path = tmp_path / "thresholds.json"
+    ThresholdSnapshots(
+        path, ThresholdBank(ThresholdConfig()), SpikeCheck(SpikesConfig(), HOP), check
+    ).save({"pump": "fake-1"})
+
+    restarted = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    ThresholdSnapshots(
+        path, ThresholdBank(ThresholdConfig()), SpikeCheck(SpikesConfig(), HOP), restarted
+    ).restore({"pump": ("fake-1", 2)})
+    assert restarted.snapshot("pump") == check.snapshot("pump")
+    assert not any(run(restarted, [1.0] * 40)), "the learnt value alerted again"
+    assert restarted.drain_events() == []
+    assert any(run(restarted, [0.0] * 8 + [2.0] * 10)), "a new departure still alerts"
+
+    # Learnt on another model's training values: not taken back.
+    other = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    ThresholdSnapshots(
+        path, ThresholdBank(ThresholdConfig()), SpikeCheck(SpikesConfig(), HOP), other
+    ).restore({"pump": ("fake-2", 2)})
+    assert other.snapshot("pump") == {}
