@@ -10,6 +10,7 @@ or ONNX is ``sentinel.model.export``, of the scoring graph ``AutoencoderGraph``.
 from __future__ import annotations
 
 import threading
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,10 +290,10 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
     def module(self) -> ModuleT:
         return self._module
 
+    @abstractmethod
     def _feature_errors(self, scaled: torch.Tensor) -> Float64Array:
         """(B, F) per-feature errors of a batch of model inputs on the device; called under
         ``inference_mode`` with the module in eval mode."""
-        raise NotImplementedError
 
     def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
         """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F).
@@ -326,9 +327,9 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
     def _write_files(self, directory: Path) -> None:
         write_weights(directory, self._module, self.version)
 
+    @abstractmethod
     def scoring_module(self) -> LstmScoringGraph:
         """The whole scoring rule as one CPU torch module, for export."""
-        raise NotImplementedError
 
     def export(self, fmt: ExportFormat, out: Path | None = None) -> Path:
         """See ``sentinel.model.export.export_detector``."""

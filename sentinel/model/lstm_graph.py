@@ -12,6 +12,7 @@ in its own module.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["LstmScoringGraph", "cpu_copy"]
 
 
-class LstmScoringGraph(nn.Module):
+class LstmScoringGraph(nn.Module, ABC):
     """Raw windows -> (score, per-feature error), as the detector's ``score`` computes them;
     a subclass implements ``feature_errors`` on the scaled windows."""
 
@@ -60,9 +61,9 @@ class LstmScoringGraph(nn.Module):
         self.register_buffer("relative", torch.from_numpy(relative))
         self.score_steps = meta.score_steps or meta.window
 
+    @abstractmethod
     def feature_errors(self, scaled: torch.Tensor) -> torch.Tensor:
         """(B, F) per-feature errors of scaled (B, T, F) windows, as the detector's own."""
-        raise NotImplementedError
 
     def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scaled = (windows - self.mean) / self.scale
