@@ -24,8 +24,9 @@ device keeps, per such feature, the values accepted for it (at first the trainin
 
 So a departure alerts for at most ``relearn_after`` readings plus a window. The state is
 per device and model version (a new model brings its own constants) and is created only
-when a device first departs; it is not saved, so after a restart a device whose feature
-had moved on alerts once more.
+when a device first departs. It is saved with the thresholds (``snapshot``/``restore``,
+under ``constants`` in thresholds.json) and taken back only for the same model, so a flag
+that moved on before a restart does not alert again after it; a run in progress restarts.
 """
 
 from __future__ import annotations
