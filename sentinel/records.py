@@ -206,6 +206,9 @@ class Verdict:
     # Set when a feature constant in training left its value (sentinel.judge.constants):
     # anomalous whatever the score, as for a spike.
     constant: ConstantHit | None = None
+    # True when the score was above the threshold in an excursion that recurs with the
+    # device's learnt period (sentinel.judge.recurring): judged normal for that reason.
+    recurring: bool = False
 
 
 class AlertStatus(StrEnum):
