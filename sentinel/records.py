@@ -121,6 +121,19 @@ class Window:
     start_ts: float
     end_ts: float
     values: FloatArray  # shape (length, n_features), raw units (the detector scales)
+    # (length,) each reading's timestamp; None where a window was built without them (the
+    # readings are then taken as evenly spaced from start_ts to end_ts)
+    times: FloatArray | None = None
+
+    def time_of(self, index: int) -> float:
+        """The timestamp of reading ``index`` (negative counts from the newest)."""
+        length = len(self.values)
+        index = index % length
+        if self.times is not None:
+            return float(self.times[index])
+        if length == 1:
+            return self.end_ts
+        return self.start_ts + (self.end_ts - self.start_ts) * index / (length - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +222,10 @@ class Verdict:
     # True when the score was above the threshold in an excursion that recurs with the
     # device's learnt period (sentinel.judge.recurring): judged normal for that reason.
     recurring: bool = False
+    # (first, last) timestamps of the readings that made an anomalous window anomalous
+    # (sentinel.judge.evidence): what an alert's start and end are taken from. None for a
+    # normal window; the window's newest reading where nothing finer is known.
+    evidence: tuple[float, float] | None = None
 
 
 class AlertStatus(StrEnum):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sentinel.config import AlertsConfig
+from sentinel.judge.evidence import onset
 from sentinel.records import (
     Alert,
     AlertReason,
@@ -69,6 +70,15 @@ def alert_checks(alert: Alert) -> str:
     return "+".join(parts) or "score"
 
 
+def _evidence(verdict: Verdict) -> tuple[float, float]:
+    """An anomalous verdict's evidence span; its window's newest reading where the verdict
+    carries none."""
+    if verdict.evidence is not None:
+        return verdict.evidence
+    end = verdict.score.window.end_ts
+    return end, end
+
+
 def _max_severity(a: Severity, b: Severity) -> Severity:
     return a if a.rank >= b.rank else b
 
@@ -78,6 +88,9 @@ class _Open:
     alert: Alert
     excess: np.ndarray  # summed per-feature error above normal, over the alert's windows
     normal_run: int = 0
+    # the latest reading that was evidence of the anomaly (sentinel.judge.evidence): where
+    # the alert ends when it closes, however long its last reading stayed in the windows
+    evidence_end: float = float("-inf")
 
 
 @dataclass(slots=True)
@@ -88,6 +101,7 @@ class _Device:
     ended_at: float = float("-inf")  # when it ended (event time)
     resolved: bool = False  # an operator resolved it: never reopened
     last_ts: float = float("-inf")  # the latest window seen
+    normal_end: float = float("-inf")  # newest reading of the latest window judged normal
 
 
 @dataclass
@@ -127,7 +141,7 @@ class AlertTracker:
                     device.ended_at = ended_at
                     device.resolved = alert.status is AlertStatus.RESOLVED
                 continue
-            device.open = _Open(alert=alert, excess=excess)
+            device.open = _Open(alert=alert, excess=excess, evidence_end=alert.updated_at)
             restored += 1
         return restored
 
@@ -163,6 +177,7 @@ class AlertTracker:
         device.last_ts = max(device.last_ts, window.end_ts)
         if verdict.is_anomaly:
             return self._anomalous(device, verdict, baseline)
+        device.normal_end = max(device.normal_end, window.end_ts)
         current = device.open
         if current is None:
             device.recent.append(verdict)  # normal windows age anomalous ones out
@@ -171,9 +186,13 @@ class AlertTracker:
         if current.normal_run < self.config.close_after:
             return None
         device.open = None
-        # The anomaly ended with the last anomalous window, not with the normal run after it.
+        # The anomaly ended with its last evidence, not with the windows that still held it
+        # nor with the normal run after them.
         alert = current.alert
-        closed = replace(alert, status=AlertStatus.CLOSED, ended_at=alert.updated_at)
+        ended_at = min(current.evidence_end, alert.updated_at)
+        if ended_at < alert.started_at:  # an alert restored from before evidence was kept
+            ended_at = alert.updated_at
+        closed = replace(alert, status=AlertStatus.CLOSED, ended_at=ended_at)
         device.ended = _Open(alert=closed, excess=current.excess)
         device.ended_at = alert.updated_at
         device.resolved = False
@@ -221,6 +240,7 @@ class AlertTracker:
         if current is not None:
             current.normal_run = 0
             current.excess += self._excess(verdict, baseline)
+            current.evidence_end = max(current.evidence_end, _evidence(verdict)[1])
             alert = current.alert
             score = verdict.score
             current.alert = replace(
@@ -277,7 +297,10 @@ class AlertTracker:
             stream=first.window.stream,
             device=first.window.device,
             status=AlertStatus.OPEN,
-            started_at=first.window.end_ts,
+            # The onset is the first evidence (sentinel.judge.evidence), which a window
+            # holding a fault's first readings can show before its newest reading, but
+            # not before what the device's last normal window held.
+            started_at=onset(run, device.normal_end),
             updated_at=last.window.end_ts,
             ended_at=None,
             peak_score=peak.score.value,
@@ -288,7 +311,9 @@ class AlertTracker:
             severity=severity,
             reason=reason,
         )
-        device.open = _Open(alert=alert, excess=excess)
+        device.open = _Open(
+            alert=alert, excess=excess, evidence_end=max(_evidence(v)[1] for v in run)
+        )
         return alert
 
     def _reopen(
@@ -311,7 +336,9 @@ class AlertTracker:
             model_version=last.model_version,
             severity=_max_severity(alert.severity, severity),
         )
-        device.open = _Open(alert=reopened, excess=total)
+        device.open = _Open(
+            alert=reopened, excess=total, evidence_end=max(_evidence(v)[1] for v in run)
+        )
         return reopened
 
     @staticmethod

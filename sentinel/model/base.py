@@ -308,6 +308,15 @@ class Detector(ABC):
         detector keeps no level statistics: the level check then leaves it alone."""
         return None
 
+    def step_ratios(self, windows: np.ndarray) -> Float64Array | None:
+        """(B, S, F) per-reading, per-feature errors of raw windows in the score's own
+        units, for the newest S readings a score is made of, or None where the detector
+        cannot tell which readings its score came from. A window's score is the worst
+        feature's mean of these over the S readings, so the readings of an anomalous window
+        that carry its error can be found (``sentinel.judge.evidence``). Called for
+        anomalous windows only."""
+        return None
+
     def constant_values(self) -> dict[int, float]:
         """Feature index -> value, for the features the detector found constant in its
         training data and leaves out of its score: the constant check

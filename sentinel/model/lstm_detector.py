@@ -34,7 +34,7 @@ from sentinel.model.base import (
     fsync_file,
     load_meta,
 )
-from sentinel.model.calibration import Float64Array, window_scores
+from sentinel.model.calibration import Float64Array, score_floor, window_scores
 from sentinel.model.fields import as_list, as_object, integer, number, string
 from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
@@ -294,6 +294,34 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
     def _feature_errors(self, scaled: torch.Tensor) -> Float64Array:
         """(B, F) per-feature errors of a batch of model inputs on the device; called under
         ``inference_mode`` with the module in eval mode."""
+
+    def _step_errors(self, scaled: torch.Tensor) -> Float64Array | None:
+        """(B, S, F) per-reading errors of a batch of model inputs, the ones whose mean
+        over S is ``_feature_errors``, called as ``_feature_errors`` is; None where a
+        reading's error is not its own (the autoencoder reconstructs a window as a whole,
+        so one faulty reading raises the error of every reading around it)."""
+        return None
+
+    def step_ratios(self, windows: np.ndarray) -> Float64Array | None:
+        """See ``Detector.step_ratios``: each reading's error per feature as a multiple of
+        that feature's normal error, as ``window_scores`` divides (0 where not judged)."""
+        self._check_shape(windows)
+        meta = self._meta
+        scaled = model_inputs(windows, meta)
+        parts: list[Float64Array] = []
+        self._module.eval()
+        with torch.inference_mode():
+            for start in range(0, len(scaled), self._max_batch):
+                chunk = torch.from_numpy(scaled[start : start + self._max_batch])
+                part = self._step_errors(chunk.to(self._device))
+                if part is None:
+                    return None
+                parts.append(part)
+        if not parts:
+            return np.zeros((0, 0, len(meta.features)), dtype=np.float64)
+        floor, judged = score_floor(meta.calibration.feature_mean_errors, meta.constant_indices)
+        ratios: Float64Array = np.where(judged, np.concatenate(parts) / floor, 0.0)
+        return ratios
 
     def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
         """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F).

@@ -85,11 +85,17 @@ def forecast_errors(
     """Per-window and per-feature mean squared one-step errors of already-scaled windows,
     over the newest ``steps`` predictions (0: all of them). The caller is responsible for
     ``eval()``/``inference_mode()`` and for chunking."""
-    squared = (module(scaled) - scaled[:, 1:, :]) ** 2
-    if steps:
-        squared = squared[:, -steps:, :]
-    feature_errors = squared.mean(dim=1).double().cpu().numpy()
+    feature_errors: Float64Array = (
+        forecast_squared(module, scaled, steps).mean(dim=1).double().cpu().numpy()
+    )
     return feature_errors.mean(axis=1), feature_errors
+
+
+def forecast_squared(module: LstmForecaster, scaled: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, S, F) squared one-step errors of already-scaled windows, reading by reading, over
+    the newest ``steps`` predictions (0: all of them, S = window - 1)."""
+    squared: torch.Tensor = (module(scaled) - scaled[:, 1:, :]) ** 2
+    return squared[:, -steps:, :] if steps else squared
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +143,11 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
 
     def _feature_errors(self, scaled: torch.Tensor) -> Float64Array:
         return forecast_errors(self._module, scaled, self._meta.score_steps)[1]
+
+    def _step_errors(self, scaled: torch.Tensor) -> Float64Array:
+        squared = forecast_squared(self._module, scaled, self._meta.score_steps)
+        errors: Float64Array = squared.double().cpu().numpy()
+        return errors
 
     @classmethod
     def train(

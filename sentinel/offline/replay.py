@@ -33,6 +33,7 @@ import torch
 
 from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.errors import DataError
+from sentinel.judge.evidence import onset
 from sentinel.model import Detector, detector_type, training_options
 from sentinel.offline.csvdata import RecordedData
 from sentinel.records import Alert, AlertStatus, Delivery, Reading, Verdict, WriteBatch
@@ -72,45 +73,50 @@ class _State:
 class AlertRows:
     """Which alert each row belongs to: the span of its evidence, as the alert records it.
 
-    An alert's run starts at its first anomalous window (``started_at``; for a run that
-    reopened an alert within its cooldown, the first anomalous window of that run) and ends
-    at its last (``ended_at``). The rows between are the alert's; the ``close_after``
-    normal windows that had to pass before the alert could close, the windows of M-of-N
-    that came before the opening one, and the normal stretch between an alert's end and
-    its reopening are what the alert was *not* about. Evaluations score alerts by these
-    rows and onsets (issue #21: an alert's onset time is what evaluation uses, and it
-    closes when the evidence does).
+    An alert's run starts at the first evidence of its first anomalous window
+    (``started_at``; for a run that reopened an alert within its cooldown, that of the
+    run's first anomalous window) and ends at its latest evidence (``ended_at``; see
+    ``sentinel.judge.evidence``). The rows between are the alert's; the windows that still
+    held old evidence, the ``close_after`` normal windows that had to pass before the alert
+    could close, the windows of M-of-N that came before the opening one, and the normal
+    stretch between an alert's end and its reopening are what the alert was *not* about.
+    Evaluations score alerts by these rows and onsets (issue #21: an alert's onset time is
+    what evaluation uses, and it closes when the evidence does).
 
     Fed every verdict in order with the alert change it caused (the pipeline's observer);
     ``span`` is ``alerts.window_span``, the M-of-N history the tracker opens from.
     """
 
     def __init__(self, span: int) -> None:
-        # (end time, anomalous) of the verdicts since the device's last alert opened: the
-        # alert tracker's own M-of-N history, from which an (re)opening run starts.
-        self._recent: deque[tuple[float, bool]] = deque(maxlen=span)
+        # The verdicts since the device's last alert opened: the alert tracker's own M-of-N
+        # history, from which an (re)opening run starts (``sentinel.judge.evidence.onset``).
+        self._recent: deque[Verdict] = deque(maxlen=span)
+        self._normal_end = float("-inf")  # newest reading of the latest normal window
         self._open: tuple[str, float, float] | None = None  # uid, run start, last evidence
         self.spans: list[tuple[float, float, str]] = []  # (first, last, uid), inclusive
 
     def observe(self, verdict: Verdict, alert: Alert | None) -> None:
-        ts = verdict.score.window.end_ts
+        last = (verdict.evidence or (verdict.score.window.end_ts,) * 2)[1]
+        if not verdict.is_anomaly:
+            self._normal_end = max(self._normal_end, verdict.score.window.end_ts)
         if self._open is None:
-            self._recent.append((ts, verdict.is_anomaly))
+            self._recent.append(verdict)
+        elif verdict.is_anomaly:
+            uid, start, seen = self._open
+            self._open = (uid, start, max(seen, last))
         if alert is None:
             return
         if alert.status is AlertStatus.CLOSED:
             if self._open is not None:
-                uid, start, _ = self._open
-                end = alert.ended_at if alert.ended_at is not None else alert.updated_at
+                uid, start, seen = self._open
+                end = alert.ended_at if alert.ended_at is not None else seen
                 self.spans.append((start, end, uid))
             self._open = None
             return
         if self._open is None:  # opened, or reopened within the cooldown
-            start = next((t for t, anomalous in self._recent if anomalous), ts)
+            run = [v for v in self._recent if v.is_anomaly] or [verdict]
             self._recent.clear()
-            self._open = (alert.uid, start, alert.updated_at)
-        else:
-            self._open = (self._open[0], self._open[1], alert.updated_at)
+            self._open = (alert.uid, onset(run, self._normal_end), last)
 
     def finish(self) -> None:
         """An alert still open at the end of the data: its evidence so far."""

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from sentinel.config import SentinelConfig, StreamConfig, config_hash
 from sentinel.errors import SentinelError
 from sentinel.judge.alerts import AlertTracker, alert_checks
 from sentinel.judge.constants import ConstantCheck
+from sentinel.judge.evidence import evidence
 from sentinel.judge.levels import LevelCheck
 from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.spikes import SpikeCheck
@@ -594,7 +595,21 @@ class Pipeline:
             )
             verdict = self._thresholds.judge(score, spikes[i], levels[i], constants[i])
             verdicts.append(self._recurring.judge(verdict, warm=not live))
-        return verdicts
+        return self._with_evidence(detector, stacked, verdicts)
+
+    @staticmethod
+    def _with_evidence(
+        detector: Detector, stacked: np.ndarray, verdicts: list[Verdict]
+    ) -> list[Verdict]:
+        """``verdicts`` with each anomalous one's evidence (``sentinel.judge.evidence``);
+        the per-reading errors are computed for the windows above their threshold only."""
+        over = [i for i, v in enumerate(verdicts) if v.is_anomaly and v.score.value > v.threshold]
+        ratios = detector.step_ratios(stacked[over]) if over else None
+        by_window = dict(zip(over, ratios, strict=True)) if ratios is not None else {}
+        return [
+            replace(v, evidence=evidence(v, by_window.get(i))) if v.is_anomaly else v
+            for i, v in enumerate(verdicts)
+        ]
 
     def _warm(self, runtime: _Stream, device: str, readings: Sequence[Reading]) -> None:
         """Judge a device's readings from before its stream's model with alerts suppressed

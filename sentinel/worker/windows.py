@@ -94,4 +94,5 @@ class WindowAssembler:
             start_ts=float(times[0]),
             end_ts=float(times[-1]),
             values=ring.values[order],  # fancy indexing copies: the window owns its data
+            times=times,
         )

@@ -13,6 +13,7 @@ import torch
 from sentinel.config import ModelConfig
 from sentinel.errors import ModelError
 from sentinel.model import (
+    LstmAeDetector,
     LstmForecastDetector,
     LstmForecaster,
     TrainOptions,
@@ -74,6 +75,36 @@ def test_a_window_is_judged_by_the_predictions_of_its_newest_half(
     np.testing.assert_allclose(errors, squared[:, -STEPS:, :].mean(dim=1).numpy(), rtol=1e-5)
     baseline = np.asarray(meta.calibration.feature_mean_errors)
     np.testing.assert_allclose(scores, (errors / baseline).max(axis=1), rtol=1e-5)
+
+
+def test_per_reading_ratios_average_to_the_score_and_point_at_a_broken_reading(
+    trained: LstmForecastDetector,
+) -> None:
+    data = normal_windows(6)
+    data[3, -6, 0] += 5.0  # one reading far off, six before the newest
+    scores, _ = trained.score(data)
+    ratios = trained.step_ratios(data)
+    assert ratios is not None
+    assert ratios.shape == (6, STEPS, 2)
+    # the score is the worst feature's mean over the scored readings
+    np.testing.assert_allclose(ratios.mean(axis=1).max(axis=1), scores, rtol=1e-5)
+    # the broken reading's prediction, and the next one, made from it, are the two worst
+    assert set(np.argsort(-ratios[3, :, 0])[:2]) == {STEPS - 6, STEPS - 5}
+
+
+def test_the_autoencoder_does_not_localise_its_error() -> None:
+    ae = LstmAeDetector.train([series(300)], options_for("lstm_ae"), device=CPU)
+    assert ae.step_ratios(normal_windows(2)) is None
+
+
+def options_for(detector: str) -> TrainOptions:
+    opts = options()
+    return TrainOptions(
+        opts.stream,
+        opts.features,
+        WINDOW,
+        opts.model.model_copy(update={"detector": detector, "epochs": 1}),
+    )
 
 
 def test_an_explicit_score_steps_wins_and_is_kept_below_the_window() -> None:

@@ -1,0 +1,107 @@
+"""Evidence: which readings of an anomalous window made it anomalous.
+
+Why (issue #21, "an alert opens at the onset and closes when the evidence does"): a verdict
+belongs to a window, and a reading stays in a device's windows long after it arrived -- the
+forecaster's score averages the newest half of a 32-reading window, and the spike check
+judges a reading in every window where it has neighbours. An alert spanning its first to
+its last anomalous window therefore ran up to a window's length past a three-reading spike
+(the synthetic ``periodic_actuation``: 29 rows in the alert for 3 labelled) and started at
+the newest reading of the first window that showed the fault rather than at the fault.
+
+So each anomalous verdict carries the time span of its evidence (``Verdict.evidence``):
+
+* the score: of the feature whose mean error made the window's score, the fewest of the
+  scored readings without which that mean would fall to the threshold -- the largest
+  errors first, each replaced by the window's median error for that feature. A spike is
+  one or two readings; a noise burst or a shape that is wrong throughout is all of them.
+  A detector that cannot tell its readings apart (``Detector.step_ratios`` None: the
+  autoencoder, whose reconstruction of a whole window moves with one faulty reading) gives the
+  window's newest reading, as before;
+* a spike: the spiking reading;
+* a level, constant or stuck hit: the window's newest reading (their statistic is the
+  window's, not one reading's).
+
+The alert tracker takes an alert's start from its first anomalous window's evidence (never
+before the first reading after the device's last normal window: ``onset``) and its end
+from the latest evidence (``sentinel.judge.alerts``), and replay's alert rows follow.
+Windows that only carry evidence already seen keep an alert open -- they are still
+anomalous -- but no longer stretch its span.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from sentinel.records import Verdict
+
+__all__ = ["carrying_readings", "evidence", "onset"]
+
+FloatArray = npt.NDArray[np.float64]
+_CAP = 1e30
+
+
+def carrying_readings(ratios: FloatArray, threshold: float) -> tuple[int, int]:
+    """First and last index into ``ratios`` (S,), one feature's per-reading errors whose mean
+    is above ``threshold``, of the fewest readings that carry that excess: the largest are
+    replaced by the median until the mean is at most ``threshold``."""
+    count = len(ratios)
+    median = float(np.median(ratios))
+    order = np.argsort(-ratios, kind="stable")
+    excess = float(ratios.sum()) - threshold * count
+    taken = count
+    for k, i in enumerate(order):
+        excess -= float(ratios[i]) - median
+        if excess <= 0:
+            taken = k + 1
+            break
+    chosen = order[:taken]
+    return int(chosen.min()), int(chosen.max())
+
+
+def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]:
+    """The (first, last) timestamps of what made anomalous ``verdict`` anomalous;
+    ``ratios``: its window's (S, F) per-reading errors (``Detector.step_ratios``) when its
+    score is above its threshold, else None."""
+    window = verdict.score.window
+    length = len(window.values)
+    newest = window.end_ts
+    spans: list[tuple[float, float]] = []
+    if verdict.score.value > verdict.threshold:
+        if ratios is None or ratios.size == 0:
+            spans.append((newest, newest))
+        else:
+            # a window holding non-finite readings: its worst errors are as bad as it gets
+            ratios = np.nan_to_num(ratios, nan=_CAP, posinf=_CAP, neginf=0.0)
+            feature = int(ratios.mean(axis=0).argmax())
+            first, last = carrying_readings(ratios[:, feature], verdict.threshold)
+            offset = length - len(ratios)  # the scored readings are the newest S
+            spans.append((window.time_of(offset + first), window.time_of(offset + last)))
+    if verdict.spike is not None:
+        at = window.time_of(length - 1 - verdict.spike.age)
+        spans.append((at, at))
+    if verdict.level is not None or verdict.constant is not None or not spans:
+        spans.append((newest, newest))
+    return min(s for s, _ in spans), max(e for _, e in spans)
+
+
+def onset(run: list[Verdict], normal_end: float) -> float:
+    """When an alert opened by the anomalous verdicts ``run`` started: their earliest
+    evidence, but never at or before ``normal_end``, the newest reading of the device's last
+    window judged normal -- a reading that window held did not make it anomalous, so an
+    error spread over the readings before a fault (the score's evidence may reach back
+    into them) does not move the onset ahead of it. A spike's reading is the exception: the
+    spike check judges a reading only once it has newer neighbours, so the windows that
+    held it before were normal for want of them."""
+    first = run[0].score.window
+    start = min((v.evidence or (v.score.window.end_ts,) * 2)[0] for v in run)
+    if start <= normal_end:
+        length = len(first.values)
+        after = [t for i in range(length) if (t := first.time_of(i)) > normal_end]
+        start = min(after, default=first.end_ts)
+    spikes = [
+        v.score.window.time_of(len(v.score.window.values) - 1 - v.spike.age)
+        for v in run
+        if v.spike is not None
+    ]
+    return min([start, *spikes])
