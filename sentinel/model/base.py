@@ -37,6 +37,7 @@ from sentinel.config import ModelConfig, SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.model.calibration import Calibration, Float64Array
 from sentinel.model.fields import as_object, integer, string
+from sentinel.model.stuck import RunStats
 
 __all__ = [
     "LEGACY_DETECTOR",
@@ -306,6 +307,12 @@ class Detector(ABC):
     def levels(self, windows: np.ndarray) -> Float64Array | None:
         """(B, F) levels of raw windows (``sentinel.model.levels``), or None where the
         detector keeps no level statistics: the level check then leaves it alone."""
+        return None
+
+    def run_stats(self) -> RunStats | None:
+        """Training's longest run of identical consecutive readings per feature
+        (``sentinel.model.stuck``), or None where the detector keeps none: the stuck check
+        then leaves it alone."""
         return None
 
     def constant_values(self) -> dict[int, float]:

@@ -28,6 +28,7 @@ from sentinel.judge.alerts import AlertTracker, alert_checks
 from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.levels import LevelCheck
 from sentinel.judge.spikes import SpikeCheck
+from sentinel.judge.stuck import StuckCheck
 from sentinel.judge.threshold import ThresholdBank
 from sentinel.model import Detector
 from sentinel.records import (
@@ -156,6 +157,7 @@ class Pipeline:
         self._thresholds = ThresholdBank(config.threshold)
         self._spikes = SpikeCheck(config.spikes, config.windows.hop)
         self._levels = LevelCheck(config.levels)
+        self._stuck = StuckCheck(config.stuck)
         self._constants = ConstantCheck(config.constants, config.windows.hop)
         self._snapshots = (
             ThresholdSnapshots(snapshot_path, self._thresholds, self._spikes, self._constants)
@@ -552,8 +554,9 @@ class Pipeline:
         return changes
 
     def _judge(self, runtime: _Stream, windows: list[Window], live: bool = True) -> list[Verdict]:
-        """Score one stream's windows with its model and judge them: the spike, level and
-        constant checks, then each device's threshold, which learns from the normal ones.
+        """Score one stream's windows with its model and judge them: the spike, level,
+        constant and stuck checks, then each device's threshold, which learns from the
+        normal ones.
         Everything a verdict depends on, and nothing after it (alerts, the observer):
         live windows and warm-up windows (``_warm``) go through this same code."""
         detector = runtime.detector
@@ -577,6 +580,7 @@ class Pipeline:
         spikes = self._spikes.check(runtime.config.name, [w.device for w in windows], stacked)
         levels = self._levels.check(detector, stacked)
         constants = self._constants.check(detector, windows)
+        stuck = self._stuck.check(detector, stacked)
         verdicts: list[Verdict] = []
         for i, window in enumerate(windows):
             score = Score(
@@ -585,7 +589,9 @@ class Pipeline:
                 feature_errors=tuple(float(e) for e in feature_errors[i]),
                 model_version=detector.version,
             )
-            verdicts.append(self._thresholds.judge(score, spikes[i], levels[i], constants[i]))
+            verdicts.append(
+                self._thresholds.judge(score, spikes[i], levels[i], constants[i], stuck[i])
+            )
         return verdicts
 
     def _warm(self, runtime: _Stream, device: str, readings: Sequence[Reading]) -> None:
@@ -872,6 +878,7 @@ class Pipeline:
         self._alerts.reconfigure(config.alerts)
         self._spikes.reconfigure(config.spikes, config.windows.hop)
         self._levels.reconfigure(config.levels)
+        self._stuck.reconfigure(config.stuck)
         self._constants.reconfigure(config.constants, config.windows.hop)
         self.rejections.interval = config.ingest.log_interval
         self._config = config
@@ -883,4 +890,5 @@ class Pipeline:
             alerts=config.alerts.model_dump(),
             spikes=config.spikes.model_dump(),
             levels=config.levels.model_dump(),
+            stuck=config.stuck.model_dump(),
         )
