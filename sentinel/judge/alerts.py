@@ -56,9 +56,8 @@ def alert_checks(alert: Alert) -> str:
     """Which checks opened ``alert``, as replay's ``check`` column names them: ``score`` (its
     peak window scored above the threshold), ``spike:FEATURE``, ``level:FEATURE`` (the
     strongest hit among its opening windows), ``constant:FEATURE`` and ``stuck:FEATURE``,
-    joined by ``+``. An
-    alert opened by a spike alone scores below its threshold, and this is what says why it
-    fired."""
+    joined by ``+``. An alert opened by a spike alone scores below its threshold, and this
+    is what says why it fired."""
     parts = ["score"] if alert.peak_score > alert.threshold else []
     reason = alert.reason
     if reason is not None:
