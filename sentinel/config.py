@@ -444,6 +444,47 @@ class ThresholdConfig(Section):
         description="Page-Hinkley detection threshold (lambda) on the cumulative log-score "
         "excess: a step of d in log score is found after about lambda / d windows.",
     )
+    recurring: bool = Field(
+        default=True,
+        description="Learn each device's recurring excursions of the score (a pump that runs "
+        "at the same hour every day, a timed actuation): a run of windows above the threshold "
+        "by the score alone is normal when its onset and the onsets of the last "
+        "recurring_count remembered runs about as large are evenly spaced (within 5%), and "
+        "stays normal while no window scores above recurring_margin x their largest peak "
+        "and it lasts no longer than 1.5 x their longest plus a window. A first, irregular, "
+        "larger or longer one alerts. The memory is the device's, kept across model swaps "
+        "and restarts (sentinel/judge/recurring.py).",
+    )
+    recurring_count: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Earlier evenly spaced excursions that make one normal, when they were "
+        "normal themselves (in the model's training readings, judged by the warm start, or "
+        "recurring); one more when any of them alerted. So a daily pattern seen on two "
+        "training days is known at once, and one that starts after training alerts on its "
+        "first recurring_count + 1 occurrences.",
+    )
+    recurring_margin: float = Field(
+        default=2.0,
+        ge=1.0,
+        le=1_000.0,
+        description="An earlier excursion counts when its peak (a multiple of the threshold) "
+        "is at least 1 / recurring_margin of this one's score; a recurring excursion whose "
+        "window scores above recurring_margin x the largest such peak alerts.",
+    )
+    recurring_memory: int = Field(
+        default=16,
+        ge=1,
+        le=1_000,
+        description="Excursions remembered per device, newest kept (saved with the thresholds).",
+    )
+
+    @model_validator(mode="after")
+    def _recurring_memory_holds_count(self) -> ThresholdConfig:
+        if self.recurring_count >= self.recurring_memory:
+            raise ValueError("recurring_count must be below recurring_memory")
+        return self
 
     @model_validator(mode="after")
     def _risk_beyond_level(self) -> ThresholdConfig:

@@ -223,6 +223,9 @@ class Verdict:
     # Set when a feature's newest readings repeat one value for at least its limit
     # (sentinel.judge.stuck): anomalous whatever the score, as for a spike.
     stuck: StuckHit | None = None
+    # True when the score was above the threshold in an excursion that recurs with the
+    # device's learnt period (sentinel.judge.recurring): judged normal for that reason.
+    recurring: bool = False
 
 
 class AlertStatus(StrEnum):

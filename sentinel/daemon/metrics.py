@@ -236,6 +236,11 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "sentinel_windows_anomalous", "Scored windows above their threshold.", stats.anomalous
     )
+    yield CounterMetricFamily(
+        "sentinel_windows_recurring",
+        "Scored windows above their threshold judged normal: a device's recurring excursion.",
+        stats.recurring,
+    )
     alerts = CounterMetricFamily("sentinel_alerts", "Alert changes, by event.", labels=["event"])
     alerts.add_metric(["opened"], stats.alerts_opened)
     alerts.add_metric(["reopened"], stats.alerts_reopened)  # within alerts.cooldown

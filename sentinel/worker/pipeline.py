@@ -27,6 +27,7 @@ from sentinel.errors import SentinelError
 from sentinel.judge.alerts import AlertTracker, alert_checks
 from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.levels import LevelCheck
+from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.stuck import StuckCheck
 from sentinel.judge.threshold import ThresholdBank
@@ -159,8 +160,11 @@ class Pipeline:
         self._levels = LevelCheck(config.levels)
         self._stuck = StuckCheck(config.stuck)
         self._constants = ConstantCheck(config.constants, config.windows.hop)
+        self._recurring = RecurringExcursions(config.threshold)
         self._snapshots = (
-            ThresholdSnapshots(snapshot_path, self._thresholds, self._spikes, self._constants)
+            ThresholdSnapshots(
+                snapshot_path, self._thresholds, self._spikes, self._constants, self._recurring
+            )
             if snapshot_path is not None
             else None
         )
@@ -508,6 +512,7 @@ class Pipeline:
         # Also what a restart restored for devices that have not come back since.
         parked = self._thresholds.park(held)
         self._spikes.park(held)
+        self._recurring.park(held)
         self._alerts.forget(held, wall)
         if gone or parked:
             self.stats.evicted += len(gone)
@@ -527,6 +532,8 @@ class Pipeline:
         verdicts = self._judge(runtime, windows)
         changes: list[Alert] = []
         for verdict in verdicts:
+            if verdict.recurring:
+                self.stats.recurring += 1
             if verdict.is_anomaly:
                 self.stats.anomalous += 1
                 if self._tap is not None:
@@ -589,9 +596,8 @@ class Pipeline:
                 feature_errors=tuple(float(e) for e in feature_errors[i]),
                 model_version=detector.version,
             )
-            verdicts.append(
-                self._thresholds.judge(score, spikes[i], levels[i], constants[i], stuck[i])
-            )
+            verdict = self._thresholds.judge(score, spikes[i], levels[i], constants[i], stuck[i])
+            verdicts.append(self._recurring.judge(verdict, warm=not live))
         return verdicts
 
     def _warm(self, runtime: _Stream, device: str, readings: Sequence[Reading]) -> None:
@@ -880,6 +886,7 @@ class Pipeline:
         self._levels.reconfigure(config.levels)
         self._stuck.reconfigure(config.stuck)
         self._constants.reconfigure(config.constants, config.windows.hop)
+        self._recurring.reconfigure(config.threshold)
         self.rejections.interval = config.ingest.log_interval
         self._config = config
         # Alerts record the hash of the config in force (their reason's config_hash).

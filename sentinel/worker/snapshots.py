@@ -3,8 +3,9 @@
 Written every ``snapshot_interval`` and when the worker stops, atomically, each stream's
 thresholds tagged with the model version they were learnt on; at start they are taken back
 only for the models still in use (a new model has its own score scale), while the spike
-check's noise scales and remembered spikes, which belong to the devices, are taken back
-whatever the model. The constant check's learnt values (``constants``) belong to the model's
+check's noise scales and remembered spikes, and the score's remembered recurring
+excursions (``recurring``), which belong to the devices, are taken back whatever the
+model. The constant check's learnt values (``constants``) belong to the model's
 training values, so they come back only for the same model, as the thresholds do. A
 snapshot that cannot be read is set aside as ``thresholds.json.corrupt`` and reported, and
 the thresholds start afresh: never fatal.
@@ -22,6 +23,7 @@ import structlog
 
 from sentinel.atomic import write_atomically
 from sentinel.judge.constants import ConstantCheck
+from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
 
@@ -33,8 +35,8 @@ _SCHEMA = 1
 
 
 class ThresholdSnapshots:
-    """Saves and restores the state of ``thresholds``, ``spikes`` and ``constants`` at
-    ``path``."""
+    """Saves and restores the state of ``thresholds``, ``spikes``, ``constants`` and
+    ``recurring`` at ``path``."""
 
     def __init__(
         self,
@@ -42,11 +44,13 @@ class ThresholdSnapshots:
         thresholds: ThresholdBank,
         spikes: SpikeCheck,
         constants: ConstantCheck | None = None,
+        recurring: RecurringExcursions | None = None,
     ) -> None:
         self.path = path
         self._thresholds = thresholds
         self._spikes = spikes
         self._constants = constants
+        self._recurring = recurring
 
     def save(self, models: Mapping[str, str]) -> None:
         """Write the state of every stream in ``models`` (stream -> active model version)."""
@@ -56,6 +60,7 @@ class ThresholdSnapshots:
                 "devices": self._thresholds.snapshot(name),
                 "spikes": self._spikes.snapshot(name),
                 "constants": self._constants.snapshot(name) if self._constants else {},
+                "recurring": self._recurring.snapshot(name) if self._recurring else {},
             }
             for name, version in models.items()
         }
@@ -80,6 +85,8 @@ class ThresholdSnapshots:
                 version, features = models[name]
                 # Noise scales belong to the devices, not the model: kept across a swap.
                 self._spikes.restore(name, saved.get("spikes", {}), features)
+                if self._recurring is not None:  # so are recurring excursions (issue #21)
+                    self._recurring.restore(name, saved.get("recurring", {}))
                 if saved["model_version"] != version:
                     log.info(
                         "threshold_snapshot_stale",

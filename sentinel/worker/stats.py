@@ -63,6 +63,7 @@ class PipelineStats:
     warm_windows: int = 0  # judged with alerts suppressed at a first model (warmup.py)
     scored: int = 0
     anomalous: int = 0
+    recurring: int = 0  # above the threshold, normal as a recurring excursion (recurring.py)
     alerts_opened: int = 0
     alerts_closed: int = 0
     alerts_reopened: int = 0  # within alerts.cooldown of their end: the same alert again
@@ -79,6 +80,7 @@ class PipelineStats:
             "warm_windows": self.warm_windows,
             "scored": self.scored,
             "anomalous": self.anomalous,
+            "recurring": self.recurring,
             "alerts_opened": self.alerts_opened,
             "alerts_closed": self.alerts_closed,
             "alerts_reopened": self.alerts_reopened,

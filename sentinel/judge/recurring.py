@@ -1,0 +1,238 @@
+"""Recurring excursions: a rise of the model's score that comes back on a learnt period is
+a device's normal, not an anomaly.
+
+Why (issue #21, cause 6, for the score): a pump that runs 20 minutes every morning, a
+nightly batch job, a valve that actuates on a timer -- the onset of such a pulse cannot be
+predicted from the readings before it, so the forecaster's error (and the autoencoder's)
+jumps there every time, and every occurrence alerted: the synthetic ``daily_pulse`` class
+raised one false alert a day from the score alone. The spike check already learns pulses of
+one to a few readings (``sentinel.judge.spikes``, ``recurring``); this is the same rule for
+the excursions of the score that last longer than a spike.
+
+Per device, an *excursion* is a run of consecutive windows judged anomalous by their score
+alone (no spike, level, constant or stuck hit). Each ended excursion is remembered: its onset (the
+first window's end time), its peak as a multiple of the threshold then in force, and its
+duration. A new excursion is normal when its onset and the onsets of the last
+``recurring_count`` remembered ones at least about as large (their peak at least
+1 / ``recurring_margin`` of this window's) are evenly spaced, each interval within 5% of
+their median (or within the time between two windows, whichever is longer): it recurs with
+a learnt period, however long -- daily at 1-minute sampling is 1,440 readings. Those must
+be *trusted* -- seen in the model's training readings, which the warm start judges first,
+or judged recurring themselves; where any of them alerted, one more is needed. An anomaly's
+onset, its end and the next anomaly's onset can be evenly spaced by chance (the synthetic
+``cycle_1s``: two half-period faults a period apart), and must not make the next one normal;
+a daily pattern on two training days is known from the first live day. It stays
+normal while it stays within what was seen: no window above ``recurring_margin`` times the
+largest of those peaks, no longer than 1.5 times the longest of those durations plus a
+window. Past either, the rest of the run is anomalous -- a pump that runs at its usual hour
+but twice as hard, or does not stop, alerts. An irregular excursion, a first or second one,
+or one off the period alerts as before.
+
+Only the verdict changes: the threshold has already left the excursion's windows out of
+what it learns (they scored above it), so a recurring pulse never raises the threshold.
+The memory belongs to the device, not to the model (a retrained forecaster cannot predict
+the pulse either), so it survives a model swap, is saved with the thresholds
+(``snapshot``/``restore``) and parked with them when a device goes quiet.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from sentinel.config import ThresholdConfig
+from sentinel.records import Verdict
+
+__all__ = ["Excursion", "RecurringExcursions"]
+
+# Intervals within 5% of their median are one period: a daily pulse may drift by a reading
+# or so at coarse sampling, random excursions hardly ever line up so (as for spikes).
+_PERIOD_TOLERANCE = 0.05
+_DURATION_SLACK = 1.5  # a normal excursion may last this much longer than the longest seen
+_RATIO_CAP = 1e30  # a score over a zero threshold: as far above it as it gets
+
+
+@dataclass(frozen=True, slots=True)
+class Excursion:
+    """One ended excursion of a device's score: onset and duration in seconds (event time),
+    peak as a multiple of the threshold in force; ``trusted`` when it was normal (seen in
+    the training readings, or judged recurring) rather than an alert."""
+
+    onset: float
+    peak: float
+    duration: float
+    trusted: bool = False
+
+
+@dataclass(slots=True)
+class _Run:
+    onset: float
+    peak: float
+    last: float
+    normal: bool
+    trusted: bool = False  # seen in training readings (warm-up), or judged recurring
+    limit_peak: float = 0.0  # the most a normal run's window may score, x threshold
+    limit_end: float = 0.0  # the latest a normal run may still go on (event time)
+
+
+@dataclass(slots=True)
+class _Device:
+    past: deque[Excursion]
+    run: _Run | None = None
+    last_ts: float | None = None  # end time of the device's previous window
+    hop_s: float = 0.0  # seconds between its last two windows: the onsets' resolution
+
+
+@dataclass
+class RecurringExcursions:
+    """Per (stream, device) memory of score excursions, and the verdicts it makes normal."""
+
+    config: ThresholdConfig
+    _devices: dict[tuple[str, str], _Device] = field(default_factory=dict)
+    _parked: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def reconfigure(self, config: ThresholdConfig) -> None:
+        if config.recurring_memory != self.config.recurring_memory:
+            for device in self._devices.values():
+                device.past = deque(device.past, maxlen=config.recurring_memory)
+        self.config = config
+
+    def judge(self, verdict: Verdict, warm: bool = False) -> Verdict:
+        """``verdict`` as it stands, or -- when it is anomalous by its score alone, as part
+        of an excursion that recurs as the device's normal -- the same window judged normal.
+        Feed every verdict of a device in order; ``warm``: a window of the model's training
+        readings (``sentinel.worker.warmup``), normal by assumption, so its excursions are
+        trusted."""
+        if not self.config.recurring:
+            return verdict
+        window = verdict.score.window
+        key = (window.stream, window.device)
+        device = self._device(key)
+        ts = window.end_ts
+        if device.last_ts is not None and ts > device.last_ts:
+            device.hop_s = ts - device.last_ts
+        device.last_ts = ts
+        if not verdict.is_anomaly or _forced(verdict):
+            ended = device.run
+            if ended is not None and not verdict.is_anomaly:
+                duration = ended.last - ended.onset
+                device.past.append(Excursion(ended.onset, ended.peak, duration, ended.trusted))
+                device.run = None
+            elif ended is not None:
+                ended.last = ts  # a forced window inside an excursion extends it
+            return verdict
+        ratio = min(verdict.score.value / max(verdict.threshold, 1e-30), _RATIO_CAP)
+        run = device.run
+        if run is None:
+            run = self._start(device, ts, ratio, window.end_ts - window.start_ts)
+            run.trusted = warm or run.normal
+            device.run = run
+        else:
+            run.peak = max(run.peak, ratio)
+            run.last = ts
+            if run.normal and (ratio > run.limit_peak or ts > run.limit_end):
+                run.normal = False  # larger or longer than the device's normal pulse
+                run.trusted = warm
+        if not run.normal:
+            return verdict
+        return replace(verdict, is_anomaly=False, exceedance=1.0, recurring=True)
+
+    def _start(self, device: _Device, ts: float, ratio: float, span: float) -> _Run:
+        cfg = self.config
+        margin = cfg.recurring_margin
+        alike = [p for p in device.past if p.peak * margin >= ratio]
+        # Excursions that alerted are weaker evidence than normal ones: an anomaly's onset
+        # and end, and the next anomaly's onset, can be evenly spaced by chance.
+        need = cfg.recurring_count
+        if not all(p.trusted for p in alike[-need:]):
+            need += 1
+        chosen = alike[-need:]
+        if len(chosen) < need or not _periodic([*(p.onset for p in chosen), ts], device.hop_s):
+            return _Run(ts, ratio, ts, normal=False)
+        return _Run(
+            ts,
+            ratio,
+            ts,
+            normal=True,
+            limit_peak=margin * max(p.peak for p in chosen),
+            limit_end=ts + _DURATION_SLACK * max(p.duration for p in chosen) + span,
+        )
+
+    def _device(self, key: tuple[str, str]) -> _Device:
+        device = self._devices.get(key)
+        if device is None:
+            device = self._devices[key] = _Device(deque(maxlen=self.config.recurring_memory))
+            parked = self._parked.pop(key, None)
+            if parked is not None:
+                device.past.extend(_excursions(parked, key[1]))
+        return device
+
+    def excursions(self, stream: str, device: str) -> list[Excursion]:
+        """A device's remembered excursions, oldest first."""
+        state = self._devices.get((stream, device))
+        if state is not None:
+            return list(state.past)
+        parked = self._parked.get((stream, device))
+        return [] if parked is None else _excursions(parked, device)
+
+    def park(self, keep: Container[tuple[str, str]]) -> int:
+        """Free the state of every device not in ``keep``; its memory waits for its return."""
+        gone = [key for key in self._devices if key not in keep]
+        for key in gone:
+            self._parked[key] = _to_data(self._devices.pop(key))
+        return len(gone)
+
+    def snapshot(self, stream: str) -> dict[str, Any]:
+        """Each device's remembered excursions (an excursion in progress restarts)."""
+        data = {device: saved for (s, device), saved in self._parked.items() if s == stream}
+        for (s, device), state in self._devices.items():
+            if s == stream and state.past:
+                data[device] = _to_data(state)
+        return data
+
+    def restore(self, stream: str, devices: Mapping[str, Any]) -> int:
+        """Take back ``snapshot``'s memory; ValueError/TypeError/KeyError on a malformed one
+        (the caller reports it and starts afresh)."""
+        restored = {}
+        for device, data in devices.items():
+            state = _Device(deque(maxlen=self.config.recurring_memory))
+            state.past.extend(_excursions(data, str(device)))
+            restored[(stream, str(device))] = state
+        self._devices.update(restored)
+        return len(restored)
+
+
+def _forced(verdict: Verdict) -> bool:
+    """Whether a check beside the score holds the window anomalous."""
+    return any(
+        hit is not None for hit in (verdict.spike, verdict.level, verdict.constant, verdict.stuck)
+    )
+
+
+def _periodic(onsets: list[float], resolution: float) -> bool:
+    """Whether the intervals between ``onsets`` (seconds, oldest first) are one period: each
+    within ``_PERIOD_TOLERANCE`` of their median, or within ``resolution`` (the time between
+    two windows, by which an onset can shift), whichever is larger."""
+    intervals = np.diff(np.asarray(onsets, dtype=np.float64))
+    period = float(np.median(intervals))
+    tolerance = max(_PERIOD_TOLERANCE * period, resolution)
+    return period > 0 and bool((np.abs(intervals - period) <= tolerance).all())
+
+
+def _to_data(state: _Device) -> dict[str, Any]:
+    return {"excursions": [[p.onset, p.peak, p.duration, p.trusted] for p in state.past]}
+
+
+def _excursions(data: Mapping[str, Any], device: str) -> list[Excursion]:
+    out = []
+    for saved in data["excursions"]:
+        onset, peak, duration, trusted = saved
+        item = Excursion(float(onset), float(peak), float(duration), bool(trusted))
+        if not (np.isfinite(item.onset) and item.peak >= 0 and item.duration >= 0):
+            raise ValueError(f"recurring excursions of {device!r}: {saved}")
+        out.append(item)
+    return out

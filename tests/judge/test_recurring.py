@@ -1,0 +1,194 @@
+"""Recurring excursions of the score: a pulse that comes back on its period is normal
+(sentinel.judge.recurring, issue #21)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from sentinel.config import ThresholdConfig
+from sentinel.judge.recurring import RecurringExcursions
+from sentinel.records import Score, SpikeHit, StuckHit, Verdict, Window
+
+HOP = 60.0  # seconds between windows
+DAY = 86_400.0
+THRESHOLD = 2.0
+
+
+def verdict(ts: float, value: float, device: str = "a", spike: bool = False) -> Verdict:
+    window = Window("pump", device, ts - 31 * HOP / 4, ts, np.zeros((32, 1), dtype=np.float32))
+    hit = SpikeHit(0, 20.0, 3) if spike else None
+    return Verdict(
+        Score(window, value, (value,), "v1"),
+        THRESHOLD,
+        is_anomaly=value > THRESHOLD or spike,
+        exceedance=1e-4 if value > THRESHOLD or spike else 1.0,
+        spike=hit,
+    )
+
+
+def feed(
+    memory: RecurringExcursions,
+    start: float,
+    end: float,
+    pulses: dict[float, tuple[float, float]],
+    device: str = "a",
+    warm: bool = False,
+) -> list[Verdict]:
+    """Windows every HOP from ``start`` to ``end``; ``pulses``: onset -> (duration, score),
+    scoring 1.0 elsewhere. Returns the verdicts; ``warm``: as the warm start's."""
+    out = []
+    for ts in np.arange(start, end, HOP):
+        value = 1.0
+        for onset, (duration, score) in pulses.items():
+            if onset <= ts < onset + duration:
+                value = score
+        out.append(memory.judge(verdict(float(ts), value, device), warm=warm))
+    return out
+
+
+def anomalous_between(verdicts: list[Verdict], start: float, end: float) -> int:
+    return sum(v.is_anomaly for v in verdicts if start <= v.score.window.end_ts < end)
+
+
+def daily(
+    days: range, hour: float = 6.0, duration: float = 1200.0, score: float = 50.0
+) -> dict[float, tuple[float, float]]:
+    return {d * DAY + hour * 3600: (duration, score) for d in days}
+
+
+def test_a_daily_pulse_seen_in_training_is_normal_from_the_first_live_day() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    warm = feed(memory, 0.0, 2 * DAY, daily(range(2)), warm=True)
+    assert anomalous_between(warm, 0.0, 2 * DAY) == 40  # the warm-up judges; it alerts on nothing
+    verdicts = feed(memory, 2 * DAY, 5 * DAY, daily(range(2, 5)))
+    assert anomalous_between(verdicts, 2 * DAY, 5 * DAY) == 0
+    normal = [v for v in verdicts if v.recurring]
+    assert len(normal) == 60
+    assert all(not v.is_anomaly and v.exceedance == 1.0 for v in normal)
+
+
+def test_a_pattern_new_after_training_alerts_until_it_has_recurred_then_normal() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    verdicts = feed(memory, 0.0, 6 * DAY, daily(range(6)))
+    per_day = [anomalous_between(verdicts, d * DAY, (d + 1) * DAY) for d in range(6)]
+    # recurring_count = 2, plus one because those alerted: the first three alert
+    assert per_day == [20, 20, 20, 0, 0, 0]
+
+
+def test_an_anomalys_onset_end_and_the_next_ones_onset_do_not_make_a_period() -> None:
+    # Two faults half a period long, a period apart: the score rises at each onset and
+    # end, evenly spaced (the synthetic cycle_1s); the second fault's onset must alert.
+    memory = RecurringExcursions(ThresholdConfig())
+    period = 300 * HOP
+    edges = {k * period / 2 + 3600: (16 * HOP, 20.0) for k in range(4)}
+    verdicts = feed(memory, 0.0, 4 * period, edges)
+    second = 2 * period / 2 + 3600
+    assert anomalous_between(verdicts, second, second + 16 * HOP) == 16
+
+
+def test_an_excursion_off_the_period_still_alerts() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    feed(memory, 0.0, 2 * DAY, daily(range(2)), warm=True)
+    pulses = daily(range(2, 4))
+    off = 3 * DAY + 15 * 3600  # 15:00 on the fourth day
+    pulses[off] = (600.0, 50.0)
+    verdicts = feed(memory, 2 * DAY, 4 * DAY, pulses)
+    assert anomalous_between(verdicts, off, off + 600) == 10
+    assert anomalous_between(verdicts, 3 * DAY, 3 * DAY + 12 * 3600) == 0  # its 06:00 one
+
+
+def test_a_recurring_pulse_twice_as_high_or_much_longer_alerts() -> None:
+    cfg = ThresholdConfig()
+    higher = daily(range(3))
+    higher[3 * DAY + 6 * 3600] = (1200.0, 50.0 * 2.5)
+    memory = RecurringExcursions(cfg)
+    feed(memory, 0.0, 2 * DAY, daily(range(2)), warm=True)
+    verdicts = feed(memory, 2 * DAY, 4 * DAY, higher)
+    assert anomalous_between(verdicts, 2 * DAY, 3 * DAY) == 0
+    assert anomalous_between(verdicts, 3 * DAY, 4 * DAY) == 20
+
+    longer = daily(range(3))
+    longer[3 * DAY + 6 * 3600] = (4 * 3600.0, 50.0)  # does not stop
+    memory = RecurringExcursions(cfg)
+    feed(memory, 0.0, 2 * DAY, daily(range(2)), warm=True)
+    verdicts = feed(memory, 2 * DAY, 4 * DAY, longer)
+    late = anomalous_between(verdicts, 3 * DAY, 4 * DAY)
+    # normal for 1.5 x its usual 20 minutes plus a window, anomalous for the rest
+    assert 4 * 60 - 40 <= late < 4 * 60 - 25
+
+
+def test_a_smaller_pulse_in_between_does_not_break_the_period_of_the_big_one() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    feed(memory, 0.0, 2 * DAY, daily(range(2)), warm=True)
+    pulses = daily(range(2, 5))
+    pulses[2 * DAY + 18 * 3600] = (300.0, 3.0)  # an unrelated small excursion
+    verdicts = feed(memory, 2 * DAY, 5 * DAY, pulses)
+    assert anomalous_between(verdicts, 3 * DAY, 5 * DAY) == 0
+
+
+def test_spike_hits_are_left_to_the_spike_check() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    feed(memory, 0.0, 3 * DAY, daily(range(3)), warm=True)
+    onset = 3 * DAY + 6 * 3600
+    judged = memory.judge(verdict(onset, 50.0, spike=True))
+    assert judged.is_anomaly
+    assert not judged.recurring
+
+
+def test_stuck_hits_are_left_to_the_stuck_check() -> None:
+    """A frozen channel at the pulse's hour is still a frozen channel."""
+    memory = RecurringExcursions(ThresholdConfig())
+    feed(memory, 0.0, 3 * DAY, daily(range(3)), warm=True)
+    onset = 3 * DAY + 6 * 3600
+    frozen = replace(verdict(onset, 50.0), stuck=StuckHit(0, 40, 24, 1e-4))
+    judged = memory.judge(frozen)
+    assert judged.is_anomaly
+    assert not judged.recurring
+
+
+def test_off_changes_nothing() -> None:
+    memory = RecurringExcursions(ThresholdConfig(recurring=False))
+    feed(memory, 0.0, 2 * DAY, daily(range(2)), warm=True)
+    verdicts = feed(memory, 2 * DAY, 5 * DAY, daily(range(2, 5)))
+    assert anomalous_between(verdicts, 2 * DAY, 5 * DAY) == 60
+    assert not any(v.recurring for v in verdicts)
+
+
+def test_devices_are_apart() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    feed(memory, 0.0, 3 * DAY, daily(range(3)), device="a", warm=True)
+    verdicts = feed(memory, 3 * DAY, 4 * DAY, daily(range(3, 4)), device="b")
+    assert anomalous_between(verdicts, 3 * DAY, 4 * DAY) == 20
+
+
+@pytest.mark.parametrize("how", ["snapshot", "park"])
+def test_the_memory_survives_a_restart_and_a_quiet_spell(how: str) -> None:
+    cfg = ThresholdConfig()
+    memory = RecurringExcursions(cfg)
+    feed(memory, 0.0, 2 * DAY, daily(range(2)), warm=True)
+    if how == "snapshot":
+        saved = memory.snapshot("pump")
+        assert saved["a"]["excursions"][0] == [6 * 3600, 25.0, 1140.0, True]
+        memory = RecurringExcursions(cfg)
+        assert memory.restore("pump", saved) == 1
+    else:
+        assert memory.park(keep=set()) == 1
+        assert len(memory.excursions("pump", "a")) == 2
+    verdicts = feed(memory, 2 * DAY, 3 * DAY, daily(range(2, 3)))
+    assert anomalous_between(verdicts, 2 * DAY, 3 * DAY) == 0
+
+
+def test_a_malformed_snapshot_is_refused() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    with pytest.raises(ValueError, match="recurring excursions of 'a'"):
+        memory.restore("pump", {"a": {"excursions": [[0.0, -1.0, 5.0, True]]}})
+    with pytest.raises(KeyError):
+        memory.restore("pump", {"a": {}})
+
+
+def test_count_must_fit_the_memory() -> None:
+    with pytest.raises(ValueError, match="recurring_count must be below recurring_memory"):
+        ThresholdConfig(recurring_count=4, recurring_memory=4)
