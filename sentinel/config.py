@@ -48,6 +48,7 @@ __all__ = [
     "SentinelConfig",
     "SpikesConfig",
     "StreamConfig",
+    "StuckConfig",
     "ThresholdConfig",
     "TlsConfig",
     "WindowConfig",
@@ -621,6 +622,43 @@ class LevelsConfig(Section):
     )
 
 
+class StuckConfig(Section):
+    """Frozen-sensor check beside the model (sentinel/model/stuck.py, sentinel/judge/stuck.py;
+    issue #21)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Judge how long each feature's newest readings repeat one value exactly: "
+        "a window whose newest readings of a feature hold one value for at least that "
+        "feature's limit is anomalous, and the alert names it (stuck:FEATURE). A frozen "
+        "sensor (a stale register, a dead transmitter) is predicted better than a live "
+        "one, so the model's score cannot see it. Each limit is max(min_run, factor x the "
+        "longest run of identical readings in the model's training data), so a channel "
+        "quantised coarsely relative to its noise gets a long limit by itself. A limit "
+        "longer than windows.length is not judged (the window alone cannot show it); "
+        "features constant in training are the constant check's; a model saved before "
+        "this check existed is not judged.",
+    )
+    min_run: int = Field(
+        default=8,
+        ge=2,
+        le=1_000_000,
+        description="The shortest run of identical readings ever judged anomalous, in "
+        "readings: a floor for channels whose training never repeated a value more than "
+        "two or three times, where factor x that would flag a handful of repeats.",
+    )
+    factor: float = Field(
+        default=3.0,
+        ge=1.0,
+        le=1_000.0,
+        description="A feature's limit is this multiple of the longest run of identical "
+        "readings in one training segment. Runs of real channels are not independent "
+        "(a level sitting near a quantisation step stays on one value for a while), and "
+        "the longest run of a short training set underestimates the channel's, hence "
+        "the margin; 1 would flag any run as long as training's longest.",
+    )
+
+
 class ConstantsConfig(Section):
     """Departure check of the features constant in a model's training data
     (sentinel/judge/constants.py; issue #21)."""
@@ -1082,6 +1120,7 @@ class SentinelConfig(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     spikes: SpikesConfig = Field(default_factory=SpikesConfig)
     levels: LevelsConfig = Field(default_factory=LevelsConfig)
+    stuck: StuckConfig = Field(default_factory=StuckConfig)
     constants: ConstantsConfig = Field(default_factory=ConstantsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)

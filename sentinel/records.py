@@ -31,6 +31,7 @@ __all__ = [
     "Score",
     "Severity",
     "SpikeHit",
+    "StuckHit",
     "ThresholdState",
     "Verdict",
     "Window",
@@ -199,6 +200,19 @@ class ConstantHit:
 
 
 @dataclass(frozen=True, slots=True)
+class StuckHit:
+    """A window's feature whose newest readings repeat one value for longer than training
+    ever held one (sentinel.judge.stuck)."""
+
+    feature: int  # index into the stream's features
+    run: int  # identical readings ending at the window's newest
+    limit: int  # the feature's limit: max(min_run, factor x training's longest run)
+    # Chance that a normal window holds such a run: under 1 in the training readings, none
+    # of which did (1 / (n + 1)).
+    exceedance: float
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A score judged against its device's threshold."""
 
@@ -219,6 +233,9 @@ class Verdict:
     # Set when a feature constant in training left its value (sentinel.judge.constants):
     # anomalous whatever the score, as for a spike.
     constant: ConstantHit | None = None
+    # Set when a feature's newest readings repeat one value for at least its limit
+    # (sentinel.judge.stuck): anomalous whatever the score, as for a spike.
+    stuck: StuckHit | None = None
     # True when the score was above the threshold in an excursion that recurs with the
     # device's learnt period (sentinel.judge.recurring): judged normal for that reason.
     recurring: bool = False
@@ -291,6 +308,9 @@ class AlertReason:
     # The feature constant in training that left its value among the opening windows, if
     # the constant check fired: (feature, reading, training value).
     constant: tuple[str, float, float] | None = None
+    # The feature whose readings froze longest among the opening windows, if the stuck
+    # check fired: (feature, run of identical readings, its limit).
+    stuck: tuple[str, int, int] | None = None
 
     def to_dict(self) -> dict[str, object]:
         t = self.threshold
@@ -311,6 +331,8 @@ class AlertReason:
             name, value, expected = self.constant
             data["constant_feature"], data["constant_value"] = name, value
             data["constant_expected"] = expected
+        if self.stuck is not None:
+            data["stuck_feature"], data["stuck_run"], data["stuck_limit"] = self.stuck
         return data
 
     @classmethod
@@ -343,6 +365,15 @@ class AlertReason:
                     float(data["constant_expected"]),  # type: ignore[arg-type]
                 )
                 if "constant_feature" in data
+                else None
+            ),
+            stuck=(
+                (
+                    str(data["stuck_feature"]),
+                    int(data["stuck_run"]),  # type: ignore[call-overload]
+                    int(data["stuck_limit"]),  # type: ignore[call-overload]
+                )
+                if "stuck_feature" in data
                 else None
             ),
         )

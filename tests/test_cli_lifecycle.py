@@ -27,7 +27,11 @@ def seed(url: str) -> int:
     store.open()
     store.migrate()
     reason = AlertReason(
-        ThresholdState("spot", 2.5, 4100, 1e-3, True), 2e-7, "0123456789abcdef", ("flow", 14.2)
+        ThresholdState("spot", 2.5, 4100, 1e-3, True),
+        2e-7,
+        "0123456789abcdef",
+        ("flow", 14.2),
+        stuck=("current", 40, 24),
     )
     alert = Alert(
         "uid-r",
@@ -67,6 +71,7 @@ def test_alerts_list_and_show_carry_severity_and_reason(
     assert "2e-07" in text
     assert "0123456789abcdef" in text
     assert "flow, 14.2 x its noise" in text  # a spike fired it
+    assert "current held one value for 40 readings (limit 24)" in text  # and a frozen channel
 
 
 def test_alerts_csv_holds_structured_columns_as_json(

@@ -351,6 +351,14 @@ def _reason_fields(reason: dict[str, Any] | None) -> list[tuple[str, str]]:
                 f"{reason.get('constant_expected', 0):g} ({reason.get('constant_value', 0):g})",
             )
         )
+    if "stuck_feature" in reason:
+        fields.append(
+            (
+                "stuck",
+                f"{reason['stuck_feature']} held one value for {reason.get('stuck_run', 0)} "
+                f"readings (limit {reason.get('stuck_limit', 0)})",
+            )
+        )
     fields.append(("config hash", str(reason.get("config_hash", "-"))))
     return fields
 

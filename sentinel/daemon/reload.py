@@ -1,14 +1,15 @@
 """SIGHUP: reload the config file and apply what can change while running.
 
-Live keys: ``threshold.*``, ``alerts.*``, ``spikes.*``, ``levels.*``, ``logging.*`` and
-``ingest.log_interval``. The pipeline worker takes the new thresholds, spike and level checks
-and alert rules between two passes, like a model swap. The stream list (``streams``) is applied by
-restarting the components inside the process (``ReloadPlan.restart_streams``): everything in
-flight is drained and committed as on a stop, and the MQTT session resumes, so nothing is
-lost and the process keeps running. Every other key (the broker, the database, windows, the
-model, health, ...) needs a real restart: a reload that changes one logs it as
-``config_reload_needs_restart`` and keeps the running value. A file that does not load or
-validate is refused, and the daemon carries on with the config it has.
+Live keys: ``threshold.*``, ``alerts.*``, ``spikes.*``, ``levels.*``, ``stuck.*``,
+``logging.*`` and ``ingest.log_interval``. The pipeline worker takes the new thresholds, spike,
+level and stuck checks and alert rules between two passes, like a model swap. The stream list
+(``streams``) is applied by restarting the components inside the process
+(``ReloadPlan.restart_streams``): everything in flight is drained and committed as on a stop,
+and the MQTT session resumes, so nothing is lost and the process keeps running. Every other
+key (the broker, the database, windows, the model, health, ...) needs a real restart: a
+reload that changes one logs it as ``config_reload_needs_restart`` and keeps the running
+value. A file that does not load or validate is refused, and the daemon carries on with the
+config it has.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from sentinel.config import SentinelConfig
 __all__ = ["LIVE_KEYS", "ReloadPlan", "plan_reload"]
 
 # Dotted key prefixes that take effect without a restart.
-LIVE_KEYS = ("threshold.", "alerts.", "spikes.", "levels.", "logging.", "ingest.log_interval")
+LIVE_KEYS = (
+    "threshold.",
+    "alerts.",
+    "spikes.",
+    "levels.",
+    "stuck.",
+    "logging.",
+    "ingest.log_interval",
+)
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -65,7 +74,7 @@ def plan_reload(running: SentinelConfig, loaded: SentinelConfig) -> ReloadPlan:
     needs_restart = {k: v for k, v in sorted(diff.items()) if not _is_live(k)}
     data = running.model_dump()
     fresh = loaded.model_dump()
-    for section in ("threshold", "alerts", "spikes", "levels", "logging"):
+    for section in ("threshold", "alerts", "spikes", "levels", "stuck", "logging"):
         data[section] = fresh[section]
     data["ingest"]["log_interval"] = fresh["ingest"]["log_interval"]
     config = SentinelConfig.model_validate(data)

@@ -56,9 +56,9 @@ def severity_of(exceedance: float, config: AlertsConfig) -> Severity:
 def alert_checks(alert: Alert) -> str:
     """Which checks opened ``alert``, as replay's ``check`` column names them: ``score`` (its
     peak window scored above the threshold), ``spike:FEATURE``, ``level:FEATURE`` (the
-    strongest hit among its opening windows) and ``constant:FEATURE``, joined by ``+``. An
-    alert opened by a spike alone scores below its threshold, and this is what says why it
-    fired."""
+    strongest hit among its opening windows), ``constant:FEATURE`` and ``stuck:FEATURE``,
+    joined by ``+``. An alert opened by a spike alone scores below its threshold, and this
+    is what says why it fired."""
     parts = ["score"] if alert.peak_score > alert.threshold else []
     reason = alert.reason
     if reason is not None:
@@ -67,6 +67,8 @@ def alert_checks(alert: Alert) -> str:
                 parts.append(f"{kind}:{hit[0]}")
         if reason.constant is not None:
             parts.append(f"constant:{reason.constant[0]}")
+        if reason.stuck is not None:
+            parts.append(f"stuck:{reason.stuck[0]}")
     return "+".join(parts) or "score"
 
 
@@ -289,8 +291,13 @@ class AlertTracker:
             if constants:
                 hit = constants[0]
                 constant = (names[hit.feature], hit.value, hit.expected)
+            frozen = [v.stuck for v in run if v.stuck is not None]
+            stuck = None
+            if frozen:
+                longest = max(frozen, key=lambda h: h.run / h.limit)
+                stuck = (names[longest.feature], longest.run, longest.limit)
             reason = AlertReason(
-                run[-1].state, exceedance, self.config_hash, spike, level, constant
+                run[-1].state, exceedance, self.config_hash, spike, level, constant, stuck
             )
         alert = Alert(
             uid=str(uuid.uuid4()),
@@ -359,6 +366,10 @@ class AlertTracker:
             # A feature constant in training has no error scale to measure a departure in:
             # it is what this window is about, so it outweighs the rest of the window.
             excess[verdict.constant.feature] += 1.0 + float(excess.sum())
+        if verdict.stuck is not None:
+            # A frozen feature's error is, if anything, below normal: it has no error to
+            # weigh, and it is what this window is about, as for a constant's departure.
+            excess[verdict.stuck.feature] += 1.0 + float(excess.sum())
         return excess
 
     def _top(self, stream: str, excess: np.ndarray) -> tuple[FeatureContribution, ...]:

@@ -18,8 +18,9 @@ So each anomalous verdict carries the time span of its evidence (``Verdict.evide
   autoencoder, whose reconstruction of a whole window moves with one faulty reading) gives the
   window's newest reading, as before;
 * a spike: the spiking reading;
-* a level, constant or stuck hit: the window's newest reading (their statistic is the
-  window's, not one reading's).
+* a stuck hit: the frozen run, from the first repeat of its value to the newest reading;
+* a level or constant hit: the window's newest reading (their statistic is the window's,
+  not one reading's).
 
 The alert tracker takes an alert's start from its first anomalous window's evidence (never
 before the first reading after the device's last normal window: ``onset``) and its end
@@ -77,12 +78,25 @@ def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]
             first, last = carrying_readings(ratios[:, feature], verdict.threshold)
             offset = length - len(ratios)  # the scored readings are the newest S
             spans.append((window.time_of(offset + first), window.time_of(offset + last)))
-    if verdict.spike is not None:
-        at = window.time_of(length - 1 - verdict.spike.age)
-        spans.append((at, at))
+    spans.extend((at, at) for at in _exact_onsets(verdict))
     if verdict.level is not None or verdict.constant is not None or not spans:
         spans.append((newest, newest))
+    if verdict.stuck is not None:
+        spans.append((newest, newest))
     return min(s for s, _ in spans), max(e for _, e in spans)
+
+
+def _exact_onsets(verdict: Verdict) -> list[float]:
+    """The onsets a check beside the score knows to the reading: a spike's reading, and the
+    first repeat of a frozen channel's value."""
+    window = verdict.score.window
+    length = len(window.values)
+    out = []
+    if verdict.spike is not None:
+        out.append(window.time_of(length - 1 - verdict.spike.age))
+    if verdict.stuck is not None:
+        out.append(window.time_of(max(0, length - verdict.stuck.run + 1)))
+    return out
 
 
 def onset(run: list[Verdict], normal_end: float) -> float:
@@ -90,18 +104,14 @@ def onset(run: list[Verdict], normal_end: float) -> float:
     evidence, but never at or before ``normal_end``, the newest reading of the device's last
     window judged normal -- a reading that window held did not make it anomalous, so an
     error spread over the readings before a fault (the score's evidence may reach back
-    into them) does not move the onset ahead of it. A spike's reading is the exception: the
-    spike check judges a reading only once it has newer neighbours, so the windows that
-    held it before were normal for want of them."""
+    into them) does not move the onset ahead of it. A spike's reading and a frozen channel's
+    first repeat are the exceptions: the spike check judges a reading only once it has newer
+    neighbours, the stuck check a run only once it is long enough, so the windows that held
+    them before were normal for want of that."""
     first = run[0].score.window
     start = min((v.evidence or (v.score.window.end_ts,) * 2)[0] for v in run)
     if start <= normal_end:
         length = len(first.values)
         after = [t for i in range(length) if (t := first.time_of(i)) > normal_end]
         start = min(after, default=first.end_ts)
-    spikes = [
-        v.score.window.time_of(len(v.score.window.values) - 1 - v.spike.age)
-        for v in run
-        if v.spike is not None
-    ]
-    return min([start, *spikes])
+    return min([start, *(at for v in run for at in _exact_onsets(v))])

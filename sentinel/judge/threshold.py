@@ -69,6 +69,7 @@ from sentinel.records import (
     LevelHit,
     Score,
     SpikeHit,
+    StuckHit,
     ThresholdState,
     Verdict,
 )
@@ -190,14 +191,15 @@ class ThresholdBank:
         spike: SpikeHit | None = None,
         level: LevelHit | None = None,
         constant: ConstantHit | None = None,
+        stuck: StuckHit | None = None,
     ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
         The stream's model (``set_model``) gives the threshold a device warms up on and
         the held-back scores DSPOT is fitted on. A window with a ``spike``
-        (sentinel.judge.spikes), a ``level`` hit (sentinel.judge.levels) or a ``constant``
-        hit (sentinel.judge.constants) is anomalous whatever its score, and its score
-        teaches the threshold nothing.
+        (sentinel.judge.spikes), a ``level`` hit (sentinel.judge.levels), a ``constant``
+        hit (sentinel.judge.constants) or a ``stuck`` hit (sentinel.judge.stuck) is
+        anomalous whatever its score, and its score teaches the threshold nothing.
         """
         model = self._models[score.window.stream]
         fallback, calibration = model.fallback, model.scores
@@ -210,7 +212,8 @@ class ThresholdBank:
                 state = self._devices[key]
             else:
                 state = self._devices[key] = self._new_device(score.window.stream, calibration)
-        forced = spike is not None or level is not None or constant is not None
+        hits = (spike, level, constant, stuck)
+        forced = any(hit is not None for hit in hits)
         if state.spot is not None:
             spot = state.spot
             x = math.log(max(score.value, _LOG_FLOOR))
@@ -242,7 +245,7 @@ class ThresholdBank:
         self._watch(key, state, score, is_anomaly, fallback, calibration)
         if state.prior and state.spot is None:
             self._revert(key, state, score, threshold)
-        for hit in (spike, level, constant):
+        for hit in hits:
             if hit is not None:
                 is_anomaly, exceedance = True, min(exceedance, hit.exceedance)
         return Verdict(
@@ -254,6 +257,7 @@ class ThresholdBank:
             spike=spike,
             level=level,
             constant=constant,
+            stuck=stuck,
         )
 
     def drain_events(self) -> list[AuditEvent]:

@@ -37,6 +37,7 @@ from sentinel.config import ModelConfig, SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.model.calibration import Calibration, Float64Array
 from sentinel.model.fields import as_object, integer, string
+from sentinel.model.stuck import RunStats
 
 __all__ = [
     "LEGACY_DETECTOR",
@@ -315,6 +316,12 @@ class Detector(ABC):
         feature's mean of these over the S readings, so the readings of an anomalous window
         that carry its error can be found (``sentinel.judge.evidence``). Called for
         anomalous windows only."""
+        return None
+
+    def run_stats(self) -> RunStats | None:
+        """Training's longest run of identical consecutive readings per feature
+        (``sentinel.model.stuck``), or None where the detector keeps none: the stuck check
+        then leaves it alone."""
         return None
 
     def constant_values(self) -> dict[int, float]:

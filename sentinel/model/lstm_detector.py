@@ -40,6 +40,7 @@ from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.lstm_graph import LstmScoringGraph, cpu_copy
 from sentinel.model.scaler import Scaler
+from sentinel.model.stuck import RunStats
 
 __all__ = [
     "WEIGHTS_FILE",
@@ -83,6 +84,9 @@ class LstmMeta(DetectorMeta):
     # Training's window means per feature (sentinel.model.levels); None for models saved
     # before it existed, whose windows the level check then leaves alone.
     levels: LevelStats | None = None
+    # Training's longest run of identical readings per feature (sentinel.model.stuck); None
+    # for models saved before it existed, whose windows the stuck check then leaves alone.
+    stuck: RunStats | None = None
     # Features constant in training, with their value (issue #21). Their reconstruction
     # error says nothing (about zero in training, so any change would score 10^3-10^8 times
     # that), so the model sees them at their training value and they take no part in the
@@ -104,6 +108,8 @@ class LstmMeta(DetectorMeta):
             )
         if self.levels is not None and len(self.levels.mean) != n:
             raise ModelError(f"levels has {len(self.levels.mean)} features, meta lists {n}")
+        if self.stuck is not None and len(self.stuck.longest) != n:
+            raise ModelError(f"stuck has {len(self.stuck.longest)} features, meta lists {n}")
         unknown = set(self.relative_features) - set(self.features)
         if unknown:
             raise ModelError(f"relative_features {sorted(unknown)} are not among the features")
@@ -146,6 +152,8 @@ class LstmMeta(DetectorMeta):
         }
         if self.levels is not None:
             data["levels"] = self.levels.to_dict()
+        if self.stuck is not None:
+            data["stuck"] = self.stuck.to_dict()
         return data
 
     @staticmethod
@@ -167,6 +175,8 @@ class LstmMeta(DetectorMeta):
             "score_steps": integer(obj.get("score_steps", 0), "score_steps"),
             # Optional: models saved before it existed have no level check.
             "levels": LevelStats.from_dict(obj["levels"]) if "levels" in obj else None,
+            # Optional: models saved before it existed have no stuck check.
+            "stuck": RunStats.from_dict(obj["stuck"]) if "stuck" in obj else None,
             # Optional: models saved before it existed judge every feature by its error.
             "constant_features": {
                 str(name): number(value, "constant_features")
@@ -351,6 +361,10 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
     def levels(self, windows: np.ndarray) -> Float64Array | None:
         """See ``LstmMeta.level_z``."""
         return self._meta.level_z(windows)
+
+    def run_stats(self) -> RunStats | None:
+        """Training's longest runs of identical readings (``LstmMeta.stuck``)."""
+        return self._meta.stuck
 
     def _write_files(self, directory: Path) -> None:
         write_weights(directory, self._module, self.version)

@@ -213,6 +213,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             relative_features=prepared.relative,
             score_steps=steps,
             levels=prepared.levels,
+            stuck=prepared.stuck,
             interval=options.interval,
             constant_features=constants,
         )

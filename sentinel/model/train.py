@@ -28,6 +28,7 @@ from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.lstm_detector import LstmAeDetector, LstmAeMeta, reconstruction_errors
 from sentinel.model.scaler import Scaler
+from sentinel.model.stuck import RunStats
 
 __all__ = [
     "CONSTANT_FEATURE_HINT",
@@ -153,6 +154,8 @@ class TrainingData:
     constants: dict[str, float]
     scaler: Scaler
     levels: LevelStats
+    # Longest run of identical raw readings per feature (sentinel.model.stuck)
+    stuck: RunStats
     data: torch.Tensor
     offsets: torch.Tensor
     rel_idx: tuple[int, ...]
@@ -175,7 +178,7 @@ class TrainingData:
 def prepare_training(
     segments: Sequence[np.ndarray], options: TrainOptions, device: torch.device
 ) -> TrainingData:
-    """Check the segments, fit the scaler and level statistics, find constant features and
+    """Check the segments, fit the scaler, level and run statistics, find constant features and
     split the windows into training and held-back ones (see ``_split_starts``).
 
     Raises DataError when the data cannot give ``MIN_WINDOWS`` windows.
@@ -217,6 +220,12 @@ def prepare_training(
     scaled = scaler.transform(rows)
     bounds = np.cumsum([0, *lengths])
     levels = LevelStats.fit([scaled[a:b] for a, b in itertools.pairwise(bounds)], window, rel_idx)
+    # Raw readings, segment by segment: a repetition is of the sensor's own value, and a gap
+    # between segments is not one. Constant features are the constant check's.
+    stuck = RunStats.fit(
+        [rows[a:b] for a, b in itertools.pairwise(bounds)],
+        [features.index(name) for name in constants],
+    )
 
     rng = np.random.default_rng(config.seed)
     train_starts, val_starts = _split_starts(
@@ -235,6 +244,7 @@ def prepare_training(
         constants=constants,
         scaler=scaler,
         levels=levels,
+        stuck=stuck,
         data=torch.from_numpy(scaled).to(device),
         offsets=torch.arange(window, device=device),
         rel_idx=tuple(rel_idx),
@@ -416,6 +426,7 @@ def train_detector(
         relative_features=prepared.relative,
         score_steps=config.score_steps,
         levels=prepared.levels,
+        stuck=prepared.stuck,
         interval=options.interval,
         constant_features=constants,
     )

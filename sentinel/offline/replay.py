@@ -148,14 +148,19 @@ def _number(value: float | None) -> str:
 def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
     """Which checks made a window anomalous, for the output's ``check`` column: ``score``
     (above the threshold), ``spike:FEATURE`` (sentinel.judge.spikes), ``level:FEATURE``
-    (sentinel.judge.levels), ``constant:FEATURE`` (sentinel.judge.constants), joined by
-    ``+``; empty for a normal window."""
+    (sentinel.judge.levels), ``constant:FEATURE`` (sentinel.judge.constants),
+    ``stuck:FEATURE`` (sentinel.judge.stuck), joined by ``+``; empty for a normal window."""
     if not verdict.is_anomaly:
         return ""
     parts = []
     if verdict.score.value > verdict.threshold:
         parts.append("score")
-    hits = (("spike", verdict.spike), ("level", verdict.level), ("constant", verdict.constant))
+    hits = (
+        ("spike", verdict.spike),
+        ("level", verdict.level),
+        ("constant", verdict.constant),
+        ("stuck", verdict.stuck),
+    )
     for kind, hit in hits:
         if hit is not None:
             name = features[hit.feature] if hit.feature < len(features) else str(hit.feature)

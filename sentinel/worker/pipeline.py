@@ -30,6 +30,7 @@ from sentinel.judge.evidence import evidence
 from sentinel.judge.levels import LevelCheck
 from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.spikes import SpikeCheck
+from sentinel.judge.stuck import StuckCheck
 from sentinel.judge.threshold import ThresholdBank
 from sentinel.model import Detector
 from sentinel.records import (
@@ -158,6 +159,7 @@ class Pipeline:
         self._thresholds = ThresholdBank(config.threshold)
         self._spikes = SpikeCheck(config.spikes, config.windows.hop)
         self._levels = LevelCheck(config.levels)
+        self._stuck = StuckCheck(config.stuck)
         self._constants = ConstantCheck(config.constants, config.windows.hop)
         self._recurring = RecurringExcursions(config.threshold)
         self._snapshots = (
@@ -560,8 +562,9 @@ class Pipeline:
         return changes
 
     def _judge(self, runtime: _Stream, windows: list[Window], live: bool = True) -> list[Verdict]:
-        """Score one stream's windows with its model and judge them: the spike, level and
-        constant checks, then each device's threshold, which learns from the normal ones.
+        """Score one stream's windows with its model and judge them: the spike, level,
+        constant and stuck checks, then each device's threshold, which learns from the
+        normal ones.
         Everything a verdict depends on, and nothing after it (alerts, the observer):
         live windows and warm-up windows (``_warm``) go through this same code."""
         detector = runtime.detector
@@ -585,6 +588,7 @@ class Pipeline:
         spikes = self._spikes.check(runtime.config.name, [w.device for w in windows], stacked)
         levels = self._levels.check(detector, stacked)
         constants = self._constants.check(detector, windows)
+        stuck = self._stuck.check(detector, stacked)
         verdicts: list[Verdict] = []
         for i, window in enumerate(windows):
             score = Score(
@@ -593,7 +597,7 @@ class Pipeline:
                 feature_errors=tuple(float(e) for e in feature_errors[i]),
                 model_version=detector.version,
             )
-            verdict = self._thresholds.judge(score, spikes[i], levels[i], constants[i])
+            verdict = self._thresholds.judge(score, spikes[i], levels[i], constants[i], stuck[i])
             verdicts.append(self._recurring.judge(verdict, warm=not live))
         return self._with_evidence(detector, stacked, verdicts)
 
@@ -895,6 +899,7 @@ class Pipeline:
         self._alerts.reconfigure(config.alerts)
         self._spikes.reconfigure(config.spikes, config.windows.hop)
         self._levels.reconfigure(config.levels)
+        self._stuck.reconfigure(config.stuck)
         self._constants.reconfigure(config.constants, config.windows.hop)
         self._recurring.reconfigure(config.threshold)
         self.rejections.interval = config.ingest.log_interval
@@ -907,4 +912,5 @@ class Pipeline:
             alerts=config.alerts.model_dump(),
             spikes=config.spikes.model_dump(),
             levels=config.levels.model_dump(),
+            stuck=config.stuck.model_dump(),
         )

@@ -19,6 +19,7 @@ def test_live_keys_are_applied_and_the_rest_needs_a_restart() -> None:
         alerts={"open_after": 2, "close_after": 3},
         spikes={"k": 12.0},
         levels={"enabled": True},
+        stuck={"factor": 4.0},
         logging={"level": "debug"},
         windows={"length": 8, "hop": 1, "max_gap": 100},
         mqtt={"host": "elsewhere"},
@@ -30,6 +31,7 @@ def test_live_keys_are_applied_and_the_rest_needs_a_restart() -> None:
         "alerts.close_after": (2, 3),
         "spikes.k": (10.0, 12.0),
         "levels.enabled": (False, True),
+        "stuck.factor": (3.0, 4.0),
         "logging.level": ("info", "debug"),
     }
     assert set(plan.needs_restart) == {"windows.length", "mqtt.host"}
@@ -40,6 +42,7 @@ def test_live_keys_are_applied_and_the_rest_needs_a_restart() -> None:
     assert plan.config.alerts.close_after == 3
     assert plan.config.spikes.k == 12.0
     assert plan.config.levels.enabled
+    assert plan.config.stuck.factor == 4.0
 
 
 def test_a_new_stream_list_is_applied_by_restarting_the_components() -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,17 @@ def test_alert_checks_say_which_checks_opened_an_alert() -> None:
     assert alert_checks(_alert(2.0, None, ("flow", 9.0))) == "score+level:flow"
     both = alert_checks(_alert(0.5, ("current", 8.0), ("flow", 9.0)))
     assert both == "spike:current+level:flow"
+    frozen = replace(_alert(0.5, None, None), reason=replace(REASON, stuck=("flow", 40, 24)))
+    assert alert_checks(frozen) == "stuck:flow"
+
+
+REASON = AlertReason(ThresholdState("quantile", 1.0, 2000, None, True), 1e-4, "h")
+
+
+def test_a_stuck_reason_round_trips_and_older_reasons_have_none() -> None:
+    reason = replace(REASON, stuck=("flow", 40, 24))
+    data = reason.to_dict()
+    assert (data["stuck_feature"], data["stuck_run"], data["stuck_limit"]) == ("flow", 40, 24)
+    assert AlertReason.from_dict(data) == reason
+    assert "stuck_feature" not in REASON.to_dict()
+    assert AlertReason.from_dict(REASON.to_dict()).stuck is None

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from sentinel.config import AlertsConfig
 from sentinel.judge.alerts import AlertTracker
 from sentinel.judge.evidence import carrying_readings, evidence, onset
-from sentinel.records import AlertStatus, LevelHit, Score, SpikeHit, Verdict, Window
+from sentinel.records import AlertStatus, LevelHit, Score, SpikeHit, StuckHit, Verdict, Window
 
 LENGTH, STEPS = 32, 16
 
@@ -142,3 +144,12 @@ def test_a_spikes_reading_is_its_onset_even_inside_the_last_normal_window() -> N
     spiked = verdict(1000.0, 1.0, spike=SpikeHit(0, 30.0, age=3))
     run = [Verdict(spiked.score, 4.0, True, spike=spiked.spike, evidence=(970.0, 970.0))]
     assert onset(run, normal_end=990.0) == 970.0
+
+
+def test_a_frozen_channel_is_evidence_from_its_first_repeat() -> None:
+    base = verdict(1000.0, 1.0)
+    frozen = Verdict(base.score, 4.0, True, stuck=StuckHit(1, run=10, limit=8, exceedance=1e-3))
+    # the run's first reading is the last genuine value; it repeats from the next one
+    assert evidence(frozen, None) == (1000.0 - 80.0, 1000.0)
+    run = [replace(frozen, evidence=evidence(frozen, None))]
+    assert onset(run, normal_end=990.0) == 920.0  # earlier windows were normal: run too short

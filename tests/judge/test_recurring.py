@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from sentinel.config import ThresholdConfig
 from sentinel.judge.recurring import RecurringExcursions
-from sentinel.records import Score, SpikeHit, Verdict, Window
+from sentinel.records import Score, SpikeHit, StuckHit, Verdict, Window
 
 HOP = 60.0  # seconds between windows
 DAY = 86_400.0
@@ -132,6 +134,17 @@ def test_spike_hits_are_left_to_the_spike_check() -> None:
     feed(memory, 0.0, 3 * DAY, daily(range(3)), warm=True)
     onset = 3 * DAY + 6 * 3600
     judged = memory.judge(verdict(onset, 50.0, spike=True))
+    assert judged.is_anomaly
+    assert not judged.recurring
+
+
+def test_stuck_hits_are_left_to_the_stuck_check() -> None:
+    """A frozen channel at the pulse's hour is still a frozen channel."""
+    memory = RecurringExcursions(ThresholdConfig())
+    feed(memory, 0.0, 3 * DAY, daily(range(3)), warm=True)
+    onset = 3 * DAY + 6 * 3600
+    frozen = replace(verdict(onset, 50.0), stuck=StuckHit(0, 40, 24, 1e-4))
+    judged = memory.judge(frozen)
     assert judged.is_anomaly
     assert not judged.recurring
 

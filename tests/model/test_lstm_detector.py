@@ -273,3 +273,24 @@ def test_levels_round_trip_and_old_meta_has_none(saved: Path) -> None:
     assert make_detector(levels=None).levels(windows(2)) is None
     with pytest.raises(ModelError, match="levels has 1 features, meta lists 3"):
         dataclasses.replace(meta, levels=LevelStats(mean=(0.0,), sd=(1.0,)))
+
+
+def test_run_statistics_round_trip_and_old_meta_has_none(saved: Path) -> None:
+    from sentinel.model.stuck import RunStats
+
+    meta = LstmAeMeta.from_json((saved / META_FILE).read_text())
+    stuck = RunStats(longest=(3, 0, 12))
+    with_runs = dataclasses.replace(meta, stuck=stuck)
+    assert json.loads(with_runs.to_json())["stuck"] == {"longest_run": [3, 0, 12]}
+    assert LstmAeMeta.from_json(with_runs.to_json()).stuck == stuck
+    assert make_detector(stuck=stuck).run_stats() == stuck
+    raw = json.loads(meta.to_json())
+    raw.pop("stuck", None)  # as written before the key existed
+    old = LstmAeMeta.from_json(json.dumps(raw))
+    assert old.stuck is None
+    assert make_detector(stuck=None).run_stats() is None  # the stuck check leaves it alone
+    with pytest.raises(ModelError, match="stuck has 1 features, meta lists 3"):
+        dataclasses.replace(meta, stuck=RunStats(longest=(1,)))
+    raw["stuck"] = {"longest_run": [1, "2", 3]}
+    with pytest.raises(ModelError, match="non-negative integers"):
+        LstmAeMeta.from_json(json.dumps(raw))

@@ -34,6 +34,8 @@ def test_minimal_config_gets_sane_defaults(tmp_path: Path) -> None:
     assert config.spikes.enabled
     assert config.spikes.k == 10.0
     assert not config.levels.enabled  # limits from training alone: opt in (see its help)
+    assert config.stuck.enabled
+    assert (config.stuck.min_run, config.stuck.factor) == (8, 3.0)
 
 
 def test_spike_warmup_must_fit_its_history(tmp_path: Path) -> None:
@@ -43,6 +45,10 @@ def test_spike_warmup_must_fit_its_history(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[spikes]\nk = 0\n" + MINIMAL))
     with pytest.raises(ConfigError, match=r"levels\.k"):
         load_config(write(tmp_path, "[levels]\nk = -1\n" + MINIMAL))
+    with pytest.raises(ConfigError, match=r"stuck\.factor"):
+        load_config(write(tmp_path, "[stuck]\nfactor = 0.5\n" + MINIMAL))
+    with pytest.raises(ConfigError, match=r"stuck\.min_run"):
+        load_config(write(tmp_path, "[stuck]\nmin_run = 1\n" + MINIMAL))
 
 
 def test_every_error_is_listed_with_its_key_path(tmp_path: Path) -> None:

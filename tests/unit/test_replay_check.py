@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sentinel.offline.replay import why_anomalous
-from sentinel.records import LevelHit, Score, SpikeHit, Verdict, Window
+from sentinel.records import LevelHit, Score, SpikeHit, StuckHit, Verdict, Window
 
 FEATURES = ("flow", "pressure")
 
@@ -15,6 +15,7 @@ def verdict(
     anomalous: bool,
     spike: SpikeHit | None = None,
     level: LevelHit | None = None,
+    stuck: StuckHit | None = None,
 ) -> Verdict:
     window = Window("pump", "p1", 0.0, 1.0, np.zeros((4, 2), dtype=np.float32))
     return Verdict(
@@ -23,6 +24,7 @@ def verdict(
         is_anomaly=anomalous,
         spike=spike,
         level=level,
+        stuck=stuck,
     )
 
 
@@ -41,6 +43,8 @@ def test_forced_windows_name_the_check_and_feature() -> None:
     assert why_anomalous(verdict(0.5, True, spike=spike), FEATURES) == "spike:pressure"
     both = verdict(2.0, True, spike=spike, level=level)
     assert why_anomalous(both, FEATURES) == "score+spike:pressure+level:flow"
+    frozen = StuckHit(feature=1, run=40, limit=24, exceedance=1e-4)
+    assert why_anomalous(verdict(0.2, True, stuck=frozen), FEATURES) == "stuck:pressure"
 
 
 def test_an_anomaly_from_the_threshold_rule_alone_is_put_down_to_the_score() -> None:

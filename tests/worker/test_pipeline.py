@@ -16,6 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from sentinel.config import SentinelConfig
+from sentinel.judge.alerts import alert_checks
+from sentinel.model.stuck import RunStats
 from sentinel.records import AlertStatus, DeviceProgress, WriteBatch
 from sentinel.worker.coldstart import TrainingJob
 from sentinel.worker.pipeline import Pipeline
@@ -239,6 +241,41 @@ def test_a_level_shift_the_model_misses_opens_an_alert_only_where_levels_are_on(
     assert z > 8
     assert opened[0].reason.spike is None
     assert on.alerts[-1].status is AlertStatus.CLOSED
+
+
+class FrozenAwareDetector(FakeDetector):
+    """The fake model, plus training's longest runs: x never repeated a value more than
+    twice; y (always 0 here) was constant, the constant check's."""
+
+    def run_stats(self) -> RunStats:
+        return RunStats(longest=(2, 0))
+
+
+def test_a_frozen_channel_the_model_misses_alerts_only_where_the_stuck_check_is_on() -> None:
+    rng = np.random.default_rng(0)
+    values = list(0.1 + 0.001 * rng.standard_normal(300))
+    values[200:240] = [values[199]] * 40  # x holds its last value for 40 readings
+    stream = [delivery("a", float(t), v) for t, v in enumerate(values)]
+    stuck = {"min_run": 3, "factor": 2.0}  # limit 4: the fake model's whole window
+
+    off = Harness({"pump": FrozenAwareDetector()}, make_config(stuck={**stuck, "enabled": False}))
+    off.run(stream)
+    assert off.alerts == [], "the score alone never sees a frozen channel"
+
+    on = Harness({"pump": FrozenAwareDetector()}, make_config(stuck=stuck))
+    on.run(stream)
+    opened = [a for a in on.alerts if a.status is AlertStatus.OPEN]
+    assert len({a.uid for a in on.alerts}) == 1, "one alert, for the frozen run"
+    # The run counts the held reading 199 itself: 4 identical readings once 202 arrives;
+    # the alert starts where the value first repeated (its evidence, sentinel.judge.evidence).
+    assert opened[0].started_at == 200.0
+    assert opened[0].reason is not None
+    assert opened[0].reason.stuck == ("x", 4, 4)
+    assert opened[0].top_features[0].feature == "x"
+    assert alert_checks(opened[0]) == "stuck:x"
+    # It closes once x moves again, ending with its evidence: the last frozen reading.
+    assert on.alerts[-1].status is AlertStatus.CLOSED
+    assert on.alerts[-1].ended_at == 239.0
 
 
 def test_a_corrupt_snapshot_is_set_aside_and_thresholds_start_afresh(tmp_path: Path) -> None:
