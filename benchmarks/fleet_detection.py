@@ -5,6 +5,12 @@ The scenario is the end-to-end test's (tests/e2e_helpers.py, ``fleet_detection_s
 Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the same data.
 
     .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8] [--detector lstm_forecast]
+        [--config VARIANT.toml]
+
+``--config``: a TOML file of config sections (e.g. ``[levels]``) applied beneath every
+setting, the same kind of file ``detection_suite.py --config`` takes, so one variant is
+measured on the fleet and the suite alike (its ``streams``, ``mqtt``, ``database`` and
+``state_dir`` are ignored: the scenario owns them).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import platform
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,9 @@ SETTINGS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     ("spot, risk 1e-3, spike check off", {"method": "spot", "risk": 1e-3}, {}, {"enabled": False}),
 ]
 
+# Sections the scenario sets itself; a --config file's copies of them are ignored.
+_SCENARIO_OWNS = frozenset({"streams", "mqtt", "database", "health", "logging"})
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,8 +59,21 @@ def main() -> int:
         default=None,
         help="model.detector for every setting (default: the config's default)",
     )
+    ap.add_argument(
+        "--config",
+        type=Path,
+        help="TOML of config sections applied beneath every setting (e.g. [levels])",
+    )
     args = ap.parse_args()
     model = {"detector": args.detector} if args.detector else None
+    raw: dict[str, Any] = tomllib.loads(args.config.read_text()) if args.config else {}
+    extra = {
+        key: value
+        for key, value in raw.items()
+        if isinstance(value, dict) and key not in _SCENARIO_OWNS
+    }
+    if args.config:
+        print(f"config beneath every setting: {args.config}: {extra}", flush=True)
     configure_logging("warning", "console")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,6 +93,7 @@ def main() -> int:
                     alerts=alerts,
                     spikes=spikes,
                     model=model,
+                    extra=extra,
                 )
                 rows.append((name, result))
                 print(f"{name}: {result.summary()}", flush=True)

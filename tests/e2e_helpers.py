@@ -272,6 +272,7 @@ def fleet_detection_scenario(
     alerts: dict[str, Any] | None = None,
     spikes: dict[str, Any] | None = None,
     model: dict[str, Any] | None = None,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> DetectionResult:
     """12 simulated pumps from nothing: clean operation, cold-start training, then faults.
 
@@ -283,6 +284,9 @@ def fleet_detection_scenario(
 
     An injected anomaly counts as caught when an alert on its device *starts* inside it, or
     within one window's span after it; an alert that starts anywhere else is false.
+
+    ``extra``: further config sections (e.g. ``{"levels": {"enabled": True}}``), merged under
+    the named ones, so a benchmark can measure any setting on this scenario.
     """
     devices, warmup_steps, test_steps, step = 12, 800, 2400, 5.0
     sim = FleetSimulator(
@@ -298,14 +302,16 @@ def fleet_detection_scenario(
         "cold_start": {"readings": devices * (warmup_steps - 50)},
         "windows": {"max_gap": 3 * step},
     }
+    for key, value in (extra or {}).items():
+        sections[key] = {**sections.get(key, {}), **value}
     if threshold:
-        sections["threshold"] = threshold
+        sections["threshold"] = {**sections.get("threshold", {}), **threshold}
     if alerts:
-        sections["alerts"] = alerts
+        sections["alerts"] = {**sections.get("alerts", {}), **alerts}
     if spikes:
-        sections["spikes"] = spikes
+        sections["spikes"] = {**sections.get("spikes", {}), **spikes}
     if model:
-        sections["model"] = model
+        sections["model"] = {**sections.get("model", {}), **model}
     config = daemon_config(
         tmp_path / "state",
         broker,
