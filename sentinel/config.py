@@ -283,6 +283,16 @@ class ModelConfig(Section):
         "and ends with a fault instead of trailing it by a window (SKAB: 4 of 16). Recorded "
         "with each model; a change applies to models trained after it.",
     )
+    forecast_horizon: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="lstm_forecast: predict each reading from the readings up to this many "
+        "steps before it (1: the next reading). A lasting offset then shows in this many "
+        "predictions instead of one, at the price of larger normal errors where the signal "
+        "moves within that span. Below windows.length; recorded with each model, a change "
+        "applies to models trained after it.",
+    )
     drift_ratio: float = Field(
         default=1.0,
         ge=0.0,
@@ -1069,6 +1079,15 @@ class SentinelConfig(Section):
         if self.model.score_steps > self.windows.length:
             raise ValueError(
                 f"model.score_steps ({self.model.score_steps}) must not exceed "
+                f"windows.length ({self.windows.length})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _horizon_fits_window(self) -> SentinelConfig:
+        if self.model.forecast_horizon >= self.windows.length:
+            raise ValueError(
+                f"model.forecast_horizon ({self.model.forecast_horizon}) must be below "
                 f"windows.length ({self.windows.length})"
             )
         return self
