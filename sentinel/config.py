@@ -588,6 +588,17 @@ class LevelsConfig(Section):
         "standard deviations of training's window means from their mean. Window means of "
         "real plants wander more than Gaussian noise would, hence the margin.",
     )
+    max_slowness: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="Leave out of the level check the features whose window means spread "
+        "through the training data more than this many times their spread within a window "
+        "(the slowness of model.slow_ratio; white noise gives 1/sqrt(window)): their "
+        "level wanders, so training's limits do not say where it belongs on a new day. "
+        "0 judges every feature. Applies at once to models trained since slowness is "
+        "saved with their level statistics; older models judge every feature.",
+    )
 
 
 class ConstantsConfig(Section):

@@ -324,6 +324,13 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
         """See ``LstmMeta.level_z``."""
         return self._meta.level_z(windows)
 
+    def level_slowness(self) -> Float64Array | None:
+        """See ``LevelStats.slowness``; None for a model saved without it."""
+        levels = self._meta.levels
+        if levels is None or not levels.slowness:
+            return None
+        return np.asarray(levels.slowness, dtype=np.float64)
+
     def _write_files(self, directory: Path) -> None:
         write_weights(directory, self._module, self.version)
 
