@@ -284,6 +284,16 @@ class ModelConfig(Section):
         "and ends with a fault instead of trailing it by a window (SKAB: 4 of 16). Recorded "
         "with each model; a change applies to models trained after it.",
     )
+    forecast_horizon: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="lstm_forecast: predict each reading from the readings up to this many "
+        "steps before it (1: the next reading). A lasting offset then shows in this many "
+        "predictions instead of one, at the price of larger normal errors where the signal "
+        "moves within that span. Below windows.length; recorded with each model, a change "
+        "applies to models trained after it.",
+    )
     drift_ratio: float = Field(
         default=1.0,
         ge=0.0,
@@ -619,6 +629,17 @@ class LevelsConfig(Section):
         description="A window is anomalous when one feature's window mean is more than k "
         "standard deviations of training's window means from their mean. Window means of "
         "real plants wander more than Gaussian noise would, hence the margin.",
+    )
+    max_slowness: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1000.0,
+        description="Leave out of the level check the features whose window means spread "
+        "through the training data more than this many times their spread within a window "
+        "(the slowness of model.slow_ratio; white noise gives 1/sqrt(window)): their "
+        "level wanders, so training's limits do not say where it belongs on a new day. "
+        "0 judges every feature. Applies at once to models trained since slowness is "
+        "saved with their level statistics; older models judge every feature.",
     )
 
 
@@ -1149,6 +1170,15 @@ class SentinelConfig(Section):
         if self.model.score_steps > self.windows.length:
             raise ValueError(
                 f"model.score_steps ({self.model.score_steps}) must not exceed "
+                f"windows.length ({self.windows.length})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _horizon_fits_window(self) -> SentinelConfig:
+        if self.model.forecast_horizon >= self.windows.length:
+            raise ValueError(
+                f"model.forecast_horizon ({self.model.forecast_horizon}) must be below "
                 f"windows.length ({self.windows.length})"
             )
         return self

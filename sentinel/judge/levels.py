@@ -4,8 +4,10 @@ means is anomalous, whatever its reconstruction error.
 The statistic and why it exists are in ``sentinel.model.levels``: the limits belong to the
 model (fitted on its training windows, kept in meta.json), so this stage holds no state of
 its own and a model swap changes the limits with the model. ``[levels]`` turns it on and
-sets ``k``. A model saved before level statistics existed, or a baseline detector, is left
-alone.
+sets ``k``; ``max_slowness`` leaves out the features whose window means wandered through
+training far more than noise moves them (a model saved before slowness was kept judges
+every feature). A model saved before level statistics existed, or a baseline detector, is
+left alone.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class LevelCheck:
             return [None] * count
         # Readings beyond float32 overflow the scaler: as far off as it gets.
         z = np.nan_to_num(z, nan=1e30, posinf=1e30)
+        cut = self.config.max_slowness
+        slow = detector.level_slowness() if cut > 0 else None
+        if slow is not None:
+            z[:, slow > cut] = 0.0
         worst = z.argmax(axis=1)
         peak = z[np.arange(count), worst]
         k = self.config.k

@@ -324,6 +324,11 @@ class Detector(ABC):
         then leaves it alone."""
         return None
 
+    def level_slowness(self) -> Float64Array | None:
+        """(F,) each feature's slowness in the training data (``LevelStats.slowness``), for
+        ``[levels] max_slowness``; None where the detector keeps none."""
+        return None
+
     def constant_values(self) -> dict[int, float]:
         """Feature index -> value, for the features the detector found constant in its
         training data and leaves out of its score: the constant check

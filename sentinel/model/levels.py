@@ -18,6 +18,12 @@ follows the model: retraining on a new normal moves the limits with it.
 Features judged by their changes (``relative_features``) have no level to judge, and a
 feature constant in training (``sd_f`` 0) is not judged either. ``sentinel.judge.levels`` turns
 ``z`` into verdicts (``[levels]`` in the config).
+
+Each feature's ``slowness`` (``sentinel.model.drifting.slowness``: the spread of its window
+means over its spread within a window) is kept beside, so that ``[levels] max_slowness`` can
+leave out the features whose level wanders between windows far more than noise would move
+it -- temperatures that creep -- without retraining: training's few hundred readings do
+not say where such a level belongs tomorrow.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from sentinel.errors import ModelError
+from sentinel.model.drifting import slowness
 
 __all__ = ["LevelStats"]
 
@@ -43,17 +50,24 @@ _CONSTANT = 1e-9  # a window-mean spread below this (scaled units) is a constant
 class LevelStats:
     """Per feature: mean and standard deviation of training's window means, scaled units.
 
-    ``sd`` 0 marks a feature that is not judged (relative, or constant in training)."""
+    ``sd`` 0 marks a feature that is not judged (relative, or constant in training).
+    ``slowness``: per feature, its window means' spread over its spread within a window
+    (empty for statistics saved before it existed)."""
 
     mean: tuple[float, ...]
     sd: tuple[float, ...]
+    slowness: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.sd):
             raise ModelError(f"levels: {len(self.mean)} means but {len(self.sd)} sds")
-        values = np.asarray([*self.mean, *self.sd], dtype=np.float64)
-        if not np.all(np.isfinite(values)) or min(self.sd, default=0.0) < 0:
-            raise ModelError("levels: means must be finite and sds finite and non-negative")
+        if self.slowness and len(self.slowness) != len(self.mean):
+            raise ModelError(f"levels: {len(self.mean)} means but {len(self.slowness)} slownesses")
+        values = np.asarray([*self.mean, *self.sd, *self.slowness], dtype=np.float64)
+        if not np.all(np.isfinite(values)) or min((*self.sd, *self.slowness), default=0.0) < 0:
+            raise ModelError(
+                "levels: means must be finite, sds and slownesses finite and non-negative"
+            )
 
     @classmethod
     def fit(
@@ -73,7 +87,12 @@ class LevelStats:
         sd = stacked.std(axis=0)
         sd[sd < _CONSTANT] = 0.0
         sd[list(skip)] = 0.0
-        return cls(mean=tuple(float(v) for v in mean), sd=tuple(float(v) for v in sd))
+        slow = slowness([np.asarray(s, dtype=np.float64) for s in segments], window)
+        return cls(
+            mean=tuple(float(v) for v in mean),
+            sd=tuple(float(v) for v in sd),
+            slowness=tuple(float(v) for v in slow),
+        )
 
     def z(self, means: np.ndarray) -> FloatArray:
         """(B, F) window means, scaled -> (B, F) levels in training sds; 0 where not judged."""
@@ -85,16 +104,24 @@ class LevelStats:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": list(self.mean), "sd": list(self.sd)}
+        data: dict[str, Any] = {"mean": list(self.mean), "sd": list(self.sd)}
+        if self.slowness:
+            data["slowness"] = list(self.slowness)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> LevelStats:
         if not isinstance(data, dict):
             raise ModelError("levels must be a JSON object")
-        mean, sd = data.get("mean"), data.get("sd")
-        if not isinstance(mean, list) or not isinstance(sd, list):
-            raise ModelError("levels.mean and levels.sd must be lists")
-        for value in (*mean, *sd):
+        # slowness is optional: statistics saved before it existed have none.
+        mean, sd, slow = data.get("mean"), data.get("sd"), data.get("slowness", [])
+        if not isinstance(mean, list) or not isinstance(sd, list) or not isinstance(slow, list):
+            raise ModelError("levels.mean, levels.sd and levels.slowness must be lists")
+        for value in (*mean, *sd, *slow):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ModelError("levels.mean and levels.sd must hold numbers")
-        return cls(mean=tuple(float(v) for v in mean), sd=tuple(float(v) for v in sd))
+                raise ModelError("levels.mean, levels.sd and levels.slowness must hold numbers")
+        return cls(
+            mean=tuple(float(v) for v in mean),
+            sd=tuple(float(v) for v in sd),
+            slowness=tuple(float(v) for v in slow),
+        )

@@ -366,6 +366,13 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
         """Training's longest runs of identical readings (``LstmMeta.stuck``)."""
         return self._meta.stuck
 
+    def level_slowness(self) -> Float64Array | None:
+        """See ``LevelStats.slowness``; None for a model saved without it."""
+        levels = self._meta.levels
+        if levels is None or not levels.slowness:
+            return None
+        return np.asarray(levels.slowness, dtype=np.float64)
+
     def _write_files(self, directory: Path) -> None:
         write_weights(directory, self._module, self.version)
 

@@ -14,6 +14,12 @@ the noisiest); docs/BENCHMARKS.md measured a quarter, half and all of it. Each
 feature's error is divided by its median on held-back training windows (floored, see
 ``sentinel.model.calibration.score_floor``), and the window's score is the worst feature's.
 
+``model.forecast_horizon`` h (default 1) predicts each reading from the readings up to h
+steps before it instead of the one before (telemanom predicts ``l_p`` steps ahead). A one-step
+error sees a lasting offset only at the reading where it starts -- one large error diluted in
+the mean over ``score_steps`` -- where an h-step error carries it for h readings, the ones
+predicted from context that does not hold it yet (docs/BENCHMARKS.md, "Lasting offsets").
+
 It shares the LSTM-AE's inputs (scaler, relative and constant features: ``LstmMeta``),
 training data and loop (``sentinel.model.train``), weights file and export
 (``sentinel.model.export``, of the scoring graph ``ForecasterGraph``).
@@ -27,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import structlog
@@ -37,6 +43,7 @@ from torch import nn
 from sentinel.errors import DataError, ModelError
 from sentinel.model.base import ProgressFn, TrainOptions, load_meta, new_version
 from sentinel.model.calibration import Calibration, Float64Array
+from sentinel.model.fields import integer
 from sentinel.model.lstm_detector import LstmDetector, LstmMeta, load_weights
 from sentinel.model.lstm_graph import LstmScoringGraph, cpu_copy
 from sentinel.model.train import fit_module, prepare_training, training_record
@@ -54,20 +61,26 @@ log = structlog.get_logger(__name__)
 
 
 class LstmForecaster(nn.Module):
-    """(B, T, F) -> (B, T - 1, F): the prediction of readings 1..T-1, each from the readings
-    before it. It predicts the change from the last reading (persistence plus a learnt
-    correction), which a short training fits faster than the level itself."""
+    """(B, T, F) -> (B, T - h, F): the prediction of readings h..T-1, each from the readings
+    up to h steps before it (``horizon`` h, 1 by default). It predicts the change from the
+    last reading it sees (persistence plus a learnt correction), which a short training fits
+    faster than the level itself."""
 
-    def __init__(self, n_features: int, hidden_size: int, num_layers: int = 1) -> None:
+    def __init__(
+        self, n_features: int, hidden_size: int, num_layers: int = 1, horizon: int = 1
+    ) -> None:
         super().__init__()
+        if horizon < 1:
+            raise ModelError(f"a forecast horizon must be at least 1 step, got {horizon}")
         self.n_features = n_features
         self.hidden_size = hidden_size
         self.num_layers = num_layers
+        self.horizon = horizon
         self.lstm = nn.LSTM(n_features, hidden_size, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, n_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        past = x[:, :-1, :]
+        past = x[:, : -self.horizon, :]
         hidden, _ = self.lstm(past)
         out: torch.Tensor = past + self.head(hidden)
         return out
@@ -82,9 +95,9 @@ def default_score_steps(window: int) -> int:
 def forecast_errors(
     module: LstmForecaster, scaled: torch.Tensor, steps: int
 ) -> tuple[Float64Array, Float64Array]:
-    """Per-window and per-feature mean squared one-step errors of already-scaled windows,
-    over the newest ``steps`` predictions (0: all of them). The caller is responsible for
-    ``eval()``/``inference_mode()`` and for chunking."""
+    """Per-window and per-feature mean squared errors of already-scaled windows'
+    ``module.horizon``-step predictions, over the newest ``steps`` of them (0: all). The
+    caller is responsible for ``eval()``/``inference_mode()`` and for chunking."""
     feature_errors: Float64Array = (
         forecast_squared(module, scaled, steps).mean(dim=1).double().cpu().numpy()
     )
@@ -92,34 +105,47 @@ def forecast_errors(
 
 
 def forecast_squared(module: LstmForecaster, scaled: torch.Tensor, steps: int) -> torch.Tensor:
-    """(B, S, F) squared one-step errors of already-scaled windows, reading by reading, over
-    the newest ``steps`` predictions (0: all of them, S = window - 1)."""
-    squared: torch.Tensor = (module(scaled) - scaled[:, 1:, :]) ** 2
+    """(B, S, F) squared errors of already-scaled windows' ``module.horizon``-step
+    predictions, reading by reading, over the newest ``steps`` of them (0: all of them,
+    S = window - horizon)."""
+    squared: torch.Tensor = (module(scaled) - scaled[:, module.horizon :, :]) ** 2
     return squared[:, -steps:, :] if steps else squared
 
 
 @dataclass(frozen=True, kw_only=True)
 class LstmForecastMeta(LstmMeta):
-    """The common LSTM keys; ``score_steps`` is how many newest predictions a score
-    averages (at least 1, at most window - 1)."""
+    """The common LSTM keys; ``horizon`` is how many steps ahead each reading is predicted
+    (at least 1, below the window; 1 for models saved before it existed) and ``score_steps``
+    how many newest predictions a score averages (at least 1, at most window - horizon)."""
 
     detector: str = "lstm_forecast"
+    horizon: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.window < 2:
             raise ModelError("a forecaster needs windows of at least 2 readings")
-        if not 1 <= self.score_steps < self.window:
+        if not 1 <= self.horizon < self.window:
             raise ModelError(
-                f"score_steps must be between 1 and the window - 1 ({self.window - 1}), "
+                f"horizon must be between 1 and the window - 1 ({self.window - 1}), "
+                f"got {self.horizon}"
+            )
+        last = self.window - self.horizon
+        if not 1 <= self.score_steps <= last:
+            raise ModelError(
+                f"score_steps must be between 1 and the window - horizon ({last}), "
                 f"got {self.score_steps}"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "horizon": self.horizon}
 
     @classmethod
     def from_json(cls, text: str) -> LstmForecastMeta:
         """Parse and check meta.json; any problem is a ModelError saying which key."""
-        _, common = LstmMeta.parse_lstm(text, "lstm_forecast")
-        return cls(**common)
+        obj, common = LstmMeta.parse_lstm(text, "lstm_forecast")
+        # Optional: models saved before it existed predict one step ahead.
+        return cls(**common, horizon=integer(obj.get("horizon", 1), "horizon"))
 
 
 class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
@@ -135,8 +161,8 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
         device: torch.device,
         max_batch: int = 512,
     ) -> None:
-        shapes = (module.n_features, module.hidden_size, module.num_layers)
-        expected = (len(meta.features), meta.hidden_size, meta.num_layers)
+        shapes = (module.n_features, module.hidden_size, module.num_layers, module.horizon)
+        expected = (len(meta.features), meta.hidden_size, meta.num_layers, meta.horizon)
         if shapes != expected:
             raise ModelError(f"module shape {shapes} does not match meta {expected}")
         super().__init__(meta, module, device, max_batch)
@@ -165,14 +191,19 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
         and training loop (``sentinel.model.train``); calibrate on the held-back windows."""
         started = time.monotonic()
         config, features, window = options.model, options.features, options.window
-        if window < 2:
-            raise DataError("a forecaster needs windows of at least 2 readings")
-        steps = min(config.score_steps or default_score_steps(window), window - 1)
+        horizon = config.forecast_horizon
+        if window <= horizon:
+            raise DataError(
+                f"a forecaster predicting {horizon} step(s) ahead needs windows of at least "
+                f"{horizon + 1} readings, got {window}"
+            )
+        steps = min(config.score_steps or default_score_steps(window), window - horizon)
         prepared = prepare_training(segments, options, device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.seed)
-            module = LstmForecaster(len(features), config.hidden_size, config.num_layers)
-            module = module.to(device)
+            module = LstmForecaster(
+                len(features), config.hidden_size, config.num_layers, horizon
+            ).to(device)
         loss_fn = nn.MSELoss()
 
         def held_back(score_steps: int) -> Float64Array:
@@ -187,7 +218,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
 
         fit = fit_module(
             module,
-            lambda batch: loss_fn(module(batch), batch[:, 1:, :]),
+            lambda batch: loss_fn(module(batch), batch[:, horizon:, :]),
             lambda: float(held_back(0).mean()),
             prepared,
             options,
@@ -212,6 +243,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             training=training_record(prepared, fit, started, config.seed, first_ts, last_ts),
             relative_features=prepared.relative,
             score_steps=steps,
+            horizon=horizon,
             levels=prepared.levels,
             stuck=prepared.stuck,
             interval=options.interval,
@@ -235,7 +267,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
         """Rebuild a detector from a directory written by :meth:`save`; never unpickles."""
         directory = Path(directory)
         meta = load_meta(directory, LstmForecastMeta.from_json)
-        module = LstmForecaster(len(meta.features), meta.hidden_size, meta.num_layers)
+        module = LstmForecaster(len(meta.features), meta.hidden_size, meta.num_layers, meta.horizon)
         load_weights(directory, meta, module)
         log.info("model_loaded", version=meta.version, stream=meta.stream, path=str(directory))
         return cls(meta, module, device, max_batch=max_batch)
@@ -246,15 +278,18 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
 
 
 class ForecasterGraph(LstmScoringGraph):
-    """The forecaster's scoring rule for export: the one-step prediction error of the newest
+    """The forecaster's scoring rule for export: the prediction error of the newest
     ``score_steps`` readings, as ``forecast_errors``."""
 
     def __init__(self, meta: LstmForecastMeta, module: LstmForecaster) -> None:
         super().__init__(meta)
-        self.forecaster = LstmForecaster(module.n_features, module.hidden_size, module.num_layers)
+        self.forecaster = LstmForecaster(
+            module.n_features, module.hidden_size, module.num_layers, module.horizon
+        )
         cpu_copy(self.forecaster, module)
+        self.horizon = module.horizon
 
     def feature_errors(self, scaled: torch.Tensor) -> torch.Tensor:
-        squared = (self.forecaster(scaled) - scaled[:, 1:, :]) ** 2
+        squared = (self.forecaster(scaled) - scaled[:, self.horizon :, :]) ** 2
         errors: torch.Tensor = squared[:, -self.score_steps :, :].mean(dim=1)
         return errors

@@ -62,7 +62,8 @@ def make_forecaster(
     """The forecaster with the autoencoder's meta (``make_detector``), scoring the newest
     half of the window."""
     torch.manual_seed(4)
-    module = LstmForecaster(len(FEATURES), hidden_size=8, num_layers=1)
+    horizon = int(meta_changes.get("horizon", 1))
+    module = LstmForecaster(len(FEATURES), hidden_size=8, num_layers=1, horizon=horizon)
     common = make_detector(version=version).meta
     meta = LstmForecastMeta(
         version=common.version,

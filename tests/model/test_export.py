@@ -161,6 +161,23 @@ def test_forecaster_export_scores_like_the_detector(fmt: str, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_forecaster_export_predicts_as_many_steps_ahead_as_the_model(
+    fmt: str, tmp_path: Path
+) -> None:
+    """A forecaster with ``horizon`` 3 exports its own rule: errors of readings predicted
+    from 3 steps before, not the one-step errors a graph without the horizon would give."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx", reason="pip install 'sentinel-iot[onnx]'")
+    detector = make_forecaster(horizon=3, score_steps=5)
+    path = detector.export("onnx" if fmt == "onnx" else "torchscript", tmp_path / f"m.{fmt}")
+    data = windows(6, seed=2)
+    scores, feature_errors = _run_export(path, data)
+    want, want_features = detector.score(data)
+    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(feature_errors, want_features, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_forecaster_export_holds_constant_and_centres_relative_features(
     fmt: str, tmp_path: Path
 ) -> None:

@@ -67,3 +67,27 @@ def test_round_trip_and_bad_input() -> None:
     ]:
         with pytest.raises(ModelError, match=reason):
             LevelStats.from_dict(bad)
+
+
+def test_fit_keeps_each_features_slowness_and_old_statistics_load_without() -> None:
+    """Slowness (``sentinel.model.drifting.slowness``) is kept with the statistics: a level
+    that creeps between windows but barely moves inside one scores far above white noise,
+    whose window means spread about 1/sqrt(window) of its spread."""
+    rng = np.random.default_rng(0)
+    rows = 2000
+    noise = rng.standard_normal(rows)
+    creep = np.cumsum(rng.standard_normal(rows)) * 0.2 + 0.05 * rng.standard_normal(rows)
+    stats = LevelStats.fit([np.column_stack([noise, creep])], window=16)
+    assert stats.slowness[0] == pytest.approx(1 / math.sqrt(16), rel=0.25)
+    assert stats.slowness[1] > 5
+    assert LevelStats.from_dict(stats.to_dict()) == stats
+    old = LevelStats.from_dict({"mean": [1.0], "sd": [0.5]})
+    assert old.slowness == ()
+    assert "slowness" not in old.to_dict()
+    for bad, reason in [
+        ({"mean": [1.0], "sd": [1.0], "slowness": [1.0, 2.0]}, "1 means but 2 slownesses"),
+        ({"mean": [1.0], "sd": [1.0], "slowness": [-1.0]}, "non-negative"),
+        ({"mean": [1.0], "sd": [1.0], "slowness": "x"}, "must be lists"),
+    ]:
+        with pytest.raises(ModelError, match=reason):
+            LevelStats.from_dict(bad)

@@ -183,3 +183,71 @@ def test_a_meta_json_with_a_score_step_past_the_window_is_refused(
     path.write_text(json.dumps({**json.loads(path.read_text()), "score_steps": WINDOW}))
     with pytest.raises(ModelError, match="score_steps must be between 1"):
         LstmForecastDetector.load(tmp_path / "m", CPU)
+
+
+def test_a_horizon_predicts_each_reading_from_h_steps_before_and_is_kept() -> None:
+    """``model.forecast_horizon`` 4: the module maps (B, T, F) to the predictions of readings
+    4..T-1, a window's errors are those of its newest ``score_steps`` of them, and the
+    horizon is saved with the model."""
+    opts = options()
+    model = opts.model.model_copy(update={"forecast_horizon": 4, "epochs": 2})
+    detector = LstmForecastDetector.train(
+        [series(600)], TrainOptions(opts.stream, opts.features, WINDOW, model), device=CPU
+    )
+    assert detector.meta.horizon == 4
+    assert detector._module.horizon == 4
+    data = normal_windows(5)
+    x = torch.from_numpy(detector.meta.scaler.transform(data))
+    with torch.inference_mode():
+        predicted = detector._module(x)
+    assert predicted.shape == (5, WINDOW - 4, 2)
+    squared = (predicted - x[:, 4:, :]) ** 2
+    _, errors = detector.score(data)
+    np.testing.assert_allclose(errors, squared[:, -STEPS:, :].mean(dim=1).numpy(), rtol=1e-5)
+    assert json.loads(detector.meta.to_json())["horizon"] == 4
+
+
+def test_a_lasting_offset_shows_in_as_many_predictions_as_the_horizon() -> None:
+    """Why the horizon exists: with the learnt correction at zero the forecaster is pure
+    persistence, and a step that lasts is missed by one one-step prediction but by h
+    h-step ones, so the mean error over the scored steps grows h-fold."""
+    x = torch.zeros((1, WINDOW, 1))
+    x[0, 10:, 0] = 5.0  # a lasting offset from reading 10 on
+    errors = {}
+    for horizon in (1, 4):
+        module = LstmForecaster(1, 4, horizon=horizon).eval()
+        torch.nn.init.zeros_(module.head.weight)
+        torch.nn.init.zeros_(module.head.bias)
+        with torch.inference_mode():
+            errors[horizon] = float(forecast_errors(module, x, STEPS)[1][0, 0])
+    assert errors[1] == pytest.approx(25.0 / STEPS)
+    assert errors[4] == pytest.approx(4 * 25.0 / STEPS)
+
+
+def test_a_meta_json_from_before_the_horizon_loads_as_one_step(
+    trained: LstmForecastDetector, tmp_path: Path
+) -> None:
+    trained.save(tmp_path / "m")
+    path = tmp_path / "m" / META_FILE
+    meta = json.loads(path.read_text())
+    assert meta.pop("horizon") == 1
+    path.write_text(json.dumps(meta))
+    again = LstmForecastDetector.load(tmp_path / "m", CPU)
+    assert again.meta.horizon == 1
+    np.testing.assert_array_equal(
+        again.score(normal_windows())[0], trained.score(normal_windows())[0]
+    )
+
+
+def test_score_steps_past_the_window_less_the_horizon_are_refused(
+    trained: LstmForecastDetector, tmp_path: Path
+) -> None:
+    trained.save(tmp_path / "m")
+    path = tmp_path / "m" / META_FILE
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "horizon": WINDOW - STEPS + 1}))
+    with pytest.raises(ModelError, match="window - horizon"):
+        LstmForecastDetector.load(tmp_path / "m", CPU)
+    path.write_text(json.dumps({**meta, "horizon": WINDOW}))
+    with pytest.raises(ModelError, match="horizon must be between 1"):
+        LstmForecastDetector.load(tmp_path / "m", CPU)

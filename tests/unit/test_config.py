@@ -146,6 +146,14 @@ def test_duplicate_streams_and_bad_windows_rejected(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[windows]\nlength = 8\nhop = 9\n" + MINIMAL))
     with pytest.raises(ConfigError, match=r"model.score_steps \(40\) must not exceed"):
         load_config(write(tmp_path, "[model]\nscore_steps = 40\n" + MINIMAL))
+    with pytest.raises(ConfigError, match=r"model.forecast_horizon \(32\) must be below"):
+        load_config(write(tmp_path, "[model]\nforecast_horizon = 32\n" + MINIMAL))
+    assert (
+        load_config(
+            write(tmp_path, "[model]\nforecast_horizon = 8\n" + MINIMAL)
+        ).model.forecast_horizon
+        == 8
+    )
 
 
 def test_empty_timestamp_field_means_arrival_time(tmp_path: Path) -> None:
