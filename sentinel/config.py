@@ -239,12 +239,14 @@ class WindowConfig(Section):
 
 
 class ModelConfig(Section):
-    detector: Literal["lstm_ae", "lstm_forecast", "hst", "zscore"] = Field(
+    detector: Literal["lstm_ae", "lstm_forecast", "lstm_ensemble", "hst", "zscore"] = Field(
         default="lstm_forecast",
         description="The detector (sentinel.model.detector_types): lstm_forecast (the "
         "default: an LSTM one-step forecaster scored by its prediction "
         "error on each window's newest readings, as telemanom), lstm_ae (LSTM autoencoder, "
-        "scored by its reconstruction error), or a baseline: "
+        "scored by its reconstruction error), lstm_ensemble (both, trained on the same data "
+        "-- about twice the training time -- each feature's errors over each one's normal "
+        "combined by model.ensemble_combine; not exportable), or a baseline: "
         "zscore (rolling per-feature z-score) or hst (river HalfSpaceTrees; replay and "
         "benchmarks only, as it cannot be saved). Both LSTMs export to TorchScript and ONNX.",
     )
@@ -282,6 +284,13 @@ class ModelConfig(Section):
         "judges the newest half of the window's one-step predictions). A verdict then starts "
         "and ends with a fault instead of trailing it by a window (SKAB: 4 of 16). Recorded "
         "with each model; a change applies to models trained after it.",
+    )
+    ensemble_combine: Literal["max", "mean"] = Field(
+        default="max",
+        description="lstm_ensemble only: how a feature's two errors, each as a multiple of "
+        "its member's normal error, become one: max (either member's alarm is the "
+        "ensemble's) or mean (one member's alarm counts half unless the other agrees). "
+        "Recorded with each model. docs/BENCHMARKS.md has both measured.",
     )
     drift_ratio: float = Field(
         default=1.0,
