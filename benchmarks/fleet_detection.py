@@ -5,6 +5,7 @@ The scenario is the end-to-end test's (tests/e2e_helpers.py, ``fleet_detection_s
 Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the same data.
 
     .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8] [--detector lstm_forecast]
+        [--combine max]
 """
 
 from __future__ import annotations
@@ -49,8 +50,15 @@ def main() -> int:
         default=None,
         help="model.detector for every setting (default: the config's default)",
     )
+    ap.add_argument(
+        "--combine",
+        default=None,
+        help="model.ensemble_combine for every setting (lstm_ensemble only)",
+    )
     args = ap.parse_args()
-    model = {"detector": args.detector} if args.detector else None
+    model: dict[str, Any] | None = {"detector": args.detector} if args.detector else None
+    if args.combine:
+        model = {**(model or {}), "ensemble_combine": args.combine}
     configure_logging("warning", "console")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

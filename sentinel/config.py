@@ -285,7 +285,7 @@ class ModelConfig(Section):
         "and ends with a fault instead of trailing it by a window (SKAB: 4 of 16). Recorded "
         "with each model; a change applies to models trained after it.",
     )
-    ensemble_combine: Literal["max", "mean"] = Field(
+    ensemble_combine: Literal["max", "mean", "geomean", "min"] = Field(
         default="max",
         description="lstm_ensemble only: how a feature's two errors, each as a multiple of "
         "its member's normal error, become one: max (either member's alarm is the "

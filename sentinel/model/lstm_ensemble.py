@@ -57,7 +57,7 @@ __all__ = ["Combine", "LstmEnsembleDetector", "LstmEnsembleMeta", "combine_ratio
 
 log = structlog.get_logger(__name__)
 
-Combine = Literal["max", "mean"]
+Combine = Literal["max", "mean", "geomean", "min"]
 COMBINES: tuple[str, ...] = get_args(Combine)
 # Each member's model directory inside the ensemble's, named by its detector key.
 AE_DIR = LstmAeDetector.type_key
@@ -72,6 +72,10 @@ def combine_ratios(autoencoder: Float64Array, forecaster: Float64Array, how: str
         combined: Float64Array = np.maximum(autoencoder, forecaster)
     elif how == "mean":
         combined = (autoencoder + forecaster) / 2.0
+    elif how == "geomean":
+        combined = np.sqrt(autoencoder * forecaster)
+    elif how == "min":
+        combined = np.minimum(autoencoder, forecaster)
     else:
         raise ModelError(f"unknown ensemble combination {how!r}: use {' or '.join(COMBINES)}")
     return combined

@@ -26,6 +26,7 @@ from sentinel.model import (
 from sentinel.model.base import META_FILE
 from sentinel.model.calibration import score_floor, window_scores
 from sentinel.model.lstm_detector import WEIGHTS_FILE
+from sentinel.model.lstm_ensemble import combine_ratios
 from tests.model.helpers import CPU, FEATURES, WINDOW, signal
 
 
@@ -174,3 +175,23 @@ def test_progress_counts_both_members_epochs() -> None:
         progress=lambda epoch, total, _loss: seen.append((epoch, total)),
     )
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("max", [4.0, 1.0, np.nan]),
+        ("mean", [2.5, 0.625, np.nan]),
+        ("geomean", [2.0, 0.5, np.nan]),
+        ("min", [1.0, 0.25, np.nan]),
+    ],
+)
+def test_each_combination_of_two_ratios(how: str, expected: list[float]) -> None:
+    """A NaN ratio (a window holding a non-finite reading) stays NaN whatever the other."""
+    got = combine_ratios(np.array([[4.0, 0.25, np.nan]]), np.array([[1.0, 1.0, 2.0]]), how)
+    np.testing.assert_allclose(got, [expected])
+
+
+def test_an_unknown_combination_is_refused() -> None:
+    with pytest.raises(ModelError, match="unknown ensemble combination 'median'"):
+        combine_ratios(np.ones((1, 2)), np.ones((1, 2)), "median")
