@@ -286,11 +286,13 @@ class ModelConfig(Section):
         "with each model; a change applies to models trained after it.",
     )
     ensemble_combine: Literal["max", "mean", "geomean", "min"] = Field(
-        default="max",
+        default="min",
         description="lstm_ensemble only: how a feature's two errors, each as a multiple of "
-        "its member's normal error, become one: max (either member's alarm is the "
-        "ensemble's) or mean (one member's alarm counts half unless the other agrees). "
-        "Recorded with each model. docs/BENCHMARKS.md has both measured.",
+        "its member's normal error, become one: min (the default: a feature alarms when "
+        "both members see it -- the fewest false alarms), geomean, mean, or max (either "
+        "member's alarm is the ensemble's -- the most recall, the autoencoder's false "
+        "alarms with it). Recorded with each model. docs/BENCHMARKS.md, 'LSTM ensemble', "
+        "has all four measured.",
     )
     drift_ratio: float = Field(
         default=1.0,

@@ -9,10 +9,11 @@ sees a lasting offset only where it starts and ends. Here each member's per-feat
 first divided by that member's own normal error (its calibration, floored as its own score
 is: ``score_floor``), which puts the two on one scale -- multiples of normal -- although one
 is a reconstruction MSE over the whole window and the other a one-step MSE over its newest
-half. The two ratios of a feature are then combined (``model.ensemble_combine``: the larger,
-or their mean), and the combined ratios are calibrated once more on the held-back windows
-like any detector's errors, so the window's score is again the worst feature's multiple of
-its normal (``window_scores``) and thresholds, alerts and promotion judge it as any other.
+half. The two ratios of a feature are then combined (``model.ensemble_combine``: by default
+the smaller, so a feature alarms when both members see it), and the combined ratios are
+calibrated once more on the held-back windows like any detector's errors, so the window's
+score is again the worst feature's multiple of its normal (``window_scores``) and
+thresholds, alerts and promotion judge it as any other.
 
 On disk a model is one version: its meta.json, plus each member's own model directory
 (``lstm_ae/``, ``lstm_forecast/``: meta.json and weights, under the ensemble's version),
@@ -53,7 +54,7 @@ from sentinel.model.lstm_detector import LstmAeDetector, LstmDetector
 from sentinel.model.lstm_forecast import LstmForecastDetector
 from sentinel.model.train import TrainingData, fit_autoencoder, prepare_training
 
-__all__ = ["Combine", "LstmEnsembleDetector", "LstmEnsembleMeta", "combine_ratios"]
+__all__ = ["COMBINES", "Combine", "LstmEnsembleDetector", "LstmEnsembleMeta", "combine_ratios"]
 
 log = structlog.get_logger(__name__)
 
@@ -66,8 +67,13 @@ FORECAST_DIR = LstmForecastDetector.type_key
 
 def combine_ratios(autoencoder: Float64Array, forecaster: Float64Array, how: str) -> Float64Array:
     """(B, F) combined per-feature ratios of the two members' (B, F) ratios to their normal
-    error: the larger of the two (either member's alarm is the ensemble's), or their mean
-    (a member's alarm counts half unless the other agrees). NaN in either stays NaN."""
+    error: the larger of the two (either member's alarm is the ensemble's), their mean or
+    geometric mean (one member's alarm is damped unless the other agrees), or the smaller
+    (both must see it). NaN in either stays NaN.
+
+    docs/BENCHMARKS.md ("LSTM ensemble") measured all four: the autoencoder's false alarms
+    on slow wander are several times its normal error for long stretches, so only ``min``
+    keeps them out; it is the default."""
     if how == "max":
         combined: Float64Array = np.maximum(autoencoder, forecaster)
     elif how == "mean":
@@ -88,7 +94,7 @@ class LstmEnsembleMeta(DetectorMeta):
     lives in its directory."""
 
     detector: str = "lstm_ensemble"
-    combine: str = "max"
+    combine: str = "min"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -26,14 +27,15 @@ from sentinel.model import (
 from sentinel.model.base import META_FILE
 from sentinel.model.calibration import score_floor, window_scores
 from sentinel.model.lstm_detector import WEIGHTS_FILE
-from sentinel.model.lstm_ensemble import combine_ratios
+from sentinel.model.lstm_ensemble import COMBINES, Combine, combine_ratios
 from tests.model.helpers import CPU, FEATURES, WINDOW, signal
 
 
-def options(combine: Literal["max", "mean"] = "max") -> TrainOptions:
-    model = ModelConfig(
-        epochs=2, hidden_size=8, latent_size=4, batch_size=64, ensemble_combine=combine
-    )
+def options(combine: Combine | None = None) -> TrainOptions:
+    """A tiny model; the config's default combination unless ``combine`` is given."""
+    model = ModelConfig(epochs=2, hidden_size=8, latent_size=4, batch_size=64)
+    if combine is not None:
+        model = model.model_copy(update={"ensemble_combine": combine})
     return TrainOptions("pump", FEATURES, WINDOW, model)
 
 
@@ -79,10 +81,12 @@ def test_each_member_is_the_detector_it_would_be_alone(ensemble: LstmEnsembleDet
 def test_the_score_is_the_worst_feature_of_the_members_ratios_combined(
     ensemble: LstmEnsembleDetector,
 ) -> None:
+    """By default a feature's two ratios combine to the smaller: both members must see it."""
+    assert ensemble.meta.combine == "min"
     data = windows()
     ae, fc = ratios(ensemble.autoencoder, data), ratios(ensemble.forecaster, data)
     scores, errors = ensemble.score(data)
-    np.testing.assert_allclose(errors, np.maximum(ae, fc))
+    np.testing.assert_allclose(errors, np.minimum(ae, fc))
     expected = window_scores(errors, ensemble.calibration.feature_mean_errors)
     np.testing.assert_allclose(scores, expected)
     # Windows whose newest readings hold the offset's onset (windows 3-5 of rows 3-12,
@@ -90,12 +94,18 @@ def test_the_score_is_the_worst_feature_of_the_members_ratios_combined(
     assert scores[3:6].min() > 3 * scores[:3].max()
 
 
-def test_mean_combination_averages_the_members_ratios() -> None:
-    trained = LstmEnsembleDetector.train(segments(), options("mean"), device=CPU)
-    assert trained.meta.combine == "mean"
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [("max", np.maximum), ("mean", lambda a, b: (a + b) / 2)],
+)
+def test_another_combination_is_trained_and_scored_as_configured(
+    how: Combine, expected: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> None:
+    trained = LstmEnsembleDetector.train(segments(), options(how), device=CPU)
+    assert trained.meta.combine == how
     data = windows()
     ae, fc = ratios(trained.autoencoder, data), ratios(trained.forecaster, data)
-    np.testing.assert_allclose(trained.score(data)[1], (ae + fc) / 2)
+    np.testing.assert_allclose(trained.score(data)[1], expected(ae, fc))
 
 
 def test_calibration_is_of_the_combined_ratios_on_held_back_windows(
@@ -128,7 +138,7 @@ def test_one_version_on_disk_with_each_members_own_files(
         META_FILE,
     ]
     meta = json.loads((tmp_path / "m" / META_FILE).read_text())
-    assert (meta["detector"], meta["combine"]) == ("lstm_ensemble", "max")
+    assert (meta["detector"], meta["combine"]) == ("lstm_ensemble", "min")
     again = load_detector(tmp_path / "m", CPU)
     assert isinstance(again, LstmEnsembleDetector)
     np.testing.assert_array_equal(again.score(windows())[1], ensemble.score(windows())[1])
@@ -195,3 +205,9 @@ def test_each_combination_of_two_ratios(how: str, expected: list[float]) -> None
 def test_an_unknown_combination_is_refused() -> None:
     with pytest.raises(ModelError, match="unknown ensemble combination 'median'"):
         combine_ratios(np.ones((1, 2)), np.ones((1, 2)), "median")
+
+
+def test_the_configs_combinations_are_the_ensembles() -> None:
+    """``ModelConfig`` needs a static ``Literal``; it must list what ``combine_ratios`` does."""
+    assert get_args(ModelConfig.model_fields["ensemble_combine"].annotation) == COMBINES
+    assert ModelConfig().ensemble_combine == "min"
