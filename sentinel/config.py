@@ -244,9 +244,10 @@ class ModelConfig(Section):
         description="The detector (sentinel.model.detector_types): lstm_forecast (the "
         "default: an LSTM one-step forecaster scored by its prediction "
         "error on each window's newest readings, as telemanom), lstm_ae (LSTM autoencoder, "
-        "scored by its reconstruction error), lstm_ensemble (both, trained on the same data "
-        "-- about twice the training time -- each feature's errors over each one's normal "
-        "combined by model.ensemble_combine; not exportable), or a baseline: "
+        "scored by its reconstruction error), lstm_ensemble (both, trained on the same "
+        "data -- about 3x the forecaster's training time -- each feature's errors over "
+        "each one's normal combined by model.ensemble_combine; not exportable), or a "
+        "baseline: "
         "zscore (rolling per-feature z-score) or hst (river HalfSpaceTrees; replay and "
         "benchmarks only, as it cannot be saved). Both LSTMs export to TorchScript and ONNX.",
     )
