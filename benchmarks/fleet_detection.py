@@ -5,7 +5,7 @@ The scenario is the end-to-end test's (tests/e2e_helpers.py, ``fleet_detection_s
 Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the same data.
 
     .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8] [--detector lstm_forecast]
-        [--config VARIANT.toml]
+        [--config VARIANT.toml] [--combine max] [--training-wait 600]
 
 ``--config``: a TOML file of config sections (e.g. ``[levels]``) applied beneath every
 setting, the same kind of file ``detection_suite.py --config`` takes, so one variant is
@@ -64,8 +64,22 @@ def main() -> int:
         type=Path,
         help="TOML of config sections applied beneath every setting (e.g. [levels])",
     )
+    ap.add_argument(
+        "--combine",
+        default=None,
+        help="model.ensemble_combine for every setting (lstm_ensemble only)",
+    )
+    ap.add_argument(
+        "--training-wait",
+        type=float,
+        default=240.0,
+        help="seconds allowed for the cold-start training (default 240; the lstm_ensemble "
+        "trains two networks); the faults are published after it, so results do not change",
+    )
     args = ap.parse_args()
-    model = {"detector": args.detector} if args.detector else None
+    model: dict[str, Any] | None = {"detector": args.detector} if args.detector else None
+    if args.combine:
+        model = {**(model or {}), "ensemble_combine": args.combine}
     raw: dict[str, Any] = tomllib.loads(args.config.read_text()) if args.config else {}
     extra = {
         key: value
@@ -94,6 +108,7 @@ def main() -> int:
                     spikes=spikes,
                     model=model,
                     extra=extra,
+                    training_wait=args.training_wait,
                 )
                 rows.append((name, result))
                 print(f"{name}: {result.summary()}", flush=True)

@@ -240,12 +240,15 @@ class WindowConfig(Section):
 
 
 class ModelConfig(Section):
-    detector: Literal["lstm_ae", "lstm_forecast", "hst", "zscore"] = Field(
+    detector: Literal["lstm_ae", "lstm_forecast", "lstm_ensemble", "hst", "zscore"] = Field(
         default="lstm_forecast",
         description="The detector (sentinel.model.detector_types): lstm_forecast (the "
         "default: an LSTM one-step forecaster scored by its prediction "
         "error on each window's newest readings, as telemanom), lstm_ae (LSTM autoencoder, "
-        "scored by its reconstruction error), or a baseline: "
+        "scored by its reconstruction error), lstm_ensemble (both, trained on the same "
+        "data -- about 3x the forecaster's training time -- each feature's errors over "
+        "each one's normal combined by model.ensemble_combine; not exportable), or a "
+        "baseline: "
         "zscore (rolling per-feature z-score) or hst (river HalfSpaceTrees; replay and "
         "benchmarks only, as it cannot be saved). Both LSTMs export to TorchScript and ONNX.",
     )
@@ -293,6 +296,15 @@ class ModelConfig(Section):
         "predictions instead of one, at the price of larger normal errors where the signal "
         "moves within that span. Below windows.length; recorded with each model, a change "
         "applies to models trained after it.",
+    )
+    ensemble_combine: Literal["max", "mean", "geomean", "min"] = Field(
+        default="min",
+        description="lstm_ensemble only: how a feature's two errors, each as a multiple of "
+        "its member's normal error, become one: min (the default: a feature alarms when "
+        "both members see it -- the fewest false alarms), geomean, mean, or max (either "
+        "member's alarm is the ensemble's -- the most recall, the autoencoder's false "
+        "alarms with it). Recorded with each model. docs/BENCHMARKS.md, 'LSTM ensemble', "
+        "has all four measured.",
     )
     drift_ratio: float = Field(
         default=1.0,

@@ -273,6 +273,7 @@ def fleet_detection_scenario(
     spikes: dict[str, Any] | None = None,
     model: dict[str, Any] | None = None,
     extra: dict[str, dict[str, Any]] | None = None,
+    training_wait: float = 240.0,
 ) -> DetectionResult:
     """12 simulated pumps from nothing: clean operation, cold-start training, then faults.
 
@@ -287,6 +288,10 @@ def fleet_detection_scenario(
 
     ``extra``: further config sections (e.g. ``{"levels": {"enabled": True}}``), merged under
     the named ones, so a benchmark can measure any setting on this scenario.
+
+    The faults are published only once the model is trained, so ``training_wait`` (seconds
+    allowed for the cold-start training) changes how long a slow detector may take, never
+    what it detects.
     """
     devices, warmup_steps, test_steps, step = 12, 800, 2400, 5.0
     sim = FleetSimulator(
@@ -326,7 +331,7 @@ def fleet_detection_scenario(
         pipeline = running.app.pipeline
         assert pipeline is not None
         sent = _publish_steps(publisher, steps, warmup_steps)
-        wait_for(lambda: pipeline.has_model("pump"), 240, "cold-start training")
+        wait_for(lambda: pipeline.has_model("pump"), training_wait, "cold-start training")
         sent += _publish_steps(publisher, steps, test_steps)
         assert publisher.finish(60) == 0
         wait_for(lambda: readings_committed(database_url) == sent, 180, "all readings committed")

@@ -1,5 +1,5 @@
-"""Detectors: the contract every one implements, the LSTM autoencoder and the baselines
-behind it, training, and versioned storage on disk."""
+"""Detectors: the contract every one implements, the LSTM autoencoder, forecaster and their
+ensemble and the baselines behind it, training, and versioned storage on disk."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sentinel.model.detector_types import (
 from sentinel.model.device import resolve_device
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.lstm_detector import LstmAeDetector, LstmAeMeta, LstmMeta
+from sentinel.model.lstm_ensemble import LstmEnsembleDetector, LstmEnsembleMeta
 from sentinel.model.lstm_forecast import LstmForecastDetector, LstmForecaster, LstmForecastMeta
 from sentinel.model.registry import ModelRegistry
 from sentinel.model.scaler import Scaler
@@ -35,6 +36,8 @@ __all__ = [
     "LstmAeDetector",
     "LstmAeMeta",
     "LstmAutoencoder",
+    "LstmEnsembleDetector",
+    "LstmEnsembleMeta",
     "LstmForecastDetector",
     "LstmForecastMeta",
     "LstmForecaster",

@@ -17,6 +17,7 @@ from sentinel.errors import ModelError
 from sentinel.model.base import LEGACY_DETECTOR, META_FILE, Detector
 from sentinel.model.baselines import HstDetector, ZScoreDetector
 from sentinel.model.lstm_detector import LstmAeDetector
+from sentinel.model.lstm_ensemble import LstmEnsembleDetector
 from sentinel.model.lstm_forecast import LstmForecastDetector
 
 __all__ = ["DETECTORS", "daemon_refusal", "detector_type", "load_detector"]
@@ -24,6 +25,7 @@ __all__ = ["DETECTORS", "daemon_refusal", "detector_type", "load_detector"]
 _PLUGINS: tuple[type[Detector], ...] = (
     LstmAeDetector,
     LstmForecastDetector,
+    LstmEnsembleDetector,
     ZScoreDetector,
     HstDetector,
 )

@@ -46,7 +46,7 @@ from sentinel.model.calibration import Calibration, Float64Array
 from sentinel.model.fields import integer
 from sentinel.model.lstm_detector import LstmDetector, LstmMeta, load_weights
 from sentinel.model.lstm_graph import LstmScoringGraph, cpu_copy
-from sentinel.model.train import fit_module, prepare_training, training_record
+from sentinel.model.train import TrainingData, fit_module, prepare_training, training_record
 
 __all__ = [
     "ForecasterGraph",
@@ -190,6 +190,37 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
         """Fit on contiguous runs of normal raw readings with the LSTM-AE's data preparation
         and training loop (``sentinel.model.train``); calibrate on the held-back windows."""
         started = time.monotonic()
+        if options.window < 2:
+            raise DataError("a forecaster needs windows of at least 2 readings")
+        prepared = prepare_training(segments, options, device)
+        return cls.fit(
+            prepared,
+            options,
+            device=device,
+            started=started,
+            first_ts=first_ts,
+            last_ts=last_ts,
+            progress=progress,
+            stop=stop,
+        )
+
+    @classmethod
+    def fit(
+        cls,
+        prepared: TrainingData,
+        options: TrainOptions,
+        *,
+        device: torch.device,
+        started: float,
+        first_ts: float | None = None,
+        last_ts: float | None = None,
+        progress: ProgressFn | None = None,
+        stop: threading.Event | None = None,
+    ) -> LstmForecastDetector:
+        """``train`` after the data preparation: fit and calibrate a forecaster on
+        ``prepared`` (which it shuffles; pass ``prepared.fresh()`` to fit another network
+        on the same data). ``started`` is the ``time.monotonic()`` the run's seconds count
+        from."""
         config, features, window = options.model, options.features, options.window
         horizon = config.forecast_horizon
         if window <= horizon:
@@ -198,7 +229,6 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
                 f"{horizon + 1} readings, got {window}"
             )
         steps = min(config.score_steps or default_score_steps(window), window - horizon)
-        prepared = prepare_training(segments, options, device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.seed)
             module = LstmForecaster(

@@ -6,11 +6,12 @@ split into training and held-back windows (``_split_starts``).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -37,6 +38,7 @@ __all__ = [
     "FitResult",
     "TrainingData",
     "constant_features",
+    "fit_autoencoder",
     "fit_module",
     "make_windows",
     "prepare_training",
@@ -165,6 +167,13 @@ class TrainingData:
     val_starts: IntArray
     # Seeded by model.seed; the fallback split drew from it, training shuffles with it.
     rng: np.random.Generator
+
+    def fresh(self) -> TrainingData:
+        """The same data with its own copy of the shuffled state (training windows' order,
+        generator): ``fit_module`` shuffles both in place, so each of two networks fitted
+        on one preparation (``sentinel.model.lstm_ensemble``) takes a fresh copy and trains
+        exactly as it would alone."""
+        return replace(self, train_starts=self.train_starts.copy(), rng=copy.deepcopy(self.rng))
 
     def gather(self, batch_starts: IntArray) -> torch.Tensor:
         index = torch.from_numpy(batch_starts).to(self.data.device).unsqueeze(1) + self.offsets
@@ -376,13 +385,39 @@ def train_detector(
     ModelError("training cancelled") when ``stop`` is set.
     """
     started = time.monotonic()
+    prepared = prepare_training(segments, options, device)
+    return fit_autoencoder(
+        prepared,
+        options,
+        device=device,
+        started=started,
+        first_ts=first_ts,
+        last_ts=last_ts,
+        progress=progress,
+        stop=stop,
+    )
+
+
+def fit_autoencoder(
+    prepared: TrainingData,
+    options: TrainOptions,
+    *,
+    device: torch.device,
+    started: float,
+    first_ts: float | None = None,
+    last_ts: float | None = None,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+) -> LstmAeDetector:
+    """``train_detector`` after the data preparation: fit and calibrate an autoencoder on
+    ``prepared`` (which it shuffles; pass ``prepared.fresh()`` to fit another network on
+    the same data). ``started`` is the ``time.monotonic()`` the run's seconds count from."""
     stream, features, window, config = (
         options.stream,
         options.features,
         options.window,
         options.model,
     )
-    prepared = prepare_training(segments, options, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         module = LstmAutoencoder(

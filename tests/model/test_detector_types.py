@@ -79,11 +79,12 @@ def test_the_registry_keeps_and_activates_a_baseline_like_any_model(tmp_path: Pa
 def test_the_daemon_asks_the_registry_what_it_can_run() -> None:
     assert daemon_refusal("lstm_ae") is None
     assert daemon_refusal("lstm_forecast") is None
+    assert daemon_refusal("lstm_ensemble") is None
     assert daemon_refusal("zscore") is None
     refusal = daemon_refusal("hst")
     assert refusal is not None
     assert "'hst' cannot run in the daemon" in refusal
-    assert "lstm_ae, lstm_forecast, zscore" in refusal
+    assert "lstm_ae, lstm_forecast, lstm_ensemble, zscore" in refusal
 
 
 def test_check_config_refuses_a_detector_the_daemon_cannot_run(
