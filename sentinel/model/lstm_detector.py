@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -312,21 +312,31 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
         so one faulty reading raises the error of every reading around it)."""
         return None
 
-    def step_ratios(self, windows: np.ndarray) -> Float64Array | None:
-        """See ``Detector.step_ratios``: each reading's error per feature as a multiple of
-        that feature's normal error, as ``window_scores`` divides (0 where not judged)."""
+    def _batched(
+        self, windows: np.ndarray, errors: Callable[[torch.Tensor], Float64Array | None]
+    ) -> list[Float64Array] | None:
+        """``errors`` of raw (B, window, F) windows as model inputs on the device, in chunks
+        of ``max_batch`` under ``inference_mode``; None where ``errors`` gave None."""
         self._check_shape(windows)
-        meta = self._meta
-        scaled = model_inputs(windows, meta)
+        scaled = model_inputs(windows, self._meta)
         parts: list[Float64Array] = []
         self._module.eval()
         with torch.inference_mode():
             for start in range(0, len(scaled), self._max_batch):
                 chunk = torch.from_numpy(scaled[start : start + self._max_batch])
-                part = self._step_errors(chunk.to(self._device))
+                part = errors(chunk.to(self._device))
                 if part is None:
                     return None
                 parts.append(part)
+        return parts
+
+    def step_ratios(self, windows: np.ndarray) -> Float64Array | None:
+        """See ``Detector.step_ratios``: each reading's error per feature as a multiple of
+        that feature's normal error, as ``window_scores`` divides (0 where not judged)."""
+        meta = self._meta
+        parts = self._batched(windows, self._step_errors)
+        if parts is None:
+            return None
         if not parts:
             return np.zeros((0, 0, len(meta.features)), dtype=np.float64)
         floor, judged = score_floor(meta.calibration.feature_mean_errors, meta.constant_indices)
@@ -338,18 +348,11 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
 
         See ``window_scores`` for what a score is; per-feature errors are the module's, in
         scaled units (``_feature_errors``)."""
-        self._check_shape(windows)
         meta = self._meta
-        if windows.shape[0] == 0:
+        parts = self._batched(windows, self._feature_errors)
+        if not parts:
             empty = np.zeros((0, len(meta.features)), dtype=np.float64)
             return np.zeros(0, dtype=np.float64), empty
-        scaled = model_inputs(windows, meta)
-        parts: list[Float64Array] = []
-        self._module.eval()
-        with torch.inference_mode():
-            for start in range(0, len(scaled), self._max_batch):
-                chunk = torch.from_numpy(scaled[start : start + self._max_batch])
-                parts.append(self._feature_errors(chunk.to(self._device)))
         errors = np.concatenate(parts)
         scores = window_scores(errors, meta.calibration.feature_mean_errors, meta.constant_indices)
         return scores, errors
