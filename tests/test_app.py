@@ -72,9 +72,11 @@ def test_cold_start_then_injected_anomalies_become_alerts(
     for alert in result.alerts:
         assert alert.top_features, "every alert names the features that contributed"
         assert alert.model_version
-        # Fired by the model's score, or by a spiking reading (and then says which).
-        spike = (alert.reason or {}).get("spike_feature")
-        assert alert.peak_score > alert.threshold or spike in FEATURES, alert
+        # Fired by the model's score, or by a check beside it -- a spiking reading, a frozen
+        # channel -- that then says which feature.
+        reason = alert.reason or {}
+        named = {reason.get(f"{check}_feature") for check in ("spike", "stuck")}
+        assert alert.peak_score > alert.threshold or named & set(FEATURES), alert
 
 
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
