@@ -751,8 +751,10 @@ class AlertsConfig(Section):
         ge=0,
         le=7 * 86_400,
         description="Seconds after an alert ends during which the same device and stream "
-        "opens no new alert: the ended alert is reopened and continued instead (one that "
-        "an operator resolved is not reopened; new anomalies are then suppressed). Default: "
+        "opens no new alert for the same fault: an anomaly whose top feature is the ended "
+        "alert's reopens and continues it (one that an operator resolved is not reopened; "
+        "such anomalies are then suppressed); one led by another feature opens a new "
+        "alert. Default: "
         "auto, 300 readings x the stream's learnt sampling interval, at most a day (300 s "
         "at one reading per second).",
     )

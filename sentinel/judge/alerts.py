@@ -268,7 +268,7 @@ class AlertTracker:
         exceedance = min(v.exceedance for v in run)
         severity = severity_of(exceedance, self.config)
         cooling = first.window.end_ts - device.ended_at < self.cooldown(first.window.stream)
-        if device.ended is not None and cooling:
+        if device.ended is not None and cooling and self._same_fault(device.ended, excess):
             if device.resolved:
                 self.suppressed += 1
                 return None
@@ -347,6 +347,18 @@ class AlertTracker:
             alert=reopened, excess=total, evidence_end=max(_evidence(v)[1] for v in run)
         )
         return reopened
+
+    def _same_fault(self, ended: _Open, excess: np.ndarray) -> bool:
+        """Whether a new run of anomalous windows is the ended alert's fault again: its
+        feature that contributed most is the alert's. A flapping fault is one alert; another
+        feature going wrong within the cooldown -- a frozen channel minutes after a spike on
+        another -- is another problem, and gets its own alert (issue #21). An alert that
+        names no feature (restored from before contributions were kept) is taken to be."""
+        top = ended.alert.top_features
+        if not top or float(excess.sum()) <= 0.0:
+            return True
+        names = self.features[ended.alert.stream]
+        return names[int(np.argmax(excess))] == top[0].feature
 
     @staticmethod
     def _excess(verdict: Verdict, baseline: Sequence[float]) -> np.ndarray:

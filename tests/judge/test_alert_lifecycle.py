@@ -59,6 +59,31 @@ def test_an_anomaly_within_the_cooldown_reopens_the_alert_that_ended() -> None:
     assert t.open_alerts == 1
 
 
+def test_another_feature_going_wrong_within_the_cooldown_is_a_new_alert() -> None:
+    t = tracker(cooldown=100)
+    first = run(t, "xx..")[0]  # on flow
+    assert first.top_features[0].feature == "flow"
+    window = Window("pump", "a", 57, 60, np.zeros((4, 3), dtype=np.float32))
+    other = Verdict(Score(window, 5.0, (0.1, 0.1, 0.9), "v1"), 2.5, True, 1e-3, STATE)
+    change = t.observe(other, BASELINE)  # 50 s after it ended, but on current
+    assert change is not None
+    assert change.uid != first.uid
+    assert change.top_features[0].feature == "current"
+    assert change.started_at == 60
+    assert run(t, "..", start=70)[-1].status is AlertStatus.CLOSED
+    # current again within its cooldown reopens it; flow after that is a third alert (the
+    # device's last ended alert is current's, not the first one's)
+    again = t.observe(
+        replace(other, score=replace(other.score, window=replace(window, end_ts=100))), BASELINE
+    )
+    assert again is not None
+    assert again.uid == change.uid
+    assert run(t, "..", start=110)[-1].status is AlertStatus.CLOSED
+    third = run(t, "x", start=140)[0]
+    assert third.uid not in (first.uid, change.uid)
+    assert t.open_alerts == 1
+
+
 def test_after_the_cooldown_a_new_alert_opens() -> None:
     t = tracker(cooldown=100)
     first = run(t, "xx..")[0]
