@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.logs import configure_logging
 from simulators.broker import PrivateBroker
-from tests.e2e_helpers import fleet_detection_scenario
+from tests.e2e_helpers import TRAINING_WAIT, fleet_detection_scenario
 
 SETTINGS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     ("default: q0.995 x 1.5, open after 2, spike check on", {}, {}, {}),
@@ -72,9 +72,10 @@ def main() -> int:
     ap.add_argument(
         "--training-wait",
         type=float,
-        default=240.0,
-        help="seconds allowed for the cold-start training (default 240; the lstm_ensemble "
-        "trains two networks); the faults are published after it, so results do not change",
+        default=TRAINING_WAIT,
+        help=f"seconds allowed for the cold-start training (default {TRAINING_WAIT:g}: a "
+        "condition, met as soon as the model is there); the faults are published after "
+        "it, so results do not change",
     )
     args = ap.parse_args()
     model: dict[str, Any] | None = {"detector": args.detector} if args.detector else None

@@ -26,6 +26,7 @@ from simulators.broker import PrivateBroker, find_mosquitto
 from simulators.fleet import FEATURES
 from tests.e2e_helpers import (
     REPO,
+    TRAINS_IN_BODY,
     all_alerts,
     daemon_config,
     finish,
@@ -55,6 +56,7 @@ def fleet_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
+@TRAINS_IN_BODY
 def test_cold_start_then_injected_anomalies_become_alerts(
     mqtt_broker: PrivateBroker, tmp_path: Path, database_url: str
 ) -> None:

@@ -18,7 +18,15 @@ import torch
 
 from sentinel.model.registry import ModelRegistry
 from simulators.broker import PrivateBroker, Publisher
-from tests.e2e_helpers import all_alerts, daemon_config, readings_committed, running_app, wait_for
+from tests.e2e_helpers import (
+    TRAINING_WAIT,
+    TRAINS_IN_BODY,
+    all_alerts,
+    daemon_config,
+    readings_committed,
+    running_app,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,6 +48,7 @@ def _series() -> tuple[np.ndarray, np.ndarray]:
     return ts, np.stack([flow, temp], axis=1)
 
 
+@TRAINS_IN_BODY
 def test_hourly_meter_trains_and_alerts_on_defaults(
     mqtt_broker: PrivateBroker, tmp_path: Path, database_url: str
 ) -> None:
@@ -67,7 +76,9 @@ def test_hourly_meter_trains_and_alerts_on_defaults(
         pipeline = running.app.pipeline
         assert pipeline is not None
         publish(range(WARMUP))
-        wait_for(lambda: pipeline.has_model("meter"), 240, "cold-start training on hourly data")
+        wait_for(
+            lambda: pipeline.has_model("meter"), TRAINING_WAIT, "cold-start training on hourly data"
+        )
         publish(range(WARMUP, WARMUP + TEST))
         assert publisher.finish(60) == 0
         wait_for(lambda: readings_committed(database_url) == WARMUP + TEST, 120, "all committed")

@@ -15,7 +15,14 @@ import pytest
 
 from simulators.broker import PrivateBroker, Publisher
 from simulators.fleet import FEATURES
-from tests.e2e_helpers import all_alerts, daemon_config, running_app, wait_for
+from tests.e2e_helpers import (
+    TRAINING_WAIT,
+    TRAINS_IN_BODY,
+    all_alerts,
+    daemon_config,
+    running_app,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,6 +41,7 @@ def messages(start: float) -> list[tuple[str, bytes]]:
     return out
 
 
+@TRAINS_IN_BODY
 @pytest.mark.parametrize("retrain", [False, True], ids=["memory", "reservoir"])
 def test_the_first_model_starts_every_device_warm(
     mqtt_broker: PrivateBroker, tmp_path: Path, retrain: bool
@@ -56,7 +64,9 @@ def test_the_first_model_starts_every_device_warm(
         for topic, body in messages(time.time() - READINGS - 10):
             publisher.publish(topic, body)
         assert publisher.finish(30) == 0
-        wait_for(lambda: pipeline.stats.warm_windows > 0, 120, "the first model and warm-up")
+        wait_for(
+            lambda: pipeline.stats.warm_windows > 0, TRAINING_WAIT, "the first model and warm-up"
+        )
         # every reading sent before the model was judged (none after: all were sent first)
         assert pipeline.stats.warm_windows >= (READINGS - 16) // 4
         thresholds = pipeline._thresholds.snapshot("pump")
