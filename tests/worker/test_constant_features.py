@@ -6,7 +6,6 @@ closes, and the model still finds a fault on the other channel."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,9 @@ import torch
 from sentinel.config import SentinelConfig
 from sentinel.judge.alerts import alert_checks
 from sentinel.model import LstmAeDetector, TrainOptions, train_detector
-from sentinel.records import Alert, AlertStatus, Delivery, Reading
+from sentinel.records import AlertStatus
 from tests.fakes import Harness
+from tests.worker.helpers import deliveries, opened
 
 pytestmark = pytest.mark.slow  # trains a real model (once, in the module's fixture)
 
@@ -74,26 +74,6 @@ def test_the_model_holds_a_constant_feature_and_leaves_it_out_of_its_score(
     loaded = LstmAeDetector.load(tmp_path / "m", torch.device("cpu"))
     assert loaded.meta.constant_features == {"flag": 0.0}
     np.testing.assert_allclose(loaded.score(switched)[0], after, rtol=1e-6)
-
-
-def deliveries(values: np.ndarray) -> list[Delivery]:
-    return [
-        Delivery(
-            topic="p/d1",
-            readings=(Reading("pump", "d1", float(t), tuple(float(v) for v in row)),),
-            rejected=(),
-            ack=None,
-            received_at=time.time(),
-        )
-        for t, row in enumerate(values)
-    ]
-
-
-def opened(alerts: list[Alert]) -> list[Alert]:
-    first: dict[str, Alert] = {}
-    for alert in alerts:
-        first.setdefault(alert.uid, alert)
-    return list(first.values())
 
 
 def test_a_flag_that_switches_and_stays_alerts_once_naming_it(

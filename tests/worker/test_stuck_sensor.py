@@ -7,8 +7,6 @@ when the channel moves again."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -17,8 +15,8 @@ from sentinel.config import SentinelConfig
 from sentinel.judge.alerts import alert_checks
 from sentinel.model import LstmForecastDetector, TrainOptions
 from sentinel.model.stuck import longest_run
-from sentinel.records import Alert, Delivery, Reading
 from tests.fakes import Harness
+from tests.worker.helpers import deliveries, opened
 
 pytestmark = pytest.mark.slow  # trains a real model (once, in the module's fixture)
 
@@ -72,26 +70,6 @@ def test_training_keeps_each_features_longest_run_within_a_segment(
     limits = stats.limits(min_run=8, factor=3.0).tolist()
     assert limits == [max(8, 3 * flow), 3 * current, 0]
     assert limits[1] > 32, "longer than a window: current is not judged"
-
-
-def deliveries(values: np.ndarray) -> list[Delivery]:
-    return [
-        Delivery(
-            topic="p/d1",
-            readings=(Reading("pump", "d1", float(t), tuple(float(v) for v in row)),),
-            rejected=(),
-            ack=None,
-            received_at=time.time(),
-        )
-        for t, row in enumerate(values)
-    ]
-
-
-def opened(alerts: list[Alert]) -> list[Alert]:
-    first: dict[str, Alert] = {}
-    for alert in alerts:
-        first.setdefault(alert.uid, alert)
-    return list(first.values())
 
 
 def test_a_frozen_channel_alerts_once_naming_it_only_with_the_stuck_check(
