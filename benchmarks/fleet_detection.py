@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import sys
 import tempfile
 import tomllib
@@ -77,6 +78,12 @@ def main() -> int:
         "condition, met as soon as the model is there); the faults are published after "
         "it, so results do not change",
     )
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="copy each setting's alerts.json and truth.json here (KEEP/runN/), to read "
+        "which faults were missed and which alerts were false",
+    )
     args = ap.parse_args()
     model: dict[str, Any] | None = {"detector": args.detector} if args.detector else None
     if args.combine:
@@ -112,6 +119,11 @@ def main() -> int:
                     training_wait=args.training_wait,
                 )
                 rows.append((name, result))
+                if args.keep:
+                    kept = args.keep / f"run{i}"
+                    kept.mkdir(parents=True, exist_ok=True)
+                    for file in ("alerts.json", "truth.json"):
+                        shutil.copy2(run / file, kept / file)
                 print(f"{name}: {result.summary()}", flush=True)
         finally:
             broker.stop()

@@ -72,6 +72,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="SECTION",
+        help="turn a check off ([SECTION] enabled = false), e.g. relations, to measure its cost",
+    )
     args = parser.parse_args()
     configure_logging("warning", "console")
     torch.set_num_threads(1)  # the daemon's default (model.torch_threads)
@@ -80,7 +87,8 @@ def main() -> None:
         source = work / "rec.csv"
         recording(source, args.rows)
         config_file = work / "sentinel.toml"
-        config_file.write_text(CONFIG.format(state=work / "state", train=TRAIN_ROWS))
+        off = "".join(f"[{section}]\nenabled = false\n" for section in args.without)
+        config_file.write_text(CONFIG.format(state=work / "state", train=TRAIN_ROWS) + off)
         config = load_config(config_file)
         stream = config.streams[0]
         data = read_feature_csv(source, stream.feature_names, max_gap=config.windows.max_gap)

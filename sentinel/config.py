@@ -44,6 +44,7 @@ __all__ = [
     "ModelConfig",
     "MqttConfig",
     "PublishConfig",
+    "RelationsConfig",
     "RetrainConfig",
     "SentinelConfig",
     "SpikesConfig",
@@ -655,6 +656,78 @@ class LevelsConfig(Section):
     )
 
 
+class RelationsConfig(Section):
+    """Cross-channel check beside the model (sentinel/judge/relations.py; issue #21)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Judge each device's window means against the relations between its "
+        "features that the device's own normal windows showed: each feature's mean is "
+        "predicted from the other features' means (a linear fit per device, refitted as "
+        "normal windows arrive), and a window whose residual on one feature is more than k "
+        "times the device's normal residual scale is anomalous; the alert names the feature "
+        "whose departure explains the residuals (relation:FEATURE). A pump's flow, pressure "
+        "and current move together with its load; a shift, drift or decorrelation of one of "
+        "them alone breaks that, while a normal load change moves them all. Streams with "
+        "fewer than two varying features are not judged.",
+    )
+    k: float = Field(
+        default=6.0,
+        gt=0,
+        le=1_000,
+        description="A window is anomalous when a feature's residual is more than k times "
+        "the device's normal residual scale (the quantile below of its normal windows' "
+        "absolute residuals).",
+    )
+    reach: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=1_000_000,
+        description="Judge a feature only while the other features lie within reach x the "
+        "farthest any learnt window's did (squared Mahalanobis distance in their learnt "
+        "covariance): a prediction extrapolated to an operating point the device has not "
+        "shown is a guess. 0 judges every window.",
+    )
+    quantile: float = Field(
+        default=0.995,
+        gt=0.5,
+        lt=1.0,
+        description="The quantile of the learnt windows' absolute residuals (each from a "
+        "fit that did not see the window) that is the residual scale k multiplies.",
+    )
+    warmup: int = Field(
+        default=64,
+        ge=8,
+        le=1_000_000,
+        description="Windows a device learns before its relations are judged (and at least "
+        "8 per feature, so a fit on many features is not judged from a handful of windows). "
+        "The windows of the device's warm-start readings count, all of them: they are the "
+        "model's training rows.",
+    )
+    history: int = Field(
+        default=512,
+        ge=16,
+        le=1_000_000,
+        description="Normal window means remembered per device; the relations are refitted "
+        "on them.",
+    )
+    refit: int = Field(
+        default=64,
+        ge=1,
+        le=1_000_000,
+        description="Normal windows learnt between two refits of a device's relations.",
+    )
+    relearn_after: int = Field(
+        default=512,
+        ge=1,
+        le=100_000_000,
+        description="Readings (at hop: windows x hop) a device's relations may stay broken "
+        "before they are learnt afresh: a lasting new normal (a pump rebuilt, a sensor "
+        "recalibrated) is judged anew after this, with an audit event, rather than firing "
+        "until retraining.",
+    )
+
+
 class StuckConfig(Section):
     """Frozen-sensor check beside the model (sentinel/model/stuck.py, sentinel/judge/stuck.py;
     issue #21)."""
@@ -1156,6 +1229,7 @@ class SentinelConfig(Section):
     spikes: SpikesConfig = Field(default_factory=SpikesConfig)
     levels: LevelsConfig = Field(default_factory=LevelsConfig)
     stuck: StuckConfig = Field(default_factory=StuckConfig)
+    relations: RelationsConfig = Field(default_factory=RelationsConfig)
     constants: ConstantsConfig = Field(default_factory=ConstantsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)

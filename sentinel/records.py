@@ -28,6 +28,7 @@ __all__ = [
     "Reading",
     "RejectReason",
     "Rejected",
+    "RelationHit",
     "Score",
     "Severity",
     "SpikeHit",
@@ -213,6 +214,17 @@ class StuckHit:
 
 
 @dataclass(frozen=True, slots=True)
+class RelationHit:
+    """A window's feature whose mean no longer follows the device's other features as its
+    normal windows did (sentinel.judge.relations)."""
+
+    feature: int  # index into the stream's features
+    z: float  # |residual| / the device's normal residual scale for the feature (> k)
+    # Chance that a Gaussian residual whose ``quantile`` is that scale is this far off.
+    exceedance: float
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A score judged against its device's threshold."""
 
@@ -236,6 +248,9 @@ class Verdict:
     # Set when a feature's newest readings repeat one value for at least its limit
     # (sentinel.judge.stuck): anomalous whatever the score, as for a spike.
     stuck: StuckHit | None = None
+    # Set when a feature's window mean left the relations the device's normal windows
+    # showed with its other features (sentinel.judge.relations): anomalous whatever the score.
+    relation: RelationHit | None = None
     # True when the score was above the threshold in an excursion that recurs with the
     # device's learnt period (sentinel.judge.recurring): judged normal for that reason.
     recurring: bool = False
@@ -311,6 +326,9 @@ class AlertReason:
     # The feature whose readings froze longest among the opening windows, if the stuck
     # check fired: (feature, run of identical readings, its limit).
     stuck: tuple[str, int, int] | None = None
+    # The feature furthest off the device's relations among the opening windows, if the
+    # relation check fired: (feature, residual in units of its normal scale).
+    relation: tuple[str, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         t = self.threshold
@@ -333,6 +351,8 @@ class AlertReason:
             data["constant_expected"] = expected
         if self.stuck is not None:
             data["stuck_feature"], data["stuck_run"], data["stuck_limit"] = self.stuck
+        if self.relation is not None:
+            data["relation_feature"], data["relation_z"] = self.relation
         return data
 
     @classmethod
@@ -374,6 +394,11 @@ class AlertReason:
                     int(data["stuck_limit"]),  # type: ignore[call-overload]
                 )
                 if "stuck_feature" in data
+                else None
+            ),
+            relation=(
+                (str(data["relation_feature"]), float(data["relation_z"]))  # type: ignore[arg-type]
+                if "relation_feature" in data
                 else None
             ),
         )

@@ -32,6 +32,7 @@ def seed(url: str) -> int:
         "0123456789abcdef",
         ("flow", 14.2),
         stuck=("current", 40, 24),
+        relation=("pressure", 9.5),
     )
     alert = Alert(
         "uid-r",
@@ -72,6 +73,7 @@ def test_alerts_list_and_show_carry_severity_and_reason(
     assert "0123456789abcdef" in text
     assert "flow, 14.2 x its noise" in text  # a spike fired it
     assert "current held one value for 40 readings (limit 24)" in text  # and a frozen channel
+    assert "pressure left its relations to the other features (9.5 x" in text  # and a relation
 
 
 def test_alerts_csv_holds_structured_columns_as_json(

@@ -359,6 +359,14 @@ def _reason_fields(reason: dict[str, Any] | None) -> list[tuple[str, str]]:
                 f"readings (limit {reason.get('stuck_limit', 0)})",
             )
         )
+    if "relation_feature" in reason:
+        fields.append(
+            (
+                "relation",
+                f"{reason['relation_feature']} left its relations to the other features "
+                f"({reason.get('relation_z', 0):g} x the device's normal residual)",
+            )
+        )
     fields.append(("config hash", str(reason.get("config_hash", "-"))))
     return fields
 

@@ -56,9 +56,9 @@ def severity_of(exceedance: float, config: AlertsConfig) -> Severity:
 def alert_checks(alert: Alert) -> str:
     """Which checks opened ``alert``, as replay's ``check`` column names them: ``score`` (its
     peak window scored above the threshold), ``spike:FEATURE``, ``level:FEATURE`` (the
-    strongest hit among its opening windows), ``constant:FEATURE`` and ``stuck:FEATURE``,
-    joined by ``+``. An alert opened by a spike alone scores below its threshold, and this
-    is what says why it fired."""
+    strongest hit among its opening windows), ``constant:FEATURE``, ``stuck:FEATURE`` and
+    ``relation:FEATURE``, joined by ``+``. An alert opened by a spike alone scores below its
+    threshold, and this is what says why it fired."""
     parts = ["score"] if alert.peak_score > alert.threshold else []
     reason = alert.reason
     if reason is not None:
@@ -69,6 +69,8 @@ def alert_checks(alert: Alert) -> str:
             parts.append(f"constant:{reason.constant[0]}")
         if reason.stuck is not None:
             parts.append(f"stuck:{reason.stuck[0]}")
+        if reason.relation is not None:
+            parts.append(f"relation:{reason.relation[0]}")
     return "+".join(parts) or "score"
 
 
@@ -296,8 +298,20 @@ class AlertTracker:
             if frozen:
                 longest = max(frozen, key=lambda h: h.run / h.limit)
                 stuck = (names[longest.feature], longest.run, longest.limit)
+            broken = [v.relation for v in run if v.relation is not None]
+            relation = None
+            if broken:
+                off = max(broken, key=lambda h: h.z)
+                relation = (names[off.feature], round(off.z, 2))
             reason = AlertReason(
-                run[-1].state, exceedance, self.config_hash, spike, level, constant, stuck
+                run[-1].state,
+                exceedance,
+                self.config_hash,
+                spike,
+                level,
+                constant,
+                stuck,
+                relation,
             )
         alert = Alert(
             uid=str(uuid.uuid4()),
@@ -382,6 +396,11 @@ class AlertTracker:
             # A frozen feature's error is, if anything, below normal: it has no error to
             # weigh, and it is what this window is about, as for a constant's departure.
             excess[verdict.stuck.feature] += 1.0 + float(excess.sum())
+        if verdict.relation is not None:
+            # A feature that left its relations to the others may have a normal error of
+            # its own (the forecaster follows a shift after one reading): it is what the
+            # window is about.
+            excess[verdict.relation.feature] += 1.0 + float(excess.sum())
         return excess
 
     def _top(self, stream: str, excess: np.ndarray) -> tuple[FeatureContribution, ...]:

@@ -79,7 +79,12 @@ def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]
             offset = length - len(ratios)  # the scored readings are the newest S
             spans.append((window.time_of(offset + first), window.time_of(offset + last)))
     spans.extend((at, at) for at in _exact_onsets(verdict))
-    if verdict.level is not None or verdict.constant is not None or not spans:
+    if (
+        verdict.level is not None
+        or verdict.constant is not None
+        or verdict.relation is not None
+        or not spans
+    ):
         spans.append((newest, newest))
     if verdict.stuck is not None:
         spans.append((newest, newest))

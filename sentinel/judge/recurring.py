@@ -209,7 +209,8 @@ class RecurringExcursions:
 def _forced(verdict: Verdict) -> bool:
     """Whether a check beside the score holds the window anomalous."""
     return any(
-        hit is not None for hit in (verdict.spike, verdict.level, verdict.constant, verdict.stuck)
+        hit is not None
+        for hit in (verdict.spike, verdict.level, verdict.constant, verdict.stuck, verdict.relation)
     )
 
 

@@ -67,6 +67,7 @@ from sentinel.records import (
     AuditEvent,
     ConstantHit,
     LevelHit,
+    RelationHit,
     Score,
     SpikeHit,
     StuckHit,
@@ -192,14 +193,16 @@ class ThresholdBank:
         level: LevelHit | None = None,
         constant: ConstantHit | None = None,
         stuck: StuckHit | None = None,
+        relation: RelationHit | None = None,
     ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
         The stream's model (``set_model``) gives the threshold a device warms up on and
         the held-back scores DSPOT is fitted on. A window with a ``spike``
         (sentinel.judge.spikes), a ``level`` hit (sentinel.judge.levels), a ``constant``
-        hit (sentinel.judge.constants) or a ``stuck`` hit (sentinel.judge.stuck) is
-        anomalous whatever its score, and its score teaches the threshold nothing.
+        hit (sentinel.judge.constants), a ``stuck`` hit (sentinel.judge.stuck) or a
+        ``relation`` hit (sentinel.judge.relations) is anomalous whatever its score, and its
+        score teaches the threshold nothing.
         """
         model = self._models[score.window.stream]
         fallback, calibration = model.fallback, model.scores
@@ -212,7 +215,7 @@ class ThresholdBank:
                 state = self._devices[key]
             else:
                 state = self._devices[key] = self._new_device(score.window.stream, calibration)
-        hits = (spike, level, constant, stuck)
+        hits = (spike, level, constant, stuck, relation)
         forced = any(hit is not None for hit in hits)
         if state.spot is not None:
             spot = state.spot
@@ -258,6 +261,7 @@ class ThresholdBank:
             level=level,
             constant=constant,
             stuck=stuck,
+            relation=relation,
         )
 
     def drain_events(self) -> list[AuditEvent]:

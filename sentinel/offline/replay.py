@@ -160,6 +160,7 @@ def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
         ("level", verdict.level),
         ("constant", verdict.constant),
         ("stuck", verdict.stuck),
+        ("relation", verdict.relation),
     )
     for kind, hit in hits:
         if hit is not None:

@@ -29,6 +29,7 @@ from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.evidence import evidence
 from sentinel.judge.levels import LevelCheck
 from sentinel.judge.recurring import RecurringExcursions
+from sentinel.judge.relations import RelationCheck
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.stuck import StuckCheck
 from sentinel.judge.threshold import ThresholdBank
@@ -160,11 +161,17 @@ class Pipeline:
         self._spikes = SpikeCheck(config.spikes, config.windows.hop)
         self._levels = LevelCheck(config.levels)
         self._stuck = StuckCheck(config.stuck)
+        self._relations = RelationCheck(config.relations, config.windows.hop)
         self._constants = ConstantCheck(config.constants, config.windows.hop)
         self._recurring = RecurringExcursions(config.threshold)
         self._snapshots = (
             ThresholdSnapshots(
-                snapshot_path, self._thresholds, self._spikes, self._constants, self._recurring
+                snapshot_path,
+                self._thresholds,
+                self._spikes,
+                self._constants,
+                self._recurring,
+                self._relations,
             )
             if snapshot_path is not None
             else None
@@ -426,7 +433,11 @@ class Pipeline:
         alerts: list[Alert] = []
         for stream, stream_windows in windows.items():
             alerts.extend(self._score(self._streams[stream], stream_windows))
-        audit = (*self._thresholds.drain_events(), *self._constants.drain_events())
+        audit = (
+            *self._thresholds.drain_events(),
+            *self._constants.drain_events(),
+            *self._relations.drain_events(),
+        )
         if self._tap is not None:
             try:
                 self._tap.observe(self._accepted, self._flagged, alerts, audit)
@@ -513,6 +524,7 @@ class Pipeline:
         # Also what a restart restored for devices that have not come back since.
         parked = self._thresholds.park(held)
         self._spikes.park(held)
+        self._relations.park(held)
         self._recurring.park(held)
         self._alerts.forget(held, wall)
         if gone or parked:
@@ -589,6 +601,7 @@ class Pipeline:
         levels = self._levels.check(detector, stacked)
         constants = self._constants.check(detector, windows)
         stuck = self._stuck.check(detector, stacked)
+        relations = self._relations.check(detector, windows, stacked)
         verdicts: list[Verdict] = []
         for i, window in enumerate(windows):
             score = Score(
@@ -597,8 +610,15 @@ class Pipeline:
                 feature_errors=tuple(float(e) for e in feature_errors[i]),
                 model_version=detector.version,
             )
-            verdict = self._thresholds.judge(score, spikes[i], levels[i], constants[i], stuck[i])
+            verdict = self._thresholds.judge(
+                score, spikes[i], levels[i], constants[i], stuck[i], relations[i]
+            )
             verdicts.append(self._recurring.judge(verdict, warm=not live))
+        # The warm start's windows are the model's training rows: learnt whatever their
+        # verdicts (a device whose training never showed one of its loads would otherwise
+        # judge every window at it broken and learn none).
+        learnt = [not (live and v.is_anomaly) for v in verdicts]
+        self._relations.learn(detector, windows, stacked, learnt, relations)
         return self._with_evidence(detector, stacked, verdicts)
 
     @staticmethod
@@ -900,6 +920,7 @@ class Pipeline:
         self._spikes.reconfigure(config.spikes, config.windows.hop)
         self._levels.reconfigure(config.levels)
         self._stuck.reconfigure(config.stuck)
+        self._relations.reconfigure(config.relations, config.windows.hop)
         self._constants.reconfigure(config.constants, config.windows.hop)
         self._recurring.reconfigure(config.threshold)
         self.rejections.interval = config.ingest.log_interval

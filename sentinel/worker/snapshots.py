@@ -3,12 +3,12 @@
 Written every ``snapshot_interval`` and when the worker stops, atomically, each stream's
 thresholds tagged with the model version they were learnt on; at start they are taken back
 only for the models still in use (a new model has its own score scale), while the spike
-check's noise scales and remembered spikes, and the score's remembered recurring
-excursions (``recurring``), which belong to the devices, are taken back whatever the
-model. The constant check's learnt values (``constants``) belong to the model's
-training values, so they come back only for the same model, as the thresholds do. A
-snapshot that cannot be read is set aside as ``thresholds.json.corrupt`` and reported, and
-the thresholds start afresh: never fatal.
+check's noise scales and remembered spikes, the score's remembered recurring
+excursions (``recurring``) and the relation check's fits (``relations``), which belong to
+the devices, are taken back whatever the model. The constant check's learnt values
+(``constants``) belong to the model's training values, so they come back only for the same
+model, as the thresholds do. A snapshot that cannot be read is set aside as
+``thresholds.json.corrupt`` and reported, and the thresholds start afresh: never fatal.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import structlog
 from sentinel.atomic import write_atomically
 from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.recurring import RecurringExcursions
+from sentinel.judge.relations import RelationCheck
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
 
@@ -35,8 +36,8 @@ _SCHEMA = 1
 
 
 class ThresholdSnapshots:
-    """Saves and restores the state of ``thresholds``, ``spikes``, ``constants`` and
-    ``recurring`` at ``path``."""
+    """Saves and restores the state of ``thresholds``, ``spikes``, ``constants``,
+    ``recurring`` and ``relations`` at ``path``."""
 
     def __init__(
         self,
@@ -45,12 +46,14 @@ class ThresholdSnapshots:
         spikes: SpikeCheck,
         constants: ConstantCheck | None = None,
         recurring: RecurringExcursions | None = None,
+        relations: RelationCheck | None = None,
     ) -> None:
         self.path = path
         self._thresholds = thresholds
         self._spikes = spikes
         self._constants = constants
         self._recurring = recurring
+        self._relations = relations
 
     def save(self, models: Mapping[str, str]) -> None:
         """Write the state of every stream in ``models`` (stream -> active model version)."""
@@ -61,6 +64,7 @@ class ThresholdSnapshots:
                 "spikes": self._spikes.snapshot(name),
                 "constants": self._constants.snapshot(name) if self._constants else {},
                 "recurring": self._recurring.snapshot(name) if self._recurring else {},
+                "relations": self._relations.snapshot(name) if self._relations else {},
             }
             for name, version in models.items()
         }
@@ -87,6 +91,8 @@ class ThresholdSnapshots:
                 self._spikes.restore(name, saved.get("spikes", {}), features)
                 if self._recurring is not None:  # so are recurring excursions (issue #21)
                     self._recurring.restore(name, saved.get("recurring", {}))
+                if self._relations is not None:  # and the relations between their features
+                    self._relations.restore(name, saved.get("relations", {}), features)
                 if saved["model_version"] != version:
                     log.info(
                         "threshold_snapshot_stale",

@@ -1,0 +1,473 @@
+"""The relation check: a window whose mean of one feature no longer follows the device's other
+features is anomalous, whatever the model's score.
+
+Why a check beside the model: on a plant, most of what moves a channel is shared. A pump's
+flow, pressure, motor current and supply voltage all follow its load; a compressor's
+discharge temperature follows its pressure ratio. Load changes move each channel's level by
+more than its faults do (on the simulated fleet the training window means spread 2-5 channel
+scales within one pump, its level shifts are 4-6, its drifts 6-10 at their end), so neither a
+level check against training's spread nor a forecaster that learns each channel's next
+reading from its last sees a fault that moves one channel alone: a sensor's offset, a drift, a
+motor drawing current that no longer tracks the hydraulic load. What a normal load change
+never does is move one channel without the others. So each device keeps a model of how each
+feature's window mean follows the other features' window means, and a window whose residual
+on one feature is far beyond the device's normal residuals is anomalous.
+
+**The model** is linear: per feature, a least-squares fit of its window mean on the other
+features' window means, made on the device's own normal windows -- a fleet of pumps of
+different sizes shares one stream's LSTM, but each pump has its own curves. Window means
+average the sensors' noise away, which is what makes a shift of a few noise standard
+deviations visible. The fit is not shrunk (no ridge beyond numerical safety): where several
+features follow one load, a break shows only in the small differences between them, which a
+shrunk fit gives up first. A linear fit of curved relations (pressure goes with the square
+of flow) leaves a residual that each feature's scale absorbs.
+
+**The scale** of feature f is the ``quantile`` of its absolute residuals, each window's taken
+from a fit that did not see that window or any window overlapping it (held-out blocks, see
+``fit_relations``), floored at the noise of a window mean; a window is anomalous when a
+residual exceeds ``k`` times its scale. The hit names the feature whose departure alone
+explains the window's residuals best (``Relations.culprit``): where flow and current both
+follow the load, either moving alone throws both predictions off.
+
+**Only within reach.** A feature is judged only while the other features lie within
+``reach`` times the farthest any learnt window's did (squared Mahalanobis distance in their
+learnt covariance): a prediction extrapolated to a load the device never ran at is a guess,
+and on SKAB most false alarms of an ungated check came from such windows (docs/BENCHMARKS.md).
+A fault that moves one feature leaves the others where they were, so its own prediction is
+still judged.
+
+**Learning.** A device's windows are judged once it has learnt ``warmup`` windows (and 8 per
+feature judged); until then nothing is. The warm start's windows (its stream's training
+rows) are all learnt, so a device whose readings trained the model is judged from its first
+live window; later, only windows whose final verdict is normal are, each once the windows
+after it show the readings it holds were not the start of a break (``learn``). The last
+``history`` are
+kept and the fit is renewed every ``refit`` learnt windows, so relations that drift with the
+seasons are followed while a fault, judged anomalous, teaches nothing. A relation that stays
+broken for ``relearn_after`` readings is a new normal (a pump rebuilt, a sensor recalibrated):
+the device forgets its relations and learns them afresh, with an audit event
+(``relations_relearnt``), instead of alerting until retraining.
+
+Features constant in the model's training are the constant check's and left out here, as are
+features constant among the learnt windows; a stream with fewer than two varying features has
+no relations to judge. The fits belong to the devices, not the model: they survive model
+swaps and, through ``snapshot``/``restore``, restarts (the learnt window means themselves are
+re-learnt, as the spike check's residual history is).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Collection, Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from sentinel.config import RelationsConfig
+from sentinel.model.base import Detector
+from sentinel.records import AuditEvent, RelationHit, Window
+
+__all__ = ["RelationCheck", "Relations", "fit_relations"]
+
+log = structlog.get_logger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+# Ridge penalty per learnt window, in standardised units: numerical safety only (two
+# identical features), far below the small eigenvalues a break between collinear features
+# lives in.
+_RIDGE = 1e-6
+_MAX_FOLDS = 32  # most held-out blocks the residual scale is measured on (fit_relations)
+_MIN_PER_FEATURE = 8  # learnt windows per varying feature before a fit is trusted
+_CONSTANT = 1e-9  # a window-mean spread below this (relative to the level) is constant
+
+
+@dataclass(frozen=True, slots=True)
+class Relations:
+    """One device's fitted relations over F features, in raw units about ``centre``."""
+
+    centre: FloatArray  # (F,) the learnt windows' mean window means
+    weights: FloatArray  # (F, F) prediction of each feature from the others; zero diagonal
+    inverse: FloatArray  # (F,) 1 / residual scale; 0: not judged
+    # (F, F) inverse covariance of the learnt window means over the features used (zero
+    # elsewhere): from it, how far a window's other features lie from the learnt ones
+    precision: FloatArray
+    reach: FloatArray  # (F,) the farthest any learnt window's other features lay (see z)
+
+    def residuals(self, means: FloatArray) -> FloatArray:
+        """(B, F) window means -> (B, F) signed residuals, raw units."""
+        d = means - self.centre
+        out: FloatArray = d - d @ self.weights.T
+        return out
+
+    def distances(self, means: FloatArray) -> FloatArray:
+        """(B, F): per feature f, the squared Mahalanobis distance of the window's other
+        features from the learnt ones, in their learnt covariance. With P the precision
+        matrix and u = P d, that distance is d'Pd - u_f^2 / P_ff (the inverse of the
+        covariance without f is a Schur complement of P)."""
+        d = means - self.centre
+        u = d @ self.precision
+        total = np.einsum("bf,bf->b", d, u)
+        diag = np.diag(self.precision)
+        safe = np.where(diag > 0, diag, 1.0)
+        out: FloatArray = total[:, None] - np.where(diag > 0, u * u / safe, 0.0)
+        return out
+
+    def z(self, means: FloatArray, reach: float) -> FloatArray:
+        """(B, F) window means -> (B, F) |residual| / scale; 0 where a feature is not judged
+        or the window's other features lie beyond ``reach`` x ``self.reach``."""
+        out: FloatArray = np.abs(self.residuals(means)) * self.inverse
+        if reach > 0:
+            out[self.distances(means) > reach * self.reach] = 0.0
+        return out
+
+    def culprit(self, means: FloatArray, z: FloatArray) -> int:
+        """The feature whose departure alone best explains a window's residuals: ``means``
+        (F,) its window means, ``z`` (F,) its ratios from ``z`` (0 where not judged).
+
+        The largest residual does not say which feature moved: where two features follow
+        one load, either moving alone throws both predictions off by about as much. A
+        departure x of feature f alone changes residual g by x (g = f) or -x weights[g, f]:
+        that direction, in units of each residual's scale, is compared with all residuals
+        seen, and of the features judged in this window the one whose direction explains
+        most of them is named (fault isolation by reconstruction; Alcala and Qin,
+        Automatica 45, 2009). The features out of reach are not named (their predictions
+        are extrapolated), but their residuals still count as evidence: a feature that
+        moved puts the others' predictions out of reach and keeps its own."""
+        seen = self.residuals(means[None])[0] * self.inverse
+        directions = (np.eye(len(seen)) - self.weights) * self.inverse[:, None]
+        norms = np.einsum("gf,gf->f", directions, directions)
+        named = (z > 0) & (norms > 0)
+        if not named.any():
+            return int(z.argmax())
+        explained = np.where(named, (seen @ directions) ** 2 / np.where(named, norms, 1.0), -1.0)
+        return int(explained.argmax())
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "centre": self.centre.tolist(),
+            "weights": self.weights.tolist(),
+            "inverse": self.inverse.tolist(),
+            "precision": self.precision.tolist(),
+            "reach": self.reach.tolist(),
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], features: int) -> Relations:
+        """Raises ValueError where ``data`` does not describe ``features`` features."""
+        arrays = {
+            key: np.asarray(data[key], dtype=np.float64)
+            for key in ("centre", "weights", "inverse", "precision", "reach")
+        }
+        for key, array in arrays.items():
+            want = (features, features) if key in ("weights", "precision") else (features,)
+            if array.shape != want or not np.all(np.isfinite(array)):
+                raise ValueError(f"relations {key} is not {want} finite numbers")
+        return cls(**arrays)
+
+
+def fit_relations(
+    means: FloatArray,
+    noise: FloatArray,
+    quantile: float,
+    skip: Collection[int] = (),
+    block: int = 1,
+) -> Relations | None:
+    """Fit each varying feature's window mean on the other varying features' over ``means``
+    (n, F, oldest first), the residual scale floored at ``noise`` (F,: the noise of one
+    window mean); the features in ``skip`` are neither judged nor used. None when fewer than
+    two features vary.
+
+    The scale is measured on residuals each window gets from a fit that did not see it:
+    contiguous blocks of at least ``block`` windows (the caller passes the windows one
+    window's readings span, so no window overlapping a held-out one is fitted on), each
+    predicted from a fit on the rest. In-sample residuals understate the scale: a fit on
+    eight features takes up part of the noise of a hundred overlapping windows, and a device
+    with a short warm start would alert on its noise. Much longer blocks would overstate it
+    where the relations are curved: a block holding the only windows at one load is then
+    predicted by extrapolating the others, which ``reach`` keeps a later window from being."""
+    n, count = means.shape
+    centre = means.mean(axis=0)
+    spread = means.std(axis=0)
+    varying = spread > _CONSTANT * np.maximum(1.0, np.abs(centre))
+    varying[list(skip)] = False
+    used = np.flatnonzero(varying)
+    if used.size < 2:
+        return None
+    z = (means[:, used] - centre[used]) / spread[used]
+    gram = z.T @ z
+    full = _least_squares(gram, n)
+    held = np.empty_like(z)
+    size = max(block, -(-n // _MAX_FOLDS))
+    for lo in range(0, n, size):
+        part = z[lo : lo + size]
+        fit = full if n - len(part) < 2 else _least_squares(gram - part.T @ part, n - len(part))
+        held[lo : lo + size] = part - part @ fit.T
+    weights = np.zeros((count, count))
+    inverse = np.zeros(count)
+    precision = np.zeros((count, count))
+    standard = np.linalg.pinv(gram / n)  # in standardised units
+    precision[np.ix_(used, used)] = standard / np.outer(spread[used], spread[used])
+    for j, f in enumerate(used):
+        scale = float(np.quantile(np.abs(held[:, j]), quantile)) * spread[f]
+        scale = max(scale, float(noise[f]), _CONSTANT * max(1.0, abs(float(centre[f]))))
+        weights[f, used] = full[j] * spread[f] / spread[used]
+        inverse[f] = 1.0 / scale
+    fitted = Relations(centre, weights, inverse, precision, np.zeros(count))
+    reach = fitted.distances(means).max(axis=0) * (inverse > 0)
+    return Relations(centre, weights, inverse, precision, reach)
+
+
+def _least_squares(gram: FloatArray, n: int) -> FloatArray:
+    """(U, U) weights predicting each of U standardised columns from the others (zero
+    diagonal), from their (U, U) ``gram`` matrix over ``n`` rows."""
+    used = gram.shape[0]
+    out = np.zeros((used, used))
+    eye = _RIDGE * n * np.eye(used - 1)
+    for j in range(used):
+        others = np.delete(np.arange(used), j)
+        out[j, others] = np.linalg.solve(gram[np.ix_(others, others)] + eye, gram[others, j])
+    return out
+
+
+@dataclass(slots=True)
+class _Device:
+    ring: npt.NDArray[np.float32]  # (history, F) learnt window means, oldest overwritten
+    noise: FloatArray  # (F,) running mean of within-window sd / sqrt(window)
+    filled: int = 0
+    head: int = 0  # next row of the ring to write
+    learnt: int = 0  # windows learnt since the last (re)start
+    since_fit: int = 0
+    fit: Relations | None = None
+    broken: int = 0  # consecutive judged windows with a hit
+    skip: frozenset[int] = frozenset()  # features the fit left out (constant in training)
+    # normal windows (mean, noise) waiting for the windows after them (see ``learn``)
+    pending: deque[tuple[FloatArray, FloatArray]] = field(default_factory=deque)
+
+    @classmethod
+    def empty(cls, history: int, features: int) -> _Device:
+        return cls(ring=np.zeros((history, features), dtype=np.float32), noise=np.zeros(features))
+
+
+def _skipped(detector: Detector) -> frozenset[int]:
+    return frozenset(detector.constant_values())
+
+
+def _by_device(windows: Sequence[Window]) -> dict[tuple[str, str], list[int]]:
+    """Each device's windows' indexes, in order."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, window in enumerate(windows):
+        groups.setdefault((window.stream, window.device), []).append(i)
+    return groups
+
+
+class RelationCheck:
+    """Per device, the relations between its features' window means; per window, the
+    feature that left them (``check``); ``learn`` then takes the windows judged normal."""
+
+    def __init__(self, config: RelationsConfig, hop: int) -> None:
+        self.config = config
+        self.hop = hop
+        self._devices: dict[tuple[str, str], _Device] = {}
+        # devices freed while idle, or restored and not seen since: their saved state
+        self._parked: dict[tuple[str, str], dict[str, Any]] = {}
+        self._events: list[AuditEvent] = []
+
+    def reconfigure(self, config: RelationsConfig, hop: int) -> None:
+        if config.history != self.config.history:
+            # a ring of another length: the fits are kept, the window means re-learnt
+            self.park(keep=())
+        self.config, self.hop = config, hop
+
+    def check(
+        self, detector: Detector, windows: Sequence[Window], stacked: np.ndarray
+    ) -> list[RelationHit | None]:
+        """``stacked``: the raw (B, T, F) values of ``windows``, in order; ``detector`` their
+        model, whose features constant in training are the constant check's. Each device's
+        windows are judged with its fit as it stood before the batch (``learn`` comes after)."""
+        count, _, features = stacked.shape
+        hits: list[RelationHit | None] = [None] * count
+        if not self.config.enabled or count == 0 or features < 2:
+            return hits
+        means = stacked.mean(axis=1, dtype=np.float64)
+        skip = _skipped(detector)
+        k, reach = self.config.k, self.config.reach
+        sigmas = NormalDist().inv_cdf((1.0 + self.config.quantile) / 2.0)
+        for key, rows in _by_device(windows).items():
+            state = self._devices.get(key)
+            if state is None and key in self._parked:
+                state = self._state(key, features)
+            if state is None or state.fit is None or state.skip != skip:
+                continue
+            fit = state.fit
+            block = means[rows]
+            z = np.abs(fit.residuals(block)) * fit.inverse
+            # Out of reach matters only where a residual is over k: measured there only.
+            over = np.flatnonzero(z.max(axis=1) > k)
+            if over.size and reach > 0:
+                far = fit.distances(block[over]) > reach * fit.reach
+                z[over] = np.where(far, 0.0, z[over])
+            peaks = np.nan_to_num(z.max(axis=1), nan=0.0)
+            for j, i in enumerate(rows):
+                ratio = float(peaks[j])
+                if ratio <= k:
+                    state.broken = 0
+                    continue
+                # The scale is the quantile of normal residuals: a ratio is as unlikely as
+                # a Gaussian residual that many times that quantile off.
+                culprit = fit.culprit(block[j], z[j])
+                hits[i] = RelationHit(culprit, ratio, math.erfc(ratio * sigmas / math.sqrt(2.0)))
+                state.broken += 1
+                if state.broken * self.hop >= self.config.relearn_after:
+                    self._relearn(key, state, windows[i].end_ts)
+                    break  # the device's later windows wait for its new relations
+        return hits
+
+    def learn(
+        self,
+        detector: Detector,
+        windows: Sequence[Window],
+        stacked: np.ndarray,
+        learnt: Sequence[bool],
+        hits: Sequence[RelationHit | None],
+    ) -> None:
+        """Remember the windows marked in ``learnt`` (their means), refitting when due
+        (after the batch: a fit renewed at most one batch late); ``hits``: what ``check``
+        found in the same windows.
+
+        A window is remembered only once the windows its readings reach into have shown no
+        broken relation: it waits until as many windows as one window's readings span have
+        followed it, and a hit drops the ones still waiting. The windows just before a
+        break hold its first readings without being over k yet; a few of them among the
+        learnt ones lift the scale's high quantile towards the break's own level, and the
+        break would judge itself normal. (Only this check's hits drop them: dropping the
+        windows before any anomaly would learn the quietest windows only, and judge the
+        rest by too small a scale.)"""
+        count, length, features = stacked.shape
+        if not self.config.enabled or count == 0 or features < 2:
+            return
+        cfg = self.config
+        values = stacked.astype(np.float64)
+        means = values.mean(axis=1)
+        noise = values.std(axis=1) / math.sqrt(length)
+        usable = np.isfinite(means).all(axis=1) & np.isfinite(noise).all(axis=1)
+        skip = _skipped(detector)
+        needed = min(max(cfg.warmup, _MIN_PER_FEATURE * features), cfg.history)
+        span = -(-length // self.hop)  # windows that one window's readings span
+        for key, rows in _by_device(windows).items():
+            state = self._state(key, features)
+            ready: list[tuple[FloatArray, FloatArray]] = []
+            for i in rows:
+                if hits[i] is not None:
+                    state.pending.clear()
+                elif learnt[i] and usable[i]:
+                    state.pending.append((means[i], noise[i]))
+                    if len(state.pending) > span:
+                        ready.append(state.pending.popleft())
+            if ready:
+                self._remember(state, ready)
+            due = state.fit is None or state.since_fit >= cfg.refit or state.skip != skip
+            if state.filled >= needed and due:
+                ring = state.ring[: state.filled].astype(np.float64)
+                if state.filled == cfg.history:  # oldest first
+                    ring = np.roll(ring, -state.head, axis=0)
+                state.fit = fit_relations(ring, state.noise, cfg.quantile, skip, span)
+                state.skip, state.since_fit = skip, 0
+
+    def _remember(self, state: _Device, ready: list[tuple[FloatArray, FloatArray]]) -> None:
+        history = self.config.history
+        ready = ready[-history:]
+        for _, noise in ready:
+            state.learnt += 1
+            state.noise += (noise - state.noise) / min(state.learnt, history)
+        at = (state.head + np.arange(len(ready))) % history
+        state.ring[at] = np.stack([mean for mean, _ in ready])
+        state.head = (state.head + len(ready)) % history
+        state.filled = min(state.filled + len(ready), history)
+        state.since_fit += len(ready)
+
+    def _state(self, key: tuple[str, str], features: int) -> _Device:
+        state = self._devices.get(key)
+        if state is not None and state.ring.shape[1] == features:
+            return state
+        state = _Device.empty(self.config.history, features)
+        parked = self._parked.pop(key, None)
+        if parked is not None:
+            try:
+                state.fit = Relations.from_data(parked["fit"], features)
+                state.noise = np.asarray(parked["noise"], dtype=np.float64).reshape(features)
+                state.learnt = int(parked["learnt"])
+                state.skip = frozenset(int(f) for f in parked["skip"])
+            except (KeyError, TypeError, ValueError) as err:  # another stream's features
+                log.warning("relations_state_dropped", stream=key[0], device=key[1], error=str(err))
+                state = _Device.empty(self.config.history, features)
+        self._devices[key] = state
+        return state
+
+    def _relearn(self, key: tuple[str, str], state: _Device, at: float) -> None:
+        detail: dict[str, object] = {
+            "windows": state.broken,
+            "readings": state.broken * self.hop,
+            "relearn_after": self.config.relearn_after,
+        }
+        del self._devices[key]
+        self._events.append(AuditEvent(key[0], key[1], at, "relations_relearnt", detail))
+        log.info("relations_relearnt", stream=key[0], device=key[1], at=at, **detail)
+
+    def drain_events(self) -> list[AuditEvent]:
+        """Audit events (relations learnt afresh) since the last call."""
+        events, self._events = self._events, []
+        return events
+
+    def park(self, keep: Container[tuple[str, str]]) -> int:
+        """Free the state of every device not in ``keep``; a fitted one keeps its fit and
+        judges with it when it returns, re-learning its window means."""
+        gone = [key for key in self._devices if key not in keep]
+        for key in gone:
+            data = _to_data(self._devices.pop(key))
+            if data is not None:
+                self._parked[key] = data
+        return len(gone)
+
+    def snapshot(self, stream: str) -> dict[str, Any]:
+        """Each fitted device's relations, parked devices included (the learnt window means
+        themselves are re-learnt: ``history`` x features floats per device)."""
+        data = {device: saved for (s, device), saved in self._parked.items() if s == stream}
+        for (s, device), state in self._devices.items():
+            if s == stream and (saved := _to_data(state)) is not None:
+                data[device] = saved
+        return data
+
+    def restore(self, stream: str, devices: Mapping[str, Any], n_features: int) -> int:
+        """Take back ``snapshot``'s relations; raises ValueError/TypeError/KeyError on a
+        malformed one (the caller reports it and starts afresh)."""
+        restored = {}
+        for device, data in devices.items():
+            Relations.from_data(data["fit"], n_features)  # validated now, not on first use
+            if len(data["noise"]) != n_features:
+                raise ValueError(f"relations of {device!r} do not fit {n_features} features")
+            restored[(stream, str(device))] = dict(data)
+        for key in restored:
+            self._devices.pop(key, None)
+        self._parked.update(restored)
+        return len(restored)
+
+    def stats(self) -> dict[str, int]:
+        judged = sum(1 for s in self._devices.values() if s.fit is not None)
+        return {"devices": len(self._devices), "judged": judged, "parked": len(self._parked)}
+
+
+def _to_data(state: _Device) -> dict[str, Any] | None:
+    if state.fit is None:
+        return None
+    return {
+        "fit": state.fit.to_data(),
+        "noise": state.noise.tolist(),
+        "learnt": state.learnt,
+        "skip": sorted(state.skip),
+    }

@@ -1,0 +1,244 @@
+"""The relation check: a feature whose window mean leaves its relations to the others."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sentinel.config import RelationsConfig, SpikesConfig, ThresholdConfig
+from sentinel.judge.relations import RelationCheck, fit_relations
+from sentinel.judge.spikes import SpikeCheck
+from sentinel.judge.threshold import ThresholdBank
+from sentinel.records import AlertReason, RelationHit, ThresholdState, Window
+from sentinel.worker.snapshots import ThresholdSnapshots
+from tests.fakes import FakeDetector
+
+T = 16  # readings per window
+
+
+class Pump:
+    """Three channels that follow one load (flow, pressure ~ flow^2, current ~ load) with
+    sensor noise, and a fourth, independent of the load (an ambient temperature)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.t = 0.0
+
+    def window(self, load: float, offset: tuple[float, ...] = (0.0,) * 4) -> np.ndarray:
+        n = self.rng.standard_normal((T, 4))
+        flow = 50.0 * load + 0.5 * n[:, 0]
+        pressure = 1.0 + 3.0 * load * load + 0.03 * n[:, 1]
+        current = 10.0 + 20.0 * load + 0.2 * n[:, 2]
+        ambient = 20.0 + 0.1 * n[:, 3] + self.rng.normal(0.0, 0.5)
+        out: np.ndarray = np.column_stack([flow, pressure, current, ambient]) + np.asarray(offset)
+        return out
+
+
+class ConstantsDetector(FakeDetector):
+    """A model that found the features ``constant`` constant in its training data."""
+
+    def __init__(self, constant: dict[int, float] | None = None) -> None:
+        super().__init__()
+        self._constant = constant or {}
+
+    def constant_values(self) -> dict[int, float]:
+        return self._constant
+
+
+MODEL = ConstantsDetector()
+
+
+def as_windows(device: str, values: list[np.ndarray], t0: float = 0.0) -> list[Window]:
+    return [
+        Window("pumps", device, t0 + i * T, t0 + i * T + T - 1, v) for i, v in enumerate(values)
+    ]
+
+
+def feed(
+    check: RelationCheck, device: str, values: list[np.ndarray], model: FakeDetector = MODEL
+) -> list[RelationHit | None]:
+    """Check then learn the windows judged normal by the check itself, as the pipeline does
+    when no other check fires."""
+    windows = as_windows(device, values)
+    stacked = np.stack(values)
+    hits = check.check(model, windows, stacked)
+    check.learn(model, windows, stacked, [h is None for h in hits], hits)
+    return hits
+
+
+def loads(rng: np.random.Generator, n: int) -> np.ndarray:
+    # a drive switching between load levels, with demand noise
+    levels = rng.choice([0.55, 0.7, 0.85, 1.0], size=n // 8 + 1).repeat(8)[:n]
+    return levels * (1.0 + 0.02 * rng.standard_normal(n))
+
+
+def trained(config: RelationsConfig | None = None, seed: int = 0) -> tuple[RelationCheck, Pump]:
+    check = RelationCheck(config or RelationsConfig(), hop=4)
+    pump = Pump(seed)
+    rng = np.random.default_rng(seed + 100)
+    hits = feed(check, "p1", [pump.window(x) for x in loads(rng, 400)])
+    assert all(h is None for h in hits[:64])  # nothing is judged while warming up
+    return check, pump
+
+
+def test_a_load_change_is_normal_but_one_channel_moving_alone_is_not() -> None:
+    check, pump = trained()
+    rng = np.random.default_rng(7)
+    normal = feed(check, "p1", [pump.window(x) for x in loads(rng, 200)])
+    assert sum(h is not None for h in normal) <= 1
+    # Flow reads 5 m3/h low (a tenth of its range over the loads, 10 readings' noise): a
+    # lower load would read so too, but pressure and current did not follow.
+    shifted = feed(check, "p1", [pump.window(0.8, (-5.0, 0, 0, 0)) for _ in range(4)])
+    assert all(h is not None and h.feature == 0 for h in shifted)
+    assert all(h.z > RelationsConfig().k and 0 < h.exceedance < 1e-6 for h in shifted if h)
+    # The current no longer tracks the load (a dragging bearing): named too.
+    drag = feed(check, "p1", [pump.window(0.7, (0, 0, 2.0, 0)) for _ in range(4)])
+    assert all(h is not None and h.feature == 2 for h in drag)
+
+
+def test_anomalous_windows_teach_nothing_and_a_lasting_break_is_relearnt() -> None:
+    config = RelationsConfig(relearn_after=40 * 4)  # 40 windows at hop 4
+    check, pump = trained(config)
+    broken = [pump.window(0.8, (-5.0, 0, 0, 0)) for _ in range(39)]
+    hits = feed(check, "p1", broken)
+    assert all(h is not None for h in hits)  # 39 windows in, still judged by the old fit
+    assert check.drain_events() == []
+    hits = feed(check, "p1", [pump.window(0.8, (-5.0, 0, 0, 0))])
+    assert hits[0] is not None
+    (event,) = check.drain_events()
+    assert (event.kind, event.device, event.detail["readings"]) == ("relations_relearnt", "p1", 160)
+    # Afresh: nothing is judged until the new relations are learnt.
+    rng = np.random.default_rng(3)
+    again = feed(check, "p1", [pump.window(x, (-5.0, 0, 0, 0)) for x in loads(rng, 100)])
+    assert all(h is None for h in again[:64])
+    assert sum(h is not None for h in again[64:]) <= 1
+
+
+def test_devices_have_their_own_relations() -> None:
+    check, pump = trained()
+    other = Pump(seed=5)
+    rng = np.random.default_rng(9)
+    # p2's flow sensor reads 8 m3/h high from the start: its own normal.
+    hits = feed(check, "p2", [other.window(x, (8.0, 0, 0, 0)) for x in loads(rng, 300)])
+    assert sum(h is not None for h in hits) <= 1
+    assert feed(check, "p1", [pump.window(0.8, (8.0, 0, 0, 0))])[0] is not None
+
+
+def test_nothing_is_judged_without_two_varying_features_or_when_off() -> None:
+    rng = np.random.default_rng(1)
+    check = RelationCheck(RelationsConfig(), hop=4)
+    one = [rng.normal(size=(T, 1)) for _ in range(200)]
+    stacked = np.stack(one)
+    assert check.check(MODEL, as_windows("u", one), stacked) == [None] * 200
+    check.learn(MODEL, as_windows("u", one), stacked, [True] * 200, [None] * 200)
+    assert check.check(MODEL, as_windows("u", one), stacked) == [None] * 200
+    # A varying feature beside a constant one: no relation to judge.
+    pair = [np.column_stack([rng.normal(size=T), np.full(T, 3.0)]) for _ in range(200)]
+    feed(check, "c", pair)
+    assert feed(check, "c", [np.column_stack([np.full(T, 9.0), np.full(T, 3.0)])]) == [None]
+    off, pump = trained(RelationsConfig())
+    off.reconfigure(RelationsConfig(enabled=False), hop=4)
+    assert feed(off, "p1", [pump.window(0.8, (-5.0, 0, 0, 0))]) == [None]
+
+
+def test_a_parked_device_keeps_its_relations() -> None:
+    check, pump = trained()
+    assert check.park(keep=set()) == 1
+    assert check.stats()["devices"] == 0
+    assert feed(check, "p1", [pump.window(0.8, (-5.0, 0, 0, 0))])[0] is not None
+
+
+def test_fit_floors_the_scale_of_an_exact_relation() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 1))
+    means = np.hstack([x, 2.0 * x])  # y is exactly 2x: residuals are float noise
+    fit = fit_relations(means, noise=np.array([0.01, 0.02]), quantile=0.995)
+    assert fit is not None
+    assert np.all(fit.inverse <= 1.0 / 0.01 + 1e-9)
+    z = fit.z(np.array([[1.0, 2.0 + 0.02]]), reach=0.0)
+    # one window-mean noise off is about one scale off (the ridge shrinks the fit a little),
+    # where an unfloored scale of float noise would make it 10^12
+    assert 0.5 < z[0, 1] < 2.0
+
+
+def test_alert_reason_keeps_the_relation() -> None:
+    state = ThresholdState("quantile", 0.5, 300, None, True)
+    reason = AlertReason(state, 1e-9, "abc", relation=("flow", 12.5))
+    assert AlertReason.from_dict(reason.to_dict()).relation == ("flow", 12.5)
+
+
+def test_features_constant_in_training_are_left_to_the_constant_check() -> None:
+    # A command flag constant in the model's training (index 3) that switches later, its
+    # new values accepted by the constant check: learnt windows hold it varying, but it is
+    # neither judged nor used, so the flag switching back is not a broken relation.
+    model = ConstantsDetector({3: 0.0})
+    check = RelationCheck(RelationsConfig(), hop=4)
+    pump = Pump()
+    rng = np.random.default_rng(4)
+    flag = [
+        pump.window(x, (0, 0, 0, float(i // 40 % 2) * 50)) for i, x in enumerate(loads(rng, 400))
+    ]
+    hits = feed(check, "p1", flag, model)
+    assert all(h is None or h.feature != 3 for h in hits)
+    assert feed(check, "p1", [pump.window(0.8, (0, 0, 0, 0))], model)[0] is None
+    # The rest is judged as ever.
+    assert feed(check, "p1", [pump.window(0.8, (-10.0, 0, 0, 0))], model)[0] is not None
+    # Another model that trained on the flag varying: refitted with it before judging.
+    assert feed(check, "p1", [pump.window(0.8, (-10.0, 0, 0, 0))], MODEL)[0] is None
+
+
+def test_an_operating_point_never_learnt_is_not_judged() -> None:
+    # Learnt at loads 0.55-0.75 only: at full load the curved pressure is extrapolated, and
+    # a linear fit would call every window there broken.
+    check = RelationCheck(RelationsConfig(), hop=4)
+    pump = Pump()
+    rng = np.random.default_rng(8)
+    part = [pump.window(x) for x in rng.uniform(0.55, 0.75, size=300)]
+    assert all(h is None for h in feed(check, "p1", part)[64:])
+    full = [pump.window(1.0) for _ in range(8)]
+    assert feed(check, "p1", full) == [None] * 8
+    ungated = RelationCheck(RelationsConfig(reach=0.0), hop=4)
+    feed(ungated, "p1", part)
+    assert all(h is not None for h in feed(ungated, "p1", full))
+    # A fault inside the learnt span is still judged.
+    assert feed(check, "p1", [pump.window(0.65, (0, 0, 2.0, 0))])[0] is not None
+
+
+def test_the_feature_that_moved_is_named_not_its_partner() -> None:
+    # Flow and current both follow the load linearly; pressure (curved, but precise) tells
+    # which of the two left it. Out of reach off: every residual is judged.
+    check, pump = trained(RelationsConfig(reach=0.0))
+    for feature, offset in ((0, (-5.0, 0, 0, 0)), (2, (0, 0, 2.0, 0))):
+        hits = feed(check, "p1", [pump.window(0.8, offset) for _ in range(4)])
+        assert [h.feature if h else None for h in hits] == [feature] * 4
+
+
+def test_snapshot_and_restore_keep_a_device_judging() -> None:
+    check, pump = trained()
+    saved = check.snapshot("pumps")
+    assert set(saved) == {"p1"}
+    restarted = RelationCheck(RelationsConfig(), hop=4)
+    assert restarted.restore("pumps", saved, 4) == 1
+    assert feed(restarted, "p1", [pump.window(0.8, (-5.0, 0, 0, 0))])[0] is not None
+    assert feed(restarted, "p1", [pump.window(0.8)])[0] is None
+    with pytest.raises(ValueError, match="relations"):
+        RelationCheck(RelationsConfig(), hop=4).restore("pumps", saved, 3)
+
+
+def test_thresholds_json_carries_the_relations_across_a_restart(tmp_path: Path) -> None:
+    check, pump = trained()
+    path = tmp_path / "thresholds.json"
+    before = ThresholdSnapshots(
+        path, ThresholdBank(ThresholdConfig()), SpikeCheck(SpikesConfig(), 4), relations=check
+    )
+    before.save({"pumps": "v1"})
+    assert "p1" in json.loads(path.read_text())["streams"]["pumps"]["relations"]
+    restarted = RelationCheck(RelationsConfig(), hop=4)
+    after = ThresholdSnapshots(
+        path, ThresholdBank(ThresholdConfig()), SpikeCheck(SpikesConfig(), 4), relations=restarted
+    )
+    after.restore({"pumps": ("v2", 4)})  # another model: the relations are the device's
+    assert feed(restarted, "p1", [pump.window(0.8, (-5.0, 0, 0, 0))])[0] is not None

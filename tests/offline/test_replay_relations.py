@@ -1,0 +1,64 @@
+"""Replay end to end, default config: a pump's motor current that stops following its load
+(a dragging bearing: the current reads a little high whatever the load) is caught by the
+relation check and named, while the pump's load changes around it are not alerts
+(sentinel.judge.relations, issue #21)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sentinel.config import SentinelConfig
+from sentinel.offline.csvdata import RecordedData
+from simulators.fleet import FEATURES, FleetSimulator
+from tests.offline.helpers import replay_rows
+
+pytestmark = pytest.mark.slow
+
+TRAIN, FAULT, LENGTH, ROWS = 800, (1500, 1620), 2000, 2000
+STEP = 5.0
+
+
+def pump_series() -> tuple[np.ndarray, np.ndarray, float]:
+    """One simulated pump with no faults of its own (load levels switching, a daily cycle
+    compressed into an hour): its readings, timestamps and its current's scale."""
+    sim = FleetSimulator(1, seed=4, step=STEP, anomaly_rate=0.0, day_length=3600.0)
+    steps = sim.steps()
+    rows = [next(steps)[0] for _ in range(ROWS)]
+    values = np.array([[r.values[f] for f in FEATURES] for r in rows], dtype=np.float32)
+    stamps = np.array([r.ts for r in rows])
+    return values, stamps, sim.scale(sim.devices[0])["current"]
+
+
+def replay_checks(tmp_path: Path, relations: bool) -> tuple[list[str], list[str]]:
+    """The check column of the fault's rows and of every other row after training."""
+    values, stamps, scale = pump_series()
+    current = FEATURES.index("current")
+    values[FAULT[0] : FAULT[1], current] += 2.0 * scale
+    config = SentinelConfig.model_validate(
+        {
+            "streams": [{"name": "pump", "topic": "p/{device}", "features": list(FEATURES)}],
+            "relations": {"enabled": relations},
+            "model": {"seed": 1},
+        }
+    )
+    data = RecordedData(values, stamps, tuple(FEATURES), None)
+    _, rows = replay_rows(config, data, tmp_path / f"out-{relations}.csv", train_rows=TRAIN)
+    checks = [row["check"] for row in rows]
+    # a window holds a fault's readings up to one window after it
+    inside = checks[FAULT[0] : FAULT[1] + 32]
+    outside = checks[TRAIN : FAULT[0]] + checks[FAULT[1] + 32 :]
+    return inside, outside
+
+
+def test_a_current_that_stops_following_the_load_is_caught_and_named(tmp_path: Path) -> None:
+    inside, outside = replay_checks(tmp_path, relations=True)
+    assert sum("relation:current" in c for c in inside) >= 8
+    assert not any("relation" in c for c in outside)
+
+
+def test_without_the_relation_check_the_model_does_not_see_it(tmp_path: Path) -> None:
+    inside, _ = replay_checks(tmp_path, relations=False)
+    assert sum(c != "" for c in inside) < 8
