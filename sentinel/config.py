@@ -160,6 +160,13 @@ class DatabaseConfig(Section):
     busy_timeout_ms: int = Field(
         default=5_000, ge=0, le=600_000, description="SQLite busy timeout, milliseconds."
     )
+    sqlite_durability: Literal["full", "unsafe-on-power-loss"] = Field(
+        default="full",
+        description="SQLite: 'full' fsyncs every commit before its readings are acknowledged "
+        "to the broker (PRAGMA synchronous=FULL). 'unsafe-on-power-loss' (synchronous=NORMAL) "
+        "saves that fsync, but a power cut can roll back commits whose readings the broker "
+        "already forgot (issue #22). Ignored for PostgreSQL.",
+    )
 
     @field_validator("url")
     @classmethod
