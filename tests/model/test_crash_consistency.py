@@ -105,7 +105,11 @@ def test_a_killed_activation_leaves_the_old_model_or_the_new(
 ) -> None:
     # How many file operations an activation makes, and about how long it takes.
     count = itertools.count(1)
-    _hook_file_operations(lambda: next(count) and None, monkeypatch.setattr)
+
+    def tally() -> None:
+        next(count)
+
+    _hook_file_operations(tally, monkeypatch.setattr)
     shutil.copytree(base.root, tmp_path / "counted")
     _activate_v2(tmp_path / "counted")
     monkeypatch.undo()
