@@ -37,8 +37,6 @@ from tests.strace_helpers import (
     strace_unusable,
 )
 
-pytestmark = [pytest.mark.integration]
-
 READINGS = 12
 
 
@@ -52,6 +50,7 @@ def _pubacks_sent(trace: Path, port: int) -> int:
     return sum(p.kind == PUBACK for p in mqtt_packets(sends))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("durability", ["full", "unsafe-on-power-loss"])
 def test_every_puback_follows_the_fsync_of_its_commit(
     private_broker: PrivateBroker, tmp_path: Path, durability: str
@@ -96,9 +95,11 @@ def test_every_puback_follows_the_fsync_of_its_commit(
         )
     finally:
         publisher.finish()
-        [daemon] = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        os.kill(int(daemon), signal.SIGTERM)
+        # SIGTERM the daemon, strace's child; strace then exits with the daemon's status.
+        for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            os.kill(int(child), signal.SIGTERM)
         proc.wait(60)
+    assert proc.returncode == 0, log.read_text(errors="replace")[-3000:]
 
     acks, problems = acks_before_sync(parse_trace(trace), Path(f"{db}-wal"), private_broker.port)
     assert acks == READINGS
