@@ -1249,6 +1249,13 @@ class SentinelConfig(Section):
                 "/metrics have no authentication, so anyone who reaches port "
                 f"{health.port} reads them; keep 127.0.0.1 or firewall the port"
             )
+        database = self.database
+        if database.sqlite_durability != "full" and self.database_url.startswith("sqlite"):
+            found.append(
+                "database.sqlite_durability: commits are not fsynced before their readings "
+                "are acknowledged, so a power cut can lose readings the broker has already "
+                'forgotten; keep "full" unless the box has a UPS (docs/OPERATIONS.md)'
+            )
         return found
 
 
