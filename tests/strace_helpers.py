@@ -46,13 +46,16 @@ def strace_unusable() -> str | None:
     if binary is None:
         return "strace is not installed (apt-get install strace)"
     probe = subprocess.run(
-        [binary, "-f", "-e", "trace=none", "-o", "/dev/null", "true"],
+        [binary, "-f", "--seccomp-bpf", "-e", "trace=fsync", "-o", "/dev/null", "true"],
         capture_output=True,
         text=True,
         check=False,
     )
     if probe.returncode != 0:
-        return f"strace cannot trace here (ptrace not permitted?): {probe.stderr.strip()}"
+        return (
+            "strace cannot trace here (ptrace not permitted, or an strace older than 5.3 "
+            f"without --seccomp-bpf): {probe.stderr.strip()}"
+        )
     return None
 
 
