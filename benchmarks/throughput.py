@@ -7,6 +7,7 @@ Reported: messages/s for both (median of --repeat runs) and their ratio, and the
 scoring cost per window. Timings on shared machines are noisy; compare ratios.
 
     .venv/bin/python benchmarks/throughput.py [--devices 20] [--steps 1000] [--repeat 3]
+        [--sqlite-durability full|unsafe-on-power-loss]
 """
 
 from __future__ import annotations
@@ -86,13 +87,19 @@ def ceiling(broker: PrivateBroker, messages: list[tuple[str, bytes]], run: int) 
 
 
 def daemon(
-    broker: PrivateBroker, messages: list[tuple[str, bytes]], models: Path, work: Path, run: int
+    broker: PrivateBroker,
+    messages: list[tuple[str, bytes]],
+    models: Path,
+    work: Path,
+    run: int,
+    durability: str,
 ) -> tuple[float, float]:
     state = work / f"state-{run}"
     install_model(models, state)
     url = f"sqlite:///{state / 'sentinel.db'}"
     config = daemon_config(state, broker, database_url=url, client_id=f"bench-{run}")
     config["database"]["flush_interval"] = 0.2  # the product default, not the tests' 0.05
+    config["database"]["sqlite_durability"] = durability
     config["logging"]["level"] = "warning"
     app = SentinelApp(SentinelConfig.model_validate(config), stats_interval=3600)
     stop = threading.Event()
@@ -121,6 +128,7 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=20)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--sqlite-durability", choices=("full", "unsafe-on-power-loss"), default="full")
     args = ap.parse_args()
 
     from sentinel.logs import configure_logging
@@ -138,7 +146,7 @@ def main() -> int:
             ceilings, rates, scoring = [], [], []
             for run in range(args.repeat):
                 ceilings.append(ceiling(broker, messages, run))
-                rate, ms = daemon(broker, messages, models, work, run)
+                rate, ms = daemon(broker, messages, models, work, run, args.sqlite_durability)
                 rates.append(rate)
                 scoring.append(ms)
         finally:
@@ -150,7 +158,8 @@ def main() -> int:
     )
     print(
         f"messages per run: {len(messages)} ({args.devices} devices x {args.steps} readings, "
-        f"{len(FEATURES)} features), runs: {args.repeat}"
+        f"{len(FEATURES)} features), runs: {args.repeat}, "
+        f"sqlite_durability: {args.sqlite_durability}"
     )
     print(f"bare paho subscriber (ceiling): {c:8.0f} msg/s  runs {[round(x) for x in ceilings]}")
     print(f"sentinel end to end:            {r:8.0f} msg/s  runs {[round(x) for x in rates]}")

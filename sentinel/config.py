@@ -161,6 +161,13 @@ class DatabaseConfig(Section):
     busy_timeout_ms: int = Field(
         default=5_000, ge=0, le=600_000, description="SQLite busy timeout, milliseconds."
     )
+    sqlite_durability: Literal["full", "unsafe-on-power-loss"] = Field(
+        default="full",
+        description="SQLite: 'full' fsyncs every commit before its readings are acknowledged "
+        "to the broker (PRAGMA synchronous=FULL). 'unsafe-on-power-loss' (synchronous=NORMAL) "
+        "saves that fsync, but a power cut can roll back commits whose readings the broker "
+        "already forgot (issue #22). Ignored for PostgreSQL.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -1315,6 +1322,13 @@ class SentinelConfig(Section):
                 f"health.bind: {health.bind!r} is not a loopback address: /healthz and "
                 "/metrics have no authentication, so anyone who reaches port "
                 f"{health.port} reads them; keep 127.0.0.1 or firewall the port"
+            )
+        database = self.database
+        if database.sqlite_durability != "full" and self.database_url.startswith("sqlite"):
+            found.append(
+                "database.sqlite_durability: commits are not fsynced before their readings "
+                "are acknowledged, so a power cut can lose readings the broker has already "
+                'forgotten; keep "full" unless the box has a UPS (docs/OPERATIONS.md)'
             )
         return found
 

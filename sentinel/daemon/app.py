@@ -34,6 +34,7 @@ from sentinel.model.registry import load_active_or_previous
 from sentinel.publish.publisher import AlertPublisher
 from sentinel.records import WriteBatch
 from sentinel.store import AlertStore, AlertWriter
+from sentinel.store.durability import warn_not_durable
 from sentinel.store.outbox import OutboxPolicy
 from sentinel.worker.coldstart import Trainer
 from sentinel.worker.devices import warn_future_progress
@@ -106,6 +107,7 @@ class SentinelApp:
         store = AlertStore(
             config.database_url,
             busy_timeout_ms=config.database.busy_timeout_ms,
+            sqlite_durability=config.database.sqlite_durability,
             outbox=OutboxPolicy(publish.update_peak_factor, publish.update_interval)
             if publish.enabled
             else None,
@@ -113,6 +115,7 @@ class SentinelApp:
         store.open()
         try:
             store.migrate()
+            warn_not_durable(store)
             warn_future_progress(store, config.ingest.max_future_skew)
             registry = self._registry = ModelRegistry(config.models_dir)
             for stream in config.streams:  # bounded disk use, also after a config change

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 import torch
 
-from sentinel.atomic import write_atomically
+from sentinel.atomic import fsync_dir, write_atomically
 from sentinel.errors import ModelError
 from sentinel.model.base import Detector
 from sentinel.model.detector_types import load_detector
@@ -178,9 +178,21 @@ class ModelRegistry:
         return entries
 
     def previous_version(self, stream: str) -> str | None:
-        """The version that was active before the current one took over (rollback target)."""
-        current = self.active_version(stream)
+        """The version that was active before the current one took over (rollback target).
+
+        When ``ACTIVE`` itself is damaged (emptied, garbled or cut short, by hand or by a
+        disk that lost its last write: issue #22) or names no saved version, the newest
+        version the history says was activated and that still exists: what ``ACTIVE``
+        named, or at worst its predecessor."""
         history = [e["version"] for e in self.history(stream)]
+        try:
+            current = self.active_version(stream)
+            damaged = current is not None and not self.path(stream, current).is_dir()
+        except ModelError:
+            current, damaged = None, True
+        if damaged:
+            existing = [v for v in history if self.path(stream, v).is_dir()]
+            return existing[-1] if existing else None
         # The last activation of the current version, then the latest other one before it.
         for i in range(len(history) - 1, -1, -1):
             if history[i] == current:
@@ -193,7 +205,11 @@ class ModelRegistry:
     def prune(self, stream: str, keep: int) -> list[str]:
         """Delete the oldest versions beyond ``keep``; the active one and its predecessor
         are never deleted. Returns what was deleted."""
-        protected = {self.active_version(stream), self.previous_version(stream)}
+        try:
+            active = self.active_version(stream)
+        except ModelError:  # an unreadable ACTIVE: previous_version names what it did
+            active = None
+        protected = {active, self.previous_version(stream)}
         versions = self.versions(stream)
         removed: list[str] = []
         for version in versions:
@@ -215,10 +231,13 @@ class ModelRegistry:
             "reason": reason,
         }
         try:
+            created = not path.exists()
             with path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+            if created:  # the new file's name must survive a power cut too
+                fsync_dir(path.parent)
         except OSError as err:
             # ACTIVE is already switched; only rollback loses a step, so do not fail.
             log.error("model_history_write_failed", path=str(path), error=str(err))
@@ -227,12 +246,14 @@ class ModelRegistry:
 def load_active_or_previous(
     registry: ModelRegistry, stream: str, device: torch.device, max_batch: int
 ) -> Detector | None:
-    """The active version; if it cannot be loaded (a corrupt file), the one active before
-    it, which then becomes active again. None when neither exists or loads."""
+    """The active version; if it cannot be loaded (a corrupt or torn file, an unreadable
+    ``ACTIVE``), the one active before it, which then becomes active again, with a warning
+    naming both. None when nothing was ever activated; ModelError when neither loads."""
     try:
         return registry.load_active(stream, device, max_batch=max_batch)
     except ModelError as err:
         log.error("model_unusable", stream=stream, error=str(err))
+        reason = str(err)
         previous = registry.previous_version(stream)
         if previous is None:
             raise
@@ -242,5 +263,5 @@ def load_active_or_previous(
         log.error("model_unusable", stream=stream, version=previous, error=str(err))
         raise
     registry.activate(stream, previous, reason="active version could not be loaded")
-    log.warning("model_fell_back", stream=stream, version=previous)
+    log.warning("model_fell_back", stream=stream, version=previous, because=reason)
     return detector

@@ -135,6 +135,8 @@ class Reservoir:
                 return self.open()
             return self
         conn.execute("PRAGMA journal_mode=WAL")
+        # Readings alone are committed without an fsync (see ``add``): a power cut can roll
+        # back the newest of them, which costs training data only, like a failed write.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
         row = conn.execute("SELECT value FROM meta WHERE key = 'n_features'").fetchone()
@@ -198,24 +200,38 @@ class Reservoir:
         if not readings and not spans and not accepted:
             return
         conn = self._db()
+        # Nothing acknowledged to the broker waits for the reservoir (it is best effort), so
+        # a commit of readings alone is not fsynced: a power cut loses the newest readings,
+        # and one fsync per pass is saved on an SD card. Spans are fsynced (synchronous=FULL
+        # syncs the whole WAL, so every earlier commit too) before the pass's alerts are
+        # committed and its readings acknowledged: an exclusion covers readings of earlier
+        # passes, which must not survive a power cut without it and train a model on an
+        # anomaly the alert table shows (issue #22).
+        durable = bool(spans or accepted)
+        if durable:
+            conn.execute("PRAGMA synchronous=FULL")
         before = conn.total_changes
-        with conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO readings (device, ts, vals) VALUES (?, ?, ?)",
-                [
-                    (r.device, r.ts, np.asarray(r.values, dtype=np.float32).tobytes())
-                    for r in readings
-                ],
-            )
-            added = conn.total_changes - before
-            if spans:
+        try:
+            with conn:
                 conn.executemany(
-                    'INSERT INTO excluded (device, start, "end") VALUES (?, ?, ?)', spans
+                    "INSERT OR IGNORE INTO readings (device, ts, vals) VALUES (?, ?, ?)",
+                    [
+                        (r.device, r.ts, np.asarray(r.values, dtype=np.float32).tobytes())
+                        for r in readings
+                    ],
                 )
-            if accepted:
-                conn.executemany(
-                    'INSERT INTO accepted (device, start, "end") VALUES (?, ?, ?)', accepted
-                )
+                added = conn.total_changes - before
+                if spans:
+                    conn.executemany(
+                        'INSERT INTO excluded (device, start, "end") VALUES (?, ?, ?)', spans
+                    )
+                if accepted:
+                    conn.executemany(
+                        'INSERT INTO accepted (device, start, "end") VALUES (?, ?, ?)', accepted
+                    )
+        finally:
+            if durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
         self.count += added
         self._since_prune += added
         if self._since_prune >= _PRUNE_EVERY or self.count > self._max_rows * 1.05:
@@ -226,7 +242,8 @@ class Reservoir:
 
     def withdraw(self, device: str, end: float) -> None:
         """Forget the accepted span of ``device`` that ended at ``end``: the re-baseline that
-        accepted it was undone (the change was a fault that ended, not a new normal)."""
+        accepted it was undone (the change was a fault that ended, not a new normal). Not
+        fsynced itself: the tap excludes the span in the same pass, whose ``add`` is."""
         with self._db() as conn:
             conn.execute('DELETE FROM accepted WHERE device = ? AND "end" = ?', (device, end))
 

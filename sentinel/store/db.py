@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from alembic import command
@@ -59,7 +59,14 @@ from sentinel.store.outbox import (
 )
 from sentinel.store.schema import AlertRow, AuditEventRow, DeviceStateRow
 
-__all__ = ["MIGRATIONS_DIR", "AlertRecord", "AlertStore", "DeviceRecord", "normalize_url"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "AlertRecord",
+    "AlertStore",
+    "DeviceRecord",
+    "SqliteDurability",
+    "normalize_url",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -316,7 +323,15 @@ def _audit_params(event: AuditEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-def _set_sqlite_pragmas(busy_timeout_ms: int) -> Any:
+SqliteDurability = Literal["full", "unsafe-on-power-loss"]
+# In WAL mode FULL syncs the WAL at every commit; NORMAL only at checkpoints, so a power cut
+# can roll back the commits since the last one, which are durable against a crash of the
+# process only (https://www.sqlite.org/pragma.html#pragma_synchronous). An ack follows a
+# commit, so only FULL keeps an acknowledged reading through a power cut (issue #22).
+_SYNCHRONOUS: dict[SqliteDurability, str] = {"full": "FULL", "unsafe-on-power-loss": "NORMAL"}
+
+
+def _set_sqlite_pragmas(busy_timeout_ms: int, durability: SqliteDurability) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (see on_begin): the sqlite3 module's legacy
         # transaction control skips BEGIN before SELECT and DDL, so neither reads nor
@@ -326,9 +341,7 @@ def _set_sqlite_pragmas(busy_timeout_ms: int) -> Any:
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            # NORMAL is durable against application crashes in WAL mode; only a power loss
-            # can roll back the last transactions (https://www.sqlite.org/pragma.html#pragma_synchronous).
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
@@ -351,10 +364,16 @@ class AlertStore:
     """Engine, migrations, reads and writes. Thread-safe; writes come from one thread."""
 
     def __init__(
-        self, url: str, *, busy_timeout_ms: int = 5000, outbox: OutboxPolicy | None = None
+        self,
+        url: str,
+        *,
+        busy_timeout_ms: int = 5000,
+        sqlite_durability: SqliteDurability = "full",
+        outbox: OutboxPolicy | None = None,
     ) -> None:
         self._url = normalize_url(url)
         self._busy_timeout_ms = busy_timeout_ms
+        self._durability = sqlite_durability
         # With a policy, write() also records alert events for MQTT (sentinel/store/outbox.py).
         self._outbox = outbox
         self._engine: Engine | None = None
@@ -403,7 +422,9 @@ class AlertStore:
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(self._url, pool_pre_ping=True)
-        event.listen(engine, "connect", _set_sqlite_pragmas(self._busy_timeout_ms))
+        event.listen(
+            engine, "connect", _set_sqlite_pragmas(self._busy_timeout_ms, self._durability)
+        )
         event.listen(engine, "begin", _on_sqlite_begin)
         return engine
 

@@ -278,9 +278,23 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         with store.engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 1234
-            assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+            # FULL: a commit is on disk before its readings are acknowledged (issue #22).
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 2
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert (tmp_path / "new" / "dir" / "sentinel.db-wal").exists()
+    finally:
+        store.close()
+
+
+def test_sqlite_unsafe_durability_is_opt_in(tmp_path: Path) -> None:
+    store = AlertStore(
+        f"sqlite:///{tmp_path / 'sentinel.db'}", sqlite_durability="unsafe-on-power-loss"
+    )
+    store.open()
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     finally:
         store.close()
 

@@ -139,6 +139,18 @@ def test_check_config_is_quiet_about_local_health_endpoints(
     assert config.warnings() == []
 
 
+def test_check_config_warns_of_sqlite_commits_without_fsync(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unsafe = '[database]\nsqlite_durability = "unsafe-on-power-loss"\n'
+    assert main(["check-config", str(write(tmp_path, unsafe + MINIMAL))]) == 0
+    assert "database.sqlite_durability" in capsys.readouterr().err
+    # PostgreSQL ignores the key: nothing to warn of.
+    postgres = unsafe + 'url = "postgresql+psycopg://sentinel@db/sentinel"\n'
+    assert load_config(write(tmp_path, postgres + MINIMAL)).warnings() == []
+    assert load_config(write(tmp_path, MINIMAL)).warnings() == []
+
+
 def test_duplicate_streams_and_bad_windows_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unique"):
         load_config(write(tmp_path, MINIMAL + MINIMAL))

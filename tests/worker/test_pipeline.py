@@ -189,6 +189,31 @@ def test_a_full_disk_keeps_the_last_snapshot_and_leaves_no_temporary_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thresholds.json"]
 
 
+@pytest.mark.parametrize("keep", [0.0, 0.5], ids=["empty", "torn"])
+def test_a_damaged_snapshot_is_reported_and_the_thresholds_start_fresh(
+    tmp_path: Path, keep: float
+) -> None:
+    """Issue #22: a thresholds.json cut short (by hand, or a disk that lost its last
+    write) is named in the log, set aside, and never stops the start."""
+    snapshot = tmp_path / "thresholds.json"
+    config = make_config()
+    first = snapshotting(config, snapshot)
+    first.start()
+    for t in range(100):
+        assert first.offer(delivery("a", float(t), 0.1))
+    first.stop()
+    whole = snapshot.read_bytes()
+    snapshot.write_bytes(whole[: int(len(whole) * keep)])
+
+    with capture_logs() as logs:
+        second = snapshotting(config, snapshot)
+    [corrupt] = [e for e in logs if e["event"] == "threshold_snapshot_corrupt"]
+    assert corrupt["path"] == str(snapshot)
+    assert second._thresholds.snapshot("pump") == {}  # fresh, learnt again
+    assert not snapshot.exists()
+    assert (tmp_path / "thresholds.json.corrupt").read_bytes() == whole[: int(len(whole) * keep)]
+
+
 def test_a_spike_the_model_misses_opens_an_alert_that_says_so() -> None:
     h = Harness({"pump": FakeDetector()})
     rng = np.random.default_rng(0)
