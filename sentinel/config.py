@@ -687,13 +687,13 @@ class RelationsConfig(Section):
         "absolute residuals).",
     )
     reach: float = Field(
-        default=2.0,
+        default=1.0,
         ge=0.0,
         le=1_000_000,
         description="Judge a feature only while the other features lie within reach x the "
         "farthest any learnt window's did (squared Mahalanobis distance in their learnt "
         "covariance): a prediction extrapolated to an operating point the device has not "
-        "shown is a guess. 0 judges every window.",
+        "shown is a guess. 1 judges inside the learnt envelope only; 0 judges every window.",
     )
     quantile: float = Field(
         default=0.995,
