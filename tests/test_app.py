@@ -75,9 +75,9 @@ def test_cold_start_then_injected_anomalies_become_alerts(
         assert alert.top_features, "every alert names the features that contributed"
         assert alert.model_version
         # Fired by the model's score, or by a check beside it -- a spiking reading, a frozen
-        # channel -- that then says which feature.
+        # channel, a channel that left the others -- that then says which feature.
         reason = alert.reason or {}
-        named = {reason.get(f"{check}_feature") for check in ("spike", "stuck")}
+        named = {reason.get(f"{check}_feature") for check in ("spike", "stuck", "relation")}
         assert alert.peak_score > alert.threshold or named & set(FEATURES), alert
 
 

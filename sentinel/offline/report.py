@@ -242,8 +242,13 @@ def _read(path: Path, label_columns: Sequence[str] | None) -> _Scores:
     )
 
 
+# The checks beside the score, and the marker of the rows each made anomalous on its own.
+_CHECK_MARKERS = {"spike": "^", "level": "s", "constant": "X", "stuck": "D", "relation": "P"}
+
+
 def _forced(s: _Scores, kind: str) -> np.ndarray:
-    """Rows made anomalous by the ``kind`` check ("spike", "level") and not by their score."""
+    """Rows made anomalous by the ``kind`` check (a key of ``_CHECK_MARKERS``) and not by
+    their score."""
     return np.array(
         [
             "score" not in parts and any(p.startswith(f"{kind}:") for p in parts)
@@ -382,11 +387,11 @@ def _figure(s: _Scores, title: str) -> Figure:
     ax.plot(times, s.score, color=_LINE_COLOUR, lw=1.0, marker=marker, ms=3)
     ax.plot(times, s.threshold, color=_THRESHOLD_COLOUR, lw=1.2, ls="--")
     flagged = s.flagged & np.isfinite(s.score)
-    forced = {kind: flagged & _forced(s, kind) for kind in ("spike", "level")}
-    by_score = flagged & ~forced["spike"] & ~forced["level"]
+    forced = {kind: flagged & _forced(s, kind) for kind in _CHECK_MARKERS}
+    by_score = flagged & ~np.logical_or.reduce(list(forced.values()))
     ax.scatter(times[by_score], s.score[by_score], s=9, color=_FLAG_COLOUR, zorder=3)
     extra_handles = []
-    for kind, shape in (("spike", "^"), ("level", "s")):
+    for kind, shape in _CHECK_MARKERS.items():
         rows = forced[kind]
         if rows.any():
             ax.scatter(
