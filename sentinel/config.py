@@ -724,15 +724,6 @@ class RelationsConfig(Section):
         le=1_000_000,
         description="Normal windows learnt between two refits of a device's relations.",
     )
-    relearn_after: int = Field(
-        default=512,
-        ge=1,
-        le=100_000_000,
-        description="Readings (at hop: windows x hop) a device's relations may stay broken "
-        "before they are learnt afresh: a lasting new normal (a pump rebuilt, a sensor "
-        "recalibrated) is judged anew after this, with an audit event, rather than firing "
-        "until retraining.",
-    )
 
 
 class StuckConfig(Section):

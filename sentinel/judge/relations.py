@@ -44,7 +44,8 @@ after it show the readings it holds were not the start of a break (``learn``). T
 ``history`` are
 kept and the fit is renewed every ``refit`` learnt windows, so relations that drift with the
 seasons are followed while a fault, judged anomalous, teaches nothing. A relation that stays
-broken for ``relearn_after`` readings is a new normal (a pump rebuilt, a sensor recalibrated):
+broken (most windows hits) for the threshold's ``rebaseline_after`` is a new normal (a pump
+rebuilt, a sensor recalibrated):
 the device forgets its relations and learns them afresh, with an audit event
 (``relations_relearnt``), instead of alerting until retraining.
 
@@ -236,6 +237,36 @@ def _least_squares(gram: FloatArray, n: int) -> FloatArray:
 
 
 @dataclass(slots=True)
+class _Broken:
+    """How long a device's relations have been broken: since the first hit of an episode
+    that has not gone one window's span without a hit, and how many of its windows hit."""
+
+    since: float | None = None
+    windows: int = 0
+    hits: int = 0
+    calm_windows: int = 0  # consecutive windows without a hit
+
+    def calm(self, span: int) -> None:
+        if self.since is None:
+            return
+        self.windows += 1
+        self.calm_windows += 1
+        if self.calm_windows >= span:  # a whole window judged normal: the episode ended
+            self.since, self.windows, self.hits, self.calm_windows = None, 0, 0, 0
+
+    def hit(self, at: float, relearn_after: float) -> bool:
+        """Count a hit at ``at``; True when the episode has lasted ``relearn_after`` seconds
+        (> 0) with most of its windows hits."""
+        if self.since is None:
+            self.since = at
+        self.windows += 1
+        self.hits += 1
+        self.calm_windows = 0
+        lasted = at - self.since
+        return 0 < relearn_after <= lasted and 2 * self.hits >= self.windows
+
+
+@dataclass(slots=True)
 class _Device:
     ring: npt.NDArray[np.float32]  # (history, F) learnt window means, oldest overwritten
     noise: FloatArray  # (F,) running mean of within-window sd / sqrt(window)
@@ -244,7 +275,7 @@ class _Device:
     learnt: int = 0  # windows learnt since the last (re)start
     since_fit: int = 0
     fit: Relations | None = None
-    broken: int = 0  # consecutive judged windows with a hit
+    episode: _Broken = field(default_factory=lambda: _Broken())
     skip: frozenset[int] = frozenset()  # features the fit left out (constant in training)
     # normal windows (mean, noise) waiting for the windows after them (see ``learn``)
     pending: deque[tuple[FloatArray, FloatArray]] = field(default_factory=deque)
@@ -285,17 +316,27 @@ class RelationCheck:
         self.config, self.hop = config, hop
 
     def check(
-        self, detector: Detector, windows: Sequence[Window], stacked: np.ndarray
+        self,
+        detector: Detector,
+        windows: Sequence[Window],
+        stacked: np.ndarray,
+        relearn_after: float = 0.0,
     ) -> list[RelationHit | None]:
         """``stacked``: the raw (B, T, F) values of ``windows``, in order; ``detector`` their
         model, whose features constant in training are the constant check's. Each device's
-        windows are judged with its fit as it stood before the batch (``learn`` comes after)."""
-        count, _, features = stacked.shape
+        windows are judged with its fit as it stood before the batch (``learn`` comes after).
+
+        ``relearn_after``: seconds a device's relations may stay broken -- most of its
+        windows hits, never one window's span without -- before they are learnt afresh (the
+        threshold's ``rebaseline_after``, so one setting bounds how long any new normal
+        alerts); 0: never."""
+        count, length, features = stacked.shape
         hits: list[RelationHit | None] = [None] * count
         if not self.config.enabled or count == 0 or features < 2:
             return hits
         means = stacked.mean(axis=1, dtype=np.float64)
         skip = _skipped(detector)
+        span = -(-length // self.hop)  # windows that one window's readings span
         k, reach = self.config.k, self.config.reach
         sigmas = NormalDist().inv_cdf((1.0 + self.config.quantile) / 2.0)
         for key, rows in _by_device(windows).items():
@@ -313,18 +354,22 @@ class RelationCheck:
                 far = fit.distances(block[over]) > reach * fit.reach
                 z[over] = np.where(far, 0.0, z[over])
             peaks = np.nan_to_num(z.max(axis=1), nan=0.0)
+            gated = np.zeros(len(rows), dtype=bool)
+            gated[over] = peaks[over] <= k  # over k only where out of reach: unknown
             for j, i in enumerate(rows):
                 ratio = float(peaks[j])
+                at = windows[i].end_ts
+                if gated[j]:
+                    continue  # says nothing about whether an episode goes on
                 if ratio <= k:
-                    state.broken = 0
+                    state.episode.calm(span)
                     continue
                 # The scale is the quantile of normal residuals: a ratio is as unlikely as
                 # a Gaussian residual that many times that quantile off.
                 culprit = fit.culprit(block[j], z[j])
                 hits[i] = RelationHit(culprit, ratio, math.erfc(ratio * sigmas / math.sqrt(2.0)))
-                state.broken += 1
-                if state.broken * self.hop >= self.config.relearn_after:
-                    self._relearn(key, state, windows[i].end_ts)
+                if state.episode.hit(at, relearn_after):
+                    self._relearn(key, state, at, relearn_after)
                     break  # the device's later windows wait for its new relations
         return hits
 
@@ -409,11 +454,15 @@ class RelationCheck:
         self._devices[key] = state
         return state
 
-    def _relearn(self, key: tuple[str, str], state: _Device, at: float) -> None:
+    def _relearn(
+        self, key: tuple[str, str], state: _Device, at: float, relearn_after: float
+    ) -> None:
+        episode = state.episode
         detail: dict[str, object] = {
-            "windows": state.broken,
-            "readings": state.broken * self.hop,
-            "relearn_after": self.config.relearn_after,
+            "broken_since": episode.since,
+            "windows": episode.windows,
+            "hit_windows": episode.hits,
+            "relearn_after": relearn_after,
         }
         del self._devices[key]
         self._events.append(AuditEvent(key[0], key[1], at, "relations_relearnt", detail))

@@ -601,7 +601,9 @@ class Pipeline:
         levels = self._levels.check(detector, stacked)
         constants = self._constants.check(detector, windows)
         stuck = self._stuck.check(detector, stacked)
-        relations = self._relations.check(detector, windows, stacked)
+        relations = self._relations.check(
+            detector, windows, stacked, self._thresholds.rebaseline_after(runtime.config.name)
+        )
         verdicts: list[Verdict] = []
         for i, window in enumerate(windows):
             score = Score(

@@ -100,21 +100,39 @@ def test_a_load_change_is_normal_but_one_channel_moving_alone_is_not() -> None:
 
 
 def test_anomalous_windows_teach_nothing_and_a_lasting_break_is_relearnt() -> None:
-    config = RelationsConfig(relearn_after=40 * 4)  # 40 windows at hop 4
-    check, pump = trained(config)
-    broken = [pump.window(0.8, (-5.0, 0, 0, 0)) for _ in range(39)]
-    hits = feed(check, "p1", broken)
-    assert all(h is not None for h in hits)  # 39 windows in, still judged by the old fit
+    check, pump = trained()
+    after = 40 * T  # seconds: 40 windows, T seconds apart (see as_windows)
+
+    def broken(n: int, t0: float) -> list[RelationHit | None]:
+        values = [pump.window(0.8, (-5.0, 0, 0, 0)) for _ in range(n)]
+        windows = as_windows("p1", values, t0)
+        stacked = np.stack(values)
+        hits = check.check(MODEL, windows, stacked, relearn_after=after)
+        check.learn(MODEL, windows, stacked, [h is None for h in hits], hits)
+        return hits
+
+    hits = broken(40, 0.0)  # 39 windows after the first hit: not yet
+    assert all(h is not None for h in hits)
     assert check.drain_events() == []
-    hits = feed(check, "p1", [pump.window(0.8, (-5.0, 0, 0, 0))])
-    assert hits[0] is not None
+    assert broken(1, 40 * T)[0] is not None
     (event,) = check.drain_events()
-    assert (event.kind, event.device, event.detail["readings"]) == ("relations_relearnt", "p1", 160)
+    assert (event.kind, event.device) == ("relations_relearnt", "p1")
+    assert (event.detail["windows"], event.detail["hit_windows"]) == (41, 41)
     # Afresh: nothing is judged until the new relations are learnt.
     rng = np.random.default_rng(3)
     again = feed(check, "p1", [pump.window(x, (-5.0, 0, 0, 0)) for x in loads(rng, 100)])
     assert all(h is None for h in again[:64])
     assert sum(h is not None for h in again[64:]) <= 1
+
+
+def test_a_break_that_comes_and_goes_is_not_a_new_normal() -> None:
+    check, pump = trained()
+    values = [pump.window(0.8, (-5.0 * (i % 3 == 0), 0, 0, 0)) for i in range(200)]
+    windows = as_windows("p1", values)
+    stacked = np.stack(values)
+    hits = check.check(MODEL, windows, stacked, relearn_after=40 * T)
+    assert sum(h is not None for h in hits) >= 60  # a third of them, for 200 windows
+    assert check.drain_events() == []  # never mostly broken
 
 
 def test_devices_have_their_own_relations() -> None:
