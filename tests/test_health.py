@@ -56,6 +56,8 @@ def test_healthz_and_metrics_follow_a_broker_outage(
         for event in ("opened", "reopened", "closed"):
             counted = getattr(pipeline.stats, f"alerts_{event}")
             assert sample(scraped, "sentinel_alerts_total", event=event) == counted
+        broken = sample(scraped, "sentinel_windows_relation_broken_total")
+        assert broken == pipeline.stats.relation_broken
         assert sample(scraped, "process_resident_memory_bytes") > 10e6
         assert sample(scraped, "sentinel_state_dir_bytes") > 0
         # The same numbers as a plain dict, for a periodic stats message.

@@ -241,6 +241,12 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
         "Scored windows above their threshold judged normal: a device's recurring excursion.",
         stats.recurring,
     )
+    yield CounterMetricFamily(
+        "sentinel_windows_relation_broken",
+        "Scored windows where a feature left the device's learnt relations to its other "
+        "features (the relation check).",
+        stats.relation_broken,
+    )
     alerts = CounterMetricFamily("sentinel_alerts", "Alert changes, by event.", labels=["event"])
     alerts.add_metric(["opened"], stats.alerts_opened)
     alerts.add_metric(["reopened"], stats.alerts_reopened)  # within alerts.cooldown

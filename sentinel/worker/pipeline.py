@@ -547,6 +547,8 @@ class Pipeline:
         for verdict in verdicts:
             if verdict.recurring:
                 self.stats.recurring += 1
+            if verdict.relation is not None:
+                self.stats.relation_broken += 1
             if verdict.is_anomaly:
                 self.stats.anomalous += 1
                 if self._tap is not None:

@@ -64,6 +64,7 @@ class PipelineStats:
     scored: int = 0
     anomalous: int = 0
     recurring: int = 0  # above the threshold, normal as a recurring excursion (recurring.py)
+    relation_broken: int = 0  # a feature left the device's relations (relations.py)
     alerts_opened: int = 0
     alerts_closed: int = 0
     alerts_reopened: int = 0  # within alerts.cooldown of their end: the same alert again
@@ -81,6 +82,7 @@ class PipelineStats:
             "scored": self.scored,
             "anomalous": self.anomalous,
             "recurring": self.recurring,
+            "relation_broken": self.relation_broken,
             "alerts_opened": self.alerts_opened,
             "alerts_closed": self.alerts_closed,
             "alerts_reopened": self.alerts_reopened,
