@@ -50,7 +50,9 @@ the device forgets its relations and learns them afresh, with an audit event
 (``relations_relearnt``), instead of alerting until retraining.
 
 Features constant in the model's training are the constant check's and left out here, as are
-features constant among the learnt windows; a stream with fewer than two varying features has
+features constant among the learnt windows; a feature whose readings move within fewer than
+half of the learnt windows (a command flag, a set point) helps predict the others but is not
+judged itself; a stream with fewer than two varying features has
 no relations to judge. The fits belong to the devices, not the model: they survive model
 swaps and, through ``snapshot``/``restore``, restarts (the learnt window means themselves are
 re-learnt, as the spike check's residual history is).
@@ -86,6 +88,7 @@ _RIDGE = 1e-6
 _MAX_FOLDS = 32  # most held-out blocks the residual scale is measured on (fit_relations)
 _MIN_PER_FEATURE = 8  # learnt windows per varying feature before a fit is trusted
 _CONSTANT = 1e-9  # a window-mean spread below this (relative to the level) is constant
+_MOVING = 0.5  # judged: features whose readings move within at least this share of windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +181,16 @@ def fit_relations(
     quantile: float,
     skip: Collection[int] = (),
     block: int = 1,
+    moving: FloatArray | None = None,
 ) -> Relations | None:
     """Fit each varying feature's window mean on the other varying features' over ``means``
     (n, F, oldest first), the residual scale floored at ``noise`` (F,: the noise of one
     window mean); the features in ``skip`` are neither judged nor used. None when fewer than
-    two features vary.
+    two features vary. A feature whose readings moved within fewer than half of the learnt
+    windows (``moving``: that fraction per feature) is used but not judged: a command flag or
+    a set point that switches now and then is constant inside most windows, its window mean
+    follows nothing the other features say, and the few switches a fit has seen do not tell
+    where the next one lands.
 
     The scale is measured on residuals each window gets from a fit that did not see it:
     contiguous blocks of at least ``block`` windows (the caller passes the windows one
@@ -214,10 +222,13 @@ def fit_relations(
     precision = np.zeros((count, count))
     standard = np.linalg.pinv(gram / n)  # in standardised units
     precision[np.ix_(used, used)] = standard / np.outer(spread[used], spread[used])
+    judged = np.ones(count, dtype=bool) if moving is None else moving >= _MOVING
     for j, f in enumerate(used):
+        weights[f, used] = full[j] * spread[f] / spread[used]
+        if not judged[f]:
+            continue
         scale = float(np.quantile(np.abs(held[:, j]), quantile)) * spread[f]
         scale = max(scale, float(noise[f]), _CONSTANT * max(1.0, abs(float(centre[f]))))
-        weights[f, used] = full[j] * spread[f] / spread[used]
         inverse[f] = 1.0 / scale
     fitted = Relations(centre, weights, inverse, precision, np.zeros(count))
     reach = fitted.distances(means).max(axis=0) * (inverse > 0)
@@ -270,6 +281,7 @@ class _Broken:
 class _Device:
     ring: npt.NDArray[np.float32]  # (history, F) learnt window means, oldest overwritten
     noise: FloatArray  # (F,) running mean of within-window sd / sqrt(window)
+    moving: FloatArray  # (F,) running share of windows whose readings of it moved
     filled: int = 0
     head: int = 0  # next row of the ring to write
     learnt: int = 0  # windows learnt since the last (re)start
@@ -277,12 +289,16 @@ class _Device:
     fit: Relations | None = None
     episode: _Broken = field(default_factory=lambda: _Broken())
     skip: frozenset[int] = frozenset()  # features the fit left out (constant in training)
-    # normal windows (mean, noise) waiting for the windows after them (see ``learn``)
-    pending: deque[tuple[FloatArray, FloatArray]] = field(default_factory=deque)
+    # normal windows (mean, noise, moved) waiting for the windows after them (``learn``)
+    pending: deque[tuple[FloatArray, FloatArray, FloatArray]] = field(default_factory=deque)
 
     @classmethod
     def empty(cls, history: int, features: int) -> _Device:
-        return cls(ring=np.zeros((history, features), dtype=np.float32), noise=np.zeros(features))
+        return cls(
+            ring=np.zeros((history, features), dtype=np.float32),
+            noise=np.zeros(features),
+            moving=np.ones(features),
+        )
 
 
 def _skipped(detector: Detector) -> frozenset[int]:
@@ -399,19 +415,21 @@ class RelationCheck:
         cfg = self.config
         values = stacked.astype(np.float64)
         means = values.mean(axis=1)
-        noise = values.std(axis=1) / math.sqrt(length)
+        spread = values.std(axis=1)
+        noise = spread / math.sqrt(length)
+        moved = (spread > 0).astype(np.float64)
         usable = np.isfinite(means).all(axis=1) & np.isfinite(noise).all(axis=1)
         skip = _skipped(detector)
         needed = min(max(cfg.warmup, _MIN_PER_FEATURE * features), cfg.history)
         span = -(-length // self.hop)  # windows that one window's readings span
         for key, rows in _by_device(windows).items():
             state = self._state(key, features)
-            ready: list[tuple[FloatArray, FloatArray]] = []
+            ready: list[tuple[FloatArray, FloatArray, FloatArray]] = []
             for i in rows:
                 if hits[i] is not None:
                     state.pending.clear()
                 elif learnt[i] and usable[i]:
-                    state.pending.append((means[i], noise[i]))
+                    state.pending.append((means[i], noise[i], moved[i]))
                     if len(state.pending) > span:
                         ready.append(state.pending.popleft())
             if ready:
@@ -421,17 +439,21 @@ class RelationCheck:
                 ring = state.ring[: state.filled].astype(np.float64)
                 if state.filled == cfg.history:  # oldest first
                     ring = np.roll(ring, -state.head, axis=0)
-                state.fit = fit_relations(ring, state.noise, cfg.quantile, skip, span)
+                state.fit = fit_relations(ring, state.noise, cfg.quantile, skip, span, state.moving)
                 state.skip, state.since_fit = skip, 0
 
-    def _remember(self, state: _Device, ready: list[tuple[FloatArray, FloatArray]]) -> None:
+    def _remember(
+        self, state: _Device, ready: list[tuple[FloatArray, FloatArray, FloatArray]]
+    ) -> None:
         history = self.config.history
         ready = ready[-history:]
-        for _, noise in ready:
+        for _, noise, moved in ready:
             state.learnt += 1
-            state.noise += (noise - state.noise) / min(state.learnt, history)
+            rate = 1.0 / min(state.learnt, history)
+            state.noise += (noise - state.noise) * rate
+            state.moving += (moved - state.moving) * rate
         at = (state.head + np.arange(len(ready))) % history
-        state.ring[at] = np.stack([mean for mean, _ in ready])
+        state.ring[at] = np.stack([mean for mean, _, _ in ready])
         state.head = (state.head + len(ready)) % history
         state.filled = min(state.filled + len(ready), history)
         state.since_fit += len(ready)
@@ -446,6 +468,9 @@ class RelationCheck:
             try:
                 state.fit = Relations.from_data(parked["fit"], features)
                 state.noise = np.asarray(parked["noise"], dtype=np.float64).reshape(features)
+                state.moving = np.asarray(
+                    parked.get("moving", [1.0] * features), dtype=np.float64
+                ).reshape(features)
                 state.learnt = int(parked["learnt"])
                 state.skip = frozenset(int(f) for f in parked["skip"])
             except (KeyError, TypeError, ValueError) as err:  # another stream's features
@@ -517,6 +542,7 @@ def _to_data(state: _Device) -> dict[str, Any] | None:
     return {
         "fit": state.fit.to_data(),
         "noise": state.noise.tolist(),
+        "moving": state.moving.tolist(),
         "learnt": state.learnt,
         "skip": sorted(state.skip),
     }

@@ -260,3 +260,27 @@ def test_thresholds_json_carries_the_relations_across_a_restart(tmp_path: Path) 
     )
     after.restore({"pumps": ("v2", 4)})  # another model: the relations are the device's
     assert feed(restarted, "p1", [pump.window(0.8, (-5.0, 0, 0, 0))])[0] is not None
+
+
+def test_command_flags_that_switch_now_and_then_are_not_judged() -> None:
+    # Telemetry-like: one continuous channel and ten on/off commands, each on a few times,
+    # none related to anything. A fit on the few switches it saw would call later ones
+    # broken; the flags are constant inside most windows, so they are used, not judged.
+    rng = np.random.default_rng(1)
+    n = 12_000
+    tele = np.sin(2 * np.pi * np.arange(n) / 500) + 0.05 * rng.standard_normal(n)
+    flags = np.zeros((n, 10))
+    for c in range(10):
+        for start in rng.integers(0, n - 50, size=rng.integers(3, 12)):
+            flags[start : start + rng.integers(5, 40), c] = 1.0
+    values = np.column_stack([tele, flags])
+    windows = [values[s : s + T] for s in range(0, n - T + 1, 4)]
+    check = RelationCheck(RelationsConfig(), hop=4)
+    hits = [h for b in range(0, len(windows), 64) for h in feed(check, "t1", windows[b : b + 64])]
+    assert len(hits) > 2000
+    assert all(h is None for h in hits)
+    # The continuous channel is still judged: constant inside no window.
+    fit = check._devices[("pumps", "t1")].fit
+    assert fit is not None
+    assert fit.inverse[0] > 0
+    assert np.all(fit.inverse[1:] == 0)
