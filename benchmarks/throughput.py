@@ -12,16 +12,23 @@ timings on shared machines are noisy, so read the ratio (the last line).
   drains the same backlog from the first delivery its pipeline is offered to the commit of
   the last reading (model load and connect excluded). Both announce the daemon's Receive
   Maximum (``ingest.queue_size``); Mosquitto queues without limit (``max_queued_messages 0``).
+  ``--protocol 3.1.1`` drains on MQTT 3.1.1 instead (clean_session False; the in-flight
+  window is then Mosquitto's ``max_inflight_messages``, set to the same size).
 * ``--batched``: a drain in which each message is a JSON array of ``--batch`` readings of
   one device, reported in readings/s against the model alone (``detector.score``) scoring
   the same windows in the same run.
-* ``--profile DIR``: after the timed runs, one more daemon drain with cProfile (CPU time,
+* ``--latency``: publish -> committed latency (p50, p99) at half the maximum rate, which a
+  drain of the same messages measures first (or ``--rate`` gives). A paced publisher in a
+  child process (so it takes no GIL time from the daemon) notes each publish time; the
+  k-th message acknowledged is the k-th published (one publisher, QoS 1, in order), and
+  its latency ends when the commit that acknowledges it is reported.
+* ``--profile DIR`` (drains): after the timed runs, one more daemon drain with cProfile (CPU time,
   ``time.thread_time``) on its MQTT network, pipeline and writer threads; the profiles are
   written to DIR and the top entries printed. cProfile slows Python code unevenly: read
   shares, not seconds.
 
-    .venv/bin/python benchmarks/throughput.py [--drain | --batched] [--devices 20]
-        [--steps 1000] [--messages 50000] [--batch 100] [--repeat 3] [--profile DIR]
+    .venv/bin/python benchmarks/throughput.py [--drain | --batched | --latency] [--devices 20]
+        [--steps 1000] [--messages 50000] [--batch 100] [--rate R] [--repeat 3] [--profile DIR]
         [--sqlite-durability full|unsafe-on-power-loss]
 """
 
@@ -129,15 +136,21 @@ class BareSubscriber:
     """A paho subscriber doing no work per message: automatic QoS 1 acks, a counter, and
     the times of its first and its ``expect``-th message."""
 
-    def __init__(self, broker: PrivateBroker, client_id: str, expect: int) -> None:
+    def __init__(
+        self, broker: PrivateBroker, client_id: str, expect: int, protocol: str = "5"
+    ) -> None:
         self.broker = broker
+        self.v5 = protocol == "5"
         self.expect = expect
         self.received = 0
         self.first = self.last = 0.0
         self.done = threading.Event()
         self.subscribed = threading.Event()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            clean_session=None if self.v5 else False,
         )
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self.subscribed.set()
@@ -152,14 +165,17 @@ class BareSubscriber:
             self.done.set()
 
     def connect(self, *, subscribe: bool) -> None:
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 3600
-        properties.ReceiveMaximum = RECEIVE_MAXIMUM
         if subscribe:
             self.client.on_connect = lambda c, *args: c.subscribe(TOPIC, 1)
-        self.client.connect(
-            self.broker.host, self.broker.port, clean_start=False, properties=properties
-        )
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 3600
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
+            self.client.connect(
+                self.broker.host, self.broker.port, clean_start=False, properties=properties
+            )
+        else:
+            self.client.connect(self.broker.host, self.broker.port)
         self.client.loop_start()
         if subscribe:
             assert self.subscribed.wait(10)
@@ -179,14 +195,16 @@ def ceiling_live(broker: PrivateBroker, messages: list[tuple[str, bytes]], run: 
     return len(messages) / (sub.last - started)
 
 
-def ceiling_drain(broker: PrivateBroker, messages: list[tuple[str, bytes]], run: int) -> float:
+def ceiling_drain(
+    broker: PrivateBroker, messages: list[tuple[str, bytes]], run: int, protocol: str
+) -> float:
     """Subscribe, leave (the broker keeps the session), publish, come back and drain."""
     client_id = f"ceiling-drain-{run}"
-    first = BareSubscriber(broker, client_id, 0)
+    first = BareSubscriber(broker, client_id, 0, protocol)
     first.connect(subscribe=True)
     first.close()
     publish(broker, messages)
-    sub = BareSubscriber(broker, client_id, len(messages))
+    sub = BareSubscriber(broker, client_id, len(messages), protocol)
     sub.connect(subscribe=False)
     assert sub.done.wait(WAIT), f"ceiling drain received {sub.received}/{len(messages)}"
     sub.close()
@@ -204,9 +222,11 @@ class TimedApp(SentinelApp):
     acked = 0
     last = 0.0
     done: threading.Event
+    commits: list[tuple[float, int]]  # (time.monotonic(), messages acknowledged so far)
 
     def _committed(self, batches: Sequence[WriteBatch]) -> None:
         self.acked += sum(len(b.acks) for b in batches)
+        self.commits.append((time.monotonic(), self.acked))
         if self.expect and self.acked >= self.expect and not self.done.is_set():
             self.last = time.perf_counter()
             self.done.set()
@@ -238,7 +258,12 @@ class FirstOffer:
 
 
 def daemon_setup(
-    broker: PrivateBroker, models: Path, state: Path, client_id: str, durability: str
+    broker: PrivateBroker,
+    models: Path,
+    state: Path,
+    client_id: str,
+    durability: str,
+    protocol: str = "5",
 ) -> tuple[dict[str, Any], str]:
     install_model(models, state)
     url = f"sqlite:///{state / 'sentinel.db'}"
@@ -247,13 +272,14 @@ def daemon_setup(
     config["database"]["sqlite_durability"] = durability
     config["ingest"] = {"queue_size": RECEIVE_MAXIMUM}
     config["logging"]["level"] = "warning"
+    config["mqtt"]["protocol"] = protocol
     return config, url
 
 
 @contextmanager
 def running(config: dict[str, Any], expect: int = 0) -> Iterator[TimedApp]:
     app = TimedApp(SentinelConfig.model_validate(config), stats_interval=3600)
-    app.expect, app.done = expect, threading.Event()
+    app.expect, app.done, app.commits = expect, threading.Event(), []
     stop = threading.Event()
     thread = threading.Thread(target=app.run, args=(stop,), daemon=True)
     thread.start()
@@ -302,10 +328,11 @@ def daemon_drain(
     client_id: str,
     durability: str,
     profile: Callable[[], Any] | None = None,
+    protocol: str = "5",
 ) -> Drain:
     """Start the daemon once for its session, stop it, publish, start it again and time
     the drain. ``profile``: a context manager factory active during the second start."""
-    config, url = daemon_setup(broker, models, state, client_id, durability)
+    config, url = daemon_setup(broker, models, state, client_id, durability, protocol)
     with running(config) as app:
         assert app.source is not None
         assert app.source.wait_subscribed(30)
@@ -329,6 +356,52 @@ def daemon_drain(
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+# -- latency -------------------------------------------------------------------------------
+
+
+def paced_publish(url: str, messages: list[tuple[str, bytes]], rate: float, times: Any) -> None:
+    """Publish ``messages`` at ``rate`` per second (in a child process); sends the
+    ``time.monotonic()`` of each publish back through ``times`` (a pipe's end)."""
+    publisher = Publisher(url)
+    publisher.start()
+    sent = []
+    started = time.monotonic()
+    for k, (topic, payload) in enumerate(messages):
+        due = started + k / rate
+        now = time.monotonic()
+        if now < due:
+            time.sleep(due - now)  # pacing a publisher, not waiting for a condition
+        sent.append(time.monotonic())
+        publisher.publish(topic, payload)
+    assert publisher.finish(WAIT) == 0
+    times.send(sent)
+
+
+def daemon_latency(
+    broker: PrivateBroker, work: Workload, models: Path, state: Path, rate: float, durability: str
+) -> np.ndarray:
+    """Seconds from each message's publish to the report of the commit that acked it."""
+    import multiprocessing
+
+    config, _ = daemon_setup(broker, models, state, "latency", durability)
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    with running(config, expect=len(work.messages)) as app:
+        assert app.source is not None
+        assert app.source.wait_subscribed(30)
+        child = context.Process(
+            target=paced_publish, args=(broker.url, work.messages, rate, sender)
+        )
+        child.start()
+        sent = np.asarray(receiver.recv())
+        child.join(WAIT)
+        assert app.done.wait(WAIT), f"daemon acked {app.acked}/{len(work.messages)}"
+    at = np.asarray([t for t, _ in app.commits])
+    upto = np.asarray([n for _, n in app.commits])
+    committed = at[np.searchsorted(upto, np.arange(1, len(sent) + 1))]
+    return np.asarray(committed - sent)
 
 
 # -- the model alone -----------------------------------------------------------------------
@@ -448,24 +521,26 @@ def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: P
     n = len(load.messages)
     ceilings, rates, cpu = [], [], []
     for run in range(args.repeat):
-        ceilings.append(ceiling_drain(broker, load.messages, run))
+        ceilings.append(ceiling_drain(broker, load.messages, run, args.protocol))
         result = daemon_drain(
-            broker, load, models, work / f"drain-{run}", f"drain-{run}", args.sqlite_durability
-        )
+            broker, load, models, work / f"drain-{run}", f"drain-{run}", args.sqlite_durability,
+            protocol=args.protocol,
+        )  # fmt: skip
         rates.append(n / result.seconds)
         cpu.append(result.cpu_share)
     if args.profile is not None:
         profiles = ThreadProfiles(args.profile)
         daemon_drain(
             broker, load, models, work / "profiled", "profiled", args.sqlite_durability,
-            profile=profiles.active,
+            profile=profiles.active, protocol=args.protocol,
         )  # fmt: skip
         profiles.report()
     c, r = statistics.median(ceilings), statistics.median(rates)
     print(machine_line())
     print(
         f"drain: a backlog of {n} messages ({args.devices} devices x {steps} readings, "
-        f"{len(FEATURES)} features), Receive Maximum {RECEIVE_MAXIMUM}, runs: {args.repeat}, "
+        f"{len(FEATURES)} features), MQTT {args.protocol}, in flight {RECEIVE_MAXIMUM}, "
+        f"runs: {args.repeat}, "
         f"sqlite_durability: {args.sqlite_durability}; daemon timed from its first delivery "
         "to its last commit (model load and connect excluded)"
     )
@@ -494,6 +569,13 @@ def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
         rates.append(n / result.seconds)
         cpu.append(result.cpu_share)
         daemon_windows = result.windows
+    if args.profile is not None:
+        profiles = ThreadProfiles(args.profile)
+        daemon_drain(
+            broker, load, models, work / "profiled", "profiled", args.sqlite_durability,
+            profile=profiles.active,
+        )  # fmt: skip
+        profiles.report()
     c, r = statistics.median(ceilings), statistics.median(rates)
     print(machine_line())
     print(
@@ -508,17 +590,45 @@ def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
     print(f"ratio: {r / c:.2f} of the model ceiling")
 
 
+def latency(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
+    steps = max(1, args.messages // args.devices)
+    load = workload(args.devices, steps, seed=7)
+    n = len(load.messages)
+    maximum = args.rate
+    if maximum is None:
+        result = daemon_drain(broker, load, models, work / "max", "max", args.sqlite_durability)
+        maximum = n / result.seconds
+    seconds = daemon_latency(
+        broker, load, models, work / "latency", maximum / 2, args.sqlite_durability
+    )
+    p50, p99 = np.percentile(seconds, [50, 99]) * 1e3
+    print(machine_line())
+    print(
+        f"latency: {n} messages ({args.devices} devices x {steps} readings) published at "
+        f"{maximum / 2:.0f} msg/s, half the maximum {maximum:.0f} msg/s "
+        f"({'given' if args.rate else 'a drain of the same messages'}); database "
+        f"flush_interval 0.2 s, sqlite_durability: {args.sqlite_durability}"
+    )
+    print(
+        f"publish -> committed: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+        f"max {seconds.max() * 1e3:.0f} ms"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--drain", action="store_true", help="drain a persisted backlog")
     mode.add_argument("--batched", action="store_true", help="drain arrays of --batch readings")
+    mode.add_argument("--latency", action="store_true", help="latency at half the maximum rate")
     ap.add_argument("--devices", type=int, default=20)
     ap.add_argument("--steps", type=int, default=1000, help="live: readings per device")
     ap.add_argument("--messages", type=int, default=50_000, help="drain: readings in all")
     ap.add_argument("--batch", type=int, default=100, help="batched: readings per message")
+    ap.add_argument("--rate", type=float, default=None, help="latency: the maximum, msg/s")
+    ap.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="drain: subscribers'")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--profile", type=Path, default=None, help="drain: profile into DIR")
+    ap.add_argument("--profile", type=Path, default=None, help="drains: profile into DIR")
     ap.add_argument("--sqlite-durability", choices=("full", "unsafe-on-power-loss"), default="full")
     args = ap.parse_args()
 
@@ -543,6 +653,8 @@ def main() -> int:
                 drain(args, broker, models, work)
             elif args.batched:
                 batched(args, broker, models, work)
+            elif args.latency:
+                latency(args, broker, models, work)
             else:
                 live(args, broker, models, work)
         finally:
