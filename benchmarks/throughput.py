@@ -25,10 +25,12 @@ timings on shared machines are noisy, so read the ratio (the last line).
 * ``--profile DIR`` (drains): after the timed runs, one more daemon drain with cProfile (CPU time,
   ``time.thread_time``) on its MQTT network, pipeline and writer threads; the profiles are
   written to DIR and the top entries printed. cProfile slows Python code unevenly: read
-  shares, not seconds.
+  shares, not seconds. With ``--py-spy EXE`` that drain is sampled by py-spy instead
+  (``--gil``: the thread holding the GIL, which a GIL-bound daemon is made of), undistorted.
 
     .venv/bin/python benchmarks/throughput.py [--drain | --batched | --latency] [--devices 20]
-        [--steps 1000] [--messages 50000] [--batch 100] [--rate R] [--repeat 3] [--profile DIR]
+        [--steps 1000] [--messages 50000] [--batch 100] [--rate R] [--repeat 3]
+        [--profile DIR [--py-spy EXE]]
         [--sqlite-durability full|unsafe-on-power-loss]
 """
 
@@ -37,13 +39,17 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import platform
 import pstats
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -329,9 +335,11 @@ def daemon_drain(
     durability: str,
     profile: Callable[[], Any] | None = None,
     protocol: str = "5",
+    on_ready: Callable[[], None] | None = None,
 ) -> Drain:
     """Start the daemon once for its session, stop it, publish, start it again and time
-    the drain. ``profile``: a context manager factory active during the second start."""
+    the drain. ``profile``: a context manager factory active during the second start;
+    ``on_ready``: called once it is ready (its model loaded), as it starts to drain."""
     config, url = daemon_setup(broker, models, state, client_id, durability, protocol)
     with running(config) as app:
         assert app.source is not None
@@ -344,6 +352,8 @@ def daemon_drain(
         running(config, expect=len(work.messages)) as app,
     ):
         cpu0, wall0 = time.process_time(), time.perf_counter()
+        if on_ready is not None:
+            on_ready()
         assert app.done.wait(WAIT), f"daemon drain acked {app.acked}/{len(work.messages)}"
         cpu = (time.process_time() - cpu0) / (app.last - wall0)
         assert app.pipeline is not None
@@ -485,6 +495,57 @@ class ThreadProfiles:
                 print(f"  {share:6.1%} {cum:6.1%}  {where}")
 
 
+class GilSamples:
+    """py-spy sampling this process's GIL holder for ``seconds`` (started as a drain
+    starts, so ``seconds`` should be shorter than the drain), and a summary by thread."""
+
+    THREADS = (
+        ("paho-network", "paho-mqtt-client-"),
+        ("pipeline-worker", "sentinel-pipeline"),
+        ("db-writer", "sentinel-writer"),
+    )
+
+    def __init__(self, exe: str, out: Path, seconds: float) -> None:
+        self.exe, self.out, self.seconds = exe, out, seconds
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                self.exe, "record", "--pid", str(os.getpid()), "--gil", "--threads",
+                "--rate", "250", "--duration", str(max(1, round(self.seconds))),
+                "--format", "raw", "-o", str(self.out / "gil.txt"),
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def report(self, top: int = 40) -> None:
+        assert self.proc is not None
+        self.proc.wait(60)
+        threads: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        total = 0
+        for line in (self.out / "gil.txt").read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")
+            name = frames[0].split(": ", 1)[-1]
+            thread = next((t for t, prefix in self.THREADS if name.startswith(prefix)), "other")
+            n = int(count)
+            total += n
+            threads[thread] += n
+            # by function, not by line: "name (file:line)" -> "name (file)"
+            for frame in {re.sub(r":\d+\)$", ")", f) for f in frames[1:]}:
+                if "(threading.py" not in frame:
+                    inclusive[f"{thread}: {frame}"] += n
+        print(f"GIL samples by thread ({total} samples; {self.out / 'gil.txt'}):")
+        for thread, n in threads.most_common():
+            print(f"  {thread:16s} {n / total:6.1%}")
+        print(f"top {top} functions by share of all GIL samples, callees included:")
+        for frame, n in inclusive.most_common(top):
+            print(f"  {n / total:6.1%}  {frame}")
+
+
 # -- the modes ----------------------------------------------------------------------------
 
 
@@ -515,6 +576,32 @@ def live(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Pa
     print(f"ratio: {r / c:.2f} of the ceiling; scoring {statistics.median(scoring):.3f} ms/window")
 
 
+def profiled(
+    args: argparse.Namespace,
+    broker: PrivateBroker,
+    load: Workload,
+    models: Path,
+    work: Path,
+    seconds: float,
+) -> None:
+    """One more drain, profiled: sampled by py-spy for ``seconds`` with --py-spy, else
+    cProfile on the daemon's threads."""
+    if args.py_spy is not None:
+        sampler = GilSamples(args.py_spy, args.profile, seconds)
+        daemon_drain(
+            broker, load, models, work / "profiled", "profiled", args.sqlite_durability,
+            protocol=args.protocol, on_ready=sampler.start,
+        )  # fmt: skip
+        sampler.report()
+        return
+    profiles = ThreadProfiles(args.profile)
+    daemon_drain(
+        broker, load, models, work / "profiled", "profiled", args.sqlite_durability,
+        profile=profiles.active, protocol=args.protocol,
+    )  # fmt: skip
+    profiles.report()
+
+
 def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
     steps = max(1, args.messages // args.devices)
     load = workload(args.devices, steps, seed=7)
@@ -529,12 +616,7 @@ def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: P
         rates.append(n / result.seconds)
         cpu.append(result.cpu_share)
     if args.profile is not None:
-        profiles = ThreadProfiles(args.profile)
-        daemon_drain(
-            broker, load, models, work / "profiled", "profiled", args.sqlite_durability,
-            profile=profiles.active, protocol=args.protocol,
-        )  # fmt: skip
-        profiles.report()
+        profiled(args, broker, load, models, work, 0.8 * n / statistics.median(rates))
     c, r = statistics.median(ceilings), statistics.median(rates)
     print(machine_line())
     print(
@@ -570,12 +652,7 @@ def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
         cpu.append(result.cpu_share)
         daemon_windows = result.windows
     if args.profile is not None:
-        profiles = ThreadProfiles(args.profile)
-        daemon_drain(
-            broker, load, models, work / "profiled", "profiled", args.sqlite_durability,
-            profile=profiles.active,
-        )  # fmt: skip
-        profiles.report()
+        profiled(args, broker, load, models, work, 0.8 * n / statistics.median(rates))
     c, r = statistics.median(ceilings), statistics.median(rates)
     print(machine_line())
     print(
@@ -629,6 +706,7 @@ def main() -> int:
     ap.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="drain: subscribers'")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, default=None, help="drains: profile into DIR")
+    ap.add_argument("--py-spy", default=None, metavar="EXE", help="--profile with py-spy")
     ap.add_argument("--sqlite-durability", choices=("full", "unsafe-on-power-loss"), default="full")
     args = ap.parse_args()
 
