@@ -391,8 +391,9 @@ def paced_publish(url: str, messages: list[tuple[str, bytes]], rate: float, time
 
 def daemon_latency(
     broker: PrivateBroker, work: Workload, models: Path, state: Path, rate: float, durability: str
-) -> np.ndarray:
-    """Seconds from each message's publish to the report of the commit that acked it."""
+) -> tuple[np.ndarray, float]:
+    """Seconds from each message's publish to the report of the commit that acked it, and
+    the rate the publisher kept."""
     import multiprocessing
 
     config, _ = daemon_setup(broker, models, state, "latency", durability)
@@ -411,7 +412,7 @@ def daemon_latency(
     at = np.asarray([t for t, _ in app.commits])
     upto = np.asarray([n for _, n in app.commits])
     committed = at[np.searchsorted(upto, np.arange(1, len(sent) + 1))]
-    return np.asarray(committed - sent)
+    return np.asarray(committed - sent), (len(sent) - 1) / float(sent[-1] - sent[0])
 
 
 # -- the model alone -----------------------------------------------------------------------
@@ -505,6 +506,23 @@ class GilSamples:
         ("db-writer", "sentinel-writer"),
     )
 
+    # (stage, thread, a frame marking it): a sample counts for the first stage whose
+    # thread it is on and whose marker is in its stack, so specific stages come first.
+    STAGES = (
+        ("parse (MessageParser)", "paho-network", "MessageParser.parse ("),
+        ("enqueue (Pipeline.offer)", "paho-network", "Pipeline.offer ("),
+        ("on_message, rest", "paho-network", "MqttSource._on_message ("),
+        ("paho: read, decode, loop", "paho-network", ""),
+        ("scoring (the model)", "pipeline-worker", "(sentinel/model/"),
+        ("window assembly", "pipeline-worker", "WindowAssembler.add ("),
+        ("retraining reservoir", "pipeline-worker", "ReservoirTap.observe ("),
+        ("judge: checks, thresholds, alerts", "pipeline-worker", "Pipeline._score ("),
+        ("worker, rest (queue, devices)", "pipeline-worker", ""),
+        ("acks (paho PUBACKs)", "db-writer", "MqttSource.ack ("),
+        ("writer: commit", "db-writer", ""),
+        ("other threads", "other", ""),
+    )
+
     def __init__(self, exe: str, out: Path, seconds: float) -> None:
         self.exe, self.out, self.seconds = exe, out, seconds
         self.proc: subprocess.Popen[bytes] | None = None
@@ -524,6 +542,7 @@ class GilSamples:
         assert self.proc is not None
         self.proc.wait(60)
         threads: Counter[str] = Counter()
+        stages: Counter[str] = Counter()
         inclusive: Counter[str] = Counter()
         total = 0
         for line in (self.out / "gil.txt").read_text().splitlines():
@@ -534,6 +553,8 @@ class GilSamples:
             n = int(count)
             total += n
             threads[thread] += n
+            stage = next(s for s, t, marker in self.STAGES if t == thread and (marker in stack))
+            stages[stage] += n
             # by function, not by line: "name (file:line)" -> "name (file)"
             for frame in {re.sub(r":\d+\)$", ")", f) for f in frames[1:]}:
                 if "(threading.py" not in frame:
@@ -541,6 +562,9 @@ class GilSamples:
         print(f"GIL samples by thread ({total} samples; {self.out / 'gil.txt'}):")
         for thread, n in threads.most_common():
             print(f"  {thread:16s} {n / total:6.1%}")
+        print("GIL samples by stage:")
+        for stage, _, _ in self.STAGES:
+            print(f"  {stage:36s} {stages[stage] / total:6.1%}")
         print(f"top {top} functions by share of all GIL samples, callees included:")
         for frame, n in inclusive.most_common(top):
             print(f"  {n / total:6.1%}  {frame}")
@@ -675,14 +699,14 @@ def latency(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
     if maximum is None:
         result = daemon_drain(broker, load, models, work / "max", "max", args.sqlite_durability)
         maximum = n / result.seconds
-    seconds = daemon_latency(
+    seconds, kept = daemon_latency(
         broker, load, models, work / "latency", maximum / 2, args.sqlite_durability
     )
     p50, p99 = np.percentile(seconds, [50, 99]) * 1e3
     print(machine_line())
     print(
         f"latency: {n} messages ({args.devices} devices x {steps} readings) published at "
-        f"{maximum / 2:.0f} msg/s, half the maximum {maximum:.0f} msg/s "
+        f"{maximum / 2:.0f} msg/s (kept: {kept:.0f}), half the maximum {maximum:.0f} msg/s "
         f"({'given' if args.rate else 'a drain of the same messages'}); database "
         f"flush_interval 0.2 s, sqlite_durability: {args.sqlite_durability}"
     )
