@@ -26,11 +26,13 @@ timings on shared machines are noisy, so read the ratio (the last line).
   ``time.thread_time``) on its MQTT network, pipeline and writer threads; the profiles are
   written to DIR and the top entries printed. cProfile slows Python code unevenly: read
   shares, not seconds. With ``--py-spy EXE`` that drain is sampled by py-spy instead
-  (``--gil``: the thread holding the GIL, which a GIL-bound daemon is made of), undistorted.
+  (``--gil``: the thread holding the GIL, which a GIL-bound daemon is made of), summed by
+  stage; its shares of stages and threads agree with cProfile's, its single lines need
+  not (docs/BENCHMARKS.md, issue #23).
 
     .venv/bin/python benchmarks/throughput.py [--drain | --batched | --latency] [--devices 20]
-        [--steps 1000] [--messages 50000] [--batch 100] [--rate R] [--repeat 3]
-        [--profile DIR [--py-spy EXE]]
+        [--steps 1000] [--messages 50000] [--batch 100] [--rate R] [--protocol 5|3.1.1]
+        [--repeat 3] [--profile DIR [--py-spy EXE]]
         [--sqlite-durability full|unsafe-on-power-loss]
 """
 
