@@ -25,14 +25,11 @@ timings on shared machines are noisy, so read the ratio (the last line).
 * ``--profile DIR`` (drains): after the timed runs, one more daemon drain with cProfile (CPU time,
   ``time.thread_time``) on its MQTT network, pipeline and writer threads; the profiles are
   written to DIR and the top entries printed. cProfile slows Python code unevenly: read
-  shares, not seconds. With ``--py-spy EXE`` that drain is sampled by py-spy instead
-  (``--gil``: the thread holding the GIL, which a GIL-bound daemon is made of), summed by
-  stage; its shares of stages and threads agree with cProfile's, its single lines need
-  not (docs/BENCHMARKS.md, issue #23).
+  shares, not seconds; /proc's CPU time per thread (printed for every drain) is the check.
 
     .venv/bin/python benchmarks/throughput.py [--drain | --batched | --latency] [--devices 20]
         [--steps 1000] [--messages 50000] [--batch 100] [--rate R] [--protocol 5|3.1.1]
-        [--repeat 3] [--profile DIR [--py-spy EXE]]
+        [--repeat 3] [--profile DIR]
         [--sqlite-durability full|unsafe-on-power-loss]
 """
 
@@ -44,9 +41,7 @@ import json
 import os
 import platform
 import pstats
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -326,6 +321,30 @@ class Drain:
     seconds: float  # first delivery offered to last reading committed
     cpu_share: float  # process CPU seconds per wall second from ready to the last commit
     windows: int  # scored by the daemon
+    threads: dict[str, float]  # CPU seconds by thread group over the same span
+
+
+THREAD_GROUPS = (
+    ("paho-network", "paho-mqtt-client-"),
+    ("pipeline-worker", "sentinel-pipeline"),
+    ("db-writer", "sentinel-writer"),
+)
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process's threads, by group, from
+    /proc (Linux): what each thread used, without a profiler's overhead or bias."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        group = next((g for g, prefix in THREAD_GROUPS if thread.name.startswith(prefix)), "other")
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # from field 3, the state
+        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def daemon_drain(
@@ -337,11 +356,9 @@ def daemon_drain(
     durability: str,
     profile: Callable[[], Any] | None = None,
     protocol: str = "5",
-    on_ready: Callable[[], None] | None = None,
 ) -> Drain:
     """Start the daemon once for its session, stop it, publish, start it again and time
-    the drain. ``profile``: a context manager factory active during the second start;
-    ``on_ready``: called once it is ready (its model loaded), as it starts to drain."""
+    the drain. ``profile``: a context manager factory active during the second start."""
     config, url = daemon_setup(broker, models, state, client_id, durability, protocol)
     with running(config) as app:
         assert app.source is not None
@@ -353,16 +370,15 @@ def daemon_drain(
         profile() if profile else _nothing(),
         running(config, expect=len(work.messages)) as app,
     ):
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        if on_ready is not None:
-            on_ready()
+        cpu0, wall0, threads0 = time.process_time(), time.perf_counter(), thread_cpu()
         assert app.done.wait(WAIT), f"daemon drain acked {app.acked}/{len(work.messages)}"
         cpu = (time.process_time() - cpu0) / (app.last - wall0)
+        threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu().items()}
         assert app.pipeline is not None
         windows = app.pipeline.stats.scored
     assert readings_committed(url) == work.reading_count
     seconds = app.last - clock.at
-    return Drain(seconds, cpu, windows)
+    return Drain(seconds, cpu, windows, threads)
 
 
 @contextmanager
@@ -442,7 +458,11 @@ def model_ceiling(models: Path, work: Workload, score_batch_max: int) -> tuple[f
 
 class ThreadProfiles:
     """cProfile with a CPU-time clock on the daemon's network, pipeline and writer threads,
-    by wrapping their thread functions while active."""
+    by wrapping their thread functions while active; ``report`` sums them by stage.
+
+    (py-spy ``--gil`` was tried for this too: it gave the network thread 34 % of a batched
+    drain that /proc's per-thread CPU time, and cProfile, put at 18-20 %: it counts the
+    GIL's last holder, and a thread waiting to take the GIL back keeps that name.)"""
 
     TARGETS: tuple[tuple[str, type, str], ...] = (
         ("paho-network", mqtt.Client, "_thread_main"),
@@ -464,6 +484,50 @@ class ThreadProfiles:
         finally:
             for cls, attr, original in originals:
                 setattr(cls, attr, original)
+
+    def stages(self, totals: dict[str, float]) -> dict[str, float]:
+        """CPU seconds by pipeline stage: the cumulative times of the functions that mark
+        each stage (file, function name), the rest of each thread its own stage."""
+
+        def cum(thread: str, file: str, *functions: str) -> float:
+            profile = self.profiles.get(thread)
+            if profile is None:
+                return 0.0
+            entries = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+            return float(
+                sum(
+                    v[3]
+                    for (path, _, func), v in entries.items()
+                    if file in path and func in functions
+                )
+            )
+
+        net, work, db = "paho-network", "pipeline-worker", "db-writer"
+        parse = cum(net, "sentinel/ingest/parse.py", "parse")
+        offer = cum(net, "sentinel/worker/pipeline.py", "offer")
+        on_message = cum(net, "sentinel/ingest/mqtt.py", "_on_message")
+        model = cum(work, "sentinel/model/", "score", "step_ratios")
+        windows = cum(work, "sentinel/worker/windows.py", "add")
+        reservoir = cum(work, "sentinel/retrain/reservoir.py", "observe")
+        judge = cum(work, "sentinel/worker/pipeline.py", "_score") - model
+        acks = cum(db, "sentinel/ingest/mqtt.py", "ack")
+        return {
+            "paho: select, read, decode, loop": totals.get(net, 0.0) - on_message,
+            "parse (MessageParser)": parse,
+            "on_message rest, enqueue (offer)": on_message - parse,
+            "  of which Pipeline.offer": offer,
+            "window assembly": windows,
+            "scoring (the model)": model,
+            "judge: checks, thresholds, alerts": judge,
+            "retraining reservoir": reservoir,
+            "worker rest (queue, devices)": totals.get(work, 0.0)
+            - windows
+            - model
+            - judge
+            - reservoir,
+            "writer: commit": totals.get(db, 0.0) - acks,
+            "acks (paho PUBACKs)": acks,
+        }
 
     def _wrap(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -487,6 +551,9 @@ class ThreadProfiles:
         print(f"CPU seconds per thread (profiled drain; profiles in {self.out}):")
         for name, seconds in totals.items():
             print(f"  {name:16s} {seconds:7.2f} s  {seconds / everything:5.1%}")
+        print("CPU by stage, share of the three threads (cumulative times, callees included):")
+        for stage, seconds in self.stages(totals).items():
+            print(f"  {stage:38s} {seconds / everything:6.1%}")
         for name, profile in self.profiles.items():
             stats = pstats.Stats(profile)
             entries = stats.stats  # type: ignore[attr-defined]
@@ -496,80 +563,6 @@ class ThreadProfiles:
                 where = f"{Path(path).name}:{line}({func})"
                 share, cum = tt / max(totals[name], 1e-9), ct / max(totals[name], 1e-9)
                 print(f"  {share:6.1%} {cum:6.1%}  {where}")
-
-
-class GilSamples:
-    """py-spy sampling this process's GIL holder for ``seconds`` (started as a drain
-    starts, so ``seconds`` should be shorter than the drain), and a summary by thread."""
-
-    THREADS = (
-        ("paho-network", "paho-mqtt-client-"),
-        ("pipeline-worker", "sentinel-pipeline"),
-        ("db-writer", "sentinel-writer"),
-    )
-
-    # (stage, thread, a frame marking it): a sample counts for the first stage whose
-    # thread it is on and whose marker is in its stack, so specific stages come first.
-    STAGES = (
-        ("parse (MessageParser)", "paho-network", "MessageParser.parse ("),
-        ("enqueue (Pipeline.offer)", "paho-network", "Pipeline.offer ("),
-        ("on_message, rest", "paho-network", "MqttSource._on_message ("),
-        ("paho: read, decode, loop", "paho-network", ""),
-        ("scoring (the model)", "pipeline-worker", "(sentinel/model/"),
-        ("window assembly", "pipeline-worker", "WindowAssembler.add ("),
-        ("retraining reservoir", "pipeline-worker", "ReservoirTap.observe ("),
-        ("judge: checks, thresholds, alerts", "pipeline-worker", "Pipeline._score ("),
-        ("worker, rest (queue, devices)", "pipeline-worker", ""),
-        ("acks (paho PUBACKs)", "db-writer", "MqttSource.ack ("),
-        ("writer: commit", "db-writer", ""),
-        ("other threads", "other", ""),
-    )
-
-    def __init__(self, exe: str, out: Path, seconds: float) -> None:
-        self.exe, self.out, self.seconds = exe, out, seconds
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                self.exe, "record", "--pid", str(os.getpid()), "--gil", "--threads",
-                "--rate", "250", "--duration", str(max(1, round(self.seconds))),
-                "--format", "raw", "-o", str(self.out / "gil.txt"),
-            ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def report(self, top: int = 40) -> None:
-        assert self.proc is not None
-        self.proc.wait(60)
-        threads: Counter[str] = Counter()
-        stages: Counter[str] = Counter()
-        inclusive: Counter[str] = Counter()
-        total = 0
-        for line in (self.out / "gil.txt").read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            frames = stack.split(";")
-            name = frames[0].split(": ", 1)[-1]
-            thread = next((t for t, prefix in self.THREADS if name.startswith(prefix)), "other")
-            n = int(count)
-            total += n
-            threads[thread] += n
-            stage = next(s for s, t, marker in self.STAGES if t == thread and (marker in stack))
-            stages[stage] += n
-            # by function, not by line: "name (file:line)" -> "name (file)"
-            for frame in {re.sub(r":\d+\)$", ")", f) for f in frames[1:]}:
-                if "(threading.py" not in frame:
-                    inclusive[f"{thread}: {frame}"] += n
-        print(f"GIL samples by thread ({total} samples; {self.out / 'gil.txt'}):")
-        for thread, n in threads.most_common():
-            print(f"  {thread:16s} {n / total:6.1%}")
-        print("GIL samples by stage:")
-        for stage, _, _ in self.STAGES:
-            print(f"  {stage:36s} {stages[stage] / total:6.1%}")
-        print(f"top {top} functions by share of all GIL samples, callees included:")
-        for frame, n in inclusive.most_common(top):
-            print(f"  {n / total:6.1%}  {frame}")
 
 
 # -- the modes ----------------------------------------------------------------------------
@@ -608,18 +601,8 @@ def profiled(
     load: Workload,
     models: Path,
     work: Path,
-    seconds: float,
 ) -> None:
-    """One more drain, profiled: sampled by py-spy for ``seconds`` with --py-spy, else
-    cProfile on the daemon's threads."""
-    if args.py_spy is not None:
-        sampler = GilSamples(args.py_spy, args.profile, seconds)
-        daemon_drain(
-            broker, load, models, work / "profiled", "profiled", args.sqlite_durability,
-            protocol=args.protocol, on_ready=sampler.start,
-        )  # fmt: skip
-        sampler.report()
-        return
+    """One more drain, with cProfile on the daemon's threads."""
     profiles = ThreadProfiles(args.profile)
     daemon_drain(
         broker, load, models, work / "profiled", "profiled", args.sqlite_durability,
@@ -628,11 +611,18 @@ def profiled(
     profiles.report()
 
 
+def thread_line(threads: Counter[str]) -> str:
+    total = sum(threads.values()) or 1.0
+    shares = ", ".join(f"{k} {v / total:.0%}" for k, v in threads.most_common())
+    return f"sentinel CPU by thread while draining (/proc, all runs): {shares}"
+
+
 def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
     steps = max(1, args.messages // args.devices)
     load = workload(args.devices, steps, seed=7)
     n = len(load.messages)
     ceilings, rates, cpu = [], [], []
+    threads: Counter[str] = Counter()
     for run in range(args.repeat):
         ceilings.append(ceiling_drain(broker, load.messages, run, args.protocol))
         result = daemon_drain(
@@ -641,8 +631,9 @@ def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: P
         )  # fmt: skip
         rates.append(n / result.seconds)
         cpu.append(result.cpu_share)
+        threads.update(result.threads)
     if args.profile is not None:
-        profiled(args, broker, load, models, work, 0.8 * n / statistics.median(rates))
+        profiled(args, broker, load, models, work)
     c, r = statistics.median(ceilings), statistics.median(rates)
     print(machine_line())
     print(
@@ -655,6 +646,7 @@ def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: P
     print(f"bare paho drain (ceiling): {c:8.0f} msg/s  runs {[round(x) for x in ceilings]}")
     print(f"sentinel drain:            {r:8.0f} msg/s  runs {[round(x) for x in rates]}")
     print(f"sentinel process CPU per wall second while draining: {statistics.median(cpu):.2f}")
+    print(thread_line(threads))
     print(f"ratio: {r / c:.2f} of the ceiling")
 
 
@@ -666,6 +658,7 @@ def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
         daemon_config(work, broker)
     ).model.score_batch_max
     ceilings, rates, cpu = [], [], []
+    threads: Counter[str] = Counter()
     windows = daemon_windows = 0
     for run in range(args.repeat):
         seconds, windows = model_ceiling(models, load, score_batch_max)
@@ -676,9 +669,10 @@ def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
         )  # fmt: skip
         rates.append(n / result.seconds)
         cpu.append(result.cpu_share)
+        threads.update(result.threads)
         daemon_windows = result.windows
     if args.profile is not None:
-        profiled(args, broker, load, models, work, 0.8 * n / statistics.median(rates))
+        profiled(args, broker, load, models, work)
     c, r = statistics.median(ceilings), statistics.median(rates)
     print(machine_line())
     print(
@@ -690,6 +684,7 @@ def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
     print(f"model alone (ceiling): {c:9.0f} readings/s  runs {[round(x) for x in ceilings]}")
     print(f"sentinel drain:        {r:9.0f} readings/s  runs {[round(x) for x in rates]}")
     print(f"sentinel process CPU per wall second while draining: {statistics.median(cpu):.2f}")
+    print(thread_line(threads))
     print(f"ratio: {r / c:.2f} of the model ceiling")
 
 
@@ -732,7 +727,6 @@ def main() -> int:
     ap.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="drain: subscribers'")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, default=None, help="drains: profile into DIR")
-    ap.add_argument("--py-spy", default=None, metavar="EXE", help="--profile with py-spy")
     ap.add_argument("--sqlite-durability", choices=("full", "unsafe-on-power-loss"), default="full")
     args = ap.parse_args()
 
