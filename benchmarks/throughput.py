@@ -1,51 +1,127 @@
-"""End-to-end ingest throughput against the bare MQTT client's ceiling, in one run.
+"""End-to-end ingest throughput against the ceiling that bounds it, in one run (issue #23).
 
-The ceiling is a plain paho subscriber (QoS 1, automatic acks, no work per message)
-receiving the same messages from the same private Mosquitto. The daemon run is the real
-thing: parse, window, score in batches, threshold, alerts, commit to SQLite, then ack.
-Reported: messages/s for both (median of --repeat runs) and their ratio, and the model's
-scoring cost per window. Timings on shared machines are noisy; compare ratios.
+Every mode times Sentinel and its ceiling on the same private Mosquitto in the same run;
+timings on shared machines are noisy, so read the ratio (the last line).
 
-    .venv/bin/python benchmarks/throughput.py [--devices 20] [--steps 1000] [--repeat 3]
+* live (the default): messages published while the subscriber runs. The ceiling is a bare
+  paho subscriber (QoS 1, automatic acks, no work per message). One Python publisher feeds
+  both, so on a small machine the publisher, not the subscriber, is often the bound.
+* ``--drain``: the broker holds a backlog of ``--messages`` for a persistent session (MQTT 5,
+  clean_start False, a session expiry), published while the subscriber is away. The ceiling
+  is a bare paho subscriber draining its backlog, from first message to last; the daemon
+  drains the same backlog from the first delivery its pipeline is offered to the commit of
+  the last reading (model load and connect excluded). Both announce the daemon's Receive
+  Maximum (``ingest.queue_size``); Mosquitto queues without limit (``max_queued_messages 0``).
+  ``--protocol 3.1.1`` drains on MQTT 3.1.1 instead (clean_session False; the in-flight
+  window is then Mosquitto's ``max_inflight_messages``, set to the same size).
+* ``--batched``: a drain in which each message is a JSON array of ``--batch`` readings of
+  one device, reported in readings/s against the model alone (``detector.score``) scoring
+  the same windows in the same run.
+* ``--latency``: publish -> committed latency (p50, p99) at half the maximum rate, which a
+  drain of the same messages measures first (or ``--rate`` gives). A paced publisher in a
+  child process (so it takes no GIL time from the daemon) notes each publish time; the
+  k-th message acknowledged is the k-th published (one publisher, QoS 1, in order), and
+  its latency ends when the commit that acknowledges it is reported.
+* ``--profile DIR`` (drains): after the timed runs, one more daemon drain with cProfile (CPU time,
+  ``time.thread_time``) on its MQTT network, pipeline and writer threads; the profiles are
+  written to DIR and the top entries printed. cProfile slows Python code unevenly: read
+  shares, not seconds; /proc's CPU time per thread (printed for every drain) is the check.
+
+    .venv/bin/python benchmarks/throughput.py [--drain | --batched | --latency] [--devices 20]
+        [--steps 1000] [--messages 50000] [--batch 100] [--rate R] [--protocol 5|3.1.1]
+        [--repeat 3] [--profile DIR]
         [--sqlite-durability full|unsafe-on-power-loss]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import json
+import os
 import platform
+import pstats
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import torch
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.config import SentinelConfig
 from sentinel.daemon.app import SentinelApp
+from sentinel.model import ModelRegistry
+from sentinel.records import Delivery, WriteBatch
+from sentinel.store.writer import AlertWriter
+from sentinel.worker.pipeline import Pipeline
 from simulators.broker import PrivateBroker, Publisher
 from simulators.fleet import FEATURES, FleetSimulator, encode
 from tests.e2e_helpers import (
+    HOP,
+    WINDOW,
     daemon_config,
     install_model,
     readings_committed,
     train_fleet_model,
 )
 
+TOPIC = "plant/+/pump"
+RECEIVE_MAXIMUM = 2_000  # ingest.queue_size's default, which the daemon announces
+WAIT = 600.0  # seconds any one phase may take on a loaded machine before the run fails
 
-def payloads(devices: int, steps: int, seed: int) -> list[tuple[str, bytes]]:
+
+@dataclass(frozen=True)
+class Workload:
+    """The messages of one run and the readings they carry, per device in time order."""
+
+    messages: list[tuple[str, bytes]]
+    readings: dict[str, list[list[float]]]
+
+    @property
+    def reading_count(self) -> int:
+        return sum(len(rows) for rows in self.readings.values())
+
+
+def workload(devices: int, steps: int, seed: int, batch: int = 1) -> Workload:
+    """``steps`` readings of each device; ``batch`` > 1 packs that many consecutive readings
+    of one device into one JSON array message (the ``json`` format's array form)."""
     sim = FleetSimulator(devices, seed=seed, anomaly_rate=2.0, warmup=300.0)
-    out: list[tuple[str, bytes]] = []
+    readings: dict[str, list[list[float]]] = {}
+    messages: list[tuple[str, bytes]] = []
+    pending: dict[str, list[Any]] = {}
+    seq = 0
     for _, step in zip(range(steps), sim.steps(), strict=False):
         for reading in step:
-            out.append((f"plant/{reading.device}/pump", encode(reading, len(out), "json")))
-    return out
+            readings.setdefault(reading.device, []).append([reading.values[f] for f in FEATURES])
+            topic = f"plant/{reading.device}/pump"
+            if batch == 1:
+                messages.append((topic, encode(reading, seq, "json")))
+            else:
+                group = pending.setdefault(reading.device, [])
+                group.append(json.loads(encode(reading, seq, "json")))
+                if len(group) == batch:
+                    messages.append((topic, json.dumps(group, separators=(",", ":")).encode()))
+                    pending[reading.device] = []
+            seq += 1
+    for device, group in pending.items():
+        if group:
+            topic = f"plant/{device}/pump"
+            messages.append((topic, json.dumps(group, separators=(",", ":")).encode()))
+    return Workload(messages, readings)
 
 
 def publish(broker: PrivateBroker, messages: list[tuple[str, bytes]]) -> None:
@@ -53,40 +129,172 @@ def publish(broker: PrivateBroker, messages: list[tuple[str, bytes]]) -> None:
     publisher.start()
     for topic, payload in messages:
         publisher.publish(topic, payload)
-    assert publisher.finish(120) == 0
+    assert publisher.finish(WAIT) == 0
 
 
-def ceiling(broker: PrivateBroker, messages: list[tuple[str, bytes]], run: int) -> float:
-    received = 0
-    done = threading.Event()
-    first: list[float] = []
+# -- the bare subscriber -----------------------------------------------------------------
 
-    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        nonlocal received
-        if not first:
-            first.append(time.perf_counter())
-        received += 1
-        if received == len(messages):
-            done.set()
 
-    subscribed = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ceiling-{run}")
-    client.on_message = on_message
-    client.on_subscribe = lambda *args: subscribed.set()
-    client.on_connect = lambda c, *args: c.subscribe("plant/+/pump", 1)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    assert subscribed.wait(10)
+class BareSubscriber:
+    """A paho subscriber doing no work per message: automatic QoS 1 acks, a counter, and
+    the times of its first and its ``expect``-th message."""
+
+    def __init__(
+        self, broker: PrivateBroker, client_id: str, expect: int, protocol: str = "5"
+    ) -> None:
+        self.broker = broker
+        self.v5 = protocol == "5"
+        self.expect = expect
+        self.received = 0
+        self.first = self.last = 0.0
+        self.done = threading.Event()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            clean_session=None if self.v5 else False,
+        )
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        if self.received == 0:
+            self.first = now
+        self.received += 1
+        if self.received == self.expect:
+            self.last = now
+            self.done.set()
+
+    def connect(self, *, subscribe: bool) -> None:
+        if subscribe:
+            self.client.on_connect = lambda c, *args: c.subscribe(TOPIC, 1)
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 3600
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
+            self.client.connect(
+                self.broker.host, self.broker.port, clean_start=False, properties=properties
+            )
+        else:
+            self.client.connect(self.broker.host, self.broker.port)
+        self.client.loop_start()
+        if subscribe:
+            assert self.subscribed.wait(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def ceiling_live(broker: PrivateBroker, messages: list[tuple[str, bytes]], run: int) -> float:
+    sub = BareSubscriber(broker, f"ceiling-live-{run}", len(messages))
+    sub.connect(subscribe=True)
     started = time.perf_counter()
     publish(broker, messages)
-    assert done.wait(120), f"ceiling run received {received}/{len(messages)}"
-    elapsed = time.perf_counter() - started
-    client.disconnect()
-    client.loop_stop()
-    return len(messages) / elapsed
+    assert sub.done.wait(WAIT), f"ceiling run received {sub.received}/{len(messages)}"
+    sub.close()
+    return len(messages) / (sub.last - started)
 
 
-def daemon(
+def ceiling_drain(
+    broker: PrivateBroker, messages: list[tuple[str, bytes]], run: int, protocol: str
+) -> float:
+    """Subscribe, leave (the broker keeps the session), publish, come back and drain."""
+    client_id = f"ceiling-drain-{run}"
+    first = BareSubscriber(broker, client_id, 0, protocol)
+    first.connect(subscribe=True)
+    first.close()
+    publish(broker, messages)
+    sub = BareSubscriber(broker, client_id, len(messages), protocol)
+    sub.connect(subscribe=False)
+    assert sub.done.wait(WAIT), f"ceiling drain received {sub.received}/{len(messages)}"
+    sub.close()
+    return len(messages) / (sub.last - sub.first)
+
+
+# -- the daemon ----------------------------------------------------------------------------
+
+
+class TimedApp(SentinelApp):
+    """The real daemon, noting when the commit of the ``expect``-th message is reported
+    (``on_commit``, which runs after the transaction and sends the acks)."""
+
+    expect = 0
+    acked = 0
+    last = 0.0
+    done: threading.Event
+    commits: list[tuple[float, int]]  # (time.monotonic(), messages acknowledged so far)
+
+    def _committed(self, batches: Sequence[WriteBatch]) -> None:
+        self.acked += sum(len(b.acks) for b in batches)
+        self.commits.append((time.monotonic(), self.acked))
+        if self.expect and self.acked >= self.expect and not self.done.is_set():
+            self.last = time.perf_counter()
+            self.done.set()
+        super()._committed(batches)
+
+
+class FirstOffer:
+    """When a pipeline was first offered a delivery: ``Pipeline.offer`` wrapped for a run."""
+
+    def __init__(self) -> None:
+        self.at = 0.0
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        original = Pipeline.offer
+
+        clock = self
+
+        def offer(self: Pipeline, delivery: Delivery, timeout: float | None = None) -> bool:
+            if not clock.at:
+                clock.at = time.perf_counter()
+            return original(self, delivery, timeout)
+
+        Pipeline.offer = offer  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            Pipeline.offer = original  # type: ignore[method-assign]
+
+
+def daemon_setup(
+    broker: PrivateBroker,
+    models: Path,
+    state: Path,
+    client_id: str,
+    durability: str,
+    protocol: str = "5",
+) -> tuple[dict[str, Any], str]:
+    install_model(models, state)
+    url = f"sqlite:///{state / 'sentinel.db'}"
+    config = daemon_config(state, broker, database_url=url, client_id=client_id)
+    config["database"]["flush_interval"] = 0.2  # the product default, not the tests' 0.05
+    config["database"]["sqlite_durability"] = durability
+    config["ingest"] = {"queue_size": RECEIVE_MAXIMUM}
+    config["logging"]["level"] = "warning"
+    config["mqtt"]["protocol"] = protocol
+    return config, url
+
+
+@contextmanager
+def running(config: dict[str, Any], expect: int = 0) -> Iterator[TimedApp]:
+    app = TimedApp(SentinelConfig.model_validate(config), stats_interval=3600)
+    app.expect, app.done, app.commits = expect, threading.Event(), []
+    stop = threading.Event()
+    thread = threading.Thread(target=app.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert app.ready.wait(60)
+        yield app
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def daemon_live(
     broker: PrivateBroker,
     messages: list[tuple[str, bytes]],
     models: Path,
@@ -94,40 +302,431 @@ def daemon(
     run: int,
     durability: str,
 ) -> tuple[float, float]:
-    state = work / f"state-{run}"
-    install_model(models, state)
-    url = f"sqlite:///{state / 'sentinel.db'}"
-    config = daemon_config(state, broker, database_url=url, client_id=f"bench-{run}")
-    config["database"]["flush_interval"] = 0.2  # the product default, not the tests' 0.05
-    config["database"]["sqlite_durability"] = durability
-    config["logging"]["level"] = "warning"
-    app = SentinelApp(SentinelConfig.model_validate(config), stats_interval=3600)
-    stop = threading.Event()
-    thread = threading.Thread(target=app.run, args=(stop,), daemon=True)
-    thread.start()
-    assert app.ready.wait(30)
-    assert app.source is not None
-    assert app.source.wait_subscribed(30)
+    config, url = daemon_setup(broker, models, work / f"live-{run}", f"live-{run}", durability)
+    with running(config, expect=len(messages)) as app:
+        assert app.source is not None
+        assert app.source.wait_subscribed(30)
+        started = time.perf_counter()
+        publish(broker, messages)
+        assert app.done.wait(WAIT), "daemon did not take everything in"
+        assert app.pipeline is not None
+        stats = app.pipeline.stats
+        ms_per_window = 1e3 * stats.score_seconds / max(stats.scored, 1)
+    assert readings_committed(url) == len(messages)
+    return len(messages) / (app.last - started), ms_per_window
+
+
+@dataclass(frozen=True)
+class Drain:
+    seconds: float  # first delivery offered to last reading committed
+    cpu_share: float  # process CPU seconds per wall second from ready to the last commit
+    windows: int  # scored by the daemon
+    threads: dict[str, float]  # CPU seconds by thread group over the same span
+
+
+THREAD_GROUPS = (
+    ("paho-network", "paho-mqtt-client-"),
+    ("pipeline-worker", "sentinel-pipeline"),
+    ("db-writer", "sentinel-writer"),
+)
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process's threads, by group, from
+    /proc (Linux): what each thread used, without a profiler's overhead or bias."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        group = next((g for g, prefix in THREAD_GROUPS if thread.name.startswith(prefix)), "other")
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # from field 3, the state
+        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def daemon_drain(
+    broker: PrivateBroker,
+    work: Workload,
+    models: Path,
+    state: Path,
+    client_id: str,
+    durability: str,
+    profile: Callable[[], Any] | None = None,
+    protocol: str = "5",
+) -> Drain:
+    """Start the daemon once for its session, stop it, publish, start it again and time
+    the drain. ``profile``: a context manager factory active during the second start."""
+    config, url = daemon_setup(broker, models, state, client_id, durability, protocol)
+    with running(config) as app:
+        assert app.source is not None
+        assert app.source.wait_subscribed(30)
+    publish(broker, work.messages)
+    clock = FirstOffer()
+    with (
+        clock.watching(),
+        profile() if profile else _nothing(),
+        running(config, expect=len(work.messages)) as app,
+    ):
+        cpu0, wall0, threads0 = time.process_time(), time.perf_counter(), thread_cpu()
+        assert app.done.wait(WAIT), f"daemon drain acked {app.acked}/{len(work.messages)}"
+        cpu = (time.process_time() - cpu0) / (app.last - wall0)
+        threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu().items()}
+        assert app.pipeline is not None
+        windows = app.pipeline.stats.scored
+    assert readings_committed(url) == work.reading_count
+    seconds = app.last - clock.at
+    return Drain(seconds, cpu, windows, threads)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+# -- latency -------------------------------------------------------------------------------
+
+
+def paced_publish(url: str, messages: list[tuple[str, bytes]], rate: float, times: Any) -> None:
+    """Publish ``messages`` at ``rate`` per second (in a child process); sends the
+    ``time.monotonic()`` of each publish back through ``times`` (a pipe's end)."""
+    publisher = Publisher(url)
+    publisher.start()
+    sent = []
+    started = time.monotonic()
+    for k, (topic, payload) in enumerate(messages):
+        due = started + k / rate
+        now = time.monotonic()
+        if now < due:
+            time.sleep(due - now)  # pacing a publisher, not waiting for a condition
+        sent.append(time.monotonic())
+        publisher.publish(topic, payload)
+    assert publisher.finish(WAIT) == 0
+    times.send(sent)
+
+
+def daemon_latency(
+    broker: PrivateBroker, work: Workload, models: Path, state: Path, rate: float, durability: str
+) -> tuple[np.ndarray, float]:
+    """Seconds from each message's publish to the report of the commit that acked it, and
+    the rate the publisher kept."""
+    import multiprocessing
+
+    config, _ = daemon_setup(broker, models, state, "latency", durability)
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    with running(config, expect=len(work.messages)) as app:
+        assert app.source is not None
+        assert app.source.wait_subscribed(30)
+        child = context.Process(
+            target=paced_publish, args=(broker.url, work.messages, rate, sender)
+        )
+        child.start()
+        sent = np.asarray(receiver.recv())
+        child.join(WAIT)
+        assert app.done.wait(WAIT), f"daemon acked {app.acked}/{len(work.messages)}"
+    at = np.asarray([t for t, _ in app.commits])
+    upto = np.asarray([n for _, n in app.commits])
+    committed = at[np.searchsorted(upto, np.arange(1, len(sent) + 1))]
+    return np.asarray(committed - sent), (len(sent) - 1) / float(sent[-1] - sent[0])
+
+
+# -- the model alone -----------------------------------------------------------------------
+
+
+def model_ceiling(models: Path, work: Workload, score_batch_max: int) -> tuple[float, int]:
+    """Seconds the active model takes to score every window of ``work`` (each device's
+    WINDOW-long windows every HOP readings), in passes of 4096 windows; and their count."""
+    detector = ModelRegistry(models).load_active("pump", torch.device("cpu"), score_batch_max)
+    assert detector is not None
+    parts = []
+    for rows in work.readings.values():
+        values = np.asarray(rows, dtype=np.float32)
+        view = np.lib.stride_tricks.sliding_window_view(values, WINDOW, axis=0)
+        parts.append(view[::HOP].transpose(0, 2, 1))
+    windows = np.ascontiguousarray(np.concatenate(parts))
     started = time.perf_counter()
-    publish(broker, messages)
-    deadline = time.monotonic() + 300
-    while readings_committed(url) < len(messages):
-        assert time.monotonic() < deadline, "daemon did not take everything in"
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    assert app.pipeline is not None
-    stats = app.pipeline.stats
-    ms_per_window = 1e3 * stats.score_seconds / max(stats.scored, 1)
-    stop.set()
-    thread.join(30)
-    return len(messages) / elapsed, ms_per_window
+    for i in range(0, len(windows), 4096):
+        detector.score(windows[i : i + 4096])
+    return time.perf_counter() - started, len(windows)
+
+
+# -- profiling -----------------------------------------------------------------------------
+
+
+class ThreadProfiles:
+    """cProfile with a CPU-time clock on the daemon's network, pipeline and writer threads,
+    by wrapping their thread functions while active; ``report`` sums them by stage.
+
+    (py-spy ``--gil`` was tried for this too: it gave the network thread 34 % of a batched
+    drain that /proc's per-thread CPU time, and cProfile, put at 18-20 %: it counts the
+    GIL's last holder, and a thread waiting to take the GIL back keeps that name.)"""
+
+    TARGETS: tuple[tuple[str, type, str], ...] = (
+        ("paho-network", mqtt.Client, "_thread_main"),
+        ("pipeline-worker", Pipeline, "_run"),
+        ("db-writer", AlertWriter, "_run"),
+    )
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.profiles: dict[str, cProfile.Profile] = {}
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        originals = [(cls, attr, getattr(cls, attr)) for _, cls, attr in self.TARGETS]
+        for (name, cls, attr), (_, _, original) in zip(self.TARGETS, originals, strict=True):
+            setattr(cls, attr, self._wrap(name, original))
+        try:
+            yield
+        finally:
+            for cls, attr, original in originals:
+                setattr(cls, attr, original)
+
+    def stages(self, totals: dict[str, float]) -> dict[str, float]:
+        """CPU seconds by pipeline stage: the cumulative times of the functions that mark
+        each stage (file, function name), the rest of each thread its own stage."""
+
+        def cum(thread: str, file: str, *functions: str) -> float:
+            profile = self.profiles.get(thread)
+            if profile is None:
+                return 0.0
+            entries = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+            return float(
+                sum(
+                    v[3]
+                    for (path, _, func), v in entries.items()
+                    if file in path and func in functions
+                )
+            )
+
+        net, work, db = "paho-network", "pipeline-worker", "db-writer"
+        parse = cum(net, "sentinel/ingest/parse.py", "parse")
+        offer = cum(net, "sentinel/worker/pipeline.py", "offer")
+        on_message = cum(net, "sentinel/ingest/mqtt.py", "_on_message")
+        model = cum(work, "sentinel/model/", "score", "step_ratios")
+        windows = cum(work, "sentinel/worker/windows.py", "add")
+        reservoir = cum(work, "sentinel/retrain/reservoir.py", "observe")
+        judge = cum(work, "sentinel/worker/pipeline.py", "_score") - model
+        acks = cum(db, "sentinel/ingest/mqtt.py", "ack")
+        return {
+            "paho: select, read, decode, loop": totals.get(net, 0.0) - on_message,
+            "parse (MessageParser)": parse,
+            "on_message rest, enqueue (offer)": on_message - parse,
+            "  of which Pipeline.offer": offer,
+            "window assembly": windows,
+            "scoring (the model)": model,
+            "judge: checks, thresholds, alerts": judge,
+            "retraining reservoir": reservoir,
+            "worker rest (queue, devices)": totals.get(work, 0.0)
+            - windows
+            - model
+            - judge
+            - reservoir,
+            "writer: commit": totals.get(db, 0.0) - acks,
+            "acks (paho PUBACKs)": acks,
+        }
+
+    def _wrap(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            profile = self.profiles[name] = cProfile.Profile(time.thread_time)
+            profile.enable()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                profile.disable()
+
+        return run
+
+    def report(self, top: int = 15) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        totals: dict[str, float] = {}
+        for name, profile in self.profiles.items():
+            profile.dump_stats(self.out / f"{name}.prof")
+            stats = pstats.Stats(profile)
+            totals[name] = stats.total_tt  # type: ignore[attr-defined]
+        everything = sum(totals.values())
+        print(f"CPU seconds per thread (profiled drain; profiles in {self.out}):")
+        for name, seconds in totals.items():
+            print(f"  {name:16s} {seconds:7.2f} s  {seconds / everything:5.1%}")
+        print("CPU by stage, share of the three threads (cumulative times, callees included):")
+        for stage, seconds in self.stages(totals).items():
+            print(f"  {stage:38s} {seconds / everything:6.1%}")
+        for name, profile in self.profiles.items():
+            stats = pstats.Stats(profile)
+            entries = stats.stats  # type: ignore[attr-defined]
+            ranked = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+            print(f"{name}: top {top} by own CPU time (share of the thread; cumulative share)")
+            for (path, line, func), (_, _, tt, ct, _) in ranked:
+                where = f"{Path(path).name}:{line}({func})"
+                share, cum = tt / max(totals[name], 1e-9), ct / max(totals[name], 1e-9)
+                print(f"  {share:6.1%} {cum:6.1%}  {where}")
+
+
+# -- the modes ----------------------------------------------------------------------------
+
+
+def machine_line() -> str:
+    return (
+        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"{torch.get_num_threads()} torch thread(s), python {platform.python_version()}"
+    )
+
+
+def live(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
+    messages = workload(args.devices, args.steps, seed=7).messages
+    ceilings, rates, scoring = [], [], []
+    for run in range(args.repeat):
+        ceilings.append(ceiling_live(broker, messages, run))
+        rate, ms = daemon_live(broker, messages, models, work, run, args.sqlite_durability)
+        rates.append(rate)
+        scoring.append(ms)
+    c, r = statistics.median(ceilings), statistics.median(rates)
+    print(machine_line())
+    print(
+        f"live: {len(messages)} messages per run ({args.devices} devices x {args.steps} "
+        f"readings, {len(FEATURES)} features), runs: {args.repeat}, "
+        f"sqlite_durability: {args.sqlite_durability}"
+    )
+    print(f"bare paho subscriber (ceiling): {c:8.0f} msg/s  runs {[round(x) for x in ceilings]}")
+    print(f"sentinel end to end:            {r:8.0f} msg/s  runs {[round(x) for x in rates]}")
+    print(f"ratio: {r / c:.2f} of the ceiling; scoring {statistics.median(scoring):.3f} ms/window")
+
+
+def profiled(
+    args: argparse.Namespace,
+    broker: PrivateBroker,
+    load: Workload,
+    models: Path,
+    work: Path,
+) -> None:
+    """One more drain, with cProfile on the daemon's threads."""
+    profiles = ThreadProfiles(args.profile)
+    daemon_drain(
+        broker, load, models, work / "profiled", "profiled", args.sqlite_durability,
+        profile=profiles.active, protocol=args.protocol,
+    )  # fmt: skip
+    profiles.report()
+
+
+def thread_line(threads: Counter[str]) -> str:
+    total = sum(threads.values()) or 1.0
+    shares = ", ".join(f"{k} {v / total:.0%}" for k, v in threads.most_common())
+    return f"sentinel CPU by thread while draining (/proc, all runs): {shares}"
+
+
+def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
+    steps = max(1, args.messages // args.devices)
+    load = workload(args.devices, steps, seed=7)
+    n = len(load.messages)
+    ceilings, rates, cpu = [], [], []
+    threads: Counter[str] = Counter()
+    for run in range(args.repeat):
+        ceilings.append(ceiling_drain(broker, load.messages, run, args.protocol))
+        result = daemon_drain(
+            broker, load, models, work / f"drain-{run}", f"drain-{run}", args.sqlite_durability,
+            protocol=args.protocol,
+        )  # fmt: skip
+        rates.append(n / result.seconds)
+        cpu.append(result.cpu_share)
+        threads.update(result.threads)
+    if args.profile is not None:
+        profiled(args, broker, load, models, work)
+    c, r = statistics.median(ceilings), statistics.median(rates)
+    print(machine_line())
+    print(
+        f"drain: a backlog of {n} messages ({args.devices} devices x {steps} readings, "
+        f"{len(FEATURES)} features), MQTT {args.protocol}, in flight {RECEIVE_MAXIMUM}, "
+        f"runs: {args.repeat}, "
+        f"sqlite_durability: {args.sqlite_durability}; daemon timed from its first delivery "
+        "to its last commit (model load and connect excluded)"
+    )
+    print(f"bare paho drain (ceiling): {c:8.0f} msg/s  runs {[round(x) for x in ceilings]}")
+    print(f"sentinel drain:            {r:8.0f} msg/s  runs {[round(x) for x in rates]}")
+    print(f"sentinel process CPU per wall second while draining: {statistics.median(cpu):.2f}")
+    print(thread_line(threads))
+    print(f"ratio: {r / c:.2f} of the ceiling")
+
+
+def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
+    steps = max(1, args.messages // args.devices)
+    load = workload(args.devices, steps, seed=7, batch=args.batch)
+    n = load.reading_count
+    score_batch_max = SentinelConfig.model_validate(
+        daemon_config(work, broker)
+    ).model.score_batch_max
+    ceilings, rates, cpu = [], [], []
+    threads: Counter[str] = Counter()
+    windows = daemon_windows = 0
+    for run in range(args.repeat):
+        seconds, windows = model_ceiling(models, load, score_batch_max)
+        ceilings.append(n / seconds)
+        result = daemon_drain(
+            broker, load, models, work / f"batched-{run}", f"batched-{run}",
+            args.sqlite_durability,
+        )  # fmt: skip
+        rates.append(n / result.seconds)
+        cpu.append(result.cpu_share)
+        threads.update(result.threads)
+        daemon_windows = result.windows
+    if args.profile is not None:
+        profiled(args, broker, load, models, work)
+    c, r = statistics.median(ceilings), statistics.median(rates)
+    print(machine_line())
+    print(
+        f"batched drain: {n} readings in {len(load.messages)} messages of up to {args.batch} "
+        f"({args.devices} devices x {steps} readings), windows {WINDOW} hop {HOP}: "
+        f"{windows} for the model alone, {daemon_windows} scored by the daemon; "
+        f"runs: {args.repeat}, sqlite_durability: {args.sqlite_durability}"
+    )
+    print(f"model alone (ceiling): {c:9.0f} readings/s  runs {[round(x) for x in ceilings]}")
+    print(f"sentinel drain:        {r:9.0f} readings/s  runs {[round(x) for x in rates]}")
+    print(f"sentinel process CPU per wall second while draining: {statistics.median(cpu):.2f}")
+    print(thread_line(threads))
+    print(f"ratio: {r / c:.2f} of the model ceiling")
+
+
+def latency(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
+    steps = max(1, args.messages // args.devices)
+    load = workload(args.devices, steps, seed=7)
+    n = len(load.messages)
+    maximum = args.rate
+    if maximum is None:
+        result = daemon_drain(broker, load, models, work / "max", "max", args.sqlite_durability)
+        maximum = n / result.seconds
+    seconds, kept = daemon_latency(
+        broker, load, models, work / "latency", maximum / 2, args.sqlite_durability
+    )
+    p50, p99 = np.percentile(seconds, [50, 99]) * 1e3
+    print(machine_line())
+    print(
+        f"latency: {n} messages ({args.devices} devices x {steps} readings) published at "
+        f"{maximum / 2:.0f} msg/s (kept: {kept:.0f}), half the maximum {maximum:.0f} msg/s "
+        f"({'given' if args.rate else 'a drain of the same messages'}); database "
+        f"flush_interval 0.2 s, sqlite_durability: {args.sqlite_durability}"
+    )
+    print(
+        f"publish -> committed: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+        f"max {seconds.max() * 1e3:.0f} ms"
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--drain", action="store_true", help="drain a persisted backlog")
+    mode.add_argument("--batched", action="store_true", help="drain arrays of --batch readings")
+    mode.add_argument("--latency", action="store_true", help="latency at half the maximum rate")
     ap.add_argument("--devices", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=1000, help="live: readings per device")
+    ap.add_argument("--messages", type=int, default=50_000, help="drain: readings in all")
+    ap.add_argument("--batch", type=int, default=100, help="batched: readings per message")
+    ap.add_argument("--rate", type=float, default=None, help="latency: the maximum, msg/s")
+    ap.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="drain: subscribers'")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", type=Path, default=None, help="drains: profile into DIR")
     ap.add_argument("--sqlite-durability", choices=("full", "unsafe-on-power-loss"), default="full")
     args = ap.parse_args()
 
@@ -135,35 +734,29 @@ def main() -> int:
 
     configure_logging("warning", "console")
     torch.set_num_threads(1)
-    messages = payloads(args.devices, args.steps, seed=7)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         models = work / "models"
         train_fleet_model(models, devices=4, steps=1200)
-        broker = PrivateBroker(prefer="mosquitto", workdir=work / "broker")
+        broker = PrivateBroker(
+            prefer="mosquitto",
+            workdir=work / "broker",
+            # Queue a whole backlog for an absent session; MQTT 3 clients' in-flight window
+            # as large as the MQTT 5 Receive Maximum both subscribers announce.
+            options=("max_queued_messages 0", f"max_inflight_messages {RECEIVE_MAXIMUM}"),
+        )
         broker.start()
         try:
-            ceilings, rates, scoring = [], [], []
-            for run in range(args.repeat):
-                ceilings.append(ceiling(broker, messages, run))
-                rate, ms = daemon(broker, messages, models, work, run, args.sqlite_durability)
-                rates.append(rate)
-                scoring.append(ms)
+            if args.drain:
+                drain(args, broker, models, work)
+            elif args.batched:
+                batched(args, broker, models, work)
+            elif args.latency:
+                latency(args, broker, models, work)
+            else:
+                live(args, broker, models, work)
         finally:
             broker.stop()
-    c, r = statistics.median(ceilings), statistics.median(rates)
-    print(
-        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"{torch.get_num_threads()} torch thread(s), python {platform.python_version()}"
-    )
-    print(
-        f"messages per run: {len(messages)} ({args.devices} devices x {args.steps} readings, "
-        f"{len(FEATURES)} features), runs: {args.repeat}, "
-        f"sqlite_durability: {args.sqlite_durability}"
-    )
-    print(f"bare paho subscriber (ceiling): {c:8.0f} msg/s  runs {[round(x) for x in ceilings]}")
-    print(f"sentinel end to end:            {r:8.0f} msg/s  runs {[round(x) for x in rates]}")
-    print(f"ratio: {r / c:.2f} of the ceiling; scoring {statistics.median(scoring):.3f} ms/window")
     return 0
 
 

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -122,6 +123,8 @@ class PrivateBroker:
     With ``persistence=True`` (mosquitto only) sessions and queued QoS 1 messages survive
     ``restart()``: mosquitto writes its database when it gets SIGTERM. With ``tls``
     (mosquitto only) the listener speaks TLS, for tests of certificate handling.
+    ``options`` are further mosquitto.conf lines (mosquitto only), e.g. the benchmarks'
+    ``max_inflight_messages``.
     """
 
     def __init__(
@@ -132,8 +135,10 @@ class PrivateBroker:
         users: dict[str, str] | None = None,
         workdir: Path | None = None,
         tls: TlsListener | None = None,
+        options: Sequence[str] = (),
     ) -> None:
         self._prefer = prefer
+        self._options = tuple(options)
         self._persistence = persistence
         self._tls = tls
         self._users = dict(users) if users else None
@@ -235,13 +240,15 @@ class PrivateBroker:
 
     def _choose_kind(self) -> BrokerKind:
         if self._prefer == "amqtt":
-            if self._tls is not None:
-                raise RuntimeError("tls needs mosquitto, not amqtt")
+            if self._tls is not None or self._options:
+                raise RuntimeError("tls and options need mosquitto, not amqtt")
             return "amqtt"
         if find_mosquitto() is not None:
             return "mosquitto"
-        if self._prefer == "mosquitto" or self._tls is not None:
-            raise RuntimeError("prefer='mosquitto' or tls but no mosquitto binary was found")
+        if self._prefer == "mosquitto" or self._tls is not None or self._options:
+            raise RuntimeError(
+                "prefer='mosquitto', tls or options but no mosquitto binary was found"
+            )
         return "amqtt"
 
     def _launch(self, timeout: float) -> None:
@@ -333,6 +340,7 @@ class PrivateBroker:
             persist = self._workdir / "persist"
             persist.mkdir(exist_ok=True)
             lines += ["persistence true", f"persistence_location {persist}/"]
+        lines += self._options
         conf = self._workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return conf

@@ -656,7 +656,6 @@ class Pipeline:
         self.stats.warm_windows += len(windows)
 
     def _log_alert(self, alert: Alert, score: float) -> None:
-        features = ",".join(f"{c.feature}:{c.share:.0%}" for c in alert.top_features)
         key = (alert.stream, alert.device)
         if alert.status is AlertStatus.CLOSED:
             self._last_closed[key] = alert.uid
@@ -687,7 +686,7 @@ class Pipeline:
                 at=alert.updated_at if reopened else alert.started_at,
                 score=round(score, 4),
                 threshold=round(alert.threshold, 4),
-                features=features,
+                features=",".join(f"{c.feature}:{c.share:.0%}" for c in alert.top_features),
                 checks=alert_checks(alert),
             )
         else:

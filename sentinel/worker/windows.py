@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from sentinel.config import WindowConfig
 from sentinel.records import Reading, Window
@@ -42,9 +43,14 @@ class WindowAssembler:
     gap_resets: int = 0
     _rings: dict[str, _Ring] = field(default_factory=dict)
     max_gap: float = field(init=False)  # seconds, resolved once: add() runs per reading
+    # Per ring head, the indices that unroll a full ring into time order: built once, as
+    # _emit runs per window (np.r_ there was a visible share of the worker, issue #23).
+    _unroll: list[npt.NDArray[np.intp]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.set_interval(self.interval)
+        length = self.config.length
+        self._unroll = [np.r_[head:length, 0:head] for head in range(length)]
 
     def set_interval(self, interval: float | None) -> None:
         """Take a model's learnt interval: an auto ``max_gap`` follows it."""
@@ -86,7 +92,7 @@ class WindowAssembler:
 
     def _emit(self, device: str, ring: _Ring) -> Window:
         # The ring is full, so the oldest reading sits at head: unroll it into time order.
-        order = np.r_[ring.head : self.config.length, 0 : ring.head]
+        order = self._unroll[ring.head]
         times = ring.times[order]
         return Window(
             stream=self.stream,
