@@ -214,6 +214,9 @@ class Unfiltered:
     ) -> None:
         self._tap.observe(readings, (), (), audit)
 
+    def latest(self, stream: str, per_device: int) -> Sequence[Reading]:
+        return self._tap.latest(stream, per_device)
+
 
 def false_spans(
     spans: list[tuple[str, float, float]], truth: list[AnomalyEvent], slack: float

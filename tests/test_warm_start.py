@@ -74,3 +74,45 @@ def test_the_first_model_starts_every_device_warm(
         pressure = pipeline._spikes.normal_spikes("pump", "p1")[FEATURES.index("pressure")]
         assert len(pressure) >= 10  # the pulses of the training rows are remembered
     assert all_alerts(url) == []  # the warm-up raises no alert
+
+
+@TRAINS_IN_BODY
+def test_a_restart_during_the_cold_start_keeps_the_readings_before_it(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    """The reservoir holds what a restarted daemon trains its first model on; the devices
+    warm up on those readings too, not only on the ones since the restart."""
+    url = f"sqlite:///{tmp_path / 'sentinel.db'}"
+    config = daemon_config(
+        tmp_path / "state",
+        mqtt_broker,
+        database_url=url,
+        client_id=f"warm-restart-{tmp_path.name}"[:60],
+        cold_start={"readings": 600},
+        model={"epochs": 3, "hidden_size": 16, "latent_size": 4, "train_stride": 4},
+        retrain={"enabled": True},
+    )
+    sent = messages(time.time() - READINGS - 10)
+    before = 400  # fewer than the cold start needs: no model before the restart
+
+    def publish(part: list[tuple[str, bytes]]) -> None:
+        publisher = Publisher(mqtt_broker.url, protocol=mqtt_broker.protocol)
+        publisher.start()
+        for topic, body in part:
+            publisher.publish(topic, body)
+        assert publisher.finish(30) == 0
+
+    with running_app(config) as running:
+        first = running.app.pipeline
+        assert first is not None
+        publish(sent[:before])
+        wait_for(lambda: first.stats.readings == before, 60, "readings taken")
+        assert not first.has_model("pump")
+    with running_app(config) as running:  # the restart
+        second = running.app.pipeline
+        assert second is not None
+        publish(sent[before:])
+        wait_for(lambda: second.stats.warm_windows > 0, TRAINING_WAIT, "the first model")
+        # judged: the readings from before the restart too, not only the 300 after it
+        assert second.stats.warm_windows >= (READINGS - 16) // 4
+    assert all_alerts(url) == []

@@ -167,6 +167,32 @@ class Reservoir:
             raise DataError(f"{self._path}: reservoir is not open")
         return self._conn
 
+    def latest(self, stream: str, per_device: int) -> list[Reading]:
+        """Each device's newest ``per_device`` readings, every device's in time order: what
+        a restarted daemon warms a stream's devices with while it still has no model
+        (``sentinel.worker.warmup``). Excluded spans are not left out: the warm start
+        judges readings, it does not train on them."""
+        if per_device <= 0:
+            return []
+        rows = (
+            self._db()
+            .execute(
+                "SELECT device, ts, vals FROM ("
+                " SELECT device, ts, vals,"
+                " ROW_NUMBER() OVER (PARTITION BY device ORDER BY ts DESC) AS newest"
+                " FROM readings"
+                ") WHERE newest <= ? ORDER BY device, ts",
+                (per_device,),
+            )
+            .fetchall()
+        )
+        return [
+            Reading(
+                stream, device, float(ts), tuple(float(v) for v in np.frombuffer(vals, np.float32))
+            )
+            for device, ts, vals in rows
+        ]
+
     # -- writing (the pipeline worker) ----------------------------------------------------
 
     def excluded_spans(self, flagged: Sequence[Window], alerts: Sequence[Alert]) -> list[Span]:
@@ -435,6 +461,18 @@ class ReservoirTap:
     def count(self, stream: str) -> int:
         reservoir = self._reservoirs.get(stream)
         return 0 if reservoir is None else reservoir.count
+
+    def latest(self, stream: str, per_device: int) -> list[Reading]:
+        """``Reservoir.latest`` of ``stream``'s reservoir; nothing where it has none or it
+        cannot be read (a warm start is a help, never a reason not to start)."""
+        reservoir = self._reservoirs.get(stream)
+        if reservoir is None:
+            return []
+        try:
+            return reservoir.latest(stream, per_device)
+        except (sqlite3.Error, DataError) as err:
+            log.warning("reservoir_latest_failed", stream=stream, error=str(err))
+            return []
 
     def observe(
         self,

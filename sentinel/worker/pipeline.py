@@ -87,6 +87,11 @@ class PipelineTap(Protocol):
         audit: Sequence[AuditEvent] = (),
     ) -> None: ...
 
+    def latest(self, stream: str, per_device: int) -> Sequence[Reading]:
+        """Each device's newest ``per_device`` readings of ``stream`` that it has kept,
+        every device's in time order (from before this start too)."""
+        ...
+
 
 @dataclass
 class _Stream:
@@ -862,7 +867,17 @@ class Pipeline:
         runtime.detector = None
         warm = self._config.cold_start.warm_readings
         if runtime.tail is None and warm > 0:
-            runtime.tail = WarmTail(runtime.config.name, warm, len(runtime.config.features))
+            tail = runtime.tail = WarmTail(runtime.config.name, warm, len(runtime.config.features))
+            # What the tap kept from before (a restart during a cold start that trains from
+            # the reservoir): the devices warm up on their readings from before it too.
+            if self._tap is not None:
+                width = len(runtime.config.features)
+                kept = self._tap.latest(runtime.config.name, warm)
+                for reading in kept:
+                    if len(reading.values) == width:
+                        tail.add(reading)
+                if kept:
+                    log.info("warm_tail_recalled", stream=runtime.config.name, readings=len(kept))
         if not self._cold_start_buffer:
             runtime.cold_start = None
             log.info("cold_start_waiting_for_model", stream=runtime.config.name)

@@ -15,7 +15,10 @@ device's threshold (as any window is: one judged anomalous teaches it nothing, r
 ``protect_anomaly_detector``), to the spike check (noise scale and remembered pulses) and
 to the constant check. Replay hands its training rows to the same path
 (``Pipeline.warm_up``). A device first seen after the model exists has no such readings
-and starts cold.
+and starts cold. A daemon restarted before its stream's first model takes the readings it
+kept from before the restart back from the retraining reservoir (``PipelineTap.latest``),
+which is also what the model will be trained on; with retraining off the cold start's
+readings were in memory and are collected afresh.
 """
 
 from __future__ import annotations

@@ -157,3 +157,22 @@ def test_exclusions_a_full_disk_refused_are_written_once_it_has_room(tmp_path: P
     assert not np.any((kept >= 80) & (kept <= 99)), "the flagged readings would train a model"
     assert np.any(kept == 79)
     assert np.any(kept == 1100)
+
+
+def test_latest_gives_each_device_its_newest_readings_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite"
+    res = _reservoir(path)
+    res.add(_readings("d1", 0, 100) + _readings("d2", 1000, 5))
+    res.close()
+    res = _reservoir(path)  # what a restarted daemon reads back
+    latest = res.latest("pump", 10)
+    d1 = [r for r in latest if r.device == "d1"]
+    assert [r.ts for r in d1] == [float(t) for t in range(90, 100)]
+    assert d1[-1].values == (99.0, -99.0)
+    assert [r.ts for r in latest if r.device == "d2"] == [1000.0 + i for i in range(5)]
+    assert res.latest("pump", 0) == []
+    tap = ReservoirTap({"pump": res})
+    assert len(tap.latest("pump", 3)) == 6
+    assert tap.latest("other", 3) == []
+    res.close()
+    assert tap.latest("pump", 3) == []  # unreadable: nothing, never an error
