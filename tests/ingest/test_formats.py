@@ -7,13 +7,12 @@ estimator.
 
 from __future__ import annotations
 
-import json
 from typing import Any, get_args
 
 import pytest
 
 from sentinel.config import StreamConfig
-from sentinel.ingest.formats import FORMATS, Problem
+from sentinel.ingest.formats import FORMATS, Problem, decode
 from sentinel.ingest.parse import MessageParser
 from sentinel.records import Reading, RejectReason
 
@@ -89,14 +88,14 @@ def test_a_message_is_decoded_once(fmt: str, monkeypatch: pytest.MonkeyPatch) ->
         {"name": "all", "topic": "plant/{device}/#", "features": ["temp"], "format": fmt}
     )
     parser = MessageParser([first, second], max_payload_bytes=65_536)
-    loads = json.loads
+    json_document = decode.json_document
     calls: list[object] = []
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args[0])
-        return loads(*args, **kwargs)
+    def counting(payload: bytes | bytearray) -> Any:
+        calls.append(payload)
+        return json_document(payload)
 
-    monkeypatch.setattr(json, "loads", counting)
+    monkeypatch.setattr(decode, "json_document", counting)
     readings, rejected = parser.parse("plant/d1/pump", GOOD[fmt], NOW + 5)
     assert rejected == []
     assert [r.stream for r in readings] == ["pump"]

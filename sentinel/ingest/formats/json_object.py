@@ -8,12 +8,12 @@ BAD_TIMESTAMP, not MISSING_TIMESTAMP. Key paths are split once in the constructo
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from math import isfinite
 from typing import Any, Final
 
 from sentinel.config import StreamConfig
+from sentinel.ingest.formats import decode
 from sentinel.ingest.formats.base import YEAR_10000, Problem, json_problem, short, type_name
 from sentinel.records import Reading, RejectReason
 
@@ -109,7 +109,7 @@ class JsonObjectFormat:
         self, payload: bytes | bytearray, device: str, received_at: float
     ) -> tuple[list[Reading], list[Problem]]:
         try:
-            doc = json.loads(payload.decode("utf-8"))
+            doc = decode.json_document(payload)
         except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
             return [], [json_problem(err)]
         if type(doc) is dict:  # the common case: one reading per message
