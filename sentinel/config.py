@@ -724,6 +724,17 @@ class RelationsConfig(Section):
         le=1_000_000,
         description="Normal windows learnt between two refits of a device's relations.",
     )
+    sustained: float = Field(
+        default=3.0,
+        ge=0.0,
+        le=1_000.0,
+        description="Also anomalous: a feature whose residual, averaged over the windows "
+        "one window's readings span, is more than sustained x the largest such average "
+        "the device's learnt windows showed (each from a fit that did not see them). A "
+        "break of one to a few scales that lasts (a drift, a slipping coupling) never "
+        "reaches k in one window, but its average does not fall back as noise does. "
+        "0 judges single windows only.",
+    )
 
 
 class StuckConfig(Section):

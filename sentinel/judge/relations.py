@@ -29,6 +29,12 @@ residual exceeds ``k`` times its scale. The hit names the feature whose departur
 explains the window's residuals best (``Relations.culprit``): where flow and current both
 follow the load, either moving alone throws both predictions off.
 
+**A break that lasts.** A residual of one to a few scales never reaches k in one window but
+does not fall back as noise does: each feature's ratio averaged over the windows one window's
+readings span is judged against ``sustained`` times the largest such average of the learnt
+windows, held out (``fit_relations``), with the window itself beyond that limit on the same
+side (a break that has ended stops counting with its windows).
+
 **Only within reach.** A feature is judged only while the other features lie within
 ``reach`` times the farthest any learnt window's did (squared Mahalanobis distance in their
 learnt covariance): a prediction extrapolated to a load the device never ran at is a guess,
@@ -89,6 +95,9 @@ _MAX_FOLDS = 32  # most held-out blocks the residual scale is measured on (fit_r
 _MIN_PER_FEATURE = 8  # learnt windows per varying feature before a fit is trusted
 _CONSTANT = 1e-9  # a window-mean spread below this (relative to the level) is constant
 _MOVING = 0.5  # judged: features whose readings move within at least this share of windows
+# spans of learnt windows before the sustained average is judged: the largest of fewer is not
+# a wander one can extrapolate from
+_SUSTAINED_SPANS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +111,9 @@ class Relations:
     # elsewhere): from it, how far a window's other features lie from the learnt ones
     precision: FloatArray
     reach: FloatArray  # (F,) the farthest any learnt window's other features lay (see z)
+    # (F,) 1 / the largest residual ratio, averaged over one window's span of consecutive
+    # learnt windows, held out (``fit_relations``); 0: not judged so
+    sustained: FloatArray
 
     def residuals(self, means: FloatArray) -> FloatArray:
         """(B, F) window means -> (B, F) signed residuals, raw units."""
@@ -130,9 +142,16 @@ class Relations:
             out[self.distances(means) > reach * self.reach] = 0.0
         return out
 
-    def culprit(self, means: FloatArray, z: FloatArray) -> int:
-        """The feature whose departure alone best explains a window's residuals: ``means``
-        (F,) its window means, ``z`` (F,) its ratios from ``z`` (0 where not judged).
+    def ratios(self, means: FloatArray) -> FloatArray:
+        """(B, F) window means -> (B, F) signed residuals in units of each feature's scale
+        (0 where a feature is not judged)."""
+        out: FloatArray = self.residuals(means) * self.inverse
+        return out
+
+    def culprit(self, seen: FloatArray, z: FloatArray) -> int:
+        """The feature whose departure alone best explains a window's residuals: ``seen``
+        (F,) its signed residual ratios (``ratios``), ``z`` (F,) the ratios judged (0 where
+        not judged).
 
         The largest residual does not say which feature moved: where two features follow
         one load, either moving alone throws both predictions off by about as much. A
@@ -143,7 +162,6 @@ class Relations:
         Automatica 45, 2009). The features out of reach are not named (their predictions
         are extrapolated), but their residuals still count as evidence: a feature that
         moved puts the others' predictions out of reach and keeps its own."""
-        seen = self.residuals(means[None])[0] * self.inverse
         directions = (np.eye(len(seen)) - self.weights) * self.inverse[:, None]
         norms = np.einsum("gf,gf->f", directions, directions)
         named = (z > 0) & (norms > 0)
@@ -159,15 +177,18 @@ class Relations:
             "inverse": self.inverse.tolist(),
             "precision": self.precision.tolist(),
             "reach": self.reach.tolist(),
+            "sustained": self.sustained.tolist(),
         }
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any], features: int) -> Relations:
-        """Raises ValueError where ``data`` does not describe ``features`` features."""
+        """Raises ValueError where ``data`` does not describe ``features`` features (a fit
+        saved before ``sustained`` existed is not judged so until it is renewed)."""
         arrays = {
             key: np.asarray(data[key], dtype=np.float64)
             for key in ("centre", "weights", "inverse", "precision", "reach")
         }
+        arrays["sustained"] = np.asarray(data.get("sustained", [0.0] * features), np.float64)
         for key, array in arrays.items():
             want = (features, features) if key in ("weights", "precision") else (features,)
             if array.shape != want or not np.all(np.isfinite(array)):
@@ -199,7 +220,15 @@ def fit_relations(
     eight features takes up part of the noise of a hundred overlapping windows, and a device
     with a short warm start would alert on its noise. Much longer blocks would overstate it
     where the relations are curved: a block holding the only windows at one load is then
-    predicted by extrapolating the others, which ``reach`` keeps a later window from being."""
+    predicted by extrapolating the others, which ``reach`` keeps a later window from being.
+
+    The same held-out residuals, averaged over ``block`` consecutive windows, give the
+    sustained scale: the largest such average (in units of the scale) is how far a
+    device's residuals wander for a window's span when nothing is broken -- more where
+    they follow a slow lag the fit cannot see (a winding's temperature behind its load),
+    less where they are noise. It is floored at twice what an average of ``block``
+    independent residuals spreads, so a fit on few windows is not judged by a lucky calm
+    stretch."""
     n, count = means.shape
     centre = means.mean(axis=0)
     spread = means.std(axis=0)
@@ -230,9 +259,17 @@ def fit_relations(
         scale = float(np.quantile(np.abs(held[:, j]), quantile)) * spread[f]
         scale = max(scale, float(noise[f]), _CONSTANT * max(1.0, abs(float(centre[f]))))
         inverse[f] = 1.0 / scale
-    fitted = Relations(centre, weights, inverse, precision, np.zeros(count))
+    sustained = np.zeros(count)
+    if n >= _SUSTAINED_SPANS * block:
+        ratios = held * (spread[used] * inverse[used])
+        sums = np.cumsum(np.vstack([np.zeros(used.size), ratios]), axis=0)
+        largest = np.abs(sums[block:] - sums[:-block]).max(axis=0) / block
+        sigmas = NormalDist().inv_cdf((1.0 + quantile) / 2.0)
+        floor = 2.0 / (sigmas * math.sqrt(block))
+        sustained[used] = np.where(inverse[used] > 0, 1.0 / np.maximum(largest, floor), 0.0)
+    fitted = Relations(centre, weights, inverse, precision, np.zeros(count), sustained)
     reach = fitted.distances(means).max(axis=0) * (inverse > 0)
-    return Relations(centre, weights, inverse, precision, reach)
+    return Relations(centre, weights, inverse, precision, reach, sustained)
 
 
 def _least_squares(gram: FloatArray, n: int) -> FloatArray:
@@ -291,6 +328,8 @@ class _Device:
     skip: frozenset[int] = frozenset()  # features the fit left out (constant in training)
     # normal windows (mean, noise, moved) waiting for the windows after them (``learn``)
     pending: deque[tuple[FloatArray, FloatArray, FloatArray]] = field(default_factory=deque)
+    # the newest window means judged, for the sustained average over one window's span
+    recent: deque[FloatArray] = field(default_factory=deque)
 
     @classmethod
     def empty(cls, history: int, features: int) -> _Device:
@@ -353,7 +392,7 @@ class RelationCheck:
         means = stacked.mean(axis=1, dtype=np.float64)
         skip = _skipped(detector)
         span = -(-length // self.hop)  # windows that one window's readings span
-        k, reach = self.config.k, self.config.reach
+        k, reach, sustained = self.config.k, self.config.reach, self.config.sustained
         sigmas = NormalDist().inv_cdf((1.0 + self.config.quantile) / 2.0)
         for key, rows in _by_device(windows).items():
             state = self._devices.get(key)
@@ -363,29 +402,56 @@ class RelationCheck:
                 continue
             fit = state.fit
             block = means[rows]
-            z = np.abs(fit.residuals(block)) * fit.inverse
-            # Out of reach matters only where a residual is over k: measured there only.
-            over = np.flatnonzero(z.max(axis=1) > k)
+            signed = fit.ratios(block)
+            z = np.abs(signed)
+            # The sustained average: each window's signed ratios with those of the windows
+            # before it, one window's span in all (the device's previous batches included).
+            earlier = list(state.recent)[-(span - 1) :] if span > 1 else []
+            state.recent.extend(block[-span:])
+            while len(state.recent) > span:
+                state.recent.popleft()
+            both = fit.ratios(np.vstack([*earlier, block])) if earlier else signed
+            sums = np.cumsum(np.vstack([np.zeros(features), both]), axis=0)
+            ends = np.arange(len(earlier) + 1, len(both) + 1)
+            begins = np.maximum(ends - span, 0)
+            average = (sums[ends] - sums[begins]) / span
+            average[ends - begins < span] = 0.0  # not a whole span seen yet
+            # Both the span's average and the window itself beyond the sustained limit, on
+            # one side: a break that has ended stops counting when its windows do.
+            own = np.where(signed * average > 0, np.abs(signed), 0.0)
+            limit = fit.sustained * (1.0 / sustained if sustained > 0 else 0.0)
+            drawn = np.minimum(np.abs(average), own) * limit  # 1: at the sustained limit
+            # Out of reach matters only where a ratio is over its limit: measured there only.
+            over = np.flatnonzero((z.max(axis=1) > k) | (drawn.max(axis=1) > 1.0))
             if over.size and reach > 0:
                 far = fit.distances(block[over]) > reach * fit.reach
                 z[over] = np.where(far, 0.0, z[over])
+                drawn[over] = np.where(far, 0.0, drawn[over])
             peaks = np.nan_to_num(z.max(axis=1), nan=0.0)
-            gated = np.zeros(len(rows), dtype=bool)
-            gated[over] = peaks[over] <= k  # over k only where out of reach: unknown
+            lasting = np.nan_to_num(drawn.max(axis=1), nan=0.0)
+            unknown = np.zeros(len(rows), dtype=bool)
+            unknown[over] = True
             for j, i in enumerate(rows):
                 ratio = float(peaks[j])
-                at = windows[i].end_ts
-                if gated[j]:
-                    continue  # says nothing about whether an episode goes on
-                if ratio <= k:
-                    state.episode.calm(span)
-                    continue
+                broken = ratio > k
+                if not broken and lasting[j] <= 1.0:
+                    if not unknown[j]:
+                        state.episode.calm(span)
+                    continue  # over a limit only where out of reach: says nothing
+                if broken:
+                    culprit = fit.culprit(signed[j], z[j])
+                else:
+                    # A break too small for one window, lasting: named by the averages;
+                    # as severe as a window at k.
+                    culprit = fit.culprit(average[j], drawn[j])
+                    ratio = float(abs(average[j, culprit]))
                 # The scale is the quantile of normal residuals: a ratio is as unlikely as
                 # a Gaussian residual that many times that quantile off.
-                culprit = fit.culprit(block[j], z[j])
-                hits[i] = RelationHit(culprit, ratio, math.erfc(ratio * sigmas / math.sqrt(2.0)))
-                if state.episode.hit(at, relearn_after):
-                    self._relearn(key, state, at, relearn_after)
+                equivalent = ratio if broken else k * float(drawn[j, culprit])
+                exceedance = math.erfc(equivalent * sigmas / math.sqrt(2.0))
+                hits[i] = RelationHit(culprit, ratio, exceedance)
+                if state.episode.hit(windows[i].end_ts, relearn_after):
+                    self._relearn(key, state, windows[i].end_ts, relearn_after)
                     break  # the device's later windows wait for its new relations
         return hits
 

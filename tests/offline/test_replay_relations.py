@@ -32,20 +32,23 @@ def pump_series() -> tuple[np.ndarray, np.ndarray, float]:
     return values, stamps, sim.scale(sim.devices[0])["current"]
 
 
-def replay_checks(tmp_path: Path, relations: bool) -> tuple[list[str], list[str]]:
-    """The check column of the fault's rows and of every other row after training."""
+def replay_checks(
+    tmp_path: Path, relations: dict[str, object], size: float = 2.0
+) -> tuple[list[str], list[str]]:
+    """The check column of the fault's rows and of every other row after training, the
+    current dragging ``size`` scales high."""
     values, stamps, scale = pump_series()
     current = FEATURES.index("current")
-    values[FAULT[0] : FAULT[1], current] += 2.0 * scale
+    values[FAULT[0] : FAULT[1], current] += size * scale
     config = SentinelConfig.model_validate(
         {
             "streams": [{"name": "pump", "topic": "p/{device}", "features": list(FEATURES)}],
-            "relations": {"enabled": relations},
+            "relations": relations,
             "model": {"seed": 1},
         }
     )
     data = RecordedData(values, stamps, tuple(FEATURES), None)
-    _, rows = replay_rows(config, data, tmp_path / f"out-{relations}.csv", train_rows=TRAIN)
+    _, rows = replay_rows(config, data, tmp_path / "out.csv", train_rows=TRAIN)
     checks = [row["check"] for row in rows]
     # a window holds a fault's readings up to one window after it
     inside = checks[FAULT[0] : FAULT[1] + 32]
@@ -54,11 +57,21 @@ def replay_checks(tmp_path: Path, relations: bool) -> tuple[list[str], list[str]
 
 
 def test_a_current_that_stops_following_the_load_is_caught_and_named(tmp_path: Path) -> None:
-    inside, outside = replay_checks(tmp_path, relations=True)
+    inside, outside = replay_checks(tmp_path, {})
     assert sum("relation:current" in c for c in inside) >= 8
     assert not any("relation" in c for c in outside)
 
 
 def test_without_the_relation_check_the_model_does_not_see_it(tmp_path: Path) -> None:
-    inside, _ = replay_checks(tmp_path, relations=False)
+    inside, _ = replay_checks(tmp_path, {"enabled": False})
     assert sum(c != "" for c in inside) < 8
+
+
+def test_a_drag_too_small_for_one_window_is_caught_by_its_average(tmp_path: Path) -> None:
+    """One scale of extra current: no single window's residual reaches k, but averaged over
+    a window's span of windows it is beyond anything the pump's normal windows showed."""
+    inside, outside = replay_checks(tmp_path, {}, size=1.0)
+    assert sum("relation:current" in c for c in inside) >= 8
+    assert not any("relation" in c for c in outside)
+    single, _ = replay_checks(tmp_path, {"sustained": 0.0}, size=1.0)
+    assert not any("relation" in c for c in single)
