@@ -270,7 +270,7 @@ class AlertTracker:
         exceedance = min(v.exceedance for v in run)
         severity = severity_of(exceedance, self.config)
         cooling = first.window.end_ts - device.ended_at < self.cooldown(first.window.stream)
-        if device.ended is not None and cooling and self._same_fault(device.ended, excess):
+        if device.ended is not None and cooling and self._same_fault(device.ended, excess, run):
             if device.resolved:
                 self.suppressed += 1
                 return None
@@ -362,17 +362,27 @@ class AlertTracker:
         )
         return reopened
 
-    def _same_fault(self, ended: _Open, excess: np.ndarray) -> bool:
+    def _same_fault(self, ended: _Open, excess: np.ndarray, run: Sequence[Verdict]) -> bool:
         """Whether a new run of anomalous windows is the ended alert's fault again: its
         feature that contributed most is the alert's. A flapping fault is one alert; another
         feature going wrong within the cooldown -- a frozen channel minutes after a spike on
-        another -- is another problem, and gets its own alert (issue #21). An alert that
-        names no feature (restored from before contributions were kept) is taken to be."""
+        another -- is another problem, and gets its own alert (issue #21). So is a channel
+        that freezes after an alert about something else on it (a current sensor going
+        stale after its current drifted): a dead sensor is a fault of its own, whatever
+        the channel did before; the readings that jump when a frozen channel comes back
+        still continue its alert. An alert that names no feature (restored from before
+        contributions were kept) is taken to be the same fault."""
         top = ended.alert.top_features
         if not top or float(excess.sum()) <= 0.0:
             return True
         names = self.features[ended.alert.stream]
-        return names[int(np.argmax(excess))] == top[0].feature
+        feature = names[int(np.argmax(excess))]
+        if feature != top[0].feature:
+            return False
+        reason = ended.alert.reason
+        was_stuck = reason is not None and reason.stuck is not None and reason.stuck[0] == feature
+        frozen = any(v.stuck is not None and names[v.stuck.feature] == feature for v in run)
+        return was_stuck or not frozen
 
     @staticmethod
     def _excess(verdict: Verdict, baseline: Sequence[float]) -> np.ndarray:

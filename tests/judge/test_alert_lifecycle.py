@@ -10,7 +10,16 @@ from pydantic import ValidationError
 
 from sentinel.config import AlertsConfig, SentinelConfig, config_hash
 from sentinel.judge.alerts import AlertTracker, severity_of
-from sentinel.records import Alert, AlertStatus, Score, Severity, ThresholdState, Verdict, Window
+from sentinel.records import (
+    Alert,
+    AlertStatus,
+    Score,
+    Severity,
+    StuckHit,
+    ThresholdState,
+    Verdict,
+    Window,
+)
 
 FEATURES: dict[str, tuple[str, ...]] = {"pump": ("flow", "pressure", "current")}
 BASELINE = (0.1, 0.1, 0.1)
@@ -82,6 +91,24 @@ def test_another_feature_going_wrong_within_the_cooldown_is_a_new_alert() -> Non
     third = run(t, "x", start=140)[0]
     assert third.uid not in (first.uid, change.uid)
     assert t.open_alerts == 1
+
+
+def test_a_channel_freezing_after_another_fault_on_it_is_a_new_alert() -> None:
+    """Flow's alert ends; within its cooldown flow's sensor freezes: a dead sensor is a fault
+    of its own, not the earlier one again. Once the frozen channel's alert ends, the
+    channel frozen again continues it."""
+    t = tracker(cooldown=1000)
+    first = run(t, "xx..")[0]  # on flow, by the score
+    frozen = replace(verdict(60, True), stuck=StuckHit(0, 12, 8, 1e-4))
+    change = t.observe(frozen, BASELINE)
+    assert change is not None
+    assert change.uid != first.uid
+    assert change.reason is not None
+    assert change.reason.stuck == ("flow", 12, 8)
+    assert run(t, "..", start=70)[-1].status is AlertStatus.CLOSED
+    again = t.observe(replace(verdict(100, True), stuck=StuckHit(0, 9, 8, 1e-4)), BASELINE)
+    assert again is not None
+    assert again.uid == change.uid
 
 
 def test_after_the_cooldown_a_new_alert_opens() -> None:
