@@ -8,14 +8,22 @@ told by the store which alerts an operator resolved).
 
 from __future__ import annotations
 
-import argparse
-from datetime import UTC
+import re
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BeforeValidator, TypeAdapter, WithJsonSchema
 
 from sentinel.api.auth import require_token
-from sentinel.api.schemas import Alert, AlertPage, AlertStatusName, NoteBody, Problem
+from sentinel.api.schemas import (
+    DATABASE_DOWN,
+    Alert,
+    AlertPage,
+    AlertStatusName,
+    NoteBody,
+    Problem,
+)
 from sentinel.cli.main import parse_since
 from sentinel.store import AlertStore
 
@@ -27,10 +35,41 @@ DEVICE_PATTERN = r"^[^\x00/+#]{1,128}$"
 MAX_ID = 2**63 - 1  # the column is a 64-bit integer
 MAX_OFFSET = 1_000_000_000
 
-router = APIRouter(prefix="/alerts", tags=["alerts"])
+router = APIRouter(prefix="/alerts", tags=["alerts"], responses=DATABASE_DOWN)
 
+_DURATION = r"^[0-9]{1,5}(\.[0-9]{1,3})?[smhdw]$"  # five digits: 99999w is in the calendar
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATETIME = TypeAdapter(datetime)
+
+
+def _since(value: object) -> object:
+    """``--since`` of ``sentinel alerts list``: a duration ago, or an ISO 8601 time (not
+    the bare epoch number pydantic would also take); naive means UTC."""
+    if not isinstance(value, str):
+        return value
+    if re.match(_DURATION, value):
+        return parse_since(value)
+    if not _ISO_DATE.match(value):
+        raise ValueError(f"{value[:40]!r}: use a duration like 30m, 2h, 7d, or an ISO 8601 time")
+    when = _DATETIME.validate_python(value)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+Since = Annotated[
+    datetime,
+    BeforeValidator(_since),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "pattern": _DURATION},
+            ]
+        }
+    ),
+]
 AlertId = Annotated[int, Path(ge=1, le=MAX_ID, description="The alert's id (alerts list).")]
 WRITE_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": Problem, "description": "The body is not JSON."},
     401: {"model": Problem, "description": "No or a wrong bearer token."},
     403: {"model": Problem, "description": "No API token is configured: writes are off."},
     404: {"model": Problem, "description": "No alert with that id."},
@@ -46,11 +85,10 @@ def _store(request: Request) -> AlertStore:
 def list_alerts(
     request: Request,
     since: Annotated[
-        str | None,
+        Since | None,
         Query(
-            max_length=64,
-            description="Only alerts started since: a duration ago (30m, 2h, 7d) or an ISO "
-            "8601 time (naive means UTC).",
+            description="Only alerts started since: a duration ago (30m, 2h, 7d; s m h d w) "
+            "or an ISO 8601 time (naive means UTC).",
         ),
     ] = None,
     device: Annotated[str | None, Query(pattern=DEVICE_PATTERN)] = None,
@@ -59,15 +97,12 @@ def list_alerts(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> AlertPage:
-    started = None
-    if since is not None:
-        try:
-            started = parse_since(since).astimezone(UTC)
-        except argparse.ArgumentTypeError as err:
-            raise HTTPException(status_code=422, detail=f"since: {err}") from None
-        except (OverflowError, ValueError):
-            detail = f"since: {since!r} is out of the calendar's range"
-            raise HTTPException(status_code=422, detail=detail) from None
+    try:
+        started = since.astimezone(UTC) if since is not None else None
+    except OverflowError:  # beyond the calendar: before it everything, after it nothing
+        if isinstance(since, datetime) and since.year > 1:
+            return AlertPage(items=[], limit=limit, offset=offset, next_offset=None)
+        started = None
     # One more than asked: whether a next page exists, without a count query.
     records = _store(request).list_alerts(
         since=started, device=device, stream=stream, status=status, limit=limit + 1, offset=offset

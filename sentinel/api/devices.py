@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from sentinel.api.alerts import DEVICE_PATTERN, MAX_OFFSET, STREAM_PATTERN
 from sentinel.api.context import ApiContext
 from sentinel.api.schemas import (
+    DATABASE_DOWN,
     Device,
     DevicePage,
     DeviceState,
@@ -29,7 +30,7 @@ from sentinel.worker.commands import DeviceView
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = APIRouter(prefix="/devices", tags=["devices"], responses=DATABASE_DOWN)
 
 
 def _views(context: ApiContext, records: list[DeviceRecord]) -> list[Device]:

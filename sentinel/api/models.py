@@ -72,7 +72,12 @@ def _check_version(context: ApiContext, stream: str, version: str) -> None:
         )
 
 
-@router.get("", response_model=ModelPage, summary="Model versions with their role and status")
+@router.get(
+    "",
+    response_model=ModelPage,
+    summary="Model versions with their role and status",
+    responses=NOT_FOUND,
+)
 def list_models(
     request: Request,
     stream: Annotated[str | None, Query(pattern=STREAM_PATTERN)] = None,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sentinel.store import AlertRecord, DeviceRecord
 
 __all__ = [
+    "DATABASE_DOWN",
     "Activation",
     "Alert",
     "AlertPage",
@@ -36,6 +37,11 @@ class Problem(BaseModel):
 
     detail: str
     errors: list[dict[str, Any]] | None = None
+
+
+DATABASE_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "The database cannot be reached."}
+}
 
 
 class HealthBody(BaseModel):
