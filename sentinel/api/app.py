@@ -69,7 +69,9 @@ def _health_routes(app: FastAPI, context: ApiContext) -> None:
         summary="Health of the daemon's parts; 503 names each problem",
         responses={503: {"model": HealthBody, "description": "Degraded, starting or stopping."}},
     )
-    def healthz() -> Response:
+    async def healthz() -> Response:
+        # On the event loop itself (the report reads only memory): a thread pool busy
+        # with requests stuck on a hung database must not hold up the health probe.
         report = context.health.report()
         body = json.dumps(report.to_dict(), indent=1).encode() + b"\n"
         return Response(body, status_code=report.http_status, media_type="application/json")

@@ -138,3 +138,14 @@ def test_writes_are_refused_when_no_token_is_configured(
             answer = writer.post("/api/v1/models/pump/rollback")
             assert answer.status_code == 403
         assert api.client.get(f"/api/v1/alerts/{alert_id}").json()["acknowledged_at"] is None
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_api_can_be_switched_off(
+    tmp_path: Path, mqtt_broker: PrivateBroker, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for api in start_api(tmp_path, mqtt_broker, db_url, monkeypatch, health={"api": False}):
+        assert api.client.get("/api/v1/alerts").status_code == 404
+        assert api.client.get("/api/v1/openapi.json").status_code == 404
+        assert api.client.get("/healthz").status_code in (200, 503)
+        assert api.client.get("/metrics").text.startswith("# HELP")
