@@ -9,7 +9,7 @@ told by the store which alerts an operator resolved).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -24,7 +24,6 @@ from sentinel.api.schemas import (
     NoteBody,
     Problem,
 )
-from sentinel.cli.main import parse_since
 from sentinel.store import AlertStore
 
 __all__ = ["router"]
@@ -38,6 +37,7 @@ MAX_OFFSET = 1_000_000_000
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=DATABASE_DOWN)
 
 _DURATION = r"^[0-9]{1,5}(\.[0-9]{1,3})?[smhdw]$"  # five digits: 99999w is in the calendar
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATETIME = TypeAdapter(datetime)
 
@@ -47,8 +47,8 @@ def _since(value: object) -> object:
     the bare epoch number pydantic would also take); naive means UTC."""
     if not isinstance(value, str):
         return value
-    if re.match(_DURATION, value):
-        return parse_since(value)
+    if re.match(_DURATION, value):  # as sentinel.cli.main.parse_since reads it
+        return datetime.now(UTC) - timedelta(**{_UNITS[value[-1]]: float(value[:-1])})
     if not _ISO_DATE.match(value):
         raise ValueError(f"{value[:40]!r}: use a duration like 30m, 2h, 7d, or an ISO 8601 time")
     when = _DATETIME.validate_python(value)

@@ -10,7 +10,7 @@ cannot commit) leaves ``state`` as ``unknown`` rather than holding the request.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
@@ -26,7 +26,9 @@ from sentinel.api.schemas import (
     device_fields,
 )
 from sentinel.store import DeviceRecord
-from sentinel.worker.commands import DeviceView
+
+if TYPE_CHECKING:
+    from sentinel.worker.commands import DeviceView
 
 __all__ = ["router"]
 

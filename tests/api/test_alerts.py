@@ -9,7 +9,7 @@ import pytest
 
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker
-from tests.api.conftest import Api, start_api
+from tests.api.helpers import Api, start_api
 from tests.store.helpers import T0
 
 pytestmark = [pytest.mark.integration]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sentinel.model import ModelRegistry
-from tests.api.conftest import Api
+from tests.api.helpers import Api
 from tests.e2e_helpers import readings_committed, wait_for
 from tests.ops_helpers import VERSION, install_untrained_model, publish_fleet
 

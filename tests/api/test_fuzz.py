@@ -15,8 +15,7 @@ from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
-from tests.api.conftest import Api
-from tests.api.helpers import TOKEN
+from tests.api.helpers import TOKEN, Api
 from tests.e2e_helpers import readings_committed, wait_for
 from tests.ops_helpers import publish_fleet
 
