@@ -4,7 +4,8 @@ Each action is one ``add_*`` function registered in ``MODEL_ACTIONS``; a new act
 ``export``) is one more function appended to that list. ``activate`` and ``rollback``
 switch the registry's ACTIVE pointer and then tell a running daemon through its control
 socket (``<state_dir>/control.sock``) to swap the version in; with no daemon running, the
-next start picks it up.
+next start picks it up. Listing and switching live in ``sentinel.model.versions``, which
+the REST API shares.
 """
 
 from __future__ import annotations
