@@ -2,7 +2,8 @@
 
 Secrets never live in the TOML. The MQTT password comes from ``$CREDENTIALS_DIRECTORY/
 mqtt_password`` (systemd ``LoadCredential=``) or the ``SENTINEL_MQTT_PASSWORD`` environment
-variable; the database password likewise from ``db_password`` / ``SENTINEL_DB_PASSWORD``.
+variable; the database password likewise from ``db_password`` / ``SENTINEL_DB_PASSWORD``,
+and the REST API's bearer token from ``api_token`` / ``SENTINEL_API_TOKEN``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ MQTT_PASSWORD_CREDENTIAL = "mqtt_password"
 MQTT_PASSWORD_ENV = "SENTINEL_MQTT_PASSWORD"
 DB_PASSWORD_CREDENTIAL = "db_password"
 DB_PASSWORD_ENV = "SENTINEL_DB_PASSWORD"
+# The REST API's write actions (ack, resolve, activate, rollback) need this bearer token;
+# without one they are refused (sentinel/api/auth.py).
+API_TOKEN_CREDENTIAL = "api_token"
+API_TOKEN_ENV = "SENTINEL_API_TOKEN"
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -1130,13 +1135,21 @@ class StreamConfig(Section):
 
 class HealthConfig(Section):
     enabled: bool = Field(
-        default=True, description="Serve /metrics (Prometheus) and /healthz over HTTP."
+        default=True,
+        description="Serve /metrics (Prometheus), /healthz and the REST API over HTTP.",
     )
     bind: str = Field(
         default="127.0.0.1",
         min_length=1,
         description="Address to listen on. Keep it local unless a firewall guards the port: "
-        "the endpoints have no authentication.",
+        "/healthz, /metrics and the API's reads have no authentication (reach it with "
+        "ssh -L).",
+    )
+    api: bool = Field(
+        default=True,
+        description="Serve the REST API under /api/v1 (alerts, devices, models; OpenAPI "
+        "document at /api/v1/openapi.json). Its write actions need the api_token "
+        "credential or SENTINEL_API_TOKEN, and are refused without one.",
     )
     port: int = Field(
         default=9847, ge=0, le=65535, description="TCP port; 0 takes a free one (logged)."
@@ -1321,9 +1334,9 @@ class SentinelConfig(Section):
         health = self.health
         if health.enabled and not _is_loopback(health.bind):
             found.append(
-                f"health.bind: {health.bind!r} is not a loopback address: /healthz and "
-                "/metrics have no authentication, so anyone who reaches port "
-                f"{health.port} reads them; keep 127.0.0.1 or firewall the port"
+                f"health.bind: {health.bind!r} is not a loopback address: /healthz, "
+                "/metrics and the API's reads have no authentication, so anyone who "
+                f"reaches port {health.port} reads them; keep 127.0.0.1 or firewall the port"
             )
         database = self.database
         if database.sqlite_durability != "full" and self.database_url.startswith("sqlite"):

@@ -31,7 +31,11 @@ ALLOWED: dict[str, set[str]] = {
     "worker": _SHARED | {"model", "judge", "store"},
     "retrain": _SHARED | {"model", "judge", "store"},
     "publish": _SHARED | {"store"},
-    "daemon": _SHARED | {"ingest", "store", "model", "judge", "worker", "retrain", "publish"},
+    # The REST API reads and changes what the CLI does: the store and the model registry;
+    # the pipeline's state only through the callables the daemon hands it (ApiContext).
+    "api": _SHARED | {"store", "model"},
+    "daemon": _SHARED
+    | {"ingest", "store", "model", "judge", "worker", "retrain", "publish", "api"},
     "offline": _SHARED | {"ingest", "store", "model", "judge", "worker", "retrain"},
     "cli": set(),  # anything: filled in below
 }

@@ -4,7 +4,8 @@ Each action is one ``add_*`` function registered in ``MODEL_ACTIONS``; a new act
 ``export``) is one more function appended to that list. ``activate`` and ``rollback``
 switch the registry's ACTIVE pointer and then tell a running daemon through its control
 socket (``<state_dir>/control.sock``) to swap the version in; with no daemon running, the
-next start picks it up.
+next start picks it up. Listing and switching live in ``sentinel.model.versions``, which
+the REST API shares.
 """
 
 from __future__ import annotations
@@ -58,64 +59,42 @@ def _find(config: SentinelConfig, version: str, stream: str | None) -> str:
     return found[0]
 
 
-def _ts(value: Any) -> str | None:
-    if not isinstance(value, int | float):
+def _ts(value: float | None) -> str | None:
+    if value is None:
         return None
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _meta(registry: Any, stream: str, version: str) -> dict[str, Any]:
-    """A version's meta.json as plain data (no weights loaded); ModelError if unreadable."""
-    from sentinel.model.base import META_FILE
+    from sentinel.model.versions import read_meta
 
-    path = registry.path(stream, version) / META_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{path}: cannot read: {err}") from err
-    if not isinstance(meta, dict):
-        raise ModelError(f"{path}: not a JSON object")
-    return meta
+    return read_meta(registry, stream, version)
 
 
 def _trained_on(status: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """The data a version learnt from: a retraining run records it in its status, a version
-    from ``sentinel train`` (which has no status) only in its metadata."""
-    data = status.get("data", {})
-    training = meta.get("training", {})
-    return {
-        "data_from": _ts(data.get("first_ts", training.get("first_ts"))),
-        "data_to": _ts(data.get("last_ts", training.get("last_ts"))),
-        "rows": data.get("train_rows", training.get("n_readings")),
-    }
+    from sentinel.model.versions import trained_on
+
+    data = trained_on(status, meta)
+    return {"data_from": _ts(data.first_ts), "data_to": _ts(data.last_ts), "rows": data.rows}
 
 
 def _rows(config: SentinelConfig, stream: str | None) -> list[dict[str, Any]]:
-    registry = _registry(config)
-    rows = []
-    for name in _streams(config, stream):
-        active = registry.active_version(name)
-        previous = registry.previous_version(name)
-        for version in reversed(registry.versions(name)):
-            status = registry.status(name, version)
-            try:
-                meta = _meta(registry, name, version)
-            except ModelError:
-                meta = {}  # listed all the same; `models show` says what is wrong with it
-            metrics = status.get("metrics", {}).get("challenger", {})
-            role = "active" if version == active else "previous" if version == previous else ""
-            rows.append(
-                {
-                    "stream": name,
-                    "version": version,
-                    "role": role,
-                    "status": status.get("status", "trained"),
-                    **_trained_on(status, meta),
-                    "merit": metrics.get("merit"),
-                    "parent": status.get("parent"),
-                }
-            )
-    return rows
+    from sentinel.model.versions import version_rows
+
+    return [
+        {
+            "stream": r.stream,
+            "version": r.version,
+            "role": r.role,
+            "status": r.status,
+            "data_from": _ts(r.trained_on.first_ts),
+            "data_to": _ts(r.trained_on.last_ts),
+            "rows": r.trained_on.rows,
+            "merit": r.merit,
+            "parent": r.parent,
+        }
+        for r in version_rows(_registry(config), _streams(config, stream))
+    ]
 
 
 def _cmd_list(load: Loader) -> Callable[[argparse.Namespace], int]:
@@ -267,12 +246,10 @@ def _notify(config: SentinelConfig, stream: str, version: str) -> None:
 
 
 def _switch(config: SentinelConfig, stream: str, version: str, reason: str) -> None:
-    import torch
+    from sentinel.model.versions import switch_version
 
-    registry = _registry(config)
-    # Load it first: a version that cannot be loaded must never become active.
-    registry.load_version(stream, version, torch.device("cpu"))
-    registry.activate(stream, version, reason=reason)
+    # Loaded first: a version that cannot be loaded must never become active.
+    switch_version(_registry(config), stream, version, reason)
     print(f"stream {stream}: {version} is active")
     _notify(config, stream, version)
 

@@ -17,13 +17,21 @@ from typing import Any
 import structlog
 import torch
 
-from sentinel.config import SentinelConfig, load_config
+from sentinel.api import ApiContext, build_app
+from sentinel.config import (
+    API_TOKEN_CREDENTIAL,
+    API_TOKEN_ENV,
+    SentinelConfig,
+    load_config,
+    read_secret,
+)
 from sentinel.daemon.control import CONTROL_SOCKET, ControlServer
-from sentinel.daemon.health import DatabaseProbe, Health, HealthServer, Progress
+from sentinel.daemon.health import DatabaseProbe, Health, Progress
 from sentinel.daemon.metrics import Metrics, record_retraining, stats_dict
 from sentinel.daemon.reload import plan_reload
 from sentinel.daemon.retraining import RetrainService
 from sentinel.daemon.sdnotify import Notifier, watchdog_interval
+from sentinel.daemon.server import HttpServer
 from sentinel.errors import ConfigError, ModelError
 from sentinel.ingest.mqtt import MqttSource
 from sentinel.ingest.parse import MessageParser
@@ -77,7 +85,7 @@ class SentinelApp:
         self.notifier = notifier or Notifier()
         self.metrics = Metrics(config.state_dir)
         self.health = Health()
-        self.health_server: HealthServer | None = None
+        self.health_server: HttpServer | None = None
         self._reload = threading.Event()
         self._registry: ModelRegistry | None = None
         self._stats_interval = stats_interval
@@ -194,7 +202,7 @@ class SentinelApp:
             self.health.attach(pipeline, source, writer, probe)
             probe.start()
             try:
-                self._start_health_server()
+                self._start_health_server(store, registry)
                 return self._run_components(stop, writer, trainer, pipeline, source, retrain)
             finally:
                 probe.stop()
@@ -356,17 +364,37 @@ class SentinelApp:
 
     # -- operations: health server, reload, retraining bookkeeping ------------------------
 
-    def _start_health_server(self) -> None:
+    def _start_health_server(self, store: AlertStore, registry: ModelRegistry) -> None:
         cfg = self.config.health
         if not cfg.enabled:
             return
-        server = HealthServer(cfg.bind, cfg.port, self.health, self.metrics)
+        retrain = self.retrain
+        context = ApiContext(
+            config=lambda: self.config,
+            store=store,
+            registry=registry,
+            health=self.health,
+            metrics=self.metrics,
+            model_versions=lambda: self._pipeline().model_versions(),
+            describe_devices=lambda keys: self._pipeline().describe_devices(keys),
+            # The handler behind the control socket's "reload", which `models activate`
+            # sends: the API switches versions the way the CLI does.
+            reload_model=(
+                (lambda stream: str(retrain.handlers["reload"]({"stream": stream})["version"]))
+                if retrain is not None
+                else None
+            ),
+            token=read_secret(API_TOKEN_CREDENTIAL, API_TOKEN_ENV),
+        )
+        server = HttpServer(cfg.bind, cfg.port, build_app(context, api=cfg.api))
         try:
             server.start()
         except OSError as err:
             # Not fatal: detection matters more than its dashboard. Logged loudly.
             log.error("health_listen_failed", bind=cfg.bind, port=cfg.port, error=str(err))
             return
+        if cfg.api:
+            log.info("api_serving", prefix="/api/v1", writes=context.token is not None)
         self.health_server = server
 
     def request_reload(self) -> None:

@@ -1,4 +1,5 @@
-"""``/healthz`` and ``/metrics`` on a local port, and the watchdog's idea of progress.
+"""What ``/healthz`` reports, and the watchdog's idea of progress (served by
+``sentinel.daemon.server`` with the REST API, ``sentinel.api``).
 
 Health is judged from the components' own state: the source's connection, the writer's last
 commit and a periodic ``SELECT 1`` probe of the database, whether every stream has a model,
@@ -15,24 +16,20 @@ recently. A daemon wedged in a deadlock, or cut off from its broker for longer t
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client.exposition import choose_encoder
 from sqlalchemy import text
 
 if TYPE_CHECKING:
-    from sentinel.daemon.metrics import Metrics
     from sentinel.ingest.source import Source
     from sentinel.store import AlertStore, AlertWriter
     from sentinel.worker.pipeline import Pipeline
 
-__all__ = ["DatabaseProbe", "Health", "HealthReport", "HealthServer", "Progress"]
+__all__ = ["DatabaseProbe", "Health", "HealthReport", "Progress"]
 
 log = structlog.get_logger(__name__)
 
@@ -174,72 +171,3 @@ class Progress:
         self._messages = messages
         idle_connected = self._source.connected and pipeline.depth == 0
         return took_in or idle_connected
-
-
-class HealthServer:
-    """A small threaded HTTP server: GET /healthz, GET /metrics."""
-
-    def __init__(self, bind: str, port: int, health: Health, metrics: Metrics) -> None:
-        self._bind = bind
-        self._port = port
-        self._health = health
-        self._metrics = metrics
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1] if self._server is not None else self._port
-
-    def start(self) -> None:
-        health, metrics = self._health, self._metrics
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "sentinel"
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                try:
-                    if path == "/healthz":
-                        report = health.report()
-                        body = json.dumps(report.to_dict(), indent=1).encode() + b"\n"
-                        self._reply(report.http_status, "application/json", body)
-                    elif path == "/metrics":
-                        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                        self._reply(200, content_type, encoder(metrics.registry))
-                    else:
-                        self._reply(404, "text/plain", b"try /healthz or /metrics\n")
-                except Exception:  # request boundary: a bug must not kill the server
-                    log.exception("health_request_failed", path=path)
-                    self._reply(500, "text/plain", b"internal error\n")
-
-            def _reply(self, status: int, content_type: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                # Scrapes are not logged: every 15 s forever would drown the journal, and
-                # the logging lock must not make /healthz wait behind a slow log line.
-                return
-
-        server = ThreadingHTTPServer((self._bind, self._port), Handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="sentinel-health"
-        )
-        self._thread.daemon = True
-        self._thread.start()
-        log.info("health_listening", bind=self._bind, port=self.port)
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5.0)
-        self._server = None

@@ -403,6 +403,20 @@ class ThresholdBank:
         weight = n / (n + self.config.prior_windows)
         return (weight * own + (1.0 - weight) * fallback) * state.scale
 
+    def describe(self, stream: str, device: str) -> ThresholdState | None:
+        """The threshold ``device``'s next window is judged by, as ``judge`` would report it
+        (the REST API's device view); None for a device not in memory (never seen, or
+        parked) or a stream without a model. Learns nothing."""
+        model = self._models.get(stream)
+        state = self._devices.get((stream, device))
+        if model is None or state is None:
+            return None
+        if state.spot is not None:
+            spot = state.spot
+            return ThresholdState("spot", math.exp(spot.threshold), spot.observations, spot.q, True)
+        value = self.current(state, model.fallback)
+        return ThresholdState("quantile", value, state.normal_seen, None, self._warm(state))
+
     def reset_stream(self, stream: str) -> None:
         """Forget a stream's thresholds, e.g. when a new model changes its score scale."""
         for key in [k for k in self._devices if k[0] == stream]:

@@ -666,10 +666,17 @@ class AlertStore:
         }
 
     def devices(
-        self, stream: str | None = None, *, ahead_of: float | None = None
+        self,
+        stream: str | None = None,
+        *,
+        device: str | None = None,
+        ahead_of: float | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[DeviceRecord]:
         """Every device's stored state with its count of open alerts, by stream and name;
-        with ``ahead_of``, only those whose last timestamp is later than it."""
+        with ``device``, that one; with ``ahead_of``, only those whose last timestamp is
+        later than it; ``limit`` and ``offset`` page through them (the REST API)."""
         active = (
             select(AlertRow.stream, AlertRow.device, func.count().label("open_alerts"))
             .where(AlertRow.status.in_(_ACTIVE))
@@ -684,9 +691,13 @@ class AlertStore:
         )
         if stream is not None:
             query = query.where(DeviceStateRow.stream == stream)
+        if device is not None:
+            query = query.where(DeviceStateRow.device == device)
         if ahead_of is not None:
             query = query.where(DeviceStateRow.last_ts > ahead_of)
-        query = query.order_by(DeviceStateRow.stream, DeviceStateRow.device)
+        query = query.order_by(DeviceStateRow.stream, DeviceStateRow.device).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
         try:
             with Session(self.engine) as session:
                 return [
@@ -726,10 +737,14 @@ class AlertStore:
         stream: str | None = None,
         status: str | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[AlertRecord]:
-        """Alerts newest first; ``since`` bounds ``started_at`` (naive means UTC)."""
+        """Alerts newest first; ``since`` bounds ``started_at`` (naive means UTC); ``offset``
+        skips that many (the REST API's pages)."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        if offset < 0:
+            raise ValueError("offset must not be negative")
         query = select(AlertRow)
         if since is not None:
             query = query.where(AlertRow.started_at >= as_utc(since))
@@ -739,8 +754,8 @@ class AlertStore:
             query = query.where(AlertRow.stream == stream)
         if status is not None:
             query = query.where(AlertRow.status == AlertStatus(status).value)
-        query = query.order_by(AlertRow.started_at.desc(), AlertRow.id.desc()).limit(limit)
-        return self._records(query)
+        query = query.order_by(AlertRow.started_at.desc(), AlertRow.id.desc())
+        return self._records(query.limit(limit).offset(offset))
 
     def get_alert(self, alert_id: int) -> AlertRecord | None:
         records = self._records(select(AlertRow).where(AlertRow.id == alert_id))

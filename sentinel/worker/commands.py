@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from sentinel.config import SentinelConfig
 from sentinel.model import Detector
-from sentinel.records import Reading
+from sentinel.records import Reading, ThresholdState
 
 if TYPE_CHECKING:
     from sentinel.worker.pipeline import Pipeline
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AlertsResolved",
     "Command",
+    "DescribeDevices",
+    "DeviceView",
+    "DevicesReply",
     "InstallModel",
     "Reconfigure",
     "ResetDevices",
@@ -126,3 +129,36 @@ class ResetDevices(Command):
 
     def run(self, pipeline: Pipeline) -> None:
         pipeline._reset_devices(self.stream, self.devices, self.note, self.reply)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """What the worker holds of one device now (the REST API's device view)."""
+
+    stream: str
+    device: str
+    held: bool  # in memory; False: idle (parked) or never seen since the start
+    threshold: ThresholdState | None  # None while not held, or without a model
+
+
+@dataclass
+class DevicesReply:
+    """The worker's answer to a ``DescribeDevices``; ``done`` is set once it is given."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    views: dict[tuple[str, str], DeviceView] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DescribeDevices(Command):
+    """A read of the worker's per-device state for ``keys`` ((stream, device) pairs); the
+    caller waits on ``reply``. Nothing changes."""
+
+    keys: tuple[tuple[str, str], ...]
+    reply: DevicesReply = field(default_factory=DevicesReply)
+
+    def run(self, pipeline: Pipeline) -> None:
+        try:
+            pipeline._describe_devices(self.keys, self.reply)
+        finally:
+            self.reply.done.set()

@@ -53,6 +53,9 @@ from sentinel.worker.coldstart import ColdStartBuffer, TrainingJob
 from sentinel.worker.commands import (
     AlertsResolved,
     Command,
+    DescribeDevices,
+    DevicesReply,
+    DeviceView,
     InstallModel,
     Reconfigure,
     ResetDevices,
@@ -283,6 +286,19 @@ class Pipeline:
             raise SentinelError(f"the reset was not committed: {reply.error}")
         return reply.held
 
+    def describe_devices(
+        self, keys: Sequence[tuple[str, str]], timeout: float = 2.0
+    ) -> dict[tuple[str, str], DeviceView] | None:
+        """The worker's live state of each (stream, device) in ``keys``: whether it is held
+        and the threshold its next window meets. Asked of the worker, which alone owns that
+        state, between two passes; None when it does not answer within ``timeout`` (it
+        is blocked, e.g. on a writer that cannot commit)."""
+        if not self.alive:
+            return None
+        reply = DevicesReply()
+        self._commands.put(DescribeDevices(tuple(keys), reply))
+        return reply.views if reply.done.wait(timeout) else None
+
     def training_failed(self, stream: str) -> None:
         """A cold-start training run failed: collect afresh and try again."""
         self._commands.put(TrainingFailed(stream))
@@ -473,6 +489,12 @@ class Pipeline:
         closed = self._alerts.resolved(uids)
         if closed:
             log.info("alerts_resolved_by_operator", closed=closed)
+
+    def _describe_devices(self, keys: tuple[tuple[str, str], ...], reply: DevicesReply) -> None:
+        for stream, device in keys:
+            held = (stream, device) in self._devices
+            threshold = self._thresholds.describe(stream, device) if held else None
+            reply.views[(stream, device)] = DeviceView(stream, device, held, threshold)
 
     def _reset_devices(
         self, stream: str, devices: tuple[str, ...], note: str | None, reply: ResetReply

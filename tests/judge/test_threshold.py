@@ -265,3 +265,26 @@ def test_a_device_uses_its_own_scores_after_hundreds_of_normal_windows() -> None
     # It only ever falls towards its own level, never below it.
     assert min(thresholds) > 1.4
     assert all(b <= a + 1e-9 for a, b in itertools.pairwise(thresholds))
+
+
+def test_describe_reports_the_threshold_the_next_window_meets_and_learns_nothing() -> None:
+    """The REST API's view of a device (sentinel/api/devices.py)."""
+    bank = with_model(
+        ThresholdBank(
+            ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=10, history=50, prior_windows=0)
+        ),
+        100.0,
+    )
+    assert bank.describe("pump", "a") is None  # never judged a window
+    bank.judge(score(1.0, "a"))
+    cold = bank.describe("pump", "a")
+    assert cold is not None
+    assert (cold.method, cold.value, cold.history, cold.warm) == ("quantile", 100.0, 1, False)
+    for _ in range(20):
+        bank.judge(score(1.0, "a"))
+    warm = bank.describe("pump", "a")
+    assert warm is not None
+    assert bank.describe("pump", "a") == warm  # asking twice changes nothing
+    assert warm.warm
+    assert warm.value == bank.judge(score(1.0, "a")).threshold
+    assert bank.describe("fan", "a") is None  # no model on that stream

@@ -50,3 +50,17 @@ def test_a_failed_training_queued_after_a_model_leaves_the_stream_collecting() -
     pipeline.training_failed("pump")
     pipeline.process([])
     assert pipeline.model_versions() == {"pump": None}
+
+
+def test_the_worker_describes_its_devices_between_passes() -> None:
+    """``describe_devices`` waits for the worker's answer; a stopped worker gives none."""
+    pipeline = make_pipeline()
+    assert pipeline.describe_devices([("pump", "p1")], timeout=0.1) is None  # not started
+    pipeline.start()
+    try:
+        views = pipeline.describe_devices([("pump", "p1")], timeout=30)
+    finally:
+        pipeline.stop()
+    assert views is not None
+    view = views[("pump", "p1")]
+    assert (view.held, view.threshold) == (False, None)  # never seen: not in memory
