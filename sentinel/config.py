@@ -38,6 +38,7 @@ __all__ = [
     "DatabaseConfig",
     "FeatureSpec",
     "HealthConfig",
+    "HistoryConfig",
     "IngestConfig",
     "LevelsConfig",
     "LoggingConfig",
@@ -997,6 +998,34 @@ class RetrainConfig(Section):
         return value
 
 
+class HistoryConfig(Section):
+    """Per-minute score history (issue #25): each device's windows, max score, threshold
+    and verdicts per minute in the score_history table (docs/SQL.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Record each device's scored windows per minute (windows, anomalous "
+        "windows, max score, its threshold, max score/threshold) in the score_history "
+        "table, committed with the readings behind them.",
+    )
+    retention: float = Field(
+        default=2_592_000.0,
+        ge=3600.0,
+        le=315_360_000.0,
+        description="Seconds a minute stays in score_history (wall clock, by its start) "
+        "before it is pruned; default 30 days. Disk use grows with devices x retention "
+        "(docs/BENCHMARKS.md, *Score history*).",
+    )
+    prune_batch: int = Field(
+        default=20_000,
+        ge=100,
+        le=10_000_000,
+        description="Most rows one pruning pass deletes (the writer prunes once a minute, "
+        "and again soon while a pass finds a full batch), so a long backlog never holds "
+        "the database for long.",
+    )
+
+
 class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     format: Literal["auto", "json", "console"] = Field(
@@ -1229,6 +1258,7 @@ class SentinelConfig(Section):
     stuck: StuckConfig = Field(default_factory=StuckConfig)
     relations: RelationsConfig = Field(default_factory=RelationsConfig)
     constants: ConstantsConfig = Field(default_factory=ConstantsConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)

@@ -127,6 +127,9 @@ class SentinelApp:
                 batch_max=config.database.batch_max,
                 on_commit=self._committed,
                 on_resolved=lambda uids: self._pipeline().alerts_resolved(uids),
+                # Pruned also with history off: what an earlier run recorded still ages out.
+                history_retention=config.history.retention,
+                prune_batch=config.history.prune_batch,
             )
             if publish.enabled:
                 self.publisher = AlertPublisher(

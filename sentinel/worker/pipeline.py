@@ -61,6 +61,7 @@ from sentinel.worker.commands import (
     WarmUp,
 )
 from sentinel.worker.devices import Abandoned, DeviceTable, Recall
+from sentinel.worker.history import HistoryBuckets
 from sentinel.worker.shadow import Shadow
 from sentinel.worker.snapshots import ThresholdSnapshots
 from sentinel.worker.stats import PipelineStats, RejectionLog
@@ -144,6 +145,8 @@ class Pipeline:
         self._cold_start_buffer = cold_start_buffer
         self._accepted: list[Reading] = []
         self._flagged: list[Window] = []
+        # Each pass's live verdicts per device and minute (the score_history table).
+        self._history = HistoryBuckets() if config.history.enabled else None
         self._config = config
         self._observer = observer
         self._snapshot_interval = snapshot_interval
@@ -379,6 +382,8 @@ class Pipeline:
                 # after every restart. The log names how much was lost.
                 self.stats.batch_errors += 1
                 log.exception("pipeline_batch_failed", deliveries=len(batch))
+                if self._history is not None:
+                    self._history.drain()  # goes with the progress it would have come with
                 acks = tuple(d.ack for d in batch if d.ack is not None)
                 self._sink(WriteBatch(acks=acks))
 
@@ -457,6 +462,7 @@ class Pipeline:
             progress=progress,
             acks=tuple(acks),
             audit=audit,
+            history=self._history.drain() if self._history is not None else (),
         )
 
     # -- commands (sentinel.worker.commands), run on the worker between two passes --------
@@ -549,7 +555,10 @@ class Pipeline:
             return []
         verdicts = self._judge(runtime, windows)
         changes: list[Alert] = []
+        history = self._history
         for verdict in verdicts:
+            if history is not None:
+                history.add(verdict)
             if verdict.recurring:
                 self.stats.recurring += 1
             if verdict.relation is not None:
