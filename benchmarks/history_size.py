@@ -67,7 +67,6 @@ def sqlite_bytes(store: AlertStore) -> tuple[int, int]:
         size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
         pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
         free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return int(pages * size), int(free * size)
 
 

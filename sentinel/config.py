@@ -1166,6 +1166,15 @@ class HealthConfig(Section):
         description="Seconds between database reachability probes (SELECT 1), so /healthz "
         "sees an outage even while nothing is being written.",
     )
+    metrics_devices: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="Most devices with series of their own in /metrics (windows, anomalous "
+        "windows, latest score and score/threshold): the first this many to have a window "
+        'scored since the start. Every other device counts in its stream\'s device="" '
+        "series, so the number of series stays bounded; 0: none per device.",
+    )
 
 
 class PublishConfig(Section):

@@ -75,7 +75,7 @@ class SentinelApp:
         self.config = config
         self.config_path = config_path  # re-read on SIGHUP (see request_reload)
         self.notifier = notifier or Notifier()
-        self.metrics = Metrics(config.state_dir)
+        self.metrics = Metrics(config.state_dir, max_devices=config.health.metrics_devices)
         self.health = Health()
         self.health_server: HealthServer | None = None
         self._reload = threading.Event()

@@ -45,6 +45,7 @@ from sentinel.records import (
     Rejected,
     RejectReason,
     Score,
+    ScoreBucket,
     Verdict,
     Window,
     WriteBatch,
@@ -145,8 +146,10 @@ class Pipeline:
         self._cold_start_buffer = cold_start_buffer
         self._accepted: list[Reading] = []
         self._flagged: list[Window] = []
-        # Each pass's live verdicts per device and minute (the score_history table).
-        self._history = HistoryBuckets() if config.history.enabled else None
+        # Each pass's live verdicts per device and minute: the score_history table (with
+        # history.enabled) and the per-device metrics (on_history).
+        self._history = HistoryBuckets()
+        self._record_history = config.history.enabled
         self._config = config
         self._observer = observer
         self._snapshot_interval = snapshot_interval
@@ -163,6 +166,8 @@ class Pipeline:
         self.queue_full = 0  # counted on the network thread, the only writer
         # Called with (stream, windows, seconds) after each batched forward pass (metrics).
         self.on_scored: Callable[[str, int, float], None] | None = None
+        # Called with each pass's per-device minute buckets (per-device metrics); quick.
+        self.on_history: Callable[[Sequence[ScoreBucket]], None] | None = None
         # Monotonic time of the worker's latest pass: the watchdog's proof it is not stuck.
         self.heartbeat = time.monotonic()
         self._thresholds = ThresholdBank(config.threshold)
@@ -308,6 +313,10 @@ class Pipeline:
         """The latest failed read of stored progress, None once one succeeded again."""
         return self._devices.recall_error
 
+    def open_alerts(self) -> dict[str, int]:
+        """Per stream, the alerts open now (acknowledged ones included)."""
+        return self._alerts.open_by_stream()
+
     def has_model(self, stream: str) -> bool:
         return self._streams[stream].detector is not None
 
@@ -382,8 +391,7 @@ class Pipeline:
                 # after every restart. The log names how much was lost.
                 self.stats.batch_errors += 1
                 log.exception("pipeline_batch_failed", deliveries=len(batch))
-                if self._history is not None:
-                    self._history.drain()  # goes with the progress it would have come with
+                self._history.drain()  # goes with the progress it would have come with
                 acks = tuple(d.ack for d in batch if d.ack is not None)
                 self._sink(WriteBatch(acks=acks))
 
@@ -457,12 +465,15 @@ class Pipeline:
                 self._accepted, self._flagged = [], []
         self._devices.seen(present, time.monotonic())
         progress = tuple(self._devices.progress(key) for key in touched)
+        history = self._history.drain()
+        if history and self.on_history is not None:
+            self.on_history(history)
         return WriteBatch(
             alerts=tuple(alerts),
             progress=progress,
             acks=tuple(acks),
             audit=audit,
-            history=self._history.drain() if self._history is not None else (),
+            history=history if self._record_history else (),
         )
 
     # -- commands (sentinel.worker.commands), run on the worker between two passes --------
@@ -557,8 +568,7 @@ class Pipeline:
         changes: list[Alert] = []
         history = self._history
         for verdict in verdicts:
-            if history is not None:
-                history.add(verdict)
+            history.add(verdict)
             if verdict.recurring:
                 self.stats.recurring += 1
             if verdict.relation is not None:

@@ -15,7 +15,7 @@ from sentinel.worker.history import HistoryBuckets
 from sentinel.worker.pipeline import Pipeline
 from tests.fakes import FakeDetector, Harness, delivery, make_config
 
-T0 = 1_700_000_040.0  # a minute's first second
+T0 = 1_700_000_040  # a minute's first second
 
 
 def _all(batches: list[WriteBatch]) -> list[ScoreBucket]:
