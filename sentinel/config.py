@@ -1223,8 +1223,17 @@ class PublishConfig(Section):
     )
     ha_discovery: bool = Field(
         default=False,
-        description="Announce one Home Assistant binary_sensor per stream and device "
-        "(MQTT discovery, retained).",
+        description="Announce Home Assistant entities per stream and device (MQTT "
+        "discovery, retained): an alert binary_sensor, a score sensor (score / threshold, "
+        "published on <prefix>/score/<stream>/<device> every 10 s while it changes; needs "
+        "[history] enabled), a severity sensor and, with ha_ack, an acknowledge button.",
+    )
+    ha_ack: bool = Field(
+        default=True,
+        description="With ha_discovery: announce an acknowledge button per device and "
+        "subscribe to <prefix>/command/<stream>/<device>/ack; an 'ACK' there acknowledges "
+        "the device's open alerts as `sentinel alerts ack` does. Anyone allowed to publish "
+        "there can acknowledge: restrict the topic in the broker's ACL, or turn this off.",
     )
     discovery_prefix: str = Field(
         default="homeassistant",

@@ -326,8 +326,10 @@ class SentinelApp:
 
     def _committed(self, batches: Sequence[WriteBatch]) -> None:
         self._send_acks(batches)
-        if self.publisher is not None and any(b.alerts for b in batches):
-            self.publisher.notify()
+        if self.publisher is not None:
+            self.publisher.observe_scores(b for batch in batches for b in batch.history)
+            if any(b.alerts for b in batches):
+                self.publisher.notify()
 
     def _send_acks(self, batches: Sequence[WriteBatch]) -> None:
         if self.source is not None:
