@@ -1,4 +1,5 @@
-"""Disk used by the score history (issue #25): bytes per device-day, SQLite and PostgreSQL.
+"""Disk used by the score history (issue #25): bytes per device-day, SQLite and PostgreSQL;
+and what folding verdicts into minutes costs the pipeline per window.
 
 Writes what the daemon writes for ``--devices`` devices over ``--days`` days of event time,
 through ``AlertStore.write`` in the daemon's order: every pass touches each device's current
@@ -8,6 +9,9 @@ writes one more day, to show that pruned pages are reused and the file stops gro
 
     .venv/bin/python benchmarks/history_size.py [--devices 100] [--days 2] [--passes 2]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
+
+The per-window cost is ``HistoryBuckets.add`` over 60,000 verdicts of one device in passes
+of 256 (replay's pass size), each pass drained into buckets as the pipeline does.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from sqlalchemy import create_engine, make_url, text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.logs import configure_logging
-from sentinel.records import ScoreBucket, WriteBatch
+from sentinel.records import Score, ScoreBucket, Verdict, Window, WriteBatch
 from sentinel.store import AlertStore
+from sentinel.worker.history import HistoryBuckets
 
 DAY = 86_400
 START = 1_767_225_600  # 2026-01-01 00:00 UTC
@@ -88,6 +93,31 @@ def table_bytes(store: AlertStore) -> int:
             return sqlite_bytes(store)[0]
 
 
+def aggregation_cost(windows: int = 60_000, repeat: int = 5) -> None:
+    values = np.zeros((32, 4), dtype=np.float32)
+    verdicts = [
+        Verdict(
+            Score(Window("rig", "pump-1", float(i), i + 31.0, values), 0.5, (0.1,) * 4, "v1"),
+            threshold=1.0,
+            is_anomaly=i % 100 == 0,
+        )
+        for i in range(windows)
+    ]
+    best = float("inf")
+    for _ in range(repeat):
+        buckets = HistoryBuckets()
+        started = time.perf_counter()
+        for i in range(0, windows, 256):
+            for verdict in verdicts[i : i + 256]:
+                buckets.add(verdict)
+            buckets.drain()
+        best = min(best, time.perf_counter() - started)
+    print(
+        f"aggregation: {windows:,} windows in {best:.3f} s (best of {repeat}), "
+        f"{best / windows * 1e6:.2f} us per window"
+    )
+
+
 def measure(url: str, args: argparse.Namespace) -> None:
     store = AlertStore(url, sqlite_durability="unsafe-on-power-loss")
     store.open()
@@ -135,6 +165,7 @@ def main() -> None:
     parser.add_argument("--postgres", help="an admin URL: a scratch database is made there")
     args = parser.parse_args()
     configure_logging("warning", "console")
+    aggregation_cost()
     with tempfile.TemporaryDirectory() as tmp:
         measure(f"sqlite:///{Path(tmp) / 'history.db'}", args)
     if args.postgres:
