@@ -1225,7 +1225,7 @@ class PublishConfig(Section):
         default=False,
         description="Announce Home Assistant entities per stream and device (MQTT "
         "discovery, retained): an alert binary_sensor, a score sensor (score / threshold, "
-        "published on <prefix>/score/<stream>/<device> every 10 s while it changes; needs "
+        "published on <prefix>/score/<stream>/<device> at most every 10 s while it changes; needs "
         "[history] enabled), a severity sensor and, with ha_ack, an acknowledge button.",
     )
     ha_ack: bool = Field(

@@ -76,7 +76,7 @@ _ACK_SLICE = 0.2  # seconds; waits for PUBACKs re-check stop() this often
 _RETRY = 5.0  # seconds after a failure (database error, refused PUBLISH)
 _PRUNE_EVERY = 3600.0
 _DISCOVERY_REFRESH = 60.0  # seconds between looks for devices not announced yet
-_SCORE_EVERY = 10.0  # seconds between publications of the devices' latest scores
+_SCORE_EVERY = 10.0  # least seconds between publications of the devices' latest scores
 _ACK_NOTE = "acknowledged in Home Assistant"
 
 
@@ -257,7 +257,7 @@ class AlertPublisher:
     def _run(self) -> None:
         next_prune = time.monotonic()
         next_refresh = time.monotonic() + _DISCOVERY_REFRESH
-        next_scores = time.monotonic() + self._score_interval
+        next_scores = time.monotonic()
         try:
             while True:
                 self._wake.clear()
@@ -272,9 +272,10 @@ class AlertPublisher:
                     self._pause(_RETRY)
                     continue
                 if self.connected:
-                    if self._config.ha_discovery and time.monotonic() >= next_scores:
+                    # The first scores go out at once, then at most every score_interval.
+                    due = self._config.ha_discovery and time.monotonic() >= next_scores
+                    if due and self._publish_scores():
                         next_scores = time.monotonic() + self._score_interval
-                        self._publish_scores()
                     try:
                         if self._config.ha_discovery and (
                             self._announce_all.is_set() or time.monotonic() >= next_refresh
@@ -287,6 +288,8 @@ class AlertPublisher:
                         self._pause(_RETRY)
                         continue
                 if stopping and not busy:
+                    if self._config.ha_discovery and self.connected:
+                        self._publish_scores()  # the latest, before we say offline
                     return  # everything sent
                 if time.monotonic() >= next_prune and not stopping:
                     self._prune()
@@ -420,9 +423,9 @@ class AlertPublisher:
             self._send(self.severity_topic(stream, device), severity, retain=True)
         self._announced.add((stream, device))
 
-    def _publish_scores(self) -> None:
+    def _publish_scores(self) -> int:
         """Each device's latest minute on its score topic (retained: Home Assistant shows
-        it after its own restart), then forget them until they change."""
+        it after its own restart), then forget them until they change; returns how many."""
         with self._scores_lock:
             scores, self._scores = self._scores, {}
         for (stream, device), b in sorted(scores.items()):
@@ -435,6 +438,7 @@ class AlertPublisher:
                 "minute": datetime.fromtimestamp(b.start, UTC).isoformat(),
             }
             self._send(self.score_topic(stream, device), json.dumps(payload), retain=True)
+        return len(scores)
 
     def _acknowledge_pressed(self) -> None:
         """Acknowledge the open alerts of every device whose button was pressed, through
