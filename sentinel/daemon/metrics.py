@@ -283,6 +283,11 @@ class _ComponentCollector(Collector):
             "0 while the last database commit, or the worker's last read, failed; else 1.",
             int(writer.last_error is None and pipeline.recall_error is None),
         )
+        yield CounterMetricFamily(
+            "sentinel_history_pruned_rows",
+            "Score history rows (device-minutes) deleted after history.retention.",
+            writer.history_pruned,
+        )
         if self.reservoir is not None:
             lost = CounterMetricFamily(
                 "sentinel_reservoir_lost_readings",

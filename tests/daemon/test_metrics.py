@@ -9,8 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sentinel.daemon.metrics import Metrics
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.worker.pipeline import Pipeline
-from tests.daemon.test_source_use import FakeSource
-from tests.fakes import FakeDetector, delivery, make_config
+from tests.fakes import FakeDetector, FakeSource, delivery, make_config
 
 T0 = 1_700_000_040.0
 
@@ -70,6 +69,7 @@ def test_devices_beyond_the_cap_count_in_their_streams_aggregate() -> None:
     assert _device("sentinel_device_score", "c") not in samples
     assert _device("sentinel_device_score", "") not in samples
     assert samples[("sentinel_alerts_open", (("stream", "pump"),))] == 1
+    assert samples[("sentinel_history_pruned_rows_total", ())] == 0
     assert pipeline.stats.anomalous == 3
 
     # No _created series, and every family says what it is.
