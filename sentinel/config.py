@@ -1369,6 +1369,13 @@ class SentinelConfig(Section):
                 "are acknowledged, so a power cut can lose readings the broker has already "
                 'forgotten; keep "full" unless the box has a UPS (docs/OPERATIONS.md)'
             )
+        publish = self.publish
+        if publish.enabled and publish.ha_discovery and publish.ha_ack and not self.mqtt.username:
+            found.append(
+                f"publish.ha_ack: the daemon acknowledges alerts on {publish.prefix}/command/"
+                "<stream>/<device>/ack from any client of a broker it reaches without a user "
+                "name; restrict that topic in the broker's ACL, or set ha_ack = false"
+            )
         return found
 
 
