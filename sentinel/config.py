@@ -39,6 +39,7 @@ __all__ = [
     "DatabaseConfig",
     "FeatureSpec",
     "HealthConfig",
+    "HistoryConfig",
     "IngestConfig",
     "LevelsConfig",
     "LoggingConfig",
@@ -1013,6 +1014,34 @@ class RetrainConfig(Section):
         return value
 
 
+class HistoryConfig(Section):
+    """Per-minute score history (issue #25): each device's windows, max score, threshold
+    and verdicts per minute in the score_history table (docs/SQL.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Record each device's scored windows per minute (windows, anomalous "
+        "windows, max score, its threshold, max score/threshold) in the score_history "
+        "table, committed with the readings behind them.",
+    )
+    retention: float = Field(
+        default=2_592_000.0,
+        ge=3600.0,
+        le=315_360_000.0,
+        description="Seconds a minute stays in score_history (wall clock, by its start) "
+        "before it is pruned; default 30 days. Disk use grows with devices x retention "
+        "(docs/BENCHMARKS.md, *Score history*).",
+    )
+    prune_batch: int = Field(
+        default=20_000,
+        ge=100,
+        le=10_000_000,
+        description="Most rows one pruning pass deletes (the writer prunes once a minute, "
+        "and again soon while a pass finds a full batch), so a long backlog never holds "
+        "the database for long.",
+    )
+
+
 class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     format: Literal["auto", "json", "console"] = Field(
@@ -1161,6 +1190,15 @@ class HealthConfig(Section):
         description="Seconds between database reachability probes (SELECT 1), so /healthz "
         "sees an outage even while nothing is being written.",
     )
+    metrics_devices: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="Most devices with series of their own in /metrics (windows, anomalous "
+        "windows, latest score and score/threshold): the first this many to have a window "
+        'scored since the start. Every other device counts in its stream\'s device="" '
+        "series, so the number of series stays bounded; 0: none per device.",
+    )
 
 
 class PublishConfig(Section):
@@ -1209,8 +1247,17 @@ class PublishConfig(Section):
     )
     ha_discovery: bool = Field(
         default=False,
-        description="Announce one Home Assistant binary_sensor per stream and device "
-        "(MQTT discovery, retained).",
+        description="Announce Home Assistant entities per stream and device (MQTT "
+        "discovery, retained): an alert binary_sensor, a score sensor (score / threshold, "
+        "published on <prefix>/score/<stream>/<device> at most every 10 s while it changes; needs "
+        "[history] enabled), a severity sensor and, with ha_ack, an acknowledge button.",
+    )
+    ha_ack: bool = Field(
+        default=True,
+        description="With ha_discovery: announce an acknowledge button per device and "
+        "subscribe to <prefix>/command/<stream>/<device>/ack; an 'ACK' there acknowledges "
+        "the device's open alerts as `sentinel alerts ack` does. Anyone allowed to publish "
+        "there can acknowledge: restrict the topic in the broker's ACL, or turn this off.",
     )
     discovery_prefix: str = Field(
         default="homeassistant",
@@ -1253,6 +1300,7 @@ class SentinelConfig(Section):
     stuck: StuckConfig = Field(default_factory=StuckConfig)
     relations: RelationsConfig = Field(default_factory=RelationsConfig)
     constants: ConstantsConfig = Field(default_factory=ConstantsConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
@@ -1344,6 +1392,13 @@ class SentinelConfig(Section):
                 "database.sqlite_durability: commits are not fsynced before their readings "
                 "are acknowledged, so a power cut can lose readings the broker has already "
                 'forgotten; keep "full" unless the box has a UPS (docs/OPERATIONS.md)'
+            )
+        publish = self.publish
+        if publish.enabled and publish.ha_discovery and publish.ha_ack and not self.mqtt.username:
+            found.append(
+                f"publish.ha_ack: the daemon acknowledges alerts on {publish.prefix}/command/"
+                "<stream>/<device>/ack from any client of a broker it reaches without a user "
+                "name; restrict that topic in the broker's ACL, or set ha_ack = false"
             )
         return found
 

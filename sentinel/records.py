@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "Rejected",
     "RelationHit",
     "Score",
+    "ScoreBucket",
     "Severity",
     "SpikeHit",
     "StuckHit",
@@ -431,6 +433,55 @@ class DeviceProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class ScoreBucket:
+    """One device's scored windows of one minute, downsampled for the score history
+    (issue #25): committed with the readings whose windows they are.
+
+    A window counts in the minute of its newest reading (event time). ``threshold`` is the
+    threshold the highest-scoring window was judged against; ``max_ratio`` is the highest
+    score / threshold of any window, which may be another window when the threshold moved.
+    """
+
+    stream: str
+    device: str
+    start: int  # the minute's first second, epoch seconds UTC (a multiple of 60)
+    windows: int
+    anomalous: int  # windows judged anomalous (by score or by any check)
+    max_score: float
+    threshold: float
+    max_ratio: float
+
+    def merged(self, other: ScoreBucket) -> ScoreBucket:
+        """Both buckets' windows as one (same device and minute); what the database's
+        upsert does with a row already stored."""
+        top = other if other.max_score > self.max_score else self
+        return ScoreBucket(
+            stream=self.stream,
+            device=self.device,
+            start=self.start,
+            windows=self.windows + other.windows,
+            anomalous=self.anomalous + other.anomalous,
+            max_score=top.max_score,
+            threshold=top.threshold,
+            max_ratio=max(self.max_ratio, other.max_ratio),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-safe, with the minute also as ISO 8601 text."""
+        return {
+            "stream": self.stream,
+            "device": self.device,
+            "start": self.start,
+            "start_at": datetime.fromtimestamp(self.start, UTC).isoformat(),
+            "windows": self.windows,
+            "anomalous": self.anomalous,
+            "max_score": self.max_score,
+            "threshold": self.threshold,
+            "max_ratio": self.max_ratio,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceReset:
     """An operator's ``sentinel devices reset``: the device's stored progress is deleted,
     so its next reading is taken whatever its last timestamp was (a far-future one, say).
@@ -454,3 +505,4 @@ class WriteBatch:
     acks: tuple[Ack, ...] = field(default=())
     audit: tuple[AuditEvent, ...] = ()
     resets: tuple[DeviceReset, ...] = ()  # applied before this batch's progress
+    history: tuple[ScoreBucket, ...] = ()  # this pass's windows, per device and minute

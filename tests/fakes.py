@@ -7,12 +7,13 @@ model is exercised end to end elsewhere (tests/test_app.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from sentinel.config import SentinelConfig
+from sentinel.ingest.source import SourceStatus
 from sentinel.model import Calibration, Detector, DetectorMeta
 from sentinel.records import Ack, Alert, Delivery, Reading, WriteBatch
 from sentinel.worker.coldstart import TrainingJob
@@ -103,3 +104,29 @@ def delivery(device: str, ts: float, x: float, mid: int | None = None) -> Delive
         ack=Ack(mid, 1) if mid is not None else None,
         received_at=time.time(),
     )
+
+
+class FakeSource:
+    """What a second source (NATS JetStream, issue #24) would offer the daemon."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.acked: list[list[Ack]] = []
+
+    def start(self) -> None:
+        self.connected = True
+
+    def pause(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.connected = False
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self.connected
+
+    def ack(self, acks: Iterable[Ack]) -> None:
+        self.acked.append(list(acks))
+
+    def status(self) -> SourceStatus:
+        return SourceStatus("nats", self.connected, 3)

@@ -22,11 +22,14 @@ import pytest
 from sentinel.daemon.app import EXIT_FATAL_CONNECTION
 from sentinel.ingest.mqtt import MqttSource
 from sentinel.records import AlertStatus
+from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker, find_mosquitto
 from simulators.fleet import FEATURES
 from tests.e2e_helpers import (
+    HOP,
     REPO,
     TRAINS_IN_BODY,
+    WINDOW,
     all_alerts,
     daemon_config,
     finish,
@@ -142,6 +145,18 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
             assert earlier.status is AlertStatus.CLOSED, f"{device}: two alerts open at once"
             assert earlier.ended_at is not None
             assert later.started_at > earlier.ended_at, f"{device}: overlapping (duplicate) alerts"
+
+    # The score history commits with the readings: a window counts once, however the kill
+    # fell between commits. A restart only loses windows (its first partial window), so
+    # no device has more than its readings make windows (issue #25).
+    store = AlertStore(url)
+    store.open()
+    try:
+        for (stream, device), progress in store.device_progress().items():
+            windows = sum(b.windows for b in store.score_history(stream, device))
+            assert 0 < windows <= (progress.readings - WINDOW) // HOP + 1, device
+    finally:
+        store.close()
 
 
 def test_bad_credentials_stop_with_a_clear_error(

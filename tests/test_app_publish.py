@@ -136,3 +136,7 @@ def test_daemon_publishes_alerts_and_availability_through_a_kill(
     assert {m.json()["state_topic"] for m in configs} == {
         f"{prefix}/state/pump/pump-{n:03d}" for n in range(4)
     }
+    # The score sensors' state: the committed score history, through the daemon's wiring.
+    scores = retained(private_broker, f"{prefix}/score/pump/#", count=4)
+    assert {m.topic for m in scores} == {f"{prefix}/score/pump/pump-{n:03d}" for n in range(4)}
+    assert all(m.json()["windows"] > 0 and m.json()["ratio"] >= 0 for m in scores)

@@ -18,16 +18,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from sentinel.config import MqttConfig, PublishConfig
 from sentinel.publish.publisher import AlertPublisher
-from sentinel.records import AlertStatus, DeviceProgress, WriteBatch
+from sentinel.records import AlertStatus, DeviceProgress, ScoreBucket, Severity, WriteBatch
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.outbox import OutboxPolicy, pending_events
 from sentinel.store.schema import AlertOutboxRow
@@ -67,7 +70,7 @@ def make_publisher(
         reconnect_min_delay=1,
         reconnect_max_delay=1,
     )
-    return AlertPublisher(config, mqtt_config, store, poll_interval=0.2)
+    return AlertPublisher(config, mqtt_config, store, poll_interval=0.2, score_interval=0.2)
 
 
 @contextmanager
@@ -173,7 +176,10 @@ def test_home_assistant_discovery_is_retained(
         wait_for(lambda: out.pending() == 0 and out.publisher.published == 2, 60, "the event")
         configs = retained(mqtt_broker, f"{discovery}/binary_sensor/#", count=3)
         states = retained(mqtt_broker, f"{p}/state/#", count=3)
-    assert all(m.retain for m in configs + states)
+        severities = retained(mqtt_broker, f"{p}/severity/#", count=3)
+        sensor_configs = retained(mqtt_broker, f"{discovery}/sensor/#", count=6)
+        buttons = retained(mqtt_broker, f"{discovery}/button/#", count=3)
+    assert all(m.retain for m in configs + states + severities + sensor_configs + buttons)
     by_topic = {m.topic: m.json() for m in configs}
     node = p
     assert set(by_topic) == {
@@ -194,6 +200,24 @@ def test_home_assistant_discovery_is_retained(
         f"{p}/state/pump/p2": b"ON",
         f"{p}/state/pump/p3": b"ON",
     }
+    assert {m.topic: m.payload for m in severities} == {
+        f"{p}/severity/pump/p1": b"none",
+        f"{p}/severity/pump/p2": b"info",
+        f"{p}/severity/pump/p3": b"info",
+    }
+    # Per device also a score sensor, a severity sensor and an acknowledge button.
+    sensors = {m.topic: m.json() for m in sensor_configs}
+    assert set(sensors) == {
+        f"{discovery}/sensor/{node}/pump_{d}_{what}/config"
+        for d in ("p1", "p2", "p3")
+        for what in ("score", "severity")
+    }
+    assert {m.topic for m in buttons} == {
+        f"{discovery}/button/{node}/pump_{d}_ack/config" for d in ("p1", "p2", "p3")
+    }
+    for m in sensor_configs + buttons:
+        if "_p2_" in m.topic:  # one device in Home Assistant, whatever the entity
+            assert m.json()["device"] == p2["device"]
 
 
 def _outbox(store: AlertStore) -> dict[tuple[str, int], dict[str, Any]]:
@@ -405,3 +429,89 @@ def test_a_broker_certificate_from_another_ca_stops_the_publisher(
     finally:
         publisher.stop(timeout=1.0)
         store.close()
+
+
+def test_home_assistant_score_sensor_severity_and_acknowledge_button(
+    mqtt_broker: PrivateBroker, database_url: str
+) -> None:
+    discovery = prefix()
+    config = PublishConfig(prefix=prefix(), ha_discovery=True, discovery_prefix=discovery)
+    p = config.prefix
+    # Two open alerts from an earlier run, their events not published yet.
+    before = AlertStore(database_url, outbox=OutboxPolicy())
+    before.open()
+    before.migrate()
+    progress = tuple(DeviceProgress("pump", d, T0, 10) for d in ("p1", "p2"))
+    alerts = (
+        make_alert("a-1", device="p1", severity=Severity.WARNING),
+        make_alert("a-2", device="p2"),
+    )
+    before.write([WriteBatch(alerts=alerts, progress=progress)])
+    ids = {r.uid: r.id for r in before.list_alerts()}
+    before.close()
+    with pressing(mqtt_broker) as client:
+        # A command left retained on the broker reaches the publisher when it subscribes:
+        # acting on it would acknowledge again at every reconnect, so it is ignored.
+        client.publish(f"{p}/command/pump/p2/ack", "ACK", qos=1, retain=True).wait_for_publish(5)
+        try:
+            with (
+                consuming(mqtt_broker, f"{p}/alerts/#") as consumer,
+                alert_output(database_url, mqtt_broker, config) as out,
+            ):
+                wait_for(lambda: len(consumer.events()) == 2, 60, "the two new events")
+                severity = retained(mqtt_broker, f"{p}/severity/pump/p1")
+                assert [m.payload for m in severity] == [b"warning"]
+                # The score sensor: the committed minute, its ratio as the state.
+                minute = int(T0) // 60 * 60
+                out.publisher.observe_scores(
+                    [
+                        ScoreBucket("pump", "p1", minute, 10, 2, 3.0, 2.0, 1.5),
+                        ScoreBucket("pump", "p1", minute, 5, 0, 1.0, 2.0, 0.5),  # later pass
+                    ]
+                )
+                [score] = retained(mqtt_broker, f"{p}/score/pump/p1")
+                assert score.json() == {
+                    "ratio": 1.5,
+                    "score": 3.0,
+                    "threshold": 2.0,
+                    "windows": 15,
+                    "anomalous": 2,
+                    "minute": datetime.fromtimestamp(minute, UTC).isoformat(),
+                }
+                topic = f"{discovery}/sensor/{p}/pump_p1_score/config"
+                [sensor] = retained(mqtt_broker, topic)
+                assert sensor.json()["state_topic"] == f"{p}/score/pump/p1"
+                assert sensor.json()["value_template"] == "{{ value_json.ratio }}"
+
+                # Pressing p1's button: Home Assistant publishes payload_press on its topic.
+                topic = f"{discovery}/button/{p}/pump_p1_ack/config"
+                [button] = retained(mqtt_broker, topic)
+                command, press = button.json()["command_topic"], button.json()["payload_press"]
+                assert command == f"{p}/command/pump/p1/ack"
+                client.publish(command, press, qos=1).wait_for_publish(5)
+                wait_for(lambda: len(consumer.events()) == 3, 60, "the acknowledgement's event")
+                assert out.publisher.acknowledged == 1
+                a1, a2 = out.store.get_alert(ids["a-1"]), out.store.get_alert(ids["a-2"])
+        finally:
+            client.publish(f"{p}/command/pump/p2/ack", b"", qos=1, retain=True).wait_for_publish(5)
+    assert a1 is not None
+    assert a2 is not None
+    assert a1.status is AlertStatus.ACKNOWLEDGED
+    assert a1.ack_note == "acknowledged in Home Assistant"
+    assert a2.status is AlertStatus.OPEN  # the retained command acknowledged nothing
+    ack = consumer.events()[-1]
+    assert (ack["uid"], ack["event"], ack["reason"]) == ("a-1", "update", "acknowledged")
+    assert [m.payload for m in retained(mqtt_broker, f"{p}/severity/pump/p1")] == [b"warning"]
+
+
+@contextmanager
+def pressing(broker: PrivateBroker) -> Iterator[Any]:
+    """A client publishing as Home Assistant does when a button is pressed."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ha-{uuid.uuid4().hex[:8]}")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        yield client
+    finally:
+        client.disconnect()
+        client.loop_stop()

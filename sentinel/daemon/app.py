@@ -83,7 +83,7 @@ class SentinelApp:
         self.config = config
         self.config_path = config_path  # re-read on SIGHUP (see request_reload)
         self.notifier = notifier or Notifier()
-        self.metrics = Metrics(config.state_dir)
+        self.metrics = Metrics(config.state_dir, max_devices=config.health.metrics_devices)
         self.health = Health()
         self.health_server: HttpServer | None = None
         self._reload = threading.Event()
@@ -135,6 +135,9 @@ class SentinelApp:
                 batch_max=config.database.batch_max,
                 on_commit=self._committed,
                 on_resolved=lambda uids: self._pipeline().alerts_resolved(uids),
+                # Pruned also with history off: what an earlier run recorded still ages out.
+                history_retention=config.history.retention,
+                prune_batch=config.history.prune_batch,
             )
             if publish.enabled:
                 self.publisher = AlertPublisher(
@@ -331,8 +334,10 @@ class SentinelApp:
 
     def _committed(self, batches: Sequence[WriteBatch]) -> None:
         self._send_acks(batches)
-        if self.publisher is not None and any(b.alerts for b in batches):
-            self.publisher.notify()
+        if self.publisher is not None:
+            self.publisher.observe_scores(b for batch in batches for b in batch.history)
+            if any(b.alerts for b in batches):
+                self.publisher.notify()
 
     def _send_acks(self, batches: Sequence[WriteBatch]) -> None:
         if self.source is not None:

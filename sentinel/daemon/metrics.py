@@ -9,18 +9,25 @@ histogram needs every observation).
 ``RETRAINING_RUNS`` is process-wide so that any code that trains a model (the cold start
 here, scheduled retraining elsewhere) can count a run with :func:`record_retraining`.
 ``stats_dict`` builds the same numbers as a plain dict, for a periodic stats message.
+
+Per-device series (issue #25) are bounded: ``DeviceSeries`` gives the first
+``health.metrics_devices`` devices series of their own and counts every other device in its
+stream's ``device=""`` series. Counters carry no ``_created`` samples (one more series each,
+which no dashboard reads): ``Metrics`` turns them off process-wide.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -31,12 +38,15 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from sentinel.ingest.source import Source
+    from sentinel.records import ScoreBucket
     from sentinel.retrain.reservoir import ReservoirTap
     from sentinel.store import AlertWriter
     from sentinel.worker.pipeline import Pipeline
 
 __all__ = [
+    "OTHER_DEVICES",
     "RETRAINING_RUNS",
+    "DeviceSeries",
     "Metrics",
     "directory_bytes",
     "record_retraining",
@@ -46,8 +56,8 @@ __all__ = [
 # Process-wide: other modules count their training runs here (see record_retraining).
 RETRAINING_RUNS = Counter(
     "sentinel_retraining_runs",
-    "Model training runs by stream, trigger (cold_start, scheduled, drift, manual) and "
-    "outcome (activated, rejected, failed).",
+    "Model training runs by stream, trigger (cold_start, schedule, manual) and outcome "
+    "(activated, or the run's status when no model was installed: rejected, skipped, failed).",
     ["stream", "trigger", "outcome"],
     registry=None,
 )
@@ -84,10 +94,94 @@ def directory_bytes(path: Path) -> int:
     return total
 
 
+OTHER_DEVICES = ""  # the device label of the devices beyond the cap (no device is named "")
+
+
+@dataclass(slots=True)
+class _DeviceCounts:
+    windows: int = 0
+    anomalous: int = 0
+    score: float = 0.0  # highest score of the device's latest pass
+    ratio: float = 0.0  # highest score / threshold of its latest pass
+
+
+class DeviceSeries:
+    """Per-device windows, anomalous windows and latest score, for at most ``cap`` devices.
+
+    The first ``cap`` devices to have a window scored get series of their own and keep them
+    until the daemon stops; the windows of every other device add to its stream's
+    ``device=""`` counters (no score gauges: a latest score of many devices means nothing).
+    ``observe`` runs on the pipeline worker once per pass; ``collect`` on a scrape.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._lock = threading.Lock()
+        self._named: dict[tuple[str, str], _DeviceCounts] = {}
+        self._other: dict[str, _DeviceCounts] = {}
+
+    def observe(self, buckets: Sequence[ScoreBucket]) -> None:
+        with self._lock:
+            for b in buckets:
+                key = (b.stream, b.device)
+                counts = self._named.get(key)
+                if counts is None and len(self._named) < self._cap:
+                    counts = self._named[key] = _DeviceCounts()
+                if counts is None:
+                    counts = self._other.setdefault(b.stream, _DeviceCounts())
+                counts.windows += b.windows
+                counts.anomalous += b.anomalous
+                counts.score, counts.ratio = b.max_score, b.max_ratio
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            named = [(k, _DeviceCounts(c.windows, c.anomalous, c.score, c.ratio))
+                     for k, c in sorted(self._named.items())]  # fmt: skip
+            other = [(s, c.windows, c.anomalous) for s, c in sorted(self._other.items())]
+        labels = ["stream", "device"]
+        windows = CounterMetricFamily(
+            "sentinel_device_windows",
+            "Windows scored, by device (health.metrics_devices devices; the rest of a "
+            'stream in device="").',
+            labels=labels,
+        )
+        anomalous = CounterMetricFamily(
+            "sentinel_device_windows_anomalous",
+            "Scored windows judged anomalous (by score or by a spike, level, stuck, constant "
+            "or relation check), by device (health.metrics_devices devices; the rest of a "
+            'stream in device="").',
+            labels=labels,
+        )
+        score = GaugeMetricFamily(
+            "sentinel_device_score",
+            "Highest window score of the device's latest scoring pass (model units), for "
+            "the health.metrics_devices devices with series of their own.",
+            labels=labels,
+        )
+        ratio = GaugeMetricFamily(
+            "sentinel_device_score_ratio",
+            "Highest window score / threshold of the device's latest scoring pass (above 1: "
+            "over the line), for the health.metrics_devices devices with series of their own.",
+            labels=labels,
+        )
+        for (stream, device), c in named:
+            windows.add_metric([stream, device], c.windows)
+            anomalous.add_metric([stream, device], c.anomalous)
+            score.add_metric([stream, device], c.score)
+            ratio.add_metric([stream, device], c.ratio)
+        for stream, n, flagged in other:
+            windows.add_metric([stream, OTHER_DEVICES], n)
+            anomalous.add_metric([stream, OTHER_DEVICES], flagged)
+        yield from (windows, anomalous, score, ratio)
+
+
 class Metrics:
     """One daemon's metrics: its own registry, filled by a collector over live components."""
 
-    def __init__(self, state_dir: Path | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, *, max_devices: int = 100) -> None:
+        # Process-wide in prometheus_client; a daemon has one registry anyway.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in 0.26
+        self.devices = DeviceSeries(max_devices)
         self.registry = CollectorRegistry(auto_describe=False)
         self.scoring_seconds = Histogram(
             "sentinel_scoring_seconds",
@@ -105,6 +199,7 @@ class Metrics:
         self.registry.register(RETRAINING_RUNS)
         self.registry.register(ProcessCollector(registry=None))
         self._collector = _ComponentCollector(state_dir)
+        self._collector.device_series = self.devices
         self.registry.register(self._collector)
 
     def attach(
@@ -118,6 +213,7 @@ class Metrics:
         self._collector.components = (pipeline, source, writer)
         self._collector.reservoir = reservoir
         pipeline.on_scored = self.observe_scoring
+        pipeline.on_history = self.devices.observe
 
     def stats(self) -> dict[str, Any] | None:
         """``stats_dict`` of the attached components (None before the daemon has them)."""
@@ -132,6 +228,7 @@ class _ComponentCollector(Collector):
     def __init__(self, state_dir: Path | None) -> None:
         self.components: tuple[Pipeline, Source, AlertWriter] | None = None
         self.reservoir: ReservoirTap | None = None  # with retraining on
+        self.device_series: DeviceSeries | None = None
         self._state_dir = state_dir
         self._started = time.time()
 
@@ -148,6 +245,8 @@ class _ComponentCollector(Collector):
                 "Bytes of files under the state directory (models, SQLite, snapshots).",
                 directory_bytes(self._state_dir),
             )
+        if self.device_series is not None:
+            yield from self.device_series.collect()
         if self.components is None:
             return
         pipeline, source, writer = self.components
@@ -183,6 +282,11 @@ class _ComponentCollector(Collector):
             "sentinel_database_up",
             "0 while the last database commit, or the worker's last read, failed; else 1.",
             int(writer.last_error is None and pipeline.recall_error is None),
+        )
+        yield CounterMetricFamily(
+            "sentinel_history_pruned_rows",
+            "Score history rows (device-minutes) deleted after history.retention.",
+            writer.history_pruned,
         )
         if self.reservoir is not None:
             lost = CounterMetricFamily(
@@ -234,7 +338,10 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
     windows.add_metric(["unscored"], stats.windows_unscored)  # no model yet
     yield windows
     yield CounterMetricFamily(
-        "sentinel_windows_anomalous", "Scored windows above their threshold.", stats.anomalous
+        "sentinel_windows_anomalous",
+        "Scored windows judged anomalous: above their threshold, or flagged by the spike, "
+        "level, stuck, constant or relation check.",
+        stats.anomalous,
     )
     yield CounterMetricFamily(
         "sentinel_windows_recurring",
@@ -247,6 +354,15 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
         "features (the relation check).",
         stats.relation_broken,
     )
+    open_alerts = GaugeMetricFamily(
+        "sentinel_alerts_open",
+        "Alerts open now (acknowledged ones included, resolved ones not), by stream.",
+        labels=["stream"],
+    )
+    counts = pipeline.open_alerts()
+    for stream in sorted(pipeline.model_versions()):
+        open_alerts.add_metric([stream], counts.get(stream, 0))
+    yield open_alerts
     alerts = CounterMetricFamily("sentinel_alerts", "Alert changes, by event.", labels=["event"])
     alerts.add_metric(["opened"], stats.alerts_opened)
     alerts.add_metric(["reopened"], stats.alerts_reopened)  # within alerts.cooldown

@@ -221,6 +221,20 @@ class AlertTracker:
     def open_alerts(self) -> int:
         return sum(1 for d in self._devices.values() if d.open is not None)
 
+    def open_by_stream(self) -> dict[str, int]:
+        """Alerts open now per stream (an acknowledged one is open until it closes); read
+        from another thread (metrics), so a copy that races the worker is taken again."""
+        for _ in range(5):
+            try:
+                open_keys = [k for k, d in list(self._devices.items()) if d.open is not None]
+            except RuntimeError:  # the worker changed the dict while it was copied
+                continue
+            counts: dict[str, int] = {}
+            for stream, _device in open_keys:
+                counts[stream] = counts.get(stream, 0) + 1
+            return counts
+        return {}
+
     def busy(self, key: tuple[str, str], now: float) -> bool:
         """Whether a device's state must stay: an alert is open, or one ended within
         ``cooldown`` of ``now`` (event time) and could still be reopened."""

@@ -14,15 +14,21 @@ daemon. A message may therefore arrive twice; ``(uid, seq)`` in the payload iden
 
 Availability: ``<prefix>/status`` is ``online`` (retained) while we are connected; the broker
 publishes our Last Will ``offline`` (retained) when the connection dies, and we publish it
-ourselves on a clean stop. With ``ha_discovery`` the publisher also announces one Home
-Assistant binary_sensor per stream and device (docs/MQTT.md).
+ourselves on a clean stop. With ``ha_discovery`` the publisher also announces Home
+Assistant entities per stream and device (docs/MQTT.md): the alert binary_sensor; a score
+sensor, fed every few seconds from the committed score history (``observe_scores``); a
+severity sensor, published with each outbox row; and an acknowledge button, whose command
+topic this client subscribes to and answers with ``AlertStore.acknowledge``, the code path
+of ``sentinel alerts ack`` (issue #25).
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,8 +45,19 @@ from sentinel.mqtt import (
     connect_error,
     fatal_connect_error,
 )
-from sentinel.publish.ha_discovery import OFFLINE, ONLINE, discovery_config, discovery_topic
-from sentinel.records import AlertStatus
+from sentinel.publish.ha_discovery import (
+    ACK_PAYLOAD,
+    OFFLINE,
+    ONLINE,
+    SEVERITY_NONE,
+    ack_topic_filter,
+    discovery_messages,
+    discovery_topic,
+    parse_ack_topic,
+    score_topic,
+    severity_topic,
+)
+from sentinel.records import AlertStatus, ScoreBucket
 from sentinel.store import AlertStore
 from sentinel.store.outbox import (
     OutboxEvent,
@@ -59,6 +76,8 @@ _ACK_SLICE = 0.2  # seconds; waits for PUBACKs re-check stop() this often
 _RETRY = 5.0  # seconds after a failure (database error, refused PUBLISH)
 _PRUNE_EVERY = 3600.0
 _DISCOVERY_REFRESH = 60.0  # seconds between looks for devices not announced yet
+_SCORE_EVERY = 10.0  # least seconds between publications of the devices' latest scores
+_ACK_NOTE = "acknowledged in Home Assistant"
 
 
 class AlertPublisher:
@@ -72,12 +91,14 @@ class AlertPublisher:
         *,
         password: str | None = None,
         poll_interval: float = _POLL,
+        score_interval: float = _SCORE_EVERY,
     ) -> None:
         self._config = config
         self._mqtt = mqtt_config
         self._store = store
         self._password = password
         self._poll = poll_interval
+        self._score_interval = score_interval
         self._client: mqtt.Client | None = None
         self._thread: threading.Thread | None = None
         self._connected = threading.Event()
@@ -87,6 +108,12 @@ class AlertPublisher:
         self._deadline = 0.0  # monotonic; set by stop()
         self._failed: dict[int, str] = {}  # mid -> refused PUBACK's reason (MQTT 5)
         self._announced: set[tuple[str, str]] = set()
+        # Per device its latest minute of scores, until published (bounded by the devices).
+        self._scores: dict[tuple[str, str], ScoreBucket] = {}
+        self._scores_lock = threading.Lock()
+        # (stream, device) whose button was pressed; filled on paho's thread, never blocks.
+        self._acks: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self.acknowledged = 0  # alerts acknowledged from Home Assistant
         self._fatal: str | None = None
         self.published = 0  # outbox rows acknowledged by the broker and marked
         self.connects = 0
@@ -103,8 +130,16 @@ class AlertPublisher:
     def state_topic(self, stream: str, device: str) -> str:
         return f"{self._config.prefix}/state/{stream}/{device}"
 
-    def discovery_topic(self, stream: str, device: str) -> str:
-        return discovery_topic(self._config.discovery_prefix, self._config.prefix, stream, device)
+    def discovery_topic(self, stream: str, device: str, entity: str = "") -> str:
+        return discovery_topic(
+            self._config.discovery_prefix, self._config.prefix, stream, device, entity
+        )
+
+    def score_topic(self, stream: str, device: str) -> str:
+        return score_topic(self._config.prefix, stream, device)
+
+    def severity_topic(self, stream: str, device: str) -> str:
+        return severity_topic(self._config.prefix, stream, device)
 
     @property
     def client_id(self) -> str:
@@ -170,6 +205,21 @@ class AlertPublisher:
         """New rows may have been committed: look at the outbox now."""
         self._wake.set()
 
+    def observe_scores(self, buckets: Iterable[ScoreBucket]) -> None:
+        """Committed score history (the writer's thread): kept per device, the minute's
+        buckets merged, for the score sensors' next publication. A no-op without
+        ``ha_discovery``."""
+        if not self._config.ha_discovery:
+            return
+        with self._scores_lock:
+            for b in buckets:
+                key = (b.stream, b.device)
+                kept = self._scores.get(key)
+                if kept is None or b.start > kept.start:
+                    self._scores[key] = b
+                elif b.start == kept.start:
+                    self._scores[key] = kept.merged(b)
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
@@ -207,6 +257,7 @@ class AlertPublisher:
     def _run(self) -> None:
         next_prune = time.monotonic()
         next_refresh = time.monotonic() + _DISCOVERY_REFRESH
+        next_scores = time.monotonic()
         try:
             while True:
                 self._wake.clear()
@@ -214,7 +265,17 @@ class AlertPublisher:
                 if stopping and (time.monotonic() >= self._deadline or not self.connected):
                     return
                 busy = False
+                try:
+                    self._acknowledge_pressed()
+                except (SQLAlchemyError, StoreError) as err:
+                    log.warning("publisher_database_error", error=str(err), retry_in=_RETRY)
+                    self._pause(_RETRY)
+                    continue
                 if self.connected:
+                    # The first scores go out at once, then at most every score_interval.
+                    due = self._config.ha_discovery and time.monotonic() >= next_scores
+                    if due and self._publish_scores():
+                        next_scores = time.monotonic() + self._score_interval
                     try:
                         if self._config.ha_discovery and (
                             self._announce_all.is_set() or time.monotonic() >= next_refresh
@@ -227,6 +288,8 @@ class AlertPublisher:
                         self._pause(_RETRY)
                         continue
                 if stopping and not busy:
+                    if self._config.ha_discovery and self.connected:
+                        self._publish_scores()  # the latest, before we say offline
                     return  # everything sent
                 if time.monotonic() >= next_prune and not stopping:
                     self._prune()
@@ -257,6 +320,14 @@ class AlertPublisher:
                 self._send(self.event_topic(row.stream, row.device), json.dumps(row.payload)),
                 self._send(self.state_topic(row.stream, row.device), state, retain=True),
             ]
+            if self._config.ha_discovery:
+                severity = (
+                    SEVERITY_NONE
+                    if row.event == "end"
+                    else str(row.payload.get("severity", "info"))
+                )
+                topic = self.severity_topic(row.stream, row.device)
+                infos.append(self._send(topic, severity, retain=True))
             sent.append((row, infos))
         done: list[int] = []
         refused: list[OutboxEvent] = []
@@ -327,28 +398,74 @@ class AlertPublisher:
         self._announce_all.clear()
         if everything:
             self._announced.clear()
-        active = {
-            (a.stream, a.device)
-            for a in self._store.open_alerts()
-            if a.status is not AlertStatus.CLOSED
-        }
-        devices = set(self._store.device_progress()) | active
+        active: dict[tuple[str, str], str] = {}
+        for a in self._store.open_alerts():
+            if a.status is not AlertStatus.CLOSED:
+                active[(a.stream, a.device)] = a.severity.value
+        devices = set(self._store.device_progress()) | set(active)
         new = sorted(devices - self._announced)
         for stream, device in new:
-            self._announce_device(stream, device, (stream, device) in active)
+            self._announce_device(stream, device, active.get((stream, device), SEVERITY_NONE))
         if new:
             log.info("ha_discovery_announced", devices=len(new))
 
-    def _announce_device(self, stream: str, device: str, alerting: bool | None) -> None:
-        """Retained discovery config, and the current state when known."""
-        self._send(
-            self.discovery_topic(stream, device),
-            json.dumps(discovery_config(self._config.prefix, self._config.qos, stream, device)),
-            retain=True,
-        )
-        if alerting is not None:
+    def _announce_device(self, stream: str, device: str, severity: str | None) -> None:
+        """Retained discovery configs, and the current state when known: ``severity`` is
+        the open alert's, ``SEVERITY_NONE`` without one, None when not known here."""
+        cfg = self._config
+        for topic, config in discovery_messages(
+            cfg.discovery_prefix, cfg.prefix, cfg.qos, stream, device, cfg.ha_ack
+        ):
+            self._send(topic, json.dumps(config), retain=True)
+        if severity is not None:
+            alerting = severity != SEVERITY_NONE
             self._send(self.state_topic(stream, device), "ON" if alerting else "OFF", retain=True)
+            self._send(self.severity_topic(stream, device), severity, retain=True)
         self._announced.add((stream, device))
+
+    def _publish_scores(self) -> int:
+        """Each device's latest minute on its score topic (retained: Home Assistant shows
+        it after its own restart), then forget them until they change; returns how many."""
+        with self._scores_lock:
+            scores, self._scores = self._scores, {}
+        for (stream, device), b in sorted(scores.items()):
+            payload = {
+                "ratio": round(b.max_ratio, 4),
+                "score": b.max_score,
+                "threshold": b.threshold,
+                "windows": b.windows,
+                "anomalous": b.anomalous,
+                "minute": datetime.fromtimestamp(b.start, UTC).isoformat(),
+            }
+            self._send(self.score_topic(stream, device), json.dumps(payload), retain=True)
+        return len(scores)
+
+    def _acknowledge_pressed(self) -> None:
+        """Acknowledge the open alerts of every device whose button was pressed, through
+        ``AlertStore.acknowledge`` like ``sentinel alerts ack`` (its outbox row says so)."""
+        while True:
+            try:
+                stream, device = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                alerts = self._store.list_alerts(stream=stream, device=device, status="open")
+                for alert in alerts:
+                    self._store.acknowledge(alert.id, note=_ACK_NOTE)
+            except (SQLAlchemyError, StoreError):
+                self._acks.put((stream, device))  # tried again after the pause
+                raise
+            except KeyError:  # deleted meanwhile: nothing left to acknowledge
+                alerts = []
+            self.acknowledged += len(alerts)
+            log.info(
+                "ha_acknowledged",
+                stream=stream,
+                device=device,
+                alerts=[a.id for a in alerts],
+            )
+            if alerts:
+                self._wake.set()  # their acknowledgement is in the outbox now
 
     # -- paho callbacks (network thread: never block) -------------------------------------
 
@@ -374,6 +491,8 @@ class AlertPublisher:
         if self._config.ha_discovery:
             # Home Assistant's birth message: re-announce when it (re)starts.
             client.subscribe(f"{self._config.discovery_prefix}/status", qos=1)
+            if self._config.ha_ack:
+                client.subscribe(ack_topic_filter(self._config.prefix), qos=1)
             self._announce_all.set()
         self._connected.set()
         self._wake.set()
@@ -402,6 +521,22 @@ class AlertPublisher:
             self._failed[mid] = str(reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.payload == ONLINE.encode():
-            self._announce_all.set()
-            self._wake.set()
+        if message.topic == f"{self._config.discovery_prefix}/status":
+            if message.payload == ONLINE.encode():
+                self._announce_all.set()
+                self._wake.set()
+            return
+        target = parse_ack_topic(self._config.prefix, message.topic)
+        if target is None or not self._config.ha_ack:
+            return
+        # A retained command would acknowledge again at every reconnect: only live presses.
+        if message.retain or message.payload != ACK_PAYLOAD.encode():
+            log.warning(
+                "ha_command_ignored",
+                topic=message.topic,
+                payload=bytes(message.payload[:64]).decode("utf-8", "replace"),
+                retained=bool(message.retain),
+            )
+            return
+        self._acks.put(target)
+        self._wake.set()

@@ -48,9 +48,11 @@ from sentinel.records import (
     DeviceProgress,
     DeviceReset,
     FeatureContribution,
+    ScoreBucket,
     Severity,
     WriteBatch,
 )
+from sentinel.store.history import prune_history, read_history, record_history
 from sentinel.store.outbox import (
     OutboxPolicy,
     record_acknowledgement,
@@ -471,8 +473,8 @@ class AlertStore:
         log.info("store_migrated", url=self.url)
 
     def write(self, batches: Sequence[WriteBatch]) -> set[str]:
-        """Commit the alerts, device progress and audit events of all batches in one
-        transaction; returns the uids among the alerts that an operator has resolved.
+        """Commit the alerts, device progress, audit events and score history of all batches
+        in one transaction; returns the uids among the alerts that an operator has resolved.
 
         A uid (or device) that appears more than once is written once, with its last state.
         A resolved alert's row is final: the daemon's updates of it are not applied, and the
@@ -483,6 +485,7 @@ class AlertStore:
         progress: dict[tuple[str, str], DeviceProgress] = {}
         resets: dict[tuple[str, str], DeviceReset] = {}
         audit: list[AuditEvent] = []
+        history: list[ScoreBucket] = []
         for batch in batches:
             for alert in batch.alerts:
                 alerts[alert.uid] = alert
@@ -494,7 +497,8 @@ class AlertStore:
             for p in batch.progress:
                 progress[(p.stream, p.device)] = p
             audit.extend(batch.audit)
-        if not alerts and not progress and not audit and not resets:
+            history.extend(batch.history)
+        if not alerts and not progress and not audit and not resets and not history:
             return set()
         now = datetime.now(UTC)
         resolved: set[str] = set()
@@ -538,9 +542,41 @@ class AlertStore:
                     )
                 if audit:
                     conn.execute(insert(AuditEventRow), [_audit_params(e, now) for e in audit])
+                if history:
+                    record_history(conn, history)
         except SQLAlchemyError as err:
             raise StoreError(f"write to {self.url} failed: {err}") from err
         return resolved
+
+    def score_history(
+        self,
+        stream: str,
+        device: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        limit: int = 50_000,
+    ) -> list[ScoreBucket]:
+        """A device's per-minute score history: the minutes starting in [since, until)
+        (naive datetimes mean UTC), oldest first; the newest ``limit`` when there are more."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        try:
+            return read_history(self.engine, stream, device, since, until, limit)
+        except SQLAlchemyError as err:
+            raise StoreError(f"read from {self.url} failed: {err}") from err
+
+    def prune_history(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest history minutes that started before
+        ``before``; returns how many (the writer calls this between its commits)."""
+        try:
+            with (
+                self.engine.connect().execution_options(**{_IMMEDIATE: True}) as conn,
+                conn.begin(),
+            ):
+                return prune_history(conn, before, limit)
+        except SQLAlchemyError as err:
+            raise StoreError(f"prune of {self.url} failed: {err}") from err
 
     def _insert(self, table: Any) -> Any:
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert

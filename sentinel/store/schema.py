@@ -34,6 +34,7 @@ __all__ = [
     "AuditEventRow",
     "Base",
     "DeviceStateRow",
+    "ScoreHistoryRow",
 ]
 
 # Stable constraint names, so that later migrations can address them on both databases.
@@ -159,3 +160,30 @@ class AuditEventRow(Base):
     device: Mapped[str] = mapped_column(String(128))
     detail: Mapped[dict[str, Any]] = mapped_column(_Json)
     recorded_at: Mapped[datetime] = mapped_column(_Timestamp)  # wall clock of the write
+
+
+class ScoreHistoryRow(Base):
+    """One device's scored windows of one minute (issue #25), merged into by the writer in
+    the transaction of the readings behind them; pruned after ``history.retention``.
+
+    The key leads with the device so a device's time range is one index range; the
+    ``bucket`` index serves the pruning. On SQLite the table is WITHOUT ROWID: the key is
+    the table, not a second copy of it (docs/BENCHMARKS.md, *Score history*).
+    """
+
+    __tablename__ = "score_history"
+    __table_args__ = (
+        Index("ix_score_history_bucket", "bucket"),
+        {"sqlite_with_rowid": False},
+    )
+
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # The minute's first second, epoch seconds UTC (event time): integers keep the key and
+    # its index small; the score_history_minutes view shows it as a timestamp.
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    windows: Mapped[int] = mapped_column(Integer)
+    anomalous: Mapped[int] = mapped_column(Integer)
+    max_score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)  # that of the max_score window
+    max_ratio: Mapped[float] = mapped_column(Float)  # highest score / threshold

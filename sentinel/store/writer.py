@@ -6,6 +6,10 @@ them (or what arrived within ``flush_interval``) into one transaction, then hand
 Nothing is acknowledged before it is committed, and nothing submitted is ever dropped: while
 the database fails the writer retries with capped backoff and its bounded queue pushes back
 on the pipeline (and so, through unacknowledged messages, on the broker).
+
+Between commits the same thread prunes the score history (``history_retention``), at most
+``prune_batch`` rows a pass, once a minute and sooner while there is a backlog: one writer
+on SQLite, and no pass holds the database for long.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from sentinel.errors import StoreError
 from sentinel.records import WriteBatch
 from sentinel.store.db import AlertStore
 
@@ -30,6 +36,8 @@ _CLOSING_POLL = 0.05  # while a submit() that began before stop() is still enque
 _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 5.0
 _SUBMIT_SLICE = 0.25  # blocked submitters re-check whether the writer gave up this often
+_PRUNE_EVERY = 60.0  # seconds between history pruning passes ...
+_PRUNE_AGAIN = 1.0  # ... or this soon after one that deleted a full batch
 
 _WAKE = WriteBatch()  # put by stop(), compared by identity, never written
 
@@ -46,9 +54,13 @@ class AlertWriter:
         queue_size: int = 1000,
         on_commit: Callable[[Sequence[WriteBatch]], None] | None = None,
         on_resolved: Callable[[Iterable[str]], None] | None = None,
+        history_retention: float | None = None,
+        prune_batch: int = 20_000,
     ) -> None:
-        if flush_interval < 0 or batch_max < 1 or queue_size < 1:
-            raise ValueError("flush_interval >= 0, batch_max >= 1 and queue_size >= 1")
+        if flush_interval < 0 or batch_max < 1 or queue_size < 1 or prune_batch < 1:
+            raise ValueError(
+                "flush_interval >= 0, batch_max >= 1, queue_size >= 1 and prune_batch >= 1"
+            )
         self._store = store
         self._flush_interval = flush_interval
         self._batch_max = batch_max
@@ -69,6 +81,11 @@ class AlertWriter:
         self._submitted = 0
         self._committed = 0
         self.write_errors = 0  # failed commits (each retried), for metrics
+        # Seconds of score history kept (None: never pruned), rows per pruning pass.
+        self._retention = history_retention
+        self._prune_batch = prune_batch
+        self._next_prune = 0.0  # monotonic; the first pass runs at start
+        self.history_pruned = 0  # rows, for metrics
 
     @property
     def last_error(self) -> str | None:
@@ -163,6 +180,8 @@ class AlertWriter:
                     return
                 if batches and not self._commit(batches):
                     return
+                if self._retention is not None and time.monotonic() >= self._next_prune:
+                    self._prune(self._retention)
         finally:
             self._abandoned.set()
 
@@ -201,7 +220,7 @@ class AlertWriter:
         while True:
             try:
                 resolved = None
-                if any(b.alerts or b.progress or b.audit or b.resets for b in batches):
+                if any(b.alerts or b.progress or b.audit or b.resets or b.history for b in batches):
                     resolved = self._store.write(batches)
             except Exception as err:  # thread boundary: retry, never drop
                 self._last_error = f"{type(err).__name__}: {err}"
@@ -218,6 +237,20 @@ class AlertWriter:
             if resolved:
                 self._notify_resolved(resolved)
             return True
+
+    def _prune(self, retention: float) -> None:
+        """One bounded pass over the score history; a failure waits for the next pass."""
+        before = datetime.now(UTC) - timedelta(seconds=retention)
+        try:
+            pruned = self._store.prune_history(before, self._prune_batch)
+        except StoreError as err:  # the next pass tries again; the writes go on
+            log.warning("history_prune_failed", error=f"{type(err).__name__}: {err}")
+            pruned = 0
+        full = pruned >= self._prune_batch
+        self._next_prune = time.monotonic() + (_PRUNE_AGAIN if full else _PRUNE_EVERY)
+        if pruned:
+            self.history_pruned += pruned
+            log.info("history_pruned", rows=pruned, before=before.isoformat(), more=full)
 
     def _backoff(self, delay: float) -> bool:
         """Wait before the next attempt; False when stop()'s deadline has passed."""

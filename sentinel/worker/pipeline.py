@@ -45,6 +45,7 @@ from sentinel.records import (
     Rejected,
     RejectReason,
     Score,
+    ScoreBucket,
     Verdict,
     Window,
     WriteBatch,
@@ -64,6 +65,7 @@ from sentinel.worker.commands import (
     WarmUp,
 )
 from sentinel.worker.devices import Abandoned, DeviceTable, Recall
+from sentinel.worker.history import HistoryBuckets
 from sentinel.worker.shadow import Shadow
 from sentinel.worker.snapshots import ThresholdSnapshots
 from sentinel.worker.stats import PipelineStats, RejectionLog
@@ -147,6 +149,10 @@ class Pipeline:
         self._cold_start_buffer = cold_start_buffer
         self._accepted: list[Reading] = []
         self._flagged: list[Window] = []
+        # Each pass's live verdicts per device and minute: the score_history table (with
+        # history.enabled) and the per-device metrics (on_history).
+        self._history = HistoryBuckets()
+        self._record_history = config.history.enabled
         self._config = config
         self._observer = observer
         self._snapshot_interval = snapshot_interval
@@ -163,6 +169,8 @@ class Pipeline:
         self.queue_full = 0  # counted on the network thread, the only writer
         # Called with (stream, windows, seconds) after each batched forward pass (metrics).
         self.on_scored: Callable[[str, int, float], None] | None = None
+        # Called with each pass's per-device minute buckets (per-device metrics); quick.
+        self.on_history: Callable[[Sequence[ScoreBucket]], None] | None = None
         # Monotonic time of the worker's latest pass: the watchdog's proof it is not stuck.
         self.heartbeat = time.monotonic()
         self._thresholds = ThresholdBank(config.threshold)
@@ -321,6 +329,10 @@ class Pipeline:
         """The latest failed read of stored progress, None once one succeeded again."""
         return self._devices.recall_error
 
+    def open_alerts(self) -> dict[str, int]:
+        """Per stream, the alerts open now (acknowledged ones included)."""
+        return self._alerts.open_by_stream()
+
     def has_model(self, stream: str) -> bool:
         return self._streams[stream].detector is not None
 
@@ -395,6 +407,7 @@ class Pipeline:
                 # after every restart. The log names how much was lost.
                 self.stats.batch_errors += 1
                 log.exception("pipeline_batch_failed", deliveries=len(batch))
+                self._history.drain()  # goes with the progress it would have come with
                 acks = tuple(d.ack for d in batch if d.ack is not None)
                 self._sink(WriteBatch(acks=acks))
 
@@ -468,11 +481,15 @@ class Pipeline:
                 self._accepted, self._flagged = [], []
         self._devices.seen(present, time.monotonic())
         progress = tuple(self._devices.progress(key) for key in touched)
+        history = self._history.drain()
+        if history and self.on_history is not None:
+            self.on_history(history)
         return WriteBatch(
             alerts=tuple(alerts),
             progress=progress,
             acks=tuple(acks),
             audit=audit,
+            history=history if self._record_history else (),
         )
 
     # -- commands (sentinel.worker.commands), run on the worker between two passes --------
@@ -571,7 +588,9 @@ class Pipeline:
             return []
         verdicts = self._judge(runtime, windows)
         changes: list[Alert] = []
+        history = self._history
         for verdict in verdicts:
+            history.add(verdict)
             if verdict.recurring:
                 self.stats.recurring += 1
             if verdict.relation is not None:

@@ -4,7 +4,7 @@ acks in commit order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,36 +14,11 @@ from sentinel.config import SentinelConfig
 from sentinel.daemon.app import SentinelApp
 from sentinel.daemon.health import Health, Progress
 from sentinel.daemon.metrics import Metrics, stats_dict
-from sentinel.ingest.source import Source, SourceStatus
+from sentinel.ingest.source import Source
 from sentinel.records import Ack, WriteBatch
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.worker.pipeline import Pipeline
-
-
-class FakeSource:
-    """What a second source (NATS JetStream, issue #24) would offer the daemon."""
-
-    def __init__(self) -> None:
-        self.connected = False
-        self.acked: list[list[Ack]] = []
-
-    def start(self) -> None:
-        self.connected = True
-
-    def pause(self) -> None:
-        pass
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.connected = False
-
-    def wait_subscribed(self, timeout: float) -> bool:
-        return self.connected
-
-    def ack(self, acks: Iterable[Ack]) -> None:
-        self.acked.append(list(acks))
-
-    def status(self) -> SourceStatus:
-        return SourceStatus("nats", self.connected, 3)
+from tests.fakes import FakeSource
 
 
 def _config(tmp_path: Path) -> SentinelConfig:

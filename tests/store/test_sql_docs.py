@@ -17,7 +17,13 @@ from sentinel.store import AlertStore
 from sentinel.store.db import MIGRATIONS_DIR
 from tests.store.helpers import T0, documented_queries, make_alert, make_progress, run_sql
 
-VIEWS = {"open_alerts", "alerts_per_device_day", "time_to_acknowledge"}
+VIEWS = {
+    "open_alerts",
+    "alerts_per_device_day",
+    "time_to_acknowledge",
+    "score_history_minutes",  # revision 0005
+    "score_history_hourly",
+}
 
 
 def _f(*pairs: tuple[str, float]) -> tuple[FeatureContribution, ...]:
@@ -310,6 +316,10 @@ def _expected(ids: dict[str, int], now: float) -> dict[str, list[dict[str, Any]]
         "open_by_severity": [{"severity": "info", "alerts": 3}],
         "resolved_by_operators": [],
         "rebaselines": [],
+        # Revision 0005; tests/store/test_history.py runs these on score history.
+        "device_score_last_hour": [],
+        "closest_to_threshold_day": [],
+        "before_open_alerts": [],
     }  # fmt: skip
 
 

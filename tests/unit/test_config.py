@@ -151,6 +151,19 @@ def test_check_config_warns_of_sqlite_commits_without_fsync(
     assert load_config(write(tmp_path, MINIMAL)).warnings() == []
 
 
+def test_check_config_warns_of_an_acknowledge_button_anyone_can_press(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    button = "[publish]\nha_discovery = true\n"
+    assert main(["check-config", str(write(tmp_path, button + MINIMAL))]) == 0
+    assert "publish.ha_ack" in capsys.readouterr().err
+    # A broker user (which the ACL can restrict), or no button: nothing to warn of.
+    user = '[mqtt]\nusername = "sentinel"\n'
+    assert load_config(write(tmp_path, user + button + MINIMAL)).warnings() == []
+    off = "[publish]\nha_discovery = true\nha_ack = false\n"
+    assert load_config(write(tmp_path, off + MINIMAL)).warnings() == []
+
+
 def test_duplicate_streams_and_bad_windows_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unique"):
         load_config(write(tmp_path, MINIMAL + MINIMAL))
