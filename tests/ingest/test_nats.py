@@ -58,15 +58,15 @@ def test_a_trailing_hash_also_maps_the_topic_without_it() -> None:
 def test_nats_config_is_validated() -> None:
     assert NatsConfig(partitions=3).owned == (0, 1, 2)
     assert NatsConfig(partitions=3, consume=[2, 0]).owned == (0, 2)
-    bad: dict[str, object]
-    for bad in (
+    bad_configs: list[dict[str, object]] = [
         {"partitions": 2, "consume": [2]},
         {"consume": [1, 1]},
         {"consume": []},
         {"stream": "a.b"},
         {"servers": ["localhost:4222"]},
         {"partitions": 0},
-    ):
+    ]
+    for bad in bad_configs:
         with pytest.raises(ValidationError):
             NatsConfig.model_validate(bad)
 
