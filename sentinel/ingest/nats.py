@@ -427,8 +427,9 @@ class NatsSource:
             try:
                 msgs = await sub.fetch(self._config.fetch_batch, timeout=FETCH_WAIT)
             except NatsTimeoutError:
-                continue
-            except NatsError as err:  # disconnected: the reconnect recreates the consumers
+                continue  # nothing to read
+            except (NatsError, TimeoutError) as err:
+                # Disconnected or a slow server: a reconnect recreates the consumers.
                 log.debug("nats_fetch_failed", partition=partition, error=str(err))
                 await self._wait_stop(FETCH_WAIT)
                 continue
