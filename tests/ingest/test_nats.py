@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -194,3 +196,23 @@ def _consumers(server: PrivateNats) -> dict[str, int]:
             await nc.close()
 
     return asyncio.run(run())
+
+
+def test_cli_prints_the_mappings_block_for_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        '[ingest]\nsource = "nats"\n[nats]\npartitions = 4\n'
+        '[[streams]]\nname = "pump"\ntopic = "plant/{device}/pump"\nfeatures = ["x"]\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "sentinel.cli", "nats-mappings", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    assert lines == [
+        "mappings = {",
+        '  "plant.*.pump": "sentinel.{{partition(4,1)}}.plant.{{wildcard(1)}}.pump"',
+        "}",
+    ]
