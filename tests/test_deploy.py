@@ -36,7 +36,12 @@ def test_unit_has_what_the_service_needs() -> None:
     assert s["User"] == ["sentinel"]
     assert s["StateDirectory"] == ["sentinel"]
     assert s["ConfigurationDirectory"] == ["sentinel"]
-    assert sorted(c.split(":")[0] for c in s["LoadCredential"]) == ["db_password", "mqtt_password"]
+    assert sorted(c.split(":")[0] for c in s["LoadCredential"]) == [
+        "db_password",
+        "mqtt_password",
+        "nats_creds",
+        "nats_password",
+    ]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     for key, value in [
         ("NoNewPrivileges", "yes"),
