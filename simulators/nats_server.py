@@ -33,7 +33,8 @@ def find_nats_server() -> str | None:
 
 
 class PrivateNats:
-    """A nats-server process of our own: ``start()``, ``stop()``, ``restart()``, ``kill()``."""
+    """A nats-server process of our own: ``start()``, ``stop()``, ``restart()``. ``users``
+    (name: password) turns on password authentication."""
 
     def __init__(
         self,
@@ -41,11 +42,13 @@ class PrivateNats:
         workdir: Path | None = None,
         mappings: Mapping[str, str] | None = None,
         mqtt: bool = False,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         self._workdir = workdir
         self._owns_workdir = False
         self._mappings = dict(mappings or {})
         self._mqtt = mqtt
+        self._users = dict(users or {})
         self._port: int | None = None
         self._mqtt_port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -128,6 +131,12 @@ class PrivateNats:
             f"listen: {_HOST}:{self._port}",
             f"jetstream {{ store_dir: {json.dumps(str(self._workdir / 'js'))} }}",
         ]
+        if self._users:
+            users = ", ".join(
+                f"{{user: {json.dumps(u)}, password: {json.dumps(p)}}}"
+                for u, p in self._users.items()
+            )
+            lines.append(f"authorization {{ users: [{users}] }}")
         if self._mqtt_port is not None:
             lines.append(f"mqtt {{ listen: {_HOST}:{self._mqtt_port} }}")
         if self._mappings:

@@ -34,12 +34,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import nats
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -281,20 +279,33 @@ class NatsSource:
             options["user_credentials"] = str(creds)
         assert self._stop_async is not None
         while not self._stop_async.is_set():
-            try:
-                nc = await nats.connect(**options)
-            except (NoServersError, NatsError, OSError, TimeoutError) as err:
-                if "authorization" in str(err).lower():
+            nc = NatsClient()
+            # nats-py retries a first connection on its own: race it against the stop,
+            # which a refusal of our credentials (``_on_error``) also sets.
+            connecting = asyncio.ensure_future(nc.connect(**options))
+            stopped = asyncio.ensure_future(self._stop_async.wait())
+            await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.gather(connecting, return_exceptions=True)
+                await nc.close()
+                return None
+            err = connecting.exception()
+            if err is None:
+                self.connects += 1
+                self._connected.set()
+                url = nc.connected_url
+                log.info("nats_connected", server=url.netloc if url is not None else None)
+                return nc
+            if not isinstance(err, NatsError | OSError | TimeoutError):
+                raise err
+            if "authorization" in str(err).lower():
+                if self._fatal is None:
                     self._fail(f"the NATS server refused our credentials: {err}")
-                    return None
-                log.warning("nats_connect_failed", servers=cfg.servers, error=str(err))
-                await self._wait_stop(cfg.reconnect_wait)
-                continue
-            self.connects += 1
-            self._connected.set()
-            url = nc.connected_url
-            log.info("nats_connected", server=url.netloc if url is not None else None)
-            return nc
+                return None
+            log.warning("nats_connect_failed", servers=cfg.servers, error=str(err))
+            await self._wait_stop(cfg.reconnect_wait)
         return None
 
     async def _close(self, nc: NatsClient) -> None:
@@ -430,7 +441,8 @@ class NatsSource:
                 continue  # nothing to read
             except (NatsError, TimeoutError) as err:
                 # Disconnected or a slow server: a reconnect recreates the consumers.
-                log.debug("nats_fetch_failed", partition=partition, error=str(err))
+                level = log.warning if self._connected.is_set() else log.debug
+                level("nats_fetch_failed", partition=partition, error=str(err) or repr(err))
                 await self._wait_stop(FETCH_WAIT)
                 continue
             for msg in msgs:

@@ -9,9 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from sentinel.config import SentinelConfig
+from sentinel.daemon.app import EXIT_FATAL_CONNECTION, SentinelApp
 from simulators.broker import Publisher
-from simulators.nats_server import PrivateNats
+from simulators.nats_server import PrivateNats, find_nats_server
 from tests.e2e_helpers import (
     readings_committed,
     running_app,
@@ -109,3 +112,22 @@ def test_mqtt_publishers_reach_the_daemon_through_the_nats_mqtt_listener(
         assert publisher.finish(30) == 0, "NATS acknowledged every MQTT publish"
         wait_for(lambda: readings_committed(_url(state)) >= 90, 60, "MQTT readings committed")
     assert readings_committed(_url(state)) == 90
+
+
+def test_bad_credentials_stop_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if find_nats_server() is None:
+        pytest.skip("no nats-server binary")
+    monkeypatch.setenv("SENTINEL_NATS_PASSWORD", "wrong")
+    with PrivateNats(workdir=tmp_path / "nats", users={"sentinel": "right"}) as server:
+        config = nats_daemon_config(tmp_path / "state", server, nats={"username": "sentinel"})
+        app = SentinelApp(SentinelConfig.model_validate(config))
+        with capture_logs() as logs:
+            result = app.run(threading.Event())
+    assert result == EXIT_FATAL_CONNECTION
+    assert app.fatal is not None
+    assert "credentials" in app.fatal
+    # It gave up at the refusal instead of retrying, and its thread is gone.
+    assert [e["event"] for e in logs].count("nats_refused_fatal") == 1
+    assert "nats-source" not in {t.name for t in threading.enumerate()}
