@@ -38,7 +38,6 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -437,9 +436,9 @@ class NatsSource:
         while not self._paused.is_set():
             try:
                 msgs = await sub.fetch(self._config.fetch_batch, timeout=FETCH_WAIT)
-            except NatsTimeoutError:
-                continue  # nothing to read
-            except (NatsError, TimeoutError) as err:
+            except TimeoutError:  # nats-py raises its own and asyncio's: nothing to read
+                continue
+            except NatsError as err:
                 # Disconnected or a slow server: a reconnect recreates the consumers.
                 level = log.warning if self._connected.is_set() else log.debug
                 level("nats_fetch_failed", partition=partition, error=str(err) or repr(err))
