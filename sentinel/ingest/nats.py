@@ -338,15 +338,21 @@ class NatsSource:
         assert self._resubscribe is not None
         assert self._stop_async is not None
         self._resubscribe.clear()
+        # From here on, acks of what was handed before name consumers about to be replaced:
+        # they are dropped. One reaching a new consumer could move its ack floor past
+        # messages it has not acked (the server takes the floor from the ack's sequences).
+        self._epoch += 1
+        self._unacked.clear()
         js = nc.jetstream()
         try:
+            if self._ack_tasks:  # acks already on their way go to the old consumers
+                await asyncio.wait(self._ack_tasks)
+            await nc.flush(timeout=5)
             await self._ensure_stream(js)
             subs = [await self._reset_consumer(js, p) for p in self._config.owned]
         except (NatsError, TimeoutError) as err:
             log.warning("nats_setup_failed", error=str(err) or type(err).__name__)
             return False
-        self._epoch += 1
-        self._unacked.clear()  # their acks would name the consumers just replaced
         self._subscribed.set()
         log.info("nats_subscribed", partitions=list(self._config.owned), epoch=self._epoch)
         readers = [
