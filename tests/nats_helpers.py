@@ -44,7 +44,7 @@ def nats_daemon_config(
         nats={
             "servers": [server.url],
             "partitions": PARTITIONS,
-            "ack_wait": 5,
+            "ack_wait": 30,
             "reconnect_wait": 0.2,
             "name": "sentinel-test",
         },

@@ -294,7 +294,6 @@ class SentinelApp:
         if config.ingest.source == "nats":
             return NatsSource(
                 config.nats,
-                config.streams,
                 parser=parser,
                 sink=pipeline.offer,
                 # What one consumer may have in flight: about what the queue holds.

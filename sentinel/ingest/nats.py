@@ -127,7 +127,6 @@ class NatsSource:
     def __init__(
         self,
         config: NatsConfig,
-        streams: list[SentinelStream],
         *,
         parser: MessageParser,
         sink: Sink,
@@ -135,14 +134,12 @@ class NatsSource:
         on_fatal: Callable[[str], None],
     ) -> None:
         self._config = config
-        self._streams = streams
         self._parser = parser
         self._sink = sink
         self._max_ack_pending = max(max_ack_pending, config.fetch_batch)
         self._on_fatal = on_fatal
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._nc: NatsClient | None = None
         self._epoch = 0  # bumped each time the consumers are recreated; tags acks
         self._unacked: dict[int, Msg] = {}  # token -> message; touched on the loop only
         self._next_token = 0
@@ -230,8 +227,13 @@ class NatsSource:
         self._loop = loop
         try:
             loop.run_until_complete(self._main())
-        except Exception:  # thread boundary: the source must say why it stopped
+        except Exception as err:  # thread boundary: the source must say why it stopped
             log.exception("nats_source_crashed")
+            # Without its source the daemon would run on, reading nothing: stop it instead
+            # (systemd starts it again), as for a refusal retrying cannot fix.
+            if self._fatal is None:
+                self._fatal = f"the NATS source stopped: {err!r}"
+                self._on_fatal(self._fatal)
         finally:
             self._connected.clear()
             self._subscribed.clear()
@@ -245,7 +247,6 @@ class NatsSource:
         nc = await self._connect()
         if nc is None:
             return
-        self._nc = nc
         try:
             while not self._stop_async.is_set():
                 if self._paused.is_set():
@@ -318,7 +319,7 @@ class NatsSource:
             log.warning("nats_flush_failed", error=str(err))
         await nc.close()
         self._connected.clear()
-        log.info("nats_closed")
+        log.info("nats_closed", redelivered=self.redelivered, acks_dropped=self.unacked_dropped)
 
     async def _wait_stop(self, seconds: float) -> None:
         assert self._stop_async is not None

@@ -109,7 +109,6 @@ def running_source(server: PrivateNats, sink: Collector, state: Path) -> Iterato
     config = SentinelConfig.model_validate(nats_daemon_config(state, server))
     source = NatsSource(
         config.nats,
-        config.streams,
         parser=MessageParser(config.streams, max_payload_bytes=65_536),
         sink=sink,
         max_ack_pending=1000,
