@@ -19,9 +19,11 @@ after ``ack_wait``, by then behind newer ones, which the order check would drop 
 the consumer's ack floor: everything not acknowledged comes again, in stream order, and what
 had been committed is recognised. Acks of the earlier consumers are then dropped (the epoch).
 
-nats-py is asyncio: its loop runs on this source's own thread, which also hands deliveries to
-the sink (blocking for room, a second at a time, as MQTT's network thread does). Acks come from
-the writer's thread and are passed to the loop with ``call_soon_threadsafe``.
+nats-py is asyncio: its loop runs on this source's own thread, which fetches, parses and
+hands each fetched batch to a hand-off thread that offers it to the sink in order, blocking
+for room as MQTT's network thread does, so that the loop goes on sending acks, pings and
+"in progress" reports meanwhile. Acks come from the writer's thread and are passed to the
+loop with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -52,7 +55,7 @@ __all__ = ["NatsSource", "server_mappings", "subject_to_topic", "topic_to_subjec
 
 log = structlog.get_logger(__name__)
 
-# A blocked sink is retried in steps this long, so the loop still sends acks in between.
+# The hand-off thread waits for room in steps this long, checking for a pause in between.
 SINK_STEP = 1.0
 FETCH_WAIT = 1.0  # seconds a pull request waits for messages
 RETRY_DELAY = 1.0  # after a failed setup (JetStream not ready after a server restart)
@@ -150,10 +153,13 @@ class NatsSource:
         self._resubscribe: asyncio.Event | None = None
         self._stop_async: asyncio.Event | None = None
         self._ack_tasks: set[asyncio.Task[None]] = set()
+        # Offers deliveries to the sink, which may block for room (see ``_hand``).
+        self._handoff = ThreadPoolExecutor(1, thread_name_prefix="nats-handoff")
         self._fatal: str | None = None
         self.connects = 0
         self.unacked_dropped = 0  # acks of an earlier epoch, deliberately not sent
         self.redelivered = 0  # messages JetStream delivered more than once
+        self.progress_reports = 0  # "in progress" sent for messages waiting for room
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -237,6 +243,8 @@ class NatsSource:
         finally:
             self._connected.clear()
             self._subscribed.clear()
+            # Paused by now, so a hand-off still running returns at its next offer.
+            self._handoff.shutdown(wait=True, cancel_futures=True)
             loop.close()
 
     async def _main(self) -> None:
@@ -438,7 +446,6 @@ class NatsSource:
         return await js.pull_subscribe_bind(durable=durable, stream=cfg.stream)
 
     async def _read(self, partition: int, sub: JetStreamContext.PullSubscription) -> None:
-        assert self._stop_async is not None
         prefix = f"{self._config.subject_prefix}.{partition}."
         while not self._paused.is_set():
             try:
@@ -451,14 +458,36 @@ class NatsSource:
                 level("nats_fetch_failed", partition=partition, error=str(err) or repr(err))
                 await self._wait_stop(FETCH_WAIT)
                 continue
-            for msg in msgs:
-                if not await self._hand(msg, prefix):
-                    return  # paused: the rest stays unacknowledged, to come again
+            if not await self._hand(msgs, prefix):
+                return  # paused: the rest stays unacknowledged, to come again
 
-    async def _hand(self, msg: Msg, prefix: str) -> bool:
-        """Parse ``msg`` and hand it to the sink, waiting for room; False when paused."""
-        subject = msg.subject
-        topic = subject_to_topic(subject.removeprefix(prefix))
+    async def _hand(self, msgs: list[Msg], prefix: str) -> bool:
+        """Parse a fetched batch and hand it to the sink in order; False when paused.
+
+        The sink may block for room, so it is called on the hand-off thread while this
+        loop goes on sending acks and pings; meanwhile the messages not yet handed are
+        reported in progress every ``ack_wait``/3, so JetStream does not redeliver them
+        behind newer ones. One call per batch keeps the thread hop off the per-message cost.
+        """
+        deliveries = [self._delivery(msg, prefix) for msg in msgs]
+        handed = [0]  # how many the sink took; written by the hand-off thread
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._handoff, self._offer_all, deliveries, handed)
+        every = self._config.ack_wait / 3
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=every)
+            if done:
+                break
+            await self._in_progress(msgs[handed[0] :])
+        if future.result():
+            return True
+        for delivery in deliveries[handed[0] :]:  # paused: these were never handed
+            if delivery.ack is not None:
+                self._unacked.pop(delivery.ack.token, None)
+        return False
+
+    def _delivery(self, msg: Msg, prefix: str) -> Delivery:
+        topic = subject_to_topic(msg.subject.removeprefix(prefix))
         now = time.time()
         try:
             readings, rejected = self._parser.parse(topic, msg.data, now)
@@ -471,28 +500,34 @@ class NatsSource:
         if msg.metadata.num_delivered > 1:
             self.redelivered += 1
         self._next_token += 1
-        token = self._next_token
-        delivery = Delivery(
+        self._unacked[self._next_token] = msg
+        return Delivery(
             topic=topic,
             readings=tuple(readings),
             rejected=tuple(rejected),
-            ack=Ack(token, self._epoch),
+            ack=Ack(self._next_token, self._epoch),
             received_at=now,
         )
-        self._unacked[token] = msg
-        progress_at = time.monotonic() + self._config.ack_wait / 3
-        while not self._sink(delivery, SINK_STEP):
-            if self._paused.is_set():
-                self._unacked.pop(token, None)
-                return False
-            if time.monotonic() >= progress_at:  # still ours: no redelivery meanwhile
-                progress_at = time.monotonic() + self._config.ack_wait / 3
-                try:
-                    await msg.in_progress()
-                except NatsError as err:  # redelivered then, and recognised
-                    log.debug("nats_in_progress_failed", error=str(err))
-            await asyncio.sleep(0)  # let acks and pings through
+
+    def _offer_all(self, deliveries: list[Delivery], handed: list[int]) -> bool:
+        """On the hand-off thread: offer each delivery in turn, waiting for room; False
+        when paused first."""
+        for delivery in deliveries:
+            while True:
+                if self._paused.is_set():
+                    return False
+                if self._sink(delivery, SINK_STEP):
+                    break
+            handed[0] += 1
         return True
+
+    async def _in_progress(self, msgs: Sequence[Msg]) -> None:
+        self.progress_reports += 1
+        try:
+            for msg in msgs:
+                await msg.in_progress()
+        except NatsError as err:  # redelivered then, and recognised as a duplicate
+            log.debug("nats_in_progress_failed", error=str(err))
 
     # -- acks and connection callbacks (on the loop) ---------------------------------------
 

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -105,8 +106,10 @@ class Collector:
 
 
 @contextmanager
-def running_source(server: PrivateNats, sink: Collector, state: Path) -> Iterator[NatsSource]:
-    config = SentinelConfig.model_validate(nats_daemon_config(state, server))
+def running_source(
+    server: PrivateNats, sink: Collector, state: Path, **nats_settings: Any
+) -> Iterator[NatsSource]:
+    config = SentinelConfig.model_validate(nats_daemon_config(state, server, nats=nats_settings))
     source = NatsSource(
         config.nats,
         parser=MessageParser(config.streams, max_payload_bytes=65_536),
@@ -180,6 +183,20 @@ def _ts(i: int) -> float:
     return json.loads(payload(i))["ts"]  # type: ignore[no-any-return]
 
 
+def _consumer_sum(server: PrivateNats, field: str) -> int:
+    """A field of every consumer's info, added up."""
+
+    async def run() -> int:
+        nc = await nats.connect(server.url)
+        try:
+            infos = await nc.jetstream().consumers_info("SENTINEL")
+            return sum(int(getattr(c, field) or 0) for c in infos)
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
+
+
 def _consumers(server: PrivateNats) -> dict[str, int]:
     """Each consumer's count of delivered messages (its consumer sequence)."""
 
@@ -215,3 +232,28 @@ def test_cli_prints_the_mappings_block_for_the_config(tmp_path: Path) -> None:
         '  "plant.*.pump": "sentinel.{{partition(4,1)}}.plant.{{wildcard(1)}}.pump"',
         "}",
     ]
+
+
+@pytest.mark.integration
+def test_a_full_queue_holds_the_partition_without_redeliveries(
+    private_nats: PrivateNats, tmp_path: Path
+) -> None:
+    """The sink refuses for several ack_waits: the messages waiting, the one being offered
+    and the rest of its batch, are reported in progress, so JetStream redelivers none and
+    each device's order holds."""
+    devices = device_names(4)
+    sent = publish(private_nats, devices, range(20))
+    sink = Collector()
+    sink.open.clear()
+    with running_source(private_nats, sink, tmp_path, ack_wait=1.0) as source:
+        wait_for(lambda: _consumer_sum(private_nats, "num_ack_pending") == sent, 30, "fetched")
+        # Three ack_waits pass while the sink stays shut (each partition reports every third).
+        wait_for(lambda: source.progress_reports >= 4 * 9, 60, "three ack_waits of waiting")
+        sink.open.set()
+        wait_for(lambda: sink.readings() >= sent, 30, "every reading delivered")
+        assert sink.readings() == sent
+        assert source.redelivered == 0
+        source.ack(d.ack for d in sink.deliveries if d.ack is not None)
+    for device, stamps in _by_device(sink.deliveries).items():
+        assert stamps == sorted(stamps), f"{device}: out of order"
+    assert _consumer_sum(private_nats, "num_redelivered") == 0
