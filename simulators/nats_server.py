@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from simulators.broker import _find_binary, _port_free, _port_open, _tail, free_port
+from simulators.broker import TlsListener, _find_binary, _port_free, _port_open, _tail, free_port
 
 __all__ = ["PrivateNats", "find_nats_server"]
 
@@ -34,7 +34,8 @@ def find_nats_server() -> str | None:
 
 class PrivateNats:
     """A nats-server process of our own: ``start()``, ``stop()``, ``restart()``. ``users``
-    (name: password) turns on password authentication."""
+    (name: password) turns on password authentication; ``tls`` makes the client listener
+    speak TLS with that certificate."""
 
     def __init__(
         self,
@@ -43,12 +44,14 @@ class PrivateNats:
         mappings: Mapping[str, str] | None = None,
         mqtt: bool = False,
         users: Mapping[str, str] | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self._workdir = workdir
         self._owns_workdir = False
         self._mappings = dict(mappings or {})
         self._mqtt = mqtt
         self._users = dict(users or {})
+        self._tls = tls
         self._port: int | None = None
         self._mqtt_port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -131,6 +134,9 @@ class PrivateNats:
             f"listen: {_HOST}:{self._port}",
             f"jetstream {{ store_dir: {json.dumps(str(self._workdir / 'js'))} }}",
         ]
+        if self._tls is not None:
+            cert, key = json.dumps(str(self._tls.cert_file)), json.dumps(str(self._tls.key_file))
+            lines.append(f"tls {{ cert_file: {cert}, key_file: {key} }}")
         if self._users:
             users = ", ".join(
                 f"{{user: {json.dumps(u)}, password: {json.dumps(p)}}}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from sentinel.config import NatsConfig, StreamConfig
 from sentinel.ingest.nats import server_mappings
 from simulators.nats_server import PrivateNats
 from tests.e2e_helpers import NoBroker, daemon_config
+from tests.tls_helpers import BROKER_NAME, BrokerPki
 
 PARTITIONS = 4
 TOPIC = "plant/{device}/pump"
@@ -74,12 +76,27 @@ async def _ensure_stream(js: JetStreamContext) -> None:
         await js.add_stream(name="SENTINEL", subjects=["sentinel.*.>"], storage=StorageType.FILE)
 
 
-def publish(server: PrivateNats, devices: list[str], steps: range) -> int:
+def publish_tls(server: PrivateNats, pki: BrokerPki, devices: list[str], steps: range) -> int:
+    """``publish`` over the server's TLS listener, trusting the test CA."""
+    context = ssl.create_default_context(cafile=str(pki.broker.ca_file))
+    return publish(server, devices, steps, url=f"tls://{BROKER_NAME}:{server.port}", tls=context)
+
+
+def publish(
+    server: PrivateNats,
+    devices: list[str],
+    steps: range,
+    *,
+    url: str | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> int:
     """Publish step ``i`` of every device for each ``i`` in ``steps`` on NATS subjects,
     each stored by JetStream before the next (retrying through a server outage)."""
 
     async def run() -> int:
-        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        nc = await nats.connect(
+            url or server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, tls=tls
+        )
         js = nc.jetstream(timeout=5)
         sent = 0
         try:

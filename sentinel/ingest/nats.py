@@ -555,12 +555,23 @@ class NatsSource:
                 return
 
     async def _on_error(self, err: Exception) -> None:
-        if "authorization" in str(err).lower() and self._fatal is None:
-            self._fail(f"the NATS server refused our credentials: {err}")
-            if self._stop_async is not None:
-                self._stop_async.set()
+        reason = None
+        if "authorization" in str(err).lower():
+            reason = f"the NATS server refused our credentials: {err}"
+        elif isinstance(err, ssl.SSLCertVerificationError):
+            # As for MQTT: a certificate that does not verify will not verify next time.
+            ca = self._config.tls.ca_file or "the system's CAs"
+            reason = (
+                f"the NATS server's certificate does not verify against {ca}: "
+                f"{err.verify_message or err}"
+            )
+        if reason is None:
+            log.warning("nats_error", error=str(err) or type(err).__name__)
             return
-        log.warning("nats_error", error=str(err) or type(err).__name__)
+        if self._fatal is None:
+            self._fail(reason)
+        if self._stop_async is not None:
+            self._stop_async.set()
 
     async def _on_disconnected(self) -> None:
         if self._connected.is_set():

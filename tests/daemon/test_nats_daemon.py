@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,15 @@ from tests.e2e_helpers import (
     wait_for,
     write_toml,
 )
-from tests.nats_helpers import device_names, nats_daemon_config, payload, publish
+from tests.nats_helpers import (
+    device_names,
+    nats_daemon_config,
+    payload,
+    publish,
+    publish_tls,
+    stream_mappings,
+)
+from tests.tls_helpers import BROKER_NAME, BrokerPki, have_openssl, make_pki
 
 pytestmark = pytest.mark.integration
 
@@ -129,5 +138,60 @@ def test_bad_credentials_stop_with_a_clear_error(
     assert app.fatal is not None
     assert "credentials" in app.fatal
     # It gave up at the refusal instead of retrying, and its thread is gone.
+    assert [e["event"] for e in logs].count("nats_refused_fatal") == 1
+    assert "nats-source" not in {t.name for t in threading.enumerate()}
+
+
+@pytest.fixture
+def tls_nats(tmp_path: Path) -> Iterator[tuple[PrivateNats, BrokerPki]]:
+    if find_nats_server() is None or not have_openssl():
+        pytest.skip("needs the nats-server and openssl binaries")
+    pki = make_pki(tmp_path / "pki")
+    server = PrivateNats(workdir=tmp_path / "nats", mappings=stream_mappings(), tls=pki.broker)
+    server.start()
+    try:
+        yield server, pki
+    finally:
+        server.stop()
+
+
+def test_tls_with_the_servers_ca_reaches_the_database(
+    tls_nats: tuple[PrivateNats, BrokerPki], tmp_path: Path
+) -> None:
+    server, pki = tls_nats
+    state = tmp_path / "state"
+    config = nats_daemon_config(
+        state,
+        server,
+        nats={
+            "servers": [f"tls://{BROKER_NAME}:{server.port}"],
+            "tls": {"enabled": True, "ca_file": str(pki.broker.ca_file)},
+        },
+    )
+    with running_app(config):
+        sent = publish_tls(server, pki, device_names(2), range(20))
+        wait_for(lambda: readings_committed(_url(state)) >= sent, 60, "readings committed")
+    assert readings_committed(_url(state)) == sent
+
+
+def test_a_certificate_that_does_not_verify_stops_with_a_clear_error(
+    tls_nats: tuple[PrivateNats, BrokerPki], tmp_path: Path
+) -> None:
+    server, pki = tls_nats
+    config = nats_daemon_config(
+        tmp_path / "state",
+        server,
+        nats={
+            "servers": [f"tls://{BROKER_NAME}:{server.port}"],
+            "tls": {"enabled": True, "ca_file": str(pki.other_ca)},
+        },
+    )
+    app = SentinelApp(SentinelConfig.model_validate(config))
+    with capture_logs() as logs:
+        result = app.run(threading.Event())
+    assert result == EXIT_FATAL_CONNECTION
+    assert app.fatal is not None
+    assert str(pki.other_ca) in app.fatal
+    assert "does not verify" in app.fatal
     assert [e["event"] for e in logs].count("nats_refused_fatal") == 1
     assert "nats-source" not in {t.name for t in threading.enumerate()}
