@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.config import NatsConfig, SentinelConfig, StreamConfig
 from sentinel.daemon.app import SentinelApp
-from sentinel.ingest.nats import server_mappings
+from sentinel.ingest.subjects import server_mappings
 from sentinel.logs import configure_logging
 from sentinel.store import AlertStore
 from simulators.nats_server import PrivateNats

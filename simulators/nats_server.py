@@ -4,7 +4,7 @@ Like ``simulators.broker.PrivateBroker`` for Mosquitto: it listens on 127.0.0.1 
 on the shared 4222, keeps its JetStream store in its work dir (so ``restart()`` keeps streams,
 messages and consumers), and can open NATS's MQTT listener (which needs a ``server_name``
 and JetStream, both set here). ``mappings`` become the account's subject mappings, which is
-where nats-server 2.9 partitions subjects (``sentinel.ingest.nats.server_mappings``).
+where nats-server 2.9 partitions subjects (``sentinel.ingest.subjects.server_mappings``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from nats.js.api import StorageType
 from nats.js.errors import NotFoundError
 
 from sentinel.config import NatsConfig, StreamConfig
-from sentinel.ingest.nats import server_mappings
+from sentinel.ingest.subjects import server_mappings
 from simulators.nats_server import PrivateNats
 from tests.e2e_helpers import NoBroker, daemon_config
 from tests.tls_helpers import BROKER_NAME, BrokerPki

@@ -149,7 +149,7 @@ def cmd_nats_mappings(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 1
-    from sentinel.ingest.nats import server_mappings
+    from sentinel.ingest.subjects import server_mappings
 
     mappings = server_mappings(config.nats, config.streams)
     print(

@@ -3,7 +3,7 @@
 It is a ``Source`` (``sentinel.ingest.source``). Publishers keep today's MQTT topic layout:
 a NATS client publishes ``plant.pump-7.telemetry`` for the topic ``plant/pump-7/telemetry``,
 and NATS's MQTT listener turns an MQTT publish into that same subject. The server's subject
-mapping (``server_mappings``; nats-server 2.9 can partition only there, in the account's
+mapping (``sentinel.ingest.subjects``; nats-server 2.9 can partition only there, in the account's
 ``mappings``: stream subject transforms came in 2.10) rewrites it to
 ``<prefix>.<partition>.plant.pump-7.telemetry``, the partition a hash of the device level
 alone, so every reading of a device lands in one partition. One JetStream stream captures
@@ -46,12 +46,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from sentinel.config import NatsConfig
-from sentinel.config import StreamConfig as SentinelStream
 from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Sink, SourceStatus
+from sentinel.ingest.subjects import subject_to_topic
 from sentinel.records import Ack, Delivery, Rejected, RejectReason
 
-__all__ = ["NatsSource", "server_mappings", "subject_to_topic", "topic_to_subject"]
+__all__ = ["NatsSource"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,51 +59,6 @@ log = structlog.get_logger(__name__)
 SINK_STEP = 1.0
 FETCH_WAIT = 1.0  # seconds a pull request waits for messages
 RETRY_DELAY = 1.0  # after a failed setup (JetStream not ready after a server restart)
-
-
-def topic_to_subject(pattern: str) -> str:
-    """A stream's topic pattern as a NATS subject filter: ``/`` -> ``.``, ``{device}`` and
-    ``+`` -> ``*``, ``#`` -> ``>`` (the translation NATS's MQTT listener makes)."""
-    tokens = {"{device}": "*", "+": "*", "#": ">"}
-    return ".".join(tokens.get(level, level) for level in pattern.split("/"))
-
-
-def subject_to_topic(subject: str) -> str:
-    """The MQTT topic a (partition-stripped) subject stands for."""
-    return subject.replace(".", "/")
-
-
-def server_mappings(config: NatsConfig, streams: Iterable[SentinelStream]) -> dict[str, str]:
-    """The account ``mappings`` the server needs: each stream's subjects to
-    ``<prefix>.{{partition(P,i)}}.<subject>``, ``i`` being the device's wildcard, so the
-    partition depends on the device level only (a device keeps its partition whatever
-    the other ``+`` levels hold). A pattern ending in ``#`` gets a second mapping without
-    that level, since MQTT's ``#`` also matches zero levels and NATS's ``>`` does not."""
-    found: dict[str, str] = {}
-    for stream in streams:
-        levels = stream.topic.split("/")
-        variants = [levels, levels[:-1]] if levels[-1] == "#" else [levels]
-        for variant in variants:
-            source: list[str] = []
-            dest: list[str] = []
-            device = 0
-            wildcards = 0
-            for level in variant:
-                if level in ("{device}", "+"):
-                    wildcards += 1
-                    if level == "{device}":
-                        device = wildcards
-                    source.append("*")
-                    dest.append(f"{{{{wildcard({wildcards})}}}}")
-                elif level == "#":
-                    source.append(">")
-                    dest.append(">")
-                else:
-                    source.append(level)
-                    dest.append(level)
-            partition = f"{{{{partition({config.partitions},{device})}}}}"
-            found[".".join(source)] = ".".join([config.subject_prefix, partition, *dest])
-    return found
 
 
 def _tls_context(config: NatsConfig) -> ssl.SSLContext | None:

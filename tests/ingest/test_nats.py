@@ -18,8 +18,9 @@ import pytest
 from pydantic import ValidationError
 
 from sentinel.config import NatsConfig, SentinelConfig, StreamConfig
-from sentinel.ingest.nats import NatsSource, server_mappings, subject_to_topic, topic_to_subject
+from sentinel.ingest.nats import NatsSource
 from sentinel.ingest.parse import MessageParser
+from sentinel.ingest.subjects import server_mappings, subject_to_topic, topic_to_subject
 from sentinel.records import Delivery
 from simulators.nats_server import PrivateNats
 from tests.e2e_helpers import wait_for
