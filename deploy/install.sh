@@ -11,7 +11,8 @@
 #       --system-site-packages so it uses that one; otherwise $SENTINEL_TORCH_SPEC is
 #       installed (default torch==2.13.0; set PIP_INDEX_URL for a CPU-only index)
 #   * /etc/sentinel/sentinel.toml from deploy/sentinel.example.toml (never overwritten)
-#     and /etc/sentinel/credentials/ (0700) for mqtt_password, db_password and api_token
+#     and /etc/sentinel/credentials/ (0700) for mqtt_password, db_password, api_token and the
+#     NATS ones
 #   * /etc/systemd/system/sentinel.service, then enable and (re)start it
 #   * on an upgrade, database migrations run before the new version starts
 #

@@ -2,8 +2,10 @@
 
 Secrets never live in the TOML. The MQTT password comes from ``$CREDENTIALS_DIRECTORY/
 mqtt_password`` (systemd ``LoadCredential=``) or the ``SENTINEL_MQTT_PASSWORD`` environment
-variable; the database password likewise from ``db_password`` / ``SENTINEL_DB_PASSWORD``,
-and the REST API's bearer token from ``api_token`` / ``SENTINEL_API_TOKEN``.
+variable; the database password likewise from ``db_password`` / ``SENTINEL_DB_PASSWORD``;
+the REST API's bearer token from ``api_token`` / ``SENTINEL_API_TOKEN``; the NATS password
+from ``nats_password`` / ``SENTINEL_NATS_PASSWORD`` and a NATS ``.creds`` file (JWT and
+NKey) from ``$CREDENTIALS_DIRECTORY/nats_creds``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "LoggingConfig",
     "ModelConfig",
     "MqttConfig",
+    "NatsConfig",
     "PublishConfig",
     "RelationsConfig",
     "RetrainConfig",
@@ -70,6 +73,9 @@ DB_PASSWORD_ENV = "SENTINEL_DB_PASSWORD"
 # without one they are refused (sentinel/api/auth.py).
 API_TOKEN_CREDENTIAL = "api_token"
 API_TOKEN_ENV = "SENTINEL_API_TOKEN"
+NATS_PASSWORD_CREDENTIAL = "nats_password"
+NATS_PASSWORD_ENV = "SENTINEL_NATS_PASSWORD"
+NATS_CREDS_CREDENTIAL = "nats_creds"
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -151,6 +157,123 @@ class MqttConfig(Section):
         return SecretStr(value) if value is not None else None
 
 
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class NatsConfig(Section):
+    """The NATS JetStream source (``[ingest] source = "nats"``, docs/OPERATIONS.md)."""
+
+    servers: Annotated[list[str], Field(min_length=1, max_length=64)] = Field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"],
+        description="Server URLs (nats:// or tls://); the client fails over between them.",
+    )
+    name: str = Field(
+        default_factory=lambda: f"sentinel-{socket.gethostname()}"[:64],
+        min_length=1,
+        max_length=64,
+        description="Connection name, shown by the server's monitoring.",
+    )
+    username: str | None = Field(
+        default=None,
+        description="User name. The password comes from the nats_password credential or "
+        "SENTINEL_NATS_PASSWORD; a .creds file (JWT) from the nats_creds credential.",
+    )
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    stream: str = Field(
+        default="SENTINEL",
+        description="JetStream stream that captures the partitioned subjects.",
+    )
+    subject_prefix: str = Field(
+        default="sentinel",
+        description="First token of the partitioned subjects <prefix>.<partition>.<subject>, "
+        "which the server's subject mapping writes (sentinel nats-mappings prints it).",
+    )
+    consumer_prefix: str = Field(
+        default="sentinel",
+        description="Durable consumer names are <consumer_prefix>-p<partition>.",
+    )
+    partitions: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="P: devices are split into this many partitions by the server's "
+        "subject mapping. Must equal the P in that mapping.",
+    )
+    consume: list[int] | None = Field(
+        default=None,
+        description="Partitions this daemon consumes; all of them when unset.",
+    )
+    create_stream: bool = Field(
+        default=True,
+        description="Create the stream (file storage) at start when it does not exist.",
+    )
+    max_age: float = Field(
+        default=604_800.0,
+        ge=60.0,
+        le=315_360_000.0,
+        description="Seconds a created stream keeps messages (its max_age): how long "
+        "readings wait for a daemon that is down.",
+    )
+    ack_wait: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds JetStream waits for an ack before it redelivers a message.",
+    )
+    fetch_batch: int = Field(
+        default=100, ge=1, le=10_000, description="Messages asked for per pull request."
+    )
+    connect_timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds.")
+    reconnect_wait: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between reconnect attempts."
+    )
+
+    @field_validator("stream", "subject_prefix", "consumer_prefix")
+    @classmethod
+    def _valid_token(cls, value: str) -> str:
+        if not _TOKEN.match(value):
+            raise ValueError("use 1-64 letters, digits, '_' or '-' (one subject token)")
+        return value
+
+    @field_validator("servers")
+    @classmethod
+    def _valid_servers(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^(nats|tls|ws|wss)://[^/\s]+$", url):
+                raise ValueError(f"{url!r}: use nats://host:port (or tls://, ws://, wss://)")
+        return value
+
+    @model_validator(mode="after")
+    def _consume_within_partitions(self) -> NatsConfig:
+        if self.consume is not None:
+            if not self.consume:
+                raise ValueError("consume: leave it unset for all partitions, not empty")
+            if len(set(self.consume)) != len(self.consume):
+                raise ValueError("consume: a partition is listed twice")
+            bad = [p for p in self.consume if not 0 <= p < self.partitions]
+            if bad:
+                raise ValueError(f"consume: {bad} outside 0..{self.partitions - 1}")
+        return self
+
+    @property
+    def owned(self) -> tuple[int, ...]:
+        """The partitions this daemon consumes, in order."""
+        return tuple(sorted(self.consume)) if self.consume else tuple(range(self.partitions))
+
+    @property
+    def password(self) -> SecretStr | None:
+        value = read_secret(NATS_PASSWORD_CREDENTIAL, NATS_PASSWORD_ENV)
+        return SecretStr(value) if value is not None else None
+
+    @property
+    def creds_file(self) -> Path | None:
+        """A NATS .creds file from systemd's credential directory, if one was given."""
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if cred_dir and (path := Path(cred_dir) / NATS_CREDS_CREDENTIAL).is_file():
+            return path
+        return None
+
+
 class DatabaseConfig(Section):
     url: str | None = Field(
         default=None,
@@ -195,6 +318,11 @@ class DatabaseConfig(Section):
 
 
 class IngestConfig(Section):
+    source: Literal["mqtt", "nats"] = Field(
+        default="mqtt",
+        description='Where readings come from: "mqtt" (the [mqtt] broker) or "nats" (a '
+        "NATS JetStream stream, [nats]; docs/OPERATIONS.md).",
+    )
     queue_size: int = Field(
         default=2_000,
         ge=10,
@@ -1288,6 +1416,7 @@ class SentinelConfig(Section):
         "$STATE_DIRECTORY (set by systemd) or ./sentinel-state.",
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    nats: NatsConfig = Field(default_factory=NatsConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     windows: WindowConfig = Field(default_factory=WindowConfig)
@@ -1373,6 +1502,7 @@ class SentinelConfig(Section):
         data = self.model_dump(mode="json")
         data["database"]["url"] = make_url(self.database_url).render_as_string(hide_password=True)
         data["mqtt"]["password"] = "***" if self.mqtt.password else None
+        data["nats"]["password"] = "***" if self.nats.password else None
         return data
 
     def warnings(self) -> list[str]:

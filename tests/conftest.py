@@ -1,4 +1,4 @@
-"""Shared fixtures: a private Mosquitto per session, PostgreSQL isolation, log guards."""
+"""Shared fixtures: private Mosquitto and nats-server, PostgreSQL isolation, log guards."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from sentinel.logs import configure_logging
 from simulators.broker import PrivateBroker, find_mosquitto
+from simulators.nats_server import PrivateNats, find_nats_server
 from tests.tls_helpers import BrokerPki, have_openssl, make_pki
 
 POSTGRES_ENV = "SENTINEL_TEST_POSTGRES_URL"
@@ -164,3 +165,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'sentinel.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+# -- NATS -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
+    """A nats-server with JetStream, its MQTT listener and the subject mappings of
+    ``tests.nats_helpers`` (4 partitions), of the test's own: tests restart it."""
+    from tests.nats_helpers import stream_mappings
+
+    if find_nats_server() is None:
+        pytest.skip("no nats-server binary (apt-get install nats-server)")
+    server = PrivateNats(workdir=tmp_path / "nats", mappings=stream_mappings(), mqtt=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

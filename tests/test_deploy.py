@@ -37,7 +37,13 @@ def test_unit_has_what_the_service_needs() -> None:
     assert s["StateDirectory"] == ["sentinel"]
     assert s["ConfigurationDirectory"] == ["sentinel"]
     credentials = sorted(c.split(":")[0] for c in s["LoadCredential"])
-    assert credentials == ["api_token", "db_password", "mqtt_password"]
+    assert credentials == [
+        "api_token",
+        "db_password",
+        "mqtt_password",
+        "nats_creds",
+        "nats_password",
+    ]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     for key, value in [
         ("NoNewPrivileges", "yes"),

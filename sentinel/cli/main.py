@@ -142,6 +142,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nats_mappings(args: argparse.Namespace) -> int:
+    """The subject mappings nats-server needs for the config's streams and partitions."""
+    try:
+        config = load_config(args.file)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    from sentinel.ingest.subjects import server_mappings
+
+    mappings = server_mappings(config.nats, config.streams)
+    print(
+        f"# nats-server.conf: {config.nats.partitions} partitions of the streams in {args.file}"
+        "\n# (the global account; put it inside an account's block for another one)"
+    )
+    print("mappings = {")
+    for source, dest in mappings.items():
+        print(f"  {json.dumps(source)}: {json.dumps(dest)}")
+    print("}")
+    return 0
+
+
 def _daemon_refusal(config: SentinelConfig) -> str | None:
     """Why the daemon would refuse the config's detector, or None; None without torch too,
     where no detector runs at all (and ``run`` says so)."""
@@ -638,6 +659,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=cmd_check_config)
+
+    mappings = commands.add_parser(
+        "nats-mappings",
+        help="print the nats-server subject mappings for [nats]",
+        description="Print the mappings block that nats-server (2.9 or later) needs so that "
+        "each stream's subjects reach <subject_prefix>.<partition>.<subject>, partitioned "
+        "by device (docs/OPERATIONS.md, Running on NATS JetStream).",
+    )
+    mappings.add_argument("file", metavar="FILE")
+    mappings.set_defaults(func=cmd_nats_mappings)
 
     migrate = commands.add_parser(
         "migrate",

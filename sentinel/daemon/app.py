@@ -34,6 +34,7 @@ from sentinel.daemon.sdnotify import Notifier, watchdog_interval
 from sentinel.daemon.server import HttpServer
 from sentinel.errors import ConfigError, ModelError
 from sentinel.ingest.mqtt import MqttSource
+from sentinel.ingest.nats import NatsSource
 from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Source
 from sentinel.logs import configure_logging
@@ -187,19 +188,7 @@ class SentinelApp:
                         **(retrain.handlers if retrain is not None else {}),
                     },
                 )
-            source = self.source = MqttSource(
-                config.mqtt,
-                config.streams,
-                parser=MessageParser(
-                    config.streams,
-                    max_payload_bytes=config.ingest.max_payload_bytes,
-                    max_future_skew=config.ingest.max_future_skew,
-                ),
-                sink=pipeline.offer,
-                receive_maximum=config.ingest.queue_size,
-                on_fatal=self._on_fatal,
-                password=p.get_secret_value() if (p := config.mqtt.password) else None,
-            )
+            source = self.source = self._make_source(pipeline)
             self.metrics.attach(pipeline, source, writer, retrain.tap if retrain else None)
             probe = DatabaseProbe(store, config.health.database_probe_interval)
             self.health.attach(pipeline, source, writer, probe)
@@ -304,6 +293,33 @@ class SentinelApp:
             )
             return EXIT_WRITER_GAVE_UP
         return EXIT_RESTART if self.restart_config is not None else EXIT_OK
+
+    def _make_source(self, pipeline: Pipeline) -> Source:
+        """The source ``ingest.source`` names; both parse with the same parser."""
+        config = self.config
+        parser = MessageParser(
+            config.streams,
+            max_payload_bytes=config.ingest.max_payload_bytes,
+            max_future_skew=config.ingest.max_future_skew,
+        )
+        if config.ingest.source == "nats":
+            return NatsSource(
+                config.nats,
+                parser=parser,
+                sink=pipeline.offer,
+                # What one consumer may have in flight: about what the queue holds.
+                max_ack_pending=config.ingest.queue_size,
+                on_fatal=self._on_fatal,
+            )
+        return MqttSource(
+            config.mqtt,
+            config.streams,
+            parser=parser,
+            sink=pipeline.offer,
+            receive_maximum=config.ingest.queue_size,
+            on_fatal=self._on_fatal,
+            password=p.get_secret_value() if (p := config.mqtt.password) else None,
+        )
 
     @property
     def fatal(self) -> str | None:

@@ -1,0 +1,542 @@
+"""The NATS JetStream source: durable pull consumers, one per partition of the fleet.
+
+It is a ``Source`` (``sentinel.ingest.source``). Publishers keep today's MQTT topic layout:
+a NATS client publishes ``plant.pump-7.telemetry`` for the topic ``plant/pump-7/telemetry``,
+and NATS's MQTT listener turns an MQTT publish into that same subject. The server's subject
+mapping (``sentinel.ingest.subjects``; nats-server 2.9 can partition only there, in the account's
+``mappings``: stream subject transforms came in 2.10) rewrites it to
+``<prefix>.<partition>.plant.pump-7.telemetry``, the partition a hash of the device level
+alone, so every reading of a device lands in one partition. One JetStream stream captures
+``<prefix>.*.>``; partition ``p`` is read by the durable pull consumer
+``<consumer_prefix>-p<p>`` filtered on ``<prefix>.<p>.>``, in stream order.
+
+Delivery guarantee, as for MQTT: a message is acknowledged (explicit ack) only after the
+transaction holding what it carried has committed; a daemon killed at any point gets every
+unacknowledged message again, and readings already committed are recognised by the device's
+``last_ts`` and skipped as duplicates. JetStream redelivers an unacknowledged message only
+after ``ack_wait``, by then behind newer ones, which the order check would drop as
+``out_of_order``. So whenever the source (re)connects it recreates each of its consumers at
+the consumer's ack floor: everything not acknowledged comes again, in stream order, and what
+had been committed is recognised. Acks of the earlier consumers are then dropped (the epoch).
+
+nats-py is asyncio: its loop runs on this source's own thread, which fetches, parses and
+hands each fetched batch to a hand-off thread that offers it to the sink in order, blocking
+for room as MQTT's network thread does, so that the loop goes on sending acks, pings and
+"in progress" reports meanwhile. Acks come from the writer's thread and are passed to the
+loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from sentinel.config import NatsConfig
+from sentinel.ingest.parse import MessageParser
+from sentinel.ingest.source import Sink, SourceStatus
+from sentinel.ingest.subjects import subject_to_topic
+from sentinel.records import Ack, Delivery, Rejected, RejectReason
+
+__all__ = ["NatsSource"]
+
+log = structlog.get_logger(__name__)
+
+# The hand-off thread waits for room in steps this long, checking for a pause in between.
+SINK_STEP = 1.0
+FETCH_WAIT = 1.0  # seconds a pull request waits for messages
+RETRY_DELAY = 1.0  # after a failed setup (JetStream not ready after a server restart)
+
+
+def _tls_context(config: NatsConfig) -> ssl.SSLContext | None:
+    tls = config.tls
+    if not tls.enabled:
+        return None
+    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file and tls.key_file:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.insecure:
+        context.check_hostname = False
+    return context
+
+
+class NatsSource:
+    """Consumes this daemon's partitions and hands parsed deliveries to ``sink``.
+
+    ``sink`` is called on the source's thread; while it has no room the partition waits
+    (keeping the message's order) and tells JetStream the message is in progress, so it is
+    not redelivered meanwhile. ``on_fatal`` is called once when the server refuses our
+    credentials, which retrying will not fix.
+    """
+
+    def __init__(
+        self,
+        config: NatsConfig,
+        *,
+        parser: MessageParser,
+        sink: Sink,
+        max_ack_pending: int,
+        on_fatal: Callable[[str], None],
+    ) -> None:
+        self._config = config
+        self._parser = parser
+        self._sink = sink
+        self._max_ack_pending = max(max_ack_pending, config.fetch_batch)
+        self._on_fatal = on_fatal
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._epoch = 0  # bumped each time the consumers are recreated; tags acks
+        self._unacked: dict[int, Msg] = {}  # token -> message; touched on the loop only
+        self._next_token = 0
+        self._paused = threading.Event()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._resubscribe: asyncio.Event | None = None
+        self._stop_async: asyncio.Event | None = None
+        self._ack_tasks: set[asyncio.Task[None]] = set()
+        # Offers deliveries to the sink, which may block for room (see ``_hand``).
+        self._handoff = ThreadPoolExecutor(1, thread_name_prefix="nats-handoff")
+        self._fatal: str | None = None
+        self.connects = 0
+        self.unacked_dropped = 0  # acks of an earlier epoch, deliberately not sent
+        self.redelivered = 0  # messages JetStream delivered more than once
+        self.progress_reports = 0  # "in progress" sent for messages waiting for room
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self._config
+        log.info(
+            "nats_connecting",
+            servers=cfg.servers,
+            stream=cfg.stream,
+            partitions=cfg.partitions,
+            consume=list(cfg.owned),
+            tls=cfg.tls.enabled,
+        )
+        self._thread = threading.Thread(target=self._run_thread, name="nats-source", daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        """Hand nothing more to the sink; what arrives stays unacknowledged."""
+        self._paused.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None:
+            return
+        self._paused.set()
+        self._stopping.set()
+        if loop is not None and self._stop_async is not None:
+            stop_async = self._stop_async
+            with contextlib.suppress(RuntimeError):  # the loop has closed already
+                loop.call_soon_threadsafe(stop_async.set)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("nats_stop_timed_out", timeout=timeout)
+        self._thread = None
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def fatal(self) -> str | None:
+        return self._fatal
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """True once every partition's consumer is set up on the current connection."""
+        return self._subscribed.wait(timeout)
+
+    def status(self) -> SourceStatus:
+        return SourceStatus("nats", self.connected, self.connects)
+
+    def ack(self, acks: Iterable[Ack]) -> None:
+        """Acknowledge committed messages (called on the writer's thread)."""
+        batch = list(acks)
+        loop = self._loop
+        if not batch:
+            return
+        if loop is None or loop.is_closed():
+            self.unacked_dropped += len(batch)
+            return
+        try:
+            loop.call_soon_threadsafe(self._ack_on_loop, batch)
+        except RuntimeError:  # closed between the check and the call
+            self.unacked_dropped += len(batch)
+
+    # -- the loop's thread ----------------------------------------------------------------
+
+    def _run_thread(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except Exception as err:  # thread boundary: the source must say why it stopped
+            log.exception("nats_source_crashed")
+            # Without its source the daemon would run on, reading nothing: stop it instead
+            # (systemd starts it again), as for a refusal retrying cannot fix.
+            if self._fatal is None:
+                self._fatal = f"the NATS source stopped: {err!r}"
+                self._on_fatal(self._fatal)
+        finally:
+            self._connected.clear()
+            self._subscribed.clear()
+            # Paused by now, so a hand-off still running returns at its next offer.
+            self._handoff.shutdown(wait=True, cancel_futures=True)
+            loop.close()
+
+    async def _main(self) -> None:
+        self._resubscribe = asyncio.Event()
+        self._stop_async = asyncio.Event()
+        if self._stopping.is_set():
+            return
+        nc = await self._connect()
+        if nc is None:
+            return
+        try:
+            while not self._stop_async.is_set():
+                if self._paused.is_set():
+                    # Draining: recreating the consumers now would drop the drain's acks.
+                    await self._stop_async.wait()
+                elif not await self._consume_until_reconnect(nc):
+                    await self._wait_stop(RETRY_DELAY)
+        finally:
+            await self._close(nc)
+
+    async def _connect(self) -> NatsClient | None:
+        cfg = self._config
+        password = self._config.password
+        creds = cfg.creds_file
+        options: dict[str, Any] = {
+            "servers": cfg.servers,
+            "name": cfg.name,
+            "connect_timeout": cfg.connect_timeout,
+            "reconnect_time_wait": cfg.reconnect_wait,
+            "max_reconnect_attempts": -1,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+            "tls": _tls_context(cfg),
+        }
+        if cfg.username:
+            options["user"] = cfg.username
+            options["password"] = password.get_secret_value() if password else ""
+        if creds is not None:
+            options["user_credentials"] = str(creds)
+        assert self._stop_async is not None
+        while not self._stop_async.is_set():
+            nc = NatsClient()
+            # nats-py retries a first connection on its own: race it against the stop,
+            # which a refusal of our credentials (``_on_error``) also sets.
+            connecting = asyncio.ensure_future(nc.connect(**options))
+            stopped = asyncio.ensure_future(self._stop_async.wait())
+            await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.gather(connecting, return_exceptions=True)
+                await nc.close()
+                return None
+            err = connecting.exception()
+            if err is None:
+                self.connects += 1
+                self._connected.set()
+                url = nc.connected_url
+                log.info("nats_connected", server=url.netloc if url is not None else None)
+                return nc
+            if not isinstance(err, NatsError | OSError | TimeoutError):
+                raise err
+            if "authorization" in str(err).lower():
+                if self._fatal is None:
+                    self._fail(f"the NATS server refused our credentials: {err}")
+                return None
+            log.warning("nats_connect_failed", servers=cfg.servers, error=str(err))
+            await self._wait_stop(cfg.reconnect_wait)
+        return None
+
+    async def _close(self, nc: NatsClient) -> None:
+        # Acks already handed to the loop go out before the connection closes.
+        if self._ack_tasks:
+            await asyncio.wait(self._ack_tasks, timeout=2.0)
+        try:
+            if nc.is_connected:
+                await nc.flush(timeout=2)
+        except (NatsError, TimeoutError) as err:
+            log.warning("nats_flush_failed", error=str(err))
+        await nc.close()
+        self._connected.clear()
+        log.info("nats_closed", redelivered=self.redelivered, acks_dropped=self.unacked_dropped)
+
+    async def _wait_stop(self, seconds: float) -> None:
+        assert self._stop_async is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_async.wait(), seconds)
+
+    def _fail(self, reason: str) -> None:
+        log.error("nats_refused_fatal", reason=reason)
+        self._fatal = reason
+        self._on_fatal(reason)
+
+    # -- consumers --------------------------------------------------------------------------
+
+    async def _consume_until_reconnect(self, nc: NatsClient) -> bool:
+        """Recreate the consumers and read them until a reconnect or the stop; False when
+        the setup failed (retried after a pause)."""
+        assert self._resubscribe is not None
+        assert self._stop_async is not None
+        self._resubscribe.clear()
+        # From here on, acks of what was handed before name consumers about to be replaced:
+        # they are dropped. One reaching a new consumer could move its ack floor past
+        # messages it has not acked (the server takes the floor from the ack's sequences).
+        self._epoch += 1
+        self._unacked.clear()
+        js = nc.jetstream()
+        try:
+            if self._ack_tasks:  # acks already on their way go to the old consumers
+                await asyncio.wait(self._ack_tasks)
+            await nc.flush(timeout=5)
+            await self._ensure_stream(js)
+            subs = [await self._reset_consumer(js, p) for p in self._config.owned]
+        except (NatsError, TimeoutError) as err:
+            log.warning("nats_setup_failed", error=str(err) or type(err).__name__)
+            return False
+        self._subscribed.set()
+        log.info("nats_subscribed", partitions=list(self._config.owned), epoch=self._epoch)
+        readers = [
+            asyncio.create_task(self._read(p, sub))
+            for p, sub in zip(self._config.owned, subs, strict=True)
+        ]
+        waits = [
+            asyncio.create_task(self._resubscribe.wait()),
+            asyncio.create_task(self._stop_async.wait()),
+        ]
+        try:
+            pending: set[asyncio.Task[Any]] = {*readers, *waits}
+            while not any(w.done() for w in waits):
+                # A reader ends when paused; the consumers stay until the stop.
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.cancelled() and (exc := task.exception()) is not None:
+                        raise exc
+        finally:
+            self._subscribed.clear()
+            for task in [*readers, *waits]:
+                task.cancel()
+            await asyncio.gather(*readers, *waits, return_exceptions=True)
+            for sub in subs:
+                with contextlib.suppress(NatsError):
+                    await sub.unsubscribe()
+        return True
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        cfg = self._config
+        subjects = f"{cfg.subject_prefix}.*.>"
+        try:
+            info = await js.stream_info(cfg.stream)
+        except NotFoundError:
+            if not cfg.create_stream:
+                raise
+            await js.add_stream(
+                StreamConfig(
+                    name=cfg.stream,
+                    subjects=[subjects],
+                    storage=StorageType.FILE,
+                    max_age=cfg.max_age,
+                )
+            )
+            log.info("nats_stream_created", stream=cfg.stream, subjects=[subjects])
+            return
+        if subjects not in (info.config.subjects or []):
+            log.warning(
+                "nats_stream_subjects_differ",
+                stream=cfg.stream,
+                subjects=info.config.subjects,
+                expected=subjects,
+            )
+
+    async def _reset_consumer(
+        self, js: JetStreamContext, partition: int
+    ) -> JetStreamContext.PullSubscription:
+        """Recreate the partition's durable consumer at its ack floor (see the module's
+        docstring): JetStream 2.9 cannot rewind a consumer, so it is deleted and added."""
+        cfg = self._config
+        durable = f"{cfg.consumer_prefix}-p{partition}"
+        start = 0
+        try:
+            info = await js.consumer_info(cfg.stream, durable)
+        except NotFoundError:
+            pass
+        else:
+            start = info.ack_floor.stream_seq + 1 if info.ack_floor else 0
+            await js.delete_consumer(cfg.stream, durable)
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=f"{cfg.subject_prefix}.{partition}.>",
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=cfg.ack_wait,
+            max_ack_pending=self._max_ack_pending,
+            max_deliver=-1,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
+            opt_start_seq=start if start > 1 else None,
+        )
+        await js.add_consumer(cfg.stream, config)
+        log.debug("nats_consumer_ready", consumer=durable, start_seq=start or 1)
+        return await js.pull_subscribe_bind(durable=durable, stream=cfg.stream)
+
+    async def _read(self, partition: int, sub: JetStreamContext.PullSubscription) -> None:
+        prefix = f"{self._config.subject_prefix}.{partition}."
+        while not self._paused.is_set():
+            try:
+                msgs = await sub.fetch(self._config.fetch_batch, timeout=FETCH_WAIT)
+            except TimeoutError:  # nats-py raises its own and asyncio's: nothing to read
+                continue
+            except NatsError as err:
+                # Disconnected or a slow server: a reconnect recreates the consumers.
+                level = log.warning if self._connected.is_set() else log.debug
+                level("nats_fetch_failed", partition=partition, error=str(err) or repr(err))
+                await self._wait_stop(FETCH_WAIT)
+                continue
+            if not await self._hand(msgs, prefix):
+                return  # paused: the rest stays unacknowledged, to come again
+
+    async def _hand(self, msgs: list[Msg], prefix: str) -> bool:
+        """Parse a fetched batch and hand it to the sink in order; False when paused.
+
+        The sink may block for room, so it is called on the hand-off thread while this
+        loop goes on sending acks and pings; meanwhile the messages not yet handed are
+        reported in progress every ``ack_wait``/3, so JetStream does not redeliver them
+        behind newer ones. One call per batch keeps the thread hop off the per-message cost.
+        """
+        deliveries = [self._delivery(msg, prefix) for msg in msgs]
+        handed = [0]  # how many the sink took; written by the hand-off thread
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._handoff, self._offer_all, deliveries, handed)
+        every = self._config.ack_wait / 3
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=every)
+            if done:
+                break
+            await self._in_progress(msgs[handed[0] :])
+        if future.result():
+            return True
+        for delivery in deliveries[handed[0] :]:  # paused: these were never handed
+            if delivery.ack is not None:
+                self._unacked.pop(delivery.ack.token, None)
+        return False
+
+    def _delivery(self, msg: Msg, prefix: str) -> Delivery:
+        topic = subject_to_topic(msg.subject.removeprefix(prefix))
+        now = time.time()
+        try:
+            readings, rejected = self._parser.parse(topic, msg.data, now)
+        except Exception as err:  # loop boundary: the parser should never raise
+            log.exception("parser_crashed", topic=topic)
+            readings, rejected = (
+                [],
+                [Rejected(RejectReason.UNPARSABLE, topic, f"parser error: {err!r}")],
+            )
+        if msg.metadata.num_delivered > 1:
+            self.redelivered += 1
+        self._next_token += 1
+        self._unacked[self._next_token] = msg
+        return Delivery(
+            topic=topic,
+            readings=tuple(readings),
+            rejected=tuple(rejected),
+            ack=Ack(self._next_token, self._epoch),
+            received_at=now,
+        )
+
+    def _offer_all(self, deliveries: list[Delivery], handed: list[int]) -> bool:
+        """On the hand-off thread: offer each delivery in turn, waiting for room; False
+        when paused first."""
+        for delivery in deliveries:
+            while True:
+                if self._paused.is_set():
+                    return False
+                if self._sink(delivery, SINK_STEP):
+                    break
+            handed[0] += 1
+        return True
+
+    async def _in_progress(self, msgs: Sequence[Msg]) -> None:
+        self.progress_reports += 1
+        try:
+            for msg in msgs:
+                await msg.in_progress()
+        except NatsError as err:  # redelivered then, and recognised as a duplicate
+            log.debug("nats_in_progress_failed", error=str(err))
+
+    # -- acks and connection callbacks (on the loop) ---------------------------------------
+
+    def _ack_on_loop(self, acks: list[Ack]) -> None:
+        msgs = []
+        for ack in acks:
+            msg = self._unacked.pop(ack.token, None) if ack.epoch == self._epoch else None
+            if msg is None:
+                # The consumer was recreated since: the message comes again and the
+                # duplicate check recognises it.
+                self.unacked_dropped += 1
+                continue
+            msgs.append(msg)
+        if msgs:
+            task = asyncio.ensure_future(self._send_acks(msgs))
+            self._ack_tasks.add(task)
+            task.add_done_callback(self._ack_tasks.discard)
+
+    async def _send_acks(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            try:
+                await msg.ack()
+            except NatsError as err:  # sent again by the redelivery, recognised then
+                log.warning("nats_ack_failed", error=str(err))
+                return
+
+    async def _on_error(self, err: Exception) -> None:
+        reason = None
+        if "authorization" in str(err).lower():
+            reason = f"the NATS server refused our credentials: {err}"
+        elif isinstance(err, ssl.SSLCertVerificationError):
+            # As for MQTT: a certificate that does not verify will not verify next time.
+            ca = self._config.tls.ca_file or "the system's CAs"
+            reason = (
+                f"the NATS server's certificate does not verify against {ca}: "
+                f"{err.verify_message or err}"
+            )
+        if reason is None:
+            log.warning("nats_error", error=str(err) or type(err).__name__)
+            return
+        if self._fatal is None:
+            self._fail(reason)
+        if self._stop_async is not None:
+            self._stop_async.set()
+
+    async def _on_disconnected(self) -> None:
+        if self._connected.is_set():
+            level = log.info if self._stopping.is_set() else log.warning
+            level("nats_disconnected")
+        self._connected.clear()
+
+    async def _on_reconnected(self) -> None:
+        self.connects += 1
+        self._connected.set()
+        log.info("nats_reconnected")
+        if self._resubscribe is not None:
+            self._resubscribe.set()  # recreate the consumers: see the module's docstring
