@@ -10,11 +10,12 @@ cannot commit) leaves ``state`` as ``unknown`` rather than holding the request.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from sentinel.api.alerts import DEVICE_PATTERN, MAX_OFFSET, STREAM_PATTERN
+from sentinel.api.alerts import DEVICE_PATTERN, MAX_OFFSET, STREAM_PATTERN, Since
 from sentinel.api.context import ApiContext
 from sentinel.api.schemas import (
     DATABASE_DOWN,
@@ -22,6 +23,8 @@ from sentinel.api.schemas import (
     DevicePage,
     DeviceState,
     Problem,
+    ScoreHistory,
+    ScoreMinute,
     Threshold,
     device_fields,
 )
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
     from sentinel.worker.commands import DeviceView
 
 __all__ = ["router"]
+
+_DAY = timedelta(days=1)
 
 router = APIRouter(prefix="/devices", tags=["devices"], responses=DATABASE_DOWN)
 
@@ -124,3 +129,55 @@ def show_device(
             status_code=404, detail=f"no stored state for device {device!r} of stream {stream!r}"
         )
     return _views(context, records)[0]
+
+
+@router.get(
+    "/{stream}/{device}/history",
+    response_model=ScoreHistory,
+    summary="One device's score, threshold and anomalous windows per minute over a time range",
+)
+def device_history(
+    request: Request,
+    stream: Annotated[str, Path(pattern=STREAM_PATTERN)],
+    device: Annotated[str, Path(pattern=DEVICE_PATTERN)],
+    since: Annotated[
+        Since | None,
+        Query(
+            description="Minutes from: a duration ago (30m, 2h, 7d) or an ISO 8601 time "
+            "(naive means UTC); default one day ago.",
+        ),
+    ] = None,
+    until: Annotated[
+        Since | None,
+        Query(description="Minutes before: as since; default now."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=50_000)] = 1440,
+) -> ScoreHistory:
+    """What the history holds (``[history]``); a device with none, or with history off,
+    has an empty list rather than a 404: its minutes may simply not have come yet."""
+    context = _context(request)
+    now = datetime.now(UTC)
+    try:
+        start = since.astimezone(UTC) if since is not None else now - _DAY
+        end = until.astimezone(UTC) if until is not None else None
+    except OverflowError:  # beyond the calendar
+        return ScoreHistory(stream=stream, device=device, items=[], limit=limit, truncated=False)
+    buckets = context.store.score_history(stream, device, start, end, limit=limit + 1)
+    truncated = len(buckets) > limit
+    return ScoreHistory(
+        stream=stream,
+        device=device,
+        items=[
+            ScoreMinute(
+                start=datetime.fromtimestamp(b.start, UTC),
+                windows=b.windows,
+                anomalous=b.anomalous,
+                max_score=b.max_score,
+                threshold=b.threshold,
+                max_ratio=b.max_ratio,
+            )
+            for b in buckets[-limit:]
+        ],
+        limit=limit,
+        truncated=truncated,
+    )

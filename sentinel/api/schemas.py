@@ -24,6 +24,8 @@ __all__ = [
     "ModelVersion",
     "NoteBody",
     "Problem",
+    "ScoreHistory",
+    "ScoreMinute",
     "Threshold",
     "epoch_to_utc",
 ]
@@ -111,6 +113,28 @@ class Threshold(BaseModel):
     history: int = Field(description="Normal windows it has learnt from.")
     risk: float | None = Field(description="spot: the configured risk q.")
     warm: bool = Field(description="False while it is still the model's calibration one.")
+
+
+class ScoreMinute(BaseModel):
+    """One minute of a device's scored windows (the ``score_history`` table, docs/SQL.md)."""
+
+    start: datetime = Field(description="The minute's first second (event time, UTC).")
+    windows: int = Field(description="Windows whose newest reading fell in this minute.")
+    anomalous: int = Field(description="Of those, judged anomalous (by score or any check).")
+    max_score: float
+    threshold: float = Field(description="The threshold the highest-scoring window met.")
+    max_ratio: float = Field(description="The highest score / threshold of any window.")
+
+
+class ScoreHistory(BaseModel):
+    """A device's score history over a time range, oldest minute first; ``truncated`` when
+    the range held more minutes than ``limit`` (the newest are returned)."""
+
+    stream: str
+    device: str
+    items: list[ScoreMinute]
+    limit: int
+    truncated: bool
 
 
 class Device(BaseModel):

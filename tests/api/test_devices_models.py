@@ -51,6 +51,28 @@ def test_devices_show_last_reading_threshold_and_state(api: Api) -> None:
     assert missing.json()["detail"] == "no stored state for device 'pump-999' of stream 'pump'"
     assert api.client.get("/api/v1/devices", params={"stream": "no/such"}).status_code == 422
 
+    # The score history of the minutes it was scored in (event time: the fleet's 2024).
+    history = api.client.get(
+        "/api/v1/devices/pump/pump-000/history",
+        params={"since": "2024-01-01T00:00:00Z", "until": "2024-01-02T00:00:00Z"},
+    ).json()
+    minutes = history["items"]
+    assert minutes, history
+    assert history["truncated"] is False
+    assert sum(m["windows"] for m in minutes) > 0
+    first = datetime.fromisoformat(minutes[0]["start"]).timestamp()
+    assert START <= first < START + 200
+    assert all(m["max_score"] >= 0 and m["threshold"] > 0 for m in minutes)
+    # By default the last day: nothing of 2024.
+    recent = api.client.get("/api/v1/devices/pump/pump-000/history").json()
+    assert recent["items"] == []
+    short = api.client.get(
+        "/api/v1/devices/pump/pump-000/history",
+        params={"since": "2024-01-01T00:00:00Z", "until": "2024-01-02T00:00:00Z", "limit": 1},
+    ).json()
+    assert short["items"] == minutes[-1:]
+    assert short["truncated"] is (len(minutes) > 1)
+
 
 def test_models_are_listed_shown_activated_and_rolled_back(api: Api) -> None:
     registry = ModelRegistry(api.running.app.config.models_dir)
@@ -109,6 +131,7 @@ def test_openapi_document_describes_every_endpoint(api: Api) -> None:
         "/api/v1/alerts/{alert_id}/resolve",
         "/api/v1/devices",
         "/api/v1/devices/{stream}/{device}",
+        "/api/v1/devices/{stream}/{device}/history",
         "/api/v1/models",
         "/api/v1/models/{stream}/{version}",
         "/api/v1/models/{stream}/{version}/activate",
