@@ -82,6 +82,9 @@ def start_api(
         (credentials / "api_token").write_text(token + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     monkeypatch.delenv("SENTINEL_API_TOKEN", raising=False)
+    # The simulated fleet's readings are from 2024: the score history keeps them (its
+    # retention is wall clock) for the tests that read it.
+    sections = {"history": {"retention": 315_360_000.0}, **sections}
     config = daemon_config(
         state, broker, database_url=url, client_id=f"api-{tmp_path.name}"[:60], **sections
     )
