@@ -34,11 +34,12 @@ of RSS in every daemon for one 20-line test (issue #23, memory).
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from river import stats
+
+from sentinel.judge.history import FloatHistory
 
 __all__ = ["LevelShiftWatch"]
 
@@ -110,8 +111,12 @@ class LevelShiftWatch:
     threshold: float
     rebaseline_after: float
     keep: int  # log scores remembered for re-baselining
-    recent: deque[float] = field(init=False)
-    marks: deque[tuple[float, bool]] = field(init=False)  # (time, anomalous) beside recent
+    # log scores, and beside them each window's time and whether it was anomalous: float64
+    # arrays, not deques of Python objects (a deque of (time, flag) tuples was ~90 bytes a
+    # window, 23 KB a device at keep = 256; issue #23, memory)
+    recent: FloatHistory = field(init=False)
+    _times: FloatHistory = field(init=False)
+    _flags: FloatHistory = field(init=False)  # 1.0 anomalous, 0.0 normal
     since: float | None = None  # event time the current episode began
     windows: int = 0  # windows in the episode
     anomalous: int = 0  # anomalous windows in the episode
@@ -127,8 +132,9 @@ class LevelShiftWatch:
     _ph: PageHinkley = field(init=False)
 
     def __post_init__(self) -> None:
-        self.recent = deque(maxlen=self.keep)
-        self.marks = deque(maxlen=self.keep)
+        self.recent = FloatHistory(self.keep)
+        self._times = FloatHistory(self.keep)
+        self._flags = FloatHistory(self.keep)
         self._ph = self._new_test()
 
     def _new_test(self) -> PageHinkley:
@@ -139,7 +145,8 @@ class LevelShiftWatch:
     def observe(self, ts: float, log_score: float, is_anomaly: bool) -> bool:
         """Feed one window; True when the threshold should re-baseline now."""
         self.recent.append(log_score)
-        self.marks.append((ts, is_anomaly))
+        self._times.append(ts)
+        self._flags.append(1.0 if is_anomaly else 0.0)
         ph = self._ph
         ph.update(log_score)
         if ph._sum_increase <= ph._min_increase:  # a new minimum: no change (yet) after it
@@ -187,14 +194,19 @@ class LevelShiftWatch:
 
     def since_change(self, count: int) -> list[float]:
         """The last ``count`` log scores of the episode that just ended (newest last)."""
-        return list(self.recent)[-count:] if count > 0 else []
+        return self.recent.tolist()[-count:] if count > 0 else []
+
+    @property
+    def marks(self) -> list[tuple[float, bool]]:
+        """(time, anomalous) of the windows beside ``recent``, oldest first."""
+        return list(zip(self._times.tolist(), (f > 0.0 for f in self._flags.tolist()), strict=True))
 
     # -- persistence ------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         ph = self._ph
         data: dict[str, Any] = {
-            "recent": list(self.recent),
+            "recent": self.recent.tolist(),
             "marks": [[t, int(a)] for t, a in self.marks],
             "since": self.since,
             "windows": self.windows,
@@ -231,7 +243,8 @@ class LevelShiftWatch:
                     raise ValueError("non-finite log score")
                 watch.recent.append(value)
             for t, a in data.get("marks", ())[-keep:]:  # absent in older snapshots
-                watch.marks.append((_number(t), bool(a)))
+                watch._times.append(_number(t))
+                watch._flags.append(1.0 if a else 0.0)
             since = data["since"]
             watch.since = None if since is None else _number(since)
             watch.windows = int(data["windows"])

@@ -73,6 +73,7 @@ _Z_CAP = 1e30  # stands in for an infinite z (a residual that overflowed)
 # A pulse is periodic when its intervals are within 5% of their median: a daily pulse
 # may drift by a reading or so at coarse sampling, random spikes hardly ever line up so.
 _PERIOD_TOLERANCE = 0.05
+_FIRST_ROWS = 64  # a device's first residual ring; it doubles up to ``history``
 _RECOMPUTE_EVERY = 32  # accepted readings between scale updates (a median costs ~0.1 ms)
 
 FloatArray = npt.NDArray[np.float64]
@@ -107,8 +108,12 @@ def hampel_residuals(values: npt.NDArray[Any], neighbours: int) -> tuple[FloatAr
 @dataclass(slots=True)
 class _DeviceNoise:
     # |residual| per feature of the last accepted readings: a ring of ``history`` rows, so
-    # the scale's median runs on it in place (no list of rows to convert each time)
+    # the scale's median runs on it in place (no list of rows to convert each time). It
+    # starts small and doubles until it holds ``history`` rows: 48 KB at six features and
+    # the default 1,000, which every device that had one window used to pay at once
+    # (issue #23, memory). Until then the rows sit in order from 0 and head == filled.
     ring: FloatArray
+    history: int
     filled: int = 0
     head: int = 0  # next row to write
     scale: FloatArray | None = None  # None until warm (NaN: that feature is not judged)
@@ -125,7 +130,7 @@ class _DeviceNoise:
     @classmethod
     def empty(cls, history: int, n_features: int, memory: int) -> _DeviceNoise:
         spikes: list[deque[tuple[int, float]]] = [deque(maxlen=memory) for _ in range(n_features)]
-        return cls(np.zeros((history, n_features)), spikes=spikes)
+        return cls(np.zeros((min(_FIRST_ROWS, history), n_features)), history, spikes=spikes)
 
     def remember(self, at: int, feature: int, size: float, cfg: SpikesConfig) -> bool:
         """Remember a spike of ``size`` at reading ``at``; True when it is a normal one."""
@@ -160,8 +165,17 @@ class _DeviceNoise:
         self.normal = {key: v for key, v in self.normal.items() if key[0] >= at}
 
     def add(self, rows: FloatArray) -> None:
+        rows = rows[-self.history :]
+        if len(self.ring) < self.history and self.filled + len(rows) > len(self.ring):
+            grown = np.zeros(
+                (
+                    min(self.history, max(2 * len(self.ring), self.filled + len(rows))),
+                    self.ring.shape[1],
+                )
+            )
+            grown[: self.filled] = self.ring[: self.filled]
+            self.ring, self.head = grown, self.filled  # head wrapped to 0 if it was full
         size = len(self.ring)
-        rows = rows[-size:]
         self.ring[(self.head + np.arange(len(rows))) % size] = rows
         self.head = (self.head + len(rows)) % size
         self.filled = min(size, self.filled + len(rows))
@@ -179,6 +193,7 @@ class _DeviceNoise:
         kept = self.newest(history)
         self.ring = np.zeros((history, self.ring.shape[1]))
         self.ring[: len(kept)] = kept
+        self.history = history
         self.filled, self.head = len(kept), len(kept) % history
 
     def set_memory(self, memory: int) -> None:
