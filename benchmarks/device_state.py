@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.config import SentinelConfig
-from sentinel.model import Detector, train_detector, training_options
+from sentinel.model import Detector, detector_type, training_options
 from sentinel.records import Delivery, Reading, WriteBatch
 from sentinel.worker.pipeline import Pipeline
 from simulators.fleet import FEATURES, FleetSimulator
@@ -56,7 +56,7 @@ def model(cfg: SentinelConfig) -> Detector:
     for _, step in zip(range(1500), sim.steps(), strict=False):
         for reading in step:
             rows[reading.device].append([reading.values[f] for f in FEATURES])
-    return train_detector(
+    return detector_type(cfg.model.detector).train(
         [np.asarray(r, dtype=np.float32) for r in rows.values()],
         training_options(cfg, "pump"),
         device=torch.device("cpu"),
