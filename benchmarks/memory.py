@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -269,6 +270,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=1.0, help="readings/s per device (soak)")
     ap.add_argument("--out", type=Path, help="JSON lines of the soak's samples")
     args = ap.parse_args()
+    # SIGTERM (and SIGINT, which a shell ignores in a background job) stop the run through
+    # the finally blocks, which stop the fleet, the daemon and the broker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     machine = f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores"
     if args.soak:
         if len(args.devices) != 1 or args.out is None:
