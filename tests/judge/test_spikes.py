@@ -381,7 +381,7 @@ def test_residual_ring_grows_into_the_same_ring_a_full_one_would_be(history: int
     noise scale is computed on the same array."""
     rng = np.random.default_rng(history)
     grown = _DeviceNoise.empty(history, 3, memory=8)
-    full = _DeviceNoise(np.zeros((history, 3)), history)
+    full = _DeviceNoise(np.zeros((history, 3), dtype=np.float32), history)
     assert len(grown.ring) <= 64
     for _ in range(60):
         rows = rng.random((int(rng.integers(1, 40)), 3))
