@@ -189,12 +189,16 @@ def by_size(devices: int, steps: int, settle: float, interval: float) -> dict[st
             daemon.broker,
             *("--devices", str(devices), "--rate", "0", "--steps", str(steps)),
             *("--start", "2024-01-02T00:00:00Z", "--step", "1", "--warmup", "0"),
+            # a loaded box can leave the publisher's queue unsent for longer than 30 s
+            *("--ack-timeout", "1800"),
         )
         target = trained["readings"] + devices * steps
         peak = 0.0
 
         def drained() -> bool:
             nonlocal peak
+            if feed.poll():  # it gave up: what it did not publish would never arrive
+                raise RuntimeError(f"the fleet simulator failed ({feed.returncode})")
             peak = max(peak, daemon.ps.memory_info().rss / 2**20)
             return metric(daemon.port, "sentinel_readings_total") >= target
 
