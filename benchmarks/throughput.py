@@ -30,7 +30,11 @@ timings on shared machines are noisy, so read the ratio (the last line).
     .venv/bin/python benchmarks/throughput.py [--drain | --batched | --latency] [--devices 20]
         [--steps 1000] [--messages 50000] [--batch 100] [--rate R] [--protocol 5|3.1.1]
         [--repeat 3] [--profile DIR]
-        [--sqlite-durability full|unsafe-on-power-loss]
+        [--sqlite-durability full|unsafe-on-power-loss] [--postgres URL]
+
+``--postgres URL`` (a PostgreSQL server, e.g. ``postgresql+psycopg://postgres@127.0.0.1/x``)
+commits to PostgreSQL instead of SQLite: each daemon run gets a database of its own on that
+server, created for it and dropped when the benchmark ends.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +64,7 @@ import torch
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from sqlalchemy import create_engine, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -260,6 +266,38 @@ class FirstOffer:
             Pipeline.offer = original  # type: ignore[method-assign]
 
 
+class PostgresDatabases:
+    """Fresh databases on one PostgreSQL server (``--postgres``), dropped by ``drop_all``."""
+
+    def __init__(self, server: str) -> None:
+        admin = make_url(server)
+        if admin.drivername == "postgresql":
+            admin = admin.set(drivername="postgresql+psycopg")
+        self.admin = admin
+        self.engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+        self.names: list[str] = []
+
+    def new(self) -> str:
+        name = f"sentinel_bench_{uuid.uuid4().hex[:12]}"
+        with self.engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        self.names.append(name)
+        return self.admin.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        with self.engine.connect() as conn:
+            for name in self.names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.engine.dispose()
+
+
+POSTGRES: PostgresDatabases | None = None  # set by --postgres
+
+
+def database_line(durability: str) -> str:
+    return "database: PostgreSQL" if POSTGRES else f"sqlite_durability: {durability}"
+
+
 def daemon_setup(
     broker: PrivateBroker,
     models: Path,
@@ -269,7 +307,7 @@ def daemon_setup(
     protocol: str = "5",
 ) -> tuple[dict[str, Any], str]:
     install_model(models, state)
-    url = f"sqlite:///{state / 'sentinel.db'}"
+    url = POSTGRES.new() if POSTGRES else f"sqlite:///{state / 'sentinel.db'}"
     config = daemon_config(state, broker, database_url=url, client_id=client_id)
     config["database"]["flush_interval"] = 0.2  # the product default, not the tests' 0.05
     config["database"]["sqlite_durability"] = durability
@@ -588,7 +626,7 @@ def live(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Pa
     print(
         f"live: {len(messages)} messages per run ({args.devices} devices x {args.steps} "
         f"readings, {len(FEATURES)} features), runs: {args.repeat}, "
-        f"sqlite_durability: {args.sqlite_durability}"
+        f"{database_line(args.sqlite_durability)}"
     )
     print(f"bare paho subscriber (ceiling): {c:8.0f} msg/s  runs {[round(x) for x in ceilings]}")
     print(f"sentinel end to end:            {r:8.0f} msg/s  runs {[round(x) for x in rates]}")
@@ -640,7 +678,7 @@ def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: P
         f"drain: a backlog of {n} messages ({args.devices} devices x {steps} readings, "
         f"{len(FEATURES)} features), MQTT {args.protocol}, in flight {RECEIVE_MAXIMUM}, "
         f"runs: {args.repeat}, "
-        f"sqlite_durability: {args.sqlite_durability}; daemon timed from its first delivery "
+        f"{database_line(args.sqlite_durability)}; daemon timed from its first delivery "
         "to its last commit (model load and connect excluded)"
     )
     print(f"bare paho drain (ceiling): {c:8.0f} msg/s  runs {[round(x) for x in ceilings]}")
@@ -679,7 +717,7 @@ def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
         f"batched drain: {n} readings in {len(load.messages)} messages of up to {args.batch} "
         f"({args.devices} devices x {steps} readings), windows {WINDOW} hop {HOP}: "
         f"{windows} for the model alone, {daemon_windows} scored by the daemon; "
-        f"runs: {args.repeat}, sqlite_durability: {args.sqlite_durability}"
+        f"runs: {args.repeat}, {database_line(args.sqlite_durability)}"
     )
     print(f"model alone (ceiling): {c:9.0f} readings/s  runs {[round(x) for x in ceilings]}")
     print(f"sentinel drain:        {r:9.0f} readings/s  runs {[round(x) for x in rates]}")
@@ -705,7 +743,7 @@ def latency(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
         f"latency: {n} messages ({args.devices} devices x {steps} readings) published at "
         f"{maximum / 2:.0f} msg/s (kept: {kept:.0f}), half the maximum {maximum:.0f} msg/s "
         f"({'given' if args.rate else 'a drain of the same messages'}); database "
-        f"flush_interval 0.2 s, sqlite_durability: {args.sqlite_durability}"
+        f"flush_interval 0.2 s, {database_line(args.sqlite_durability)}"
     )
     print(
         f"publish -> committed: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
@@ -728,7 +766,10 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, default=None, help="drains: profile into DIR")
     ap.add_argument("--sqlite-durability", choices=("full", "unsafe-on-power-loss"), default="full")
+    ap.add_argument("--postgres", metavar="URL", help="commit to fresh databases on this server")
     args = ap.parse_args()
+    global POSTGRES
+    POSTGRES = PostgresDatabases(args.postgres) if args.postgres else None
 
     from sentinel.logs import configure_logging
 
@@ -757,6 +798,8 @@ def main() -> int:
                 live(args, broker, models, work)
         finally:
             broker.stop()
+            if POSTGRES is not None:
+                POSTGRES.drop_all()
     return 0
 
 

@@ -1229,8 +1229,9 @@ class StreamConfig(Section):
         description="Devices of this stream held in memory at once. A reading of another "
         "device is refused (device_limit, acknowledged) until one goes idle "
         "(ingest.device_idle): a flood of made-up device names cannot exhaust memory. "
-        "Raise it for a larger fleet: a held device costs about 1.5 KB, one with a warm "
-        "threshold about 110 KB at the default threshold.history.",
+        "Raise it for a larger fleet: a held device costs about 1.5 KB before its first "
+        "window, about 25 KB after it and about 113 KB once its histories are full at the "
+        "defaults (docs/OPERATIONS.md, Resource budget).",
     )
 
     @field_validator("features", mode="before")

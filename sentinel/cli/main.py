@@ -97,7 +97,9 @@ def _load(args: argparse.Namespace) -> SentinelConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sentinel.daemon.app import EXIT_OK, EXIT_RESTART, SentinelApp
+    from sentinel.daemon.malloc import cap_malloc_arenas
 
+    cap_malloc_arenas()  # before any of the daemon's threads allocate
     config = _load(args)
     stop = threading.Event()
 

@@ -23,30 +23,72 @@ device alerts forever (river issue #948; DSPOT's moving mean is locked out the s
    forever). If fewer than half were anomalous, the episode is dropped.
 
 State survives restarts as plain JSON: the test's few numbers are stored and put back into
-a fresh ``PageHinkley`` (no pickle). If a future river renames those attributes the restore
-fails cleanly and the watch re-warms (30 windows), which only delays a re-baseline.
+a fresh ``PageHinkley`` (no pickle).
+
+The test is river's ``drift.PageHinkley`` in its upward mode, restated here line for line
+(``tests/judge/test_drift.py`` holds the two equal, float for float): importing
+``river.drift`` imports every detector in it, and with them scipy's statistics, about 65 MB
+of RSS in every daemon for one 20-line test (issue #23, memory).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from river import drift, stats
+from river import stats
+
+from sentinel.judge.history import FloatHistory
 
 __all__ = ["LevelShiftWatch"]
 
 _MIN_INSTANCES = 30  # windows Page-Hinkley learns the mean from before it may fire
 _ALPHA = 1 - 1e-4  # river's default forgetting factor
-# (our name, river's attribute) of the Page-Hinkley state besides its running mean
+# (snapshot name, attribute) of the Page-Hinkley state besides its running mean
 _PH_FIELDS = (
     ("sum_increase", "_sum_increase"),
     ("sum_decrease", "_sum_decrease"),
     ("min_increase", "_min_increase"),
     ("max_decrease", "_max_decrease"),
 )
+
+
+class PageHinkley:
+    """river's ``drift.PageHinkley(mode="up")``: the same state, names and arithmetic."""
+
+    def __init__(self, min_instances: int, delta: float, threshold: float, alpha: float) -> None:
+        self.min_instances = min_instances
+        self.delta = delta
+        self.threshold = threshold
+        self.alpha = alpha
+        self._reset()
+
+    def _reset(self) -> None:
+        self._drift_detected = False
+        self._x_mean = stats.Mean()
+        self._sum_increase = 0.0
+        self._sum_decrease = 0.0
+        self._min_increase = math.inf
+        self._max_decrease = -1.0
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._drift_detected
+
+    def update(self, x: float) -> None:
+        if self._drift_detected:
+            self._reset()
+        self._x_mean.update(x)
+        dev = x - self._x_mean.get()
+        self._sum_increase = self.alpha * self._sum_increase + dev - self.delta
+        self._sum_decrease = self.alpha * self._sum_decrease + dev + self.delta
+        if self._sum_increase < self._min_increase:
+            self._min_increase = self._sum_increase
+        if self._sum_decrease > self._max_decrease:
+            self._max_decrease = self._sum_decrease
+        if self._x_mean.n >= self.min_instances:
+            self._drift_detected = self._sum_increase - self._min_increase > self.threshold
 
 
 def _number(value: Any) -> float:
@@ -69,8 +111,12 @@ class LevelShiftWatch:
     threshold: float
     rebaseline_after: float
     keep: int  # log scores remembered for re-baselining
-    recent: deque[float] = field(init=False)
-    marks: deque[tuple[float, bool]] = field(init=False)  # (time, anomalous) beside recent
+    # log scores, and beside them each window's time and whether it was anomalous: float64
+    # arrays, not deques of Python objects (a deque of (time, flag) tuples was ~90 bytes a
+    # window, 23 KB a device at keep = 256; issue #23, memory)
+    recent: FloatHistory = field(init=False)
+    _times: FloatHistory = field(init=False)
+    _flags: FloatHistory = field(init=False)  # 1.0 anomalous, 0.0 normal
     since: float | None = None  # event time the current episode began
     windows: int = 0  # windows in the episode
     anomalous: int = 0  # anomalous windows in the episode
@@ -83,28 +129,26 @@ class LevelShiftWatch:
     low_since: float | None = None
     low_windows: int = 0
     low_anomalous: int = 0
-    _ph: drift.PageHinkley = field(init=False)
+    _ph: PageHinkley = field(init=False)
 
     def __post_init__(self) -> None:
-        self.recent = deque(maxlen=self.keep)
-        self.marks = deque(maxlen=self.keep)
+        self.recent = FloatHistory(self.keep)
+        self._times = FloatHistory(self.keep)
+        self._flags = FloatHistory(self.keep)
         self._ph = self._new_test()
 
-    def _new_test(self) -> drift.PageHinkley:
-        return drift.PageHinkley(
-            min_instances=_MIN_INSTANCES,
-            delta=self.delta,
-            threshold=self.threshold,
-            alpha=_ALPHA,
-            mode="up",
+    def _new_test(self) -> PageHinkley:
+        return PageHinkley(
+            min_instances=_MIN_INSTANCES, delta=self.delta, threshold=self.threshold, alpha=_ALPHA
         )
 
     def observe(self, ts: float, log_score: float, is_anomaly: bool) -> bool:
         """Feed one window; True when the threshold should re-baseline now."""
         self.recent.append(log_score)
-        self.marks.append((ts, is_anomaly))
+        self._times.append(ts)
+        self._flags.append(1.0 if is_anomaly else 0.0)
         ph = self._ph
-        ph.update(log_score)  # type: ignore[no-untyped-call]
+        ph.update(log_score)
         if ph._sum_increase <= ph._min_increase:  # a new minimum: no change (yet) after it
             self.low_since, self.low_windows, self.low_anomalous = None, 0, 0
         else:
@@ -150,14 +194,19 @@ class LevelShiftWatch:
 
     def since_change(self, count: int) -> list[float]:
         """The last ``count`` log scores of the episode that just ended (newest last)."""
-        return list(self.recent)[-count:] if count > 0 else []
+        return self.recent.tolist()[-count:] if count > 0 else []
+
+    @property
+    def marks(self) -> list[tuple[float, bool]]:
+        """(time, anomalous) of the windows beside ``recent``, oldest first."""
+        return list(zip(self._times.tolist(), (f > 0.0 for f in self._flags.tolist()), strict=True))
 
     # -- persistence ------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         ph = self._ph
         data: dict[str, Any] = {
-            "recent": list(self.recent),
+            "recent": self.recent.tolist(),
             "marks": [[t, int(a)] for t, a in self.marks],
             "since": self.since,
             "windows": self.windows,
@@ -194,14 +243,13 @@ class LevelShiftWatch:
                     raise ValueError("non-finite log score")
                 watch.recent.append(value)
             for t, a in data.get("marks", ())[-keep:]:  # absent in older snapshots
-                watch.marks.append((_number(t), bool(a)))
+                watch._times.append(_number(t))
+                watch._flags.append(1.0 if a else 0.0)
             since = data["since"]
             watch.since = None if since is None else _number(since)
             watch.windows = int(data["windows"])
             watch.anomalous = int(data["anomalous"])
             ph = watch._ph
-            if not all(hasattr(ph, attr) for _, attr in _PH_FIELDS):
-                raise ValueError("this river's PageHinkley keeps other state")
             ph._x_mean = stats.Mean._from_state(_number(data["ph_n"]), _number(data["ph_mean"]))
             for name, attr in _PH_FIELDS:
                 setattr(ph, attr, _number(data[f"ph_{name}"]))

@@ -91,6 +91,7 @@ FloatArray = npt.NDArray[np.float64]
 # identical features), far below the small eigenvalues a break between collinear features
 # lives in.
 _RIDGE = 1e-6
+_FIRST_ROWS = 32  # a device's first ring of window means; it doubles up to ``history``
 _MAX_FOLDS = 32  # most held-out blocks the residual scale is measured on (fit_relations)
 _MIN_PER_FEATURE = 8  # learnt windows per varying feature before a fit is trusted
 _CONSTANT = 1e-9  # a window-mean spread below this (relative to the level) is constant
@@ -316,7 +317,10 @@ class _Broken:
 
 @dataclass(slots=True)
 class _Device:
-    ring: npt.NDArray[np.float32]  # (history, F) learnt window means, oldest overwritten
+    # (history, F) learnt window means, oldest overwritten. It starts small and doubles up
+    # to history (12 KB at the defaults, which every device used to pay with its first
+    # window; issue #23, memory); until then rows sit in order from 0 and head == filled.
+    ring: npt.NDArray[np.float32]
     noise: FloatArray  # (F,) running mean of within-window sd / sqrt(window)
     moving: FloatArray  # (F,) running share of windows whose readings of it moved
     filled: int = 0
@@ -334,7 +338,7 @@ class _Device:
     @classmethod
     def empty(cls, history: int, features: int) -> _Device:
         return cls(
-            ring=np.zeros((history, features), dtype=np.float32),
+            ring=np.zeros((min(_FIRST_ROWS, history), features), dtype=np.float32),
             noise=np.zeros(features),
             moving=np.ones(features),
         )
@@ -518,6 +522,11 @@ class RelationCheck:
             rate = 1.0 / min(state.learnt, history)
             state.noise += (noise - state.noise) * rate
             state.moving += (moved - state.moving) * rate
+        if len(state.ring) < history and state.filled + len(ready) > len(state.ring):
+            rows = min(history, max(2 * len(state.ring), state.filled + len(ready)))
+            grown = np.zeros((rows, state.ring.shape[1]), dtype=np.float32)
+            grown[: state.filled] = state.ring[: state.filled]
+            state.ring = grown
         at = (state.head + np.arange(len(ready))) % history
         state.ring[at] = np.stack([mean for mean, _, _ in ready])
         state.head = (state.head + len(ready)) % history

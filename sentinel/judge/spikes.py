@@ -73,6 +73,7 @@ _Z_CAP = 1e30  # stands in for an infinite z (a residual that overflowed)
 # A pulse is periodic when its intervals are within 5% of their median: a daily pulse
 # may drift by a reading or so at coarse sampling, random spikes hardly ever line up so.
 _PERIOD_TOLERANCE = 0.05
+_FIRST_ROWS = 64  # a device's first residual ring; it doubles up to ``history``
 _RECOMPUTE_EVERY = 32  # accepted readings between scale updates (a median costs ~0.1 ms)
 
 FloatArray = npt.NDArray[np.float64]
@@ -107,8 +108,13 @@ def hampel_residuals(values: npt.NDArray[Any], neighbours: int) -> tuple[FloatAr
 @dataclass(slots=True)
 class _DeviceNoise:
     # |residual| per feature of the last accepted readings: a ring of ``history`` rows, so
-    # the scale's median runs on it in place (no list of rows to convert each time)
-    ring: FloatArray
+    # the scale's median runs on it in place (no list of rows to convert each time). It
+    # starts small and doubles until it holds ``history`` rows, and holds float32, as the
+    # windows hold the readings: 24 KB at six features and the default 1,000, where a
+    # float64 ring allocated whole with a device's first window was 48 KB (issue #23,
+    # memory). Until it is full the rows sit in order from 0 and head == filled.
+    ring: npt.NDArray[np.float32]
+    history: int
     filled: int = 0
     head: int = 0  # next row to write
     scale: FloatArray | None = None  # None until warm (NaN: that feature is not judged)
@@ -125,7 +131,8 @@ class _DeviceNoise:
     @classmethod
     def empty(cls, history: int, n_features: int, memory: int) -> _DeviceNoise:
         spikes: list[deque[tuple[int, float]]] = [deque(maxlen=memory) for _ in range(n_features)]
-        return cls(np.zeros((history, n_features)), spikes=spikes)
+        ring = np.zeros((min(_FIRST_ROWS, history), n_features), dtype=np.float32)
+        return cls(ring, history, spikes=spikes)
 
     def remember(self, at: int, feature: int, size: float, cfg: SpikesConfig) -> bool:
         """Remember a spike of ``size`` at reading ``at``; True when it is a normal one."""
@@ -160,25 +167,36 @@ class _DeviceNoise:
         self.normal = {key: v for key, v in self.normal.items() if key[0] >= at}
 
     def add(self, rows: FloatArray) -> None:
+        rows = rows[-self.history :]
+        if len(self.ring) < self.history and self.filled + len(rows) > len(self.ring):
+            grown = np.zeros(
+                (
+                    min(self.history, max(2 * len(self.ring), self.filled + len(rows))),
+                    self.ring.shape[1],
+                ),
+                dtype=np.float32,
+            )
+            grown[: self.filled] = self.ring[: self.filled]
+            self.ring, self.head = grown, self.filled  # head wrapped to 0 if it was full
         size = len(self.ring)
-        rows = rows[-size:]
         self.ring[(self.head + np.arange(len(rows))) % size] = rows
         self.head = (self.head + len(rows)) % size
         self.filled = min(size, self.filled + len(rows))
         self.seen += len(rows)
         self.since += len(rows)
 
-    def newest(self, count: int) -> FloatArray:
+    def newest(self, count: int) -> npt.NDArray[np.float32]:
         """The newest ``count`` rows (at most ``filled``), oldest first."""
         count = min(count, self.filled)
         index = (self.head - count + np.arange(count)) % len(self.ring)
-        rows: FloatArray = self.ring[index]
+        rows: npt.NDArray[np.float32] = self.ring[index]
         return rows
 
     def resize(self, history: int) -> None:
         kept = self.newest(history)
-        self.ring = np.zeros((history, self.ring.shape[1]))
+        self.ring = np.zeros((history, self.ring.shape[1]), dtype=np.float32)
         self.ring[: len(kept)] = kept
+        self.history = history
         self.filled, self.head = len(kept), len(kept) % history
 
     def set_memory(self, memory: int) -> None:
@@ -253,7 +271,7 @@ class SpikeCheck:
             if state.filled >= cfg.warmup and (
                 state.scale is None or state.since >= _RECOMPUTE_EVERY
             ):
-                state.set_scale(_scale(state.ring[: state.filled]))
+                state.set_scale(_scale(state.ring[: state.filled].astype(np.float64)))
             hits.append(hit)
         return hits
 

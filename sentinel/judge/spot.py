@@ -45,7 +45,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import brentq  # no stubs installed
 
 __all__ = ["FULL_SEARCH_EVERY", "MIN_PEAKS", "DSpot", "Spot", "SpotState", "fit_gpd"]
 
@@ -100,6 +99,10 @@ def _best_root(
     """Refine every sign change of ``w`` on ``grid``; keep the most likely (gamma, sigma)."""
     w, _ = _grimshaw_w(grid, y)
     crossings = np.flatnonzero(np.isfinite(w[:-1]) & np.isfinite(w[1:]) & (w[:-1] * w[1:] < 0))
+    if len(crossings):
+        # Imported here, not with the module: scipy.optimize brings ~65 MB of RSS into every
+        # daemon, and only threshold.method = "spot" fits a tail (issue #23, memory).
+        from scipy.optimize import brentq  # no stubs installed
     for i in crossings:
         root = brentq(
             lambda x: float(_grimshaw_w(np.array([x]), y)[0][0]),

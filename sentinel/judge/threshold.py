@@ -51,17 +51,18 @@ Alert severity is cut from it (``sentinel.judge.alerts``).
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 from river import stats
 
 from sentinel.config import ThresholdConfig
 from sentinel.judge.drift import LevelShiftWatch
+from sentinel.judge.history import FloatHistory
 from sentinel.judge.spot import DSpot, SpotState
 from sentinel.records import (
     AuditEvent,
@@ -138,7 +139,7 @@ class _Model:
 @dataclass(slots=True)
 class _DeviceThreshold:
     quantile: stats.RollingQuantile
-    recent: deque[float]  # what the rolling quantile holds, kept so it can be snapshotted
+    recent: FloatHistory  # what the rolling quantile holds, kept so it can be snapshotted
     normal_seen: int = 0
     spot: DSpot | None = None
     # quantile: the device's level relative to what its quantile was learnt at; scores enter
@@ -157,8 +158,8 @@ class ThresholdBank:
     """Thresholds for every (stream, device), created on first sight.
 
     A device gone quiet is *parked* (``park``): its state is kept as snapshot data, the
-    normal scores as one float64 array instead of a deque and a rolling quantile of Python
-    floats, and taken back when the device next scores a window (issue #19).
+    normal scores as one float64 array without the rolling quantile that sorts them, and
+    taken back when the device next scores a window (issue #19).
     """
 
     config: ThresholdConfig
@@ -241,7 +242,7 @@ class ThresholdBank:
             exceedance = 1.0
             if is_anomaly:
                 exceedance = _empirical_tail(
-                    state.recent if warm else calibration, score.value / state.scale
+                    state.recent.values() if warm else calibration, score.value / state.scale
                 )
             info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
         # The level-shift watch follows the model's score alone, spike or not.
@@ -386,7 +387,7 @@ class ThresholdBank:
     ) -> float | None:
         """The device's normal level, in the units its quantile was learnt in."""
         if len(state.recent) >= _MIN_REFERENCE:
-            return float(np.median(np.asarray(state.recent)))
+            return float(np.median(state.recent.values()))
         if calibration:
             return float(np.median(np.asarray(calibration)))
         return None
@@ -460,7 +461,7 @@ class ThresholdBank:
         if (old.quantile, old.history) != (config.quantile, config.history):
             for key, state in list(self._devices.items()):
                 fresh = self._empty()
-                for value in list(state.recent)[-config.history :]:
+                for value in state.recent.tolist()[-config.history :]:
                     fresh.quantile.update(value)
                     fresh.recent.append(value)
                 fresh.normal_seen = state.normal_seen
@@ -544,7 +545,7 @@ class ThresholdBank:
     def _empty(self) -> _DeviceThreshold:
         return _DeviceThreshold(
             stats.RollingQuantile(self.config.quantile, window_size=self.config.history),
-            deque(maxlen=self.config.history),
+            FloatHistory(self.config.history),
         )
 
     def _new_device(self, stream: str, calibration: Sequence[float]) -> _DeviceThreshold:
@@ -585,7 +586,7 @@ class ThresholdBank:
 def _to_data(state: _DeviceThreshold) -> dict[str, Any]:
     return {
         "normal_seen": state.normal_seen,
-        "recent": list(state.recent),
+        "recent": state.recent.tolist(),
         "spot": state.spot.state().to_dict() if state.spot is not None else None,
         "scale": state.scale,
         "prior": [list(p) for p in state.prior],
@@ -622,7 +623,7 @@ def _json_float(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _empirical_tail(sample: Sequence[float] | deque[float], value: float) -> float:
+def _empirical_tail(sample: Sequence[float] | npt.NDArray[np.float64], value: float) -> float:
     """P(normal >= value) from a sample of normal scores: the empirical fraction while
     ``value`` lies within the sample; past its largest value, an exponential tail fitted to
     the top tenth of the sample in log score (scores are errors: multiplicative)."""

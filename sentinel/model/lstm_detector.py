@@ -316,18 +316,31 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
         self, windows: np.ndarray, errors: Callable[[torch.Tensor], Float64Array | None]
     ) -> list[Float64Array] | None:
         """``errors`` of raw (B, window, F) windows as model inputs on the device, in chunks
-        of ``max_batch`` under ``inference_mode``; None where ``errors`` gave None."""
+        of ``max_batch`` under ``inference_mode``; None where ``errors`` gave None.
+
+        A chunk is padded with zero windows to the next power of two (at most
+        ``max_batch``) and the padding's errors dropped: oneDNN (and cuDNN) keep a compiled
+        LSTM primitive, with its buffers, for every batch shape they meet, ~0.2-0.4 MB each
+        on the CPU, and the daemon's passes hold any number of windows, so the process grew
+        by one primitive per batch size until it had met them all (100 MB and more at the
+        default ``score_batch_max``; issue #23, memory). Windows are scored independently:
+        the padding changes no other window's error."""
         self._check_shape(windows)
         scaled = model_inputs(windows, self._meta)
         parts: list[Float64Array] = []
         self._module.eval()
         with torch.inference_mode():
             for start in range(0, len(scaled), self._max_batch):
-                chunk = torch.from_numpy(scaled[start : start + self._max_batch])
-                part = errors(chunk.to(self._device))
+                chunk = scaled[start : start + self._max_batch]
+                n = len(chunk)
+                size = min(self._max_batch, 1 << (n - 1).bit_length())
+                if size > n:
+                    pad = np.zeros((size - n, *chunk.shape[1:]), dtype=chunk.dtype)
+                    chunk = np.concatenate((chunk, pad))
+                part = errors(torch.from_numpy(chunk).to(self._device))
                 if part is None:
                     return None
-                parts.append(part)
+                parts.append(part[:n])
         return parts
 
     def step_ratios(self, windows: np.ndarray) -> Float64Array | None:

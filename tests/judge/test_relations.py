@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sentinel.config import RelationsConfig, SpikesConfig, ThresholdConfig
-from sentinel.judge.relations import RelationCheck, Relations, fit_relations
+from sentinel.judge.relations import RelationCheck, Relations, _Device, fit_relations
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
 from sentinel.records import AlertReason, RelationHit, ThresholdState, Window
@@ -324,3 +324,22 @@ def test_the_sustained_scale_needs_sixteen_spans_of_learnt_windows() -> None:
     data = enough.to_data()
     del data["sustained"]
     assert not Relations.from_data(data, 4).sustained.any()
+
+
+def test_ring_of_window_means_grows_into_the_ring_a_full_one_would_be() -> None:
+    """A device's ring starts small and doubles (issue #23, memory): after every pass it
+    holds the rows, in the places, that a ring allocated at full size holds."""
+    config = RelationsConfig(history=100)
+    check = RelationCheck(config, hop=4)
+    rng = np.random.default_rng(3)
+    grown = _Device.empty(100, 3)
+    full = _Device(np.zeros((100, 3), dtype=np.float32), np.zeros(3), np.ones(3))
+    assert len(grown.ring) < 100
+    for _ in range(40):
+        ready = [(rng.random(3), rng.random(3), rng.random(3)) for _ in range(rng.integers(1, 9))]
+        check._remember(grown, ready)
+        check._remember(full, ready)
+        assert (grown.filled, grown.head) == (full.filled, full.head)
+        np.testing.assert_array_equal(grown.ring[: grown.filled], full.ring[: full.filled])
+        np.testing.assert_array_equal(grown.noise, full.noise)
+    np.testing.assert_array_equal(grown.ring, full.ring)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sentinel.config import SpikesConfig
-from sentinel.judge.spikes import SpikeCheck, SpikeHit, hampel_residuals
+from sentinel.judge.spikes import SpikeCheck, SpikeHit, _DeviceNoise, hampel_residuals
 
 WINDOW, HOP = 16, 4
 
@@ -372,3 +372,24 @@ def test_a_smaller_memory_on_reload_keeps_the_newest_spikes() -> None:
     before = check.normal_spikes("pump", "p1")[1]
     check.reconfigure(SpikesConfig(recurring_memory=4, recurring_count=3), HOP)
     assert check.normal_spikes("pump", "p1")[1] == before[-4:]
+
+
+@pytest.mark.parametrize("history", [10, 64, 65, 1000])
+def test_residual_ring_grows_into_the_same_ring_a_full_one_would_be(history: int) -> None:
+    """A device's residual ring starts small and doubles (issue #23, memory): after every
+    add it holds the rows a ring allocated at full size holds, in the same places, so the
+    noise scale is computed on the same array."""
+    rng = np.random.default_rng(history)
+    grown = _DeviceNoise.empty(history, 3, memory=8)
+    full = _DeviceNoise(np.zeros((history, 3), dtype=np.float32), history)
+    assert len(grown.ring) <= 64
+    for _ in range(60):
+        rows = rng.random((int(rng.integers(1, 40)), 3))
+        grown.add(rows)
+        full.add(rows)
+        assert (grown.filled, grown.seen) == (full.filled, full.seen)
+        np.testing.assert_array_equal(grown.ring[: grown.filled], full.ring[: full.filled])
+        np.testing.assert_array_equal(grown.newest(history), full.newest(history))
+    assert len(grown.ring) == history
+    assert grown.head == full.head
+    np.testing.assert_array_equal(grown.ring, full.ring)

@@ -34,6 +34,30 @@ def test_resolve_cuda_without_cuda_is_a_clear_error(monkeypatch: pytest.MonkeyPa
 # -- scoring --------------------------------------------------------------------------------
 
 
+def test_batches_are_padded_to_a_few_shapes_and_score_as_unpadded() -> None:
+    """oneDNN keeps a compiled LSTM per batch shape (issue #23, memory): any number of
+    windows reaches the module in a power-of-two batch, at most max_batch, and each
+    window's score is the one it gets in a batch of exactly that size."""
+    det = make_detector(max_batch=48)
+    seen: list[int] = []
+    module = det._module
+    hook = module.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    try:
+        batch = windows(100, seed=2)
+        full_scores, full_errors = det.score(batch[:48])
+        for n in (1, 3, 5, 17, 33, 48, 50, 100):
+            scores, errors = det.score(batch[:n])
+            assert scores.shape == (n,)
+            assert errors.shape == (n, 3)
+            k = min(n, 48)
+            np.testing.assert_allclose(scores[:k], full_scores[:k], rtol=1e-6)
+            np.testing.assert_allclose(errors[:k], full_errors[:k], rtol=1e-6)
+    finally:
+        hook.remove()
+    assert set(seen) <= {1, 2, 4, 8, 16, 32, 48}
+    assert seen.count(48) >= 4
+
+
 def test_score_is_the_worst_features_error_over_its_normal_level() -> None:
     det = make_detector()
     scores, feature_errors = det.score(windows(5))

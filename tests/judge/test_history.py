@@ -1,0 +1,49 @@
+"""FloatHistory: a deque(maxlen) of floats in one array."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from collections import deque
+
+import pytest
+
+from sentinel.judge.history import FloatHistory
+
+
+@pytest.mark.parametrize("maxlen", [1, 2, 63, 64, 65, 100, 2000])
+def test_holds_what_a_bounded_deque_holds_in_order(maxlen: int) -> None:
+    rng = random.Random(maxlen)
+    ours, theirs = FloatHistory(maxlen), deque[float](maxlen=maxlen)
+    for _ in range(3 * maxlen + 7):
+        value = rng.gauss(0.0, 1.0) * 10 ** rng.randint(-300, 300)
+        ours.append(value)
+        theirs.append(value)
+        assert len(ours) == len(theirs)
+    assert ours.tolist() == list(theirs)
+    assert ours.values().tolist() == list(theirs)
+    assert FloatHistory(maxlen, [1.0, 2.0, 3.0]).tolist() == [1.0, 2.0, 3.0][-maxlen:]
+
+
+def test_values_is_a_copy() -> None:
+    history = FloatHistory(4, [1.0, 2.0])
+    history.values()[0] = 99.0
+    assert history.tolist() == [1.0, 2.0]
+
+
+def test_a_full_history_of_2000_costs_8_bytes_a_value() -> None:
+    """The threshold's default history: 16 kB where the deque of floats took ~80 kB."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        history = FloatHistory(2000, (float(i) + 0.5 for i in range(2500)))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(history) == 2000
+    assert held < 2000 * 8 + 1024
+
+
+def test_maxlen_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="maxlen"):
+        FloatHistory(0)
