@@ -102,7 +102,7 @@ def test_an_alert_appears_and_is_acknowledged_from_the_page(ui_api: Api) -> None
         alert_id = int(fired[0])
         card = f'[data-alert="{alert_id}"]'
         reason = driver.find_element(By.CSS_SELECTOR, f"{card} .why").text
-        assert "vs threshold" in reason, reason
+        assert "\u00d7 threshold" in reason, reason  # a multiplication sign
         _save(driver, "ui.png")
 
         # Acknowledge: the token is asked once, then kept for the tab.

@@ -128,24 +128,25 @@ function action(label, run, cls) {
 const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
 
 function why(alert) {
+  // The checks that flagged it first, then the score against the device's threshold.
   const r = alert.reason || {};
   const parts = [];
-  const over = alert.peak_score !== null && alert.threshold ? alert.peak_score / alert.threshold : null;
-  parts.push(
-    `peak score ${num(alert.peak_score)} vs threshold ${num(alert.threshold)}` +
-      (over !== null ? ` (${num(over, 2)}×)` : ""),
-  );
-  if (r.threshold_method) parts.push(`${r.threshold_method} threshold${r.threshold_warm ? "" : ", still warming up"}`);
   const checks = [
     ["spike", r.spike_feature, r.spike_z !== undefined ? `z ${num(r.spike_z, 2)}` : ""],
     ["level", r.level_feature, r.level_z !== undefined ? `z ${num(r.level_z, 2)}` : ""],
     ["constant", r.constant_feature, r.constant_value !== undefined ? `${num(r.constant_value)} ≠ ${num(r.constant_expected)}` : ""],
-    ["stuck", r.stuck_feature, r.stuck_run !== undefined ? `${r.stuck_run} identical` : ""],
+    ["stuck", r.stuck_feature, r.stuck_run !== undefined ? `${r.stuck_run} identical readings` : ""],
     ["relation", r.relation_feature, r.relation_z !== undefined ? `residual ${num(r.relation_z, 2)} σ` : ""],
   ];
   for (const [check, feature, detail] of checks) {
     if (feature) parts.push(`${check} check: ${feature}${detail ? " " + detail : ""}`);
   }
+  if (alert.peak_score !== null && alert.threshold) {
+    const ratio = alert.peak_score / alert.threshold;
+    const vs = `${num(alert.peak_score)} vs ${num(alert.threshold)}`;
+    parts.push(ratio > 1 ? `score ${num(ratio, 2)}× threshold (${vs})` : `score under threshold (${vs})`);
+  }
+  if (r.threshold_method && !r.threshold_warm) parts.push("threshold still warming up");
   const features = (alert.top_features || [])
     .slice(0, 3)
     .map((f) => `${f.feature} ${Math.round(f.share * 100)}%`);
@@ -299,7 +300,8 @@ function chart(history, alerts, from, to) {
   const step = (TICK_MINUTES.find((m) => (to - from) / (m * MINUTE) <= 6) || 720) * MINUTE;
   for (let t = Math.ceil(from / step) * step; t <= to; t += step) {
     root.append(svg("line", { class: "axis", x1: x(t), x2: x(t), y1: H - B, y2: H - B + 4 }));
-    const label = svg("text", { x: x(t), y: H - 6, "text-anchor": "middle" });
+    const anchor = x(t) > W - R - 20 ? "end" : x(t) < L + 20 ? "start" : "middle";
+    const label = svg("text", { x: x(t), y: H - 6, "text-anchor": anchor });
     label.textContent = new Date(t).toISOString().slice(11, 16);
     root.append(label);
   }
