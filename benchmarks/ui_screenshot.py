@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 
 from sentinel.records import AlertStatus
 from simulators.broker import PrivateBroker, Publisher
@@ -111,14 +114,34 @@ def _publish(publisher: Publisher, steps: Iterator[list[SimReading]], count: int
     return sent
 
 
+def _drawn(driver: WebDriver, css: str) -> Callable[[], list[WebElement]]:
+    return lambda: driver.find_elements(By.CSS_SELECTOR, css)
+
+
 def _photograph(base: str, device: str, out: Path) -> None:
+    """Each page, timed from the navigation until its content is drawn: the first loads
+    the page, its files and its API answers; the others change only the URL's fragment
+    (in-page routing: their API calls and the drawing)."""
     with browser() as driver:
-        driver.get(base + "/ui/#/alerts")
-        until(driver, "the alerts", lambda: driver.find_elements(By.CSS_SELECTOR, ".card"))
-        driver.save_screenshot(str(out / "ui.png"))
-        driver.get(base + f"/ui/#/device/pump/{device}/1h")
-        until(driver, "the chart", lambda: driver.find_elements(By.ID, "score-chart"))
-        driver.save_screenshot(str(out / "ui-device.png"))
+        for name, path, ready in (
+            ("ui.png", "/ui/#/alerts", ".card"),
+            ("ui-device.png", f"/ui/#/device/pump/{device}/1h", "#score-chart"),
+            ("fleet", "/ui/#/fleet", "#fleet tbody tr"),
+            ("models", "/ui/#/models", "table"),
+        ):
+            started = time.perf_counter()
+            driver.get(base + path)
+            until(driver, name, _drawn(driver, ready))
+            print(f"{path}: drawn {1000 * (time.perf_counter() - started):.0f} ms after navigation")
+            if name.endswith(".png"):
+                driver.save_screenshot(str(out / name))
+        sizes = driver.execute_script(
+            "return performance.getEntriesByType('resource').concat("
+            "performance.getEntriesByType('navigation'))"
+            ".map(e => [new URL(e.name).pathname, e.encodedBodySize])"
+            ".filter(([path]) => path.startsWith('/ui/'))"
+        )
+        print("page weight, bytes:", dict(sizes))
         driver.set_window_size(390, 844)
         driver.get(base + "/ui/#/alerts")
         until(driver, "the alerts", lambda: driver.find_elements(By.CSS_SELECTOR, ".card"))

@@ -77,6 +77,7 @@ function askToken() {
   const dialog = document.getElementById("token-dialog");
   const input = document.getElementById("token-input");
   input.value = "";
+  dialog.returnValue = "";
   return new Promise((resolve) => {
     dialog.addEventListener(
       "close",
@@ -439,7 +440,14 @@ async function modelsView() {
 // -- routing ----------------------------------------------------------------------------------
 
 function route() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const decode = (part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return ""; // a malformed link: the route falls back to a list
+    }
+  };
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decode);
   switch (parts[0]) {
     case "fleet":
       return ["fleet", () => fleetView()];
