@@ -17,13 +17,16 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
+from sentinel.model import ModelRegistry
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker
 from tests.api.helpers import TOKEN, Api, start_api
 from tests.api.ui_helpers import browser, chromium_missing, console, until
 from tests.e2e_helpers import all_alerts, readings_committed, wait_for
-from tests.ops_helpers import publish_fleet
+from tests.ops_helpers import VERSION, install_untrained_model, publish_fleet
 
 pytestmark = [pytest.mark.integration]
 
@@ -58,6 +61,11 @@ def _acknowledged(url: str, alert_id: int) -> bool:
     finally:
         store.close()
     return record is not None and record.acknowledged_at is not None
+
+
+def _confirm(driver: WebDriver) -> None:
+    """Accept the page's confirm() box."""
+    WebDriverWait(driver, 30).until(expected_conditions.alert_is_present()).accept()
 
 
 def _save(driver: WebDriver, name: str) -> None:
@@ -129,17 +137,32 @@ def test_an_alert_appears_and_is_acknowledged_from_the_page(ui_api: Api) -> None
         assert found("#score-chart rect.span")
         _save(driver, "ui-device.png")
 
-        # The fleet at a glance, and the models with their roles.
+        # The fleet at a glance.
         driver.get(base + "/ui/#/fleet")
         rows = until(driver, "the fleet table", lambda: found("#fleet tbody tr"))
         assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == ["pump-000", "pump-001"]
         assert "alerting" in rows[0].text
+
+        # Models: activate another version, then roll back, each confirmed in the page.
+        config = ui_api.running.app.config
+        registry = ModelRegistry(config.models_dir)
+        second = install_untrained_model(config.state_dir, "20250102T000000Z-second")
+        registry.activate("pump", VERSION)  # VERSION runs; `second` is the rollback target
         driver.get(base + "/ui/#/models")
-        until(
-            driver,
-            "the active model",
-            lambda: "active" in driver.find_element(By.TAG_NAME, "table").text,
+        row = until(
+            driver, "the second version", lambda: [r for r in found("tbody tr") if second in r.text]
         )
+        row[0].find_element(By.TAG_NAME, "button").click()
+        _confirm(driver)
+        wait_for(lambda: registry.active_version("pump") == second, 30, "the activation")
+        back = until(
+            driver,
+            "the rollback button",
+            lambda: [b for b in found("h2 button") if VERSION in b.text],
+        )
+        back[0].click()
+        _confirm(driver)
+        wait_for(lambda: registry.active_version("pump") == VERSION, 30, "the rollback")
 
         # A phone: one column, nothing wider than the screen.
         driver.set_window_size(390, 844)
