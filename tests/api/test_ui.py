@@ -3,8 +3,9 @@
 The untrained test model finds the fleet anomalous, so the daemon opens alerts of its own
 while the page is open: the test watches one appear, acknowledges it through the page
 (the token asked once, in the page's dialog) and finds it acknowledged in the database.
-With ``SENTINEL_UI_SCREENSHOTS=<folder>`` it saves the pages it saw there (docs/ui.png is
-one, see benchmarks/ui_screenshot.py).
+Then the device's chart, the fleet, a model activated and rolled back from the page, and
+a phone-sized window. With ``SENTINEL_UI_SCREENSHOTS=<folder>`` it saves what it saw there
+(docs/ui*.png come from benchmarks/ui_screenshot.py, with a trained model).
 """
 
 from __future__ import annotations
