@@ -1306,8 +1306,8 @@ class HealthConfig(Section):
     api: bool = Field(
         default=True,
         description="Serve the REST API under /api/v1 (alerts, devices, models; OpenAPI "
-        "document at /api/v1/openapi.json). Its write actions need the api_token "
-        "credential or SENTINEL_API_TOKEN, and are refused without one.",
+        "document at /api/v1/openapi.json) and the web UI at /ui/. Its write actions need "
+        "the api_token credential or SENTINEL_API_TOKEN, and are refused without one.",
     )
     port: int = Field(
         default=9847, ge=0, le=65535, description="TCP port; 0 takes a free one (logged)."

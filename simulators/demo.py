@@ -20,6 +20,7 @@ import argparse
 import io
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -125,6 +126,8 @@ class _View:
             print(f"loaded saved model {event['version']}; scoring from the first window")
         elif name == "mqtt_subscribed":
             print("daemon connected and subscribed")
+        elif name == "health_listening":
+            print(f"web UI: http://127.0.0.1:{event['port']}/")
         elif name == "input_rejected":
             self._rejected(event)
         elif name == "alert_opened":
@@ -340,13 +343,16 @@ def main(argv: list[str] | None = None) -> int:
                 features=json.dumps(FEATURES),
             )
         )
+        # A token of this run's own, so that the web UI's Acknowledge works in the demo.
+        token = secrets.token_hex(8)
         with log_path.open("wb") as log_file:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "sentinel.cli", "run", "--config", str(config_path)],
+                env={**os.environ, "SENTINEL_API_TOKEN": token},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-        print(f"daemon: pid {daemon.pid}, log {log_path}")
+        print(f"daemon: pid {daemon.pid}, log {log_path}; API token for the web UI: {token}")
         offset = 0
         deadline = time.monotonic() + 60
         while fleet is None:

@@ -172,6 +172,16 @@ def test_install_upgrade_and_uninstall_in_a_scratch_root(tmp_path: Path) -> None
         [str(venv / "bin" / "sentinel"), "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("sentinel ")
+    # The web UI's files travel in the wheel (package data), beside the installed package.
+    ui = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "from sentinel.api.app import UI_DIR; print(UI_DIR)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+    ).stdout.strip()
+    assert ui.startswith(str(venv)), ui
+    assert {p.name for p in Path(ui).iterdir()} >= {"index.html", "app.js", "style.css"}
 
     # An upgrade keeps the operator's config and migrates the database.
     config.write_text(config.read_text().replace("port = 1883", "port = 1884"))

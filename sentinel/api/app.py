@@ -11,17 +11,25 @@ Errors are JSON ``{"detail": "..."}`` (``Problem``) with a 4xx status that says 
 it is: 404 unknown id or name, 422 a bad parameter (``errors`` lists each), 401/403 the
 token. A database that cannot be reached is 503; a bug is 500, logged with its traceback.
 No interactive docs page: it would load its scripts from a CDN an edge box may not reach.
+
+The web UI (``sentinel/api/ui``: static HTML, CSS and plain JavaScript over this API, no
+build step) is served at ``/ui/`` and ``/`` redirects there; its pages may load nothing but
+their own files (``Content-Security-Policy``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client.exposition import choose_encoder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +45,14 @@ log = structlog.get_logger(__name__)
 
 API_PREFIX = "/api/v1"
 METRICS_TYPES = ("text/plain", "application/openmetrics-text")
+UI_DIR = Path(__file__).parent / "ui"
+UI_PREFIX = "/ui"
+# Its own files only: no CDN, no inline script, and no page may frame it (clickjacking of
+# the ack buttons).
+UI_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'none'"
+)
 
 
 def build_app(context: ApiContext, *, api: bool = True) -> FastAPI:
@@ -58,7 +74,33 @@ def build_app(context: ApiContext, *, api: bool = True) -> FastAPI:
     if api:
         for module in (alerts, devices, models):
             app.include_router(module.router, prefix=API_PREFIX)
+        _ui_routes(app)
     return app
+
+
+def _ui_routes(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse(f"{UI_PREFIX}/", status_code=307)
+
+    app.mount(UI_PREFIX, _UiFiles(directory=UI_DIR, html=True), name="ui")
+
+
+class _UiFiles(StaticFiles):
+    """The UI's files, each with the policy that keeps the page to its own files."""
+
+    def file_response(
+        self,
+        full_path: PathLike[str] | str,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Content-Security-Policy"] = UI_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
 
 
 def _health_routes(app: FastAPI, context: ApiContext) -> None:

@@ -3,6 +3,7 @@ purpose."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,3 +132,55 @@ def test_the_server_frees_its_port_when_stopped(store: AlertStore, tmp_path: Pat
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 503
     finally:
         second.stop()
+
+
+def test_the_web_ui_is_served_with_a_policy_that_keeps_it_to_its_own_files(
+    store: AlertStore, tmp_path: Path
+) -> None:
+    with client(store, tmp_path) as http:
+        home = http.get("/")
+        assert home.status_code == 307
+        assert home.headers["location"] == "/ui/"
+        page = http.get("/ui/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
+        files = {name: http.get(f"/ui/{name}") for name in ("app.js", "style.css", "favicon.svg")}
+        assert {name: r.status_code for name, r in files.items()} == dict.fromkeys(files, 200)
+        assert (
+            files["app.js"]
+            .headers["content-type"]
+            .startswith(("text/javascript", "application/javascript"))
+        )
+        assert http.get("/ui/missing.js").status_code == 404
+    # Nothing from elsewhere: no URL with a scheme but the SVG namespace, no inline script.
+    for text in (page.text, files["app.js"].text, files["style.css"].text):
+        assert "https://" not in text
+        assert "//cdn" not in text
+        assert [u for u in re.findall(r"https?://[^\"' )]+", text) if "w3.org" not in u] == []
+    assert "<script>" not in page.text
+    assert ".innerHTML" not in files["app.js"].text
+
+
+def test_without_the_api_there_is_no_ui(store: AlertStore, tmp_path: Path) -> None:
+    context = ApiContext(
+        config=make_config,
+        store=store,
+        registry=ModelRegistry(tmp_path / "models"),
+        health=Health(),
+        metrics=Metrics(),
+        model_versions=dict,
+        describe_devices=lambda keys: None,
+        reload_model=None,
+        token=None,
+    )
+    server = HttpServer("127.0.0.1", 0, build_app(context, api=False))
+    server.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=30) as http:
+            assert http.get("/ui/").status_code == 404
+            assert http.get("/").status_code == 404
+    finally:
+        server.stop()

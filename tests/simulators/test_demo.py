@@ -243,5 +243,6 @@ def test_every_run_is_accepted_and_ctrl_c_reports_through_a_pipe(tmp_path: Path)
         assert all(p.last_ts <= time.time() for p in progress), run  # never ahead of now
         lines = demo.stop()
         assert any(line.startswith("simulator: published") for line in lines), lines
+        assert any(line.startswith("web UI: http://127.0.0.1:") for line in lines), lines
         assert any("injected anomalies caught" in line for line in lines), lines
     assert (state / "models" / "pump" / version).is_dir()
