@@ -414,7 +414,7 @@ class RelationCheck:
             state.recent.extend(block[-span:])
             while len(state.recent) > span:
                 state.recent.popleft()
-            both = fit.ratios(np.vstack([*earlier, block])) if earlier else signed
+            both = np.vstack([fit.ratios(np.stack(earlier)), signed]) if earlier else signed
             sums = np.cumsum(np.vstack([np.zeros(features), both]), axis=0)
             ends = np.arange(len(earlier) + 1, len(both) + 1)
             begins = np.maximum(ends - span, 0)
