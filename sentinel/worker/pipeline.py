@@ -57,6 +57,8 @@ from sentinel.worker.commands import (
     DescribeDevices,
     DevicesReply,
     DeviceView,
+    HandOver,
+    HandOverReply,
     InstallModel,
     Reconfigure,
     ResetDevices,
@@ -307,6 +309,15 @@ class Pipeline:
         self._commands.put(DescribeDevices(tuple(keys), reply))
         return reply.views if reply.done.wait(timeout) else None
 
+    def hand_over(
+        self, belongs: Callable[[str], bool], alerts: Iterable[Alert] = (), timeout: float = 10.0
+    ) -> int | None:
+        """A partition moves to or from this daemon (``HandOver``): returns how many devices
+        the worker let go of, None if it did not answer within ``timeout``."""
+        reply = HandOverReply()
+        self._commands.put(HandOver(belongs, tuple(alerts), reply))
+        return reply.devices if reply.done.wait(timeout) else None
+
     def training_failed(self, stream: str) -> None:
         """A cold-start training run failed: collect afresh and try again."""
         self._commands.put(TrainingFailed(stream))
@@ -551,6 +562,30 @@ class Pipeline:
         )
         self.rejections.record(Rejected(RejectReason.DEVICE_LIMIT, topic, detail))
 
+    def _hand_over(
+        self, belongs: Callable[[str], bool], alerts: tuple[Alert, ...], reply: HandOverReply
+    ) -> None:
+        held = self._devices.keys()
+        gone = [key for key in held if belongs(key[1])]
+        for key in gone:
+            self._devices.remove(key)
+            self._streams[key[0]].windows.reset(key[1])
+            self._last_closed.pop(key, None)
+        self._park()
+        self._alerts.drop(lambda key: belongs(key[1]))
+        self._alerts.restore(alerts)
+        reply.devices = len(gone)
+        log.info("devices_handed_over", devices=len(gone), alerts=len(alerts))
+
+    def _park(self) -> int:
+        """Park what the devices no longer held learnt (thresholds, noise scales)."""
+        held = self._devices.keys()
+        parked = self._thresholds.park(held)
+        self._spikes.park(held)
+        self._relations.park(held)
+        self._recurring.park(held)
+        return parked
+
     def _evict_idle(self, idle: float) -> None:
         """Free the devices silent for ``idle`` seconds that no alert keeps, and park what
         they learnt (thresholds, noise scales) until they return."""
@@ -564,12 +599,9 @@ class Pipeline:
             self._devices.remove(key)
             self._streams[key[0]].windows.reset(key[1])
             self._last_closed.pop(key, None)
-        held = self._devices.keys()
         # Also what a restart restored for devices that have not come back since.
-        parked = self._thresholds.park(held)
-        self._spikes.park(held)
-        self._relations.park(held)
-        self._recurring.park(held)
+        parked = self._park()
+        held = self._devices.keys()
         self._alerts.forget(held, wall)
         if gone or parked:
             self.stats.evicted += len(gone)

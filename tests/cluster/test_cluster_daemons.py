@@ -1,0 +1,193 @@
+"""Three real ``sentinel run`` processes sharing one fleet through a private nats-server and
+one PostgreSQL database (issue #24): partitions split fairly, a daemon that joins takes its
+share, a SIGKILLed one's partitions are taken over, and every reading is counted once, in
+order (an out-of-order or repeated one would be rejected, leaving a device short)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from sentinel.cluster import owners
+from sentinel.cluster.ownership import PUBLISHER_SLOT
+from sentinel.config import NatsConfig, StreamConfig
+from sentinel.ingest.subjects import server_mappings
+from simulators.nats_server import PrivateNats, find_nats_server
+from tests.e2e_helpers import start_daemon, wait_for, write_toml
+from tests.nats_helpers import EPOCH, FEATURES, TOPIC, device_names, nats_daemon_config, publish
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
+
+PARTITIONS = 6
+GROUP = "sentinel"  # the default: [nats] consumer_prefix
+
+
+@pytest.fixture
+def cluster_nats(tmp_path: Path) -> Iterator[PrivateNats]:
+    if find_nats_server() is None:
+        pytest.skip("no nats-server binary (apt-get install nats-server)")
+    stream = StreamConfig.model_validate({"name": "pump", "topic": TOPIC, "features": FEATURES})
+    mappings = server_mappings(NatsConfig(partitions=PARTITIONS), [stream])
+    with PrivateNats(workdir=tmp_path / "nats", mappings=mappings) as server:
+        yield server
+
+
+def member_config(
+    tmp_path: Path, name: str, server: PrivateNats, url: str, **sections: dict[str, Any]
+) -> Path:
+    state = tmp_path / name
+    config = nats_daemon_config(
+        state,
+        server,
+        database={"url": url},
+        nats={"partitions": PARTITIONS, "name": f"sentinel-{name}"},
+        cluster={"enabled": True, "member": name, "interval": 0.5},
+        **sections,
+    )
+    return write_toml(tmp_path / f"{name}.toml", config)
+
+
+def shares(url: str) -> dict[str, int]:
+    """Member -> how many partitions it holds now."""
+    found: dict[str, int] = {}
+    for slot, member in owners(url, GROUP).items():
+        if slot != PUBLISHER_SLOT:
+            found[member] = found.get(member, 0) + 1
+    return found
+
+
+def progress(url: str) -> dict[tuple[str, str], tuple[float, int]]:
+    """Each device's stored last timestamp and count of accepted readings."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT stream, device, last_ts, readings FROM device_state"))
+            return {(r.stream, r.device): (r.last_ts, r.readings) for r in rows}
+    finally:
+        engine.dispose()
+
+
+def committed(url: str) -> int:
+    return sum(readings for _, readings in progress(url).values())
+
+
+def timed_wait(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until ``condition`` held (polled every 0.1 s): a figure to report, not to
+    assert on (the box is shared)."""
+    start = time.monotonic()
+    wait_for(condition, timeout, what)
+    return time.monotonic() - start
+
+
+def stop_all(daemons: dict[str, subprocess.Popen[bytes]]) -> dict[str, int | None]:
+    for proc in daemons.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    codes: dict[str, int | None] = {}
+    for name, proc in daemons.items():
+        try:
+            codes[name] = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+            codes[name] = None
+    return codes
+
+
+class GatedPublisher(threading.Thread):
+    """Publishes ``steps`` steps of every device, in chunks; it goes past the first third
+    only once ``joined`` is set and past the second only once ``killed`` is, so that the
+    join and the kill both happen with readings still to come."""
+
+    def __init__(self, server: PrivateNats, devices: list[str], steps: int) -> None:
+        super().__init__(name="gated-publisher", daemon=True)
+        self.server, self.devices, self.steps = server, devices, steps
+        self.joined = threading.Event()
+        self.killed = threading.Event()
+        self.sent = 0
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            for start in range(0, self.steps, 10):
+                if start >= self.steps // 3:
+                    self.joined.wait(300)
+                if start >= 2 * self.steps // 3:
+                    self.killed.wait(300)
+                chunk = range(start, min(start + 10, self.steps))
+                self.sent += publish(self.server, self.devices, chunk)
+        except Exception as err:  # noqa: BLE001 - thread boundary: the test reports it
+            self.error = err
+
+
+def test_three_daemons_share_rebalance_and_take_over_a_killed_one(
+    cluster_nats: PrivateNats, postgres_url: str, tmp_path: Path
+) -> None:
+    url = postgres_url
+    devices = device_names(12)
+    steps = 600
+    total = len(devices) * steps
+    configs = {n: member_config(tmp_path, n, cluster_nats, url) for n in ("d0", "d1", "d2")}
+    logs = {n: tmp_path / f"{n}.log" for n in configs}
+    daemons: dict[str, subprocess.Popen[bytes]] = {}
+    publisher = GatedPublisher(cluster_nats, devices, steps)
+    figures: dict[str, float] = {}
+    try:
+        for name in ("d0", "d1"):
+            daemons[name] = start_daemon(configs[name], logs[name])
+        wait_for(lambda: shares(url) == {"d0": 3, "d1": 3}, 120, "two daemons to split 3 + 3")
+        publisher.start()
+        wait_for(lambda: committed(url) > 600, 120, "readings to flow")
+
+        # A third joins mid-stream: the others hand it one partition each, cleanly.
+        daemons["d2"] = start_daemon(configs["d2"], logs["d2"])
+        figures["rebalance_s"] = timed_wait(
+            lambda: shares(url) == {"d0": 2, "d1": 2, "d2": 2}, 120, "a 2 + 2 + 2 split"
+        )
+        mid = committed(url)
+        publisher.joined.set()
+        wait_for(lambda: committed(url) > mid + 300, 120, "readings to flow on three")
+
+        # d1 dies mid-stream: its two partitions go to d0 and d2.
+        daemons["d1"].send_signal(signal.SIGKILL)
+        daemons["d1"].wait(60)
+        killed_at = committed(url)
+        figures["takeover_s"] = timed_wait(
+            lambda: shares(url) == {"d0": 3, "d2": 3}, 120, "d1's partitions taken over"
+        )
+        publisher.killed.set()
+        publisher.join(300)
+        assert publisher.error is None
+        assert publisher.sent == total
+        assert killed_at < total, "the kill should happen mid-stream"
+        wait_for(lambda: committed(url) >= total, 180, "every reading committed")
+    finally:
+        publisher.joined.set()
+        publisher.killed.set()
+        codes = stop_all({n: p for n, p in daemons.items() if n != "d1"})
+        if "d1" in daemons and daemons["d1"].poll() is None:
+            daemons["d1"].kill()
+    assert codes == {"d0": 0, "d2": 0}
+    # Each device: every reading once, the last one last (kept in order).
+    final = progress(url)
+    assert len(final) == len(devices)
+    assert {key: readings for key, (_, readings) in final.items()} == {
+        ("pump", d): steps for d in devices
+    }
+    assert {last for last, _ in final.values()} == {EPOCH + steps - 1}
+    text = "".join(log.read_text() for log in logs.values())
+    assert "cluster_released" in text
+    assert "nats_partition_released" in text
+    print(
+        f"\nkilled at {killed_at}/{total}; rebalance_s={figures['rebalance_s']:.1f} "
+        f"(from the third daemon's start); takeover_s={figures['takeover_s']:.1f}"
+    )
