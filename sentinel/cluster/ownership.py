@@ -266,8 +266,9 @@ class PartitionOwnership:
             if self._stop.is_set():
                 return
             if self._give(partition):
-                self._unlock(conn, partition)
+                # Not ours from here on (a snapshot of it is no longer saved), then free.
                 self._owned.discard(partition)
+                self._unlock(conn, partition)
                 self.rebalances += 1
                 log.info("cluster_released", partition=partition, owned=self.owned)
         for partition in take:

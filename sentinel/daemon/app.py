@@ -19,6 +19,7 @@ import torch
 
 from sentinel.api import ApiContext, build_app
 from sentinel.cluster import PartitionOwnership
+from sentinel.cluster.state import ClusterJudgeState
 from sentinel.config import (
     API_TOKEN_CREDENTIAL,
     API_TOKEN_ENV,
@@ -46,6 +47,7 @@ from sentinel.publish.publisher import AlertPublisher
 from sentinel.records import WriteBatch
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.durability import warn_not_durable
+from sentinel.store.judge_state import load_judge_state
 from sentinel.store.outbox import OutboxPolicy
 from sentinel.worker.coldstart import Trainer
 from sentinel.worker.devices import warn_future_progress
@@ -189,6 +191,13 @@ class SentinelApp:
                 snapshot_path=config.state_dir / "thresholds.json",
                 tap=retrain.tap if retrain is not None else None,
                 cold_start_buffer=retrain is None,
+                shared_state=ClusterJudgeState(
+                    store,
+                    config.nats.partitions,
+                    lambda: self.cluster.owned if self.cluster is not None else (),
+                )
+                if config.cluster.enabled
+                else None,
             )
             if config.retrain.control_socket:  # device resets need it with retraining off too
                 self.control = ControlServer(
@@ -362,10 +371,11 @@ class SentinelApp:
                 alerts = [
                     a for a in [*store.open_alerts(), *store.last_ended_alerts()] if in_it(a.device)
                 ]
+                judge = load_judge_state(store, partition)
             except StoreError as err:
                 log.warning("cluster_take_failed", partition=partition, error=str(err))
                 return False
-            if pipeline.hand_over(in_it, alerts, timeout) is None:
+            if pipeline.hand_over(in_it, alerts=alerts, judge=judge, timeout=timeout) is None:
                 log.warning("cluster_take_failed", partition=partition, error="worker busy")
                 return False
             return source.acquire(partition)
@@ -373,8 +383,9 @@ class SentinelApp:
         def give(partition: int) -> bool:
             if not source.release(partition, timeout):
                 return False
-            # Everything of it is committed: let its devices go, for their next owner.
-            pipeline.hand_over(belongs(partition), (), timeout)
+            # Everything of it is committed: store what the judge learnt of its devices
+            # and let them go, for their next owner.
+            pipeline.hand_over(belongs(partition), save=True, timeout=timeout)
             return True
 
         return PartitionOwnership(

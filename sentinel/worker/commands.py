@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from sentinel.config import SentinelConfig
 from sentinel.model import Detector
-from sentinel.records import Alert, Reading, ThresholdState
+from sentinel.records import Alert, DeviceJudgeState, Reading, ThresholdState
 
 if TYPE_CHECKING:
     from sentinel.worker.pipeline import Pipeline
@@ -178,16 +178,19 @@ class HandOverReply:
 class HandOver(Command):
     """A partition moving to or from this daemon (``sentinel.cluster``): the worker lets go
     of every device for which ``belongs(device)`` holds, so that the next reading of one is
-    recalled from the store (the other daemon's progress), and restores ``alerts`` (the
-    store's open and last ended alerts of a partition being taken). The caller waits on
-    ``reply``."""
+    recalled from the store (the other daemon's progress). Giving (``save``), it first
+    stores what the judge learnt of them; taking, it restores ``alerts`` (the store's open
+    and last ended alerts of the partition) and ``judge`` (its devices' saved judge
+    state). The caller waits on ``reply``."""
 
     belongs: Callable[[str], bool]
     alerts: tuple[Alert, ...] = ()
+    judge: tuple[DeviceJudgeState, ...] = ()
+    save: bool = False
     reply: HandOverReply = field(default_factory=HandOverReply)
 
     def run(self, pipeline: Pipeline) -> None:
         try:
-            pipeline._hand_over(self.belongs, self.alerts, self.reply)
+            pipeline._hand_over(self)
         finally:
             self.reply.done.set()
