@@ -115,7 +115,9 @@ class PartitionOwnership:
 
     ``take(p)`` must start reading ``p`` (False if it could not; the lock is let go);
     ``give(p)`` must stop reading it cleanly (False if it could not drain in time; the
-    lock is kept and the release tried again). Both are called on this component's thread.
+    lock is kept and the release tried again); ``drop(p)`` must stop reading it whatever
+    happens (the session, and the lock with it, is lost). All are called on this
+    component's thread.
     ``stop()`` ends the looking but keeps the locks, so that the daemon's own drain at its
     stop happens while it still owns its partitions; ``close()`` then lets them go.
     """
@@ -130,6 +132,7 @@ class PartitionOwnership:
         interval: float,
         take: Callable[[int], bool],
         give: Callable[[int], bool],
+        drop: Callable[[int], None],
     ) -> None:
         self._url = make_url(url)
         self._key = group_key(group)
@@ -140,6 +143,7 @@ class PartitionOwnership:
         self._interval = interval
         self._take = take
         self._give = give
+        self._drop = drop
         self._conn: Connection | None = None
         self._owned: set[int] = set()
         self._publisher = False
@@ -235,7 +239,7 @@ class PartitionOwnership:
         self._disconnect()
         self._publisher = False
         for partition in sorted(self._owned):
-            self._give(partition)  # drains: what is in flight still commits
+            self._drop(partition)  # stops fetching; waits a while for what is in flight
         if self._owned:
             log.warning("cluster_partitions_dropped", partitions=sorted(self._owned))
         self._owned.clear()

@@ -388,6 +388,12 @@ class SentinelApp:
             pipeline.hand_over(belongs(partition), save=True, timeout=timeout)
             return True
 
+        def drop(partition: int) -> None:
+            # The session and its locks are gone: read no more of it, even if what is in
+            # flight does not commit in time (its messages go to the next owner).
+            source.release(partition, timeout, keep_on_timeout=False)
+            pipeline.hand_over(belongs(partition), timeout=timeout)
+
         return PartitionOwnership(
             config.database_url,
             group=config.cluster.group or config.nats.consumer_prefix,
@@ -396,6 +402,7 @@ class SentinelApp:
             interval=config.cluster.interval,
             take=take,
             give=give,
+            drop=drop,
         )
 
     @property

@@ -201,12 +201,13 @@ class NatsSource:
         until it reads (True) or the setup failed (False; nothing was started)."""
         return self._on_loop(self._acquire(partition))
 
-    def release(self, partition: int, timeout: float) -> bool:
+    def release(self, partition: int, timeout: float, *, keep_on_timeout: bool = True) -> bool:
         """Stop reading ``partition`` cleanly: fetch no more, and return once everything
         handed to the sink is committed and acknowledged (True). After ``timeout`` the
         partition is read again from its ack floor and False is returned: the caller
-        still owns it."""
-        return self._on_loop(self._release(partition, timeout))
+        still owns it; unless ``keep_on_timeout`` is False (the caller lost it anyway),
+        when it stays released."""
+        return self._on_loop(self._release(partition, timeout, keep_on_timeout))
 
     def _on_loop(self, coro: Coroutine[Any, Any, bool]) -> bool:
         loop = self._loop
@@ -453,7 +454,7 @@ class NatsSource:
         log.info("nats_partition_acquired", partition=partition, partitions=self.partitions)
         return True
 
-    async def _release(self, partition: int, timeout: float) -> bool:
+    async def _release(self, partition: int, timeout: float, keep: bool) -> bool:
         if partition not in self._wanted:
             return True
         self._wanted.discard(partition)
@@ -473,6 +474,8 @@ class NatsSource:
                 # come for it (their messages come again and are recognised).
                 for token in [t for t, p in self._inflight.items() if p == partition]:
                     self._forget(token)
+                if not keep:
+                    return False
                 self._wanted.add(partition)
                 if self._js is not None and self._subscribed.is_set():
                     with contextlib.suppress(NatsError, TimeoutError):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from sentinel.cluster.ownership import PUBLISHER_SLOT, PartitionOwnership, fair_share, owners, plan
 from tests.e2e_helpers import wait_for
@@ -43,6 +45,7 @@ class _Member:
     def __init__(self, url: str, name: str, partitions: int = 6) -> None:
         self.taken: list[int] = []
         self.given: list[int] = []
+        self.dropped: list[int] = []
         self.lock = threading.Lock()
         self.ownership = PartitionOwnership(
             url,
@@ -52,6 +55,7 @@ class _Member:
             interval=0.1,
             take=self._take,
             give=self._give,
+            drop=self.dropped.append,
         )
 
     def _take(self, partition: int) -> bool:
@@ -101,3 +105,26 @@ def test_each_partition_has_one_owner_and_a_closed_session_frees_its_partitions(
         # two's session ended: one takes its partitions back.
         wait_for(lambda: len(one.ownership.owned) == 6, 30, "one to take them back")
     assert owners(postgres_url, "test") == {}
+
+
+@pytest.mark.postgres
+def test_a_lost_session_drops_every_partition_then_takes_them_again(postgres_url: str) -> None:
+    with _Member(postgres_url, "one") as one:
+        wait_for(lambda: len(one.ownership.owned) == 6, 30, "one to hold every partition")
+        engine = create_engine(postgres_url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                ended = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name LIKE 'sentinel:%:one:%'"
+                    )
+                ).all()
+        finally:
+            engine.dispose()
+        assert ended == [(True,)]
+        # Its next look fails: it stops reading everything, reconnects, and locks again.
+        wait_for(lambda: sorted(one.dropped) == list(range(6)), 30, "every partition dropped")
+        wait_for(lambda: len(one.ownership.owned) == 6, 30, "the partitions taken again")
+        assert one.ownership.errors >= 1
+        assert sorted(one.taken) == sorted([*range(6), *range(6)])
