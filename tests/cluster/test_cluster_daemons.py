@@ -322,3 +322,30 @@ def log_events(path: Path) -> list[dict[str, Any]]:
             with contextlib.suppress(json.JSONDecodeError):  # a SIGKILL cuts the last line
                 events.append(json.loads(line))
     return events
+
+
+def test_a_nats_server_restart_loses_nothing_in_a_cluster(
+    cluster_nats: PrivateNats, postgres_url: str, tmp_path: Path
+) -> None:
+    """Two members through a restart of the server: each recreates the consumers of the
+    partitions it owns at their ack floor, and every reading is counted once."""
+    url = postgres_url
+    devices = device_names(8)
+    configs = {n: member_config(tmp_path, n, cluster_nats, url) for n in ("d0", "d1")}
+    daemons: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, path in configs.items():
+            daemons[name] = start_daemon(path, tmp_path / f"{name}.log")
+        wait_for(lambda: shares(url) == {"d0": 3, "d1": 3}, 120, "two daemons to split 3 + 3")
+        first = publish(cluster_nats, devices, range(100))
+        wait_for(lambda: committed(url) >= first // 2, 120, "readings to flow")
+        cluster_nats.restart()
+        second = publish(cluster_nats, devices, range(100, 200))
+        wait_for(lambda: committed(url) >= first + second, 180, "every reading committed")
+        assert shares(url) == {"d0": 3, "d1": 3}  # the locks never moved
+    finally:
+        codes = stop_all(daemons)
+    assert codes == {"d0": 0, "d1": 0}
+    assert {key: readings for key, (_, readings) in progress(url).items()} == {
+        ("pump", d): 200 for d in devices
+    }
