@@ -194,6 +194,23 @@ class PartitionOwnership:
         return self._members
 
     @property
+    def connected(self) -> bool:
+        """True while the session that holds the locks is open."""
+        return self._conn is not None
+
+    def status(self) -> dict[str, object]:
+        """What /healthz reports of this member."""
+        return {
+            "member": self._name,
+            "connected": self.connected,
+            "members": len(self._members),
+            "partitions": list(self.owned),
+            "publisher": self._publisher,
+            "rebalances": self.rebalances,
+            "errors": self.errors,
+        }
+
+    @property
     def publisher(self) -> bool:
         """True while this daemon holds the outbox publisher's lock."""
         return self._publisher

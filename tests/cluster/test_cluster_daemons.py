@@ -34,6 +34,7 @@ from tests.e2e_helpers import (
     all_alerts,
     daemon_config,
     install_model,
+    running_app,
     start_daemon,
     train_fleet_model,
     wait_for,
@@ -349,3 +350,29 @@ def test_a_nats_server_restart_loses_nothing_in_a_cluster(
     assert {key: readings for key, (_, readings) in progress(url).items()} == {
         ("pump", d): 200 for d in devices
     }
+
+
+def test_healthz_reports_the_members_partitions(
+    cluster_nats: PrivateNats, postgres_url: str, tmp_path: Path
+) -> None:
+    """One member in this process: it holds every partition and the publisher lock, and
+    /healthz's report says so; its stop lets them go."""
+    config = nats_daemon_config(
+        tmp_path / "solo",
+        cluster_nats,
+        database={"url": postgres_url},
+        nats={"partitions": PARTITIONS},
+        cluster={"enabled": True, "member": "solo", "interval": 0.2},
+    )
+    with running_app(config) as running:
+        cluster = running.app.cluster
+        assert cluster is not None
+        wait_for(lambda: len(cluster.owned) == PARTITIONS, 60, "every partition held")
+        wait_for(lambda: cluster.publisher, 30, "the publisher lock held")
+        report = running.app.health.report()
+        status = report.checks["cluster"]
+        assert status["partitions"] == list(range(PARTITIONS))
+        assert status["publisher"] is True
+        assert status["members"] == 1
+        assert not any(p.startswith("cluster") for p in report.problems)
+    assert owners(postgres_url, GROUP) == {}
