@@ -370,8 +370,11 @@ class NatsSource:
             await nc.flush(timeout=5)
             await self._ensure_stream(js)
             self._js = js
-            for partition in sorted(self._wanted):
-                await self._open(partition)
+            # Until every wanted partition is open: one acquired meanwhile (between two
+            # awaits) is opened here, not by _acquire, which waits for the setup's end.
+            while missing := sorted(self._wanted - set(self._subs)):
+                for partition in missing:
+                    await self._open(partition)
         except (NatsError, TimeoutError) as err:
             log.warning("nats_setup_failed", error=str(err) or type(err).__name__)
             await self._close_all()
@@ -396,6 +399,10 @@ class NatsSource:
         """Recreate ``partition``'s consumer at its ack floor and start reading it."""
         assert self._js is not None
         sub = await self._reset_consumer(self._js, partition)
+        if partition not in self._wanted:  # released while its consumer was being set up
+            with contextlib.suppress(NatsError, TimeoutError):
+                await sub.unsubscribe()
+            return
         self._subs[partition] = sub
         halted = self._halted[partition] = threading.Event()
         task = asyncio.create_task(self._read(partition, sub, halted))
@@ -440,8 +447,8 @@ class NatsSource:
         if partition in self._wanted:
             return True
         self._wanted.add(partition)
-        if self._js is None or not self._subscribed.is_set():
-            return True  # read from the next (re)connection on
+        if not self._subscribed.is_set():
+            return True  # the (re)connection's setup opens it
         try:
             await self._open(partition)
         except (NatsError, TimeoutError) as err:
