@@ -210,7 +210,7 @@ class SentinelApp:
             source = self.source = self._make_source(pipeline)
             if config.cluster.enabled:
                 self.cluster = self._make_cluster(store, pipeline, source)
-                self.health.cluster = self.cluster
+                self.health.cluster = self.metrics.cluster = self.cluster
             self.metrics.attach(pipeline, source, writer, retrain.tap if retrain else None)
             probe = DatabaseProbe(store, config.health.database_probe_interval)
             self.health.attach(pipeline, source, writer, probe)

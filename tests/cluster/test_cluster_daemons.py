@@ -19,6 +19,7 @@ from typing import Any
 
 import nats
 import pytest
+from prometheus_client import generate_latest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -352,11 +353,11 @@ def test_a_nats_server_restart_loses_nothing_in_a_cluster(
     }
 
 
-def test_healthz_reports_the_members_partitions(
+def test_healthz_and_metrics_report_the_members_partitions(
     cluster_nats: PrivateNats, postgres_url: str, tmp_path: Path
 ) -> None:
     """One member in this process: it holds every partition and the publisher lock, and
-    /healthz's report says so; its stop lets them go."""
+    /healthz's report and /metrics say so; its stop lets them go."""
     config = nats_daemon_config(
         tmp_path / "solo",
         cluster_nats,
@@ -375,4 +376,7 @@ def test_healthz_reports_the_members_partitions(
         assert status["publisher"] is True
         assert status["members"] == 1
         assert not any(p.startswith("cluster") for p in report.problems)
+        metrics = generate_latest(running.app.metrics.registry).decode()
+        assert f"sentinel_cluster_partitions {float(PARTITIONS)}" in metrics
+        assert "sentinel_cluster_publisher 1.0" in metrics
     assert owners(postgres_url, GROUP) == {}
