@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint check-migrations clean help
+.PHONY: install demo demo-cluster test lint check-migrations clean help
 
 help:
 	@echo "make demo   - private broker + simulated pump fleet + daemon on SQLite; Ctrl-C stops"
+	@echo "make demo-cluster - three daemons share a fleet over NATS + PostgreSQL; one is killed"
 	@echo "make test   - install what is needed and run the whole test suite"
 	@echo "make lint   - ruff, and strict mypy on the package, simulators, benchmarks and tests"
 	@echo "make clean  - remove the venv and demo state"
@@ -28,6 +29,9 @@ install: $(STAMP)
 demo: install
 	$(PY) -m simulators.demo
 
+demo-cluster: install
+	$(PY) -m simulators.demo_cluster
+
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -36,4 +40,4 @@ lint: install
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) demo-state sentinel-state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-state demo-cluster-state sentinel-state .pytest_cache .mypy_cache .ruff_cache

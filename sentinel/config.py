@@ -36,6 +36,7 @@ from sentinel.errors import ConfigError
 
 __all__ = [
     "AlertsConfig",
+    "ClusterConfig",
     "ColdStartConfig",
     "ConstantsConfig",
     "DatabaseConfig",
@@ -272,6 +273,63 @@ class NatsConfig(Section):
         if cred_dir and (path := Path(cred_dir) / NATS_CREDS_CREDENTIAL).is_file():
             return path
         return None
+
+
+class ClusterConfig(Section):
+    """Several daemons sharing one fleet's partitions (docs/ARCHITECTURE.md, *Scaling out*).
+
+    Each partition is held by one daemon at a time through a PostgreSQL session advisory
+    lock on the shared database; a daemon that dies loses its locks with its connection and
+    the others take its partitions over. ``[nats] consume`` stays the static alternative.
+    """
+
+    enabled: bool = Field(
+        default=False,
+        description="Share the [nats] partitions with the other daemons on the same "
+        'PostgreSQL database (needs ingest.source = "nats" and a postgresql URL).',
+    )
+    group: str | None = Field(
+        default=None,
+        description="Daemons with the same group share partitions; default: the "
+        "[nats] consumer_prefix.",
+    )
+    member: str = Field(
+        default_factory=lambda: (
+            re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:32] or "sentinel"
+        ),
+        min_length=1,
+        max_length=32,
+        description="This daemon's name among the members (a random suffix keeps two "
+        "of the same name apart).",
+    )
+    interval: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=30.0,
+        description="Seconds between two looks at the members and the partitions' "
+        "owners: a dead daemon's partitions are taken over within about two of them.",
+    )
+    release_timeout: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds a partition handed to another daemon may take to drain "
+        "(everything fetched committed and acknowledged) before the hand-over is retried.",
+    )
+
+    @field_validator("group")
+    @classmethod
+    def _valid_group(cls, value: str | None) -> str | None:
+        if value is not None and not _TOKEN.match(value):
+            raise ValueError("use 1-64 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("member")
+    @classmethod
+    def _valid_member(cls, value: str) -> str:
+        if not _TOKEN.match(value):
+            raise ValueError("use 1-32 letters, digits, '_' or '-'")
+        return value
 
 
 class DatabaseConfig(Section):
@@ -1418,6 +1476,7 @@ class SentinelConfig(Section):
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     nats: NatsConfig = Field(default_factory=NatsConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     windows: WindowConfig = Field(default_factory=WindowConfig)
@@ -1475,6 +1534,23 @@ class SentinelConfig(Section):
     def _retrain_fits_window(self) -> SentinelConfig:
         if self.retrain.min_rows < 4 * self.windows.length:
             raise ValueError("retrain.min_rows must be at least 4x windows.length")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_nats_and_postgres(self) -> SentinelConfig:
+        if not self.cluster.enabled:
+            return self
+        if self.ingest.source != "nats":
+            raise ValueError('cluster.enabled needs ingest.source = "nats"')
+        if self.nats.consume is not None:
+            raise ValueError(
+                "cluster.enabled: leave nats.consume unset (it is the static alternative)"
+            )
+        url = self.database.url
+        if url is None or make_url(url).get_backend_name() != "postgresql":
+            raise ValueError(
+                "cluster.enabled needs database.url on PostgreSQL, which every member shares"
+            )
         return self
 
     @property

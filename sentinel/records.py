@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ __all__ = [
     "AuditEvent",
     "ConstantHit",
     "Delivery",
+    "DeviceJudgeState",
     "DeviceProgress",
     "DeviceReset",
     "FeatureContribution",
@@ -416,6 +418,17 @@ class AuditEvent:
     at: float  # event time, epoch seconds UTC
     kind: str  # "threshold_rebaselined", "alert_resolved", ...
     detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceJudgeState:
+    """What the judge learnt of one device on ``model_version`` (its part of
+    ``thresholds.json``), as it moves with its partition between daemons (issue #24)."""
+
+    stream: str
+    device: str
+    model_version: str
+    state: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

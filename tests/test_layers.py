@@ -34,8 +34,12 @@ ALLOWED: dict[str, set[str]] = {
     # The REST API reads and changes what the CLI does: the store and the model registry;
     # the pipeline's state only through the callables the daemon hands it (ApiContext).
     "api": _SHARED | {"store", "model"},
+    # Partition ownership across daemons: which device is in which partition (ingest's
+    # subjects) and the judge state it saves (store); the source and the worker only
+    # through the callables the daemon hands it.
+    "cluster": _SHARED | {"ingest", "store"},
     "daemon": _SHARED
-    | {"ingest", "store", "model", "judge", "worker", "retrain", "publish", "api"},
+    | {"ingest", "store", "model", "judge", "worker", "retrain", "publish", "api", "cluster"},
     "offline": _SHARED | {"ingest", "store", "model", "judge", "worker", "retrain"},
     "cli": set(),  # anything: filled in below
 }

@@ -13,9 +13,10 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,7 +61,11 @@ class Out:
 
 
 def make_publisher(
-    store: AlertStore, broker: PrivateBroker, config: PublishConfig, client_id: str
+    store: AlertStore,
+    broker: PrivateBroker,
+    config: PublishConfig,
+    client_id: str,
+    drains: Callable[[], bool] | None = None,
 ) -> AlertPublisher:
     mqtt_config = MqttConfig(
         host=broker.host,
@@ -70,19 +75,25 @@ def make_publisher(
         reconnect_min_delay=1,
         reconnect_max_delay=1,
     )
-    return AlertPublisher(config, mqtt_config, store, poll_interval=0.2, score_interval=0.2)
+    return AlertPublisher(
+        config, mqtt_config, store, poll_interval=0.2, score_interval=0.2, drains=drains
+    )
 
 
 @contextmanager
 def alert_output(
-    url: str, broker: PrivateBroker, config: PublishConfig, client_id: str = "pub-test"
+    url: str,
+    broker: PrivateBroker,
+    config: PublishConfig,
+    client_id: str = "pub-test",
+    drains: Callable[[], bool] | None = None,
 ) -> Iterator[Out]:
     """Store (with outbox), writer and publisher as the daemon wires them."""
     policy = OutboxPolicy(config.update_peak_factor, config.update_interval)
     store = AlertStore(url, busy_timeout_ms=5000, outbox=policy)
     store.open()
     store.migrate()
-    publisher = make_publisher(store, broker, config, client_id)
+    publisher = make_publisher(store, broker, config, client_id, drains)
     writer = AlertWriter(store, flush_interval=0.02, on_commit=lambda _b: publisher.notify())
     writer.start()
     publisher.start()
@@ -515,3 +526,37 @@ def pressing(broker: PrivateBroker) -> Iterator[Any]:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def test_only_the_member_holding_the_publisher_lock_drains_a_shared_outbox(
+    mqtt_broker: PrivateBroker, database_url: str
+) -> None:
+    """Two daemons on one database (issue #24, ``drains``): the one told it holds the
+    cluster's publisher lock sends the outbox; when the lock moves, the other takes over
+    from where the first stopped. Every event reaches the consumer once."""
+    config = PublishConfig(prefix=prefix(), update_peak_factor=1.5, update_interval=0)
+    holds = {"a": threading.Event(), "b": threading.Event()}
+    holds["a"].set()
+    with (
+        consuming(mqtt_broker, f"{config.prefix}/alerts/#") as consumer,
+        alert_output(database_url, mqtt_broker, config, "pub-a", holds["a"].is_set) as out,
+    ):
+        other = make_publisher(out.store, mqtt_broker, config, "pub-b", holds["b"].is_set)
+        other.start()
+        try:
+            assert other.wait_connected(10)
+            for change in lifecycle("c-1", "p1", T0, [2.0, 3.0]):
+                out.write(change)
+            wait_for(lambda: out.publisher.published == 3, 60, "the first alert's events")
+            assert other.published == 0
+            holds["a"].clear()  # the lock moves to the other member
+            holds["b"].set()
+            for change in lifecycle("c-2", "p2", T0, [2.0, 3.0]):
+                out.write(change)
+            wait_for(lambda: other.published == 3, 60, "the second alert's events")
+            assert out.publisher.published == 3
+            wait_for(lambda: len(consumer.events()) == 6, 60, "every event consumed")
+        finally:
+            other.stop(timeout=2.0)
+    keys = [(e["uid"], e["seq"]) for e in consumer.events()]
+    assert sorted(keys) == [("c-1", 1), ("c-1", 2), ("c-1", 3), ("c-2", 1), ("c-2", 2), ("c-2", 3)]

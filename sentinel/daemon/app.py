@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ import structlog
 import torch
 
 from sentinel.api import ApiContext, build_app
+from sentinel.cluster import PartitionOwnership
+from sentinel.cluster.state import ClusterJudgeState
 from sentinel.config import (
     API_TOKEN_CREDENTIAL,
     API_TOKEN_ENV,
@@ -32,11 +34,12 @@ from sentinel.daemon.reload import plan_reload
 from sentinel.daemon.retraining import RetrainService
 from sentinel.daemon.sdnotify import Notifier, watchdog_interval
 from sentinel.daemon.server import HttpServer
-from sentinel.errors import ConfigError, ModelError
+from sentinel.errors import ConfigError, ModelError, StoreError
 from sentinel.ingest.mqtt import MqttSource
 from sentinel.ingest.nats import NatsSource
 from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Source
+from sentinel.ingest.subjects import device_partition
 from sentinel.logs import configure_logging
 from sentinel.model import Detector, ModelRegistry, daemon_refusal, resolve_device
 from sentinel.model.registry import load_active_or_previous
@@ -44,6 +47,7 @@ from sentinel.publish.publisher import AlertPublisher
 from sentinel.records import WriteBatch
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.durability import warn_not_durable
+from sentinel.store.judge_state import load_judge_state
 from sentinel.store.outbox import OutboxPolicy
 from sentinel.worker.coldstart import Trainer
 from sentinel.worker.devices import warn_future_progress
@@ -97,6 +101,7 @@ class SentinelApp:
         self.publisher: AlertPublisher | None = None
         self.retrain: RetrainService | None = None
         self.control: ControlServer | None = None
+        self.cluster: PartitionOwnership | None = None  # with [cluster] enabled
         self.ready = threading.Event()  # set once every component has started
         self.restart_config: SentinelConfig | None = None  # see EXIT_RESTART
 
@@ -146,6 +151,10 @@ class SentinelApp:
                     config.mqtt,
                     store,
                     password=p.get_secret_value() if (p := config.mqtt.password) else None,
+                    # One member of a cluster drains the shared outbox.
+                    drains=(lambda: self.cluster is not None and self.cluster.publisher)
+                    if config.cluster.enabled
+                    else None,
                 )
             trainer = Trainer(
                 config,
@@ -175,10 +184,20 @@ class SentinelApp:
                 models=models,
                 recall=store.device_progress,
                 # Ended alerts too: they carry each device's cooldown across a restart.
-                open_alerts=[*store.open_alerts(), *store.last_ended_alerts()],
+                # In a cluster, each partition's come with the partition (_take_partition).
+                open_alerts=[]
+                if config.cluster.enabled
+                else [*store.open_alerts(), *store.last_ended_alerts()],
                 snapshot_path=config.state_dir / "thresholds.json",
                 tap=retrain.tap if retrain is not None else None,
                 cold_start_buffer=retrain is None,
+                shared_state=ClusterJudgeState(
+                    store,
+                    config.nats.partitions,
+                    lambda: self.cluster.owned if self.cluster is not None else (),
+                )
+                if config.cluster.enabled
+                else None,
             )
             if config.retrain.control_socket:  # device resets need it with retraining off too
                 self.control = ControlServer(
@@ -189,6 +208,9 @@ class SentinelApp:
                     },
                 )
             source = self.source = self._make_source(pipeline)
+            if config.cluster.enabled:
+                self.cluster = self._make_cluster(store, pipeline, source)
+                self.health.cluster = self.metrics.cluster = self.cluster
             self.metrics.attach(pipeline, source, writer, retrain.tap if retrain else None)
             probe = DatabaseProbe(store, config.health.database_probe_interval)
             self.health.attach(pipeline, source, writer, probe)
@@ -234,6 +256,9 @@ class SentinelApp:
                 started.append("control")
             source.start()
             started.append("source")
+            if self.cluster is not None:
+                self.cluster.start()
+                started.append("cluster")
             self.ready.set()
             self.health.phase = "running"
             log.info("sentinel_running", streams=[s.name for s in self.config.streams])
@@ -265,6 +290,8 @@ class SentinelApp:
                 self.notifier.reloading()  # READY again once the new components run
             else:
                 self.notifier.stopping()
+            if "cluster" in started and self.cluster is not None:
+                self.cluster.stop()  # no more hand-overs; the locks stay through the drain
             if "source" in started:
                 source.pause()
             if "control" in started and self.control is not None:
@@ -279,6 +306,8 @@ class SentinelApp:
                 self.publisher.stop()  # after the writer: its last events are in the outbox
             if "source" in started:
                 source.stop()
+            if self.cluster is not None:
+                self.cluster.close()  # the partitions go once their acks have
             if "trainer" in started:
                 trainer.stop()
             self._log_stats(pipeline, source, writer)
@@ -310,6 +339,8 @@ class SentinelApp:
                 # What one consumer may have in flight: about what the queue holds.
                 max_ack_pending=config.ingest.queue_size,
                 on_fatal=self._on_fatal,
+                # In a cluster the partitions come one by one (_make_cluster).
+                partitions=() if config.cluster.enabled else None,
             )
         return MqttSource(
             config.mqtt,
@@ -319,6 +350,60 @@ class SentinelApp:
             receive_maximum=config.ingest.queue_size,
             on_fatal=self._on_fatal,
             password=p.get_secret_value() if (p := config.mqtt.password) else None,
+        )
+
+    def _make_cluster(
+        self, store: AlertStore, pipeline: Pipeline, source: Source
+    ) -> PartitionOwnership:
+        """Partition ownership shared with the other daemons (sentinel.cluster)."""
+        config = self.config
+        assert isinstance(source, NatsSource)
+        partitions = config.nats.partitions
+        timeout = config.cluster.release_timeout
+
+        def belongs(partition: int) -> Callable[[str], bool]:
+            return lambda device: device_partition(device, partitions) == partition
+
+        def take(partition: int) -> bool:
+            # Fenced: the lock is ours, so the previous owner released or died. Its
+            # devices' progress and alerts are read from the store now, not from memory.
+            in_it = belongs(partition)
+            try:
+                alerts = [
+                    a for a in [*store.open_alerts(), *store.last_ended_alerts()] if in_it(a.device)
+                ]
+                judge = load_judge_state(store, partition)
+            except StoreError as err:
+                log.warning("cluster_take_failed", partition=partition, error=str(err))
+                return False
+            if pipeline.hand_over(in_it, alerts=alerts, judge=judge, timeout=timeout) is None:
+                log.warning("cluster_take_failed", partition=partition, error="worker busy")
+                return False
+            return source.acquire(partition)
+
+        def give(partition: int) -> bool:
+            if not source.release(partition, timeout):
+                return False
+            # Everything of it is committed: store what the judge learnt of its devices
+            # and let them go, for their next owner.
+            pipeline.hand_over(belongs(partition), save=True, timeout=timeout)
+            return True
+
+        def drop(partition: int) -> None:
+            # The session and its locks are gone: read no more of it, even if what is in
+            # flight does not commit in time (its messages go to the next owner).
+            source.release(partition, timeout, keep_on_timeout=False)
+            pipeline.hand_over(belongs(partition), timeout=timeout)
+
+        return PartitionOwnership(
+            config.database_url,
+            group=config.cluster.group or config.nats.consumer_prefix,
+            member=config.cluster.member,
+            partitions=partitions,
+            interval=config.cluster.interval,
+            take=take,
+            give=give,
+            drop=drop,
         )
 
     @property

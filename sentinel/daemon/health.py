@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy import text
 
 if TYPE_CHECKING:
+    from sentinel.cluster import PartitionOwnership
     from sentinel.ingest.source import Source
     from sentinel.store import AlertStore, AlertWriter
     from sentinel.worker.pipeline import Pipeline
@@ -100,6 +101,7 @@ class Health:
         self.fatal: str | None = None
         self._components: tuple[Pipeline, Source, AlertWriter] | None = None
         self._probe: DatabaseProbe | None = None
+        self.cluster: PartitionOwnership | None = None  # with [cluster] on
 
     def attach(
         self,
@@ -148,6 +150,11 @@ class Health:
                 "readings": pipeline.stats.readings,
             },
         }
+        cluster = self.cluster
+        if cluster is not None:
+            checks["cluster"] = cluster.status()
+            if not cluster.connected:
+                problems.append("cluster: no session on the database: owns no partition")
         if self.phase != "running":
             return HealthReport(self.phase, (self.phase, *problems), checks)
         return HealthReport("degraded" if problems else "ok", tuple(problems), checks)

@@ -37,6 +37,7 @@ from sentinel import __version__
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
+    from sentinel.cluster import PartitionOwnership
     from sentinel.ingest.source import Source
     from sentinel.records import ScoreBucket
     from sentinel.retrain.reservoir import ReservoirTap
@@ -202,6 +203,15 @@ class Metrics:
         self._collector.device_series = self.devices
         self.registry.register(self._collector)
 
+    @property
+    def cluster(self) -> PartitionOwnership | None:
+        return self._collector.cluster
+
+    @cluster.setter
+    def cluster(self, cluster: PartitionOwnership | None) -> None:
+        """Report this cluster member's partitions (``sentinel_cluster_*``)."""
+        self._collector.cluster = cluster
+
     def attach(
         self,
         pipeline: Pipeline,
@@ -228,6 +238,7 @@ class _ComponentCollector(Collector):
     def __init__(self, state_dir: Path | None) -> None:
         self.components: tuple[Pipeline, Source, AlertWriter] | None = None
         self.reservoir: ReservoirTap | None = None  # with retraining on
+        self.cluster: PartitionOwnership | None = None  # with [cluster] on
         self.device_series: DeviceSeries | None = None
         self._state_dir = state_dir
         self._started = time.time()
@@ -247,6 +258,8 @@ class _ComponentCollector(Collector):
             )
         if self.device_series is not None:
             yield from self.device_series.collect()
+        if self.cluster is not None:
+            yield from _cluster_metrics(self.cluster)
         if self.components is None:
             return
         pipeline, source, writer = self.components
@@ -399,3 +412,22 @@ def stats_dict(pipeline: Pipeline, source: Source, writer: AlertWriter) -> dict[
         "models": pipeline.model_versions(),
         **pipeline.stats.as_dict(),
     }
+
+
+def _cluster_metrics(cluster: PartitionOwnership) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "sentinel_cluster_partitions", "Partitions this member owns now.", len(cluster.owned)
+    )
+    yield GaugeMetricFamily(
+        "sentinel_cluster_members", "Members of the group this member sees.", len(cluster.members)
+    )
+    yield GaugeMetricFamily(
+        "sentinel_cluster_publisher",
+        "1 while this member holds the outbox publisher's lock.",
+        int(cluster.publisher),
+    )
+    yield CounterMetricFamily(
+        "sentinel_cluster_rebalances",
+        "Partitions this member has taken or given since it started.",
+        cluster.rebalances,
+    )

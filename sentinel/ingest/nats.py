@@ -24,6 +24,13 @@ hands each fetched batch to a hand-off thread that offers it to the sink in orde
 for room as MQTT's network thread does, so that the loop goes on sending acks, pings and
 "in progress" reports meanwhile. Acks come from the writer's thread and are passed to the
 loop with ``call_soon_threadsafe``.
+
+Which partitions it reads may change while it runs (``acquire``, ``release``): with
+``[cluster]`` on, ``sentinel.cluster.ownership`` hands partitions between daemons. A
+release stops fetching the partition, drops what was fetched but not yet handed (it comes
+again to the next owner, whose consumer starts at the ack floor) and returns only once
+everything handed has been committed and its acks flushed, so the next owner never
+works on a device at the same time as this one (docs/ARCHITECTURE.md, *Scaling out*).
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -90,8 +98,12 @@ class NatsSource:
         sink: Sink,
         max_ack_pending: int,
         on_fatal: Callable[[str], None],
+        partitions: Iterable[int] | None = None,
     ) -> None:
+        # partitions: what to read from the start; None: the config's (``consume``, or
+        # all). The cluster starts with none and acquires them one by one.
         self._config = config
+        self._wanted: set[int] = set(config.owned if partitions is None else partitions)
         self._parser = parser
         self._sink = sink
         self._max_ack_pending = max(max_ack_pending, config.fetch_batch)
@@ -100,6 +112,18 @@ class NatsSource:
         self._thread: threading.Thread | None = None
         self._epoch = 0  # bumped each time the consumers are recreated; tags acks
         self._unacked: dict[int, Msg] = {}  # token -> message; touched on the loop only
+        # token -> partition of every delivery handed to the sink and not yet acked, of
+        # any epoch: a partition is released only once none of its own is left (the
+        # sink has committed them all). Touched on the loop only.
+        self._inflight: dict[int, int] = {}
+        self._inflight_count: Counter[int] = Counter()
+        self._acked: asyncio.Event | None = None  # set on the loop when acks came in
+        self._client: NatsClient | None = None
+        self._js: JetStreamContext | None = None  # while the consumers are set up
+        self._readers: dict[int, asyncio.Task[None]] = {}
+        self._subs: dict[int, JetStreamContext.PullSubscription] = {}
+        # Per partition being read: set to stop its reader and its hand-off (a release).
+        self._halted: dict[int, threading.Event] = {}
         self._next_token = 0
         self._paused = threading.Event()
         self._stopping = threading.Event()
@@ -167,6 +191,36 @@ class NatsSource:
     def status(self) -> SourceStatus:
         return SourceStatus("nats", self.connected, self.connects)
 
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        """The partitions this source reads (or will, once connected)."""
+        return tuple(sorted(self._wanted))
+
+    def acquire(self, partition: int) -> bool:
+        """Start reading ``partition``, its consumer recreated at its ack floor; blocks
+        until it reads (True) or the setup failed (False; nothing was started)."""
+        return self._on_loop(self._acquire(partition))
+
+    def release(self, partition: int, timeout: float, *, keep_on_timeout: bool = True) -> bool:
+        """Stop reading ``partition`` cleanly: fetch no more, and return once everything
+        handed to the sink is committed and acknowledged (True). After ``timeout`` the
+        partition is read again from its ack floor and False is returned: the caller
+        still owns it; unless ``keep_on_timeout`` is False (the caller lost it anyway),
+        when it stays released."""
+        return self._on_loop(self._release(partition, timeout, keep_on_timeout))
+
+    def _on_loop(self, coro: Coroutine[Any, Any, bool]) -> bool:
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._stopping.is_set():
+            coro.close()
+            return False
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # the loop closed between the check and the call
+            coro.close()
+            return False
+        return future.result()
+
     def ack(self, acks: Iterable[Ack]) -> None:
         """Acknowledge committed messages (called on the writer's thread)."""
         batch = list(acks)
@@ -210,6 +264,7 @@ class NatsSource:
         nc = await self._connect()
         if nc is None:
             return
+        self._client = nc
         try:
             while not self._stop_async.is_set():
                 if self._paused.is_set():
@@ -302,6 +357,7 @@ class NatsSource:
         assert self._resubscribe is not None
         assert self._stop_async is not None
         self._resubscribe.clear()
+        self._acked = asyncio.Event()
         # From here on, acks of what was handed before name consumers about to be replaced:
         # they are dropped. One reaching a new consumer could move its ack floor past
         # messages it has not acked (the server takes the floor from the ack's sequences).
@@ -313,37 +369,144 @@ class NatsSource:
                 await asyncio.wait(self._ack_tasks)
             await nc.flush(timeout=5)
             await self._ensure_stream(js)
-            subs = [await self._reset_consumer(js, p) for p in self._config.owned]
+            self._js = js
+            # Until every wanted partition is open: one acquired meanwhile (between two
+            # awaits) is opened here, not by _acquire, which waits for the setup's end.
+            while missing := sorted(self._wanted - set(self._subs)):
+                for partition in missing:
+                    await self._open(partition)
         except (NatsError, TimeoutError) as err:
             log.warning("nats_setup_failed", error=str(err) or type(err).__name__)
+            await self._close_all()
             return False
         self._subscribed.set()
-        log.info("nats_subscribed", partitions=list(self._config.owned), epoch=self._epoch)
-        readers = [
-            asyncio.create_task(self._read(p, sub))
-            for p, sub in zip(self._config.owned, subs, strict=True)
-        ]
+        log.info("nats_subscribed", partitions=self.partitions, epoch=self._epoch)
         waits = [
             asyncio.create_task(self._resubscribe.wait()),
             asyncio.create_task(self._stop_async.wait()),
         ]
         try:
-            pending: set[asyncio.Task[Any]] = {*readers, *waits}
-            while not any(w.done() for w in waits):
-                # A reader ends when paused; the consumers stay until the stop.
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if not task.cancelled() and (exc := task.exception()) is not None:
-                        raise exc
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._subscribed.clear()
-            for task in [*readers, *waits]:
+            for task in waits:
                 task.cancel()
-            await asyncio.gather(*readers, *waits, return_exceptions=True)
-            for sub in subs:
-                with contextlib.suppress(NatsError):
-                    await sub.unsubscribe()
+            await asyncio.gather(*waits, return_exceptions=True)
+            await self._close_all()
         return True
+
+    async def _open(self, partition: int) -> None:
+        """Recreate ``partition``'s consumer at its ack floor and start reading it."""
+        assert self._js is not None
+        sub = await self._reset_consumer(self._js, partition)
+        if partition not in self._wanted:  # released while its consumer was being set up
+            with contextlib.suppress(NatsError, TimeoutError):
+                await sub.unsubscribe()
+            return
+        self._subs[partition] = sub
+        halted = self._halted[partition] = threading.Event()
+        task = asyncio.create_task(self._read(partition, sub, halted))
+        self._readers[partition] = task
+        task.add_done_callback(self._reader_done)
+
+    async def _close_partition(self, partition: int) -> None:
+        """Stop reading ``partition``: its reader ends, what it fetched and did not hand
+        is forgotten (``_hand``), and its subscription goes (its consumer stays, for the next
+        reader: this daemon's after a reconnect or another daemon's)."""
+        halted = self._halted.pop(partition, None)
+        if halted is not None:
+            halted.set()
+        task = self._readers.pop(partition, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        sub = self._subs.pop(partition, None)
+        if sub is not None:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await sub.unsubscribe()
+
+    async def _close_all(self) -> None:
+        for partition in list(self._subs):
+            await self._close_partition(partition)
+        self._js = None
+
+    def _reader_done(self, task: asyncio.Task[None]) -> None:
+        # A reader that failed otherwise than by NATS errors (which it retries) is a bug:
+        # stop the source, as the single loop did before partitions could move.
+        if task.cancelled() or task.exception() is None:
+            return
+        err = task.exception()
+        log.error("nats_reader_crashed", error=repr(err))
+        if self._fatal is None:
+            self._fatal = f"the NATS source stopped: {err!r}"
+            self._on_fatal(self._fatal)
+        if self._stop_async is not None:
+            self._stop_async.set()
+
+    async def _acquire(self, partition: int) -> bool:
+        if partition in self._wanted:
+            return True
+        self._wanted.add(partition)
+        if not self._subscribed.is_set():
+            return True  # the (re)connection's setup opens it
+        try:
+            await self._open(partition)
+        except (NatsError, TimeoutError) as err:
+            log.warning(
+                "nats_acquire_failed", partition=partition, error=str(err) or type(err).__name__
+            )
+            self._wanted.discard(partition)
+            await self._close_partition(partition)
+            return False
+        log.info("nats_partition_acquired", partition=partition, partitions=self.partitions)
+        return True
+
+    async def _release(self, partition: int, timeout: float, keep: bool) -> bool:
+        if partition not in self._wanted:
+            return True
+        self._wanted.discard(partition)
+        await self._close_partition(partition)
+        deadline = time.monotonic() + timeout
+        assert self._acked is not None
+        while self._inflight_count[partition] > 0:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopping.is_set():
+                log.warning(
+                    "nats_release_timed_out",
+                    partition=partition,
+                    inflight=self._inflight_count[partition],
+                    timeout=timeout,
+                )
+                # Keep it: read again from the ack floor, dropping the acks still to
+                # come for it (their messages come again and are recognised).
+                for token in [t for t, p in self._inflight.items() if p == partition]:
+                    self._forget(token)
+                if not keep:
+                    return False
+                self._wanted.add(partition)
+                if self._js is not None and self._subscribed.is_set():
+                    with contextlib.suppress(NatsError, TimeoutError):
+                        await self._open(partition)
+                return False
+            self._acked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), min(left, 1.0))
+        # Its acks reach the server before the next owner reads the ack floor.
+        if self._ack_tasks:
+            await asyncio.wait(self._ack_tasks, timeout=5.0)
+        nc = self._client
+        if nc is not None and nc.is_connected:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await nc.flush(timeout=5)
+        log.info("nats_partition_released", partition=partition, partitions=self.partitions)
+        return True
+
+    def _forget(self, token: int) -> None:
+        """A delivery whose ack will not come (never handed, or given up on)."""
+        self._unacked.pop(token, None)
+        partition = self._inflight.pop(token, None)
+        if partition is not None:
+            self._inflight_count[partition] -= 1
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         cfg = self._config
@@ -400,9 +563,11 @@ class NatsSource:
         log.debug("nats_consumer_ready", consumer=durable, start_seq=start or 1)
         return await js.pull_subscribe_bind(durable=durable, stream=cfg.stream)
 
-    async def _read(self, partition: int, sub: JetStreamContext.PullSubscription) -> None:
+    async def _read(
+        self, partition: int, sub: JetStreamContext.PullSubscription, halted: threading.Event
+    ) -> None:
         prefix = f"{self._config.subject_prefix}.{partition}."
-        while not self._paused.is_set():
+        while not self._paused.is_set() and not halted.is_set():
             try:
                 msgs = await sub.fetch(self._config.fetch_batch, timeout=FETCH_WAIT)
             except TimeoutError:  # nats-py raises its own and asyncio's: nothing to read
@@ -413,35 +578,49 @@ class NatsSource:
                 level("nats_fetch_failed", partition=partition, error=str(err) or repr(err))
                 await self._wait_stop(FETCH_WAIT)
                 continue
-            if not await self._hand(msgs, prefix):
-                return  # paused: the rest stays unacknowledged, to come again
+            if not await self._hand(msgs, prefix, partition, halted):
+                return  # paused or released: the rest stays unacknowledged, to come again
 
-    async def _hand(self, msgs: list[Msg], prefix: str) -> bool:
-        """Parse a fetched batch and hand it to the sink in order; False when paused.
+    async def _hand(
+        self, msgs: list[Msg], prefix: str, partition: int, halted: threading.Event
+    ) -> bool:
+        """Parse a fetched batch and hand it to the sink in order; False when paused or
+        released.
 
         The sink may block for room, so it is called on the hand-off thread while this
         loop goes on sending acks and pings; meanwhile the messages not yet handed are
         reported in progress every ``ack_wait``/3, so JetStream does not redeliver them
         behind newer ones. One call per batch keeps the thread hop off the per-message cost.
         """
-        deliveries = [self._delivery(msg, prefix) for msg in msgs]
+        deliveries = [self._delivery(msg, prefix, partition) for msg in msgs]
         handed = [0]  # how many the sink took; written by the hand-off thread
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._handoff, self._offer_all, deliveries, handed)
+        future = loop.run_in_executor(self._handoff, self._offer_all, deliveries, handed, halted)
         every = self._config.ack_wait / 3
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=every)
-            if done:
-                break
-            await self._in_progress(msgs[handed[0] :])
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=every)
+                if done:
+                    break
+                await self._in_progress(msgs[handed[0] :])
+        except asyncio.CancelledError:
+            # The partition closes: stop the hand-off at its next offer (within
+            # SINK_STEP) and forget what it did not hand, then go.
+            halted.set()
+            await asyncio.wait({future})
+            self._forget_unhanded(deliveries, handed[0])
+            raise
         if future.result():
             return True
-        for delivery in deliveries[handed[0] :]:  # paused: these were never handed
-            if delivery.ack is not None:
-                self._unacked.pop(delivery.ack.token, None)
+        self._forget_unhanded(deliveries, handed[0])
         return False
 
-    def _delivery(self, msg: Msg, prefix: str) -> Delivery:
+    def _forget_unhanded(self, deliveries: list[Delivery], handed: int) -> None:
+        for delivery in deliveries[handed:]:
+            if delivery.ack is not None:
+                self._forget(delivery.ack.token)
+
+    def _delivery(self, msg: Msg, prefix: str, partition: int) -> Delivery:
         topic = subject_to_topic(msg.subject.removeprefix(prefix))
         now = time.time()
         try:
@@ -456,6 +635,8 @@ class NatsSource:
             self.redelivered += 1
         self._next_token += 1
         self._unacked[self._next_token] = msg
+        self._inflight[self._next_token] = partition
+        self._inflight_count[partition] += 1
         return Delivery(
             topic=topic,
             readings=tuple(readings),
@@ -464,12 +645,14 @@ class NatsSource:
             received_at=now,
         )
 
-    def _offer_all(self, deliveries: list[Delivery], handed: list[int]) -> bool:
+    def _offer_all(
+        self, deliveries: list[Delivery], handed: list[int], halted: threading.Event
+    ) -> bool:
         """On the hand-off thread: offer each delivery in turn, waiting for room; False
-        when paused first."""
+        when paused or released first."""
         for delivery in deliveries:
             while True:
-                if self._paused.is_set():
+                if self._paused.is_set() or halted.is_set():
                     return False
                 if self._sink(delivery, SINK_STEP):
                     break
@@ -489,6 +672,9 @@ class NatsSource:
     def _ack_on_loop(self, acks: list[Ack]) -> None:
         msgs = []
         for ack in acks:
+            partition = self._inflight.pop(ack.token, None)
+            if partition is not None:
+                self._inflight_count[partition] -= 1
             msg = self._unacked.pop(ack.token, None) if ack.epoch == self._epoch else None
             if msg is None:
                 # The consumer was recreated since: the message comes again and the
@@ -500,6 +686,8 @@ class NatsSource:
             task = asyncio.ensure_future(self._send_acks(msgs))
             self._ack_tasks.add(task)
             task.add_done_callback(self._ack_tasks.discard)
+        if self._acked is not None:
+            self._acked.set()
 
     async def _send_acks(self, msgs: list[Msg]) -> None:
         for msg in msgs:

@@ -11,7 +11,18 @@ from collections.abc import Iterable
 
 from sentinel.config import NatsConfig, StreamConfig
 
-__all__ = ["server_mappings", "subject_to_topic", "topic_to_subject"]
+__all__ = ["device_partition", "server_mappings", "subject_to_topic", "topic_to_subject"]
+
+
+def device_partition(device: str, partitions: int) -> int:
+    """The partition the server's ``partition(P, i)`` mapping puts ``device`` in: FNV-1a
+    (32 bit) of the token's bytes, modulo P, as nats-server's ``getHashPartition`` computes
+    it. The daemon needs it to know which of its devices go with a partition it hands to
+    another daemon; tests/ingest/test_subjects.py checks it against a real server."""
+    value = 0x811C9DC5
+    for byte in device.encode("utf-8"):
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value % partitions
 
 
 def topic_to_subject(pattern: str) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -242,6 +242,14 @@ class AlertTracker:
         return device is not None and (
             device.open is not None or device.ended_at + self.cooldown(key[0]) > now
         )
+
+    def drop(self, which: Callable[[tuple[str, str]], bool]) -> int:
+        """Drop the state of every device ``which`` selects, open alerts included: their
+        partition moved to another daemon, which restores them from the store."""
+        gone = [k for k in self._devices if which(k)]
+        for key in gone:
+            del self._devices[key]
+        return len(gone)
 
     def forget(self, keep: Container[tuple[str, str]], now: float) -> int:
         """Drop the state of every device not in ``keep`` that is not ``busy``: what it

@@ -28,7 +28,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -92,7 +92,12 @@ class AlertPublisher:
         password: str | None = None,
         poll_interval: float = _POLL,
         score_interval: float = _SCORE_EVERY,
+        drains: Callable[[], bool] | None = None,
     ) -> None:
+        # drains: with several daemons on one database, whether this one drains the
+        # shared outbox now (it holds the cluster's publisher lock, sentinel.cluster):
+        # one publisher keeps each alert's events in order and sent once.
+        self._drains = drains
         self._config = config
         self._mqtt = mqtt_config
         self._store = store
@@ -308,6 +313,8 @@ class AlertPublisher:
         """Publish one batch of outbox rows, wait for the broker, mark them; True if any."""
         client = self._client
         assert client is not None
+        if self._drains is not None and not self._drains():
+            return False
         rows = pending_events(self._store.engine, _BATCH)
         if not rows:
             return False
@@ -383,6 +390,8 @@ class AlertPublisher:
                 deadline = self._deadline
 
     def _prune(self) -> None:
+        if self._drains is not None and not self._drains():
+            return
         before = datetime.now(UTC) - timedelta(seconds=self._config.retention)
         try:
             pruned = prune_published(self._store.engine, before)

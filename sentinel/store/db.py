@@ -32,6 +32,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -84,6 +85,9 @@ def _migrations_dir() -> Path:
 
 
 MIGRATIONS_DIR = _migrations_dir()
+# pg_advisory_xact_lock key held while migrating ("sentinel" in ASCII, a fixed number).
+_MIGRATE_LOCK = 0x73656E74696E656C
+
 _NO_SCHEMA_HINT = (
     "the daemon creates it at its first start (`sentinel run`), or `sentinel migrate` now"
 )
@@ -466,6 +470,10 @@ class AlertStore:
         cfg = _alembic_config()
         try:
             with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Daemons sharing the database start together (sentinel.cluster): one
+                    # migrates, the others wait here and then find the schema current.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except (SQLAlchemyError, CommandError, OSError) as err:

@@ -33,6 +33,7 @@ __all__ = [
     "AlertRow",
     "AuditEventRow",
     "Base",
+    "DeviceJudgeStateRow",
     "DeviceStateRow",
     "ScoreHistoryRow",
 ]
@@ -113,6 +114,21 @@ class DeviceStateRow(Base):
     # event times to recognise messages the broker redelivers after a restart.
     last_ts: Mapped[float] = mapped_column(Float)
     readings: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(_Timestamp)
+
+
+class DeviceJudgeStateRow(Base):
+    """What the judge learnt of one device, for the daemon that takes its partition next
+    (``[cluster]``, sentinel.store.judge_state); migration 0006."""
+
+    __tablename__ = "device_judge_state"
+    __table_args__ = (Index("ix_device_judge_state_partition", "partition"),)
+
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device: Mapped[str] = mapped_column(String(128), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[str] = mapped_column(String(64))
+    state: Mapped[dict[str, Any]] = mapped_column(_Json)
     updated_at: Mapped[datetime] = mapped_column(_Timestamp)
 
 

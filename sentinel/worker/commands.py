@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sentinel.config import SentinelConfig
 from sentinel.model import Detector
-from sentinel.records import Reading, ThresholdState
+from sentinel.records import Alert, DeviceJudgeState, Reading, ThresholdState
 
 if TYPE_CHECKING:
     from sentinel.worker.pipeline import Pipeline
@@ -35,6 +35,8 @@ __all__ = [
     "DescribeDevices",
     "DeviceView",
     "DevicesReply",
+    "HandOver",
+    "HandOverReply",
     "InstallModel",
     "Reconfigure",
     "ResetDevices",
@@ -160,5 +162,35 @@ class DescribeDevices(Command):
     def run(self, pipeline: Pipeline) -> None:
         try:
             pipeline._describe_devices(self.keys, self.reply)
+        finally:
+            self.reply.done.set()
+
+
+@dataclass
+class HandOverReply:
+    """The worker's answer to a ``HandOver``; ``done`` is set once it is applied."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    devices: int = 0  # devices it let go of
+
+
+@dataclass(frozen=True)
+class HandOver(Command):
+    """A partition moving to or from this daemon (``sentinel.cluster``): the worker lets go
+    of every device for which ``belongs(device)`` holds, so that the next reading of one is
+    recalled from the store (the other daemon's progress). Giving (``save``), it first
+    stores what the judge learnt of them; taking, it restores ``alerts`` (the store's open
+    and last ended alerts of the partition) and ``judge`` (its devices' saved judge
+    state). The caller waits on ``reply``."""
+
+    belongs: Callable[[str], bool]
+    alerts: tuple[Alert, ...] = ()
+    judge: tuple[DeviceJudgeState, ...] = ()
+    save: bool = False
+    reply: HandOverReply = field(default_factory=HandOverReply)
+
+    def run(self, pipeline: Pipeline) -> None:
+        try:
+            pipeline._hand_over(self)
         finally:
             self.reply.done.set()

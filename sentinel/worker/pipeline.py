@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
-from sentinel.errors import SentinelError
+from sentinel.errors import SentinelError, StoreError
 from sentinel.judge.alerts import AlertTracker, alert_checks
 from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.evidence import evidence
@@ -40,6 +40,7 @@ from sentinel.records import (
     AlertStatus,
     AuditEvent,
     Delivery,
+    DeviceJudgeState,
     DeviceReset,
     Reading,
     Rejected,
@@ -57,6 +58,8 @@ from sentinel.worker.commands import (
     DescribeDevices,
     DevicesReply,
     DeviceView,
+    HandOver,
+    HandOverReply,
     InstallModel,
     Reconfigure,
     ResetDevices,
@@ -67,7 +70,7 @@ from sentinel.worker.commands import (
 from sentinel.worker.devices import Abandoned, DeviceTable, Recall
 from sentinel.worker.history import HistoryBuckets
 from sentinel.worker.shadow import Shadow
-from sentinel.worker.snapshots import ThresholdSnapshots
+from sentinel.worker.snapshots import SharedJudgeState, ThresholdSnapshots
 from sentinel.worker.stats import PipelineStats, RejectionLog
 from sentinel.worker.warmup import WarmTail
 from sentinel.worker.windows import WindowAssembler
@@ -141,7 +144,10 @@ class Pipeline:
         snapshot_interval: float = 60.0,
         tap: PipelineTap | None = None,
         cold_start_buffer: bool = True,
+        shared_state: SharedJudgeState | None = None,
     ) -> None:
+        # shared_state: with [cluster] on, where the judge state goes instead of the file.
+        self._shared_state = shared_state
         # tap: see PipelineTap. cold_start_buffer=False: a stream without a model only
         # waits for one (the retrainer trains it from the on-disk reservoir) instead of
         # collecting in memory and calling request_training.
@@ -306,6 +312,21 @@ class Pipeline:
         reply = DevicesReply()
         self._commands.put(DescribeDevices(tuple(keys), reply))
         return reply.views if reply.done.wait(timeout) else None
+
+    def hand_over(
+        self,
+        belongs: Callable[[str], bool],
+        *,
+        alerts: Iterable[Alert] = (),
+        judge: Iterable[DeviceJudgeState] = (),
+        save: bool = False,
+        timeout: float = 10.0,
+    ) -> int | None:
+        """A partition moves to or from this daemon (``HandOver``): returns how many devices
+        the worker let go of, None if it did not answer within ``timeout``."""
+        reply = HandOverReply()
+        self._commands.put(HandOver(belongs, tuple(alerts), tuple(judge), save, reply))
+        return reply.devices if reply.done.wait(timeout) else None
 
     def training_failed(self, stream: str) -> None:
         """A cold-start training run failed: collect afresh and try again."""
@@ -551,6 +572,39 @@ class Pipeline:
         )
         self.rejections.record(Rejected(RejectReason.DEVICE_LIMIT, topic, detail))
 
+    def _hand_over(self, command: HandOver) -> None:
+        belongs = command.belongs
+        if command.save:
+            self._save_thresholds(belongs)
+        held = self._devices.keys()
+        gone = [key for key in held if belongs(key[1])]
+        for key in gone:
+            self._devices.remove(key)
+            self._streams[key[0]].windows.reset(key[1])
+            self._last_closed.pop(key, None)
+        self._park()
+        self._alerts.drop(lambda key: belongs(key[1]))
+        self._alerts.restore(command.alerts)
+        restored = 0
+        if command.judge and self._snapshots is not None:
+            restored = self._snapshots.restore_devices(self._model_shapes(), command.judge)
+        command.reply.devices = len(gone)
+        log.info(
+            "devices_handed_over",
+            devices=len(gone),
+            alerts=len(command.alerts),
+            judge_restored=restored,
+        )
+
+    def _park(self) -> int:
+        """Park what the devices no longer held learnt (thresholds, noise scales)."""
+        held = self._devices.keys()
+        parked = self._thresholds.park(held)
+        self._spikes.park(held)
+        self._relations.park(held)
+        self._recurring.park(held)
+        return parked
+
     def _evict_idle(self, idle: float) -> None:
         """Free the devices silent for ``idle`` seconds that no alert keeps, and park what
         they learnt (thresholds, noise scales) until they return."""
@@ -564,12 +618,9 @@ class Pipeline:
             self._devices.remove(key)
             self._streams[key[0]].windows.reset(key[1])
             self._last_closed.pop(key, None)
-        held = self._devices.keys()
         # Also what a restart restored for devices that have not come back since.
-        parked = self._thresholds.park(held)
-        self._spikes.park(held)
-        self._relations.park(held)
-        self._recurring.park(held)
+        parked = self._park()
+        held = self._devices.keys()
         self._alerts.forget(held, wall)
         if gone or parked:
             self.stats.evicted += len(gone)
@@ -740,25 +791,36 @@ class Pipeline:
 
     # -- threshold snapshots --------------------------------------------------------------
 
-    def _save_thresholds(self) -> None:
-        if self._snapshots is not None:
-            self._snapshots.save(
-                {
-                    name: rt.detector.version
-                    for name, rt in self._streams.items()
-                    if rt.detector is not None
-                }
-            )
+    def _save_thresholds(self, which: Callable[[str], bool] | None = None) -> None:
+        """To the file; in a cluster, the devices of this daemon's partitions (or those
+        ``which`` selects) to the shared database instead."""
+        if self._snapshots is None:
+            return
+        versions = {
+            name: rt.detector.version
+            for name, rt in self._streams.items()
+            if rt.detector is not None
+        }
+        shared = self._shared_state
+        if shared is None:
+            self._snapshots.save(versions)
+            return
+        try:
+            shared.save(self._snapshots.collect(versions, which or shared.owns))
+        except StoreError as err:  # re-learnt if lost: never worth stopping the worker
+            log.error("judge_state_save_failed", error=str(err))
+
+    def _model_shapes(self) -> dict[str, tuple[str, int]]:
+        return {
+            name: (rt.detector.version, len(rt.config.features))
+            for name, rt in self._streams.items()
+            if rt.detector is not None
+        }
 
     def _restore_thresholds(self) -> None:
-        if self._snapshots is not None:
-            self._snapshots.restore(
-                {
-                    name: (rt.detector.version, len(rt.config.features))
-                    for name, rt in self._streams.items()
-                    if rt.detector is not None
-                }
-            )
+        # In a cluster each partition brings its devices' state when it is taken.
+        if self._snapshots is not None and self._shared_state is None:
+            self._snapshots.restore(self._model_shapes())
 
     # -- models ---------------------------------------------------------------------------
 

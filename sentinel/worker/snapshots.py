@@ -9,6 +9,10 @@ the devices, are taken back whatever the model. The constant check's learnt valu
 (``constants``) belong to the model's training values, so they come back only for the same
 model, as the thresholds do. A snapshot that cannot be read is set aside as
 ``thresholds.json.corrupt`` and reported, and the thresholds start afresh: never fatal.
+
+With ``[cluster]`` on, the same per-device data goes one row per device to the shared
+database instead (``collect``, ``restore_devices``; sentinel.store.judge_state), so that
+it moves with the device's partition to the next daemon that owns it.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
@@ -27,12 +32,25 @@ from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.relations import RelationCheck
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
+from sentinel.records import DeviceJudgeState
 
-__all__ = ["ThresholdSnapshots"]
+__all__ = ["SharedJudgeState", "ThresholdSnapshots"]
 
 log = structlog.get_logger(__name__)
 
 _SCHEMA = 1
+# The parts of a stream's snapshot that are per device, keyed by device name.
+_PARTS = ("devices", "spikes", "constants", "recurring", "relations")
+
+
+class SharedJudgeState(Protocol):
+    """Where a cluster member keeps its devices' judge state (sentinel.cluster)."""
+
+    def owns(self, device: str) -> bool:
+        """Whether the device's partition is this daemon's now."""
+
+    def save(self, rows: Sequence[DeviceJudgeState]) -> None:
+        """Store the rows; raises StoreError when the database fails."""
 
 
 class ThresholdSnapshots:
@@ -55,19 +73,59 @@ class ThresholdSnapshots:
         self._recurring = recurring
         self._relations = relations
 
+    def _stream(self, name: str, version: str) -> dict[str, object]:
+        return {
+            "model_version": version,
+            "devices": self._thresholds.snapshot(name),
+            "spikes": self._spikes.snapshot(name),
+            "constants": self._constants.snapshot(name) if self._constants else {},
+            "recurring": self._recurring.snapshot(name) if self._recurring else {},
+            "relations": self._relations.snapshot(name) if self._relations else {},
+        }
+
+    def collect(
+        self, models: Mapping[str, str], which: Callable[[str], bool]
+    ) -> list[DeviceJudgeState]:
+        """Per device that ``which`` selects, its part of each stream's snapshot."""
+        rows = []
+        for name, version in models.items():
+            saved = self._stream(name, version)
+            per_device: dict[str, dict[str, object]] = {}
+            for part in _PARTS:
+                data = saved[part]
+                assert isinstance(data, dict)
+                for device, value in data.items():
+                    if which(device):
+                        per_device.setdefault(device, {})[part] = value
+            rows += [DeviceJudgeState(name, d, version, v) for d, v in per_device.items()]
+        return rows
+
+    def restore_devices(
+        self, models: Mapping[str, tuple[str, int]], rows: Iterable[DeviceJudgeState]
+    ) -> int:
+        """Take back ``collect``'s rows for the streams in ``models``, as ``restore`` takes
+        a file; returns how many devices. A malformed row is reported and skipped."""
+        grouped: dict[tuple[str, str], dict[str, dict[str, object]]] = {}
+        for row in rows:
+            if row.stream not in models:
+                continue
+            parts = grouped.setdefault((row.stream, row.model_version), {p: {} for p in _PARTS})
+            for part in _PARTS:
+                if part in row.state:
+                    parts[part][row.device] = row.state[part]
+        count = 0
+        for (name, version), parts in grouped.items():
+            try:
+                self._restore_stream(name, {"model_version": version, **parts}, models[name])
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                log.error("judge_state_corrupt", stream=name, error=str(err))
+                continue
+            count += len(set().union(*(p.keys() for p in parts.values())))
+        return count
+
     def save(self, models: Mapping[str, str]) -> None:
         """Write the state of every stream in ``models`` (stream -> active model version)."""
-        streams = {
-            name: {
-                "model_version": version,
-                "devices": self._thresholds.snapshot(name),
-                "spikes": self._spikes.snapshot(name),
-                "constants": self._constants.snapshot(name) if self._constants else {},
-                "recurring": self._recurring.snapshot(name) if self._recurring else {},
-                "relations": self._relations.snapshot(name) if self._relations else {},
-            }
-            for name, version in models.items()
-        }
+        streams = {name: self._stream(name, version) for name, version in models.items()}
         try:
             write_atomically(self.path, json.dumps({"schema": _SCHEMA, "streams": streams}))
         except OSError as err:
@@ -84,28 +142,8 @@ class ThresholdSnapshots:
             if data.get("schema") != _SCHEMA:
                 raise ValueError(f"unknown schema {data.get('schema')!r}")
             for name, saved in data["streams"].items():
-                if name not in models:
-                    continue
-                version, features = models[name]
-                # Noise scales belong to the devices, not the model: kept across a swap.
-                self._spikes.restore(name, saved.get("spikes", {}), features)
-                if self._recurring is not None:  # so are recurring excursions (issue #21)
-                    self._recurring.restore(name, saved.get("recurring", {}))
-                if self._relations is not None:  # and the relations between their features
-                    self._relations.restore(name, saved.get("relations", {}), features)
-                if saved["model_version"] != version:
-                    log.info(
-                        "threshold_snapshot_stale",
-                        stream=name,
-                        saved_for=saved["model_version"],
-                        model=version,
-                    )
-                    continue
-                count = self._thresholds.restore(name, saved["devices"])
-                learnt = 0
-                if self._constants is not None:  # absent from snapshots before issue #21
-                    learnt = self._constants.restore(name, saved.get("constants", {}), version)
-                log.info("thresholds_restored", stream=name, devices=count, constants=learnt)
+                if name in models:
+                    self._restore_stream(name, saved, models[name])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             aside = path.with_name(path.name + ".corrupt")
             with contextlib.suppress(OSError):
@@ -113,3 +151,26 @@ class ThresholdSnapshots:
             log.error(
                 "threshold_snapshot_corrupt", path=str(path), moved_to=str(aside), error=str(err)
             )
+
+    def _restore_stream(self, name: str, saved: Mapping[str, Any], model: tuple[str, int]) -> None:
+        """One stream's saved state; raises on a malformed one."""
+        version, features = model
+        # Noise scales belong to the devices, not the model: kept across a swap.
+        self._spikes.restore(name, saved.get("spikes", {}), features)
+        if self._recurring is not None:  # so are recurring excursions (issue #21)
+            self._recurring.restore(name, saved.get("recurring", {}))
+        if self._relations is not None:  # and the relations between their features
+            self._relations.restore(name, saved.get("relations", {}), features)
+        if saved["model_version"] != version:
+            log.info(
+                "threshold_snapshot_stale",
+                stream=name,
+                saved_for=saved["model_version"],
+                model=version,
+            )
+            return
+        count = self._thresholds.restore(name, saved["devices"])
+        learnt = 0
+        if self._constants is not None:  # absent from snapshots before issue #21
+            learnt = self._constants.restore(name, saved.get("constants", {}), version)
+        log.info("thresholds_restored", stream=name, devices=count, constants=learnt)

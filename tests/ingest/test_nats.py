@@ -20,7 +20,12 @@ from pydantic import ValidationError
 from sentinel.config import NatsConfig, SentinelConfig, StreamConfig
 from sentinel.ingest.nats import NatsSource
 from sentinel.ingest.parse import MessageParser
-from sentinel.ingest.subjects import server_mappings, subject_to_topic, topic_to_subject
+from sentinel.ingest.subjects import (
+    device_partition,
+    server_mappings,
+    subject_to_topic,
+    topic_to_subject,
+)
 from sentinel.records import Delivery
 from simulators.nats_server import PrivateNats
 from tests.e2e_helpers import wait_for
@@ -258,3 +263,57 @@ def test_a_full_queue_holds_the_partition_without_redeliveries(
     for device, stamps in _by_device(sink.deliveries).items():
         assert stamps == sorted(stamps), f"{device}: out of order"
     assert _consumer_sum(private_nats, "num_redelivered") == 0
+
+
+@pytest.mark.integration
+def test_a_partition_is_released_only_once_acked_and_the_next_reader_starts_after(
+    private_nats: PrivateNats, tmp_path: Path
+) -> None:
+    """Partition hand-over at the source (issue #24): a release waits for everything handed
+    to be acknowledged (kept on timeout), and another source acquiring the partition reads
+    on from its ack floor."""
+    devices = device_names(8)
+    sent = publish(private_nats, devices, range(20))
+    moving = device_partition("pump-0", PARTITIONS)
+    first = Collector()
+    with running_source(private_nats, first, tmp_path / "a") as source:
+        wait_for(lambda: first.readings() >= sent, 30, "every reading delivered")
+        others = [
+            d.ack
+            for d in first.deliveries
+            if d.ack is not None and device_partition(d.readings[0].device, PARTITIONS) != moving
+        ]
+        source.ack(others)
+        # Its own deliveries are not acknowledged yet: it keeps the partition, and reads it
+        # again from the ack floor (the acks of the first copies will be dropped).
+        assert not source.release(moving, timeout=1.0)
+        assert moving in source.partitions
+        in_it = [d for d in devices if device_partition(d, PARTITIONS) == moving]
+        again = sent + 20 * len(in_it)
+        wait_for(lambda: first.readings() >= again, 30, "the partition read again")
+        source.ack(d.ack for d in first.deliveries if d.ack is not None)
+        assert source.release(moving, timeout=30.0)
+        assert moving not in source.partitions
+
+        publish(private_nats, devices, range(20, 25))
+        second = Collector()
+        config = SentinelConfig.model_validate(nats_daemon_config(tmp_path / "b", private_nats))
+        taker = NatsSource(
+            config.nats,
+            parser=MessageParser(config.streams, max_payload_bytes=65_536),
+            sink=second,
+            max_ack_pending=1000,
+            on_fatal=lambda reason: pytest.fail(reason),
+            partitions=(),
+        )
+        taker.start()
+        try:
+            assert taker.wait_subscribed(30)
+            assert taker.acquire(moving)
+            wait_for(lambda: second.readings() >= 5 * len(in_it), 30, "the new readings")
+        finally:
+            taker.stop()
+    by_device = _by_device(second.deliveries)
+    assert set(by_device) == set(in_it)
+    for stamps in by_device.values():
+        assert stamps == [_ts(i) for i in range(20, 25)]  # nothing acked came again

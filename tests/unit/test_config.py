@@ -228,3 +228,39 @@ def test_feature_level_defaults_to_auto_and_explicit_levels_are_listed(tmp_path:
     assert load_config(write(tmp_path, text)).streams[0].absolute_features == ("flow",)
     with pytest.raises(ConfigError, match="level"):
         load_config(write(tmp_path, MINIMAL.replace('"flow",', '{ name = "flow", level = "x" },')))
+
+
+CLUSTER_OK = """
+[ingest]
+source = "nats"
+
+[database]
+url = "postgresql+psycopg://sentinel@db/sentinel"
+
+[cluster]
+enabled = true
+member = "box-1"
+"""
+
+
+def test_cluster_on_nats_and_postgresql_is_accepted(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CLUSTER_OK + MINIMAL))
+    assert config.cluster.enabled
+    assert config.cluster.member == "box-1"
+    assert config.cluster.group is None  # the [nats] consumer_prefix then
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('source = "nats"', 'source = "mqtt"'), "ingest.source"),
+        (("postgresql+psycopg://sentinel@db/sentinel", "sqlite:///x.db"), "PostgreSQL"),
+        (("[cluster]", "[nats]\nconsume = [0]\n\n[cluster]"), "consume"),
+    ],
+)
+def test_cluster_refuses_what_it_cannot_share(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    text = CLUSTER_OK.replace(*change) + MINIMAL
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
