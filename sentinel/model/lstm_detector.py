@@ -43,19 +43,19 @@ from sentinel.model.scaler import Scaler
 from sentinel.model.stuck import RunStats
 
 __all__ = [
+    "RELATIVE_CENTRES",
     "WEIGHTS_FILE",
     "AutoencoderGraph",
     "LstmAeDetector",
     "LstmAeMeta",
     "LstmDetector",
     "LstmMeta",
-    "RELATIVE_CENTRES",
     "center_relative",
-    "window_centre",
     "hold_constants",
     "load_weights",
     "model_inputs",
     "reconstruction_errors",
+    "window_centre",
     "write_weights",
 ]
 
