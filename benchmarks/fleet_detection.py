@@ -5,7 +5,7 @@ The scenario is the end-to-end test's (tests/e2e_helpers.py, ``fleet_detection_s
 Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the same data.
 
     .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8] [--detector lstm_forecast]
-        [--config VARIANT.toml] [--combine max] [--training-wait 600]
+        [--config VARIANT.toml] [--combine max] [--training-wait 600] [--seed 11]
 
 ``--config``: a TOML file of config sections (e.g. ``[levels]``) applied beneath every
 setting, the same kind of file ``detection_suite.py --config`` takes, so one variant is
@@ -79,6 +79,13 @@ def main() -> int:
         "it, so results do not change",
     )
     ap.add_argument(
+        "--seed",
+        type=int,
+        default=11,
+        help="the simulated fleet's draw (default 11, the scenario every setting was "
+        "measured on; other seeds are fleets nobody tuned on)",
+    )
+    ap.add_argument(
         "--keep",
         type=Path,
         help="copy each setting's alerts.json and truth.json here (KEEP/runN/), to read "
@@ -117,6 +124,7 @@ def main() -> int:
                     model=model,
                     extra=extra,
                     training_wait=args.training_wait,
+                    seed=args.seed,
                 )
                 rows.append((name, result))
                 if args.keep:
@@ -127,7 +135,10 @@ def main() -> int:
                 print(f"{name}: {result.summary()}", flush=True)
         finally:
             broker.stop()
-    print(f"\nmachine: {platform.machine()}, python {platform.python_version()}")
+    print(
+        f"\nmachine: {platform.machine()}, python {platform.python_version()}; "
+        f"fleet seed {args.seed}"
+    )
     print("| setting | recall | caught / injected | false alerts per device-hour | by kind |")
     print("|---|---|---|---|---|")
     for name, r in rows:

@@ -43,6 +43,7 @@ from sentinel.model.scaler import Scaler
 from sentinel.model.stuck import RunStats
 
 __all__ = [
+    "RELATIVE_CENTRES",
     "WEIGHTS_FILE",
     "AutoencoderGraph",
     "LstmAeDetector",
@@ -54,12 +55,15 @@ __all__ = [
     "load_weights",
     "model_inputs",
     "reconstruction_errors",
+    "window_centre",
     "write_weights",
 ]
 
 log = structlog.get_logger(__name__)
 
 WEIGHTS_FILE = "weights.safetensors"
+# What a relative feature is centred on per window (``center_relative``); "median" is trained.
+RELATIVE_CENTRES = ("mean", "median")
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -76,6 +80,9 @@ class LstmMeta(DetectorMeta):
     # Features judged by their changes within a window, not their level (centred per
     # window before the model sees them; see ``center_relative``).
     relative_features: tuple[str, ...] = ()
+    # What they are centred on: "median" for models trained since issue #21's onset fix,
+    # "mean" for models saved before (they were trained on mean-centred windows).
+    relative_centre: str = "mean"
     # How many of a window's newest readings its score judges (0: all of them). The older
     # readings are context the encoder sees but the error is not taken over, so a verdict
     # is about the newest readings: it starts and ends with a fault instead of trailing it
@@ -110,6 +117,11 @@ class LstmMeta(DetectorMeta):
             raise ModelError(f"levels has {len(self.levels.mean)} features, meta lists {n}")
         if self.stuck is not None and len(self.stuck.longest) != n:
             raise ModelError(f"stuck has {len(self.stuck.longest)} features, meta lists {n}")
+        if self.relative_centre not in RELATIVE_CENTRES:
+            raise ModelError(
+                f"relative_centre must be one of {list(RELATIVE_CENTRES)}, "
+                f"got {self.relative_centre!r}"
+            )
         unknown = set(self.relative_features) - set(self.features)
         if unknown:
             raise ModelError(f"relative_features {sorted(unknown)} are not among the features")
@@ -147,6 +159,7 @@ class LstmMeta(DetectorMeta):
             "num_layers": self.num_layers,
             "scaler": self.scaler.to_dict(),
             "relative_features": list(self.relative_features),
+            "relative_centre": self.relative_centre,
             "score_steps": self.score_steps,
             "constant_features": dict(self.constant_features),
         }
@@ -171,6 +184,8 @@ class LstmMeta(DetectorMeta):
                 string(v, "relative_features")
                 for v in as_list(obj, "relative_features", "relative_features")
             ),
+            # Optional: models saved before it existed centred on the window's mean.
+            "relative_centre": string(obj.get("relative_centre", "mean"), "relative_centre"),
             # Optional: models saved before it existed score the whole window.
             "score_steps": integer(obj.get("score_steps", 0), "score_steps"),
             # Optional: models saved before it existed have no level check.
@@ -209,18 +224,39 @@ class LstmAeMeta(LstmMeta):
         return cls(**common, latent_size=integer(obj.get("latent_size"), "latent_size"))
 
 
-def center_relative(scaled: Float32Array, indices: Sequence[int]) -> Float32Array:
-    """Subtract each window's own mean from the ``indices`` features of (B, T, F) windows.
+def window_centre(windows: npt.NDArray[Any], centre: str = "median") -> npt.NDArray[Any]:
+    """(B, 1, F) centre of (B, T, F) windows along time: the lower median (the
+    ``(T - 1) // 2``-th smallest, as ``torch.median`` and the exported graph take it), or
+    the mean for models trained before the median (``LstmMeta.relative_centre``)."""
+    if centre == "mean":
+        mean: npt.NDArray[Any] = windows.mean(axis=1, keepdims=True)
+        return mean
+    middle = (windows.shape[1] - 1) // 2
+    lower: npt.NDArray[Any] = np.partition(windows, middle, axis=1)[:, middle : middle + 1]
+    return lower
+
+
+def center_relative(
+    scaled: Float32Array, indices: Sequence[int], centre: str = "median"
+) -> Float32Array:
+    """Subtract each window's own centre from the ``indices`` features of (B, T, F) windows.
 
     What the model then sees of such a feature is its shape within the window -- steps,
     spikes, oscillation -- and not its level, which for slow channels (temperatures) wanders
     with ambient conditions far outside any training range without anything being wrong.
+
+    The centre is the window's median (``window_centre``): with the mean, one spiking
+    reading moved every other reading of its window by its share of the mean, so the
+    forecaster's errors rose on readings before the spike too and an alert's evidence, and
+    with it its start, reached back before the fault (issue #21: on the simulated fleet,
+    alerts that opened 1-3 readings before a temperature spike were counted false and the
+    spike missed). A median moves only when half the window has.
     """
     if not indices:
         return scaled
     out = scaled.copy()
     idx = list(indices)
-    out[:, :, idx] -= out[:, :, idx].mean(axis=1, keepdims=True)
+    out[:, :, idx] -= window_centre(out[:, :, idx], centre)
     return out
 
 
@@ -246,7 +282,9 @@ def model_inputs(windows: np.ndarray, meta: LstmMeta) -> Float32Array:
     """Raw (B, T, F) windows as an LSTM detector's network sees them: scaled, constant
     features held at their training value, relative features centred per window."""
     return center_relative(
-        hold_constants(meta.scaler.transform(windows), meta), meta.relative_indices
+        hold_constants(meta.scaler.transform(windows), meta),
+        meta.relative_indices,
+        meta.relative_centre,
     )
 
 

@@ -272,6 +272,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             created=now.isoformat(timespec="seconds"),
             training=training_record(prepared, fit, started, config.seed, first_ts, last_ts),
             relative_features=prepared.relative,
+            relative_centre="median",
             score_steps=steps,
             horizon=horizon,
             levels=prepared.levels,

@@ -38,6 +38,7 @@ class LstmScoringGraph(nn.Module, ABC):
     held: torch.Tensor
     held_value: torch.Tensor
     relative: torch.Tensor
+    median_centre: bool
 
     def __init__(self, meta: LstmMeta) -> None:
         super().__init__()
@@ -55,11 +56,13 @@ class LstmScoringGraph(nn.Module, ABC):
             held_value[index] = (value - meta.scaler.mean[index]) / meta.scaler.scale[index]
         self.register_buffer("held", torch.from_numpy(held))
         self.register_buffer("held_value", torch.from_numpy(held_value))
-        # 1 for features judged relative to their window's mean (``center_relative``).
+        # 1 for features judged relative to their window's centre (``center_relative``):
+        # its lower median, or the mean for models trained before it.
         relative = np.zeros(len(meta.features), dtype=np.float32)
         relative[list(meta.relative_indices)] = 1.0
         self.register_buffer("relative", torch.from_numpy(relative))
         self.score_steps = meta.score_steps or meta.window
+        self.median_centre = meta.relative_centre == "median"
 
     @abstractmethod
     def feature_errors(self, scaled: torch.Tensor) -> torch.Tensor:
@@ -68,7 +71,13 @@ class LstmScoringGraph(nn.Module, ABC):
     def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scaled = (windows - self.mean) / self.scale
         scaled = torch.where(self.held > 0, self.held_value, scaled)
-        scaled = scaled - self.relative * scaled.mean(dim=1, keepdim=True)
+        if self.median_centre:
+            # The lower median by sorting: ONNX has no median (aten::median does not export).
+            middle = (scaled.shape[1] - 1) // 2
+            centre = scaled.sort(dim=1).values[:, middle : middle + 1]
+        else:
+            centre = scaled.mean(dim=1, keepdim=True)
+        scaled = scaled - self.relative * centre
         feature_errors = self.feature_errors(scaled)
         scores = (feature_errors / self.baseline * self.judged).amax(dim=1)
         return scores, feature_errors

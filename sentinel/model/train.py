@@ -27,7 +27,12 @@ from sentinel.model.calibration import Calibration
 from sentinel.model.drifting import DRIFTING_FEATURE_HINT, drifting_features
 from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
-from sentinel.model.lstm_detector import LstmAeDetector, LstmAeMeta, reconstruction_errors
+from sentinel.model.lstm_detector import (
+    LstmAeDetector,
+    LstmAeMeta,
+    reconstruction_errors,
+    window_centre,
+)
 from sentinel.model.scaler import Scaler
 from sentinel.model.stuck import RunStats
 
@@ -180,7 +185,8 @@ class TrainingData:
         batch = self.data[index]  # (B, window, F)
         if self.rel_idx:
             rel = list(self.rel_idx)
-            batch[:, :, rel] -= batch[:, :, rel].mean(dim=1, keepdim=True)
+            # The lower median, as ``center_relative`` takes it for scoring.
+            batch[:, :, rel] -= batch[:, :, rel].median(dim=1, keepdim=True).values
         return batch
 
 
@@ -459,6 +465,7 @@ def fit_autoencoder(
         created=now.isoformat(timespec="seconds"),
         training=training,
         relative_features=prepared.relative,
+        relative_centre="median",
         score_steps=config.score_steps,
         levels=prepared.levels,
         stuck=prepared.stuck,
@@ -520,7 +527,7 @@ def _fit_scaler(
     # Stride-1 windows of each segment on its own: none straddles two segments.
     windows = [make_windows(np.asarray(seg, dtype=np.float64), window, 1) for seg in segments]
     stacked = np.concatenate([w[:, :, rel_idx] for w in windows if len(w)])
-    centred = stacked - stacked.mean(axis=1, keepdims=True)
+    centred = stacked - window_centre(stacked)
     spread = centred.reshape(-1, len(rel_idx)).std(axis=0)
     scale[rel_idx] = np.where(spread > 1e-12, spread, scale[rel_idx])
     return Scaler(mean=scaler.mean, scale=scale.astype(np.float32))

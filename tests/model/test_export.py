@@ -177,9 +177,10 @@ def test_forecaster_export_predicts_as_many_steps_ahead_as_the_model(
     np.testing.assert_allclose(feature_errors, want_features, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("centre", ["median", "mean"])
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_forecaster_export_holds_constant_and_centres_relative_features(
-    fmt: str, tmp_path: Path
+    fmt: str, centre: str, tmp_path: Path
 ) -> None:
     """A feature constant in training is held at its value and not scored, a relative one
     is judged by its changes within the window, in the forecaster's graph as in its own
@@ -187,7 +188,10 @@ def test_forecaster_export_holds_constant_and_centres_relative_features(
     if fmt == "onnx":
         pytest.importorskip("onnx", reason="pip install 'sentinel-iot[onnx]'")
     detector = make_forecaster(
-        relative_features=(FEATURES[1],), constant_features={FEATURES[2]: 3.0}, score_steps=3
+        relative_features=(FEATURES[1],),
+        constant_features={FEATURES[2]: 3.0},
+        score_steps=3,
+        relative_centre=centre,
     )
     path = detector.export("onnx" if fmt == "onnx" else "torchscript", tmp_path / f"m.{fmt}")
     data = windows(7, seed=8)
@@ -195,6 +199,8 @@ def test_forecaster_export_holds_constant_and_centres_relative_features(
     moved = data.copy()
     moved[:, :, 1] += 50.0  # another level, the same shape
     moved[:, 5:, 2] = 40.0  # the constant departs
+    moved[:, -1, 1] += 9.0  # a spike: what the median is for
+    data[:, -1, 1] += 9.0
     held, _ = _run_export(path, data)
     departed, _ = _run_export(path, moved)
     np.testing.assert_allclose(departed, held, rtol=1e-4, atol=1e-6)
