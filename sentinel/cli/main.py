@@ -853,6 +853,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SentinelError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        from sentinel.cli.models import close_registries
+
+        close_registries()
     return result
 
 

@@ -12,7 +12,6 @@ switching live in ``sentinel.model.versions``, which the REST API shares.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import sys
 from collections.abc import Callable
@@ -22,25 +21,40 @@ from typing import Any
 from sentinel.config import SentinelConfig
 from sentinel.errors import ConfigError, ModelError
 
-__all__ = ["MODEL_ACTIONS", "add_models_commands", "add_retrain_command", "registry_for"]
+__all__ = [
+    "MODEL_ACTIONS",
+    "add_models_commands",
+    "add_retrain_command",
+    "close_registries",
+    "registry_for",
+]
 
 ConfigArg = Callable[[argparse.ArgumentParser], None]
 Loader = Callable[[argparse.Namespace], SentinelConfig]
 
 
-_OPENED: dict[int, Any] = {}  # one registry (one NATS connection) per config per command
+# One registry (one NATS connection) per config for the command; closed when it ends.
+_OPENED: dict[int, tuple[SentinelConfig, Any]] = {}
 
 
 def registry_for(config: SentinelConfig) -> Any:
     """The config's registry (``sentinel.model.Registry``), opened once per command."""
-    from sentinel.model.nats_registry import NatsRegistry, open_registry
+    from sentinel.model.nats_registry import open_registry
 
-    registry = _OPENED.get(id(config))
-    if registry is None:
-        registry = _OPENED[id(config)] = open_registry(config, role="cli")
+    opened = _OPENED.get(id(config))
+    if opened is None:
+        opened = _OPENED[id(config)] = (config, open_registry(config, role="cli"))
+    return opened[1]
+
+
+def close_registries() -> None:
+    """Stop what ``registry_for`` opened (the NATS links); ``main`` calls it at the end."""
+    from sentinel.model.nats_registry import NatsRegistry
+
+    while _OPENED:
+        _, (_, registry) = _OPENED.popitem()
         if isinstance(registry, NatsRegistry):
-            atexit.register(registry.stop)
-    return registry
+            registry.stop()
 
 
 def _streams(config: SentinelConfig, name: str | None) -> list[str]:

@@ -1,0 +1,107 @@
+"""Two daemons on one shared registry (issue #24), against a real private nats-server: a
+version activated elsewhere -- by a client, or by ``sentinel models activate`` on another
+host -- is swapped in by both, so both score the stream with the same version."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from sentinel.cli.main import main
+from sentinel.config import NatsConfig, RegistryConfig
+from sentinel.model import (
+    Detector,
+    LstmAeDetector,
+    LstmAeMeta,
+    LstmAutoencoder,
+    ModelRegistry,
+)
+from sentinel.model.nats_registry import NatsRegistry
+from simulators.nats_server import PrivateNats
+from tests.e2e_helpers import WINDOW, RunningApp, running_app, wait_for, write_toml
+from tests.model.helpers import V1, V2, make_detector
+from tests.nats_helpers import FEATURES, nats_daemon_config
+
+pytestmark = pytest.mark.integration
+
+REGISTRY = {"backend": "nats", "lease_ttl": 2.0, "timeout": 5.0}
+
+
+def _pump_detector(version: str, seed: int) -> Detector:
+    """An untrained LSTM-AE that fits the daemons' pump stream (features, window)."""
+    template = make_detector(version, seed=seed)
+    assert isinstance(template.meta, LstmAeMeta)
+    meta = dataclasses.replace(template.meta, features=tuple(FEATURES), window=WINDOW)
+    torch.manual_seed(seed)
+    return LstmAeDetector(meta, LstmAutoencoder(2, 4, 2, 1), torch.device("cpu"))
+
+
+def _daemon(tmp_path: Path, server: PrivateNats, name: str, **sections: Any) -> dict[str, Any]:
+    # Each daemon its own partitions (two owners of one consumer would fight over it).
+    partitions = [0, 1] if name == "a" else [2, 3]
+    return nats_daemon_config(
+        tmp_path / name,
+        server,
+        registry=REGISTRY,
+        nats={"consume": partitions, "name": f"sentinel-{name}"},
+        **sections,
+    )
+
+
+def _wait_runs(running: RunningApp, version: str) -> None:
+    def runs() -> bool:
+        pipeline = running.app.pipeline
+        return pipeline is not None and pipeline.model_versions().get("pump") == version
+
+    wait_for(runs, 60, f"{version} swapped in")
+
+
+def test_an_activation_anywhere_reaches_both_daemons(
+    private_nats: PrivateNats, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_config = tmp_path / "cli.toml"
+    write_toml(cli_config, _daemon(tmp_path, private_nats, "cli"))
+    with ExitStack() as stack:
+        # One with retraining (the swap goes through Retrainer.reload, thresholds seeded
+        # from its reservoir), one without (loaded and installed directly).
+        a = stack.enter_context(
+            running_app(_daemon(tmp_path, private_nats, "a", retrain={"enabled": True}))
+        )
+        b = stack.enter_context(running_app(_daemon(tmp_path, private_nats, "b")))
+        assert a.app.follower is not None
+        assert b.app.follower is not None
+        for running in (a, b):
+            assert running.app.pipeline is not None
+            assert running.app.pipeline.model_versions() == {"pump": None}
+
+        # A client of the registry (a training box) publishes and activates V1.
+        nats = NatsConfig(servers=[private_nats.url], name="trainer")
+        trainer = NatsRegistry(RegistryConfig(timeout=5.0), nats, tmp_path / "trainer")
+        assert trainer.start()
+        try:
+            for version, seed in ((V1, 1), (V2, 2)):
+                trainer.save(_pump_detector(version, seed))
+            trainer.activate("pump", V1)
+        finally:
+            trainer.stop()
+        for running in (a, b):
+            _wait_runs(running, V1)
+
+        # `sentinel models activate` on a third host switches both.
+        assert main(["models", "activate", V2, "--config", str(cli_config)]) == 0
+        assert f"{V2} is active" in capsys.readouterr().out
+        for running in (a, b):
+            _wait_runs(running, V2)
+        assert a.app.follower.adopted == 2
+        assert b.app.follower.adopted == 2
+
+    # Each daemon's cache now points at V2: a start without NATS comes back on it.
+    for name in ("a", "b"):
+        cache = ModelRegistry(tmp_path / name / "models")
+        assert cache.active_version("pump") == V2
+        assert (cache.root / "pump" / V2).is_dir()
