@@ -48,13 +48,13 @@ def registry_for(config: SentinelConfig) -> Any:
 
 
 def close_registries() -> None:
-    """Stop what ``registry_for`` opened (the NATS links); ``main`` calls it at the end."""
-    from sentinel.model.nats_registry import NatsRegistry
-
+    """Stop what ``registry_for`` opened (the NATS links); ``main`` calls it at the end,
+    also after commands that never opened one (and may run without torch)."""
     while _OPENED:
         _, (_, registry) = _OPENED.popitem()
-        if isinstance(registry, NatsRegistry):
-            registry.stop()
+        stop = getattr(registry, "stop", None)  # a NatsRegistry; the file registry has none
+        if stop is not None:
+            stop()
 
 
 def _streams(config: SentinelConfig, name: str | None) -> list[str]:
