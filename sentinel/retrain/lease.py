@@ -12,6 +12,12 @@ and the run is abandoned: the new holder runs its own.
 A renewal that fails only because NATS did not answer keeps the lease for as long as its
 TTL can still be running (measured from the last renewal that succeeded), so that a short
 outage does not throw away an hour of training.
+
+The lease makes runs exclusive, not rare: every daemon keeps its own schedule, so N daemons
+would each run once per period, one after the other. So each finished run is recorded
+(``retrained.<stream>`` in the registry's key-value bucket, which has no TTL) and a
+scheduled run that finds a run of its stream finished less than half a period ago skips
+(``Retrainer``): one run per period across the daemons.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ __all__ = ["Lease", "NatsLease"]
 log = structlog.get_logger(__name__)
 
 LEASE_KEY = "retrain.{stream}"
+RAN_KEY = "retrained.{stream}"  # in the registry's kv_bucket: the last finished run
 
 
 class Lease(Protocol):
@@ -58,6 +65,12 @@ class Lease(Protocol):
 
     def release(self, stream: str) -> None: ...
 
+    def last_run(self, stream: str) -> float | None:
+        """When any daemon last finished a run of ``stream`` (epoch seconds)."""
+
+    def record_run(self, stream: str, status: str) -> None:
+        """Record a finished run, for ``last_run`` on every daemon."""
+
 
 class NatsLease:
     """Leases in the ``lease_bucket`` key-value bucket, one key per stream."""
@@ -68,6 +81,7 @@ class NatsLease:
         # Unique per process: two daemons may share a host and a connection name.
         self.holder = f"{name}/{os.getpid()}/{secrets.token_hex(3)}"
         self._bucket: KeyValue | None = None
+        self._runs: KeyValue | None = None
         self._held: dict[str, tuple[int, float]] = {}  # stream -> (revision, renewed at)
 
     @property
@@ -179,3 +193,51 @@ class NatsLease:
             log.warning("retrain_lease_release_failed", stream=stream, error=str(err))
             return
         log.info("retrain_lease_released", stream=stream)
+
+    # -- the last run of each stream, across daemons ------------------------------------
+
+    async def _open_runs(self, js: JetStreamContext) -> KeyValue:
+        if self._runs is None:
+            # The registry's bucket, created as NatsRegistry creates it if it comes first.
+            try:
+                self._runs = await js.key_value(self._config.kv_bucket)
+            except BucketNotFoundError:
+                self._runs = await js.create_key_value(
+                    bucket=self._config.kv_bucket, history=64, storage=StorageType.FILE
+                )
+        return self._runs
+
+    def last_run(self, stream: str) -> float | None:
+        key = RAN_KEY.format(stream=stream)
+
+        async def get(js: JetStreamContext) -> float | None:
+            kv = await self._open_runs(js)
+            try:
+                entry = await kv.get(key)
+            except NotFoundError:
+                return None
+            try:
+                at = json.loads(entry.value or b"{}").get("at")
+            except ValueError:
+                return None
+            return float(at) if isinstance(at, int | float) else None
+
+        try:
+            result: float | None = self._link.call(get, self._config.timeout)
+        except RegistryUnavailable as err:
+            log.warning("retrain_last_run_unavailable", stream=stream, error=str(err))
+            return None
+        return result
+
+    def record_run(self, stream: str, status: str) -> None:
+        key = RAN_KEY.format(stream=stream)
+        value = json.dumps({"at": time.time(), "by": self.holder, "status": status}).encode()
+
+        async def put(js: JetStreamContext) -> None:
+            kv = await self._open_runs(js)
+            await kv.put(key, value)
+
+        try:
+            self._link.call(put, self._config.timeout)
+        except RegistryUnavailable as err:  # the others may then run once more this period
+            log.warning("retrain_run_record_failed", stream=stream, error=str(err))

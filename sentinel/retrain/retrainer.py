@@ -39,6 +39,7 @@ from sentinel.errors import ModelError
 from sentinel.model import Detector, Registry
 from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain, threshold_seeds
 from sentinel.retrain.lease import Lease
+from sentinel.retrain.scheduler import schedule_period
 
 __all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
 
@@ -295,6 +296,12 @@ class Retrainer:
                 self._cold_retry_at[request.stream] = time.monotonic() + _COLD_START_RETRY
             return
         try:
+            if (
+                lease is not None
+                and request.reason == "schedule"
+                and self._ran_lately(lease, request)
+            ):
+                return
             if lease is not None and cold and self._registry.active_version(request.stream):
                 # Published by the daemon that held the lease before us: swap, not train.
                 log.info("retrain_skipped_version_published", stream=request.stream)
@@ -305,11 +312,28 @@ class Retrainer:
             if lease is not None:
                 lease.release(request.stream)
 
+    def _ran_lately(self, lease: Lease, request: Request) -> bool:
+        """A scheduled run another daemon already did this period (each daemon keeps its
+        own schedule): skip it."""
+        last = lease.last_run(request.stream)
+        period = schedule_period(self._config.retrain)
+        if last is None or time.time() - last >= period / 2:
+            return False
+        log.info(
+            "retrain_skipped_ran_lately",
+            stream=request.stream,
+            seconds_ago=round(time.time() - last, 1),
+            period=period,
+        )
+        return True
+
     def _train(self, request: Request, cold: bool) -> None:
         started = time.monotonic()
         outcome = self._in_child(request, cold)
         if outcome is None:
             return
+        if self._lease is not None:
+            self._lease.record_run(request.stream, outcome.status)
         self.outcomes.append(outcome)
         del self.outcomes[:-100]
         if self._lease is not None and not self._lease.renew(request.stream):

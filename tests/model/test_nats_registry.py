@@ -34,7 +34,8 @@ def _registry(server: PrivateNats, cache: Path, **registry: object) -> NatsRegis
 def pair(private_nats: PrivateNats, tmp_path: Path) -> Iterator[tuple[NatsRegistry, NatsRegistry]]:
     """Two clients of one registry, each with its own cache: two daemons."""
     a, b = _registry(private_nats, tmp_path / "a"), _registry(private_nats, tmp_path / "b")
-    assert a.start() and b.start()
+    assert a.start()
+    assert b.start()
     try:
         yield a, b
     finally:
@@ -71,7 +72,8 @@ def test_a_version_saved_on_one_loads_on_another(
     assert b.versions("pump") == [V1]
     assert not (b.root / "pump" / V1).exists()  # nothing fetched before it is needed
     detector = b.load_active("pump", CPU)
-    assert detector is not None and detector.version == V1
+    assert detector is not None
+    assert detector.version == V1
     # Fetched into b's cache byte for byte, and b's ACTIVE follows the shared key.
     assert _files(b.root / "pump" / V1) == _files(a.root / "pump" / V1)
     assert ModelRegistry(b.root).active_version("pump") == V1
@@ -154,7 +156,8 @@ def test_a_start_without_nats_serves_the_cache(private_nats: PrivateNats, tmp_pa
         assert offline.active_version("pump") == V1
         assert offline.versions("pump") == [V1]
         detector = load_active_or_previous(offline, "pump", CPU, 64)
-        assert detector is not None and detector.version == V1
+        assert detector is not None
+        assert detector.version == V1
         with pytest.raises(RegistryUnavailable):
             offline.activate("pump", V1)
     finally:

@@ -4,6 +4,7 @@ and finds out at its next renewal."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,14 @@ def test_a_renewed_lease_outlives_its_ttl(contenders: tuple[NatsLease, NatsLease
     wait_for(renewed_past_ttl, 30, "renewals over three TTLs", poll=holder.renew_every)
     assert not other.acquire("pump")
     assert holder.holder_of("pump") == holder.holder
+
+
+def test_a_finished_run_is_seen_by_every_daemon(contenders: tuple[NatsLease, NatsLease]) -> None:
+    first, second = contenders
+    assert second.last_run("pump") is None
+    before = time.time()
+    first.record_run("pump", "accepted")
+    last = second.last_run("pump")
+    assert last is not None
+    assert before <= last <= time.time()
+    assert first.last_run("flow") is None

@@ -1,9 +1,11 @@
 """The retrainer under a lease (issue #24): without the lease it does not train; a lease lost
-while the child trains abandons the run, so nothing is activated or installed. The lease is
-a fake here (its NATS behaviour: tests/retrain/test_lease.py)."""
+while the child trains abandons the run, so nothing is activated or installed; a scheduled
+run another daemon already did this period is skipped. The lease is a fake here (its NATS
+behaviour: tests/retrain/test_lease.py)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,18 @@ CPU = torch.device("cpu")
 class FakeLease:
     """Grants the lease when ``free``; renewals succeed ``renewals`` times."""
 
-    def __init__(self, *, free: bool, renewals: int = 1_000, renew_every: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        free: bool,
+        renewals: int = 1_000,
+        renew_every: float = 60.0,
+        last: float | None = None,
+    ) -> None:
         self.free = free
         self.renewals = renewals
         self.renew_every = renew_every
+        self.last = last
         self.calls: list[str] = []
 
     def acquire(self, stream: str) -> bool:
@@ -38,6 +48,13 @@ class FakeLease:
 
     def release(self, stream: str) -> None:
         self.calls.append("release")
+
+    def last_run(self, stream: str) -> float | None:
+        self.calls.append("last_run")
+        return self.last
+
+    def record_run(self, stream: str, status: str) -> None:
+        self.calls.append(f"record_run {status}")
 
 
 def _retrainer(tmp_path: Path, lease: FakeLease, installed: list[Detector]) -> Retrainer:
@@ -93,3 +110,21 @@ def test_a_lease_lost_while_training_abandons_the_run(tmp_path: Path) -> None:
     assert installed == []
     assert ModelRegistry(tmp_path / "state" / "models").active_version("pump") is None
     assert [e["stream"] for e in logs if e["event"] == "retrain_abandoned_lease_lost"] == ["pump"]
+
+
+def test_a_scheduled_run_another_daemon_did_this_period_is_skipped(tmp_path: Path) -> None:
+    # Another daemon finished a run a minute ago; the schedule (a day) fires here now.
+    lease = FakeLease(free=True, last=time.time() - 60)
+    installed: list[Detector] = []
+    retrainer = _retrainer(tmp_path, lease, installed)
+    with capture_logs() as logs:
+        retrainer.start()
+        try:
+            assert retrainer.request("pump", "schedule")
+            wait_for(lambda: retrainer.idle.is_set(), 30, "the request to be served")
+        finally:
+            retrainer.stop()
+    assert lease.calls == ["acquire", "last_run", "release"]
+    assert retrainer.outcomes == []
+    [skipped] = [e for e in logs if e["event"] == "retrain_skipped_ran_lately"]
+    assert skipped["period"] == 86_400
