@@ -61,12 +61,10 @@ class RegistryFollower:
             activation = self._registry.next_activation(timeout=0.5)
             if activation is None or activation.stream not in self._streams:
                 continue
-            if (
-                activation.instance == self._registry.instance
-                or self._running(activation.stream) == activation.version
-            ):
-                # Ours (we activated it) or already running: only the cache's pointer.
-                self._mirror(activation)
+            if activation.instance == self._registry.instance:
+                continue  # this process activated it, and handed it to the pipeline itself
+            if self._running(activation.stream) == activation.version:
+                self._mirror(activation)  # already running: only the cache's pointer
                 continue
             try:
                 self._adopt(activation)

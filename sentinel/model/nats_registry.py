@@ -28,6 +28,7 @@ import queue
 import secrets
 import shutil
 import tarfile
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,6 +133,7 @@ class NatsRegistry:
         self.link = NatsLink(nats, role=role)
         self._buckets: tuple[KeyValue, ObjectStore] | None = None
         self._activations: queue.Queue[Activation] = queue.Queue()
+        self._mirror_lock = threading.Lock()
         self._watching = False
         self.by = f"{nats.name}-{role}"[:64]
         # Tells this process's own activations apart from another's that shares its
@@ -382,16 +384,24 @@ class NatsRegistry:
         }
         self._call(lambda js: self._put(js, ACTIVE_KEY.format(stream=stream), value))
         log.info("model_activated_shared", stream=stream, version=version, reason=reason)
-        self.mirror(stream, version, reason)
+        try:
+            self.mirror(stream, version, reason)
+        except ModelError as err:
+            # Active everywhere already: failing now would have the caller refuse a version
+            # the other daemons run. The cache's pointer is fixed at the next activation.
+            log.warning("model_cache_pointer_failed", stream=stream, error=str(err))
 
     def mirror(self, stream: str, version: str, reason: str) -> None:
-        """Point the cache's ACTIVE at ``version``, for a start without NATS."""
-        try:
-            if self._local.active_version(stream) == version:
-                return
-        except ModelError:
-            pass  # a damaged cache pointer: rewrite it
-        self._local.activate(stream, version, reason=reason)
+        """Point the cache's ACTIVE at ``version``, for a start without NATS. Serialised:
+        the follower and an activation may mirror at once, and the file registry's
+        temporary file is named per process, not per thread."""
+        with self._mirror_lock:
+            try:
+                if self._local.active_version(stream) == version:
+                    return
+            except ModelError:
+                pass  # a damaged cache pointer: rewrite it
+            self._local.activate(stream, version, reason=reason)
 
     def write_status(self, stream: str, version: str, status: dict[str, Any]) -> None:
         if self._local.path(stream, version).is_dir():

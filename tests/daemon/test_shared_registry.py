@@ -1,6 +1,7 @@
 """Two daemons on one shared registry (issue #24), against a real private nats-server: a
 version activated elsewhere -- by a client, or by ``sentinel models activate`` on another
-host -- is swapped in by both, so both score the stream with the same version."""
+host -- is swapped in by both, so both score the stream with the same version; a cold start
+trains on one daemon only and reaches the other."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from sentinel.model.nats_registry import NatsRegistry
 from simulators.nats_server import PrivateNats
 from tests.e2e_helpers import WINDOW, RunningApp, running_app, wait_for, write_toml
 from tests.model.helpers import V1, V2, make_detector
-from tests.nats_helpers import FEATURES, nats_daemon_config
+from tests.nats_helpers import FEATURES, device_names, nats_daemon_config, publish
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +106,36 @@ def test_an_activation_anywhere_reaches_both_daemons(
         cache = ModelRegistry(tmp_path / name / "models")
         assert cache.active_version("pump") == V2
         assert (cache.root / "pump" / V2).is_dir()
+
+
+@pytest.mark.slow
+def test_a_cold_start_trains_on_one_daemon_and_reaches_the_other(
+    private_nats: PrivateNats, tmp_path: Path
+) -> None:
+    """Both daemons collect their own devices' readings; one takes the lease and trains,
+    the other swaps its version in: one training run for the stream, one version."""
+    fast = {
+        "retrain": {"enabled": True, "min_rows": 200},
+        "cold_start": {"readings": 300},
+        "model": {"epochs": 2, "hidden_size": 8, "latent_size": 4},
+    }
+    with ExitStack() as stack:
+        a = stack.enter_context(running_app(_daemon(tmp_path, private_nats, "a", **fast)))
+        b = stack.enter_context(running_app(_daemon(tmp_path, private_nats, "b", **fast)))
+        publish(private_nats, device_names(8), range(250))
+
+        def same_model() -> bool:
+            versions = {r.app.pipeline.model_versions()["pump"] for r in (a, b) if r.app.pipeline}
+            return len(versions) == 1 and None not in versions
+
+        wait_for(same_model, 240, "both daemons to run one model")
+        assert a.app.retrain is not None
+        assert b.app.retrain is not None
+        runs = [*a.app.retrain.retrainer.outcomes, *b.app.retrain.retrainer.outcomes]
+        assert [o.status for o in runs] == ["accepted"]
+        assert a.app.pipeline is not None
+        [version] = set(a.app.pipeline.model_versions().values())
+        assert runs[0].version == version
+        # The daemon that did not train adopted the version through the registry.
+        adopted = [r.app.follower.adopted for r in (a, b) if r.app.follower is not None]
+        assert sorted(adopted) == [0, 1]
