@@ -1582,6 +1582,13 @@ class SentinelConfig(Section):
                 "<stream>/<device>/ack from any client of a broker it reaches without a user "
                 "name; restrict that topic in the broker's ACL, or set ha_ack = false"
             )
+        if self.registry.backend == "nats" and not self.retrain.enabled:
+            found.append(
+                "registry.backend: with retrain.enabled = false the cold start takes no "
+                "retraining lease, so every daemon sharing the registry trains a first model "
+                "of its own (the last one activated wins everywhere); keep retraining on, or "
+                "train once with `sentinel train`"
+            )
         return found
 
 

@@ -244,7 +244,23 @@ class NatsRegistry:
     def load_version(
         self, stream: str, version: str, device: torch.device, max_batch: int = 512
     ) -> Detector:
-        self.path(stream, version)
+        """Load from the cache, fetched first if missing. A cached copy that does not load
+        (torn by a power cut) is fetched again once, before the version counts as broken:
+        falling back to the predecessor would switch every daemon, not only this one."""
+        path = self.path(stream, version)
+        try:
+            return self._local.load_version(stream, version, device, max_batch)
+        except ModelError as err:
+            if not path.is_dir() or not self.link.connected:
+                raise  # nothing cached, or nothing to replace the broken copy with
+            log.warning("model_cache_unusable", stream=stream, version=version, error=str(err))
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                fetched = self._fetch(stream, version)
+            except RegistryUnavailable:
+                fetched = False
+            if not fetched:
+                raise
         return self._local.load_version(stream, version, device, max_batch)
 
     def load_active(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from structlog.testing import capture_logs
 
 from sentinel.config import NatsConfig, RegistryConfig
 from sentinel.errors import ModelError, RegistryUnavailable
@@ -176,3 +177,22 @@ def test_prune_keeps_the_active_version_and_its_predecessor(
     assert b.prune("pump", keep=2) == [V1]
     assert a.versions("pump") == [V2, V3]
     assert b.prune("pump", keep=1) == []  # V3 active, V2 its predecessor
+
+
+def test_a_torn_cached_copy_is_fetched_again(pair: tuple[NatsRegistry, NatsRegistry]) -> None:
+    """A power cut that tears b's cached files must not make every daemon fall back."""
+    a, b = pair
+    a.save(make_detector(V1))
+    a.activate("pump", V1)
+    assert b.load_version("pump", V1, CPU).version == V1
+    cached = b.root / "pump" / V1
+    for path in cached.iterdir():
+        path.write_bytes(path.read_bytes()[:10])  # every file cut short
+
+    with capture_logs() as logs:
+        detector = load_active_or_previous(b, "pump", CPU, 64)
+    assert detector is not None
+    assert detector.version == V1
+    assert [e["version"] for e in logs if e["event"] == "model_cache_unusable"] == [V1]
+    assert _files(cached) == _files(a.root / "pump" / V1)
+    assert a.active_version("pump") == V1  # no fallback reached the others

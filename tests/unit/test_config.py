@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.cli.main import main
-from sentinel.config import load_config
+from sentinel.config import SentinelConfig, load_config
 from sentinel.errors import ConfigError
 
 MINIMAL = """
@@ -228,3 +228,14 @@ def test_feature_level_defaults_to_auto_and_explicit_levels_are_listed(tmp_path:
     assert load_config(write(tmp_path, text)).streams[0].absolute_features == ("flow",)
     with pytest.raises(ConfigError, match="level"):
         load_config(write(tmp_path, MINIMAL.replace('"flow",', '{ name = "flow", level = "x" },')))
+
+
+def test_a_shared_registry_without_retraining_is_warned_about() -> None:
+    base = {"streams": [{"name": "pump", "topic": "p/{device}", "features": ["a"]}]}
+    shared = SentinelConfig.model_validate(
+        {**base, "registry": {"backend": "nats"}, "retrain": {"enabled": False}}
+    )
+    [warning] = [w for w in shared.warnings() if w.startswith("registry.backend")]
+    assert "lease" in warning
+    assert not SentinelConfig.model_validate({**base, "registry": {"backend": "nats"}}).warnings()
+    assert SentinelConfig.model_validate(base).registry.backend == "files"
