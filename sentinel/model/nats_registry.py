@@ -40,7 +40,12 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import StorageType
-from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -276,7 +281,9 @@ class NatsRegistry:
         return detector
 
     def versions(self, stream: str) -> list[str]:
-        """Versions in the object store, oldest first; the cache's when NATS is away."""
+        """Versions in the object store and in the cache (one saved here and not uploaded
+        yet, e.g. before a daemon first shares its models), oldest first; the cache's alone
+        when NATS is away."""
         prefix = f"{stream}/"
         self._local.path(stream, "x")
 
@@ -300,8 +307,48 @@ class NatsRegistry:
         except RegistryUnavailable as err:
             log.warning("registry_unavailable_using_cache", stream=stream, error=str(err))
             return self._local.versions(stream)
+        shared = {v for v, _ in found}
+        for version in self._local.versions(stream):
+            if version not in shared:
+                found.append((version, self._local.path(stream, version).stat().st_mtime))
         found.sort(key=lambda v: (v[0].split("-", 1)[0], v[1], v[0]))
         return [v for v, _ in found]
+
+    def share_cached(self, stream: str) -> str | None:
+        """A daemon moving to the shared registry: when the stream has no shared active
+        version yet, publish and activate the one its cache (its old registry) names.
+        Created only if still absent (compare-and-set), so daemons starting together do
+        not overwrite each other. Returns the version shared, if any."""
+        try:
+            version = self._local.active_version(stream)
+        except ModelError:
+            return None
+        if version is None or not self._local.path(stream, version).is_dir():
+            return None
+        key = ACTIVE_KEY.format(stream=stream)
+        if self.active_version(stream) is not None:
+            return None
+        self.publish(stream, version)
+        value = {
+            "version": version,
+            "reason": "shared from the local registry",
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "by": self.by,
+            "instance": self.instance,
+        }
+
+        async def create(js: JetStreamContext) -> bool:
+            kv, _ = await self._open(js)
+            try:
+                await kv.create(key, json.dumps(value).encode())
+            except KeyWrongLastSequenceError:
+                return False  # another daemon shared its own first
+            return True
+
+        if not self._call(create):
+            return None
+        log.info("registry_shared_cached_version", stream=stream, version=version)
+        return version
 
     def status(self, stream: str, version: str) -> dict[str, Any]:
         key = STATUS_KEY.format(stream=stream, version=version)
@@ -535,4 +582,10 @@ def open_registry(config: SentinelConfig, *, role: str) -> Registry:
         log.warning(
             "registry_offline_using_cache", servers=config.nats.servers, cache=str(registry.root)
         )
+        return registry
+    for stream in config.streams:
+        try:
+            registry.share_cached(stream.name)
+        except ModelError as err:  # not fatal: the stream starts as the registry has it
+            log.warning("registry_share_failed", stream=stream.name, error=str(err))
     return registry

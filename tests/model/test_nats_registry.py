@@ -175,7 +175,7 @@ def test_prune_keeps_the_active_version_and_its_predecessor(
     a.activate("pump", V3)
 
     assert b.prune("pump", keep=2) == [V1]
-    assert a.versions("pump") == [V2, V3]
+    assert b.versions("pump") == [V2, V3]  # a still caches V1 until it prunes itself
     assert b.prune("pump", keep=1) == []  # V3 active, V2 its predecessor
 
 
@@ -196,3 +196,29 @@ def test_a_torn_cached_copy_is_fetched_again(pair: tuple[NatsRegistry, NatsRegis
     assert [e["version"] for e in logs if e["event"] == "model_cache_unusable"] == [V1]
     assert _files(cached) == _files(a.root / "pump" / V1)
     assert a.active_version("pump") == V1  # no fallback reached the others
+
+
+def test_a_daemon_moving_over_shares_its_active_version_once(
+    private_nats: PrivateNats, tmp_path: Path
+) -> None:
+    """Two daemons with file registries of their own switch to the shared one: the first
+    to start shares its active version, the second finds one and keeps it."""
+    for name, version in (("a", V1), ("b", V2)):
+        files = ModelRegistry(tmp_path / name)
+        files.save(make_detector(version))
+        files.activate("pump", version)
+    a, b = _registry(private_nats, tmp_path / "a"), _registry(private_nats, tmp_path / "b")
+    assert a.start()
+    assert b.start()
+    try:
+        assert a.share_cached("pump") == V1
+        assert b.share_cached("pump") is None
+        assert b.active_version("pump") == V1
+        assert b.versions("pump") == [V1, V2]  # V2 only in b's cache, not uploaded
+        assert a.versions("pump") == [V1]
+        b.activate("pump", V2)  # uploads it
+        assert a.versions("pump") == [V1, V2]
+        assert a.active_version("pump") == V2
+    finally:
+        a.stop()
+        b.stop()
