@@ -148,6 +148,7 @@ class Retrainer:
     ) -> None:
         self._config = config
         self._lease = lease
+        self._renew_at = 0.0  # monotonic time of the lease's next renewal during a run
         self._registry = registry
         self._device = device
         self._has_model = has_model
@@ -376,15 +377,13 @@ class Retrainer:
         self._process = process
         process.start()
         send.close()
-        renew_at = time.monotonic() + (self._lease.renew_every if self._lease else 0.0)
+        self._renew_at = time.monotonic() + (self._lease.renew_every if self._lease else 0.0)
         try:
             while not self._stop.is_set():
-                if self._lease is not None and time.monotonic() >= renew_at:
-                    renew_at = time.monotonic() + self._lease.renew_every
-                    if not self._lease.renew(request.stream):
-                        log.warning("retrain_abandoned_lease_lost", stream=request.stream)
-                        process.terminate()
-                        return None
+                if not self._lease_kept(request.stream):
+                    log.warning("retrain_abandoned_lease_lost", stream=request.stream)
+                    process.terminate()
+                    return None
                 if receive.poll(0.5):
                     try:
                         outcome: RetrainOutcome = receive.recv()
@@ -399,5 +398,18 @@ class Retrainer:
             return RetrainOutcome(request.stream, "failed", f"exit code {process.exitcode}")
         finally:
             receive.close()
-            process.join(5.0)
+            # The child may take seconds to exit (torch's teardown); the lease must not
+            # lapse meanwhile, the outcome still needs it.
+            deadline = time.monotonic() + 5.0
+            while process.is_alive() and time.monotonic() < deadline:
+                process.join(0.5)
+                self._lease_kept(request.stream)
             self._process = None
+
+    def _lease_kept(self, stream: str) -> bool:
+        """Renew the lease when a renewal is due; False once it is lost."""
+        lease = self._lease
+        if lease is None or time.monotonic() < self._renew_at:
+            return True
+        self._renew_at = time.monotonic() + lease.renew_every
+        return lease.renew(stream)

@@ -45,10 +45,10 @@ def _pump_detector(version: str, seed: int) -> Detector:
 def _daemon(tmp_path: Path, server: PrivateNats, name: str, **sections: Any) -> dict[str, Any]:
     # Each daemon its own partitions (two owners of one consumer would fight over it).
     partitions = [0, 1] if name == "a" else [2, 3]
+    sections = {"registry": REGISTRY, **sections}
     return nats_daemon_config(
         tmp_path / name,
         server,
-        registry=REGISTRY,
         nats={"consume": partitions, "name": f"sentinel-{name}"},
         **sections,
     )
@@ -115,6 +115,8 @@ def test_a_cold_start_trains_on_one_daemon_and_reaches_the_other(
     """Both daemons collect their own devices' readings; one takes the lease and trains,
     the other swaps its version in: one training run for the stream, one version."""
     fast = {
+        # A TTL well above a loaded box's pauses: this test is about the hand-over.
+        "registry": {**REGISTRY, "lease_ttl": 10.0},
         "retrain": {"enabled": True, "min_rows": 200},
         "cold_start": {"readings": 300},
         "model": {"epochs": 2, "hidden_size": 8, "latent_size": 4},
