@@ -1,11 +1,14 @@
 """Two daemons on one shared registry (issue #24), against a real private nats-server: a
 version activated elsewhere -- by a client, or by ``sentinel models activate`` on another
-host -- is swapped in by both, so both score the stream with the same version; a cold start
-trains on one daemon only and reaches the other."""
+host -- is swapped in by both, so both score the stream with the same version (in-process
+daemons, and two real ``sentinel run`` processes); a cold start trains on one daemon only
+and reaches the other."""
 
 from __future__ import annotations
 
 import dataclasses
+import signal
+import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import torch
 
 from sentinel.cli.main import main
 from sentinel.config import NatsConfig, RegistryConfig
+from sentinel.daemon.control import CONTROL_SOCKET, send_command
 from sentinel.model import (
     Detector,
     LstmAeDetector,
@@ -24,7 +28,14 @@ from sentinel.model import (
 )
 from sentinel.model.nats_registry import NatsRegistry
 from simulators.nats_server import PrivateNats
-from tests.e2e_helpers import WINDOW, RunningApp, running_app, wait_for, write_toml
+from tests.e2e_helpers import (
+    WINDOW,
+    RunningApp,
+    running_app,
+    start_daemon,
+    wait_for,
+    write_toml,
+)
 from tests.model.helpers import V1, V2, make_detector
 from tests.nats_helpers import FEATURES, device_names, nats_daemon_config, publish
 
@@ -141,3 +152,59 @@ def test_a_cold_start_trains_on_one_daemon_and_reaches_the_other(
         # The daemon that did not train adopted the version through the registry.
         adopted = [r.app.follower.adopted for r in (a, b) if r.app.follower is not None]
         assert sorted(adopted) == [0, 1]
+
+
+def _wait_logged(log: Path, event: bytes) -> None:
+    wait_for(lambda: event in log.read_bytes(), 60, f"{event!r} in {log.name}")
+
+
+def _wait_running(state: Path, version: str) -> None:
+    wait_for(lambda: _running_version(state) == version, 60, f"{state.name} to run {version}")
+
+
+def _running_version(state: Path) -> str | None:
+    try:
+        answer = send_command(state / CONTROL_SOCKET, {"command": "status"})
+    except ConnectionError:
+        return None
+    version = answer.get("streams", {}).get("pump", {}).get("running_version")
+    return version if isinstance(version, str) else None
+
+
+@pytest.mark.slow
+def test_models_activate_reaches_two_sentinel_run_processes(
+    private_nats: PrivateNats, tmp_path: Path
+) -> None:
+    """The same with two real ``sentinel run`` processes, asked through their control
+    sockets which version they score with."""
+    cli_config = write_toml(tmp_path / "cli.toml", _daemon(tmp_path, private_nats, "cli"))
+    nats = NatsConfig(servers=[private_nats.url], name="trainer")
+    trainer = NatsRegistry(RegistryConfig(timeout=5.0), nats, tmp_path / "trainer")
+    assert trainer.start()
+    try:
+        for version, seed in ((V1, 1), (V2, 2)):
+            trainer.save(_pump_detector(version, seed))  # uploaded, neither active yet
+    finally:
+        trainer.stop()
+
+    daemons: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {name: tmp_path / f"{name}.log" for name in ("a", "b")}
+    try:
+        for name, log in logs.items():
+            config = _daemon(tmp_path, private_nats, name, retrain={"enabled": True})
+            daemons[name] = start_daemon(write_toml(tmp_path / f"{name}.toml", config), log)
+        for log in logs.values():
+            _wait_logged(log, b"registry_watching")
+            _wait_logged(log, b"nats_subscribed")
+
+        for version in (V1, V2):
+            assert main(["models", "activate", version, "--config", str(cli_config)]) == 0
+            for name in logs:
+                _wait_running(tmp_path / name, version)
+    finally:
+        for process in daemons.values():
+            process.send_signal(signal.SIGTERM)
+        codes = [process.wait(60) for process in daemons.values()]
+    assert codes == [0, 0]
+    for log in logs.values():
+        assert log.read_bytes().count(b'"model_adopted"') == 2
