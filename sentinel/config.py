@@ -50,6 +50,7 @@ __all__ = [
     "MqttConfig",
     "NatsConfig",
     "PublishConfig",
+    "RegistryConfig",
     "RelationsConfig",
     "RetrainConfig",
     "SentinelConfig",
@@ -1463,6 +1464,55 @@ class PublishConfig(Section):
         return value
 
 
+class RegistryConfig(Section):
+    """Where model versions live: this daemon's directory, or NATS shared by many daemons
+    (issue #24; docs/ARCHITECTURE.md "One registry for many daemons")."""
+
+    backend: Literal["files", "nats"] = Field(
+        default="files",
+        description="'files': versions under <state_dir>/models, for this daemon alone. "
+        "'nats': model files in a JetStream object store and the active version of each "
+        "stream in a key-value bucket, on the [nats] servers, shared by every daemon; "
+        "<state_dir>/models is then each daemon's local cache (a start without NATS "
+        "uses it). Retraining then runs on one daemon at a time per stream (a lease).",
+    )
+    models_bucket: str = Field(
+        default="sentinel_models", description="Object store bucket holding the model files."
+    )
+    kv_bucket: str = Field(
+        default="sentinel_registry",
+        description="Key-value bucket: active version (and its activation history) and "
+        "status of every version.",
+    )
+    lease_bucket: str = Field(
+        default="sentinel_leases",
+        description="Key-value bucket of retraining leases; its entries expire lease_ttl "
+        "after their last renewal.",
+    )
+    lease_ttl: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds a retraining lease lives without renewal: how long a dead "
+        "holder blocks retraining of its stream. Renewed every lease_ttl/3. Fixed when the "
+        "bucket is created.",
+    )
+    timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds one registry request (a key read, a model upload or download) "
+        "may take before it counts as NATS being unreachable.",
+    )
+
+    @field_validator("models_bucket", "kv_bucket", "lease_bucket")
+    @classmethod
+    def _valid_bucket(cls, value: str) -> str:
+        if not _TOKEN.match(value):
+            raise ValueError("use 1-64 letters, digits, '_' or '-'")
+        return value
+
+
 def _default_state_dir() -> Path:
     # systemd's StateDirectory= sets $STATE_DIRECTORY; otherwise a folder beside the cwd.
     return Path(os.environ.get("STATE_DIRECTORY", "sentinel-state"))
@@ -1495,6 +1545,7 @@ class SentinelConfig(Section):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     streams: Annotated[list[StreamConfig], Field(min_length=1)]
     health: HealthConfig = Field(default_factory=HealthConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @model_validator(mode="after")
     def _streams_distinct(self) -> SentinelConfig:
@@ -1606,6 +1657,13 @@ class SentinelConfig(Section):
                 f"publish.ha_ack: the daemon acknowledges alerts on {publish.prefix}/command/"
                 "<stream>/<device>/ack from any client of a broker it reaches without a user "
                 "name; restrict that topic in the broker's ACL, or set ha_ack = false"
+            )
+        if self.registry.backend == "nats" and not self.retrain.enabled:
+            found.append(
+                "registry.backend: with retrain.enabled = false the cold start takes no "
+                "retraining lease, so every daemon sharing the registry trains a first model "
+                "of its own (the last one activated wins everywhere); keep retraining on, or "
+                "train once with `sentinel train`"
             )
         return found
 

@@ -7,6 +7,7 @@ __all__ = [
     "DataError",
     "FatalConnectionError",
     "ModelError",
+    "RegistryUnavailable",
     "SentinelError",
     "StoreError",
 ]
@@ -26,6 +27,11 @@ class FatalConnectionError(SentinelError):
 
 class ModelError(SentinelError):
     """A model file is missing, corrupt, or does not fit the stream it is used for."""
+
+
+class RegistryUnavailable(ModelError):
+    """The shared model registry (NATS) did not answer in time: readers fall back to their
+    local cache, writers (activations, leases) fail and say so."""
 
 
 class DataError(SentinelError):

@@ -14,7 +14,17 @@ from pathlib import Path
 
 from tests.e2e_helpers import REPO
 
-_SHARED = {"errors", "records", "config", "atomic", "logs", "progress", "mqtt", "timescale"}
+_SHARED = {
+    "errors",
+    "records",
+    "config",
+    "atomic",
+    "logs",
+    "progress",
+    "mqtt",
+    "natslink",
+    "timescale",
+}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "records": {"errors"},
@@ -24,6 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "progress": set(),
     "timescale": {"errors"},  # time settings in readings of a stream's learnt interval
     "mqtt": {"errors", "config"},  # the broker connection the source and the publisher share
+    # The NATS connection the shared model registry and the retraining lease share (#24).
+    "natslink": {"errors", "config"},
     "ingest": _SHARED,
     "store": _SHARED,
     "model": _SHARED,

@@ -1,7 +1,7 @@
 """What the API needs of the running daemon, handed to ``build_app`` in one object.
 
 The API holds no state of its own: alerts and devices are read and changed through the
-daemon's ``AlertStore`` (the functions the CLI uses), models through its ``ModelRegistry``,
+daemon's ``AlertStore`` (the functions the CLI uses), models through its ``Registry``,
 and what only the pipeline worker knows (a device's live threshold) is asked of it with a
 typed command (``Pipeline.describe_devices``).
 """
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from sentinel.config import SentinelConfig
     from sentinel.daemon.health import Health
     from sentinel.daemon.metrics import Metrics
-    from sentinel.model import ModelRegistry
+    from sentinel.model import Registry
     from sentinel.store import AlertStore
     from sentinel.worker.commands import DeviceView
 
@@ -35,7 +35,7 @@ class ApiContext:
 
     config: Callable[[], SentinelConfig]
     store: AlertStore
-    registry: ModelRegistry
+    registry: Registry
     health: Health
     metrics: Metrics
     # The running pipeline's model versions per stream (None while a stream has none).

@@ -417,7 +417,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from sentinel.model import (
         CONSTANT_FEATURE_HINT,
-        ModelRegistry,
         constant_features,
         daemon_refusal,
         detector_type,
@@ -453,11 +452,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     finally:
         progress.close()
-    registry = ModelRegistry(config.models_dir)
-    path = registry.save(detector)
-    registry.activate(stream.name, detector.version)
+    from sentinel.model.nats_registry import NatsRegistry, open_registry
+
+    registry = open_registry(config, role="cli")
+    try:
+        path = registry.save(detector)
+        registry.activate(stream.name, detector.version)
+    finally:
+        if isinstance(registry, NatsRegistry):
+            registry.stop()
     print(f"model {detector.version} for stream {stream.name} saved to {path} and activated")
-    print("a running daemon picks it up at its next start")
+    if isinstance(registry, NatsRegistry):
+        print("every running daemon of the shared registry swaps it in")
+    else:
+        print("a running daemon picks it up at its next start")
     for name, value in constant_features(segments, stream.feature_names).items():
         print(
             f"warning: feature {name} of stream {stream.name} is constant in the training "
@@ -528,10 +536,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_models_export(args: argparse.Namespace) -> int:
     import torch
 
-    from sentinel.model import ModelRegistry, load_detector
+    from sentinel.cli.models import registry_for
+    from sentinel.model import load_detector
 
     config = _load(args)
-    registry = ModelRegistry(config.models_dir)
+    registry = registry_for(config)
     streams = [args.stream] if args.stream else [s.name for s in config.streams]
     found = [s for s in streams if args.version in registry.versions(s)]
     if not found:
@@ -844,6 +853,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SentinelError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    finally:
+        from sentinel.cli.models import close_registries
+
+        close_registries()
     return result
 
 

@@ -4,8 +4,9 @@ Each action is one ``add_*`` function registered in ``MODEL_ACTIONS``; a new act
 ``export``) is one more function appended to that list. ``activate`` and ``rollback``
 switch the registry's ACTIVE pointer and then tell a running daemon through its control
 socket (``<state_dir>/control.sock``) to swap the version in; with no daemon running, the
-next start picks it up. Listing and switching live in ``sentinel.model.versions``, which
-the REST API shares.
+next start picks it up. With ``[registry] backend = "nats"`` they switch the shared active
+key instead, which every daemon watches (``sentinel.daemon.follow``). Listing and
+switching live in ``sentinel.model.versions``, which the REST API shares.
 """
 
 from __future__ import annotations
@@ -20,16 +21,40 @@ from typing import Any
 from sentinel.config import SentinelConfig
 from sentinel.errors import ConfigError, ModelError
 
-__all__ = ["MODEL_ACTIONS", "add_models_commands", "add_retrain_command"]
+__all__ = [
+    "MODEL_ACTIONS",
+    "add_models_commands",
+    "add_retrain_command",
+    "close_registries",
+    "registry_for",
+]
 
 ConfigArg = Callable[[argparse.ArgumentParser], None]
 Loader = Callable[[argparse.Namespace], SentinelConfig]
 
 
-def _registry(config: SentinelConfig) -> Any:
-    from sentinel.model import ModelRegistry
+# One registry (one NATS connection) per config for the command; closed when it ends.
+_OPENED: dict[int, tuple[SentinelConfig, Any]] = {}
 
-    return ModelRegistry(config.models_dir)
+
+def registry_for(config: SentinelConfig) -> Any:
+    """The config's registry (``sentinel.model.Registry``), opened once per command."""
+    from sentinel.model.nats_registry import open_registry
+
+    opened = _OPENED.get(id(config))
+    if opened is None:
+        opened = _OPENED[id(config)] = (config, open_registry(config, role="cli"))
+    return opened[1]
+
+
+def close_registries() -> None:
+    """Stop what ``registry_for`` opened (the NATS links); ``main`` calls it at the end,
+    also after commands that never opened one (and may run without torch)."""
+    while _OPENED:
+        _, (_, registry) = _OPENED.popitem()
+        stop = getattr(registry, "stop", None)  # a NatsRegistry; the file registry has none
+        if stop is not None:
+            stop()
 
 
 def _streams(config: SentinelConfig, name: str | None) -> list[str]:
@@ -50,7 +75,7 @@ def _one_stream(config: SentinelConfig, name: str | None) -> str:
 
 
 def _find(config: SentinelConfig, version: str, stream: str | None) -> str:
-    registry = _registry(config)
+    registry = registry_for(config)
     found = [s for s in _streams(config, stream) if version in registry.versions(s)]
     if not found:
         raise ModelError(f"no model version {version!r}")
@@ -93,7 +118,7 @@ def _rows(config: SentinelConfig, stream: str | None) -> list[dict[str, Any]]:
             "merit": r.merit,
             "parent": r.parent,
         }
-        for r in version_rows(_registry(config), _streams(config, stream))
+        for r in version_rows(registry_for(config), _streams(config, stream))
     ]
 
 
@@ -122,7 +147,7 @@ def _cmd_show(load: Loader) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         config = load(args)
         stream = _find(config, args.version, args.stream)
-        registry = _registry(config)
+        registry = registry_for(config)
         meta = _meta(registry, stream, args.version)
         meta.get("calibration", {}).pop("scores", None)  # 20,000 numbers help nobody here
         out = {
@@ -249,7 +274,7 @@ def _switch(config: SentinelConfig, stream: str, version: str, reason: str) -> N
     from sentinel.model.versions import switch_version
 
     # Loaded first: a version that cannot be loaded must never become active.
-    switch_version(_registry(config), stream, version, reason)
+    switch_version(registry_for(config), stream, version, reason)
     print(f"stream {stream}: {version} is active")
     _notify(config, stream, version)
 
@@ -268,7 +293,7 @@ def _cmd_rollback(load: Loader) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         config = load(args)
         stream = _one_stream(config, args.stream)
-        previous = _registry(config).previous_version(stream)
+        previous = registry_for(config).previous_version(stream)
         if previous is None:
             print(f"stream {stream}: no previous version to roll back to", file=sys.stderr)
             return 1

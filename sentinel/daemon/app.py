@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from sentinel.config import (
     read_secret,
 )
 from sentinel.daemon.control import CONTROL_SOCKET, ControlServer
+from sentinel.daemon.follow import RegistryFollower
 from sentinel.daemon.health import DatabaseProbe, Health, Progress
 from sentinel.daemon.metrics import Metrics, record_retraining, stats_dict
 from sentinel.daemon.reload import plan_reload
@@ -41,10 +42,12 @@ from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Source
 from sentinel.ingest.subjects import device_partition
 from sentinel.logs import configure_logging
-from sentinel.model import Detector, ModelRegistry, daemon_refusal, resolve_device
+from sentinel.model import Detector, Registry, daemon_refusal, resolve_device
+from sentinel.model.nats_registry import Activation, NatsRegistry, open_registry
 from sentinel.model.registry import load_active_or_previous
 from sentinel.publish.publisher import AlertPublisher
 from sentinel.records import WriteBatch
+from sentinel.retrain.lease import NatsLease
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.durability import warn_not_durable
 from sentinel.store.judge_state import load_judge_state
@@ -92,7 +95,10 @@ class SentinelApp:
         self.health = Health()
         self.health_server: HttpServer | None = None
         self._reload = threading.Event()
-        self._registry: ModelRegistry | None = None
+        self._registry: Registry | None = None
+        # Per stream, the version last handed to the pipeline (what it runs or soon will).
+        self._handed: dict[str, str] = {}
+        self.follower: RegistryFollower | None = None
         self._stats_interval = stats_interval
         self._fatal: str | None = None
         self._wake = threading.Event()
@@ -131,7 +137,7 @@ class SentinelApp:
             store.migrate()
             warn_not_durable(store)
             warn_future_progress(store, config.ingest.max_future_skew)
-            registry = self._registry = ModelRegistry(config.models_dir)
+            registry = self._registry = open_registry(config, role="daemon")
             for stream in config.streams:  # bounded disk use, also after a config change
                 registry.prune(stream.name, config.retrain.keep_versions)
             models = self._load_models(registry, device)
@@ -169,10 +175,12 @@ class SentinelApp:
                     registry,
                     device,
                     has_model=lambda stream: self._pipeline().has_model(stream),
-                    install=lambda stream, det, seeds=None, shadow=False: (
-                        self._pipeline().install_model(stream, det, seeds, shadow)
-                    ),
+                    install=self._install,
                     active_versions=lambda: self._pipeline().model_versions(),
+                    # Shared registry: one daemon at a time retrains a stream.
+                    lease=NatsLease(registry.link, config.registry, registry.by)
+                    if isinstance(registry, NatsRegistry)
+                    else None,
                 )
                 if config.retrain.enabled
                 else None
@@ -207,6 +215,13 @@ class SentinelApp:
                         **(retrain.handlers if retrain is not None else {}),
                     },
                 )
+            if isinstance(registry, NatsRegistry):
+                self.follower = RegistryFollower(
+                    registry,
+                    [s.name for s in config.streams],
+                    adopt=self._adopt,
+                    running=self._handed.get,
+                )
             source = self.source = self._make_source(pipeline)
             if config.cluster.enabled:
                 self.cluster = self._make_cluster(store, pipeline, source)
@@ -225,6 +240,8 @@ class SentinelApp:
         finally:
             if self.retrain is not None:
                 self.retrain.close()
+            if isinstance(self._registry, NatsRegistry):
+                self._registry.stop()
             self.notifier.close()
             store.close()
 
@@ -251,6 +268,9 @@ class SentinelApp:
             if retrain is not None:
                 retrain.start()
                 started.append("retrain")
+            if self.follower is not None:
+                self.follower.start()
+                started.append("follower")
             if self.control is not None:
                 self.control.start()
                 started.append("control")
@@ -296,6 +316,8 @@ class SentinelApp:
                 source.pause()
             if "control" in started and self.control is not None:
                 self.control.stop()
+            if "follower" in started and self.follower is not None:
+                self.follower.stop()
             if retrain is not None and "retrain" in started:
                 retrain.stop()
             if "pipeline" in started:
@@ -414,9 +436,7 @@ class SentinelApp:
         assert self.pipeline is not None
         return self.pipeline
 
-    def _load_models(
-        self, registry: ModelRegistry, device: torch.device
-    ) -> dict[str, Detector | None]:
+    def _load_models(self, registry: Registry, device: torch.device) -> dict[str, Detector | None]:
         models: dict[str, Detector | None] = {}
         for stream in self.config.streams:
             try:
@@ -430,6 +450,7 @@ class SentinelApp:
                 detector = None
             if detector is not None:
                 log.info("model_loaded", stream=stream.name, version=detector.version)
+                self._handed[stream.name] = detector.version
             models[stream.name] = detector
         return models
 
@@ -470,7 +491,7 @@ class SentinelApp:
 
     # -- operations: health server, reload, retraining bookkeeping ------------------------
 
-    def _start_health_server(self, store: AlertStore, registry: ModelRegistry) -> None:
+    def _start_health_server(self, store: AlertStore, registry: Registry) -> None:
         cfg = self.config.health
         if not cfg.enabled:
             return
@@ -580,8 +601,36 @@ class SentinelApp:
         held = self._pipeline().reset_devices(stream, devices, note, timeout=5.0)
         return {"stream": stream, "devices": len(devices), "held": held}
 
+    def _install(
+        self,
+        stream: str,
+        detector: Detector,
+        seeds: Mapping[str, Sequence[float]] | None = None,
+        shadow: bool = False,
+    ) -> None:
+        """Every model reaches the pipeline here (``Retrainer.install``)."""
+        self._handed[stream] = detector.version
+        self._pipeline().install_model(stream, detector, seeds, shadow)
+
+    def _adopt(self, activation: Activation) -> None:
+        """A version another daemon (or the CLI elsewhere) activated: swap it in as a local
+        reload would, in shadow first when a retraining run produced it."""
+        stream, version = activation.stream, activation.version
+        if self.retrain is not None:
+            shadow = activation.reason.startswith("retrain")
+            self.retrain.retrainer.reload(stream, version, shadow=shadow)
+            return
+        assert self._registry is not None
+        detector = self._registry.load_version(
+            stream,
+            version,
+            resolve_device(self.config.model.device),
+            max_batch=self.config.model.score_batch_max,
+        )
+        self._install(stream, detector)
+
     def _model_trained(self, stream: str, detector: Detector) -> None:
-        self._pipeline().install_model(stream, detector)
+        self._install(stream, detector)
         record_retraining(stream, "activated")
         if self._registry is not None:
             self._registry.prune(stream, self.config.retrain.keep_versions)

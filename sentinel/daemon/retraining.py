@@ -13,8 +13,9 @@ import torch
 from sentinel.config import SentinelConfig
 from sentinel.daemon.control import Handler
 from sentinel.daemon.metrics import record_retraining
-from sentinel.model import ModelRegistry
+from sentinel.model import Registry
 from sentinel.retrain.job import open_reservoir
+from sentinel.retrain.lease import Lease
 from sentinel.retrain.reservoir import ReservoirTap
 from sentinel.retrain.retrainer import Install, Retrainer
 from sentinel.retrain.scheduler import SCHEDULE_FILE, RetrainScheduler
@@ -31,12 +32,13 @@ class RetrainService:
     def __init__(
         self,
         config: SentinelConfig,
-        registry: ModelRegistry,
+        registry: Registry,
         device: torch.device,
         *,
         has_model: Callable[[str], bool],
         install: Install,
         active_versions: Callable[[], dict[str, str | None]],
+        lease: Lease | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
@@ -50,6 +52,7 @@ class RetrainService:
             reservoir_count=self.tap.count,
             install=install,
             on_finished=record_retraining,
+            lease=lease,
         )
         self.scheduler = RetrainScheduler(
             config.retrain,

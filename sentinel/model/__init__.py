@@ -17,7 +17,7 @@ from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.lstm_detector import LstmAeDetector, LstmAeMeta, LstmMeta
 from sentinel.model.lstm_ensemble import LstmEnsembleDetector, LstmEnsembleMeta
 from sentinel.model.lstm_forecast import LstmForecastDetector, LstmForecaster, LstmForecastMeta
-from sentinel.model.registry import ModelRegistry
+from sentinel.model.registry import ModelRegistry, Registry
 from sentinel.model.scaler import Scaler
 from sentinel.model.train import (
     CONSTANT_FEATURE_HINT,
@@ -43,6 +43,7 @@ __all__ = [
     "LstmForecaster",
     "LstmMeta",
     "ModelRegistry",
+    "Registry",
     "Scaler",
     "TrainOptions",
     "ZScoreDetector",

@@ -12,7 +12,7 @@ import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import torch
@@ -27,6 +27,7 @@ __all__ = [
     "HISTORY_FILE",
     "STATUS_FILE",
     "ModelRegistry",
+    "Registry",
     "load_active_or_previous",
 ]
 
@@ -44,6 +45,50 @@ def _check_name(kind: str, value: str) -> str:
     if not _NAME.match(value) or value in (".", ".."):
         raise ModelError(f"invalid {kind} name {value!r}")
     return value
+
+
+class Registry(Protocol):
+    """What the daemon, retraining, the CLI and the API ask of a model registry.
+
+    Two implementations: :class:`ModelRegistry` (files, one daemon) and
+    ``sentinel.model.nats_registry.NatsRegistry`` (NATS, shared by many daemons, issue #24),
+    which keeps a ``ModelRegistry`` as its local cache. ``path`` is always a local
+    directory: a shared registry fetches the version there first.
+    """
+
+    @property
+    def root(self) -> Path: ...
+
+    def path(self, stream: str, version: str) -> Path: ...
+
+    def save(self, detector: Detector) -> Path: ...
+
+    def publish(self, stream: str, version: str) -> None:
+        """Share a version another process saved into ``root`` (a retraining child)."""
+
+    def activate(self, stream: str, version: str, reason: str = "manual") -> None: ...
+
+    def active_version(self, stream: str) -> str | None: ...
+
+    def load_active(
+        self, stream: str, device: torch.device, max_batch: int = 512
+    ) -> Detector | None: ...
+
+    def versions(self, stream: str) -> list[str]: ...
+
+    def load_version(
+        self, stream: str, version: str, device: torch.device, max_batch: int = 512
+    ) -> Detector: ...
+
+    def write_status(self, stream: str, version: str, status: dict[str, Any]) -> None: ...
+
+    def status(self, stream: str, version: str) -> dict[str, Any]: ...
+
+    def history(self, stream: str) -> list[dict[str, str]]: ...
+
+    def previous_version(self, stream: str) -> str | None: ...
+
+    def prune(self, stream: str, keep: int) -> list[str]: ...
 
 
 class ModelRegistry:
@@ -69,6 +114,9 @@ class ModelRegistry:
             raise ModelError(f"{path}: version already exists")
         detector.save(path)
         return path
+
+    def publish(self, stream: str, version: str) -> None:
+        """Nothing to do: every reader of this registry reads ``root`` itself."""
 
     def activate(self, stream: str, version: str, reason: str = "manual") -> None:
         """Make ``version`` the one :meth:`load_active` returns, atomically."""
@@ -244,7 +292,7 @@ class ModelRegistry:
 
 
 def load_active_or_previous(
-    registry: ModelRegistry, stream: str, device: torch.device, max_batch: int
+    registry: Registry, stream: str, device: torch.device, max_batch: int
 ) -> Detector | None:
     """The active version; if it cannot be loaded (a corrupt or torn file, an unreadable
     ``ACTIVE``), the one active before it, which then becomes active again, with a warning

@@ -18,7 +18,7 @@ import torch
 
 from sentinel.errors import ModelError
 from sentinel.model.base import META_FILE
-from sentinel.model.registry import ModelRegistry
+from sentinel.model.registry import Registry
 
 __all__ = [
     "TrainedOn",
@@ -52,7 +52,7 @@ class VersionRow:
     parent: str | None
 
 
-def read_meta(registry: ModelRegistry, stream: str, version: str) -> dict[str, Any]:
+def read_meta(registry: Registry, stream: str, version: str) -> dict[str, Any]:
     """A version's meta.json as plain data (no weights loaded); ModelError if unreadable."""
     path = registry.path(stream, version) / META_FILE
     try:
@@ -81,7 +81,7 @@ def trained_on(status: dict[str, Any], meta: dict[str, Any]) -> TrainedOn:
     )
 
 
-def version_rows(registry: ModelRegistry, streams: list[str]) -> list[VersionRow]:
+def version_rows(registry: Registry, streams: list[str]) -> list[VersionRow]:
     """Every version of ``streams``, each stream's newest first."""
     rows = []
     for name in streams:
@@ -110,7 +110,7 @@ def version_rows(registry: ModelRegistry, streams: list[str]) -> list[VersionRow
     return rows
 
 
-def switch_version(registry: ModelRegistry, stream: str, version: str, reason: str) -> None:
+def switch_version(registry: Registry, stream: str, version: str, reason: str) -> None:
     """Make ``version`` of ``stream`` active; loaded first, so ModelError leaves the active
     version as it was."""
     registry.load_version(stream, version, torch.device("cpu"))

@@ -10,6 +10,11 @@ training is not queued twice.
 An accepted version is loaded here first -- a file that cannot be loaded is refused and
 the running model kept -- then activated and handed to the pipeline, which swaps it in
 between two passes.
+
+With a shared registry (issue #24) a run first takes the stream's ``lease``
+(``sentinel.retrain.lease``), renews it while the child trains and once more before it
+activates; a daemon that cannot take it skips the run, and the version the holder publishes
+reaches it through the registry (``sentinel.daemon.follow``).
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
-from sentinel.model import Detector, ModelRegistry
+from sentinel.model import Detector, Registry
 from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain, threshold_seeds
+from sentinel.retrain.lease import Lease
+from sentinel.retrain.scheduler import schedule_period
 
 __all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
 
@@ -62,7 +69,7 @@ class Request:
 
 def apply_outcome(
     outcome: RetrainOutcome,
-    registry: ModelRegistry,
+    registry: Registry,
     config: SentinelConfig,
     device: torch.device,
     install: Install,
@@ -119,7 +126,8 @@ class Retrainer:
     reservoir triggers the cold-start run); ``reservoir_count(stream)`` how many readings
     the reservoir holds; ``install(stream, detector)`` hands a model to the pipeline;
     ``on_finished(stream, result, trigger)``, when given, hears of every run that ended
-    (``result``: activated, or the run's status; the daemon counts them in /metrics).
+    (``result``: activated, or the run's status; the daemon counts them in /metrics);
+    ``lease``, when given, must be held for a run (a registry shared by several daemons).
 
     A stream this retrainer has handed a model to counts as having one from then on: the
     pipeline's worker swaps it in only between two passes, and asking ``has_model`` in the
@@ -129,15 +137,18 @@ class Retrainer:
     def __init__(
         self,
         config: SentinelConfig,
-        registry: ModelRegistry,
+        registry: Registry,
         device: torch.device,
         *,
         has_model: Callable[[str], bool],
         reservoir_count: Callable[[str], int],
         install: Install,
         on_finished: Callable[[str, str, str], None] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self._config = config
+        self._lease = lease
+        self._renew_at = 0.0  # monotonic time of the lease's next renewal during a run
         self._registry = registry
         self._device = device
         self._has_model = has_model
@@ -186,17 +197,19 @@ class Retrainer:
         with self._lock:
             return sorted(self._pending)
 
-    def reload(self, stream: str) -> str:
+    def reload(self, stream: str, version: str | None = None, shadow: bool = False) -> str:
         """Install the registry's active version of ``stream`` (after `models activate` or
-        `rollback`); raises ModelError, leaving the running model, when it cannot load."""
-        version = self._registry.active_version(stream)
+        `rollback`), or ``version`` (one another daemon activated, with ``shadow`` when its
+        retraining did); raises ModelError, leaving the running model, when it cannot load."""
+        if version is None:
+            version = self._registry.active_version(stream)
         if version is None:
             raise ModelError(f"stream {stream!r} has no active version")
         detector = self._registry.load_version(
             stream, version, self._device, max_batch=self._config.model.score_batch_max
         )
         seeds = self._reservoir_seeds(stream, detector)
-        self._install(stream, detector, seeds)
+        self._install(stream, detector, seeds, shadow=shadow)
         self._handed_over(stream)
         log.info(
             "model_reload_requested",
@@ -276,12 +289,63 @@ class Retrainer:
 
     def _serve(self, request: Request) -> None:
         cold = not self._scored(request.stream)
+        lease = self._lease
+        if lease is not None and not lease.acquire(request.stream):
+            # Another daemon trains this stream; its version reaches us via the registry.
+            log.info("retrain_skipped_lease_held", stream=request.stream, reason=request.reason)
+            if cold:
+                self._cold_retry_at[request.stream] = time.monotonic() + _COLD_START_RETRY
+            return
+        try:
+            if (
+                lease is not None
+                and request.reason == "schedule"
+                and self._ran_lately(lease, request)
+            ):
+                return
+            if lease is not None and cold and self._registry.active_version(request.stream):
+                # Published by the daemon that held the lease before us: swap, not train.
+                log.info("retrain_skipped_version_published", stream=request.stream)
+                self._cold_retry_at[request.stream] = time.monotonic() + _COLD_START_RETRY
+                return
+            self._train(request, cold)
+        finally:
+            if lease is not None:
+                lease.release(request.stream)
+
+    def _ran_lately(self, lease: Lease, request: Request) -> bool:
+        """A scheduled run another daemon already did this period (each daemon keeps its
+        own schedule): skip it."""
+        last = lease.last_run(request.stream)
+        period = schedule_period(self._config.retrain)
+        if last is None or time.time() - last >= period / 2:
+            return False
+        log.info(
+            "retrain_skipped_ran_lately",
+            stream=request.stream,
+            seconds_ago=round(time.time() - last, 1),
+            period=period,
+        )
+        return True
+
+    def _train(self, request: Request, cold: bool) -> None:
         started = time.monotonic()
         outcome = self._in_child(request, cold)
         if outcome is None:
             return
+        if self._lease is not None:
+            self._lease.record_run(request.stream, outcome.status)
         self.outcomes.append(outcome)
         del self.outcomes[:-100]
+        if self._lease is not None and not self._lease.renew(request.stream):
+            # Expired while we trained (NATS out of reach longer than the TTL): whoever
+            # holds it now may be training too; only the holder publishes.
+            log.warning("retrain_discarded_lease_lost", stream=request.stream)
+            return
+        if outcome.version is not None and outcome.status != "accepted":
+            # A rejected challenger is listed on every daemon, with its verdict.
+            with contextlib.suppress(ModelError):
+                self._registry.publish(request.stream, outcome.version)
         detector = apply_outcome(outcome, self._registry, self._config, self._device, self._install)
         if detector is not None:
             self._handed_over(request.stream)
@@ -313,8 +377,13 @@ class Retrainer:
         self._process = process
         process.start()
         send.close()
+        self._renew_at = time.monotonic() + (self._lease.renew_every if self._lease else 0.0)
         try:
             while not self._stop.is_set():
+                if not self._lease_kept(request.stream):
+                    log.warning("retrain_abandoned_lease_lost", stream=request.stream)
+                    process.terminate()
+                    return None
                 if receive.poll(0.5):
                     try:
                         outcome: RetrainOutcome = receive.recv()
@@ -329,5 +398,18 @@ class Retrainer:
             return RetrainOutcome(request.stream, "failed", f"exit code {process.exitcode}")
         finally:
             receive.close()
-            process.join(5.0)
+            # The child may take seconds to exit (torch's teardown); the lease must not
+            # lapse meanwhile, the outcome still needs it.
+            deadline = time.monotonic() + 5.0
+            while process.is_alive() and time.monotonic() < deadline:
+                process.join(0.5)
+                self._lease_kept(request.stream)
             self._process = None
+
+    def _lease_kept(self, stream: str) -> bool:
+        """Renew the lease when a renewal is due; False once it is lost."""
+        lease = self._lease
+        if lease is None or time.monotonic() < self._renew_at:
+            return True
+        self._renew_at = time.monotonic() + lease.renew_every
+        return lease.renew(stream)

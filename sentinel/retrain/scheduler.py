@@ -39,7 +39,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sentinel.atomic import write_atomically
 from sentinel.config import RetrainConfig
 
-__all__ = ["SCHEDULE_FILE", "RetrainScheduler", "trigger_for"]
+__all__ = ["SCHEDULE_FILE", "RetrainScheduler", "schedule_period", "trigger_for"]
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +53,24 @@ def trigger_for(config: RetrainConfig, start: datetime | None = None) -> BaseTri
         return CronTrigger.from_crontab(config.cron, timezone="UTC")
     first = None if start is None else start + timedelta(seconds=config.every)
     return IntervalTrigger(seconds=config.every, start_date=first, timezone="UTC")
+
+
+def schedule_period(config: RetrainConfig, now: datetime | None = None) -> float:
+    """Seconds between two runs: ``every``, or for ``cron`` the gap between its next two
+    fire times (daemons sharing a registry run once per period: ``sentinel.retrain.lease``)."""
+    if config.cron is None:
+        return config.every
+    trigger = trigger_for(config)
+    first = trigger.get_next_fire_time(None, now or _utcnow())
+    second = (
+        trigger.get_next_fire_time(first, first + timedelta(seconds=1))
+        if first is not None
+        else None
+    )
+    if first is None or second is None:
+        return config.every
+    gap: timedelta = second - first
+    return gap.total_seconds()
 
 
 def _utcnow() -> datetime:

@@ -13,7 +13,7 @@ import torch
 
 from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.errors import SentinelError
-from sentinel.model import Detector, ModelRegistry, detector_type, training_options
+from sentinel.model import Detector, Registry, detector_type, training_options
 from sentinel.progress import progress_reporter
 from sentinel.records import Reading
 from sentinel.timescale import TimeScale, learn_interval, no_runs_error
@@ -93,7 +93,7 @@ class Trainer:
     def __init__(
         self,
         config: SentinelConfig,
-        registry: ModelRegistry,
+        registry: Registry,
         device: torch.device,
         *,
         on_model: Callable[[str, Detector], None],

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.cli.main import main
-from sentinel.config import load_config
+from sentinel.config import SentinelConfig, load_config
 from sentinel.errors import ConfigError
 
 MINIMAL = """
@@ -264,3 +264,14 @@ def test_cluster_refuses_what_it_cannot_share(
     text = CLUSTER_OK.replace(*change) + MINIMAL
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
+
+
+def test_a_shared_registry_without_retraining_is_warned_about() -> None:
+    base = {"streams": [{"name": "pump", "topic": "p/{device}", "features": ["a"]}]}
+    shared = SentinelConfig.model_validate(
+        {**base, "registry": {"backend": "nats"}, "retrain": {"enabled": False}}
+    )
+    [warning] = [w for w in shared.warnings() if w.startswith("registry.backend")]
+    assert "lease" in warning
+    assert not SentinelConfig.model_validate({**base, "registry": {"backend": "nats"}}).warnings()
+    assert SentinelConfig.model_validate(base).registry.backend == "files"
