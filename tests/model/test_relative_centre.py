@@ -15,14 +15,32 @@ import numpy as np
 import pytest
 import torch
 
+from sentinel.config import ModelConfig
 from sentinel.errors import ModelError
-from sentinel.model import LstmForecastDetector
+from sentinel.model import LstmForecastDetector, TrainOptions, make_windows
 from sentinel.model.base import META_FILE
 from sentinel.model.lstm_detector import center_relative, window_centre
 from tests.model.lstm_helpers import FEATURES, WINDOW, make_forecaster, windows
-from tests.model.test_lstm_forecast import normal_windows, options, series
 
 CPU = torch.device("cpu")
+WINDOW_16 = 16
+
+
+def series(rows: int, seed: int = 0) -> np.ndarray:
+    """A sine of period 20 with a little noise, and a second channel following it."""
+    rng = np.random.default_rng(seed)
+    a = np.sin(2 * np.pi * np.arange(rows) / 20) + 0.03 * rng.standard_normal(rows)
+    b = 5 + 2 * a + 0.03 * rng.standard_normal(rows)
+    return np.stack([a, b], axis=1).astype(np.float32)
+
+
+def options() -> TrainOptions:
+    model = ModelConfig(epochs=12, hidden_size=16, batch_size=32, seed=3)
+    return TrainOptions("pump", ("a", "b"), WINDOW_16, model)
+
+
+def normal_windows(count: int = 40) -> np.ndarray:
+    return np.ascontiguousarray(make_windows(series(count + WINDOW_16 - 1, seed=9), WINDOW_16, 1))
 
 
 def ramp() -> np.ndarray:
