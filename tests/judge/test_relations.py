@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sentinel.config import RelationsConfig, SpikesConfig, ThresholdConfig
+from sentinel.judge import relations
 from sentinel.judge.relations import RelationCheck, Relations, _Device, fit_relations
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
@@ -343,3 +344,23 @@ def test_ring_of_window_means_grows_into_the_ring_a_full_one_would_be() -> None:
         np.testing.assert_array_equal(grown.ring[: grown.filled], full.ring[: full.filled])
         np.testing.assert_array_equal(grown.noise, full.noise)
     np.testing.assert_array_equal(grown.ring, full.ring)
+
+
+def test_the_stacked_ridge_solves_give_the_weights_of_one_solve_each() -> None:
+    """``_least_squares`` solves its systems in one stacked call (issue #23, speed): the
+    weights are those of one ``np.linalg.solve`` per feature, bit for bit."""
+    rng = np.random.default_rng(5)
+    for trial in range(500):
+        used, n = int(rng.integers(2, 10)), int(rng.integers(3, 600))
+        z = rng.standard_normal((n, used))
+        if trial % 3 == 0:  # two nearly collinear features: the ridge is what holds
+            z[:, 1] = 2 * z[:, 0] + 1e-9 * rng.standard_normal(n)
+        gram = z.T @ z
+        expected = np.zeros((used, used))
+        eye = relations._RIDGE * n * np.eye(used - 1)
+        for j in range(used):
+            others = np.delete(np.arange(used), j)
+            expected[j, others] = np.linalg.solve(
+                gram[np.ix_(others, others)] + eye, gram[others, j]
+            )
+        assert np.array_equal(relations._least_squares(gram, n), expected)
