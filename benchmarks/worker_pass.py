@@ -3,8 +3,9 @@
 What ``throughput.py --batched`` runs through MQTT and the database, without them: the same
 messages (``--devices`` simulated pumps, arrays of ``--batch`` readings, seed 7), the same
 model (the e2e helpers' LSTM autoencoder, window 16, hop 4) and config, parsed by the
-daemon's ``MessageParser`` and handed to ``Pipeline.process`` in passes of 256 messages
-(the worker's own bound), with a sink that keeps nothing. Printed, from one run:
+daemon's ``MessageParser`` and handed to ``Pipeline.process`` in passes of
+``--pass-size`` messages (256, the worker's own bound; a daemon that keeps up takes
+fewer), with a sink that keeps nothing. Printed, from one run:
 
 * parse: µs per reading of ``MessageParser.parse`` (the network thread's share);
 * worker: readings/s of ``Pipeline.process`` (windows, model, checks, thresholds, alerts);
@@ -18,7 +19,7 @@ Meant for comparing two trees back to back on a noisy machine; it is not the end
 figure (that is ``throughput.py``).
 
     .venv/bin/python benchmarks/worker_pass.py [--devices 20] [--readings 200000]
-        [--batch 100] [--repeat 3] [--profile 40] [--models DIR]
+        [--batch 100] [--repeat 3] [--pass-size 256] [--profile 40] [--models DIR]
 
 ``--models DIR`` keeps the trained model there on the first run and reuses it after, so
 that two trees are compared on the very same model, and training is paid once.
@@ -42,7 +43,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.throughput import model_ceiling, workload
+from throughput import model_ceiling, workload  # benchmarks/throughput.py: the same load
+
 from sentinel.config import SentinelConfig
 from sentinel.ingest.parse import MessageParser
 from sentinel.logs import configure_logging
@@ -50,8 +52,6 @@ from sentinel.model import ModelRegistry
 from sentinel.records import Alert, Delivery, Verdict, WriteBatch
 from sentinel.worker.pipeline import Pipeline
 from tests.e2e_helpers import daemon_config, install_model, train_fleet_model
-
-PASS = 256  # deliveries per pass: the worker's _DRAIN_MAX
 
 
 def _verdict_key(verdict: Verdict, alert: Alert | None) -> str:
@@ -95,7 +95,7 @@ def _verdict_key(verdict: Verdict, alert: Alert | None) -> str:
 
 
 def run_worker(
-    config: SentinelConfig, models: Path, deliveries: list[Delivery], digest: bool
+    config: SentinelConfig, models: Path, deliveries: list[Delivery], digest: bool, size: int
 ) -> tuple[float, str]:
     """Seconds ``Pipeline.process`` took over ``deliveries``, and the verdicts' digest."""
     detector = ModelRegistry(models).load_active(
@@ -119,8 +119,8 @@ def run_worker(
         cold_start_buffer=False,
     )
     started = time.perf_counter()
-    for i in range(0, len(deliveries), PASS):
-        pipeline.process(deliveries[i : i + PASS])
+    for i in range(0, len(deliveries), size):
+        pipeline.process(deliveries[i : i + size])
     return time.perf_counter() - started, sha.hexdigest()
 
 
@@ -130,6 +130,7 @@ def main() -> int:
     ap.add_argument("--readings", type=int, default=200_000, help="in all")
     ap.add_argument("--batch", type=int, default=100, help="readings per message")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pass-size", type=int, default=256, help="deliveries per pass")
     ap.add_argument("--profile", type=int, default=0, help="print the top N by cumulative")
     ap.add_argument("--models", type=Path, help="reuse (or keep) the trained model here")
     args = ap.parse_args()
@@ -159,13 +160,15 @@ def main() -> int:
                 deliveries.append(Delivery(topic, tuple(readings), tuple(rejected), None, 0.0))
             parse_s.append(time.perf_counter() - started)
             assert sum(len(d.readings) for d in deliveries) == n
-            worker_s.append(run_worker(config, models, deliveries, digest=False)[0])
+            worker_s.append(
+                run_worker(config, models, deliveries, digest=False, size=args.pass_size)[0]
+            )
             model_s.append(model_ceiling(models, load, config.model.score_batch_max)[0])
-        digests.add(run_worker(config, models, deliveries, digest=True)[1])
+        digests.add(run_worker(config, models, deliveries, digest=True, size=args.pass_size)[1])
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
-            run_worker(config, models, deliveries, digest=False)
+            run_worker(config, models, deliveries, digest=False, size=args.pass_size)
             profile.disable()
             pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
     parse_us = 1e6 * statistics.median(parse_s) / n

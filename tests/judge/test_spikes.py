@@ -413,7 +413,7 @@ def test_the_noise_scale_read_off_one_sort_equals_the_median_per_feature(kind: s
         if kind == "some zeros":
             x[rng.random((n, f)) < rng.random()] = 0
         elif kind == "steps":
-            x = np.round(x * 3) / 3
+            x = (np.round(x * 3) / 3).astype(np.float32)
         elif kind == "a zero column":
             x[:, rng.integers(0, f)] = 0
         elif kind == "inf":
