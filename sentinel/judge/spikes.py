@@ -178,9 +178,12 @@ class _DeviceNoise:
             )
             grown[: self.filled] = self.ring[: self.filled]
             self.ring, self.head = grown, self.filled  # head wrapped to 0 if it was full
-        size = len(self.ring)
-        self.ring[(self.head + np.arange(len(rows))) % size] = rows
-        self.head = (self.head + len(rows)) % size
+        size, head, count = len(self.ring), self.head, len(rows)
+        if head + count <= size:  # the common case: one slice, no index array
+            self.ring[head : head + count] = rows
+        else:
+            self.ring[(head + np.arange(count)) % size] = rows
+        self.head = (head + count) % size
         self.filled = min(size, self.filled + len(rows))
         self.seen += len(rows)
         self.since += len(rows)

@@ -673,8 +673,7 @@ def _tail_of_sorted(values: npt.NDArray[np.float64], value: float) -> float:
     at_least = n - int(np.searchsorted(values, value, side="left"))
     if at_least > 0:
         return at_least / (n + 1)
-    logs = np.log(np.maximum(values, _LOG_FLOOR))
-    top = logs[int((1.0 - _TOP) * n) :]
+    top = np.log(np.maximum(values[int((1.0 - _TOP) * n) :], _LOG_FLOOR))  # the tenth used
     base = float(top[0])
     mean_excess = float(np.mean(top - base))
     if not mean_excess > 0.0:
