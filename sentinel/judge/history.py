@@ -22,7 +22,7 @@ _FIRST = 64  # values before the first growth
 class FloatHistory:
     """The last ``maxlen`` floats appended, oldest first in ``values()``."""
 
-    __slots__ = ("_data", "_head", "_size", "maxlen")
+    __slots__ = ("_data", "_head", "_size", "appended", "maxlen")
 
     def __init__(self, maxlen: int, values: Iterable[float] = ()) -> None:
         if maxlen < 1:
@@ -31,6 +31,7 @@ class FloatHistory:
         self._data: npt.NDArray[np.float64] = np.empty(min(_FIRST, maxlen), dtype=np.float64)
         self._head = 0  # next slot to write once full
         self._size = 0
+        self.appended = 0  # values appended in all: what changed since a copy was taken
         for value in values:
             self.append(value)
 
@@ -41,6 +42,7 @@ class FloatHistory:
         return iter(self.tolist())
 
     def append(self, value: float) -> None:
+        self.appended += 1
         size = self._size
         if size < self.maxlen:
             if size == len(self._data):

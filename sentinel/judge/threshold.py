@@ -51,6 +51,7 @@ Alert severity is cut from it (``sentinel.judge.alerts``).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -85,6 +86,10 @@ _LOG_FLOOR = 1e-12  # log() of a zero score
 _MIN_REFERENCE = 50  # normal scores needed before a device's own history is the reference
 _TOP = 0.1  # the quantile method's tail extrapolation is fitted on the top tenth
 _PRIOR_LEVELS = 8  # re-baselines a device can undo one by one (``_revert``)
+# Devices whose sorted normal scores are kept for the exceedance of their next anomalous
+# window (``_sorted_normal``): a device in an anomaly learns nothing, so its windows reuse
+# one sort; bounded, at ~16 KB a device with the default history.
+_SORTED_KEPT = 64
 
 
 def calibration_threshold(quantiles: Mapping[str, float], config: ThresholdConfig) -> float:
@@ -134,6 +139,10 @@ class _Model:
     scores: tuple[float, ...]  # held-back scores in time order: DSPOT's fit, warm-up tails
     fallback: float  # calibration_threshold: a device's threshold until it is warm
     interval: float | None = None  # the model's learnt seconds per reading (timescale)
+    # ``scores`` sorted, as float64: the exceedance sample while a device warms up
+    sorted_scores: npt.NDArray[np.float64] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.float64)
+    )
 
 
 @dataclass(slots=True)
@@ -170,6 +179,12 @@ class ThresholdBank:
     # stream -> a DSPOT fitted on its model's held-back scores, or None when that failed
     _seeds: dict[str, DSpot | None] = field(default_factory=dict)
     _events: list[AuditEvent] = field(default_factory=list)  # re-baselines not yet written
+    # (model interval, config's rebaseline_after) -> seconds: asked for every window
+    _rebaseline_s: dict[tuple[float | None, float | None], float] = field(default_factory=dict)
+    # (stream, device) -> (its normal history, that history's append count, it sorted)
+    _sorted: OrderedDict[tuple[str, str], tuple[FloatHistory, int, npt.NDArray[np.float64]]] = (
+        field(default_factory=OrderedDict)
+    )
 
     def set_model(
         self,
@@ -184,7 +199,10 @@ class ThresholdBank:
         ``judge``; ``reset_stream`` forgets the devices' thresholds learnt on another model.
         """
         fallback = calibration_threshold(quantiles, self.config)
-        self._models[stream] = _Model(dict(quantiles), tuple(scores), fallback, interval)
+        held_back = np.sort(np.asarray(scores, dtype=np.float64))
+        self._models[stream] = _Model(
+            dict(quantiles), tuple(scores), fallback, interval, sorted_scores=held_back
+        )
         self._seeds.pop(stream, None)  # a DSPOT fitted on another model's scores
 
     def judge(
@@ -241,8 +259,9 @@ class ThresholdBank:
             warm = self._warm(state)
             exceedance = 1.0
             if is_anomaly:
-                exceedance = _empirical_tail(
-                    state.recent.values() if warm else calibration, score.value / state.scale
+                exceedance = _tail_of_sorted(
+                    self._sorted_normal(key, state.recent) if warm else model.sorted_scores,
+                    score.value / state.scale,
                 )
             info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
         # The level-shift watch follows the model's score alone, spike or not.
@@ -275,9 +294,25 @@ class ThresholdBank:
         (``sentinel.timescale.REBASELINE_READINGS`` readings of its model's interval); 0
         disables re-baselining."""
         model = self._models.get(stream)
-        return TimeScale(model.interval if model else None).rebaseline_after(
-            self.config.rebaseline_after
-        )
+        key = (model.interval if model else None, self.config.rebaseline_after)
+        seconds = self._rebaseline_s.get(key)
+        if seconds is None:  # once per model interval and config (issue #23, speed)
+            seconds = self._rebaseline_s[key] = TimeScale(key[0]).rebaseline_after(key[1])
+        return seconds
+
+    def _sorted_normal(self, key: tuple[str, str], recent: FloatHistory) -> npt.NDArray[np.float64]:
+        """A device's normal scores, sorted: kept while its history does not change, as
+        through an anomaly, whose windows learn nothing (issue #23, speed)."""
+        kept = self._sorted.get(key)
+        if kept is not None and kept[0] is recent and kept[1] == recent.appended:
+            self._sorted.move_to_end(key)
+            return kept[2]
+        ordered = np.sort(recent.values())
+        self._sorted[key] = (recent, recent.appended, ordered)
+        self._sorted.move_to_end(key)
+        if len(self._sorted) > _SORTED_KEPT:
+            self._sorted.popitem(last=False)
+        return ordered
 
     def _warm(self, state: _DeviceThreshold) -> bool:
         return state.normal_seen >= self.config.warmup and state.quantile.get() is not None
@@ -627,15 +662,18 @@ def _empirical_tail(sample: Sequence[float] | npt.NDArray[np.float64], value: fl
     """P(normal >= value) from a sample of normal scores: the empirical fraction while
     ``value`` lies within the sample; past its largest value, an exponential tail fitted to
     the top tenth of the sample in log score (scores are errors: multiplicative)."""
-    values = np.sort(np.asarray(sample, dtype=np.float64))
+    return _tail_of_sorted(np.sort(np.asarray(sample, dtype=np.float64)), value)
+
+
+def _tail_of_sorted(values: npt.NDArray[np.float64], value: float) -> float:
+    """``_empirical_tail`` of a sample already sorted, as float64."""
     n = values.size
     if n == 0:
         return 1.0
     at_least = n - int(np.searchsorted(values, value, side="left"))
     if at_least > 0:
         return at_least / (n + 1)
-    logs = np.log(np.maximum(values, _LOG_FLOOR))
-    top = logs[int((1.0 - _TOP) * n) :]
+    top = np.log(np.maximum(values[int((1.0 - _TOP) * n) :], _LOG_FLOOR))  # the tenth used
     base = float(top[0])
     mean_excess = float(np.mean(top - base))
     if not mean_excess > 0.0:

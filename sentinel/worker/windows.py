@@ -46,10 +46,14 @@ class WindowAssembler:
     # Per ring head, the indices that unroll a full ring into time order: built once, as
     # _emit runs per window (np.r_ there was a visible share of the worker, issue #23).
     _unroll: list[npt.NDArray[np.intp]] = field(init=False)
+    # config.length and config.hop as plain ints, read for every reading
+    _length: int = field(init=False)
+    _hop: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.set_interval(self.interval)
-        length = self.config.length
+        length = self._length = self.config.length
+        self._hop = self.config.hop
         self._unroll = [np.r_[head:length, 0:head] for head in range(length)]
 
     def set_interval(self, interval: float | None) -> None:
@@ -64,13 +68,15 @@ class WindowAssembler:
         elif ring.last_ts is not None and reading.ts - ring.last_ts > self.max_gap:
             self.gap_resets += 1
             ring.filled = ring.since_emit = 0
-        ring.values[ring.head] = reading.values
-        ring.times[ring.head] = reading.ts
-        ring.head = (ring.head + 1) % self.config.length
-        ring.filled = min(ring.filled + 1, self.config.length)
+        length, head = self._length, ring.head
+        ring.values[head] = reading.values
+        ring.times[head] = reading.ts
+        ring.head = head + 1 if head + 1 < length else 0
+        if ring.filled < length:
+            ring.filled += 1
         ring.since_emit += 1
         ring.last_ts = reading.ts
-        if ring.filled < self.config.length or ring.since_emit < self.config.hop:
+        if ring.filled < length or ring.since_emit < self._hop:
             return None
         ring.since_emit = 0
         return self._emit(reading.device, ring)

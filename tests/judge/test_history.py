@@ -47,3 +47,14 @@ def test_a_full_history_of_2000_costs_8_bytes_a_value() -> None:
 def test_maxlen_must_be_positive() -> None:
     with pytest.raises(ValueError, match="maxlen"):
         FloatHistory(0)
+
+
+def test_the_append_count_tells_a_changed_history() -> None:
+    """``appended`` counts every value ever appended, past ``maxlen`` too: the threshold's
+    sorted copy of a device's normal scores is reused while it stands still (issue #23)."""
+    history = FloatHistory(3, [1.0, 2.0])
+    assert history.appended == 2
+    for value in (3.0, 4.0, 5.0):
+        history.append(value)
+    assert history.appended == 5
+    assert history.tolist() == [3.0, 4.0, 5.0]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sentinel.config import RelationsConfig, SpikesConfig, ThresholdConfig
+from sentinel.judge import relations
 from sentinel.judge.relations import RelationCheck, Relations, _Device, fit_relations
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
@@ -363,3 +364,23 @@ def test_what_a_device_learns_does_not_depend_on_how_its_windows_were_batched() 
         assert fit is not None
         fits.append(fit.to_data())
     assert fits[0] == fits[1]
+
+
+def test_the_stacked_ridge_solves_give_the_weights_of_one_solve_each() -> None:
+    """``_least_squares`` solves its systems in one stacked call (issue #23, speed): the
+    weights are those of one ``np.linalg.solve`` per feature, bit for bit."""
+    rng = np.random.default_rng(5)
+    for trial in range(500):
+        used, n = int(rng.integers(2, 10)), int(rng.integers(3, 600))
+        z = rng.standard_normal((n, used))
+        if trial % 3 == 0:  # two nearly collinear features: the ridge is what holds
+            z[:, 1] = 2 * z[:, 0] + 1e-9 * rng.standard_normal(n)
+        gram = z.T @ z
+        expected = np.zeros((used, used))
+        eye = relations._RIDGE * n * np.eye(used - 1)
+        for j in range(used):
+            others = np.delete(np.arange(used), j)
+            expected[j, others] = np.linalg.solve(
+                gram[np.ix_(others, others)] + eye, gram[others, j]
+            )
+        assert np.array_equal(relations._least_squares(gram, n), expected)

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from sentinel.config import SpikesConfig
-from sentinel.judge.spikes import SpikeCheck, SpikeHit, _DeviceNoise, hampel_residuals
+from sentinel.judge.spikes import (
+    SpikeCheck,
+    SpikeHit,
+    _DeviceNoise,
+    _scale,
+    _scale_reference,
+    hampel_residuals,
+)
 
 WINDOW, HOP = 16, 4
 
@@ -393,3 +400,27 @@ def test_residual_ring_grows_into_the_same_ring_a_full_one_would_be(history: int
     assert len(grown.ring) == history
     assert grown.head == full.head
     np.testing.assert_array_equal(grown.ring, full.ring)
+
+
+@pytest.mark.parametrize("kind", ["noisy", "some zeros", "steps", "a zero column", "inf"])
+def test_the_noise_scale_read_off_one_sort_equals_the_median_per_feature(kind: str) -> None:
+    """The scale's medians from one sort (issue #23, speed) are np.median's, bit for bit,
+    on odd and even counts, ties, zero columns and overflowed residuals."""
+    rng = np.random.default_rng(sum(map(ord, kind)))
+    for _ in range(300):
+        n, f = int(rng.integers(1, 1001)), int(rng.integers(1, 8))
+        x = np.abs(rng.standard_normal((n, f))).astype(np.float32)
+        if kind == "some zeros":
+            x[rng.random((n, f)) < rng.random()] = 0
+        elif kind == "steps":
+            x = (np.round(x * 3) / 3).astype(np.float32)
+        elif kind == "a zero column":
+            x[:, rng.integers(0, f)] = 0
+        elif kind == "inf":
+            x[rng.random((n, f)) < 0.01] = np.inf
+        magnitudes = x.astype(np.float64)
+        expected = _scale_reference(magnitudes)
+        assert np.array_equal(_scale(magnitudes), expected, equal_nan=True)
+    # and what the sort cannot read (never given by the check) goes to the reference
+    odd = np.array([[1.0, -2.0], [np.nan, 3.0], [0.5, 0.0]])
+    assert np.array_equal(_scale(odd), _scale_reference(odd), equal_nan=True)

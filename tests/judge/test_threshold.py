@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from sentinel.config import ThresholdConfig
-from sentinel.judge.threshold import ThresholdBank, calibration_threshold
+from sentinel.judge.threshold import (
+    _SORTED_KEPT,
+    ThresholdBank,
+    _empirical_tail,
+    calibration_threshold,
+)
 from tests.judge.helpers import score, with_model
 
 
@@ -288,3 +293,31 @@ def test_describe_reports_the_threshold_the_next_window_meets_and_learns_nothing
     assert warm.warm
     assert warm.value == bank.judge(score(1.0, "a")).threshold
     assert bank.describe("fan", "a") is None  # no model on that stream
+
+
+def test_exceedance_from_the_kept_sorted_scores_equals_a_fresh_sort() -> None:
+    """The exceedance of an anomalous window reuses a device's sorted normal scores while
+    they stand still (issue #23, speed): it equals the empirical tail of a fresh sort, for
+    more devices than are kept, warm and warming, with normal windows in between."""
+    rng = np.random.default_rng(4)
+    bank = with_model(
+        ThresholdBank(
+            ThresholdConfig(quantile=0.9, multiplier=1.0, warmup=20, history=64, prior_windows=0)
+        ),
+        3.0,
+        held_back=rng.uniform(0, 4, 200).tolist(),
+    )
+    held_back = bank._models["pump"].scores
+    devices = [f"d{i}" for i in range(_SORTED_KEPT + 16)]
+    checked = 0
+    for _ in range(3000):
+        device = devices[int(rng.integers(len(devices)))]
+        value = float(rng.choice([rng.uniform(0, 1), rng.uniform(3, 9)]))
+        state = bank._devices.get(("pump", device))
+        warm = state is not None and bank._warm(state)
+        sample = state.recent.values() if state is not None and warm else held_back
+        verdict = bank.judge(score(value, device))
+        if verdict.is_anomaly:
+            assert verdict.exceedance == _empirical_tail(sample, value)
+            checked += 1
+    assert checked > 500
