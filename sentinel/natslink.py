@@ -30,14 +30,16 @@ from nats.js import JetStreamContext
 from sentinel.config import NatsConfig
 from sentinel.errors import RegistryUnavailable
 
-__all__ = ["NatsLink"]
+__all__ = ["NatsLink", "tls_context"]
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
 
-def _tls_context(config: NatsConfig) -> ssl.SSLContext | None:
+def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
+    """The TLS context ``[nats.tls]`` asks for; None when TLS is off (shared with the
+    JetStream source, ``sentinel.ingest.nats``)."""
     tls = config.tls
     if not tls.enabled:
         return None
@@ -179,7 +181,7 @@ class NatsLink:
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
             "error_cb": self._on_error,
-            "tls": _tls_context(cfg),
+            "tls": tls_context(cfg),
         }
         if cfg.username:
             password = cfg.password

@@ -57,6 +57,7 @@ from sentinel.config import NatsConfig
 from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Sink, SourceStatus
 from sentinel.ingest.subjects import subject_to_topic
+from sentinel.natslink import tls_context
 from sentinel.records import Ack, Delivery, Rejected, RejectReason
 
 __all__ = ["NatsSource"]
@@ -67,18 +68,6 @@ log = structlog.get_logger(__name__)
 SINK_STEP = 1.0
 FETCH_WAIT = 1.0  # seconds a pull request waits for messages
 RETRY_DELAY = 1.0  # after a failed setup (JetStream not ready after a server restart)
-
-
-def _tls_context(config: NatsConfig) -> ssl.SSLContext | None:
-    tls = config.tls
-    if not tls.enabled:
-        return None
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file and tls.key_file:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    if tls.insecure:
-        context.check_hostname = False
-    return context
 
 
 class NatsSource:
@@ -288,7 +277,7 @@ class NatsSource:
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
-            "tls": _tls_context(cfg),
+            "tls": tls_context(cfg),
         }
         if cfg.username:
             options["user"] = cfg.username
