@@ -45,8 +45,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sentinel.cluster.ownership import PUBLISHER_SLOT, owners  # noqa: E402
-from sentinel.config import NatsConfig, StreamConfig, config_to_toml  # noqa: E402
+from sentinel.config import NatsConfig, StreamConfig  # noqa: E402
 from sentinel.ingest.subjects import server_mappings  # noqa: E402
+from simulators.demo_cluster import start_member  # noqa: E402
 from simulators.nats_server import PrivateNats  # noqa: E402
 
 FEATURES = ["flow", "pressure", "current", "temperature", "vibration", "voltage"]
@@ -147,29 +148,8 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> float:
 def _start(
     work: Path, name: str, server: PrivateNats, url: str, partitions: int
 ) -> subprocess.Popen[bytes]:
-    config = {
-        "state_dir": str(work / name),
-        "database": {"url": url},
-        "ingest": {"source": "nats"},
-        "nats": {"servers": [server.url], "partitions": partitions, "name": f"bench-{name}"},
-        "cluster": {"enabled": True, "member": name, "interval": 0.5},
-        "publish": {"enabled": False},
-        "retrain": {"enabled": False},
-        "cold_start": {"readings": 10_000_000},
-        "windows": {"length": 32, "hop": 4},
-        "health": {"enabled": False},
-        "logging": {"level": "info", "format": "json"},
-        "streams": [{"name": "pump", "topic": TOPIC, "features": FEATURES}],
-    }
-    path = work / f"{name}.toml"
-    path.write_text(config_to_toml(config))
-    env = {k: v for k, v in os.environ.items() if k != "SENTINEL_CONFIG"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "sentinel.cli", "run", "--config", str(path)],
-        cwd=REPO,
-        stdout=(work / f"{name}.log").open("ab"),
-        stderr=subprocess.STDOUT,
-        env=env,
+    return start_member(
+        name, work, server.url, url, partitions, interval=0.5, label="bench", cwd=REPO
     )
 
 

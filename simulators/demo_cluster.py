@@ -33,7 +33,7 @@ from sentinel.config import NatsConfig, StreamConfig, config_to_toml
 from sentinel.ingest.subjects import server_mappings
 from simulators.nats_server import PrivateNats, find_nats_server
 
-__all__ = ["main"]
+__all__ = ["main", "start_member"]
 
 FEATURES = ["flow", "pressure", "current", "temperature", "vibration", "voltage"]
 TOPIC = "plant/{device}/pump"
@@ -61,13 +61,26 @@ def _holders(url: str) -> dict[str, list[int]]:
     return found
 
 
-def _daemon(name: str, server: PrivateNats, url: str, partitions: int) -> subprocess.Popen[bytes]:
+def start_member(
+    name: str,
+    state: Path,
+    nats_url: str,
+    url: str,
+    partitions: int,
+    *,
+    interval: float,
+    label: str,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """One ``sentinel run`` member of a cluster with no model (its stream collects a cold
+    start it never reaches), its config ``state/<name>.toml`` and log ``state/<name>.log``;
+    ``interval``: its ownership look. The demo's daemons and ``benchmarks/scaleout.py``'s."""
     config = {
-        "state_dir": str(STATE / name),
+        "state_dir": str(state / name),
         "database": {"url": url},
         "ingest": {"source": "nats"},
-        "nats": {"servers": [server.url], "partitions": partitions, "name": f"demo-{name}"},
-        "cluster": {"enabled": True, "member": name, "interval": 1.0},
+        "nats": {"servers": [nats_url], "partitions": partitions, "name": f"{label}-{name}"},
+        "cluster": {"enabled": True, "member": name, "interval": interval},
         "publish": {"enabled": False},
         "retrain": {"enabled": False},
         "cold_start": {"readings": 10_000_000},
@@ -75,15 +88,20 @@ def _daemon(name: str, server: PrivateNats, url: str, partitions: int) -> subpro
         "logging": {"level": "info", "format": "json"},
         "streams": [{"name": "pump", "topic": TOPIC, "features": FEATURES}],
     }
-    path = STATE / f"{name}.toml"
+    path = state / f"{name}.toml"
     path.write_text(config_to_toml(config))
     env = {k: v for k, v in os.environ.items() if k != "SENTINEL_CONFIG"}
     return subprocess.Popen(
         [sys.executable, "-m", "sentinel.cli", "run", "--config", str(path)],
-        stdout=(STATE / f"{name}.log").open("ab"),
+        cwd=cwd,
+        stdout=(state / f"{name}.log").open("ab"),
         stderr=subprocess.STDOUT,
         env=env,
     )
+
+
+def _daemon(name: str, server: PrivateNats, url: str, partitions: int) -> subprocess.Popen[bytes]:
+    return start_member(name, STATE, server.url, url, partitions, interval=1.0, label="demo")
 
 
 def _line(started: float, url: str, alive: set[str]) -> str:
