@@ -1,0 +1,198 @@
+"""The simulated fleet's detection, offline: the same readings through the same ``Pipeline``,
+no broker, no database, no daemon.
+
+``fleet_detection.py`` is the end-to-end measure (real Mosquitto, the real daemon, ~3 min);
+this one answers "what does the detector make of this fleet?" in about a minute and
+deterministically, so a setting can be read off several draws, sampling intervals and pass
+sizes. It follows the scenario's protocol (tests/e2e_helpers.py): 12 pumps, 800 clean
+readings each, a model trained on the first 750 of every pump (the daemon's cold start), the
+devices warmed on their 800, then 2,400 readings with faults; an anomaly counts as caught
+when an alert on its device starts inside it or within one window's span after it.
+
+It is not the daemon: the model is installed without the retraining job's per-device
+threshold seeds and the passes are of a fixed size, so its figures differ from
+``fleet_detection.py``'s by a few events. ``--step``, ``--day`` and ``--rate`` move the fleet to
+another sampling interval (``--rate`` anomalies per device-hour: 2.0 at 5 s is one per
+1,800 readings; keep readings per anomaly when changing ``--step``).
+
+    .venv/bin/python benchmarks/fleet_offline.py [--seed 11] [--step 5] [--day 3600]
+        [--rate 2.0] [--batch 20] [--config VARIANT.toml] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sentinel.config import SentinelConfig
+from sentinel.logs import configure_logging
+from sentinel.model import detector_type, training_options
+from sentinel.records import Alert, Delivery, Reading, Verdict
+from sentinel.worker.pipeline import Pipeline
+from simulators.fleet import FEATURES, FleetSimulator, SimReading
+
+DEVICES, WARM, TEST, TRAIN = 12, 800, 2400, 750
+WINDOW = 32
+START = 1_709_251_200.0
+# The sections the scenario sets; a --config file's copies of them are ignored.
+_OWNED = frozenset({"streams", "mqtt", "database", "health", "logging"})
+
+
+def _reading(r: SimReading) -> Reading:
+    return Reading("pump", r.device, float(r.ts), tuple(float(r.values[f]) for f in FEATURES))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    step = args.step
+    sim = FleetSimulator(
+        DEVICES,
+        seed=args.seed,
+        step=step,
+        start_ts=START,
+        anomaly_rate=args.rate,
+        warmup=WARM * step,
+        day_length=args.day,
+    )
+    steps = sim.steps()
+    readings = [next(steps) for _ in range(WARM + TEST)]
+    sections: dict[str, Any] = {
+        "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": list(FEATURES)}],
+        "windows": {"max_gap": 3 * step},
+        "cold_start": {"readings": DEVICES * TRAIN},
+        "model": {"seed": 3},  # the scenario's (tests/e2e_helpers.py MODEL)
+    }
+    extra = tomllib.loads(args.config.read_text()) if args.config else {}
+    for key, value in extra.items():
+        if isinstance(value, dict) and key not in _OWNED:
+            sections[key] = {**sections.get(key, {}), **value}
+    config = SentinelConfig.model_validate(sections)
+    segments = [
+        np.array([[s[d].values[f] for f in FEATURES] for s in readings[:TRAIN]], dtype=np.float32)
+        for d in range(DEVICES)
+    ]
+    detector = detector_type(config.model.detector).train(
+        segments,
+        training_options(config, "pump", step),
+        device=torch.device("cpu"),
+        first_ts=START,
+        last_ts=START + (TRAIN - 1) * step,
+    )
+    alerts: dict[str, Alert] = {}
+
+    def observe(verdict: Verdict, alert: Alert | None) -> None:
+        if alert is not None:
+            alerts[alert.uid] = alert
+
+    pipeline = Pipeline(
+        config,
+        sink=lambda batch: None,
+        request_training=lambda job: None,
+        models={"pump": detector},
+        observer=observe,
+    )
+    pipeline.warm_up("pump", [_reading(r) for s in readings[:WARM] for r in s])
+    for i in range(WARM, WARM + TEST, args.batch):
+        batch = tuple(_reading(r) for s in readings[i : i + args.batch] for r in s)
+        pipeline.process(
+            [Delivery("fleet", batch, rejected=(), ack=None, received_at=batch[-1].ts)]
+        )
+    return {
+        "alerts": [
+            {
+                "device": a.device,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at if a.ended_at is not None else a.updated_at,
+                "top_features": [c.feature for c in a.top_features],
+                "checks": _checks(a),
+            }
+            for a in sorted(alerts.values(), key=lambda a: (a.device, a.started_at))
+        ],
+        "truth": [json.loads(event.to_json()) for event in sim.truth],
+    }
+
+
+def _checks(alert: Alert) -> list[str]:
+    reason = alert.reason
+    if reason is None:
+        return []
+    named = {
+        "spike": reason.spike,
+        "level": reason.level,
+        "constant": reason.constant,
+        "stuck": reason.stuck,
+        "relation": reason.relation,
+    }
+    return [f"{check}:{value[0]}" for check, value in named.items() if value is not None]
+
+
+def score(found: dict[str, Any], step: float) -> dict[str, Any]:
+    """Recall, false alerts and per-kind counts by the scenario's rule."""
+    span = WINDOW * step
+    last_ts = START + (WARM + TEST - 1) * step
+    truth = found["truth"]
+    visible = [t for t in truth if t["start"] + span < last_ts]
+
+    def explains(t: dict[str, Any], a: dict[str, Any]) -> bool:
+        return bool(a["device"] == t["device"] and t["start"] <= a["started_at"] <= t["end"] + span)
+
+    caught = [t for t in visible if any(explains(t, a) for a in found["alerts"])]
+    false = [a for a in found["alerts"] if not any(explains(t, a) for t in truth)]
+    kinds = sorted({t["kind"] for t in visible})
+    return {
+        "visible": len(visible),
+        "caught": len(caught),
+        "false": len(false),
+        "device_hours": DEVICES * TEST * step / 3600,
+        "by_kind": {
+            k: f"{sum(t['kind'] == k for t in caught)}/{sum(t['kind'] == k for t in visible)}"
+            for k in kinds
+        },
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=11, help="the fleet's draw (default 11)")
+    ap.add_argument("--step", type=float, default=5.0, help="seconds between readings")
+    ap.add_argument("--day", type=float, default=3600.0, help="seconds in a simulated day")
+    ap.add_argument("--rate", type=float, default=2.0, help="anomalies per device-hour")
+    ap.add_argument("--batch", type=int, default=20, help="time steps (x 12 readings) a pass")
+    ap.add_argument("--config", type=Path, help="TOML of config sections for the run")
+    ap.add_argument("--keep", type=Path, help="write alerts.json and truth.json here")
+    args = ap.parse_args()
+    if args.step <= 0 or args.day <= 0 or args.rate < 0 or args.batch < 1:
+        ap.error("--step, --day and --batch must be positive, --rate at least 0")
+    configure_logging("warning", "console")
+    torch.set_num_threads(1)
+    found = run(args)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        (args.keep / "alerts.json").write_text(json.dumps(found["alerts"], indent=1))
+        (args.keep / "truth.json").write_text(json.dumps(found["truth"], indent=1))
+    result = score(found, args.step)
+    kinds = ", ".join(f"{k} {v}" for k, v in result["by_kind"].items())
+    recall = result["caught"] / result["visible"] if result["visible"] else 0.0
+    print(
+        f"machine: {platform.machine()}, python {platform.python_version()}; seed {args.seed}, "
+        f"step {args.step:g} s, day {args.day:g} s, rate {args.rate:g}/h, passes of "
+        f"{args.batch} steps{f', config {args.config}' if args.config else ''}"
+    )
+    print(
+        f"recall {recall:.2f} ({result['caught']}/{result['visible']}), "
+        f"{result['false']} false alerts in {result['device_hours']:.0f} device-hours; {kinds}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
