@@ -518,27 +518,15 @@ class RelationCheck:
                     state.pending.append((means[i], noise[i], moved[i]))
                     if len(state.pending) > span:
                         ready.append(state.pending.popleft())
-            # Renewed exactly every ``refit`` learnt windows, whatever the batch held: a fit
-            # made of the windows up to that count and no later ones, so what a device
-            # learns does not depend on how its readings were split into passes.
-            while True:
-                fresh = state.fit is None or state.skip != skip
-                take = (needed - state.filled) if fresh else (cfg.refit - state.since_fit)
-                if take > 0 and ready:
-                    self._remember(state, ready[:take])
-                    ready = ready[take:]
-                due = fresh or state.since_fit >= cfg.refit
-                if not (state.filled >= needed and due):
-                    break
+            if ready:
+                self._remember(state, ready)
+            due = state.fit is None or state.since_fit >= cfg.refit or state.skip != skip
+            if state.filled >= needed and due:
                 ring = state.ring[: state.filled].astype(np.float64)
                 if state.filled == cfg.history:  # oldest first
                     ring = np.roll(ring, -state.head, axis=0)
                 state.fit = fit_relations(ring, state.noise, cfg.quantile, skip, span, state.moving)
                 state.skip, state.since_fit = skip, 0
-                if state.fit is None or not ready:
-                    if ready:  # nothing to fit yet (fewer than two varying features): next pass
-                        self._remember(state, ready)
-                    break
 
     def _remember(
         self, state: _Device, ready: list[tuple[FloatArray, FloatArray, FloatArray]]

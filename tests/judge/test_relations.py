@@ -346,26 +346,6 @@ def test_ring_of_window_means_grows_into_the_ring_a_full_one_would_be() -> None:
     np.testing.assert_array_equal(grown.ring, full.ring)
 
 
-def test_what_a_device_learns_does_not_depend_on_how_its_windows_were_batched() -> None:
-    """The fit is renewed every ``refit`` learnt windows exactly, made of the windows up to
-    that count: the same windows learnt in one pass or in passes of seven give the same
-    relations. (A busy daemon reads bigger passes; detection must not follow the load.)"""
-    pump = Pump(3)
-    rng = np.random.default_rng(5)
-    values = [pump.window(x) for x in loads(rng, 300)]
-    fits = []
-    for size in (len(values), 7):
-        check = RelationCheck(RelationsConfig(), hop=4)
-        for start in range(0, len(values), size):
-            part = values[start : start + size]
-            windows = as_windows("p1", part, t0=start * T)
-            check.learn(MODEL, windows, np.stack(part), [True] * len(part), [None] * len(part))
-        fit = check._devices[("pumps", "p1")].fit
-        assert fit is not None
-        fits.append(fit.to_data())
-    assert fits[0] == fits[1]
-
-
 def test_the_stacked_ridge_solves_give_the_weights_of_one_solve_each() -> None:
     """``_least_squares`` solves its systems in one stacked call (issue #23, speed): the
     weights are those of one ``np.linalg.solve`` per feature, bit for bit."""
