@@ -641,7 +641,7 @@ class NatsSource:
             topic=topic,
             readings=tuple(readings),
             rejected=tuple(rejected),
-            ack=Ack(self._next_token, self._epoch),
+            ack=Ack(self._next_token, self._epoch, partition),
             received_at=now,
         )
 
