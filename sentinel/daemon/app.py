@@ -48,7 +48,7 @@ from sentinel.model import Detector, Registry, daemon_refusal, resolve_device
 from sentinel.model.nats_registry import Activation, NatsRegistry, open_registry
 from sentinel.model.registry import load_active_or_previous
 from sentinel.publish.publisher import AlertPublisher
-from sentinel.records import WriteBatch
+from sentinel.records import Ack, WriteBatch
 from sentinel.retrain.lease import NatsLease
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.durability import warn_not_durable
@@ -160,6 +160,7 @@ class SentinelApp:
                 history_retention=config.history.retention,
                 prune_batch=config.history.prune_batch,
                 fence=fence,
+                on_fenced=self._abandon,
             )
             if publish.enabled:
                 self.publisher = AlertPublisher(
@@ -475,6 +476,10 @@ class SentinelApp:
             self.publisher.observe_scores(b for batch in batches for b in batch.history)
             if any(b.alerts for b in batches):
                 self.publisher.notify()
+
+    def _abandon(self, acks: Sequence[Ack]) -> None:
+        if isinstance(self.source, NatsSource):
+            self.source.abandon(acks)
 
     def _send_acks(self, batches: Sequence[WriteBatch]) -> None:
         if self.source is not None:

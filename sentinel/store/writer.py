@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from sentinel.errors import FencedError, StoreError
-from sentinel.records import WriteBatch
+from sentinel.records import Ack, WriteBatch
 from sentinel.store.db import AlertStore, WriteFence
 
 __all__ = ["AlertWriter"]
@@ -62,6 +62,7 @@ class AlertWriter:
         history_retention: float | None = None,
         prune_batch: int = 20_000,
         fence: WriteFence | None = None,
+        on_fenced: Callable[[Sequence[Ack]], None] | None = None,
     ) -> None:
         if flush_interval < 0 or batch_max < 1 or queue_size < 1 or prune_batch < 1:
             raise ValueError(
@@ -69,6 +70,8 @@ class AlertWriter:
             )
         self._store = store
         self._fence = fence
+        # Told the acks of a fenced-off partition's part, which will never be sent.
+        self._on_fenced = on_fenced
         self._flush_interval = flush_interval
         self._batch_max = batch_max
         self._on_commit = on_commit
@@ -231,6 +234,7 @@ class AlertWriter:
                     resolved = self._store.write(batches, self._fence)
             except FencedError as err:
                 assert self._fence is not None
+                self._abandon([a for b in batches for a in b.acks if a.partition in err.partitions])
                 batches = _without(batches, err.partitions, self._fence.partition_of)
                 log.warning(
                     "writer_fenced", partitions=sorted(err.partitions), batches=len(batches)
@@ -285,6 +289,14 @@ class AlertWriter:
             except queue.Empty:
                 break
         log.error("writer_gave_up", unwritten_batches=unwritten, last_error=self._last_error)
+
+    def _abandon(self, acks: list[Ack]) -> None:
+        if self._on_fenced is None or not acks:
+            return
+        try:
+            self._on_fenced(acks)
+        except Exception:  # thread boundary: a callback bug must not stop the writes
+            log.exception("writer_on_fenced_failed")
 
     def _notify_resolved(self, uids: Iterable[str]) -> None:
         if self._on_resolved is None:

@@ -98,11 +98,13 @@ def test_the_writer_drops_the_fenced_partition_unacknowledged_and_commits_the_re
         one.acquire(session(), partition)
     PartitionFence(KEY, PARTITIONS, "two").acquire(session(), P1)
     acked: list[int] = []
+    abandoned: list[Ack] = []
     writer = AlertWriter(
         store,
         flush_interval=0.0,
         on_commit=lambda batches: acked.extend(a.token for b in batches for a in b.acks),
         fence=one,
+        on_fenced=abandoned.extend,
     )
     writer.start()
     try:
@@ -117,6 +119,7 @@ def test_the_writer_drops_the_fenced_partition_unacknowledged_and_commits_the_re
     finally:
         writer.stop()
     assert acked == [2]  # p1's message is left for its new owner to count
+    assert abandoned == [Ack(1, 1, P1)]  # and its release need not wait for the ack
     progress = store.device_progress()
     assert ("pump", "p1") not in progress
     assert progress[("pump", "p3")].readings == 7
