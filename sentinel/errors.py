@@ -6,6 +6,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "FatalConnectionError",
+    "FencedError",
     "ModelError",
     "RegistryUnavailable",
     "SentinelError",
@@ -40,3 +41,12 @@ class DataError(SentinelError):
 
 class StoreError(SentinelError):
     """The database cannot be reached or its schema cannot be brought up to date."""
+
+
+class FencedError(StoreError):
+    """A write carried readings of partitions another cluster member has taken since this
+    one acquired them (their fencing epoch moved on): the transaction was rolled back."""
+
+    def __init__(self, partitions: frozenset[int]) -> None:
+        super().__init__(f"partitions {sorted(partitions)} are owned by another member now")
+        self.partitions = partitions

@@ -95,11 +95,14 @@ class Ack:
     connection it arrived on, because a handle may be meaningful only within one (after an
     MQTT reconnect the broker resends what we did not acknowledge, and an old packet id may
     by then name another message), so the source drops acks of an earlier epoch. A daemon
-    runs one source, so an ack does not name it.
+    runs one source, so an ack does not name it. ``partition``: the NATS partition the
+    message came from (None from MQTT), so a cluster member's writer can leave the acks of
+    a partition it was fenced off unsent (sentinel.cluster.fence).
     """
 
     token: int
     epoch: int
+    partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

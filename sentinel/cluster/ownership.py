@@ -13,6 +13,9 @@ for the first P % N of them by name. A member over its share releases partitions
 one under it locks free partitions (``pg_try_advisory_lock``: one winner) and only then
 starts reading them (``take``). So a new owner starts after the old one released or died.
 The member holding the lock ``(<group key>, PUBLISHER_SLOT)`` drains the alert outbox.
+With a ``fence`` (sentinel.cluster.fence), a member bumps a partition's epoch after its
+lock and before ``take``, so that a member whose session the server ended cannot commit
+the partition's readings any more once the new owner has it.
 Why PostgreSQL rather than NATS KV: docs/ARCHITECTURE.md, *Scaling out*.
 """
 
@@ -21,13 +24,15 @@ from __future__ import annotations
 import secrets
 import threading
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import structlog
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
+
+from sentinel.cluster.fence import PartitionFence
 
 __all__ = [
     "PUBLISHER_SLOT",
@@ -133,6 +138,7 @@ class PartitionOwnership:
         take: Callable[[int], bool],
         give: Callable[[int], bool],
         drop: Callable[[int], None],
+        fence: PartitionFence | None = None,
     ) -> None:
         self._url = make_url(url)
         self._key = group_key(group)
@@ -144,6 +150,7 @@ class PartitionOwnership:
         self._take = take
         self._give = give
         self._drop = drop
+        self._fence = fence
         self._conn: Connection | None = None
         self._owned: set[int] = set()
         self._publisher = False
@@ -180,6 +187,7 @@ class PartitionOwnership:
         self._disconnect()
         if self._owned:
             log.info("cluster_left", partitions=sorted(self._owned))
+        self._forget(self._owned)
         self._owned.clear()
         self._publisher = False
 
@@ -208,7 +216,14 @@ class PartitionOwnership:
             "publisher": self._publisher,
             "rebalances": self.rebalances,
             "errors": self.errors,
+            "fenced": self.fenced,
         }
+
+    @property
+    def fenced(self) -> int:
+        """Partitions' parts of write transactions dropped because another member had
+        taken them (sentinel.cluster.fence)."""
+        return self._fence.fenced if self._fence is not None else 0
 
     @property
     def publisher(self) -> bool:
@@ -259,6 +274,7 @@ class PartitionOwnership:
             self._drop(partition)  # stops fetching; waits a while for what is in flight
         if self._owned:
             log.warning("cluster_partitions_dropped", partitions=sorted(self._owned))
+        self._forget(self._owned)
         self._owned.clear()
 
     def _look(self) -> None:
@@ -289,6 +305,7 @@ class PartitionOwnership:
             if self._give(partition):
                 # Not ours from here on (a snapshot of it is no longer saved), then free.
                 self._owned.discard(partition)
+                self._forget([partition])
                 self._unlock(conn, partition)
                 self.rebalances += 1
                 log.info("cluster_released", partition=partition, owned=self.owned)
@@ -297,12 +314,22 @@ class PartitionOwnership:
                 return
             if not self._try_lock(conn, partition):
                 continue  # another member was quicker
+            if self._fence is not None:
+                # Committed before the partition is read; waits for a writer transaction
+                # of a previous owner that holds the row (sentinel.cluster.fence).
+                self._fence.acquire(conn, partition)
             if self._take(partition):
                 self._owned.add(partition)
                 self.rebalances += 1
                 log.info("cluster_acquired", partition=partition, owned=self.owned)
             else:
+                self._forget([partition])
                 self._unlock(conn, partition)
+
+    def _forget(self, partitions: Iterable[int]) -> None:
+        if self._fence is not None:
+            for partition in list(partitions):
+                self._fence.forget(partition)
 
     def _try_lock(self, conn: Connection, slot: int) -> bool:
         query = text("SELECT pg_try_advisory_lock(:key, :slot)")

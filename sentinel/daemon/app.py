@@ -19,6 +19,8 @@ import torch
 
 from sentinel.api import ApiContext, build_app
 from sentinel.cluster import PartitionOwnership
+from sentinel.cluster.fence import PartitionFence
+from sentinel.cluster.ownership import group_key
 from sentinel.cluster.state import ClusterJudgeState
 from sentinel.config import (
     API_TOKEN_CREDENTIAL,
@@ -46,7 +48,7 @@ from sentinel.model import Detector, Registry, daemon_refusal, resolve_device
 from sentinel.model.nats_registry import Activation, NatsRegistry, open_registry
 from sentinel.model.registry import load_active_or_previous
 from sentinel.publish.publisher import AlertPublisher
-from sentinel.records import WriteBatch
+from sentinel.records import Ack, WriteBatch
 from sentinel.retrain.lease import NatsLease
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.durability import warn_not_durable
@@ -141,6 +143,13 @@ class SentinelApp:
             for stream in config.streams:  # bounded disk use, also after a config change
                 registry.prune(stream.name, config.retrain.keep_versions)
             models = self._load_models(registry, device)
+            fence = (
+                PartitionFence(
+                    group_key(self._cluster_group()), config.nats.partitions, config.cluster.member
+                )
+                if config.cluster.enabled
+                else None
+            )
             writer = AlertWriter(
                 store,
                 flush_interval=config.database.flush_interval,
@@ -150,6 +159,8 @@ class SentinelApp:
                 # Pruned also with history off: what an earlier run recorded still ages out.
                 history_retention=config.history.retention,
                 prune_batch=config.history.prune_batch,
+                fence=fence,
+                on_fenced=self._abandon,
             )
             if publish.enabled:
                 self.publisher = AlertPublisher(
@@ -224,7 +235,8 @@ class SentinelApp:
                 )
             source = self.source = self._make_source(pipeline)
             if config.cluster.enabled:
-                self.cluster = self._make_cluster(store, pipeline, source)
+                assert fence is not None
+                self.cluster = self._make_cluster(store, pipeline, source, fence)
                 self.health.cluster = self.metrics.cluster = self.cluster
             self.metrics.attach(pipeline, source, writer, retrain.tap if retrain else None)
             probe = DatabaseProbe(store, config.health.database_probe_interval)
@@ -374,8 +386,11 @@ class SentinelApp:
             password=p.get_secret_value() if (p := config.mqtt.password) else None,
         )
 
+    def _cluster_group(self) -> str:
+        return self.config.cluster.group or self.config.nats.consumer_prefix
+
     def _make_cluster(
-        self, store: AlertStore, pipeline: Pipeline, source: Source
+        self, store: AlertStore, pipeline: Pipeline, source: Source, fence: PartitionFence
     ) -> PartitionOwnership:
         """Partition ownership shared with the other daemons (sentinel.cluster)."""
         config = self.config
@@ -419,13 +434,14 @@ class SentinelApp:
 
         return PartitionOwnership(
             config.database_url,
-            group=config.cluster.group or config.nats.consumer_prefix,
+            group=self._cluster_group(),
             member=config.cluster.member,
             partitions=partitions,
             interval=config.cluster.interval,
             take=take,
             give=give,
             drop=drop,
+            fence=fence,
         )
 
     @property
@@ -460,6 +476,10 @@ class SentinelApp:
             self.publisher.observe_scores(b for batch in batches for b in batch.history)
             if any(b.alerts for b in batches):
                 self.publisher.notify()
+
+    def _abandon(self, acks: Sequence[Ack]) -> None:
+        if isinstance(self.source, NatsSource):
+            self.source.abandon(acks)
 
     def _send_acks(self, batches: Sequence[WriteBatch]) -> None:
         if self.source is not None:

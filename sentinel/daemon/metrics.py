@@ -431,3 +431,9 @@ def _cluster_metrics(cluster: PartitionOwnership) -> Iterator[Metric]:
         "Partitions this member has taken or given since it started.",
         cluster.rebalances,
     )
+    yield CounterMetricFamily(
+        "sentinel_cluster_fenced",
+        "Partitions' parts of write transactions rolled back and left unacknowledged "
+        "because another member had taken the partition (its fencing epoch moved on).",
+        cluster.fenced,
+    )

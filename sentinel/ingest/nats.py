@@ -630,7 +630,7 @@ class NatsSource:
             topic=topic,
             readings=tuple(readings),
             rejected=tuple(rejected),
-            ack=Ack(self._next_token, self._epoch),
+            ack=Ack(self._next_token, self._epoch, partition),
             received_at=now,
         )
 
@@ -657,6 +657,22 @@ class NatsSource:
             log.debug("nats_in_progress_failed", error=str(err))
 
     # -- acks and connection callbacks (on the loop) ---------------------------------------
+
+    def abandon(self, acks: Iterable[Ack]) -> None:
+        """Acks that will never come, their writes fenced off (sentinel.cluster.fence):
+        a release stops waiting for them; the messages go to the partition's new owner."""
+        batch = list(acks)
+        loop = self._loop
+        if not batch or loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # closed between the check and the call
+            loop.call_soon_threadsafe(self._abandon_on_loop, batch)
+
+    def _abandon_on_loop(self, acks: list[Ack]) -> None:
+        for ack in acks:
+            self._forget(ack.token)
+        if self._acked is not None:
+            self._acked.set()
 
     def _ack_on_loop(self, acks: list[Ack]) -> None:
         msgs = []

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 from alembic import command
@@ -40,7 +40,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from sentinel.errors import StoreError
+from sentinel.errors import FencedError, StoreError
 from sentinel.records import (
     Alert,
     AlertReason,
@@ -68,6 +68,7 @@ __all__ = [
     "AlertStore",
     "DeviceRecord",
     "SqliteDurability",
+    "WriteFence",
     "normalize_url",
 ]
 
@@ -366,6 +367,17 @@ def _on_sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class WriteFence(Protocol):
+    """What a cluster member's writer checks before committing (sentinel.cluster.fence)."""
+
+    def partition_of(self, device: str) -> int: ...
+
+    def check(self, conn: Connection, devices: Iterable[str]) -> frozenset[int]:
+        """The partitions among the devices' that may not be committed, after locking
+        what keeps them so until the transaction ends."""
+        ...
+
+
 class AlertStore:
     """Engine, migrations, reads and writes. Thread-safe; writes come from one thread."""
 
@@ -480,9 +492,13 @@ class AlertStore:
             raise StoreError(f"cannot migrate database {self.url}: {err}") from err
         log.info("store_migrated", url=self.url)
 
-    def write(self, batches: Sequence[WriteBatch]) -> set[str]:
+    def write(self, batches: Sequence[WriteBatch], fence: WriteFence | None = None) -> set[str]:
         """Commit the alerts, device progress, audit events and score history of all batches
         in one transaction; returns the uids among the alerts that an operator has resolved.
+
+        With a ``fence`` (a cluster member), the transaction first has the fence check the
+        partitions of every device it touches; if some may not be committed, it writes
+        nothing and raises FencedError naming them.
 
         A uid (or device) that appears more than once is written once, with its last state.
         A resolved alert's row is final: the daemon's updates of it are not applied, and the
@@ -515,6 +531,14 @@ class AlertStore:
                 self.engine.connect().execution_options(**{_IMMEDIATE: True}) as conn,
                 conn.begin(),
             ):
+                if fence is not None:
+                    touched = {a.device for a in alerts.values()}
+                    touched.update(device for _, device in progress)
+                    touched.update(device for _, device in resets)
+                    touched.update(h.device for h in history)
+                    stale = fence.check(conn, touched)
+                    if stale:
+                        raise FencedError(stale)  # rolls the transaction back
                 if alerts:
                     uids = list(alerts)
                     for start in range(0, len(uids), 500):  # bound the IN list

@@ -35,6 +35,7 @@ __all__ = [
     "Base",
     "DeviceJudgeStateRow",
     "DeviceStateRow",
+    "PartitionEpochRow",
     "ScoreHistoryRow",
 ]
 
@@ -129,6 +130,21 @@ class DeviceJudgeStateRow(Base):
     partition: Mapped[int] = mapped_column(Integer)
     model_version: Mapped[str] = mapped_column(String(64))
     state: Mapped[dict[str, Any]] = mapped_column(_Json)
+    updated_at: Mapped[datetime] = mapped_column(_Timestamp)
+
+
+class PartitionEpochRow(Base):
+    """The fencing epoch of one partition of a cluster group (``[cluster]``, issue #24);
+    migration 0007. Each new owner bumps it; a writer commits a partition's readings only
+    under a share lock on this row, holding the epoch it acquired with
+    (sentinel.cluster.fence)."""
+
+    __tablename__ = "partition_epochs"
+
+    group_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    member: Mapped[str] = mapped_column(String(128))  # who took it last, for people
     updated_at: Mapped[datetime] = mapped_column(_Timestamp)
 
 

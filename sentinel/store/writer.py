@@ -7,6 +7,11 @@ Nothing is acknowledged before it is committed, and nothing submitted is ever dr
 the database fails the writer retries with capped backoff and its bounded queue pushes back
 on the pipeline (and so, through unacknowledged messages, on the broker).
 
+In a cluster (``fence``), a transaction that would commit readings of a partition another
+member has taken since this one acquired it is rolled back (sentinel.cluster.fence): that
+partition's part of the batches is dropped unacknowledged, for its new owner to count, and
+the rest committed.
+
 Between commits the same thread prunes the score history (``history_retention``), at most
 ``prune_batch`` rows a pass, once a minute and sooner while there is a backlog: one writer
 on SQLite, and no pass holds the database for long.
@@ -23,9 +28,9 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from sentinel.errors import StoreError
-from sentinel.records import WriteBatch
-from sentinel.store.db import AlertStore
+from sentinel.errors import FencedError, StoreError
+from sentinel.records import Ack, WriteBatch
+from sentinel.store.db import AlertStore, WriteFence
 
 __all__ = ["AlertWriter"]
 
@@ -56,12 +61,17 @@ class AlertWriter:
         on_resolved: Callable[[Iterable[str]], None] | None = None,
         history_retention: float | None = None,
         prune_batch: int = 20_000,
+        fence: WriteFence | None = None,
+        on_fenced: Callable[[Sequence[Ack]], None] | None = None,
     ) -> None:
         if flush_interval < 0 or batch_max < 1 or queue_size < 1 or prune_batch < 1:
             raise ValueError(
                 "flush_interval >= 0, batch_max >= 1, queue_size >= 1 and prune_batch >= 1"
             )
         self._store = store
+        self._fence = fence
+        # Told the acks of a fenced-off partition's part, which will never be sent.
+        self._on_fenced = on_fenced
         self._flush_interval = flush_interval
         self._batch_max = batch_max
         self._on_commit = on_commit
@@ -221,7 +231,15 @@ class AlertWriter:
             try:
                 resolved = None
                 if any(b.alerts or b.progress or b.audit or b.resets or b.history for b in batches):
-                    resolved = self._store.write(batches)
+                    resolved = self._store.write(batches, self._fence)
+            except FencedError as err:
+                assert self._fence is not None
+                self._abandon([a for b in batches for a in b.acks if a.partition in err.partitions])
+                batches = _without(batches, err.partitions, self._fence.partition_of)
+                log.warning(
+                    "writer_fenced", partitions=sorted(err.partitions), batches=len(batches)
+                )
+                continue  # the rest at once: nothing was written
             except Exception as err:  # thread boundary: retry, never drop
                 self._last_error = f"{type(err).__name__}: {err}"
                 self.write_errors += 1
@@ -272,6 +290,14 @@ class AlertWriter:
                 break
         log.error("writer_gave_up", unwritten_batches=unwritten, last_error=self._last_error)
 
+    def _abandon(self, acks: list[Ack]) -> None:
+        if self._on_fenced is None or not acks:
+            return
+        try:
+            self._on_fenced(acks)
+        except Exception:  # thread boundary: a callback bug must not stop the writes
+            log.exception("writer_on_fenced_failed")
+
     def _notify_resolved(self, uids: Iterable[str]) -> None:
         if self._on_resolved is None:
             return
@@ -287,3 +313,25 @@ class AlertWriter:
             self._on_commit(batches)
         except Exception:  # thread boundary: a callback bug must not stop the writes
             log.exception("writer_on_commit_failed", batches=len(batches))
+
+
+def _without(
+    batches: Sequence[WriteBatch], partitions: frozenset[int], partition_of: Callable[[str], int]
+) -> list[WriteBatch]:
+    """The batches less what belongs to ``partitions``: their devices' alerts, progress,
+    resets and history, and the acks of their messages (audit events stay)."""
+
+    def keep(device: str) -> bool:
+        return partition_of(device) not in partitions
+
+    return [
+        WriteBatch(
+            alerts=tuple(a for a in b.alerts if keep(a.device)),
+            progress=tuple(p for p in b.progress if keep(p.device)),
+            acks=tuple(a for a in b.acks if a.partition not in partitions),
+            audit=b.audit,
+            resets=tuple(r for r in b.resets if keep(r.device)),
+            history=tuple(h for h in b.history if keep(h.device)),
+        )
+        for b in batches
+    ]

@@ -380,3 +380,68 @@ def test_healthz_and_metrics_report_the_members_partitions(
         assert f"sentinel_cluster_partitions {float(PARTITIONS)}" in metrics
         assert "sentinel_cluster_publisher 1.0" in metrics
     assert owners(postgres_url, GROUP) == {}
+
+
+def test_a_member_whose_session_is_terminated_mid_stream_counts_nothing_twice(
+    cluster_nats: PrivateNats, postgres_url: str, tmp_path: Path
+) -> None:
+    """The server ends d0's ownership session while it reads and writes: d1 takes d0's
+    partitions at once (bumping their epochs) while d0 learns of it only at its next look;
+    d0's writes in between either commit before the bump or are fenced off and left to d1
+    (sentinel.cluster.fence). Every reading is still counted once, in order."""
+    url = postgres_url
+    devices = device_names(12)
+    steps = 450
+    total = len(devices) * steps
+    configs = {n: member_config(tmp_path, n, cluster_nats, url) for n in ("d0", "d1")}
+    logs = {n: tmp_path / f"{n}.log" for n in configs}
+    daemons: dict[str, subprocess.Popen[bytes]] = {}
+    publisher = GatedPublisher(cluster_nats, devices, steps)
+    try:
+        for name in ("d0", "d1"):
+            daemons[name] = start_daemon(configs[name], logs[name])
+        wait_for(lambda: shares(url) == {"d0": 3, "d1": 3}, 120, "two daemons to split 3 + 3")
+        publisher.start()
+        wait_for(lambda: committed(url) > 600, 120, "readings to flow")
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                ended = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name LIKE 'sentinel:%:d0:%'"
+                    )
+                ).all()
+        finally:
+            engine.dispose()
+        assert ended == [(True,)]
+        publisher.joined.set()
+        publisher.killed.set()
+        publisher.join(300)
+        assert publisher.error is None
+        assert publisher.sent == total
+        wait_for(lambda: committed(url) >= total, 180, "every reading committed")
+        wait_for(lambda: shares(url) == {"d0": 3, "d1": 3}, 120, "d0 back to its share")
+    finally:
+        publisher.joined.set()
+        publisher.killed.set()
+        codes = stop_all(daemons)
+    assert codes == {"d0": 0, "d1": 0}
+    final = progress(url)
+    assert {key: readings for key, (_, readings) in final.items()} == {
+        ("pump", d): steps for d in devices
+    }
+    assert {last for last, _ in final.values()} == {EPOCH + steps - 1}
+    events = [e["event"] for e in log_events(logs["d0"])]
+    assert "cluster_partitions_dropped" in events
+    # Whether d0 wrote in the window at all depends on timing: reported, not asserted.
+    print(f"\nd0 fenced off {events.count('writer_fenced')} transactions after the termination")
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            epochs = conn.execute(text("SELECT partition, epoch FROM partition_epochs")).all()
+    finally:
+        engine.dispose()
+    # Each partition was taken at least twice: d0's three by d1 after the termination.
+    assert len(epochs) == PARTITIONS
+    assert sum(epoch for _, epoch in epochs) >= PARTITIONS + 3

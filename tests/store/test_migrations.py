@@ -55,7 +55,7 @@ def test_migrate_twice_is_a_no_op(store: AlertStore) -> None:
     store.migrate()
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     with store.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == head == "0006"
+        assert MigrationContext.configure(conn).get_current_revision() == head == "0007"
     assert [a.uid for a in store.open_alerts()] == ["a-1"]
 
 

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from sentinel.errors import StoreError
 from sentinel.records import Ack, WriteBatch
 from sentinel.store import AlertStore, AlertWriter
+from sentinel.store.db import WriteFence
 from tests.store.helpers import T0, make_alert, make_progress
 
 
@@ -36,7 +37,7 @@ class FakeStore(AlertStore):
         self.gate = threading.Event()
         self.gate.set()
 
-    def write(self, batches: Sequence[WriteBatch]) -> set[str]:
+    def write(self, batches: Sequence[WriteBatch], fence: WriteFence | None = None) -> set[str]:
         self.gate.wait()
         self.calls += 1
         if self.calls <= self.failures:
