@@ -107,6 +107,54 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
+def launch_server(
+    name: str, cmd: Sequence[str], log_path: Path, ports: Sequence[int], timeout: float
+) -> subprocess.Popen[bytes]:
+    """Start a server process of our own, its output appended to ``log_path`` (a restart
+    keeps the earlier lines), and return once every one of ``ports`` accepts connections.
+    Raises RuntimeError, with the log's tail, when a port is taken beforehand (the readiness
+    probe would take the other listener for ours), when the process exits, or at
+    ``timeout``. Shared by ``PrivateBroker`` and ``simulators.nats_server.PrivateNats``."""
+    for port in ports:
+        if not _port_free(_HOST, port):
+            raise RuntimeError(f"port {port} on {_HOST} is already in use")
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in a terminal must not hit the server first
+        )
+    deadline = time.monotonic() + timeout
+    while not all(_port_open(_HOST, port) for port in ports):
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{name} exited with code {proc.returncode} on port(s) {list(ports)}; "
+                f"log tail:\n{_tail(log_path)}"
+            )
+        if time.monotonic() >= deadline:
+            stop_server(proc, 2.0)
+            raise RuntimeError(
+                f"{name} did not accept connections on port(s) {list(ports)} within "
+                f"{timeout:g} s; log tail:\n{_tail(log_path)}"
+            )
+        time.sleep(0.02)  # polling a port with a deadline, not waiting for luck
+    return proc
+
+
+def stop_server(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM (brokers write their state on it), SIGKILL after ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 @dataclass(frozen=True)
 class TlsListener:
     """PEM files of a TLS listener: the broker's certificate, its key, and the CA that
@@ -255,9 +303,6 @@ class PrivateBroker:
         assert self._workdir is not None
         assert self._port is not None
         self._log = self._workdir / f"{self.kind}.log"
-        # Else the readiness probe below would take the other listener for our broker.
-        if not _port_free(_HOST, self._port):
-            raise RuntimeError(f"port {self._port} on {_HOST} is already in use")
         if self.kind == "mosquitto":
             cmd = [str(find_mosquitto()), "-c", str(self._write_mosquitto_conf())]
         else:
@@ -271,44 +316,11 @@ class PrivateBroker:
             ]
             if self._users:
                 cmd += ["--password-file", str(self._write_amqtt_passwords())]
-        # The log file is opened in append mode so a restart keeps the earlier lines.
-        with self._log.open("ab") as log:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in a terminal must not hit the broker first
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise RuntimeError(
-                    f"{self.kind} exited with code {code} on port {self._port}; log tail:\n"
-                    f"{_tail(self._log)}"
-                )
-            if _port_open(_HOST, self._port):
-                return
-            if time.monotonic() >= deadline:
-                self._terminate(2.0)
-                raise RuntimeError(
-                    f"{self.kind} did not accept connections on port {self._port} within "
-                    f"{timeout:g} s; log tail:\n{_tail(self._log)}"
-                )
-            time.sleep(0.02)  # polling a port with a deadline, not waiting for luck
+        self._proc = launch_server(self.kind, cmd, self._log, [self._port], timeout)
 
     def _terminate(self, timeout: float) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        stop_server(proc, timeout)
 
     def _write_mosquitto_conf(self) -> Path:
         assert self._workdir is not None

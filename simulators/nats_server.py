@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from simulators.broker import TlsListener, _find_binary, _port_free, _port_open, _tail, free_port
+from simulators.broker import TlsListener, _find_binary, free_port, launch_server, stop_server
 
 __all__ = ["PrivateNats", "find_nats_server"]
 
@@ -158,34 +156,10 @@ class PrivateNats:
         if binary is None:
             raise RuntimeError("no nats-server binary (apt-get install nats-server)")
         ports = [p for p in (self._port, self._mqtt_port) if p is not None]
-        for port in ports:
-            if not _port_free(_HOST, port):
-                raise RuntimeError(f"port {port} on {_HOST} is already in use")
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [binary, "-c", str(self._conf())],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while not all(_port_open(_HOST, p) for p in ports):
-            if self._proc.poll() is not None:
-                code, self._proc = self._proc.returncode, None
-                raise RuntimeError(f"nats-server exited with {code}:\n{_tail(self.log_path)}")
-            if time.monotonic() >= deadline:
-                self._terminate(2.0)
-                raise RuntimeError(f"nats-server did not listen:\n{_tail(self.log_path)}")
-            time.sleep(0.02)  # polling a port with a deadline
+        self._proc = launch_server(
+            "nats-server", [binary, "-c", str(self._conf())], self.log_path, ports, timeout
+        )
 
     def _terminate(self, timeout: float) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        stop_server(proc, timeout)
