@@ -56,8 +56,10 @@ __all__ = [
     "level_shift_anomaly",
     "level_shift_new_normal",
     "periodic_actuation",
+    "server_metrics",
     "setpoint_steps",
     "stuck_sensor",
+    "telemetry_modes",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -582,6 +584,133 @@ def gaps(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     )
 
 
+# -- server metrics -------------------------------------------------------------------------
+
+
+def server_metrics(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A web server's metrics once a minute, the kind of multivariate data no pump resembles:
+    requests follow a daily cycle with heavy-tailed noise; CPU follows requests, with an
+    hourly cron job (+25 % for 3 minutes: normal); memory climbs and drops at each garbage
+    collection (a sawtooth, every 3-5 hours: normal); disk operations are Poisson counts with
+    normal bursts; connections are small integers that step. 1 min.
+
+    Three anomalies: a runaway process (CPU +35 for 40 minutes, requests unchanged); a memory
+    leak (memory climbs ten times its normal slope for 150 minutes, then the process is
+    restarted and memory drops); outgoing traffic at a fifth of what the requests need for 30
+    minutes (a network fault).
+    """
+    rows = 3_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    minutes = np.arange(rows, dtype=np.float64)
+    daily = np.sin(2 * np.pi * minutes / 1440 - np.pi / 2)
+    requests = (200 + 80 * daily) * np.exp(_ar1(rng, rows, 0.08, phi=0.9))
+    requests *= np.exp(rng.normal(0.0, 0.05, rows))
+    cpu = 10 + 0.12 * requests + _noise(rng, rows, 1.0)
+    for start in range(int(rng.integers(0, 60)), rows, 60):  # the hourly cron job
+        cpu[start : start + 3] += 25 * rng.uniform(0.9, 1.1)
+    memory = np.empty(rows)
+    level, next_gc = 40.0, int(rng.integers(180, 300))
+    for i in range(rows):
+        if i == next_gc:
+            level, next_gc = 40.0 + rng.normal(0, 0.3), i + int(rng.integers(180, 300))
+        level += 0.02
+        memory[i] = level
+    net_out = 0.9 * requests * np.exp(rng.normal(0.0, 0.1, rows))
+    disk_rate = np.full(rows, 5.0)
+    at = int(rng.integers(20, 120))
+    while at < rows:
+        disk_rate[at : at + int(rng.integers(1, 3))] = 40.0
+        at += int(rng.integers(40, 160))
+    train = rows // 2
+    spans = []
+    runaway = train + 300
+    cpu[runaway : runaway + 40] += 35
+    spans.append((runaway, runaway + 40))
+    leak = train + (rows - train) // 2
+    memory[leak : leak + 150] += np.arange(150) * 0.2
+    memory[leak + 150 :] -= memory[leak + 150] - 40.0  # restarted: memory back at its floor
+    spans.append((leak, leak + 150))
+    fault = rows - 250
+    net_out[fault : fault + 30] *= 0.2
+    spans.append((fault, fault + 30))
+    disk = rng.poisson(disk_rate).astype(np.float64)
+    connections = np.round(requests / 25 + rng.poisson(1.0, rows))
+    values = np.column_stack(
+        [
+            np.round(requests),
+            np.clip(cpu, 0, 100).round(1),
+            memory.round(2),
+            net_out.round(1),
+            disk,
+            connections,
+        ]
+    )
+    return _series(
+        "server_metrics",
+        values,
+        ("requests", "cpu", "memory", "net_out", "disk_ops", "connections"),
+        _labels(rows, *spans),
+        60.0,
+        train,
+        "daily requests, hourly cron pulses, GC sawtooth, bursty disk (normal); "
+        "runaway CPU, memory leak, network fault",
+    )
+
+
+# -- spacecraft-like telemetry --------------------------------------------------------------
+
+
+def telemetry_modes(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A telemetry channel beside the commands that drive it, as spacecraft data comes: three
+    command channels are 0 except for a one-reading 1 when a command is sent (every 40-200
+    readings, in training too); each command moves the channel to its own level, which it
+    settles at over ~10 readings (a first-order lag), with small noise. 1 min.
+
+    Two anomalies: after one command the channel settles 0.6 away from that command's level
+    and stays there until the next command (it did not do what it was told: each level on its
+    own is a normal one); and, later, the sensor's noise grows five-fold for 80 readings.
+    """
+    rows = 3_000 if quick else 4_000
+    rng = np.random.default_rng(seed)
+    levels = (-1.0, 0.2, 0.8)
+    commands = np.zeros((rows, len(levels)))
+    target = np.empty(rows)
+    at, current = 0, 1
+    sends: list[int] = []
+    while at < rows:
+        length = int(rng.integers(40, 200))
+        target[at : at + length] = levels[current]
+        if at > 0:
+            commands[at, current] = 1.0
+            sends.append(at)
+        at += length
+        current = int(rng.choice([c for c in range(len(levels)) if c != current]))
+    train = rows // 2
+    spans = []
+    wrong = next(s for s in sends if s > train + 200)
+    until = next((s for s in sends if s > wrong), rows)
+    target[wrong:until] += 0.6 if target[wrong] < 0.5 else -0.6
+    spans.append((wrong, until))
+    value = np.empty(rows)
+    value[0] = target[0]
+    for i in range(1, rows):  # first-order lag, time constant 4 readings
+        value[i] = value[i - 1] + (target[i] - value[i - 1]) / 4
+    noise = _noise(rng, rows, 0.03)
+    noisy = next(s for s in sends if s > until + 100) + 20
+    noise[noisy : noisy + 80] *= 5
+    spans.append((noisy, noisy + 80))
+    return _series(
+        "telemetry_modes",
+        np.column_stack([value + noise, commands]),
+        ("value", "cmd_a", "cmd_b", "cmd_c"),
+        _labels(rows, *spans),
+        60.0,
+        train,
+        "one-reading commands move the channel among 3 levels (normal); "
+        "once to a wrong level; once 5 x noise",
+    )
+
+
 Generator = Callable[..., LabelledSeries]
 
 
@@ -611,6 +740,8 @@ CLASSES: dict[str, Generator] = {
     "command_flag": command_flag,
     "decorrelation": decorrelation,
     "gaps": gaps,
+    "server_metrics": server_metrics,
+    "telemetry_modes": telemetry_modes,
 }
 """Every class by name, each ``(seed=..., quick=...) -> LabelledSeries``."""
 
