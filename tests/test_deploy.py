@@ -128,9 +128,15 @@ def test_scripts_parse_and_pass_shellcheck(script: str) -> None:
     assert result.returncode == 0, result.stdout
 
 
+def _installed_env() -> dict[str, str]:
+    """This environment without PYTHONPATH: the installed venv must import its own package,
+    not a checkout a developer's shell points PYTHONPATH at."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _install(root: Path, *args: str, script: str = "install.sh") -> str:
     env = {
-        **os.environ,
+        **_installed_env(),
         "SENTINEL_ROOT": str(root),
         "SENTINEL_PYTHON": sys.executable,
         # Nothing is downloaded: the dependencies come from this test environment.
@@ -169,7 +175,11 @@ def test_install_upgrade_and_uninstall_in_a_scratch_root(tmp_path: Path) -> None
         UNIT.read_bytes()
     )
     version = subprocess.run(
-        [str(venv / "bin" / "sentinel"), "--version"], capture_output=True, text=True, check=True
+        [str(venv / "bin" / "sentinel"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_installed_env(),
     )
     assert version.stdout.startswith("sentinel ")
     # The web UI's files travel in the wheel (package data), beside the installed package.
@@ -179,6 +189,7 @@ def test_install_upgrade_and_uninstall_in_a_scratch_root(tmp_path: Path) -> None
         text=True,
         check=True,
         cwd=root,
+        env=_installed_env(),
     ).stdout.strip()
     assert ui.startswith(str(venv)), ui
     assert {p.name for p in Path(ui).iterdir()} >= {"index.html", "app.js", "style.css"}
