@@ -1744,6 +1744,13 @@ def config_to_toml(data: dict[str, Any]) -> str:
 
 def config_hash(config: SentinelConfig) -> str:
     """A stable short hash of the effective config (secrets left out), stored on alerts so
-    that an alert says which configuration judged it. Same config, same hash."""
-    text = json.dumps(config.redacted(), sort_keys=True, separators=(",", ":"))
+    that an alert says which configuration judged it. Same config, same hash.
+
+    ``cluster.member`` is left out: it names the daemon, not how it judges, so the members
+    of a cluster sharing one config record one hash."""
+    data = config.redacted()
+    cluster = data.get("cluster")
+    if isinstance(cluster, dict):
+        data["cluster"] = {k: v for k, v in cluster.items() if k != "member"}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.cli.main import main
-from sentinel.config import SentinelConfig, load_config
+from sentinel.config import SentinelConfig, config_hash, load_config
 from sentinel.errors import ConfigError
 
 MINIMAL = """
@@ -275,3 +275,15 @@ def test_a_shared_registry_without_retraining_is_warned_about() -> None:
     assert "lease" in warning
     assert not SentinelConfig.model_validate({**base, "registry": {"backend": "nats"}}).warnings()
     assert SentinelConfig.model_validate(base).registry.backend == "files"
+
+
+def test_the_config_hash_leaves_out_the_member_name_and_nothing_else() -> None:
+    """Members of one cluster share a config but not a name: their alerts record one hash;
+    any setting that changes how readings are judged changes it."""
+    stream = {"name": "s", "topic": "t/{device}", "features": ["x"]}
+
+    def make(**cluster: object) -> SentinelConfig:
+        return SentinelConfig.model_validate({"streams": [stream], "cluster": cluster})
+
+    assert config_hash(make(member="d1")) == config_hash(make(member="d2"))
+    assert config_hash(make(member="d1")) != config_hash(make(member="d1", interval=2.0))
