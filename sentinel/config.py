@@ -769,6 +769,17 @@ class SpikesConfig(Section):
         le=1_000_000,
         description="Readings per device learnt before its spikes are judged.",
     )
+    relations: bool = Field(
+        default=True,
+        description="Also judge each reading's residual from its device's relation fit (the "
+        "relation check's, see [relations]) against the median of its neighbours: a reading "
+        "where one feature alone left the others by more than k times the device's noise "
+        "of those residuals is a spike on that feature. A load change moves every feature "
+        "at once, in one step where readings are minutes apart, and then hides a short "
+        "excursion of one feature from its own median; the residuals leave the load out. "
+        "Devices without relations (fewer than two varying features, or not yet learnt) "
+        "are judged on their own readings only.",
+    )
     recurring: bool = Field(
         default=True,
         description="Learn each device's normal pulses: a spike on a feature is normal, and "
