@@ -30,6 +30,21 @@ off its neighbours. (The floor used to be the smallest non-zero residual, which 
 channel is one rare small step, so every ordinary larger one was a spike: issue #21, cause
 6.) A feature with no non-zero residual yet (a constant channel) is not judged.
 
+**Relation residuals** (``relations``; issue #21). Read once a minute, a pump's drive
+changes load every 5-15 readings in one step that moves every channel by as much as a
+fault's spike, so a channel's own residuals and noise scale are made of such steps and a
+two-reading excursion of one channel looks like a short load change. What tells them apart
+is that the other channels did not move. Where a device has relations (the relation
+check's linear fit, ``sentinel.judge.relations``, which applies to single readings as to
+window means), each reading's residuals from it go through the same median and get their
+own noise scale per feature, learnt the same way; from them, the departure of each judged
+feature alone is estimated (``Relations.departures``) and judged as a z-score: a spike of
+the flow moves the flow, pressure and current residuals at once, a load change none. Such
+a hit is a spike like any other, judged against ``relations_k`` instead of ``k`` (its
+``z`` is reported times k / relations_k, so that one limit judges both, and is the larger
+of the two where both judge a reading). A feature is not named while the window's other
+features lie beyond the relation check's ``reach``.
+
 Each device also remembers its recent spikes per feature (``recurring``): at most
 ``recurring_memory`` of them, each the reading's index in the device's own count of judged
 readings and its signed residual. A new spike is normal when at least ``recurring_count``
@@ -270,6 +285,7 @@ class SpikeCheck:
             if fit is not None and state.point is not None and state.point.inverse is not None:
                 assert across is not None
                 point, size = fit.departures(across[0][i], state.point.inverse, fit.inverse > 0)
+                point *= cfg.k / cfg.relations_k  # in units of k: one limit for both
                 if point.max() > cfg.k and reach > 0:  # out of reach: a guess, not named
                     far = fit.distances(values[i].mean(axis=0, dtype=np.float64)[None])[0]
                     point[:, far > reach * fit.reach] = 0.0
