@@ -769,6 +769,27 @@ class SpikesConfig(Section):
         le=1_000_000,
         description="Readings per device learnt before its spikes are judged.",
     )
+    relations: bool = Field(
+        default=True,
+        description="Also judge each reading's residual from its device's relation fit (the "
+        "relation check's, see [relations]) against the median of its neighbours: a reading "
+        "where one feature alone left the others by more than relations_k times the noise "
+        "of that departure is a spike on that feature. A load change moves every feature "
+        "at once, in one step where readings are minutes apart, and then hides a short "
+        "excursion of one feature from its own median; the residuals leave the load out. "
+        "Devices without relations (fewer than two varying features, or not yet learnt) "
+        "are judged on their own readings only.",
+    )
+    relations_k: float = Field(
+        default=12.0,
+        gt=0,
+        le=1_000,
+        description="A reading's departure from its device's relations is a spike when it "
+        "is more than relations_k times its noise (a z-score; reported as a spike's z times "
+        "k / relations_k). Above k: the departure is estimated from a fit on all features, "
+        "whose residuals share the noise of the features that predict them, and each "
+        "reading is judged twice, on its own residual and on its departure.",
+    )
     recurring: bool = Field(
         default=True,
         description="Learn each device's normal pulses: a spike on a feature is normal, and "

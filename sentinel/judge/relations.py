@@ -172,6 +172,31 @@ class Relations:
         explained = np.where(named, (seen @ directions) ** 2 / np.where(named, norms, 1.0), -1.0)
         return int(explained.argmax())
 
+    def departures(
+        self, residuals: FloatArray, inverse: FloatArray, named: npt.NDArray[np.bool_]
+    ) -> tuple[FloatArray, FloatArray]:
+        """Per reading, how far each feature alone departed from the others: ``residuals``
+        (T, F) the readings' relation residuals (``residuals``) less their local median,
+        ``inverse`` (F,) 1 / each residual's normal scale (0: not used), ``named`` (F,) the
+        features that may be named. Returns (T, F) ``z``, the departure's size in units of
+        its own uncertainty (0 where not named), and (T, F) ``size``, that departure in the
+        feature's raw units.
+
+        ``culprit``'s test made per reading: a departure x of feature f alone moves the
+        scaled residuals along ``directions[:, f]``; the least-squares x from the scaled
+        residuals is their projection on it over its squared norm, and that projection
+        over the norm is a z-score where the scaled residuals are unit noise. All
+        residuals count, so a flow spike seen in the flow, pressure and current
+        predictions at once stands out more than in any one of them."""
+        directions = (np.eye(len(inverse)) - self.weights) * inverse[:, None]
+        norms = np.einsum("gf,gf->f", directions, directions)
+        ok = named & (norms > 0)
+        safe = np.where(ok, norms, 1.0)
+        projection = (residuals * inverse) @ directions
+        z: FloatArray = np.where(ok, np.abs(projection) / np.sqrt(safe), 0.0)
+        size: FloatArray = np.where(ok, projection / safe, 0.0)
+        return z, size
+
     def to_data(self) -> dict[str, Any]:
         return {
             "centre": self.centre.tolist(),
@@ -474,6 +499,24 @@ class RelationCheck:
                     self._relearn(key, state, windows[i].end_ts, relearn_after)
                     break  # the device's later windows wait for its new relations
         return hits
+
+    def fits(self, detector: Detector, windows: Sequence[Window]) -> list[Relations | None]:
+        """Each window's device's fit as it stands (None: not judged), for the spike check's
+        per-reading relation residuals (``sentinel.judge.spikes``)."""
+        fits: list[Relations | None] = [None] * len(windows)
+        features = windows[0].values.shape[1] if windows else 0
+        if not self.config.enabled or features < 2:
+            return fits
+        skip = _skipped(detector)
+        for key, rows in _by_device(windows).items():
+            state = self._devices.get(key)
+            if state is None and key in self._parked:
+                state = self._state(key, features)
+            if state is None or state.fit is None or state.skip != skip:
+                continue
+            for i in rows:
+                fits[i] = state.fit
+        return fits
 
     def learn(
         self,

@@ -30,6 +30,21 @@ off its neighbours. (The floor used to be the smallest non-zero residual, which 
 channel is one rare small step, so every ordinary larger one was a spike: issue #21, cause
 6.) A feature with no non-zero residual yet (a constant channel) is not judged.
 
+**Relation residuals** (``relations``; issue #21). Read once a minute, a pump's drive
+changes load every 5-15 readings in one step that moves every channel by as much as a
+fault's spike, so a channel's own residuals and noise scale are made of such steps and a
+two-reading excursion of one channel looks like a short load change. What tells them apart
+is that the other channels did not move. Where a device has relations (the relation
+check's linear fit, ``sentinel.judge.relations``, which applies to single readings as to
+window means), each reading's residuals from it go through the same median and get their
+own noise scale per feature, learnt the same way; from them, the departure of each judged
+feature alone is estimated (``Relations.departures``) and judged as a z-score: a spike of
+the flow moves the flow, pressure and current residuals at once, a load change none. Such
+a hit is a spike like any other, judged against ``relations_k`` instead of ``k`` (its
+``z`` is reported times k / relations_k, so that one limit judges both, and is the larger
+of the two where both judge a reading). A feature is not named while the window's other
+features lie beyond the relation check's ``reach``.
+
 Each device also remembers its recent spikes per feature (``recurring``): at most
 ``recurring_memory`` of them, each the reading's index in the device's own count of judged
 readings and its signed residual. A new spike is normal when at least ``recurring_count``
@@ -54,7 +69,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +78,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from sentinel.config import SpikesConfig
+from sentinel.judge.relations import Relations
 from sentinel.records import SpikeHit
 
 __all__ = ["SpikeCheck", "SpikeHit", "hampel_residuals"]
@@ -127,6 +143,9 @@ class _DeviceNoise:
     # (reading index, feature) -> whether that recent spike was normal, so that the
     # windows after the one that first judged it judge it the same
     normal: dict[tuple[int, int], bool] = field(default_factory=dict)
+    # the same for the device's relation residuals (``_relation_residuals``): their ring
+    # and scale, once the device has relations; its spikes are remembered above
+    point: _DeviceNoise | None = None
 
     @classmethod
     def empty(cls, history: int, n_features: int, memory: int) -> _DeviceNoise:
@@ -223,10 +242,17 @@ class SpikeCheck:
     _parked: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def check(
-        self, stream: str, devices: list[str], values: npt.NDArray[Any]
+        self,
+        stream: str,
+        devices: list[str],
+        values: npt.NDArray[Any],
+        fits: Sequence[Relations | None] = (),
+        reach: float = 0.0,
     ) -> list[SpikeHit | None]:
         """Judge a batch of one stream's windows (B, T, F), in arrival order, then learn
-        from their new readings."""
+        from their new readings. ``fits``: each window's device's relations, where it has
+        them (``RelationCheck.fits``), for the relation residuals; ``reach``: the relation
+        check's, a feature is not named while the window's other features lie beyond it."""
         cfg = self.config
         if not cfg.enabled or len(devices) == 0:
             return [None] * len(devices)
@@ -237,6 +263,7 @@ class SpikeCheck:
         magnitude = np.abs(residuals)
         spread = np.abs(noise[:, interior - fresh :])
         finite = np.asarray(np.isfinite(spread).all(axis=2), dtype=np.bool_)
+        across = _relation_residuals(values, fits, neighbours) if cfg.relations else None
         hits: list[SpikeHit | None] = []
         for i, device in enumerate(devices):
             state = self._devices.get((stream, device))
@@ -250,15 +277,31 @@ class SpikeCheck:
                     self._devices[(stream, device)] = state
             hit = None
             keep: npt.NDArray[np.bool_] = finite[i]
+            z: FloatArray | None = None
+            signed = residuals[i]
             if state.inverse is not None:
                 z = magnitude[i] * state.inverse  # 0 for features not judged
+            fit = fits[i] if across is not None and i < len(fits) else None
+            if fit is not None and state.point is not None and state.point.inverse is not None:
+                assert across is not None
+                point, size = fit.departures(across[0][i], state.point.inverse, fit.inverse > 0)
+                point *= cfg.k / cfg.relations_k  # in units of k: one limit for both
+                if point.max() > cfg.k and reach > 0:  # out of reach: a guess, not named
+                    far = fit.distances(values[i].mean(axis=0, dtype=np.float64)[None])[0]
+                    point[:, far > reach * fit.reach] = 0.0
+                if z is None:
+                    z, signed = point, size
+                elif point.max() > cfg.k:  # rare: only then the two are merged
+                    signed = np.where(point > z, size, signed)
+                    z = np.maximum(z, point)
+            if z is not None:
                 t, f = divmod(int(z.argmax()), z.shape[1])
                 if z[t, f] > cfg.k:  # the common case, no spike, costs no more than this
                     spiking = z[interior - fresh :] > cfg.k
                     keep = keep & ~spiking.any(axis=1)
                     if cfg.recurring:
                         first = state.clock - (interior - fresh)  # interior reading 0's index
-                        z = self._without_normal(state, first, residuals[i], z, spiking)
+                        z = self._without_normal(state, first, signed, z, spiking)
                         t, f = divmod(int(z.argmax()), z.shape[1])
                 if z[t, f] > cfg.k:
                     hit = SpikeHit(
@@ -275,8 +318,20 @@ class SpikeCheck:
                 state.scale is None or state.since >= _RECOMPUTE_EVERY
             ):
                 state.set_scale(_scale(state.ring[: state.filled].astype(np.float64)))
+            if fit is not None and across is not None:
+                self._learn_point(state, np.abs(across[1][i, interior - fresh :])[keep])
             hits.append(hit)
         return hits
+
+    def _learn_point(self, state: _DeviceNoise, rows: FloatArray) -> None:
+        """Learn a device's relation residuals' noise as its readings' (``state.point``)."""
+        cfg = self.config
+        if state.point is None:
+            state.point = _DeviceNoise.empty(cfg.history, rows.shape[1], 1)
+        point = state.point
+        point.add(rows[np.isfinite(rows).all(axis=1)])
+        if point.filled >= cfg.warmup and (point.scale is None or point.since >= _RECOMPUTE_EVERY):
+            point.set_scale(_scale(point.ring[: point.filled].astype(np.float64)))
 
     def _without_normal(
         self,
@@ -313,6 +368,8 @@ class SpikeCheck:
         if config.history != self.config.history:
             for state in self._devices.values():
                 state.resize(config.history)
+                if state.point is not None:
+                    state.point.resize(config.history)
         if config.recurring_memory != self.config.recurring_memory:
             for state in self._devices.values():
                 state.set_memory(config.recurring_memory)
@@ -343,13 +400,13 @@ class SpikeCheck:
         malformed one (the caller reports it and starts afresh)."""
         restored = {}
         for device, data in devices.items():
-            values = [math.nan if v is None else float(v) for v in data["scale"]]
-            if len(values) != n_features or any(v <= 0 for v in values if not math.isnan(v)):
-                raise ValueError(f"spike scale of {device!r} does not fit {n_features} features")
             state = _DeviceNoise.empty(
                 self.config.history, n_features, self.config.recurring_memory
             )
-            state.set_scale(np.asarray(values, dtype=np.float64))
+            state.set_scale(_restored_scale(data["scale"], n_features, device))
+            if "point" in data:  # absent before relation residuals were judged (issue #21)
+                state.point = _DeviceNoise.empty(self.config.history, n_features, 1)
+                state.point.set_scale(_restored_scale(data["point"], n_features, device))
             state.seen = int(data["seen"])
             # absent in snapshots written before spikes were remembered (issue #21)
             state.clock = int(data.get("clock", 0))
@@ -362,6 +419,28 @@ class SpikeCheck:
             restored[(stream, str(device))] = state
         self._devices.update(restored)
         return len(restored)
+
+
+def _relation_residuals(
+    values: npt.NDArray[Any], fits: Sequence[Relations | None], neighbours: int
+) -> tuple[FloatArray, FloatArray] | None:
+    """``hampel_residuals`` of each window's readings' residuals from its device's relation
+    fit (zeros for a window without one; only the residuals of judged features); None when
+    no window has a fit.
+
+    A load change moves every channel of a device at once, in one step at coarse sampling,
+    and the channels' own residuals are made of such steps; the relation residuals are not:
+    what is left of one channel after the others' prediction moves only when it moves
+    alone (issue #21). The fit is linear, so it applies to single readings as it does to
+    window means."""
+    if not any(fit is not None for fit in fits):
+        return None
+    across = np.zeros(values.shape, dtype=np.float64)
+    for i, fit in enumerate(fits):
+        if fit is not None:
+            rows = np.asarray(values[i], dtype=np.float64)
+            across[i] = fit.residuals(rows) * (fit.inverse > 0)
+    return hampel_residuals(across, neighbours)
 
 
 def _periodic(times: list[int], count: int) -> bool:
@@ -380,14 +459,31 @@ def _to_data(state: _DeviceNoise) -> dict[str, Any] | None:
     if state.scale is None:
         return None
     return {
-        "scale": [None if math.isnan(v) else float(v) for v in state.scale],
+        "scale": _scale_data(state.scale),
         "seen": state.seen,
         "clock": state.clock,
         # [reading index, feature, signed residual], oldest first per feature
         "spikes": [
             [at, feature, size] for feature, past in enumerate(state.spikes) for at, size in past
         ],
+        # the relation residuals' scale (absent: none learnt yet)
+        **(
+            {"point": _scale_data(state.point.scale)}
+            if state.point and state.point.scale is not None
+            else {}
+        ),
     }
+
+
+def _scale_data(scale: FloatArray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in scale]
+
+
+def _restored_scale(data: Sequence[float | None], n_features: int, device: str) -> FloatArray:
+    values = [math.nan if v is None else float(v) for v in data]
+    if len(values) != n_features or any(v <= 0 for v in values if not math.isnan(v)):
+        raise ValueError(f"spike scale of {device!r} does not fit {n_features} features")
+    return np.asarray(values, dtype=np.float64)
 
 
 def _scale(magnitudes: FloatArray) -> FloatArray:

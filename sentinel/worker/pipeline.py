@@ -698,7 +698,13 @@ class Pipeline:
             if self.on_scored is not None:
                 self.on_scored(runtime.config.name, len(windows), elapsed)
             self.stats.scored += len(windows)
-        spikes = self._spikes.check(runtime.config.name, [w.device for w in windows], stacked)
+        spikes = self._spikes.check(
+            runtime.config.name,
+            [w.device for w in windows],
+            stacked,
+            self._relations.fits(detector, windows),
+            self._relations.config.reach,
+        )
         levels = self._levels.check(detector, stacked)
         constants = self._constants.check(detector, windows)
         stuck = self._stuck.check(detector, stacked)

@@ -364,3 +364,15 @@ def test_the_stacked_ridge_solves_give_the_weights_of_one_solve_each() -> None:
                 gram[np.ix_(others, others)] + eye, gram[others, j]
             )
         assert np.array_equal(relations._least_squares(gram, n), expected)
+
+
+def test_fits_give_each_window_its_devices_current_fit() -> None:
+    check, pump = trained()
+    windows = as_windows("p1", [pump.window(0.7)]) + as_windows("p2", [pump.window(0.7)])
+    p1, p2 = check.fits(MODEL, windows)
+    assert p1 is check._devices[("pumps", "p1")].fit
+    assert p1 is not None
+    assert p2 is None  # a device not learnt yet
+    # a model that leaves a feature to the constant check: the fit is stale until renewed
+    assert check.fits(ConstantsDetector({3: 20.0}), windows) == [None, None]
+    assert RelationCheck(RelationsConfig(enabled=False), 4).fits(MODEL, windows) == [None, None]

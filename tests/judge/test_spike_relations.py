@@ -1,0 +1,103 @@
+"""The spike check on relation residuals (issue #21): a short excursion of one channel of a
+device whose load moves every channel in steps as large, read once a minute."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sentinel.config import SpikesConfig
+from sentinel.judge.relations import Relations, fit_relations
+from sentinel.judge.spikes import SpikeCheck, SpikeHit
+
+WINDOW, HOP = 32, 4
+SIGMA = np.array([0.4, 0.03, 0.1])  # flow, pressure, current
+
+
+def stepped(n: int, seed: int) -> np.ndarray:
+    """(n, 3) readings of a pump whose drive jumps between loads every 5-15 readings:
+    flow, pressure and current all follow the load, each with its own noise."""
+    rng = np.random.default_rng(seed)
+    load = np.empty(n)
+    at = 0
+    while at < n:
+        hold = int(rng.integers(5, 16))
+        load[at : at + hold] = rng.choice([0.55, 0.75, 0.95])
+        at += hold
+    clean = np.column_stack([50 * load, 1 + 3 * load, 2 + 10 * load])
+    return clean + SIGMA * rng.standard_normal((n, 3))
+
+
+def windows(series: np.ndarray) -> np.ndarray:
+    return np.stack([series[i : i + WINDOW] for i in range(0, len(series) - WINDOW + 1, HOP)])
+
+
+def relations(series: np.ndarray) -> Relations:
+    means = windows(series).mean(axis=1)
+    noise = SIGMA / np.sqrt(WINDOW)
+    fit = fit_relations(means, noise, 0.995, block=WINDOW // HOP)
+    assert fit is not None
+    return fit
+
+
+def judge(check: SpikeCheck, series: np.ndarray, fit: Relations | None) -> list[SpikeHit | None]:
+    batch = windows(series)
+    fits = [fit] * len(batch) if fit is not None else ()
+    return check.check("pump", ["p1"] * len(batch), batch, fits, reach=1.0)
+
+
+def excursion() -> tuple[np.ndarray, int]:
+    """A fresh stretch with a two-reading excursion of the flow alone: 8 x its noise's
+    scale in pump terms (about the spike of the simulated fleet), smaller than one step
+    of the load."""
+    series = stepped(600, seed=7)
+    at = 300
+    series[at : at + 2, 0] += 8.0
+    return series, at
+
+
+def found(hits: list[SpikeHit | None]) -> list[tuple[int, SpikeHit]]:
+    return [(i, h) for i, h in enumerate(hits) if h is not None]
+
+
+def test_an_excursion_of_one_channel_among_load_steps_is_a_spike_on_it() -> None:
+    learnt = stepped(3000, seed=1)
+    fit = relations(learnt)
+    series, at = excursion()
+
+    alone = SpikeCheck(SpikesConfig(), HOP)
+    judge(alone, learnt, None)
+    # Its own readings' noise is made of the load's steps: the excursion looks like one.
+    assert found(judge(alone, series, None)) == []
+
+    check = SpikeCheck(SpikesConfig(), HOP)
+    assert found(judge(check, learnt, fit)) == []  # load steps are normal
+    hits = found(judge(check, series, fit))
+    assert hits, "the excursion was not found"
+    for i, hit in hits:
+        assert hit.feature == 0
+        assert at <= i * HOP + WINDOW - 1 - hit.age <= at + 1  # the readings it points at
+
+
+def test_off_the_relation_residuals_are_not_judged() -> None:
+    learnt = stepped(3000, seed=1)
+    fit = relations(learnt)
+    check = SpikeCheck(SpikesConfig(relations=False), HOP)
+    judge(check, learnt, fit)
+    series, _ = excursion()
+    assert found(judge(check, series, fit)) == []
+
+
+def test_the_relation_residuals_scale_survives_a_snapshot() -> None:
+    learnt = stepped(3000, seed=1)
+    fit = relations(learnt)
+    check = SpikeCheck(SpikesConfig(), HOP)
+    judge(check, learnt, fit)
+    saved = check.snapshot("pump")
+    assert "point" in saved["p1"]
+    fresh = SpikeCheck(SpikesConfig(), HOP)
+    assert fresh.restore("pump", saved, 3) == 1
+    series, _ = excursion()
+    assert any(h.feature == 0 for _, h in found(judge(fresh, series, fit)))
+    # a snapshot from before relation residuals were judged still restores
+    older = {"p1": {k: v for k, v in saved["p1"].items() if k != "point"}}
+    assert SpikeCheck(SpikesConfig(), HOP).restore("pump", older, 3) == 1
