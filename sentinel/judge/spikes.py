@@ -287,8 +287,18 @@ class SpikeCheck:
                 point, size = fit.departures(across[0][i], state.point.inverse, fit.inverse > 0)
                 point *= cfg.k / cfg.relations_k  # in units of k: one limit for both
                 if point.max() > cfg.k and reach > 0:  # out of reach: a guess, not named
-                    far = fit.distances(values[i].mean(axis=0, dtype=np.float64)[None])[0]
-                    point[:, far > reach * fit.reach] = 0.0
+                    # The window's means, except for the features the fit uses but does
+                    # not judge (commands, set points), taken reading by reading: a command
+                    # sent as a one-reading pulse is 1/32 in a window mean and 1 at its
+                    # reading, far beyond every learnt mean, where the linear fit
+                    # extrapolated is no prediction (issue #21, command-driven telemetry).
+                    window = np.asarray(values[i], dtype=np.float64)
+                    rows = np.broadcast_to(window.mean(axis=0), (interior, window.shape[1]))
+                    stepped = fit.inverse == 0
+                    if stepped.any():
+                        own = window[neighbours : neighbours + interior]
+                        rows = np.where(stepped, own, rows)
+                    point[fit.distances(rows) > reach * fit.reach] = 0.0
                 if z is None:
                     z, signed = point, size
                 elif point.max() > cfg.k:  # rare: only then the two are merged

@@ -101,3 +101,40 @@ def test_the_relation_residuals_scale_survives_a_snapshot() -> None:
     # a snapshot from before relation residuals were judged still restores
     older = {"p1": {k: v for k, v in saved["p1"].items() if k != "point"}}
     assert SpikeCheck(SpikesConfig(), HOP).restore("pump", older, 3) == 1
+
+
+def commanded(n: int, seed: int) -> np.ndarray:
+    """(n, 3) readings of a telemetry channel moved between two levels by commands sent as
+    one-reading pulses on two command channels, every 30-90 readings, as spacecraft data
+    comes: the channel settles at the commanded level over a few readings."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 3))
+    level, at, which = 0.0, 10, 1
+    for t in range(n):
+        if t == at:
+            out[t, which] = 1.0
+            level = 1.0 if which == 1 else -1.0
+            at, which = t + int(rng.integers(30, 91)), 3 - which
+        previous = out[t - 1, 0] if t else 0.0
+        out[t, 0] = previous + (level - previous) / 4
+    out[:, 0] += 0.03 * rng.standard_normal(n)
+    return out
+
+
+def test_a_command_pulse_is_no_departure_from_the_relations() -> None:
+    """Issue #21: the relations are fitted on window means, where a pulse is 1/32; at the
+    pulse's own reading its channel is 1, far beyond every learnt window mean, so the fit
+    extrapolated there predicts nothing and the reading must not be judged by it."""
+    learnt = commanded(3000, seed=1)
+    learnt_windows = windows(learnt)
+    means = learnt_windows.mean(axis=1)
+    noise = learnt_windows.std(axis=1).mean(axis=0) / np.sqrt(WINDOW)
+    # as the relation check learns them: the commands move in a quarter of the windows,
+    # so they predict the channel but are not judged themselves
+    moving = (learnt_windows.max(axis=1) != learnt_windows.min(axis=1)).mean(axis=0)
+    fit = fit_relations(means, noise, 0.995, block=WINDOW // HOP, moving=moving)
+    assert fit is not None
+    assert fit.inverse[1:].tolist() == [0.0, 0.0]
+    check = SpikeCheck(SpikesConfig(), HOP)
+    judge(check, learnt, fit)
+    assert found(judge(check, commanded(1200, seed=2), fit)) == []
