@@ -90,13 +90,6 @@ _PRIOR_LEVELS = 8  # re-baselines a device can undo one by one (``_revert``)
 # window (``_sorted_normal``): a device in an anomaly learns nothing, so its windows reuse
 # one sort; bounded, at ~16 KB a device with the default history.
 _SORTED_KEPT = 64
-# An excursion has passed when the device's last _RETURN_WINDOWS normal windows, none of
-# them after an anomalous one, have a median within _RETURN_RATIO of the median before it.
-_RETURN_WINDOWS = 16
-_RETURN_RATIO = 1.5
-# ... and forgets what it learnt only when that many of its windows were anomalous: a fault
-# an alert would have been opened for, not a window of noise over the threshold.
-_FAULT_WINDOWS = 4
 
 
 def calibration_threshold(quantiles: Mapping[str, float], config: ThresholdConfig) -> float:
@@ -167,14 +160,6 @@ class _DeviceThreshold:
     # threshold that factor gave (``_revert``)
     prior: list[tuple[float, float, float]] = field(default_factory=list)
     below_since: float | None = None  # since when every window scored under that threshold
-    # quantile: an excursion of the score in progress (``_forget_passed``): since when
-    # (event time), the normal level before it, how many normal windows it has learnt and
-    # how many windows since its last anomalous one
-    excursion_since: float | None = None
-    excursion_base: float = 0.0
-    excursion_learnt: int = 0
-    excursion_quiet: int = 0
-    excursion_anomalous: int = 0
 
 
 @dataclass
@@ -271,8 +256,6 @@ class ThresholdBank:
                 state.quantile.update(normalised)
                 state.recent.append(normalised)
                 state.normal_seen += 1
-            if learn:
-                self._forget_passed(key, state, score, is_anomaly, forced)
             warm = self._warm(state)
             exceedance = 1.0
             if is_anomaly:
@@ -426,83 +409,6 @@ class ThresholdBank:
         }
         self._events.append(AuditEvent(key[0], key[1], ts, "threshold_rebaseline_reverted", detail))
         log.info("threshold_rebaseline_reverted", stream=key[0], device=key[1], at=ts, **detail)
-
-    def _forget_passed(
-        self,
-        key: tuple[str, str],
-        state: _DeviceThreshold,
-        score: Score,
-        is_anomaly: bool,
-        forced: bool,
-    ) -> None:
-        """Take back what the quantile learnt during an excursion of the score once the
-        device is back at its level from before it.
-
-        A fault's windows hover about the threshold: those under it are learnt as normal,
-        and a rolling 0.995 quantile of a few hundred windows rises with a handful of them
-        -- the threshold climbs on the fault and stays there for ``history`` windows, blind
-        to the same fault's next occurrence (issue #21: the synthetic ``amplitude_change``
-        and ``frequency_change`` each missed their second, identical event). Learning them
-        is right while it lasts, so a lasting new level is accepted (the synthetic
-        ``level_shift_new_normal``), but a passing fault must not teach the threshold. So
-        an excursion starts at a window anomalous by its score; once the last
-        ``_RETURN_WINDOWS`` normal windows, none after an anomalous one, have a median within
-        ``_RETURN_RATIO`` of the median before it, it has passed and every window learnt
-        since its start (and the ``_RETURN_WINDOWS`` before it, its lead-in) is forgotten.
-        One that has not passed within ``rebaseline_after`` is the device's new normal and
-        is kept."""
-        ts = score.window.end_ts
-        if is_anomaly and not forced:
-            if state.excursion_since is None:
-                if len(state.recent) < _MIN_REFERENCE:
-                    return
-                state.excursion_since = ts
-                values = state.recent.values()
-                # A fault's first windows often score under the threshold before one scores
-                # over it: the last _RETURN_WINDOWS learnt are taken for its lead-in.
-                state.excursion_base = float(np.median(values[:-_RETURN_WINDOWS]))
-                state.excursion_learnt = _RETURN_WINDOWS
-                state.excursion_anomalous = 0
-            state.excursion_quiet = 0
-            state.excursion_anomalous += 1
-            return
-        if state.excursion_since is None:
-            return
-        if ts - state.excursion_since > self.rebaseline_after(key[0]):
-            state.excursion_since = None  # it lasted: a new normal
-            return
-        if is_anomaly or forced:
-            return
-        state.excursion_learnt += 1
-        state.excursion_quiet += 1
-        if state.excursion_quiet < _RETURN_WINDOWS:
-            return
-        values = state.recent.values()
-        if np.median(values[-_RETURN_WINDOWS:]) > _RETURN_RATIO * state.excursion_base:
-            return
-        # The windows that showed the return go too: the first of them still held the
-        # excursion's last readings.
-        forget = min(state.excursion_learnt, len(values))
-        since = state.excursion_since
-        state.excursion_since = None
-        if state.excursion_anomalous < _FAULT_WINDOWS:
-            return  # a blip of noise, not a fault: what it learnt stays
-        kept = values[: len(values) - forget]
-        state.recent = FloatHistory(self.config.history, kept)
-        state.quantile = stats.RollingQuantile(
-            self.config.quantile, window_size=self.config.history
-        )
-        for value in kept:
-            state.quantile.update(float(value))
-        state.normal_seen = max(0, state.normal_seen - forget)
-        log.info(
-            "threshold_excursion_forgotten",
-            stream=key[0],
-            device=key[1],
-            at=ts,
-            since=since,
-            windows=forget,
-        )
 
     def _new_watch(self, rebaseline_after: float) -> LevelShiftWatch:
         cfg = self.config
