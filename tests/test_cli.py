@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sentinel.cli.main import main, parse_since
+from sentinel.cli.models import _show_fields
 from sentinel.model import ModelRegistry
 from sentinel.records import Alert, AlertStatus, FeatureContribution, WriteBatch
 from sentinel.store import AlertStore
@@ -377,3 +378,19 @@ def test_a_schema_behind_this_version_asks_for_a_migration(
     assert "run `sentinel migrate`" in err
     assert main(["migrate", "--database", database_url]) == 0
     assert main(["alerts", "list", "--database", database_url]) == 0
+
+
+def test_models_show_names_the_features_read_but_not_scored() -> None:
+    out = {
+        "version": "v1",
+        "stream": "oven",
+        "active": True,
+        "status": {},
+        "meta": {
+            "features": ["setpoint", "temperature"],
+            "stepped_features": ["setpoint"],
+            "window": 32,
+        },
+    }
+    shown = dict(_show_fields(out, previous=False))
+    assert "(read, not scored: setpoint)" in shown["features"]

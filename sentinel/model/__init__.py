@@ -23,6 +23,7 @@ from sentinel.model.train import (
     CONSTANT_FEATURE_HINT,
     constant_features,
     make_windows,
+    stepped_features,
     train_detector,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "load_detector",
     "make_windows",
     "resolve_device",
+    "stepped_features",
     "train_detector",
     "training_options",
 ]

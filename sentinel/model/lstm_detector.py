@@ -99,6 +99,10 @@ class LstmMeta(DetectorMeta):
     # that), so the model sees them at their training value and they take no part in the
     # score; the constant check (sentinel.judge.constants) judges them by any departure.
     constant_features: dict[str, float] = field(default_factory=dict)
+    # Features that held their value for longer than a window between steps in training
+    # (set points, commands; ``sentinel.model.train.stepped_features``): an input like any
+    # other, but no part of the score -- their one-step error is zero or an unannounced step.
+    stepped_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -130,6 +134,9 @@ class LstmMeta(DetectorMeta):
             raise ModelError(f"constant_features {sorted(unknown)} are not among the features")
         if not all(np.isfinite(v) for v in self.constant_features.values()):
             raise ModelError("constant_features must hold finite values")
+        unknown = set(self.stepped_features) - set(self.features)
+        if unknown:
+            raise ModelError(f"stepped_features {sorted(unknown)} are not among the features")
 
     @property
     def relative_indices(self) -> tuple[int, ...]:
@@ -138,6 +145,11 @@ class LstmMeta(DetectorMeta):
     @property
     def constant_indices(self) -> tuple[int, ...]:
         return tuple(self.features.index(name) for name in self.constant_features)
+
+    @property
+    def unscored_indices(self) -> tuple[int, ...]:
+        """The features the score leaves out: constant in training, or stepped."""
+        return (*self.constant_indices, *(self.features.index(n) for n in self.stepped_features))
 
     def constant_values(self) -> dict[int, float]:
         """Feature index -> value, for the features constant in the training data."""
@@ -162,6 +174,7 @@ class LstmMeta(DetectorMeta):
             "relative_centre": self.relative_centre,
             "score_steps": self.score_steps,
             "constant_features": dict(self.constant_features),
+            "stepped_features": list(self.stepped_features),
         }
         if self.levels is not None:
             data["levels"] = self.levels.to_dict()
@@ -199,6 +212,11 @@ class LstmMeta(DetectorMeta):
                     obj.get("constant_features", {}), "constant_features"
                 ).items()
             },
+            # Optional: models saved before it existed score every non-constant feature.
+            "stepped_features": tuple(
+                string(v, "stepped_features")
+                for v in as_list(obj, "stepped_features", "stepped_features")
+            ),
         }
 
 
@@ -390,7 +408,7 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
             return None
         if not parts:
             return np.zeros((0, 0, len(meta.features)), dtype=np.float64)
-        floor, judged = score_floor(meta.calibration.feature_mean_errors, meta.constant_indices)
+        floor, judged = score_floor(meta.calibration.feature_mean_errors, meta.unscored_indices)
         ratios: Float64Array = np.where(judged, np.concatenate(parts) / floor, 0.0)
         return ratios
 
@@ -405,7 +423,7 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
             empty = np.zeros((0, len(meta.features)), dtype=np.float64)
             return np.zeros(0, dtype=np.float64), empty
         errors = np.concatenate(parts)
-        scores = window_scores(errors, meta.calibration.feature_mean_errors, meta.constant_indices)
+        scores = window_scores(errors, meta.calibration.feature_mean_errors, meta.unscored_indices)
         return scores, errors
 
     def constant_values(self) -> dict[int, float]:

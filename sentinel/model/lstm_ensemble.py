@@ -169,7 +169,7 @@ class LstmEnsembleDetector(Detector):
         a score is the worst feature's combined ratio over its normal on held-back data."""
         combined = combine_ratios(*self.member_ratios(windows), self._meta.combine)
         meta = self._meta
-        skip = self._forecaster.meta.constant_indices
+        skip = self._forecaster.meta.unscored_indices
         return window_scores(combined, meta.calibration.feature_mean_errors, skip), combined
 
     def levels(self, windows: np.ndarray) -> Float64Array | None:
@@ -239,7 +239,7 @@ class LstmEnsembleDetector(Detector):
             how,
         )
         calibration = Calibration.from_errors(
-            combined, forecaster.meta.constant_indices, robust=True
+            combined, forecaster.meta.unscored_indices, robust=True
         )
         now = datetime.now(UTC)
         version = new_version(now)
@@ -327,7 +327,7 @@ def _ratios(member: LstmDetector[Any, Any], errors: Float64Array) -> Float64Arra
     """A member's (B, F) errors over its floored normal error, as its own score divides
     them (``window_scores``); 0 for the features it does not judge."""
     meta = member.meta
-    floor, judged = score_floor(meta.calibration.feature_mean_errors, meta.constant_indices)
+    floor, judged = score_floor(meta.calibration.feature_mean_errors, meta.unscored_indices)
     ratios: Float64Array = np.where(judged, errors / floor, 0.0)
     return ratios
 

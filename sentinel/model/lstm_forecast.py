@@ -255,9 +255,8 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             progress=progress,
             stop=stop,
         )
-        constants = prepared.constants
         calibration = Calibration.from_errors(
-            held_back(steps), [features.index(name) for name in constants], robust=True
+            held_back(steps), prepared.unscored(features), robust=True
         )
         now = datetime.now(UTC)
         meta = LstmForecastMeta(
@@ -278,7 +277,8 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             levels=prepared.levels,
             stuck=prepared.stuck,
             interval=options.interval,
-            constant_features=constants,
+            constant_features=prepared.constants,
+            stepped_features=prepared.stepped,
         )
         log.info(
             "training_finished",

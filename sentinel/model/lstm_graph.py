@@ -44,7 +44,7 @@ class LstmScoringGraph(nn.Module, ABC):
         super().__init__()
         self.register_buffer("mean", torch.from_numpy(np.array(meta.scaler.mean)))
         self.register_buffer("scale", torch.from_numpy(np.array(meta.scaler.scale)))
-        baseline, judged = score_floor(meta.calibration.feature_mean_errors, meta.constant_indices)
+        baseline, judged = score_floor(meta.calibration.feature_mean_errors, meta.unscored_indices)
         self.register_buffer("baseline", torch.from_numpy(baseline.astype(np.float32)))
         self.register_buffer("judged", torch.from_numpy(judged.astype(np.float32)))
         # 1 for features constant in training, held at their scaled training value

@@ -10,7 +10,7 @@ import copy
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -47,6 +47,7 @@ __all__ = [
     "fit_module",
     "make_windows",
     "prepare_training",
+    "stepped_features",
     "train_detector",
     "training_record",
 ]
@@ -84,6 +85,47 @@ def constant_features(segments: Sequence[np.ndarray], features: Sequence[str]) -
     mean, std = rows.mean(axis=0), rows.std(axis=0)
     flat = std <= _CONSTANT_SPREAD * np.maximum(1.0, np.abs(mean))
     return {name: float(mean[i]) for i, name in enumerate(features) if flat[i]}
+
+
+def stepped_features(
+    segments: Sequence[np.ndarray],
+    features: Sequence[str],
+    window: int,
+    constants: Container[str] = (),
+) -> tuple[str, ...]:
+    """The features that hold their value for longer than a window between changes, on
+    average, in the training data: set points, operators' commands, modes, slow counters.
+
+    A one-step forecast of such a feature is exact except at its steps, which nothing in
+    the readings before them announces (an operator moves a set point when they choose), so
+    its normal error is about zero and its every step scores the step's square over that:
+    the worst feature of the window by far. The threshold then learns the steps of training,
+    so a larger step than most alerts, and the error of the features that respond to the
+    steps -- where a fault would show -- sits far below it (issue #21, the synthetic
+    ``setpoint_steps``: a normal 10-degree step alerted, a temperature 3 degrees off its
+    set point for 150 readings did not). So the model still reads them, as inputs, but
+    leaves them out of its score (``LstmMeta.stepped_features``); their levels, spikes and
+    frozen runs are still judged by the other checks. Changes are counted within each
+    segment (a gap between segments is no step). Kept in the score when no other feature
+    would be left there: a stream of one stepped channel is judged by its steps or not at
+    all. Constant features (``constants``) are left out of the score already.
+    """
+    names = [name for name in features if name not in constants]
+    changes = np.zeros(len(features), dtype=np.int64)
+    pairs = 0
+    for segment in segments:
+        rows = np.asarray(segment, dtype=np.float64)
+        if len(rows) < 2:
+            continue
+        changes += (np.diff(rows, axis=0) != 0).sum(axis=0)
+        pairs += len(rows) - 1
+    if pairs == 0:
+        return ()
+    counts = {name: int(changes[features.index(name)]) for name in names}
+    stepped = tuple(name for name, count in counts.items() if count > 0 and count * window < pairs)
+    if len(stepped) == len(names):
+        return ()
+    return stepped
 
 
 def make_windows(data: np.ndarray, window: int, stride: int) -> np.ndarray:
@@ -159,6 +201,9 @@ class TrainingData:
     lengths: tuple[int, ...]
     n_windows: int
     constants: dict[str, float]
+    # Features that hold their value for longer than a window between changes: read by the
+    # model, left out of its score (``stepped_features``)
+    stepped: tuple[str, ...]
     scaler: Scaler
     levels: LevelStats
     # Longest run of identical raw readings per feature (sentinel.model.stuck)
@@ -179,6 +224,10 @@ class TrainingData:
         on one preparation (``sentinel.model.lstm_ensemble``) takes a fresh copy and trains
         exactly as it would alone."""
         return replace(self, train_starts=self.train_starts.copy(), rng=copy.deepcopy(self.rng))
+
+    def unscored(self, features: Sequence[str]) -> list[int]:
+        """Indices of the features the model's score leaves out: constant or stepped."""
+        return [features.index(name) for name in (*self.constants, *self.stepped)]
 
     def gather(self, batch_starts: IntArray) -> torch.Tensor:
         index = torch.from_numpy(batch_starts).to(self.data.device).unsqueeze(1) + self.offsets
@@ -229,6 +278,15 @@ def prepare_training(
             value=value,
             hint=CONSTANT_FEATURE_HINT,
         )
+    stepped = stepped_features(segments, features, window, constants)
+    for name in stepped:
+        log.info(
+            "training_feature_stepped",
+            stream=stream,
+            feature=name,
+            hint="it holds its value between steps nothing announces (a set point, a "
+            "command): the model reads it but leaves it out of its score",
+        )
     relative = _with_drifting(segments, options, constants)
     rel_idx = [features.index(name) for name in relative]
     scaler = _fit_scaler(rows, segments, window, rel_idx)
@@ -257,6 +315,7 @@ def prepare_training(
         lengths=tuple(lengths),
         n_windows=len(starts),
         constants=constants,
+        stepped=stepped,
         scaler=scaler,
         levels=levels,
         stuck=stuck,
@@ -445,10 +504,7 @@ def fit_autoencoder(
     _, feature_errors = _errors(
         module, gather, val_starts, config.score_batch_max, config.score_steps
     )
-    constants = prepared.constants
-    calibration = Calibration.from_errors(
-        feature_errors, [features.index(name) for name in constants]
-    )
+    calibration = Calibration.from_errors(feature_errors, prepared.unscored(features))
 
     now = datetime.now(UTC)
     training = training_record(prepared, fit, started, config.seed, first_ts, last_ts)
@@ -470,7 +526,8 @@ def fit_autoencoder(
         levels=prepared.levels,
         stuck=prepared.stuck,
         interval=options.interval,
-        constant_features=constants,
+        constant_features=prepared.constants,
+        stepped_features=prepared.stepped,
     )
     log.info(
         "training_finished",

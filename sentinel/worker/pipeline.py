@@ -11,6 +11,7 @@ two passes.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -975,7 +976,13 @@ class Pipeline:
         self._thresholds.set_model(stream.name, calibration.quantiles, calibration.scores, interval)
         self._alerts.intervals[stream.name] = interval
         runtime.windows.set_interval(interval)
-        runtime.baseline = tuple(calibration.feature_mean_errors)
+        # An alert's contributions leave out the features the score leaves out: a set
+        # point's step is no evidence against it (sentinel.model.train.stepped_features).
+        unscored = set(getattr(detector.meta, "unscored_indices", ()))
+        runtime.baseline = tuple(
+            math.inf if i in unscored else error
+            for i, error in enumerate(calibration.feature_mean_errors)
+        )
         runtime.detector = detector
         runtime.cold_start = None
 

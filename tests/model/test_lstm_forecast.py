@@ -162,6 +162,32 @@ def test_features_constant_in_training_are_left_out_of_the_score() -> None:
     np.testing.assert_array_equal(detector.score(moved)[0], detector.score(flat)[0])
 
 
+def test_a_stepped_feature_is_read_but_left_out_of_the_score(tmp_path: Path) -> None:
+    """A set point holding its value for hundreds of readings between steps: an input, but
+    its steps, which no reading before them announces, take no part in the score."""
+    rows = series(900)
+    setpoint = np.repeat(np.array([40.0, 45.0, 40.0, 50.0, 45.0, 40.0], np.float32), 150)
+    stepped = np.column_stack([rows, setpoint])
+    detector = LstmForecastDetector.train([stepped], options(("a", "b", "set")), device=CPU)
+    assert detector.meta.stepped_features == ("set",)
+    assert detector.constant_values() == {}
+    windows = normal_windows(10)
+    flat = np.concatenate([windows, np.full((len(windows), WINDOW, 1), 45.0, np.float32)], 2)
+    step = flat.copy()
+    step[:, -4:, 2] = 55.0  # a larger step than training saw
+    scores = detector.score(step)[0]
+    # The other channels' predictions move a little with the input; the step scores nothing.
+    assert scores.max() < 3 * detector.score(flat)[0].max()
+    ratios = detector.step_ratios(step)
+    assert ratios is not None
+    assert not ratios[:, :, 2].any()
+    detector.save(tmp_path)
+    loaded = load_detector(tmp_path, CPU)
+    assert isinstance(loaded, LstmForecastDetector)
+    assert loaded.meta.stepped_features == ("set",)
+    np.testing.assert_array_equal(loaded.score(step)[0], scores)
+
+
 def test_save_and_load_give_identical_scores(trained: LstmForecastDetector, tmp_path: Path) -> None:
     trained.save(tmp_path / "m")
     again = load_detector(tmp_path / "m", CPU)

@@ -14,6 +14,7 @@ from sentinel.model import (
     TrainOptions,
     constant_features,
     make_windows,
+    stepped_features,
     train_detector,
     training_options,
 )
@@ -471,3 +472,20 @@ def test_constant_features_are_those_flat_beside_their_own_magnitude() -> None:
     assert list(found) == ["stuck", "big"]
     assert found["stuck"] == 7.0
     assert abs(found["big"] - 1000.0) < 1e-3
+
+
+def test_stepped_features_hold_their_value_longer_than_a_window_between_changes() -> None:
+    rng = np.random.default_rng(0)
+    noisy = rng.normal(size=600)
+    setpoint = np.repeat([40.0, 45.0, 40.0, 50.0], 150)
+    counts = rng.poisson(3.0, 600).astype(float)  # changes most readings: not stepped
+    flag = np.zeros(600)
+    rows = np.column_stack([noisy, setpoint, counts, flag])
+    names = ("noisy", "setpoint", "counts", "flag")
+    # flag is constant: the constant check's, not a stepped feature
+    assert stepped_features([rows], names, 32, ("flag",)) == ("setpoint",)
+    # a step between two segments is no step: each segment alone is flat
+    halves = [rows[:150], rows[150:300]]
+    assert stepped_features(halves, names, 32, ("flag",)) == ()
+    # nothing else would be left in the score: the stepped channel stays in it
+    assert stepped_features([rows[:, [1, 3]]], ("setpoint", "flag"), 32, ("flag",)) == ()
