@@ -299,6 +299,12 @@ class SpikeCheck:
                         own = window[neighbours : neighbours + interior]
                         rows = np.where(stepped, own, rows)
                     point[fit.distances(rows) > reach * fit.reach] = 0.0
+                    if stepped.any():
+                        # Nor where such a feature stepped within the reading's span: what
+                        # follows a set point's step (a temperature's lag) is a response the
+                        # linear, instantaneous fit cannot follow, not a departure.
+                        spans = sliding_window_view(window[:, stepped], 2 * neighbours + 1, 0)
+                        point[(spans.max(axis=-1) != spans.min(axis=-1)).any(axis=1)] = 0.0
                 if z is None:
                     z, signed = point, size
                 elif point.max() > cfg.k:  # rare: only then the two are merged

@@ -138,3 +138,45 @@ def test_a_command_pulse_is_no_departure_from_the_relations() -> None:
     check = SpikeCheck(SpikesConfig(), HOP)
     judge(check, learnt, fit)
     assert found(judge(check, commanded(1200, seed=2), fit)) == []
+
+
+def set_point(n: int, seed: int, levels: tuple[float, ...]) -> np.ndarray:
+    """(n, 2) a set point stepping among ``levels`` every 150-400 readings and the
+    temperature following it with a lag of 20 readings."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 2))
+    at, level = 0, levels[0]
+    while at < n:
+        hold = int(rng.integers(150, 400))
+        out[at : at + hold, 0] = level
+        at += hold
+        level = float(rng.choice([v for v in levels if v != level]))
+    out[0, 1] = out[0, 0]
+    for t in range(1, n):
+        out[t, 1] = out[t - 1, 1] + (out[t, 0] - out[t - 1, 1]) / 20
+    out[:, 1] += 0.1 * rng.standard_normal(n)
+    return out
+
+
+def fitted(series: np.ndarray) -> Relations:
+    """The relations as the relation check learns them, step-like features found."""
+    learnt_windows = windows(series)
+    noise = learnt_windows.std(axis=1).mean(axis=0) / np.sqrt(WINDOW)
+    moving = (learnt_windows.max(axis=1) != learnt_windows.min(axis=1)).mean(axis=0)
+    fit = fit_relations(
+        learnt_windows.mean(axis=1), noise, 0.995, block=WINDOW // HOP, moving=moving
+    )
+    assert fit is not None
+    return fit
+
+
+def test_the_lag_after_a_set_point_step_is_no_departure() -> None:
+    """Issue #21: the fit is instantaneous; the temperature's lag behind a step of its set
+    point (a larger step than most in training) is a response, not a departure."""
+    learnt = set_point(4000, 1, (40.0, 45.0, 50.0, 55.0))
+    fit = fitted(learnt)
+    assert fit.inverse[0] == 0.0  # the set point predicts, is not judged
+    check = SpikeCheck(SpikesConfig(), HOP)
+    judge(check, learnt, fit)
+    fresh = set_point(1500, 11, (40.0, 55.0))  # every step 15 degrees, the largest learnt
+    assert found(judge(check, fresh, fit)) == []
