@@ -172,6 +172,11 @@ class Relations:
         explained = np.where(named, (seen @ directions) ** 2 / np.where(named, norms, 1.0), -1.0)
         return int(explained.argmax())
 
+    @property
+    def judged(self) -> int:
+        """How many features the fit judges."""
+        return int((self.inverse > 0).sum())
+
     def departures(
         self, residuals: FloatArray, inverse: FloatArray, named: npt.NDArray[np.bool_]
     ) -> tuple[FloatArray, FloatArray]:

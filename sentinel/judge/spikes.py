@@ -90,6 +90,7 @@ _Z_CAP = 1e30  # stands in for an infinite z (a residual that overflowed)
 # may drift by a reading or so at coarse sampling, random spikes hardly ever line up so.
 _PERIOD_TOLERANCE = 0.05
 _FIRST_ROWS = 64  # a device's first residual ring; it doubles up to ``history``
+_DEPARTURE_FEATURES = 3  # judged features a device's relations need for per-reading departures
 _RECOMPUTE_EVERY = 32  # accepted readings between scale updates (a median costs ~0.1 ms)
 
 FloatArray = npt.NDArray[np.float64]
@@ -263,6 +264,10 @@ class SpikeCheck:
         magnitude = np.abs(residuals)
         spread = np.abs(noise[:, interior - fresh :])
         finite = np.asarray(np.isfinite(spread).all(axis=2), dtype=np.bool_)
+        # Which one feature left the others needs at least two others to agree it was not
+        # them: with two judged features, a departure of either moves both residuals, and a
+        # daily pulse on a counter was named as a departure of the load beside it.
+        fits = [f if f is not None and f.judged >= _DEPARTURE_FEATURES else None for f in fits]
         across = _relation_residuals(values, fits, neighbours) if cfg.relations else None
         hits: list[SpikeHit | None] = []
         for i, device in enumerate(devices):
@@ -299,12 +304,6 @@ class SpikeCheck:
                         own = window[neighbours : neighbours + interior]
                         rows = np.where(stepped, own, rows)
                     point[fit.distances(rows) > reach * fit.reach] = 0.0
-                    if stepped.any():
-                        # Nor where such a feature stepped within the reading's span: what
-                        # follows a set point's step (a temperature's lag) is a response the
-                        # linear, instantaneous fit cannot follow, not a departure.
-                        spans = sliding_window_view(window[:, stepped], 2 * neighbours + 1, 0)
-                        point[(spans.max(axis=-1) != spans.min(axis=-1)).any(axis=1)] = 0.0
                 if z is None:
                     z, signed = point, size
                 elif point.max() > cfg.k:  # rare: only then the two are merged

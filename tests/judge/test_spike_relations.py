@@ -104,7 +104,7 @@ def test_the_relation_residuals_scale_survives_a_snapshot() -> None:
 
 
 def commanded(n: int, seed: int) -> np.ndarray:
-    """(n, 3) readings of a telemetry channel moved between two levels by commands sent as
+    """(n, 5) readings of a telemetry channel moved between two levels by commands sent as
     one-reading pulses on two command channels, every 30-90 readings, as spacecraft data
     comes: the channel settles at the commanded level over a few readings."""
     rng = np.random.default_rng(seed)
@@ -118,7 +118,18 @@ def commanded(n: int, seed: int) -> np.ndarray:
         previous = out[t - 1, 0] if t else 0.0
         out[t, 0] = previous + (level - previous) / 4
     out[:, 0] += 0.03 * rng.standard_normal(n)
-    return out
+    return with_followers(out, rng, 0.03)
+
+
+def with_followers(out: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Two more channels that follow channel 0 with lags of their own (the zones of a
+    furnace): three judged features, so departures are judged at all, whose transients
+    after a step differ."""
+    follow = np.empty((len(out), 2))
+    follow[0] = out[0, 0]
+    for t in range(1, len(out)):
+        follow[t] = follow[t - 1] + (out[t, 0] - follow[t - 1]) / np.array([3.0, 12.0])
+    return np.column_stack([out, follow + sigma * rng.standard_normal(follow.shape)])
 
 
 def test_a_command_pulse_is_no_departure_from_the_relations() -> None:
@@ -134,15 +145,16 @@ def test_a_command_pulse_is_no_departure_from_the_relations() -> None:
     moving = (learnt_windows.max(axis=1) != learnt_windows.min(axis=1)).mean(axis=0)
     fit = fit_relations(means, noise, 0.995, block=WINDOW // HOP, moving=moving)
     assert fit is not None
-    assert fit.inverse[1:].tolist() == [0.0, 0.0]
+    assert fit.inverse[1:3].tolist() == [0.0, 0.0]
+    assert fit.judged == 3
     check = SpikeCheck(SpikesConfig(), HOP)
     judge(check, learnt, fit)
     assert found(judge(check, commanded(1200, seed=2), fit)) == []
 
 
 def set_point(n: int, seed: int, levels: tuple[float, ...]) -> np.ndarray:
-    """(n, 2) a set point stepping among ``levels`` every 150-400 readings and the
-    temperature following it with a lag of 20 readings."""
+    """(n, 4): a temperature following, with a lag of 20 readings, its set point that
+    steps among ``levels`` every 150-400 readings (column 1), and two channels beside it."""
     rng = np.random.default_rng(seed)
     out = np.empty((n, 2))
     at, level = 0, levels[0]
@@ -155,7 +167,7 @@ def set_point(n: int, seed: int, levels: tuple[float, ...]) -> np.ndarray:
     for t in range(1, n):
         out[t, 1] = out[t - 1, 1] + (out[t, 0] - out[t - 1, 1]) / 20
     out[:, 1] += 0.1 * rng.standard_normal(n)
-    return out
+    return with_followers(out[:, ::-1].copy(), rng, 0.1)
 
 
 def fitted(series: np.ndarray) -> Relations:
@@ -175,7 +187,8 @@ def test_the_lag_after_a_set_point_step_is_no_departure() -> None:
     point (a larger step than most in training) is a response, not a departure."""
     learnt = set_point(4000, 1, (40.0, 45.0, 50.0, 55.0))
     fit = fitted(learnt)
-    assert fit.inverse[0] == 0.0  # the set point predicts, is not judged
+    assert fit.inverse[1] == 0.0  # the set point predicts, is not judged
+    assert fit.judged == 3
     check = SpikeCheck(SpikesConfig(), HOP)
     judge(check, learnt, fit)
     fresh = set_point(1500, 11, (40.0, 55.0))  # every step 15 degrees, the largest learnt
