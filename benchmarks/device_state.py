@@ -10,9 +10,8 @@ first reading subtracted), and divided by the devices:
 
 * windows: the stream's window rings (``WindowAssembler``);
 * devices: order state and counts (``DeviceTable``);
-* thresholds: each device's rolling quantile, its remembered normal scores and its
-  level-shift watch (``ThresholdBank``). The rolling quantile is river's, in Rust, which
-  the walk cannot see: 16 bytes a score held (its window and its sorted copy), added here;
+* thresholds: each device's remembered normal scores (in time order and sorted, the
+  rolling quantile read off the latter) and its level-shift watch (``ThresholdBank``);
 * spikes, levels, stuck, constants, relations, recurring, alerts: the other checks' state.
 
 Process RSS (psutil) is printed beside it, for the check.
@@ -101,10 +100,7 @@ def sizes(pipeline: Pipeline, config_and_model: list[object]) -> dict[str, int]:
     seen: set[int] = set()
     for shared in config_and_model:  # counted nowhere: not per device
         deep_size(shared, seen)
-    out = {name: deep_size(obj, seen) for name, obj in components(pipeline).items()}
-    held = sum(len(d.recent) for d in pipeline._thresholds._devices.values())
-    out["thresholds"] += 16 * held  # river's RollingQuantile, in Rust
-    return out
+    return {name: deep_size(obj, seen) for name, obj in components(pipeline).items()}
 
 
 def main() -> int:

@@ -37,8 +37,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from river import stats
-
 from sentinel.judge.history import FloatHistory
 
 __all__ = ["LevelShiftWatch"]
@@ -54,6 +52,24 @@ _PH_FIELDS = (
 )
 
 
+class _Mean:
+    """river's ``stats.Mean`` as Page-Hinkley uses it (unit weights): the same arithmetic,
+    without importing river into the daemon (issue #23, memory)."""
+
+    __slots__ = ("_mean", "n")
+
+    def __init__(self, n: float = 0.0, mean: float = 0.0) -> None:
+        self.n = n
+        self._mean = mean
+
+    def update(self, x: float) -> None:
+        self.n += 1.0
+        self._mean += (1.0 / self.n) * (x - self._mean)
+
+    def get(self) -> float:
+        return self._mean
+
+
 class PageHinkley:
     """river's ``drift.PageHinkley(mode="up")``: the same state, names and arithmetic."""
 
@@ -66,7 +82,7 @@ class PageHinkley:
 
     def _reset(self) -> None:
         self._drift_detected = False
-        self._x_mean = stats.Mean()
+        self._x_mean = _Mean()
         self._sum_increase = 0.0
         self._sum_decrease = 0.0
         self._min_increase = math.inf
@@ -250,7 +266,7 @@ class LevelShiftWatch:
             watch.windows = int(data["windows"])
             watch.anomalous = int(data["anomalous"])
             ph = watch._ph
-            ph._x_mean = stats.Mean._from_state(_number(data["ph_n"]), _number(data["ph_mean"]))
+            ph._x_mean = _Mean(_number(data["ph_n"]), _number(data["ph_mean"]))
             for name, attr in _PH_FIELDS:
                 setattr(ph, attr, _number(data[f"ph_{name}"]))
             ph._drift_detected = bool(data["ph_detected"])

@@ -139,8 +139,9 @@ class _DeviceNoise:
     seen: int = 0  # readings accepted in all
     since: int = 0  # accepted since the scale was last computed
     clock: int = 0  # readings judged in all: the index of the next fresh one
-    # per feature, the remembered spikes (reading index, signed residual), oldest first
-    spikes: list[deque[tuple[int, float]]] = field(default_factory=list)
+    # per feature, the remembered spikes (reading index, signed residual), oldest first; ()
+    # until the feature's first: an empty deque is ~620 bytes, six a device (issue #23)
+    spikes: list[deque[tuple[int, float]] | tuple[()]] = field(default_factory=list)
     # (reading index, feature) -> whether that recent spike was normal, so that the
     # windows after the one that first judged it judge it the same
     normal: dict[tuple[int, int], bool] = field(default_factory=dict)
@@ -150,13 +151,21 @@ class _DeviceNoise:
 
     @classmethod
     def empty(cls, history: int, n_features: int, memory: int) -> _DeviceNoise:
-        spikes: list[deque[tuple[int, float]]] = [deque(maxlen=memory) for _ in range(n_features)]
         ring = np.zeros((min(_FIRST_ROWS, history), n_features), dtype=np.float32)
-        return cls(ring, history, spikes=spikes)
+        return cls(ring, history, spikes=[() for _ in range(n_features)])
+
+    def past(self, feature: int, memory: int) -> deque[tuple[int, float]]:
+        """The feature's remembered spikes, made on first use."""
+        past = self.spikes[feature]
+        if isinstance(past, deque):
+            return past
+        made: deque[tuple[int, float]] = deque(maxlen=memory)
+        self.spikes[feature] = made
+        return made
 
     def remember(self, at: int, feature: int, size: float, cfg: SpikesConfig) -> bool:
         """Remember a spike of ``size`` at reading ``at``; True when it is a normal one."""
-        past = self.spikes[feature]
+        past = self.past(feature, cfg.recurring_memory)
         burst = bool(past) and at - past[-1][0] <= 2 * cfg.neighbours
         earlier = list(past)[:-1] if burst else list(past)  # a burst is not its own past
         start = past[-1][0] if burst else at  # a burst is timed by its first reading
@@ -223,7 +232,7 @@ class _DeviceNoise:
         self.filled, self.head = len(kept), len(kept) % history
 
     def set_memory(self, memory: int) -> None:
-        self.spikes = [deque(past, maxlen=memory) for past in self.spikes]
+        self.spikes = [deque(past, maxlen=memory) if past else () for past in self.spikes]
 
     def set_scale(self, scale: FloatArray) -> None:
         self.scale = scale
@@ -430,7 +439,9 @@ class SpikeCheck:
                     raise ValueError(
                         f"spike memory of {device!r} does not fit {n_features} features"
                     )
-                state.spikes[int(feature)].append((int(at), float(size)))
+                state.past(int(feature), self.config.recurring_memory).append(
+                    (int(at), float(size))
+                )
             restored[(stream, str(device))] = state
         self._devices.update(restored)
         return len(restored)

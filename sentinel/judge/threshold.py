@@ -2,8 +2,9 @@
 
 Two methods, chosen by ``threshold.method``:
 
-* ``quantile`` -- each device tracks a rolling quantile (river's ``RollingQuantile``) of its
-  own recent *normal* scores; the threshold is that quantile times a headroom multiplier.
+* ``quantile`` -- each device tracks a rolling quantile (river's ``RollingQuantile``, read off
+  its sorted ``RankedHistory``) of its own recent *normal* scores; the threshold is that
+  quantile times a headroom multiplier.
   Until a device has ``warmup`` normal scores it is judged against the model's calibration
   threshold, taken from scores on held-back training windows; after that against a blend
   of the two that shifts to the device's own as it learns (shrinkage: after n normal
@@ -51,7 +52,6 @@ Alert severity is cut from it (``sentinel.judge.alerts``).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -59,11 +59,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import structlog
-from river import stats
 
 from sentinel.config import ThresholdConfig
 from sentinel.judge.drift import LevelShiftWatch
-from sentinel.judge.history import FloatHistory
+from sentinel.judge.history import RankedHistory
 from sentinel.judge.spot import DSpot, SpotState
 from sentinel.records import (
     AuditEvent,
@@ -86,10 +85,6 @@ _LOG_FLOOR = 1e-12  # log() of a zero score
 _MIN_REFERENCE = 50  # normal scores needed before a device's own history is the reference
 _TOP = 0.1  # the quantile method's tail extrapolation is fitted on the top tenth
 _PRIOR_LEVELS = 8  # re-baselines a device can undo one by one (``_revert``)
-# Devices whose sorted normal scores are kept for the exceedance of their next anomalous
-# window (``_sorted_normal``): a device in an anomaly learns nothing, so its windows reuse
-# one sort; bounded, at ~16 KB a device with the default history.
-_SORTED_KEPT = 64
 
 
 def calibration_threshold(quantiles: Mapping[str, float], config: ThresholdConfig) -> float:
@@ -147,8 +142,7 @@ class _Model:
 
 @dataclass(slots=True)
 class _DeviceThreshold:
-    quantile: stats.RollingQuantile
-    recent: FloatHistory  # what the rolling quantile holds, kept so it can be snapshotted
+    recent: RankedHistory  # the normal scores: the rolling quantile, medians, snapshots
     normal_seen: int = 0
     spot: DSpot | None = None
     # quantile: the device's level relative to what its quantile was learnt at; scores enter
@@ -167,7 +161,7 @@ class ThresholdBank:
     """Thresholds for every (stream, device), created on first sight.
 
     A device gone quiet is *parked* (``park``): its state is kept as snapshot data, the
-    normal scores as one float64 array without the rolling quantile that sorts them, and
+    normal scores as one float64 array without the sorted copy the quantile reads, and
     taken back when the device next scores a window (issue #19).
     """
 
@@ -181,10 +175,6 @@ class ThresholdBank:
     _events: list[AuditEvent] = field(default_factory=list)  # re-baselines not yet written
     # (model interval, config's rebaseline_after) -> seconds: asked for every window
     _rebaseline_s: dict[tuple[float | None, float | None], float] = field(default_factory=dict)
-    # (stream, device) -> (its normal history, that history's append count, it sorted)
-    _sorted: OrderedDict[tuple[str, str], tuple[FloatHistory, int, npt.NDArray[np.float64]]] = (
-        field(default_factory=OrderedDict)
-    )
 
     def set_model(
         self,
@@ -253,14 +243,13 @@ class ThresholdBank:
             learn = self.config.adapt or not self._warm(state)
             if not is_anomaly and not forced and learn:
                 normalised = score.value / state.scale
-                state.quantile.update(normalised)
                 state.recent.append(normalised)
                 state.normal_seen += 1
             warm = self._warm(state)
             exceedance = 1.0
             if is_anomaly:
                 exceedance = _tail_of_sorted(
-                    self._sorted_normal(key, state.recent) if warm else model.sorted_scores,
+                    state.recent.ranked() if warm else model.sorted_scores,
                     score.value / state.scale,
                 )
             info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
@@ -300,22 +289,8 @@ class ThresholdBank:
             seconds = self._rebaseline_s[key] = TimeScale(key[0]).rebaseline_after(key[1])
         return seconds
 
-    def _sorted_normal(self, key: tuple[str, str], recent: FloatHistory) -> npt.NDArray[np.float64]:
-        """A device's normal scores, sorted: kept while its history does not change, as
-        through an anomaly, whose windows learn nothing (issue #23, speed)."""
-        kept = self._sorted.get(key)
-        if kept is not None and kept[0] is recent and kept[1] == recent.appended:
-            self._sorted.move_to_end(key)
-            return kept[2]
-        ordered = np.sort(recent.values())
-        self._sorted[key] = (recent, recent.appended, ordered)
-        self._sorted.move_to_end(key)
-        if len(self._sorted) > _SORTED_KEPT:
-            self._sorted.popitem(last=False)
-        return ordered
-
     def _warm(self, state: _DeviceThreshold) -> bool:
-        return state.normal_seen >= self.config.warmup and state.quantile.get() is not None
+        return state.normal_seen >= self.config.warmup and len(state.recent) > 0
 
     def _watch(
         self,
@@ -428,7 +403,7 @@ class ThresholdBank:
         return None
 
     def current(self, state: _DeviceThreshold, fallback: float) -> float:
-        value = state.quantile.get()
+        value = state.recent.quantile(self.config.quantile)
         n = state.normal_seen
         if n < self.config.warmup or value is None:
             return fallback * state.scale
@@ -497,7 +472,6 @@ class ThresholdBank:
             for key, state in list(self._devices.items()):
                 fresh = self._empty()
                 for value in state.recent.tolist()[-config.history :]:
-                    fresh.quantile.update(value)
                     fresh.recent.append(value)
                 fresh.normal_seen = state.normal_seen
                 fresh.spot = state.spot
@@ -537,7 +511,6 @@ class ThresholdBank:
                     value = float(value)
                     if not math.isfinite(value):
                         raise ValueError(f"non-finite score {value}")
-                    state.quantile.update(value)
                     state.recent.append(value)
                 state.normal_seen = int(data["normal_seen"])
                 spot = data.get("spot")
@@ -579,8 +552,7 @@ class ThresholdBank:
 
     def _empty(self) -> _DeviceThreshold:
         return _DeviceThreshold(
-            stats.RollingQuantile(self.config.quantile, window_size=self.config.history),
-            FloatHistory(self.config.history),
+            RankedHistory(self.config.history),
         )
 
     def _new_device(self, stream: str, calibration: Sequence[float]) -> _DeviceThreshold:

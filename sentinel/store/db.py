@@ -13,14 +13,9 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import (
     Engine,
     Select,
@@ -31,6 +26,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -62,6 +58,9 @@ from sentinel.store.outbox import (
 )
 from sentinel.store.schema import AlertRow, AuditEventRow, DeviceStateRow
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 __all__ = [
     "MIGRATIONS_DIR",
     "AlertRecord",
@@ -86,6 +85,10 @@ def _migrations_dir() -> Path:
 
 
 MIGRATIONS_DIR = _migrations_dir()
+# The newest revision under MIGRATIONS_DIR (tests/store/test_migrations.py holds the two
+# equal): a daemon whose database is already there skips alembic, and with it ~11 MB of RSS
+# for its imports (issue #23, memory).
+SCHEMA_HEAD = "0007"
 # pg_advisory_xact_lock key held while migrating ("sentinel" in ASCII, a fixed number).
 _MIGRATE_LOCK = 0x73656E74696E656C
 
@@ -95,6 +98,8 @@ _NO_SCHEMA_HINT = (
 
 
 def _alembic_config() -> Config:
+    from alembic.config import Config  # only to migrate or check: see SCHEMA_HEAD
+
     cfg = Config()
     # Config values are %-interpolated; a path may contain '%'.
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
@@ -455,6 +460,9 @@ class AlertStore:
         """Raise StoreError, saying what to run, unless the schema is at the newest
         revision: a command run before the daemon's first start, or after an upgrade the
         daemon has not started on yet, met raw SQL errors ("no such table: alerts")."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         try:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
@@ -478,7 +486,14 @@ class AlertStore:
         )
 
     def migrate(self) -> None:
-        """Bring the schema up to the newest revision (``alembic upgrade head``)."""
+        """Bring the schema up to the newest revision (``alembic upgrade head``); a schema
+        already at ``SCHEMA_HEAD`` is left alone without importing alembic."""
+        if self._revisions() == [SCHEMA_HEAD]:
+            log.info("store_current", url=self.url, revision=SCHEMA_HEAD)
+            return
+        from alembic import command
+        from alembic.util import CommandError
+
         cfg = _alembic_config()
         try:
             with self.engine.begin() as conn:
@@ -491,6 +506,17 @@ class AlertStore:
         except (SQLAlchemyError, CommandError, OSError) as err:
             raise StoreError(f"cannot migrate database {self.url}: {err}") from err
         log.info("store_migrated", url=self.url)
+
+    def _revisions(self) -> list[str]:
+        """The revisions alembic has stamped (one, or none on a new database)."""
+        try:
+            with self.engine.connect() as conn:
+                if not inspect(conn).has_table("alembic_version"):
+                    return []
+                rows = conn.execute(text("SELECT version_num FROM alembic_version"))
+                return [str(row[0]) for row in rows]
+        except SQLAlchemyError:
+            return []  # alembic's upgrade reports what is wrong
 
     def write(self, batches: Sequence[WriteBatch], fence: WriteFence | None = None) -> set[str]:
         """Commit the alerts, device progress, audit events and score history of all batches

@@ -50,3 +50,17 @@ def test_the_daemon_imports_neither_river_drift_nor_scipy_optimize() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_daemon_imports_neither_river_nor_alembic() -> None:
+    """river's rolling quantile and mean are restated (sentinel.judge.history, drift) and
+    alembic is imported only to migrate, which a current schema skips (issue #23, memory:
+    ~6 MB and ~11 MB of RSS)."""
+    code = (
+        "import sys, sentinel.cli.main, sentinel.daemon.app; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('river', 'alembic')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"

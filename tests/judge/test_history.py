@@ -1,4 +1,4 @@
-"""FloatHistory: a deque(maxlen) of floats in one array."""
+"""FloatHistory: a bounded deque of floats in one array; RankedHistory: a rolling quantile."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import tracemalloc
 from collections import deque
 
 import pytest
+from river import stats
 
-from sentinel.judge.history import FloatHistory
+from sentinel.judge.history import FloatHistory, RankedHistory
 
 
 @pytest.mark.parametrize("maxlen", [1, 2, 63, 64, 65, 100, 2000])
@@ -58,3 +59,31 @@ def test_the_append_count_tells_a_changed_history() -> None:
         history.append(value)
     assert history.appended == 5
     assert history.tolist() == [3.0, 4.0, 5.0]
+
+
+@pytest.mark.parametrize(
+    ("q", "maxlen"), [(0.995, 2000), (0.9, 50), (0.51, 60), (0.99, 100), (0.75, 57), (0.6, 1)]
+)
+def test_quantile_equals_rivers_rolling_quantile_float_for_float(q: float, maxlen: int) -> None:
+    """The threshold's quantile read off the sorted history, as river's RollingQuantile
+    gave it (issue #23): filling and full, with ties, zeros and wide magnitudes."""
+    rng = random.Random(maxlen)
+    ours, theirs = RankedHistory(maxlen), stats.RollingQuantile(q, window_size=maxlen)
+    assert ours.quantile(q) is None
+    assert theirs.get() is None
+    for _ in range(4 * maxlen + 9):
+        value = rng.choice(
+            [rng.random(), rng.lognormvariate(0.0, 3.0), round(rng.random(), 1), 0.0, 1e-12]
+        )
+        ours.append(value)
+        theirs.update(value)
+        assert ours.quantile(q) == theirs.get()
+        assert ours.ranked().tolist() == sorted(ours.tolist())
+
+
+def test_ranked_is_a_read_only_view() -> None:
+    history = RankedHistory(3, [3.0, 1.0, 2.0, 0.5])
+    assert history.ranked().tolist() == [0.5, 1.0, 2.0]
+    assert history.tolist() == [1.0, 2.0, 0.5]
+    with pytest.raises(ValueError, match="read-only"):
+        history.ranked()[0] = 9.0

@@ -78,6 +78,19 @@ def test_a_spike_is_found_on_its_feature_and_nothing_else_is() -> None:
     assert scale[0] == pytest.approx(0.1, rel=0.25)  # the trend does not hide the cycle's
 
 
+def test_spike_memory_is_made_only_for_features_that_spiked() -> None:
+    """An empty deque per feature was ~620 bytes of every device (issue #23, memory): a
+    feature's memory is made with its first spike."""
+    series = noisy(3000)
+    series[2400, 1] += 2.0
+    check = SpikeCheck(SpikesConfig(), HOP)
+    run(check, series)
+    state = check._devices[("pump", "p1")]
+    assert state.spikes[0] == ()
+    assert len(state.spikes[1]) == 1
+    assert check.normal_spikes("pump", "p1")[0] == []
+
+
 def test_no_judgment_before_warmup() -> None:
     series = noisy(300)
     series[100, 0] += 5.0

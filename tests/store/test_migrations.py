@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sentinel.errors import StoreError
 from sentinel.records import WriteBatch
 from sentinel.store import AlertStore
-from sentinel.store.db import MIGRATIONS_DIR
+from sentinel.store.db import MIGRATIONS_DIR, SCHEMA_HEAD
 from sentinel.store.schema import Base
 from tests.store.helpers import make_alert
 
@@ -57,6 +59,31 @@ def test_migrate_twice_is_a_no_op(store: AlertStore) -> None:
     with store.engine.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() == head == "0007"
     assert [a.uid for a in store.open_alerts()] == ["a-1"]
+
+
+def test_schema_head_is_the_newest_migration() -> None:
+    """A new migration must move SCHEMA_HEAD too, or daemons would skip it."""
+    assert ScriptDirectory.from_config(_alembic_config()).get_current_head() == SCHEMA_HEAD
+
+
+def test_a_current_schema_is_not_migrated_and_alembic_not_imported(tmp_path: Path) -> None:
+    """The daemon migrates at every start; on a database already at the head it does not
+    import alembic (~11 MB of RSS, issue #23). A new database still migrates."""
+    url = f"sqlite:///{tmp_path / 'sentinel.db'}"
+    code = (
+        "import sys; from sentinel.store import AlertStore; "
+        f"s = AlertStore({url!r}); s.open(); s.migrate(); "
+        "print('alembic' in sys.modules, s._revisions())"
+    )
+
+    def run() -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    assert run() == f"True ['{SCHEMA_HEAD}']"  # created: alembic ran
+    assert run() == f"False ['{SCHEMA_HEAD}']"  # current: left alone
 
 
 def test_status_check_constraint(store: AlertStore) -> None:
