@@ -445,10 +445,8 @@ class RelationCheck:
         k, reach, sustained = self.config.k, self.config.reach, self.config.sustained
         sigmas = NormalDist().inv_cdf((1.0 + self.config.quantile) / 2.0)
         for key, rows in _by_device(windows).items():
-            state = self._devices.get(key)
-            if state is None and key in self._parked:
-                state = self._state(key, features)
-            if state is None or state.fit is None or state.skip != skip:
+            state = self._fitted(key, features, skip)
+            if state is None or state.fit is None:
                 continue
             fit = state.fit
             block = means[rows]
@@ -514,14 +512,20 @@ class RelationCheck:
             return fits
         skip = _skipped(detector)
         for key, rows in _by_device(windows).items():
-            state = self._devices.get(key)
-            if state is None and key in self._parked:
-                state = self._state(key, features)
-            if state is None or state.fit is None or state.skip != skip:
-                continue
-            for i in rows:
-                fits[i] = state.fit
+            state = self._fitted(key, features, skip)
+            if state is not None:
+                for i in rows:
+                    fits[i] = state.fit
         return fits
+
+    def _fitted(self, key: tuple[str, str], features: int, skip: frozenset[int]) -> _Device | None:
+        """The device's state where it has a fit for these features, restored if parked."""
+        state = self._devices.get(key)
+        if state is None and key in self._parked:
+            state = self._state(key, features)
+        if state is None or state.fit is None or state.skip != skip:
+            return None
+        return state
 
     def learn(
         self,
