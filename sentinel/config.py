@@ -192,7 +192,8 @@ class NatsConfig(Section):
     )
     consumer_prefix: str = Field(
         default="sentinel",
-        description="Durable consumer names are <consumer_prefix>-p<partition>.",
+        description="Durable consumer names are <consumer_prefix>-p<partition>-<n>, n "
+        "growing each time a daemon takes the partition or reconnects.",
     )
     partitions: int = Field(
         default=8,

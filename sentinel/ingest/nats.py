@@ -7,17 +7,19 @@ mapping (``sentinel.ingest.subjects``; nats-server 2.9 can partition only there,
 ``mappings``: stream subject transforms came in 2.10) rewrites it to
 ``<prefix>.<partition>.plant.pump-7.telemetry``, the partition a hash of the device level
 alone, so every reading of a device lands in one partition. One JetStream stream captures
-``<prefix>.*.>``; partition ``p`` is read by the durable pull consumer
-``<consumer_prefix>-p<p>`` filtered on ``<prefix>.<p>.>``, in stream order.
+``<prefix>.*.>``; partition ``p`` is read by a durable pull consumer
+``<consumer_prefix>-p<p>-<n>`` filtered on ``<prefix>.<p>.>``, in stream order.
 
 Delivery guarantee, as for MQTT: a message is acknowledged (explicit ack) only after the
 transaction holding what it carried has committed; a daemon killed at any point gets every
 unacknowledged message again, and readings already committed are recognised by the device's
 ``last_ts`` and skipped as duplicates. JetStream redelivers an unacknowledged message only
 after ``ack_wait``, by then behind newer ones, which the order check would drop as
-``out_of_order``. So whenever the source (re)connects it recreates each of its consumers at
-the consumer's ack floor: everything not acknowledged comes again, in stream order, and what
-had been committed is recognised. Acks of the earlier consumers are then dropped (the epoch).
+``out_of_order``. So whenever the source (re)connects, or acquires a partition, it gives the
+partition a new consumer at the earlier one's ack floor and deletes that one: everything not
+acknowledged comes again, in stream order, and what had been committed is recognised. Acks
+of the earlier consumers are then dropped (the epoch). Each consumer has a name of its own
+(``n`` grows), so that a daemon still pulling from one it lost gets nothing more.
 
 nats-py is asyncio: its loop runs on this source's own thread, which fetches, parses and
 hands each fetched batch to a hand-off thread that offers it to the sink in order, blocking
@@ -50,7 +52,14 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 
 from sentinel.config import NatsConfig
@@ -68,6 +77,9 @@ log = structlog.get_logger(__name__)
 SINK_STEP = 1.0
 FETCH_WAIT = 1.0  # seconds a pull request waits for messages
 RETRY_DELAY = 1.0  # after a failed setup (JetStream not ready after a server restart)
+# An idle partition checks this often that its consumer still exists (see ``_read``).
+CONSUMER_CHECK = 5.0
+CONSUMER_PAGE = 256  # consumers the server lists per request
 
 
 class NatsSource:
@@ -111,6 +123,7 @@ class NatsSource:
         self._js: JetStreamContext | None = None  # while the consumers are set up
         self._readers: dict[int, asyncio.Task[None]] = {}
         self._subs: dict[int, JetStreamContext.PullSubscription] = {}
+        self._consumer_names: dict[int, str] = {}  # partition -> its current consumer
         # Per partition being read: set to stop its reader and its hand-off (a release).
         self._halted: dict[int, threading.Event] = {}
         self._next_token = 0
@@ -128,6 +141,7 @@ class NatsSource:
         self.unacked_dropped = 0  # acks of an earlier epoch, deliberately not sent
         self.redelivered = 0  # messages JetStream delivered more than once
         self.progress_reports = 0  # "in progress" sent for messages waiting for room
+        self.pulls: Counter[int] = Counter()  # partition -> fetches made
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -526,21 +540,28 @@ class NatsSource:
     async def _reset_consumer(
         self, js: JetStreamContext, partition: int
     ) -> JetStreamContext.PullSubscription:
-        """Recreate the partition's durable consumer at its ack floor (see the module's
-        docstring): JetStream 2.9 cannot rewind a consumer, so it is deleted and added."""
+        """Give the partition a new durable consumer at its ack floor (see the module's
+        docstring) and delete its earlier ones.
+
+        Each consumer has a name of its own (``<consumer_prefix>-p<p>-<n>``): a pull names
+        its consumer, so a daemon that lost the partition without knowing it yet would
+        otherwise go on fetching from the new owner's consumer, taking messages the new
+        owner then gets only after ``ack_wait``, behind newer ones, and drops as out of
+        order. Its pulls at a deleted consumer get nothing. The floor is the highest of the
+        earlier consumers' (everything up to any consumer's floor was acknowledged, so
+        committed); JetStream 2.9 cannot rewind a consumer, hence a new one.
+        """
         cfg = self._config
-        durable = f"{cfg.consumer_prefix}-p{partition}"
-        start = 0
-        try:
-            info = await js.consumer_info(cfg.stream, durable)
-        except NotFoundError:
-            pass
-        else:
-            start = info.ack_floor.stream_seq + 1 if info.ack_floor else 0
-            await js.delete_consumer(cfg.stream, durable)
+        base = f"{cfg.consumer_prefix}-p{partition}"
+        subject = f"{cfg.subject_prefix}.{partition}.>"
+        earlier = [c for c in await _consumers(js, cfg.stream) if _reads(c, base, subject)]
+        start = max((_floor(c) for c in earlier), default=0) + 1
+        # Milliseconds keep the names apart across daemons and restarts, and in order.
+        number = max([time.time_ns() // 1_000_000, *(_number(c.name, base) + 1 for c in earlier)])
+        durable = f"{base}-{number}"
         config = ConsumerConfig(
             durable_name=durable,
-            filter_subject=f"{cfg.subject_prefix}.{partition}.>",
+            filter_subject=subject,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=cfg.ack_wait,
             max_ack_pending=self._max_ack_pending,
@@ -549,17 +570,49 @@ class NatsSource:
             opt_start_seq=start if start > 1 else None,
         )
         await js.add_consumer(cfg.stream, config)
-        log.debug("nats_consumer_ready", consumer=durable, start_seq=start or 1)
+        # Created first: a daemon stopped in between leaves two, and the next reset takes
+        # the higher floor of them and deletes both.
+        for consumer in earlier:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(cfg.stream, consumer.name)
+        self._consumer_names[partition] = durable
+        log.debug(
+            "nats_consumer_ready",
+            consumer=durable,
+            start_seq=start,
+            replaced=[c.name for c in earlier],
+        )
         return await js.pull_subscribe_bind(durable=durable, stream=cfg.stream)
+
+    async def _consumer_gone(self, partition: int) -> bool:
+        """Whether the partition's consumer was deleted: by a daemon that took the
+        partition (this one will be told to release it) or by hand."""
+        js, durable = self._js, self._consumer_names.get(partition)
+        if js is None or durable is None:
+            return False
+        try:
+            await js.consumer_info(self._config.stream, durable)
+        except NotFoundError:
+            return True
+        except (NatsError, TimeoutError):
+            return False  # a reconnect, if that is what it is, recreates it anyway
+        return False
 
     async def _read(
         self, partition: int, sub: JetStreamContext.PullSubscription, halted: threading.Event
     ) -> None:
         prefix = f"{self._config.subject_prefix}.{partition}."
+        checked = time.monotonic()
         while not self._paused.is_set() and not halted.is_set():
+            self.pulls[partition] += 1
             try:
                 msgs = await sub.fetch(self._config.fetch_batch, timeout=FETCH_WAIT)
             except TimeoutError:  # nats-py raises its own and asyncio's: nothing to read
+                # Pulls at a deleted consumer get nothing either: look now and then.
+                if time.monotonic() - checked >= CONSUMER_CHECK:
+                    checked = time.monotonic()
+                    if await self._consumer_gone(partition):
+                        sub = await self._reopen(partition, sub, halted)
                 continue
             except NatsError as err:
                 # Disconnected or a slow server: a reconnect recreates the consumers.
@@ -569,6 +622,34 @@ class NatsSource:
                 continue
             if not await self._hand(msgs, prefix, partition, halted):
                 return  # paused or released: the rest stays unacknowledged, to come again
+
+    async def _reopen(
+        self,
+        partition: int,
+        sub: JetStreamContext.PullSubscription,
+        halted: threading.Event,
+    ) -> JetStreamContext.PullSubscription:
+        """The partition's consumer was deleted while this daemon still reads it: give it
+        a new one at the floor. Another daemon that took the partition deleted it, and
+        this one is told to release the partition within a look or two of the cluster
+        (``[cluster] interval``, well under ``CONSUMER_CHECK``); until then each reader's
+        uncommitted work comes again to the other and is recognised. Deleted by hand, it
+        is simply back."""
+        log.warning(
+            "nats_consumer_gone", partition=partition, consumer=self._consumer_names.get(partition)
+        )
+        if halted.is_set() or self._js is None or partition not in self._wanted:
+            return sub
+        try:
+            fresh = await self._reset_consumer(self._js, partition)
+        except (NatsError, TimeoutError) as err:
+            log.warning("nats_reopen_failed", partition=partition, error=str(err) or repr(err))
+            return sub
+        with contextlib.suppress(NatsError, TimeoutError):
+            await sub.unsubscribe()
+        if self._subs.get(partition) is sub:
+            self._subs[partition] = fresh
+        return fresh
 
     async def _hand(
         self, msgs: list[Msg], prefix: str, partition: int, halted: threading.Event
@@ -733,3 +814,34 @@ class NatsSource:
         log.info("nats_reconnected")
         if self._resubscribe is not None:
             self._resubscribe.set()  # recreate the consumers: see the module's docstring
+
+
+async def _consumers(js: JetStreamContext, stream: str) -> list[ConsumerInfo]:
+    """Every consumer of ``stream`` (the server lists them 256 at a time)."""
+    found: list[ConsumerInfo] = []
+    while True:
+        page = await js.consumers_info(stream, offset=len(found) or None)
+        found.extend(page)
+        if len(page) < CONSUMER_PAGE:
+            return found
+
+
+def _reads(consumer: ConsumerInfo, base: str, subject: str) -> bool:
+    """Whether ``consumer`` is one of a partition's: named ``base`` (before each had its
+    own name) or ``base-<n>``, on the partition's subject."""
+    name = consumer.name
+    if name != base and not (name.startswith(base + "-") and name[len(base) + 1 :].isdigit()):
+        return False
+    return consumer.config.filter_subject in (None, subject)
+
+
+def _number(name: str, base: str) -> int:
+    return int(name[len(base) + 1 :]) if name != base else 0
+
+
+def _floor(consumer: ConsumerInfo) -> int:
+    """The stream sequence up to which everything ``consumer`` reads was acknowledged. A
+    consumer with no ack yet reports 0: its start is the floor it was created at."""
+    acked = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+    start = consumer.config.opt_start_seq or 1
+    return max(acked, start - 1)

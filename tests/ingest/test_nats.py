@@ -113,7 +113,11 @@ class Collector:
 
 @contextmanager
 def running_source(
-    server: PrivateNats, sink: Collector, state: Path, **nats_settings: Any
+    server: PrivateNats,
+    sink: Collector,
+    state: Path,
+    partitions: tuple[int, ...] | None = None,
+    **nats_settings: Any,
 ) -> Iterator[NatsSource]:
     config = SentinelConfig.model_validate(nats_daemon_config(state, server, nats=nats_settings))
     source = NatsSource(
@@ -122,6 +126,7 @@ def running_source(
         sink=sink,
         max_ack_pending=1000,
         on_fatal=lambda reason: pytest.fail(reason),
+        partitions=partitions,
     )
     source.start()
     try:
@@ -155,7 +160,9 @@ def test_partitions_keep_each_devices_order(private_nats: PrivateNats, tmp_path:
         assert len(stamps) == 50
     # The mapping spread the devices over the partitions (12 devices, 4 partitions).
     info = _consumers(private_nats)
-    assert set(info) == {f"sentinel-p{p}" for p in range(PARTITIONS)}
+    bases = {name.rsplit("-", 1)[0] for name in info}
+    assert bases == {f"sentinel-p{p}" for p in range(PARTITIONS)}
+    assert len(info) == PARTITIONS  # one each: the earlier ones are deleted
     assert sum(1 for delivered in info.values() if delivered > 0) > 1
     assert sum(info.values()) == sent
 
@@ -317,3 +324,136 @@ def test_a_partition_is_released_only_once_acked_and_the_next_reader_starts_afte
     assert set(by_device) == set(in_it)
     for stamps in by_device.values():
         assert stamps == [_ts(i) for i in range(20, 25)]  # nothing acked came again
+
+
+def _stamps_of(sink: Collector, devices: list[str]) -> dict[str, list[float]]:
+    with sink.lock:
+        found = _by_device(list(sink.deliveries))
+    return {d: found.get(d, []) for d in devices}
+
+
+def _delete_consumers(server: PrivateNats, partition: int) -> list[str]:
+    """Delete every consumer of ``partition``, as an operator might; their names."""
+
+    async def run() -> list[str]:
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            names = [
+                c.name
+                for c in await js.consumers_info("SENTINEL")
+                if c.config.filter_subject == f"sentinel.{partition}.>"
+            ]
+            for name in names:
+                await js.delete_consumer("SENTINEL", name)
+            return names
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.integration
+def test_a_reader_that_lost_its_partition_unknowingly_takes_nothing_from_the_next(
+    private_nats: PrivateNats, tmp_path: Path
+) -> None:
+    """A daemon whose cluster session ended goes on pulling until it learns so. Its pulls
+    must not reach the new owner's consumer: a message it took there would come to the new
+    owner only ``ack_wait`` later, behind newer ones, and be dropped as out of order (a
+    CI run lost a reading that way). The new owner gets everything from the floor, in
+    order, while the old one still runs."""
+    devices = device_names(8)
+    moving = device_partition("pump-0", PARTITIONS)
+    in_it = [d for d in devices if device_partition(d, PARTITIONS) == moving]
+    sent = publish(private_nats, devices, range(10))
+    stale, taker = Collector(), Collector()
+    with running_source(private_nats, stale, tmp_path / "a") as old:
+        wait_for(lambda: stale.readings() >= sent, 30, "every reading delivered")
+        # Nothing of the moving partition was committed (acked) by the old reader.
+        old.ack(
+            d.ack
+            for d in stale.deliveries
+            if d.ack is not None and device_partition(d.readings[0].device, PARTITIONS) != moving
+        )
+        with running_source(private_nats, taker, tmp_path / "b", partitions=()) as new:
+            assert new.acquire(moving)
+            publish(private_nats, devices, range(10, 30))
+            wait_for(
+                lambda: all(len(s) >= 30 for s in _stamps_of(taker, in_it).values()),
+                30,  # ack_wait is 60 s: a stolen message would not come back in time
+                "the new owner to get every reading of its partition",
+            )
+            # One step at a time while the old reader goes on pulling (each of its pulls
+            # waits FETCH_WAIT): with pulls of both waiting, the server would serve the
+            # older one, the old reader's, were it at the same consumer.
+            step, pulls = 30, old.pulls[moving]
+            while old.pulls[moving] < pulls + 3:
+                publish(private_nats, devices, range(step, step + 1))
+                step += 1
+                wait_for(
+                    lambda n=step: all(len(s) >= n for s in _stamps_of(taker, in_it).values()),
+                    30,
+                    f"step {step - 1} at the new owner",
+                )
+            assert moving in old.partitions
+    for device, stamps in _stamps_of(taker, in_it).items():
+        assert stamps == [_ts(i) for i in range(step)], device
+    for device, stamps in _stamps_of(stale, in_it).items():
+        assert stamps == [_ts(i) for i in range(10)], f"{device}: the old reader took some"
+
+
+@pytest.mark.integration
+def test_a_reader_whose_consumer_is_deleted_makes_a_new_one(
+    private_nats: PrivateNats, tmp_path: Path
+) -> None:
+    """Deleted by hand: an idle reader notices within CONSUMER_CHECK and reads on. With
+    every consumer of the partition gone its floor is unknown, so the partition comes
+    again from the stream's start, in order (the pipeline recognises what it counted):
+    nothing is lost."""
+    devices = device_names(8)
+    moving = device_partition("pump-0", PARTITIONS)
+    in_it = [d for d in devices if device_partition(d, PARTITIONS) == moving]
+    sent = publish(private_nats, devices, range(10))
+    sink = Collector()
+    with running_source(private_nats, sink, tmp_path) as source:
+        wait_for(lambda: sink.readings() >= sent, 30, "every reading delivered")
+        source.ack(d.ack for d in sink.deliveries if d.ack is not None)
+        assert _delete_consumers(private_nats, moving)
+        publish(private_nats, devices, range(10, 15))
+        wait_for(
+            lambda: all(len(s) >= 25 for s in _stamps_of(sink, in_it).values()),
+            60,
+            "the reader to make a new consumer and read on",
+        )
+    for device, stamps in _stamps_of(sink, in_it).items():
+        assert stamps == [_ts(i) for i in [*range(10), *range(15)]], device
+
+
+@pytest.mark.integration
+def test_a_partition_taken_twice_without_acks_is_not_read_from_the_beginning(
+    private_nats: PrivateNats, tmp_path: Path
+) -> None:
+    """A consumer with no ack yet reports an ack floor of 0: its start is its floor, or a
+    partition handed on again before its first ack would be replayed from the stream's
+    first message (every message of max_age)."""
+    devices = device_names(8)
+    moving = device_partition("pump-0", PARTITIONS)
+    in_it = [d for d in devices if device_partition(d, PARTITIONS) == moving]
+    sent = publish(private_nats, devices, range(10))
+    sink = Collector()
+    with running_source(private_nats, sink, tmp_path) as source:
+        wait_for(lambda: sink.readings() >= sent, 30, "every reading delivered")
+        source.ack(d.ack for d in sink.deliveries if d.ack is not None)
+        assert source.release(moving, timeout=30.0)
+        assert source.acquire(moving)  # a new consumer at the floor, nothing to read
+        assert source.release(moving, timeout=30.0)
+        assert source.acquire(moving)
+        publish(private_nats, devices, range(10, 12))
+        wait_for(
+            lambda: all(len(s) >= 12 for s in _stamps_of(sink, in_it).values()),
+            30,
+            "the new readings",
+        )
+    # Stream order: anything replayed would have come before the new readings.
+    for device, stamps in _stamps_of(sink, in_it).items():
+        assert stamps == [_ts(i) for i in range(12)], device
