@@ -376,8 +376,10 @@ class NatsSource:
             # Until every wanted partition is open: one acquired meanwhile (between two
             # awaits) is opened here, not by _acquire, which waits for the setup's end.
             while missing := sorted(self._wanted - set(self._subs)):
+                # One listing of the stream's consumers for all of them (up to 1,024).
+                listing = await _consumers(js, self._config.stream)
                 for partition in missing:
-                    await self._open(partition)
+                    await self._open(partition, listing)
         except (NatsError, TimeoutError) as err:
             log.warning("nats_setup_failed", error=str(err) or type(err).__name__)
             await self._close_all()
@@ -398,10 +400,10 @@ class NatsSource:
             await self._close_all()
         return True
 
-    async def _open(self, partition: int) -> None:
+    async def _open(self, partition: int, listing: list[ConsumerInfo] | None = None) -> None:
         """Recreate ``partition``'s consumer at its ack floor and start reading it."""
         assert self._js is not None
-        sub = await self._reset_consumer(self._js, partition)
+        sub = await self._reset_consumer(self._js, partition, listing)
         if partition not in self._wanted:  # released while its consumer was being set up
             with contextlib.suppress(NatsError, TimeoutError):
                 await sub.unsubscribe()
@@ -538,7 +540,10 @@ class NatsSource:
             )
 
     async def _reset_consumer(
-        self, js: JetStreamContext, partition: int
+        self,
+        js: JetStreamContext,
+        partition: int,
+        listing: list[ConsumerInfo] | None = None,
     ) -> JetStreamContext.PullSubscription:
         """Give the partition a new durable consumer at its ack floor (see the module's
         docstring) and delete its earlier ones.
@@ -549,12 +554,15 @@ class NatsSource:
         owner then gets only after ``ack_wait``, behind newer ones, and drops as out of
         order. Its pulls at a deleted consumer get nothing. The floor is the highest of the
         earlier consumers' (everything up to any consumer's floor was acknowledged, so
-        committed); JetStream 2.9 cannot rewind a consumer, hence a new one.
+        committed); JetStream 2.9 cannot rewind a consumer, hence a new one. ``listing``:
+        the stream's consumers, when the caller just listed them.
         """
         cfg = self._config
         base = f"{cfg.consumer_prefix}-p{partition}"
         subject = f"{cfg.subject_prefix}.{partition}.>"
-        earlier = [c for c in await _consumers(js, cfg.stream) if _reads(c, base, subject)]
+        if listing is None:
+            listing = await _consumers(js, cfg.stream)
+        earlier = [c for c in listing if _reads(c, base, subject)]
         start = max((_floor(c) for c in earlier), default=0) + 1
         # Milliseconds keep the names apart across daemons and restarts, and in order.
         number = max([time.time_ns() // 1_000_000, *(_number(c.name, base) + 1 for c in earlier)])

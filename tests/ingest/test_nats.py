@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,10 @@ def _stamps_of(sink: Collector, devices: list[str]) -> dict[str, list[float]]:
     return {d: found.get(d, []) for d in devices}
 
 
+def _each_has(sink: Collector, devices: list[str], count: int) -> bool:
+    return all(len(s) >= count for s in _stamps_of(sink, devices).values())
+
+
 def _delete_consumers(server: PrivateNats, partition: int) -> list[str]:
     """Delete every consumer of ``partition``, as an operator might; their names."""
 
@@ -390,11 +395,7 @@ def test_a_reader_that_lost_its_partition_unknowingly_takes_nothing_from_the_nex
             while old.pulls[moving] < pulls + 3:
                 publish(private_nats, devices, range(step, step + 1))
                 step += 1
-                wait_for(
-                    lambda n=step: all(len(s) >= n for s in _stamps_of(taker, in_it).values()),
-                    30,
-                    f"step {step - 1} at the new owner",
-                )
+                wait_for(partial(_each_has, taker, in_it, step), 30, f"step {step - 1}")
             assert moving in old.partitions
     for device, stamps in _stamps_of(taker, in_it).items():
         assert stamps == [_ts(i) for i in range(step)], device
