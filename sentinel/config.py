@@ -1052,8 +1052,8 @@ class AlertsConfig(Section):
         "alert's reopens and continues it (one that an operator resolved is not reopened; "
         "such anomalies are then suppressed); one led by another feature opens a new "
         "alert. Default: "
-        "auto, 300 readings x the stream's learnt sampling interval, at most a day (300 s "
-        "at one reading per second).",
+        "auto, 64 readings (two windows' span) x the stream's learnt sampling interval, at "
+        "most a day (64 s at one reading per second, 64 min at one a minute).",
     )
     severity_warning: float = Field(
         default=1e-4,

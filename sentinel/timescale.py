@@ -5,7 +5,8 @@ Every time setting of the config (``windows.max_gap``, ``threshold.rebaseline_af
 default: "auto", a fixed
 number of READINGS times the stream's sampling interval, so one default config fits data
 sampled every second and every hour alike (issue #21, causes 1 and 5). The counts are
-chosen so that at one reading per second the auto value is the old default in seconds.
+chosen so that at one reading per second the auto value is the old default in seconds
+(but for re-baselining and the cooldown, measured since).
 An explicit number of seconds in the config still wins.
 
 The interval is learnt at cold start or training -- the median of the positive per-device
@@ -37,20 +38,25 @@ __all__ = [
 ]
 
 # Readings per auto setting; at 1 reading/s each is the setting's old default in seconds,
-# except re-baselining: 512 readings (16 windows of the default 32; 8 min 32 s at 1 Hz, was
-# 3600 s, then 720, then 256 readings), measured in docs/BENCHMARKS.md ("The forecaster as
-# the default; re-baselining after 512 readings"): with the forecaster a new normal stops
+# except the cooldown (below) and re-baselining: 512 readings (16 windows of the default
+# 32; 8 min 32 s at 1 Hz, was 3600 s, then 720, then 256 readings), measured in
+# docs/BENCHMARKS.md ("The forecaster as the default; re-baselining after 512
+# readings"): with the forecaster a new normal stops
 # alerting as fast at 512 as at 256 (its one-step error sees a step only as a transient),
 # while 256 re-baselined SKAB's long faults (MAR 48 % against 37 %); a transient cannot
 # re-baseline (it must keep windows anomalous for three quarters of it, 384 readings); a
 # fault that outlasts it is re-baselined and, once it ends, undone (sentinel.judge.threshold).
 MAX_GAP_READINGS = 60
 REBASELINE_READINGS = 512
-COOLDOWN_READINGS = 300
-# An auto cooldown never exceeds a day: at one reading an hour 300 readings are 12.5 days,
-# and every anomaly within them would reopen the same alert, one alert "open" for days
-# (issue #21, cause 7). Anomalies a quiet day apart are separate incidents to whoever is
-# on shift. Data sampled every 288 s or slower reaches the cap (at 1 min it is 5 h).
+COOLDOWN_READINGS = 64
+# The cooldown is two windows' span of readings (64 at the default 32): a fault that comes
+# back within it is the same one flapping. It was 300 (the old 300 s at 1 Hz), 5 h at one
+# reading a minute: on the simulated fleet a second fault of the same channel hours later
+# reopened the first alert, its onset lost (4 of 16 misses at 1/min), and on the synthetic
+# server metrics one alert stayed "open" for 27 hours through three faults and six false
+# blips (docs/BENCHMARKS.md, "A cooldown of 64 readings"). An auto cooldown never exceeds
+# a day (issue #21, cause 7): anomalies a quiet day apart are separate incidents to whoever
+# is on shift; hourly data reaches the cap.
 COOLDOWN_MAX_AUTO = 86_400.0
 EXCLUSION_MARGIN_READINGS = 120
 # The reservoir keeps readings for at least 14 days (the old default) and at least 10,000

@@ -6,7 +6,7 @@ and closes after ``close_after`` consecutive normal windows. At most one alert i
 (stream, device). Open alerts are restored from the database at start, so a restarted
 daemon continues them instead of opening duplicates.
 
-Cooldown: for ``cooldown`` seconds (event time; auto: 300 readings of the stream's learnt
+Cooldown: for ``cooldown`` seconds (event time; auto: 64 readings of the stream's learnt
 interval, at most a day) after an alert ends, the same device and stream opens no new
 alert. If M of N windows are anomalous again within it, the ended alert is *reopened* (same
 uid, status open, its window count and peak continue), so a flapping fault is one alert,
@@ -121,7 +121,7 @@ class AlertTracker:
     intervals: dict[str, float | None] = field(default_factory=dict)
 
     def cooldown(self, stream: str) -> float:
-        """``cooldown`` in seconds for ``stream``: the config's, or auto (300 readings of
+        """``cooldown`` in seconds for ``stream``: the config's, or auto (64 readings of
         its model's interval, at most a day: sentinel.timescale)."""
         return TimeScale(self.intervals.get(stream)).cooldown(self.config.cooldown)
 

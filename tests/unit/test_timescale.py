@@ -33,7 +33,7 @@ def test_auto_at_one_reading_per_second_is_the_old_default_in_seconds() -> None:
     for scale in (TimeScale(1.0), TimeScale(None)):
         assert scale.max_gap(config.windows.max_gap) == 60.0
         assert scale.rebaseline_after(config.threshold.rebaseline_after) == 512.0
-        assert scale.cooldown(config.alerts.cooldown) == 300.0
+        assert scale.cooldown(config.alerts.cooldown) == 64.0
         assert scale.exclusion_margin(config.retrain.exclusion_margin) == 120.0
 
 
@@ -41,16 +41,16 @@ def test_auto_scales_with_the_interval_and_explicit_seconds_win() -> None:
     scale = TimeScale(FIVE_MIN)
     assert scale.max_gap(None) == 60 * FIVE_MIN
     assert scale.rebaseline_after(None) == 512 * FIVE_MIN
-    assert scale.cooldown(None) == 86_400.0  # 300 readings (25 h), capped at a day
+    assert scale.cooldown(None) == 64 * FIVE_MIN  # 64 readings: 5 h 20 min
     assert scale.exclusion_margin(None) == 120 * FIVE_MIN
     assert scale.max_gap(45.0) == 45.0
     assert scale.rebaseline_after(0.0) == 0.0  # 0 still disables re-baselining
-    assert TimeScale(60.0).cooldown(None) == 300 * 60.0
+    assert TimeScale(60.0).cooldown(None) == 64 * 60.0
 
 
 def test_auto_cooldown_stops_at_a_day() -> None:
-    """300 readings at 1 h would be 12.5 days of reopening one alert (issue #21, cause 7)."""
-    assert TimeScale(FIVE_MIN).cooldown(None) == 86_400.0  # 300 readings are 25 h
+    """64 readings at 1 h would be 2.7 days of reopening one alert (issue #21, cause 7)."""
+    assert TimeScale(1800.0).cooldown(None) == 86_400.0  # 64 readings are 32 h
     assert TimeScale(3600.0).cooldown(None) == 86_400.0
     assert TimeScale(3600.0).cooldown(7 * 86_400.0) == 7 * 86_400.0  # explicit: no cap
 
@@ -100,35 +100,53 @@ def test_window_restarts_only_at_a_gap_long_for_the_models_interval() -> None:
     assert explicit.gap_resets == 2
 
 
-def _verdict(t: float, anomalous: bool) -> Verdict:
-    window = Window("pump", "a", t - 3 * FIVE_MIN, t, np.zeros((4, 1), dtype=np.float32))
+def _verdict(t: float, anomalous: bool, step: float = FIVE_MIN) -> Verdict:
+    window = Window("pump", "a", t - 3 * step, t, np.zeros((4, 1), dtype=np.float32))
     return Verdict(Score(window, 5.0 if anomalous else 0.5, (0.1,), "v1"), 2.5, anomalous)
 
 
-def _alerts(tracker: AlertTracker, pattern: str, start: float) -> list[Alert]:
+def _alerts(
+    tracker: AlertTracker, pattern: str, start: float, step: float = FIVE_MIN
+) -> list[Alert]:
     changes = []
     for i, c in enumerate(pattern):
-        change = tracker.observe(_verdict(start + i * FIVE_MIN, c == "x"), (0.1,))
+        change = tracker.observe(_verdict(start + i * step, c == "x", step), (0.1,))
         if change is not None:
             changes.append(change)
     return changes
 
 
 def test_cooldown_at_five_minute_sampling_is_counted_in_readings() -> None:
-    """Main's 300 s is one reading at 5 minutes: a fault that flaps once an hour opened a
-    new alert every time. 200 readings later it is the same alert, reopened."""
+    """Main's 300 s was one reading at 5 minutes: a fault that flaps once an hour opened a
+    new alert every time. 50 readings later it is the same alert, reopened; past 64
+    readings (5 h 20 min) it is a new one."""
     tracker = AlertTracker(AlertsConfig(open_after=1, close_after=2), FEATURES)
     tracker.intervals["pump"] = FIVE_MIN
-    assert tracker.cooldown("pump") == 86_400.0  # 288 readings: 300 capped at a day
+    assert tracker.cooldown("pump") == 64 * FIVE_MIN
     first = _alerts(tracker, "x..", start=0.0)
-    again = _alerts(tracker, "x..", start=200 * FIVE_MIN)  # 200 readings after it ended
+    again = _alerts(tracker, "x..", start=50 * FIVE_MIN)  # 50 readings after it ended
     assert again
     assert again[0].uid == first[0].uid
-    later = _alerts(tracker, "x..", start=600 * FIVE_MIN)  # past 300 readings: a new one
+    later = _alerts(tracker, "x..", start=150 * FIVE_MIN)  # past 64 readings: a new one
     assert later
     assert later[0].uid != first[0].uid
-    assert tracker.busy(("pump", "a"), 700 * FIVE_MIN)
-    assert not tracker.busy(("pump", "a"), 1000 * FIVE_MIN)
+    assert tracker.busy(("pump", "a"), 200 * FIVE_MIN)
+    assert not tracker.busy(("pump", "a"), 300 * FIVE_MIN)
+
+
+def test_the_same_fault_hours_later_at_one_a_minute_is_a_new_alert() -> None:
+    """300 readings were 5 h at one reading a minute: on the simulated fleet a second
+    fault of the same channel 2-4 h after the first reopened the first alert, its onset
+    lost (4 of 16 missed faults, seed 11). Two hours later it now opens its own alert,
+    starting at its own onset."""
+    minute = 60.0
+    tracker = AlertTracker(AlertsConfig(open_after=1, close_after=2), FEATURES)
+    tracker.intervals["pump"] = minute
+    first = _alerts(tracker, "xxx..", start=0.0, step=minute)
+    second = _alerts(tracker, "xx..", start=2 * 3600.0, step=minute)
+    assert second
+    assert second[0].uid != first[0].uid
+    assert second[0].started_at == 2 * 3600.0
 
 
 def test_explicit_cooldown_wins_over_the_interval() -> None:
