@@ -333,6 +333,12 @@ def _stamps_of(sink: Collector, devices: list[str]) -> dict[str, list[float]]:
     return {d: found.get(d, []) for d in devices}
 
 
+def _partition_of_pump_0(devices: list[str]) -> tuple[int, list[str]]:
+    """The partition that moves in these tests, and the devices in it."""
+    moving = device_partition("pump-0", PARTITIONS)
+    return moving, [d for d in devices if device_partition(d, PARTITIONS) == moving]
+
+
 def _each_has(sink: Collector, devices: list[str], count: int) -> bool:
     return all(len(s) >= count for s in _stamps_of(sink, devices).values())
 
@@ -368,8 +374,7 @@ def test_a_reader_that_lost_its_partition_unknowingly_takes_nothing_from_the_nex
     CI run lost a reading that way). The new owner gets everything from the floor, in
     order, while the old one still runs."""
     devices = device_names(8)
-    moving = device_partition("pump-0", PARTITIONS)
-    in_it = [d for d in devices if device_partition(d, PARTITIONS) == moving]
+    moving, in_it = _partition_of_pump_0(devices)
     sent = publish(private_nats, devices, range(10))
     stale, taker = Collector(), Collector()
     with running_source(private_nats, stale, tmp_path / "a") as old:
@@ -383,11 +388,8 @@ def test_a_reader_that_lost_its_partition_unknowingly_takes_nothing_from_the_nex
         with running_source(private_nats, taker, tmp_path / "b", partitions=()) as new:
             assert new.acquire(moving)
             publish(private_nats, devices, range(10, 30))
-            wait_for(
-                lambda: all(len(s) >= 30 for s in _stamps_of(taker, in_it).values()),
-                30,  # ack_wait is 60 s: a stolen message would not come back in time
-                "the new owner to get every reading of its partition",
-            )
+            # ack_wait is 60 s: a stolen message would not come back in time.
+            wait_for(partial(_each_has, taker, in_it, 30), 30, "every reading at the new owner")
             # One step at a time while the old reader goes on pulling (each of its pulls
             # waits FETCH_WAIT): with pulls of both waiting, the server would serve the
             # older one, the old reader's, were it at the same consumer.
@@ -412,8 +414,7 @@ def test_a_reader_whose_consumer_is_deleted_makes_a_new_one(
     again from the stream's start, in order (the pipeline recognises what it counted):
     nothing is lost."""
     devices = device_names(8)
-    moving = device_partition("pump-0", PARTITIONS)
-    in_it = [d for d in devices if device_partition(d, PARTITIONS) == moving]
+    moving, in_it = _partition_of_pump_0(devices)
     sent = publish(private_nats, devices, range(10))
     sink = Collector()
     with running_source(private_nats, sink, tmp_path) as source:
@@ -421,11 +422,7 @@ def test_a_reader_whose_consumer_is_deleted_makes_a_new_one(
         source.ack(d.ack for d in sink.deliveries if d.ack is not None)
         assert _delete_consumers(private_nats, moving)
         publish(private_nats, devices, range(10, 15))
-        wait_for(
-            lambda: all(len(s) >= 25 for s in _stamps_of(sink, in_it).values()),
-            60,
-            "the reader to make a new consumer and read on",
-        )
+        wait_for(partial(_each_has, sink, in_it, 25), 60, "a new consumer, read on")
     for device, stamps in _stamps_of(sink, in_it).items():
         assert stamps == [_ts(i) for i in [*range(10), *range(15)]], device
 
@@ -438,8 +435,7 @@ def test_a_partition_taken_twice_without_acks_is_not_read_from_the_beginning(
     partition handed on again before its first ack would be replayed from the stream's
     first message (every message of max_age)."""
     devices = device_names(8)
-    moving = device_partition("pump-0", PARTITIONS)
-    in_it = [d for d in devices if device_partition(d, PARTITIONS) == moving]
+    moving, in_it = _partition_of_pump_0(devices)
     sent = publish(private_nats, devices, range(10))
     sink = Collector()
     with running_source(private_nats, sink, tmp_path) as source:
@@ -450,11 +446,7 @@ def test_a_partition_taken_twice_without_acks_is_not_read_from_the_beginning(
         assert source.release(moving, timeout=30.0)
         assert source.acquire(moving)
         publish(private_nats, devices, range(10, 12))
-        wait_for(
-            lambda: all(len(s) >= 12 for s in _stamps_of(sink, in_it).values()),
-            30,
-            "the new readings",
-        )
+        wait_for(partial(_each_has, sink, in_it, 12), 30, "the new readings")
     # Stream order: anything replayed would have come before the new readings.
     for device, stamps in _stamps_of(sink, in_it).items():
         assert stamps == [_ts(i) for i in range(12)], device
