@@ -7,8 +7,8 @@ to DIR:
 * ``memory.jsonl``: every ``--sample`` seconds, RSS split by mapping (glibc's main heap,
   the other anonymous mappings, file-backed pages) from ``/proc/self/smaps``, glibc's
   ``mallinfo2`` (bytes in use, free in the arenas, mmapped): what the allocator holds
-  live against what it keeps free, for every thread's arena together; and SQLite's
-  ``sqlite3_memory_used``;
+  live against what it keeps free, for every thread's arena together; SQLite's
+  ``sqlite3_memory_used``; and CPython's small-object arenas (``sys._debugmallocstats``);
 * ``snap-NNNN.tracemalloc``: a ``tracemalloc`` snapshot every ``--every`` seconds (with
   ``--frames`` > 0), Python objects and NumPy buffers by where they were allocated.
   Compare two with ``python benchmarks/traced_daemon.py --compare A B``.
@@ -24,8 +24,8 @@ import argparse
 import ctypes
 import json
 import os
+import signal
 import sys
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -79,6 +79,46 @@ def sqlite_memory() -> dict[str, float]:
     return {"sqlite_mb": round(lib.sqlite3_memory_used() / 2**20, 1)}
 
 
+_PYMALLOC = {
+    "# arenas allocated current": "pymalloc_arenas_mb",
+    "# bytes in allocated blocks": "pymalloc_allocated_mb",
+    "# bytes in available blocks": "pymalloc_available_mb",
+}
+
+
+def pymalloc() -> dict[str, float]:
+    """CPython's small-object allocator (MB): its arenas (1 MiB each, mmapped, given back
+    only when wholly empty), the objects in them, and their free blocks. Neither malloc's
+    figures nor tracemalloc's show how full the arenas are; ``sys._debugmallocstats``
+    does, on the C stderr, which is borrowed for the call (a log line written meanwhile is
+    passed on)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    row: dict[str, float] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        name = _PYMALLOC.get(key.strip())
+        if name is None:
+            if line.startswith("{"):  # a JSON log line written while stderr was borrowed
+                os.write(2, (line + "\n").encode())
+            continue
+        number = int(value.strip().replace(",", ""))
+        # arenas are counted, 1 MiB each (CPython 3.10 and later on 64 bits); the rest bytes
+        row[name] = float(number) if "arenas" in key else round(number / 2**20, 1)
+    return row
+
+
 def smaps() -> dict[str, float]:
     """RSS by kind of mapping (MB): [heap], anonymous (arenas, mmapped blocks), files."""
     kinds = {"heap": 0, "anon": 0, "file": 0}
@@ -95,28 +135,35 @@ def smaps() -> dict[str, float]:
     return {f"rss_{k}_mb": round(v / 1024, 1) for k, v in kinds.items()}
 
 
-def sampler(out: Path, every: float, sample: float, frames: int) -> None:
-    start = time.monotonic()
-    next_snap = start + every
-    n = 0
-    never = threading.Event()
-    with (out / "memory.jsonl").open("a") as log:
-        while not never.wait(sample):
-            now = time.monotonic()
-            row: dict[str, float] = {"t": round(now - start, 1), **smaps(), **mallinfo()}
-            row.update(sqlite_memory())
-            if frames:
-                traced, _peak = tracemalloc.get_traced_memory()
-                row["traced_mb"] = round(traced / 2**20, 1)
-                own = tracemalloc.get_tracemalloc_memory()
-                row["tracemalloc_overhead_mb"] = round(own / 2**20, 1)
-                if now >= next_snap:
-                    next_snap = now + every
-                    tracemalloc.take_snapshot().dump(str(out / f"snap-{n:04d}.tracemalloc"))
-                    row["snapshot"] = n
-                    n += 1
-            log.write(json.dumps(row) + "\n")
-            log.flush()
+class Sampler:
+    """Takes the samples on SIGALRM, in the main thread: a thread of its own would take a
+    malloc arena of its own first (``M_ARENA_MAX`` 2), and the daemon's threads would not
+    share theirs as they do in a real ``sentinel run``."""
+
+    def __init__(self, out: Path, every: float, frames: int) -> None:
+        self.log = (out / "memory.jsonl").open("a")
+        self.out, self.every, self.frames = out, every, frames
+        self.start = time.monotonic()
+        self.next_snap = self.start + every
+        self.n = 0
+
+    def __call__(self, *_: object) -> None:
+        now = time.monotonic()
+        row: dict[str, float] = {"t": round(now - self.start, 1), **smaps(), **mallinfo()}
+        row.update(sqlite_memory())
+        row.update(pymalloc())
+        if self.frames:
+            traced, _peak = tracemalloc.get_traced_memory()
+            row["traced_mb"] = round(traced / 2**20, 1)
+            own = tracemalloc.get_tracemalloc_memory()
+            row["tracemalloc_overhead_mb"] = round(own / 2**20, 1)
+            if now >= self.next_snap:
+                self.next_snap = now + self.every
+                tracemalloc.take_snapshot().dump(str(self.out / f"snap-{self.n:04d}.tracemalloc"))
+                row["snapshot"] = self.n
+                self.n += 1
+        self.log.write(json.dumps(row) + "\n")
+        self.log.flush()
 
 
 def compare(a: Path, b: Path, top: int, key: str) -> None:
@@ -156,15 +203,11 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from sentinel.daemon.malloc import cap_malloc_arenas
 
-    cap_malloc_arenas()  # as `sentinel run` does, before the sampler's thread allocates
+    cap_malloc_arenas()  # as `sentinel run` does (it will again: already done, no matter)
     if args.frames:
         tracemalloc.start(args.frames)
-    threading.Thread(
-        target=sampler,
-        args=(args.out, args.every, args.sample, args.frames),
-        name="traced-sampler",
-        daemon=True,
-    ).start()
+    signal.signal(signal.SIGALRM, Sampler(args.out, args.every, args.frames))
+    signal.setitimer(signal.ITIMER_REAL, args.sample, args.sample)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     from sentinel.cli.main import main as sentinel_main
 
