@@ -196,7 +196,8 @@ def main() -> int:
         own, argv = own[:cut], own[cut + 1 :]
     args = ap.parse_args(own)
     if args.compare:
-        compare(*args.compare, args.top, args.key)
+        old, new = args.compare
+        compare(old, new, args.top, args.key)
         return 0
     if args.out is None:
         ap.error("give an output directory")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -315,7 +316,7 @@ def test_spread_publishes_a_steps_readings_over_its_period(
     # Devices whose clocks are not in step: the daemon sees a trickle, not one burst a second
     # (what benchmarks/disk_writes.py --spread measures a flush interval's commits with).
     monkeypatch.setattr(fleet_module, "Publisher", _TimedPublisher)
-    monkeypatch.setattr(fleet_module.signal, "signal", lambda *_: None)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # main() sets SIGINT/SIGTERM's
     argv = ["--broker", "mqtt://127.0.0.1:1", "--devices", "4", "--rate", "2", "--steps", "2"]
     assert fleet_module.main([*argv, "--spread"]) == 0
     sent = _TimedPublisher.sent
