@@ -6,7 +6,11 @@ The real daemon (``sentinel run``, a model installed, SQLite) runs under strace
 rate; bytes and syncs are summed per file from the trace. Needs strace and ptrace.
 
     .venv/bin/python benchmarks/disk_writes.py [--devices 20] [--rate 1] [--seconds 60]
-        [--sqlite-durability full|unsafe-on-power-loss]
+        [--sqlite-durability full|unsafe-on-power-loss] [--flush-interval 0.2] [--spread]
+
+``--spread`` has the simulator publish each second's readings evenly over the second, as
+devices whose clocks are not in step do; without it all of a step's readings go at once,
+so the daemon's passes (and commits) come once a step whatever its flush interval.
 """
 
 from __future__ import annotations
@@ -54,8 +58,14 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=1.0, help="readings/s per device")
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--sqlite-durability", choices=("full", "unsafe-on-power-loss"), default="full")
+    ap.add_argument("--flush-interval", type=float, default=None, help="s (default: the product's)")
+    ap.add_argument("--spread", action="store_true", help="readings spread over each second")
     args = ap.parse_args()
+    from sentinel.config import DatabaseConfig
     from sentinel.logs import configure_logging
+
+    if args.flush_interval is None:
+        args.flush_interval = DatabaseConfig().flush_interval
 
     configure_logging("warning", "console")
     if (reason := strace_unusable()) is not None:
@@ -71,7 +81,9 @@ def main() -> int:
             install_model(work / "models", state)
             url = f"sqlite:///{state / 'sentinel.db'}"
             config = daemon_config(state, broker, database_url=url)
-            config["database"].update(flush_interval=0.2, sqlite_durability=args.sqlite_durability)
+            config["database"].update(
+                flush_interval=args.flush_interval, sqlite_durability=args.sqlite_durability
+            )
             path = write_toml(work / "sentinel.toml", config)
             log, trace = work / "daemon.log", work / "strace.txt"
             argv = [sys.executable, "-m", "sentinel.cli", "run", "--config", str(path)]
@@ -87,6 +99,7 @@ def main() -> int:
                 fleet = run_fleet(
                     broker, work, "--devices", str(args.devices), "--rate", str(args.rate),
                     "--steps", str(steps), "--anomaly-rate", "2", "--seed", "5",
+                    *(["--spread"] if args.spread else []),
                 )  # fmt: skip
                 first = _lines(trace)
                 fleet.communicate(timeout=args.seconds * 3 + 120)
@@ -135,7 +148,8 @@ def _report(
     commits = syncs["database-wal"]
     print(
         f"{args.devices} devices x {args.rate:g} readings/s for {seconds} s ({total} readings), "
-        f"sqlite_durability = {args.sqlite_durability}, flush_interval 0.2 s"
+        f"sqlite_durability = {args.sqlite_durability}, flush_interval {args.flush_interval:g} s"
+        + (", readings spread over each second" if args.spread else ", each second's at once")
     )
     print(f"{'file':<22}{'writes/s':>10}{'KiB/s':>10}{'syncs/s':>10}")
     for kind in sorted(set(written) | set(syncs)):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import signal
 import statistics
 import subprocess
@@ -81,8 +82,10 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 class Daemon:
     """A `sentinel run` process on a private broker, its model trained on a small fleet."""
 
-    def __init__(self, devices: int, work: Path) -> None:
+    def __init__(self, devices: int, work: Path, traced: list[str] | None = None) -> None:
         self.work = work
+        # benchmarks/traced_daemon.py's arguments (output directory first), or None
+        self.traced = traced
         self.broker = PrivateBroker(prefer="mosquitto", workdir=work / "broker")
         self.port = free_port()
         self.devices = devices
@@ -109,8 +112,12 @@ class Daemon:
         path = self.work / "sentinel.toml"
         path.write_text(config_to_toml(config))
         log = (self.work / "daemon.log").open("wb")
+        command = [sys.executable, "-m", "sentinel.cli"]
+        if self.traced is not None:
+            command = [sys.executable, str(REPO / "benchmarks" / "traced_daemon.py"), *self.traced]
+            command.append("--")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sentinel.cli", "run", "--config", str(path)],
+            [*command, "run", "--config", str(path)],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -124,7 +131,8 @@ class Daemon:
                 return False
             return True
 
-        wait_for(up, 60, "daemon did not start")
+        # imports under tracemalloc on a loaded box take minutes
+        wait_for(up, 600 if self.traced is not None else 120, "daemon did not start")
         # The first model: clean readings from a small fleet (the model is the stream's, not
         # a device's), as fast as possible, then wait until it is trained and loaded.
         warm = fleet(
@@ -236,9 +244,16 @@ def by_size(devices: int, steps: int, settle: float, interval: float) -> dict[st
         daemon.stop()
 
 
-def soak(devices: int, seconds: float, rate: float, interval: float, out: TextIO) -> None:
+def soak(
+    devices: int,
+    seconds: float,
+    rate: float,
+    interval: float,
+    out: TextIO,
+    traced: list[str] | None = None,
+) -> None:
     work = Path(tempfile.mkdtemp(prefix="sentinel-soak-"))
-    daemon = Daemon(devices, work)
+    daemon = Daemon(devices, work, traced)
     live: subprocess.Popen[bytes] | None = None
     try:
         daemon.start()
@@ -273,6 +288,13 @@ def main() -> int:
     ap.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: by size)")
     ap.add_argument("--rate", type=float, default=1.0, help="readings/s per device (soak)")
     ap.add_argument("--out", type=Path, help="JSON lines of the soak's samples")
+    ap.add_argument(
+        "--traced",
+        type=shlex.split,
+        metavar="ARGS",
+        help="soak: run the daemon under benchmarks/traced_daemon.py with these arguments, "
+        "its output directory first (e.g. --traced 'DIR --frames 8 --every 300')",
+    )
     args = ap.parse_args()
     # SIGTERM (and SIGINT, which a shell ignores in a background job) stop the run through
     # the finally blocks, which stop the fleet, the daemon and the broker.
@@ -284,7 +306,7 @@ def main() -> int:
         with args.out.open("a") as out:
             out.write(json.dumps({"event": "start", "machine": machine, **vars(args)}, default=str))
             out.write("\n")
-            soak(args.devices[0], args.soak, args.rate, args.interval, out)
+            soak(args.devices[0], args.soak, args.rate, args.interval, out, args.traced)
         return 0
     for devices in args.devices:
         print(

@@ -493,6 +493,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         help="slow concept drift: pump wear per simulated day (e.g. 0.03), default 0",
     )
+    ap.add_argument(
+        "--spread",
+        action="store_true",
+        help="publish a step's readings evenly over its period (devices whose clocks are not "
+        "in step), not all at once",
+    )
     ap.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
     ap.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
     ap.add_argument("--username", default=None, help="password from SENTINEL_SIM_PASSWORD")
@@ -575,7 +581,12 @@ def main(argv: list[str] | None = None) -> int:
                     break
             elif time.monotonic() >= deadline:
                 break
-            for reading in readings:
+            for i, reading in enumerate(readings):
+                if args.spread and args.rate > 0 and i:
+                    # Devices whose clocks are not in step: spread over the step's period.
+                    wait = t0 + (k + i / len(readings)) / args.rate - time.monotonic()
+                    if wait > 0 and stop.wait(wait):
+                        break
                 seq = counts[reading.device]
                 pub.publish(
                     args.topic.replace("{device}", reading.device),

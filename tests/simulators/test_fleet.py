@@ -5,16 +5,19 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from simulators import fleet as fleet_module
 from simulators.broker import PrivateBroker
 from simulators.fleet import (
     FEATURES,
@@ -287,3 +290,38 @@ def test_cli_publishes_exactly_the_summary(tmp_path: Path) -> None:
         payload = got[(f"plant/{reading.device}/pump", n // 3)]
         assert payload["ts"] == reading.ts
         assert {f: payload[f] for f in FEATURES} == reading.values
+
+
+class _TimedPublisher:
+    """Stands in for simulators.broker.Publisher: notes when each reading was handed over."""
+
+    sent: ClassVar[list[tuple[float, str]]] = []
+
+    def __init__(self, *_: object, **__: object) -> None:
+        type(self).sent = []
+
+    def start(self) -> None:
+        pass
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self.sent.append((time.monotonic(), topic))
+
+    def finish(self, timeout: float = 30.0) -> int:
+        return 0
+
+
+def test_spread_publishes_a_steps_readings_over_its_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Devices whose clocks are not in step: the daemon sees a trickle, not one burst a second
+    # (what benchmarks/disk_writes.py --spread measures a flush interval's commits with).
+    monkeypatch.setattr(fleet_module, "Publisher", _TimedPublisher)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # main() sets SIGINT/SIGTERM's
+    argv = ["--broker", "mqtt://127.0.0.1:1", "--devices", "4", "--rate", "2", "--steps", "2"]
+    assert fleet_module.main([*argv, "--spread"]) == 0
+    sent = _TimedPublisher.sent
+    assert [topic for _, topic in sent] == [f"plant/pump-{i:03d}/pump" for i in range(4)] * 2
+    # A step's last device is due 3/4 of the 0.5 s period after its first (without --spread
+    # all four go at once). Lower bounds only: a loaded machine can delay, never hasten.
+    assert sent[3][0] - sent[0][0] >= 0.3
+    assert sent[7][0] - sent[0][0] >= 0.8
