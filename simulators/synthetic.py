@@ -118,6 +118,27 @@ def _noise(rng: np.random.Generator, n: int, sigma: float) -> FloatArray:
     return _ar1(rng, n, sigma / np.sqrt(2)) + rng.normal(0.0, sigma / np.sqrt(2), n)
 
 
+def _bursts(
+    rng: np.random.Generator,
+    n: int,
+    base: float,
+    high: float,
+    *,
+    first: tuple[int, int],
+    length: tuple[int, int],
+    apart: tuple[int, int],
+) -> FloatArray:
+    """A rate of ``base`` with normal bursts of ``high``: the first at a row drawn from
+    ``first``, each lasting ``length`` rows and starting ``apart`` rows after the last one's
+    start (each range drawn as numpy's ``integers``, end excluded)."""
+    rate = np.full(n, base)
+    at = int(rng.integers(*first))
+    while at < n:
+        rate[at : at + int(rng.integers(*length))] = high
+        at += int(rng.integers(*apart))
+    return rate
+
+
 def _times(n: int, interval: float) -> FloatArray:
     return EPOCH + interval * np.arange(n, dtype=np.float64)
 
@@ -451,11 +472,7 @@ def bursty_counts(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     2-6 hours; one abnormal burst: Poisson(30) for 40 minutes. 1 min sampling."""
     rows = 2_000 if quick else 4_000
     rng = np.random.default_rng(seed)
-    rate = np.full(rows, 3.0)
-    at = int(rng.integers(60, 240))
-    while at < rows:
-        rate[at : at + int(rng.integers(5, 16))] = 12.0
-        at += int(rng.integers(120, 360))
+    rate = _bursts(rng, rows, 3.0, 12.0, first=(60, 240), length=(5, 16), apart=(120, 360))
     train = rows // 2
     start = train + (rows - train) // 2
     rate[start : start + 40] = 30.0
@@ -616,11 +633,7 @@ def server_metrics(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
         level += 0.02
         memory[i] = level
     net_out = 0.9 * requests * np.exp(rng.normal(0.0, 0.1, rows))
-    disk_rate = np.full(rows, 5.0)
-    at = int(rng.integers(20, 120))
-    while at < rows:
-        disk_rate[at : at + int(rng.integers(1, 3))] = 40.0
-        at += int(rng.integers(40, 160))
+    disk_rate = _bursts(rng, rows, 5.0, 40.0, first=(20, 120), length=(1, 3), apart=(40, 160))
     train = rows // 2
     spans = []
     runaway = train + 300

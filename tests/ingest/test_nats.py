@@ -333,6 +333,18 @@ def _stamps_of(sink: Collector, devices: list[str]) -> dict[str, list[float]]:
     return {d: found.get(d, []) for d in devices}
 
 
+@contextmanager
+def _all_read_and_acked(
+    server: PrivateNats, sink: Collector, state: Path, devices: list[str]
+) -> Iterator[NatsSource]:
+    """A source that has read steps 0-9 of ``devices`` into ``sink`` and acked them all."""
+    sent = publish(server, devices, range(10))
+    with running_source(server, sink, state) as source:
+        wait_for(lambda: sink.readings() >= sent, 30, "every reading delivered")
+        source.ack(d.ack for d in sink.deliveries if d.ack is not None)
+        yield source
+
+
 def _partition_of_pump_0(devices: list[str]) -> tuple[int, list[str]]:
     """The partition that moves in these tests, and the devices in it."""
     moving = device_partition("pump-0", PARTITIONS)
@@ -415,11 +427,8 @@ def test_a_reader_whose_consumer_is_deleted_makes_a_new_one(
     nothing is lost."""
     devices = device_names(8)
     moving, in_it = _partition_of_pump_0(devices)
-    sent = publish(private_nats, devices, range(10))
     sink = Collector()
-    with running_source(private_nats, sink, tmp_path) as source:
-        wait_for(lambda: sink.readings() >= sent, 30, "every reading delivered")
-        source.ack(d.ack for d in sink.deliveries if d.ack is not None)
+    with _all_read_and_acked(private_nats, sink, tmp_path, devices):
         assert _delete_consumers(private_nats, moving)
         publish(private_nats, devices, range(10, 15))
         wait_for(partial(_each_has, sink, in_it, 25), 60, "a new consumer, read on")
@@ -436,11 +445,8 @@ def test_a_partition_taken_twice_without_acks_is_not_read_from_the_beginning(
     first message (every message of max_age)."""
     devices = device_names(8)
     moving, in_it = _partition_of_pump_0(devices)
-    sent = publish(private_nats, devices, range(10))
     sink = Collector()
-    with running_source(private_nats, sink, tmp_path) as source:
-        wait_for(lambda: sink.readings() >= sent, 30, "every reading delivered")
-        source.ack(d.ack for d in sink.deliveries if d.ack is not None)
+    with _all_read_and_acked(private_nats, sink, tmp_path, devices) as source:
         assert source.release(moving, timeout=30.0)
         assert source.acquire(moving)  # a new consumer at the floor, nothing to read
         assert source.release(moving, timeout=30.0)
