@@ -132,7 +132,9 @@ def run_retrain(
             )
         except ModelError as err:
             log.error("retrain_champion_unusable", stream=stream, version=parent, error=str(err))
-    runs = data.train + data.holdout if champion is None else data.train
+    # With no champion nothing is judged on the held-back blocks: a first model trains on
+    # every device's runs whole, as the worker's cold start and replay do.
+    runs = data.runs if champion is None else data.train
     eval_set = None
     champion_metrics: Metrics | None = None
     if data.holdout:

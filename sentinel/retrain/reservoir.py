@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +78,15 @@ class Run:
 
 @dataclass(frozen=True)
 class CleanData:
-    """What a training run may use, split by time into training and held-back parts."""
+    """What a training run may use, split by time into training and held-back parts.
+
+    ``runs`` is the same readings unsplit: each device's gap-free runs whole, in time
+    order. A first model, with no champion to judge it against, trains on them: split at
+    the held-back blocks, every device would hand training two or more pieces, and
+    training, which holds back each piece's tail to calibrate on, would calibrate on one
+    stretch of the day for every device (docs/BENCHMARKS.md, "Why the daemon raises 8
+    false alerts on fleet seed 12").
+    """
 
     train: list[Run]
     holdout: list[Run]
@@ -87,6 +95,7 @@ class CleanData:
     first_ts: float | None
     last_ts: float | None
     interval: float | None = None  # seconds per reading, learnt from them (timescale)
+    runs: list[Run] = field(default_factory=list)
 
     @property
     def train_rows(self) -> int:
@@ -413,6 +422,7 @@ class Reservoir:
             first_ts=first,
             last_ts=last,
             interval=interval,
+            runs=clean,
         )
 
 

@@ -234,7 +234,7 @@ class Retrainer:
                 )
             finally:
                 reservoir.close()
-            return threshold_seeds(detector, data.train + data.holdout, self._config)
+            return threshold_seeds(detector, data.runs, self._config)
         except (OSError, sqlite3.Error, ValueError, ModelError) as err:
             log.warning("threshold_seeds_unavailable", stream=stream, error=str(err))
             return None

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sentinel.config import SentinelConfig
-from sentinel.model import ModelRegistry
+from sentinel.model import ModelRegistry, detector_type
 from sentinel.retrain import job
 from sentinel.retrain.job import RetrainOutcome, run_retrain
 from sentinel.retrain.promotion import Decision, Metrics
@@ -105,3 +105,29 @@ def test_one_attempt_trains_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert outcome.reason == "detection - false rate 0.7 is below 0.8 - 0.05"
     assert len(calls) == 1
     assert len(registry.versions("pump")) == 2
+
+
+def test_a_first_model_trains_on_each_devices_readings_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Split at the held-back blocks, each device would hand training several pieces, and
+    # training calibrates on every piece's tail: one stretch of the day for all devices.
+    # With no champion to judge against, nothing is held back from a first model.
+    config = make_config(tmp_path / "state")
+    fill(config, normal(1500, seed=4), device="d1")
+    fill(config, normal(1500, seed=5), device="d2")
+    real = detector_type(config.model.detector)
+    handed: list[list[int]] = []
+
+    class Spy:
+        @staticmethod
+        def train(segments: list[Any], *args: Any, **kwargs: Any) -> Any:
+            handed.append([len(s) for s in segments])
+            return real.train(segments, *args, **kwargs)
+
+    monkeypatch.setattr(job, "detector_type", lambda key: Spy)
+
+    outcome = run_retrain(config, "pump", reason="cold start", device=CPU, cold_start=True)
+
+    assert outcome.status == "accepted"
+    assert handed == [[1500, 1500]]

@@ -95,6 +95,17 @@ def test_anomalous_windows_and_alerts_are_left_out_with_a_margin(tmp_path: Path)
     assert max(r.ts[-1] for r in data.holdout) == 399
     assert min(r.ts[0] for r in data.holdout) < 200
     assert {r.device for r in data.holdout} == {"d1", "d2"}
+    # The same readings unsplit: each device's runs whole (cut only at the excluded
+    # spans), in time order, for a first model to train on.
+    assert [(r.device, r.ts[0], r.ts[-1]) for r in data.runs] == [
+        ("d1", 0, 94),
+        ("d1", 121, 399),
+        ("d2", 0, 194),
+        ("d2", 266, 399),
+    ]
+    for device, ts in kept.items():
+        whole = np.concatenate([r.ts for r in data.runs if r.device == device])
+        np.testing.assert_array_equal(whole, np.sort(ts))
 
 
 def _disk_full(res: Reservoir) -> None:
