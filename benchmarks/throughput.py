@@ -294,10 +294,12 @@ class PostgresDatabases:
 
 POSTGRES: PostgresDatabases | None = None  # set by --postgres
 FLUSH_INTERVAL: float = DatabaseConfig().flush_interval  # the product default; --flush-interval
+FLUSH_MESSAGES: int = DatabaseConfig().flush_messages  # the product default; --flush-messages
 
 
 def database_line(durability: str) -> str:
-    return "database: PostgreSQL" if POSTGRES else f"sqlite_durability: {durability}"
+    where = "database: PostgreSQL" if POSTGRES else f"sqlite_durability: {durability}"
+    return f"{where}, flush_messages: {FLUSH_MESSAGES}"
 
 
 def daemon_setup(
@@ -314,6 +316,7 @@ def daemon_setup(
     config = daemon_config(state, broker, database_url=url, client_id=client_id)
     # The product default unless given, not the tests' 0.05.
     config["database"]["flush_interval"] = flush_interval or FLUSH_INTERVAL
+    config["database"]["flush_messages"] = FLUSH_MESSAGES
     config["database"]["sqlite_durability"] = durability
     config["ingest"] = {"queue_size": RECEIVE_MAXIMUM}
     config["logging"]["level"] = "warning"
@@ -796,9 +799,15 @@ def main() -> int:
         nargs="+",
         help="[database] flush_interval (s; default the product's); latency: each in turn",
     )
+    ap.add_argument(
+        "--flush-messages",
+        type=int,
+        help="[database] flush_messages (default the product's)",
+    )
     ap.add_argument("--postgres", metavar="URL", help="commit to fresh databases on this server")
     args = ap.parse_args()
-    global POSTGRES, FLUSH_INTERVAL
+    global POSTGRES, FLUSH_INTERVAL, FLUSH_MESSAGES
+    FLUSH_MESSAGES = args.flush_messages or FLUSH_MESSAGES
     if args.flush_interval and not args.latency:
         FLUSH_INTERVAL = args.flush_interval[0]
     POSTGRES = PostgresDatabases(args.postgres) if args.postgres else None

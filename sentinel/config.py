@@ -344,6 +344,14 @@ class DatabaseConfig(Section):
     flush_interval: float = Field(
         default=0.2, gt=0, le=10, description="Longest a change waits before it is committed."
     )
+    flush_messages: int = Field(
+        default=256,
+        ge=1,
+        le=1_000_000,
+        description="A commit starts before flush_interval is up once it would acknowledge "
+        "this many messages: under load readings wait less, and each commit (an fsync) "
+        "still covers this many. At a trickle only flush_interval counts.",
+    )
     batch_max: int = Field(
         default=500, ge=1, le=100_000, description="Most batches folded into one transaction."
     )

@@ -154,6 +154,7 @@ class SentinelApp:
             writer = AlertWriter(
                 store,
                 flush_interval=config.database.flush_interval,
+                flush_messages=config.database.flush_messages,
                 batch_max=config.database.batch_max,
                 on_commit=self._committed,
                 on_resolved=lambda uids: self._pipeline().alerts_resolved(uids),

@@ -1,7 +1,8 @@
 """AlertWriter: the one thread that writes to the database, in batched transactions.
 
-The pipeline worker submits a WriteBatch per pass; the writer folds up to ``batch_max`` of
-them (or what arrived within ``flush_interval``) into one transaction, then hands them to
+The pipeline worker submits a WriteBatch per pass; the writer folds what arrived within
+``flush_interval`` of the oldest (at most ``batch_max`` batches, and no more once they carry
+``flush_messages`` acknowledgements) into one transaction, then hands them to
 ``on_commit``, which the app uses to have the source acknowledge the messages behind them.
 Nothing is acknowledged before it is committed, and nothing submitted is ever dropped: while
 the database fails the writer retries with capped backoff and its bounded queue pushes back
@@ -55,6 +56,7 @@ class AlertWriter:
         store: AlertStore,
         *,
         flush_interval: float = 0.2,
+        flush_messages: int = 256,
         batch_max: int = 500,
         queue_size: int = 1000,
         on_commit: Callable[[Sequence[WriteBatch]], None] | None = None,
@@ -64,21 +66,32 @@ class AlertWriter:
         fence: WriteFence | None = None,
         on_fenced: Callable[[Sequence[Ack]], None] | None = None,
     ) -> None:
-        if flush_interval < 0 or batch_max < 1 or queue_size < 1 or prune_batch < 1:
+        if (
+            flush_interval < 0
+            or flush_messages < 1
+            or batch_max < 1
+            or queue_size < 1
+            or prune_batch < 1
+        ):
             raise ValueError(
-                "flush_interval >= 0, batch_max >= 1, queue_size >= 1 and prune_batch >= 1"
+                "flush_interval >= 0, flush_messages >= 1, batch_max >= 1, queue_size >= 1 "
+                "and prune_batch >= 1"
             )
         self._store = store
         self._fence = fence
         # Told the acks of a fenced-off partition's part, which will never be sent.
         self._on_fenced = on_fenced
         self._flush_interval = flush_interval
+        self._flush_messages = flush_messages
         self._batch_max = batch_max
         self._on_commit = on_commit
         # Told which alerts in a commit an operator had resolved (the pipeline closes them).
         self._on_resolved = on_resolved
         # One spare slot so stop() can always wake the thread without blocking.
-        self._queue: queue.Queue[WriteBatch] = queue.Queue(maxsize=queue_size + 1)
+        # Each batch with the monotonic time it was queued: the flush interval counts from
+        # the oldest one's, so a batch queued while a commit ran does not wait a whole
+        # interval more after it.
+        self._queue: queue.Queue[tuple[float, WriteBatch]] = queue.Queue(maxsize=queue_size + 1)
         self._capacity = queue_size
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -122,7 +135,12 @@ class AlertWriter:
                 raise RuntimeError("AlertWriter can only be started once")
             self._thread = threading.Thread(target=self._run, name="sentinel-writer", daemon=True)
             self._thread.start()
-        log.info("writer_started", flush_interval=self._flush_interval, batch_max=self._batch_max)
+        log.info(
+            "writer_started",
+            flush_interval=self._flush_interval,
+            flush_messages=self._flush_messages,
+            batch_max=self._batch_max,
+        )
 
     def submit(self, batch: WriteBatch, timeout: float | None = None) -> None:
         """Queue a batch; blocks while the queue is full. TimeoutError after ``timeout``."""
@@ -141,7 +159,7 @@ class AlertWriter:
                     with self._lock:
                         self._submitted += 1
                     try:
-                        self._queue.put_nowait(batch)
+                        self._queue.put_nowait((time.monotonic(), batch))
                         return
                     except queue.Full:
                         with self._lock:
@@ -174,7 +192,7 @@ class AlertWriter:
             self._deadline = time.monotonic() + timeout
         # When even the spare slot is taken the thread is busy anyway and will see _closed.
         with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(_WAKE)
+            self._queue.put_nowait((time.monotonic(), _WAKE))
         # A little slack for a write that is in flight when the deadline passes.
         thread.join(timeout + 1.0)
         if thread.is_alive():
@@ -195,12 +213,13 @@ class AlertWriter:
         finally:
             self._abandoned.set()
 
-    def _get(self, timeout: float) -> WriteBatch | None:
+    def _get(self, timeout: float) -> tuple[float, WriteBatch] | None:
+        """The next batch and when it was queued; None on a timeout or stop()'s wake-up."""
         try:
-            batch = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
         except queue.Empty:
             return None
-        return None if batch is _WAKE else batch
+        return None if item[1] is _WAKE else item
 
     def _finished(self) -> bool:
         with self._lock:
@@ -211,17 +230,27 @@ class AlertWriter:
         first = self._get(_CLOSING_POLL if self._closed else _IDLE_POLL)
         if first is None:
             return None if self._finished() else []
-        batches = [first]
-        flush_at = time.monotonic() + self._flush_interval
+        queued_at, batch = first
+        batches = [batch]
+        # ``flush_interval`` is the longest a change waits before its commit starts: counted
+        # from when the oldest batch was queued, not from when this thread got to it (which,
+        # after a long commit, would make it wait the commit and a whole interval more).
+        flush_at = queued_at + self._flush_interval
+        # ... or less, once the commit would acknowledge ``flush_messages``: under load a
+        # commit then starts as soon as it is worth its fsync, not a whole interval later.
+        # It still takes everything already queued, so a backlog commits in large groups.
+        acks = len(batch.acks)
         while len(batches) < self._batch_max:
             # Once stopping, take what is queued without waiting out the flush interval.
-            remaining = 0.0 if self._closed else flush_at - time.monotonic()
-            batch = self._get(remaining)
-            if batch is None:
+            full = self._closed or acks >= self._flush_messages
+            remaining = 0.0 if full else flush_at - time.monotonic()
+            item = self._get(remaining)
+            if item is None:
                 if remaining <= 0 or self._closed:
                     break
                 continue  # woken by _WAKE: go round and drain without waiting
-            batches.append(batch)
+            batches.append(item[1])
+            acks += len(item[1].acks)
         return batches
 
     def _commit(self, batches: list[WriteBatch]) -> bool:
@@ -284,7 +313,7 @@ class AlertWriter:
         unwritten = len(batches)
         while True:
             try:
-                if self._queue.get_nowait() is not _WAKE:
+                if self._queue.get_nowait()[1] is not _WAKE:
                     unwritten += 1
             except queue.Empty:
                 break

@@ -165,6 +165,40 @@ def test_batches_are_grouped_up_to_batch_max() -> None:
     assert acks.calls == 4
 
 
+def test_a_commit_starts_once_it_holds_flush_messages_acks() -> None:
+    # Under load a reading should not wait out the whole interval: a commit that would
+    # acknowledge flush_messages messages is worth its fsync now. The interval here is an
+    # hour, so only the count can start these commits.
+    store, acks = FakeStore(), Acks()
+    writer = AlertWriter(store, flush_interval=3600.0, flush_messages=3, on_commit=acks)
+    writer.start()
+    try:
+        for i in range(3):
+            writer.submit(batch(i))
+        wait_for(lambda: acks.seen == [0, 1, 2])
+        writer.submit(WriteBatch(acks=(Ack(3, 1), Ack(4, 1), Ack(5, 1))))  # one pass, 3 acks
+        wait_for(lambda: acks.seen == [0, 1, 2, 3, 4, 5])
+        assert store.calls == 1  # the last batch had nothing to store
+    finally:
+        writer.stop(timeout=5.0)
+    assert acks.calls == 2
+
+
+def test_the_flush_interval_counts_from_when_the_oldest_batch_was_queued() -> None:
+    # Batches that queued up while a long commit ran have waited already: the next commit
+    # takes them at once rather than a whole interval after the thread got to them. Two
+    # batches queued an hour-long interval ago, gathered without the thread running.
+    writer = AlertWriter(FakeStore(), flush_interval=3600.0)
+    queued = time.monotonic() - 3601.0
+    for i in range(2):
+        writer._queue.put_nowait((queued + i, batch(i)))
+    gathered: list[list[WriteBatch] | None] = []
+    gatherer = threading.Thread(target=lambda: gathered.append(writer._gather()), daemon=True)
+    gatherer.start()
+    gatherer.join(60.0)  # the old rule would wait the hour out
+    assert gathered == [[batch(0), batch(1)]]
+
+
 def test_empty_batches_still_ack_in_order() -> None:
     store, acks = FakeStore(), Acks()
     writer = AlertWriter(store, flush_interval=0.0, on_commit=acks)
