@@ -1,8 +1,9 @@
 """AlertWriter: the one thread that writes to the database, in batched transactions.
 
 The pipeline worker submits a WriteBatch per pass; the writer folds what arrived within
-``flush_interval`` of the oldest (at most ``batch_max`` batches, and no more once they carry
-``flush_messages`` acknowledgements) into one transaction, then hands them to
+``flush_interval`` of the oldest (at most ``batch_max`` batches; once they carry
+``flush_messages`` acknowledgements it takes what is queued and waits for no more) into one
+transaction, then hands them to
 ``on_commit``, which the app uses to have the source acknowledge the messages behind them.
 Nothing is acknowledged before it is committed, and nothing submitted is ever dropped: while
 the database fails the writer retries with capped backoff and its bounded queue pushes back
