@@ -697,6 +697,17 @@ class ThresholdConfig(Section):
         "training days is known at once, and one that starts after training alerts on its "
         "first recurring_count + 1 occurrences.",
     )
+    recurring_known: int = Field(
+        default=0,
+        ge=0,
+        le=1_000,
+        description="Excursions at least about as large, remembered as normal (in the model's "
+        "training readings or judged recurring), that make one normal whatever its timing: "
+        "a pump's load switches at random times score alike every time. It stays within "
+        "their peak and duration limits, as a periodic one does. 0 (default): only periodic "
+        "excursions are normal. 2 halved false alerts on simulated fleets with random load "
+        "switching but cost SKAB and the synthetic suite an event each (docs/BENCHMARKS.md).",
+    )
     recurring_margin: float = Field(
         default=2.0,
         ge=1.0,

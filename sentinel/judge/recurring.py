@@ -26,7 +26,12 @@ normal while it stays within what was seen: no window above ``recurring_margin``
 largest of those peaks, no longer than 1.5 times the longest of those durations plus a
 window. Past either, the rest of the run is anomalous -- a pump that runs at its usual hour
 but twice as hard, or does not stop, alerts. An irregular excursion, a first or second one,
-or one off the period alerts as before.
+or one off the period alerts as before -- unless (opt-in) it is *known*:
+``recurring_known`` trusted excursions at least about as large are remembered, whatever
+their timing. A pump moved among load levels at random times scores each switch alike,
+seen in training and unforeseeable in time; with the same peak and duration limits, a
+switch that overshoots or a fault that goes on past them still alerts, later by at most
+the longest known excursion. Off by default: it cost SKAB and the synthetic suite.
 
 Only the verdict changes: the threshold has already left the excursion's windows out of
 what it learns (they scored above it), so a recurring pulse never raises the threshold.
@@ -152,7 +157,11 @@ class RecurringExcursions:
             need += 1
         chosen = alike[-need:]
         if len(chosen) < need or not _periodic([*(p.onset for p in chosen), ts], device.hop_s):
-            return _Run(ts, ratio, ts, normal=False)
+            # Not periodic, but known: as large an excursion was normal this often before.
+            known = [p for p in alike if p.trusted]
+            if not cfg.recurring_known or len(known) < cfg.recurring_known:
+                return _Run(ts, ratio, ts, normal=False)
+            chosen = known
         return _Run(
             ts,
             ratio,

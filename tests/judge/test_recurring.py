@@ -100,6 +100,36 @@ def test_an_excursion_off_the_period_still_alerts() -> None:
     assert anomalous_between(verdicts, 3 * DAY, 3 * DAY + 12 * 3600) == 0  # its 06:00 one
 
 
+def test_recurring_known_makes_excursions_seen_that_often_normal_at_any_time() -> None:
+    # A pump switched among load levels at random times: each switch scores alike, seen in
+    # training, unforeseeable in time. With no period to learn, two normal ones as large
+    # make the next normal; one much larger, or one that does not end, still alerts.
+    # Opt-in: off by default (docs/BENCHMARKS.md, "Known excursions").
+    assert ThresholdConfig().recurring_known == 0
+    cfg = ThresholdConfig(recurring_known=2)
+    switches = {t * HOP: (4 * HOP, 8.0) for t in (40, 95, 190)}  # irregular onsets
+    memory = RecurringExcursions(cfg)
+    feed(memory, 0.0, 300 * HOP, switches, warm=True)
+    live = {t * HOP: (4 * HOP, 8.0) for t in (330, 520, 610)}
+    live[700 * HOP] = (4 * HOP, 8.0 * 2.5)  # overshoots the largest known by more than 2x
+    live[800 * HOP] = (120 * HOP, 8.0)  # does not end
+    verdicts = feed(memory, 300 * HOP, 1000 * HOP, live)
+    assert anomalous_between(verdicts, 300 * HOP, 700 * HOP) == 0
+    assert anomalous_between(verdicts, 700 * HOP, 704 * HOP) == 4
+    late = anomalous_between(verdicts, 800 * HOP, 920 * HOP)
+    assert 120 - 15 <= late < 120  # normal for 1.5 x its known length plus a window span
+
+    # Without it (or seen once only), the same live switches alert.
+    memory = RecurringExcursions(ThresholdConfig(recurring_known=0))
+    feed(memory, 0.0, 300 * HOP, switches, warm=True)
+    verdicts = feed(memory, 300 * HOP, 700 * HOP, live)
+    assert anomalous_between(verdicts, 300 * HOP, 700 * HOP) == 12
+    memory = RecurringExcursions(cfg)
+    feed(memory, 0.0, 300 * HOP, {40 * HOP: (4 * HOP, 8.0)}, warm=True)
+    verdicts = feed(memory, 300 * HOP, 700 * HOP, {330 * HOP: (4 * HOP, 8.0)})
+    assert anomalous_between(verdicts, 300 * HOP, 700 * HOP) == 4
+
+
 def test_a_recurring_pulse_twice_as_high_or_much_longer_alerts() -> None:
     cfg = ThresholdConfig()
     higher = daily(range(3))
