@@ -705,8 +705,8 @@ class ThresholdConfig(Section):
         "training readings or judged recurring), that make one normal whatever its timing: "
         "a pump's load switches at random times score alike every time. It stays within "
         "their peak and duration limits, as a periodic one does. 0 (default): only periodic "
-        "excursions are normal. 2 halved false alerts on simulated fleets with random load "
-        "switching but cost SKAB and the synthetic suite an event each (docs/BENCHMARKS.md).",
+        "excursions are normal (what the rule costs and gains: docs/BENCHMARKS.md, "
+        '"Known excursions").',
     )
     recurring_margin: float = Field(
         default=2.0,
@@ -727,6 +727,8 @@ class ThresholdConfig(Section):
     def _recurring_memory_holds_count(self) -> ThresholdConfig:
         if self.recurring_count >= self.recurring_memory:
             raise ValueError("recurring_count must be below recurring_memory")
+        if self.recurring_known > self.recurring_memory:
+            raise ValueError("recurring_known must be at most recurring_memory")
         return self
 
     @model_validator(mode="after")

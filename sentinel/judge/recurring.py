@@ -158,8 +158,8 @@ class RecurringExcursions:
         chosen = alike[-need:]
         if len(chosen) < need or not _periodic([*(p.onset for p in chosen), ts], device.hop_s):
             # Not periodic, but known: as large an excursion was normal this often before.
-            known = [p for p in alike if p.trusted]
-            if not cfg.recurring_known or len(known) < cfg.recurring_known:
+            known = [p for p in alike if p.trusted] if cfg.recurring_known else []
+            if not known or len(known) < cfg.recurring_known:
                 return _Run(ts, ratio, ts, normal=False)
             chosen = known
         return _Run(

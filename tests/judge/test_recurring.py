@@ -222,3 +222,5 @@ def test_a_malformed_snapshot_is_refused() -> None:
 def test_count_must_fit_the_memory() -> None:
     with pytest.raises(ValueError, match="recurring_count must be below recurring_memory"):
         ThresholdConfig(recurring_count=4, recurring_memory=4)
+    with pytest.raises(ValueError, match="recurring_known must be at most recurring_memory"):
+        ThresholdConfig(recurring_known=17, recurring_memory=16)
