@@ -30,10 +30,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import structlog
@@ -43,9 +42,9 @@ from torch import nn
 from sentinel.errors import DataError, ModelError
 from sentinel.model.base import ProgressFn, TrainOptions, load_meta, new_version
 from sentinel.model.calibration import Calibration, Float64Array
-from sentinel.model.fields import integer
-from sentinel.model.lstm_detector import LstmDetector, LstmMeta, load_weights
+from sentinel.model.lstm_detector import LstmDetector, load_weights
 from sentinel.model.lstm_graph import LstmScoringGraph, cpu_copy
+from sentinel.model.lstm_meta import LstmForecastMeta, default_score_steps
 from sentinel.model.train import TrainingData, fit_module, prepare_training, training_record
 
 __all__ = [
@@ -86,12 +85,6 @@ class LstmForecaster(nn.Module):
         return out
 
 
-def default_score_steps(window: int) -> int:
-    """How many newest predictions a window's score averages when ``model.score_steps`` is
-    0: the newest half of the window, the older half being context."""
-    return max(1, window // 2)
-
-
 def forecast_errors(
     module: LstmForecaster, scaled: torch.Tensor, steps: int
 ) -> tuple[Float64Array, Float64Array]:
@@ -110,42 +103,6 @@ def forecast_squared(module: LstmForecaster, scaled: torch.Tensor, steps: int) -
     S = window - horizon)."""
     squared: torch.Tensor = (module(scaled) - scaled[:, module.horizon :, :]) ** 2
     return squared[:, -steps:, :] if steps else squared
-
-
-@dataclass(frozen=True, kw_only=True)
-class LstmForecastMeta(LstmMeta):
-    """The common LSTM keys; ``horizon`` is how many steps ahead each reading is predicted
-    (at least 1, below the window; 1 for models saved before it existed) and ``score_steps``
-    how many newest predictions a score averages (at least 1, at most window - horizon)."""
-
-    detector: str = "lstm_forecast"
-    horizon: int = 1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.window < 2:
-            raise ModelError("a forecaster needs windows of at least 2 readings")
-        if not 1 <= self.horizon < self.window:
-            raise ModelError(
-                f"horizon must be between 1 and the window - 1 ({self.window - 1}), "
-                f"got {self.horizon}"
-            )
-        last = self.window - self.horizon
-        if not 1 <= self.score_steps <= last:
-            raise ModelError(
-                f"score_steps must be between 1 and the window - horizon ({last}), "
-                f"got {self.score_steps}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "horizon": self.horizon}
-
-    @classmethod
-    def from_json(cls, text: str) -> LstmForecastMeta:
-        """Parse and check meta.json; any problem is a ModelError saying which key."""
-        obj, common = LstmMeta.parse_lstm(text, "lstm_forecast")
-        # Optional: models saved before it existed predict one step ahead.
-        return cls(**common, horizon=integer(obj.get("horizon", 1), "horizon"))
 
 
 class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):

@@ -18,7 +18,6 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
 from sentinel.errors import DataError, ModelError
@@ -35,6 +34,7 @@ from sentinel.model.lstm_detector import (
 )
 from sentinel.model.scaler import Scaler
 from sentinel.model.stuck import RunStats
+from sentinel.model.windowing import make_windows
 
 __all__ = [
     "CONSTANT_FEATURE_HINT",
@@ -126,22 +126,6 @@ def stepped_features(
     if len(stepped) == len(names):
         return ()
     return stepped
-
-
-def make_windows(data: np.ndarray, window: int, stride: int) -> np.ndarray:
-    """(N, F) -> (M, window, F): every ``stride``-th run of ``window`` consecutive rows.
-
-    Returns a read-only strided view (no copy); fewer than ``window`` rows give M == 0.
-    """
-    if data.ndim != 2:
-        raise DataError(f"expected an (N, F) array, got shape {data.shape}")
-    if window < 1 or stride < 1:
-        raise DataError("window and stride must be positive")
-    if data.shape[0] < window:
-        return np.empty((0, window, data.shape[1]), dtype=data.dtype)
-    # sliding_window_view puts the window axis last: (N - window + 1, F, window).
-    view = sliding_window_view(data, window, axis=0)[::stride]
-    return view.transpose(0, 2, 1)
 
 
 def _window_starts(lengths: Sequence[int], window: int, stride: int) -> IntArray:
