@@ -465,6 +465,16 @@ class ModelConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto takes CUDA where present (Jetson), else the CPU."
     )
+    runtime: Literal["auto", "numpy", "torch"] = Field(
+        default="auto",
+        description="What scores on the CPU. auto: NumPy wherever the device is the CPU and "
+        "the detector is lstm_forecast or lstm_ae (the same scores to float32 rounding), so "
+        "the daemon never imports torch and holds ~190 MB less; torch wherever a GPU is "
+        "used and for the other detectors. torch: always torch (scoring is 1.5-2x faster "
+        "per window; replay at hop 1 notices, the daemon at its default hop hardly does). "
+        "numpy: always NumPy (refused with device = cuda). Training always uses torch, in "
+        "the retraining process.",
+    )
     torch_threads: int = Field(
         default=1,
         ge=1,
@@ -541,6 +551,15 @@ class ModelConfig(Section):
         "a lasting level shift on such a channel is seen at its step only, never held or "
         "re-baselined, and a pump fleet's channels are nearly all slow.",
     )
+
+    @model_validator(mode="after")
+    def _numpy_on_the_cpu(self) -> ModelConfig:
+        if self.runtime == "numpy" and self.device == "cuda":
+            raise ValueError(
+                "model.runtime = 'numpy' scores on the CPU; with device = 'cuda' use runtime "
+                "'auto' or 'torch'"
+            )
+        return self
 
 
 class ColdStartConfig(Section):

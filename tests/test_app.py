@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
 import stat
 import subprocess
@@ -329,3 +330,49 @@ def test_daemon_speaks_mqtt_311_to_a_broker_without_mqtt5(
         assert running.result == [0]
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("runtime", ["auto", "torch"])
+def test_daemon_scores_without_torch_unless_asked(
+    private_broker: PrivateBroker, fleet_models: Path, tmp_path: Path, runtime: str
+) -> None:
+    """Issue #23, memory: on the CPU the daemon scores with NumPy and never loads torch
+    (~190 MB of its RSS); ``model.runtime = "torch"`` still does. Read off the running
+    process's own mappings once it has scored windows."""
+    state = tmp_path / "state"
+    install_model(fleet_models, state)
+    url = f"sqlite:///{state / 'sentinel.db'}"
+    config = daemon_config(state, private_broker, database_url=url, model={"runtime": runtime})
+    config_path = write_toml(tmp_path / "sentinel.toml", config)
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config_path, log)
+    try:
+        wait_for(lambda: b"mqtt_subscribed" in log.read_bytes(), 60, "the daemon to subscribe")
+        fleet = run_fleet(
+            private_broker,
+            tmp_path,
+            *("--devices", "2", "--rate", "200", "--steps", "300", "--step", "1"),
+            *("--seed", "5", "--warmup", "300", "--anomaly-rate", "0"),
+        )
+        finish(fleet)
+        total = read_json(tmp_path / "summary.json")["total"]
+        wait_for(lambda: readings_committed(url) >= total, 120, "every reading committed")
+        maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(120) == 0, log.read_text()[-3000:]
+    store = AlertStore(url)
+    store.open()
+    try:
+        scored = sum(
+            b.windows
+            for (stream, device) in store.device_progress()
+            for b in store.score_history(stream, device)
+        )
+    finally:
+        store.close()
+    assert scored > 0, "the model scored no window"
+    torch_mapped = "libtorch" in maps
+    assert torch_mapped == (runtime == "torch"), log.read_text()[-3000:]
+    numpy_logged = re.search(r'"runtime":\s*"numpy"', log.read_text()) is not None
+    assert numpy_logged == (runtime == "auto")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -101,6 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cap_malloc_arenas()  # before any of the daemon's threads allocate
     config = _load(args)
+    # Scoring may never load torch (model.runtime), but the daemon trains its first model
+    # and retrains: say so now, not when the first cold start fails.
+    if importlib.util.find_spec("torch") is None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

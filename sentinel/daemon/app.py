@@ -12,10 +12,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-import torch
 
 from sentinel.api import ApiContext, build_app
 from sentinel.cluster import PartitionOwnership
@@ -45,7 +44,7 @@ from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Source
 from sentinel.ingest.subjects import device_partition
 from sentinel.logs import configure_logging
-from sentinel.model import Detector, Registry, daemon_refusal, resolve_device
+from sentinel.model import Detector, Registry, daemon_refusal, scoring_device
 from sentinel.model.nats_registry import Activation, NatsRegistry, open_registry
 from sentinel.model.registry import load_active_or_previous
 from sentinel.publish.publisher import AlertPublisher
@@ -58,6 +57,9 @@ from sentinel.store.outbox import OutboxPolicy
 from sentinel.worker.coldstart import Trainer
 from sentinel.worker.devices import warn_future_progress
 from sentinel.worker.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "EXIT_FATAL_CONNECTION",
@@ -99,6 +101,7 @@ class SentinelApp:
         self.health_server: HttpServer | None = None
         self._reload = threading.Event()
         self._registry: Registry | None = None
+        self._device: torch.device | None = None  # the scoring device, set by run()
         # Per stream, the version last handed to the pipeline (what it runs or soon will).
         self._handed: dict[str, str] = {}
         self.follower: RegistryFollower | None = None
@@ -122,9 +125,13 @@ class SentinelApp:
         log.info("sentinel_starting", config=config.redacted())
         for warning in config.warnings():
             log.warning("config_warning", detail=warning)
-        torch.set_num_threads(config.model.torch_threads)
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        device = resolve_device(config.model.device)
+        # None: NumPy scores on the CPU and this process never imports torch (~190 MB).
+        device = self._device = scoring_device(config.model)
+        if device is not None:
+            import torch
+
+            torch.set_num_threads(config.model.torch_threads)
 
         publish = config.publish
         store = AlertStore(
@@ -454,7 +461,9 @@ class SentinelApp:
         assert self.pipeline is not None
         return self.pipeline
 
-    def _load_models(self, registry: Registry, device: torch.device) -> dict[str, Detector | None]:
+    def _load_models(
+        self, registry: Registry, device: torch.device | None
+    ) -> dict[str, Detector | None]:
         models: dict[str, Detector | None] = {}
         for stream in self.config.streams:
             try:
@@ -646,7 +655,7 @@ class SentinelApp:
         detector = self._registry.load_version(
             stream,
             version,
-            resolve_device(self.config.model.device),
+            self._device,
             max_batch=self.config.model.score_batch_max,
         )
         self._install(stream, detector)

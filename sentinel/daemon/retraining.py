@@ -5,10 +5,9 @@ in /metrics."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.daemon.control import Handler
@@ -19,6 +18,9 @@ from sentinel.retrain.lease import Lease
 from sentinel.retrain.reservoir import ReservoirTap
 from sentinel.retrain.retrainer import Install, Retrainer
 from sentinel.retrain.scheduler import SCHEDULE_FILE, RetrainScheduler
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["RetrainService"]
 
@@ -33,7 +35,7 @@ class RetrainService:
         self,
         config: SentinelConfig,
         registry: Registry,
-        device: torch.device,
+        device: torch.device | None,
         *,
         has_model: Callable[[str], bool],
         install: Install,

@@ -26,11 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import structlog
-import torch
 
 from sentinel.atomic import fsync_dir
 from sentinel.config import ModelConfig, SentinelConfig
@@ -38,6 +37,9 @@ from sentinel.errors import ModelError
 from sentinel.model.calibration import Calibration, Float64Array
 from sentinel.model.fields import as_object, integer, string
 from sentinel.model.stuck import RunStats
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "LEGACY_DETECTOR",

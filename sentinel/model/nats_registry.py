@@ -32,10 +32,9 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-import torch
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -54,6 +53,9 @@ from sentinel.errors import ModelError, RegistryUnavailable
 from sentinel.model.base import Detector
 from sentinel.model.registry import STATUS_FILE, ModelRegistry, Registry
 from sentinel.natslink import NatsLink
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Activation", "NatsRegistry", "open_registry"]
 
@@ -247,7 +249,7 @@ class NatsRegistry:
         return version
 
     def load_version(
-        self, stream: str, version: str, device: torch.device, max_batch: int = 512
+        self, stream: str, version: str, device: torch.device | None, max_batch: int = 512
     ) -> Detector:
         """Load from the cache, fetched first if missing. A cached copy that does not load
         (torn by a power cut) is fetched again once, before the version counts as broken:
@@ -269,7 +271,7 @@ class NatsRegistry:
         return self._local.load_version(stream, version, device, max_batch)
 
     def load_active(
-        self, stream: str, device: torch.device, max_batch: int = 512
+        self, stream: str, device: torch.device | None, max_batch: int = 512
     ) -> Detector | None:
         version = self.active_version(stream)
         if version is None:

@@ -12,15 +12,17 @@ import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
-import torch
 
 from sentinel.atomic import fsync_dir, write_atomically
 from sentinel.errors import ModelError
 from sentinel.model.base import Detector
 from sentinel.model.detector_types import load_detector
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ACTIVE_FILE",
@@ -71,13 +73,13 @@ class Registry(Protocol):
     def active_version(self, stream: str) -> str | None: ...
 
     def load_active(
-        self, stream: str, device: torch.device, max_batch: int = 512
+        self, stream: str, device: torch.device | None, max_batch: int = 512
     ) -> Detector | None: ...
 
     def versions(self, stream: str) -> list[str]: ...
 
     def load_version(
-        self, stream: str, version: str, device: torch.device, max_batch: int = 512
+        self, stream: str, version: str, device: torch.device | None, max_batch: int = 512
     ) -> Detector: ...
 
     def write_status(self, stream: str, version: str, status: dict[str, Any]) -> None: ...
@@ -146,7 +148,7 @@ class ModelRegistry:
             raise ModelError(f"{active}: {err}") from err
 
     def load_active(
-        self, stream: str, device: torch.device, max_batch: int = 512
+        self, stream: str, device: torch.device | None, max_batch: int = 512
     ) -> Detector | None:
         """The active detector of ``stream``; None when none is active, ModelError if broken."""
         version = self.active_version(stream)
@@ -173,7 +175,7 @@ class ModelRegistry:
     # -- retraining: status records, activation history, rollback, pruning ----------------
 
     def load_version(
-        self, stream: str, version: str, device: torch.device, max_batch: int = 512
+        self, stream: str, version: str, device: torch.device | None, max_batch: int = 512
     ) -> Detector:
         """One saved version, checked to be what its directory name says; ModelError if not."""
         path = self.path(stream, version)
@@ -292,7 +294,7 @@ class ModelRegistry:
 
 
 def load_active_or_previous(
-    registry: Registry, stream: str, device: torch.device, max_batch: int
+    registry: Registry, stream: str, device: torch.device | None, max_batch: int
 ) -> Detector | None:
     """The active version; if it cannot be loaded (a corrupt or torn file, an unreadable
     ``ACTIVE``), the one active before it, which then becomes active again, with a warning

@@ -14,8 +14,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from sentinel.errors import ModelError
 from sentinel.model.base import META_FILE
 from sentinel.model.registry import Registry
@@ -113,5 +111,5 @@ def version_rows(registry: Registry, streams: list[str]) -> list[VersionRow]:
 def switch_version(registry: Registry, stream: str, version: str, reason: str) -> None:
     """Make ``version`` of ``stream`` active; loaded first, so ModelError leaves the active
     version as it was."""
-    registry.load_version(stream, version, torch.device("cpu"))
+    registry.load_version(stream, version, None)  # NumPy where it can: no torch for a check
     registry.activate(stream, version, reason=reason)

@@ -34,7 +34,8 @@ import torch
 from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.errors import DataError
 from sentinel.judge.evidence import onset
-from sentinel.model import Detector, detector_type, training_options
+from sentinel.model import Detector, detector_type, scoring_device, training_options
+from sentinel.model.numpy_lstm import for_scoring
 from sentinel.offline.csvdata import RecordedData
 from sentinel.records import Alert, AlertStatus, Delivery, Reading, Verdict, WriteBatch
 from sentinel.retrain.clock import DataClockRetrainer
@@ -217,6 +218,11 @@ def replay(
         )
     else:
         train_rows = 0
+    # Scored as the daemon would score it: by NumPy on the CPU unless model.runtime or a GPU
+    # says torch (sentinel.model.device.scoring_device).
+    numpy_scoring = scoring_device(config.model) is None
+    if numpy_scoring:
+        detector = for_scoring(detector)
 
     state = _State()
     alerts: set[str] = set()
@@ -254,6 +260,7 @@ def replay(
             torch_device,
             start_ts=float(data.timestamps[min(train_rows, rows - 1)]),
             initial=[detector],
+            numpy_scoring=numpy_scoring,
         )
         clock.seed(
             [

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
-import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.model import Detector, ModelRegistry
@@ -23,6 +23,9 @@ from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain
 from sentinel.retrain.reservoir import ReservoirTap
 from sentinel.retrain.retrainer import Install, apply_outcome
 from sentinel.retrain.scheduler import trigger_for
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DataClockRetrainer"]
 
@@ -36,8 +39,10 @@ def _dt(ts: float) -> datetime:
 class DataClockRetrainer:
     """Owns a scratch state directory's reservoirs and registry (``config.state_dir``).
 
-    ``tap`` goes to the pipeline; call ``tick(ts, install)`` after every pass with the
-    newest timestamp processed; ``close()`` at the end.
+    ``device`` trains; ``numpy_scoring`` loads accepted models for NumPy scoring (as
+    ``scoring_device`` says the daemon would). ``tap`` goes to the pipeline; call
+    ``tick(ts, install)`` after every pass with the newest timestamp processed; ``close()``
+    at the end.
     """
 
     def __init__(
@@ -46,9 +51,13 @@ class DataClockRetrainer:
         device: torch.device,
         start_ts: float,
         initial: Sequence[Detector] = (),
+        *,
+        numpy_scoring: bool = False,
     ) -> None:
         self._config = config
-        self._device = device
+        self._device = device  # training's
+        # What an accepted model is loaded on: NumPy where the daemon would score with it.
+        self._scoring = None if numpy_scoring else device
         self.registry = ModelRegistry(config.models_dir)
         for detector in initial:
             self.registry.save(detector)
@@ -80,7 +89,7 @@ class DataClockRetrainer:
             outcome = run_retrain(
                 self._config, stream.name, reason="schedule", device=self._device, until=ts
             )
-            apply_outcome(outcome, self.registry, self._config, self._device, install)
+            apply_outcome(outcome, self.registry, self._config, self._scoring, install)
             self.outcomes.append((ts, outcome))
             log.info(
                 "replay_retrain",

@@ -13,24 +13,23 @@ import json
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import structlog
-import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.errors import DataError, ModelError
 from sentinel.judge.threshold import calibration_threshold
-from sentinel.model import (
-    Detector,
-    ModelRegistry,
-    detector_type,
-    make_windows,
-    training_options,
-)
+from sentinel.model.base import Detector, training_options
+from sentinel.model.detector_types import detector_type
+from sentinel.model.registry import ModelRegistry
+from sentinel.model.windowing import make_windows
 from sentinel.retrain.promotion import EvalSet, Metrics, build_eval_set, decide, evaluate
 from sentinel.retrain.reservoir import CleanData, Reservoir, Run, reservoir_path
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["RetrainOutcome", "config_hash", "open_reservoir", "run_retrain"]
 

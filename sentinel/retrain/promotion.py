@@ -39,8 +39,8 @@ import numpy as np
 
 from sentinel.config import SentinelConfig
 from sentinel.judge.threshold import calibration_threshold, settled_threshold
-from sentinel.model import Detector
-from sentinel.model.train import make_windows
+from sentinel.model.base import Detector
+from sentinel.model.windowing import make_windows
 
 __all__ = [
     "Decision",

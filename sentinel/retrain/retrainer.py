@@ -29,10 +29,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
-import torch
 
 from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
@@ -40,6 +39,9 @@ from sentinel.model import Detector, Registry
 from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain, threshold_seeds
 from sentinel.retrain.lease import Lease
 from sentinel.retrain.scheduler import schedule_period
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
 
@@ -71,7 +73,7 @@ def apply_outcome(
     outcome: RetrainOutcome,
     registry: Registry,
     config: SentinelConfig,
-    device: torch.device,
+    device: torch.device | None,
     install: Install,
 ) -> Detector | None:
     """Load, activate and install an accepted version; a version that cannot be loaded is
@@ -101,6 +103,8 @@ def _child(config: SentinelConfig, request: Request, cold: bool, conn: Connectio
 
     configure_logging(config.logging.level, config.logging.format)
     os.nice(config.retrain.nice)
+    import torch  # here, not at the top: the daemon's own process never loads it
+
     torch.set_num_threads(config.retrain.torch_threads)
     from sentinel.model import resolve_device
 
@@ -138,7 +142,7 @@ class Retrainer:
         self,
         config: SentinelConfig,
         registry: Registry,
-        device: torch.device,
+        device: torch.device | None,
         *,
         has_model: Callable[[str], bool],
         reservoir_count: Callable[[str], int],

@@ -6,17 +6,21 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
-import torch
 
 from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.errors import SentinelError
-from sentinel.model import Detector, Registry, detector_type, training_options
+from sentinel.model import Detector, Registry, detector_type, torch_device, training_options
+from sentinel.model.numpy_lstm import for_scoring
 from sentinel.progress import progress_reporter
 from sentinel.records import Reading
 from sentinel.timescale import TimeScale, learn_interval, no_runs_error
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ColdStartBuffer", "Trainer", "TrainingJob"]
 
@@ -94,7 +98,7 @@ class Trainer:
         self,
         config: SentinelConfig,
         registry: Registry,
-        device: torch.device,
+        device: torch.device | None,
         *,
         on_model: Callable[[str, Detector], None],
         on_failure: Callable[[str, str], None],
@@ -150,7 +154,7 @@ class Trainer:
             detector = detector_type(self._config.model.detector).train(
                 job.segments,
                 training_options(self._config, stream.name, job.interval),
-                device=self._device,
+                device=torch_device(self._device),
                 first_ts=job.first_ts,
                 last_ts=job.last_ts,
                 progress=progress,
@@ -160,6 +164,8 @@ class Trainer:
             progress.close()
         self._registry.save(detector)
         self._registry.activate(stream.name, detector.version)
+        if self._device is None:  # scored as every later load of it will be: by NumPy
+            detector = for_scoring(detector)
         log.info(
             "model_trained",
             stream=stream.name,
