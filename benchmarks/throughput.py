@@ -69,9 +69,9 @@ from sqlalchemy import create_engine, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.config import DatabaseConfig, SentinelConfig
+from sentinel.config import DatabaseConfig, ModelConfig, SentinelConfig
 from sentinel.daemon.app import SentinelApp
-from sentinel.model import ModelRegistry
+from sentinel.model import ModelRegistry, scoring_device
 from sentinel.records import Delivery, WriteBatch
 from sentinel.store.writer import AlertWriter
 from sentinel.worker.pipeline import Pipeline
@@ -491,8 +491,10 @@ def daemon_latency(
 
 def model_ceiling(models: Path, work: Workload, score_batch_max: int) -> tuple[float, int]:
     """Seconds the active model takes to score every window of ``work`` (each device's
-    WINDOW-long windows every HOP readings), in passes of 4096 windows; and their count."""
-    detector = ModelRegistry(models).load_active("pump", torch.device("cpu"), score_batch_max)
+    WINDOW-long windows every HOP readings), in passes of 4096 windows; and their count.
+    Loaded on the runtime the daemon picks with the default config (NumPy on the CPU)."""
+    device = scoring_device(ModelConfig())
+    detector = ModelRegistry(models).load_active("pump", device, score_batch_max)
     assert detector is not None
     parts = []
     for rows in work.readings.values():
