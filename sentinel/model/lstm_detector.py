@@ -32,7 +32,7 @@ from sentinel.model.base import (
     fsync_file,
     load_meta,
 )
-from sentinel.model.calibration import Float64Array, score_floor, window_scores
+from sentinel.model.calibration import Float64Array
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.lstm_graph import LstmScoringGraph, cpu_copy
 from sentinel.model.lstm_meta import (
@@ -40,12 +40,14 @@ from sentinel.model.lstm_meta import (
     WEIGHTS_FILE,
     LstmAeMeta,
     LstmMeta,
+    LstmMetaChecks,
     center_relative,
     hold_constants,
     model_inputs,
+    ratios_of,
+    scores_of,
     window_centre,
 )
-from sentinel.model.stuck import RunStats
 
 __all__ = [
     "RELATIVE_CENTRES",
@@ -88,7 +90,7 @@ MetaT = TypeVar("MetaT", bound=LstmMeta)
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
-class LstmDetector(Detector, Generic[MetaT, ModuleT]):
+class LstmDetector(LstmMetaChecks, Detector, Generic[MetaT, ModuleT]):
     """What both LSTM detectors share: a meta with the scaler and the features' treatment, a
     torch module on a device, batched scoring of the module's per-feature errors, the level
     and constant checks' inputs, the weights file and export. A subclass says how a window's
@@ -96,6 +98,7 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
     shape, trains, loads, and gives its scoring graph for export."""
 
     export_formats: ClassVar[tuple[ExportFormat, ...]] = ("torchscript", "onnx")
+    _meta: MetaT
 
     def __init__(self, meta: MetaT, module: ModuleT, device: torch.device, max_batch: int) -> None:
         if max_batch < 1:
@@ -163,48 +166,16 @@ class LstmDetector(Detector, Generic[MetaT, ModuleT]):
     def step_ratios(self, windows: np.ndarray) -> Float64Array | None:
         """See ``Detector.step_ratios``: each reading's error per feature as a multiple of
         that feature's normal error, as ``window_scores`` divides (0 where not judged)."""
-        meta = self._meta
         parts = self._batched(windows, self._step_errors)
-        if parts is None:
-            return None
-        if not parts:
-            return np.zeros((0, 0, len(meta.features)), dtype=np.float64)
-        floor, judged = score_floor(meta.calibration.feature_mean_errors, meta.unscored_indices)
-        ratios: Float64Array = np.where(judged, np.concatenate(parts) / floor, 0.0)
-        return ratios
+        return None if parts is None else ratios_of(parts, self._meta)
 
     def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
         """Scores (B,) and per-feature errors (B, F) of raw windows shaped (B, window, F).
 
         See ``window_scores`` for what a score is; per-feature errors are the module's, in
         scaled units (``_feature_errors``)."""
-        meta = self._meta
         parts = self._batched(windows, self._feature_errors)
-        if not parts:
-            empty = np.zeros((0, len(meta.features)), dtype=np.float64)
-            return np.zeros(0, dtype=np.float64), empty
-        errors = np.concatenate(parts)
-        scores = window_scores(errors, meta.calibration.feature_mean_errors, meta.unscored_indices)
-        return scores, errors
-
-    def constant_values(self) -> dict[int, float]:
-        """Feature index -> value, for the features constant in the training data."""
-        return self._meta.constant_values()
-
-    def levels(self, windows: np.ndarray) -> Float64Array | None:
-        """See ``LstmMeta.level_z``."""
-        return self._meta.level_z(windows)
-
-    def run_stats(self) -> RunStats | None:
-        """Training's longest runs of identical readings (``LstmMeta.stuck``)."""
-        return self._meta.stuck
-
-    def level_slowness(self) -> Float64Array | None:
-        """See ``LevelStats.slowness``; None for a model saved without it."""
-        levels = self._meta.levels
-        if levels is None or not levels.slowness:
-            return None
-        return np.asarray(levels.slowness, dtype=np.float64)
+        return scores_of(parts or [], self._meta)
 
     def _write_files(self, directory: Path) -> None:
         write_weights(directory, self._module, self.version)

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from sentinel.errors import ModelError
 from sentinel.model.base import DetectorMeta
-from sentinel.model.calibration import Float64Array
+from sentinel.model.calibration import Float64Array, score_floor, window_scores
 from sentinel.model.fields import as_list, as_object, integer, number, string
 from sentinel.model.levels import LevelStats
 from sentinel.model.scaler import Scaler
@@ -29,10 +29,13 @@ __all__ = [
     "LstmAeMeta",
     "LstmForecastMeta",
     "LstmMeta",
+    "LstmMetaChecks",
     "center_relative",
     "default_score_steps",
     "hold_constants",
     "model_inputs",
+    "ratios_of",
+    "scores_of",
     "window_centre",
 ]
 
@@ -321,3 +324,52 @@ class LstmForecastMeta(LstmMeta):
         obj, common = LstmMeta.parse_lstm(text, "lstm_forecast")
         # Optional: models saved before it existed predict one step ahead.
         return cls(**common, horizon=integer(obj.get("horizon", 1), "horizon"))
+
+
+class LstmMetaChecks:
+    """What an LSTM detector answers from its meta alone, whichever runtime scores it
+    (torch's ``LstmDetector``, NumPy's ``NumpyLstmDetector``): the level, stuck and constant
+    checks' inputs."""
+
+    _meta: LstmMeta
+
+    def constant_values(self) -> dict[int, float]:
+        """Feature index -> value, for the features constant in the training data."""
+        return self._meta.constant_values()
+
+    def levels(self, windows: np.ndarray) -> Float64Array | None:
+        """See ``LstmMeta.level_z``."""
+        return self._meta.level_z(windows)
+
+    def run_stats(self) -> RunStats | None:
+        """Training's longest runs of identical readings (``LstmMeta.stuck``)."""
+        return self._meta.stuck
+
+    def level_slowness(self) -> Float64Array | None:
+        """See ``LevelStats.slowness``; None for a model saved without it."""
+        levels = self._meta.levels
+        if levels is None or not levels.slowness:
+            return None
+        return np.asarray(levels.slowness, dtype=np.float64)
+
+
+def scores_of(parts: list[Float64Array], meta: LstmMeta) -> tuple[Float64Array, Float64Array]:
+    """Scores (B,) and per-feature errors (B, F) from chunks of per-feature errors (see
+    ``window_scores``)."""
+    if not parts:
+        empty = np.zeros((0, len(meta.features)), dtype=np.float64)
+        return np.zeros(0, dtype=np.float64), empty
+    errors = np.concatenate(parts)
+    scores = window_scores(errors, meta.calibration.feature_mean_errors, meta.unscored_indices)
+    return scores, errors
+
+
+def ratios_of(parts: list[Float64Array], meta: LstmMeta) -> Float64Array:
+    """Each reading's error per feature as a multiple of that feature's normal error, from
+    chunks of (B, S, F) per-reading errors, as ``window_scores`` divides (0 where not
+    judged)."""
+    if not parts:
+        return np.zeros((0, 0, len(meta.features)), dtype=np.float64)
+    floor, judged = score_floor(meta.calibration.feature_mean_errors, meta.unscored_indices)
+    ratios: Float64Array = np.where(judged, np.concatenate(parts) / floor, 0.0)
+    return ratios

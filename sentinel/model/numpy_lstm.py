@@ -43,16 +43,18 @@ from sentinel.model.base import (
     fsync_file,
     load_meta,
 )
-from sentinel.model.calibration import Float64Array, score_floor, window_scores
+from sentinel.model.calibration import Float64Array
 from sentinel.model.lstm_meta import (
     WEIGHTS_FILE,
     Float32Array,
     LstmAeMeta,
     LstmForecastMeta,
     LstmMeta,
+    LstmMetaChecks,
     model_inputs,
+    ratios_of,
+    scores_of,
 )
-from sentinel.model.stuck import RunStats
 
 if TYPE_CHECKING:
     import torch
@@ -176,7 +178,7 @@ class _Autoencoder:
         return squared[:, -steps:, :] if steps else squared
 
 
-class NumpyLstmDetector(Detector):
+class NumpyLstmDetector(LstmMetaChecks, Detector):
     """An ``lstm_ae`` or ``lstm_forecast`` model scored by NumPy; the same scores, step
     ratios, levels and files as the torch detector of its meta."""
 
@@ -288,41 +290,13 @@ class NumpyLstmDetector(Detector):
 
     def score(self, windows: np.ndarray) -> tuple[Float64Array, Float64Array]:
         """See ``LstmDetector.score``."""
-        meta = self._meta
-        parts = self._errors(windows, steps_out=False)
-        if not parts:
-            empty = np.zeros((0, len(meta.features)), dtype=np.float64)
-            return np.zeros(0, dtype=np.float64), empty
-        errors = np.concatenate(parts)
-        scores = window_scores(errors, meta.calibration.feature_mean_errors, meta.unscored_indices)
-        return scores, errors
+        return scores_of(self._errors(windows, steps_out=False), self._meta)
 
     def step_ratios(self, windows: np.ndarray) -> Float64Array | None:
         """See ``LstmDetector.step_ratios``."""
         if not self._own_steps:
             return None
-        meta = self._meta
-        parts = self._errors(windows, steps_out=True)
-        if not parts:
-            return np.zeros((0, 0, len(meta.features)), dtype=np.float64)
-        floor, judged = score_floor(meta.calibration.feature_mean_errors, meta.unscored_indices)
-        ratios: Float64Array = np.where(judged, np.concatenate(parts) / floor, 0.0)
-        return ratios
-
-    def constant_values(self) -> dict[int, float]:
-        return self._meta.constant_values()
-
-    def levels(self, windows: np.ndarray) -> Float64Array | None:
-        return self._meta.level_z(windows)
-
-    def run_stats(self) -> RunStats | None:
-        return self._meta.stuck
-
-    def level_slowness(self) -> Float64Array | None:
-        levels = self._meta.levels
-        if levels is None or not levels.slowness:
-            return None
-        return np.asarray(levels.slowness, dtype=np.float64)
+        return ratios_of(self._errors(windows, steps_out=True), self._meta)
 
     def _write_files(self, directory: Path) -> None:
         save_file(
