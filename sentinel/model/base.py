@@ -53,6 +53,7 @@ __all__ = [
     "fsync_file",
     "load_meta",
     "new_version",
+    "saved_detector",
     "training_options",
 ]
 
@@ -228,6 +229,17 @@ class DetectorMeta:
 
 
 M = TypeVar("M", bound=DetectorMeta)
+
+
+def saved_detector(directory: Path) -> object:
+    """The detector a model directory's meta.json names (``LEGACY_DETECTOR`` when it names
+    none, as every model saved before the key existed, or cannot be read: the detector's
+    own load then says what is wrong with the file). Not checked: any JSON value."""
+    try:
+        raw = json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return LEGACY_DETECTOR
+    return raw.get("detector", LEGACY_DETECTOR) if isinstance(raw, dict) else LEGACY_DETECTOR
 
 
 def load_meta(directory: Path, parse: Callable[[str], M]) -> M:

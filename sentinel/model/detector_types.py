@@ -9,13 +9,12 @@ daemon, the CLI and replay ask it here instead of testing names.
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sentinel.errors import ModelError
-from sentinel.model.base import LEGACY_DETECTOR, META_FILE, Detector
+from sentinel.model.base import META_FILE, Detector, saved_detector
 from sentinel.model.numpy_lstm import NUMPY_DETECTORS, NumpyLstmDetector
 
 if TYPE_CHECKING:
@@ -91,12 +90,7 @@ def load_detector(directory: Path, device: torch.device | None, max_batch: int =
     ``device`` None scores on the CPU with NumPy where the detector has a NumPy twin
     (``sentinel.model.device.scoring_device``), else with torch on the CPU."""
     path = Path(directory) / META_FILE
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        # The detector's own load says what is wrong with the file, as it always has.
-        raw = {}
-    key = raw.get("detector", LEGACY_DETECTOR) if isinstance(raw, dict) else LEGACY_DETECTOR
+    key = saved_detector(directory)
     if not isinstance(key, str) or key not in DETECTORS:
         raise ModelError(
             f"{path}: detector {key!r} is not one this Sentinel knows ({', '.join(DETECTORS)})"

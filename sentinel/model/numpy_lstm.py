@@ -19,7 +19,6 @@ at the daemon's default hop is a small share of a reading's cost.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +32,6 @@ from safetensors.numpy import save_file
 
 from sentinel.errors import ModelError
 from sentinel.model.base import (
-    LEGACY_DETECTOR,
     META_FILE,
     Detector,
     DetectorMeta,
@@ -42,6 +40,7 @@ from sentinel.model.base import (
     TrainOptions,
     fsync_file,
     load_meta,
+    saved_detector,
 )
 from sentinel.model.calibration import Float64Array
 from sentinel.model.lstm_meta import (
@@ -211,12 +210,7 @@ class NumpyLstmDetector(LstmMetaChecks, Detector):
         """The model saved in ``directory`` (meta.json and the weights torch wrote); never
         unpickles. ``device`` is ignored: NumPy scores on the CPU."""
         directory = Path(directory)
-        try:
-            key = json.loads((directory / META_FILE).read_text(encoding="utf-8")).get(
-                "detector", LEGACY_DETECTOR
-            )
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            key = LEGACY_DETECTOR  # the meta's own parse says what is wrong with it
+        key = saved_detector(directory)
         meta: LstmMeta
         if key == "lstm_forecast":
             meta = load_meta(directory, LstmForecastMeta.from_json)
@@ -240,31 +234,15 @@ class NumpyLstmDetector(LstmMetaChecks, Detector):
         segments: Sequence[np.ndarray],
         options: TrainOptions,
         *,
-        device: torch.device | None,
+        device: torch.device,
         first_ts: float | None = None,
         last_ts: float | None = None,
         progress: ProgressFn | None = None,
         stop: threading.Event | None = None,
     ) -> NumpyLstmDetector:
-        """Trained by torch (``options.model.detector``'s own ``train``, on ``device`` or
-        the CPU), then scored here."""
-        from sentinel.model.detector_types import detector_type
-        from sentinel.model.device import torch_device
-
-        trained = detector_type(options.model.detector).train(
-            segments,
-            options,
-            device=torch_device(device),
-            first_ts=first_ts,
-            last_ts=last_ts,
-            progress=progress,
-            stop=stop,
-        )
-        from sentinel.model.lstm_detector import LstmDetector
-
-        if not isinstance(trained, LstmDetector):  # pragma: no cover - NUMPY_DETECTORS only
-            raise ModelError(f"no NumPy scoring for detector {options.model.detector!r}")
-        return cls.from_detector(trained)
+        """Never: torch trains (the class ``model.detector`` names); ``from_detector`` then
+        gives its NumPy twin."""
+        raise ModelError(f"NumPy only scores: train {options.model.detector} with torch")
 
     @classmethod
     def from_detector(cls, detector: LstmDetector[Any, Any]) -> NumpyLstmDetector:
