@@ -126,8 +126,16 @@ def test_daemon_publishes_alerts_and_availability_through_a_kill(
         )
         assert events[0]["event"] == "new"
         assert events[0]["id"] == alert.id
+        # Each opening is a ``new`` that an ``end`` closes; an alert that turns anomalous
+        # again within alerts.cooldown reopens under its uid (a new/end pair per opening).
+        kinds = [e["event"] for e in events]
+        for before, after in zip(kinds, kinds[1:], strict=False):
+            assert (before == "end") == (after == "new"), kinds
+        assert all(e["reason"] == "reopened" for e in events[1:] if e["event"] == "new")
+        openings = kinds.count("new")
+        assert openings <= alert.windows
         # Few messages per alert: not one per anomalous window.
-        assert len(events) <= 2 + alert.windows // 2
+        assert kinds.count("update") <= alert.windows // 2, kinds
         if alert.ended_at is not None:
             assert events[-1]["event"] == "end"
             assert events[-1]["windows"] == alert.windows
