@@ -517,6 +517,17 @@ class ModelConfig(Section):
         "moves within that span. Below windows.length; recorded with each model, a change "
         "applies to models trained after it.",
     )
+    residual_coupling: bool = Field(
+        default=True,
+        description="lstm_forecast: judge each feature's prediction error less what the "
+        "other scored features' errors at the same reading predict of it, a linear map "
+        "learnt on the training windows. A move the features make together the way they "
+        "did in training (a load change moves flow, current and pressure at once) then "
+        "scores low, while one sensor leaving the others, or features moving against "
+        "their usual relation, scores in full. Off: each feature's own error. Recorded "
+        "with each model (models trained before it score as off); a change applies to "
+        "models trained after it. docs/BENCHMARKS.md, 'Coupled residuals'.",
+    )
     ensemble_combine: Literal["max", "mean", "geomean", "min"] = Field(
         default="min",
         description="lstm_ensemble only: how a feature's two errors, each as a multiple of "

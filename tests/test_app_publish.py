@@ -6,6 +6,7 @@ back on the same broker, collected by a consumer with a persistent session.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import uuid
 from pathlib import Path
@@ -129,7 +130,7 @@ def test_daemon_publishes_alerts_and_availability_through_a_kill(
         # Each opening is a ``new`` that an ``end`` closes; an alert that turns anomalous
         # again within alerts.cooldown reopens under its uid (a new/end pair per opening).
         kinds = [e["event"] for e in events]
-        for before, after in zip(kinds, kinds[1:], strict=False):
+        for before, after in itertools.pairwise(kinds):
             assert (before == "end") == (after == "new"), kinds
         assert all(e["reason"] == "reopened" for e in events[1:] if e["event"] == "new")
         openings = kinds.count("new")

@@ -21,6 +21,9 @@ __all__ = [
     "CALIBRATION_SAMPLE",
     "Calibration",
     "Float64Array",
+    "ResidualCoupling",
+    "couple",
+    "fit_residual_coupling",
     "score_floor",
     "window_scores",
 ]
@@ -36,6 +39,10 @@ _BASELINE_FLOOR = 1e-4
 # almost perfectly (a slow or nearly flat channel) otherwise turns any small disturbance
 # into ratios of 10^3 and more, which outweigh every real fault on the other channels.
 RELATIVE_FLOOR = 0.05
+
+# Ridge on the coupling's regressions, as a share of the regressors' mean variance: keeps
+# nearly collinear residuals (two sensors of one quantity) from trading huge coefficients.
+_COUPLING_RIDGE = 1e-2
 
 Float64Array = npt.NDArray[np.float64]
 
@@ -141,3 +148,95 @@ def window_scores(
     ratios: Float64Array = np.where(judged, feature_errors / floor, 0.0)
     worst: Float64Array = ratios.max(axis=1)
     return worst
+
+
+@dataclass(frozen=True)
+class ResidualCoupling:
+    """How each scored feature's prediction error is explained by the others' at the same
+    reading (``fit_residual_coupling``): ``weights[j][k]`` is feature j's share in feature
+    k's explained part (zero on the diagonal and for features not scored), ``bounds[k]``
+    the largest explained part of feature k on the errors it was fitted on."""
+
+    weights: tuple[tuple[float, ...], ...]
+    bounds: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.bounds)
+        if len(self.weights) != n or any(len(row) != n for row in self.weights):
+            raise ModelError(f"residual_coupling.weights must be {n} rows of {n} numbers")
+        values = np.asarray([*np.ravel(self.weights), *self.bounds], dtype=np.float64)
+        if not np.isfinite(values).all() or min(self.bounds, default=0.0) < 0:
+            raise ModelError("residual_coupling must hold finite numbers, bounds at least 0")
+
+    def arrays(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """(F, F) weights and (F,) bounds as float32, as the networks' errors are."""
+        return (
+            np.asarray(self.weights, dtype=np.float32).reshape(len(self.bounds), -1),
+            np.asarray(self.bounds, dtype=np.float32),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": [list(row) for row in self.weights], "bounds": list(self.bounds)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ResidualCoupling:
+        obj = as_object(data, "residual_coupling")
+        rows = obj.get("weights")
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            raise ModelError("residual_coupling.weights must be a list of lists of numbers")
+        return cls(
+            weights=tuple(
+                tuple(number(v, "residual_coupling.weights") for v in row) for row in rows
+            ),
+            bounds=tuple(
+                number(v, "residual_coupling.bounds")
+                for v in as_list(obj, "bounds", "residual_coupling.bounds")
+            ),
+        )
+
+
+def couple(
+    errors: npt.NDArray[np.float32],
+    weights: npt.NDArray[np.float32],
+    bounds: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float32]:
+    """(..., F) signed errors less what the other features' errors explain of each, that
+    explained part clipped to what training held (``ResidualCoupling``)."""
+    explained = np.clip(errors @ weights, -bounds, bounds)
+    coupled: npt.NDArray[np.float32] = errors - explained
+    return coupled
+
+
+def fit_residual_coupling(residuals: Float64Array, skip: Sequence[int] = ()) -> ResidualCoupling:
+    """How far each scored feature's signed prediction error (``residuals``, (N, F)) is
+    explained by the other scored features' errors at the same reading: a ridge regression
+    (no intercept) per feature, and the largest part it explains on these errors.
+
+    A move the features make together as in these residuals (a load change moves flow and
+    current at once, and both forecasts miss it alike) leaves little of either feature's
+    error once the explained part is taken off; one feature leaving the others keeps all of
+    its own, since the others' errors stay near zero and explain nothing of it. The bound
+    keeps a joint move larger than any the residuals held from being explained away: past
+    it, the excess counts (a whole process changing its shape, every sensor with it).
+    Features in ``skip`` (constant or stepped: not scored) neither explain nor are
+    explained. With fewer than two scored features nothing is explained.
+    """
+    n, f = residuals.shape
+    weights = np.zeros((f, f))
+    skipped = set(skip)
+    scored = [k for k in range(f) if k not in skipped]
+    if n > 0 and len(scored) >= 2:
+        for k in scored:
+            others = [j for j in scored if j != k]
+            x, y = residuals[:, others], residuals[:, k]
+            gram = x.T @ x / n
+            scale = max(float(np.trace(gram)) / len(others), 1e-12)
+            gram += _COUPLING_RIDGE * scale * np.eye(len(others))
+            weights[others, k] = np.linalg.solve(gram, x.T @ y / n)
+    if not np.isfinite(weights).all():
+        weights = np.zeros((f, f))
+    bounds = np.abs(residuals @ weights).max(axis=0) if n else np.zeros(f)
+    return ResidualCoupling(
+        weights=tuple(tuple(float(v) for v in row) for row in weights),
+        bounds=tuple(float(v) for v in bounds),
+    )

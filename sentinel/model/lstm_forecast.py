@@ -14,6 +14,17 @@ the noisiest); docs/BENCHMARKS.md measured a quarter, half and all of it. Each
 feature's error is divided by its median on held-back training windows (floored, see
 ``sentinel.model.calibration.score_floor``), and the window's score is the worst feature's.
 
+With ``model.residual_coupling`` (the default) the errors are first *coupled*: at each
+reading, each scored feature's signed error less what the other scored features' errors
+predict of it, a linear map fitted on the training windows
+(``sentinel.model.calibration.fit_residual_coupling``). The forecaster cannot know when
+a pump's load will change; when it does, flow, current and pressure all jump at once and
+every one of their forecasts misses, so each feature alone scored the change like a fault
+(issue #21: most of the simulated fleet's false alerts). Coupled, a joint move of the kind
+training held leaves little error, while a single sensor leaving the others -- or features
+moving against their usual relation -- keeps its error in full (docs/BENCHMARKS.md,
+"Coupled residuals").
+
 ``model.forecast_horizon`` h (default 1) predicts each reading from the readings up to h
 steps before it instead of the one before (telemanom predicts ``l_p`` steps ahead). A one-step
 error sees a lasting offset only at the reading where it starts -- one large error diluted in
@@ -41,7 +52,12 @@ from torch import nn
 
 from sentinel.errors import DataError, ModelError
 from sentinel.model.base import ProgressFn, TrainOptions, load_meta, new_version
-from sentinel.model.calibration import Calibration, Float64Array
+from sentinel.model.calibration import (
+    Calibration,
+    Float64Array,
+    ResidualCoupling,
+    fit_residual_coupling,
+)
 from sentinel.model.lstm_detector import LstmDetector, load_weights
 from sentinel.model.lstm_graph import LstmScoringGraph, cpu_copy
 from sentinel.model.lstm_meta import LstmForecastMeta, default_score_steps
@@ -85,24 +101,62 @@ class LstmForecaster(nn.Module):
         return out
 
 
+Coupling = tuple[torch.Tensor, torch.Tensor]  # ResidualCoupling's weights and bounds
+
+
+def coupling_tensors(coupling: ResidualCoupling | None, device: torch.device) -> Coupling | None:
+    """``ResidualCoupling`` as float32 tensors on ``device`` for ``forecast_squared``."""
+    if coupling is None:
+        return None
+    weights, bounds = coupling.arrays()
+    return torch.from_numpy(weights).to(device), torch.from_numpy(bounds).to(device)
+
+
+def couple(error: torch.Tensor, weights: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """``sentinel.model.calibration.couple`` in torch (and in an exported graph)."""
+    explained = torch.maximum(torch.minimum(error @ weights, bounds), -bounds)
+    return error - explained
+
+
 def forecast_errors(
-    module: LstmForecaster, scaled: torch.Tensor, steps: int
+    module: LstmForecaster,
+    scaled: torch.Tensor,
+    steps: int,
+    coupling: Coupling | None = None,
 ) -> tuple[Float64Array, Float64Array]:
     """Per-window and per-feature mean squared errors of already-scaled windows'
-    ``module.horizon``-step predictions, over the newest ``steps`` of them (0: all). The
-    caller is responsible for ``eval()``/``inference_mode()`` and for chunking."""
+    ``module.horizon``-step predictions, over the newest ``steps`` of them (0: all), coupled
+    by ``coupling`` (see ``forecast_squared``). The caller is responsible for
+    ``eval()``/``inference_mode()`` and for chunking."""
     feature_errors: Float64Array = (
-        forecast_squared(module, scaled, steps).mean(dim=1).double().cpu().numpy()
+        forecast_squared(module, scaled, steps, coupling).mean(dim=1).double().cpu().numpy()
     )
     return feature_errors.mean(axis=1), feature_errors
 
 
-def forecast_squared(module: LstmForecaster, scaled: torch.Tensor, steps: int) -> torch.Tensor:
+def forecast_residuals(module: LstmForecaster, scaled: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, S, F) signed errors (prediction - reading) of already-scaled windows'
+    ``module.horizon``-step predictions, over the newest ``steps`` of them (0: all of them,
+    S = window - horizon)."""
+    error: torch.Tensor = module(scaled) - scaled[:, module.horizon :, :]
+    return error[:, -steps:, :] if steps else error
+
+
+def forecast_squared(
+    module: LstmForecaster,
+    scaled: torch.Tensor,
+    steps: int,
+    coupling: Coupling | None = None,
+) -> torch.Tensor:
     """(B, S, F) squared errors of already-scaled windows' ``module.horizon``-step
     predictions, reading by reading, over the newest ``steps`` of them (0: all of them,
-    S = window - horizon)."""
-    squared: torch.Tensor = (module(scaled) - scaled[:, module.horizon :, :]) ** 2
-    return squared[:, -steps:, :] if steps else squared
+    S = window - horizon); with ``coupling`` each reading's errors are first coupled
+    (``couple``, ``LstmForecastMeta.residual_coupling``)."""
+    error = forecast_residuals(module, scaled, steps)
+    if coupling is not None:
+        error = couple(error, *coupling)
+    squared: torch.Tensor = error**2
+    return squared
 
 
 class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
@@ -123,12 +177,13 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
         if shapes != expected:
             raise ModelError(f"module shape {shapes} does not match meta {expected}")
         super().__init__(meta, module, device, max_batch)
+        self._coupling = coupling_tensors(meta.residual_coupling, device)
 
     def _feature_errors(self, scaled: torch.Tensor) -> Float64Array:
-        return forecast_errors(self._module, scaled, self._meta.score_steps)[1]
+        return forecast_errors(self._module, scaled, self._meta.score_steps, self._coupling)[1]
 
     def _step_errors(self, scaled: torch.Tensor) -> Float64Array:
-        squared = forecast_squared(self._module, scaled, self._meta.score_steps)
+        squared = forecast_squared(self._module, scaled, self._meta.score_steps, self._coupling)
         errors: Float64Array = squared.double().cpu().numpy()
         return errors
 
@@ -193,6 +248,8 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             ).to(device)
         loss_fn = nn.MSELoss()
 
+        coupled: list[Coupling | None] = [None]  # fitted after the network
+
         def held_back(score_steps: int) -> Float64Array:
             module.eval()
             parts = []
@@ -200,7 +257,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
                 val = prepared.val_starts
                 for i in range(0, len(val), config.score_batch_max):
                     batch = prepared.gather(val[i : i + config.score_batch_max])
-                    parts.append(forecast_errors(module, batch, score_steps)[1])
+                    parts.append(forecast_errors(module, batch, score_steps, coupled[0])[1])
             return np.concatenate(parts)
 
         fit = fit_module(
@@ -212,6 +269,10 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             progress=progress,
             stop=stop,
         )
+        coupling = None
+        if config.residual_coupling:
+            coupling = _fit_coupling(module, prepared, steps, config.score_batch_max, features)
+            coupled[0] = coupling_tensors(coupling, device)
         calibration = Calibration.from_errors(
             held_back(steps), prepared.unscored(features), robust=True
         )
@@ -236,6 +297,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             interval=options.interval,
             constant_features=prepared.constants,
             stepped_features=prepared.stepped,
+            residual_coupling=coupling,
         )
         log.info(
             "training_finished",
@@ -265,9 +327,39 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
         return ForecasterGraph(self._meta, self._module)
 
 
+# Training windows the coupling is fitted on, at most (evenly spread over them): ~10^4-10^5
+# readings' errors, plenty for an (F, F) map and a second or two of inference.
+_COUPLING_WINDOWS = 4096
+
+
+def _fit_coupling(
+    module: LstmForecaster,
+    prepared: TrainingData,
+    steps: int,
+    batch: int,
+    features: Sequence[str],
+) -> ResidualCoupling:
+    """``fit_residual_coupling`` on the fitted network's errors over the training windows
+    (not the held-back ones, which then calibrate the coupled errors out of sample)."""
+    starts = prepared.train_starts
+    if len(starts) > _COUPLING_WINDOWS:
+        starts = starts[np.linspace(0, len(starts) - 1, _COUPLING_WINDOWS).astype(np.int64)]
+    module.eval()
+    parts = []
+    with torch.inference_mode():
+        for i in range(0, len(starts), batch):
+            error = forecast_residuals(module, prepared.gather(starts[i : i + batch]), steps)
+            parts.append(error.double().cpu().numpy().reshape(-1, len(features)))
+    residuals = np.concatenate(parts) if parts else np.zeros((0, len(features)))
+    return fit_residual_coupling(residuals, prepared.unscored(features))
+
+
 class ForecasterGraph(LstmScoringGraph):
     """The forecaster's scoring rule for export: the prediction error of the newest
     ``score_steps`` readings, as ``forecast_errors``."""
+
+    coupling_weights: torch.Tensor
+    coupling_bounds: torch.Tensor
 
     def __init__(self, meta: LstmForecastMeta, module: LstmForecaster) -> None:
         super().__init__(meta)
@@ -276,8 +368,16 @@ class ForecasterGraph(LstmScoringGraph):
         )
         cpu_copy(self.forecaster, module)
         self.horizon = module.horizon
+        self.coupled = meta.residual_coupling is not None
+        if meta.residual_coupling is not None:
+            weights, bounds = meta.residual_coupling.arrays()
+            self.register_buffer("coupling_weights", torch.from_numpy(weights))
+            self.register_buffer("coupling_bounds", torch.from_numpy(bounds))
 
     def feature_errors(self, scaled: torch.Tensor) -> torch.Tensor:
-        squared = (self.forecaster(scaled) - scaled[:, self.horizon :, :]) ** 2
-        errors: torch.Tensor = squared[:, -self.score_steps :, :].mean(dim=1)
+        error = self.forecaster(scaled) - scaled[:, self.horizon :, :]
+        error = error[:, -self.score_steps :, :]
+        if self.coupled:
+            error = couple(error, self.coupling_weights, self.coupling_bounds)
+        errors: torch.Tensor = (error**2).mean(dim=1)
         return errors

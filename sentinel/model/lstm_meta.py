@@ -16,7 +16,12 @@ import numpy.typing as npt
 
 from sentinel.errors import ModelError
 from sentinel.model.base import DetectorMeta
-from sentinel.model.calibration import Float64Array, score_floor, window_scores
+from sentinel.model.calibration import (
+    Float64Array,
+    ResidualCoupling,
+    score_floor,
+    window_scores,
+)
 from sentinel.model.fields import as_list, as_object, integer, number, string
 from sentinel.model.levels import LevelStats
 from sentinel.model.scaler import Scaler
@@ -298,11 +303,21 @@ class LstmForecastMeta(LstmMeta):
 
     detector: str = "lstm_forecast"
     horizon: int = 1
+    # How each feature's prediction error is explained by the others' (``model.
+    # residual_coupling``, ``sentinel.model.calibration.fit_residual_coupling``); None for
+    # models trained without it or before it existed, which score each feature's own error.
+    residual_coupling: ResidualCoupling | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.window < 2:
             raise ModelError("a forecaster needs windows of at least 2 readings")
+        coupling = self.residual_coupling
+        if coupling is not None and len(coupling.bounds) != len(self.features):
+            raise ModelError(
+                f"residual_coupling has {len(coupling.bounds)} features, meta lists "
+                f"{len(self.features)}"
+            )
         if not 1 <= self.horizon < self.window:
             raise ModelError(
                 f"horizon must be between 1 and the window - 1 ({self.window - 1}), "
@@ -316,14 +331,26 @@ class LstmForecastMeta(LstmMeta):
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "horizon": self.horizon}
+        data = {**super().to_dict(), "horizon": self.horizon}
+        if self.residual_coupling is not None:
+            data["residual_coupling"] = self.residual_coupling.to_dict()
+        return data
 
     @classmethod
     def from_json(cls, text: str) -> LstmForecastMeta:
         """Parse and check meta.json; any problem is a ModelError saying which key."""
         obj, common = LstmMeta.parse_lstm(text, "lstm_forecast")
-        # Optional: models saved before it existed predict one step ahead.
-        return cls(**common, horizon=integer(obj.get("horizon", 1), "horizon"))
+        return cls(
+            **common,
+            # Optional: models saved before it existed predict one step ahead.
+            horizon=integer(obj.get("horizon", 1), "horizon"),
+            # Optional: models saved before it existed score each feature's own error.
+            residual_coupling=(
+                ResidualCoupling.from_dict(obj["residual_coupling"])
+                if "residual_coupling" in obj
+                else None
+            ),
+        )
 
 
 class LstmMetaChecks:

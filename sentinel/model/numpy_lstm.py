@@ -42,7 +42,7 @@ from sentinel.model.base import (
     load_meta,
     saved_detector,
 )
-from sentinel.model.calibration import Float64Array
+from sentinel.model.calibration import Float64Array, couple
 from sentinel.model.lstm_meta import (
     WEIGHTS_FILE,
     Float32Array,
@@ -144,14 +144,19 @@ class _Forecaster:
         self.lstm = _Lstm(weights, "lstm", meta.num_layers)
         self.head = _linear(weights, "head")
         self.horizon = meta.horizon
+        coupling = meta.residual_coupling
+        self.coupling = None if coupling is None else coupling.arrays()
 
     def squared(self, scaled: Float32Array, steps: int) -> Float32Array:
-        """(B, steps, F) squared errors of the newest ``steps`` predictions."""
+        """(B, steps, F) squared errors of the newest ``steps`` predictions, coupled as
+        ``sentinel.model.lstm_forecast.forecast_squared`` couples them."""
         past = scaled[:, : -self.horizon, :]
         hidden, _ = self.lstm(past)
         w, b = self.head
-        error = past + (hidden @ w + b) - scaled[:, self.horizon :, :]
-        squared: Float32Array = (error * error)[:, -steps:, :]
+        error = (past + (hidden @ w + b) - scaled[:, self.horizon :, :])[:, -steps:, :]
+        if self.coupling is not None:
+            error = couple(error, *self.coupling)
+        squared: Float32Array = error * error
         return squared
 
 

@@ -199,12 +199,13 @@ def test_a_process_scoring_with_numpy_never_imports_torch(tmp_path: Path) -> Non
         }
     )
     code = f"""
-import sys
+import json, sys
 import numpy as np
 import sentinel.cli.main, sentinel.daemon.app
 from sentinel.config import ModelConfig
 from sentinel.model import load_detector, scoring_device
-device = scoring_device(ModelConfig.model_validate({json.dumps(config.model.model_dump())}))
+model = json.loads({json.dumps(config.model.model_dump())!r})
+device = scoring_device(ModelConfig.model_validate(model))
 detector = load_detector({str(tmp_path / "m")!r}, device)
 scores, _ = detector.score(np.zeros((5, {WINDOW}, {len(FEATURES)}), dtype=np.float32))
 torch = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
