@@ -15,6 +15,7 @@ from sentinel.cli.main import main
 from sentinel.config import config_to_toml
 from sentinel.errors import ModelError
 from sentinel.model import ModelRegistry, resolve_device
+from sentinel.model.calibration import ResidualCoupling
 from sentinel.model.export import export_detector
 from tests.model.lstm_helpers import (
     CUDA_MISSING,
@@ -144,10 +145,17 @@ def _run_export(path: Path, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_forecaster_export_scores_like_the_detector(fmt: str, tmp_path: Path) -> None:
     """``lstm_forecast`` exports as the LSTM-AE does: the graph is its whole scoring rule,
-    one-step prediction errors of the newest ``score_steps`` readings included."""
+    one-step prediction errors of the newest ``score_steps`` readings and their coupling
+    (``model.residual_coupling``, on by default) included."""
     if fmt == "onnx":
         pytest.importorskip("onnx", reason="pip install 'sentinel-iot[onnx]'")
-    detector = make_forecaster()
+    # b explains half of a and of c, a bound that clips the larger explained parts
+    coupling = ResidualCoupling(
+        weights=((0.0, 0.3, 0.0), (0.5, 0.0, 0.5), (0.0, 0.3, 0.0)), bounds=(0.4, 0.2, 0.4)
+    )
+    detector = make_forecaster(residual_coupling=coupling)
+    plain = make_forecaster().score(windows(9, seed=5))[1]
+    assert not np.allclose(detector.score(windows(9, seed=5))[1], plain)
     path = detector.export("onnx" if fmt == "onnx" else "torchscript", tmp_path / f"m.{fmt}")
     data = windows(9, seed=5)  # a batch size other than the traced one
     scores, feature_errors = _run_export(path, data)

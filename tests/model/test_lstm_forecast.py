@@ -23,6 +23,7 @@ from sentinel.model import (
     make_windows,
 )
 from sentinel.model.base import META_FILE
+from sentinel.model.calibration import score_floor
 from sentinel.model.lstm_forecast import LstmForecastMeta, default_score_steps, forecast_errors
 
 CPU = torch.device("cpu")
@@ -380,5 +381,9 @@ def test_a_load_change_scores_low_and_one_sensor_leaving_the_others_does_not(
     offset[:, -4:, 0] += 1.5  # flow alone, about the size of a load step
     assert relative(coupled, switch[changes]).max() < 1.0
     assert np.median(relative(coupled, offset)) > 2.0
+    # The offset's own feature still leads its windows' errors (current, explained by
+    # flow, carries some of it: up to the coupling's bound).
+    floor, _ = score_floor(coupled.calibration.feature_mean_errors)
+    assert np.all((coupled.score(offset)[1] / floor).argmax(axis=1) == 0)
     assert relative(alone, switch[changes]).max() < 1.0
     assert np.median(relative(alone, offset)) < 1.0  # what coupling fixes

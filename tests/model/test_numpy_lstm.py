@@ -71,6 +71,7 @@ def scored_windows(count: int = 300) -> np.ndarray:
 SHAPES = [
     ("lstm_forecast", {}),
     ("lstm_forecast", {"num_layers": 2, "forecast_horizon": 3}),
+    ("lstm_forecast", {"residual_coupling": False}),
     ("lstm_ae", {}),
     ("lstm_ae", {"num_layers": 2, "score_steps": 4}),
 ]
@@ -79,6 +80,9 @@ SHAPES = [
 @pytest.mark.parametrize(("detector", "model"), SHAPES)
 def test_numpy_scores_as_torch_does(detector: str, model: dict[str, Any], tmp_path: Path) -> None:
     trained = train(detector, **model)
+    if isinstance(trained, LstmForecastDetector):  # coupled unless the shape says otherwise
+        coupled = trained.meta.residual_coupling is not None
+        assert coupled == model.get("residual_coupling", True)
     twin = NumpyLstmDetector.from_detector(trained)
     windows = scored_windows()
     scores, errors = trained.score(windows)
