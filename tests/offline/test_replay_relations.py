@@ -33,7 +33,10 @@ def pump_series() -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def replay_checks(
-    tmp_path: Path, relations: dict[str, object], size: float = 2.0
+    tmp_path: Path,
+    relations: dict[str, object],
+    size: float = 2.0,
+    model: dict[str, object] | None = None,
 ) -> tuple[list[str], list[str]]:
     """The check column of the fault's rows and of every other row after training, the
     current dragging ``size`` scales high."""
@@ -44,7 +47,7 @@ def replay_checks(
         {
             "streams": [{"name": "pump", "topic": "p/{device}", "features": list(FEATURES)}],
             "relations": relations,
-            "model": {"seed": 1},
+            "model": {"seed": 1, **(model or {})},
         }
     )
     data = RecordedData(values, stamps, tuple(FEATURES), None)
@@ -62,9 +65,15 @@ def test_a_current_that_stops_following_the_load_is_caught_and_named(tmp_path: P
     assert not any("relation" in c for c in outside)
 
 
-def test_without_the_relation_check_the_model_does_not_see_it(tmp_path: Path) -> None:
-    inside, _ = replay_checks(tmp_path, {"enabled": False})
-    assert sum(c != "" for c in inside) < 8
+def test_without_the_relation_check_the_model_sees_it_only_coupled(tmp_path: Path) -> None:
+    """Judging each feature by its own error, the forecaster does not see a current that
+    stops following the load (why the relation check exists). With coupled residuals
+    (``model.residual_coupling``, the default) the current's error is no longer explained
+    by the others' and the score sees part of the fault; the relation check names it."""
+    alone, _ = replay_checks(tmp_path, {"enabled": False}, model={"residual_coupling": False})
+    assert sum(c != "" for c in alone) < 8
+    coupled, _ = replay_checks(tmp_path, {"enabled": False})
+    assert sum(c == "score" for c in coupled) >= 8
 
 
 def test_a_drag_too_small_for_one_window_is_caught_by_its_average(tmp_path: Path) -> None:
