@@ -6,6 +6,11 @@ Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the
 
     .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8] [--detector lstm_forecast]
         [--config VARIANT.toml] [--combine max] [--training-wait 600] [--seed 11]
+        [--window 32]
+
+The daemon runs the product's window (32 readings, hop 4) unless ``--window`` says
+otherwise; the end-to-end tests run the same scenario at 16 to train faster, and the
+figures in docs/BENCHMARKS.md before 2026-12-04 were measured at 16.
 
 ``--config``: a TOML file of config sections (e.g. ``[levels]``) applied beneath every
 setting, the same kind of file ``detection_suite.py --config`` takes, so one variant is
@@ -26,9 +31,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sentinel.config import WindowConfig
 from sentinel.logs import configure_logging
 from simulators.broker import PrivateBroker
-from tests.e2e_helpers import TRAINING_WAIT, fleet_detection_scenario
+from tests.e2e_helpers import HOP, TRAINING_WAIT, WINDOW, fleet_detection_scenario
 
 SETTINGS: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
     ("default: q0.995 x 1.5, open after 2, spike check on", {}, {}, {}),
@@ -86,6 +92,14 @@ def main() -> int:
         "measured on; other seeds are fleets nobody tuned on)",
     )
     ap.add_argument(
+        "--window",
+        type=int,
+        default=WindowConfig().length,
+        help=f"readings per window (default {WindowConfig().length}, the product's; the "
+        f"end-to-end tests run this scenario at {WINDOW}, hop {HOP}, to train faster); "
+        "an anomaly counts as caught up to one window's span after it",
+    )
+    ap.add_argument(
         "--keep",
         type=Path,
         help="copy each setting's alerts.json and truth.json here (KEEP/runN/), to read "
@@ -101,6 +115,8 @@ def main() -> int:
         for key, value in raw.items()
         if isinstance(value, dict) and key not in _SCENARIO_OWNS
     }
+    # The product's window unless asked otherwise (the scenario's own is the tests')
+    extra["windows"] = {"length": args.window, "hop": HOP, **extra.get("windows", {})}
     if args.config:
         print(f"config beneath every setting: {args.config}: {extra}", flush=True)
     configure_logging("warning", "console")
@@ -137,7 +153,8 @@ def main() -> int:
             broker.stop()
     print(
         f"\nmachine: {platform.machine()}, python {platform.python_version()}; "
-        f"fleet seed {args.seed}"
+        f"fleet seed {args.seed}, window {extra['windows']['length']}, hop "
+        f"{extra['windows']['hop']}"
     )
     print("| setting | recall | caught / injected | false alerts per device-hour | by kind |")
     print("|---|---|---|---|---|")

@@ -354,7 +354,8 @@ def fleet_detection_scenario(
     assert running.result == [0]
 
     last_ts = sim.start_ts + (warmup_steps + test_steps - 1) * step
-    span = WINDOW * step  # a window holds an anomaly's readings this long after they arrive
+    # a window holds an anomaly's readings this long after they arrive
+    span = float(config["windows"]["length"]) * step
     truth = [json.loads(t.to_json()) for t in sim.truth]
     visible = [t for t in truth if t["start"] + span < last_ts]
     found = all_alerts(database_url)
