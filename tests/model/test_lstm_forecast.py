@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -265,12 +266,19 @@ def test_a_lasting_offset_shows_in_as_many_predictions_as_the_horizon() -> None:
     assert errors[4] == pytest.approx(4 * 25.0 / STEPS)
 
 
+def saved_meta(detector: LstmForecastDetector, tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """``detector`` saved under ``tmp_path / "m"``: its meta.json's path and content, for a
+    test to rewrite."""
+    detector.save(tmp_path / "m")
+    path = tmp_path / "m" / META_FILE
+    meta: dict[str, Any] = json.loads(path.read_text())
+    return path, meta
+
+
 def test_a_meta_json_from_before_the_horizon_loads_as_one_step(
     trained: LstmForecastDetector, tmp_path: Path
 ) -> None:
-    trained.save(tmp_path / "m")
-    path = tmp_path / "m" / META_FILE
-    meta = json.loads(path.read_text())
+    path, meta = saved_meta(trained, tmp_path)
     assert meta.pop("horizon") == 1
     path.write_text(json.dumps(meta))
     again = LstmForecastDetector.load(tmp_path / "m", CPU)
@@ -283,9 +291,7 @@ def test_a_meta_json_from_before_the_horizon_loads_as_one_step(
 def test_score_steps_past_the_window_less_the_horizon_are_refused(
     trained: LstmForecastDetector, tmp_path: Path
 ) -> None:
-    trained.save(tmp_path / "m")
-    path = tmp_path / "m" / META_FILE
-    meta = json.loads(path.read_text())
+    path, meta = saved_meta(trained, tmp_path)
     path.write_text(json.dumps({**meta, "horizon": WINDOW - STEPS + 1}))
     with pytest.raises(ModelError, match="window - horizon"):
         LstmForecastDetector.load(tmp_path / "m", CPU)
@@ -297,9 +303,7 @@ def test_score_steps_past_the_window_less_the_horizon_are_refused(
 def test_a_meta_json_from_before_the_coupling_scores_each_features_own_error(
     trained: LstmForecastDetector, tmp_path: Path
 ) -> None:
-    trained.save(tmp_path / "m")
-    path = tmp_path / "m" / META_FILE
-    meta = json.loads(path.read_text())
+    path, meta = saved_meta(trained, tmp_path)
     assert set(meta.pop("residual_coupling")) == {"weights", "bounds"}
     path.write_text(json.dumps(meta))
     again = LstmForecastDetector.load(tmp_path / "m", CPU)
@@ -316,9 +320,7 @@ def test_a_meta_json_from_before_the_coupling_scores_each_features_own_error(
 def test_a_broken_coupling_in_meta_json_is_refused(
     trained: LstmForecastDetector, tmp_path: Path
 ) -> None:
-    trained.save(tmp_path / "m")
-    path = tmp_path / "m" / META_FILE
-    meta = json.loads(path.read_text())
+    path, meta = saved_meta(trained, tmp_path)
     meta["residual_coupling"]["bounds"] = [1.0, 1.0, 1.0]
     path.write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="residual_coupling"):
