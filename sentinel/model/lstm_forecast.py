@@ -338,9 +338,12 @@ def _fit_coupling(
     steps: int,
     batch: int,
     features: Sequence[str],
-) -> ResidualCoupling:
+) -> ResidualCoupling | None:
     """``fit_residual_coupling`` on the fitted network's errors over the training windows
-    (not the held-back ones, which then calibrate the coupled errors out of sample)."""
+    (not the held-back ones, which then calibrate the coupled errors out of sample); None
+    where fewer than two features are scored (nothing to couple)."""
+    if len(features) - len(set(prepared.unscored(features))) < 2:
+        return None
     starts = prepared.train_starts
     if len(starts) > _COUPLING_WINDOWS:
         starts = starts[np.linspace(0, len(starts) - 1, _COUPLING_WINDOWS).astype(np.int64)]

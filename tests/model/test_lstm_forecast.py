@@ -389,3 +389,13 @@ def test_a_load_change_scores_low_and_one_sensor_leaving_the_others_does_not(
     assert np.all((coupled.score(offset)[1] / floor).argmax(axis=1) == 0)
     assert relative(alone, switch[changes]).max() < 1.0
     assert np.median(relative(alone, offset)) < 1.0  # what coupling fixes
+
+
+def test_a_single_scored_feature_has_nothing_to_couple() -> None:
+    model = ModelConfig(epochs=1, hidden_size=8, batch_size=32, seed=3)
+    detector = LstmForecastDetector.train(
+        [series(300)[:, :1]], TrainOptions("pump", ("a",), WINDOW, model), device=CPU
+    )
+    assert isinstance(detector, LstmForecastDetector)
+    assert detector.meta.residual_coupling is None
+    assert "residual_coupling" not in json.loads(detector.meta.to_json())
