@@ -457,17 +457,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     finally:
         progress.close()
-    from sentinel.model.nats_registry import NatsRegistry, open_registry
+    from sentinel.model.registry import nats_registry, open_registry
 
     registry = open_registry(config, role="cli")
+    shared = nats_registry(registry)
     try:
         path = registry.save(detector)
         registry.activate(stream.name, detector.version)
     finally:
-        if isinstance(registry, NatsRegistry):
-            registry.stop()
+        if shared is not None:
+            shared.stop()
     print(f"model {detector.version} for stream {stream.name} saved to {path} and activated")
-    if isinstance(registry, NatsRegistry):
+    if shared is not None:
         print("every running daemon of the shared registry swaps it in")
     else:
         print("a running daemon picks it up at its next start")

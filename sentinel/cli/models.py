@@ -39,7 +39,7 @@ _OPENED: dict[int, tuple[SentinelConfig, Any]] = {}
 
 def registry_for(config: SentinelConfig) -> Any:
     """The config's registry (``sentinel.model.Registry``), opened once per command."""
-    from sentinel.model.nats_registry import open_registry
+    from sentinel.model.registry import open_registry
 
     opened = _OPENED.get(id(config))
     if opened is None:

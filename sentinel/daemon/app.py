@@ -8,6 +8,7 @@ acknowledgements for everything committed during the drain still reach the broke
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +30,6 @@ from sentinel.config import (
     read_secret,
 )
 from sentinel.daemon.control import CONTROL_SOCKET, ControlServer
-from sentinel.daemon.follow import RegistryFollower
 from sentinel.daemon.health import DatabaseProbe, Health, Progress
 from sentinel.daemon.malloc import release_free_memory
 from sentinel.daemon.metrics import Metrics, record_retraining, stats_dict
@@ -39,17 +39,14 @@ from sentinel.daemon.sdnotify import Notifier, watchdog_interval
 from sentinel.daemon.server import HttpServer
 from sentinel.errors import ConfigError, ModelError, StoreError
 from sentinel.ingest.mqtt import MqttSource
-from sentinel.ingest.nats import NatsSource
 from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Source
 from sentinel.ingest.subjects import device_partition
 from sentinel.logs import configure_logging
 from sentinel.model import Detector, Registry, daemon_refusal, scoring_device
-from sentinel.model.nats_registry import Activation, NatsRegistry, open_registry
-from sentinel.model.registry import load_active_or_previous
+from sentinel.model.registry import load_active_or_previous, nats_registry, open_registry
 from sentinel.publish.publisher import AlertPublisher
 from sentinel.records import Ack, WriteBatch
-from sentinel.retrain.lease import NatsLease
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.durability import warn_not_durable
 from sentinel.store.judge_state import load_judge_state
@@ -60,6 +57,11 @@ from sentinel.worker.pipeline import Pipeline
 
 if TYPE_CHECKING:
     import torch
+
+    from sentinel.daemon.follow import RegistryFollower
+    from sentinel.ingest.nats import NatsSource
+    from sentinel.model.nats_registry import Activation, NatsRegistry
+    from sentinel.retrain.lease import Lease
 
 __all__ = [
     "EXIT_FATAL_CONNECTION",
@@ -148,6 +150,9 @@ class SentinelApp:
             warn_not_durable(store)
             warn_future_progress(store, config.ingest.max_future_skew)
             registry = self._registry = open_registry(config, role="daemon")
+            # The NATS client is imported only where a NATS registry or source is
+            # configured (issue #23, memory).
+            shared = nats_registry(registry)
             for stream in config.streams:  # bounded disk use, also after a config change
                 registry.prune(stream.name, config.retrain.keep_versions)
             models = self._load_models(registry, device)
@@ -198,9 +203,7 @@ class SentinelApp:
                     install=self._install,
                     active_versions=lambda: self._pipeline().model_versions(),
                     # Shared registry: one daemon at a time retrains a stream.
-                    lease=NatsLease(registry.link, config.registry, registry.by)
-                    if isinstance(registry, NatsRegistry)
-                    else None,
+                    lease=_lease(shared, config),
                 )
                 if config.retrain.enabled
                 else None
@@ -235,9 +238,11 @@ class SentinelApp:
                         **(retrain.handlers if retrain is not None else {}),
                     },
                 )
-            if isinstance(registry, NatsRegistry):
+            if shared is not None:
+                from sentinel.daemon.follow import RegistryFollower
+
                 self.follower = RegistryFollower(
-                    registry,
+                    shared,
                     [s.name for s in config.streams],
                     adopt=self._adopt,
                     running=self._handed.get,
@@ -261,8 +266,8 @@ class SentinelApp:
         finally:
             if self.retrain is not None:
                 self.retrain.close()
-            if isinstance(self._registry, NatsRegistry):
-                self._registry.stop()
+            if self._registry is not None and (shared := nats_registry(self._registry)):
+                shared.stop()
             self.notifier.close()
             store.close()
 
@@ -375,6 +380,8 @@ class SentinelApp:
             max_future_skew=config.ingest.max_future_skew,
         )
         if config.ingest.source == "nats":
+            from sentinel.ingest.nats import NatsSource
+
             return NatsSource(
                 config.nats,
                 parser=parser,
@@ -399,11 +406,12 @@ class SentinelApp:
         return self.config.cluster.group or self.config.nats.consumer_prefix
 
     def _make_cluster(
-        self, store: AlertStore, pipeline: Pipeline, source: Source, fence: PartitionFence
+        self, store: AlertStore, pipeline: Pipeline, made: Source, fence: PartitionFence
     ) -> PartitionOwnership:
         """Partition ownership shared with the other daemons (sentinel.cluster)."""
         config = self.config
-        assert isinstance(source, NatsSource)
+        source = _nats_source(made)
+        assert source is not None  # a cluster's source is NATS (the config's validator)
         partitions = config.nats.partitions
         timeout = config.cluster.release_timeout
 
@@ -489,8 +497,8 @@ class SentinelApp:
                 self.publisher.notify()
 
     def _abandon(self, acks: Sequence[Ack]) -> None:
-        if isinstance(self.source, NatsSource):
-            self.source.abandon(acks)
+        if (source := _nats_source(self.source)) is not None:
+            source.abandon(acks)
 
     def _send_acks(self, batches: Sequence[WriteBatch]) -> None:
         if self.source is not None:
@@ -718,3 +726,22 @@ class _Housekeeping:
                 f"queue {stats.get('queue_depth', 0)}"
                 + (f"; {report.problems[0]}" if report.problems else "")
             )
+
+
+def _nats_source(source: Source | None) -> NatsSource | None:
+    """``source`` where it is a ``NatsSource``, without importing the NATS client where no
+    NATS source was ever made (it cannot be one then)."""
+    module = sys.modules.get("sentinel.ingest.nats")
+    if module is None or source is None:
+        return None
+    kind: type[NatsSource] = module.NatsSource
+    return source if isinstance(source, kind) else None
+
+
+def _lease(shared: NatsRegistry | None, config: SentinelConfig) -> Lease | None:
+    """One daemon at a time retrains a stream of a shared registry: its NATS lease."""
+    if shared is None:
+        return None
+    from sentinel.retrain.lease import NatsLease
+
+    return NatsLease(shared.link, config.registry, shared.by)

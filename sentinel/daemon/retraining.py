@@ -14,13 +14,14 @@ from sentinel.daemon.control import Handler
 from sentinel.daemon.metrics import record_retraining
 from sentinel.model import Registry
 from sentinel.retrain.job import open_reservoir
-from sentinel.retrain.lease import Lease
 from sentinel.retrain.reservoir import ReservoirTap
 from sentinel.retrain.retrainer import Install, Retrainer
 from sentinel.retrain.scheduler import SCHEDULE_FILE, RetrainScheduler
 
 if TYPE_CHECKING:
     import torch
+
+    from sentinel.retrain.lease import Lease
 
 __all__ = ["RetrainService"]
 

@@ -48,16 +48,16 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from sentinel.config import NatsConfig, RegistryConfig, SentinelConfig
+from sentinel.config import NatsConfig, RegistryConfig
 from sentinel.errors import ModelError, RegistryUnavailable
 from sentinel.model.base import Detector
-from sentinel.model.registry import STATUS_FILE, ModelRegistry, Registry
+from sentinel.model.registry import STATUS_FILE, ModelRegistry
 from sentinel.natslink import NatsLink
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Activation", "NatsRegistry", "open_registry"]
+__all__ = ["Activation", "NatsRegistry"]
 
 log = structlog.get_logger(__name__)
 
@@ -572,22 +572,3 @@ class NatsRegistry:
                 instance=str(value.get("instance", "")),
             )
         )
-
-
-def open_registry(config: SentinelConfig, *, role: str) -> Registry:
-    """The registry ``[registry] backend`` names. A NATS one is started: connected, or
-    serving its cache while it keeps trying; the caller stops it."""
-    if config.registry.backend == "files":
-        return ModelRegistry(config.models_dir)
-    registry = NatsRegistry(config.registry, config.nats, config.models_dir, role=role)
-    if not registry.start():
-        log.warning(
-            "registry_offline_using_cache", servers=config.nats.servers, cache=str(registry.root)
-        )
-        return registry
-    for stream in config.streams:
-        try:
-            registry.share_cached(stream.name)
-        except ModelError as err:  # not fatal: the stream starts as the registry has it
-            log.warning("registry_share_failed", stream=stream.name, error=str(err))
-    return registry

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +25,9 @@ from sentinel.model.detector_types import load_detector
 if TYPE_CHECKING:
     import torch
 
+    from sentinel.config import SentinelConfig
+    from sentinel.model.nats_registry import NatsRegistry
+
 __all__ = [
     "ACTIVE_FILE",
     "HISTORY_FILE",
@@ -31,6 +35,8 @@ __all__ = [
     "ModelRegistry",
     "Registry",
     "load_active_or_previous",
+    "nats_registry",
+    "open_registry",
 ]
 
 log = structlog.get_logger(__name__)
@@ -315,3 +321,36 @@ def load_active_or_previous(
     registry.activate(stream, previous, reason="active version could not be loaded")
     log.warning("model_fell_back", stream=stream, version=previous, because=reason)
     return detector
+
+
+def open_registry(config: SentinelConfig, *, role: str) -> Registry:
+    """The registry ``[registry] backend`` names. A NATS one is started: connected, or
+    serving its cache while it keeps trying; the caller stops it. The NATS client is
+    imported only for a NATS registry (issue #23, memory: ~2 MB a daemon on files does
+    not need)."""
+    if config.registry.backend == "files":
+        return ModelRegistry(config.models_dir)
+    from sentinel.model.nats_registry import NatsRegistry
+
+    registry = NatsRegistry(config.registry, config.nats, config.models_dir, role=role)
+    if not registry.start():
+        log.warning(
+            "registry_offline_using_cache", servers=config.nats.servers, cache=str(registry.root)
+        )
+        return registry
+    for stream in config.streams:
+        try:
+            registry.share_cached(stream.name)
+        except ModelError as err:  # not fatal: the stream starts as the registry has it
+            log.warning("registry_share_failed", stream=stream.name, error=str(err))
+    return registry
+
+
+def nats_registry(registry: Registry) -> NatsRegistry | None:
+    """``registry`` where it is a ``NatsRegistry``, else None, without importing the NATS
+    client where no NATS registry was ever made (it cannot be one then)."""
+    module = sys.modules.get("sentinel.model.nats_registry")
+    if module is None:
+        return None
+    shared: type[NatsRegistry] = module.NatsRegistry
+    return registry if isinstance(registry, shared) else None

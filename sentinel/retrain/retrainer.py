@@ -37,11 +37,12 @@ from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.model import Detector, Registry
 from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain, threshold_seeds
-from sentinel.retrain.lease import Lease
 from sentinel.retrain.scheduler import schedule_period
 
 if TYPE_CHECKING:
     import torch
+
+    from sentinel.retrain.lease import Lease
 
 __all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
 
