@@ -893,10 +893,19 @@ class Pipeline:
         self._install(runtime, detector)
         # A new model has its own score scale: thresholds learned on the old one are void.
         self._thresholds.reset_stream(stream)
+        tail = runtime.tail
+        if tail is not None and runtime.detector is not None:
+            # The stream's first model: a device warmed below from its kept readings learns
+            # its threshold from them at the live hop. The seeds are the same model's scores
+            # on the newest of those readings, in sample and at hop 1: taken as well, those
+            # readings would count several times over, and the device's threshold would
+            # pass for warm on windows it judges once (replay warms without seeds too).
+            length = self._config.windows.length
+            warmed = {d for d in tail.devices if tail.count(d) >= length}
+            seeds = {device: s for device, s in seeds.items() if device not in warmed}
         if seeds and self._config.threshold.method == "quantile":
             self._seed_thresholds(stream, seeds)
         log.info("model_installed", stream=stream, version=detector.version)
-        tail = runtime.tail
         if runtime.detector is not None and tail is not None:
             # The stream's first model: its devices start warm on what they sent before it.
             runtime.tail = None

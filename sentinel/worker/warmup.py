@@ -71,6 +71,11 @@ class WarmTail:
     def devices(self) -> list[str]:
         return list(self._rings)
 
+    def count(self, device: str) -> int:
+        """How many readings of ``device`` are kept."""
+        ring = self._rings.get(device)
+        return 0 if ring is None else ring.filled
+
     def readings(self, device: str) -> list[Reading]:
         """The device's kept readings, oldest first."""
         ring = self._rings.get(device)

@@ -84,6 +84,22 @@ def test_the_cold_start_ends_with_warm_thresholds_and_known_pulses() -> None:
     assert h.alerts == []  # warm-up windows never alert
 
 
+def test_a_warmed_device_is_not_seeded_as_well() -> None:
+    # The trainer's seeds are the new model's scores on the newest of the rows it trained
+    # on, at hop 1; a device warmed from those rows learns them once, at the live hop.
+    h = Harness({"pump": None}, config(warm_readings=1000))
+    deliver(h, series(400))
+    seeds = {"a": [0.0123] * 300, "c": [0.0456] * 250}
+    h.pipeline.install_model("pump", detector(), seeds)
+    deliver(h, series(4, start=400))
+    thresholds = h.pipeline._thresholds.snapshot("pump")
+    assert 80 <= thresholds["a"]["normal_seen"] <= 98  # its 97 warm windows, the live one
+    assert 0.0123 not in thresholds["a"]["recent"]
+    # a device that trained the model but kept no readings here starts from its seeds
+    assert thresholds["c"]["normal_seen"] == 250
+    assert set(thresholds["c"]["recent"]) == {0.0456}
+
+
 def test_the_first_pulses_after_the_model_are_known_as_normal() -> None:
     # Without the warm-up the spike check learns from the first scored row: its first
     # pulses (after its 200-reading noise warm-up) are spikes and alert.
