@@ -49,6 +49,7 @@ __all__ = [
     "ModelConfig",
     "MqttConfig",
     "NatsConfig",
+    "NoiseConfig",
     "PublishConfig",
     "RegistryConfig",
     "RelationsConfig",
@@ -1040,6 +1041,34 @@ class StuckConfig(Section):
     )
 
 
+class NoiseConfig(Section):
+    """Noisy-sensor check beside the model (sentinel/model/noise.py, sentinel/judge/noise.py;
+    issue #21)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Judge how rough each feature's readings are within a window: the "
+        "median absolute difference between consecutive readings. A window rougher than "
+        "factor x the roughest window of the model's training data is anomalous, and the "
+        "alert names the feature (noise:FEATURE). A sensor whose noise grows (a loose "
+        "connector, a failing transmitter) raises the model's error on every reading, but "
+        "where readings the model cannot anticipate (commands, load changes) set its normal "
+        "tail, the score alone misses it; a step or a spike moves the median of a window's "
+        "differences not at all. Features whose roughness was 0 in every training window "
+        "(set points, counters, commands) and features constant in training are not "
+        "judged; a model saved before this check existed is not judged.",
+    )
+    factor: float = Field(
+        default=2.0,
+        gt=1.0,
+        le=1_000.0,
+        description="A window is anomalous when a feature's roughness exceeds this multiple "
+        "of the roughest window training held. docs/BENCHMARKS.md ('A noise check, "
+        "probed'): at 2 no false episode on the simulated fleet or the synthetic suite; "
+        "1.5 caught more noise bursts and raised more false episodes on SKAB.",
+    )
+
+
 class ConstantsConfig(Section):
     """Departure check of the features constant in a model's training data
     (sentinel/judge/constants.py; issue #21)."""
@@ -1610,6 +1639,7 @@ class SentinelConfig(Section):
     spikes: SpikesConfig = Field(default_factory=SpikesConfig)
     levels: LevelsConfig = Field(default_factory=LevelsConfig)
     stuck: StuckConfig = Field(default_factory=StuckConfig)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
     relations: RelationsConfig = Field(default_factory=RelationsConfig)
     constants: ConstantsConfig = Field(default_factory=ConstantsConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)

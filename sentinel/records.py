@@ -28,6 +28,7 @@ __all__ = [
     "DeviceReset",
     "FeatureContribution",
     "LevelHit",
+    "NoiseHit",
     "Reading",
     "RejectReason",
     "Rejected",
@@ -221,6 +222,18 @@ class StuckHit:
 
 
 @dataclass(frozen=True, slots=True)
+class NoiseHit:
+    """A window's feature whose readings are rougher than training's roughest window by
+    more than ``[noise] factor`` (sentinel.judge.noise)."""
+
+    feature: int  # index into the stream's features
+    ratio: float  # the window's roughness / training's largest (> factor)
+    # Chance that a normal window is this rough: under 1 in the training readings, none of
+    # whose windows was (1 / (n + 1)).
+    exceedance: float
+
+
+@dataclass(frozen=True, slots=True)
 class RelationHit:
     """A window's feature whose mean no longer follows the device's other features as its
     normal windows did (sentinel.judge.relations)."""
@@ -255,6 +268,9 @@ class Verdict:
     # Set when a feature's newest readings repeat one value for at least its limit
     # (sentinel.judge.stuck): anomalous whatever the score, as for a spike.
     stuck: StuckHit | None = None
+    # Set when a feature's readings are rougher than training ever held them
+    # (sentinel.judge.noise): anomalous whatever the score.
+    noise: NoiseHit | None = None
     # Set when a feature's window mean left the relations the device's normal windows
     # showed with its other features (sentinel.judge.relations): anomalous whatever the score.
     relation: RelationHit | None = None
@@ -336,6 +352,9 @@ class AlertReason:
     # The feature furthest off the device's relations among the opening windows, if the
     # relation check fired: (feature, residual in units of its normal scale).
     relation: tuple[str, float] | None = None
+    # The feature whose readings were roughest among the opening windows, if the noise
+    # check fired: (feature, roughness over training's roughest).
+    noise: tuple[str, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         t = self.threshold
@@ -360,6 +379,8 @@ class AlertReason:
             data["stuck_feature"], data["stuck_run"], data["stuck_limit"] = self.stuck
         if self.relation is not None:
             data["relation_feature"], data["relation_z"] = self.relation
+        if self.noise is not None:
+            data["noise_feature"], data["noise_ratio"] = self.noise
         return data
 
     @classmethod
@@ -406,6 +427,11 @@ class AlertReason:
             relation=(
                 (str(data["relation_feature"]), float(data["relation_z"]))  # type: ignore[arg-type]
                 if "relation_feature" in data
+                else None
+            ),
+            noise=(
+                (str(data["noise_feature"]), float(data["noise_ratio"]))  # type: ignore[arg-type]
+                if "noise_feature" in data
                 else None
             ),
         )

@@ -395,6 +395,14 @@ def _reason_fields(reason: dict[str, Any] | None) -> list[tuple[str, str]]:
                 f"({reason.get('relation_z', 0):g} x the device's normal residual)",
             )
         )
+    if "noise_feature" in reason:
+        fields.append(
+            (
+                "noise",
+                f"{reason['noise_feature']}'s readings were {reason.get('noise_ratio', 0):g} x "
+                "as rough as in training's roughest window",
+            )
+        )
     fields.append(("config hash", str(reason.get("config_hash", "-"))))
     return fields
 

@@ -1,8 +1,9 @@
 """SIGHUP: reload the config file and apply what can change while running.
 
 Live keys: ``threshold.*``, ``alerts.*``, ``spikes.*``, ``levels.*``, ``stuck.*``,
-``relations.*``, ``logging.*`` and ``ingest.log_interval``. The pipeline worker takes the new
-thresholds, spike, level, stuck and relation checks and alert rules between two passes, like a
+``noise.*``, ``relations.*``, ``logging.*`` and ``ingest.log_interval``. The pipeline worker
+takes the new thresholds, spike, level, stuck, noise and relation checks and alert rules
+between two passes, like a
 model swap. The stream list
 (``streams``) is applied by restarting the components inside the process
 (``ReloadPlan.restart_streams``): everything in flight is drained and committed as on a stop,
@@ -29,6 +30,7 @@ LIVE_KEYS = (
     "spikes.",
     "levels.",
     "stuck.",
+    "noise.",
     "relations.",
     "logging.",
     "ingest.log_interval",
@@ -76,7 +78,8 @@ def plan_reload(running: SentinelConfig, loaded: SentinelConfig) -> ReloadPlan:
     needs_restart = {k: v for k, v in sorted(diff.items()) if not _is_live(k)}
     data = running.model_dump()
     fresh = loaded.model_dump()
-    for section in ("threshold", "alerts", "spikes", "levels", "stuck", "relations", "logging"):
+    live = ("threshold", "alerts", "spikes", "levels", "stuck", "noise", "relations", "logging")
+    for section in live:
         data[section] = fresh[section]
     data["ingest"]["log_interval"] = fresh["ingest"]["log_interval"]
     config = SentinelConfig.model_validate(data)

@@ -56,9 +56,9 @@ def severity_of(exceedance: float, config: AlertsConfig) -> Severity:
 def alert_checks(alert: Alert) -> str:
     """Which checks opened ``alert``, as replay's ``check`` column names them: ``score`` (its
     peak window scored above the threshold), ``spike:FEATURE``, ``level:FEATURE`` (the
-    strongest hit among its opening windows), ``constant:FEATURE``, ``stuck:FEATURE`` and
-    ``relation:FEATURE``, joined by ``+``. An alert opened by a spike alone scores below its
-    threshold, and this is what says why it fired."""
+    strongest hit among its opening windows), ``constant:FEATURE``, ``stuck:FEATURE``,
+    ``relation:FEATURE`` and ``noise:FEATURE``, joined by ``+``. An alert opened by a spike
+    alone scores below its threshold, and this is what says why it fired."""
     parts = ["score"] if alert.peak_score > alert.threshold else []
     reason = alert.reason
     if reason is not None:
@@ -71,6 +71,8 @@ def alert_checks(alert: Alert) -> str:
             parts.append(f"stuck:{reason.stuck[0]}")
         if reason.relation is not None:
             parts.append(f"relation:{reason.relation[0]}")
+        if reason.noise is not None:
+            parts.append(f"noise:{reason.noise[0]}")
     return "+".join(parts) or "score"
 
 
@@ -325,6 +327,11 @@ class AlertTracker:
             if broken:
                 off = max(broken, key=lambda h: h.z)
                 relation = (names[off.feature], round(off.z, 2))
+            rough = [v.noise for v in run if v.noise is not None]
+            noise = None
+            if rough:
+                roughest = max(rough, key=lambda h: h.ratio)
+                noise = (names[roughest.feature], round(roughest.ratio, 2))
             reason = AlertReason(
                 run[-1].state,
                 exceedance,
@@ -334,6 +341,7 @@ class AlertTracker:
                 constant,
                 stuck,
                 relation,
+                noise,
             )
         alert = Alert(
             uid=str(uuid.uuid4()),
@@ -433,6 +441,10 @@ class AlertTracker:
             # its own (the forecaster follows a shift after one reading): it is what the
             # window is about.
             excess[verdict.relation.feature] += 1.0 + float(excess.sum())
+        if verdict.noise is not None:
+            # Roughness is the feature's own, measured on its readings: what the window is
+            # about, whatever the model's error made of it.
+            excess[verdict.noise.feature] += 1.0 + float(excess.sum())
         return excess
 
     def _top(self, stream: str, excess: np.ndarray) -> tuple[FeatureContribution, ...]:

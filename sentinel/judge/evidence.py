@@ -19,8 +19,8 @@ So each anomalous verdict carries the time span of its evidence (``Verdict.evide
   window's newest reading, as before;
 * a spike: the spiking reading;
 * a stuck hit: the frozen run, from the first repeat of its value to the newest reading;
-* a level or constant hit: the window's newest reading (their statistic is the window's,
-  not one reading's).
+* a level, constant, relation or noise hit: the window's newest reading (their statistic
+  is the window's, not one reading's).
 
 The alert tracker takes an alert's start from its first anomalous window's evidence (never
 before the first reading after the device's last normal window: ``onset``) and its end
@@ -83,6 +83,7 @@ def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]
         verdict.level is not None
         or verdict.constant is not None
         or verdict.relation is not None
+        or verdict.noise is not None
         or not spans
     ):
         spans.append((newest, newest))

@@ -10,7 +10,7 @@ one to a few readings (``sentinel.judge.spikes``, ``recurring``); this is the sa
 the excursions of the score that last longer than a spike.
 
 Per device, an *excursion* is a run of consecutive windows judged anomalous by their score
-alone (no spike, level, constant or stuck hit). Each ended excursion is remembered: its onset (the
+alone (no check beside it hit). Each ended excursion is remembered: its onset (the
 first window's end time), its peak as a multiple of the threshold then in force, and its
 duration. A new excursion is normal when its onset and the onsets of the last
 ``recurring_count`` remembered ones at least about as large (their peak at least
@@ -219,7 +219,14 @@ def _forced(verdict: Verdict) -> bool:
     """Whether a check beside the score holds the window anomalous."""
     return any(
         hit is not None
-        for hit in (verdict.spike, verdict.level, verdict.constant, verdict.stuck, verdict.relation)
+        for hit in (
+            verdict.spike,
+            verdict.level,
+            verdict.constant,
+            verdict.stuck,
+            verdict.relation,
+            verdict.noise,
+        )
     )
 
 

@@ -68,6 +68,7 @@ from sentinel.records import (
     AuditEvent,
     ConstantHit,
     LevelHit,
+    NoiseHit,
     RelationHit,
     Score,
     SpikeHit,
@@ -203,15 +204,17 @@ class ThresholdBank:
         constant: ConstantHit | None = None,
         stuck: StuckHit | None = None,
         relation: RelationHit | None = None,
+        noise: NoiseHit | None = None,
     ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
         The stream's model (``set_model``) gives the threshold a device warms up on and
         the held-back scores DSPOT is fitted on. A window with a ``spike``
         (sentinel.judge.spikes), a ``level`` hit (sentinel.judge.levels), a ``constant``
-        hit (sentinel.judge.constants), a ``stuck`` hit (sentinel.judge.stuck) or a
-        ``relation`` hit (sentinel.judge.relations) is anomalous whatever its score, and its
-        score teaches the threshold nothing.
+        hit (sentinel.judge.constants), a ``stuck`` hit (sentinel.judge.stuck), a
+        ``relation`` hit (sentinel.judge.relations) or a ``noise`` hit
+        (sentinel.judge.noise) is anomalous whatever its score, and its score teaches the
+        threshold nothing.
         """
         model = self._models[score.window.stream]
         fallback, calibration = model.fallback, model.scores
@@ -224,7 +227,7 @@ class ThresholdBank:
                 state = self._devices[key]
             else:
                 state = self._devices[key] = self._new_device(score.window.stream, calibration)
-        hits = (spike, level, constant, stuck, relation)
+        hits = (spike, level, constant, stuck, relation, noise)
         forced = any(hit is not None for hit in hits)
         if state.spot is not None:
             spot = state.spot
@@ -271,6 +274,7 @@ class ThresholdBank:
             constant=constant,
             stuck=stuck,
             relation=relation,
+            noise=noise,
         )
 
     def drain_events(self) -> list[AuditEvent]:

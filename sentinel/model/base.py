@@ -36,6 +36,7 @@ from sentinel.config import ModelConfig, SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.model.calibration import Calibration, Float64Array
 from sentinel.model.fields import as_object, integer, string
+from sentinel.model.noise import NoiseStats
 from sentinel.model.stuck import RunStats
 
 if TYPE_CHECKING:
@@ -336,6 +337,11 @@ class Detector(ABC):
         """Training's longest run of identical consecutive readings per feature
         (``sentinel.model.stuck``), or None where the detector keeps none: the stuck check
         then leaves it alone."""
+        return None
+
+    def noise_stats(self) -> NoiseStats | None:
+        """Training's roughest window per feature (``sentinel.model.noise``), or None where
+        the detector keeps none: the noise check then leaves it alone."""
         return None
 
     def level_slowness(self) -> Float64Array | None:

@@ -52,6 +52,7 @@ from sentinel.model.calibration import Calibration, Float64Array, score_floor, w
 from sentinel.model.fields import string
 from sentinel.model.lstm_detector import LstmAeDetector, LstmDetector
 from sentinel.model.lstm_forecast import LstmForecastDetector
+from sentinel.model.noise import NoiseStats
 from sentinel.model.stuck import RunStats
 from sentinel.model.train import TrainingData, fit_autoencoder, prepare_training
 
@@ -183,6 +184,10 @@ class LstmEnsembleDetector(Detector):
         """The members' longest runs of identical readings, the same for both (one
         training run): the stuck check judges the ensemble as either."""
         return self._forecaster.run_stats()
+
+    def noise_stats(self) -> NoiseStats | None:
+        """The forecaster member's roughest training windows (the AE keeps none)."""
+        return self._forecaster.noise_stats()
 
     def level_slowness(self) -> Float64Array | None:
         return self._forecaster.level_slowness()

@@ -294,6 +294,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             horizon=horizon,
             levels=prepared.levels,
             stuck=prepared.stuck,
+            noise=prepared.noise,
             interval=options.interval,
             constant_features=prepared.constants,
             stepped_features=prepared.stepped,

@@ -24,6 +24,7 @@ from sentinel.model.calibration import (
 )
 from sentinel.model.fields import as_list, as_object, integer, number, string
 from sentinel.model.levels import LevelStats
+from sentinel.model.noise import NoiseStats
 from sentinel.model.scaler import Scaler
 from sentinel.model.stuck import RunStats
 
@@ -77,6 +78,9 @@ class LstmMeta(DetectorMeta):
     # Training's longest run of identical readings per feature (sentinel.model.stuck); None
     # for models saved before it existed, whose windows the stuck check then leaves alone.
     stuck: RunStats | None = None
+    # Training's roughest window per feature (sentinel.model.noise); None for models saved
+    # before it existed, whose windows the noise check then leaves alone.
+    noise: NoiseStats | None = None
     # Features constant in training, with their value (issue #21). Their reconstruction
     # error says nothing (about zero in training, so any change would score 10^3-10^8 times
     # that), so the model sees them at their training value and they take no part in the
@@ -104,6 +108,8 @@ class LstmMeta(DetectorMeta):
             raise ModelError(f"levels has {len(self.levels.mean)} features, meta lists {n}")
         if self.stuck is not None and len(self.stuck.longest) != n:
             raise ModelError(f"stuck has {len(self.stuck.longest)} features, meta lists {n}")
+        if self.noise is not None and len(self.noise.largest) != n:
+            raise ModelError(f"noise has {len(self.noise.largest)} features, meta lists {n}")
         if self.relative_centre not in RELATIVE_CENTRES:
             raise ModelError(
                 f"relative_centre must be one of {list(RELATIVE_CENTRES)}, "
@@ -163,6 +169,8 @@ class LstmMeta(DetectorMeta):
             data["levels"] = self.levels.to_dict()
         if self.stuck is not None:
             data["stuck"] = self.stuck.to_dict()
+        if self.noise is not None:
+            data["noise"] = self.noise.to_dict()
         return data
 
     @staticmethod
@@ -188,6 +196,8 @@ class LstmMeta(DetectorMeta):
             "levels": LevelStats.from_dict(obj["levels"]) if "levels" in obj else None,
             # Optional: models saved before it existed have no stuck check.
             "stuck": RunStats.from_dict(obj["stuck"]) if "stuck" in obj else None,
+            # Optional: models saved before it existed have no noise check.
+            "noise": NoiseStats.from_dict(obj["noise"]) if "noise" in obj else None,
             # Optional: models saved before it existed judge every feature by its error.
             "constant_features": {
                 str(name): number(value, "constant_features")
@@ -371,6 +381,10 @@ class LstmMetaChecks:
     def run_stats(self) -> RunStats | None:
         """Training's longest runs of identical readings (``LstmMeta.stuck``)."""
         return self._meta.stuck
+
+    def noise_stats(self) -> NoiseStats | None:
+        """Training's roughest windows (``LstmMeta.noise``)."""
+        return self._meta.noise
 
     def level_slowness(self) -> Float64Array | None:
         """See ``LevelStats.slowness``; None for a model saved without it."""

@@ -32,6 +32,7 @@ from sentinel.model.lstm_detector import (
     reconstruction_errors,
     window_centre,
 )
+from sentinel.model.noise import NoiseStats
 from sentinel.model.scaler import Scaler
 from sentinel.model.stuck import RunStats
 from sentinel.model.windowing import make_windows
@@ -192,6 +193,8 @@ class TrainingData:
     levels: LevelStats
     # Longest run of identical raw readings per feature (sentinel.model.stuck)
     stuck: RunStats
+    # Roughest window per feature in the raw readings (sentinel.model.noise)
+    noise: NoiseStats
     data: torch.Tensor
     offsets: torch.Tensor
     rel_idx: tuple[int, ...]
@@ -283,6 +286,11 @@ def prepare_training(
         [rows[a:b] for a, b in itertools.pairwise(bounds)],
         [features.index(name) for name in constants],
     )
+    noise = NoiseStats.fit(
+        [rows[a:b] for a, b in itertools.pairwise(bounds)],
+        window,
+        [features.index(name) for name in constants],
+    )
 
     rng = np.random.default_rng(config.seed)
     train_starts, val_starts = _split_starts(
@@ -303,6 +311,7 @@ def prepare_training(
         scaler=scaler,
         levels=levels,
         stuck=stuck,
+        noise=noise,
         data=torch.from_numpy(scaled).to(device),
         offsets=torch.arange(window, device=device),
         rel_idx=tuple(rel_idx),
@@ -509,6 +518,7 @@ def fit_autoencoder(
         score_steps=config.score_steps,
         levels=prepared.levels,
         stuck=prepared.stuck,
+        noise=prepared.noise,
         interval=options.interval,
         constant_features=prepared.constants,
         stepped_features=prepared.stepped,

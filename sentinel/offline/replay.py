@@ -150,7 +150,8 @@ def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
     """Which checks made a window anomalous, for the output's ``check`` column: ``score``
     (above the threshold), ``spike:FEATURE`` (sentinel.judge.spikes), ``level:FEATURE``
     (sentinel.judge.levels), ``constant:FEATURE`` (sentinel.judge.constants),
-    ``stuck:FEATURE`` (sentinel.judge.stuck), joined by ``+``; empty for a normal window."""
+    ``stuck:FEATURE`` (sentinel.judge.stuck), ``relation:FEATURE`` (sentinel.judge.relations),
+    ``noise:FEATURE`` (sentinel.judge.noise), joined by ``+``; empty for a normal window."""
     if not verdict.is_anomaly:
         return ""
     parts = []
@@ -162,6 +163,7 @@ def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
         ("constant", verdict.constant),
         ("stuck", verdict.stuck),
         ("relation", verdict.relation),
+        ("noise", verdict.noise),
     )
     for kind, hit in hits:
         if hit is not None:

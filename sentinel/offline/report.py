@@ -243,7 +243,14 @@ def _read(path: Path, label_columns: Sequence[str] | None) -> _Scores:
 
 
 # The checks beside the score, and the marker of the rows each made anomalous on its own.
-_CHECK_MARKERS = {"spike": "^", "level": "s", "constant": "X", "stuck": "D", "relation": "P"}
+_CHECK_MARKERS = {
+    "spike": "^",
+    "level": "s",
+    "constant": "X",
+    "stuck": "D",
+    "relation": "P",
+    "noise": "*",
+}
 
 
 def _forced(s: _Scores, kind: str) -> np.ndarray:

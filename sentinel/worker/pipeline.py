@@ -30,6 +30,7 @@ from sentinel.judge.alerts import AlertTracker, alert_checks
 from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.evidence import evidence
 from sentinel.judge.levels import LevelCheck
+from sentinel.judge.noise import NoiseCheck
 from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.relations import RelationCheck
 from sentinel.judge.spikes import SpikeCheck
@@ -186,6 +187,7 @@ class Pipeline:
         self._spikes = SpikeCheck(config.spikes, config.windows.hop)
         self._levels = LevelCheck(config.levels)
         self._stuck = StuckCheck(config.stuck)
+        self._noise = NoiseCheck(config.noise)
         self._relations = RelationCheck(config.relations, config.windows.hop)
         self._constants = ConstantCheck(config.constants, config.windows.hop)
         self._recurring = RecurringExcursions(config.threshold)
@@ -677,8 +679,8 @@ class Pipeline:
 
     def _judge(self, runtime: _Stream, windows: list[Window], live: bool = True) -> list[Verdict]:
         """Score one stream's windows with its model and judge them: the spike, level,
-        constant and stuck checks, then each device's threshold, which learns from the
-        normal ones.
+        constant, stuck, noise and relation checks, then each device's threshold, which
+        learns from the normal ones.
         Everything a verdict depends on, and nothing after it (alerts, the observer):
         live windows and warm-up windows (``_warm``) go through this same code."""
         detector = runtime.detector
@@ -709,6 +711,7 @@ class Pipeline:
         levels = self._levels.check(detector, stacked)
         constants = self._constants.check(detector, windows)
         stuck = self._stuck.check(detector, stacked)
+        noise = self._noise.check(detector, stacked)
         relations = self._relations.check(
             detector, windows, stacked, self._thresholds.rebaseline_after(runtime.config.name)
         )
@@ -724,7 +727,7 @@ class Pipeline:
                 model_version=version,
             )
             verdict = self._thresholds.judge(
-                score, spikes[i], levels[i], constants[i], stuck[i], relations[i]
+                score, spikes[i], levels[i], constants[i], stuck[i], relations[i], noise[i]
             )
             verdicts.append(self._recurring.judge(verdict, warm=not live))
         # The warm start's windows are the model's training rows: learnt whatever their
@@ -1070,6 +1073,7 @@ class Pipeline:
         self._spikes.reconfigure(config.spikes, config.windows.hop)
         self._levels.reconfigure(config.levels)
         self._stuck.reconfigure(config.stuck)
+        self._noise.reconfigure(config.noise)
         self._relations.reconfigure(config.relations, config.windows.hop)
         self._constants.reconfigure(config.constants, config.windows.hop)
         self._recurring.reconfigure(config.threshold)
@@ -1084,4 +1088,5 @@ class Pipeline:
             spikes=config.spikes.model_dump(),
             levels=config.levels.model_dump(),
             stuck=config.stuck.model_dump(),
+            noise=config.noise.model_dump(),
         )

@@ -1,0 +1,83 @@
+"""The noise check: windows whose readings of a feature are rougher than training's roughest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sentinel.config import NoiseConfig
+from sentinel.judge.noise import NoiseCheck
+from sentinel.model.noise import NoiseStats
+from sentinel.records import AlertReason, ThresholdState
+from tests.fakes import FakeDetector
+
+
+class RoughDetector(FakeDetector):
+    """The fake model (window 4, features x and y), with training's roughest windows."""
+
+    def __init__(self, largest: tuple[float, ...] | None, n_readings: int = 999) -> None:
+        super().__init__()
+        self._stats = None if largest is None else NoiseStats(largest=largest)
+        self._meta.training["n_readings"] = n_readings
+
+    def noise_stats(self) -> NoiseStats | None:
+        return self._stats
+
+
+def windows(*columns: tuple[list[float], list[float]]) -> np.ndarray:
+    return np.array([np.column_stack(c) for c in columns], dtype=np.float64)
+
+
+def test_a_rough_window_is_anomalous_and_names_the_roughest_feature() -> None:
+    check = NoiseCheck(NoiseConfig(factor=2.0))
+    detector = RoughDetector((0.1, 1.0))  # limits: x 0.2, y 2.0
+    hits = check.check(
+        detector,
+        windows(
+            ([0.0, 0.1, 0.0, 0.1], [0.0, 1.0, 0.0, 1.0]),  # as rough as training: normal
+            ([0.0, 0.5, 0.0, 0.5], [0.0, 1.0, 0.0, 1.0]),  # x: median step 0.5, 5 x
+            ([0.0, 0.5, 0.0, 0.5], [0.0, 9.0, 0.0, 9.0]),  # x 5 x, y 9 x: y is rougher
+            ([0.0, 0.0, 5.0, 5.0], [0.0, 1.0, 2.0, 3.0]),  # x steps once: median step 0
+        ),
+    )
+    assert hits[0] is None
+    assert hits[1] is not None
+    assert hits[1].feature == 0
+    assert hits[1].ratio == pytest.approx(5.0)
+    assert hits[1].exceedance == 1 / 1000  # no training window of 999 readings was as rough
+    assert hits[2] is not None
+    assert hits[2].feature == 1
+    assert hits[2].ratio == pytest.approx(9.0)
+    assert hits[3] is None, "a step is one large difference among three: the median is 0"
+
+
+def test_nothing_is_judged_off_without_statistics_or_where_training_never_moved() -> None:
+    rough = windows(([0.0, 9.0, 0.0, 9.0], [0.0, 9.0, 0.0, 9.0]))
+    assert NoiseCheck(NoiseConfig()).check(RoughDetector((1.0, 1.0)), rough)[0] is not None
+    assert NoiseCheck(NoiseConfig(enabled=False)).check(RoughDetector((1.0, 1.0)), rough) == [None]
+    # A model saved before roughness statistics existed (or a baseline detector).
+    assert NoiseCheck(NoiseConfig()).check(RoughDetector(None), rough) == [None]
+    # 0: every training window's median step was 0 (a command, a set point, a constant).
+    assert NoiseCheck(NoiseConfig()).check(RoughDetector((0.0, 0.0)), rough) == [None]
+    hit = NoiseCheck(NoiseConfig()).check(RoughDetector((0.0, 1.0)), rough)[0]
+    assert hit is not None
+    assert hit.feature == 1
+
+
+def test_a_window_holding_a_nan_reading_is_not_judged_on_that_feature() -> None:
+    rough = windows(([0.0, np.nan, 0.0, 9.0], [0.0, 1.0, 0.0, 1.0]))
+    assert NoiseCheck(NoiseConfig()).check(RoughDetector((1.0, 1.0)), rough) == [None]
+
+
+def test_the_factor_must_leave_room_above_training() -> None:
+    with pytest.raises(ValueError, match="factor"):
+        NoiseConfig(factor=1.0)
+
+
+def test_the_alert_reason_keeps_the_noisy_feature() -> None:
+    state = ThresholdState("quantile", 2.0, 300, None, True)
+    reason = AlertReason(state, 1e-3, "abc", noise=("vibration", 4.25))
+    data = reason.to_dict()
+    assert (data["noise_feature"], data["noise_ratio"]) == ("vibration", 4.25)
+    assert AlertReason.from_dict(data).noise == ("vibration", 4.25)
+    assert AlertReason.from_dict(AlertReason(state, 1e-3, "abc").to_dict()).noise is None
