@@ -33,6 +33,7 @@ def seed(url: str) -> int:
         ("flow", 14.2),
         stuck=("current", 40, 24),
         relation=("pressure", 9.5),
+        noise=("vibration", 3.25),
     )
     alert = Alert(
         "uid-r",
@@ -74,6 +75,7 @@ def test_alerts_list_and_show_carry_severity_and_reason(
     assert "flow, 14.2 x its noise" in text  # a spike fired it
     assert "current held one value for 40 readings (limit 24)" in text  # and a frozen channel
     assert "pressure left its relations to the other features (9.5 x" in text  # and a relation
+    assert "vibration's readings were 3.25 x as rough" in text  # and a noisy channel
 
 
 def test_alerts_csv_holds_structured_columns_as_json(
