@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 import tracemalloc
 from collections import deque
+from typing import Any
 
+import numpy as np
 import pytest
 from river import stats
 
@@ -61,14 +63,19 @@ def test_the_append_count_tells_a_changed_history() -> None:
     assert history.tolist() == [3.0, 4.0, 5.0]
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
     ("q", "maxlen"), [(0.995, 2000), (0.9, 50), (0.51, 60), (0.99, 100), (0.75, 57), (0.6, 1)]
 )
-def test_quantile_equals_rivers_rolling_quantile_float_for_float(q: float, maxlen: int) -> None:
+def test_quantile_equals_rivers_rolling_quantile_float_for_float(
+    q: float, maxlen: int, dtype: type[np.floating[Any]]
+) -> None:
     """The threshold's quantile read off the sorted history, as river's RollingQuantile
-    gave it (issue #23): filling and full, with ties, zeros and wide magnitudes."""
+    gave it (issue #23): filling and full, with ties, zeros and wide magnitudes. In float32
+    (what the threshold keeps) it is river's over the values as float32 holds them."""
     rng = random.Random(maxlen)
-    ours, theirs = RankedHistory(maxlen), stats.RollingQuantile(q, window_size=maxlen)
+    ours = RankedHistory(maxlen, dtype=dtype)
+    theirs = stats.RollingQuantile(q, window_size=maxlen)
     assert ours.quantile(q) is None
     assert theirs.get() is None
     for _ in range(4 * maxlen + 9):
@@ -76,9 +83,24 @@ def test_quantile_equals_rivers_rolling_quantile_float_for_float(q: float, maxle
             [rng.random(), rng.lognormvariate(0.0, 3.0), round(rng.random(), 1), 0.0, 1e-12]
         )
         ours.append(value)
-        theirs.update(value)
+        theirs.update(float(dtype(value)))
         assert ours.quantile(q) == theirs.get()
         assert ours.ranked().tolist() == sorted(ours.tolist())
+    assert ours.values().dtype == np.float64
+
+
+def test_the_thresholds_float32_history_of_2000_costs_8_bytes_a_score() -> None:
+    """Ring and sorted copy in float32: 8 bytes a score where float64 took 16 (issue #23)."""
+    RankedHistory(100, (float(i) for i in range(150)), dtype=np.float32)  # NumPy's own caches
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        history = RankedHistory(2000, (float(i) + 0.5 for i in range(2500)), dtype=np.float32)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(history) == 2000
+    assert held < 2000 * 8 + 1024
 
 
 def test_ranked_is_a_read_only_view() -> None:
