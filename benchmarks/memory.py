@@ -52,6 +52,20 @@ WARM_DEVICES = 10
 WARM_STEPS = 320  # 3,200 readings: the default cold_start.readings (3,000) and some
 
 
+def _rss_parts(pid: int) -> dict[str, float]:
+    """RssAnon and RssFile of ``pid`` in MB, from /proc (empty where there is none)."""
+    parts: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssFile"):
+                    parts[f"{key[3:].lower()}_mb"] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return parts
+
+
 def metric(port: int, name: str) -> float:
     """Sum of a metric's samples on the daemon's /metrics (0 when absent)."""
     total = 0.0
@@ -165,6 +179,9 @@ class Daemon:
         cpu = self.ps.cpu_times()
         sample: dict[str, float] = {
             "rss_mb": round(main / 2**20, 1),
+            # anonymous (heap, NumPy, torch) and file-backed (mapped libraries, files) parts:
+            # which one grows says whether it is the process's own memory or the page cache
+            **_rss_parts(self.ps.pid),
             "children_rss_mb": round(children / 2**20, 1),
             "cpu_s": round(cpu.user + cpu.system, 2),
             "cpu_children_s": round(cpu.children_user + cpu.children_system, 2),
