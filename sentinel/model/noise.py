@@ -85,8 +85,9 @@ class NoiseStats:
             # windows of ``window`` readings hold ``window - 1`` consecutive differences
             view = sliding_window_view(steps, window - 1, axis=0)  # (N - W + 1, F, W - 1)
             for start in range(0, len(view), _CHUNK):
-                medians = np.median(view[start : start + _CHUNK], axis=2)
-                largest = np.fmax(largest, np.nanmax(np.where(np.isnan(medians), 0, medians), 0))
+                # a window holding a NaN reading has a NaN median: it counts as 0
+                medians = np.nan_to_num(np.median(view[start : start + _CHUNK], axis=2))
+                largest = np.maximum(largest, medians.max(axis=0))
         largest[list(skip)] = 0.0
         return cls(largest=tuple(float(v) for v in largest))
 
