@@ -13,10 +13,15 @@ apart.
   readings over the drain.
 * ``--soak SECONDS``: one daemon, ``--devices`` pumps (one N) at ``--rate`` readings/s each
   for SECONDS; every sample is written as a JSON line to ``--out`` as it is taken, so a
-  run cut short keeps what it measured.
+  run cut short keeps what it measured. The last line printed summarises it: RSS when
+  every per-device history is full (``full_fill``, readings per device from the default
+  config) and the band it moved in after, the question a soak asks (issue #23: flat, or
+  the bound it converges to). ``--summarise FILE`` prints that line for a soak's file
+  (its last run when the file holds several).
 
     .venv/bin/python benchmarks/memory.py --devices 10 100 1000 10000 --steps 64
     .venv/bin/python benchmarks/memory.py --soak 3600 --devices 1000 --out soak.jsonl
+    .venv/bin/python benchmarks/memory.py --summarise soak.jsonl
 
 The windows, thresholds and the other per-device states fill at the fleet's pace; which of
 them a run has filled is docs/BENCHMARKS.md's concern ("Memory by fleet size").
@@ -44,7 +49,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.config import config_to_toml
+from sentinel.config import ThresholdConfig, WindowConfig, config_to_toml
 from simulators.broker import PrivateBroker, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,6 +301,50 @@ def soak(
         daemon.stop()
 
 
+def full_fill() -> int:
+    """Readings a device needs before every per-device history is at its bound on the
+    default config: the threshold's ``history`` windows at ``hop``, plus one window."""
+    windows = WindowConfig()
+    return ThresholdConfig().history * windows.hop + windows.length
+
+
+def summarise(lines: list[str]) -> dict[str, Any]:
+    """A soak's samples (``--out``'s JSON lines; the last run's where there are several)
+    -> RSS at full fill and its band after."""
+    rows: list[dict[str, Any]] = []
+    devices = 0
+    for line in lines:
+        row = json.loads(line)
+        if row.get("event") == "start":
+            rows, devices = [], int(row["devices"][0])
+        elif "t" in row:
+            rows.append(row)
+    if not rows or devices == 0:
+        return {"summary": "no samples"}
+    fill = full_fill()
+    last = rows[-1]
+    out: dict[str, Any] = {
+        "summary": "soak",
+        "devices": devices,
+        "readings_per_device": round(last["readings"] / devices),
+        "full_fill_per_device": fill,
+        "rss_mb_last": last["rss_mb"],
+        "rss_mb_max": max(r["rss_mb"] for r in rows),
+        "cpu_s_per_million": round(last["cpu_s"] / max(last["readings"], 1) * 1e6),
+    }
+    after = [r for r in rows if r["readings"] >= fill * devices]
+    if after:
+        out["rss_mb_at_full_fill"] = after[0]["rss_mb"]
+        out["rss_mb_after_fill"] = [
+            min(r["rss_mb"] for r in after),
+            max(r["rss_mb"] for r in after),
+        ]
+        out["readings_after_fill"] = int(last["readings"] - after[0]["readings"])
+    else:
+        out["not_full"] = "the soak ended before every history was full"
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, nargs="+", default=[10, 100, 1000, 10000])
@@ -312,7 +361,11 @@ def main() -> int:
         help="soak: run the daemon under benchmarks/traced_daemon.py with these arguments, "
         "its output directory first (e.g. --traced 'DIR --frames 8 --every 300')",
     )
+    ap.add_argument("--summarise", type=Path, metavar="FILE", help="summarise a soak's --out")
     args = ap.parse_args()
+    if args.summarise:
+        print(json.dumps(summarise(args.summarise.read_text().splitlines())))
+        return 0
     # SIGTERM (and SIGINT, which a shell ignores in a background job) stop the run through
     # the finally blocks, which stop the fleet, the daemon and the broker.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -324,6 +377,7 @@ def main() -> int:
             out.write(json.dumps({"event": "start", "machine": machine, **vars(args)}, default=str))
             out.write("\n")
             soak(args.devices[0], args.soak, args.rate, args.interval, out, args.traced)
+        print(json.dumps(summarise(args.out.read_text().splitlines())))
         return 0
     for devices in args.devices:
         print(
