@@ -41,14 +41,27 @@ __all__ = ["carrying_readings", "evidence", "onset"]
 FloatArray = npt.NDArray[np.float64]
 _CAP = 1e30
 
+# A reading whose error is under this share of its window's largest is never evidence
+# beside it. The ratios are squared errors, so this is a tenth in amplitude. A forecaster
+# whose context held a fault predicts the readings after it badly too: after the synthetic
+# daily_pulse's 10-reading pulse at 1.5x the usual power, the drop's error is 69,000 times
+# normal and the next readings' 15-80 times -- enough to keep a window anomalous on their
+# own, and all of them were taken as evidence, so the alert ran 10 readings past the pulse
+# (docs/BENCHMARKS.md, "Echoes of a fault in the forecaster's context"). Errors of one
+# order, as a noise burst or a shape wrong throughout give, are all candidates still; and
+# once the fault leaves the scored readings the echo is judged on its own again.
+ECHO = 0.01
+
 
 def carrying_readings(ratios: FloatArray, threshold: float) -> tuple[int, int]:
     """First and last index into ``ratios`` (S,), one feature's per-reading errors whose mean
     is above ``threshold``, of the fewest readings that carry that excess: the largest are
-    replaced by the median until the mean is at most ``threshold``."""
+    replaced by the median until the mean is at most ``threshold``. Only readings whose
+    error is at least ``ECHO`` of the window's largest are candidates (see ``ECHO``)."""
     count = len(ratios)
     median = float(np.median(ratios))
     order = np.argsort(-ratios, kind="stable")
+    order = order[ratios[order] >= ECHO * float(ratios[order[0]])]
     excess = float(ratios.sum()) - threshold * count
     taken = count
     for k, i in enumerate(order):

@@ -62,6 +62,25 @@ def test_an_error_spread_over_every_reading_is_carried_by_all() -> None:
     assert carrying_readings(ratios, 4.0) == (0, STEPS - 1)
 
 
+def test_a_faults_echo_in_the_forecasters_context_is_not_evidence() -> None:
+    # the synthetic daily_pulse (seed 0): the scored readings of the window 9 readings after
+    # a 10-reading pulse ended. The drop (index 6) was predicted 69,000 times worse than
+    # normal; the readings after it 1-80 times, from a state the pulse left -- on their own
+    # their median is above the threshold, so before the echo rule every reading was taken
+    # and the alert ran to the newest
+    ratios = np.array(
+        [85.6, 39.6, 84.8, 40.9, 13.4, 12.2, 69662.7, 0.5]
+        + [37.6, 75.4, 16.0, 18.0, 0.9, 0.4, 3.5, 0.2]
+    )
+    assert carrying_readings(ratios, 4.5) == (6, 6)
+
+
+def test_errors_of_one_order_are_all_candidates_beside_a_larger_one() -> None:
+    ratios = np.full(STEPS, 8.0)  # wrong throughout
+    ratios[4] = 50.0  # and worse at one reading, but not by two orders
+    assert carrying_readings(ratios, 4.0) == (0, STEPS - 1)
+
+
 def test_the_score_evidence_points_at_the_scored_readings_times() -> None:
     v = verdict(1000.0, 7.2)
     ratios = np.ones((STEPS, 2))
