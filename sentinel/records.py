@@ -242,6 +242,9 @@ class RelationHit:
     z: float  # |residual| / the device's normal residual scale for the feature (> k)
     # Chance that a Gaussian residual whose ``quantile`` is that scale is this far off.
     exceedance: float
+    # The newest of the readings that carry the window's residual (sentinel.judge.evidence),
+    # as readings before the window's newest; None: the newest
+    age: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,14 @@ So each anomalous verdict carries the time span of its evidence (``Verdict.evide
   window's newest reading, as before;
 * a spike: the spiking reading;
 * a stuck hit: the frozen run, from the first repeat of its value to the newest reading;
-* a level, constant, relation or noise hit: the window's newest reading (their statistic
-  is the window's, not one reading's).
+* a relation hit: the newest of the fewest readings that carry the window's residual on its
+  feature, chosen by the rule the score's are (``RelationHit.age``): the residual of a
+  window mean is the mean of its readings' residuals, so a break that ended stays in the
+  windows holding it for a window's length (server_metrics' runaway process was alerted 28
+  readings past its end). Only the newest: where a break lies under the whole window, all
+  its readings carry it and the first of them says nothing of when it began;
+* a level, constant or noise hit: the window's newest reading (their statistic is the
+  window's, not one reading's).
 
 The alert tracker takes an alert's start from its first anomalous window's evidence (never
 before the first reading after the device's last normal window: ``onset``) and its end
@@ -92,10 +98,13 @@ def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]
             offset = length - len(ratios)  # the scored readings are the newest S
             spans.append((window.time_of(offset + first), window.time_of(offset + last)))
     spans.extend((at, at) for at in _exact_onsets(verdict))
+    if verdict.relation is not None:
+        age = verdict.relation.age
+        at = newest if age is None else window.time_of(length - 1 - age)
+        spans.append((at, at))
     if (
         verdict.level is not None
         or verdict.constant is not None
-        or verdict.relation is not None
         or verdict.noise is not None
         or not spans
     ):

@@ -79,6 +79,7 @@ import numpy.typing as npt
 import structlog
 
 from sentinel.config import RelationsConfig
+from sentinel.judge.evidence import carrying_readings
 from sentinel.model.base import Detector
 from sentinel.records import AuditEvent, RelationHit, Window
 
@@ -304,6 +305,24 @@ def fit_relations(
     return Relations(centre, weights, inverse, precision, reach, sustained)
 
 
+def _carrying(
+    fit: Relations, values: np.ndarray, feature: int, side: float, limit: float
+) -> int | None:
+    """The newest reading of a window (``values`` (T, F), raw) that carries its residual on
+    ``feature``, as readings before the window's newest: of the fewest whose per-reading
+    residuals (on the hit's ``side``, in the feature's scales) hold the window's mean beyond
+    ``limit``. The window's residual is the mean of its readings' residuals (the fit is
+    linear), so a break that ended stays in the windows that hold it for a window's length;
+    its own readings are the evidence of its end (``sentinel.judge.evidence``). None where
+    the feature's own residual is not beyond ``limit`` (a culprit named by the others'
+    residuals) or is not finite: the window's newest reading, as before."""
+    ratios = fit.ratios(values.astype(np.float64))[:, feature] * np.sign(side)
+    if not np.isfinite(ratios).all() or not np.isfinite(limit) or ratios.mean() <= limit:
+        return None
+    _, last = carrying_readings(ratios, limit)
+    return len(ratios) - 1 - last
+
+
 def _least_squares(gram: FloatArray, n: int) -> FloatArray:
     """(U, U) weights predicting each of U standardised columns from the others (zero
     diagonal), from their (U, U) ``gram`` matrix over ``n`` rows.
@@ -497,7 +516,10 @@ class RelationCheck:
                 # a Gaussian residual that many times that quantile off.
                 equivalent = ratio if broken else k * float(drawn[j, culprit])
                 exceedance = math.erfc(equivalent * sigmas / math.sqrt(2.0))
-                hits[i] = RelationHit(culprit, ratio, exceedance)
+                side = signed[j, culprit] if broken else average[j, culprit]
+                bound = k if broken else 1.0 / max(float(limit[culprit]), 1e-300)
+                age = _carrying(fit, stacked[i], culprit, side, bound)
+                hits[i] = RelationHit(culprit, ratio, exceedance, age)
                 if state.episode.hit(windows[i].end_ts, relearn_after):
                     self._relearn(key, state, windows[i].end_ts, relearn_after)
                     break  # the device's later windows wait for its new relations

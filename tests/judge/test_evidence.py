@@ -10,7 +10,16 @@ import numpy as np
 from sentinel.config import AlertsConfig
 from sentinel.judge.alerts import AlertTracker
 from sentinel.judge.evidence import carrying_readings, evidence, onset
-from sentinel.records import AlertStatus, LevelHit, Score, SpikeHit, StuckHit, Verdict, Window
+from sentinel.records import (
+    AlertStatus,
+    LevelHit,
+    RelationHit,
+    Score,
+    SpikeHit,
+    StuckHit,
+    Verdict,
+    Window,
+)
 
 LENGTH, STEPS = 32, 16
 
@@ -68,10 +77,9 @@ def test_a_faults_echo_in_the_forecasters_context_is_not_evidence() -> None:
     # normal; the readings after it 1-80 times, from a state the pulse left -- on their own
     # their median is above the threshold, so before the echo rule every reading was taken
     # and the alert ran to the newest
-    ratios = np.array(
-        [85.6, 39.6, 84.8, 40.9, 13.4, 12.2, 69662.7, 0.5]
-        + [37.6, 75.4, 16.0, 18.0, 0.9, 0.4, 3.5, 0.2]
-    )
+    pulse = [85.6, 39.6, 84.8, 40.9, 13.4, 12.2, 69662.7, 0.5]
+    after = [37.6, 75.4, 16.0, 18.0, 0.9, 0.4, 3.5, 0.2]
+    ratios = np.array([*pulse, *after])
     assert carrying_readings(ratios, 4.5) == (6, 6)
 
 
@@ -172,3 +180,12 @@ def test_a_frozen_channel_is_evidence_from_its_first_repeat() -> None:
     assert evidence(frozen, None) == (1000.0 - 80.0, 1000.0)
     run = [replace(frozen, evidence=evidence(frozen, None))]
     assert onset(run, normal_end=990.0) == 920.0  # earlier windows were normal: run too short
+
+
+def test_a_relation_hit_is_evidence_of_the_newest_reading_that_carries_it() -> None:
+    v = verdict(1000.0, 1.0)
+    carried = replace(v, is_anomaly=True, relation=RelationHit(0, 9.0, 1e-9, 12))
+    # 12 readings before the newest, a reading every 10 s
+    assert evidence(carried, None) == (1000.0 - 120.0, 1000.0 - 120.0)
+    unplaced = replace(carried, relation=RelationHit(0, 9.0, 1e-9))
+    assert evidence(unplaced, None) == (1000.0, 1000.0)  # the window's newest, as before

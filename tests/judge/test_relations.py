@@ -376,3 +376,19 @@ def test_fits_give_each_window_its_devices_current_fit() -> None:
     # a model that leaves a feature to the constant check: the fit is stale until renewed
     assert check.fits(ConstantsDetector({3: 20.0}), windows) == [None, None]
     assert RelationCheck(RelationsConfig(enabled=False), 4).fits(MODEL, windows) == [None, None]
+
+
+def test_a_hit_names_the_newest_reading_that_carries_its_residual() -> None:
+    # Issue #21, an alert closes when its evidence does: a window's residual is the mean of
+    # its readings', so a break that ended stays in the windows holding it for a window's
+    # length; its own readings are the hit's evidence.
+    check, pump = trained()
+    ended = pump.window(0.8)
+    ended[:5, 0] -= 30.0  # flow read 30 low for the window's oldest five readings
+    throughout = pump.window(0.8, (-5.0, 0, 0, 0))
+    first, whole = feed(check, "p1", [ended, throughout])
+    assert first is not None
+    assert (first.feature, first.age) == (0, T - 5)  # reading 4, the break's last
+    assert whole is not None
+    assert whole.age is not None
+    assert whole.age <= 2  # to the newest
