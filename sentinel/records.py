@@ -231,6 +231,9 @@ class NoiseHit:
     # Chance that a normal window is this rough: under 1 in the training readings, none of
     # whose windows was (1 / (n + 1)).
     exceedance: float
+    # The newest reading that a step beyond the limit led to (sentinel.judge.evidence), as
+    # readings before the window's newest; None: the newest
+    age: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

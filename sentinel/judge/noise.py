@@ -48,7 +48,22 @@ class NoiseCheck:
         n = detector.meta.training.get("n_readings", 0)
         exceedance = 1.0 / (float(n) + 1.0) if isinstance(n, int | float) and n > 0 else 1.0
         factor = self.config.factor
-        return [
-            NoiseHit(int(f), float(v), exceedance) if v > factor else None
-            for f, v in zip(worst, peak, strict=True)
-        ]
+        hits: list[NoiseHit | None] = [None] * count
+        for i in np.flatnonzero(peak > factor):
+            f = int(worst[i])
+            hits[i] = NoiseHit(
+                f, float(peak[i]), exceedance, _last_rough(windows[i, :, f], factor * largest[f])
+            )
+        return hits
+
+
+def _last_rough(values: np.ndarray, limit: float) -> int | None:
+    """The newest reading of a rough window's feature (``values`` (T,)) that a step beyond
+    ``limit`` led to, as readings before the newest: the window is rough because most of
+    its steps are, and stays so for up to half a window after a burst ends; the burst's own
+    steps are the evidence of its end (``sentinel.judge.evidence``). None if no step is."""
+    steps = np.abs(np.diff(np.asarray(values, dtype=np.float64)))
+    rough = np.flatnonzero(steps > limit)
+    if rough.size == 0:
+        return None
+    return len(steps) - 1 - int(rough[-1])

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from sentinel.config import NoiseConfig
+from sentinel.judge.evidence import evidence
 from sentinel.judge.noise import NoiseCheck
 from sentinel.model.noise import NoiseStats
-from sentinel.records import AlertReason, ThresholdState
+from sentinel.records import AlertReason, Score, ThresholdState, Verdict, Window
 from tests.fakes import FakeDetector
 
 
@@ -22,6 +23,11 @@ class RoughDetector(FakeDetector):
 
     def noise_stats(self) -> NoiseStats | None:
         return self._stats
+
+
+def window_of(length: int) -> Window:
+    stamps = np.arange(length, dtype=np.float64)  # a reading a second from 0
+    return Window("s", "d", 0.0, length - 1.0, np.zeros((length, 2), np.float32), stamps)
 
 
 def windows(*columns: tuple[list[float], list[float]]) -> np.ndarray:
@@ -49,6 +55,19 @@ def test_a_rough_window_is_anomalous_and_names_the_roughest_feature() -> None:
     assert hits[2].feature == 1
     assert hits[2].ratio == pytest.approx(9.0)
     assert hits[3] is None, "a step is one large difference among three: the median is 0"
+
+
+def test_a_rough_window_is_evidence_up_to_its_last_rough_step() -> None:
+    # issue #21, an alert closes when its evidence does: a burst that ended keeps its
+    # windows rough while most of their steps are; its own readings are the evidence
+    check = NoiseCheck(NoiseConfig(factor=2.0))
+    detector = RoughDetector((0.1, 1.0))  # limits: x 0.2, y 2.0
+    burst = [0.0, 0.5, 0.0, 0.5, 0.0, 0.5, 0.5, 0.5]  # rough steps into readings 1-5
+    (hit,) = check.check(detector, windows((burst, [0.0] * 8)))
+    assert hit is not None
+    assert hit.age == 2  # reading 5, two before the newest
+    v = Verdict(Score(window_of(8), 0.0, (0.0, 0.0), "v1"), 1.0, True, noise=hit)
+    assert evidence(v, None) == (5.0, 5.0)  # a reading a second: reading 5's time
 
 
 def test_nothing_is_judged_off_without_statistics_or_where_training_never_moved() -> None:
