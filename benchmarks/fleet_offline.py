@@ -131,6 +131,7 @@ def _checks(alert: Alert) -> list[str]:
         "constant": reason.constant,
         "stuck": reason.stuck,
         "relation": reason.relation,
+        "noise": reason.noise,
     }
     return [f"{check}:{value[0]}" for check, value in named.items() if value is not None]
 
