@@ -133,7 +133,7 @@ class Window:
     values: FloatArray  # shape (length, n_features), raw units (the detector scales)
     # (length,) each reading's timestamp; None where a window was built without them (the
     # readings are then taken as evenly spaced from start_ts to end_ts)
-    times: FloatArray | None = None
+    times: npt.NDArray[np.float64] | None = None  # epoch seconds: float32 would round them
 
     def time_of(self, index: int) -> float:
         """The timestamp of reading ``index`` (negative counts from the newest)."""

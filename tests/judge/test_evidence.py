@@ -25,7 +25,7 @@ LENGTH, STEPS = 32, 16
 
 
 def window(end: float, times: bool = True) -> Window:
-    stamps = end - 10.0 * np.arange(LENGTH)[::-1]  # a reading every 10 s
+    stamps = end - 10.0 * np.arange(LENGTH, dtype=np.float64)[::-1]  # a reading every 10 s
     return Window(
         "pump",
         "a",
