@@ -206,6 +206,9 @@ class ConstantHit:
     # Chance that a normal reading departs: under 1 in the training readings, none of
     # which did (1 / (n + 1)).
     exceedance: float
+    # The newest departing reading of that feature (sentinel.judge.evidence), as readings
+    # before the window's newest; None: the newest
+    age: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,7 +148,8 @@ class ConstantCheck:
             device = None
         fresh = device is None or window.start_ts > device.last_end
         new = len(values) if fresh else min(self.hop, len(values))
-        worst: tuple[float, int, float] | None = None  # (distance, feature, value)
+        # (distance, feature, value, age of the newest departing reading)
+        worst: tuple[float, int, float, int] | None = None
         for index, expected in constants.items():
             column = values[:, index]
             state = device.features.get(index) if device is not None else None
@@ -170,13 +171,14 @@ class ConstantCheck:
                 distance = np.where(np.isfinite(off), np.abs(off - expected), np.inf)
                 at = int(np.argmax(distance))
                 if worst is None or distance[at] > worst[0]:
-                    worst = (float(distance[at]), index, float(off[at]))
+                    newest = len(column) - 1 - int(np.flatnonzero(away)[-1])
+                    worst = (float(distance[at]), index, float(off[at]), newest)
         if device is not None:
             device.last_end = window.end_ts
         if worst is None:
             return None
-        _, index, value = worst
-        return ConstantHit(index, value, constants[index], exceedance)
+        _, index, value, age = worst
+        return ConstantHit(index, value, constants[index], exceedance, age)
 
     def _close(self, column: np.ndarray, accepted: list[float]) -> np.ndarray:
         """Which readings lie within tolerance of one of the ``accepted`` values."""

@@ -28,8 +28,11 @@ So each anomalous verdict carries the time span of its evidence (``Verdict.evide
 * a noise hit: the newest reading a step beyond the check's limit led to
   (``NoiseHit.age``): a window is rough while most of its steps are, up to half a window
   after a burst ends;
-* a level or constant hit: the window's newest reading (their statistic is the window's,
-  not one reading's).
+* a constant hit: the newest reading away from the feature's accepted values
+  (``ConstantHit.age``): a window holding any such reading is anomalous, for up to a
+  window's length after a flag is back;
+* a level hit: the window's newest reading (its statistic is the window's, not one
+  reading's).
 
 The alert tracker takes an alert's start from its first anomalous window's evidence (never
 before the first reading after the device's last normal window: ``onset``) and its end
@@ -101,11 +104,11 @@ def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]
             offset = length - len(ratios)  # the scored readings are the newest S
             spans.append((window.time_of(offset + first), window.time_of(offset + last)))
     spans.extend((at, at) for at in _exact_onsets(verdict))
-    for hit in (verdict.relation, verdict.noise):
+    for hit in (verdict.relation, verdict.noise, verdict.constant):
         if hit is not None:
             at = newest if hit.age is None else window.time_of(length - 1 - hit.age)
             spans.append((at, at))
-    if verdict.level is not None or verdict.constant is not None or not spans:
+    if verdict.level is not None or not spans:
         spans.append((newest, newest))
     if verdict.stuck is not None:
         spans.append((newest, newest))

@@ -92,6 +92,20 @@ def test_a_short_excursion_is_flagged_and_learns_nothing() -> None:
     assert any(h is not None for h in again)
 
 
+def test_a_hit_points_at_the_newest_departing_reading() -> None:
+    # issue #21, an alert closes when its evidence does: windows still holding an
+    # excursion that ended are anomalous, but its own readings are the evidence
+    check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    flag = [0.0] * 30 + [5.0] * 2 + [0.0] * 40  # readings 30 and 31
+    detector = FlagDetector()
+    ages = {}  # window's newest reading -> the hit's age
+    for window in windows_of(flag):
+        (hit,) = check.check(detector, [window])
+        if hit is not None:
+            ages[int(window.end_ts)] = hit.age  # a reading a second from 0
+    assert ages == {31: 0, 33: 2, 35: 4, 37: 6}  # reading 31 while it is in a window
+
+
 def test_a_feature_that_starts_to_vary_is_released_after_relearn_after_readings() -> None:
     check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
     rng = np.random.default_rng(1)
