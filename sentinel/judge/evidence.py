@@ -13,7 +13,9 @@ So each anomalous verdict carries the time span of its evidence (``Verdict.evide
 * the score: of the feature whose mean error made the window's score, the fewest of the
   scored readings without which that mean would fall to the threshold -- the largest
   errors first, each replaced by the window's median error for that feature. A spike is
-  one or two readings; a noise burst or a shape that is wrong throughout is all of them.
+  one or two readings; a noise burst or a shape that is wrong throughout is all of them;
+  an error under ``ECHO`` of the window's largest is never taken beside it (a fault's
+  echo in the forecaster's context).
   A detector that cannot tell its readings apart (``Detector.step_ratios`` None: the
   autoencoder, whose reconstruction of a whole window moves with one faulty reading) gives the
   window's newest reading, as before;
