@@ -290,6 +290,11 @@ class Verdict:
     # (sentinel.judge.evidence): what an alert's start and end are taken from. None for a
     # normal window; the window's newest reading where nothing finer is known.
     evidence: tuple[float, float] | None = None
+    # True when an anomalous window's only evidence is one reading, by the score alone,
+    # and that reading kept every feature where the others predict it (the device's
+    # relations, sentinel.judge.relations.Relations.moved_together): a step all channels
+    # took together. Such windows open no alert by themselves (sentinel.judge.alerts).
+    joint: bool = False
 
 
 class AlertStatus(StrEnum):

@@ -15,6 +15,18 @@ final: within its cooldown new anomalous windows are suppressed (counted, no ale
 it a new alert may open. The daemon learns of a resolve when the writer finds the row
 resolved (``resolved``); until then its updates of that row are ignored by the store.
 
+A joint step opens nothing: where every anomalous window of an opening run has one and the
+same reading as its only evidence, by the score alone, and the device's channels took that
+reading together (``Verdict.joint``: at least two features its relations judge jumped,
+none of their residuals from the others' prediction did; ``Relations.moved_together``),
+no alert opens (``_joint_step``). Windows overlap, so one reading the forecaster missed
+sits in the scored readings of several windows and meets ``open_after`` by itself; where
+the channels moved together at it, that reading is a step they all took, as a pump's load
+step is (25 of the simulated fleet's 54 false alerts; docs/BENCHMARKS.md, "A joint step
+opens nothing"). One channel jumping alone leaves its relation and still alerts; so does a
+univariate stream's step -- a set point, a level shift -- which has no relations to vouch
+for it; and a fault that goes on after its first reading gives evidence beyond it.
+
 Severity is cut from each window's exceedance probability (``Verdict.exceedance``):
 ``critical`` at or below ``severity_critical``, ``warning`` at or below
 ``severity_warning``, else ``info``; an alert keeps the highest it reached.
@@ -83,6 +95,15 @@ def _evidence(verdict: Verdict) -> tuple[float, float]:
         return verdict.evidence
     end = verdict.score.window.end_ts
     return end, end
+
+
+def _joint_step(run: Sequence[Verdict]) -> bool:
+    """Whether ``run``'s only evidence is one reading all features took together
+    (``Verdict.joint``), the same in every window."""
+    if not all(v.joint for v in run):
+        return False
+    spans = [_evidence(v) for v in run]
+    return min(s for s, _ in spans) == max(e for _, e in spans)
 
 
 def _max_severity(a: Severity, b: Severity) -> Severity:
@@ -285,7 +306,7 @@ class AlertTracker:
             return current.alert
         device.recent.append(verdict)
         run = [v for v in device.recent if v.is_anomaly]
-        if len(run) < self.config.open_after:
+        if len(run) < self.config.open_after or _joint_step(run):
             return None
         device.recent.clear()
         excess = sum((self._excess(v, baseline) for v in run), np.zeros(len(baseline)))

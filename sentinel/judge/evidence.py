@@ -50,7 +50,7 @@ import numpy.typing as npt
 
 from sentinel.records import Verdict
 
-__all__ = ["carrying_readings", "evidence", "onset"]
+__all__ = ["carrying_readings", "evidence", "onset", "score_feature"]
 
 FloatArray = npt.NDArray[np.float64]
 _CAP = 1e30
@@ -87,6 +87,17 @@ def carrying_readings(ratios: FloatArray, threshold: float) -> tuple[int, int]:
     return int(chosen.min()), int(chosen.max())
 
 
+def _finite(ratios: FloatArray) -> FloatArray:
+    # a window holding non-finite readings: its worst errors are as bad as it gets
+    return np.nan_to_num(ratios, nan=_CAP, posinf=_CAP, neginf=0.0)
+
+
+def score_feature(ratios: FloatArray) -> int:
+    """The feature whose mean error made a window's score: ``ratios`` (S, F), its per-reading
+    errors (``Detector.step_ratios``)."""
+    return int(_finite(ratios).mean(axis=0).argmax())
+
+
 def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]:
     """The (first, last) timestamps of what made anomalous ``verdict`` anomalous;
     ``ratios``: its window's (S, F) per-reading errors (``Detector.step_ratios``) when its
@@ -99,9 +110,8 @@ def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]
         if ratios is None or ratios.size == 0:
             spans.append((newest, newest))
         else:
-            # a window holding non-finite readings: its worst errors are as bad as it gets
-            ratios = np.nan_to_num(ratios, nan=_CAP, posinf=_CAP, neginf=0.0)
-            feature = int(ratios.mean(axis=0).argmax())
+            ratios = _finite(ratios)
+            feature = score_feature(ratios)
             first, last = carrying_readings(ratios[:, feature], verdict.threshold)
             offset = length - len(ratios)  # the scored readings are the newest S
             spans.append((window.time_of(offset + first), window.time_of(offset + last)))

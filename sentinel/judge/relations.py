@@ -103,6 +103,15 @@ _MOVING = 0.5  # judged: features whose readings move within at least this share
 _SUSTAINED_SPANS = 16
 
 
+# A step the channels took together (``Relations.moved_together``): at least two judged
+# features' readings jumped beyond this many robust deviations of their window's
+# reading-to-reading changes, and none of their relation residuals did. Four: a change a
+# Gaussian noise makes once in ~16,000 readings (docs/BENCHMARKS.md, "A joint step opens
+# nothing").
+JOINT = 4.0
+_MAD_TO_SIGMA = 1.4826  # median |r| of normal noise x this = its standard deviation
+
+
 @dataclass(frozen=True, slots=True)
 class Relations:
     """One device's fitted relations over F features, in raw units about ``centre``."""
@@ -150,6 +159,29 @@ class Relations:
         (0 where a feature is not judged)."""
         out: FloatArray = self.residuals(means) * self.inverse
         return out
+
+    def moved_together(self, readings: FloatArray, at: int, feature: int) -> bool:
+        """Whether reading ``at`` of one window's ``readings`` (T, F, raw) is a step the
+        device's channels took together, as a pump's load step is: at least two judged
+        features jumped into it -- beyond ``JOINT`` robust deviations (1.4826 x MAD) of
+        the window's reading-to-reading changes of each -- while none of their residuals
+        (what is left of a feature after the others' prediction; the fit is linear, so it
+        applies to single readings as to window means) jumped so, and ``feature``, the one
+        the forecaster missed, is among those judged. One channel jumping alone moves its
+        residual; a drift, a channel the relations do not judge, or a reading at which
+        nothing moved has nothing here to vouch for it (``sentinel.judge.alerts``).
+        Differences, not levels: a trend through the window does not widen them."""
+        judged = self.inverse > 0
+        if at < 1 or not judged[feature]:
+            return False
+        values = np.asarray(readings, dtype=np.float64)
+        own = np.diff(values[:, judged], axis=0)
+        moved = np.abs(own[at - 1]) > JOINT * np.median(np.abs(own), axis=0) * _MAD_TO_SIGMA
+        if np.count_nonzero(moved) < 2:
+            return False
+        jumps = np.diff(self.residuals(values)[:, judged], axis=0)
+        spread = np.median(np.abs(jumps), axis=0) * _MAD_TO_SIGMA
+        return bool(np.all(np.abs(jumps[at - 1]) <= JOINT * spread))
 
     def culprit(self, seen: FloatArray, z: FloatArray) -> int:
         """The feature whose departure alone best explains a window's residuals: ``seen``

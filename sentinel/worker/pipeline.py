@@ -28,11 +28,11 @@ from sentinel.config import SentinelConfig, StreamConfig, config_hash
 from sentinel.errors import SentinelError, StoreError
 from sentinel.judge.alerts import AlertTracker, alert_checks
 from sentinel.judge.constants import ConstantCheck
-from sentinel.judge.evidence import evidence
+from sentinel.judge.evidence import evidence, score_feature
 from sentinel.judge.levels import LevelCheck
 from sentinel.judge.noise import NoiseCheck
 from sentinel.judge.recurring import RecurringExcursions
-from sentinel.judge.relations import RelationCheck
+from sentinel.judge.relations import RelationCheck, Relations
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.stuck import StuckCheck
 from sentinel.judge.threshold import ThresholdBank
@@ -701,11 +701,12 @@ class Pipeline:
             if self.on_scored is not None:
                 self.on_scored(runtime.config.name, len(windows), elapsed)
             self.stats.scored += len(windows)
+        fits = self._relations.fits(detector, windows)
         spikes = self._spikes.check(
             runtime.config.name,
             [w.device for w in windows],
             stacked,
-            self._relations.fits(detector, windows),
+            fits,
             self._relations.config.reach,
         )
         levels = self._levels.check(detector, stacked)
@@ -735,21 +736,42 @@ class Pipeline:
         # judge every window at it broken and learn none).
         learnt = [not (live and v.is_anomaly) for v in verdicts]
         self._relations.learn(detector, windows, stacked, learnt, relations)
-        return self._with_evidence(detector, stacked, verdicts)
+        return self._with_evidence(detector, stacked, verdicts, fits)
 
     @staticmethod
     def _with_evidence(
-        detector: Detector, stacked: np.ndarray, verdicts: list[Verdict]
+        detector: Detector,
+        stacked: np.ndarray,
+        verdicts: list[Verdict],
+        fits: Sequence[Relations | None],
     ) -> list[Verdict]:
-        """``verdicts`` with each anomalous one's evidence (``sentinel.judge.evidence``);
+        """``verdicts`` with each anomalous one's evidence (``sentinel.judge.evidence``)
+        and whether that evidence is one reading all features took together
+        (``Verdict.joint``; ``fits``: each window's device's relations, ``RelationCheck.fits``);
         the per-reading errors are computed for the windows above their threshold only."""
         over = [i for i, v in enumerate(verdicts) if v.is_anomaly and v.score.value > v.threshold]
         ratios = detector.step_ratios(stacked[over]) if over else None
         by_window = dict(zip(over, ratios, strict=True)) if ratios is not None else {}
-        return [
-            replace(v, evidence=evidence(v, by_window.get(i))) if v.is_anomaly else v
-            for i, v in enumerate(verdicts)
-        ]
+        out = []
+        for i, v in enumerate(verdicts):
+            if v.is_anomaly:
+                first, last = evidence(v, by_window.get(i))
+                fit = fits[i]
+                joint = (
+                    first == last
+                    and i in by_window
+                    and fit is not None
+                    and fit.judged >= 2
+                    and _by_score_alone(v)
+                    and fit.moved_together(
+                        stacked[i],
+                        _index_of(v.score.window, first),
+                        score_feature(by_window[i]),
+                    )
+                )
+                v = replace(v, evidence=(first, last), joint=joint)
+            out.append(v)
+        return out
 
     def _warm(self, runtime: _Stream, device: str, readings: Sequence[Reading]) -> None:
         """Judge a device's readings from before its stream's model with alerts suppressed
@@ -1090,3 +1112,23 @@ class Pipeline:
             stuck=config.stuck.model_dump(),
             noise=config.noise.model_dump(),
         )
+
+
+def _by_score_alone(verdict: Verdict) -> bool:
+    """Whether an anomalous verdict is the score's alone: no check beside it hit."""
+    return (
+        verdict.spike is None
+        and verdict.level is None
+        and verdict.constant is None
+        and verdict.stuck is None
+        and verdict.noise is None
+        and verdict.relation is None
+    )
+
+
+def _index_of(window: Window, ts: float) -> int:
+    """The index of ``window``'s newest reading at ``ts`` (one of its readings' times)."""
+    for index in range(len(window.values) - 1, -1, -1):
+        if window.time_of(index) == ts:
+            return index
+    raise ValueError(f"no reading of the window at {ts}")

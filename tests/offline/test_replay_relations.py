@@ -84,3 +84,27 @@ def test_a_drag_too_small_for_one_window_is_caught_by_its_average(tmp_path: Path
     assert not any("relation" in c for c in outside)
     single, _ = replay_checks(tmp_path, {"sustained": 0.0}, size=1.0)
     assert not any("relation" in c for c in single)
+
+
+def test_a_fault_free_pumps_load_steps_open_no_alert(tmp_path: Path) -> None:
+    """A pump switching load: every channel steps at once, the forecaster misses the
+    step's reading, and overlapping windows let that one reading open an alert by itself
+    (one on this pump, 20 minutes after training, before the joint-step rule,
+    ``sentinel.judge.alerts``). The channels kept their relations through the step, so
+    none opens."""
+    sim = FleetSimulator(1, seed=3, step=STEP, anomaly_rate=0.0, day_length=3600.0)
+    steps = sim.steps()
+    rows = [next(steps)[0] for _ in range(3000)]
+    values = np.array([[r.values[f] for f in FEATURES] for r in rows], dtype=np.float32)
+    stamps = np.array([r.ts for r in rows])
+    config = SentinelConfig.model_validate(
+        {
+            "streams": [{"name": "pump", "topic": "p/{device}", "features": list(FEATURES)}],
+            "model": {"seed": 1},
+        }
+    )
+    data = RecordedData(values, stamps, tuple(FEATURES), None)
+    summary, out = replay_rows(config, data, tmp_path / "out.csv", train_rows=TRAIN)
+    assert summary.scored_windows > 500
+    assert summary.alerts == 0
+    assert [row["alert_id"] for row in out if row["alert_id"]] == []

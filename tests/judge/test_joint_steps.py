@@ -1,0 +1,122 @@
+"""One reading's forecast miss that every channel took together opens no alert by itself
+(``sentinel.judge.alerts``, issue #21: a pump's load step moves every channel at once; the
+forecaster misses the step's reading, and overlapping windows let that one reading meet
+``open_after`` alone). Whether the channels moved together is the device's relations' say
+(``Relations.moved_together``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from sentinel.config import AlertsConfig
+from sentinel.judge.alerts import AlertTracker
+from sentinel.judge.relations import Relations, fit_relations
+from sentinel.records import Alert, RelationHit, Score, Verdict, Window
+
+FEATURES: dict[str, tuple[str, ...]] = {"pump": ("flow", "pressure", "current")}
+BASELINE = (0.1, 0.1, 0.1)
+LENGTH = 8  # readings a window, one second apart
+BROKEN = RelationHit(1, 5.0, 1e-6)
+
+
+def verdict(
+    end: float,
+    anomalous: bool,
+    evidence: tuple[float, float] | None = None,
+    joint: bool = True,
+) -> Verdict:
+    """A window of ``LENGTH`` readings ending at ``end``; anomalous ones by the score, with
+    ``evidence`` (default: the newest reading)."""
+    window = Window("pump", "a", end - LENGTH + 1, end, np.zeros((LENGTH, 3), dtype=np.float32))
+    score = Score(window, 5.0 if anomalous else 0.5, (0.1, 2.0, 0.1), "v1")
+    if not anomalous:
+        return Verdict(score, threshold=1.0, is_anomaly=False)
+    return Verdict(
+        score, threshold=1.0, is_anomaly=True, evidence=evidence or (end, end), joint=joint
+    )
+
+
+def feed(verdicts: list[Verdict]) -> list[Alert]:
+    tracker = AlertTracker(AlertsConfig(open_after=2, close_after=2), FEATURES)
+    return [a for v in verdicts if (a := tracker.observe(v, BASELINE)) is not None]
+
+
+def joint_step(at: float, joint: bool = True) -> list[Verdict]:
+    """Windows at hop 2 whose only evidence is the reading at ``at``, by the score."""
+    return [verdict(at + k, True, (at, at), joint) for k in (0, 2, 4)]
+
+
+def test_one_readings_miss_with_the_relations_holding_opens_no_alert() -> None:
+    quiet = [verdict(t, False) for t in (92.0, 94.0, 96.0)]
+    after = [verdict(t, False) for t in (106.0, 108.0, 110.0, 112.0)]
+    assert feed(quiet + joint_step(100.0) + after) == []
+
+
+def test_a_miss_not_taken_together_opens_one() -> None:
+    """A univariate stream's step (a set point, a level shift) is one reading's miss too,
+    and there nothing says the device's channels moved together; nor where one channel
+    jumped alone: it alerts."""
+    alerts = feed(joint_step(100.0, joint=False))
+    assert len(alerts) == 2  # opened, then updated
+    assert alerts[0].started_at == 100.0
+
+
+def test_a_miss_spread_over_readings_opens_one() -> None:
+    spread = [verdict(t, True, (t - 3, t), joint=False) for t in (100.0, 102.0)]
+    assert feed(spread)[0].started_at == 97.0
+
+
+def test_two_readings_missed_in_turn_open_one() -> None:
+    """Each window's evidence one reading taken together, but not the same one: a fault
+    going on."""
+    assert feed([verdict(t, True, (t, t)) for t in (100.0, 102.0)])[0].started_at == 100.0
+
+
+def test_a_fault_after_the_miss_alerts_from_its_own_evidence() -> None:
+    gap = [verdict(t, False) for t in (106.0, 108.0)]
+    fault = [replace(verdict(t, True), relation=BROKEN) for t in (110.0, 112.0)]
+    alerts = feed(joint_step(100.0) + gap + fault)
+    assert alerts[0].started_at == 110.0
+
+
+def pump_fit(rng: np.random.Generator) -> tuple[Relations, np.ndarray]:
+    """A pump's relations (flow, pressure and current follow its load), fitted on 400
+    window means, and one window of 32 readings at a steady load."""
+
+    def readings(load: np.ndarray) -> np.ndarray:
+        noise = rng.standard_normal((len(load), 3))
+        return np.column_stack(
+            [
+                50.0 * load + 0.5 * noise[:, 0],
+                2.0 + 3.0 * load + 0.05 * noise[:, 1],
+                10.0 + 20.0 * load + 0.2 * noise[:, 2],
+            ]
+        )
+
+    means = np.stack([readings(np.full(32, x)).mean(axis=0) for x in rng.uniform(0.3, 1.0, 400)])
+    fit = fit_relations(means, noise=np.array([0.1, 0.01, 0.04]), quantile=0.995)
+    assert fit is not None
+    return fit, readings(np.full(32, 0.5))
+
+
+def test_a_load_step_is_taken_together_and_one_channels_jump_is_not() -> None:
+    fit, window = pump_fit(np.random.default_rng(3))
+    assert fit.judged == 3
+    at = 24
+    step = window.copy()
+    step[at:] += np.array([50.0, 3.0, 20.0]) * 0.3  # the load 0.5 -> 0.8: every channel
+    assert fit.moved_together(step, at, 0)
+    jump = window.copy()
+    jump[at:, 2] += 3.0  # the current alone, 15 of its noise's deviations, and it stays
+    assert not fit.moved_together(jump, at, 2)
+    # a reading at which nothing moved, or only the channel missed: nothing to vouch for it
+    assert not fit.moved_together(window, at, 1)
+    one = window.copy()
+    one[at:, 0] += 15.0  # flow alone (its relation to the others breaks as well)
+    assert not fit.moved_together(one, at, 0)
+    # the missed feature must be one the relations judge
+    unjudged = replace(fit, inverse=np.array([fit.inverse[0], fit.inverse[1], 0.0]))
+    assert not fit.moved_together(step, 0, 0)  # no reading before the first to jump from
+    assert not unjudged.moved_together(step, at, 2)
