@@ -291,9 +291,10 @@ class Verdict:
     # normal window; the window's newest reading where nothing finer is known.
     evidence: tuple[float, float] | None = None
     # True when an anomalous window's only evidence is one reading, by the score alone,
-    # and that reading kept every feature where the others predict it (the device's
-    # relations, sentinel.judge.relations.Relations.moved_together): a step all channels
-    # took together. Such windows open no alert by themselves (sentinel.judge.alerts).
+    # which the device's channels took together: at least two features its relations
+    # judge jumped into it and none of their residuals did
+    # (sentinel.judge.relations.Relations.moved_together), as at a pump's load step. Such
+    # windows open no alert by themselves (sentinel.judge.alerts).
     joint: bool = False
 
 

@@ -98,7 +98,7 @@ def _evidence(verdict: Verdict) -> tuple[float, float]:
 
 
 def _joint_step(run: Sequence[Verdict]) -> bool:
-    """Whether ``run``'s only evidence is one reading all features took together
+    """Whether ``run``'s only evidence is one reading the channels took together
     (``Verdict.joint``), the same in every window."""
     if not all(v.joint for v in run):
         return False

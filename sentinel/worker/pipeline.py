@@ -746,7 +746,7 @@ class Pipeline:
         fits: Sequence[Relations | None],
     ) -> list[Verdict]:
         """``verdicts`` with each anomalous one's evidence (``sentinel.judge.evidence``)
-        and whether that evidence is one reading all features took together
+        and whether that evidence is one reading the channels took together
         (``Verdict.joint``; ``fits``: each window's device's relations, ``RelationCheck.fits``);
         the per-reading errors are computed for the windows above their threshold only."""
         over = [i for i, v in enumerate(verdicts) if v.is_anomaly and v.score.value > v.threshold]
