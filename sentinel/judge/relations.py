@@ -109,7 +109,7 @@ _SUSTAINED_SPANS = 16
 # Gaussian noise makes once in ~16,000 readings (docs/BENCHMARKS.md, "A joint step opens
 # nothing").
 JOINT = 4.0
-_MAD_TO_SIGMA = 1.4826  # median |r| of normal noise x this = its standard deviation
+MAD_TO_SIGMA = 1.4826  # median |r| of normal noise x this = its standard deviation
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +176,11 @@ class Relations:
             return False
         values = np.asarray(readings, dtype=np.float64)
         own = np.diff(values[:, judged], axis=0)
-        moved = np.abs(own[at - 1]) > JOINT * np.median(np.abs(own), axis=0) * _MAD_TO_SIGMA
+        moved = np.abs(own[at - 1]) > JOINT * np.median(np.abs(own), axis=0) * MAD_TO_SIGMA
         if np.count_nonzero(moved) < 2:
             return False
         jumps = np.diff(self.residuals(values)[:, judged], axis=0)
-        spread = np.median(np.abs(jumps), axis=0) * _MAD_TO_SIGMA
+        spread = np.median(np.abs(jumps), axis=0) * MAD_TO_SIGMA
         return bool(np.all(np.abs(jumps[at - 1]) <= JOINT * spread))
 
     def culprit(self, seen: FloatArray, z: FloatArray) -> int:

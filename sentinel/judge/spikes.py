@@ -78,12 +78,11 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from sentinel.config import SpikesConfig
-from sentinel.judge.relations import Relations
+from sentinel.judge.relations import MAD_TO_SIGMA, Relations
 from sentinel.records import SpikeHit
 
 __all__ = ["SpikeCheck", "SpikeHit", "hampel_residuals"]
 
-_MAD_TO_SIGMA = 1.4826  # median |r| of normal noise x this = its standard deviation
 _MEAN_TO_SIGMA = 1.2533  # sqrt(pi / 2): mean |r| of normal noise x this = its sd
 _Z_CAP = 1e30  # stands in for an infinite z (a residual that overflowed)
 # A pulse is periodic when its intervals are within 5% of their median: a daily pulse
@@ -525,7 +524,7 @@ def _scale(magnitudes: FloatArray) -> FloatArray:
     if n == 0 or np.isnan(ordered[-1]).any() or (ordered[0] < 0).any():
         return _scale_reference(magnitudes)  # outside what the sort's reading assumes
     mean = magnitudes.mean(axis=0) * _MEAN_TO_SIGMA
-    median = _sorted_median(ordered, np.zeros(magnitudes.shape[1], dtype=np.intp)) * _MAD_TO_SIGMA
+    median = _sorted_median(ordered, np.zeros(magnitudes.shape[1], dtype=np.intp)) * MAD_TO_SIGMA
     zeros = (magnitudes == 0).sum(axis=0)
     some = (zeros > 0) & (zeros < n)
     step = np.where(some, _sorted_median(ordered, np.minimum(zeros, n - 1)), 0.0)
@@ -548,7 +547,7 @@ def _sorted_median(ordered: FloatArray, start: npt.NDArray[np.intp]) -> FloatArr
 def _scale_reference(magnitudes: FloatArray) -> FloatArray:
     """``_scale`` with one ``np.median`` per feature: its definition, and what it falls back
     on for input with NaN or negative values (which the check never gives it)."""
-    median = np.median(magnitudes, axis=0) * _MAD_TO_SIGMA
+    median = np.median(magnitudes, axis=0) * MAD_TO_SIGMA
     mean = magnitudes.mean(axis=0) * _MEAN_TO_SIGMA
     # The typical step, the median of the non-zero residuals, matters only where some are
     # 0: with none, it is the plain median, below the first term. So a noisy channel costs

@@ -761,7 +761,6 @@ class Pipeline:
                     first == last
                     and i in by_window
                     and fit is not None
-                    and fit.judged >= 2
                     and _by_score_alone(v)
                     and fit.moved_together(
                         stacked[i],
