@@ -37,7 +37,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentinel.judge.history import FloatHistory
+import numpy as np
+
+from sentinel.judge.history import FloatHistory, pack, unpack
 
 __all__ = ["LevelShiftWatch"]
 
@@ -222,8 +224,9 @@ class LevelShiftWatch:
     def to_dict(self) -> dict[str, Any]:
         ph = self._ph
         data: dict[str, Any] = {
-            "recent": self.recent.tolist(),
-            "marks": [[t, int(a)] for t, a in self.marks],
+            "recent": self.recent.pack(),
+            # (time, anomalous) row by row; times are epoch seconds, so float64
+            "marks": pack(np.column_stack((self._times.values(), self._flags.values()))),
             "since": self.since,
             "windows": self.windows,
             "anomalous": self.anomalous,
@@ -253,14 +256,10 @@ class LevelShiftWatch:
         """Rebuild from :meth:`to_dict`; ``ValueError`` if anything is missing or odd."""
         try:
             watch = cls(delta, threshold, rebaseline_after, keep)
-            for value in data["recent"][-keep:]:
-                value = _number(value)
-                if not math.isfinite(value):
-                    raise ValueError("non-finite log score")
-                watch.recent.append(value)
-            for t, a in data.get("marks", ())[-keep:]:  # absent in older snapshots
-                watch._times.append(_number(t))
-                watch._flags.append(1.0 if a else 0.0)
+            watch.recent.fill(unpack(data["recent"]))
+            marks = unpack(data.get("marks", []), width=2)[-keep:]  # absent in older snapshots
+            watch._times.fill(marks[:, 0])
+            watch._flags.fill(marks[:, 1] != 0.0)
             since = data["since"]
             watch.since = None if since is None else _number(since)
             watch.windows = int(data["windows"])

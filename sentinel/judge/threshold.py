@@ -62,7 +62,7 @@ import structlog
 
 from sentinel.config import ThresholdConfig
 from sentinel.judge.drift import LevelShiftWatch
-from sentinel.judge.history import RankedHistory
+from sentinel.judge.history import RankedHistory, unpack
 from sentinel.judge.spot import DSpot, SpotState
 from sentinel.records import (
     AuditEvent,
@@ -162,14 +162,15 @@ class ThresholdBank:
     """Thresholds for every (stream, device), created on first sight.
 
     A device gone quiet is *parked* (``park``): its state is kept as snapshot data, the
-    normal scores as one float64 array without the sorted copy the quantile reads, and
-    taken back when the device next scores a window (issue #19).
+    normal scores packed (``sentinel.judge.history.pack``: 4 bytes a score as base64, without
+    the sorted copy the quantile reads), and taken back when the device next scores a window
+    (issue #19).
     """
 
     config: ThresholdConfig
     _models: dict[str, _Model] = field(default_factory=dict)  # stream -> set_model's
     _devices: dict[tuple[str, str], _DeviceThreshold] = field(default_factory=dict)
-    # (stream, device) -> ``snapshot`` data of a parked device, "recent" as an array
+    # (stream, device) -> ``snapshot`` data of a parked device (its floats packed)
     _parked: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # stream -> a DSPOT fitted on its model's held-back scores, or None when that failed
     _seeds: dict[str, DSpot | None] = field(default_factory=dict)
@@ -444,7 +445,7 @@ class ThresholdBank:
         """Park every device not in ``keep``; returns how many were parked."""
         gone = [key for key in self._devices if key not in keep]
         for key in gone:
-            self._parked[key] = _compact(_to_data(self._devices.pop(key)))
+            self._parked[key] = _to_data(self._devices.pop(key))  # packed: compact as it is
         return len(gone)
 
     def reconfigure(self, config: ThresholdConfig) -> None:
@@ -497,9 +498,7 @@ class ThresholdBank:
     def snapshot(self, stream: str) -> dict[str, Any]:
         """A stream's per-device threshold state, parked devices included, as JSON-safe
         data (see ``restore``)."""
-        data = {
-            device: _plain(parked) for (s, device), parked in self._parked.items() if s == stream
-        }
+        data = {device: parked for (s, device), parked in self._parked.items() if s == stream}
         data.update(
             (device, _to_data(state)) for (s, device), state in self._devices.items() if s == stream
         )
@@ -511,11 +510,7 @@ class ThresholdBank:
         for device, data in devices.items():
             try:
                 state = self._empty()
-                for value in data["recent"][-self.config.history :]:
-                    value = float(value)
-                    if not math.isfinite(value):
-                        raise ValueError(f"non-finite score {value}")
-                    state.recent.append(value)
+                state.recent.fill(unpack(data["recent"]))
                 state.normal_seen = int(data["normal_seen"])
                 spot = data.get("spot")
                 if spot is not None:
@@ -598,37 +593,13 @@ class ThresholdBank:
 def _to_data(state: _DeviceThreshold) -> dict[str, Any]:
     return {
         "normal_seen": state.normal_seen,
-        "recent": state.recent.tolist(),
+        "recent": state.recent.pack(),
         "spot": state.spot.state().to_dict() if state.spot is not None else None,
         "scale": state.scale,
         "prior": [list(p) for p in state.prior],
         "below_since": state.below_since,
         "watch": state.watch.to_dict() if state.watch is not None else None,
     }
-
-
-def _compact(data: dict[str, Any]) -> dict[str, Any]:
-    """Snapshot data with its long lists of floats as arrays: a parked device's form (the
-    lists hold a Python float object per score, 32 bytes, where an array takes 8)."""
-    data["recent"] = np.asarray(data["recent"], dtype=np.float64)
-    watch = data["watch"]
-    if watch is not None:
-        watch["recent"] = np.asarray(watch["recent"], dtype=np.float64)
-        watch["marks"] = np.asarray(watch["marks"], dtype=np.float64).reshape(-1, 2)
-    return data
-
-
-def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    """``_compact``'s data back as the JSON-safe lists a snapshot holds."""
-    plain = {**data, "recent": data["recent"].tolist()}
-    watch = data["watch"]
-    if watch is not None:
-        plain["watch"] = {
-            **watch,
-            "recent": watch["recent"].tolist(),
-            "marks": [[t, int(a)] for t, a in watch["marks"].tolist()],
-        }
-    return plain
 
 
 def _json_float(value: float) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import tracemalloc
 from collections import deque
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from river import stats
 
-from sentinel.judge.history import FloatHistory, RankedHistory
+from sentinel.judge.history import FloatHistory, RankedHistory, pack, unpack
 
 
 @pytest.mark.parametrize("maxlen", [1, 2, 63, 64, 65, 100, 2000])
@@ -109,3 +110,80 @@ def test_ranked_is_a_read_only_view() -> None:
     assert history.tolist() == [1.0, 2.0, 0.5]
     with pytest.raises(ValueError, match="read-only"):
         history.ranked()[0] = 9.0
+
+
+@pytest.mark.parametrize("maxlen", [1, 63, 64, 65, 2000])
+@pytest.mark.parametrize("count", [0, 1, 64, 65, 1999, 2000, 2500])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fill_leaves_what_appending_leaves(maxlen: int, count: int, dtype: Any) -> None:
+    """A snapshot's history is taken back in one step (``fill``), not a search and a shift
+    per score: the same values, sorted copy, quantile and further appends as appending."""
+    rng = np.random.default_rng(count)
+    values = rng.lognormal(0.0, 2.0, count)
+    values[::7] = values[0] if count else 0.0  # ties
+    appended = RankedHistory(maxlen, dtype=dtype)
+    for value in values:
+        appended.append(float(value))
+    filled = RankedHistory(maxlen, dtype=dtype)
+    filled.fill(values)
+    for _ in range(2):
+        assert filled.values().tolist() == appended.values().tolist()
+        assert filled.ranked().tolist() == appended.ranked().tolist()
+        assert filled.quantile(0.99) == appended.quantile(0.99)
+        assert len(filled) == len(appended)
+        assert filled.appended == appended.appended
+        for value in rng.lognormal(0.0, 2.0, maxlen + 3):
+            appended.append(float(value))
+            filled.append(float(value))
+    with pytest.raises(ValueError, match="empty"):
+        filled.fill([1.0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_packed_floats_come_back_exactly(dtype: str) -> None:
+    values = np.random.default_rng(1).normal(0.0, 1.0, 2000) * 1e3
+    values = values.astype(dtype).astype(np.float64)  # what a history of that dtype holds
+    assert unpack(pack(values, dtype)).tolist() == values.tolist()
+    pairs = np.column_stack((1.7e9 + np.arange(5.0), [0.0, 1.0, 0.0, 0.0, 1.0]))
+    assert unpack(pack(pairs), width=2).tolist() == pairs.tolist()
+    assert unpack(pack([]), width=2).shape == (0, 2)
+    history = RankedHistory(10, values[:15], dtype=np.float32)
+    assert unpack(history.pack()).tolist() == history.values().tolist()
+
+
+def test_a_packed_history_is_a_quarter_of_its_json_list() -> None:
+    """What a device's 2,000 float32 scores cost in the worker's snapshot (issue #23)."""
+    history = RankedHistory(2000, np.random.default_rng(2).lognormal(0.0, 1.0, 2000), np.float32)
+    packed, plain = len(json.dumps(history.pack())), len(json.dumps(history.tolist()))
+    assert packed < 2000 * 4 * 4 / 3 + 32
+    assert packed * 3 < plain
+
+
+def test_unpack_reads_the_lists_older_snapshots_hold() -> None:
+    assert unpack([1.0, 2, 3.5]).tolist() == [1.0, 2.0, 3.5]
+    assert unpack([]).tolist() == []
+    pairs = [[1.7e9, 1], [1.7e9 + 1, 0]]
+    assert unpack(pairs, width=2).tolist() == [[1.7e9, 1.0], [1.7e9 + 1, 0.0]]
+
+
+@pytest.mark.parametrize(
+    ("data", "width", "match"),
+    [
+        ("garbage", 1, "not floats"),
+        (None, 1, "not floats"),
+        (["x"], 1, "numbers"),
+        ([[1.0, 2.0]], 1, "numbers"),
+        ([1.0, 2.0], 2, "2-lists"),
+        ([1.0, None], 1, "non-finite"),
+        ({"float16": "AAAA"}, 1, "one key"),
+        ({"float32": "AAAA", "float64": "AAAA"}, 1, "one key"),
+        ({"float32": 12}, 1, "string"),
+        ({"float32": "not base64!"}, 1, "packed floats"),
+        ({"float32": "AAAAAAA="}, 1, "whole rows"),  # 5 bytes
+        ({"float64": "A" * 32}, 2, "whole rows"),  # 24 bytes: three values, not pairs
+        (pack([float("inf")]), 1, "non-finite"),
+    ],
+)
+def test_unpack_refuses_what_is_not_floats(data: object, width: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        unpack(data, width)

@@ -10,6 +10,7 @@ import pytest
 
 from sentinel.config import ThresholdConfig
 from sentinel.judge.drift import LevelShiftWatch
+from sentinel.judge.history import unpack
 from sentinel.judge.threshold import ThresholdBank, _empirical_tail
 from sentinel.records import Score, Window
 from tests.judge.helpers import detail_number
@@ -283,3 +284,23 @@ def test_an_undo_survives_a_snapshot_restore() -> None:
     a, b = first.drain_events(), second.drain_events()
     assert [e.kind for e in a] == [e.kind for e in b] == ["threshold_rebaseline_reverted"]
     assert a[0].at == b[0].at
+
+
+def test_a_snapshot_with_its_floats_as_json_lists_restores_as_a_packed_one() -> None:
+    """Snapshots written before the floats were packed (issue #23) hold them as JSON lists
+    (and a watch's marks as [time, 0/1] pairs); they come back to the same state."""
+    bank = bank_for(config("quantile"))
+    feed(bank, [1.0] * 1000 + [5.0] * 20, seed=4)  # a change found: the watch holds marks
+    packed = json.loads(json.dumps(bank.snapshot("pump")))
+    watch = packed["a"]["watch"]
+    assert watch["since"] is not None
+    assert "float64" in watch["marks"]
+    lists = json.loads(json.dumps(packed))
+    lists["a"]["recent"] = unpack(packed["a"]["recent"]).tolist()
+    lists["a"]["watch"]["recent"] = unpack(watch["recent"]).tolist()
+    lists["a"]["watch"]["marks"] = [[t, int(a)] for t, a in unpack(watch["marks"], 2).tolist()]
+    assert len(lists["a"]["recent"]) > 200
+    assert len(lists["a"]["watch"]["marks"]) > 200
+    restored = bank_for(config("quantile"))
+    assert restored.restore("pump", lists) == 1
+    assert restored.snapshot("pump") == packed

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
+from sentinel.judge.history import unpack
 from sentinel.records import DeviceJudgeState, DeviceProgress
 from sentinel.worker.pipeline import Pipeline
 from tests.e2e_helpers import wait_for
@@ -83,4 +84,5 @@ def test_judge_state_moves_with_the_partition(tmp_path: Path) -> None:
     assert ["a"] in taker_recalls
     after = taker._thresholds.snapshot("pump")["a"]
     assert after["normal_seen"] >= before["normal_seen"]
-    assert after["recent"][: len(before["recent"])] == before["recent"]
+    learnt = unpack(before["recent"])
+    assert (unpack(after["recent"])[: len(learnt)] == learnt).all()

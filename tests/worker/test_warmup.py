@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from sentinel.judge.history import unpack
 from sentinel.records import Delivery, Reading
 from tests.fakes import FakeDetector, Harness, make_config
 
@@ -95,10 +96,10 @@ def test_a_warmed_device_is_not_seeded_as_well() -> None:
     thresholds = h.pipeline._thresholds.snapshot("pump")
     assert 80 <= thresholds["a"]["normal_seen"] <= 98  # its 97 warm windows, the live one
     kept = float(np.float32(0.0123))  # as the threshold holds a score (float32)
-    assert kept not in thresholds["a"]["recent"]
+    assert kept not in unpack(thresholds["a"]["recent"])
     # a device that trained the model but kept no readings here starts from its seeds
     assert thresholds["c"]["normal_seen"] == 250
-    assert set(thresholds["c"]["recent"]) == {float(np.float32(0.0456))}
+    assert set(unpack(thresholds["c"]["recent"])) == {float(np.float32(0.0456))}
 
 
 def test_the_first_pulses_after_the_model_are_known_as_normal() -> None:
@@ -115,7 +116,7 @@ def test_the_first_pulses_after_the_model_are_known_as_normal() -> None:
 def test_a_spike_in_the_training_rows_does_not_raise_the_threshold() -> None:
     h = cold_started(1000, spike_at=300)
     deliver(h, series(4, start=400))
-    recent = h.pipeline._thresholds.snapshot("pump")["a"]["recent"]
+    recent = unpack(h.pipeline._thresholds.snapshot("pump")["a"]["recent"])
     assert max(recent) < 1.0  # the 5.0 window was anomalous: it taught the threshold nothing
     assert h.alerts == []  # and, in the warm-up, it raised no alert
 
