@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["fsync_dir", "write_atomically"]
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str | Iterable[str]) -> None:
     """Replace ``path`` with ``text``: written to a hidden sibling, fsynced, renamed over
-    it, and the rename fsynced, so a power cut keeps the old file or the new one.
+    it, and the rename fsynced, so a power cut keeps the old file or the new one. ``text``
+    may come in pieces (``json.JSONEncoder.iterencode``'s), so that a large file is never
+    one string in memory.
 
     When any step fails (a full disk, an unwritable directory) the sibling is removed and
     the error raised: a failed snapshot used to leave a 0-byte ``.thresholds.json.tmp``
@@ -21,7 +24,10 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
+            if isinstance(text, str):
+                handle.write(text)
+            else:
+                handle.writelines(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -127,7 +127,9 @@ class ThresholdSnapshots:
         """Write the state of every stream in ``models`` (stream -> active model version)."""
         streams = {name: self._stream(name, version) for name, version in models.items()}
         try:
-            write_atomically(self.path, json.dumps({"schema": _SCHEMA, "streams": streams}))
+            # in pieces, a device's data at a time: at 1,000 devices the file is ~20 MB,
+            # and one string of it (with the encoder's chunks) tens of MB more held at once
+            write_atomically(self.path, _pieces({"schema": _SCHEMA, "streams": streams}, 4))
         except OSError as err:
             log.error("threshold_snapshot_failed", path=str(self.path), error=str(err))
 
@@ -174,3 +176,17 @@ class ThresholdSnapshots:
         if self._constants is not None:  # absent from snapshots before issue #21
             learnt = self._constants.restore(name, saved.get("constants", {}), version)
         log.info("thresholds_restored", stream=name, devices=count, constants=learnt)
+
+
+def _pieces(value: object, depth: int) -> Iterator[str]:
+    """``json.dumps(value)`` in pieces: dicts ``depth`` levels down a key at a time, what
+    lies below (a device's data: root, ``streams``, stream, part, device) by ``json.dumps``
+    whole, which is C where the pure-Python ``iterencode`` is ~2.5x slower here."""
+    if depth > 0 and isinstance(value, dict):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield f"{', ' if i else ''}{json.dumps(str(key))}: "
+            yield from _pieces(item, depth - 1)
+        yield "}"
+    else:
+        yield json.dumps(value)
