@@ -26,6 +26,7 @@ import gc
 import json
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,32 @@ def model(cfg: SentinelConfig) -> Detector:
         training_options(cfg, "pump"),
         device=torch.device("cpu"),
     )
+
+
+def pipeline_for(cfg: SentinelConfig, detector: Detector, snapshot: Path | None = None) -> Pipeline:
+    """A pipeline driven in process as replay drives it, its batches dropped."""
+
+    def sink(batch: WriteBatch) -> None:
+        pass
+
+    return Pipeline(
+        cfg,
+        sink=sink,
+        request_training=lambda job: None,
+        models={"pump": detector},
+        cold_start_buffer=False,
+        snapshot_path=snapshot,
+    )
+
+
+def deliveries(devices: int, start: float) -> Iterator[Delivery]:
+    """One delivery a second, each holding a reading of every clean simulated pump."""
+    sim = FleetSimulator(devices, seed=7, anomaly_rate=0.0, warmup=0.0)
+    for n, step in enumerate(sim.steps(), start=1):
+        readings = tuple(
+            Reading("pump", r.device, start + n, tuple(r.values[f] for f in FEATURES)) for r in step
+        )
+        yield Delivery("plant/x/pump", readings, (), None, 0.0)
 
 
 def deep_size(root: object, seen: set[int]) -> int:
@@ -111,28 +138,13 @@ def main() -> int:
     args = ap.parse_args()
     cfg = config()
     detector = model(cfg)
-
-    def sink(batch: WriteBatch) -> None:
-        pass
-
-    pipeline = Pipeline(
-        cfg,
-        sink=sink,
-        request_training=lambda job: None,
-        models={"pump": detector},
-        cold_start_buffer=False,
-    )
+    pipeline = pipeline_for(cfg, detector)
     shared: list[object] = [cfg, detector, pipeline._thresholds._models]
     base = sizes(pipeline, shared)
     rss0 = psutil.Process().memory_info().rss
-    sim = FleetSimulator(args.devices, seed=7, anomaly_rate=0.0, warmup=0.0)
     checkpoints = [c for c in CHECKPOINTS if c <= args.readings]
-    for n, step in enumerate(sim.steps(), start=1):
-        readings = tuple(
-            Reading("pump", r.device, args.start + n, tuple(r.values[f] for f in FEATURES))
-            for r in step
-        )
-        pipeline.process([Delivery("plant/x/pump", readings, (), None, 0.0)])
+    for n, delivery in enumerate(deliveries(args.devices, args.start), start=1):
+        pipeline.process([delivery])
         if n in checkpoints:
             now = sizes(pipeline, shared)
             per = {k: round((v - base[k]) / 1e3 / args.devices, 1) for k, v in now.items()}

@@ -27,12 +27,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from device_state import config, model  # the same model and fleet as the state walk
+from device_state import config, deliveries, model, pipeline_for  # the state walk's
 
 from sentinel.logs import configure_logging
-from sentinel.records import Delivery, Reading, WriteBatch
-from sentinel.worker.pipeline import Pipeline
-from simulators.fleet import FEATURES, FleetSimulator
 
 
 def main() -> int:
@@ -44,27 +41,11 @@ def main() -> int:
     configure_logging("warning", "console")
     cfg = config()
     detector = model(cfg)
-
-    def sink(batch: WriteBatch) -> None:
-        pass
-
     with tempfile.TemporaryDirectory(prefix="sentinel-snapshot-") as tmp:
         path = Path(tmp) / "thresholds.json"
-        pipeline = Pipeline(
-            cfg,
-            sink=sink,
-            request_training=lambda job: None,
-            models={"pump": detector},
-            cold_start_buffer=False,
-            snapshot_path=path,
-        )
-        sim = FleetSimulator(args.devices, seed=7, anomaly_rate=0.0, warmup=0.0)
-        for n, step in enumerate(sim.steps(), start=1):
-            readings = tuple(
-                Reading("pump", r.device, 1.7e9 + n, tuple(r.values[f] for f in FEATURES))
-                for r in step
-            )
-            pipeline.process([Delivery("plant/x/pump", readings, (), None, 0.0)])
+        pipeline = pipeline_for(cfg, detector, path)
+        for n, delivery in enumerate(deliveries(args.devices, 1.7e9), start=1):
+            pipeline.process([delivery])
             if n >= args.readings:
                 break
         gc.collect()
