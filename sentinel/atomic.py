@@ -13,8 +13,8 @@ __all__ = ["fsync_dir", "write_atomically"]
 def write_atomically(path: Path, text: str | Iterable[str]) -> None:
     """Replace ``path`` with ``text``: written to a hidden sibling, fsynced, renamed over
     it, and the rename fsynced, so a power cut keeps the old file or the new one. ``text``
-    may come in pieces (``json.JSONEncoder.iterencode``'s), so that a large file is never
-    one string in memory.
+    may come in pieces (the worker's snapshot, a device's data at a time), so that a large
+    file is never one string in memory.
 
     When any step fails (a full disk, an unwritable directory) the sibling is removed and
     the error raised: a failed snapshot used to leave a 0-byte ``.thresholds.json.tmp``

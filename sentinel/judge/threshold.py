@@ -498,7 +498,8 @@ class ThresholdBank:
     def snapshot(self, stream: str) -> dict[str, Any]:
         """A stream's per-device threshold state, parked devices included, as JSON-safe
         data (see ``restore``)."""
-        data = {device: parked for (s, device), parked in self._parked.items() if s == stream}
+        # a copy of each: a cluster's save may serialise it after ``reconfigure`` edits it
+        data = {device: dict(parked) for (s, device), parked in self._parked.items() if s == stream}
         data.update(
             (device, _to_data(state)) for (s, device), state in self._devices.items() if s == stream
         )
