@@ -38,7 +38,10 @@ __all__ = ["SharedJudgeState", "ThresholdSnapshots"]
 
 log = structlog.get_logger(__name__)
 
-_SCHEMA = 1
+# 2: float histories packed (sentinel.judge.history.pack); 1, their JSON lists, still read.
+# An older daemon refuses a 2 by name ("unknown schema") and learns its thresholds afresh.
+_SCHEMA = 2
+_READ = (1, 2)
 # The parts of a stream's snapshot that are per device, keyed by device name.
 _PARTS = ("devices", "spikes", "constants", "recurring", "relations")
 
@@ -141,7 +144,7 @@ class ThresholdSnapshots:
             return
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("schema") != _SCHEMA:
+            if data.get("schema") not in _READ:
                 raise ValueError(f"unknown schema {data.get('schema')!r}")
             for name, saved in data["streams"].items():
                 if name in models:

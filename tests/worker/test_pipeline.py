@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from sentinel.config import SentinelConfig
 from sentinel.judge.alerts import alert_checks
+from sentinel.judge.history import unpack
 from sentinel.model.stuck import RunStats
 from sentinel.records import AlertStatus, DeviceProgress, WriteBatch
 from sentinel.worker.coldstart import TrainingJob
@@ -313,6 +314,27 @@ def test_a_corrupt_snapshot_is_set_aside_and_thresholds_start_afresh(tmp_path: P
     assert pipeline._thresholds.snapshot("pump") == {}
     assert not snapshot.exists()
     assert (tmp_path / "thresholds.json.corrupt").exists()
+
+
+def test_a_schema_1_snapshot_with_lists_restores_and_schema_2_is_written(tmp_path: Path) -> None:
+    """Issue #23: the float histories are packed since schema 2; a file of the version
+    before (schema 1, JSON lists) is still taken back, and rewritten packed."""
+    snapshot = tmp_path / "thresholds.json"
+    snapshot.write_text(
+        '{"schema": 1, "streams": {"pump": {"model_version": "fake-1", '
+        '"devices": {"a": {"normal_seen": 3, "recent": [0.5, 0.25, 0.125]}}}}}'
+    )
+    pipeline = snapshotting(make_config(), snapshot)
+    restored = pipeline._thresholds.snapshot("pump")["a"]
+    assert unpack(restored["recent"]).tolist() == [0.5, 0.25, 0.125]
+    pipeline.start()
+    pipeline.stop()  # saves
+    saved = json.loads(snapshot.read_text())
+    assert saved["schema"] == 2
+    assert set(saved["streams"]["pump"]["devices"]["a"]["recent"]) == {"float32"}
+    snapshot.write_text(snapshot.read_text().replace('"schema": 2', '"schema": 3', 1))
+    assert snapshotting(make_config(), snapshot)._thresholds.snapshot("pump") == {}
+    assert (tmp_path / "thresholds.json.corrupt").exists()  # a newer format: set aside
 
 
 def test_a_snapshot_for_another_model_is_not_restored(tmp_path: Path) -> None:
