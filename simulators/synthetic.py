@@ -724,6 +724,37 @@ def telemetry_modes(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     )
 
 
+def rare_commands(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """Spacecraft-like telemetry beside six command channels, each 0 but for a one-reading 1
+    when its command is sent (every 150-600 readings). Three are sent in training too; the
+    other three are first sent after training -- routine commands the training data happened
+    not to hold, labelled normal, as telemetry archives are. The telemetry follows a
+    90-reading orbit cycle the commands do not move; one anomaly: for 100 readings it reads
+    0.8 (about 11 noise sigmas) high. 1 min."""
+    rows = 3_000 if quick else 6_000
+    rng = np.random.default_rng(seed)
+    train = rows // 3
+    t = np.arange(rows)
+    telemetry = np.sin(2 * np.pi * t / 90) + _noise(rng, rows, 0.07)
+    commands = np.zeros((rows, 6))
+    for channel in range(6):
+        at = (0 if channel < 3 else train) + int(rng.integers(50, 300))
+        while at < rows:
+            commands[at, channel] = 1.0
+            at += int(rng.integers(150, 600))
+    start = train + 3 * (rows - train) // 4
+    telemetry[start : start + 100] += 0.8
+    return _series(
+        "rare_commands",
+        np.column_stack([telemetry, commands]),
+        ("telemetry", *(f"cmd_{c}" for c in "abcdef")),
+        _labels(rows, (start, start + 100)),
+        60.0,
+        train,
+        "one-reading commands, three first sent after training (normal); telemetry +0.8 once",
+    )
+
+
 Generator = Callable[..., LabelledSeries]
 
 
@@ -755,6 +786,7 @@ CLASSES: dict[str, Generator] = {
     "gaps": gaps,
     "server_metrics": server_metrics,
     "telemetry_modes": telemetry_modes,
+    "rare_commands": rare_commands,
 }
 """Every class by name, each ``(seed=..., quick=...) -> LabelledSeries``."""
 
