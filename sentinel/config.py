@@ -1098,8 +1098,19 @@ class ConstantsConfig(Section):
         "value (a flag that switched and stays switched alerts once, and later switches "
         "between known values not at all); a feature that keeps departing this long "
         "without settling on one value is no longer judged on that device. Both are "
-        "audited (constant_value_learnt, constant_feature_released). Lost at a restart, "
-        "after which a departed feature alerts once more.",
+        "audited (constant_value_learnt, constant_feature_released). Kept across a "
+        "restart with the thresholds (thresholds.json), for the same model.",
+    )
+    accept_returns: int = Field(
+        default=1,
+        ge=0,
+        le=1_000,
+        description="Excursions to one value that came back to an accepted value, per "
+        "device and feature, after which that value is accepted too (audited, "
+        "constant_value_learnt with returns): a command sent as a pulse, never seen in "
+        "training, alerts at its first pulse and not at every later one, as a flag that "
+        "switches and stays alerts once; a feature that blips to a new value now and then "
+        "stops alerting on it. 0: only a value held relearn_after readings is learnt.",
     )
 
 

@@ -18,6 +18,13 @@ device keeps, per such feature, the values accepted for it (at first the trainin
 * a new value held for ``relearn_after`` readings in a row becomes an accepted value
   (``constant_value_learnt``, audited): the alert closes as the windows turn normal, and
   later switches between known values do not alert;
+* a value the feature went to and came back from ``accept_returns`` times, in excursions
+  that held that one value, is accepted at the next departure to it
+  (``constant_value_learnt`` with ``returns``, audited): a command sent as a one-reading
+  pulse never stays switched, and spacecraft telemetry's command channels are 0 but for
+  such pulses, with training that need not hold every command; each pulse of a command
+  training never saw alerted (the synthetic ``rare_commands``: 23-26 false alerts a
+  series). Now a new command alerts at its first pulse, as a switched flag alerts once;
 * a feature that keeps departing for ``relearn_after`` readings without settling on one
   value is no longer judged on that device (``constant_feature_released``, audited): it
   varies now, which only a model trained on such data can judge.
@@ -56,6 +63,8 @@ class _Feature:
     run: int = 0  # readings in that run
     departing: int = 0  # readings in a row away from every accepted value
     released: bool = False
+    # [value, count]: excursions to one value that came back to an accepted one
+    returns: list[list[float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -94,7 +103,11 @@ class ConstantCheck:
                 "version": state.version,
                 "last_end": state.last_end,
                 "features": {
-                    str(index): {"accepted": list(f.accepted), "released": f.released}
+                    str(index): {
+                        "accepted": list(f.accepted),
+                        "released": f.released,
+                        "returns": [list(r) for r in f.returns],
+                    }
                     for index, f in state.features.items()
                 },
             }
@@ -118,7 +131,11 @@ class ConstantCheck:
                 accepted = [float(v) for v in f["accepted"]]
                 if not accepted:
                     raise ValueError(f"constants of device {device!r}: no accepted value")
-                state.features[int(index)] = _Feature(accepted, released=bool(f["released"]))
+                # absent in snapshots written before excursions were counted
+                returns = [[float(v), int(n)] for v, n in f.get("returns", [])]
+                state.features[int(index)] = _Feature(
+                    accepted, released=bool(f["released"]), returns=returns
+                )
             self._devices[(stream, device)] = state
             count += 1
         return count
@@ -197,11 +214,17 @@ class ConstantCheck:
         new: np.ndarray,
         at: float,
     ) -> None:
-        """Follow the new readings: accept a value held ``relearn_after`` readings in a row;
-        release a feature that departed that long without settling."""
+        """Follow the new readings: accept a value held ``relearn_after`` readings in a row,
+        or one the feature went to and came back from ``accept_returns`` times; release a
+        feature that departed that long without settling."""
         limit = self.config.relearn_after
         near = self._close(new, state.accepted)
         for reading, known in zip(new.tolist(), near.tolist(), strict=True):
+            if known and state.departing and state.run >= state.departing:
+                # back from an excursion that held one value throughout (a command pulse)
+                self._returned(state, state.run_value)
+            elif not known and self._recurs(key, detector, index, state, reading, at):
+                known = True
             finite = math.isfinite(reading)
             if (
                 finite
@@ -221,6 +244,39 @@ class ConstantCheck:
                 self._audit(key, detector, index, at, "constant_feature_released", state)
                 return
 
+    def _returned(self, state: _Feature, value: float) -> None:
+        """Count an excursion to ``value`` that ended back at an accepted value."""
+        if not self.config.accept_returns or not math.isfinite(value):
+            return
+        for entry in state.returns:
+            if self._close(np.asarray([value]), [entry[0]])[0]:
+                entry[1] += 1
+                return
+        state.returns.append([value, 1])
+
+    def _recurs(
+        self,
+        key: tuple[str, str],
+        detector: Detector,
+        index: int,
+        state: _Feature,
+        reading: float,
+        at: float,
+    ) -> bool:
+        """Whether departing ``reading`` goes to a value the feature has already been to and
+        come back from ``accept_returns`` times; if so it is accepted from now on (the
+        excursions counted alerted, the ones after do not)."""
+        wanted = self.config.accept_returns
+        if not wanted or not state.returns or not math.isfinite(reading):
+            return False
+        for entry in state.returns:
+            if entry[1] >= wanted and self._close(np.asarray([reading]), [entry[0]])[0]:
+                state.returns.remove(entry)
+                state.accepted.append(entry[0])
+                self._audit(key, detector, index, at, "constant_value_learnt", state, int(entry[1]))
+                return True
+        return False
+
     def _audit(
         self,
         key: tuple[str, str],
@@ -229,6 +285,7 @@ class ConstantCheck:
         at: float,
         kind: str,
         state: _Feature,
+        returns: int = 0,
     ) -> None:
         detail: dict[str, object] = {
             "feature": detector.features[index],
@@ -239,5 +296,8 @@ class ConstantCheck:
         }
         if kind == "constant_value_learnt":
             detail["value"] = state.accepted[-1]
+            # how it was learnt: held relearn_after readings (0), or after this many
+            # excursions to it that came back
+            detail["returns"] = returns
         self._events.append(AuditEvent(key[0], key[1], at, kind, detail))
         log.info(kind, stream=key[0], device=key[1], at=at, **detail)

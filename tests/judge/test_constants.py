@@ -3,10 +3,13 @@ any departure, and a departure that persists stops alerting (issue #21)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from sentinel.config import ConstantsConfig, SpikesConfig, ThresholdConfig
 from sentinel.judge.constants import ConstantCheck
@@ -79,17 +82,19 @@ def test_switching_back_and_forth_between_known_values_alerts_no_more() -> None:
     assert last < (40 - WINDOW) // HOP + 1, "only the first switch is news"
 
 
-def test_a_short_excursion_is_flagged_and_learns_nothing() -> None:
+def test_a_short_excursion_is_flagged_once() -> None:
     check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
     flag = [0.0] * 30 + [5.0] * 2 + [0.0] * 40
     hits = run(check, flag)
     flagged = [i for i, h in enumerate(hits) if h is not None]
     assert flagged, "a departure from the training value is flagged"
     assert len(flagged) <= WINDOW // HOP + 1  # while the excursion is inside a window
-    assert check.drain_events() == []
-    # The training value is still the only one accepted: the same excursion again flags.
+    assert check.drain_events() == []  # counted, not accepted yet
+    # By default (accept_returns 1) a value the feature went to and came back from is
+    # accepted when it goes there again: the same excursion no longer flags.
     again = run(check, [0.0] * 30 + [5.0] * 2 + [0.0] * 10)
-    assert any(h is not None for h in again)
+    assert all(h is None for h in again)
+    assert [(e.detail["value"], e.detail["returns"]) for e in check.drain_events()] == [(5.0, 1)]
 
 
 def test_a_hit_points_at_the_newest_departing_reading() -> None:
@@ -167,3 +172,89 @@ def test_a_learnt_value_survives_a_restart_through_the_snapshot(tmp_path: Path) 
         path, ThresholdBank(ThresholdConfig()), SpikeCheck(SpikesConfig(), HOP), other
     ).restore({"pump": ("fake-2", 2)})
     assert other.snapshot("pump") == {}
+
+
+def flagged_pulses(hits: list[ConstantHit | None], pulses: list[int]) -> list[int]:
+    """Which of the readings in ``pulses`` some flagged window held (windows_of's layout)."""
+    held: set[int] = set()
+    for i, hit in enumerate(hits):
+        if hit is not None:
+            end = i * HOP + WINDOW  # one past the window's newest reading
+            held.update(p for p in pulses if end - WINDOW <= p < end)
+    return sorted(held)
+
+
+def test_a_pulse_that_recurs_is_accepted_after_accept_returns_excursions() -> None:
+    """A command sent as a one-reading pulse, never in training (issue #21: spacecraft
+    telemetry's command channels): its first ``accept_returns`` pulses alert, whatever
+    their readings' alignment with the windows, and none after."""
+    check = ConstantCheck(ConstantsConfig(relearn_after=6, accept_returns=2), HOP)
+    flag = [0.0] * 30
+    pulses = []
+    for _ in range(5):
+        pulses.append(len(flag))
+        flag += [1.0] + [0.0] * 20
+    hits = run(check, flag)
+    assert flagged_pulses(hits, pulses) == pulses[:2]
+    (event,) = check.drain_events()
+    assert event.kind == "constant_value_learnt"
+    assert (event.detail["value"], event.detail["returns"]) == (1.0, 2)
+    assert event.detail["accepted"] == [0.0, 1.0]
+    assert any(run(check, [0.0] * 8 + [2.0] + [0.0] * 8)), "another value still alerts"
+
+
+def test_a_held_value_is_learnt_with_no_returns_counted() -> None:
+    check = ConstantCheck(ConstantsConfig(relearn_after=6, accept_returns=2), HOP)
+    run(check, [0.0] * 40 + [1.0] * 60)
+    (event,) = check.drain_events()
+    assert event.detail["returns"] == 0
+
+
+def test_with_accept_returns_0_every_pulse_alerts() -> None:
+    check = ConstantCheck(ConstantsConfig(relearn_after=6, accept_returns=0), HOP)
+    flag = [0.0] * 30
+    pulses = []
+    for _ in range(5):
+        pulses.append(len(flag))
+        flag += [1.0] + [0.0] * 20
+    assert flagged_pulses(run(check, flag), pulses) == pulses
+    assert check.drain_events() == []
+
+
+@pytest.mark.parametrize(
+    "excursion",
+    [
+        [1.0, 2.0],  # not one value throughout: a wandering channel, not a pulse
+        [math.nan],  # a reading that is not a number is never a value to accept
+        [1.0] * 3 + [math.inf],
+    ],
+)
+def test_excursions_that_are_not_one_value_are_not_counted(excursion: list[float]) -> None:
+    check = ConstantCheck(ConstantsConfig(relearn_after=6, accept_returns=1), HOP)
+    flag = [0.0] * 30
+    pulses = []
+    for _ in range(4):
+        pulses.append(len(flag))
+        flag += excursion + [0.0] * 20
+    assert flagged_pulses(run(check, flag), pulses) == pulses
+    assert check.drain_events() == []
+
+
+def test_returns_counted_survive_a_restart() -> None:
+    config = ConstantsConfig(relearn_after=6, accept_returns=2)
+    check = ConstantCheck(config, HOP)
+    assert any(run(check, [0.0] * 30 + [1.0] + [0.0] * 20))  # one excursion, back
+    saved: dict[str, Any] = json.loads(json.dumps(check.snapshot("pump")))  # as saved
+    assert saved["a"]["features"]["1"]["returns"] == [[1.0, 1]]
+    restarted = ConstantCheck(config, HOP)
+    assert restarted.restore("pump", saved, "fake-1") == 1
+    assert any(run(restarted, [0.0] * 8 + [1.0] + [0.0] * 20)), "the second pulse alerts"
+    assert restarted.drain_events() == []
+    assert not any(run(restarted, [0.0] * 8 + [1.0] + [0.0] * 20)), "the third does not"
+    assert [e.detail["returns"] for e in restarted.drain_events()] == [2]
+    # a snapshot from before returns were counted restores with none
+    del saved["a"]["features"]["1"]["returns"]
+    older = ConstantCheck(config, HOP)
+    older.restore("pump", saved, "fake-1")
+    again: dict[str, Any] = json.loads(json.dumps(older.snapshot("pump")))
+    assert again["a"]["features"]["1"]["returns"] == []

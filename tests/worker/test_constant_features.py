@@ -105,3 +105,41 @@ def test_a_flag_that_switches_and_stays_alerts_once_naming_it(
     assert "constant" not in alert_checks(fault[0])
     audit = [e for b in h.batches for e in b.audit]
     assert [e.kind for e in audit] == ["constant_value_learnt"]
+
+
+PULSES = (150, 300, 450, 550, 850)  # a command sent as one-reading pulses, never in training
+
+
+def pulsed_run(detector: LstmAeDetector, accept_returns: int) -> tuple[list[int], Harness]:
+    """The flag pulsed at ``PULSES`` and the fault on a: the pulses whose alert names the
+    flag."""
+    values = signal(1000, 7)
+    values[list(PULSES), 1] = 1.0
+    values[FAULT : FAULT + 40, 0] += 3.0
+    cfg = config()
+    cfg = cfg.model_copy(
+        update={"constants": cfg.constants.model_copy(update={"accept_returns": accept_returns})}
+    )
+    h = Harness({"pump": detector}, cfg)
+    h.run(deliveries(values), until=lambda: h.pipeline.stats.readings == len(values))
+    assert h.pipeline.stats.readings == len(values)
+    alerts = opened(h.alerts)
+    fault = [a for a in alerts if FAULT <= a.started_at < FAULT + 40]
+    assert len(fault) == 1
+    assert fault[0].top_features[0].feature == "a"
+    named = [a for a in alerts if "constant:flag" in alert_checks(a)]
+    return sorted(p for p in PULSES for a in named if p <= a.started_at < p + 16), h
+
+
+def test_a_command_pulsed_now_and_then_alerts_at_its_first_pulses_only(
+    detector: LstmAeDetector,
+) -> None:
+    """Spacecraft telemetry comes with command channels that are 0 but for one-reading
+    pulses, and training need not hold every command (issue #21: SMAP/MSL-like data). Each
+    pulse of a command never seen in training alerted, the whole file long."""
+    before, _ = pulsed_run(detector, 0)
+    assert before == list(PULSES)
+    after, h = pulsed_run(detector, 2)
+    assert after == list(PULSES[:2])
+    audit = [e for b in h.batches for e in b.audit if e.kind == "constant_value_learnt"]
+    assert [(e.detail["value"], e.detail["returns"]) for e in audit] == [(1.0, 2)]
