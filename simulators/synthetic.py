@@ -755,6 +755,44 @@ def rare_commands(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     )
 
 
+def stepped_telemetry(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """Spacecraft telemetry as it often comes: a channel that holds one of four levels,
+    noise-free (quantised), for 40-250 readings at a time, moved there by one-reading
+    command pulses on four command channels (each command its level). Every channel is
+    stepped, the commands are pulses. Two anomalies: for 60 readings the channel chatters
+    between two levels every 3 readings; later, for 100 readings, it gains noise (0.1,
+    against steps of 0.6-1.9) at its commanded level. 1 min."""
+    rows = 5_000 if quick else 8_000
+    rng = np.random.default_rng(seed)
+    levels = (-1.0, -0.4, 0.3, 0.9)
+    train = rows * 5 // 16
+    telemetry = np.empty(rows)
+    commands = np.zeros((rows, len(levels)))
+    at, current = 0, 0
+    while at < rows:
+        length = int(rng.integers(40, 250))
+        telemetry[at : at + length] = levels[current]
+        if at > 0:
+            commands[at, current] = 1.0
+        at += length
+        current = int(rng.choice([c for c in range(len(levels)) if c != current]))
+    chatter = train + (rows - train) // 4
+    telemetry[chatter : chatter + 60] = np.where(
+        (np.arange(60) // 3) % 2 == 0, levels[0], levels[3]
+    )
+    noisy = train + 3 * (rows - train) // 4
+    telemetry[noisy : noisy + 100] += rng.normal(0.0, 0.1, 100)
+    return _series(
+        "stepped_telemetry",
+        np.column_stack([telemetry, commands]),
+        ("telemetry", *(f"cmd_{c}" for c in "abcd")),
+        _labels(rows, (chatter, chatter + 60), (noisy, noisy + 100)),
+        60.0,
+        train,
+        "noise-free levels set by command pulses; chatters once, gains noise once",
+    )
+
+
 Generator = Callable[..., LabelledSeries]
 
 
@@ -787,6 +825,7 @@ CLASSES: dict[str, Generator] = {
     "server_metrics": server_metrics,
     "telemetry_modes": telemetry_modes,
     "rare_commands": rare_commands,
+    "stepped_telemetry": stepped_telemetry,
 }
 """Every class by name, each ``(seed=..., quick=...) -> LabelledSeries``."""
 
