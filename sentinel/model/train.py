@@ -107,17 +107,27 @@ def stepped_features(
     set point for 150 readings did not). So the model still reads them, as inputs, but
     leaves them out of its score (``LstmMeta.stepped_features``); their levels, spikes and
     frozen runs are still judged by the other checks. Changes are counted within each
-    segment (a gap between segments is no step). Kept in the score when no other feature
-    would be left there: a stream of one stepped channel is judged by its steps or not at
-    all. Constant features (``constants``) are left out of the score already.
+    segment (a gap between segments is no step). Constant features (``constants``) are left
+    out of the score already.
+
+    When every other feature is stepped too, some must stay in the score: the stepped
+    channels that are not pulses do (``_pulses``). Spacecraft telemetry is often that: a
+    channel that holds one level for tens or hundreds of readings, noise-free, beside
+    command channels that are 0 but for a one-reading 1 when a command is sent; scored,
+    the pulses, which nothing announces, set the score's normal tail, and the channel's
+    faults sat under it (issue #21, ``simulators.synthetic.stepped_telemetry``). When all
+    of them are pulses, or none is, all stay in the score: a stream of one stepped channel
+    is judged by its steps or not at all.
     """
     names = [name for name in features if name not in constants]
     changes = np.zeros(len(features), dtype=np.int64)
     pairs = 0
+    arrays = []
     for segment in segments:
         rows = np.asarray(segment, dtype=np.float64)
         if len(rows) < 2:
             continue
+        arrays.append(rows)
         changes += (np.diff(rows, axis=0) != 0).sum(axis=0)
         pairs += len(rows) - 1
     if pairs == 0:
@@ -125,8 +135,35 @@ def stepped_features(
     counts = {name: int(changes[features.index(name)]) for name in names}
     stepped = tuple(name for name, count in counts.items() if count > 0 and count * window < pairs)
     if len(stepped) == len(names):
-        return ()
+        pulses = tuple(
+            name for name in stepped if _pulses([r[:, features.index(name)] for r in arrays])
+        )
+        return pulses if 0 < len(pulses) < len(stepped) else ()
     return stepped
+
+
+_PULSE_READINGS = 2  # an excursion this short from a channel's usual value is a pulse
+_PULSE_SHARE = 0.8  # of a channel's excursions, that are pulses: a pulse channel
+
+
+def _pulses(columns: Sequence[np.ndarray]) -> bool:
+    """Whether a channel's readings (one column per segment) are a pulse train: it rests
+    at one value and leaves it in excursions of at most ``_PULSE_READINGS`` readings, at
+    least ``_PULSE_SHARE`` of them -- a command sent as a pulse, a trigger, a counter's
+    tick -- rather than moving between levels that it holds."""
+    values = np.concatenate(columns)
+    levels, counts = np.unique(values[np.isfinite(values)], return_counts=True)
+    if levels.size < 2:
+        return False
+    rest = levels[int(np.argmax(counts))]
+    short = total = 0
+    for column in columns:
+        away = np.r_[False, column != rest, False]
+        edges = np.flatnonzero(np.diff(away.astype(np.int8)))
+        lengths = edges[1::2] - edges[::2]
+        short += int((lengths <= _PULSE_READINGS).sum())
+        total += len(lengths)
+    return total > 0 and short >= _PULSE_SHARE * total
 
 
 def _window_starts(lengths: Sequence[int], window: int, stride: int) -> IntArray:

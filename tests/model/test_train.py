@@ -489,3 +489,24 @@ def test_stepped_features_hold_their_value_longer_than_a_window_between_changes(
     assert stepped_features(halves, names, 32, ("flag",)) == ()
     # nothing else would be left in the score: the stepped channel stays in it
     assert stepped_features([rows[:, [1, 3]]], ("setpoint", "flag"), 32, ("flag",)) == ()
+
+
+def test_when_every_channel_is_stepped_the_pulses_leave_the_score() -> None:
+    """Spacecraft-like telemetry: a noise-free channel held at levels, moved by commands
+    sent as one-reading pulses. Every channel is stepped; the commands leave the score
+    and the telemetry stays (issue #21)."""
+    telemetry = np.repeat([-1.0, 0.3, 0.9, 0.3, -1.0, 0.9], 100)
+    commands = np.zeros((600, 3))
+    for at in range(100, 600, 100):
+        commands[at, at // 100 % 3] = 1.0
+    rows = np.column_stack([telemetry, commands])
+    names = ("telemetry", "cmd_a", "cmd_b", "cmd_c")
+    assert stepped_features([rows], names, 32) == ("cmd_a", "cmd_b", "cmd_c")
+    # split in two segments, each pulse is still a pulse
+    assert stepped_features([rows[:300], rows[300:]], names, 32) == ("cmd_a", "cmd_b", "cmd_c")
+    # all pulses, or none: all stay in the score, as before
+    assert stepped_features([commands], names[1:], 32) == ()
+    held = commands.copy()
+    for at in range(100, 600, 100):
+        held[at : at + 10, at // 100 % 3] = 1.0  # held 10 readings: a mode, not a pulse
+    assert stepped_features([np.column_stack([telemetry, held])], names, 32) == ()
