@@ -1054,9 +1054,11 @@ class NoiseConfig(Section):
         "connector, a failing transmitter) raises the model's error on every reading, but "
         "where readings the model cannot anticipate (commands, load changes) set its normal "
         "tail, the score alone misses it; a step or a spike moves the median of a window's "
-        "differences not at all. Features whose roughness was 0 in every training window "
-        "(set points, counters, commands) and features constant in training are not "
-        "judged; a model saved before this check existed is not judged.",
+        "differences not at all. A feature whose roughness was 0 in every training window "
+        "(a set point, a counter, a command, a noise-free channel held at levels) is judged "
+        "against a floor of 0.001 x max(1, |its median training value|) instead; features "
+        "constant in training are not judged, nor is a model saved before this check "
+        "existed.",
     )
     factor: float = Field(
         default=2.0,

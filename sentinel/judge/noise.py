@@ -3,10 +3,11 @@ model's training is anomalous, whatever the model's error.
 
 The statistic and why it exists are in ``sentinel.model.noise``: each feature's roughest
 training window belongs to the model (kept in meta.json), and a window's roughness above
-``[noise] factor`` times it is anomalous. The check holds no state, as the level and stuck
-checks: a verdict depends only on the window and the model, so nothing warms up, is saved
-across a restart or resets at a gap. A model saved before roughness statistics existed, or
-a baseline detector, is not judged.
+``[noise] factor`` times it is anomalous; a still feature's (roughness 0 in every training
+window) is judged against its reference, a floor above float noise, the same way. The
+check holds no state, as the level and stuck checks: a verdict depends only on the window
+and the model, so nothing warms up, is saved across a restart or resets at a gap. A model
+saved before roughness statistics existed, or a baseline detector, is not judged.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ class NoiseCheck:
         """``windows``: the raw (B, T, F) windows ``detector`` scored."""
         count = windows.shape[0]
         stats = detector.noise_stats() if self.config.enabled and count else None
-        if stats is None or not any(stats.largest):
+        if stats is None or not (any(stats.largest) or any(stats.still)):
             return [None] * count
-        largest = np.asarray(stats.largest, dtype=np.float64)
-        judged = largest > 0
+        reference = stats.references()  # inf: not judged
+        judged = np.isfinite(reference)
         rough = roughness(windows)
         # NaN (a window holding a NaN reading) compares false: not judged by this check.
         ratio = np.where(
-            judged, np.nan_to_num(rough, nan=0.0) / np.where(judged, largest, 1.0), 0.0
+            judged, np.nan_to_num(rough, nan=0.0) / np.where(judged, reference, 1.0), 0.0
         )
         worst = ratio.argmax(axis=1)
         peak = ratio[np.arange(count), worst]
@@ -52,7 +53,7 @@ class NoiseCheck:
         for i in np.flatnonzero(peak > factor):
             f = int(worst[i])
             hits[i] = NoiseHit(
-                f, float(peak[i]), exceedance, _last_rough(windows[i, :, f], factor * largest[f])
+                f, float(peak[i]), exceedance, _last_rough(windows[i, :, f], factor * reference[f])
             )
         return hits
 

@@ -14,11 +14,18 @@ At training, every window of each training segment (stride 1, never across two s
 gives each feature's roughness; the model keeps the largest (``NoiseStats``, in
 meta.json), so the limit follows the channel's own noise and quantisation. A feature
 whose roughness was 0 in every training window -- a set point, a counter, a command, a
-channel quantised so coarsely that most readings repeat -- is not judged: any noise would
-be infinitely rougher. Constant features are the constant check's. ``sentinel.judge.noise``
-judges each window against ``[noise] factor`` times the largest; ``benchmarks/noise_probe.py``
-measured the statistic on the fleet, the synthetic suite and SKAB before it was built
-(docs/BENCHMARKS.md, "A noise check, probed").
+noise-free telemetry channel that holds a level between changes, a channel quantised so
+coarsely that most readings repeat -- is *still*: no ratio to its roughest window means
+anything, so it is judged against ``STILL`` x max(1, |its median training value|)
+instead (``NoiseStats.still``), a floor above float noise. Such a channel moves in fewer
+than half of its steps in every window; one that moves in most of them, by more than that,
+has become noisy or begun to chatter, which its history never did (issue #21: a spacecraft
+channel held at its commanded level gained noise the score could not see, the steps of its
+commands setting the score's tail). Constant features are the constant check's.
+``sentinel.judge.noise`` judges each window against ``[noise] factor`` times the largest
+(or the still reference); ``benchmarks/noise_probe.py`` measured the statistic on the
+fleet, the synthetic suite and SKAB before it was built (docs/BENCHMARKS.md, "A noise
+check, probed").
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ __all__ = ["NoiseStats", "roughness"]
 FloatArray = npt.NDArray[np.float64]
 
 _CHUNK = 4096  # windows whose roughness is taken at once in ``NoiseStats.fit`` (memory)
+# A still feature's reference roughness, as a share of max(1, |its median training value|):
+# far above float noise (the constant check's tolerance is 1e-4), far below any noise or
+# chatter an operator would call one.
+STILL = 1e-3
 
 
 def roughness(windows: np.ndarray) -> FloatArray:
@@ -53,19 +64,25 @@ def roughness(windows: np.ndarray) -> FloatArray:
 @dataclass(frozen=True)
 class NoiseStats:
     """Per feature: the largest roughness (``roughness``) of any training window, raw
-    units; 0 marks a feature that is not judged."""
+    units; 0 marks a feature that is not judged by it. ``still``: per feature, the
+    reference roughness of a still one (0 in every training window; module docstring),
+    0 for the others; empty in a model saved before still features were judged."""
 
     largest: tuple[float, ...]
+    still: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        for value in self.largest:
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ModelError("noise.largest_roughness must hold finite numbers >= 0")
+        for name, values in (("largest_roughness", self.largest), ("still_roughness", self.still)):
+            for value in values:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not math.isfinite(value)
+                    or value < 0
+                ):
+                    raise ModelError(f"noise.{name} must hold finite numbers >= 0")
+        if self.still and len(self.still) != len(self.largest):
+            raise ModelError("noise.still_roughness must have one value per feature")
 
     @classmethod
     def fit(
@@ -78,9 +95,11 @@ class NoiseStats:
         if not arrays:
             raise ModelError("noise: no training readings")
         largest = np.zeros(arrays[0].shape[1])
+        windows = 0
         for values in arrays:
             if len(values) < window:
                 continue
+            windows += 1
             steps = np.abs(np.diff(values, axis=0))  # (N - 1, F)
             # windows of ``window`` readings hold ``window - 1`` consecutive differences
             view = sliding_window_view(steps, window - 1, axis=0)  # (N - W + 1, F, W - 1)
@@ -89,16 +108,31 @@ class NoiseStats:
                 medians = np.nan_to_num(np.median(view[start : start + _CHUNK], axis=2))
                 largest = np.maximum(largest, medians.max(axis=0))
         largest[list(skip)] = 0.0
-        return cls(largest=tuple(float(v) for v in largest))
+        still = np.zeros_like(largest)
+        if windows:
+            moving = np.zeros(len(largest), dtype=bool)  # any change at all in training
+            for values in arrays:
+                moving |= (np.abs(np.diff(values, axis=0)) > 0).any(axis=0)
+            level = np.nanmedian(np.concatenate(arrays), axis=0)
+            flat = (largest == 0) & moving & np.isfinite(level)
+            flat[list(skip)] = False
+            still = np.where(flat, STILL * np.maximum(1.0, np.abs(np.nan_to_num(level))), 0.0)
+        return cls(largest=tuple(float(v) for v in largest), still=tuple(float(v) for v in still))
 
     def limits(self, factor: float) -> FloatArray:
         """Per feature, the roughness above which a window is anomalous: ``factor`` x the
         largest; inf where the feature is not judged."""
+        return factor * self.references()
+
+    def references(self) -> FloatArray:
+        """Per feature, the roughness its windows' roughness is a ratio to: the largest of
+        training, a still feature's reference, or inf where the feature is not judged."""
         largest = np.asarray(self.largest, dtype=np.float64)
-        return np.where(largest > 0, factor * largest, np.inf)
+        still = np.asarray(self.still or (0.0,) * len(largest), dtype=np.float64)
+        return np.where(largest > 0, largest, np.where(still > 0, still, np.inf))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"largest_roughness": list(self.largest)}
+        return {"largest_roughness": list(self.largest), "still_roughness": list(self.still)}
 
     @classmethod
     def from_dict(cls, data: Any) -> NoiseStats:
@@ -107,4 +141,7 @@ class NoiseStats:
         largest = data.get("largest_roughness")
         if not isinstance(largest, list):
             raise ModelError("noise.largest_roughness must be a list")
-        return cls(largest=tuple(largest))
+        still = data.get("still_roughness", [])  # absent before still features were judged
+        if not isinstance(still, list):
+            raise ModelError("noise.still_roughness must be a list")
+        return cls(largest=tuple(largest), still=tuple(still))

@@ -16,9 +16,14 @@ from tests.fakes import FakeDetector
 class RoughDetector(FakeDetector):
     """The fake model (window 4, features x and y), with training's roughest windows."""
 
-    def __init__(self, largest: tuple[float, ...] | None, n_readings: int = 999) -> None:
+    def __init__(
+        self,
+        largest: tuple[float, ...] | None,
+        n_readings: int = 999,
+        still: tuple[float, ...] = (),
+    ) -> None:
         super().__init__()
-        self._stats = None if largest is None else NoiseStats(largest=largest)
+        self._stats = None if largest is None else NoiseStats(largest=largest, still=still)
         self._meta.training["n_readings"] = n_readings
 
     def noise_stats(self) -> NoiseStats | None:
@@ -100,3 +105,28 @@ def test_the_alert_reason_keeps_the_noisy_feature() -> None:
     assert (data["noise_feature"], data["noise_ratio"]) == ("vibration", 4.25)
     assert AlertReason.from_dict(data).noise == ("vibration", 4.25)
     assert AlertReason.from_dict(AlertReason(state, 1e-3, "abc").to_dict()).noise is None
+
+
+def test_a_still_channel_is_judged_against_its_floor() -> None:
+    """x never moved in most of its steps in training (roughness 0 in every window), y is
+    noisy: x is judged against its floor, so noise or chatter on it is anomalous while a
+    step of its own is not (issue #21)."""
+    detector = RoughDetector((0.0, 1.0), still=(1e-3, 0.0))
+    check = NoiseCheck(NoiseConfig(factor=2.0))
+    quiet = [0.0, 0.0, 0.0, 0.0]
+    hits = check.check(
+        detector,
+        windows(
+            ([0.3, 0.3, 0.9, 0.9], quiet),  # one step: median step 0
+            ([0.3, 0.3001, 0.3, 0.3001], quiet),  # 1e-4 jitter: under the floor's 2 x
+            ([0.3, 0.35, 0.3, 0.38], quiet),  # noise of 0.05: 50 x the floor
+            ([-1.0, 0.9, -1.0, 0.9], quiet),  # chatter between two levels
+        ),
+    )
+    assert hits[0] is None
+    assert hits[1] is None
+    assert hits[2] is not None
+    assert hits[2].feature == 0
+    assert hits[2].ratio == pytest.approx(50.0)
+    assert hits[3] is not None
+    assert hits[3].feature == 0

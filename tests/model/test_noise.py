@@ -56,3 +56,41 @@ def test_broken_statistics_are_refused(data: object) -> None:
         NoiseStats.from_dict(data)
     with pytest.raises(ModelError):
         NoiseStats.fit([], window=4)
+
+
+def test_a_channel_that_holds_levels_without_noise_is_still() -> None:
+    """Roughness 0 in every training window but not constant: a noise-free channel held at
+    levels between changes (spacecraft telemetry, a set point). Judged against a floor
+    above float noise, as a share of its level (issue #21)."""
+    rng = np.random.default_rng(0)
+    levels = np.repeat([-1.0, 0.3, 0.9, 250.0], 60)
+    noisy = rng.normal(0, 0.1, 240)
+    stats = NoiseStats.fit([np.column_stack([levels, noisy, np.full(240, 5.0)])], 32, skip=(2,))
+    assert stats.largest[0] == 0.0
+    assert stats.largest[1] > 0.0
+    # the median training value is 0.3 or 0.9: the floor is STILL x 1
+    assert stats.still == pytest.approx((1e-3, 0.0, 0.0))
+    assert stats.references()[0] == pytest.approx(1e-3)
+    assert stats.references()[1] == stats.largest[1]
+    assert np.isinf(stats.references()[2]), "constant: the constant check's"
+    big = NoiseStats.fit([np.column_stack([levels + 1000.0])], 32)
+    assert big.still[0] == pytest.approx(1e-3 * np.median(levels + 1000.0))
+    data = json.loads(json.dumps(stats.to_dict()))
+    assert NoiseStats.from_dict(data) == stats
+    # a model saved before still channels were judged has none
+    old = NoiseStats.from_dict({"largest_roughness": [0.0, 0.5]})
+    assert old.still == ()
+    assert np.isinf(old.references()[0])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"largest_roughness": [0.0], "still_roughness": "x"},
+        {"largest_roughness": [0.0], "still_roughness": [-1.0]},
+        {"largest_roughness": [0.0, 1.0], "still_roughness": [1e-3]},
+    ],
+)
+def test_broken_still_references_are_refused(data: object) -> None:
+    with pytest.raises(ModelError, match="still_roughness"):
+        NoiseStats.from_dict(data)
