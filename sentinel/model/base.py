@@ -355,6 +355,12 @@ class Detector(ABC):
         (``sentinel.judge.constants``) judges those by any departure. None by default."""
         return {}
 
+    def stepped_indices(self) -> tuple[int, ...]:
+        """The features the detector reads as inputs but leaves out of its score because
+        they hold their value between steps nothing announces (set points, commands;
+        ``sentinel.model.train.stepped_features``). None by default."""
+        return ()
+
     @classmethod
     @abstractmethod
     def train(

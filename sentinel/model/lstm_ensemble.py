@@ -180,6 +180,9 @@ class LstmEnsembleDetector(Detector):
     def constant_values(self) -> dict[int, float]:
         return self._forecaster.constant_values()
 
+    def stepped_indices(self) -> tuple[int, ...]:
+        return self._forecaster.stepped_indices()
+
     def run_stats(self) -> RunStats | None:
         """The members' longest runs of identical readings, the same for both (one
         training run): the stuck check judges the ensemble as either."""

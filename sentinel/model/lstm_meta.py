@@ -374,6 +374,11 @@ class LstmMetaChecks:
         """Feature index -> value, for the features constant in the training data."""
         return self._meta.constant_values()
 
+    def stepped_indices(self) -> tuple[int, ...]:
+        """The stepped features' indices (``LstmMeta.stepped_features``)."""
+        meta = self._meta
+        return tuple(meta.features.index(name) for name in meta.stepped_features)
+
     def levels(self, windows: np.ndarray) -> Float64Array | None:
         """See ``LstmMeta.level_z``."""
         return self._meta.level_z(windows)

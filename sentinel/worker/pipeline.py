@@ -752,22 +752,19 @@ class Pipeline:
         over = [i for i, v in enumerate(verdicts) if v.is_anomaly and v.score.value > v.threshold]
         ratios = detector.step_ratios(stacked[over]) if over else None
         by_window = dict(zip(over, ratios, strict=True)) if ratios is not None else {}
+        stepped = list(detector.stepped_indices()) if by_window else []
         out = []
         for i, v in enumerate(verdicts):
             if v.is_anomaly:
                 first, last = evidence(v, by_window.get(i))
-                fit = fits[i]
-                joint = (
-                    first == last
-                    and i in by_window
-                    and fit is not None
-                    and _by_score_alone(v)
-                    and fit.moved_together(
-                        stacked[i],
-                        _index_of(v.score.window, first),
-                        score_feature(by_window[i]),
+                joint = False
+                if first == last and i in by_window and _by_score_alone(v):
+                    at = _index_of(v.score.window, first)
+                    fit = fits[i]
+                    joint = _commanded(stacked[i], at, stepped) or (
+                        fit is not None
+                        and fit.moved_together(stacked[i], at, score_feature(by_window[i]))
                     )
-                )
                 v = replace(v, evidence=(first, last), joint=joint)
             out.append(v)
         return out
@@ -1123,6 +1120,18 @@ def _by_score_alone(verdict: Verdict) -> bool:
         and verdict.noise is None
         and verdict.relation is None
     )
+
+
+def _commanded(readings: np.ndarray, at: int, stepped: Sequence[int]) -> bool:
+    """Whether one of the ``stepped`` inputs (a command, a set point: read by the model,
+    left out of its score) changed at reading ``at`` of a window's ``readings`` (T, F):
+    a channel that steps when it is commanded steps at the command's reading, which nothing
+    before it announces (issue #21: spacecraft telemetry held at the levels its one-reading
+    command pulses set alerted at every command, ``simulators.synthetic.stepped_telemetry``)."""
+    if at < 1 or not stepped:
+        return False
+    now, before = readings[at, stepped], readings[at - 1, stepped]
+    return bool(np.any(now != before))
 
 
 def _index_of(window: Window, ts: float) -> int:

@@ -1,0 +1,88 @@
+"""Spacecraft-like telemetry (issue #21), end to end: a real forecaster -- the default
+detector -- trained on a noise-free channel held at the levels its one-reading command
+pulses set (``simulators.synthetic.stepped_telemetry``), then the pipeline judging the rest
+of the series, where the channel chatters between two levels once and gains noise once.
+
+Every channel there is stepped. Before: all stayed in the score, the command pulses set its
+tail and neither anomaly alerted; with the pulses out of it, every commanded step alerted
+instead; and the noise check did not judge a channel whose training never moved in most of
+its steps. Now: the commands are inputs only, a step at a command's reading opens nothing,
+the channel is judged against a floor for noise, and the two anomalies are the alerts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sentinel.config import SentinelConfig
+from sentinel.judge.alerts import alert_checks
+from sentinel.model import LstmForecastDetector, TrainOptions
+from sentinel.records import Delivery, Reading
+from simulators.synthetic import stepped_telemetry
+from tests.fakes import Harness
+from tests.worker.helpers import opened
+
+pytestmark = pytest.mark.slow  # trains a real model (once, in the module's fixture)
+
+SERIES = stepped_telemetry(seed=4, quick=True)
+FEATURES = list(SERIES.features)
+VALUES = np.asarray(SERIES.values, dtype=np.float32)
+_EDGES = np.flatnonzero(np.diff(np.r_[0, np.asarray(SERIES.labels, dtype=int), 0])).reshape(-1, 2)
+CHATTER, NOISY = (range(int(a), int(b)) for a, b in _EDGES)
+
+
+def config() -> SentinelConfig:
+    return SentinelConfig.model_validate(
+        {
+            "streams": [{"name": "sat", "topic": "s/{device}", "features": FEATURES}],
+            "windows": {"length": 32, "hop": 4, "max_gap": 100},
+            "model": {"hidden_size": 16, "epochs": 8, "train_stride": 2, "seed": 1},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def detector() -> LstmForecastDetector:
+    cfg = config()
+    options = TrainOptions("sat", tuple(FEATURES), cfg.windows.length, cfg.model)
+    trained = LstmForecastDetector.train(
+        [VALUES[: SERIES.train_rows]], options, device=torch.device("cpu")
+    )
+    assert isinstance(trained, LstmForecastDetector)
+    return trained
+
+
+def test_the_commands_are_inputs_and_the_channel_is_still(
+    detector: LstmForecastDetector,
+) -> None:
+    assert detector.meta.stepped_features == ("cmd_a", "cmd_b", "cmd_c", "cmd_d")
+    assert detector.stepped_indices() == (1, 2, 3, 4)
+    stats = detector.noise_stats()
+    assert stats is not None
+    assert stats.largest[0] == 0.0, "noise-free levels: every window's median step is 0"
+    assert stats.still[0] == pytest.approx(1e-3)  # |median level| <= 1: the floor is 1e-3
+
+
+def test_the_anomalies_alert_and_the_commanded_steps_do_not(
+    detector: LstmForecastDetector,
+) -> None:
+    h = Harness({"sat": detector}, config())
+    readings = [
+        Reading("sat", "d1", float(t), tuple(float(v) for v in row))
+        for t, row in enumerate(VALUES)
+    ]
+    for i in range(0, len(readings), 64):  # synchronously, in passes of 64 readings
+        batch = tuple(readings[i : i + 64])
+        h.batches.append(h.pipeline.process([Delivery("s/d1", batch, (), None, batch[-1].ts)]))
+    alerts = opened(h.alerts)
+    found = [(a.started_at, alert_checks(a)) for a in alerts]
+    live = [a for a in alerts if a.started_at >= SERIES.train_rows]
+    chatter = [a for a in live if CHATTER.start <= a.started_at < CHATTER.stop]
+    noisy = [a for a in live if NOISY.start <= a.started_at < NOISY.stop]
+    assert chatter, found
+    assert noisy, found
+    assert any("noise:telemetry" in alert_checks(a) for a in noisy), found
+    steps = int((np.diff(VALUES[SERIES.train_rows :, 1:], axis=0) > 0).sum())
+    assert steps > 20, "the live part holds many commanded steps"
+    assert len(live) == len(chatter) + len(noisy), found
