@@ -294,9 +294,9 @@ class Verdict:
     # which the device's channels took together: at least two features its relations
     # judge jumped into it and none of their residuals did
     # (sentinel.judge.relations.Relations.moved_together), as at a pump's load step; or at
-    # which one of the detector's stepped inputs changed (a command, a set point:
-    # Detector.stepped_indices), as a commanded channel steps. Such windows open no alert
-    # by themselves (sentinel.judge.alerts).
+    # which one of the detector's commanding inputs changed (a command whose channel moved
+    # at its reading in training: Detector.command_indices). Such windows open no alert by
+    # themselves (sentinel.judge.alerts).
     joint: bool = False
 
 

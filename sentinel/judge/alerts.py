@@ -26,11 +26,11 @@ step is (25 of the simulated fleet's 54 false alerts; docs/BENCHMARKS.md, "A joi
 opens nothing"). One channel jumping alone leaves its relation and still alerts; so does a
 univariate stream's step -- a set point, a level shift -- which has no relations to vouch
 for it; and a fault that goes on after its first reading gives evidence beyond it.
-Likewise a *commanded* step: where that one reading is one at which a stepped input of the
-model changed (a command pulse, a set point step: ``Detector.stepped_indices``), the
-channel the forecaster missed stepped at the command's reading, which nothing before it
-announced (spacecraft telemetry held at the levels its commands set; ``Verdict.joint``
-covers both).
+Likewise a *commanded* step: where that one reading is one at which a commanding input of
+the model changed (a command whose channel moved at its reading in training:
+``Detector.command_indices``), the channel the forecaster missed stepped at the command's
+reading, which nothing before it announced (spacecraft telemetry held at the levels its
+commands set; ``Verdict.joint`` covers both).
 
 Severity is cut from each window's exceedance probability (``Verdict.exceedance``):
 ``critical`` at or below ``severity_critical``, ``warning`` at or below

@@ -355,10 +355,11 @@ class Detector(ABC):
         (``sentinel.judge.constants``) judges those by any departure. None by default."""
         return {}
 
-    def stepped_indices(self) -> tuple[int, ...]:
-        """The features the detector reads as inputs but leaves out of its score because
-        they hold their value between steps nothing announces (set points, commands;
-        ``sentinel.model.train.stepped_features``). None by default."""
+    def command_indices(self) -> tuple[int, ...]:
+        """The features the detector reads as inputs, leaves out of its score, and found
+        in training to change at the very reading at which a scored channel stepped
+        (commands whose channel moves at their reading;
+        ``sentinel.model.train.commanding_features``). None by default."""
         return ()
 
     @classmethod

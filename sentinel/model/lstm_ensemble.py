@@ -180,8 +180,8 @@ class LstmEnsembleDetector(Detector):
     def constant_values(self) -> dict[int, float]:
         return self._forecaster.constant_values()
 
-    def stepped_indices(self) -> tuple[int, ...]:
-        return self._forecaster.stepped_indices()
+    def command_indices(self) -> tuple[int, ...]:
+        return self._forecaster.command_indices()
 
     def run_stats(self) -> RunStats | None:
         """The members' longest runs of identical readings, the same for both (one

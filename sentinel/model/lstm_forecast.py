@@ -298,6 +298,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             interval=options.interval,
             constant_features=prepared.constants,
             stepped_features=prepared.stepped,
+            commanding_features=prepared.commanding,
             residual_coupling=coupling,
         )
         log.info(

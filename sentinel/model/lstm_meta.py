@@ -90,6 +90,9 @@ class LstmMeta(DetectorMeta):
     # (set points, commands; ``sentinel.model.train.stepped_features``): an input like any
     # other, but no part of the score -- their one-step error is zero or an unannounced step.
     stepped_features: tuple[str, ...] = ()
+    # Of them, those whose changes came with a scored channel's step in training (commands
+    # whose channel moves at their reading; ``sentinel.model.train.commanding_features``)
+    commanding_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -126,6 +129,9 @@ class LstmMeta(DetectorMeta):
         unknown = set(self.stepped_features) - set(self.features)
         if unknown:
             raise ModelError(f"stepped_features {sorted(unknown)} are not among the features")
+        unknown = set(self.commanding_features) - set(self.stepped_features)
+        if unknown:
+            raise ModelError(f"commanding_features {sorted(unknown)} are not stepped features")
 
     @property
     def relative_indices(self) -> tuple[int, ...]:
@@ -164,6 +170,7 @@ class LstmMeta(DetectorMeta):
             "score_steps": self.score_steps,
             "constant_features": dict(self.constant_features),
             "stepped_features": list(self.stepped_features),
+            "commanding_features": list(self.commanding_features),
         }
         if self.levels is not None:
             data["levels"] = self.levels.to_dict()
@@ -209,6 +216,11 @@ class LstmMeta(DetectorMeta):
             "stepped_features": tuple(
                 string(v, "stepped_features")
                 for v in as_list(obj, "stepped_features", "stepped_features")
+            ),
+            # Optional: models saved before it existed let every step of theirs alert.
+            "commanding_features": tuple(
+                string(v, "commanding_features")
+                for v in as_list(obj, "commanding_features", "commanding_features")
             ),
         }
 
@@ -374,10 +386,10 @@ class LstmMetaChecks:
         """Feature index -> value, for the features constant in the training data."""
         return self._meta.constant_values()
 
-    def stepped_indices(self) -> tuple[int, ...]:
-        """The stepped features' indices (``LstmMeta.stepped_features``)."""
+    def command_indices(self) -> tuple[int, ...]:
+        """The commanding features' indices (``LstmMeta.commanding_features``)."""
         meta = self._meta
-        return tuple(meta.features.index(name) for name in meta.stepped_features)
+        return tuple(meta.features.index(name) for name in meta.commanding_features)
 
     def levels(self, windows: np.ndarray) -> Float64Array | None:
         """See ``LstmMeta.level_z``."""

@@ -43,6 +43,7 @@ __all__ = [
     "PATIENCE",
     "FitResult",
     "TrainingData",
+    "commanding_features",
     "constant_features",
     "fit_autoencoder",
     "fit_module",
@@ -142,6 +143,45 @@ def stepped_features(
     return stepped
 
 
+_COMMAND_SHARE = 0.4  # of a stepped input's changes, that came with a scored channel's step
+_STEP_DEVIATIONS = 4.0  # a scored channel's step: its change beyond this many robust sds
+
+
+def commanding_features(
+    segments: Sequence[np.ndarray],
+    features: Sequence[str],
+    stepped: Sequence[str],
+    constants: Container[str] = (),
+) -> tuple[str, ...]:
+    """The stepped features whose changes came, in training, with a step of a scored
+    channel at the same reading: commands whose channel moves at the command's reading.
+    Nothing before such a step announces it, so the forecaster misses it however well it
+    learnt the command; the pipeline lets such a step open no alert by itself
+    (``sentinel.worker.pipeline``, ``Verdict.joint``). A scored channel steps where it
+    changes by more than ``_STEP_DEVIATIONS`` robust deviations of its reading-to-reading
+    changes (any change, for a channel that does not move between steps); a stepped
+    feature commands when at least ``_COMMAND_SHARE`` of its changes came with one (a
+    pulse's return is a change too, so a pulse train that moves its channel at every pulse
+    is at a half). Learnt from training only: a command that moves nothing, or only later,
+    is not one, and a fault that happens to come with it still alerts."""
+    scored = [i for i, n in enumerate(features) if n not in stepped and n not in constants]
+    inputs = [features.index(n) for n in stepped]
+    diffs = [np.diff(np.asarray(x, dtype=np.float64), axis=0) for x in segments if len(x) > 1]
+    if not scored or not inputs or not diffs:
+        return ()
+    change = np.concatenate(diffs)
+    moves = np.abs(change[:, scored])
+    limit = _STEP_DEVIATIONS * 1.4826 * np.nanmedian(moves, axis=0)
+    steps = (moves > limit).any(axis=1)
+    out = []
+    for i in inputs:
+        changed = change[:, i] != 0
+        count = int(changed.sum())
+        if count and int((changed & steps).sum()) >= _COMMAND_SHARE * count:
+            out.append(features[i])
+    return tuple(out)
+
+
 _PULSE_READINGS = 2  # an excursion this short from a channel's usual value is a pulse
 _PULSE_SHARE = 0.8  # of a channel's excursions, that are pulses: a pulse channel
 
@@ -226,6 +266,8 @@ class TrainingData:
     # Features that hold their value for longer than a window between changes: read by the
     # model, left out of its score (``stepped_features``)
     stepped: tuple[str, ...]
+    # Of them, those whose changes came with a scored channel's step (``commanding_features``)
+    commanding: tuple[str, ...]
     scaler: Scaler
     levels: LevelStats
     # Longest run of identical raw readings per feature (sentinel.model.stuck)
@@ -311,6 +353,7 @@ def prepare_training(
             hint="it holds its value between steps nothing announces (a set point, a "
             "command): the model reads it but leaves it out of its score",
         )
+    commanding = commanding_features(segments, features, stepped, constants)
     relative = _with_drifting(segments, options, constants)
     rel_idx = [features.index(name) for name in relative]
     scaler = _fit_scaler(rows, segments, window, rel_idx)
@@ -345,6 +388,7 @@ def prepare_training(
         n_windows=len(starts),
         constants=constants,
         stepped=stepped,
+        commanding=commanding,
         scaler=scaler,
         levels=levels,
         stuck=stuck,
@@ -559,6 +603,7 @@ def fit_autoencoder(
         interval=options.interval,
         constant_features=prepared.constants,
         stepped_features=prepared.stepped,
+        commanding_features=prepared.commanding,
     )
     log.info(
         "training_finished",

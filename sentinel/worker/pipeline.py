@@ -752,7 +752,7 @@ class Pipeline:
         over = [i for i, v in enumerate(verdicts) if v.is_anomaly and v.score.value > v.threshold]
         ratios = detector.step_ratios(stacked[over]) if over else None
         by_window = dict(zip(over, ratios, strict=True)) if ratios is not None else {}
-        stepped = list(detector.stepped_indices()) if by_window else []
+        commands = list(detector.command_indices()) if by_window else []
         out = []
         for i, v in enumerate(verdicts):
             if v.is_anomaly:
@@ -761,7 +761,7 @@ class Pipeline:
                 if first == last and i in by_window and _by_score_alone(v):
                     at = _index_of(v.score.window, first)
                     fit = fits[i]
-                    joint = _commanded(stacked[i], at, stepped) or (
+                    joint = _commanded(stacked[i], at, commands) or (
                         fit is not None
                         and fit.moved_together(stacked[i], at, score_feature(by_window[i]))
                     )
@@ -1122,15 +1122,16 @@ def _by_score_alone(verdict: Verdict) -> bool:
     )
 
 
-def _commanded(readings: np.ndarray, at: int, stepped: Sequence[int]) -> bool:
-    """Whether one of the ``stepped`` inputs (a command, a set point: read by the model,
-    left out of its score) changed at reading ``at`` of a window's ``readings`` (T, F):
-    a channel that steps when it is commanded steps at the command's reading, which nothing
-    before it announces (issue #21: spacecraft telemetry held at the levels its one-reading
-    command pulses set alerted at every command, ``simulators.synthetic.stepped_telemetry``)."""
-    if at < 1 or not stepped:
+def _commanded(readings: np.ndarray, at: int, commands: Sequence[int]) -> bool:
+    """Whether one of the ``commands`` (inputs whose changes came with a scored channel's
+    step in training: ``Detector.command_indices``) changed at reading ``at`` of a window's
+    ``readings`` (T, F): a channel that moves when it is commanded moves at the command's
+    reading, which nothing before it announces (issue #21: spacecraft telemetry held at
+    the levels its one-reading command pulses set alerted at every command,
+    ``simulators.synthetic.stepped_telemetry``)."""
+    if at < 1 or not commands:
         return False
-    now, before = readings[at, stepped], readings[at - 1, stepped]
+    now, before = readings[at, commands], readings[at - 1, commands]
     return bool(np.any(now != before))
 
 

@@ -19,7 +19,7 @@ from sentinel.model import (
     training_options,
 )
 from sentinel.model.base import ProgressFn
-from sentinel.model.train import MIN_WINDOWS, PATIENCE, _window_starts
+from sentinel.model.train import MIN_WINDOWS, PATIENCE, _window_starts, commanding_features
 
 FEATURES = ("flow", "pressure", "phase", "power")
 WINDOW = 16
@@ -510,3 +510,24 @@ def test_when_every_channel_is_stepped_the_pulses_leave_the_score() -> None:
     for at in range(100, 600, 100):
         held[at : at + 10, at // 100 % 3] = 1.0  # held 10 readings: a mode, not a pulse
     assert stepped_features([np.column_stack([telemetry, held])], names, 32) == ()
+
+
+def test_commanding_features_are_the_inputs_whose_changes_came_with_a_step() -> None:
+    """A command whose channel moves at the command's reading is one; a command that moves
+    nothing, or a channel that only drifts, is not (issue #21, commanded steps)."""
+    rng = np.random.default_rng(3)
+    n = 600
+    telemetry = np.repeat([-1.0, 0.3, 0.9, 0.3, -1.0, 0.9], 100)
+    moving = np.zeros(n)  # pulses at every telemetry step
+    idle = np.zeros(n)  # pulses that move nothing
+    for at in range(100, n, 100):
+        moving[at] = 1.0
+        idle[at - 50] = 1.0
+    noisy = rng.normal(0.0, 1.0, n)  # a scored channel whose changes are all noise
+    rows = np.column_stack([telemetry, moving, idle, noisy])
+    names = ("telemetry", "moving", "idle", "noisy")
+    stepped = ("moving", "idle")
+    assert commanding_features([rows], names, stepped) == ("moving",)
+    # the same pulses beside noise alone: nothing steps with them
+    assert commanding_features([rows[:, 1:]], names[1:], stepped) == ()
+    assert commanding_features([rows], names, ()) == ()

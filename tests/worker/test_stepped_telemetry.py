@@ -11,13 +11,18 @@ the channel is judged against a floor for noise, and the two anomalies are the a
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from sentinel.config import SentinelConfig
+from sentinel.errors import ModelError
 from sentinel.judge.alerts import alert_checks
-from sentinel.model import LstmForecastDetector, TrainOptions
+from sentinel.model import LstmForecastDetector, TrainOptions, load_detector
+from sentinel.model.lstm_meta import LstmForecastMeta
 from sentinel.records import Delivery, Reading
 from simulators.synthetic import stepped_telemetry
 from tests.fakes import Harness
@@ -54,10 +59,21 @@ def detector() -> LstmForecastDetector:
 
 
 def test_the_commands_are_inputs_and_the_channel_is_still(
-    detector: LstmForecastDetector,
+    detector: LstmForecastDetector, tmp_path: Path
 ) -> None:
     assert detector.meta.stepped_features == ("cmd_a", "cmd_b", "cmd_c", "cmd_d")
-    assert detector.stepped_indices() == (1, 2, 3, 4)
+    # each command moved the channel at its reading in training
+    assert detector.meta.commanding_features == ("cmd_a", "cmd_b", "cmd_c", "cmd_d")
+    assert detector.command_indices() == (1, 2, 3, 4)
+    detector.save(tmp_path)
+    loaded = load_detector(tmp_path, torch.device("cpu"))
+    assert loaded.command_indices() == (1, 2, 3, 4)
+    data = detector.meta.to_dict()
+    del data["commanding_features"]  # a model saved before commands were learnt
+    assert LstmForecastMeta.from_json(json.dumps(data)).commanding_features == ()
+    data["commanding_features"] = ["telemetry"]
+    with pytest.raises(ModelError, match="commanding_features"):
+        LstmForecastMeta.from_json(json.dumps(data))
     stats = detector.noise_stats()
     assert stats is not None
     assert stats.largest[0] == 0.0, "noise-free levels: every window's median step is 0"
@@ -69,8 +85,7 @@ def test_the_anomalies_alert_and_the_commanded_steps_do_not(
 ) -> None:
     h = Harness({"sat": detector}, config())
     readings = [
-        Reading("sat", "d1", float(t), tuple(float(v) for v in row))
-        for t, row in enumerate(VALUES)
+        Reading("sat", "d1", float(t), tuple(float(v) for v in row)) for t, row in enumerate(VALUES)
     ]
     for i in range(0, len(readings), 64):  # synchronously, in passes of 64 readings
         batch = tuple(readings[i : i + 64])
