@@ -184,16 +184,23 @@ def flagged_pulses(hits: list[ConstantHit | None], pulses: list[int]) -> list[in
     return sorted(held)
 
 
+def pulsed(excursion: list[float], times: int) -> tuple[list[float], list[int]]:
+    """A flag at its training value 0 that goes on ``excursion`` ``times`` times, 20
+    readings apart; and where each excursion starts."""
+    flag = [0.0] * 30
+    pulses = []
+    for _ in range(times):
+        pulses.append(len(flag))
+        flag += excursion + [0.0] * 20
+    return flag, pulses
+
+
 def test_a_pulse_that_recurs_is_accepted_after_accept_returns_excursions() -> None:
     """A command sent as a one-reading pulse, never in training (issue #21: spacecraft
     telemetry's command channels): its first ``accept_returns`` pulses alert, whatever
     their readings' alignment with the windows, and none after."""
     check = ConstantCheck(ConstantsConfig(relearn_after=6, accept_returns=2), HOP)
-    flag = [0.0] * 30
-    pulses = []
-    for _ in range(5):
-        pulses.append(len(flag))
-        flag += [1.0] + [0.0] * 20
+    flag, pulses = pulsed([1.0], 5)
     hits = run(check, flag)
     assert flagged_pulses(hits, pulses) == pulses[:2]
     (event,) = check.drain_events()
@@ -212,11 +219,7 @@ def test_a_held_value_is_learnt_with_no_returns_counted() -> None:
 
 def test_with_accept_returns_0_every_pulse_alerts() -> None:
     check = ConstantCheck(ConstantsConfig(relearn_after=6, accept_returns=0), HOP)
-    flag = [0.0] * 30
-    pulses = []
-    for _ in range(5):
-        pulses.append(len(flag))
-        flag += [1.0] + [0.0] * 20
+    flag, pulses = pulsed([1.0], 5)
     assert flagged_pulses(run(check, flag), pulses) == pulses
     assert check.drain_events() == []
 
@@ -231,11 +234,7 @@ def test_with_accept_returns_0_every_pulse_alerts() -> None:
 )
 def test_excursions_that_are_not_one_value_are_not_counted(excursion: list[float]) -> None:
     check = ConstantCheck(ConstantsConfig(relearn_after=6, accept_returns=1), HOP)
-    flag = [0.0] * 30
-    pulses = []
-    for _ in range(4):
-        pulses.append(len(flag))
-        flag += excursion + [0.0] * 20
+    flag, pulses = pulsed(excursion, 4)
     assert flagged_pulses(run(check, flag), pulses) == pulses
     assert check.drain_events() == []
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
+from sentinel.config import SentinelConfig
+from sentinel.model import LstmForecastDetector, TrainOptions
 from sentinel.records import Alert, Delivery, Reading
 
-__all__ = ["deliveries", "opened"]
+__all__ = ["deliveries", "opened", "trained_forecaster"]
 
 
 def deliveries(values: np.ndarray) -> list[Delivery]:
@@ -32,3 +35,13 @@ def opened(alerts: list[Alert]) -> list[Alert]:
     for alert in alerts:
         first.setdefault(alert.uid, alert)
     return list(first.values())
+
+
+def trained_forecaster(config: SentinelConfig, rows: np.ndarray) -> LstmForecastDetector:
+    """A forecaster trained on the CPU on ``rows`` (T, F) as one segment, for the config's
+    first stream (its features, window and model settings)."""
+    stream = config.streams[0]
+    options = TrainOptions(stream.name, stream.feature_names, config.windows.length, config.model)
+    trained = LstmForecastDetector.train([rows], options, device=torch.device("cpu"))
+    assert isinstance(trained, LstmForecastDetector)
+    return trained

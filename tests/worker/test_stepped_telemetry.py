@@ -21,12 +21,12 @@ import torch
 from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.judge.alerts import alert_checks
-from sentinel.model import LstmForecastDetector, TrainOptions, load_detector
+from sentinel.model import LstmForecastDetector, load_detector
 from sentinel.model.lstm_meta import LstmForecastMeta
 from sentinel.records import Delivery, Reading
 from simulators.synthetic import stepped_telemetry
 from tests.fakes import Harness
-from tests.worker.helpers import opened
+from tests.worker.helpers import opened, trained_forecaster
 
 pytestmark = pytest.mark.slow  # trains a real model (once, in the module's fixture)
 
@@ -49,13 +49,7 @@ def config() -> SentinelConfig:
 
 @pytest.fixture(scope="module")
 def detector() -> LstmForecastDetector:
-    cfg = config()
-    options = TrainOptions("sat", tuple(FEATURES), cfg.windows.length, cfg.model)
-    trained = LstmForecastDetector.train(
-        [VALUES[: SERIES.train_rows]], options, device=torch.device("cpu")
-    )
-    assert isinstance(trained, LstmForecastDetector)
-    return trained
+    return trained_forecaster(config(), VALUES[: SERIES.train_rows])
 
 
 def test_the_commands_are_inputs_and_the_channel_is_still(
