@@ -1056,9 +1056,10 @@ class NoiseConfig(Section):
         "tail, the score alone misses it; a step or a spike moves the median of a window's "
         "differences not at all. A feature whose roughness was 0 in every training window "
         "(a set point, a counter, a command, a noise-free channel held at levels) is judged "
-        "against a floor of 0.001 x max(1, |its median training value|) instead; features "
-        "constant in training are not judged, nor is a model saved before this check "
-        "existed.",
+        "against a floor of 0.001 x max(1, |its median training value|) instead, while it "
+        "moves by less than half of its median training step (noise or a drift, not its own "
+        "steps coming more often); features constant in training are not judged, nor is a "
+        "model saved before this check existed.",
     )
     factor: float = Field(
         default=2.0,

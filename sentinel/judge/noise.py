@@ -44,6 +44,8 @@ class NoiseCheck:
         ratio = np.where(
             judged, np.nan_to_num(rough, nan=0.0) / np.where(judged, reference, 1.0), 0.0
         )
+        # a still channel moving by its own steps, only more often, is not noise
+        ratio = np.where(rough < stats.ceilings(), ratio, 0.0)
         worst = ratio.argmax(axis=1)
         peak = ratio[np.arange(count), worst]
         n = detector.meta.training.get("n_readings", 0)

@@ -19,9 +19,14 @@ coarsely that most readings repeat -- is *still*: no ratio to its roughest windo
 anything, so it is judged against ``STILL`` x max(1, |its median training value|)
 instead (``NoiseStats.still``), a floor above float noise. Such a channel moves in fewer
 than half of its steps in every window; one that moves in most of them, by more than that,
-has become noisy or begun to chatter, which its history never did (issue #21: a spacecraft
+has become noisy or begun to drift, which its history never did (issue #21: a spacecraft
 channel held at its commanded level gained noise the score could not see, the steps of its
-commands setting the score's tail). Constant features are the constant check's.
+commands setting the score's tail). Only movement *finer than its own steps* counts: a
+window's roughness of a still channel is judged while it is below ``STILL_STEP`` of the
+median of the channel's non-zero training steps (``NoiseStats.still_steps``). A quantised
+sensor (a temperature in whole degrees) that changes more often than training showed still
+moves by its own steps and is not judged; noise or a drift on a channel that only ever
+moved in steps moves by less. Constant features are the constant check's.
 ``sentinel.judge.noise`` judges each window against ``[noise] factor`` times the largest
 (or the still reference); ``benchmarks/noise_probe.py`` measured the statistic on the
 fleet, the synthetic suite and SKAB before it was built (docs/BENCHMARKS.md, "A noise
@@ -50,6 +55,9 @@ _CHUNK = 4096  # windows whose roughness is taken at once in ``NoiseStats.fit`` 
 # far above float noise (the constant check's tolerance is 1e-4), far below any noise or
 # chatter an operator would call one.
 STILL = 1e-3
+# A still feature's roughness is judged only below this share of its median non-zero training
+# step: movement finer than its own steps (noise, a drift), not steps that come more often.
+STILL_STEP = 0.5
 
 
 def roughness(windows: np.ndarray) -> FloatArray:
@@ -66,13 +74,21 @@ class NoiseStats:
     """Per feature: the largest roughness (``roughness``) of any training window, raw
     units; 0 marks a feature that is not judged by it. ``still``: per feature, the
     reference roughness of a still one (0 in every training window; module docstring),
-    0 for the others; empty in a model saved before still features were judged."""
+    0 for the others; empty in a model saved before still features were judged.
+    ``still_steps``: per still feature, the median of its non-zero training steps (0 for
+    the others); a still feature is judged only while a window's roughness is below
+    ``STILL_STEP`` of it."""
 
     largest: tuple[float, ...]
     still: tuple[float, ...] = ()
+    still_steps: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        for name, values in (("largest_roughness", self.largest), ("still_roughness", self.still)):
+        for name, values in (
+            ("largest_roughness", self.largest),
+            ("still_roughness", self.still),
+            ("still_steps", self.still_steps),
+        ):
             for value in values:
                 if (
                     isinstance(value, bool)
@@ -83,6 +99,8 @@ class NoiseStats:
                     raise ModelError(f"noise.{name} must hold finite numbers >= 0")
         if self.still and len(self.still) != len(self.largest):
             raise ModelError("noise.still_roughness must have one value per feature")
+        if len(self.still_steps) != len(self.still):
+            raise ModelError("noise.still_steps must have one value per still_roughness")
 
     @classmethod
     def fit(
@@ -109,15 +127,22 @@ class NoiseStats:
                 largest = np.maximum(largest, medians.max(axis=0))
         largest[list(skip)] = 0.0
         still = np.zeros_like(largest)
+        steps = np.zeros_like(largest)
         if windows:
-            moving = np.zeros(len(largest), dtype=bool)  # any change at all in training
-            for values in arrays:
-                moving |= (np.abs(np.diff(values, axis=0)) > 0).any(axis=0)
+            moves = np.abs(np.concatenate([np.diff(v, axis=0) for v in arrays if len(v) > 1]))
+            moved = np.where(moves > 0, moves, np.nan)  # NaN: no step (or a NaN reading)
+            moving = np.isfinite(moved).any(axis=0)  # any change at all in training
             level = np.nanmedian(np.concatenate(arrays), axis=0)
             flat = (largest == 0) & moving & np.isfinite(level)
             flat[list(skip)] = False
             still = np.where(flat, STILL * np.maximum(1.0, np.abs(np.nan_to_num(level))), 0.0)
-        return cls(largest=tuple(float(v) for v in largest), still=tuple(float(v) for v in still))
+            typical = np.nanmedian(moved[:, flat], axis=0) if flat.any() else np.zeros(0)
+            steps[flat] = typical
+        return cls(
+            largest=tuple(float(v) for v in largest),
+            still=tuple(float(v) for v in still),
+            still_steps=tuple(float(v) for v in steps),
+        )
 
     def limits(self, factor: float) -> FloatArray:
         """Per feature, the roughness above which a window is anomalous: ``factor`` x the
@@ -131,8 +156,23 @@ class NoiseStats:
         still = np.asarray(self.still or (0.0,) * len(largest), dtype=np.float64)
         return np.where(largest > 0, largest, np.where(still > 0, still, np.inf))
 
+    def ceilings(self) -> FloatArray:
+        """Per feature, the roughness from which a window is no longer judged: a still
+        feature's ``STILL_STEP`` x its median step (it moves by its own steps), inf for
+        the others."""
+        n = len(self.largest)
+        still = np.asarray(self.still or (0.0,) * n, dtype=np.float64)
+        steps = np.asarray(self.still_steps or (0.0,) * n, dtype=np.float64)
+        largest = np.asarray(self.largest, dtype=np.float64)
+        judged = (largest == 0) & (still > 0)
+        return np.where(judged, STILL_STEP * steps, np.inf)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"largest_roughness": list(self.largest), "still_roughness": list(self.still)}
+        return {
+            "largest_roughness": list(self.largest),
+            "still_roughness": list(self.still),
+            "still_steps": list(self.still_steps),
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> NoiseStats:
@@ -144,4 +184,7 @@ class NoiseStats:
         still = data.get("still_roughness", [])  # absent before still features were judged
         if not isinstance(still, list):
             raise ModelError("noise.still_roughness must be a list")
-        return cls(largest=tuple(largest), still=tuple(still))
+        steps = data.get("still_steps", [])
+        if not isinstance(steps, list):
+            raise ModelError("noise.still_steps must be a list")
+        return cls(largest=tuple(largest), still=tuple(still), still_steps=tuple(steps))

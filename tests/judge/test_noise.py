@@ -21,9 +21,14 @@ class RoughDetector(FakeDetector):
         largest: tuple[float, ...] | None,
         n_readings: int = 999,
         still: tuple[float, ...] = (),
+        still_steps: tuple[float, ...] = (),
     ) -> None:
         super().__init__()
-        self._stats = None if largest is None else NoiseStats(largest=largest, still=still)
+        self._stats = (
+            None
+            if largest is None
+            else NoiseStats(largest=largest, still=still, still_steps=still_steps)
+        )
         self._meta.training["n_readings"] = n_readings
 
     def noise_stats(self) -> NoiseStats | None:
@@ -108,10 +113,11 @@ def test_the_alert_reason_keeps_the_noisy_feature() -> None:
 
 
 def test_a_still_channel_is_judged_against_its_floor() -> None:
-    """x never moved in most of its steps in training (roughness 0 in every window), y is
-    noisy: x is judged against its floor, so noise or chatter on it is anomalous while a
-    step of its own is not (issue #21)."""
-    detector = RoughDetector((0.0, 1.0), still=(1e-3, 0.0))
+    """x never moved in most of its steps in training (roughness 0 in every window; its
+    steps were 1.3 at the median), y is noisy: movement of x finer than its own steps is
+    anomalous above its floor -- noise, a drift -- while a step of its own is not, nor are
+    its steps coming more often than training showed (issue #21)."""
+    detector = RoughDetector((0.0, 1.0), still=(1e-3, 0.0), still_steps=(1.3, 0.0))
     check = NoiseCheck(NoiseConfig(factor=2.0))
     quiet = [0.0, 0.0, 0.0, 0.0]
     hits = check.check(
@@ -120,7 +126,8 @@ def test_a_still_channel_is_judged_against_its_floor() -> None:
             ([0.3, 0.3, 0.9, 0.9], quiet),  # one step: median step 0
             ([0.3, 0.3001, 0.3, 0.3001], quiet),  # 1e-4 jitter: under the floor's 2 x
             ([0.3, 0.35, 0.3, 0.38], quiet),  # noise of 0.05: 50 x the floor
-            ([-1.0, 0.9, -1.0, 0.9], quiet),  # chatter between two levels
+            ([0.3, 0.32, 0.34, 0.36], quiet),  # a drift of 0.02 a reading
+            ([0.3, 1.6, 0.3, 1.6], quiet),  # its own steps, every reading
         ),
     )
     assert hits[0] is None
@@ -130,3 +137,4 @@ def test_a_still_channel_is_judged_against_its_floor() -> None:
     assert hits[2].ratio == pytest.approx(50.0)
     assert hits[3] is not None
     assert hits[3].feature == 0
+    assert hits[4] is None, "a quantised channel changing more often than in training"

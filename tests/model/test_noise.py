@@ -70,6 +70,10 @@ def test_a_channel_that_holds_levels_without_noise_is_still() -> None:
     assert stats.largest[1] > 0.0
     # the median training value is 0.3 or 0.9: the floor is STILL x 1
     assert stats.still == pytest.approx((1e-3, 0.0, 0.0))
+    # its steps: 1.3, 0.6 and 249.1; the median of them is judged from
+    assert stats.still_steps == pytest.approx((1.3, 0.0, 0.0))
+    assert stats.ceilings()[0] == pytest.approx(0.65)
+    assert np.isinf(stats.ceilings()[1:]).all()
     assert stats.references()[0] == pytest.approx(1e-3)
     assert stats.references()[1] == stats.largest[1]
     assert np.isinf(stats.references()[2]), "constant: the constant check's"
@@ -80,6 +84,7 @@ def test_a_channel_that_holds_levels_without_noise_is_still() -> None:
     # a model saved before still channels were judged has none
     old = NoiseStats.from_dict({"largest_roughness": [0.0, 0.5]})
     assert old.still == ()
+    assert old.still_steps == ()
     assert np.isinf(old.references()[0])
 
 
@@ -89,8 +94,11 @@ def test_a_channel_that_holds_levels_without_noise_is_still() -> None:
         {"largest_roughness": [0.0], "still_roughness": "x"},
         {"largest_roughness": [0.0], "still_roughness": [-1.0]},
         {"largest_roughness": [0.0, 1.0], "still_roughness": [1e-3]},
+        {"largest_roughness": [0.0], "still_roughness": [1e-3]},
+        {"largest_roughness": [0.0], "still_roughness": [1e-3], "still_steps": "x"},
+        {"largest_roughness": [0.0], "still_roughness": [1e-3], "still_steps": [-1.0]},
     ],
 )
 def test_broken_still_references_are_refused(data: object) -> None:
-    with pytest.raises(ModelError, match="still_roughness"):
+    with pytest.raises(ModelError, match="still_"):
         NoiseStats.from_dict(data)
