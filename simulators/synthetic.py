@@ -762,7 +762,7 @@ def stepped_telemetry(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     stepped, the commands are pulses. Two anomalies: for 60 readings the channel chatters
     between two levels every 3 readings; later, for 100 readings, it gains noise (0.1,
     against steps of 0.6-1.9) at its commanded level. 1 min."""
-    rows = 5_000 if quick else 8_000
+    rows = 4_000 if quick else 6_000
     rng = np.random.default_rng(seed)
     levels = (-1.0, -0.4, 0.3, 0.9)
     train = rows * 5 // 16

@@ -93,5 +93,5 @@ def test_the_anomalies_alert_and_the_commanded_steps_do_not(
     assert noisy, found
     assert any("noise:telemetry" in alert_checks(a) for a in noisy), found
     steps = int((np.diff(VALUES[SERIES.train_rows :, 1:], axis=0) > 0).sum())
-    assert steps > 20, "the live part holds many commanded steps"
+    assert steps >= 15, "the live part holds many commanded steps"
     assert len(live) == len(chatter) + len(noisy), found
