@@ -39,6 +39,7 @@ __all__ = [
     "TlsListener",
     "find_mosquitto",
     "free_port",
+    "free_ports",
     "main",
     "parse_url",
 ]
@@ -54,6 +55,20 @@ def free_port(host: str = _HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, host: str = _HOST) -> list[int]:
+    """``count`` distinct ports nobody listens on right now: each the kernel's pick for
+    port 0 while the others are still bound. Two ``free_port()`` calls in a row may return
+    the same port once the first socket is closed (a nats-server given one port for its
+    client and MQTT listeners exits: "address already in use")."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def _find_binary(name: str) -> str | None:

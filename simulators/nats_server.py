@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from simulators.broker import TlsListener, _find_binary, free_port, launch_server, stop_server
+from simulators.broker import TlsListener, _find_binary, free_ports, launch_server, stop_server
 
 __all__ = ["PrivateNats", "find_nats_server"]
 
@@ -94,8 +94,8 @@ class PrivateNats:
                 self._owns_workdir = True
             self._workdir.mkdir(parents=True, exist_ok=True)
             if self._port is None:
-                self._port = free_port()
-                self._mqtt_port = free_port() if self._mqtt else None
+                self._port, *mqtt = free_ports(2 if self._mqtt else 1)
+                self._mqtt_port = mqtt[0] if mqtt else None
             self._launch(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from simulators.broker import PrivateBroker, Publisher, find_mosquitto, parse_url
+from simulators.broker import PrivateBroker, Publisher, find_mosquitto, free_ports, parse_url
 
 pytestmark = pytest.mark.integration
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary")
@@ -162,3 +162,13 @@ def test_amqtt_fallback_carries_mqtt_311() -> None:
         finally:
             inbox.close()
     assert sorted(m.payload for m in got) == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_free_ports_are_distinct_while_asked_together() -> None:
+    """Two free_port() calls in a row may give the same port (the first socket is closed
+    before the second binds): a private nats-server given one port for its client and MQTT
+    listeners exited, "address already in use" (a CI run, 2026-12-04)."""
+    for _ in range(50):
+        ports = free_ports(3)
+        assert len(set(ports)) == 3
+        assert all(0 < port < 65536 for port in ports)
