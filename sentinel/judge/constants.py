@@ -244,15 +244,22 @@ class ConstantCheck:
                 self._audit(key, detector, index, at, "constant_feature_released", state)
                 return
 
+    def _counted(self, state: _Feature, value: float) -> list[float] | None:
+        """The [value, count] of ``state.returns`` within tolerance of ``value``, if any."""
+        for entry in state.returns:
+            if self._close(np.asarray([value]), [entry[0]])[0]:
+                return entry
+        return None
+
     def _returned(self, state: _Feature, value: float) -> None:
         """Count an excursion to ``value`` that ended back at an accepted value."""
         if not self.config.accept_returns or not math.isfinite(value):
             return
-        for entry in state.returns:
-            if self._close(np.asarray([value]), [entry[0]])[0]:
-                entry[1] += 1
-                return
-        state.returns.append([value, 1])
+        entry = self._counted(state, value)
+        if entry is None:
+            state.returns.append([value, 1])
+        else:
+            entry[1] += 1
 
     def _recurs(
         self,
@@ -269,13 +276,13 @@ class ConstantCheck:
         wanted = self.config.accept_returns
         if not wanted or not state.returns or not math.isfinite(reading):
             return False
-        for entry in state.returns:
-            if entry[1] >= wanted and self._close(np.asarray([reading]), [entry[0]])[0]:
-                state.returns.remove(entry)
-                state.accepted.append(entry[0])
-                self._audit(key, detector, index, at, "constant_value_learnt", state, int(entry[1]))
-                return True
-        return False
+        entry = self._counted(state, reading)
+        if entry is None or entry[1] < wanted:
+            return False
+        state.returns.remove(entry)
+        state.accepted.append(entry[0])
+        self._audit(key, detector, index, at, "constant_value_learnt", state, int(entry[1]))
+        return True
 
     def _audit(
         self,

@@ -160,12 +160,10 @@ class NoiseStats:
         """Per feature, the roughness from which a window is no longer judged: a still
         feature's ``STILL_STEP`` x its median step (it moves by its own steps), inf for
         the others."""
-        n = len(self.largest)
-        still = np.asarray(self.still or (0.0,) * n, dtype=np.float64)
-        steps = np.asarray(self.still_steps or (0.0,) * n, dtype=np.float64)
-        largest = np.asarray(self.largest, dtype=np.float64)
-        judged = (largest == 0) & (still > 0)
-        return np.where(judged, STILL_STEP * steps, np.inf)
+        if not self.still:
+            return np.full(len(self.largest), np.inf)
+        still, steps = np.asarray(self.still), np.asarray(self.still_steps, dtype=np.float64)
+        return np.where(still > 0, STILL_STEP * steps, np.inf)  # still > 0: largest is 0
 
     def to_dict(self) -> dict[str, Any]:
         return {

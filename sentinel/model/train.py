@@ -145,6 +145,9 @@ def stepped_features(
 
 _COMMAND_SHARE = 0.4  # of a stepped input's changes, that came with a scored channel's step
 _STEP_DEVIATIONS = 4.0  # a scored channel's step: its change beyond this many robust sds
+# median |change| x this = the standard deviation of normal changes (the judge's
+# MAD_TO_SIGMA, sentinel.judge.relations; the model does not import the judge)
+_MAD_TO_SIGMA = 1.4826
 
 
 def commanding_features(
@@ -171,7 +174,7 @@ def commanding_features(
         return ()
     change = np.concatenate(diffs)
     moves = np.abs(change[:, scored])
-    limit = _STEP_DEVIATIONS * 1.4826 * np.nanmedian(moves, axis=0)
+    limit = _STEP_DEVIATIONS * _MAD_TO_SIGMA * np.nanmedian(moves, axis=0)
     steps = (moves > limit).any(axis=1)
     out = []
     for i in inputs:
