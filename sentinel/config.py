@@ -1115,6 +1115,15 @@ class ConstantsConfig(Section):
         "switches and stays alerts once; a feature that blips to a new value now and then "
         "stops alerting on it. 0: only a value held relearn_after readings is learnt.",
     )
+    sibling_pulses: bool = Field(
+        default=True,
+        description="Read a pulse (at most 2 readings) of a feature constant in training, "
+        "from the value the model's pulse trains rest at to one they pulsed to in "
+        "training, as one of theirs: a command channel whose command the training data "
+        "happened not to hold, beside channels of commands it did (one-hot commands, as "
+        "spacecraft telemetry comes). Held longer, it is a departure from its first "
+        "reading. false: its first pulse alerts (accept_returns).",
+    )
 
 
 class AlertsConfig(Section):

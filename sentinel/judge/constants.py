@@ -25,6 +25,12 @@ device keeps, per such feature, the values accepted for it (at first the trainin
   such pulses, with training that need not hold every command; each pulse of a command
   training never saw alerted (the synthetic ``rare_commands``: 23-26 false alerts a
   series). Now a new command alerts at its first pulse, as a switched flag alerts once;
+* not even then where it pulses like its siblings: a run of at most ``PULSE_READINGS``
+  readings, from the value the model's pulse trains rest at to one they pulsed to in
+  training (``Detector.pulse_shapes``), is no departure (``sibling_pulses``). A command
+  channel whose command the training data happened not to hold, beside channels of
+  commands it did, sends it as they send theirs. Held longer, such a value departed at
+  its first reading, and is flagged and learnt as any other;
 * a feature that keeps departing for ``relearn_after`` readings without settling on one
   value is no longer judged on that device (``constant_feature_released``, audited): it
   varies now, which only a model trained on such data can judge.
@@ -46,7 +52,7 @@ import numpy as np
 import structlog
 
 from sentinel.config import ConstantsConfig
-from sentinel.model.base import Detector
+from sentinel.model.base import PULSE_READINGS, Detector
 from sentinel.records import AuditEvent, ConstantHit, Window
 
 __all__ = ["ConstantCheck"]
@@ -167,6 +173,7 @@ class ConstantCheck:
         new = len(values) if fresh else min(self.hop, len(values))
         # (distance, feature, value, age of the newest departing reading)
         worst: tuple[float, int, float, int] | None = None
+        pairs = detector.pulse_shapes()
         for index, expected in constants.items():
             column = values[:, index]
             state = device.features.get(index) if device is not None else None
@@ -179,10 +186,14 @@ class ConstantCheck:
                 state = device.features[index] = _Feature(accepted=[expected])
             if state.released:
                 continue
-            self._learn(key, detector, index, state, column[len(column) - new :], window.end_ts)
+            pulses = self._pulse_values(pairs, expected)
+            tail = column[len(column) - new :]
+            self._learn(key, detector, index, state, tail, window.end_ts, pulses)
             if state.released:
                 continue
             away = ~self._close(column, state.accepted)
+            if pulses and away.any():
+                away &= ~self._pulsed(column, pulses)
             if away.any():
                 off = column[away]
                 distance = np.where(np.isfinite(off), np.abs(off - expected), np.inf)
@@ -205,6 +216,27 @@ class ConstantCheck:
             near |= np.abs(column - value) <= tol * max(1.0, abs(value))
         return near  # NaN compares False: a departure
 
+    def _pulse_values(self, pairs: tuple[tuple[float, float], ...], rest: float) -> list[float]:
+        """The values the detector's pulse trains pulsed to from ``rest`` (a constant
+        feature's training value) in training: a pulse of such a feature to one of them is
+        read as one of theirs."""
+        if not self.config.sibling_pulses:
+            return []
+        return [value for at, value in pairs if self._close(np.asarray([at]), [rest])[0]]
+
+    def _pulsed(self, column: np.ndarray, values: list[float]) -> np.ndarray:
+        """Which readings lie in a run of at most ``PULSE_READINGS`` readings at one of
+        ``values`` (a run cut by the window's start is judged by what the window holds;
+        a longer one shows whole in a later window)."""
+        pulsed = np.zeros(column.shape, dtype=bool)
+        for value in values:
+            at = np.r_[False, self._close(column, [value]), False]
+            edges = np.flatnonzero(np.diff(at.astype(np.int8)))
+            for start, end in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+                if end - start <= PULSE_READINGS:
+                    pulsed[start:end] = True
+        return pulsed
+
     def _learn(
         self,
         key: tuple[str, str],
@@ -213,13 +245,19 @@ class ConstantCheck:
         state: _Feature,
         new: np.ndarray,
         at: float,
+        pulses: list[float],
     ) -> None:
         """Follow the new readings: accept a value held ``relearn_after`` readings in a row,
         or one the feature went to and came back from ``accept_returns`` times; release a
-        feature that departed that long without settling."""
+        feature that departed that long without settling. A run of at most
+        ``PULSE_READINGS`` readings at one of ``pulses`` is no departure; held longer, it
+        departed at its first reading."""
         limit = self.config.relearn_after
         near = self._close(new, state.accepted)
-        for reading, known in zip(new.tolist(), near.tolist(), strict=True):
+        pulse = self._close(new, pulses) if pulses else np.zeros(new.shape, dtype=bool)
+        for reading, known, at_pulse in zip(
+            new.tolist(), near.tolist(), pulse.tolist(), strict=True
+        ):
             if known and state.departing and state.run >= state.departing:
                 # back from an excursion that held one value throughout (a command pulse)
                 self._returned(state, state.run_value)
@@ -234,7 +272,14 @@ class ConstantCheck:
                 state.run += 1
             else:
                 state.run_value, state.run = (reading, 1) if finite else (math.nan, 0)
-            state.departing = 0 if known else state.departing + 1
+            if at_pulse and not known:
+                # a pulse like its siblings' is no departure; held longer, it departed
+                # when it began
+                known = state.run <= PULSE_READINGS
+                held = 0 if known else state.run
+            else:
+                held = 0
+            state.departing = 0 if known else max(state.departing + 1, held)
             if not known and state.run >= limit:
                 state.accepted.append(state.run_value)
                 state.departing = 0

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LEGACY_DETECTOR",
     "META_FILE",
+    "PULSE_READINGS",
     "SCHEMA_VERSION",
     "Detector",
     "DetectorMeta",
@@ -61,6 +62,9 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 1
+# An excursion this short from a channel's usual value is a pulse (a command sent, a
+# trigger): ``sentinel.model.train.pulse_features``, ``Detector.pulse_shapes``.
+PULSE_READINGS = 2
 META_FILE = "meta.json"
 # What a meta.json without a "detector" key holds: every model saved before the key existed.
 LEGACY_DETECTOR = "lstm_ae"
@@ -360,6 +364,14 @@ class Detector(ABC):
         in training to change at the very reading at which a scored channel stepped
         (commands whose channel moves at their reading;
         ``sentinel.model.train.commanding_features``). None by default."""
+        return ()
+
+    def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
+        """(rest, pulse value) pairs of the features that were pulse trains in training
+        (one-hot command channels, 0 but for a one-reading 1 when sent;
+        ``sentinel.model.train.pulse_features``): the constant check reads a constant
+        feature's short excursion from such a rest to such a value as a pulse of theirs.
+        None by default."""
         return ()
 
     @classmethod

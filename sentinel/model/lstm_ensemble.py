@@ -183,6 +183,9 @@ class LstmEnsembleDetector(Detector):
     def command_indices(self) -> tuple[int, ...]:
         return self._forecaster.command_indices()
 
+    def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
+        return self._forecaster.pulse_shapes()
+
     def run_stats(self) -> RunStats | None:
         """The members' longest runs of identical readings, the same for both (one
         training run): the stuck check judges the ensemble as either."""

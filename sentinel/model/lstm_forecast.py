@@ -299,6 +299,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             constant_features=prepared.constants,
             stepped_features=prepared.stepped,
             commanding_features=prepared.commanding,
+            pulse_features=prepared.pulses,
             residual_coupling=coupling,
         )
         log.info(

@@ -40,6 +40,7 @@ __all__ = [
     "default_score_steps",
     "hold_constants",
     "model_inputs",
+    "pulse_pairs",
     "ratios_of",
     "scores_of",
     "window_centre",
@@ -93,6 +94,10 @@ class LstmMeta(DetectorMeta):
     # Of them, those whose changes came with a scored channel's step in training (commands
     # whose channel moves at their reading; ``sentinel.model.train.commanding_features``)
     commanding_features: tuple[str, ...] = ()
+    # Features that were pulse trains in training, each with (rest, *pulse values): the
+    # constant check reads a first pulse of a channel constant in training, from their
+    # rest to one of their values, as one of theirs (``sentinel.model.train.pulse_features``)
+    pulse_features: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -132,6 +137,14 @@ class LstmMeta(DetectorMeta):
         unknown = set(self.commanding_features) - set(self.stepped_features)
         if unknown:
             raise ModelError(f"commanding_features {sorted(unknown)} are not stepped features")
+        unknown = set(self.pulse_features) - set(self.features)
+        if unknown:
+            raise ModelError(f"pulse_features {sorted(unknown)} are not among the features")
+        for name, shape in self.pulse_features.items():
+            if len(shape) < 2 or not all(np.isfinite(v) for v in shape):
+                raise ModelError(
+                    f"pulse_features[{name!r}] must hold a rest and pulse values, all finite"
+                )
 
     @property
     def relative_indices(self) -> tuple[int, ...]:
@@ -171,6 +184,7 @@ class LstmMeta(DetectorMeta):
             "constant_features": dict(self.constant_features),
             "stepped_features": list(self.stepped_features),
             "commanding_features": list(self.commanding_features),
+            "pulse_features": {k: list(v) for k, v in self.pulse_features.items()},
         }
         if self.levels is not None:
             data["levels"] = self.levels.to_dict()
@@ -222,6 +236,8 @@ class LstmMeta(DetectorMeta):
                 string(v, "commanding_features")
                 for v in as_list(obj, "commanding_features", "commanding_features")
             ),
+            # Optional: models saved before it existed read every first pulse as a departure.
+            "pulse_features": _pulse_shapes(obj.get("pulse_features", {})),
         }
 
 
@@ -375,6 +391,21 @@ class LstmForecastMeta(LstmMeta):
         )
 
 
+def _pulse_shapes(value: Any) -> dict[str, tuple[float, ...]]:
+    """meta.json's ``pulse_features``: feature -> [rest, *pulse values]."""
+    out = {}
+    for name, shape in as_object(value, "pulse_features").items():
+        if not isinstance(shape, list):
+            raise ModelError(f"pulse_features[{name!r}] must be a list")
+        out[str(name)] = tuple(number(v, "pulse_features") for v in shape)
+    return out
+
+
+def pulse_pairs(shapes: dict[str, tuple[float, ...]]) -> tuple[tuple[float, float], ...]:
+    """Every (rest, pulse value) of ``LstmMeta.pulse_features``, sorted, each once."""
+    return tuple(sorted({(s[0], v) for s in shapes.values() for v in s[1:]}))
+
+
 class LstmMetaChecks:
     """What an LSTM detector answers from its meta alone, whichever runtime scores it
     (torch's ``LstmDetector``, NumPy's ``NumpyLstmDetector``): the level, stuck and constant
@@ -390,6 +421,10 @@ class LstmMetaChecks:
         """The commanding features' indices (``LstmMeta.commanding_features``)."""
         meta = self._meta
         return tuple(meta.features.index(name) for name in meta.commanding_features)
+
+    def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
+        """(rest, pulse value) of every pulse train of training (``LstmMeta.pulse_features``)."""
+        return pulse_pairs(self._meta.pulse_features)
 
     def levels(self, windows: np.ndarray) -> Float64Array | None:
         """See ``LstmMeta.level_z``."""

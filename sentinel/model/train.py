@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Container, Sequence
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from sentinel.errors import DataError, ModelError
-from sentinel.model.base import ProgressFn, TrainOptions, new_version
+from sentinel.model.base import PULSE_READINGS, ProgressFn, TrainOptions, new_version
 from sentinel.model.calibration import Calibration
 from sentinel.model.drifting import DRIFTING_FEATURE_HINT, drifting_features
 from sentinel.model.levels import LevelStats
@@ -49,6 +50,7 @@ __all__ = [
     "fit_module",
     "make_windows",
     "prepare_training",
+    "pulse_features",
     "stepped_features",
     "train_detector",
     "training_record",
@@ -185,28 +187,66 @@ def commanding_features(
     return tuple(out)
 
 
-_PULSE_READINGS = 2  # an excursion this short from a channel's usual value is a pulse
 _PULSE_SHARE = 0.8  # of a channel's excursions, that are pulses: a pulse channel
+_PULSE_VALUES = 16  # a pulse train reaching more values than this is no command channel
 
 
 def _pulses(columns: Sequence[np.ndarray]) -> bool:
     """Whether a channel's readings (one column per segment) are a pulse train: it rests
-    at one value and leaves it in excursions of at most ``_PULSE_READINGS`` readings, at
+    at one value and leaves it in excursions of at most ``PULSE_READINGS`` readings, at
     least ``_PULSE_SHARE`` of them -- a command sent as a pulse, a trigger, a counter's
     tick -- rather than moving between levels that it holds."""
+    return _pulse_shape(columns) is not None
+
+
+def _pulse_shape(columns: Sequence[np.ndarray]) -> tuple[float, ...] | None:
+    """(rest, *pulse values) of a pulse train (``_pulses``), or None: the value it rests at
+    and the finite values its short excursions went to, sorted."""
     values = np.concatenate(columns)
     levels, counts = np.unique(values[np.isfinite(values)], return_counts=True)
     if levels.size < 2:
-        return False
+        return None
     rest = levels[int(np.argmax(counts))]
     short = total = 0
+    reached: set[float] = set()
     for column in columns:
         away = np.r_[False, column != rest, False]
         edges = np.flatnonzero(np.diff(away.astype(np.int8)))
         lengths = edges[1::2] - edges[::2]
-        short += int((lengths <= _PULSE_READINGS).sum())
+        for start, length in zip(edges[::2].tolist(), lengths.tolist(), strict=True):
+            if length <= PULSE_READINGS:
+                reached.update(float(v) for v in column[start : start + length])
+        short += int((lengths <= PULSE_READINGS).sum())
         total += len(lengths)
-    return total > 0 and short >= _PULSE_SHARE * total
+    if total == 0 or short < _PULSE_SHARE * total:
+        return None
+    return (float(rest), *sorted(v for v in reached if math.isfinite(v)))
+
+
+def pulse_features(
+    segments: Sequence[np.ndarray],
+    features: Sequence[str],
+    constants: Container[str] = (),
+) -> dict[str, tuple[float, ...]]:
+    """The features that are pulse trains in the training data (``_pulses``), each with
+    (rest, *pulse values): one-hot command channels, 0 but for a one-reading 1 when their
+    command is sent, as spacecraft telemetry comes. A channel beside them that never
+    pulsed in training (constant there: a command the training data happened not to
+    hold) is judged by the constant check, which reads its first pulse from the rest its
+    siblings share to a value they pulse to as one of theirs
+    (``sentinel.judge.constants``; issue #21), not as a departure. Constant features are
+    left out; segments are read one by one (a gap between them is no excursion)."""
+    arrays = [np.asarray(s, dtype=np.float64) for s in segments if len(s)]
+    if not arrays:
+        return {}
+    out = {}
+    for i, name in enumerate(features):
+        if name in constants:
+            continue
+        shape = _pulse_shape([a[:, i] for a in arrays])
+        if shape is not None and 2 <= len(shape) <= _PULSE_VALUES + 1:
+            out[name] = shape
+    return out
 
 
 def _window_starts(lengths: Sequence[int], window: int, stride: int) -> IntArray:
@@ -271,6 +311,8 @@ class TrainingData:
     stepped: tuple[str, ...]
     # Of them, those whose changes came with a scored channel's step (``commanding_features``)
     commanding: tuple[str, ...]
+    # The pulse trains, each with (rest, *pulse values) (``pulse_features``)
+    pulses: dict[str, tuple[float, ...]]
     scaler: Scaler
     levels: LevelStats
     # Longest run of identical raw readings per feature (sentinel.model.stuck)
@@ -357,6 +399,7 @@ def prepare_training(
             "command): the model reads it but leaves it out of its score",
         )
     commanding = commanding_features(segments, features, stepped, constants)
+    pulses = pulse_features(segments, features, constants)
     relative = _with_drifting(segments, options, constants)
     rel_idx = [features.index(name) for name in relative]
     scaler = _fit_scaler(rows, segments, window, rel_idx)
@@ -392,6 +435,7 @@ def prepare_training(
         constants=constants,
         stepped=stepped,
         commanding=commanding,
+        pulses=pulses,
         scaler=scaler,
         levels=levels,
         stuck=stuck,
@@ -607,6 +651,7 @@ def fit_autoencoder(
         constant_features=prepared.constants,
         stepped_features=prepared.stepped,
         commanding_features=prepared.commanding,
+        pulse_features=prepared.pulses,
     )
     log.info(
         "training_finished",

@@ -257,3 +257,79 @@ def test_returns_counted_survive_a_restart() -> None:
     older.restore("pump", saved, "fake-1")
     again: dict[str, Any] = json.loads(json.dumps(older.snapshot("pump")))
     assert again["a"]["features"]["1"]["returns"] == []
+
+
+class CommandsDetector(FlagDetector):
+    """The fake model, whose training held pulse trains resting at 0 and pulsing to 1 (one-hot
+    command channels) beside y, which stayed 0: a command training never saw sent."""
+
+    def __init__(self, pairs: tuple[tuple[float, float], ...] = ((0.0, 1.0),)) -> None:
+        super().__init__()
+        self._pairs = pairs
+
+    def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
+        return self._pairs
+
+
+def run_commands(
+    check: ConstantCheck, flag: list[float], pairs: tuple[tuple[float, float], ...] = ((0.0, 1.0),)
+) -> list[ConstantHit | None]:
+    detector = CommandsDetector(pairs)
+    hits: list[ConstantHit | None] = []
+    for window in windows_of(flag):
+        hits.extend(check.check(detector, [window]))
+    return hits
+
+
+@pytest.mark.parametrize("excursion", [[1.0], [1.0, 1.0]])
+def test_a_first_pulse_like_its_siblings_is_read_as_theirs(excursion: list[float]) -> None:
+    """Issue #21, spacecraft telemetry: a command channel whose command the training data
+    happened not to hold, beside channels of commands it did, pulses from their rest to their
+    value: no departure, not its first pulse either, and nothing learnt or audited."""
+    check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    flag, pulses = pulsed(excursion, 5)
+    assert flagged_pulses(run_commands(check, flag), pulses) == []
+    assert check.drain_events() == []
+    # without the siblings (or with sibling_pulses off) its first pulse alerts, as before
+    for config, pairs in (
+        (ConstantsConfig(relearn_after=6), ()),
+        (ConstantsConfig(relearn_after=6, sibling_pulses=False), ((0.0, 1.0),)),
+    ):
+        alone = ConstantCheck(config, HOP)
+        assert flagged_pulses(run_commands(alone, flag, pairs), pulses) == pulses[:1]
+
+
+@pytest.mark.parametrize(
+    ("excursion", "pairs"),
+    [
+        ([2.0], ((0.0, 1.0),)),  # a value none of its siblings pulsed to
+        ([1.0], ((5.0, 1.0),)),  # siblings resting elsewhere
+        ([1.0] * 3, ((0.0, 1.0),)),  # held longer than a pulse
+    ],
+)
+def test_what_is_not_a_siblings_pulse_still_departs(
+    excursion: list[float], pairs: tuple[tuple[float, float], ...]
+) -> None:
+    check = ConstantCheck(ConstantsConfig(relearn_after=6, accept_returns=0), HOP)
+    flag, pulses = pulsed(excursion, 3)
+    assert flagged_pulses(run_commands(check, flag, pairs), pulses) == pulses
+
+
+def test_a_pulse_value_held_departs_from_its_first_reading_and_is_learnt_as_any() -> None:
+    """A command channel that switches and stays at its siblings' pulse value is a flag that
+    switched: flagged from the window that shows it held, learnt ``relearn_after`` readings
+    after it began (not after the pulse's length), audited."""
+    check = ConstantCheck(ConstantsConfig(relearn_after=6), HOP)
+    hits = run_commands(check, [0.0] * 40 + [1.0] * 60)
+    flagged = [i for i, h in enumerate(hits) if h is not None]
+    # window i ends at reading i * HOP + WINDOW - 1: the first to hold three 1s (40-42)
+    assert flagged[0] == (42 - (WINDOW - 1) + HOP - 1) // HOP
+    assert flagged == list(range(flagged[0], flagged[-1] + 1))
+    assert len(flagged) <= 6 // HOP + 1
+    (event,) = check.drain_events()
+    assert (event.kind, event.detail["value"], event.detail["returns"]) == (
+        "constant_value_learnt",
+        1.0,
+        0,
+    )
+    assert event.at == 45.0  # its sixth reading: counted from reading 40, not from 42

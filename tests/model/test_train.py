@@ -19,7 +19,13 @@ from sentinel.model import (
     training_options,
 )
 from sentinel.model.base import ProgressFn
-from sentinel.model.train import MIN_WINDOWS, PATIENCE, _window_starts, commanding_features
+from sentinel.model.train import (
+    MIN_WINDOWS,
+    PATIENCE,
+    _window_starts,
+    commanding_features,
+    pulse_features,
+)
 
 FEATURES = ("flow", "pressure", "phase", "power")
 WINDOW = 16
@@ -531,3 +537,29 @@ def test_commanding_features_are_the_inputs_whose_changes_came_with_a_step() -> 
     # the same pulses beside noise alone: nothing steps with them
     assert commanding_features([rows[:, 1:]], names[1:], stepped) == ()
     assert commanding_features([rows], names, ()) == ()
+
+
+def test_pulse_features_are_the_pulse_trains_with_their_rest_and_values() -> None:
+    """One-hot commands (0 but for a one-reading 1), a trigger with two-reading pulses to
+    two values; not a channel held at levels, a constant one, nor a counter's ticks to
+    more values than a command channel has (issue #21, commands never seen in training)."""
+    n = 1_000
+    rng = np.random.default_rng(0)
+    command = np.zeros(n)
+    command[50::97] = 1.0
+    trigger = np.full(n, 5.0)
+    for k, at in enumerate(range(30, n - 2, 80)):
+        trigger[at : at + 2] = (7.0, -2.0)[k % 2]
+    levels = np.repeat([0.0, 1.0, 0.0, 2.0], n // 4)  # held: a mode, not a pulse
+    ticks = np.zeros(n)
+    ticks[10::40] = np.arange(1, len(ticks[10::40]) + 1)  # 25 values
+    noise = rng.normal(0.0, 1.0, n)
+    rows = np.column_stack([command, trigger, levels, ticks, noise, np.zeros(n)])
+    names = ("command", "trigger", "levels", "ticks", "noise", "off")
+    assert pulse_features([rows], names, ("off",)) == {
+        "command": (0.0, 1.0),
+        "trigger": (5.0, -2.0, 7.0),
+    }
+    # segments are read one by one: a pulse cut by a gap is still a pulse
+    assert pulse_features([rows[:500], rows[500:]], names, ("off",))["command"] == (0.0, 1.0)
+    assert pulse_features([], names) == {}
