@@ -89,7 +89,7 @@ def test_the_model_keeps_its_pulse_trains(detector: LstmAeDetector, tmp_path: Pa
             LstmAeMeta.from_json(json.dumps(data))
 
 
-def run(detector: LstmAeDetector, sibling_pulses: bool) -> tuple[list[int], list[int]]:
+def run(detector: LstmAeDetector, sibling_pulses: bool) -> tuple[list[int], list[float]]:
     """cmd_new pulsed at ``NEW`` then held from ``HELD``, the fault on telemetry: the
     pulses and the hold whose alert names cmd_new."""
     values = signal(1000, 7)
