@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -202,6 +202,23 @@ class RankedHistory(FloatHistory):
         super().fill(values)
         self._ranked = np.empty(len(self._data), dtype=self._data.dtype)
         self._ranked[: self._size] = np.sort(self._data[: self._size])
+
+    def forget(self, numbers: Collection[int]) -> int:
+        """Remove the values that were the ``numbers``-th appended (``appended`` right after
+        each was), those still held; returns how many were. The rest keep their order."""
+        values = self.values()
+        first = self.appended - len(values) + 1  # the oldest value's number
+        keep = np.ones(len(values), dtype=bool)
+        for number in numbers:
+            if first <= number <= self.appended:
+                keep[number - first] = False
+        removed = int((~keep).sum())
+        if removed:
+            appended = self.appended
+            self._size, self._head = 0, 0
+            self.fill(values[keep])
+            self.appended = appended  # numbers of values appended later go on from here
+        return removed
 
     def ranked(self) -> npt.NDArray[np.floating[Any]]:
         """The values sorted ascending: a read-only view, valid until the next append."""
