@@ -151,7 +151,8 @@ class _Episode:
     start: float  # newest reading of its first anomalous window
     threshold: float  # the device's threshold when it began
     usual: float  # the device's usual score then: the median of its normal scores
-    # append numbers (``FloatHistory.appended``) of the scores it taught the threshold
+    # append numbers (``FloatHistory.appended``) of the scores it taught the threshold that
+    # were above the threshold it began with
     learnt: list[int] = field(default_factory=list)
     # scores of the windows since its latest one
     since: list[float] = field(default_factory=list)
@@ -273,7 +274,8 @@ class ThresholdBank:
             if not is_anomaly and not forced and learn:
                 state.recent.append(score.value / state.scale)
                 state.normal_seen += 1
-                if state.episode is not None:
+                if state.episode is not None and score.value > state.episode.threshold:
+                    # above the threshold the episode began with, under the one it raised
                     state.episode.learnt.append(state.recent.appended)
             warm = self._warm(state)
             exceedance = 1.0
@@ -351,7 +353,9 @@ class ThresholdBank:
         A fault's milder windows score under the threshold and teach it; a fault of 300
         readings so raised the threshold that the rest of it, and the next fault, were
         judged against (issue #21: ``amplitude_change`` 3.3 -> 7.1, its second fault
-        unseen). What an episode taught is forgotten when it ends back at the device's
+        unseen). What an episode taught -- the scores of its windows judged normal above the
+        threshold it began with, under the one they had raised -- is forgotten when it ends
+        back at the device's
         usual level -- the median score of the windows after it within ``_USUAL`` of the
         median normal score before it -- a fault that is over (audited,
         ``threshold_episode_forgotten``). An episode that ends higher, or lasts longer
