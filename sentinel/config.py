@@ -669,19 +669,23 @@ class ThresholdConfig(Section):
         "thresholds change only with a model version (and a re-baseline, unless "
         "rebaseline_after = 0).",
     )
-    episode_gap: float | None = Field(
+    forget_spells: bool = Field(
+        default=True,
+        description="quantile method: what a fault's windows judged normal taught the "
+        "threshold, above the threshold the fault began with, is forgotten when it ends "
+        "with the device back at its usual score (audited, threshold_spell_forgotten). "
+        "Such windows raised the threshold that the rest of the fault and the next one "
+        "were judged against (a 60 % amplitude growth for 300 readings took a threshold "
+        "from 3.3 to 7.1, and the second such fault went unseen). A change that stays is "
+        "learnt as before. false: nothing is forgotten.",
+    )
+    spell_gap: float = Field(
         default=1.0,
         ge=0,
         le=1_000,
-        description="Window spans that end a device's anomalous episode: a run of "
-        "anomalous windows, and of windows scoring above the threshold the episode began "
-        "with, no further apart (a fault, or the start of a new normal). quantile method: "
-        "what an episode's normal windows taught the threshold is forgotten when it ends "
-        "with the device back at its usual score (audited, threshold_episode_forgotten): a "
-        "fault's milder windows, learnt, raised the threshold that the rest of it and the "
-        "next fault were judged against (a 60 % amplitude growth for 300 readings took a "
-        "threshold from 3.3 to 7.1, and the second such fault went unseen). A change that "
-        "stays is learnt as before. None: nothing is forgotten.",
+        description="Window spans that end a device's anomalous spell (forget_spells): a "
+        "run of anomalous windows, and of windows scoring above the threshold the spell "
+        "began with, no further apart.",
     )
     rebaseline_after: float | None = Field(
         default=None,

@@ -95,7 +95,7 @@ class FloatHistory:
         self._data: npt.NDArray[np.floating[Any]] = np.empty(min(_FIRST, maxlen), dtype=dtype)
         self._head = 0  # next slot to write once full
         self._size = 0
-        self.appended = 0  # values appended in all: what changed since a copy was taken
+        self.appended = 0  # values appended in all: each value's number, for ``forget``
         for value in values:
             self.append(value)
 

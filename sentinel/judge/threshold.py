@@ -143,10 +143,10 @@ class _Model:
 
 
 @dataclass(slots=True)
-class _Episode:
+class _Spell:
     """A device's run of anomalous windows, and of windows scoring above the threshold it
-    began with, no more than ``[threshold] episode_gap`` window spans apart: one fault, or
-    the start of a new normal (``ThresholdBank._episode``)."""
+    began with, no more than ``[threshold] spell_gap`` window spans apart: one fault, or
+    the start of a new normal (``ThresholdBank._spell``)."""
 
     start: float  # newest reading of its first anomalous window
     threshold: float  # the device's threshold when it began
@@ -172,12 +172,12 @@ class _DeviceThreshold:
     # threshold that factor gave (``_revert``)
     prior: list[tuple[float, float, float]] = field(default_factory=list)
     below_since: float | None = None  # since when every window scored under that threshold
-    # newest reading of the latest window of the device's episodes (``_follow``)
+    # newest reading of the latest window of the device's spells (``_follow``)
     anomalous_end: float = -math.inf
-    episode: _Episode | None = None  # the anomalous episode the device is in, if any
+    spell: _Spell | None = None  # the anomalous spell the device is in, if any
 
 
-# An episode ended "back at the device's usual level" when the median score of the windows
+# A spell ended "back at the device's usual level" when the median score of the windows
 # after it is within this factor of the median of the normal scores before it.
 _USUAL = 1.5
 
@@ -255,7 +255,7 @@ class ThresholdBank:
                 state = self._devices[key] = self._new_device(score.window.stream, calibration)
         hits = (spike, level, constant, stuck, relation, noise)
         forced = any(hit is not None for hit in hits)
-        self._episode(key, state, score.window)
+        self._spell(key, state, score.window)
         if state.spot is not None:
             spot = state.spot
             x = math.log(max(score.value, _LOG_FLOOR))
@@ -274,9 +274,9 @@ class ThresholdBank:
             if not is_anomaly and not forced and learn:
                 state.recent.append(score.value / state.scale)
                 state.normal_seen += 1
-                if state.episode is not None and score.value > state.episode.threshold:
-                    # above the threshold the episode began with, under the one it raised
-                    state.episode.learnt.append(state.recent.appended)
+                if state.spell is not None and score.value > state.spell.threshold:
+                    # above the threshold the spell began with, under the one it raised
+                    state.spell.learnt.append(state.recent.appended)
             warm = self._warm(state)
             exceedance = 1.0
             if is_anomaly:
@@ -292,7 +292,7 @@ class ThresholdBank:
         for hit in hits:
             if hit is not None:
                 is_anomaly, exceedance = True, min(exceedance, hit.exceedance)
-        if state.spot is None and self.config.episode_gap is not None:
+        if state.spot is None and self.config.forget_spells:
             self._follow(state, score, is_anomaly, threshold)
         return Verdict(
             score=score,
@@ -327,70 +327,70 @@ class ThresholdBank:
     def _follow(
         self, state: _DeviceThreshold, score: Score, is_anomaly: bool, threshold: float
     ) -> None:
-        """Begin an episode at an anomalous window, or carry one on: while its windows are
+        """Begin a spell at an anomalous window, or carry one on: while its windows are
         anomalous or score above the threshold it began with (a fault's milder windows,
         under a threshold they raised, are its own)."""
-        episode = state.episode
-        if is_anomaly and episode is None:
+        spell = state.spell
+        if is_anomaly and spell is None:
             usual = state.recent.quantile(0.5)
-            state.episode = episode = _Episode(
+            state.spell = spell = _Spell(
                 start=score.window.end_ts,
                 threshold=threshold,
                 usual=math.inf if usual is None else usual * state.scale,
             )
-        if episode is None:
+        if spell is None:
             return
-        if is_anomaly or score.value > episode.threshold:
+        if is_anomaly or score.value > spell.threshold:
             state.anomalous_end = max(state.anomalous_end, score.window.end_ts)
-            episode.since.clear()
+            spell.since.clear()
         else:
-            episode.since.append(score.value)
+            spell.since.append(score.value)
 
-    def _episode(self, key: tuple[str, str], state: _DeviceThreshold, window: Window) -> None:
-        """End the device's episode where ``window`` starts more than ``episode_gap``
+    def _spell(self, key: tuple[str, str], state: _DeviceThreshold, window: Window) -> None:
+        """End the device's spell where ``window`` starts more than ``spell_gap``
         window spans after its latest window.
 
         A fault's milder windows score under the threshold and teach it; a fault of 300
         readings so raised the threshold that the rest of it, and the next fault, were
         judged against (issue #21: ``amplitude_change`` 3.3 -> 7.1, its second fault
-        unseen). What an episode taught -- the scores of its windows judged normal above the
+        unseen). What a spell taught -- the scores of its windows judged normal above the
         threshold it began with, under the one they had raised -- is forgotten when it ends
         back at the device's
         usual level -- the median score of the windows after it within ``_USUAL`` of the
         median normal score before it -- a fault that is over (audited,
-        ``threshold_episode_forgotten``). An episode that ends higher, or lasts longer
+        ``threshold_spell_forgotten``). A spell that ends higher, or lasts longer
         than ``rebaseline_after``, was a change the threshold has followed, and keeps it,
         as it learnt it: a new normal is absorbed as fast as before. Quantile method
-        only (DSPOT's moving state cannot unlearn); an episode is not saved across a
+        only (DSPOT's moving state cannot unlearn); a spell is not saved across a
         restart or a parked device."""
-        episode, gap = state.episode, self.config.episode_gap
-        if episode is None or gap is None:
+        spell, gap = state.spell, self.config.spell_gap
+        if spell is None:
             return
-        lasted = state.anomalous_end - episode.start > self.rebaseline_after(key[0]) > 0
-        if lasted or len(episode.learnt) >= self.config.history:
-            state.episode = None  # a change that lasted: what it taught stays
+        lasted = state.anomalous_end - spell.start > self.rebaseline_after(key[0]) > 0
+        if lasted or len(spell.learnt) >= self.config.history:
+            state.spell = None  # a change that lasted: what it taught stays
             return
         if window.start_ts <= state.anomalous_end + gap * (window.end_ts - window.start_ts):
             return
-        state.episode = None
-        if not episode.learnt or not episode.since:
+        state.spell = None
+        if not spell.learnt or not spell.since:
             return
-        if float(np.median(episode.since)) > _USUAL * episode.usual:
+        if float(np.median(spell.since)) > _USUAL * spell.usual:
             return
-        forgotten = state.recent.forget(episode.learnt)
+        forgotten = state.recent.forget(spell.learnt)
         state.normal_seen -= forgotten
         detail: dict[str, object] = {
             "forgotten": forgotten,
-            "episode_start": episode.start,
-            "episode_end": state.anomalous_end,
-            "threshold_before": _json_float(episode.threshold),
+            "spell_start": spell.start,
+            "spell_end": state.anomalous_end,
+            "threshold_before": _json_float(spell.threshold),
             "threshold_after": _json_float(self.current(state, self._models[key[0]].fallback)),
         }
         self._events.append(
-            AuditEvent(key[0], key[1], window.end_ts, "threshold_episode_forgotten", detail)
+            AuditEvent(key[0], key[1], window.end_ts, "threshold_spell_forgotten", detail)
         )
         log.info(
-            "threshold_episode_forgotten", stream=key[0], device=key[1], at=window.end_ts, **detail
+            "threshold_spell_forgotten", stream=key[0], device=key[1], at=window.end_ts, **detail
         )
 
     def _warm(self, state: _DeviceThreshold) -> bool:

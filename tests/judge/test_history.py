@@ -54,8 +54,8 @@ def test_maxlen_must_be_positive() -> None:
 
 
 def test_the_append_count_tells_a_changed_history() -> None:
-    """``appended`` counts every value ever appended, past ``maxlen`` too: the threshold's
-    sorted copy of a device's normal scores is reused while it stands still (issue #23)."""
+    """``appended`` counts every value ever appended, past ``maxlen`` too: each value's
+    number, by which ``forget`` removes it."""
     history = FloatHistory(3, [1.0, 2.0])
     assert history.appended == 2
     for value in (3.0, 4.0, 5.0):
@@ -187,3 +187,24 @@ def test_unpack_reads_the_lists_older_snapshots_hold() -> None:
 def test_unpack_refuses_what_is_not_floats(data: object, width: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         unpack(data, width)
+
+
+@pytest.mark.parametrize("maxlen", [5, 8, 2000])
+def test_forget_removes_values_by_their_append_number(maxlen: int) -> None:
+    """The threshold forgets what a fault's milder windows taught it (issue #21): by the
+    number each was appended as, those still held; the rest keep their order and the
+    quantile is the one of a history that never held them."""
+    values = [float(v) for v in range(1, 13)]  # numbered 1..12 as appended
+    history = RankedHistory(maxlen, values)
+    assert history.forget([2, 9, 10, 40]) == sum(1 for n in (2, 9, 10) if n > 12 - maxlen)
+    held = range(12 - min(maxlen, 12) + 1, 13)  # the numbers still held
+    kept = [values[n - 1] for n in held if n not in (2, 9, 10)]
+    assert history.tolist() == kept
+    assert history.ranked().tolist() == sorted(kept)
+    assert history.quantile(0.5) == RankedHistory(maxlen, kept).quantile(0.5)
+    # numbering goes on: the next value appended is number 13, and can be forgotten
+    history.append(100.0)
+    assert history.appended == 13
+    assert history.forget([13]) == 1
+    assert history.tolist() == kept
+    assert history.forget([]) == 0
