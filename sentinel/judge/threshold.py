@@ -354,15 +354,14 @@ class ThresholdBank:
         readings so raised the threshold that the rest of it, and the next fault, were
         judged against (issue #21: ``amplitude_change`` 3.3 -> 7.1, its second fault
         unseen). What a spell taught -- the scores of its windows judged normal above the
-        threshold it began with, under the one they had raised -- is forgotten when it ends
-        back at the device's
-        usual level -- the median score of the windows after it within ``_USUAL`` of the
-        median normal score before it -- a fault that is over (audited,
-        ``threshold_spell_forgotten``). A spell that ends higher, or lasts longer
-        than ``rebaseline_after``, was a change the threshold has followed, and keeps it,
-        as it learnt it: a new normal is absorbed as fast as before. Quantile method
-        only (DSPOT's moving state cannot unlearn); a spell is not saved across a
-        restart or a parked device."""
+        threshold it began with, under the one they had raised -- is forgotten when it ends:
+        when the windows of a gap after its latest are back at the device's usual level,
+        their median score within ``_USUAL`` of the median normal score before it (audited,
+        ``threshold_spell_forgotten``). Until then it goes on, through a fault's milder
+        end. A spell that lasts longer than ``rebaseline_after`` was a change the threshold
+        has followed, and keeps what it taught, as it learnt it: a new normal is absorbed
+        as fast as before. Quantile method only (DSPOT's moving state cannot unlearn); a
+        spell is not saved across a restart or a parked device."""
         spell, gap = state.spell, self.config.spell_gap
         if spell is None:
             return
@@ -372,10 +371,13 @@ class ThresholdBank:
             return
         if window.start_ts <= state.anomalous_end + gap * (window.end_ts - window.start_ts):
             return
-        state.spell = None
-        if not spell.learnt or not spell.since:
+        if spell.since and float(np.median(spell.since)) > _USUAL * spell.usual:
+            # not back at its usual level: a fault's milder end, or a change that stays
+            state.anomalous_end = window.start_ts
+            spell.since.clear()
             return
-        if float(np.median(spell.since)) > _USUAL * spell.usual:
+        state.spell = None
+        if not spell.learnt:
             return
         forgotten = state.recent.forget(spell.learnt)
         state.normal_seen -= forgotten
