@@ -140,9 +140,9 @@ def main() -> None:
     print(f"factor {args.factor}, bound {args.bound}, slack {args.slack}, seeds {args.seeds}")
     print("| class | events hit | false runs |\n|---|---|---|")
     hit = false = 0
-    for name, (events, caught, wrong) in totals.items():
+    for name, (count, caught, wrong) in totals.items():
         if caught or wrong:
-            print(f"| {name} | {caught}/{events} | {wrong} |")
+            print(f"| {name} | {caught}/{count} | {wrong} |")
         hit, false = hit + caught, false + wrong
     print(f"\nall classes: {hit} events hit, {false} false runs")
 
