@@ -5,7 +5,9 @@ bounded by count and by age (event time, so a replay ages them exactly as the da
 would; auto: 14 days or 10,000 readings of the stream's own interval, whichever is longer,
 sentinel.timescale), and the intervals that must not train a model: every anomalous window and every
 alert, widened by ``exclusion_margin`` (auto: 120 readings of the interval between the
-anomalous windows' own readings, sentinel.timescale). When the threshold re-baselines
+anomalous windows' own readings, sentinel.timescale), and every fault whose milder
+windows the threshold forgot when it ended (``threshold_spell_forgotten``: judged normal
+under a threshold the fault had raised, they are the fault's). When the threshold re-baselines
 after a lasting change (sentinel/judge/drift.py), the daemon has accepted the span since
 the change as the new normal: that span is recorded as *accepted* and trains models again,
 exclusions inside it included. Without that, a lasting step is excluded as a whole and
@@ -215,10 +217,15 @@ class Reservoir:
         ]
         if steps:
             self._interval = float(np.median(steps)) or self._interval
-        m = TimeScale(self._interval).exclusion_margin(self._margin)
+        m = self.margin()
         spans = [(w.device, w.start_ts - m, w.end_ts + m) for w in flagged]
         spans += [(a.device, a.started_at - m, (a.ended_at or a.updated_at) + m) for a in alerts]
         return spans
+
+    def margin(self) -> float:
+        """Seconds every excluded span is widened by either side: ``exclusion_margin``, or
+        auto from the stream's interval as the anomalous windows show it."""
+        return TimeScale(self._interval).exclusion_margin(self._margin)
 
     def add(
         self,
@@ -508,6 +515,10 @@ class ReservoirTap:
                     except sqlite3.Error as err:
                         log.warning("reservoir_withdraw_failed", stream=stream, error=str(err))
                     excluded.append((undone[0], undone[1], undone[3]))
+                spell = _fault_span(event) if event.stream == stream else None
+                if spell is not None:  # a fault's milder windows, judged normal: not clean
+                    m = reservoir.margin()
+                    excluded.append((spell[0], spell[1] - m, spell[2] + m))
             new_normal = kept_normal + new_normal
             if mine or excluded or new_normal:
                 try:
@@ -544,6 +555,19 @@ def _undone_span(event: AuditEvent) -> tuple[str, float, float, float] | None:
         return None
     change, rebaselined, back = (float(t) for t in times)  # type: ignore[arg-type]
     return (event.device, change, rebaselined, back)
+
+
+def _fault_span(event: AuditEvent) -> Span | None:
+    """(device, start, end) of a fault whose milder windows the threshold forgot
+    (``threshold_spell_forgotten``): judged normal under a threshold the fault had raised,
+    its windows between the anomalous ones are the fault's, and train no model. None for
+    other events."""
+    if event.kind != "threshold_spell_forgotten":
+        return None
+    start, end = (event.detail.get(k) for k in ("spell_start", "spell_end"))
+    if not isinstance(start, int | float) or not isinstance(end, int | float) or start > end:
+        return None
+    return (event.device, float(start), float(end))
 
 
 def _accepted_span(event: AuditEvent) -> Span | None:

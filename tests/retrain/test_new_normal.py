@@ -145,3 +145,26 @@ def test_an_undone_rebaseline_leaves_the_fault_out_of_training_again(tmp_path: P
     assert not np.any((kept >= 40) & (kept <= 180))
     assert np.all(np.isin(np.arange(200, 400), kept))
     res.close()
+
+
+def test_a_fault_whose_milder_windows_were_forgotten_trains_no_model(tmp_path: Path) -> None:
+    # A fault from 100 to 260 straddled the threshold: its anomalous windows are excluded
+    # as always, and the windows between them it had judged normal under the threshold it
+    # raised were forgotten when it ended (threshold_spell_forgotten): the whole span, with
+    # the margin, trains no model; other streams' and malformed events change nothing.
+    res = _reservoir(tmp_path / "r.sqlite")
+    res.add([Reading("pump", "d1", float(t), (float(t),)) for t in range(500)])
+    tap = ReservoirTap({"pump": res})
+    detail: dict[str, object] = {"forgotten": 12, "spell_start": 100.0, "spell_end": 260.0}
+    events = [
+        AuditEvent("fan", "d1", 300.0, "threshold_spell_forgotten", dict(detail)),
+        AuditEvent("pump", "d1", 300.0, "threshold_spell_forgotten", {"spell_start": "x"}),
+    ]
+    tap.observe([], [], [], events)
+    assert np.all(np.isin(np.arange(0, 500), _clean_ts(res)))
+    tap.observe([], [], [], [AuditEvent("pump", "d1", 300.0, "threshold_spell_forgotten", detail)])
+    kept = _clean_ts(res)
+    assert not np.any((kept >= 95) & (kept <= 265))  # the span, widened by the margin of 5
+    assert np.all(np.isin(np.arange(270, 500), kept))
+    assert np.all(np.isin(np.arange(0, 90), kept))
+    res.close()
