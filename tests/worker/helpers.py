@@ -12,7 +12,7 @@ from sentinel.config import SentinelConfig
 from sentinel.model import LstmForecastDetector, TrainOptions
 from sentinel.records import Alert, Delivery, Reading
 
-__all__ = ["deliveries", "opened", "trained_forecaster"]
+__all__ = ["deliveries", "opened", "small_config", "trained_forecaster"]
 
 
 def deliveries(values: np.ndarray) -> list[Delivery]:
@@ -35,6 +35,26 @@ def opened(alerts: list[Alert]) -> list[Alert]:
     for alert in alerts:
         first.setdefault(alert.uid, alert)
     return list(first.values())
+
+
+def small_config(features: list[str], **sections: object) -> SentinelConfig:
+    """Stream "pump" of ``features`` (topic p/{device}), windows of 16 at hop 4, a small
+    LSTM-AE that trains in seconds, and ``sections`` over the defaults."""
+    return SentinelConfig.model_validate(
+        {
+            "streams": [{"name": "pump", "topic": "p/{device}", "features": features}],
+            "windows": {"length": 16, "hop": 4, "max_gap": 100},
+            "model": {
+                "hidden_size": 16,
+                "latent_size": 4,
+                "epochs": 12,
+                "learning_rate": 1e-2,
+                "train_stride": 2,
+                "seed": 1,
+            },
+            **sections,
+        }
+    )
 
 
 def trained_forecaster(config: SentinelConfig, rows: np.ndarray) -> LstmForecastDetector:

@@ -17,7 +17,7 @@ from sentinel.judge.alerts import alert_checks
 from sentinel.model import LstmAeDetector, TrainOptions, train_detector
 from sentinel.records import AlertStatus
 from tests.fakes import Harness
-from tests.worker.helpers import deliveries, opened
+from tests.worker.helpers import deliveries, opened, small_config
 
 pytestmark = pytest.mark.slow  # trains a real model (once, in the module's fixture)
 
@@ -33,20 +33,7 @@ def signal(n: int, seed: int) -> np.ndarray:
 
 
 def config() -> SentinelConfig:
-    return SentinelConfig.model_validate(
-        {
-            "streams": [{"name": "pump", "topic": "p/{device}", "features": FEATURES}],
-            "windows": {"length": 16, "hop": 4, "max_gap": 100},
-            "model": {
-                "hidden_size": 16,
-                "latent_size": 4,
-                "epochs": 12,
-                "learning_rate": 1e-2,
-                "train_stride": 2,
-                "seed": 1,
-            },
-        }
-    )
+    return small_config(FEATURES)
 
 
 @pytest.fixture(scope="module")

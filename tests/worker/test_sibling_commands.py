@@ -20,7 +20,7 @@ from sentinel.errors import ModelError
 from sentinel.judge.alerts import alert_checks
 from sentinel.model import LstmAeDetector, LstmAeMeta, TrainOptions, train_detector
 from tests.fakes import Harness
-from tests.worker.helpers import deliveries, opened
+from tests.worker.helpers import deliveries, opened, small_config
 
 pytestmark = pytest.mark.slow  # trains a real model (once, in the module's fixture)
 
@@ -44,21 +44,7 @@ def signal(n: int, seed: int) -> np.ndarray:
 
 
 def config(sibling_pulses: bool = True) -> SentinelConfig:
-    return SentinelConfig.model_validate(
-        {
-            "streams": [{"name": "pump", "topic": "p/{device}", "features": FEATURES}],
-            "windows": {"length": 16, "hop": 4, "max_gap": 100},
-            "model": {
-                "hidden_size": 16,
-                "latent_size": 4,
-                "epochs": 12,
-                "learning_rate": 1e-2,
-                "train_stride": 2,
-                "seed": 1,
-            },
-            "constants": {"sibling_pulses": sibling_pulses},
-        }
-    )
+    return small_config(FEATURES, constants={"sibling_pulses": sibling_pulses})
 
 
 @pytest.fixture(scope="module")
