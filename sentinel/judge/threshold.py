@@ -371,7 +371,9 @@ class ThresholdBank:
             return
         if window.start_ts <= state.anomalous_end + gap * (window.end_ts - window.start_ts):
             return
-        if spell.since and float(np.median(spell.since)) > _USUAL * spell.usual:
+        if not spell.since:
+            return  # nothing scored since (a gap in the data): the next window decides
+        if float(np.median(spell.since)) > _USUAL * spell.usual:
             # not back at its usual level: a fault's milder end, or a change that stays
             state.anomalous_end = window.start_ts
             spell.since.clear()
