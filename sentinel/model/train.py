@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 import threading
 import time
 from collections.abc import Callable, Container, Sequence
@@ -208,19 +207,19 @@ def _pulse_shape(columns: Sequence[np.ndarray]) -> tuple[float, ...] | None:
         return None
     rest = levels[int(np.argmax(counts))]
     short = total = 0
-    reached: set[float] = set()
+    pulsed = []  # the readings of the short excursions
     for column in columns:
-        away = np.r_[False, column != rest, False]
-        edges = np.flatnonzero(np.diff(away.astype(np.int8)))
+        away = column != rest
+        edges = np.flatnonzero(np.diff(np.r_[False, away, False].astype(np.int8)))
         lengths = edges[1::2] - edges[::2]
-        for start, length in zip(edges[::2].tolist(), lengths.tolist(), strict=True):
-            if length <= PULSE_READINGS:
-                reached.update(float(v) for v in column[start : start + length])
+        # the away readings are the excursions' readings in order: each its excursion's length
+        pulsed.append(column[away][np.repeat(lengths, lengths) <= PULSE_READINGS])
         short += int((lengths <= PULSE_READINGS).sum())
         total += len(lengths)
     if total == 0 or short < _PULSE_SHARE * total:
         return None
-    return (float(rest), *sorted(v for v in reached if math.isfinite(v)))
+    reached = np.unique(np.concatenate(pulsed))
+    return (float(rest), *(float(v) for v in reached[np.isfinite(reached)]))
 
 
 def pulse_features(
@@ -235,7 +234,9 @@ def pulse_features(
     hold) is judged by the constant check, which reads its first pulse from the rest its
     siblings share to a value they pulse to as one of theirs
     (``sentinel.judge.constants``; issue #21), not as a departure. Constant features are
-    left out; segments are read one by one (a gap between them is no excursion)."""
+    left out, and so is a train reaching more than ``_PULSE_VALUES`` values (a counter's
+    ticks, not a command); segments are read one by one (a gap between them is no
+    excursion)."""
     arrays = [np.asarray(s, dtype=np.float64) for s in segments if len(s)]
     if not arrays:
         return {}
