@@ -154,12 +154,14 @@ class ConstantCheck:
             return [None] * len(windows)
         n = detector.meta.training.get("n_readings", 0)
         exceedance = 1.0 / (float(n) + 1.0) if isinstance(n, int | float) and n > 0 else 1.0
-        return [self._one(detector, constants, window, exceedance) for window in windows]
+        pairs = detector.pulse_shapes()
+        return [self._one(detector, constants, pairs, window, exceedance) for window in windows]
 
     def _one(
         self,
         detector: Detector,
         constants: dict[int, float],
+        pairs: tuple[tuple[float, float], ...],
         window: Window,
         exceedance: float,
     ) -> ConstantHit | None:
@@ -173,7 +175,6 @@ class ConstantCheck:
         new = len(values) if fresh else min(self.hop, len(values))
         # (distance, feature, value, age of the newest departing reading)
         worst: tuple[float, int, float, int] | None = None
-        pairs = detector.pulse_shapes()
         for index, expected in constants.items():
             column = values[:, index]
             state = device.features.get(index) if device is not None else None
