@@ -91,11 +91,20 @@ _PERIOD_TOLERANCE = 0.05
 _FIRST_ROWS = 64  # a device's first residual ring; it doubles up to ``history``
 _DEPARTURE_FEATURES = 3  # judged features a device's relations need for per-reading departures
 _RECOMPUTE_EVERY = 32  # accepted readings between scale updates (a median costs ~0.1 ms)
+# Residuals within this share of a reading's size are float rounding, not noise: readings
+# are float32 (7 digits), and a median of two of them differs from a third on an exact
+# ramp by a few of their last bits (~1e-7 of the value). Counted as noise, such residuals
+# were the whole noise scale of a counter or a ramp that rises by the same step each
+# reading (a server's memory between garbage collections, 0.02 a minute), and every
+# collection's drop was a spike at z ~ 1e12 (issue #21).
+RESOLUTION = 1e-6
 
 FloatArray = npt.NDArray[np.float64]
 
 
-def hampel_residuals(values: npt.NDArray[Any], neighbours: int) -> tuple[FloatArray, FloatArray]:
+def hampel_residuals(
+    values: npt.NDArray[Any], neighbours: int, readings: npt.NDArray[Any] | None = None
+) -> tuple[FloatArray, FloatArray]:
     """Each reading's residuals from the median of its span of ``neighbours`` readings on
     each side: (B, T, F) windows give two (B, T - 2 * neighbours, F) arrays, position i
     belonging to reading i + neighbours.
@@ -105,6 +114,10 @@ def hampel_residuals(values: npt.NDArray[Any], neighbours: int) -> tuple[FloatAr
     median, and is what the noise is measured on: on a trend the reading itself is the
     median of its span, so the first residual is 0 there and would make every trending
     channel look noiseless.
+
+    Residuals within ``RESOLUTION`` of the readings' own size are 0: they are the rounding
+    of float32 readings, not the sensor's noise (``readings``: the windows the residuals'
+    sizes are judged by, when ``values`` are themselves residuals; default ``values``).
     """
     span = 2 * neighbours + 1
     x = np.asarray(values, dtype=np.float64)
@@ -118,6 +131,12 @@ def hampel_residuals(values: npt.NDArray[Any], neighbours: int) -> tuple[FloatAr
     low = np.where(rank <= neighbours - 1, ordered[..., neighbours], ordered[..., neighbours - 1])
     high = np.where(rank <= neighbours, ordered[..., neighbours + 1], ordered[..., neighbours])
     noise: FloatArray = centre - (low + high) / 2
+    size = centre if readings is None else np.asarray(readings, dtype=np.float64)[
+        :, neighbours : x.shape[1] - neighbours
+    ]
+    floor = RESOLUTION * np.abs(size)
+    judged[np.abs(judged) <= floor] = 0.0
+    noise[np.abs(noise) <= floor] = 0.0
     return judged, noise
 
 
@@ -465,7 +484,7 @@ def _relation_residuals(
         if fit is not None:
             rows = np.asarray(values[i], dtype=np.float64)
             across[i] = fit.residuals(rows) * (fit.inverse > 0)
-    return hampel_residuals(across, neighbours)
+    return hampel_residuals(across, neighbours, values)
 
 
 def _periodic(times: list[int], count: int) -> bool:
