@@ -347,6 +347,39 @@ def test_a_step_like_channel_steps_without_spikes(recurring: bool) -> None:
     assert scale[1] >= 1.0  # at least a typical step, not the smallest one
 
 
+def sawtooth(n: int, seed: int = 3) -> np.ndarray:
+    """A server's memory as float32 readings of two decimals: it rises by exactly 0.02 a
+    reading and drops back to ~40 every 180-300 readings (a garbage collection, normal)."""
+    rng = np.random.default_rng(seed)
+    memory = np.empty(n)
+    level, next_drop = 40.0, int(rng.integers(180, 300))
+    for i in range(n):
+        if i == next_drop:
+            level, next_drop = 40.0 + rng.normal(0, 0.3), i + int(rng.integers(180, 300))
+        level += 0.02
+        memory[i] = level
+    return memory.round(2).astype(np.float32)[:, None]
+
+
+def test_float_rounding_is_no_residual() -> None:
+    ramp = sawtooth(40)[None, :30]  # no drop yet: an exact ramp, as float32
+    judged, noise = hampel_residuals(ramp, 3)
+    assert np.all(judged == 0.0)
+    assert np.all(noise == 0.0)  # the median of two neighbours is the reading, to 1e-6
+
+
+def test_a_ramps_drops_are_no_spikes_and_a_spike_on_it_is() -> None:
+    """Rounding counted as noise was the ramp's whole noise scale (~1e-14), and each
+    collection's drop a spike at z ~ 1e12 (issue #21, server_metrics)."""
+    check = SpikeCheck(SpikesConfig(), HOP)
+    assert all(h is None for h in run(check, sawtooth(4000)))
+    series = sawtooth(4000)
+    at = int(np.flatnonzero(np.abs(np.diff(series[:, 0])) > 1)[-1]) + 60  # between drops
+    series[at, 0] += 5.0
+    check = SpikeCheck(SpikesConfig(), HOP)
+    assert hit_readings(run(check, series)) == {at}
+
+
 @pytest.mark.parametrize("feature", [0, 1])
 def test_a_real_spike_on_a_step_like_channel_is_caught(feature: int) -> None:
     series = step_like(6000)
