@@ -131,9 +131,11 @@ def hampel_residuals(
     low = np.where(rank <= neighbours - 1, ordered[..., neighbours], ordered[..., neighbours - 1])
     high = np.where(rank <= neighbours, ordered[..., neighbours + 1], ordered[..., neighbours])
     noise: FloatArray = centre - (low + high) / 2
-    size = centre if readings is None else np.asarray(readings, dtype=np.float64)[
-        :, neighbours : x.shape[1] - neighbours
-    ]
+    size = (
+        centre
+        if readings is None
+        else np.asarray(readings, dtype=np.float64)[:, neighbours : x.shape[1] - neighbours]
+    )
     floor = RESOLUTION * np.abs(size)
     judged[np.abs(judged) <= floor] = 0.0
     noise[np.abs(noise) <= floor] = 0.0
