@@ -19,9 +19,12 @@ from sentinel.model.fields import as_list, as_object, number
 __all__ = [
     "CALIBRATION_QUANTILES",
     "CALIBRATION_SAMPLE",
+    "TAIL_QUANTILE",
+    "TAIL_SPREAD",
     "Calibration",
     "Float64Array",
     "ResidualCoupling",
+    "balance_tails",
     "couple",
     "fit_residual_coupling",
     "score_floor",
@@ -39,6 +42,16 @@ _BASELINE_FLOOR = 1e-4
 # almost perfectly (a slow or nearly flat channel) otherwise turns any small disturbance
 # into ratios of 10^3 and more, which outweigh every real fault on the other channels.
 RELATIVE_FLOOR = 0.05
+
+# The quantile of a feature's held-back window errors that stands for its tail in
+# ``balance_tails``: rare enough to hold a normal event every few hundred readings, common
+# enough that a few hundred held-back windows estimate it.
+TAIL_QUANTILE = 0.99
+# How much heavier than the typical feature's a feature's tail may be before it is brought
+# back to this: features differ in how well they are predicted, and on SKAB's pump rig and
+# the simulated fleet their tails lay within 0.7-2.8 times the typical (one of 272 at 4.8);
+# a server's memory, dropping at each garbage collection, lay at 20.
+TAIL_SPREAD = 3.0
 
 # Ridge on the coupling's regressions, as a share of the regressors' mean variance: keeps
 # nearly collinear residuals (two sensors of one quantity) from trading huge coefficients.
@@ -60,17 +73,26 @@ class Calibration:
 
     @classmethod
     def from_errors(
-        cls, feature_errors: Float64Array, skip: Sequence[int] = (), *, robust: bool = False
+        cls,
+        feature_errors: Float64Array,
+        skip: Sequence[int] = (),
+        *,
+        robust: bool = False,
+        balance: bool = False,
     ) -> Calibration:
         """Calibrate on held-back windows' per-feature errors (B, F); features in ``skip``
         (constant in training) take no part in a score (see ``window_scores``).
 
         A feature's normal error is its mean over the windows, or with ``robust`` its
-        median, which a few held-back windows of a transient cannot inflate.
+        median, which a few held-back windows of a transient cannot inflate. With
+        ``balance`` it is then raised where the feature's tail is heavier than the typical
+        feature's (``balance_tails``).
         """
         if feature_errors.shape[0] == 0:
             raise ModelError("calibration needs at least one scored window")
         baseline = np.median(feature_errors, axis=0) if robust else feature_errors.mean(axis=0)
+        if balance:
+            baseline = balance_tails(feature_errors, baseline, skip)
         scores = window_scores(feature_errors, baseline, skip)
         values = np.quantile(scores, [float(q) for q in CALIBRATION_QUANTILES])
         return cls(
@@ -129,6 +151,40 @@ def score_floor(
     if judged.any():
         floor = np.maximum(floor, RELATIVE_FLOOR * float(np.median(base[judged])))
     return floor, judged
+
+
+def balance_tails(
+    feature_errors: Float64Array,
+    baseline: Sequence[float] | Float64Array,
+    skip: Sequence[int] = (),
+) -> Float64Array:
+    """``baseline`` with each judged feature's normal error raised where its tail is more
+    than ``TAIL_SPREAD`` times heavier than the typical judged feature's, until it is that:
+    a tail is the feature's ``TAIL_QUANTILE`` held-back error as a multiple of its (floored)
+    normal error, the typical one the median of those over the judged features. Never
+    lowered; with one judged feature, unchanged.
+
+    A window's score is its worst feature's ratio, and one threshold judges them all, so
+    the feature with the heaviest normal tail sets it: a server's memory drops at each
+    garbage collection, no forecast can time them, and their errors 100-200 times memory's
+    median put the threshold there, where the CPU of a runaway process (10 times CPU's)
+    was never seen by the score (issue #21: on server metrics the model's check caught a
+    tenth of the faults). Balanced, no feature's normal tail lies beyond ``TAIL_SPREAD``
+    times the typical one, nor the threshold. (Balancing every feature to the typical tail
+    lowered SKAB's threshold by its spread of tails too, and its false alarms rose from
+    9 % to 15 %: docs/BENCHMARKS.md.)
+    """
+    floor, judged = score_floor(baseline, skip)
+    base = np.asarray(baseline, dtype=np.float64)
+    if judged.sum() < 2:
+        return base
+    tails = np.quantile(feature_errors[:, judged], TAIL_QUANTILE, axis=0) / floor[judged]
+    typical = float(np.median(tails))
+    if not np.isfinite(typical) or typical <= 0:
+        return base
+    raised = base.copy()
+    raised[judged] = np.maximum(base[judged], floor[judged] * tails / (TAIL_SPREAD * typical))
+    return raised
 
 
 def window_scores(

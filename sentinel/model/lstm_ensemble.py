@@ -250,7 +250,10 @@ class LstmEnsembleDetector(Detector):
             how,
         )
         calibration = Calibration.from_errors(
-            combined, forecaster.meta.unscored_indices, robust=True
+            combined,
+            forecaster.meta.unscored_indices,
+            robust=True,
+            balance=options.model.balance_tails,
         )
         now = datetime.now(UTC)
         version = new_version(now)

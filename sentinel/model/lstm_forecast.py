@@ -274,7 +274,10 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             coupling = _fit_coupling(module, prepared, steps, config.score_batch_max, features)
             coupled[0] = coupling_tensors(coupling, device)
         calibration = Calibration.from_errors(
-            held_back(steps), prepared.unscored(features), robust=True
+            held_back(steps),
+            prepared.unscored(features),
+            robust=True,
+            balance=config.balance_tails,
         )
         now = datetime.now(UTC)
         meta = LstmForecastMeta(

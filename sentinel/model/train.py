@@ -626,7 +626,9 @@ def fit_autoencoder(
     _, feature_errors = _errors(
         module, gather, val_starts, config.score_batch_max, config.score_steps
     )
-    calibration = Calibration.from_errors(feature_errors, prepared.unscored(features))
+    calibration = Calibration.from_errors(
+        feature_errors, prepared.unscored(features), balance=config.balance_tails
+    )
 
     now = datetime.now(UTC)
     training = training_record(prepared, fit, started, config.seed, first_ts, last_ts)

@@ -8,8 +8,11 @@ import pytest
 from sentinel.errors import ModelError
 from sentinel.model.calibration import (
     RELATIVE_FLOOR,
+    TAIL_QUANTILE,
+    TAIL_SPREAD,
     Calibration,
     ResidualCoupling,
+    balance_tails,
     couple,
     fit_residual_coupling,
     score_floor,
@@ -54,6 +57,60 @@ def test_a_robust_calibration_is_not_inflated_by_a_few_transient_windows() -> No
     assert Calibration.from_errors(errors).feature_mean_errors[0] > 40
     robust = Calibration.from_errors(errors, robust=True)
     assert robust.feature_mean_errors == (1.0, 1.0)
+
+
+def _heavy_tailed(rows: int = 2000, seed: int = 1) -> np.ndarray:
+    """Held-back errors of four features: three of light tails, and a server's memory whose
+    errors are ordinary except in 8 % of windows, those holding a garbage collection's drop,
+    where they are 150 times its median (issue #21, server_metrics)."""
+    rng = np.random.default_rng(seed)
+    errors = np.abs(rng.normal(1.0, 0.3, (rows, 4)))
+    drops = rng.random(rows) < 0.08
+    errors[drops, 3] *= 150.0
+    return errors
+
+
+def tail(errors: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    floor, _ = score_floor(baseline)
+    out: np.ndarray = np.quantile(errors, TAIL_QUANTILE, axis=0) / floor
+    return out
+
+
+def test_a_feature_of_heavy_normal_tails_is_brought_to_the_spread_and_no_other_moves() -> None:
+    errors = _heavy_tailed()
+    baseline = np.median(errors, axis=0)
+    balanced = balance_tails(errors, baseline)
+    assert balanced[:3].tolist() == baseline[:3].tolist()
+    before, after = tail(errors, baseline), tail(errors, balanced)
+    typical = float(np.median(before))
+    assert before[3] > 50 * typical
+    assert after[3] == pytest.approx(TAIL_SPREAD * typical)
+
+
+def test_the_threshold_is_no_longer_the_heavy_features_and_a_fault_elsewhere_passes_it() -> None:
+    errors = _heavy_tailed()
+    plain = Calibration.from_errors(errors, robust=True)
+    balanced = Calibration.from_errors(errors, robust=True, balance=True)
+    assert balanced.quantiles["0.99"] < plain.quantiles["0.99"] / 10
+    # a runaway process: CPU's error 10 times its normal, memory's ordinary
+    fault = np.array([[10.0, 1.0, 1.0, 1.0]])
+    assert float(window_scores(fault, plain.feature_mean_errors)[0]) < plain.quantiles["0.99"]
+    assert float(window_scores(fault, balanced.feature_mean_errors)[0]) > balanced.quantiles["0.99"]
+
+
+def test_tails_within_the_spread_single_and_skipped_features_are_left_alone() -> None:
+    rng = np.random.default_rng(2)
+    errors = np.abs(rng.normal(1.0, 0.3, (2000, 3)))
+    errors[:, 1] *= rng.lognormal(0.0, 0.5, 2000)  # heavier, well within the spread
+    baseline = np.median(errors, axis=0)
+    assert balance_tails(errors, baseline).tolist() == baseline.tolist()
+    heavy = _heavy_tailed()
+    assert balance_tails(heavy[:, 3:], np.median(heavy[:, 3:], axis=0)).tolist() == (
+        np.median(heavy[:, 3:], axis=0).tolist()
+    )
+    # the heavy feature skipped: nothing judged is heavy, nothing moves
+    skipped = balance_tails(heavy, np.median(heavy, axis=0), skip=[3])
+    assert skipped.tolist() == np.median(heavy, axis=0).tolist()
 
 
 def _coupled_residuals(rows: int = 20_000, seed: int = 0) -> np.ndarray:
