@@ -60,6 +60,11 @@ from sentinel.timescale import TimeScale
 
 __all__ = ["AlertTracker", "alert_checks", "severity_of"]
 
+# Within the cooldown, a run is the ended alert's fault again when their leading features
+# each carried at least this share of the other's contributions (``_shared_lead``): a quarter,
+# so that a feature is one of the few the fault was about, not a bystander.
+SHARED_LEAD = 0.25
+
 
 def severity_of(exceedance: float, config: AlertsConfig) -> Severity:
     """The severity of a window that a normal one would reach with this probability."""
@@ -429,16 +434,37 @@ class AlertTracker:
         still continue its alert. An alert that names no feature (restored from before
         contributions were kept) is taken to be the same fault."""
         top = ended.alert.top_features
-        if not top or float(excess.sum()) <= 0.0:
+        total = float(excess.sum())
+        if not top or total <= 0.0:
             return True
         names = self.features[ended.alert.stream]
         feature = names[int(np.argmax(excess))]
-        if feature != top[0].feature:
+        if feature != top[0].feature and not self._shared_lead(top, excess / total, names):
             return False
         reason = ended.alert.reason
         was_stuck = reason is not None and reason.stuck is not None and reason.stuck[0] == feature
         frozen = any(v.stuck is not None and names[v.stuck.feature] == feature for v in run)
         return was_stuck or not frozen
+
+    @staticmethod
+    def _shared_lead(
+        top: Sequence[FeatureContribution], shares: np.ndarray, names: Sequence[str]
+    ) -> bool:
+        """Whether an ended alert (``top``, its contributions) and a new run (``shares`` of
+        its excess per feature) were led by the same group of features: each one's leading
+        feature carried at least ``SHARED_LEAD`` of the other's. Features that move
+        together (a CPU and the load averages that follow it) take turns at the lead: a
+        runaway process's end was led by load1, its onset by load5, and its end opened an
+        alert of its own (issue #21, wide_server)."""
+        lead = names[int(np.argmax(shares))]
+        carried = {c.feature: c.share for c in top}
+        index = {name: i for i, name in enumerate(names)}
+        first = top[0].feature
+        return (
+            carried.get(lead, 0.0) >= SHARED_LEAD
+            and first in index
+            and float(shares[index[first]]) >= SHARED_LEAD
+        )
 
     @staticmethod
     def _excess(verdict: Verdict, baseline: Sequence[float]) -> np.ndarray:

@@ -93,6 +93,42 @@ def test_another_feature_going_wrong_within_the_cooldown_is_a_new_alert() -> Non
     assert t.open_alerts == 1
 
 
+def led(t: float, errors: tuple[float, float, float]) -> Verdict:
+    window = Window("pump", "a", t - 3, t, np.zeros((4, 3), dtype=np.float32))
+    return Verdict(Score(window, 5.0, errors, "v1"), 2.5, True, 1e-3, STATE)
+
+
+def test_features_that_move_together_taking_turns_at_the_lead_are_one_fault() -> None:
+    """A runaway process: its onset led by pressure with flow close behind, its end -- 50 s
+    after the alert ended -- by flow with pressure close behind (a CPU and the load
+    averages that follow it take turns so). One fault, one alert (issue #21, wide_server);
+    a run led by a feature the ended alert hardly held is still another fault."""
+    t = tracker(cooldown=100)
+    first = t.observe(led(0, (0.8, 0.9, 0.1)), BASELINE)
+    assert first is not None
+    assert first.top_features[0].feature == "pressure"
+    assert run(t, "..", start=10)[-1].status is AlertStatus.CLOSED
+    end = t.observe(led(60, (0.9, 0.7, 0.1)), BASELINE)
+    assert end is not None
+    assert end.uid == first.uid
+    assert run(t, "..", start=70)[-1].status is AlertStatus.CLOSED
+    # current led the next run; the alert held current at a share far below a quarter
+    other = t.observe(led(100, (0.2, 0.2, 0.9)), BASELINE)
+    assert other is not None
+    assert other.uid != first.uid
+
+
+def test_a_run_led_by_a_feature_the_alert_held_but_without_its_lead_is_another_fault() -> None:
+    t = tracker(cooldown=100)
+    first = t.observe(led(0, (0.5, 0.8, 0.1)), BASELINE)  # pressure 0.64, flow 0.36
+    assert first is not None
+    assert [c.feature for c in first.top_features][:2] == ["pressure", "flow"]
+    assert run(t, "..", start=10)[-1].status is AlertStatus.CLOSED
+    flow = t.observe(led(60, (0.9, 0.1, 0.1)), BASELINE)  # flow alone, pressure normal
+    assert flow is not None
+    assert flow.uid != first.uid
+
+
 def test_a_channel_freezing_after_another_fault_on_it_is_a_new_alert() -> None:
     """Flow's alert ends; within its cooldown flow's sensor freezes: a dead sensor is a fault
     of its own, not the earlier one again. Once the frozen channel's alert ends, the
