@@ -60,6 +60,7 @@ __all__ = [
     "setpoint_steps",
     "stuck_sensor",
     "telemetry_modes",
+    "wide_server",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -670,6 +671,169 @@ def server_metrics(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     )
 
 
+def wide_server(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """A server's 26 metrics once a minute, as the public server-machine datasets hold them
+    (dozens of channels of many kinds, most of them quiet): a daily request load that CPU,
+    load averages, network, connections, context switches, queries and the CPU temperature
+    follow (each in its own way: lagged, smoothed, integer, heavy-tailed); an hourly cron
+    job (+20 % system CPU and a burst of disk writes for 3 minutes); memory in a garbage
+    collector's sawtooth; a page cache that grows and is dropped daily; bursty disk reads; a
+    disk that fills by one quantised step now and then; process and thread counts that step;
+    swap constant at 0 and a status flag constant at 1 (both in training and after);
+    database latency with heavy-tailed noise; a cache hit ratio near 0.95; a few
+    configuration values that never change. All of that is normal.
+
+    Six anomalies, one of each kind the datasets label: a runaway process (user CPU +30,
+    the load averages following, for 60 minutes); a memory leak (10 x the normal slope for
+    120 minutes, then a restart drops it); the network at a fifth of what the requests need
+    (30 minutes); a disk-write storm (5 x the write rate, disk busy, 40 minutes); a slow
+    database (latency x 4 and the cache hit ratio at 0.7, 20 minutes); a crash loop (the
+    process count swinging, the thread count halved, 30 minutes).
+    """
+    rows = 5_000 if quick else 6_000
+    rng = np.random.default_rng(seed)
+    minutes = np.arange(rows, dtype=np.float64)
+    daily = np.sin(2 * np.pi * minutes / DAY * 60 - np.pi / 2)
+    load = (300 + 120 * daily) * np.exp(_ar1(rng, rows, 0.06, phi=0.95))
+    requests = rng.poisson(load).astype(np.float64)
+    cron = np.zeros(rows)
+    for start in range(int(rng.integers(0, 60)), rows, 60):
+        cron[start : start + 3] = 1.0
+    cpu_user = 5 + 0.1 * load + _noise(rng, rows, 1.0)
+    cpu_system = 2 + 0.03 * load + 4 * cron + _noise(rng, rows, 0.4)
+    cpu_iowait = np.abs(rng.normal(0.5, 0.3, rows))
+    memory = np.empty(rows)
+    level, next_gc = 40.0, int(rng.integers(150, 400))
+    for i in range(rows):
+        if i == next_gc:
+            level, next_gc = 40.0 + rng.normal(0, 0.3), i + int(rng.integers(150, 400))
+        level += 0.015
+        memory[i] = level
+    cache = 10 + 8 * ((minutes + int(rng.integers(0, 1440))) % 1440) / 1440
+    swap = np.zeros(rows)
+    net_in = 0.5 * load * np.exp(rng.normal(0.0, 0.08, rows))
+    net_out = 2.0 * load * np.exp(rng.normal(0.0, 0.1, rows))
+    connections = np.round(load / 20 + rng.poisson(2.0, rows))
+    disk_read = rng.poisson(
+        _bursts(rng, rows, 8.0, 60.0, first=(20, 120), length=(1, 4), apart=(30, 200))
+    ).astype(np.float64)
+    disk_write = rng.poisson(15.0 + 80.0 * cron).astype(np.float64)
+    disk_util = np.clip(2 + 0.3 * disk_write + 0.2 * disk_read + _noise(rng, rows, 1.0), 0, 100)
+    disk_used = 52.0 + 0.1 * np.cumsum(rng.random(rows) < 0.01)
+    processes = 180 + np.cumsum(rng.choice([-1, 0, 0, 0, 0, 0, 0, 0, 1], rows))
+    threads = np.round(processes * 6 + 0.05 * load + rng.normal(0, 3, rows))
+    switches = 1000 + 8 * load + _noise(rng, rows, 60)
+    queries = rng.poisson(1.5 * load).astype(np.float64)
+    latency = 12 * np.exp(0.25 * rng.standard_t(4, rows)) + 0.01 * load
+    hit_ratio = np.clip(0.95 + rng.normal(0, 0.008, rows), 0, 1)
+    status = np.ones(rows)
+    workers, max_conn, page_size = np.full(rows, 16.0), np.full(rows, 500.0), np.full(rows, 4.0)
+    temperature = np.empty(rows)
+    temperature[0] = 45.0
+    for i in range(1, rows):  # the CPU's temperature follows its use with a lag
+        temperature[i] = temperature[i - 1] + (35 + 0.4 * cpu_user[i] - temperature[i - 1]) / 10
+    temperature += _noise(rng, rows, 0.3)
+    load1 = np.empty(rows)
+    load5 = np.empty(rows)
+    load1[0] = load5[0] = cpu_user[0] / 10
+    train = rows // 2
+    spans = []
+    # the anomalies, one every ~450 rows of the test half
+    runaway = train + 250
+    cpu_user[runaway : runaway + 60] += 30
+    spans.append((runaway, runaway + 60))
+    leak = train + 700
+    memory[leak : leak + 120] += np.arange(120) * 0.15
+    memory[leak + 120 :] -= memory[leak + 120] - 40.0
+    spans.append((leak, leak + 120))
+    net = train + 1150
+    net_in[net : net + 30] *= 0.2
+    net_out[net : net + 30] *= 0.2
+    spans.append((net, net + 30))
+    storm = train + 1600
+    disk_write[storm : storm + 40] = rng.poisson(75.0, 40)
+    disk_util[storm : storm + 40] = np.clip(disk_util[storm : storm + 40] + 25, 0, 100)
+    spans.append((storm, storm + 40))
+    slow = train + 2050
+    latency[slow : slow + 20] *= 4
+    hit_ratio[slow : slow + 20] = np.clip(0.7 + rng.normal(0, 0.02, 20), 0, 1)
+    spans.append((slow, slow + 20))
+    crash = train + 2500
+    processes[crash : crash + 30] += rng.choice([-25, 0, 25], 30)
+    threads[crash : crash + 30] = np.round(threads[crash : crash + 30] / 2)
+    spans.append((crash, crash + 30))
+    for i in range(1, rows):  # load averages follow the (faulty too) user CPU
+        load1[i] = load1[i - 1] + (cpu_user[i] / 10 - load1[i - 1]) / 1.5
+        load5[i] = load5[i - 1] + (cpu_user[i] / 10 - load5[i - 1]) / 5
+    values = np.column_stack(
+        [
+            requests,
+            np.clip(cpu_user, 0, 100).round(1),
+            np.clip(cpu_system, 0, 100).round(1),
+            cpu_iowait.round(2),
+            load1.round(2),
+            load5.round(2),
+            memory.round(2),
+            cache.round(2),
+            swap,
+            net_in.round(1),
+            net_out.round(1),
+            connections,
+            disk_read,
+            disk_write,
+            disk_util.round(1),
+            disk_used.round(1),
+            processes,
+            threads,
+            switches.round(0),
+            queries,
+            latency.round(2),
+            hit_ratio.round(3),
+            status,
+            workers,
+            max_conn,
+            page_size,
+        ]
+    )
+    return _series(
+        "wide_server",
+        values,
+        (
+            "requests",
+            "cpu_user",
+            "cpu_system",
+            "cpu_iowait",
+            "load1",
+            "load5",
+            "memory",
+            "cache",
+            "swap",
+            "net_in",
+            "net_out",
+            "connections",
+            "disk_read",
+            "disk_write",
+            "disk_util",
+            "disk_used",
+            "processes",
+            "threads",
+            "switches",
+            "queries",
+            "latency",
+            "hit_ratio",
+            "status",
+            "workers",
+            "max_conn",
+            "page_size",
+        ),
+        _labels(rows, *spans),
+        60.0,
+        train,
+        "26 server metrics of many kinds, daily load, cron, GC, daily cache drop (normal); "
+        "runaway CPU, memory leak, network, disk storm, slow database, crash loop",
+    )
+
+
 # -- spacecraft-like telemetry --------------------------------------------------------------
 
 
@@ -823,6 +987,7 @@ CLASSES: dict[str, Generator] = {
     "decorrelation": decorrelation,
     "gaps": gaps,
     "server_metrics": server_metrics,
+    "wide_server": wide_server,
     "telemetry_modes": telemetry_modes,
     "rare_commands": rare_commands,
     "stepped_telemetry": stepped_telemetry,
