@@ -738,27 +738,28 @@ def wide_server(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     load1[0] = load5[0] = cpu_user[0] / 10
     train = rows // 2
     spans = []
-    # the anomalies, one every ~450 rows of the test half
+    # the anomalies, evenly through the test half (every 450 rows at full length)
+    apart = (rows - train - 300) // 6
     runaway = train + 250
     cpu_user[runaway : runaway + 60] += 30
     spans.append((runaway, runaway + 60))
-    leak = train + 700
+    leak = runaway + apart
     memory[leak : leak + 120] += np.arange(120) * 0.15
     memory[leak + 120 :] -= memory[leak + 120] - 40.0
     spans.append((leak, leak + 120))
-    net = train + 1150
+    net = leak + apart
     net_in[net : net + 30] *= 0.2
     net_out[net : net + 30] *= 0.2
     spans.append((net, net + 30))
-    storm = train + 1600
+    storm = net + apart
     disk_write[storm : storm + 40] = rng.poisson(75.0, 40)
     disk_util[storm : storm + 40] = np.clip(disk_util[storm : storm + 40] + 25, 0, 100)
     spans.append((storm, storm + 40))
-    slow = train + 2050
+    slow = storm + apart
     latency[slow : slow + 20] *= 4
     hit_ratio[slow : slow + 20] = np.clip(0.7 + rng.normal(0, 0.02, 20), 0, 1)
     spans.append((slow, slow + 20))
-    crash = train + 2500
+    crash = slow + apart
     processes[crash : crash + 30] += rng.choice([-25, 0, 25], 30)
     threads[crash : crash + 30] = np.round(threads[crash : crash + 30] / 2)
     spans.append((crash, crash + 30))
