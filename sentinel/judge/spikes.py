@@ -320,6 +320,10 @@ class SpikeCheck:
                 assert across is not None
                 point, size = fit.departures(across[0][i], state.point.inverse, fit.inverse > 0)
                 point *= cfg.k / cfg.relations_k  # in units of k: one limit for both
+                if z is not None:
+                    # A feature whose own reading did not leave its neighbours' median did
+                    # not spike, whatever the others' prediction of it did.
+                    point[z == 0.0] = 0.0
                 if point.max() > cfg.k and reach > 0:  # out of reach: a guess, not named
                     # The window's means, except for the features the fit uses but does
                     # not judge (commands, set points), taken reading by reading: a command

@@ -193,3 +193,36 @@ def test_the_lag_after_a_set_point_step_is_no_departure() -> None:
     judge(check, learnt, fit)
     fresh = set_point(1500, 11, (40.0, 55.0))  # every step 15 degrees, the largest learnt
     assert found(judge(check, fresh, fit)) == []
+
+
+BLAMED = 20  # the interior reading of each window that ``_Blaming`` names feature 2 at
+
+
+class _Blaming(Relations):
+    """A fit whose departures name feature 2 at one reading of a window, however the
+    readings went: what the others' prediction of a smooth channel does when a feature the
+    fit does not judge (a heavy-tailed latency) spikes (issue #21, wide_server)."""
+
+    def departures(
+        self, residuals: np.ndarray, inverse: np.ndarray, named: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        z = np.zeros_like(residuals)
+        z[BLAMED, 2] = 50.0
+        return z, np.where(z > 0, 1.0, 0.0)
+
+
+def test_a_channel_whose_own_reading_did_not_move_is_never_named() -> None:
+    learnt = stepped(3000, seed=1)
+    fit = relations(learnt)
+    check = SpikeCheck(SpikesConfig(), HOP)
+    judge(check, learnt, fit)
+    series = stepped(200, seed=7)
+    series[:, 2] = 12.0  # current held still: its own readings leave no residual
+    blaming = _Blaming(**{k: getattr(fit, k) for k in fit.__dataclass_fields__})
+    assert found(judge(check, series, blaming)) == []
+    # it moves, by less than k of its own scales, at a reading a window blames (the window
+    # from 108: its interior starts 3 readings in): the departure names it
+    series[108 + 3 + BLAMED, 2] += 0.5
+    hits = found(judge(check, series, blaming))
+    assert hits
+    assert all(h.feature == 2 for _, h in hits)
