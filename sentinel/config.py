@@ -907,7 +907,9 @@ class SpikesConfig(Section):
         le=100.0,
         description="An earlier spike is similar-or-larger when its residual is on the same "
         "side and at least 1 / recurring_margin times this spike's: a spike more than this "
-        "factor above every earlier one is never normal.",
+        "factor above every earlier one is never normal. Readings within this factor of "
+        "the limit (z above k / recurring_margin) are remembered as spikes are, so that a "
+        "pulse whose size straddles k is learnt from its near misses too.",
     )
     recurring_memory: int = Field(
         default=32,

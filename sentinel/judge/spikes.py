@@ -58,7 +58,12 @@ its windows anomalous. A daily pulse, a bursty count or a periodic actuation is 
 only until it has recurred that often, while a first, rare or larger-than-ever spike still
 alerts. Adjacent spiking readings (within ``2 x neighbours``) are one burst, counted once.
 Every spike is remembered, normal or not (that is how a pulse becomes known), but none
-teaches the noise scale. The memory travels with the noise scale (``snapshot``, ``park``).
+teaches the noise scale; so is every *near miss*, a reading within ``recurring_margin`` of
+the limit (``z`` above ``k / recurring_margin``), the smallest that can make a spike
+normal: a pulse whose size straddles ``k`` (an hourly cron's burst of disk writes, 6-12
+times the noise) crosses it only now and then, and were only the crossings remembered, it
+would never recur often enough to be known (issue #21, ``wide_server``). The memory
+travels with the noise scale (``snapshot``, ``park``).
 
 A reading is judged in every window where it has ``neighbours`` readings on both sides, so
 an alert's ``open_after`` windows can see it (with hop 4 and window 16, two or three times),
@@ -344,12 +349,17 @@ class SpikeCheck:
                     z = np.maximum(z, point)
             if z is not None:
                 t, f = divmod(int(z.argmax()), z.shape[1])
-                if z[t, f] > cfg.k:  # the common case, no spike, costs no more than this
-                    spiking = z[interior - fresh :] > cfg.k
-                    keep = keep & ~spiking.any(axis=1)
+                # Readings within the margin of a spike are remembered as spikes are: a
+                # normal pulse whose size straddles k (an hourly cron's burst of disk
+                # writes, 6-12 x the noise) crosses it only now and then, and were only
+                # those remembered, it would never recur often enough to be known.
+                near = cfg.k / cfg.recurring_margin if cfg.recurring else cfg.k
+                if z[t, f] > near:  # the common case, nothing near a spike, costs no more
+                    newest = z[interior - fresh :]
+                    keep = keep & ~(newest > cfg.k).any(axis=1)
                     if cfg.recurring:
                         first = state.clock - (interior - fresh)  # interior reading 0's index
-                        z = self._without_normal(state, first, signed, z, spiking)
+                        z = self._without_normal(state, first, signed, z, newest > near)
                         t, f = divmod(int(z.argmax()), z.shape[1])
                 if z[t, f] > cfg.k:
                     hit = SpikeHit(
