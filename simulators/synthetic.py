@@ -56,6 +56,7 @@ __all__ = [
     "level_shift_anomaly",
     "level_shift_new_normal",
     "periodic_actuation",
+    "sawtooth",
     "server_metrics",
     "setpoint_steps",
     "stuck_sensor",
@@ -142,6 +143,20 @@ def _bursts(
 
 def _times(n: int, interval: float) -> FloatArray:
     return EPOCH + interval * np.arange(n, dtype=np.float64)
+
+
+def sawtooth(rng: np.random.Generator, n: int, slope: float, apart: tuple[int, int]) -> FloatArray:
+    """A server's memory under a garbage collector: from 40 it rises by exactly ``slope`` a
+    reading and drops back to about 40 (sd 0.3) every ``apart`` readings (drawn as numpy's
+    ``integers``, end excluded), the first drop too."""
+    memory = np.empty(n)
+    level, next_gc = 40.0, int(rng.integers(*apart))
+    for i in range(n):
+        if i == next_gc:
+            level, next_gc = 40.0 + rng.normal(0, 0.3), i + int(rng.integers(*apart))
+        level += slope
+        memory[i] = level
+    return memory
 
 
 def _labels(n: int, *spans: tuple[int, int]) -> IntArray:
@@ -626,13 +641,7 @@ def server_metrics(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     cpu = 10 + 0.12 * requests + _noise(rng, rows, 1.0)
     for start in range(int(rng.integers(0, 60)), rows, 60):  # the hourly cron job
         cpu[start : start + 3] += 25 * rng.uniform(0.9, 1.1)
-    memory = np.empty(rows)
-    level, next_gc = 40.0, int(rng.integers(180, 300))
-    for i in range(rows):
-        if i == next_gc:
-            level, next_gc = 40.0 + rng.normal(0, 0.3), i + int(rng.integers(180, 300))
-        level += 0.02
-        memory[i] = level
+    memory = sawtooth(rng, rows, 0.02, (180, 300))
     net_out = 0.9 * requests * np.exp(rng.normal(0.0, 0.1, rows))
     disk_rate = _bursts(rng, rows, 5.0, 40.0, first=(20, 120), length=(1, 3), apart=(40, 160))
     train = rows // 2
@@ -702,13 +711,7 @@ def wide_server(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
     cpu_user = 5 + 0.1 * load + _noise(rng, rows, 1.0)
     cpu_system = 2 + 0.03 * load + 4 * cron + _noise(rng, rows, 0.4)
     cpu_iowait = np.abs(rng.normal(0.5, 0.3, rows))
-    memory = np.empty(rows)
-    level, next_gc = 40.0, int(rng.integers(150, 400))
-    for i in range(rows):
-        if i == next_gc:
-            level, next_gc = 40.0 + rng.normal(0, 0.3), i + int(rng.integers(150, 400))
-        level += 0.015
-        memory[i] = level
+    memory = sawtooth(rng, rows, 0.015, (150, 400))
     cache = 10 + 8 * ((minutes + int(rng.integers(0, 1440))) % 1440) / 1440
     swap = np.zeros(rows)
     net_in = 0.5 * load * np.exp(rng.normal(0.0, 0.08, rows))

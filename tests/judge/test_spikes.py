@@ -17,7 +17,7 @@ from sentinel.judge.spikes import (
     _scale_reference,
     hampel_residuals,
 )
-from simulators.synthetic import generate
+from simulators import synthetic
 
 WINDOW, HOP = 16, 4
 
@@ -274,7 +274,7 @@ def test_a_pulse_straddling_the_limit_is_learnt_from_its_near_misses() -> None:
     alerted (issue #21: at readings 3476 and 4317 of seed 1, before its disk-write storm at
     4600, and twice after). Its near misses are remembered too, and after its first bursts
     the cron is the device's normal."""
-    series = generate("wide_server", seed=1)
+    series = synthetic.generate("wide_server", seed=1)
     writes = series.values[:4500, [series.features.index("disk_write")]]
     crons = np.flatnonzero(writes[:, 0] > 60)
     check = SpikeCheck(SpikesConfig(), HOP)
@@ -369,14 +369,7 @@ def test_a_step_like_channel_steps_without_spikes(recurring: bool) -> None:
 def sawtooth(n: int, seed: int = 3) -> np.ndarray:
     """A server's memory as float32 readings of two decimals: it rises by exactly 0.02 a
     reading and drops back to ~40 every 180-300 readings (a garbage collection, normal)."""
-    rng = np.random.default_rng(seed)
-    memory = np.empty(n)
-    level, next_drop = 40.0, int(rng.integers(180, 300))
-    for i in range(n):
-        if i == next_drop:
-            level, next_drop = 40.0 + rng.normal(0, 0.3), i + int(rng.integers(180, 300))
-        level += 0.02
-        memory[i] = level
+    memory = synthetic.sawtooth(np.random.default_rng(seed), n, 0.02, (180, 300))
     return memory.round(2).astype(np.float32)[:, None]
 
 

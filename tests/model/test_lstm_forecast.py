@@ -26,6 +26,7 @@ from sentinel.model import (
 from sentinel.model.base import META_FILE
 from sentinel.model.calibration import score_floor
 from sentinel.model.lstm_forecast import LstmForecastMeta, default_score_steps, forecast_errors
+from simulators.synthetic import sawtooth
 
 CPU = torch.device("cpu")
 WINDOW = 16
@@ -343,18 +344,27 @@ def loads(rows: int, seed: int) -> np.ndarray:
     return np.stack([flow, current, temperature], axis=1).astype(np.float32)
 
 
+def on_and_off(
+    setting: str, features: tuple[str, ...], data: np.ndarray
+) -> dict[bool, LstmForecastDetector]:
+    """Two small forecasters trained on ``data``, with the ModelConfig ``setting`` on and
+    off."""
+    models = {}
+    for on in (True, False):
+        model = ModelConfig.model_validate(
+            {"epochs": 8, "hidden_size": 16, "batch_size": 32, "seed": 3, setting: on}
+        )
+        detector = LstmForecastDetector.train(
+            [data], TrainOptions("pump", features, WINDOW, model), device=CPU
+        )
+        assert isinstance(detector, LstmForecastDetector)
+        models[on] = detector
+    return models
+
+
 @pytest.fixture(scope="module")
 def load_models() -> dict[bool, LstmForecastDetector]:
-    models = {}
-    for coupled in (True, False):
-        model = ModelConfig(
-            epochs=8, hidden_size=16, batch_size=32, seed=3, residual_coupling=coupled
-        )
-        opts = TrainOptions("pump", ("flow", "current", "temperature"), WINDOW, model)
-        detector = LstmForecastDetector.train([loads(3000, seed=1)], opts, device=CPU)
-        assert isinstance(detector, LstmForecastDetector)
-        models[coupled] = detector
-    return models
+    return on_and_off("residual_coupling", ("flow", "current", "temperature"), loads(3000, 1))
 
 
 def test_a_load_change_scores_low_and_one_sensor_leaving_the_others_does_not(
@@ -408,26 +418,13 @@ def server(rows: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     requests = 200 + 80 * np.sin(2 * np.pi * np.arange(rows) / 300) + 5 * rng.standard_normal(rows)
     cpu = 10 + 0.12 * requests + rng.standard_normal(rows)
-    memory = np.empty(rows)
-    level, drop = 40.0, int(rng.integers(180, 300))
-    for i in range(rows):
-        if i == drop:
-            level, drop = 40.0 + 0.3 * rng.standard_normal(), i + int(rng.integers(180, 300))
-        level += 0.02
-        memory[i] = level
+    memory = sawtooth(rng, rows, 0.02, (180, 300))
     return np.stack([requests, cpu, memory.round(2)], axis=1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def server_models() -> dict[bool, LstmForecastDetector]:
-    models = {}
-    for balance in (True, False):
-        model = ModelConfig(epochs=8, hidden_size=16, batch_size=32, seed=3, balance_tails=balance)
-        opts = TrainOptions("srv", ("requests", "cpu", "memory"), WINDOW, model)
-        detector = LstmForecastDetector.train([server(4000, seed=1)], opts, device=CPU)
-        assert isinstance(detector, LstmForecastDetector)
-        models[balance] = detector
-    return models
+    return on_and_off("balance_tails", ("requests", "cpu", "memory"), server(4000, seed=1))
 
 
 def test_a_feature_of_heavy_normal_tails_no_longer_hides_a_fault_on_another(
