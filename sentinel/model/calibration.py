@@ -178,7 +178,9 @@ def balance_tails(
     base = np.asarray(baseline, dtype=np.float64)
     if judged.sum() < 2:
         return base
-    tails = np.quantile(feature_errors[:, judged], TAIL_QUANTILE, axis=0) / floor[judged]
+    with np.errstate(invalid="ignore"):  # inf errors: their quantile is NaN or inf
+        tails = np.quantile(feature_errors[:, judged], TAIL_QUANTILE, axis=0) / floor[judged]
+    tails = np.where(np.isfinite(tails), tails, 0.0)  # an overflowed error raises nothing
     typical = float(np.median(tails))
     if not np.isfinite(typical) or typical <= 0:
         return base

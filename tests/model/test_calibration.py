@@ -108,6 +108,11 @@ def test_tails_within_the_spread_single_and_skipped_features_are_left_alone() ->
     assert balance_tails(heavy[:, 3:], np.median(heavy[:, 3:], axis=0)).tolist() == (
         np.median(heavy[:, 3:], axis=0).tolist()
     )
+    # an overflowed error (inf, NaN) in the held-back windows raises nothing
+    broken = errors.copy()
+    broken[:, 0] = np.inf
+    broken[5, 1] = np.nan
+    assert np.isfinite(balance_tails(broken, baseline)).all()
     # the heavy feature skipped: nothing judged is heavy, nothing moves
     skipped = balance_tails(heavy, np.median(heavy, axis=0), skip=[3])
     assert skipped.tolist() == np.median(heavy, axis=0).tolist()
