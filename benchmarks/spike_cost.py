@@ -6,6 +6,13 @@ does not depend on the weights) and with ``SpikeCheck.check``, on one torch thre
 daemon runs, and reports the medians and the spike check's cost as a share of the model's.
 
     .venv/bin/python benchmarks/spike_cost.py [--batch 64] [--repeat 50]
+
+With ``--series CLASS [--seed S]`` it times the spike check alone over a synthetic class's
+windows instead (``simulators.synthetic``; window 32, hop 4, one window a call as a
+device's readings arrive), whose channels hold the pulses, steps and heavy tails random
+windows do not: what remembering spikes and near misses costs on such data.
+
+    .venv/bin/python benchmarks/spike_cost.py --series wide_server --seed 1 [--repeat 7]
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from sentinel.judge.spikes import SpikeCheck
 from sentinel.model import Calibration, LstmAeDetector, LstmAeMeta
 from sentinel.model.lstm_ae import LstmAutoencoder
 from sentinel.model.scaler import Scaler
+from simulators.synthetic import generate
 
 WINDOW, FEATURES, HOP = 32, 6, 4
 
@@ -58,13 +66,37 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
     return float(np.median(times))
 
 
+def series_cost(name: str, seed: int, repeat: int) -> None:
+    """The spike check alone over one synthetic series' windows, one window a call."""
+    series = generate(name, seed=seed)
+    values = series.values.astype(np.float32)
+    windows = np.stack([values[i : i + WINDOW] for i in range(0, len(values) - WINDOW + 1, HOP)])
+
+    def run() -> None:
+        check = SpikeCheck(SpikesConfig(), HOP)
+        for i in range(len(windows)):
+            check.check("s", ["d"], windows[i : i + 1])
+
+    seconds = median_seconds(run, repeat)
+    print(
+        f"{platform.machine()}, python {platform.python_version()}; {name} seed {seed}: "
+        f"{len(windows)} windows of {WINDOW} x {values.shape[1]}, median of {repeat}"
+    )
+    print(f"spike check: {seconds / len(windows) * 1e6:.1f} us/window")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=64, help="windows per pass")
     ap.add_argument("--devices", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--series", help="a synthetic class: time the spike check on its windows")
+    ap.add_argument("--seed", type=int, default=0, help="with --series: its seed")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.series:
+        series_cost(args.series, args.seed, args.repeat)
+        return 0
     windows = np.random.default_rng(1).standard_normal((args.batch, WINDOW, FEATURES))
     devices = [f"pump-{i % args.devices}" for i in range(args.batch)]
     model = detector()
