@@ -531,15 +531,14 @@ class ModelConfig(Section):
     )
     balance_tails: bool = Field(
         default=True,
-        description="A feature whose held-back training errors have a heavier tail than "
-        "the typical feature's (the 99th percentile as a multiple of its median) has its "
-        "normal error raised until its tail is the typical one. The window score is the "
-        "worst feature's, and the threshold one for all: a feature with large normal errors "
-        "(a server's memory dropping at each garbage collection, which no forecast can "
-        "time) otherwise set the threshold for every feature, and the score saw no fault "
-        "smaller than that. Recorded in each model's normal errors; a change applies to "
-        "models trained after it. docs/BENCHMARKS.md, 'Features whose normal errors have "
-        "heavy tails'.",
+        description="A feature whose held-back training errors have a tail more than 3 "
+        "times heavier than the typical feature's (the 99th percentile as a multiple of its "
+        "median) has its normal error raised until its tail is 3 times the typical one. The "
+        "window score is the worst feature's, and the threshold one for all: a feature with "
+        "large normal errors (a server's memory dropping at each garbage collection, which "
+        "no forecast can time) otherwise set the threshold for every feature, and the score "
+        "saw no fault smaller than that. Recorded in each model's normal errors; a change "
+        "applies to models trained after it. docs/BENCHMARKS.md, 'Many-channel servers'.",
     )
     ensemble_combine: Literal["max", "mean", "geomean", "min"] = Field(
         default="min",
