@@ -143,6 +143,28 @@ def test_thresholds_survive_a_restart_through_the_snapshot(tmp_path: Path) -> No
     assert second._spikes.snapshot("pump") == spikes
 
 
+def test_the_snapshot_is_saved_every_snapshot_interval_while_running(tmp_path: Path) -> None:
+    """``snapshot_interval`` (default 5 minutes: a save at 1,000 devices is ~22 MB, every
+    minute 31 GB a day on an SD card) sets how often the worker saves what the devices
+    have learnt; the stop saves it too."""
+    assert make_config().snapshot_interval == 300.0
+    idle = snapshotting(make_config(), tmp_path / "idle.json")
+    fast = snapshotting(make_config(snapshot_interval=1.0), tmp_path / "fast.json")
+    idle.start()
+    fast.start()
+    try:
+        for t in range(50):
+            assert idle.offer(delivery("a", float(t), 0.1))
+            assert fast.offer(delivery("a", float(t), 0.1))
+        wait_for((tmp_path / "fast.json").exists, "a save while running", timeout=120)
+        # both ran as long: the default's first save is 5 minutes away
+        assert not (tmp_path / "idle.json").exists()
+    finally:
+        fast.stop()
+        idle.stop()
+    assert (tmp_path / "idle.json").exists()  # saved at the stop
+
+
 def test_remembered_spikes_survive_a_restart_through_the_snapshot(tmp_path: Path) -> None:
     """Issue #21: a device's normal pulses stay known across a restart."""
     snapshot = tmp_path / "thresholds.json"
