@@ -740,8 +740,9 @@ class ThresholdConfig(Section):
         default=True,
         description="Learn each device's recurring excursions of the score (a pump that runs "
         "at the same hour every day, a timed actuation): a run of windows above the threshold "
-        "by the score alone is normal when its onset and the onsets of the last "
-        "recurring_count remembered runs about as large are evenly spaced (within 5%), and "
+        "by the score alone is normal when recurring_count remembered runs about as large "
+        "lie at the multiples of the newest one's distance back from its onset (within 5%; "
+        "others may lie between them), and "
         "stays normal while no window scores above recurring_margin x their largest peak "
         "and it lasts no longer than 1.5 x their longest plus a window. A first, irregular, "
         "larger or longer one alerts. The memory is the device's, kept across model swaps "

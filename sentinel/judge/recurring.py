@@ -12,11 +12,13 @@ the excursions of the score that last longer than a spike.
 Per device, an *excursion* is a run of consecutive windows judged anomalous by their score
 alone (no check beside it hit). Each ended excursion is remembered: its onset (the
 first window's end time), its peak as a multiple of the threshold then in force, and its
-duration. A new excursion is normal when its onset and the onsets of the last
-``recurring_count`` remembered ones at least about as large (their peak at least
-1 / ``recurring_margin`` of this window's) are evenly spaced, each interval within 5% of
-their median (or within the time between two windows, whichever is longer): it recurs with
-a learnt period, however long -- daily at 1-minute sampling is 1,440 readings. Those must
+duration. A new excursion is normal when it recurs after the remembered ones at least
+about as large (their peak at least 1 / ``recurring_margin`` of this window's): the newest
+of them sets the period (its distance from the new onset), and ``recurring_count`` of them
+in all lie at the multiples of the period back from it, each within 5% of the period (or
+within the time between two windows, whichever is longer) -- others may lie between them
+(``_chain``). It recurs with a learnt period, however long: daily at 1-minute sampling is
+1,440 readings. Those must
 be *trusted* -- seen in the model's training readings, which the warm start judges first,
 or judged recurring themselves; where any of them alerted, one more is needed. An anomaly's
 onset, its end and the next anomaly's onset can be evenly spaced by chance (the synthetic
@@ -150,13 +152,8 @@ class RecurringExcursions:
         cfg = self.config
         margin = cfg.recurring_margin
         alike = [p for p in device.past if p.peak * margin >= ratio]
-        # Excursions that alerted are weaker evidence than normal ones: an anomaly's onset
-        # and end, and the next anomaly's onset, can be evenly spaced by chance.
-        need = cfg.recurring_count
-        if not all(p.trusted for p in alike[-need:]):
-            need += 1
-        chosen = alike[-need:]
-        if len(chosen) < need or not _periodic([*(p.onset for p in chosen), ts], device.hop_s):
+        chosen = _chain(alike, ts, cfg.recurring_count, device.hop_s)
+        if not chosen:
             # Not periodic, but known: as large an excursion was normal this often before.
             known = [p for p in alike if p.trusted] if cfg.recurring_known else []
             if not known or len(known) < cfg.recurring_known:
@@ -230,14 +227,37 @@ def _forced(verdict: Verdict) -> bool:
     )
 
 
-def _periodic(onsets: list[float], resolution: float) -> bool:
-    """Whether the intervals between ``onsets`` (seconds, oldest first) are one period: each
-    within ``_PERIOD_TOLERANCE`` of their median, or within ``resolution`` (the time between
-    two windows, by which an onset can shift), whichever is larger."""
-    intervals = np.diff(np.asarray(onsets, dtype=np.float64))
-    period = float(np.median(intervals))
+def _chain(alike: list[Excursion], ts: float, count: int, resolution: float) -> list[Excursion]:
+    """The remembered excursions ``alike`` (oldest first) that an excursion starting at
+    ``ts`` recurs after, or []: the newest of them, and ``count - 1`` more at the earlier
+    multiples of its distance from ``ts`` (the period), each within the tolerance --
+    ``count`` in all, one more where any of them alerted (an anomaly's onset, its end and
+    the next anomaly's onset can be evenly spaced by chance).
+
+    Other excursions may lie between them: a slow query or the end of a fault between two
+    days' page-cache drops broke a chain that had to be the newest few, and a drop seen on
+    every day of training alerted on each day after (issue #21, ``wide_server``). The
+    period is still the newest one's distance alone: trying every remembered excursion as
+    the last found chains by chance, and a disk-write storm that began at the phase of an
+    hourly cron's excursions passed as one (docs/BENCHMARKS.md, "Many-channel servers")."""
+    if not alike:
+        return []
+    period = ts - alike[-1].onset
+    if period <= 0:
+        return []
+    onsets = np.asarray([p.onset for p in alike], dtype=np.float64)
     tolerance = max(_PERIOD_TOLERANCE * period, resolution)
-    return period > 0 and bool((np.abs(intervals - period) <= tolerance).all())
+    chain = [alike[-1]]
+    for k in range(2, count + 2):
+        gap = np.abs(onsets - (ts - k * period))
+        nearest = int(gap.argmin())
+        if gap[nearest] > tolerance:
+            break
+        chain.append(alike[nearest])
+    need = count if all(p.trusted for p in chain[:count]) else count + 1
+    if len(chain) < need:
+        return []
+    return chain[:need]
 
 
 def _to_data(state: _Device) -> dict[str, Any]:

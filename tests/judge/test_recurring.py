@@ -224,3 +224,32 @@ def test_count_must_fit_the_memory() -> None:
         ThresholdConfig(recurring_count=4, recurring_memory=4)
     with pytest.raises(ValueError, match="recurring_known must be at most recurring_memory"):
         ThresholdConfig(recurring_known=17, recurring_memory=16)
+
+
+def test_other_excursions_between_a_daily_patterns_days_do_not_break_it() -> None:
+    """A page cache dropped at midnight on both training days, and a slow query's
+    excursion (as large, at 15:00) came between them. The chain is the newest excursion's
+    period, a day, and the excursion a day before it, whatever lies between: the live
+    days' drops are normal (issue #21, wide_server: a daily drop alerted on each day after
+    such an excursion, the newest few not being evenly spaced). A query at a new hour is
+    still news."""
+    memory = RecurringExcursions(ThresholdConfig())
+    training = {**daily(range(2), hour=0.0, duration=600.0), 15 * 3600.0: (300.0, 50.0)}
+    feed(memory, 0.0, 2 * DAY, training, warm=True)
+    live = feed(memory, 2 * DAY, 4 * DAY, daily(range(2, 4), hour=0.0, duration=600.0))
+    assert anomalous_between(live, 2 * DAY, 4 * DAY) == 0
+    query = feed(memory, 4 * DAY, 5 * DAY, {4 * DAY + 9 * 3600: (300.0, 50.0)})
+    assert anomalous_between(query, 4 * DAY, 5 * DAY) > 0
+
+
+def test_a_chain_is_read_from_the_newest_excursion_only() -> None:
+    """An hourly cron's excursions are normal; a fault that begins between two of them is
+    not made normal by some older excursions happening to lie at its multiples."""
+    memory = RecurringExcursions(ThresholdConfig())
+    hourly = {h * 3600.0: (180.0, 30.0) for h in range(48)}
+    feed(memory, 0.0, 2 * DAY, hourly, warm=True)
+    # 20 minutes after the last cron: the newest excursion is the cron 20 minutes before,
+    # so the period would be 20 minutes, and no excursion lies 40 minutes before
+    fault = {2 * DAY - 3600 + 1200: (1800.0, 30.0)}
+    verdicts = feed(memory, 2 * DAY - 3600, 2 * DAY, {2 * DAY - 3600: (180.0, 30.0), **fault})
+    assert anomalous_between(verdicts, 2 * DAY - 3600 + 1200, 2 * DAY) > 0
