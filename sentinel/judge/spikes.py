@@ -97,12 +97,13 @@ _FIRST_ROWS = 64  # a device's first residual ring; it doubles up to ``history``
 _DEPARTURE_FEATURES = 3  # judged features a device's relations need for per-reading departures
 _RECOMPUTE_EVERY = 32  # accepted readings between scale updates (a median costs ~0.1 ms)
 # Residuals within this share of a reading's size are float rounding, not noise: readings
-# are float32 (7 digits), and a median of two of them differs from a third on an exact
-# ramp by a few of their last bits (~1e-7 of the value). Counted as noise, such residuals
-# were the whole noise scale of a counter or a ramp that rises by the same step each
-# reading (a server's memory between garbage collections, 0.02 a minute), and every
-# collection's drop was a spike at z ~ 1e12 (issue #21).
-RESOLUTION = 1e-6
+# are float32 (a unit in the last place is 6e-8 to 1.2e-7 of the value), and on an exact
+# ramp a reading less the mean of two neighbours is at most one such unit. Counted as
+# noise, such residuals were the whole noise scale of a counter or a ramp that rises by the
+# same step each reading (a server's memory between garbage collections, 0.02 a minute),
+# and every collection's drop was a spike at z ~ 1e12 (issue #21). Two units at most, so a
+# fine sensor's real noise (a barometer's 0.05 Pa at 101,325 Pa is 5e-7) stays noise.
+RESOLUTION = 2.5e-7
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -380,6 +380,20 @@ def test_float_rounding_is_no_residual() -> None:
     assert np.all(noise == 0.0)  # the median of two neighbours is the reading, to 1e-6
 
 
+def test_a_fine_sensors_noise_on_a_large_value_is_noise_not_rounding() -> None:
+    """A barometer's 0.05 Pa at 101,325 Pa is 5e-7 of its value, a few float32 units in
+    the last place: it is the channel's noise scale, and a 1 Pa spike is caught."""
+    rng = np.random.default_rng(5)
+    series = (101_325.0 + 0.05 * rng.standard_normal(3000)).astype(np.float32)[:, None]
+    at = 2500
+    series[at, 0] += 1.0
+    check = SpikeCheck(SpikesConfig(), HOP)
+    assert hit_readings(run(check, series)) == {at}
+    scale = check.scale("pump", "p1")
+    assert scale is not None
+    assert 0.03 < scale[0] < 0.1
+
+
 def test_a_ramps_drops_are_no_spikes_and_a_spike_on_it_is() -> None:
     """Rounding counted as noise was the ramp's whole noise scale (~1e-14), and each
     collection's drop a spike at z ~ 1e12 (issue #21, server_metrics)."""
