@@ -91,10 +91,14 @@ def test_a_fault_free_pumps_load_steps_open_no_alert(tmp_path: Path) -> None:
     step's reading, and overlapping windows let that one reading open an alert by itself
     (one on this pump, 20 minutes after training, before the joint-step rule,
     ``sentinel.judge.alerts``). The channels kept their relations through the step, so
-    none opens."""
+    none opens at a step. (Elsewhere ~1 % of this pump's windows score over its threshold,
+    as its calibration allows, and two in a row now and then open one: at most one here.)"""
     sim = FleetSimulator(1, seed=3, step=STEP, anomaly_rate=0.0, day_length=3600.0)
     steps = sim.steps()
-    rows = [next(steps)[0] for _ in range(3000)]
+    rows, switches = [], set()
+    for _ in range(3000):
+        rows.append(next(steps)[0])
+        switches.add(sim._pumps[0].ramp_start)
     values = np.array([[r.values[f] for f in FEATURES] for r in rows], dtype=np.float32)
     stamps = np.array([r.ts for r in rows])
     config = SentinelConfig.model_validate(
@@ -106,5 +110,8 @@ def test_a_fault_free_pumps_load_steps_open_no_alert(tmp_path: Path) -> None:
     data = RecordedData(values, stamps, tuple(FEATURES), None)
     summary, out = replay_rows(config, data, tmp_path / "out.csv", train_rows=TRAIN)
     assert summary.scored_windows > 500
-    assert summary.alerts == 0
-    assert [row["alert_id"] for row in out if row["alert_id"]] == []
+    assert sum(s > stamps[TRAIN] for s in switches) >= 10  # steps among the scored rows
+    opened = [float(stamps[i]) for i, row in enumerate(out) if row["alert_id"]]
+    assert summary.alerts <= 1
+    at_steps = [t for t in opened if any(0 <= t - s <= 60 for s in switches)]
+    assert at_steps == []
