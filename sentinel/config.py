@@ -769,6 +769,26 @@ class ThresholdConfig(Section):
         "excursions are normal (what the rule costs and gains: docs/BENCHMARKS.md, "
         '"Known excursions").',
     )
+    recurring_frequent: int = Field(
+        default=3,
+        ge=0,
+        le=1_000,
+        description="Episodes of live excursions at least about as large, alerted or not, "
+        "begun within the last recurring_within readings, that make one normal whatever its "
+        "timing: it recurs as often as normal (a count's bursts, a garbage collector's "
+        "drops, load switches that a short training did not hold alerted at every "
+        "occurrence). Within the same peak and duration limits as a periodic one. "
+        "Excursions less than 64 readings apart are one episode (a fault's score dipping "
+        "under the threshold and back); the training readings' excursions do not count. "
+        "0: off.",
+    )
+    recurring_within: int = Field(
+        default=1_000,
+        ge=10,
+        le=10_000_000,
+        description="Readings back from an excursion's onset over which recurring_frequent "
+        "counts earlier ones.",
+    )
     recurring_margin: float = Field(
         default=2.0,
         ge=1.0,

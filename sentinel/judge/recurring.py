@@ -35,6 +35,15 @@ seen in training and unforeseeable in time; with the same peak and duration limi
 switch that overshoots or a fault that goes on past them still alerts, later by at most
 the longest known excursion. Off by default: it cost SKAB and the synthetic suite.
 
+An excursion the training was too short to hold alerts at every occurrence under those
+rules: a count's bursts, a garbage collector's drops, load switches at random times. With
+``recurring_frequent`` (default 3) one is also normal when that many episodes of live
+excursions at least about as large began within its last ``recurring_within`` readings
+(1,000): it recurs as often as normal, as the spike check judges its pulses, within the
+same peak and duration limits (``_frequent``). Excursions of the training readings do not
+count, and the parts of one fault (its score dipping under the threshold and back) are one
+episode, so a fault that follows a few false alerts, or lasts, still alerts.
+
 Only the verdict changes: the threshold has already left the excursion's windows out of
 what it learns (they scored above it), so a recurring pulse never raises the threshold.
 The memory belongs to the device, not to the model (a retrained forecaster cannot predict
@@ -61,18 +70,23 @@ __all__ = ["Excursion", "RecurringExcursions"]
 _PERIOD_TOLERANCE = 0.05
 _DURATION_SLACK = 1.5  # a normal excursion may last this much longer than the longest seen
 _RATIO_CAP = 1e30  # a score over a zero threshold: as far above it as it gets
+# Excursions fewer readings apart than this are one episode for recurring_frequent: a
+# fault's score dips under the threshold and comes back, and must not count as recurring.
+_EPISODE_GAP = 64
 
 
 @dataclass(frozen=True, slots=True)
 class Excursion:
     """One ended excursion of a device's score: onset and duration in seconds (event time),
     peak as a multiple of the threshold in force; ``trusted`` when it was normal (seen in
-    the training readings, or judged recurring) rather than an alert."""
+    the training readings, or judged recurring) rather than an alert; ``warm`` when it was
+    in the training readings."""
 
     onset: float
     peak: float
     duration: float
     trusted: bool = False
+    warm: bool = False  # in the model's training readings (the warm start)
 
 
 @dataclass(slots=True)
@@ -82,6 +96,7 @@ class _Run:
     last: float
     normal: bool
     trusted: bool = False  # seen in training readings (warm-up), or judged recurring
+    warm: bool = False  # seen in training readings
     limit_peak: float = 0.0  # the most a normal run's window may score, x threshold
     limit_end: float = 0.0  # the latest a normal run may still go on (event time)
 
@@ -92,6 +107,7 @@ class _Device:
     run: _Run | None = None
     last_ts: float | None = None  # end time of the device's previous window
     hop_s: float = 0.0  # seconds between its last two windows: the onsets' resolution
+    step_s: float = 0.0  # seconds between two readings in its newest window
 
 
 @dataclass
@@ -123,11 +139,15 @@ class RecurringExcursions:
         if device.last_ts is not None and ts > device.last_ts:
             device.hop_s = ts - device.last_ts
         device.last_ts = ts
+        if len(window.values) > 1:
+            device.step_s = (window.end_ts - window.start_ts) / (len(window.values) - 1)
         if not verdict.is_anomaly or _forced(verdict):
             ended = device.run
             if ended is not None and not verdict.is_anomaly:
                 duration = ended.last - ended.onset
-                device.past.append(Excursion(ended.onset, ended.peak, duration, ended.trusted))
+                device.past.append(
+                    Excursion(ended.onset, ended.peak, duration, ended.trusted, ended.warm)
+                )
                 device.run = None
             elif ended is not None:
                 ended.last = ts  # a forced window inside an excursion extends it
@@ -137,6 +157,7 @@ class RecurringExcursions:
         if run is None:
             run = self._start(device, ts, ratio, window.end_ts - window.start_ts)
             run.trusted = warm or run.normal
+            run.warm = warm
             device.run = run
         else:
             run.peak = max(run.peak, ratio)
@@ -156,9 +177,14 @@ class RecurringExcursions:
         if not chosen:
             # Not periodic, but known: as large an excursion was normal this often before.
             known = [p for p in alike if p.trusted] if cfg.recurring_known else []
-            if not known or len(known) < cfg.recurring_known:
+            if known and len(known) >= cfg.recurring_known:
+                chosen = known
+            elif cfg.recurring_frequent:
+                chosen = _frequent(device, ts, ratio, margin, cfg)
+                if not chosen:
+                    return _Run(ts, ratio, ts, normal=False)
+            else:
                 return _Run(ts, ratio, ts, normal=False)
-            chosen = known
         return _Run(
             ts,
             ratio,
@@ -260,15 +286,56 @@ def _chain(alike: list[Excursion], ts: float, count: int, resolution: float) -> 
     return chain[:need]
 
 
+def _frequent(
+    device: _Device, ts: float, ratio: float, margin: float, cfg: ThresholdConfig
+) -> list[Excursion]:
+    """The live excursions at least about as large as one starting at ``ts`` (peak at
+    least ``ratio / margin``) in the last ``recurring_within`` readings, when they fall in
+    at least ``recurring_frequent`` episodes; else [].
+
+    Excursions fewer than ``_EPISODE_GAP`` readings apart are one episode: a fault's score
+    dips under the threshold and comes back, and its later parts must not make each other
+    normal. An excursion that continues an episode which alerted is not normal either.
+    Excursions of the training readings (``warm``) do not count: they are the model's own
+    normal tail, which the periodic rule and ``recurring_known`` judge; counted here, a
+    fault's onset that scored like them passed as normal (SKAB: NAB 60 s 33.4 -> 31.3)."""
+    step = device.step_s
+    since = ts - cfg.recurring_within * step
+    gap = _EPISODE_GAP * step
+    recent = [p for p in device.past if p.onset >= since]
+    tail_end = -np.inf
+    episodes: list[list[Excursion]] = []
+    for p in recent:
+        if not episodes or p.onset - tail_end > gap:
+            episodes.append([])
+        episodes[-1].append(p)
+        tail_end = max(tail_end, p.onset + p.duration)
+    if episodes and ts - tail_end <= gap:
+        if not all(p.trusted for p in episodes[-1]):
+            return []
+        episodes.pop()
+    chosen = []
+    count = 0
+    for members in episodes:
+        like = [p for p in members if p.peak * margin >= ratio and not p.warm]
+        if like:
+            count += 1
+            chosen.extend(like)
+    return chosen if count >= cfg.recurring_frequent else []
+
+
 def _to_data(state: _Device) -> dict[str, Any]:
-    return {"excursions": [[p.onset, p.peak, p.duration, p.trusted] for p in state.past]}
+    return {"excursions": [[p.onset, p.peak, p.duration, p.trusted, p.warm] for p in state.past]}
 
 
 def _excursions(data: Mapping[str, Any], device: str) -> list[Excursion]:
     out = []
     for saved in data["excursions"]:
-        onset, peak, duration, trusted = saved
-        item = Excursion(float(onset), float(peak), float(duration), bool(trusted))
+        onset, peak, duration, trusted, *rest = saved  # saved before warm: 4 values
+        warm = bool(rest[0]) if rest else bool(trusted)
+        if len(rest) > 1:
+            raise ValueError(f"recurring excursions of {device!r}: {saved}")
+        item = Excursion(float(onset), float(peak), float(duration), bool(trusted), warm)
         if not (np.isfinite(item.onset) and item.peak >= 0 and item.duration >= 0):
             raise ValueError(f"recurring excursions of {device!r}: {saved}")
         out.append(item)

@@ -201,7 +201,7 @@ def test_the_memory_survives_a_restart_and_a_quiet_spell(how: str) -> None:
     feed(memory, 0.0, 2 * DAY, daily(range(2)), warm=True)
     if how == "snapshot":
         saved = memory.snapshot("pump")
-        assert saved["a"]["excursions"][0] == [6 * 3600, 25.0, 1140.0, True]
+        assert saved["a"]["excursions"][0] == [6 * 3600, 25.0, 1140.0, True, True]
         memory = RecurringExcursions(cfg)
         assert memory.restore("pump", saved) == 1
     else:
@@ -211,10 +211,20 @@ def test_the_memory_survives_a_restart_and_a_quiet_spell(how: str) -> None:
     assert anomalous_between(verdicts, 2 * DAY, 3 * DAY) == 0
 
 
+def test_a_snapshot_saved_before_warm_was_kept_is_taken_back() -> None:
+    # four values an excursion (trusted, no warm): a trusted one is taken as warm, so it
+    # never counts towards recurring_frequent
+    memory = RecurringExcursions(ThresholdConfig())
+    assert memory.restore("pump", {"a": {"excursions": [[60.0, 5.0, 120.0, True]]}}) == 1
+    assert memory.excursions("pump", "a")[0].warm
+
+
 def test_a_malformed_snapshot_is_refused() -> None:
     memory = RecurringExcursions(ThresholdConfig())
     with pytest.raises(ValueError, match="recurring excursions of 'a'"):
         memory.restore("pump", {"a": {"excursions": [[0.0, -1.0, 5.0, True]]}})
+    with pytest.raises(ValueError, match="recurring excursions of 'a'"):
+        memory.restore("pump", {"a": {"excursions": [[0.0, 1.0, 5.0, True, False, 3]]}})
     with pytest.raises(KeyError):
         memory.restore("pump", {"a": {}})
 
@@ -253,3 +263,71 @@ def test_a_chain_is_read_from_the_newest_excursion_only() -> None:
     fault = {2 * DAY - 3600 + 1200: (1800.0, 30.0)}
     verdicts = feed(memory, 2 * DAY - 3600, 2 * DAY, {2 * DAY - 3600: (180.0, 30.0), **fault})
     assert anomalous_between(verdicts, 2 * DAY - 3600 + 1200, 2 * DAY) > 0
+
+
+# -- recurring_frequent: excursions that recur as often as normal, whatever their timing --
+
+# Windows hold 32 readings over 31 * HOP / 4 seconds: a reading every 15 s, so the default
+# recurring_within of 1,000 readings is 250 windows and an episode gap of 64 readings 16.
+BURSTS = (330, 395, 470, 520, 590, 650, 735, 790)  # irregular onsets, in windows
+
+
+def test_bursts_a_short_training_did_not_hold_alert_three_times_then_are_normal() -> None:
+    """A count's bursts every 50-85 windows (200-340 readings), at no period and never in
+    the training readings: the first three alert, each later one is as frequent as normal
+    (issue #21: trained on 15 % of a series, bursty_counts alerted at each of 13 bursts)."""
+    assert ThresholdConfig().recurring_frequent == 3
+    memory = RecurringExcursions(ThresholdConfig())
+    feed(memory, 0.0, 300 * HOP, {}, warm=True)
+    bursts = {t * HOP: (4 * HOP, 8.0) for t in BURSTS}
+    verdicts = feed(memory, 300 * HOP, 900 * HOP, bursts)
+    alerted = [anomalous_between(verdicts, t * HOP, (t + 4) * HOP) for t in BURSTS]
+    assert alerted == [4, 4, 4, 0, 0, 0, 0, 0]
+    assert all(v.recurring for v in verdicts if 520 * HOP <= v.score.window.end_ts < 524 * HOP)
+
+    # off: every burst alerts
+    memory = RecurringExcursions(ThresholdConfig(recurring_frequent=0))
+    verdicts = feed(memory, 300 * HOP, 900 * HOP, bursts)
+    assert anomalous_between(verdicts, 300 * HOP, 900 * HOP) == 4 * len(BURSTS)
+
+
+def test_bursts_rarer_than_recurring_within_keep_alerting() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    onsets = (300, 420, 560, 700, 830)  # 120-140 windows apart: 2 within any 250
+    verdicts = feed(memory, 0.0, 900 * HOP, {t * HOP: (4 * HOP, 8.0) for t in onsets})
+    assert anomalous_between(verdicts, 0.0, 900 * HOP) == 4 * len(onsets)
+
+
+def test_a_frequent_burst_much_larger_or_longer_than_the_others_alerts() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    bursts = {t * HOP: (4 * HOP, 8.0) for t in BURSTS[:6]}
+    bursts[BURSTS[4] * HOP] = (4 * HOP, 8.0 * 2.5)  # over recurring_margin x their peak
+    bursts[BURSTS[6] * HOP] = (40 * HOP, 8.0)  # ten times their length
+    verdicts = feed(memory, 0.0, 900 * HOP, bursts)
+    assert anomalous_between(verdicts, BURSTS[3] * HOP, (BURSTS[3] + 4) * HOP) == 0
+    assert anomalous_between(verdicts, BURSTS[4] * HOP, (BURSTS[4] + 4) * HOP) == 4
+    late = anomalous_between(verdicts, BURSTS[6] * HOP, (BURSTS[6] + 40) * HOP)
+    assert 40 - 15 <= late < 40  # normal for 1.5 x the longest plus a window span
+
+
+def test_a_faults_score_dipping_under_the_threshold_is_one_episode() -> None:
+    """A fault whose score crosses the threshold eight times in 200 readings is one episode
+    (parts fewer than 64 readings apart): none of its parts is made normal by the others,
+    and a fault after two false alerts still alerts."""
+    memory = RecurringExcursions(ThresholdConfig())
+    false_alerts = {300 * HOP: (4 * HOP, 8.0), 360 * HOP: (4 * HOP, 8.0)}
+    # irregular parts: evenly spaced ones would be the periodic rule's to judge
+    fault = {(420 + k) * HOP: (3 * HOP, 8.0) for k in (0, 4, 13, 19, 30, 33, 45, 48)}
+    verdicts = feed(memory, 0.0, 600 * HOP, {**false_alerts, **fault})
+    assert anomalous_between(verdicts, 420 * HOP, 480 * HOP) == 3 * 8
+
+
+def test_the_training_readings_excursions_do_not_count_as_frequent() -> None:
+    """The model's own normal tail scores over the threshold now and then in its training
+    readings; counted, a fault's onset that scored like them passed as normal (SKAB). Only
+    the periodic rule and recurring_known read them."""
+    memory = RecurringExcursions(ThresholdConfig())
+    tail = {t * HOP: (4 * HOP, 8.0) for t in (100, 170, 230, 280)}
+    feed(memory, 0.0, 300 * HOP, tail, warm=True)
+    verdicts = feed(memory, 300 * HOP, 400 * HOP, {333 * HOP: (4 * HOP, 8.0)})
+    assert anomalous_between(verdicts, 333 * HOP, 337 * HOP) == 4
