@@ -810,6 +810,8 @@ class ThresholdConfig(Section):
             raise ValueError("recurring_count must be below recurring_memory")
         if self.recurring_known > self.recurring_memory:
             raise ValueError("recurring_known must be at most recurring_memory")
+        if self.recurring_frequent > self.recurring_memory:
+            raise ValueError("recurring_frequent must be at most recurring_memory")
         return self
 
     @model_validator(mode="after")

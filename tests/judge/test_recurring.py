@@ -234,6 +234,8 @@ def test_count_must_fit_the_memory() -> None:
         ThresholdConfig(recurring_count=4, recurring_memory=4)
     with pytest.raises(ValueError, match="recurring_known must be at most recurring_memory"):
         ThresholdConfig(recurring_known=17, recurring_memory=16)
+    with pytest.raises(ValueError, match="recurring_frequent must be at most recurring_memory"):
+        ThresholdConfig(recurring_frequent=17, recurring_memory=16)
 
 
 def test_other_excursions_between_a_daily_patterns_days_do_not_break_it() -> None:
