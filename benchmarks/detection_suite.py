@@ -9,13 +9,16 @@ FILE for a comparison); per dataset only the stream's name, topic and feature na
   it), false alerts (alerts that hit no event), mean onset delay in
   readings, rows in alerts per labelled row; the same for per-row verdicts; an overall line.
   A series the config refuses (e.g. ``max_gap`` against 5-minute data) is reported as
-  ``refused: <reason>`` and the run goes on.
+  ``refused: <reason>`` and the run goes on. ``--train-fraction F`` trains each class on F
+  of its training rows instead (a short probation, as NAB's 15 %): the rows between are
+  normal test rows.
 * SKAB: ``benchmarks/skab.py``'s protocol (first 400 rows of each file train; F1, FAR, MAR
   pooled; NAB) with the default config and only the feature list.
 * UCR (four InternalBleeding series): the archive's rule, a hit when the highest per-row
   score after the training part lies within 100 readings of the anomaly.
 
     .venv/bin/python benchmarks/detection_suite.py --datasets ../shared/datasets
+    .venv/bin/python benchmarks/detection_suite.py --only synthetic --seed 1 --train-fraction 0.3
 """
 
 from __future__ import annotations
