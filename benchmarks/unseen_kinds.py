@@ -9,6 +9,7 @@ noise, and a weekly cycle on two channels. Each seed is replayed through
 and seed: events hit, false alerts, onset delays and rows in alerts per labelled row.
 
     .venv/bin/python benchmarks/unseen_kinds.py [--seeds 0 1 2 3 4] [--config FILE]
+        [--train-fraction F]
 """
 
 from __future__ import annotations
@@ -23,17 +24,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from detection_suite import GRACE, Suite, machine
+from detection_suite import GRACE, MIN_TRAIN_ROWS, Suite, machine
 
 from sentinel.logs import configure_logging
 from sentinel.offline.suite import SeriesScore, id_events, score_series
 from simulators.unseen import KINDS, generate
 
 
-def run(suite: Suite, kind: str, seed: int) -> SeriesScore:
+def run(suite: Suite, kind: str, seed: int, train_fraction: float = 1.0) -> SeriesScore:
     series = generate(kind, seed=seed)
+    train_rows = min(
+        series.train_rows, max(MIN_TRAIN_ROWS, int(train_fraction * series.train_rows))
+    )
     rows = suite.replay_rows(
-        f"{kind}-{seed}", series.features, series.values, series.timestamps, series.train_rows
+        f"{kind}-{seed}", series.features, series.values, series.timestamps, train_rows
     )
     spans, ids = id_events([r["alert_id"] for r in rows])
     return score_series(series.labels, spans, GRACE, ids)
@@ -45,7 +49,15 @@ def main() -> int:
     ap.add_argument("--kinds", default="", help=f"any of {', '.join(KINDS)}")
     ap.add_argument("--config", type=Path, help="a TOML config instead of the defaults")
     ap.add_argument("--keep", type=Path, help="keep every replay output here")
+    ap.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help=f"train each kind on this fraction of its training rows (at least {MIN_TRAIN_ROWS})",
+    )
     args = ap.parse_args()
+    if not 0 < args.train_fraction <= 1:
+        ap.error("--train-fraction: between 0 (excluded) and 1")
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] or list(KINDS)
     if unknown := set(kinds) - set(KINDS):
         ap.error(f"unknown kinds: {sorted(unknown)}")
@@ -56,6 +68,8 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"command: .venv/bin/python benchmarks/unseen_kinds.py {' '.join(sys.argv[1:])}")
     print(f"config: {args.config or 'SentinelConfig defaults'}\n")
+    if args.train_fraction < 1:
+        print(f"trained on {args.train_fraction:g} of each kind's training rows\n")
     print(
         "| kind | events hit | false alerts | onset delays (readings) | rows in alerts / labelled |"
     )
@@ -64,7 +78,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sentinel-unseen-") as tmp:
         suite = Suite(raw, Path(tmp), args.keep)
         for kind in kinds:
-            scores = [run(suite, kind, seed) for seed in args.seeds]
+            scores = [run(suite, kind, seed, args.train_fraction) for seed in args.seeds]
             hit = ", ".join(f"{s.detected}/{s.events}" for s in scores)
             false = ", ".join(str(s.false_alerts) for s in scores)
             delays = ", ".join("/".join(str(d) for d in s.delays) or "-" for s in scores)
