@@ -129,8 +129,9 @@ class Suite:
         self, name: str, seed: int, quick: bool, train_fraction: float = 1.0
     ) -> ClassResult:
         series = generate(name, seed=seed, quick=quick)
-        train_rows = max(MIN_TRAIN_ROWS, int(train_fraction * series.train_rows))
-        series = dataclasses.replace(series, train_rows=min(train_rows, series.train_rows))
+        series = dataclasses.replace(
+            series, train_rows=shortened(series.train_rows, train_fraction)
+        )
         train_rows = series.train_rows
         started = time.monotonic()
         try:
@@ -168,6 +169,12 @@ class Suite:
 
 
 MIN_TRAIN_ROWS = 200  # --train-fraction never trains on fewer rows
+
+
+def shortened(train_rows: int, fraction: float) -> int:
+    """The rows a ``--train-fraction`` run trains on: ``fraction`` of ``train_rows``, at
+    least ``MIN_TRAIN_ROWS``, at most all of them."""
+    return min(train_rows, max(MIN_TRAIN_ROWS, int(fraction * train_rows)))
 
 
 def _f(value: float | None, digits: int = 2) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from detection_suite import GRACE, MIN_TRAIN_ROWS, Suite, machine
+from detection_suite import GRACE, MIN_TRAIN_ROWS, Suite, machine, shortened
 
 from sentinel.logs import configure_logging
 from sentinel.offline.suite import SeriesScore, id_events, score_series
@@ -33,9 +33,7 @@ from simulators.unseen import KINDS, generate
 
 def run(suite: Suite, kind: str, seed: int, train_fraction: float = 1.0) -> SeriesScore:
     series = generate(kind, seed=seed)
-    train_rows = min(
-        series.train_rows, max(MIN_TRAIN_ROWS, int(train_fraction * series.train_rows))
-    )
+    train_rows = shortened(series.train_rows, train_fraction)
     rows = suite.replay_rows(
         f"{kind}-{seed}", series.features, series.values, series.timestamps, train_rows
     )
