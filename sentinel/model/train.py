@@ -64,6 +64,13 @@ MIN_WINDOWS = 8  # fewer cannot give both a training set and a validation set
 # stopping's patience, in epochs, was 25 steps. With 16 batches an epoch a small training
 # converges and stops on its own (17-19 epochs there). Larger trainings are unchanged.
 MIN_EPOCH_WINDOWS = 1_024
+# The held-back part of a training is at least this many windows' worth of readings (up to
+# half of it): 80 at the default window of 32, what a 400-reading training holds back
+# at validation_fraction 0.2 (SKAB's protocol). Below it the held-back windows overlap so
+# much that their median error rests on a few dozen readings: an hourly white noise trained
+# on 240 readings held back 48, its live scores ran at 2.4 times their median, and 816 of
+# its 1,760 live rows were judged anomalous (docs/BENCHMARKS.md, "Short trainings").
+MIN_HELD_BACK_WINDOWS = 2.5
 PATIENCE = 5  # epochs without a better validation loss before training stops
 _MIN_IMPROVEMENT = 1e-4  # relative; smaller gains are noise and do not reset patience
 _GRAD_CLIP = 1.0  # LSTMs occasionally take exploding steps early on
@@ -279,11 +286,16 @@ def _split_starts(
 
     A shuffled split of stride-1 windows would put near-copies of every validation window
     into training, and the calibration quantiles -- the threshold every device starts
-    with -- would come out optimistic.
+    with -- would come out optimistic. A training too short for ``fraction`` to hold back
+    ``MIN_HELD_BACK_WINDOWS`` windows' worth of rows holds back that share instead, at
+    most half.
     """
     train: list[IntArray] = []
     val: list[IntArray] = []
     offset = 0
+    total = sum(lengths)
+    if total > 0:  # a short training holds back a larger share, at most half
+        fraction = max(fraction, min(0.5, MIN_HELD_BACK_WINDOWS * window / total))
     for n in lengths:
         cut = n - round(n * fraction)
         if cut >= window and n - cut >= window:

@@ -304,6 +304,21 @@ def test_validation_windows_share_no_rows_with_training_windows() -> None:
     assert int(max(train)) == 200 + 50 - window
 
 
+def test_a_short_training_holds_back_at_least_two_and_a_half_windows() -> None:
+    """An hourly white noise trained on 240 readings held back 48 (17 windows of 32 over the
+    same few dozen readings): its live scores ran at 2.4 times their held-back median. A
+    training too short for validation_fraction to hold back MIN_HELD_BACK_WINDOWS windows'
+    worth of rows holds back that many, at most half; longer ones are unchanged."""
+    from sentinel.model.train import MIN_HELD_BACK_WINDOWS, _split_starts
+
+    window = 32
+    least = int(MIN_HELD_BACK_WINDOWS * window)
+    for rows, held in [(240, least), (400, 80), (2_000, 400), (120, 60)]:
+        _, val = _split_starts([rows], window, stride=1, fraction=0.2)
+        assert int(min(val)) == rows - held, rows
+    assert least == 80  # what SKAB's 400 training readings hold back at 0.2
+
+
 # -- relative features ----------------------------------------------------------------------
 
 
