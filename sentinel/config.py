@@ -492,7 +492,12 @@ class ModelConfig(Section):
         default=1, ge=1, le=4096, description="Readings between training windows."
     )
     validation_fraction: float = Field(
-        default=0.2, ge=0.05, le=0.5, description="Held-back windows for calibration."
+        default=0.2,
+        ge=0.05,
+        le=0.5,
+        description="Share of the training readings held back (the end of each run) for "
+        "early stopping and calibration; a training too short to hold back 2.5 windows' "
+        "worth this way holds back that much, at most half.",
     )
     seed: int = Field(default=0, ge=0, description="Seed for weights and shuffling.")
     score_batch_max: int = Field(
