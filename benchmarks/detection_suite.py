@@ -87,10 +87,13 @@ class ClassResult:
 class Suite:
     """One config (defaults or a file) applied to every dataset; scratch files in ``work``."""
 
-    def __init__(self, raw: dict[str, Any], work: Path, keep: Path | None) -> None:
+    def __init__(
+        self, raw: dict[str, Any], work: Path, keep: Path | None, retrain: bool = False
+    ) -> None:
         self.raw = raw
         self.work = work
         self.keep = keep
+        self.retrain = retrain
 
     def config(self, name: str, features: tuple[str, ...]) -> SentinelConfig:
         """The base config with one stream: only its name, topic and features are set."""
@@ -121,6 +124,7 @@ class Suite:
             train_rows=train_rows,
             torch_device=torch.device("cpu"),
             show_progress=False,
+            retrain=self.retrain,
         )
         with out.open(newline="") as handle:
             return list(csv.DictReader(handle))
@@ -310,6 +314,13 @@ def main() -> int:
         f"{MIN_TRAIN_ROWS}); the rows after them up to the first anomaly are normal test "
         "rows: what a short training, as NAB's 15 %% probation, does",
     )
+    ap.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain on the [retrain] schedule in each series' own time, as the daemon and "
+        "`sentinel replay` do by default (synthetic classes and UCR; SKAB's files are shorter "
+        "than a day)",
+    )
     args = ap.parse_args()
     if not 0 < args.train_fraction <= 1:
         ap.error("--train-fraction: between 0 (excluded) and 1")
@@ -327,7 +338,7 @@ def main() -> int:
     print(f"command: .venv/bin/python benchmarks/detection_suite.py {' '.join(sys.argv[1:])}")
     print(f"config: {args.config or 'SentinelConfig defaults'}\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="sentinel-suite-") as tmp:
-        suite = Suite(raw, Path(tmp), args.keep)
+        suite = Suite(raw, Path(tmp), args.keep, args.retrain)
         if "synthetic" in parts:
             results = []
             for name in classes:
