@@ -288,6 +288,16 @@ class Detector(ABC):
     def version(self) -> str:
         return self.meta.version
 
+    def pool_calibration(self, scores: Sequence[float]) -> None:
+        """Pool ``scores`` -- this model's scores of held-back normal windows it never
+        trained on, beside those it was calibrated on -- into its calibration
+        (``Calibration.pooled``); what a score is does not change. Before the model is
+        saved: retraining pools the reservoir's held-back blocks into an accepted
+        challenger's calibration (``sentinel.retrain.job``)."""
+        meta = self.meta
+        # Every detector keeps its meta in ``_meta``, which its ``meta`` property reads.
+        self.__dict__["_meta"] = replace(meta, calibration=meta.calibration.pooled(scores))
+
     @property
     def stream(self) -> str:
         return self.meta.stream

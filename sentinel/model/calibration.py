@@ -6,6 +6,7 @@ windows -- so thresholds, promotion and alerts judge any detector's scores alike
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,23 @@ class Calibration:
             max=float(scores.max()),
             feature_mean_errors=tuple(float(v) for v in baseline),
             scores=tuple(float(f"{v:.6g}") for v in scores[-CALIBRATION_SAMPLE:]),
+        )
+
+    def pooled(self, more: Sequence[float]) -> Calibration:
+        """This calibration with ``more`` held-back scores of the same model pooled into its
+        sample (kept after it, the newest last): quantiles and maximum over both, the
+        normal errors -- what a score is -- unchanged. A model saved without its sample
+        (before ``scores`` existed) is returned as it is: its quantiles cannot be pooled."""
+        finite = [float(v) for v in more if math.isfinite(v)]
+        if not self.scores or not finite:
+            return self
+        pooled = np.asarray([*self.scores, *finite], dtype=np.float64)
+        values = np.quantile(pooled, [float(q) for q in CALIBRATION_QUANTILES])
+        return Calibration(
+            quantiles={q: float(v) for q, v in zip(CALIBRATION_QUANTILES, values, strict=True)},
+            max=max(self.max, float(pooled.max())),
+            feature_mean_errors=self.feature_mean_errors,
+            scores=tuple(float(f"{v:.6g}") for v in pooled[-CALIBRATION_SAMPLE:]),
         )
 
     def to_dict(self) -> dict[str, Any]:

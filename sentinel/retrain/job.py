@@ -218,6 +218,16 @@ def _judge(
         why = own + ("; earlier: " + "; ".join(earlier) if earlier else "")
         earlier.append(own)  # what the next attempt's reason lists
     status: Status = "accepted" if decision_ok else "rejected"
+    held_back: dict[str, list[float]] = {}
+    if decision_ok:
+        held_back = holdout_scores(challenger, data.holdout, config)
+        if eval_set is not None:
+            # The held-back blocks are normal readings the challenger never trained on,
+            # more of them than its own validation part: its calibration pools both, so a
+            # normal pattern its validation part happened to miss (a garbage collector's
+            # drop every few hundred readings) does not sit above the threshold it starts
+            # devices on (docs/BENCHMARKS.md, "Retraining in replay").
+            challenger.pool_calibration([v for scores in held_back.values() for v in scores])
     registry = ModelRegistry(config.models_dir)
     registry.save(challenger)
     registry.write_status(
@@ -256,20 +266,26 @@ def _judge(
         parent=parent,
         **{k: v.get("merit") for k, v in metrics.items()},
     )
-    seeds = threshold_seeds(challenger, data.holdout, config) if decision_ok else {}
+    seeds = threshold_seeds(challenger, held_back, config)
     return RetrainOutcome(stream, status, why, challenger.version, parent, metrics, seeds)
 
 
 def threshold_seeds(
+    detector: Detector, held_back: dict[str, list[float]], config: SentinelConfig
+) -> dict[str, list[float]]:
+    """Per device, its ``holdout_scores`` but those above the model's own threshold: a
+    live device's threshold only ever learns from windows it judged normal."""
+    limit = calibration_threshold(detector.meta.calibration.quantiles, config.threshold)
+    return {device: [v for v in scores if v <= limit] for device, scores in held_back.items()}
+
+
+def holdout_scores(
     detector: Detector, runs: list[Run], config: SentinelConfig
 ) -> dict[str, list[float]]:
-    """Per device, ``detector``'s scores on up to ``threshold.history`` held-back windows
-    spread evenly over all its held-back blocks (the newest alone would be one time of
-    day, and the daily cycle would then raise false alarms), in time order, leaving out
-    any above the model's own threshold: a live device's threshold only ever learns from
-    windows it judged normal."""
+    """Per device, ``detector``'s finite scores on up to ``threshold.history`` held-back
+    windows spread evenly over all its held-back blocks (the newest alone would be one time
+    of day, and the daily cycle would then raise false alarms), in time order."""
     window, history = config.windows.length, config.threshold.history
-    limit = calibration_threshold(detector.meta.calibration.quantiles, config.threshold)
     by_device: dict[str, list[np.ndarray]] = {}
     for run in runs:
         by_device.setdefault(run.device, []).append(make_windows(run.values, window, 1))
@@ -281,7 +297,7 @@ def threshold_seeds(
         if len(windows) > history:
             windows = windows[np.linspace(0, len(windows) - 1, history).astype(np.int64)]
         scores, _ = detector.score(np.ascontiguousarray(windows))
-        seeds[device] = [float(v) for v in scores if np.isfinite(v) and v <= limit]
+        seeds[device] = [float(v) for v in scores if np.isfinite(v)]
     return seeds
 
 

@@ -36,7 +36,13 @@ import structlog
 from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.model import Detector, Registry
-from sentinel.retrain.job import RetrainOutcome, open_reservoir, run_retrain, threshold_seeds
+from sentinel.retrain.job import (
+    RetrainOutcome,
+    holdout_scores,
+    open_reservoir,
+    run_retrain,
+    threshold_seeds,
+)
 from sentinel.retrain.scheduler import schedule_period
 
 if TYPE_CHECKING:
@@ -239,7 +245,8 @@ class Retrainer:
                 )
             finally:
                 reservoir.close()
-            return threshold_seeds(detector, data.runs, self._config)
+            held_back = holdout_scores(detector, data.runs, self._config)
+            return threshold_seeds(detector, held_back, self._config)
         except (OSError, sqlite3.Error, ValueError, ModelError) as err:
             log.warning("threshold_seeds_unavailable", stream=stream, error=str(err))
             return None

@@ -179,3 +179,28 @@ def test_a_coupling_survives_json_and_a_broken_one_is_refused() -> None:
         ResidualCoupling(weights=((0.0, 1.0), (1.0, 0.0)), bounds=(-1.0, 1.0))
     with pytest.raises(ModelError, match="weights"):
         ResidualCoupling.from_dict({"weights": [1.0, 2.0], "bounds": [1.0, 1.0]})
+
+
+def test_pooled_scores_set_the_quantiles_and_leave_what_a_score_is() -> None:
+    rng = np.random.default_rng(3)
+    own = Calibration.from_errors(np.abs(rng.normal(1.0, 0.1, (300, 2))))
+    # Held-back windows of a normal pattern the validation part never held: a drop every
+    # few hundred readings that scores 5-6 times the usual.
+    more = [*rng.uniform(0.8, 1.3, 380).tolist(), *[5.0, 5.5, 6.0] * 4, float("nan")]
+
+    pooled = own.pooled(more)
+
+    sample = np.asarray([*own.scores, *[v for v in more if np.isfinite(v)]])
+    assert pooled.scores == tuple(float(f"{v:.6g}") for v in sample)
+    for q, value in pooled.quantiles.items():
+        assert value == pytest.approx(float(np.quantile(sample, float(q))))
+    assert pooled.quantiles["0.995"] > 4.0 > own.quantiles["0.995"]
+    assert pooled.max == 6.0
+    assert pooled.feature_mean_errors == own.feature_mean_errors
+
+
+def test_a_calibration_without_its_sample_is_not_pooled() -> None:
+    own = Calibration.from_errors(np.ones((50, 2)))
+    old = Calibration(own.quantiles, own.max, own.feature_mean_errors)  # saved before scores
+    assert old.pooled([9.0] * 100) is old
+    assert own.pooled([float("inf")]) is own

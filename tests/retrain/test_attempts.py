@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from sentinel.config import SentinelConfig
-from sentinel.model import ModelRegistry, detector_type
+from sentinel.judge.threshold import calibration_threshold
+from sentinel.model import Calibration, ModelRegistry, detector_type
 from sentinel.retrain import job
 from sentinel.retrain.job import RetrainOutcome, run_retrain
 from sentinel.retrain.promotion import Decision, Metrics
@@ -131,3 +133,55 @@ def test_a_first_model_trains_on_each_devices_readings_whole(
 
     assert outcome.status == "accepted"
     assert handed == [[1500, 1500]]
+
+
+def test_an_accepted_challenger_is_calibrated_on_the_held_back_blocks_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The held-back blocks are normal readings no challenger trained on: the accepted one
+    # pools their scores into its calibration, which its own validation part alone set
+    # too low where a rare normal pattern fell outside it; a rejected one keeps its own.
+    config, registry, parent = active_model(tmp_path)
+    judged_by(monkeypatch, [False, True])
+    real = detector_type(config.model.detector)
+    own: list[Calibration] = []
+
+    class Spy:
+        @staticmethod
+        def train(*args: Any, **kwargs: Any) -> Any:
+            detector = real.train(*args, **kwargs)
+            own.append(detector.meta.calibration)
+            return detector
+
+    monkeypatch.setattr(job, "detector_type", lambda key: Spy)
+
+    outcome = run_retrain(config, "pump", reason="schedule", device=CPU)
+
+    assert outcome.status == "accepted"
+    rejected, accepted = own
+    saved = {
+        registry.status("pump", v)["attempt"]: registry.load_version("pump", v, CPU)
+        for v in registry.versions("pump")
+        if v != parent
+    }
+    assert saved[1].meta.calibration == rejected
+    reservoir = job.open_reservoir(config, "pump", readonly=True)
+    try:
+        data = reservoir.clean_data(
+            window=config.windows.length,
+            max_gap=config.windows.max_gap,
+            holdout_fraction=config.retrain.holdout_fraction,
+        )
+    finally:
+        reservoir.close()
+    pooled = saved[2].meta.calibration
+    held_back = job.holdout_scores(saved[2], data.holdout, config)["d1"]
+    assert len(pooled.scores) == len(accepted.scores) + len(held_back) > len(accepted.scores)
+    assert pooled.scores[: len(accepted.scores)] == accepted.scores
+    assert pooled.feature_mean_errors == accepted.feature_mean_errors
+    assert pooled.quantiles["0.995"] == pytest.approx(
+        float(np.quantile(np.asarray(pooled.scores), 0.995)), rel=1e-5
+    )
+    # The devices' thresholds are seeded below the pooled threshold, every such window.
+    limit = calibration_threshold(pooled.quantiles, config.threshold)
+    assert outcome.seeds == {"d1": [v for v in held_back if v <= limit]}
