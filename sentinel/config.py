@@ -1314,7 +1314,8 @@ class RetrainConfig(Section):
         le=0.5,
         description="Share of the clean readings held back from training, in time blocks "
         "spread over the reservoir's span (the newest block among them), to compare the "
-        "challenger with the active model and seed the devices' thresholds at a swap.",
+        "challenger with the active model, add to an accepted one's calibration and seed the "
+        "devices' thresholds at a swap.",
     )
     inject_magnitude: float = Field(
         default=4.0,
