@@ -14,9 +14,7 @@ alone (no check beside it hit). Each ended excursion is remembered: its onset (t
 first window's end time), its peak as a multiple of the threshold then in force, and its
 duration. A new excursion is normal when it recurs after the remembered ones at least
 about as large (their peak at least 1 / ``recurring_margin`` of this window's): the newest
-of them sets the period (its distance from the new onset; where that newest one was more than
-``recurring_margin`` times larger -- a fault between two days' pulses -- and no chain
-follows from it, the newest one no larger than that), and ``recurring_count`` of them
+of them sets the period (its distance from the new onset), and ``recurring_count`` of them
 in all lie at the multiples of the period back from it, each within 5% of the period (or
 within the time between two windows, whichever is longer) -- others may lie between them
 (``_chain``). It recurs with a learnt period, however long: daily at 1-minute sampling is
@@ -176,13 +174,6 @@ class RecurringExcursions:
         margin = cfg.recurring_margin
         alike = [p for p in device.past if p.peak * margin >= ratio]
         chosen = _chain(alike, ts, cfg.recurring_count, device.hop_s)
-        if not chosen:
-            # A much larger excursion since the last one like this one (a fault between two
-            # days' pulses) sets no period for it: read the chain from the newest one no more
-            # than ``margin`` times larger instead.
-            similar = [i for i, p in enumerate(alike) if p.peak <= margin * ratio]
-            if similar and similar[-1] < len(alike) - 1:
-                chosen = _chain(alike[: similar[-1] + 1], ts, cfg.recurring_count, device.hop_s)
         if not chosen:
             # Not periodic, but known: as large an excursion was normal this often before.
             known = [p for p in alike if p.trusted] if cfg.recurring_known else []

@@ -254,23 +254,6 @@ def test_other_excursions_between_a_daily_patterns_days_do_not_break_it() -> Non
     assert anomalous_between(query, 4 * DAY, 5 * DAY) > 0
 
 
-def test_a_much_larger_fault_between_two_days_sets_no_period_for_the_next_days_pulse() -> None:
-    """A daily page-cache drop, seen on both training days and normal on the first live
-    one; a fault 20 times as large comes that afternoon. The next day's drop reads its chain
-    from the newest excursion about its size, a day back, not from the fault 14 hours back
-    (issue #21, wide_server: the drop alerted again after each fault). A fault about as
-    large as the drop still sets the period (the next test)."""
-    memory = RecurringExcursions(ThresholdConfig())
-    drops = daily(range(2), hour=0.0, duration=600.0, score=10.0)
-    feed(memory, 0.0, 2 * DAY, drops, warm=True)
-    fault = {2 * DAY + 10 * 3600: (1800.0, 200.0)}
-    live = feed(memory, 2 * DAY, 3 * DAY, {**daily(range(2, 3), 0.0, 600.0, 10.0), **fault})
-    assert anomalous_between(live, 2 * DAY, 3 * DAY) == 30  # the fault's windows only
-    verdicts = feed(memory, 3 * DAY, 4 * DAY, daily(range(3, 4), 0.0, 600.0, 10.0))
-    assert anomalous_between(verdicts, 3 * DAY, 4 * DAY) == 0
-    assert sum(v.recurring for v in verdicts) == 10
-
-
 def test_a_chain_is_read_from_the_newest_excursion_only() -> None:
     """An hourly cron's excursions are normal; a fault that begins between two of them is
     not made normal by some older excursions happening to lie at its multiples."""
