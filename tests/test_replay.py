@@ -244,3 +244,52 @@ def test_rows_the_pipeline_skips_show_the_verdict_before_them(
     assert rows[521]["score"] == rows[520]["score"] != ""  # the backwards row
     scores = [r["score"] for r in rows[420:]]
     assert len(set(scores)) > len(scores) - 5, "every accepted row has its own verdict"
+
+
+def test_rows_with_a_missing_value_are_refused_as_live_and_nothing_else_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cell a historian exported empty or as NaN is the reading the daemon would refuse
+    (missing_feature): the row is written with the verdict in force, it neither trains nor
+    is fed, and every other row scores as in the file without it -- instead of the whole
+    file being refused."""
+    config = tmp_path / "sentinel.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n' + CONFIG)
+    source = recording(tmp_path / "rig.csv", rows=700, fault=(600, 650))
+    lines = source.read_text().splitlines(keepends=True)
+    holes = {101: "", 451: "NaN", 621: "nan"}  # data row -> its pressure cell (one trains)
+    gapped = list(lines)
+    for row, cell in holes.items():
+        when, flow, _, label = lines[row + 1].rstrip("\n").split(";")
+        gapped[row + 1] = f"{when};{flow};{cell};{label}\n"
+    with_holes = tmp_path / "holes.csv"
+    with_holes.write_text("".join(gapped))
+    without = tmp_path / "without.csv"
+    without.write_text("".join(line for i, line in enumerate(lines) if i - 1 not in holes))
+
+    args = ["--config", str(config), "--no-retrain"]
+    out_holes, out_without = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert (
+        main(["replay", str(with_holes), *args, "--out", str(out_holes), "--train-rows", "400"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "3 rows left out, a value missing or not finite ({'missing_feature': 3}" in err
+    assert "rows skipped by the pipeline: {'missing_feature': 2}" in err
+    assert (
+        main(["replay", str(without), *args, "--out", str(out_without), "--train-rows", "399"]) == 0
+    )
+
+    with out_holes.open() as handle:
+        rows = list(csv.DictReader(handle))
+    with out_without.open() as handle:
+        reference = list(csv.DictReader(handle))
+    assert len(rows) == 700
+    assert len(reference) == 697
+    kept = [r for i, r in enumerate(rows) if i not in holes]
+    columns = ("score", "threshold", "is_anomaly", "check")
+    assert [[r[c] for c in columns] for r in kept] == [[r[c] for c in columns] for r in reference]
+    assert sum(r["alert_id"] != "" for r in kept) > 0, "the labelled fault still alerts"
+    for row in (451, 621):  # scored rows: the verdict in force, the value shown as nan
+        assert rows[row]["pressure"] == "nan"
+        assert rows[row]["score"] == rows[row - 1]["score"] != ""

@@ -12,7 +12,8 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -27,6 +28,7 @@ from sentinel.errors import ConfigError, SentinelError
 
 if TYPE_CHECKING:
     from sentinel.offline.csvdata import CsvDialect
+    from sentinel.records import RejectReason
     from sentinel.store import AlertRecord, AlertStore
 
 __all__ = ["main", "parse_since"]
@@ -450,7 +452,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         timestamp_column=args.timestamp_column,
         max_gap=config.windows.max_gap,
         dialect=_dialect(args),
+        skip_missing=True,
     )
+    _report_refused(data.refused)
     torch.set_num_threads(config.model.torch_threads)
     segments = data.training_segments(min_length=config.windows.length)
     progress = progress_reporter(stream.name, config.model.epochs)
@@ -488,6 +492,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_refused(refused: Mapping[int, RejectReason]) -> None:
+    """Say how many rows of a CSV were left out as readings the daemon would refuse."""
+    if refused:
+        counts = Counter(str(reason) for reason in refused.values())
+        first = min(refused) + 2  # the file's line: 1-based, after the header
+        print(
+            f"warning: {len(refused)} rows left out, a value missing or not finite "
+            f"({dict(counts)}; the first at line {first})",
+            file=sys.stderr,
+        )
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import torch
 
@@ -505,7 +521,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         carry=split_labels(args.label_columns),
         require_timestamps=True,
         dialect=_dialect(args),
+        skip_missing=True,
     )
+    _report_refused(data.refused)
     torch.set_num_threads(config.model.torch_threads)
     retrain = args.retrain
     if retrain is None:  # as the daemon would: on when [retrain] is, for the model it retrains
@@ -771,7 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
         "alert logic as the daemon, as fast as the CPU allows. The first rows train the "
         "model (labels unseen); every row then gets the detector's score, threshold, "
         "verdict, the check that made it anomalous (score, spike:FEATURE or level:FEATURE, "
-        "joined by +) and open alert. Label columns are carried to the output, never used.",
+        "joined by +) and open alert. Label columns are carried to the output, never used. "
+        "A row with an empty, NaN or infinite value is the reading the daemon would refuse: "
+        "counted, never trained on or fed, its row showing the verdict in force.",
     )
     rep.add_argument("input", type=Path, metavar="INPUT.csv")
     config_arg(rep)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -21,12 +21,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from sentinel.errors import DataError
+from sentinel.records import RejectReason
 from sentinel.timescale import TimeScale, learn_interval, no_runs_error
 
 __all__ = ["CsvDialect", "RecordedData", "parse_timestamp", "read_feature_csv"]
 
 TIMESTAMP_CANDIDATES = ("ts", "timestamp", "time", "datetime", "date")
 _MS_THRESHOLD = 1e11  # epoch values above this are milliseconds (1e11 s is the year 5138)
+# Cells that say a reading is missing, as historians and spreadsheets export it (lowercased):
+# the daemon refuses such a reading (missing_feature); ``skip_missing`` skips the row too.
+_MISSING_CELLS = frozenset({"", "nan", "na", "n/a", "null", "none", "-"})
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # Forms tried, on the whole column, when a file's times are neither epoch nor ISO 8601.
@@ -96,6 +101,17 @@ class RecordedData:
     features: tuple[str, ...]
     max_gap: float | None  # seconds; None: auto, 60 readings of the learnt interval
     carried: dict[str, list[str]] = field(default_factory=dict)  # e.g. label columns, as text
+    # Rows read with ``skip_missing`` whose reading the daemon would refuse, by row index:
+    # their values are NaN, and nothing trains on or is fed them.
+    refused: Mapping[int, RejectReason] = field(default_factory=dict)
+
+    @property
+    def readable(self) -> np.ndarray:
+        """(rows,) bool: rows whose every value is a number (all of them unless ``refused``)."""
+        if not self.refused:
+            return np.ones(len(self.values), dtype=bool)
+        readable: np.ndarray = np.isfinite(self.values).all(axis=1)
+        return readable
 
     @property
     def interval(self) -> float | None:
@@ -116,13 +132,19 @@ class RecordedData:
         return float(self.timestamps[-1]) if self.timestamps is not None else None
 
     def segments(self, min_length: int) -> list[np.ndarray]:
-        """Gap-free runs of rows (split where time jumps back or by more than max_gap)."""
-        if self.timestamps is None:
-            runs = [self.values]
+        """Gap-free runs of rows (split where time jumps back or by more than max_gap); a
+        refused row is left out, as a reading that never arrived."""
+        values, timestamps = self.values, self.timestamps
+        if self.refused:
+            keep = self.readable
+            values = values[keep]
+            timestamps = None if timestamps is None else timestamps[keep]
+        if timestamps is None:
+            runs = [values]
         else:
-            steps = np.diff(self.timestamps)
+            steps = np.diff(timestamps)
             cuts = np.flatnonzero((steps > self.gap) | (steps <= 0)) + 1
-            runs = np.split(self.values, cuts)
+            runs = np.split(values, cuts)
         return [run for run in runs if len(run) >= min_length]
 
     def training_segments(self, min_length: int) -> list[np.ndarray]:
@@ -183,13 +205,18 @@ def read_feature_csv(
     carry: Sequence[str] = (),
     require_timestamps: bool = False,
     dialect: CsvDialect | None = None,
+    skip_missing: bool = False,
 ) -> RecordedData:
     """Read the given feature columns (and a timestamp column, if any) from a CSV file.
 
     ``carry`` columns (labels, say) are kept as text, never parsed or used as features.
     ``dialect``: the separator, decimal mark, timestamp form and time zone, where they are
     not to be detected. Every problem is a ``DataError`` naming the file, and the row and
-    column where useful.
+    column where useful. ``skip_missing``: a row with a feature cell that says the value
+    is missing (empty, ``nan``, ``NA``, ``null``, ``-``) or is not finite (``inf``, or too
+    large for a float32) is kept in ``refused``, as the reading the daemon would refuse,
+    instead of refusing the file; any other text is still an error (a decimal comma or a
+    wrong separator must not pass as a file of missing values).
     """
     path = Path(path)
     dialect = dialect or CsvDialect()
@@ -233,22 +260,34 @@ def read_feature_csv(
 
     indexes = [header.index(f) for f in features]
     values = np.empty((len(rows), len(features)), dtype=np.float32)
+    refused: dict[int, RejectReason] = {}
     for r, row in enumerate(rows):
         line = r + 2  # 1-based, after the header
         if len(row) != len(header):
             raise DataError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
         for c, index in enumerate(indexes):
+            cell = row[index]
+            if skip_missing and cell.strip().lower() in _MISSING_CELLS:
+                refused.setdefault(r, RejectReason.MISSING_FEATURE)
+                values[r, c] = math.nan
+                continue
             try:
-                value = _number(row[index], dialect.decimal)
+                value = _number(cell, dialect.decimal)
             except ValueError as err:
                 hint = ""
-                if dialect.decimal == "." and "," in row[index]:
+                if dialect.decimal == "." and "," in cell:
                     hint = " (a decimal comma? --decimal ,)"
                 raise DataError(
-                    f"{path}:{line}: column {features[c]!r}: {row[index]!r} is not a number{hint}"
+                    f"{path}:{line}: column {features[c]!r}: {cell!r} is not a number{hint}"
                 ) from err
-            if not math.isfinite(value):
-                raise DataError(f"{path}:{line}: column {features[c]!r}: {row[index]!r}")
+            if not (math.isfinite(value) and abs(value) <= _FLOAT32_MAX):
+                if not skip_missing:
+                    raise DataError(
+                        f"{path}:{line}: column {features[c]!r}: {cell!r} is not a finite "
+                        "number of float32's range"
+                    )
+                refused.setdefault(r, RejectReason.NON_FINITE)
+                value = math.nan
             values[r, c] = value
 
     timestamps = None
@@ -273,4 +312,4 @@ def read_feature_csv(
                         f"{cell!r} ({expected}; --timestamp-format)"
                     ) from err
     carried = {name: [row[header.index(name)] for row in rows] for name in carry}
-    return RecordedData(values, timestamps, tuple(features), max_gap, carried)
+    return RecordedData(values, timestamps, tuple(features), max_gap, carried, refused)

@@ -37,7 +37,15 @@ from sentinel.judge.evidence import onset
 from sentinel.model import Detector, detector_type, scoring_device, training_options
 from sentinel.model.numpy_lstm import for_scoring
 from sentinel.offline.csvdata import RecordedData
-from sentinel.records import Alert, AlertStatus, Delivery, Reading, Verdict, WriteBatch
+from sentinel.records import (
+    Alert,
+    AlertStatus,
+    Delivery,
+    Reading,
+    Rejected,
+    Verdict,
+    WriteBatch,
+)
 from sentinel.retrain.clock import DataClockRetrainer
 from sentinel.worker.coldstart import TrainingJob
 from sentinel.worker.pipeline import Pipeline
@@ -208,6 +216,7 @@ def replay(
             data.timestamps[:train_rows],
             data.features,
             data.max_gap,
+            refused={i: why for i, why in data.refused.items() if i < train_rows},
         )
         # As the cold start does: the interval learnt from the training rows scales the
         # auto time settings, and the model keeps it (sentinel.timescale).
@@ -268,6 +277,7 @@ def replay(
             [
                 Reading(stream.name, device, float(data.timestamps[i]), tuple(map(float, v)))
                 for i, v in enumerate(data.values[:train_rows])
+                if i not in data.refused
             ]
         )
 
@@ -294,6 +304,7 @@ def replay(
                     data.values[train_rows - warm : train_rows],
                     strict=True,
                 )
+                if i not in data.refused
             ],
         )
     anomalous = 0
@@ -332,15 +343,21 @@ def replay(
                             stop = i + 1
                             break
                 readings = tuple(
-                    Reading(stream.name, device, float(ts), tuple(map(float, v)))
-                    for ts, v in zip(
-                        data.timestamps[start:stop], data.values[start:stop], strict=True
-                    )
+                    Reading(stream.name, device, float(data.timestamps[i]), tuple(map(float, v)))
+                    for i, v in zip(range(start, stop), data.values[start:stop], strict=True)
+                    if i not in data.refused
+                )
+                # A row whose reading the daemon would refuse is refused here: counted by its
+                # reason, never fed, its row written with the verdict in force.
+                refused = tuple(
+                    Rejected(data.refused[i], "replay", f"row {i + 2} ({_iso(ts)})")
+                    for i, ts in zip(range(start, stop), data.timestamps[start:stop], strict=True)
+                    if i in data.refused
                 )
                 batches.clear()
                 last_ts = float(data.timestamps[stop - 1])
                 pipeline.process(
-                    [Delivery("replay", readings, rejected=(), ack=None, received_at=last_ts)]
+                    [Delivery("replay", readings, refused, ack=None, received_at=last_ts)]
                 )
                 if clock is not None:
                     clock.tick(last_ts, pipeline.install_model)

@@ -9,6 +9,7 @@ import pytest
 
 from sentinel.errors import DataError
 from sentinel.offline.csvdata import CsvDialect, parse_timestamp, read_feature_csv
+from sentinel.records import RejectReason
 
 
 def test_parse_timestamp_forms() -> None:
@@ -143,3 +144,39 @@ def test_dialect_errors_say_what_to_pass(
 def test_bad_dialects_are_refused_before_reading(kwargs: dict[str, str], message: str) -> None:
     with pytest.raises(DataError, match=message):
         CsvDialect(**kwargs)
+
+
+def test_missing_and_non_finite_cells_are_refused_rows_with_skip_missing(tmp_path: Path) -> None:
+    lines = ["ts,a,b"]
+    cells = {3: ("", "1"), 5: ("NaN", "1"), 6: ("2", "NA"), 8: ("inf", "1"), 9: ("1e39", "1")}
+    for s in range(12):
+        a, b = cells.get(s, (str(s), str(2 * s)))
+        lines.append(f"{1_700_000_000 + s},{a},{b}")
+    path = _write(tmp_path, lines)
+    # Without it the file is refused at the first such cell, naming it.
+    with pytest.raises(DataError, match=r"export.csv:5: column 'a': '' is not a number"):
+        read_feature_csv(path, ["a", "b"])
+
+    data = read_feature_csv(path, ["a", "b"], max_gap=60, skip_missing=True)
+
+    assert dict(data.refused) == {
+        3: RejectReason.MISSING_FEATURE,
+        5: RejectReason.MISSING_FEATURE,
+        6: RejectReason.MISSING_FEATURE,
+        8: RejectReason.NON_FINITE,
+        9: RejectReason.NON_FINITE,  # beyond float32: it would be inf in a window
+    }
+    assert data.readable.tolist() == [i not in cells for i in range(12)]
+    assert np.isnan(data.values[sorted(cells)]).any(axis=1).all()
+    # Training leaves them out as readings that never arrived: gaps of a few seconds,
+    # within max_gap, so one run of the 7 readable rows.
+    (run,) = data.segments(min_length=3)
+    np.testing.assert_array_equal(run[:, 0], [0, 1, 2, 4, 7, 10, 11])
+
+
+def test_skip_missing_still_refuses_text_that_is_no_number(tmp_path: Path) -> None:
+    # A decimal comma or a word is a format problem, not a missing value.
+    for cell, message in (("1,5", "decimal comma"), ("abc", "not a number")):
+        path = _write(tmp_path, ["ts;a", "1700000000;1", f"1700000001;{cell}"])
+        with pytest.raises(DataError, match=message):
+            read_feature_csv(path, ["a"], skip_missing=True)
