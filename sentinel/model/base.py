@@ -294,9 +294,11 @@ class Detector(ABC):
         (``Calibration.pooled``); what a score is does not change. Before the model is
         saved: retraining pools the reservoir's held-back blocks into an accepted
         challenger's calibration (``sentinel.retrain.job``)."""
-        meta = self.meta
+        pooled = replace(self.meta, calibration=self.meta.calibration.pooled(scores))
         # Every detector keeps its meta in ``_meta``, which its ``meta`` property reads.
-        self.__dict__["_meta"] = replace(meta, calibration=meta.calibration.pooled(scores))
+        self.__dict__["_meta"] = pooled
+        if self.meta is not pooled:
+            raise ModelError(f"{type(self).__name__} does not keep its meta in _meta")
 
     @property
     def stream(self) -> str:

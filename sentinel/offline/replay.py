@@ -349,10 +349,16 @@ def replay(
                 )
                 # A row whose reading the daemon would refuse is refused here: counted by its
                 # reason, never fed, its row written with the verdict in force.
-                refused = tuple(
-                    Rejected(data.refused[i], "replay", f"row {i + 2} ({_iso(ts)})")
-                    for i, ts in zip(range(start, stop), data.timestamps[start:stop], strict=True)
-                    if i in data.refused
+                refused = (
+                    tuple(
+                        Rejected(data.refused[i], "replay", f"row {i + 2} ({_iso(ts)})")
+                        for i, ts in zip(
+                            range(start, stop), data.timestamps[start:stop], strict=True
+                        )
+                        if i in data.refused
+                    )
+                    if data.refused
+                    else ()
                 )
                 batches.clear()
                 last_ts = float(data.timestamps[stop - 1])

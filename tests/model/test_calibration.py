@@ -204,3 +204,31 @@ def test_a_calibration_without_its_sample_is_not_pooled() -> None:
     old = Calibration(own.quantiles, own.max, own.feature_mean_errors)  # saved before scores
     assert old.pooled([9.0] * 100) is old
     assert own.pooled([float("inf")]) is own
+
+
+def test_a_detector_takes_a_pooled_calibration_and_one_that_cannot_says_so() -> None:
+    from dataclasses import replace
+
+    from sentinel.errors import ModelError
+    from tests.retrain.helpers import make_detector
+
+    detector = make_detector("20250101T000000Z-000001")
+    unsampled = detector.meta.calibration  # as saved before models kept their sample
+    detector.pool_calibration([0.4, 5.0])
+    assert detector.meta.calibration is unsampled
+    own = replace(unsampled, scores=(0.1, 0.2, 0.3))
+    detector._meta = replace(detector.meta, calibration=own)  # type: ignore[attr-defined]
+    detector.pool_calibration([0.4, 5.0])
+    assert detector.meta.calibration.scores == (0.1, 0.2, 0.3, 0.4, 5.0)
+    assert detector.meta.calibration.max == 5.0
+    assert detector.meta.version == "20250101T000000Z-000001"
+
+    class Elsewhere(type(detector)):  # type: ignore[misc]
+        @property
+        def meta(self):  # type: ignore[no-untyped-def]
+            return self.__dict__["_kept"]
+
+    other = Elsewhere.__new__(Elsewhere)
+    other.__dict__["_kept"] = detector.meta
+    with pytest.raises(ModelError, match="does not keep its meta in _meta"):
+        other.pool_calibration([1.0])
