@@ -53,6 +53,12 @@ def main() -> int:
         default=1.0,
         help=f"train each kind on this fraction of its training rows (at least {MIN_TRAIN_ROWS})",
     )
+    ap.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain on the [retrain] schedule in each series' own time, as `sentinel replay` "
+        "does by default",
+    )
     args = ap.parse_args()
     if not 0 < args.train_fraction <= 1:
         ap.error("--train-fraction: between 0 (excluded) and 1")
@@ -68,13 +74,15 @@ def main() -> int:
     print(f"config: {args.config or 'SentinelConfig defaults'}\n")
     if args.train_fraction < 1:
         print(f"trained on {args.train_fraction:g} of each kind's training rows\n")
+    if args.retrain:
+        print("retraining on the [retrain] schedule, as `sentinel replay` does\n")
     print(
         "| kind | events hit | false alerts | onset delays (readings) | rows in alerts / labelled |"
     )
     print("|---|---|---|---|---|")
     totals = [0, 0, 0]
     with tempfile.TemporaryDirectory(prefix="sentinel-unseen-") as tmp:
-        suite = Suite(raw, Path(tmp), args.keep)
+        suite = Suite(raw, Path(tmp), args.keep, args.retrain)
         for kind in kinds:
             scores = [run(suite, kind, seed, args.train_fraction) for seed in args.seeds]
             hit = ", ".join(f"{s.detected}/{s.events}" for s in scores)
