@@ -1308,6 +1308,17 @@ class RetrainConfig(Section):
         description="Clean readings needed for a run; with fewer the run is skipped and the "
         "reason logged.",
     )
+    min_new_rows: int = Field(
+        default=1_000,
+        ge=0,
+        le=10_000_000,
+        description="Readings (all devices of the stream) that must have reached the "
+        "reservoir since the newest one the active model's data held for a scheduled run to "
+        "train; fewer: the run is skipped and the reason logged. A cadence in readings: at "
+        "one reading a second or a minute every daily run trains, an hourly meter retrains "
+        "every ~6 weeks instead of every 24 readings on the same data. A run asked for "
+        "(sentinel retrain) always trains. 0: every scheduled run trains.",
+    )
     holdout_fraction: float = Field(
         default=0.2,
         ge=0.05,

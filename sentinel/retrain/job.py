@@ -21,7 +21,7 @@ import structlog
 from sentinel.config import SentinelConfig
 from sentinel.errors import DataError, ModelError
 from sentinel.judge.threshold import calibration_threshold
-from sentinel.model.base import Detector, training_options
+from sentinel.model.base import META_FILE, Detector, training_options
 from sentinel.model.detector_types import detector_type
 from sentinel.model.registry import ModelRegistry
 from sentinel.model.windowing import make_windows
@@ -91,8 +91,21 @@ def run_retrain(
     """
     cfg = config.retrain
     window = config.windows.length
+    registry = ModelRegistry(config.models_dir)
+    parent = registry.active_version(stream) if not cold_start else None
     reservoir = open_reservoir(config, stream, readonly=True)
     try:
+        if reason == "schedule" and parent is not None and cfg.min_new_rows:
+            newest = _newest_trained(registry, stream, parent)
+            if newest is not None:
+                new = reservoir.readings_since(newest, until)
+                if new < cfg.min_new_rows:
+                    why = (
+                        f"too little new data: {new} readings since the newest the active "
+                        f"model's data held, need {cfg.min_new_rows} (retrain.min_new_rows)"
+                    )
+                    log.info("retrain_skipped", stream=stream, reason=why)
+                    return RetrainOutcome(stream, "skipped", why)
         data = reservoir.clean_data(
             window=window,
             max_gap=config.windows.max_gap,
@@ -121,8 +134,6 @@ def run_retrain(
         log.warning("retrain_skipped", stream=stream, reason=why)
         return RetrainOutcome(stream, "skipped", why)
 
-    registry = ModelRegistry(config.models_dir)
-    parent = registry.active_version(stream) if not cold_start else None
     champion: Detector | None = None
     if parent is not None:
         try:
@@ -299,6 +310,20 @@ def holdout_scores(
         scores, _ = detector.score(np.ascontiguousarray(windows))
         seeds[device] = [float(v) for v in scores if np.isfinite(v)]
     return seeds
+
+
+def _newest_trained(registry: ModelRegistry, stream: str, version: str) -> float | None:
+    """The newest reading the data of ``version``'s run held (its status record: the
+    reservoir's clean data, held-back blocks included), else the newest it trained on (a
+    model from `sentinel train` or a replay's first); None where neither is known."""
+    try:
+        newest = (registry.status(stream, version).get("data") or {}).get("last_ts")
+        if newest is None:
+            meta = json.loads((registry.path(stream, version) / META_FILE).read_text("utf-8"))
+            newest = (meta.get("training") or {}).get("last_ts")
+        return None if newest is None else float(newest)
+    except (ModelError, OSError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _fits(detector: Detector, config: SentinelConfig, stream: str) -> bool:

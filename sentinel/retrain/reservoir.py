@@ -338,6 +338,16 @@ class Reservoir:
 
     # -- reading (training runs) ----------------------------------------------------------
 
+    def readings_since(self, ts: float, until: float | None = None) -> int:
+        """Readings stored (every device) newer than ``ts``, up to ``until`` if given."""
+        limit = float("inf") if until is None else until
+        row = (
+            self._db()
+            .execute("SELECT COUNT(*) FROM readings WHERE ts > ? AND ts <= ?", (ts, limit))
+            .fetchone()
+        )
+        return int(row[0])
+
     def clean_data(
         self,
         *,

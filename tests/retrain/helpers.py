@@ -40,7 +40,9 @@ def make_config(state_dir: Path, **retrain: Any) -> SentinelConfig:
                 "device": "cpu",
             },
             "cold_start": {"readings": 600},
-            "retrain": {"min_rows": 400, "control_socket": False, **retrain},
+            # min_new_rows 0: these runs retrain the same data on purpose (the cadence rule
+            # has its own tests, test_cadence.py).
+            "retrain": {"min_rows": 400, "min_new_rows": 0, "control_socket": False, **retrain},
         }
     )
 
