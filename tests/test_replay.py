@@ -185,7 +185,8 @@ def test_replay_retrains_by_default_when_the_daemon_would(
     config.write_text(
         f'state_dir = "{tmp_path / "state"}"\n'
         + CONFIG
-        + "[retrain]\nevery = 300\nmin_rows = 256\n"  # 800 scored rows of 1 s: 2 runs
+        # 800 scored rows of 1 s: 2 runs, each with 300 new readings
+        + "[retrain]\nevery = 300\nmin_rows = 256\nmin_new_rows = 200\n"
     )
     source = recording(tmp_path / "rig.csv")
     args = ["replay", str(source), "--config", str(config), "--out", str(tmp_path / "o.csv")]
@@ -207,7 +208,9 @@ def test_replay_retrains_a_baseline_as_the_daemon_would_run_it(
     config = tmp_path / "sentinel.toml"
     model = CONFIG.replace('detector = "lstm_ae"', f'detector = "{detector}"')
     config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n' + model + "[retrain]\nevery = 300\nmin_rows = 256\n"
+        f'state_dir = "{tmp_path / "state"}"\n'
+        + model
+        + "[retrain]\nevery = 300\nmin_rows = 256\nmin_new_rows = 200\n"
     )
     source = recording(tmp_path / "rig.csv")
     args = ["replay", str(source), "--config", str(config), "--out", str(tmp_path / "o.csv")]
