@@ -191,7 +191,13 @@ def test_replay_retrains_by_default_when_the_daemon_would(
     source = recording(tmp_path / "rig.csv")
     args = ["replay", str(source), "--config", str(config), "--out", str(tmp_path / "o.csv")]
     assert main(args) == 0
-    assert "retraining: 2 scheduled runs in the data's time" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "retraining: 2 scheduled runs in the data's time" in out
+    assert ", 0 skipped (" in out
+    # At 1,000 new readings a run (the default), neither run has enough: both skip.
+    config.write_text(config.read_text().replace("min_new_rows = 200", "min_new_rows = 1000"))
+    assert main(args) == 0
+    assert "2 scheduled runs in the data's time, 0 promoted, 2 skipped" in capsys.readouterr().out
     assert main([*args, "--no-retrain"]) == 0
     assert "retraining" not in capsys.readouterr().out
     config.write_text(config.read_text().replace("[retrain]\n", "[retrain]\nenabled = false\n"))

@@ -550,7 +550,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if retrain:
         print(
             f"retraining: {summary.retrain_runs} scheduled runs in the data's time, "
-            f"{summary.retrain_promoted} promoted (--no-retrain: keep the first model)"
+            f"{summary.retrain_promoted} promoted, {summary.retrain_skipped} skipped (too "
+            "little clean data, or new: retrain.min_rows, min_new_rows; --no-retrain: keep "
+            "the first model)"
         )
     return 0
 

@@ -66,6 +66,7 @@ class ReplaySummary:
     seconds: float
     retrain_runs: int = 0  # with retrain=True: scheduled runs in the data's time ...
     retrain_promoted: int = 0  # ... and how many of them swapped in a new model
+    retrain_skipped: int = 0  # ... and how many trained nothing (too little clean or new data)
 
 
 @dataclass
@@ -392,10 +393,11 @@ def replay(
             bar.close()
     alert_rows.finish()
     _fill_alert_ids(partial, out, alert_rows.ids(data.timestamps, train_rows))
-    runs = promoted = 0
+    runs = promoted = skipped = 0
     if clock is not None:
         runs = len(clock.outcomes)
         promoted = sum(o.status == "accepted" for _, o in clock.outcomes)
+        skipped = sum(o.status == "skipped" for _, o in clock.outcomes)
         clock.close()
     if scratch is not None:
         scratch.cleanup()
@@ -412,6 +414,7 @@ def replay(
         seconds=round(time.monotonic() - started, 2),
         retrain_runs=runs,
         retrain_promoted=promoted,
+        retrain_skipped=skipped,
     )
 
 
