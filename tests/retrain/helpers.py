@@ -15,12 +15,13 @@ from sentinel.model import (
     LstmAeDetector,
     LstmAeMeta,
     LstmAutoencoder,
+    ModelRegistry,
     Scaler,
     train_detector,
     training_options,
 )
 from sentinel.records import Reading
-from sentinel.retrain.job import open_reservoir
+from sentinel.retrain.job import open_reservoir, run_retrain
 
 FEATURES = ["a", "b", "c"]
 CPU = torch.device("cpu")
@@ -114,3 +115,16 @@ def fill(config: SentinelConfig, rows: np.ndarray, device: str = "d1", start: fl
         [Reading("pump", device, start + i, tuple(map(float, r))) for i, r in enumerate(rows)]
     )
     reservoir.close()
+
+
+def active_model(tmp_path: Path, **retrain: Any) -> tuple[SentinelConfig, ModelRegistry, str]:
+    """A first model of stream "pump" trained by a cold-start run on 1,500 normal readings
+    of device d1 (ts 0-1499), activated: (config, registry, its version)."""
+    config = make_config(tmp_path / "state", **retrain)
+    fill(config, normal(1500, seed=4))
+    first = run_retrain(config, "pump", reason="cold start", device=CPU, cold_start=True)
+    assert first.status == "accepted"
+    assert first.version is not None
+    registry = ModelRegistry(config.models_dir)
+    registry.activate("pump", first.version)
+    return config, registry, first.version

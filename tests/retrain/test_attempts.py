@@ -14,26 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from sentinel.config import SentinelConfig
 from sentinel.judge.threshold import calibration_threshold
-from sentinel.model import Calibration, ModelRegistry, detector_type
+from sentinel.model import Calibration, detector_type
 from sentinel.retrain import job
 from sentinel.retrain.job import RetrainOutcome, run_retrain
 from sentinel.retrain.promotion import Decision, Metrics
-from tests.retrain.helpers import fill, make_config, normal
+from tests.retrain.helpers import active_model, fill, make_config, normal
 
 CPU = torch.device("cpu")
-
-
-def active_model(tmp_path: Path, **retrain: Any) -> tuple[SentinelConfig, ModelRegistry, str]:
-    config = make_config(tmp_path / "state", **retrain)
-    fill(config, normal(1500, seed=4))
-    first = run_retrain(config, "pump", reason="cold start", device=CPU, cold_start=True)
-    assert first.status == "accepted"
-    assert first.version is not None
-    registry = ModelRegistry(config.models_dir)
-    registry.activate("pump", first.version)
-    return config, registry, first.version
 
 
 def judged_by(

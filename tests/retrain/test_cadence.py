@@ -13,7 +13,7 @@ import torch
 
 from sentinel.model import ModelRegistry, detector_type, training_options
 from sentinel.retrain.job import run_retrain
-from tests.retrain.helpers import fill, make_config, normal
+from tests.retrain.helpers import active_model, fill, make_config, normal
 
 CPU = torch.device("cpu")
 
@@ -21,19 +21,13 @@ CPU = torch.device("cpu")
 def test_a_scheduled_run_waits_for_enough_new_readings_a_requested_one_does_not(
     tmp_path: Path,
 ) -> None:
-    config = make_config(tmp_path / "state", min_new_rows=300)
-    fill(config, normal(1500, seed=4))
-    first = run_retrain(config, "pump", reason="cold start", device=CPU, cold_start=True)
-    assert first.status == "accepted"
-    assert first.version is not None
-    registry = ModelRegistry(config.models_dir)
-    registry.activate("pump", first.version)
+    config, registry, first = active_model(tmp_path, min_new_rows=300)
 
     nothing_new = run_retrain(config, "pump", reason="schedule", device=CPU)
     assert nothing_new.status == "skipped"
     assert nothing_new.reason.startswith("too little new data: 0 readings since the newest")
     assert "need 300 (retrain.min_new_rows)" in nothing_new.reason
-    assert registry.versions("pump") == [first.version], "nothing was trained"
+    assert registry.versions("pump") == [first], "nothing was trained"
 
     fill(config, normal(200, seed=5, start=1500), start=1500.0)
     assert run_retrain(config, "pump", reason="schedule", device=CPU).reason.startswith(
@@ -71,10 +65,6 @@ def test_a_model_without_a_run_record_counts_from_its_newest_training_reading(
 
 
 def test_zero_trains_every_scheduled_run(tmp_path: Path) -> None:
-    config = make_config(tmp_path / "state", min_new_rows=0)
-    fill(config, normal(1500, seed=4))
-    first = run_retrain(config, "pump", reason="cold start", device=CPU, cold_start=True)
-    assert first.version is not None
-    ModelRegistry(config.models_dir).activate("pump", first.version)
+    config, _, _ = active_model(tmp_path, min_new_rows=0)
     again = run_retrain(config, "pump", reason="schedule", device=CPU)
     assert again.status in ("accepted", "rejected")
