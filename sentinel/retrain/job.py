@@ -232,7 +232,7 @@ def _judge(
     held_back: dict[str, list[float]] = {}
     if decision_ok:
         held_back = holdout_scores(challenger, data.holdout, config)
-        if eval_set is not None:
+        if holdout_rows:  # held out of training: with no champion a first model trains on them
             # The held-back blocks are normal readings the challenger never trained on,
             # more of them than its own validation part: its calibration pools both, so a
             # normal pattern its validation part happened to miss (a garbage collector's

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from sentinel.judge.threshold import calibration_threshold
-from sentinel.model import Calibration, detector_type
+from sentinel.model import Calibration, ModelRegistry, detector_type
 from sentinel.retrain import job
 from sentinel.retrain.job import RetrainOutcome, run_retrain
 from sentinel.retrain.promotion import Decision, Metrics
@@ -173,3 +173,31 @@ def test_an_accepted_challenger_is_calibrated_on_the_held_back_blocks_too(
     # The devices' thresholds are seeded below the pooled threshold, every such window.
     limit = calibration_threshold(pooled.quantiles, config.threshold)
     assert outcome.seeds == {"d1": [v for v in held_back if v <= limit]}
+
+
+def test_a_first_model_keeps_its_own_calibration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no champion the first model trains on the held-back blocks too: their scores
+    # are no held-back evidence, and pooling them would lower its threshold.
+    config = make_config(tmp_path / "state")
+    fill(config, normal(1500, seed=4))
+    real = detector_type(config.model.detector)
+    own: list[Calibration] = []
+
+    class Spy:
+        @staticmethod
+        def train(*args: Any, **kwargs: Any) -> Any:
+            detector = real.train(*args, **kwargs)
+            own.append(detector.meta.calibration)
+            return detector
+
+    monkeypatch.setattr(job, "detector_type", lambda key: Spy)
+
+    first = run_retrain(config, "pump", reason="cold start", device=CPU, cold_start=True)
+
+    assert first.status == "accepted"
+    assert first.version is not None
+    saved = ModelRegistry(config.models_dir).load_version("pump", first.version, CPU)
+    assert saved.meta.calibration == own[0]
+    assert first.seeds, "its devices are still seeded"
