@@ -1180,8 +1180,9 @@ class ConstantsConfig(Section):
         "from the value the model's pulse trains rest at to one they pulsed to in "
         "training, as one of theirs: a command channel whose command the training data "
         "happened not to hold, beside channels of commands it did (one-hot commands, as "
-        "spacecraft telemetry comes). Held longer, it is a departure from its first "
-        "reading. false: its first pulse alerts (accept_returns).",
+        "spacecraft telemetry comes); a channel's step at such a pulse is then a commanded "
+        "step, as at a learnt command's, and opens no alert by itself. Held longer, it is a "
+        "departure from its first reading. false: its first pulse alerts (accept_returns).",
     )
 
 

@@ -28,7 +28,9 @@ univariate stream's step -- a set point, a level shift -- which has no relations
 for it; and a fault that goes on after its first reading gives evidence beyond it.
 Likewise a *commanded* step: where that one reading is one at which a commanding input of
 the model changed (a command whose channel moved at its reading in training:
-``Detector.command_indices``), the channel the forecaster missed stepped at the command's
+``Detector.command_indices``, and a channel constant in training at the rest of their
+pulse trains: a command the training happened not to send, ``command_channels`` in
+``sentinel.worker.pipeline``), the channel the forecaster missed stepped at the command's
 reading, which nothing before it announced (spacecraft telemetry held at the levels its
 commands set; ``Verdict.joint`` covers both).
 

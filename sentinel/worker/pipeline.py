@@ -738,7 +738,8 @@ class Pipeline:
         # judge every window at it broken and learn none).
         learnt = [not (live and v.is_anomaly) for v in verdicts]
         self._relations.learn(detector, windows, stacked, learnt, relations)
-        return self._with_evidence(detector, stacked, verdicts, fits)
+        commands = command_channels(detector, self._config.constants.sibling_pulses)
+        return self._with_evidence(detector, stacked, verdicts, fits, commands)
 
     @staticmethod
     def _with_evidence(
@@ -746,15 +747,16 @@ class Pipeline:
         stacked: np.ndarray,
         verdicts: list[Verdict],
         fits: Sequence[Relations | None],
+        commands: Sequence[int] = (),
     ) -> list[Verdict]:
         """``verdicts`` with each anomalous one's evidence (``sentinel.judge.evidence``)
         and whether that evidence is one reading the channels took together
-        (``Verdict.joint``; ``fits``: each window's device's relations, ``RelationCheck.fits``);
-        the per-reading errors are computed for the windows above their threshold only."""
+        (``Verdict.joint``; ``fits``: each window's device's relations, ``RelationCheck.fits``;
+        ``commands``: ``command_channels``); the per-reading errors are computed for the
+        windows above their threshold only."""
         over = [i for i, v in enumerate(verdicts) if v.is_anomaly and v.score.value > v.threshold]
         ratios = detector.step_ratios(stacked[over]) if over else None
         by_window = dict(zip(over, ratios, strict=True)) if ratios is not None else {}
-        commands = list(detector.command_indices()) if by_window else []
         out = []
         for i, v in enumerate(verdicts):
             if v.is_anomaly:
@@ -1122,6 +1124,33 @@ def _by_score_alone(verdict: Verdict) -> bool:
         and verdict.noise is None
         and verdict.relation is None
     )
+
+
+def command_channels(detector: Detector, siblings: bool = True) -> tuple[int, ...]:
+    """The inputs whose change at a reading makes a scored channel's step at it a
+    commanded one (``_commanded``): the detector's commanding features
+    (``Detector.command_indices``) and, with ``siblings`` (``[constants] sibling_pulses``),
+    every feature constant in training at a value its pulse trains rest at.
+
+    The second are commands the training data happened not to send, beside ones it did
+    (one-hot command channels, as spacecraft telemetry comes): the constant check already
+    reads their pulses as their siblings' (``sentinel.judge.constants``), but the channel
+    they move stepped at each pulse where no learnt command changed, so every later use of
+    such a command alerted again (``simulators.synthetic.stepped_telemetry`` trained on
+    30 %: six false alerts of seed 0's eight, all at one command's pulses). Only where the
+    detector learnt commands, and only at their rest value: a flag constant elsewhere
+    changes no step's reading."""
+    commands = detector.command_indices()
+    if not siblings or not commands:
+        return commands
+    shapes = detector.pulse_shapes()
+    rests = {rest for rest, _ in shapes}
+    extra = [
+        index
+        for index, value in sorted(detector.constant_values().items())
+        if index not in commands and any(math.isclose(value, r) for r in rests)
+    ]
+    return (*commands, *extra)
 
 
 def _commanded(readings: np.ndarray, at: int, commands: Sequence[int]) -> bool:

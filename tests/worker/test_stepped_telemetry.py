@@ -24,6 +24,7 @@ from sentinel.judge.alerts import alert_checks
 from sentinel.model import LstmForecastDetector, load_detector
 from sentinel.model.lstm_meta import LstmForecastMeta
 from sentinel.records import Delivery, Reading
+from sentinel.worker.pipeline import command_channels
 from simulators.synthetic import stepped_telemetry
 from tests.fakes import Harness
 from tests.worker.helpers import opened, trained_forecaster
@@ -95,3 +96,46 @@ def test_the_anomalies_alert_and_the_commanded_steps_do_not(
     steps = int((np.diff(VALUES[SERIES.train_rows :, 1:], axis=0) > 0).sum())
     assert steps >= 15, "the live part holds many commanded steps"
     assert len(live) == len(chatter) + len(noisy), found
+
+
+# Seed 0 trained on its first 560 readings, as a short training (the detection suite's
+# 30 %) gives: they hold no pulse of cmd_d (first at 600), a command the training happened
+# not to send, beside three it did.
+UNSENT = stepped_telemetry(seed=0)
+UNSENT_VALUES = np.asarray(UNSENT.values, dtype=np.float32)
+SHORT = 560
+
+
+@pytest.fixture(scope="module")
+def short_detector() -> LstmForecastDetector:
+    return trained_forecaster(config(), UNSENT_VALUES[:SHORT])
+
+
+def test_a_command_training_never_sent_is_a_command_still(
+    short_detector: LstmForecastDetector,
+) -> None:
+    detector = short_detector
+    cmd_d = FEATURES.index("cmd_d")
+    assert detector.meta.commanding_features == ("cmd_a", "cmd_b", "cmd_c")
+    assert detector.constant_values() == {cmd_d: 0.0}
+    # its pulses from the rest the other commands' trains keep are commands too
+    assert command_channels(detector) == (1, 2, 3, cmd_d)
+    assert command_channels(detector, siblings=False) == (1, 2, 3)
+    pulses = [int(i) for i in np.flatnonzero(UNSENT_VALUES[SHORT:, cmd_d] > 0) + SHORT]
+    assert len(pulses) >= 10, "the live part sends cmd_d again and again"
+    h = Harness({"sat": detector}, config())
+    readings = [
+        Reading("sat", "d1", float(t), tuple(float(v) for v in row))
+        for t, row in enumerate(UNSENT_VALUES)
+    ]
+    for i in range(0, len(readings), 64):
+        batch = tuple(readings[i : i + 64])
+        h.batches.append(h.pipeline.process([Delivery("s/d1", batch, (), None, batch[-1].ts)]))
+    alerts = opened(h.alerts)
+    found = [(a.started_at, alert_checks(a)) for a in alerts]
+    edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(UNSENT.labels, dtype=int), 0]))
+    anomalies = [range(int(a), int(b)) for a, b in edges.reshape(-1, 2)]
+    live = [a for a in alerts if a.started_at >= SHORT]
+    assert all(any(a.started_at in r for a in live) for r in anomalies), found
+    # cmd_d moves the channel at each of its pulses: before, five of them opened an alert
+    assert len(live) == len(anomalies), (found, pulses)
