@@ -34,6 +34,13 @@ pulse trains: a command the training happened not to send, ``command_channels`` 
 reading, which nothing before it announced (spacecraft telemetry held at the levels its
 commands set; ``Verdict.joint`` covers both).
 
+Nor does a *response*: where every anomalous window of an opening run is so by the score
+alone and holds, at or before its evidence's first reading, a change of one of the model's
+stepped inputs (a set point, a command; ``Verdict.response``), the errors are the channels
+following that change with a lag, which training may have held too few of to forecast (a
+set point it never saw). A window holds the change for a window's length: a channel that
+does not settle keeps its error past it, and a run then opens as any other.
+
 Severity is cut from each window's exceedance probability (``Verdict.exceedance``):
 ``critical`` at or below ``severity_critical``, ``warning`` at or below
 ``severity_warning``, else ``info``; an alert keeps the highest it reached.
@@ -111,7 +118,10 @@ def _evidence(verdict: Verdict) -> tuple[float, float]:
 
 def _joint_step(run: Sequence[Verdict]) -> bool:
     """Whether ``run``'s only evidence is one reading the channels took together
-    (``Verdict.joint``), the same in every window."""
+    (``Verdict.joint``), the same in every window, or every window of it is a response to
+    an input's change (``Verdict.response``)."""
+    if all(v.response for v in run):
+        return True
     if not all(v.joint for v in run):
         return False
     spans = [_evidence(v) for v in run]

@@ -378,6 +378,12 @@ class Detector(ABC):
         ``sentinel.model.train.commanding_features``). None by default."""
         return ()
 
+    def stepped_indices(self) -> tuple[int, ...]:
+        """The features the detector reads as inputs and leaves out of its score because
+        they hold their value between steps nothing announces (set points, commands:
+        ``sentinel.model.train.stepped_features``). None by default."""
+        return ()
+
     def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
         """(rest, pulse value) pairs of the features that were pulse trains in training
         (one-hot command channels, 0 but for a one-reading 1 when sent;

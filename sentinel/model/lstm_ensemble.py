@@ -183,6 +183,9 @@ class LstmEnsembleDetector(Detector):
     def command_indices(self) -> tuple[int, ...]:
         return self._forecaster.command_indices()
 
+    def stepped_indices(self) -> tuple[int, ...]:
+        return self._forecaster.stepped_indices()
+
     def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
         return self._forecaster.pulse_shapes()
 

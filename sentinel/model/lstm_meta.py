@@ -422,6 +422,11 @@ class LstmMetaChecks:
         meta = self._meta
         return tuple(meta.features.index(name) for name in meta.commanding_features)
 
+    def stepped_indices(self) -> tuple[int, ...]:
+        """The stepped features' indices (``LstmMeta.stepped_features``)."""
+        meta = self._meta
+        return tuple(meta.features.index(name) for name in meta.stepped_features)
+
     def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
         """(rest, pulse value) of every pulse train of training (``LstmMeta.pulse_features``)."""
         return pulse_pairs(self._meta.pulse_features)

@@ -739,7 +739,8 @@ class Pipeline:
         learnt = [not (live and v.is_anomaly) for v in verdicts]
         self._relations.learn(detector, windows, stacked, learnt, relations)
         commands = command_channels(detector, self._config.constants.sibling_pulses)
-        return self._with_evidence(detector, stacked, verdicts, fits, commands)
+        inputs = tuple(sorted({*commands, *detector.stepped_indices()}))
+        return self._with_evidence(detector, stacked, verdicts, fits, commands, inputs)
 
     @staticmethod
     def _with_evidence(
@@ -748,12 +749,14 @@ class Pipeline:
         verdicts: list[Verdict],
         fits: Sequence[Relations | None],
         commands: Sequence[int] = (),
+        inputs: Sequence[int] = (),
     ) -> list[Verdict]:
         """``verdicts`` with each anomalous one's evidence (``sentinel.judge.evidence``)
         and whether that evidence is one reading the channels took together
         (``Verdict.joint``; ``fits``: each window's device's relations, ``RelationCheck.fits``;
-        ``commands``: ``command_channels``); the per-reading errors are computed for the
-        windows above their threshold only."""
+        ``commands``: ``command_channels``), and whether it is a response to a change of
+        one of ``inputs`` (``Verdict.response``, ``_responding``); the per-reading errors
+        are computed for the windows above their threshold only."""
         over = [i for i, v in enumerate(verdicts) if v.is_anomaly and v.score.value > v.threshold]
         ratios = detector.step_ratios(stacked[over]) if over else None
         by_window = dict(zip(over, ratios, strict=True)) if ratios is not None else {}
@@ -769,7 +772,12 @@ class Pipeline:
                         fit is not None
                         and fit.moved_together(stacked[i], at, score_feature(by_window[i]))
                     )
-                v = replace(v, evidence=(first, last), joint=joint)
+                response = (
+                    i in by_window
+                    and _by_score_alone(v)
+                    and _responding(stacked[i], _index_of(v.score.window, first), inputs)
+                )
+                v = replace(v, evidence=(first, last), joint=joint, response=response)
             out.append(v)
         return out
 
@@ -1164,6 +1172,27 @@ def _commanded(readings: np.ndarray, at: int, commands: Sequence[int]) -> bool:
         return False
     now, before = readings[at, commands], readings[at - 1, commands]
     return bool(np.any(now != before))
+
+
+def _responding(readings: np.ndarray, first: int, inputs: Sequence[int]) -> bool:
+    """Whether one of ``inputs`` (a set point, a command: inputs of the model it leaves
+    out of its score) changed at or before reading ``first`` of a window's ``readings``
+    (T, F), the first reading of its evidence: the window's errors are then its channels'
+    response to that change.
+
+    A channel that follows a set point or a command with a lag (a temperature settling to
+    its new set point over tens of readings, telemetry moving to a commanded level) gives
+    the forecaster an error for every reading of the lag, not one reading at the step as
+    ``_commanded`` covers; where training held few of the changes -- a short training, a
+    set point it never saw -- each was alerted (``simulators.synthetic.setpoint_steps``
+    trained on 30 %: 4-8 false alerts a series, every one opening 9-35 readings after a
+    set point step). A window holds the change for a window's length; a channel that does
+    not settle -- a fault that came with the change -- keeps its error past it and alerts
+    then."""
+    if first < 1 or not inputs:
+        return False
+    block = readings[: first + 1, list(inputs)]
+    return bool(np.any(block[1:] != block[:-1]))
 
 
 def _index_of(window: Window, ts: float) -> int:

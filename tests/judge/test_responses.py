@@ -1,0 +1,64 @@
+"""A channel's lagged response to a change of a stepped input -- a temperature settling to
+a new set point, telemetry moving to a commanded level -- opens no alert by itself
+(``Verdict.response``, ``sentinel.judge.alerts``; issue #21: a short training, or one that
+never saw a set point, alerted at every step): windows that are anomalous by the score
+alone and hold the input's change at or before their evidence's first reading. A channel
+that does not settle keeps its error after the change has left the window, and alerts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sentinel.config import AlertsConfig
+from sentinel.judge.alerts import AlertTracker
+from sentinel.records import Alert, Score, Verdict, Window
+from sentinel.worker.pipeline import _responding
+
+FEATURES: dict[str, tuple[str, ...]] = {"hvac": ("setpoint", "temperature")}
+BASELINE = (0.0, 0.1)
+LENGTH = 8
+
+
+def verdict(end: float, anomalous: bool, response: bool = True) -> Verdict:
+    """A window of ``LENGTH`` readings ending at ``end``, anomalous ones by the score with
+    their newest three readings as evidence."""
+    window = Window("hvac", "a", end - LENGTH + 1, end, np.zeros((LENGTH, 2), dtype=np.float32))
+    score = Score(window, 5.0 if anomalous else 0.5, (0.0, 2.0), "v1")
+    if not anomalous:
+        return Verdict(score, threshold=1.0, is_anomaly=False)
+    return Verdict(
+        score, threshold=1.0, is_anomaly=True, evidence=(end - 2, end), response=response
+    )
+
+
+def feed(verdicts: list[Verdict]) -> list[Alert]:
+    tracker = AlertTracker(AlertsConfig(open_after=2, close_after=2), FEATURES)
+    return [a for v in verdicts if (a := tracker.observe(v, BASELINE)) is not None]
+
+
+def test_a_response_opens_no_alert() -> None:
+    quiet = [verdict(t, False) for t in (90.0, 92.0)]
+    lag = [verdict(t, True) for t in (94.0, 96.0, 98.0, 100.0)]
+    assert feed(quiet + lag + [verdict(t, False) for t in (102.0, 104.0, 106.0)]) == []
+
+
+def test_a_channel_that_does_not_settle_alerts_once_the_change_is_out_of_its_windows() -> None:
+    lag = [verdict(t, True) for t in (94.0, 96.0)]
+    stays = [verdict(t, True, response=False) for t in (98.0, 100.0)]
+    alerts = feed(lag + stays)
+    assert alerts, "the run opens at its first window that is no response"
+    # its onset: the earliest evidence of the opening run (the last open_after windows)
+    assert alerts[0].started_at == 94.0
+
+
+def test_responding_looks_for_an_input_change_up_to_the_evidence() -> None:
+    readings = np.zeros((8, 3), dtype=np.float32)
+    readings[:, 1] = 20.0
+    readings[3:, 0] = 22.0  # the set point stepped at reading 3
+    readings[3:, 1] = np.linspace(20.0, 21.5, 5)  # the temperature follows
+    assert _responding(readings, 4, [0])
+    assert _responding(readings, 3, [0])  # at the evidence's first reading itself
+    assert not _responding(readings, 2, [0])  # the evidence began before the change
+    assert not _responding(readings, 4, [2])  # that input did not move
+    assert not _responding(readings, 4, [])  # a model without stepped inputs
+    assert not _responding(readings, 0, [0])  # nothing before the first reading
