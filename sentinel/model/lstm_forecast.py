@@ -278,6 +278,9 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             prepared.unscored(features),
             robust=True,
             balance=config.balance_tails,
+            in_sample=_in_sample_errors(module, prepared, steps, config.score_batch_max, coupled[0])
+            if config.balance_tails
+            else None,
         )
         now = datetime.now(UTC)
         meta = LstmForecastMeta(
@@ -336,6 +339,28 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
 # Training windows the coupling is fitted on, at most (evenly spread over them): ~10^4-10^5
 # readings' errors, plenty for an (F, F) map and a second or two of inference.
 _COUPLING_WINDOWS = 4096
+
+
+def _in_sample_errors(
+    module: LstmForecaster,
+    prepared: TrainingData,
+    steps: int,
+    batch: int,
+    coupling: Coupling | None,
+) -> Float64Array:
+    """(B, F) per-feature errors of the fitted network on training windows (at most
+    ``_COUPLING_WINDOWS``, evenly spread), coupled as scores are: where the held-back tail
+    of a short training holds none of a feature's rare normal events, its training does."""
+    starts = prepared.train_starts
+    if len(starts) > _COUPLING_WINDOWS:
+        starts = starts[np.linspace(0, len(starts) - 1, _COUPLING_WINDOWS).astype(np.int64)]
+    module.eval()
+    parts = []
+    with torch.inference_mode():
+        for i in range(0, len(starts), batch):
+            scaled = prepared.gather(starts[i : i + batch])
+            parts.append(forecast_errors(module, scaled, steps, coupling)[1])
+    return np.concatenate(parts) if parts else np.zeros((0, module.n_features))
 
 
 def _fit_coupling(

@@ -118,6 +118,31 @@ def test_tails_within_the_spread_single_and_skipped_features_are_left_alone() ->
     assert skipped.tolist() == np.median(heavy, axis=0).tolist()
 
 
+def test_a_tail_only_the_training_windows_hold_is_balanced_too() -> None:
+    # A short training's held-back windows -- the tail of its rows -- held none of the
+    # memory's drops; its training windows did.
+    heavy = _heavy_tailed()
+    held_back = heavy.copy()
+    held_back[:, 3] = np.abs(np.random.default_rng(3).normal(1.0, 0.3, len(heavy)))
+    baseline = np.median(held_back, axis=0)
+    assert balance_tails(held_back, baseline).tolist() == baseline.tolist()
+    raised = balance_tails(held_back, baseline, in_sample=heavy * 0.5)  # fitted closer
+    assert raised[:3].tolist() == baseline[:3].tolist()
+    # raised by how much heavier than the typical feature's its tail is in the training
+    # windows (whatever their scale: a network fits its training closer), over the spread
+    own = tail(heavy, np.median(heavy, axis=0))
+    assert own[3] / float(np.median(own)) > 50
+    assert raised[3] == pytest.approx(baseline[3] * own[3] / float(np.median(own)) / TAIL_SPREAD)
+    # never lowered; training windows of light tails, or none, change nothing
+    light = np.abs(np.random.default_rng(4).normal(1.0, 0.3, (500, 4)))
+    assert balance_tails(heavy, np.median(heavy, axis=0), in_sample=light).tolist() == (
+        balance_tails(heavy, np.median(heavy, axis=0)).tolist()
+    )
+    assert balance_tails(held_back, baseline, in_sample=np.zeros((0, 4))).tolist() == (
+        baseline.tolist()
+    )
+
+
 def _coupled_residuals(rows: int = 20_000, seed: int = 0) -> np.ndarray:
     """Three features' prediction errors: b moves with a (b = 2a, as a load change moves
     flow and current together), c on its own."""
