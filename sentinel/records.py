@@ -300,9 +300,10 @@ class Verdict:
     joint: bool = False
     # True when an anomalous window is so by the score alone and one of the detector's
     # inputs that step (a set point, a command: Detector.stepped_indices, and the commands
-    # of sentinel.worker.pipeline.command_channels) changed within the window, at or
-    # before the first reading of its evidence: the channels' response to that change. A
-    # run of such windows opens no alert (sentinel.judge.alerts).
+    # of sentinel.worker.pipeline.command_channels) changed within the window and its
+    # scored readings before the change are normal: the channels' response to that change
+    # (sentinel.worker.pipeline._responding). A run of such windows opens no alert
+    # (sentinel.judge.alerts).
     response: bool = False
 
 

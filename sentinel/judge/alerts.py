@@ -35,11 +35,11 @@ reading, which nothing before it announced (spacecraft telemetry held at the lev
 commands set; ``Verdict.joint`` covers both).
 
 Nor does a *response*: where every anomalous window of an opening run is so by the score
-alone and holds, at or before its evidence's first reading, a change of one of the model's
-stepped inputs (a set point, a command; ``Verdict.response``), the errors are the channels
-following that change with a lag, which training may have held too few of to forecast (a
-set point it never saw). A window holds the change for a window's length: a channel that
-does not settle keeps its error past it, and a run then opens as any other.
+alone and holds a change of one of the model's stepped inputs (a set point, a command)
+with its scored readings before the change normal (``Verdict.response``), the errors are
+the channels following that change with a lag, which training may have held too few of to
+forecast (a set point it never saw). A window holds the change for a window's length: a
+channel that does not settle keeps its error past it, and a run then opens as any other.
 
 Severity is cut from each window's exceedance probability (``Verdict.exceedance``):
 ``critical`` at or below ``severity_critical``, ``warning`` at or below

@@ -775,7 +775,7 @@ class Pipeline:
                 response = (
                     i in by_window
                     and _by_score_alone(v)
-                    and _responding(stacked[i], _index_of(v.score.window, first), inputs)
+                    and _responding(stacked[i], by_window[i], v.threshold, inputs)
                 )
                 v = replace(v, evidence=(first, last), joint=joint, response=response)
             out.append(v)
@@ -1174,11 +1174,15 @@ def _commanded(readings: np.ndarray, at: int, commands: Sequence[int]) -> bool:
     return bool(np.any(now != before))
 
 
-def _responding(readings: np.ndarray, first: int, inputs: Sequence[int]) -> bool:
-    """Whether one of ``inputs`` (a set point, a command: inputs of the model it leaves
-    out of its score) changed at or before reading ``first`` of a window's ``readings``
-    (T, F), the first reading of its evidence: the window's errors are then its channels'
-    response to that change.
+def _responding(
+    readings: np.ndarray, ratios: np.ndarray, threshold: float, inputs: Sequence[int]
+) -> bool:
+    """Whether a window's errors are its channels' response to a change of one of
+    ``inputs`` (a set point, a command: inputs of the model it leaves out of its score):
+    one of them changed within the window's ``readings`` (T, F), and the scored readings
+    (``ratios`` (S, F), the newest S: ``Detector.step_ratios``) before its first change
+    do not carry the excess over ``threshold`` on the feature that made the score -- their
+    mean error is at most the threshold, or there are none.
 
     A channel that follows a set point or a command with a lag (a temperature settling to
     its new set point over tens of readings, telemetry moving to a commanded level) gives
@@ -1188,11 +1192,19 @@ def _responding(readings: np.ndarray, first: int, inputs: Sequence[int]) -> bool
     trained on 30 %: 4-8 false alerts a series, every one opening 9-35 readings after a
     set point step). A window holds the change for a window's length; a channel that does
     not settle -- a fault that came with the change -- keeps its error past it and alerts
-    then."""
-    if first < 1 or not inputs:
+    then, and one already anomalous before the change is no response."""
+    if not inputs or len(readings) < 2:
         return False
-    block = readings[: first + 1, list(inputs)]
-    return bool(np.any(block[1:] != block[:-1]))
+    block = readings[:, list(inputs)]
+    moved = np.flatnonzero(np.any(block[1:] != block[:-1], axis=1))
+    if not len(moved):
+        return False
+    change = int(moved[0]) + 1  # the first reading at the new value
+    before = change - (len(readings) - len(ratios))  # scored readings before it
+    if before <= 0:
+        return True
+    errors = np.nan_to_num(ratios[:before, score_feature(ratios)], nan=np.inf, posinf=np.inf)
+    return bool(float(errors.mean()) <= threshold)
 
 
 def _index_of(window: Window, ts: float) -> int:

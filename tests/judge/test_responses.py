@@ -51,14 +51,23 @@ def test_a_channel_that_does_not_settle_alerts_once_the_change_is_out_of_its_win
     assert alerts[0].started_at == 94.0
 
 
-def test_responding_looks_for_an_input_change_up_to_the_evidence() -> None:
+def test_responding_is_a_change_of_an_input_with_nothing_anomalous_before_it() -> None:
     readings = np.zeros((8, 3), dtype=np.float32)
     readings[:, 1] = 20.0
-    readings[3:, 0] = 22.0  # the set point stepped at reading 3
-    readings[3:, 1] = np.linspace(20.0, 21.5, 5)  # the temperature follows
-    assert _responding(readings, 4, [0])
-    assert _responding(readings, 3, [0])  # at the evidence's first reading itself
-    assert not _responding(readings, 2, [0])  # the evidence began before the change
-    assert not _responding(readings, 4, [2])  # that input did not move
-    assert not _responding(readings, 4, [])  # a model without stepped inputs
-    assert not _responding(readings, 0, [0])  # nothing before the first reading
+    readings[5:, 0] = 22.0  # the set point stepped at reading 5
+    readings[5:, 1] = np.linspace(20.0, 21.5, 3)  # the temperature follows
+    # the newest 4 readings are scored (reading 4 first): errors after the step only
+    lag = np.array([[0.0, 0.5], [0.0, 9.0], [0.0, 6.0], [0.0, 4.0]])
+    assert _responding(readings, lag, 2.0, [0])
+    # the evidence rule may take the readings before the step too (a lag's errors are
+    # many): still a response while those readings on their own are normal
+    assert _responding(readings, lag, 0.5, [0])
+    # a channel already anomalous before the change is no response
+    before = np.array([[0.0, 8.0], [0.0, 9.0], [0.0, 6.0], [0.0, 4.0]])
+    assert not _responding(readings, before, 2.0, [0])
+    # the change before every scored reading: all of them follow it
+    early = readings.copy()
+    early[2:, 0] = 22.0
+    assert _responding(early, before, 2.0, [0])
+    assert not _responding(readings, lag, 2.0, [2])  # that input did not move
+    assert not _responding(readings, lag, 2.0, [])  # a model without stepped inputs
