@@ -341,6 +341,14 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
 _COUPLING_WINDOWS = 4096
 
 
+def _spread_starts(prepared: TrainingData) -> np.ndarray:
+    """The training windows' starts, at most ``_COUPLING_WINDOWS`` of them, evenly spread."""
+    starts = prepared.train_starts
+    if len(starts) > _COUPLING_WINDOWS:
+        starts = starts[np.linspace(0, len(starts) - 1, _COUPLING_WINDOWS).astype(np.int64)]
+    return starts
+
+
 def _in_sample_errors(
     module: LstmForecaster,
     prepared: TrainingData,
@@ -351,9 +359,7 @@ def _in_sample_errors(
     """(B, F) per-feature errors of the fitted network on training windows (at most
     ``_COUPLING_WINDOWS``, evenly spread), coupled as scores are: where the held-back tail
     of a short training holds none of a feature's rare normal events, its training does."""
-    starts = prepared.train_starts
-    if len(starts) > _COUPLING_WINDOWS:
-        starts = starts[np.linspace(0, len(starts) - 1, _COUPLING_WINDOWS).astype(np.int64)]
+    starts = _spread_starts(prepared)
     module.eval()
     parts = []
     with torch.inference_mode():
@@ -375,9 +381,7 @@ def _fit_coupling(
     where fewer than two features are scored (nothing to couple)."""
     if len(features) - len(set(prepared.unscored(features))) < 2:
         return None
-    starts = prepared.train_starts
-    if len(starts) > _COUPLING_WINDOWS:
-        starts = starts[np.linspace(0, len(starts) - 1, _COUPLING_WINDOWS).astype(np.int64)]
+    starts = _spread_starts(prepared)
     module.eval()
     parts = []
     with torch.inference_mode():

@@ -1145,7 +1145,7 @@ def command_channels(detector: Detector, siblings: bool = True) -> tuple[int, ..
     reads their pulses as their siblings' (``sentinel.judge.constants``), but the channel
     they move stepped at each pulse where no learnt command changed, so every later use of
     such a command alerted again (``simulators.synthetic.stepped_telemetry`` trained on
-    30 %: six false alerts of seed 0's eight, all at one command's pulses). Only where the
+    30 %: all six of seed 0's false alerts, at one command's pulses). Only where the
     detector learnt commands, and only at their rest value: a flag constant elsewhere
     changes no step's reading."""
     commands = detector.command_indices()
