@@ -11,8 +11,9 @@ import torch
 from sentinel.config import SentinelConfig
 from sentinel.model import LstmForecastDetector, TrainOptions
 from sentinel.records import Alert, Delivery, Reading
+from tests.fakes import Harness
 
-__all__ = ["deliveries", "opened", "small_config", "trained_forecaster"]
+__all__ = ["deliveries", "opened", "process_rows", "small_config", "trained_forecaster"]
 
 
 def deliveries(values: np.ndarray) -> list[Delivery]:
@@ -27,6 +28,18 @@ def deliveries(values: np.ndarray) -> list[Delivery]:
         )
         for t, row in enumerate(values)
     ]
+
+
+def process_rows(h: Harness, stream: str, topic: str, values: np.ndarray) -> None:
+    """Rows of (T, F) ``values`` as device d1's readings on ``stream``, one a second,
+    through ``h``'s pipeline synchronously in passes of 64 readings on ``topic``."""
+    readings = [
+        Reading(stream, "d1", float(t), tuple(float(v) for v in row))
+        for t, row in enumerate(values)
+    ]
+    for i in range(0, len(readings), 64):
+        batch = tuple(readings[i : i + 64])
+        h.batches.append(h.pipeline.process([Delivery(topic, batch, (), None, batch[-1].ts)]))
 
 
 def opened(alerts: list[Alert]) -> list[Alert]:

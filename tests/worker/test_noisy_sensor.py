@@ -17,10 +17,9 @@ from sentinel.judge.alerts import alert_checks
 from sentinel.model import LstmForecastDetector
 from sentinel.model.noise import roughness
 from sentinel.model.windowing import make_windows
-from sentinel.records import Delivery, Reading
 from simulators.synthetic import telemetry_modes
 from tests.fakes import Harness
-from tests.worker.helpers import opened, trained_forecaster
+from tests.worker.helpers import opened, process_rows, trained_forecaster
 
 pytestmark = pytest.mark.slow  # trains a real model (once, in the module's fixture)
 
@@ -52,13 +51,7 @@ def judged(enabled: bool, detector: LstmForecastDetector) -> tuple[Harness, list
     h.pipeline._observer = lambda verdict, alert: (
         rough.append(int(verdict.score.window.end_ts)) if verdict.noise is not None else None
     )
-    readings = [
-        Reading("pump", "d1", float(t), tuple(float(v) for v in row))
-        for t, row in enumerate(VALUES)
-    ]
-    for i in range(0, len(readings), 64):
-        batch = tuple(readings[i : i + 64])
-        h.batches.append(h.pipeline.process([Delivery("p/d1", batch, (), None, batch[-1].ts)]))
+    process_rows(h, "pump", "p/d1", VALUES)
     return h, rough
 
 

@@ -16,10 +16,9 @@ import pytest
 
 from sentinel.config import SentinelConfig
 from sentinel.judge.alerts import alert_checks
-from sentinel.records import Delivery, Reading
 from simulators.synthetic import setpoint_steps
 from tests.fakes import Harness
-from tests.worker.helpers import opened, trained_forecaster
+from tests.worker.helpers import opened, process_rows, trained_forecaster
 
 pytestmark = pytest.mark.slow  # trains a real model
 
@@ -48,13 +47,7 @@ def test_the_lag_after_a_set_point_step_opens_nothing_and_the_fault_alerts() -> 
     assert len(steps[steps < TRAIN]) == 2
     assert len(live_steps) >= 3
     h = Harness({"hvac": detector}, config())
-    readings = [
-        Reading("hvac", "d1", float(t), tuple(float(v) for v in row))
-        for t, row in enumerate(VALUES)
-    ]
-    for i in range(0, len(readings), 64):
-        batch = tuple(readings[i : i + 64])
-        h.batches.append(h.pipeline.process([Delivery("h/d1", batch, (), None, batch[-1].ts)]))
+    process_rows(h, "hvac", "h/d1", VALUES)
     # the lags were anomalous: windows within a minute of the steps were judged so
     buckets = [b for batch in h.batches for b in batch.history]
     after_steps = [

@@ -23,11 +23,10 @@ from sentinel.errors import ModelError
 from sentinel.judge.alerts import alert_checks
 from sentinel.model import LstmForecastDetector, load_detector
 from sentinel.model.lstm_meta import LstmForecastMeta
-from sentinel.records import Delivery, Reading
 from sentinel.worker.pipeline import command_channels
 from simulators.synthetic import stepped_telemetry
 from tests.fakes import Harness
-from tests.worker.helpers import opened, trained_forecaster
+from tests.worker.helpers import opened, process_rows, trained_forecaster
 
 pytestmark = pytest.mark.slow  # trains a real model (once, in the module's fixture)
 
@@ -79,12 +78,7 @@ def test_the_anomalies_alert_and_the_commanded_steps_do_not(
     detector: LstmForecastDetector,
 ) -> None:
     h = Harness({"sat": detector}, config())
-    readings = [
-        Reading("sat", "d1", float(t), tuple(float(v) for v in row)) for t, row in enumerate(VALUES)
-    ]
-    for i in range(0, len(readings), 64):  # synchronously, in passes of 64 readings
-        batch = tuple(readings[i : i + 64])
-        h.batches.append(h.pipeline.process([Delivery("s/d1", batch, (), None, batch[-1].ts)]))
+    process_rows(h, "sat", "s/d1", VALUES)
     alerts = opened(h.alerts)
     found = [(a.started_at, alert_checks(a)) for a in alerts]
     live = [a for a in alerts if a.started_at >= SERIES.train_rows]
@@ -124,13 +118,7 @@ def test_a_command_training_never_sent_is_a_command_still(
     pulses = [int(i) for i in np.flatnonzero(UNSENT_VALUES[SHORT:, cmd_d] > 0) + SHORT]
     assert len(pulses) >= 10, "the live part sends cmd_d again and again"
     h = Harness({"sat": detector}, config())
-    readings = [
-        Reading("sat", "d1", float(t), tuple(float(v) for v in row))
-        for t, row in enumerate(UNSENT_VALUES)
-    ]
-    for i in range(0, len(readings), 64):
-        batch = tuple(readings[i : i + 64])
-        h.batches.append(h.pipeline.process([Delivery("s/d1", batch, (), None, batch[-1].ts)]))
+    process_rows(h, "sat", "s/d1", UNSENT_VALUES)
     alerts = opened(h.alerts)
     found = [(a.started_at, alert_checks(a)) for a in alerts]
     edges = np.flatnonzero(np.diff(np.r_[0, np.asarray(UNSENT.labels, dtype=int), 0]))
