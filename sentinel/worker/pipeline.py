@@ -1189,7 +1189,7 @@ def _responding(
     the forecaster an error for every reading of the lag, not one reading at the step as
     ``_commanded`` covers; where training held few of the changes -- a short training, a
     set point it never saw -- each was alerted (``simulators.synthetic.setpoint_steps``
-    trained on 30 %: 4-8 false alerts a series, every one opening 9-35 readings after a
+    trained on 30 %: 4-8 false alerts a series, seed 0's eight opening 9-25 readings after a
     set point step). A window holds the change for a window's length; a channel that does
     not settle -- a fault that came with the change -- keeps its error past it and alerts
     then, and one already anomalous before the change is no response."""
