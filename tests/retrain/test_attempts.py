@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from sentinel.config import SentinelConfig
 from sentinel.judge.threshold import calibration_threshold
 from sentinel.model import Calibration, ModelRegistry, detector_type
 from sentinel.retrain import job
@@ -123,14 +124,9 @@ def test_a_first_model_trains_on_each_devices_readings_whole(
     assert handed == [[1500, 1500]]
 
 
-def test_an_accepted_challenger_is_calibrated_on_the_held_back_blocks_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The held-back blocks are normal readings no challenger trained on: the accepted one
-    # pools their scores into its calibration, which its own validation part alone set
-    # too low where a rare normal pattern fell outside it; a rejected one keeps its own.
-    config, registry, parent = active_model(tmp_path)
-    judged_by(monkeypatch, [False, True])
+def own_calibrations(config: SentinelConfig, monkeypatch: pytest.MonkeyPatch) -> list[Calibration]:
+    """The calibration each model the retraining job trains comes out of training with
+    (before the job pools anything into it), in training order."""
     real = detector_type(config.model.detector)
     own: list[Calibration] = []
 
@@ -142,6 +138,18 @@ def test_an_accepted_challenger_is_calibrated_on_the_held_back_blocks_too(
             return detector
 
     monkeypatch.setattr(job, "detector_type", lambda key: Spy)
+    return own
+
+
+def test_an_accepted_challenger_is_calibrated_on_the_held_back_blocks_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The held-back blocks are normal readings no challenger trained on: the accepted one
+    # pools their scores into its calibration, which its own validation part alone set
+    # too low where a rare normal pattern fell outside it; a rejected one keeps its own.
+    config, registry, parent = active_model(tmp_path)
+    judged_by(monkeypatch, [False, True])
+    own = own_calibrations(config, monkeypatch)
 
     outcome = run_retrain(config, "pump", reason="schedule", device=CPU)
 
@@ -182,17 +190,7 @@ def test_a_first_model_keeps_its_own_calibration(
     # are no held-back evidence, and pooling them would lower its threshold.
     config = make_config(tmp_path / "state")
     fill(config, normal(1500, seed=4))
-    real = detector_type(config.model.detector)
-    own: list[Calibration] = []
-
-    class Spy:
-        @staticmethod
-        def train(*args: Any, **kwargs: Any) -> Any:
-            detector = real.train(*args, **kwargs)
-            own.append(detector.meta.calibration)
-            return detector
-
-    monkeypatch.setattr(job, "detector_type", lambda key: Spy)
+    own = own_calibrations(config, monkeypatch)
 
     first = run_retrain(config, "pump", reason="cold start", device=CPU, cold_start=True)
 
