@@ -759,8 +759,9 @@ class ThresholdConfig(Section):
         le=100,
         description="Earlier evenly spaced excursions that make one normal, when they were "
         "normal themselves (in the model's training readings, judged by the warm start, or "
-        "recurring); one more when any of them alerted. So a daily pattern seen on two "
-        "training days is known at once, and one that starts after training alerts on its "
+        "recurring); one more when any of them alerted and none was in the training readings. "
+        "So a daily pattern seen on two training days is known at once, one seen on one "
+        "alerts on its first live day only, and one that starts after training alerts on its "
         "first recurring_count + 1 occurrences.",
     )
     recurring_known: int = Field(

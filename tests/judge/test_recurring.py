@@ -78,6 +78,25 @@ def test_a_pattern_new_after_training_alerts_until_it_has_recurred_then_normal()
     assert per_day == [20, 20, 20, 0, 0, 0]
 
 
+def test_a_pulse_a_short_training_saw_once_alerts_on_its_first_live_day_only() -> None:
+    # NAB's probation is a day or two: the training holds the daily pulse once, and the
+    # first live day's pulse, which alerted, makes the second a period after it.
+    memory = RecurringExcursions(ThresholdConfig())
+    feed(memory, 0.0, 1 * DAY, daily(range(1)), warm=True)
+    verdicts = feed(memory, 1 * DAY, 5 * DAY, daily(range(1, 5)))
+    per_day = [anomalous_between(verdicts, d * DAY, (d + 1) * DAY) for d in range(1, 5)]
+    assert per_day == [20, 0, 0, 0]
+
+
+def test_a_training_excursion_off_the_period_does_not_vouch_for_alerts() -> None:
+    # The alerted onsets line up with each other, not with the training's excursion.
+    memory = RecurringExcursions(ThresholdConfig())
+    feed(memory, 0.0, 1 * DAY, daily(range(1), hour=2.0), warm=True)
+    verdicts = feed(memory, 1 * DAY, 5 * DAY, daily(range(1, 5)))
+    per_day = [anomalous_between(verdicts, d * DAY, (d + 1) * DAY) for d in range(1, 5)]
+    assert per_day == [20, 20, 20, 0]
+
+
 def test_an_anomalys_onset_end_and_the_next_ones_onset_do_not_make_a_period() -> None:
     # Two faults half a period long, a period apart: the score rises at each onset and
     # end, evenly spaced (the synthetic cycle_1s); the second fault's onset must alert.
