@@ -785,7 +785,8 @@ class ThresholdConfig(Section):
         "drops, load switches that a short training did not hold alerted at every "
         "occurrence). Within the same peak and duration limits as a periodic one. "
         "Excursions less than 64 readings apart are one episode (a fault's score dipping "
-        "under the threshold and back); the training readings' excursions do not count. "
+        "under the threshold and back); the training readings' excursions count only where "
+        "they alone are that frequent. "
         "0: off.",
     )
     recurring_within: int = Field(

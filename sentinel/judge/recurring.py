@@ -40,9 +40,11 @@ rules: a count's bursts, a garbage collector's drops, load switches at random ti
 ``recurring_frequent`` (default 3) one is also normal when that many episodes of live
 excursions at least about as large began within its last ``recurring_within`` readings
 (1,000): it recurs as often as normal, as the spike check judges its pulses, within the
-same peak and duration limits (``_frequent``). Excursions of the training readings do not
-count, and the parts of one fault (its score dipping under the threshold and back) are one
-episode, so a fault that follows a few false alerts, or lasts, still alerts.
+same peak and duration limits (``_frequent``). Excursions of the training readings count
+only where they alone are that frequent (the training then showed them as the device's
+normal; one or two of them beside live ones do not vouch for a fault's onset that scores
+like them), and the parts of one fault (its score dipping under the threshold and back) are
+one episode, so a fault that follows a few false alerts, or lasts, still alerts.
 
 Only the verdict changes: the threshold has already left the excursion's windows out of
 what it learns (they scored above it), so a recurring pulse never raises the threshold.
@@ -303,9 +305,12 @@ def _frequent(
     Excursions fewer than ``_EPISODE_GAP`` readings apart are one episode: a fault's score
     dips under the threshold and comes back, and its later parts must not make each other
     normal. An excursion that continues an episode which alerted is not normal either.
-    Excursions of the training readings (``warm``) do not count: they are the model's own
-    normal tail, which the periodic rule and ``recurring_known`` judge; counted here, a
-    fault's onset that scored like them passed as normal (SKAB: NAB 60 s 33.4 -> 31.3)."""
+    Excursions of the training readings (``warm``) count only where they alone are as
+    frequent (``recurring_frequent`` episodes of them in the span): they are the model's
+    own normal tail, and counted beside live ones, a fault's onset that scored like one or
+    two of them passed as normal (SKAB: NAB 60 s 33.4 -> 31.3); a training that held the
+    excursion that often shows it is the device's normal (SKAB's valve2/0, the fleet:
+    docs/BENCHMARKS.md, "Excursions a training held often")."""
     step = device.step_s
     since = ts - cfg.recurring_within * step
     gap = _EPISODE_GAP * step
@@ -323,11 +328,20 @@ def _frequent(
         episodes.pop()
     chosen = []
     count = 0
+    warm: list[Excursion] = []
+    warm_count = 0
     for members in episodes:
         like = [p for p in members if p.peak * margin >= ratio and not p.warm]
         if like:
             count += 1
             chosen.extend(like)
+        trained = [p for p in members if p.peak * margin >= ratio and p.warm]
+        if trained and not like:  # an episode of the training readings alone
+            warm_count += 1
+            warm.extend(trained)
+    if warm_count >= cfg.recurring_frequent:
+        count += warm_count
+        chosen.extend(warm)
     return chosen if count >= cfg.recurring_frequent else []
 
 

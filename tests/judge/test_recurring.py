@@ -343,12 +343,38 @@ def test_a_faults_score_dipping_under_the_threshold_is_one_episode() -> None:
     assert anomalous_between(verdicts, 420 * HOP, 480 * HOP) == 3 * 8
 
 
-def test_the_training_readings_excursions_do_not_count_as_frequent() -> None:
+def test_a_few_training_excursions_do_not_vouch_for_live_ones() -> None:
     """The model's own normal tail scores over the threshold now and then in its training
-    readings; counted, a fault's onset that scored like them passed as normal (SKAB). Only
-    the periodic rule and recurring_known read them."""
+    readings; counted beside live excursions, a fault's onset that scored like them passed
+    as normal (SKAB). Two in training and one live alert are not three episodes."""
+    memory = RecurringExcursions(ThresholdConfig())
+    tail = {t * HOP: (4 * HOP, 8.0) for t in (170, 260)}
+    feed(memory, 0.0, 300 * HOP, tail, warm=True)
+    live = {310 * HOP: (4 * HOP, 8.0), 333 * HOP: (4 * HOP, 8.0)}
+    verdicts = feed(memory, 300 * HOP, 400 * HOP, live)
+    assert anomalous_between(verdicts, 310 * HOP, 314 * HOP) == 4
+    assert anomalous_between(verdicts, 333 * HOP, 337 * HOP) == 4
+
+
+def test_excursions_a_training_held_often_are_normal_live() -> None:
+    """Four episodes in the training readings within recurring_within: the training itself
+    shows the excursion is as frequent as normal (SKAB's valve2/0 alerted three times
+    before its fault on excursions its 400 training rows held four times)."""
     memory = RecurringExcursions(ThresholdConfig())
     tail = {t * HOP: (4 * HOP, 8.0) for t in (100, 170, 230, 280)}
     feed(memory, 0.0, 300 * HOP, tail, warm=True)
-    verdicts = feed(memory, 300 * HOP, 400 * HOP, {333 * HOP: (4 * HOP, 8.0)})
-    assert anomalous_between(verdicts, 333 * HOP, 337 * HOP) == 4
+    pulses = {333 * HOP: (4 * HOP, 8.0), 380 * HOP: (4 * HOP, 8.0 * 2.5)}
+    verdicts = feed(memory, 300 * HOP, 400 * HOP, pulses)
+    assert anomalous_between(verdicts, 333 * HOP, 337 * HOP) == 0
+    assert all(v.recurring for v in verdicts if 333 * HOP <= v.score.window.end_ts < 337 * HOP)
+    # one over recurring_margin x their peak still alerts
+    assert anomalous_between(verdicts, 380 * HOP, 384 * HOP) == 4
+
+
+def test_training_excursions_outside_recurring_within_do_not_count() -> None:
+    memory = RecurringExcursions(ThresholdConfig())
+    tail = {t * HOP: (4 * HOP, 8.0) for t in (100, 170, 230, 280)}
+    feed(memory, 0.0, 300 * HOP, tail, warm=True)
+    # 250 windows is recurring_within's 1,000 readings: all four are older by then
+    verdicts = feed(memory, 300 * HOP, 700 * HOP, {600 * HOP: (4 * HOP, 8.0)})
+    assert anomalous_between(verdicts, 600 * HOP, 604 * HOP) == 4
