@@ -90,10 +90,16 @@ def signed_means(
     return starts + window - 1, np.concatenate(parts)
 
 
+SKIP_RELATIVE = False  # --skip-relative
+
+
 def judged(detector: LstmForecastDetector) -> list[int]:
-    """Features the score judges: not constant in training, not stepped or commanding."""
+    """Features the score judges: not constant in training, not stepped or commanding (and
+    with --skip-relative, not judged relative to their window: the wandering ones)."""
     meta = detector.meta
     skip = {*meta.constant_features, *meta.stepped_features, *meta.commanding_features}
+    if SKIP_RELATIVE:
+        skip |= set(meta.relative_features)
     return [f for f, name in enumerate(meta.features) if name not in skip]
 
 
@@ -225,7 +231,14 @@ def main() -> int:
     ap.add_argument("--skab", type=Path, help="SKAB's folder: its 34 files too")
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--factors", type=float, nargs="+", default=[1.5, 2.0, 2.5, 3.0])
+    ap.add_argument(
+        "--skip-relative",
+        action="store_true",
+        help="leave out the features the model judges relative (those that wandered in training)",
+    )
     args = ap.parse_args()
+    global SKIP_RELATIVE
+    SKIP_RELATIVE = args.skip_relative
     configure_logging("warning", "console")
     print(machine())
     print("command:", " ".join(["benchmarks/offset_probe.py", *sys.argv[1:]]))
