@@ -1031,13 +1031,16 @@ class RelationsConfig(Section):
         "fit that did not see the window) that is the residual scale k multiplies.",
     )
     warmup: int = Field(
-        default=64,
+        default=200,
         ge=8,
         le=1_000_000,
         description="Windows a device learns before its relations are judged (and at least "
         "8 per feature, so a fit on many features is not judged from a handful of windows). "
         "The windows of the device's warm-start readings count, all of them: they are the "
-        "model's training rows.",
+        "model's training rows. The residual scale is the quantile of the learnt windows' "
+        "residuals, so below 1 / (1 - quantile) (200 at 0.995) it is their largest: a device "
+        "that joined after training was judged on a third of its first day and raised "
+        'twice the false alerts (docs/BENCHMARKS.md, "Relations learnt on 200 windows").',
     )
     history: int = Field(
         default=512,

@@ -42,12 +42,18 @@ and on SKAB most false alarms of an ungated check came from such windows (docs/B
 A fault that moves one feature leaves the others where they were, so its own prediction is
 still judged.
 
-**Learning.** A device's windows are judged once it has learnt ``warmup`` windows (and 8 per
-feature judged); until then nothing is. The warm start's windows (its stream's training
+**Learning.** A device's windows are judged once it has learnt ``warmup`` windows (200, and
+8 per feature judged); until then nothing is. The scale is the ``quantile`` (0.995) of the
+learnt windows' residuals, and from fewer than 1 / (1 - quantile) windows it is their
+largest: a pump that joined a fleet after training was judged from 64, a third of its first
+simulated day, and raised twice the false alerts it does with 200 (docs/BENCHMARKS.md,
+"Relations learnt on 200 windows"). Its first fit comes at 64 (``_FIRST_FIT``): the spike
+check's per-reading relation residuals and the joint-step rule use it before its own hits
+are judged. The warm start's windows (its stream's training
 rows) are all learnt, so a device whose readings trained the model is judged from its first
-live window; later, only windows whose final verdict is normal are, each once the windows
-after it show the readings it holds were not the start of a break (``learn``). The last
-``history`` are
+live window where they are enough; later, only windows whose final verdict is normal are,
+each once the windows after it show the readings it holds were not the start of a break
+(``learn``). The last ``history`` are
 kept and the fit is renewed every ``refit`` learnt windows, so relations that drift with the
 seasons are followed while a fault, judged anomalous, teaches nothing. A relation that stays
 broken (most windows hits) for the threshold's ``rebaseline_after`` is a new normal (a pump
@@ -96,6 +102,10 @@ _RIDGE = 1e-6
 _FIRST_ROWS = 32  # a device's first ring of window means; it doubles up to ``history``
 _MAX_FOLDS = 32  # most held-out blocks the residual scale is measured on (fit_relations)
 _MIN_PER_FEATURE = 8  # learnt windows per varying feature before a fit is trusted
+# Learnt windows before a device's first fit, where ``warmup`` is longer: the fit serves the
+# spike check's per-reading relation residuals and the joint-step rule from here, while
+# its own hits wait for ``warmup`` windows, the scale being a high quantile of them.
+_FIRST_FIT = 64
 _CONSTANT = 1e-9  # a window-mean spread below this (relative to the level) is constant
 _MOVING = 0.5  # judged: features whose readings move within at least this share of windows
 # spans of learnt windows before the sustained average is judged: the largest of fewer is not
@@ -441,6 +451,12 @@ class _Device:
         )
 
 
+def _needed(windows: int, features: int, history: int) -> int:
+    """Learnt windows a device needs: ``windows``, at least 8 per feature, at most
+    ``history``."""
+    return min(max(windows, _MIN_PER_FEATURE * features), history)
+
+
 def _skipped(detector: Detector) -> frozenset[int]:
     return frozenset(detector.constant_values())
 
@@ -495,9 +511,10 @@ class RelationCheck:
         span = -(-length // self.hop)  # windows that one window's readings span
         k, reach, sustained = self.config.k, self.config.reach, self.config.sustained
         sigmas = NormalDist().inv_cdf((1.0 + self.config.quantile) / 2.0)
+        judged_after = _needed(self.config.warmup, features, self.config.history)
         for key, rows in _by_device(windows).items():
             state = self._fitted(key, features, skip)
-            if state is None or state.fit is None:
+            if state is None or state.fit is None or state.learnt < judged_after:
                 continue
             fit = state.fit
             block = means[rows]
@@ -612,7 +629,7 @@ class RelationCheck:
         moved = (spread > 0).astype(np.float64)
         usable = np.isfinite(means).all(axis=1) & np.isfinite(noise).all(axis=1)
         skip = _skipped(detector)
-        needed = min(max(cfg.warmup, _MIN_PER_FEATURE * features), cfg.history)
+        needed = _needed(min(cfg.warmup, _FIRST_FIT), features, cfg.history)
         span = -(-length // self.hop)  # windows that one window's readings span
         for key, rows in _by_device(windows).items():
             state = self._state(key, features)

@@ -392,3 +392,32 @@ def test_a_hit_names_the_newest_reading_that_carries_its_residual() -> None:
     assert whole is not None
     assert whole.age is not None
     assert whole.age <= 2  # to the newest
+
+
+def test_a_device_is_judged_after_warmup_windows_but_fitted_after_64() -> None:
+    """The residual scale is the 0.995 quantile of the learnt windows' residuals: from
+    fewer than 200 it is their largest, and a pump that joined after training was judged
+    on a third of its first day (docs/BENCHMARKS.md, "Relations learnt on 200 windows").
+    Its fit serves the spike check and the joint-step rule from 64 windows on."""
+    assert RelationsConfig().warmup == 200
+    check = RelationCheck(RelationsConfig(), hop=4)
+    pump = Pump(3)
+    rng = np.random.default_rng(103)
+    feed(check, "p1", [pump.window(x) for x in loads(rng, 100)])
+    shifted = [pump.window(0.8, (-5.0, 0, 0, 0)) for _ in range(4)]
+    windows = as_windows("p1", shifted, t0=100 * T)
+    # 100 learnt: not judged yet (checked, not learnt), but fitted
+    assert check.check(MODEL, windows, np.stack(shifted)) == [None] * 4
+    assert all(fit is not None for fit in check.fits(MODEL, windows))
+    feed(check, "p1", [pump.window(x) for x in loads(rng, 120)])
+    hits = feed(check, "p1", [pump.window(0.8, (-5.0, 0, 0, 0)) for _ in range(4)])
+    assert all(h is not None and h.feature == 0 for h in hits)
+
+
+def test_a_shorter_warmup_fits_and_judges_as_soon() -> None:
+    check = RelationCheck(RelationsConfig(warmup=32), hop=4)
+    pump = Pump(4)
+    rng = np.random.default_rng(104)
+    feed(check, "p1", [pump.window(x) for x in loads(rng, 40)])
+    hits = feed(check, "p1", [pump.window(0.8, (-5.0, 0, 0, 0)) for _ in range(4)])
+    assert all(h is not None and h.feature == 0 for h in hits)
