@@ -480,6 +480,8 @@ class RelationCheck:
         # devices freed while idle, or restored and not seen since: their saved state
         self._parked: dict[tuple[str, str], dict[str, Any]] = {}
         self._events: list[AuditEvent] = []
+        # (device, window end) of hits found before the device's warmup, not reported
+        self._withheld: set[tuple[tuple[str, str], float]] = set()
 
     def reconfigure(self, config: RelationsConfig, hop: int) -> None:
         if config.history != self.config.history:
@@ -514,8 +516,11 @@ class RelationCheck:
         judged_after = _needed(self.config.warmup, features, self.config.history)
         for key, rows in _by_device(windows).items():
             state = self._fitted(key, features, skip)
-            if state is None or state.fit is None or state.learnt < judged_after:
+            if state is None or state.fit is None:
                 continue
+            # Before warmup windows the hits are kept from the caller but still keep the
+            # windows of a break out of what is learnt (``learn``), as judged ones do.
+            withheld = state.learnt < judged_after
             fit = state.fit
             block = means[rows]
             signed = fit.ratios(block)
@@ -568,7 +573,11 @@ class RelationCheck:
                 side = signed[j, culprit] if broken else average[j, culprit]
                 bound = k if broken else 1.0 / max(float(limit[culprit]), 1e-300)
                 age = _carrying(fit, stacked[i], culprit, side, bound)
-                hits[i] = RelationHit(culprit, ratio, exceedance, age)
+                hit = RelationHit(culprit, ratio, exceedance, age)
+                if withheld:
+                    self._withheld.add((key, windows[i].end_ts))
+                else:
+                    hits[i] = hit
                 if state.episode.hit(windows[i].end_ts, relearn_after):
                     self._relearn(key, state, windows[i].end_ts, relearn_after)
                     break  # the device's later windows wait for its new relations
@@ -635,7 +644,7 @@ class RelationCheck:
             state = self._state(key, features)
             ready: list[tuple[FloatArray, FloatArray, FloatArray]] = []
             for i in rows:
-                if hits[i] is not None:
+                if hits[i] is not None or (key, windows[i].end_ts) in self._withheld:
                     state.pending.clear()
                 elif learnt[i] and usable[i]:
                     state.pending.append((means[i], noise[i], moved[i]))
@@ -650,6 +659,7 @@ class RelationCheck:
                     ring = np.roll(ring, -state.head, axis=0)
                 state.fit = fit_relations(ring, state.noise, cfg.quantile, skip, span, state.moving)
                 state.skip, state.since_fit = skip, 0
+        self._withheld.clear()
 
     def _remember(
         self, state: _Device, ready: list[tuple[FloatArray, FloatArray, FloatArray]]
