@@ -49,7 +49,8 @@ largest: a pump that joined a fleet after training was judged from 64, a third o
 simulated day, and raised twice the false alerts it does with 200 (docs/BENCHMARKS.md,
 "Relations learnt on 200 windows"). Its first fit comes at 64 (``_FIRST_FIT``): the spike
 check's per-reading relation residuals and the joint-step rule use it before its own hits
-are judged. The warm start's windows (its stream's training
+are reported, and the hits found before then still keep a break's windows out of what is
+learnt. The warm start's windows (its stream's training
 rows) are all learnt, so a device whose readings trained the model is judged from its first
 live window where they are enough; later, only windows whose final verdict is normal are,
 each once the windows after it show the readings it holds were not the start of a break
