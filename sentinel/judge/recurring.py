@@ -331,14 +331,14 @@ def _frequent(
     warm: list[Excursion] = []
     warm_count = 0
     for members in episodes:
-        like = [p for p in members if p.peak * margin >= ratio and not p.warm]
-        if like:
+        alike = [p for p in members if p.peak * margin >= ratio]
+        live = [p for p in alike if not p.warm]
+        if live:
             count += 1
-            chosen.extend(like)
-        trained = [p for p in members if p.peak * margin >= ratio and p.warm]
-        if trained and not like:  # an episode of the training readings alone
+            chosen.extend(live)
+        elif alike:  # an episode of the training readings alone
             warm_count += 1
-            warm.extend(trained)
+            warm.extend(alike)
     if warm_count >= cfg.recurring_frequent:
         count += warm_count
         chosen.extend(warm)

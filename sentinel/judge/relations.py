@@ -645,7 +645,8 @@ class RelationCheck:
             state = self._state(key, features)
             ready: list[tuple[FloatArray, FloatArray, FloatArray]] = []
             for i in rows:
-                if hits[i] is not None or (key, windows[i].end_ts) in self._withheld:
+                withheld = bool(self._withheld) and (key, windows[i].end_ts) in self._withheld
+                if hits[i] is not None or withheld:
                     state.pending.clear()
                 elif learnt[i] and usable[i]:
                     state.pending.append((means[i], noise[i], moved[i]))
