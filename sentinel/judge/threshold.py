@@ -38,9 +38,10 @@ lasted long enough to re-baseline has ended, and must not leave the device blind
 next one; issue #21).
 
 The bank learns each stream's model once (``set_model``): its calibration threshold, the
-held-back score quantile nearest ``threshold.quantile`` times ``threshold.multiplier``, is
-where a device starts (``calibration_threshold``, also what retraining judges a model by),
-and its held-back scores are what DSPOT is fitted on. A reload recomputes it there.
+held-back score quantile nearest ``threshold.quantile`` (at least 1, a feature's normal
+error) times ``threshold.multiplier``, is where a device starts (``calibration_threshold``,
+also what retraining judges a model by), and its held-back scores are what DSPOT is fitted
+on. A reload recomputes it there.
 
 Every anomalous verdict carries its *exceedance probability*, the chance that a normal
 window scores at least as high: spot reads it off the fitted GPD tail; quantile takes the
@@ -84,6 +85,10 @@ __all__ = ["ThresholdBank", "calibration_threshold", "settled_threshold"]
 log = structlog.get_logger(__name__)
 
 _LOG_FLOOR = 1e-12  # log() of a zero score
+# A window's score is its worst feature's error over that feature's normal error
+# (``sentinel.model.calibration.window_scores``): at most this, no feature erred beyond its
+# normal, and the threshold is never below ``multiplier`` times it.
+NORMAL_SCORE = 1.0
 _MIN_REFERENCE = 50  # normal scores needed before a device's own history is the reference
 _TOP = 0.1  # the quantile method's tail extrapolation is fitted on the top tenth
 _PRIOR_LEVELS = 8  # re-baselines a device can undo one by one (``_revert``)
@@ -92,11 +97,18 @@ _PRIOR_LEVELS = 8  # re-baselines a device can undo one by one (``_revert``)
 def calibration_threshold(quantiles: Mapping[str, float], config: ThresholdConfig) -> float:
     """A model's own threshold, from its held-back score ``quantiles``: the one nearest
     ``threshold.quantile``, times ``threshold.multiplier``. A device starts there after a
-    swap; the one place that turns a model's calibration into a threshold."""
+    swap; the one place that turns a model's calibration into a threshold.
+
+    The quantile counts as at least ``NORMAL_SCORE``: held-back windows that all scored
+    under their features' normal errors -- a noise-free level forecast exactly, its error
+    under the floor the score divides by (``sentinel.model.calibration.score_floor``,
+    ``held_level_floor``) -- would put the threshold under the error the model calls
+    normal, and a level it forecast a little less exactly alerted for as long as it held
+    (issue #21, the synthetic ``stepped_telemetry`` trained on 30 %)."""
     if not quantiles:
         raise ValueError("the model has no calibration quantiles")
     nearest = min(quantiles, key=lambda key: abs(float(key) - config.quantile))
-    return quantiles[nearest] * config.multiplier
+    return max(quantiles[nearest], NORMAL_SCORE) * config.multiplier
 
 
 def settled_threshold(

@@ -28,6 +28,7 @@ __all__ = [
     "balance_tails",
     "couple",
     "fit_residual_coupling",
+    "held_level_floor",
     "score_floor",
     "window_scores",
 ]
@@ -53,6 +54,14 @@ TAIL_QUANTILE = 0.99
 # the simulated fleet their tails lay within 0.7-2.8 times the typical (one of 272 at 4.8);
 # a server's memory, dropping at each garbage collection, lay at 20.
 TAIL_SPREAD = 3.0
+
+# A channel that holds its value between changes (most of its readings equal the one
+# before: a noise-free telemetry level, a quantised slow sensor) is forecast exactly by a
+# perfect model; a real one misses a level the training held less often by a few hundredths
+# of a step. Its normal error is floored at this share of its typical change, squared, in
+# scaled units (``held_level_floor``): smaller errors are the model's bias, not the data's.
+HELD_SHARE = 0.5  # of a channel's readings in training equal to the one before: it holds
+HELD_STEP_SHARE = 0.05  # of its median non-zero change: the smallest error that says anything
 
 # Ridge on the coupling's regressions, as a share of the regressors' mean variance: keeps
 # nearly collinear residuals (two sensors of one quantity) from trading huge coefficients.
@@ -81,6 +90,7 @@ class Calibration:
         robust: bool = False,
         balance: bool = False,
         in_sample: Float64Array | None = None,
+        floor: Float64Array | None = None,
     ) -> Calibration:
         """Calibrate on held-back windows' per-feature errors (B, F); features in ``skip``
         (constant in training) take no part in a score (see ``window_scores``).
@@ -94,6 +104,8 @@ class Calibration:
         if feature_errors.shape[0] == 0:
             raise ModelError("calibration needs at least one scored window")
         baseline = np.median(feature_errors, axis=0) if robust else feature_errors.mean(axis=0)
+        if floor is not None:
+            baseline = np.maximum(baseline, floor)
         if balance:
             baseline = balance_tails(feature_errors, baseline, skip, in_sample)
         scores = window_scores(feature_errors, baseline, skip)
@@ -171,6 +183,50 @@ def score_floor(
     if judged.any():
         floor = np.maximum(floor, RELATIVE_FLOOR * float(np.median(base[judged])))
     return floor, judged
+
+
+def held_level_floor(
+    segments: Sequence[npt.NDArray[Any]], scale: npt.NDArray[Any], skip: Sequence[int] = ()
+) -> Float64Array:
+    """Per feature, the least normal error (squared, scaled units) of a channel that holds
+    its value between changes in the raw training ``segments``: ``HELD_STEP_SHARE`` of its
+    median non-zero change, over the scaler's ``scale``, squared; 0 for other features and
+    those in ``skip`` (constant).
+
+    A noise-free channel -- spacecraft telemetry held at the levels its commands set, a
+    quantised counter -- is forecast exactly where a model has learnt its levels, so its
+    held-back error can be ~0 (the held-back part may hold one level only), and the model's
+    small bias at a level the training held less often then scored 1-6 times the threshold
+    for as long as the level held: hundreds of readings in one alert (issue #21, the
+    synthetic ``stepped_telemetry`` trained on 30 %). A twentieth of the channel's typical
+    change is below what its faults move it by (a level missed, chatter, new noise), and
+    the model's bias is below it. On a noisy channel, whose readings almost never repeat,
+    it is 0: the held-back error already is the noise's. Changes are counted within each
+    segment (a gap is no change)."""
+    width = len(scale)
+    same = np.zeros(width, dtype=np.int64)
+    pairs = 0
+    changes = []
+    for segment in segments:
+        rows = np.asarray(segment, dtype=np.float64)
+        if len(rows) < 2:
+            continue
+        diff = np.abs(np.diff(rows, axis=0))
+        same += (diff == 0).sum(axis=0)
+        pairs += len(diff)
+        changes.append(diff)
+    floor = np.zeros(width, dtype=np.float64)
+    if pairs == 0:
+        return floor
+    moved = np.concatenate(changes)
+    for feature in range(width):
+        if feature in skip or same[feature] < HELD_SHARE * pairs:
+            continue
+        nonzero = moved[:, feature][moved[:, feature] > 0]
+        if len(nonzero):
+            step = float(np.median(nonzero)) / float(scale[feature])
+            floor[feature] = (HELD_STEP_SHARE * step) ** 2
+    return floor
 
 
 def balance_tails(

@@ -278,6 +278,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             prepared.unscored(features),
             robust=True,
             balance=config.balance_tails,
+            floor=prepared.held_floor,
             in_sample=_in_sample_errors(module, prepared, steps, config.score_batch_max, coupled[0])
             if config.balance_tails
             else None,

@@ -22,7 +22,7 @@ from torch import nn
 
 from sentinel.errors import DataError, ModelError
 from sentinel.model.base import PULSE_READINGS, ProgressFn, TrainOptions, new_version
-from sentinel.model.calibration import Calibration
+from sentinel.model.calibration import Calibration, held_level_floor
 from sentinel.model.drifting import DRIFTING_FEATURE_HINT, drifting_features
 from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
@@ -333,6 +333,9 @@ class TrainingData:
     # The pulse trains, each with (rest, *pulse values) (``pulse_features``)
     pulses: dict[str, tuple[float, ...]]
     scaler: Scaler
+    # Least normal error per feature of the channels that hold their value (calibration's
+    # ``held_level_floor``; 0 for the others)
+    held_floor: npt.NDArray[np.float64]
     levels: LevelStats
     # Longest run of identical raw readings per feature (sentinel.model.stuck)
     stuck: RunStats
@@ -456,6 +459,9 @@ def prepare_training(
         commanding=commanding,
         pulses=pulses,
         scaler=scaler,
+        held_floor=held_level_floor(
+            segments, scaler.scale, [features.index(name) for name in constants]
+        ),
         levels=levels,
         stuck=stuck,
         noise=noise,
@@ -663,7 +669,10 @@ def fit_autoencoder(
         module, gather, val_starts, config.score_batch_max, config.score_steps
     )
     calibration = Calibration.from_errors(
-        feature_errors, prepared.unscored(features), balance=config.balance_tails
+        feature_errors,
+        prepared.unscored(features),
+        balance=config.balance_tails,
+        floor=prepared.held_floor,
     )
 
     now = datetime.now(UTC)

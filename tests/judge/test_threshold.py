@@ -7,6 +7,7 @@ import pytest
 
 from sentinel.config import ThresholdConfig
 from sentinel.judge.threshold import (
+    NORMAL_SCORE,
     ThresholdBank,
     _empirical_tail,
     calibration_threshold,
@@ -20,6 +21,16 @@ def test_calibration_threshold_takes_the_nearest_quantile() -> None:
     assert calibration_threshold(quantiles, config) == pytest.approx(4.5)
     config = ThresholdConfig(quantile=0.998, multiplier=1.0, warmup=1000)
     assert calibration_threshold(quantiles, config) == pytest.approx(5.0)
+
+
+def test_a_calibration_under_the_normal_error_still_puts_the_threshold_above_it() -> None:
+    # Held-back windows that all scored under 1 (every feature under its floored normal
+    # error: a noise-free level forecast exactly) would put the threshold under the error
+    # the model counts as normal, and every window at a level it forecast less exactly
+    # would alert for as long as the level held (issue #21, stepped_telemetry at 30 %).
+    quantiles = {"0.99": 0.29, "0.995": 0.29, "0.999": 0.29}
+    config = ThresholdConfig(quantile=0.995, multiplier=1.5, warmup=1000)
+    assert calibration_threshold(quantiles, config) == pytest.approx(NORMAL_SCORE * 1.5)
 
 
 def test_warmup_uses_the_fallback_then_the_device_quantile() -> None:
