@@ -30,6 +30,7 @@ __all__ = [
     "fit_residual_coupling",
     "held_level_floor",
     "score_floor",
+    "segment_changes",
     "window_scores",
 ]
 
@@ -185,6 +186,16 @@ def score_floor(
     return floor, judged
 
 
+def segment_changes(segments: Sequence[npt.NDArray[Any]]) -> list[Float64Array]:
+    """Each segment's changes from one reading to the next, (N_i - 1, F) as float64; a
+    segment of fewer than two readings has none (a gap between segments is no change)."""
+    return [
+        np.diff(np.asarray(segment, dtype=np.float64), axis=0)
+        for segment in segments
+        if len(segment) >= 2
+    ]
+
+
 def held_level_floor(
     segments: Sequence[npt.NDArray[Any]], scale: npt.NDArray[Any], skip: Sequence[int] = ()
 ) -> Float64Array:
@@ -203,24 +214,14 @@ def held_level_floor(
     the model's bias is below it. On a noisy channel, whose readings almost never repeat,
     it is 0: the held-back error already is the noise's. Changes are counted within each
     segment (a gap is no change)."""
-    width = len(scale)
-    same = np.zeros(width, dtype=np.int64)
-    pairs = 0
-    changes = []
-    for segment in segments:
-        rows = np.asarray(segment, dtype=np.float64)
-        if len(rows) < 2:
-            continue
-        diff = np.abs(np.diff(rows, axis=0))
-        same += (diff == 0).sum(axis=0)
-        pairs += len(diff)
-        changes.append(diff)
-    floor = np.zeros(width, dtype=np.float64)
-    if pairs == 0:
+    floor = np.zeros(len(scale), dtype=np.float64)
+    changes = segment_changes(segments)
+    if not changes:
         return floor
-    moved = np.concatenate(changes)
-    for feature in range(width):
-        if feature in skip or same[feature] < HELD_SHARE * pairs:
+    moved = np.abs(np.concatenate(changes))
+    same = (moved == 0).sum(axis=0)
+    for feature in range(len(scale)):
+        if feature in skip or same[feature] < HELD_SHARE * len(moved):
             continue
         nonzero = moved[:, feature][moved[:, feature] > 0]
         if len(nonzero):

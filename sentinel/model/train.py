@@ -22,7 +22,7 @@ from torch import nn
 
 from sentinel.errors import DataError, ModelError
 from sentinel.model.base import PULSE_READINGS, ProgressFn, TrainOptions, new_version
-from sentinel.model.calibration import Calibration, held_level_floor
+from sentinel.model.calibration import Calibration, held_level_floor, segment_changes
 from sentinel.model.drifting import DRIFTING_FEATURE_HINT, drifting_features
 from sentinel.model.levels import LevelStats
 from sentinel.model.lstm_ae import LstmAutoencoder
@@ -135,18 +135,12 @@ def stepped_features(
     is judged by its steps or not at all.
     """
     names = [name for name in features if name not in constants]
-    changes = np.zeros(len(features), dtype=np.int64)
-    pairs = 0
-    arrays = []
-    for segment in segments:
-        rows = np.asarray(segment, dtype=np.float64)
-        if len(rows) < 2:
-            continue
-        arrays.append(rows)
-        changes += (np.diff(rows, axis=0) != 0).sum(axis=0)
-        pairs += len(rows) - 1
-    if pairs == 0:
+    arrays = [np.asarray(segment, dtype=np.float64) for segment in segments if len(segment) >= 2]
+    moved = segment_changes(arrays)
+    if not moved:
         return ()
+    changes = sum((diff != 0).sum(axis=0) for diff in moved)
+    pairs = sum(len(diff) for diff in moved)
     counts = {name: int(changes[features.index(name)]) for name in names}
     stepped = tuple(name for name, count in counts.items() if count > 0 and count * window < pairs)
     if len(stepped) == len(names):
