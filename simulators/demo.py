@@ -105,7 +105,9 @@ class _View:
             self._close_bar(done=True)
             print(f"collected {event['readings']} readings; training the first model")
         elif name == "training_progress":
-            self._bar("training LSTM autoencoder", event["epochs"], event["epoch"], "epoch")
+            # the event names the stream, not the detector (lstm_forecast by default)
+            model = f"the {event['stream']} model" if event.get("stream") else "the model"
+            self._bar(f"training {model}", event["epochs"], event["epoch"], "epoch")
         elif name == "model_trained":
             self._close_bar(done=True)
             print(f"model {event['version']} trained in {event.get('seconds', '?')} s; scoring")

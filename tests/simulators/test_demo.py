@@ -45,7 +45,7 @@ def test_a_first_run_shows_collection_training_and_the_new_model(
         {"event": "cold_start_progress", "collected": 500, "target": 1000},
         {"event": "cold_start_collected", "readings": 1000},
         {"event": "retrain_requested", "reason": "cold_start"},
-        {"event": "training_progress", "epoch": 3, "epochs": 30},
+        {"event": "training_progress", "stream": "pump", "epoch": 3, "epochs": 30},
         {"event": "model_loaded", "version": "v1"},  # the retrainer loads what it trained
         {
             "event": "retrain_finished",
@@ -61,6 +61,9 @@ def test_a_first_run_shows_collection_training_and_the_new_model(
     out = capsys.readouterr()
     text = out.out + out.err
     assert "collected 1000 readings; training the first model" in text
+    # the bar names the stream's model: the default detector is a forecaster, and the bar
+    # once called every model an autoencoder
+    assert "training the pump model" in text
     assert "model v1 trained in 12.5 s; scoring" in text
     assert text.count("loaded saved model v1") == 1
 
