@@ -20,8 +20,15 @@ running fleet does: their readings are not in the training, nothing warms them, 
 800 clean readings arrive live (judged) before the 2,400 with faults. Their false alerts
 are also counted apart, per device-hour of what they sent.
 
+``--clean N``: each pump's clean readings before the faults (default 800), the model
+trained on the first 15/16 of them (750 of 800). The simulated drive's load switches, ramps
+and thermal lags are in seconds, so at ``--step 1`` the default 800 readings are 13 minutes
+of a pump's life where at 5 s they are an hour; ``--step 1 --clean 4000`` trains and warms
+over the same hour (docs/BENCHMARKS.md, "The fleet read every second").
+
     .venv/bin/python benchmarks/fleet_offline.py [--seed 11] [--step 5] [--day 3600]
-        [--rate 2.0] [--batch 20] [--cold N] [--config VARIANT.toml] [--keep DIR]
+        [--rate 2.0] [--batch 20] [--cold N] [--clean 800] [--config VARIANT.toml]
+        [--keep DIR]
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from sentinel.records import Alert, Delivery, Reading, Verdict
 from sentinel.worker.pipeline import Pipeline
 from simulators.fleet import FEATURES, FleetSimulator, SimReading
 
-DEVICES, WARM, TEST, TRAIN = 12, 800, 2400, 750
+DEVICES, CLEAN, TEST = 12, 800, 2400
 WINDOW = 32
 START = 1_709_251_200.0
 # The sections the scenario sets; a --config file's copies of them are ignored.
@@ -58,22 +65,23 @@ def _reading(r: SimReading) -> Reading:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    step = args.step
+    step, warm = args.step, args.clean
+    train = warm - warm // 16  # 750 of the default 800
     sim = FleetSimulator(
         DEVICES,
         seed=args.seed,
         step=step,
         start_ts=START,
         anomaly_rate=args.rate,
-        warmup=WARM * step,
+        warmup=warm * step,
         day_length=args.day,
     )
     steps = sim.steps()
-    readings = [next(steps) for _ in range(WARM + TEST)]
+    readings = [next(steps) for _ in range(warm + TEST)]
     sections: dict[str, Any] = {
         "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": list(FEATURES)}],
         "windows": {"max_gap": 3 * step},
-        "cold_start": {"readings": (DEVICES - args.cold) * TRAIN},
+        "cold_start": {"readings": (DEVICES - args.cold) * train},
         "model": {"seed": 3},  # the scenario's (tests/e2e_helpers.py MODEL)
     }
     extra = tomllib.loads(args.config.read_text()) if args.config else {}
@@ -82,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sections[key] = {**sections.get(key, {}), **value}
     config = SentinelConfig.model_validate(sections)
     segments = [
-        np.array([[s[d].values[f] for f in FEATURES] for s in readings[:TRAIN]], dtype=np.float32)
+        np.array([[s[d].values[f] for f in FEATURES] for s in readings[:train]], dtype=np.float32)
         for d in range(DEVICES - args.cold)
     ]
     detector = detector_type(config.model.detector).train(
@@ -90,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         training_options(config, "pump", step),
         device=torch.device("cpu"),
         first_ts=START,
-        last_ts=START + (TRAIN - 1) * step,
+        last_ts=START + (train - 1) * step,
     )
     alerts: dict[str, Alert] = {}
 
@@ -107,16 +115,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     cold = {f"pump-{d:03d}" for d in range(DEVICES - args.cold, DEVICES)}
     pipeline.warm_up(
-        "pump", [_reading(r) for s in readings[:WARM] for r in s if r.device not in cold]
+        "pump", [_reading(r) for s in readings[:warm] for r in s if r.device not in cold]
     )
-    for i in range(0, WARM if cold else 0, args.batch):  # the new pumps' first readings, live
+    for i in range(0, warm if cold else 0, args.batch):  # the new pumps' first readings, live
         batch = tuple(
             _reading(r) for s in readings[i : i + args.batch] for r in s if r.device in cold
         )
         pipeline.process(
             [Delivery("fleet", batch, rejected=(), ack=None, received_at=batch[-1].ts)]
         )
-    for i in range(WARM, WARM + TEST, args.batch):
+    for i in range(warm, warm + TEST, args.batch):
         batch = tuple(_reading(r) for s in readings[i : i + args.batch] for r in s)
         pipeline.process(
             [Delivery("fleet", batch, rejected=(), ack=None, received_at=batch[-1].ts)]
@@ -134,6 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "truth": [json.loads(event.to_json()) for event in sim.truth],
         "cold": sorted(cold),
+        "warm": warm,
     }
 
 
@@ -155,7 +164,8 @@ def _checks(alert: Alert) -> list[str]:
 def score(found: dict[str, Any], step: float) -> dict[str, Any]:
     """Recall, false alerts and per-kind counts by the scenario's rule."""
     span = WINDOW * step
-    last_ts = START + (WARM + TEST - 1) * step
+    warm = found["warm"]
+    last_ts = START + (warm + TEST - 1) * step
     truth = found["truth"]
     visible = [t for t in truth if t["start"] + span < last_ts]
 
@@ -171,10 +181,10 @@ def score(found: dict[str, Any], step: float) -> dict[str, Any]:
         "caught": len(caught),
         "false": len(false),
         "false_cold": sum(a["device"] in cold for a in false),
-        "cold_hours": len(cold) * (WARM + TEST) * step / 3600,
+        "cold_hours": len(cold) * (warm + TEST) * step / 3600,
         "cold_caught": f"{sum(t['device'] in cold for t in caught)}/"
         f"{sum(t['device'] in cold for t in visible)}",
-        "device_hours": (DEVICES * TEST + len(cold) * WARM) * step / 3600,
+        "device_hours": (DEVICES * TEST + len(cold) * warm) * step / 3600,
         "by_kind": {
             k: f"{sum(t['kind'] == k for t in caught)}/{sum(t['kind'] == k for t in visible)}"
             for k in kinds
@@ -197,7 +207,16 @@ def main() -> int:
         default=0,
         help="pumps (the last N) that joined after training: not trained on, not warmed",
     )
+    ap.add_argument(
+        "--clean",
+        type=int,
+        default=CLEAN,
+        help=f"clean readings a pump sends before the faults, the model trained on the first "
+        f"15/16 (default {CLEAN})",
+    )
     args = ap.parse_args()
+    if args.clean < 2 * WINDOW:
+        ap.error(f"--clean must be at least {2 * WINDOW}")
     if args.step <= 0 or args.day <= 0 or args.rate < 0 or args.batch < 1:
         ap.error("--step, --day and --batch must be positive, --rate at least 0")
     if not 0 <= args.cold < DEVICES:
@@ -214,7 +233,8 @@ def main() -> int:
     recall = result["caught"] / result["visible"] if result["visible"] else 0.0
     print(
         f"machine: {platform.machine()}, python {platform.python_version()}; seed {args.seed}, "
-        f"step {args.step:g} s, day {args.day:g} s, rate {args.rate:g}/h, passes of "
+        f"step {args.step:g} s, day {args.day:g} s, rate {args.rate:g}/h, {args.clean} clean "
+        f"readings a pump, passes of "
         f"{args.batch} steps{f', config {args.config}' if args.config else ''}"
     )
     print(
