@@ -87,7 +87,8 @@ log = structlog.get_logger(__name__)
 _LOG_FLOOR = 1e-12  # log() of a zero score
 # A window's score is its worst feature's error over that feature's normal error
 # (``sentinel.model.calibration.window_scores``): at most this, no feature erred beyond its
-# normal, and the threshold is never below ``multiplier`` times it.
+# normal, and a model's calibration threshold is never below ``multiplier`` times it (a
+# device's own quantile, learnt from its live normal windows, is not floored).
 NORMAL_SCORE = 1.0
 _MIN_REFERENCE = 50  # normal scores needed before a device's own history is the reference
 _TOP = 0.1  # the quantile method's tail extrapolation is fitted on the top tenth
