@@ -290,13 +290,13 @@ class Verdict:
     # (sentinel.judge.evidence): what an alert's start and end are taken from. None for a
     # normal window; the window's newest reading where nothing finer is known.
     evidence: tuple[float, float] | None = None
-    # True when an anomalous window's only evidence is one reading, by the score alone,
-    # which the device's channels took together: at least two features its relations
-    # judge jumped into it and none of their residuals did
-    # (sentinel.judge.relations.Relations.moved_together), as at a pump's load step; or at
-    # which one of the detector's commanding inputs changed (a command whose channel moved
-    # at its reading in training: Detector.command_indices). Such windows open no alert by
-    # themselves (sentinel.judge.alerts).
+    # True when an anomalous window's only evidence, by the score alone, is one reading
+    # or a span of readings which the device's channels took together: at least two
+    # features its relations judge moved across it and none of their residuals did
+    # (sentinel.judge.relations.Relations.moved_together), as at a pump's load step or
+    # ramp; or one reading at which one of the detector's commanding inputs changed (a
+    # command whose channel moved at its reading in training: Detector.command_indices).
+    # Such windows open no alert by themselves (sentinel.judge.alerts).
     joint: bool = False
     # True when an anomalous window is so by the score alone and one of the detector's
     # inputs that step (a set point, a command: Detector.stepped_indices, and the commands

@@ -171,28 +171,40 @@ class Relations:
         out: FloatArray = self.residuals(means) * self.inverse
         return out
 
-    def moved_together(self, readings: FloatArray, at: int, feature: int) -> bool:
-        """Whether reading ``at`` of one window's ``readings`` (T, F, raw) is a step the
-        device's channels took together, as a pump's load step is: at least two judged
-        features jumped into it -- beyond ``JOINT`` robust deviations (1.4826 x MAD) of
-        the window's reading-to-reading changes of each -- while none of their residuals
-        (what is left of a feature after the others' prediction; the fit is linear, so it
-        applies to single readings as to window means) jumped so, and ``feature``, the one
-        the forecaster missed, is among those judged. One channel jumping alone moves its
-        residual; a drift, a channel the relations do not judge, or a reading at which
-        nothing moved has nothing here to vouch for it (``sentinel.judge.alerts``).
-        Differences, not levels: a trend through the window does not widen them."""
+    def moved_together(
+        self, readings: FloatArray, first: int, feature: int, last: int | None = None
+    ) -> bool:
+        """Whether readings ``first`` to ``last`` (default: ``first`` alone) of one window's
+        ``readings`` (T, F, raw) are a move the device's channels made together, as a pump's
+        load step or ramp is: at least two judged features changed across them -- from the
+        reading before ``first`` to ``last``, beyond ``JOINT`` robust deviations (1.4826 x
+        MAD) of the window's reading-to-reading changes of each -- while none of their
+        residuals (what is left of a feature after the others' prediction; the fit is
+        linear, so it applies to single readings as to window means) changed so, and
+        ``feature``, the one the forecaster missed, is among those judged. One channel
+        moving alone moves its residual; a drift, a channel the relations do not judge, or
+        readings across which nothing moved have nothing here to vouch for them
+        (``sentinel.judge.alerts``). Differences, not levels: a trend through the window
+        does not widen them.
+
+        A span, not only one reading: read every second, a load change is a ramp of 8-25
+        readings that the forecaster misses over several of them, where read every 5 s it
+        is one step (docs/BENCHMARKS.md, "A load ramp read every second"). Across a span
+        of white noise the net change spreads as one reading-to-reading change does, so
+        the same limit holds for both."""
+        last = first if last is None else last
         judged = self.inverse > 0
-        if at < 1 or not judged[feature]:
+        if first < 1 or last < first or last >= len(readings) or not judged[feature]:
             return False
         values = np.asarray(readings, dtype=np.float64)
-        own = np.diff(values[:, judged], axis=0)
-        moved = np.abs(own[at - 1]) > JOINT * np.median(np.abs(own), axis=0) * MAD_TO_SIGMA
+        own = values[:, judged]
+        spread = np.median(np.abs(np.diff(own, axis=0)), axis=0) * MAD_TO_SIGMA
+        moved = np.abs(own[last] - own[first - 1]) > JOINT * spread
         if np.count_nonzero(moved) < 2:
             return False
-        jumps = np.diff(self.residuals(values)[:, judged], axis=0)
-        spread = np.median(np.abs(jumps), axis=0) * MAD_TO_SIGMA
-        return bool(np.all(np.abs(jumps[at - 1]) <= JOINT * spread))
+        residuals = self.residuals(values)[:, judged]
+        noise = np.median(np.abs(np.diff(residuals, axis=0)), axis=0) * MAD_TO_SIGMA
+        return bool(np.all(np.abs(residuals[last] - residuals[first - 1]) <= JOINT * noise))
 
     def culprit(self, seen: FloatArray, z: FloatArray) -> int:
         """The feature whose departure alone best explains a window's residuals: ``seen``

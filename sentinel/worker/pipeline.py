@@ -765,12 +765,13 @@ class Pipeline:
             if v.is_anomaly:
                 first, last = evidence(v, by_window.get(i))
                 joint = False
-                if first == last and i in by_window and _by_score_alone(v):
+                if i in by_window and _by_score_alone(v):
                     at = _index_of(v.score.window, first)
+                    to = _index_of(v.score.window, last)
                     fit = fits[i]
-                    joint = _commanded(stacked[i], at, commands) or (
+                    joint = (first == last and _commanded(stacked[i], at, commands)) or (
                         fit is not None
-                        and fit.moved_together(stacked[i], at, score_feature(by_window[i]))
+                        and fit.moved_together(stacked[i], at, score_feature(by_window[i]), to)
                     )
                 response = (
                     i in by_window

@@ -74,6 +74,16 @@ def test_two_readings_missed_in_turn_open_one() -> None:
     assert feed([verdict(t, True, (t, t)) for t in (100.0, 102.0)])[0].started_at == 100.0
 
 
+def test_a_ramp_missed_over_readings_taken_together_opens_no_alert() -> None:
+    """Read every second, a load change is a ramp over several readings: each window's
+    evidence a span the channels moved across together, the spans sharing readings."""
+    ramp = [verdict(t, True, (95.0, min(t, 104.0))) for t in (100.0, 102.0, 104.0, 106.0)]
+    assert feed(ramp) == []
+    # spans taken together that share no reading are two moves, not one: as above
+    apart = [verdict(100.0, True, (95.0, 98.0)), verdict(102.0, True, (100.0, 102.0))]
+    assert feed(apart)[0].started_at == 95.0
+
+
 def test_a_fault_after_the_miss_alerts_from_its_own_evidence() -> None:
     gap = [verdict(t, False) for t in (106.0, 108.0)]
     fault = [replace(verdict(t, True), relation=BROKEN) for t in (110.0, 112.0)]
@@ -120,3 +130,28 @@ def test_a_load_step_is_taken_together_and_one_channels_jump_is_not() -> None:
     unjudged = replace(fit, inverse=np.array([fit.inverse[0], fit.inverse[1], 0.0]))
     assert not fit.moved_together(step, 0, 0)  # no reading before the first to jump from
     assert not unjudged.moved_together(step, at, 2)
+
+
+def test_a_load_ramp_is_taken_together_and_one_channels_drift_is_not() -> None:
+    """Across a span of readings (a ramp read every second) the net change is judged as one
+    reading's jump is: every channel moved, no residual did."""
+    fit, window = pump_fit(np.random.default_rng(5))
+    first, last = 12, 27
+    ramp = window.copy()
+    share = np.clip((np.arange(len(ramp)) - first + 1) / (last - first + 1), 0.0, 1.0)
+    ramp += share[:, None] * np.array([50.0, 3.0, 20.0]) * 0.3  # the load 0.5 -> 0.8
+    # no reading-to-reading change of the ramp stands out of the noise by itself ...
+    assert not fit.moved_together(ramp, first + 8, 0)
+    # ... while across the ramp every channel moved together
+    assert fit.moved_together(ramp, first, 0, last)
+    assert fit.moved_together(ramp, first, 2, last)
+    drift = window.copy()
+    drift[:, 2] += share * 3.0  # the current alone, over the same readings
+    assert not fit.moved_together(drift, first, 2, last)
+    # the ramp with the current drifting off it: its residual moved
+    both = ramp.copy()
+    both[:, 2] += share * 3.0
+    assert not fit.moved_together(both, first, 0, last)
+    # a span out of the window's readings, or backwards, vouches for nothing
+    assert not fit.moved_together(ramp, last, 0, first)
+    assert not fit.moved_together(ramp, first, 0, len(ramp))
