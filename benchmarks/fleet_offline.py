@@ -28,7 +28,12 @@ over the same hour (docs/BENCHMARKS.md, "The fleet read every second").
 
     .venv/bin/python benchmarks/fleet_offline.py [--seed 11] [--step 5] [--day 3600]
         [--rate 2.0] [--batch 20] [--cold N] [--clean 800] [--config VARIANT.toml]
-        [--keep DIR]
+        [--keep DIR] [--test 2400] [--retrain]
+
+``--retrain``: the daemon's retraining on the data's clock, as a replay's (its schedule,
+a day of data by default: within the run only with a longer ``--test`` or a shorter
+``retrain.every`` in ``--config``); ``--test N``: the readings a pump sends after the
+clean ones, faults among them (default 2,400).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -50,6 +56,7 @@ from sentinel.config import SentinelConfig
 from sentinel.logs import configure_logging
 from sentinel.model import detector_type, training_options
 from sentinel.records import Alert, Delivery, Reading, Verdict
+from sentinel.retrain.clock import DataClockRetrainer
 from sentinel.worker.pipeline import Pipeline
 from simulators.fleet import FEATURES, FleetSimulator, SimReading
 
@@ -77,7 +84,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         day_length=args.day,
     )
     steps = sim.steps()
-    readings = [next(steps) for _ in range(warm + TEST)]
+    test = args.test
+    readings = [next(steps) for _ in range(warm + test)]
     sections: dict[str, Any] = {
         "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": list(FEATURES)}],
         "windows": {"max_gap": 3 * step},
@@ -100,6 +108,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         first_ts=START,
         last_ts=START + (train - 1) * step,
     )
+    cold = {f"pump-{d:03d}" for d in range(DEVICES - args.cold, DEVICES)}
+    clock: DataClockRetrainer | None = None
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+    if args.retrain:
+        # The daemon's retraining on the data's clock, as a replay's (--retrain): the
+        # reservoir holds what the model trained on, then every reading judged.
+        scratch = tempfile.TemporaryDirectory(prefix="fleet-offline-")
+        clock = DataClockRetrainer(
+            config.model_copy(update={"state_dir": Path(scratch.name)}),
+            torch.device("cpu"),
+            start_ts=START + warm * step,
+            initial=[detector],
+        )
+        clock.seed([_reading(r) for s in readings[:train] for r in s if r.device not in cold])
     alerts: dict[str, Alert] = {}
 
     def observe(verdict: Verdict, alert: Alert | None) -> None:
@@ -112,8 +134,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         request_training=lambda job: None,
         models={"pump": detector},
         observer=observe,
+        tap=clock.tap if clock is not None else None,
     )
-    cold = {f"pump-{d:03d}" for d in range(DEVICES - args.cold, DEVICES)}
     pipeline.warm_up(
         "pump", [_reading(r) for s in readings[:warm] for r in s if r.device not in cold]
     )
@@ -124,11 +146,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pipeline.process(
             [Delivery("fleet", batch, rejected=(), ack=None, received_at=batch[-1].ts)]
         )
-    for i in range(warm, warm + TEST, args.batch):
+    for i in range(warm, warm + test, args.batch):
         batch = tuple(_reading(r) for s in readings[i : i + args.batch] for r in s)
         pipeline.process(
             [Delivery("fleet", batch, rejected=(), ack=None, received_at=batch[-1].ts)]
         )
+        if clock is not None:
+            clock.tick(batch[-1].ts, pipeline.install_model)
+    retrained = []
+    if clock is not None:
+        retrained = [{"ts": ts, "status": o.status, "reason": o.reason} for ts, o in clock.outcomes]
+        clock.close()
+    if scratch is not None:
+        scratch.cleanup()
     return {
         "alerts": [
             {
@@ -143,6 +173,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "truth": [json.loads(event.to_json()) for event in sim.truth],
         "cold": sorted(cold),
         "warm": warm,
+        "test": test,
+        "retrained": retrained,
     }
 
 
@@ -165,7 +197,8 @@ def score(found: dict[str, Any], step: float) -> dict[str, Any]:
     """Recall, false alerts and per-kind counts by the scenario's rule."""
     span = WINDOW * step
     warm = found["warm"]
-    last_ts = START + (warm + TEST - 1) * step
+    test = found["test"]
+    last_ts = START + (warm + test - 1) * step
     truth = found["truth"]
     visible = [t for t in truth if t["start"] + span < last_ts]
 
@@ -181,10 +214,10 @@ def score(found: dict[str, Any], step: float) -> dict[str, Any]:
         "caught": len(caught),
         "false": len(false),
         "false_cold": sum(a["device"] in cold for a in false),
-        "cold_hours": len(cold) * (warm + TEST) * step / 3600,
+        "cold_hours": len(cold) * (warm + test) * step / 3600,
         "cold_caught": f"{sum(t['device'] in cold for t in caught)}/"
         f"{sum(t['device'] in cold for t in visible)}",
-        "device_hours": (DEVICES * TEST + len(cold) * warm) * step / 3600,
+        "device_hours": (DEVICES * test + len(cold) * warm) * step / 3600,
         "by_kind": {
             k: f"{sum(t['kind'] == k for t in caught)}/{sum(t['kind'] == k for t in visible)}"
             for k in kinds
@@ -214,9 +247,22 @@ def main() -> int:
         help=f"clean readings a pump sends before the faults, the model trained on the first "
         f"15/16 (default {CLEAN})",
     )
+    ap.add_argument(
+        "--test",
+        type=int,
+        default=TEST,
+        help=f"readings a pump sends after the clean ones, faults among them (default {TEST})",
+    )
+    ap.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain as the daemon would, on the data's clock (retrain.every)",
+    )
     args = ap.parse_args()
     if args.clean < 2 * WINDOW:
         ap.error(f"--clean must be at least {2 * WINDOW}")
+    if args.test < 1:
+        ap.error("--test must be at least 1")
     if args.step <= 0 or args.day <= 0 or args.rate < 0 or args.batch < 1:
         ap.error("--step, --day and --batch must be positive, --rate at least 0")
     if not 0 <= args.cold < DEVICES:
@@ -241,6 +287,11 @@ def main() -> int:
         f"recall {recall:.2f} ({result['caught']}/{result['visible']}), "
         f"{result['false']} false alerts in {result['device_hours']:.0f} device-hours; {kinds}"
     )
+    for done in found["retrained"]:
+        print(
+            f"retraining at {(done['ts'] - START) / 60:.1f} min of the fleet's data: "
+            f"{done['status']} ({done['reason']})"
+        )
     if args.cold:
         print(
             f"of them on the {args.cold} pumps that joined after training: caught "
