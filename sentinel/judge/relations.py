@@ -33,7 +33,9 @@ follow the load, either moving alone throws both predictions off.
 does not fall back as noise does: each feature's ratio averaged over the windows one window's
 readings span is judged against ``sustained`` times the largest such average of the learnt
 windows, held out (``fit_relations``), with the window itself beyond that limit on the same
-side (a break that has ended stops counting with its windows).
+side (a break that has ended stops counting with its windows). It is judged once the learnt
+windows hold 16 such spans, or 16 of the residual's correlation times where those are
+longer: a residual following a lag longer than what was learnt has wandered once.
 
 **Only within reach.** A feature is judged only while the other features lie within
 ``reach`` times the farthest any learnt window's did (squared Mahalanobis distance in their
@@ -354,10 +356,30 @@ def fit_relations(
         largest = np.abs(sums[block:] - sums[:-block]).max(axis=0) / block
         sigmas = NormalDist().inv_cdf((1.0 + quantile) / 2.0)
         floor = 2.0 / (sigmas * math.sqrt(block))
-        sustained[used] = np.where(inverse[used] > 0, 1.0 / np.maximum(largest, floor), 0.0)
+        # The largest wander is read off only where the windows hold many independent
+        # ones: a residual that follows a lag longer than the learnt span wanders once.
+        seen = n >= _SUSTAINED_SPANS * np.maximum(block, _correlation_time(ratios))
+        sustained[used] = np.where(
+            (inverse[used] > 0) & seen, 1.0 / np.maximum(largest, floor), 0.0
+        )
     fitted = Relations(centre, weights, inverse, precision, np.zeros(count), sustained)
     reach = fitted.distances(means).max(axis=0) * (inverse > 0)
     return Relations(centre, weights, inverse, precision, reach, sustained)
+
+
+def _correlation_time(series: FloatArray) -> FloatArray:
+    """(n, U) series, oldest first -> (U,) the lag, in rows, at which each column's
+    autocorrelation first falls below 1/e; n where it never does (or the column is
+    constant)."""
+    n = len(series)
+    centred = series - series.mean(axis=0)
+    power = np.einsum("nu,nu->u", centred, centred)
+    spectrum = np.fft.rfft(centred, n=2 * n, axis=0)
+    lagged = np.fft.irfft(spectrum * np.conj(spectrum), n=2 * n, axis=0)[:n]
+    below = lagged < np.exp(-1.0) * power
+    first = np.where(below.any(axis=0), below.argmax(axis=0), n)
+    out: FloatArray = np.where(power > 0, first, n).astype(np.float64)
+    return out
 
 
 def _carrying(

@@ -327,6 +327,30 @@ def test_the_sustained_scale_needs_sixteen_spans_of_learnt_windows() -> None:
     assert not Relations.from_data(data, 4).sustained.any()
 
 
+def test_a_residual_that_wanders_once_in_the_learnt_windows_is_not_judged_by_its_average() -> None:
+    """Read every second, 13 minutes of a pump hold part of one swing of its winding
+    temperature behind a load change (a lag of 15-30 minutes): the largest average of its
+    residual seen so far says nothing of the next swing's, and judged against it every
+    later swing alerted (docs/BENCHMARKS.md, "A lag longer than the learning"). The
+    sustained average is judged only where the learnt windows hold sixteen times the
+    residual's correlation time (the lag at which its autocorrelation falls below 1/e)."""
+    pump = Pump()
+    rng = np.random.default_rng(1)
+    values = [pump.window(x) for x in loads(rng, 128)]
+    means = np.stack(values).mean(axis=1)
+    noise = np.full(4, 0.01)
+    ambient = fit_relations(means, noise, 0.995, block=4)
+    swing = means.copy()
+    swing[:, 3] += np.linspace(0.0, 3.0, len(swing))  # one slow wander, still going
+    lagged = fit_relations(swing, noise, 0.995, block=4)
+    assert ambient is not None
+    assert lagged is not None
+    assert ambient.sustained[3] > 0
+    assert lagged.sustained[3] == 0
+    assert (lagged.sustained[:3][lagged.inverse[:3] > 0] > 0).all()  # the others still are
+    assert relations._correlation_time(np.zeros((10, 1)))[0] == 10  # constant: never falls
+
+
 def test_ring_of_window_means_grows_into_the_ring_a_full_one_would_be() -> None:
     """A device's ring starts small and doubles (issue #23, memory): after every pass it
     holds the rows, in the places, that a ring allocated at full size holds."""
