@@ -13,7 +13,10 @@ import numpy as np
 from sentinel.config import AlertsConfig
 from sentinel.judge.alerts import AlertTracker
 from sentinel.judge.relations import Relations, fit_relations
+from sentinel.model import Calibration
 from sentinel.records import Alert, RelationHit, Score, Verdict, Window
+from sentinel.worker.pipeline import Pipeline
+from tests.fakes import FakeDetector
 
 FEATURES: dict[str, tuple[str, ...]] = {"pump": ("flow", "pressure", "current")}
 BASELINE = (0.1, 0.1, 0.1)
@@ -155,3 +158,49 @@ def test_a_load_ramp_is_taken_together_and_one_channels_drift_is_not() -> None:
     # a span out of the window's readings, or backwards, vouches for nothing
     assert not fit.moved_together(ramp, last, 0, first)
     assert not fit.moved_together(ramp, first, 0, len(ramp))
+
+
+class RampMissed(FakeDetector):
+    """A forecaster's per-reading errors (``step_ratios``) over the newest 16 readings of a
+    window of pump channels: 5 on the flow at ``missed`` readings, 0.5 elsewhere."""
+
+    def __init__(self, missed: range) -> None:
+        super().__init__()
+        self._meta = replace(
+            self._meta,
+            features=("flow", "pressure", "current"),
+            window=32,
+            calibration=Calibration({"0.995": 1.0}, 1.0, (0.0, 0.0, 0.0)),
+        )
+        self.missed = missed
+
+    def step_ratios(self, windows: np.ndarray) -> np.ndarray:
+        out = np.full((len(windows), 16, 3), 0.5)
+        out[:, [i - 16 for i in self.missed], 0] = 5.0
+        return out
+
+
+def test_the_pipeline_vouches_for_a_ramp_over_its_evidence_span() -> None:
+    """``Pipeline._with_evidence`` judges the span the forecaster missed: the ramp's readings
+    as one move, not its first reading alone (whose change does not stand out)."""
+    fit, window = pump_fit(np.random.default_rng(5))
+    first, last = 18, 29
+    share = np.clip((np.arange(len(window)) - first + 1) / (last - first + 1), 0.0, 1.0)
+    ramp = window + share[:, None] * np.array([50.0, 3.0, 20.0]) * 0.3
+    drifting = ramp.copy()
+    drifting[:, 2] += share * 3.0  # the current leaving the load over the same readings
+    detector = RampMissed(range(first, last + 1))
+
+    def judged(values: np.ndarray) -> Verdict:
+        shown = Window("pump", "a", 0.0, 31.0, values.astype(np.float32))
+        score = Score(shown, 5.0, (5.0, 0.5, 0.5), "v1")
+        (out,) = Pipeline._with_evidence(
+            detector, values[None], [Verdict(score, threshold=1.0, is_anomaly=True)], [fit]
+        )
+        return out
+
+    vouched = judged(ramp)
+    assert vouched.evidence is not None
+    assert vouched.evidence[0] < vouched.evidence[1]  # a span, not one reading
+    assert vouched.joint
+    assert not judged(drifting).joint
