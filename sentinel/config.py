@@ -38,6 +38,7 @@ __all__ = [
     "AlertsConfig",
     "ClusterConfig",
     "ColdStartConfig",
+    "CommandLevelsConfig",
     "ConstantsConfig",
     "DatabaseConfig",
     "FeatureSpec",
@@ -1136,6 +1137,71 @@ class NoiseConfig(Section):
     )
 
 
+class CommandLevelsConfig(Section):
+    """Command-level check: a channel that settles away from the level its command sets
+    (sentinel/judge/command_levels.py; issue #21)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Where a model learnt command channels (inputs whose changes come with a "
+        "scored channel's step, as one-hot spacecraft commands do), remember per device the "
+        "level each other channel settles at after each command, and judge it after the "
+        "next ones: a channel settled away from that command's level is a broken relation "
+        "(relation:FEATURE), whatever its score; each level on its own may be a normal one "
+        "(another command's). Only channels whose level the commands set are judged.",
+    )
+    k: float = Field(
+        default=8.0,
+        gt=0,
+        le=1_000,
+        description="A settled level is off when it lies more than k times the spread of "
+        "that command's earlier settled levels (at least the channel's noise over the "
+        "readings measured) from their median.",
+    )
+    settle: int = Field(
+        default=16,
+        ge=1,
+        le=100_000,
+        description="Readings after a command before the channel's level counts as settled.",
+    )
+    span: int = Field(
+        default=32,
+        ge=8,
+        le=100_000,
+        description="Settled readings a level is the median of: the first span after each "
+        "command make its record; the newest span are judged.",
+    )
+    min_sends: int = Field(
+        default=3,
+        ge=2,
+        le=1_000,
+        description="Records of a command needed before the levels after it are judged; "
+        "commands training never sent are learnt from their first sends live.",
+    )
+    separation: float = Field(
+        default=0.25,
+        gt=0,
+        le=100,
+        description="A settled level is off only when it is also at least this share of the "
+        "smallest distance between two commands' levels of that channel from its own.",
+    )
+    explained: float = Field(
+        default=10.0,
+        gt=1,
+        le=100_000,
+        description="A channel is judged only where the commands set its level: its levels "
+        "after different commands lie this many times the largest spread of one command's "
+        "levels apart.",
+    )
+    memory: int = Field(
+        default=16,
+        ge=2,
+        le=10_000,
+        description="Records kept per device and command, newest first: a response that "
+        "changed for good is learnt once it is their median.",
+    )
+
+
 class ConstantsConfig(Section):
     """Departure check of the features constant in a model's training data
     (sentinel/judge/constants.py; issue #21)."""
@@ -1752,6 +1818,7 @@ class SentinelConfig(Section):
     levels: LevelsConfig = Field(default_factory=LevelsConfig)
     stuck: StuckConfig = Field(default_factory=StuckConfig)
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    command_levels: CommandLevelsConfig = Field(default_factory=CommandLevelsConfig)
     relations: RelationsConfig = Field(default_factory=RelationsConfig)
     constants: ConstantsConfig = Field(default_factory=ConstantsConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)

@@ -384,6 +384,11 @@ class Detector(ABC):
         ``sentinel.model.train.stepped_features``). None by default."""
         return ()
 
+    def pulse_indices(self) -> tuple[int, ...]:
+        """The features that were pulse trains in training (``pulse_shapes``), by index:
+        the command-level check reads a change of one as a command sent. None by default."""
+        return ()
+
     def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
         """(rest, pulse value) pairs of the features that were pulse trains in training
         (one-hot command channels, 0 but for a one-reading 1 when sent;

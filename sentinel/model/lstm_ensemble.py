@@ -186,6 +186,9 @@ class LstmEnsembleDetector(Detector):
     def stepped_indices(self) -> tuple[int, ...]:
         return self._forecaster.stepped_indices()
 
+    def pulse_indices(self) -> tuple[int, ...]:
+        return self._forecaster.pulse_indices()
+
     def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
         return self._forecaster.pulse_shapes()
 

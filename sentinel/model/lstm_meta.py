@@ -427,6 +427,11 @@ class LstmMetaChecks:
         meta = self._meta
         return tuple(meta.features.index(name) for name in meta.stepped_features)
 
+    def pulse_indices(self) -> tuple[int, ...]:
+        """The pulse trains of training (``LstmMeta.pulse_features``), by index."""
+        names = self._meta.features
+        return tuple(sorted(names.index(n) for n in self._meta.pulse_features))
+
     def pulse_shapes(self) -> tuple[tuple[float, float], ...]:
         """(rest, pulse value) of every pulse train of training (``LstmMeta.pulse_features``)."""
         return pulse_pairs(self._meta.pulse_features)

@@ -27,6 +27,7 @@ import structlog
 from sentinel.config import SentinelConfig, StreamConfig, config_hash
 from sentinel.errors import SentinelError, StoreError
 from sentinel.judge.alerts import AlertTracker, alert_checks
+from sentinel.judge.command_levels import CommandLevelCheck
 from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.evidence import evidence, score_feature
 from sentinel.judge.levels import LevelCheck
@@ -192,6 +193,7 @@ class Pipeline:
         self._noise = NoiseCheck(config.noise)
         self._relations = RelationCheck(config.relations, config.windows.hop)
         self._constants = ConstantCheck(config.constants, config.windows.hop)
+        self._command_levels = CommandLevelCheck(config.command_levels, config.windows.hop)
         self._recurring = RecurringExcursions(config.threshold)
         self._snapshots = (
             ThresholdSnapshots(
@@ -609,6 +611,7 @@ class Pipeline:
         parked = self._thresholds.park(held)
         self._spikes.park(held)
         self._relations.park(held)
+        self._command_levels.park(held)
         self._recurring.park(held)
         return parked
 
@@ -718,6 +721,13 @@ class Pipeline:
         relations = self._relations.check(
             detector, windows, stacked, self._thresholds.rebaseline_after(runtime.config.name)
         )
+        commands = command_channels(detector, self._config.constants.sibling_pulses)
+        settled = self._command_levels.check(
+            runtime.config.name,
+            [w.device for w in windows],
+            stacked,
+            sorted({*commands, *detector.pulse_indices()}),
+        )
         verdicts: list[Verdict] = []
         # Python floats for the whole batch in two C calls, not one float() per number
         value_list, error_rows = values.tolist(), feature_errors.tolist()
@@ -729,8 +739,11 @@ class Pipeline:
                 feature_errors=tuple(error_rows[i]),
                 model_version=version,
             )
+            relation, off = relations[i], settled[i]
+            if off is not None and (relation is None or off.z > relation.z):
+                relation = off
             verdict = self._thresholds.judge(
-                score, spikes[i], levels[i], constants[i], stuck[i], relations[i], noise[i]
+                score, spikes[i], levels[i], constants[i], stuck[i], relation, noise[i]
             )
             verdicts.append(self._recurring.judge(verdict, warm=not live))
         # The warm start's windows are the model's training rows: learnt whatever their
@@ -738,7 +751,6 @@ class Pipeline:
         # judge every window at it broken and learn none).
         learnt = [not (live and v.is_anomaly) for v in verdicts]
         self._relations.learn(detector, windows, stacked, learnt, relations)
-        commands = command_channels(detector, self._config.constants.sibling_pulses)
         inputs = tuple(sorted({*commands, *detector.stepped_indices()}))
         return self._with_evidence(detector, stacked, verdicts, fits, commands, inputs)
 
@@ -1107,6 +1119,7 @@ class Pipeline:
         self._noise.reconfigure(config.noise)
         self._relations.reconfigure(config.relations, config.windows.hop)
         self._constants.reconfigure(config.constants, config.windows.hop)
+        self._command_levels.reconfigure(config.command_levels, config.windows.hop)
         self._recurring.reconfigure(config.threshold)
         self.rejections.interval = config.ingest.log_interval
         self._config = config

@@ -1,0 +1,223 @@
+"""The command-level check: a channel that settles away from the level its command sets.
+
+Spacecraft and plant telemetry often comes as channels beside the commands that drive them:
+one-hot command channels, 0 but for a one-reading 1 when a command is sent, each moving a
+channel to a level of its own (a mode, a valve position, a heater state). A channel that
+settles at the wrong level after a command -- often another command's normal level --
+shows nothing any other check can see: every reading is one the channel normally holds,
+its steps, noise and relations to the others are normal, and the window holds no memory of
+which command came last (``simulators.synthetic.telemetry_modes``' first fault, missed
+until this check; issue #21).
+
+Each device remembers its last *send* -- the command channels that changed at one reading,
+and the values they changed to -- and, per send, the level every other channel settled at:
+the median of its readings from ``settle`` readings after the command for ``span``
+readings (or until the next command). Once a send has ``min_sends`` such records, a
+channel's settled level after it is judged: its median over the last ``span`` settled
+readings against the records' median, in units of the records' spread (at least the
+channel's noise over that many readings), and by at least ``separation`` of the smallest
+distance between two sends' levels of that channel. Only channels whose level the sends
+set are judged: their levels after different sends lie at least ``explained`` times the
+largest spread within one send apart (a channel that wanders by itself, or sits at one
+level whatever is sent, is someone else's to judge). A wrong level is judged in every
+window until the next command; its record joins the others, so a response that changed
+for good is learnt once it is the median.
+
+A command's return to rest within two readings (the end of a pulse) is not a send. The
+state belongs to the device, not the model: it carries over a model swap and is learnt
+from the warm start's training rows as from live ones. It is not saved across a restart
+(a restarted daemon re-learns it from ``min_sends`` sends of each command).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from sentinel.config import CommandLevelsConfig
+from sentinel.records import RelationHit
+
+__all__ = ["CommandLevelCheck"]
+
+# A send is a tuple of (command feature, value it changed to) pairs, sorted.
+Send = tuple[tuple[int, float], ...]
+
+_RETURN_WITHIN = 2  # a change back within this many readings ends a pulse, it sends nothing
+_MIN_SETTLED = 8  # settled readings a level is measured from, at least
+_MAD = 1.4826  # median absolute deviation to a Gaussian standard deviation
+
+
+@dataclass
+class _Record:
+    level: npt.NDArray[np.float64]  # per feature, the median settled reading
+    noise: npt.NDArray[np.float64]  # per feature, 1.4826 x the readings' MAD about it
+    count: int  # readings it was taken from
+
+
+@dataclass
+class _DeviceCommands:
+    clock: int = 0  # readings seen
+    send: Send | None = None  # the last send, None before the first
+    since: int = 0  # readings since it
+    settled: list[npt.NDArray[np.float64]] = field(default_factory=list)  # readings after settle
+    recorded: bool = False  # the current send's record is taken
+    # per command feature, (reading index of its last change, the value it changed from)
+    changed: dict[int, tuple[int, float]] = field(default_factory=dict)
+    records: dict[Send, deque[_Record]] = field(default_factory=dict)
+
+
+class CommandLevelCheck:
+    """Per (stream, device) settled levels after each command, and windows judged by them."""
+
+    def __init__(self, config: CommandLevelsConfig, hop: int) -> None:
+        self.config = config
+        self.hop = hop
+        self._devices: dict[tuple[str, str], _DeviceCommands] = {}
+
+    def reconfigure(self, config: CommandLevelsConfig, hop: int) -> None:
+        self.config = config
+        self.hop = hop
+
+    def check(
+        self,
+        stream: str,
+        devices: Sequence[str],
+        values: np.ndarray,
+        commands: Sequence[int],
+    ) -> list[RelationHit | None]:
+        """Learn from and judge a batch of one stream's windows (B, T, F), in arrival order.
+        ``commands``: the feature indices that are commands (``command_channels``); the
+        others are judged."""
+        count = len(devices)
+        if not self.config.enabled or not commands or count == 0:
+            return [None] * count
+        judged = np.array([f for f in range(values.shape[2]) if f not in set(commands)])
+        if judged.size == 0:
+            return [None] * count
+        fresh = min(self.hop, values.shape[1] - 1)
+        hits: list[RelationHit | None] = []
+        for i, device in enumerate(devices):
+            state = self._devices.setdefault((stream, device), _DeviceCommands())
+            window = np.asarray(values[i], dtype=np.float64)
+            for t in range(window.shape[0] - fresh, window.shape[0]):
+                self._step(state, window[t], window[t - 1], commands, judged)
+            hits.append(self._judge(state, judged))
+        return hits
+
+    def _step(
+        self,
+        state: _DeviceCommands,
+        reading: npt.NDArray[np.float64],
+        before: npt.NDArray[np.float64],
+        commands: Sequence[int],
+        judged: npt.NDArray[np.intp],
+    ) -> None:
+        """One fresh reading: a new send, or one more reading after the last."""
+        cfg = self.config
+        sent: list[tuple[int, float]] = []
+        for c in commands:
+            now, was = reading[c], before[c]
+            if now == was or not (math.isfinite(now) and math.isfinite(was)):
+                continue
+            last = state.changed.get(c)
+            state.changed[c] = (state.clock, float(was))
+            if last is not None and state.clock - last[0] <= _RETURN_WITHIN and now == last[1]:
+                continue  # a pulse's end: back to where it came from
+            sent.append((c, float(now)))
+        state.clock += 1
+        if sent:
+            self._record(state)
+            state.send, state.since = tuple(sorted(sent)), 0
+            state.settled, state.recorded = [], False
+            return
+        if state.send is None:
+            return
+        state.since += 1
+        if state.since >= cfg.settle:
+            level = reading[judged]
+            if np.isfinite(level).all():
+                state.settled.append(level)
+                if len(state.settled) > cfg.span:
+                    del state.settled[0]
+                if len(state.settled) == cfg.span and not state.recorded:
+                    self._record(state)
+
+    def _record(self, state: _DeviceCommands) -> None:
+        """Take the current send's record, once, from its first ``span`` settled readings."""
+        if state.send is None or state.recorded or len(state.settled) < _MIN_SETTLED:
+            return
+        rows = np.array(state.settled)
+        level = np.median(rows, axis=0)
+        noise = _MAD * np.median(np.abs(rows - level), axis=0)
+        past = state.records.get(state.send)
+        if past is None:
+            past = state.records[state.send] = deque(maxlen=self.config.memory)
+        past.append(_Record(level, noise, len(rows)))
+        state.recorded = True
+
+    def _judge(self, state: _DeviceCommands, judged: npt.NDArray[np.intp]) -> RelationHit | None:
+        cfg = self.config
+        if state.send is None or len(state.settled) < _MIN_SETTLED:
+            return None
+        past = list(state.records.get(state.send, ()))
+        if state.recorded:
+            past = past[:-1]  # the send being judged is not its own reference
+        if len(past) < cfg.min_sends:
+            return None
+        known = [
+            ref
+            for records in state.records.values()
+            if (ref := _reference(list(records), cfg.min_sends)) is not None
+        ]
+        if len(known) < 2:  # one send: nothing says the command sets the level
+            return None
+        means = np.array([m for m, _ in known])
+        spreads = np.array([s for _, s in known])
+        own = _reference(past)
+        assert own is not None
+        own_mean, own_spread = own
+        gaps = np.sort(means, axis=0)
+        gaps = np.diff(gaps, axis=0)
+        gaps = np.where(gaps > 0, gaps, np.inf).min(axis=0)
+        gaps = np.where(np.isfinite(gaps), gaps, 0.0)
+        explained = (means.max(axis=0) - means.min(axis=0)) >= cfg.explained * spreads.max(axis=0)
+        rows = np.array(state.settled)
+        level = np.median(rows, axis=0)
+        noise = np.median([r.noise for r in past], axis=0) / math.sqrt(len(rows))
+        scale = np.maximum(own_spread, noise)
+        floor = np.maximum(1e-6 * np.maximum(1.0, np.abs(own_mean)), 1e-12)
+        scale = np.maximum(scale, floor)
+        off = np.abs(level - own_mean)
+        z = np.where(explained & (off >= cfg.separation * gaps) & (gaps > 0), off / scale, 0.0)
+        f = int(z.argmax())
+        if z[f] <= cfg.k:
+            return None
+        return RelationHit(
+            int(judged[f]), float(z[f]), math.erfc(float(z[f]) / math.sqrt(2.0)), None
+        )
+
+    def park(self, keep: Container[tuple[str, str]]) -> int:
+        """Forget every device not in ``keep`` (quiet ones): re-learnt when they return."""
+        gone = [key for key in self._devices if key not in keep]
+        for key in gone:
+            del self._devices[key]
+        return len(gone)
+
+
+def _reference(
+    records: list[_Record], least: int = 1
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """(median level, spread) of a send's records, or None with fewer than ``least``: the
+    spread is 1.4826 x the levels' MAD (the caller floors it: three records' MAD can be ~0
+    by chance)."""
+    if len(records) < max(least, 1):
+        return None
+    levels = np.array([r.level for r in records])
+    mean = np.median(levels, axis=0)
+    spread = _MAD * np.median(np.abs(levels - mean), axis=0)
+    return mean, spread

@@ -1,0 +1,125 @@
+"""The command-level check (``sentinel.judge.command_levels``, issue #21): a channel that
+settles away from the level its last command sets, though that level is a normal one of
+another command's, is a broken relation; a channel the commands do not set is not judged."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sentinel.config import CommandLevelsConfig
+from sentinel.judge.command_levels import CommandLevelCheck
+from sentinel.records import RelationHit
+
+LEVELS = (-1.0, 0.2, 0.8)
+COMMANDS = (1, 2, 3)  # one-hot command channels after the telemetry channel
+LENGTH, HOP = 32, 4
+
+
+def telemetry(
+    sends: int, *, wrong: int | None = None, offset: float = 0.6, apart: int = 60, seed: int = 0
+) -> tuple[np.ndarray, list[int]]:
+    """A channel moved among three levels by one-reading command pulses, every ``apart``
+    readings, the commands in turn; after send ``wrong`` it settles ``offset`` away (0.2
+    + 0.6 is the third command's level). (readings, the reading index of each send)"""
+    rng = np.random.default_rng(seed)
+    rows = (sends + 1) * apart
+    values = np.zeros((rows, 4))
+    target = np.full(rows, LEVELS[0])
+    at: list[int] = []
+    for k in range(sends):
+        start = (k + 1) * apart
+        command = (k + 1) % 3
+        values[start, 1 + command] = 1.0
+        target[start:] = LEVELS[command] + (offset if k == wrong else 0.0)
+        at.append(start)
+    level = target[0]
+    for i in range(rows):  # a first-order lag of 4 readings
+        level += (target[i] - level) / 4
+        values[i, 0] = level + rng.normal(0.0, 0.03)
+    return values, at
+
+
+def judge(
+    check: CommandLevelCheck, values: np.ndarray, device: str = "sat-1"
+) -> list[tuple[int, RelationHit]]:
+    """Each window as the assembler makes them; (index of its newest reading, hit)."""
+    hits = []
+    for end in range(LENGTH, len(values) + 1, HOP):
+        window = values[end - LENGTH : end][None]
+        (hit,) = check.check("telemetry", [device], window, COMMANDS)
+        if hit is not None:
+            hits.append((end - 1, hit))
+    return hits
+
+
+def test_a_channel_at_another_commands_level_is_judged_until_the_next_command() -> None:
+    values, sends = telemetry(15, wrong=10)
+    check = CommandLevelCheck(CommandLevelsConfig(), HOP)
+    hits = judge(check, values)
+    assert hits, "the wrong level went unseen"
+    assert {hit.feature for _, hit in hits} == {0}
+    start, end = sends[10], sends[11]
+    assert all(start < at <= end + LENGTH for at, _ in hits), (hits, start, end)
+    # from the settled readings on, as long as the level stays wrong
+    assert hits[0][0] <= start + 16 + 8 + HOP
+    assert hits[-1][0] >= end - HOP
+    assert min(hit.z for _, hit in hits) > CommandLevelsConfig().k
+
+
+def test_the_same_sends_at_their_own_levels_raise_nothing() -> None:
+    for seed in range(5):
+        values, _ = telemetry(30, seed=seed)
+        assert judge(CommandLevelCheck(CommandLevelsConfig(), HOP), values) == []
+
+
+def test_a_send_is_judged_only_after_min_sends_records_of_it() -> None:
+    # the second send of command 2 (sends 1, 4, 7, ... are its) is already wrong
+    values, _ = telemetry(6, wrong=4)
+    assert judge(CommandLevelCheck(CommandLevelsConfig(), HOP), values) == []
+    relaxed = CommandLevelCheck(CommandLevelsConfig(min_sends=2), HOP)
+    values, _ = telemetry(9, wrong=7)
+    assert judge(relaxed, values)
+
+
+def test_a_channel_the_commands_do_not_set_is_not_judged() -> None:
+    # the same pulses beside a channel wandering on its own: a slow cycle and noise
+    values, sends = telemetry(30)
+    rows = np.arange(len(values))
+    noise = np.random.default_rng(1).normal(0.0, 0.03, len(rows))
+    values[:, 0] = np.sin(2 * np.pi * rows / 97) + noise
+    values[sends[20] :, 0] += 0.6  # a shift the command check has no say in
+    assert judge(CommandLevelCheck(CommandLevelsConfig(), HOP), values) == []
+
+
+def test_a_response_that_changed_for_good_is_learnt() -> None:
+    values, sends = telemetry(60)
+    # from send 21 on, the channel settles 0.3 higher after every command
+    shifted, _ = telemetry(60, offset=0.0)
+    for k, start in enumerate(sends):
+        if k >= 21:
+            end = sends[k + 1] if k + 1 < len(sends) else len(values)
+            shifted[start + 8 : end, 0] += 0.3
+    hits = judge(CommandLevelCheck(CommandLevelsConfig(), HOP), shifted)
+    assert hits, "the change went unseen"
+    late = [at for at, _ in hits if at > sends[45]]
+    assert late == [], "a response that stayed changed kept alerting"
+
+
+def test_a_pulse_ending_is_not_a_send_and_devices_are_apart() -> None:
+    values, _ = telemetry(15, wrong=10)
+    check = CommandLevelCheck(CommandLevelsConfig(), HOP)
+    clean, _ = telemetry(15, seed=3)
+    assert judge(check, clean, device="sat-2") == []
+    assert judge(check, values, device="sat-1")
+    # each pulse made one send, its end none: records per command, none for rest values
+    state = check._devices[("telemetry", "sat-1")]
+    assert sorted(state.records) == [((c, 1.0),) for c in COMMANDS]
+
+
+def test_off_and_without_commands_nothing_is_judged() -> None:
+    values, _ = telemetry(15, wrong=10)
+    off = CommandLevelCheck(CommandLevelsConfig(enabled=False), HOP)
+    assert judge(off, values) == []
+    check = CommandLevelCheck(CommandLevelsConfig(), HOP)
+    window = values[:LENGTH][None]
+    assert check.check("telemetry", ["sat-1"], window, ()) == [None]
