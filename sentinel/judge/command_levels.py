@@ -12,11 +12,14 @@ until this check; issue #21).
 Each device remembers its last *send* -- the command channels that changed at one reading,
 and the values they changed to -- and, per send, the level every other channel settled at:
 the median of its readings from ``settle`` readings after the command for ``span``
-readings (or until the next command). Once a send has ``min_sends`` such records, a
+readings (or until the next command), where they had settled (the medians of their halves
+within three times their step noise of each other: a channel still approaching its level
+over a lag longer than ``settle`` is not, and its level then depends on where it came
+from). Once a send has ``min_sends`` settled records, a
 channel's settled level after it is judged: its median over the last ``span`` settled
-readings against the records' median, in units of the records' spread (at least the
-channel's noise over that many readings), and by at least ``separation`` of the smallest
-distance between two sends' levels of that channel. Only channels whose level the sends
+readings, where those have settled too, against the records' median, in units of the
+records' spread (at least the channel's noise over that many readings), and by at least
+``separation`` of the smallest distance between two sends' levels of that channel. Only channels whose level the sends
 set are judged: their levels after different sends lie at least ``explained`` times the
 largest spread within one send apart (a channel that wanders by itself, or sits at one
 level whatever is sent, is someone else's to judge). A wrong level is judged in every
@@ -32,6 +35,7 @@ from the warm start's training rows as from live ones. It is not saved across a 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
@@ -50,11 +54,13 @@ Send = tuple[tuple[int, float], ...]
 _RETURN_WITHIN = 2  # a change back within this many readings ends a pulse, it sends nothing
 _MIN_SETTLED = 8  # settled readings a level is measured from, at least
 _MAD = 1.4826  # median absolute deviation to a Gaussian standard deviation
+_TREND = 3.0  # settled: its halves' medians within this many step noises of each other
 
 
 @dataclass
 class _Record:
-    level: npt.NDArray[np.float64]  # per feature, the median settled reading
+    # per feature, the median settled reading; NaN where the channel was still moving
+    level: npt.NDArray[np.float64]
     noise: npt.NDArray[np.float64]  # per feature, 1.4826 x the readings' MAD about it
     count: int  # readings it was taken from
 
@@ -154,6 +160,7 @@ class CommandLevelCheck:
         rows = np.array(state.settled)
         level = np.median(rows, axis=0)
         noise = _MAD * np.median(np.abs(rows - level), axis=0)
+        level = np.where(_still(rows, level), level, np.nan)
         past = state.records.get(state.send)
         if past is None:
             past = state.records[state.send] = deque(maxlen=self.config.memory)
@@ -176,24 +183,34 @@ class CommandLevelCheck:
         ]
         if len(known) < 2:  # one send: nothing says the command sets the level
             return None
-        means = np.array([m for m, _ in known])
+        means = np.array([m for m, _ in known])  # NaN: too few settled records
         spreads = np.array([s for _, s in known])
-        own = _reference(past)
-        assert own is not None
+        own = _reference(past, cfg.min_sends)
+        if own is None:
+            return None
         own_mean, own_spread = own
-        gaps = np.sort(means, axis=0)
-        gaps = np.diff(gaps, axis=0)
-        gaps = np.where(gaps > 0, gaps, np.inf).min(axis=0)
-        gaps = np.where(np.isfinite(gaps), gaps, 0.0)
-        explained = (means.max(axis=0) - means.min(axis=0)) >= cfg.explained * spreads.max(axis=0)
+        # per feature, over the sends with enough settled records: the smallest distance
+        # between two sends' levels, and whether they lie apart beyond their spreads
+        settled = np.isfinite(means)
+        enough = settled.sum(axis=0) >= 2
+        low = np.where(settled, means, np.inf)
+        ordered = np.sort(low, axis=0)
+        steps = np.diff(ordered, axis=0)
+        gaps = np.where(np.isfinite(steps) & (steps > 0), steps, np.inf).min(axis=0)
+        gaps = np.where(enough & np.isfinite(gaps), gaps, 0.0)
+        width = np.where(settled, means, -np.inf).max(axis=0) - ordered[0]
+        widest = np.where(settled, spreads, 0.0).max(axis=0)
+        explained = enough & (width >= cfg.explained * widest)
         rows = np.array(state.settled)
         level = np.median(rows, axis=0)
+        still = _still(rows, level)
         noise = np.median([r.noise for r in past], axis=0) / math.sqrt(len(rows))
-        scale = np.maximum(own_spread, noise)
-        floor = np.maximum(1e-6 * np.maximum(1.0, np.abs(own_mean)), 1e-12)
+        scale = np.maximum(np.nan_to_num(own_spread), noise)
+        floor = np.maximum(1e-6 * np.maximum(1.0, np.abs(np.nan_to_num(own_mean))), 1e-12)
         scale = np.maximum(scale, floor)
-        off = np.abs(level - own_mean)
-        z = np.where(explained & (off >= cfg.separation * gaps) & (gaps > 0), off / scale, 0.0)
+        off = np.abs(level - np.nan_to_num(own_mean))
+        judged_here = explained & still & np.isfinite(own_mean) & (gaps > 0)
+        z = np.where(judged_here & (off >= cfg.separation * gaps), off / scale, 0.0)
         f = int(z.argmax())
         if z[f] <= cfg.k:
             return None
@@ -210,14 +227,35 @@ class CommandLevelCheck:
 
 
 def _reference(
-    records: list[_Record], least: int = 1
+    records: list[_Record], least: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
-    """(median level, spread) of a send's records, or None with fewer than ``least``: the
-    spread is 1.4826 x the levels' MAD (the caller floors it: three records' MAD can be ~0
-    by chance)."""
-    if len(records) < max(least, 1):
+    """(median level, spread) per feature of a send's settled records, NaN for a feature
+    with fewer than ``least`` of them; None when no feature has that many. The spread is
+    1.4826 x the levels' MAD (the caller floors it: three records' MAD can be ~0 by
+    chance)."""
+    if len(records) < least:
         return None
     levels = np.array([r.level for r in records])
-    mean = np.median(levels, axis=0)
-    spread = _MAD * np.median(np.abs(levels - mean), axis=0)
-    return mean, spread
+    enough = np.isfinite(levels).sum(axis=0) >= least
+    if not enough.any():
+        return None
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        mean = np.nanmedian(levels, axis=0)
+        spread = _MAD * np.nanmedian(np.abs(levels - mean), axis=0)
+    return np.where(enough, mean, np.nan), np.where(enough, spread, np.nan)
+
+
+def _still(rows: npt.NDArray[np.float64], level: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Per feature, whether the readings (N, F) had settled: the medians of their halves
+    lie within ``_TREND`` times the noise of their reading-to-reading changes of each other
+    (which a steady ramp or a slow lag's approach does not move). A set point's temperature
+    approaching its new level over a lag longer than ``settle`` is still moving, and its
+    levels after a send depend on where it came from (``setpoint_steps``, a lag of 20
+    readings: one false alert before this test)."""
+    half = len(rows) // 2
+    trend = np.abs(np.median(rows[half:], axis=0) - np.median(rows[:half], axis=0))
+    steps = np.diff(rows, axis=0)
+    noise = _MAD * np.median(np.abs(steps - np.median(steps, axis=0)), axis=0) / math.sqrt(2.0)
+    floor = 1e-6 * np.maximum(1.0, np.abs(level))
+    return np.asarray(trend <= _TREND * np.maximum(noise, floor), dtype=np.bool_)

@@ -123,3 +123,33 @@ def test_off_and_without_commands_nothing_is_judged() -> None:
     check = CommandLevelCheck(CommandLevelsConfig(), HOP)
     window = values[:LENGTH][None]
     assert check.check("telemetry", ["sat-1"], window, ()) == [None]
+
+
+def test_a_channel_still_approaching_its_level_is_not_judged() -> None:
+    # a set point's temperature: a lag of 20 readings, longer than settle, so the level
+    # 16-48 readings after a step depends on where the step came from
+    rng = np.random.default_rng(4)
+    points = (40.0, 45.0, 50.0, 55.0)
+    rows, at, level = 6000, 0, 50.0
+    values = np.zeros((rows, 2))
+    while at < rows:
+        length = int(rng.integers(150, 400))
+        values[at : at + length, 1] = level
+        at += length
+        level = float(rng.choice([v for v in points if v != level]))
+    temperature = values[0, 1]
+    for i in range(rows):
+        temperature += (values[i, 1] - temperature) / 20
+        values[i, 0] = temperature + rng.normal(0.0, 0.1)
+    check = CommandLevelCheck(CommandLevelsConfig(), HOP)
+    hits = []
+    for end in range(LENGTH, rows + 1, HOP):
+        (hit,) = check.check("hvac", ["ahu-1"], values[end - LENGTH : end][None], (1,))
+        if hit is not None:
+            hits.append(end)
+    assert hits == []
+    # the records were taken, and none of them counted as settled
+    state = check._devices[("hvac", "ahu-1")]
+    records = [r for past in state.records.values() for r in past]
+    assert len(records) > 10
+    assert all(np.isnan(r.level[0]) for r in records)
