@@ -19,8 +19,9 @@ from). Once a send has ``min_sends`` settled records, a
 channel's settled level after it is judged: its median over the last ``span`` settled
 readings, where those have settled too, against the records' median, in units of the
 records' spread (at least the channel's noise over that many readings), and by at least
-``separation`` of the smallest distance between two sends' levels of that channel. Only channels whose level the sends
-set are judged: their levels after different sends lie at least ``explained`` times the
+``separation`` of the smallest distance between two sends' levels of that channel. Only
+channels whose level the sends set are judged: settled in three quarters of their
+records, and their levels after different sends lying at least ``explained`` times the
 largest spread within one send apart (a channel that wanders by itself, or sits at one
 level whatever is sent, is someone else's to judge). A wrong level is judged in every
 window until the next command; its record joins the others, so a response that changed
@@ -55,6 +56,7 @@ _RETURN_WITHIN = 2  # a change back within this many readings ends a pulse, it s
 _MIN_SETTLED = 8  # settled readings a level is measured from, at least
 _MAD = 1.4826  # median absolute deviation to a Gaussian standard deviation
 _TREND = 3.0  # settled: its halves' medians within this many step noises of each other
+_HELD = 0.75  # a channel held at levels by its commands: settled in this share of records
 
 
 @dataclass
@@ -200,7 +202,7 @@ class CommandLevelCheck:
         gaps = np.where(enough & np.isfinite(gaps), gaps, 0.0)
         width = np.where(settled, means, -np.inf).max(axis=0) - ordered[0]
         widest = np.where(settled, spreads, 0.0).max(axis=0)
-        explained = enough & (width >= cfg.explained * widest)
+        explained = enough & (width >= cfg.explained * widest) & _held(state.records)
         rows = np.array(state.settled)
         level = np.median(rows, axis=0)
         still = _still(rows, level)
@@ -244,6 +246,16 @@ def _reference(
         mean = np.nanmedian(levels, axis=0)
         spread = _MAD * np.nanmedian(np.abs(levels - mean), axis=0)
     return np.where(enough, mean, np.nan), np.where(enough, spread, np.nan)
+
+
+def _held(records: dict[Send, deque[_Record]]) -> npt.NDArray[np.bool_]:
+    """Per feature, whether the channel is one the commands hold at levels: settled in
+    at least ``_HELD`` of all its records. A channel that moves by itself (an orbit's
+    cycle beside the commands) is still now and then, at its peaks and troughs, and a
+    few such records of a send can agree by chance (``rare_commands`` seed 4: seven false
+    alerts before this test)."""
+    levels = np.array([r.level for past in records.values() for r in past])
+    return np.asarray(np.isfinite(levels).mean(axis=0) >= _HELD, dtype=np.bool_)
 
 
 def _still(rows: npt.NDArray[np.float64], level: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
