@@ -28,25 +28,31 @@ window until the next command; its record joins the others, so a response that c
 for good is learnt once it is the median.
 
 A command's return to rest within two readings (the end of a pulse) is not a send. The
-state belongs to the device, not the model: it carries over a model swap and is learnt
-from the warm start's training rows as from live ones. It is not saved across a restart
-(a restarted daemon re-learns it from ``min_sends`` sends of each command).
+records belong to the device, not the model: they carry over a model swap (unless its
+commands differ, which drops them), are learnt from the warm start's training rows as from
+live ones, are set aside while the device is parked, and are saved in ``thresholds.json``
+(``command_levels``) across a restart; the send a device was in is not, so its first
+send after a restart or a return is the first judged.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from sentinel.config import CommandLevelsConfig
 from sentinel.records import RelationHit
 
 __all__ = ["CommandLevelCheck"]
+
+log = structlog.get_logger(__name__)
 
 # A send is a tuple of (command feature, value it changed to) pairs, sorted.
 Send = tuple[tuple[int, float], ...]
@@ -68,6 +74,9 @@ class _Record:
 
 @dataclass
 class _DeviceCommands:
+    # the features judged (not commands) when the records were taken: a model whose
+    # commands differ makes them a different record, and they are dropped
+    judged: tuple[int, ...] = ()
     clock: int = 0  # readings seen
     send: Send | None = None  # the last send, None before the first
     since: int = 0  # readings since it
@@ -99,6 +108,8 @@ class CommandLevelCheck:
         self.config = config
         self.hop = hop
         self._devices: dict[tuple[str, str], _DeviceCommands] = {}
+        # (stream, device) -> ``snapshot`` data of a device gone quiet (``park``)
+        self._parked: dict[tuple[str, str], dict[str, Any]] = {}
 
     def reconfigure(self, config: CommandLevelsConfig, hop: int) -> None:
         self.config = config
@@ -129,8 +140,9 @@ class CommandLevelCheck:
         moved &= np.isfinite(pulses[:, :-1])
         hits: list[RelationHit | None] = []
         sending = moved.any(axis=2)  # (B, fresh)
+        judged_key = tuple(judged.tolist())
         for i, device in enumerate(devices):
-            state = self._devices.setdefault((stream, device), _DeviceCommands())
+            state = self._state(stream, device, judged_key)
             if not sending[i].any():  # the common case: no command changed
                 self._advance(state, tail[i, 1:][:, judged])
             else:
@@ -139,6 +151,27 @@ class CommandLevelCheck:
                     self._step(state, tail[i, t + 1], tail[i, t], changed, judged)
             hits.append(self._judge(state, judged))
         return hits
+
+    def _state(self, stream: str, device: str, judged: tuple[int, ...]) -> _DeviceCommands:
+        """The device's state, taken back from ``park`` if it has some; its records are
+        dropped where the judged features are not theirs (a model of other commands)."""
+        key = (stream, device)
+        state = self._devices.get(key)
+        if state is None:
+            parked = self._parked.pop(key, None)
+            memory = self.config.memory
+            state = _DeviceCommands() if parked is None else _from_data(parked, memory)
+            self._devices[key] = state
+        if state.judged != judged:
+            if state.records:
+                log.info(
+                    "command_levels_relearnt",
+                    stream=stream,
+                    device=device,
+                    sends=len(state.records),
+                )
+            self._devices[key] = state = _DeviceCommands(judged=judged)
+        return state
 
     def _step(
         self,
@@ -271,11 +304,31 @@ class CommandLevelCheck:
         return _Reference(np.nan_to_num(own_mean), np.nan_to_num(own_spread), noise, gaps, judged)
 
     def park(self, keep: Container[tuple[str, str]]) -> int:
-        """Forget every device not in ``keep`` (quiet ones): re-learnt when they return."""
+        """Set aside the records of every device not in ``keep`` (quiet ones), as in a
+        snapshot, until they return; the send they were in is forgotten."""
         gone = [key for key in self._devices if key not in keep]
         for key in gone:
-            del self._devices[key]
+            state = self._devices.pop(key)
+            if state.records:
+                self._parked[key] = _to_data(state)
         return len(gone)
+
+    def snapshot(self, stream: str) -> dict[str, Any]:
+        """Each device's records (parked ones included), for ``thresholds.json``: enough to
+        judge the next send of a known command at once after a restart."""
+        data = {device: parked for (s, device), parked in self._parked.items() if s == stream}
+        for (s, device), state in self._devices.items():
+            if s == stream and state.records:
+                data[device] = _to_data(state)
+        return data
+
+    def restore(self, stream: str, devices: Mapping[str, Any]) -> int:
+        """Take back ``snapshot``'s records; raises ValueError/TypeError/KeyError on a
+        malformed one (the caller reports it and starts afresh)."""
+        memory = self.config.memory
+        restored = {(stream, str(d)): _from_data(data, memory) for d, data in devices.items()}
+        self._devices.update(restored)
+        return len(restored)
 
 
 def _levels(
@@ -338,3 +391,40 @@ def _still(rows: npt.NDArray[np.float64], level: npt.NDArray[np.float64]) -> npt
     noise = _MAD * _median(np.abs(steps - _median(steps))) / math.sqrt(2.0)
     floor = 1e-6 * np.maximum(1.0, np.abs(level))
     return np.asarray(trend <= _TREND * np.maximum(noise, floor), dtype=np.bool_)
+
+
+def _to_data(state: _DeviceCommands) -> dict[str, Any]:
+    """A device's records as JSON: NaN levels (not settled) as null."""
+    return {
+        "judged": list(state.judged),
+        "records": [
+            {
+                "send": [[c, v] for c, v in send],
+                "records": [[_nullable(r.level), r.noise.tolist(), r.count] for r in past],
+            }
+            for send, past in state.records.items()
+        ],
+    }
+
+
+def _from_data(data: Mapping[str, Any], memory: int) -> _DeviceCommands:
+    judged = tuple(int(f) for f in data["judged"])
+    state = _DeviceCommands(judged=judged)
+    for entry in data["records"]:
+        send: Send = tuple((int(c), float(v)) for c, v in entry["send"])
+        past: deque[_Record] = deque(maxlen=memory)
+        for level, noise, count in entry["records"]:
+            record = _Record(
+                np.array([np.nan if x is None else float(x) for x in level], dtype=np.float64),
+                np.asarray(noise, dtype=np.float64),
+                int(count),
+            )
+            if record.level.shape != (len(judged),) or record.noise.shape != (len(judged),):
+                raise ValueError(f"command level records do not fit {len(judged)} features")
+            past.append(record)
+        state.records[send] = past
+    return state
+
+
+def _nullable(values: npt.NDArray[np.float64]) -> list[float | None]:
+    return [None if math.isnan(x) else x for x in values.tolist()]

@@ -203,6 +203,7 @@ class Pipeline:
                 self._constants,
                 self._recurring,
                 self._relations,
+                self._command_levels,
             )
             if snapshot_path is not None
             else None

@@ -4,8 +4,9 @@ Written every ``snapshot_interval`` and when the worker stops, atomically, each 
 thresholds tagged with the model version they were learnt on; at start they are taken back
 only for the models still in use (a new model has its own score scale), while the spike
 check's noise scales and remembered spikes, the score's remembered recurring
-excursions (``recurring``) and the relation check's fits (``relations``), which belong to
-the devices, are taken back whatever the model. The constant check's learnt values
+excursions (``recurring``), the relation check's fits (``relations``) and the settled
+levels after each command (``command_levels``), which belong to the devices, are taken
+back whatever the model. The constant check's learnt values
 (``constants``) belong to the model's training values, so they come back only for the same
 model, as the thresholds do. A snapshot that cannot be read is set aside as
 ``thresholds.json.corrupt`` and reported, and the thresholds start afresh: never fatal.
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 import structlog
 
 from sentinel.atomic import write_atomically
+from sentinel.judge.command_levels import CommandLevelCheck
 from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.relations import RelationCheck
@@ -43,7 +45,7 @@ log = structlog.get_logger(__name__)
 _SCHEMA = 2
 _READ = (1, 2)
 # The parts of a stream's snapshot that are per device, keyed by device name.
-_PARTS = ("devices", "spikes", "constants", "recurring", "relations")
+_PARTS = ("devices", "spikes", "constants", "recurring", "relations", "command_levels")
 
 
 class SharedJudgeState(Protocol):
@@ -58,7 +60,7 @@ class SharedJudgeState(Protocol):
 
 class ThresholdSnapshots:
     """Saves and restores the state of ``thresholds``, ``spikes``, ``constants``,
-    ``recurring`` and ``relations`` at ``path``."""
+    ``recurring``, ``relations`` and ``command_levels`` at ``path``."""
 
     def __init__(
         self,
@@ -68,6 +70,7 @@ class ThresholdSnapshots:
         constants: ConstantCheck | None = None,
         recurring: RecurringExcursions | None = None,
         relations: RelationCheck | None = None,
+        command_levels: CommandLevelCheck | None = None,
     ) -> None:
         self.path = path
         self._thresholds = thresholds
@@ -75,6 +78,7 @@ class ThresholdSnapshots:
         self._constants = constants
         self._recurring = recurring
         self._relations = relations
+        self._command_levels = command_levels
 
     def _stream(self, name: str, version: str) -> dict[str, object]:
         return {
@@ -84,6 +88,7 @@ class ThresholdSnapshots:
             "constants": self._constants.snapshot(name) if self._constants else {},
             "recurring": self._recurring.snapshot(name) if self._recurring else {},
             "relations": self._relations.snapshot(name) if self._relations else {},
+            "command_levels": (self._command_levels.snapshot(name) if self._command_levels else {}),
         }
 
     def collect(
@@ -166,6 +171,8 @@ class ThresholdSnapshots:
             self._recurring.restore(name, saved.get("recurring", {}))
         if self._relations is not None:  # and the relations between their features
             self._relations.restore(name, saved.get("relations", {}), features)
+        if self._command_levels is not None:  # and what their commands set (issue #21)
+            self._command_levels.restore(name, saved.get("command_levels", {}))
         if saved["model_version"] != version:
             log.info(
                 "threshold_snapshot_stale",

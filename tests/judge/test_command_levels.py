@@ -4,11 +4,18 @@ another command's, is a broken relation; a channel the commands do not set is no
 
 from __future__ import annotations
 
-import numpy as np
+import json
+from pathlib import Path
 
-from sentinel.config import CommandLevelsConfig
+import numpy as np
+import pytest
+
+from sentinel.config import CommandLevelsConfig, SpikesConfig, ThresholdConfig
 from sentinel.judge.command_levels import CommandLevelCheck
+from sentinel.judge.spikes import SpikeCheck
+from sentinel.judge.threshold import ThresholdBank
 from sentinel.records import RelationHit
+from sentinel.worker.snapshots import ThresholdSnapshots
 
 LEVELS = (-1.0, 0.2, 0.8)
 COMMANDS = (1, 2, 3)  # one-hot command channels after the telemetry channel
@@ -164,3 +171,56 @@ def test_a_channel_still_approaching_its_level_is_not_judged() -> None:
     records = [r for past in state.records.values() for r in past]
     assert len(records) > 10
     assert all(np.isnan(r.level[0]) for r in records)
+
+
+def judge_from(
+    check: CommandLevelCheck, values: np.ndarray, start: int, device: str = "sat-1"
+) -> list[tuple[int, RelationHit]]:
+    """``judge`` on the windows whose newest reading is at or after ``start``."""
+    hits = []
+    for end in range(start + 1, len(values) + 1, HOP):
+        (hit,) = check.check("telemetry", [device], values[end - LENGTH : end][None], COMMANDS)
+        if hit is not None:
+            hits.append((end - 1, hit))
+    return hits
+
+
+def test_thresholds_json_carries_the_records_across_a_restart(tmp_path: Path) -> None:
+    values, sends = telemetry(15, wrong=10)
+    before = CommandLevelCheck(CommandLevelsConfig(), HOP)
+    restart = sends[9] + LENGTH  # windows up to here hold sends 0-8 and the start of 9
+    judge(before, values[:restart])
+    path = tmp_path / "thresholds.json"
+    spikes = SpikeCheck(SpikesConfig(), HOP)
+    ThresholdSnapshots(path, ThresholdBank(ThresholdConfig()), spikes, command_levels=before).save(
+        {"telemetry": "v1"}
+    )
+    saved = json.loads(path.read_text())["streams"]["telemetry"]["command_levels"]
+    assert set(saved) == {"sat-1"}
+    after = CommandLevelCheck(CommandLevelsConfig(), HOP)
+    ThresholdSnapshots(
+        path, ThresholdBank(ThresholdConfig()), spikes, command_levels=after
+    ).restore({"telemetry": ("v2", 4)})  # another model: the records are the device's
+    hits = judge_from(after, values, restart)
+    assert hits
+    assert all(sends[10] < at <= sends[11] + LENGTH for at, _ in hits)
+    # without them, send 10 is the first of its command the restarted check sees
+    assert judge_from(CommandLevelCheck(CommandLevelsConfig(), HOP), values, restart) == []
+    broken = json.loads(json.dumps(saved))
+    broken["sat-1"]["judged"] = [0, 4]
+    with pytest.raises(ValueError, match="do not fit"):
+        CommandLevelCheck(CommandLevelsConfig(), HOP).restore("telemetry", broken)
+
+
+def test_a_parked_device_keeps_its_records_and_other_commands_drop_them() -> None:
+    values, sends = telemetry(15, wrong=10)
+    check = CommandLevelCheck(CommandLevelsConfig(), HOP)
+    restart = sends[9] + LENGTH
+    judge(check, values[:restart])
+    assert check.park(set()) == 1
+    assert judge_from(check, values, restart)  # taken back when it returns
+    # a model whose command channels differ judges other features: records dropped
+    check.park(set())
+    window = values[restart - LENGTH : restart][None]
+    check.check("telemetry", ["sat-1"], window, (1, 2))
+    assert check._devices[("telemetry", "sat-1")].records == {}
