@@ -302,8 +302,9 @@ class Verdict:
     # inputs that step (a set point, a command: Detector.stepped_indices, and the commands
     # of sentinel.worker.pipeline.command_channels) changed within the window and its
     # scored readings before the change are normal: the channels' response to that change
-    # (sentinel.worker.pipeline._responding). A run of such windows opens no alert
-    # (sentinel.judge.alerts).
+    # (sentinel.worker.pipeline._responding); or where the feature that made the score is
+    # held at the level its last command's sends set (sentinel.judge.command_levels). A
+    # run of such windows opens no alert (sentinel.judge.alerts).
     response: bool = False
 
 

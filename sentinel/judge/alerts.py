@@ -43,7 +43,9 @@ alone and holds a change of one of the model's stepped inputs (a set point, a co
 with its scored readings before the change normal (``Verdict.response``), the errors are
 the channels following that change with a lag, which training may have held too few of to
 forecast (a set point it never saw). A window holds the change for a window's length: a
-channel that does not settle keeps its error past it, and a run then opens as any other.
+channel that does not settle keeps its error past it, and a run then opens as any other --
+unless it settled at the level the command's earlier sends set, which the command-level
+check vouches for (``sentinel.judge.command_levels``: a mode training never saw).
 
 Severity is cut from each window's exceedance probability (``Verdict.exceedance``):
 ``critical`` at or below ``severity_critical``, ``warning`` at or below

@@ -62,6 +62,9 @@ _MIN_SETTLED = 8  # settled readings a level is measured from, at least
 _MAD = 1.4826  # median absolute deviation to a Gaussian standard deviation
 _TREND = 3.0  # settled: its halves' medians within this many step noises of each other
 _HELD = 0.75  # a channel held at levels by its commands: settled in this share of records
+# at its send's level: within this many spreads of its records' median, or this share of
+# the smallest gap between two sends' levels
+_HELD_Z, _HELD_GAP = 3.0, 0.1
 
 
 @dataclass
@@ -85,6 +88,10 @@ class _DeviceCommands:
     # per command feature, (reading index of its last change, the value it changed from)
     changed: dict[int, tuple[int, float]] = field(default_factory=dict)
     records: dict[Send, deque[_Record]] = field(default_factory=dict)
+    # the features the newest window wholly after the current send held at its level, and
+    # those of the send before (what a window holding both sends held before the change)
+    held: tuple[int, ...] = ()
+    held_before: tuple[int, ...] = ()
     taken: int = 0  # records taken in all: what the cached reference was computed at
     # ((taken, send, recorded), the reference the current send is judged against or None)
     cached: tuple[tuple[int, Send, bool], _Reference | None] | None = None
@@ -121,16 +128,23 @@ class CommandLevelCheck:
         devices: Sequence[str],
         values: np.ndarray,
         commands: Sequence[int],
-    ) -> list[RelationHit | None]:
+    ) -> tuple[list[RelationHit | None], list[tuple[int, ...]]]:
         """Learn from and judge a batch of one stream's windows (B, T, F), in arrival order.
         ``commands``: the feature indices that are commands (``command_channels``); the
-        others are judged."""
+        others are judged. Per window, its hit, and the features it holds at the level
+        its send sets: a window wholly after a send whose records judge them, each still,
+        within 3 spreads or a tenth of the gap between two sends' levels of its level
+        (the pipeline reads a score excess on one of them as the send's, ``Verdict.response``)."""
         count = len(devices)
+        none: tuple[list[RelationHit | None], list[tuple[int, ...]]] = (
+            [None] * count,
+            [()] * count,
+        )
         if not self.config.enabled or not commands or count == 0:
-            return [None] * count
+            return none
         judged = np.array([f for f in range(values.shape[2]) if f not in set(commands)])
         if judged.size == 0:
-            return [None] * count
+            return none
         fresh = min(self.hop, values.shape[1] - 1)
         tail = np.asarray(values[:, -fresh - 1 :], dtype=np.float64)  # (B, fresh + 1, F)
         channels = np.asarray(commands, dtype=np.intp)
@@ -139,6 +153,7 @@ class CommandLevelCheck:
         moved = (pulses[:, 1:] != pulses[:, :-1]) & np.isfinite(pulses[:, 1:])
         moved &= np.isfinite(pulses[:, :-1])
         hits: list[RelationHit | None] = []
+        held: list[tuple[int, ...]] = []
         sending = moved.any(axis=2)  # (B, fresh)
         judged_key = tuple(judged.tolist())
         for i, device in enumerate(devices):
@@ -149,8 +164,10 @@ class CommandLevelCheck:
                 for t in range(fresh):
                     changed = channels[moved[i, t]].tolist()
                     self._step(state, tail[i, t + 1], tail[i, t], changed, judged)
-            hits.append(self._judge(state, judged))
-        return hits
+            hit, at_level = self._judge(state, judged, values.shape[1])
+            hits.append(hit)
+            held.append(at_level)
+        return hits, held
 
     def _state(self, stream: str, device: str, judged: tuple[int, ...]) -> _DeviceCommands:
         """The device's state, taken back from ``park`` if it has some; its records are
@@ -196,6 +213,7 @@ class CommandLevelCheck:
             self._record(state)
             state.send, state.since = tuple(sorted(sent)), 0
             state.settled, state.recorded = [], False
+            state.held_before, state.held = state.held, ()
             return
         self._advance(state, reading[judged][None])
 
@@ -236,16 +254,24 @@ class CommandLevelCheck:
         state.recorded = True
         state.taken += 1
 
-    def _judge(self, state: _DeviceCommands, judged: npt.NDArray[np.intp]) -> RelationHit | None:
+    def _judge(
+        self, state: _DeviceCommands, judged: npt.NDArray[np.intp], length: int
+    ) -> tuple[RelationHit | None, tuple[int, ...]]:
+        """The window's hit, and the features it holds at the level of the send it lies
+        in (``check``), for a window of ``length`` readings; a window that holds the send's
+        reading, those the windows before it held (the readings before the change were at
+        their command's level, those after it are the response to the new one)."""
         cfg = self.config
+        straddling = state.send is not None and state.since < length - 1
+        before = state.held_before if straddling else ()
         if state.send is None or len(state.settled) < _MIN_SETTLED:
-            return None
+            return None, before
         key = (state.taken, state.send, state.recorded)
         if state.cached is None or state.cached[0] != key:
             state.cached = (key, self._reference(state))
         reference = state.cached[1]
         if reference is None:
-            return None
+            return None, before
         rows = np.array(state.settled)
         level = _median(rows)
         scale = np.maximum(reference.spread, reference.noise / math.sqrt(len(rows)))
@@ -253,15 +279,23 @@ class CommandLevelCheck:
         off = np.abs(level - reference.mean)
         judged_here = reference.judged & (off >= cfg.separation * reference.gaps)
         if not judged_here.any():
-            return None
+            if state.since < length - 1:  # the window holds readings from before the send
+                return None, before
+            near = off <= np.maximum(_HELD_Z * scale, _HELD_GAP * reference.gaps)
+            held = reference.judged & near
+            if held.any():
+                held &= _still(rows, level)
+            state.held = tuple(judged[held].tolist())
+            return None, state.held
         judged_here &= _still(rows, level)
         z = np.where(judged_here, off / scale, 0.0)
         f = int(z.argmax())
+        state.held = ()
         if z[f] <= cfg.k:
-            return None
+            return None, before
         return RelationHit(
             int(judged[f]), float(z[f]), math.erfc(float(z[f]) / math.sqrt(2.0)), None
-        )
+        ), ()
 
     def _reference(self, state: _DeviceCommands) -> _Reference | None:
         """What the current send is judged against, or None where nothing is judged yet:

@@ -723,7 +723,7 @@ class Pipeline:
             detector, windows, stacked, self._thresholds.rebaseline_after(runtime.config.name)
         )
         commands = command_channels(detector, self._config.constants.sibling_pulses)
-        settled = self._command_levels.check(
+        settled, held = self._command_levels.check(
             runtime.config.name,
             [w.device for w in windows],
             stacked,
@@ -753,7 +753,7 @@ class Pipeline:
         learnt = [not (live and v.is_anomaly) for v in verdicts]
         self._relations.learn(detector, windows, stacked, learnt, relations)
         inputs = tuple(sorted({*commands, *detector.stepped_indices()}))
-        return self._with_evidence(detector, stacked, verdicts, fits, commands, inputs)
+        return self._with_evidence(detector, stacked, verdicts, fits, commands, inputs, held)
 
     @staticmethod
     def _with_evidence(
@@ -763,13 +763,16 @@ class Pipeline:
         fits: Sequence[Relations | None],
         commands: Sequence[int] = (),
         inputs: Sequence[int] = (),
+        held: Sequence[tuple[int, ...]] = (),
     ) -> list[Verdict]:
         """``verdicts`` with each anomalous one's evidence (``sentinel.judge.evidence``)
         and whether that evidence is one reading the channels took together
         (``Verdict.joint``; ``fits``: each window's device's relations, ``RelationCheck.fits``;
         ``commands``: ``command_channels``), and whether it is a response to a change of
-        one of ``inputs`` (``Verdict.response``, ``_responding``); the per-reading errors
-        are computed for the windows above their threshold only."""
+        one of ``inputs`` (``Verdict.response``, ``_responding``) or, where the feature
+        that made the score is among the window's ``held`` ones (at the level its last
+        command's sends set: ``CommandLevelCheck.check``), to that command; the
+        per-reading errors are computed for the windows above their threshold only."""
         over = [i for i, v in enumerate(verdicts) if v.is_anomaly and v.score.value > v.threshold]
         ratios = detector.step_ratios(stacked[over]) if over else None
         by_window = dict(zip(over, ratios, strict=True)) if ratios is not None else {}
@@ -789,7 +792,10 @@ class Pipeline:
                 response = (
                     i in by_window
                     and _by_score_alone(v)
-                    and _responding(stacked[i], by_window[i], v.threshold, inputs)
+                    and (
+                        _responding(stacked[i], by_window[i], v.threshold, inputs)
+                        or (i < len(held) and score_feature(by_window[i]) in held[i])
+                    )
                 )
                 v = replace(v, evidence=(first, last), joint=joint, response=response)
             out.append(v)

@@ -5,6 +5,7 @@ another command's, is a broken relation; a channel the commands do not set is no
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,11 @@ from sentinel.config import CommandLevelsConfig, SpikesConfig, ThresholdConfig
 from sentinel.judge.command_levels import CommandLevelCheck
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
-from sentinel.records import RelationHit
+from sentinel.model.calibration import Calibration
+from sentinel.records import RelationHit, Score, Verdict, Window
+from sentinel.worker.pipeline import Pipeline
 from sentinel.worker.snapshots import ThresholdSnapshots
+from tests.fakes import FakeDetector
 
 LEVELS = (-1.0, 0.2, 0.8)
 COMMANDS = (1, 2, 3)  # one-hot command channels after the telemetry channel
@@ -53,7 +57,7 @@ def judge(
     hits = []
     for end in range(LENGTH, len(values) + 1, HOP):
         window = values[end - LENGTH : end][None]
-        (hit,) = check.check("telemetry", [device], window, COMMANDS)
+        (hit,), _ = check.check("telemetry", [device], window, COMMANDS)
         if hit is not None:
             hits.append((end - 1, hit))
     return hits
@@ -140,7 +144,7 @@ def test_off_and_without_commands_nothing_is_judged() -> None:
     assert judge(off, values) == []
     check = CommandLevelCheck(CommandLevelsConfig(), HOP)
     window = values[:LENGTH][None]
-    assert check.check("telemetry", ["sat-1"], window, ()) == [None]
+    assert check.check("telemetry", ["sat-1"], window, ()) == ([None], [()])
 
 
 def test_a_channel_still_approaching_its_level_is_not_judged() -> None:
@@ -162,7 +166,7 @@ def test_a_channel_still_approaching_its_level_is_not_judged() -> None:
     check = CommandLevelCheck(CommandLevelsConfig(), HOP)
     hits = []
     for end in range(LENGTH, rows + 1, HOP):
-        (hit,) = check.check("hvac", ["ahu-1"], values[end - LENGTH : end][None], (1,))
+        (hit,), _ = check.check("hvac", ["ahu-1"], values[end - LENGTH : end][None], (1,))
         if hit is not None:
             hits.append(end)
     assert hits == []
@@ -179,7 +183,7 @@ def judge_from(
     """``judge`` on the windows whose newest reading is at or after ``start``."""
     hits = []
     for end in range(start + 1, len(values) + 1, HOP):
-        (hit,) = check.check("telemetry", [device], values[end - LENGTH : end][None], COMMANDS)
+        (hit,), _ = check.check("telemetry", [device], values[end - LENGTH : end][None], COMMANDS)
         if hit is not None:
             hits.append((end - 1, hit))
     return hits
@@ -224,3 +228,71 @@ def test_a_parked_device_keeps_its_records_and_other_commands_drop_them() -> Non
     window = values[restart - LENGTH : restart][None]
     check.check("telemetry", ["sat-1"], window, (1, 2))
     assert check._devices[("telemetry", "sat-1")].records == {}
+
+
+def held_by_window(
+    check: CommandLevelCheck, values: np.ndarray, device: str = "sat-1"
+) -> dict[int, tuple[int, ...]]:
+    """Each window's held features (``check``'s second list), by its newest reading."""
+    out = {}
+    for end in range(LENGTH, len(values) + 1, HOP):
+        _, (held,) = check.check("telemetry", [device], values[end - LENGTH : end][None], COMMANDS)
+        out[end - 1] = held
+    return out
+
+
+def test_a_channel_at_its_commands_level_is_held_there_and_a_wrong_one_is_not() -> None:
+    values, sends = telemetry(15, wrong=10)
+    held = held_by_window(CommandLevelCheck(CommandLevelsConfig(), HOP), values)
+    # before a command has min_sends records, nothing is held
+    assert all(held[at] == () for at in held if at < sends[3])
+    # a window wholly after a known send, the channel settled at its level: held
+    late = [at for at in held if sends[12] + LENGTH <= at < sends[13]]
+    assert late
+    assert all(held[at] == (0,) for at in late)
+    # a window holding the next send's reading: what the windows before it held
+    straddling = [at for at in held if sends[13] <= at < sends[13] + LENGTH - 1]
+    assert all(held[at] == (0,) for at in straddling)
+    # at the wrong level nothing is, nor in the windows that hold the next send after it
+    wrong = [at for at in held if sends[10] + LENGTH - 1 <= at < sends[11] + LENGTH - 1]
+    assert wrong
+    assert all(held[at] == () for at in wrong)
+
+
+class Missed(FakeDetector):
+    """A forecaster whose errors (``step_ratios``) over a window's newest 16 readings are
+    all on the telemetry channel (feature 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._meta = replace(
+            self._meta,
+            features=("value", "cmd_a", "cmd_b", "cmd_c"),
+            window=LENGTH,
+            calibration=Calibration({"0.995": 1.0}, 1.0, (0.0, 0.0, 0.0, 0.0)),
+        )
+
+    def step_ratios(self, windows: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(windows), 16, 4))
+        out[:, :, 0] = 5.0
+        return out
+
+
+def test_the_pipeline_reads_a_score_on_a_held_channel_as_its_commands() -> None:
+    """A score excess on a channel held at its command's level (a level the training never
+    saw, after its command's earlier sends) is the command's: ``Verdict.response``, which
+    opens no alert; on another channel, or not held, it is not."""
+    values, _ = telemetry(4)
+    window = Window("telemetry", "sat-1", 0.0, 31.0, values[-LENGTH:].astype(np.float32))
+    score = Score(window, 5.0, (5.0, 0.0, 0.0, 0.0), "v1")
+    anomalous = Verdict(score, threshold=1.0, is_anomaly=True)
+
+    def judged(held: tuple[int, ...]) -> Verdict:
+        (out,) = Pipeline._with_evidence(
+            Missed(), values[-LENGTH:][None], [anomalous], [None], held=[held]
+        )
+        return out
+
+    assert judged((0,)).response
+    assert not judged(()).response
+    assert not judged((2,)).response
