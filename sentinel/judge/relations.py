@@ -353,12 +353,15 @@ def fit_relations(
     if n >= _SUSTAINED_SPANS * block:
         ratios = held * (spread[used] * inverse[used])
         sums = np.cumsum(np.vstack([np.zeros(used.size), ratios]), axis=0)
-        largest = np.abs(sums[block:] - sums[:-block]).max(axis=0) / block
+        averages = (sums[block:] - sums[:-block]) / block
+        largest = np.abs(averages).max(axis=0)
         sigmas = NormalDist().inv_cdf((1.0 + quantile) / 2.0)
         floor = 2.0 / (sigmas * math.sqrt(block))
         # The largest wander is read off only where the windows hold many independent
         # ones: a residual that follows a lag longer than the learnt span wanders once.
-        seen = n >= _SUSTAINED_SPANS * np.maximum(block, _correlation_time(ratios))
+        # Timed on the averages themselves: window-to-window noise hides a slow wander
+        # from the raw residual's autocorrelation, not from its averages.
+        seen = n >= _SUSTAINED_SPANS * np.maximum(block, _correlation_time(averages))
         sustained[used] = np.where(
             (inverse[used] > 0) & seen, 1.0 / np.maximum(largest, floor), 0.0
         )

@@ -351,6 +351,27 @@ def test_a_residual_that_wanders_once_in_the_learnt_windows_is_not_judged_by_its
     assert relations._correlation_time(np.zeros((10, 1)))[0] == 10  # constant: never falls
 
 
+def test_a_wander_under_the_noise_is_timed_on_the_averages_the_sustained_check_reads() -> None:
+    """A residual whose slow wander hides under window-to-window noise decorrelates at
+    once, reading by reading (its autocorrelation below 1/e at lag 1), but the averages the
+    sustained check judges -- over a window's span -- keep the wander; timed on the raw
+    residual, such a feature was judged by the largest of a wander seen once (read every
+    second, the fleet's temperatures: docs/BENCHMARKS.md, "The sustained average's
+    wander")."""
+    pump = Pump()
+    rng = np.random.default_rng(1)
+    means = np.stack([pump.window(x) for x in loads(rng, 128)]).mean(axis=1)
+    noise = np.full(4, 0.01)
+    wandering = means.copy()
+    rows = np.arange(len(wandering))
+    shocks = np.random.default_rng(2).normal(0.0, 0.5, len(wandering))
+    wandering[:, 3] += 0.5 * np.sin(2 * np.pi * rows / 96) + shocks
+    fit = fit_relations(wandering, noise, 0.995, block=4)
+    assert fit is not None
+    assert fit.sustained[3] == 0
+    assert (fit.sustained[:3][fit.inverse[:3] > 0] > 0).all()  # the others still are
+
+
 def test_ring_of_window_means_grows_into_the_ring_a_full_one_would_be() -> None:
     """A device's ring starts small and doubles (issue #23, memory): after every pass it
     holds the rows, in the places, that a ring allocated at full size holds."""
