@@ -15,17 +15,20 @@ the median of its readings from ``settle`` readings after the command for ``span
 readings (or until the next command), where they had settled (the medians of their halves
 within three times their step noise of each other: a channel still approaching its level
 over a lag longer than ``settle`` is not, and its level then depends on where it came
-from). Once a send has ``min_sends`` settled records, a
-channel's settled level after it is judged: its median over the last ``span`` settled
-readings, where those have settled too, against the records' median, in units of the
-records' spread (at least the channel's noise over that many readings), and by at least
-``separation`` of the smallest distance between two sends' levels of that channel. Only
-channels whose level the sends set are judged: settled in three quarters of their
-records, and their levels after different sends lying at least ``explained`` times the
-largest spread within one send apart (a channel that wanders by itself, or sits at one
-level whatever is sent, is someone else's to judge). A wrong level is judged in every
-window until the next command; its record joins the others, so a response that changed
-for good is learnt once it is the median.
+from). Once a send has ``min_sends`` settled records, a channel's settled level after it
+is judged: its median over the last ``span`` settled readings, where those have settled
+too, against the records' median, in units of the records' spread (at least the channel's
+noise over that many readings), and by at least ``separation`` of the smallest distance
+between two sends' levels of that channel. Only channels whose level the sends set are
+judged: settled in three quarters of their records, and their levels after different
+sends lying at least ``explained`` times the largest spread within one send apart (a
+channel that wanders by itself, or sits at one level whatever is sent, is someone else's
+to judge). A wrong level is judged in every window until the next command; its record
+joins the others, so a response that changed for good is learnt once it is the median.
+A channel found at its send's level instead, in a window wholly after the send (or holding
+the next one's reading, after such windows), is *held* there: the pipeline reads a score
+excess on it as the command's response (``Verdict.response``), so a mode the training
+never saw alerts at its first sends only.
 
 A command's return to rest within two readings (the end of a pulse) is not a send. The
 records belong to the device, not the model: they carry over a model swap (unless its
