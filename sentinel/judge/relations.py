@@ -112,8 +112,8 @@ _FIRST_FIT = 64
 _CONSTANT = 1e-9  # a window-mean spread below this (relative to the level) is constant
 _MOVING = 0.5  # judged: features whose readings move within at least this share of windows
 # spans of learnt windows before the sustained average is judged: the largest of fewer is not
-# a wander one can extrapolate from (16 drew a third of the simulated fleet's false alerts)
-_SUSTAINED_SPANS = 32
+# a wander one can extrapolate from
+_SUSTAINED_SPANS = 16
 
 
 # A step the channels took together (``Relations.moved_together``): at least two judged

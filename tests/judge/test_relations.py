@@ -309,13 +309,13 @@ def test_the_sustained_average_draws_no_alarm_in_a_long_normal_run() -> None:
     assert sum(h is not None for h in normal) <= 1
 
 
-def test_the_sustained_scale_needs_thirty_two_spans_of_learnt_windows() -> None:
+def test_the_sustained_scale_needs_sixteen_spans_of_learnt_windows() -> None:
     pump = Pump()
     rng = np.random.default_rng(1)
-    values = [pump.window(x) for x in loads(rng, 256)]
+    values = [pump.window(x) for x in loads(rng, 128)]
     means = np.stack(values).mean(axis=1)
     noise = np.full(4, 0.01)
-    few = fit_relations(means[:127], noise, 0.995, block=4)
+    few = fit_relations(means[:63], noise, 0.995, block=4)
     enough = fit_relations(means, noise, 0.995, block=4)
     assert few is not None
     assert enough is not None
@@ -332,12 +332,11 @@ def test_a_residual_that_wanders_once_in_the_learnt_windows_is_not_judged_by_its
     temperature behind a load change (a lag of 15-30 minutes): the largest average of its
     residual seen so far says nothing of the next swing's, and judged against it every
     later swing alerted (docs/BENCHMARKS.md, "A lag longer than the learning"). The
-    sustained average is judged only where the learnt windows hold thirty-two times the
-    correlation time of its averages (the lag at which their autocorrelation falls below
-    1/e)."""
+    sustained average is judged only where the learnt windows hold sixteen times the
+    residual's correlation time (the lag at which its autocorrelation falls below 1/e)."""
     pump = Pump()
     rng = np.random.default_rng(1)
-    values = [pump.window(x) for x in loads(rng, 256)]
+    values = [pump.window(x) for x in loads(rng, 128)]
     means = np.stack(values).mean(axis=1)
     noise = np.full(4, 0.01)
     ambient = fit_relations(means, noise, 0.995, block=4)
@@ -361,7 +360,7 @@ def test_a_wander_under_the_noise_is_timed_on_the_averages_the_sustained_check_r
     wander")."""
     pump = Pump()
     rng = np.random.default_rng(1)
-    means = np.stack([pump.window(x) for x in loads(rng, 256)]).mean(axis=1)
+    means = np.stack([pump.window(x) for x in loads(rng, 128)]).mean(axis=1)
     noise = np.full(4, 0.01)
     wandering = means.copy()
     rows = np.arange(len(wandering))
