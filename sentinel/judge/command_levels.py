@@ -75,7 +75,6 @@ class _Record:
     # per feature, the median settled reading; NaN where the channel was still moving
     level: npt.NDArray[np.float64]
     noise: npt.NDArray[np.float64]  # per feature, 1.4826 x the readings' MAD about it
-    count: int  # readings it was taken from
 
 
 @dataclass
@@ -145,7 +144,8 @@ class CommandLevelCheck:
         )
         if not self.config.enabled or not commands or count == 0:
             return none
-        judged = np.array([f for f in range(values.shape[2]) if f not in set(commands)])
+        inputs = set(commands)
+        judged = np.array([f for f in range(values.shape[2]) if f not in inputs])
         if judged.size == 0:
             return none
         fresh = min(self.hop, values.shape[1] - 1)
@@ -180,7 +180,7 @@ class CommandLevelCheck:
         if state is None:
             parked = self._parked.pop(key, None)
             memory = self.config.memory
-            state = _DeviceCommands() if parked is None else _from_data(parked, memory)
+            state = _DeviceCommands(judged) if parked is None else _from_data(parked, memory)
             self._devices[key] = state
         if state.judged != judged:
             if state.records:
@@ -253,7 +253,7 @@ class CommandLevelCheck:
         past = state.records.get(state.send)
         if past is None:
             past = state.records[state.send] = deque(maxlen=self.config.memory)
-        past.append(_Record(level, noise, len(rows)))
+        past.append(_Record(level, noise))
         state.recorded = True
         state.taken += 1
 
@@ -437,7 +437,7 @@ def _to_data(state: _DeviceCommands) -> dict[str, Any]:
         "records": [
             {
                 "send": [[c, v] for c, v in send],
-                "records": [[_nullable(r.level), r.noise.tolist(), r.count] for r in past],
+                "records": [[_nullable(r.level), r.noise.tolist()] for r in past],
             }
             for send, past in state.records.items()
         ],
@@ -450,11 +450,10 @@ def _from_data(data: Mapping[str, Any], memory: int) -> _DeviceCommands:
     for entry in data["records"]:
         send: Send = tuple((int(c), float(v)) for c, v in entry["send"])
         past: deque[_Record] = deque(maxlen=memory)
-        for level, noise, count in entry["records"]:
+        for level, noise in entry["records"]:
             record = _Record(
                 np.array([np.nan if x is None else float(x) for x in level], dtype=np.float64),
                 np.asarray(noise, dtype=np.float64),
-                int(count),
             )
             if record.level.shape != (len(judged),) or record.noise.shape != (len(judged),):
                 raise ValueError(f"command level records do not fit {len(judged)} features")
