@@ -34,7 +34,7 @@ does not fall back as noise does: each feature's ratio averaged over the windows
 readings span is judged against ``sustained`` times the largest such average of the learnt
 windows, held out (``fit_relations``), with the window itself beyond that limit on the same
 side (a break that has ended stops counting with its windows). It is judged once the learnt
-windows hold 16 such spans, or 16 of the residual's correlation times where those are
+windows hold 16 such spans, or 16 correlation times of those averages where those are
 longer: a residual following a lag longer than what was learnt has wandered once.
 
 **Only within reach.** A feature is judged only while the other features lie within
