@@ -111,9 +111,13 @@ _MIN_PER_FEATURE = 8  # learnt windows per varying feature before a fit is trust
 _FIRST_FIT = 64
 _CONSTANT = 1e-9  # a window-mean spread below this (relative to the level) is constant
 _MOVING = 0.5  # judged: features whose readings move within at least this share of windows
-# spans of learnt windows before the sustained average is judged: the largest of fewer is not
-# a wander one can extrapolate from
+# Spans of learnt windows before the sustained average is worked out at all, and
+# independent averages (the learnt windows over the averages' correlation time) before it is
+# judged: the largest of fewer is one draw of few, not a wander one can extrapolate from.
+# An average over a span of white residuals decorrelates in ~0.63 span, so the second is
+# ~20 spans there and longer where the residual follows a slow lag.
 _SUSTAINED_SPANS = 16
+_SUSTAINED_INDEPENDENT = 32
 
 
 # A step the channels took together (``Relations.moved_together``): at least two judged
@@ -361,7 +365,7 @@ def fit_relations(
         # ones: a residual that follows a lag longer than the learnt span wanders once.
         # Timed on the averages themselves: window-to-window noise hides a slow wander
         # from the raw residual's autocorrelation, not from its averages.
-        seen = n >= _SUSTAINED_SPANS * np.maximum(block, _correlation_time(averages))
+        seen = n >= _SUSTAINED_INDEPENDENT * _correlation_time(averages)
         sustained[used] = np.where(
             (inverse[used] > 0) & seen, 1.0 / np.maximum(largest, floor), 0.0
         )

@@ -309,17 +309,23 @@ def test_the_sustained_average_draws_no_alarm_in_a_long_normal_run() -> None:
     assert sum(h is not None for h in normal) <= 1
 
 
-def test_the_sustained_scale_needs_sixteen_spans_of_learnt_windows() -> None:
+def test_the_sustained_scale_needs_thirty_two_independent_averages() -> None:
+    """Sixteen spans of learnt windows before the averages are worked out, and 32 of their
+    correlation times before they are judged: with white residuals, 4-window averages
+    decorrelate in ~3 windows, so 128 learnt windows (32 spans) are not enough; 256 are."""
     pump = Pump()
     rng = np.random.default_rng(1)
-    values = [pump.window(x) for x in loads(rng, 128)]
+    values = [pump.window(x) for x in loads(rng, 256)]
     means = np.stack(values).mean(axis=1)
     noise = np.full(4, 0.01)
     few = fit_relations(means[:63], noise, 0.995, block=4)
+    spans = fit_relations(means[:128], noise, 0.995, block=4)
     enough = fit_relations(means, noise, 0.995, block=4)
     assert few is not None
+    assert spans is not None
     assert enough is not None
     assert not few.sustained.any()
+    assert not spans.sustained.all()
     assert (enough.sustained[enough.inverse > 0] > 0).all()
     # A fit saved before the sustained average existed loads, and is not judged so.
     data = enough.to_data()
@@ -332,11 +338,11 @@ def test_a_residual_that_wanders_once_in_the_learnt_windows_is_not_judged_by_its
     temperature behind a load change (a lag of 15-30 minutes): the largest average of its
     residual seen so far says nothing of the next swing's, and judged against it every
     later swing alerted (docs/BENCHMARKS.md, "A lag longer than the learning"). The
-    sustained average is judged only where the learnt windows hold sixteen times the
-    residual's correlation time (the lag at which its autocorrelation falls below 1/e)."""
+    sustained average is judged only where the learnt windows hold 32 times the
+    averages' correlation time (the lag at which its autocorrelation falls below 1/e)."""
     pump = Pump()
     rng = np.random.default_rng(1)
-    values = [pump.window(x) for x in loads(rng, 128)]
+    values = [pump.window(x) for x in loads(rng, 256)]
     means = np.stack(values).mean(axis=1)
     noise = np.full(4, 0.01)
     ambient = fit_relations(means, noise, 0.995, block=4)
@@ -360,7 +366,7 @@ def test_a_wander_under_the_noise_is_timed_on_the_averages_the_sustained_check_r
     wander")."""
     pump = Pump()
     rng = np.random.default_rng(1)
-    means = np.stack([pump.window(x) for x in loads(rng, 128)]).mean(axis=1)
+    means = np.stack([pump.window(x) for x in loads(rng, 256)]).mean(axis=1)
     noise = np.full(4, 0.01)
     wandering = means.copy()
     rows = np.arange(len(wandering))
