@@ -1065,7 +1065,9 @@ class RelationsConfig(Section):
         "the device's learnt windows showed (each from a fit that did not see them). A "
         "break of one to a few scales that lasts (a drift, a slipping coupling) never "
         "reaches k in one window, but its average does not fall back as noise does. "
-        "0 judges single windows only.",
+        "Judged once a device's learnt windows hold 32 of the averages' correlation times "
+        "(about 160 windows where the residuals are noise, more where they wander; a "
+        "history shorter than that never judges it). 0 judges single windows only.",
     )
 
 
