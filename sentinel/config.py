@@ -1051,10 +1051,13 @@ class RelationsConfig(Section):
         "on them.",
     )
     refit: int = Field(
-        default=64,
+        default=16,
         ge=1,
         le=1_000_000,
-        description="Normal windows learnt between two refits of a device's relations.",
+        description="Normal windows learnt between two refits of a device's relations. A "
+        "device at an operating point its learnt windows never held is not judged (reach) "
+        "until a refit holds windows there: 16 windows is about a minute at one reading a "
+        "second, 5 at 5 s.",
     )
     sustained: float = Field(
         default=3.0,
