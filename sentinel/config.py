@@ -1056,8 +1056,8 @@ class RelationsConfig(Section):
         le=1_000_000,
         description="Normal windows learnt between two refits of a device's relations. A "
         "device at an operating point its learnt windows never held is not judged (reach) "
-        "until a refit holds windows there: 16 windows is about a minute at one reading a "
-        "second, 5 at 5 s.",
+        "until a refit holds windows there: 16 windows at hop 4 is about a minute of "
+        "readings at one a second, five minutes at one every 5 s.",
     )
     sustained: float = Field(
         default=3.0,
