@@ -282,7 +282,7 @@ class CommandLevelCheck:
         off = np.abs(level - reference.mean)
         judged_here = reference.judged & (off >= cfg.separation * reference.gaps)
         if not judged_here.any():
-            if state.since < length - 1:  # the window holds readings from before the send
+            if straddling:  # the window holds readings from before the send
                 return None, before
             near = off <= np.maximum(_HELD_Z * scale, _HELD_GAP * reference.gaps)
             held = reference.judged & near

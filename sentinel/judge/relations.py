@@ -34,8 +34,9 @@ does not fall back as noise does: each feature's ratio averaged over the windows
 readings span is judged against ``sustained`` times the largest such average of the learnt
 windows, held out (``fit_relations``), with the window itself beyond that limit on the same
 side (a break that has ended stops counting with its windows). It is judged once the learnt
-windows hold 16 such spans, or 16 correlation times of those averages where those are
-longer: a residual following a lag longer than what was learnt has wandered once.
+windows hold 32 correlation times of those averages (32 independent averages: about 20 spans
+where the residuals are noise, more where they follow a slow lag): the largest of fewer is
+one draw of few, and a residual following a lag longer than what was learnt has wandered once.
 
 **Only within reach.** A feature is judged only while the other features lie within
 ``reach`` times the farthest any learnt window's did (squared Mahalanobis distance in their
