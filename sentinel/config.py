@@ -56,6 +56,7 @@ __all__ = [
     "RelationsConfig",
     "RetrainConfig",
     "SentinelConfig",
+    "ShiftsConfig",
     "SpikesConfig",
     "StreamConfig",
     "StuckConfig",
@@ -992,6 +993,68 @@ class LevelsConfig(Section):
     )
 
 
+class ShiftsConfig(Section):
+    """Lone-shift check: one feature's level steps while every other holds still
+    (sentinel/judge/shifts.py; issue #21)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Per device and feature, learn the spread of a step statistic (the mean "
+        "of the newest span readings less the mean of the span before) over its normal "
+        "readings, and judge a window anomalous where one feature stepped beyond its limit "
+        "while every other feature's step stayed under quiet times its own spread. A normal "
+        "change of load moves a plant's channels together (or through a lag); a sensor "
+        "offset or a part giving way moves one alone. The alert names the feature "
+        "(level:FEATURE). Streams of one feature are not judged; a step within 3 x span "
+        "readings after a command or set point the model learnt changed is its response.",
+    )
+    k: float = Field(
+        default=8.0,
+        gt=0,
+        le=1_000,
+        description="A feature's step is a shift when it exceeds k times its spread (and "
+        "margin x the largest lone step the device showed among its normal readings, where "
+        "that is higher).",
+    )
+    quiet: float = Field(
+        default=3.0,
+        gt=0,
+        le=1_000,
+        description="Every other judged feature's step must be under this many times its "
+        "spread (and none beyond k within the 2 x span readings before): a step the "
+        "channels took together, or one following another's through a short lag, is a "
+        "change of load, not a fault.",
+    )
+    margin: float = Field(
+        default=1.5,
+        ge=1.0,
+        le=1_000,
+        description="A feature that steps alone as part of its normal life (a set point, a "
+        "valve) is judged against margin x the largest lone step among the device's last "
+        "history normal readings, where that is above k.",
+    )
+    span: int = Field(
+        default=8,
+        ge=1,
+        le=2048,
+        description="Readings on each side of the step statistic: a step is judged at its "
+        "full size span readings after it. A window must hold 2 x span readings.",
+    )
+    warmup: int = Field(
+        default=256,
+        ge=16,
+        le=1_000_000,
+        description="Normal readings a device learns before this check judges it.",
+    )
+    history: int = Field(
+        default=2048,
+        ge=64,
+        le=1_000_000,
+        description="The newest normal readings whose step statistics set a device's "
+        "spreads and limits.",
+    )
+
+
 class RelationsConfig(Section):
     """Cross-channel check beside the model (sentinel/judge/relations.py; issue #21)."""
 
@@ -1825,6 +1888,7 @@ class SentinelConfig(Section):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     command_levels: CommandLevelsConfig = Field(default_factory=CommandLevelsConfig)
     relations: RelationsConfig = Field(default_factory=RelationsConfig)
+    shifts: ShiftsConfig = Field(default_factory=ShiftsConfig)
     constants: ConstantsConfig = Field(default_factory=ConstantsConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -184,10 +184,16 @@ class SpikeHit:
 
 @dataclass(frozen=True, slots=True)
 class LevelHit:
-    """A window's feature whose level is furthest off training's (sentinel.judge.levels)."""
+    """A window's feature whose level is furthest off training's (sentinel.judge.levels), or
+    that stepped alone against its own recent past (sentinel.judge.shifts)."""
 
     feature: int  # index into the stream's features
-    z: float  # |window mean - training's mean of window means| / their standard deviation
+    # levels: |window mean - training's mean of window means| / their standard deviation;
+    # shifts: |the step statistic| / its spread over the device's normal readings
+    z: float
+    # shifts: the step's first reading, as readings before the window's newest (its
+    # evidence, sentinel.judge.evidence); None: the window's newest reading
+    age: int | None = None
 
     @property
     def exceedance(self) -> float:

@@ -92,9 +92,10 @@ def severity_of(exceedance: float, config: AlertsConfig) -> Severity:
 
 def alert_checks(alert: Alert) -> str:
     """Which checks opened ``alert``, as replay's ``check`` column names them: ``score`` (its
-    peak window scored above the threshold), ``spike:FEATURE``, ``level:FEATURE`` (the
-    strongest hit among its opening windows), ``constant:FEATURE``, ``stuck:FEATURE``,
-    ``relation:FEATURE`` and ``noise:FEATURE``, joined by ``+``. An alert opened by a spike
+    peak window scored above the threshold), ``spike:FEATURE``, ``level:FEATURE`` (a lone
+    shift or a level off training's: the strongest hit among its opening windows),
+    ``constant:FEATURE``, ``stuck:FEATURE``, ``relation:FEATURE`` and ``noise:FEATURE``,
+    joined by ``+``. An alert opened by a spike
     alone scores below its threshold, and this is what says why it fired."""
     parts = ["score"] if alert.peak_score > alert.threshold else []
     reason = alert.reason

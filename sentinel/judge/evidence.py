@@ -34,7 +34,8 @@ So each anomalous verdict carries the time span of its evidence (``Verdict.evide
   (``ConstantHit.age``): a window holding any such reading is anomalous, for up to a
   window's length after a flag is back;
 * a level hit: the window's newest reading (its statistic is the window's, not one
-  reading's).
+  reading's); a shift's (``sentinel.judge.shifts``), the first reading of the step
+  (``LevelHit.age``), so a step is dated to itself however many windows hold it.
 
 The alert tracker takes an alert's start from its first anomalous window's evidence (never
 before the first reading after the device's last normal window: ``onset``) and its end
@@ -120,7 +121,10 @@ def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]
         if hit is not None:
             at = newest if hit.age is None else window.time_of(length - 1 - hit.age)
             spans.append((at, at))
-    if verdict.level is not None or not spans:
+    level = verdict.level
+    if level is not None and level.age is not None:
+        spans.append((window.time_of(length - 1 - level.age),) * 2)
+    elif level is not None or not spans:
         spans.append((newest, newest))
     if verdict.stuck is not None:
         spans.append((newest, newest))

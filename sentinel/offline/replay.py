@@ -158,7 +158,7 @@ def _number(value: float | None) -> str:
 def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
     """Which checks made a window anomalous, for the output's ``check`` column: ``score``
     (above the threshold), ``spike:FEATURE`` (sentinel.judge.spikes), ``level:FEATURE``
-    (sentinel.judge.levels), ``constant:FEATURE`` (sentinel.judge.constants),
+    (sentinel.judge.shifts, sentinel.judge.levels), ``constant:FEATURE`` (sentinel.judge.constants),
     ``stuck:FEATURE`` (sentinel.judge.stuck), ``relation:FEATURE`` (sentinel.judge.relations),
     ``noise:FEATURE`` (sentinel.judge.noise), joined by ``+``; empty for a normal window."""
     if not verdict.is_anomaly:

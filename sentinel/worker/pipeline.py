@@ -34,6 +34,7 @@ from sentinel.judge.levels import LevelCheck
 from sentinel.judge.noise import NoiseCheck
 from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.relations import RelationCheck, Relations
+from sentinel.judge.shifts import ShiftCheck
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.stuck import StuckCheck
 from sentinel.judge.threshold import ThresholdBank
@@ -192,6 +193,7 @@ class Pipeline:
         self._stuck = StuckCheck(config.stuck)
         self._noise = NoiseCheck(config.noise)
         self._relations = RelationCheck(config.relations, config.windows.hop)
+        self._shifts = ShiftCheck(config.shifts, config.windows.hop)
         self._constants = ConstantCheck(config.constants, config.windows.hop)
         self._command_levels = CommandLevelCheck(config.command_levels, config.windows.hop)
         self._recurring = RecurringExcursions(config.threshold)
@@ -204,6 +206,7 @@ class Pipeline:
                 self._recurring,
                 self._relations,
                 self._command_levels,
+                self._shifts,
             )
             if snapshot_path is not None
             else None
@@ -612,6 +615,7 @@ class Pipeline:
         parked = self._thresholds.park(held)
         self._spikes.park(held)
         self._relations.park(held)
+        self._shifts.park(held)
         self._command_levels.park(held)
         self._recurring.park(held)
         return parked
@@ -723,6 +727,8 @@ class Pipeline:
             detector, windows, stacked, self._thresholds.rebaseline_after(runtime.config.name)
         )
         commands = command_channels(detector, self._config.constants.sibling_pulses)
+        drivers = sorted({*commands, *detector.pulse_indices(), *detector.stepped_indices()})
+        shifts, steps = self._shifts.check(runtime.config.name, windows, stacked, drivers, live)
         settled, held = self._command_levels.check(
             runtime.config.name,
             [w.device for w in windows],
@@ -743,8 +749,11 @@ class Pipeline:
             relation, off = relations[i], settled[i]
             if off is not None and (relation is None or off.z > relation.z):
                 relation = off
+            level, shift = levels[i], shifts[i]
+            if shift is not None and (level is None or shift.z > level.z):
+                level = shift
             verdict = self._thresholds.judge(
-                score, spikes[i], levels[i], constants[i], stuck[i], relation, noise[i]
+                score, spikes[i], level, constants[i], stuck[i], relation, noise[i]
             )
             verdicts.append(self._recurring.judge(verdict, warm=not live))
         # The warm start's windows are the model's training rows: learnt whatever their
@@ -752,6 +761,7 @@ class Pipeline:
         # judge every window at it broken and learn none).
         learnt = [not (live and v.is_anomaly) for v in verdicts]
         self._relations.learn(detector, windows, stacked, learnt, relations)
+        self._shifts.learn(runtime.config.name, windows, steps, learnt, shifts, warm=not live)
         inputs = tuple(sorted({*commands, *detector.stepped_indices()}))
         return self._with_evidence(detector, stacked, verdicts, fits, commands, inputs, held)
 
@@ -1125,6 +1135,7 @@ class Pipeline:
         self._stuck.reconfigure(config.stuck)
         self._noise.reconfigure(config.noise)
         self._relations.reconfigure(config.relations, config.windows.hop)
+        self._shifts.reconfigure(config.shifts, config.windows.hop)
         self._constants.reconfigure(config.constants, config.windows.hop)
         self._command_levels.reconfigure(config.command_levels, config.windows.hop)
         self._recurring.reconfigure(config.threshold)

@@ -4,12 +4,13 @@ Written every ``snapshot_interval`` and when the worker stops, atomically, each 
 thresholds tagged with the model version they were learnt on; at start they are taken back
 only for the models still in use (a new model has its own score scale), while the spike
 check's noise scales and remembered spikes, the score's remembered recurring
-excursions (``recurring``), the relation check's fits (``relations``) and the settled
-levels after each command (``command_levels``), which belong to the devices, are taken
-back whatever the model. The constant check's learnt values
-(``constants``) belong to the model's training values, so they come back only for the same
-model, as the thresholds do. A snapshot that cannot be read is set aside as
-``thresholds.json.corrupt`` and reported, and the thresholds start afresh: never fatal.
+excursions (``recurring``), the relation check's fits (``relations``), the settled
+levels after each command (``command_levels``) and the shift check's spreads and limits
+(``shifts``), which belong to the devices, are taken back whatever the model. The
+constant check's learnt values (``constants``) belong to the model's training values, so
+they come back only for the same model, as the thresholds do. A snapshot that cannot be
+read is set aside as ``thresholds.json.corrupt`` and reported, and the thresholds start
+afresh: never fatal.
 
 With ``[cluster]`` on, the same per-device data goes one row per device to the shared
 database instead (``collect``, ``restore_devices``; sentinel.store.judge_state), so that
@@ -32,6 +33,7 @@ from sentinel.judge.command_levels import CommandLevelCheck
 from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.relations import RelationCheck
+from sentinel.judge.shifts import ShiftCheck
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
 from sentinel.records import DeviceJudgeState
@@ -45,7 +47,7 @@ log = structlog.get_logger(__name__)
 _SCHEMA = 2
 _READ = (1, 2)
 # The parts of a stream's snapshot that are per device, keyed by device name.
-_PARTS = ("devices", "spikes", "constants", "recurring", "relations", "command_levels")
+_PARTS = ("devices", "spikes", "constants", "recurring", "relations", "command_levels", "shifts")
 
 
 class SharedJudgeState(Protocol):
@@ -60,7 +62,7 @@ class SharedJudgeState(Protocol):
 
 class ThresholdSnapshots:
     """Saves and restores the state of ``thresholds``, ``spikes``, ``constants``,
-    ``recurring``, ``relations`` and ``command_levels`` at ``path``."""
+    ``recurring``, ``relations``, ``command_levels`` and ``shifts`` at ``path``."""
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class ThresholdSnapshots:
         recurring: RecurringExcursions | None = None,
         relations: RelationCheck | None = None,
         command_levels: CommandLevelCheck | None = None,
+        shifts: ShiftCheck | None = None,
     ) -> None:
         self.path = path
         self._thresholds = thresholds
@@ -79,6 +82,7 @@ class ThresholdSnapshots:
         self._recurring = recurring
         self._relations = relations
         self._command_levels = command_levels
+        self._shifts = shifts
 
     def _stream(self, name: str, version: str) -> dict[str, object]:
         return {
@@ -89,6 +93,7 @@ class ThresholdSnapshots:
             "recurring": self._recurring.snapshot(name) if self._recurring else {},
             "relations": self._relations.snapshot(name) if self._relations else {},
             "command_levels": (self._command_levels.snapshot(name) if self._command_levels else {}),
+            "shifts": self._shifts.snapshot(name) if self._shifts else {},
         }
 
     def collect(
@@ -173,6 +178,8 @@ class ThresholdSnapshots:
             self._relations.restore(name, saved.get("relations", {}), features)
         if self._command_levels is not None:  # and what their commands set (issue #21)
             self._command_levels.restore(name, saved.get("command_levels", {}))
+        if self._shifts is not None:  # and how far their channels step alone (issue #21)
+            self._shifts.restore(name, saved.get("shifts", {}), features)
         if saved["model_version"] != version:
             log.info(
                 "threshold_snapshot_stale",
