@@ -1038,7 +1038,8 @@ class ShiftsConfig(Section):
         ge=1,
         le=2048,
         description="Readings on each side of the step statistic: a step is judged at its "
-        "full size span readings after it. A window must hold 2 x span readings.",
+        "full size span readings after it. Windows shorter than 2 x span readings are not "
+        "judged by this check.",
     )
     warmup: int = Field(
         default=256,
