@@ -173,6 +173,8 @@ class ShiftCheck:
         if not (cfg.enabled and features >= 2 and count):
             return hits, [np.empty((0, features))] * count
         every = step_statistics(stacked, cfg.span, length)  # (B, C, F)
+        if not every.shape[1]:  # windows shorter than 2 x span: nothing to judge
+            return hits, [np.empty((0, features))] * count
         driven = _driven(stacked, list(drivers), cfg.span, every.shape[1])  # (B, C)
         states = [self._devices.get((stream, w.device)) for w in windows]
         times, latest = self._big_steps(windows, states, every)

@@ -245,3 +245,16 @@ def test_a_lagging_channels_step_after_the_others_moved_is_a_response() -> None:
     values[:, 2] = lagged / 2.0
     found = _run(ShiftCheck(ShiftsConfig(), HOP), values, warm=3000)
     assert found == []
+
+
+def test_windows_shorter_than_two_spans_are_left_alone() -> None:
+    check = ShiftCheck(ShiftsConfig(span=8), HOP)
+    rng = np.random.default_rng(11)
+    for length in (8, 15):
+        values = rng.normal(size=(length, 3)).astype(np.float32)
+        window = Window("pump", "p1", 0.0, float(length - 1), values)
+        hits, stats = check.check("pump", [window], window.values[None])
+        assert hits == [None]
+        assert stats[0].shape == (0, 3)
+        check.learn("pump", [window], stats, [True], hits)
+    assert check.scale("pump", "p1") is None
