@@ -949,6 +949,16 @@ class SpikesConfig(Section):
         description="Spikes remembered per device and feature, newest kept (the memory is "
         "bounded: at most this many per feature, saved with the noise scales).",
     )
+    vouch: bool = Field(
+        default=True,
+        description="With recurring: a window anomalous by the model's score alone whose "
+        "only evidence is one reading (and the neighbours readings after it, which the "
+        "forecaster predicts from it) that this check remembers as one of the device's "
+        "normal excursions opens no alert: the score judges that reading again without "
+        "the device's memory, and heavy-tailed noise, a pump's ramps read every second "
+        "or a known burst alerted at every recurrence. A first, rare or larger-than-ever "
+        "excursion is not vouched for, nor one the score sees beside other evidence.",
+    )
 
     @model_validator(mode="after")
     def _warmup_within_history(self) -> SpikesConfig:

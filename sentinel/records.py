@@ -312,6 +312,14 @@ class Verdict:
     # held at the level its last command's sends set (sentinel.judge.command_levels). A
     # run of such windows opens no alert (sentinel.judge.alerts).
     response: bool = False
+    # True when an anomalous window is so by the score alone and its only evidence is one
+    # reading of the feature that made the score, and at most the spike check's neighbours
+    # readings after it (the forecaster predicted them from it), where that reading's
+    # excursion is one the spike check remembers as the device's normal (it recurs as
+    # often as normal, or on its period: sentinel.judge.spikes). The spike check judges
+    # single readings with the device's memory; a run of such windows opens no alert
+    # (sentinel.judge.alerts).
+    usual: bool = False
 
 
 class AlertStatus(StrEnum):

@@ -125,15 +125,21 @@ def _evidence(verdict: Verdict) -> tuple[float, float]:
 
 def _joint_step(run: Sequence[Verdict]) -> bool:
     """Whether ``run``'s only evidence is one move the channels made together
-    (``Verdict.joint``): one reading, the same in every window, or a ramp's readings, every
-    window's span sharing at least one reading with every other's; or every window of it
-    is a response to an input's change (``Verdict.response``)."""
+    (``Verdict.joint``) or one excursion the spike check knows as the device's normal
+    (``Verdict.usual``): one reading, the same in every window, or a ramp's readings, every
+    such window's span sharing at least one reading with every other's, and any other
+    window's evidence within the readings they share (the same move, seen in a window
+    whose newest readings the spike check could not judge yet); or every window of it is
+    a response to an input's change (``Verdict.response``)."""
     if all(v.response for v in run):
         return True
-    if not all(v.joint for v in run):
+    vouched = [_evidence(v) for v in run if v.joint or v.usual]
+    if not vouched:
         return False
-    spans = [_evidence(v) for v in run]
-    return max(s for s, _ in spans) <= min(e for _, e in spans)
+    lo, hi = max(s for s, _ in vouched), min(e for _, e in vouched)
+    return lo <= hi and all(
+        v.joint or v.usual or lo <= _evidence(v)[0] <= _evidence(v)[1] <= hi for v in run
+    )
 
 
 def _max_severity(a: Severity, b: Severity) -> Severity:

@@ -284,11 +284,16 @@ class SpikeCheck:
         values: npt.NDArray[Any],
         fits: Sequence[Relations | None] = (),
         reach: float = 0.0,
+        usual: list[frozenset[tuple[int, int]]] | None = None,
     ) -> list[SpikeHit | None]:
         """Judge a batch of one stream's windows (B, T, F), in arrival order, then learn
         from their new readings. ``fits``: each window's device's relations, where it has
         them (``RelationCheck.fits``), for the relation residuals; ``reach``: the relation
-        check's, a feature is not named while the window's other features lie beyond it."""
+        check's, a feature is not named while the window's other features lie beyond it.
+        ``usual``, where given, gets one set a window: the (reading index in the window,
+        feature) of each of its readings whose excursion the device's memory judged normal
+        (a spike or a near miss that recurs as often as normal or on its period), for the
+        pipeline to vouch for a score that only such a reading made (``vouch``)."""
         cfg = self.config
         if not cfg.enabled or len(devices) == 0:
             return [None] * len(devices)
@@ -316,6 +321,7 @@ class SpikeCheck:
                     state = _DeviceNoise.empty(cfg.history, values.shape[2], cfg.recurring_memory)
                     self._devices[(stream, device)] = state
             hit = None
+            normal: frozenset[tuple[int, int]] = frozenset()
             keep: npt.NDArray[np.bool_] = finite[i]
             z: FloatArray | None = None
             signed = residuals[i]
@@ -360,7 +366,10 @@ class SpikeCheck:
                     keep = keep & ~(newest > cfg.k).any(axis=1)
                     if cfg.recurring:
                         first = state.clock - (interior - fresh)  # interior reading 0's index
+                        candidates = z > near
                         z = self._without_normal(state, first, signed, z, newest > near)
+                        if usual is not None:
+                            normal = self._usual(state, first, candidates, neighbours)
                         t, f = divmod(int(z.argmax()), z.shape[1])
                 if z[t, f] > cfg.k:
                     hit = SpikeHit(
@@ -380,6 +389,8 @@ class SpikeCheck:
             if fit is not None and across is not None:
                 self._learn_point(state, np.abs(across[1][i, interior - fresh :])[keep])
             hits.append(hit)
+            if usual is not None:
+                usual.append(normal)
         return hits
 
     def _learn_point(self, state: _DeviceNoise, rows: FloatArray) -> None:
@@ -412,6 +423,25 @@ class SpikeCheck:
             if state.normal.get((first + int(t), int(f)), False):
                 z[t, f] = 0.0
         return z
+
+    def _usual(
+        self,
+        state: _DeviceNoise,
+        first: int,
+        near: npt.NDArray[np.bool_],
+        neighbours: int,
+    ) -> frozenset[tuple[int, int]]:
+        """The window's readings (index in the window, feature) among ``near`` (interior
+        positions within the margin of the limit) that the device's memory judged normal,
+        as remembered when each was among a window's fresh readings -- after
+        ``_without_normal`` has remembered this window's own."""
+        if not state.normal:
+            return frozenset()
+        return frozenset(
+            (int(t) + neighbours, int(f))
+            for t, f in zip(*np.nonzero(near), strict=True)
+            if state.normal.get((first + int(t), int(f)), False)
+        )
 
     def normal_spikes(self, stream: str, device: str) -> list[list[tuple[int, float]]]:
         """A device's remembered spikes per feature: (reading index, signed residual)."""

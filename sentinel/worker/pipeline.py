@@ -712,12 +712,17 @@ class Pipeline:
                 self.on_scored(runtime.config.name, len(windows), elapsed)
             self.stats.scored += len(windows)
         fits = self._relations.fits(detector, windows)
+        spiking = self._spikes.config
+        usual: list[frozenset[tuple[int, int]]] | None = (
+            [] if spiking.vouch and spiking.recurring else None
+        )
         spikes = self._spikes.check(
             runtime.config.name,
             [w.device for w in windows],
             stacked,
             fits,
             self._relations.config.reach,
+            usual,
         )
         levels = self._levels.check(detector, stacked)
         constants = self._constants.check(detector, windows)
@@ -763,7 +768,10 @@ class Pipeline:
         self._relations.learn(detector, windows, stacked, learnt, relations)
         self._shifts.learn(runtime.config.name, windows, steps, learnt, shifts, warm=not live)
         inputs = tuple(sorted({*commands, *detector.stepped_indices()}))
-        return self._with_evidence(detector, stacked, verdicts, fits, commands, inputs, held)
+        echo = min(spiking.neighbours, (stacked.shape[1] - 1) // 2)  # the check's own
+        return self._with_evidence(
+            detector, stacked, verdicts, fits, commands, inputs, held, usual or (), echo
+        )
 
     @staticmethod
     def _with_evidence(
@@ -774,6 +782,8 @@ class Pipeline:
         commands: Sequence[int] = (),
         inputs: Sequence[int] = (),
         held: Sequence[tuple[int, ...]] = (),
+        usual: Sequence[frozenset[tuple[int, int]]] = (),
+        echo: int = 0,
     ) -> list[Verdict]:
         """``verdicts`` with each anomalous one's evidence (``sentinel.judge.evidence``)
         and whether that evidence is one reading the channels took together
@@ -781,8 +791,11 @@ class Pipeline:
         ``commands``: ``command_channels``), and whether it is a response to a change of
         one of ``inputs`` (``Verdict.response``, ``_responding``) or, where the feature
         that made the score is among the window's ``held`` ones (at the level its last
-        command's sends set: ``CommandLevelCheck.check``), to that command; the
-        per-reading errors are computed for the windows above their threshold only."""
+        command's sends set: ``CommandLevelCheck.check``), to that command; and whether
+        its evidence is one reading the spike check remembers as the device's normal
+        excursion, with at most ``echo`` readings after it (``Verdict.usual``; ``usual``:
+        each window's such readings, ``SpikeCheck.check``). The per-reading errors are
+        computed for the windows above their threshold only."""
         over = [i for i, v in enumerate(verdicts) if v.is_anomaly and v.score.value > v.threshold]
         ratios = detector.step_ratios(stacked[over]) if over else None
         by_window = dict(zip(over, ratios, strict=True)) if ratios is not None else {}
@@ -790,15 +803,16 @@ class Pipeline:
         for i, v in enumerate(verdicts):
             if v.is_anomaly:
                 first, last = evidence(v, by_window.get(i))
-                joint = False
+                joint = known = False
                 if i in by_window and _by_score_alone(v):
                     at = _index_of(v.score.window, first)
                     to = _index_of(v.score.window, last)
                     fit = fits[i]
+                    feature = score_feature(by_window[i])
                     joint = (first == last and _commanded(stacked[i], at, commands)) or (
-                        fit is not None
-                        and fit.moved_together(stacked[i], at, score_feature(by_window[i]), to)
+                        fit is not None and fit.moved_together(stacked[i], at, feature, to)
                     )
+                    known = i < len(usual) and (at, feature) in usual[i] and to - at <= echo
                 response = (
                     i in by_window
                     and _by_score_alone(v)
@@ -807,7 +821,7 @@ class Pipeline:
                         or (i < len(held) and score_feature(by_window[i]) in held[i])
                     )
                 )
-                v = replace(v, evidence=(first, last), joint=joint, response=response)
+                v = replace(v, evidence=(first, last), joint=joint, response=response, usual=known)
             out.append(v)
         return out
 

@@ -204,3 +204,57 @@ def test_the_pipeline_vouches_for_a_ramp_over_its_evidence_span() -> None:
     assert vouched.evidence[0] < vouched.evidence[1]  # a span, not one reading
     assert vouched.joint
     assert not judged(drifting).joint
+
+
+def usual(at: float) -> list[Verdict]:
+    """Windows at hop 2 whose only evidence, by the score, is the reading at ``at``: an
+    excursion the spike check knows as the device's normal in all but the first, which
+    saw it among its newest readings, before the check could judge it."""
+    return [verdict(at, True, (at, at), joint=False)] + [
+        replace(verdict(at + k, True, (at, at), joint=False), usual=True) for k in (2, 4)
+    ]
+
+
+def test_a_known_excursion_the_score_alone_saw_opens_no_alert() -> None:
+    """Heavy-tailed noise: an outlier of ten scales every few hundred readings is the
+    device's normal to the spike check, and the score, judging the reading again without
+    that memory, alerted at every one (``simulators.unseen.heavy_tails``)."""
+    quiet = [verdict(t, False) for t in (92.0, 94.0, 96.0)]
+    after = [verdict(t, False) for t in (106.0, 108.0, 110.0, 112.0)]
+    assert feed(quiet + usual(100.0) + after) == []
+    # evidence beyond the known reading (a fault going on after it) is its own
+    beyond = usual(100.0)
+    beyond[1] = replace(beyond[1], evidence=(100.0, 102.0), usual=False)
+    assert feed(quiet + beyond + after)[0].started_at == 100.0
+    # and a window not vouched for whose evidence is another reading
+    other = [verdict(98.0, True, (98.0, 98.0), joint=False), *usual(100.0)[1:]]
+    assert feed(quiet + other + after)[0].started_at == 98.0
+
+
+def test_the_pipeline_vouches_for_a_known_excursion_and_its_echo_only() -> None:
+    """``Pipeline._with_evidence``: the score's evidence one reading of the feature that
+    made the score, which the spike check reported as usual (``SpikeCheck.check``), and
+    at most ``echo`` readings after it."""
+    window = np.random.default_rng(7).standard_normal((32, 3))
+
+    def judged(
+        missed: range, known: frozenset[tuple[int, int]], relation: RelationHit | None = None
+    ) -> Verdict:
+        shown = Window("pump", "a", 0.0, 31.0, window.astype(np.float32))
+        score = Score(shown, 5.0, (5.0, 0.5, 0.5), "v1")
+        verdict = Verdict(score, threshold=1.0, is_anomaly=True, relation=relation)
+        (out,) = Pipeline._with_evidence(
+            RampMissed(missed), window[None], [verdict], [None], usual=[known], echo=3
+        )
+        return out
+
+    assert judged(range(24, 25), frozenset({(24, 0)})).usual
+    assert judged(range(24, 27), frozenset({(24, 0)})).usual  # the forecaster's echo
+    going_on = judged(range(20, 32), frozenset({(20, 0)}))  # a fault going on after it
+    assert going_on.evidence is not None
+    assert going_on.evidence[1] - going_on.evidence[0] > 3
+    assert not going_on.usual
+    assert not judged(range(24, 25), frozenset({(24, 1)})).usual  # another feature's
+    assert not judged(range(24, 25), frozenset({(23, 0)})).usual  # another reading's
+    assert not judged(range(24, 25), frozenset()).usual
+    assert not judged(range(24, 25), frozenset({(24, 0)}), relation=BROKEN).usual

@@ -496,3 +496,31 @@ def test_the_noise_scale_read_off_one_sort_equals_the_median_per_feature(kind: s
     # and what the sort cannot read (never given by the check) goes to the reference
     odd = np.array([[1.0, -2.0], [np.nan, 3.0], [0.5, 0.0]])
     assert np.array_equal(_scale(odd), _scale_reference(odd), equal_nan=True)
+
+
+def usual_readings(check: SpikeCheck, series: np.ndarray, hop: int = HOP) -> set[tuple[int, int]]:
+    """The readings (and features) ``check`` reported as the device's known excursions."""
+    batch = windows(series, hop)
+    known: list[frozenset[tuple[int, int]]] = []
+    check.check("pump", ["p1"] * len(batch), batch, usual=known)
+    assert len(known) == len(batch)  # one set a window
+    return {(i * hop + t, f) for i, found in enumerate(known) for t, f in found}
+
+
+def test_the_pulses_the_device_knows_are_reported_as_usual_and_a_first_one_is_not() -> None:
+    """What the pipeline vouches for a score by (``Verdict.usual``): the readings whose
+    excursion the memory judged normal -- not the first ``recurring_count`` pulses, which
+    are spikes, nor a reading larger than any pulse before it."""
+    series = pulsed(3000)
+    at = 2500  # between two pulses, ten times their size
+    series[at, 1] += 20.0
+    pulses = list(range(300, 3000 - 3, PERIOD))
+    found = usual_readings(SpikeCheck(SpikesConfig(), HOP), series)
+    assert {f for _, f in found} == {1}
+    readings = {r for r, _ in found}
+    assert readings == set(pulses[3:])
+    assert at not in readings
+
+
+def test_nothing_is_usual_without_the_memory() -> None:
+    assert usual_readings(SpikeCheck(SpikesConfig(recurring=False), HOP), pulsed(3000)) == set()
