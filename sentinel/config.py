@@ -949,6 +949,16 @@ class SpikesConfig(Section):
         description="Spikes remembered per device and feature, newest kept (the memory is "
         "bounded: at most this many per feature, saved with the noise scales).",
     )
+    tail: bool = Field(
+        default=True,
+        description="Learn each device's tails: where a feature's readings left their "
+        "median by more than k / 2 noise scales without being spikes in at least three "
+        "episodes 64 readings apart within history, on one side (heavy-tailed noise: "
+        "latencies, request counts; Gaussian noise hardly ever does), the spike limit on "
+        "that side rises from k to what a normal reading exceeds once in a million by "
+        "those excursions' tail, at most recurring_margin x the largest of them. Off: k "
+        "for every feature.",
+    )
     vouch: bool = Field(
         default=True,
         description="With recurring: a window anomalous by the model's score alone whose "

@@ -65,6 +65,20 @@ times the noise) crosses it only now and then, and were only the crossings remem
 would never recur often enough to be known (issue #21, ``wide_server``). The memory
 travels with the noise scale (``snapshot``, ``park``).
 
+**Heavy tails** (``tail``; issue #21). Latencies, request counts and Student-t noise
+leave their median by ten scales every few hundred readings as a matter of course, and each
+such reading was a spike (the held-out server metrics' false alerts were almost all the
+spike check's). Each device logs, per feature, its last 64 readings past half of k that
+were no spike (Gaussian noise reaches 5 scales once in about 2 million readings; a step or
+a ramp never does, the median follows it). Where those on one side of the median came in
+at least three episodes 64 readings apart within ``history`` (a noise burst, or a fault,
+is one episode), the limit on that side rises from k to the z a normal reading exceeds
+once in a million by their tail, at most ``recurring_margin`` times the largest of them
+(``_tail_limits``): an outlier as large as the tail has shown is no spike, one far beyond
+it still is, and a pulse train does not hide a pulse twice its size or a dip on the other
+side. A hit's z is reported in units of its limit times k. The log is not saved: after a
+restart the limits are k until it has refilled.
+
 A reading is judged in every window where it has ``neighbours`` readings on both sides, so
 an alert's ``open_after`` windows can see it (with hop 4 and window 16, two or three times),
 and the newest ``neighbours`` readings of a window wait for the next one.
@@ -174,6 +188,12 @@ class _DeviceNoise:
     # the same for the device's relation residuals (``_relation_residuals``): their ring
     # and scale, once the device has relations; its spikes are remembered above
     point: _DeviceNoise | None = None
+    # per side of the median (below, above) and feature, the z a reading must exceed to be
+    # a spike: k, or beyond it on a heavy tail (``_tail_limits``); None: k everywhere
+    limit: FloatArray | None = None
+    # per feature, the newest readings past half of k that were no spike (reading index,
+    # signed z): the tail's sample; () until the feature's first, not saved (re-learnt)
+    tails: list[deque[tuple[int, float]] | tuple[()]] = field(default_factory=list)
 
     @classmethod
     def empty(cls, history: int, n_features: int, memory: int) -> _DeviceNoise:
@@ -188,6 +208,15 @@ class _DeviceNoise:
         made: deque[tuple[int, float]] = deque(maxlen=memory)
         self.spikes[feature] = made
         return made
+
+    def log_tail(self, at: int, feature: int, z: float) -> None:
+        """Log a reading past half of k that was no spike (``_tail_limits``' sample)."""
+        if not self.tails:
+            self.tails = [() for _ in self.spikes]
+        past = self.tails[feature]
+        if not isinstance(past, deque):
+            past = self.tails[feature] = deque(maxlen=_TAIL_MEMORY)
+        past.append((at, z))
 
     def remember(self, at: int, feature: int, size: float, cfg: SpikesConfig) -> bool:
         """Remember a spike of ``size`` at reading ``at``; True when it is a normal one."""
@@ -361,23 +390,39 @@ class SpikeCheck:
                 # writes, 6-12 x the noise) crosses it only now and then, and were only
                 # those remembered, it would never recur often enough to be known.
                 near = cfg.k / cfg.recurring_margin if cfg.recurring else cfg.k
+                limit: FloatArray | float = cfg.k
+                if state.limit is not None:  # per reading, the limit of its residual's side
+                    limit = np.where(signed >= 0, state.limit[1], state.limit[0])
+                raw = z  # before the device's normal spikes are set to 0
                 if z[t, f] > near:  # the common case, nothing near a spike, costs no more
                     newest = z[interior - fresh :]
-                    keep = keep & ~(newest > cfg.k).any(axis=1)
+                    newest_limit = (
+                        limit[interior - fresh :] if isinstance(limit, np.ndarray) else limit
+                    )
+                    keep = keep & ~(newest > newest_limit).any(axis=1)
                     if cfg.recurring:
                         first = state.clock - (interior - fresh)  # interior reading 0's index
                         candidates = z > near
                         z = self._without_normal(state, first, signed, z, newest > near)
                         if usual is not None:
                             normal = self._usual(state, first, candidates, neighbours)
-                        t, f = divmod(int(z.argmax()), z.shape[1])
-                if z[t, f] > cfg.k:
-                    hit = SpikeHit(
-                        feature=f,
-                        # a residual that overflowed (a reading near float64's limit)
-                        z=min(float(z[t, f]), _Z_CAP),
-                        age=interior - 1 - t + neighbours,
-                    )
+                            tail = candidates & (z <= limit) & (limit > cfg.k)
+                            if tail.any():
+                                normal = normal | frozenset(
+                                    (int(r) + neighbours, int(g))
+                                    for r, g in zip(*np.nonzero(tail), strict=True)
+                                )
+                    ratio = z / limit
+                    t, f = divmod(int(ratio.argmax()), z.shape[1])
+                    if ratio[t, f] > 1.0:
+                        hit = SpikeHit(
+                            feature=f,
+                            # in units of k; a residual that overflowed (near float64's limit)
+                            z=min(float(ratio[t, f]) * cfg.k, _Z_CAP),
+                            age=interior - 1 - t + neighbours,
+                        )
+                if cfg.tail and float(raw.max()) > cfg.k / 2:
+                    _log_tails(state, raw, z, signed, limit, interior - fresh, cfg.k)
             state.clock += fresh
             if state.normal:
                 state.forget_before(state.clock - interior)
@@ -386,6 +431,7 @@ class SpikeCheck:
                 state.scale is None or state.since >= _RECOMPUTE_EVERY
             ):
                 state.set_scale(_scale(state.ring[: state.filled].astype(np.float64)))
+                state.limit = _tail_limits(state, cfg)
             if fit is not None and across is not None:
                 self._learn_point(state, np.abs(across[1][i, interior - fresh :])[keep])
             hits.append(hit)
@@ -507,6 +553,7 @@ class SpikeCheck:
                 state.past(int(feature), self.config.recurring_memory).append(
                     (int(at), float(size))
                 )
+            state.limit = _tail_limits(state, self.config)
             restored[(stream, str(device))] = state
         self._devices.update(restored)
         return len(restored)
@@ -575,6 +622,72 @@ def _restored_scale(data: Sequence[float | None], n_features: int, device: str) 
     if len(values) != n_features or any(v <= 0 for v in values if not math.isnan(v)):
         raise ValueError(f"spike scale of {device!r} does not fit {n_features} features")
     return np.asarray(values, dtype=np.float64)
+
+
+_TAIL_RISK = 1e-6  # a normal reading's chance, per reading, of being a spike on a heavy tail
+_TAIL_LEAST = 3  # episodes past half of k a feature needs before its tail is read
+_TAIL_MEMORY = 64  # readings past half of k logged per feature (``_DeviceNoise.tails``)
+_TAIL_GAP = 64  # readings between two exceedances that make them two episodes
+
+
+def _log_tails(
+    state: _DeviceNoise,
+    raw: FloatArray,
+    judged: FloatArray,
+    signed: FloatArray,
+    limit: FloatArray | float,
+    start: int,
+    k: float,
+) -> None:
+    """Log the window's fresh readings (interior rows from ``start``) past half of k that
+    were no spike: under their side's ``limit``, or spikes the memory judged normal (their
+    ``judged`` z set to 0)."""
+    z = raw[start:]
+    bound = limit[start:] if isinstance(limit, np.ndarray) else limit
+    passed = (z > k / 2) & ((z <= bound) | ((z > k) & (judged[start:] == 0.0)))
+    for r, g in zip(*np.nonzero(passed), strict=True):
+        side = 1.0 if signed[start + r, g] >= 0 else -1.0
+        state.log_tail(state.clock + int(r), int(g), side * float(z[r, g]))
+
+
+def _tail_limits(state: _DeviceNoise, cfg: SpikesConfig) -> FloatArray | None:
+    """Per side (below, above the median) and feature (2, F), the z beyond which a reading
+    is a spike: k, or more on a heavy tail; None where ``tail`` is off or nothing is judged.
+
+    The sample is the device's last readings past half of k (5 noise scales off their
+    neighbours' median at the defaults, which Gaussian noise reaches about once in 2
+    million readings, and a step or a ramp never does: the median follows it) that were
+    no spike (``_log_tails``), on that side. Where a feature's within the last ``history``
+    readings came in at least ``_TAIL_LEAST`` episodes ``_TAIL_GAP`` readings apart (a
+    burst of noise is one episode, and so is a fault), their excesses are a sample of its
+    tail (peaks over a threshold, as ``sentinel.judge.spot``; Siffer et al., KDD 2017),
+    taken as exponential -- the excesses' mean, which a heavier tail only makes
+    conservative -- and the limit is the z that a normal reading exceeds with probability
+    ``_TAIL_RISK``: ``k / 2 + mean x ln(rate / risk)``; never more than
+    ``recurring_margin`` x the largest the side showed (a pulse train's normal pulses do
+    not hide one twice their size), never less than k. A spike beyond the limit is never
+    in the sample, so an alerted one does not widen its own."""
+    if not cfg.tail or state.inverse is None:
+        return None
+    limits = np.full((2, len(state.inverse)), cfg.k)
+    half = cfg.k / 2
+    since = state.clock - cfg.history
+    span = min(cfg.history, state.clock)
+    for f, past in enumerate(state.tails):
+        if not past or state.inverse[f] == 0.0 or span <= 0:
+            continue
+        for side in (0, 1):
+            found = [(at, abs(z)) for at, z in past if at >= since and (z >= 0) == bool(side)]
+            if len(found) < _TAIL_LEAST:
+                continue
+            times = np.array([at for at, _ in found])
+            if 1 + np.count_nonzero(np.diff(times) > _TAIL_GAP) < _TAIL_LEAST:
+                continue
+            z = np.array([size for _, size in found])
+            limit = half + float((z - half).mean()) * math.log(len(z) / span / _TAIL_RISK)
+            limit = min(limit, cfg.recurring_margin * float(z.max()))
+            limits[side, f] = max(cfg.k, limit)
+    return limits
 
 
 def _scale(magnitudes: FloatArray) -> FloatArray:

@@ -15,6 +15,7 @@ from sentinel.judge.spikes import (
     _DeviceNoise,
     _scale,
     _scale_reference,
+    _tail_limits,
     hampel_residuals,
 )
 from simulators import synthetic
@@ -524,3 +525,78 @@ def test_the_pulses_the_device_knows_are_reported_as_usual_and_a_first_one_is_no
 
 def test_nothing_is_usual_without_the_memory() -> None:
     assert usual_readings(SpikeCheck(SpikesConfig(recurring=False), HOP), pulsed(3000)) == set()
+
+
+def heavy(n: int, seed: int = 22) -> np.ndarray:
+    """Two channels: Student-t noise of 2 degrees of freedom (an outlier of 10 scales every
+    few hundred readings is normal: latencies, request counts) and Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack([10.0 + rng.standard_t(2, n), 3.0 + rng.standard_normal(n)])
+
+
+def test_a_heavy_tailed_channel_learns_a_wider_limit_and_a_gaussian_one_keeps_k() -> None:
+    check = SpikeCheck(SpikesConfig(), HOP)
+    run(check, heavy(3000))
+    state = check._devices[("pump", "p1")]
+    assert state.limit is not None  # (below, above the median) x features
+    assert state.limit[:, 0].max() > SpikesConfig().k
+    np.testing.assert_array_equal(state.limit[:, 1], [SpikesConfig().k] * 2)
+
+
+def test_outliers_as_large_as_the_tail_has_shown_are_no_spikes_and_far_larger_ones_are() -> None:
+    series = heavy(6000)
+    check = SpikeCheck(SpikesConfig(), HOP)
+    flagged = hit_readings(run(check, series[:3000]))
+    without = hit_readings(run(SpikeCheck(SpikesConfig(tail=False), HOP), series[:3000]))
+    assert flagged < without  # the same channel: fewer of its outliers are spikes
+    later = series[3000:].copy()
+    at = 1500
+    later[at, 0] = 10.0 + 500.0  # far beyond anything the channel has shown
+    assert at in hit_readings(run(check, later))
+
+
+def test_a_normal_pulse_train_does_not_hide_a_pulse_twice_its_size() -> None:
+    """``simulators.synthetic.periodic_actuation``: a 4-reading pulse of ~10 noise sigmas
+    every 120 readings is the channel's tail above its median, and widens its limit there;
+    a spike twice its size is still one."""
+    series = synthetic.generate("periodic_actuation", seed=0)
+    labelled = {int(i) for i in np.flatnonzero(series.labels)}
+    check = SpikeCheck(SpikesConfig(), HOP)
+    assert labelled & hit_readings(run(check, series.values))
+    limit = check._devices[("pump", "p1")].limit
+    assert limit is not None
+    assert limit[1, 0] > SpikesConfig().k  # the pulses are its tail above, and widened it
+    assert limit[0, 0] == SpikesConfig().k  # nothing below
+
+
+def test_a_burst_of_noise_is_one_episode_and_widens_nothing() -> None:
+    """``simulators.synthetic.telemetry_modes``: the sensor's noise five-fold for 80
+    readings goes past half of k many times, but in one episode: a fault's, not a tail."""
+    series = noisy(3000, seed=5)
+    series[2500:2580, 1] += 0.5 * np.random.default_rng(7).standard_normal(80)
+    check = SpikeCheck(SpikesConfig(), HOP)
+    run(check, series)
+    limit = check._devices[("pump", "p1")].limit
+    assert limit is not None
+    np.testing.assert_array_equal(limit, np.full((2, 2), SpikesConfig().k))
+
+
+def test_a_tail_never_reaches_past_what_the_device_showed_by_the_margin() -> None:
+    """Three excursions of 6 scales, 200 readings apart: an exponential tail through them
+    puts one in a million past 13 scales, but the device has shown 6 at most, and 1.5 x 6
+    is under k: the limit stays k. A side that showed nothing keeps k too."""
+    cfg = SpikesConfig()
+    state = _DeviceNoise.empty(cfg.history, 1, cfg.recurring_memory)
+    state.set_scale(np.array([1.0]))
+    for at in (100, 300, 500):
+        state.log_tail(at, 0, 6.0)
+    state.clock = 1000
+    limit = _tail_limits(state, cfg)
+    assert limit is not None
+    np.testing.assert_array_equal(limit, [[cfg.k], [cfg.k]])
+    for at in (600, 700, 800):
+        state.log_tail(at, 0, 9.5)  # larger ones: 1.5 x 9.5 = 14.25 binds
+    limit = _tail_limits(state, cfg)
+    assert limit is not None
+    assert limit[0, 0] == cfg.k
+    assert cfg.k < limit[1, 0] <= 1.5 * 9.5
