@@ -67,22 +67,33 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
 
 
 def series_cost(name: str, seed: int, repeat: int) -> None:
-    """The spike check alone over one synthetic series' windows, one window a call."""
+    """The spike check alone over one synthetic series' windows, one window a call; with
+    its learnt tails (``tail``, the default) and without, runs interleaved."""
     series = generate(name, seed=seed)
     values = series.values.astype(np.float32)
     windows = np.stack([values[i : i + WINDOW] for i in range(0, len(values) - WINDOW + 1, HOP)])
 
-    def run() -> None:
-        check = SpikeCheck(SpikesConfig(), HOP)
+    def run(tail: bool) -> float:
+        check = SpikeCheck(SpikesConfig(tail=tail), HOP)
+        started = time.perf_counter()
         for i in range(len(windows)):
             check.check("s", ["d"], windows[i : i + 1])
+        return time.perf_counter() - started
 
-    seconds = median_seconds(run, repeat)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeat):
+        for tail in (True, False):
+            times[tail].append(run(tail))
+    with_tail, without = (float(np.median(times[t])) for t in (True, False))
     print(
         f"{platform.machine()}, python {platform.python_version()}; {name} seed {seed}: "
         f"{len(windows)} windows of {WINDOW} x {values.shape[1]}, median of {repeat}"
     )
-    print(f"spike check: {seconds / len(windows) * 1e6:.1f} us/window")
+    print(
+        f"spike check: {with_tail / len(windows) * 1e6:.1f} us/window "
+        f"({without / len(windows) * 1e6:.1f} without learnt tails: "
+        f"x{with_tail / without:.2f})"
+    )
 
 
 def main() -> int:

@@ -194,6 +194,8 @@ class _DeviceNoise:
     # per feature, the newest readings past half of k that were no spike (reading index,
     # signed z): the tail's sample; () until the feature's first, not saved (re-learnt)
     tails: list[deque[tuple[int, float]] | tuple[()]] = field(default_factory=list)
+    logged: int = 0  # readings logged in ``tails`` in all
+    tail_at: tuple[int, int] = (-1, 0)  # (``logged``, ``clock``) when the limits were read
 
     @classmethod
     def empty(cls, history: int, n_features: int, memory: int) -> _DeviceNoise:
@@ -217,6 +219,7 @@ class _DeviceNoise:
         if not isinstance(past, deque):
             past = self.tails[feature] = deque(maxlen=_TAIL_MEMORY)
         past.append((at, z))
+        self.logged += 1
 
     def remember(self, at: int, feature: int, size: float, cfg: SpikesConfig) -> bool:
         """Remember a spike of ``size`` at reading ``at``; True when it is a normal one."""
@@ -391,10 +394,10 @@ class SpikeCheck:
                 # those remembered, it would never recur often enough to be known.
                 near = cfg.k / cfg.recurring_margin if cfg.recurring else cfg.k
                 limit: FloatArray | float = cfg.k
-                if state.limit is not None:  # per reading, the limit of its residual's side
-                    limit = np.where(signed >= 0, state.limit[1], state.limit[0])
                 raw = z  # before the device's normal spikes are set to 0
                 if z[t, f] > near:  # the common case, nothing near a spike, costs no more
+                    if state.limit is not None:  # per reading, its residual's side's limit
+                        limit = np.where(signed >= 0, state.limit[1], state.limit[0])
                     newest = z[interior - fresh :]
                     newest_limit = (
                         limit[interior - fresh :] if isinstance(limit, np.ndarray) else limit
@@ -421,7 +424,7 @@ class SpikeCheck:
                             z=min(float(ratio[t, f]) * cfg.k, _Z_CAP),
                             age=interior - 1 - t + neighbours,
                         )
-                if cfg.tail and float(raw.max()) > cfg.k / 2:
+                if cfg.tail and float(raw[interior - fresh :].max()) > cfg.k / 2:
                     _log_tails(state, raw, z, signed, limit, interior - fresh, cfg.k)
             state.clock += fresh
             if state.normal:
@@ -431,7 +434,12 @@ class SpikeCheck:
                 state.scale is None or state.since >= _RECOMPUTE_EVERY
             ):
                 state.set_scale(_scale(state.ring[: state.filled].astype(np.float64)))
-                state.limit = _tail_limits(state, cfg)
+                # read again when the log grew, and now and then for its entries that aged
+                # out of history (~0.1 ms a device with a tail; nothing without one)
+                logged, read = state.tail_at
+                if state.logged != logged or state.clock - read >= cfg.history // 4:
+                    state.limit = _tail_limits(state, cfg)
+                    state.tail_at = (state.logged, state.clock)
             if fit is not None and across is not None:
                 self._learn_point(state, np.abs(across[1][i, interior - fresh :])[keep])
             hits.append(hit)
@@ -652,7 +660,8 @@ def _log_tails(
 
 def _tail_limits(state: _DeviceNoise, cfg: SpikesConfig) -> FloatArray | None:
     """Per side (below, above the median) and feature (2, F), the z beyond which a reading
-    is a spike: k, or more on a heavy tail; None where ``tail`` is off or nothing is judged.
+    is a spike: k, or more on a heavy tail; None where every one is k (``tail`` off, nothing
+    judged yet, or no tail learnt).
 
     The sample is the device's last readings past half of k (5 noise scales off their
     neighbours' median at the defaults, which Gaussian noise reaches about once in 2
@@ -667,7 +676,7 @@ def _tail_limits(state: _DeviceNoise, cfg: SpikesConfig) -> FloatArray | None:
     ``recurring_margin`` x the largest the side showed (a pulse train's normal pulses do
     not hide one twice their size), never less than k. A spike beyond the limit is never
     in the sample, so an alerted one does not widen its own."""
-    if not cfg.tail or state.inverse is None:
+    if not cfg.tail or state.inverse is None or not any(state.tails):
         return None
     limits = np.full((2, len(state.inverse)), cfg.k)
     half = cfg.k / 2
@@ -687,7 +696,7 @@ def _tail_limits(state: _DeviceNoise, cfg: SpikesConfig) -> FloatArray | None:
             limit = half + float((z - half).mean()) * math.log(len(z) / span / _TAIL_RISK)
             limit = min(limit, cfg.recurring_margin * float(z.max()))
             limits[side, f] = max(cfg.k, limit)
-    return limits
+    return limits if bool((limits > cfg.k).any()) else None  # None: k everywhere, cheaper
 
 
 def _scale(magnitudes: FloatArray) -> FloatArray:
