@@ -963,11 +963,12 @@ class SpikesConfig(Section):
         default=True,
         description="With recurring: a window anomalous by the model's score alone whose "
         "only evidence is one reading (and the neighbours readings after it, which the "
-        "forecaster predicts from it) that this check remembers as one of the device's "
-        "normal excursions opens no alert: the score judges that reading again without "
-        "the device's memory, and heavy-tailed noise, a pump's ramps read every second "
-        "or a known burst alerted at every recurrence. A first, rare or larger-than-ever "
-        "excursion is not vouched for, nor one the score sees beside other evidence.",
+        "forecaster predicts from it) that this check knows as one of the device's normal "
+        "excursions (one that recurs, or within a limit its tail widened) opens no alert: "
+        "the score judges that reading again without the device's memory, and heavy-tailed "
+        "noise, a pump's ramps read every second or a known burst alerted at every "
+        "recurrence. A first, rare or larger-than-ever excursion is not vouched for, nor "
+        "one the score sees beside other evidence.",
     )
 
     @model_validator(mode="after")

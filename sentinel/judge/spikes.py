@@ -323,9 +323,10 @@ class SpikeCheck:
         them (``RelationCheck.fits``), for the relation residuals; ``reach``: the relation
         check's, a feature is not named while the window's other features lie beyond it.
         ``usual``, where given, gets one set a window: the (reading index in the window,
-        feature) of each of its readings whose excursion the device's memory judged normal
-        (a spike or a near miss that recurs as often as normal or on its period), for the
-        pipeline to vouch for a score that only such a reading made (``vouch``)."""
+        feature) of each of its readings whose excursion the device knows as normal -- a
+        spike or near miss its memory judged to recur as often as normal or on its period,
+        or one within a limit its learnt tail widened -- for the pipeline to vouch for a
+        score that only such a reading made (``vouch``)."""
         cfg = self.config
         if not cfg.enabled or len(devices) == 0:
             return [None] * len(devices)
