@@ -517,6 +517,11 @@ class SpikeCheck:
         if config.recurring_memory != self.config.recurring_memory:
             for state in self._devices.values():
                 state.set_memory(config.recurring_memory)
+        tails = ("k", "tail", "recurring_margin", "history")
+        if any(getattr(config, key) != getattr(self.config, key) for key in tails):
+            for state in self._devices.values():
+                state.limit = _tail_limits(state, config)  # in the new k, or k when off
+                state.tail_at = (state.logged, state.clock)
         self.config, self.hop = config, hop
 
     def park(self, keep: Container[tuple[str, str]]) -> int:

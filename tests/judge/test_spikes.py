@@ -596,3 +596,13 @@ def test_a_tail_never_reaches_past_what_the_device_showed_by_the_margin() -> Non
     assert limit is not None
     assert limit[0, 0] == cfg.k
     assert cfg.k < limit[1, 0] <= 1.5 * 9.5
+
+
+def test_a_reload_turning_tails_off_judges_by_k_at_once() -> None:
+    check = SpikeCheck(SpikesConfig(), HOP)
+    run(check, heavy(3000))
+    assert check._devices[("pump", "p1")].limit is not None
+    check.reconfigure(SpikesConfig(tail=False), HOP)
+    assert check._devices[("pump", "p1")].limit is None
+    check.reconfigure(SpikesConfig(), HOP)  # and back on: the log was kept
+    assert check._devices[("pump", "p1")].limit is not None
