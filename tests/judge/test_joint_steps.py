@@ -160,6 +160,52 @@ def test_a_load_ramp_is_taken_together_and_one_channels_drift_is_not() -> None:
     assert not fit.moved_together(ramp, first, 0, len(ramp))
 
 
+def test_a_ramp_a_lagging_channel_has_not_followed_yet_is_taken_together() -> None:
+    """A winding temperature follows the load through a lag of minutes: read every second,
+    it has not moved when the ramp is over, and its prediction from the others moved with
+    them. It did not move, so its residual is not asked to hold; the channel the
+    forecaster missed, and those that moved, still are."""
+    rng = np.random.default_rng(11)
+
+    def readings(load: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+        noise = rng.standard_normal((len(load), 4))
+        return np.column_stack(
+            [
+                50.0 * load + 0.5 * noise[:, 0],
+                2.0 + 3.0 * load + 0.05 * noise[:, 1],
+                10.0 + 20.0 * load + 0.2 * noise[:, 2],
+                temperature + 0.05 * noise[:, 3],
+            ]
+        )
+
+    # learnt at rest: the temperature settled at 30 + 10 x load, give or take 0.3 degrees
+    loads = rng.uniform(0.3, 1.0, 400)
+    means = np.stack(
+        [
+            readings(np.full(32, x), np.full(32, 30.0 + 10.0 * x + rng.normal(0.0, 0.3))).mean(
+                axis=0
+            )
+            for x in loads
+        ]
+    )
+    fit = fit_relations(means, noise=np.array([0.1, 0.01, 0.04, 0.01]), quantile=0.995)
+    assert fit is not None
+    assert fit.judged == 4
+    first, last = 12, 27
+    share = np.clip((np.arange(32) - first + 1) / (last - first + 1), 0.0, 1.0)
+    ramp = readings(0.5 + 0.3 * share, np.full(32, 35.0))  # the temperature still at 35
+    residual = fit.residuals(ramp)[:, 3]
+    assert abs(residual[last] - residual[first - 1]) > 1.5  # its prediction rose with the load
+    assert fit.moved_together(ramp, first, 0, last)
+    assert fit.moved_together(ramp, first, 1, last)
+    # the forecaster missing the temperature itself: its own residual is asked, and moved
+    assert not fit.moved_together(ramp, first, 3, last)
+    # the current not following the ramp: a channel that moved no longer does alone
+    stalled = ramp.copy()
+    stalled[:, 2] = ramp[first - 1, 2] + 0.2 * rng.standard_normal(32)
+    assert not fit.moved_together(stalled, first, 2, last)
+
+
 class RampMissed(FakeDetector):
     """A forecaster's per-reading errors (``step_ratios``) over the newest 16 readings of a
     window of pump channels: 5 on the flow at ``missed`` readings, 0.5 elsewhere."""
