@@ -39,11 +39,16 @@ check's linear fit, ``sentinel.judge.relations``, which applies to single readin
 window means), each reading's residuals from it go through the same median and get their
 own noise scale per feature, learnt the same way; from them, the departure of each judged
 feature alone is estimated (``Relations.departures``) and judged as a z-score: a spike of
-the flow moves the flow, pressure and current residuals at once, a load change none. Such
-a hit is a spike like any other, judged against ``relations_k`` instead of ``k`` (its
-``z`` is reported times k / relations_k, so that one limit judges both, and is the larger
-of the two where both judge a reading). A feature is not named while the window's other
-features lie beyond the relation check's ``reach``.
+the flow moves the flow, pressure and current residuals at once, a load change none. Each
+residual's noise counts as at least what every feature predicting it brings (``|weight|``
+times that feature's residual noise, ``_shared_noise``): a fit on window means leans on
+the channel whose mean follows the load closest, and one ordinary reading of it otherwise
+moved every residual by several of their robust scales at once (docs/BENCHMARKS.md,
+"Departures of the channel the others lean on"). Such a hit is a spike like any other,
+judged against ``relations_k`` instead of ``k`` (its ``z`` is reported times k /
+relations_k, so that one limit judges both, and is the larger of the two where both judge
+a reading). A feature is not named while the window's other features lie beyond the
+relation check's ``reach``.
 
 Each device also remembers its recent spikes per feature (``recurring``): at most
 ``recurring_memory`` of them, each the reading's index in the device's own count of judged
@@ -363,7 +368,9 @@ class SpikeCheck:
             fit = fits[i] if across is not None and i < len(fits) else None
             if fit is not None and state.point is not None and state.point.inverse is not None:
                 assert across is not None
-                point, size = fit.departures(across[0][i], state.point.inverse, fit.inverse > 0)
+                point, size = fit.departures(
+                    across[0][i], _shared_noise(fit, state.point.inverse), fit.inverse > 0
+                )
                 point *= cfg.k / cfg.relations_k  # in units of k: one limit for both
                 if z is not None:
                     # A feature whose own reading did not leave its neighbours' median did
@@ -593,6 +600,23 @@ def _relation_residuals(
             rows = np.asarray(values[i], dtype=np.float64)
             across[i] = fit.residuals(rows) * (fit.inverse > 0)
     return hampel_residuals(across, neighbours, values)
+
+
+def _shared_noise(fit: Relations, inverse: FloatArray) -> FloatArray:
+    """1 / each relation residual's noise, that noise at least what each feature predicting
+    it brings: a residual g = x_g - sum_f w_gf x_f carries |w_gf| times f's noise. A fit on
+    window means leans on the channel whose mean follows the load closest (weights of 30-60
+    on a pump's pressure), and a robust scale of its per-reading residuals, taken from
+    readings where that channel's noise is mostly a quantisation step or two, understated
+    it: one ordinary reading of the pressure moved every residual by several of their
+    scales at once, a 12-deviation "departure" out of 2-3 of its own. ``inverse``: 1 / each
+    residual's learnt scale, 0 where not judged (left 0)."""
+    with np.errstate(divide="ignore"):
+        scale = np.where(inverse > 0, 1.0 / np.where(inverse > 0, inverse, 1.0), 0.0)
+    brought = np.abs(fit.weights) * scale[None, :]
+    floored = np.maximum(scale, brought.max(axis=1))
+    out: FloatArray = np.where(inverse > 0, 1.0 / np.where(floored > 0, floored, 1.0), 0.0)
+    return out
 
 
 def _periodic(times: list[int], count: int) -> bool:

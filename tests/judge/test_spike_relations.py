@@ -4,10 +4,11 @@ device whose load moves every channel in steps as large, read once a minute."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sentinel.config import SpikesConfig
 from sentinel.judge.relations import Relations, fit_relations
-from sentinel.judge.spikes import SpikeCheck, SpikeHit
+from sentinel.judge.spikes import SpikeCheck, SpikeHit, _shared_noise
 
 WINDOW, HOP = 32, 4
 SIGMA = np.array([0.4, 0.03, 0.1])  # flow, pressure, current
@@ -226,3 +227,31 @@ def test_a_channel_whose_own_reading_did_not_move_is_never_named() -> None:
     hits = found(judge(check, series, blaming))
     assert hits
     assert all(h.feature == 2 for _, h in hits)
+
+
+def test_a_residual_counts_the_noise_of_the_channels_predicting_it() -> None:
+    """A fit on window means leans on the channel whose mean follows the load closest (a
+    pump's pressure): the temperature predicted as 59 x pressure carries 59 x the
+    pressure's noise in every reading, whatever its robust scale said, so one ordinary
+    pressure reading is not a departure of the pressure seen in every residual at once."""
+    weights = np.zeros((3, 3))
+    weights[2, 1] = 59.0  # temperature from pressure
+    weights[0, 1] = 30.0  # flow from pressure
+    weights[1, 0] = 0.03  # pressure from flow
+    fit = Relations(
+        centre=np.zeros(3),
+        weights=weights,
+        inverse=np.array([1.0, 1.0, 1.0]),
+        precision=np.eye(3),
+        reach=np.ones(3),
+        sustained=np.ones(3),
+    )
+    scale = np.array([1.3, 0.046, 0.65])  # learnt robust scales: flow, pressure, temperature
+    floored = 1.0 / _shared_noise(fit, 1.0 / scale)
+    assert floored[2] == pytest.approx(59.0 * 0.046)  # the pressure's noise, carried
+    assert floored[0] == pytest.approx(1.38)  # 30 x 0.046 over its own 1.3
+    assert floored[1] == pytest.approx(0.046)  # 0.03 x 1.3 = 0.039 under its own
+    # a feature not judged stays so
+    off = _shared_noise(fit, np.array([1 / 1.3, 0.0, 1 / 0.65]))
+    assert off[1] == 0.0
+    assert off[2] == pytest.approx(1 / 0.65)  # what it leaned on is not judged: nothing brought
