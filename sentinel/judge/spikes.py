@@ -611,8 +611,7 @@ def _shared_noise(fit: Relations, inverse: FloatArray) -> FloatArray:
     it: one ordinary reading of the pressure moved every residual by several of their
     scales at once, a 12-deviation "departure" out of 2-3 of its own. ``inverse``: 1 / each
     residual's learnt scale, 0 where not judged (left 0)."""
-    with np.errstate(divide="ignore"):
-        scale = np.where(inverse > 0, 1.0 / np.where(inverse > 0, inverse, 1.0), 0.0)
+    scale = np.where(inverse > 0, 1.0 / np.where(inverse > 0, inverse, 1.0), 0.0)
     brought = np.abs(fit.weights) * scale[None, :]
     floored = np.maximum(scale, brought.max(axis=1))
     out: FloatArray = np.where(inverse > 0, 1.0 / np.where(floored > 0, floored, 1.0), 0.0)
