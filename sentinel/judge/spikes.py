@@ -193,6 +193,9 @@ class _DeviceNoise:
     # the same for the device's relation residuals (``_relation_residuals``): their ring
     # and scale, once the device has relations; its spikes are remembered above
     point: _DeviceNoise | None = None
+    # the relation residuals' floored inverse scales (``_shared_noise``) and the fit and
+    # inverse they were made from: made again only when either is replaced, not per window
+    shared: tuple[Relations, FloatArray, FloatArray] | None = None
     # per side of the median (below, above) and feature, the z a reading must exceed to be
     # a spike: k, or beyond it on a heavy tail (``_tail_limits``); None: k everywhere
     limit: FloatArray | None = None
@@ -368,9 +371,11 @@ class SpikeCheck:
             fit = fits[i] if across is not None and i < len(fits) else None
             if fit is not None and state.point is not None and state.point.inverse is not None:
                 assert across is not None
-                point, size = fit.departures(
-                    across[0][i], _shared_noise(fit, state.point.inverse), fit.inverse > 0
-                )
+                shared = state.point.shared
+                if shared is None or shared[0] is not fit or shared[1] is not state.point.inverse:
+                    inverse = state.point.inverse
+                    shared = state.point.shared = (fit, inverse, _shared_noise(fit, inverse))
+                point, size = fit.departures(across[0][i], shared[2], fit.inverse > 0)
                 point *= cfg.k / cfg.relations_k  # in units of k: one limit for both
                 if z is not None:
                     # A feature whose own reading did not leave its neighbours' median did
