@@ -55,6 +55,7 @@ __all__ = [
     "generate",
     "level_shift_anomaly",
     "level_shift_new_normal",
+    "missed_start",
     "periodic_actuation",
     "sawtooth",
     "server_metrics",
@@ -289,6 +290,44 @@ def daily_pulse(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
         60.0,
         train,
         "normal 20-min pulse at 06:00 every day; one 10-min pulse of 1.5 x at 15:00",
+    )
+
+
+def missed_start(*, seed: int = 0, quick: bool = False) -> LabelledSeries:
+    """An air handler's supply-fan power every 5 minutes on a daily schedule: it starts at
+    about 06:00 and stops at about 18:00 (each within a quarter of an hour), drawing
+    17-19 kW with the day's load and 0.4 kW when off; 14 days (10 quick), the first half
+    trains.
+
+    One anomaly: a day, after training, on which the fan never starts -- labelled over the
+    hours it should have run. Every reading of that day is a level the fan holds each
+    night, so only the time of day tells it apart: what the plant's schedule is, and
+    whether it ran.
+    """
+    per = 288  # readings a day
+    days = 10 if quick else 14
+    rows = per * days
+    rng = np.random.default_rng(seed)
+    power = np.full(rows, 0.4)
+    missed = days - 4
+    spans = []
+    for day in range(days):
+        on = day * per + 72 + int(rng.integers(-3, 4))
+        off = day * per + 216 + int(rng.integers(-3, 4))
+        if day == missed:
+            spans.append((on, off))
+            continue
+        level = 18.0 + rng.normal(0.0, 0.3)
+        power[on:off] = level + 1.0 * np.sin(np.linspace(0.0, np.pi, off - on))
+    power = np.round(power + _noise(rng, rows, 0.3), 1)
+    return _series(
+        "missed_start",
+        power,
+        ("fan_kw",),
+        _labels(rows, *spans),
+        300.0,
+        per * (days // 2),
+        "fan on 06:00-18:00 daily at 18 kW, off 0.4 kW; one day it never starts",
     )
 
 
@@ -978,6 +1017,7 @@ CLASSES: dict[str, Generator] = {
     "cycle_1h": _cycle(3600.0),
     "periodic_actuation": periodic_actuation,
     "daily_pulse": daily_pulse,
+    "missed_start": missed_start,
     "stuck_sensor": stuck_sensor,
     "flatline": flatline,
     "level_shift_anomaly": level_shift_anomaly,
