@@ -81,8 +81,12 @@ is one episode), the limit on that side rises from k to the z a normal reading e
 once in a million by their tail, at most ``recurring_margin`` times the largest of them
 (``_tail_limits``): an outlier as large as the tail has shown is no spike, one far beyond
 it still is, and a pulse train does not hide a pulse twice its size or a dip on the other
-side. A hit's z is reported in units of its limit times k. The log is not saved: after a
-restart the limits are k until it has refilled.
+side. Where the sample is spread as a tail's is (its excesses' spread at least half their
+mean; a pulse train's are nearly equal), the limit may reach 3 times the largest instead:
+a database's latency showed 13 scales in a thousand readings and sent 20-33 as a matter of
+course (docs/BENCHMARKS.md, "A heavy tail's limit"). A hit's z is reported in units of its
+limit times k. The log is not saved: after a restart the limits are k until it has
+refilled.
 
 A reading is judged in every window where it has ``neighbours`` readings on both sides, so
 an alert's ``open_after`` windows can see it (with hop 4 and window 16, two or three times),
@@ -670,6 +674,11 @@ _TAIL_RISK = 1e-6  # a normal reading's chance, per reading, of being a spike on
 _TAIL_LEAST = 3  # episodes past half of k a feature needs before its tail is read
 _TAIL_MEMORY = 64  # readings past half of k logged per feature (``_DeviceNoise.tails``)
 _TAIL_GAP = 64  # readings between two exceedances that make them two episodes
+# A tail's sample whose excesses' standard deviation is at least this share of their mean
+# is spread as a tail's (an exponential's equals its mean; pulses of one size have ~0) and
+# its limit may reach _TAIL_REACH times the largest it showed, not ``recurring_margin``.
+_TAIL_SPREAD = 0.5
+_TAIL_REACH = 3.0
 
 
 def _log_tails(
@@ -708,8 +717,12 @@ def _tail_limits(state: _DeviceNoise, cfg: SpikesConfig) -> FloatArray | None:
     conservative -- and the limit is the z that a normal reading exceeds with probability
     ``_TAIL_RISK``: ``k / 2 + mean x ln(rate / risk)``; never more than
     ``recurring_margin`` x the largest the side showed (a pulse train's normal pulses do
-    not hide one twice their size), never less than k. A spike beyond the limit is never
-    in the sample, so an alerted one does not widen its own."""
+    not hide one twice their size), never less than k. The reach past the largest is
+    ``_TAIL_REACH`` instead where the excesses are spread as an exponential's are (their
+    standard deviation at least ``_TAIL_SPREAD`` of their mean; it equals the mean for an
+    exponential, and is near 0 for pulses of one size): a heavy tail's largest in a
+    thousand readings is a poor bound on its next, a pulse train's is a good one. A spike
+    beyond the limit is never in the sample, so an alerted one does not widen its own."""
     if not cfg.tail or state.inverse is None or not any(state.tails):
         return None
     limits = np.full((2, len(state.inverse)), cfg.k)
@@ -727,8 +740,11 @@ def _tail_limits(state: _DeviceNoise, cfg: SpikesConfig) -> FloatArray | None:
             if 1 + np.count_nonzero(np.diff(times) > _TAIL_GAP) < _TAIL_LEAST:
                 continue
             z = np.array([size for _, size in found])
-            limit = half + float((z - half).mean()) * math.log(len(z) / span / _TAIL_RISK)
-            limit = min(limit, cfg.recurring_margin * float(z.max()))
+            excess = z - half
+            limit = half + float(excess.mean()) * math.log(len(z) / span / _TAIL_RISK)
+            spread = float(excess.std()) >= _TAIL_SPREAD * float(excess.mean())
+            reach = _TAIL_REACH if spread else cfg.recurring_margin
+            limit = min(limit, reach * float(z.max()))
             limits[side, f] = max(cfg.k, limit)
     return limits if bool((limits > cfg.k).any()) else None  # None: k everywhere, cheaper
 

@@ -582,7 +582,8 @@ def test_a_burst_of_noise_is_one_episode_and_widens_nothing() -> None:
 def test_a_tail_never_reaches_past_what_the_device_showed_by_the_margin() -> None:
     """Three excursions of 6 scales, 200 readings apart: an exponential tail through them
     puts one in a million past 13 scales, but the device has shown 6 at most, and 1.5 x 6
-    is under k: the limit stays k. A side that showed nothing keeps k too."""
+    is under k: the limit stays k. A side that showed nothing keeps k too. Pulses of about
+    one size (a pulse train's) keep the margin when they are larger."""
     cfg = SpikesConfig()
     state = _DeviceNoise.empty(cfg.history, 1, cfg.recurring_memory)
     state.set_scale(np.array([1.0]))
@@ -590,12 +591,36 @@ def test_a_tail_never_reaches_past_what_the_device_showed_by_the_margin() -> Non
         state.log_tail(at, 0, 6.0)
     state.clock = 1000
     assert _tail_limits(state, cfg) is None  # k on both sides
-    for at in (600, 700, 800):
-        state.log_tail(at, 0, 9.5)  # larger ones: 1.5 x 9.5 = 14.25 binds
+    state = _DeviceNoise.empty(cfg.history, 1, cfg.recurring_memory)
+    state.set_scale(np.array([1.0]))
+    for at, z in zip((100, 250, 400, 550, 700, 850), (9.0, 9.2, 9.5, 9.3, 9.4, 9.1), strict=True):
+        state.log_tail(at, 0, z)
+    state.clock = 1000
     limit = _tail_limits(state, cfg)
     assert limit is not None
     assert limit[0, 0] == cfg.k
-    assert cfg.k < limit[1, 0] <= 1.5 * 9.5
+    assert cfg.k < limit[1, 0] <= 1.5 * 9.5  # 1.5 x 9.5 = 14.25 binds
+
+
+def test_a_sample_spread_as_a_tail_reaches_further_than_a_pulse_train() -> None:
+    """Excursions of 5.5 to 12 scales, spread as an exponential's excesses are (a
+    database's latency, ``simulators.synthetic.wide_server``): the largest a thousand
+    readings showed is a poor bound on the next, so the limit may pass 1.5 x 12 = 18
+    (up to 3 x 12); the same six sizes all at 12, a pulse train's, stop at 18."""
+    cfg = SpikesConfig()
+
+    def limit_above(sizes: tuple[float, ...]) -> float:
+        state = _DeviceNoise.empty(cfg.history, 1, cfg.recurring_memory)
+        state.set_scale(np.array([1.0]))
+        for at, z in zip((100, 250, 400, 550, 700, 850), sizes, strict=True):
+            state.log_tail(at, 0, z)
+        state.clock = 1000
+        limit = _tail_limits(state, cfg)
+        assert limit is not None
+        return float(limit[1, 0])
+
+    assert 1.5 * 12 < limit_above((5.5, 6.0, 7.0, 8.0, 9.5, 12.0)) <= 3 * 12
+    assert limit_above((12.0,) * 6) == pytest.approx(1.5 * 12)
 
 
 def test_a_reload_turning_tails_off_judges_by_k_at_once() -> None:
