@@ -1198,6 +1198,36 @@ class StuckConfig(Section):
     )
 
 
+class PeriodsConfig(Section):
+    """Daily-schedule check beside the model (sentinel/model/periods.py,
+    sentinel/judge/periods.py; issue #21)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Judge each feature with a cycle longer than the model's window (a "
+        "daily schedule, found in the training data's autocorrelation, up to 4,096 "
+        "readings, with three cycles of training) by its newest cycle as a whole: the "
+        "distance of the last period to its nearest earlier one, among training's and the "
+        "device's own last 16, over the largest such distance training held. An air "
+        "handler that never starts one morning leaves every reading at a level it holds "
+        "each night, which no window of the model's context shows; the day against the "
+        "days before it does. A window is anomalous while that ratio exceeds factor and the "
+        "newest part of the period that differs lies within an eighth of a period, and the "
+        "alert names the feature (period:FEATURE). Features constant in training, features "
+        "without such a cycle, and models saved before this check existed are not judged; "
+        "a device is judged from its first full period of readings, and again a period "
+        "after a restart.",
+    )
+    factor: float = Field(
+        default=1.5,
+        gt=1.0,
+        le=1_000.0,
+        description="A window is anomalous when its feature's last period is further than "
+        "this multiple of training's largest distance from every earlier period. "
+        "docs/BENCHMARKS.md ('A schedule that did not run').",
+    )
+
+
 class NoiseConfig(Section):
     """Noisy-sensor check beside the model (sentinel/model/noise.py, sentinel/judge/noise.py;
     issue #21)."""
@@ -1910,6 +1940,7 @@ class SentinelConfig(Section):
     levels: LevelsConfig = Field(default_factory=LevelsConfig)
     stuck: StuckConfig = Field(default_factory=StuckConfig)
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    periods: PeriodsConfig = Field(default_factory=PeriodsConfig)
     command_levels: CommandLevelsConfig = Field(default_factory=CommandLevelsConfig)
     relations: RelationsConfig = Field(default_factory=RelationsConfig)
     shifts: ShiftsConfig = Field(default_factory=ShiftsConfig)

@@ -29,6 +29,7 @@ __all__ = [
     "FeatureContribution",
     "LevelHit",
     "NoiseHit",
+    "PeriodHit",
     "Reading",
     "RejectReason",
     "Rejected",
@@ -246,6 +247,22 @@ class NoiseHit:
 
 
 @dataclass(frozen=True, slots=True)
+class PeriodHit:
+    """A window's feature whose newest period is further from every earlier one than
+    training's periods ever were, by more than ``[periods] factor`` (sentinel.judge.periods):
+    a daily schedule that did not run."""
+
+    feature: int  # index into the stream's features
+    ratio: float  # distance to the nearest earlier period / training's largest (> factor)
+    # Chance that a normal period is this far off: under 1 in the training readings, none
+    # of whose periods was (1 / (n + 1)).
+    exceedance: float
+    # The end of the newest block that differed from the neighbour's (sentinel.judge.evidence),
+    # as readings before the window's newest (at most the window's oldest); None: the newest
+    age: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RelationHit:
     """A window's feature whose mean no longer follows the device's other features as its
     normal windows did (sentinel.judge.relations)."""
@@ -320,6 +337,9 @@ class Verdict:
     # single readings with the device's memory; a run of such windows opens no alert
     # (sentinel.judge.alerts).
     usual: bool = False
+    # Set when a feature's newest period is unlike every earlier one (sentinel.judge.periods):
+    # anomalous whatever the score.
+    period: PeriodHit | None = None
 
 
 class AlertStatus(StrEnum):
@@ -394,6 +414,9 @@ class AlertReason:
     # The feature whose readings were roughest among the opening windows, if the noise
     # check fired: (feature, roughness over training's roughest).
     noise: tuple[str, float] | None = None
+    # The feature whose newest period was furthest from every earlier one among the opening
+    # windows, if the period check fired: (feature, distance over training's largest).
+    period: tuple[str, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         t = self.threshold
@@ -420,6 +443,8 @@ class AlertReason:
             data["relation_feature"], data["relation_z"] = self.relation
         if self.noise is not None:
             data["noise_feature"], data["noise_ratio"] = self.noise
+        if self.period is not None:
+            data["period_feature"], data["period_ratio"] = self.period
         return data
 
     @classmethod
@@ -471,6 +496,11 @@ class AlertReason:
             noise=(
                 (str(data["noise_feature"]), float(data["noise_ratio"]))  # type: ignore[arg-type]
                 if "noise_feature" in data
+                else None
+            ),
+            period=(
+                (str(data["period_feature"]), float(data["period_ratio"]))  # type: ignore[arg-type]
+                if "period_feature" in data
                 else None
             ),
         )

@@ -405,6 +405,14 @@ def _reason_fields(reason: dict[str, Any] | None) -> list[tuple[str, str]]:
                 "as rough as in training's roughest window",
             )
         )
+    if "period_feature" in reason:
+        fields.append(
+            (
+                "period",
+                f"{reason['period_feature']}'s last period was {reason.get('period_ratio', 0):g} x "
+                "further from every earlier one than training's periods ever were",
+            )
+        )
     fields.append(("config hash", str(reason.get("config_hash", "-"))))
     return fields
 

@@ -149,8 +149,8 @@ class DeviceSeries:
         anomalous = CounterMetricFamily(
             "sentinel_device_windows_anomalous",
             "Scored windows judged anomalous (by score or by a spike, level, stuck, noise, "
-            "constant or relation check), by device (health.metrics_devices devices; the rest of a "
-            'stream in device="").',
+            "period, constant or relation check), by device (health.metrics_devices devices; "
+            'the rest of a stream in device="").',
             labels=labels,
         )
         score = GaugeMetricFamily(
@@ -353,7 +353,7 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "sentinel_windows_anomalous",
         "Scored windows judged anomalous: above their threshold, or flagged by the spike, "
-        "level, stuck, noise, constant or relation check.",
+        "level, stuck, noise, period, constant or relation check.",
         stats.anomalous,
     )
     yield CounterMetricFamily(

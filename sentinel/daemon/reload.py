@@ -1,8 +1,9 @@
 """SIGHUP: reload the config file and apply what can change while running.
 
 Live keys: ``threshold.*``, ``alerts.*``, ``spikes.*``, ``levels.*``, ``stuck.*``,
-``noise.*``, ``relations.*``, ``logging.*`` and ``ingest.log_interval``. The pipeline worker
-takes the new thresholds, spike, level, stuck, noise and relation checks and alert rules
+``noise.*``, ``periods.*``, ``relations.*``, ``logging.*`` and ``ingest.log_interval``. The
+pipeline worker takes the new thresholds, spike, level, stuck, noise, period and relation
+checks and alert rules
 between two passes, like a
 model swap. The stream list
 (``streams``) is applied by restarting the components inside the process
@@ -31,6 +32,7 @@ LIVE_KEYS = (
     "levels.",
     "stuck.",
     "noise.",
+    "periods.",
     "relations.",
     "logging.",
     "ingest.log_interval",
@@ -78,7 +80,17 @@ def plan_reload(running: SentinelConfig, loaded: SentinelConfig) -> ReloadPlan:
     needs_restart = {k: v for k, v in sorted(diff.items()) if not _is_live(k)}
     data = running.model_dump()
     fresh = loaded.model_dump()
-    live = ("threshold", "alerts", "spikes", "levels", "stuck", "noise", "relations", "logging")
+    live = (
+        "threshold",
+        "alerts",
+        "spikes",
+        "levels",
+        "stuck",
+        "noise",
+        "periods",
+        "relations",
+        "logging",
+    )
     for section in live:
         data[section] = fresh[section]
     data["ingest"]["log_interval"] = fresh["ingest"]["log_interval"]

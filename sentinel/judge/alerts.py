@@ -94,9 +94,9 @@ def alert_checks(alert: Alert) -> str:
     """Which checks opened ``alert``, as replay's ``check`` column names them: ``score`` (its
     peak window scored above the threshold), ``spike:FEATURE``, ``level:FEATURE`` (a lone
     shift or a level off training's: the strongest hit among its opening windows),
-    ``constant:FEATURE``, ``stuck:FEATURE``, ``relation:FEATURE`` and ``noise:FEATURE``,
-    joined by ``+``. An alert opened by a spike
-    alone scores below its threshold, and this is what says why it fired."""
+    ``constant:FEATURE``, ``stuck:FEATURE``, ``relation:FEATURE``, ``noise:FEATURE`` and
+    ``period:FEATURE``, joined by ``+``. An alert opened by a spike alone scores below its
+    threshold, and this is what says why it fired."""
     parts = ["score"] if alert.peak_score > alert.threshold else []
     reason = alert.reason
     if reason is not None:
@@ -111,6 +111,8 @@ def alert_checks(alert: Alert) -> str:
             parts.append(f"relation:{reason.relation[0]}")
         if reason.noise is not None:
             parts.append(f"noise:{reason.noise[0]}")
+        if reason.period is not None:
+            parts.append(f"period:{reason.period[0]}")
     return "+".join(parts) or "score"
 
 
@@ -389,6 +391,11 @@ class AlertTracker:
             if rough:
                 roughest = max(rough, key=lambda h: h.ratio)
                 noise = (names[roughest.feature], round(roughest.ratio, 2))
+            unlike = [v.period for v in run if v.period is not None]
+            period = None
+            if unlike:
+                furthest = max(unlike, key=lambda h: h.ratio)
+                period = (names[furthest.feature], round(furthest.ratio, 2))
             reason = AlertReason(
                 run[-1].state,
                 exceedance,
@@ -399,6 +406,7 @@ class AlertTracker:
                 stuck,
                 relation,
                 noise,
+                period,
             )
         alert = Alert(
             uid=str(uuid.uuid4()),
@@ -523,6 +531,10 @@ class AlertTracker:
             # Roughness is the feature's own, measured on its readings: what the window is
             # about, whatever the model's error made of it.
             excess[verdict.noise.feature] += 1.0 + float(excess.sum())
+        if verdict.period is not None:
+            # A period unlike every earlier one is the feature's own day, which no window's
+            # error measures: what the window is about.
+            excess[verdict.period.feature] += 1.0 + float(excess.sum())
         return excess
 
     def _top(self, stream: str, excess: np.ndarray) -> tuple[FeatureContribution, ...]:

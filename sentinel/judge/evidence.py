@@ -30,6 +30,9 @@ So each anomalous verdict carries the time span of its evidence (``Verdict.evide
 * a noise hit: the newest reading a step beyond the check's limit led to
   (``NoiseHit.age``): a window is rough while most of its steps are, up to half a window
   after a burst ends;
+* a period hit: the end of the newest block of the period that differed from its nearest
+  earlier one (``PeriodHit.age``, at most the window's oldest reading): a period holds a
+  fault for a whole period, the windows judged anomalous for an eighth of one after it;
 * a constant hit: the newest reading away from the feature's accepted values
   (``ConstantHit.age``): a window holding any such reading is anomalous, for up to a
   window's length after a flag is back;
@@ -117,7 +120,7 @@ def evidence(verdict: Verdict, ratios: FloatArray | None) -> tuple[float, float]
             offset = length - len(ratios)  # the scored readings are the newest S
             spans.append((window.time_of(offset + first), window.time_of(offset + last)))
     spans.extend((at, at) for at in _exact_onsets(verdict))
-    for hit in (verdict.relation, verdict.noise, verdict.constant):
+    for hit in (verdict.relation, verdict.noise, verdict.constant, verdict.period):
         if hit is not None:
             at = newest if hit.age is None else window.time_of(length - 1 - hit.age)
             spans.append((at, at))

@@ -251,6 +251,7 @@ def _forced(verdict: Verdict) -> bool:
             verdict.stuck,
             verdict.relation,
             verdict.noise,
+            verdict.period,
         )
     )
 

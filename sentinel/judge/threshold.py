@@ -70,6 +70,7 @@ from sentinel.records import (
     ConstantHit,
     LevelHit,
     NoiseHit,
+    PeriodHit,
     RelationHit,
     Score,
     SpikeHit,
@@ -244,6 +245,7 @@ class ThresholdBank:
         stuck: StuckHit | None = None,
         relation: RelationHit | None = None,
         noise: NoiseHit | None = None,
+        period: PeriodHit | None = None,
     ) -> Verdict:
         """Judge one score; normal scores then update the device's threshold.
 
@@ -251,9 +253,9 @@ class ThresholdBank:
         the held-back scores DSPOT is fitted on. A window with a ``spike``
         (sentinel.judge.spikes), a ``level`` hit (sentinel.judge.levels), a ``constant``
         hit (sentinel.judge.constants), a ``stuck`` hit (sentinel.judge.stuck), a
-        ``relation`` hit (sentinel.judge.relations) or a ``noise`` hit
-        (sentinel.judge.noise) is anomalous whatever its score, and its score teaches the
-        threshold nothing.
+        ``relation`` hit (sentinel.judge.relations), a ``noise`` hit
+        (sentinel.judge.noise) or a ``period`` hit (sentinel.judge.periods) is anomalous
+        whatever its score, and its score teaches the threshold nothing.
         """
         model = self._models[score.window.stream]
         fallback, calibration = model.fallback, model.scores
@@ -266,7 +268,7 @@ class ThresholdBank:
                 state = self._devices[key]
             else:
                 state = self._devices[key] = self._new_device(score.window.stream, calibration)
-        hits = (spike, level, constant, stuck, relation, noise)
+        hits = (spike, level, constant, stuck, relation, noise, period)
         forced = any(hit is not None for hit in hits)
         self._spell(key, state, score.window)
         if state.spot is not None:
@@ -319,6 +321,7 @@ class ThresholdBank:
             stuck=stuck,
             relation=relation,
             noise=noise,
+            period=period,
         )
 
     def drain_events(self) -> list[AuditEvent]:

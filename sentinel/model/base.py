@@ -37,6 +37,7 @@ from sentinel.errors import ModelError
 from sentinel.model.calibration import Calibration, Float64Array
 from sentinel.model.fields import as_object, integer, string
 from sentinel.model.noise import NoiseStats
+from sentinel.model.periods import PeriodStats
 from sentinel.model.stuck import RunStats
 
 if TYPE_CHECKING:
@@ -358,6 +359,11 @@ class Detector(ABC):
     def noise_stats(self) -> NoiseStats | None:
         """Training's roughest window per feature (``sentinel.model.noise``), or None where
         the detector keeps none: the noise check then leaves it alone."""
+        return None
+
+    def period_stats(self) -> PeriodStats | None:
+        """Training's cycles longer than a window (``sentinel.model.periods``), or None
+        where the detector keeps none: the period check then leaves it alone."""
         return None
 
     def level_slowness(self) -> Float64Array | None:

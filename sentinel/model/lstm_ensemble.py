@@ -53,6 +53,7 @@ from sentinel.model.fields import string
 from sentinel.model.lstm_detector import LstmAeDetector, LstmDetector
 from sentinel.model.lstm_forecast import LstmForecastDetector
 from sentinel.model.noise import NoiseStats
+from sentinel.model.periods import PeriodStats
 from sentinel.model.stuck import RunStats
 from sentinel.model.train import TrainingData, fit_autoencoder, prepare_training
 
@@ -200,6 +201,10 @@ class LstmEnsembleDetector(Detector):
     def noise_stats(self) -> NoiseStats | None:
         """The forecaster member's roughest training windows (the AE keeps none)."""
         return self._forecaster.noise_stats()
+
+    def period_stats(self) -> PeriodStats | None:
+        """The forecaster member's cycles (the AE keeps none)."""
+        return self._forecaster.period_stats()
 
     def level_slowness(self) -> Float64Array | None:
         return self._forecaster.level_slowness()

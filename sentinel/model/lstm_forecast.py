@@ -302,6 +302,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             levels=prepared.levels,
             stuck=prepared.stuck,
             noise=prepared.noise,
+            periods=prepared.periods,
             interval=options.interval,
             constant_features=prepared.constants,
             stepped_features=prepared.stepped,

@@ -25,6 +25,7 @@ from sentinel.model.calibration import (
 from sentinel.model.fields import as_list, as_object, integer, number, string
 from sentinel.model.levels import LevelStats
 from sentinel.model.noise import NoiseStats
+from sentinel.model.periods import PeriodStats
 from sentinel.model.scaler import Scaler
 from sentinel.model.stuck import RunStats
 
@@ -82,6 +83,9 @@ class LstmMeta(DetectorMeta):
     # Training's roughest window per feature (sentinel.model.noise); None for models saved
     # before it existed, whose windows the noise check then leaves alone.
     noise: NoiseStats | None = None
+    # Training's cycles longer than a window (sentinel.model.periods); None for models saved
+    # before it existed, whose features the period check then leaves alone.
+    periods: PeriodStats | None = None
     # Features constant in training, with their value (issue #21). Their reconstruction
     # error says nothing (about zero in training, so any change would score 10^3-10^8 times
     # that), so the model sees them at their training value and they take no part in the
@@ -118,6 +122,8 @@ class LstmMeta(DetectorMeta):
             raise ModelError(f"stuck has {len(self.stuck.longest)} features, meta lists {n}")
         if self.noise is not None and len(self.noise.largest) != n:
             raise ModelError(f"noise has {len(self.noise.largest)} features, meta lists {n}")
+        if self.periods is not None and any(p.feature >= n for p in self.periods.features):
+            raise ModelError(f"periods name a feature beyond the {n} meta lists")
         if self.relative_centre not in RELATIVE_CENTRES:
             raise ModelError(
                 f"relative_centre must be one of {list(RELATIVE_CENTRES)}, "
@@ -192,6 +198,8 @@ class LstmMeta(DetectorMeta):
             data["stuck"] = self.stuck.to_dict()
         if self.noise is not None:
             data["noise"] = self.noise.to_dict()
+        if self.periods is not None:
+            data["periods"] = self.periods.to_dict()
         return data
 
     @staticmethod
@@ -219,6 +227,8 @@ class LstmMeta(DetectorMeta):
             "stuck": RunStats.from_dict(obj["stuck"]) if "stuck" in obj else None,
             # Optional: models saved before it existed have no noise check.
             "noise": NoiseStats.from_dict(obj["noise"]) if "noise" in obj else None,
+            # Optional: models saved before it existed have no period check.
+            "periods": PeriodStats.from_dict(obj["periods"]) if "periods" in obj else None,
             # Optional: models saved before it existed judge every feature by its error.
             "constant_features": {
                 str(name): number(value, "constant_features")
@@ -447,6 +457,10 @@ class LstmMetaChecks:
     def noise_stats(self) -> NoiseStats | None:
         """Training's roughest windows (``LstmMeta.noise``)."""
         return self._meta.noise
+
+    def period_stats(self) -> PeriodStats | None:
+        """Training's cycles longer than a window (``LstmMeta.periods``)."""
+        return self._meta.periods
 
     def level_slowness(self) -> Float64Array | None:
         """See ``LevelStats.slowness``; None for a model saved without it."""

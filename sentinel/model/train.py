@@ -33,6 +33,7 @@ from sentinel.model.lstm_detector import (
     window_centre,
 )
 from sentinel.model.noise import NoiseStats
+from sentinel.model.periods import PeriodStats
 from sentinel.model.scaler import Scaler
 from sentinel.model.stuck import RunStats
 from sentinel.model.windowing import make_windows
@@ -335,6 +336,8 @@ class TrainingData:
     stuck: RunStats
     # Roughest window per feature in the raw readings (sentinel.model.noise)
     noise: NoiseStats
+    # Cycles longer than a window, with training's most unusual one (sentinel.model.periods)
+    periods: PeriodStats
     data: torch.Tensor
     offsets: torch.Tensor
     rel_idx: tuple[int, ...]
@@ -433,6 +436,11 @@ def prepare_training(
         window,
         [features.index(name) for name in constants],
     )
+    periods = PeriodStats.fit(
+        [rows[a:b] for a, b in itertools.pairwise(bounds)],
+        window,
+        [features.index(name) for name in constants],
+    )
 
     rng = np.random.default_rng(config.seed)
     train_starts, val_starts = _split_starts(
@@ -459,6 +467,7 @@ def prepare_training(
         levels=levels,
         stuck=stuck,
         noise=noise,
+        periods=periods,
         data=torch.from_numpy(scaled).to(device),
         offsets=torch.arange(window, device=device),
         rel_idx=tuple(rel_idx),
@@ -689,6 +698,7 @@ def fit_autoencoder(
         levels=prepared.levels,
         stuck=prepared.stuck,
         noise=prepared.noise,
+        periods=prepared.periods,
         interval=options.interval,
         constant_features=prepared.constants,
         stepped_features=prepared.stepped,

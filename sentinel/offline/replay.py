@@ -160,7 +160,8 @@ def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
     (above the threshold), ``spike:FEATURE`` (sentinel.judge.spikes), ``level:FEATURE``
     (sentinel.judge.shifts, sentinel.judge.levels), ``constant:FEATURE`` (sentinel.judge.constants),
     ``stuck:FEATURE`` (sentinel.judge.stuck), ``relation:FEATURE`` (sentinel.judge.relations),
-    ``noise:FEATURE`` (sentinel.judge.noise), joined by ``+``; empty for a normal window."""
+    ``noise:FEATURE`` (sentinel.judge.noise), ``period:FEATURE`` (sentinel.judge.periods),
+    joined by ``+``; empty for a normal window."""
     if not verdict.is_anomaly:
         return ""
     parts = []
@@ -173,6 +174,7 @@ def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
         ("stuck", verdict.stuck),
         ("relation", verdict.relation),
         ("noise", verdict.noise),
+        ("period", verdict.period),
     )
     for kind, hit in hits:
         if hit is not None:

@@ -250,6 +250,7 @@ _CHECK_MARKERS = {
     "stuck": "D",
     "relation": "P",
     "noise": "*",
+    "period": "v",
 }
 
 

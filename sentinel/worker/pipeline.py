@@ -32,6 +32,7 @@ from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.evidence import evidence, score_feature
 from sentinel.judge.levels import LevelCheck
 from sentinel.judge.noise import NoiseCheck
+from sentinel.judge.periods import PeriodCheck
 from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.relations import RelationCheck, Relations
 from sentinel.judge.shifts import ShiftCheck
@@ -192,6 +193,7 @@ class Pipeline:
         self._levels = LevelCheck(config.levels)
         self._stuck = StuckCheck(config.stuck)
         self._noise = NoiseCheck(config.noise)
+        self._periods = PeriodCheck(config.periods)
         self._relations = RelationCheck(config.relations, config.windows.hop)
         self._shifts = ShiftCheck(config.shifts, config.windows.hop)
         self._constants = ConstantCheck(config.constants, config.windows.hop)
@@ -614,6 +616,7 @@ class Pipeline:
         held = self._devices.keys()
         parked = self._thresholds.park(held)
         self._spikes.park(held)
+        self._periods.park(held)
         self._relations.park(held)
         self._shifts.park(held)
         self._command_levels.park(held)
@@ -689,7 +692,7 @@ class Pipeline:
 
     def _judge(self, runtime: _Stream, windows: list[Window], live: bool = True) -> list[Verdict]:
         """Score one stream's windows with its model and judge them: the spike, level,
-        constant, stuck, noise and relation checks, then each device's threshold, which
+        constant, stuck, noise, period and relation checks, then each device's threshold, which
         learns from the normal ones.
         Everything a verdict depends on, and nothing after it (alerts, the observer):
         live windows and warm-up windows (``_warm``) go through this same code."""
@@ -728,6 +731,9 @@ class Pipeline:
         constants = self._constants.check(detector, windows)
         stuck = self._stuck.check(detector, stacked)
         noise = self._noise.check(detector, stacked)
+        periods = self._periods.check(
+            runtime.config.name, detector, windows, live, runtime.windows.max_gap
+        )
         relations = self._relations.check(
             detector, windows, stacked, self._thresholds.rebaseline_after(runtime.config.name)
         )
@@ -758,7 +764,7 @@ class Pipeline:
             if shift is not None and (level is None or shift.z > level.z):
                 level = shift
             verdict = self._thresholds.judge(
-                score, spikes[i], level, constants[i], stuck[i], relation, noise[i]
+                score, spikes[i], level, constants[i], stuck[i], relation, noise[i], periods[i]
             )
             verdicts.append(self._recurring.judge(verdict, warm=not live))
         # The warm start's windows are the model's training rows: learnt whatever their
@@ -1148,6 +1154,7 @@ class Pipeline:
         self._levels.reconfigure(config.levels)
         self._stuck.reconfigure(config.stuck)
         self._noise.reconfigure(config.noise)
+        self._periods.reconfigure(config.periods)
         self._relations.reconfigure(config.relations, config.windows.hop)
         self._shifts.reconfigure(config.shifts, config.windows.hop)
         self._constants.reconfigure(config.constants, config.windows.hop)
@@ -1165,6 +1172,7 @@ class Pipeline:
             levels=config.levels.model_dump(),
             stuck=config.stuck.model_dump(),
             noise=config.noise.model_dump(),
+            periods=config.periods.model_dump(),
         )
 
 
@@ -1177,6 +1185,7 @@ def _by_score_alone(verdict: Verdict) -> bool:
         and verdict.stuck is None
         and verdict.noise is None
         and verdict.relation is None
+        and verdict.period is None
     )
 
 

@@ -139,6 +139,7 @@ function why(alert) {
     ["stuck", r.stuck_feature, r.stuck_run !== undefined ? `${r.stuck_run} identical readings` : ""],
     ["relation", r.relation_feature, r.relation_z !== undefined ? `residual ${num(r.relation_z, 2)} σ` : ""],
     ["noise", r.noise_feature, r.noise_ratio !== undefined ? `${num(r.noise_ratio, 2)} x training's roughest` : ""],
+    ["period", r.period_feature, r.period_ratio !== undefined ? `${num(r.period_ratio, 2)} x training's most unusual period` : ""],
   ];
   for (const [check, feature, detail] of checks) {
     if (feature) parts.push(`${check} check: ${feature}${detail ? " " + detail : ""}`);

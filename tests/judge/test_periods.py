@@ -1,0 +1,187 @@
+"""The period check: a feature's newest period unlike every earlier one (a daily schedule
+that did not run), judged against training's library and the device's own earlier periods."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sentinel.config import PeriodsConfig
+from sentinel.judge.evidence import evidence
+from sentinel.judge.periods import PeriodCheck
+from sentinel.model.periods import PeriodStats
+from sentinel.records import AlertReason, PeriodHit, Score, ThresholdState, Verdict, Window
+from tests.fakes import FakeDetector
+
+DAY = 96  # readings a "day", one a second
+HOP, LENGTH = 4, 32
+
+
+def schedule(days: int, missed: tuple[int, ...] = (), seed: int = 0) -> np.ndarray:
+    """(days x DAY, 2): a fan on from about a quarter to about three quarters of each day
+    (x), and a noisy channel with no cycle (y); on the ``missed`` days the fan never starts."""
+    rng = np.random.default_rng(seed)
+    fan = []
+    for day in range(days):
+        values = 0.4 + rng.normal(0.0, 0.05, DAY)
+        if day not in missed:
+            start, stop = 24 + rng.integers(-2, 3), 72 + rng.integers(-2, 3)
+            values[start:stop] = 18.0 + rng.normal(0.0, 0.3, stop - start)
+        fan.append(values)
+    return np.column_stack([np.concatenate(fan), rng.normal(0.0, 1.0, days * DAY)])
+
+
+class CyclingDetector(FakeDetector):
+    """The fake model (features x and y) with the periods of its training data."""
+
+    def __init__(self, train: np.ndarray, version: str = "fake-1") -> None:
+        super().__init__(version)
+        self._stats = PeriodStats.fit([train], LENGTH)
+        self._meta.training["n_readings"] = len(train)
+
+    def period_stats(self) -> PeriodStats | None:
+        return self._stats
+
+
+def windows(values: np.ndarray, first: int, last: int, device: str = "d") -> list[Window]:
+    """The windows of ``values`` (a reading a second from 0) whose newest reading is in
+    [first, last), every ``HOP`` readings."""
+    out = []
+    for end in range(first + HOP, last + 1, HOP):
+        times = np.arange(end - LENGTH, end, dtype=np.float64)
+        out.append(
+            Window("s", device, times[0], times[-1], values[end - LENGTH : end], times.copy())
+        )
+    return out
+
+
+def judged(
+    check: PeriodCheck, detector: FakeDetector, values: np.ndarray, train: int
+) -> dict[int, PeriodHit]:
+    """The training rows taken in unjudged (the warm start), then every later window:
+    the hits by their window's newest reading."""
+    check.check("s", detector, windows(values, LENGTH - HOP, train), judge=False)
+    live = windows(values, train, len(values))
+    hits = check.check("s", detector, live)
+    return {int(w.end_ts): h for w, h in zip(live, hits, strict=True) if h is not None}
+
+
+def test_a_day_the_fan_never_started_is_found_within_the_hour_and_no_other_day_is() -> None:
+    values = schedule(12, missed=(9,))
+    train = 7 * DAY
+    detector = CyclingDetector(values[:train])
+    stats = detector.period_stats()
+    assert stats is not None
+    (fan,) = stats.features  # the noisy channel has no cycle
+    assert fan.feature == 0
+    assert fan.period == DAY
+    hits = judged(PeriodCheck(PeriodsConfig()), detector, values, train)
+    assert hits, "the missed day was not found"
+    should_start = 9 * DAY + 24
+    assert should_start <= min(hits) <= should_start + 12  # within a few blocks of 2
+    # flagged while the day differs from every earlier one at its hour, and an eighth of
+    # a day after: not all night, and not the next morning (the fan's start differs from
+    # the missed day, not from the days before it)
+    assert max(hits) <= 9 * DAY + 72 + 3 + DAY // 8 + 2 * fan.block
+    assert all(9 * DAY <= at < 10 * DAY for at in hits)
+    assert all(hit.feature == 0 and hit.ratio > 1.5 for hit in hits.values())
+
+
+def test_the_evidence_is_the_newest_block_that_differed() -> None:
+    values = schedule(12, missed=(9,))
+    train = 7 * DAY
+    detector = CyclingDetector(values[:train])
+    hits = judged(PeriodCheck(PeriodsConfig()), detector, values, train)
+    late = max(hits)
+    hit = hits[late]
+    assert hit.age is not None
+    # the window's evidence is the end of the fan's usual run, not the window's newest
+    newest_differing = late - hit.age
+    assert 9 * DAY + 60 <= newest_differing <= 9 * DAY + 76
+    (window,) = windows(values, late + 1 - HOP, late + 1)  # its newest reading is ``late``
+    state = ThresholdState("quantile", 1.0, 100, None, True)
+    score = Score(window, 0.1, (0.1, 0.1), "fake-1")
+    verdict = Verdict(score, 1.0, True, 1e-3, state, period=hit)
+    first, last = evidence(verdict, None)
+    assert first == last == float(newest_differing)
+
+
+def test_normal_days_and_a_later_start_within_the_days_spread_raise_nothing() -> None:
+    values = schedule(14, seed=3)
+    train = 7 * DAY
+    detector = CyclingDetector(values[:train])
+    assert judged(PeriodCheck(PeriodsConfig()), detector, values, train) == {}
+
+
+def test_readings_that_never_came_are_no_discord() -> None:
+    values = schedule(12, seed=4)
+    train = 7 * DAY
+    detector = CyclingDetector(values[:train])
+    check = PeriodCheck(PeriodsConfig())
+    check.check("s", detector, windows(values, LENGTH - HOP, train), judge=False)
+    # ten readings of day 8 never arrive: the windows after the gap start past it
+    gap = range(8 * DAY + 40, 8 * DAY + 50)
+    live = [
+        w
+        for w in windows(values, train, len(values))
+        if not any(int(w.time_of(-i)) in gap for i in range(1, HOP + 1))
+    ]
+    assert all(hit is None for hit in check.check("s", detector, live))
+
+
+def test_the_warm_start_is_never_judged_and_a_device_with_no_day_of_its_own_waits() -> None:
+    values = schedule(12, missed=(2,))
+    detector = CyclingDetector(schedule(7, seed=9))
+    check = PeriodCheck(PeriodsConfig())
+    # the missed day among the warm start's rows: memory, no hits
+    hits = check.check("s", detector, windows(values, LENGTH - HOP, 4 * DAY), judge=False)
+    assert hits == [None] * len(hits)
+    # a second device's first readings hold no period yet: not judged
+    fresh = check.check("s", detector, windows(values, LENGTH - HOP, DAY // 2, device="e"))
+    assert fresh == [None] * len(fresh)
+
+
+def test_off_a_model_without_periods_and_when_disabled_nothing_is_judged() -> None:
+    values = schedule(12, missed=(9,))
+    train = 7 * DAY
+    detector = CyclingDetector(values[:train])
+    assert judged(PeriodCheck(PeriodsConfig(enabled=False)), detector, values, train) == {}
+    assert judged(PeriodCheck(PeriodsConfig()), FakeDetector(), values, train) == {}
+
+
+def test_a_model_swap_keeps_the_devices_days_and_park_frees_them() -> None:
+    values = schedule(12, missed=(9,))
+    train = 7 * DAY
+    check = PeriodCheck(PeriodsConfig())
+    check.check("s", CyclingDetector(values[:train]), windows(values, LENGTH - HOP, 8 * DAY))
+    # a new model of the same block size: the device's blocks carry over, so the missed
+    # day is judged at once against them
+    retrained = CyclingDetector(values[: 8 * DAY], version="fake-2")
+    live = windows(values, 8 * DAY, 10 * DAY)
+    hits = check.check("s", retrained, live)
+    assert any(h is not None for h in hits)
+    assert check.park({("s", "other")}) == 1
+    assert check.park(set()) == 0
+
+
+def test_training_with_fewer_than_three_periods_or_a_short_cycle_keeps_no_period() -> None:
+    assert PeriodStats.fit([schedule(2)], LENGTH).features == ()
+    t = np.arange(2000, dtype=np.float64)
+    short = np.column_stack([np.sin(2 * np.pi * t / 20), np.cos(2 * np.pi * t / 20)])
+    assert PeriodStats.fit([short], LENGTH).features == ()  # a cycle inside every window
+
+
+def test_an_alerts_reason_keeps_the_period_hit() -> None:
+    state = ThresholdState("quantile", 1.0, 2000, None, True)
+    reason = AlertReason(state, 1e-4, "abc", period=("fan", 6.25))
+    data = reason.to_dict()
+    assert data["period_feature"] == "fan"
+    assert data["period_ratio"] == 6.25
+    assert AlertReason.from_dict(data).period == ("fan", 6.25)
+    assert AlertReason.from_dict(AlertReason(state, 1e-4, "abc").to_dict()).period is None
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_a_factor_that_would_flag_training_itself_is_refused(factor: float) -> None:
+    with pytest.raises(ValueError, match="greater than 1"):
+        PeriodsConfig(factor=factor)
