@@ -1204,7 +1204,7 @@ class PeriodsConfig(Section):
 
     enabled: bool = Field(
         default=True,
-        description="Judge each feature with a cycle longer than the model's window (a "
+        description="Judge each feature with a cycle longer than two of the model's windows (a "
         "daily schedule, found in the training data's autocorrelation, up to 4,096 "
         "readings, with three cycles of training) by its newest cycle as a whole: the "
         "distance of the last period to its nearest earlier one, among training's and the "

@@ -2,7 +2,7 @@
 that did not run.
 
 The statistic and why it exists are in ``sentinel.model.periods``: per feature with a
-period longer than the model's window, the model keeps the period, a block size, the
+period longer than two of the model's windows, the model keeps the period, a block size, the
 *reference* (training's largest distance of a period to its nearest earlier one) and a
 library of training's newest periods in blocks. Each device keeps its own recent blocks
 (``HISTORY`` periods and the newest), averaged from its readings as they arrive; once a

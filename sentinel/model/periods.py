@@ -1,5 +1,5 @@
-"""Periods: each feature's cycle longer than the model's window, and how far its days ever
-strayed from one another in training.
+"""Periods: each feature's cycle longer than two of the model's windows, and how far its
+days ever strayed from one another in training.
 
 Why a check beside the model: the forecaster judges a window from its context (32 readings
 by default: 2 h 40 min at 5 minutes). A daily schedule that does not run -- an air handler
@@ -15,8 +15,8 @@ At training, per feature (``PeriodStats.fit``):
 * the period is the highest local maximum of the raw readings' autocorrelation, at least
   0.5 and 0.3 above its lowest point before it (a channel that only wanders has none), up
   to ``MAX_PERIOD`` readings, with ``MIN_PERIODS`` periods of training; only a period
-  longer than the model's window is kept (a shorter cycle is in every window the model
-  sees);
+  longer than ``WINDOWS`` of the model's windows is kept (the model sees half of a
+  shorter cycle in every window);
 * the readings are averaged in blocks of ``block`` readings, so that a period is about
   ``BLOCKS`` blocks whatever its length (piecewise aggregate approximation: a schedule's
   shape, not its noise, and a fixed cost a period);
@@ -52,6 +52,10 @@ FloatArray = npt.NDArray[np.float64]
 
 MAX_PERIOD = 4096  # longest period sought, in readings (a day at 1 minute is 1,440)
 MIN_PERIODS = 3  # training must hold this many periods: a query and a period of neighbours
+# A period is judged when longer than this many of the model's windows: the model sees half
+# of a shorter one in every window (and an hourly cron's pulse every 60 readings, judged
+# reading by reading, raised alerts on the synthetic server metrics that nothing found).
+WINDOWS = 2
 BLOCKS = 64  # blocks a period is averaged into (at least a reading each)
 HISTORY = 16  # periods of neighbours searched, and kept in the library
 PHASE_PERIODS = 4  # earlier periods a block is read against at its own hour (the check's)
@@ -193,7 +197,7 @@ class PeriodStats:
         cls, segments: Sequence[np.ndarray], window: int, skip: Sequence[int] = ()
     ) -> PeriodStats:
         """From raw (N_i, F) segments (in time order, each without gaps), the features
-        with a period longer than ``window`` readings."""
+        with a period longer than ``WINDOWS`` x ``window`` readings."""
         arrays = [np.asarray(s, dtype=np.float64) for s in segments if len(s)]
         if not arrays:
             return cls()
@@ -252,7 +256,7 @@ class PeriodStats:
 def _fit_feature(feature: int, segments: list[FloatArray], window: int) -> FeaturePeriod | None:
     joined = np.concatenate(segments)
     period = find_period(joined)
-    if period is None or period <= window:
+    if period is None or period <= WINDOWS * window:
         return None
     block = max(1, math.ceil(period / BLOCKS))
     length = max(2, round(period / block))
