@@ -189,6 +189,7 @@ def _checks(alert: Alert) -> list[str]:
         "stuck": reason.stuck,
         "relation": reason.relation,
         "noise": reason.noise,
+        "period": reason.period,
     }
     return [f"{check}:{value[0]}" for check, value in named.items() if value is not None]
 

@@ -74,26 +74,40 @@ _FLOOR = 1e-3
 _QUERY_STRIDE = 1 / 16
 
 
-def autocorrelation(x: FloatArray) -> FloatArray:
-    """The sample autocorrelation of ``x`` at every lag (by FFT)."""
-    x = x - x.mean()
-    spectrum = np.fft.rfft(x, 2 * len(x))
-    a = np.fft.irfft(spectrum * np.conj(spectrum))[: len(x)]
-    return a / a[0] if a[0] > 0 else np.zeros(len(x))
+def autocorrelation(segments: Sequence[FloatArray]) -> FloatArray:
+    """The sample autocorrelation at every lag up to the longest segment's length, pooled
+    over ``segments`` (each in time order, NaN as the mean): products of readings are
+    taken within a segment only, about the mean of them all (by FFT)."""
+    arrays = [np.asarray(s, dtype=np.float64) for s in segments if len(s)]
+    if not arrays:
+        return np.zeros(0)
+    finite = np.concatenate(arrays)
+    mean = float(np.nanmean(finite)) if np.isfinite(finite).any() else 0.0
+    a = np.zeros(max(len(s) for s in arrays))
+    for values in arrays:
+        x = np.nan_to_num(values - mean)
+        spectrum = np.fft.rfft(x, 2 * len(x))
+        a[: len(x)] += np.fft.irfft(spectrum * np.conj(spectrum))[: len(x)]
+    out: FloatArray = a / a[0] if a[0] > 0 else np.zeros(len(a))
+    return out
 
 
-def find_period(x: FloatArray, longest: int = MAX_PERIOD) -> int | None:
-    """The lag, in readings, of the highest autocorrelation peak of ``x`` (finite readings,
-    in order) that is at least 0.5 and 0.3 above its lowest point before it, of at most
-    ``longest`` and a third of ``x``; None where there is none."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if len(x) < MIN_PERIODS * _MIN_LAG or np.std(x) == 0:
+def find_period(segments: Sequence[FloatArray], longest: int = MAX_PERIOD) -> int | None:
+    """The lag, in readings, of the highest autocorrelation peak of ``segments`` (each in
+    time order, gaps between them) that is at least 0.5 and 0.3 above its lowest point
+    before it, of at most ``longest`` and a third of the longest segment: a period some
+    segment holds ``MIN_PERIODS`` times; None where there is none. Never across two
+    segments: twelve devices' segments of one length each, laid end to end, made their
+    length a period."""
+    arrays = [np.asarray(s, dtype=np.float64) for s in segments]
+    arrays = [s for s in arrays if len(s) >= MIN_PERIODS * _MIN_LAG]
+    if not arrays or all(np.nanstd(s) == 0 for s in arrays if np.isfinite(s).any()):
         return None
-    a = autocorrelation(x)
+    a = autocorrelation(arrays)
     best = None
     lowest = np.minimum.accumulate(a)
-    for lag in range(_MIN_LAG, min(longest, len(x) // MIN_PERIODS - 1) + 1):
+    reach = max(len(s) for s in arrays) // MIN_PERIODS - 1
+    for lag in range(_MIN_LAG, min(longest, reach) + 1):
         peak = a[lag] >= a[lag - 1] and a[lag] >= a[lag + 1]
         strong = a[lag] >= _PEAK and a[lag] - lowest[lag - 1] >= _RISE
         if peak and strong and (best is None or a[lag] > a[best] + _BETTER):
@@ -255,7 +269,7 @@ class PeriodStats:
 
 def _fit_feature(feature: int, segments: list[FloatArray], window: int) -> FeaturePeriod | None:
     joined = np.concatenate(segments)
-    period = find_period(joined)
+    period = find_period(segments)
     if period is None or period <= WINDOWS * window:
         return None
     block = max(1, math.ceil(period / BLOCKS))

@@ -21,10 +21,19 @@ def daily(days: int, per: int = 96, seed: int = 0) -> np.ndarray:
 
 
 def test_the_period_is_the_autocorrelation_peak_and_a_wandering_channel_has_none() -> None:
-    assert find_period(daily(7)) == 96
+    assert find_period([daily(7)]) == 96
     walk = np.cumsum(np.random.default_rng(1).normal(size=2000))
-    assert find_period(walk) is None
-    assert find_period(np.zeros(500)) is None
+    assert find_period([walk]) is None
+    assert find_period([np.zeros(500)]) is None
+
+
+def test_a_period_is_never_read_across_two_segments() -> None:
+    """Twelve devices' trainings of one length, end to end, are periodic in that length;
+    no segment holds three of their day (the simulated fleet: 750 readings, a day of 720),
+    so there is no period to judge, and none is read from the boundaries."""
+    days = [daily(1, per=720, seed=s)[:700] for s in range(12)]
+    assert find_period(days) is None
+    assert find_period([np.concatenate([daily(4, seed=1)]), daily(2, seed=2)]) == 96
 
 
 def test_blocks_average_their_readings_and_a_block_mostly_missing_is_nan() -> None:
