@@ -1215,8 +1215,8 @@ class PeriodsConfig(Section):
         "newest part of the period that differs lies within an eighth of a period, and the "
         "alert names the feature (period:FEATURE). Features constant in training, features "
         "without such a cycle, and models saved before this check existed are not judged; "
-        "a device is judged from its first full period of readings, and again a period "
-        "after a restart.",
+        "a device is judged from its first full period of readings (the warm start's "
+        "training rows count), and its periods are saved with the thresholds.",
     )
     factor: float = Field(
         default=1.5,

@@ -34,16 +34,21 @@ raised 8 false runs on five draws of a traffic sensor read every 1-10 minutes.) 
 windows (the training rows) fill the memory without being judged.
 
 State is per device and judged feature: ``(HISTORY + 1) x length`` blocks (at most 64 a
-period: 8.7 KB as float64), not saved across a restart (a device is judged again a period
-after it, against the library meanwhile) and freed with the device (``park``). A model
-swap keeps a feature's blocks where its block size is unchanged.
+period: 8.7 KB as float64), saved across a restart with the thresholds (``snapshot``:
+float32, at most 5.8 KB a feature in base64) and set aside with a device that leaves
+memory (``park``). A model swap, or a restart onto a new model, keeps a feature's blocks
+where its block size is unchanged. A gap between the saved newest reading and the next is
+a gap like any other: beyond ``windows.max_gap`` it keeps the phase, beyond the whole
+memory it starts afresh.
 """
 
 from __future__ import annotations
 
+import base64
 import math
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -211,6 +216,52 @@ def _outside(query: np.ndarray, neighbour: np.ndarray, width: int) -> np.ndarray
     return out
 
 
+def _to_data(state: _Device) -> dict[str, Any]:
+    features = {}
+    for f in state.features:
+        kept = f.ring[len(f.ring) - f.filled :].astype(np.float32)
+        features[str(f.spec.feature)] = {
+            "block": f.spec.block,
+            "blocks": base64.b64encode(kept.astype("<f4").tobytes()).decode("ascii"),
+            "current": [f.total, f.finite, f.readings],
+        }
+    last = state.last if math.isfinite(state.last) else None
+    return {"version": state.version, "last": last, "features": features}
+
+
+def _blocks(data: Mapping[str, Any]) -> np.ndarray:
+    """A saved feature's blocks (NaN where missing), checked."""
+    raw = base64.b64decode(str(data["blocks"]), validate=True)
+    if len(raw) % 4:
+        raise ValueError("period blocks must be float32")
+    blocks = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    if np.isinf(blocks).any() or int(data["block"]) < 1:
+        raise ValueError("period blocks must be finite or NaN, in blocks of at least 1")
+    total, finite, readings = data["current"]
+    if not (0 <= int(finite) <= int(readings) < int(data["block"])) or not math.isfinite(total):
+        raise ValueError("a period's block in progress is out of range")
+    return blocks
+
+
+def _from_data(data: Mapping[str, Any], stats: PeriodStats) -> _Device:
+    """A device's memory from ``_to_data``'s data, under ``stats`` (a feature whose block
+    size changed starts afresh)."""
+    features = []
+    for spec in stats.features:
+        fresh = _Feature.empty(spec)
+        saved = data["features"].get(str(spec.feature))
+        if saved is not None and int(saved["block"]) == spec.block:
+            blocks = _blocks(saved)[-len(fresh.ring) :]
+            if len(blocks):
+                fresh.ring[-len(blocks) :] = blocks
+            fresh.filled = len(blocks)
+            total, finite, readings = saved["current"]
+            fresh.total, fresh.finite, fresh.readings = float(total), int(finite), int(readings)
+        features.append(fresh)
+    last = data["last"]
+    return _Device(str(data["version"]), features, -math.inf if last is None else float(last))
+
+
 @dataclass
 class _Device:
     version: str
@@ -226,16 +277,44 @@ class PeriodCheck:
     def __init__(self, config: PeriodsConfig) -> None:
         self.config = config
         self._devices: dict[tuple[str, str], _Device] = {}
+        # Devices' memories as ``snapshot`` data: parked ones, and restored ones not seen
+        # since (taken up by ``_state`` when the device's next window comes).
+        self._saved: dict[tuple[str, str], dict[str, Any]] = {}
 
     def reconfigure(self, config: PeriodsConfig) -> None:
         self.config = config
 
     def park(self, keep: Container[tuple[str, str]]) -> int:
-        """Free the memory of every device not in ``keep`` (it is not saved)."""
+        """Set aside, as snapshot data, the memory of every device not in ``keep``."""
         gone = [key for key in self._devices if key not in keep]
         for key in gone:
-            del self._devices[key]
+            self._saved[key] = _to_data(self._devices.pop(key))
         return len(gone)
+
+    def snapshot(self, stream: str) -> dict[str, Any]:
+        """Each device's memory of ``stream``, parked ones included: its blocks (float32)
+        and the block in progress per judged feature, and its newest reading's time, so
+        that a restart does not leave it unjudged for a period."""
+        data = {device: saved for (s, device), saved in self._saved.items() if s == stream}
+        for (s, device), state in self._devices.items():
+            if s == stream:
+                data[device] = _to_data(state)
+        return data
+
+    def restore(self, stream: str, devices: Mapping[str, Any], n_features: int) -> int:
+        """Take back ``snapshot``'s memories, for each device's next window (a model's
+        features whose block size is unchanged carry on from them); raises
+        ValueError/TypeError/KeyError on a malformed one."""
+        restored = {}
+        for device, data in devices.items():
+            for feature in data["features"]:
+                if not 0 <= int(feature) < n_features:
+                    raise ValueError(f"period memory of {device!r} does not fit {n_features}")
+                _blocks(data["features"][feature])  # malformed: raises here, not later
+            float(data["last"])
+            restored[(stream, str(device))] = dict(data)
+        self._saved.update(restored)
+        return len(restored)
 
     def check(
         self,
@@ -280,6 +359,9 @@ class PeriodCheck:
         state = self._devices.get(key)
         if state is not None and state.version == version:
             return state
+        saved = self._saved.pop(key, None)
+        if state is None and saved is not None:
+            state = _from_data(saved, stats)
         old = {f.spec.feature: f for f in state.features} if state is not None else {}
         features = []
         for spec in stats.features:

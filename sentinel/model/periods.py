@@ -12,9 +12,10 @@ ones, a *left discord* (Lu, Keogh et al., "Matrix Profile XXIV: DAMP", KDD 2022)
 
 At training, per feature (``PeriodStats.fit``):
 
-* the period is the highest local maximum of the raw readings' autocorrelation, at least
-  0.5 and 0.3 above its lowest point before it (a channel that only wanders has none), up
-  to ``MAX_PERIOD`` readings, with ``MIN_PERIODS`` periods of training; only a period
+* the period is the highest local maximum of the raw readings' autocorrelation (pooled
+  over training's segments, never across two), at least 0.5 and 0.3 above its lowest
+  point before it (a channel that only wanders has none), up to ``MAX_PERIOD`` readings,
+  with ``MIN_PERIODS`` periods in one segment; only a period
   longer than ``WINDOWS`` of the model's windows is kept (the model sees half of a
   shorter cycle in every window);
 * the readings are averaged in blocks of ``block`` readings, so that a period is about

@@ -209,6 +209,7 @@ class Pipeline:
                 self._relations,
                 self._command_levels,
                 self._shifts,
+                self._periods,
             )
             if snapshot_path is not None
             else None

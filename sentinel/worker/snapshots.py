@@ -5,8 +5,9 @@ thresholds tagged with the model version they were learnt on; at start they are 
 only for the models still in use (a new model has its own score scale), while the spike
 check's noise scales and remembered spikes, the score's remembered recurring
 excursions (``recurring``), the relation check's fits (``relations``), the settled
-levels after each command (``command_levels``) and the shift check's spreads and limits
-(``shifts``), which belong to the devices, are taken back whatever the model. The
+levels after each command (``command_levels``), the shift check's spreads and limits
+(``shifts``) and the period check's blocks (``periods``), which belong to the devices, are
+taken back whatever the model. The
 constant check's learnt values (``constants``) belong to the model's training values, so
 they come back only for the same model, as the thresholds do. A snapshot that cannot be
 read is set aside as ``thresholds.json.corrupt`` and reported, and the thresholds start
@@ -31,6 +32,7 @@ import structlog
 from sentinel.atomic import write_atomically
 from sentinel.judge.command_levels import CommandLevelCheck
 from sentinel.judge.constants import ConstantCheck
+from sentinel.judge.periods import PeriodCheck
 from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.relations import RelationCheck
 from sentinel.judge.shifts import ShiftCheck
@@ -47,7 +49,16 @@ log = structlog.get_logger(__name__)
 _SCHEMA = 2
 _READ = (1, 2)
 # The parts of a stream's snapshot that are per device, keyed by device name.
-_PARTS = ("devices", "spikes", "constants", "recurring", "relations", "command_levels", "shifts")
+_PARTS = (
+    "devices",
+    "spikes",
+    "constants",
+    "recurring",
+    "relations",
+    "command_levels",
+    "shifts",
+    "periods",
+)
 
 
 class SharedJudgeState(Protocol):
@@ -62,7 +73,8 @@ class SharedJudgeState(Protocol):
 
 class ThresholdSnapshots:
     """Saves and restores the state of ``thresholds``, ``spikes``, ``constants``,
-    ``recurring``, ``relations``, ``command_levels`` and ``shifts`` at ``path``."""
+    ``recurring``, ``relations``, ``command_levels``, ``shifts`` and ``periods`` at
+    ``path``."""
 
     def __init__(
         self,
@@ -74,6 +86,7 @@ class ThresholdSnapshots:
         relations: RelationCheck | None = None,
         command_levels: CommandLevelCheck | None = None,
         shifts: ShiftCheck | None = None,
+        periods: PeriodCheck | None = None,
     ) -> None:
         self.path = path
         self._thresholds = thresholds
@@ -83,6 +96,7 @@ class ThresholdSnapshots:
         self._relations = relations
         self._command_levels = command_levels
         self._shifts = shifts
+        self._periods = periods
 
     def _stream(self, name: str, version: str) -> dict[str, object]:
         return {
@@ -94,6 +108,7 @@ class ThresholdSnapshots:
             "relations": self._relations.snapshot(name) if self._relations else {},
             "command_levels": (self._command_levels.snapshot(name) if self._command_levels else {}),
             "shifts": self._shifts.snapshot(name) if self._shifts else {},
+            "periods": self._periods.snapshot(name) if self._periods else {},
         }
 
     def collect(
@@ -180,6 +195,8 @@ class ThresholdSnapshots:
             self._command_levels.restore(name, saved.get("command_levels", {}))
         if self._shifts is not None:  # and how far their channels step alone (issue #21)
             self._shifts.restore(name, saved.get("shifts", {}), features)
+        if self._periods is not None:  # and their recent periods (issue #21)
+            self._periods.restore(name, saved.get("periods", {}), features)
         if saved["model_version"] != version:
             log.info(
                 "threshold_snapshot_stale",

@@ -3,14 +3,20 @@ that did not run), judged against training's library and the device's own earlie
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from sentinel.config import PeriodsConfig
+from sentinel.config import PeriodsConfig, SpikesConfig, ThresholdConfig
 from sentinel.judge.evidence import evidence
 from sentinel.judge.periods import PeriodCheck
+from sentinel.judge.spikes import SpikeCheck
+from sentinel.judge.threshold import ThresholdBank
 from sentinel.model.periods import PeriodStats
 from sentinel.records import AlertReason, PeriodHit, Score, ThresholdState, Verdict, Window
+from sentinel.worker.snapshots import ThresholdSnapshots
 from tests.fakes import FakeDetector
 
 DAY = 96  # readings a "day", one a second
@@ -185,3 +191,66 @@ def test_an_alerts_reason_keeps_the_period_hit() -> None:
 def test_a_factor_that_would_flag_training_itself_is_refused(factor: float) -> None:
     with pytest.raises(ValueError, match="greater than 1"):
         PeriodsConfig(factor=factor)
+
+
+def test_a_restart_keeps_the_devices_periods() -> None:
+    """The memory saved with the thresholds (``snapshot``, JSON) and taken back by a fresh
+    check judges the missed day as the check that never stopped did; without it the
+    device would hold no period of its own until a day later."""
+    values = schedule(12, missed=(9,))
+    train = 7 * DAY
+    detector = CyclingDetector(values[:train])
+    before = windows(values, LENGTH - HOP, 8 * DAY + 40)
+    after = windows(values, 8 * DAY + 40, len(values))
+    steady = PeriodCheck(PeriodsConfig())
+    steady.check("s", detector, before)
+    expected = steady.check("s", detector, after)
+    first = PeriodCheck(PeriodsConfig())
+    first.check("s", detector, before)
+    saved = json.loads(json.dumps(first.snapshot("s")))
+    assert set(saved) == {"d"}
+    again = PeriodCheck(PeriodsConfig())
+    assert again.restore("s", saved, n_features=2) == 1
+    restored = again.check("s", detector, after)
+    # the same windows, features and evidence; ratios within float32's rounding of blocks
+    assert [h and (h.feature, h.age) for h in restored] == [
+        h and (h.feature, h.age) for h in expected
+    ]
+    assert [h.ratio for h in restored if h] == pytest.approx([h.ratio for h in expected if h])
+    assert any(hit is not None for hit in expected)
+
+
+def test_a_parked_device_keeps_its_periods_and_a_malformed_memory_is_refused() -> None:
+    values = schedule(12, missed=(9,))
+    train = 7 * DAY
+    detector = CyclingDetector(values[:train])
+    check = PeriodCheck(PeriodsConfig())
+    check.check("s", detector, windows(values, LENGTH - HOP, 9 * DAY))
+    assert check.park(set()) == 1
+    assert set(check.snapshot("s")) == {"d"}  # parked, still saved
+    hits = check.check("s", detector, windows(values, 9 * DAY, 10 * DAY))
+    assert any(hit is not None for hit in hits)  # judged at once on its return
+    saved = check.snapshot("s")
+    with pytest.raises(ValueError, match="does not fit"):
+        PeriodCheck(PeriodsConfig()).restore("s", saved, n_features=0)
+    saved["d"]["features"]["0"]["blocks"] = "not base64!"
+    with pytest.raises(ValueError, match="base64"):
+        PeriodCheck(PeriodsConfig()).restore("s", saved, n_features=2)
+
+
+def test_thresholds_json_carries_the_period_memory_across_a_restart(tmp_path: Path) -> None:
+    values = schedule(12, missed=(9,))
+    train = 7 * DAY
+    detector = CyclingDetector(values[:train])
+    check = PeriodCheck(PeriodsConfig())
+    check.check("s", detector, windows(values, LENGTH - HOP, 9 * DAY))
+    path = tmp_path / "thresholds.json"
+    spikes = SpikeCheck(SpikesConfig(), HOP)
+    before = ThresholdSnapshots(path, ThresholdBank(ThresholdConfig()), spikes, periods=check)
+    before.save({"s": "fake-1"})
+    assert "d" in json.loads(path.read_text())["streams"]["s"]["periods"]
+    restarted = PeriodCheck(PeriodsConfig())
+    after = ThresholdSnapshots(path, ThresholdBank(ThresholdConfig()), spikes, periods=restarted)
+    after.restore({"s": ("fake-1", 2)})
+    hits = restarted.check("s", detector, windows(values, 9 * DAY, 10 * DAY))
+    assert any(hit is not None for hit in hits)
