@@ -36,7 +36,7 @@ WINDOW, HOP = 32, 4
 SERIES = (
     ("missed_start", synthetic.generate),  # 5 min, a day of 288 readings in blocks of 5
     ("cycle_1s", synthetic.generate),  # 1 s, a cycle of 300 readings
-    ("wide_server", synthetic.generate),  # 1 min, 16 channels, two hourly (blocks of 1)
+    ("rare_commands", synthetic.generate),  # 1 min, a 90-reading cycle in blocks of 2
     ("jittered_traffic", unseen.generate),  # 1-10 min at random, a day of ~255 readings
 )
 
