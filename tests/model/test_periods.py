@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from sentinel.errors import ModelError
-from sentinel.model.periods import TYPICAL, PeriodStats, blocks, find_period, nearest
+from sentinel.model.periods import (
+    _QUERIES,
+    TYPICAL,
+    PeriodStats,
+    _stride,
+    blocks,
+    find_period,
+    nearest,
+)
 
 
 def daily(days: int, per: int = 96, seed: int = 0) -> np.ndarray:
@@ -105,3 +113,12 @@ def test_a_library_with_gaps_equals_itself_read_back() -> None:
     series = daily(8)
     stats = PeriodStats.fit([series[:400, None], series[400:, None]], 32)
     assert PeriodStats.from_dict(stats.to_dict()) == stats
+
+
+def test_a_long_training_is_read_at_a_bounded_number_of_queries() -> None:
+    """A week read every second holds 100,000 periods of a 100-second cycle: the reference
+    and the drift are read at most ``_QUERIES`` of them, spread over all of training."""
+    assert _stride(400, 57) == 4  # a short training: every sixteenth of a period
+    blocks, length = 300_000, 50
+    stride = _stride(blocks, length)
+    assert len(range(3 * length, blocks + 1, stride)) <= _QUERIES
