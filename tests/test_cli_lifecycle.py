@@ -34,6 +34,7 @@ def seed(url: str) -> int:
         stuck=("current", 40, 24),
         relation=("pressure", 9.5),
         noise=("vibration", 3.25),
+        period=("fan_kw", 6.5),
     )
     alert = Alert(
         "uid-r",
@@ -76,6 +77,7 @@ def test_alerts_list_and_show_carry_severity_and_reason(
     assert "current held one value for 40 readings (limit 24)" in text  # and a frozen channel
     assert "pressure left its relations to the other features (9.5 x" in text  # and a relation
     assert "vibration's readings were 3.25 x as rough" in text  # and a noisy channel
+    assert "fan_kw's last period was 6.5 x further from every earlier one" in text  # a day
 
 
 def test_alerts_csv_holds_structured_columns_as_json(
