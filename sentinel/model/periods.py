@@ -24,7 +24,9 @@ At training, per feature (``PeriodStats.fit``):
 * the *reference* is the largest distance (root mean square, raw units) of any training
   subsequence one period long to its nearest earlier one, ending at least a period before
   it and within ``HISTORY`` periods (the subsequence itself never matches), and at least
-  ``TYPICAL`` times their median (a short training's largest is an underestimate);
+  ``TYPICAL`` times their median (a short training's largest is an underestimate); read
+  from subsequences with ``WEEK`` periods before them where training holds ``WEEK`` + 2
+  (a weekend against the weekend before it, not against weekdays only);
 * the *library* is training's newest ``HISTORY`` periods of blocks, the neighbours a
   device's first day is judged against before it has days of its own.
 
@@ -67,6 +69,11 @@ _PEAK, _RISE, _BETTER = 0.5, 0.3, 0.05  # a period's autocorrelation: level, ris
 # one strays (server metrics trained on 5 hourly periods strayed to 2.2-2.9 x the median in
 # the rest of their data, where their training's largest was 1.2 x).
 TYPICAL = 2.0
+# Where training holds this many periods and two more, the reference is read from queries
+# with this many periods before them: a schedule idle at weekends trained on two weeks had
+# its first weekend read against weekdays only, which set the reference at a whole day's
+# difference (12 kW of an 18 kW fan) and left a weekday that never started unseen.
+WEEK = 7
 # A reference of 0 (a feature that repeats exactly) would make every reading of noise a
 # discord: it is at least this share of max(1, |the feature's median|).
 _FLOOR = 1e-3
@@ -288,7 +295,10 @@ def _fit_feature(feature: int, segments: list[FloatArray], window: int) -> Featu
     distances = []
     stride = _stride(len(sequence), length)
     reach = HISTORY * length
-    for end in range(3 * length, len(sequence) + 1, stride):
+    # a query needs two periods before it; a week of them where training holds a week and
+    # two more periods, so that a weekend is read against the weekend before it
+    first = (WEEK + 1) * length if len(sequence) >= (WEEK + 2) * length else 3 * length
+    for end in range(first, len(sequence) + 1, stride):
         query = sequence[end - length : end]
         if not np.isfinite(query).all():
             continue
@@ -311,7 +321,7 @@ def _fit_feature(feature: int, segments: list[FloatArray], window: int) -> Featu
         length=length,
         reference=reference,
         library=tuple(float(v) for v in library),
-        slack=_drift(sequence, period, block, length),
+        slack=_drift(sequence, period, block, length, reference),
     )
 
 
@@ -321,14 +331,17 @@ def _stride(blocks: int, length: int) -> int:
     return max(1, round(length * _QUERY_STRIDE), math.ceil((blocks - 3 * length) / _QUERIES))
 
 
-def _drift(sequence: FloatArray, period: int, block: int, length: int) -> int:
+def _drift(sequence: FloatArray, period: int, block: int, length: int, reference: float) -> int:
     """How far, in blocks, training's periods drift against the same hours of the last
     ``PHASE_PERIODS`` periods: for each query (as for the reference) and each of them,
-    the shift within an eighth of a period that brings the earlier one nearest, and the
-    90th percentile of those shifts' sizes, at least 1. Read every few seconds a
-    schedule's hours fall within a block of the day before's; read at irregular times (a
-    reading every 1 to 10 minutes) a period of readings is a day give or take hours, and
-    the same hours lie several blocks apart."""
+    the shift within an eighth of a period that brings the earlier one nearest, where
+    that makes them alike (within ``reference``), and the 90th percentile of those
+    shifts' sizes, at least 1. Read every few seconds a schedule's hours fall within a
+    block of the day before's; read at irregular times (a reading every 1 to 10 minutes)
+    a period of readings is a day give or take hours, and the same hours lie several
+    blocks apart. A weekday and a Sunday are alike at no shift: their best one says
+    nothing of the drift (counted, it set the drift of a schedule idle at weekends at an
+    eighth of a day, and that envelope hid an evening the fan ran four hours late)."""
     reach = max(1, round(length / 8))
     shifts: list[int] = []
     stride = _stride(len(sequence), length)
@@ -342,8 +355,9 @@ def _drift(sequence: FloatArray, period: int, block: int, length: int) -> int:
             if first < 0 or last > end:
                 continue
             squared = _squared_distances(sequence[first:last], query)
-            if np.isfinite(squared).any():
-                shifts.append(abs(int(squared.argmin()) - reach))
+            best = int(squared.argmin())
+            if squared[best] <= reference * reference:
+                shifts.append(abs(best - reach))
     if not shifts:
         return 1
     return max(1, math.ceil(float(np.percentile(shifts, 90))))

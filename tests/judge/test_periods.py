@@ -254,3 +254,37 @@ def test_thresholds_json_carries_the_period_memory_across_a_restart(tmp_path: Pa
     after.restore({"s": ("fake-1", 2)})
     hits = restarted.check("s", detector, windows(values, 9 * DAY, 10 * DAY))
     assert any(hit is not None for hit in hits)
+
+
+def weekdays(days: int, late: int | None = None, seed: int = 0) -> np.ndarray:
+    """(days x DAY, 1): the fan of ``schedule`` idle on days 5 and 6 of every week; on day
+    ``late`` it stops a sixth of a day later than usual."""
+    rng = np.random.default_rng(seed)
+    fan = []
+    for day in range(days):
+        values = 0.4 + rng.normal(0.0, 0.05, DAY)
+        if day % 7 < 5:
+            start, stop = 24 + rng.integers(-2, 3), 72 + rng.integers(-2, 3)
+            stop += DAY // 6 if day == late else 0
+            values[start:stop] = 18.0 + rng.normal(0.0, 0.3, stop - start)
+        fan.append(values)
+    return np.concatenate(fan)[:, None]
+
+
+def test_a_schedule_idle_at_weekends_is_judged_against_its_own_weekends() -> None:
+    """Trained on two weeks, the first weekend has only weekdays before it; read from it,
+    the reference was a whole day's difference and a weekday's evening run four hours
+    late went unseen. Read from queries a week in, it is found, and a normal third week
+    raises nothing."""
+    train = 14 * DAY
+    normal = weekdays(21)
+    detector = CyclingDetector(normal[:train])
+    stats = detector.period_stats()
+    assert stats is not None
+    (fan,) = stats.features
+    assert fan.reference < 6.0  # a whole day's difference is ~12
+    assert judged(PeriodCheck(PeriodsConfig()), detector, normal, train) == {}
+    late = weekdays(21, late=16)
+    hits = judged(PeriodCheck(PeriodsConfig()), CyclingDetector(late[:train]), late, train)
+    assert hits
+    assert all(16 * DAY + 72 <= at <= 17 * DAY + DAY // 4 for at in hits)
