@@ -7,7 +7,7 @@ compares the newest period with the device's earlier ones. This times
 live part of synthetic series whose features have cycles (the training part taken in
 first, unjudged, as the warm start does), and prints per series the judged features,
 their blocks, and the median of ``--repeat`` runs in microseconds per window and per
-judged feature a window. No model is trained: the periods come from
+judged feature a window, and the blocks a device holds for them (KB). No model is trained: the periods come from
 ``PeriodStats.fit`` on the training rows, as training makes them.
 
     .venv/bin/python benchmarks/period_cost.py [--repeat 5]
@@ -61,9 +61,9 @@ def main() -> None:
     args = ap.parse_args()
     print(
         "| series | judged features (period/block/blocks a period) | µs a window "
-        "| µs a judged feature a window |"
+        "| µs a judged feature a window | blocks held a device (KB) |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for name, generate in SERIES:
         series = generate(name, seed=0)
         values = np.asarray(series.values, dtype=np.float64)
@@ -78,7 +78,7 @@ def main() -> None:
         )
         warm = windows(values, times, WINDOW - HOP, train)
         live = windows(values, times, train, len(values))
-        runs = []
+        runs, held = [], 0
         for _ in range(args.repeat):
             check = PeriodCheck(PeriodsConfig())
             check.check("s", detector, warm, judge=False)  # type: ignore[arg-type]
@@ -86,10 +86,13 @@ def main() -> None:
             for window in live:  # one window a pass, as a device's readings arrive
                 check.check("s", detector, [window], max_gap=60 * interval)  # type: ignore[arg-type]
             runs.append((time.perf_counter() - started) / len(live) * 1e6)
+            held = sum(f.ring.nbytes for d in check._devices.values() for f in d.features)
         per = statistics.median(runs)
         judged = ", ".join(f"{s.period}/{s.block}/{s.length}" for s in stats.features)
         count = max(1, len(stats.features))
-        print(f"| {name} | {judged or 'none'} | {per:.0f} | {per / count:.0f} |")
+        print(
+            f"| {name} | {judged or 'none'} | {per:.0f} | {per / count:.0f} | {held / 1000:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ raised 8 false runs on five draws of a traffic sensor read every 1-10 minutes.) 
 windows (the training rows) fill the memory without being judged.
 
 State is per device and judged feature: ``(HISTORY + 1) x length`` blocks (at most 64 a
-period: 8.7 KB as float64), saved across a restart with the thresholds (``snapshot``:
-float32, at most 5.8 KB a feature in base64) and set aside with a device that leaves
+period), held as float32 as they are saved (4.4 KB; read as float64 to be judged), saved
+across a restart with the thresholds (``snapshot``: at most 5.8 KB a feature in base64)
+and set aside with a device that leaves
 memory (``park``). A model swap, or a restart onto a new model, keeps a feature's blocks
 where its block size is unchanged. A gap between the saved newest reading and the next is
 a gap like any other: beyond ``windows.max_gap`` it keeps the phase, beyond the whole
@@ -67,7 +68,9 @@ MAX_MISSING = 1 / 8  # a period with more of its blocks missing is not judged
 @dataclass
 class _Feature:
     spec: FeaturePeriod
-    ring: np.ndarray  # the device's blocks, newest last; the first ``size - filled`` unused
+    # the device's blocks, newest last, float32 as they are saved (half the memory; the
+    # judgement reads them as float64); the first ``size - filled`` unused
+    ring: np.ndarray
     filled: int = 0
     total: float = 0.0  # the current block: sum of its finite readings
     finite: int = 0  # ... how many they are
@@ -77,7 +80,7 @@ class _Feature:
 
     @classmethod
     def empty(cls, spec: FeaturePeriod) -> _Feature:
-        return cls(spec, np.full((HISTORY + 1) * spec.length, np.nan))
+        return cls(spec, np.full((HISTORY + 1) * spec.length, np.nan, dtype=np.float32))
 
     def keep(self, spec: FeaturePeriod) -> _Feature:
         """This memory under a new model's ``spec`` for the same feature and block size."""
@@ -125,11 +128,12 @@ class _Feature:
         spec, length = self.spec, self.spec.length
         if self.filled < length:
             return
-        query = self.ring[-length:]
+        ring = self.ring.astype(np.float64)
+        query = ring[-length:]
         finite = np.isfinite(query)
         if (length - int(finite.sum())) > MAX_MISSING * length:
             return
-        earlier = self.ring[len(self.ring) - self.filled :]
+        earlier = ring[len(ring) - self.filled :]
         limit = factor * spec.reference
         aligned = self._same_phase(earlier, query, finite)
         # One earlier period nearer than the limit settles it: the nearest is no further
