@@ -53,6 +53,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.config import SentinelConfig
+from sentinel.judge.alerts import alert_checks
 from sentinel.logs import configure_logging
 from sentinel.model import detector_type, training_options
 from sentinel.records import Alert, Delivery, Reading, Verdict
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "started_at": a.started_at,
                 "ended_at": a.ended_at if a.ended_at is not None else a.updated_at,
                 "top_features": [c.feature for c in a.top_features],
-                "checks": _checks(a),
+                "checks": alert_checks(a).split("+"),
             }
             for a in sorted(alerts.values(), key=lambda a: (a.device, a.started_at))
         ],
@@ -176,22 +177,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "test": test,
         "retrained": retrained,
     }
-
-
-def _checks(alert: Alert) -> list[str]:
-    reason = alert.reason
-    if reason is None:
-        return []
-    named = {
-        "spike": reason.spike,
-        "level": reason.level,
-        "constant": reason.constant,
-        "stuck": reason.stuck,
-        "relation": reason.relation,
-        "noise": reason.noise,
-        "period": reason.period,
-    }
-    return [f"{check}:{value[0]}" for check, value in named.items() if value is not None]
 
 
 def score(found: dict[str, Any], step: float) -> dict[str, Any]:
