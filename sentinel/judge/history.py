@@ -43,11 +43,13 @@ def pack(values: npt.ArrayLike, dtype: str = "float64") -> dict[str, str]:
     return {dtype: base64.b64encode(array.tobytes()).decode("ascii")}
 
 
-def unpack(data: object, width: int = 1) -> npt.NDArray[np.float64]:
+def unpack(data: object, width: int = 1, missing: bool = False) -> npt.NDArray[np.float64]:
     """``pack``'s data, or a list of numbers as snapshots held before (of ``width``-long
     lists where ``width`` > 1), as float64: ``(n,)``, or ``(n, width)`` where ``width`` > 1.
     Raises ValueError when it is neither, does not fit ``width``, or holds a non-finite
-    value (JSON has none, so a snapshot's values are all finite)."""
+    value (JSON has none, so a snapshot's values are all finite) -- but NaN where
+    ``missing``: values that stand for nothing known (a period's block whose readings never
+    came), which only packed data holds."""
     if isinstance(data, dict):
         if len(data) != 1:
             raise ValueError(f"packed floats need one key of {sorted(_PACKED)}, got {list(data)}")
@@ -75,8 +77,8 @@ def unpack(data: object, width: int = 1) -> npt.NDArray[np.float64]:
             raise ValueError(f"not a list of {'numbers' if width == 1 else f'{width}-lists'}")
     else:
         raise ValueError(f"not floats: {type(data).__name__}")
-    if not np.isfinite(values).all():
-        raise ValueError("a non-finite value")
+    if not (np.isfinite(values) | (missing & np.isnan(values))).all():
+        raise ValueError("a non-finite value" + (" other than NaN" if missing else ""))
     result: npt.NDArray[np.float64] = values if width == 1 else values.reshape(-1, width)
     return result
 

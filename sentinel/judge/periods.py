@@ -45,7 +45,6 @@ memory it starts afresh.
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from sentinel.config import PeriodsConfig
+from sentinel.judge.history import pack, unpack
 from sentinel.model.base import Detector
 from sentinel.model.periods import HISTORY, PHASE_PERIODS, FeaturePeriod, PeriodStats, nearest
 from sentinel.records import PeriodHit, Window
@@ -223,10 +223,10 @@ def _outside(query: np.ndarray, neighbour: np.ndarray, width: int) -> np.ndarray
 def _to_data(state: _Device) -> dict[str, Any]:
     features = {}
     for f in state.features:
-        kept = f.ring[len(f.ring) - f.filled :].astype(np.float32)
+        kept = f.ring[len(f.ring) - f.filled :]
         features[str(f.spec.feature)] = {
             "block": f.spec.block,
-            "blocks": base64.b64encode(kept.astype("<f4").tobytes()).decode("ascii"),
+            "blocks": pack(kept, "float32"),
             "current": [f.total, f.finite, f.readings],
         }
     last = state.last if math.isfinite(state.last) else None
@@ -234,13 +234,12 @@ def _to_data(state: _Device) -> dict[str, Any]:
 
 
 def _blocks(data: Mapping[str, Any]) -> np.ndarray:
-    """A saved feature's blocks (NaN where missing), checked."""
-    raw = base64.b64decode(str(data["blocks"]), validate=True)
-    if len(raw) % 4:
-        raise ValueError("period blocks must be float32")
-    blocks = np.frombuffer(raw, dtype="<f4").astype(np.float64)
-    if np.isinf(blocks).any() or int(data["block"]) < 1:
-        raise ValueError("period blocks must be finite or NaN, in blocks of at least 1")
+    """A saved feature's blocks (NaN where missing), checked: ``pack``'s data, or the bare
+    base64 of little-endian float32 that snapshots held before it."""
+    saved = data["blocks"]
+    blocks = unpack({"float32": saved} if isinstance(saved, str) else saved, missing=True)
+    if int(data["block"]) < 1:
+        raise ValueError("period blocks come in blocks of at least 1 reading")
     total, finite, readings = data["current"]
     if not (0 <= int(finite) <= int(readings) < int(data["block"])) or not math.isfinite(total):
         raise ValueError("a period's block in progress is out of range")

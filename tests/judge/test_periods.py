@@ -3,6 +3,7 @@ that did not run), judged against training's library and the device's own earlie
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -235,6 +236,36 @@ def test_a_parked_device_keeps_its_periods_and_a_malformed_memory_is_refused() -
         PeriodCheck(PeriodsConfig()).restore("s", saved, n_features=0)
     saved["d"]["features"]["0"]["blocks"] = "not base64!"
     with pytest.raises(ValueError, match="base64"):
+        PeriodCheck(PeriodsConfig()).restore("s", saved, n_features=2)
+
+
+def test_blocks_saved_bare_before_packed_floats_restore_and_missing_ones_stay_missing() -> None:
+    """The blocks are saved as ``sentinel.judge.history.pack``'s float32 data, NaN where a
+    block's readings never came; thresholds.json files written before that hold the bare
+    base64 of the same bytes and restore the same. An infinite block is refused."""
+    values = schedule(12, missed=(9,))
+    values[8 * DAY + 60 : 8 * DAY + 90] = np.nan  # a gap: blocks with no readings
+    detector = CyclingDetector(values[: 7 * DAY])
+    check = PeriodCheck(PeriodsConfig())
+    check.check("s", detector, windows(values, LENGTH - HOP, 9 * DAY))
+    saved = json.loads(json.dumps(check.snapshot("s")))
+    packed = saved["d"]["features"]["0"]["blocks"]
+    assert set(packed) == {"float32"}
+    bare = json.loads(json.dumps(saved))
+    bare["d"]["features"]["0"]["blocks"] = packed["float32"]
+    rings = []
+    for data in (saved, bare):
+        again = PeriodCheck(PeriodsConfig())
+        assert again.restore("s", data, n_features=2) == 1
+        again.check("s", detector, windows(values, 9 * DAY, 9 * DAY + HOP))
+        feature = again._devices[("s", "d")].features[0]
+        rings.append(feature.ring[len(feature.ring) - feature.filled :])
+    assert np.array_equal(rings[0], rings[1], equal_nan=True)
+    assert np.isnan(rings[0]).any()  # the gap's blocks, still missing
+    blocks = np.frombuffer(base64.b64decode(packed["float32"]), dtype="<f4").copy()
+    blocks[-1] = np.inf
+    saved["d"]["features"]["0"]["blocks"] = {"float32": base64.b64encode(blocks.tobytes()).decode()}
+    with pytest.raises(ValueError, match="non-finite"):
         PeriodCheck(PeriodsConfig()).restore("s", saved, n_features=2)
 
 
