@@ -390,6 +390,12 @@ class Detector(ABC):
         ``sentinel.model.train.stepped_features``). None by default."""
         return ()
 
+    def counter_indices(self) -> tuple[int, ...]:
+        """Of ``stepped_indices``, the counters: features that only ever moved one way in
+        training (``sentinel.model.train.counter_features``), whose ticks nothing follows.
+        None by default."""
+        return ()
+
     def pulse_indices(self) -> tuple[int, ...]:
         """The features that were pulse trains in training (``pulse_shapes``), by index:
         the command-level check reads a change of one as a command sent. None by default."""

@@ -187,6 +187,9 @@ class LstmEnsembleDetector(Detector):
     def stepped_indices(self) -> tuple[int, ...]:
         return self._forecaster.stepped_indices()
 
+    def counter_indices(self) -> tuple[int, ...]:
+        return self._forecaster.counter_indices()
+
     def pulse_indices(self) -> tuple[int, ...]:
         return self._forecaster.pulse_indices()
 

@@ -307,6 +307,7 @@ class LstmForecastDetector(LstmDetector[LstmForecastMeta, LstmForecaster]):
             constant_features=prepared.constants,
             stepped_features=prepared.stepped,
             commanding_features=prepared.commanding,
+            counter_features=prepared.counters,
             pulse_features=prepared.pulses,
             residual_coupling=coupling,
         )

@@ -98,6 +98,9 @@ class LstmMeta(DetectorMeta):
     # Of them, those whose changes came with a scored channel's step in training (commands
     # whose channel moves at their reading; ``sentinel.model.train.commanding_features``)
     commanding_features: tuple[str, ...] = ()
+    # Of them, those that only ever moved one way in training: counters, which nothing
+    # follows (``sentinel.model.train.counter_features``)
+    counter_features: tuple[str, ...] = ()
     # Features that were pulse trains in training, each with (rest, *pulse values): the
     # constant check reads a first pulse of a channel constant in training, from their
     # rest to one of their values, as one of theirs (``sentinel.model.train.pulse_features``)
@@ -143,6 +146,9 @@ class LstmMeta(DetectorMeta):
         unknown = set(self.commanding_features) - set(self.stepped_features)
         if unknown:
             raise ModelError(f"commanding_features {sorted(unknown)} are not stepped features")
+        unknown = set(self.counter_features) - set(self.stepped_features)
+        if unknown:
+            raise ModelError(f"counter_features {sorted(unknown)} are not stepped features")
         unknown = set(self.pulse_features) - set(self.features)
         if unknown:
             raise ModelError(f"pulse_features {sorted(unknown)} are not among the features")
@@ -190,6 +196,7 @@ class LstmMeta(DetectorMeta):
             "constant_features": dict(self.constant_features),
             "stepped_features": list(self.stepped_features),
             "commanding_features": list(self.commanding_features),
+            "counter_features": list(self.counter_features),
             "pulse_features": {k: list(v) for k, v in self.pulse_features.items()},
         }
         if self.levels is not None:
@@ -245,6 +252,11 @@ class LstmMeta(DetectorMeta):
             "commanding_features": tuple(
                 string(v, "commanding_features")
                 for v in as_list(obj, "commanding_features", "commanding_features")
+            ),
+            # Optional: models saved before it existed read a counter's tick as an input's.
+            "counter_features": tuple(
+                string(v, "counter_features")
+                for v in as_list(obj, "counter_features", "counter_features")
             ),
             # Optional: models saved before it existed read every first pulse as a departure.
             "pulse_features": _pulse_shapes(obj.get("pulse_features", {})),
@@ -431,6 +443,11 @@ class LstmMetaChecks:
         """The commanding features' indices (``LstmMeta.commanding_features``)."""
         meta = self._meta
         return tuple(meta.features.index(name) for name in meta.commanding_features)
+
+    def counter_indices(self) -> tuple[int, ...]:
+        """The counters' indices (``LstmMeta.counter_features``)."""
+        meta = self._meta
+        return tuple(meta.features.index(name) for name in meta.counter_features)
 
     def stepped_indices(self) -> tuple[int, ...]:
         """The stepped features' indices (``LstmMeta.stepped_features``)."""

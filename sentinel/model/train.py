@@ -46,6 +46,7 @@ __all__ = [
     "TrainingData",
     "commanding_features",
     "constant_features",
+    "counter_features",
     "fit_autoencoder",
     "fit_module",
     "make_windows",
@@ -194,6 +195,35 @@ def commanding_features(
     return tuple(out)
 
 
+COUNTER_CHANGES = 4  # a stepped feature changed at least this often, always the same way
+
+
+def counter_features(
+    segments: Sequence[np.ndarray], features: Sequence[str], stepped: Sequence[str]
+) -> tuple[str, ...]:
+    """The stepped features that are counters: in training they changed at least
+    ``COUNTER_CHANGES`` times within its segments, every time the same way -- a disk's used
+    space, an energy meter, a job counter ticking up. Nobody sets them, and nothing follows
+    them: the pipeline reads no channel's error as a response to their ticks
+    (``Verdict.response``), which a set point or a command may explain. A server's disk
+    usage ticking by 0.1 GB every hundred readings put a tick in a third of its windows,
+    and a runaway process that began beside one was read as a response until its tick left
+    the window (``simulators.synthetic.wide_server``, seed 1: found 19 readings after its
+    onset, 7 without). A set point raised that often in a row and never lowered is taken
+    for a counter."""
+    diffs = [np.diff(np.asarray(x, dtype=np.float64), axis=0) for x in segments if len(x) > 1]
+    if not diffs or not stepped:
+        return ()
+    change = np.concatenate(diffs)
+    out = []
+    for name in stepped:
+        moved = change[:, features.index(name)]
+        moved = moved[moved != 0]
+        if len(moved) >= COUNTER_CHANGES and (bool((moved > 0).all()) or bool((moved < 0).all())):
+            out.append(name)
+    return tuple(out)
+
+
 _PULSE_SHARE = 0.8  # of a channel's excursions, that are pulses: a pulse channel
 _PULSE_VALUES = 16  # a pulse train reaching more values than this is no command channel
 
@@ -325,6 +355,8 @@ class TrainingData:
     stepped: tuple[str, ...]
     # Of them, those whose changes came with a scored channel's step (``commanding_features``)
     commanding: tuple[str, ...]
+    # Of them, those that only ever moved one way: counters (``counter_features``)
+    counters: tuple[str, ...]
     # The pulse trains, each with (rest, *pulse values) (``pulse_features``)
     pulses: dict[str, tuple[float, ...]]
     scaler: Scaler
@@ -418,6 +450,7 @@ def prepare_training(
             "command): the model reads it but leaves it out of its score",
         )
     commanding = commanding_features(segments, features, stepped, constants)
+    counters = counter_features(segments, features, stepped)
     pulses = pulse_features(segments, features, constants)
     relative = _with_drifting(segments, options, constants)
     rel_idx = [features.index(name) for name in relative]
@@ -459,6 +492,7 @@ def prepare_training(
         constants=constants,
         stepped=stepped,
         commanding=commanding,
+        counters=counters,
         pulses=pulses,
         scaler=scaler,
         held_floor=held_level_floor(
@@ -703,6 +737,7 @@ def fit_autoencoder(
         constant_features=prepared.constants,
         stepped_features=prepared.stepped,
         commanding_features=prepared.commanding,
+        counter_features=prepared.counters,
         pulse_features=prepared.pulses,
     )
     log.info(

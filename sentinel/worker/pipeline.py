@@ -774,7 +774,7 @@ class Pipeline:
         learnt = [not (live and v.is_anomaly) for v in verdicts]
         self._relations.learn(detector, windows, stacked, learnt, relations)
         self._shifts.learn(runtime.config.name, windows, steps, learnt, shifts, warm=not live)
-        inputs = tuple(sorted({*commands, *detector.stepped_indices()}))
+        inputs = response_inputs(detector, commands)
         echo = min(spiking.neighbours, (stacked.shape[1] - 1) // 2)  # the check's own
         return self._with_evidence(
             detector, stacked, verdicts, fits, commands, inputs, held, usual or (), echo
@@ -1188,6 +1188,16 @@ def _by_score_alone(verdict: Verdict) -> bool:
         and verdict.relation is None
         and verdict.period is None
     )
+
+
+def response_inputs(detector: Detector, commands: Sequence[int]) -> tuple[int, ...]:
+    """The inputs whose change a channel's lagged error may be the response to
+    (``_responding``): the commands (``command_channels``) and the stepped features
+    (set points, modes), but not the counters among them (``Detector.counter_indices``:
+    a disk's used space ticking up), whose ticks nothing follows."""
+    counters = set(detector.counter_indices())
+    stepped = (k for k in detector.stepped_indices() if k not in counters)
+    return tuple(sorted({*commands, *stepped}))
 
 
 def command_channels(detector: Detector, siblings: bool = True) -> tuple[int, ...]:

@@ -27,6 +27,7 @@ from sentinel.model.train import (
     _epoch_order,
     _window_starts,
     commanding_features,
+    counter_features,
     pulse_features,
 )
 
@@ -593,6 +594,29 @@ def test_commanding_features_are_the_inputs_whose_changes_came_with_a_step() -> 
     # the same pulses beside noise alone: nothing steps with them
     assert commanding_features([rows[:, 1:]], names[1:], stepped) == ()
     assert commanding_features([rows], names, ()) == ()
+
+
+def test_counter_features_are_the_stepped_inputs_that_only_moved_one_way() -> None:
+    """A disk's used space ticking up, or a tally counting down, is a counter; a set point
+    moved both ways, or moved the same way fewer than ``COUNTER_CHANGES`` times, is not;
+    changes are counted within segments (issue #21: a counter's tick is no input a channel
+    responds to)."""
+    n = 600
+    disk = 50.0 + 0.1 * np.floor(np.arange(n) / 100)  # five ticks up
+    tally = 9.0 - np.floor(np.arange(n) / 100)  # five ticks down
+    setpoint = np.repeat([50.0, 45.0, 55.0, 50.0, 40.0, 45.0], 100)
+    raised = np.repeat([40.0, 45.0, 50.0, 55.0, 55.0, 55.0], 100)  # up three times
+    rows = np.column_stack([disk, tally, setpoint, raised])
+    names = ("disk", "tally", "setpoint", "raised")
+    assert counter_features([rows], names, names) == ("disk", "tally")
+    assert counter_features([rows], names, ("setpoint", "raised")) == ()
+    assert counter_features([rows], names, ()) == ()
+    # in segments, the ticks within them count: five in two segments still make a counter
+    halves = [rows[:250], rows[250:]]
+    assert counter_features(halves, names, names) == ("disk", "tally")
+    # the ticks at 200 and 400 fall between segments (a gap is no change): three are left
+    thirds = [rows[i : i + 200] for i in range(0, n, 200)]
+    assert counter_features(thirds, names, names) == ()
 
 
 def test_pulse_features_are_the_pulse_trains_with_their_rest_and_values() -> None:
