@@ -6,9 +6,9 @@ compares the newest period with the device's earlier ones. This times
 ``PeriodCheck.check`` alone, one device, window 32 and hop 4 as the defaults, over the
 live part of synthetic series whose features have cycles (the training part taken in
 first, unjudged, as the warm start does), and prints per series the judged features,
-their blocks, and the median of ``--repeat`` runs in microseconds per window and per
-judged feature a window, and the blocks a device holds for them (KB). No model is trained: the periods come from
-``PeriodStats.fit`` on the training rows, as training makes them.
+their blocks, the median of ``--repeat`` runs in microseconds per window and per judged
+feature a window, and the blocks a device holds for them (KB). No model is trained: the
+periods come from ``PeriodStats.fit`` on the training rows, as training makes them.
 
     .venv/bin/python benchmarks/period_cost.py [--repeat 5]
 """
