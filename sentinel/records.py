@@ -326,8 +326,10 @@ class Verdict:
     # of sentinel.worker.pipeline.command_channels) changed within the window and its
     # scored readings before the change are normal: the channels' response to that change
     # (sentinel.worker.pipeline._responding); or where the feature that made the score is
-    # held at the level its last command's sends set (sentinel.judge.command_levels). A
-    # run of such windows opens no alert (sentinel.judge.alerts).
+    # held at the level its last command's sends set (sentinel.judge.command_levels); or,
+    # set by the alert tracker, where it goes on from such windows, scoring lower than
+    # the one before (settling: sentinel.judge.alerts._settle). A run of such windows
+    # opens no alert (sentinel.judge.alerts).
     response: bool = False
     # True when an anomalous window is so by the score alone and its only evidence is one
     # reading of the feature that made the score, and at most the spike check's neighbours
@@ -340,6 +342,19 @@ class Verdict:
     # Set when a feature's newest period is unlike every earlier one (sentinel.judge.periods):
     # anomalous whatever the score.
     period: PeriodHit | None = None
+
+    @property
+    def by_score_alone(self) -> bool:
+        """Whether the window is judged by its score alone: no check beside it hit."""
+        return (
+            self.spike is None
+            and self.level is None
+            and self.constant is None
+            and self.stuck is None
+            and self.noise is None
+            and self.relation is None
+            and self.period is None
+        )
 
 
 class AlertStatus(StrEnum):

@@ -811,7 +811,7 @@ class Pipeline:
             if v.is_anomaly:
                 first, last = evidence(v, by_window.get(i))
                 joint = known = False
-                if i in by_window and _by_score_alone(v):
+                if i in by_window and v.by_score_alone:
                     at = _index_of(v.score.window, first)
                     to = _index_of(v.score.window, last)
                     fit = fits[i]
@@ -822,7 +822,7 @@ class Pipeline:
                     known = i < len(usual) and (at, feature) in usual[i] and to - at <= echo
                 response = (
                     i in by_window
-                    and _by_score_alone(v)
+                    and v.by_score_alone
                     and (
                         _responding(stacked[i], by_window[i], v.threshold, inputs)
                         or (i < len(held) and score_feature(by_window[i]) in held[i])
@@ -1175,19 +1175,6 @@ class Pipeline:
             noise=config.noise.model_dump(),
             periods=config.periods.model_dump(),
         )
-
-
-def _by_score_alone(verdict: Verdict) -> bool:
-    """Whether an anomalous verdict is the score's alone: no check beside it hit."""
-    return (
-        verdict.spike is None
-        and verdict.level is None
-        and verdict.constant is None
-        and verdict.stuck is None
-        and verdict.noise is None
-        and verdict.relation is None
-        and verdict.period is None
-    )
 
 
 def response_inputs(detector: Detector, commands: Sequence[int]) -> tuple[int, ...]:

@@ -3,15 +3,18 @@ a new set point, telemetry moving to a commanded level -- opens no alert by itse
 (``Verdict.response``, ``sentinel.judge.alerts``; issue #21: a short training, or one that
 never saw a set point, alerted at every step): windows that are anomalous by the score
 alone and hold the input's change at or before their evidence's first reading. A channel
-that does not settle keeps its error after the change has left the window, and alerts."""
+that does not settle keeps its error after the change has left the window, and alerts; one
+whose error falls window by window after it is still settling, and does not."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
 from sentinel.config import AlertsConfig
 from sentinel.judge.alerts import AlertTracker
-from sentinel.records import Alert, Score, Verdict, Window
+from sentinel.records import Alert, Score, SpikeHit, Verdict, Window
 from sentinel.worker.pipeline import _responding
 
 FEATURES: dict[str, tuple[str, ...]] = {"hvac": ("setpoint", "temperature")}
@@ -19,11 +22,14 @@ BASELINE = (0.0, 0.1)
 LENGTH = 8
 
 
-def verdict(end: float, anomalous: bool, response: bool = True) -> Verdict:
+def verdict(
+    end: float, anomalous: bool, response: bool = True, value: float | None = None
+) -> Verdict:
     """A window of ``LENGTH`` readings ending at ``end``, anomalous ones by the score with
     their newest three readings as evidence."""
     window = Window("hvac", "a", end - LENGTH + 1, end, np.zeros((LENGTH, 2), dtype=np.float32))
-    score = Score(window, 5.0 if anomalous else 0.5, (0.0, 2.0), "v1")
+    value = value if value is not None else (5.0 if anomalous else 0.5)
+    score = Score(window, value, (0.0, 2.0), "v1")
     if not anomalous:
         return Verdict(score, threshold=1.0, is_anomaly=False)
     return Verdict(
@@ -49,6 +55,33 @@ def test_a_channel_that_does_not_settle_alerts_once_the_change_is_out_of_its_win
     assert alerts, "the run opens at its first window that is no response"
     # its onset: the earliest evidence of the opening run (the last open_after windows)
     assert alerts[0].started_at == 94.0
+
+
+def test_a_channel_still_settling_after_the_change_left_the_window_opens_nothing() -> None:
+    """The lag outlasts the window: the windows after the response run are no responses
+    by themselves, but their scores fall one after another (``_settle``)."""
+    lag = [verdict(t, True, value=v) for t, v in ((94.0, 30.0), (96.0, 20.0))]
+    settling = [verdict(t, True, response=False, value=v) for t, v in ((98.0, 9.0), (100.0, 4.0))]
+    after = [verdict(t, False) for t in (102.0, 104.0)]
+    assert feed(lag + settling + after) == []
+    # its last window scoring as high as the one before: the channel is not settling
+    held = [verdict(t, True, response=False, value=v) for t, v in ((98.0, 9.0), (100.0, 9.0))]
+    assert feed(lag + held), "an error that stops falling opens an alert"
+    # a later run that no response began is judged as any other
+    later = [verdict(t, True, response=False, value=v) for t, v in ((110.0, 9.0), (112.0, 4.0))]
+    assert feed(lag + after + later), "settling ends with the run"
+
+
+def test_a_check_beside_the_score_ends_the_settling() -> None:
+    lag = [verdict(t, True, value=v) for t, v in ((94.0, 30.0), (96.0, 20.0))]
+    spiking = [
+        replace(
+            verdict(t, True, response=False, value=v),
+            spike=SpikeHit(feature=1, z=40.0, age=0),
+        )
+        for t, v in ((98.0, 9.0), (100.0, 4.0))
+    ]
+    assert feed(lag + spiking), "a spike while settling alerts"
 
 
 def test_responding_is_a_change_of_an_input_with_nothing_anomalous_before_it() -> None:
