@@ -394,3 +394,16 @@ def test_models_show_names_the_features_read_but_not_scored() -> None:
     }
     shown = dict(_show_fields(out, previous=False))
     assert "(read, not scored: setpoint)" in shown["features"]
+    assert "counters" not in shown["features"]
+    counted = {
+        **out,
+        "meta": {
+            "features": ["setpoint", "temperature", "disk_used"],
+            "stepped_features": ["setpoint", "disk_used"],
+            "counter_features": ["disk_used"],
+            "window": 32,
+        },
+    }
+    shown = dict(_show_fields(counted, previous=False))
+    assert "(read, not scored: setpoint, disk_used)" in shown["features"]
+    assert "(counters, no set point: disk_used)" in shown["features"]

@@ -196,6 +196,8 @@ def _show_fields(out: dict[str, Any], previous: bool) -> list[tuple[str, str]]:
         features += f" (judged by their changes: {', '.join(meta['relative_features'])})"
     if meta.get("stepped_features"):
         features += f" (read, not scored: {', '.join(meta['stepped_features'])})"
+    if meta.get("counter_features"):
+        features += f" (counters, no set point: {', '.join(meta['counter_features'])})"
     window = f"{meta.get('window', '?')} readings"
     if meta.get("score_steps"):
         window += f", the newest {meta['score_steps']} scored"
