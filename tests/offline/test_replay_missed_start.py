@@ -11,27 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.config import SentinelConfig
-from sentinel.offline.csvdata import RecordedData
 from simulators.synthetic import generate
-from tests.offline.helpers import replay_rows
+from tests.offline.helpers import replay_series
 
 pytestmark = pytest.mark.slow  # trains a real model
 
 
 def alerts(tmp_path: Path, enabled: bool) -> tuple[list[dict[str, str]], np.ndarray]:
     series = generate("missed_start", quick=True)  # 10 days, 5 train; day 6 is missed
-    config = SentinelConfig.model_validate(
-        {
-            "streams": [{"name": "ahu", "topic": "a/{device}", "features": ["fan_kw"]}],
-            "periods": {"enabled": enabled},
-            "model": {"seed": 1},
-        }
-    )
-    data = RecordedData(series.values.astype(np.float32), series.timestamps, series.features, None)
-    _, rows = replay_rows(
-        config, data, tmp_path / f"out-{enabled}.csv", train_rows=series.train_rows
-    )
+    out = tmp_path / f"out-{enabled}.csv"
+    rows = replay_series(series, out, "ahu", {"periods": {"enabled": enabled}})
     return rows, np.asarray(series.labels, dtype=bool)
 
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from sentinel.config import SentinelConfig
-from sentinel.offline.csvdata import RecordedData
 from simulators.synthetic import generate
-from tests.offline.helpers import replay_rows
+from tests.offline.helpers import replay_series
 
 pytestmark = pytest.mark.slow
 
@@ -22,17 +19,8 @@ def alerts_per_label(tmp_path: Path, recurring: bool) -> tuple[set[str], set[str
     each of the next two days and an abnormal one at 15:00 on the last); the alert ids
     that touch the labelled pulse, and those that do not."""
     series = generate("daily_pulse")
-    config = SentinelConfig.model_validate(
-        {
-            "streams": [{"name": "meter", "topic": "m/{device}", "features": ["power"]}],
-            "threshold": {"recurring": recurring},
-            "model": {"seed": 1},
-        }
-    )
-    data = RecordedData(series.values.astype(np.float32), series.timestamps, series.features, None)
-    _, rows = replay_rows(
-        config, data, tmp_path / f"out-{recurring}.csv", train_rows=series.train_rows
-    )
+    out = tmp_path / f"out-{recurring}.csv"
+    rows = replay_series(series, out, "meter", {"threshold": {"recurring": recurring}})
     labelled = {row["alert_id"] for row, y in zip(rows, series.labels, strict=True) if y}
     other = {row["alert_id"] for row in rows} - labelled - {""}
     return labelled - {""}, other
@@ -55,14 +43,9 @@ def false_alerts_after_a_short_training(tmp_path: Path, frequent: int) -> tuple[
     hours and one labelled surge) trained on its first 600 rows, ten hours that hold two or
     three bursts: the false alerts, and whether the surge alerted."""
     series = generate("bursty_counts")
-    config = SentinelConfig.model_validate(
-        {
-            "streams": [{"name": "web", "topic": "w/{device}", "features": ["requests"]}],
-            "threshold": {"recurring_frequent": frequent},
-        }
-    )
-    data = RecordedData(series.values.astype(np.float32), series.timestamps, series.features, None)
-    _, rows = replay_rows(config, data, tmp_path / f"out-{frequent}.csv", train_rows=600)
+    settings = {"threshold": {"recurring_frequent": frequent}, "model": {"seed": 0}}
+    out = tmp_path / f"out-{frequent}.csv"
+    rows = replay_series(series, out, "web", settings, train_rows=600)
     labelled = {row["alert_id"] for row, y in zip(rows, series.labels, strict=True) if y}
     other = {row["alert_id"] for row in rows} - labelled - {""}
     return len(other), bool(labelled - {""})

@@ -7,27 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from sentinel.config import SentinelConfig
-from sentinel.offline.csvdata import RecordedData
 from sentinel.offline.suite import id_events, score_series
 from simulators.synthetic import generate
-from tests.offline.helpers import replay_rows
+from tests.offline.helpers import replay_series
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_heater_fault_alerts_and_the_set_point_steps_do_not(tmp_path: Path) -> None:
     series = generate("setpoint_steps")
-    config = SentinelConfig.model_validate(
-        {
-            "streams": [{"name": "oven", "topic": "o/{device}", "features": list(series.features)}],
-        }
-    )
-    data = RecordedData(series.values.astype(np.float32), series.timestamps, series.features, None)
-    _, rows = replay_rows(config, data, tmp_path / "out.csv", train_rows=series.train_rows)
+    rows = replay_series(series, tmp_path / "out.csv", "oven", {"model": {"seed": 0}})
     # Scored as the development suite scores it: an alert that opens on the step back up
     # within a window of the fault's end belongs to the fault.
     spans, ids = id_events([row["alert_id"] for row in rows])
