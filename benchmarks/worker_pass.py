@@ -139,7 +139,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         models = args.models or work / "models"
-        if not models.exists():
+        # A directory without the pump stream's active model (new, or left empty) is
+        # trained into; one that holds it is reused.
+        if not models.exists() or ModelRegistry(models).active_version("pump") is None:
             train_fleet_model(models, devices=4, steps=1200)
         state = work / "state"
         install_model(models, state)
