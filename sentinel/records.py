@@ -321,15 +321,17 @@ class Verdict:
     # command whose channel moved at its reading in training: Detector.command_indices).
     # Such windows open no alert by themselves (sentinel.judge.alerts).
     joint: bool = False
-    # True when an anomalous window is so by the score alone and one of the detector's
-    # inputs that step (a set point, a command: Detector.stepped_indices, and the commands
-    # of sentinel.worker.pipeline.command_channels) changed within the window and its
-    # scored readings before the change are normal: the channels' response to that change
-    # (sentinel.worker.pipeline._responding); or where the feature that made the score is
-    # held at the level its last command's sends set (sentinel.judge.command_levels); or,
-    # set by the alert tracker, where it goes on from such windows, scoring lower than
-    # the one before (settling: sentinel.judge.alerts._settle). A run of such windows
-    # opens no alert (sentinel.judge.alerts).
+    # True when an anomalous window is so by the score alone (or beside it only the noise
+    # check, on a channel moving one way: sentinel.judge.noise.directed_roughness) and one
+    # of the detector's inputs that step (a set point, a command: Detector.stepped_indices,
+    # and the commands of sentinel.worker.pipeline.command_channels) changed within the
+    # window and its scored readings before the change are normal: the channels' response
+    # to that change (sentinel.worker.pipeline._responding); or where the feature that made
+    # the score is held at the level its last command's sends set
+    # (sentinel.judge.command_levels); or, set by the alert tracker, where it goes on from
+    # such windows, scoring lower than the one before (settling:
+    # sentinel.judge.alerts._settle). A run of such windows opens no alert
+    # (sentinel.judge.alerts).
     response: bool = False
     # True when an anomalous window is so by the score alone and its only evidence is one
     # reading of the feature that made the score, and at most the spike check's neighbours

@@ -66,6 +66,7 @@ import numpy as np
 
 from sentinel.config import AlertsConfig
 from sentinel.judge.evidence import onset
+from sentinel.judge.noise import directed_roughness
 from sentinel.records import (
     Alert,
     AlertReason,
@@ -159,7 +160,9 @@ def _settle(device: _Device, verdict: Verdict) -> Verdict:
     an alert at the step's tail (``simulators.synthetic.setpoint_steps`` trained on 30 %,
     seeds 0 and 1: 6 false alerts each, 3 and 5 with this). Settling, the error falls
     window by window; a fault that came with the change holds or raises it, and a window
-    whose score did not fall, a check beside the score, or a normal window ends the run.
+    whose score did not fall, a check beside the score, or a normal window ends the run --
+    but not the noise check on a channel moving one way (``directed_roughness``: the
+    settling itself, rougher than training's windows).
     What it cannot tell from a lag: a fault that steps a channel just as an input changes,
     whose error then falls as the forecaster follows the new level -- alerted once a
     window's score stops falling, or by the level and relation checks. A counter's tick is
@@ -172,7 +175,8 @@ def _settle(device: _Device, verdict: Verdict) -> Verdict:
     if verdict.response:
         device.settling = value
         return verdict
-    if device.settling is not None and verdict.by_score_alone and value < device.settling:
+    alone = verdict.by_score_alone or directed_roughness(verdict)
+    if device.settling is not None and alone and value < device.settling:
         device.settling = value
         return replace(verdict, response=True)
     device.settling = None

@@ -31,7 +31,7 @@ from sentinel.judge.command_levels import CommandLevelCheck
 from sentinel.judge.constants import ConstantCheck
 from sentinel.judge.evidence import evidence, score_feature
 from sentinel.judge.levels import LevelCheck
-from sentinel.judge.noise import NoiseCheck
+from sentinel.judge.noise import NoiseCheck, directed_roughness
 from sentinel.judge.periods import PeriodCheck
 from sentinel.judge.recurring import RecurringExcursions
 from sentinel.judge.relations import RelationCheck, Relations
@@ -822,7 +822,7 @@ class Pipeline:
                     known = i < len(usual) and (at, feature) in usual[i] and to - at <= echo
                 response = (
                     i in by_window
-                    and v.by_score_alone
+                    and (v.by_score_alone or directed_roughness(v))
                     and (
                         _responding(stacked[i], by_window[i], v.threshold, inputs)
                         or (i < len(held) and score_feature(by_window[i]) in held[i])

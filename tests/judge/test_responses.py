@@ -14,7 +14,8 @@ import numpy as np
 
 from sentinel.config import AlertsConfig
 from sentinel.judge.alerts import AlertTracker
-from sentinel.records import Alert, Score, SpikeHit, Verdict, Window
+from sentinel.judge.noise import directed_roughness
+from sentinel.records import Alert, NoiseHit, Score, SpikeHit, Verdict, Window
 from sentinel.worker.pipeline import _responding
 
 FEATURES: dict[str, tuple[str, ...]] = {"hvac": ("setpoint", "temperature")}
@@ -104,3 +105,41 @@ def test_responding_is_a_change_of_an_input_with_nothing_anomalous_before_it() -
     assert _responding(early, before, 2.0, [0])
     assert not _responding(readings, lag, 2.0, [2])  # that input did not move
     assert not _responding(readings, lag, 2.0, [])  # a model without stepped inputs
+
+
+def rough(end: float, values: np.ndarray, value: float, response: bool = False) -> Verdict:
+    """An anomalous window of the temperature's ``values``, the noise check beside its score."""
+    window = Window(
+        "hvac", "a", end - len(values) + 1, end, np.zeros((len(values), 2), dtype=np.float32)
+    )
+    window.values[:, 1] = values
+    score = Score(window, value, (0.0, 2.0), "v1")
+    return Verdict(
+        score,
+        threshold=1.0,
+        is_anomaly=True,
+        evidence=(end - 2, end),
+        response=response,
+        noise=NoiseHit(feature=1, ratio=3.0, exceedance=0.001),
+    )
+
+
+def test_the_noise_check_on_a_channel_moving_one_way_is_its_settling() -> None:
+    """A large step's lag is rougher, by the median step, than any window of a training
+    that held few such steps: the noise check fires beside the score on the temperature
+    that closes on its set point, and that is the settling (``directed_roughness``); a
+    burst of noise moves either way, and alerts."""
+    rng = np.random.default_rng(3)
+    ramp = 35.0 + 15.0 * (1 - np.exp(-np.arange(LENGTH) / 20.0)) + rng.normal(0, 0.05, LENGTH)
+    burst = 50.0 + rng.normal(0.0, 2.0, LENGTH)
+    assert directed_roughness(rough(100.0, ramp, 9.0))
+    assert not directed_roughness(rough(100.0, burst, 9.0))
+    assert not directed_roughness(rough(100.0, np.full(LENGTH, 50.0), 9.0))  # nothing moved
+    assert not directed_roughness(verdict(100.0, True))  # no noise hit at all
+    spiked = replace(rough(100.0, ramp, 9.0), spike=SpikeHit(feature=1, z=40.0, age=0))
+    assert not directed_roughness(spiked), "another check beside it is evidence"
+    lag = [verdict(t, True, value=v) for t, v in ((94.0, 30.0), (96.0, 20.0))]
+    settling = [rough(t, ramp, v) for t, v in ((98.0, 9.0), (100.0, 4.0))]
+    assert feed(lag + settling + [verdict(t, False) for t in (102.0, 104.0)]) == []
+    bursting = [rough(t, burst, v) for t, v in ((98.0, 9.0), (100.0, 4.0))]
+    assert feed(lag + bursting), "a noise burst while settling alerts"

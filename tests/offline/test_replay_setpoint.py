@@ -25,3 +25,18 @@ def test_the_heater_fault_alerts_and_the_set_point_steps_do_not(tmp_path: Path) 
     score = score_series(series.labels, spans, grace=32, keys=ids)
     assert score.detected == 1
     assert score.false_alerts == 0
+
+
+def test_set_points_a_short_training_held_few_of_settle_without_alerting(tmp_path: Path) -> None:
+    """Trained on its first 600 rows (a few of the set point's values, none of its large
+    steps), the temperature's lag after each large step is rougher than any training
+    window: the noise check fired beside the score, no response or settling excused it,
+    and five steps alerted (``sentinel.judge.noise.directed_roughness``)."""
+    series = generate("setpoint_steps", seed=1)
+    rows = replay_series(
+        series, tmp_path / "out.csv", "oven", {"model": {"seed": 0}}, train_rows=600
+    )
+    spans, ids = id_events([row["alert_id"] for row in rows])
+    score = score_series(series.labels, spans, grace=32, keys=ids)
+    assert score.detected == 1
+    assert score.false_alerts == 0
