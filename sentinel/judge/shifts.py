@@ -43,7 +43,8 @@ has nothing to hold still and is not judged; nor is a feature whose statistic wa
 learnt reading (constant: the constant check's).
 
 **Commands.** Where the model knows channels that command the others (its commanding
-inputs, pulse trains and stepped set points: the pipeline's ``drivers``), a step within
+inputs, pulse trains, stepped set points, and features constant in training -- a set point
+or command the training never moved: the pipeline's ``drivers``), a step within
 ``3 x span`` readings after any change of one is read as its response -- a channel moving
 to the level a command sets, or a lagging temperature after a set point's step -- and the
 commands themselves are not judged. A one-reading command pulse is an eighth of a step in

@@ -739,7 +739,16 @@ class Pipeline:
             detector, windows, stacked, self._thresholds.rebaseline_after(runtime.config.name)
         )
         commands = command_channels(detector, self._config.constants.sibling_pulses)
-        drivers = sorted({*commands, *detector.pulse_indices(), *detector.stepped_indices()})
+        # A feature constant in training that moves is a set point or command the training
+        # never moved: the channels that step after it are following it too.
+        drivers = sorted(
+            {
+                *commands,
+                *detector.pulse_indices(),
+                *detector.stepped_indices(),
+                *detector.constant_values(),
+            }
+        )
         shifts, steps = self._shifts.check(runtime.config.name, windows, stacked, drivers, live)
         settled, held = self._command_levels.check(
             runtime.config.name,
@@ -1179,12 +1188,16 @@ class Pipeline:
 
 def response_inputs(detector: Detector, commands: Sequence[int]) -> tuple[int, ...]:
     """The inputs whose change a channel's lagged error may be the response to
-    (``_responding``): the commands (``command_channels``) and the stepped features
-    (set points, modes), but not the counters among them (``Detector.counter_indices``:
-    a disk's used space ticking up), whose ticks nothing follows."""
+    (``_responding``): the commands (``command_channels``), the stepped features (set
+    points, modes), but not the counters among them (``Detector.counter_indices``: a disk's
+    used space ticking up), whose ticks nothing follows; and the features constant in
+    training (``Detector.constant_values``), set points and commands the training never
+    moved -- their first departure is the constant check's alert, and a channel settling
+    after it is no second one (``simulators.synthetic.setpoint_steps`` trained on 15 %,
+    its set point constant in training)."""
     counters = set(detector.counter_indices())
     stepped = (k for k in detector.stepped_indices() if k not in counters)
-    return tuple(sorted({*commands, *stepped}))
+    return tuple(sorted({*commands, *stepped, *detector.constant_values()}))
 
 
 def command_channels(detector: Detector, siblings: bool = True) -> tuple[int, ...]:

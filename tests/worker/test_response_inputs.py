@@ -41,3 +41,17 @@ def test_counter_features_round_trip_and_models_saved_before_read_none() -> None
     data["counter_features"] = [FEATURES[0]]  # not a stepped feature
     with pytest.raises(ModelError, match="counter_features"):
         LstmForecastMeta.from_json(json.dumps(data))
+
+
+def test_a_feature_constant_in_training_is_an_input_a_response_follows() -> None:
+    """A set point the training never moved is still a set point: its first departure is
+    the constant check's alert, and the channel settling after it is no second one."""
+    setpoint, counter = FEATURES[0], FEATURES[2]
+    detector = make_forecaster(
+        constant_features={setpoint: 50.0},
+        stepped_features=(counter,),
+        counter_features=(counter,),
+    )
+    assert detector.constant_values() == {0: 50.0}
+    assert response_inputs(detector, ()) == (0,)
+    assert response_inputs(NumpyLstmDetector.from_detector(detector), (1,)) == (0, 1)
