@@ -836,6 +836,12 @@ class Pipeline:
                         _responding(stacked[i], by_window[i], v.threshold, inputs)
                         or (i < len(held) and score_feature(by_window[i]) in held[i])
                     )
+                ) or (
+                    # the noise check alone on a channel moving one way as an input
+                    # changed: the channel settling, its score still normal
+                    i not in by_window
+                    and directed_roughness(v)
+                    and _input_changed(stacked[i], inputs)
                 )
                 v = replace(v, evidence=(first, last), joint=joint, response=response, usual=known)
             out.append(v)
@@ -1271,6 +1277,14 @@ def _responding(
         return True
     errors = np.nan_to_num(ratios[:before, score_feature(ratios)], nan=np.inf, posinf=np.inf)
     return bool(float(errors.mean()) <= threshold)
+
+
+def _input_changed(readings: np.ndarray, inputs: Sequence[int]) -> bool:
+    """Whether one of ``inputs`` changed within a window's ``readings`` (T, F)."""
+    if not inputs or len(readings) < 2:
+        return False
+    block = readings[:, list(inputs)]
+    return bool(np.any(block[1:] != block[:-1]))
 
 
 def _index_of(window: Window, ts: float) -> int:

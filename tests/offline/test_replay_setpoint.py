@@ -40,3 +40,24 @@ def test_set_points_a_short_training_held_few_of_settle_without_alerting(tmp_pat
     score = score_series(series.labels, spans, grace=32, keys=ids)
     assert score.detected == 1
     assert score.false_alerts == 0
+
+
+def test_a_set_point_constant_in_training_is_followed_not_alerted_at_each_step(
+    tmp_path: Path,
+) -> None:
+    """Trained on its first 300 rows, the set point never moved: each new value is the
+    constant check's alert once, but the temperature stepping after it was a lone step for
+    the shift check and its rough one-way settling the noise check's, and eight alerts
+    opened. The set point is an input the temperature follows
+    (``sentinel.worker.pipeline.response_inputs``, the shift check's drivers), and a noise
+    hit on a channel moving one way in a window holding its change is a response. What
+    is left: the constant check's first departures, and the temperature at set points no
+    training held."""
+    series = generate("setpoint_steps", seed=0)
+    rows = replay_series(
+        series, tmp_path / "out.csv", "oven", {"model": {"seed": 0}}, train_rows=300
+    )
+    spans, ids = id_events([row["alert_id"] for row in rows])
+    score = score_series(series.labels, spans, grace=32, keys=ids)
+    assert score.detected == 1
+    assert score.false_alerts <= 3
