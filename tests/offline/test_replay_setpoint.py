@@ -9,20 +9,26 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.offline.suite import id_events, score_series
+from sentinel.offline.suite import SeriesScore, id_events, score_series
 from simulators.synthetic import generate
 from tests.offline.helpers import replay_series
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_heater_fault_alerts_and_the_set_point_steps_do_not(tmp_path: Path) -> None:
-    series = generate("setpoint_steps")
-    rows = replay_series(series, tmp_path / "out.csv", "oven", {"model": {"seed": 0}})
-    # Scored as the development suite scores it: an alert that opens on the step back up
-    # within a window of the fault's end belongs to the fault.
+def replayed(out: Path, seed: int = 0, train_rows: int | None = None) -> SeriesScore:
+    """``setpoint_steps`` of ``seed`` replayed (the model's seed 0), trained on its own
+    training rows or the first ``train_rows``, scored as the development suite scores it:
+    an alert that opens on the step back up within a window of the fault's end belongs to
+    the fault."""
+    series = generate("setpoint_steps", seed=seed)
+    rows = replay_series(series, out, "oven", {"model": {"seed": 0}}, train_rows=train_rows)
     spans, ids = id_events([row["alert_id"] for row in rows])
-    score = score_series(series.labels, spans, grace=32, keys=ids)
+    return score_series(series.labels, spans, grace=32, keys=ids)
+
+
+def test_the_heater_fault_alerts_and_the_set_point_steps_do_not(tmp_path: Path) -> None:
+    score = replayed(tmp_path / "out.csv")
     assert score.detected == 1
     assert score.false_alerts == 0
 
@@ -32,12 +38,7 @@ def test_set_points_a_short_training_held_few_of_settle_without_alerting(tmp_pat
     steps), the temperature's lag after each large step is rougher than any training
     window: the noise check fired beside the score, no response or settling excused it,
     and five steps alerted (``sentinel.judge.noise.directed_roughness``)."""
-    series = generate("setpoint_steps", seed=1)
-    rows = replay_series(
-        series, tmp_path / "out.csv", "oven", {"model": {"seed": 0}}, train_rows=600
-    )
-    spans, ids = id_events([row["alert_id"] for row in rows])
-    score = score_series(series.labels, spans, grace=32, keys=ids)
+    score = replayed(tmp_path / "out.csv", seed=1, train_rows=600)
     assert score.detected == 1
     assert score.false_alerts == 0
 
@@ -53,11 +54,6 @@ def test_a_set_point_constant_in_training_is_followed_not_alerted_at_each_step(
     hit on a channel moving one way in a window holding its change is a response. What
     is left: the constant check's first departures, and the temperature at set points no
     training held."""
-    series = generate("setpoint_steps", seed=0)
-    rows = replay_series(
-        series, tmp_path / "out.csv", "oven", {"model": {"seed": 0}}, train_rows=300
-    )
-    spans, ids = id_events([row["alert_id"] for row in rows])
-    score = score_series(series.labels, spans, grace=32, keys=ids)
+    score = replayed(tmp_path / "out.csv", train_rows=300)
     assert score.detected == 1
     assert score.false_alerts <= 3
