@@ -330,8 +330,9 @@ class Verdict:
     # the score is held at the level its last command's sends set
     # (sentinel.judge.command_levels); or, set by the alert tracker, where it goes on from
     # such windows, scoring lower than the one before (settling:
-    # sentinel.judge.alerts._settle). A run of such windows opens no alert
-    # (sentinel.judge.alerts).
+    # sentinel.judge.alerts._settle); or where the noise check alone, on a channel moving
+    # one way, made it anomalous in a window holding such a change (its score normal). A
+    # run of such windows opens no alert (sentinel.judge.alerts).
     response: bool = False
     # True when an anomalous window is so by the score alone and its only evidence is one
     # reading of the feature that made the score, and at most the spike check's neighbours
