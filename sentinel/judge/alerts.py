@@ -175,8 +175,11 @@ def _settle(device: _Device, verdict: Verdict) -> Verdict:
     if verdict.response:
         device.settling = value
         return verdict
-    alone = verdict.by_score_alone or directed_roughness(verdict)
-    if device.settling is not None and alone and value < device.settling:
+    if (
+        device.settling is not None
+        and value < device.settling
+        and (verdict.by_score_alone or directed_roughness(verdict))
+    ):
         device.settling = value
         return replace(verdict, response=True)
     device.settling = None
