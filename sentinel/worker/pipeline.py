@@ -841,7 +841,7 @@ class Pipeline:
                     # changed: the channel settling, its score still normal
                     i not in by_window
                     and directed_roughness(v)
-                    and _input_changed(stacked[i], inputs)
+                    and _first_change(stacked[i], inputs) is not None
                 )
                 v = replace(v, evidence=(first, last), joint=joint, response=response, usual=known)
             out.append(v)
@@ -1265,13 +1265,9 @@ def _responding(
     set point step). A window holds the change for a window's length; a channel that does
     not settle -- a fault that came with the change -- keeps its error past it and alerts
     then, and one already anomalous before the change is no response."""
-    if not inputs or len(readings) < 2:
+    change = _first_change(readings, inputs)
+    if change is None:
         return False
-    block = readings[:, list(inputs)]
-    moved = np.flatnonzero(np.any(block[1:] != block[:-1], axis=1))
-    if not len(moved):
-        return False
-    change = int(moved[0]) + 1  # the first reading at the new value
     before = change - (len(readings) - len(ratios))  # scored readings before it
     if before <= 0:
         return True
@@ -1279,12 +1275,14 @@ def _responding(
     return bool(float(errors.mean()) <= threshold)
 
 
-def _input_changed(readings: np.ndarray, inputs: Sequence[int]) -> bool:
-    """Whether one of ``inputs`` changed within a window's ``readings`` (T, F)."""
+def _first_change(readings: np.ndarray, inputs: Sequence[int]) -> int | None:
+    """The index of the first of a window's ``readings`` (T, F) at which one of ``inputs``
+    holds a new value, or None where none of them changed."""
     if not inputs or len(readings) < 2:
-        return False
+        return None
     block = readings[:, list(inputs)]
-    return bool(np.any(block[1:] != block[:-1]))
+    moved = np.flatnonzero(np.any(block[1:] != block[:-1], axis=1))
+    return int(moved[0]) + 1 if len(moved) else None
 
 
 def _index_of(window: Window, ts: float) -> int:
