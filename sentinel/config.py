@@ -67,7 +67,9 @@ __all__ = [
     "config_to_toml",
     "format_validation_error",
     "load_config",
+    "read_config_data",
     "read_secret",
+    "validate_config",
 ]
 
 MQTT_PASSWORD_CREDENTIAL = "mqtt_password"
@@ -2094,20 +2096,30 @@ def format_validation_error(err: ValidationError) -> list[str]:
 
 def load_config(path: str | Path) -> SentinelConfig:
     """Read and validate a TOML config file; every problem is listed in the ConfigError."""
+    return validate_config(read_config_data(path), path)
+
+
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """A TOML config file as plain data, not yet validated (``validate_config``)."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(f"{path}: no such file") from err
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
+
+
+def validate_config(raw: dict[str, Any], source: str | Path) -> SentinelConfig:
+    """Config data (``read_config_data``'s, or built) validated; every problem is listed in
+    the ConfigError, which names ``source``."""
     try:
         return SentinelConfig.model_validate(raw)
     except ValidationError as err:
         lines = format_validation_error(err)
-        raise ConfigError(f"{path}: {len(lines)} error(s)\n  " + "\n  ".join(lines)) from err
+        raise ConfigError(f"{source}: {len(lines)} error(s)\n  " + "\n  ".join(lines)) from err
 
 
 def config_to_toml(data: dict[str, Any]) -> str:

@@ -302,3 +302,75 @@ def test_rows_with_a_missing_value_are_refused_as_live_and_nothing_else_changes(
     for row in (451, 621):  # scored rows: the verdict in force, the value shown as nan
         assert rows[row]["pressure"] == "nan"
         assert rows[row]["score"] == rows[row - 1]["score"] != ""
+
+
+def without_times(source: Path, path: Path) -> Path:
+    """``source`` (``recording``'s) with its time column cut off, as numbered samples are
+    exported: ``flow;pressure;anomaly``."""
+    lines = source.read_text().splitlines()
+    path.write_text("".join(line.split(";", 1)[1] + "\n" for line in lines))
+    return path
+
+
+def test_a_file_without_times_or_config_replays_on_the_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No config anywhere and no time column: `--interval` spaces the rows, the defaults
+    judge the file's own columns, and the label column is carried, never judged."""
+    monkeypatch.delenv("SENTINEL_CONFIG", raising=False)
+    monkeypatch.setattr("sentinel.cli.main.DEFAULT_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.chdir(tmp_path)
+    source = without_times(recording(tmp_path / "rig.csv"), tmp_path / "samples.csv")
+    out = tmp_path / "scores.csv"
+    args = ["replay", str(source), "--out", str(out), "--train-rows", "400", "--no-retrain"]
+    assert main([*args, "--interval", "60"]) == 0
+    err = capsys.readouterr().err
+    assert "features: flow, pressure (the file's columns" in err
+    assert "labels carried, not judged: anomaly" in err
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:3] == ["timestamp", "flow", "pressure"]
+    assert list(rows[0])[-1] == "anomaly"
+    assert [r["timestamp"] for r in rows[:2]] == ["1970-01-01T00:00:00Z", "1970-01-01T00:01:00Z"]
+    assert rows[-1]["timestamp"] == "1970-01-01T19:59:00Z"  # row 1,199: 1,199 minutes in
+    assert any(r["alert_id"] for r in rows[900:1000]), "the fault raised no alert"
+    assert not any(r["alert_id"] for r in rows[400:880]), "an alert before the fault"
+    assert not (tmp_path / "sentinel-state").exists(), "replay wrote state"
+
+    # Without --interval the file is refused, saying how to read it.
+    assert main(args) == 1
+    assert "give --interval SECONDS" in capsys.readouterr().err
+    # A file with times keeps them: --interval is refused rather than silently ignored.
+    timed = recording(tmp_path / "timed.csv", rows=500)
+    assert main(["replay", str(timed), "--out", str(out), "--interval", "60"]) == 1
+    assert "has the column 'datetime'; its times are used" in capsys.readouterr().err
+
+
+def test_features_name_the_columns_a_config_without_streams_judges(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config of settings alone (no [[streams]]) with --features: those columns judged, a
+    named label column carried; --features on a config with streams replaces its stream's."""
+    settings = tmp_path / "settings.toml"
+    settings.write_text(CONFIG.split("[[streams]]")[0])
+    source = recording(tmp_path / "rig.csv", rows=700, fault=(600, 650))
+    out = tmp_path / "scores.csv"
+    common = ["--out", str(out), "--no-retrain", "--label-columns", "anomaly"]
+    assert main(["replay", str(source), "-c", str(settings), "--features", "flow", *common]) == 0
+    with out.open() as handle:
+        assert next(csv.reader(handle)) == [
+            "timestamp",
+            "flow",
+            *("score", "threshold", "is_anomaly", "check", "alert_id"),
+            "anomaly",
+        ]
+    full = tmp_path / "sentinel.toml"
+    full.write_text(CONFIG)
+    assert main(["replay", str(source), "-c", str(full), "--features", "pressure", *common]) == 0
+    with out.open() as handle:
+        assert next(csv.reader(handle))[:3] == ["timestamp", "pressure", "score"]
+    assert (
+        main(["replay", str(source), "-c", str(full), "--stream", "x", "--features", "a", *common])
+        == 2
+    )
+    assert "no stream 'x' in the config (streams: rig)" in capsys.readouterr().err

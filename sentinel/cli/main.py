@@ -461,6 +461,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_gap=config.windows.max_gap,
         dialect=_dialect(args),
         skip_missing=True,
+        interval=args.interval,
     )
     _report_refused(data.refused)
     torch.set_num_threads(config.model.torch_threads)
@@ -517,19 +518,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from sentinel.model import detector_type, resolve_device
     from sentinel.offline.csvdata import read_feature_csv
-    from sentinel.offline.replay import replay, split_labels
+    from sentinel.offline.replay import replay
 
-    config = _load(args)
-    stream = _choose_stream(config, args.stream)
+    config, stream, labels = _replay_config(args)
     data = read_feature_csv(
         args.input,
         stream.feature_names,
         timestamp_column=args.timestamp_column,
         max_gap=config.windows.max_gap,
-        carry=split_labels(args.label_columns),
+        carry=labels,
         require_timestamps=True,
         dialect=_dialect(args),
         skip_missing=True,
+        interval=args.interval,
     )
     _report_refused(data.refused)
     torch.set_num_threads(config.model.torch_threads)
@@ -549,7 +550,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.report:
         from sentinel.offline.report import render_report
 
-        render_report(args.out, args.report, label_columns=split_labels(args.label_columns))
+        render_report(args.out, args.report, label_columns=labels)
     print(
         f"{summary.rows} rows ({summary.train_rows} trained on) -> {args.out}: "
         f"{summary.scored_windows} windows scored, {summary.anomalous_rows} anomalous rows, "
@@ -624,6 +625,65 @@ def _add_models_export(actions: argparse._SubParsersAction[argparse.ArgumentPars
     export.set_defaults(func=cmd_models_export)
 
 
+def _replay_config(args: argparse.Namespace) -> tuple[SentinelConfig, StreamConfig, list[str]]:
+    """The config, stream and label columns a replay runs with.
+
+    The config is the file ``--config`` (or $SENTINEL_CONFIG, or the default path) names;
+    where none was named and the default path holds none, the defaults. A config with no
+    ``[[streams]]`` gets one for the file: ``--features``, or the file's own columns but
+    its times and labels (``file_columns``: a label column, named or recognised, is carried
+    to the output, never judged). ``--features`` on a config with streams replaces the
+    chosen stream's features.
+    """
+    from sentinel.config import read_config_data, validate_config
+    from sentinel.logs import configure_logging
+    from sentinel.offline.csvdata import file_columns
+    from sentinel.offline.replay import split_labels
+
+    path = _config_path(args)
+    named = bool(args.config or os.environ.get("SENTINEL_CONFIG"))
+    from_file = named or Path(path).exists()
+    raw = read_config_data(path) if from_file else {}
+    labels = list(split_labels(args.label_columns))
+    features = list(split_labels(args.features))
+    streams = raw.get("streams")
+    if not streams:
+        if not features:
+            found, carried = file_columns(
+                args.input,
+                timestamp_column=args.timestamp_column,
+                carry=labels,
+                dialect=_dialect(args),
+            )
+            features, labels = list(found), list(carried)
+            print(
+                f"features: {', '.join(features)} (the file's columns; --features to choose)"
+                + (f"; labels carried, not judged: {', '.join(labels)}" if labels else ""),
+                file=sys.stderr,
+            )
+        name = args.stream or _stream_name(Path(args.input))
+        raw["streams"] = [{"name": name, "topic": "replay/{device}", "features": features}]
+    elif features:
+        chosen = [s for s in streams if not args.stream or s.get("name") == args.stream]
+        if len(chosen) != 1:
+            names = ", ".join(str(s.get("name")) for s in streams)
+            raise ConfigError(
+                f"--features: choose the stream they replace with --stream (streams: {names})"
+                if len(chosen) > 1
+                else f"no stream {args.stream!r} in the config (streams: {names})"
+            )
+        chosen[0]["features"] = features
+    config = validate_config(raw, path if from_file else "the defaults")
+    configure_logging(_log_level(args, config.logging.level), config.logging.format)
+    return config, _choose_stream(config, args.stream), labels
+
+
+def _stream_name(path: Path) -> str:
+    """A stream name (letters, digits, _ . -) from a file's name: its stem, other
+    characters as ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)[:64] or "replay"
+
+
 def _choose_stream(config: SentinelConfig, name: str | None) -> StreamConfig:
     if name:
         try:
@@ -687,6 +747,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--timezone",
             metavar="ZONE",
             help="IANA zone of times written without one, e.g. Europe/Berlin (default: UTC)",
+        )
+        p.add_argument(
+            "--interval",
+            type=float,
+            metavar="SECONDS",
+            help="for a file without a time column: its rows are readings this many seconds "
+            "apart (the first at 1970-01-01T00:00:00Z), e.g. 60 for one a minute",
         )
 
     def db_args(p: argparse.ArgumentParser) -> None:
@@ -801,12 +868,21 @@ def build_parser() -> argparse.ArgumentParser:
         "verdict, the check that made it anomalous (score, spike:FEATURE or level:FEATURE, "
         "joined by +) and open alert. Label columns are carried to the output, never used. "
         "A row with an empty, NaN or infinite value is the reading the daemon would refuse: "
-        "counted, never trained on or fed, its row showing the verdict in force.",
+        "counted, never trained on or fed, its row showing the verdict in force. Without a "
+        "config (none named, none at the default path) replay runs on the defaults; a config "
+        "without [[streams]] gets one for the file, judging --features or every column but "
+        "the times and labels.",
     )
     rep.add_argument("input", type=Path, metavar="INPUT.csv")
     config_arg(rep)
     rep.add_argument("--out", required=True, type=Path, metavar="SCORES.csv")
     rep.add_argument("--stream", metavar="NAME", help="needed when the config has several")
+    rep.add_argument(
+        "--features",
+        metavar="A,B",
+        help="columns to judge (default: the stream's; where the config has no stream, or "
+        "there is no config, every column but the times and labels)",
+    )
     rep.add_argument("--device", metavar="NAME", help="device name (default: the file's stem)")
     rep.add_argument(
         "--timestamp-column",

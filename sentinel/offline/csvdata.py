@@ -24,9 +24,21 @@ from sentinel.errors import DataError
 from sentinel.records import RejectReason
 from sentinel.timescale import TimeScale, learn_interval, no_runs_error
 
-__all__ = ["CsvDialect", "RecordedData", "parse_timestamp", "read_feature_csv"]
+__all__ = [
+    "LABEL_CANDIDATES",
+    "CsvDialect",
+    "RecordedData",
+    "file_columns",
+    "parse_timestamp",
+    "read_feature_csv",
+]
 
 TIMESTAMP_CANDIDATES = ("ts", "timestamp", "time", "datetime", "date")
+# Columns that hold a benchmark's answers rather than a sensor's readings (lowercased): a
+# replay that takes its features from the file carries them to the output instead.
+LABEL_CANDIDATES = frozenset(
+    {"anomaly", "anomalies", "is_anomaly", "label", "labels", "changepoint", "attack"}
+)
 _MS_THRESHOLD = 1e11  # epoch values above this are milliseconds (1e11 s is the year 5138)
 # Cells that say a reading is missing, as historians and spreadsheets export it (lowercased):
 # the daemon refuses such a reading (missing_feature); ``skip_missing`` skips the row too.
@@ -192,6 +204,55 @@ def _detect_time_format(
     return next(iter(fits.items()))
 
 
+def _read_table(
+    path: Path, dialect: CsvDialect, *, header_only: bool = False
+) -> tuple[list[str], str, list[list[str]]]:
+    """The header (cells stripped), the separator it was split at and the rows as text."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header_line = handle.readline()
+            if not header_line.strip():
+                raise DataError(f"{path}: the file is empty")
+            delimiter = dialect.separator or _sniff_delimiter(header_line)
+            if header_only:
+                return (
+                    [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))],
+                    delimiter,
+                    [],
+                )
+            handle.seek(0)
+            reader = csv.reader(handle, delimiter=delimiter)
+            header = [h.strip() for h in next(reader)]
+            return header, delimiter, list(reader)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text") from err
+
+
+def file_columns(
+    path: str | Path,
+    *,
+    timestamp_column: str | None = None,
+    carry: Sequence[str] = (),
+    dialect: CsvDialect | None = None,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A file's own columns to judge, for a replay whose config names none: every column
+    but the time column (``timestamp_column``, or the detected one) and the labels. Labels
+    are ``carry`` where given, else the columns named as benchmarks name theirs
+    (``LABEL_CANDIDATES``: ``anomaly``, ``label``, ``changepoint`` ...): a label read as a
+    sensor would teach the model the answer. Returns (features, labels)."""
+    path = Path(path)
+    header, _, _ = _read_table(path, dialect or CsvDialect(), header_only=True)
+    if timestamp_column is None:
+        timestamp_column = next((c for c in header if c.lower() in TIMESTAMP_CANDIDATES), None)
+    labels = tuple(carry) if carry else tuple(c for c in header if c.lower() in LABEL_CANDIDATES)
+    features = tuple(c for c in header if c and c != timestamp_column and c not in labels)
+    if not features:
+        raise DataError(f"{path}: no column to judge besides times and labels: {', '.join(header)}")
+    return features, labels
+
+
 def _number(cell: str, decimal: str) -> float:
     return float(cell.replace(",", ".") if decimal == "," else cell)
 
@@ -206,6 +267,7 @@ def read_feature_csv(
     require_timestamps: bool = False,
     dialect: CsvDialect | None = None,
     skip_missing: bool = False,
+    interval: float | None = None,
 ) -> RecordedData:
     """Read the given feature columns (and a timestamp column, if any) from a CSV file.
 
@@ -216,24 +278,13 @@ def read_feature_csv(
     is missing (empty, ``nan``, ``NA``, ``null``, ``-``) or is not finite (``inf``, or too
     large for a float32) is kept in ``refused``, as the reading the daemon would refuse,
     instead of refusing the file; any other text is still an error (a decimal comma or a
-    wrong separator must not pass as a file of missing values).
+    wrong separator must not pass as a file of missing values). ``interval``: the file has
+    no time column and its rows are readings that many seconds apart, the first at the
+    epoch (a recording exported without times: numbered samples, a benchmark's series).
     """
     path = Path(path)
     dialect = dialect or CsvDialect()
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            header_line = handle.readline()
-            if not header_line.strip():
-                raise DataError(f"{path}: the file is empty")
-            delimiter = dialect.separator or _sniff_delimiter(header_line)
-            handle.seek(0)
-            reader = csv.reader(handle, delimiter=delimiter)
-            header = [h.strip() for h in next(reader)]
-            rows = list(reader)
-    except OSError as err:
-        raise DataError(f"{path}: cannot read: {err.strerror}") from err
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text") from err
+    header, delimiter, rows = _read_table(path, dialect)
 
     missing = [f for f in (*features, *carry) if f not in header]
     if missing:
@@ -249,10 +300,18 @@ def read_feature_csv(
         timestamp_column = next((c for c in header if c.lower() in TIMESTAMP_CANDIDATES), None)
     elif timestamp_column not in header:
         raise DataError(f"{path}: no timestamp column {timestamp_column!r}")
-    if timestamp_column is None and require_timestamps:
+    if timestamp_column is not None and interval is not None:
+        raise DataError(
+            f"{path}: --interval is for a file without times, and this one has the column "
+            f"{timestamp_column!r}; its times are used"
+        )
+    if interval is not None and not (math.isfinite(interval) and interval > 0):
+        raise DataError(f"interval must be a positive number of seconds, got {interval}")
+    if timestamp_column is None and interval is None and require_timestamps:
         raise DataError(
             f"{path}: no timestamp column found (looked for {', '.join(TIMESTAMP_CANDIDATES)}); "
-            "name it with --timestamp-column"
+            "name it with --timestamp-column, or give --interval SECONDS for a file of "
+            "evenly spaced readings without times"
         )
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
@@ -291,6 +350,8 @@ def read_feature_csv(
             values[r, c] = value
 
     timestamps = None
+    if interval is not None:  # row i was read i x interval seconds after the epoch
+        timestamps = np.arange(len(rows), dtype=np.float64) * interval
     if timestamp_column is not None:
         ts_index = header.index(timestamp_column)
         cells = [row[ts_index] for row in rows]
