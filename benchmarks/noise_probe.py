@@ -22,7 +22,17 @@ stream's devices as a model's statistics are, and counts:
 No model, threshold or alert logic is involved: this measures the statistic alone, as a
 prototype's evidence (docs/BENCHMARKS.md, "A noise check, probed").
 
+``--statistic spread`` probes a window's *spread* instead: per feature, the standard
+deviation of its readings about their least-squares line, against the largest of any
+training window times ``--factor`` -- what an oscillation whose amplitude or frequency
+changed does to a window, where its one-step forecast and its consecutive differences
+hardly move (docs/BENCHMARKS.md, "A window's spread, probed"). A feature whose training
+readings mostly repeat the one before (a set point, a counter, a command: its spread is
+its steps) is not judged by it. ``--train-fraction`` trains the synthetic classes on that
+share of their training rows, as ``detection_suite.py`` does.
+
     .venv/bin/python benchmarks/noise_probe.py [--factor 1.5] [--skab ../shared/datasets/skab]
+        [--statistic rough|spread] [--train-fraction 1.0]
 """
 
 from __future__ import annotations
@@ -56,6 +66,22 @@ def robust_noise(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     steps = np.abs(np.diff(values, axis=0))
     medians = np.stack([np.nanmedian(steps[e - WINDOW + 1 : e], axis=0) for e in ends])
     return ends, medians
+
+
+def spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, F) readings -> window ends (N,) and each window's standard deviation of each
+    feature about its least-squares line (N, F), windows of WINDOW at hop HOP."""
+    ends = np.arange(WINDOW - 1, len(values), HOP)
+    t = np.arange(WINDOW) - (WINDOW - 1) / 2
+    out = np.empty((len(ends), values.shape[1]))
+    for k, e in enumerate(ends):
+        window = values[e - WINDOW + 1 : e + 1]
+        centred = window - window.mean(axis=0)
+        out[k] = (centred - np.outer(t, (t @ centred) / (t @ t))).std(axis=0)
+    return ends, out
+
+
+STATISTICS = {"rough": robust_noise, "spread": spread}
 
 
 def episodes(flagged: Iterable[int]) -> int:
@@ -103,12 +129,15 @@ def fleet(seed: int, factor: float, step: float = 5.0) -> tuple[int, int, int, i
 
 
 def labelled(
-    values: np.ndarray, labels: np.ndarray, train_rows: int, factor: float
+    values: np.ndarray, labels: np.ndarray, train_rows: int, factor: float, statistic: str = "rough"
 ) -> tuple[int, int, int, int, int]:
     """(events hit, events, false episodes, flagged windows, of them inside a label)."""
-    ends, noise = robust_noise(values)
+    ends, noise = STATISTICS[statistic](values)
     trained = ends < train_rows
     limit = np.nanmax(noise[trained], axis=0)
+    if statistic == "spread":  # a channel holding its value between steps: not judged
+        holds = (np.diff(values[:train_rows], axis=0) == 0).mean(axis=0) >= 0.5
+        limit = np.where(holds, 0.0, limit)
     flag = (noise > factor * np.where(limit > 0, limit, np.inf)).any(axis=1) & ~trained
     edges = np.flatnonzero(np.diff(np.r_[0, labels.astype(int), 0])).reshape(-1, 2)
     inside = np.zeros(len(ends), dtype=bool)
@@ -125,17 +154,28 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--factor", type=float, default=1.5, help="x training's largest median")
     ap.add_argument("--skab", type=Path, help="SKAB's directory (valve1, valve2, other)")
+    ap.add_argument("--statistic", choices=sorted(STATISTICS), default="rough")
+    ap.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="synthetic classes: train on this share of their training rows (at least 200)",
+    )
     args = ap.parse_args()
-    print(f"factor {args.factor:g}, windows of {WINDOW} at hop {HOP}\n")
+    print(
+        f"{args.statistic}, factor {args.factor:g}, windows of {WINDOW} at hop {HOP}, "
+        f"synthetic trained on {args.train_fraction:g} of their training rows\n"
+    )
 
     totals = np.zeros(4, dtype=int)
-    for seed in range(11, 19):
+    for seed in range(11, 19) if args.statistic == "rough" else ():
         row = fleet(seed, args.factor)
         totals += row
         print(f"fleet seed {seed}: noise bursts {row[0]}/{row[1]}, other faults hit {row[2]}, "
               f"false episodes {row[3]}")  # fmt: skip
-    print(f"fleet seeds 11-18: noise bursts {totals[0]}/{totals[1]}, other faults hit "
-          f"{totals[2]}, false episodes {totals[3]}\n")  # fmt: skip
+    if args.statistic == "rough":
+        print(f"fleet seeds 11-18: noise bursts {totals[0]}/{totals[1]}, other faults hit "
+              f"{totals[2]}, false episodes {totals[3]}\n")  # fmt: skip
 
     hit = events = false = 0
     print("| synthetic class | seeds 0-4: events hit/events, false episodes |\n|---|---|")
@@ -145,7 +185,10 @@ def main() -> int:
             series = generate(name, seed=seed)
             values = np.asarray(series.values, dtype=np.float64)
             values = values[:, None] if values.ndim == 1 else values
-            got = labelled(values, np.asarray(series.labels, bool), series.train_rows, args.factor)
+            labels = np.asarray(series.labels, bool)
+            train = min(series.train_rows, max(200, int(args.train_fraction * series.train_rows)))
+            labels[:train] = False  # rows after a shortened training up to the first: normal
+            got = labelled(values, labels, train, args.factor, args.statistic)
             hit, events, false = hit + got[0], events + got[1], false + got[2]
             cells.append(f"{got[0]}/{got[1]}, {got[2]}")
         print(f"| {name} | {'; '.join(cells)} |")
@@ -161,7 +204,7 @@ def main() -> int:
                 rows = list(csv.DictReader(handle, delimiter=";"))
             values = np.array([[float(r[c]) for c in SKAB_FEATURES] for r in rows])
             labels = np.array([float(r["anomaly"]) > 0 for r in rows])
-            sums += labelled(values, labels, 400, args.factor)
+            sums += labelled(values, labels, 400, args.factor, args.statistic)
         print(f"\nSKAB, {len(files)} files: faults hit {sums[0]}/{sums[1]}, false episodes "
               f"{sums[2]}, flagged windows {sums[3]} ({sums[4]} inside a fault)")  # fmt: skip
     return 0
