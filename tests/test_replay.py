@@ -123,6 +123,7 @@ def test_the_default_forecaster_alerts_at_the_faults_onset(tmp_path: Path) -> No
         ("flow;pressure\n1;2\n", "no timestamp column"),
         ("datetime;flow\n2026-01-01 00:00:00;1\n", "missing column"),
         ("datetime;flow;pressure\nyesterday;1;2\n", "unparsable time"),
+        ("1700000000;1.5;2\n1700000001;1.6;2\n", "the file has no header row"),
     ],
 )
 def test_replay_refuses_bad_input_clearly(

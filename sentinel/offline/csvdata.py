@@ -214,6 +214,7 @@ def _read_table(
             if not header_line.strip():
                 raise DataError(f"{path}: the file is empty")
             delimiter = dialect.separator or _sniff_delimiter(header_line)
+            _check_header(path, next(csv.reader([header_line], delimiter=delimiter)), dialect)
             if header_only:
                 return (
                     [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))],
@@ -228,6 +229,23 @@ def _read_table(
         raise DataError(f"{path}: cannot read: {err.strerror}") from err
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text") from err
+
+
+def _check_header(path: Path, cells: Sequence[str], dialect: CsvDialect) -> None:
+    """Refuse a file whose first line is all numbers: it has no header row, and reading its
+    first reading as column names would lose it and judge columns named after it."""
+    names = [cell.strip() for cell in cells if cell.strip()]
+    try:
+        for name in names:
+            _number(name, dialect.decimal)
+    except ValueError:
+        return
+    if names:
+        raise DataError(
+            f"{path}: the first line ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''}) "
+            "is numbers, not column names: the file has no header row; add one naming its "
+            "columns"
+        )
 
 
 def file_columns(
