@@ -123,7 +123,7 @@ def test_the_default_forecaster_alerts_at_the_faults_onset(tmp_path: Path) -> No
         ("flow;pressure\n1;2\n", "no timestamp column"),
         ("datetime;flow\n2026-01-01 00:00:00;1\n", "missing column"),
         ("datetime;flow;pressure\nyesterday;1;2\n", "unparsable time"),
-        ("1700000000;1.5;2\n1700000001;1.6;2\n", "the file has no header row"),
+        ("1700000000;1.5;2\n1700000001;1.6;2\n", "the file has: value1, value2, value3"),
     ],
 )
 def test_replay_refuses_bad_input_clearly(
@@ -375,3 +375,28 @@ def test_features_name_the_columns_a_config_without_streams_judges(
         == 2
     )
     assert "no stream 'x' in the config (streams: rig)" in capsys.readouterr().err
+
+
+def test_a_series_without_a_header_row_replays_as_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One column of numbers and nothing else, as the UCR anomaly archive writes its series:
+    the column is ``value`` and its first line a reading; nothing else is needed."""
+    monkeypatch.delenv("SENTINEL_CONFIG", raising=False)
+    monkeypatch.setattr("sentinel.cli.main.DEFAULT_CONFIG", str(tmp_path / "none.toml"))
+    rng = np.random.default_rng(3)
+    series = 10 + np.sin(np.arange(1500) / 6) + 0.05 * rng.standard_normal(1500)
+    series[1200:1220] += 1.5  # an excursion
+    source = tmp_path / "138_UCR_Anomaly_series_800_1200_1220.txt"
+    source.write_text("".join(f"   {v:.7e}\n" for v in series))
+    out = tmp_path / "scores.csv"
+    args = ["replay", str(source), "--out", str(out), "--interval", "1", "--train-rows", "800"]
+    assert main([*args, "--no-retrain"]) == 0
+    assert "features: value (the file's columns" in capsys.readouterr().err
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1500, "the first line is a reading, not a header"
+    assert float(rows[0]["value"]) == pytest.approx(series[0], abs=1e-3)
+    scores = [float(r["score"] or 0) for r in rows]
+    assert 1200 - 100 <= int(np.argmax(scores)) <= 1220 + 100, "the archive's rule: a hit"
+    assert any(r["alert_id"] for r in rows[1200:1240])

@@ -5,7 +5,9 @@ cannot: the separator from the header line; timestamps as epoch seconds or milli
 ISO 8601, or one of the common day/month forms historians and spreadsheets export
 (``22.11.2026 14:03:05``, ``11/22/2026 2:03:05 PM``), tried on the whole column so that a
 form that only fits some rows, or two that both fit every row (``01/02/2026`` read day-first
-and month-first), is refused instead of guessed.
+and month-first), is refused instead of guessed. A file whose first line is all numbers has
+no header row (the UCR anomaly archive's series, many server-metric exports): its columns
+are named ``value`` (one) or ``value1`` ... ``valueN``, and its first line is a reading.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "CsvDialect",
     "RecordedData",
     "file_columns",
+    "headless_names",
     "parse_timestamp",
     "read_feature_csv",
 ]
@@ -214,16 +217,15 @@ def _read_table(
             if not header_line.strip():
                 raise DataError(f"{path}: the file is empty")
             delimiter = dialect.separator or _sniff_delimiter(header_line)
-            _check_header(path, next(csv.reader([header_line], delimiter=delimiter)), dialect)
+            first = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
+            named = not _all_numbers(first, dialect.decimal)
+            header = first if named else headless_names(len(first))
             if header_only:
-                return (
-                    [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))],
-                    delimiter,
-                    [],
-                )
+                return header, delimiter, []
             handle.seek(0)
             reader = csv.reader(handle, delimiter=delimiter)
-            header = [h.strip() for h in next(reader)]
+            if named:
+                next(reader)
             return header, delimiter, list(reader)
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err.strerror}") from err
@@ -231,21 +233,21 @@ def _read_table(
         raise DataError(f"{path}: not UTF-8 text") from err
 
 
-def _check_header(path: Path, cells: Sequence[str], dialect: CsvDialect) -> None:
-    """Refuse a file whose first line is all numbers: it has no header row, and reading its
-    first reading as column names would lose it and judge columns named after it."""
-    names = [cell.strip() for cell in cells if cell.strip()]
+def _all_numbers(cells: Sequence[str], decimal: str) -> bool:
+    """Whether a first line is readings rather than column names: every cell a number."""
     try:
-        for name in names:
-            _number(name, dialect.decimal)
+        for cell in cells:
+            _number(cell, decimal)
     except ValueError:
-        return
-    if names:
-        raise DataError(
-            f"{path}: the first line ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''}) "
-            "is numbers, not column names: the file has no header row; add one naming its "
-            "columns"
-        )
+        return False
+    return bool(cells)
+
+
+def headless_names(count: int) -> list[str]:
+    """The names a file without a header row gets for its columns: ``value`` for one,
+    ``value1`` ... ``valueN`` for several (the UCR archive's series are one column of
+    numbers; server-metric exports many)."""
+    return ["value"] if count == 1 else [f"value{i}" for i in range(1, count + 1)]
 
 
 def file_columns(
