@@ -137,3 +137,25 @@ def test_every_path_warns_of_a_feature_constant_in_training(
     assert [(e["log_level"], e["stream"], e["feature"], e["value"]) for e in warned] == [
         ("warning", "pump", "b", 2.5)
     ] * 2
+
+
+def test_a_file_without_times_trains_at_the_interval_given(tmp_path: Path) -> None:
+    """`sentinel train --interval`: numbered samples train a model that knows their sampling
+    interval, which scales every time setting the daemon derives from it; without it the
+    model learns none."""
+    config = relative_config(tmp_path / "cli")
+    path = tmp_path / "samples.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "c"])
+        writer.writerows(map(float, row) for row in normal(ROWS))
+    toml = write_config(config, tmp_path / "cli.toml")
+    registry = ModelRegistry(config.models_dir)
+    assert main(["train", "--config", toml, "--csv", str(path), "--interval", "5"]) == 0
+    detector = registry.load_active("pump", CPU)
+    assert detector is not None
+    assert detector.meta.interval == 5.0  # under the config's max_gap of 10 s
+    assert main(["train", "--config", toml, "--csv", str(path)]) == 0
+    detector = registry.load_active("pump", CPU)
+    assert detector is not None
+    assert detector.meta.interval is None
