@@ -893,7 +893,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--label-columns",
         metavar="A,B",
-        help="columns carried to the output, e.g. anomaly,changepoint",
+        help="columns carried to the output, never judged, e.g. anomaly,changepoint (where "
+        "the features are the file's own columns, those named anomaly, label, changepoint, "
+        "attack ... are carried unless this names others)",
     )
     rep.add_argument(
         "--train-rows",
