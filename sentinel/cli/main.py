@@ -463,7 +463,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         skip_missing=True,
         interval=args.interval,
     )
-    _report_refused(data.refused)
+    _report_refused(data.refused, data.first_line)
     torch.set_num_threads(config.model.torch_threads)
     segments = data.training_segments(min_length=config.windows.length)
     progress = progress_reporter(stream.name, config.model.epochs)
@@ -501,11 +501,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_refused(refused: Mapping[int, RejectReason]) -> None:
-    """Say how many rows of a CSV were left out as readings the daemon would refuse."""
+def _report_refused(refused: Mapping[int, RejectReason], first_line: int = 2) -> None:
+    """Say how many rows of a CSV were left out as readings the daemon would refuse
+    (``first_line``: the file's line number of row 0)."""
     if refused:
         counts = Counter(str(reason) for reason in refused.values())
-        first = min(refused) + 2  # the file's line: 1-based, after the header
+        first = min(refused) + first_line  # the file's line, 1-based
         print(
             f"warning: {len(refused)} rows left out, a value missing or not finite "
             f"({dict(counts)}; the first at line {first})",
@@ -532,7 +533,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         skip_missing=True,
         interval=args.interval,
     )
-    _report_refused(data.refused)
+    _report_refused(data.refused, data.first_line)
     torch.set_num_threads(config.model.torch_threads)
     retrain = args.retrain
     if retrain is None:  # as the daemon would: on when [retrain] is, for the model it retrains

@@ -119,6 +119,7 @@ class RecordedData:
     # Rows read with ``skip_missing`` whose reading the daemon would refuse, by row index:
     # their values are NaN, and nothing trains on or is fed them.
     refused: Mapping[int, RejectReason] = field(default_factory=dict)
+    first_line: int = 2  # the file's line number of row 0: 1 in a file without a header row
 
     @property
     def readable(self) -> np.ndarray:
@@ -178,7 +179,7 @@ def _sniff_delimiter(header: str) -> str:
 
 
 def _detect_time_format(
-    path: Path, column: str, cells: Sequence[str]
+    path: Path, column: str, cells: Sequence[str], first_line: int = 2
 ) -> tuple[str, tuple[datetime, ...]] | None:
     """None when the first time is epoch or ISO 8601; else the one common form every row
     fits, with the column as read in it (so the rows are not parsed a second time)."""
@@ -196,8 +197,8 @@ def _detect_time_format(
             continue
     if not fits:
         raise DataError(
-            f"{path}:2: column {column!r}: unparsable time {first!r}; give its form with "
-            "--timestamp-format, e.g. '%d.%m.%Y %H:%M:%S'"
+            f"{path}:{first_line}: column {column!r}: unparsable time {first!r}; give its "
+            "form with --timestamp-format, e.g. '%d.%m.%Y %H:%M:%S'"
         )
     if len(set(fits.values())) > 1:  # e.g. day-first and month-first, both valid throughout
         raise DataError(
@@ -209,8 +210,10 @@ def _detect_time_format(
 
 def _read_table(
     path: Path, dialect: CsvDialect, *, header_only: bool = False
-) -> tuple[list[str], str, list[list[str]]]:
-    """The header (cells stripped), the separator it was split at and the rows as text."""
+) -> tuple[list[str], str, list[list[str]], int]:
+    """The header (cells stripped; ``headless_names`` where the first line is readings),
+    the separator it was split at, the rows as text and the file's line number of the
+    first of them (2 after a header row, else 1)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             header_line = handle.readline()
@@ -221,12 +224,12 @@ def _read_table(
             named = not _all_numbers(first, dialect.decimal)
             header = first if named else headless_names(len(first))
             if header_only:
-                return header, delimiter, []
+                return header, delimiter, [], 2 if named else 1
             handle.seek(0)
             reader = csv.reader(handle, delimiter=delimiter)
             if named:
                 next(reader)
-            return header, delimiter, list(reader)
+            return header, delimiter, list(reader), 2 if named else 1
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err.strerror}") from err
     except UnicodeDecodeError as err:
@@ -263,7 +266,7 @@ def file_columns(
     (``LABEL_CANDIDATES``: ``anomaly``, ``label``, ``changepoint`` ...): a label read as a
     sensor would teach the model the answer. Returns (features, labels)."""
     path = Path(path)
-    header, _, _ = _read_table(path, dialect or CsvDialect(), header_only=True)
+    header, _, _, _ = _read_table(path, dialect or CsvDialect(), header_only=True)
     if timestamp_column is None:
         timestamp_column = next((c for c in header if c.lower() in TIMESTAMP_CANDIDATES), None)
     labels = tuple(carry) if carry else tuple(c for c in header if c.lower() in LABEL_CANDIDATES)
@@ -304,7 +307,7 @@ def read_feature_csv(
     """
     path = Path(path)
     dialect = dialect or CsvDialect()
-    header, delimiter, rows = _read_table(path, dialect)
+    header, delimiter, rows, first_line = _read_table(path, dialect)
 
     missing = [f for f in (*features, *carry) if f not in header]
     if missing:
@@ -341,7 +344,7 @@ def read_feature_csv(
     values = np.empty((len(rows), len(features)), dtype=np.float32)
     refused: dict[int, RejectReason] = {}
     for r, row in enumerate(rows):
-        line = r + 2  # 1-based, after the header
+        line = r + first_line
         if len(row) != len(header):
             raise DataError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
         for c, index in enumerate(indexes):
@@ -377,7 +380,7 @@ def read_feature_csv(
         cells = [row[ts_index] for row in rows]
         tz = dialect.tz()
         fmt = dialect.timestamp_format
-        detected = None if fmt else _detect_time_format(path, timestamp_column, cells)
+        detected = None if fmt else _detect_time_format(path, timestamp_column, cells, first_line)
         if detected is not None:  # every row was read in the one form that fits them all
             times = detected[1]
             timestamps = np.array([t.replace(tzinfo=tz).timestamp() for t in times])
@@ -389,8 +392,8 @@ def read_feature_csv(
                 except ValueError as err:
                     expected = f"not in the form {fmt!r}" if fmt else "not epoch or ISO 8601"
                     raise DataError(
-                        f"{path}:{r + 2}: column {timestamp_column!r}: unparsable time "
+                        f"{path}:{r + first_line}: column {timestamp_column!r}: unparsable time "
                         f"{cell!r} ({expected}; --timestamp-format)"
                     ) from err
     carried = {name: [row[header.index(name)] for row in rows] for name in carry}
-    return RecordedData(values, timestamps, tuple(features), max_gap, carried, refused)
+    return RecordedData(values, timestamps, tuple(features), max_gap, carried, refused, first_line)

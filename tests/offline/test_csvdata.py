@@ -180,3 +180,23 @@ def test_skip_missing_still_refuses_text_that_is_no_number(tmp_path: Path) -> No
         path = _write(tmp_path, ["ts;a", "1700000000;1", f"1700000001;{cell}"])
         with pytest.raises(DataError, match=message):
             read_feature_csv(path, ["a"], skip_missing=True)
+
+
+def test_a_file_without_a_header_row_names_its_columns_and_counts_its_lines_from_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "samples.txt"
+    path.write_text("1.5,2.5\n1.6,nan\n1.7,2.7\n")
+    data = read_feature_csv(path, ["value1", "value2"], skip_missing=True, interval=60.0)
+    assert data.values.shape == (3, 2)  # the first line is a reading
+    assert data.first_line == 1
+    assert dict(data.refused) == {1: RejectReason.MISSING_FEATURE}  # line 2
+    assert data.timestamps is not None
+    np.testing.assert_array_equal(data.timestamps, [0.0, 60.0, 120.0])
+    path.write_text("1.5,2.5\n1.6,n/a?\n")
+    with pytest.raises(DataError, match=r"samples.txt:2: column 'value2'"):
+        read_feature_csv(path, ["value1", "value2"], skip_missing=True)
+    path.write_text("   6.3732150e+01\n   6.3350680e+01\n")  # the UCR archive's form
+    assert read_feature_csv(path, ["value"]).values[:, 0].tolist() == pytest.approx(
+        [63.73215, 63.35068]
+    )
