@@ -31,7 +31,6 @@ __all__ = [
     "CsvDialect",
     "RecordedData",
     "file_columns",
-    "headless_names",
     "parse_timestamp",
     "read_feature_csv",
 ]
@@ -211,7 +210,7 @@ def _detect_time_format(
 def _read_table(
     path: Path, dialect: CsvDialect, *, header_only: bool = False
 ) -> tuple[list[str], str, list[list[str]], int]:
-    """The header (cells stripped; ``headless_names`` where the first line is readings),
+    """The header (cells stripped; ``_headless_names`` where the first line is readings),
     the separator it was split at, the rows as text and the file's line number of the
     first of them (2 after a header row, else 1)."""
     try:
@@ -222,7 +221,7 @@ def _read_table(
             delimiter = dialect.separator or _sniff_delimiter(header_line)
             first = [h.strip() for h in next(csv.reader([header_line], delimiter=delimiter))]
             named = not _all_numbers(first, dialect.decimal)
-            header = first if named else headless_names(len(first))
+            header = first if named else _headless_names(len(first))
             if header_only:
                 return header, delimiter, [], 2 if named else 1
             handle.seek(0)
@@ -236,6 +235,11 @@ def _read_table(
         raise DataError(f"{path}: not UTF-8 text") from err
 
 
+def _time_column(header: Sequence[str]) -> str | None:
+    """The header's time column as detected: the first named like one (``TIMESTAMP_CANDIDATES``)."""
+    return next((c for c in header if c.lower() in TIMESTAMP_CANDIDATES), None)
+
+
 def _all_numbers(cells: Sequence[str], decimal: str) -> bool:
     """Whether a first line is readings rather than column names: every cell a number."""
     try:
@@ -246,7 +250,7 @@ def _all_numbers(cells: Sequence[str], decimal: str) -> bool:
     return bool(cells)
 
 
-def headless_names(count: int) -> list[str]:
+def _headless_names(count: int) -> list[str]:
     """The names a file without a header row gets for its columns: ``value`` for one,
     ``value1`` ... ``valueN`` for several (the UCR archive's series are one column of
     numbers; server-metric exports many)."""
@@ -268,7 +272,7 @@ def file_columns(
     path = Path(path)
     header, _, _, _ = _read_table(path, dialect or CsvDialect(), header_only=True)
     if timestamp_column is None:
-        timestamp_column = next((c for c in header if c.lower() in TIMESTAMP_CANDIDATES), None)
+        timestamp_column = _time_column(header)
     labels = tuple(carry) if carry else tuple(c for c in header if c.lower() in LABEL_CANDIDATES)
     features = tuple(c for c in header if c and c != timestamp_column and c not in labels)
     if not features:
@@ -320,7 +324,7 @@ def read_feature_csv(
             f"{', '.join(header)}{hint}"
         )
     if timestamp_column is None:
-        timestamp_column = next((c for c in header if c.lower() in TIMESTAMP_CANDIDATES), None)
+        timestamp_column = _time_column(header)
     elif timestamp_column not in header:
         raise DataError(f"{path}: no timestamp column {timestamp_column!r}")
     if timestamp_column is not None and interval is not None:
