@@ -150,6 +150,16 @@ class MqttConfig(Section):
     )
     reconnect_min_delay: float = Field(default=1.0, gt=0, le=60, description="Seconds.")
     reconnect_max_delay: float = Field(default=60.0, gt=0, le=3600, description="Seconds.")
+    client_process: bool = Field(
+        default=True,
+        description="Run the MQTT client (paho's network loop) in a process of its own, "
+        "which hands the daemon raw messages in batches and sends the acknowledgements it "
+        "is given: receiving no longer shares the daemon's interpreter lock with judging "
+        "(a backlog drains ~1.5 x faster on two cores), for a second process of ~25 MB "
+        "(docs/BENCHMARKS.md, 'The MQTT client in a process of its own'). The delivery "
+        "guarantee is the same. false: the client runs on a thread of the daemon (one "
+        "process; for a single-core box).",
+    )
     tls: TlsConfig = Field(default_factory=TlsConfig)
 
     @model_validator(mode="after")

@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import ssl
 import sys
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 
-from sentinel.config import MqttConfig
 from sentinel.errors import ConfigError
+
+if TYPE_CHECKING:  # the MQTT client process reads these without the config's imports
+    from sentinel.config import MqttConfig
 
 __all__ = [
     "FATAL_REFUSALS",

@@ -22,6 +22,7 @@ import pytest
 
 from sentinel.daemon.app import EXIT_FATAL_CONNECTION
 from sentinel.ingest.mqtt import MqttSource
+from sentinel.ingest.mqtt_process import ProcessMqttSource
 from sentinel.records import AlertStatus
 from sentinel.store import AlertStore
 from simulators.broker import PrivateBroker, find_mosquitto
@@ -85,13 +86,17 @@ def test_cold_start_then_injected_anomalies_become_alerts(
         assert alert.peak_score > alert.threshold or named & set(FEATURES), alert
 
 
+@pytest.mark.parametrize("client_process", [False, True], ids=["in-process", "client-process"])
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
-    private_broker: PrivateBroker, fleet_models: Path, tmp_path: Path
+    private_broker: PrivateBroker, fleet_models: Path, tmp_path: Path, client_process: bool
 ) -> None:
+    """With the MQTT client in a process of its own too: the kernel takes it down with the
+    daemon, before it can acknowledge anything the daemon did not commit."""
     state = tmp_path / "state"
     install_model(fleet_models, state)
     url = f"sqlite:///{state / 'sentinel.db'}"
     config = daemon_config(state, private_broker, database_url=url)
+    config["mqtt"]["client_process"] = client_process
     config_path = write_toml(tmp_path / "sentinel.toml", config)
     log = tmp_path / "daemon.log"
 
@@ -160,8 +165,9 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_no_alert(
         store.close()
 
 
+@pytest.mark.parametrize("client_process", [False, True], ids=["in-process", "client-process"])
 def test_bad_credentials_stop_with_a_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client_process: bool
 ) -> None:
     if find_mosquitto() is None:
         pytest.skip("no mosquitto binary")
@@ -169,7 +175,11 @@ def test_bad_credentials_stop_with_a_clear_error(
     broker.start()
     try:
         monkeypatch.setenv("SENTINEL_MQTT_PASSWORD", "wrong")
-        config = daemon_config(tmp_path / "state", broker, mqtt={"username": "sentinel"})
+        config = daemon_config(
+            tmp_path / "state",
+            broker,
+            mqtt={"username": "sentinel", "client_process": client_process},
+        )
         import threading
 
         from structlog.testing import capture_logs
@@ -193,8 +203,9 @@ def test_bad_credentials_stop_with_a_clear_error(
         broker.stop()
 
 
+@pytest.mark.parametrize("client_process", [False, True], ids=["in-process", "client-process"])
 def test_wrong_ca_stops_with_a_clear_error(
-    tls_broker: tuple[PrivateBroker, BrokerPki], tmp_path: Path
+    tls_broker: tuple[PrivateBroker, BrokerPki], tmp_path: Path, client_process: bool
 ) -> None:
     """The fault campaign's wrong-CA case: the daemon exits 3 at once, as for bad
     credentials, and says which CA file failed to verify which broker."""
@@ -205,7 +216,8 @@ def test_wrong_ca_stops_with_a_clear_error(
 
     broker, pki = tls_broker
     tls = {"enabled": True, "ca_file": str(pki.other_ca)}
-    config = daemon_config(tmp_path / "state", broker, mqtt={"host": BROKER_NAME, "tls": tls})
+    mqtt = {"host": BROKER_NAME, "tls": tls, "client_process": client_process}
+    config = daemon_config(tmp_path / "state", broker, mqtt=mqtt)
     app = SentinelApp(SentinelConfig.model_validate(config))
     assert app.run(threading.Event()) == EXIT_FATAL_CONNECTION
     assert app.fatal is not None
@@ -257,14 +269,17 @@ def test_state_is_created_private_under_a_permissive_umask(
     }
 
 
+@pytest.mark.parametrize("client_process", [False, True], ids=["in-process", "client-process"])
 def test_broker_restart_is_ridden_out_without_loss(
-    private_broker: PrivateBroker, fleet_models: Path, tmp_path: Path
+    private_broker: PrivateBroker, fleet_models: Path, tmp_path: Path, client_process: bool
 ) -> None:
     state = tmp_path / "state"
     install_model(fleet_models, state)
     url = f"sqlite:///{state / 'sentinel.db'}"
     quiet_fleet = ("--devices", "2", "--rate", "0", "--steps", "500", "--anomaly-rate", "0")
-    with running_app(daemon_config(state, private_broker, database_url=url)) as running:
+    config = daemon_config(state, private_broker, database_url=url)
+    config["mqtt"]["client_process"] = client_process
+    with running_app(config) as running:
         fleet = run_fleet(
             private_broker, tmp_path, *quiet_fleet, "--seed", "2", "--start", "2024-01-01T00:00:00Z"
         )
@@ -273,7 +288,8 @@ def test_broker_restart_is_ridden_out_without_loss(
         wait_for(lambda: readings_committed(url) == first, 60, "first batch committed")
         private_broker.restart()
         source = running.app.source
-        assert isinstance(source, MqttSource)  # its connects and SUBACK, not the protocol's
+        # Its connects and SUBACK, not the protocol's.
+        assert isinstance(source, ProcessMqttSource if client_process else MqttSource)
         wait_for(lambda: source.connects >= 2 and source.subscribed, 60, "reconnect")
         # Later readings of the same pumps (a day on), after the broker came back.
         fleet = run_fleet(

@@ -39,6 +39,7 @@ from sentinel.daemon.sdnotify import Notifier, watchdog_interval
 from sentinel.daemon.server import HttpServer
 from sentinel.errors import ConfigError, ModelError, StoreError
 from sentinel.ingest.mqtt import MqttSource
+from sentinel.ingest.mqtt_process import ProcessMqttSource
 from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Source
 from sentinel.ingest.subjects import device_partition
@@ -392,7 +393,8 @@ class SentinelApp:
                 # In a cluster the partitions come one by one (_make_cluster).
                 partitions=() if config.cluster.enabled else None,
             )
-        return MqttSource(
+        mqtt_source = ProcessMqttSource if config.mqtt.client_process else MqttSource
+        return mqtt_source(
             config.mqtt,
             config.streams,
             parser=parser,
