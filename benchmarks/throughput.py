@@ -293,7 +293,7 @@ class PostgresDatabases:
 
 
 POSTGRES: PostgresDatabases | None = None  # set by --postgres
-CLIENT_PROCESS = False  # set by --client-process: [mqtt] client_process = true
+CLIENT_PROCESS: bool | None = None  # --client-process on|off: [mqtt] client_process
 FLUSH_INTERVAL: float = DatabaseConfig().flush_interval  # the product default; --flush-interval
 FLUSH_MESSAGES: int = DatabaseConfig().flush_messages  # the product default; --flush-messages
 
@@ -322,7 +322,8 @@ def daemon_setup(
     config["ingest"] = {"queue_size": RECEIVE_MAXIMUM}
     config["logging"]["level"] = "warning"
     config["mqtt"]["protocol"] = protocol
-    config["mqtt"]["client_process"] = CLIENT_PROCESS
+    if CLIENT_PROCESS is not None:  # else the product's default
+        config["mqtt"]["client_process"] = CLIENT_PROCESS
     return config, url
 
 
@@ -818,12 +819,13 @@ def main() -> int:
     ap.add_argument("--postgres", metavar="URL", help="commit to fresh databases on this server")
     ap.add_argument(
         "--client-process",
-        action="store_true",
-        help="the daemon with [mqtt] client_process = true (its CPU then includes the child's)",
+        choices=("on", "off"),
+        help="[mqtt] client_process (default: the product's, on); the CPU figures include "
+        "the client process's",
     )
     args = ap.parse_args()
     global POSTGRES, FLUSH_INTERVAL, FLUSH_MESSAGES, CLIENT_PROCESS
-    CLIENT_PROCESS = args.client_process
+    CLIENT_PROCESS = None if args.client_process is None else args.client_process == "on"
     FLUSH_MESSAGES = args.flush_messages or FLUSH_MESSAGES
     if args.flush_interval and not args.latency:
         FLUSH_INTERVAL = args.flush_interval[0]
