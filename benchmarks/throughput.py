@@ -71,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sentinel.config import DatabaseConfig, ModelConfig, SentinelConfig
 from sentinel.daemon.app import SentinelApp
+from sentinel.ingest.mqtt_process import ProcessMqttSource
 from sentinel.model import ModelRegistry, scoring_device
 from sentinel.records import Delivery, WriteBatch
 from sentinel.store.writer import AlertWriter
@@ -533,6 +534,7 @@ class ThreadProfiles:
         ("paho-network", mqtt.Client, "_thread_main"),
         ("pipeline-worker", Pipeline, "_run"),
         ("db-writer", AlertWriter, "_run"),
+        ("mqtt-reader", ProcessMqttSource, "_read_loop"),
     )
 
     def __init__(self, out: Path) -> None:
@@ -568,18 +570,28 @@ class ThreadProfiles:
             )
 
         net, work, db = "paho-network", "pipeline-worker", "db-writer"
+        reader = "mqtt-reader"  # client_process: the client's own CPU is the child's
         parse = cum(net, "sentinel/ingest/parse.py", "parse")
+        parse += cum(reader, "sentinel/ingest/parse.py", "parse")
         offer = cum(net, "sentinel/worker/pipeline.py", "offer")
+        offer += cum(reader, "sentinel/worker/pipeline.py", "offer")
         on_message = cum(net, "sentinel/ingest/mqtt.py", "_on_message")
+        on_message += cum(reader, "sentinel/ingest/mqtt_process.py", "_deliver")
+        handoff = totals.get(reader, 0.0) - cum(
+            reader, "sentinel/ingest/mqtt_process.py", "_deliver"
+        )
         model = cum(work, "sentinel/model/", "score", "step_ratios")
         windows = cum(work, "sentinel/worker/windows.py", "add")
         reservoir = cum(work, "sentinel/retrain/reservoir.py", "observe")
         judge = cum(work, "sentinel/worker/pipeline.py", "_score") - model
         acks = cum(db, "sentinel/ingest/mqtt.py", "ack")
+        acks += cum(db, "sentinel/ingest/mqtt_process.py", "ack")
         return {
-            "paho: select, read, decode, loop": totals.get(net, 0.0) - on_message,
+            "paho: select, read, decode, loop": totals.get(net, 0.0)
+            - cum(net, "sentinel/ingest/mqtt.py", "_on_message"),
+            "client process: receiving batches": handoff,
             "parse (MessageParser)": parse,
-            "on_message rest, enqueue (offer)": on_message - parse,
+            "on_message / _deliver rest, enqueue (offer)": on_message - parse,
             "  of which Pipeline.offer": offer,
             "window assembly": windows,
             "scoring (the model)": model,
@@ -591,7 +603,7 @@ class ThreadProfiles:
             - judge
             - reservoir,
             "writer: commit": totals.get(db, 0.0) - acks,
-            "acks (paho PUBACKs)": acks,
+            "acks (paho PUBACKs, or to the client process)": acks,
         }
 
     def _wrap(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -616,7 +628,7 @@ class ThreadProfiles:
         print(f"CPU seconds per thread (profiled drain; profiles in {self.out}):")
         for name, seconds in totals.items():
             print(f"  {name:16s} {seconds:7.2f} s  {seconds / everything:5.1%}")
-        print("CPU by stage, share of the three threads (cumulative times, callees included):")
+        print("CPU by stage, share of the threads (cumulative times, callees included):")
         for stage, seconds in self.stages(totals).items():
             print(f"  {stage:38s} {seconds / everything:6.1%}")
         for name, profile in self.profiles.items():

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Engine,
     Select,
     and_,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -108,6 +109,11 @@ def _alembic_config() -> Config:
 
 _ACTIVE = (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value)
 _ENDED = (AlertStatus.CLOSED.value, AlertStatus.RESOLVED.value)
+# Among the uids of a commit (an expanding IN), those an operator resolved; built once.
+_RESOLVED_AMONG = select(AlertRow.uid).where(
+    AlertRow.uid.in_(bindparam("uids", expanding=True)),
+    AlertRow.status == AlertStatus.RESOLVED.value,
+)
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -400,6 +406,8 @@ class AlertStore:
         # With a policy, write() also records alert events for MQTT (sentinel/store/outbox.py).
         self._outbox = outbox
         self._engine: Engine | None = None
+        self._alert_upsert_stmt: Any = None
+        self._progress_upsert_stmt: Any = None
 
     @property
     def url(self) -> str:
@@ -568,14 +576,8 @@ class AlertStore:
                 if alerts:
                     uids = list(alerts)
                     for start in range(0, len(uids), 500):  # bound the IN list
-                        resolved.update(
-                            conn.scalars(
-                                select(AlertRow.uid).where(
-                                    AlertRow.uid.in_(uids[start : start + 500]),
-                                    AlertRow.status == AlertStatus.RESOLVED.value,
-                                )
-                            )
-                        )
+                        chunk = {"uids": uids[start : start + 500]}
+                        resolved.update(conn.scalars(_RESOLVED_AMONG, chunk))
                     conn.execute(self._alert_upsert(), [_alert_params(a) for a in alerts.values()])
                     if self._outbox is not None:
                         # A resolved alert's row is final, and its end was published when
@@ -641,6 +643,17 @@ class AlertStore:
         return insert(table)
 
     def _alert_upsert(self) -> Any:
+        # Built once: building a statement cost the writer more than running it (issue #23).
+        if self._alert_upsert_stmt is None:
+            self._alert_upsert_stmt = self._build_alert_upsert()
+        return self._alert_upsert_stmt
+
+    def _progress_upsert(self) -> Any:
+        if self._progress_upsert_stmt is None:
+            self._progress_upsert_stmt = self._build_progress_upsert()
+        return self._progress_upsert_stmt
+
+    def _build_alert_upsert(self) -> Any:
         stmt = self._insert(AlertRow)
         new = stmt.excluded
         closed = AlertStatus.CLOSED.value
@@ -667,7 +680,7 @@ class AlertStore:
             },
         )
 
-    def _progress_upsert(self) -> Any:
+    def _build_progress_upsert(self) -> Any:
         stmt = self._insert(DeviceStateRow)
         new = stmt.excluded
         return stmt.on_conflict_do_update(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, delete, select, tuple_
@@ -34,6 +35,7 @@ def merge_buckets(buckets: Iterable[ScoreBucket]) -> list[ScoreBucket]:
     return list(merged.values())
 
 
+@cache  # built once per dialect: building it cost the writer more than running it
 def _upsert(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(ScoreHistoryRow)

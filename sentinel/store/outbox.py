@@ -29,7 +29,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from sentinel.records import Alert, AlertStatus
@@ -164,19 +176,30 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[i : i + _CHUNK]
 
 
+def _last_events_query() -> Select[Any]:
+    latest = (
+        select(AlertOutboxRow.uid, func.max(AlertOutboxRow.seq).label("seq"))
+        .where(AlertOutboxRow.uid.in_(bindparam("uids", expanding=True)))
+        .group_by(AlertOutboxRow.uid)
+        .subquery()
+    )
+    return select(
+        AlertOutboxRow.uid, AlertOutboxRow.seq, AlertOutboxRow.event, AlertOutboxRow.payload
+    ).join(latest, and_(AlertOutboxRow.uid == latest.c.uid, AlertOutboxRow.seq == latest.c.seq))
+
+
+# Built once, run with each commit's uids (an expanding IN): building a statement cost the
+# writer more than running it (issue #23's drain profile).
+_LAST_EVENTS = _last_events_query()
+_STORED = select(
+    AlertRow.id, AlertRow.uid, AlertRow.status, AlertRow.acknowledged_at, AlertRow.ack_note
+).where(AlertRow.uid.in_(bindparam("uids", expanding=True)))
+
+
 def _last_events(conn: Connection, uids: Sequence[str]) -> dict[str, _Last]:
     found: dict[str, _Last] = {}
     for chunk in _chunks(uids):
-        latest = (
-            select(AlertOutboxRow.uid, func.max(AlertOutboxRow.seq).label("seq"))
-            .where(AlertOutboxRow.uid.in_(chunk))
-            .group_by(AlertOutboxRow.uid)
-            .subquery()
-        )
-        query = select(
-            AlertOutboxRow.uid, AlertOutboxRow.seq, AlertOutboxRow.event, AlertOutboxRow.payload
-        ).join(latest, and_(AlertOutboxRow.uid == latest.c.uid, AlertOutboxRow.seq == latest.c.seq))
-        for row in conn.execute(query):
+        for row in conn.execute(_LAST_EVENTS, {"uids": list(chunk)}):
             found[row.uid] = _Last(seq=row.seq, event=row.event, payload=dict(row.payload))
     return found
 
@@ -202,10 +225,7 @@ def record_events(
     last = _last_events(conn, uids)
     stored: dict[str, Any] = {}
     for chunk in _chunks(uids):
-        query = select(
-            AlertRow.id, AlertRow.uid, AlertRow.status, AlertRow.acknowledged_at, AlertRow.ack_note
-        ).where(AlertRow.uid.in_(chunk))
-        stored.update({row.uid: row for row in conn.execute(query)})
+        stored.update({row.uid: row for row in conn.execute(_STORED, {"uids": list(chunk)})})
     rows: list[dict[str, Any]] = []
     for alert in changes:
         previous = last.get(alert.uid)
