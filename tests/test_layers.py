@@ -22,6 +22,7 @@ _SHARED = {
     "logs",
     "progress",
     "mqtt",
+    "mqtt_child",
     "natslink",
     "timescale",
 }
@@ -34,6 +35,9 @@ ALLOWED: dict[str, set[str]] = {
     "progress": set(),
     "timescale": {"errors"},  # time settings in readings of a stream's learnt interval
     "mqtt": {"errors", "config"},  # the broker connection the source and the publisher share
+    # The MQTT client's own process ([mqtt] client_process): beside mqtt, not in ingest,
+    # whose package imports the config at run time (the child reads it only for types).
+    "mqtt_child": {"errors", "config", "mqtt"},
     # The NATS connection the shared model registry and the retraining lease share (#24).
     "natslink": {"errors", "config"},
     "ingest": _SHARED,
