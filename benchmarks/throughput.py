@@ -377,7 +377,7 @@ THREAD_GROUPS = (
     ("paho-network", "paho-mqtt-client-"),
     ("pipeline-worker", "sentinel-pipeline"),
     ("db-writer", "sentinel-writer"),
-    ("mqtt-reader", "mqtt-child"),
+    ("mqtt-reader", "sentinel-mqtt-reader"),
 )
 
 

@@ -119,7 +119,9 @@ class ProcessMqttSource:
             client_process=True,
         )
         self._conn = self._spawn()
-        self._reader = threading.Thread(target=self._read_loop, name="mqtt-child", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_loop, name="sentinel-mqtt-reader", daemon=True
+        )
         self._reader.start()
 
     def pause(self) -> None:

@@ -244,3 +244,30 @@ def test_bad_credentials_are_fatal_once(tmp_path: Path, monkeypatch: pytest.Monk
         source.stop()
         broker.stop()
     assert fatal.empty(), "reported more than once"
+
+
+@pytest.mark.integration
+def test_what_arrives_after_pause_is_left_for_the_next_connection(
+    private_broker: PrivateBroker,
+) -> None:
+    """A stopping daemon pauses its source first: what arrives then is neither delivered
+    nor acknowledged, and comes to the next start."""
+    received: queue.Queue[Delivery] = queue.Queue()
+    source = _source(private_broker.port, received, "paused")
+    source.start()
+    try:
+        assert source.wait_subscribed(60)
+        _publish(private_broker, range(3))
+        source.ack([d.ack for d in _take(received, 3) if d.ack is not None])
+        source.pause()
+        _publish(private_broker, range(3, 6))
+    finally:
+        source.stop()
+    assert received.empty()
+    source = _source(private_broker.port, received, "paused")
+    source.start()
+    try:
+        assert source.wait_subscribed(60)
+        assert _flows(_take(received, 3)) == [3, 4, 5]
+    finally:
+        source.stop()
