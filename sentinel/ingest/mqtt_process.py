@@ -193,7 +193,11 @@ class ProcessMqttSource:
     # -- the child ------------------------------------------------------------------------
 
     def _spawn(self) -> Connection:
-        """Start a child, hand it the settings and wait until it is ready."""
+        """Start a child, hand it the settings and wait until it is ready.
+
+        Linux's parent-death signal follows the *thread* that started the child: here the
+        one that called ``start()`` (the daemon's run, alive until it stops) or, for a
+        child started again, the reader thread (alive until ``stop()``)."""
         ours, theirs = socket.socketpair()
         try:
             process = subprocess.Popen(
