@@ -24,6 +24,7 @@ from sentinel.ingest.source import Source, SourceStatus
 from sentinel.records import Ack, Delivery
 from simulators.broker import PrivateBroker, find_mosquitto
 from tests.e2e_helpers import REPO, subprocess_env, wait_for
+from tests.tls_helpers import BROKER_NAME, BrokerPki
 
 STREAM = StreamConfig.model_validate(
     {"name": "pump", "topic": "plant/{device}/pump", "features": ["flow"]}
@@ -41,7 +42,7 @@ def _source(
 ) -> ProcessMqttSource:
     config = MqttConfig.model_validate(
         {
-            "host": "127.0.0.1",
+            "host": mqtt_settings.pop("host", "127.0.0.1"),
             "port": broker_port,
             "client_id": client_id,
             "reconnect_min_delay": 1,
@@ -269,5 +270,33 @@ def test_what_arrives_after_pause_is_left_for_the_next_connection(
     try:
         assert source.wait_subscribed(60)
         assert _flows(_take(received, 3)) == [3, 4, 5]
+    finally:
+        source.stop()
+
+
+@pytest.mark.integration
+def test_a_tls_connection_delivers_and_acknowledges(
+    tls_broker: tuple[PrivateBroker, BrokerPki],
+) -> None:
+    """The child reads [mqtt.tls] from the plain values it is handed, as the config has them."""
+    broker, pki = tls_broker
+    received: queue.Queue[Delivery] = queue.Queue()
+    tls = {"enabled": True, "ca_file": str(pki.ca)}
+    source = _source(broker.port, received, "tls-child", host=BROKER_NAME, tls=tls)
+    source.start()
+    try:
+        assert source.wait_subscribed(60), "no TLS session"
+        publisher = mqtt.Client(CallbackAPIVersion.VERSION2)
+        publisher.tls_set(ca_certs=str(pki.ca))
+        publisher.connect(BROKER_NAME, broker.port)
+        publisher.loop_start()
+        publisher.publish("plant/p1/pump", b'{"ts": 1700000000, "flow": 2.5}', qos=1)
+        delivery = received.get(timeout=60)
+        publisher.disconnect()
+        publisher.loop_stop()
+        assert delivery.readings[0].values == (2.5,)
+        assert delivery.ack is not None
+        source.ack([delivery.ack])
+        assert source.fatal is None
     finally:
         source.stop()
