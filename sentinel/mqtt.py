@@ -14,6 +14,9 @@ import sys
 from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from sentinel.errors import ConfigError
 
@@ -24,7 +27,9 @@ __all__ = [
     "FATAL_REFUSALS",
     "apply_connection_settings",
     "connect_error",
+    "connect_session",
     "fatal_connect_error",
+    "session_client",
 ]
 
 # CONNACK refusals that retrying cannot fix, with what to tell the operator: the client
@@ -121,3 +126,37 @@ def connect_error() -> BaseException | None:
     around the attempt (``Client.loop_forever``), so it is the exception being handled.
     """
     return sys.exc_info()[1]
+
+
+def session_client(cfg: MqttConfig, password: str | None) -> mqtt.Client:
+    """The ingest's paho client: a persistent session (``clean_session=False`` on 3.1.1;
+    on MQTT 5 ``clean_start=False`` at connect, see ``connect_session``) with manual acks,
+    so that a message is acknowledged only once what it carried is committed."""
+    v5 = cfg.protocol == "5"
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=cfg.client_id,
+        clean_session=None if v5 else False,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        manual_ack=True,
+    )
+    apply_connection_settings(client, cfg, password)
+    return client
+
+
+def connect_session(client: mqtt.Client, cfg: MqttConfig, receive_maximum: int) -> None:
+    """Start connecting ``session_client``'s client (paho reconnects on its own): on MQTT 5
+    with a session expiry and our Receive Maximum, the ingest queue's size."""
+    v5 = cfg.protocol == "5"
+    properties: Properties | None = None
+    if v5:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = cfg.session_expiry
+        properties.ReceiveMaximum = receive_maximum
+    client.connect_async(
+        cfg.host,
+        cfg.port,
+        keepalive=cfg.keepalive,
+        clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        properties=properties,
+    )

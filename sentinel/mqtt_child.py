@@ -40,16 +40,14 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from sentinel.errors import ConfigError
 from sentinel.mqtt import (
     FATAL_REFUSALS,
-    apply_connection_settings,
     connect_error,
+    connect_session,
     fatal_connect_error,
+    session_client,
 )
 
 if TYPE_CHECKING:
@@ -126,16 +124,7 @@ class _Client:
         self._batch_lock = threading.Lock()
         self._wake = threading.Event()
         self._running = True
-        cfg = self._config
-        v5 = cfg.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id,
-            clean_session=None if v5 else False,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            manual_ack=True,
-        )
-        apply_connection_settings(client, cfg, settings.password)
+        client = session_client(self._config, settings.password)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -145,21 +134,8 @@ class _Client:
         self._flusher = threading.Thread(target=self._flush_loop, name="flush", daemon=True)
 
     def start(self) -> None:
-        cfg = self._config
-        v5 = cfg.protocol == "5"
-        properties: Properties | None = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = cfg.session_expiry
-            properties.ReceiveMaximum = self._settings.receive_maximum
         self._flusher.start()
-        self._client.connect_async(
-            cfg.host,
-            cfg.port,
-            keepalive=cfg.keepalive,
-            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-        )
+        connect_session(self._client, self._config, self._settings.receive_maximum)
         self._client.loop_start()
 
     def ack(self, epoch: int, mids: list[int]) -> None:

@@ -25,125 +25,36 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from sentinel.config import MqttConfig, StreamConfig
 from sentinel.ingest.parse import MessageParser
 from sentinel.ingest.source import Sink, SourceStatus
 from sentinel.mqtt import (
     FATAL_REFUSALS,
-    apply_connection_settings,
     connect_error,
+    connect_session,
     fatal_connect_error,
+    session_client,
 )
 from sentinel.records import Ack, Delivery, Rejected, RejectReason
 
-__all__ = ["MqttSource"]
+__all__ = ["MqttSessionState", "MqttSource"]
 
 log = structlog.get_logger(__name__)
 
 
-class MqttSource:
-    """Subscribes to every stream and hands parsed deliveries to ``sink``.
+class MqttSessionState:
+    """What an MQTT source reports of its session, whichever process holds the client
+    (``MqttSource`` here, ``ProcessMqttSource`` in a child): set by its callbacks, read by
+    health, metrics and tests on their own threads."""
 
-    ``sink`` is called on paho's network thread and may block it only briefly (a third of
-    the keep-alive, so the connection survives); it returns False when it has no room, and
-    the message is then left unacknowledged for the broker to resend.
-    ``on_fatal`` is called once, from the network thread, when the broker refuses us for
-    a reason retrying will not fix.
-    """
-
-    def __init__(
-        self,
-        config: MqttConfig,
-        streams: list[StreamConfig],
-        *,
-        parser: MessageParser,
-        sink: Sink,
-        receive_maximum: int,
-        on_fatal: Callable[[str], None],
-        password: str | None = None,
-    ) -> None:
-        self._config = config
-        self._streams = streams
-        self._parser = parser
-        self._sink = sink
-        self._sink_timeout = config.keepalive / 3
-        self._receive_maximum = max(1, min(receive_maximum, 65_535))
-        self._on_fatal = on_fatal
-        self._password = password
-        self._client: mqtt.Client | None = None
-        self._epoch = 0  # bumped on every successful connect; tags acks
-        self._paused = threading.Event()
+    def __init__(self) -> None:
         self._connected = threading.Event()
         self._subscribed = threading.Event()  # the broker confirmed every subscription
         self._fatal: str | None = None
         self._stopping = False
         self.connects = 0
         self.unacked_dropped = 0  # acks from a previous connection, deliberately not sent
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        cfg = self._config
-        v5 = cfg.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id,
-            clean_session=None if v5 else False,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            manual_ack=True,
-        )
-        apply_connection_settings(client, cfg, self._password)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        properties: Properties | None = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = cfg.session_expiry
-            properties.ReceiveMaximum = self._receive_maximum
-        self._client = client
-        log.info(
-            "mqtt_connecting",
-            host=cfg.host,
-            port=cfg.port,
-            client_id=cfg.client_id,
-            protocol=cfg.protocol,
-            tls=cfg.tls.enabled,
-        )
-        client.connect_async(
-            cfg.host,
-            cfg.port,
-            keepalive=cfg.keepalive,
-            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-        )
-        client.loop_start()
-
-    def pause(self) -> None:
-        """Stop taking messages in; those arriving now stay unacknowledged at the broker."""
-        self._paused.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        client = self._client
-        if client is None:
-            return
-        self._paused.set()
-        self._stopping = True
-        # DISCONNECT is queued behind any acknowledgements still waiting to go out.
-        client.disconnect()
-        deadline = time.monotonic() + timeout
-        while self._connected.is_set() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        client.loop_stop()
-        self._client = None
-
-    # -- state ----------------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
@@ -166,6 +77,92 @@ class MqttSource:
 
     def status(self) -> SourceStatus:
         return SourceStatus("mqtt", self.connected, self.connects)
+
+    def _session_lost(self, reason: str) -> None:
+        """The connection ended: logged where it was up, quietly when we are stopping."""
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        self._subscribed.clear()
+        if was_connected:
+            level = log.info if self._stopping else log.warning
+            level("mqtt_disconnected", reason=reason)
+
+
+class MqttSource(MqttSessionState):
+    """Subscribes to every stream and hands parsed deliveries to ``sink``.
+
+    ``sink`` is called on paho's network thread and may block it only briefly (a third of
+    the keep-alive, so the connection survives); it returns False when it has no room, and
+    the message is then left unacknowledged for the broker to resend.
+    ``on_fatal`` is called once, from the network thread, when the broker refuses us for
+    a reason retrying will not fix.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        streams: list[StreamConfig],
+        *,
+        parser: MessageParser,
+        sink: Sink,
+        receive_maximum: int,
+        on_fatal: Callable[[str], None],
+        password: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._streams = streams
+        self._parser = parser
+        self._sink = sink
+        self._sink_timeout = config.keepalive / 3
+        self._receive_maximum = max(1, min(receive_maximum, 65_535))
+        self._on_fatal = on_fatal
+        self._password = password
+        self._client: mqtt.Client | None = None
+        self._epoch = 0  # bumped on every successful connect; tags acks
+        self._paused = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self._config
+        client = session_client(cfg, self._password)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        self._client = client
+        log.info(
+            "mqtt_connecting",
+            host=cfg.host,
+            port=cfg.port,
+            client_id=cfg.client_id,
+            protocol=cfg.protocol,
+            tls=cfg.tls.enabled,
+        )
+        connect_session(client, cfg, self._receive_maximum)
+        client.loop_start()
+
+    def pause(self) -> None:
+        """Stop taking messages in; those arriving now stay unacknowledged at the broker."""
+        self._paused.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        client = self._client
+        if client is None:
+            return
+        self._paused.set()
+        self._stopping = True
+        # DISCONNECT is queued behind any acknowledgements still waiting to go out.
+        client.disconnect()
+        deadline = time.monotonic() + timeout
+        while self._connected.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.loop_stop()
+        self._client = None
+
+    # -- acknowledgements -----------------------------------------------------------------
 
     def ack(self, acks: Iterable[Ack]) -> None:
         """Acknowledge committed messages that arrived on the current connection."""
@@ -232,12 +229,7 @@ class MqttSource:
         reason_code: Any,
         properties: Any,
     ) -> None:
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        self._subscribed.clear()
-        if was_connected:
-            level = log.info if self._stopping else log.warning
-            level("mqtt_disconnected", reason=str(reason_code))
+        self._session_lost(str(reason_code))
 
     def _on_subscribe(
         self,

@@ -39,8 +39,9 @@ import structlog
 
 from sentinel.config import MqttConfig, StreamConfig
 from sentinel.errors import ConfigError
+from sentinel.ingest.mqtt import MqttSessionState
 from sentinel.ingest.parse import MessageParser
-from sentinel.ingest.source import Sink, SourceStatus
+from sentinel.ingest.source import Sink
 from sentinel.mqtt_child import ChildSettings
 from sentinel.records import Ack, Delivery, Rejected, RejectReason
 
@@ -59,7 +60,7 @@ _BOOT = (
 )
 
 
-class ProcessMqttSource:
+class ProcessMqttSource(MqttSessionState):
     """``MqttSource`` with paho in a child process; the same constructor and protocol.
 
     ``sink`` is called on this source's reader thread, in arrival order, and may block it up
@@ -78,6 +79,7 @@ class ProcessMqttSource:
         on_fatal: Callable[[str], None],
         password: str | None = None,
     ) -> None:
+        super().__init__()
         self._config = config
         self._settings = ChildSettings(
             mqtt=config.model_dump(),
@@ -96,14 +98,8 @@ class ProcessMqttSource:
         self._epoch = 0  # ours: bumped on every connection, whichever child made it
         self._child_epoch = 0  # the current child's number for the current connection
         self._paused = threading.Event()
-        self._connected = threading.Event()
-        self._subscribed = threading.Event()
         self._stopped = threading.Event()  # the child said it stopped
-        self._fatal: str | None = None
-        self._stopping = False
-        self.connects = 0
         self.restarts = 0  # children started again after one died
-        self.unacked_dropped = 0  # acks of an earlier connection, deliberately not sent
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -150,32 +146,10 @@ class ProcessMqttSource:
     # -- state ----------------------------------------------------------------------------
 
     @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
-    def fatal(self) -> str | None:
-        return self._fatal
-
-    @property
     def child_pid(self) -> int | None:
         """The client process's pid (tests kill it), None when none runs."""
         process = self._process
         return process.pid if process is not None and process.poll() is None else None
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
-    @property
-    def subscribed(self) -> bool:
-        return self._subscribed.is_set()
-
-    def wait_subscribed(self, timeout: float) -> bool:
-        """True once the broker confirmed our subscriptions on the current connection."""
-        return self._subscribed.wait(timeout)
-
-    def status(self) -> SourceStatus:
-        return SourceStatus("mqtt", self.connected, self.connects)
 
     def ack(self, acks: Iterable[Ack]) -> None:
         """Acknowledge committed messages that arrived on the current connection."""
@@ -268,7 +242,7 @@ class ProcessMqttSource:
             elif kind == "connected":
                 self._on_connected(message[1], message[2])
             elif kind == "disconnected":
-                self._on_disconnected(message[1])
+                self._session_lost(message[1])
             elif kind == "subscribed":
                 self._subscribed.set()
                 log.info("mqtt_subscribed", topics=list(self._settings.subscriptions))
@@ -323,14 +297,6 @@ class ProcessMqttSource:
         self.connects += 1
         self._connected.set()
         log.info("mqtt_connected", session_present=session_present, epoch=self._epoch)
-
-    def _on_disconnected(self, reason: str) -> None:
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        self._subscribed.clear()
-        if was_connected:
-            level = log.info if self._stopping else log.warning
-            level("mqtt_disconnected", reason=reason)
 
     def _deliver(self, child_epoch: int, batch: list[tuple[str, bytes, int, int, float]]) -> None:
         if self._paused.is_set():
