@@ -95,8 +95,10 @@ class ProcessMqttSource(MqttSessionState):
         self._conn: Connection | None = None
         self._send_lock = threading.Lock()
         self._reader: threading.Thread | None = None
-        self._epoch = 0  # ours: bumped on every connection, whichever child made it
-        self._child_epoch = 0  # the current child's number for the current connection
+        # (ours, the child's) for the current connection, replaced as one tuple so that the
+        # writer's ack() never pairs one connection's number with another's: ours is
+        # bumped on every connection, whichever child made it.
+        self._epochs = (0, 0)
         self._paused = threading.Event()
         self._stopped = threading.Event()  # the child said it stopped
         self.restarts = 0  # children started again after one died
@@ -153,7 +155,7 @@ class ProcessMqttSource(MqttSessionState):
 
     def ack(self, acks: Iterable[Ack]) -> None:
         """Acknowledge committed messages that arrived on the current connection."""
-        epoch, child_epoch = self._epoch, self._child_epoch
+        epoch, child_epoch = self._epochs
         mids: list[int] = []
         for ack in acks:
             if ack.epoch != epoch:
@@ -292,16 +294,17 @@ class ProcessMqttSource(MqttSessionState):
         return True
 
     def _on_connected(self, child_epoch: int, session_present: bool) -> None:
-        self._child_epoch = child_epoch
-        self._epoch += 1
+        epoch = self._epochs[0] + 1
+        self._epochs = (epoch, child_epoch)
         self.connects += 1
         self._connected.set()
-        log.info("mqtt_connected", session_present=session_present, epoch=self._epoch)
+        log.info("mqtt_connected", session_present=session_present, epoch=epoch)
 
     def _deliver(self, child_epoch: int, batch: list[tuple[str, bytes, int, int, float]]) -> None:
         if self._paused.is_set():
             return  # left unacknowledged: redelivered after we reconnect
-        epoch = self._epoch if child_epoch == self._child_epoch else _STALE
+        ours, current = self._epochs
+        epoch = ours if child_epoch == current else _STALE
         for i, (topic, payload, mid, qos, received_at) in enumerate(batch):
             try:
                 readings, rejected = self._parser.parse(topic, payload, received_at)
