@@ -10,7 +10,7 @@ apart.
   fast as the daemon takes them (enough to fill its window ring, its order state and the
   first windows of its threshold, spike and relation state), then the fleet stops and RSS is
   sampled for ``--settle`` seconds: the median is reported, with CPU-seconds per million
-  readings over the drain.
+  readings over the drain, the daemon's and its MQTT client process's apart.
 * ``--soak SECONDS``: one daemon, ``--devices`` pumps (one N) at ``--rate`` readings/s each
   for SECONDS; every sample is written as a JSON line to ``--out`` as it is taken, so a
   run cut short keeps what it measured. The last line printed summarises it: RSS when
@@ -176,11 +176,14 @@ class Daemon:
         included), and the counters that say how far the fleet got."""
         main = self.ps.memory_info().rss
         children = 0
+        live_cpu = 0.0  # the children running now: the MQTT client process, a training
         for child in self.ps.children(recursive=True):
             try:
                 children += child.memory_info().rss
+                times = child.cpu_times()
             except psutil.Error:  # ended between the listing and the read
                 continue
+            live_cpu += times.user + times.system
         cpu = self.ps.cpu_times()
         sample: dict[str, float] = {
             "rss_mb": round(main / 2**20, 1),
@@ -190,6 +193,7 @@ class Daemon:
             "children_rss_mb": round(children / 2**20, 1),
             "cpu_s": round(cpu.user + cpu.system, 2),
             "cpu_children_s": round(cpu.children_user + cpu.children_system, 2),
+            "cpu_live_children_s": round(live_cpu, 2),
         }
         names = ("readings", "windows", "devices", "retraining_runs", "queue")
         metrics = ("readings_total", "windows_total", "devices", "retraining_runs_total")
@@ -244,6 +248,9 @@ def by_size(devices: int, steps: int, settle: float, interval: float) -> dict[st
             time.sleep(interval)
         readings = fed["readings"] - trained["readings"]
         cpu = fed["cpu_s"] - trained["cpu_s"]
+        # the MQTT client process (``[mqtt] client_process``) works for the daemon: its CPU
+        # is part of what a reading costs
+        client = fed["cpu_live_children_s"] - trained["cpu_live_children_s"]
         rss = statistics.median(s["rss_mb"] for s in samples)
         return {
             "devices": devices,
@@ -251,6 +258,7 @@ def by_size(devices: int, steps: int, settle: float, interval: float) -> dict[st
             "drain_s": round(drain_s, 1),
             "cpu_s": round(cpu, 1),
             "cpu_s_per_million_readings": round(cpu / readings * 1e6, 1),
+            "client_cpu_s_per_million_readings": round(client / readings * 1e6, 1),
             "rss_trained_mb": trained["rss_mb"],
             "rss_peak_mb": round(peak, 1),
             "rss_settled_median_mb": rss,
