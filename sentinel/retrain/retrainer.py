@@ -50,10 +50,12 @@ if TYPE_CHECKING:
 
     from sentinel.retrain.lease import Lease
 
-__all__ = ["Install", "Request", "Retrainer", "apply_outcome"]
+__all__ = ["Install", "Request", "Retrainer", "apply_outcome", "join_or_reap"]
 
 log = structlog.get_logger(__name__)
 
+# seconds a finished training child is waited for before a thread of its own reaps it
+_EXIT_WAIT = 5.0
 _COLD_START_RETRY = 60.0  # seconds after a failed cold-start run before it is tried again
 _COLD_START_STEPS = 20  # cold_start_progress is logged at every 1/20 of the readings needed
 
@@ -412,10 +414,7 @@ class Retrainer:
             receive.close()
             # The child may take seconds to exit (torch's teardown); the lease must not
             # lapse meanwhile, the outcome still needs it.
-            deadline = time.monotonic() + 5.0
-            while process.is_alive() and time.monotonic() < deadline:
-                process.join(0.5)
-                self._lease_kept(request.stream)
+            join_or_reap(process, _EXIT_WAIT, lambda: self._lease_kept(request.stream))
             self._process = None
 
     def _lease_kept(self, stream: str) -> bool:
@@ -425,3 +424,18 @@ class Retrainer:
             return True
         self._renew_at = time.monotonic() + lease.renew_every
         return lease.renew(stream)
+
+
+def join_or_reap(process: Any, wait: float, tick: Callable[[], object]) -> None:
+    """Join a training child for up to ``wait`` seconds, calling ``tick`` about every half
+    second meanwhile (the lease's renewal); a child still exiting after that is joined by a
+    daemon thread of its own. Without it a child slower to exit than ``wait`` (torch's
+    teardown on a loaded box) stayed a zombie until the next run started, which on a daemon
+    that retrains daily is most of its life (``[python] <defunct>`` in ``ps``)."""
+    deadline = time.monotonic() + wait
+    while process.is_alive() and time.monotonic() < deadline:
+        process.join(min(0.5, max(deadline - time.monotonic(), 0.0)))
+        tick()
+    if process.is_alive():
+        log.info("retrain_process_exiting", pid=process.pid)
+        threading.Thread(target=process.join, name="sentinel-train-reaper", daemon=True).start()
