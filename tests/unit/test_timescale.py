@@ -3,6 +3,7 @@ values, and every component that resolves them for its stream."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from sentinel.judge.alerts import AlertTracker
 from sentinel.judge.threshold import ThresholdBank
 from sentinel.offline.csvdata import RecordedData
 from sentinel.records import Alert, Reading, Score, Verdict, Window
-from sentinel.retrain.reservoir import Reservoir
+from sentinel.retrain.reservoir import _INTERVAL_EVERY, Reservoir
 from sentinel.timescale import TimeScale, learn_interval
 from sentinel.worker.coldstart import ColdStartBuffer
 from sentinel.worker.windows import WindowAssembler
@@ -225,3 +226,37 @@ def test_reservoir_prunes_hourly_readings_by_their_own_interval(tmp_path: Path) 
         assert fixed.count == 14 * 24 + 1  # what the old default kept: no cold start ever
     finally:
         fixed.close()
+
+
+def test_reservoir_relearns_its_interval_every_few_prunes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The auto age's interval is read off the newest readings once in ``_INTERVAL_EVERY``
+    prunes, not at every one (a 5,000-row read every 2,000 inserts: issue #23), and a
+    stream whose sampling changed is pruned by its new interval within that many."""
+    learnt: list[float | None] = []
+    learn = Reservoir._learn_stored_interval
+
+    def counted(self: Reservoir, conn: sqlite3.Connection) -> float | None:
+        learnt.append(learn(self, conn))
+        return learnt[-1]
+
+    monkeypatch.setattr(Reservoir, "_learn_stored_interval", counted)
+    reservoir = Reservoir(tmp_path / "r.sqlite", 1, max_rows=100_000, max_age=None, margin=None)
+    reservoir.open()
+    try:
+        # Every second for a while: the 14 days of a fast stream keep everything.
+        reservoir.add([Reading("pump", "a", float(i), (0.0,)) for i in range(1_000)])
+        for _ in range(_INTERVAL_EVERY):
+            reservoir.prune()
+        assert learnt == [pytest.approx(1.0)]
+        assert reservoir.count == 1_000
+        # Then hourly, long enough for the sample to hold nothing else: the next learning
+        # finds the hourly interval, and the age becomes 10,000 hours.
+        start = 1_000.0
+        reservoir.add([Reading("pump", "a", start + i * 3600.0, (0.0,)) for i in range(6_000)])
+        reservoir.prune()
+        assert learnt == [pytest.approx(1.0), pytest.approx(3600.0)]
+        assert reservoir.count == 7_000  # 10,000 hours reach back past the first reading
+    finally:
+        reservoir.close()
