@@ -436,6 +436,7 @@ class Publisher:
         password: str | None = None,
         client_id: str = "",
         max_inflight: int = 1000,
+        window: int | None = None,
     ) -> None:
         self.host, self.port = parse_url(url)
         version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
@@ -450,6 +451,9 @@ class Publisher:
         self._client.on_connect = self._on_connect
         self._client.on_publish = self._on_publish
         self._cond = threading.Condition()
+        # publishes not yet acknowledged that ``publish`` lets pile up before it waits (None:
+        # no bound; paho queues them all)
+        self._window = window
         self._connected = threading.Event()
         self._refused: str | None = None
         self._sent = 0
@@ -479,9 +483,23 @@ class Publisher:
             raise ConnectionError(f"{self.host}:{self.port}: broker refused us: {why}")
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Hand one message to paho. With a ``window``, first wait (up to a minute, then go
+        on) until fewer than that many are unacknowledged: a publisher faster than the
+        broker otherwise queues everything in paho's memory, and with hundreds of
+        thousands queued (10,000 pumps x 64 readings at full speed) paho stopped sending
+        them, the broker idle, the rest never published."""
         with self._cond:
+            window = self._window
+            if window is not None:
+                self._cond.wait_for(lambda: self._sent - self._acked < window, timeout=60.0)
             self._sent += 1
         self._client.publish(topic, payload, qos)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages handed to paho that the broker has not acknowledged yet."""
+        with self._cond:
+            return self._sent - self._acked
 
     def finish(self, timeout: float = 30.0) -> int:
         """Wait until the broker acknowledged every publish, disconnect; return how many not."""

@@ -122,6 +122,27 @@ def test_restart_keeps_port_and_persistent_sessions(tmp_path: Path) -> None:
 
 
 @needs_mosquitto
+def test_a_publishing_window_bounds_what_waits_for_the_broker() -> None:
+    """With a window, ``publish`` waits while that many are unacknowledged: never more are
+    outstanding, and every message still reaches the subscriber."""
+    with PrivateBroker() as broker:
+        inbox = Inbox(broker.host, broker.port, client_id="windowed", session_expiry=300)
+        pub = Publisher(broker.url, window=4)
+        pub.start()
+        outstanding = []
+        try:
+            for i in range(400):
+                pub.publish("t/windowed", str(i).encode(), 1)
+                outstanding.append(pub.unacknowledged)
+            assert pub.finish(60) == 0
+            got = inbox.wait_for(400, timeout=120)
+        finally:
+            inbox.close()
+    assert max(outstanding) <= 4
+    assert sorted(int(m.payload) for m in got) == list(range(400))
+
+
+@needs_mosquitto
 def test_users_make_anonymous_connections_fail() -> None:
     with PrivateBroker(users={"sim": "s3cret"}) as broker:
         with pytest.raises(ConnectionError, match="refused"):
