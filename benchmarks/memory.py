@@ -340,6 +340,9 @@ def summarise(lines: list[str]) -> dict[str, Any]:
         "rss_mb_max": max(r["rss_mb"] for r in rows),
         "cpu_s_per_million": round(last["cpu_s"] / max(last["readings"], 1) * 1e6),
     }
+    if "cpu_live_children_s" in last:  # the MQTT client process, where the file has it
+        client = last["cpu_live_children_s"]  # (and a training child, were one running)
+        out["client_cpu_s_per_million"] = round(client / max(last["readings"], 1) * 1e6)
     after = [r for r in rows if r["readings"] >= fill * devices]
     if after:
         out["rss_mb_at_full_fill"] = after[0]["rss_mb"]

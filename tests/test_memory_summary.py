@@ -56,3 +56,12 @@ def test_a_soak_cut_short_says_it_never_filled(tmp_path: Path) -> None:
     summary = _summary(soak)
     assert "not_full" in summary
     assert "rss_mb_at_full_fill" not in summary
+
+
+def test_the_client_process_cpu_is_summarised_where_the_file_has_it(tmp_path: Path) -> None:
+    soak = tmp_path / "soak.jsonl"
+    row = {"t": 10, "rss_mb": 120.0, "readings": 2e6, "cpu_s": 200.0, "cpu_live_children_s": 90.0}
+    soak.write_text(json.dumps({"event": "start", "devices": [2]}) + "\n" + json.dumps(row) + "\n")
+    summary = _summary(soak)
+    assert summary["cpu_s_per_million"] == 100
+    assert summary["client_cpu_s_per_million"] == 45
