@@ -48,14 +48,14 @@ class Inbox:
         else:
             self.client.connect(host, port)
         self.client.loop_start()
-        assert self.ready.wait(5), "no SUBACK"
+        assert self.ready.wait(60), "no SUBACK"
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self._new:
             self.messages.append(msg)
             self._new.notify_all()
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[mqtt.MQTTMessage]:
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[mqtt.MQTTMessage]:
         with self._new:
             self._new.wait_for(lambda: len(self.messages) >= count, timeout)
             return list(self.messages)
@@ -109,7 +109,7 @@ def test_restart_keeps_port_and_persistent_sessions(tmp_path: Path) -> None:
         pub = Publisher(broker.url)
         pub.start()
         pub.publish("t/queued", b"while-away", 1)
-        assert pub.finish(5) == 0
+        assert pub.finish(60) == 0
         broker.restart()
         assert broker.port == port
         assert (tmp_path / "persist" / "mosquitto.db").exists()
@@ -146,13 +146,13 @@ def test_a_publishing_window_bounds_what_waits_for_the_broker() -> None:
 def test_users_make_anonymous_connections_fail() -> None:
     with PrivateBroker(users={"sim": "s3cret"}) as broker:
         with pytest.raises(ConnectionError, match="refused"):
-            Publisher(broker.url).start(timeout=5)
+            Publisher(broker.url).start(timeout=60)
         with pytest.raises(ConnectionError, match="refused"):
-            Publisher(broker.url, username="sim", password="wrong").start(timeout=5)
+            Publisher(broker.url, username="sim", password="wrong").start(timeout=60)
         pub = Publisher(broker.url, username="sim", password="s3cret")
-        pub.start(timeout=5)
+        pub.start(timeout=60)
         pub.publish("t/x", b"1", 1)
-        assert pub.finish(5) == 0
+        assert pub.finish(60) == 0
 
 
 @needs_mosquitto
@@ -178,7 +178,7 @@ def test_amqtt_fallback_carries_mqtt_311() -> None:
             pub.start()
             for i in range(5):
                 pub.publish(f"t/{i}", str(i).encode(), 1)
-            assert pub.finish(5) == 0
+            assert pub.finish(60) == 0
             got = inbox.wait_for(5)
         finally:
             inbox.close()
