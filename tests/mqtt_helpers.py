@@ -69,7 +69,7 @@ class Consumer:
             properties=props,
         )
         self._client.loop_start()
-        assert self._subscribed.wait(5), "the consumer got no SUBACK"
+        assert self._subscribed.wait(60), "the consumer got no SUBACK"
         return self
 
     def stop(self) -> None:

@@ -33,7 +33,7 @@ def collecting(broker: PrivateBroker, topic: str = "plant/+/pump") -> Iterator[C
     sub.connect(broker.host, broker.port)
     sub.loop_start()
     try:
-        assert subscribed.wait(5), "the test subscriber got no SUBACK"
+        assert subscribed.wait(60), "the test subscriber got no SUBACK"
         yield received
     finally:
         sub.disconnect()

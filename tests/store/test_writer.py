@@ -250,8 +250,8 @@ def test_full_queue_blocks_the_producer() -> None:
     blocked.start()
     assert not released.wait(0.2)  # still full: the producer waits, nothing is dropped
     store.gate.set()
-    assert released.wait(5)
-    blocked.join(5)
+    assert released.wait(60)
+    blocked.join(60)
     writer.stop()
     assert acks.seen == [0, 1, 2, 3]
 
