@@ -419,6 +419,11 @@ def parse_url(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 1883
 
 
+# publishes awaiting the broker's ack before a simulator's next one waits (``Publisher``'s
+# ``window``): bounds paho's queue when a simulator publishes as fast as it can
+PUBLISH_WINDOW = 10_000
+
+
 class Publisher:
     """A paho 2 client for the simulators: unthrottled QoS 1 publishing, counted broker acks.
 

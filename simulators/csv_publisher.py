@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from simulators.broker import Publisher
+from simulators.broker import PUBLISH_WINDOW, Publisher
 
 __all__ = ["CsvSource", "ReplayError", "main", "open_csv", "parse_timestamp"]
 
@@ -237,6 +237,7 @@ def _publish(args: argparse.Namespace, source: CsvSource, device: str) -> int:
         username=args.username,
         password=os.environ.get("SENTINEL_SIM_PASSWORD"),
         client_id=f"sim-replay-{device}-{os.getpid()}"[:64],
+        window=PUBLISH_WINDOW,
     )
     try:
         pub.start()

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from simulators.broker import Publisher
+from simulators.broker import PUBLISH_WINDOW, Publisher
 
 __all__ = [
     "FEATURES",
@@ -67,8 +67,6 @@ _DURATION = {
     "decorrelation": (120.0, 600.0, 32),
 }
 _BLOCK = 512  # normals drawn per device at a time: fast, and independent of how steps are read
-# publishes awaiting the broker's ack before the next waits: bounds paho's queue at full speed
-_WINDOW = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             username=args.username,
             password=os.environ.get("SENTINEL_SIM_PASSWORD"),
             client_id=f"sim-fleet-{args.seed}-{os.getpid()}",
-            window=_WINDOW,
+            window=PUBLISH_WINDOW,
         )
         pub.start()
     except (ConnectionError, OSError, ValueError) as err:
