@@ -3,7 +3,9 @@
 The development suite (``detection_suite.py``) is what detection is tuned on; these kinds
 are held out of it to show whether what holds there holds on other shapes: a trend beyond
 training's levels, irregular sampling, a random walk, heavy-tailed noise, hourly white
-noise, and a weekly cycle on two channels. Each seed is replayed through
+noise, a weekly cycle on two channels; and plant kinds: a compressor its thermostat cycles
+at random times, a tank that fills and drains, a machine that starts and stops at random
+times, an outdoor temperature on wandering weather. Each seed is replayed through
 ``sentinel.offline.replay`` exactly as the suite replays its synthetic classes (the same
 ``Suite.replay_rows``, the same scoring and grace), and one table per run prints, per kind
 and seed: events hit, false alerts, onset delays and rows in alerts per labelled row.

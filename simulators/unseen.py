@@ -4,7 +4,9 @@
 suite"). These kinds are the check that what was tuned there holds on data of other
 shapes -- as the held-out benchmarks Sentinel is judged on are: real and artificial
 univariate series sampled every 5 minutes to every hour, with trends, irregular sampling,
-heavy tails and random walks. Nothing in the product may be chosen by its figures here;
+heavy tails and random walks -- and as plants are: machines switched on and off at random
+times (a thermostat's compressor, a motor), tanks that fill and drain, outdoor temperature
+on wandering weather. Nothing in the product may be chosen by its figures here;
 ``benchmarks/unseen_kinds.py`` reports them beside the suite's.
 
 Each generator is deterministic for its ``seed`` and returns a ``LabelledSeries`` labelled
@@ -18,18 +20,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from simulators.synthetic import (
     DAY,
     EPOCH,
     NEW_NORMAL_LABELLED,
     LabelledSeries,
+    _ar1,
     _labels,
     _noise,
     _series,
 )
 
 __all__ = ["KINDS", "generate"]
+
+BoolArray = npt.NDArray[np.bool_]
 
 
 def trend_5min(*, seed: int = 0) -> LabelledSeries:
@@ -153,6 +159,145 @@ def weekly_pair_1h(*, seed: int = 0) -> LabelledSeries:
     )
 
 
+# -- plant kinds: machines that switch, fill and follow the weather ---------------------------
+
+
+def _switching(
+    rng: np.random.Generator, rows: int, on: tuple[int, int], off: tuple[int, int]
+) -> BoolArray:
+    """A machine's on/off state, switched at random times: each spell on lasts a number of
+    readings drawn from ``on``, each spell off from ``off`` (numpy's ``integers``, end
+    excluded); it starts off, partway through a spell."""
+    state = np.zeros(rows, dtype=np.bool_)
+    at, running = -int(rng.integers(0, off[0])), False
+    while at < rows:
+        spell = int(rng.integers(*(on if running else off)))
+        state[max(at, 0) : at + spell] = running
+        at, running = at + spell, not running
+    return state
+
+
+def hvac_thermostat(*, seed: int = 0) -> LabelledSeries:
+    """A rooftop unit's compressor each minute, cycled by its thermostat at random times:
+    on for 8-15 minutes (3 kW, 4.5 at the first reading: the inrush), off for 15-35 (0.05
+    kW); the supply air falls toward 12 C while it runs and rises toward 20 C while it
+    rests. Two faults: for an hour it short-cycles (2 minutes on, 2 off), and later, for
+    200 readings, a refrigerant leak leaves the supply air at 16 C however long it runs."""
+    rng = np.random.default_rng(seed)
+    rows = 6000
+    on = _switching(rng, rows, (8, 16), (15, 36))
+    short = (3800, 3860)
+    on[short[0] : short[1]] = (np.arange(short[1] - short[0]) // 2) % 2 == 0
+    leak = (5000, 5200)
+    power = np.where(on, 3.0, 0.05) + rng.normal(0.0, 0.05, rows)
+    power[1:][on[1:] & ~on[:-1]] += 1.5
+    cold = np.full(rows, 12.0)
+    cold[leak[0] : leak[1]] = 16.0
+    supply = np.empty(rows)
+    level = 18.0
+    for i in range(rows):
+        level += ((cold[i] - level) / 3.0) if on[i] else ((20.0 - level) / 8.0)
+        supply[i] = level
+    supply += _noise(rng, rows, 0.1)
+    return _series(
+        "hvac_thermostat",
+        np.column_stack((power, supply)),
+        ("compressor_kw", "supply_air_c"),
+        _labels(rows, short, leak),
+        60.0,
+        3000,
+        "compressor cycled at random times, 1 min; short cycling, a refrigerant leak",
+    )
+
+
+def tank_fill(*, seed: int = 0) -> LabelledSeries:
+    """A tank's level every 10 s: a pump fills it from 20 % to 80 % at ~0.5 % a reading
+    (each fill's rate drawn within 5 %, each reading's within 5 % of it), then it drains
+    in five readings, again and again. Two faults: for 200 readings the pump fills at half
+    its rate (a worn impeller), and later the drain valve sticks: the tank holds full for
+    60 readings before it drains."""
+    rng = np.random.default_rng(seed)
+    rows = 5000
+    worn = (3500, 3700)
+    level: list[float] = []
+    x, rate, stuck = 20.0, 0.5, -1
+    while len(level) < rows:
+        slow = worn[0] <= len(level) < worn[1]
+        x += rate * (0.5 if slow else 1.0) * (1.0 + rng.normal(0.0, 0.05))
+        level.append(x)
+        if x >= 80.0:
+            if stuck < 0 and len(level) >= 4400:
+                stuck = len(level)
+                level.extend([x] * 60)
+            level.extend(max(20.0, x - 12.5 * (k + 1)) for k in range(5))
+            x, rate = 20.0, 0.5 * (1.0 + rng.normal(0.0, 0.05))
+    values = np.asarray(level[:rows]) + rng.normal(0.0, 0.2, rows)
+    return _series(
+        "tank_fill",
+        values,
+        ("level_pct",),
+        _labels(rows, worn, (stuck, stuck + 60)),
+        10.0,
+        2500,
+        "fill and drain cycles, 10 s; a slow fill, a drain that sticks",
+    )
+
+
+def machine_starts(*, seed: int = 0) -> LabelledSeries:
+    """A machine each second that starts and stops at random times (spells of 100-400 s):
+    1,500 rpm and a vibration of 1.0 running, 0 and 0.1 at rest, its temperature following
+    slowly (55 C running, 30 C at rest, a time constant of 200 s). Two faults, each while it
+    runs: for 300 readings its vibration is 40 % higher (a bearing), and later, for 100, the
+    vibration reads its at-rest level while the machine turns (a sensor come loose)."""
+    rng = np.random.default_rng(seed)
+    rows = 8000
+    running = _switching(rng, rows, (100, 400), (100, 400))
+    bearing, loose = (5500, 5800), (7000, 7100)
+    running[bearing[0] - 50 : bearing[1]] = True
+    running[loose[0] - 50 : loose[1]] = True
+    rpm = np.where(running, 1500.0 + rng.normal(0.0, 10.0, rows), rng.normal(0.0, 1.0, rows))
+    vibration = np.where(running, 1.0, 0.1) + rng.normal(0.0, 0.05, rows)
+    vibration[bearing[0] : bearing[1]] *= 1.4
+    vibration[loose[0] : loose[1]] = 0.1 + rng.normal(0.0, 0.05, loose[1] - loose[0])
+    temperature = np.empty(rows)
+    level = 30.0
+    for i in range(rows):
+        level += ((55.0 if running[i] else 30.0) - level) / 200.0
+        temperature[i] = level
+    temperature += rng.normal(0.0, 0.1, rows)
+    return _series(
+        "machine_starts",
+        np.column_stack((rpm, vibration, temperature)),
+        ("rpm", "vibration", "temperature"),
+        _labels(rows, bearing, loose),
+        1.0,
+        4000,
+        "starts and stops at random times, 1 s; a bearing, a loose sensor",
+    )
+
+
+def weather_1h(*, seed: int = 0) -> LabelledSeries:
+    """An outdoor temperature each hour: a daily cycle of 5 C on weather that wanders (an
+    AR(1) of 2 C, 0.98 an hour) and 0.3 C of noise. For two days the sensor reads 2.5 C
+    high (a calibration drift): a step at its start and end, a level the weather reaches
+    on its own -- subtle on purpose."""
+    rng = np.random.default_rng(seed)
+    rows = 2000
+    t = np.arange(rows) * 3600.0
+    values = 15 + 5 * np.sin(2 * np.pi * t / DAY) + _ar1(rng, rows, 2.0, 0.98)
+    values += rng.normal(0.0, 0.3, rows)
+    values[1500:1548] += 2.5
+    return _series(
+        "weather_1h",
+        values,
+        ("temperature_c",),
+        _labels(rows, (1500, 1548)),
+        3600.0,
+        1000,
+        "daily cycle on wandering weather, hourly; a 2.5 C offset for two days",
+    )
+
+
 KINDS: dict[str, Callable[..., LabelledSeries]] = {
     "trend_5min": trend_5min,
     "jittered_traffic": jittered_traffic,
@@ -160,6 +305,10 @@ KINDS: dict[str, Callable[..., LabelledSeries]] = {
     "heavy_tails": heavy_tails,
     "white_noise_1h": white_noise_1h,
     "weekly_pair_1h": weekly_pair_1h,
+    "hvac_thermostat": hvac_thermostat,
+    "tank_fill": tank_fill,
+    "machine_starts": machine_starts,
+    "weather_1h": weather_1h,
 }
 """Every held-out kind by name, each ``(seed=...) -> LabelledSeries``."""
 
