@@ -132,17 +132,23 @@ FloatArray = npt.NDArray[np.float64]
 
 
 def hampel_residuals(
-    values: npt.NDArray[Any], neighbours: int, readings: npt.NDArray[Any] | None = None
+    values: npt.NDArray[Any],
+    neighbours: int,
+    readings: npt.NDArray[Any] | None = None,
+    newest: int | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """Each reading's residuals from the median of its span of ``neighbours`` readings on
-    each side: (B, T, F) windows give two (B, T - 2 * neighbours, F) arrays, position i
-    belonging to reading i + neighbours.
+    each side: (B, T, F) windows give a (B, T - 2 * neighbours, F) array, position i
+    belonging to reading i + neighbours, and a second of its last ``newest`` positions
+    (default all).
 
     The first is from the median of the whole span, the reading included: a step or a ramp
     leaves none, a short excursion all of itself. The second leaves the reading out of the
     median, and is what the noise is measured on: on a trend the reading itself is the
     median of its span, so the first residual is 0 there and would make every trending
-    channel look noiseless.
+    channel look noiseless. The check learns the noise from each window's new readings
+    only, so it asks for those alone: the rank and the two middle values are a third of
+    the work (issue #23).
 
     Residuals within ``RESOLUTION`` of the readings' own size are 0: they are the rounding
     of float32 readings, not the sensor's noise (``readings``: the windows the residuals'
@@ -153,13 +159,6 @@ def hampel_residuals(
     ordered = np.sort(sliding_window_view(x, span, axis=1), axis=-1)  # (B, T', F, span)
     centre = x[:, neighbours : x.shape[1] - neighbours]
     judged: FloatArray = centre - ordered[..., neighbours]
-    # The span's median without the reading: drop the reading's own rank from the sorted
-    # span (rank = how many values are below it; ties are equal values, so any one will do)
-    # and average the two middle ones of the 2 * neighbours left.
-    rank = (ordered < centre[..., None]).sum(axis=-1)
-    low = np.where(rank <= neighbours - 1, ordered[..., neighbours], ordered[..., neighbours - 1])
-    high = np.where(rank <= neighbours, ordered[..., neighbours + 1], ordered[..., neighbours])
-    noise: FloatArray = centre - (low + high) / 2
     size = (
         centre
         if readings is None
@@ -167,6 +166,15 @@ def hampel_residuals(
     )
     floor = RESOLUTION * np.abs(size)
     judged[np.abs(judged) <= floor] = 0.0
+    # The span's median without the reading: drop the reading's own rank from the sorted
+    # span (rank = how many values are below it; ties are equal values, so any one will do)
+    # and average the two middle ones of the 2 * neighbours left.
+    first = 0 if newest is None else max(centre.shape[1] - newest, 0)
+    ordered, centre, floor = ordered[:, first:], centre[:, first:], floor[:, first:]
+    rank = (ordered < centre[..., None]).sum(axis=-1)
+    low = np.where(rank <= neighbours - 1, ordered[..., neighbours], ordered[..., neighbours - 1])
+    high = np.where(rank <= neighbours, ordered[..., neighbours + 1], ordered[..., neighbours])
+    noise: FloatArray = centre - (low + high) / 2
     noise[np.abs(noise) <= floor] = 0.0
     return judged, noise
 
@@ -343,17 +351,17 @@ class SpikeCheck:
         if not cfg.enabled or len(devices) == 0:
             return [None] * len(devices)
         neighbours = min(cfg.neighbours, (values.shape[1] - 1) // 2)
-        residuals, noise = hampel_residuals(values, neighbours)
+        residuals, noise = hampel_residuals(values, neighbours, newest=self.hop)
         interior = residuals.shape[1]
         fresh = min(self.hop, interior)
         magnitude = np.abs(residuals)
-        spread = np.abs(noise[:, interior - fresh :])
+        spread = np.abs(noise)
         finite = np.asarray(np.isfinite(spread).all(axis=2), dtype=np.bool_)
         # Which one feature left the others needs at least two others to agree it was not
         # them: with two judged features, a departure of either moves both residuals, and a
         # daily pulse on a counter was named as a departure of the load beside it.
         fits = [f if f is not None and f.judged >= _DEPARTURE_FEATURES else None for f in fits]
-        across = _relation_residuals(values, fits, neighbours) if cfg.relations else None
+        across = _relation_residuals(values, fits, neighbours, self.hop) if cfg.relations else None
         hits: list[SpikeHit | None] = []
         for i, device in enumerate(devices):
             state = self._devices.get((stream, device))
@@ -450,7 +458,7 @@ class SpikeCheck:
             if state.filled >= cfg.warmup and (
                 state.scale is None or state.since >= _RECOMPUTE_EVERY
             ):
-                state.set_scale(_scale(state.ring[: state.filled].astype(np.float64)))
+                state.set_scale(_scale(state.ring[: state.filled]))
                 # read again when the log grew, and now and then for its entries that aged
                 # out of history (~0.1 ms a device with a tail; nothing without one)
                 logged, read = state.tail_at
@@ -458,7 +466,7 @@ class SpikeCheck:
                     state.limit = _tail_limits(state, cfg)
                     state.tail_at = (state.logged, state.clock)
             if fit is not None and across is not None:
-                self._learn_point(state, np.abs(across[1][i, interior - fresh :])[keep])
+                self._learn_point(state, np.abs(across[1][i])[keep])
             hits.append(hit)
             if usual is not None:
                 usual.append(normal)
@@ -472,7 +480,7 @@ class SpikeCheck:
         point = state.point
         point.add(rows[np.isfinite(rows).all(axis=1)])
         if point.filled >= cfg.warmup and (point.scale is None or point.since >= _RECOMPUTE_EVERY):
-            point.set_scale(_scale(point.ring[: point.filled].astype(np.float64)))
+            point.set_scale(_scale(point.ring[: point.filled]))
 
     def _without_normal(
         self,
@@ -590,11 +598,11 @@ class SpikeCheck:
 
 
 def _relation_residuals(
-    values: npt.NDArray[Any], fits: Sequence[Relations | None], neighbours: int
+    values: npt.NDArray[Any], fits: Sequence[Relations | None], neighbours: int, newest: int
 ) -> tuple[FloatArray, FloatArray] | None:
     """``hampel_residuals`` of each window's readings' residuals from its device's relation
-    fit (zeros for a window without one; only the residuals of judged features); None when
-    no window has a fit.
+    fit (zeros for a window without one; only the residuals of judged features; the noise
+    of the ``newest`` positions alone); None when no window has a fit.
 
     A load change moves every channel of a device at once, in one step at coarse sampling,
     and the channels' own residuals are made of such steps; the relation residuals are not:
@@ -608,7 +616,7 @@ def _relation_residuals(
         if fit is not None:
             rows = np.asarray(values[i], dtype=np.float64)
             across[i] = fit.residuals(rows) * (fit.inverse > 0)
-    return hampel_residuals(across, neighbours, values)
+    return hampel_residuals(across, neighbours, values, newest)
 
 
 def _shared_noise(fit: Relations, inverse: FloatArray) -> FloatArray:
@@ -749,37 +757,42 @@ def _tail_limits(state: _DeviceNoise, cfg: SpikesConfig) -> FloatArray | None:
     return limits if bool((limits > cfg.k).any()) else None  # None: k everywhere, cheaper
 
 
-def _scale(magnitudes: FloatArray) -> FloatArray:
+def _scale(magnitudes: npt.NDArray[np.floating[Any]]) -> FloatArray:
     """Noise scale per feature from |residuals| (N, F); NaN where every residual is 0.
 
-    Both medians are read off one sort of each column: the plain one and, where some
-    residuals are 0, the median of the non-zero ones, which are the sorted column's tail
-    (|r| >= 0, so the zeros sort first). Equal, value for value, to ``np.median`` of each
-    (the middle value, or the mean of the two middle ones), and a fifth of the cost of a
-    median call per feature, which ran per device every 32 readings (issue #23)."""
+    Both medians are read off one sort of each feature's residuals: the plain one and,
+    where some residuals are 0, the median of the non-zero ones, which are the sorted
+    row's tail (|r| >= 0, so the zeros sort first). Equal, value for value, to
+    ``_scale_reference`` (``np.median`` of each: the middle value, or the mean of the two
+    middle ones; the mean summed in the order ``mean(axis=0)`` sums a column, reading by
+    reading), and a fifth of its cost; it runs per device every 32 readings (issue #23).
+    The residuals are laid out a feature a row, in float64, once: sorting, summing and
+    counting along contiguous rows is where the time went (the ring holds float32)."""
     n = len(magnitudes)
-    ordered = np.sort(magnitudes, axis=0)
-    if n == 0 or np.isnan(ordered[-1]).any() or (ordered[0] < 0).any():
-        return _scale_reference(magnitudes)  # outside what the sort's reading assumes
-    mean = magnitudes.mean(axis=0) * _MEAN_TO_SIGMA
-    median = _sorted_median(ordered, np.zeros(magnitudes.shape[1], dtype=np.intp)) * MAD_TO_SIGMA
-    zeros = (magnitudes == 0).sum(axis=0)
+    if n == 0:
+        return _scale_reference(np.asarray(magnitudes, dtype=np.float64))
+    rows = np.array(magnitudes.T, dtype=np.float64, order="C")  # (F, N)
+    total = np.add.accumulate(rows, axis=1)[:, -1]  # in reading order, as mean(axis=0)
+    rows.sort(axis=1)
+    if np.isnan(rows[:, -1]).any() or (rows[:, 0] < 0).any():
+        # outside what the sort's reading assumes
+        return _scale_reference(np.asarray(magnitudes, dtype=np.float64))
+    mean = total / n * _MEAN_TO_SIGMA
+    low, high = rows[:, (n - 1) // 2], rows[:, n // 2]
+    median = (high if n % 2 == 1 else (low + high) / 2) * MAD_TO_SIGMA
+    zeros = (rows == 0).sum(axis=1)
     some = (zeros > 0) & (zeros < n)
-    step = np.where(some, _sorted_median(ordered, np.minimum(zeros, n - 1)), 0.0)
+    step = np.zeros(len(rows))
+    for f in np.flatnonzero(some).tolist():  # the non-zero residuals' median, row by row
+        start = int(zeros[f])
+        count = n - start
+        middle = float(rows[f, start + count // 2])
+        step[f] = (
+            middle if count % 2 == 1 else (float(rows[f, start + (count - 1) // 2]) + middle) / 2
+        )
     scale = np.maximum(np.maximum(median, mean), step)
     result: FloatArray = np.where(scale > 0, scale, np.nan)
     return result
-
-
-def _sorted_median(ordered: FloatArray, start: npt.NDArray[np.intp]) -> FloatArray:
-    """Per column f, the median of ``ordered[start[f]:, f]`` (each column sorted), computed
-    as ``np.median`` does: the middle value, or the mean of the two middle ones."""
-    count = len(ordered) - start
-    columns = np.arange(ordered.shape[1])
-    low = ordered[start + (count - 1) // 2, columns]
-    high = ordered[start + count // 2, columns]
-    median: FloatArray = np.where(count % 2 == 1, high, (low + high) / 2)
-    return median
 
 
 def _scale_reference(magnitudes: FloatArray) -> FloatArray:

@@ -494,9 +494,23 @@ def test_the_noise_scale_read_off_one_sort_equals_the_median_per_feature(kind: s
         magnitudes = x.astype(np.float64)
         expected = _scale_reference(magnitudes)
         assert np.array_equal(_scale(magnitudes), expected, equal_nan=True)
+        assert np.array_equal(_scale(x), expected, equal_nan=True)  # the ring's float32
     # and what the sort cannot read (never given by the check) goes to the reference
     odd = np.array([[1.0, -2.0], [np.nan, 3.0], [0.5, 0.0]])
     assert np.array_equal(_scale(odd), _scale_reference(odd), equal_nan=True)
+
+
+def test_the_noise_of_the_newest_readings_alone_is_the_same_noise() -> None:
+    """What the check learns from: the noise residuals of a window's last positions, asked
+    for alone (issue #23, speed), are those of the whole window's, bit for bit."""
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((40, 32, 3)).astype(np.float32)
+    values[:, 10:14, 1] = 7.0  # ties and a plateau
+    judged, noise = hampel_residuals(values, 3)
+    for newest in (1, 4, 26, 40):
+        part_judged, part_noise = hampel_residuals(values, 3, newest=newest)
+        assert np.array_equal(part_judged, judged)
+        assert np.array_equal(part_noise, noise[:, -newest:])
 
 
 def usual_readings(check: SpikeCheck, series: np.ndarray, hop: int = HOP) -> set[tuple[int, int]]:
