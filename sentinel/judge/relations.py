@@ -98,6 +98,8 @@ __all__ = ["RelationCheck", "Relations", "fit_relations"]
 log = structlog.get_logger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
+# ``Relations.departure_basis``: directions, named-and-usable, squared norms, norms
+DepartureBasis = tuple[FloatArray, npt.NDArray[np.bool_], FloatArray, FloatArray]
 
 # Ridge penalty per learnt window, in standardised units: numerical safety only (two
 # identical features), far below the small eigenvalues a break between collinear features
@@ -251,14 +253,19 @@ class Relations:
         return int((self.inverse > 0).sum())
 
     def departures(
-        self, residuals: FloatArray, inverse: FloatArray, named: npt.NDArray[np.bool_]
+        self,
+        residuals: FloatArray,
+        inverse: FloatArray,
+        named: npt.NDArray[np.bool_],
+        basis: DepartureBasis | None = None,
     ) -> tuple[FloatArray, FloatArray]:
         """Per reading, how far each feature alone departed from the others: ``residuals``
         (T, F) the readings' relation residuals (``residuals``) less their local median,
         ``inverse`` (F,) 1 / each residual's normal scale (0: not used), ``named`` (F,) the
         features that may be named. Returns (T, F) ``z``, the departure's size in units of
         its own uncertainty (0 where not named), and (T, F) ``size``, that departure in the
-        feature's raw units.
+        feature's raw units. ``basis``: ``departure_basis(inverse, named)``, made once for
+        the windows of a device that share them (issue #23, speed).
 
         ``culprit``'s test made per reading: a departure x of feature f alone moves the
         scaled residuals along ``directions[:, f]``; the least-squares x from the scaled
@@ -266,14 +273,21 @@ class Relations:
         over the norm is a z-score where the scaled residuals are unit noise. All
         residuals count, so a flow spike seen in the flow, pressure and current
         predictions at once stands out more than in any one of them."""
+        directions, ok, safe, root = basis or self.departure_basis(inverse, named)
+        projection = (residuals * inverse) @ directions
+        z: FloatArray = np.where(ok, np.abs(projection) / root, 0.0)
+        size: FloatArray = np.where(ok, projection / safe, 0.0)
+        return z, size
+
+    def departure_basis(self, inverse: FloatArray, named: npt.NDArray[np.bool_]) -> DepartureBasis:
+        """What ``departures`` needs of the fit, ``inverse`` and ``named`` alone: each
+        feature's direction in the scaled residuals, whether it is named, its squared norm
+        (1 where not named) and that norm."""
         directions = (np.eye(len(inverse)) - self.weights) * inverse[:, None]
         norms = np.einsum("gf,gf->f", directions, directions)
         ok = named & (norms > 0)
         safe = np.where(ok, norms, 1.0)
-        projection = (residuals * inverse) @ directions
-        z: FloatArray = np.where(ok, np.abs(projection) / np.sqrt(safe), 0.0)
-        size: FloatArray = np.where(ok, projection / safe, 0.0)
-        return z, size
+        return directions, ok, safe, np.sqrt(safe)
 
     def to_data(self) -> dict[str, Any]:
         return {

@@ -106,7 +106,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from sentinel.config import SpikesConfig
-from sentinel.judge.relations import MAD_TO_SIGMA, Relations
+from sentinel.judge.relations import MAD_TO_SIGMA, DepartureBasis, Relations
 from sentinel.records import SpikeHit
 
 __all__ = ["SpikeCheck", "SpikeHit", "hampel_residuals"]
@@ -206,8 +206,9 @@ class _DeviceNoise:
     # and scale, once the device has relations; its spikes are remembered above
     point: _DeviceNoise | None = None
     # the relation residuals' floored inverse scales (``_shared_noise``) and the fit and
-    # inverse they were made from: made again only when either is replaced, not per window
-    shared: tuple[Relations, FloatArray, FloatArray] | None = None
+    # inverse they were made from, and the fit's ``departure_basis`` with them: made again
+    # only when either is replaced, not per window
+    shared: tuple[Relations, FloatArray, FloatArray, DepartureBasis] | None = None
     # per side of the median (below, above) and feature, the z a reading must exceed to be
     # a spike: k, or beyond it on a heavy tail (``_tail_limits``); None: k everywhere
     limit: FloatArray | None = None
@@ -386,8 +387,10 @@ class SpikeCheck:
                 shared = state.point.shared
                 if shared is None or shared[0] is not fit or shared[1] is not state.point.inverse:
                     inverse = state.point.inverse
-                    shared = state.point.shared = (fit, inverse, _shared_noise(fit, inverse))
-                point, size = fit.departures(across[0][i], shared[2], fit.inverse > 0)
+                    noise_inverse = _shared_noise(fit, inverse)
+                    basis = fit.departure_basis(noise_inverse, fit.inverse > 0)
+                    shared = state.point.shared = (fit, inverse, noise_inverse, basis)
+                point, size = fit.departures(across[0][i], shared[2], fit.inverse > 0, shared[3])
                 point *= cfg.k / cfg.relations_k  # in units of k: one limit for both
                 if z is not None:
                     # A feature whose own reading did not leave its neighbours' median did

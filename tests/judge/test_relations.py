@@ -490,3 +490,25 @@ def test_a_shorter_warmup_fits_and_judges_as_soon() -> None:
     feed(check, "p1", [pump.window(x) for x in loads(rng, 40)])
     hits = feed(check, "p1", [pump.window(0.8, (-5.0, 0, 0, 0)) for _ in range(4)])
     assert all(h is not None and h.feature == 0 for h in hits)
+
+
+def test_departures_from_a_basis_made_once_are_the_same_to_the_bit() -> None:
+    """The spike check makes a fit's departure basis once per device and fit (issue #23,
+    speed): what it gives is what departures made afresh give."""
+    pump = Pump(3)
+    rng = np.random.default_rng(4)
+    means = np.stack([pump.window(x).mean(axis=0) for x in loads(rng, 300)])
+    fit = fit_relations(means, noise=np.array([0.1, 0.01, 0.05, 0.03]), quantile=0.995)
+    assert fit is not None
+    inverse = np.where(fit.inverse > 0, 1.0 / (0.1 + rng.random(4)), 0.0)
+    named = fit.inverse > 0
+    basis = fit.departure_basis(inverse, named)
+    for _ in range(20):
+        residuals = rng.standard_normal((10, 4))
+        fresh, cached = (
+            fit.departures(residuals, inverse, named),
+            fit.departures(residuals, inverse, named, basis),
+        )
+        assert np.array_equal(fresh[0], cached[0])
+        assert np.array_equal(fresh[1], cached[1])
+    assert named.sum() >= 2  # the pump's load channels are judged

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sentinel.config import SpikesConfig
-from sentinel.judge.relations import Relations, fit_relations
+from sentinel.judge.relations import DepartureBasis, Relations, fit_relations
 from sentinel.judge.spikes import SpikeCheck, SpikeHit, _shared_noise
 
 WINDOW, HOP = 32, 4
@@ -205,7 +205,11 @@ class _Blaming(Relations):
     fit does not judge (a heavy-tailed latency) spikes (issue #21, wide_server)."""
 
     def departures(
-        self, residuals: np.ndarray, inverse: np.ndarray, named: np.ndarray
+        self,
+        residuals: np.ndarray,
+        inverse: np.ndarray,
+        named: np.ndarray,
+        basis: DepartureBasis | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         z = np.zeros_like(residuals)
         z[BLAMED, 2] = 50.0
