@@ -9,6 +9,8 @@ fewer), with a sink that keeps nothing. Printed, from one run:
 
 * parse: µs per reading of ``MessageParser.parse`` (the network thread's share);
 * worker: readings/s of ``Pipeline.process`` (windows, model, checks, thresholds, alerts);
+* worker CPU: the process's CPU time per reading over the same runs (median): steadier
+  than readings/s where other work shares the machine;
 * model alone: readings/s of ``detector.score`` over the same windows, passes of 4,096;
 * digest (one more, untimed run): a SHA-256 over every verdict and alert change (scores,
   thresholds, hits, exceedances, evidence; alert uids and the config's hash left out, they
@@ -96,8 +98,9 @@ def _verdict_key(verdict: Verdict, alert: Alert | None) -> str:
 
 def run_worker(
     config: SentinelConfig, models: Path, deliveries: list[Delivery], digest: bool, size: int
-) -> tuple[float, str]:
-    """Seconds ``Pipeline.process`` took over ``deliveries``, and the verdicts' digest."""
+) -> tuple[float, float, str]:
+    """Seconds ``Pipeline.process`` took over ``deliveries``, the process's CPU seconds
+    meanwhile, and the verdicts' digest."""
     detector = ModelRegistry(models).load_active(
         "pump", torch.device("cpu"), config.model.score_batch_max
     )
@@ -118,10 +121,10 @@ def run_worker(
         observer=observe if digest else None,
         cold_start_buffer=False,
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(deliveries), size):
         pipeline.process(deliveries[i : i + size])
-    return time.perf_counter() - started, sha.hexdigest()
+    return time.perf_counter() - started, time.process_time() - cpu, sha.hexdigest()
 
 
 def main() -> int:
@@ -153,7 +156,7 @@ def main() -> int:
         load = workload(args.devices, steps, seed=7, batch=args.batch)
         n = load.reading_count
         parser = MessageParser(config.streams, max_payload_bytes=config.ingest.max_payload_bytes)
-        parse_s, worker_s, model_s, digests = [], [], [], set()
+        parse_s, worker_s, cpu_s, model_s, digests = [], [], [], [], set()
         for _ in range(args.repeat):
             started = time.perf_counter()
             deliveries = []
@@ -162,11 +165,11 @@ def main() -> int:
                 deliveries.append(Delivery(topic, tuple(readings), tuple(rejected), None, 0.0))
             parse_s.append(time.perf_counter() - started)
             assert sum(len(d.readings) for d in deliveries) == n
-            worker_s.append(
-                run_worker(config, models, deliveries, digest=False, size=args.pass_size)[0]
-            )
+            wall, cpu, _ = run_worker(config, models, deliveries, digest=False, size=args.pass_size)
+            worker_s.append(wall)
+            cpu_s.append(cpu)
             model_s.append(model_ceiling(models, load, config.model.score_batch_max)[0])
-        digests.add(run_worker(config, models, deliveries, digest=True, size=args.pass_size)[1])
+        digests.add(run_worker(config, models, deliveries, digest=True, size=args.pass_size)[2])
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
@@ -180,6 +183,8 @@ def main() -> int:
     print(f"{n} readings, {args.devices} devices, {messages} messages, runs {args.repeat}")
     print(f"parse:       {parse_us:6.2f} µs a reading  runs {[round(x, 2) for x in parse_s]} s")
     print(f"worker:      {worker:9.0f} readings/s  runs {[round(x, 2) for x in worker_s]} s")
+    cpu_us = 1e6 * statistics.median(cpu_s) / n
+    print(f"worker CPU:  {cpu_us:6.2f} µs a reading  runs {[round(x, 2) for x in cpu_s]} s")
     print(f"model alone: {model:9.0f} readings/s  runs {[round(x, 2) for x in model_s]} s")
     print(f"worker + parse: {n / (statistics.median(worker_s) + statistics.median(parse_s)):9.0f}")
     print(f"digest: {' '.join(sorted(digests))}")
