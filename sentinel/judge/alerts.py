@@ -588,9 +588,10 @@ class AlertTracker:
         if total <= 0.0:
             return ()
         names = self.features[stream]
-        order = np.argsort(-excess)[: self.config.top_features]
+        values = excess.tolist()  # Python floats once, not a NumPy scalar per feature
+        order = np.argsort(-excess)[: self.config.top_features].tolist()
         return tuple(
-            FeatureContribution(feature=names[i], share=round(float(excess[i]) / total, 4))
+            FeatureContribution(feature=names[i], share=round(values[i] / total, 4))
             for i in order
-            if excess[i] > 0.0
+            if values[i] > 0.0
         )

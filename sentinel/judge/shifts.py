@@ -182,6 +182,11 @@ class ShiftCheck:
         driven = _driven(stacked, list(drivers), cfg.span, every.shape[1])  # (B, C)
         states = [self._devices.get((stream, w.device)) for w in windows]
         times, latest = self._big_steps(windows, states, every)
+        # Which windows ``_judge`` could find anything in, all at once: most windows hold
+        # no statistic past its limit, and the check's per-window arithmetic was most of
+        # its cost (issue #23). The same operations as ``_judge``'s first test, so the same
+        # windows pass it; with drivers each window's scale and rows differ, so all do.
+        worth = self._worth_judging(states, every) if not drivers else None
         for i, state in enumerate(states):
             rows = every[i]
             stats.append(rows[-self._hop :])  # each reading learnt once
@@ -189,7 +194,7 @@ class ShiftCheck:
                 continue
             moved = state.moved if state.moved is not None else np.full(features, -np.inf)
             state.moved = moved = np.maximum(moved, latest[i])
-            if not judge or state.learnt < cfg.warmup:
+            if not judge or state.learnt < cfg.warmup or (worth is not None and not worth[i]):
                 continue
             scale = state.scale
             if drivers:
@@ -198,6 +203,29 @@ class ShiftCheck:
                 rows = np.where(driven[i][:, None], 0.0, rows)
             hits[i] = self._judge(stacked[i], rows, scale, state.limit, moved, times[i])
         return hits, stats
+
+    def _worth_judging(
+        self, states: Sequence[_Device | None], every: FloatArray
+    ) -> npt.NDArray[np.bool_]:
+        """Per window, whether ``_judge``'s first test can pass: two judged features or
+        more, and a statistic beyond its limit (False where the device has no scale)."""
+        count, _, features = every.shape
+        scales = np.zeros((count, features))
+        limits = np.full((count, features), np.inf)
+        for i, state in enumerate(states):
+            if state is not None and state.scale is not None and state.limit is not None:
+                scales[i] = state.scale
+                limits[i] = state.limit
+        judged = scales > 0
+        with np.errstate(invalid="ignore"):
+            z = np.where(
+                judged[:, None, :],
+                np.abs(every) / np.where(judged, scales, 1.0)[:, None, :],
+                0.0,
+            )
+            over = (z > limits[:, None, :]).any(axis=(1, 2))
+        worth: npt.NDArray[np.bool_] = over & (judged.sum(axis=1) >= 2)
+        return worth
 
     def _big_steps(
         self, windows: Sequence[Window], states: Sequence[_Device | None], every: FloatArray
