@@ -13,7 +13,7 @@ the change as the new normal: that span is recorded as *accepted* and trains mod
 exclusions inside it included. Without that, a lasting step is excluded as a whole and
 retraining could never learn it (the river #948 lock-out, at the model level). A restart
 keeps all of it, so a kill during the cold start no longer starts the collection over.
-Readings are keyed by (device, ts): a message the broker delivers again after a crash is
+Readings are keyed by (ts, device): a message the broker delivers again after a crash is
 stored once.
 
 The pipeline worker is the only writer (one small transaction per pass); training runs,
@@ -53,12 +53,21 @@ _PENDING_MAX = 100_000
 
 Span = tuple[str, float, float]  # (device, start, end) in reading time
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    device TEXT NOT NULL, ts REAL NOT NULL, vals BLOB NOT NULL, PRIMARY KEY (device, ts)
+# Readings are keyed by time first. A fleet's readings arrive in time order across its
+# devices, so each insert lands at the end of one B-tree. Keyed by device first (the layout
+# before 2026-12-07, with a second index on ts), each reading of a pass went to another
+# page of two trees, a sixth of the daemon's CPU at 1,000 pumps read live (issue #23,
+# docs/BENCHMARKS.md "The training reservoir keyed by time"). The reads by device
+# (``clean_data``, ``latest``) sort instead, once per training run or restart. ``open``
+# re-keys a file in the old layout (``_rekey``).
+_READINGS = """
+CREATE TABLE IF NOT EXISTS {name} (
+    device TEXT NOT NULL, ts REAL NOT NULL, vals BLOB NOT NULL, PRIMARY KEY (ts, device)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
-CREATE TABLE IF NOT EXISTS excluded (
+"""
+_SCHEMA = (
+    _READINGS.format(name="readings")
+    + """CREATE TABLE IF NOT EXISTS excluded (
     device TEXT NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS excluded_end ON excluded ("end");
@@ -67,6 +76,7 @@ CREATE TABLE IF NOT EXISTS accepted (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+)
 
 
 def reservoir_path(state_dir: Path, stream: str) -> Path:
@@ -156,6 +166,7 @@ class Reservoir:
         # Readings alone are committed without an fsync (see ``add``): a power cut can roll
         # back the newest of them, which costs training data only, like a failed write.
         conn.execute("PRAGMA synchronous=NORMAL")
+        self._rekey(conn)
         conn.executescript(_SCHEMA)
         row = conn.execute("SELECT value FROM meta WHERE key = 'n_features'").fetchone()
         if row is not None and int(row[0]) != self._n_features:
@@ -174,6 +185,38 @@ class Reservoir:
         self._conn = conn
         self.count = int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
         return self
+
+    def _rekey(self, conn: sqlite3.Connection) -> None:
+        """Copy a reservoir written in the device-first layout into the time-first one
+        (``_READINGS``), in one transaction: a kill midway leaves the old layout whole, and
+        the next open starts over."""
+        key = {
+            name: rank
+            for _, name, _, _, _, rank in conn.execute("PRAGMA table_info(readings)").fetchall()
+        }
+        if not key or key.get("ts") == 1:
+            return  # a new file, or already keyed by time
+        started = time.monotonic()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DROP TABLE IF EXISTS readings_by_time")
+            conn.execute(_READINGS.format(name="readings_by_time"))
+            rows = conn.execute(
+                "INSERT OR IGNORE INTO readings_by_time (device, ts, vals)"
+                " SELECT device, ts, vals FROM readings"
+            ).rowcount
+            conn.execute("DROP TABLE readings")  # and its index on ts with it
+            conn.execute("ALTER TABLE readings_by_time RENAME TO readings")
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        log.info(
+            "reservoir_rekeyed",
+            path=str(self._path),
+            readings=rows,
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     def close(self) -> None:
         if self._conn is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,71 @@ def test_latest_gives_each_device_its_newest_readings_in_order(tmp_path: Path) -
     assert tap.latest("other", 3) == []
     res.close()
     assert tap.latest("pump", 3) == []  # unreadable: nothing, never an error
+
+
+_DEVICE_FIRST = """
+CREATE TABLE readings (
+    device TEXT NOT NULL, ts REAL NOT NULL, vals BLOB NOT NULL, PRIMARY KEY (device, ts)
+) WITHOUT ROWID;
+CREATE INDEX readings_ts ON readings (ts);
+CREATE TABLE excluded (device TEXT NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL);
+CREATE INDEX excluded_end ON excluded ("end");
+CREATE TABLE accepted (device TEXT NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('n_features', '2');
+"""
+
+
+def _key(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as conn:
+        return {
+            name: rank
+            for _, name, _, _, _, rank in conn.execute("PRAGMA table_info(readings)").fetchall()
+        }
+
+
+def test_a_reservoir_in_the_device_first_layout_is_rekeyed_by_time_keeping_everything(
+    tmp_path: Path,
+) -> None:
+    """A reservoir written before readings were keyed by time first (each insert of a
+    fleet's pass went to another page of two B-trees) opens re-keyed, nothing lost: its
+    readings, exclusions and redelivery dedupe as before; a new file starts keyed by time."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_DEVICE_FIRST)
+        conn.executemany(
+            "INSERT INTO readings (device, ts, vals) VALUES (?, ?, ?)",
+            [
+                (r.device, r.ts, np.asarray(r.values, dtype=np.float32).tobytes())
+                for r in _readings("d1", 0, 200) + _readings("d2", 0, 200)
+            ],
+        )
+        conn.execute("INSERT INTO excluded (device, start, \"end\") VALUES ('d1', 50, 59)")
+    conn.close()
+    assert _key(path) == {"device": 1, "ts": 2, "vals": 0}
+
+    with capture_logs() as logs:
+        res = _reservoir(path, margin=0.0)
+    assert [e["readings"] for e in logs if e["event"] == "reservoir_rekeyed"] == [400]
+    assert _key(path) == {"device": 2, "ts": 1, "vals": 0}
+    assert res.count == 400
+    res.add(_readings("d2", 150, 100))  # 50 redelivered, 50 new
+    assert res.count == 450
+    data = res.clean_data(window=8, max_gap=2, holdout_fraction=0.2)
+    runs = sorted(data.train + data.holdout, key=lambda r: (r.device, r.ts[0]))
+    d1 = np.concatenate([r.ts for r in runs if r.device == "d1"])
+    d2 = np.concatenate([r.ts for r in runs if r.device == "d2"])
+    assert d1.tolist() == [float(t) for t in range(200) if not 50 <= t <= 59]  # excluded kept
+    assert d2.tolist() == [float(t) for t in range(250)]
+    assert [r.ts for r in res.latest("pump", 2)] == [198.0, 199.0, 248.0, 249.0]
+    res.close()
+    with sqlite3.connect(path) as conn:
+        indexes = [row[1] for row in conn.execute("PRAGMA index_list(readings)").fetchall()]
+    conn.close()
+    assert "readings_ts" not in indexes
+
+    with capture_logs() as logs:
+        _reservoir(path).close()  # opened again: nothing left to re-key
+    assert not [e for e in logs if e["event"] == "reservoir_rekeyed"]
+    _reservoir(tmp_path / "new.sqlite").close()
+    assert _key(tmp_path / "new.sqlite") == {"device": 2, "ts": 1, "vals": 0}
