@@ -217,6 +217,9 @@ class Unfiltered:
     def latest(self, stream: str, per_device: int) -> Sequence[Reading]:
         return self._tap.latest(stream, per_device)
 
+    def tick(self) -> None:
+        self._tap.tick()
+
 
 def false_spans(
     spans: list[tuple[str, float, float]], truth: list[AnomalyEvent], slack: float

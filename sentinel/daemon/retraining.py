@@ -14,7 +14,7 @@ from sentinel.daemon.control import Handler
 from sentinel.daemon.metrics import record_retraining
 from sentinel.model import Registry
 from sentinel.retrain.job import open_reservoir
-from sentinel.retrain.reservoir import ReservoirTap
+from sentinel.retrain.reservoir import HOLD_SECONDS, ReservoirTap
 from sentinel.retrain.retrainer import Install, Retrainer
 from sentinel.retrain.scheduler import SCHEDULE_FILE, RetrainScheduler
 
@@ -46,7 +46,9 @@ class RetrainService:
         self._config = config
         self._registry = registry
         self._active_versions = active_versions
-        self.tap = ReservoirTap({s.name: open_reservoir(config, s.name) for s in config.streams})
+        self.tap = ReservoirTap(
+            {s.name: open_reservoir(config, s.name) for s in config.streams}, hold=HOLD_SECONDS
+        )
         self.retrainer = Retrainer(
             config,
             registry,

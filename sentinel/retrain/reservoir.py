@@ -16,7 +16,7 @@ keeps all of it, so a kill during the cold start no longer starts the collection
 Readings are keyed by (ts, device): a message the broker delivers again after a crash is
 stored once.
 
-The pipeline worker is the only writer (one small transaction per pass); training runs,
+The pipeline worker is the only writer (a transaction a second, ``ReservoirTap``); training runs,
 possibly in another process, only read.
 """
 
@@ -36,7 +36,7 @@ from sentinel.logs import Throttle
 from sentinel.records import Alert, AuditEvent, Reading, Window
 from sentinel.timescale import TimeScale, learn_interval
 
-__all__ = ["CleanData", "Reservoir", "ReservoirTap", "Run", "reservoir_path"]
+__all__ = ["HOLD_SECONDS", "CleanData", "Reservoir", "ReservoirTap", "Run", "reservoir_path"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +50,10 @@ _LOSS_LOG_INTERVAL = 60.0  # seconds between reservoir_write_failed lines of one
 # Exclusion spans kept per stream while writes fail (~100 bytes each): a disk that stays full
 # for days must not grow the worker without bound; the newest are kept.
 _PENDING_MAX = 100_000
+# Seconds a daemon's tap holds readings in memory before it writes them (``ReservoirTap``),
+# and the most it holds: one transaction a second instead of one a pass.
+HOLD_SECONDS = 1.0
+_HOLD_MAX = 20_000
 
 Span = tuple[str, float, float]  # (device, start, end) in reading time
 
@@ -526,17 +530,36 @@ class ReservoirTap:
     threshold re-baseline accepted as the new normal.
 
     A write that fails (a full disk, an unwritable state directory) costs that stream the
-    pass's readings and nothing else: they are counted in ``lost`` (``/metrics``), and
+    readings it held and nothing else: they are counted in ``lost`` (``/metrics``), and
     logged at most once a minute per stream, since such a failure repeats every pass. The
     pass's exclusions and accepted spans are kept and written with the next write that
     succeeds: an anomalous window also covers readings stored by earlier passes, which
     would otherwise train the next model (up to ``_PENDING_MAX`` spans per stream).
+
+    ``hold``: seconds a stream's readings wait in memory before they are written, all of
+    them in one transaction (at most ``_HOLD_MAX`` of them; the daemon's ``HOLD_SECONDS``).
+    At 1,000 pumps a pass comes every few milliseconds, and a transaction a pass was most of
+    what the daemon wrote to disk (docs/BENCHMARKS.md, "The training reservoir keyed by
+    time"). Exclusions and accepted spans are never held: they are written at once, with
+    the readings held so far. The reservoir is best effort (its readings are not fsynced,
+    nothing acknowledged waits for it), so a kill costs it the held readings, at most
+    ``hold`` seconds' worth plus the worker's idle tick (``tick``). 0 (replay's data clock):
+    every pass is written as it comes, so a retraining in the data's time reads them all.
     """
 
     def __init__(
-        self, reservoirs: dict[str, Reservoir], *, clock: Callable[[], float] = time.monotonic
+        self,
+        reservoirs: dict[str, Reservoir],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        hold: float = 0.0,
     ) -> None:
         self._reservoirs = reservoirs
+        self._clock = clock
+        self._hold = hold
+        # per stream: readings not written yet, and when the oldest of them was held
+        self._held: dict[str, list[Reading]] = {}
+        self._held_since: dict[str, float] = {}
         self._throttle = Throttle(_LOSS_LOG_INTERVAL, clock)
         # Readings per stream that a failed write left out; the keys never change, so
         # /metrics may read it from another thread.
@@ -545,15 +568,19 @@ class ReservoirTap:
         self._pending: dict[str, tuple[list[Span], list[Span]]] = {}
 
     def count(self, stream: str) -> int:
+        """Readings written to ``stream``'s reservoir (not those held): what a training run
+        started now would find there."""
         reservoir = self._reservoirs.get(stream)
         return 0 if reservoir is None else reservoir.count
 
     def latest(self, stream: str, per_device: int) -> list[Reading]:
-        """``Reservoir.latest`` of ``stream``'s reservoir; nothing where it has none or it
-        cannot be read (a warm start is a help, never a reason not to start)."""
+        """``Reservoir.latest`` of ``stream``'s reservoir, the readings held written first;
+        nothing where it has none or it cannot be read (a warm start is a help, never a
+        reason not to start)."""
         reservoir = self._reservoirs.get(stream)
         if reservoir is None:
             return []
+        self._write(stream, reservoir)
         try:
             return reservoir.latest(stream, per_device)
         except (sqlite3.Error, DataError) as err:
@@ -589,12 +616,52 @@ class ReservoirTap:
                     m = reservoir.margin()
                     excluded.append((spell[0], spell[1] - m, spell[2] + m))
             new_normal = kept_normal + new_normal
-            if mine or excluded or new_normal:
-                try:
-                    reservoir.add(mine, accepted=new_normal, excluded=excluded)
-                except (sqlite3.Error, OSError) as err:
-                    self._pending[stream] = (excluded[-_PENDING_MAX:], new_normal[-_PENDING_MAX:])
-                    self._write_failed(stream, reservoir, len(mine), err)
+            if mine:
+                held = self._held.setdefault(stream, [])
+                if not held:
+                    self._held_since[stream] = self._clock()
+                held.extend(mine)
+            if excluded or new_normal or self._due(stream):
+                self._write(stream, reservoir, excluded, new_normal)
+
+    def tick(self) -> None:
+        """Write the readings held for ``hold`` seconds: the worker calls it while idle, so
+        a stream that went quiet is not kept in memory until its next reading."""
+        for stream, reservoir in self._reservoirs.items():
+            if self._due(stream):
+                self._write(stream, reservoir)
+
+    def flush(self) -> None:
+        """Write every reading held, and the spans a failed write left."""
+        for stream, reservoir in self._reservoirs.items():
+            self._write(stream, reservoir)
+
+    def _due(self, stream: str) -> bool:
+        held = self._held.get(stream)
+        if not held:
+            return False
+        return len(held) >= _HOLD_MAX or self._clock() - self._held_since[stream] >= self._hold
+
+    def _write(
+        self,
+        stream: str,
+        reservoir: Reservoir,
+        excluded: list[Span] | None = None,
+        new_normal: list[Span] | None = None,
+    ) -> None:
+        """Write ``stream``'s held readings with these spans, or with those a failed
+        write left (``_pending``) when none are given."""
+        if excluded is None and new_normal is None:
+            excluded, new_normal = self._pending.pop(stream, ([], []))
+        excluded, new_normal = excluded or [], new_normal or []
+        readings = self._held.pop(stream, [])
+        if not readings and not excluded and not new_normal:
+            return
+        try:
+            reservoir.add(readings, accepted=new_normal, excluded=excluded)
+        except (sqlite3.Error, OSError, DataError) as err:
+            self._pending[stream] = (excluded[-_PENDING_MAX:], new_normal[-_PENDING_MAX:])
+            self._write_failed(stream, reservoir, len(readings), err)
 
     def _write_failed(self, stream: str, reservoir: Reservoir, lost: int, err: Exception) -> None:
         self.lost[stream] += lost
@@ -610,6 +677,8 @@ class ReservoirTap:
             )
 
     def close(self) -> None:
+        """Write what is held, then close the reservoirs; after the pipeline has stopped."""
+        self.flush()
         for reservoir in self._reservoirs.values():
             reservoir.close()
 

@@ -107,6 +107,10 @@ class PipelineTap(Protocol):
         every device's in time order (from before this start too)."""
         ...
 
+    def tick(self) -> None:
+        """Called while the worker is idle: store what it has held long enough."""
+        ...
+
 
 @dataclass
 class _Stream:
@@ -427,6 +431,11 @@ class Pipeline:
             except queue.Empty:
                 if self._stopping.is_set():
                     return
+                if self._tap is not None:
+                    try:
+                        self._tap.tick()
+                    except Exception:  # the reservoir is best effort, as after a pass
+                        log.exception("pipeline_tap_failed", readings=0)
                 continue
             batch = [first]
             while len(batch) < _DRAIN_MAX:

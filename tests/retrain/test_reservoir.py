@@ -256,3 +256,43 @@ def test_a_reservoir_in_the_device_first_layout_is_rekeyed_by_time_keeping_every
     assert not [e for e in logs if e["event"] == "reservoir_rekeyed"]
     _reservoir(tmp_path / "new.sqlite").close()
     assert _key(tmp_path / "new.sqlite") == {"device": 2, "ts": 1, "vals": 0}
+
+
+def test_a_daemons_tap_holds_readings_a_second_and_writes_them_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    """With ``hold``, readings wait in memory and go to disk together once the oldest has
+    waited that long, or at once with an exclusion (which must be durable before its
+    pass's alerts), or when the idle worker ticks, a warm start reads, or the tap closes."""
+    now = [0.0]
+    path = tmp_path / "r.sqlite"
+    res = _reservoir(path, margin=0.0)
+    tap = ReservoirTap({"pump": res}, clock=lambda: now[0], hold=1.0)
+    tap.observe(_readings("d1", 0, 10), (), ())
+    now[0] = 0.6
+    tap.observe(_readings("d1", 10, 10), (), ())
+    assert tap.count("pump") == 0  # both passes held
+    tap.tick()
+    assert tap.count("pump") == 0
+    now[0] = 1.0
+    tap.tick()  # the oldest held for the hold: both passes in one write
+    assert tap.count("pump") == 20
+
+    now[0] = 1.2
+    tap.observe(_readings("d1", 20, 5), (), ())
+    window = Window("pump", "d1", 22.0, 24.0, np.zeros((3, 2), np.float32), np.arange(22.0, 25.0))
+    now[0] = 1.3
+    tap.observe(_readings("d1", 25, 5), [window], ())  # an exclusion: written at once
+    assert tap.count("pump") == 30
+    data = res.clean_data(window=2, max_gap=2, holdout_fraction=0.2)
+    assert sorted(float(t) for run in data.train + data.holdout for t in run.ts) == [
+        float(t) for t in range(30) if not 22 <= t <= 24
+    ]
+
+    tap.observe(_readings("d1", 30, 5), (), ())
+    assert [r.ts for r in tap.latest("pump", 2)] == [33.0, 34.0]  # held, written first
+    tap.observe(_readings("d1", 35, 5), (), ())
+    tap.close()  # a stop writes what is held
+    res = _reservoir(path)
+    assert res.count == 40
+    res.close()
