@@ -824,11 +824,28 @@ class NatsSource:
             self._resubscribe.set()  # recreate the consumers: see the module's docstring
 
 
+class ListingUnreadable(NatsError):
+    """The server's list of a stream's consumers could not be parsed."""
+
+
 async def _consumers(js: JetStreamContext, stream: str) -> list[ConsumerInfo]:
-    """Every consumer of ``stream`` (the server lists them 256 at a time)."""
+    """Every consumer of ``stream`` (the server lists them 256 at a time).
+
+    Just after a server restart, while JetStream is still restoring the stream's
+    consumers, a listing can hold null entries, and nats-py fails on them with an
+    ``AttributeError`` of its own (seen in CI: two daemons in a cluster, one stopped with
+    "the NATS source stopped" and the other took its partitions). That is a setup that
+    failed, not a crash: it raises ``ListingUnreadable``, a ``nats.errors.Error``, and the
+    setup is tried again after ``RETRY_DELAY`` as for any other error of a server not ready.
+    """
     found: list[ConsumerInfo] = []
     while True:
-        page = await js.consumers_info(stream, offset=len(found) or None)
+        try:
+            page = await js.consumers_info(stream, offset=len(found) or None)
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise ListingUnreadable(
+                f"the consumers of {stream} could not be read: {type(err).__name__}: {err}"
+            ) from err
         found.extend(page)
         if len(page) < CONSUMER_PAGE:
             return found

@@ -456,3 +456,25 @@ def test_a_partition_taken_twice_without_acks_is_not_read_from_the_beginning(
     # Stream order: anything replayed would have come before the new readings.
     for device, stamps in _stamps_of(sink, in_it).items():
         assert stamps == [_ts(i) for i in range(12)], device
+
+
+def test_a_consumer_listing_nats_py_cannot_parse_is_a_setup_to_retry() -> None:
+    """Just after a server restart a listing can hold a null consumer, which nats-py's own
+    parser fails on with an AttributeError; that stopped a daemon in a cluster (CI). It is
+    a NATS error now, which the setup retries after RETRY_DELAY."""
+    from nats.errors import Error as NatsError
+    from nats.js import api
+
+    from sentinel.ingest.nats import ListingUnreadable, _consumers
+
+    class RestoringServer:
+        """A JetStream context whose listing holds a consumer the server has not restored:
+        parsed by nats-py's own ``ConsumerInfo.from_response``, as ``consumers_info`` does."""
+
+        async def consumers_info(self, stream: str, offset: int | None = None) -> list[Any]:
+            return [api.ConsumerInfo.from_response(None)]  # type: ignore[arg-type]
+
+    with pytest.raises(ListingUnreadable, match="consumers of SENTINEL could not be read") as err:
+        asyncio.run(_consumers(RestoringServer(), "SENTINEL"))  # type: ignore[arg-type]
+    assert isinstance(err.value, NatsError)
+    assert isinstance(err.value.__cause__, AttributeError)
