@@ -814,9 +814,11 @@ class ThresholdConfig(Section):
         default=2.0,
         ge=1.0,
         le=1_000.0,
-        description="An earlier excursion counts when its peak (a multiple of the threshold) "
-        "is at least 1 / recurring_margin of this one's score; a recurring excursion whose "
-        "window scores above recurring_margin x the largest such peak alerts.",
+        description="An earlier excursion counts when its peak is at least 1 / "
+        "recurring_margin of this one's score, as multiples of the threshold then in force "
+        "or of the model's calibration threshold times the device's re-baseline factor; a "
+        "recurring excursion whose window scores above recurring_margin x the largest such "
+        "peak, in both, alerts.",
     )
     recurring_memory: int = Field(
         default=16,

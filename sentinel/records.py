@@ -345,6 +345,11 @@ class Verdict:
     # Set when a feature's newest period is unlike every earlier one (sentinel.judge.periods):
     # anomalous whatever the score.
     period: PeriodHit | None = None
+    # The threshold without what the device's own normal scores taught it: the model's
+    # calibration threshold times the device's re-baseline factor (quantile method; None
+    # under spot). The unit the recurring-excursion memory measures peaks in, which the
+    # device's warm-up does not move (sentinel.judge.recurring).
+    baseline: float | None = None
 
     @property
     def by_score_alone(self) -> bool:

@@ -11,9 +11,11 @@ the excursions of the score that last longer than a spike.
 
 Per device, an *excursion* is a run of consecutive windows judged anomalous by their score
 alone (no check beside it hit). Each ended excursion is remembered: its onset (the
-first window's end time), its peak as a multiple of the threshold then in force, and its
-duration. A new excursion is normal when it recurs after the remembered ones at least
-about as large (their peak at least 1 / ``recurring_margin`` of this window's): the newest
+first window's end time), its peak as a multiple of the threshold then in force and as one
+of the device's *baseline* threshold then (``Verdict.baseline``: the model's calibration
+threshold times the device's re-baseline factor), and its duration. A new excursion is
+normal when it recurs after the remembered ones at least about as large (their peak at
+least 1 / ``recurring_margin`` of this window's, in either unit): the newest
 of them sets the period (its distance from the new onset), and ``recurring_count`` of them
 in all lie at the multiples of the period back from it, each within 5% of the period (or
 within the time between two windows, whichever is longer) -- others may lie between them
@@ -23,9 +25,9 @@ be *trusted* -- seen in the model's training readings, which the warm start judg
 or judged recurring themselves; where any of them alerted, one more is needed. An anomaly's
 onset, its end and the next anomaly's onset can be evenly spaced by chance (the synthetic
 ``cycle_1s``: two half-period faults a period apart), and must not make the next one normal;
-a daily pattern on two training days is known from the first live day. It stays
-normal while it stays within what was seen: no window above ``recurring_margin`` times the
-largest of those peaks, no longer than 1.5 times the longest of those durations plus a
+a daily pattern on two training days is known from the first live day. It stays normal while
+it stays within what was seen: no window above ``recurring_margin`` times the largest of
+those peaks (in both units), no longer than 1.5 times the longest of those durations plus a
 window. Past either, the rest of the run is anomalous -- a pump that runs at its usual hour
 but twice as hard, or does not stop, alerts. An irregular excursion, a first or second one,
 or one off the period alerts as before -- unless (opt-in) it is *known*:
@@ -45,6 +47,15 @@ only where they alone are that frequent (the training then showed them as the de
 normal; one or two of them beside live ones do not vouch for a fault's onset that scores
 like them), and the parts of one fault (its score dipping under the threshold and back) are
 one episode, so a fault that follows a few false alerts, or lasts, still alerts.
+
+Why two units: the threshold in force moves as the device learns its own normal scores.
+Where it falls -- a noiseless square wave's steps over a short training, 1.5 -> 0.58 in
+three days -- a daily step remembered at the old threshold counts as less than half of the
+same step a day later, and alerted; in the baseline's unit, which that learning does not
+move, it is the same step. Where it rises -- a server whose garbage collector's drops grow
+-- peaks in the baseline's unit grow with the drops, and the threshold's unit, which rose
+with them, still finds them alike (docs/BENCHMARKS.md, "Recurring excursions in the
+model's units too"). Under spot the two are one.
 
 Only the verdict changes: the threshold has already left the excursion's windows out of
 what it learns (they scored above it), so a recurring pulse never raises the threshold.
@@ -80,15 +91,17 @@ _EPISODE_GAP = 64
 @dataclass(frozen=True, slots=True)
 class Excursion:
     """One ended excursion of a device's score: onset and duration in seconds (event time),
-    peak as a multiple of the threshold in force; ``trusted`` when it was normal (seen in
-    the training readings, or judged recurring) rather than an alert; ``warm`` when it was
-    in the training readings."""
+    peak as a multiple of the threshold in force and ``base`` as one of the baseline
+    threshold (0 where unknown: remembered before it was kept); ``trusted`` when it was
+    normal (seen in the training readings, or judged recurring) rather than an alert;
+    ``warm`` when it was in the training readings."""
 
     onset: float
     peak: float
     duration: float
     trusted: bool = False
     warm: bool = False  # in the model's training readings (the warm start)
+    base: float = 0.0  # peak as a multiple of the baseline threshold (Verdict.baseline)
 
 
 @dataclass(slots=True)
@@ -99,7 +112,9 @@ class _Run:
     normal: bool
     trusted: bool = False  # seen in training readings (warm-up), or judged recurring
     warm: bool = False  # seen in training readings
+    base: float = 0.0  # peak as a multiple of the baseline threshold
     limit_peak: float = 0.0  # the most a normal run's window may score, x threshold
+    limit_base: float = 0.0  # ... or x the baseline threshold (either keeps it normal)
     limit_end: float = 0.0  # the latest a normal run may still go on (event time)
 
 
@@ -148,33 +163,41 @@ class RecurringExcursions:
             if ended is not None and not verdict.is_anomaly:
                 duration = ended.last - ended.onset
                 device.past.append(
-                    Excursion(ended.onset, ended.peak, duration, ended.trusted, ended.warm)
+                    Excursion(
+                        ended.onset, ended.peak, duration, ended.trusted, ended.warm, ended.base
+                    )
                 )
                 device.run = None
             elif ended is not None:
                 ended.last = ts  # a forced window inside an excursion extends it
             return verdict
-        ratio = min(verdict.score.value / max(verdict.threshold, 1e-30), _RATIO_CAP)
+        ratio = _ratio(verdict.score.value, verdict.threshold)
+        base = ratio if verdict.baseline is None else _ratio(verdict.score.value, verdict.baseline)
         run = device.run
         if run is None:
-            run = self._start(device, ts, ratio, window.end_ts - window.start_ts)
+            run = self._start(device, ts, (ratio, base), window.end_ts - window.start_ts)
             run.trusted = warm or run.normal
             run.warm = warm
             device.run = run
         else:
             run.peak = max(run.peak, ratio)
+            run.base = max(run.base, base)
             run.last = ts
-            if run.normal and (ratio > run.limit_peak or ts > run.limit_end):
+            larger = ratio > run.limit_peak and base > run.limit_base
+            if run.normal and (larger or ts > run.limit_end):
                 run.normal = False  # larger or longer than the device's normal pulse
                 run.trusted = warm
         if not run.normal:
             return verdict
         return replace(verdict, is_anomaly=False, exceedance=1.0, recurring=True)
 
-    def _start(self, device: _Device, ts: float, ratio: float, span: float) -> _Run:
+    def _start(self, device: _Device, ts: float, ratios: tuple[float, float], span: float) -> _Run:
+        """A run beginning at ``ts`` with ``ratios``: its score as multiples of the
+        threshold in force and of the baseline."""
         cfg = self.config
         margin = cfg.recurring_margin
-        alike = [p for p in device.past if p.peak * margin >= ratio]
+        ratio, base = ratios
+        alike = [p for p in device.past if _alike(p, ratios, margin)]
         chosen = _chain(alike, ts, cfg.recurring_count, device.hop_s)
         if not chosen:
             # Not periodic, but known: as large an excursion was normal this often before.
@@ -182,17 +205,19 @@ class RecurringExcursions:
             if known and len(known) >= cfg.recurring_known:
                 chosen = known
             elif cfg.recurring_frequent:
-                chosen = _frequent(device, ts, ratio, margin, cfg)
+                chosen = _frequent(device, ts, ratios, margin, cfg)
                 if not chosen:
-                    return _Run(ts, ratio, ts, normal=False)
+                    return _Run(ts, ratio, ts, normal=False, base=base)
             else:
-                return _Run(ts, ratio, ts, normal=False)
+                return _Run(ts, ratio, ts, normal=False, base=base)
         return _Run(
             ts,
             ratio,
             ts,
             normal=True,
+            base=base,
             limit_peak=margin * max(p.peak for p in chosen),
+            limit_base=margin * max(p.base for p in chosen),
             limit_end=ts + _DURATION_SLACK * max(p.duration for p in chosen) + span,
         )
 
@@ -256,6 +281,16 @@ def _forced(verdict: Verdict) -> bool:
     )
 
 
+def _ratio(score: float, threshold: float) -> float:
+    return min(score / max(threshold, 1e-30), _RATIO_CAP)
+
+
+def _alike(past: Excursion, ratios: tuple[float, float], margin: float) -> bool:
+    """Whether ``past`` was at least about as large as a window scoring ``ratios`` (x the
+    threshold in force, x the baseline): in either unit (module docstring)."""
+    return past.peak * margin >= ratios[0] or past.base * margin >= ratios[1]
+
+
 def _chain(alike: list[Excursion], ts: float, count: int, resolution: float) -> list[Excursion]:
     """The remembered excursions ``alike`` (oldest first) that an excursion starting at
     ``ts`` recurs after, or []: the newest of them, and ``count - 1`` more at the earlier
@@ -297,11 +332,12 @@ def _chain(alike: list[Excursion], ts: float, count: int, resolution: float) -> 
 
 
 def _frequent(
-    device: _Device, ts: float, ratio: float, margin: float, cfg: ThresholdConfig
+    device: _Device, ts: float, ratios: tuple[float, float], margin: float, cfg: ThresholdConfig
 ) -> list[Excursion]:
     """The live excursions at least about as large as one starting at ``ts`` (peak at
-    least ``ratio / margin``) in the last ``recurring_within`` readings, when they fall in
-    at least ``recurring_frequent`` episodes; else [].
+    least ``ratios / margin``, in either unit: ``_alike``) in the last
+    ``recurring_within`` readings, when they fall in at least ``recurring_frequent``
+    episodes; else [].
 
     Excursions fewer than ``_EPISODE_GAP`` readings apart are one episode: a fault's score
     dips under the threshold and comes back, and its later parts must not make each other
@@ -332,7 +368,7 @@ def _frequent(
     warm: list[Excursion] = []
     warm_count = 0
     for members in episodes:
-        alike = [p for p in members if p.peak * margin >= ratio]
+        alike = [p for p in members if _alike(p, ratios, margin)]
         live = [p for p in alike if not p.warm]
         if live:
             count += 1
@@ -347,18 +383,24 @@ def _frequent(
 
 
 def _to_data(state: _Device) -> dict[str, Any]:
-    return {"excursions": [[p.onset, p.peak, p.duration, p.trusted, p.warm] for p in state.past]}
+    return {
+        "excursions": [[p.onset, p.peak, p.duration, p.trusted, p.warm, p.base] for p in state.past]
+    }
 
 
 def _excursions(data: Mapping[str, Any], device: str) -> list[Excursion]:
     out = []
     for saved in data["excursions"]:
-        onset, peak, duration, trusted, *rest = saved  # saved before warm: 4 values
+        # saved before warm: 4 values; before the baseline's peak: 5 (0: unknown)
+        onset, peak, duration, trusted, *rest = saved
         warm = bool(rest[0]) if rest else bool(trusted)
-        if len(rest) > 1:
+        base = float(rest[1]) if len(rest) > 1 else 0.0
+        if len(rest) > 2:
             raise ValueError(f"recurring excursions of {device!r}: {saved}")
-        item = Excursion(float(onset), float(peak), float(duration), bool(trusted), warm)
-        if not (np.isfinite(item.onset) and item.peak >= 0 and item.duration >= 0):
+        item = Excursion(float(onset), float(peak), float(duration), bool(trusted), warm, base)
+        if not (
+            np.isfinite(item.onset) and item.peak >= 0 and item.base >= 0 and item.duration >= 0
+        ):
             raise ValueError(f"recurring excursions of {device!r}: {saved}")
         out.append(item)
     return out

@@ -281,6 +281,7 @@ class ThresholdBank:
             is_anomaly = spot.step(x) == "anomaly" if learn else score.value > threshold
             exceedance = spot.tail_probability(x) if is_anomaly else 1.0
             info = ThresholdState("spot", threshold, spot.observations, spot.q, True)
+            baseline = None
         else:
             threshold = self.current(state, fallback)
             is_anomaly = score.value > threshold
@@ -300,6 +301,7 @@ class ThresholdBank:
                     score.value / state.scale,
                 )
             info = ThresholdState("quantile", threshold, state.normal_seen, None, warm)
+            baseline = fallback * state.scale
         # The level-shift watch follows the model's score alone, spike or not.
         self._watch(key, state, score, is_anomaly, fallback, calibration)
         if state.prior and state.spot is None:
@@ -322,6 +324,7 @@ class ThresholdBank:
             relation=relation,
             noise=noise,
             period=period,
+            baseline=baseline,
         )
 
     def drain_events(self) -> list[AuditEvent]:

@@ -220,7 +220,8 @@ def test_the_memory_survives_a_restart_and_a_quiet_spell(how: str) -> None:
     feed(memory, 0.0, 2 * DAY, daily(range(2)), warm=True)
     if how == "snapshot":
         saved = memory.snapshot("pump")
-        assert saved["a"]["excursions"][0] == [6 * 3600, 25.0, 1140.0, True, True]
+        # peak x the threshold, x the baseline (none given: the threshold)
+        assert saved["a"]["excursions"][0] == [6 * 3600, 25.0, 1140.0, True, True, 25.0]
         memory = RecurringExcursions(cfg)
         assert memory.restore("pump", saved) == 1
     else:
@@ -238,12 +239,21 @@ def test_a_snapshot_saved_before_warm_was_kept_is_taken_back() -> None:
     assert memory.excursions("pump", "a")[0].warm
 
 
+def test_a_snapshot_saved_before_the_baseline_was_kept_is_taken_back() -> None:
+    # five values: the baseline's peak unknown (0), so the threshold's alone compares
+    memory = RecurringExcursions(ThresholdConfig())
+    assert memory.restore("pump", {"a": {"excursions": [[60.0, 5.0, 120.0, True, False]]}}) == 1
+    assert memory.excursions("pump", "a")[0].base == 0.0
+
+
 def test_a_malformed_snapshot_is_refused() -> None:
     memory = RecurringExcursions(ThresholdConfig())
     with pytest.raises(ValueError, match="recurring excursions of 'a'"):
         memory.restore("pump", {"a": {"excursions": [[0.0, -1.0, 5.0, True]]}})
     with pytest.raises(ValueError, match="recurring excursions of 'a'"):
-        memory.restore("pump", {"a": {"excursions": [[0.0, 1.0, 5.0, True, False, 3]]}})
+        memory.restore("pump", {"a": {"excursions": [[0.0, 1.0, 5.0, True, False, 3, 4]]}})
+    with pytest.raises(ValueError, match="recurring excursions of 'a'"):
+        memory.restore("pump", {"a": {"excursions": [[0.0, 1.0, 5.0, True, False, -3.0]]}})
     with pytest.raises(KeyError):
         memory.restore("pump", {"a": {}})
 
@@ -378,3 +388,41 @@ def test_training_excursions_outside_recurring_within_do_not_count() -> None:
     # 250 windows is recurring_within's 1,000 readings: all four are older by then
     verdicts = feed(memory, 300 * HOP, 700 * HOP, {600 * HOP: (4 * HOP, 8.0)})
     assert anomalous_between(verdicts, 600 * HOP, 604 * HOP) == 4
+
+
+def _day(memory: RecurringExcursions, d: int, threshold: float, score: float) -> int:
+    """Day ``d`` with its 06:00 pulse scoring ``score``, judged at ``threshold`` with a
+    baseline of 10 (warm before day 2): how many of its windows stay anomalous."""
+    pulse = d * DAY + 6 * 3600
+    anomalous = 0
+    for ts in np.arange(d * DAY, (d + 1) * DAY, HOP):
+        value = score if pulse <= ts < pulse + 1200 else 1.0
+        window = Window("pump", "a", ts - 31 * HOP / 4, ts, np.zeros((32, 1), dtype=np.float32))
+        v = Verdict(
+            Score(window, value, (value,), "v1"), threshold, value > threshold, baseline=10.0
+        )
+        anomalous += memory.judge(v, warm=d < 2).is_anomaly
+    return anomalous
+
+
+def test_a_pulse_stays_normal_when_the_devices_threshold_falls_below_the_baseline() -> None:
+    """The threshold in force falls as a device learns its own normal scores (a noiseless
+    square wave's: 1.5 -> 0.58 over its first days): a daily step remembered at the old
+    threshold counted as less than half the same step a day later, and alerted. In the
+    baseline's unit (the model's calibration threshold) it is the same step."""
+    memory = RecurringExcursions(ThresholdConfig())
+    # two days of training at the calibration threshold (10), the pulse scoring 30
+    assert [_day(memory, d, 10.0, 30.0) for d in range(2)] == [20, 20]  # warm: not alerted
+    # live, the device's own threshold is down to 3; the same pulse is its normal
+    assert [_day(memory, d, 3.0, 30.0) for d in range(2, 5)] == [0, 0, 0]
+    # and one over recurring_margin x the remembered peak, in both units, still alerts
+    assert _day(memory, 5, 3.0, 70.0) == 20
+
+
+def test_a_pulse_that_grows_with_the_devices_threshold_stays_normal() -> None:
+    """The converse: the threshold rose with the device's scores (a server whose garbage
+    collector's drops grow) and the pulse with it -- alike in the threshold's unit though
+    over twice the remembered peak in the baseline's."""
+    memory = RecurringExcursions(ThresholdConfig())
+    assert [_day(memory, d, 10.0, 30.0) for d in range(2)] == [20, 20]
+    assert [_day(memory, d, 25.0, 70.0) for d in range(2, 4)] == [0, 0]
