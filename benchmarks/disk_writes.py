@@ -60,6 +60,14 @@ def main() -> int:
     ap.add_argument("--sqlite-durability", choices=("full", "unsafe-on-power-loss"), default="full")
     ap.add_argument("--flush-interval", type=float, default=None, help="s (default: the product's)")
     ap.add_argument("--spread", action="store_true", help="readings spread over each second")
+    ap.add_argument(
+        "--history-hours",
+        type=float,
+        default=0.0,
+        help="score history (a row a device and minute) already in the database when the "
+        "daemon starts, as after that many hours of running: a short run alone writes to a "
+        "small table",
+    )
     args = ap.parse_args()
     from sentinel.config import DatabaseConfig
     from sentinel.logs import configure_logging
@@ -85,6 +93,8 @@ def main() -> int:
                 flush_interval=args.flush_interval, sqlite_durability=args.sqlite_durability
             )
             path = write_toml(work / "sentinel.toml", config)
+            if args.history_hours > 0:
+                _history(url, args.devices, args.history_hours)
             log, trace = work / "daemon.log", work / "strace.txt"
             argv = [sys.executable, "-m", "sentinel.cli", "run", "--config", str(path)]
             env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
@@ -113,6 +123,34 @@ def main() -> int:
         finally:
             broker.stop()
     return 0
+
+
+def _history(url: str, devices: int, hours: float) -> None:
+    """Migrate the database and fill score_history with ``hours`` of minutes for the
+    fleet's pumps, ending where the fleet's readings begin (now)."""
+    import time
+
+    from sentinel.records import ScoreBucket
+    from sentinel.store.db import AlertStore
+    from sentinel.store.history import record_history
+
+    store = AlertStore(url)
+    store.open()
+    store.migrate()
+    now = int(time.time()) // 60 * 60
+    minutes = int(hours * 60)
+    with store.engine.begin() as conn:
+        for m in range(minutes, 0, -1):
+            start = now - 60 * m
+            record_history(
+                conn,
+                (
+                    ScoreBucket("pump", f"pump-{d:03d}", start, 15, 0, 1.0, 2.0, 0.5)
+                    for d in range(devices)
+                ),
+            )
+    store.close()
+    print(f"score history: {minutes} minutes x {devices} pumps before the run")
 
 
 def _subscribed(log: Path) -> bool:
