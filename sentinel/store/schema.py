@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -198,22 +199,27 @@ class ScoreHistoryRow(Base):
     """One device's scored windows of one minute (issue #25), merged into by the writer in
     the transaction of the readings behind them; pruned after ``history.retention``.
 
-    The key leads with the device so a device's time range is one index range; the
-    ``bucket`` index serves the pruning. On SQLite the table is WITHOUT ROWID: the key is
-    the table, not a second copy of it (docs/BENCHMARKS.md, *Score history*).
+    The key leads with the minute: every commit upserts the current minute of the devices
+    it judged, and those rows then lie together at the end of the table. Keyed by device
+    first, each lay on a page of its own, and at 1,000 pumps with a day of history a
+    commit rewrote ~40 pages of it (docs/BENCHMARKS.md, "Score history keyed by time").
+    The ``device`` index serves a device's time range (the REST API's device view); it
+    changes only when a device's minute is new. On SQLite the table is WITHOUT ROWID: the
+    key is the table, not a second copy of it (docs/BENCHMARKS.md, *Score history*).
     """
 
     __tablename__ = "score_history"
     __table_args__ = (
-        Index("ix_score_history_bucket", "bucket"),
+        PrimaryKeyConstraint("bucket", "stream", "device"),
+        Index("ix_score_history_device", "stream", "device", "bucket"),
         {"sqlite_with_rowid": False},
     )
 
-    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
-    device: Mapped[str] = mapped_column(String(128), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(128))
     # The minute's first second, epoch seconds UTC (event time): integers keep the key and
     # its index small; the score_history_minutes view shows it as a timestamp.
-    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger)
     windows: Mapped[int] = mapped_column(Integer)
     anomalous: Mapped[int] = mapped_column(Integer)
     max_score: Mapped[float] = mapped_column(Float)

@@ -252,3 +252,48 @@ def test_history_survives_a_reopen(tmp_path: Path) -> None:
         assert second.score_history("pump", "p1") == [bucket(windows=2)]
     finally:
         second.close()
+
+
+def _migrate(store: AlertStore, revision: str) -> None:
+    with store.engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        if revision < "0008":
+            command.downgrade(cfg, revision)
+        else:
+            command.upgrade(cfg, revision)
+
+
+def test_0008_keys_the_history_by_minute_and_keeps_every_row(store: AlertStore) -> None:
+    """History written under 0007's (stream, device, bucket) key is all there after 0008
+    re-keys it (bucket, stream, device), reads and merges as before, and goes back."""
+    rows = [bucket(M0 + 60 * m, device=d, windows=m + 1) for m in range(3) for d in ("p2", "p1")]
+    _migrate(store, "0007")
+    assert inspect(store.engine).get_pk_constraint("score_history")["constrained_columns"] == [
+        "stream",
+        "device",
+        "bucket",
+    ]
+    store.write([WriteBatch(history=tuple(rows))])
+    _migrate(store, "0008")
+    insp = inspect(store.engine)
+    assert insp.get_pk_constraint("score_history")["constrained_columns"] == [
+        "bucket",
+        "stream",
+        "device",
+    ]
+    assert {ix["name"] for ix in insp.get_indexes("score_history")} == {"ix_score_history_device"}
+    assert {"score_history_minutes", "score_history_hourly"} <= set(insp.get_view_names())
+    assert store.score_history("pump", "p1") == [r for r in rows if r.device == "p1"]
+    store.write([WriteBatch(history=(bucket(M0, device="p2", windows=5),))])  # merged in
+    assert store.score_history("pump", "p2")[0].windows == 1 + 5
+    assert run_sql(store, "SELECT SUM(minutes) AS n FROM score_history_hourly") == [{"n": 6}]
+    _migrate(store, "0007")
+    assert inspect(store.engine).get_pk_constraint("score_history")["constrained_columns"] == [
+        "stream",
+        "device",
+        "bucket",
+    ]
+    assert len(store.score_history("pump", "p1")) == 3
+    store.migrate()

@@ -57,7 +57,7 @@ def test_migrate_twice_is_a_no_op(store: AlertStore) -> None:
     store.migrate()
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     with store.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == head == "0007"
+        assert MigrationContext.configure(conn).get_current_revision() == head == "0008"
     assert [a.uid for a in store.open_alerts()] == ["a-1"]
 
 
@@ -109,3 +109,16 @@ def test_open_unusable_sqlite_path_raises_store_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot open database"):
         AlertStore(f"sqlite:///{blocker / 'sub' / 'sentinel.db'}").open()
+
+
+def test_on_start_is_called_only_when_there_is_something_to_migrate(tmp_path: Path) -> None:
+    """The daemon asks systemd for more start time there (a migration may copy a table)."""
+    store = AlertStore(f"sqlite:///{tmp_path / 'm.db'}")
+    store.open()
+    try:
+        calls: list[str] = []
+        store.migrate(on_start=lambda: calls.append("migrating"))
+        store.migrate(on_start=lambda: calls.append("again"))
+        assert calls == ["migrating"]
+    finally:
+        store.close()
