@@ -1,8 +1,10 @@
 """systemd's notify protocol (sd_notify(3)) over ``$NOTIFY_SOCKET``, without a dependency.
 
 One datagram per message on a unix socket: ``READY=1`` once the daemon serves,
-``WATCHDOG=1`` while it makes progress (``WatchdogSec=``), ``RELOADING=1`` around a SIGHUP
-reload, ``STOPPING=1`` when it shuts down and ``STATUS=...`` for ``systemctl status``.
+``WATCHDOG=1`` while it makes progress (``WatchdogSec=``), ``EXTEND_TIMEOUT_USEC=`` before
+start-up work that may outlast ``TimeoutStartSec=`` (a migration that copies a table),
+``RELOADING=1`` around a SIGHUP reload, ``STOPPING=1`` when it shuts down and
+``STATUS=...`` for ``systemctl status``.
 Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op, so the daemon runs the same
 under a terminal, a container or a test.
 """
@@ -77,6 +79,11 @@ class Notifier:
 
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")
+
+    def extend_timeout(self, seconds: float, status: str) -> bool:
+        """Ask systemd for ``seconds`` more before the start (or stop) times out, from now
+        (systemd 236+; older ones ignore it), saying why in ``STATUS``."""
+        return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}", f"STATUS={status}")
 
     def reloading(self) -> bool:
         # systemd 253+ (Type=notify-reload) wants the monotonic time with RELOADING=1.

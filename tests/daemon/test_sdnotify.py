@@ -43,6 +43,8 @@ def test_messages_arrive_as_single_datagrams(listener: tuple[str, socket.socket]
     assert reloading[0] == "RELOADING=1"
     assert reloading[1].startswith("MONOTONIC_USEC=")
     assert int(reloading[1].split("=")[1]) > 0
+    assert notifier.extend_timeout(3600, "migrating the database")
+    assert received(sock) == ["EXTEND_TIMEOUT_USEC=3600000000", "STATUS=migrating the database"]
     assert notifier.stopping()
     assert received(sock) == ["STOPPING=1"]
     notifier.close()
