@@ -82,7 +82,7 @@ def test_a_noiseless_square_waves_daily_steps_stay_normal_as_its_threshold_falls
     values = np.where((phase >= 0.3) & (phase < 0.7), 80.0, 20.0)
     series = LabelledSeries(
         "square",
-        EPOCH + 300.0 * np.arange(day * days),
+        EPOCH + 300.0 * np.arange(day * days, dtype=np.float64),
         values.reshape(-1, 1),
         ("value",),
         np.zeros(day * days, dtype=np.int8),
