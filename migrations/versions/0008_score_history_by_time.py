@@ -102,27 +102,28 @@ def _copy_sqlite(key: Sequence[str]) -> None:
     op.rename_table("score_history_new", "score_history")
 
 
-def upgrade() -> None:
+def _rekey(key: Sequence[str]) -> None:
+    """Key score_history by ``key``: SQLite copies the table (its indexes go with the old
+    one) and makes the views again; PostgreSQL swaps the constraint in place."""
     dialect = op.get_context().dialect.name
     if dialect == "sqlite":
-        _copy_sqlite(("bucket", "stream", "device"))
+        _copy_sqlite(key)
         _views(dialect)
     else:
         op.drop_constraint("pk_score_history", "score_history", type_="primary")
-        op.create_primary_key("pk_score_history", "score_history", ["bucket", "stream", "device"])
+        op.create_primary_key("pk_score_history", "score_history", list(key))
+
+
+def upgrade() -> None:
+    if op.get_context().dialect.name != "sqlite":  # SQLite's goes with the copied table
         op.drop_index("ix_score_history_bucket", table_name="score_history")
+    _rekey(("bucket", "stream", "device"))
     op.create_index(
         "ix_score_history_device", "score_history", ["stream", "device", "bucket"], unique=False
     )
 
 
 def downgrade() -> None:
-    dialect = op.get_context().dialect.name
     op.drop_index("ix_score_history_device", table_name="score_history")
-    if dialect == "sqlite":
-        _copy_sqlite(("stream", "device", "bucket"))
-        _views(dialect)
-    else:
-        op.drop_constraint("pk_score_history", "score_history", type_="primary")
-        op.create_primary_key("pk_score_history", "score_history", ["stream", "device", "bucket"])
+    _rekey(("stream", "device", "bucket"))
     op.create_index("ix_score_history_bucket", "score_history", ["bucket"], unique=False)
