@@ -317,7 +317,9 @@ class Verdict:
     # or a span of readings which the device's channels took together: at least two
     # features its relations judge moved across it and none of their residuals did
     # (sentinel.judge.relations.Relations.moved_together), as at a pump's load step or
-    # ramp; or one reading at which one of the detector's commanding inputs changed (a
+    # ramp, or, with the missed feature among those that moved, across the readings from
+    # a quarter of a window before it (Relations.ramped_together: a ramp's end, read every
+    # second); or one reading at which one of the detector's commanding inputs changed (a
     # command whose channel moved at its reading in training: Detector.command_indices).
     # Such windows open no alert by themselves (sentinel.judge.alerts).
     joint: bool = False

@@ -129,6 +129,9 @@ _SUSTAINED_INDEPENDENT = 32
 # Gaussian noise makes once in ~16,000 readings (docs/BENCHMARKS.md, "A joint step opens
 # nothing").
 JOINT = 4.0
+# How far before a forecast miss ``Relations.ramped_together`` looks for the move's start:
+# a window's length over this (8 readings of 32).
+RAMP_LEAD = 4
 MAD_TO_SIGMA = 1.4826  # median |r| of normal noise x this = its standard deviation
 
 
@@ -208,7 +211,31 @@ class Relations:
         much -- what the relation check judges over the windows after, not a reason to
         alert on the load change itself (docs/BENCHMARKS.md, "A channel that has not followed
         yet")."""
+        return self._together(readings, first, feature, first if last is None else last)
+
+    def ramped_together(
+        self, readings: FloatArray, first: int, feature: int, last: int | None = None
+    ) -> bool:
+        """Whether readings ``first`` to ``last`` of one window's ``readings`` end a move
+        the device's channels made together that began up to a quarter of the window's
+        readings before them (``RAMP_LEAD``): ``moved_together`` across that longer span,
+        with ``feature``, the one the forecaster missed, among the channels that moved.
+
+        Read every second, a pump's load ramp lasts 8-25 readings, and the forecaster misses
+        it at a reading or two near its end, where the move since the reading before is
+        inside the noise (docs/BENCHMARKS.md, "A ramp's lead"). From a few readings before,
+        the ramp stands out. Over a longer span a channel that always drifts slowly (a load
+        average, a memory's sawtooth, a cache that fills) also moves beyond its
+        reading-to-reading noise, whatever else happened: the missed channel must itself
+        have moved, so that such channels cannot vouch alone for a miss of another (a disk
+        storm's writes at their own level, judged beside a slowly rising memory)."""
         last = first if last is None else last
+        start = max(1, first - len(readings) // RAMP_LEAD)
+        return start < first and self._together(readings, start, feature, last, missed=True)
+
+    def _together(
+        self, readings: FloatArray, first: int, feature: int, last: int, missed: bool = False
+    ) -> bool:
         judged = self.inverse > 0
         if first < 1 or last < first or last >= len(readings) or not judged[feature]:
             return False
@@ -216,13 +243,14 @@ class Relations:
         own = values[:, judged]
         spread = np.median(np.abs(np.diff(own, axis=0)), axis=0) * MAD_TO_SIGMA
         moved = np.abs(own[last] - own[first - 1]) > JOINT * spread
-        if np.count_nonzero(moved) < 2:
+        index = int(np.count_nonzero(judged[:feature]))  # the missed one, among judged
+        if np.count_nonzero(moved) < 2 or (missed and not moved[index]):
             return False
         residuals = self.residuals(values)[:, judged]
         noise = np.median(np.abs(np.diff(residuals, axis=0)), axis=0) * MAD_TO_SIGMA
         still = np.abs(residuals[last] - residuals[first - 1]) <= JOINT * noise
         asked = moved.copy()
-        asked[int(np.count_nonzero(judged[:feature]))] = True  # the missed one, among judged
+        asked[index] = True
         return bool(np.all(still[asked]))
 
     def culprit(self, seen: FloatArray, z: FloatArray) -> int:

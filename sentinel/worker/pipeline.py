@@ -835,7 +835,11 @@ class Pipeline:
                     fit = fits[i]
                     feature = score_feature(by_window[i])
                     joint = (first == last and _commanded(stacked[i], at, commands)) or (
-                        fit is not None and fit.moved_together(stacked[i], at, feature, to)
+                        fit is not None
+                        and (
+                            fit.moved_together(stacked[i], at, feature, to)
+                            or fit.ramped_together(stacked[i], at, feature, to)
+                        )
                     )
                     known = i < len(usual) and (at, feature) in usual[i] and to - at <= echo
                 response = (

@@ -206,6 +206,61 @@ def test_a_ramp_a_lagging_channel_has_not_followed_yet_is_taken_together() -> No
     assert not fit.moved_together(stalled, first, 2, last)
 
 
+def test_a_ramps_end_is_taken_together_from_its_lead() -> None:
+    """Read every second, the forecaster can miss a ramp at a reading near its end whose
+    change since the one before is inside the noise: from a quarter of a window before,
+    the channels' move together stands out (``Relations.ramped_together``)."""
+    fit, window = pump_fit(np.random.default_rng(5))
+    first, last = 12, 27
+    share = np.clip((np.arange(len(window)) - first + 1) / (last - first + 1), 0.0, 1.0)
+    ramp = window + share[:, None] * np.array([50.0, 3.0, 20.0]) * 0.3
+    missed = 25  # the forecaster's miss: two readings before the ramp's end
+    assert not fit.moved_together(ramp, missed, 0, missed + 1)
+    assert fit.ramped_together(ramp, missed, 0, missed + 1)
+    assert fit.ramped_together(ramp, missed, 2, missed + 1)
+    drift = window.copy()
+    drift[:, 2] += share * 3.0  # the current alone, over the same readings
+    assert not fit.ramped_together(drift, missed, 2, missed + 1)
+    # nothing before the window's second reading to look back to
+    assert not fit.ramped_together(ramp, 1, 0)
+
+
+def test_slow_channels_do_not_vouch_for_another_channels_miss() -> None:
+    """Over a ramp's lead a channel that always drifts slowly (a memory's sawtooth, a cache
+    that fills) moves beyond its reading-to-reading noise: taken with the missed channel
+    left out, two such channels would vouch for a disk storm's writes missed at their own
+    level (``simulators.synthetic.wide_server``, seed 4: its storm went unseen)."""
+    rng = np.random.default_rng(7)
+
+    def readings(level: np.ndarray, load: np.ndarray) -> np.ndarray:
+        noise = rng.standard_normal((len(level), 4))
+        writes = 15.0 + 60.0 * load + 4.0 * noise[:, 2]
+        return np.column_stack(
+            [
+                40.0 + level + 0.002 * noise[:, 0],  # memory
+                10.0 + 0.5 * level + 0.002 * noise[:, 1],  # page cache
+                writes,
+                2.0 + 0.3 * writes + 0.5 * noise[:, 3],  # disk busy
+            ]
+        )
+
+    means = np.stack(
+        [
+            readings(np.full(32, x), np.full(32, y)).mean(axis=0)
+            for x, y in zip(rng.uniform(0.0, 5.0, 400), rng.uniform(0.0, 1.0, 400), strict=True)
+        ]
+    )
+    fit = fit_relations(means, noise=np.array([1e-3, 1e-3, 0.7, 0.1]), quantile=0.995)
+    assert fit is not None
+    assert fit.judged == 4
+    # memory and cache rise slowly through the window, the writes hold a high level
+    window = readings(np.linspace(2.0, 2.3, 32), np.full(32, 1.0))
+    at = 28
+    start = at - len(window) // 4
+    assert fit.moved_together(window, start, 2, at + 1)  # the slow pair alone vouches
+    assert not fit.ramped_together(window, at, 2, at + 1)  # the writes did not move
+
+
 class RampMissed(FakeDetector):
     """A forecaster's per-reading errors (``step_ratios``) over the newest 16 readings of a
     window of pump channels: 5 on the flow at ``missed`` readings, 0.5 elsewhere."""
@@ -248,6 +303,34 @@ def test_the_pipeline_vouches_for_a_ramp_over_its_evidence_span() -> None:
     vouched = judged(ramp)
     assert vouched.evidence is not None
     assert vouched.evidence[0] < vouched.evidence[1]  # a span, not one reading
+    assert vouched.joint
+    assert not judged(drifting).joint
+
+
+def test_the_pipeline_vouches_for_a_ramps_end_from_its_lead() -> None:
+    """The forecaster missing two readings near a ramp's end, each change inside the
+    noise: ``Pipeline._with_evidence`` looks back a quarter of the window for the move."""
+    fit, window = pump_fit(np.random.default_rng(5))
+    first, last = 14, 29
+    share = np.clip((np.arange(len(window)) - first + 1) / (last - first + 1), 0.0, 1.0)
+    ramp = window + share[:, None] * np.array([50.0, 3.0, 20.0]) * 0.3
+    drifting = window.copy()
+    drifting[:, 0] += share * 15.0  # the flow leaving the others over the same readings
+    detector = RampMissed(range(26, 28))
+
+    def judged(values: np.ndarray) -> Verdict:
+        shown = Window("pump", "a", 0.0, 31.0, values.astype(np.float32))
+        score = Score(shown, 5.0, (5.0, 0.5, 0.5), "v1")
+        (out,) = Pipeline._with_evidence(
+            detector, values[None], [Verdict(score, threshold=1.0, is_anomaly=True)], [fit]
+        )
+        return out
+
+    vouched = judged(ramp)
+    assert vouched.evidence is not None
+    lo, hi = (int(t) for t in vouched.evidence)
+    assert 26 <= lo <= hi <= 27  # the evidence stays what was missed ...
+    assert not fit.moved_together(ramp, lo, 0, hi)  # ... where nothing stands out
     assert vouched.joint
     assert not judged(drifting).joint
 
