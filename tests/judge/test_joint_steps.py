@@ -281,6 +281,17 @@ class RampMissed(FakeDetector):
         return out
 
 
+def judged_by_pipeline(detector: RampMissed, fit: Relations, values: np.ndarray) -> Verdict:
+    """One window of ``values``, anomalous by the score, through
+    ``Pipeline._with_evidence``: its evidence and whether the channels took it together."""
+    shown = Window("pump", "a", 0.0, 31.0, values.astype(np.float32))
+    score = Score(shown, 5.0, (5.0, 0.5, 0.5), "v1")
+    (out,) = Pipeline._with_evidence(
+        detector, values[None], [Verdict(score, threshold=1.0, is_anomaly=True)], [fit]
+    )
+    return out
+
+
 def test_the_pipeline_vouches_for_a_ramp_over_its_evidence_span() -> None:
     """``Pipeline._with_evidence`` judges the span the forecaster missed: the ramp's readings
     as one move, not its first reading alone (whose change does not stand out)."""
@@ -291,20 +302,11 @@ def test_the_pipeline_vouches_for_a_ramp_over_its_evidence_span() -> None:
     drifting = ramp.copy()
     drifting[:, 2] += share * 3.0  # the current leaving the load over the same readings
     detector = RampMissed(range(first, last + 1))
-
-    def judged(values: np.ndarray) -> Verdict:
-        shown = Window("pump", "a", 0.0, 31.0, values.astype(np.float32))
-        score = Score(shown, 5.0, (5.0, 0.5, 0.5), "v1")
-        (out,) = Pipeline._with_evidence(
-            detector, values[None], [Verdict(score, threshold=1.0, is_anomaly=True)], [fit]
-        )
-        return out
-
-    vouched = judged(ramp)
+    vouched = judged_by_pipeline(detector, fit, ramp)
     assert vouched.evidence is not None
     assert vouched.evidence[0] < vouched.evidence[1]  # a span, not one reading
     assert vouched.joint
-    assert not judged(drifting).joint
+    assert not judged_by_pipeline(detector, fit, drifting).joint
 
 
 def test_the_pipeline_vouches_for_a_ramps_end_from_its_lead() -> None:
@@ -317,22 +319,13 @@ def test_the_pipeline_vouches_for_a_ramps_end_from_its_lead() -> None:
     drifting = window.copy()
     drifting[:, 0] += share * 15.0  # the flow leaving the others over the same readings
     detector = RampMissed(range(26, 28))
-
-    def judged(values: np.ndarray) -> Verdict:
-        shown = Window("pump", "a", 0.0, 31.0, values.astype(np.float32))
-        score = Score(shown, 5.0, (5.0, 0.5, 0.5), "v1")
-        (out,) = Pipeline._with_evidence(
-            detector, values[None], [Verdict(score, threshold=1.0, is_anomaly=True)], [fit]
-        )
-        return out
-
-    vouched = judged(ramp)
+    vouched = judged_by_pipeline(detector, fit, ramp)
     assert vouched.evidence is not None
     lo, hi = (int(t) for t in vouched.evidence)
     assert 26 <= lo <= hi <= 27  # the evidence stays what was missed ...
     assert not fit.moved_together(ramp, lo, 0, hi)  # ... where nothing stands out
     assert vouched.joint
-    assert not judged(drifting).joint
+    assert not judged_by_pipeline(detector, fit, drifting).joint
 
 
 def usual(at: float) -> list[Verdict]:
