@@ -112,7 +112,8 @@ def main() -> int:
         "health": {"port": port},
         # 60 readings per pump: the default 3,000 spread over a large fleet would give each
         # pump fewer readings than one window, and training would find no data.
-        "cold_start": {"readings": max(3000, 60 * args.devices)},
+        # span 0: the readings alone, not an hour of the fleet's time (cold_start.span).
+        "cold_start": {"readings": max(3000, 60 * args.devices), "span": 0},
         "logging": {"format": "json", "level": "info"},
         "streams": [
             {

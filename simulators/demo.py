@@ -49,6 +49,9 @@ client_id = "sentinel-demo"
 
 [cold_start]
 readings = {cold_start}
+# The demo's day is {day_length:g} s: its cold start is counted in its days' readings, not in
+# the hour of stream time (cold_start.span) a plant's first model waits for.
+span = 0
 
 [logging]
 format = "json"
@@ -342,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 port=broker.port,
                 protocol=broker.protocol,
                 cold_start=args.cold_start,
+                day_length=args.day_length,
                 features=json.dumps(FEATURES),
             )
         )

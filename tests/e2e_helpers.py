@@ -75,7 +75,7 @@ def daemon_config(
         "database": {"url": database_url, "flush_interval": 0.05},
         "windows": {"length": WINDOW, "hop": HOP, "max_gap": 30},
         "model": MODEL,
-        "cold_start": {"readings": 2000},
+        "cold_start": {"readings": 2000, "span": 0},
         "logging": {"level": "info", "format": "json"},
         "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": FEATURES}],
         # A free port each: tests (and other checkouts' tests) run side by side.
@@ -318,7 +318,7 @@ def fleet_detection_scenario(
         day_length=3600.0,
     )
     sections: dict[str, dict[str, Any]] = {
-        "cold_start": {"readings": devices * (warmup_steps - 50)},
+        "cold_start": {"readings": devices * (warmup_steps - 50), "span": 0},
         "windows": {"max_gap": 3 * step},
     }
     for key, value in (extra or {}).items():

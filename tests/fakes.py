@@ -26,7 +26,7 @@ def make_config(**overrides: Any) -> SentinelConfig:
     data: dict[str, Any] = {
         "streams": [{"name": "pump", "topic": "p/{device}", "features": FEATURES}],
         "windows": {"length": 4, "hop": 1, "max_gap": 100},
-        "cold_start": {"readings": 64},
+        "cold_start": {"readings": 64, "span": 0},  # readings alone
         "alerts": {"open_after": 1, "close_after": 2},
         "threshold": {"warmup": 1000},
     }

@@ -191,7 +191,7 @@ def test_train_from_csv_activates_a_model(
     config = tmp_path / "sentinel.toml"
     config.write_text(
         f'state_dir = "{tmp_path / "state"}"\n'
-        "[windows]\nlength = 16\n[cold_start]\nreadings = 64\n"
+        "[windows]\nlength = 16\n[cold_start]\nreadings = 64\nspan = 0\n"
         "[model]\nhidden_size = 8\nlatent_size = 2\nepochs = 3\n"
         '[[streams]]\nname = "rig"\ntopic = "r/{device}"\nfeatures = ["a", "b"]\n'
     )

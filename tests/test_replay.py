@@ -400,3 +400,35 @@ def test_a_series_without_a_header_row_replays_as_value(
     scores = [float(r["score"] or 0) for r in rows]
     assert 1200 - 100 <= int(np.argmax(scores)) <= 1220 + 100, "the archive's rule: a hit"
     assert any(r["alert_id"] for r in rows[1200:1240])
+
+
+def test_replay_trains_on_the_rows_the_daemons_cold_start_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The first model waits for cold_start.span of the file's time as the daemon's does:
+    # 400 readings at one a second are under 7 minutes; 600 s takes 601 rows.
+    config = tmp_path / "sentinel.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        + CONFIG.replace("readings = 400", "readings = 400\nspan = 600")
+    )
+    source = recording(tmp_path / "rig.csv")
+    args = ["replay", str(source), "--config", str(config), "--out", str(tmp_path / "o.csv")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "1200 rows (601 trained on)" in out
+    assert "note:" not in err
+
+
+def test_replay_of_a_file_shorter_than_the_span_trains_on_the_readings_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "sentinel.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n' + CONFIG)  # span: an hour
+    source = recording(tmp_path / "rig.csv")  # 20 minutes
+    args = ["replay", str(source), "--config", str(config), "--out", str(tmp_path / "o.csv")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "1200 rows (400 trained on)" in out
+    assert "cover 1199 s, too few to train on 3600 s (cold_start.span)" in err
+    assert "--train-rows N chooses" in err

@@ -52,7 +52,7 @@ def test_the_first_model_starts_every_device_warm(
         mqtt_broker,
         database_url=url,
         client_id=f"warm-{tmp_path.name}"[:60],
-        cold_start={"readings": 600},
+        cold_start={"readings": 600, "span": 0},
         model={"epochs": 3, "hidden_size": 16, "latent_size": 4, "train_stride": 4},
         retrain={"enabled": retrain},
     )
@@ -88,7 +88,7 @@ def test_a_restart_during_the_cold_start_keeps_the_readings_before_it(
         mqtt_broker,
         database_url=url,
         client_id=f"warm-restart-{tmp_path.name}"[:60],
-        cold_start={"readings": 600},
+        cold_start={"readings": 600, "span": 0},
         model={"epochs": 3, "hidden_size": 16, "latent_size": 4, "train_stride": 4},
         retrain={"enabled": True},
     )

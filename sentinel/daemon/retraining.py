@@ -55,6 +55,7 @@ class RetrainService:
             device,
             has_model=has_model,
             reservoir_count=self.tap.count,
+            reservoir_span=self.tap.span,
             install=install,
             on_finished=record_retraining,
             lease=lease,

@@ -146,6 +146,9 @@ class Reservoir:
         self._stored: float | None = None
         self._stored_due = 0
         self.count = 0  # readings stored; read by other threads, written by the owner only
+        # the oldest and newest reading's time stored (None: none), likewise
+        self.oldest: float | None = None
+        self.newest: float | None = None
 
     @property
     def path(self) -> Path:
@@ -188,7 +191,16 @@ class Reservoir:
         conn.commit()
         self._conn = conn
         self.count = int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+        self.oldest, self.newest = conn.execute("SELECT MIN(ts), MAX(ts) FROM readings").fetchone()
         return self
+
+    @property
+    def span(self) -> float:
+        """Seconds from the oldest reading stored to the newest: the stream time a training
+        run started now would find here (``cold_start.span``)."""
+        if self.oldest is None or self.newest is None:
+            return 0.0
+        return self.newest - self.oldest
 
     def _rekey(self, conn: sqlite3.Connection) -> None:
         """Copy a reservoir written in the device-first layout into the time-first one
@@ -330,6 +342,10 @@ class Reservoir:
                 conn.execute("PRAGMA synchronous=NORMAL")
         self.count += added
         self._since_prune += added
+        if added and readings:
+            oldest, newest = min(r.ts for r in readings), max(r.ts for r in readings)
+            self.oldest = oldest if self.oldest is None else min(self.oldest, oldest)
+            self.newest = newest if self.newest is None else max(self.newest, newest)
         if self._since_prune >= _PRUNE_EVERY or self.count > self._max_rows * 1.05:
             try:
                 self.prune()
@@ -353,6 +369,7 @@ class Reservoir:
         with conn:
             newest = conn.execute("SELECT MAX(ts) FROM readings").fetchone()[0]
             if newest is None:
+                self.oldest = self.newest = None
                 return
             before = conn.total_changes
             max_age = TimeScale(self._stored_interval(conn)).reservoir_age(self._max_age)
@@ -369,6 +386,7 @@ class Reservoir:
                 )
                 self.count -= conn.total_changes - before
             oldest = conn.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
+            self.oldest = None if oldest is None else float(oldest)
             if oldest is not None:
                 conn.execute('DELETE FROM excluded WHERE "end" < ?', (float(oldest),))
                 conn.execute('DELETE FROM accepted WHERE "end" < ?', (float(oldest),))
@@ -572,6 +590,11 @@ class ReservoirTap:
         started now would find there."""
         reservoir = self._reservoirs.get(stream)
         return 0 if reservoir is None else reservoir.count
+
+    def span(self, stream: str) -> float:
+        """``Reservoir.span`` of ``stream``'s reservoir (written readings, not those held)."""
+        reservoir = self._reservoirs.get(stream)
+        return 0.0 if reservoir is None else reservoir.span
 
     def latest(self, stream: str, per_device: int) -> list[Reading]:
         """``Reservoir.latest`` of ``stream``'s reservoir, the readings held written first;

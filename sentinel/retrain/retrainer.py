@@ -1,8 +1,9 @@
 """The retraining component: runs training jobs off the hot path and swaps the results in.
 
 Requests come from the scheduler, the control socket and the cold start (a stream with no
-model whose reservoir holds ``cold_start.readings``). They are served one at a time, each
-in a child process (``spawn``) with its own torch threads and a higher niceness, so the
+model whose reservoir holds ``cold_start.readings`` covering ``cold_start.span`` of its
+time, or ``cold_start.max_readings``). They are served one at a time, each in a child
+process (``spawn``) with its own torch threads and a higher niceness, so the
 pipeline worker keeps its core and its GIL: a training epoch in a thread of the daemon
 would hold the GIL for long stretches and delay scoring. A stream already queued or
 training is not queued twice.
@@ -57,7 +58,7 @@ log = structlog.get_logger(__name__)
 # seconds a finished training child is waited for before a thread of its own reaps it
 _EXIT_WAIT = 5.0
 _COLD_START_RETRY = 60.0  # seconds after a failed cold-start run before it is tried again
-_COLD_START_STEPS = 20  # cold_start_progress is logged at every 1/20 of the readings needed
+_COLD_START_STEPS = 20  # cold_start_progress is logged at every 1/20 of the way
 
 
 class Install(Protocol):
@@ -137,7 +138,8 @@ class Retrainer:
 
     ``has_model(stream)`` says whether the pipeline scores the stream (else a full
     reservoir triggers the cold-start run); ``reservoir_count(stream)`` how many readings
-    the reservoir holds; ``install(stream, detector)`` hands a model to the pipeline;
+    the reservoir holds and ``reservoir_span(stream)`` how many seconds of the stream's time
+    they cover (``cold_start.span``); ``install(stream, detector)`` hands a model to the pipeline;
     ``on_finished(stream, result, trigger)``, when given, hears of every run that ended
     (``result``: activated, or the run's status; the daemon counts them in /metrics);
     ``lease``, when given, must be held for a run (a registry shared by several daemons).
@@ -155,6 +157,7 @@ class Retrainer:
         *,
         has_model: Callable[[str], bool],
         reservoir_count: Callable[[str], int],
+        reservoir_span: Callable[[str], float],
         install: Install,
         on_finished: Callable[[str, str, str], None] | None = None,
         lease: Lease | None = None,
@@ -166,6 +169,7 @@ class Retrainer:
         self._device = device
         self._has_model = has_model
         self._count = reservoir_count
+        self._span = reservoir_span
         self._install = install
         self._on_finished = on_finished
         self._requests: queue.Queue[Request] = queue.Queue()
@@ -290,13 +294,23 @@ class Retrainer:
             name = stream.name
             if self._scored(name) or self._cold_retry_at.get(name, 0.0) > now:
                 continue
-            count, target = self._count(name), self._config.cold_start.readings
+            rule = self._config.cold_start
+            count, covered = self._count(name), self._span(name)
+            progress = rule.progress(count, covered)
             # Progress in 5% steps, so that a cold start is not an hour of silence.
-            step = min(_COLD_START_STEPS, count * _COLD_START_STEPS // max(1, target))
-            if step > self._cold_logged.get(name, 0) and count < target:
+            step = int(progress * _COLD_START_STEPS)
+            if step > self._cold_logged.get(name, 0) and progress < 1.0:
                 self._cold_logged[name] = step
-                log.info("cold_start_progress", stream=name, collected=count, target=target)
-            if count >= target:
+                log.info(
+                    "cold_start_progress",
+                    stream=name,
+                    collected=count,
+                    target=rule.readings,
+                    covered=round(covered, 1),
+                    span=rule.span,
+                    progress=round(progress, 2),
+                )
+            if progress >= 1.0:
                 self._cold_retry_at[name] = now + _COLD_START_RETRY
                 log.info("cold_start_collected", stream=name, readings=count)
                 self.request(name, "cold_start")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import structlog
 
-from sentinel.config import SentinelConfig, StreamConfig
+from sentinel.config import ColdStartConfig, SentinelConfig, StreamConfig
 from sentinel.errors import SentinelError
 from sentinel.model import Detector, Registry, detector_type, torch_device, training_options
 from sentinel.model.numpy_lstm import for_scoring
@@ -22,14 +22,18 @@ from sentinel.timescale import TimeScale, learn_interval, no_runs_error
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ColdStartBuffer", "Trainer", "TrainingJob"]
+__all__ = ["PROGRESS_STEPS", "ColdStartBuffer", "Trainer", "TrainingJob"]
 
 log = structlog.get_logger(__name__)
+
+PROGRESS_STEPS = 20  # cold_start_progress is logged at every 1/20 of the way
 
 
 @dataclass
 class ColdStartBuffer:
-    """Readings of one stream, kept per device in time order, until ``target`` is reached.
+    """Readings of one stream, kept per device in time order, until ``rule`` says they are
+    enough: ``cold_start.readings`` of them covering ``cold_start.span`` seconds of the
+    stream's time, or ``cold_start.max_readings`` whatever they cover.
 
     ``segments`` splits them into runs at gaps longer than ``max_gap`` for the same reason
     windows restart there: a training window across a gap teaches the model a jump that
@@ -39,22 +43,35 @@ class ColdStartBuffer:
     """
 
     stream: str
-    target: int
+    rule: ColdStartConfig
     max_gap: float | None
     collected: int = 0
+    logged: int = 0  # the last progress step logged, of PROGRESS_STEPS
     first_ts: float | None = None
     last_ts: float | None = None
     _times: dict[str, list[float]] = field(default_factory=dict)
     _values: dict[str, list[tuple[float, ...]]] = field(default_factory=dict)
 
     def add(self, reading: Reading) -> bool:
-        """Keep a reading; True once the target is reached."""
+        """Keep a reading; True once the readings are enough to train on."""
         self._times.setdefault(reading.device, []).append(reading.ts)
         self._values.setdefault(reading.device, []).append(reading.values)
         self.collected += 1
         self.first_ts = reading.ts if self.first_ts is None else min(self.first_ts, reading.ts)
         self.last_ts = reading.ts if self.last_ts is None else max(self.last_ts, reading.ts)
-        return self.collected >= self.target
+        return self.rule.ready(self.collected, self.covered)
+
+    @property
+    def covered(self) -> float:
+        """Seconds of the stream's time from its oldest reading collected to its newest."""
+        if self.first_ts is None or self.last_ts is None:
+            return 0.0
+        return self.last_ts - self.first_ts
+
+    @property
+    def progress(self) -> float:
+        """How far the collection is, 0 to 1 (``ColdStartConfig.progress``)."""
+        return self.rule.progress(self.collected, self.covered)
 
     @property
     def interval(self) -> float | None:

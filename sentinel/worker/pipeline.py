@@ -57,7 +57,7 @@ from sentinel.records import (
     Window,
     WriteBatch,
 )
-from sentinel.worker.coldstart import ColdStartBuffer, TrainingJob
+from sentinel.worker.coldstart import PROGRESS_STEPS, ColdStartBuffer, TrainingJob
 from sentinel.worker.commands import (
     AlertsResolved,
     Command,
@@ -1126,15 +1126,16 @@ class Pipeline:
             runtime.cold_start = None
             log.info("cold_start_waiting_for_model", stream=runtime.config.name)
             return
+        rule = self._config.cold_start
         runtime.cold_start = ColdStartBuffer(
-            stream=runtime.config.name,
-            target=self._config.cold_start.readings,
-            max_gap=self._config.windows.max_gap,
+            stream=runtime.config.name, rule=rule, max_gap=self._config.windows.max_gap
         )
         log.info(
             "cold_start_collecting",
             stream=runtime.config.name,
-            target=self._config.cold_start.readings,
+            target=rule.readings,
+            span=rule.span,
+            max_readings=max(rule.readings, rule.max_readings),
         )
 
     def _collect(self, runtime: _Stream, reading: Reading) -> None:
@@ -1142,12 +1143,16 @@ class Pipeline:
         assert buffer is not None
         if buffer.add(reading):
             self._launch_training(runtime)
-        elif buffer.collected % max(1, buffer.target // 20) == 0:
+        elif (step := int(buffer.progress * PROGRESS_STEPS)) > buffer.logged:
+            buffer.logged = step
             log.info(
                 "cold_start_progress",
                 stream=buffer.stream,
                 collected=buffer.collected,
-                target=buffer.target,
+                target=buffer.rule.readings,
+                covered=round(buffer.covered, 1),
+                span=buffer.rule.span,
+                progress=round(buffer.progress, 2),
             )
 
     def _launch_training(self, runtime: _Stream) -> None:

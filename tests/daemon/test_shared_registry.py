@@ -129,7 +129,7 @@ def test_a_cold_start_trains_on_one_daemon_and_reaches_the_other(
         # A TTL well above a loaded box's pauses: this test is about the hand-over.
         "registry": {**REGISTRY, "lease_ttl": 10.0},
         "retrain": {"enabled": True, "min_rows": 200},
-        "cold_start": {"readings": 300},
+        "cold_start": {"readings": 300, "span": 0},
         "model": {"epochs": 2, "hidden_size": 8, "latent_size": 4},
     }
     with ExitStack() as stack:

@@ -112,7 +112,7 @@ def test_models_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
             {
                 "state_dir": str(tmp_path / "state"),
                 "windows": {"length": detector.window, "hop": 4},
-                "cold_start": {"readings": 64},
+                "cold_start": {"readings": 64, "span": 0},
                 "logging": {"format": "json", "level": "warning"},
                 "streams": [{"name": "pump", "topic": "p/{device}", "features": list(FEATURES)}],
             }
@@ -232,7 +232,7 @@ def test_models_export_command_on_a_forecaster(
             {
                 "state_dir": str(tmp_path / "state"),
                 "windows": {"length": detector.window, "hop": 4},
-                "cold_start": {"readings": 64},
+                "cold_start": {"readings": 64, "span": 0},
                 "model": {"detector": "lstm_forecast"},
                 "logging": {"format": "json", "level": "warning"},
                 "streams": [{"name": "pump", "topic": "p/{device}", "features": list(FEATURES)}],

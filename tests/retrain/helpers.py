@@ -40,7 +40,8 @@ def make_config(state_dir: Path, **retrain: Any) -> SentinelConfig:
                 "train_stride": 4,
                 "device": "cpu",
             },
-            "cold_start": {"readings": 600},
+            # span 0: these cold starts wait for readings alone (the span has its own tests)
+            "cold_start": {"readings": 600, "span": 0},
             # min_new_rows 0: these runs retrain the same data on purpose (the cadence rule
             # has its own tests, test_cadence.py).
             "retrain": {"min_rows": 400, "min_new_rows": 0, "control_socket": False, **retrain},

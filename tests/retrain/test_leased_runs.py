@@ -70,6 +70,7 @@ def _retrainer(tmp_path: Path, lease: FakeLease, installed: list[Detector]) -> R
         CPU,
         has_model=lambda stream: True,  # no cold start: only the requested run
         reservoir_count=lambda stream: 0,
+        reservoir_span=lambda stream: 0.0,
         install=install,
         lease=lease,
     )

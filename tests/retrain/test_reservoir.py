@@ -296,3 +296,20 @@ def test_a_daemons_tap_holds_readings_a_second_and_writes_them_in_one_transactio
     res = _reservoir(path)
     assert res.count == 40
     res.close()
+
+
+def test_the_span_a_reservoir_covers_follows_adds_prunes_and_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "span.sqlite"
+    res = _reservoir(path, max_rows=300)
+    assert res.span == 0.0
+    res.add(_readings("d1", 1000, 100))
+    res.add(_readings("d2", 500, 10))  # late and out of order: the oldest moves back
+    assert (res.oldest, res.newest, res.span) == (500.0, 1099.0, 599.0)
+    res.close()
+    res = _reservoir(path, max_rows=300)  # a restart reads it back
+    assert res.span == 599.0
+    res.add(_readings("d1", 1100, 300))
+    res.prune()  # the oldest rows go: the span shrinks with them
+    assert res.count == 300
+    assert (res.oldest, res.newest) == (1100.0, 1399.0)
+    res.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -14,7 +15,7 @@ import torch
 from structlog.testing import capture_logs
 
 from sentinel.cli.main import main
-from sentinel.config import SentinelConfig
+from sentinel.config import ColdStartConfig, SentinelConfig
 from sentinel.daemon.control import CONTROL_SOCKET, send_command
 from sentinel.daemon.retraining import RetrainService
 from sentinel.model import Detector, ModelRegistry
@@ -160,6 +161,7 @@ def test_a_cold_start_logs_its_progress_while_the_reservoir_fills(tmp_path: Path
         CPU,
         has_model=lambda stream: False,
         reservoir_count=lambda stream: stored[0],
+        reservoir_span=lambda stream: 0.0,
         install=lambda *args, **kwargs: None,
     )
 
@@ -181,6 +183,84 @@ def test_a_cold_start_logs_its_progress_while_the_reservoir_fills(tmp_path: Path
     assert progress() == [60, 300]
     assert all(e["target"] == 600 for e in logs if e["event"] == "cold_start_progress")
     assert not [e for e in logs if e["event"] in ("cold_start_collected", "retrain_requested")]
+
+
+def recorder(requested: list[str]) -> Callable[[str, str], bool]:
+    """A ``Retrainer.request`` that only notes each request's reason."""
+
+    def request(stream: str, reason: str) -> bool:
+        requested.append(reason)
+        return True
+
+    return request
+
+
+def test_a_cold_start_also_waits_for_an_hour_of_the_streams_time(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state").model_copy(
+        update={"cold_start": ColdStartConfig(readings=600, span=3600)}
+    )
+    stored, covered = [0], [0.0]
+    requested: list[str] = []
+    retrainer = Retrainer(
+        config,
+        ModelRegistry(config.models_dir),
+        CPU,
+        has_model=lambda stream: False,
+        reservoir_count=lambda stream: stored[0],
+        reservoir_span=lambda stream: covered[0],
+        install=lambda *args, **kwargs: None,
+    )
+    retrainer.request = recorder(requested)  # type: ignore[method-assign,assignment]
+
+    def progress() -> list[float]:
+        return [e["progress"] for e in logs if e["event"] == "cold_start_progress"]
+
+    with capture_logs() as logs:
+        retrainer.start()
+        try:
+            # The readings are there, twice over; the time they cover is not.
+            stored[0], covered[0] = 1200, 1800.0
+            wait_for(lambda: progress() == [0.5], 60, "progress at 50%, by the span")
+            covered[0] = 3600.0
+            wait_for(lambda: requested == ["cold_start"], 60, "the cold start's request")
+        finally:
+            retrainer.stop()
+    [line] = [e for e in logs if e["event"] == "cold_start_progress"]
+    assert (line["collected"], line["target"], line["covered"], line["span"]) == (
+        1200,
+        600,
+        1800.0,
+        3600,
+    )
+    [collected] = [e for e in logs if e["event"] == "cold_start_collected"]
+    assert collected["readings"] == 1200
+
+
+def test_a_cold_start_trains_at_max_readings_whatever_span_they_cover(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "state").model_copy(
+        update={"cold_start": ColdStartConfig(readings=600, span=3600, max_readings=5000)}
+    )
+    stored = [4999]
+    requested: list[str] = []
+    retrainer = Retrainer(
+        config,
+        ModelRegistry(config.models_dir),
+        CPU,
+        has_model=lambda stream: False,
+        reservoir_count=lambda stream: stored[0],
+        reservoir_span=lambda stream: 60.0,  # a large fleet's first minute
+        install=lambda *args, **kwargs: None,
+    )
+    retrainer.request = recorder(requested)  # type: ignore[method-assign,assignment]
+    with capture_logs() as logs:
+        retrainer.start()
+        try:
+            wait_for(lambda: any(e["event"] == "cold_start_progress" for e in logs), 60, "a look")
+            assert requested == []
+            stored[0] = 5000
+            wait_for(lambda: requested == ["cold_start"], 60, "the cold start's request")
+        finally:
+            retrainer.stop()
 
 
 class SlowColdStart:
@@ -211,6 +291,7 @@ class SlowColdStart:
             CPU,
             has_model=lambda stream: False,
             reservoir_count=self._count,
+            reservoir_span=lambda stream: 0.0,
             install=lambda stream, *args, **kwargs: self.installed.append(stream),
         )
 

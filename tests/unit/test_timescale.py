@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.config import AlertsConfig, SentinelConfig, ThresholdConfig, WindowConfig
+from sentinel.config import (
+    AlertsConfig,
+    ColdStartConfig,
+    SentinelConfig,
+    ThresholdConfig,
+    WindowConfig,
+)
 from sentinel.errors import DataError
 from sentinel.judge.alerts import AlertTracker
 from sentinel.judge.threshold import ThresholdBank
@@ -66,7 +72,8 @@ def test_learnt_interval_is_the_median_step_and_ignores_gaps() -> None:
 
 
 def test_cold_start_learns_the_interval_and_splits_five_minute_data_at_its_gaps() -> None:
-    buffer = ColdStartBuffer("pump", target=400, max_gap=None)
+    # An hour of span (the default) binds nothing here: 400 readings are 33 hours.
+    buffer = ColdStartBuffer("pump", ColdStartConfig(readings=400), max_gap=None)
     times = np.r_[np.arange(0, 10) * FIVE_MIN, 1e6 + np.arange(390) * FIVE_MIN]
     done = [buffer.add(Reading("pump", "d", float(t), (float(i),))) for i, t in enumerate(times)]
     assert done[-1]
@@ -78,7 +85,7 @@ def test_cold_start_learns_the_interval_and_splits_five_minute_data_at_its_gaps(
 
 
 def test_cold_start_with_an_explicit_max_gap_splits_there() -> None:
-    buffer = ColdStartBuffer("pump", target=100, max_gap=60.0)
+    buffer = ColdStartBuffer("pump", ColdStartConfig(readings=100), max_gap=60.0)
     for i in range(100):
         buffer.add(Reading("pump", "d", i * FIVE_MIN, (float(i),)))
     assert buffer.gap == 60.0

@@ -1,6 +1,7 @@
 """The cold start on data sampled every 5 minutes (issue #21, cause 1): it learns the
 interval from what it collected instead of splitting every step as a 60 s gap, and the
-model's interval then governs the stream's windows."""
+model's interval then governs the stream's windows. And on data read every second: the
+first model waits for ``cold_start.span`` of the stream's own time (issue #21)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from structlog.testing import capture_logs
 
+from sentinel.config import ColdStartConfig
 from sentinel.model import ModelRegistry
 from sentinel.records import Delivery, Reading
-from sentinel.worker.coldstart import Trainer, TrainingJob
+from sentinel.worker.coldstart import ColdStartBuffer, Trainer, TrainingJob
 from tests.fakes import FakeDetector, Harness, make_config
 
 FIVE_MIN = 300.0
@@ -70,3 +73,60 @@ def test_a_refused_cold_start_names_max_gap(tmp_path: Path) -> None:
     assert len(failed) == 1
     assert "windows.max_gap (=60 s)" in failed[0]
     assert "window (4 readings)" in failed[0]
+
+
+def test_the_cold_start_rule_asks_readings_and_span_or_max_readings() -> None:
+    rule = ColdStartConfig(readings=3000, span=3600, max_readings=50_000)
+    assert rule.progress(1500, 3600) == 0.5  # the readings are behind
+    assert rule.progress(3000, 900) == 0.25  # the span is
+    assert not rule.ready(3000, 3599.0)
+    assert rule.ready(3000, 3600.0)
+    assert rule.ready(50_000, 60.0)  # a large fleet's first minute: enough whatever it spans
+    assert rule.progress(25_000, 60.0) == 0.5
+    assert ColdStartConfig(readings=3000, span=0).ready(3000, 0.0)
+    # max_readings never trains on fewer than readings
+    assert not ColdStartConfig(readings=3000, max_readings=64).ready(2999, 1e9)
+
+
+def test_a_dozen_pumps_read_every_second_are_learnt_for_an_hour_not_four_minutes() -> None:
+    buffer = ColdStartBuffer("pump", ColdStartConfig(), max_gap=None)  # the defaults
+    done = False
+    t = 0
+    while not done:
+        for pump in range(12):
+            done = buffer.add(Reading("pump", f"p{pump}", float(t), (0.0,))) or done
+        t += 1
+    assert buffer.covered == 3600.0
+    assert buffer.collected == 12 * 3601  # not the 3,000 readings of its first 250 s
+    assert [len(s) for s in buffer.segments(min_length=32)] == [3601] * 12
+
+
+def test_a_meter_read_every_five_minutes_is_not_held_back_by_the_span() -> None:
+    buffer = ColdStartBuffer("pump", ColdStartConfig(), max_gap=None)
+    done = [buffer.add(Reading("pump", "m", i * FIVE_MIN, (0.0,))) for i in range(3000)]
+    assert done.index(True) == 2999  # 3,000 readings: ten days, far more than the span
+
+
+def test_the_pipeline_trains_once_the_stream_covers_the_span_and_logs_its_progress() -> None:
+    config = make_config(windows={"length": 4, "hop": 1}, cold_start={"readings": 64, "span": 600})
+    h = Harness({"pump": None}, config)
+    every_second = [
+        Delivery(
+            "p/a",
+            (Reading("pump", "a", float(t), (float(np.sin(t / 5)), 0.0)),),
+            rejected=(),
+            ack=None,
+            received_at=0.0,
+        )
+        for t in range(601)
+    ]
+    with capture_logs() as logs:
+        h.pipeline.process(every_second[:600])
+        assert h.jobs == []  # 600 readings, ten times the 64 asked, but 599 s of the 600
+        h.pipeline.process(every_second[600:])
+    [job] = h.jobs
+    assert job.readings == 601
+    progress = [e for e in logs if e["event"] == "cold_start_progress"]
+    assert [e["progress"] for e in progress] == [i / 20 for i in range(1, 20)]
+    assert progress[-1]["covered"] == 570.0
+    assert progress[-1]["span"] == 600.0

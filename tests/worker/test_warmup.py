@@ -21,7 +21,7 @@ PULSE = 0.8  # far above the noise, below the fake detector's threshold (1.5)
 def config(**cold_start: Any) -> Any:
     return make_config(
         windows={"length": 16, "hop": 4, "max_gap": 100},
-        cold_start={"readings": 400, **cold_start},
+        cold_start={"readings": 400, "span": 0, **cold_start},
         # the device's own quantile from 200 normal windows on (the fake's scores are tiny)
         threshold={"warmup": 200, "prior_windows": 0, "quantile": 0.995},
         alerts={"open_after": 1, "close_after": 2, "cooldown": 0},
