@@ -20,14 +20,15 @@ running fleet does: their readings are not in the training, nothing warms them, 
 800 clean readings arrive live (judged) before the 2,400 with faults. Their false alerts
 are also counted apart, per device-hour of what they sent.
 
-``--clean N``: each pump's clean readings before the faults (default 800), the model
-trained on the first 15/16 of them (750 of 800). The simulated drive's load switches, ramps
-and thermal lags are in seconds, so at ``--step 1`` the default 800 readings are 13 minutes
-of a pump's life where at 5 s they are an hour; ``--step 1 --clean 4000`` trains and warms
-over the same hour (docs/BENCHMARKS.md, "The fleet read every second").
+``--clean N``: each pump's clean readings before the faults, the model trained on the first
+15/16 of them (750 of 800). By default 800, or as many as the model's 15/16 need to cover
+the daemon's cold start span (``cold_start.span``, an hour) where that is more: 3,840 at
+``--step 1``. The simulated drive's load switches, ramps and thermal lags are in seconds, so
+at ``--step 1`` 800 readings are 13 minutes of a pump's life where at 5 s they are an hour
+(docs/BENCHMARKS.md, "The fleet read every second").
 
     .venv/bin/python benchmarks/fleet_offline.py [--seed 11] [--step 5] [--day 3600]
-        [--rate 2.0] [--batch 20] [--cold N] [--clean 800] [--config VARIANT.toml]
+        [--rate 2.0] [--batch 20] [--cold N] [--clean N] [--config VARIANT.toml]
         [--keep DIR] [--test 2400] [--retrain]
 
 ``--retrain``: the daemon's retraining on the data's clock, as a replay's (its schedule,
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import tempfile
@@ -52,7 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.config import SentinelConfig
+from sentinel.config import ColdStartConfig, SentinelConfig
 from sentinel.judge.alerts import alert_checks
 from sentinel.logs import configure_logging
 from sentinel.model import detector_type, training_options
@@ -229,9 +231,9 @@ def main() -> int:
     ap.add_argument(
         "--clean",
         type=int,
-        default=CLEAN,
+        default=None,
         help=f"clean readings a pump sends before the faults, the model trained on the first "
-        f"15/16 (default {CLEAN})",
+        f"15/16 (default {CLEAN}, or where more, those whose 15/16 cover cold_start.span)",
     )
     ap.add_argument(
         "--test",
@@ -245,6 +247,12 @@ def main() -> int:
         help="retrain as the daemon would, on the data's clock (retrain.every)",
     )
     args = ap.parse_args()
+    if args.step <= 0:
+        ap.error("--step must be positive")
+    if args.clean is None:  # as the daemon's cold start: the first model waits for its span
+        extra = tomllib.loads(args.config.read_text()) if args.config else {}
+        span = ColdStartConfig.model_validate(extra.get("cold_start", {})).span
+        args.clean = max(CLEAN, math.ceil(span / args.step * 16 / 15))
     if args.clean < 2 * WINDOW:
         ap.error(f"--clean must be at least {2 * WINDOW}")
     if args.test < 1:
