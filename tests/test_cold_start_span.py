@@ -73,6 +73,11 @@ def test_the_first_model_waits_for_the_span_and_learns_all_of_it(
             wait_for(lambda: tap.count("pump") == BEFORE, 60, "the readings in the reservoir")
             wait_for(lambda: retrainer._cold_logged.get("pump") == 16, 60, "a look at them")
         assert not pipeline.has_model("pump")
+        # /healthz says why there is no model yet, and how long is left.
+        assert app.health.report().problems == (
+            "model: no model yet for stream 'pump': cold start 83%, 500 readings (200 needed) "
+            "covering 499 s of its time (600 needed)",
+        )
         publish(mqtt_broker, sent[BEFORE:])
         wait_for(lambda: pipeline.has_model("pump"), TRAINING_WAIT, "the first model")
         version = pipeline.model_versions()["pump"]

@@ -92,7 +92,13 @@ def test_healthz_without_a_model_is_degraded(mqtt_broker: PrivateBroker, tmp_pat
         port = running.app.health_server.port
         status, body = healthz(port)
         assert status == 503
-        assert body["problems"] == ["model: no model yet for stream 'pump'"]
+        # How far the cold start is (daemon_config's counts readings alone: span 0)
+        assert body["problems"] == [
+            "model: no model yet for stream 'pump': cold start 0%, 0 readings (2,000 needed)"
+        ]
+        assert body["checks"]["cold_start"] == {
+            "pump": {"collected": 0, "covered_s": 0.0, "progress": 0.0}
+        }
         assert sample(metrics(port), "sentinel_model_active", stream="pump", version="") == 0
 
 

@@ -264,7 +264,19 @@ class SentinelApp:
                 self.health.cluster = self.metrics.cluster = self.cluster
             self.metrics.attach(pipeline, source, writer, retrain.tap if retrain else None)
             probe = DatabaseProbe(store, config.health.database_probe_interval)
-            self.health.attach(pipeline, source, writer, probe)
+            tap = retrain.tap if retrain is not None else None
+            self.health.attach(
+                pipeline,
+                source,
+                writer,
+                probe,
+                cold_start=(
+                    config.cold_start,
+                    pipeline.cold_start_collected
+                    if tap is None
+                    else lambda stream: (tap.count(stream), tap.span(stream)),
+                ),
+            )
             probe.start()
             try:
                 self._start_health_server(store, registry)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from sqlalchemy import text
 
 if TYPE_CHECKING:
     from sentinel.cluster import PartitionOwnership
+    from sentinel.config import ColdStartConfig
     from sentinel.ingest.source import Source
     from sentinel.store import AlertStore, AlertWriter
     from sentinel.worker.pipeline import Pipeline
@@ -37,6 +39,26 @@ log = structlog.get_logger(__name__)
 # The worker wakes at least every 0.1 s; a pass that has not come round for this long is
 # stuck (or blocked on a writer that cannot commit).
 STALL_SECONDS = 30.0
+
+
+# A stream's cold start so far: (readings collected, seconds of its time they cover), or
+# None where it collects nothing (it has a model, or waits for one trained elsewhere).
+Collected = Callable[[str], "tuple[int, float] | None"]
+
+
+def cold_start_problem(stream: str, rule: ColdStartConfig, collected: int, covered: float) -> str:
+    """``/healthz``'s problem line for a stream still without a model: how far its cold
+    start is, so an hour's wait for ``cold_start.span`` reads as one."""
+    progress = rule.progress(collected, covered)
+    if progress >= 1.0:
+        return (
+            f"model: no model yet for stream {stream!r}: cold start collected, training "
+            "(log: training_progress, retrain_finished)"
+        )
+    wants = f"{collected:,} readings ({rule.readings:,} needed)"
+    if rule.span > 0:
+        wants += f" covering {covered:,.0f} s of its time ({rule.span:,.0f} needed)"
+    return f"model: no model yet for stream {stream!r}: cold start {progress:.0%}, {wants}"
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,7 @@ class Health:
         self.fatal: str | None = None
         self._components: tuple[Pipeline, Source, AlertWriter] | None = None
         self._probe: DatabaseProbe | None = None
+        self._cold_start: tuple[ColdStartConfig, Collected] | None = None
         self.cluster: PartitionOwnership | None = None  # with [cluster] on
 
     def attach(
@@ -109,9 +132,13 @@ class Health:
         source: Source,
         writer: AlertWriter,
         probe: DatabaseProbe | None = None,
+        cold_start: tuple[ColdStartConfig, Collected] | None = None,
     ) -> None:
+        """``cold_start``: the rule and where each stream's collection stands, for the
+        problem line of a stream without a model."""
         self._components = (pipeline, source, writer)
         self._probe = probe
+        self._cold_start = cold_start
 
     def report(self) -> HealthReport:
         if self._components is None:
@@ -127,7 +154,19 @@ class Health:
         if db_error:
             problems.append(f"database: unreachable or failing: {db_error}")
         models = pipeline.model_versions()
-        problems += [f"model: no model yet for stream {s!r}" for s, v in models.items() if not v]
+        collecting: dict[str, dict[str, Any]] = {}
+        for stream in (s for s, v in models.items() if not v):
+            got = self._cold_start[1](stream) if self._cold_start is not None else None
+            if got is None or self._cold_start is None:
+                problems.append(f"model: no model yet for stream {stream!r}")
+                continue
+            rule, (collected, covered) = self._cold_start[0], got
+            problems.append(cold_start_problem(stream, rule, collected, covered))
+            collecting[stream] = {
+                "collected": collected,
+                "covered_s": round(covered, 1),
+                "progress": round(rule.progress(collected, covered), 3),
+            }
         stalled = time.monotonic() - pipeline.heartbeat
         if not pipeline.alive:
             problems.append("pipeline: worker thread is not running")
@@ -142,6 +181,7 @@ class Health:
                 "probed_at": self._probe.checked_at if self._probe else None,
             },
             "models": models,
+            "cold_start": collecting,
             "pipeline": {
                 "alive": pipeline.alive,
                 "seconds_since_pass": round(stalled, 3),

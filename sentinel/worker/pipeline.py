@@ -377,6 +377,14 @@ class Pipeline:
     def has_model(self, stream: str) -> bool:
         return self._streams[stream].detector is not None
 
+    def cold_start_collected(self, stream: str) -> tuple[int, float] | None:
+        """The in-memory cold start's readings so far and the seconds of the stream's time
+        they cover; None where the stream collects none (it has a model, or waits for the
+        retrainer's). Read from other threads: one reference to the buffer, then its
+        counters."""
+        buffer = self._streams[stream].cold_start
+        return None if buffer is None else (buffer.collected, buffer.covered)
+
     def model_versions(self) -> dict[str, str | None]:
         """Each stream's active model version (None while it has no model)."""
         return {
