@@ -6,7 +6,7 @@ Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the
 
     .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8] [--detector lstm_forecast]
         [--config VARIANT.toml] [--combine max] [--training-wait 600] [--seed 11]
-        [--window 32]
+        [--window 32] [--step 5 --day 3600] [--product-cold-start]
 
 The daemon runs the product's window (32 readings, hop 4) unless ``--window`` says
 otherwise; the end-to-end tests run the same scenario at 16 to train faster, and the
@@ -21,6 +21,7 @@ measured on the fleet and the suite alike (its ``streams``, ``mqtt``, ``database
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import shutil
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sentinel.config import WindowConfig
+from sentinel.config import ColdStartConfig, WindowConfig
 from sentinel.logs import configure_logging
 from simulators.broker import PrivateBroker
 from tests.e2e_helpers import HOP, TRAINING_WAIT, WINDOW, fleet_detection_scenario
@@ -100,12 +101,32 @@ def main() -> int:
         "an anomaly counts as caught up to one window's span after it",
     )
     ap.add_argument(
+        "--step",
+        type=float,
+        default=5.0,
+        help="seconds between a pump's readings (default 5, the scenario's); with another, "
+        "scale --day with it to keep a day's readings",
+    )
+    ap.add_argument("--day", type=float, default=3600.0, help="seconds in a simulated day")
+    ap.add_argument(
+        "--product-cold-start",
+        action="store_true",
+        help="the daemon's default cold start (cold_start.readings covering "
+        "cold_start.span) instead of the scenario's 750 readings a pump; the clean "
+        "readings a pump sends before the faults then cover the span and 1/16 more",
+    )
+    ap.add_argument(
         "--keep",
         type=Path,
         help="copy each setting's alerts.json and truth.json here (KEEP/runN/), to read "
         "which faults were missed and which alerts were false",
     )
     args = ap.parse_args()
+    if args.step <= 0 or args.day <= 0:
+        ap.error("--step and --day must be positive")
+    warmup = 800
+    if args.product_cold_start:
+        warmup = max(warmup, math.ceil(ColdStartConfig().span / args.step * 16 / 15))
     model: dict[str, Any] | None = {"detector": args.detector} if args.detector else None
     if args.combine:
         model = {**(model or {}), "ensemble_combine": args.combine}
@@ -141,6 +162,10 @@ def main() -> int:
                     extra=extra,
                     training_wait=args.training_wait,
                     seed=args.seed,
+                    step=args.step,
+                    day_length=args.day,
+                    warmup_steps=warmup,
+                    product_cold_start=args.product_cold_start,
                 )
                 rows.append((name, result))
                 if args.keep:
@@ -154,7 +179,9 @@ def main() -> int:
     print(
         f"\nmachine: {platform.machine()}, python {platform.python_version()}; "
         f"fleet seed {args.seed}, window {extra['windows']['length']}, hop "
-        f"{extra['windows']['hop']}"
+        f"{extra['windows']['hop']}; step {args.step:g} s, day {args.day:g} s, {warmup} clean "
+        f"readings a pump, {'the daemon default' if args.product_cold_start else 'the scenario'}"
+        "'s cold start"
     )
     print("| setting | recall | caught / injected | false alerts per device-hour | by kind |")
     print("|---|---|---|---|---|")

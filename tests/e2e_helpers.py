@@ -285,6 +285,10 @@ def fleet_detection_scenario(
     extra: dict[str, dict[str, Any]] | None = None,
     training_wait: float = TRAINING_WAIT,
     seed: int = 11,
+    step: float = 5.0,
+    day_length: float = 3600.0,
+    warmup_steps: int = 800,
+    product_cold_start: bool = False,
 ) -> DetectionResult:
     """12 simulated pumps from nothing: clean operation, cold-start training, then faults.
 
@@ -303,11 +307,16 @@ def fleet_detection_scenario(
     ``seed``: the simulator's draw (pumps, loads, faults). 11 is the scenario every setting
     was measured on; other seeds are fleets nobody tuned on.
 
+    ``step``, ``day_length``, ``warmup_steps``: the fleet at another sampling interval
+    (``benchmarks/fleet_detection.py --step``). ``product_cold_start``: the daemon's default
+    cold start (``cold_start.readings`` covering ``cold_start.span``) instead of the
+    scenario's 750 readings a pump; ``warmup_steps`` must then cover the span.
+
     The faults are published only once the model is trained, so ``training_wait`` (seconds
     allowed for the cold-start training) changes how long a slow detector may take, never
     what it detects.
     """
-    devices, warmup_steps, test_steps, step = 12, 800, 2400, 5.0
+    devices, test_steps = 12, 2400
     sim = FleetSimulator(
         devices,
         seed=seed,
@@ -315,10 +324,11 @@ def fleet_detection_scenario(
         start_ts=1_709_251_200.0,
         anomaly_rate=2.0,
         warmup=warmup_steps * step,
-        day_length=3600.0,
+        day_length=day_length,
     )
     sections: dict[str, dict[str, Any]] = {
-        "cold_start": {"readings": devices * (warmup_steps - 50), "span": 0},
+        # At 5 s the scenario's 750 readings a pump cover 62 minutes: the span's hour too.
+        "cold_start": {} if product_cold_start else {"readings": devices * (warmup_steps - 50)},
         "windows": {"max_gap": 3 * step},
     }
     for key, value in (extra or {}).items():
