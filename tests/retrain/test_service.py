@@ -185,32 +185,40 @@ def test_a_cold_start_logs_its_progress_while_the_reservoir_fills(tmp_path: Path
     assert not [e for e in logs if e["event"] in ("cold_start_collected", "retrain_requested")]
 
 
-def recorder(requested: list[str]) -> Callable[[str, str], bool]:
-    """A ``Retrainer.request`` that only notes each request's reason."""
-
-    def request(stream: str, reason: str) -> bool:
-        requested.append(reason)
-        return True
-
-    return request
-
-
-def test_a_cold_start_also_waits_for_an_hour_of_the_streams_time(tmp_path: Path) -> None:
-    config = make_config(tmp_path / "state").model_copy(
-        update={"cold_start": ColdStartConfig(readings=600, span=3600)}
-    )
-    stored, covered = [0], [0.0]
-    requested: list[str] = []
+def cold_retrainer(
+    tmp_path: Path, rule: ColdStartConfig, count: Callable[[str], int], span: Callable[[str], float]
+) -> tuple[Retrainer, list[str]]:
+    """A retrainer of a stream without a model whose reservoir holds ``count`` readings
+    covering ``span`` seconds, under ``rule``; the reasons of its requests are noted in the
+    list, never run."""
+    config = make_config(tmp_path / "state").model_copy(update={"cold_start": rule})
     retrainer = Retrainer(
         config,
         ModelRegistry(config.models_dir),
         CPU,
         has_model=lambda stream: False,
-        reservoir_count=lambda stream: stored[0],
-        reservoir_span=lambda stream: covered[0],
+        reservoir_count=count,
+        reservoir_span=span,
         install=lambda *args, **kwargs: None,
     )
-    retrainer.request = recorder(requested)  # type: ignore[method-assign,assignment]
+    requested: list[str] = []
+
+    def request(stream: str, reason: str) -> bool:
+        requested.append(reason)
+        return True
+
+    retrainer.request = request  # type: ignore[method-assign]
+    return retrainer, requested
+
+
+def test_a_cold_start_also_waits_for_an_hour_of_the_streams_time(tmp_path: Path) -> None:
+    stored, covered = [0], [0.0]
+    retrainer, requested = cold_retrainer(
+        tmp_path,
+        ColdStartConfig(readings=600, span=3600),
+        lambda stream: stored[0],
+        lambda stream: covered[0],
+    )
 
     def progress() -> list[float]:
         return [e["progress"] for e in logs if e["event"] == "cold_start_progress"]
@@ -237,21 +245,13 @@ def test_a_cold_start_also_waits_for_an_hour_of_the_streams_time(tmp_path: Path)
 
 
 def test_a_cold_start_trains_at_max_readings_whatever_span_they_cover(tmp_path: Path) -> None:
-    config = make_config(tmp_path / "state").model_copy(
-        update={"cold_start": ColdStartConfig(readings=600, span=3600, max_readings=5000)}
-    )
     stored = [4999]
-    requested: list[str] = []
-    retrainer = Retrainer(
-        config,
-        ModelRegistry(config.models_dir),
-        CPU,
-        has_model=lambda stream: False,
-        reservoir_count=lambda stream: stored[0],
-        reservoir_span=lambda stream: 60.0,  # a large fleet's first minute
-        install=lambda *args, **kwargs: None,
+    retrainer, requested = cold_retrainer(
+        tmp_path,
+        ColdStartConfig(readings=600, span=3600, max_readings=5000),
+        lambda stream: stored[0],
+        lambda stream: 60.0,  # a large fleet's first minute
     )
-    retrainer.request = recorder(requested)  # type: ignore[method-assign,assignment]
     with capture_logs() as logs:
         retrainer.start()
         try:
