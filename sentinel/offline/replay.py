@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sentinel.config import ColdStartConfig, SentinelConfig, StreamConfig
+from sentinel.config import SentinelConfig, StreamConfig
 from sentinel.errors import DataError
 from sentinel.judge.evidence import onset
 from sentinel.model import Detector, detector_type, scoring_device, training_options
@@ -50,7 +50,7 @@ from sentinel.retrain.clock import DataClockRetrainer
 from sentinel.worker.coldstart import TrainingJob
 from sentinel.worker.pipeline import Pipeline
 
-__all__ = ["AlertRows", "ReplaySummary", "cold_start_rows", "replay", "split_labels"]
+__all__ = ["AlertRows", "ReplaySummary", "replay", "split_labels"]
 
 _BATCH = 256  # readings per pipeline pass, as the live worker drains its queue
 
@@ -181,18 +181,6 @@ def why_anomalous(verdict: Verdict, features: Sequence[str]) -> str:
             name = features[hit.feature] if hit.feature < len(features) else str(hit.feature)
             parts.append(f"{kind}:{name}")
     return "+".join(parts) or "score"
-
-
-def cold_start_rows(rule: ColdStartConfig, timestamps: np.ndarray) -> int | None:
-    """How many of a recording's first rows the daemon's cold start would train its first
-    model on: ``rule.readings`` of them covering ``rule.span`` seconds, or
-    ``rule.max_readings``. None where the recording ends before."""
-    ts = np.asarray(timestamps, dtype=np.float64)
-    covered = np.maximum.accumulate(ts) - np.minimum.accumulate(ts)
-    for n in range(rule.readings, len(ts) + 1):
-        if rule.ready(n, float(covered[n - 1])):
-            return n
-    return None
 
 
 def replay(
