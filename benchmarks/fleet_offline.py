@@ -138,6 +138,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         models={"pump": detector},
         observer=observe,
         tap=clock.tap if clock is not None else None,
+        # as the daemon's empty database: a pump not warmed with the model is new to it
+        recall=lambda stream, devices: {},
     )
     pipeline.warm_up(
         "pump", [_reading(r) for s in readings[:warm] for r in s if r.device not in cold]

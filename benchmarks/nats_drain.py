@@ -125,7 +125,7 @@ def _daemon_drain(server: PrivateNats, state: Path, partitions: int, total: int)
             "nats": {"servers": [server.url], "partitions": partitions, "name": "bench"},
             "publish": {"enabled": False},
             "retrain": {"enabled": False},
-            "cold_start": {"readings": 10_000_000},
+            "cold_start": {"readings": 10_000_000, "span": 0},
             "windows": {"length": 32, "hop": 4},
             "health": {"enabled": False},
             "logging": {"level": "warning"},

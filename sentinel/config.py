@@ -622,7 +622,10 @@ class ColdStartConfig(Section):
         "pumps read every second are four minutes, one or two load changes, and the model "
         "and every device's checks would start on them. The default, an hour, binds only "
         "fast streams (3,000 readings of one meter read every 5 minutes are ten days). "
-        "Stops binding at `max_readings`. 0: `readings` alone.",
+        "Stops binding at `max_readings`. A device that joins the stream after its model "
+        "(nothing stored of it, not warmed with the model) learns for as long: its first "
+        "`span` seconds are judged with alerts suppressed. 0: `readings` alone, and a "
+        "joining device judged from its first window.",
     )
     max_readings: int = Field(
         default=50_000,

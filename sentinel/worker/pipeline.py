@@ -17,7 +17,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -123,6 +123,12 @@ class _Stream:
     # While the stream has no model: each device's latest readings, judged once it has
     # one so the device starts warm (sentinel.worker.warmup)
     tail: WarmTail | None = None
+    # Devices warmed on readings from before a model (they were learnt with it)
+    warmed: set[str] = field(default_factory=set)
+    # Devices first seen after the stream had its model, neither stored nor warmed, and
+    # the time of their first reading: judged with alerts suppressed until cold_start.span
+    # of their own time has passed, as the stream's first devices were (_score)
+    learning: dict[str, float] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -138,7 +144,9 @@ class Pipeline:
     Devices are held in memory only while they talk (``sentinel.worker.devices``): one that is
     not held is looked up with ``recall`` (the daemon passes the store's), at most
     ``max_devices`` per stream are held, and one silent for ``ingest.device_idle`` leaves
-    memory unless an alert keeps it.
+    memory unless an alert keeps it. With ``recall``, a device it has nothing of that joins
+    a stream with a model learns for ``cold_start.span`` first (``_joined``); without one
+    (replay, a harness) nothing tells a new device from a known one, and none waits.
     """
 
     def __init__(
@@ -232,6 +240,7 @@ class Pipeline:
         self._devices = DeviceTable(
             {s.name: s.max_devices for s in config.streams}, recall, self._stopping
         )
+        self._knows_devices = recall is not None  # whether a device can be new (_joined)
         self._next_sweep = time.monotonic()
         self._streams: dict[str, _Stream] = {}
         for stream in config.streams:
@@ -483,10 +492,13 @@ class Pipeline:
                 key = (reading.stream, reading.device)
                 state = self._devices.get(key)
                 if state is None:
-                    state = self._devices.admit(key, recalled.get(key), now)
+                    known = recalled.get(key)
+                    state = self._devices.admit(key, known, now)
                     if state is None:
                         self._refuse(key, delivery.topic)
                         continue
+                    if known is None and self._knows_devices:
+                        self._joined(reading)
                 present.add(key)
                 if reading.ts <= state.last_ts:
                     reason = (
@@ -668,11 +680,51 @@ class Pipeline:
                 idle_s=idle,
             )
 
+    def _joined(self, reading: Reading) -> None:
+        """A device the store has nothing of: one that joins a stream which already has its
+        model, and was not warmed with it, learns for its first ``cold_start.span`` seconds
+        before its alerts count."""
+        runtime = self._streams[reading.stream]
+        span = self._config.cold_start.span
+        if span > 0 and runtime.detector is not None and reading.device not in runtime.warmed:
+            runtime.learning[reading.device] = reading.ts
+            log.info(
+                "device_learning",
+                stream=reading.stream,
+                device=reading.device,
+                until=reading.ts + span,
+            )
+
+    def _learnt(self, runtime: _Stream, windows: list[Window]) -> list[Window]:
+        """Judge the windows of devices still in their first ``cold_start.span`` as the warm
+        start judges (learnt, no alert, nothing recorded); the rest are returned."""
+        span = self._config.cold_start.span
+        learning: list[Window] = []
+        rest: list[Window] = []
+        for window in windows:
+            first = runtime.learning.get(window.device)
+            if first is None:
+                rest.append(window)
+            elif window.end_ts < first + span:
+                learning.append(window)
+            else:
+                del runtime.learning[window.device]
+                log.info("device_learnt", stream=window.stream, device=window.device)
+                rest.append(window)
+        if learning:
+            self._judge(runtime, learning, live=False)
+            self.stats.learning_windows += len(learning)
+        return rest
+
     def _score(self, runtime: _Stream, windows: list[Window]) -> list[Alert]:
         self.stats.windows += len(windows)
         if runtime.detector is None:
             self.stats.windows_unscored += len(windows)
             return []
+        if runtime.learning:
+            windows = self._learnt(runtime, windows)
+            if not windows:
+                return []
         verdicts = self._judge(runtime, windows)
         changes: list[Alert] = []
         history = self._history
@@ -877,6 +929,7 @@ class Pipeline:
         newest of them, so the live windows that follow continue without a seam."""
         if runtime.detector is None or not readings:
             return
+        runtime.warmed.add(device)
         runtime.windows.reset(device)
         windows = [w for r in readings if (w := runtime.windows.add(r)) is not None]
         if not windows:

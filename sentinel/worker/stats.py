@@ -61,6 +61,8 @@ class PipelineStats:
     windows: int = 0
     windows_unscored: int = 0  # no model yet for the stream
     warm_windows: int = 0  # judged with alerts suppressed at a first model (warmup.py)
+    # judged with alerts suppressed in a device's first cold_start.span after it joined
+    learning_windows: int = 0
     scored: int = 0
     anomalous: int = 0
     recurring: int = 0  # above the threshold, normal as a recurring excursion (recurring.py)
@@ -79,6 +81,7 @@ class PipelineStats:
             "windows": self.windows,
             "windows_unscored": self.windows_unscored,
             "warm_windows": self.warm_windows,
+            "learning_windows": self.learning_windows,
             "scored": self.scored,
             "anomalous": self.anomalous,
             "recurring": self.recurring,

@@ -1,0 +1,72 @@
+"""A device that joins a stream which already has its model learns for its first
+``cold_start.span`` seconds, judged with alerts suppressed, as the stream's first devices
+did before the model (issue #21); a device the store knows, or one warmed with the model,
+is judged from its first window."""
+
+from __future__ import annotations
+
+from structlog.testing import capture_logs
+
+from sentinel.records import DeviceProgress, Reading
+from tests.fakes import FakeDetector, Harness, delivery, make_config
+
+SPAN = 600.0
+
+
+def spiky(start: int, end: int, spike_at: int) -> list:  # type: ignore[type-arg]
+    """Readings every second; one spike at ``spike_at``, which the fake model alerts on."""
+    return [delivery("a", float(t), 9.0 if t == spike_at else 0.1) for t in range(start, end)]
+
+
+def empty_store(stream: str, devices: object) -> dict[tuple[str, str], DeviceProgress]:
+    return {}  # a daemon's store that has never seen the device
+
+
+def harness(**kw: object) -> Harness:
+    config = make_config(cold_start={"readings": 64, "span": SPAN})
+    return Harness({"pump": FakeDetector()}, config, **{"recall": empty_store, **kw})
+
+
+def test_a_device_that_joins_learns_for_the_span_then_alerts() -> None:
+    h = harness()
+    with capture_logs() as logs:
+        h.batches.append(h.pipeline.process(spiky(0, 300, spike_at=100)))  # inside its first 600 s
+        assert h.alerts == []
+        assert h.pipeline.stats.learning_windows > 0
+        h.batches.append(h.pipeline.process(spiky(300, 760, spike_at=700)))  # after them
+    assert h.alerts, "the spike after the span raised no alert"
+    assert min(a.started_at for a in h.alerts) >= 600
+    events = [e["event"] for e in logs if e["event"].startswith("device_")]
+    assert events == ["device_learning", "device_learnt"]
+
+
+def test_a_device_the_store_knows_is_judged_from_its_first_window() -> None:
+    stored = {("pump", "a"): DeviceProgress("pump", "a", -1.0, 5000)}
+    h = harness(recall=lambda stream, devices: {k: v for k, v in stored.items() if k[1] in devices})
+    h.batches.append(h.pipeline.process(spiky(0, 300, spike_at=100)))
+    assert h.alerts, "a known device's spike raised no alert"
+    assert h.pipeline.stats.learning_windows == 0
+
+
+def test_a_device_warmed_with_the_model_is_judged_from_its_first_window() -> None:
+    h = harness()
+    h.pipeline.warm_up("pump", [Reading("pump", "a", float(t), (0.1, 0.0)) for t in range(-300, 0)])
+    h.batches.append(h.pipeline.process(spiky(0, 300, spike_at=100)))
+    assert h.alerts, "a warmed device's spike raised no alert"
+    assert h.pipeline.stats.learning_windows == 0
+
+
+def test_without_a_store_no_device_is_new() -> None:
+    # replay, a harness: nothing tells a new device from a known one
+    h = Harness({"pump": FakeDetector()}, make_config(cold_start={"readings": 64, "span": SPAN}))
+    h.batches.append(h.pipeline.process(spiky(0, 300, spike_at=100)))
+    assert h.alerts
+    assert h.pipeline.stats.learning_windows == 0
+
+
+def test_span_zero_judges_a_joining_device_at_once() -> None:
+    config = make_config(cold_start={"readings": 64, "span": 0})
+    h = Harness({"pump": FakeDetector()}, config, recall=empty_store)
+    h.batches.append(h.pipeline.process(spiky(0, 300, spike_at=100)))
+    assert h.alerts
+    assert h.pipeline.stats.learning_windows == 0
