@@ -16,7 +16,15 @@ from sentinel.config import SentinelConfig
 from sentinel.model import ModelRegistry
 from simulators.broker import PrivateBroker, Publisher
 from simulators.fleet import FEATURES
-from tests.e2e_helpers import TRAINING_WAIT, TRAINS_IN_BODY, daemon_config, running_app, wait_for
+from tests.e2e_helpers import (
+    TRAINING_WAIT,
+    TRAINS_IN_BODY,
+    all_alerts,
+    daemon_config,
+    readings_committed,
+    running_app,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,3 +94,51 @@ def test_the_first_model_waits_for_the_span_and_learns_all_of_it(
     training = ModelRegistry(models).load_version("pump", version, None).meta.training
     # It learnt from the span's readings, not the first READINGS of them.
     assert float(training["last_ts"]) - float(training["first_ts"]) >= SPAN
+
+
+def device_messages(device: str, start: float, n: int, spike_at: int) -> list[tuple[str, bytes]]:
+    """``n`` readings a second of normal noise, one reading far off every channel."""
+    rng = np.random.default_rng(6)
+    out = []
+    for i in range(n):
+        values = {f: 10.0 + float(rng.standard_normal()) for f in FEATURES}
+        if i == spike_at:
+            values = {f: v + 40.0 for f, v in values.items()}
+        out.append((f"plant/{device}/pump", json.dumps({"ts": start + i, **values}).encode()))
+    return out
+
+
+@TRAINS_IN_BODY
+def test_a_device_that_joins_after_the_model_learns_for_the_span_then_alerts(
+    mqtt_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'sentinel.db'}"
+    config = daemon_config(
+        tmp_path / "state",
+        mqtt_broker,
+        database_url=url,
+        client_id=f"join-{tmp_path.name}"[:60],
+        cold_start={"readings": READINGS, "span": SPAN},
+        model={"epochs": 2, "hidden_size": 16, "latent_size": 4, "train_stride": 4},
+    )
+    start = time.time() - 2 * (BEFORE + AFTER) - 1000
+    with running_app(config) as running:
+        pipeline = running.app.pipeline
+        assert pipeline is not None
+        publish(mqtt_broker, messages(start))  # p1: the cold start, and the model
+        wait_for(lambda: pipeline.has_model("pump"), TRAINING_WAIT, "the first model")
+        joined = start + BEFORE + AFTER
+        # p2 joins: a spike 100 s in, inside its first SPAN seconds, alerts nothing ...
+        publish(mqtt_broker, device_messages("p2", joined, 300, spike_at=100))
+        sent = BEFORE + AFTER + 300
+        wait_for(lambda: readings_committed(url) == sent, 60, "p2's readings committed")
+        assert pipeline.stats.learning_windows > 0
+        assert [a for a in all_alerts(url) if a.device == "p2"] == []
+        # ... one after them does.
+        later = device_messages("p2", joined + 300, 500, spike_at=400)
+        publish(mqtt_broker, later)
+        wait_for(
+            lambda: any(a.device == "p2" for a in all_alerts(url)), 60, "p2's alert after its span"
+        )
+    [alert] = [a for a in all_alerts(url) if a.device == "p2"]
+    assert alert.started_at.timestamp() >= joined + SPAN
