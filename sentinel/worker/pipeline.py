@@ -75,6 +75,7 @@ from sentinel.worker.commands import (
 )
 from sentinel.worker.devices import Abandoned, DeviceTable, Recall
 from sentinel.worker.history import HistoryBuckets
+from sentinel.worker.joining import JoiningDevices
 from sentinel.worker.shadow import Shadow
 from sentinel.worker.snapshots import SharedJudgeState, ThresholdSnapshots
 from sentinel.worker.stats import PipelineStats, RejectionLog
@@ -125,10 +126,6 @@ class _Stream:
     tail: WarmTail | None = None
     # Devices warmed on readings from before a model (they were learnt with it)
     warmed: set[str] = field(default_factory=set)
-    # Devices first seen after the stream had its model, neither stored nor warmed, and
-    # the time of their first reading: judged with alerts suppressed until cold_start.span
-    # of their own time has passed, as the stream's first devices were (_score)
-    learning: dict[str, float] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -211,6 +208,8 @@ class Pipeline:
         self._constants = ConstantCheck(config.constants, config.windows.hop)
         self._command_levels = CommandLevelCheck(config.command_levels, config.windows.hop)
         self._recurring = RecurringExcursions(config.threshold)
+        # Devices that joined a stream with a model, while they learn (_joined, _learnt)
+        self._joining = JoiningDevices()
         self._snapshots = (
             ThresholdSnapshots(
                 snapshot_path,
@@ -222,6 +221,7 @@ class Pipeline:
                 self._command_levels,
                 self._shifts,
                 self._periods,
+                self._joining,
             )
             if snapshot_path is not None
             else None
@@ -687,7 +687,7 @@ class Pipeline:
         runtime = self._streams[reading.stream]
         span = self._config.cold_start.span
         if span > 0 and runtime.detector is not None and reading.device not in runtime.warmed:
-            runtime.learning[reading.device] = reading.ts
+            self._joining.begin(reading.stream, reading.device, reading.ts)
             log.info(
                 "device_learning",
                 stream=reading.stream,
@@ -702,13 +702,13 @@ class Pipeline:
         learning: list[Window] = []
         rest: list[Window] = []
         for window in windows:
-            first = runtime.learning.get(window.device)
+            first = self._joining.first(window.stream, window.device)
             if first is None:
                 rest.append(window)
             elif window.end_ts < first + span:
                 learning.append(window)
             else:
-                del runtime.learning[window.device]
+                self._joining.end(window.stream, window.device)
                 log.info("device_learnt", stream=window.stream, device=window.device)
                 rest.append(window)
         if learning:
@@ -721,7 +721,7 @@ class Pipeline:
         if runtime.detector is None:
             self.stats.windows_unscored += len(windows)
             return []
-        if runtime.learning:
+        if self._joining.any(runtime.config.name):
             windows = self._learnt(runtime, windows)
             if not windows:
                 return []

@@ -6,7 +6,8 @@ only for the models still in use (a new model has its own score scale), while th
 check's noise scales and remembered spikes, the score's remembered recurring
 excursions (``recurring``), the relation check's fits (``relations``), the settled
 levels after each command (``command_levels``), the shift check's spreads and limits
-(``shifts``) and the period check's blocks (``periods``), which belong to the devices, are
+(``shifts``), the period check's blocks (``periods``) and the first reading time of each
+device still learning after it joined (``joining``), which belong to the devices, are
 taken back whatever the model. The
 constant check's learnt values (``constants``) belong to the model's training values, so
 they come back only for the same model, as the thresholds do. A snapshot that cannot be
@@ -39,6 +40,7 @@ from sentinel.judge.shifts import ShiftCheck
 from sentinel.judge.spikes import SpikeCheck
 from sentinel.judge.threshold import ThresholdBank
 from sentinel.records import DeviceJudgeState
+from sentinel.worker.joining import JoiningDevices
 
 __all__ = ["SharedJudgeState", "ThresholdSnapshots"]
 
@@ -58,6 +60,7 @@ _PARTS = (
     "command_levels",
     "shifts",
     "periods",
+    "joining",
 )
 
 
@@ -87,8 +90,10 @@ class ThresholdSnapshots:
         command_levels: CommandLevelCheck | None = None,
         shifts: ShiftCheck | None = None,
         periods: PeriodCheck | None = None,
+        joining: JoiningDevices | None = None,
     ) -> None:
         self.path = path
+        self._joining = joining
         self._thresholds = thresholds
         self._spikes = spikes
         self._constants = constants
@@ -109,6 +114,7 @@ class ThresholdSnapshots:
             "command_levels": (self._command_levels.snapshot(name) if self._command_levels else {}),
             "shifts": self._shifts.snapshot(name) if self._shifts else {},
             "periods": self._periods.snapshot(name) if self._periods else {},
+            "joining": self._joining.snapshot(name) if self._joining else {},
         }
 
     def collect(
@@ -197,6 +203,8 @@ class ThresholdSnapshots:
             self._shifts.restore(name, saved.get("shifts", {}), features)
         if self._periods is not None:  # and their recent periods (issue #21)
             self._periods.restore(name, saved.get("periods", {}), features)
+        if self._joining is not None:  # and how long those that joined still learn
+            self._joining.restore(name, saved.get("joining", {}))
         if saved["model_version"] != version:
             log.info(
                 "threshold_snapshot_stale",

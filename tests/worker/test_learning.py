@@ -1,13 +1,18 @@
 """A device that joins a stream which already has its model learns for its first
 ``cold_start.span`` seconds, judged with alerts suppressed, as the stream's first devices
 did before the model (issue #21); a device the store knows, or one warmed with the model,
-is judged from its first window."""
+is judged from its first window; one still learning at a restart goes on learning."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from sentinel.records import DeviceProgress, Reading
+from sentinel.worker.devices import Recall
+from sentinel.worker.pipeline import Pipeline
 from tests.fakes import FakeDetector, Harness, delivery, make_config
 
 SPAN = 600.0
@@ -70,3 +75,31 @@ def test_span_zero_judges_a_joining_device_at_once() -> None:
     h.batches.append(h.pipeline.process(spiky(0, 300, spike_at=100)))
     assert h.alerts
     assert h.pipeline.stats.learning_windows == 0
+
+
+def test_a_device_still_learning_goes_on_learning_after_a_restart(tmp_path: Path) -> None:
+    snapshot = tmp_path / "thresholds.json"
+    config = make_config(cold_start={"readings": 64, "span": SPAN})
+
+    def pipeline(recall: Recall) -> Pipeline:
+        return Pipeline(
+            config,
+            sink=lambda batch: None,
+            request_training=lambda job: None,
+            models={"pump": FakeDetector()},
+            snapshot_path=snapshot,
+            recall=recall,
+        )
+
+    first = pipeline(empty_store)
+    first.start()
+    for t in range(200):
+        assert first.offer(delivery("a", float(t), 0.1))
+    first.stop()  # saves the snapshot
+    assert json.loads(snapshot.read_text())["streams"]["pump"]["joining"] == {"a": 0.0}
+    # The restart: the database knows "a" now, and the snapshot that it is still learning.
+    stored = {("pump", "a"): DeviceProgress("pump", "a", 199.0, 200)}
+    second = pipeline(lambda stream, devices: {k: v for k, v in stored.items() if k[1] in devices})
+    batch = second.process(spiky(200, 400, spike_at=300))  # 300 s: inside its first 600
+    assert batch.alerts == ()
+    assert second.stats.learning_windows > 0
