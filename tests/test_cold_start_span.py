@@ -86,6 +86,10 @@ def test_the_first_model_waits_for_the_span_and_learns_all_of_it(
             "model: no model yet for stream 'pump': cold start 83%, 500 readings (200 needed) "
             "covering 499 s of its time (600 needed)",
         )
+        progress = app.metrics.registry.get_sample_value(
+            "sentinel_cold_start_progress", {"stream": "pump"}
+        )
+        assert progress == pytest.approx(499 / SPAN)
         publish(mqtt_broker, sent[BEFORE:])
         wait_for(lambda: pipeline.has_model("pump"), TRAINING_WAIT, "the first model")
         version = pipeline.model_versions()["pump"]

@@ -100,6 +100,9 @@ def test_healthz_without_a_model_is_degraded(mqtt_broker: PrivateBroker, tmp_pat
             "pump": {"collected": 0, "covered_s": 0.0, "progress": 0.0}
         }
         assert sample(metrics(port), "sentinel_model_active", stream="pump", version="") == 0
+        # the cold start's progress is there, at 0 (sample() reads a missing series as 0)
+        scraped = metrics(port)
+        assert scraped[("sentinel_cold_start_progress", (("stream", "pump"),))] == 0
 
 
 def test_readings_the_reservoir_cannot_store_are_counted_in_metrics(

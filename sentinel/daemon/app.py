@@ -262,21 +262,17 @@ class SentinelApp:
                 assert fence is not None
                 self.cluster = self._make_cluster(store, pipeline, source, fence)
                 self.health.cluster = self.metrics.cluster = self.cluster
-            self.metrics.attach(pipeline, source, writer, retrain.tap if retrain else None)
-            probe = DatabaseProbe(store, config.health.database_probe_interval)
             tap = retrain.tap if retrain is not None else None
-            self.health.attach(
-                pipeline,
-                source,
-                writer,
-                probe,
-                cold_start=(
-                    config.cold_start,
-                    pipeline.cold_start_collected
-                    if tap is None
-                    else lambda stream: (tap.count(stream), tap.span(stream)),
-                ),
+            # Where each stream's cold start stands: the reservoir's, or the in-memory one's
+            cold_start = (
+                config.cold_start,
+                pipeline.cold_start_collected
+                if tap is None
+                else lambda stream: (tap.count(stream), tap.span(stream)),
             )
+            self.metrics.attach(pipeline, source, writer, tap, cold_start)
+            probe = DatabaseProbe(store, config.health.database_probe_interval)
+            self.health.attach(pipeline, source, writer, probe, cold_start=cold_start)
             probe.start()
             try:
                 self._start_health_server(store, registry)

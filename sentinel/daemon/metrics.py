@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from sentinel.cluster import PartitionOwnership
+    from sentinel.config import ColdStartConfig
+    from sentinel.daemon.health import Collected
     from sentinel.ingest.source import Source
     from sentinel.records import ScoreBucket
     from sentinel.retrain.reservoir import ReservoirTap
@@ -218,10 +220,13 @@ class Metrics:
         source: Source,
         writer: AlertWriter,
         reservoir: ReservoirTap | None = None,
+        cold_start: tuple[ColdStartConfig, Collected] | None = None,
     ) -> None:
-        """Start reporting these components (before that, only process metrics)."""
+        """Start reporting these components (before that, only process metrics);
+        ``cold_start``: the rule and where each stream's collection stands."""
         self._collector.components = (pipeline, source, writer)
         self._collector.reservoir = reservoir
+        self._collector.cold_start = cold_start
         pipeline.on_scored = self.observe_scoring
         pipeline.on_history = self.devices.observe
 
@@ -240,6 +245,7 @@ class _ComponentCollector(Collector):
         self.reservoir: ReservoirTap | None = None  # with retraining on
         self.cluster: PartitionOwnership | None = None  # with [cluster] on
         self.device_series: DeviceSeries | None = None
+        self.cold_start: tuple[ColdStartConfig, Collected] | None = None
         self._state_dir = state_dir
         self._started = time.time()
 
@@ -264,6 +270,8 @@ class _ComponentCollector(Collector):
             return
         pipeline, source, writer = self.components
         yield from _pipeline_metrics(pipeline)
+        if self.cold_start is not None:
+            yield _cold_start_metric(pipeline, *self.cold_start)
         connection = source.status()  # named by the source: sentinel_mqtt_connected, ...
         yield GaugeMetricFamily(
             f"sentinel_{connection.name}_connected",
@@ -392,6 +400,21 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
     for stream, version in sorted(pipeline.model_versions().items()):
         model.add_metric([stream, version or ""], 1 if version else 0)
     yield model
+
+
+def _cold_start_metric(pipeline: Pipeline, rule: ColdStartConfig, collected: Collected) -> Metric:
+    progress = GaugeMetricFamily(
+        "sentinel_cold_start_progress",
+        "How far the cold start of each stream without a model is, 0 to 1: the slower of "
+        "its readings (cold_start.readings) and the span of its time they cover "
+        "(cold_start.span); absent for a stream with a model.",
+        labels=["stream"],
+    )
+    for stream, version in sorted(pipeline.model_versions().items()):
+        got = None if version else collected(stream)
+        if got is not None:
+            progress.add_metric([stream], rule.progress(*got))
+    return progress
 
 
 def stats_dict(pipeline: Pipeline, source: Source, writer: AlertWriter) -> dict[str, Any]:
