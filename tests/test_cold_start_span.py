@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,6 +47,19 @@ def messages(start: float) -> list[tuple[str, bytes]]:
     ]
 
 
+def span_config(broker: PrivateBroker, tmp_path: Path, retrain: bool = True) -> dict[str, Any]:
+    """The daemon on SQLite with a small, fast model and a cold start of READINGS over SPAN."""
+    return daemon_config(
+        tmp_path / "state",
+        broker,
+        database_url=f"sqlite:///{tmp_path / 'sentinel.db'}",
+        client_id=f"span-{tmp_path.name}"[:60],
+        cold_start={"readings": READINGS, "span": SPAN},
+        model={"epochs": 2, "hidden_size": 16, "latent_size": 4, "train_stride": 4},
+        retrain={"enabled": retrain},
+    )
+
+
 def publish(broker: PrivateBroker, part: list[tuple[str, bytes]]) -> None:
     publisher = Publisher(broker.url, protocol=broker.protocol)
     publisher.start()
@@ -59,15 +73,7 @@ def publish(broker: PrivateBroker, part: list[tuple[str, bytes]]) -> None:
 def test_the_first_model_waits_for_the_span_and_learns_all_of_it(
     mqtt_broker: PrivateBroker, tmp_path: Path, retrain: bool
 ) -> None:
-    config = daemon_config(
-        tmp_path / "state",
-        mqtt_broker,
-        database_url=f"sqlite:///{tmp_path / 'sentinel.db'}",
-        client_id=f"span-{tmp_path.name}"[:60],
-        cold_start={"readings": READINGS, "span": SPAN},
-        model={"epochs": 2, "hidden_size": 16, "latent_size": 4, "train_stride": 4},
-        retrain={"enabled": retrain},
-    )
+    config = span_config(mqtt_broker, tmp_path, retrain=retrain)
     sent = messages(time.time() - BEFORE - AFTER - 10)
     with running_app(config) as running:
         app, pipeline = running.app, running.app.pipeline
@@ -116,15 +122,8 @@ def device_messages(device: str, start: float, n: int, spike_at: int) -> list[tu
 def test_a_device_that_joins_after_the_model_learns_for_the_span_then_alerts(
     mqtt_broker: PrivateBroker, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'sentinel.db'}"
-    config = daemon_config(
-        tmp_path / "state",
-        mqtt_broker,
-        database_url=url,
-        client_id=f"join-{tmp_path.name}"[:60],
-        cold_start={"readings": READINGS, "span": SPAN},
-        model={"epochs": 2, "hidden_size": 16, "latent_size": 4, "train_stride": 4},
-    )
+    config = span_config(mqtt_broker, tmp_path)
+    url = config["database"]["url"]
     start = time.time() - 2 * (BEFORE + AFTER) - 1000
     with running_app(config) as running:
         pipeline = running.app.pipeline
