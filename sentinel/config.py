@@ -604,6 +604,11 @@ class ModelConfig(Section):
         return self
 
 
+# The most of ``retrain.reservoir_age`` a cold start on the reservoir waits to cover: its
+# pruning keeps the readings just under that age, so waiting for all of it could last for ever.
+COLD_START_SPAN_OF_AGE = 0.9
+
+
 class ColdStartConfig(Section):
     readings: int = Field(
         default=3_000,
@@ -663,6 +668,21 @@ class ColdStartConfig(Section):
     def ready(self, collected: int, covered: float | None) -> bool:
         """True once such a cold start trains its first model."""
         return self.progress(collected, covered) >= 1.0
+
+    def short_of_span(self, covered: float | None) -> str | None:
+        """Why a cold start that is ready covering ``covered`` seconds trains on less of
+        the stream's time than ``span`` (it reached ``max_readings`` first), as a hint that
+        names the settings; None where it covers the span."""
+        if self.span <= 0 or (covered or 0.0) >= self.span:
+            return None
+        return (
+            f"the first model learns {covered or 0.0:.0f} s of the stream's time, not "
+            f"cold_start.span ({self.span:g} s): its readings reached cold_start.max_readings "
+            f"({max(self.readings, self.max_readings)}) first, as a large fleet's do. Its "
+            "devices raise more false alerts until a retraining learns more of the plant; "
+            "raise cold_start.max_readings (and retrain.reservoir_rows, which bounds it) to "
+            "learn the whole span, at a longer first training"
+        )
 
 
 class ThresholdConfig(Section):
@@ -2042,6 +2062,13 @@ class SentinelConfig(Section):
     def _retrain_fits_window(self) -> SentinelConfig:
         if self.retrain.min_rows < 4 * self.windows.length:
             raise ValueError("retrain.min_rows must be at least 4x windows.length")
+        if self.retrain.enabled and self.retrain.reservoir_rows < self.retrain.min_rows:
+            raise ValueError(
+                f"retrain.reservoir_rows ({self.retrain.reservoir_rows}) must be at least "
+                f"retrain.min_rows ({self.retrain.min_rows}): every run, the first model's "
+                "included, trains on the reservoir, and one that can never hold min_rows "
+                "readings would never train"
+            )
         return self
 
     @model_validator(mode="after")
@@ -2114,6 +2141,20 @@ class SentinelConfig(Section):
                 f"publish.ha_ack: the daemon acknowledges alerts on {publish.prefix}/command/"
                 "<stream>/<device>/ack from any client of a broker it reaches without a user "
                 "name; restrict that topic in the broker's ACL, or set ha_ack = false"
+            )
+        retrain, cold = self.retrain, self.cold_start
+        if retrain.enabled and max(cold.readings, cold.max_readings) > retrain.reservoir_rows:
+            found.append(
+                f"cold_start.max_readings: the first model trains on the reservoir, which "
+                f"holds at most retrain.reservoir_rows ({retrain.reservoir_rows}) readings; "
+                "the cold start trains once it holds that many"
+            )
+        age = retrain.reservoir_age
+        if retrain.enabled and age is not None and cold.span > COLD_START_SPAN_OF_AGE * age:
+            found.append(
+                f"cold_start.span: the reservoir keeps retrain.reservoir_age ({age:g} s) of "
+                f"the stream's time; the cold start waits for {COLD_START_SPAN_OF_AGE:g} of "
+                f"that, not {cold.span:g} s"
             )
         if self.registry.backend == "nats" and not self.retrain.enabled:
             found.append(

@@ -48,6 +48,7 @@ from sentinel.model import Detector, Registry, daemon_refusal, scoring_device
 from sentinel.model.registry import load_active_or_previous, nats_registry, open_registry
 from sentinel.publish.publisher import AlertPublisher
 from sentinel.records import Ack, WriteBatch
+from sentinel.retrain.retrainer import reservoir_rule
 from sentinel.store import AlertStore, AlertWriter
 from sentinel.store.durability import warn_not_durable
 from sentinel.store.judge_state import load_judge_state
@@ -265,10 +266,9 @@ class SentinelApp:
             tap = retrain.tap if retrain is not None else None
             # Where each stream's cold start stands: the reservoir's, or the in-memory one's
             cold_start = (
-                config.cold_start,
-                pipeline.cold_start_collected
+                (config.cold_start, pipeline.cold_start_collected)
                 if tap is None
-                else lambda stream: (tap.count(stream), tap.span(stream)),
+                else (reservoir_rule(config), lambda stream: (tap.count(stream), tap.span(stream)))
             )
             self.metrics.attach(pipeline, source, writer, tap, cold_start)
             probe = DatabaseProbe(store, config.health.database_probe_interval)

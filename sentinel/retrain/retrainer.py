@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from sentinel.config import SentinelConfig
+from sentinel.config import COLD_START_SPAN_OF_AGE, ColdStartConfig, SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.model import Detector, Registry
 from sentinel.retrain.job import (
@@ -45,13 +45,14 @@ from sentinel.retrain.job import (
     threshold_seeds,
 )
 from sentinel.retrain.scheduler import schedule_period
+from sentinel.timescale import RESERVOIR_AGE_MIN
 
 if TYPE_CHECKING:
     import torch
 
     from sentinel.retrain.lease import Lease
 
-__all__ = ["Install", "Request", "Retrainer", "apply_outcome", "join_or_reap"]
+__all__ = ["Install", "Request", "Retrainer", "apply_outcome", "join_or_reap", "reservoir_rule"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +60,25 @@ log = structlog.get_logger(__name__)
 _EXIT_WAIT = 5.0
 _COLD_START_RETRY = 60.0  # seconds after a failed cold-start run before it is tried again
 _COLD_START_STEPS = 20  # cold_start_progress is logged at every 1/20 of the way
+
+
+def reservoir_rule(config: SentinelConfig) -> ColdStartConfig:
+    """The cold start's rule as the reservoir can meet it: the first model trains on what
+    the reservoir holds, at most ``retrain.reservoir_rows`` readings within
+    ``retrain.reservoir_age`` of the newest (auto: at least 14 days). Asked for more -- a
+    ``max_readings`` above the rows, a ``span`` beyond the age -- the pruning kept the
+    reservoir short of it and the stream waited for its first model for ever; bounded, it
+    trains once the reservoir is as full as it gets (``SentinelConfig.warnings`` says so)."""
+    rule, retrain = config.cold_start, config.retrain
+    rows = retrain.reservoir_rows
+    age = RESERVOIR_AGE_MIN if retrain.reservoir_age is None else retrain.reservoir_age
+    return rule.model_copy(
+        update={
+            "readings": min(rule.readings, rows),
+            "max_readings": min(rule.max_readings, rows),
+            "span": min(rule.span, COLD_START_SPAN_OF_AGE * age),
+        }
+    )
 
 
 class Install(Protocol):
@@ -294,7 +314,7 @@ class Retrainer:
             name = stream.name
             if self._scored(name) or self._cold_retry_at.get(name, 0.0) > now:
                 continue
-            rule = self._config.cold_start
+            rule = reservoir_rule(self._config)
             count, covered = self._count(name), self._span(name)
             progress = rule.progress(count, covered)
             # Progress in 5% steps, so that a cold start is not an hour of silence.
@@ -313,6 +333,8 @@ class Retrainer:
             if progress >= 1.0:
                 self._cold_retry_at[name] = now + _COLD_START_RETRY
                 log.info("cold_start_collected", stream=name, readings=count)
+                if (short := rule.short_of_span(covered)) is not None:
+                    log.warning("cold_start_span_short", stream=name, hint=short)
                 self.request(name, "cold_start")
 
     def _serve(self, request: Request) -> None:

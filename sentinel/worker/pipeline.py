@@ -1228,6 +1228,8 @@ class Pipeline:
             readings=buffer.collected,
             interval=interval,
         )
+        if (short := buffer.rule.short_of_span(buffer.covered)) is not None:
+            log.warning("cold_start_span_short", stream=runtime.config.name, hint=short)
         self._request_training(
             TrainingJob(
                 runtime.config,

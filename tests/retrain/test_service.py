@@ -186,12 +186,16 @@ def test_a_cold_start_logs_its_progress_while_the_reservoir_fills(tmp_path: Path
 
 
 def cold_retrainer(
-    tmp_path: Path, rule: ColdStartConfig, count: Callable[[str], int], span: Callable[[str], float]
+    tmp_path: Path,
+    rule: ColdStartConfig,
+    count: Callable[[str], int],
+    span: Callable[[str], float],
+    **retrain: Any,
 ) -> tuple[Retrainer, list[str]]:
     """A retrainer of a stream without a model whose reservoir holds ``count`` readings
-    covering ``span`` seconds, under ``rule``; the reasons of its requests are noted in the
-    list, never run."""
-    config = make_config(tmp_path / "state").model_copy(update={"cold_start": rule})
+    covering ``span`` seconds, under ``rule`` (and ``retrain`` settings); the reasons of
+    its requests are noted in the list, never run."""
+    config = make_config(tmp_path / "state", **retrain).model_copy(update={"cold_start": rule})
     retrainer = Retrainer(
         config,
         ModelRegistry(config.models_dir),
@@ -261,6 +265,54 @@ def test_a_cold_start_trains_at_max_readings_whatever_span_they_cover(tmp_path: 
             wait_for(lambda: requested == ["cold_start"], 60, "the cold start's request")
         finally:
             retrainer.stop()
+
+
+def test_a_cold_start_on_a_reservoir_smaller_than_max_readings_trains_once_it_is_full(
+    tmp_path: Path,
+) -> None:
+    # The reservoir prunes to its 2,000 rows, which a fleet fills in its first minute: waiting
+    # for 5,000 (or for the hour, which 2,000 rows of it never cover) waited for ever.
+    retrainer, requested = cold_retrainer(
+        tmp_path,
+        ColdStartConfig(readings=600, span=3600, max_readings=5000),
+        lambda stream: 2000,
+        lambda stream: 60.0,
+        reservoir_rows=2000,
+    )
+    with capture_logs() as logs:
+        retrainer.start()
+        try:
+            wait_for(lambda: requested == ["cold_start"], 60, "the cold start's request")
+        finally:
+            retrainer.stop()
+    [short] = [e for e in logs if e["event"] == "cold_start_span_short"]
+    assert "learns 60 s of the stream's time" in short["hint"]
+    assert "cold_start.max_readings (2000)" in short["hint"]
+
+
+def test_a_cold_start_waits_for_no_more_of_the_stream_than_the_reservoir_keeps(
+    tmp_path: Path,
+) -> None:
+    # The reservoir drops readings older than half an hour: its readings never cover the hour.
+    covered = [1500.0]
+    retrainer, requested = cold_retrainer(
+        tmp_path,
+        ColdStartConfig(readings=600, span=3600, max_readings=50_000),
+        lambda stream: 1000,
+        lambda stream: covered[0],
+        reservoir_age=1800.0,
+    )
+    with capture_logs() as logs:
+        retrainer.start()
+        try:
+            wait_for(lambda: any(e["event"] == "cold_start_progress" for e in logs), 60, "a look")
+            assert requested == []  # 1,500 s of the 1,620 (0.9 of what the reservoir keeps)
+            covered[0] = 1620.0
+            wait_for(lambda: requested == ["cold_start"], 60, "the cold start's request")
+        finally:
+            retrainer.stop()
+    [line] = [e for e in logs if e["event"] == "cold_start_progress"]
+    assert line["span"] == 1620.0
 
 
 class SlowColdStart:

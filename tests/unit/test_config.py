@@ -287,3 +287,20 @@ def test_the_config_hash_leaves_out_the_member_name_and_nothing_else() -> None:
 
     assert config_hash(make(member="d1")) == config_hash(make(member="d2"))
     assert config_hash(make(member="d1")) != config_hash(make(member="d1", interval=2.0))
+
+
+def test_a_reservoir_too_small_for_a_run_is_refused_and_one_short_of_the_cold_start_warned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every run trains on the reservoir: one that never holds min_rows never trains.
+    small = "[retrain]\nreservoir_rows = 1000\n"
+    with pytest.raises(ConfigError, match=r"reservoir_rows \(1000\) must be at least .*2000"):
+        load_config(write(tmp_path, small + MINIMAL))
+    assert load_config(write(tmp_path, small + "enabled = false\n" + MINIMAL)).warnings() == []
+    # Valid, but the cold start then trains on what the reservoir can hold: say so.
+    short = "[retrain]\nreservoir_rows = 20000\nreservoir_age = 1800.0\n"
+    assert main(["check-config", str(write(tmp_path, short + MINIMAL))]) == 0
+    err = capsys.readouterr().err
+    assert "cold_start.max_readings" in err
+    assert "retrain.reservoir_rows (20000)" in err
+    assert "waits for 0.9 of that, not 3600 s" in err

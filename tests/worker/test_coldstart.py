@@ -130,3 +130,37 @@ def test_the_pipeline_trains_once_the_stream_covers_the_span_and_logs_its_progre
     assert [e["progress"] for e in progress] == [i / 20 for i in range(1, 20)]
     assert progress[-1]["covered"] == 570.0
     assert progress[-1]["span"] == 600.0
+
+
+def test_a_cold_start_cut_short_by_max_readings_says_so_and_names_the_settings() -> None:
+    config = make_config(
+        windows={"length": 4, "hop": 1},
+        cold_start={"readings": 64, "span": 600, "max_readings": 200},
+    )
+    h = Harness({"pump": None}, config)
+    fleet = [  # ten pumps read every second: 200 readings are their first 19 s
+        Delivery(
+            f"p/{pump}",
+            (Reading("pump", str(pump), float(t), (float(np.sin(t / 5)), 0.0)),),
+            rejected=(),
+            ack=None,
+            received_at=0.0,
+        )
+        for t in range(20)
+        for pump in range(10)
+    ]
+    with capture_logs() as logs:
+        h.pipeline.process(fleet)
+    [job] = h.jobs
+    assert job.readings == 200
+    [short] = [e for e in logs if e["event"] == "cold_start_span_short"]
+    assert short["log_level"] == "warning"
+    assert "learns 19 s of the stream's time, not cold_start.span (600 s)" in short["hint"]
+    assert "cold_start.max_readings (200)" in short["hint"]
+
+
+def test_a_cold_start_that_covers_its_span_is_not_called_short() -> None:
+    rule = ColdStartConfig(readings=3000, span=3600, max_readings=50_000)
+    assert rule.short_of_span(3600.0) is None
+    assert ColdStartConfig(span=0).short_of_span(5.0) is None
+    assert rule.short_of_span(50.0) is not None
