@@ -23,12 +23,14 @@ are also counted apart, per device-hour of what they sent.
 ``--clean N``: each pump's clean readings before the faults, the model trained on the first
 15/16 of them (750 of 800). By default 800, or as many as the model's 15/16 need to cover
 the daemon's cold start span (``cold_start.span``, an hour) where that is more: 3,840 at
-``--step 1``. The simulated drive's load switches, ramps and thermal lags are in seconds, so
-at ``--step 1`` 800 readings are 13 minutes of a pump's life where at 5 s they are an hour
+``--step 1`` -- but no more than ``cold_start.max_readings`` of all the pumps together
+allows, as the daemon's cold start (``--pumps N``: a larger fleet, 12 by default). The
+simulated drive's load switches, ramps and thermal lags are in seconds, so at ``--step 1``
+800 readings are 13 minutes of a pump's life where at 5 s they are an hour
 (docs/BENCHMARKS.md, "The fleet read every second").
 
     .venv/bin/python benchmarks/fleet_offline.py [--seed 11] [--step 5] [--day 3600]
-        [--rate 2.0] [--batch 20] [--cold N] [--clean N] [--config VARIANT.toml]
+        [--rate 2.0] [--batch 20] [--pumps 12] [--cold N] [--clean N] [--config VARIANT.toml]
         [--keep DIR] [--test 2400] [--retrain]
 
 ``--retrain``: the daemon's retraining on the data's clock, as a replay's (its schedule,
@@ -63,7 +65,7 @@ from sentinel.retrain.clock import DataClockRetrainer
 from sentinel.worker.pipeline import Pipeline
 from simulators.fleet import FEATURES, FleetSimulator, SimReading
 
-DEVICES, CLEAN, TEST = 12, 800, 2400
+PUMPS, CLEAN, TEST = 12, 800, 2400
 WINDOW = 32
 START = 1_709_251_200.0
 # The sections the scenario sets; a --config file's copies of them are ignored.
@@ -77,8 +79,9 @@ def _reading(r: SimReading) -> Reading:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     step, warm = args.step, args.clean
     train = warm - warm // 16  # 750 of the default 800
+    pumps = args.pumps
     sim = FleetSimulator(
-        DEVICES,
+        pumps,
         seed=args.seed,
         step=step,
         start_ts=START,
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sections: dict[str, Any] = {
         "streams": [{"name": "pump", "topic": "plant/{device}/pump", "features": list(FEATURES)}],
         "windows": {"max_gap": 3 * step},
-        "cold_start": {"readings": (DEVICES - args.cold) * train},
+        "cold_start": {"readings": (pumps - args.cold) * train},
         "model": {"seed": 3},  # the scenario's (tests/e2e_helpers.py MODEL)
     }
     extra = tomllib.loads(args.config.read_text()) if args.config else {}
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = SentinelConfig.model_validate(sections)
     segments = [
         np.array([[s[d].values[f] for f in FEATURES] for s in readings[:train]], dtype=np.float32)
-        for d in range(DEVICES - args.cold)
+        for d in range(pumps - args.cold)
     ]
     detector = detector_type(config.model.detector).train(
         segments,
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         first_ts=START,
         last_ts=START + (train - 1) * step,
     )
-    cold = {f"pump-{d:03d}" for d in range(DEVICES - args.cold, DEVICES)}
+    cold = {f"pump-{d:03d}" for d in range(pumps - args.cold, pumps)}
     clock: DataClockRetrainer | None = None
     scratch: tempfile.TemporaryDirectory[str] | None = None
     if args.retrain:
@@ -179,6 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cold": sorted(cold),
         "warm": warm,
         "test": test,
+        "pumps": pumps,
         "retrained": retrained,
     }
 
@@ -207,7 +211,7 @@ def score(found: dict[str, Any], step: float) -> dict[str, Any]:
         "cold_hours": len(cold) * (warm + test) * step / 3600,
         "cold_caught": f"{sum(t['device'] in cold for t in caught)}/"
         f"{sum(t['device'] in cold for t in visible)}",
-        "device_hours": (DEVICES * test + len(cold) * warm) * step / 3600,
+        "device_hours": (found["pumps"] * test + len(cold) * warm) * step / 3600,
         "by_kind": {
             k: f"{sum(t['kind'] == k for t in caught)}/{sum(t['kind'] == k for t in visible)}"
             for k in kinds
@@ -218,6 +222,7 @@ def score(found: dict[str, Any], step: float) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=11, help="the fleet's draw (default 11)")
+    ap.add_argument("--pumps", type=int, default=PUMPS, help=f"pumps (default {PUMPS})")
     ap.add_argument("--step", type=float, default=5.0, help="seconds between readings")
     ap.add_argument("--day", type=float, default=3600.0, help="seconds in a simulated day")
     ap.add_argument("--rate", type=float, default=2.0, help="anomalies per device-hour")
@@ -235,7 +240,8 @@ def main() -> int:
         type=int,
         default=None,
         help=f"clean readings a pump sends before the faults, the model trained on the first "
-        f"15/16 (default {CLEAN}, or where more, those whose 15/16 cover cold_start.span)",
+        f"15/16 (default {CLEAN}, or where more, those whose 15/16 cover cold_start.span, "
+        "as many as cold_start.max_readings allows)",
     )
     ap.add_argument(
         "--test",
@@ -251,18 +257,23 @@ def main() -> int:
     args = ap.parse_args()
     if args.step <= 0:
         ap.error("--step must be positive")
-    if args.clean is None:  # as the daemon's cold start: the first model waits for its span
+    if args.pumps < 1:
+        ap.error("--pumps must be at least 1")
+    if args.clean is None:  # as the daemon's cold start: the first model waits for its span,
+        # or for max_readings of all the pumps together, whichever comes first
         extra = tomllib.loads(args.config.read_text()) if args.config else {}
-        span = ColdStartConfig.model_validate(extra.get("cold_start", {})).span
-        args.clean = max(CLEAN, math.ceil(span / args.step * 16 / 15))
+        rule = ColdStartConfig.model_validate(extra.get("cold_start", {}))
+        spanned = math.ceil(rule.span / args.step * 16 / 15)
+        capped = max(rule.readings, rule.max_readings) * 16 // (15 * args.pumps)
+        args.clean = max(CLEAN, min(spanned, capped))
     if args.clean < 2 * WINDOW:
         ap.error(f"--clean must be at least {2 * WINDOW}")
     if args.test < 1:
         ap.error("--test must be at least 1")
     if args.step <= 0 or args.day <= 0 or args.rate < 0 or args.batch < 1:
         ap.error("--step, --day and --batch must be positive, --rate at least 0")
-    if not 0 <= args.cold < DEVICES:
-        ap.error(f"--cold must be 0 to {DEVICES - 1}")
+    if not 0 <= args.cold < args.pumps:
+        ap.error(f"--cold must be 0 to {args.pumps - 1}")
     configure_logging("warning", "console")
     torch.set_num_threads(1)
     found = run(args)
@@ -274,7 +285,8 @@ def main() -> int:
     kinds = ", ".join(f"{k} {v}" for k, v in result["by_kind"].items())
     recall = result["caught"] / result["visible"] if result["visible"] else 0.0
     print(
-        f"machine: {platform.machine()}, python {platform.python_version()}; seed {args.seed}, "
+        f"machine: {platform.machine()}, python {platform.python_version()}; {args.pumps} "
+        f"pumps, seed {args.seed}, "
         f"step {args.step:g} s, day {args.day:g} s, rate {args.rate:g}/h, {args.clean} clean "
         f"readings a pump, passes of "
         f"{args.batch} steps{f', config {args.config}' if args.config else ''}"
