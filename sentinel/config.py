@@ -633,14 +633,16 @@ class ColdStartConfig(Section):
         "joining device judged from its first window.",
     )
     max_readings: int = Field(
-        default=50_000,
+        default=200_000,
         ge=64,
         le=10_000_000,
         description="Readings per stream at which the first model is trained whatever "
         "`span` they cover (never fewer than `readings`): a large fleet read every second "
-        "would otherwise hold, and train on, an hour of every device. 50,000 readings are "
-        "an hour of 13 devices read every second; their training takes about 45 s of one "
-        "x86 core, 3-4 minutes on a Raspberry Pi 4.",
+        "would otherwise hold, and train on, an hour of every device. 200,000 readings are "
+        "an hour of 55 devices read every second, as many as `retrain.reservoir_rows` "
+        "holds and a daily retraining of such a fleet trains on anyway; a cold start on "
+        "the reservoir (retraining on) is bounded by that too. Held in memory only with "
+        "retraining off (about 270 bytes a reading).",
     )
     warm_readings: int = Field(
         default=3_000,
