@@ -6,7 +6,7 @@ Mosquitto and the real daemon into SQLite. Each setting is a fresh daemon on the
 
     .venv/bin/python benchmarks/fleet_detection.py [--only 0,1,7,8] [--detector lstm_forecast]
         [--config VARIANT.toml] [--combine max] [--training-wait 600] [--seed 11]
-        [--window 32] [--step 5 --day 3600] [--product-cold-start]
+        [--window 32] [--step 5 --day 3600] [--pumps 12] [--product-cold-start]
 
 The daemon runs the product's window (32 readings, hop 4) unless ``--window`` says
 otherwise; the end-to-end tests run the same scenario at 16 to train faster, and the
@@ -108,6 +108,7 @@ def main() -> int:
         "scale --day with it to keep a day's readings",
     )
     ap.add_argument("--day", type=float, default=3600.0, help="seconds in a simulated day")
+    ap.add_argument("--pumps", type=int, default=12, help="pumps in the fleet (default 12)")
     ap.add_argument(
         "--product-cold-start",
         action="store_true",
@@ -125,8 +126,13 @@ def main() -> int:
     if args.step <= 0 or args.day <= 0:
         ap.error("--step and --day must be positive")
     warmup = 800
-    if args.product_cold_start:
-        warmup = max(warmup, math.ceil(ColdStartConfig().span / args.step * 16 / 15))
+    if args.pumps < 1:
+        ap.error("--pumps must be at least 1")
+    if args.product_cold_start:  # the span and 1/16 more, or what max_readings allows
+        rule = ColdStartConfig()
+        spanned = math.ceil(rule.span / args.step * 16 / 15)
+        capped = max(rule.readings, rule.max_readings) * 16 // (15 * args.pumps)
+        warmup = max(warmup, min(spanned, capped))
     model: dict[str, Any] | None = {"detector": args.detector} if args.detector else None
     if args.combine:
         model = {**(model or {}), "ensemble_combine": args.combine}
@@ -166,6 +172,7 @@ def main() -> int:
                     day_length=args.day,
                     warmup_steps=warmup,
                     product_cold_start=args.product_cold_start,
+                    devices=args.pumps,
                 )
                 rows.append((name, result))
                 if args.keep:
@@ -178,7 +185,7 @@ def main() -> int:
             broker.stop()
     print(
         f"\nmachine: {platform.machine()}, python {platform.python_version()}; "
-        f"fleet seed {args.seed}, window {extra['windows']['length']}, hop "
+        f"{args.pumps} pumps, fleet seed {args.seed}, window {extra['windows']['length']}, hop "
         f"{extra['windows']['hop']}; step {args.step:g} s, day {args.day:g} s, {warmup} clean "
         f"readings a pump, {'the daemon default' if args.product_cold_start else 'the scenario'}"
         "'s cold start"

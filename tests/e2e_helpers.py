@@ -289,8 +289,10 @@ def fleet_detection_scenario(
     day_length: float = 3600.0,
     warmup_steps: int = 800,
     product_cold_start: bool = False,
+    devices: int = 12,
 ) -> DetectionResult:
-    """12 simulated pumps from nothing: clean operation, cold-start training, then faults.
+    """12 simulated pumps (``devices``) from nothing: clean operation, cold-start training,
+    then faults.
 
     One continuous stream; anomalies begin only after the clean warm-up the daemon trains
     on. 5 simulated seconds per reading and a "day" compressed to one hour: the cold start
@@ -316,7 +318,7 @@ def fleet_detection_scenario(
     allowed for the cold-start training) changes how long a slow detector may take, never
     what it detects.
     """
-    devices, test_steps = 12, 2400
+    test_steps = 2400
     sim = FleetSimulator(
         devices,
         seed=seed,
