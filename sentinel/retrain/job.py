@@ -116,7 +116,8 @@ def run_retrain(
         reservoir.close()
     # The model keeps the interval learnt from its data: it scales the auto time settings.
     options = training_options(config, stream, data.interval)
-    needed = config.cold_start.readings if cold_start else cfg.min_rows
+    # a first model needs no more than the reservoir can hold (retrainer.reservoir_rule)
+    needed = min(config.cold_start.readings, cfg.reservoir_rows) if cold_start else cfg.min_rows
     log.info(
         "retrain_data",
         stream=stream,

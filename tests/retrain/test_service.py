@@ -290,6 +290,16 @@ def test_a_cold_start_on_a_reservoir_smaller_than_max_readings_trains_once_it_is
     assert "cold_start.max_readings (2000)" in short["hint"]
 
 
+def test_a_first_run_trains_on_a_full_reservoir_smaller_than_cold_start_readings(
+    tmp_path: Path,
+) -> None:
+    # 500 rows is all the reservoir keeps; the cold start's 600 were never there to be had.
+    config = make_config(tmp_path / "state", reservoir_rows=500)
+    fill(config, normal(500, seed=4))
+    outcome = run_retrain(config, "pump", reason="cold start", device=CPU, cold_start=True)
+    assert outcome.status == "accepted", outcome.reason
+
+
 def test_a_cold_start_waits_for_no_more_of_the_stream_than_the_reservoir_keeps(
     tmp_path: Path,
 ) -> None:
