@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import structlog
 
-from sentinel.config import SentinelConfig
+from sentinel.config import COLD_START_SPAN_OF_AGE, ColdStartConfig, SentinelConfig
 from sentinel.errors import DataError, ModelError
 from sentinel.judge.threshold import calibration_threshold
 from sentinel.model.base import META_FILE, Detector, training_options
@@ -27,6 +27,7 @@ from sentinel.model.registry import ModelRegistry
 from sentinel.model.windowing import make_windows
 from sentinel.retrain.promotion import EvalSet, Metrics, build_eval_set, decide, evaluate
 from sentinel.retrain.reservoir import CleanData, Reservoir, Run, reservoir_path
+from sentinel.timescale import RESERVOIR_AGE_MIN
 
 if TYPE_CHECKING:
     import torch
@@ -60,6 +61,25 @@ def config_hash(config: SentinelConfig, stream: str) -> str:
     }
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def reservoir_rule(config: SentinelConfig) -> ColdStartConfig:
+    """The cold start's rule as the reservoir can meet it: the first model trains on what
+    the reservoir holds, at most ``retrain.reservoir_rows`` readings within
+    ``retrain.reservoir_age`` of the newest (auto: at least 14 days). Asked for more -- a
+    ``max_readings`` above the rows, a ``span`` beyond the age -- the pruning kept the
+    reservoir short of it and the stream waited for its first model for ever; bounded, it
+    trains once the reservoir is as full as it gets (``SentinelConfig.warnings`` says so)."""
+    rule, retrain = config.cold_start, config.retrain
+    rows = retrain.reservoir_rows
+    age = RESERVOIR_AGE_MIN if retrain.reservoir_age is None else retrain.reservoir_age
+    return rule.model_copy(
+        update={
+            "readings": min(rule.readings, rows),
+            "max_readings": min(rule.max_readings, rows),
+            "span": min(rule.span, COLD_START_SPAN_OF_AGE * age),
+        }
+    )
 
 
 def open_reservoir(config: SentinelConfig, stream: str, readonly: bool = False) -> Reservoir:
@@ -116,8 +136,7 @@ def run_retrain(
         reservoir.close()
     # The model keeps the interval learnt from its data: it scales the auto time settings.
     options = training_options(config, stream, data.interval)
-    # a first model needs no more than the reservoir can hold (retrainer.reservoir_rule)
-    needed = min(config.cold_start.readings, cfg.reservoir_rows) if cold_start else cfg.min_rows
+    needed = reservoir_rule(config).readings if cold_start else cfg.min_rows
     log.info(
         "retrain_data",
         stream=stream,

@@ -34,18 +34,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from sentinel.config import COLD_START_SPAN_OF_AGE, ColdStartConfig, SentinelConfig
+from sentinel.config import SentinelConfig
 from sentinel.errors import ModelError
 from sentinel.model import Detector, Registry
 from sentinel.retrain.job import (
     RetrainOutcome,
     holdout_scores,
     open_reservoir,
+    reservoir_rule,
     run_retrain,
     threshold_seeds,
 )
 from sentinel.retrain.scheduler import schedule_period
-from sentinel.timescale import RESERVOIR_AGE_MIN
 
 if TYPE_CHECKING:
     import torch
@@ -60,25 +60,6 @@ log = structlog.get_logger(__name__)
 _EXIT_WAIT = 5.0
 _COLD_START_RETRY = 60.0  # seconds after a failed cold-start run before it is tried again
 _COLD_START_STEPS = 20  # cold_start_progress is logged at every 1/20 of the way
-
-
-def reservoir_rule(config: SentinelConfig) -> ColdStartConfig:
-    """The cold start's rule as the reservoir can meet it: the first model trains on what
-    the reservoir holds, at most ``retrain.reservoir_rows`` readings within
-    ``retrain.reservoir_age`` of the newest (auto: at least 14 days). Asked for more -- a
-    ``max_readings`` above the rows, a ``span`` beyond the age -- the pruning kept the
-    reservoir short of it and the stream waited for its first model for ever; bounded, it
-    trains once the reservoir is as full as it gets (``SentinelConfig.warnings`` says so)."""
-    rule, retrain = config.cold_start, config.retrain
-    rows = retrain.reservoir_rows
-    age = RESERVOIR_AGE_MIN if retrain.reservoir_age is None else retrain.reservoir_age
-    return rule.model_copy(
-        update={
-            "readings": min(rule.readings, rows),
-            "max_readings": min(rule.max_readings, rows),
-            "span": min(rule.span, COLD_START_SPAN_OF_AGE * age),
-        }
-    )
 
 
 class Install(Protocol):
