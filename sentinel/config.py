@@ -621,8 +621,10 @@ class ColdStartConfig(Section):
         default=3_600.0,
         ge=0,
         le=366 * 86_400,
-        description="Seconds of the stream's own time (its newest reading's timestamp minus "
-        "its oldest) the first model's readings must also cover. A plant's loads, cycles "
+        description="Seconds of the stream's own time the first model's readings must also "
+        "cover, read off each device's own clock (its newest timestamp minus its oldest) "
+        "and covered by a quarter of the devices or more, so one clock far behind the "
+        "others does not end the wait. A plant's loads, cycles "
         "and thermal lags run in its own time, not in readings: 3,000 readings of a dozen "
         "pumps read every second are four minutes, one or two load changes, and the model "
         "and every device's checks would start on them. The default, an hour, binds only "

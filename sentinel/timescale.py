@@ -32,9 +32,12 @@ __all__ = [
     "REBASELINE_READINGS",
     "RESERVOIR_AGE_MIN",
     "RESERVOIR_AGE_READINGS",
+    "SPAN_QUANTILE",
     "TimeScale",
+    "devices_to_cover",
     "learn_interval",
     "no_runs_error",
+    "stream_span",
 ]
 
 # Readings per auto setting; at 1 reading/s each is the setting's old default in seconds,
@@ -66,6 +69,33 @@ EXCLUSION_MARGIN_READINGS = 120
 # held-back fifth and exclusions; at one a minute or faster the 14 days govern.
 RESERVOIR_AGE_READINGS = 10_000
 RESERVOIR_AGE_MIN = 14 * 86_400.0
+
+
+# A stream's cold start waits for ``cold_start.span`` of its time, read off each device's
+# own clock: the span that a quarter or more of its devices cover (``stream_span``). The
+# union of all timestamps (newest minus oldest, as before 2026-12-07) is stretched by one
+# device whose clock is far behind the others (a dead RTC, a gateway in another time
+# zone), which ended the wait at once; a device's own span is not, and the quantile leaves
+# out a minority whose clock jumped while collecting. Devices that joined late hold it back
+# only when they are three quarters of the stream.
+SPAN_QUANTILE = 0.75
+
+
+def stream_span(device_spans: Iterable[float]) -> float:
+    """Seconds of a stream's time its devices' readings cover, each on its own clock (its
+    newest timestamp minus its oldest): the 75th percentile of their spans
+    (``SPAN_QUANTILE``), taken at or below it, so a quarter or more of the devices cover
+    it (of two devices, both; of a dozen, four); 0 with no devices."""
+    spans = sorted(device_spans)
+    if not spans:
+        return 0.0
+    return float(spans[len(spans) - devices_to_cover(len(spans))])
+
+
+def devices_to_cover(devices: int) -> int:
+    """How many of a stream's ``devices`` must each cover a span for ``stream_span`` to
+    reach it."""
+    return devices - int(SPAN_QUANTILE * (devices - 1))
 
 
 def learn_interval(timestamps: Iterable[np.ndarray]) -> float | None:

@@ -34,7 +34,7 @@ import structlog
 from sentinel.errors import DataError
 from sentinel.logs import Throttle
 from sentinel.records import Alert, AuditEvent, Reading, Window
-from sentinel.timescale import TimeScale, learn_interval
+from sentinel.timescale import TimeScale, learn_interval, stream_span
 
 __all__ = ["HOLD_SECONDS", "CleanData", "Reservoir", "ReservoirTap", "Run", "reservoir_path"]
 
@@ -149,6 +149,9 @@ class Reservoir:
         # the oldest and newest reading's time stored (None: none), likewise
         self.oldest: float | None = None
         self.newest: float | None = None
+        # per device, its oldest and newest reading's time stored (``span``); written by the
+        # owner only, copied whole by readers on other threads
+        self._bounds: dict[str, tuple[float, float]] = {}
 
     @property
     def path(self) -> Path:
@@ -192,15 +195,22 @@ class Reservoir:
         self._conn = conn
         self.count = int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
         self.oldest, self.newest = conn.execute("SELECT MIN(ts), MAX(ts) FROM readings").fetchone()
+        self._bounds = {
+            device: (float(first), float(last))
+            for device, first, last in conn.execute(
+                "SELECT device, MIN(ts), MAX(ts) FROM readings GROUP BY device"
+            )
+        }
         return self
 
     @property
     def span(self) -> float:
-        """Seconds from the oldest reading stored to the newest: the stream time a training
-        run started now would find here (``cold_start.span``)."""
-        if self.oldest is None or self.newest is None:
-            return 0.0
-        return self.newest - self.oldest
+        """Seconds of the stream's time the readings stored cover, each device's read off
+        its own clock (``sentinel.timescale.stream_span``): the stream time a training run
+        started now would find here (``cold_start.span``). A device whose clock is far
+        behind the others does not stretch it."""
+        # list() copies the dict in one step: the retrainer and /healthz ask from their threads
+        return stream_span(last - first for first, last in list(self._bounds.values()))
 
     def _rekey(self, conn: sqlite3.Connection) -> None:
         """Copy a reservoir written in the device-first layout into the time-first one
@@ -346,6 +356,16 @@ class Reservoir:
             oldest, newest = min(r.ts for r in readings), max(r.ts for r in readings)
             self.oldest = oldest if self.oldest is None else min(self.oldest, oldest)
             self.newest = newest if self.newest is None else max(self.newest, newest)
+            bounds = self._bounds
+            for reading in readings:
+                device, ts = reading.device, reading.ts
+                known = bounds.get(device)
+                if known is None:
+                    bounds[device] = (ts, ts)
+                elif ts > known[1]:
+                    bounds[device] = (known[0], ts)
+                elif ts < known[0]:
+                    bounds[device] = (ts, known[1])
         if self._since_prune >= _PRUNE_EVERY or self.count > self._max_rows * 1.05:
             try:
                 self.prune()
@@ -370,6 +390,7 @@ class Reservoir:
             newest = conn.execute("SELECT MAX(ts) FROM readings").fetchone()[0]
             if newest is None:
                 self.oldest = self.newest = None
+                self._bounds = {}
                 return
             before = conn.total_changes
             max_age = TimeScale(self._stored_interval(conn)).reservoir_age(self._max_age)
@@ -387,6 +408,18 @@ class Reservoir:
                 self.count -= conn.total_changes - before
             oldest = conn.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
             self.oldest = None if oldest is None else float(oldest)
+            # Every prune drops whatever is older than a time, so a device's oldest reading
+            # left is at or after it: taken as that time (at most an interval early), which
+            # spares a scan of the table per prune.
+            self._bounds = (
+                {}
+                if self.oldest is None
+                else {
+                    device: (max(first, self.oldest), last)
+                    for device, (first, last) in self._bounds.items()
+                    if last >= self.oldest
+                }
+            )
             if oldest is not None:
                 conn.execute('DELETE FROM excluded WHERE "end" < ?', (float(oldest),))
                 conn.execute('DELETE FROM accepted WHERE "end" < ?', (float(oldest),))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Callable
@@ -17,7 +18,13 @@ from sentinel.model import Detector, Registry, detector_type, torch_device, trai
 from sentinel.model.numpy_lstm import for_scoring
 from sentinel.progress import progress_reporter
 from sentinel.records import Reading
-from sentinel.timescale import TimeScale, learn_interval, no_runs_error
+from sentinel.timescale import (
+    TimeScale,
+    devices_to_cover,
+    learn_interval,
+    no_runs_error,
+    stream_span,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +40,7 @@ PROGRESS_STEPS = 20  # cold_start_progress is logged at every 1/20 of the way
 class ColdStartBuffer:
     """Readings of one stream, kept per device in time order, until ``rule`` says they are
     enough: ``cold_start.readings`` of them covering ``cold_start.span`` seconds of the
-    stream's time, or ``cold_start.max_readings`` whatever they cover.
+    stream's time (``covered``), or ``cold_start.max_readings`` whatever they cover.
 
     ``segments`` splits them into runs at gaps longer than ``max_gap`` for the same reason
     windows restart there: a training window across a gap teaches the model a jump that
@@ -51,27 +58,55 @@ class ColdStartBuffer:
     last_ts: float | None = None
     _times: dict[str, list[float]] = field(default_factory=dict)
     _values: dict[str, list[tuple[float, ...]]] = field(default_factory=dict)
+    # per device, its oldest and newest timestamp collected
+    _bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # devices whose own span reaches ``rule.span``, and ``covered`` as of the fleet's last
+    # round (``add``: an exact quantile over a thousand devices a reading would cost more
+    # than the reading; a device's span only grows, so a count decides ``ready`` exactly)
+    _spanning: int = 0
+    _covered: float = 0.0
+    _covered_at: int = 0
 
     def add(self, reading: Reading) -> bool:
         """Keep a reading; True once the readings are enough to train on."""
-        self._times.setdefault(reading.device, []).append(reading.ts)
-        self._values.setdefault(reading.device, []).append(reading.values)
+        device, ts = reading.device, reading.ts
+        self._times.setdefault(device, []).append(ts)
+        self._values.setdefault(device, []).append(reading.values)
         self.collected += 1
-        self.first_ts = reading.ts if self.first_ts is None else min(self.first_ts, reading.ts)
-        self.last_ts = reading.ts if self.last_ts is None else max(self.last_ts, reading.ts)
-        return self.rule.ready(self.collected, self.covered)
+        self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        known = self._bounds.get(device)
+        first, last = (ts, ts) if known is None else (min(known[0], ts), max(known[1], ts))
+        self._bounds[device] = (first, last)
+        span = self.rule.span
+        if last - first >= span and (known is None or known[1] - known[0] < span):
+            self._spanning += 1
+        if self.collected - self._covered_at >= len(self._bounds):
+            self._covered, self._covered_at = self.covered, self.collected
+        return self.rule.ready(self.collected, self._ruled_span())
+
+    def _ruled_span(self) -> float:
+        """``covered`` for the rule: the span itself once enough devices cover it, else
+        the last round's figure, kept below the span whatever it says (a device joined
+        since)."""
+        span = self.rule.span
+        if self._spanning >= devices_to_cover(len(self._bounds)):
+            return span
+        return min(self._covered, math.nextafter(span, 0.0))
 
     @property
     def covered(self) -> float:
-        """Seconds of the stream's time from its oldest reading collected to its newest."""
-        if self.first_ts is None or self.last_ts is None:
-            return 0.0
-        return self.last_ts - self.first_ts
+        """Seconds of the stream's time the readings collected cover, each device's read
+        off its own clock (``sentinel.timescale.stream_span``): a device whose clock is far
+        behind the others does not end the wait for ``cold_start.span`` at once."""
+        # list() copies the dict in one step: /healthz asks from another thread
+        return stream_span(last - first for first, last in list(self._bounds.values()))
 
     @property
     def progress(self) -> float:
-        """How far the collection is, 0 to 1 (``ColdStartConfig.progress``)."""
-        return self.rule.progress(self.collected, self.covered)
+        """How far the collection is, 0 to 1 (``ColdStartConfig.progress``), as of the
+        fleet's last round (``add``)."""
+        return self.rule.progress(self.collected, self._ruled_span())
 
     @property
     def interval(self) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -304,12 +305,30 @@ def test_the_span_a_reservoir_covers_follows_adds_prunes_and_restarts(tmp_path: 
     assert res.span == 0.0
     res.add(_readings("d1", 1000, 100))
     res.add(_readings("d2", 500, 10))  # late and out of order: the oldest moves back
-    assert (res.oldest, res.newest, res.span) == (500.0, 1099.0, 599.0)
+    assert (res.oldest, res.newest) == (500.0, 1099.0)
+    # Each device on its own clock: d2's 9 s, not the 599 s from its first reading to d1's
+    # last (with two devices, both must cover the span).
+    assert res.span == 9.0
+    res.add(_readings("d2", 510, 90))
+    assert res.span == 99.0
     res.close()
     res = _reservoir(path, max_rows=300)  # a restart reads it back
-    assert res.span == 599.0
+    assert res.span == 99.0
     res.add(_readings("d1", 1100, 300))
-    res.prune()  # the oldest rows go: the span shrinks with them
+    res.prune()  # the oldest rows go: the span shrinks with them, d2's go whole
     assert res.count == 300
     assert (res.oldest, res.newest) == (1100.0, 1399.0)
+    assert res.span == 299.0
+    res.close()
+    assert _reservoir(path, max_rows=300).span == 299.0
+
+
+def test_a_device_whose_clock_is_far_behind_does_not_stretch_the_reservoirs_span(
+    tmp_path: Path,
+) -> None:
+    res = _reservoir(tmp_path / "clock.sqlite", max_rows=100_000)
+    for pump in range(4):
+        behind = 86_400.0 if pump == 2 else 0.0  # a day behind the others
+        res.add([replace(r, ts=r.ts - behind) for r in _readings(f"p{pump}", 100_000, 60)])
+    assert res.span == 59.0  # a minute of the plant, not the day between the clocks
     res.close()

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from sentinel.config import ColdStartConfig
 from sentinel.model import ModelRegistry
 from sentinel.records import Delivery, Reading
+from sentinel.timescale import devices_to_cover, stream_span
 from sentinel.worker.coldstart import ColdStartBuffer, Trainer, TrainingJob
 from tests.fakes import FakeDetector, Harness, make_config
 
@@ -164,3 +165,45 @@ def test_a_cold_start_that_covers_its_span_is_not_called_short() -> None:
     assert rule.short_of_span(3600.0) is None
     assert ColdStartConfig(span=0).short_of_span(5.0) is None
     assert rule.short_of_span(50.0) is not None
+
+
+def test_a_device_whose_clock_is_far_behind_does_not_end_the_wait_for_the_span() -> None:
+    # Twelve pumps read every second; one reports a clock a day behind (a dead RTC, a
+    # gateway in another time zone). The stream's timestamps then span a day from its first
+    # readings, which ended the wait for the hour at once: the model learnt 4 minutes.
+    buffer = ColdStartBuffer("pump", ColdStartConfig(), max_gap=None)
+    t, done = 0, False
+    while not done:
+        for pump in range(12):
+            ts = float(t) - (86_400.0 if pump == 7 else 0.0)
+            done = buffer.add(Reading("pump", f"p{pump}", ts, (0.0,))) or done
+        t += 1
+    assert buffer.covered == 3600.0
+    assert buffer.collected == 12 * 3601  # not the 3,000 readings of its first 250 s
+
+
+def test_a_minority_whose_clocks_jumped_does_not_end_the_wait_either() -> None:
+    # Two of twelve pumps' clocks jump a day ahead after their first readings (an RTC that
+    # booted at a stale time, then synchronised): their own spans are a day long.
+    buffer = ColdStartBuffer("pump", ColdStartConfig(span=600), max_gap=None)
+    done = False
+    for t in range(600):
+        for pump in range(12):
+            jump = 86_400.0 if pump in (3, 9) and t >= 5 else 0.0
+            done = buffer.add(Reading("pump", f"p{pump}", float(t) + jump, (0.0,))) or done
+    assert not done  # 599 s of the 600 on the pumps whose clocks kept time
+    assert buffer.covered == 599.0
+    for pump in range(12):
+        done = buffer.add(Reading("pump", f"p{pump}", 600.0, (0.0,))) or done
+    assert done
+
+
+def test_the_stream_span_reads_each_device_on_its_own_clock() -> None:
+    assert stream_span([]) == 0.0
+    assert stream_span([42.0]) == 42.0
+    assert stream_span([10.0, 1e6]) == 10.0  # two devices: both must cover it
+    assert stream_span([10.0, 20.0, 30.0, 1e6]) == 30.0  # one in four jumped: left out
+    # the 75th percentile, taken at or below: 4 of 12 cover it, 3 do not
+    assert stream_span([5.0] * 8 + [3600.0] * 4) == 3600.0
+    assert stream_span([5.0] * 9 + [3600.0] * 3) == 5.0
+    assert [devices_to_cover(n) for n in (1, 2, 3, 4, 12, 100)] == [1, 2, 2, 2, 4, 26]
