@@ -78,7 +78,7 @@ def _reading(r: SimReading) -> Reading:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     step, warm = args.step, args.clean
-    train = warm - warm // 16  # 750 of the default 800
+    train = args.train or warm - warm // 16  # 750 of the default 800
     pumps = args.pumps
     sim = FleetSimulator(
         pumps,
@@ -244,6 +244,13 @@ def main() -> int:
         "as many as cold_start.max_readings allows)",
     )
     ap.add_argument(
+        "--train",
+        type=int,
+        default=None,
+        help="clean readings of each pump the model trains on (default: the first 15/16 of "
+        "--clean); the pumps are warmed, alerts suppressed, on all --clean",
+    )
+    ap.add_argument(
         "--test",
         type=int,
         default=TEST,
@@ -268,6 +275,8 @@ def main() -> int:
         args.clean = max(CLEAN, min(spanned, capped))
     if args.clean < 2 * WINDOW:
         ap.error(f"--clean must be at least {2 * WINDOW}")
+    if args.train is not None and not 2 * WINDOW <= args.train <= args.clean:
+        ap.error(f"--train must be between {2 * WINDOW} and --clean ({args.clean})")
     if args.test < 1:
         ap.error("--test must be at least 1")
     if args.step <= 0 or args.day <= 0 or args.rate < 0 or args.batch < 1:
@@ -288,7 +297,8 @@ def main() -> int:
         f"machine: {platform.machine()}, python {platform.python_version()}; {args.pumps} "
         f"pumps, seed {args.seed}, "
         f"step {args.step:g} s, day {args.day:g} s, rate {args.rate:g}/h, {args.clean} clean "
-        f"readings a pump, passes of "
+        f"readings a pump{f' (the model trained on {args.train})' if args.train else ''}, "
+        "passes of "
         f"{args.batch} steps{f', config {args.config}' if args.config else ''}"
     )
     print(
