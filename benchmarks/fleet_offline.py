@@ -20,11 +20,13 @@ running fleet does: their readings are not in the training, nothing warms them, 
 800 clean readings arrive live (judged) before the 2,400 with faults. Their false alerts
 are also counted apart, per device-hour of what they sent.
 
-``--clean N``: each pump's clean readings before the faults, the model trained on the first
-15/16 of them (750 of 800). By default 800, or as many as the model's 15/16 need to cover
-the daemon's cold start span (``cold_start.span``, an hour) where that is more: 3,840 at
-``--step 1`` -- but no more than ``cold_start.max_readings`` of all the pumps together
-allows, as the daemon's cold start (``--pumps N``: a larger fleet, 12 by default). The
+``--clean N``: each pump's clean readings before the faults, the pumps warmed on all of
+them and the model trained on the first 15/16 (750 of 800; ``--train N``: on the first N).
+By default 800, or as many as the model's 15/16 need to cover the daemon's cold start span
+(``cold_start.span``, an hour) where that is more: 3,840 at ``--step 1``; and the model
+trains on no more than ``cold_start.max_readings`` of all the pumps together allow
+(``--pumps N``: a larger fleet, 12 by default), while the pumps learn the whole span, as
+the daemon's do. The
 simulated drive's load switches, ramps and thermal lags are in seconds, so at ``--step 1``
 800 readings are 13 minutes of a pump's life where at 5 s they are an hour
 (docs/BENCHMARKS.md, "The fleet read every second").
@@ -240,15 +242,15 @@ def main() -> int:
         type=int,
         default=None,
         help=f"clean readings a pump sends before the faults, the model trained on the first "
-        f"15/16 (default {CLEAN}, or where more, those whose 15/16 cover cold_start.span, "
-        "as many as cold_start.max_readings allows)",
+        f"15/16 (default {CLEAN}, or where more, those whose 15/16 cover cold_start.span)",
     )
     ap.add_argument(
         "--train",
         type=int,
         default=None,
         help="clean readings of each pump the model trains on (default: the first 15/16 of "
-        "--clean); the pumps are warmed, alerts suppressed, on all --clean",
+        "--clean, or by default what cold_start.max_readings of all the pumps allows where "
+        "that is fewer); the pumps are warmed, alerts suppressed, on all --clean",
     )
     ap.add_argument(
         "--test",
@@ -266,13 +268,15 @@ def main() -> int:
         ap.error("--step must be positive")
     if args.pumps < 1:
         ap.error("--pumps must be at least 1")
-    if args.clean is None:  # as the daemon's cold start: the first model waits for its span,
-        # or for max_readings of all the pumps together, whichever comes first
+    if args.clean is None:  # as the daemon's cold start: each pump learns the span; the
+        # first model trains on as much of it as max_readings of all the pumps together
+        # allows, the pumps going on learning for the rest (Pipeline._learn_the_span)
         extra = tomllib.loads(args.config.read_text()) if args.config else {}
         rule = ColdStartConfig.model_validate(extra.get("cold_start", {}))
-        spanned = math.ceil(rule.span / args.step * 16 / 15)
-        capped = max(rule.readings, rule.max_readings) * 16 // (15 * args.pumps)
-        args.clean = max(CLEAN, min(spanned, capped))
+        args.clean = max(CLEAN, math.ceil(rule.span / args.step * 16 / 15))
+        per_pump = max(rule.readings, rule.max_readings) // args.pumps
+        if args.train is None and per_pump < args.clean - args.clean // 16:
+            args.train = max(2 * WINDOW, per_pump)
     if args.clean < 2 * WINDOW:
         ap.error(f"--clean must be at least {2 * WINDOW}")
     if args.train is not None and not 2 * WINDOW <= args.train <= args.clean:

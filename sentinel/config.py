@@ -682,10 +682,11 @@ class ColdStartConfig(Section):
         return (
             f"the first model learns {covered or 0.0:.0f} s of the stream's time, not "
             f"cold_start.span ({self.span:g} s): its readings reached cold_start.max_readings "
-            f"({max(self.readings, self.max_readings)}) first, as a large fleet's do. Its "
-            "devices raise more false alerts until a retraining learns more of the plant; "
-            "raise cold_start.max_readings (and retrain.reservoir_rows, which bounds it) to "
-            "learn the whole span, at a longer first training"
+            f"({max(self.readings, self.max_readings)}) first, as a large fleet's do. Each "
+            "device goes on learning, alerts suppressed, until it has sent the span, but the "
+            "model knows less of the plant than its devices' checks; raise "
+            "cold_start.max_readings (and retrain.reservoir_rows, which bounds it) to train "
+            "it on the whole span, at a longer first training"
         )
 
 

@@ -38,6 +38,7 @@ class _Ring:
     values: np.ndarray  # (size, n_features) float32, as windows hold them
     head: int = 0  # next slot to write
     filled: int = 0
+    first: float = 0.0  # the first reading's time, kept after the ring wraps
 
 
 @dataclass
@@ -61,6 +62,7 @@ class WarmTail:
             ring = self._rings[reading.device] = _Ring(
                 np.zeros(self.size, dtype=np.float64),
                 np.zeros((self.size, self.n_features), dtype=np.float32),
+                first=reading.ts,
             )
         ring.times[ring.head] = reading.ts
         ring.values[ring.head] = reading.values
@@ -75,6 +77,14 @@ class WarmTail:
         """How many readings of ``device`` are kept."""
         ring = self._rings.get(device)
         return 0 if ring is None else ring.filled
+
+    def span(self, device: str) -> tuple[float, float] | None:
+        """The time of the device's first reading added (kept when the ring wraps) and of
+        its newest; None for a device with none."""
+        ring = self._rings.get(device)
+        if ring is None or ring.filled == 0:
+            return None
+        return ring.first, float(ring.times[(ring.head - 1) % self.size])
 
     def readings(self, device: str) -> list[Reading]:
         """The device's kept readings, oldest first."""

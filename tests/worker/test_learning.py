@@ -103,3 +103,46 @@ def test_a_device_still_learning_goes_on_learning_after_a_restart(tmp_path: Path
     batch = second.process(spiky(200, 400, spike_at=300))  # 300 s: inside its first 600
     assert batch.alerts == ()
     assert second.stats.learning_windows > 0
+
+
+def fleet(devices: int, start: int, end: int, spike: tuple[str, int] | None = None) -> list:  # type: ignore[type-arg]
+    """``devices`` pumps read every second; one spike at (device, t) where given."""
+    return [
+        delivery(f"p{d}", float(t), 9.0 if spike == (f"p{d}", t) else 0.1)
+        for t in range(start, end)
+        for d in range(devices)
+    ]
+
+
+def test_a_fleet_whose_cold_start_max_readings_cut_short_learns_the_rest_of_the_span() -> None:
+    # Ten pumps, max_readings 1,000: the cold start ends at their 100th second, short of the
+    # 600 s span. The model arrives; each pump goes on learning, alerts suppressed, until
+    # 600 s after its first reading, as a pump that joins after the model does.
+    config = make_config(cold_start={"readings": 64, "span": SPAN, "max_readings": 1000})
+    h = Harness({"pump": None}, config, recall=empty_store)
+    h.batches.append(h.pipeline.process(fleet(10, 0, 100)))
+    [job] = h.jobs
+    assert job.readings == 1000
+    h.pipeline.install_model("pump", FakeDetector())
+    with capture_logs() as logs:
+        h.batches.append(h.pipeline.process(fleet(10, 100, 400, spike=("p3", 300))))
+        assert h.alerts == [], "a spike inside the span alerted"
+        assert h.pipeline.stats.learning_windows > 0
+        h.batches.append(h.pipeline.process(fleet(10, 400, 760, spike=("p3", 700))))
+    assert {(a.uid, a.device) for a in h.alerts} == {(h.alerts[0].uid, "p3")}  # one alert
+    assert min(a.started_at for a in h.alerts) >= SPAN
+    [learning] = [e for e in logs if e["event"] == "devices_learning_span"]
+    assert learning["devices"] == 10
+    assert learning["until"] == SPAN
+    assert len([e for e in logs if e["event"] == "device_learnt"]) == 10
+
+
+def test_a_fleet_that_covered_the_span_in_its_cold_start_is_judged_at_once() -> None:
+    config = make_config(cold_start={"readings": 64, "span": 60, "max_readings": 100_000})
+    h = Harness({"pump": None}, config, recall=empty_store)
+    h.batches.append(h.pipeline.process(fleet(10, 0, 100)))  # 61 s: the span covered
+    assert len(h.jobs) == 1
+    h.pipeline.install_model("pump", FakeDetector())
+    h.batches.append(h.pipeline.process(fleet(10, 100, 400, spike=("p3", 300))))
+    assert {a.device for a in h.alerts} == {"p3"}
+    assert h.pipeline.stats.learning_windows == 0
