@@ -99,6 +99,7 @@ def test_healthz_without_a_model_is_degraded(mqtt_broker: PrivateBroker, tmp_pat
         assert body["checks"]["cold_start"] == {
             "pump": {"collected": 0, "covered_s": 0.0, "progress": 0.0}
         }
+        assert body["checks"]["learning_devices"] == {"pump": 0}
         assert sample(metrics(port), "sentinel_model_active", stream="pump", version="") == 0
         # the cold start's progress is there, at 0 (sample() reads a missing series as 0)
         scraped = metrics(port)

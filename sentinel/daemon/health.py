@@ -182,6 +182,8 @@ class Health:
             },
             "models": models,
             "cold_start": collecting,
+            # devices whose alerts wait for their first cold_start.span (not a problem)
+            "learning_devices": pipeline.learning_devices(),
             "pipeline": {
                 "alive": pipeline.alive,
                 "seconds_since_pass": round(stalled, 3),

@@ -384,6 +384,16 @@ def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
     for stream in sorted(pipeline.model_versions()):
         open_alerts.add_metric([stream], counts.get(stream, 0))
     yield open_alerts
+    learning = GaugeMetricFamily(
+        "sentinel_devices_learning",
+        "Devices judged with alerts suppressed until cold_start.span after their first "
+        "reading (joined after the model, or the first model came before their span), by "
+        "stream.",
+        labels=["stream"],
+    )
+    for stream, count in sorted(pipeline.learning_devices().items()):
+        learning.add_metric([stream], count)
+    yield learning
     alerts = CounterMetricFamily("sentinel_alerts", "Alert changes, by event.", labels=["event"])
     alerts.add_metric(["opened"], stats.alerts_opened)
     alerts.add_metric(["reopened"], stats.alerts_reopened)  # within alerts.cooldown

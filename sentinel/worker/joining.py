@@ -36,6 +36,10 @@ class JoiningDevices:
     def any(self, stream: str) -> bool:
         return bool(self._first.get(stream))
 
+    def count(self, stream: str) -> int:
+        """How many of the stream's devices learn now; safe from other threads."""
+        return len(self._first.get(stream, ()))
+
     def snapshot(self, stream: str) -> dict[str, float]:
         return dict(self._first.get(stream, {}))
 

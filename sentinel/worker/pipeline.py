@@ -379,6 +379,12 @@ class Pipeline:
         """The latest failed read of stored progress, None once one succeeded again."""
         return self._devices.recall_error
 
+    def learning_devices(self) -> dict[str, int]:
+        """Per stream, the devices learning now: judged with alerts suppressed until
+        ``cold_start.span`` after their first reading (``_joined``, ``_learn_the_span``).
+        Read from other threads."""
+        return {name: self._joining.count(name) for name in self._streams}
+
     def open_alerts(self) -> dict[str, int]:
         """Per stream, the alerts open now (acknowledged ones included)."""
         return self._alerts.open_by_stream()

@@ -69,6 +69,7 @@ def test_devices_beyond_the_cap_count_in_their_streams_aggregate() -> None:
     assert _device("sentinel_device_score", "c") not in samples
     assert _device("sentinel_device_score", "") not in samples
     assert samples[("sentinel_alerts_open", (("stream", "pump"),))] == 1
+    assert samples[("sentinel_devices_learning", (("stream", "pump"),))] == 0
     assert samples[("sentinel_history_pruned_rows_total", ())] == 0
     assert pipeline.stats.anomalous == 3
 

@@ -128,7 +128,9 @@ def test_a_fleet_whose_cold_start_max_readings_cut_short_learns_the_rest_of_the_
         h.batches.append(h.pipeline.process(fleet(10, 100, 400, spike=("p3", 300))))
         assert h.alerts == [], "a spike inside the span alerted"
         assert h.pipeline.stats.learning_windows > 0
+        assert h.pipeline.learning_devices() == {"pump": 10}  # /healthz, /metrics
         h.batches.append(h.pipeline.process(fleet(10, 400, 760, spike=("p3", 700))))
+    assert h.pipeline.learning_devices() == {"pump": 0}
     assert {(a.uid, a.device) for a in h.alerts} == {(h.alerts[0].uid, "p3")}  # one alert
     assert min(a.started_at for a in h.alerts) >= SPAN
     [learning] = [e for e in logs if e["event"] == "devices_learning_span"]
