@@ -27,7 +27,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,6 +216,9 @@ class Unfiltered:
 
     def latest(self, stream: str, per_device: int) -> Sequence[Reading]:
         return self._tap.latest(stream, per_device)
+
+    def first_seen(self, stream: str) -> Mapping[str, float]:
+        return self._tap.first_seen(stream)
 
     def tick(self) -> None:
         self._tap.tick()

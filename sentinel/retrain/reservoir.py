@@ -212,6 +212,11 @@ class Reservoir:
         # list() copies the dict in one step: the retrainer and /healthz ask from their threads
         return stream_span(last - first for first, last in list(self._bounds.values()))
 
+    def first_seen(self) -> dict[str, float]:
+        """Each device's oldest reading time stored (after a prune, at most an interval
+        early: see ``prune``)."""
+        return {device: first for device, (first, _) in list(self._bounds.items())}
+
     def _rekey(self, conn: sqlite3.Connection) -> None:
         """Copy a reservoir written in the device-first layout into the time-first one
         (``_READINGS``), in one transaction: a kill midway leaves the old layout whole, and
@@ -628,6 +633,11 @@ class ReservoirTap:
         """``Reservoir.span`` of ``stream``'s reservoir (written readings, not those held)."""
         reservoir = self._reservoirs.get(stream)
         return 0.0 if reservoir is None else reservoir.span
+
+    def first_seen(self, stream: str) -> dict[str, float]:
+        """``Reservoir.first_seen`` of ``stream``'s reservoir (written readings)."""
+        reservoir = self._reservoirs.get(stream)
+        return {} if reservoir is None else reservoir.first_seen()
 
     def latest(self, stream: str, per_device: int) -> list[Reading]:
         """``Reservoir.latest`` of ``stream``'s reservoir, the readings held written first;

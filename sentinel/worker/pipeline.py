@@ -108,6 +108,11 @@ class PipelineTap(Protocol):
         every device's in time order (from before this start too)."""
         ...
 
+    def first_seen(self, stream: str) -> Mapping[str, float]:
+        """Each device's oldest reading time of ``stream`` that it keeps (from before this
+        start too)."""
+        ...
+
     def tick(self) -> None:
         """Called while the worker is idle: store what it has held long enough."""
         ...
@@ -1222,6 +1227,10 @@ class Pipeline:
                 for reading in kept:
                     if len(reading.values) == width:
                         tail.add(reading)
+                # from when each device's readings begin, not its newest kept: a device
+                # has learnt the span since (_learn_the_span)
+                for device, ts in self._tap.first_seen(runtime.config.name).items():
+                    tail.began(device, ts)
                 if kept:
                     log.info("warm_tail_recalled", stream=runtime.config.name, readings=len(kept))
         if not self._cold_start_buffer:

@@ -78,6 +78,13 @@ class WarmTail:
         ring = self._rings.get(device)
         return 0 if ring is None else ring.filled
 
+    def began(self, device: str, ts: float) -> None:
+        """The device's readings began at ``ts``, before the first one added (a restart
+        recalled its newest): ``span`` counts from there."""
+        ring = self._rings.get(device)
+        if ring is not None:
+            ring.first = min(ring.first, ts)
+
     def span(self, device: str) -> tuple[float, float] | None:
         """The time of the device's first reading added (kept when the ring wraps) and of
         its newest; None for a device with none."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from sentinel.records import DeviceProgress, Reading
+from sentinel.retrain.reservoir import Reservoir, ReservoirTap
 from sentinel.worker.devices import Recall
 from sentinel.worker.pipeline import Pipeline
 from tests.fakes import FakeDetector, Harness, delivery, make_config
@@ -148,3 +149,23 @@ def test_a_fleet_that_covered_the_span_in_its_cold_start_is_judged_at_once() -> 
     h.batches.append(h.pipeline.process(fleet(10, 100, 400, spike=("p3", 300))))
     assert {a.device for a in h.alerts} == {"p3"}
     assert h.pipeline.stats.learning_windows == 0
+
+
+def test_after_a_restart_in_the_cold_start_devices_count_from_their_first_reading_kept(
+    tmp_path: Path,
+) -> None:
+    # The daemon kept 650 s of two pumps in the reservoir, then restarted before its first
+    # model. The warm tail recalls their newest 300 readings (350-649 s); the pumps have
+    # learnt the 600 s span since their first reading (0 s), so they are judged at once.
+    config = make_config(cold_start={"readings": 64, "span": SPAN, "warm_readings": 300})
+    reservoir = Reservoir(tmp_path / "r.sqlite", 2, max_rows=10_000, max_age=1e9, margin=5.0)
+    reservoir.open()
+    reservoir.add([Reading("pump", d, float(t), (0.1, 0.0)) for t in range(650) for d in "ab"])
+    tap = ReservoirTap({"pump": reservoir})
+    h = Harness({"pump": None}, config, recall=empty_store, tap=tap, cold_start_buffer=False)
+    h.pipeline.install_model("pump", FakeDetector())
+    with capture_logs() as logs:
+        h.batches.append(h.pipeline.process([delivery(d, 650.0, 0.1) for d in "ab"]))
+    assert h.pipeline.learning_devices() == {"pump": 0}
+    assert not [e for e in logs if e["event"] == "devices_learning_span"]
+    reservoir.close()
