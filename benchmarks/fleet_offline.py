@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = SentinelConfig.model_validate(sections)
     segments = [
         np.array([[s[d].values[f] for f in FEATURES] for s in readings[:train]], dtype=np.float32)
-        for d in range(pumps - args.cold)
+        for d in range(args.model_pumps or pumps - args.cold)
     ]
     detector = detector_type(config.model.detector).train(
         segments,
@@ -253,6 +253,13 @@ def main() -> int:
         "that is fewer); the pumps are warmed, alerts suppressed, on all --clean",
     )
     ap.add_argument(
+        "--model-pumps",
+        type=int,
+        default=None,
+        help="the model trains on the first N pumps only (default: every pump not --cold); "
+        "every pump is warmed",
+    )
+    ap.add_argument(
         "--test",
         type=int,
         default=TEST,
@@ -287,6 +294,8 @@ def main() -> int:
         ap.error("--step, --day and --batch must be positive, --rate at least 0")
     if not 0 <= args.cold < args.pumps:
         ap.error(f"--cold must be 0 to {args.pumps - 1}")
+    if args.model_pumps is not None and not 1 <= args.model_pumps <= args.pumps - args.cold:
+        ap.error(f"--model-pumps must be 1 to {args.pumps - args.cold}")
     configure_logging("warning", "console")
     torch.set_num_threads(1)
     found = run(args)
@@ -301,7 +310,8 @@ def main() -> int:
         f"machine: {platform.machine()}, python {platform.python_version()}; {args.pumps} "
         f"pumps, seed {args.seed}, "
         f"step {args.step:g} s, day {args.day:g} s, rate {args.rate:g}/h, {args.clean} clean "
-        f"readings a pump{f' (the model trained on {args.train})' if args.train else ''}, "
+        f"readings a pump{f' (the model trained on {args.train})' if args.train else ''}"
+        f"{f', the model on {args.model_pumps} pumps' if args.model_pumps else ''}, "
         "passes of "
         f"{args.batch} steps{f', config {args.config}' if args.config else ''}"
     )
