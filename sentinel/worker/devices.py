@@ -49,6 +49,10 @@ class DeviceState:
     last_ts: float  # the newest accepted reading's time: older ones are out of order
     readings: int  # accepted in all, restarts included
     seen: float  # monotonic end of the latest pass that had a reading of it
+    # monotonic time since when every reading of it was at or before last_ts (0: its
+    # latest was taken), and whether that was logged (``Pipeline._not_after``)
+    stale_since: float = 0.0
+    stale_logged: bool = False
 
 
 class DeviceTable:

@@ -73,7 +73,7 @@ from sentinel.worker.commands import (
     TrainingFailed,
     WarmUp,
 )
-from sentinel.worker.devices import Abandoned, DeviceTable, Recall
+from sentinel.worker.devices import Abandoned, DeviceState, DeviceTable, Recall
 from sentinel.worker.history import HistoryBuckets
 from sentinel.worker.joining import JoiningDevices
 from sentinel.worker.shadow import Shadow
@@ -89,6 +89,9 @@ _stdlib_log = logging.getLogger(__name__)  # what structlog's filter_by_level as
 
 _DRAIN_MAX = 256  # deliveries handled per pass: bounds latency and the size of a commit
 _SCORE_CAP = 1e30  # stands in for a non-finite score
+# Seconds of the daemon's clock a device's readings must all be at or before its last
+# before ``device_clock_behind`` is logged: far longer than a redelivery after a restart.
+CLOCK_STALE_AFTER = 60.0
 
 
 class PipelineTap(Protocol):
@@ -512,19 +515,9 @@ class Pipeline:
                         self._joined(reading)
                 present.add(key)
                 if reading.ts <= state.last_ts:
-                    reason = (
-                        RejectReason.DUPLICATE
-                        if reading.ts == state.last_ts
-                        else RejectReason.OUT_OF_ORDER
-                    )
-                    self.rejections.record(
-                        Rejected(
-                            reason=reason,
-                            topic=delivery.topic,
-                            detail=f"ts {reading.ts} not after last {state.last_ts}",
-                        )
-                    )
+                    self._not_after(reading, state, delivery.topic, now)
                     continue
+                state.stale_since = 0.0
                 state.last_ts = reading.ts
                 state.readings += 1
                 touched.add(key)
@@ -689,6 +682,40 @@ class Pipeline:
                 thresholds_parked=parked,
                 held=len(held),
                 idle_s=idle,
+            )
+
+    def _not_after(self, reading: Reading, state: DeviceState, topic: str, now: float) -> None:
+        """A reading at or before its device's last: dropped and counted. A device whose
+        every reading has been so for ``CLOCK_STALE_AFTER`` seconds has a clock that went
+        back or stopped (a dead RTC battery, a reboot before NTP): nothing of it is judged
+        until its clock passes the last reading taken, which may be never, so say so once,
+        with the fix. A redelivery after a restart is over in seconds."""
+        reason = (
+            RejectReason.DUPLICATE if reading.ts == state.last_ts else RejectReason.OUT_OF_ORDER
+        )
+        self.rejections.record(
+            Rejected(
+                reason=reason,
+                topic=topic,
+                detail=f"ts {reading.ts} not after last {state.last_ts}",
+            )
+        )
+        if state.stale_since == 0.0:
+            state.stale_since, state.stale_logged = now, False
+        elif not state.stale_logged and now - state.stale_since >= CLOCK_STALE_AFTER:
+            state.stale_logged = True
+            log.warning(
+                "device_clock_behind",
+                stream=reading.stream,
+                device=reading.device,
+                last_ts=state.last_ts,
+                ts=reading.ts,
+                behind_s=round(state.last_ts - reading.ts, 3),
+                seconds=round(now - state.stale_since, 1),
+                effect="its readings are dropped (out_of_order, duplicate) until its clock "
+                "passes last_ts: nothing of it is judged",
+                fix=f"set the device's clock, or take its readings from now on: sentinel "
+                f"devices reset {reading.stream} {reading.device}",
             )
 
     def _joined(self, reading: Reading) -> None:

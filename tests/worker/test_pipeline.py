@@ -36,6 +36,36 @@ def test_duplicates_and_out_of_order_readings_are_counted_and_skipped() -> None:
     assert progress["a"].last_ts == 2
 
 
+def test_a_device_whose_clock_went_back_is_named_once_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("sentinel.worker.pipeline.time.monotonic", lambda: clock[0])
+    h = Harness({"pump": FakeDetector()})
+    h.pipeline.process([delivery("a", 1_700_000_000.0 + t, 0.1) for t in range(10)])
+    with capture_logs() as logs:
+        # its RTC lost power: every reading since is from 2000, for two minutes
+        for second in range(120):
+            clock[0] += 1.0
+            h.pipeline.process([delivery("a", 946_684_800.0 + second, 0.1)])
+        # a restart's redelivery of a pass already taken is over in a second: not named
+        h.pipeline.process([delivery("b", 5.0 + t, 0.1) for t in range(10)])
+        h.pipeline.process([delivery("b", 5.0 + t, 0.1) for t in range(10)] * 20)
+    named = [e for e in logs if e["event"] == "device_clock_behind"]
+    assert [(e["device"], e["seconds"]) for e in named] == [("a", 60.0)]
+    assert named[0]["log_level"] == "warning"
+    assert named[0]["behind_s"] == 1_700_000_009.0 - 946_684_860.0
+    assert "sentinel devices reset pump a" in named[0]["fix"]
+    # its clock set right: taken again, and a later episode is named again
+    h.pipeline.process([delivery("a", 1_700_000_100.0, 0.1)])
+    assert h.pipeline.stats.readings == 10 + 10 + 1
+    with capture_logs() as logs:
+        for second in range(61):
+            clock[0] += 1.0
+            h.pipeline.process([delivery("a", 1_600_000_000.0 + second, 0.1)])
+    assert [e["device"] for e in logs if e["event"] == "device_clock_behind"] == ["a"]
+
+
 def test_every_ack_is_passed_on_once_in_arrival_order() -> None:
     h = Harness({"pump": FakeDetector()})
     h.run([delivery("a", t, 0, mid=t + 1) for t in range(50)] + [delivery("a", 60, 0)])
