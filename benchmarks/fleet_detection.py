@@ -122,6 +122,14 @@ def main() -> int:
         help="copy each setting's alerts.json and truth.json here (KEEP/runN/), to read "
         "which faults were missed and which alerts were false",
     )
+    ap.add_argument(
+        "--model-after",
+        type=int,
+        default=None,
+        help="publish only this many clean steps before waiting for the cold-start model, "
+        "the rest after it, as a live fleet's model arrives while its readings go on (with "
+        "a [cold_start] max_readings in --config that ends the cold start by then)",
+    )
     args = ap.parse_args()
     if args.step <= 0 or args.day <= 0:
         ap.error("--step and --day must be positive")
@@ -173,6 +181,7 @@ def main() -> int:
                     warmup_steps=warmup,
                     product_cold_start=args.product_cold_start,
                     devices=args.pumps,
+                    model_after=args.model_after,
                 )
                 rows.append((name, result))
                 if args.keep:

@@ -290,6 +290,7 @@ def fleet_detection_scenario(
     warmup_steps: int = 800,
     product_cold_start: bool = False,
     devices: int = 12,
+    model_after: int | None = None,
 ) -> DetectionResult:
     """12 simulated pumps (``devices``) from nothing: clean operation, cold-start training,
     then faults.
@@ -316,7 +317,10 @@ def fleet_detection_scenario(
 
     The faults are published only once the model is trained, so ``training_wait`` (seconds
     allowed for the cold-start training) changes how long a slow detector may take, never
-    what it detects.
+    what it detects. ``model_after``: only that many of the warm-up steps are published
+    before the wait for the model, the rest after it -- as a live fleet's model arrives
+    while its readings go on, before its devices' hour where ``cold_start.max_readings``
+    ends the cold start (``extra``'s ``[cold_start]``).
     """
     test_steps = 2400
     sim = FleetSimulator(
@@ -362,8 +366,10 @@ def fleet_detection_scenario(
     with running_app(config) as running:
         pipeline = running.app.pipeline
         assert pipeline is not None
-        sent = _publish_steps(publisher, steps, warmup_steps)
+        before = warmup_steps if model_after is None else min(model_after, warmup_steps)
+        sent = _publish_steps(publisher, steps, before)
         wait_for(lambda: pipeline.has_model("pump"), training_wait, "cold-start training")
+        sent += _publish_steps(publisher, steps, warmup_steps - before)
         sent += _publish_steps(publisher, steps, test_steps)
         # a window of 10,000 publishes may wait on a broker that a busy box slows
         assert publisher.finish(300) == 0
