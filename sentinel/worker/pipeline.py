@@ -1139,11 +1139,8 @@ class Pipeline:
         it. Each such device goes on learning, as one that joins after the model does
         (``_joined``), until ``span`` after its first reading: its windows judged with
         alerts suppressed, so its threshold, spike memory and relations learn the plant's
-        hour before they alert although the model learnt less of it. Measured on 48 pumps
-        read every second (docs/BENCHMARKS.md, "A large fleet's devices learn the hour"): a
-        model trained on their first 17 minutes raised 52 false alerts in 256 device-hours
-        with each device judged from there, 27 with each learning the hour, 22 with the
-        model trained on the hour too."""
+        hour before they alert although the model learnt less of it: most of what a short
+        cold start costs (docs/BENCHMARKS.md, "A large fleet's devices learn the hour")."""
         span = self._config.cold_start.span
         if span <= 0:
             return
