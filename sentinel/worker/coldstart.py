@@ -58,8 +58,6 @@ class ColdStartBuffer:
     last_ts: float | None = None
     _times: dict[str, list[float]] = field(default_factory=dict)
     _values: dict[str, list[tuple[float, ...]]] = field(default_factory=dict)
-    # per device, its oldest and newest timestamp collected
-    _bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     # devices whose own span reaches ``rule.span``, and ``covered`` as of the fleet's last
     # round (``add``: an exact quantile over a thousand devices a reading would cost more
     # than the reading; a device's span only grows, so a count decides ``ready`` exactly)
@@ -70,18 +68,18 @@ class ColdStartBuffer:
     def add(self, reading: Reading) -> bool:
         """Keep a reading; True once the readings are enough to train on."""
         device, ts = reading.device, reading.ts
-        self._times.setdefault(device, []).append(ts)
+        # Each device's times only grow (the pipeline drops a reading not after its last),
+        # so its span is its newest less its first.
+        times = self._times.setdefault(device, [])
+        before = times[-1] - times[0] if times else -math.inf
+        times.append(ts)
         self._values.setdefault(device, []).append(reading.values)
         self.collected += 1
         self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
         self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
-        known = self._bounds.get(device)
-        first, last = (ts, ts) if known is None else (min(known[0], ts), max(known[1], ts))
-        self._bounds[device] = (first, last)
-        span = self.rule.span
-        if last - first >= span and (known is None or known[1] - known[0] < span):
+        if before < self.rule.span <= ts - times[0]:
             self._spanning += 1
-        if self.collected - self._covered_at >= len(self._bounds):
+        if self.collected - self._covered_at >= len(self._times):
             self._covered, self._covered_at = self.covered, self.collected
         return self.rule.ready(self.collected, self._ruled_span())
 
@@ -90,7 +88,7 @@ class ColdStartBuffer:
         the last round's figure, kept below the span whatever it says (a device joined
         since)."""
         span = self.rule.span
-        if self._spanning >= devices_to_cover(len(self._bounds)):
+        if self._spanning >= devices_to_cover(len(self._times)):
             return span
         return min(self._covered, math.nextafter(span, 0.0))
 
@@ -100,7 +98,7 @@ class ColdStartBuffer:
         off its own clock (``sentinel.timescale.stream_span``): a device whose clock is far
         behind the others does not end the wait for ``cold_start.span`` at once."""
         # list() copies the dict in one step: /healthz asks from another thread
-        return stream_span(last - first for first, last in list(self._bounds.values()))
+        return stream_span(times[-1] - times[0] for times in list(self._times.values()))
 
     @property
     def progress(self) -> float:
