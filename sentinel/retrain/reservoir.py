@@ -47,6 +47,7 @@ _INTERVAL_SAMPLE = 5_000  # newest readings an auto age learns the interval from
 # cent of the daemon's CPU in a drain (issue #23)
 _INTERVAL_EVERY = 16
 _LOSS_LOG_INTERVAL = 60.0  # seconds between reservoir_write_failed lines of one stream
+_TOO_OLD_LOG_INTERVAL = 600.0  # seconds between reservoir_readings_too_old lines of one file
 # Exclusion spans kept per stream while writes fail (~100 bytes each): a disk that stays full
 # for days must not grow the worker without bound; the newest are kept.
 _PENDING_MAX = 100_000
@@ -152,6 +153,10 @@ class Reservoir:
         # per device, its oldest and newest reading's time stored (``span``); written by the
         # owner only, copied whole by readers on other threads
         self._bounds: dict[str, tuple[float, float]] = {}
+        # the devices ``_bounds`` held after the last prune: one that comes after it and is
+        # pruned whole at the next was too old when it came (``prune``)
+        self._settled: frozenset[str] = frozenset()
+        self._too_old = Throttle(_TOO_OLD_LOG_INTERVAL)
 
     @property
     def path(self) -> Path:
@@ -201,6 +206,7 @@ class Reservoir:
                 "SELECT device, MIN(ts), MAX(ts) FROM readings GROUP BY device"
             )
         }
+        self._settled = frozenset(self._bounds)
         return self
 
     @property
@@ -416,18 +422,43 @@ class Reservoir:
             # Every prune drops whatever is older than a time, so a device's oldest reading
             # left is at or after it: taken as that time (at most an interval early), which
             # spares a scan of the table per prune.
-            self._bounds = (
-                {}
-                if self.oldest is None
-                else {
-                    device: (max(first, self.oldest), last)
-                    for device, (first, last) in self._bounds.items()
-                    if last >= self.oldest
-                }
-            )
+            kept: dict[str, tuple[float, float]] = {}
+            too_old: list[tuple[str, float]] = []
+            for device, (first, last) in self._bounds.items():
+                if self.oldest is not None and last >= self.oldest:
+                    kept[device] = (max(first, self.oldest), last)
+                elif device not in self._settled:
+                    too_old.append((device, last))
+            self._bounds, self._settled = kept, frozenset(kept)
+            if too_old and self.oldest is not None:
+                self._log_too_old(too_old, self.oldest)
             if oldest is not None:
                 conn.execute('DELETE FROM excluded WHERE "end" < ?', (float(oldest),))
                 conn.execute('DELETE FROM accepted WHERE "end" < ?', (float(oldest),))
+
+    def _log_too_old(self, devices: list[tuple[str, float]], oldest: float) -> None:
+        """Devices whose readings since the last prune were all older than what the
+        reservoir keeps: a device's clock far behind the others' (a reset RTC, a gateway in
+        another time zone), or readings delayed longer than the reservoir reaches back. They
+        are judged, but never trained on nor warmed from at a restart, and nothing else
+        would say so. A device that stopped sending ages out after a prune kept it, and is
+        not named."""
+        suppressed = self._too_old.allow("too_old")
+        if suppressed is None:
+            return
+        devices.sort(key=lambda d: d[1])
+        log.warning(
+            "reservoir_readings_too_old",
+            path=str(self._path),
+            devices=len(devices),
+            examples=[device for device, _ in devices[:5]],
+            behind_s=round(oldest - devices[0][1], 1),
+            suppressed_since_last=suppressed,
+            effect="their readings are older than the reservoir keeps (retrain.reservoir_age "
+            "behind the stream's newest, or retrain.reservoir_rows): judged, but never "
+            "trained on, nor warmed from at a restart",
+            fix="check those devices' clocks (their alerts carry the same times)",
+        )
 
     def _stored_interval(self, conn: sqlite3.Connection) -> float | None:
         """The stream's interval, learnt from its newest ``_INTERVAL_SAMPLE`` readings (one

@@ -332,3 +332,28 @@ def test_a_device_whose_clock_is_far_behind_does_not_stretch_the_reservoirs_span
         res.add([replace(r, ts=r.ts - behind) for r in _readings(f"p{pump}", 100_000, 60)])
     assert res.span == 59.0  # a minute of the plant, not the day between the clocks
     res.close()
+
+
+def test_a_device_whose_readings_are_all_older_than_the_reservoir_keeps_is_named(
+    tmp_path: Path,
+) -> None:
+    res = _reservoir(tmp_path / "old.sqlite", max_age=3600.0)
+    res.add(_readings("d1", 0, 100))
+    res.prune()
+    res.add(_readings("d2", 10_000, 100))
+    with capture_logs() as logs:
+        res.prune()  # d1 stopped sending and ages out: nothing to say
+    assert res.first_seen() == {"d2": 10_000.0}
+    assert not [e for e in logs if e["event"] == "reservoir_readings_too_old"]
+    # a pump whose clock is three hours behind the others: every reading of it is pruned
+    res.add(_readings("late", 10_100 - 3 * 3600, 50))
+    with capture_logs() as logs:
+        res.prune()
+    [named] = [e for e in logs if e["event"] == "reservoir_readings_too_old"]
+    assert named["log_level"] == "warning"
+    assert (named["devices"], named["examples"]) == (1, ["late"])
+    # from the oldest reading kept (d2's first) back to the late pump's newest
+    assert named["behind_s"] == 10_000.0 - (10_100 - 3 * 3600 + 49)
+    assert "clock" in named["fix"]
+    assert res.first_seen() == {"d2": 10_000.0}
+    res.close()
