@@ -147,9 +147,8 @@ class Reservoir:
         self._stored: float | None = None
         self._stored_due = 0
         self.count = 0  # readings stored; read by other threads, written by the owner only
-        # the oldest and newest reading's time stored (None: none), likewise
+        # the oldest reading's time stored as of the last open or prune (None: none)
         self.oldest: float | None = None
-        self.newest: float | None = None
         # per device, its oldest and newest reading's time stored (``span``); written by the
         # owner only, copied whole by readers on other threads
         self._bounds: dict[str, tuple[float, float]] = {}
@@ -199,7 +198,7 @@ class Reservoir:
         conn.commit()
         self._conn = conn
         self.count = int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
-        self.oldest, self.newest = conn.execute("SELECT MIN(ts), MAX(ts) FROM readings").fetchone()
+        self.oldest = conn.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
         self._bounds = {
             device: (float(first), float(last))
             for device, first, last in conn.execute(
@@ -364,9 +363,6 @@ class Reservoir:
         self.count += added
         self._since_prune += added
         if added and readings:
-            oldest, newest = min(r.ts for r in readings), max(r.ts for r in readings)
-            self.oldest = oldest if self.oldest is None else min(self.oldest, oldest)
-            self.newest = newest if self.newest is None else max(self.newest, newest)
             bounds = self._bounds
             for reading in readings:
                 device, ts = reading.device, reading.ts
@@ -400,7 +396,7 @@ class Reservoir:
         with conn:
             newest = conn.execute("SELECT MAX(ts) FROM readings").fetchone()[0]
             if newest is None:
-                self.oldest = self.newest = None
+                self.oldest = None
                 self._bounds = {}
                 return
             before = conn.total_changes
