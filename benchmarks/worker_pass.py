@@ -16,7 +16,8 @@ fewer), with a sink that keeps nothing. Printed, from one run:
   thresholds, hits, exceedances, evidence; alert uids and the config's hash left out, they
   differ from run to run). A change meant as a pure speed-up must leave it unchanged.
 
-``--profile N`` prints cProfile's top N functions of one more worker run by cumulative time.
+``--profile N`` prints cProfile's top N functions of one more worker run by cumulative time
+(the whole profile is kept in ``$TMPDIR/worker_pass.prof``).
 Meant for comparing two trees back to back on a noisy machine; it is not the end-to-end
 figure (that is ``throughput.py``).
 
@@ -175,7 +176,9 @@ def main() -> int:
             profile.enable()
             run_worker(config, models, deliveries, digest=False, size=args.pass_size)
             profile.disable()
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
+            stats = pstats.Stats(profile)
+            stats.dump_stats(Path(tempfile.gettempdir()) / "worker_pass.prof")
+            stats.sort_stats("cumulative").print_stats(args.profile)
     parse_us = 1e6 * statistics.median(parse_s) / n
     worker = n / statistics.median(worker_s)
     model = n / statistics.median(model_s)

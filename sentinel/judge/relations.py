@@ -386,24 +386,31 @@ def fit_relations(
         return None
     z = (means[:, used] - centre[used]) / spread[used]
     gram = z.T @ z
-    full = _least_squares(gram, n)
-    held = np.empty_like(z)
     size = max(block, -(-n // _MAX_FOLDS))
-    for lo in range(0, n, size):
-        part = z[lo : lo + size]
-        fit = full if n - len(part) < 2 else _least_squares(gram - part.T @ part, n - len(part))
-        held[lo : lo + size] = part - part @ fit.T
+    starts = range(0, n, size)
+    # Each held-out block's fit is on the rest; all of them, and the full fit, solved in
+    # one stacked call (the systems one call each would solve, so the same weights).
+    # (a block that leaves fewer than two rows is predicted by the full fit).
+    parts = [z[lo : lo + size] for lo in starts]
+    rest = [k for k, part in enumerate(parts) if n - len(part) >= 2]
+    grams = np.stack([gram, *(gram - parts[k].T @ parts[k] for k in rest)])
+    fits = _least_squares(grams, np.array([n, *(n - len(parts[k]) for k in rest)]))
+    full, by_part = fits[0], dict(zip(rest, fits[1:], strict=True))
+    held = np.empty_like(z)
+    for k, (lo, part) in enumerate(zip(starts, parts, strict=True)):
+        held[lo : lo + size] = part - part @ by_part.get(k, full).T
     weights = np.zeros((count, count))
     inverse = np.zeros(count)
     precision = np.zeros((count, count))
     standard = np.linalg.pinv(gram / n)  # in standardised units
     precision[np.ix_(used, used)] = standard / np.outer(spread[used], spread[used])
     judged = np.ones(count, dtype=bool) if moving is None else moving >= _MOVING
+    quantiles = np.quantile(np.abs(held), quantile, axis=0).tolist()  # one call, not U
     for j, f in enumerate(used):
         weights[f, used] = full[j] * spread[f] / spread[used]
         if not judged[f]:
             continue
-        scale = float(np.quantile(np.abs(held[:, j]), quantile)) * spread[f]
+        scale = quantiles[j] * spread[f]
         scale = max(scale, float(noise[f]), _CONSTANT * max(1.0, abs(float(centre[f]))))
         inverse[f] = 1.0 / scale
     sustained = np.zeros(count)
@@ -460,20 +467,21 @@ def _carrying(
     return len(ratios) - 1 - last
 
 
-def _least_squares(gram: FloatArray, n: int) -> FloatArray:
-    """(U, U) weights predicting each of U standardised columns from the others (zero
-    diagonal), from their (U, U) ``gram`` matrix over ``n`` rows.
+def _least_squares(grams: FloatArray, n: npt.NDArray[np.int_]) -> FloatArray:
+    """(K, U, U) weights predicting each of U standardised columns from the others (zero
+    diagonal), for each of K (U, U) ``grams`` matrices over ``n[k]`` rows.
 
-    The U ridge systems are solved in one stacked ``np.linalg.solve`` (the same LAPACK
+    The K * U ridge systems are solved in one stacked ``np.linalg.solve`` (the same LAPACK
     routine on the same matrices as one call each, so the same weights): a fit solves
-    them for every held-out block, and one call per system was a tenth of the worker
-    on batched payloads (issue #23)."""
-    used = gram.shape[0]
+    them for the full fit and every held-out block, and one call per system, then per
+    block, was a tenth of the worker (issue #23)."""
+    count, used = grams.shape[0], grams.shape[1]
     others = _others(used)
     rows = np.arange(used)[:, None]
-    systems = gram[others[:, :, None], others[:, None, :]] + _RIDGE * n * np.eye(used - 1)
-    out = np.zeros((used, used))
-    out[rows, others] = np.linalg.solve(systems, gram[others, rows][..., None])[..., 0]
+    ridge = (_RIDGE * n)[:, None, None, None] * np.eye(used - 1)
+    systems = grams[:, others[:, :, None], others[:, None, :]] + ridge
+    out = np.zeros((count, used, used))
+    out[:, rows, others] = np.linalg.solve(systems, grams[:, others, rows][..., None])[..., 0]
     return out
 
 

@@ -416,23 +416,31 @@ def test_ring_of_window_means_grows_into_the_ring_a_full_one_would_be() -> None:
 
 
 def test_the_stacked_ridge_solves_give_the_weights_of_one_solve_each() -> None:
-    """``_least_squares`` solves its systems in one stacked call (issue #23, speed): the
-    weights are those of one ``np.linalg.solve`` per feature, bit for bit."""
+    """``_least_squares`` solves the systems of several fits (the full one and each
+    held-out block's) in one stacked call (issue #23, speed): the weights are those of one
+    ``np.linalg.solve`` per feature and fit, bit for bit."""
     rng = np.random.default_rng(5)
-    for trial in range(500):
-        used, n = int(rng.integers(2, 10)), int(rng.integers(3, 600))
-        z = rng.standard_normal((n, used))
-        if trial % 3 == 0:  # two nearly collinear features: the ridge is what holds
-            z[:, 1] = 2 * z[:, 0] + 1e-9 * rng.standard_normal(n)
-        gram = z.T @ z
-        expected = np.zeros((used, used))
-        eye = relations._RIDGE * n * np.eye(used - 1)
-        for j in range(used):
-            others = np.delete(np.arange(used), j)
-            expected[j, others] = np.linalg.solve(
-                gram[np.ix_(others, others)] + eye, gram[others, j]
-            )
-        assert np.array_equal(relations._least_squares(gram, n), expected)
+    for trial in range(300):
+        used, fits = int(rng.integers(2, 10)), int(rng.integers(1, 6))
+        grams, rows, expected = [], [], []
+        for _ in range(fits):
+            n = int(rng.integers(3, 600))
+            z = rng.standard_normal((n, used))
+            if trial % 3 == 0:  # two nearly collinear features: the ridge is what holds
+                z[:, 1] = 2 * z[:, 0] + 1e-9 * rng.standard_normal(n)
+            gram = z.T @ z
+            one = np.zeros((used, used))
+            eye = relations._RIDGE * n * np.eye(used - 1)
+            for j in range(used):
+                others = np.delete(np.arange(used), j)
+                one[j, others] = np.linalg.solve(
+                    gram[np.ix_(others, others)] + eye, gram[others, j]
+                )
+            grams.append(gram)
+            rows.append(n)
+            expected.append(one)
+        got = relations._least_squares(np.stack(grams), np.array(rows))
+        assert np.array_equal(got, np.stack(expected))
 
 
 def test_fits_give_each_window_its_devices_current_fit() -> None:
