@@ -22,6 +22,12 @@ timings on shared machines are noisy, so read the ratio (the last line).
   child process (so it takes no GIL time from the daemon) notes each publish time; the
   k-th message acknowledged is the k-th published (one publisher, QoS 1, in order), and
   its latency ends when the commit that acknowledges it is reported.
+* ``--warm STEPS`` (drains, latency): the daemon judges as it does past its cold start:
+  its model trained on the simulated fleet's own first STEPS readings a device (fault-free)
+  and its judge's saved state warmed with them, the messages following them in time.
+  Without it the model is one of 4 other pumps and every device's judge starts cold: about
+  two thirds of the windows are then judged anomalous, and the checks that learn a device
+  start from nothing. The judge line prints the share either way.
 * ``--profile DIR`` (drains): after the timed runs, one more daemon drain with cProfile (CPU time,
   ``time.thread_time``) on its MQTT network, pipeline and writer threads; the profiles are
   written to DIR and the top entries printed. cProfile slows Python code unevenly: read
@@ -29,7 +35,7 @@ timings on shared machines are noisy, so read the ratio (the last line).
 
     .venv/bin/python benchmarks/throughput.py [--drain | --batched | --latency] [--devices 20]
         [--steps 1000] [--messages 50000] [--batch 100] [--rate R] [--protocol 5|3.1.1]
-        [--repeat 3] [--profile DIR]
+        [--repeat 3] [--warm STEPS] [--profile DIR]
         [--sqlite-durability full|unsafe-on-power-loss] [--postgres URL]
         [--flush-interval S [S ...]]
 
@@ -46,6 +52,7 @@ import json
 import os
 import platform
 import pstats
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,8 +62,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -72,8 +80,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sentinel.config import DatabaseConfig, ModelConfig, SentinelConfig
 from sentinel.daemon.app import SentinelApp
 from sentinel.ingest.mqtt_process import ProcessMqttSource
-from sentinel.model import ModelRegistry, scoring_device
-from sentinel.records import Delivery, WriteBatch
+from sentinel.model import ModelRegistry, scoring_device, train_detector, training_options
+from sentinel.records import Delivery, Reading, WriteBatch
 from sentinel.store.writer import AlertWriter
 from sentinel.worker.pipeline import Pipeline
 from simulators.broker import PrivateBroker, Publisher
@@ -98,21 +106,36 @@ class Workload:
 
     messages: list[tuple[str, bytes]]
     readings: dict[str, list[list[float]]]
+    # --warm: each device's readings before the messages (fault-free), which the model is
+    # trained on and the judge warmed with, as the daemon's cold start does
+    before: dict[str, list[Reading]] = field(default_factory=dict)
 
     @property
     def reading_count(self) -> int:
         return sum(len(rows) for rows in self.readings.values())
 
 
-def workload(devices: int, steps: int, seed: int, batch: int = 1) -> Workload:
+def workload(devices: int, steps: int, seed: int, batch: int = 1, warm: int = 0) -> Workload:
     """``steps`` readings of each device; ``batch`` > 1 packs that many consecutive readings
-    of one device into one JSON array message (the ``json`` format's array form)."""
-    sim = FleetSimulator(devices, seed=seed, anomaly_rate=2.0, warmup=300.0)
+    of one device into one JSON array message (the ``json`` format's array form).
+    ``warm`` > 0: ``warm`` fault-free readings of each device come first, kept apart
+    (``Workload.before``); the messages' readings follow them, their first 300 s
+    fault-free too."""
+    sim = FleetSimulator(devices, seed=seed, anomaly_rate=2.0, warmup=300.0 + warm)
     readings: dict[str, list[list[float]]] = {}
     messages: list[tuple[str, bytes]] = []
     pending: dict[str, list[Any]] = {}
+    before: dict[str, list[Reading]] = {}
     seq = 0
-    for _, step in zip(range(steps), sim.steps(), strict=False):
+    steps_of = sim.steps()
+    for _, step in zip(range(warm), steps_of, strict=False):
+        for reading in step:
+            values = tuple(reading.values[f] for f in FEATURES)
+            before.setdefault(reading.device, []).append(
+                Reading("pump", reading.device, reading.ts, values)
+            )
+            seq += 1
+    for _, step in zip(range(steps), steps_of, strict=False):
         for reading in step:
             readings.setdefault(reading.device, []).append([reading.values[f] for f in FEATURES])
             topic = f"plant/{reading.device}/pump"
@@ -129,7 +152,46 @@ def workload(devices: int, steps: int, seed: int, batch: int = 1) -> Workload:
         if group:
             topic = f"plant/{device}/pump"
             messages.append((topic, json.dumps(group, separators=(",", ":")).encode()))
-    return Workload(messages, readings)
+    return Workload(messages, readings, before)
+
+
+def steady_state(load: Workload, out: Path) -> Path:
+    """For a workload with readings ``before`` its messages (``--warm``): a model trained on
+    them, as the daemon's cold start trains its first model on its own fleet, and the judge
+    warmed with them (thresholds, spike memory, relations: ``Pipeline.warm_up``), saved as
+    the daemon saves it at a stop, into ``out``: ``models/`` (returned) and, beside it,
+    ``thresholds.json``, both of which ``daemon_setup`` copies into each run's state
+    directory: every run starts where a daemon that had judged those readings would.
+    ``out`` already holding both is reused (``worker_pass.py --models DIR``: two trees
+    compared on the same model and state)."""
+    models = out / "models"
+    if (out / "thresholds.json").exists() and ModelRegistry(models).active_version("pump"):
+        return models
+    config = SentinelConfig.model_validate(
+        daemon_config(out, SimpleNamespace(host="127.0.0.1", port=1883, protocol="5"))
+    )
+    detector = train_detector(
+        [np.asarray([r.values for r in rows], dtype=np.float32) for rows in load.before.values()],
+        training_options(config, "pump"),
+        device=torch.device("cpu"),
+    )
+    registry = ModelRegistry(models)
+    registry.save(detector)
+    registry.activate("pump", detector.version)
+    pipeline = Pipeline(
+        config,
+        sink=lambda batch: None,
+        request_training=lambda job: None,
+        models={"pump": registry.load_active("pump", scoring_device(config.model))},
+        snapshot_path=out / "thresholds.json",
+        cold_start_buffer=False,
+    )
+    pipeline.warm_up("pump", [r for rows in load.before.values() for r in rows])
+    pipeline.process([])  # applies the warm-up here, on this thread
+    pipeline.start()
+    pipeline.stop()  # saves the judge's state, as a daemon's stop does
+    assert (out / "thresholds.json").exists()
+    return models
 
 
 def publish(broker: PrivateBroker, messages: list[tuple[str, bytes]]) -> None:
@@ -314,6 +376,8 @@ def daemon_setup(
     flush_interval: float | None = None,
 ) -> tuple[dict[str, Any], str]:
     install_model(models, state)
+    if (models.parent / "thresholds.json").exists():  # steady_state's: the judge warm
+        shutil.copyfile(models.parent / "thresholds.json", state / "thresholds.json")
     url = POSTGRES.new() if POSTGRES else f"sqlite:///{state / 'sentinel.db'}"
     config = daemon_config(state, broker, database_url=url, client_id=client_id)
     # The product default unless given, not the tests' 0.05.
@@ -371,6 +435,7 @@ class Drain:
     cpu_share: float  # process CPU seconds per wall second from ready to the last commit
     windows: int  # scored by the daemon
     threads: dict[str, float]  # CPU seconds by thread group over the same span
+    anomalous: int = 0  # of the windows, judged anomalous
 
 
 THREAD_GROUPS = (
@@ -432,9 +497,10 @@ def daemon_drain(
         cpu = (time.process_time() - cpu0 + child) / (app.last - wall0)
         assert app.pipeline is not None
         windows = app.pipeline.stats.scored
+        anomalous = app.pipeline.stats.anomalous
     assert readings_committed(url) == work.reading_count
     seconds = app.last - clock.at
-    return Drain(seconds, cpu, windows, threads)
+    return Drain(seconds, cpu, windows, threads, anomalous)
 
 
 @contextmanager
@@ -652,6 +718,19 @@ def machine_line() -> str:
     )
 
 
+def anomalous_line(anomalous: int, windows: int) -> str:
+    return f"-- windows judged anomalous: {anomalous} of {windows} ({anomalous / windows:.0%})"
+
+
+def judge_line(args: argparse.Namespace) -> str:
+    if args.warm:
+        return (
+            f"judge: warm (--warm {args.warm}: the model trained on the fleet's own first "
+            f"{args.warm} readings a device, the judge warmed with them)"
+        )
+    return "judge: cold (a model of 4 other pumps; every device's threshold and checks new)"
+
+
 def live(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
     messages = workload(args.devices, args.steps, seed=7).messages
     ceilings, rates, scoring = [], [], []
@@ -696,7 +775,9 @@ def thread_line(threads: Counter[str]) -> str:
 
 def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
     steps = max(1, args.messages // args.devices)
-    load = workload(args.devices, steps, seed=7)
+    load = workload(args.devices, steps, seed=7, warm=args.warm)
+    if args.warm:  # the model and the judge's state of a daemon past its cold start
+        models = steady_state(load, work / "steady")
     n = len(load.messages)
     ceilings, rates, cpu = [], [], []
     threads: Counter[str] = Counter()
@@ -709,10 +790,12 @@ def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: P
         rates.append(n / result.seconds)
         cpu.append(result.cpu_share)
         threads.update(result.threads)
+        judged = (result.anomalous, result.windows)
     if args.profile is not None:
         profiled(args, broker, load, models, work)
     c, r = statistics.median(ceilings), statistics.median(rates)
     print(machine_line())
+    print(judge_line(args), anomalous_line(*judged))
     print(
         f"drain: a backlog of {n} messages ({args.devices} devices x {steps} readings, "
         f"{len(FEATURES)} features), MQTT {args.protocol}, in flight {RECEIVE_MAXIMUM}, "
@@ -729,7 +812,9 @@ def drain(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: P
 
 def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work: Path) -> None:
     steps = max(1, args.messages // args.devices)
-    load = workload(args.devices, steps, seed=7, batch=args.batch)
+    load = workload(args.devices, steps, seed=7, warm=args.warm, batch=args.batch)
+    if args.warm:  # the model and the judge's state of a daemon past its cold start
+        models = steady_state(load, work / "steady")
     n = load.reading_count
     score_batch_max = SentinelConfig.model_validate(
         daemon_config(work, broker)
@@ -748,10 +833,12 @@ def batched(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
         cpu.append(result.cpu_share)
         threads.update(result.threads)
         daemon_windows = result.windows
+        judged = (result.anomalous, result.windows)
     if args.profile is not None:
         profiled(args, broker, load, models, work)
     c, r = statistics.median(ceilings), statistics.median(rates)
     print(machine_line())
+    print(judge_line(args), anomalous_line(*judged))
     print(
         f"batched drain: {n} readings in {len(load.messages)} messages of up to {args.batch} "
         f"({args.devices} devices x {steps} readings), windows {WINDOW} hop {HOP}: "
@@ -769,7 +856,9 @@ def latency(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
     """p50/p99 at half the maximum, ``--repeat`` runs for each ``--flush-interval``, the
     intervals taken in turn so that a noisy spell of the box falls on all of them."""
     steps = max(1, args.messages // args.devices)
-    load = workload(args.devices, steps, seed=7)
+    load = workload(args.devices, steps, seed=7, warm=args.warm)
+    if args.warm:  # the model and the judge's state of a daemon past its cold start
+        models = steady_state(load, work / "steady")
     n = len(load.messages)
     maximum = args.rate
     if maximum is None:
@@ -786,6 +875,7 @@ def latency(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
             p50, p99 = np.percentile(seconds, [50, 99]) * 1e3
             runs[interval].append((p50, p99, seconds.max() * 1e3, kept))
     print(machine_line())
+    print(judge_line(args))
     print(
         f"latency: {n} messages ({args.devices} devices x {steps} readings) published at "
         f"{maximum / 2:.0f} msg/s, half the maximum {maximum:.0f} msg/s "
@@ -815,6 +905,15 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=None, help="latency: the maximum, msg/s")
     ap.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="drain: subscribers'")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="drains, latency: a model trained on the fleet's own first STEPS readings a "
+        "device and the judge warmed with them, as after the daemon's cold start (default "
+        "0: a model of 4 other pumps, every device's judge cold)",
+    )
     ap.add_argument("--profile", type=Path, default=None, help="drains: profile into DIR")
     ap.add_argument("--sqlite-durability", choices=("full", "unsafe-on-power-loss"), default="full")
     ap.add_argument(

@@ -24,6 +24,14 @@ figure (that is ``throughput.py``).
     .venv/bin/python benchmarks/worker_pass.py [--devices 20] [--readings 200000]
         [--batch 100] [--repeat 3] [--pass-size 256] [--profile 40] [--models DIR]
 
+``--warm STEPS`` judges as a daemon past its cold start does: the model trained on the
+simulated fleet's own first STEPS readings a device (fault-free), the judge warmed with
+them (``throughput.py``'s ``steady_state``); the timed readings follow them. Without it
+the model is one of 4 other pumps and every device's judge starts cold, so about half of
+the windows are judged anomalous and the checks that need a device's history (relations,
+the spike check's memory) have little to do: neither is what a running daemon does
+(docs/BENCHMARKS.md, "The worker in its steady state"). The last lines print the share.
+
 ``--models DIR`` keeps the trained model there on the first run and reuses it after, so
 that two trees are compared on the very same model, and training is paid once.
 """
@@ -38,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,7 +55,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from throughput import model_ceiling, workload  # benchmarks/throughput.py: the same load
+from throughput import (  # benchmarks/throughput.py: the same load
+    model_ceiling,
+    steady_state,
+    workload,
+)
 
 from sentinel.config import SentinelConfig
 from sentinel.ingest.parse import MessageParser
@@ -97,11 +110,20 @@ def _verdict_key(verdict: Verdict, alert: Alert | None) -> str:
     )
 
 
+JUDGED: Counter[bool] = Counter()  # windows of the digest run: anomalous (True) or not
+
+
 def run_worker(
-    config: SentinelConfig, models: Path, deliveries: list[Delivery], digest: bool, size: int
+    config: SentinelConfig,
+    models: Path,
+    deliveries: list[Delivery],
+    digest: bool,
+    size: int,
+    warm_state: Path | None = None,
 ) -> tuple[float, float, str]:
     """Seconds ``Pipeline.process`` took over ``deliveries``, the process's CPU seconds
-    meanwhile, and the verdicts' digest."""
+    meanwhile, and the verdicts' digest; ``warm_state``: the judge's saved state to
+    start from (``--warm``)."""
     detector = ModelRegistry(models).load_active(
         "pump", torch.device("cpu"), config.model.score_batch_max
     )
@@ -110,6 +132,7 @@ def run_worker(
 
     def observe(verdict: Verdict, alert: Alert | None) -> None:
         sha.update(_verdict_key(verdict, alert).encode())
+        JUDGED[verdict.is_anomaly] += 1
 
     def sink(batch: WriteBatch) -> None:
         pass
@@ -121,6 +144,7 @@ def run_worker(
         models={"pump": detector},
         observer=observe if digest else None,
         cold_start_buffer=False,
+        snapshot_path=warm_state,
     )
     started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(deliveries), size):
@@ -137,24 +161,37 @@ def main() -> int:
     ap.add_argument("--pass-size", type=int, default=256, help="deliveries per pass")
     ap.add_argument("--profile", type=int, default=0, help="print the top N by cumulative")
     ap.add_argument("--models", type=Path, help="reuse (or keep) the trained model here")
+    ap.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="judge as after the cold start: the model trained on the fleet's own first "
+        "STEPS readings a device, the judge warmed with them (throughput.py --warm)",
+    )
     args = ap.parse_args()
     configure_logging("warning", "console")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        models = args.models or work / "models"
-        # A directory without the pump stream's active model (new, or left empty) is
-        # trained into; one that holds it is reused.
-        if not models.exists() or ModelRegistry(models).active_version("pump") is None:
-            train_fleet_model(models, devices=4, steps=1200)
+        steps = max(1, args.readings // args.devices)
+        load = workload(args.devices, steps, seed=7, batch=args.batch, warm=args.warm)
+        warm_state = None
+        if args.warm:  # trained on the fleet's own readings and warmed, or reused
+            models = steady_state(load, args.models or work / "steady")
+            warm_state = models.parent / "thresholds.json"
+        else:
+            models = args.models or work / "models"
+            # A directory without the pump stream's active model (new, or left empty) is
+            # trained into; one that holds it is reused.
+            if not models.exists() or ModelRegistry(models).active_version("pump") is None:
+                train_fleet_model(models, devices=4, steps=1200)
         state = work / "state"
         install_model(models, state)
         broker = SimpleNamespace(host="127.0.0.1", port=1883, protocol="5")
         raw = daemon_config(state, broker, database_url=f"sqlite:///{state / 'x.db'}")
         raw["logging"]["level"] = "warning"
         config = SentinelConfig.model_validate(raw)
-        steps = max(1, args.readings // args.devices)
-        load = workload(args.devices, steps, seed=7, batch=args.batch)
         n = load.reading_count
         parser = MessageParser(config.streams, max_payload_bytes=config.ingest.max_payload_bytes)
         parse_s, worker_s, cpu_s, model_s, digests = [], [], [], [], set()
@@ -166,15 +203,15 @@ def main() -> int:
                 deliveries.append(Delivery(topic, tuple(readings), tuple(rejected), None, 0.0))
             parse_s.append(time.perf_counter() - started)
             assert sum(len(d.readings) for d in deliveries) == n
-            wall, cpu, _ = run_worker(config, models, deliveries, digest=False, size=args.pass_size)
+            wall, cpu, _ = run_worker(config, models, deliveries, False, args.pass_size, warm_state)
             worker_s.append(wall)
             cpu_s.append(cpu)
             model_s.append(model_ceiling(models, load, config.model.score_batch_max)[0])
-        digests.add(run_worker(config, models, deliveries, digest=True, size=args.pass_size)[2])
+        digests.add(run_worker(config, models, deliveries, True, args.pass_size, warm_state)[2])
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
-            run_worker(config, models, deliveries, digest=False, size=args.pass_size)
+            run_worker(config, models, deliveries, False, args.pass_size, warm_state)
             profile.disable()
             stats = pstats.Stats(profile)
             stats.dump_stats(Path(tempfile.gettempdir()) / "worker_pass.prof")
@@ -191,6 +228,8 @@ def main() -> int:
     print(f"model alone: {model:9.0f} readings/s  runs {[round(x, 2) for x in model_s]} s")
     print(f"worker + parse: {n / (statistics.median(worker_s) + statistics.median(parse_s)):9.0f}")
     print(f"digest: {' '.join(sorted(digests))}")
+    windows = JUDGED[True] + JUDGED[False]
+    print(f"windows judged anomalous: {JUDGED[True]} of {windows} ({JUDGED[True] / windows:.0%})")
     print(f"ratio: {worker / model:.3f} of the model ceiling (worker alone)")
     return 0
 
