@@ -105,6 +105,7 @@ DepartureBasis = tuple[FloatArray, npt.NDArray[np.bool_], FloatArray, FloatArray
 # identical features), far below the small eigenvalues a break between collinear features
 # lives in.
 _RIDGE = 1e-6
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 _FIRST_ROWS = 32  # a device's first ring of window means; it doubles up to ``history``
 _MAX_FOLDS = 32  # most held-out blocks the residual scale is measured on (fit_relations)
 _MIN_PER_FEATURE = 8  # learnt windows per varying feature before a fit is trusted
@@ -149,6 +150,15 @@ class Relations:
     # (F,) 1 / the largest residual ratio, averaged over one window's span of consecutive
     # learnt windows, held out (``fit_relations``); 0: not judged so
     sustained: FloatArray
+    # (F,) inverse > 0, made once: the spike check asks for it at every window
+    judged_mask: npt.NDArray[np.bool_] = field(init=False, repr=False, compare=False)
+    judged: int = field(init=False, repr=False, compare=False)  # how many features judged
+
+    def __post_init__(self) -> None:
+        mask = self.inverse > 0
+        mask.flags.writeable = False  # shared by every caller
+        object.__setattr__(self, "judged_mask", mask)
+        object.__setattr__(self, "judged", int(mask.sum()))
 
     def residuals(self, means: FloatArray) -> FloatArray:
         """(B, F) window means -> (B, F) signed residuals, raw units."""
@@ -274,11 +284,6 @@ class Relations:
             return int(z.argmax())
         explained = np.where(named, (seen @ directions) ** 2 / np.where(named, norms, 1.0), -1.0)
         return int(explained.argmax())
-
-    @property
-    def judged(self) -> int:
-        """How many features the fit judges."""
-        return int((self.inverse > 0).sum())
 
     def departures(
         self,
@@ -432,6 +437,16 @@ def fit_relations(
     fitted = Relations(centre, weights, inverse, precision, np.zeros(count), sustained)
     reach = fitted.distances(means).max(axis=0) * (inverse > 0)
     return Relations(centre, weights, inverse, precision, reach, sustained)
+
+
+def _nan_to_zero(values: FloatArray) -> FloatArray:
+    """``np.nan_to_num(values, nan=0.0)`` (infinities to the largest finite floats) in three
+    ufunc calls: the relation check asks for it twice per device and pass, and
+    ``nan_to_num``'s argument handling was most of its cost (issue #23)."""
+    out: FloatArray = np.where(np.isnan(values), 0.0, values)
+    np.maximum(out, -_FLOAT_MAX, out=out)
+    np.minimum(out, _FLOAT_MAX, out=out)
+    return out
 
 
 def _correlation_time(series: FloatArray) -> FloatArray:
@@ -651,8 +666,8 @@ class RelationCheck:
                 far = fit.distances(block[over]) > reach * fit.reach
                 z[over] = np.where(far, 0.0, z[over])
                 drawn[over] = np.where(far, 0.0, drawn[over])
-            peaks = np.nan_to_num(z.max(axis=1), nan=0.0)
-            lasting = np.nan_to_num(drawn.max(axis=1), nan=0.0)
+            peaks = _nan_to_zero(z.max(axis=1))
+            lasting = _nan_to_zero(drawn.max(axis=1))
             unknown = np.zeros(len(rows), dtype=bool)
             unknown[over] = True
             for j, i in enumerate(rows):

@@ -388,9 +388,9 @@ class SpikeCheck:
                 if shared is None or shared[0] is not fit or shared[1] is not state.point.inverse:
                     inverse = state.point.inverse
                     noise_inverse = _shared_noise(fit, inverse)
-                    basis = fit.departure_basis(noise_inverse, fit.inverse > 0)
+                    basis = fit.departure_basis(noise_inverse, fit.judged_mask)
                     shared = state.point.shared = (fit, inverse, noise_inverse, basis)
-                point, size = fit.departures(across[0][i], shared[2], fit.inverse > 0, shared[3])
+                point, size = fit.departures(across[0][i], shared[2], fit.judged_mask, shared[3])
                 point *= cfg.k / cfg.relations_k  # in units of k: one limit for both
                 if z is not None:
                     # A feature whose own reading did not leave its neighbours' median did
@@ -615,10 +615,15 @@ def _relation_residuals(
     if not any(fit is not None for fit in fits):
         return None
     across = np.zeros(values.shape, dtype=np.float64)
+    # The windows of one fit (one device's in the batch) in one call, not one each
+    by_fit: dict[int, tuple[Relations, list[int]]] = {}
     for i, fit in enumerate(fits):
         if fit is not None:
-            rows = np.asarray(values[i], dtype=np.float64)
-            across[i] = fit.residuals(rows) * (fit.inverse > 0)
+            by_fit.setdefault(id(fit), (fit, []))[1].append(i)
+    for fit, rows in by_fit.values():
+        windows = np.asarray(values[rows], dtype=np.float64)  # (k, T, F)
+        flat = windows.reshape(-1, windows.shape[2])
+        across[rows] = (fit.residuals(flat) * fit.judged_mask).reshape(windows.shape)
     return hampel_residuals(across, neighbours, values, newest)
 
 

@@ -520,3 +520,14 @@ def test_departures_from_a_basis_made_once_are_the_same_to_the_bit() -> None:
         assert np.array_equal(fresh[0], cached[0])
         assert np.array_equal(fresh[1], cached[1])
     assert named.sum() >= 2  # the pump's load channels are judged
+
+
+def test_clearing_nan_gives_what_nan_to_num_gives() -> None:
+    """``_nan_to_zero`` is ``np.nan_to_num(x, nan=0.0)`` made cheap (issue #23, speed):
+    NaN to 0, infinities to the largest finite floats, the rest as it was."""
+    values = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -2.5e300, 5e-324])
+    expected = np.nan_to_num(values, nan=0.0)
+    got = relations._nan_to_zero(values)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(np.signbit(got), np.signbit(expected))
+    assert np.isnan(values[0])  # the input is left alone
