@@ -21,7 +21,8 @@ running fleet does: their readings are not in the training, nothing warms them, 
 are also counted apart, per device-hour of what they sent.
 
 ``--clean N``: each pump's clean readings before the faults, the pumps warmed on all of
-them and the model trained on the first 15/16 (750 of 800; ``--train N``: on the first N).
+them and the model trained on the first 15/16 (750 of 800; ``--train N``: on the first N;
+with ``--train-chunks K`` on N taken as K stretches spread evenly over the clean readings).
 By default 800, or as many as the model's 15/16 need to cover the daemon's cold start span
 (``cold_start.span``, an hour) where that is more: 3,840 at ``--step 1``; and the model
 trains on no more than ``cold_start.max_readings`` of all the pumps together allow
@@ -33,7 +34,7 @@ simulated drive's load switches, ramps and thermal lags are in seconds, so at ``
 
     .venv/bin/python benchmarks/fleet_offline.py [--seed 11] [--step 5] [--day 3600]
         [--rate 2.0] [--batch 20] [--pumps 12] [--cold N] [--clean N] [--config VARIANT.toml]
-        [--keep DIR] [--test 2400] [--retrain]
+        [--keep DIR] [--test 2400] [--retrain] [--train N [--train-chunks K]]
 
 ``--retrain``: the daemon's retraining on the data's clock, as a replay's (its schedule,
 a day of data by default: within the run only with a longer ``--test`` or a shorter
@@ -105,9 +106,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if isinstance(value, dict) and key not in _OWNED:
             sections[key] = {**sections.get(key, {}), **value}
     config = SentinelConfig.model_validate(sections)
+    # --train-chunks K: each pump's ``train`` readings as K stretches spread evenly over
+    # the clean ones (a sample of the span in time), not its first ``train``
+    size = train // args.train_chunks
+    starts = np.linspace(0, warm - size, args.train_chunks).astype(int).tolist()
     segments = [
-        np.array([[s[d].values[f] for f in FEATURES] for s in readings[:train]], dtype=np.float32)
+        np.array(
+            [[s[d].values[f] for f in FEATURES] for s in readings[start : start + size]],
+            dtype=np.float32,
+        )
         for d in range(args.model_pumps or pumps - args.cold)
+        for start in starts
     ]
     detector = detector_type(config.model.detector).train(
         segments,
@@ -253,6 +262,14 @@ def main() -> int:
         "that is fewer); the pumps are warmed, alerts suppressed, on all --clean",
     )
     ap.add_argument(
+        "--train-chunks",
+        type=int,
+        default=1,
+        metavar="K",
+        help="the model's --train readings of each pump as K stretches spread evenly over "
+        "--clean, not the first --train (default 1)",
+    )
+    ap.add_argument(
         "--model-pumps",
         type=int,
         default=None,
@@ -288,6 +305,8 @@ def main() -> int:
         ap.error(f"--clean must be at least {2 * WINDOW}")
     if args.train is not None and not 2 * WINDOW <= args.train <= args.clean:
         ap.error(f"--train must be between {2 * WINDOW} and --clean ({args.clean})")
+    if args.train_chunks < 1 or (args.train or args.clean) // args.train_chunks < 2 * WINDOW:
+        ap.error(f"--train-chunks must leave at least {2 * WINDOW} readings a stretch")
     if args.test < 1:
         ap.error("--test must be at least 1")
     if args.step <= 0 or args.day <= 0 or args.rate < 0 or args.batch < 1:
@@ -311,6 +330,7 @@ def main() -> int:
         f"pumps, seed {args.seed}, "
         f"step {args.step:g} s, day {args.day:g} s, rate {args.rate:g}/h, {args.clean} clean "
         f"readings a pump{f' (the model trained on {args.train})' if args.train else ''}"
+        f"{f' in {args.train_chunks} stretches' if args.train_chunks > 1 else ''}"
         f"{f', the model on {args.model_pumps} pumps' if args.model_pumps else ''}, "
         "passes of "
         f"{args.batch} steps{f', config {args.config}' if args.config else ''}"
