@@ -363,6 +363,9 @@ class SpikeCheck:
         # daily pulse on a counter was named as a departure of the load beside it.
         fits = [f if f is not None and f.judged >= _DEPARTURE_FEATURES else None for f in fits]
         across = _relation_residuals(values, fits, neighbours, self.hop) if cfg.relations else None
+        # what each window's relation residuals teach (``_learn_point``), for all at once
+        learn_sizes = np.abs(across[1]) if across is not None else np.zeros((0, 0, 0))
+        learn_finite = np.asarray(np.isfinite(learn_sizes).all(axis=2), dtype=np.bool_)
         hits: list[SpikeHit | None] = []
         for i, device in enumerate(devices):
             state = self._devices.get((stream, device))
@@ -469,19 +472,20 @@ class SpikeCheck:
                     state.limit = _tail_limits(state, cfg)
                     state.tail_at = (state.logged, state.clock)
             if fit is not None and across is not None:
-                self._learn_point(state, np.abs(across[1][i])[keep])
+                self._learn_point(state, learn_sizes[i][keep & learn_finite[i]])
             hits.append(hit)
             if usual is not None:
                 usual.append(normal)
         return hits
 
     def _learn_point(self, state: _DeviceNoise, rows: FloatArray) -> None:
-        """Learn a device's relation residuals' noise as its readings' (``state.point``)."""
+        """Learn a device's relation residuals' noise as its readings' (``state.point``)
+        from the |residual| ``rows`` it keeps (finite ones only)."""
         cfg = self.config
         if state.point is None:
             state.point = _DeviceNoise.empty(cfg.history, rows.shape[1], 1)
         point = state.point
-        point.add(rows[np.isfinite(rows).all(axis=1)])
+        point.add(rows)
         if point.filled >= cfg.warmup and (point.scale is None or point.since >= _RECOMPUTE_EVERY):
             point.set_scale(_scale(point.ring[: point.filled]))
 
