@@ -393,9 +393,8 @@ def fit_relations(
     gram = z.T @ z
     size = max(block, -(-n // _MAX_FOLDS))
     starts = range(0, n, size)
-    # Each held-out block's fit is on the rest; all of them, and the full fit, solved in
-    # one stacked call (the systems one call each would solve, so the same weights).
-    # (a block that leaves fewer than two rows is predicted by the full fit).
+    # Each held-out block's fit is on the rest (a block leaving fewer than two rows is
+    # predicted by the full fit); all of them and the full fit in one stacked solve.
     parts = [z[lo : lo + size] for lo in starts]
     rest = [k for k, part in enumerate(parts) if n - len(part) >= 2]
     grams = np.stack([gram, *(gram - parts[k].T @ parts[k] for k in rest)])
@@ -488,8 +487,9 @@ def _least_squares(grams: FloatArray, n: npt.NDArray[np.int_]) -> FloatArray:
 
     The K * U ridge systems are solved in one stacked ``np.linalg.solve`` (the same LAPACK
     routine on the same matrices as one call each, so the same weights): a fit solves
-    them for the full fit and every held-out block, and one call per system, then per
-    block, was a tenth of the worker (issue #23)."""
+    them for the full fit and every held-out block, and a call per system or per block
+    was a large share of the worker (issue #23; docs/BENCHMARKS.md, "The worker in its
+    steady state")."""
     count, used = grams.shape[0], grams.shape[1]
     others = _others(used)
     rows = np.arange(used)[:, None]
