@@ -786,17 +786,21 @@ def _scale(magnitudes: npt.NDArray[np.floating[Any]]) -> FloatArray:
     rows = np.array(magnitudes.T, dtype=np.float64, order="C")  # (F, N)
     total = np.add.accumulate(rows, axis=1)[:, -1]  # in reading order, as mean(axis=0)
     rows.sort(axis=1)
-    if np.isnan(rows[:, -1]).any() or (rows[:, 0] < 0).any():
-        # outside what the sort's reading assumes
+    # a handful of features: read as Python floats, not by NumPy calls on six values each
+    if any(v != v for v in rows[:, -1].tolist()) or min(rows[:, 0].tolist()) < 0:
+        # outside what the sort's reading assumes (NaN sorts last)
         return _scale_reference(np.asarray(magnitudes, dtype=np.float64))
     mean = total / n * _MEAN_TO_SIGMA
     low, high = rows[:, (n - 1) // 2], rows[:, n // 2]
     median = (high if n % 2 == 1 else (low + high) / 2) * MAD_TO_SIGMA
-    zeros = (rows == 0).sum(axis=1)
-    some = (zeros > 0) & (zeros < n)
     step = np.zeros(len(rows))
-    for f in np.flatnonzero(some).tolist():  # the non-zero residuals' median, row by row
-        start = int(zeros[f])
+    ends = zip(rows[:, 0].tolist(), rows[:, -1].tolist(), strict=True)
+    for f, (first, last) in enumerate(ends):
+        if first != 0.0 or last == 0.0:  # no zeros, or nothing but: no step median
+            continue
+        # the non-zero residuals' median: the zeros sort first, so they end where the
+        # binary search for the first value above 0 lands
+        start = int(rows[f].searchsorted(0.0, side="right"))
         count = n - start
         middle = float(rows[f, start + count // 2])
         step[f] = (

@@ -94,6 +94,7 @@ NORMAL_SCORE = 1.0
 _MIN_REFERENCE = 50  # normal scores needed before a device's own history is the reference
 _TOP = 0.1  # the quantile method's tail extrapolation is fitted on the top tenth
 _PRIOR_LEVELS = 8  # re-baselines a device can undo one by one (``_revert``)
+_NO_HITS = (None,) * 7  # ``judge``'s hits when no check forced the verdict
 
 
 def calibration_threshold(quantiles: Mapping[str, float], config: ThresholdConfig) -> float:
@@ -269,7 +270,7 @@ class ThresholdBank:
             else:
                 state = self._devices[key] = self._new_device(score.window.stream, calibration)
         hits = (spike, level, constant, stuck, relation, noise, period)
-        forced = any(hit is not None for hit in hits)
+        forced = hits != _NO_HITS  # any hit: a tuple compare, not a generator a window
         self._spell(key, state, score.window)
         if state.spot is not None:
             spot = state.spot

@@ -112,6 +112,20 @@ def test_ranked_is_a_read_only_view() -> None:
         history.ranked()[0] = 9.0
 
 
+def test_a_float32_history_ranks_floats_that_round_alike_as_it_holds_them() -> None:
+    """Scores are searched for as the history holds them (float32), not as given: floats
+    apart in float64 that round to one float32, and their neighbours, sort as that float32
+    and its neighbours do."""
+    base = float(np.float32(1.0))
+    ulp = float(np.spacing(np.float32(1.0)))
+    given = [base + ulp * k / 4 for k in (-3, 1, -1, 3, 0, 2, -2)] * 3
+    history = RankedHistory(8, dtype=np.float32)
+    for value in given:
+        history.append(value)
+        held = history.values()
+        assert history.ranked().tolist() == np.sort(held).tolist()
+
+
 @pytest.mark.parametrize("maxlen", [1, 63, 64, 65, 2000])
 @pytest.mark.parametrize("count", [0, 1, 64, 65, 1999, 2000, 2500])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
