@@ -107,7 +107,7 @@ class FloatHistory:
     def __iter__(self) -> Iterator[float]:
         return iter(self.tolist())
 
-    def append(self, value: float) -> None:
+    def append(self, value: float | np.floating[Any]) -> None:
         self.appended += 1
         size = self._size
         if size < self.maxlen:
@@ -177,33 +177,33 @@ class RankedHistory(FloatHistory):
         self._ranked: npt.NDArray[np.floating[Any]] = np.empty(min(_FIRST, maxlen), dtype=dtype)
         super().__init__(maxlen, values, dtype)
 
-    def append(self, value: float) -> None:
+    def append(self, value: float | np.floating[Any]) -> None:
         size, ranked = self._size, self._ranked
         # The value as the history holds it: a scalar of the arrays' own type is searched
         # for without the conversion ``np.searchsorted`` makes of a Python float, a third
         # of an append's cost; the sorted array is the same (the position among equal
         # values is all the rounding could move).
-        value = ranked.dtype.type(value)
+        held = ranked.dtype.type(value)
         if size < self.maxlen:
-            super().append(value)
+            super().append(held)
             if size == len(ranked):
                 grown = np.empty(len(self._data), dtype=ranked.dtype)
                 grown[:size] = ranked
                 self._ranked = ranked = grown
-            at = int(ranked[:size].searchsorted(value, side="right"))
+            at = int(ranked[:size].searchsorted(held, side="right"))
             ranked[at + 1 : size + 1] = ranked[at:size]
-            ranked[at] = value
+            ranked[at] = held
             return
         old = self._data[self._head]
-        super().append(value)
+        super().append(held)
         gone = int(ranked.searchsorted(old, side="left"))
-        at = int(ranked.searchsorted(value, side="right"))
+        at = int(ranked.searchsorted(held, side="right"))
         if at > gone:  # the values between move down one place
             ranked[gone : at - 1] = ranked[gone + 1 : at]
-            ranked[at - 1] = value
+            ranked[at - 1] = held
         else:  # or up one
             ranked[at + 1 : gone + 1] = ranked[at:gone]
-            ranked[at] = value
+            ranked[at] = held
 
     def fill(self, values: npt.ArrayLike) -> None:
         super().fill(values)
