@@ -537,9 +537,10 @@ def daemon_latency(
     rate: float,
     durability: str,
     flush_interval: float | None = None,
-) -> tuple[np.ndarray, float]:
-    """Seconds from each message's publish to the report of the commit that acked it, and
-    the rate the publisher kept."""
+) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Seconds from each message's publish to the report of the commit that acked it, the
+    rate the publisher kept, and the daemon's CPU seconds by thread group meanwhile
+    (``thread_cpu``; the client process's as ``mqtt-process``)."""
     import multiprocessing
 
     config, _ = daemon_setup(
@@ -553,14 +554,17 @@ def daemon_latency(
         child = context.Process(
             target=paced_publish, args=(broker.url, work.messages, rate, sender)
         )
+        threads0 = thread_cpu(app)
         child.start()
         sent = np.asarray(receiver.recv())
         child.join(WAIT)
         assert app.done.wait(WAIT), f"daemon acked {app.acked}/{len(work.messages)}"
+        threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu(app).items()}
     at = np.asarray([t for t, _ in app.commits])
     upto = np.asarray([n for _, n in app.commits])
     committed = at[np.searchsorted(upto, np.arange(1, len(sent) + 1))]
-    return np.asarray(committed - sent), (len(sent) - 1) / float(sent[-1] - sent[0])
+    kept = (len(sent) - 1) / float(sent[-1] - sent[0])
+    return np.asarray(committed - sent), kept, threads
 
 
 # -- the model alone -----------------------------------------------------------------------
@@ -865,15 +869,21 @@ def latency(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
         result = daemon_drain(broker, load, models, work / "max", "max", args.sqlite_durability)
         maximum = n / result.seconds
     intervals = args.flush_interval or [FLUSH_INTERVAL]
-    runs: dict[float, list[tuple[float, float, float, float]]] = {i: [] for i in intervals}
+    runs: dict[float, list[tuple[float, float, float, float, float, float]]] = {
+        i: [] for i in intervals
+    }
     for run in range(args.repeat):
         for interval in intervals:
-            seconds, kept = daemon_latency(
+            seconds, kept, threads = daemon_latency(
                 broker, load, models, work / f"latency-{run}-{interval:g}", maximum / 2,
                 args.sqlite_durability, interval,
             )  # fmt: skip
             p50, p99 = np.percentile(seconds, [50, 99]) * 1e3
-            runs[interval].append((p50, p99, seconds.max() * 1e3, kept))
+            # CPU per message while paced: the worker's, and the daemon's with its client
+            # process (a live fleet's cost, where each pass holds what arrived meanwhile)
+            worker = 1e6 * threads.get("pipeline-worker", 0.0) / n
+            total = 1e6 * sum(threads.values()) / n
+            runs[interval].append((p50, p99, seconds.max() * 1e3, kept, worker, total))
     print(machine_line())
     print(judge_line(args))
     print(
@@ -889,6 +899,12 @@ def latency(args: argparse.Namespace, broker: PrivateBroker, models: Path, work:
             f"{statistics.median(r[1] for r in rows):.0f} ms (medians); runs: p50 "
             f"{[round(r[0]) for r in rows]}, p99 {[round(r[1]) for r in rows]}, max "
             f"{[round(r[2]) for r in rows]} ms, publisher kept {[round(r[3]) for r in rows]} msg/s"
+        )
+        print(
+            f"flush_interval {interval:g} s: CPU per message while paced: worker "
+            f"{statistics.median(r[4] for r in rows):.0f} us, daemon and client process "
+            f"{statistics.median(r[5] for r in rows):.0f} us (medians); runs: worker "
+            f"{[round(r[4]) for r in rows]}, all {[round(r[5]) for r in rows]} us"
         )
 
 
