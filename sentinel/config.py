@@ -413,6 +413,18 @@ class IngestConfig(Section):
         description="Messages buffered between the network thread and the pipeline worker. "
         "With MQTT 5 it is also our Receive Maximum, so the broker never overfills it.",
     )
+    linger: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=60.0,
+        description="Seconds the pipeline worker waits for more messages once it holds "
+        "fewer than 8: a pass's fixed work (the model's call, a dozen checks' set-up) is "
+        "shared by the messages in it, and a fleet whose devices publish at their own "
+        "moments otherwise hands the worker one message a pass at a low rate "
+        '(docs/BENCHMARKS.md, "Passes of one message"). Adds at most this much before a '
+        "reading is judged; at a high rate 8 come at once. 0: judge each message as soon "
+        "as it comes.",
+    )
     max_payload_bytes: int = Field(
         default=65_536, ge=64, le=16_777_216, description="Larger payloads are rejected."
     )

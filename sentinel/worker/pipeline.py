@@ -88,6 +88,11 @@ log = structlog.get_logger(__name__)
 _stdlib_log = logging.getLogger(__name__)  # what structlog's filter_by_level asks
 
 _DRAIN_MAX = 256  # deliveries handled per pass: bounds latency and the size of a commit
+# A pass that holds fewer deliveries than this waits up to ``ingest.linger`` for more,
+# looking again every _LINGER_STEP seconds (not woken by each delivery: at a trickle a
+# wake-up per message would cost what the linger saves).
+_LINGER_FILL = 8
+_LINGER_STEP = 0.005
 _SCORE_CAP = 1e30  # stands in for a non-finite score
 # Seconds of the daemon's clock a device's readings must all be at or before its last
 # before ``device_clock_behind`` is logged: far longer than a redelivery after a restart.
@@ -192,6 +197,7 @@ class Pipeline:
         self._sink = sink
         self._request_training = request_training
         self._inbox: queue.Queue[Delivery] = queue.Queue(maxsize=config.ingest.queue_size)
+        self._linger = config.ingest.linger
         # What other threads ask of the worker, in the order they asked (commands.py).
         self._commands: queue.Queue[Command] = queue.Queue()
         self._stopping = threading.Event()
@@ -440,6 +446,28 @@ class Pipeline:
 
     # -- the worker -----------------------------------------------------------------------
 
+    def _take_waiting(self, batch: list[Delivery]) -> None:
+        """Add what waits in the inbox to ``batch``, up to ``_DRAIN_MAX`` in all."""
+        while len(batch) < _DRAIN_MAX:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return
+
+    def _linger_for(self, batch: list[Delivery], deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic) for ``batch`` to fill to ``_LINGER_FILL``,
+        taking what comes meanwhile. A pass costs about the same whether it holds one
+        delivery or a few dozen (the model's call and each check's set-up): a fleet whose
+        devices publish at their own moments, not in one burst a second, otherwise hands
+        the worker one delivery a pass and it pays that cost per reading, many times over
+        (issue #23; docs/BENCHMARKS.md, "Passes of one message")."""
+        while len(batch) < _LINGER_FILL and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, _LINGER_STEP))
+            self._take_waiting(batch)
+
     def _run(self) -> None:
         try:
             self._loop()
@@ -469,11 +497,9 @@ class Pipeline:
                         log.exception("pipeline_tap_failed", readings=0)
                 continue
             batch = [first]
-            while len(batch) < _DRAIN_MAX:
-                try:
-                    batch.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    break
+            self._take_waiting(batch)
+            if len(batch) < _LINGER_FILL and self._linger > 0:
+                self._linger_for(batch, time.monotonic() + self._linger)
             try:
                 self._sink(self.process(batch))
             except Abandoned:

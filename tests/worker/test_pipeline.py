@@ -549,3 +549,46 @@ def test_device_idle_is_never_shorter_than_the_window_gap() -> None:
     assert Harness({"pump": FakeDetector()}, config).pipeline._idle_after() == 7200
     off = make_config(ingest={"device_idle": 0})
     assert Harness({"pump": FakeDetector()}, off).pipeline._idle_after() == 0
+
+
+def lingering(config: SentinelConfig, passes: list[tuple[int | None, ...]]) -> Pipeline:
+    """A worker whose sink records each pass's acknowledged message ids."""
+    return Pipeline(
+        config,
+        sink=lambda batch: (
+            passes.append(tuple(ack.token for ack in batch.acks)) if batch.acks else None
+        ),
+        request_training=lambda job: None,
+        models={"pump": FakeDetector()},
+    )
+
+
+def test_a_pass_holding_few_deliveries_waits_for_more() -> None:
+    """Devices that publish at their own moments hand the worker one delivery at a time,
+    and a pass costs about as much for one as for dozens: holding fewer than 8, a pass
+    waits up to ``ingest.linger`` for more (issue #23). With a linger no busy box outlasts,
+    8 deliveries offered one at a time, each once the worker has taken the one before, are
+    judged in one pass, in order (without the linger the first is a pass of its own)."""
+    passes: list[tuple[int | None, ...]] = []
+    p = lingering(make_config(ingest={"linger": 60.0}), passes)
+    p.start()
+    try:
+        for i in range(8):
+            assert p.offer(delivery("a", float(i), 0.1, mid=i + 1))
+            wait_for(lambda: p.depth == 0, "the worker to take the delivery", timeout=120)
+        wait_for(lambda: len(passes) > 0, "the first pass", timeout=120)
+    finally:
+        p.stop()
+    assert passes[0] == tuple(range(1, 9))
+
+
+def test_a_stop_ends_the_wait_and_judges_what_the_pass_holds() -> None:
+    """A stop does not wait out the linger: the delivery the worker holds is judged and
+    passed on, and the worker ends well within ``stop``'s own timeout."""
+    passes: list[tuple[int | None, ...]] = []
+    p = lingering(make_config(ingest={"linger": 60.0}), passes)
+    p.start()
+    assert p.offer(delivery("a", 0.0, 0.1, mid=7))
+    p.stop(timeout=30.0)
+    assert not p.alive
+    assert passes == [(7,)]
