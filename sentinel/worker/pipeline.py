@@ -459,7 +459,7 @@ class Pipeline:
         taking what comes meanwhile. A pass costs about the same whether it holds one
         delivery or a few dozen (the model's call and each check's set-up): a fleet whose
         devices publish at their own moments, not in one burst a second, otherwise hands
-        the worker one delivery a pass and it pays that cost per reading, many times over
+        the worker one delivery a pass at a low rate, and it pays that cost per reading
         (issue #23; docs/BENCHMARKS.md, "Passes of one message")."""
         while len(batch) < _LINGER_FILL and not self._stopping.is_set():
             left = deadline - time.monotonic()
